@@ -1,0 +1,196 @@
+//! Every limit of the server in one place, validated at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::event::ActorId;
+
+/// When appended events are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// One fdatasync per reactor turn, before any acknowledgement (group commit). The default.
+    Always,
+    /// Written to the kernel every turn; fdatasync at most once per interval. A power loss can
+    /// lose up to one interval of acknowledged events.
+    IntervalMs(u64),
+    /// Written to the kernel every turn, never fdatasync'd by flo. A power loss can lose any
+    /// acknowledged event the kernel had not yet written back.
+    Never,
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => write!(f, "always"),
+            FsyncPolicy::IntervalMs(ms) => write!(f, "interval:{ms}"),
+            FsyncPolicy::Never => write!(f, "never"),
+        }
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FsyncPolicy, String> {
+        match text {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match text.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::IntervalMs(ms)),
+                _ => Err(format!(
+                    "invalid fsync policy {text:?}: expected always, never or interval:<ms> with ms > 0"
+                )),
+            },
+        }
+    }
+}
+
+/// Retention: the oldest whole segments are deleted once any limit is exceeded. `None` means
+/// no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub events_max: Option<u64>,
+    pub bytes_max: Option<u64>,
+    pub age_max_ms: Option<u64>,
+}
+
+/// Limits of the wire protocol that a client must respect; sent in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireLimits {
+    /// The largest frame, header included, either side may send.
+    pub frame_size_max: u32,
+    pub namespace_length_max: u32,
+    pub event_data_size_max: u32,
+}
+
+impl Default for WireLimits {
+    fn default() -> WireLimits {
+        WireLimits {
+            // Room for one maximal event plus its header and a generous namespace.
+            frame_size_max: 8 * 1024 * 1024 + 64 * 1024,
+            namespace_length_max: 1024,
+            event_data_size_max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// A segment is sealed and a new one started once it passes this size.
+    pub segment_size_max: u64,
+    pub retention: Retention,
+    /// The in-memory cache of the newest events, in bytes.
+    pub cache_bytes_max: usize,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: PathBuf) -> StorageConfig {
+        StorageConfig {
+            data_dir,
+            fsync: FsyncPolicy::Always,
+            segment_size_max: 64 * 1024 * 1024,
+            retention: Retention::default(),
+            cache_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Cluster settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterConfig {
+    pub peer_addrs: Vec<SocketAddr>,
+    /// Peers must prove this shared secret in their handshake when it is set.
+    pub secret: Option<String>,
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub actor_id: ActorId,
+    pub storage: StorageConfig,
+    pub wire: WireLimits,
+    pub cluster: ClusterConfig,
+    pub connections_max: usize,
+    /// A connection must finish its handshake within this time.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (clients send pings).
+    pub idle_timeout: Duration,
+    /// A connection whose unsent output passes this many bytes is not fed more events until it
+    /// drains below it.
+    pub send_buffer_high_water: usize,
+    /// At most this many bytes are read from one connection per reactor turn, so one busy
+    /// client cannot starve the others.
+    pub read_bytes_per_turn_max: usize,
+}
+
+impl Config {
+    pub fn new(bind: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            bind,
+            actor_id: ActorId(1),
+            storage: StorageConfig::new(data_dir),
+            wire: WireLimits::default(),
+            cluster: ClusterConfig::default(),
+            connections_max: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            send_buffer_high_water: 1024 * 1024,
+            read_bytes_per_turn_max: 1024 * 1024,
+        }
+    }
+
+    /// Checks that the limits fit together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.actor_id.0 == 0 {
+            return Err("actor id must be between 1 and 65535".into());
+        }
+        if self.connections_max == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        let wire = &self.wire;
+        let event_frame_size_min =
+            wire.event_data_size_max as u64 + wire.namespace_length_max as u64 + 128;
+        if (wire.frame_size_max as u64) < event_frame_size_min {
+            return Err(format!(
+                "frame size limit {} cannot hold a maximal event ({} bytes)",
+                wire.frame_size_max, event_frame_size_min
+            ));
+        }
+        if self.storage.segment_size_max < 4096 {
+            return Err("segment size must be at least 4096 bytes".into());
+        }
+        if self.send_buffer_high_water == 0 || self.read_bytes_per_turn_max == 0 {
+            return Err("buffer limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policy_parses_the_documented_forms() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!("interval:1000".parse(), Ok(FsyncPolicy::IntervalMs(1000)));
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+        assert_eq!(FsyncPolicy::IntervalMs(5).to_string(), "interval:5");
+    }
+
+    #[test]
+    fn default_config_is_valid_and_bad_limits_are_refused() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        assert_eq!(config.validate(), Ok(()));
+        config.wire.frame_size_max = 1024;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! The event model shared by storage, protocol, engine and client: ids, events, version
+//! vectors, cursors and start positions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// The id of a flo server (an "actor"), unique within a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ActorId(pub u16);
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The primary key of an event: a Lamport counter and the actor that created the event.
+///
+/// Ids are totally ordered by counter, then actor; every node agrees on that order. Counter 0
+/// means "no id" (see [`EventId::NONE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventId {
+    // Field order matters: the derived `Ord` compares `counter` first, then `actor`.
+    pub counter: u64,
+    pub actor: ActorId,
+}
+
+impl EventId {
+    /// The "no id" value: counter 0.
+    pub const NONE: EventId = EventId {
+        counter: 0,
+        actor: ActorId(0),
+    };
+
+    pub fn new(counter: u64, actor: u16) -> EventId {
+        EventId {
+            counter,
+            actor: ActorId(actor),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.counter == 0
+    }
+}
+
+/// The 25-digit text form: the counter zero-padded to 20 digits, then the actor zero-padded to
+/// 5 digits. It sorts as text in id order.
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:020}{:05}", self.counter, self.actor.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseEventIdError(pub String);
+
+impl fmt::Display for ParseEventIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid event id {:?}: expected 25 digits (20-digit counter, 5-digit actor) or COUNTER.ACTOR",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseEventIdError {}
+
+/// Parses the 25-digit form or `counter.actor`.
+impl FromStr for EventId {
+    type Err = ParseEventIdError;
+
+    fn from_str(text: &str) -> Result<EventId, ParseEventIdError> {
+        let error = || ParseEventIdError(text.to_string());
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if let Some((counter, actor)) = text.split_once('.') {
+            if !all_digits(counter) || !all_digits(actor) {
+                return Err(error());
+            }
+            let counter = counter.parse::<u64>().map_err(|_| error())?;
+            let actor = actor.parse::<u16>().map_err(|_| error())?;
+            return Ok(EventId::new(counter, actor));
+        }
+        if text.len() != 25 || !all_digits(text) {
+            return Err(error());
+        }
+        let counter = text[..20].parse::<u64>().map_err(|_| error())?;
+        let actor = text[20..].parse::<u16>().map_err(|_| error())?;
+        Ok(EventId::new(counter, actor))
+    }
+}
+
+/// One event as stored and delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: EventId,
+    /// The event this one responds to, if any.
+    pub parent_id: Option<EventId>,
+    /// A UTF-8 path such as `/food/breakfast/eggs`; see [`validate_namespace`].
+    pub namespace: String,
+    /// Milliseconds since the Unix epoch, set by the server that first appended the event.
+    pub timestamp_ms: u64,
+    pub data: Vec<u8>,
+}
+
+impl Event {
+    /// The bytes this event takes in memory, as counted against the cache limit.
+    pub fn size_in_memory(&self) -> usize {
+        std::mem::size_of::<Event>() + self.namespace.len() + self.data.len()
+    }
+}
+
+/// Why a namespace was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceError {
+    Empty,
+    MissingLeadingSlash,
+    TooLong { length: usize, length_max: usize },
+    ControlCharacter { position: usize },
+}
+
+impl fmt::Display for NamespaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamespaceError::Empty => write!(f, "namespace is empty"),
+            NamespaceError::MissingLeadingSlash => write!(f, "namespace must start with '/'"),
+            NamespaceError::TooLong { length, length_max } => write!(
+                f,
+                "namespace is {length} bytes, over the limit of {length_max}"
+            ),
+            NamespaceError::ControlCharacter { position } => {
+                write!(f, "namespace has a control character at byte {position}")
+            }
+        }
+    }
+}
+
+/// A namespace is non-empty UTF-8 that starts with `/`, has no control characters and is at
+/// most `length_max` bytes long.
+pub fn validate_namespace(namespace: &str, length_max: usize) -> Result<(), NamespaceError> {
+    if namespace.is_empty() {
+        return Err(NamespaceError::Empty);
+    }
+    if !namespace.starts_with('/') {
+        return Err(NamespaceError::MissingLeadingSlash);
+    }
+    if namespace.len() > length_max {
+        return Err(NamespaceError::TooLong {
+            length: namespace.len(),
+            length_max,
+        });
+    }
+    if let Some((position, _)) = namespace.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(NamespaceError::ControlCharacter { position });
+    }
+    Ok(())
+}
+
+/// For each actor, the highest counter seen. Absent actors count as 0.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionVector {
+    entries: BTreeMap<ActorId, u64>,
+}
+
+impl VersionVector {
+    pub fn new() -> VersionVector {
+        VersionVector::default()
+    }
+
+    /// The highest counter seen for `actor`, 0 when absent.
+    pub fn get(&self, actor: ActorId) -> u64 {
+        self.entries.get(&actor).copied().unwrap_or(0)
+    }
+
+    /// Sets the entry for `actor`; a counter of 0 removes it.
+    pub fn set(&mut self, actor: ActorId, counter: u64) {
+        if counter == 0 {
+            self.entries.remove(&actor);
+        } else {
+            self.entries.insert(actor, counter);
+        }
+    }
+
+    /// Raises the entry of `id.actor` to `id.counter` if that is higher.
+    pub fn observe(&mut self, id: EventId) {
+        if id.counter > self.get(id.actor) {
+            self.entries.insert(id.actor, id.counter);
+        }
+    }
+
+    /// True when the vector says `id` was already seen.
+    pub fn covers(&self, id: EventId) -> bool {
+        id.counter <= self.get(id.actor)
+    }
+
+    /// Raises every entry to at least the other vector's.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (&actor, &counter) in &other.entries {
+            self.observe(EventId { counter, actor });
+        }
+    }
+
+    /// The highest counter of any actor.
+    pub fn counter_max(&self) -> u64 {
+        self.entries.values().copied().max().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entries in actor order.
+    pub fn iter(&self) -> impl Iterator<Item = (ActorId, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|(&actor, &counter)| (actor, counter))
+    }
+}
+
+impl FromIterator<(ActorId, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (ActorId, u64)>>(iter: I) -> VersionVector {
+        let mut vector = VersionVector::new();
+        for (actor, counter) in iter {
+            vector.observe(EventId { counter, actor });
+        }
+        vector
+    }
+}
+
+/// A consumer's position: everything at or below `floor` in the total id order, plus, per
+/// actor, every counter at or below the vector's entry, has been seen.
+///
+/// A plain version vector has `floor == EventId::NONE`. "After event id X" is the cursor with
+/// floor X and an empty vector; the floor covers actors nobody has heard of yet. A consumer
+/// updates the vector with every id it receives and keeps the floor it started with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub floor: EventId,
+    pub vector: VersionVector,
+}
+
+impl Cursor {
+    pub fn after(floor: EventId) -> Cursor {
+        Cursor {
+            floor,
+            vector: VersionVector::new(),
+        }
+    }
+
+    pub fn from_vector(vector: VersionVector) -> Cursor {
+        Cursor {
+            floor: EventId::NONE,
+            vector,
+        }
+    }
+
+    /// True when an event with this id was already seen by a consumer at this cursor.
+    pub fn covers(&self, id: EventId) -> bool {
+        id <= self.floor || self.vector.covers(id)
+    }
+
+    /// Records that `id` was delivered.
+    pub fn observe(&mut self, id: EventId) {
+        self.vector.observe(id);
+    }
+}
+
+/// Where a consumer starts reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest retained event.
+    Beginning,
+    /// Only events appended after the subscription was made.
+    End,
+    /// Every event not covered by the cursor (this covers "after event id X": the cursor with
+    /// floor X), starting at the earliest record the cursor does not cover.
+    Cursor(Cursor),
+    /// The first record, in log order, whose timestamp is at or after this many milliseconds
+    /// since the epoch, and every record after it.
+    Timestamp(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_text_form_matches_the_seed_readme() {
+        let id = EventId::new(1, 1);
+        assert_eq!(id.to_string(), "0000000000000000000100001");
+        assert_eq!("0000000000000000000100001".parse::<EventId>(), Ok(id));
+        assert_eq!("1.1".parse::<EventId>(), Ok(id));
+        assert_eq!(
+            EventId::new(u64::MAX, u16::MAX).to_string().parse(),
+            Ok(EventId::new(u64::MAX, u16::MAX))
+        );
+    }
+
+    #[test]
+    fn event_id_rejects_bad_text() {
+        for bad in [
+            "",
+            "1",
+            "1.",
+            ".1",
+            "1.70000",
+            "x.1",
+            "000000000000000000010000",
+            "00000000000000000001000011",
+            "0000000000000000000199999",
+            "+1.1",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn event_id_text_sorts_like_ids() {
+        let ids = [
+            EventId::new(1, 2),
+            EventId::new(2, 1),
+            EventId::new(10, 0),
+            EventId::new(9, 65535),
+        ];
+        for a in ids {
+            for b in ids {
+                assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+            }
+        }
+    }
+
+    #[test]
+    fn namespaces_are_validated() {
+        assert_eq!(validate_namespace("/food/eggs", 1024), Ok(()));
+        assert_eq!(validate_namespace("", 1024), Err(NamespaceError::Empty));
+        assert_eq!(
+            validate_namespace("food", 1024),
+            Err(NamespaceError::MissingLeadingSlash)
+        );
+        assert_eq!(
+            validate_namespace("/a\nb", 1024),
+            Err(NamespaceError::ControlCharacter { position: 2 })
+        );
+        assert!(matches!(
+            validate_namespace("/abc", 3),
+            Err(NamespaceError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn cursor_after_id_covers_unknown_actors_below_the_floor() {
+        let cursor = Cursor::after(EventId::new(5, 3));
+        assert!(cursor.covers(EventId::new(5, 3)));
+        assert!(cursor.covers(EventId::new(5, 2)));
+        assert!(!cursor.covers(EventId::new(5, 4)));
+        assert!(cursor.covers(EventId::new(4, 999)));
+        assert!(!cursor.covers(EventId::new(6, 0)));
+    }
+
+    #[test]
+    fn version_vector_treats_absent_actors_as_zero() {
+        let mut vector = VersionVector::new();
+        vector.observe(EventId::new(7, 1));
+        vector.observe(EventId::new(3, 1));
+        assert_eq!(vector.get(ActorId(1)), 7);
+        assert!(vector.covers(EventId::new(7, 1)));
+        assert!(!vector.covers(EventId::new(1, 2)));
+        let mut other = VersionVector::new();
+        other.observe(EventId::new(4, 2));
+        vector.merge(&other);
+        assert_eq!(vector.get(ActorId(2)), 4);
+        assert_eq!(vector.counter_max(), 7);
+    }
+}

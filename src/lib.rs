@@ -1,0 +1,18 @@
+//! flo: a small, fast, durable event stream server.
+//!
+//! The layers, from the bytes on disk to the command line:
+//! - [`event`]: the event model shared by every layer (ids, events, version vectors, cursors).
+//! - [`config`]: every limit of the server, validated at start-up.
+//! - [`storage`]: the durable log; the only code that touches files.
+//! - [`protocol`]: frames and the codec between frames and bytes; pure, no I/O.
+//! - `engine`: all server state and decisions; takes inputs with `now`, returns actions; never
+//!   touches a socket or reads the clock.
+//! - `reactor`: the single-threaded mio event loop that drives the engine; the only code that
+//!   imports mio.
+//! - `client`: a blocking client library on `std::net`, reusing [`protocol`].
+//! - `src/bin/`: argument parsing, logging set-up and exit codes for `flo` and `flo-client`.
+
+pub mod config;
+pub mod event;
+pub mod protocol;
+pub mod storage;

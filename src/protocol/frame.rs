@@ -1,0 +1,261 @@
+//! The frames of wire protocol v1, as Rust values. `protocol.md` is the normative description;
+//! `codec.rs` turns these values into bytes and back.
+
+use std::fmt;
+
+use crate::event::{Event, EventId, StartPosition};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Frame kinds. Client to server: 0x01-0x1F. Server to client: 0x20-0x3F. Peer (cluster)
+/// frames: 0x40-0x5F, reserved for the clustering protocol.
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const PRODUCE: u8 = 0x02;
+    pub const PRODUCE_BATCH: u8 = 0x03;
+    pub const SUBSCRIBE: u8 = 0x04;
+    pub const CREDIT: u8 = 0x05;
+    pub const UNSUBSCRIBE: u8 = 0x06;
+    pub const PING: u8 = 0x07;
+    pub const STATUS_REQUEST: u8 = 0x08;
+
+    pub const WELCOME: u8 = 0x21;
+    pub const ACK: u8 = 0x22;
+    pub const ERROR: u8 = 0x23;
+    pub const EVENT: u8 = 0x24;
+    pub const CAUGHT_UP: u8 = 0x25;
+    pub const END: u8 = 0x26;
+    pub const PONG: u8 = 0x27;
+    pub const STATUS: u8 = 0x28;
+
+    pub const PEER_FIRST: u8 = 0x40;
+    pub const PEER_LAST: u8 = 0x5F;
+}
+
+/// The first frame on every connection, from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol_version: u16,
+    /// Free text for logs, such as "flo-client 0.1.0".
+    pub client_name: String,
+    /// Empty when the client has no token.
+    pub auth_token: Vec<u8>,
+}
+
+/// The server's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub protocol_version: u16,
+    pub server_version: String,
+    pub actor_id: u16,
+    pub frame_size_max: u32,
+    pub namespace_length_max: u32,
+    pub event_data_size_max: u32,
+    /// Subscriptions one connection may have open at once.
+    pub subscriptions_max: u32,
+}
+
+/// One event to append, as a producer sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub namespace: String,
+    pub parent_id: Option<EventId>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produce {
+    /// Chosen by the client; echoed in the [`Ack`] or [`ErrorFrame`].
+    pub op_id: u64,
+    pub event: NewEvent,
+}
+
+/// Several events appended atomically: all or none, with one ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceBatch {
+    pub op_id: u64,
+    pub events: Vec<NewEvent>,
+}
+
+/// Events appended; a batch of `count` events got consecutive counters starting at
+/// `first_id`, all with the same actor and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub op_id: u64,
+    pub first_id: EventId,
+    pub count: u32,
+    pub timestamp_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Chosen by the client, unique among its open subscriptions on this connection.
+    pub subscription_id: u32,
+    /// A namespace glob; see protocol.md.
+    pub glob: String,
+    pub start: StartPosition,
+    /// Stop after this many events; 0 means no limit.
+    pub limit: u64,
+    /// Keep delivering new events after the stored ones run out.
+    pub tail: bool,
+    /// How many events the server may send before it needs more [`Frame::Credit`].
+    pub credit: u32,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The subscription's limit was reached.
+    LimitReached = 1,
+    /// A non-tail subscription delivered every stored event.
+    EndOfStream = 2,
+    /// The client sent Unsubscribe.
+    Unsubscribed = 3,
+}
+
+/// What an error refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorScope {
+    /// The connection as a whole; the server closes it after sending the error.
+    Connection,
+    /// The produce or batch with this op id.
+    Produce(u64),
+    /// The subscription with this id; it is ended.
+    Subscription(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The bytes are not a valid frame. Closes the connection.
+    MalformedFrame = 1,
+    /// The client's protocol version is not supported. Closes the connection.
+    UnsupportedVersion = 2,
+    /// A frame's length is over `frame_size_max`. Closes the connection.
+    FrameTooLarge = 3,
+    /// A frame other than Hello came before the handshake. Closes the connection.
+    HandshakeRequired = 4,
+    /// The auth token or cluster secret was refused. Closes the connection.
+    AuthFailed = 5,
+    /// The namespace is not valid. The connection stays open.
+    InvalidNamespace = 6,
+    /// The event data is over `event_data_size_max`. The connection stays open.
+    EventTooLarge = 7,
+    /// The subscription's glob is not valid. The connection stays open.
+    InvalidGlob = 8,
+    /// The server could not make the events durable (disk full, I/O error); they were not
+    /// appended. The connection stays open.
+    StorageFailure = 9,
+    /// The subscription id is already in use. The connection stays open.
+    DuplicateSubscription = 10,
+    /// Credit or Unsubscribe for a subscription that is not open. The connection stays open.
+    UnknownSubscription = 11,
+    /// The server is at its connection limit. Closes the connection.
+    TooManyConnections = 12,
+    /// The handshake or idle time-out passed. Closes the connection.
+    Timeout = 13,
+    /// The server is shutting down. Closes the connection.
+    ShuttingDown = 14,
+    /// A frame that this side of this connection may not send (for example a server frame from
+    /// a client, or a peer frame on a client connection). Closes the connection.
+    UnexpectedFrame = 15,
+    /// The connection has as many subscriptions open as `subscriptions_max`. Stays open.
+    TooManySubscriptions = 16,
+    /// A batch with no events, or with more than the batch limit. Stays open.
+    InvalidBatch = 17,
+}
+
+impl ErrorCode {
+    pub fn from_u16(code: u16) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        let all = [
+            MalformedFrame,
+            UnsupportedVersion,
+            FrameTooLarge,
+            HandshakeRequired,
+            AuthFailed,
+            InvalidNamespace,
+            EventTooLarge,
+            InvalidGlob,
+            StorageFailure,
+            DuplicateSubscription,
+            UnknownSubscription,
+            TooManyConnections,
+            Timeout,
+            ShuttingDown,
+            UnexpectedFrame,
+            TooManySubscriptions,
+            InvalidBatch,
+        ];
+        all.into_iter().find(|c| *c as u16 == code)
+    }
+
+    /// True when the server closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        use ErrorCode::*;
+        match self {
+            MalformedFrame | UnsupportedVersion | FrameTooLarge | HandshakeRequired
+            | AuthFailed | TooManyConnections | Timeout | ShuttingDown | UnexpectedFrame => true,
+            InvalidNamespace
+            | EventTooLarge
+            | InvalidGlob
+            | StorageFailure
+            | DuplicateSubscription
+            | UnknownSubscription
+            | TooManySubscriptions
+            | InvalidBatch => false,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({})", self, *self as u16)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    pub scope: ErrorScope,
+    pub code: ErrorCode,
+    /// Human-readable detail, for logs and users.
+    pub message: String,
+}
+
+/// Every frame of protocol v1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    // Client to server.
+    Hello(Hello),
+    Produce(Produce),
+    ProduceBatch(ProduceBatch),
+    Subscribe(Subscribe),
+    Credit {
+        subscription_id: u32,
+        count: u32,
+    },
+    Unsubscribe {
+        subscription_id: u32,
+    },
+    Ping {
+        token: u64,
+    },
+    // Server to client.
+    Welcome(Welcome),
+    Ack(Ack),
+    Error(ErrorFrame),
+    Event {
+        subscription_id: u32,
+        event: Event,
+    },
+    CaughtUp {
+        subscription_id: u32,
+    },
+    End {
+        subscription_id: u32,
+        reason: EndReason,
+    },
+    Pong {
+        token: u64,
+    },
+}

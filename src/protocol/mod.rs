@@ -1,0 +1,6 @@
+//! Wire protocol v1: frames as values and the codec between frames and bytes. Pure: no I/O.
+//! `protocol.md` at the top of the repository is the normative specification.
+
+pub mod frame;
+
+pub use frame::*;

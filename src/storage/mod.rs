@@ -1,0 +1,109 @@
+//! The durable event log. This is the only layer that touches files.
+//!
+//! The engine owns one [`Log`]. The file implementation keeps segments on disk with a checksum
+//! per record, a persisted per-segment index, crash recovery, retention and a byte-bounded cache
+//! of the newest events; the in-memory implementation serves tests and the cluster simulator.
+
+use std::fmt;
+
+use crate::event::{Event, StartPosition, VersionVector};
+
+pub mod memory;
+
+pub use memory::MemoryLog;
+
+/// The position of a record in one node's log: 0 for the first record ever appended, counting
+/// up by one per record. Offsets are local to a node; ids are global.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub u64);
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug)]
+pub enum StorageError {
+    /// An I/O error, with what was being done (file and operation).
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A record failed its checksum or could not be decoded where the log must be intact.
+    Corrupt { context: String },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io { context, source } => write!(f, "{context}: {source}"),
+            StorageError::Corrupt { context } => write!(f, "corrupt log: {context}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// The counts a log reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Records between `start()` and `end()`.
+    pub event_count: u64,
+    /// Bytes of those records on disk (or in memory for the memory log).
+    pub byte_count: u64,
+    pub segment_count: u64,
+}
+
+/// The log the engine owns.
+///
+/// Contract:
+/// - `append` buffers a record and returns its offset; it is not yet durable and `read` does
+///   not return it.
+/// - `sync` writes every buffered record and makes it durable under the fsync policy (with
+///   `always`: one fdatasync covering all of them), then moves `durable_end` past them. If it
+///   fails, every record appended since the last successful sync is discarded (so
+///   `end() == durable_end()` again) and the error is returned; nothing made durable earlier is
+///   affected.
+/// - `read` visits durable records only, in log order.
+pub trait Log {
+    /// Buffers one record; returns its offset.
+    fn append(&mut self, event: Event) -> Result<Offset, StorageError>;
+
+    /// Makes every appended record durable; returns the new durable end. `now_ms` drives the
+    /// `interval` fsync policy (storage never reads the clock).
+    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError>;
+
+    /// The offset of the oldest retained record (equal to `end()` when the log is empty).
+    fn start(&self) -> Offset;
+
+    /// One past the newest appended record.
+    fn end(&self) -> Offset;
+
+    /// One past the newest durable record; consumers and peers read only below it.
+    fn durable_end(&self) -> Offset;
+
+    /// Visits durable records from `from` (raised to `start()` if it is older) in log order,
+    /// until `visit` returns false or the durable end is reached. Returns the offset after the
+    /// last record visited and accepted (so a record for which `visit` returned false is not
+    /// consumed).
+    fn read(
+        &mut self,
+        from: Offset,
+        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+    ) -> Result<Offset, StorageError>;
+
+    /// The offset where a consumer starting at `position` begins reading. For a cursor: the
+    /// earliest record not covered by it, found from the per-segment index without scanning
+    /// the log. For a timestamp: the first record whose timestamp is at or after it.
+    fn find_start(&mut self, position: &StartPosition) -> Result<Offset, StorageError>;
+
+    /// For each actor, the highest counter of any appended record.
+    fn version_vector(&self) -> &VersionVector;
+
+    /// Deletes the oldest whole segments while a retention limit is exceeded. Returns how many
+    /// records were deleted.
+    fn apply_retention(&mut self, now_ms: u64) -> Result<u64, StorageError>;
+
+    fn stats(&self) -> LogStats;
+}
