@@ -278,12 +278,26 @@ pub enum StartPosition {
     Beginning,
     /// Only events appended after the subscription was made.
     End,
-    /// Every event not covered by the cursor (this covers "after event id X": the cursor with
-    /// floor X), starting at the earliest record the cursor does not cover.
+    /// Every event whose id is above this one in the total order: the same as the cursor
+    /// `Cursor::after(id)`. Kept as its own variant because it has its own wire encoding.
+    AfterId(EventId),
+    /// Every event not covered by the cursor, starting at the earliest record the cursor does
+    /// not cover.
     Cursor(Cursor),
     /// The first record, in log order, whose timestamp is at or after this many milliseconds
     /// since the epoch, and every record after it.
     Timestamp(u64),
+}
+
+impl StartPosition {
+    /// The cursor this position stands for, if it is one of the cursor kinds.
+    pub fn cursor(&self) -> Option<Cursor> {
+        match self {
+            StartPosition::AfterId(id) => Some(Cursor::after(*id)),
+            StartPosition::Cursor(cursor) => Some(cursor.clone()),
+            StartPosition::Beginning | StartPosition::End | StartPosition::Timestamp(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,9 +94,13 @@ impl Log for MemoryLog {
         let found = match position {
             StartPosition::Beginning => None,
             StartPosition::End => Some(self.durable_end - self.start),
-            StartPosition::Cursor(cursor) => durable()
-                .position(|e| !cursor.covers(e.id))
-                .map(|i| i as u64),
+            StartPosition::AfterId(_) | StartPosition::Cursor(_) => {
+                // Checked by the match arm: both kinds have a cursor.
+                let cursor = position.cursor().expect("cursor position");
+                durable()
+                    .position(|e| !cursor.covers(e.id))
+                    .map(|i| i as u64)
+            }
             StartPosition::Timestamp(ms) => durable()
                 .position(|e| e.timestamp_ms >= *ms)
                 .map(|i| i as u64),
