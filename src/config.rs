@@ -127,6 +127,11 @@ pub struct Config {
     /// At most this many bytes are read from one connection per reactor turn, so one busy
     /// client cannot starve the others.
     pub read_bytes_per_turn_max: usize,
+    /// Log records one reactor turn may look at while feeding consumers, over all of them.
+    pub records_per_turn_max: u64,
+    pub subscriptions_per_connection_max: u32,
+    /// Events one batch produce may carry.
+    pub batch_events_max: usize,
 }
 
 impl Config {
@@ -142,6 +147,9 @@ impl Config {
             idle_timeout: Duration::from_secs(300),
             send_buffer_high_water: 1024 * 1024,
             read_bytes_per_turn_max: 1024 * 1024,
+            records_per_turn_max: 64 * 1024,
+            subscriptions_per_connection_max: 64,
+            batch_events_max: 10_000,
         }
     }
 
@@ -165,7 +173,12 @@ impl Config {
         if self.storage.segment_size_max < 4096 {
             return Err("segment size must be at least 4096 bytes".into());
         }
-        if self.send_buffer_high_water == 0 || self.read_bytes_per_turn_max == 0 {
+        if self.send_buffer_high_water == 0
+            || self.read_bytes_per_turn_max == 0
+            || self.records_per_turn_max == 0
+            || self.subscriptions_per_connection_max == 0
+            || self.batch_events_max == 0
+        {
             return Err("buffer limits must be positive".into());
         }
         Ok(())

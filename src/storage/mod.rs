@@ -65,6 +65,8 @@ pub struct LogStats {
 ///   fails, every record appended since the last successful sync is discarded (so
 ///   `end() == durable_end()` again) and the error is returned; nothing made durable earlier is
 ///   affected.
+/// - If `append` fails, the log is left as after a failed `sync`: every record appended since
+///   the last successful sync is discarded.
 /// - `read` visits durable records only, in log order.
 pub trait Log {
     /// Buffers one record; returns its offset.

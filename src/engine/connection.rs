@@ -1,0 +1,120 @@
+//! Per-connection state: the handshake phase, the input and output buffers and the
+//! subscriptions. The engine decides; this file only keeps the state tidy.
+
+use std::collections::BTreeMap;
+
+use crate::event::Cursor;
+use crate::protocol::NamespaceGlob;
+use crate::storage::Offset;
+
+/// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
+/// stale id (of a closed connection) from the live one in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn {}.{}", self.slot, self.generation)
+    }
+}
+
+/// Where a connection is in its life (protocol.md, "Connection states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; only Hello is allowed, before `deadline_ms`.
+    AwaitingHello { deadline_ms: u64 },
+    /// Handshake done.
+    Ready,
+}
+
+/// One open subscription: a cursor into the log plus credit, never a copy of events.
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: u32,
+    pub glob: NamespaceGlob,
+    /// Events the cursor covers are skipped (start positions "after id" and "cursor").
+    pub filter: Cursor,
+    /// The next log record to look at.
+    pub next: Offset,
+    /// Events still allowed by the limit; `None` means no limit.
+    pub remaining: Option<u64>,
+    pub tail: bool,
+    pub credit: u64,
+    pub caught_up_sent: bool,
+    /// True while the subscription is in the engine's ready queue.
+    pub queued: bool,
+}
+
+/// The engine's view of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub id: ConnId,
+    pub phase: Phase,
+    /// Bytes received and not yet decoded (at most one partial frame after decoding).
+    pub input: Vec<u8>,
+    /// Bytes to send; `output_sent` bytes at its front are already sent.
+    output: Vec<u8>,
+    output_sent: usize,
+    pub subscriptions: BTreeMap<u32, Subscription>,
+    pub last_input_ms: u64,
+    /// True while the connection is in the engine's list of connections with output.
+    pub has_output_queued: bool,
+}
+
+impl Connection {
+    pub fn new(id: ConnId, now_ms: u64, handshake_deadline_ms: u64) -> Connection {
+        Connection {
+            id,
+            phase: Phase::AwaitingHello {
+                deadline_ms: handshake_deadline_ms,
+            },
+            input: Vec::new(),
+            output: Vec::new(),
+            output_sent: 0,
+            subscriptions: BTreeMap::new(),
+            last_input_ms: now_ms,
+            has_output_queued: false,
+        }
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn output_pending(&self) -> &[u8] {
+        &self.output[self.output_sent..]
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output.len() - self.output_sent
+    }
+
+    /// The buffer to append encoded frames to.
+    pub fn output_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// Marks `count` bytes as sent, and compacts the buffer when it is mostly sent.
+    pub fn consume_output(&mut self, count: usize) {
+        assert!(
+            count <= self.output_len(),
+            "sent more bytes than were pending"
+        );
+        self.output_sent += count;
+        if self.output_sent == self.output.len() {
+            self.output.clear();
+            self.output_sent = 0;
+        } else if self.output_sent > 64 * 1024 && self.output_sent * 2 > self.output.len() {
+            self.output.drain(..self.output_sent);
+            self.output_sent = 0;
+        }
+    }
+
+    /// Takes every pending output byte, for a connection that is being closed.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        let mut output = std::mem::take(&mut self.output);
+        output.drain(..self.output_sent);
+        self.output_sent = 0;
+        output
+    }
+}

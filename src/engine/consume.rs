@@ -1,0 +1,268 @@
+//! Subscriptions: start, credit, unsubscribe, and feeding events from the log.
+//!
+//! A subscription is a cursor into the log plus credit. Feeding reads durable records from the
+//! log (its cache or disk) straight into the connection's output buffer, and stops when the
+//! credit runs out, when the output passes the high-water mark, or when the turn's budget is
+//! spent; then the subscription waits for the thing that stopped it.
+
+use super::connection::Subscription;
+use super::{ConnId, Engine};
+use crate::event::StartPosition;
+use crate::protocol::{
+    encode_event, EndReason, ErrorCode, ErrorScope, Frame, NamespaceGlob, Subscribe,
+};
+use crate::storage::{Log, Offset};
+
+/// Why feeding one subscription stopped.
+enum Stop {
+    /// It may go on: the turn's budget ran out.
+    Budget,
+    /// It waits for credit, for its output to drain, or for new events.
+    Waiting,
+    /// It ended (limit, end of stream, or a storage error) and was removed.
+    Ended,
+}
+
+impl<L: Log> Engine<L> {
+    pub(super) fn on_subscribe(&mut self, conn: ConnId, subscribe: Subscribe) {
+        let scope = ErrorScope::Subscription(subscribe.subscription_id);
+        // Checked by the caller: frames are handled only for open connections.
+        let connection = self.conn(conn).expect("connection is open");
+        if connection
+            .subscriptions
+            .contains_key(&subscribe.subscription_id)
+        {
+            let message = "the subscription id is already in use on this connection";
+            return self.send_error(conn, scope, ErrorCode::DuplicateSubscription, message);
+        }
+        if connection.subscriptions.len() >= self.config.subscriptions_max as usize {
+            let message = format!(
+                "a connection may have at most {} subscriptions",
+                self.config.subscriptions_max
+            );
+            return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
+        }
+        let glob = match NamespaceGlob::new(&subscribe.glob) {
+            Ok(glob) => glob,
+            Err(error) => {
+                let message = format!("invalid glob {:?}: {error}", subscribe.glob);
+                return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
+            }
+        };
+        let next = match self.log.find_start(&subscribe.start) {
+            Ok(offset) => offset,
+            Err(error) => {
+                let message = format!("could not find the start position: {error}");
+                return self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
+            }
+        };
+        let subscription = Subscription {
+            id: subscribe.subscription_id,
+            glob,
+            filter: subscribe.start.cursor().unwrap_or_default(),
+            next,
+            remaining: (subscribe.limit > 0).then_some(subscribe.limit),
+            tail: subscribe.tail,
+            credit: subscribe.credit as u64,
+            caught_up_sent: false,
+            queued: false,
+        };
+        if matches!(subscribe.start, StartPosition::End) {
+            log::debug!("{conn}: subscription {} starts at the end", subscription.id);
+        }
+        // Checked above: the connection is open.
+        let connection = self.conn_mut(conn).expect("connection is open");
+        connection
+            .subscriptions
+            .insert(subscribe.subscription_id, subscription);
+        self.mark_ready(conn, subscribe.subscription_id);
+    }
+
+    pub(super) fn on_credit(&mut self, conn: ConnId, id: u32, count: u32) {
+        let Some(subscription) = self.subscription_mut(conn, id) else {
+            let message = "credit for a subscription that is not open";
+            let scope = ErrorScope::Subscription(id);
+            return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
+        };
+        subscription.credit = subscription.credit.saturating_add(count as u64);
+        self.mark_ready(conn, id);
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, conn: ConnId, id: u32) {
+        // Checked by the caller: frames are handled only for open connections.
+        let connection = self.conn_mut(conn).expect("connection is open");
+        if connection.subscriptions.remove(&id).is_none() {
+            let message = "unsubscribe for a subscription that is not open";
+            let scope = ErrorScope::Subscription(id);
+            return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
+        }
+        let reason = EndReason::Unsubscribed;
+        self.send(
+            conn,
+            &Frame::End {
+                subscription_id: id,
+                reason,
+            },
+        );
+    }
+
+    /// Puts a subscription in the ready queue unless it is there already.
+    pub(super) fn mark_ready(&mut self, conn: ConnId, id: u32) {
+        if let Some(subscription) = self.subscription_mut(conn, id) {
+            if !subscription.queued {
+                subscription.queued = true;
+                self.ready.push_back((conn, id));
+            }
+        }
+    }
+
+    /// New events became durable. A tailing subscription that was waiting at the old end
+    /// wakes only if one of the turn's namespaces matches its glob; otherwise it skips the new
+    /// records without reading them.
+    pub(super) fn wake_tailing_consumers(&mut self, durable_before: Offset) {
+        let durable_end = self.log.durable_end();
+        let mut woken = Vec::new();
+        for connection in self.conns.iter_mut().flatten() {
+            for subscription in connection.subscriptions.values_mut() {
+                if subscription.queued || subscription.next < durable_before {
+                    continue;
+                }
+                let wanted = self
+                    .turn_namespaces
+                    .iter()
+                    .any(|namespace| subscription.glob.matches(namespace));
+                if wanted {
+                    woken.push((connection.id, subscription.id));
+                } else {
+                    subscription.next = durable_end;
+                }
+            }
+        }
+        for (conn, id) in woken {
+            self.mark_ready(conn, id);
+        }
+    }
+
+    /// Feeds ready subscriptions until none is left or the turn's budget is spent.
+    pub(super) fn feed_consumers(&mut self) {
+        let mut budget = self.config.records_per_turn_max;
+        while budget > 0 {
+            let Some((conn, id)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(subscription) = self.subscription_mut(conn, id) else {
+                continue;
+            };
+            subscription.queued = false;
+            match self.feed_one(conn, id, &mut budget) {
+                Stop::Budget => self.mark_ready(conn, id),
+                Stop::Waiting | Stop::Ended => {}
+            }
+        }
+    }
+
+    /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
+    fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut u64) -> Stop {
+        let high_water = self.config.send_buffer_high_water;
+        let durable_end = self.log.durable_end();
+        let Engine {
+            log, conns, stats, ..
+        } = self;
+        // Checked by the caller: the subscription exists, so the connection does.
+        let connection = conns[conn.slot as usize].as_mut().expect("open");
+        let Some(subscription) = connection.subscriptions.get_mut(&id) else {
+            return Stop::Ended;
+        };
+        let mut output = std::mem::take(connection.output_buffer());
+        let mut stopped_by_budget = false;
+        let result = log.read(subscription.next, &mut |_, event| {
+            if subscription.credit == 0
+                || subscription.remaining == Some(0)
+                || output.len() >= high_water
+            {
+                return false;
+            }
+            if *budget == 0 {
+                stopped_by_budget = true;
+                return false;
+            }
+            *budget -= 1;
+            if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
+            {
+                encode_event(id, event, &mut output);
+                subscription.credit -= 1;
+                stats.events_delivered += 1;
+                if let Some(remaining) = subscription.remaining.as_mut() {
+                    *remaining -= 1;
+                }
+            }
+            true
+        });
+        *connection.output_buffer() = output;
+        if !connection.has_output_queued && connection.output_len() > 0 {
+            connection.has_output_queued = true;
+            self.output_queue.push_back(conn);
+        }
+        let next = match result {
+            Ok(next) => next,
+            Err(error) => {
+                let message = format!("could not read the log: {error}");
+                log::error!("{conn}: subscription {id}: {message}");
+                self.end_subscription(conn, id, None);
+                let scope = ErrorScope::Subscription(id);
+                self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
+                return Stop::Ended;
+            }
+        };
+        self.after_feed(conn, id, next, durable_end, stopped_by_budget)
+    }
+
+    fn after_feed(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        next: Offset,
+        durable_end: Offset,
+        stopped_by_budget: bool,
+    ) -> Stop {
+        // Checked by the caller: the subscription still exists.
+        let subscription = self.subscription_mut(conn, id).expect("subscription");
+        subscription.next = next;
+        if subscription.remaining == Some(0) {
+            self.end_subscription(conn, id, Some(EndReason::LimitReached));
+            return Stop::Ended;
+        }
+        if next >= durable_end {
+            if !subscription.tail {
+                self.end_subscription(conn, id, Some(EndReason::EndOfStream));
+                return Stop::Ended;
+            }
+            if !subscription.caught_up_sent {
+                subscription.caught_up_sent = true;
+                let frame = Frame::CaughtUp {
+                    subscription_id: id,
+                };
+                self.send(conn, &frame);
+            }
+            return Stop::Waiting;
+        }
+        if stopped_by_budget {
+            Stop::Budget
+        } else {
+            Stop::Waiting
+        }
+    }
+
+    fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.subscriptions.remove(&id);
+        }
+        if let Some(reason) = reason {
+            let frame = Frame::End {
+                subscription_id: id,
+                reason,
+            };
+            self.send(conn, &frame);
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The engine: all server state and every decision, with no sockets and no clock.
+//!
+//! The reactor feeds it inputs (`handle_*`, each with the current time) and drains its outputs
+//! (`poll_action`, `output`). One reactor turn is: `handle_input` for every connection that had
+//! bytes, then `handle_turn_end`, which makes the turn's appends durable with one `Log::sync`
+//! (group commit), and only then queues their acknowledgements and feeds consumers, so no
+//! client ever sees an event or an ack that a crash could erase. Then the reactor writes the
+//! output of every connection `poll_action` names.
+
+mod connection;
+mod consume;
+mod produce;
+
+use std::collections::{HashSet, VecDeque};
+
+pub use connection::{ConnId, Phase};
+use connection::{Connection, Subscription};
+
+use crate::config::{Config, WireLimits};
+use crate::event::{ActorId, EventId};
+use crate::protocol::{
+    self, encode, encode_error, ErrorCode, ErrorScope, Frame, Hello, Welcome, PROTOCOL_VERSION,
+};
+use crate::storage::Log;
+
+/// The current time, given with every input: wall-clock milliseconds since the Unix epoch (for
+/// event timestamps and the fsync interval) and a monotonic millisecond count (for time-outs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+}
+
+/// What the reactor must do for the engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The connection has output: write `Engine::output(conn)` and report `handle_sent`.
+    Send(ConnId),
+    /// Write these last bytes if the socket takes them, then close the connection. The engine
+    /// has already forgotten it.
+    Close { conn: ConnId, final_output: Vec<u8> },
+}
+
+/// The engine's limits, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub actor: ActorId,
+    pub wire: WireLimits,
+    pub server_version: String,
+    pub subscriptions_max: u32,
+    pub send_buffer_high_water: usize,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Log records one turn may look at while feeding consumers, over all of them.
+    pub records_per_turn_max: u64,
+    /// Events one batch produce may carry.
+    pub batch_events_max: usize,
+    /// How often the engine checks time-outs and retention.
+    pub housekeeping_interval_ms: u64,
+}
+
+impl EngineConfig {
+    pub fn from_config(config: &Config) -> EngineConfig {
+        EngineConfig {
+            actor: config.actor_id,
+            wire: config.wire,
+            server_version: format!("flo {}", env!("CARGO_PKG_VERSION")),
+            subscriptions_max: config.subscriptions_per_connection_max,
+            send_buffer_high_water: config.send_buffer_high_water,
+            handshake_timeout_ms: config.handshake_timeout.as_millis() as u64,
+            idle_timeout_ms: config.idle_timeout.as_millis() as u64,
+            records_per_turn_max: config.records_per_turn_max,
+            batch_events_max: config.batch_events_max,
+            housekeeping_interval_ms: 1000,
+        }
+    }
+}
+
+/// A reply to a produce, held until the turn's sync decides between ack and error.
+#[derive(Debug)]
+enum PendingReply {
+    Ack {
+        conn: ConnId,
+        op_id: u64,
+        first_id: EventId,
+        count: u32,
+        timestamp_ms: u64,
+    },
+    Error {
+        conn: ConnId,
+        op_id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Counters the engine keeps about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub connections: usize,
+    pub events_appended: u64,
+    pub events_delivered: u64,
+    pub sync_failures: u64,
+}
+
+pub struct Engine<L: Log> {
+    config: EngineConfig,
+    log: L,
+    /// The Lamport clock: the highest counter of any event this node has stored or created.
+    counter: u64,
+    /// Indexed by `ConnId::slot`.
+    conns: Vec<Option<Connection>>,
+    connection_count: usize,
+    /// Replies to this turn's produces, in the order the produces arrived.
+    pending_replies: Vec<PendingReply>,
+    /// Set when an append failed this turn: the log discarded the turn's appends.
+    turn_failure: Option<String>,
+    /// Namespaces appended this turn, to wake only the tailing consumers that match.
+    turn_namespaces: HashSet<String>,
+    /// Subscriptions that can make progress now, in the order they became ready.
+    ready: VecDeque<(ConnId, u32)>,
+    /// Connections with output the reactor has not been told about yet.
+    output_queue: VecDeque<ConnId>,
+    closing: VecDeque<Action>,
+    next_housekeeping_ms: u64,
+    stats: EngineStats,
+}
+
+impl<L: Log> Engine<L> {
+    pub fn new(config: EngineConfig, log: L) -> Engine<L> {
+        let counter = log.version_vector().counter_max();
+        Engine {
+            config,
+            log,
+            counter,
+            conns: Vec::new(),
+            connection_count: 0,
+            pending_replies: Vec::new(),
+            turn_failure: None,
+            turn_namespaces: HashSet::new(),
+            ready: VecDeque::new(),
+            output_queue: VecDeque::new(),
+            closing: VecDeque::new(),
+            next_housekeeping_ms: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            connections: self.connection_count,
+            ..self.stats
+        }
+    }
+
+    /// The Lamport counter: the highest counter stored or created here.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// True while the engine holds the connection (it was connected and not yet closed).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conn(conn).is_some()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connection_count
+    }
+
+    /// A new client connection was accepted. The reactor chooses the id; the slot must not be
+    /// in use.
+    pub fn handle_connect(&mut self, now: Now, conn: ConnId) {
+        let slot = conn.slot as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        assert!(self.conns[slot].is_none(), "{conn}: slot already in use");
+        let deadline_ms = now.mono_ms + self.config.handshake_timeout_ms;
+        self.conns[slot] = Some(Connection::new(conn, now.mono_ms, deadline_ms));
+        self.connection_count += 1;
+    }
+
+    /// Bytes arrived on a connection. Decodes and handles every whole frame in them.
+    pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        connection.input.extend_from_slice(bytes);
+        connection.last_input_ms = now.mono_ms;
+        let mut consumed = 0;
+        loop {
+            // Checked just above and below: the connection exists until `close` removes it,
+            // and the loop ends right after a close.
+            let connection = self.conn_mut(conn).expect("connection is open");
+            let decoded = protocol::decode(&connection.input[consumed..], &self.config.wire);
+            match decoded {
+                Ok(None) => break,
+                Ok(Some((frame, length))) => {
+                    consumed += length;
+                    if !self.on_frame(now, conn, frame) {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.close_with_error(conn, error.code, &error.message);
+                    return;
+                }
+            }
+        }
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.input.drain(..consumed);
+        }
+    }
+
+    /// The connection's socket closed or failed. Forgets it, and with it its subscriptions.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        if self.conn_mut(conn).is_some() {
+            self.conns[conn.slot as usize] = None;
+            self.connection_count -= 1;
+        }
+    }
+
+    /// Bytes pending for a connection.
+    pub fn output(&self, conn: ConnId) -> &[u8] {
+        match self.conn(conn) {
+            Some(connection) => connection.output_pending(),
+            None => &[],
+        }
+    }
+
+    /// The reactor wrote `count` bytes of `output(conn)`.
+    pub fn handle_sent(&mut self, conn: ConnId, count: usize) {
+        let high_water = self.config.send_buffer_high_water;
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        let was_above = connection.output_len() >= high_water;
+        connection.consume_output(count);
+        if was_above && connection.output_len() < high_water {
+            let ids: Vec<u32> = connection.subscriptions.keys().copied().collect();
+            for id in ids {
+                self.mark_ready(conn, id);
+            }
+        }
+    }
+
+    /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
+    pub fn handle_turn_end(&mut self, now: Now) {
+        let durable_before = self.log.durable_end();
+        let result = self.log.sync(now.wall_ms);
+        let failure = match (self.turn_failure.take(), result) {
+            (Some(message), _) => Some(message),
+            (None, Ok(_)) => None,
+            (None, Err(error)) => {
+                log::error!("could not make appended events durable: {error}");
+                Some(format!("the events were not stored: {error}"))
+            }
+        };
+        if failure.is_some() {
+            self.stats.sync_failures += 1;
+        }
+        self.release_replies(failure.as_deref());
+        if self.log.durable_end() > durable_before {
+            self.wake_tailing_consumers(durable_before);
+        }
+        self.turn_namespaces.clear();
+        self.feed_consumers();
+        if now.mono_ms >= self.next_housekeeping_ms {
+            self.next_housekeeping_ms = now.mono_ms + self.config.housekeeping_interval_ms;
+            self.housekeeping(now);
+        }
+    }
+
+    /// The next output for the reactor, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.closing.pop_front() {
+            return Some(action);
+        }
+        while let Some(conn) = self.output_queue.pop_front() {
+            if let Some(connection) = self.conn_mut(conn) {
+                connection.has_output_queued = false;
+                if connection.output_len() > 0 {
+                    return Some(Action::Send(conn));
+                }
+            }
+        }
+        None
+    }
+
+    /// True when consumers can make progress without new input, so the reactor must not
+    /// block waiting for readiness.
+    pub fn has_pending_work(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
+    /// retention, the fsync interval), in monotonic milliseconds.
+    pub fn next_deadline_ms(&self) -> u64 {
+        self.next_housekeeping_ms
+    }
+
+    /// The server is shutting down: makes everything durable, releases the last acks, and
+    /// closes every connection with a ShuttingDown error after its pending output.
+    pub fn handle_shutdown(&mut self, now: Now) {
+        self.handle_turn_end(now);
+        let open: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        for conn in open {
+            self.close_with_error(conn, ErrorCode::ShuttingDown, "the server is shutting down");
+        }
+    }
+
+    fn housekeeping(&mut self, now: Now) {
+        let mut expired = Vec::new();
+        for connection in self.conns.iter().flatten() {
+            match connection.phase {
+                Phase::AwaitingHello { deadline_ms } if now.mono_ms >= deadline_ms => {
+                    expired.push((connection.id, "no handshake within the handshake time-out"))
+                }
+                _ if now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms => {
+                    expired.push((connection.id, "no frame received within the idle time-out"))
+                }
+                _ => {}
+            }
+        }
+        for (conn, reason) in expired {
+            log::info!("{conn}: closing: {reason}");
+            self.close_with_error(conn, ErrorCode::Timeout, reason);
+        }
+        match self.log.apply_retention(now.wall_ms) {
+            Ok(0) => {}
+            Ok(deleted) => log::info!("retention deleted {deleted} events"),
+            Err(error) => log::error!("retention failed: {error}"),
+        }
+    }
+
+    /// Handles one decoded frame. Returns false when the connection was closed.
+    fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) -> bool {
+        // Checked by the caller: `on_frame` runs only for open connections.
+        let phase = self.conn(conn).expect("connection is open").phase;
+        if let Phase::AwaitingHello { .. } = phase {
+            return match frame {
+                Frame::Hello(hello) => self.on_hello(conn, hello),
+                _ => self.close_with_error(
+                    conn,
+                    ErrorCode::HandshakeRequired,
+                    "the first frame must be Hello",
+                ),
+            };
+        }
+        match frame {
+            Frame::Produce(produce) => self.on_produce(now, conn, produce),
+            Frame::ProduceBatch(batch) => self.on_produce_batch(now, conn, batch),
+            Frame::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
+            Frame::Credit {
+                subscription_id,
+                count,
+            } => self.on_credit(conn, subscription_id, count),
+            Frame::Unsubscribe { subscription_id } => self.on_unsubscribe(conn, subscription_id),
+            Frame::Ping { token } => self.send(conn, &Frame::Pong { token }),
+            Frame::Hello(_) => {
+                return self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "Hello was already received",
+                )
+            }
+            Frame::Welcome(_)
+            | Frame::Ack(_)
+            | Frame::Error(_)
+            | Frame::Event { .. }
+            | Frame::CaughtUp { .. }
+            | Frame::End { .. }
+            | Frame::Pong { .. } => {
+                return self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "a server frame was sent by a client",
+                )
+            }
+        }
+        true
+    }
+
+    fn on_hello(&mut self, conn: ConnId, hello: Hello) -> bool {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            let message = format!(
+                "protocol version {} is not supported; this server speaks version {}",
+                hello.protocol_version, PROTOCOL_VERSION
+            );
+            return self.close_with_error(conn, ErrorCode::UnsupportedVersion, &message);
+        }
+        log::debug!("{conn}: hello from {:?}", hello.client_name);
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            server_version: self.config.server_version.clone(),
+            actor_id: self.config.actor.0,
+            frame_size_max: self.config.wire.frame_size_max,
+            namespace_length_max: self.config.wire.namespace_length_max,
+            event_data_size_max: self.config.wire.event_data_size_max,
+            subscriptions_max: self.config.subscriptions_max,
+        };
+        // Checked by the caller: the connection is open.
+        self.conn_mut(conn).expect("connection is open").phase = Phase::Ready;
+        self.send(conn, &Frame::Welcome(welcome));
+        true
+    }
+
+    /// Queues an error frame and the close of the connection. Returns false (the connection
+    /// is gone) so callers can `return self.close_with_error(..)`.
+    fn close_with_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) -> bool {
+        let Some(mut connection) = self.conns[conn.slot as usize].take() else {
+            return false;
+        };
+        self.connection_count -= 1;
+        log::debug!("{conn}: closing with {code}: {message}");
+        encode_error(
+            ErrorScope::Connection,
+            code,
+            message,
+            connection.output_buffer(),
+        );
+        self.closing.push_back(Action::Close {
+            conn,
+            final_output: connection.take_output(),
+        });
+        false
+    }
+
+    fn send(&mut self, conn: ConnId, frame: &Frame) {
+        if let Some(connection) = self.conn_mut(conn) {
+            encode(frame, connection.output_buffer());
+            self.queue_output(conn);
+        }
+    }
+
+    fn send_error(&mut self, conn: ConnId, scope: ErrorScope, code: ErrorCode, message: &str) {
+        if let Some(connection) = self.conn_mut(conn) {
+            encode_error(scope, code, message, connection.output_buffer());
+            self.queue_output(conn);
+        }
+    }
+
+    fn queue_output(&mut self, conn: ConnId) {
+        if let Some(connection) = self.conn_mut(conn) {
+            if !connection.has_output_queued {
+                connection.has_output_queued = true;
+                self.output_queue.push_back(conn);
+            }
+        }
+    }
+
+    fn conn(&self, conn: ConnId) -> Option<&Connection> {
+        match self.conns.get(conn.slot as usize) {
+            Some(Some(connection)) if connection.id == conn => Some(connection),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Connection> {
+        match self.conns.get_mut(conn.slot as usize) {
+            Some(Some(connection)) if connection.id == conn => Some(connection),
+            _ => None,
+        }
+    }
+
+    fn subscription_mut(&mut self, conn: ConnId, id: u32) -> Option<&mut Subscription> {
+        self.conn_mut(conn)?.subscriptions.get_mut(&id)
+    }
+
+    fn release_replies(&mut self, failure: Option<&str>) {
+        for reply in std::mem::take(&mut self.pending_replies) {
+            match reply {
+                PendingReply::Ack {
+                    conn,
+                    op_id,
+                    first_id,
+                    count,
+                    timestamp_ms,
+                } => match failure {
+                    None => {
+                        let ack = protocol::Ack {
+                            op_id,
+                            first_id,
+                            count,
+                            timestamp_ms,
+                        };
+                        self.send(conn, &Frame::Ack(ack));
+                    }
+                    Some(message) => {
+                        let scope = ErrorScope::Produce(op_id);
+                        self.send_error(conn, scope, ErrorCode::StorageFailure, message);
+                    }
+                },
+                PendingReply::Error {
+                    conn,
+                    op_id,
+                    code,
+                    message,
+                } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
+            }
+        }
+    }
+}

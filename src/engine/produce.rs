@@ -1,0 +1,142 @@
+//! Produce and batch produce: validate, assign ids, append, and hold the reply until the
+//! turn's sync.
+
+use super::{ConnId, Engine, Now, PendingReply};
+use crate::event::{validate_namespace, Event, EventId};
+use crate::protocol::{ErrorCode, NewEvent, Produce, ProduceBatch};
+use crate::storage::Log;
+
+impl<L: Log> Engine<L> {
+    pub(super) fn on_produce(&mut self, now: Now, conn: ConnId, produce: Produce) {
+        let Produce { op_id, event } = produce;
+        if self.refuse_after_failure(conn, op_id) {
+            return;
+        }
+        let reply = match self.validate(&event) {
+            Err((code, message)) => PendingReply::Error {
+                conn,
+                op_id,
+                code,
+                message,
+            },
+            Ok(()) => self.append_all(now, conn, op_id, vec![event]),
+        };
+        self.pending_replies.push(reply);
+    }
+
+    /// The reply for a produce that arrives after an append failed in the same turn.
+    fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
+        let Some(message) = &self.turn_failure else {
+            return false;
+        };
+        let reply = PendingReply::Error {
+            conn,
+            op_id,
+            code: ErrorCode::StorageFailure,
+            message: message.clone(),
+        };
+        self.pending_replies.push(reply);
+    }
+
+    pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
+        let ProduceBatch { op_id, events } = batch;
+        if self.refuse_after_failure(conn, op_id) {
+            return;
+        }
+        let invalid = if events.is_empty() {
+            Some((ErrorCode::InvalidBatch, "a batch must hold at least one event".into()))
+        } else if events.len() > self.config.batch_events_max {
+            let message = format!(
+                "a batch may hold at most {} events; this one has {}",
+                self.config.batch_events_max,
+                events.len()
+            );
+            Some((ErrorCode::InvalidBatch, message))
+        } else {
+            events.iter().enumerate().find_map(|(index, event)| {
+                self.validate(event)
+                    .err()
+                    .map(|(code, message)| (code, format!("event {index} of the batch: {message}")))
+            })
+        };
+        let reply = match invalid {
+            Some((code, message)) => PendingReply::Error {
+                conn,
+                op_id,
+                code,
+                message,
+            },
+            None => self.append_all(now, conn, op_id, events),
+        };
+        self.pending_replies.push(reply);
+    }
+
+    fn validate(&self, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
+        let wire = &self.config.wire;
+        validate_namespace(&event.namespace, wire.namespace_length_max as usize)
+            .map_err(|error| (ErrorCode::InvalidNamespace, error.to_string()))?;
+        if event.data.len() > wire.event_data_size_max as usize {
+            let message = format!(
+                "event data is {} bytes, over the limit of {}",
+                event.data.len(),
+                wire.event_data_size_max
+            );
+            return Err((ErrorCode::EventTooLarge, message));
+        }
+        Ok(())
+    }
+
+    /// Appends the events with consecutive counters and one timestamp. The reply is an ack
+    /// until the turn's sync says otherwise.
+    fn append_all(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        op_id: u64,
+        events: Vec<NewEvent>,
+    ) -> PendingReply {
+        let count = events.len() as u32;
+        let first_id = EventId {
+            counter: self.counter + 1,
+            actor: self.config.actor,
+        };
+        for event in events {
+            self.counter += 1;
+            if !self.turn_namespaces.contains(&event.namespace) {
+                self.turn_namespaces.insert(event.namespace.clone());
+            }
+            let stored = Event {
+                id: EventId {
+                    counter: self.counter,
+                    actor: self.config.actor,
+                },
+                parent_id: event.parent_id,
+                namespace: event.namespace,
+                timestamp_ms: now.wall_ms,
+                data: event.data,
+            };
+            if let Err(error) = self.log.append(stored) {
+                // A failed append discards the whole turn's appends (the `Log` contract), so
+                // every reply of this turn becomes an error at the turn's end, and no more
+                // appends are taken this turn.
+                log::error!("append failed: {error}");
+                let message = format!("the events were not stored: {error}");
+                self.turn_failure = Some(message.clone());
+                return PendingReply::Error {
+                    conn,
+                    op_id,
+                    code: ErrorCode::StorageFailure,
+                    message,
+                };
+            }
+        }
+        self.stats.events_appended += count as u64;
+        PendingReply::Ack {
+            conn,
+            op_id,
+            first_id,
+            count,
+            timestamp_ms: now.wall_ms,
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! Engine scenario tests: no sockets, no clock. Each test feeds encoded frames with a fake
+//! time, ends turns, and checks the frames and actions the engine produces.
+
+use super::*;
+use crate::config::Config;
+use crate::event::{Cursor, Event, StartPosition, VersionVector};
+use crate::protocol::{
+    decode, Ack, EndReason, ErrorFrame, NewEvent, Produce, ProduceBatch, Subscribe,
+};
+use crate::storage::MemoryLog;
+
+struct Harness {
+    engine: Engine<MemoryLog>,
+    now: Now,
+    next_slot: u32,
+    closed: Vec<(ConnId, Vec<Frame>)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_config(|_| {})
+    }
+
+    fn with_config(change: impl FnOnce(&mut Config)) -> Harness {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+        config.actor_id = ActorId(7);
+        change(&mut config);
+        let engine = Engine::new(EngineConfig::from_config(&config), MemoryLog::new());
+        Harness {
+            engine,
+            now: Now {
+                wall_ms: 1_700_000_000_000,
+                mono_ms: 0,
+            },
+            next_slot: 0,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Connects and completes the handshake.
+    fn client(&mut self) -> ConnId {
+        let conn = self.connect();
+        self.send(conn, hello());
+        self.turn();
+        let frames = self.received(conn);
+        assert!(
+            matches!(frames.as_slice(), [Frame::Welcome(w)] if w.actor_id == 7),
+            "{frames:?}"
+        );
+        conn
+    }
+
+    fn connect(&mut self) -> ConnId {
+        let conn = ConnId {
+            slot: self.next_slot,
+            generation: self.next_slot + 100,
+        };
+        self.next_slot += 1;
+        self.engine.handle_connect(self.now, conn);
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Frame) {
+        let mut bytes = Vec::new();
+        encode(&frame, &mut bytes);
+        self.engine.handle_input(self.now, conn, &bytes);
+    }
+
+    fn turn(&mut self) {
+        self.engine.handle_turn_end(self.now);
+        while let Some(action) = self.engine.poll_action() {
+            if let Action::Close { conn, final_output } = action {
+                self.closed.push((conn, decode_all(&final_output)));
+            }
+        }
+    }
+
+    /// Takes every frame the engine has queued for `conn`, as if the socket took it all.
+    fn received(&mut self, conn: ConnId) -> Vec<Frame> {
+        let bytes = self.engine.output(conn).to_vec();
+        self.engine.handle_sent(conn, bytes.len());
+        decode_all(&bytes)
+    }
+
+    fn produce(&mut self, conn: ConnId, op_id: u64, namespace: &str, data: &[u8]) {
+        self.send(conn, produce(op_id, namespace, data));
+    }
+
+    fn closed_with(&self, conn: ConnId) -> Option<ErrorCode> {
+        self.closed
+            .iter()
+            .find(|(c, _)| *c == conn)
+            .and_then(|(_, frames)| match frames.last() {
+                Some(Frame::Error(ErrorFrame {
+                    scope: ErrorScope::Connection,
+                    code,
+                    ..
+                })) => Some(*code),
+                _ => None,
+            })
+    }
+}
+
+fn decode_all(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let (frame, length) = decode(bytes, &WireLimits::default())
+            .expect("the engine sends valid frames")
+            .expect("the engine sends whole frames");
+        frames.push(frame);
+        bytes = &bytes[length..];
+    }
+    frames
+}
+
+fn hello() -> Frame {
+    Frame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: "test".into(),
+        auth_token: Vec::new(),
+    })
+}
+
+fn produce(op_id: u64, namespace: &str, data: &[u8]) -> Frame {
+    Frame::Produce(Produce {
+        op_id,
+        event: NewEvent {
+            namespace: namespace.into(),
+            parent_id: None,
+            data: data.to_vec(),
+        },
+    })
+}
+
+fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32) -> Frame {
+    Frame::Subscribe(Subscribe {
+        subscription_id: id,
+        glob: glob.into(),
+        start,
+        limit: 0,
+        tail,
+        credit,
+    })
+}
+
+fn events(frames: &[Frame]) -> Vec<Event> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Event { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn namespaces(frames: &[Frame]) -> Vec<String> {
+    events(frames).into_iter().map(|e| e.namespace).collect()
+}
+
+#[test]
+fn a_produce_is_acknowledged_only_after_the_turn_syncs() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/food/breakfast/eggs", b"I made some eggs");
+    assert!(h.received(conn).is_empty(), "ack before the sync");
+    assert_eq!(h.engine.log().durable_end().0, 0);
+    h.turn();
+    let frames = h.received(conn);
+    assert_eq!(
+        frames,
+        vec![Frame::Ack(Ack {
+            op_id: 1,
+            first_id: EventId::new(1, 7),
+            count: 1,
+            timestamp_ms: h.now.wall_ms,
+        })]
+    );
+    assert_eq!(h.engine.log().durable_end().0, 1);
+}
+
+#[test]
+fn pipelined_produces_are_acknowledged_in_order_with_rising_ids() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    for op_id in 1..=5 {
+        h.produce(conn, op_id, "/a", b"x");
+    }
+    h.produce(conn, 6, "no-slash", b"x");
+    h.produce(conn, 7, "/a", b"x");
+    h.turn();
+    let frames = h.received(conn);
+    let summary: Vec<(u64, Option<u64>)> = frames
+        .iter()
+        .map(|frame| match frame {
+            Frame::Ack(ack) => (ack.op_id, Some(ack.first_id.counter)),
+            Frame::Error(ErrorFrame {
+                scope: ErrorScope::Produce(op_id),
+                code: ErrorCode::InvalidNamespace,
+                ..
+            }) => (*op_id, None),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, Some(1)),
+            (2, Some(2)),
+            (3, Some(3)),
+            (4, Some(4)),
+            (5, Some(5)),
+            (6, None),
+            (7, Some(6))
+        ]
+    );
+    assert!(h.engine.is_open(conn), "a bad namespace keeps the connection");
+}
+
+#[test]
+fn an_oversized_event_is_refused_with_its_op_id() {
+    let mut h = Harness::with_config(|c| {
+        c.wire.event_data_size_max = 10;
+        c.wire.frame_size_max = 64 * 1024;
+    });
+    let conn = h.client();
+    h.produce(conn, 9, "/a", &[0; 11]);
+    h.turn();
+    let frames = h.received(conn);
+    assert!(matches!(
+        frames.as_slice(),
+        [Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(9),
+            code: ErrorCode::EventTooLarge,
+            ..
+        })]
+    ));
+    assert_eq!(h.engine.log().end().0, 0);
+}
+
+#[test]
+fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/a", b"lost");
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    let frames = h.received(conn);
+    assert!(matches!(
+        frames.as_slice(),
+        [Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(1),
+            code: ErrorCode::StorageFailure,
+            ..
+        })]
+    ));
+    assert_eq!(h.engine.log().end().0, 0, "nothing of the failed turn stays");
+    h.produce(conn, 2, "/a", b"kept");
+    h.turn();
+    let frames = h.received(conn);
+    assert!(matches!(frames.as_slice(), [Frame::Ack(Ack { op_id: 2, .. })]));
+    let reader = h.client();
+    h.send(reader, subscribe(1, "/**", StartPosition::Beginning, false, 10));
+    h.turn();
+    let data: Vec<Vec<u8>> = events(&h.received(reader))
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(data, vec![b"kept".to_vec()]);
+}
+
+#[test]
+fn a_batch_is_all_or_nothing() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let event = |namespace: &str| NewEvent {
+        namespace: namespace.into(),
+        parent_id: Some(EventId::new(3, 1)),
+        data: b"d".to_vec(),
+    };
+    h.send(
+        conn,
+        Frame::ProduceBatch(ProduceBatch {
+            op_id: 1,
+            events: vec![event("/a"), event("bad"), event("/c")],
+        }),
+    );
+    h.send(
+        conn,
+        Frame::ProduceBatch(ProduceBatch {
+            op_id: 2,
+            events: vec![event("/a"), event("/b"), event("/c")],
+        }),
+    );
+    h.turn();
+    let frames = h.received(conn);
+    assert!(matches!(
+        &frames[0],
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(1),
+            code: ErrorCode::InvalidNamespace,
+            ..
+        })
+    ));
+    assert!(matches!(
+        &frames[1],
+        Frame::Ack(Ack { op_id: 2, count: 3, first_id, .. }) if *first_id == EventId::new(1, 7)
+    ));
+    assert_eq!(h.engine.log().end().0, 3);
+}
+
+#[test]
+fn the_first_frame_must_be_hello() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    h.produce(conn, 1, "/a", b"x");
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::HandshakeRequired));
+    assert!(!h.engine.is_open(conn));
+    assert_eq!(h.engine.log().end().0, 0);
+}
+
+#[test]
+fn an_unsupported_version_gets_a_clear_error() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    h.send(
+        conn,
+        Frame::Hello(Hello {
+            protocol_version: 99,
+            client_name: "future".into(),
+            auth_token: Vec::new(),
+        }),
+    );
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::UnsupportedVersion));
+}
+
+#[test]
+fn a_malformed_frame_closes_only_its_connection() {
+    let mut h = Harness::new();
+    let bad = h.client();
+    let good = h.client();
+    // A Produce frame whose namespace length runs past the end of the frame.
+    h.engine.handle_input(
+        h.now,
+        bad,
+        &[0, 0, 0, 12, 0x02, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff, b'/'],
+    );
+    h.produce(good, 1, "/a", b"x");
+    h.turn();
+    assert_eq!(h.closed_with(bad), Some(ErrorCode::MalformedFrame));
+    assert!(matches!(
+        h.received(good).as_slice(),
+        [Frame::Ack(_)]
+    ));
+}
+
+#[test]
+fn frames_split_at_every_byte_are_handled_the_same() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    let mut bytes = Vec::new();
+    encode(&hello(), &mut bytes);
+    encode(&produce(1, "/split/namespace", b"data"), &mut bytes);
+    for byte in bytes {
+        h.engine.handle_input(h.now, conn, &[byte]);
+    }
+    h.turn();
+    let frames = h.received(conn);
+    assert!(matches!(
+        frames.as_slice(),
+        [Frame::Welcome(_), Frame::Ack(Ack { op_id: 1, .. })]
+    ));
+}
+
+#[test]
+fn a_non_tail_consume_reads_everything_then_ends() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for (op_id, namespace) in ["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"]
+        .iter()
+        .enumerate()
+    {
+        h.produce(producer, op_id as u64 + 1, namespace, b"");
+    }
+    h.turn();
+    let consumer = h.client();
+    h.send(consumer, subscribe(5, "/**", StartPosition::Beginning, false, 100));
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        namespaces(&frames),
+        vec!["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"]
+    );
+    assert_eq!(
+        frames.last(),
+        Some(&Frame::End {
+            subscription_id: 5,
+            reason: EndReason::EndOfStream
+        })
+    );
+}
+
+#[test]
+fn globs_filter_namespaces() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for (op_id, namespace) in [
+        "/food/breakfast/eggs",
+        "/food/breakfast/bacon",
+        "/food/lunch/salad",
+        "/drinks/beer",
+    ]
+    .iter()
+    .enumerate()
+    {
+        h.produce(producer, op_id as u64, namespace, b"");
+    }
+    h.turn();
+    let consumer = h.client();
+    h.send(consumer, subscribe(1, "/food/*/eggs", StartPosition::Beginning, false, 100));
+    h.send(consumer, subscribe(2, "/food/**", StartPosition::Beginning, false, 100));
+    h.send(consumer, subscribe(3, "/*/beer", StartPosition::Beginning, false, 100));
+    h.send(consumer, subscribe(4, "/food/[", StartPosition::Beginning, false, 100));
+    h.turn();
+    let frames = h.received(consumer);
+    let of = |id: u32| -> Vec<String> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Event {
+                    subscription_id,
+                    event,
+                } if *subscription_id == id => Some(event.namespace.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(of(1), vec!["/food/breakfast/eggs"]);
+    assert_eq!(
+        of(2),
+        vec![
+            "/food/breakfast/eggs",
+            "/food/breakfast/bacon",
+            "/food/lunch/salad"
+        ]
+    );
+    assert_eq!(of(3), vec!["/drinks/beer"]);
+    assert!(frames.iter().any(|f| matches!(
+        f,
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Subscription(4),
+            code: ErrorCode::InvalidGlob,
+            ..
+        })
+    )));
+    assert!(h.engine.is_open(consumer));
+}
+
+#[test]
+fn a_tail_consumer_is_told_when_it_is_caught_up_and_then_gets_new_events() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce(producer, 1, "/old", b"");
+    h.turn();
+    let consumer = h.client();
+    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, 100));
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(namespaces(&frames), vec!["/old"]);
+    assert_eq!(frames.last(), Some(&Frame::CaughtUp { subscription_id: 1 }));
+    h.produce(producer, 2, "/new", b"");
+    // Not durable yet: nothing may reach the consumer before the turn's sync.
+    assert!(h.received(consumer).is_empty());
+    h.turn();
+    assert_eq!(namespaces(&h.received(consumer)), vec!["/new"]);
+    h.produce(producer, 3, "/newer", b"");
+    h.turn();
+    assert_eq!(namespaces(&h.received(consumer)), vec!["/newer"]);
+}
+
+#[test]
+fn credit_limits_delivery_in_catch_up_and_live_mode() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for op_id in 0..5 {
+        h.produce(producer, op_id, "/a", b"");
+    }
+    h.turn();
+    let consumer = h.client();
+    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, 2));
+    h.turn();
+    assert_eq!(events(&h.received(consumer)).len(), 2);
+    h.send(
+        consumer,
+        Frame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(events(&frames).len(), 3);
+    assert_eq!(frames.last(), Some(&Frame::CaughtUp { subscription_id: 1 }));
+    // 7 credits left; produce 9 live events: 7 arrive, then 2 after more credit.
+    for op_id in 10..19 {
+        h.produce(producer, op_id, "/a", b"");
+    }
+    h.turn();
+    assert_eq!(events(&h.received(consumer)).len(), 7);
+    h.send(
+        consumer,
+        Frame::Credit {
+            subscription_id: 1,
+            count: 1,
+        },
+    );
+    h.turn();
+    assert_eq!(events(&h.received(consumer)).len(), 1);
+    h.send(
+        consumer,
+        Frame::Credit {
+            subscription_id: 1,
+            count: 100,
+        },
+    );
+    h.turn();
+    assert_eq!(events(&h.received(consumer)).len(), 1);
+}
+
+#[test]
+fn a_limit_ends_the_subscription() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for op_id in 0..5 {
+        h.produce(producer, op_id, "/a", b"");
+    }
+    h.turn();
+    let consumer = h.client();
+    let mut frame = subscribe(1, "/**", StartPosition::Beginning, true, 100);
+    if let Frame::Subscribe(s) = &mut frame {
+        s.limit = 3;
+    }
+    h.send(consumer, frame);
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(events(&frames).len(), 3);
+    assert_eq!(
+        frames.last(),
+        Some(&Frame::End {
+            subscription_id: 1,
+            reason: EndReason::LimitReached
+        })
+    );
+}
+
+#[test]
+fn start_positions_after_id_cursor_end_and_timestamp() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for op_id in 0..4 {
+        h.produce(producer, op_id, "/a", &[op_id as u8]);
+        h.turn();
+        h.now.wall_ms += 10;
+    }
+    h.received(producer);
+    let consumer = h.client();
+    let starts = [
+        (1, StartPosition::AfterId(EventId::new(2, 7))),
+        (2, StartPosition::End),
+        (3, StartPosition::Timestamp(1_700_000_000_015)),
+        (
+            4,
+            StartPosition::Cursor(Cursor::from_vector(
+                [(ActorId(7), 3), (ActorId(1), 100)].into_iter().collect(),
+            )),
+        ),
+        // Actor 7 is missing from this vector: all of its events are new to the consumer.
+        (
+            5,
+            StartPosition::Cursor(Cursor::from_vector(
+                [(ActorId(1), 100)].into_iter().collect::<VersionVector>(),
+            )),
+        ),
+    ];
+    for (id, start) in starts {
+        h.send(consumer, subscribe(id, "/**", start, false, 100));
+    }
+    h.turn();
+    let frames = h.received(consumer);
+    let data_of = |id: u32| -> Vec<u8> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Event {
+                    subscription_id,
+                    event,
+                } if *subscription_id == id => Some(event.data[0]),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(data_of(1), vec![2, 3]);
+    assert_eq!(data_of(2), Vec::<u8>::new());
+    assert_eq!(data_of(3), vec![2, 3]);
+    assert_eq!(data_of(4), vec![3]);
+    assert_eq!(data_of(5), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn unsubscribe_ends_with_unsubscribed() {
+    let mut h = Harness::new();
+    let consumer = h.client();
+    h.send(consumer, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.turn();
+    assert_eq!(
+        h.received(consumer),
+        vec![Frame::CaughtUp { subscription_id: 1 }]
+    );
+    h.send(consumer, Frame::Unsubscribe { subscription_id: 1 });
+    h.send(consumer, Frame::Unsubscribe { subscription_id: 1 });
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        frames[0],
+        Frame::End {
+            subscription_id: 1,
+            reason: EndReason::Unsubscribed
+        }
+    );
+    assert!(matches!(
+        frames[1],
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Subscription(1),
+            code: ErrorCode::UnknownSubscription,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_consumer_that_never_reads_costs_no_more_than_the_high_water_mark() {
+    let high_water = 64 * 1024;
+    let mut h = Harness::with_config(|c| c.send_buffer_high_water = high_water);
+    let producer = h.client();
+    let consumer = h.client();
+    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, u32::MAX));
+    h.turn();
+    h.received(consumer);
+    let data = vec![0u8; 1000];
+    for op_id in 0..2000 {
+        h.produce(producer, op_id, "/a", &data);
+        h.turn();
+        h.received(producer);
+    }
+    let pending = h.engine.output(consumer).len();
+    assert!(
+        pending >= high_water && pending < high_water + 2 * data.len(),
+        "pending output {pending}"
+    );
+    // Once the consumer drains, it gets the rest, in order, with nothing lost.
+    let mut delivered = 0;
+    for _ in 0..100 {
+        delivered += events(&h.received(consumer)).len();
+        h.turn();
+    }
+    assert_eq!(delivered, 2000);
+}
+
+#[test]
+fn a_new_event_wakes_only_matching_tail_consumers() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    let eggs = h.client();
+    let beer = h.client();
+    h.send(eggs, subscribe(1, "/food/**", StartPosition::End, true, 10));
+    h.send(beer, subscribe(1, "/drinks/**", StartPosition::End, true, 10));
+    h.turn();
+    h.received(eggs);
+    h.received(beer);
+    h.produce(producer, 1, "/food/eggs", b"");
+    h.turn();
+    assert!(h.engine.ready.is_empty());
+    assert_eq!(namespaces(&h.received(eggs)), vec!["/food/eggs"]);
+    assert!(h.received(beer).is_empty());
+}
+
+#[test]
+fn handshake_and_idle_time_outs_close_connections() {
+    let mut h = Harness::with_config(|c| {
+        c.handshake_timeout = std::time::Duration::from_secs(10);
+        c.idle_timeout = std::time::Duration::from_secs(60);
+    });
+    let silent = h.connect();
+    let idle = h.client();
+    let pinging = h.client();
+    for _ in 0..70 {
+        h.now.mono_ms += 1000;
+        h.send(pinging, Frame::Ping { token: 1 });
+        h.turn();
+    }
+    assert_eq!(h.closed_with(silent), Some(ErrorCode::Timeout));
+    assert_eq!(h.closed_with(idle), Some(ErrorCode::Timeout));
+    assert!(h.engine.is_open(pinging));
+    assert!(h.received(pinging).contains(&Frame::Pong { token: 1 }));
+}
+
+#[test]
+fn shutdown_releases_the_last_acks_before_closing() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/a", b"x");
+    h.engine.handle_shutdown(h.now);
+    let mut closes = Vec::new();
+    while let Some(action) = h.engine.poll_action() {
+        if let Action::Close { conn, final_output } = action {
+            closes.push((conn, decode_all(&final_output)));
+        }
+    }
+    assert_eq!(closes.len(), 1);
+    let frames = &closes[0].1;
+    assert!(matches!(frames[0], Frame::Ack(Ack { op_id: 1, .. })));
+    assert!(matches!(
+        frames[1],
+        Frame::Error(ErrorFrame {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    ));
+    assert_eq!(h.engine.log().durable_end().0, 1);
+}
+
+#[test]
+fn the_counter_moves_past_stored_events_on_start() {
+    let mut log = MemoryLog::new();
+    log.append(Event {
+        id: EventId::new(41, 3),
+        parent_id: None,
+        namespace: "/a".into(),
+        timestamp_ms: 0,
+        data: Vec::new(),
+    })
+    .unwrap();
+    log.sync(0).unwrap();
+    let config = Config::new("127.0.0.1:0".parse().unwrap(), "/x".into());
+    let engine = Engine::new(EngineConfig::from_config(&config), log);
+    assert_eq!(engine.counter(), 41);
+}

@@ -1,0 +1,159 @@
+//! The embedded server: a library type that runs the reactor on a background thread. The `flo`
+//! binary is a thin wrapper around it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::Waker;
+
+use super::Reactor;
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
+use crate::storage::{FileLog, Log, StorageError};
+
+#[derive(Debug)]
+pub enum ServerError {
+    InvalidConfig(String),
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    Storage(StorageError),
+    Io(std::io::Error),
+    /// The reactor thread panicked: a bug.
+    Panicked,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::InvalidConfig(message) => write!(f, "invalid configuration: {message}"),
+            ServerError::Bind { addr, source } => write!(f, "could not listen on {addr}: {source}"),
+            ServerError::Storage(error) => write!(f, "could not open the event log: {error}"),
+            ServerError::Io(error) => write!(f, "server I/O error: {error}"),
+            ServerError::Panicked => write!(f, "the server thread panicked"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// A running server. Dropping it shuts the server down and waits for it.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    recovered_events: u64,
+}
+
+/// A cloneable way to ask a running server to stop, for example from a signal handler thread.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    shutdown: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        if let Err(error) = self.waker.wake() {
+            log::error!("could not wake the server to shut it down: {error}");
+        }
+    }
+}
+
+impl Server {
+    /// Opens the log in `config.storage.data_dir`, binds `config.bind` and starts serving on a
+    /// background thread.
+    pub fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
+        Server::start_with_log(config, log, report.event_count)
+    }
+
+    /// Starts a server on a log the caller opened (tests use the memory log).
+    pub fn start_with_log<L: Log + Send + 'static>(
+        config: Config,
+        log: L,
+        recovered_events: u64,
+    ) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let std_listener = std::net::TcpListener::bind(config.bind).map_err(|source| {
+            ServerError::Bind {
+                addr: config.bind,
+                source,
+            }
+        })?;
+        std_listener.set_nonblocking(true).map_err(ServerError::Io)?;
+        let local_addr = std_listener.local_addr().map_err(ServerError::Io)?;
+        let listener = TcpListener::from_std(std_listener);
+        let engine = Engine::new(EngineConfig::from_config(&config), log);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (reactor, waker) =
+            Reactor::new(&config, listener, engine, shutdown.clone()).map_err(ServerError::Io)?;
+        let thread = std::thread::Builder::new()
+            .name("flo-reactor".into())
+            .spawn(move || reactor.run())
+            .map_err(ServerError::Io)?;
+        Ok(Server {
+            local_addr,
+            shutdown,
+            waker,
+            thread: Some(thread),
+            recovered_events,
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Events found in the log at start-up.
+    pub fn recovered_events(&self) -> u64 {
+        self.recovered_events
+    }
+
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            shutdown: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Asks the server to stop and waits until it has: appended events made durable, last
+    /// acks sent, connections closed.
+    pub fn shutdown(mut self) -> Result<(), ServerError> {
+        self.shutdown_trigger().trigger();
+        self.join()
+    }
+
+    /// Waits until the server stops (after a shutdown trigger, or an I/O error of the poll).
+    pub fn wait(mut self) -> Result<(), ServerError> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), ServerError> {
+        match self.thread.take() {
+            None => Ok(()),
+            Some(thread) => match thread.join() {
+                Ok(result) => result.map_err(ServerError::Io),
+                Err(_) => Err(ServerError::Panicked),
+            },
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown_trigger().trigger();
+            let _ = self.join();
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! A socket in the reactor's table.
+
+use std::io::{ErrorKind, Read};
+
+use mio::net::TcpStream;
+
+use crate::engine::ConnId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SocketState {
+    /// A connection the engine knows.
+    Open(ConnId),
+    /// Closed by the server: its last bytes are written and its write side shut; it is read
+    /// and discarded until the peer closes or the deadline passes, so the peer receives the
+    /// last error frame instead of a reset.
+    Lingering { deadline_ms: u64, refused: bool },
+}
+
+pub(super) struct Socket {
+    pub stream: TcpStream,
+    pub state: SocketState,
+    /// A write returned `WouldBlock`; wait for a writable event before writing again.
+    pub write_blocked: bool,
+}
+
+impl Socket {
+    pub fn new(stream: TcpStream, conn: ConnId) -> Socket {
+        Socket {
+            stream,
+            state: SocketState::Open(conn),
+            write_blocked: false,
+        }
+    }
+
+    pub fn lingering(stream: TcpStream, deadline_ms: u64, refused: bool) -> Socket {
+        Socket {
+            stream,
+            state: SocketState::Lingering {
+                deadline_ms,
+                refused,
+            },
+            write_blocked: true,
+        }
+    }
+
+    /// Reads and discards what a lingering peer sent. Returns true when the socket can go:
+    /// the peer closed, failed, or sent more than a lingering socket is worth.
+    pub fn drain_lingering(&mut self) -> bool {
+        let mut scratch = [0u8; 4096];
+        for _ in 0..16 {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+}
