@@ -3,6 +3,8 @@
 
 pub mod codec;
 pub mod frame;
+pub mod glob;
 
 pub use codec::*;
 pub use frame::*;
+pub use glob::{GlobError, NamespaceGlob};
