@@ -1,0 +1,623 @@
+//! Codec unit tests: every frame variant round-trips; streams decode the same however they are
+//! split; truncated, oversized and malformed input gives a clear error or "incomplete"; a
+//! million seeded random inputs never panic.
+
+use super::*;
+
+/// A tiny seeded PRNG (xorshift64*), so failures reproduce from the printed seed.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..bound` (`bound` > 0).
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+}
+
+fn limits() -> WireLimits {
+    WireLimits::default()
+}
+
+fn event(counter: u64, namespace: &str, data: &[u8]) -> Event {
+    Event {
+        id: EventId::new(counter, 1),
+        parent_id: Some(EventId::new(counter.saturating_sub(1).max(1), 2)),
+        namespace: namespace.to_string(),
+        timestamp_ms: 1_700_000_000_000,
+        data: data.to_vec(),
+    }
+}
+
+fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEvent {
+    NewEvent {
+        namespace: namespace.to_string(),
+        parent_id,
+        data: data.to_vec(),
+    }
+}
+
+fn subscribe(start: StartPosition) -> Frame {
+    Frame::Subscribe(Subscribe {
+        subscription_id: 7,
+        glob: "/food/**".to_string(),
+        start,
+        limit: 100,
+        tail: true,
+        credit: 64,
+    })
+}
+
+/// At least one of every frame variant, every start position kind and every error scope.
+pub(crate) fn sample_frames() -> Vec<Frame> {
+    let vector: VersionVector = [(ActorId(1), 5), (ActorId(3), 9), (ActorId(65535), u64::MAX)]
+        .into_iter()
+        .collect();
+    let max_namespace = format!(
+        "/{}",
+        "n".repeat(limits().namespace_length_max as usize - 1)
+    );
+    vec![
+        Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "flo-client 0.1.0".to_string(),
+            auth_token: vec![],
+        }),
+        Frame::Hello(Hello {
+            protocol_version: 9,
+            client_name: "é ✓".to_string(),
+            auth_token: b"secret".to_vec(),
+        }),
+        Frame::Produce(Produce {
+            op_id: 1,
+            event: new_event("/food/eggs", None, b"hi"),
+        }),
+        Frame::Produce(Produce {
+            op_id: u64::MAX,
+            event: new_event(&max_namespace, Some(EventId::new(3, 1)), b""),
+        }),
+        Frame::ProduceBatch(ProduceBatch {
+            op_id: 2,
+            events: vec![
+                new_event("/a", None, b"1"),
+                new_event("/b/c", Some(EventId::new(u64::MAX, u16::MAX)), &[0, 255]),
+            ],
+        }),
+        Frame::ProduceBatch(ProduceBatch {
+            op_id: 3,
+            events: vec![],
+        }),
+        subscribe(StartPosition::Beginning),
+        subscribe(StartPosition::End),
+        subscribe(StartPosition::AfterId(EventId::new(42, 1))),
+        subscribe(StartPosition::AfterId(EventId::NONE)),
+        subscribe(StartPosition::Cursor(Cursor {
+            floor: EventId::new(4, 2),
+            vector: vector.clone(),
+        })),
+        subscribe(StartPosition::Cursor(Cursor::from_vector(
+            VersionVector::new(),
+        ))),
+        subscribe(StartPosition::Timestamp(1_700_000_000_000)),
+        Frame::Credit {
+            subscription_id: 7,
+            count: 32,
+        },
+        Frame::Unsubscribe { subscription_id: 7 },
+        Frame::Ping { token: 99 },
+        Frame::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            server_version: "flo 0.1.0".to_string(),
+            actor_id: 1,
+            frame_size_max: limits().frame_size_max,
+            namespace_length_max: 1024,
+            event_data_size_max: 8 << 20,
+            subscriptions_max: 64,
+        }),
+        Frame::Ack(Ack {
+            op_id: 1,
+            first_id: EventId::new(10, 1),
+            count: 3,
+            timestamp_ms: 5,
+        }),
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::UnsupportedVersion,
+            message: "protocol version 9 is not supported".to_string(),
+        }),
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(12),
+            code: ErrorCode::InvalidNamespace,
+            message: String::new(),
+        }),
+        Frame::Error(ErrorFrame {
+            scope: ErrorScope::Subscription(7),
+            code: ErrorCode::InvalidBatch,
+            message: "ü".to_string(),
+        }),
+        Frame::Event {
+            subscription_id: 7,
+            event: event(10, "/food/eggs", b"{\"x\":1}"),
+        },
+        Frame::Event {
+            subscription_id: 0,
+            event: Event {
+                parent_id: None,
+                ..event(u64::MAX, &max_namespace, b"")
+            },
+        },
+        Frame::CaughtUp { subscription_id: 7 },
+        Frame::End {
+            subscription_id: 7,
+            reason: EndReason::LimitReached,
+        },
+        Frame::End {
+            subscription_id: 8,
+            reason: EndReason::EndOfStream,
+        },
+        Frame::End {
+            subscription_id: 9,
+            reason: EndReason::Unsubscribed,
+        },
+        Frame::Pong { token: 99 },
+    ]
+}
+
+fn encoded(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(frame, &mut out);
+    out
+}
+
+fn all_encoded() -> Vec<u8> {
+    let mut out = Vec::new();
+    for frame in sample_frames() {
+        encode(&frame, &mut out);
+    }
+    out
+}
+
+/// Decodes a stream delivered in the given chunk sizes, as a connection would: append, then
+/// decode until incomplete.
+fn decode_in_chunks(stream: &[u8], mut chunk_size: impl FnMut() -> usize) -> Vec<Frame> {
+    let mut buffered = Vec::new();
+    let mut frames = Vec::new();
+    let mut position = 0;
+    while position < stream.len() {
+        let end = (position + chunk_size()).min(stream.len());
+        buffered.extend_from_slice(&stream[position..end]);
+        position = end;
+        while let Some((frame, consumed)) = decode(&buffered, &limits()).expect("valid stream") {
+            frames.push(frame);
+            buffered.drain(..consumed);
+        }
+    }
+    assert!(buffered.is_empty(), "{} bytes left over", buffered.len());
+    frames
+}
+
+fn decode_error(bytes: &[u8]) -> DecodeError {
+    match decode(bytes, &limits()) {
+        Err(error) => error,
+        other => panic!("expected an error for {bytes:02x?}, got {other:?}"),
+    }
+}
+
+/// A frame with the given kind and body.
+fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    out.push(kind);
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn every_frame_round_trips() {
+    for frame in sample_frames() {
+        let bytes = encoded(&frame);
+        let length = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        assert_eq!(
+            length as usize,
+            bytes.len() - 4,
+            "length prefix of {frame:?}"
+        );
+        assert_eq!(bytes[4], frame_kind(&frame));
+        assert_eq!(
+            decode(&bytes, &limits()),
+            Ok(Some((frame.clone(), bytes.len()))),
+            "{frame:?}"
+        );
+    }
+}
+
+#[test]
+fn encode_event_and_encode_error_match_encode() {
+    let event = event(5, "/x", b"data");
+    let mut direct = Vec::new();
+    encode_event(3, &event, &mut direct);
+    let frame = Frame::Event {
+        subscription_id: 3,
+        event,
+    };
+    assert_eq!(direct, encoded(&frame));
+
+    let mut direct = Vec::new();
+    encode_error(
+        ErrorScope::Produce(4),
+        ErrorCode::StorageFailure,
+        "disk full",
+        &mut direct,
+    );
+    let frame = Frame::Error(ErrorFrame {
+        scope: ErrorScope::Produce(4),
+        code: ErrorCode::StorageFailure,
+        message: "disk full".to_string(),
+    });
+    assert_eq!(direct, encoded(&frame));
+}
+
+#[test]
+fn a_known_frame_has_the_documented_bytes() {
+    let bytes = encoded(&Frame::Credit {
+        subscription_id: 7,
+        count: 32,
+    });
+    assert_eq!(bytes, [0, 0, 0, 9, 0x05, 0, 0, 0, 7, 0, 0, 0, 32]);
+    let bytes = encoded(&Frame::Ping { token: 1 });
+    assert_eq!(bytes, [0, 0, 0, 9, 0x07, 0, 0, 0, 0, 0, 0, 0, 1]);
+}
+
+#[test]
+fn long_error_messages_are_truncated_at_a_character_boundary() {
+    let message = "é".repeat(40_000);
+    let mut out = Vec::new();
+    encode_error(
+        ErrorScope::Connection,
+        ErrorCode::Timeout,
+        &message,
+        &mut out,
+    );
+    let Ok(Some((Frame::Error(error), _))) = decode(&out, &limits()) else {
+        panic!("did not decode");
+    };
+    assert_eq!(error.message.len(), 65534);
+    assert!(message.starts_with(&error.message));
+}
+
+#[test]
+fn a_stream_decodes_the_same_one_byte_at_a_time() {
+    assert_eq!(decode_in_chunks(&all_encoded(), || 1), sample_frames());
+}
+
+#[test]
+fn a_stream_decodes_the_same_in_random_chunks() {
+    let stream = all_encoded();
+    for seed in 1..=50 {
+        let mut rng = Rng::new(seed);
+        let frames = decode_in_chunks(&stream, || 1 + rng.below(64));
+        assert_eq!(frames, sample_frames(), "seed {seed}");
+    }
+}
+
+#[test]
+fn every_proper_prefix_of_a_frame_is_incomplete() {
+    for frame in sample_frames() {
+        let bytes = encoded(&frame);
+        for end in 0..bytes.len() {
+            assert_eq!(
+                decode(&bytes[..end], &limits()),
+                Ok(None),
+                "{frame:?} cut at {end}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_frame_whose_length_is_too_short_for_its_fields_is_malformed() {
+    for frame in sample_frames() {
+        let bytes = encoded(&frame);
+        // Drop the last byte of the body and shrink the length to match.
+        if bytes.len() <= 5 {
+            continue;
+        }
+        let cut = raw_frame(bytes[4], &bytes[5..bytes.len() - 1]);
+        let error = decode_error(&cut);
+        assert_eq!(error.code, ErrorCode::MalformedFrame, "{frame:?}");
+    }
+}
+
+#[test]
+fn trailing_bytes_inside_a_frame_are_malformed() {
+    for frame in sample_frames() {
+        let bytes = encoded(&frame);
+        let mut body = bytes[5..].to_vec();
+        body.push(0);
+        let error = decode_error(&raw_frame(bytes[4], &body));
+        assert_eq!(error.code, ErrorCode::MalformedFrame);
+        assert!(error.message.contains("left over"), "{error}");
+    }
+}
+
+#[test]
+fn a_length_over_the_limit_is_reported_before_the_body_arrives() {
+    let limits = limits();
+    let too_long = limits.frame_size_max - 4 + 1;
+    let error = decode(&too_long.to_be_bytes(), &limits).unwrap_err();
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+    assert!(error.message.contains("over the limit"), "{error}");
+    let error = decode(&u32::MAX.to_be_bytes(), &limits).unwrap_err();
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+    // Exactly at the limit is allowed: it waits for the body.
+    let at_limit = limits.frame_size_max - 4;
+    assert_eq!(decode(&at_limit.to_be_bytes(), &limits), Ok(None));
+}
+
+#[test]
+fn a_zero_length_is_malformed() {
+    assert_eq!(decode_error(&[0, 0, 0, 0]).code, ErrorCode::MalformedFrame);
+}
+
+#[test]
+fn unknown_and_reserved_kinds_are_reported_as_soon_as_the_kind_byte_arrives() {
+    for kind in 0..=255u8 {
+        let header = [0, 0, 0, 100, kind];
+        let result = decode(&header, &limits());
+        match kind {
+            0x40..=0x5F => assert_eq!(result.unwrap_err().code, ErrorCode::UnexpectedFrame),
+            _ if kind_name(kind) == "unknown" => {
+                let error = result.unwrap_err();
+                assert_eq!(error.code, ErrorCode::MalformedFrame);
+                assert!(error.message.contains("unknown frame kind"), "{error}");
+            }
+            _ => assert_eq!(result, Ok(None), "kind {kind:#x}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_is_malformed() {
+    let mut body = vec![0, 1, 0, 2, 0xC3, 0x28, 0, 0];
+    let error = decode_error(&raw_frame(kind::HELLO, &body));
+    assert!(error.message.contains("UTF-8"), "{error}");
+    // A namespace in a Produce.
+    body = vec![0; 8];
+    body.extend_from_slice(&[0, 2, b'/', 0xFF]);
+    body.extend_from_slice(&[0; 10]);
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    let error = decode_error(&raw_frame(kind::PRODUCE, &body));
+    assert!(error.message.contains("UTF-8"), "{error}");
+}
+
+#[test]
+fn inner_lengths_over_the_limits_are_malformed() {
+    let limits = WireLimits {
+        frame_size_max: 1 << 20,
+        namespace_length_max: 4,
+        event_data_size_max: 3,
+    };
+    let long_namespace = encoded(&Frame::Produce(Produce {
+        op_id: 1,
+        event: new_event("/abcd", None, b""),
+    }));
+    let error = decode(&long_namespace, &limits).unwrap_err();
+    assert_eq!(error.code, ErrorCode::MalformedFrame);
+    assert!(error.message.contains("namespace of 5 bytes"), "{error}");
+    let large_data = encoded(&Frame::Event {
+        subscription_id: 1,
+        event: event(1, "/a", b"abcd"),
+    });
+    let error = decode(&large_data, &limits).unwrap_err();
+    assert!(error.message.contains("data of 4 bytes"), "{error}");
+    // A data length beyond the frame is caught before anything is copied.
+    let mut body = vec![0; 8];
+    body.extend_from_slice(&[0, 2, b'/', b'a']);
+    body.extend_from_slice(&[0; 10]);
+    body.extend_from_slice(&[0, 0, 0, 3]);
+    let error = decode(&raw_frame(kind::PRODUCE, &body), &limits).unwrap_err();
+    assert!(error.message.contains("needs 3 bytes"), "{error}");
+}
+
+#[test]
+fn invalid_booleans_and_enum_values_are_malformed() {
+    let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
+    let tail_index = tail_two.len() - 5;
+    assert_eq!(tail_two[tail_index], 1);
+    tail_two[tail_index] = 2;
+    assert!(decode_error(&tail_two).message.contains("boolean"));
+
+    let bad_start = subscribe(StartPosition::Beginning);
+    let mut bytes = encoded(&bad_start);
+    let start_index = 5 + 4 + 2 + "/food/**".len();
+    bytes[start_index] = 5;
+    assert!(decode_error(&bytes)
+        .message
+        .contains("start position kind 5"));
+
+    let end = raw_frame(kind::END, &[0, 0, 0, 1, 4]);
+    assert!(decode_error(&end).message.contains("end reason 4"));
+    let end = raw_frame(kind::END, &[0, 0, 0, 1, 0]);
+    assert!(decode_error(&end).message.contains("end reason 0"));
+
+    let scope = raw_frame(kind::ERROR, &[3, 0, 1, 0, 0]);
+    assert!(decode_error(&scope).message.contains("error scope 3"));
+    let code = raw_frame(kind::ERROR, &[0, 0, 99, 0, 0]);
+    assert!(decode_error(&code).message.contains("error code 99"));
+    let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
+    assert!(decode_error(&code).message.contains("error code 0"));
+}
+
+#[test]
+fn non_canonical_ids_and_cursors_are_malformed() {
+    // Absent parent id with a non-zero actor.
+    let mut body = vec![0; 8];
+    body.extend_from_slice(&[0, 2, b'/', b'a']);
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    let error = decode_error(&raw_frame(kind::PRODUCE, &body));
+    assert!(error.message.contains("absent"), "{error}");
+
+    // An event id with counter 0.
+    let mut bytes = encoded(&Frame::Ack(Ack {
+        op_id: 1,
+        first_id: EventId::new(1, 1),
+        count: 1,
+        timestamp_ms: 0,
+    }));
+    bytes[5 + 8 + 7] = 0;
+    assert!(decode_error(&bytes).message.contains("counter 0"));
+
+    let cursor_frame = |entries: &[(u16, u64)]| {
+        let mut body = vec![0, 0, 0, 1, 0, 1, b'/', 3];
+        body.extend_from_slice(&[0; 10]);
+        body.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+        for (actor, counter) in entries {
+            body.extend_from_slice(&actor.to_be_bytes());
+            body.extend_from_slice(&counter.to_be_bytes());
+        }
+        body.extend_from_slice(&[0; 8]);
+        body.push(0);
+        body.extend_from_slice(&[0, 0, 0, 1]);
+        raw_frame(kind::SUBSCRIBE, &body)
+    };
+    assert!(decode(&cursor_frame(&[(1, 1), (2, 5)]), &limits()).is_ok());
+    let unsorted = decode_error(&cursor_frame(&[(2, 1), (1, 5)]));
+    assert!(unsorted.message.contains("ascending"), "{unsorted}");
+    let duplicate = decode_error(&cursor_frame(&[(2, 1), (2, 5)]));
+    assert!(duplicate.message.contains("ascending"), "{duplicate}");
+    let zero = decode_error(&cursor_frame(&[(1, 0)]));
+    assert!(zero.message.contains("counter 0"), "{zero}");
+}
+
+#[test]
+fn a_batch_count_larger_than_the_frame_is_malformed_without_allocating() {
+    let mut body = vec![0; 8];
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    let error = decode_error(&raw_frame(kind::PRODUCE_BATCH, &body));
+    assert_eq!(error.code, ErrorCode::MalformedFrame);
+}
+
+#[test]
+fn decode_errors_display_their_code_and_message() {
+    let error = decode_error(&[0, 0, 0, 1, 0xEE]);
+    assert_eq!(
+        error.to_string(),
+        "MalformedFrame (1): unknown frame kind 0xee"
+    );
+}
+
+/// Checks one decode result: incomplete, a whole frame inside the input that re-encodes to
+/// the same bytes, or an error with a decode error code and a message.
+fn check_decode(bytes: &[u8], limits: &WireLimits) {
+    match decode(bytes, limits) {
+        Ok(None) => {}
+        Ok(Some((frame, consumed))) => {
+            assert!(consumed <= bytes.len());
+            assert_eq!(
+                encoded(&frame),
+                bytes[..consumed],
+                "not canonical: {frame:?}"
+            );
+        }
+        Err(error) => {
+            assert!(matches!(
+                error.code,
+                ErrorCode::MalformedFrame | ErrorCode::FrameTooLarge | ErrorCode::UnexpectedFrame
+            ));
+            assert!(!error.message.is_empty());
+        }
+    }
+}
+
+/// Random bytes shaped like frames: a plausible length and a known kind most of the time, so
+/// the fields are exercised and not only the header check.
+fn random_input(rng: &mut Rng, out: &mut Vec<u8>) {
+    const KINDS: [u8; 16] = [
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x40,
+        0x08,
+    ];
+    out.clear();
+    let body_size = rng.below(48);
+    let length = match rng.below(8) {
+        0 => rng.next_u64() as u32,
+        1 => body_size as u32 + rng.below(3) as u32,
+        _ => body_size as u32 + 1,
+    };
+    out.extend_from_slice(&length.to_be_bytes());
+    out.push(if rng.below(16) == 0 {
+        rng.next_u64() as u8
+    } else {
+        KINDS[rng.below(KINDS.len())]
+    });
+    for _ in 0..body_size {
+        // Small values make plausible lengths, tags and booleans.
+        let byte = if rng.below(2) == 0 {
+            rng.below(4)
+        } else {
+            rng.below(256)
+        };
+        out.push(byte as u8);
+    }
+}
+
+fn mutate_valid_frame(rng: &mut Rng, valid: &[Vec<u8>], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&valid[rng.below(valid.len())]);
+    for _ in 0..1 + rng.below(3) {
+        let index = rng.below(out.len());
+        match rng.below(3) {
+            0 => out[index] = rng.next_u64() as u8,
+            1 => out[index] ^= 1 << rng.below(8),
+            _ => out.truncate(index.max(1)),
+        }
+    }
+}
+
+#[test]
+fn a_million_random_inputs_never_panic() {
+    let seed = 0x05EE_DF10;
+    let mut rng = Rng::new(seed);
+    let small = WireLimits {
+        frame_size_max: 200,
+        namespace_length_max: 16,
+        event_data_size_max: 32,
+    };
+    let valid: Vec<Vec<u8>> = sample_frames()
+        .iter()
+        .map(encoded)
+        .filter(|bytes| bytes.len() < 300)
+        .collect();
+    let mut input = Vec::new();
+    let (mut frames, mut errors, mut incomplete) = (0u32, 0u32, 0u32);
+    for round in 0..1_000_000u32 {
+        if round % 4 == 0 {
+            mutate_valid_frame(&mut rng, &valid, &mut input);
+        } else {
+            random_input(&mut rng, &mut input);
+        }
+        let limits = if round % 2 == 0 { limits() } else { small };
+        check_decode(&input, &limits);
+        match decode(&input, &limits) {
+            Ok(None) => incomplete += 1,
+            Ok(Some(_)) => frames += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    // The generator must reach every outcome, or the test proves little.
+    assert!(frames > 10_000, "seed {seed}: only {frames} frames");
+    assert!(errors > 10_000, "seed {seed}: only {errors} errors");
+    assert!(
+        incomplete > 10_000,
+        "seed {seed}: only {incomplete} incomplete"
+    );
+}
