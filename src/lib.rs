@@ -13,6 +13,7 @@
 //! - `src/bin/`: argument parsing, logging set-up and exit codes for `flo` and `flo-client`.
 
 pub mod config;
+pub mod engine;
 pub mod event;
 pub mod protocol;
 pub mod storage;

@@ -89,6 +89,11 @@ impl Connection {
         self.output.len() - self.output_sent
     }
 
+    /// Bytes at the front of `output_buffer()` that are already sent.
+    pub fn output_sent(&self) -> usize {
+        self.output_sent
+    }
+
     /// The buffer to append encoded frames to.
     pub fn output_buffer(&mut self) -> &mut Vec<u8> {
         &mut self.output

@@ -170,15 +170,17 @@ impl<L: Log> Engine<L> {
         } = self;
         // Checked by the caller: the subscription exists, so the connection does.
         let connection = conns[conn.slot as usize].as_mut().expect("open");
+        let already_sent = connection.output_sent();
+        let mut output = std::mem::take(connection.output_buffer());
         let Some(subscription) = connection.subscriptions.get_mut(&id) else {
+            *connection.output_buffer() = output;
             return Stop::Ended;
         };
-        let mut output = std::mem::take(connection.output_buffer());
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |_, event| {
             if subscription.credit == 0
                 || subscription.remaining == Some(0)
-                || output.len() >= high_water
+                || output.len() - already_sent >= high_water
             {
                 return false;
             }

@@ -200,11 +200,19 @@ impl<L: Log> Engine<L> {
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.mono_ms;
         let mut consumed = 0;
+        // Decode with only the frame size limit, so that an event whose namespace or data is
+        // over its limit (but inside a legal frame) gets an error with its op id and the
+        // connection stays open; `validate` applies the real limits.
+        let wire = WireLimits {
+            namespace_length_max: u32::from(u16::MAX),
+            event_data_size_max: self.config.wire.frame_size_max,
+            ..self.config.wire
+        };
         loop {
             // Checked just above and below: the connection exists until `close` removes it,
             // and the loop ends right after a close.
             let connection = self.conn_mut(conn).expect("connection is open");
-            let decoded = protocol::decode(&connection.input[consumed..], &self.config.wire);
+            let decoded = protocol::decode(&connection.input[consumed..], &wire);
             match decoded {
                 Ok(None) => break,
                 Ok(Some((frame, length))) => {
@@ -513,3 +521,6 @@ impl<L: Log> Engine<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -36,6 +36,7 @@ impl<L: Log> Engine<L> {
             message: message.clone(),
         };
         self.pending_replies.push(reply);
+        true
     }
 
     pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
@@ -44,7 +45,10 @@ impl<L: Log> Engine<L> {
             return;
         }
         let invalid = if events.is_empty() {
-            Some((ErrorCode::InvalidBatch, "a batch must hold at least one event".into()))
+            Some((
+                ErrorCode::InvalidBatch,
+                "a batch must hold at least one event".into(),
+            ))
         } else if events.len() > self.config.batch_events_max {
             let message = format!(
                 "a batch may hold at most {} events; this one has {}",

@@ -213,7 +213,10 @@ fn pipelined_produces_are_acknowledged_in_order_with_rising_ids() {
             (7, Some(6))
         ]
     );
-    assert!(h.engine.is_open(conn), "a bad namespace keeps the connection");
+    assert!(
+        h.engine.is_open(conn),
+        "a bad namespace keeps the connection"
+    );
 }
 
 #[test]
@@ -253,13 +256,23 @@ fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
             ..
         })]
     ));
-    assert_eq!(h.engine.log().end().0, 0, "nothing of the failed turn stays");
+    assert_eq!(
+        h.engine.log().end().0,
+        0,
+        "nothing of the failed turn stays"
+    );
     h.produce(conn, 2, "/a", b"kept");
     h.turn();
     let frames = h.received(conn);
-    assert!(matches!(frames.as_slice(), [Frame::Ack(Ack { op_id: 2, .. })]));
+    assert!(matches!(
+        frames.as_slice(),
+        [Frame::Ack(Ack { op_id: 2, .. })]
+    ));
     let reader = h.client();
-    h.send(reader, subscribe(1, "/**", StartPosition::Beginning, false, 10));
+    h.send(
+        reader,
+        subscribe(1, "/**", StartPosition::Beginning, false, 10),
+    );
     h.turn();
     let data: Vec<Vec<u8>> = events(&h.received(reader))
         .into_iter()
@@ -349,10 +362,7 @@ fn a_malformed_frame_closes_only_its_connection() {
     h.produce(good, 1, "/a", b"x");
     h.turn();
     assert_eq!(h.closed_with(bad), Some(ErrorCode::MalformedFrame));
-    assert!(matches!(
-        h.received(good).as_slice(),
-        [Frame::Ack(_)]
-    ));
+    assert!(matches!(h.received(good).as_slice(), [Frame::Ack(_)]));
 }
 
 #[test]
@@ -385,7 +395,10 @@ fn a_non_tail_consume_reads_everything_then_ends() {
     }
     h.turn();
     let consumer = h.client();
-    h.send(consumer, subscribe(5, "/**", StartPosition::Beginning, false, 100));
+    h.send(
+        consumer,
+        subscribe(5, "/**", StartPosition::Beginning, false, 100),
+    );
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(
@@ -418,10 +431,22 @@ fn globs_filter_namespaces() {
     }
     h.turn();
     let consumer = h.client();
-    h.send(consumer, subscribe(1, "/food/*/eggs", StartPosition::Beginning, false, 100));
-    h.send(consumer, subscribe(2, "/food/**", StartPosition::Beginning, false, 100));
-    h.send(consumer, subscribe(3, "/*/beer", StartPosition::Beginning, false, 100));
-    h.send(consumer, subscribe(4, "/food/[", StartPosition::Beginning, false, 100));
+    h.send(
+        consumer,
+        subscribe(1, "/food/*/eggs", StartPosition::Beginning, false, 100),
+    );
+    h.send(
+        consumer,
+        subscribe(2, "/food/**", StartPosition::Beginning, false, 100),
+    );
+    h.send(
+        consumer,
+        subscribe(3, "/*/beer", StartPosition::Beginning, false, 100),
+    );
+    h.send(
+        consumer,
+        subscribe(4, "/food/[", StartPosition::Beginning, false, 100),
+    );
     h.turn();
     let frames = h.received(consumer);
     let of = |id: u32| -> Vec<String> {
@@ -464,7 +489,10 @@ fn a_tail_consumer_is_told_when_it_is_caught_up_and_then_gets_new_events() {
     h.produce(producer, 1, "/old", b"");
     h.turn();
     let consumer = h.client();
-    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, 100));
+    h.send(
+        consumer,
+        subscribe(1, "/**", StartPosition::Beginning, true, 100),
+    );
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(namespaces(&frames), vec!["/old"]);
@@ -488,7 +516,10 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     }
     h.turn();
     let consumer = h.client();
-    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, 2));
+    h.send(
+        consumer,
+        subscribe(1, "/**", StartPosition::Beginning, true, 2),
+    );
     h.turn();
     assert_eq!(events(&h.received(consumer)).len(), 2);
     h.send(
@@ -644,7 +675,10 @@ fn a_consumer_that_never_reads_costs_no_more_than_the_high_water_mark() {
     let mut h = Harness::with_config(|c| c.send_buffer_high_water = high_water);
     let producer = h.client();
     let consumer = h.client();
-    h.send(consumer, subscribe(1, "/**", StartPosition::Beginning, true, u32::MAX));
+    h.send(
+        consumer,
+        subscribe(1, "/**", StartPosition::Beginning, true, u32::MAX),
+    );
     h.turn();
     h.received(consumer);
     let data = vec![0u8; 1000];
@@ -674,7 +708,10 @@ fn a_new_event_wakes_only_matching_tail_consumers() {
     let eggs = h.client();
     let beer = h.client();
     h.send(eggs, subscribe(1, "/food/**", StartPosition::End, true, 10));
-    h.send(beer, subscribe(1, "/drinks/**", StartPosition::End, true, 10));
+    h.send(
+        beer,
+        subscribe(1, "/drinks/**", StartPosition::End, true, 10),
+    );
     h.turn();
     h.received(eggs);
     h.received(beer);
