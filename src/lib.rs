@@ -17,3 +17,4 @@ pub mod engine;
 pub mod event;
 pub mod protocol;
 pub mod storage;
+pub mod units;

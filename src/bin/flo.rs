@@ -1,6 +1,258 @@
-//! The `flo` server binary: a thin wrapper around the embedded server.
+//! The `flo` server binary: argument parsing, logging set-up, signals and exit codes around
+//! the embedded server (`flo::reactor::Server`).
 
-fn main() {
-    eprintln!("flo: server not built yet");
-    std::process::exit(1);
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::Parser;
+use flo::config::{Config, FsyncPolicy, Retention};
+use flo::event::ActorId;
+use flo::reactor::Server;
+use flo::units::{parse_duration_ms, parse_size};
+
+/// flo: a small, fast, durable event stream server.
+#[derive(Parser, Debug)]
+#[command(name = "flo", version, about, long_about = None)]
+struct Args {
+    /// Directory for the event log (created if missing).
+    #[arg(short = 'd', long = "data-dir", default_value = ".")]
+    data_dir: PathBuf,
+
+    /// TCP port for clients.
+    #[arg(short = 'p', long, default_value_t = 3000)]
+    port: u16,
+
+    /// Address to listen on. Anything other than a loopback address exposes the server to the
+    /// network (there is no client authentication); that choice is logged.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+
+    /// Bytes of the newest events kept in memory for tailing consumers (K, M, G suffixes).
+    #[arg(long = "max-cache-memory", default_value = "64M", value_parser = parse_size)]
+    max_cache_memory: u64,
+
+    /// Retention: delete the oldest whole segments once the log holds more events than this.
+    #[arg(long = "max-events")]
+    max_events: Option<u64>,
+
+    /// Retention: delete the oldest whole segments once the log is larger than this (K, M, G).
+    #[arg(long = "max-bytes", value_parser = parse_size)]
+    max_bytes: Option<u64>,
+
+    /// Retention: delete whole segments whose newest event is older than this (e.g. 90s, 30m,
+    /// 12h, 7d).
+    #[arg(long = "max-age", value_parser = parse_duration_ms)]
+    max_age: Option<u64>,
+
+    /// When acknowledged events are on disk: `always` (fdatasync before every ack; the
+    /// default), `interval:<ms>` (fdatasync at most every <ms>; a power loss can lose that
+    /// window of acknowledged events) or `never` (the OS decides; a power loss can lose any
+    /// acknowledged event not yet written back). All three survive a crash of flo itself.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+
+    /// Most client connections at once; more are refused with a TooManyConnections error.
+    #[arg(long = "max-connections", default_value_t = 4096)]
+    max_connections: usize,
+
+    /// Segment files are sealed and a new one started past this size (K, M, G).
+    #[arg(long = "segment-size", default_value = "64M", value_parser = parse_size)]
+    segment_size: u64,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long = "log-level", default_value = "info")]
+    log_level: log::LevelFilter,
+
+    /// Per-module log level, MODULE=LEVEL (e.g. flo::engine=debug); may be repeated.
+    #[arg(long = "log-module", value_parser = parse_module_level)]
+    log_modules: Vec<(String, log::LevelFilter)>,
+
+    /// Also append log lines to this file.
+    #[arg(long = "log-file")]
+    log_file: Option<PathBuf>,
+
+    /// This server's id in a cluster, 1 to 65535; unique among the cluster's servers.
+    #[arg(long = "actor-id", default_value_t = 1)]
+    actor_id: u16,
+
+    /// Address of another cluster member; may be repeated.
+    #[arg(long = "peer-addr")]
+    peer_addrs: Vec<SocketAddr>,
+}
+
+fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> {
+    let (module, level) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected MODULE=LEVEL, got {text:?}"))?;
+    let level = level
+        .parse()
+        .map_err(|_| format!("invalid log level {level:?}"))?;
+    Ok((module.to_string(), level))
+}
+
+/// A small logger: a default level, per-module levels (longest matching prefix wins), and
+/// lines to standard error and optionally a file.
+struct Logger {
+    default_level: log::LevelFilter,
+    modules: Vec<(String, log::LevelFilter)>,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+impl Logger {
+    fn level_for(&self, target: &str) -> log::LevelFilter {
+        self.modules
+            .iter()
+            .filter(|(module, _)| target.starts_with(module.as_str()))
+            .max_by_key(|(module, _)| module.len())
+            .map(|(_, level)| *level)
+            .unwrap_or(self.default_level)
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level_for(metadata.target())
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let line = format!(
+            "{}.{:03} {:5} {}: {}\n",
+            millis / 1000,
+            millis % 1000,
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Some(file) = &self.file {
+            if let Ok(mut file) = file.lock() {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(file) = &self.file {
+            if let Ok(mut file) = file.lock() {
+                let _ = file.flush();
+            }
+        }
+    }
+}
+
+fn init_logging(args: &Args) -> Result<(), String> {
+    let file = match &args.log_file {
+        None => None,
+        Some(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|error| format!("could not open log file {}: {error}", path.display()))?,
+        )),
+    };
+    let max_level = args
+        .log_modules
+        .iter()
+        .map(|(_, level)| *level)
+        .chain([args.log_level])
+        .max()
+        .unwrap_or(args.log_level);
+    let logger = Logger {
+        default_level: args.log_level,
+        modules: args.log_modules.clone(),
+        file,
+    };
+    log::set_boxed_logger(Box::new(logger)).map_err(|error| error.to_string())?;
+    log::set_max_level(max_level);
+    Ok(())
+}
+
+fn config_from(args: &Args) -> Config {
+    let mut config = Config::new(SocketAddr::new(args.bind, args.port), args.data_dir.clone());
+    config.actor_id = ActorId(args.actor_id);
+    config.connections_max = args.max_connections;
+    config.storage.fsync = args.fsync;
+    config.storage.cache_bytes_max = args.max_cache_memory as usize;
+    config.storage.segment_size_max = args.segment_size;
+    config.storage.retention = Retention {
+        events_max: args.max_events,
+        bytes_max: args.max_bytes,
+        age_max_ms: args.max_age,
+    };
+    config.cluster.peer_addrs = args.peer_addrs.clone();
+    config
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(message) = init_logging(&args) {
+        eprintln!("flo: {message}");
+        return ExitCode::FAILURE;
+    }
+    let config = config_from(&args);
+    if !config.bind.ip().is_loopback() {
+        log::warn!(
+            "listening on {}, which is not a loopback address: any host that can reach it may produce and consume",
+            config.bind
+        );
+    }
+    match config.storage.fsync {
+        FsyncPolicy::Always => {}
+        policy => log::warn!(
+            "fsync policy {policy}: acknowledged events survive a crash of flo but a power loss can lose the ones not yet synced"
+        ),
+    }
+    if !config.cluster.peer_addrs.is_empty() {
+        log::warn!("--peer-addr given, but clustering is not built yet: this server runs alone");
+    }
+    let server = match Server::start(config.clone()) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("flo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "flo {} listening on {}, data directory {}, fsync {}, actor id {}, {} events recovered",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr(),
+        config.storage.data_dir.display(),
+        config.storage.fsync,
+        config.actor_id,
+        server.recovered_events()
+    );
+    let trigger = server.shutdown_trigger();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    log::info!("signal {signal} received; shutting down");
+                    trigger.trigger();
+                }
+            });
+        }
+        Err(error) => log::warn!("could not install signal handlers: {error}"),
+    }
+    match server.wait() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,183 @@
+//! Shared helpers for the end-to-end tests: start the real `flo` binary on port 0 in a
+//! temporary directory, and speak the protocol over a plain `TcpStream` with the codec.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use flo::config::WireLimits;
+use flo::protocol::{decode, encode, Frame, Hello, NewEvent, Produce, Subscribe, PROTOCOL_VERSION};
+
+/// A `flo` server process, killed when dropped.
+pub struct FloProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Standard error lines after the start-up line, for tests that look at the log.
+    pub log_lines: mpsc::Receiver<String>,
+}
+
+impl FloProcess {
+    /// Starts `flo` with `-p 0` in `data_dir` plus `extra` arguments, and waits for its
+    /// start-up line to learn the address.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> FloProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
+            .arg("-d")
+            .arg(data_dir)
+            .args(["-p", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flo");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (sender, log_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = log_lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("flo printed its start-up line");
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                let addr = rest.split(',').next().expect("address");
+                break addr.parse().expect("a socket address");
+            }
+        };
+        FloProcess {
+            child,
+            addr,
+            log_lines,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let status = self.child.wait().expect("wait for flo");
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    /// The resident set size of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS line");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS value");
+        kib * 1024
+    }
+}
+
+impl Drop for FloProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare protocol connection for tests.
+pub struct RawConn {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawConn {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Connects and does the handshake.
+    pub fn hello(addr: SocketAddr) -> RawConn {
+        let mut conn = RawConn::connect(addr);
+        conn.send(&Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "e2e test".into(),
+            auth_token: Vec::new(),
+        }));
+        match conn.recv() {
+            Some(Frame::Welcome(_)) => conn,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) {
+        let mut bytes = Vec::new();
+        encode(frame, &mut bytes);
+        self.stream.write_all(&bytes).expect("write frame");
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write bytes");
+    }
+
+    /// The next frame, or None when the server closed the connection.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, length)) =
+                decode(&self.buffer, &WireLimits::default()).expect("valid frame from server")
+            {
+                self.buffer.drain(..length);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(count) => self.buffer.extend_from_slice(&chunk[..count]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(error) => panic!("read failed: {error}"),
+            }
+        }
+    }
+
+    pub fn produce(&mut self, op_id: u64, namespace: &str, data: &[u8]) {
+        self.send(&Frame::Produce(Produce {
+            op_id,
+            event: NewEvent {
+                namespace: namespace.into(),
+                parent_id: None,
+                data: data.to_vec(),
+            },
+        }));
+    }
+
+    pub fn subscribe(&mut self, subscribe: Subscribe) {
+        self.send(&Frame::Subscribe(subscribe));
+    }
+}
