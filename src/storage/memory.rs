@@ -1,12 +1,21 @@
-//! An in-memory [`Log`] for tests and the cluster simulator.
+//! An in-memory [`Log`] for tests and the cluster simulator, with fault injection.
+//!
+//! It behaves like [`super::FileLog`] for the same operations (a test runs both on one seeded
+//! sequence), except that retention is a no-op and `stats().byte_count` counts memory. Faults:
+//! - `fail_next_sync`: the next `sync` fails like a full disk (buffered records are dropped);
+//! - [`MemoryLog::crash`]: a power loss, losing what the fsync policy had not made durable on
+//!   the medium (optionally keeping part of it: a torn write);
+//! - [`MemoryLog::flip_bit`]: a record goes bad on the medium and reads of it fail with
+//!   `Corrupt`, as a checksum failure in a file would.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::{Log, LogStats, Offset, StorageError};
+use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
 
 /// Keeps every record in memory. `fail_next_sync` makes the next `sync` fail like a full disk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryLog {
     /// Records from `start` on.
     records: VecDeque<Event>,
@@ -14,11 +23,82 @@ pub struct MemoryLog {
     durable_end: u64,
     vector: VersionVector,
     pub fail_next_sync: bool,
+    fsync: FsyncPolicy,
+    /// One past the last record covered by a simulated fdatasync: what survives `crash`.
+    fsynced_end: u64,
+    last_fsync_ms: Option<u64>,
+    /// Offsets whose record fails its checksum when read.
+    corrupt: BTreeSet<u64>,
+}
+
+impl Default for MemoryLog {
+    fn default() -> MemoryLog {
+        MemoryLog::with_fsync(FsyncPolicy::Always)
+    }
 }
 
 impl MemoryLog {
     pub fn new() -> MemoryLog {
         MemoryLog::default()
+    }
+
+    /// A log whose simulated fdatasyncs follow `fsync`, as the file log's do.
+    pub fn with_fsync(fsync: FsyncPolicy) -> MemoryLog {
+        MemoryLog {
+            records: VecDeque::new(),
+            start: 0,
+            durable_end: 0,
+            vector: VersionVector::new(),
+            fail_next_sync: false,
+            fsync,
+            fsynced_end: 0,
+            last_fsync_ms: None,
+            corrupt: BTreeSet::new(),
+        }
+    }
+
+    /// One past the last record that survives a power loss now.
+    pub fn fsynced_end(&self) -> Offset {
+        Offset(self.fsynced_end)
+    }
+
+    /// Simulates a power loss and restart: every record after the last simulated fdatasync
+    /// is lost, except the first `keep_unsynced` of them (the part of a torn write that did
+    /// reach the medium). Records appended but never synced are always lost.
+    pub fn crash(&mut self, keep_unsynced: u64) {
+        let end = self.durable_end.min(self.fsynced_end + keep_unsynced);
+        self.records.truncate((end - self.start) as usize);
+        self.durable_end = end;
+        self.fsynced_end = end;
+        self.last_fsync_ms = None;
+        self.corrupt.retain(|&offset| offset < end);
+        self.recompute_vector();
+    }
+
+    /// Makes the record at `offset` fail its checksum on every later read (a bit flip on the
+    /// medium). Returns false when there is no durable record there.
+    pub fn flip_bit(&mut self, offset: Offset) -> bool {
+        let present = (self.start..self.durable_end).contains(&offset.0);
+        if present {
+            self.corrupt.insert(offset.0);
+        }
+        present
+    }
+
+    fn fsync_due(&self, now_ms: u64) -> bool {
+        match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(interval_ms) => self
+                .last_fsync_ms
+                .is_none_or(|last| now_ms >= last.saturating_add(interval_ms)),
+            FsyncPolicy::Never => false,
+        }
+    }
+
+    fn corrupt_error(offset: u64) -> StorageError {
+        StorageError::Corrupt {
+            context: format!("memory log record at offset {offset}: injected bit flip"),
+        }
     }
 
     fn end_u64(&self) -> u64 {
@@ -42,7 +122,7 @@ impl Log for MemoryLog {
         Ok(offset)
     }
 
-    fn sync(&mut self, _now_ms: u64) -> Result<Offset, StorageError> {
+    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError> {
         if self.fail_next_sync {
             self.fail_next_sync = false;
             let keep = (self.durable_end - self.start) as usize;
@@ -53,7 +133,12 @@ impl Log for MemoryLog {
                 source: std::io::Error::other("injected failure (disk full)"),
             });
         }
+        let written = self.end_u64() > self.durable_end || self.fsynced_end < self.durable_end;
         self.durable_end = self.end_u64();
+        if written && self.fsync_due(now_ms) {
+            self.fsynced_end = self.durable_end;
+            self.last_fsync_ms = Some(now_ms);
+        }
         Ok(Offset(self.durable_end))
     }
 
@@ -76,6 +161,9 @@ impl Log for MemoryLog {
     ) -> Result<Offset, StorageError> {
         let mut offset = from.0.max(self.start);
         while offset < self.durable_end {
+            if self.corrupt.contains(&offset) {
+                return Err(MemoryLog::corrupt_error(offset));
+            }
             let event = &self.records[(offset - self.start) as usize];
             if !visit(Offset(offset), event) {
                 break;
@@ -86,30 +174,19 @@ impl Log for MemoryLog {
     }
 
     fn find_start(&mut self, position: &StartPosition) -> Result<Offset, StorageError> {
-        let durable = || {
-            self.records
-                .iter()
-                .take((self.durable_end - self.start) as usize)
-        };
-        let found = match position {
-            StartPosition::Beginning => None,
-            StartPosition::End => Some(self.durable_end - self.start),
-            StartPosition::AfterId(_) | StartPosition::Cursor(_) => {
-                // Checked by the match arm: both kinds have a cursor.
-                let cursor = position.cursor().expect("cursor position");
-                durable()
-                    .position(|e| !cursor.covers(e.id))
-                    .map(|i| i as u64)
-            }
-            StartPosition::Timestamp(ms) => durable()
-                .position(|e| e.timestamp_ms >= *ms)
-                .map(|i| i as u64),
-        };
-        let relative = match position {
-            StartPosition::Beginning => 0,
-            _ => found.unwrap_or(self.durable_end - self.start),
-        };
-        Ok(Offset(self.start + relative))
+        // Scans from the start, like the file log scans its first candidate segment: a
+        // corrupt record on the way is reported, not skipped.
+        let start = Offset(self.start);
+        match position {
+            StartPosition::Beginning => Ok(start),
+            StartPosition::End => Ok(Offset(self.durable_end)),
+            StartPosition::Timestamp(ms) => self.read(start, &mut |_, e| e.timestamp_ms < *ms),
+            StartPosition::AfterId(_) | StartPosition::Cursor(_) => match position.cursor() {
+                Some(cursor) => self.read(start, &mut |_, e| cursor.covers(e.id)),
+                // Unreachable: both kinds have a cursor; "no position" starts at the end.
+                None => Ok(Offset(self.durable_end)),
+            },
+        }
     }
 
     fn version_vector(&self) -> &VersionVector {

@@ -8,9 +8,17 @@ use std::fmt;
 
 use crate::event::{Event, StartPosition, VersionVector};
 
+pub mod cache;
+pub mod file;
+pub mod index;
 pub mod memory;
+pub mod record;
+pub mod recovery;
+pub mod segment;
 
+pub use file::{FileLog, InjectedFault};
 pub use memory::MemoryLog;
+pub use recovery::RecoveryReport;
 
 /// The position of a record in one node's log: 0 for the first record ever appended, counting
 /// up by one per record. Offsets are local to a node; ids are global.

@@ -1,0 +1,476 @@
+//! The file log: segment files with a checksum per record, group commit, a persisted index per
+//! sealed segment, retention and a cache of the newest records. Opening and crash recovery
+//! are in `recovery.rs`; the byte format and the rules are in docs/storage.md.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{FsyncPolicy, StorageConfig};
+use crate::event::{Event, StartPosition, VersionVector};
+
+use super::cache::EventCache;
+use super::index::SegmentIndex;
+use super::record::{encode, encoded_size};
+use super::segment::{
+    create_segment, fsync_dir, index_path, segment_path, write_index, ReadError, SegmentReader,
+};
+use super::{Log, LogStats, Offset, StorageError};
+
+/// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
+/// device) that cannot be produced on demand with a real file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The write stores only this many of the buffered bytes, then fails with "no space".
+    WriteFails { bytes_written: usize },
+    /// The write succeeds and the fdatasync fails.
+    FsyncFails,
+}
+
+/// The segment that receives appends.
+#[derive(Debug)]
+pub(super) struct OpenSegment {
+    pub file: File,
+    /// Covers the durable records only (the buffered ones are not in the file yet).
+    pub index: SegmentIndex,
+}
+
+/// The durable log on disk. See the [`Log`] trait for the contract.
+#[derive(Debug)]
+pub struct FileLog {
+    pub(super) config: StorageConfig,
+    /// Sealed segments, oldest first; each has an index file.
+    pub(super) sealed: VecDeque<SegmentIndex>,
+    pub(super) open: OpenSegment,
+    /// Encoded records appended since the last sync, and the records themselves.
+    pub(super) pending_bytes: Vec<u8>,
+    pub(super) pending_events: Vec<Event>,
+    /// The vector of every appended record, and of every durable one.
+    pub(super) vector: VersionVector,
+    pub(super) durable_vector: VersionVector,
+    pub(super) cache: EventCache,
+    /// The reader of the last disk read, reused when the next read continues where it stopped.
+    pub(super) reader: Option<SegmentReader>,
+    /// When the last fdatasync ran (`None`: not since open), and whether bytes were written
+    /// after it.
+    pub(super) last_fsync_ms: Option<u64>,
+    pub(super) written_since_fsync: bool,
+    pub(super) fault: Option<InjectedFault>,
+    /// fdatasyncs of segment data since open (for tests of group commit and the benchmark).
+    pub(super) fsync_count: u64,
+}
+
+fn io_error(context: String) -> impl FnOnce(io::Error) -> StorageError {
+    move |source| StorageError::Io { context, source }
+}
+
+impl FileLog {
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Makes the next `sync` fail as described (tests and fault simulation only).
+    pub fn inject_fault(&mut self, fault: InjectedFault) {
+        self.fault = Some(fault);
+    }
+
+    /// How many fdatasyncs of segment data ran since open.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsync_count
+    }
+
+    /// The offsets the cache holds: a suffix of the durable log.
+    pub fn cached_range(&self) -> std::ops::Range<Offset> {
+        Offset(self.cache.first_offset())..Offset(self.cache.end_offset())
+    }
+
+    /// The file names of the segments, oldest first (for tests and operators).
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments()
+            .map(|index| segment_path(self.data_dir(), index.first_offset))
+            .collect()
+    }
+
+    /// The indexes of every segment, oldest first, the open one last.
+    fn segments(&self) -> impl Iterator<Item = &SegmentIndex> {
+        self.sealed.iter().chain(std::iter::once(&self.open.index))
+    }
+
+    /// Writes the buffered records (and fdatasyncs them under the policy); on failure the file
+    /// is cut back to its durable size and the buffered records are dropped.
+    fn write_pending(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        let durable_size = self.open.index.file_size;
+        if let Err(error) = self.write_and_fsync(durable_size, now_ms) {
+            self.roll_back(durable_size);
+            return Err(error);
+        }
+        let mut pending_events = std::mem::take(&mut self.pending_events);
+        for event in pending_events.drain(..) {
+            let offset = self.open.index.end_offset();
+            self.open.index.observe(&event, encoded_size(&event) as u64);
+            self.durable_vector.observe(event.id);
+            self.cache.push(offset, event);
+        }
+        // Keep the allocations for the next group.
+        self.pending_events = pending_events;
+        self.pending_bytes.clear();
+        Ok(())
+    }
+
+    fn write_and_fsync(&mut self, position: u64, now_ms: u64) -> Result<(), StorageError> {
+        let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
+        let context = |what: &str| format!("{what} {}", path.display());
+        let mut fsync_fails = false;
+        match self.fault.take() {
+            Some(InjectedFault::WriteFails { bytes_written }) => {
+                let part = &self.pending_bytes[..bytes_written.min(self.pending_bytes.len())];
+                self.open
+                    .file
+                    .write_all_at(part, position)
+                    .map_err(io_error(context("write")))?;
+                let source = io::Error::new(io::ErrorKind::StorageFull, "injected: disk full");
+                return Err(StorageError::Io {
+                    context: context("write"),
+                    source,
+                });
+            }
+            Some(InjectedFault::FsyncFails) => fsync_fails = true,
+            None => {}
+        }
+        self.open
+            .file
+            .write_all_at(&self.pending_bytes, position)
+            .map_err(io_error(context("write")))?;
+        self.written_since_fsync = true;
+        if self.fsync_due(now_ms) {
+            if fsync_fails {
+                let source = io::Error::other("injected: fdatasync failed");
+                return Err(io_error(context("fdatasync"))(source));
+            }
+            self.fsync(now_ms).map_err(io_error(context("fdatasync")))?;
+        }
+        Ok(())
+    }
+
+    fn fsync_due(&self, now_ms: u64) -> bool {
+        match self.config.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(interval_ms) => match self.last_fsync_ms {
+                None => true,
+                Some(last) => now_ms >= last.saturating_add(interval_ms),
+            },
+            FsyncPolicy::Never => false,
+        }
+    }
+
+    fn fsync(&mut self, now_ms: u64) -> io::Result<()> {
+        self.open.file.sync_data()?;
+        self.fsync_count += 1;
+        self.last_fsync_ms = Some(now_ms);
+        self.written_since_fsync = false;
+        Ok(())
+    }
+
+    /// Restores the state of the last successful sync after a failed write or fdatasync.
+    fn roll_back(&mut self, durable_size: u64) {
+        self.pending_bytes.clear();
+        self.pending_events.clear();
+        self.vector = self.durable_vector.clone();
+        // A reader may have buffered bytes of the failed write.
+        self.reader = None;
+        if let Err(error) = self.open.file.set_len(durable_size) {
+            // The next write overwrites from `durable_size` anyway; whatever stays beyond the
+            // records is cut by recovery as a torn tail.
+            log::error!(
+                "cannot cut segment {} back to {durable_size} bytes after a failed write: {error}",
+                segment_path(&self.config.data_dir, self.open.index.first_offset).display()
+            );
+        }
+    }
+
+    /// Seals the open segment (fdatasync, index file) and starts a new one.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let dir = self.config.data_dir.clone();
+        let first_offset = self.open.index.first_offset;
+        // Sealed segments are fully durable under every policy, so their index stays true.
+        self.open.file.sync_data().map_err(io_error(format!(
+            "fdatasync {}",
+            segment_path(&dir, first_offset).display()
+        )))?;
+        if let Err(error) = write_index(&dir, &self.open.index) {
+            log::warn!(
+                "cannot write index file {} ({error}); it will be rebuilt at start-up",
+                index_path(&dir, first_offset).display()
+            );
+        }
+        let next_first = self.open.index.end_offset();
+        let (file, header_size) =
+            create_segment(&dir, next_first, &self.durable_vector).map_err(io_error(format!(
+                "create segment {}",
+                segment_path(&dir, next_first).display()
+            )))?;
+        let open = OpenSegment {
+            file,
+            index: SegmentIndex::empty(next_first, header_size),
+        };
+        let sealed = std::mem::replace(&mut self.open, open);
+        self.sealed.push_back(sealed.index);
+        self.last_fsync_ms = None;
+        self.written_since_fsync = false;
+        Ok(())
+    }
+
+    /// The index of the segment holding `offset` (which must be in `start()..durable_end()`).
+    fn segment_of(&self, offset: u64) -> &SegmentIndex {
+        if offset >= self.open.index.first_offset {
+            return &self.open.index;
+        }
+        let after = self.sealed.partition_point(|s| s.first_offset <= offset);
+        // `offset >= start()`, the first sealed segment's first offset, so `after >= 1`.
+        &self.sealed[after.saturating_sub(1)]
+    }
+
+    /// A reader positioned at `offset`: the last one if it stopped right there, else a new one
+    /// seeked through the sparse table.
+    fn reader_at(&mut self, offset: u64) -> Result<SegmentReader, StorageError> {
+        let segment_first = self.segment_of(offset).first_offset;
+        if let Some(reader) = self.reader.take() {
+            if reader.first_offset == segment_first && reader.next_offset == offset {
+                return Ok(reader);
+            }
+        }
+        let index = self.segment_of(offset);
+        let (seek_offset, position) = index
+            .seek_point(offset)
+            .unwrap_or((index.first_offset, index.file_size));
+        let path = segment_path(&self.config.data_dir, index.first_offset);
+        let first_offset = index.first_offset;
+        let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
+            .map_err(io_error(format!("open {}", path.display())))?;
+        while reader.next_offset < offset {
+            next_on_disk(&mut reader)?;
+        }
+        Ok(reader)
+    }
+
+    /// Visits records from disk in `offset..limit`, within one segment. Returns the next offset
+    /// and whether `visit` stopped.
+    fn read_disk(
+        &mut self,
+        offset: u64,
+        limit: u64,
+        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+    ) -> Result<(u64, bool), StorageError> {
+        let segment_end = self.segment_of(offset).end_offset().min(limit);
+        let mut reader = self.reader_at(offset)?;
+        let mut stopped = false;
+        while reader.next_offset < segment_end {
+            let at = reader.next_offset;
+            let (event, size) = next_on_disk(&mut reader)?;
+            if !visit(Offset(at), &event) {
+                reader.unread(event, size);
+                stopped = true;
+                break;
+            }
+        }
+        let next = reader.next_offset;
+        self.reader = Some(reader);
+        Ok((next, stopped))
+    }
+
+    fn first_segment_where(&self, test: impl Fn(&SegmentIndex) -> bool) -> Option<u64> {
+        self.segments()
+            .find(|index| index.record_count > 0 && test(index))
+            .map(|index| index.first_offset)
+    }
+
+    fn retention_exceeded(&self, now_ms: u64) -> bool {
+        let retention = self.config.retention;
+        let Some(oldest) = self.sealed.front() else {
+            return false;
+        };
+        let events = self.durable_end().0 - self.start().0;
+        let bytes: u64 = self.segments().map(|index| index.file_size).sum();
+        retention.events_max.is_some_and(|max| events > max)
+            || retention.bytes_max.is_some_and(|max| bytes > max)
+            || retention
+                .age_max_ms
+                .is_some_and(|max| oldest.timestamp_max < now_ms.saturating_sub(max))
+    }
+
+    /// Deletes the oldest sealed segment's files (the directory fsync is left to the caller).
+    fn delete_oldest(&mut self) -> Result<u64, StorageError> {
+        let Some(oldest) = self.sealed.front() else {
+            return Ok(0);
+        };
+        let (first_offset, count) = (oldest.first_offset, oldest.record_count);
+        let dir = &self.config.data_dir;
+        for path in [
+            segment_path(dir, first_offset),
+            index_path(dir, first_offset),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(format!("delete {}", path.display()))(error)),
+            }
+        }
+        self.sealed.pop_front();
+        Ok(count)
+    }
+}
+
+/// The next record of a reader that must have one (the index says so): anything else is
+/// corruption, reported with the file and byte position.
+fn next_on_disk(reader: &mut SegmentReader) -> Result<(Event, u64), StorageError> {
+    let position = reader.position;
+    let problem = match reader.next_record() {
+        Ok(Some(record)) => return Ok(record),
+        Ok(None) => "file ends before the records its index lists".to_string(),
+        Err(ReadError::Decode(error)) => error.to_string(),
+        Err(ReadError::Io(source)) => {
+            let context = format!("read {} at byte {position}", reader.path.display());
+            return Err(StorageError::Io { context, source });
+        }
+    };
+    Err(StorageError::Corrupt {
+        context: format!(
+            "{} at byte {position} (offset {}): {problem}",
+            reader.path.display(),
+            reader.next_offset
+        ),
+    })
+}
+
+impl Log for FileLog {
+    fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
+        let offset = self.end();
+        encode(&event, &mut self.pending_bytes);
+        self.vector.observe(event.id);
+        self.pending_events.push(event);
+        Ok(offset)
+    }
+
+    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError> {
+        if !self.pending_events.is_empty() {
+            let full = self.open.index.file_size >= self.config.segment_size_max;
+            if full && self.open.index.record_count > 0 {
+                if let Err(error) = self.roll() {
+                    self.roll_back(self.open.index.file_size);
+                    return Err(error);
+                }
+            }
+            self.write_pending(now_ms)?;
+        } else if self.written_since_fsync && self.fsync_due(now_ms) {
+            // Under `interval`, bytes written earlier get their fdatasync even in a quiet turn.
+            let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
+            self.fsync(now_ms)
+                .map_err(io_error(format!("fdatasync {}", path.display())))?;
+        }
+        Ok(self.durable_end())
+    }
+
+    fn start(&self) -> Offset {
+        Offset(self.segments().next().map_or(0, |index| index.first_offset))
+    }
+
+    fn end(&self) -> Offset {
+        Offset(self.open.index.end_offset() + self.pending_events.len() as u64)
+    }
+
+    fn durable_end(&self) -> Offset {
+        Offset(self.open.index.end_offset())
+    }
+
+    fn read(
+        &mut self,
+        from: Offset,
+        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+    ) -> Result<Offset, StorageError> {
+        let durable_end = self.durable_end().0;
+        let mut offset = from.0.max(self.start().0);
+        while offset < durable_end {
+            let cache_first = self.cache.first_offset();
+            if offset >= cache_first {
+                while let Some(event) = self.cache.get(offset) {
+                    if !visit(Offset(offset), event) {
+                        break;
+                    }
+                    offset += 1;
+                }
+                break;
+            }
+            let (next, stopped) = self.read_disk(offset, cache_first, visit)?;
+            offset = next;
+            if stopped {
+                break;
+            }
+        }
+        Ok(Offset(offset))
+    }
+
+    fn find_start(&mut self, position: &StartPosition) -> Result<Offset, StorageError> {
+        match position {
+            StartPosition::Beginning => return Ok(self.start()),
+            StartPosition::End => return Ok(self.durable_end()),
+            StartPosition::Timestamp(ms) => {
+                let ms = *ms;
+                let found = self.first_segment_where(|index| index.timestamp_max >= ms);
+                let Some(first) = found else {
+                    return Ok(self.durable_end());
+                };
+                return self.read(Offset(first), &mut |_, event| event.timestamp_ms < ms);
+            }
+            StartPosition::AfterId(_) | StartPosition::Cursor(_) => {}
+        }
+        // Both remaining kinds are cursors, so `cursor()` is `Some`; `None` would mean "no
+        // position", which starts at the end like `End`.
+        let Some(cursor) = position.cursor() else {
+            return Ok(self.durable_end());
+        };
+        match self.first_segment_where(|index| index.has_uncovered(&cursor)) {
+            None => Ok(self.durable_end()),
+            Some(segment_first) => self.read(Offset(segment_first), &mut |_, event| {
+                cursor.covers(event.id)
+            }),
+        }
+    }
+
+    fn version_vector(&self) -> &VersionVector {
+        &self.vector
+    }
+
+    fn apply_retention(&mut self, now_ms: u64) -> Result<u64, StorageError> {
+        let mut deleted = 0;
+        let mut result = Ok(());
+        while self.retention_exceeded(now_ms) {
+            match self.delete_oldest() {
+                Ok(count) => deleted += count,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        if deleted > 0 || result.is_err() {
+            let start = self.start().0;
+            self.cache.drop_before(start);
+            if self.reader.as_ref().is_some_and(|r| r.first_offset < start) {
+                self.reader = None;
+            }
+            let dir = &self.config.data_dir;
+            fsync_dir(dir).map_err(io_error(format!("fsync directory {}", dir.display())))?;
+        }
+        result.map(|()| deleted)
+    }
+
+    fn stats(&self) -> LogStats {
+        LogStats {
+            event_count: self.end().0 - self.start().0,
+            byte_count: self.segments().map(|index| index.file_size).sum(),
+            segment_count: self.sealed.len() as u64 + 1,
+        }
+    }
+}

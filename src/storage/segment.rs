@@ -1,0 +1,270 @@
+//! Segment and index files: names, the segment header, sequential record reading, and the
+//! crash-safe ways of creating and replacing files (fsync the file, then the directory).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::event::{Event, VersionVector};
+
+use super::index::SegmentIndex;
+use super::record::{
+    decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
+    DecodeError, Decoder, RECORD_HEADER_SIZE,
+};
+
+/// Magic of a segment file, format version 1.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"FLOSEG\x00\x01";
+
+/// Disk reads go through a buffer this large, so an old-data read is a few large sequential
+/// reads rather than one per record.
+pub const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+pub fn segment_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.log"))
+}
+
+pub fn index_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.idx"))
+}
+
+fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.idx.tmp"))
+}
+
+/// What a file name in the data directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Segment(u64),
+    Index(u64),
+    IndexTemp(u64),
+}
+
+pub fn classify(name: &str) -> Option<FileKind> {
+    let (stem, kind): (&str, fn(u64) -> FileKind) = if let Some(s) = name.strip_suffix(".log") {
+        (s, FileKind::Segment)
+    } else if let Some(s) = name.strip_suffix(".idx.tmp") {
+        (s, FileKind::IndexTemp)
+    } else if let Some(s) = name.strip_suffix(".idx") {
+        (s, FileKind::Index)
+    } else {
+        return None;
+    };
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(kind)
+}
+
+/// Makes created, renamed and deleted names in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The segment header: every segment starts with the version vector of all records before it,
+/// so the log's vector survives retention and start-up needs only the newest segment.
+pub fn encode_header(vector_before: &VersionVector) -> Vec<u8> {
+    let mut body = Vec::new();
+    encode_vector(vector_before, &mut body);
+    encode_block(SEGMENT_MAGIC, &body)
+}
+
+/// Reads the header of an open segment file: the vector before it and the header's size.
+pub fn read_header(file: &mut File) -> io::Result<Option<(VersionVector, u64)>> {
+    let mut prefix = [0u8; 16];
+    file.seek(SeekFrom::Start(0))?;
+    if read_full(file, &mut prefix)? < prefix.len() {
+        return Ok(None);
+    }
+    let body_size = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize;
+    if body_size > 16 * 1024 * 1024 {
+        return Ok(None);
+    }
+    let mut block = prefix.to_vec();
+    block.resize(16 + body_size, 0);
+    if read_full(file, &mut block[16..])? < body_size {
+        return Ok(None);
+    }
+    let header = decode_block(SEGMENT_MAGIC, &block)
+        .and_then(|body| decode_vector(&mut Decoder::new(body)))
+        .map(|vector| (vector, block.len() as u64));
+    Ok(header)
+}
+
+/// Creates (or replaces) a segment file holding only its header, durably: the header is
+/// fsync'd, then the directory. Returns the file, positioned after the header.
+pub fn create_segment(
+    dir: &Path,
+    first_offset: u64,
+    vector_before: &VersionVector,
+) -> io::Result<(File, u64)> {
+    let path = segment_path(dir, first_offset);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let header = encode_header(vector_before);
+    file.write_all(&header)?;
+    file.sync_data()?;
+    fsync_dir(dir)?;
+    Ok((file, header.len() as u64))
+}
+
+/// Writes a sealed segment's index: temp file, fsync, rename, directory fsync.
+pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
+    let temp = index_temp_path(dir, index.first_offset);
+    let mut file = File::create(&temp)?;
+    file.write_all(&index.encode())?;
+    file.sync_data()?;
+    drop(file);
+    fs::rename(&temp, index_path(dir, index.first_offset))?;
+    fsync_dir(dir)
+}
+
+/// Reads an index file; `None` when it is missing or damaged.
+pub fn load_index(dir: &Path, first_offset: u64) -> Option<SegmentIndex> {
+    let bytes = fs::read(index_path(dir, first_offset)).ok()?;
+    SegmentIndex::decode(&bytes).filter(|index| index.first_offset == first_offset)
+}
+
+/// Reads until `buffer` is full or the end of the input; returns how many bytes were read.
+pub fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Why the next record could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(io::Error),
+    Decode(DecodeError),
+}
+
+/// Reads the records of one segment file in order, through a large buffer.
+#[derive(Debug)]
+pub struct SegmentReader {
+    pub first_offset: u64,
+    /// The offset of the next record to read.
+    pub next_offset: u64,
+    /// The byte position of that record.
+    pub position: u64,
+    pub path: PathBuf,
+    reader: BufReader<File>,
+    /// A record read but given back by `unread`, returned by the next `next_record`.
+    unread: Option<(Event, u64)>,
+}
+
+impl SegmentReader {
+    /// Opens `path` positioned at the record `offset` that starts at byte `position`.
+    pub fn open(path: PathBuf, first_offset: u64, offset: u64, position: u64) -> io::Result<Self> {
+        let mut file = File::open(&path)?;
+        file.seek(SeekFrom::Start(position))?;
+        Ok(SegmentReader {
+            first_offset,
+            next_offset: offset,
+            position,
+            path,
+            reader: BufReader::with_capacity(READ_BUFFER_SIZE, file),
+            unread: None,
+        })
+    }
+
+    /// Gives back the record just read, so a reader can stop before a record its caller did
+    /// not accept and still continue from there.
+    pub fn unread(&mut self, event: Event, size: u64) {
+        self.next_offset -= 1;
+        self.position -= size;
+        self.unread = Some((event, size));
+    }
+
+    /// The next record and its size; `Ok(None)` at a clean end of the file.
+    pub fn next_record(&mut self) -> Result<Option<(Event, u64)>, ReadError> {
+        if let Some((event, size)) = self.unread.take() {
+            self.next_offset += 1;
+            self.position += size;
+            return Ok(Some((event, size)));
+        }
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        match read_full(&mut self.reader, &mut header).map_err(ReadError::Io)? {
+            0 => return Ok(None),
+            RECORD_HEADER_SIZE => {}
+            _ => return Err(ReadError::Decode(DecodeError::Truncated)),
+        }
+        let (body_size, crc) = decode_header(&header).map_err(ReadError::Decode)?;
+        let mut body = vec![0u8; body_size];
+        if read_full(&mut self.reader, &mut body).map_err(ReadError::Io)? < body_size {
+            return Err(ReadError::Decode(DecodeError::Truncated));
+        }
+        let event = decode_body(&header, crc, &body).map_err(ReadError::Decode)?;
+        let size = (RECORD_HEADER_SIZE + body_size) as u64;
+        self.next_offset += 1;
+        self.position += size;
+        Ok(Some((event, size)))
+    }
+}
+
+/// How a scan of a whole segment ended.
+pub struct ScanResult {
+    /// The index of the records that decoded.
+    pub index: SegmentIndex,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub error: Option<DecodeError>,
+}
+
+/// Reads every record of a segment from the byte after its header, building its index, until
+/// the end of the file or the first record that does not decode.
+pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Result<ScanResult> {
+    let mut reader =
+        SegmentReader::open(path.to_path_buf(), first_offset, first_offset, header_size)?;
+    let mut index = SegmentIndex::empty(first_offset, header_size);
+    loop {
+        match reader.next_record() {
+            Ok(Some((event, size))) => index.observe(&event, size),
+            Ok(None) => return Ok(ScanResult { index, error: None }),
+            Err(ReadError::Decode(error)) => {
+                return Ok(ScanResult {
+                    index,
+                    error: Some(error),
+                })
+            }
+            Err(ReadError::Io(error)) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_classified() {
+        let first = 42u64;
+        let dir = Path::new("/d");
+        let name = |p: PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            classify(&name(segment_path(dir, first))),
+            Some(FileKind::Segment(42))
+        );
+        assert_eq!(
+            classify(&name(index_path(dir, first))),
+            Some(FileKind::Index(42))
+        );
+        assert_eq!(
+            classify("00000000000000000042.idx.tmp"),
+            Some(FileKind::IndexTemp(42))
+        );
+        for stray in ["x.log", "42.log", "0000000000000000004a.log", "notes.txt"] {
+            assert_eq!(classify(stray), None);
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Proves the file log's durability rules on a real file system (a temporary directory per
+//! test): group commit, reopening, start-up from index files, failed syncs, retention, the
+//! cache and the five start positions. Crash cuts and bit flips are in storage_recovery.rs,
+//! the comparison with the memory log in storage_model.rs.
+
+use std::path::Path;
+
+use flo::config::{Retention, StorageConfig};
+use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
+
+fn config(dir: &Path) -> StorageConfig {
+    let mut config = StorageConfig::new(dir.to_path_buf());
+    config.segment_size_max = 4096;
+    config.cache_bytes_max = 2048;
+    config
+}
+
+fn event(counter: u64, actor: u16, timestamp_ms: u64, data_size: usize) -> Event {
+    Event {
+        id: EventId::new(counter, actor),
+        parent_id: None,
+        namespace: format!("/t/{actor}"),
+        timestamp_ms,
+        data: vec![counter as u8; data_size],
+    }
+}
+
+fn read_all(log: &mut dyn Log, from: u64) -> Result<Vec<(u64, Event)>, StorageError> {
+    let mut out = Vec::new();
+    log.read(Offset(from), &mut |offset, event| {
+        out.push((offset.0, event.clone()));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Appends `count` events (counters 1.., actor 1, timestamps 1000 + counter), synced in
+/// groups of `group`.
+fn fill(log: &mut FileLog, count: u64, group: u64, data_size: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for counter in 1..=count {
+        let e = event(counter, 1, 1000 + counter, data_size);
+        log.append(e.clone()).unwrap();
+        events.push(e);
+        if counter % group == 0 {
+            log.sync(counter).unwrap();
+        }
+    }
+    log.sync(count).unwrap();
+    events
+}
+
+#[test]
+fn group_commit_makes_records_durable_with_one_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(report.event_count, 0);
+    for counter in 1..=5 {
+        assert_eq!(
+            log.append(event(counter, 1, 0, 10)).unwrap(),
+            Offset(counter - 1)
+        );
+    }
+    assert_eq!((log.end(), log.durable_end()), (Offset(5), Offset(0)));
+    assert!(
+        read_all(&mut log, 0).unwrap().is_empty(),
+        "unsynced records are invisible"
+    );
+    assert_eq!(log.sync(0).unwrap(), Offset(5));
+    assert_eq!(log.fsync_count(), 1);
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 5);
+    assert_eq!(log.version_vector().get(ActorId(1)), 5);
+}
+
+#[test]
+fn reopen_returns_the_same_records_and_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    let events = fill(&mut log, 300, 7, 30);
+    let vector = log.version_vector().clone();
+    assert!(log.segment_paths().len() > 3, "test needs several segments");
+    drop(log);
+    let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(report.event_count, 300);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.version_vector(), &vector);
+    let read: Vec<Event> = read_all(&mut log, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(read, events);
+    log.append(event(301, 1, 0, 1)).unwrap();
+    assert_eq!(log.sync(0).unwrap(), Offset(301));
+}
+
+#[test]
+fn start_up_reads_index_files_and_scans_only_the_newest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    fill(&mut log, 400, 10, 40);
+    let segments = log.segment_paths().len() as u64;
+    drop(log);
+    let (log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(report.segments, segments);
+    assert_eq!(report.index_files_read, segments - 1);
+    assert_eq!(report.indexes_rebuilt, 0);
+    let newest_count = log.durable_end().0 - first_offset_of(log.segment_paths().last().unwrap());
+    assert_eq!(report.records_scanned, newest_count);
+    assert!(newest_count < 100, "only the newest segment was scanned");
+    // A missing index is rebuilt by scanning that one segment, and written again.
+    let index = log.segment_paths()[1].with_extension("idx");
+    drop(log);
+    std::fs::remove_file(&index).unwrap();
+    let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(report.indexes_rebuilt, 1);
+    assert!(index.exists());
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 400);
+}
+
+fn first_offset_of(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn failed_write_or_fsync_leaves_the_log_as_it_was() {
+    for fault in [
+        InjectedFault::WriteFails { bytes_written: 0 },
+        InjectedFault::WriteFails { bytes_written: 37 },
+        InjectedFault::FsyncFails,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+        let events = fill(&mut log, 10, 10, 20);
+        let vector = log.version_vector().clone();
+        let path = log.segment_paths().pop().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        log.append(event(11, 2, 0, 20)).unwrap();
+        log.append(event(12, 2, 0, 20)).unwrap();
+        log.inject_fault(fault);
+        assert!(matches!(log.sync(0), Err(StorageError::Io { .. })));
+        assert_eq!((log.end(), log.durable_end()), (Offset(10), Offset(10)));
+        assert_eq!(log.version_vector(), &vector, "{fault:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{fault:?}");
+        // The log keeps working, and a reopen sees exactly the durable records.
+        log.append(event(13, 1, 0, 20)).unwrap();
+        assert_eq!(log.sync(0).unwrap(), Offset(11));
+        drop(log);
+        let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
+        assert_eq!(report.truncated_bytes, 0);
+        let read: Vec<Event> = read_all(&mut log, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(read[..10], events[..]);
+        assert_eq!(read[10].id, EventId::new(13, 1));
+    }
+}
+
+#[test]
+fn retention_deletes_the_oldest_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    fill(&mut log, 500, 10, 40);
+    let paths = log.segment_paths();
+    drop(log);
+    config.retention = Retention {
+        events_max: Some(200),
+        ..Retention::default()
+    };
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let deleted = log.apply_retention(0).unwrap();
+    assert!(deleted >= 300, "deleted {deleted}");
+    assert!(log.durable_end().0 - log.start().0 <= 200);
+    assert_eq!(log.start().0, deleted);
+    let kept = log.segment_paths();
+    for path in &paths {
+        let gone = !kept.contains(path);
+        assert_eq!(!path.exists(), gone, "{}", path.display());
+        assert_eq!(
+            !path.with_extension("idx").exists(),
+            gone || path == kept.last().unwrap()
+        );
+    }
+    // A read or a start position from before the start continues at the start.
+    assert_eq!(read_all(&mut log, 0).unwrap()[0].0, deleted);
+    assert_eq!(
+        log.find_start(&StartPosition::AfterId(EventId::new(1, 1)))
+            .unwrap(),
+        log.start()
+    );
+    drop(log);
+    let (log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(
+        (log.start().0, report.event_count),
+        (deleted, 500 - deleted)
+    );
+    assert_eq!(
+        log.version_vector().get(ActorId(1)),
+        500,
+        "vector survives retention"
+    );
+}
+
+#[test]
+fn retention_by_bytes_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.retention.bytes_max = Some(10_000);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    fill(&mut log, 500, 10, 40);
+    log.apply_retention(0).unwrap();
+    assert!(log.stats().byte_count <= 10_000);
+    assert!(log.stats().segment_count >= 2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = self::config(dir.path());
+    config.retention.age_max_ms = Some(100);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    fill(&mut log, 500, 10, 40);
+    // Timestamps are 1000 + counter: at now = 1400, events up to 1300 are too old.
+    log.apply_retention(1400).unwrap();
+    let first = read_all(&mut log, 0).unwrap()[0].1.timestamp_ms;
+    assert!(
+        first > 1200 && first <= 1300,
+        "first kept timestamp {first}"
+    );
+}
+
+#[test]
+fn tail_reads_come_from_the_cache_and_huge_events_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    fill(&mut log, 100, 10, 20);
+    let cached = log.cached_range();
+    assert_eq!(cached.end, Offset(100));
+    assert!(cached.start > Offset(50), "cache is bounded: {cached:?}");
+    let huge = event(101, 1, 0, 10_000);
+    log.append(huge.clone()).unwrap();
+    log.sync(0).unwrap();
+    assert_eq!(log.cached_range(), Offset(101)..Offset(101));
+    assert_eq!(read_all(&mut log, 100).unwrap(), vec![(100, huge)]);
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 101);
+}
+
+#[test]
+fn a_read_stopped_by_the_visitor_continues_at_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    fill(&mut log, 200, 10, 20);
+    let mut offset = Offset(0);
+    let mut seen = Vec::new();
+    while offset < log.durable_end() {
+        let mut budget = 7;
+        offset = log
+            .read(offset, &mut |o, e| {
+                budget -= 1;
+                if budget == 0 {
+                    return false;
+                }
+                seen.push((o.0, e.id.counter));
+                true
+            })
+            .unwrap();
+    }
+    assert_eq!(seen, (0..200).map(|o| (o, o + 1)).collect::<Vec<_>>());
+}
+
+/// Three actors over several segments: actor 3 only early, with low counters.
+fn multi_actor_log(dir: &Path) -> (FileLog, MemoryLog) {
+    let (mut file, _) = FileLog::open(&config(dir)).unwrap();
+    let mut memory = MemoryLog::new();
+    for i in 1..=300u64 {
+        let actor = if i <= 30 { 3 } else { 1 + (i % 2) as u16 };
+        let e = event(i * 10, actor, 5000 + (i * 7) % 100 + i, 30);
+        file.append(e.clone()).unwrap();
+        memory.append(e).unwrap();
+        if i % 5 == 0 {
+            file.sync(0).unwrap();
+            memory.sync(0).unwrap();
+        }
+    }
+    (file, memory)
+}
+
+#[test]
+fn start_positions_match_a_full_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut file, mut memory) = multi_actor_log(dir.path());
+    assert!(file.segment_paths().len() > 3);
+    let all = read_all(&mut file, 0).unwrap();
+    let mut positions = vec![
+        StartPosition::Beginning,
+        StartPosition::End,
+        StartPosition::Timestamp(0),
+        StartPosition::Timestamp(5500),
+        StartPosition::Timestamp(99_999),
+    ];
+    for counter in [0, 5, 10, 295, 300, 1500, 2990, 3000, 5000] {
+        for actor in [0, 1, 2, 3, 4] {
+            positions.push(StartPosition::AfterId(EventId::new(counter, actor)));
+        }
+    }
+    for (a1, a2, a3) in [
+        (3000, 3000, 0),
+        (1000, 2000, 300),
+        (0, 0, 0),
+        (3000, 0, 300),
+    ] {
+        let vector: VersionVector = [(ActorId(1), a1), (ActorId(2), a2), (ActorId(3), a3)]
+            .into_iter()
+            .collect();
+        positions.push(StartPosition::Cursor(Cursor::from_vector(vector)));
+    }
+    for position in positions {
+        let expected = match &position {
+            StartPosition::Beginning => 0,
+            StartPosition::End => 300,
+            StartPosition::Timestamp(ms) => scan(&all, |e| e.timestamp_ms >= *ms),
+            other => {
+                let cursor = other.cursor().unwrap();
+                scan(&all, |e| !cursor.covers(e.id))
+            }
+        };
+        assert_eq!(
+            file.find_start(&position).unwrap(),
+            Offset(expected),
+            "{position:?}"
+        );
+        assert_eq!(
+            memory.find_start(&position).unwrap(),
+            Offset(expected),
+            "{position:?}"
+        );
+    }
+}
+
+fn scan(all: &[(u64, Event)], found: impl Fn(&Event) -> bool) -> u64 {
+    all.iter()
+        .find(|(_, e)| found(e))
+        .map_or(all.len() as u64, |(o, _)| *o)
+}
+
+#[test]
+fn a_cursor_missing_an_actor_starts_at_that_actors_first_event() {
+    // The 2017 prototype started after the smallest entry present in the vector and skipped
+    // every event of actor 3, which the vector does not mention.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut file, _) = multi_actor_log(dir.path());
+    let vector: VersionVector = [(ActorId(1), 3000), (ActorId(2), 3000)]
+        .into_iter()
+        .collect();
+    let position = StartPosition::Cursor(Cursor::from_vector(vector));
+    assert_eq!(file.find_start(&position).unwrap(), Offset(0));
+    let mut vector: VersionVector = [(ActorId(1), 3000), (ActorId(2), 3000)]
+        .into_iter()
+        .collect();
+    vector.observe(EventId::new(150, 3));
+    let position = StartPosition::Cursor(Cursor::from_vector(vector));
+    assert_eq!(file.find_start(&position).unwrap(), Offset(15));
+}
+
+#[test]
+fn stray_files_are_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut log, _) = FileLog::open(&config(&data)).unwrap();
+    fill(&mut log, 20, 5, 10);
+    drop(log);
+    std::fs::write(data.join("notes.txt"), b"hello").unwrap();
+    std::fs::write(data.join("00000000000000000007.idx.tmp"), b"partial").unwrap();
+    let (_, report) = FileLog::open(&config(&data)).unwrap();
+    assert_eq!((report.stray_files, report.event_count), (1, 20));
+    assert!(data.join("notes.txt").exists());
+    assert!(!data.join("00000000000000000007.idx.tmp").exists());
+}
