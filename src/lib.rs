@@ -16,5 +16,6 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod protocol;
+pub mod reactor;
 pub mod storage;
 pub mod units;
