@@ -3,7 +3,8 @@
 /// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024), with or
 /// without a trailing `B` or `iB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let error = || format!("invalid size {text:?}: expected a number with an optional K, M, G or T suffix");
+    let error =
+        || format!("invalid size {text:?}: expected a number with an optional K, M, G or T suffix");
     let trimmed = text
         .trim()
         .trim_end_matches("iB")
@@ -26,7 +27,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration into milliseconds: a number with a unit ms, s, m, h or d.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let error = || format!("invalid duration {text:?}: expected a number and a unit: ms, s, m, h or d (e.g. 7d)");
+    let error = || {
+        format!(
+            "invalid duration {text:?}: expected a number and a unit: ms, s, m, h or d (e.g. 7d)"
+        )
+    };
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())

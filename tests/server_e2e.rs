@@ -80,7 +80,10 @@ fn the_seed_walkthrough_works_at_the_protocol_level() {
     for (namespace, data) in more {
         match tail.recv() {
             Some(Frame::Event { event, .. }) => {
-                assert_eq!((event.namespace.as_str(), event.data.as_slice()), (namespace, data))
+                assert_eq!(
+                    (event.namespace.as_str(), event.data.as_slice()),
+                    (namespace, data)
+                )
             }
             other => panic!("unexpected {other:?}"),
         }

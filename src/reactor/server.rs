@@ -83,13 +83,14 @@ impl Server {
         recovered_events: u64,
     ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
-        let std_listener = std::net::TcpListener::bind(config.bind).map_err(|source| {
-            ServerError::Bind {
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
                 addr: config.bind,
                 source,
-            }
-        })?;
-        std_listener.set_nonblocking(true).map_err(ServerError::Io)?;
+            })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(ServerError::Io)?;
         let local_addr = std_listener.local_addr().map_err(ServerError::Io)?;
         let listener = TcpListener::from_std(std_listener);
         let engine = Engine::new(EngineConfig::from_config(&config), log);
