@@ -287,6 +287,7 @@ impl WireFormat for Welcome {
         w.put_u32(self.namespace_length_max);
         w.put_u32(self.event_data_size_max);
         w.put_u32(self.subscriptions_max);
+        w.put_u32(self.idle_timeout_ms);
     }
 
     fn read(r: &mut Reader) -> Result<Welcome, DecodeError> {
@@ -298,6 +299,7 @@ impl WireFormat for Welcome {
             namespace_length_max: r.get_u32("namespace length max")?,
             event_data_size_max: r.get_u32("event data size max")?,
             subscriptions_max: r.get_u32("subscriptions max")?,
+            idle_timeout_ms: r.get_u32("idle timeout")?,
         })
     }
 }

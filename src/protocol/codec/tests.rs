@@ -123,6 +123,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             namespace_length_max: 1024,
             event_data_size_max: 8 << 20,
             subscriptions_max: 64,
+            idle_timeout_ms: 300_000,
         }),
         Frame::Ack(Ack {
             op_id: 1,
