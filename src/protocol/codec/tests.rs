@@ -365,6 +365,26 @@ fn a_length_over_the_limit_is_reported_before_the_body_arrives() {
 }
 
 #[test]
+fn a_frame_exactly_at_the_limit_decodes_and_one_byte_more_is_too_large() {
+    let frame = Frame::Produce(Produce {
+        op_id: 1,
+        event: new_event("/a", None, b"0123456789"),
+    });
+    let bytes = encoded(&frame);
+    let exact = WireLimits {
+        frame_size_max: bytes.len() as u32,
+        ..limits()
+    };
+    assert_eq!(decode(&bytes, &exact), Ok(Some((frame, bytes.len()))));
+    let one_less = WireLimits {
+        frame_size_max: bytes.len() as u32 - 1,
+        ..limits()
+    };
+    let error = decode(&bytes[..4], &one_less).unwrap_err();
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+}
+
+#[test]
 fn a_zero_length_is_malformed() {
     assert_eq!(decode_error(&[0, 0, 0, 0]).code, ErrorCode::MalformedFrame);
 }
