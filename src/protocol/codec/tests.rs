@@ -123,6 +123,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             namespace_length_max: 1024,
             event_data_size_max: 8 << 20,
             subscriptions_max: 64,
+            idle_timeout_ms: 300_000,
         }),
         Frame::Ack(Ack {
             op_id: 1,
@@ -361,6 +362,26 @@ fn a_length_over_the_limit_is_reported_before_the_body_arrives() {
     // Exactly at the limit is allowed: it waits for the body.
     let at_limit = limits.frame_size_max - 4;
     assert_eq!(decode(&at_limit.to_be_bytes(), &limits), Ok(None));
+}
+
+#[test]
+fn a_frame_exactly_at_the_limit_decodes_and_one_byte_more_is_too_large() {
+    let frame = Frame::Produce(Produce {
+        op_id: 1,
+        event: new_event("/a", None, b"0123456789"),
+    });
+    let bytes = encoded(&frame);
+    let exact = WireLimits {
+        frame_size_max: bytes.len() as u32,
+        ..limits()
+    };
+    assert_eq!(decode(&bytes, &exact), Ok(Some((frame, bytes.len()))));
+    let one_less = WireLimits {
+        frame_size_max: bytes.len() as u32 - 1,
+        ..limits()
+    };
+    let error = decode(&bytes[..4], &one_less).unwrap_err();
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
 }
 
 #[test]
@@ -619,5 +640,131 @@ fn a_million_random_inputs_never_panic() {
     assert!(
         incomplete > 10_000,
         "seed {seed}: only {incomplete} incomplete"
+    );
+}
+
+/// A random string of up to `length_max` bytes mixing ASCII, `/`, and multi-byte characters.
+fn random_text(rng: &mut Rng, length_max: usize) -> String {
+    const PIECES: [&str; 8] = ["/", "a", "Z", "9", "é", "✓", "𝄞", "*"];
+    let mut text = String::new();
+    loop {
+        let piece = PIECES[rng.below(PIECES.len())];
+        if text.len() + piece.len() > length_max || rng.below(16) == 0 {
+            return text;
+        }
+        text.push_str(piece);
+    }
+}
+
+fn random_bytes(rng: &mut Rng, length_max: usize) -> Vec<u8> {
+    (0..rng.below(length_max + 1))
+        .map(|_| rng.next_u64() as u8)
+        .collect()
+}
+
+fn random_id(rng: &mut Rng) -> EventId {
+    EventId::new(1 + rng.next_u64() % u64::MAX, rng.next_u64() as u16)
+}
+
+fn random_optional_id(rng: &mut Rng) -> Option<EventId> {
+    (rng.below(2) == 0).then(|| random_id(rng))
+}
+
+fn random_new_event(rng: &mut Rng) -> NewEvent {
+    NewEvent {
+        namespace: random_text(rng, 1024),
+        parent_id: random_optional_id(rng),
+        data: random_bytes(rng, 64),
+    }
+}
+
+fn random_start(rng: &mut Rng) -> StartPosition {
+    match rng.below(5) {
+        0 => StartPosition::Beginning,
+        1 => StartPosition::End,
+        2 => StartPosition::AfterId(random_id(rng)),
+        3 => StartPosition::Cursor(Cursor {
+            floor: random_id(rng),
+            vector: (0..rng.below(20))
+                .map(|_| (ActorId(rng.next_u64() as u16), 1 + rng.next_u64() % 1000))
+                .collect(),
+        }),
+        _ => StartPosition::Timestamp(rng.next_u64()),
+    }
+}
+
+/// A random value of a random frame variant, within the default limits.
+fn random_frame(rng: &mut Rng) -> Frame {
+    let u32_value = rng.next_u64() as u32;
+    match rng.below(8) {
+        0 => Frame::Hello(Hello {
+            protocol_version: rng.next_u64() as u16,
+            client_name: random_text(rng, 100),
+            auth_token: random_bytes(rng, 40),
+        }),
+        1 => Frame::Produce(Produce {
+            op_id: rng.next_u64(),
+            event: random_new_event(rng),
+        }),
+        2 => Frame::ProduceBatch(ProduceBatch {
+            op_id: rng.next_u64(),
+            events: (0..rng.below(5)).map(|_| random_new_event(rng)).collect(),
+        }),
+        3 => Frame::Subscribe(Subscribe {
+            subscription_id: u32_value,
+            glob: random_text(rng, 300),
+            start: random_start(rng),
+            limit: rng.next_u64(),
+            tail: rng.below(2) == 0,
+            credit: rng.next_u64() as u32,
+        }),
+        4 => Frame::Error(ErrorFrame {
+            scope: match rng.below(3) {
+                0 => ErrorScope::Connection,
+                1 => ErrorScope::Produce(rng.next_u64()),
+                _ => ErrorScope::Subscription(u32_value),
+            },
+            code: ErrorCode::from_u16(1 + rng.below(17) as u16).expect("codes 1-17 exist"),
+            message: random_text(rng, 200),
+        }),
+        5 => Frame::Event {
+            subscription_id: u32_value,
+            event: Event {
+                id: random_id(rng),
+                parent_id: random_optional_id(rng),
+                namespace: random_text(rng, 1024),
+                timestamp_ms: rng.next_u64(),
+                data: random_bytes(rng, 64),
+            },
+        },
+        6 => Frame::Ack(Ack {
+            op_id: rng.next_u64(),
+            first_id: random_id(rng),
+            count: u32_value,
+            timestamp_ms: rng.next_u64(),
+        }),
+        _ => sample_frames().swap_remove(rng.below(sample_frames().len())),
+    }
+}
+
+#[test]
+fn random_frames_round_trip_alone_and_in_random_chunks() {
+    let seed = 0xF10_F10;
+    let mut rng = Rng::new(seed);
+    let frames: Vec<Frame> = (0..3_000).map(|_| random_frame(&mut rng)).collect();
+    let mut stream = Vec::new();
+    for frame in &frames {
+        let bytes = encoded(frame);
+        assert_eq!(
+            decode(&bytes, &limits()),
+            Ok(Some((frame.clone(), bytes.len()))),
+            "seed {seed}"
+        );
+        stream.extend_from_slice(&bytes);
+    }
+    let decoded = decode_in_chunks(&stream, || 1 + rng.below(200));
+    assert!(
+        decoded == frames,
+        "seed {seed}: the stream decoded differently"
     );
 }
