@@ -1,0 +1,188 @@
+//! One blocking connection: frames out, frames in, with time-outs. Every read is bounded by the
+//! I/O time-out, so a server that vanishes shows up as an error, never as a hang.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::WireLimits;
+use crate::protocol::{self, Frame};
+
+use super::error::ClientError;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK_SIZE: usize = 64 * 1024;
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    /// Received bytes not yet decoded; `read_start` is where the undecoded part begins.
+    read_buffer: Vec<u8>,
+    read_start: usize,
+    write_buffer: Vec<u8>,
+    /// A frame decoded ahead of time by [`Connection::has_buffered_frame`].
+    peeked: Option<Frame>,
+    pub(crate) limits: WireLimits,
+    /// Set once the connection failed; every later call fails fast with ConnectionClosed.
+    broken: bool,
+}
+
+impl Connection {
+    /// Connects to the first address `addr` resolves to that accepts within `timeout`.
+    pub(crate) fn open(
+        addr: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let connect_error = |error| ClientError::Connect {
+            addr: addr.to_string(),
+            error,
+        };
+        let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_error)?.collect();
+        let mut last_error = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolved to nothing",
+        );
+        for candidate in candidates {
+            match TcpStream::connect_timeout(&candidate, connect_timeout) {
+                Ok(stream) => return Connection::from_stream(stream, io_timeout),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(connect_error(last_error))
+    }
+
+    pub(crate) fn from_stream(
+        stream: TcpStream,
+        io_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        stream.set_nodelay(true).map_err(ClientError::Io)?;
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .map_err(ClientError::Io)?;
+        stream
+            .set_write_timeout(Some(io_timeout))
+            .map_err(ClientError::Io)?;
+        Ok(Connection {
+            stream,
+            read_buffer: Vec::with_capacity(READ_CHUNK_SIZE),
+            read_start: 0,
+            write_buffer: Vec::new(),
+            peeked: None,
+            limits: WireLimits::default(),
+            broken: false,
+        })
+    }
+
+    /// Encodes `frame`; refuses it if it is over the frame size limit. Does not send.
+    pub(crate) fn encode_checked(&self, frame: &Frame) -> Result<Vec<u8>, ClientError> {
+        let mut bytes = Vec::new();
+        protocol::encode(frame, &mut bytes);
+        let size_max = self.limits.frame_size_max as usize;
+        if bytes.len() > size_max {
+            return Err(ClientError::TooLarge {
+                what: "the frame",
+                size: bytes.len(),
+                size_max,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Sends one frame and waits until the kernel has taken all of it.
+    pub(crate) fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let bytes = self.encode_checked(frame)?;
+        self.send_bytes(&bytes)
+    }
+
+    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::ConnectionClosed);
+        }
+        self.write_buffer.clear();
+        self.write_buffer.extend_from_slice(bytes);
+        let result = self.stream.write_all(&self.write_buffer);
+        result.map_err(|error| self.fail(ClientError::from_io(error)))
+    }
+
+    /// The next frame, waiting at most the I/O time-out for bytes to arrive. A time-out leaves
+    /// the connection usable (partial frames stay buffered); other errors break it.
+    pub(crate) fn receive(&mut self) -> Result<Frame, ClientError> {
+        if let Some(frame) = self.peeked.take() {
+            return Ok(frame);
+        }
+        loop {
+            if let Some(frame) = self.decode_buffered()? {
+                return Ok(frame);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// True when a whole frame is already buffered, so the next [`Connection::receive`] will
+    /// not touch the socket.
+    pub(crate) fn has_buffered_frame(&mut self) -> Result<bool, ClientError> {
+        if self.peeked.is_none() {
+            self.peeked = self.decode_buffered()?;
+        }
+        Ok(self.peeked.is_some())
+    }
+
+    fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+        if self.broken {
+            return Err(ClientError::ConnectionClosed);
+        }
+        let pending = &self.read_buffer[self.read_start..];
+        match protocol::decode(pending, &self.limits) {
+            Ok(Some((frame, used))) => {
+                self.read_start += used;
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(self.fail(ClientError::Protocol {
+                code: error.code,
+                message: error.message,
+            })),
+        }
+    }
+
+    /// Reads once from the socket into the buffer.
+    fn fill(&mut self) -> Result<(), ClientError> {
+        if self.read_start > 0 {
+            self.read_buffer.drain(..self.read_start);
+            self.read_start = 0;
+        }
+        let filled = self.read_buffer.len();
+        self.read_buffer.resize(filled + READ_CHUNK_SIZE, 0);
+        let result = loop {
+            match self.stream.read(&mut self.read_buffer[filled..]) {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.read_buffer.truncate(filled);
+                Err(self.fail(ClientError::ConnectionClosed))
+            }
+            Ok(count) => {
+                self.read_buffer.truncate(filled + count);
+                Ok(())
+            }
+            Err(error) => {
+                self.read_buffer.truncate(filled);
+                match ClientError::from_io(error) {
+                    ClientError::Timeout => Err(ClientError::Timeout),
+                    other => Err(self.fail(other)),
+                }
+            }
+        }
+    }
+
+    /// Marks the connection broken and passes the error on.
+    fn fail(&mut self, error: ClientError) -> ClientError {
+        if error.is_fatal() {
+            self.broken = true;
+        }
+        error
+    }
+}
