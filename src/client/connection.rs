@@ -22,8 +22,11 @@ pub(crate) struct Connection {
     /// A frame decoded ahead of time by [`Connection::has_buffered_frame`].
     peeked: Option<Frame>,
     pub(crate) limits: WireLimits,
-    /// Set once the connection failed; every later call fails fast with ConnectionClosed.
-    broken: bool,
+    /// Set once sending failed; every later send fails fast with ConnectionClosed.
+    send_failed: bool,
+    /// Set once receiving failed (end of stream, reset, undecodable bytes). Frames buffered
+    /// before an end of stream are still handed out; then every receive fails fast.
+    receive_failed: bool,
 }
 
 impl Connection {
@@ -69,7 +72,8 @@ impl Connection {
             write_buffer: Vec::new(),
             peeked: None,
             limits: WireLimits::default(),
-            broken: false,
+            send_failed: false,
+            receive_failed: false,
         })
     }
 
@@ -95,13 +99,18 @@ impl Connection {
     }
 
     pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        if self.broken {
+        if self.send_failed {
             return Err(ClientError::ConnectionClosed);
         }
         self.write_buffer.clear();
         self.write_buffer.extend_from_slice(bytes);
         let result = self.stream.write_all(&self.write_buffer);
-        result.map_err(|error| self.fail(ClientError::from_io(error)))
+        result.map_err(|error| {
+            // A send that failed half-way leaves the stream unusable for sending; answers to
+            // earlier frames may still be readable.
+            self.send_failed = true;
+            ClientError::from_io(error)
+        })
     }
 
     /// The next frame, waiting at most the I/O time-out for bytes to arrive. A time-out leaves
@@ -128,9 +137,6 @@ impl Connection {
     }
 
     fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
-        if self.broken {
-            return Err(ClientError::ConnectionClosed);
-        }
         let pending = &self.read_buffer[self.read_start..];
         match protocol::decode(pending, &self.limits) {
             Ok(Some((frame, used))) => {
@@ -138,15 +144,25 @@ impl Connection {
                 Ok(Some(frame))
             }
             Ok(None) => Ok(None),
-            Err(error) => Err(self.fail(ClientError::Protocol {
-                code: error.code,
-                message: error.message,
-            })),
+            Err(error) => {
+                // The rest of the buffer cannot be framed; drop it so nothing decodes again.
+                self.read_buffer.clear();
+                self.read_start = 0;
+                self.receive_failed = true;
+                self.send_failed = true;
+                Err(ClientError::Protocol {
+                    code: error.code,
+                    message: error.message,
+                })
+            }
         }
     }
 
     /// Reads once from the socket into the buffer.
     fn fill(&mut self) -> Result<(), ClientError> {
+        if self.receive_failed {
+            return Err(ClientError::ConnectionClosed);
+        }
         if self.read_start > 0 {
             self.read_buffer.drain(..self.read_start);
             self.read_start = 0;
@@ -162,7 +178,8 @@ impl Connection {
         match result {
             Ok(0) => {
                 self.read_buffer.truncate(filled);
-                Err(self.fail(ClientError::ConnectionClosed))
+                self.receive_failed = true;
+                Err(ClientError::ConnectionClosed)
             }
             Ok(count) => {
                 self.read_buffer.truncate(filled + count);
@@ -170,19 +187,13 @@ impl Connection {
             }
             Err(error) => {
                 self.read_buffer.truncate(filled);
-                match ClientError::from_io(error) {
-                    ClientError::Timeout => Err(ClientError::Timeout),
-                    other => Err(self.fail(other)),
+                let error = ClientError::from_io(error);
+                // A time-out leaves the connection usable: partial frames stay buffered.
+                if !matches!(error, ClientError::Timeout) {
+                    self.receive_failed = true;
                 }
+                Err(error)
             }
         }
-    }
-
-    /// Marks the connection broken and passes the error on.
-    fn fail(&mut self, error: ClientError) -> ClientError {
-        if error.is_fatal() {
-            self.broken = true;
-        }
-        error
     }
 }

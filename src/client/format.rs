@@ -104,7 +104,7 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
             .map(StartPosition::Timestamp)
             .map_err(|_| format!("invalid timestamp {text:?}: expected ms:<milliseconds>"));
     }
-    if text.contains('T') || text.contains('t') {
+    if text.len() > 10 && text.as_bytes()[4] == b'-' {
         return parse_rfc3339_ms(text)
             .map(StartPosition::Timestamp)
             .ok_or_else(|| {
@@ -113,10 +113,18 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
                 )
             });
     }
+    let looks_like_id = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     text.parse::<EventId>()
         .map(StartPosition::AfterId)
         .map_err(|error| {
-            format!("{error}; --from also takes beginning, end, ms:<millis> or an RFC 3339 time")
+            if looks_like_id {
+                error.to_string()
+            } else {
+                format!(
+                    "invalid start position {text:?}: expected beginning, end, an event id \
+                     (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time"
+                )
+            }
         })
 }
 
