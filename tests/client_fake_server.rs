@@ -409,3 +409,46 @@ fn an_invalid_glob_is_refused_before_sending() {
     client.ping().expect("pong");
     server.join().expect("fake server");
 }
+
+#[test]
+fn a_typed_subscription_decodes_values_and_reports_bad_data_without_ending() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => subscribe.subscription_id,
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        for data in [b"hello".to_vec(), vec![0xff], b"again".to_vec()] {
+            let counter = data.len() as u64;
+            conn.send(Frame::Event {
+                subscription_id,
+                event: Event {
+                    data,
+                    ..event(counter, 1)
+                },
+            });
+        }
+        conn.send(Frame::End {
+            subscription_id,
+            reason: EndReason::EndOfStream,
+        });
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let values: Vec<Result<String, String>> = client
+        .consume()
+        .subscribe()
+        .expect("subscribe")
+        .typed(flo::client::Utf8Codec)
+        .map(|item| {
+            item.map(|typed| typed.value)
+                .map_err(|error| error.to_string())
+        })
+        .collect();
+    assert_eq!(values.len(), 3);
+    assert_eq!(values[0], Ok("hello".to_string()));
+    assert!(values[1]
+        .as_ref()
+        .is_err_and(|error| error.starts_with("could not decode the data of event")));
+    assert_eq!(values[2], Ok("again".to_string()));
+    server.join().expect("fake server");
+}
