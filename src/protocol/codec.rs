@@ -201,10 +201,10 @@ fn check_kind(kind: u8) -> Result<(), DecodeError> {
                 "frame kind {kind:#04x} is a peer (cluster) frame, not valid on this connection"
             ),
         }),
-        _ if kind_name(kind) == "unknown" => Err(DecodeError::malformed(format!(
+        kind::HELLO..=kind::PING | kind::WELCOME..=kind::PONG => Ok(()),
+        _ => Err(DecodeError::malformed(format!(
             "unknown frame kind {kind:#04x}"
         ))),
-        _ => Ok(()),
     }
 }
 
@@ -287,6 +287,7 @@ impl WireFormat for Welcome {
         w.put_u32(self.namespace_length_max);
         w.put_u32(self.event_data_size_max);
         w.put_u32(self.subscriptions_max);
+        w.put_u32(self.idle_timeout_ms);
     }
 
     fn read(r: &mut Reader) -> Result<Welcome, DecodeError> {
@@ -298,6 +299,7 @@ impl WireFormat for Welcome {
             namespace_length_max: r.get_u32("namespace length max")?,
             event_data_size_max: r.get_u32("event data size max")?,
             subscriptions_max: r.get_u32("subscriptions max")?,
+            idle_timeout_ms: r.get_u32("idle timeout")?,
         })
     }
 }

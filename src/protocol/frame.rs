@@ -54,6 +54,9 @@ pub struct Welcome {
     pub event_data_size_max: u32,
     /// Subscriptions one connection may have open at once.
     pub subscriptions_max: u32,
+    /// The server closes a connection it has received nothing from for this long, so a
+    /// client that may be quiet sends Ping at least every third of it. 0 means never.
+    pub idle_timeout_ms: u32,
 }
 
 /// One event to append, as a producer sends it.

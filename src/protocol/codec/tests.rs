@@ -123,6 +123,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             namespace_length_max: 1024,
             event_data_size_max: 8 << 20,
             subscriptions_max: 64,
+            idle_timeout_ms: 300_000,
         }),
         Frame::Ack(Ack {
             op_id: 1,
@@ -361,6 +362,26 @@ fn a_length_over_the_limit_is_reported_before_the_body_arrives() {
     // Exactly at the limit is allowed: it waits for the body.
     let at_limit = limits.frame_size_max - 4;
     assert_eq!(decode(&at_limit.to_be_bytes(), &limits), Ok(None));
+}
+
+#[test]
+fn a_frame_exactly_at_the_limit_decodes_and_one_byte_more_is_too_large() {
+    let frame = Frame::Produce(Produce {
+        op_id: 1,
+        event: new_event("/a", None, b"0123456789"),
+    });
+    let bytes = encoded(&frame);
+    let exact = WireLimits {
+        frame_size_max: bytes.len() as u32,
+        ..limits()
+    };
+    assert_eq!(decode(&bytes, &exact), Ok(Some((frame, bytes.len()))));
+    let one_less = WireLimits {
+        frame_size_max: bytes.len() as u32 - 1,
+        ..limits()
+    };
+    let error = decode(&bytes[..4], &one_less).unwrap_err();
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
 }
 
 #[test]
