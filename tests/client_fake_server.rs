@@ -14,7 +14,7 @@ use common::{fake_server, FakeConn};
 
 use flo::client::{Client, ClientError, ClientOptions, Delivery, NewEvent};
 use flo::event::{Event, EventId, StartPosition};
-use flo::protocol::{Ack, EndReason, ErrorCode, ErrorFrame, ErrorScope, Frame};
+use flo::protocol::{Ack, EndReason, ErrorCode, ErrorFrame, ErrorScope, Frame, Welcome};
 
 fn options() -> ClientOptions {
     ClientOptions {
@@ -450,5 +450,36 @@ fn a_typed_subscription_decodes_values_and_reports_bad_data_without_ending() {
         .as_ref()
         .is_err_and(|error| error.starts_with("could not decode the data of event")));
     assert_eq!(values[2], Ok("again".to_string()));
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_waiting_client_pings_within_a_third_of_the_servers_idle_time_out() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            idle_timeout_ms: 300,
+            ..common::welcome(100)
+        });
+        let (op_id, _) = produce_op_id(conn.receive());
+        // The ack is slow; the client must keep the connection alive meanwhile. (The fake
+        // server reads with a 10 s time-out, so a client that never pings fails the test.)
+        let started = std::time::Instant::now();
+        match conn.receive() {
+            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            other => panic!("expected Ping, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        conn.send(ack(op_id, 1));
+    });
+    // The I/O time-out is long: only the server's idle time-out can explain a quick ping.
+    let options = ClientOptions {
+        io_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&addr, options).expect("connect");
+    let ack = client
+        .produce("/a", b"x")
+        .expect("a slow ack still arrives");
+    assert_eq!(ack.first_id, EventId::new(1, 1));
     server.join().expect("fake server");
 }

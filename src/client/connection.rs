@@ -13,6 +13,9 @@ use super::error::ClientError;
 /// Bytes asked of the socket per read.
 const READ_CHUNK_SIZE: usize = 64 * 1024;
 
+/// The largest frame accepted before Welcome announces the real limit (protocol.md section 2).
+const HANDSHAKE_FRAME_SIZE_MAX: u32 = 64 * 1024;
+
 pub(crate) struct Connection {
     stream: TcpStream,
     /// Received bytes not yet decoded; `read_start` is where the undecoded part begins.
@@ -22,6 +25,9 @@ pub(crate) struct Connection {
     /// A frame decoded ahead of time by [`Connection::has_buffered_frame`].
     peeked: Option<Frame>,
     pub(crate) limits: WireLimits,
+    /// A keep-alive Ping was sent after a quiet read time-out and nothing has arrived since.
+    keepalive_outstanding: bool,
+    next_ping_token: u64,
     /// Set once sending failed; every later send fails fast with ConnectionClosed.
     send_failed: bool,
     /// Set once receiving failed (end of stream, reset, undecodable bytes). Frames buffered
@@ -71,7 +77,12 @@ impl Connection {
             read_start: 0,
             write_buffer: Vec::new(),
             peeked: None,
-            limits: WireLimits::default(),
+            limits: WireLimits {
+                frame_size_max: HANDSHAKE_FRAME_SIZE_MAX,
+                ..WireLimits::default()
+            },
+            keepalive_outstanding: false,
+            next_ping_token: 1,
             send_failed: false,
             receive_failed: false,
         })
@@ -113,17 +124,41 @@ impl Connection {
         })
     }
 
-    /// The next frame, waiting at most the I/O time-out for bytes to arrive. A time-out leaves
-    /// the connection usable (partial frames stay buffered); other errors break it.
+    /// Sets how long one read may wait. After the handshake this is the smaller of the I/O
+    /// time-out and a third of the server's idle time-out, so a quiet connection pings in time.
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(ClientError::Io)
+    }
+
+    pub(crate) fn take_ping_token(&mut self) -> u64 {
+        let token = self.next_ping_token;
+        self.next_ping_token += 1;
+        token
+    }
+
+    /// The next frame. A read that waits a whole read time-out sends a keep-alive Ping (its
+    /// Pong is handed out like any other frame; callers skip Pongs they did not ask for); a
+    /// second quiet time-out with that Ping unanswered is [`ClientError::Timeout`]. Time-outs
+    /// leave the connection usable (partial frames stay buffered); other errors break it.
     pub(crate) fn receive(&mut self) -> Result<Frame, ClientError> {
         if let Some(frame) = self.peeked.take() {
             return Ok(frame);
         }
         loop {
             if let Some(frame) = self.decode_buffered()? {
+                self.keepalive_outstanding = false;
                 return Ok(frame);
             }
-            self.fill()?;
+            match self.fill() {
+                Err(ClientError::Timeout) if !self.keepalive_outstanding => {
+                    let token = self.take_ping_token();
+                    self.send(&Frame::Ping { token })?;
+                    self.keepalive_outstanding = true;
+                }
+                other => other?,
+            }
         }
     }
 

@@ -90,7 +90,6 @@ impl<'a> ConsumeBuilder<'a> {
             cursor,
             caught_up: false,
             ended: false,
-            ping_outstanding: false,
         })
     }
 }
@@ -116,8 +115,6 @@ pub struct Subscription<'a> {
     cursor: Cursor,
     caught_up: bool,
     ended: bool,
-    /// A keep-alive ping was sent after a quiet time-out and no frame has come since.
-    ping_outstanding: bool,
 }
 
 impl Subscription<'_> {
@@ -163,19 +160,7 @@ impl Subscription<'_> {
 
     fn receive_delivery(&mut self) -> Result<Delivery, ClientError> {
         loop {
-            let frame = match self.client.connection.receive() {
-                Ok(frame) => frame,
-                Err(ClientError::Timeout) if !self.ping_outstanding => {
-                    // Quiet is normal for a tailing subscription; a ping tells a silent but
-                    // live server from a dead one.
-                    let token = self.client.take_ping_token();
-                    self.client.connection.send(&Frame::Ping { token })?;
-                    self.ping_outstanding = true;
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            self.ping_outstanding = false;
+            let frame = self.client.connection.receive()?;
             if let Some(delivery) = self.on_frame(frame)? {
                 return Ok(delivery);
             }

@@ -50,9 +50,11 @@ pub struct ClientOptions {
     pub client_name: String,
     /// How long to wait for the TCP connection to be accepted.
     pub connect_timeout: Duration,
-    /// How long any single wait for the server may last before [`ClientError::Timeout`].
-    /// A tailing subscription that sees nothing for this long pings the server instead, and
-    /// fails only when the ping goes unanswered for another time-out.
+    /// How long a read may wait before the client pings the server to see that it is alive
+    /// (shortened to a third of the server's idle time-out if that is less). A wait fails with
+    /// [`ClientError::Timeout`] only when that ping, too, goes unanswered for as long, so a
+    /// quiet tailing subscription is not an error but a dead server is. A `Client` that makes
+    /// no calls for longer than the server's idle time-out is closed by the server.
     pub io_timeout: Duration,
     /// Sent in the handshake when the server requires a token.
     pub auth_token: Option<Vec<u8>>,
@@ -75,7 +77,6 @@ pub struct Client {
     welcome: Welcome,
     next_op_id: u64,
     next_subscription_id: u32,
-    next_ping_token: u64,
 }
 
 impl Client {
@@ -125,12 +126,19 @@ impl Client {
             namespace_length_max: welcome.namespace_length_max,
             event_data_size_max: welcome.event_data_size_max,
         };
+        if welcome.idle_timeout_ms > 0 {
+            let keepalive = Duration::from_millis(u64::from(welcome.idle_timeout_ms) / 3);
+            let read_timeout = options
+                .io_timeout
+                .min(keepalive)
+                .max(Duration::from_millis(1));
+            connection.set_read_timeout(read_timeout)?;
+        }
         Ok(Client {
             connection,
             welcome,
             next_op_id: 1,
             next_subscription_id: 1,
-            next_ping_token: 1,
         })
     }
 
@@ -165,7 +173,7 @@ impl Client {
 
     /// Sends a ping and waits for its pong; returns the round-trip time.
     pub fn ping(&mut self) -> Result<Duration, ClientError> {
-        let token = self.take_ping_token();
+        let token = self.connection.take_ping_token();
         let started = Instant::now();
         self.connection.send(&Frame::Ping { token })?;
         loop {
@@ -182,12 +190,6 @@ impl Client {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
         op_id
-    }
-
-    fn take_ping_token(&mut self) -> u64 {
-        let token = self.next_ping_token;
-        self.next_ping_token += 1;
-        token
     }
 
     /// Handles a frame that no current operation waits for: answers to operations that were

@@ -47,6 +47,12 @@ impl FakeConn {
         }
         self.send(Frame::Welcome(welcome(event_data_size_max)));
     }
+
+    /// Answers the Hello with the given Welcome.
+    pub fn handshake_with(&mut self, welcome: Welcome) {
+        assert!(matches!(self.receive(), Frame::Hello(_)));
+        self.send(Frame::Welcome(welcome));
+    }
 }
 
 pub fn welcome(event_data_size_max: u32) -> Welcome {
@@ -58,6 +64,7 @@ pub fn welcome(event_data_size_max: u32) -> Welcome {
         namespace_length_max: 64,
         event_data_size_max,
         subscriptions_max: 4,
+        idle_timeout_ms: 0,
     }
 }
 
