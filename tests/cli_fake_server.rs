@@ -254,3 +254,56 @@ fn errors_are_one_line_with_a_failing_exit_code() {
         assert_eq!(String::from_utf8_lossy(&output.stderr), expected);
     }
 }
+
+#[test]
+fn ctrl_c_stops_a_tailing_consumer_with_exit_code_zero() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => {
+                assert!(subscribe.tail);
+                subscribe.subscription_id
+            }
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        conn.send(Frame::CaughtUp { subscription_id });
+        conn.send(Frame::Event {
+            subscription_id,
+            event: Event {
+                id: EventId::new(1, 1),
+                parent_id: None,
+                namespace: "/a".into(),
+                timestamp_ms: 1,
+                data: b"live".to_vec(),
+            },
+        });
+        // Stay connected until the client goes away.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", "127.0.0.1", "-p", &port_of(&addr), "consume", "-t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    // Wait for the event to be printed: the consumer then waits on the network.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut printed = String::new();
+    for _ in 0..4 {
+        std::io::BufRead::read_line(&mut stdout, &mut printed).expect("read output");
+    }
+    assert_eq!(
+        printed,
+        "\nEventId: 0000000000000000000100001\nNamespace: /a\nlive\n"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = child.wait().expect("flo-client exits");
+    assert_eq!(status.code(), Some(0));
+    server.join().expect("fake server");
+}

@@ -148,7 +148,6 @@ impl Connection {
         }
         loop {
             if let Some(frame) = self.decode_buffered()? {
-                self.keepalive_outstanding = false;
                 return Ok(frame);
             }
             match self.fill() {
@@ -176,6 +175,8 @@ impl Connection {
         match protocol::decode(pending, &self.limits) {
             Ok(Some((frame, used))) => {
                 self.read_start += used;
+                // Any frame shows the server is alive.
+                self.keepalive_outstanding = false;
                 Ok(Some(frame))
             }
             Ok(None) => Ok(None),
