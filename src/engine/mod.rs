@@ -418,6 +418,7 @@ impl<L: Log> Engine<L> {
             namespace_length_max: self.config.wire.namespace_length_max,
             event_data_size_max: self.config.wire.event_data_size_max,
             subscriptions_max: self.config.subscriptions_max,
+            idle_timeout_ms: self.config.idle_timeout_ms.min(u32::MAX as u64) as u32,
         };
         // Checked by the caller: the connection is open.
         self.conn_mut(conn).expect("connection is open").phase = Phase::Ready;

@@ -1,0 +1,235 @@
+//! One blocking connection: frames out, frames in, with time-outs. Every read is bounded by the
+//! I/O time-out, so a server that vanishes shows up as an error, never as a hang.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::WireLimits;
+use crate::protocol::{self, Frame};
+
+use super::error::ClientError;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK_SIZE: usize = 64 * 1024;
+
+/// The largest frame accepted before Welcome announces the real limit (protocol.md section 2).
+const HANDSHAKE_FRAME_SIZE_MAX: u32 = 64 * 1024;
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    /// Received bytes not yet decoded; `read_start` is where the undecoded part begins.
+    read_buffer: Vec<u8>,
+    read_start: usize,
+    write_buffer: Vec<u8>,
+    /// A frame decoded ahead of time by [`Connection::has_buffered_frame`].
+    peeked: Option<Frame>,
+    pub(crate) limits: WireLimits,
+    /// A keep-alive Ping was sent after a quiet read time-out and nothing has arrived since.
+    keepalive_outstanding: bool,
+    next_ping_token: u64,
+    /// Set once sending failed; every later send fails fast with ConnectionClosed.
+    send_failed: bool,
+    /// Set once receiving failed (end of stream, reset, undecodable bytes). Frames buffered
+    /// before an end of stream are still handed out; then every receive fails fast.
+    receive_failed: bool,
+}
+
+impl Connection {
+    /// Connects to the first address `addr` resolves to that accepts within `timeout`.
+    pub(crate) fn open(
+        addr: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let connect_error = |error| ClientError::Connect {
+            addr: addr.to_string(),
+            error,
+        };
+        let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_error)?.collect();
+        let mut last_error = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolved to nothing",
+        );
+        for candidate in candidates {
+            match TcpStream::connect_timeout(&candidate, connect_timeout) {
+                Ok(stream) => return Connection::from_stream(stream, io_timeout),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(connect_error(last_error))
+    }
+
+    pub(crate) fn from_stream(
+        stream: TcpStream,
+        io_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        stream.set_nodelay(true).map_err(ClientError::Io)?;
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .map_err(ClientError::Io)?;
+        stream
+            .set_write_timeout(Some(io_timeout))
+            .map_err(ClientError::Io)?;
+        Ok(Connection {
+            stream,
+            read_buffer: Vec::with_capacity(READ_CHUNK_SIZE),
+            read_start: 0,
+            write_buffer: Vec::new(),
+            peeked: None,
+            limits: WireLimits {
+                frame_size_max: HANDSHAKE_FRAME_SIZE_MAX,
+                ..WireLimits::default()
+            },
+            keepalive_outstanding: false,
+            next_ping_token: 1,
+            send_failed: false,
+            receive_failed: false,
+        })
+    }
+
+    /// Encodes `frame`; refuses it if it is over the frame size limit. Does not send.
+    pub(crate) fn encode_checked(&self, frame: &Frame) -> Result<Vec<u8>, ClientError> {
+        let mut bytes = Vec::new();
+        protocol::encode(frame, &mut bytes);
+        let size_max = self.limits.frame_size_max as usize;
+        if bytes.len() > size_max {
+            return Err(ClientError::TooLarge {
+                what: "the frame",
+                size: bytes.len(),
+                size_max,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Sends one frame and waits until the kernel has taken all of it.
+    pub(crate) fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let bytes = self.encode_checked(frame)?;
+        self.send_bytes(&bytes)
+    }
+
+    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        if self.send_failed {
+            return Err(ClientError::ConnectionClosed);
+        }
+        self.write_buffer.clear();
+        self.write_buffer.extend_from_slice(bytes);
+        let result = self.stream.write_all(&self.write_buffer);
+        result.map_err(|error| {
+            // A send that failed half-way leaves the stream unusable for sending; answers to
+            // earlier frames may still be readable.
+            self.send_failed = true;
+            ClientError::from_io(error)
+        })
+    }
+
+    /// Sets how long one read may wait. After the handshake this is the smaller of the I/O
+    /// time-out and a third of the server's idle time-out, so a quiet connection pings in time.
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(ClientError::Io)
+    }
+
+    pub(crate) fn take_ping_token(&mut self) -> u64 {
+        let token = self.next_ping_token;
+        self.next_ping_token += 1;
+        token
+    }
+
+    /// The next frame. A read that waits a whole read time-out sends a keep-alive Ping (its
+    /// Pong is handed out like any other frame; callers skip Pongs they did not ask for); a
+    /// second quiet time-out with that Ping unanswered is [`ClientError::Timeout`]. Time-outs
+    /// leave the connection usable (partial frames stay buffered); other errors break it.
+    pub(crate) fn receive(&mut self) -> Result<Frame, ClientError> {
+        if let Some(frame) = self.peeked.take() {
+            return Ok(frame);
+        }
+        loop {
+            if let Some(frame) = self.decode_buffered()? {
+                return Ok(frame);
+            }
+            match self.fill() {
+                Err(ClientError::Timeout) if !self.keepalive_outstanding => {
+                    let token = self.take_ping_token();
+                    self.send(&Frame::Ping { token })?;
+                    self.keepalive_outstanding = true;
+                }
+                other => other?,
+            }
+        }
+    }
+
+    /// True when a whole frame is already buffered, so the next [`Connection::receive`] will
+    /// not touch the socket.
+    pub(crate) fn has_buffered_frame(&mut self) -> Result<bool, ClientError> {
+        if self.peeked.is_none() {
+            self.peeked = self.decode_buffered()?;
+        }
+        Ok(self.peeked.is_some())
+    }
+
+    fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+        let pending = &self.read_buffer[self.read_start..];
+        match protocol::decode(pending, &self.limits) {
+            Ok(Some((frame, used))) => {
+                self.read_start += used;
+                // Any frame shows the server is alive.
+                self.keepalive_outstanding = false;
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => {
+                // The rest of the buffer cannot be framed; drop it so nothing decodes again.
+                self.read_buffer.clear();
+                self.read_start = 0;
+                self.receive_failed = true;
+                self.send_failed = true;
+                Err(ClientError::Protocol {
+                    code: error.code,
+                    message: error.message,
+                })
+            }
+        }
+    }
+
+    /// Reads once from the socket into the buffer.
+    fn fill(&mut self) -> Result<(), ClientError> {
+        if self.receive_failed {
+            return Err(ClientError::ConnectionClosed);
+        }
+        if self.read_start > 0 {
+            self.read_buffer.drain(..self.read_start);
+            self.read_start = 0;
+        }
+        let filled = self.read_buffer.len();
+        self.read_buffer.resize(filled + READ_CHUNK_SIZE, 0);
+        let result = loop {
+            match self.stream.read(&mut self.read_buffer[filled..]) {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.read_buffer.truncate(filled);
+                self.receive_failed = true;
+                Err(ClientError::ConnectionClosed)
+            }
+            Ok(count) => {
+                self.read_buffer.truncate(filled + count);
+                Ok(())
+            }
+            Err(error) => {
+                self.read_buffer.truncate(filled);
+                let error = ClientError::from_io(error);
+                // A time-out leaves the connection usable: partial frames stay buffered.
+                if !matches!(error, ClientError::Timeout) {
+                    self.receive_failed = true;
+                }
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The client's error type: every way a client call can fail, with a one-line `Display`.
+
+use std::fmt;
+use std::io;
+
+use crate::event::{EventId, NamespaceError};
+use crate::protocol::{ErrorCode, ErrorScope};
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No connection could be made to `addr`.
+    Connect { addr: String, error: io::Error },
+    /// Reading from or writing to the connection failed.
+    Io(io::Error),
+    /// The server closed the connection (or it dropped) while an answer was awaited.
+    ConnectionClosed,
+    /// No answer from the server within the I/O time-out.
+    Timeout,
+    /// The server refused the request; `scope` says whether the connection, one produce or one
+    /// subscription is affected.
+    Server {
+        scope: ErrorScope,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The server sent bytes that are not a valid frame, or a frame that makes no sense here.
+    Protocol { code: ErrorCode, message: String },
+    /// The server speaks a protocol version this client does not.
+    UnsupportedVersion {
+        server: Option<u16>,
+        message: String,
+    },
+    /// Refused before sending: the event or frame is over the server's limit.
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        size_max: usize,
+    },
+    /// Refused before sending: the namespace is not valid.
+    InvalidNamespace {
+        namespace: String,
+        error: NamespaceError,
+    },
+    /// Refused before sending: the subscription glob is not valid.
+    InvalidGlob { glob: String, message: String },
+    /// [`super::Producer::send`] was called with the window full; nothing was sent.
+    WindowFull { window: usize },
+    /// A typed event's data could not be decoded by its codec.
+    Codec { id: EventId, message: String },
+}
+
+impl ClientError {
+    /// True when the connection can no longer be used after this error.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Io(_)
+            | ClientError::ConnectionClosed
+            | ClientError::Timeout
+            | ClientError::Protocol { .. }
+            | ClientError::UnsupportedVersion { .. } => true,
+            ClientError::Server { scope, code, .. } => {
+                *scope == ErrorScope::Connection || code.closes_connection()
+            }
+            ClientError::TooLarge { .. }
+            | ClientError::InvalidNamespace { .. }
+            | ClientError::InvalidGlob { .. }
+            | ClientError::WindowFull { .. }
+            | ClientError::Codec { .. } => false,
+        }
+    }
+
+    /// Maps a read or write failure: time-outs and resets get their own variants.
+    pub(crate) fn from_io(error: io::Error) -> ClientError {
+        match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => ClientError::ConnectionClosed,
+            _ => ClientError::Io(error),
+        }
+    }
+}
+
+/// An I/O error as a short lower-case phrase: "connection refused" rather than
+/// "Connection refused (os error 111)".
+pub fn describe_io_error(error: &io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(index) if text.ends_with(')') => text[..index].to_string(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect { addr, error } => {
+                write!(f, "could not connect to {addr}: {}", describe_io_error(error))
+            }
+            ClientError::Io(error) => write!(f, "connection error: {}", describe_io_error(error)),
+            ClientError::ConnectionClosed => write!(f, "the server closed the connection"),
+            ClientError::Timeout => write!(f, "timed out waiting for the server"),
+            ClientError::Server {
+                scope,
+                code,
+                message,
+            } => {
+                let scope = match scope {
+                    ErrorScope::Connection => "connection".to_string(),
+                    ErrorScope::Produce(op_id) => format!("produce {op_id}"),
+                    ErrorScope::Subscription(id) => format!("subscription {id}"),
+                };
+                write!(f, "server error {code} for {scope}: {message}")
+            }
+            ClientError::Protocol { code, message } => {
+                write!(f, "protocol error {code}: {message}")
+            }
+            ClientError::UnsupportedVersion { server, message } => match server {
+                Some(version) => write!(
+                    f,
+                    "unsupported protocol version: the server speaks {version}, this client {}: {message}",
+                    crate::protocol::PROTOCOL_VERSION
+                ),
+                None => write!(f, "unsupported protocol version: {message}"),
+            },
+            ClientError::TooLarge {
+                what,
+                size,
+                size_max,
+            } => write!(
+                f,
+                "{what} is {size} bytes, over the server's limit of {size_max}"
+            ),
+            ClientError::InvalidNamespace { namespace, error } => {
+                write!(f, "invalid namespace {namespace:?}: {error}")
+            }
+            ClientError::InvalidGlob { glob, message } => {
+                write!(f, "invalid glob {glob:?}: {message}")
+            }
+            ClientError::WindowFull { window } => write!(
+                f,
+                "all {window} produces of the window are in flight; receive an ack first"
+            ),
+            ClientError::Codec { id, message } => {
+                write!(f, "could not decode the data of event {id}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect { error, .. } | ClientError::Io(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_read_as_short_phrases() {
+        let refused = io::Error::from_raw_os_error(111);
+        let error = ClientError::Connect {
+            addr: "localhost:3000".into(),
+            error: refused,
+        };
+        assert_eq!(
+            error.to_string(),
+            "could not connect to localhost:3000: connection refused"
+        );
+        assert_eq!(
+            describe_io_error(&io::Error::other("Plain text")),
+            "plain text"
+        );
+    }
+
+    #[test]
+    fn fatal_errors_are_classified() {
+        assert!(ClientError::ConnectionClosed.is_fatal());
+        let per_produce = ClientError::Server {
+            scope: ErrorScope::Produce(3),
+            code: ErrorCode::InvalidNamespace,
+            message: "bad".into(),
+        };
+        assert!(!per_produce.is_fatal());
+        assert_eq!(
+            per_produce.to_string(),
+            "server error InvalidNamespace (6) for produce 3: bad"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Text forms for the command line: the human and JSON-lines event formats, base64, JSON
+//! string escaping, and the `--from` start-position syntax. Hand-written so the CLI needs no
+//! serde.
+
+use std::fmt::Write as _;
+
+use crate::event::{Event, EventId, StartPosition};
+
+/// The seed README's human format: a blank line, `EventId: <id>`, `Namespace: <namespace>`,
+/// then the data as text (invalid UTF-8 replaced by U+FFFD), each on its own line.
+pub fn format_human(event: &Event) -> String {
+    let mut text = String::with_capacity(64 + event.namespace.len() + event.data.len());
+    text.push_str("\nEventId: ");
+    let _ = write!(text, "{}", event.id);
+    text.push_str("\nNamespace: ");
+    text.push_str(&event.namespace);
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&event.data));
+    text.push('\n');
+    text
+}
+
+/// One JSON object on one line (newline included): `id` and `parent_id` as 25-digit strings
+/// (`parent_id` null when absent), `namespace`, `timestamp` in milliseconds since the epoch,
+/// and `data` as a string when it is UTF-8, otherwise base64 with `"data_encoding":"base64"`.
+pub fn format_json(event: &Event) -> String {
+    let mut text = String::with_capacity(128 + event.namespace.len() + event.data.len() * 2);
+    let _ = write!(text, "{{\"id\":\"{}\",\"parent_id\":", event.id);
+    match event.parent_id {
+        Some(parent_id) => {
+            let _ = write!(text, "\"{parent_id}\"");
+        }
+        None => text.push_str("null"),
+    }
+    text.push_str(",\"namespace\":");
+    push_json_string(&mut text, &event.namespace);
+    let _ = write!(text, ",\"timestamp\":{},\"data\":", event.timestamp_ms);
+    match std::str::from_utf8(&event.data) {
+        Ok(data) => push_json_string(&mut text, data),
+        Err(_) => {
+            text.push('"');
+            text.push_str(&base64_encode(&event.data));
+            text.push_str("\",\"data_encoding\":\"base64\"");
+        }
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// Appends `value` as a JSON string literal, quotes included.
+pub fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Other control characters, and the line separators some JavaScript parsers
+            // choke on, as \u escapes.
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648, with `=` padding).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b0 = chunk[0] as u32;
+        let b1 = chunk.get(1).copied().unwrap_or(0) as u32;
+        let b2 = chunk.get(2).copied().unwrap_or(0) as u32;
+        let triple = (b0 << 16) | (b1 << 8) | b2;
+        let symbols =
+            [18, 12, 6, 0].map(|shift| BASE64_ALPHABET[((triple >> shift) & 63) as usize]);
+        let kept = chunk.len() + 1;
+        for (index, symbol) in symbols.iter().enumerate() {
+            text.push(if index < kept { *symbol as char } else { '=' });
+        }
+    }
+    text
+}
+
+/// Parses `--from`: `beginning`, `end`, an event id (25 digits or `COUNTER.ACTOR`; the
+/// consumer starts after it), `ms:<millis since the epoch>`, or an RFC 3339 time such as
+/// `2024-05-01T12:00:00Z` or `2024-05-01T12:00:00.250+02:00`.
+pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
+    match text {
+        "beginning" => return Ok(StartPosition::Beginning),
+        "end" => return Ok(StartPosition::End),
+        _ => {}
+    }
+    if let Some(millis) = text.strip_prefix("ms:") {
+        return millis
+            .parse::<u64>()
+            .map(StartPosition::Timestamp)
+            .map_err(|_| format!("invalid timestamp {text:?}: expected ms:<milliseconds>"));
+    }
+    if text.len() > 10 && text.as_bytes()[4] == b'-' {
+        return parse_rfc3339_ms(text)
+            .map(StartPosition::Timestamp)
+            .ok_or_else(|| {
+                format!(
+                    "invalid timestamp {text:?}: expected RFC 3339 such as 2024-05-01T12:00:00Z"
+                )
+            });
+    }
+    let looks_like_id = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    text.parse::<EventId>()
+        .map(StartPosition::AfterId)
+        .map_err(|error| {
+            if looks_like_id {
+                error.to_string()
+            } else {
+                format!(
+                    "invalid start position {text:?}: expected beginning, end, an event id \
+                     (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time"
+                )
+            }
+        })
+}
+
+/// Milliseconds since the epoch of an RFC 3339 date-time; `None` when malformed or before
+/// 1970.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = parse_offset(rest)?;
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    u64::try_from(seconds * 1000 + millis).ok()
+}
+
+/// `Z` or `±HH:MM`, as minutes east of UTC.
+fn parse_offset(text: &str) -> Option<i64> {
+    if text == "Z" || text == "z" {
+        return Some(0);
+    }
+    let sign = match text.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (hours, minutes) = text[1..].split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (hours <= 23 && minutes <= 59).then_some(sign * (hours * 60 + minutes))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: &[u8], parent_id: Option<EventId>) -> Event {
+        Event {
+            id: EventId::new(1, 1),
+            parent_id,
+            namespace: "/food/breakfast/eggs".into(),
+            timestamp_ms: 1_700_000_000_123,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn human_format_matches_the_seed_readme() {
+        assert_eq!(
+            format_human(&event(b"I made some eggs", None)),
+            "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\nI made some eggs\n"
+        );
+        assert_eq!(
+            format_human(&event(b"a\xffb", None)),
+            "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\na\u{fffd}b\n"
+        );
+    }
+
+    #[test]
+    fn json_format_has_every_field() {
+        assert_eq!(
+            format_json(&event(b"say \"hi\"\n", Some(EventId::new(7, 2)))),
+            "{\"id\":\"0000000000000000000100001\",\"parent_id\":\"0000000000000000000700002\",\
+             \"namespace\":\"/food/breakfast/eggs\",\"timestamp\":1700000000123,\
+             \"data\":\"say \\\"hi\\\"\\n\"}\n"
+        );
+        assert_eq!(
+            format_json(&event(&[0xff, 0x00, 0x41], None)),
+            "{\"id\":\"0000000000000000000100001\",\"parent_id\":null,\
+             \"namespace\":\"/food/breakfast/eggs\",\"timestamp\":1700000000123,\
+             \"data\":\"/wBB\",\"data_encoding\":\"base64\"}\n"
+        );
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_control_characters() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\u{1}\td\u{2028}é");
+        assert_eq!(out, "\"a\\\"b\\\\c\\u0001\\td\\u2028é\"");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn from_accepts_every_documented_form() {
+        assert_eq!(
+            parse_start_position("beginning"),
+            Ok(StartPosition::Beginning)
+        );
+        assert_eq!(parse_start_position("end"), Ok(StartPosition::End));
+        let id = EventId::new(1, 1);
+        assert_eq!(
+            parse_start_position("0000000000000000000100001"),
+            Ok(StartPosition::AfterId(id))
+        );
+        assert_eq!(parse_start_position("1.1"), Ok(StartPosition::AfterId(id)));
+        assert_eq!(
+            parse_start_position("ms:1500"),
+            Ok(StartPosition::Timestamp(1500))
+        );
+        assert_eq!(
+            parse_start_position("2023-11-14T22:13:20.123Z"),
+            Ok(StartPosition::Timestamp(1_700_000_000_123))
+        );
+        assert_eq!(
+            parse_start_position("2023-11-15T00:13:20+02:00"),
+            Ok(StartPosition::Timestamp(1_700_000_000_000))
+        );
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
+            Some(951_782_400_000)
+        );
+    }
+
+    #[test]
+    fn from_refuses_malformed_text() {
+        for bad in [
+            "",
+            "start",
+            "ms:",
+            "ms:x",
+            "12",
+            "2023-02-29T00:00:00Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T25:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14T22:13:20.Z",
+        ] {
+            assert!(parse_start_position(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! A blocking client library on `std::net`, reusing [`crate::protocol`] for the bytes.
+//!
+//! ```no_run
+//! use flo::client::{Client, ClientOptions};
+//! use flo::event::StartPosition;
+//!
+//! let mut client = Client::connect("localhost:3000", ClientOptions::default())?;
+//! let ack = client.produce("/food/breakfast/eggs", b"I made some eggs")?;
+//! println!("produced {}", ack.first_id);
+//! for event in client.consume().glob("/food/**").start(StartPosition::Beginning).subscribe()? {
+//!     let event = event?;
+//!     println!("{} {}", event.id, String::from_utf8_lossy(&event.data));
+//! }
+//! # Ok::<(), flo::client::ClientError>(())
+//! ```
+//!
+//! One [`Client`] is one connection. Produces, a [`Producer`] window and a [`Subscription`]
+//! each borrow the client mutably, so one connection does one thing at a time; a program that
+//! consumes and produces at once (a responder) opens two clients.
+
+mod connection;
+mod consume;
+mod cursor_text;
+mod error;
+pub mod format;
+mod produce;
+mod typed;
+
+use std::time::{Duration, Instant};
+
+use crate::config::WireLimits;
+use crate::event::NamespaceError;
+use crate::protocol::{Frame, Hello, Welcome, PROTOCOL_VERSION};
+
+pub use crate::protocol::{Ack, EndReason, ErrorCode, ErrorScope, NewEvent};
+pub use consume::{ConsumeBuilder, Delivery, Subscription};
+pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
+pub use error::{describe_io_error, ClientError};
+pub use produce::Producer;
+#[cfg(feature = "json")]
+pub use typed::JsonCodec;
+pub use typed::{CodecError, EventCodec, RawCodec, TypedEvent, TypedSubscription, Utf8Codec};
+
+use connection::Connection;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Sent in the handshake, for the server's logs.
+    pub client_name: String,
+    /// How long to wait for the TCP connection to be accepted.
+    pub connect_timeout: Duration,
+    /// How long a read may wait before the client pings the server to see that it is alive
+    /// (shortened to a third of the server's idle time-out if that is less). A wait fails with
+    /// [`ClientError::Timeout`] only when that ping, too, goes unanswered for as long, so a
+    /// quiet tailing subscription is not an error but a dead server is. A `Client` that makes
+    /// no calls for longer than the server's idle time-out is closed by the server.
+    pub io_timeout: Duration,
+    /// Sent in the handshake when the server requires a token.
+    pub auth_token: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            client_name: format!("flo-client {}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            auth_token: None,
+        }
+    }
+}
+
+/// A connection to a flo server, after a successful handshake.
+pub struct Client {
+    connection: Connection,
+    welcome: Welcome,
+    next_op_id: u64,
+    next_subscription_id: u32,
+}
+
+impl Client {
+    /// Connects to `addr` (such as "localhost:3000") and performs the handshake.
+    pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let connection = Connection::open(addr, options.connect_timeout, options.io_timeout)?;
+        Client::handshake(connection, options)
+    }
+
+    /// Performs the handshake on an already connected stream (for tests and embedding).
+    pub fn from_stream(
+        stream: std::net::TcpStream,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let connection = Connection::from_stream(stream, options.io_timeout)?;
+        Client::handshake(connection, options)
+    }
+
+    fn handshake(
+        mut connection: Connection,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        connection.send(&Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: options.client_name,
+            auth_token: options.auth_token.unwrap_or_default(),
+        }))?;
+        let welcome = match connection.receive()? {
+            Frame::Welcome(welcome) => welcome,
+            Frame::Error(error) if error.code == ErrorCode::UnsupportedVersion => {
+                return Err(ClientError::UnsupportedVersion {
+                    server: None,
+                    message: error.message,
+                })
+            }
+            Frame::Error(error) => return Err(server_error(error)),
+            other => return Err(unexpected(&other, "Welcome")),
+        };
+        if welcome.protocol_version != PROTOCOL_VERSION {
+            return Err(ClientError::UnsupportedVersion {
+                server: Some(welcome.protocol_version),
+                message: "the server answered with a different version".into(),
+            });
+        }
+        connection.limits = WireLimits {
+            frame_size_max: welcome.frame_size_max,
+            namespace_length_max: welcome.namespace_length_max,
+            event_data_size_max: welcome.event_data_size_max,
+        };
+        if welcome.idle_timeout_ms > 0 {
+            let keepalive = Duration::from_millis(u64::from(welcome.idle_timeout_ms) / 3);
+            let read_timeout = options
+                .io_timeout
+                .min(keepalive)
+                .max(Duration::from_millis(1));
+            connection.set_read_timeout(read_timeout)?;
+        }
+        Ok(Client {
+            connection,
+            welcome,
+            next_op_id: 1,
+            next_subscription_id: 1,
+        })
+    }
+
+    /// What the server said in the handshake: its version, actor id and limits.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The limits this client checks before sending.
+    pub fn limits(&self) -> WireLimits {
+        self.connection.limits
+    }
+
+    /// Checks an event against the server's limits without sending it.
+    pub fn check_event(&self, event: &NewEvent) -> Result<(), ClientError> {
+        let limits = self.connection.limits;
+        crate::event::validate_namespace(&event.namespace, limits.namespace_length_max as usize)
+            .map_err(|error: NamespaceError| ClientError::InvalidNamespace {
+                namespace: event.namespace.clone(),
+                error,
+            })?;
+        let size_max = limits.event_data_size_max as usize;
+        if event.data.len() > size_max {
+            return Err(ClientError::TooLarge {
+                what: "the event data",
+                size: event.data.len(),
+                size_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a ping and waits for its pong; returns the round-trip time.
+    pub fn ping(&mut self) -> Result<Duration, ClientError> {
+        let token = self.connection.take_ping_token();
+        let started = Instant::now();
+        self.connection.send(&Frame::Ping { token })?;
+        loop {
+            match self.connection.receive()? {
+                Frame::Pong { token: answered } if answered == token => {
+                    return Ok(started.elapsed())
+                }
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
+    fn take_op_id(&mut self) -> u64 {
+        let op_id = self.next_op_id;
+        self.next_op_id += 1;
+        op_id
+    }
+
+    /// Handles a frame that no current operation waits for: answers to operations that were
+    /// abandoned (a dropped producer or subscription) are skipped; a connection error or a
+    /// frame that a server never sends is an error.
+    fn skip_stale(&mut self, frame: Frame) -> Result<(), ClientError> {
+        match frame {
+            Frame::Ack(_)
+            | Frame::Event { .. }
+            | Frame::CaughtUp { .. }
+            | Frame::End { .. }
+            | Frame::Pong { .. } => Ok(()),
+            Frame::Error(error) => match error.scope {
+                ErrorScope::Connection => Err(server_error(error)),
+                ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
+            },
+            other => Err(unexpected(&other, "a server frame")),
+        }
+    }
+}
+
+pub(crate) fn server_error(error: crate::protocol::ErrorFrame) -> ClientError {
+    ClientError::Server {
+        scope: error.scope,
+        code: error.code,
+        message: error.message,
+    }
+}
+
+pub(crate) fn unexpected(frame: &Frame, expected: &str) -> ClientError {
+    let name = crate::protocol::kind_name(crate::protocol::frame_kind(frame));
+    ClientError::Protocol {
+        code: ErrorCode::UnexpectedFrame,
+        message: format!("expected {expected}, got a {name} frame"),
+    }
+}

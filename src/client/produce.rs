@@ -1,0 +1,201 @@
+//! Producing: one event and wait, a batch, or a window of many in flight.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::event::{Event, EventId};
+use crate::protocol::{Ack, ErrorScope, Frame, NewEvent, Produce, ProduceBatch};
+
+use super::{server_error, unexpected, Client, ClientError};
+
+impl Client {
+    /// Appends one event and waits for its acknowledgement.
+    pub fn produce(&mut self, namespace: &str, data: &[u8]) -> Result<Ack, ClientError> {
+        self.produce_event(new_event(namespace, None, data))
+    }
+
+    /// Appends one event that responds to `parent_id` and waits for its acknowledgement.
+    pub fn produce_with_parent(
+        &mut self,
+        namespace: &str,
+        parent_id: EventId,
+        data: &[u8],
+    ) -> Result<Ack, ClientError> {
+        self.produce_event(new_event(namespace, Some(parent_id), data))
+    }
+
+    /// Appends a response to `event`: its parent id is set to `event.id`.
+    pub fn respond(
+        &mut self,
+        event: &Event,
+        namespace: &str,
+        data: &[u8],
+    ) -> Result<Ack, ClientError> {
+        self.produce_with_parent(namespace, event.id, data)
+    }
+
+    /// Appends one event and waits for its acknowledgement.
+    pub fn produce_event(&mut self, event: NewEvent) -> Result<Ack, ClientError> {
+        self.check_event(&event)?;
+        let op_id = self.take_op_id();
+        self.connection
+            .send(&Frame::Produce(Produce { op_id, event }))?;
+        self.wait_for_ack(op_id)
+    }
+
+    /// Appends all `events` atomically (all or none) and waits for the one acknowledgement;
+    /// the events get consecutive ids starting at `first_id`.
+    pub fn produce_batch(&mut self, events: &[NewEvent]) -> Result<Ack, ClientError> {
+        for event in events {
+            self.check_event(event)?;
+        }
+        let op_id = self.take_op_id();
+        let frame = Frame::ProduceBatch(ProduceBatch {
+            op_id,
+            events: events.to_vec(),
+        });
+        let bytes = self.connection.encode_checked(&frame)?;
+        self.connection.send_bytes(&bytes)?;
+        self.wait_for_ack(op_id)
+    }
+
+    /// A window that keeps up to `window` produces in flight on this connection.
+    pub fn producer(&mut self, window: usize) -> Producer<'_> {
+        Producer {
+            client: self,
+            window: window.max(1),
+            in_flight: VecDeque::new(),
+            completed: HashMap::new(),
+        }
+    }
+
+    fn wait_for_ack(&mut self, op_id: u64) -> Result<Ack, ClientError> {
+        loop {
+            match self.receive_completion()? {
+                Some((completed, result)) if completed == op_id => return result,
+                _ => {}
+            }
+        }
+    }
+
+    /// Receives one frame; returns the op it completes, if any, with its outcome.
+    fn receive_completion(&mut self) -> Result<Option<Completion>, ClientError> {
+        match self.connection.receive()? {
+            Frame::Ack(ack) => Ok(Some((ack.op_id, Ok(ack)))),
+            Frame::Error(error) => match error.scope {
+                ErrorScope::Produce(op_id) => Ok(Some((op_id, Err(server_error(error))))),
+                ErrorScope::Connection => Err(server_error(error)),
+                ErrorScope::Subscription(_) => Ok(None),
+            },
+            frame @ (Frame::Welcome(_)
+            | Frame::Hello(_)
+            | Frame::Produce(_)
+            | Frame::ProduceBatch(_)
+            | Frame::Subscribe(_)
+            | Frame::Credit { .. }
+            | Frame::Unsubscribe { .. }
+            | Frame::Ping { .. }) => Err(unexpected(&frame, "an Ack")),
+            Frame::Event { .. }
+            | Frame::CaughtUp { .. }
+            | Frame::End { .. }
+            | Frame::Pong { .. } => Ok(None),
+        }
+    }
+}
+
+/// An op id and the outcome the server gave it.
+type Completion = (u64, Result<Ack, ClientError>);
+
+fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEvent {
+    NewEvent {
+        namespace: namespace.to_string(),
+        parent_id,
+        data: data.to_vec(),
+    }
+}
+
+/// Pipelined producing: [`Producer::send`] does not wait for the acknowledgement, so up to
+/// `window` produces are in flight at once; [`Producer::recv_ack`] yields the outcomes in the
+/// order the events were sent, even when the server answers some of them out of order (an
+/// error can overtake acks that wait for the disk).
+///
+/// ```no_run
+/// # let mut client = flo::client::Client::connect("localhost:3000", Default::default())?;
+/// let mut producer = client.producer(256);
+/// for line in ["a", "b", "c"] {
+///     if producer.is_full() {
+///         let ack = producer.recv_ack()?;
+///     }
+///     producer.send(flo::client::NewEvent {
+///         namespace: "/lines".into(),
+///         parent_id: None,
+///         data: line.into(),
+///     })?;
+/// }
+/// while let Some(ack) = producer.recv_ack()? {
+///     println!("{}", ack.first_id);
+/// }
+/// # Ok::<(), flo::client::ClientError>(())
+/// ```
+pub struct Producer<'a> {
+    client: &'a mut Client,
+    window: usize,
+    /// Op ids sent and not yet handed out by `recv_ack`, oldest first.
+    in_flight: VecDeque<u64>,
+    /// Outcomes that arrived before the ops ahead of them; at most `window` entries.
+    completed: HashMap<u64, Result<Ack, ClientError>>,
+}
+
+impl Producer<'_> {
+    /// The most produces this window keeps in flight.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Produces sent whose outcome `recv_ack` has not yet returned.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// True when `send` would go over the window: call `recv_ack` first.
+    pub fn is_full(&self) -> bool {
+        self.in_flight.len() >= self.window
+    }
+
+    /// Sends one event without waiting; returns its op id. Refused with
+    /// [`ClientError::WindowFull`] when the window is full: call `recv_ack` first.
+    pub fn send(&mut self, event: NewEvent) -> Result<u64, ClientError> {
+        if self.is_full() {
+            return Err(ClientError::WindowFull {
+                window: self.window,
+            });
+        }
+        self.client.check_event(&event)?;
+        let op_id = self.client.take_op_id();
+        self.client
+            .connection
+            .send(&Frame::Produce(Produce { op_id, event }))?;
+        self.in_flight.push_back(op_id);
+        Ok(op_id)
+    }
+
+    /// The outcome of the oldest produce in flight, waiting for it if needed; `Ok(None)` when
+    /// nothing is in flight. An `Err` that is not [`ClientError::is_fatal`] is that one
+    /// produce's refusal (its op id is in the error's scope); the window stays usable.
+    pub fn recv_ack(&mut self) -> Result<Option<Ack>, ClientError> {
+        let Some(&oldest) = self.in_flight.front() else {
+            return Ok(None);
+        };
+        loop {
+            if let Some(outcome) = self.completed.remove(&oldest) {
+                self.in_flight.pop_front();
+                return outcome.map(Some);
+            }
+            if let Some((op_id, outcome)) = self.client.receive_completion()? {
+                // Only ops of this window are kept; stale answers are dropped.
+                if self.in_flight.contains(&op_id) {
+                    self.completed.insert(op_id, outcome);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The `flo-client` binary against a scripted fake server (see tests/common): the output
+//! formats the README shows, pipelined produce from standard input, and the promise that when
+//! the server goes away mid-stream every printed id was acknowledged and the exit code is 1.
+
+mod fake_server;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use fake_server::{fake_server, FakeConn};
+use flo::event::{Event, EventId};
+use flo::protocol::{Ack, EndReason, Frame};
+
+fn flo_client(port: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", "127.0.0.1", "-p", port])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // A writer thread, so a full pipe cannot deadlock against the child's output.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("flo-client output");
+    writer.join().expect("stdin writer");
+    output
+}
+
+fn port_of(addr: &str) -> String {
+    addr.rsplit(':').next().expect("host:port").to_string()
+}
+
+/// Acks one Produce with the next counter; returns the op's data.
+fn ack_next(conn: &mut FakeConn, counter: u64) -> Vec<u8> {
+    match conn.receive() {
+        Frame::Produce(produce) => {
+            conn.send(Frame::Ack(Ack {
+                op_id: produce.op_id,
+                first_id: EventId::new(counter, 1),
+                count: 1,
+                timestamp_ms: 1,
+            }));
+            produce.event.data
+        }
+        other => panic!("expected Produce, got {other:?}"),
+    }
+}
+
+#[test]
+fn produce_with_data_prints_the_id_and_the_seed_summary() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        match conn.receive() {
+            Frame::Produce(produce) => {
+                assert_eq!(produce.event.namespace, "/food/breakfast/eggs");
+                assert_eq!(produce.event.data, b"I made some eggs");
+                assert_eq!(produce.event.parent_id, Some(EventId::new(3, 2)));
+                conn.send(Frame::Ack(Ack {
+                    op_id: produce.op_id,
+                    first_id: EventId::new(1, 1),
+                    count: 1,
+                    timestamp_ms: 1,
+                }));
+            }
+            other => panic!("expected Produce, got {other:?}"),
+        }
+    });
+    let args = [
+        "produce",
+        "-n",
+        "/food/breakfast/eggs",
+        "-d",
+        "I made some eggs",
+        "--parent",
+        "3.2",
+    ];
+    let output = flo_client(&port_of(&addr), &args, b"");
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "0000000000000000000100001\nSuccessfully produced 1 events to /food/breakfast/eggs\n"
+    );
+}
+
+#[test]
+fn produce_from_stdin_keeps_many_in_flight_and_prints_ids_in_order() {
+    const LINES: u64 = 2000;
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        // Read 100 produces before acking any: a client that waited for each ack would stall.
+        let mut pending = Vec::new();
+        for _ in 0..100 {
+            match conn.receive() {
+                Frame::Produce(produce) => pending.push(produce),
+                other => panic!("expected Produce, got {other:?}"),
+            }
+        }
+        for (index, produce) in pending.into_iter().enumerate() {
+            assert_eq!(produce.event.data, format!("line {index}").into_bytes());
+            conn.send(Frame::Ack(Ack {
+                op_id: produce.op_id,
+                first_id: EventId::new(index as u64 + 1, 1),
+                count: 1,
+                timestamp_ms: 1,
+            }));
+        }
+        for counter in 101..=LINES {
+            let data = ack_next(&mut conn, counter);
+            assert_eq!(data, format!("line {}", counter - 1).into_bytes());
+        }
+    });
+    let input: String = (0..LINES)
+        .map(|index| format!("line {index}\r\n"))
+        .collect();
+    let output = flo_client(
+        &port_of(&addr),
+        &["produce", "-n", "/lines"],
+        input.as_bytes(),
+    );
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    let mut expected: String = (1..=LINES)
+        .map(|counter| format!("{}\n", EventId::new(counter, 1)))
+        .collect();
+    expected.push_str(&format!("Successfully produced {LINES} events to /lines\n"));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+}
+
+#[test]
+fn when_the_server_goes_away_only_acknowledged_ids_are_printed_and_the_exit_code_fails() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        for counter in 1..=5 {
+            ack_next(&mut conn, counter);
+        }
+        // Read the other 45 produces without acking them, then vanish. (Reading them all
+        // makes the close a clean FIN rather than a reset that could discard the acks.)
+        for _ in 0..45 {
+            let _ = conn.receive();
+        }
+    });
+    let input: String = (0..50).map(|index| format!("{index}\n")).collect();
+    let output = flo_client(
+        &port_of(&addr),
+        &["produce", "-n", "/lines"],
+        input.as_bytes(),
+    );
+    server.join().expect("fake server");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let expected: String = (1..=5)
+        .map(|counter| format!("{}\n", EventId::new(counter, 1)))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("5 events were produced"), "{stderr}");
+}
+
+fn serve_two_events(mut conn: FakeConn) {
+    conn.handshake(1024);
+    let subscription_id = match conn.receive() {
+        Frame::Subscribe(subscribe) => {
+            assert_eq!(subscribe.glob, "/**");
+            subscribe.subscription_id
+        }
+        other => panic!("expected Subscribe, got {other:?}"),
+    };
+    let events = [
+        Event {
+            id: EventId::new(1, 1),
+            parent_id: None,
+            namespace: "/food/breakfast/eggs".into(),
+            timestamp_ms: 1_700_000_000_000,
+            data: b"I made some eggs".to_vec(),
+        },
+        Event {
+            id: EventId::new(2, 1),
+            parent_id: Some(EventId::new(1, 1)),
+            namespace: "/bin".into(),
+            timestamp_ms: 1_700_000_000_001,
+            data: vec![0xff, 0x00],
+        },
+    ];
+    for event in events {
+        conn.send(Frame::Event {
+            subscription_id,
+            event,
+        });
+    }
+    conn.send(Frame::End {
+        subscription_id,
+        reason: EndReason::EndOfStream,
+    });
+}
+
+#[test]
+fn consume_prints_the_seed_human_format() {
+    let (addr, server) = fake_server(serve_two_events);
+    let output = flo_client(&port_of(&addr), &["consume"], b"");
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\nI made some eggs\n\
+         \nEventId: 0000000000000000000200001\nNamespace: /bin\n\u{fffd}\0\n"
+    );
+}
+
+#[test]
+fn consume_prints_json_lines() {
+    let (addr, server) = fake_server(serve_two_events);
+    let output = flo_client(&port_of(&addr), &["consume", "--format", "json"], b"");
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "{\"id\":\"0000000000000000000100001\",\"parent_id\":null,\"namespace\":\"/food/breakfast/eggs\",\
+         \"timestamp\":1700000000000,\"data\":\"I made some eggs\"}\n\
+         {\"id\":\"0000000000000000000200001\",\"parent_id\":\"0000000000000000000100001\",\
+         \"namespace\":\"/bin\",\"timestamp\":1700000000001,\"data\":\"/wA=\",\"data_encoding\":\"base64\"}\n"
+    );
+}
+
+#[test]
+fn errors_are_one_line_with_a_failing_exit_code() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let cases: [(&[&str], String); 3] = [
+        (
+            &["produce", "-n", "/a", "-d", "x"],
+            format!("could not connect to 127.0.0.1:{port}: connection refused\n"),
+        ),
+        (
+            &["produce", "-n", "/a", "--parent", "12"],
+            "invalid event id \"12\": expected 25 digits (20-digit counter, 5-digit actor) or COUNTER.ACTOR\n".to_string(),
+        ),
+        (
+            &["consume", "--from", "yesterday"],
+            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time\n".to_string(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = flo_client(&port, args, b"");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), expected);
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_tailing_consumer_with_exit_code_zero() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => {
+                assert!(subscribe.tail);
+                subscribe.subscription_id
+            }
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        conn.send(Frame::CaughtUp { subscription_id });
+        conn.send(Frame::Event {
+            subscription_id,
+            event: Event {
+                id: EventId::new(1, 1),
+                parent_id: None,
+                namespace: "/a".into(),
+                timestamp_ms: 1,
+                data: b"live".to_vec(),
+            },
+        });
+        // Stay connected until the client goes away.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", "127.0.0.1", "-p", &port_of(&addr), "consume", "-t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    // Wait for the event to be printed: the consumer then waits on the network.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut printed = String::new();
+    for _ in 0..4 {
+        std::io::BufRead::read_line(&mut stdout, &mut printed).expect("read output");
+    }
+    assert_eq!(
+        printed,
+        "\nEventId: 0000000000000000000100001\nNamespace: /a\nlive\n"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = child.wait().expect("flo-client exits");
+    assert_eq!(status.code(), Some(0));
+    server.join().expect("fake server");
+}

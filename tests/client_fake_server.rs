@@ -1,0 +1,485 @@
+//! The client library against a scripted fake server: each test starts a thread with a
+//! listener on 127.0.0.1:0 that reads the client's frames with the real codec, asserts them,
+//! and answers with scripted frames. This proves the client's side of the protocol (handshake,
+//! acks and errors by op id, pipelining order, credit, End, dropped connections, client-side
+//! limits) without the real server.
+
+mod fake_server;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use fake_server::{fake_server, FakeConn};
+
+use flo::client::{Client, ClientError, ClientOptions, Delivery, NewEvent};
+use flo::event::{Event, EventId, StartPosition};
+use flo::protocol::{Ack, EndReason, ErrorCode, ErrorFrame, ErrorScope, Frame, Welcome};
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        io_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+fn ack(op_id: u64, counter: u64) -> Frame {
+    Frame::Ack(Ack {
+        op_id,
+        first_id: EventId::new(counter, 1),
+        count: 1,
+        timestamp_ms: 1000,
+    })
+}
+
+fn event(counter: u64, actor: u16) -> Event {
+    Event {
+        id: EventId::new(counter, actor),
+        parent_id: None,
+        namespace: "/food/eggs".into(),
+        timestamp_ms: 1000 + counter,
+        data: format!("event {counter}").into_bytes(),
+    }
+}
+
+fn produce_op_id(frame: Frame) -> (u64, NewEvent) {
+    match frame {
+        Frame::Produce(produce) => (produce.op_id, produce.event),
+        other => panic!("expected Produce, got {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_keeps_the_servers_limits_and_produce_waits_for_its_ack() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let (op_id, event) = produce_op_id(conn.receive());
+        assert_eq!(event.namespace, "/food/eggs");
+        assert_eq!(event.data, b"I made some eggs");
+        assert_eq!(event.parent_id, None);
+        conn.send(ack(op_id, 1));
+        let (op_id, event) = produce_op_id(conn.receive());
+        assert_eq!(event.parent_id, Some(EventId::new(1, 1)));
+        conn.send(ack(op_id, 2));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    assert_eq!(client.limits().event_data_size_max, 100);
+    assert_eq!(client.welcome().actor_id, 1);
+    let first = client
+        .produce("/food/eggs", b"I made some eggs")
+        .expect("ack");
+    assert_eq!(first.first_id, EventId::new(1, 1));
+    let parent = Event {
+        id: first.first_id,
+        ..event(1, 1)
+    };
+    let second = client
+        .respond(&parent, "/food/eggs/eaten", b"yum")
+        .expect("ack");
+    assert_eq!(second.first_id, EventId::new(2, 1));
+    server.join().expect("fake server");
+}
+
+#[test]
+fn oversized_events_and_bad_namespaces_are_refused_before_sending() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(8);
+        // The only frame after the handshake must be the valid produce.
+        let (op_id, event) = produce_op_id(conn.receive());
+        assert_eq!(event.data, b"12345678");
+        conn.send(ack(op_id, 1));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.produce("/a", b"123456789") {
+        Err(ClientError::TooLarge { size, size_max, .. }) => assert_eq!((size, size_max), (9, 8)),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        client.produce("no-slash", b"x"),
+        Err(ClientError::InvalidNamespace { .. })
+    ));
+    let too_long = format!("/{}", "x".repeat(64));
+    assert!(matches!(
+        client.produce(&too_long, b"x"),
+        Err(ClientError::InvalidNamespace { .. })
+    ));
+    client
+        .produce("/a", b"12345678")
+        .expect("a valid event still works");
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_produce_error_is_matched_by_op_id_and_the_connection_stays_usable() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let (op_id, _) = produce_op_id(conn.receive());
+        conn.send(Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(op_id),
+            code: ErrorCode::StorageFailure,
+            message: "disk full".into(),
+        }));
+        let (op_id, _) = produce_op_id(conn.receive());
+        conn.send(ack(op_id, 1));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.produce("/a", b"x") {
+        Err(error @ ClientError::Server { .. }) => {
+            assert!(!error.is_fatal());
+            assert!(error.to_string().contains("disk full"), "{error}");
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    client.produce("/a", b"y").expect("second produce acked");
+    server.join().expect("fake server");
+}
+
+#[test]
+fn pipelined_acks_come_back_in_send_order_even_when_answered_out_of_order() {
+    const COUNT: u64 = 20;
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let ops: Vec<u64> = (0..4).map(|_| produce_op_id(conn.receive()).0).collect();
+        // Answer the window of four backwards: a failure of the third overtakes the others.
+        conn.send(ack(ops[3], 4));
+        conn.send(Frame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(ops[2]),
+            code: ErrorCode::EventTooLarge,
+            message: "refused".into(),
+        }));
+        conn.send(ack(ops[1], 2));
+        conn.send(ack(ops[0], 1));
+        for counter in 5..=COUNT {
+            let (op_id, _) = produce_op_id(conn.receive());
+            conn.send(ack(op_id, counter));
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut producer = client.producer(4);
+    let mut outcomes = Vec::new();
+    for index in 0..COUNT {
+        if producer.is_full() {
+            outcomes.push(
+                producer
+                    .recv_ack()
+                    .map(|ack| ack.map(|ack| ack.first_id.counter)),
+            );
+        }
+        let event = NewEvent {
+            namespace: "/lines".into(),
+            parent_id: None,
+            data: format!("{index}").into_bytes(),
+        };
+        producer.send(event).expect("send");
+        assert!(producer.in_flight() <= 4);
+    }
+    assert!(matches!(
+        producer.send(NewEvent {
+            namespace: "/lines".into(),
+            parent_id: None,
+            data: Vec::new()
+        }),
+        Err(ClientError::WindowFull { window: 4 })
+    ));
+    loop {
+        match producer.recv_ack() {
+            Ok(None) => break,
+            outcome => outcomes.push(outcome.map(|ack| ack.map(|ack| ack.first_id.counter))),
+        }
+    }
+    assert_eq!(outcomes.len(), COUNT as usize);
+    assert_eq!(outcomes[0].as_ref().ok(), Some(&Some(1)));
+    assert_eq!(outcomes[1].as_ref().ok(), Some(&Some(2)));
+    assert!(matches!(outcomes[2], Err(ClientError::Server { .. })));
+    for (index, outcome) in outcomes.iter().enumerate().skip(3) {
+        assert_eq!(outcome.as_ref().ok(), Some(&Some(index as u64 + 1)));
+    }
+    server.join().expect("fake server");
+}
+
+#[test]
+fn consume_grants_credit_at_half_the_window_tracks_the_cursor_and_stops_at_end() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => {
+                assert_eq!(subscribe.glob, "/food/**");
+                assert_eq!(subscribe.start, StartPosition::AfterId(EventId::new(2, 9)));
+                assert_eq!((subscribe.credit, subscribe.limit), (4, 0));
+                assert!(subscribe.tail);
+                subscribe.subscription_id
+            }
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        let send_event = |conn: &mut FakeConn, counter, actor| {
+            conn.send(Frame::Event {
+                subscription_id,
+                event: event(counter, actor),
+            })
+        };
+        // Spend the whole window of four; the client must grant two after each two events.
+        for counter in 3..=6 {
+            send_event(&mut conn, counter, 1);
+        }
+        for _ in 0..2 {
+            assert_eq!(
+                conn.receive(),
+                Frame::Credit {
+                    subscription_id,
+                    count: 2
+                }
+            );
+        }
+        conn.send(Frame::CaughtUp { subscription_id });
+        send_event(&mut conn, 7, 2);
+        conn.send(Frame::End {
+            subscription_id,
+            reason: EndReason::LimitReached,
+        });
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut subscription = client
+        .consume()
+        .glob("/food/**")
+        .start(StartPosition::AfterId(EventId::new(2, 9)))
+        .tail(true)
+        .credit(4)
+        .subscribe()
+        .expect("subscribe");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        match subscription.next_delivery().expect("delivery") {
+            Some(Delivery::Event(event)) => ids.push(event.id),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    assert!(!subscription.caught_up());
+    let rest: Vec<Event> = subscription
+        .by_ref()
+        .map(|event| event.expect("event"))
+        .collect();
+    assert!(subscription.caught_up());
+    assert!(subscription.is_ended());
+    assert_eq!(rest.len(), 1);
+    let cursor = subscription.cursor().clone();
+    assert_eq!(cursor.floor, EventId::new(2, 9));
+    assert!(cursor.covers(EventId::new(6, 1)) && cursor.covers(EventId::new(7, 2)));
+    assert!(!cursor.covers(EventId::new(7, 1)));
+    assert_eq!(ids.last(), Some(&EventId::new(6, 1)));
+    drop(subscription);
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_dropped_connection_is_an_error_not_a_hang() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let _ = conn.receive();
+        // Dropping the stream closes the connection without an answer.
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        client.produce("/a", b"x"),
+        Err(ClientError::ConnectionClosed)
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Later calls fail fast too.
+    assert!(matches!(
+        client.produce("/a", b"x"),
+        Err(ClientError::ConnectionClosed)
+    ));
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_silent_server_times_out_and_a_tailing_consumer_pings_first() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        assert!(matches!(conn.receive(), Frame::Subscribe(_)));
+        // Quiet for one time-out: the client pings; the server answers, stays quiet again,
+        // and then ignores the second ping, so the client gives up.
+        match conn.receive() {
+            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            other => panic!("expected Ping, got {other:?}"),
+        }
+        assert!(matches!(conn.receive(), Frame::Ping { .. }));
+        // Hold the connection open until the client hangs up.
+        let mut rest = Vec::new();
+        let _ = conn.stream.read_to_end(&mut rest);
+    });
+    let options = ClientOptions {
+        io_timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&addr, options).expect("connect");
+    let mut subscription = client.consume().tail(true).subscribe().expect("subscribe");
+    match subscription.next() {
+        Some(Err(ClientError::Timeout)) => {}
+        other => panic!("expected a time-out, got {other:?}"),
+    }
+    assert!(subscription.next().is_none(), "the subscription ended");
+    drop(subscription);
+    drop(client);
+    server.join().expect("fake server");
+}
+
+#[test]
+fn connection_errors_and_refused_connections_read_as_one_line() {
+    let (addr, server) = fake_server(|mut conn| {
+        assert!(matches!(conn.receive(), Frame::Hello(_)));
+        conn.send(Frame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::UnsupportedVersion,
+            message: "version 1 only".into(),
+        }));
+    });
+    match Client::connect(&addr, options()) {
+        Err(ClientError::UnsupportedVersion { .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
+    }
+    server.join().expect("fake server");
+    // A port that was just bound and released refuses connections.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let error = Client::connect(&addr, options()).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        format!("could not connect to {addr}: connection refused")
+    );
+}
+
+#[test]
+fn ping_waits_for_its_own_pong_and_batches_get_one_ack() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        match conn.receive() {
+            Frame::Ping { token } => {
+                conn.send(Frame::Pong { token: token + 100 });
+                conn.send(Frame::Pong { token });
+            }
+            other => panic!("expected Ping, got {other:?}"),
+        }
+        match conn.receive() {
+            Frame::ProduceBatch(batch) => {
+                assert_eq!(batch.events.len(), 3);
+                conn.send(Frame::Ack(Ack {
+                    op_id: batch.op_id,
+                    first_id: EventId::new(10, 1),
+                    count: 3,
+                    timestamp_ms: 5,
+                }));
+            }
+            other => panic!("expected ProduceBatch, got {other:?}"),
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    client.ping().expect("pong");
+    let events: Vec<NewEvent> = (0..3)
+        .map(|index| NewEvent {
+            namespace: "/batch".into(),
+            parent_id: None,
+            data: vec![index],
+        })
+        .collect();
+    let ack = client.produce_batch(&events).expect("batch ack");
+    assert_eq!((ack.first_id, ack.count), (EventId::new(10, 1), 3));
+    server.join().expect("fake server");
+}
+
+#[test]
+fn an_invalid_glob_is_refused_before_sending() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        // Nothing but the ping may follow: the bad subscription never reaches the server.
+        match conn.receive() {
+            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            other => panic!("expected Ping, got {other:?}"),
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.consume().glob("no-slash[").subscribe() {
+        Err(ClientError::InvalidGlob { glob, .. }) => assert_eq!(glob, "no-slash["),
+        Err(other) => panic!("expected InvalidGlob, got {other:?}"),
+        Ok(_) => panic!("a bad glob was accepted"),
+    }
+    client.ping().expect("pong");
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_typed_subscription_decodes_values_and_reports_bad_data_without_ending() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => subscribe.subscription_id,
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        for data in [b"hello".to_vec(), vec![0xff], b"again".to_vec()] {
+            let counter = data.len() as u64;
+            conn.send(Frame::Event {
+                subscription_id,
+                event: Event {
+                    data,
+                    ..event(counter, 1)
+                },
+            });
+        }
+        conn.send(Frame::End {
+            subscription_id,
+            reason: EndReason::EndOfStream,
+        });
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let values: Vec<Result<String, String>> = client
+        .consume()
+        .subscribe()
+        .expect("subscribe")
+        .typed(flo::client::Utf8Codec)
+        .map(|item| {
+            item.map(|typed| typed.value)
+                .map_err(|error| error.to_string())
+        })
+        .collect();
+    assert_eq!(values.len(), 3);
+    assert_eq!(values[0], Ok("hello".to_string()));
+    assert!(values[1]
+        .as_ref()
+        .is_err_and(|error| error.starts_with("could not decode the data of event")));
+    assert_eq!(values[2], Ok("again".to_string()));
+    server.join().expect("fake server");
+}
+
+#[test]
+fn a_waiting_client_pings_within_a_third_of_the_servers_idle_time_out() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            idle_timeout_ms: 300,
+            ..fake_server::welcome(100)
+        });
+        let (op_id, _) = produce_op_id(conn.receive());
+        // The ack is slow; the client must keep the connection alive meanwhile. (The fake
+        // server reads with a 10 s time-out, so a client that never pings fails the test.)
+        let started = std::time::Instant::now();
+        match conn.receive() {
+            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            other => panic!("expected Ping, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        conn.send(ack(op_id, 1));
+    });
+    // The I/O time-out is long: only the server's idle time-out can explain a quick ping.
+    let options = ClientOptions {
+        io_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&addr, options).expect("connect");
+    let ack = client
+        .produce("/a", b"x")
+        .expect("a slow ack still arrives");
+    assert_eq!(ack.first_id, EventId::new(1, 1));
+    server.join().expect("fake server");
+}

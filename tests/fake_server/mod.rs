@@ -1,0 +1,86 @@
+//! A scripted fake flo server for client tests: a thread with a listener on 127.0.0.1:0 that
+//! decodes the client's frames with the real codec and answers with scripted frames.
+
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flo::config::WireLimits;
+use flo::protocol::{self, Frame, Welcome, PROTOCOL_VERSION};
+
+/// One accepted connection, seen from the fake server.
+pub struct FakeConn {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl FakeConn {
+    pub fn receive(&mut self) -> Frame {
+        loop {
+            let decoded = protocol::decode(&self.buffer, &WireLimits::default())
+                .expect("the client sent a valid frame");
+            if let Some((frame, used)) = decoded {
+                self.buffer.drain(..used);
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let count = self.stream.read(&mut chunk).expect("fake server read");
+            assert!(count > 0, "the client closed the connection early");
+            self.buffer.extend_from_slice(&chunk[..count]);
+        }
+    }
+
+    pub fn send(&mut self, frame: Frame) {
+        let mut bytes = Vec::new();
+        protocol::encode(&frame, &mut bytes);
+        self.stream.write_all(&bytes).expect("fake server write");
+    }
+
+    /// Answers the Hello with a Welcome carrying these data and frame limits.
+    pub fn handshake(&mut self, event_data_size_max: u32) {
+        match self.receive() {
+            Frame::Hello(hello) => assert_eq!(hello.protocol_version, PROTOCOL_VERSION),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        self.send(Frame::Welcome(welcome(event_data_size_max)));
+    }
+
+    /// Answers the Hello with the given Welcome.
+    pub fn handshake_with(&mut self, welcome: Welcome) {
+        assert!(matches!(self.receive(), Frame::Hello(_)));
+        self.send(Frame::Welcome(welcome));
+    }
+}
+
+pub fn welcome(event_data_size_max: u32) -> Welcome {
+    Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        server_version: "fake 0".into(),
+        actor_id: 1,
+        frame_size_max: event_data_size_max + 4096,
+        namespace_length_max: 64,
+        event_data_size_max,
+        subscriptions_max: 4,
+        idle_timeout_ms: 0,
+    }
+}
+
+/// Starts a fake server that runs `script` on its first connection; returns its address.
+pub fn fake_server(script: impl FnOnce(FakeConn) + Send + 'static) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        script(FakeConn {
+            stream,
+            buffer: Vec::new(),
+        });
+    });
+    (addr, handle)
+}
