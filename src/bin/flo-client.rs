@@ -1,12 +1,12 @@
 //! The `flo-client` command-line client: argument parsing and output only; the protocol work
 //! is in `flo::client`.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, parse_start_position};
-use flo::client::{Ack, Client, ClientError, ClientOptions, NewEvent, Producer};
+use flo::client::{Ack, Client, ClientError, ClientOptions, Delivery, NewEvent, Producer};
 use flo::event::EventId;
 
 /// Produces to stdin-fed streams keep this many events in flight.
@@ -30,8 +30,9 @@ struct Cli {
 enum Command {
     /// Produce events and print their ids.
     ///
-    /// With -d, one event with that data; without it, one event per line of standard input
-    /// (the newline removed), many in flight at once. Prints each event id as the server
+    /// With -d, one event with that data. Without -d and with standard input piped or
+    /// redirected, one event per line of it (the newline removed), many in flight at once.
+    /// Without -d at a terminal, one event without data (as in `produce -n /food/lunch/salad`). Prints each event id as the server
     /// acknowledges it, then a summary line. If the server goes away, every id printed was
     /// acknowledged, and the exit code is 1.
     Produce {
@@ -122,6 +123,12 @@ fn produce(
         .map_err(|error| error.to_string())?;
     let mut client = connect(addr)?;
     let mut out = BufWriter::new(io::stdout().lock());
+    // At a terminal, no -d means one event without data (the seed README's example); reading
+    // lines from the keyboard would look like a hang.
+    let data = match data {
+        None if io::stdin().is_terminal() => Some(String::new()),
+        data => data,
+    };
     let count = match data {
         Some(data) => {
             let ack = client
@@ -261,15 +268,26 @@ fn consume(
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
     loop {
+        // Flush before any wait for the network, so a tailing consumer shows each event as
+        // it arrives while a catch-up read still writes in large blocks.
         let buffered = subscription
             .has_buffered()
             .map_err(|error| error.to_string())?;
         if !buffered && flush_or_stop(&mut out)? {
             return Ok(());
         }
-        let event = match subscription.next() {
-            None => break,
-            Some(event) => event.map_err(|error: ClientError| error.to_string())?,
+        let delivery = subscription
+            .next_delivery()
+            .map_err(|error: ClientError| error.to_string())?;
+        let event = match delivery {
+            None | Some(Delivery::End(_)) => break,
+            Some(Delivery::CaughtUp) => {
+                if flush_or_stop(&mut out)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Some(Delivery::Event(event)) => event,
         };
         let text = match format {
             Format::Human => format_human(&event),
