@@ -162,6 +162,11 @@ impl Config {
             return Err("max connections must be at least 1".into());
         }
         let wire = &self.wire;
+        if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
+            return Err(
+                "namespace length limit must be between 1 and 65535 (a u16 on the wire)".into(),
+            );
+        }
         let event_frame_size_min =
             wire.event_data_size_max as u64 + wire.namespace_length_max as u64 + 128;
         if (wire.frame_size_max as u64) < event_frame_size_min {

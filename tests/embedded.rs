@@ -1,0 +1,54 @@
+//! The embedded server API: `Server::start` on port 0, a client in the same process,
+//! `shutdown()` making everything durable, and a second server on the same directory seeing
+//! every event. Also checks that a bad configuration is refused with a clear error.
+
+use flo::client::{Client, ClientOptions};
+use flo::config::Config;
+use flo::event::StartPosition;
+use flo::reactor::{Server, ServerError};
+
+fn start(dir: &std::path::Path) -> Server {
+    Server::start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.to_path_buf(),
+    ))
+    .expect("start an embedded server")
+}
+
+#[test]
+fn an_embedded_server_serves_shuts_down_and_restarts_with_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.local_addr().to_string();
+    let mut client = Client::connect(&addr, ClientOptions::default()).unwrap();
+    for index in 0..10u8 {
+        client.produce("/embedded", &[index]).unwrap();
+    }
+    drop(client);
+    server.shutdown().unwrap();
+
+    let server = start(dir.path());
+    assert_eq!(server.recovered_events(), 10);
+    let mut client =
+        Client::connect(&server.local_addr().to_string(), ClientOptions::default()).unwrap();
+    let data: Vec<u8> = client
+        .consume()
+        .start(StartPosition::Beginning)
+        .subscribe()
+        .unwrap()
+        .map(|event| event.unwrap().data[0])
+        .collect();
+    assert_eq!(data, (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn an_invalid_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    config.connections_max = 0;
+    match Server::start(config) {
+        Err(ServerError::InvalidConfig(message)) => assert!(message.contains("connections")),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a server with no connections allowed started"),
+    }
+}
