@@ -101,11 +101,27 @@ impl StorageConfig {
 }
 
 /// Cluster settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
+    /// The address other members dial to reach this node; the bound address when `None`.
+    pub advertise_addr: Option<SocketAddr>,
+    /// After a start with a non-`always` fsync policy and peers configured, produces are
+    /// refused (NotReady) until every known peer has been caught up with, or this time passed.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            peer_addrs: Vec::new(),
+            secret: None,
+            advertise_addr: None,
+            catch_up_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The whole server configuration.

@@ -93,7 +93,14 @@ impl Client {
             | Frame::Subscribe(_)
             | Frame::Credit { .. }
             | Frame::Unsubscribe { .. }
-            | Frame::Ping { .. }) => Err(unexpected(&frame, "an Ack")),
+            | Frame::Ping { .. }
+            | Frame::StatusRequest
+            | Frame::Status(_)
+            | Frame::PeerHello(_)
+            | Frame::PeerWelcome(_)
+            | Frame::PeerEvent(_)
+            | Frame::PeerCredit { .. }
+            | Frame::PeerMembers(_)) => Err(unexpected(&frame, "an Ack")),
             Frame::Event { .. }
             | Frame::CaughtUp { .. }
             | Frame::End { .. }

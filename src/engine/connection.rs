@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::Cursor;
+use std::net::SocketAddr;
+
+use crate::event::{ActorId, Cursor};
 use crate::protocol::NamespaceGlob;
 use crate::storage::Offset;
 
@@ -26,8 +28,14 @@ impl std::fmt::Display for ConnId {
 pub enum Phase {
     /// Accepted; only Hello is allowed, before `deadline_ms`.
     AwaitingHello { deadline_ms: u64 },
-    /// Handshake done.
+    /// Handshake done: a client connection.
     Ready,
+    /// An outbound peer connection: PeerHello sent, waiting for PeerWelcome before
+    /// `deadline_ms`. `addr` is the address dialed.
+    PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
+    /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
+    /// that opened it (which of two duplicate connections survives depends on it).
+    Peer { actor: ActorId, dialed_by: ActorId },
 }
 
 /// One open subscription: a cursor into the log plus credit, never a copy of events.
@@ -46,6 +54,9 @@ pub struct Subscription {
     pub caught_up_sent: bool,
     /// True while the subscription is in the engine's ready queue.
     pub queued: bool,
+    /// A peer's replication stream: events go out as PeerEvent frames, the filter grows with
+    /// every event the peer is known to hold, and there is no CaughtUp.
+    pub peer: bool,
 }
 
 /// The engine's view of one connection.
@@ -62,6 +73,11 @@ pub struct Connection {
     pub last_input_ms: u64,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
+    /// Peer connections: PeerEvent frames the other side may still send us (credit we gave).
+    pub peer_credit_given: u64,
+    /// Peer connections: PeerEvent frames received this turn, whose credit is given back once
+    /// the turn's sync made them durable.
+    pub peer_events_this_turn: u32,
 }
 
 impl Connection {
@@ -77,6 +93,8 @@ impl Connection {
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
             has_output_queued: false,
+            peer_credit_given: 0,
+            peer_events_this_turn: 0,
         }
     }
 

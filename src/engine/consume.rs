@@ -9,7 +9,8 @@ use super::connection::Subscription;
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
-    encode_event, EndReason, ErrorCode, ErrorScope, Frame, NamespaceGlob, Subscribe,
+    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, NamespaceGlob,
+    Subscribe,
 };
 use crate::storage::{Log, Offset};
 
@@ -66,6 +67,7 @@ impl<L: Log> Engine<L> {
             credit: subscribe.credit as u64,
             caught_up_sent: false,
             queued: false,
+            peer: false,
         };
         if matches!(subscribe.start, StartPosition::End) {
             log::debug!("{conn}: subscription {} starts at the end", subscription.id);
@@ -191,7 +193,12 @@ impl<L: Log> Engine<L> {
             *budget -= 1;
             if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
             {
-                encode_event(id, event, &mut output);
+                if subscription.peer {
+                    encode_peer_event(event, &mut output);
+                    subscription.filter.observe(event.id);
+                } else {
+                    encode_event(id, event, &mut output);
+                }
                 subscription.credit -= 1;
                 stats.events_delivered += 1;
                 if let Some(remaining) = subscription.remaining.as_mut() {

@@ -9,9 +9,11 @@
 
 mod connection;
 mod consume;
+mod peer;
 mod produce;
 
 use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 
 pub use connection::{ConnId, Phase};
 use connection::{Connection, Subscription};
@@ -39,6 +41,9 @@ pub enum Action {
     /// Write these last bytes if the socket takes them, then close the connection. The engine
     /// has already forgotten it.
     Close { conn: ConnId, final_output: Vec<u8> },
+    /// Open an outbound connection to a peer and report `Engine::handle_dialed` or
+    /// `Engine::handle_dial_failed`.
+    Dial { addr: SocketAddr },
 }
 
 /// The engine's limits, taken from [`Config`].
@@ -57,6 +62,21 @@ pub struct EngineConfig {
     pub batch_events_max: usize,
     /// How often the engine checks time-outs and retention.
     pub housekeeping_interval_ms: u64,
+    /// The address peers dial to reach this node (sent in the peer handshake).
+    pub advertised_addr: Option<SocketAddr>,
+    /// Peer addresses to dial at start-up.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// The cluster secret peers must present; empty for none.
+    pub cluster_secret: Vec<u8>,
+    /// Seeds the jitter of reconnect back-off (the engine has no RNG of its own).
+    pub seed: u64,
+    /// `Some(timeout)`: after start-up, produces are refused until this node has caught up
+    /// with its peers or the time-out passed (set for non-`always` fsync policies).
+    pub catch_up_timeout_ms: Option<u64>,
+    /// PeerEvent frames a peer may send before it needs more credit.
+    pub peer_credit_window: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
 }
 
 impl EngineConfig {
@@ -72,6 +92,22 @@ impl EngineConfig {
             records_per_turn_max: config.records_per_turn_max,
             batch_events_max: config.batch_events_max,
             housekeeping_interval_ms: 1000,
+            advertised_addr: Some(config.cluster.advertise_addr.unwrap_or(config.bind)),
+            peer_addrs: config.cluster.peer_addrs.clone(),
+            cluster_secret: config
+                .cluster
+                .secret
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+            seed: u64::from(config.actor_id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            catch_up_timeout_ms: match config.storage.fsync {
+                crate::config::FsyncPolicy::Always => None,
+                _ => Some(config.cluster.catch_up_timeout.as_millis() as u64),
+            },
+            peer_credit_window: 1024,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
         }
     }
 }
@@ -100,6 +136,8 @@ pub struct EngineStats {
     pub connections: usize,
     pub events_appended: u64,
     pub events_delivered: u64,
+    /// Replicated events appended (duplicates not counted).
+    pub events_replicated: u64,
     pub sync_failures: u64,
 }
 
@@ -124,11 +162,15 @@ pub struct Engine<L: Log> {
     closing: VecDeque<Action>,
     next_housekeeping_ms: u64,
     stats: EngineStats,
+    cluster: peer::Cluster,
+    /// The monotonic time of the latest input.
+    now_ms: u64,
 }
 
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
         let counter = log.version_vector().counter_max();
+        let cluster = peer::Cluster::new(&config);
         Engine {
             config,
             log,
@@ -143,6 +185,8 @@ impl<L: Log> Engine<L> {
             closing: VecDeque::new(),
             next_housekeeping_ms: 0,
             stats: EngineStats::default(),
+            cluster,
+            now_ms: 0,
         }
     }
 
@@ -182,6 +226,7 @@ impl<L: Log> Engine<L> {
     /// A new client connection was accepted. The reactor chooses the id; the slot must not be
     /// in use.
     pub fn handle_connect(&mut self, now: Now, conn: ConnId) {
+        self.observe_time(now);
         let slot = conn.slot as usize;
         if self.conns.len() <= slot {
             self.conns.resize_with(slot + 1, || None);
@@ -199,6 +244,7 @@ impl<L: Log> Engine<L> {
         };
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.mono_ms;
+        self.observe_time(now);
         let mut consumed = 0;
         // Decode with only the frame size limit, so that an event whose namespace or data is
         // over its limit (but inside a legal frame) gets an error with its op id and the
@@ -234,10 +280,31 @@ impl<L: Log> Engine<L> {
 
     /// The connection's socket closed or failed. Forgets it, and with it its subscriptions.
     pub fn handle_closed(&mut self, conn: ConnId) {
-        if self.conn_mut(conn).is_some() {
-            self.conns[conn.slot as usize] = None;
-            self.connection_count -= 1;
+        if let Some(connection) = self.take_connection(conn) {
+            self.peer_connection_gone(&connection);
         }
+    }
+
+    /// Removes a connection from the table.
+    fn take_connection(&mut self, conn: ConnId) -> Option<Connection> {
+        self.conn(conn)?;
+        self.connection_count -= 1;
+        self.conns[conn.slot as usize].take()
+    }
+
+    /// Forgets a connection the other side is closing, and asks the reactor to close it.
+    fn forget(&mut self, conn: ConnId) {
+        if let Some(mut connection) = self.take_connection(conn) {
+            self.closing.push_back(Action::Close {
+                conn,
+                final_output: connection.take_output(),
+            });
+            self.peer_connection_gone(&connection);
+        }
+    }
+
+    fn observe_time(&mut self, now: Now) {
+        self.now_ms = self.now_ms.max(now.mono_ms);
     }
 
     /// Bytes pending for a connection.
@@ -266,6 +333,7 @@ impl<L: Log> Engine<L> {
 
     /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
     pub fn handle_turn_end(&mut self, now: Now) {
+        self.observe_time(now);
         let durable_before = self.log.durable_end();
         let result = self.log.sync(now.wall_ms);
         let failure = match (self.turn_failure.take(), result) {
@@ -280,11 +348,14 @@ impl<L: Log> Engine<L> {
             self.stats.sync_failures += 1;
         }
         self.release_replies(failure.as_deref());
+        self.after_sync_peers(failure.is_some());
         if self.log.durable_end() > durable_before {
             self.wake_tailing_consumers(durable_before);
         }
         self.turn_namespaces.clear();
         self.feed_consumers();
+        self.update_hold(now);
+        self.dial_due(now);
         if now.mono_ms >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now.mono_ms + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
@@ -316,7 +387,10 @@ impl<L: Log> Engine<L> {
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
     /// retention, the fsync interval), in monotonic milliseconds.
     pub fn next_deadline_ms(&self) -> u64 {
-        self.next_housekeeping_ms
+        match self.next_dial_ms() {
+            Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
+            None => self.next_housekeeping_ms,
+        }
     }
 
     /// The server is shutting down: makes everything durable, releases the last acks, and
@@ -333,7 +407,10 @@ impl<L: Log> Engine<L> {
         let mut expired = Vec::new();
         for connection in self.conns.iter().flatten() {
             match connection.phase {
-                Phase::AwaitingHello { deadline_ms } if now.mono_ms >= deadline_ms => {
+                Phase::AwaitingHello { deadline_ms }
+                | Phase::PeerAwaitingWelcome { deadline_ms, .. }
+                    if now.mono_ms >= deadline_ms =>
+                {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
                 _ if now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms => {
@@ -346,6 +423,7 @@ impl<L: Log> Engine<L> {
             log::info!("{conn}: closing: {reason}");
             self.close_with_error(conn, ErrorCode::Timeout, reason);
         }
+        self.peer_keepalives();
         match self.log.apply_retention(now.wall_ms) {
             Ok(0) => {}
             Ok(deleted) => log::info!("retention deleted {deleted} events"),
@@ -357,15 +435,34 @@ impl<L: Log> Engine<L> {
     fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) -> bool {
         // Checked by the caller: `on_frame` runs only for open connections.
         let phase = self.conn(conn).expect("connection is open").phase;
-        if let Phase::AwaitingHello { .. } = phase {
-            return match frame {
-                Frame::Hello(hello) => self.on_hello(conn, hello),
-                _ => self.close_with_error(
-                    conn,
-                    ErrorCode::HandshakeRequired,
-                    "the first frame must be Hello",
-                ),
-            };
+        match phase {
+            Phase::AwaitingHello { .. } => {
+                return match frame {
+                    Frame::Hello(hello) => self.on_hello(conn, hello),
+                    Frame::PeerHello(hello) => self.on_peer_hello(conn, hello),
+                    _ => self.close_with_error(
+                        conn,
+                        ErrorCode::HandshakeRequired,
+                        "the first frame must be Hello (or PeerHello from a cluster peer)",
+                    ),
+                }
+            }
+            Phase::PeerAwaitingWelcome { addr, .. } => {
+                return match frame {
+                    Frame::PeerWelcome(welcome) => self.on_peer_welcome(conn, addr, welcome),
+                    Frame::Error(error) => {
+                        self.on_peer_refused(conn, addr, error);
+                        false
+                    }
+                    _ => self.close_with_error(
+                        conn,
+                        ErrorCode::UnexpectedFrame,
+                        "the first frame on a peer connection must be PeerWelcome",
+                    ),
+                }
+            }
+            Phase::Peer { .. } => return self.on_peer_frame(conn, frame),
+            Phase::Ready => {}
         }
         match frame {
             Frame::Produce(produce) => self.on_produce(now, conn, produce),
@@ -377,11 +474,23 @@ impl<L: Log> Engine<L> {
             } => self.on_credit(conn, subscription_id, count),
             Frame::Unsubscribe { subscription_id } => self.on_unsubscribe(conn, subscription_id),
             Frame::Ping { token } => self.send(conn, &Frame::Pong { token }),
+            Frame::StatusRequest => self.on_status_request(conn),
             Frame::Hello(_) => {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
                     "Hello was already received",
+                )
+            }
+            Frame::PeerHello(_)
+            | Frame::PeerWelcome(_)
+            | Frame::PeerEvent(_)
+            | Frame::PeerCredit { .. }
+            | Frame::PeerMembers(_) => {
+                return self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "a peer frame on a client connection",
                 )
             }
             Frame::Welcome(_)
@@ -390,7 +499,8 @@ impl<L: Log> Engine<L> {
             | Frame::Event { .. }
             | Frame::CaughtUp { .. }
             | Frame::End { .. }
-            | Frame::Pong { .. } => {
+            | Frame::Pong { .. }
+            | Frame::Status(_) => {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
@@ -429,10 +539,9 @@ impl<L: Log> Engine<L> {
     /// Queues an error frame and the close of the connection. Returns false (the connection
     /// is gone) so callers can `return self.close_with_error(..)`.
     fn close_with_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) -> bool {
-        let Some(mut connection) = self.conns[conn.slot as usize].take() else {
+        let Some(mut connection) = self.take_connection(conn) else {
             return false;
         };
-        self.connection_count -= 1;
         log::debug!("{conn}: closing with {code}: {message}");
         encode_error(
             ErrorScope::Connection,
@@ -444,6 +553,7 @@ impl<L: Log> Engine<L> {
             conn,
             final_output: connection.take_output(),
         });
+        self.peer_connection_gone(&connection);
         false
     }
 

@@ -24,8 +24,19 @@ impl<L: Log> Engine<L> {
         self.pending_replies.push(reply);
     }
 
-    /// The reply for a produce that arrives after an append failed in the same turn.
+    /// The reply for a produce that arrives after an append failed in the same turn, or while
+    /// the node catches up with its peers after start-up.
     fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
+        if self.produces_held() {
+            let message = "this node is catching up with its cluster peers after a start that may have lost events; retry shortly";
+            self.pending_replies.push(PendingReply::Error {
+                conn,
+                op_id,
+                code: ErrorCode::NotReady,
+                message: message.to_string(),
+            });
+            return true;
+        }
         let Some(message) = &self.turn_failure else {
             return false;
         };

@@ -134,7 +134,21 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             reason.write(w);
         }),
         Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
+        Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
+        Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
+        Frame::PeerHello(hello) => write_frame(out, kind::PEER_HELLO, |w| hello.write(w)),
+        Frame::PeerWelcome(welcome) => write_frame(out, kind::PEER_WELCOME, |w| welcome.write(w)),
+        Frame::PeerEvent(event) => encode_peer_event(event, out),
+        Frame::PeerCredit { count } => write_frame(out, kind::PEER_CREDIT, |w| w.put_u32(*count)),
+        Frame::PeerMembers(members) => {
+            write_frame(out, kind::PEER_MEMBERS, |w| write_members(w, members))
+        }
     }
+}
+
+/// Appends the same bytes as encoding `Frame::PeerEvent(event)`, without an owned event.
+pub fn encode_peer_event(event: &Event, out: &mut Vec<u8>) {
+    write_frame(out, kind::PEER_EVENT, |w| write_event(w, event));
 }
 
 /// Appends the same bytes as encoding `Frame::Event { subscription_id, event }`, without
@@ -168,7 +182,13 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::CAUGHT_UP => "CaughtUp",
         kind::END => "End",
         kind::PONG => "Pong",
-        kind::PEER_FIRST..=kind::PEER_LAST => "peer",
+        kind::STATUS_REQUEST => "StatusRequest",
+        kind::STATUS => "Status",
+        kind::PEER_HELLO => "PeerHello",
+        kind::PEER_WELCOME => "PeerWelcome",
+        kind::PEER_EVENT => "PeerEvent",
+        kind::PEER_CREDIT => "PeerCredit",
+        kind::PEER_MEMBERS => "PeerMembers",
         _ => "unknown",
     }
 }
@@ -190,22 +210,23 @@ pub fn frame_kind(frame: &Frame) -> u8 {
         Frame::CaughtUp { .. } => kind::CAUGHT_UP,
         Frame::End { .. } => kind::END,
         Frame::Pong { .. } => kind::PONG,
+        Frame::StatusRequest => kind::STATUS_REQUEST,
+        Frame::Status(_) => kind::STATUS,
+        Frame::PeerHello(_) => kind::PEER_HELLO,
+        Frame::PeerWelcome(_) => kind::PEER_WELCOME,
+        Frame::PeerEvent(_) => kind::PEER_EVENT,
+        Frame::PeerCredit { .. } => kind::PEER_CREDIT,
+        Frame::PeerMembers(_) => kind::PEER_MEMBERS,
     }
 }
 
 fn check_kind(kind: u8) -> Result<(), DecodeError> {
-    match kind {
-        kind::PEER_FIRST..=kind::PEER_LAST => Err(DecodeError {
-            code: ErrorCode::UnexpectedFrame,
-            message: format!(
-                "frame kind {kind:#04x} is a peer (cluster) frame, not valid on this connection"
-            ),
-        }),
-        kind::HELLO..=kind::PING | kind::WELCOME..=kind::PONG => Ok(()),
-        _ => Err(DecodeError::malformed(format!(
+    if kind_name(kind) == "unknown" {
+        return Err(DecodeError::malformed(format!(
             "unknown frame kind {kind:#04x}"
-        ))),
+        )));
     }
+    Ok(())
 }
 
 fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
@@ -241,6 +262,15 @@ fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
         kind::PONG => Frame::Pong {
             token: r.get_u64("token")?,
         },
+        kind::STATUS_REQUEST => Frame::StatusRequest,
+        kind::STATUS => Frame::Status(Status::read(r)?),
+        kind::PEER_HELLO => Frame::PeerHello(PeerHandshake::read(r)?),
+        kind::PEER_WELCOME => Frame::PeerWelcome(PeerHandshake::read(r)?),
+        kind::PEER_EVENT => Frame::PeerEvent(read_event(r)?),
+        kind::PEER_CREDIT => Frame::PeerCredit {
+            count: r.get_u32("count")?,
+        },
+        kind::PEER_MEMBERS => Frame::PeerMembers(read_members(r)?),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
@@ -440,10 +470,14 @@ impl WireFormat for StartPosition {
 
 fn write_cursor(w: &mut Writer, cursor: &Cursor) {
     w.put_id(cursor.floor);
-    let count = u16::try_from(cursor.vector.len())
-        .expect("a cursor with over 65535 actors: actor ids 1-65535 give at most 65535 entries");
+    write_vector(w, &cursor.vector);
+}
+
+fn write_vector(w: &mut Writer, vector: &VersionVector) {
+    let count = u16::try_from(vector.len())
+        .expect("a vector with over 65535 actors: actor ids 1-65535 give at most 65535 entries");
     w.put_u16(count);
-    for (actor, counter) in cursor.vector.iter() {
+    for (actor, counter) in vector.iter() {
         w.put_u16(actor.0);
         w.put_u64(counter);
     }
@@ -453,26 +487,131 @@ fn write_cursor(w: &mut Writer, cursor: &Cursor) {
 /// counters.
 fn read_cursor(r: &mut Reader) -> Result<Cursor, DecodeError> {
     let floor = r.get_id("cursor floor")?;
-    let count = r.get_u16("cursor entry count")?;
+    let vector = read_vector(r, "cursor")?;
+    Ok(Cursor { floor, vector })
+}
+
+/// Reads a version vector in its canonical form: entries in strictly ascending actor order,
+/// no zero counters.
+fn read_vector(r: &mut Reader, what: &str) -> Result<VersionVector, DecodeError> {
+    let count = r.get_u16(&format!("{what} entry count"))?;
     let mut vector = VersionVector::new();
     let mut previous_actor: Option<u16> = None;
     for _ in 0..count {
-        let actor = r.get_u16("cursor entry actor")?;
-        let counter = r.get_u64("cursor entry counter")?;
+        let actor = r.get_u16(&format!("{what} entry actor"))?;
+        let counter = r.get_u64(&format!("{what} entry counter"))?;
         if previous_actor.is_some_and(|previous| actor <= previous) {
             return Err(r.error(format!(
-                "cursor entries must be in strictly ascending actor order; actor {actor} is out of order"
+                "{what} entries must be in strictly ascending actor order; actor {actor} is out of order"
             )));
         }
         if counter == 0 {
             return Err(r.error(format!(
-                "cursor entry for actor {actor} has counter 0; leave the actor out instead"
+                "{what} entry for actor {actor} has counter 0; leave the actor out instead"
             )));
         }
         previous_actor = Some(actor);
         vector.set(ActorId(actor), counter);
     }
-    Ok(Cursor { floor, vector })
+    Ok(vector)
+}
+
+fn write_members(w: &mut Writer, members: &[Member]) {
+    let count = u16::try_from(members.len()).expect("over 65535 members: actor ids are u16");
+    w.put_u16(count);
+    for member in members {
+        w.put_u16(member.actor_id);
+        w.put_text16(&member.addr);
+    }
+}
+
+fn read_members(r: &mut Reader) -> Result<Vec<Member>, DecodeError> {
+    let count = r.get_u16("member count")?;
+    // Pushed as read: a lying count cannot allocate more than the frame holds.
+    let mut members = Vec::new();
+    for _ in 0..count {
+        members.push(Member {
+            actor_id: r.get_u16("member actor")?,
+            addr: r.get_str16("member address")?,
+        });
+    }
+    Ok(members)
+}
+
+impl WireFormat for PeerHandshake {
+    fn write(&self, w: &mut Writer) {
+        w.put_u16(self.protocol_version);
+        w.put_u16(self.actor_id);
+        w.put_text16(&self.advertised_addr);
+        w.put_bytes16(&self.secret, "cluster secret");
+        write_vector(w, &self.vector);
+        write_members(w, &self.members);
+    }
+
+    fn read(r: &mut Reader) -> Result<PeerHandshake, DecodeError> {
+        Ok(PeerHandshake {
+            protocol_version: r.get_u16("protocol version")?,
+            actor_id: r.get_u16("actor id")?,
+            advertised_addr: r.get_str16("advertised address")?,
+            secret: r.get_bytes16("cluster secret")?.to_vec(),
+            vector: read_vector(r, "vector")?,
+            members: read_members(r)?,
+        })
+    }
+}
+
+impl WireFormat for Status {
+    fn write(&self, w: &mut Writer) {
+        w.put_u16(self.actor_id);
+        w.put_u64(self.counter);
+        w.put_u64(self.event_count);
+        w.put_u64(self.durable_end);
+        write_vector(w, &self.vector);
+        let count = u16::try_from(self.members.len()).expect("over 65535 members");
+        w.put_u16(count);
+        for member in &self.members {
+            w.put_u16(member.actor_id);
+            w.put_text16(&member.addr);
+            w.put_u8(member.state as u8);
+            write_vector(w, &member.vector);
+            w.put_u64(member.lag);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<Status, DecodeError> {
+        let actor_id = r.get_u16("actor id")?;
+        let counter = r.get_u64("counter")?;
+        let event_count = r.get_u64("event count")?;
+        let durable_end = r.get_u64("durable end")?;
+        let vector = read_vector(r, "vector")?;
+        let count = r.get_u16("member count")?;
+        let mut members = Vec::new();
+        for _ in 0..count {
+            let actor_id = r.get_u16("member actor")?;
+            let addr = r.get_str16("member address")?;
+            let state = match r.get_u8("member state")? {
+                1 => MemberState::Connected,
+                2 => MemberState::Connecting,
+                3 => MemberState::BackingOff,
+                other => return Err(r.error(format!("unknown member state {other}"))),
+            };
+            members.push(MemberStatus {
+                actor_id,
+                addr,
+                state,
+                vector: read_vector(r, "member vector")?,
+                lag: r.get_u64("member lag")?,
+            });
+        }
+        Ok(Status {
+            actor_id,
+            counter,
+            event_count,
+            durable_end,
+            vector,
+            members,
+        })
+    }
 }
 
 mod scope_tag {

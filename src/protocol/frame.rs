@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::event::{Event, EventId, StartPosition};
+use crate::event::{Event, EventId, StartPosition, VersionVector};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -30,7 +30,72 @@ pub mod kind {
     pub const STATUS: u8 = 0x28;
 
     pub const PEER_FIRST: u8 = 0x40;
+    pub const PEER_HELLO: u8 = 0x40;
+    pub const PEER_WELCOME: u8 = 0x41;
+    pub const PEER_EVENT: u8 = 0x42;
+    pub const PEER_CREDIT: u8 = 0x43;
+    pub const PEER_MEMBERS: u8 = 0x44;
     pub const PEER_LAST: u8 = 0x5F;
+}
+
+/// A cluster member as peers tell each other about it: its actor id and the address it
+/// advertises for peer connections (`host:port` text).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    pub actor_id: u16,
+    pub addr: String,
+}
+
+/// The first frame on a peer connection (PeerHello, from the dialer) and its answer
+/// (PeerWelcome, from the acceptor): the same content both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHandshake {
+    pub protocol_version: u16,
+    pub actor_id: u16,
+    /// Where other members can dial this node.
+    pub advertised_addr: String,
+    /// The cluster secret, empty when none is configured. Sent in cleartext.
+    pub secret: Vec<u8>,
+    /// For each actor, the highest counter this node holds: the other side replicates
+    /// everything above it.
+    pub vector: VersionVector,
+    /// Every member this node knows, itself excluded.
+    pub members: Vec<Member>,
+}
+
+/// How a member looks from the node that answers a status request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Connected = 1,
+    Connecting = 2,
+    BackingOff = 3,
+}
+
+/// One member in a [`Status`] reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub actor_id: u16,
+    pub addr: String,
+    pub state: MemberState,
+    /// The member's version vector as far as this node knows it (its handshake vector plus
+    /// the events exchanged since).
+    pub vector: VersionVector,
+    /// Records of this node's log not yet sent to the member (0 when not connected).
+    pub lag: u64,
+}
+
+/// The answer to a status request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub actor_id: u16,
+    /// The Lamport counter.
+    pub counter: u64,
+    /// Events stored (retained) in the log.
+    pub event_count: u64,
+    /// One past the newest durable record (log offsets are local to a node).
+    pub durable_end: u64,
+    pub vector: VersionVector,
+    pub members: Vec<MemberStatus>,
 }
 
 /// The first frame on every connection, from the client.
@@ -166,6 +231,15 @@ pub enum ErrorCode {
     TooManySubscriptions = 16,
     /// A batch with no events, or with more than the batch limit. Stays open.
     InvalidBatch = 17,
+    /// A peer handshake named this server's own actor id (a node dialed itself, or two nodes
+    /// share an id). Closes the connection.
+    ActorIdConflict = 18,
+    /// A second connection between the same two nodes; the one dialed by the lower actor id
+    /// is kept. Closes the connection.
+    DuplicatePeerConnection = 19,
+    /// The server does not accept produces yet (after a restart with a non-`always` fsync
+    /// policy it first catches up with its peers). Retry later. Stays open.
+    NotReady = 20,
 }
 
 impl ErrorCode {
@@ -189,6 +263,9 @@ impl ErrorCode {
             UnexpectedFrame,
             TooManySubscriptions,
             InvalidBatch,
+            ActorIdConflict,
+            DuplicatePeerConnection,
+            NotReady,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -197,8 +274,17 @@ impl ErrorCode {
     pub fn closes_connection(self) -> bool {
         use ErrorCode::*;
         match self {
-            MalformedFrame | UnsupportedVersion | FrameTooLarge | HandshakeRequired
-            | AuthFailed | TooManyConnections | Timeout | ShuttingDown | UnexpectedFrame => true,
+            MalformedFrame
+            | UnsupportedVersion
+            | FrameTooLarge
+            | HandshakeRequired
+            | AuthFailed
+            | TooManyConnections
+            | Timeout
+            | ShuttingDown
+            | UnexpectedFrame
+            | ActorIdConflict
+            | DuplicatePeerConnection => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -206,7 +292,8 @@ impl ErrorCode {
             | DuplicateSubscription
             | UnknownSubscription
             | TooManySubscriptions
-            | InvalidBatch => false,
+            | InvalidBatch
+            | NotReady => false,
         }
     }
 }
@@ -261,4 +348,19 @@ pub enum Frame {
     Pong {
         token: u64,
     },
+    /// Client to server: ask for [`Frame::Status`].
+    StatusRequest,
+    /// Server to client.
+    Status(Status),
+    // Peer to peer (only after a PeerHello/PeerWelcome handshake).
+    PeerHello(PeerHandshake),
+    PeerWelcome(PeerHandshake),
+    /// One replicated event, in the sender's log order.
+    PeerEvent(Event),
+    /// The receiver may be sent `count` more PeerEvent frames; 0 is a keep-alive.
+    PeerCredit {
+        count: u32,
+    },
+    /// The sender's member list changed; this is all of it.
+    PeerMembers(Vec<Member>),
 }

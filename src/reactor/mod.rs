@@ -39,6 +39,8 @@ const REFUSED_LINGERING_MAX: usize = 64;
 /// The longest the reactor sleeps without a deadline, so housekeeping runs.
 const POLL_TIMEOUT_MAX_MS: u64 = 1000;
 const READ_CHUNK: usize = 64 * 1024;
+/// How long an outbound peer connect may take before it counts as failed.
+const CONNECT_TIMEOUT_MS: u64 = 5000;
 
 /// Reads the clocks; the engine gets the result.
 struct Clock {
@@ -121,6 +123,7 @@ impl<L: Log> Reactor<L> {
                 match event.token() {
                     LISTENER => accept_pending = true,
                     WAKER => {}
+                    Token(key) if self.is_connecting(key) => self.finish_connect(now, key),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             readable.push(key);
@@ -148,6 +151,7 @@ impl<L: Log> Reactor<L> {
             self.drain_actions(now);
             self.resume_writes();
             self.expire_lingering(now);
+            self.expire_connecting(now);
             if self.listener_paused && self.refused_lingering() < REFUSED_LINGERING_MAX {
                 self.listener_paused = false;
                 accept_pending = true;
@@ -264,6 +268,7 @@ impl<L: Log> Reactor<L> {
                 }
                 return;
             }
+            SocketState::Connecting { .. } => return,
         };
         let mut budget = self.read_bytes_per_turn_max;
         loop {
@@ -321,7 +326,88 @@ impl<L: Log> Reactor<L> {
                         self.linger(now, socket.stream, final_output, false);
                     }
                 }
+                Action::Dial { addr } => self.dial(now, addr),
             }
+        }
+    }
+
+    /// Starts a non-blocking connect to a peer.
+    fn dial(&mut self, now: Now, addr: std::net::SocketAddr) {
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::debug!("connect to peer {addr} failed: {error}");
+                return self.engine.handle_dial_failed(now, addr);
+            }
+        };
+        let entry = self.sockets.vacant_entry();
+        let key = entry.key();
+        let registered = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(error) = registered {
+            log::warn!("could not register a connection to peer {addr}: {error}");
+            return self.engine.handle_dial_failed(now, addr);
+        }
+        let deadline_ms = now.mono_ms + CONNECT_TIMEOUT_MS;
+        entry.insert(Socket::connecting(stream, addr, deadline_ms));
+    }
+
+    fn is_connecting(&self, key: usize) -> bool {
+        matches!(
+            self.sockets.get(key).map(|s| s.state),
+            Some(SocketState::Connecting { .. })
+        )
+    }
+
+    /// A connecting socket had an event: hand it to the engine once connected.
+    fn finish_connect(&mut self, now: Now, key: usize) {
+        let Some(socket) = self.sockets.get_mut(key) else {
+            return;
+        };
+        let SocketState::Connecting { addr, .. } = socket.state else {
+            return;
+        };
+        match socket.connect_result() {
+            None => {}
+            Some(Err(error)) => {
+                log::debug!("connect to peer {addr} failed: {error}");
+                self.remove_socket(key);
+                self.engine.handle_dial_failed(now, addr);
+            }
+            Some(Ok(())) => {
+                let _ = socket.stream.set_nodelay(true);
+                self.generation = self.generation.wrapping_add(1);
+                let conn = ConnId {
+                    slot: key as u32,
+                    generation: self.generation,
+                };
+                socket.state = SocketState::Open(conn);
+                self.engine.handle_dialed(now, conn, addr);
+                // The socket may already hold the peer's first bytes.
+                self.read_again.push(key);
+            }
+        }
+        self.drain_actions(now);
+    }
+
+    fn expire_connecting(&mut self, now: Now) {
+        let expired: Vec<(usize, std::net::SocketAddr)> = self
+            .sockets
+            .iter()
+            .filter_map(|(key, s)| match s.state {
+                SocketState::Connecting { addr, deadline_ms } if now.mono_ms >= deadline_ms => {
+                    Some((key, addr))
+                }
+                _ => None,
+            })
+            .collect();
+        for (key, addr) in expired {
+            log::debug!("connect to peer {addr} timed out");
+            self.remove_socket(key);
+            self.engine.handle_dial_failed(now, addr);
         }
     }
 

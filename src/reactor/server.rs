@@ -93,7 +93,16 @@ impl Server {
             .map_err(ServerError::Io)?;
         let local_addr = std_listener.local_addr().map_err(ServerError::Io)?;
         let listener = TcpListener::from_std(std_listener);
-        let engine = Engine::new(EngineConfig::from_config(&config), log);
+        let mut engine_config = EngineConfig::from_config(&config);
+        engine_config.advertised_addr = Some(config.cluster.advertise_addr.unwrap_or(local_addr));
+        // Reconnect jitter only needs to differ between nodes and runs; the engine itself
+        // never reads the clock, so the seed is taken here.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+        engine_config.seed ^= nanos;
+        let engine = Engine::new(engine_config, log);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (reactor, waker) =
             Reactor::new(&config, listener, engine, shutdown.clone()).map_err(ServerError::Io)?;

@@ -1,6 +1,7 @@
 //! A socket in the reactor's table.
 
 use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
@@ -14,6 +15,9 @@ pub(super) enum SocketState {
     /// and discarded until the peer closes or the deadline passes, so the peer receives the
     /// last error frame instead of a reset.
     Lingering { deadline_ms: u64, refused: bool },
+    /// An outbound peer connection whose non-blocking connect has not finished; the engine
+    /// learns of it only once connected (or failed, or past the deadline).
+    Connecting { addr: SocketAddr, deadline_ms: u64 },
 }
 
 pub(super) struct Socket {
@@ -29,6 +33,28 @@ impl Socket {
             stream,
             state: SocketState::Open(conn),
             write_blocked: false,
+        }
+    }
+
+    pub fn connecting(stream: TcpStream, addr: SocketAddr, deadline_ms: u64) -> Socket {
+        Socket {
+            stream,
+            state: SocketState::Connecting { addr, deadline_ms },
+            write_blocked: false,
+        }
+    }
+
+    /// For a connecting socket that had an event: `Some(Ok(()))` once connected,
+    /// `Some(Err(..))` when the connect failed, `None` while it is still in progress.
+    pub fn connect_result(&self) -> Option<std::io::Result<()>> {
+        match self.stream.take_error() {
+            Ok(Some(error)) | Err(error) => return Some(Err(error)),
+            Ok(None) => {}
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Some(Ok(())),
+            Err(error) if error.kind() == ErrorKind::NotConnected => None,
+            Err(error) => Some(Err(error)),
         }
     }
 
