@@ -198,6 +198,11 @@ impl<L: Log> Engine<L> {
         &mut self.log
     }
 
+    /// Gives the log back (the simulator restarts a node on the log it left behind).
+    pub fn into_log(self) -> L {
+        self.log
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
