@@ -169,8 +169,16 @@ impl Sim {
             config.actor_id = ActorId(i as u16 + 1);
             let mut engine_config = EngineConfig::from_config(&config);
             engine_config.advertised_addr = Some(addrs[i]);
-            // Some nodes know every other; the rest know only one and rely on discovery.
-            engine_config.peer_addrs = if rng.below(2) == 0 {
+            let fsync = if rng.below(3) == 0 {
+                FsyncPolicy::IntervalMs(50 + rng.below(200))
+            } else {
+                FsyncPolicy::Always
+            };
+            // Some nodes know every other; the rest know only one and rely on discovery. A
+            // node with a non-`always` policy lists every other node: the catch-up hold is
+            // only sound when a restarted node knows every member without discovery
+            // (docs/clustering.md, "Unclean restarts").
+            engine_config.peer_addrs = if fsync != FsyncPolicy::Always || rng.below(2) == 0 {
                 addrs.iter().copied().filter(|a| *a != addrs[i]).collect()
             } else {
                 vec![addrs[(i + 1) % count]]
@@ -178,11 +186,6 @@ impl Sim {
             engine_config.seed = rng.next();
             engine_config.peer_credit_window = 1 + rng.below(8) as u32;
             engine_config.records_per_turn_max = 1 + rng.below(32);
-            let fsync = if rng.below(3) == 0 {
-                FsyncPolicy::IntervalMs(50 + rng.below(200))
-            } else {
-                FsyncPolicy::Always
-            };
             // The catch-up hold never times out here: partitions always heal, and a time-out
             // would allow the id reuse that the checks look for.
             engine_config.catch_up_timeout_ms = match fsync {
@@ -436,6 +439,9 @@ impl Sim {
                             ack.first_id
                         ));
                     }
+                    if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+                        eprintln!("{} ms: node {node} acked {}", self.now_ms, ack.first_id);
+                    }
                     n.acked.insert(ack.first_id, payload.clone());
                     n.new_acks.push((ack.first_id, payload));
                 }
@@ -463,10 +469,7 @@ impl Sim {
         }
         for id in ids {
             for side in 0..2 {
-                loop {
-                    let Some(link) = self.links.get_mut(&id) else {
-                        break;
-                    };
+                while let Some(link) = self.links.get_mut(&id) {
                     let (node, conn) = link.ends[side];
                     if link.closed_by == Some(node) {
                         link.pipes[side].chunks.clear();
@@ -513,7 +516,18 @@ impl Sim {
             // A power loss: part of the unsynced tail survives.
             _ => self.rng.below(4),
         };
+        let before_end = log.durable_end();
         log.crash(keep);
+        if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+            eprintln!(
+                "{} ms: node {node} ({}) crashed: durable end {} -> {}, own counter {}",
+                self.now_ms,
+                n.fsync,
+                before_end,
+                log.durable_end(),
+                log.version_vector().get(n.actor)
+            );
+        }
         // Acknowledged events a power loss took are allowed to be gone (docs/clustering.md);
         // they must not come back with another payload, which `check` verifies.
         let mut present = BTreeSet::new();
@@ -546,6 +560,9 @@ impl Sim {
         };
         n.restarts += 1;
         n.config.seed = n.config.seed.wrapping_add(n.restarts);
+        if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+            eprintln!("{} ms: node {node} restarts", self.now_ms);
+        }
         n.engine = Some(Engine::new(n.config.clone(), log));
         self.connect_client(node);
     }
@@ -673,7 +690,16 @@ impl Sim {
         let now = self.now();
         for node in 0..count {
             if let Some(engine) = self.nodes[node].engine.as_mut() {
+                let held = engine.is_holding_produces();
                 engine.handle_turn_end(now);
+                if held && !engine.is_holding_produces() && std::env::var("FLO_SIM_VERBOSE").is_ok()
+                {
+                    eprintln!(
+                        "{} ms: node {node} released its hold: {:?}",
+                        self.now_ms,
+                        engine.status()
+                    );
+                }
             }
             self.drain(node);
         }

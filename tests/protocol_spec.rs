@@ -98,6 +98,13 @@ fn every_frame_kind_has_an_example() {
         kind::CAUGHT_UP,
         kind::END,
         kind::PONG,
+        kind::STATUS_REQUEST,
+        kind::STATUS,
+        kind::PEER_HELLO,
+        kind::PEER_WELCOME,
+        kind::PEER_EVENT,
+        kind::PEER_CREDIT,
+        kind::PEER_MEMBERS,
     ];
     for kind in all_kinds {
         assert!(

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flo::client::format::{format_human, format_json, parse_start_position};
+use flo::client::format::{format_human, format_json, format_status, parse_start_position};
 use flo::client::{Ack, Client, ClientError, ClientOptions, Delivery, NewEvent, Producer};
 use flo::event::EventId;
 
@@ -73,6 +73,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Print the server's cluster status: its actor id, counter, version vector, and each
+    /// member's state and how many records it has not yet been sent (lag).
+    Status,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             limit,
             format,
         } => consume(&addr, &namespace, tail, &from, limit, format),
+        Command::Status => status(&addr),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +109,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn status(addr: &str) -> Result<(), String> {
+    let mut client = connect(addr)?;
+    let status = client.status().map_err(|error| error.to_string())?;
+    print!("{}", format_status(&status));
+    Ok(())
 }
 
 fn connect(addr: &str) -> Result<Client, String> {

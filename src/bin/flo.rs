@@ -78,9 +78,25 @@ struct Args {
     #[arg(long = "actor-id", default_value_t = 1)]
     actor_id: u16,
 
-    /// Address of another cluster member; may be repeated.
+    /// Address of another cluster member; may be repeated. Other members are discovered.
     #[arg(long = "peer-addr")]
     peer_addrs: Vec<SocketAddr>,
+
+    /// Shared secret cluster members must present in their handshake. It travels in
+    /// cleartext: it keeps misconfigured nodes out, not eavesdroppers.
+    #[arg(long = "cluster-secret")]
+    cluster_secret: Option<String>,
+
+    /// The address other members dial to reach this node (default: the listening address;
+    /// set it when binding 0.0.0.0).
+    #[arg(long = "advertise-addr")]
+    advertise_addr: Option<SocketAddr>,
+
+    /// With --fsync interval/never and peers: how long produces wait (NotReady) at start-up
+    /// for this node to catch up with its peers, so that it cannot reuse the ids of events it
+    /// lost in a power loss (e.g. 30s).
+    #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
+    catch_up_timeout: u64,
 }
 
 fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> {
@@ -191,6 +207,9 @@ fn config_from(args: &Args) -> Config {
         age_max_ms: args.max_age,
     };
     config.cluster.peer_addrs = args.peer_addrs.clone();
+    config.cluster.secret = args.cluster_secret.clone();
+    config.cluster.advertise_addr = args.advertise_addr;
+    config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
     config
 }
 
@@ -214,7 +233,22 @@ fn main() -> ExitCode {
         ),
     }
     if !config.cluster.peer_addrs.is_empty() {
-        log::warn!("--peer-addr given, but clustering is not built yet: this server runs alone");
+        log::info!(
+            "cluster member {} with peers {:?}{}",
+            config.actor_id,
+            config.cluster.peer_addrs,
+            if config.cluster.secret.is_some() {
+                " and a cluster secret (sent in cleartext)"
+            } else {
+                ""
+            }
+        );
+        if config.bind.ip().is_unspecified() && config.cluster.advertise_addr.is_none() {
+            log::warn!(
+                "listening on {} without --advertise-addr: peers learn an address they cannot dial",
+                config.bind
+            );
+        }
     }
     let server = match Server::start(config.clone()) {
         Ok(server) => server,

@@ -213,6 +213,47 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// The text `flo-client status` prints: the node, then one line per member.
+pub fn format_status(status: &crate::protocol::Status) -> String {
+    use crate::protocol::MemberState;
+    use std::fmt::Write as _;
+    let vector = |v: &crate::event::VersionVector| {
+        let entries: Vec<String> = v.iter().map(|(a, c)| format!("{a}:{c}")).collect();
+        format!("{{{}}}", entries.join(", "))
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "actor:       {}", status.actor_id);
+    let _ = writeln!(out, "counter:     {}", status.counter);
+    let _ = writeln!(out, "events:      {}", status.event_count);
+    let _ = writeln!(out, "durable end: {}", status.durable_end);
+    let _ = writeln!(out, "vector:      {}", vector(&status.vector));
+    if status.members.is_empty() {
+        let _ = writeln!(out, "members:     none (not clustered)");
+    } else {
+        let _ = writeln!(out, "members:");
+    }
+    for member in &status.members {
+        let state = match member.state {
+            MemberState::Connected => "connected",
+            MemberState::Connecting => "connecting",
+            MemberState::BackingOff => "backing off",
+        };
+        let actor = if member.actor_id == 0 {
+            "?".to_string()
+        } else {
+            member.actor_id.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  actor {actor} at {}: {state}, lag {} records, vector {}",
+            member.addr,
+            member.lag,
+            vector(&member.vector)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,18 @@ impl Client {
         }
     }
 
+    /// Asks the server for its cluster status: its actor id, counter, vector, and each
+    /// member's state and lag.
+    pub fn status(&mut self) -> Result<crate::protocol::Status, ClientError> {
+        self.connection.send(&Frame::StatusRequest)?;
+        loop {
+            match self.connection.receive()? {
+                Frame::Status(status) => return Ok(status),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;

@@ -497,13 +497,14 @@ impl<L: Log> Engine<L> {
                 );
                 continue;
             };
-            if !self.cluster.members.contains_key(&actor) {
-                let info = MemberInfo {
+            if let std::collections::btree_map::Entry::Vacant(entry) =
+                self.cluster.members.entry(actor)
+            {
+                entry.insert(MemberInfo {
                     addr,
                     conn: None,
                     handshake_vector: None,
-                };
-                self.cluster.members.insert(actor, info);
+                });
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;
             }

@@ -171,6 +171,52 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             reason: EndReason::Unsubscribed,
         },
         Frame::Pong { token: 99 },
+        Frame::StatusRequest,
+        Frame::Status(Status {
+            actor_id: 1,
+            counter: 9,
+            event_count: 8,
+            durable_end: 8,
+            vector: [(ActorId(1), 5), (ActorId(2), 9)].into_iter().collect(),
+            members: vec![MemberStatus {
+                actor_id: 2,
+                addr: "127.0.0.1:3001".into(),
+                state: MemberState::BackingOff,
+                vector: [(ActorId(2), 9)].into_iter().collect(),
+                lag: 3,
+            }],
+        }),
+        Frame::PeerHello(PeerHandshake {
+            protocol_version: 1,
+            actor_id: 2,
+            advertised_addr: "10.0.0.2:3000".into(),
+            secret: b"s".to_vec(),
+            vector: [(ActorId(1), 5)].into_iter().collect(),
+            members: vec![Member {
+                actor_id: 3,
+                addr: "10.0.0.3:3000".into(),
+            }],
+        }),
+        Frame::PeerWelcome(PeerHandshake {
+            protocol_version: 1,
+            actor_id: 1,
+            advertised_addr: String::new(),
+            secret: Vec::new(),
+            vector: VersionVector::new(),
+            members: Vec::new(),
+        }),
+        Frame::PeerEvent(Event {
+            id: EventId::new(4, 2),
+            parent_id: Some(EventId::new(3, 1)),
+            namespace: "/a/b".into(),
+            timestamp_ms: 17,
+            data: vec![1, 2, 3],
+        }),
+        Frame::PeerCredit { count: 0 },
+        Frame::PeerMembers(vec![Member {
+            actor_id: 9,
+            addr: "h:1".into(),
+        }]),
     ]
 }
 
