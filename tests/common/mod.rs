@@ -24,10 +24,15 @@ impl FloProcess {
     /// Starts `flo` with `-p 0` in `data_dir` plus `extra` arguments, and waits for its
     /// start-up line to learn the address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> FloProcess {
+        FloProcess::start_on_port(data_dir, 0, extra)
+    }
+
+    /// Starts `flo` on `port` (0: any free port) in `data_dir` plus `extra` arguments.
+    pub fn start_on_port(data_dir: &Path, port: u16, extra: &[&str]) -> FloProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
             .arg("-d")
             .arg(data_dir)
-            .args(["-p", "0"])
+            .args(["-p", &port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
