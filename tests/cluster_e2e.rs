@@ -115,7 +115,11 @@ fn three_nodes(peer_ports: Option<[u16; 3]>) -> Vec<Node> {
 fn wait_for_convergence(nodes: &[Node], expected: &BTreeMap<EventId, Vec<u8>>) {
     for node in nodes {
         wait_until(
-            &format!("node on port {} holds all {} events", node.port, expected.len()),
+            &format!(
+                "node on port {} holds all {} events",
+                node.port,
+                expected.len()
+            ),
             || events_on(node.port) == *expected,
         );
     }
@@ -293,7 +297,9 @@ fn nodes_converge_after_their_links_are_cut_and_healed() {
         proxy.set_cut(true);
     }
     for node in &nodes {
-        wait_until("every peer link is down", || connected_members(node.port) == 0);
+        wait_until("every peer link is down", || {
+            connected_members(node.port) == 0
+        });
     }
     let mut during = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -306,7 +312,11 @@ fn nodes_converge_after_their_links_are_cut_and_healed() {
         during.extend(produced);
     }
     let alone: BTreeSet<EventId> = events_on(nodes[0].port).keys().copied().collect();
-    assert_eq!(alone.len(), expected.len() + 4, "node 1 saw nothing during the cut");
+    assert_eq!(
+        alone.len(),
+        expected.len() + 4,
+        "node 1 saw nothing during the cut"
+    );
     expected.extend(during);
 
     for proxy in &proxies {
@@ -385,7 +395,14 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
     let dir3 = tempfile::tempdir().expect("temporary directory");
     let three = FloProcess::start(
         dir3.path(),
-        &["--actor-id", "3", "--peer-addr", &peer1, "--cluster-secret", "x"],
+        &[
+            "--actor-id",
+            "3",
+            "--peer-addr",
+            &peer1,
+            "--cluster-secret",
+            "x",
+        ],
     );
     assert!(found(&three, "secret"), "a wrong secret is refused");
     assert_eq!(connected_members(one.addr.port()), 0);

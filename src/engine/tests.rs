@@ -14,6 +14,7 @@ struct Harness {
     now: Now,
     next_slot: u32,
     closed: Vec<(ConnId, Vec<Frame>)>,
+    dials: Vec<std::net::SocketAddr>,
 }
 
 impl Harness {
@@ -34,6 +35,7 @@ impl Harness {
             },
             next_slot: 0,
             closed: Vec::new(),
+            dials: Vec::new(),
         }
     }
 
@@ -69,8 +71,12 @@ impl Harness {
     fn turn(&mut self) {
         self.engine.handle_turn_end(self.now);
         while let Some(action) = self.engine.poll_action() {
-            if let Action::Close { conn, final_output } = action {
-                self.closed.push((conn, decode_all(&final_output)));
+            match action {
+                Action::Close { conn, final_output } => {
+                    self.closed.push((conn, decode_all(&final_output)));
+                }
+                Action::Dial { addr } => self.dials.push(addr),
+                Action::Send(_) => {}
             }
         }
     }
@@ -782,4 +788,274 @@ fn the_counter_moves_past_stored_events_on_start() {
     let config = Config::new("127.0.0.1:0".parse().unwrap(), "/x".into());
     let engine = Engine::new(EngineConfig::from_config(&config), log);
     assert_eq!(engine.counter(), 41);
+}
+
+// Peer connections. The simulation (tests/cluster_sim.rs) runs whole clusters; these pin the
+// rules of one connection.
+
+fn peer_hello(actor: u16, secret: &[u8], vector: VersionVector) -> Frame {
+    Frame::PeerHello(crate::protocol::PeerHandshake {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: actor,
+        advertised_addr: format!("10.0.0.{actor}:3000"),
+        secret: secret.to_vec(),
+        vector,
+        members: Vec::new(),
+    })
+}
+
+fn stored(counter: u64, actor: u16, data: &[u8]) -> Event {
+    Event {
+        id: EventId::new(counter, actor),
+        parent_id: None,
+        namespace: "/replicated".into(),
+        timestamp_ms: 5,
+        data: data.to_vec(),
+    }
+}
+
+/// Connects a peer (actor `actor`) and completes the handshake; returns the connection and
+/// the frames the engine sent (PeerWelcome, PeerCredit, maybe events).
+fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Vec<Frame>) {
+    let conn = harness.connect();
+    harness.send(conn, peer_hello(actor, b"", vector));
+    harness.turn();
+    let frames = harness.received(conn);
+    assert!(
+        matches!(frames.first(), Some(Frame::PeerWelcome(w)) if w.actor_id == 7),
+        "{frames:?}"
+    );
+    (conn, frames)
+}
+
+#[test]
+fn a_peer_frame_on_a_client_connection_closes_it() {
+    let mut harness = Harness::new();
+    let conn = harness.client();
+    harness.send(conn, Frame::PeerEvent(stored(1, 2, b"x")));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
+    assert_eq!(
+        harness.engine.log().durable_end().0,
+        0,
+        "nothing was injected"
+    );
+}
+
+#[test]
+fn a_peer_with_our_actor_id_or_a_wrong_secret_is_refused() {
+    let mut harness = Harness::with_config(|c| c.cluster.secret = Some("s3cret".into()));
+    let own = harness.connect();
+    harness.send(own, peer_hello(7, b"s3cret", VersionVector::new()));
+    harness.turn();
+    assert_eq!(harness.closed_with(own), Some(ErrorCode::ActorIdConflict));
+    let wrong = harness.connect();
+    harness.send(wrong, peer_hello(2, b"guess", VersionVector::new()));
+    harness.turn();
+    assert_eq!(harness.closed_with(wrong), Some(ErrorCode::AuthFailed));
+    let right = harness.connect();
+    harness.send(right, peer_hello(2, b"s3cret", VersionVector::new()));
+    harness.turn();
+    assert!(matches!(
+        harness.received(right).first(),
+        Some(Frame::PeerWelcome(_))
+    ));
+}
+
+#[test]
+fn a_peer_is_sent_what_its_vector_lacks_under_credit() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    for op in 1..=4 {
+        harness.produce(client, op, "/a", b"x");
+    }
+    harness.turn();
+    harness.received(client);
+    // The peer holds 7:1 and 7:2 already.
+    let vector: VersionVector = [(ActorId(7), 2)].into_iter().collect();
+    let (conn, frames) = peer(&mut harness, 2, vector);
+    assert!(frames.contains(&Frame::PeerCredit { count: 1024 }));
+    assert!(!frames.iter().any(|f| matches!(f, Frame::PeerEvent(_))));
+    harness.send(conn, Frame::PeerCredit { count: 1 });
+    harness.turn();
+    let sent: Vec<EventId> = harness
+        .received(conn)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::PeerEvent(e) => Some(e.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![EventId::new(3, 7)], "one credit, one event");
+    harness.send(conn, Frame::PeerCredit { count: 10 });
+    harness.turn();
+    let sent: Vec<EventId> = harness
+        .received(conn)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::PeerEvent(e) => Some(e.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![EventId::new(4, 7)]);
+}
+
+#[test]
+fn replicated_events_keep_their_ids_duplicates_are_dropped_and_credit_returns_after_sync() {
+    let mut harness = Harness::new();
+    let consumer = harness.client();
+    harness.send(
+        consumer,
+        subscribe(1, "/**", StartPosition::Beginning, true, 100),
+    );
+    harness.turn();
+    harness.received(consumer);
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(conn, Frame::PeerEvent(stored(10, 2, b"a")));
+    harness.send(conn, Frame::PeerEvent(stored(10, 2, b"a")));
+    harness.send(conn, Frame::PeerEvent(stored(9, 2, b"old")));
+    harness.send(conn, Frame::PeerEvent(stored(12, 2, b"b")));
+    assert_eq!(
+        harness.engine.output(conn),
+        &[] as &[u8],
+        "no credit before the sync"
+    );
+    harness.turn();
+    assert_eq!(
+        harness.received(conn),
+        vec![Frame::PeerCredit { count: 4 }],
+        "credit back for all four, after the sync, and nothing echoed back"
+    );
+    let delivered: Vec<EventId> = events(&harness.received(consumer))
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(delivered, vec![EventId::new(10, 2), EventId::new(12, 2)]);
+    assert_eq!(
+        harness.engine.counter(),
+        12,
+        "the Lamport clock moved past them"
+    );
+    let client = harness.client();
+    harness.produce(client, 1, "/a", b"mine");
+    harness.turn();
+    let acks: Vec<EventId> = harness
+        .received(client)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Ack(ack) => Some(ack.first_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![EventId::new(13, 7)]);
+}
+
+#[test]
+fn a_peer_that_sends_beyond_its_credit_is_closed() {
+    let mut harness = Harness::with_config(|_| {});
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    for counter in 1..=1025 {
+        harness.send(conn, Frame::PeerEvent(stored(counter, 2, b"")));
+    }
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
+}
+
+#[test]
+fn a_second_connection_to_the_same_peer_keeps_the_one_dialed_by_the_lower_actor() {
+    let mut harness = Harness::new();
+    // Actor 2 (lower than our 7) dials twice: each is dialed by 2, so the first one stays
+    // and the second is refused.
+    let (first, _) = peer(&mut harness, 2, VersionVector::new());
+    let second = harness.connect();
+    harness.send(second, peer_hello(2, b"", VersionVector::new()));
+    harness.turn();
+    assert_eq!(
+        harness.closed_with(second),
+        Some(ErrorCode::DuplicatePeerConnection)
+    );
+    assert!(harness.engine.is_open(first));
+    assert_eq!(harness.engine.connected_peers(), vec![ActorId(2)]);
+}
+
+#[test]
+fn status_reports_the_node_and_its_members() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    harness.produce(client, 1, "/a", b"x");
+    harness.turn();
+    harness.received(client);
+    let (_peer, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(client, Frame::StatusRequest);
+    harness.turn();
+    let frames = harness.received(client);
+    let [Frame::Status(status)] = frames.as_slice() else {
+        panic!("{frames:?}");
+    };
+    assert_eq!(status.actor_id, 7);
+    assert_eq!(status.counter, 1);
+    assert_eq!(status.durable_end, 1);
+    assert_eq!(status.members.len(), 1);
+    let member = &status.members[0];
+    assert_eq!(member.actor_id, 2);
+    assert_eq!(member.state, crate::protocol::MemberState::Connected);
+    assert_eq!(
+        member.lag, 1,
+        "one record not yet sent (the peer gave no credit)"
+    );
+}
+
+#[test]
+fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
+    let mut harness = Harness::with_config(|c| {
+        c.storage.fsync = crate::config::FsyncPolicy::IntervalMs(100);
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    let client = harness.client();
+    harness.produce(client, 1, "/a", b"x");
+    harness.turn();
+    let frames = harness.received(client);
+    assert!(
+        matches!(frames.as_slice(), [Frame::Error(e)] if e.code == ErrorCode::NotReady),
+        "{frames:?}"
+    );
+    // The engine dials its configured peer.
+    let addr = *harness.dials.first().expect("a Dial action");
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    harness.engine.handle_dialed(harness.now, conn, addr);
+    assert!(matches!(
+        harness.received(conn).first(),
+        Some(Frame::PeerHello(_))
+    ));
+    // The peer holds our events up to counter 3, which our log lost.
+    let welcome = Frame::PeerWelcome(crate::protocol::PeerHandshake {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: 2,
+        advertised_addr: addr.to_string(),
+        secret: Vec::new(),
+        vector: [(ActorId(7), 3)].into_iter().collect(),
+        members: Vec::new(),
+    });
+    harness.send(conn, welcome);
+    harness.turn();
+    assert!(harness.engine.is_holding_produces(), "not caught up yet");
+    for counter in 1..=3 {
+        harness.send(conn, Frame::PeerEvent(stored(counter, 7, b"ours")));
+    }
+    harness.turn();
+    assert!(!harness.engine.is_holding_produces());
+    harness.produce(client, 2, "/a", b"x");
+    harness.turn();
+    let acks: Vec<EventId> = harness
+        .received(client)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Ack(ack) => Some(ack.first_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![EventId::new(4, 7)], "no id reused");
 }
