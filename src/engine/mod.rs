@@ -418,6 +418,17 @@ impl<L: Log> Engine<L> {
                 {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
+                // Peers send a keep-alive every housekeeping interval, so a peer that is
+                // silent for the handshake time-out is gone (power off, network black hole).
+                Phase::Peer { .. }
+                    if now.mono_ms
+                        >= connection.last_input_ms + self.config.handshake_timeout_ms =>
+                {
+                    expired.push((
+                        connection.id,
+                        "no frame from the peer within the handshake time-out",
+                    ))
+                }
                 _ if now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms => {
                     expired.push((connection.id, "no frame received within the idle time-out"))
                 }
