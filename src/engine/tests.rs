@@ -153,6 +153,31 @@ fn events(frames: &[Frame]) -> Vec<Event> {
         .collect()
 }
 
+/// The events delivered to one subscription.
+fn events_of(frames: &[Frame], id: u32) -> Vec<Event> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Event {
+                subscription_id,
+                event,
+            } if *subscription_id == id => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    /// Produces one event without data per namespace and ends the turn.
+    fn produce_namespaces(&mut self, conn: ConnId, namespaces: &[&str]) {
+        for (op_id, namespace) in namespaces.iter().enumerate() {
+            self.produce(conn, op_id as u64, namespace, b"");
+        }
+        self.turn();
+        self.received(conn);
+    }
+}
+
 fn namespaces(frames: &[Frame]) -> Vec<String> {
     events(frames).into_iter().map(|e| e.namespace).collect()
 }
@@ -387,13 +412,10 @@ fn frames_split_at_every_byte_are_handled_the_same() {
 fn a_non_tail_consume_reads_everything_then_ends() {
     let mut h = Harness::new();
     let producer = h.client();
-    for (op_id, namespace) in ["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"]
-        .iter()
-        .enumerate()
-    {
-        h.produce(producer, op_id as u64 + 1, namespace, b"");
-    }
-    h.turn();
+    h.produce_namespaces(
+        producer,
+        &["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"],
+    );
     let consumer = h.client();
     h.send(
         consumer,
@@ -418,18 +440,15 @@ fn a_non_tail_consume_reads_everything_then_ends() {
 fn globs_filter_namespaces() {
     let mut h = Harness::new();
     let producer = h.client();
-    for (op_id, namespace) in [
-        "/food/breakfast/eggs",
-        "/food/breakfast/bacon",
-        "/food/lunch/salad",
-        "/drinks/beer",
-    ]
-    .iter()
-    .enumerate()
-    {
-        h.produce(producer, op_id as u64, namespace, b"");
-    }
-    h.turn();
+    h.produce_namespaces(
+        producer,
+        &[
+            "/food/breakfast/eggs",
+            "/food/breakfast/bacon",
+            "/food/lunch/salad",
+            "/drinks/beer",
+        ],
+    );
     let consumer = h.client();
     h.send(
         consumer,
@@ -450,15 +469,9 @@ fn globs_filter_namespaces() {
     h.turn();
     let frames = h.received(consumer);
     let of = |id: u32| -> Vec<String> {
-        frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Event {
-                    subscription_id,
-                    event,
-                } if *subscription_id == id => Some(event.namespace.clone()),
-                _ => None,
-            })
+        events_of(&frames, id)
+            .into_iter()
+            .map(|e| e.namespace)
             .collect()
     };
     assert_eq!(of(1), vec!["/food/breakfast/eggs"]);
@@ -619,18 +632,8 @@ fn start_positions_after_id_cursor_end_and_timestamp() {
     }
     h.turn();
     let frames = h.received(consumer);
-    let data_of = |id: u32| -> Vec<u8> {
-        frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Event {
-                    subscription_id,
-                    event,
-                } if *subscription_id == id => Some(event.data[0]),
-                _ => None,
-            })
-            .collect()
-    };
+    let data_of =
+        |id: u32| -> Vec<u8> { events_of(&frames, id).iter().map(|e| e.data[0]).collect() };
     assert_eq!(data_of(1), vec![2, 3]);
     assert_eq!(data_of(2), Vec::<u8>::new());
     assert_eq!(data_of(3), vec![2, 3]);
