@@ -143,6 +143,12 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         assert_eq!((log.end(), log.durable_end()), (Offset(10), Offset(10)));
         assert_eq!(log.version_vector(), &vector, "{fault:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{fault:?}");
+        let read: Vec<Event> = read_all(&mut log, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(read, events, "reads go on after a failed sync");
         // The log keeps working, and a reopen sees exactly the durable records.
         log.append(event(13, 1, 0, 20)).unwrap();
         assert_eq!(log.sync(0).unwrap(), Offset(11));
@@ -373,6 +379,10 @@ fn stray_files_are_reported_and_left_alone() {
     std::fs::write(data.join("00000000000000000007.idx.tmp"), b"partial").unwrap();
     let (_, report) = FileLog::open(&config(&data)).unwrap();
     assert_eq!((report.stray_files, report.event_count), (1, 20));
+    assert_eq!(
+        report.to_string(),
+        "recovered 20 events in 1 segments; ignored 1 stray files"
+    );
     assert!(data.join("notes.txt").exists());
     assert!(!data.join("00000000000000000007.idx.tmp").exists());
 }

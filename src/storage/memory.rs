@@ -118,6 +118,7 @@ impl MemoryLog {
 
 impl Log for MemoryLog {
     fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
+        super::record::check_size(&event)?;
         let offset = Offset(self.end_u64());
         self.vector.observe(event.id);
         self.records.push_back(event);

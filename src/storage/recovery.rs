@@ -43,6 +43,31 @@ pub struct RecoveryReport {
     pub stray_files: u64,
 }
 
+/// The start-up line: "recovered N events in S segments", then anything unusual.
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "recovered {} events in {} segments",
+            self.event_count, self.segments
+        )?;
+        if self.truncated_bytes > 0 {
+            write!(
+                f,
+                "; cut a torn tail of {} bytes ({} records or pieces)",
+                self.truncated_bytes, self.truncated_records
+            )?;
+        }
+        if self.indexes_rebuilt > 0 {
+            write!(f, "; rebuilt {} index files", self.indexes_rebuilt)?;
+        }
+        if self.stray_files > 0 {
+            write!(f, "; ignored {} stray files", self.stray_files)?;
+        }
+        Ok(())
+    }
+}
+
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
     move |source| StorageError::Io { context, source }
 }
