@@ -87,7 +87,12 @@ impl Model {
                         });
                     }
                 }
-                StartPosition::Cursor(Cursor::from_vector(vector))
+                // Half of the cursors also carry a floor (a consumer that started "after id X").
+                let floor = match self.random.below(2) {
+                    0 => EventId::NONE,
+                    _ => EventId::new(self.random.below(self.counter + 2), actor),
+                };
+                StartPosition::Cursor(Cursor { floor, vector })
             }
         }
     }
