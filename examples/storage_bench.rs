@@ -12,6 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
 use flo::storage::record::encoded_size;
@@ -66,14 +68,18 @@ fn storage_config(dir: &Path, fsync: FsyncPolicy) -> StorageConfig {
 /// same bytes + `sync_data`) for about `seconds`, so both see the same disk conditions (fsync
 /// latency on a shared virtual disk varies from second to second). Returns flo's events/s,
 /// flo's MB/s and the raw MB/s.
-fn measure_append(dir: &Path, data_size: usize, group: u64, seconds: f64) -> (f64, f64, f64) {
-    let (mut log, _) = FileLog::open(&storage_config(dir, FsyncPolicy::Always)).expect("open");
+fn measure_append(
+    dir: &Path,
+    data_size: usize,
+    group: u64,
+    seconds: f64,
+) -> BenchResult<(f64, f64, f64)> {
+    let (mut log, _) = FileLog::open(&storage_config(dir, FsyncPolicy::Always))?;
     let mut raw = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
-        .open(dir.join("raw.bin"))
-        .expect("create raw file");
+        .open(dir.join("raw.bin"))?;
     let group_bytes = encoded_size(&event(1, data_size)) * group as usize;
     let raw_bytes = vec![7u8; group_bytes];
     let (mut flo_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
@@ -83,25 +89,25 @@ fn measure_append(dir: &Path, data_size: usize, group: u64, seconds: f64) -> (f6
         let flo_started = Instant::now();
         for _ in 0..group {
             counter += 1;
-            log.append(event(counter, data_size)).expect("append");
+            log.append(event(counter, data_size))?;
         }
-        log.sync(counter).expect("sync");
+        log.sync(counter)?;
         flo_time += flo_started.elapsed();
         let raw_started = Instant::now();
-        raw.write_all(&raw_bytes).expect("raw write");
-        raw.sync_data().expect("raw sync_data");
+        raw.write_all(&raw_bytes)?;
+        raw.sync_data()?;
         raw_time += raw_started.elapsed();
         groups += 1;
     }
     let megabytes = (group_bytes as u64 * groups) as f64 / 1e6;
-    (
+    Ok((
         counter as f64 / flo_time.as_secs_f64(),
         megabytes / flo_time.as_secs_f64(),
         megabytes / raw_time.as_secs_f64(),
-    )
+    ))
 }
 
-fn bench_appends(root: &Path, seconds: f64) {
+fn bench_appends(root: &Path, seconds: f64) -> BenchResult<()> {
     println!("durable append (fsync always), one sync per group, alternating with raw groups:");
     println!(
         "  {:>6} {:>6} {:>12} {:>10} {:>10} {:>10}",
@@ -110,7 +116,7 @@ fn bench_appends(root: &Path, seconds: f64) {
     for data_size in [100usize, 1024] {
         for group in [1u64, 16, 256] {
             let dir = root.join(format!("append-{data_size}-{group}"));
-            let (events, flo_rate, raw_rate) = measure_append(&dir, data_size, group, seconds);
+            let (events, flo_rate, raw_rate) = measure_append(&dir, data_size, group, seconds)?;
             println!(
                 "  {:>5}B {:>6} {:>12.0} {:>10.2} {:>10.2} {:>9.0}%",
                 data_size,
@@ -123,34 +129,36 @@ fn bench_appends(root: &Path, seconds: f64) {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    Ok(())
 }
 
 /// Fills a log up to `events` records of 100 bytes of data (fsync never, large groups).
-fn fill(dir: &Path, from: u64, events: u64) {
-    let (mut log, _) = FileLog::open(&storage_config(dir, FsyncPolicy::Never)).expect("open");
+fn fill(dir: &Path, from: u64, events: u64) -> BenchResult<()> {
+    let (mut log, _) = FileLog::open(&storage_config(dir, FsyncPolicy::Never))?;
     assert_eq!(log.end(), Offset(from), "fill continues the log");
     for counter in from + 1..=events {
-        log.append(event(counter, 100)).expect("append");
+        log.append(event(counter, 100))?;
         if counter % 8192 == 0 {
-            log.sync(counter).expect("sync");
+            log.sync(counter)?;
         }
     }
-    log.sync(events).expect("sync");
+    log.sync(events)?;
+    Ok(())
 }
 
-fn time_open(dir: &Path) -> String {
+fn time_open(dir: &Path) -> BenchResult<String> {
     let started = Instant::now();
-    let (_log, report) = FileLog::open(&storage_config(dir, FsyncPolicy::Always)).expect("open");
-    format!(
+    let (_log, report) = FileLog::open(&storage_config(dir, FsyncPolicy::Always))?;
+    Ok(format!(
         "{} events in {:.1} ms ({} index files read, {} records of the newest segment scanned)",
         report.event_count,
         started.elapsed().as_secs_f64() * 1e3,
         report.index_files_read,
         report.records_scanned
-    )
+    ))
 }
 
-fn read_rate(log: &mut FileLog, from: Offset) -> (u64, f64) {
+fn read_rate(log: &mut FileLog, from: Offset) -> BenchResult<(u64, f64)> {
     let mut count = 0u64;
     let mut bytes = 0u64;
     let started = Instant::now();
@@ -158,27 +166,26 @@ fn read_rate(log: &mut FileLog, from: Offset) -> (u64, f64) {
         count += 1;
         bytes += e.data.len() as u64;
         true
-    })
-    .expect("read");
-    (count, bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
+    })?;
+    Ok((count, bytes as f64 / 1e6 / started.elapsed().as_secs_f64()))
 }
 
-fn bench_reads_and_start_up(root: &Path, events: u64) {
+fn bench_reads_and_start_up(root: &Path, events: u64) -> BenchResult<()> {
     let dir = root.join("large");
     let tenth = (events / 10).max(1);
     let started = Instant::now();
-    fill(&dir, 0, tenth);
-    let small = time_open(&dir);
-    fill(&dir, tenth, events);
+    fill(&dir, 0, tenth)?;
+    let small = time_open(&dir)?;
+    fill(&dir, tenth, events)?;
     println!(
         "\nfilled {events} events of 100 B in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     println!("start-up: {small}");
-    println!("start-up: {}", time_open(&dir));
-    let (mut log, _) = FileLog::open(&storage_config(&dir, FsyncPolicy::Always)).expect("open");
+    println!("start-up: {}", time_open(&dir)?);
+    let (mut log, _) = FileLog::open(&storage_config(&dir, FsyncPolicy::Always))?;
     let started = Instant::now();
-    let (count, rate) = read_rate(&mut log, Offset(0));
+    let (count, rate) = read_rate(&mut log, Offset(0))?;
     println!(
         "sequential read from disk after a fresh open: {count} events, {:.0} events/s, {rate:.0} MB/s of data \
          (the page cache is probably warm: dropping it needs root)",
@@ -186,20 +193,20 @@ fn bench_reads_and_start_up(root: &Path, events: u64) {
     );
     let cached_from = log.end();
     for counter in 0..200_000 {
-        log.append(event(events + 1 + counter, 100))
-            .expect("append");
+        log.append(event(events + 1 + counter, 100))?;
         if counter % 4096 == 4095 {
-            log.sync(0).expect("sync");
+            log.sync(0)?;
         }
     }
-    log.sync(0).expect("sync");
+    log.sync(0)?;
     let cached = log.cached_range();
     let started = Instant::now();
-    let (count, rate) = read_rate(&mut log, cached.start.max(cached_from));
+    let (count, rate) = read_rate(&mut log, cached.start.max(cached_from))?;
     println!(
         "sequential read from the cache: {count} events, {:.0} events/s, {rate:.0} MB/s of data",
         count as f64 / started.elapsed().as_secs_f64()
     );
+    Ok(())
 }
 
 fn main() {
@@ -219,6 +226,10 @@ fn main() {
         std::process::exit(1);
     });
     println!("storage bench in {}", temp.path().display());
-    bench_appends(temp.path(), options.seconds);
-    bench_reads_and_start_up(temp.path(), options.events);
+    let result = bench_appends(temp.path(), options.seconds)
+        .and_then(|()| bench_reads_and_start_up(temp.path(), options.events));
+    if let Err(error) = result {
+        eprintln!("storage_bench: {error}");
+        std::process::exit(1);
+    }
 }
