@@ -16,7 +16,7 @@ use std::collections::{HashSet, VecDeque};
 pub use connection::{ConnId, Phase};
 use connection::{Connection, Subscription};
 
-use crate::config::{Config, WireLimits};
+use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::{ActorId, EventId};
 use crate::protocol::{
     self, encode, encode_error, ErrorCode, ErrorScope, Frame, Hello, Welcome, PROTOCOL_VERSION,
@@ -71,7 +71,12 @@ impl EngineConfig {
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
             records_per_turn_max: config.records_per_turn_max,
             batch_events_max: config.batch_events_max,
-            housekeeping_interval_ms: 1000,
+            // Housekeeping also ends a turn, which lets the log run a due fsync under
+            // `--fsync interval:<ms>` even when nothing else happens.
+            housekeeping_interval_ms: match config.storage.fsync {
+                FsyncPolicy::IntervalMs(ms) => ms.clamp(1, 1000),
+                FsyncPolicy::Always | FsyncPolicy::Never => 1000,
+            },
         }
     }
 }
