@@ -177,19 +177,6 @@ fn utc_text(millis: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_timestamps_are_utc_text() {
-        assert_eq!(super::utc_text(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc_text(951_827_696_789), "2000-02-29T12:34:56.789Z");
-        assert_eq!(
-            super::utc_text(1_795_705_439_372),
-            "2026-11-26T15:03:59.372Z"
-        );
-    }
-}
-
 fn init_logging(args: &Args) -> Result<(), String> {
     let file = match &args.log_file {
         None => None,
@@ -294,5 +281,18 @@ fn main() -> ExitCode {
             log::error!("{error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_are_utc_text() {
+        assert_eq!(super::utc_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc_text(951_827_696_789), "2000-02-29T12:34:56.789Z");
+        assert_eq!(
+            super::utc_text(1_795_705_439_372),
+            "2026-11-26T15:03:59.372Z"
+        );
     }
 }
