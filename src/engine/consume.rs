@@ -49,7 +49,13 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
             }
         };
-        let next = match self.log.find_start(&subscribe.start) {
+        // "End" means after everything appended so far, including this turn's appends that
+        // are not durable yet (a produce sent before the Subscribe on the same connection).
+        let start = match subscribe.start {
+            StartPosition::End => Ok(self.log.end()),
+            _ => self.log.find_start(&subscribe.start),
+        };
+        let next = match start {
             Ok(offset) => offset,
             Err(error) => {
                 let message = format!("could not find the start position: {error}");
@@ -67,9 +73,6 @@ impl<L: Log> Engine<L> {
             caught_up_sent: false,
             queued: false,
         };
-        if matches!(subscribe.start, StartPosition::End) {
-            log::debug!("{conn}: subscription {} starts at the end", subscription.id);
-        }
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection
@@ -178,19 +181,22 @@ impl<L: Log> Engine<L> {
         };
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |_, event| {
-            if subscription.credit == 0
-                || subscription.remaining == Some(0)
-                || output.len() - already_sent >= high_water
-            {
-                return false;
-            }
             if *budget == 0 {
                 stopped_by_budget = true;
                 return false;
             }
-            *budget -= 1;
-            if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
-            {
+            let wanted = subscription.glob.matches(&event.namespace)
+                && !subscription.filter.covers(event.id);
+            if wanted {
+                // Only a delivery needs credit, limit and room in the output; records the
+                // subscription skips are passed over without them, so CaughtUp and End still
+                // come when the credit is spent.
+                if subscription.credit == 0
+                    || subscription.remaining == Some(0)
+                    || output.len() - already_sent >= high_water
+                {
+                    return false;
+                }
                 encode_event(id, event, &mut output);
                 subscription.credit -= 1;
                 stats.events_delivered += 1;
@@ -198,6 +204,7 @@ impl<L: Log> Engine<L> {
                     *remaining -= 1;
                 }
             }
+            *budget -= 1;
             true
         });
         *connection.output_buffer() = output;

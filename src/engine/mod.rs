@@ -127,6 +127,8 @@ pub struct Engine<L: Log> {
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
     closing: VecDeque<Action>,
+    /// Connections marked `Closing` this turn, closed at its end.
+    closing_conns: Vec<ConnId>,
     next_housekeeping_ms: u64,
     stats: EngineStats,
 }
@@ -146,6 +148,7 @@ impl<L: Log> Engine<L> {
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
             closing: VecDeque::new(),
+            closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
             stats: EngineStats::default(),
         }
@@ -175,9 +178,11 @@ impl<L: Log> Engine<L> {
         self.counter
     }
 
-    /// True while the engine holds the connection (it was connected and not yet closed).
+    /// True while the engine takes input from the connection: it was connected, and neither
+    /// closed nor marked for closing.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conn(conn).is_some()
+        self.conn(conn)
+            .is_some_and(|c| !matches!(c.phase, Phase::Closing { .. }))
     }
 
     pub fn connection_count(&self) -> usize {
@@ -199,9 +204,11 @@ impl<L: Log> Engine<L> {
 
     /// Bytes arrived on a connection. Decodes and handles every whole frame in them.
     pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
-        let Some(connection) = self.conn_mut(conn) else {
+        if !self.is_open(conn) {
             return;
-        };
+        }
+        // Checked just above.
+        let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.mono_ms;
         let mut consumed = 0;
@@ -283,6 +290,7 @@ impl<L: Log> Engine<L> {
         };
         if failure.is_some() {
             self.stats.sync_failures += 1;
+            self.forget_discarded_offsets();
         }
         self.release_replies(failure.as_deref());
         if self.log.durable_end() > durable_before {
@@ -294,6 +302,7 @@ impl<L: Log> Engine<L> {
             self.next_housekeeping_ms = now.mono_ms + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
         }
+        self.finish_closes();
     }
 
     /// The next output for the reactor, if any.
@@ -332,6 +341,18 @@ impl<L: Log> Engine<L> {
         for conn in open {
             self.close_with_error(conn, ErrorCode::ShuttingDown, "the server is shutting down");
         }
+        self.finish_closes();
+    }
+
+    /// After a failed append or sync the log discarded the turn's records and will reuse their
+    /// offsets; a subscription that started at the old end must not skip the reused ones.
+    fn forget_discarded_offsets(&mut self) {
+        let end = self.log.end();
+        for connection in self.conns.iter_mut().flatten() {
+            for subscription in connection.subscriptions.values_mut() {
+                subscription.next = subscription.next.min(end);
+            }
+        }
     }
 
     fn housekeeping(&mut self, now: Now) {
@@ -341,7 +362,10 @@ impl<L: Log> Engine<L> {
                 Phase::AwaitingHello { deadline_ms } if now.mono_ms >= deadline_ms => {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
-                _ if now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms => {
+                Phase::Closing { .. } => {}
+                _ if self.config.idle_timeout_ms > 0
+                    && now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms =>
+                {
                     expired.push((connection.id, "no frame received within the idle time-out"))
                 }
                 _ => {}
@@ -434,22 +458,44 @@ impl<L: Log> Engine<L> {
     /// Queues an error frame and the close of the connection. Returns false (the connection
     /// is gone) so callers can `return self.close_with_error(..)`.
     fn close_with_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) -> bool {
-        let Some(mut connection) = self.conns[conn.slot as usize].take() else {
+        let Some(connection) = self.conn_mut(conn) else {
             return false;
         };
-        self.connection_count -= 1;
+        if let Phase::Closing { .. } = connection.phase {
+            return false;
+        }
         log::debug!("{conn}: closing with {code}: {message}");
-        encode_error(
-            ErrorScope::Connection,
-            code,
-            message,
-            connection.output_buffer(),
-        );
-        self.closing.push_back(Action::Close {
-            conn,
-            final_output: connection.take_output(),
-        });
+        connection.phase = Phase::Closing { code };
+        connection.closing_message = message.to_string();
+        connection.subscriptions.clear();
+        self.closing_conns.push(conn);
         false
+    }
+
+    /// Closes the connections that `close_with_error` marked, after the replies they are owed:
+    /// queues the error frame behind everything else and hands the output to the reactor.
+    fn finish_closes(&mut self) {
+        for conn in std::mem::take(&mut self.closing_conns) {
+            let Some(mut connection) = self.conns[conn.slot as usize].take_if(|c| c.id == conn)
+            else {
+                continue;
+            };
+            self.connection_count -= 1;
+            let Phase::Closing { code } = connection.phase else {
+                unreachable!("{conn} was queued for closing without the Closing phase");
+            };
+            let message = std::mem::take(&mut connection.closing_message);
+            encode_error(
+                ErrorScope::Connection,
+                code,
+                &message,
+                connection.output_buffer(),
+            );
+            self.closing.push_back(Action::Close {
+                conn,
+                final_output: connection.take_output(),
+            });
+        }
     }
 
     fn send(&mut self, conn: ConnId, frame: &Frame) {

@@ -786,3 +786,93 @@ fn the_counter_moves_past_stored_events_on_start() {
     let engine = Engine::new(EngineConfig::from_config(&config), log);
     assert_eq!(engine.counter(), 41);
 }
+
+#[test]
+fn caught_up_and_end_come_even_when_the_credit_is_spent_on_earlier_events() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/match", "/other", "/other"]);
+    let consumer = h.client();
+    h.send(
+        consumer,
+        subscribe(1, "/match", StartPosition::Beginning, true, 1),
+    );
+    h.send(
+        consumer,
+        subscribe(2, "/match", StartPosition::Beginning, false, 1),
+    );
+    h.send(
+        consumer,
+        subscribe(3, "/nothing", StartPosition::Beginning, false, 0),
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+    for id in [2, 3] {
+        assert!(
+            frames.contains(&Frame::End {
+                subscription_id: id,
+                reason: EndReason::EndOfStream
+            }),
+            "{frames:?}"
+        );
+    }
+}
+
+#[test]
+fn a_subscription_from_the_end_skips_a_produce_sent_just_before_it() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/before", b"");
+    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.turn();
+    h.produce(conn, 2, "/after", b"");
+    h.turn();
+    let frames = h.received(conn);
+    assert_eq!(namespaces(&frames), vec!["/after"]);
+}
+
+#[test]
+fn a_bad_frame_after_a_produce_still_gets_the_ack_before_the_error() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let mut bytes = Vec::new();
+    encode(&produce(1, "/kept", b"x"), &mut bytes);
+    bytes.extend_from_slice(&[0, 0, 0, 1, 0x1f]);
+    h.engine.handle_input(h.now, conn, &bytes);
+    assert!(!h.engine.is_open(conn), "no more input is taken");
+    h.turn();
+    let (_, frames) = h.closed.iter().find(|(c, _)| *c == conn).expect("closed");
+    assert!(
+        matches!(frames[0], Frame::Ack(Ack { op_id: 1, .. })),
+        "{frames:?}"
+    );
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    assert_eq!(h.engine.log().durable_end().0, 1);
+    assert_eq!(h.engine.connection_count(), 0);
+}
+
+#[test]
+fn an_idle_time_out_of_zero_never_closes() {
+    let mut h = Harness::with_config(|c| c.idle_timeout = std::time::Duration::ZERO);
+    let conn = h.client();
+    for _ in 0..5 {
+        h.now.mono_ms += 3_600_000;
+        h.turn();
+    }
+    assert!(h.engine.is_open(conn));
+}
+
+#[test]
+fn a_failed_sync_does_not_make_an_end_subscription_skip_reused_offsets() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/lost", b"");
+    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    h.received(conn);
+    h.produce(conn, 2, "/kept", b"");
+    h.turn();
+    assert_eq!(namespaces(&h.received(conn)), vec!["/kept"]);
+}
