@@ -275,7 +275,7 @@ class ServerTests(unittest.TestCase):
         # Errors are released in order with the Acks, too.
         bad = c.send_produce("bad", b"", check=False)
         ops.append(bad)
-        last = c.send_produce("/p/last", b"")
+        last = c.send_produce("/q/last", b"")
         ops.append(last)
         # Read replies in arrival order, straight off the wire.
         order = []
