@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,10 +65,11 @@ class Server:
                 if m and not found.is_set():
                     self.port = int(m.group(1))
                     found.set()
+            found.set()  # the server exited (or closed stderr): stop waiting
 
         self.reader = threading.Thread(target=read_stderr, daemon=True)
         self.reader.start()
-        if not found.wait(START_TIMEOUT):
+        if not found.wait(START_TIMEOUT) or self.port == 0:
             self.stop()
             raise RuntimeError("server did not log its address:\n" + "".join(self.log))
 
@@ -369,7 +369,9 @@ class ServerTests(unittest.TestCase):
     def test_start_positions(self) -> None:
         c = self.connect()
         first = c.produce("/s/a", b"1")
-        time.sleep(0.005)  # a later millisecond for the timestamp start (no condition to await)
+        for _ in range(100000):  # produce elsewhere until the server's clock has moved on
+            if c.produce("/t/tick").timestamp_ms > first.timestamp_ms:
+                break
         second = c.produce("/s/b", b"2")
         third = c.produce("/s/c", b"3")
         self.assertGreater(second.timestamp_ms, first.timestamp_ms)
