@@ -386,7 +386,7 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(datas(Start.after_id(first.first_id)), [b"2", b"3"])
         self.assertEqual(datas(Start.after_id(EventId(0, 0))), [b"1", b"2", b"3"])
         self.assertEqual(datas(Start.at_timestamp(second.timestamp_ms)), [b"2", b"3"])
-        self.assertEqual(datas(Start.at_cursor(Cursor(EventId(0, 0), {third.first_id.actor: 2}))), [b"3"])
+        self.assertEqual(datas(Start.at_cursor(Cursor(EventId(0, 0), {third.first_id.actor: second.first_id.counter}))), [b"3"])
         self.assertEqual(datas(Start.end()), [])
 
         live = c.subscribe("/s/*", Start.end(), tail=True)
