@@ -394,6 +394,29 @@ class ServerTests(unittest.TestCase):
         c.produce("/s/d", b"4")
         self.assertEqual(live.next().data, b"4")
 
+    def test_glob_examples_table(self) -> None:
+        """Every row of protocol.md's glob example table, against the server."""
+        with open(os.path.join(REPO, "protocol.md"), encoding="utf-8") as f:
+            text = f.read()
+        table = text[text.index("| Glob | Matches | Does not match |"):]
+        rows = []
+        for line in table.splitlines()[2:]:
+            if not line.startswith("|"):
+                break
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows.append([re.findall(r"`([^`]*)`", cell) for cell in cells])
+        self.assertGreaterEqual(len(rows), 9)
+        namespaces = sorted({ns for _, yes, no in rows for ns in yes + no})
+        c = self.connect()
+        c.produce_batch([NewEvent(ns, ns.encode()) for ns in namespaces])
+        for (glob,), yes, no in rows:
+            with self.subTest(glob):
+                got = {e.namespace for e in c.subscribe(glob, credit=1000).events()}
+                if not yes:  # "every namespace"
+                    yes = namespaces
+                self.assertTrue(set(yes) <= got, f"{glob} should match {set(yes) - got}")
+                self.assertFalse(set(no) & got, f"{glob} should not match {set(no) & got}")
+
     def test_invalid_glob(self) -> None:
         c = self.connect()
         for glob in ("food", "", "/food**", "/***", "/[ab"):
