@@ -13,6 +13,10 @@ use crate::protocol::{
 };
 use crate::storage::{Log, Offset};
 
+/// Past this many distinct namespaces appended in one turn, every waiting tail subscription
+/// is woken instead of matching each namespace against its glob.
+const TURN_NAMESPACES_MATCHED_MAX: usize = 64;
+
 /// Why feeding one subscription stopped.
 enum Stop {
     /// It may go on: the turn's budget ran out.
@@ -130,10 +134,13 @@ impl<L: Log> Engine<L> {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                let wanted = self
-                    .turn_namespaces
-                    .iter()
-                    .any(|namespace| subscription.glob.matches(namespace));
+                // With many distinct namespaces in one turn, matching each against every
+                // glob costs more than letting the subscription read the records itself.
+                let wanted = self.turn_namespaces.len() > TURN_NAMESPACES_MATCHED_MAX
+                    || self
+                        .turn_namespaces
+                        .iter()
+                        .any(|namespace| subscription.glob.matches(namespace));
                 if wanted {
                     woken.push((connection.id, subscription.id));
                 } else {
