@@ -7,3 +7,6 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release
+# The Python client written from protocol.md alone, against the release server binary that
+# `cargo test --release` just built: the spec is good enough for a stranger.
+bash ci/python-client.sh

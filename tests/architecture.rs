@@ -89,6 +89,16 @@ fn the_engine_protocol_and_storage_never_touch_sockets() {
                 "src/config.rs",
             ],
         );
+        // A `SocketAddr` is a value (the engine names the peers it wants dialed), not a
+        // socket; every other item of std::net is.
+        let hits: Vec<String> = hits
+            .into_iter()
+            .filter(|hit| {
+                needle != "std::net::"
+                    || hit.matches("std::net::").count()
+                        != hit.matches("std::net::SocketAddr").count()
+            })
+            .collect();
         assert_eq!(hits, Vec::<String>::new(), "{needle}");
     }
 }

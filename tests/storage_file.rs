@@ -143,6 +143,12 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         assert_eq!((log.end(), log.durable_end()), (Offset(10), Offset(10)));
         assert_eq!(log.version_vector(), &vector, "{fault:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{fault:?}");
+        let read: Vec<Event> = read_all(&mut log, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(read, events, "reads go on after a failed sync");
         // The log keeps working, and a reopen sees exactly the durable records.
         log.append(event(13, 1, 0, 20)).unwrap();
         assert_eq!(log.sync(0).unwrap(), Offset(11));
@@ -373,6 +379,40 @@ fn stray_files_are_reported_and_left_alone() {
     std::fs::write(data.join("00000000000000000007.idx.tmp"), b"partial").unwrap();
     let (_, report) = FileLog::open(&config(&data)).unwrap();
     assert_eq!((report.stray_files, report.event_count), (1, 20));
+    assert_eq!(
+        report.to_string(),
+        "recovered 20 events in 1 segments; ignored 1 stray files"
+    );
     assert!(data.join("notes.txt").exists());
     assert!(!data.join("00000000000000000007.idx.tmp").exists());
+}
+
+#[test]
+fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
+    use flo::config::FsyncPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.fsync = FsyncPolicy::IntervalMs(100);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let sync_one = |log: &mut FileLog, counter: u64, now_ms: u64| {
+        log.append(event(counter, 1, 0, 10)).unwrap();
+        log.sync(now_ms).unwrap()
+    };
+    assert_eq!(sync_one(&mut log, 1, 1000), Offset(1));
+    assert_eq!(log.fsync_count(), 1);
+    // Written and durable against a process crash, but no fdatasync before the interval.
+    assert_eq!(sync_one(&mut log, 2, 1050), Offset(2));
+    assert_eq!(log.fsync_count(), 1);
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 2);
+    // A quiet turn after the interval still fdatasyncs what was written.
+    assert_eq!(log.sync(1100).unwrap(), Offset(2));
+    assert_eq!(log.fsync_count(), 2);
+    assert_eq!(log.sync(1300).unwrap(), Offset(2));
+    assert_eq!(log.fsync_count(), 2, "nothing new to fdatasync");
+    drop(log);
+    config.fsync = FsyncPolicy::Never;
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 2);
+    assert_eq!(sync_one(&mut log, 3, 0), Offset(3));
+    assert_eq!(log.fsync_count(), 0);
 }

@@ -142,9 +142,8 @@ impl log::Log for Logger {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let line = format!(
-            "{}.{:03} {:5} {}: {}\n",
-            millis / 1000,
-            millis % 1000,
+            "{} {:5} {}: {}\n",
+            utc_text(millis as u64),
             record.level(),
             record.target(),
             record.args()
@@ -164,6 +163,34 @@ impl log::Log for Logger {
             }
         }
     }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+fn utc_text(millis: u64) -> String {
+    let seconds = millis / 1000;
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), shifted so that eras start in March.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+        millis % 1000
+    )
 }
 
 fn init_logging(args: &Args) -> Result<(), String> {
@@ -288,5 +315,18 @@ fn main() -> ExitCode {
             log::error!("{error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_are_utc_text() {
+        assert_eq!(super::utc_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc_text(951_827_696_789), "2000-02-29T12:34:56.789Z");
+        assert_eq!(
+            super::utc_text(1_795_705_439_372),
+            "2026-11-26T15:03:59.372Z"
+        );
     }
 }

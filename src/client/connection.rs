@@ -22,8 +22,6 @@ pub(crate) struct Connection {
     read_buffer: Vec<u8>,
     read_start: usize,
     write_buffer: Vec<u8>,
-    /// A frame decoded ahead of time by [`Connection::has_buffered_frame`].
-    peeked: Option<Frame>,
     pub(crate) limits: WireLimits,
     /// A keep-alive Ping was sent after a quiet read time-out and nothing has arrived since.
     keepalive_outstanding: bool,
@@ -76,7 +74,6 @@ impl Connection {
             read_buffer: Vec::with_capacity(READ_CHUNK_SIZE),
             read_start: 0,
             write_buffer: Vec::new(),
-            peeked: None,
             limits: WireLimits {
                 frame_size_max: HANDSHAKE_FRAME_SIZE_MAX,
                 ..WireLimits::default()
@@ -143,9 +140,6 @@ impl Connection {
     /// second quiet time-out with that Ping unanswered is [`ClientError::Timeout`]. Time-outs
     /// leave the connection usable (partial frames stay buffered); other errors break it.
     pub(crate) fn receive(&mut self) -> Result<Frame, ClientError> {
-        if let Some(frame) = self.peeked.take() {
-            return Ok(frame);
-        }
         loop {
             if let Some(frame) = self.decode_buffered()? {
                 return Ok(frame);
@@ -161,13 +155,9 @@ impl Connection {
         }
     }
 
-    /// True when a whole frame is already buffered, so the next [`Connection::receive`] will
-    /// not touch the socket.
-    pub(crate) fn has_buffered_frame(&mut self) -> Result<bool, ClientError> {
-        if self.peeked.is_none() {
-            self.peeked = self.decode_buffered()?;
-        }
-        Ok(self.peeked.is_some())
+    /// The next frame if a whole one is already buffered; never touches the socket.
+    pub(crate) fn receive_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+        self.decode_buffered()
     }
 
     fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {

@@ -90,6 +90,7 @@ impl<'a> ConsumeBuilder<'a> {
             cursor,
             caught_up: false,
             ended: false,
+            buffered: None,
         })
     }
 }
@@ -115,6 +116,8 @@ pub struct Subscription<'a> {
     cursor: Cursor,
     caught_up: bool,
     ended: bool,
+    /// A delivery taken from the connection's buffer by `has_buffered`, not yet handed out.
+    buffered: Option<Delivery>,
 }
 
 impl Subscription<'_> {
@@ -141,21 +144,49 @@ impl Subscription<'_> {
     }
 
     /// True when the next delivery is already buffered, so asking for it will not wait for
-    /// the network. A command-line consumer flushes its output when this is false.
+    /// the network. A command-line consumer flushes its output when this is false. Buffered
+    /// frames that are not deliveries (keep-alive Pongs, leftovers of ended subscriptions)
+    /// are handled on the way, so `false` really means the next call waits.
     pub fn has_buffered(&mut self) -> Result<bool, ClientError> {
-        self.client.connection.has_buffered_frame()
+        if self.buffered.is_some() || self.ended {
+            return Ok(true);
+        }
+        loop {
+            let frame = match self.client.connection.receive_buffered() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(false),
+                Err(error) => return Err(self.end_with(error)),
+            };
+            match self.on_frame(frame) {
+                Ok(Some(delivery)) => {
+                    self.buffered = Some(delivery);
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.end_with(error)),
+            }
+        }
+    }
+
+    fn end_with(&mut self, error: ClientError) -> ClientError {
+        self.ended = true;
+        error
     }
 
     /// The next delivery, waiting for it; `Ok(None)` once the subscription has ended.
     pub fn next_delivery(&mut self) -> Result<Option<Delivery>, ClientError> {
-        if self.ended {
-            return Ok(None);
+        let delivery = match self.buffered.take() {
+            Some(delivery) => delivery,
+            None if self.ended => return Ok(None),
+            None => self
+                .receive_delivery()
+                .map_err(|error| self.end_with(error))?,
+        };
+        if let Delivery::Event(event) = &delivery {
+            // Observed when handed out, so `cursor()` never runs ahead of the caller.
+            self.cursor.observe(event.id);
         }
-        let result = self.receive_delivery();
-        if result.is_err() {
-            self.ended = true;
-        }
-        result.map(Some)
+        Ok(Some(delivery))
     }
 
     fn receive_delivery(&mut self) -> Result<Delivery, ClientError> {
@@ -175,7 +206,6 @@ impl Subscription<'_> {
                 event,
             } if subscription_id == own => {
                 self.on_event_delivered()?;
-                self.cursor.observe(event.id);
                 Ok(Some(Delivery::Event(event)))
             }
             Frame::CaughtUp { subscription_id } if subscription_id == own => {
@@ -238,5 +268,84 @@ impl Drop for Subscription<'_> {
                 subscription_id: self.subscription_id,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::EventId;
+    use crate::protocol::{self, Welcome, PROTOCOL_VERSION};
+
+    fn event(counter: u64) -> Event {
+        Event {
+            id: EventId::new(counter, 1),
+            parent_id: None,
+            namespace: "/a".into(),
+            timestamp_ms: 1,
+            data: Vec::new(),
+        }
+    }
+
+    /// A Pong buffered behind an event must not make `has_buffered` say "no wait ahead": the
+    /// CLI would then skip its flush and block with the event unprinted.
+    #[test]
+    fn has_buffered_looks_past_frames_that_are_not_deliveries() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let (release_server, server_may_finish) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut hello = [0u8; 256];
+            let _ = stream.read(&mut hello).expect("read the Hello");
+            let mut bytes = Vec::new();
+            protocol::encode(
+                &Frame::Welcome(Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                    server_version: "test".into(),
+                    actor_id: 1,
+                    frame_size_max: 1 << 20,
+                    namespace_length_max: 64,
+                    event_data_size_max: 1024,
+                    subscriptions_max: 1,
+                    idle_timeout_ms: 0,
+                }),
+                &mut bytes,
+            );
+            // The event, then an unsolicited Pong, in one write.
+            protocol::encode(
+                &Frame::Event {
+                    subscription_id: 1,
+                    event: event(1),
+                },
+                &mut bytes,
+            );
+            protocol::encode(&Frame::Pong { token: 99 }, &mut bytes);
+            stream.write_all(&bytes).expect("write");
+            let _ = server_may_finish.recv_timeout(Duration::from_secs(10));
+        });
+        let options = crate::client::ClientOptions {
+            io_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let mut client = Client::connect(&addr, options).expect("connect");
+        let mut subscription = client.consume().subscribe().expect("subscribe");
+        assert_eq!(subscription.has_buffered().ok(), Some(true));
+        assert_eq!(subscription.cursor().vector.len(), 0, "not handed out yet");
+        match subscription.next() {
+            Some(Ok(delivered)) => assert_eq!(delivered.id, EventId::new(1, 1)),
+            other => panic!("expected the event, got {other:?}"),
+        }
+        assert!(subscription.cursor().covers(EventId::new(1, 1)));
+        // Only the Pong is left: the next delivery needs the network.
+        assert_eq!(subscription.has_buffered().ok(), Some(false));
+        drop(subscription);
+        drop(client);
+        let _ = release_server.send(());
+        server.join().expect("server thread");
     }
 }

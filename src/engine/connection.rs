@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::event::{ActorId, Cursor};
-use crate::protocol::NamespaceGlob;
+use crate::protocol::{ErrorCode, NamespaceGlob};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -36,6 +36,10 @@ pub enum Phase {
     /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
     /// that opened it (which of two duplicate connections survives depends on it).
     Peer { actor: ActorId, dialed_by: ActorId },
+    /// The engine decided to close the connection with this error. Its input is ignored; it
+    /// is closed at the end of the turn, after the replies it is owed (acks of produces it
+    /// sent before the bad frame) are queued ahead of the error.
+    Closing { code: ErrorCode },
 }
 
 /// One open subscription: a cursor into the log plus credit, never a copy of events.
@@ -71,6 +75,8 @@ pub struct Connection {
     output_sent: usize,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub last_input_ms: u64,
+    /// The message of the closing error, while `phase` is `Closing`.
+    pub closing_message: String,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
     /// Peer connections: PeerEvent frames the other side may still send us (credit we gave).
@@ -92,6 +98,7 @@ impl Connection {
             output_sent: 0,
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
+            closing_message: String::new(),
             has_output_queued: false,
             peer_credit_given: 0,
             peer_events_this_turn: 0,

@@ -14,6 +14,10 @@ use crate::protocol::{
 };
 use crate::storage::{Log, Offset};
 
+/// Past this many distinct namespaces appended in one turn, every waiting tail subscription
+/// is woken instead of matching each namespace against its glob.
+const TURN_NAMESPACES_MATCHED_MAX: usize = 64;
+
 /// Why feeding one subscription stopped.
 enum Stop {
     /// It may go on: the turn's budget ran out.
@@ -50,7 +54,13 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
             }
         };
-        let next = match self.log.find_start(&subscribe.start) {
+        // "End" means after everything appended so far, including this turn's appends that
+        // are not durable yet (a produce sent before the Subscribe on the same connection).
+        let start = match subscribe.start {
+            StartPosition::End => Ok(self.log.end()),
+            _ => self.log.find_start(&subscribe.start),
+        };
+        let next = match start {
             Ok(offset) => offset,
             Err(error) => {
                 let message = format!("could not find the start position: {error}");
@@ -69,9 +79,6 @@ impl<L: Log> Engine<L> {
             queued: false,
             peer: false,
         };
-        if matches!(subscribe.start, StartPosition::End) {
-            log::debug!("{conn}: subscription {} starts at the end", subscription.id);
-        }
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection
@@ -129,10 +136,13 @@ impl<L: Log> Engine<L> {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                let wanted = self
-                    .turn_namespaces
-                    .iter()
-                    .any(|namespace| subscription.glob.matches(namespace));
+                // With many distinct namespaces in one turn, matching each against every
+                // glob costs more than letting the subscription read the records itself.
+                let wanted = self.turn_namespaces.len() > TURN_NAMESPACES_MATCHED_MAX
+                    || self
+                        .turn_namespaces
+                        .iter()
+                        .any(|namespace| subscription.glob.matches(namespace));
                 if wanted {
                     woken.push((connection.id, subscription.id));
                 } else {
@@ -180,19 +190,22 @@ impl<L: Log> Engine<L> {
         };
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |_, event| {
-            if subscription.credit == 0
-                || subscription.remaining == Some(0)
-                || output.len() - already_sent >= high_water
-            {
-                return false;
-            }
             if *budget == 0 {
                 stopped_by_budget = true;
                 return false;
             }
-            *budget -= 1;
-            if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
-            {
+            let wanted = subscription.glob.matches(&event.namespace)
+                && !subscription.filter.covers(event.id);
+            if wanted {
+                // Only a delivery needs credit, limit and room in the output; records the
+                // subscription skips are passed over without them, so CaughtUp and End still
+                // come when the credit is spent.
+                if subscription.credit == 0
+                    || subscription.remaining == Some(0)
+                    || output.len() - already_sent >= high_water
+                {
+                    return false;
+                }
                 if subscription.peer {
                     encode_peer_event(event, &mut output);
                     subscription.filter.observe(event.id);
@@ -205,6 +218,7 @@ impl<L: Log> Engine<L> {
                     *remaining -= 1;
                 }
             }
+            *budget -= 1;
             true
         });
         *connection.output_buffer() = output;

@@ -18,10 +18,11 @@ use std::net::SocketAddr;
 pub use connection::{ConnId, Phase};
 use connection::{Connection, Subscription};
 
-use crate::config::{Config, WireLimits};
+use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::{ActorId, EventId};
 use crate::protocol::{
-    self, encode, encode_error, ErrorCode, ErrorScope, Frame, Hello, Welcome, PROTOCOL_VERSION,
+    self, encode, encode_error, kind, ErrorCode, ErrorScope, Frame, Hello, Welcome,
+    PROTOCOL_VERSION,
 };
 use crate::storage::Log;
 
@@ -91,7 +92,12 @@ impl EngineConfig {
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
             records_per_turn_max: config.records_per_turn_max,
             batch_events_max: config.batch_events_max,
-            housekeeping_interval_ms: 1000,
+            // Housekeeping also ends a turn, which lets the log run a due fsync under
+            // `--fsync interval:<ms>` even when nothing else happens.
+            housekeeping_interval_ms: match config.storage.fsync {
+                FsyncPolicy::IntervalMs(ms) => ms.clamp(1, 1000),
+                FsyncPolicy::Always | FsyncPolicy::Never => 1000,
+            },
             advertised_addr: Some(config.cluster.advertise_addr.unwrap_or(config.bind)),
             peer_addrs: config.cluster.peer_addrs.clone(),
             cluster_secret: config
@@ -160,6 +166,8 @@ pub struct Engine<L: Log> {
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
     closing: VecDeque<Action>,
+    /// Connections marked `Closing` this turn, closed at its end.
+    closing_conns: Vec<ConnId>,
     next_housekeeping_ms: u64,
     stats: EngineStats,
     cluster: peer::Cluster,
@@ -183,6 +191,7 @@ impl<L: Log> Engine<L> {
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
             closing: VecDeque::new(),
+            closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
             stats: EngineStats::default(),
             cluster,
@@ -219,9 +228,11 @@ impl<L: Log> Engine<L> {
         self.counter
     }
 
-    /// True while the engine holds the connection (it was connected and not yet closed).
+    /// True while the engine takes input from the connection: it was connected, and neither
+    /// closed nor marked for closing.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conn(conn).is_some()
+        self.conn(conn)
+            .is_some_and(|c| !matches!(c.phase, Phase::Closing { .. }))
     }
 
     pub fn connection_count(&self) -> usize {
@@ -244,9 +255,11 @@ impl<L: Log> Engine<L> {
 
     /// Bytes arrived on a connection. Decodes and handles every whole frame in them.
     pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
-        let Some(connection) = self.conn_mut(conn) else {
+        if !self.is_open(conn) {
             return;
-        };
+        }
+        // Checked just above.
+        let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.mono_ms;
         self.observe_time(now);
@@ -263,6 +276,16 @@ impl<L: Log> Engine<L> {
             // Checked just above and below: the connection exists until `close` removes it,
             // and the loop ends right after a close.
             let connection = self.conn_mut(conn).expect("connection is open");
+            // A peer frame on a client connection is refused as soon as its kind byte is
+            // known, whatever its body (protocol.md, section 3).
+            let kind = connection.input.get(consumed + 4).copied();
+            if connection.phase == Phase::Ready
+                && kind.is_some_and(|k| (kind::PEER_FIRST..=kind::PEER_LAST).contains(&k))
+            {
+                let message = "a peer frame on a client connection";
+                self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
+                return;
+            }
             let decoded = protocol::decode(&connection.input[consumed..], &wire);
             match decoded {
                 Ok(None) => break,
@@ -286,7 +309,8 @@ impl<L: Log> Engine<L> {
     /// The connection's socket closed or failed. Forgets it, and with it its subscriptions.
     pub fn handle_closed(&mut self, conn: ConnId) {
         if let Some(connection) = self.take_connection(conn) {
-            self.peer_connection_gone(&connection);
+            // A closing connection was already accounted for by `close_with_error`.
+            self.peer_connection_gone(conn, connection.phase);
         }
     }
 
@@ -304,7 +328,7 @@ impl<L: Log> Engine<L> {
                 conn,
                 final_output: connection.take_output(),
             });
-            self.peer_connection_gone(&connection);
+            self.peer_connection_gone(conn, connection.phase);
         }
     }
 
@@ -351,6 +375,7 @@ impl<L: Log> Engine<L> {
         };
         if failure.is_some() {
             self.stats.sync_failures += 1;
+            self.forget_discarded_offsets();
         }
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
@@ -365,6 +390,7 @@ impl<L: Log> Engine<L> {
             self.next_housekeeping_ms = now.mono_ms + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
         }
+        self.finish_closes();
     }
 
     /// The next output for the reactor, if any.
@@ -406,6 +432,18 @@ impl<L: Log> Engine<L> {
         for conn in open {
             self.close_with_error(conn, ErrorCode::ShuttingDown, "the server is shutting down");
         }
+        self.finish_closes();
+    }
+
+    /// After a failed append or sync the log discarded the turn's records and will reuse their
+    /// offsets; a subscription that started at the old end must not skip the reused ones.
+    fn forget_discarded_offsets(&mut self) {
+        let end = self.log.end();
+        for connection in self.conns.iter_mut().flatten() {
+            for subscription in connection.subscriptions.values_mut() {
+                subscription.next = subscription.next.min(end);
+            }
+        }
     }
 
     fn housekeeping(&mut self, now: Now) {
@@ -418,6 +456,7 @@ impl<L: Log> Engine<L> {
                 {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
+                Phase::Closing { .. } => {}
                 // Peers send a keep-alive every housekeeping interval, so a peer that is
                 // silent for the handshake time-out is gone (power off, network black hole).
                 Phase::Peer { .. }
@@ -429,7 +468,9 @@ impl<L: Log> Engine<L> {
                         "no frame from the peer within the handshake time-out",
                     ))
                 }
-                _ if now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms => {
+                _ if self.config.idle_timeout_ms > 0
+                    && now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms =>
+                {
                     expired.push((connection.id, "no frame received within the idle time-out"))
                 }
                 _ => {}
@@ -478,6 +519,8 @@ impl<L: Log> Engine<L> {
                 }
             }
             Phase::Peer { .. } => return self.on_peer_frame(conn, frame),
+            // Input of a closing connection is ignored (`handle_input` stops before it).
+            Phase::Closing { .. } => return false,
             Phase::Ready => {}
         }
         match frame {
@@ -555,22 +598,46 @@ impl<L: Log> Engine<L> {
     /// Queues an error frame and the close of the connection. Returns false (the connection
     /// is gone) so callers can `return self.close_with_error(..)`.
     fn close_with_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) -> bool {
-        let Some(mut connection) = self.take_connection(conn) else {
+        let Some(connection) = self.conn_mut(conn) else {
             return false;
         };
+        let phase = connection.phase;
+        if let Phase::Closing { .. } = phase {
+            return false;
+        }
         log::debug!("{conn}: closing with {code}: {message}");
-        encode_error(
-            ErrorScope::Connection,
-            code,
-            message,
-            connection.output_buffer(),
-        );
-        self.closing.push_back(Action::Close {
-            conn,
-            final_output: connection.take_output(),
-        });
-        self.peer_connection_gone(&connection);
+        connection.phase = Phase::Closing { code };
+        connection.closing_message = message.to_string();
+        connection.subscriptions.clear();
+        self.closing_conns.push(conn);
+        self.peer_connection_gone(conn, phase);
         false
+    }
+
+    /// Closes the connections that `close_with_error` marked, after the replies they are owed:
+    /// queues the error frame behind everything else and hands the output to the reactor.
+    fn finish_closes(&mut self) {
+        for conn in std::mem::take(&mut self.closing_conns) {
+            let Some(mut connection) = self.conns[conn.slot as usize].take_if(|c| c.id == conn)
+            else {
+                continue;
+            };
+            self.connection_count -= 1;
+            let Phase::Closing { code } = connection.phase else {
+                unreachable!("{conn} was queued for closing without the Closing phase");
+            };
+            let message = std::mem::take(&mut connection.closing_message);
+            encode_error(
+                ErrorScope::Connection,
+                code,
+                &message,
+                connection.output_buffer(),
+            );
+            self.closing.push_back(Action::Close {
+                conn,
+                final_output: connection.take_output(),
+            });
+        }
     }
 
     fn send(&mut self, conn: ConnId, frame: &Frame) {

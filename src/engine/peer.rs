@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::connection::{Connection, Subscription};
+use super::connection::Subscription;
 use super::{Action, ConnId, Engine, Now, Phase};
 use crate::event::{ActorId, Cursor, Event, StartPosition, VersionVector};
 use crate::protocol::{
@@ -674,18 +674,18 @@ impl<L: Log> Engine<L> {
 
     /// A connection was forgotten (closed by either side): if it was a peer connection,
     /// schedule a reconnect.
-    pub(super) fn peer_connection_gone(&mut self, connection: &Connection) {
-        match connection.phase {
+    pub(super) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
+        match phase {
             Phase::PeerAwaitingWelcome { addr, .. } => self.target_failed(addr),
             Phase::Peer { actor, .. } => {
                 let Some(member) = self.cluster.members.get_mut(&actor) else {
                     return;
                 };
-                if member.conn != Some(connection.id) {
+                if member.conn != Some(conn) {
                     return;
                 }
                 member.conn = None;
-                log::info!("{}: peer {actor} disconnected", connection.id);
+                log::info!("{conn}: peer {actor} disconnected");
                 let addrs: Vec<SocketAddr> = self
                     .cluster
                     .targets
@@ -697,7 +697,7 @@ impl<L: Log> Engine<L> {
                     self.target_failed(addr);
                 }
             }
-            Phase::AwaitingHello { .. } | Phase::Ready => {}
+            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {}
         }
     }
 

@@ -159,6 +159,31 @@ fn events(frames: &[Frame]) -> Vec<Event> {
         .collect()
 }
 
+/// The events delivered to one subscription.
+fn events_of(frames: &[Frame], id: u32) -> Vec<Event> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Event {
+                subscription_id,
+                event,
+            } if *subscription_id == id => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    /// Produces one event without data per namespace and ends the turn.
+    fn produce_namespaces(&mut self, conn: ConnId, namespaces: &[&str]) {
+        for (op_id, namespace) in namespaces.iter().enumerate() {
+            self.produce(conn, op_id as u64, namespace, b"");
+        }
+        self.turn();
+        self.received(conn);
+    }
+}
+
 fn namespaces(frames: &[Frame]) -> Vec<String> {
     events(frames).into_iter().map(|e| e.namespace).collect()
 }
@@ -393,13 +418,10 @@ fn frames_split_at_every_byte_are_handled_the_same() {
 fn a_non_tail_consume_reads_everything_then_ends() {
     let mut h = Harness::new();
     let producer = h.client();
-    for (op_id, namespace) in ["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"]
-        .iter()
-        .enumerate()
-    {
-        h.produce(producer, op_id as u64 + 1, namespace, b"");
-    }
-    h.turn();
+    h.produce_namespaces(
+        producer,
+        &["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"],
+    );
     let consumer = h.client();
     h.send(
         consumer,
@@ -424,18 +446,15 @@ fn a_non_tail_consume_reads_everything_then_ends() {
 fn globs_filter_namespaces() {
     let mut h = Harness::new();
     let producer = h.client();
-    for (op_id, namespace) in [
-        "/food/breakfast/eggs",
-        "/food/breakfast/bacon",
-        "/food/lunch/salad",
-        "/drinks/beer",
-    ]
-    .iter()
-    .enumerate()
-    {
-        h.produce(producer, op_id as u64, namespace, b"");
-    }
-    h.turn();
+    h.produce_namespaces(
+        producer,
+        &[
+            "/food/breakfast/eggs",
+            "/food/breakfast/bacon",
+            "/food/lunch/salad",
+            "/drinks/beer",
+        ],
+    );
     let consumer = h.client();
     h.send(
         consumer,
@@ -456,15 +475,9 @@ fn globs_filter_namespaces() {
     h.turn();
     let frames = h.received(consumer);
     let of = |id: u32| -> Vec<String> {
-        frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Event {
-                    subscription_id,
-                    event,
-                } if *subscription_id == id => Some(event.namespace.clone()),
-                _ => None,
-            })
+        events_of(&frames, id)
+            .into_iter()
+            .map(|e| e.namespace)
             .collect()
     };
     assert_eq!(of(1), vec!["/food/breakfast/eggs"]);
@@ -625,18 +638,8 @@ fn start_positions_after_id_cursor_end_and_timestamp() {
     }
     h.turn();
     let frames = h.received(consumer);
-    let data_of = |id: u32| -> Vec<u8> {
-        frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Event {
-                    subscription_id,
-                    event,
-                } if *subscription_id == id => Some(event.data[0]),
-                _ => None,
-            })
-            .collect()
-    };
+    let data_of =
+        |id: u32| -> Vec<u8> { events_of(&frames, id).iter().map(|e| e.data[0]).collect() };
     assert_eq!(data_of(1), vec![2, 3]);
     assert_eq!(data_of(2), Vec::<u8>::new());
     assert_eq!(data_of(3), vec![2, 3]);
@@ -1058,4 +1061,94 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
         })
         .collect();
     assert_eq!(acks, vec![EventId::new(4, 7)], "no id reused");
+}
+
+#[test]
+fn caught_up_and_end_come_even_when_the_credit_is_spent_on_earlier_events() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/match", "/other", "/other"]);
+    let consumer = h.client();
+    h.send(
+        consumer,
+        subscribe(1, "/match", StartPosition::Beginning, true, 1),
+    );
+    h.send(
+        consumer,
+        subscribe(2, "/match", StartPosition::Beginning, false, 1),
+    );
+    h.send(
+        consumer,
+        subscribe(3, "/nothing", StartPosition::Beginning, false, 0),
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+    for id in [2, 3] {
+        assert!(
+            frames.contains(&Frame::End {
+                subscription_id: id,
+                reason: EndReason::EndOfStream
+            }),
+            "{frames:?}"
+        );
+    }
+}
+
+#[test]
+fn a_subscription_from_the_end_skips_a_produce_sent_just_before_it() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/before", b"");
+    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.turn();
+    h.produce(conn, 2, "/after", b"");
+    h.turn();
+    let frames = h.received(conn);
+    assert_eq!(namespaces(&frames), vec!["/after"]);
+}
+
+#[test]
+fn a_bad_frame_after_a_produce_still_gets_the_ack_before_the_error() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let mut bytes = Vec::new();
+    encode(&produce(1, "/kept", b"x"), &mut bytes);
+    bytes.extend_from_slice(&[0, 0, 0, 1, 0x1f]);
+    h.engine.handle_input(h.now, conn, &bytes);
+    assert!(!h.engine.is_open(conn), "no more input is taken");
+    h.turn();
+    let (_, frames) = h.closed.iter().find(|(c, _)| *c == conn).expect("closed");
+    assert!(
+        matches!(frames[0], Frame::Ack(Ack { op_id: 1, .. })),
+        "{frames:?}"
+    );
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    assert_eq!(h.engine.log().durable_end().0, 1);
+    assert_eq!(h.engine.connection_count(), 0);
+}
+
+#[test]
+fn an_idle_time_out_of_zero_never_closes() {
+    let mut h = Harness::with_config(|c| c.idle_timeout = std::time::Duration::ZERO);
+    let conn = h.client();
+    for _ in 0..5 {
+        h.now.mono_ms += 3_600_000;
+        h.turn();
+    }
+    assert!(h.engine.is_open(conn));
+}
+
+#[test]
+fn a_failed_sync_does_not_make_an_end_subscription_skip_reused_offsets() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/lost", b"");
+    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    h.received(conn);
+    h.produce(conn, 2, "/kept", b"");
+    h.turn();
+    assert_eq!(namespaces(&h.received(conn)), vec!["/kept"]);
 }

@@ -73,6 +73,7 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
+        log::info!("{report}");
         Server::start_with_log(config, log, report.event_count)
     }
 

@@ -13,7 +13,7 @@ use crate::event::{Event, StartPosition, VersionVector};
 
 use super::cache::EventCache;
 use super::index::SegmentIndex;
-use super::record::{encode, encoded_size};
+use super::record::{check_size, encode, encoded_size};
 use super::segment::{
     create_segment, fsync_dir, index_path, segment_path, write_index, ReadError, SegmentReader,
 };
@@ -346,6 +346,7 @@ fn next_on_disk(reader: &mut SegmentReader) -> Result<(Event, u64), StorageError
 
 impl Log for FileLog {
     fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
+        check_size(&event)?;
         let offset = self.end();
         encode(&event, &mut self.pending_bytes);
         self.vector.observe(event.id);

@@ -10,8 +10,11 @@ use super::record::{decode_block, decode_vector, encode_block, encode_vector, De
 pub const INDEX_MAGIC: &[u8; 8] = b"FLOIDX\x00\x01";
 
 /// A sparse-table entry is added every this many records...
-pub const SPARSE_EVERY_RECORDS: u64 = 64;
-/// ...or once this many bytes passed since the last entry, whichever comes first.
+pub const SPARSE_EVERY_RECORDS: u64 = 1024;
+/// ...or once this many bytes passed since the last entry, whichever comes first. A seek
+/// then decodes at most about 64 KiB before the record it wants (one buffered read), and the
+/// table of a full 64 MiB segment is about 1024 entries (16 KiB), so start-up, which reads
+/// every index file, stays fast for long logs.
 pub const SPARSE_EVERY_BYTES: u64 = 64 * 1024;
 
 /// The summary of one segment.
@@ -148,15 +151,27 @@ mod tests {
     #[test]
     fn index_round_trips_and_keeps_a_sparse_table() {
         let mut index = SegmentIndex::empty(100, 16);
-        for i in 1..=200u64 {
-            index.observe(&event(i * 2, (i % 3) as u16 + 1, 1000 - i, 10), 60);
+        for i in 1..=3000u64 {
+            let size = if i <= 2000 { 20 } else { 1000 };
+            index.observe(&event(i * 2, (i % 3) as u16 + 1, 5000 - i, 10), size);
         }
-        assert_eq!(index.record_count, 200);
-        assert_eq!(index.end_offset(), 300);
-        assert_eq!(index.timestamp_min, 800);
-        assert_eq!(index.timestamp_max, 999);
-        assert_eq!(index.sparse[..2], [(100, 16), (164, 16 + 64 * 60)]);
-        assert_eq!(index.seek_point(170), Some((164, 16 + 64 * 60)));
+        assert_eq!(index.record_count, 3000);
+        assert_eq!(index.end_offset(), 3100);
+        assert_eq!(index.timestamp_min, 2000);
+        assert_eq!(index.timestamp_max, 4999);
+        // Every 1024 small records; then, among the large ones, at the first record 64 KiB or
+        // more past the previous entry (offset 2147, byte 87016), and every 66 records after.
+        let after_small = 16 + 20 * 2000;
+        assert_eq!(
+            index.sparse[..4],
+            [
+                (100, 16),
+                (1124, 16 + 20 * 1024),
+                (2147, after_small + 47 * 1000),
+                (2213, after_small + 113 * 1000)
+            ]
+        );
+        assert_eq!(index.seek_point(1200), Some((1124, 16 + 20 * 1024)));
         assert_eq!(index.seek_point(99), None);
         let bytes = index.encode();
         assert_eq!(SegmentIndex::decode(&bytes), Some(index));

@@ -66,7 +66,9 @@ impl MemoryLog {
     /// is lost, except the first `keep_unsynced` of them (the part of a torn write that did
     /// reach the medium). Records appended but never synced are always lost.
     pub fn crash(&mut self, keep_unsynced: u64) {
-        let end = self.durable_end.min(self.fsynced_end + keep_unsynced);
+        let end = self
+            .durable_end
+            .min(self.fsynced_end.saturating_add(keep_unsynced));
         self.records.truncate((end - self.start) as usize);
         self.durable_end = end;
         self.fsynced_end = end;
@@ -116,6 +118,7 @@ impl MemoryLog {
 
 impl Log for MemoryLog {
     fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
+        super::record::check_size(&event)?;
         let offset = Offset(self.end_u64());
         self.vector.observe(event.id);
         self.records.push_back(event);
@@ -203,5 +206,62 @@ impl Log for MemoryLog {
             byte_count: self.records.iter().map(|e| e.size_in_memory() as u64).sum(),
             segment_count: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::tests::event;
+
+    fn synced(log: &mut MemoryLog, counters: std::ops::Range<u64>, now_ms: u64) {
+        for counter in counters {
+            log.append(event(counter, 1, 0, 4)).unwrap();
+        }
+        log.sync(now_ms).unwrap();
+    }
+
+    #[test]
+    fn crash_loses_what_the_policy_had_not_fsynced() {
+        let mut log = MemoryLog::with_fsync(FsyncPolicy::IntervalMs(100));
+        synced(&mut log, 1..4, 1000); // first sync: fdatasync
+        synced(&mut log, 4..6, 1050); // written, not fdatasync'd
+        log.append(event(6, 1, 0, 4)).unwrap(); // never synced
+        assert_eq!(
+            (log.durable_end(), log.fsynced_end()),
+            (Offset(5), Offset(3))
+        );
+        log.crash(1); // a torn write: one of the unsynced records reached the medium
+        assert_eq!((log.end(), log.durable_end()), (Offset(4), Offset(4)));
+        assert_eq!(log.version_vector().get(crate::event::ActorId(1)), 4);
+        synced(&mut log, 7..8, 1100);
+        synced(&mut log, 8..9, 1150);
+        assert_eq!(log.fsynced_end(), Offset(5));
+        let mut never = MemoryLog::with_fsync(FsyncPolicy::Never);
+        synced(&mut never, 1..4, 0);
+        never.crash(0);
+        assert_eq!(never.durable_end(), Offset(0));
+        let mut always = MemoryLog::new();
+        synced(&mut always, 1..4, 0);
+        always.crash(0);
+        assert_eq!(always.durable_end(), Offset(3));
+    }
+
+    #[test]
+    fn flipped_records_fail_reads_and_scans() {
+        let mut log = MemoryLog::new();
+        synced(&mut log, 1..6, 0);
+        assert!(log.flip_bit(Offset(2)));
+        assert!(!log.flip_bit(Offset(9)));
+        let mut seen = Vec::new();
+        let result = log.read(Offset(0), &mut |o, _| {
+            seen.push(o.0);
+            true
+        });
+        assert!(matches!(result, Err(StorageError::Corrupt { .. })));
+        assert_eq!(seen, [0, 1]);
+        assert!(log.read(Offset(3), &mut |_, _| true).is_ok());
+        let position = StartPosition::AfterId(crate::event::EventId::new(4, 1));
+        assert!(log.find_start(&position).is_err());
     }
 }

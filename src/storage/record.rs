@@ -47,6 +47,22 @@ pub fn encoded_size(event: &Event) -> usize {
     RECORD_HEADER_SIZE + BODY_FIXED_SIZE + event.namespace.len() + event.data.len()
 }
 
+/// Refuses an event whose record would exceed [`RECORD_BODY_SIZE_MAX`] (it could be written
+/// but never read back). The engine's own limits are far below; this guards the format.
+pub fn check_size(event: &Event) -> Result<(), super::StorageError> {
+    let body_size = encoded_size(event) - RECORD_HEADER_SIZE;
+    if body_size <= RECORD_BODY_SIZE_MAX {
+        return Ok(());
+    }
+    Err(super::StorageError::Io {
+        context: format!("append event {}", event.id),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("record of {body_size} bytes is over the limit of {RECORD_BODY_SIZE_MAX}"),
+        ),
+    })
+}
+
 /// Appends the encoded record to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
     let body_size = (encoded_size(event) - RECORD_HEADER_SIZE) as u32;

@@ -17,7 +17,7 @@ use crate::event::VersionVector;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment};
 use super::index::SegmentIndex;
-use super::record::{decode_header, RECORD_HEADER_SIZE};
+use super::record::{decode, decode_header, RECORD_HEADER_SIZE};
 use super::segment::{
     classify, create_segment, load_index, read_header, scan_segment, segment_path, write_index,
     FileKind,
@@ -33,6 +33,9 @@ pub struct RecoveryReport {
     /// Records (or pieces of records) cut from a torn or corrupt tail of the newest segment.
     pub truncated_records: u64,
     pub truncated_bytes: u64,
+    /// Of the records cut, how many were whole and passed their checksum (they followed a
+    /// damaged one: corruption of the medium rather than a torn write; logged as an error).
+    pub truncated_valid_records: u64,
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
     pub indexes_rebuilt: u64,
@@ -41,6 +44,31 @@ pub struct RecoveryReport {
     pub records_scanned: u64,
     /// Files in the data directory that are not part of the log (left alone).
     pub stray_files: u64,
+}
+
+/// The start-up line: "recovered N events in S segments", then anything unusual.
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "recovered {} events in {} segments",
+            self.event_count, self.segments
+        )?;
+        if self.truncated_bytes > 0 {
+            write!(
+                f,
+                "; cut a torn tail of {} bytes ({} records or pieces)",
+                self.truncated_bytes, self.truncated_records
+            )?;
+        }
+        if self.indexes_rebuilt > 0 {
+            write!(f, "; rebuilt {} index files", self.indexes_rebuilt)?;
+        }
+        if self.stray_files > 0 {
+            write!(f, "; ignored {} stray files", self.stray_files)?;
+        }
+        Ok(())
+    }
 }
 
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -305,8 +333,14 @@ fn cut_tail(
     file.seek(SeekFrom::Start(valid_size))
         .and_then(|_| file.read_to_end(&mut tail))
         .map_err(io_error(context("read")))?;
-    let records = count_pieces(&tail);
+    let (records, valid) = count_pieces(&tail);
     let bytes = file_size - valid_size;
+    if valid > 0 {
+        log::error!(
+            "segment {}: {valid} whole records with valid checksums follow the damaged one at              byte {valid_size}; this looks like corruption of the medium, not a torn write, and              they are cut with it",
+            path.display()
+        );
+    }
     log::warn!(
         "segment {}: cutting a torn or corrupt tail of {bytes} bytes ({records} records or \
          pieces of records) at byte {valid_size}",
@@ -316,24 +350,31 @@ fn cut_tail(
         .map_err(io_error(context("truncate")))?;
     file.sync_data().map_err(io_error(context("fdatasync")))?;
     report.truncated_records += records;
+    report.truncated_valid_records += valid;
     report.truncated_bytes += bytes;
     Ok(())
 }
 
 /// How many records the damaged tail seems to hold, following the length fields while they
-/// are plausible (at least 1 for a non-empty tail).
-fn count_pieces(tail: &[u8]) -> u64 {
-    let mut count = 0;
+/// are plausible (at least 1 for a non-empty tail), and how many of those pass their checksum.
+/// Whole, valid records after a damaged one point to corruption of the medium rather than a
+/// torn write.
+fn count_pieces(tail: &[u8]) -> (u64, u64) {
+    let (mut count, mut valid) = (0, 0);
     let mut position = 0usize;
     while position < tail.len() {
         count += 1;
-        let header = tail
-            .get(position..position + RECORD_HEADER_SIZE)
+        let rest = &tail[position..];
+        if decode(rest).is_ok() {
+            valid += 1;
+        }
+        let header = rest
+            .get(..RECORD_HEADER_SIZE)
             .and_then(|h| <&[u8; RECORD_HEADER_SIZE]>::try_from(h).ok());
         match header.map(decode_header) {
             Some(Ok((body_size, _))) => position += RECORD_HEADER_SIZE + body_size,
             _ => break,
         }
     }
-    count
+    (count, valid)
 }

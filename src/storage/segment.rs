@@ -162,12 +162,16 @@ pub struct SegmentReader {
     reader: BufReader<File>,
     /// A record read but given back by `unread`, returned by the next `next_record`.
     unread: Option<(Event, u64)>,
+    /// The file's size when last checked; a length field reaching past it is checked against
+    /// the current size before a buffer is allocated for the body.
+    known_size: u64,
 }
 
 impl SegmentReader {
     /// Opens `path` positioned at the record `offset` that starts at byte `position`.
     pub fn open(path: PathBuf, first_offset: u64, offset: u64, position: u64) -> io::Result<Self> {
         let mut file = File::open(&path)?;
+        let known_size = file.metadata()?.len();
         file.seek(SeekFrom::Start(position))?;
         Ok(SegmentReader {
             first_offset,
@@ -176,6 +180,7 @@ impl SegmentReader {
             path,
             reader: BufReader::with_capacity(READ_BUFFER_SIZE, file),
             unread: None,
+            known_size,
         })
     }
 
@@ -201,6 +206,19 @@ impl SegmentReader {
             _ => return Err(ReadError::Decode(DecodeError::Truncated)),
         }
         let (body_size, crc) = decode_header(&header).map_err(ReadError::Decode)?;
+        let record_end = self.position + (RECORD_HEADER_SIZE + body_size) as u64;
+        if record_end > self.known_size {
+            // The open segment grows; look again before calling the record truncated.
+            self.known_size = self
+                .reader
+                .get_ref()
+                .metadata()
+                .map_err(ReadError::Io)?
+                .len();
+            if record_end > self.known_size {
+                return Err(ReadError::Decode(DecodeError::Truncated));
+            }
+        }
         let mut body = vec![0u8; body_size];
         if read_full(&mut self.reader, &mut body).map_err(ReadError::Io)? < body_size {
             return Err(ReadError::Decode(DecodeError::Truncated));

@@ -1,0 +1,583 @@
+"""Tests of flo_client.py against the real server binary.
+
+Run from the repository root or this directory:  python3 -m unittest -v test_flo_client
+The server binary is $FLO_BIN, default target/release/flo under the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import flo_client as flo  # noqa: E402
+from flo_client import (  # noqa: E402
+    CaughtUp,
+    ConnectionClosed,
+    Cursor,
+    End,
+    Event,
+    EventId,
+    FloClient,
+    FloError,
+    NewEvent,
+    Start,
+)
+
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+FLO_BIN = os.environ.get("FLO_BIN", os.path.join(REPO, "target", "release", "flo"))
+LISTEN_RE = re.compile(r" listening on 127\.0\.0\.1:(\d+),")
+START_TIMEOUT = 20.0
+STEP = 10.0  # seconds to wait for any one expected frame
+
+
+class Server:
+    """One flo server process on a free port with its own data directory."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="flo-py-")
+        self.proc = subprocess.Popen(
+            [FLO_BIN, "-p", "0", "-d", self.dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.log: list[str] = []
+        found = threading.Event()
+        self.port = 0
+
+        def read_stderr() -> None:
+            assert self.proc.stderr is not None
+            for raw in self.proc.stderr:
+                line = raw.decode("utf-8", "replace")
+                self.log.append(line)
+                m = LISTEN_RE.search(line)
+                if m and not found.is_set():
+                    self.port = int(m.group(1))
+                    found.set()
+            found.set()  # the server exited (or closed stderr): stop waiting
+
+        self.reader = threading.Thread(target=read_stderr, daemon=True)
+        self.reader.start()
+        if not found.wait(START_TIMEOUT) or self.port == 0:
+            self.stop()
+            raise RuntimeError("server did not log its address:\n" + "".join(self.log))
+
+    def client(self, **kw) -> FloClient:
+        return FloClient.connect("127.0.0.1", self.port, timeout=STEP, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def spec_examples() -> dict[str, bytes]:
+    """Every ```hex block of protocol.md, by its first comment line."""
+    with open(os.path.join(REPO, "protocol.md"), encoding="utf-8") as f:
+        text = f.read()
+    out = {}
+    for block in re.findall(r"```hex\n(.*?)```", text, re.S):
+        lines = block.splitlines()
+        title = lines[0].lstrip("# ").strip()
+        out[title] = bytes.fromhex("".join(line.split("#")[0] for line in lines[1:]))
+    return out
+
+
+class OfflineTests(unittest.TestCase):
+    """No server: the codec against protocol.md's examples, and the id text form."""
+
+    def test_encoders_match_spec_examples(self) -> None:
+        ex = spec_examples()
+        cur = Cursor(EventId(0, 0), {2: 3, 1: 7})
+        cases = {
+            'Hello: version 1, client name "py-flo 1.0", no auth token': flo.encode_hello("py-flo 1.0"),
+            'Hello with the auth token "s3cret"': flo.encode_hello("go", b"s3cret"),
+            'Produce: op id 1, namespace /food/eggs, no parent, data "hi"': flo.encode_produce(
+                1, NewEvent("/food/eggs", b"hi")
+            ),
+            'Produce: op id 2, namespace /food/eggs/reply, parent 0000000000000000000500001, data "ok"':
+                flo.encode_produce(2, NewEvent("/food/eggs/reply", b"ok", EventId.parse("0000000000000000000500001"))),
+            "ProduceBatch: op id 3, two events": flo.encode_batch(3, [NewEvent("/a", b"x"), NewEvent("/b")]),
+            "Subscribe 1 to /food/** from the beginning, tail, credit 100": flo.encode_subscribe(
+                1, "/food/**", Start.beginning(), 0, True, 100
+            ),
+            "Subscribe 2 to /** from the end (new events only), tail, credit 10": flo.encode_subscribe(
+                2, "/**", Start.end(), 0, True, 10
+            ),
+            "Subscribe 3 to /food/* after event 0000000000000000004200001, no tail, limit 10": flo.encode_subscribe(
+                3, "/food/*", Start.after_id(EventId.parse("42.1")), 10, False, 100
+            ),
+            "Subscribe 4 to /food/** at the cursor floor none, vector {1: 7, 2: 3}": flo.encode_subscribe(
+                4, "/food/**", Start.at_cursor(cur), 0, True, 100
+            ),
+            "Subscribe 5 to /food/** at the cursor floor 0000000000000000004200001, vector {3: 50}":
+                flo.encode_subscribe(5, "/food/**", Start.at_cursor(Cursor(EventId(42, 1), {3: 50})), 0, True, 100),
+            "Subscribe 6 to /food/** from 1700000000000 ms (2023-11-14T22:13:20Z)": flo.encode_subscribe(
+                6, "/food/**", Start.at_timestamp(1700000000000), 0, True, 100
+            ),
+            "Credit: 50 more events for subscription 1": flo.encode_credit(1, 50),
+            "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
+            "Ping with token 7": flo.encode_ping(7),
+        }
+        for title, encoded in cases.items():
+            with self.subTest(title):
+                self.assertIn(title, ex)
+                self.assertEqual(encoded.hex(" "), ex[title].hex(" "))
+
+    def test_decoders_accept_every_server_example(self) -> None:
+        server_kinds = 0
+        for title, raw in spec_examples().items():
+            kind = raw[4]
+            if kind < 0x20 or 0x40 <= kind <= 0x5F:  # client frames; peer frames (section 15)
+                continue
+            server_kinds += 1
+            with self.subTest(title):
+                self.assertEqual(struct.unpack(">I", raw[:4])[0], len(raw) - 4)
+                flo.decode(kind, raw[5:])
+        self.assertGreaterEqual(server_kinds, 13)
+
+    def test_decoder_is_strict(self) -> None:
+        caught_up = bytes.fromhex("00000001")
+        with self.assertRaises(flo.ProtocolError):
+            flo.decode(flo.CAUGHT_UP, caught_up + b"\x00")  # trailing byte
+        with self.assertRaises(flo.ProtocolError):
+            flo.decode(flo.END, caught_up + b"\x09")  # unknown end reason
+        with self.assertRaises(flo.ProtocolError):
+            flo.decode(0x08, b"")  # reserved kind
+
+    def test_id_text_form(self) -> None:
+        self.assertEqual(EventId(1, 1).text(), "0000000000000000000100001")
+        self.assertEqual(EventId(42, 3).text(), "0000000000000000004200003")
+        self.assertEqual(EventId.parse("0000000000000000004200003"), EventId(42, 3))
+        self.assertEqual(EventId.parse("42.3"), EventId(42, 3))
+        ids = [EventId(6, 2), EventId(5, 2), EventId(6, 1)]
+        self.assertEqual(sorted(ids), [EventId(5, 2), EventId(6, 1), EventId(6, 2)])
+        self.assertEqual(sorted(i.text() for i in ids), [i.text() for i in sorted(ids)])
+        for bad in ("1", "1.", "x.1", "0" * 24):
+            with self.assertRaises(ValueError):
+                EventId.parse(bad)
+
+    def test_cursor_covers(self) -> None:
+        cur = Cursor(EventId(42, 1), {3: 50})
+        self.assertTrue(cur.covers(EventId(42, 1)))
+        self.assertTrue(cur.covers(EventId(50, 3)))
+        self.assertFalse(cur.covers(EventId(43, 1)))
+        self.assertFalse(cur.covers(EventId(51, 3)))
+        self.assertEqual(Cursor.from_text(cur.to_text()), cur)
+
+
+class ServerTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.server = Server()
+        self.clients: list[FloClient] = []
+
+    def tearDown(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.server.stop()
+
+    def connect(self, **kw) -> FloClient:
+        c = self.server.client(**kw)
+        self.clients.append(c)
+        return c
+
+    def raw_socket(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=STEP)
+        self.addCleanup(s.close)
+        return s
+
+    def closing_error(self, c: FloClient) -> FloError:
+        """Read (sending nothing more) until the server closes; return the closing Error."""
+        with self.assertRaises(ConnectionClosed) as cm:
+            deadline = c._deadline(None)
+            while True:
+                c._pump(deadline)
+        self.assertIsNotNone(cm.exception.error, "closed without an Error frame")
+        return cm.exception.error
+
+    # -- handshake and ping ------------------------------------------------------------------
+
+    def test_welcome_and_ping(self) -> None:
+        c = self.connect()
+        w = c.welcome
+        self.assertEqual(w.protocol_version, 1)
+        self.assertGreaterEqual(w.actor_id, 1)
+        self.assertEqual(w.frame_size_max, 8454144)
+        self.assertEqual(w.namespace_length_max, 1024)
+        self.assertEqual(w.event_data_size_max, 8388608)
+        self.assertGreater(w.subscriptions_max, 0)
+        self.assertEqual(w.idle_timeout_ms, 300000)
+        self.assertGreaterEqual(c.ping(), 0.0)
+        self.assertGreaterEqual(c.ping(), 0.0)
+
+    def test_unsupported_version_closes(self) -> None:
+        s = self.raw_socket()
+        s.sendall(flo.encode_hello("old", version=9))
+        err = self.closing_error(FloClient(s, STEP))
+        self.assertEqual((err.name, err.scope), ("UnsupportedVersion", "connection"))
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def test_seed_walkthrough(self) -> None:
+        c = self.connect()
+        ack = c.produce("/food/breakfast/eggs", b"scrambled")
+        self.assertEqual(ack.first_id.text(), "0000000000000000000100001")
+        self.assertEqual(ack.count, 1)
+        c.produce("/drinks/beer", b"stout")
+        c.produce("/food/beer", b"bread")  # a namespace for the /*/beer glob
+
+        sub = c.subscribe("/food/breakfast/eggs", Start.beginning(), tail=True)
+        ev = sub.next()
+        self.assertIsInstance(ev, Event)
+        self.assertEqual(ev.id.text(), "0000000000000000000100001")
+        self.assertEqual((ev.namespace, ev.data, ev.parent_id), ("/food/breakfast/eggs", b"scrambled", None))
+        self.assertEqual(ev.timestamp_ms, ack.timestamp_ms)
+        self.assertIsInstance(sub.next(), CaughtUp)
+
+        # Live: a new event reaches the tailing subscription.
+        ack2 = c.produce("/food/breakfast/eggs", b"fried", parent_id=ev.id)
+        ev2 = sub.next()
+        self.assertEqual((ev2.id, ev2.parent_id, ev2.data), (ack2.first_id, ev.id, b"fried"))
+
+        food = c.subscribe("/food/**")
+        self.assertEqual(
+            [(e.namespace, e.data) for e in food.events()],
+            [("/food/breakfast/eggs", b"scrambled"), ("/food/beer", b"bread"), ("/food/breakfast/eggs", b"fried")],
+        )
+        self.assertEqual(food.ended.reason, flo.END_OF_STREAM)
+
+        beer = c.subscribe("/*/beer")
+        self.assertEqual([e.data for e in beer.events()], [b"stout", b"bread"])
+        self.assertEqual(beer.ended.reason, flo.END_OF_STREAM)
+
+    def test_pipelined_produces_acked_in_order(self) -> None:
+        c = self.connect()
+        ops = [c.send_produce(f"/p/{i % 3}", str(i).encode()) for i in range(200)]
+        # Errors are released in order with the Acks, too.
+        bad = c.send_produce("bad", b"", check=False)
+        ops.append(bad)
+        last = c.send_produce("/q/last", b"")
+        ops.append(last)
+        # Read replies in arrival order, straight off the wire.
+        order = []
+        while c.pending_ops:
+            c._pump(c._deadline(None))
+            for op in list(c.replies):
+                if op not in order:
+                    order.append(op)
+        self.assertEqual(order, ops)
+        with self.assertRaises(FloError):
+            c.wait_reply(bad)
+        self.assertEqual(c.wait_reply(last).first_id.counter, 201)
+        acks = [c.wait_reply(op) for op in ops[:200]]
+        self.assertEqual([a.first_id.counter for a in acks], list(range(1, 201)))
+        sub = c.subscribe("/p/**", credit=1000)
+        self.assertEqual([e.data for e in sub.events()], [str(i).encode() for i in range(200)])
+
+    def test_batch(self) -> None:
+        c = self.connect()
+        c.produce("/before", b"0")
+        ack = c.produce_batch([NewEvent("/a", b"x"), NewEvent("/b"), NewEvent("/a/c", b"yz")])
+        self.assertEqual(ack.count, 3)
+        self.assertEqual(ack.first_id, EventId(2, c.welcome.actor_id))
+        self.assertEqual(ack.ids, [EventId(n, c.welcome.actor_id) for n in (2, 3, 4)])
+        evs = list(c.subscribe("/**").events())
+        self.assertEqual([(e.id, e.namespace, e.data) for e in evs[1:]],
+                         list(zip(ack.ids, ["/a", "/b", "/a/c"], [b"x", b"", b"yz"])))
+        self.assertTrue(all(e.timestamp_ms == ack.timestamp_ms for e in evs[1:]))
+
+    def test_invalid_batches(self) -> None:
+        c = self.connect()
+        empty = c.send_batch([], check=False)
+        with self.assertRaises(FloError) as cm:
+            c.wait_reply(empty)
+        self.assertEqual((cm.exception.name, cm.exception.scope, cm.exception.target), ("InvalidBatch", "produce", empty))
+        # One bad namespace: nothing of the batch is appended.
+        bad = c.send_batch([NewEvent("/ok", b"1"), NewEvent("no-slash", b"2")], check=False)
+        with self.assertRaises(FloError) as cm:
+            c.wait_reply(bad)
+        self.assertEqual((cm.exception.name, cm.exception.target), ("InvalidNamespace", bad))
+        too_many = c.send_batch([NewEvent("/n")] * 10001, check=False)
+        with self.assertRaises(FloError) as cm:
+            c.wait_reply(too_many)
+        self.assertEqual(cm.exception.name, "InvalidBatch")
+        self.assertEqual(c.produce_batch([NewEvent("/n")] * 10000).count, 10000)
+        self.assertEqual(c.produce("/last").first_id.counter, 10001)
+
+    def test_invalid_namespace_keeps_connection(self) -> None:
+        c = self.connect()
+        with self.assertRaises(ValueError):
+            c.send_produce("food")  # the client checks first
+        op_good = c.send_produce("/good", b"1")
+        for bad_ns in ("food", "", "/a\nb", "/nul\x00"):
+            op = c.send_produce(bad_ns, b"x", check=False)
+            with self.assertRaises(FloError) as cm:
+                c.wait_reply(op)
+            e = cm.exception
+            self.assertEqual((e.name, e.code, e.scope, e.target), ("InvalidNamespace", 6, "produce", op))
+            self.assertFalse(e.closes_connection)
+        self.assertEqual(c.wait_reply(op_good).first_id.counter, 1)
+        self.assertEqual(c.produce("/after", b"2").first_id.counter, 2)
+        c.ping()
+
+    def test_oversized_event_and_namespace(self) -> None:
+        c = self.connect()
+        w = c.welcome
+        data = b"\x00" * (w.event_data_size_max + 1)
+        self.assertLess(5 + 8 + 2 + 2 + 10 + 4 + len(data), w.frame_size_max)
+        with self.assertRaises(ValueError):
+            c.send_produce("/big", data)  # the client refuses it itself
+        op = c.send_produce("/big", data, check=False)
+        with self.assertRaises(FloError) as cm:
+            c.wait_reply(op)
+        self.assertEqual((cm.exception.name, cm.exception.scope, cm.exception.target), ("EventTooLarge", "produce", op))
+        op = c.send_produce("/" + "n" * w.namespace_length_max, b"", check=False)
+        with self.assertRaises(FloError) as cm:
+            c.wait_reply(op)
+        self.assertEqual((cm.exception.name, cm.exception.target), ("InvalidNamespace", op))
+        # Exactly at the limits is fine, and the connection is still usable.
+        ack = c.produce("/" + "n" * (w.namespace_length_max - 1), b"\x01" * w.event_data_size_max)
+        self.assertEqual(ack.first_id.counter, 1)
+
+    def test_frame_too_large_closes(self) -> None:
+        c = self.connect()
+        c.send_raw(struct.pack(">IB", c.welcome.frame_size_max, flo.PRODUCE))  # 4 + length > max
+        err = self.closing_error(c)
+        self.assertEqual((err.name, err.scope), ("FrameTooLarge", "connection"))
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def test_start_positions(self) -> None:
+        c = self.connect()
+        first = c.produce("/s/a", b"1")
+        for _ in range(100000):  # produce elsewhere until the server's clock has moved on
+            if c.produce("/t/tick").timestamp_ms > first.timestamp_ms:
+                break
+        second = c.produce("/s/b", b"2")
+        third = c.produce("/s/c", b"3")
+        self.assertGreater(second.timestamp_ms, first.timestamp_ms)
+
+        def datas(start: Start) -> list[bytes]:
+            sub = c.subscribe("/s/*", start)
+            out = [e.data for e in sub.events()]
+            self.assertEqual(sub.ended.reason, flo.END_OF_STREAM)
+            return out
+
+        self.assertEqual(datas(Start.beginning()), [b"1", b"2", b"3"])
+        self.assertEqual(datas(Start.after_id(first.first_id)), [b"2", b"3"])
+        self.assertEqual(datas(Start.after_id(EventId(0, 0))), [b"1", b"2", b"3"])
+        self.assertEqual(datas(Start.at_timestamp(second.timestamp_ms)), [b"2", b"3"])
+        self.assertEqual(datas(Start.at_cursor(Cursor(EventId(0, 0), {third.first_id.actor: second.first_id.counter}))), [b"3"])
+        self.assertEqual(datas(Start.end()), [])
+
+        live = c.subscribe("/s/*", Start.end(), tail=True)
+        self.assertIsInstance(live.next(), CaughtUp)
+        c.produce("/s/d", b"4")
+        self.assertEqual(live.next().data, b"4")
+
+    def test_glob_examples_table(self) -> None:
+        """Every row of protocol.md's glob example table, against the server."""
+        with open(os.path.join(REPO, "protocol.md"), encoding="utf-8") as f:
+            text = f.read()
+        table = text[text.index("| Glob | Matches | Does not match |"):]
+        rows = []
+        for line in table.splitlines()[2:]:
+            if not line.startswith("|"):
+                break
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows.append([re.findall(r"`([^`]*)`", cell) for cell in cells])
+        self.assertGreaterEqual(len(rows), 9)
+        namespaces = sorted({ns for _, yes, no in rows for ns in yes + no})
+        c = self.connect()
+        c.produce_batch([NewEvent(ns, ns.encode()) for ns in namespaces])
+        for (glob,), yes, no in rows:
+            with self.subTest(glob):
+                got = {e.namespace for e in c.subscribe(glob, credit=1000).events()}
+                if not yes:  # "every namespace"
+                    yes = namespaces
+                self.assertTrue(set(yes) <= got, f"{glob} should match {set(yes) - got}")
+                self.assertFalse(set(no) & got, f"{glob} should not match {set(no) & got}")
+
+    def test_invalid_glob(self) -> None:
+        c = self.connect()
+        for glob in ("food", "", "/food**", "/***", "/[ab"):
+            sub = c.subscribe(glob)
+            with self.assertRaises(FloError) as cm:
+                sub.next()
+            self.assertEqual((cm.exception.name, cm.exception.scope, cm.exception.target), ("InvalidGlob", "subscription", sub.id))
+        c.ping()
+
+    def test_credit_flow(self) -> None:
+        c = self.connect()
+        for i in range(5):
+            c.produce("/c", str(i).encode())
+        sub = c.subscribe("/c", tail=True, credit=2, auto_credit=False)
+        self.assertEqual([sub.next().data, sub.next().data], [b"0", b"1"])
+        # Out of credit: nothing more arrives (a Ping's Pong comes after all queued frames).
+        c.ping()
+        self.assertEqual(len(sub.queue), 0)
+        sub.credit(2)
+        self.assertEqual([sub.next().data, sub.next().data], [b"2", b"3"])
+        c.ping()
+        self.assertEqual(len(sub.queue), 0)
+        sub.credit(10)
+        self.assertEqual(sub.next().data, b"4")
+        self.assertIsInstance(sub.next(), CaughtUp)
+        # Live delivery uses the remaining credit; none is dropped when it runs out.
+        for i in range(5, 20):
+            c.produce("/c", str(i).encode())
+        got = [sub.next().data for _ in range(9)]
+        c.ping()
+        self.assertEqual(len(sub.queue), 0)
+        sub.credit(6)
+        got += [sub.next().data for _ in range(6)]
+        self.assertEqual(got, [str(i).encode() for i in range(5, 20)])
+
+    def test_credit_zero_then_huge(self) -> None:
+        c = self.connect()
+        c.produce("/z", b"a")
+        sub = c.subscribe("/z", tail=True, credit=0, auto_credit=False)
+        c.ping()
+        self.assertEqual(len(sub.queue), 0)
+        # Two grants summing past 2^32 - 1: the server caps, nothing breaks.
+        sub.credit(flo.U32_MAX)
+        sub.credit(flo.U32_MAX)
+        self.assertEqual(sub.next().data, b"a")
+        self.assertIsInstance(sub.next(), CaughtUp)
+
+    def test_auto_credit_replenishes(self) -> None:
+        c = self.connect()
+        c.produce_batch([NewEvent("/r", str(i).encode()) for i in range(100)])
+        sub = c.subscribe("/r", credit=4)
+        self.assertEqual([e.data for e in sub.events()], [str(i).encode() for i in range(100)])
+        self.assertEqual(sub.ended.reason, flo.END_OF_STREAM)
+
+    def test_limit(self) -> None:
+        c = self.connect()
+        c.produce_batch([NewEvent("/l", str(i).encode()) for i in range(5)])
+        sub = c.subscribe("/l", limit=3)
+        items = list(sub)
+        self.assertEqual([e.data for e in items[:3]], [b"0", b"1", b"2"])
+        self.assertEqual(items[3], End(sub.id, flo.LIMIT_REACHED))
+        self.assertEqual(len(items), 4)
+        # Limit equal to the stored count: LimitReached wins over EndOfStream.
+        sub = c.subscribe("/l", limit=5)
+        self.assertEqual(list(sub)[-1].reason, flo.LIMIT_REACHED)
+        # Tail with a limit: ends in live mode.
+        sub = c.subscribe("/l", Start.end(), limit=1, tail=True)
+        self.assertIsInstance(sub.next(), CaughtUp)
+        c.produce("/l", b"live")
+        self.assertEqual(sub.next().data, b"live")
+        self.assertEqual(sub.next(), End(sub.id, flo.LIMIT_REACHED))
+
+    def test_resume_from_cursor(self) -> None:
+        c = self.connect()
+        c.produce_batch([NewEvent(f"/r/{i % 2}", str(i).encode()) for i in range(10)])
+        sub = c.subscribe("/r/**", tail=True, credit=3)
+        seen = [sub.next().data for _ in range(4)]
+        saved = sub.cursor.to_text()
+        c.close()
+
+        c2 = self.connect()
+        c2.produce("/r/0", b"10")
+        resumed = c2.subscribe("/r/**", Start.at_cursor(Cursor.from_text(saved)), tail=True)
+        for item in resumed:
+            if isinstance(item, CaughtUp):
+                break
+            seen.append(item.data)
+        self.assertEqual(seen, [str(i).encode() for i in range(11)])
+        c2.produce("/r/1", b"11")
+        self.assertEqual(resumed.next().data, b"11")
+        # The cursor kept advancing; it covers everything seen.
+        self.assertTrue(resumed.cursor.covers(EventId(12, c2.welcome.actor_id)))
+
+    def test_unsubscribe(self) -> None:
+        c = self.connect()
+        c.produce("/u", b"a")
+        sub = c.subscribe("/u", tail=True)
+        self.assertEqual(sub.next().data, b"a")
+        self.assertIsInstance(sub.next(), CaughtUp)
+        sub.unsubscribe()
+        self.assertEqual(sub.next(), End(sub.id, flo.UNSUBSCRIBED))
+        with self.assertRaises(StopIteration):
+            sub.next()
+        # A second Unsubscribe for the ended id: UnknownSubscription, ignored by the client.
+        c.send_raw(flo.encode_unsubscribe(sub.id))
+        c.send_raw(flo.encode_credit(sub.id, 5))
+        c.ping()
+        self.assertEqual([e.name for e in c.ignored_errors], ["UnknownSubscription"] * 2)
+        # The id may be reused.
+        again = c.subscribe("/u", sub_id=sub.id)
+        self.assertEqual(again.next().data, b"a")
+
+    def test_duplicate_and_too_many_subscriptions(self) -> None:
+        s = self.raw_socket()
+        c = FloClient(s, STEP)
+        c.handshake("raw")
+        c.subscribe("/x", tail=True, sub_id=7)
+        c.send_raw(flo.encode_subscribe(7, "/y", Start.beginning(), 0, True, 1))
+        c.ping()
+        self.assertEqual([(e.name, e.target) for e in c.ignored_errors], [("DuplicateSubscription", 7)])
+        self.assertIn(7, c.subs)
+        for i in range(100, 100 + c.welcome.subscriptions_max - 1):
+            c.subscribe("/x", tail=True, sub_id=i)
+        extra = c.subscribe("/x", tail=True, sub_id=99)
+        with self.assertRaises(FloError) as cm:
+            extra.next()
+        self.assertEqual(cm.exception.name, "TooManySubscriptions")
+
+    # -- malformed input ---------------------------------------------------------------------
+
+    def test_malformed_frame_errors_then_closes(self) -> None:
+        cases = {
+            "zero length": b"\x00\x00\x00\x00",
+            "unknown kind": flo.frame(0x60, b""),
+            "trailing byte": flo.frame(flo.PING, b"\x00" * 9),
+            "bad bool": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x02" + b"\x00" * 4,
+        }
+        for n, (name, raw) in enumerate(cases.items(), start=1):
+            with self.subTest(name):
+                c = self.connect()
+                op = c.send_produce("/fine", b"1")
+                c.send_raw(raw)
+                err = self.closing_error(c)
+                # The produce before the bad frame was received first, so it is appended; its
+                # Ack may be lost to the close (protocol.md section 4, Closing).
+                self.assertIn(type(c.replies.get(op)), (flo.Ack, type(None)))
+                self.assertEqual([e.data for e in self.connect().subscribe("/fine").events()], [b"1"] * n)
+                self.assertEqual((err.name, err.scope), ("MalformedFrame", "connection"))
+
+    def test_frame_before_hello(self) -> None:
+        s = self.raw_socket()
+        s.sendall(flo.encode_ping(1))
+        self.assertEqual(self.closing_error(FloClient(s, STEP)).name, "HandshakeRequired")
+
+    def test_second_hello_and_server_kind(self) -> None:
+        for raw in (flo.encode_hello("again"), flo.frame(flo.PONG, b"\x00" * 8), flo.frame(0x40, b"")):
+            with self.subTest(raw[4]):
+                c = self.connect()
+                c.send_raw(raw)
+                self.assertEqual(self.closing_error(c).name, "UnexpectedFrame")
+
+
+if __name__ == "__main__":
+    unittest.main()
