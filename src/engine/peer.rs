@@ -418,10 +418,14 @@ impl<L: Log> Engine<L> {
         );
         self.send(conn, &Frame::PeerCredit { count: window });
         let addr = handshake.advertised_addr.parse::<SocketAddr>().ok();
+        let entries: Vec<String> = their_vector
+            .iter()
+            .map(|(actor, counter)| format!("{actor}:{counter}"))
+            .collect();
         log::info!(
-            "{conn}: peer {actor} ({}) connected; its vector {:?}",
+            "{conn}: peer {actor} ({}) connected; its vector {{{}}}",
             handshake.advertised_addr,
-            their_vector.iter().collect::<Vec<_>>()
+            entries.join(", ")
         );
         let mut changed = false;
         match self.cluster.members.get_mut(&actor) {
@@ -564,7 +568,13 @@ impl<L: Log> Engine<L> {
                 }
             }
             Frame::Error(error) => {
-                log::warn!("{conn}: peer closed the connection: {}", error.message);
+                match error.code {
+                    ErrorCode::DuplicatePeerConnection => {
+                        log::debug!("{conn}: duplicate closed by the peer: {}", error.message)
+                    }
+                    ErrorCode::ShuttingDown => log::info!("{conn}: peer is shutting down"),
+                    _ => log::warn!("{conn}: peer closed the connection: {}", error.message),
+                }
                 self.forget(conn);
                 return false;
             }
