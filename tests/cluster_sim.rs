@@ -147,6 +147,16 @@ struct Sim {
     holders: HashMap<EventId, (Vec<u8>, usize)>,
     produced: u64,
     lost_by_power_loss: u64,
+    stats: FaultStats,
+}
+
+/// How many faults a run injected, so the test can check that it exercised them.
+#[derive(Default, Debug, Clone, Copy)]
+struct FaultStats {
+    partitions: u64,
+    crashes: u64,
+    sync_failures: u64,
+    holds: u64,
 }
 
 fn now_of(ms: u64) -> Now {
@@ -226,6 +236,7 @@ impl Sim {
             holders: HashMap::new(),
             produced: 0,
             lost_by_power_loss: 0,
+            stats: FaultStats::default(),
         };
         for i in 0..count {
             sim.connect_client(i);
@@ -468,6 +479,13 @@ impl Sim {
             ids.swap(i, j);
         }
         for id in ids {
+            let frozen = self.links.get(&id).is_some_and(|l| {
+                self.partitions
+                    .contains(&Sim::pair(l.ends[0].0, l.ends[1].0))
+            });
+            if frozen {
+                continue;
+            }
             for side in 0..2 {
                 while let Some(link) = self.links.get_mut(&id) {
                     let (node, conn) = link.ends[side];
@@ -563,7 +581,11 @@ impl Sim {
         if std::env::var("FLO_SIM_VERBOSE").is_ok() {
             eprintln!("{} ms: node {node} restarts", self.now_ms);
         }
-        n.engine = Some(Engine::new(n.config.clone(), log));
+        let engine = Engine::new(n.config.clone(), log);
+        if engine.is_holding_produces() {
+            self.stats.holds += 1;
+        }
+        n.engine = Some(engine);
         self.connect_client(node);
     }
 
@@ -662,15 +684,29 @@ impl Sim {
                 let b = self.rng.below(count as u64) as usize;
                 if a != b {
                     self.partitions.insert(Sim::pair(a, b));
-                    let cut: Vec<u64> = self
-                        .links
-                        .iter()
-                        .filter(|(_, l)| Sim::pair(l.ends[0].0, l.ends[1].0) == Sim::pair(a, b))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in cut {
-                        self.cut(id);
+                    self.stats.partitions += 1;
+                    // Half the partitions reset the connections between the pair; the other
+                    // half are silent: bytes wait in the network until the partition heals
+                    // (or a keep-alive time-out closes the connection).
+                    if self.rng.below(2) == 0 {
+                        let cut: Vec<u64> = self
+                            .links
+                            .iter()
+                            .filter(|(_, l)| Sim::pair(l.ends[0].0, l.ends[1].0) == Sim::pair(a, b))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in cut {
+                            self.cut(id);
+                        }
                     }
+                }
+            }
+            if self.rng.chance(3) {
+                // The next sync of a node fails like a full disk.
+                let node = self.rng.below(count as u64) as usize;
+                if let Some(engine) = self.nodes[node].engine.as_mut() {
+                    engine.log_mut().fail_next_sync = true;
+                    self.stats.sync_failures += 1;
                 }
             }
             if self.rng.chance(6) {
@@ -678,6 +714,9 @@ impl Sim {
             }
             if self.rng.chance(4) {
                 let node = self.rng.below(count as u64) as usize;
+                if self.nodes[node].engine.is_some() {
+                    self.stats.crashes += 1;
+                }
                 self.crash(node);
             }
         }
@@ -756,17 +795,34 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn the_cluster_converges_and_keeps_its_invariants_under_faults() {
+    let seeds = seeds();
     let mut produced = 0;
     let mut lost = 0;
-    for seed in seeds() {
+    let mut faults = FaultStats::default();
+    for &seed in &seeds {
         let mut sim = Sim::new(seed);
         sim.run(2000);
         let acked: usize = sim.nodes.iter().map(|n| n.acked.len()).sum();
         assert!(acked > 0, "seed {seed}: nothing was acknowledged");
         produced += acked;
         lost += sim.lost_by_power_loss;
+        faults.partitions += sim.stats.partitions;
+        faults.crashes += sim.stats.crashes;
+        faults.sync_failures += sim.stats.sync_failures;
+        faults.holds += sim.stats.holds;
     }
-    eprintln!("acknowledged events kept: {produced}; lost by simulated power loss: {lost}");
+    eprintln!(
+        "{} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
+        seeds.len()
+    );
+    if seeds.len() >= 100 {
+        // The default run must exercise every fault it claims to.
+        assert!(faults.partitions > 0 && faults.crashes > 0 && faults.sync_failures > 0);
+        assert!(
+            faults.holds > 0 && lost > 0,
+            "no power loss hit an interval node"
+        );
+    }
 }
 
 /// Without faults, three nodes converge and every node holds every event with the id its
