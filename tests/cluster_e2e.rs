@@ -407,3 +407,42 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
     assert!(found(&three, "secret"), "a wrong secret is refused");
     assert_eq!(connected_members(one.addr.port()), 0);
 }
+
+#[test]
+fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_logged() {
+    let dir1 = tempfile::tempdir().expect("temporary directory");
+    let dir2 = tempfile::tempdir().expect("temporary directory");
+    let one = FloProcess::start(
+        dir1.path(),
+        &[
+            "--actor-id",
+            "1",
+            "--segment-size",
+            "4096",
+            "--max-events",
+            "50",
+        ],
+    );
+    produce(
+        one.addr.port(),
+        300,
+        "a fairly long payload so that segments fill up quickly",
+    );
+    wait_until("retention deleted old segments", || {
+        events_on(one.addr.port()).len() < 300
+    });
+    let retained = events_on(one.addr.port());
+    let peer = format!("127.0.0.1:{}", one.addr.port());
+    let two = FloProcess::start(dir2.path(), &["--actor-id", "2", "--peer-addr", &peer]);
+    wait_until("node 2 holds what node 1 retained", || {
+        events_on(two.addr.port()) == retained
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut warned = false;
+    while !warned && Instant::now() < deadline {
+        if let Ok(line) = one.log_lines.recv_timeout(Duration::from_millis(100)) {
+            warned = line.contains("may have a gap");
+        }
+    }
+    assert!(warned, "node 1 warns that peer 2 has a gap");
+}

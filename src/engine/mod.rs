@@ -483,7 +483,10 @@ impl<L: Log> Engine<L> {
         self.peer_keepalives();
         match self.log.apply_retention(now.wall_ms) {
             Ok(0) => {}
-            Ok(deleted) => log::info!("retention deleted {deleted} events"),
+            Ok(deleted) => {
+                log::info!("retention deleted {deleted} events");
+                self.warn_peer_retention_gaps();
+            }
             Err(error) => log::error!("retention failed: {error}"),
         }
     }

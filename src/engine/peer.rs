@@ -486,6 +486,26 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// Retention deleted records: a connected peer whose stream had not reached them yet
+    /// will never be sent them. Says so loudly, once per deletion.
+    pub(super) fn warn_peer_retention_gaps(&mut self) {
+        let start = self.log.start();
+        for connection in self.conns.iter_mut().flatten() {
+            let Phase::Peer { actor, .. } = connection.phase else {
+                continue;
+            };
+            if let Some(sub) = connection.subscriptions.get_mut(&PEER_SUBSCRIPTION) {
+                if sub.next < start {
+                    log::warn!(
+                        "peer {actor} has a gap: retention deleted records {}..{start} before they were sent to it",
+                        sub.next
+                    );
+                    sub.next = start;
+                }
+            }
+        }
+    }
+
     /// Adds members learned from a peer; returns true when the member set changed.
     fn learn_members(&mut self, members: &[Member]) -> bool {
         let mut changed = false;
