@@ -297,11 +297,13 @@ impl<L: Log> Engine<L> {
             return self.close_with_error(conn, code, &message);
         }
         let actor = ActorId(hello.actor_id);
+        // PeerWelcome goes out even when this connection then loses to an existing one, so
+        // the dialer learns which actor the address reaches and stops dialing it.
+        let welcome = self.own_handshake();
+        self.send(conn, &Frame::PeerWelcome(welcome));
         if !self.resolve_duplicate(conn, actor, actor) {
             return false;
         }
-        let welcome = self.own_handshake();
-        self.send(conn, &Frame::PeerWelcome(welcome));
         self.establish(conn, actor, actor, hello);
         true
     }

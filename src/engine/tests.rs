@@ -977,6 +977,12 @@ fn a_second_connection_to_the_same_peer_keeps_the_one_dialed_by_the_lower_actor(
         harness.closed_with(second),
         Some(ErrorCode::DuplicatePeerConnection)
     );
+    // PeerWelcome came first, so the dialer learns who this address is and stops dialing it.
+    let (_, frames) = harness.closed.iter().find(|(c, _)| *c == second).unwrap();
+    assert!(
+        matches!(frames.first(), Some(Frame::PeerWelcome(_))),
+        "{frames:?}"
+    );
     assert!(harness.engine.is_open(first));
     assert_eq!(harness.engine.connected_peers(), vec![ActorId(2)]);
 }
