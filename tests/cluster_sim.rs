@@ -4,7 +4,9 @@
 //! The network carries each connection's bytes in order, in randomly sized chunks with random
 //! delays, so deliveries on different connections are reordered but a connection's bytes never
 //! are (as with TCP). Faults: connections dropped (both ends see the close), partitions between
-//! pairs of nodes (their connections are cut and dials fail until healed), and node restarts on
+//! pairs of nodes (dials fail until healed; half of them also reset the pair's connections, the
+//! other half hold their bytes until the heal or a keep-alive time-out), failed syncs (a full
+//! disk), and node restarts on
 //! the log they leave behind after a crash: a node with `--fsync always` keeps everything it
 //! acknowledged; a node with `interval` may lose its unsynced tail (a power loss), which is how
 //! the catch-up hold (docs/clustering.md) is exercised. Fake clients produce at random.
