@@ -283,6 +283,13 @@ impl<L: Log> Engine<L> {
         if handshake.actor_id == 0 {
             return Some((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
         }
+        if handshake.advertised_addr.parse::<SocketAddr>().is_err() {
+            let message = format!(
+                "advertised address {:?} is not an IP address and port",
+                handshake.advertised_addr
+            );
+            return Some((ErrorCode::MalformedFrame, message));
+        }
         None
     }
 
@@ -419,6 +426,7 @@ impl<L: Log> Engine<L> {
             },
         );
         self.send(conn, &Frame::PeerCredit { count: window });
+        // Checked by `check_handshake`; a member without an address could not be redialed.
         let addr = handshake.advertised_addr.parse::<SocketAddr>().ok();
         let entries: Vec<String> = their_vector
             .iter()
