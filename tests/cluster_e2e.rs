@@ -1,7 +1,7 @@
 //! Three real `flo` processes on loopback, clustered as the README shows (`--actor-id`, one
 //! `--peer-addr` per other node, a data directory each). Proves that events produced on every
 //! node reach every node with the same ids; that a node killed with SIGKILL catches up after a
-//! restart; that nodes converge after every peer link is cut (through TCP proxies inside the
+//! restart (with `--fsync interval`, after its catch-up hold); that nodes converge after every peer link is cut (through TCP proxies inside the
 //! test) and healed; and that a consumer moving between nodes with its version-vector cursor
 //! sees every event exactly once. Every wait is a bounded poll of a condition.
 
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::FloProcess;
-use flo::client::{Client, ClientOptions};
+use flo::client::{Client, ClientError, ClientOptions, ErrorCode};
 use flo::event::{EventId, StartPosition};
 use flo::protocol::MemberState;
 
@@ -33,6 +33,23 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (at most 30 s) for a log line of `process` that contains `needle` (lines before the
+/// start-up line included).
+fn logged(process: &FloProcess, needle: &str) -> bool {
+    if process.early_lines.iter().any(|line| line.contains(needle)) {
+        return true;
+    }
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(line) = process.log_lines.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn client(port: u16) -> Client {
@@ -158,8 +175,35 @@ fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
     expected.extend(produce(nodes[0].port, 5, "while 3 was down, node 0"));
     expected.extend(produce(nodes[1].port, 5, "while 3 was down, node 1"));
     wait_for_convergence(&nodes[..2], &expected);
+    // Restart it with `--fsync interval`: it refuses produces (NotReady) until it has caught
+    // up with both peers, which must take far less than the 30 s catch-up time-out.
+    nodes[2]
+        .args
+        .extend(["--fsync".to_string(), "interval:50".to_string()]);
     nodes[2].start();
-    expected.extend(produce(nodes[2].port, 3, "node 2 after restart"));
+    let restarted = Instant::now();
+    let mut client3 = client(nodes[2].port);
+    let first = loop {
+        match client3.produce("/cluster/test", b"node 2 after restart 0") {
+            Ok(ack) => break ack,
+            Err(ClientError::Server {
+                code: ErrorCode::NotReady,
+                ..
+            }) => {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(10),
+                    "still NotReady"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("produce after restart: {error}"),
+        }
+    };
+    expected.insert(first.first_id, b"node 2 after restart 0".to_vec());
+    let process = nodes[2].process.as_ref().expect("running");
+    assert!(logged(process, "refusing produces (NotReady)"));
+    assert!(logged(process, "caught up with every known peer"));
+    expected.extend(produce(nodes[2].port, 2, "node 2 after restart"));
     wait_for_convergence(&nodes, &expected);
     // Ids of one actor only grow: the restarted node did not reuse its old counters.
     let actor3: Vec<u64> = expected
@@ -377,19 +421,11 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
     let one = FloProcess::start_on_port(dir1.path(), port1, &["--actor-id", "1"]);
     // Same actor id as node 1.
     let two = FloProcess::start(dir2.path(), &["--actor-id", "1", "--peer-addr", &peer1]);
-    let found = |process: &FloProcess, needle: &str| {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(line) = process.log_lines.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(needle) {
-                    return true;
-                }
-            }
-        }
-        false
-    };
-    assert!(found(&one, "own"), "the acceptor logs why it refused");
-    assert!(found(&two, "refused"), "the dialer logs why it was refused");
+    assert!(logged(&one, "own"), "the acceptor logs why it refused");
+    assert!(
+        logged(&two, "refused"),
+        "the dialer logs why it was refused"
+    );
     drop(two);
 
     let dir3 = tempfile::tempdir().expect("temporary directory");
@@ -404,7 +440,7 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
             "x",
         ],
     );
-    assert!(found(&three, "secret"), "a wrong secret is refused");
+    assert!(logged(&three, "secret"), "a wrong secret is refused");
     assert_eq!(connected_members(one.addr.port()), 0);
 }
 
@@ -437,12 +473,6 @@ fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_lo
     wait_until("node 2 holds what node 1 retained", || {
         events_on(two.addr.port()) == retained
     });
-    let deadline = Instant::now() + WAIT;
-    let mut warned = false;
-    while !warned && Instant::now() < deadline {
-        if let Ok(line) = one.log_lines.recv_timeout(Duration::from_millis(100)) {
-            warned = line.contains("may have a gap");
-        }
-    }
+    let warned = logged(&one, "may have a gap");
     assert!(warned, "node 1 warns that peer 2 has a gap");
 }

@@ -18,6 +18,8 @@ pub struct FloProcess {
     pub addr: SocketAddr,
     /// Standard error lines after the start-up line, for tests that look at the log.
     pub log_lines: mpsc::Receiver<String>,
+    /// Standard error lines up to and including the start-up line.
+    pub early_lines: Vec<String>,
 }
 
 impl FloProcess {
@@ -49,10 +51,12 @@ impl FloProcess {
                 }
             }
         });
+        let mut early_lines = Vec::new();
         let addr = loop {
             let line = log_lines
                 .recv_timeout(Duration::from_secs(30))
                 .expect("flo printed its start-up line");
+            early_lines.push(line.clone());
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 let addr = rest.split(',').next().expect("address");
                 break addr.parse().expect("a socket address");
@@ -62,6 +66,7 @@ impl FloProcess {
             child,
             addr,
             log_lines,
+            early_lines,
         }
     }
 
