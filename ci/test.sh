@@ -7,3 +7,5 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release
+# The benchmark's Redis and NATS drivers against real servers (installed with apt-get if missing).
+ci/peer_drivers_test.sh

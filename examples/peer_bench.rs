@@ -108,6 +108,16 @@ fn error(context: &'static str) -> impl Fn(io::Error) -> String {
     move |error| format!("{context}: {error}")
 }
 
+/// The run's own error comes first: a failed clean-up after a failed run is only its echo.
+fn finish(
+    result: Result<BenchResult, String>,
+    cleanup: Result<(), String>,
+) -> Result<BenchResult, String> {
+    let result = result?;
+    cleanup?;
+    Ok(result)
+}
+
 fn run(peer: &Peer) -> Result<BenchResult, String> {
     match peer {
         Peer::Redis(load) => {
@@ -118,8 +128,7 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
                 label: load.label("redis"),
             };
             let result = run_produce(&target, &spec).map_err(error("redis produce"));
-            target.delete_stream().map_err(error("redis DEL"))?;
-            result
+            finish(result, target.delete_stream().map_err(error("redis DEL")))
         }
         Peer::RedisRead(load) => {
             let spec = load.spec()?;
@@ -131,8 +140,7 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
             let stored = run_produce(&target, &spec).map_err(error("redis preload"));
             let result =
                 stored.and_then(|_| run_read(&target, load.size).map_err(error("redis XREAD")));
-            target.delete_stream().map_err(error("redis DEL"))?;
-            result
+            finish(result, target.delete_stream().map_err(error("redis DEL")))
         }
         Peer::Nats(load) => {
             let spec = load.spec()?;
@@ -145,10 +153,8 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
                 .create_stream()
                 .map_err(error("JetStream stream create"))?;
             let result = run_produce(&target, &spec).map_err(error("nats produce"));
-            target
-                .delete_stream()
-                .map_err(error("JetStream stream delete"))?;
-            result
+            let cleanup = target.delete_stream();
+            finish(result, cleanup.map_err(error("JetStream stream delete")))
         }
     }
 }
