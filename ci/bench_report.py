@@ -80,7 +80,9 @@ def throughput_table(rows):
             if row is None:
                 line.append(NOT_MEASURED if target.startswith("flo") else "-")
             else:
-                line.append(f"{thousands(row['events_per_s'])} ({row['mb_per_s']:.1f} MB/s)")
+                low, high = min(row["events_per_s_all"]), max(row["events_per_s_all"])
+                line.append(f"**{thousands(row['events_per_s'])}** [{thousands(low)}-{thousands(high)}]"
+                            f" {row['mb_per_s']:.1f} MB/s")
         for numerator, denominator in RATIOS:
             top = lookup(rows, numerator, size, connections, window)
             bottom = lookup(rows, denominator, size, connections, window)
@@ -193,7 +195,9 @@ def section(rows, machine, fsync, elapsed, command, out_dir):
              f"The disk's own cost of durability, {fsync[0]['count']} x (append "
              f"{fsync[0]['record_size']} B + fdatasync), probed {len(fsync)} times (before "
              f"each repeat and at the end): {disk_summary(fsync)}.", "",
-             "### Produce throughput (acknowledged events/s, median)", ""]
+             "### Produce throughput (acknowledged events/s, median)", "",
+             "Each cell: the median in bold, [the lowest and highest repeat], and the median "
+             "payload MB/s. A wide range means the machine, not the server, moved the figure.", ""]
     lines += throughput_table(rows)
     lines += ["", "### Acknowledgement latency p50 / p99 / p99.9 in microseconds (median)", "",
               "Measured from the send of each event to its acknowledgement, so with a window of "

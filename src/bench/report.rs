@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{BenchSpec, Histogram, LatencySummary, Stop};
+use super::{BenchSpec, Histogram, LatencySummary};
 
 /// One run's figures. Only acknowledged (or, for reads, received) events are counted.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,14 +150,6 @@ impl BenchResult {
     }
 }
 
-/// Describes a stop condition for reports and logs.
-pub fn describe_stop(stop: Stop) -> String {
-    match stop {
-        Stop::Count(count) => format!("{count} events"),
-        Stop::Duration(duration) => format!("{:.1} s", duration.as_secs_f64()),
-    }
-}
-
 fn per_second(amount: f64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
     if seconds > 0.0 {
@@ -191,6 +183,7 @@ pub fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::Stop;
 
     fn sample() -> BenchResult {
         let mut histogram = Histogram::new();
