@@ -98,8 +98,9 @@ log "nats-server (JetStream, file storage) pid $! on 127.0.0.1:$NATS_PORT"
 # flo runs only when both binaries are built and `flo-client bench` exists. The server flags
 # follow the seed README (`-d DIR -p PORT`); adjust FLO_SERVER_ARGS here if they change.
 # `flo-client bench` is expected to accept the flags of examples/peer_bench.rs (--addr,
-# --connections, --window, --size, --duration, --count, --label, --json, and --read for a
-# catch-up read of --count stored events) and to print flo::bench::BenchResult::to_json().
+# --connections, --window, --size, --duration, --count, --rate, --label, --json, --read for a
+# catch-up read of --count stored events, --consumers 1 for end-to-end latency) and to print
+# flo::bench::BenchResult::to_json().
 FLO_BIN=$ROOT/target/release/flo
 FLO_CLIENT=$ROOT/target/release/flo-client
 FLO_TARGETS=()
@@ -183,6 +184,18 @@ catch_up_read() { # target size
     esac
 }
 
+end_to_end() { # target: 100 B events at 10,000/s from 1 connection, a consumer following
+    local target=$1 common
+    common=(--size 100 --connections 1 --window 64 --rate 10000 --duration "$DURATION" --label "$target-e2e" --json)
+    case $target in
+        redis-always) "$PEER_BENCH" redis-e2e --addr "127.0.0.1:$REDIS_PORT_always" "${common[@]}" ;;
+        redis-everysec) "$PEER_BENCH" redis-e2e --addr "127.0.0.1:$REDIS_PORT_everysec" "${common[@]}" ;;
+        # HOOK(flo): end-to-end latency through flo-client bench with a tailing consumer.
+        flo-always) "$FLO_CLIENT" bench --consumers 1 --addr "127.0.0.1:$FLO_PORT_always" "${common[@]}" ;;
+        flo-interval) "$FLO_CLIENT" bench --consumers 1 --addr "127.0.0.1:$FLO_PORT_interval" "${common[@]}" ;;
+    esac
+}
+
 PRODUCE_TARGETS=(redis-always redis-everysec nats-js-file "${FLO_TARGETS[@]}")
 READ_TARGETS=(redis-everysec)
 [[ " ${FLO_TARGETS[*]} " == *" flo-interval "* ]] && READ_TARGETS+=(flo-interval)
@@ -201,6 +214,9 @@ for repeat in $(seq "$REPEATS"); do
         for target in "${READ_TARGETS[@]}"; do
             catch_up_read "$target" "$size" >>"$RUNS"
         done
+    done
+    for target in redis-always redis-everysec "${FLO_TARGETS[@]}"; do
+        end_to_end "$target" >>"$RUNS"
     done
     log "$(wc -l <"$RUNS") runs so far"
 done

@@ -19,6 +19,7 @@ import time
 PRODUCE_TARGETS = ["redis-always", "redis-everysec", "nats-js-file", "flo-always", "flo-interval"]
 READ_TARGETS = ["redis-everysec-read", "flo-interval-read"]
 METRICS = ["events_per_s", "mb_per_s", "latency_p50_us", "latency_p99_us", "latency_p999_us"]
+E2E_METRICS = ["e2e_p50_us", "e2e_p99_us", "e2e_p999_us"]
 # Ratios the targets of issue 7 are stated in: (numerator, denominator).
 RATIOS = [("flo-always", "redis-always"), ("flo-interval", "redis-everysec"),
           ("flo-interval", "nats-js-file")]
@@ -45,9 +46,11 @@ def medians(runs):
     result = []
     for (target, kind, size, connections, window), group in sorted(groups.items()):
         row = {"target": target, "kind": kind, "event_size": size, "connections": connections,
-               "window": window, "repeats": len(group)}
-        for metric in METRICS:
-            row[metric] = statistics.median(run[metric] for run in group)
+               "window": window, "rate": group[0].get("rate"), "repeats": len(group)}
+        for metric in METRICS + E2E_METRICS:
+            values = [run.get(metric) for run in group]
+            if all(value is not None for value in values):
+                row[metric] = statistics.median(values)
         row["events_per_s_all"] = [run["events_per_s"] for run in group]
         result.append(row)
     return result
@@ -55,7 +58,7 @@ def medians(runs):
 
 def cells(rows):
     return sorted({(row["event_size"], row["connections"], row["window"])
-                   for row in rows if row["kind"] == "produce"})
+                   for row in rows if row["kind"] == "produce" and row.get("rate") is None})
 
 
 def lookup(rows, target, size, connections=None, window=None):
@@ -105,6 +108,21 @@ def latency_table(rows):
                 line.append(f"{row['latency_p50_us']:.0f} / {row['latency_p99_us']:.0f} / "
                             f"{row['latency_p999_us']:.0f}")
         lines.append("| " + " | ".join(line) + " |")
+    return lines
+
+
+def end_to_end_table(rows):
+    targets = ["redis-always-e2e", "redis-everysec-e2e", "flo-always-e2e", "flo-interval-e2e"]
+    lines = ["| target | events/s | ack p50 / p99 | end-to-end p50 / p99 / p99.9 |", "|---|---|---|---|"]
+    for target in targets:
+        row = next((row for row in rows if row["target"] == target), None)
+        if row is None:
+            if target.startswith("flo"):
+                lines.append(f"| {target} | {NOT_MEASURED} | | |")
+            continue
+        lines.append(f"| {target} | {thousands(row['events_per_s'])} | {row['latency_p50_us']:.0f} / "
+                     f"{row['latency_p99_us']:.0f} | {row['e2e_p50_us']:.0f} / {row['e2e_p99_us']:.0f} / "
+                     f"{row['e2e_p999_us']:.0f} |")
     return lines
 
 
@@ -203,6 +221,11 @@ def section(rows, machine, fsync, elapsed, command, out_dir):
               "Measured from the send of each event to its acknowledgement, so with a window of "
               "64 it includes the wait behind the 63 events ahead of it.", ""]
     lines += latency_table(rows)
+    lines += ["", "### End-to-end latency at 10,000 events/s, in microseconds (median)", "",
+              "100 B events from 1 connection (window 64) at a fixed rate, one consumer following the "
+              "stream (Redis: `XREAD BLOCK`); latency from the moment each event was due to the "
+              "moment the consumer received it.", ""]
+    lines += end_to_end_table(rows)
     lines += ["", "### Catch-up read from the beginning, one connection", ""]
     lines += read_table(rows)
     lines += ["", f"![Throughput chart]({out_dir}/chart.svg)", "", END]

@@ -4,6 +4,7 @@
 #
 # Proves: every XADD of a counted run is acknowledged and counted exactly once, at both window
 # sizes and with several connections; XREAD from the start reads back exactly the stored events;
+# a consumer following with XREAD BLOCK sees every event and measures its end-to-end latency;
 # every JetStream publish gets its PubAck; a fixed-rate run is paced; a server that is not there
 # is an error, not a hang. Starts its own servers on free loopback ports with data in a
 # temporary directory and stops them by PID. Takes a few seconds.
@@ -79,6 +80,13 @@ json=$("$PEER_BENCH" redis-read --addr "127.0.0.1:$REDIS_PORT" --connections 2 -
 expect_field "$json" kind read
 expect_field "$json" events 4321
 echo "ok: redis XREAD read back 4321 events"
+
+json=$("$PEER_BENCH" redis-e2e --addr "127.0.0.1:$REDIS_PORT" --connections 2 --window 8 \
+    --size 64 --count 2000 --rate 20000 --json)
+expect_field "$json" events 2000
+python3 -c 'import json, sys; e = json.loads(sys.argv[1]); sys.exit(0 if 0 < e["e2e_min_us"] <= e["e2e_p99_us"] < 10e6 else 1)' "$json" \
+    || { echo "FAIL: no sane end-to-end latency: $json" >&2; failures=$((failures + 1)); }
+echo "ok: a consumer following with XREAD BLOCK saw all 2000 events"
 
 # 200 events at 2,000/s over 2 connections: each sends 100, 1 ms apart, the last 99 ms in.
 json=$("$PEER_BENCH" redis --addr "127.0.0.1:$REDIS_PORT" --connections 2 --window 4 \

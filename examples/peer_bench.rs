@@ -9,7 +9,8 @@
 //!     --count 200000
 //! ```
 //! `redis-read` first stores `--count` events, then measures reading them back from the
-//! beginning on one connection. Each run uses a fresh stream and deletes it afterwards.
+//! beginning on one connection. `redis-e2e` adds a consumer following the stream with
+//! `XREAD BLOCK` and reports end-to-end latency (produce to consumer), best at a fixed `--rate`. Each run uses a fresh stream and deletes it afterwards.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use flo::bench::nats::JetStream;
 use flo::bench::redis::RedisStreams;
-use flo::bench::{run_produce, run_read, BenchResult, BenchSpec, Stop};
+use flo::bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
 
 #[derive(Parser)]
 #[command(about = "Benchmark flo's peers with flo's load generator")]
@@ -36,6 +37,9 @@ enum Peer {
     RedisRead(Load),
     /// Publish to a JetStream stream with file storage and count the PubAcks.
     Nats(Load),
+    /// Produce with XADD while a consumer follows the stream with XREAD BLOCK; reports
+    /// end-to-end latency too (use --rate).
+    RedisE2e(Load),
 }
 
 #[derive(Args)]
@@ -142,6 +146,16 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
                 stored.and_then(|_| run_read(&target, load.size).map_err(error("redis XREAD")));
             finish(result, target.delete_stream().map_err(error("redis DEL")))
         }
+        Peer::RedisE2e(load) => {
+            let spec = load.spec()?;
+            let target = RedisStreams {
+                addr: load.addr,
+                stream: fresh_stream_name(),
+                label: load.label("redis"),
+            };
+            let result = run_end_to_end(&target, &target, &spec).map_err(error("redis end-to-end"));
+            finish(result, target.delete_stream().map_err(error("redis DEL")))
+        }
         Peer::Nats(load) => {
             let spec = load.spec()?;
             let target = JetStream {
@@ -162,7 +176,9 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.peer {
-        Peer::Redis(load) | Peer::RedisRead(load) | Peer::Nats(load) => load.json,
+        Peer::Redis(load) | Peer::RedisRead(load) | Peer::RedisE2e(load) | Peer::Nats(load) => {
+            load.json
+        }
     };
     match run(&cli.peer) {
         Ok(result) if json => {

@@ -19,6 +19,7 @@ pub mod report;
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,19 @@ pub trait Connection: Send {
     fn recv_ack(&mut self) -> io::Result<()>;
 }
 
+/// A server whose stream a consumer can follow as events are appended.
+pub trait TailTarget: Sync {
+    /// Subscribes at the current end of the stream; later events are delivered.
+    fn tail(&self) -> io::Result<Box<dyn Tail>>;
+}
+
+/// A subscribed consumer.
+pub trait Tail: Send {
+    /// Waits (for a bounded time) for new events, calls `on_event` with each payload and returns
+    /// how many there were; 0 when none arrived in time.
+    fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64>;
+}
+
 /// A server whose stored stream can be read back from the beginning.
 pub trait ReadTarget {
     fn name(&self) -> String;
@@ -97,21 +111,106 @@ pub trait Reader {
 pub fn run_produce(target: &dyn Target, spec: &BenchSpec) -> io::Result<BenchResult> {
     spec.validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    let (latency, elapsed) = produce(target, spec, None)?;
+    Ok(BenchResult::produce(target.name(), spec, latency, elapsed))
+}
+
+/// Runs a produce benchmark while a tailing consumer, subscribed before the first produce,
+/// measures end-to-end latency: from the moment each event was sent (or due, at a fixed rate)
+/// to the moment the consumer received it. Each payload carries that moment in its first 8
+/// bytes, so `event_size` must be at least 8.
+pub fn run_end_to_end(
+    target: &dyn Target,
+    tail_target: &dyn TailTarget,
+    spec: &BenchSpec,
+) -> io::Result<BenchResult> {
+    spec.validate()
+        .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    if spec.event_size < STAMP_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("end-to-end latency needs events of at least {STAMP_SIZE} bytes"),
+        ));
+    }
+    let mut tail = tail_target.tail()?;
+    let epoch = Instant::now();
+    // The consumer stops once it has seen this many events; unknown until the producers end.
+    let expected = AtomicU64::new(u64::MAX);
+    let (produced, consumed) = std::thread::scope(|scope| {
+        let expected = &expected;
+        let consumer = scope.spawn(move || consume(tail.as_mut(), epoch, expected));
+        let produced = produce(target, spec, Some(epoch));
+        let acknowledged = produced.as_ref().map_or(0, |(latency, _)| latency.count());
+        expected.store(acknowledged, Ordering::Release);
+        (produced, consumer.join())
+    });
+    let (latency, elapsed) = produced?;
+    let end_to_end = consumed.map_err(|_| io::Error::other("the consumer thread panicked"))??;
+    let mut result = BenchResult::produce(target.name(), spec, latency, elapsed);
+    result.end_to_end = Some(end_to_end.summary());
+    Ok(result)
+}
+
+/// Bytes at the start of a payload that carry its send time, for end-to-end latency.
+const STAMP_SIZE: usize = 8;
+/// Empty batches in a row, after the producers ended, before the consumer gives up on events
+/// that never arrive (each waits a bounded time, e.g. 500 ms for Redis).
+const TAIL_IDLE_BATCHES_MAX: u32 = 20;
+
+/// Receives events until `expected` of them arrived; records each one's latency.
+fn consume(tail: &mut dyn Tail, epoch: Instant, expected: &AtomicU64) -> io::Result<Histogram> {
+    let mut latency = Histogram::new();
+    let mut seen = 0u64;
+    let mut idle_batches_after_end = 0u32;
+    while seen < expected.load(Ordering::Acquire) {
+        if expected.load(Ordering::Acquire) != u64::MAX {
+            idle_batches_after_end += 1;
+            if idle_batches_after_end > TAIL_IDLE_BATCHES_MAX {
+                return Err(io::Error::other(format!(
+                    "the consumer saw {seen} of {} acknowledged events",
+                    expected.load(Ordering::Acquire)
+                )));
+            }
+        }
+        let mut on_event = |payload: &[u8]| {
+            let received = nanos_since(epoch);
+            if let Some(stamp) = payload.get(..STAMP_SIZE) {
+                let mut bytes = [0u8; STAMP_SIZE];
+                bytes.copy_from_slice(stamp);
+                latency.record(received.saturating_sub(u64::from_le_bytes(bytes)));
+            }
+        };
+        let count = tail.next_batch(&mut on_event)?;
+        if count > 0 {
+            idle_batches_after_end = 0;
+        }
+        seen += count;
+    }
+    Ok(latency)
+}
+
+/// Opens the connections, runs them from one barrier and returns the merged acknowledgement
+/// latency and the time from the barrier to the last acknowledgement. With `stamp_epoch`, each
+/// payload starts with its due time in nanoseconds since that instant, little-endian.
+fn produce(
+    target: &dyn Target,
+    spec: &BenchSpec,
+    stamp_epoch: Option<Instant>,
+) -> io::Result<(Histogram, Duration)> {
     let mut connections = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
         connections.push(target.connect()?);
     }
-    let payload = vec![b'x'; spec.event_size];
     let barrier = Barrier::new(spec.connections + 1);
     let outcomes = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(spec.connections);
         for (index, connection) in connections.into_iter().enumerate() {
-            let (payload, barrier) = (&payload, &barrier);
+            let barrier = &barrier;
             handles.push(scope.spawn(move || {
                 barrier.wait();
                 let start = Instant::now();
-                let plan = ConnectionPlan::new(spec, index, start);
-                drive_connection(connection, plan, payload)
+                let plan = ConnectionPlan::new(spec, index, start, stamp_epoch);
+                drive_connection(connection, plan, vec![b'x'; spec.event_size])
             }));
         }
         barrier.wait();
@@ -127,12 +226,7 @@ pub fn run_produce(target: &dyn Target, spec: &BenchSpec) -> io::Result<BenchRes
         latency.merge(&outcome.latency);
         finished = finished.max(outcome.finished);
     }
-    Ok(BenchResult::produce(
-        target.name(),
-        spec,
-        latency,
-        finished.saturating_duration_since(start),
-    ))
+    Ok((latency, finished.saturating_duration_since(start)))
 }
 
 /// Reads a stored stream from the beginning to the end on one connection.
@@ -168,10 +262,17 @@ struct ConnectionPlan {
     /// Time between two sends at a fixed rate.
     interval: Option<Duration>,
     start: Instant,
+    /// Stamp each payload with its due time relative to this instant.
+    stamp_epoch: Option<Instant>,
 }
 
 impl ConnectionPlan {
-    fn new(spec: &BenchSpec, index: usize, start: Instant) -> ConnectionPlan {
+    fn new(
+        spec: &BenchSpec,
+        index: usize,
+        start: Instant,
+        stamp_epoch: Option<Instant>,
+    ) -> ConnectionPlan {
         let connections = spec.connections as u64;
         let (count, deadline) = match spec.stop {
             Stop::Count(total) => {
@@ -189,6 +290,7 @@ impl ConnectionPlan {
             deadline,
             interval,
             start,
+            stamp_epoch,
         }
     }
 
@@ -215,7 +317,7 @@ struct ConnectionOutcome {
 fn drive_connection(
     mut connection: Box<dyn Connection>,
     plan: ConnectionPlan,
-    payload: &[u8],
+    mut payload: Vec<u8>,
 ) -> io::Result<ConnectionOutcome> {
     let mut latency = Histogram::new();
     // Send (or scheduled) times of the produces in flight, oldest first.
@@ -234,7 +336,11 @@ fn drive_connection(
                     break; // Collect an acknowledgement while the next send is not yet due.
                 }
             }
-            connection.send(payload)?;
+            if let (Some(epoch), Some(stamp)) = (plan.stamp_epoch, payload.get_mut(..STAMP_SIZE)) {
+                let nanos = u64::try_from(due.saturating_duration_since(epoch).as_nanos());
+                stamp.copy_from_slice(&nanos.unwrap_or(u64::MAX).to_le_bytes());
+            }
+            connection.send(&payload)?;
             in_flight.push_back(due);
             sent += 1;
             sent_now = true;
@@ -275,7 +381,6 @@ fn nanos_since(earlier: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
     /// A target that acknowledges every send at once and counts what it saw.
@@ -401,6 +506,100 @@ mod tests {
             ..spec
         };
         assert!(spec.validate().is_err());
+    }
+
+    /// Acknowledges at once and hands every payload to the tail through a channel.
+    struct Relay {
+        sender: std::sync::Mutex<std::sync::mpsc::Sender<Vec<u8>>>,
+        receiver: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Vec<u8>>>>,
+    }
+
+    struct RelayConnection(std::sync::mpsc::Sender<Vec<u8>>);
+
+    struct RelayTail(std::sync::mpsc::Receiver<Vec<u8>>);
+
+    impl Target for Relay {
+        fn name(&self) -> String {
+            "relay".to_string()
+        }
+        fn connect(&self) -> io::Result<Box<dyn Connection>> {
+            let sender = self.sender.lock().expect("not poisoned").clone();
+            Ok(Box::new(RelayConnection(sender)))
+        }
+    }
+
+    impl Connection for RelayConnection {
+        fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+            self.0.send(payload.to_vec()).map_err(io::Error::other)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn recv_ack(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl TailTarget for Relay {
+        fn tail(&self) -> io::Result<Box<dyn Tail>> {
+            let receiver = self.receiver.lock().expect("not poisoned").take();
+            let receiver = receiver.ok_or_else(|| io::Error::other("one tail only"))?;
+            Ok(Box::new(RelayTail(receiver)))
+        }
+    }
+
+    impl Tail for RelayTail {
+        fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+            match self.0.recv_timeout(Duration::from_millis(50)) {
+                Ok(payload) => {
+                    on_event(&payload);
+                    Ok(1)
+                }
+                Err(_) => Ok(0),
+            }
+        }
+    }
+
+    fn relay() -> Relay {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        Relay {
+            sender: std::sync::Mutex::new(sender),
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+
+    #[test]
+    fn end_to_end_latency_is_measured_for_every_event() {
+        let target = relay();
+        let spec = BenchSpec {
+            connections: 2,
+            window: 4,
+            event_size: 16,
+            stop: Stop::Count(500),
+            rate: Some(50_000),
+        };
+        let result = run_end_to_end(&target, &target, &spec).expect("the relay never fails");
+        assert_eq!(result.events, 500);
+        let e2e = result.end_to_end.expect("measured");
+        assert_eq!(e2e.count, 500);
+        // A stamp that was not decoded would give 0 (saturated) or an absurd latency.
+        assert!(e2e.min > 0, "{e2e:?}");
+        assert!(e2e.max < 5_000_000_000, "{e2e:?}");
+        assert!(result.to_json().contains("\"e2e_p99_us\":"));
+    }
+
+    #[test]
+    fn end_to_end_needs_room_for_the_stamp() {
+        let target = relay();
+        let spec = BenchSpec {
+            connections: 1,
+            window: 1,
+            event_size: 7,
+            stop: Stop::Count(1),
+            rate: None,
+        };
+        let error = run_end_to_end(&target, &target, &spec).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 
     struct Batches(Vec<u64>);

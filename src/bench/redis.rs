@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{Connection, ReadTarget, Reader, Target};
+use super::{Connection, ReadTarget, Reader, Tail, TailTarget, Target};
 
 /// Largest bulk string accepted from the server; bigger is treated as a protocol error.
 const BULK_SIZE_MAX: usize = 64 << 20;
@@ -20,6 +20,8 @@ const ARRAY_LENGTH_MAX: usize = 1 << 20;
 const DEPTH_MAX: usize = 8;
 /// Entries per XREAD.
 const READ_BATCH_COUNT: usize = 1_000;
+/// How long a tailing XREAD waits for new entries, in milliseconds.
+const TAIL_BLOCK_MS: u64 = 500;
 /// A server that stops answering fails the run instead of hanging it.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -303,6 +305,46 @@ impl Reader for XreadReader {
     }
 }
 
+impl TailTarget for RedisStreams {
+    /// Follows the stream from its first entry: each run uses a fresh, empty stream, and `$`
+    /// would miss whatever was appended before the consumer's first XREAD.
+    fn tail(&self) -> io::Result<Box<dyn Tail>> {
+        Ok(Box::new(XreadTail {
+            connection: RespConnection::connect(self.addr)?,
+            stream: self.stream.clone(),
+            last_id: b"0-0".to_vec(),
+        }))
+    }
+}
+
+struct XreadTail {
+    connection: RespConnection,
+    stream: String,
+    last_id: Vec<u8>,
+}
+
+impl Tail for XreadTail {
+    fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        let (count, block) = (READ_BATCH_COUNT.to_string(), TAIL_BLOCK_MS.to_string());
+        let reply = self.connection.command(&[
+            b"XREAD",
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block.as_bytes(),
+            b"STREAMS",
+            self.stream.as_bytes(),
+            &self.last_id,
+        ])?;
+        let batch = xread_visit(reply, on_event)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidData, message))?;
+        if let Some(last_id) = batch.last_id {
+            self.last_id = last_id;
+        }
+        Ok(batch.count)
+    }
+}
+
 /// What one XREAD reply held.
 #[derive(Debug, PartialEq, Eq)]
 pub struct XreadBatch {
@@ -313,6 +355,11 @@ pub struct XreadBatch {
 /// Interprets an XREAD reply for one stream: `[[name, [[id, [field, value, ..]], ..]]]`, or
 /// null when nothing is newer than the id asked for.
 pub fn xread_batch(reply: Reply) -> Result<XreadBatch, String> {
+    xread_visit(reply, &mut |_| {})
+}
+
+/// Like [`xread_batch`], and calls `on_event` with the value of each entry's first field.
+pub fn xread_visit(reply: Reply, on_event: &mut dyn FnMut(&[u8])) -> Result<XreadBatch, String> {
     let empty = XreadBatch {
         count: 0,
         last_id: None,
@@ -329,6 +376,15 @@ pub fn xread_batch(reply: Reply) -> Result<XreadBatch, String> {
         return Err("XREAD stream without an entry list".to_string());
     };
     let count = entries.len() as u64;
+    for entry in &entries {
+        if let Reply::Array(Some(entry)) = entry {
+            if let Some(Reply::Array(Some(fields))) = entry.get(1) {
+                if let Some(Reply::Bulk(Some(value))) = fields.get(1) {
+                    on_event(value);
+                }
+            }
+        }
+    }
     let last_id = match entries.into_iter().last() {
         None => None,
         Some(Reply::Array(Some(entry))) => match entry.into_iter().next() {
@@ -458,6 +514,12 @@ mod tests {
                 last_id: Some(b"2-5".to_vec())
             }
         );
+        let mut values = Vec::new();
+        let visited = xread_visit(parse(XREAD_REPLY).unwrap(), &mut |value| {
+            values.push(value.to_vec())
+        });
+        assert_eq!(visited.unwrap().count, 2);
+        assert_eq!(values, vec![b"abc".to_vec(), Vec::new()]);
         let end = xread_batch(parse(b"*-1\r\n").unwrap()).unwrap();
         assert_eq!(end.count, 0);
         assert!(xread_batch(Reply::Integer(3)).is_err());

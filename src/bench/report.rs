@@ -24,6 +24,8 @@ pub struct BenchResult {
     pub elapsed: Duration,
     /// Acknowledgement latency for produces; time per batch for reads.
     pub latency: LatencySummary,
+    /// Produce to a tailing consumer, when one was measured.
+    pub end_to_end: Option<LatencySummary>,
 }
 
 impl BenchResult {
@@ -45,6 +47,7 @@ impl BenchResult {
             bytes: events * spec.event_size as u64,
             elapsed,
             latency: latency.summary(),
+            end_to_end: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl BenchResult {
             bytes: events * event_size as u64,
             elapsed,
             latency: batch_latency.summary(),
+            end_to_end: None,
         }
     }
 
@@ -98,17 +102,8 @@ impl BenchResult {
         let _ = write!(out, ",\"elapsed_s\":{:.6}", self.elapsed.as_secs_f64());
         let _ = write!(out, ",\"events_per_s\":{:.1}", self.events_per_second());
         let _ = write!(out, ",\"mb_per_s\":{:.3}", self.megabytes_per_second());
-        let latency = &self.latency;
-        for (name, nanos) in [
-            ("min", latency.min),
-            ("p50", latency.p50),
-            ("p99", latency.p99),
-            ("p999", latency.p999),
-            ("max", latency.max),
-            ("mean", latency.mean),
-        ] {
-            let _ = write!(out, ",\"latency_{name}_us\":{:.1}", nanos as f64 / 1e3);
-        }
+        write_latency_fields(&mut out, "latency", Some(&self.latency));
+        write_latency_fields(&mut out, "e2e", self.end_to_end.as_ref());
         out.push('}');
         out
     }
@@ -146,7 +141,52 @@ impl BenchResult {
             us(latency.p999),
             us(latency.max),
             us(latency.mean),
-        )
+        ) + &self
+            .end_to_end
+            .map(|e2e| {
+                format!(
+                    "  end-to-end us: min {:.1}  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  \
+                     mean {:.1}\n",
+                    us(e2e.min),
+                    us(e2e.p50),
+                    us(e2e.p99),
+                    us(e2e.p999),
+                    us(e2e.max),
+                    us(e2e.mean)
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `,"<prefix>_min_us":..` and the other figures in microseconds, or `null`s.
+fn write_latency_fields(out: &mut String, prefix: &str, latency: Option<&LatencySummary>) {
+    let fields = latency.map(|latency| {
+        [
+            latency.min,
+            latency.p50,
+            latency.p99,
+            latency.p999,
+            latency.max,
+            latency.mean,
+        ]
+    });
+    for (index, name) in ["min", "p50", "p99", "p999", "max", "mean"]
+        .iter()
+        .enumerate()
+    {
+        match fields {
+            Some(nanos) => {
+                let _ = write!(
+                    out,
+                    ",\"{prefix}_{name}_us\":{:.1}",
+                    nanos[index] as f64 / 1e3
+                );
+            }
+            None => {
+                let _ = write!(out, ",\"{prefix}_{name}_us\":null");
+            }
+        }
     }
 }
 
@@ -229,6 +269,7 @@ mod tests {
             "\"latency_min_us\":10.0",
             "\"latency_max_us\":40.0",
             "\"latency_mean_us\":25.0",
+            "\"e2e_p99_us\":null",
         ] {
             assert!(json.contains(field), "{field} missing from {json}");
         }
