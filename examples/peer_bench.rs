@@ -75,10 +75,10 @@ struct Load {
 impl Load {
     fn spec(&self) -> Result<BenchSpec, String> {
         let stop = match (self.count, self.duration) {
-            (_, Some(seconds)) if seconds.is_finite() && seconds > 0.0 => {
-                Stop::Duration(Duration::from_secs_f64(seconds))
-            }
-            (_, Some(seconds)) => return Err(format!("invalid --duration {seconds}")),
+            (_, Some(seconds)) => match Duration::try_from_secs_f64(seconds) {
+                Ok(duration) if !duration.is_zero() => Stop::Duration(duration),
+                _ => return Err(format!("invalid --duration {seconds}")),
+            },
             (Some(count), None) => Stop::Count(count),
             (None, None) => Stop::Count(100_000),
         };

@@ -279,7 +279,8 @@ impl ConnectionPlan {
                 let share = total / connections + u64::from((index as u64) < total % connections);
                 (Some(share), None)
             }
-            Stop::Duration(duration) => (None, Some(start + duration)),
+            // A duration too long for an Instant never ends, like no deadline.
+            Stop::Duration(duration) => (None, start.checked_add(duration)),
         };
         let interval = spec
             .rate
