@@ -10,3 +10,5 @@ cargo test --release
 # The Python client written from protocol.md alone, against the release server binary that
 # `cargo test --release` just built: the spec is good enough for a stranger.
 bash ci/python-client.sh
+# The benchmark's Redis and NATS drivers against real servers (installed with apt-get if missing).
+ci/peer_drivers_test.sh
