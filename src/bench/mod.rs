@@ -20,7 +20,6 @@ pub mod report;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 pub use histogram::{Histogram, LatencySummary};
@@ -201,24 +200,21 @@ fn produce(
     for _ in 0..spec.connections {
         connections.push(target.connect()?);
     }
-    let barrier = Barrier::new(spec.connections + 1);
+    // One start instant for every connection and for the elapsed time, so that a schedule
+    // at a fixed rate and the measured duration share their origin whatever the threads'
+    // scheduling.
+    let start = Instant::now();
     let outcomes = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(spec.connections);
         for (index, connection) in connections.into_iter().enumerate() {
-            let barrier = &barrier;
             handles.push(scope.spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
                 let plan = ConnectionPlan::new(spec, index, start, stamp_epoch);
                 drive_connection(connection, plan, vec![b'x'; spec.event_size])
             }));
         }
-        barrier.wait();
-        let start = Instant::now();
         let outcomes: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
-        (start, outcomes)
+        outcomes
     });
-    let (start, outcomes) = outcomes;
     let mut latency = Histogram::new();
     let mut finished = start;
     for outcome in outcomes {
