@@ -7,6 +7,11 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release
+# The optional JSON codec of the typed client layer and its example.
+cargo clippy --all-targets --features json -- -D warnings
+cargo test --release --features json --lib client::
 # The Python client written from protocol.md alone, against the release server binary that
 # `cargo test --release` just built: the spec is good enough for a stranger.
 bash ci/python-client.sh
+# The benchmark's Redis and NATS drivers against real servers (installed with apt-get if missing).
+ci/peer_drivers_test.sh
