@@ -278,10 +278,14 @@ impl<L: Log> Engine<L> {
             let connection = self.conn_mut(conn).expect("connection is open");
             // A peer frame on a client connection is refused as soon as its kind byte is
             // known, whatever its body (protocol.md, section 3).
+            // PeerHello is the one peer frame a new connection may start with.
             let kind = connection.input.get(consumed + 4).copied();
-            if connection.phase == Phase::Ready
-                && kind.is_some_and(|k| (kind::PEER_FIRST..=kind::PEER_LAST).contains(&k))
-            {
+            let refused = match connection.phase {
+                Phase::Ready => true,
+                Phase::AwaitingHello { .. } => kind != Some(kind::PEER_HELLO),
+                _ => false,
+            };
+            if refused && kind.is_some_and(|k| (kind::PEER_FIRST..=kind::PEER_LAST).contains(&k)) {
                 let message = "a peer frame on a client connection";
                 self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
                 return;

@@ -1158,3 +1158,15 @@ fn a_failed_sync_does_not_make_an_end_subscription_skip_reused_offsets() {
     h.turn();
     assert_eq!(namespaces(&h.received(conn)), vec!["/kept"]);
 }
+
+#[test]
+fn a_peer_frame_other_than_peer_hello_before_the_handshake_is_unexpected() {
+    let mut harness = Harness::new();
+    let conn = harness.connect();
+    // Only the kind byte has arrived: refused at once.
+    harness
+        .engine
+        .handle_input(harness.now, conn, &[0, 0, 0, 9, kind::PEER_CREDIT]);
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
+}
