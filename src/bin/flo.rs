@@ -92,7 +92,7 @@ struct Args {
     #[arg(long = "advertise-addr")]
     advertise_addr: Option<SocketAddr>,
 
-    /// With --fsync interval/never and peers: how long produces wait (NotReady) at start-up
+    /// With --fsync interval/never and peers: how long produces are refused (NotReady) at start-up
     /// for this node to catch up with its peers, so that it cannot reuse the ids of events it
     /// lost in a power loss (e.g. 30s).
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]

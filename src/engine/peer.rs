@@ -437,6 +437,22 @@ impl<L: Log> Engine<L> {
             handshake.advertised_addr,
             entries.join(", ")
         );
+        let mut changed = self.record_member(conn, actor, addr, their_vector);
+        changed |= self.learn_members(&handshake.members);
+        if changed {
+            self.broadcast_members();
+        }
+    }
+
+    /// Records an established connection to `actor`: its address, connection and handshake
+    /// vector; its dial targets are satisfied. Returns true when the member is new.
+    fn record_member(
+        &mut self,
+        conn: ConnId,
+        actor: ActorId,
+        addr: Option<SocketAddr>,
+        their_vector: VersionVector,
+    ) -> bool {
         let mut changed = false;
         match self.cluster.members.get_mut(&actor) {
             Some(member) => {
@@ -469,10 +485,7 @@ impl<L: Log> Engine<L> {
                 }
             }
         }
-        changed |= self.learn_members(&handshake.members);
-        if changed {
-            self.broadcast_members();
-        }
+        changed
     }
 
     /// Where the replication stream to a peer with `vector` starts; warns when retention
