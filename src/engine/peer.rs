@@ -404,6 +404,7 @@ impl<L: Log> Engine<L> {
     ) {
         let their_vector = handshake.vector.clone();
         let next = self.peer_start(actor, &their_vector);
+        // A constant pattern that the glob tests show is valid.
         let glob = NamespaceGlob::new("/**").expect("`/**` is a valid glob");
         let window = self.config.peer_credit_window;
         // Checked by the callers: the connection is open.
