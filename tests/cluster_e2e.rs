@@ -169,6 +169,27 @@ fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
     wait_until("node 1 reports both peers connected", || {
         connected_members(nodes[0].port) == 2
     });
+    // The same through the CLI.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &nodes[0].port.to_string(),
+            "status",
+        ])
+        .output()
+        .expect("run flo-client status");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("actor:       1"), "{text}");
+    for peer in [2, 3] {
+        let line = format!(
+            "actor {peer} at 127.0.0.1:{}: connected",
+            nodes[peer - 1].port
+        );
+        assert!(text.contains(&line), "{text}");
+    }
 
     // SIGKILL node 3, produce elsewhere, restart it on the same directory and port.
     nodes[2].process.take().expect("running").kill9();
