@@ -207,11 +207,8 @@ impl Sim {
             } else {
                 FsyncPolicy::Always
             };
-            // Some nodes know every other; the rest know only one and rely on discovery. A
-            // node with a non-`always` policy lists every other node: the catch-up hold is
-            // only sound when a restarted node knows every member without discovery
-            // (docs/clustering.md, "Unclean restarts").
-            engine_config.peer_addrs = if fsync != FsyncPolicy::Always || rng.below(2) == 0 {
+            // Some nodes know every other; the rest know only one and rely on discovery.
+            engine_config.peer_addrs = if rng.below(2) == 0 {
                 addrs.iter().copied().filter(|a| *a != addrs[i]).collect()
             } else {
                 vec![addrs[(i + 1) % count]]

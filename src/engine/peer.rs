@@ -861,9 +861,27 @@ impl<L: Log> Engine<L> {
 
     /// Every known target has shaken hands since start-up, and this node holds every one of
     /// its own events that each of those peers held at its handshake.
+    ///
+    /// "Known" includes every actor whose events the log holds: a node that forgot its member
+    /// list in a restart still knows those actors were members, and waits until they have
+    /// connected (they dial it, or its peers tell it their addresses).
     fn caught_up_with_peers(&self) -> bool {
         let own = self.config.actor;
         let held = self.log.version_vector().get(own);
+        let handshaken = |actor: ActorId| {
+            self.cluster
+                .members
+                .get(&actor)
+                .is_some_and(|m| m.handshake_vector.is_some())
+        };
+        let log_actors_known = self
+            .log
+            .version_vector()
+            .iter()
+            .all(|(actor, _)| actor == own || handshaken(actor));
+        if !log_actors_known {
+            return false;
+        }
         let targets_known = self.cluster.targets.values().all(|t| match t.state {
             TargetState::Own => true,
             _ => t

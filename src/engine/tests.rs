@@ -1170,3 +1170,41 @@ fn a_peer_frame_other_than_peer_hello_before_the_handshake_is_unexpected() {
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
 }
+
+#[test]
+fn the_catch_up_hold_also_waits_for_actors_whose_events_the_log_holds() {
+    let mut harness = Harness::with_config(|c| {
+        c.storage.fsync = crate::config::FsyncPolicy::IntervalMs(100);
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    // Actor 3 produced an event this node holds, though no configured peer is actor 3.
+    harness.engine.log_mut().append(stored(1, 3, b"x")).unwrap();
+    harness.engine.log_mut().sync(0).unwrap();
+    harness.turn();
+    let addr = *harness.dials.first().expect("a Dial action");
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    harness.engine.handle_dialed(harness.now, conn, addr);
+    let welcome = |actor: u16| {
+        Frame::PeerWelcome(crate::protocol::PeerHandshake {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: actor,
+            advertised_addr: format!("10.0.0.{actor}:3000"),
+            secret: Vec::new(),
+            vector: [(ActorId(3), 1)].into_iter().collect(),
+            members: Vec::new(),
+        })
+    };
+    harness.send(conn, welcome(2));
+    harness.turn();
+    assert!(
+        harness.engine.is_holding_produces(),
+        "actor 3 may hold lost events"
+    );
+    // Actor 3 dials in.
+    let (_three, _) = peer(&mut harness, 3, [(ActorId(3), 1)].into_iter().collect());
+    harness.turn();
+    assert!(!harness.engine.is_holding_produces());
+}
