@@ -99,22 +99,18 @@ impl Node {
     }
 }
 
-/// Three nodes; node i (actor i + 1) has `--peer-addr` for each other node's `peer_ports`
-/// entry and advertises its own.
-fn three_nodes(peer_ports: Option<[u16; 3]>) -> Vec<Node> {
+/// Three nodes as in the README: node i (actor i + 1) has a `--peer-addr` for each other node.
+fn three_nodes() -> Vec<Node> {
     let ports = [free_port(), free_port(), free_port()];
-    let peer_ports = peer_ports.unwrap_or(ports);
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
             let mut args = vec!["--actor-id".to_string(), (i + 1).to_string()];
-            for (j, peer_port) in peer_ports.iter().enumerate() {
+            for (j, peer_port) in ports.iter().enumerate() {
                 if j != i {
                     args.push("--peer-addr".into());
                     args.push(format!("127.0.0.1:{peer_port}"));
                 }
             }
-            args.push("--advertise-addr".into());
-            args.push(format!("127.0.0.1:{}", peer_ports[i]));
             Node {
                 dir: tempfile::tempdir().expect("temporary directory"),
                 port: ports[i],
@@ -159,7 +155,7 @@ fn connected_members(port: u16) -> usize {
 
 #[test]
 fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
-    let mut nodes = three_nodes(None);
+    let mut nodes = three_nodes();
     let mut expected = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         expected.extend(produce(node.port, 5, &format!("node {i}")));
@@ -392,7 +388,7 @@ fn nodes_converge_after_their_links_are_cut_and_healed() {
 
 #[test]
 fn a_consumer_moves_between_nodes_with_its_cursor_and_sees_every_event_once() {
-    let nodes = three_nodes(None);
+    let nodes = three_nodes();
     let mut expected = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         expected.extend(produce(node.port, 10, &format!("node {i}")));
