@@ -178,7 +178,8 @@ pub struct Engine<L: Log> {
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
         let counter = log.version_vector().counter_max();
-        let cluster = peer::Cluster::new(&config);
+        let foreign_events = log.version_vector().iter().any(|(a, _)| a != config.actor);
+        let cluster = peer::Cluster::new(&config, foreign_events);
         Engine {
             config,
             log,

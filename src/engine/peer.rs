@@ -86,7 +86,9 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    pub(super) fn new(config: &super::EngineConfig) -> Cluster {
+    /// `foreign_events`: the log holds events of other actors, so this node has been a cluster
+    /// member even if it has no `--peer-addr` (the others dial it).
+    pub(super) fn new(config: &super::EngineConfig, foreign_events: bool) -> Cluster {
         let mut targets = BTreeMap::new();
         for addr in &config.peer_addrs {
             let state = if Some(*addr) == config.advertised_addr {
@@ -102,7 +104,9 @@ impl Cluster {
             targets.insert(*addr, target);
         }
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if !config.peer_addrs.is_empty() => Hold::Pending { timeout_ms },
+            Some(timeout_ms) if !config.peer_addrs.is_empty() || foreign_events => {
+                Hold::Pending { timeout_ms }
+            }
             _ => Hold::Off,
         };
         Cluster {
