@@ -1208,3 +1208,20 @@ fn the_catch_up_hold_also_waits_for_actors_whose_events_the_log_holds() {
     harness.turn();
     assert!(!harness.engine.is_holding_produces());
 }
+
+#[test]
+fn a_former_member_without_peer_addresses_holds_produces_too() {
+    let engine_with = |fsync| {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/x".into());
+        config.actor_id = ActorId(7);
+        config.storage.fsync = fsync;
+        let mut log = MemoryLog::new();
+        log.append(stored(1, 3, b"from actor 3")).unwrap();
+        log.sync(0).unwrap();
+        Engine::new(EngineConfig::from_config(&config), log)
+    };
+    use crate::config::FsyncPolicy;
+    assert!(engine_with(FsyncPolicy::IntervalMs(100)).is_holding_produces());
+    assert!(engine_with(FsyncPolicy::Never).is_holding_produces());
+    assert!(!engine_with(FsyncPolicy::Always).is_holding_produces());
+}
