@@ -36,6 +36,8 @@ const LINGER_MS: u64 = 1000;
 /// Connections refused at the connection limit that may linger at once; past it the listener
 /// pauses until they are gone.
 const REFUSED_LINGERING_MAX: usize = 64;
+/// How often lingering and connecting sockets are checked for their deadlines.
+const EXPIRY_SCAN_INTERVAL_MS: u64 = 100;
 /// The longest the reactor sleeps without a deadline, so housekeeping runs.
 const POLL_TIMEOUT_MAX_MS: u64 = 1000;
 const READ_CHUNK: usize = 64 * 1024;
@@ -74,6 +76,9 @@ pub(crate) struct Reactor<L: Log> {
     read_bytes_per_turn_max: usize,
     shutdown: Arc<AtomicBool>,
     read_buffer: Vec<u8>,
+    /// Sockets refused at the connection limit that are still lingering.
+    refused_lingering_count: usize,
+    next_expiry_scan_ms: u64,
 }
 
 impl<L: Log> Reactor<L> {
@@ -102,6 +107,8 @@ impl<L: Log> Reactor<L> {
             read_bytes_per_turn_max: config.read_bytes_per_turn_max,
             shutdown,
             read_buffer: vec![0; READ_CHUNK],
+            refused_lingering_count: 0,
+            next_expiry_scan_ms: 0,
         };
         Ok((reactor, waker))
     }
@@ -119,6 +126,7 @@ impl<L: Log> Reactor<L> {
             }
             let now = self.clock.now();
             let mut readable = std::mem::take(&mut self.read_again);
+            let mut writable = Vec::new();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_pending = true,
@@ -131,6 +139,7 @@ impl<L: Log> Reactor<L> {
                         if event.is_writable() {
                             if let Some(socket) = self.sockets.get_mut(key) {
                                 socket.write_blocked = false;
+                                writable.push(key);
                             }
                         }
                     }
@@ -149,9 +158,12 @@ impl<L: Log> Reactor<L> {
             }
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
-            self.resume_writes();
-            self.expire_lingering(now);
-            self.expire_connecting(now);
+            self.resume_writes(&writable);
+            if now.mono_ms >= self.next_expiry_scan_ms {
+                self.next_expiry_scan_ms = now.mono_ms + EXPIRY_SCAN_INTERVAL_MS;
+                self.expire_lingering(now);
+                self.expire_connecting(now);
+            }
             if self.listener_paused && self.refused_lingering() < REFUSED_LINGERING_MAX {
                 self.listener_paused = false;
                 accept_pending = true;
@@ -246,14 +258,14 @@ impl<L: Log> Reactor<L> {
         {
             let deadline_ms = now.mono_ms + LINGER_MS;
             entry.insert(Socket::lingering(stream, deadline_ms, refused));
+            if refused {
+                self.refused_lingering_count += 1;
+            }
         }
     }
 
     fn refused_lingering(&self) -> usize {
-        self.sockets
-            .iter()
-            .filter(|(_, s)| matches!(s.state, SocketState::Lingering { refused: true, .. }))
-            .count()
+        self.refused_lingering_count
     }
 
     fn read_socket(&mut self, now: Now, key: usize) {
@@ -308,6 +320,9 @@ impl<L: Log> Reactor<L> {
 
     fn remove_socket(&mut self, key: usize) {
         if let Some(mut socket) = self.sockets.try_remove(key) {
+            if let SocketState::Lingering { refused: true, .. } = socket.state {
+                self.refused_lingering_count -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut socket.stream);
         }
     }
@@ -444,19 +459,14 @@ impl<L: Log> Reactor<L> {
         }
     }
 
-    /// Sockets that became writable again get the output the engine still holds for them.
-    fn resume_writes(&mut self) {
-        let waiting: Vec<ConnId> = self
-            .sockets
-            .iter()
-            .filter_map(|(_, socket)| match socket.state {
-                SocketState::Open(conn) if !socket.write_blocked => Some(conn),
-                _ => None,
-            })
-            .filter(|conn| !self.engine.output(*conn).is_empty())
-            .collect();
-        for conn in waiting {
-            self.write_socket(conn);
+    /// Sockets that became writable again this turn get the output the engine still holds for
+    /// them (output queued while they were blocked was not written). Other sockets' output
+    /// reaches them through the engine's `Send` actions, so no scan of every socket is needed.
+    fn resume_writes(&mut self, writable: &[usize]) {
+        for &key in writable {
+            if let Some(SocketState::Open(conn)) = self.sockets.get(key).map(|s| s.state) {
+                self.write_socket(conn);
+            }
         }
     }
 
