@@ -12,6 +12,7 @@
 //! This is a client tool: it uses blocking `std::net` sockets and reads `Instant::now()`
 //! directly, unlike the engine, whose clock is injected.
 
+pub mod flo;
 pub mod histogram;
 pub mod nats;
 pub mod redis;
