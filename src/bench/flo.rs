@@ -290,6 +290,7 @@ impl Target for FloTarget {
             wire,
             namespace: self.namespace.clone(),
             template: Vec::new(),
+            template_payload_size: None,
             next_op_id: 1,
             acknowledged: Arc::clone(&self.acknowledged),
         }))
@@ -302,6 +303,8 @@ struct FloProducer {
     namespace: String,
     /// The encoded frame for the current payload size; op id and payload are patched in.
     template: Vec<u8>,
+    /// The payload size `template` was encoded for.
+    template_payload_size: Option<usize>,
     next_op_id: u64,
     acknowledged: Arc<AtomicU64>,
 }
@@ -343,8 +346,9 @@ impl FloProducer {
 
 impl Connection for FloProducer {
     fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        if self.template.len() != frame_size_for(&self.namespace, payload.len()) {
+        if self.template_payload_size != Some(payload.len()) {
             self.prepare(payload.len())?;
+            self.template_payload_size = Some(payload.len());
         }
         let payload_start = self.template.len() - payload.len();
         let op_id = self.next_op_id;
@@ -357,6 +361,10 @@ impl Connection for FloProducer {
 
     fn flush(&mut self) -> io::Result<()> {
         self.wire.flush()
+    }
+
+    fn ack_buffered(&self) -> bool {
+        self.wire.read_start < self.wire.read_buffer.len()
     }
 
     fn recv_ack(&mut self) -> io::Result<()> {
@@ -372,12 +380,6 @@ impl Connection for FloProducer {
             }
         }
     }
-}
-
-/// The size of an encoded Produce frame without a parent, for a payload of `size` bytes:
-/// length (4), kind (1), op id (8), namespace (2 + bytes), no parent (1), data (4 + bytes).
-fn frame_size_for(namespace: &str, size: usize) -> usize {
-    4 + 1 + 8 + 2 + namespace.len() + 1 + 4 + size
 }
 
 impl ReadTarget for FloTarget {
@@ -554,7 +556,6 @@ mod tests {
                 data: vec![0; payload.len()],
             };
             protocol::encode(&Frame::Produce(Produce { op_id: 0, event }), &mut template);
-            assert_eq!(template.len(), frame_size_for(&namespace, payload.len()));
             let payload_start = template.len() - payload.len();
             template[OP_ID_RANGE].copy_from_slice(&op_id.to_be_bytes());
             template[payload_start..].copy_from_slice(&payload);
