@@ -146,6 +146,22 @@ fn a_tailing_consumer_measures_end_to_end_latency() {
 }
 
 #[test]
+fn several_consumers_each_receive_every_event() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let flo = FloProcess::start(dir.path(), &["--fsync", "interval:1000"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["bench", "--addr", &flo.addr.to_string()])
+        .args(["--consumers", "3", "--count", "400", "--rate", "4000"])
+        .output()
+        .expect("run flo-client bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("400 events in"), "{stdout}");
+    assert!(stdout.contains("end-to-end us:"), "{stdout}");
+    flo.terminate();
+}
+
+#[test]
 fn text_output_names_throughput_and_latency() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let flo = FloProcess::start(dir.path(), &[]);
@@ -167,7 +183,7 @@ fn text_output_names_throughput_and_latency() {
 fn bad_arguments_are_refused_before_connecting() {
     for args in [
         &["--connections", "0"][..],
-        &["--consumers", "2"][..],
+        &["--consumers", "65"][..],
         &["--duration", "0"][..],
         &["--consumers", "1", "--size", "4"][..],
     ] {

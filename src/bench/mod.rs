@@ -131,6 +131,18 @@ pub fn run_end_to_end(
     tail_target: &dyn TailTarget,
     spec: &BenchSpec,
 ) -> io::Result<BenchResult> {
+    run_end_to_end_with_consumers(target, tail_target, spec, 1)
+}
+
+/// Like [`run_end_to_end`] with `consumers` tailing consumers (at least 1), each on its own
+/// connection and thread, each receiving every event; the end-to-end latency merges all of
+/// their deliveries.
+pub fn run_end_to_end_with_consumers(
+    target: &dyn Target,
+    tail_target: &dyn TailTarget,
+    spec: &BenchSpec,
+    consumers: usize,
+) -> io::Result<BenchResult> {
     spec.validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     if spec.event_size < STAMP_SIZE {
@@ -139,20 +151,37 @@ pub fn run_end_to_end(
             format!("end-to-end latency needs events of at least {STAMP_SIZE} bytes"),
         ));
     }
-    let mut tail = tail_target.tail()?;
+    if consumers == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "end-to-end latency needs at least one consumer",
+        ));
+    }
+    let mut tails = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        tails.push(tail_target.tail()?);
+    }
     let epoch = Instant::now();
-    // The consumer stops once it has seen this many events; unknown until the producers end.
+    // The consumers stop once they have seen this many events; unknown until the producers end.
     let expected = AtomicU64::new(u64::MAX);
     let (produced, consumed) = std::thread::scope(|scope| {
         let expected = &expected;
-        let consumer = scope.spawn(move || consume(tail.as_mut(), epoch, expected));
+        let handles: Vec<_> = tails
+            .into_iter()
+            .map(|mut tail| scope.spawn(move || consume(tail.as_mut(), epoch, expected)))
+            .collect();
         let produced = produce(target, spec, Some(epoch));
         let acknowledged = produced.as_ref().map_or(0, |(latency, _)| latency.count());
         expected.store(acknowledged, Ordering::Release);
-        (produced, consumer.join())
+        let consumed: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
+        (produced, consumed)
     });
     let (latency, elapsed) = produced?;
-    let end_to_end = consumed.map_err(|_| io::Error::other("the consumer thread panicked"))??;
+    let mut end_to_end = Histogram::new();
+    for outcome in consumed {
+        let histogram = outcome.map_err(|_| io::Error::other("a consumer thread panicked"))??;
+        end_to_end.merge(&histogram);
+    }
     let mut result = BenchResult::produce(target.name(), spec, latency, elapsed);
     result.end_to_end = Some(end_to_end.summary());
     Ok(result)

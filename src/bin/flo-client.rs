@@ -123,7 +123,8 @@ struct BenchArgs {
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
     read: bool,
-    /// Tailing consumers that measure end-to-end latency (produce to delivery); 0 or 1.
+    /// Tailing consumers that measure end-to-end latency (produce to delivery), each on its
+    /// own connection and receiving every event; the latency merges all their deliveries.
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
     #[arg(long, value_name = "N", default_value_t = 0)]
     consumers: usize,
@@ -172,12 +173,16 @@ mod bench {
     use std::time::{Duration, Instant};
 
     use flo::bench::flo::{fresh_namespace, FloTarget};
-    use flo::bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
+    use flo::bench::{
+        run_end_to_end_with_consumers, run_produce, run_read, BenchResult, BenchSpec, Stop,
+    };
 
     use super::BenchArgs;
 
     /// Events a run produces when neither --count nor --duration is given.
     const COUNT_DEFAULT: u64 = 100_000;
+    /// The most tailing consumers one run opens (one thread and connection each).
+    const CONSUMERS_MAX: usize = 64;
     /// How often the progress line is redrawn.
     const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -198,9 +203,9 @@ mod bench {
             rate: args.rate,
         };
         spec.validate()?;
-        if args.consumers > 1 {
+        if args.consumers > CONSUMERS_MAX {
             return Err(format!(
-                "--consumers {}: one tailing consumer is measured at most",
+                "--consumers {}: at most {CONSUMERS_MAX}",
                 args.consumers
             ));
         }
@@ -254,7 +259,8 @@ mod bench {
             }
             Ok(vec![stored, read])
         } else if args.consumers > 0 {
-            let result = run_end_to_end(target, target, spec).map_err(failed("end-to-end"))?;
+            let result = run_end_to_end_with_consumers(target, target, spec, args.consumers)
+                .map_err(failed("end-to-end"))?;
             Ok(vec![result])
         } else {
             Ok(vec![run_produce(target, spec).map_err(failed("produce"))?])
