@@ -35,8 +35,8 @@ if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; 
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
 fi
 
-log "building the load generator"
-cargo build --release --example peer_bench >&2
+log "building the load generator and flo"
+cargo build --release --example peer_bench --bin flo --bin flo-client >&2
 PEER_BENCH=$ROOT/target/release/examples/peer_bench
 
 # --- Processes we start, stopped by PID on every exit ---------------------------------------

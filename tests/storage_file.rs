@@ -416,3 +416,46 @@ fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
     assert_eq!(sync_one(&mut log, 3, 0), Offset(3));
     assert_eq!(log.fsync_count(), 0);
 }
+
+/// The open segment is extended ahead of its records with a hole (so an fdatasync has no file
+/// size to commit); a crash leaves those zeros behind, and start-up cuts them without calling
+/// them a torn tail. A clean drop and sealing leave no zeros at all.
+#[test]
+fn preallocated_zeros_are_cut_without_being_reported_as_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    let events = fill(&mut log, 30, 7, 40);
+    let path = log.segment_paths().pop().unwrap();
+    let records_end = {
+        let bytes = std::fs::read(&path).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+        assert!(
+            bytes.len() > end,
+            "the open segment is extended past its records"
+        );
+        end as u64
+    };
+    // A crash: no Drop runs.
+    std::mem::forget(log);
+    let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(
+        (report.truncated_bytes, report.truncated_records),
+        (0, 0),
+        "zeros are not a torn tail"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), records_end);
+    let read: Vec<Event> = read_all(&mut log, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(read, events);
+    // The log goes on, and a clean drop leaves the file ending at its last record.
+    log.append(event(31, 1, 0, 40)).unwrap();
+    assert_eq!(log.sync(0).unwrap(), Offset(31));
+    drop(log);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_ne!(bytes.last(), Some(&0), "no zeros after a clean drop");
+    let (_, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!((report.event_count, report.truncated_bytes), (31, 0));
+}

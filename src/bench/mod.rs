@@ -12,6 +12,7 @@
 //! This is a client tool: it uses blocking `std::net` sockets and reads `Instant::now()`
 //! directly, unlike the engine, whose clock is injected.
 
+pub mod flo;
 pub mod histogram;
 pub mod nats;
 pub mod redis;
@@ -79,6 +80,12 @@ pub trait Connection: Send {
     fn flush(&mut self) -> io::Result<()>;
     /// Blocks until the next acknowledgement; an error reply from the server is an error.
     fn recv_ack(&mut self) -> io::Result<()>;
+    /// True when bytes of the next acknowledgement were already received, so `recv_ack` will
+    /// not wait for the server. The runner then takes every such acknowledgement before it
+    /// refills the window with one write, instead of one write per acknowledgement.
+    fn ack_buffered(&self) -> bool {
+        false
+    }
 }
 
 /// A server whose stream a consumer can follow as events are appended.
@@ -123,6 +130,18 @@ pub fn run_end_to_end(
     tail_target: &dyn TailTarget,
     spec: &BenchSpec,
 ) -> io::Result<BenchResult> {
+    run_end_to_end_with_consumers(target, tail_target, spec, 1)
+}
+
+/// Like [`run_end_to_end`] with `consumers` tailing consumers (at least 1), each on its own
+/// connection and thread, each receiving every event; the end-to-end latency merges all of
+/// their deliveries.
+pub fn run_end_to_end_with_consumers(
+    target: &dyn Target,
+    tail_target: &dyn TailTarget,
+    spec: &BenchSpec,
+    consumers: usize,
+) -> io::Result<BenchResult> {
     spec.validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     if spec.event_size < STAMP_SIZE {
@@ -131,20 +150,37 @@ pub fn run_end_to_end(
             format!("end-to-end latency needs events of at least {STAMP_SIZE} bytes"),
         ));
     }
-    let mut tail = tail_target.tail()?;
+    if consumers == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "end-to-end latency needs at least one consumer",
+        ));
+    }
+    let mut tails = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        tails.push(tail_target.tail()?);
+    }
     let epoch = Instant::now();
-    // The consumer stops once it has seen this many events; unknown until the producers end.
+    // The consumers stop once they have seen this many events; unknown until the producers end.
     let expected = AtomicU64::new(u64::MAX);
     let (produced, consumed) = std::thread::scope(|scope| {
         let expected = &expected;
-        let consumer = scope.spawn(move || consume(tail.as_mut(), epoch, expected));
+        let handles: Vec<_> = tails
+            .into_iter()
+            .map(|mut tail| scope.spawn(move || consume(tail.as_mut(), epoch, expected)))
+            .collect();
         let produced = produce(target, spec, Some(epoch));
         let acknowledged = produced.as_ref().map_or(0, |(latency, _)| latency.count());
         expected.store(acknowledged, Ordering::Release);
-        (produced, consumer.join())
+        let consumed: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
+        (produced, consumed)
     });
     let (latency, elapsed) = produced?;
-    let end_to_end = consumed.map_err(|_| io::Error::other("the consumer thread panicked"))??;
+    let mut end_to_end = Histogram::new();
+    for outcome in consumed {
+        let histogram = outcome.map_err(|_| io::Error::other("a consumer thread panicked"))??;
+        end_to_end.merge(&histogram);
+    }
     let mut result = BenchResult::produce(target.name(), spec, latency, elapsed);
     result.end_to_end = Some(end_to_end.summary());
     Ok(result)
@@ -352,6 +388,16 @@ fn drive_connection(
         };
         connection.recv_ack()?;
         latency.record(nanos_since(sent_at));
+        // Acknowledgements that arrived together are taken together, so the window is refilled
+        // with one write (a load generator that writes once per acknowledgement measures its
+        // own system calls more than the server).
+        while connection.ack_buffered() {
+            let Some(sent_at) = in_flight.pop_front() else {
+                break;
+            };
+            connection.recv_ack()?;
+            latency.record(nanos_since(sent_at));
+        }
     }
     Ok(ConnectionOutcome {
         latency,

@@ -283,6 +283,10 @@ impl Connection for PublishConnection {
         self.connection.writer.flush()
     }
 
+    fn ack_buffered(&self) -> bool {
+        !self.connection.reader.buffer().is_empty()
+    }
+
     fn recv_ack(&mut self) -> io::Result<()> {
         let connection = &mut self.connection;
         let message = read_message(&mut connection.reader, &mut connection.writer)?;

@@ -254,6 +254,10 @@ impl Connection for XaddConnection {
         self.connection.writer.flush()
     }
 
+    fn ack_buffered(&self) -> bool {
+        !self.connection.reader.buffer().is_empty()
+    }
+
     fn recv_ack(&mut self) -> io::Result<()> {
         match self.connection.reply()? {
             Reply::Bulk(Some(_)) => Ok(()),

@@ -76,6 +76,61 @@ enum Command {
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
     Status,
+    /// Benchmark the server: produce throughput and acknowledgement latency, end-to-end
+    /// latency to tailing consumers, catch-up read throughput.
+    ///
+    /// Opens --connections producer connections, each keeping --window produces of --size
+    /// bytes in flight, to a fresh namespace (/bench/<pid>_<ns>), for --count events or
+    /// --duration seconds, as fast as acknowledgements allow or at --rate events/s. Only
+    /// acknowledged events count; latency runs from the send (or, at a --rate, from the moment
+    /// the event was due) to its acknowledgement. Prints events/s, MB/s and latency p50, p99 and
+    /// p99.9; with --consumers, end-to-end latency from produce to a tailing consumer too;
+    /// with --read, stores --count events and then measures reading them back from the start
+    /// on one connection. --json prints one JSON object (the one ci/bench.sh collects).
+    ///
+    /// Example: flo-client bench --connections 4 --window 64 --size 100 --duration 3
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// The server as HOST:PORT (default: from -H and -p).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// Producer connections, one thread each.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Produces in flight (sent, not yet acknowledged) per connection.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Payload bytes per event.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    size: usize,
+    /// Events in total (default 100000 unless --duration is given; with --read, the events
+    /// stored and read back).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Seconds to produce for.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Events per second over all connections (default: as fast as acknowledged).
+    #[arg(long, value_name = "EVENTS_PER_S")]
+    rate: Option<u64>,
+    /// Name of the run in the report.
+    #[arg(long, default_value = "flo")]
+    label: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Store --count events, then read them back from the start on one connection (a
+    /// subscription with a large credit window, until its end) and report that.
+    #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
+    read: bool,
+    /// Tailing consumers that measure end-to-end latency (produce to delivery), each on its
+    /// own connection and receiving every event; the latency merges all their deliveries.
+    /// Events must be at least 8 bytes (they carry their send time); best with --rate.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    consumers: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +156,7 @@ fn main() -> ExitCode {
             format,
         } => consume(&addr, &namespace, tail, &from, limit, format),
         Command::Status => status(&addr),
+        Command::Bench(args) => bench::run(&addr, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +172,153 @@ fn status(addr: &str) -> Result<(), String> {
     let status = client.status().map_err(|error| error.to_string())?;
     print!("{}", format_status(&status));
     Ok(())
+}
+
+mod bench {
+    //! `flo-client bench`: argument checks, the progress line and the output; the load
+    //! generation is `flo::bench`.
+
+    use std::io::{self, IsTerminal, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use flo::bench::flo::{fresh_namespace, FloTarget};
+    use flo::bench::{
+        run_end_to_end_with_consumers, run_produce, run_read, BenchResult, BenchSpec, Stop,
+    };
+
+    use super::BenchArgs;
+
+    /// Events a run produces when neither --count nor --duration is given.
+    const COUNT_DEFAULT: u64 = 100_000;
+    /// The most tailing consumers one run opens (one thread and connection each).
+    const CONSUMERS_MAX: usize = 64;
+    /// How often the progress line is redrawn.
+    const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+    fn spec(args: &BenchArgs) -> Result<BenchSpec, String> {
+        let stop = match (args.count, args.duration) {
+            (_, Some(seconds)) => match Duration::try_from_secs_f64(seconds) {
+                Ok(duration) if !duration.is_zero() => Stop::Duration(duration),
+                _ => return Err(format!("invalid --duration {seconds}")),
+            },
+            (Some(count), None) => Stop::Count(count),
+            (None, None) => Stop::Count(COUNT_DEFAULT),
+        };
+        let spec = BenchSpec {
+            connections: args.connections,
+            window: args.window,
+            event_size: args.size,
+            stop,
+            rate: args.rate,
+        };
+        spec.validate()?;
+        if args.consumers > CONSUMERS_MAX {
+            return Err(format!(
+                "--consumers {}: at most {CONSUMERS_MAX}",
+                args.consumers
+            ));
+        }
+        Ok(spec)
+    }
+
+    pub(super) fn run(default_addr: &str, args: &BenchArgs) -> Result<(), String> {
+        let spec = spec(args)?;
+        let addr = args
+            .addr
+            .clone()
+            .unwrap_or_else(|| default_addr.to_string());
+        let mut target = FloTarget::new(addr, fresh_namespace(), args.label.clone());
+        let progress = Progress::start(&target.acknowledged);
+        let results = measure(&mut target, args, &spec);
+        progress.stop();
+        let results = results?;
+        let mut out = io::stdout().lock();
+        let written = if args.json {
+            // One object per run; with --read, the read is the run (the store only prepares
+            // it), as for the peers in ci/bench.sh.
+            results
+                .last()
+                .map(|result| writeln!(out, "{}", result.to_json()))
+                .unwrap_or(Ok(()))
+        } else {
+            results
+                .iter()
+                .try_for_each(|result| write!(out, "{}", result.to_text()))
+        };
+        written
+            .and_then(|()| out.flush())
+            .map_err(|error| super::output_error(&error))
+    }
+
+    fn measure(
+        target: &mut FloTarget,
+        args: &BenchArgs,
+        spec: &BenchSpec,
+    ) -> Result<Vec<BenchResult>, String> {
+        let failed = |what: &'static str| move |error: io::Error| format!("bench {what}: {error}");
+        if args.read {
+            target.produce_marker().map_err(failed("store"))?;
+            let stored = run_produce(target, spec).map_err(failed("store"))?;
+            let read = run_read(target, args.size).map_err(failed("read"))?;
+            if read.events != stored.events {
+                return Err(format!(
+                    "bench read: {} events stored but {} read back",
+                    stored.events, read.events
+                ));
+            }
+            Ok(vec![stored, read])
+        } else if args.consumers > 0 {
+            let result = run_end_to_end_with_consumers(target, target, spec, args.consumers)
+                .map_err(failed("end-to-end"))?;
+            Ok(vec![result])
+        } else {
+            Ok(vec![run_produce(target, spec).map_err(failed("produce"))?])
+        }
+    }
+
+    /// A line on standard error, redrawn while the run goes on, only when it is a terminal.
+    struct Progress {
+        done: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Progress {
+        fn start(acknowledged: &Arc<AtomicU64>) -> Progress {
+            let done = Arc::new(AtomicBool::new(false));
+            if !io::stderr().is_terminal() {
+                return Progress { done, thread: None };
+            }
+            let acknowledged = Arc::clone(acknowledged);
+            let drawing_done = Arc::clone(&done);
+            let thread = std::thread::spawn(move || {
+                let done = drawing_done;
+                let start = Instant::now();
+                while !done.load(Ordering::Acquire) {
+                    std::thread::sleep(PROGRESS_INTERVAL);
+                    let events = acknowledged.load(Ordering::Relaxed);
+                    let seconds = start.elapsed().as_secs_f64();
+                    eprint!(
+                        "\r{events} events acknowledged in {seconds:.1} s ({:.0} events/s)  ",
+                        events as f64 / seconds.max(1e-9)
+                    );
+                }
+                eprint!("\r\x1b[K");
+            });
+            Progress {
+                done,
+                thread: Some(thread),
+            }
+        }
+
+        fn stop(mut self) {
+            self.done.store(true, Ordering::Release);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 fn connect(addr: &str) -> Result<Client, String> {

@@ -60,7 +60,17 @@ pub struct FileLog {
     pub(super) fault: Option<InjectedFault>,
     /// fdatasyncs of segment data since open (for tests of group commit and the benchmark).
     pub(super) fsync_count: u64,
+    /// The open segment file's length as last set: records end at `open.index.file_size`,
+    /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
+    pub(super) preallocated_size: u64,
 }
+
+/// How far past the records the open segment file is extended at a time (as a hole, with
+/// `set_len`). A write inside the file's length does not change it, so its fdatasync has no
+/// file size to commit: on ext4 here an append + fdatasync of 176 bytes took about 130-160 us
+/// and the same write inside the file's length about 90 us. The zeros are cut when the segment
+/// is sealed, when the log is dropped, and at start-up after a crash (see `recovery.rs`).
+pub(super) const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 fn io_error(context: String) -> impl FnOnce(io::Error) -> StorageError {
     move |source| StorageError::Io { context, source }
@@ -139,6 +149,15 @@ impl FileLog {
             Some(InjectedFault::FsyncFails) => fsync_fails = true,
             None => {}
         }
+        let end = position + self.pending_bytes.len() as u64;
+        if end > self.preallocated_size {
+            let size = end + PREALLOCATE_BYTES;
+            self.open
+                .file
+                .set_len(size)
+                .map_err(io_error(context("extend")))?;
+            self.preallocated_size = size;
+        }
         self.open
             .file
             .write_all_at(&self.pending_bytes, position)
@@ -188,12 +207,26 @@ impl FileLog {
                 segment_path(&self.config.data_dir, self.open.index.first_offset).display()
             );
         }
+        // The cut bytes become zeros again, up to the length the file had.
+        if self.preallocated_size > durable_size
+            && self.open.file.set_len(self.preallocated_size).is_err()
+        {
+            self.preallocated_size = durable_size;
+        }
     }
 
     /// Seals the open segment (fdatasync, index file) and starts a new one.
     fn roll(&mut self) -> Result<(), StorageError> {
         let dir = self.config.data_dir.clone();
         let first_offset = self.open.index.first_offset;
+        // A sealed segment ends at its last record: its index and start-up check its length.
+        self.open
+            .file
+            .set_len(self.open.index.file_size)
+            .map_err(io_error(format!(
+                "truncate {}",
+                segment_path(&dir, first_offset).display()
+            )))?;
         // Sealed segments are fully durable under every policy, so their index stays true.
         self.open.file.sync_data().map_err(io_error(format!(
             "fdatasync {}",
@@ -217,6 +250,7 @@ impl FileLog {
         };
         let sealed = std::mem::replace(&mut self.open, open);
         self.sealed.push_back(sealed.index);
+        self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
         Ok(())
@@ -472,6 +506,16 @@ impl Log for FileLog {
             event_count: self.end().0 - self.start().0,
             byte_count: self.segments().map(|index| index.file_size).sum(),
             segment_count: self.sealed.len() as u64 + 1,
+        }
+    }
+}
+
+impl Drop for FileLog {
+    /// Cuts the zeros after the last record, so a clean stop leaves no hole for start-up to
+    /// cut. Best effort: if it fails (or never runs, after a crash) start-up cuts them.
+    fn drop(&mut self) {
+        if self.preallocated_size > self.open.index.file_size {
+            let _ = self.open.file.set_len(self.open.index.file_size);
         }
     }
 }

@@ -134,6 +134,7 @@ fn assemble(
         written_since_fsync: false,
         fault: None,
         fsync_count: 0,
+        preallocated_size: 0,
     }
 }
 
@@ -333,6 +334,18 @@ fn cut_tail(
     file.seek(SeekFrom::Start(valid_size))
         .and_then(|_| file.read_to_end(&mut tail))
         .map_err(io_error(context("read")))?;
+    if tail.iter().all(|&byte| byte == 0) {
+        // The hole the log extends the open segment with (`file::PREALLOCATE_BYTES`): no
+        // record was ever there, so nothing is reported as cut.
+        log::debug!(
+            "segment {}: cutting {} bytes of preallocated zeros at byte {valid_size}",
+            path.display(),
+            tail.len()
+        );
+        file.set_len(valid_size)
+            .map_err(io_error(context("truncate")))?;
+        return file.sync_data().map_err(io_error(context("fdatasync")));
+    }
     let (records, valid) = count_pieces(&tail);
     let bytes = file_size - valid_size;
     if valid > 0 {
