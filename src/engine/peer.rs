@@ -664,6 +664,16 @@ impl<L: Log> Engine<L> {
                 "PeerEvent without credit",
             );
         }
+        if let Err((_, message)) = self.validate_stored(&event) {
+            // The origin validated it, so this peer is broken or hostile: storing it would
+            // serve an invalid event, and skipping it would leave a hole in the origin's
+            // prefix, so the connection is closed instead.
+            log::error!("{conn}: replicated event {} refused: {message}", event.id);
+            let message = format!("replicated event {} refused: {message}", event.id);
+            return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
+        // Checked by the caller: the connection is open.
+        let connection = self.conn_mut(conn).expect("connection is open");
         connection.peer_credit_given -= 1;
         connection.peer_events_this_turn += 1;
         if connection.peer_events_this_turn == 1 {

@@ -87,13 +87,21 @@ impl<L: Log> Engine<L> {
     }
 
     fn validate(&self, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
+        self.validate_parts(&event.namespace, event.data.len())
+    }
+
+    /// The same rules for an event that arrives already stored elsewhere (replication).
+    pub(super) fn validate_stored(&self, event: &Event) -> Result<(), (ErrorCode, String)> {
+        self.validate_parts(&event.namespace, event.data.len())
+    }
+
+    fn validate_parts(&self, namespace: &str, data_len: usize) -> Result<(), (ErrorCode, String)> {
         let wire = &self.config.wire;
-        validate_namespace(&event.namespace, wire.namespace_length_max as usize)
+        validate_namespace(namespace, wire.namespace_length_max as usize)
             .map_err(|error| (ErrorCode::InvalidNamespace, error.to_string()))?;
-        if event.data.len() > wire.event_data_size_max as usize {
+        if data_len > wire.event_data_size_max as usize {
             let message = format!(
-                "event data is {} bytes, over the limit of {}",
-                event.data.len(),
+                "event data is {data_len} bytes, over the limit of {}",
                 wire.event_data_size_max
             );
             return Err((ErrorCode::EventTooLarge, message));

@@ -1225,3 +1225,15 @@ fn a_former_member_without_peer_addresses_holds_produces_too() {
     assert!(engine_with(FsyncPolicy::Never).is_holding_produces());
     assert!(!engine_with(FsyncPolicy::Always).is_holding_produces());
 }
+
+#[test]
+fn a_replicated_event_with_an_invalid_namespace_closes_the_peer_and_is_not_stored() {
+    let mut harness = Harness::new();
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let mut bad = stored(3, 2, b"x");
+    bad.namespace = "no-slash".into();
+    harness.send(conn, Frame::PeerEvent(bad));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    assert_eq!(harness.engine.log().end().0, 0);
+}
