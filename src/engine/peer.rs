@@ -713,13 +713,7 @@ impl<L: Log> Engine<L> {
     pub(super) fn after_sync_peers(&mut self, failed: bool) {
         let due = std::mem::take(&mut self.cluster.credit_due);
         if failed {
-            let peers: Vec<ConnId> = self
-                .conns
-                .iter()
-                .flatten()
-                .filter(|c| matches!(c.phase, Phase::Peer { .. }))
-                .map(|c| c.id)
-                .collect();
+            let peers = self.peer_conns();
             for conn in peers {
                 let message = "this node could not store replicated events; reconnect";
                 self.close_with_error(conn, ErrorCode::StorageFailure, message);
@@ -827,16 +821,20 @@ impl<L: Log> Engine<L> {
             .min()
     }
 
-    /// Keep-alives for peer connections (a PeerCredit of 0), so idle time-outs only close dead
-    /// ones.
-    pub(super) fn peer_keepalives(&mut self) {
-        let peers: Vec<ConnId> = self
-            .conns
+    /// The connections that completed a peer handshake.
+    fn peer_conns(&self) -> Vec<ConnId> {
+        self.conns
             .iter()
             .flatten()
             .filter(|c| matches!(c.phase, Phase::Peer { .. }))
             .map(|c| c.id)
-            .collect();
+            .collect()
+    }
+
+    /// Keep-alives for peer connections (a PeerCredit of 0), so idle time-outs only close dead
+    /// ones.
+    pub(super) fn peer_keepalives(&mut self) {
+        let peers = self.peer_conns();
         for conn in peers {
             self.send(conn, &Frame::PeerCredit { count: 0 });
         }
