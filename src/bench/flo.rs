@@ -27,7 +27,8 @@ use super::{Connection, ReadTarget, Reader, Tail, TailTarget, Target};
 use crate::config::WireLimits;
 use crate::event::{EventId, StartPosition};
 use crate::protocol::{
-    self, EndReason, ErrorFrame, Frame, Hello, NewEvent, Produce, Subscribe, PROTOCOL_VERSION,
+    self, EndReason, ErrorFrame, Frame, FrameBuffer, Hello, NewEvent, Produce, Subscribe,
+    PROTOCOL_VERSION,
 };
 
 /// A server that stops answering fails the run instead of hanging it.
@@ -112,9 +113,7 @@ pub fn fresh_namespace() -> String {
 /// back whole.
 struct Wire {
     stream: TcpStream,
-    read_buffer: Vec<u8>,
-    /// Where the undecoded bytes of `read_buffer` start.
-    read_start: usize,
+    received: FrameBuffer,
     write_buffer: Vec<u8>,
     limits: WireLimits,
 }
@@ -140,8 +139,7 @@ impl Wire {
         stream.set_write_timeout(Some(SOCKET_TIMEOUT))?;
         let mut wire = Wire {
             stream,
-            read_buffer: Vec::with_capacity(READ_CHUNK_SIZE),
-            read_start: 0,
+            received: FrameBuffer::with_capacity(READ_CHUNK_SIZE),
             write_buffer: Vec::with_capacity(64 << 10),
             limits: WireLimits {
                 frame_size_max: HANDSHAKE_FRAME_SIZE_MAX,
@@ -180,13 +178,8 @@ impl Wire {
 
     /// The next whole frame already received, without touching the socket.
     fn receive_buffered(&mut self) -> io::Result<Option<Frame>> {
-        let pending = &self.read_buffer[self.read_start..];
-        match protocol::decode(pending, &self.limits) {
-            Ok(Some((frame, used))) => {
-                self.read_start += used;
-                Ok(Some(frame))
-            }
-            Ok(None) => Ok(None),
+        match self.received.decode(&self.limits) {
+            Ok(frame) => Ok(frame),
             Err(error) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("undecodable bytes from the server: {error}"),
@@ -196,43 +189,28 @@ impl Wire {
 
     /// Reads once from the socket; false when the read timed out.
     fn fill(&mut self) -> io::Result<bool> {
-        if self.read_start > 0 {
-            self.read_buffer.drain(..self.read_start);
-            self.read_start = 0;
-        }
-        let filled = self.read_buffer.len();
-        self.read_buffer.resize(filled + READ_CHUNK_SIZE, 0);
-        let result = loop {
-            match self.stream.read(&mut self.read_buffer[filled..]) {
+        let stream = &mut self.stream;
+        let result = self.received.fill_with(READ_CHUNK_SIZE, |room| loop {
+            match stream.read(room) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
-        };
+        });
         match result {
-            Ok(0) => {
-                self.read_buffer.truncate(filled);
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                ))
-            }
-            Ok(count) => {
-                self.read_buffer.truncate(filled + count);
-                Ok(true)
-            }
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )),
+            Ok(_) => Ok(true),
             Err(error)
                 if matches!(
                     error.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                self.read_buffer.truncate(filled);
                 Ok(false)
             }
-            Err(error) => {
-                self.read_buffer.truncate(filled);
-                Err(error)
-            }
+            Err(error) => Err(error),
         }
     }
 
@@ -364,7 +342,7 @@ impl Connection for FloProducer {
     }
 
     fn ack_buffered(&self) -> bool {
-        self.wire.read_start < self.wire.read_buffer.len()
+        self.wire.received.has_bytes()
     }
 
     fn recv_ack(&mut self) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::config::WireLimits;
-use crate::protocol::{self, Frame};
+use crate::protocol::{self, Frame, FrameBuffer};
 
 use super::error::ClientError;
 
@@ -18,9 +18,8 @@ const HANDSHAKE_FRAME_SIZE_MAX: u32 = 64 * 1024;
 
 pub(crate) struct Connection {
     stream: TcpStream,
-    /// Received bytes not yet decoded; `read_start` is where the undecoded part begins.
-    read_buffer: Vec<u8>,
-    read_start: usize,
+    /// Received bytes not yet decoded.
+    received: FrameBuffer,
     write_buffer: Vec<u8>,
     pub(crate) limits: WireLimits,
     /// A keep-alive Ping was sent after a quiet read time-out and nothing has arrived since.
@@ -71,8 +70,7 @@ impl Connection {
             .map_err(ClientError::Io)?;
         Ok(Connection {
             stream,
-            read_buffer: Vec::with_capacity(READ_CHUNK_SIZE),
-            read_start: 0,
+            received: FrameBuffer::with_capacity(READ_CHUNK_SIZE),
             write_buffer: Vec::new(),
             limits: WireLimits {
                 frame_size_max: HANDSHAKE_FRAME_SIZE_MAX,
@@ -161,10 +159,8 @@ impl Connection {
     }
 
     fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
-        let pending = &self.read_buffer[self.read_start..];
-        match protocol::decode(pending, &self.limits) {
-            Ok(Some((frame, used))) => {
-                self.read_start += used;
+        match self.received.decode(&self.limits) {
+            Ok(Some(frame)) => {
                 // Any frame shows the server is alive.
                 self.keepalive_outstanding = false;
                 Ok(Some(frame))
@@ -172,8 +168,7 @@ impl Connection {
             Ok(None) => Ok(None),
             Err(error) => {
                 // The rest of the buffer cannot be framed; drop it so nothing decodes again.
-                self.read_buffer.clear();
-                self.read_start = 0;
+                self.received.clear();
                 self.receive_failed = true;
                 self.send_failed = true;
                 Err(ClientError::Protocol {
@@ -189,30 +184,20 @@ impl Connection {
         if self.receive_failed {
             return Err(ClientError::ConnectionClosed);
         }
-        if self.read_start > 0 {
-            self.read_buffer.drain(..self.read_start);
-            self.read_start = 0;
-        }
-        let filled = self.read_buffer.len();
-        self.read_buffer.resize(filled + READ_CHUNK_SIZE, 0);
-        let result = loop {
-            match self.stream.read(&mut self.read_buffer[filled..]) {
+        let stream = &mut self.stream;
+        let result = self.received.fill_with(READ_CHUNK_SIZE, |room| loop {
+            match stream.read(room) {
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
-        };
+        });
         match result {
             Ok(0) => {
-                self.read_buffer.truncate(filled);
                 self.receive_failed = true;
                 Err(ClientError::ConnectionClosed)
             }
-            Ok(count) => {
-                self.read_buffer.truncate(filled + count);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(error) => {
-                self.read_buffer.truncate(filled);
                 let error = ClientError::from_io(error);
                 // A time-out leaves the connection usable: partial frames stay buffered.
                 if !matches!(error, ClientError::Timeout) {
