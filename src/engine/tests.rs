@@ -174,6 +174,19 @@ fn events_of(frames: &[Frame], id: u32) -> Vec<Event> {
 }
 
 impl Harness {
+    /// Sends a Subscribe (no limit) on `conn`.
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        glob: &str,
+        start: StartPosition,
+        tail: bool,
+        credit: u32,
+    ) {
+        self.send(conn, subscribe(id, glob, start, tail, credit));
+    }
+
     /// Produces one event without data per namespace and ends the turn.
     fn produce_namespaces(&mut self, conn: ConnId, namespaces: &[&str]) {
         for (op_id, namespace) in namespaces.iter().enumerate() {
@@ -300,10 +313,7 @@ fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
         [Frame::Ack(Ack { op_id: 2, .. })]
     ));
     let reader = h.client();
-    h.send(
-        reader,
-        subscribe(1, "/**", StartPosition::Beginning, false, 10),
-    );
+    h.subscribe(reader, 1, "/**", StartPosition::Beginning, false, 10);
     h.turn();
     let data: Vec<Vec<u8>> = events(&h.received(reader))
         .into_iter()
@@ -423,10 +433,7 @@ fn a_non_tail_consume_reads_everything_then_ends() {
         &["/food/breakfast/eggs", "/food/lunch/salad", "/drinks/beer"],
     );
     let consumer = h.client();
-    h.send(
-        consumer,
-        subscribe(5, "/**", StartPosition::Beginning, false, 100),
-    );
+    h.subscribe(consumer, 5, "/**", StartPosition::Beginning, false, 100);
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(
@@ -456,22 +463,24 @@ fn globs_filter_namespaces() {
         ],
     );
     let consumer = h.client();
-    h.send(
+    h.subscribe(
         consumer,
-        subscribe(1, "/food/*/eggs", StartPosition::Beginning, false, 100),
+        1,
+        "/food/*/eggs",
+        StartPosition::Beginning,
+        false,
+        100,
     );
-    h.send(
+    h.subscribe(
         consumer,
-        subscribe(2, "/food/**", StartPosition::Beginning, false, 100),
+        2,
+        "/food/**",
+        StartPosition::Beginning,
+        false,
+        100,
     );
-    h.send(
-        consumer,
-        subscribe(3, "/*/beer", StartPosition::Beginning, false, 100),
-    );
-    h.send(
-        consumer,
-        subscribe(4, "/food/[", StartPosition::Beginning, false, 100),
-    );
+    h.subscribe(consumer, 3, "/*/beer", StartPosition::Beginning, false, 100);
+    h.subscribe(consumer, 4, "/food/[", StartPosition::Beginning, false, 100);
     h.turn();
     let frames = h.received(consumer);
     let of = |id: u32| -> Vec<String> {
@@ -508,10 +517,7 @@ fn a_tail_consumer_is_told_when_it_is_caught_up_and_then_gets_new_events() {
     h.produce(producer, 1, "/old", b"");
     h.turn();
     let consumer = h.client();
-    h.send(
-        consumer,
-        subscribe(1, "/**", StartPosition::Beginning, true, 100),
-    );
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, 100);
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(namespaces(&frames), vec!["/old"]);
@@ -535,10 +541,7 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     }
     h.turn();
     let consumer = h.client();
-    h.send(
-        consumer,
-        subscribe(1, "/**", StartPosition::Beginning, true, 2),
-    );
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, 2);
     h.turn();
     assert_eq!(events(&h.received(consumer)).len(), 2);
     h.send(
@@ -634,7 +637,7 @@ fn start_positions_after_id_cursor_end_and_timestamp() {
         ),
     ];
     for (id, start) in starts {
-        h.send(consumer, subscribe(id, "/**", start, false, 100));
+        h.subscribe(consumer, id, "/**", start, false, 100);
     }
     h.turn();
     let frames = h.received(consumer);
@@ -651,7 +654,7 @@ fn start_positions_after_id_cursor_end_and_timestamp() {
 fn unsubscribe_ends_with_unsubscribed() {
     let mut h = Harness::new();
     let consumer = h.client();
-    h.send(consumer, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.subscribe(consumer, 1, "/**", StartPosition::End, true, 10);
     h.turn();
     assert_eq!(
         h.received(consumer),
@@ -684,10 +687,7 @@ fn a_consumer_that_never_reads_costs_no_more_than_the_high_water_mark() {
     let mut h = Harness::with_config(|c| c.send_buffer_high_water = high_water);
     let producer = h.client();
     let consumer = h.client();
-    h.send(
-        consumer,
-        subscribe(1, "/**", StartPosition::Beginning, true, u32::MAX),
-    );
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, u32::MAX);
     h.turn();
     h.received(consumer);
     let data = vec![0u8; 1000];
@@ -716,11 +716,8 @@ fn a_new_event_wakes_only_matching_tail_consumers() {
     let producer = h.client();
     let eggs = h.client();
     let beer = h.client();
-    h.send(eggs, subscribe(1, "/food/**", StartPosition::End, true, 10));
-    h.send(
-        beer,
-        subscribe(1, "/drinks/**", StartPosition::End, true, 10),
-    );
+    h.subscribe(eggs, 1, "/food/**", StartPosition::End, true, 10);
+    h.subscribe(beer, 1, "/drinks/**", StartPosition::End, true, 10);
     h.turn();
     h.received(eggs);
     h.received(beer);
@@ -907,10 +904,7 @@ fn a_peer_is_sent_what_its_vector_lacks_under_credit() {
 fn replicated_events_keep_their_ids_duplicates_are_dropped_and_credit_returns_after_sync() {
     let mut harness = Harness::new();
     let consumer = harness.client();
-    harness.send(
-        consumer,
-        subscribe(1, "/**", StartPosition::Beginning, true, 100),
-    );
+    harness.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, 100);
     harness.turn();
     harness.received(consumer);
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
@@ -1075,18 +1069,9 @@ fn caught_up_and_end_come_even_when_the_credit_is_spent_on_earlier_events() {
     let producer = h.client();
     h.produce_namespaces(producer, &["/match", "/other", "/other"]);
     let consumer = h.client();
-    h.send(
-        consumer,
-        subscribe(1, "/match", StartPosition::Beginning, true, 1),
-    );
-    h.send(
-        consumer,
-        subscribe(2, "/match", StartPosition::Beginning, false, 1),
-    );
-    h.send(
-        consumer,
-        subscribe(3, "/nothing", StartPosition::Beginning, false, 0),
-    );
+    h.subscribe(consumer, 1, "/match", StartPosition::Beginning, true, 1);
+    h.subscribe(consumer, 2, "/match", StartPosition::Beginning, false, 1);
+    h.subscribe(consumer, 3, "/nothing", StartPosition::Beginning, false, 0);
     h.turn();
     let frames = h.received(consumer);
     assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
@@ -1106,7 +1091,7 @@ fn a_subscription_from_the_end_skips_a_produce_sent_just_before_it() {
     let mut h = Harness::new();
     let conn = h.client();
     h.produce(conn, 1, "/before", b"");
-    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.subscribe(conn, 1, "/**", StartPosition::End, true, 10);
     h.turn();
     h.produce(conn, 2, "/after", b"");
     h.turn();
@@ -1150,7 +1135,7 @@ fn a_failed_sync_does_not_make_an_end_subscription_skip_reused_offsets() {
     let mut h = Harness::new();
     let conn = h.client();
     h.produce(conn, 1, "/lost", b"");
-    h.send(conn, subscribe(1, "/**", StartPosition::End, true, 10));
+    h.subscribe(conn, 1, "/**", StartPosition::End, true, 10);
     h.engine.log_mut().fail_next_sync = true;
     h.turn();
     h.received(conn);
