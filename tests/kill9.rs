@@ -8,20 +8,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{FloProcess, RawConn};
+use common::{FloProcess, RawConn, XorShift};
 use flo::event::{EventId, StartPosition};
 use flo::protocol::{EndReason, Frame, Subscribe};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("FLO_TEST_SEED")
@@ -63,7 +52,7 @@ fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
 fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     let seed = seed();
     eprintln!("kill9 seed: {seed} (rerun with FLO_TEST_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift(seed);
     let dir = tempfile::tempdir().unwrap();
     // (data, id) of every acknowledged event, in ack order.
     let mut acknowledged: Vec<(Vec<u8>, EventId)> = Vec::new();
@@ -73,9 +62,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
         let mut reader = RawConn::hello(server.addr);
         check_log(&read_log(&mut reader), &acknowledged, seed, round);
         let mut producer = RawConn::hello(server.addr);
-        let window = 1 + rng.next() % 64;
-        let acks_before_kill = rng.next() % 400;
-        let size = (rng.next() % 2000) as usize;
+        let window = 1 + rng.below(64);
+        let acks_before_kill = rng.below(400);
+        let size = rng.below(2000) as usize;
         let mut in_flight = std::collections::VecDeque::new();
         let mut acked_this_round = 0;
         while acked_this_round < acks_before_kill {

@@ -4,23 +4,14 @@
 //! crash keeps), and every result and every position is compared after each step. A failure
 //! names the seed and the step.
 
+mod common;
+
 use std::path::Path;
 
+use common::XorShift;
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
-
-/// A tiny seeded PRNG (xorshift64).
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 struct Model {
     random: XorShift,

@@ -4,9 +4,12 @@
 //! as `Corrupt` with file and position by a read of a sealed segment); damaged index files and
 //! torn segment headers are repaired. Random choices use a seeded xorshift generator.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::XorShift;
 use flo::config::StorageConfig;
 use flo::event::{Event, EventId};
 use flo::storage::record::encoded_size;
@@ -97,18 +100,6 @@ fn a_cut_at_every_byte_of_the_last_records_recovers_exactly_the_whole_records() 
         // The log continues after the cut.
         log.append(event(41)).unwrap();
         assert_eq!(log.sync(0).unwrap(), Offset(kept as u64 + 1));
-    }
-}
-
-/// A tiny seeded PRNG (xorshift64), so a failure names the seed that reproduces it.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
     }
 }
 

@@ -191,3 +191,17 @@ impl RawConn {
         self.send(&Frame::Subscribe(subscribe));
     }
 }
+
+/// A tiny seeded PRNG (xorshift64), so a failing randomized test names the seed that
+/// reproduces it. The seed must not be 0.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next number, reduced below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
