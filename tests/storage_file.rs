@@ -35,6 +35,15 @@ fn read_all(log: &mut dyn Log, from: u64) -> Result<Vec<(u64, Event)>, StorageEr
     Ok(out)
 }
 
+/// Every record's event, from the start of the log.
+fn read_events(log: &mut dyn Log) -> Vec<Event> {
+    read_all(log, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect()
+}
+
 /// Appends `count` events (counters 1.., actor 1, timestamps 1000 + counter), synced in
 /// groups of `group`.
 fn fill(log: &mut FileLog, count: u64, group: u64, data_size: usize) -> Vec<Event> {
@@ -85,11 +94,7 @@ fn reopen_returns_the_same_records_and_vector() {
     assert_eq!(report.event_count, 300);
     assert_eq!(report.truncated_bytes, 0);
     assert_eq!(log.version_vector(), &vector);
-    let read: Vec<Event> = read_all(&mut log, 0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let read: Vec<Event> = read_events(&mut log);
     assert_eq!(read, events);
     log.append(event(301, 1, 0, 1)).unwrap();
     assert_eq!(log.sync(0).unwrap(), Offset(301));
@@ -143,11 +148,7 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         assert_eq!((log.end(), log.durable_end()), (Offset(10), Offset(10)));
         assert_eq!(log.version_vector(), &vector, "{fault:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{fault:?}");
-        let read: Vec<Event> = read_all(&mut log, 0)
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let read: Vec<Event> = read_events(&mut log);
         assert_eq!(read, events, "reads go on after a failed sync");
         // The log keeps working, and a reopen sees exactly the durable records.
         log.append(event(13, 1, 0, 20)).unwrap();
@@ -155,11 +156,7 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         drop(log);
         let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
         assert_eq!(report.truncated_bytes, 0);
-        let read: Vec<Event> = read_all(&mut log, 0)
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let read: Vec<Event> = read_events(&mut log);
         assert_eq!(read[..10], events[..]);
         assert_eq!(read[10].id, EventId::new(13, 1));
     }
@@ -444,11 +441,7 @@ fn preallocated_zeros_are_cut_without_being_reported_as_torn() {
         "zeros are not a torn tail"
     );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), records_end);
-    let read: Vec<Event> = read_all(&mut log, 0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let read: Vec<Event> = read_events(&mut log);
     assert_eq!(read, events);
     // The log goes on, and a clean drop leaves the file ending at its last record.
     log.append(event(31, 1, 0, 40)).unwrap();
