@@ -197,6 +197,28 @@ impl Harness {
     }
 }
 
+/// The ids of the PeerEvent frames.
+fn peer_event_ids(frames: &[Frame]) -> Vec<EventId> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::PeerEvent(event) => Some(event.id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first ids of the Ack frames.
+fn ack_ids(frames: &[Frame]) -> Vec<EventId> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Ack(ack) => Some(ack.first_id),
+            _ => None,
+        })
+        .collect()
+}
+
 fn namespaces(frames: &[Frame]) -> Vec<String> {
     events(frames).into_iter().map(|e| e.namespace).collect()
 }
@@ -878,25 +900,11 @@ fn a_peer_is_sent_what_its_vector_lacks_under_credit() {
     assert!(!frames.iter().any(|f| matches!(f, Frame::PeerEvent(_))));
     harness.send(conn, Frame::PeerCredit { count: 1 });
     harness.turn();
-    let sent: Vec<EventId> = harness
-        .received(conn)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::PeerEvent(e) => Some(e.id),
-            _ => None,
-        })
-        .collect();
+    let sent: Vec<EventId> = peer_event_ids(&harness.received(conn));
     assert_eq!(sent, vec![EventId::new(3, 7)], "one credit, one event");
     harness.send(conn, Frame::PeerCredit { count: 10 });
     harness.turn();
-    let sent: Vec<EventId> = harness
-        .received(conn)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::PeerEvent(e) => Some(e.id),
-            _ => None,
-        })
-        .collect();
+    let sent: Vec<EventId> = peer_event_ids(&harness.received(conn));
     assert_eq!(sent, vec![EventId::new(4, 7)]);
 }
 
@@ -936,14 +944,7 @@ fn replicated_events_keep_their_ids_duplicates_are_dropped_and_credit_returns_af
     let client = harness.client();
     harness.produce(client, 1, "/a", b"mine");
     harness.turn();
-    let acks: Vec<EventId> = harness
-        .received(client)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::Ack(ack) => Some(ack.first_id),
-            _ => None,
-        })
-        .collect();
+    let acks: Vec<EventId> = ack_ids(&harness.received(client));
     assert_eq!(acks, vec![EventId::new(13, 7)]);
 }
 
@@ -1052,14 +1053,7 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
     assert!(!harness.engine.is_holding_produces());
     harness.produce(client, 2, "/a", b"x");
     harness.turn();
-    let acks: Vec<EventId> = harness
-        .received(client)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::Ack(ack) => Some(ack.first_id),
-            _ => None,
-        })
-        .collect();
+    let acks: Vec<EventId> = ack_ids(&harness.received(client));
     assert_eq!(acks, vec![EventId::new(4, 7)], "no id reused");
 }
 
