@@ -1,0 +1,59 @@
+//! What every hostile case checks afterwards.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::common::{FloProcess, RawConn};
+use flo::event::StartPosition;
+use flo::protocol::{Frame, Subscribe};
+
+/// The server is still running, a fresh client can produce one event and read it back (in a
+/// non-tail subscription of its own namespace) within one second, and the server's resident
+/// set stays below `rss_max_bytes`.
+pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the server process exited"
+    );
+    let started = Instant::now();
+    let mut conn = RawConn::hello(server.addr);
+    conn.stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("set timeout");
+    let namespace = format!("/hostile/check/{}", std::process::id());
+    conn.produce(1, &namespace, b"still alive");
+    match conn.recv() {
+        Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, 1),
+        other => panic!("expected an ack from the surviving server, got {other:?}"),
+    }
+    conn.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: namespace.clone(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        credit: 1000,
+    });
+    let mut seen = false;
+    loop {
+        match conn.recv() {
+            Some(Frame::Event { event, .. }) => {
+                assert_eq!(event.data, b"still alive");
+                seen = true;
+            }
+            Some(Frame::End { .. }) => break,
+            other => panic!("unexpected frame while reading back: {other:?}"),
+        }
+    }
+    assert!(seen, "the event produced by the check was not read back");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the server took {:?} to serve a fresh client",
+        started.elapsed()
+    );
+    let rss = server.rss_bytes();
+    assert!(
+        rss < rss_max_bytes,
+        "server RSS {rss} bytes is above the bound {rss_max_bytes}"
+    );
+}
