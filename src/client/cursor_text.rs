@@ -154,7 +154,13 @@ mod tests {
         }
         let mut names: Vec<String> = std::fs::read_dir(directory.path())
             .expect("list")
-            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         names.sort();
         assert_eq!(names, ["cursor", "cursor.tmp"]);
