@@ -1,11 +1,9 @@
 //! The `flo` server binary: argument parsing, logging set-up, signals and exit codes around
 //! the embedded server (`flo::reactor::Server`).
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention};
@@ -109,116 +107,99 @@ fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> 
     Ok((module.to_string(), level))
 }
 
-/// A small logger: a default level, per-module levels (longest matching prefix wins), and
-/// lines to standard error and optionally a file.
-struct Logger {
+/// Which records one simplelog logger writes: those of `level` or more severe whose target
+/// starts with `allow` (every target when `None`) and with none of `ignore`.
+#[derive(Debug, PartialEq)]
+struct LogScope {
+    level: log::LevelFilter,
+    allow: Option<String>,
+    ignore: Vec<String>,
+}
+
+/// Per-module levels as simplelog filters: one scope per `--log-module` and one for the rest.
+/// The longest matching module wins, because each scope ignores the longer modules inside it
+/// (with `flo=warn` and `flo::engine=debug`, the `flo` scope ignores `flo::engine`), and the
+/// default scope ignores every named module.
+fn log_scopes(
     default_level: log::LevelFilter,
-    modules: Vec<(String, log::LevelFilter)>,
-    file: Option<Mutex<std::fs::File>>,
-}
-
-impl Logger {
-    fn level_for(&self, target: &str) -> log::LevelFilter {
-        self.modules
+    modules: &[(String, log::LevelFilter)],
+) -> Vec<LogScope> {
+    let inside = |outer: Option<&str>| -> Vec<String> {
+        let mut names: Vec<String> = modules
             .iter()
-            .filter(|(module, _)| target.starts_with(module.as_str()))
-            .max_by_key(|(module, _)| module.len())
-            .map(|(_, level)| *level)
-            .unwrap_or(self.default_level)
-    }
-}
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level_for(metadata.target())
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let line = format!(
-            "{} {:5} {}: {}\n",
-            utc_text(millis as u64),
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(file) = &self.file {
-            if let Ok(mut file) = file.lock() {
-                let _ = file.write_all(line.as_bytes());
-            }
-        }
-    }
-
-    fn flush(&self) {
-        if let Some(file) = &self.file {
-            if let Ok(mut file) = file.lock() {
-                let _ = file.flush();
-            }
-        }
-    }
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
-fn utc_text(millis: u64) -> String {
-    let seconds = millis / 1000;
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), shifted so that eras start in March.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
+            .map(|(module, _)| module.clone())
+            .filter(|module| outer.is_none_or(|outer| module.starts_with(outer) && module != outer))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        millis % 1000
-    )
+    // A module named twice takes its last level, as a repeated flag does.
+    let mut named: Vec<(String, log::LevelFilter)> = Vec::new();
+    for (module, level) in modules {
+        named.retain(|(kept, _)| kept != module);
+        named.push((module.clone(), *level));
+    }
+    let mut scopes = vec![LogScope {
+        level: default_level,
+        allow: None,
+        ignore: inside(None),
+    }];
+    for (module, level) in named {
+        scopes.push(LogScope {
+            level,
+            ignore: inside(Some(&module)),
+            allow: Some(module),
+        });
+    }
+    scopes
 }
 
+/// Lines like `2026-11-26T15:03:59.372Z INFO  flo: flo 0.1.0 listening on ..` (UTC, RFC 3339) to
+/// standard error and, with `--log-file`, appended to that file; one simplelog logger per
+/// scope and destination.
 fn init_logging(args: &Args) -> Result<(), String> {
     let file = match &args.log_file {
         None => None,
-        Some(path) => Some(Mutex::new(
+        Some(path) => Some(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|error| format!("could not open log file {}: {error}", path.display()))?,
-        )),
+        ),
     };
-    let max_level = args
-        .log_modules
-        .iter()
-        .map(|(_, level)| *level)
-        .chain([args.log_level])
-        .max()
-        .unwrap_or(args.log_level);
-    let logger = Logger {
-        default_level: args.log_level,
-        modules: args.log_modules.clone(),
-        file,
-    };
-    log::set_boxed_logger(Box::new(logger)).map_err(|error| error.to_string())?;
-    log::set_max_level(max_level);
-    Ok(())
+    let mut loggers: Vec<Box<dyn simplelog::SharedLogger>> = Vec::new();
+    for scope in log_scopes(args.log_level, &args.log_modules) {
+        let mut builder = simplelog::ConfigBuilder::new();
+        builder
+            .set_time_format_rfc3339()
+            .set_thread_level(log::LevelFilter::Off)
+            .set_target_level(log::LevelFilter::Error)
+            .set_location_level(log::LevelFilter::Off)
+            .set_level_padding(simplelog::LevelPadding::Right);
+        if let Some(module) = scope.allow {
+            builder.add_filter_allow(module);
+        }
+        for module in scope.ignore {
+            builder.add_filter_ignore(module);
+        }
+        let config = builder.build();
+        // A LineWriter hands each line to standard error in one write.
+        let stderr = std::io::LineWriter::new(std::io::stderr());
+        loggers.push(simplelog::WriteLogger::new(
+            scope.level,
+            config.clone(),
+            stderr,
+        ));
+        if let Some(file) = &file {
+            let file = file
+                .try_clone()
+                .map_err(|error| format!("could not share the log file: {error}"))?;
+            loggers.push(simplelog::WriteLogger::new(scope.level, config, file));
+        }
+    }
+    simplelog::CombinedLogger::init(loggers).map_err(|error| error.to_string())
 }
 
 fn config_from(args: &Args) -> Config {
@@ -320,13 +301,36 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use super::{log_scopes, LogScope};
+    use log::LevelFilter::{Debug, Info, Trace, Warn};
+
     #[test]
-    fn log_timestamps_are_utc_text() {
-        assert_eq!(super::utc_text(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc_text(951_827_696_789), "2000-02-29T12:34:56.789Z");
+    fn the_longest_named_module_sets_the_level() {
+        let modules = [
+            ("flo".to_string(), Warn),
+            ("flo::engine".to_string(), Debug),
+            ("flo::engine".to_string(), Trace),
+        ];
+        let scopes = log_scopes(Info, &modules);
         assert_eq!(
-            super::utc_text(1_795_705_439_372),
-            "2026-11-26T15:03:59.372Z"
+            scopes,
+            [
+                LogScope {
+                    level: Info,
+                    allow: None,
+                    ignore: vec!["flo".to_string(), "flo::engine".to_string()],
+                },
+                LogScope {
+                    level: Warn,
+                    allow: Some("flo".to_string()),
+                    ignore: vec!["flo::engine".to_string()],
+                },
+                LogScope {
+                    level: Trace,
+                    allow: Some("flo::engine".to_string()),
+                    ignore: Vec::new(),
+                },
+            ]
         );
     }
 }

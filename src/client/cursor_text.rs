@@ -3,7 +3,7 @@
 //! single spaces. For example `0000000000000000000500003 1:7 2:4`.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
@@ -53,14 +53,33 @@ pub fn parse_cursor(text: &str) -> Result<Cursor, CursorParseError> {
     Ok(Cursor { floor, vector })
 }
 
-/// Writes the cursor to `path` atomically (a temporary file renamed over it), so a crash
-/// leaves either the old cursor or the new one.
+/// Writes the cursor to `path` so that it survives a crash or a power loss: the text goes to a
+/// fresh temporary file in the same directory, which is fsynced, renamed over `path`
+/// (`NamedTempFile::persist`), and then the directory is fsynced so that the rename itself is
+/// durable. A crash at any point leaves either the old cursor or the new one, never a mix, and
+/// once this returns the new one is on the disk. The temporary file is removed on failure.
 pub fn save_cursor(path: &Path, cursor: &Cursor) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = Path::new(&temporary);
-    std::fs::write(temporary, format!("{}\n", format_cursor(cursor)))?;
-    std::fs::rename(temporary, path)
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".cursor")
+        .tempfile_in(directory)?;
+    temporary.write_all(format!("{}\n", format_cursor(cursor)).as_bytes())?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    sync_directory(directory)
+}
+
+/// Makes a rename in `directory` durable (on Unix a directory can be opened and fsynced; other
+/// systems have no such call and make renames durable by their own means).
+fn sync_directory(directory: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(directory)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = directory;
+    Ok(())
 }
 
 /// Reads a cursor saved by [`save_cursor`]; `Ok(None)` when the file does not exist.
@@ -114,5 +133,36 @@ mod tests {
         cursor.observe(EventId::new(9, 2));
         save_cursor(&path, &cursor).expect("save");
         assert_eq!(load_cursor(&path).expect("load"), Some(cursor));
+    }
+
+    /// The save goes through a fresh temporary file, persisted by a rename, and leaves nothing
+    /// else behind: not a fixed `<name>.tmp` that a second saver (or a stale file from a crash)
+    /// would share, and not a partial file under the real name.
+    #[test]
+    fn a_save_replaces_the_cursor_and_leaves_no_temporary_file() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("cursor");
+        // A stale temporary file of the old scheme, such as a crash would leave, and made
+        // unwritable: a save must not depend on it.
+        let stale = directory.path().join("cursor.tmp");
+        std::fs::create_dir(&stale).expect("a directory where the old scheme wrote");
+        let mut cursor = Cursor::default();
+        for counter in 1..=3 {
+            cursor.observe(EventId::new(counter, 1));
+            save_cursor(&path, &cursor).expect("save");
+            assert_eq!(load_cursor(&path).expect("load"), Some(cursor.clone()));
+        }
+        let mut names: Vec<String> = std::fs::read_dir(directory.path())
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cursor", "cursor.tmp"]);
     }
 }
