@@ -80,7 +80,8 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
     let first_segment = dir.path().join(format!("{:020}.log", 0));
     let mut file = std::fs::File::open(&first_segment).expect("open segment");
     let header_size = read_header(&mut file).expect("read").expect("header").1;
-    let mut bytes = std::fs::read(&first_segment).expect("read segment");
+    let original = std::fs::read(&first_segment).expect("read segment");
+    let mut bytes = original.clone();
     bytes[header_size as usize + 20] ^= 0x10;
     std::fs::write(&first_segment, &bytes).expect("write segment");
 
@@ -102,5 +103,8 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         }
         other => panic!("expected an error naming the unreadable offsets, got {other:?}"),
     }
+    // The survival check reads from the beginning too, which would meet the same damage:
+    // the disk is mended (as an operator restoring the file would) before it runs.
+    std::fs::write(&first_segment, &original).expect("restore segment");
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
