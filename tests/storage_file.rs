@@ -432,8 +432,11 @@ fn preallocated_zeros_are_cut_without_being_reported_as_torn() {
         );
         end as u64
     };
-    // A crash: no Drop runs.
+    // A crash: no Drop runs. The leaked log still holds the directory's lock, so the files
+    // are reopened from a copy, as a restarted process would find them.
     std::mem::forget(log);
+    let dir = copy_log_files(dir.path());
+    let path = dir.path().join(path.file_name().unwrap());
     let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
     assert_eq!(
         (report.truncated_bytes, report.truncated_records),
@@ -451,4 +454,55 @@ fn preallocated_zeros_are_cut_without_being_reported_as_torn() {
     assert_ne!(bytes.last(), Some(&0), "no zeros after a clean drop");
     let (_, report) = FileLog::open(&config(dir.path())).unwrap();
     assert_eq!((report.event_count, report.truncated_bytes), (31, 0));
+}
+
+/// A new directory holding copies of the log files of `from` (not its lock file).
+fn copy_log_files(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "flo.lock" {
+            std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    to
+}
+
+/// Issue 10 item 5: a second log (or embedded server) on a directory in use is refused with
+/// an error naming the directory and the holder's pid, and the first keeps working; the lock
+/// goes with the first log.
+#[test]
+fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = FileLog::open(&config(dir.path())).unwrap();
+    let message = match FileLog::open(&config(dir.path())) {
+        Ok(_) => panic!("a second log opened the same directory"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    first.append(event(1, 1, 0, 10)).unwrap();
+    assert_eq!(first.sync(0).unwrap(), Offset(1));
+    let mut server_config =
+        flo::config::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
+    server_config.storage = config(dir.path());
+    match flo::reactor::Server::start(server_config.clone()) {
+        Ok(_) => panic!("an embedded server started on a directory in use"),
+        Err(flo::reactor::ServerError::Storage(StorageError::Locked { dir: locked, .. })) => {
+            assert_eq!(locked, dir.path());
+        }
+        Err(other) => panic!("expected a Locked storage error, got {other}"),
+    }
+    drop(first);
+    let (log, report) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(report.event_count, 1);
+    drop(log);
+    let server = flo::reactor::Server::start(server_config).unwrap();
+    server.shutdown().unwrap();
 }

@@ -115,6 +115,12 @@ impl Model {
                 format!("find_start {position:?}")
             }
             _ => {
+                // The old log must be gone (its directory lock released) before the new one
+                // opens, as when a process exits: a placeholder in a scratch directory holds
+                // its place meanwhile.
+                let scratch = tempfile::tempdir().unwrap();
+                let placeholder = open(&StorageConfig::new(scratch.path().to_path_buf()));
+                drop(std::mem::replace(&mut self.file, placeholder));
                 self.file = open(&self.config);
                 // A process crash keeps every record written to the kernel.
                 self.memory.crash(u64::MAX);

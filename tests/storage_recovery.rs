@@ -1,8 +1,11 @@
 //! Proves crash recovery and corruption detection on real files: a log cut at every byte
-//! inside its last records reopens with exactly the whole records before the cut; bit flips
-//! anywhere in the records are detected (cut from the newest segment at start-up, reported
-//! as `Corrupt` with file and position by a read of a sealed segment); damaged index files and
-//! torn segment headers are repaired. Random choices use a seeded xorshift generator.
+//! inside its last records reopens with exactly the whole records before the cut (a torn tail
+//! is cut automatically); a bit flip in the newest segment with valid records after it, or a
+//! damaged header of a segment with records, refuses the start without changing a byte, and
+//! `open_repairing` (`flo --repair`) quarantines the damaged bytes and keeps every record with
+//! a valid checksum; bit flips in sealed segments are reported as `Corrupt` with file,
+//! position and unreadable offsets by a read; damaged index files and segment headers torn
+//! while being created are repaired. Random choices use a seeded xorshift generator.
 
 mod common;
 
@@ -136,6 +139,7 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
                 let name = victim.file_name().unwrap().to_str().unwrap();
                 assert!(context.contains(name), "trial {trial}: {context}");
                 assert!(context.contains("at byte"), "trial {trial}: {context}");
+                assert!(context.contains("unreadable"), "trial {trial}: {context}");
             }
             other => panic!("trial {trial}: flip at {position} not detected: {other:?}"),
         }
@@ -145,43 +149,157 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
     assert_eq!(read_all(&mut log).unwrap(), events);
 }
 
+/// The byte range of each event's record in a segment whose records start at `header`.
+fn record_ranges(events: &[Event], header: u64) -> Vec<std::ops::Range<u64>> {
+    let mut end = header;
+    events
+        .iter()
+        .map(|e| {
+            let start = end;
+            end += encoded_size(e) as u64;
+            start..end
+        })
+        .collect()
+}
+
+fn open_error(config: &StorageConfig) -> String {
+    match FileLog::open(config) {
+        Ok((_, report)) => panic!("the start was not refused; it reported: {report}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn quarantine_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().contains(".quarantine-"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
-fn bit_flips_in_the_newest_segment_cut_the_tail_from_the_damaged_record() {
+fn bit_flips_in_the_newest_segment_refuse_the_start_and_repair_keeps_every_valid_record() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 1 << 20);
     let events = write_log(&config, 60);
     let path = segment_files(dir.path()).pop().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
     let original = fs::read(&path).unwrap();
-    let header = header_size(&path);
+    let ranges = record_ranges(&events, header_size(&path));
     let mut random = XorShift(0x0b17_f11b);
     for trial in 0..60 {
         let position = flip_bit(&path, &mut random);
-        let (mut log, report) = FileLog::open(&config).unwrap();
-        // The record holding the flipped byte is the first one cut.
-        let mut end = header;
-        let damaged = events
-            .iter()
-            .position(|e| {
-                end += encoded_size(e) as u64;
-                end > position
-            })
-            .unwrap();
-        assert_eq!(
-            report.event_count, damaged as u64,
-            "trial {trial} byte {position}"
-        );
-        assert!(report.truncated_bytes > 0 && report.truncated_records >= 1);
-        // The records after the damaged one were whole and are reported as such (a sign of
-        // media corruption), unless the flip hit the length field and they cannot be found.
-        let after = (events.len() - damaged - 1) as u64;
-        let damaged_start = end - encoded_size(&events[damaged]) as u64;
-        if position >= damaged_start + 4 {
-            assert_eq!(report.truncated_records, after + 1, "trial {trial}");
-            assert_eq!(report.truncated_valid_records, after, "trial {trial}");
+        let flipped = fs::read(&path).unwrap();
+        let damaged = ranges.iter().position(|r| r.contains(&position)).unwrap();
+        if damaged == events.len() - 1 {
+            // Nothing valid follows: a torn tail, cut automatically.
+            let (mut log, report) = FileLog::open(&config).unwrap();
+            assert_eq!(report.event_count, damaged as u64, "trial {trial}");
+            assert_eq!(read_all(&mut log).unwrap(), events[..damaged]);
+        } else {
+            let message = open_error(&config);
+            let at = format!("at byte {}", ranges[damaged].start);
+            assert!(message.contains(&name), "trial {trial}: {message}");
+            assert!(message.contains(&at), "trial {trial}: {message}");
+            assert!(message.contains("--repair"), "trial {trial}: {message}");
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                flipped,
+                "a refused start changes nothing"
+            );
+            let (mut log, report) = FileLog::open_repairing(&config).unwrap();
+            let mut kept = events.clone();
+            kept.remove(damaged);
+            assert_eq!(report.repaired_records, kept.len() as u64 - damaged as u64);
+            assert_eq!(read_all(&mut log).unwrap(), kept, "trial {trial}");
+            drop(log);
+            let quarantine = quarantine_files(dir.path());
+            assert_eq!(quarantine.len(), 1);
+            let expected_name = format!("{name}.quarantine-{}", ranges[damaged].start);
+            assert!(quarantine[0].ends_with(&expected_name), "{quarantine:?}");
+            let moved = fs::read(&quarantine[0]).unwrap();
+            assert_eq!(moved, flipped[ranges[damaged].start as usize..]);
+            fs::remove_file(&quarantine[0]).unwrap();
         }
-        assert_eq!(read_all(&mut log).unwrap(), events[..damaged]);
         fs::write(&path, &original).unwrap();
     }
+}
+
+/// Issue 10 item 6: one flipped bit at byte 200 of a segment with thousands of records used
+/// to cut every record after it at start-up.
+#[test]
+fn a_flipped_bit_at_byte_200_of_thousands_of_records_refuses_the_start_then_repair_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 64 << 20);
+    let events = write_log(&config, 3000);
+    let path = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[200] ^= 0x08;
+    fs::write(&path, &bytes).unwrap();
+    let message = open_error(&config);
+    assert!(
+        message.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("checksum"), "{message}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a refused start changes nothing"
+    );
+    let damaged = record_ranges(&events, header_size(&path))
+        .iter()
+        .position(|r| r.contains(&200))
+        .unwrap();
+    let (mut log, report) = FileLog::open_repairing(&config).unwrap();
+    let mut kept = events.clone();
+    kept.remove(damaged);
+    assert_eq!(report.event_count, 2999);
+    assert_eq!(read_all(&mut log).unwrap(), kept);
+    log.append(event(3001)).unwrap();
+    assert_eq!(log.sync(0).unwrap(), Offset(3000));
+    drop(log);
+    let (_, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 3000, "the repaired log starts normally");
+}
+
+/// Issue 10 item 6: damaging the newest segment's header used to recreate the segment,
+/// cutting every record in it.
+#[test]
+fn a_damaged_header_of_a_segment_with_records_refuses_the_start_then_repair_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1 << 20);
+    let events = write_log(&config, 1500);
+    let files = segment_files(dir.path());
+    let path = files.last().unwrap();
+    let mut bytes = fs::read(path).unwrap();
+    bytes[3] ^= 0x01;
+    fs::write(path, &bytes).unwrap();
+    let message = open_error(&config);
+    assert!(
+        message.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("at byte 0"), "{message}");
+    assert!(message.contains("header"), "{message}");
+    assert_eq!(
+        &fs::read(path).unwrap(),
+        &bytes,
+        "a refused start changes nothing"
+    );
+    let (mut log, report) = FileLog::open_repairing(&config).unwrap();
+    assert_eq!(report.event_count, 1500);
+    assert_eq!(read_all(&mut log).unwrap(), events);
+    drop(log);
+    let quarantine = quarantine_files(dir.path());
+    assert_eq!(quarantine.len(), 1);
+    assert!(quarantine[0]
+        .to_str()
+        .unwrap()
+        .ends_with(".log.quarantine-0"));
+    assert_eq!(fs::read(&quarantine[0]).unwrap(), bytes);
 }
 
 #[test]

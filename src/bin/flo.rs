@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention};
 use flo::event::ActorId;
-use flo::reactor::Server;
+use flo::reactor::{Server, ServerError};
+use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
 
 /// flo: a small, fast, durable event stream server.
@@ -95,6 +96,14 @@ struct Args {
     /// lost in a power loss (e.g. 30s).
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
+
+    /// Start even when the newest segment holds damage that start-up does not cut by itself
+    /// (a bad record followed by records with valid checksums, or a damaged header): the
+    /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
+    /// them that passes its checksum is kept, then the server starts. Without it such damage
+    /// stops the start with a message naming the file and byte.
+    #[arg(long)]
+    repair: bool,
 }
 
 fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> {
@@ -221,6 +230,16 @@ fn config_from(args: &Args) -> Config {
     config
 }
 
+/// `--repair`: opens the log repairing what start-up would refuse, then serves that log (the
+/// data directory stays locked throughout).
+fn start_repairing(config: Config) -> Result<Server, ServerError> {
+    config.validate().map_err(ServerError::InvalidConfig)?;
+    let (log, report) = FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
+    log::info!("{report}");
+    let event_count = report.event_count;
+    Server::start_with_log(config, log, event_count)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(message) = init_logging(&args) {
@@ -258,7 +277,12 @@ fn main() -> ExitCode {
             );
         }
     }
-    let server = match Server::start(config.clone()) {
+    let started = if args.repair {
+        start_repairing(config.clone())
+    } else {
+        Server::start(config.clone())
+    };
+    let server = match started {
         Ok(server) => server,
         Err(error) => {
             eprintln!("flo: {error}");

@@ -63,6 +63,8 @@ pub struct FileLog {
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
+    /// Held for the life of the log: no other process opens the same directory.
+    pub(super) _lock: super::lock::DirLock,
 }
 
 /// How far past the records the open segment file is extended at a time (as a hole, with
@@ -283,8 +285,9 @@ impl FileLog {
         let first_offset = index.first_offset;
         let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
             .map_err(io_error(format!("open {}", path.display())))?;
+        let segment_end = index.end_offset();
         while reader.next_offset < offset {
-            next_on_disk(&mut reader)?;
+            next_on_disk(&mut reader, segment_end)?;
         }
         Ok(reader)
     }
@@ -302,7 +305,7 @@ impl FileLog {
         let mut stopped = false;
         while reader.next_offset < segment_end {
             let at = reader.next_offset;
-            let (event, size) = next_on_disk(&mut reader)?;
+            let (event, size) = next_on_disk(&mut reader, self.segment_of(at).end_offset())?;
             if !visit(Offset(at), &event) {
                 reader.unread(event, size);
                 stopped = true;
@@ -357,8 +360,13 @@ impl FileLog {
 }
 
 /// The next record of a reader that must have one (the index says so): anything else is
-/// corruption, reported with the file and byte position.
-fn next_on_disk(reader: &mut SegmentReader) -> Result<(Event, u64), StorageError> {
+/// corruption, reported with the file, the byte position and the offsets that cannot be
+/// served: from the damaged record to `segment_end`, the end of its segment (a reader cannot
+/// know where the next intact record starts).
+fn next_on_disk(
+    reader: &mut SegmentReader,
+    segment_end: u64,
+) -> Result<(Event, u64), StorageError> {
     let position = reader.position;
     let problem = match reader.next_record() {
         Ok(Some(record)) => return Ok(record),
@@ -371,7 +379,8 @@ fn next_on_disk(reader: &mut SegmentReader) -> Result<(Event, u64), StorageError
     };
     Err(StorageError::Corrupt {
         context: format!(
-            "{} at byte {position} (offset {}): {problem}",
+            "{} at byte {position}: {problem}; offsets {}..{segment_end} of this node's log \
+             (the rest of the segment) are unreadable",
             reader.path.display(),
             reader.next_offset
         ),

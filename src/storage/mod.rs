@@ -5,15 +5,18 @@
 //! of the newest events; the in-memory implementation serves tests and the cluster simulator.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::event::{Event, StartPosition, VersionVector};
 
 pub mod cache;
 pub mod file;
 pub mod index;
+pub mod lock;
 pub mod memory;
 pub mod record;
 pub mod recovery;
+pub mod repair;
 pub mod segment;
 
 pub use file::{FileLog, InjectedFault};
@@ -40,6 +43,22 @@ pub enum StorageError {
     },
     /// A record failed its checksum or could not be decoded where the log must be intact.
     Corrupt { context: String },
+    /// Another process holds the data directory's lock (see `lock.rs`).
+    Locked {
+        dir: PathBuf,
+        /// The holder's process id, as it wrote it into the lock file.
+        holder_pid: Option<u32>,
+    },
+    /// Start-up found damage it may not cut by itself (records with valid checksums would go
+    /// with it, or a sealed segment or a non-empty segment's header is damaged). Nothing was
+    /// changed; `flo --repair` (`FileLog::open_repairing`) moves the damaged part to
+    /// `quarantine` and keeps every record that verifies.
+    NeedsRepair {
+        segment: PathBuf,
+        position: u64,
+        problem: String,
+        quarantine: PathBuf,
+    },
 }
 
 impl fmt::Display for StorageError {
@@ -47,6 +66,30 @@ impl fmt::Display for StorageError {
         match self {
             StorageError::Io { context, source } => write!(f, "{context}: {source}"),
             StorageError::Corrupt { context } => write!(f, "corrupt log: {context}"),
+            StorageError::Locked { dir, holder_pid } => {
+                write!(
+                    f,
+                    "data directory {} is in use by another flo",
+                    dir.display()
+                )?;
+                match holder_pid {
+                    Some(pid) => write!(f, " (pid {pid})"),
+                    None => write!(f, " (pid unknown)"),
+                }
+            }
+            StorageError::NeedsRepair {
+                segment,
+                position,
+                problem,
+                quarantine,
+            } => write!(
+                f,
+                "segment {} is damaged at byte {position}: {problem}; flo does not delete it by \
+                 itself: start once with --repair to move the damaged part to {} and keep every \
+                 record that passes its checksum, or restore the file from a replica or backup",
+                segment.display(),
+                quarantine.display()
+            ),
         }
     }
 }

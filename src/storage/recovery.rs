@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::config::{FsyncPolicy, StorageConfig};
@@ -17,10 +16,14 @@ use crate::event::VersionVector;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment};
 use super::index::SegmentIndex;
-use super::record::{decode, decode_header, RECORD_HEADER_SIZE};
+use super::lock::DirLock;
+use super::record::{decode_header, RECORD_HEADER_SIZE};
+use super::repair::{
+    find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
+};
 use super::segment::{
-    classify, create_segment, load_index, read_header, scan_segment, segment_path, write_index,
-    FileKind,
+    classify, create_segment, encode_header, load_index, quarantine_path, read_header,
+    scan_segment, segment_path, write_index, FileKind,
 };
 use super::StorageError;
 
@@ -30,12 +33,14 @@ pub struct RecoveryReport {
     /// Records in the log after recovery.
     pub event_count: u64,
     pub segments: u64,
-    /// Records (or pieces of records) cut from a torn or corrupt tail of the newest segment.
+    /// Records (or pieces of records) cut from a torn tail of the newest segment. A torn tail
+    /// holds no record with a valid checksum; anything else is refused or repaired.
     pub truncated_records: u64,
     pub truncated_bytes: u64,
-    /// Of the records cut, how many were whole and passed their checksum (they followed a
-    /// damaged one: corruption of the medium rather than a torn write; logged as an error).
-    pub truncated_valid_records: u64,
+    /// Bytes `--repair` moved into quarantine files, and the records with valid checksums it
+    /// found among them and kept in the log.
+    pub quarantined_bytes: u64,
+    pub repaired_records: u64,
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
     pub indexes_rebuilt: u64,
@@ -61,6 +66,13 @@ impl std::fmt::Display for RecoveryReport {
                 self.truncated_bytes, self.truncated_records
             )?;
         }
+        if self.quarantined_bytes > 0 {
+            write!(
+                f,
+                "; repair quarantined {} damaged bytes and kept {} records found in them",
+                self.quarantined_bytes, self.repaired_records
+            )?;
+        }
         if self.indexes_rebuilt > 0 {
             write!(f, "; rebuilt {} index files", self.indexes_rebuilt)?;
         }
@@ -76,10 +88,30 @@ fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
 }
 
 impl FileLog {
-    /// Opens (or creates) the log in `config.data_dir`, recovering from a crash if needed.
+    /// Opens (or creates) the log in `config.data_dir`, recovering from a crash if needed: a
+    /// torn tail is cut; damage that is not a torn tail fails with `NeedsRepair` and changes
+    /// nothing. The data directory stays locked while the log exists (`Locked` if another
+    /// process holds it).
     pub fn open(config: &StorageConfig) -> Result<(FileLog, RecoveryReport), StorageError> {
+        FileLog::open_with(config, RecoveryMode::Refuse)
+    }
+
+    /// Like `open`, but damage in the newest segment that `open` refuses is repaired (`flo
+    /// --repair`): the damaged part is moved to a quarantine file beside the segment and every
+    /// record in it that passes its checksum is kept.
+    pub fn open_repairing(
+        config: &StorageConfig,
+    ) -> Result<(FileLog, RecoveryReport), StorageError> {
+        FileLog::open_with(config, RecoveryMode::Repair)
+    }
+
+    fn open_with(
+        config: &StorageConfig,
+        mode: RecoveryMode,
+    ) -> Result<(FileLog, RecoveryReport), StorageError> {
         let dir = config.data_dir.as_path();
         fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
+        let lock = DirLock::acquire(dir)?;
         if config.fsync != FsyncPolicy::Always {
             log::warn!(
                 "fsync policy {}: acknowledged events survive a crash of flo but a power loss \
@@ -96,11 +128,11 @@ impl FileLog {
             ),
             Some((&newest, sealed_firsts)) => {
                 let sealed = load_sealed(dir, sealed_firsts, newest, &mut report)?;
-                let open = recover_open(dir, newest, &sealed, &mut report)?;
+                let open = recover_open(dir, newest, &sealed, mode, &mut report)?;
                 (sealed, open)
             }
         };
-        let log = assemble(config.clone(), sealed, open.0, open.1);
+        let log = assemble(config.clone(), lock, sealed, open.0, open.1);
         report.segments = log.sealed.len() as u64 + 1;
         report.event_count = log.open.index.end_offset()
             - log
@@ -113,6 +145,7 @@ impl FileLog {
 
 fn assemble(
     config: StorageConfig,
+    lock: DirLock,
     sealed: VecDeque<SegmentIndex>,
     open: OpenSegment,
     vector_before: VersionVector,
@@ -135,6 +168,7 @@ fn assemble(
         fault: None,
         fsync_count: 0,
         preallocated_size: 0,
+        _lock: lock,
     }
 }
 
@@ -162,7 +196,13 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(FileKind::Segment(first)) => {
                 firsts.insert(first);
             }
-            Some(FileKind::Index(_)) => {}
+            Some(FileKind::Index(_) | FileKind::Lock) => {}
+            Some(FileKind::Quarantine) => {
+                log::info!(
+                    "quarantine file {} (damaged bytes moved out by --repair) is left alone",
+                    entry.path().display()
+                );
+            }
             Some(FileKind::IndexTemp(_)) => {
                 log::warn!("removing unfinished index file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
@@ -258,12 +298,15 @@ fn rebuild_index(
     Ok(index)
 }
 
-/// Opens the newest segment, checks it record by record and cuts a torn or corrupt tail.
-/// Returns it with the version vector of every record before it.
+/// Opens the newest segment and checks it record by record. A torn tail (no record with a
+/// valid checksum after the first bad byte) or a header torn while the segment was being
+/// created is cut; other damage is refused (`NeedsRepair`) or, in `Repair` mode, moved to a
+/// quarantine file. Returns the segment with the version vector of every record before it.
 fn recover_open(
     dir: &Path,
     first: u64,
     sealed: &VecDeque<SegmentIndex>,
+    mode: RecoveryMode,
     report: &mut RecoveryReport,
 ) -> Result<(OpenSegment, VersionVector), StorageError> {
     let path = segment_path(dir, first);
@@ -274,26 +317,123 @@ fn recover_open(
         .open(&path)
         .map_err(io_error(context("open")))?;
     let file_size = file.metadata().map_err(io_error(context("stat")))?.len();
-    let Some((vector_before, header_size)) =
-        read_header(&mut file).map_err(io_error(context("read")))?
-    else {
-        // Records are written only after the header is fdatasync'd, so a damaged header means
-        // the file was being created when flo stopped: it holds no acknowledged record.
+    let header = read_header(&mut file).map_err(io_error(context("read")))?;
+    let (vector_before, header_size) = match header {
+        Some(header) => header,
+        None => return recover_damaged_header(dir, first, file, sealed, mode, report),
+    };
+    let mut scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
+    if scan.index.file_size < file_size {
+        let position = scan.index.file_size;
+        let tail = read_from(&mut file, position).map_err(io_error(context("read")))?;
+        let kept = find_valid_records(&tail);
+        if kept.is_empty() {
+            cut_tail(&mut file, &path, position, &tail, report)?;
+        } else {
+            let error = scan
+                .error
+                .map_or("unreadable record".to_string(), |e| e.to_string());
+            if mode == RecoveryMode::Refuse {
+                let problem = format!(
+                    "{error}, and {} records with valid checksums follow it (the first at byte \
+                     {}), so this is not a torn write",
+                    kept.len(),
+                    position + kept[0].start as u64
+                );
+                return Err(needs_repair(dir, first, position, problem));
+            }
+            write_quarantine(dir, first, position, &tail)
+                .map_err(io_error(context("quarantine")))?;
+            keep_records(&mut file, position, &tail, &kept).map_err(io_error(context("repair")))?;
+            log_repair(dir, first, position, tail.len(), kept.len());
+            report.quarantined_bytes += tail.len() as u64;
+            report.repaired_records += kept.len() as u64;
+            scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
+        }
+    }
+    report.records_scanned += scan.index.record_count;
+    Ok((
+        OpenSegment {
+            file,
+            index: scan.index,
+        },
+        vector_before,
+    ))
+}
+
+/// The newest segment's header does not decode. Its content is known (the vector of every
+/// earlier record), so a header torn while the file was created is told apart from a damaged
+/// header of a segment that holds records.
+fn recover_damaged_header(
+    dir: &Path,
+    first: u64,
+    mut file: File,
+    sealed: &VecDeque<SegmentIndex>,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<(OpenSegment, VersionVector), StorageError> {
+    let path = segment_path(dir, first);
+    let context = |what: &str| format!("{what} {}", path.display());
+    let file_size = file.metadata().map_err(io_error(context("stat")))?.len();
+    // The header is damaged. Its content is known: the vector of every earlier record.
+    let vector_before = vector_of_sealed(dir, sealed)?;
+    let expected = encode_header(&vector_before);
+    let bytes = read_from(&mut file, 0).map_err(io_error(context("read")))?;
+    if is_torn_header(&bytes, &expected) {
+        // Records are written only after the header is fdatasync'd, so a prefix of
+        // the header (with zeros where the write did not land) means flo stopped while
+        // creating the file: it never held a record.
         log::warn!(
             "segment {} has a torn header; recreating it",
             path.display()
         );
         report.truncated_bytes += file_size;
-        let vector_before = vector_of_sealed(dir, sealed)?;
         return new_open_segment(dir, first, &vector_before);
-    };
-    let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
-    let index = scan.index;
-    report.records_scanned += index.record_count;
-    if index.file_size < file_size {
-        cut_tail(&mut file, &path, index.file_size, file_size, report)?;
     }
+    let problem = format!(
+        "the segment header is damaged and the file holds {file_size} bytes, more than \
+         a header being created"
+    );
+    if mode == RecoveryMode::Refuse {
+        return Err(needs_repair(dir, first, 0, problem));
+    }
+    // Repair: the whole file goes to quarantine; the records found after where the
+    // header ends are kept under a fresh header.
+    write_quarantine(dir, first, 0, &bytes).map_err(io_error(context("quarantine")))?;
+    let (mut file, header_size) =
+        create_segment(dir, first, &vector_before).map_err(io_error(context("recreate")))?;
+    let records_at = expected.len().min(bytes.len());
+    let kept: Vec<_> = find_valid_records(&bytes[records_at..])
+        .into_iter()
+        .map(|r| r.start + records_at..r.end + records_at)
+        .collect();
+    keep_records(&mut file, header_size, &bytes, &kept).map_err(io_error(context("repair")))?;
+    log_repair(dir, first, 0, bytes.len(), kept.len());
+    report.quarantined_bytes += bytes.len() as u64;
+    report.repaired_records += kept.len() as u64;
+    let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
+    report.records_scanned += scan.index.record_count;
+    let index = scan.index;
     Ok((OpenSegment { file, index }, vector_before))
+}
+
+fn needs_repair(dir: &Path, first: u64, position: u64, problem: String) -> StorageError {
+    StorageError::NeedsRepair {
+        segment: segment_path(dir, first),
+        position,
+        problem,
+        quarantine: quarantine_path(dir, first, position),
+    }
+}
+
+/// Whether `bytes` can be what a crash while writing `expected` left: no longer than it, and
+/// every byte either written (equal) or not (zero).
+fn is_torn_header(bytes: &[u8], expected: &[u8]) -> bool {
+    bytes.len() <= expected.len()
+        && bytes
+            .iter()
+            .zip(expected)
+            .all(|(&byte, &wanted)| byte == wanted || byte == 0)
 }
 
 /// The vector of every record in the sealed segments: the newest one's header vector merged
@@ -321,66 +461,48 @@ fn vector_of_sealed(
 }
 
 /// Cuts the newest segment at `valid_size`, the end of its last whole record, and logs what
-/// was cut.
+/// was cut. `tail` (the bytes from there on) holds no record with a valid checksum.
 fn cut_tail(
     file: &mut File,
     path: &Path,
     valid_size: u64,
-    file_size: u64,
+    tail: &[u8],
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
     let context = |what: &str| format!("{what} {}", path.display());
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::Start(valid_size))
-        .and_then(|_| file.read_to_end(&mut tail))
-        .map_err(io_error(context("read")))?;
+    file.set_len(valid_size)
+        .map_err(io_error(context("truncate")))?;
+    file.sync_data().map_err(io_error(context("fdatasync")))?;
     if tail.iter().all(|&byte| byte == 0) {
         // The hole the log extends the open segment with (`file::PREALLOCATE_BYTES`): no
         // record was ever there, so nothing is reported as cut.
         log::debug!(
-            "segment {}: cutting {} bytes of preallocated zeros at byte {valid_size}",
+            "segment {}: cut {} bytes of preallocated zeros at byte {valid_size}",
             path.display(),
             tail.len()
         );
-        file.set_len(valid_size)
-            .map_err(io_error(context("truncate")))?;
-        return file.sync_data().map_err(io_error(context("fdatasync")));
+        return Ok(());
     }
-    let (records, valid) = count_pieces(&tail);
-    let bytes = file_size - valid_size;
-    if valid > 0 {
-        log::error!(
-            "segment {}: {valid} whole records with valid checksums follow the damaged one at              byte {valid_size}; this looks like corruption of the medium, not a torn write, and              they are cut with it",
-            path.display()
-        );
-    }
+    let records = count_pieces(tail);
+    let bytes = tail.len() as u64;
     log::warn!(
-        "segment {}: cutting a torn or corrupt tail of {bytes} bytes ({records} records or \
-         pieces of records) at byte {valid_size}",
+        "segment {}: cut a torn tail of {bytes} bytes ({records} pieces of records, none with a \
+         valid checksum) at byte {valid_size}",
         path.display()
     );
-    file.set_len(valid_size)
-        .map_err(io_error(context("truncate")))?;
-    file.sync_data().map_err(io_error(context("fdatasync")))?;
     report.truncated_records += records;
-    report.truncated_valid_records += valid;
     report.truncated_bytes += bytes;
     Ok(())
 }
 
-/// How many records the damaged tail seems to hold, following the length fields while they
-/// are plausible (at least 1 for a non-empty tail), and how many of those pass their checksum.
-/// Whole, valid records after a damaged one point to corruption of the medium rather than a
-/// torn write.
-fn count_pieces(tail: &[u8]) -> (u64, u64) {
-    let (mut count, mut valid) = (0, 0);
+/// How many pieces of records a torn tail seems to hold, following the length fields while
+/// they are plausible (at least 1 for a non-empty tail).
+fn count_pieces(tail: &[u8]) -> u64 {
+    let mut count = 0;
     let mut position = 0usize;
     while position < tail.len() {
         count += 1;
         let rest = &tail[position..];
-        if decode(rest).is_ok() {
-            valid += 1;
-        }
         let header = rest
             .get(..RECORD_HEADER_SIZE)
             .and_then(|h| <&[u8; RECORD_HEADER_SIZE]>::try_from(h).ok());
@@ -389,5 +511,5 @@ fn count_pieces(tail: &[u8]) -> (u64, u64) {
             _ => break,
         }
     }
-    (count, valid)
+    count
 }

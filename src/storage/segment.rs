@@ -38,9 +38,31 @@ pub enum FileKind {
     Segment(u64),
     Index(u64),
     IndexTemp(u64),
+    /// The lock file that keeps a second server out of the directory.
+    Lock,
+    /// Damaged bytes `flo --repair` moved out of a segment (`{first:020}.log.quarantine-{byte}`).
+    Quarantine,
+}
+
+/// The file in the data directory that a running server holds an exclusive lock on.
+pub const LOCK_FILE_NAME: &str = "flo.lock";
+
+/// Where `flo --repair` puts the bytes of segment `first_offset` from byte `position` on.
+pub fn quarantine_path(dir: &Path, first_offset: u64, position: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.log.quarantine-{position}"))
 }
 
 pub fn classify(name: &str) -> Option<FileKind> {
+    if name == LOCK_FILE_NAME {
+        return Some(FileKind::Lock);
+    }
+    if let Some((segment, position)) = name.split_once(".log.quarantine-") {
+        let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if segment.len() == 20 && is_number(segment) && is_number(position) {
+            return Some(FileKind::Quarantine);
+        }
+        return None;
+    }
     let (stem, kind): (&str, fn(u64) -> FileKind) = if let Some(s) = name.strip_suffix(".log") {
         (s, FileKind::Segment)
     } else if let Some(s) = name.strip_suffix(".idx.tmp") {
@@ -281,7 +303,18 @@ mod tests {
             classify("00000000000000000042.idx.tmp"),
             Some(FileKind::IndexTemp(42))
         );
-        for stray in ["x.log", "42.log", "0000000000000000004a.log", "notes.txt"] {
+        assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
+        assert_eq!(
+            classify(&name(quarantine_path(dir, first, 200))),
+            Some(FileKind::Quarantine)
+        );
+        for stray in [
+            "x.log",
+            "42.log",
+            "0000000000000000004a.log",
+            "notes.txt",
+            "00000000000000000042.log.quarantine-",
+        ] {
             assert_eq!(classify(stray), None);
         }
     }

@@ -1,0 +1,153 @@
+//! What start-up does with damage in the newest segment that it may not simply cut: finding
+//! the records with valid checksums after a damaged spot, and `flo --repair`, which moves the
+//! damaged part into a quarantine file beside the segment and keeps every record that
+//! verifies. The rules are in docs/storage.md ("Recovery at start-up").
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use super::record::{decode, RECORD_HEADER_SIZE};
+use super::segment::{fsync_dir, quarantine_path, segment_path};
+
+/// The body's fixed fields before `namespace_size` (ids and timestamp), see record.rs.
+const NAMESPACE_SIZE_AT: usize = 8 + 2 + 8 + 2 + 8;
+
+/// Whether start-up refuses damage it may not cut, or repairs it (`flo --repair`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    Refuse,
+    Repair,
+}
+
+/// The byte ranges of `bytes` that hold whole records with valid checksums, found by trying
+/// every byte position (a damaged length field hides where the next record starts). Each
+/// position costs a few field reads unless the record's lengths are consistent
+/// (`body_size == 36 + namespace_size + data_size`), so only real candidates are checksummed:
+/// linear in `bytes.len()` plus the size of the records found, for any content.
+pub fn find_valid_records(bytes: &[u8]) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    let mut position = 0;
+    while position + RECORD_HEADER_SIZE <= bytes.len() {
+        let rest = &bytes[position..];
+        if lengths_consistent(rest) {
+            if let Ok((_, size)) = decode(rest) {
+                found.push(position..position + size);
+                position += size;
+                continue;
+            }
+        }
+        position += 1;
+    }
+    found
+}
+
+/// Whether `bytes` starts with a record header and body whose three length fields agree and
+/// fit in `bytes` (a cheap test before the checksum).
+fn lengths_consistent(bytes: &[u8]) -> bool {
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(body_size) = u32_at(0) else {
+        return false;
+    };
+    if RECORD_HEADER_SIZE + body_size > bytes.len() {
+        return false;
+    }
+    let body = RECORD_HEADER_SIZE;
+    let Some(namespace_size) = u32_at(body + NAMESPACE_SIZE_AT) else {
+        return false;
+    };
+    let fixed = NAMESPACE_SIZE_AT + 4 + 4;
+    if namespace_size > body_size.saturating_sub(fixed) {
+        return false;
+    }
+    let Some(data_size) = u32_at(body + NAMESPACE_SIZE_AT + 4 + namespace_size) else {
+        return false;
+    };
+    fixed + namespace_size + data_size == body_size
+}
+
+/// Reads `file` from `position` to its end.
+pub fn read_from(file: &mut File, position: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(position))?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Writes `damaged` (the bytes of segment `first` from byte `position` on) into its
+/// quarantine file, durably (file and directory fsync'd). This comes before the segment is
+/// changed: a crash in between leaves both, and the next start (refused again, or repaired
+/// again) loses nothing.
+pub fn write_quarantine(dir: &Path, first: u64, position: u64, damaged: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(quarantine_path(dir, first, position))?;
+    file.write_all(damaged)?;
+    file.sync_all()?;
+    fsync_dir(dir)
+}
+
+/// Cuts `segment` at `position` and writes the `kept` records (ranges of `damaged`) there, in
+/// order, then fdatasyncs it.
+pub fn keep_records(
+    segment: &mut File,
+    position: u64,
+    damaged: &[u8],
+    kept: &[Range<usize>],
+) -> io::Result<()> {
+    let mut records = Vec::new();
+    for range in kept {
+        records.extend_from_slice(&damaged[range.clone()]);
+    }
+    segment.set_len(position)?;
+    segment.seek(SeekFrom::Start(position))?;
+    segment.write_all(&records)?;
+    segment.sync_all()
+}
+
+pub fn log_repair(dir: &Path, first: u64, position: u64, size: usize, kept: usize) {
+    log::warn!(
+        "repair: moved {size} bytes of segment {} from byte {position} to {} and kept the \
+         {kept} records with valid checksums found in them",
+        segment_path(dir, first).display(),
+        quarantine_path(dir, first, position).display(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::encode;
+    use crate::storage::record::tests::event;
+
+    #[test]
+    fn valid_records_are_found_after_garbage_and_inside_nothing_else() {
+        let mut bytes = vec![0xA5; 37];
+        let mut starts = Vec::new();
+        for counter in 1..=5 {
+            starts.push(bytes.len());
+            encode(
+                &event(counter, 1, counter, counter as usize * 7),
+                &mut bytes,
+            );
+        }
+        // Damage the second record's body: it is skipped, its neighbours are found.
+        bytes[starts[1] + 12] ^= 0x04;
+        bytes.extend_from_slice(&[0; 100]);
+        let found = find_valid_records(&bytes);
+        let found_starts: Vec<usize> = found.iter().map(|r| r.start).collect();
+        assert_eq!(
+            found_starts,
+            vec![starts[0], starts[2], starts[3], starts[4]]
+        );
+        assert!(find_valid_records(&[0; 4096]).is_empty());
+        assert!(find_valid_records(&[0xFF; 4096]).is_empty());
+    }
+}
