@@ -137,9 +137,24 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed (clients send pings).
     pub idle_timeout: Duration,
-    /// A connection whose unsent output passes this many bytes is not fed more events until it
-    /// drains below it.
+    /// A connection whose unsent output (with the replies held for the turn's sync) reaches
+    /// this many bytes is not fed more events and its input is not read until the output
+    /// drains below half of it.
     pub send_buffer_high_water: usize,
+    /// A connection whose unsent output passes this many bytes is closed (`ResourceLimit`).
+    /// A backstop behind the high-water mark, which normally keeps output far below it.
+    pub output_bytes_hard_max: usize,
+    /// A connection whose input buffer, unsent output, held replies and subscriptions' state
+    /// together pass this many bytes is closed (`ResourceLimit`).
+    pub connection_memory_max: usize,
+    /// The largest frame accepted before the handshake, other than a PeerHello.
+    pub hello_frame_size_max: u32,
+    /// The largest PeerHello accepted (it carries a version vector and a member list).
+    pub peer_hello_frame_size_max: u32,
+    /// A frame whose first byte arrived must be complete within this time.
+    pub frame_timeout: Duration,
+    /// The most version-vector entries a Subscribe's start cursor may have.
+    pub cursor_entries_max: u32,
     /// At most this many bytes are read from one connection per reactor turn, so one busy
     /// client cannot starve the others.
     pub read_bytes_per_turn_max: usize,
@@ -162,6 +177,12 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             send_buffer_high_water: 1024 * 1024,
+            output_bytes_hard_max: 16 * 1024 * 1024,
+            connection_memory_max: 32 * 1024 * 1024,
+            hello_frame_size_max: 4096,
+            peer_hello_frame_size_max: 256 * 1024,
+            frame_timeout: Duration::from_secs(10),
+            cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             records_per_turn_max: 64 * 1024,
             subscriptions_per_connection_max: 64,
@@ -202,6 +223,45 @@ impl Config {
         {
             return Err("buffer limits must be positive".into());
         }
+        self.validate_connection_bounds()
+    }
+
+    /// Checks the per-connection bounds against each other and the frame size.
+    fn validate_connection_bounds(&self) -> Result<(), String> {
+        let frame_size_max = self.wire.frame_size_max as usize;
+        // A consumer is fed until its output reaches the high-water mark, and one more event
+        // may take it past the mark by a whole frame: that must never reach the hard limit.
+        let output_min = self.send_buffer_high_water.saturating_add(frame_size_max);
+        if self.output_bytes_hard_max < output_min {
+            return Err(format!(
+                "max output buffer {} must be at least the send buffer high-water mark plus the frame size limit ({output_min})",
+                self.output_bytes_hard_max
+            ));
+        }
+        let memory_min = frame_size_max.saturating_add(self.output_bytes_hard_max);
+        if self.connection_memory_max < memory_min {
+            return Err(format!(
+                "max connection memory {} must be at least the frame size limit plus the max output buffer ({memory_min})",
+                self.connection_memory_max
+            ));
+        }
+        // A Hello of the longest client name and auth token a client library sends.
+        if self.hello_frame_size_max < 256 || self.hello_frame_size_max > self.wire.frame_size_max {
+            return Err(
+                "the Hello frame size limit must be between 256 and the frame size limit".into(),
+            );
+        }
+        if self.peer_hello_frame_size_max < self.hello_frame_size_max
+            || self.peer_hello_frame_size_max > self.wire.frame_size_max
+        {
+            return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+        }
+        if self.frame_timeout.is_zero() {
+            return Err("frame time-out must be positive".into());
+        }
+        if self.cursor_entries_max == 0 || self.cursor_entries_max > u32::from(u16::MAX) {
+            return Err("cursor entry limit must be between 1 and 65535".into());
+        }
         Ok(())
     }
 }
@@ -226,5 +286,27 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         config.wire.frame_size_max = 1024;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn connection_bounds_must_fit_together() {
+        let valid = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        let refused = |change: &dyn Fn(&mut Config)| {
+            let mut config = valid.clone();
+            change(&mut config);
+            config.validate().is_err()
+        };
+        assert!(refused(
+            &|c| c.output_bytes_hard_max = c.send_buffer_high_water
+        ));
+        assert!(refused(
+            &|c| c.connection_memory_max = c.output_bytes_hard_max
+        ));
+        assert!(refused(&|c| c.hello_frame_size_max = 16));
+        assert!(refused(
+            &|c| c.peer_hello_frame_size_max = c.wire.frame_size_max + 1
+        ));
+        assert!(refused(&|c| c.frame_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.cursor_entries_max = 0));
     }
 }

@@ -59,8 +59,10 @@ ERROR_CODES = {
     18: "ActorIdConflict",
     19: "DuplicatePeerConnection",
     20: "NotReady",
+    21: "ResourceLimit",
+    22: "CursorTooLarge",
 }
-CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19}
+CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
 # End reasons (section 7).
 END_REASONS = {1: "LimitReached", 2: "EndOfStream", 3: "Unsubscribed"}

@@ -57,6 +57,21 @@ struct Args {
     #[arg(long = "max-connections", default_value_t = 4096)]
     max_connections: usize,
 
+    /// A connection whose unread replies pass this size is closed with a ResourceLimit error
+    /// (K, M, G). Reading from a client stops long before, at 1M of unread replies.
+    #[arg(long = "max-output-buffer", default_value = "16M", value_parser = parse_size)]
+    max_output_buffer: u64,
+
+    /// A connection whose buffers and subscriptions together pass this size is closed with a
+    /// ResourceLimit error (K, M, G).
+    #[arg(long = "max-connection-memory", default_value = "32M", value_parser = parse_size)]
+    max_connection_memory: u64,
+
+    /// A frame must arrive whole within this time of its first byte, else the connection is
+    /// closed with a Timeout error (e.g. 10s).
+    #[arg(long = "frame-timeout", default_value = "10s", value_parser = parse_duration_ms)]
+    frame_timeout: u64,
+
     /// Segment files are sealed and a new one started past this size (K, M, G).
     #[arg(long = "segment-size", default_value = "64M", value_parser = parse_size)]
     segment_size: u64,
@@ -215,6 +230,10 @@ fn config_from(args: &Args) -> Config {
     let mut config = Config::new(SocketAddr::new(args.bind, args.port), args.data_dir.clone());
     config.actor_id = ActorId(args.actor_id);
     config.connections_max = args.max_connections;
+    config.output_bytes_hard_max = usize::try_from(args.max_output_buffer).unwrap_or(usize::MAX);
+    config.connection_memory_max =
+        usize::try_from(args.max_connection_memory).unwrap_or(usize::MAX);
+    config.frame_timeout = std::time::Duration::from_millis(args.frame_timeout);
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;
     config.storage.segment_size_max = args.segment_size;

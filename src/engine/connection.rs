@@ -84,6 +84,29 @@ pub struct Connection {
     /// Peer connections: PeerEvent frames received this turn, whose credit is given back once
     /// the turn's sync made them durable.
     pub peer_events_this_turn: u32,
+    /// True while the engine does not decode this connection's input (its output is above the
+    /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
+    pub input_paused: bool,
+    /// The encoded size of the replies held for this turn's sync (acks and produce errors).
+    pub held_reply_bytes: usize,
+    /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
+    /// holds no partial frame or the input is paused.
+    pub frame_started_ms: Option<u64>,
+}
+
+/// What one subscription costs besides its glob and cursor: the struct and its map entry.
+pub const SUBSCRIPTION_BYTES_FIXED: usize = std::mem::size_of::<Subscription>() + 64;
+/// What one version-vector entry of a subscription's cursor costs (a B-tree map entry).
+pub const CURSOR_ENTRY_BYTES: usize = 32;
+
+impl Subscription {
+    /// The memory this subscription holds, counted in its connection's budget. The glob is
+    /// counted at twice its text: the text plus its compiled form.
+    pub fn size_bytes(&self) -> usize {
+        SUBSCRIPTION_BYTES_FIXED
+            + 2 * self.glob.as_str().len()
+            + self.filter.vector.len() * CURSOR_ENTRY_BYTES
+    }
 }
 
 impl Connection {
@@ -102,7 +125,21 @@ impl Connection {
             has_output_queued: false,
             peer_credit_given: 0,
             peer_events_this_turn: 0,
+            input_paused: false,
+            held_reply_bytes: 0,
+            frame_started_ms: None,
         }
+    }
+
+    /// Unsent output plus the replies held for the sync: what the high-water mark limits.
+    pub fn output_owed(&self) -> usize {
+        self.output_len() + self.held_reply_bytes
+    }
+
+    /// Everything the connection holds in memory, for `connection_memory_max`.
+    pub fn memory_bytes(&self) -> usize {
+        let subscriptions: usize = self.subscriptions.values().map(|s| s.size_bytes()).sum();
+        self.input.len() + self.output_owed() + subscriptions
     }
 
     /// Bytes queued and not yet sent.

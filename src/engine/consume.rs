@@ -47,6 +47,16 @@ impl<L: Log> Engine<L> {
             );
             return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
         }
+        if let StartPosition::Cursor(cursor) = &subscribe.start {
+            if cursor.vector.len() > self.config.cursor_entries_max as usize {
+                let message = format!(
+                    "a cursor may have at most {} vector entries; this one has {}",
+                    self.config.cursor_entries_max,
+                    cursor.vector.len()
+                );
+                return self.send_error(conn, scope, ErrorCode::CursorTooLarge, &message);
+            }
+        }
         let glob = match NamespaceGlob::new(&subscribe.glob) {
             Ok(glob) => glob,
             Err(error) => {
@@ -170,6 +180,7 @@ impl<L: Log> Engine<L> {
                 Stop::Budget => self.mark_ready(conn, id),
                 Stop::Waiting | Stop::Ended => {}
             }
+            self.check_memory(conn);
         }
     }
 

@@ -55,6 +55,12 @@ pub struct EngineConfig {
     pub server_version: String,
     pub subscriptions_max: u32,
     pub send_buffer_high_water: usize,
+    pub output_bytes_hard_max: usize,
+    pub connection_memory_max: usize,
+    pub hello_frame_size_max: u32,
+    pub peer_hello_frame_size_max: u32,
+    pub frame_timeout_ms: u64,
+    pub cursor_entries_max: u32,
     pub handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     /// Log records one turn may look at while feeding consumers, over all of them.
@@ -88,6 +94,12 @@ impl EngineConfig {
             server_version: format!("flo {}", env!("CARGO_PKG_VERSION")),
             subscriptions_max: config.subscriptions_per_connection_max,
             send_buffer_high_water: config.send_buffer_high_water,
+            output_bytes_hard_max: config.output_bytes_hard_max,
+            connection_memory_max: config.connection_memory_max,
+            hello_frame_size_max: config.hello_frame_size_max,
+            peer_hello_frame_size_max: config.peer_hello_frame_size_max,
+            frame_timeout_ms: config.frame_timeout.as_millis() as u64,
+            cursor_entries_max: config.cursor_entries_max,
             handshake_timeout_ms: config.handshake_timeout.as_millis() as u64,
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
             records_per_turn_max: config.records_per_turn_max,
@@ -136,6 +148,23 @@ enum PendingReply {
     },
 }
 
+impl PendingReply {
+    fn conn(&self) -> ConnId {
+        match self {
+            PendingReply::Ack { conn, .. } | PendingReply::Error { conn, .. } => *conn,
+        }
+    }
+
+    /// The size of the frame this reply becomes (an Ack, or an Error with its message; a
+    /// StorageFailure error in place of an ack is counted as an ack, its message is short).
+    fn encoded_size(&self) -> usize {
+        match self {
+            PendingReply::Ack { .. } => 35,
+            PendingReply::Error { message, .. } => 18 + message.len(),
+        }
+    }
+}
+
 /// Counters the engine keeps about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -165,6 +194,8 @@ pub struct Engine<L: Log> {
     ready: VecDeque<(ConnId, u32)>,
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
+    /// Connections whose input was paused and may be decoded again (their output drained).
+    input_resumed: Vec<ConnId>,
     closing: VecDeque<Action>,
     /// Connections marked `Closing` this turn, closed at its end.
     closing_conns: Vec<ConnId>,
@@ -191,6 +222,7 @@ impl<L: Log> Engine<L> {
             turn_namespaces: HashSet::new(),
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
+            input_resumed: Vec::new(),
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
@@ -254,7 +286,8 @@ impl<L: Log> Engine<L> {
         self.connection_count += 1;
     }
 
-    /// Bytes arrived on a connection. Decodes and handles every whole frame in them.
+    /// Bytes arrived on a connection. Decodes and handles every whole frame in them, unless
+    /// the connection's input is paused (`wants_input`), when they wait in its input buffer.
     pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
         if !self.is_open(conn) {
             return;
@@ -264,19 +297,31 @@ impl<L: Log> Engine<L> {
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.mono_ms;
         self.observe_time(now);
+        self.decode_input(now, conn);
+    }
+
+    /// False while the engine takes no more input from the connection: its replies are above
+    /// the high-water mark and the client is not reading them. The reactor then stops reading
+    /// the socket until this turns true again (after `handle_sent`), and must then read it
+    /// again without waiting for a new readiness event.
+    pub fn wants_input(&self, conn: ConnId) -> bool {
+        self.conn(conn).is_some_and(|c| !c.input_paused)
+    }
+
+    /// Decodes and handles the whole frames in the connection's input buffer, until it holds
+    /// only part of a frame or the connection's output reaches the high-water mark.
+    fn decode_input(&mut self, now: Now, conn: ConnId) {
+        let high_water = self.config.send_buffer_high_water;
         let mut consumed = 0;
-        // Decode with only the frame size limit, so that an event whose namespace or data is
-        // over its limit (but inside a legal frame) gets an error with its op id and the
-        // connection stays open; `validate` applies the real limits.
-        let wire = WireLimits {
-            namespace_length_max: u32::from(u16::MAX),
-            event_data_size_max: self.config.wire.frame_size_max,
-            ..self.config.wire
-        };
+        let mut paused = false;
         loop {
-            // Checked just above and below: the connection exists until `close` removes it,
-            // and the loop ends right after a close.
-            let connection = self.conn_mut(conn).expect("connection is open");
+            // Checked by the callers and below: the connection exists until `close` removes
+            // it, and the loop ends right after a close.
+            let connection = self.conn(conn).expect("connection is open");
+            if consumed < connection.input.len() && connection.output_owed() >= high_water {
+                paused = true;
+                break;
+            }
             // A peer frame on a client connection is refused as soon as its kind byte is
             // known, whatever its body (protocol.md, section 3).
             // PeerHello is the one peer frame a new connection may start with.
@@ -291,6 +336,7 @@ impl<L: Log> Engine<L> {
                 self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
                 return;
             }
+            let wire = self.decode_limits(connection.phase, kind);
             let decoded = protocol::decode(&connection.input[consumed..], &wire);
             match decoded {
                 Ok(None) => break,
@@ -306,9 +352,69 @@ impl<L: Log> Engine<L> {
                 }
             }
         }
-        if let Some(connection) = self.conn_mut(conn) {
-            connection.input.drain(..consumed);
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        connection.input.drain(..consumed);
+        connection.input_paused = paused;
+        // A frame's deadline runs from its first byte; while the input is paused the server,
+        // not the client, is the one holding it up.
+        connection.frame_started_ms = if paused || connection.input.is_empty() {
+            None
+        } else if consumed > 0 {
+            Some(now.mono_ms)
+        } else {
+            Some(connection.frame_started_ms.unwrap_or(now.mono_ms))
+        };
+        self.check_memory(conn);
+    }
+
+    /// The limits a frame is decoded with. Only the frame size limit applies, so that an
+    /// event whose namespace or data is over its limit (but inside a legal frame) gets an
+    /// error with its op id and the connection stays open; `validate` applies the real limits.
+    /// Before the handshake the frame size limit is the small one of a Hello (or a PeerHello).
+    fn decode_limits(&self, phase: Phase, kind: Option<u8>) -> WireLimits {
+        let frame_size_max = match (phase, kind) {
+            (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None) => {
+                self.config.peer_hello_frame_size_max
+            }
+            (Phase::AwaitingHello { .. }, Some(_)) => self.config.hello_frame_size_max,
+            _ => self.config.wire.frame_size_max,
+        };
+        WireLimits {
+            frame_size_max,
+            namespace_length_max: u32::from(u16::MAX),
+            event_data_size_max: self.config.wire.frame_size_max,
         }
+    }
+
+    /// Closes the connection if it holds more than its limits allow: unsent output over
+    /// `output_bytes_hard_max`, or everything together over `connection_memory_max`.
+    pub(super) fn check_memory(&mut self, conn: ConnId) {
+        let Some(connection) = self.conn(conn) else {
+            return;
+        };
+        if matches!(connection.phase, Phase::Closing { .. }) {
+            return;
+        }
+        let output = connection.output_len();
+        let message = if output > self.config.output_bytes_hard_max {
+            format!(
+                "{output} bytes of replies are unread, over the limit of {} bytes",
+                self.config.output_bytes_hard_max
+            )
+        } else {
+            let memory = connection.memory_bytes();
+            if memory <= self.config.connection_memory_max {
+                return;
+            }
+            format!(
+                "the connection holds {memory} bytes, over its limit of {} bytes",
+                self.config.connection_memory_max
+            )
+        };
+        log::warn!("{conn}: closing: {message}");
+        self.close_with_error(conn, ErrorCode::ResourceLimit, &message);
     }
 
     /// The connection's socket closed or failed. Forgets it, and with it its subscriptions.
@@ -352,11 +458,22 @@ impl<L: Log> Engine<L> {
     /// The reactor wrote `count` bytes of `output(conn)`.
     pub fn handle_sent(&mut self, conn: ConnId, count: usize) {
         let high_water = self.config.send_buffer_high_water;
-        let Some(connection) = self.conn_mut(conn) else {
+        let Some(connection) = self
+            .conns
+            .get_mut(conn.slot as usize)
+            .and_then(Option::as_mut)
+        else {
             return;
         };
+        if connection.id != conn {
+            return;
+        }
         let was_above = connection.output_len() >= high_water;
         connection.consume_output(count);
+        if connection.input_paused && connection.output_owed() < high_water / 2 {
+            connection.input_paused = false;
+            self.input_resumed.push(conn);
+        }
         if was_above && connection.output_len() < high_water {
             let ids: Vec<u32> = connection.subscriptions.keys().copied().collect();
             for id in ids {
@@ -368,6 +485,12 @@ impl<L: Log> Engine<L> {
     /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
     pub fn handle_turn_end(&mut self, now: Now) {
         self.observe_time(now);
+        // Input left undecoded while the output was full joins this turn's group commit.
+        for conn in std::mem::take(&mut self.input_resumed) {
+            if self.is_open(conn) && self.wants_input(conn) {
+                self.decode_input(now, conn);
+            }
+        }
         let durable_before = self.log.durable_end();
         let result = self.log.sync(now.wall_ms);
         let failure = match (self.turn_failure.take(), result) {
@@ -417,7 +540,7 @@ impl<L: Log> Engine<L> {
     /// True when consumers can make progress without new input, so the reactor must not
     /// block waiting for readiness.
     pub fn has_pending_work(&self) -> bool {
-        !self.ready.is_empty()
+        !self.ready.is_empty() || !self.input_resumed.is_empty()
     }
 
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
@@ -462,6 +585,15 @@ impl<L: Log> Engine<L> {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
                 Phase::Closing { .. } => {}
+                _ if connection.frame_started_ms.is_some_and(|started| {
+                    now.mono_ms >= started + self.config.frame_timeout_ms
+                }) =>
+                {
+                    expired.push((
+                        connection.id,
+                        "a frame was not completed within the frame time-out",
+                    ))
+                }
                 // Peers send a keep-alive every housekeeping interval, so a peer that is
                 // silent for the handshake time-out is gone (power off, network black hole).
                 Phase::Peer { .. }
@@ -671,6 +803,15 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// Holds a produce's reply until the turn's sync, counting it in its connection's output.
+    fn hold_reply(&mut self, reply: PendingReply) {
+        let size = reply.encoded_size();
+        if let Some(connection) = self.conn_mut(reply.conn()) {
+            connection.held_reply_bytes += size;
+        }
+        self.pending_replies.push(reply);
+    }
+
     fn conn(&self, conn: ConnId) -> Option<&Connection> {
         match self.conns.get(conn.slot as usize) {
             Some(Some(connection)) if connection.id == conn => Some(connection),
@@ -690,7 +831,15 @@ impl<L: Log> Engine<L> {
     }
 
     fn release_replies(&mut self, failure: Option<&str>) {
-        for reply in std::mem::take(&mut self.pending_replies) {
+        let replies = std::mem::take(&mut self.pending_replies);
+        let mut conns: Vec<ConnId> = replies.iter().map(PendingReply::conn).collect();
+        conns.dedup();
+        for &conn in &conns {
+            if let Some(connection) = self.conn_mut(conn) {
+                connection.held_reply_bytes = 0;
+            }
+        }
+        for reply in replies {
             match reply {
                 PendingReply::Ack {
                     conn,
@@ -720,6 +869,9 @@ impl<L: Log> Engine<L> {
                     message,
                 } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
             }
+        }
+        for conn in conns {
+            self.check_memory(conn);
         }
     }
 }

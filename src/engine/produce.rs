@@ -21,7 +21,7 @@ impl<L: Log> Engine<L> {
             },
             Ok(()) => self.append_all(now, conn, op_id, vec![event]),
         };
-        self.pending_replies.push(reply);
+        self.hold_reply(reply);
     }
 
     /// The reply for a produce that arrives after an append failed in the same turn, or while
@@ -29,7 +29,7 @@ impl<L: Log> Engine<L> {
     fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
         if self.produces_held() {
             let message = "this node is catching up with its cluster peers after a start that may have lost events; retry shortly";
-            self.pending_replies.push(PendingReply::Error {
+            self.hold_reply(PendingReply::Error {
                 conn,
                 op_id,
                 code: ErrorCode::NotReady,
@@ -46,7 +46,7 @@ impl<L: Log> Engine<L> {
             code: ErrorCode::StorageFailure,
             message: message.clone(),
         };
-        self.pending_replies.push(reply);
+        self.hold_reply(reply);
         true
     }
 
@@ -83,7 +83,7 @@ impl<L: Log> Engine<L> {
             },
             None => self.append_all(now, conn, op_id, events),
         };
-        self.pending_replies.push(reply);
+        self.hold_reply(reply);
     }
 
     fn validate(&self, event: &NewEvent) -> Result<(), (ErrorCode, String)> {

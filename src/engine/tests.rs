@@ -1216,3 +1216,225 @@ fn a_replicated_event_with_an_invalid_namespace_closes_the_peer_and_is_not_store
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
     assert_eq!(harness.engine.log().end().0, 0);
 }
+
+// ---- Bounds (issue 10, items 7-9): every connection's cost is bounded. ----
+
+/// `count` encoded copies of `frame`.
+fn repeated(frame: &Frame, count: usize) -> Vec<u8> {
+    let mut one = Vec::new();
+    encode(frame, &mut one);
+    one.repeat(count)
+}
+
+/// Feeds `chunk` as a reactor would (only while the engine wants input), up to `count` times,
+/// never calling `handle_sent`. Returns the largest output seen and the chunks fed.
+fn feed_without_reading(
+    h: &mut Harness,
+    conn: ConnId,
+    chunk: &[u8],
+    count: usize,
+) -> (usize, usize) {
+    let mut output_max = 0;
+    let mut fed = 0;
+    while fed < count && h.engine.wants_input(conn) {
+        h.engine.handle_input(h.now, conn, chunk);
+        h.turn();
+        fed += 1;
+        output_max = output_max.max(h.engine.output(conn).len());
+    }
+    (output_max, fed)
+}
+
+#[test]
+fn a_client_that_never_reads_its_pongs_stops_being_read() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let high_water = h.engine.config().send_buffer_high_water;
+    // 1000 chunks of 1000 Pings: a million Pings, 13 MB of Pongs if all were answered.
+    let chunk = repeated(&Frame::Ping { token: 9 }, 1000);
+    let (output_max, fed) = feed_without_reading(&mut h, conn, &chunk, 1000);
+    assert!(
+        output_max < high_water + 64 * 1024,
+        "the output of a client that never reads grew to {output_max} bytes"
+    );
+    assert!(
+        fed < 1000,
+        "the engine took all {fed} chunks of a client that never reads"
+    );
+    assert!(!h.engine.wants_input(conn));
+    assert!(
+        h.engine.is_open(conn),
+        "back-pressure is not a reason to close"
+    );
+    // The client reads everything: the input left undecoded is decoded at the next turn, in
+    // order, and the engine wants input again.
+    let mut tokens = 0;
+    while !h.engine.wants_input(conn) || !h.engine.output(conn).is_empty() {
+        tokens += h.received(conn).len();
+        h.turn();
+    }
+    tokens += h.received(conn).len();
+    assert_eq!(
+        tokens,
+        fed * 1000,
+        "every Ping the engine took got its Pong"
+    );
+}
+
+#[test]
+fn pipelined_producers_with_64_in_flight_are_never_paused() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let window: Vec<u8> = (0..64)
+        .flat_map(|op_id| {
+            let mut bytes = Vec::new();
+            encode(&produce(op_id, "/fast", &[1; 100]), &mut bytes);
+            bytes
+        })
+        .collect();
+    for _ in 0..100 {
+        assert!(h.engine.wants_input(conn));
+        h.engine.handle_input(h.now, conn, &window);
+        h.turn();
+        assert_eq!(h.received(conn).len(), 64);
+    }
+    assert_eq!(h.engine.stats().events_appended, 6400);
+}
+
+#[test]
+fn output_over_the_hard_limit_closes_the_connection() {
+    // A consumer is fed up to the high-water mark plus one event; with the hard limit below
+    // that (a configuration `validate` refuses) the limit is what stops it.
+    let mut h = Harness::with_config(|c| {
+        c.send_buffer_high_water = 64 * 1024;
+        c.output_bytes_hard_max = 100 * 1024;
+    });
+    let producer = h.client();
+    let consumer = h.client();
+    for op_id in 0..4 {
+        h.produce(producer, op_id, "/big", &[0; 60 * 1024]);
+    }
+    h.turn();
+    h.subscribe(consumer, 1, "/big", StartPosition::Beginning, true, 100);
+    h.turn();
+    assert_eq!(h.closed_with(consumer), Some(ErrorCode::ResourceLimit));
+    assert!(h.engine.is_open(producer));
+}
+
+#[test]
+fn a_connection_over_its_memory_budget_is_closed() {
+    let mut h = Harness::with_config(|c| {
+        c.connection_memory_max = 20 * 1024;
+    });
+    let conn = h.client();
+    let other = h.client();
+    let glob = format!("/{}", "a".repeat(2000));
+    for id in 0..10 {
+        h.subscribe(conn, id, &glob, StartPosition::End, true, 0);
+        h.turn();
+        h.received(conn);
+    }
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::ResourceLimit));
+    assert!(h.engine.is_open(other));
+}
+
+#[test]
+fn a_client_that_never_reads_its_acks_stops_being_read() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let high_water = h.engine.config().send_buffer_high_water;
+    let mut output_max = 0;
+    for chunk_index in 0..200u64 {
+        let mut chunk = Vec::new();
+        for op_id in 0..1000 {
+            encode(&produce(chunk_index * 1000 + op_id, "/p", b""), &mut chunk);
+        }
+        if !h.engine.wants_input(conn) {
+            break;
+        }
+        h.engine.handle_input(h.now, conn, &chunk);
+        h.turn();
+        output_max = output_max.max(h.engine.output(conn).len());
+    }
+    assert!(
+        output_max < high_water + 64 * 1024,
+        "the acks of a client that never reads grew to {output_max} bytes"
+    );
+    assert!(!h.engine.wants_input(conn));
+}
+
+#[test]
+fn a_frame_before_the_handshake_over_the_hello_limit_closes_at_once() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    // The header of a 5000-byte Hello: refused from its length alone.
+    let mut header = 4996u32.to_be_bytes().to_vec();
+    header.push(kind::HELLO);
+    h.engine.handle_input(h.now, conn, &header);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::FrameTooLarge));
+}
+
+#[test]
+fn a_cursor_with_too_many_entries_is_refused() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let vector: VersionVector = (1..=2000u16).map(|a| (ActorId(a), 5)).collect();
+    h.subscribe(
+        conn,
+        1,
+        "/**",
+        StartPosition::Cursor(Cursor::from_vector(vector)),
+        true,
+        10,
+    );
+    h.turn();
+    let frames = h.received(conn);
+    assert!(
+        matches!(
+            frames.as_slice(),
+            [Frame::Error(ErrorFrame {
+                scope: ErrorScope::Subscription(1),
+                code: ErrorCode::CursorTooLarge,
+                ..
+            })]
+        ),
+        "a 2000-entry cursor was accepted: {frames:?}"
+    );
+}
+
+#[test]
+fn a_frame_that_trickles_in_byte_by_byte_times_out() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let mut bytes = Vec::new();
+    encode(&produce(1, "/slow", &[7; 100]), &mut bytes);
+    // One byte a second: every byte is input, but the frame never completes in time.
+    for byte in bytes.iter().take(60) {
+        h.engine
+            .handle_input(h.now, conn, std::slice::from_ref(byte));
+        h.turn();
+        h.now.mono_ms += 1000;
+    }
+    assert_eq!(
+        h.closed_with(conn),
+        Some(ErrorCode::Timeout),
+        "a frame trickling in for 60 s was not timed out"
+    );
+}
+
+#[test]
+fn a_partial_frame_of_a_paused_connection_does_not_time_out() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let chunk = repeated(&Frame::Ping { token: 9 }, 1000);
+    feed_without_reading(&mut h, conn, &chunk, 1000);
+    assert!(!h.engine.wants_input(conn));
+    // Leave half a Ping behind the paused input: the server holds it up, not the client.
+    h.engine.handle_input(h.now, conn, &chunk[..6]);
+    for _ in 0..30 {
+        h.now.mono_ms += 1000;
+        h.turn();
+    }
+    assert!(h.engine.is_open(conn), "{:?}", h.closed_with(conn));
+}

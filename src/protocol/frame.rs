@@ -240,6 +240,13 @@ pub enum ErrorCode {
     /// The server does not accept produces yet (after a restart with a non-`always` fsync
     /// policy it first catches up with its peers). Retry later. Stays open.
     NotReady = 20,
+    /// The connection passed a per-connection memory limit (unsent output over
+    /// `output_bytes_hard_max`, or input, output and subscriptions over
+    /// `connection_memory_max`). Closes the connection.
+    ResourceLimit = 21,
+    /// A Subscribe's start cursor has more vector entries than `cursor_entries_max`. Stays
+    /// open.
+    CursorTooLarge = 22,
 }
 
 impl ErrorCode {
@@ -266,6 +273,8 @@ impl ErrorCode {
             ActorIdConflict,
             DuplicatePeerConnection,
             NotReady,
+            ResourceLimit,
+            CursorTooLarge,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -284,7 +293,8 @@ impl ErrorCode {
             | ShuttingDown
             | UnexpectedFrame
             | ActorIdConflict
-            | DuplicatePeerConnection => true,
+            | DuplicatePeerConnection
+            | ResourceLimit => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -293,7 +303,8 @@ impl ErrorCode {
             | UnknownSubscription
             | TooManySubscriptions
             | InvalidBatch
-            | NotReady => false,
+            | NotReady
+            | CursorTooLarge => false,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! engine end the turn (one sync for all the turn's appends, then acks and consumer feeding),
 //! then write every connection the engine names. Sockets are edge-triggered: a socket is read
 //! until `WouldBlock`, and one whose budget ran out first is remembered and read again next turn
-//! without waiting for a new readiness event.
+//! without waiting for a new readiness event. So is one the engine stopped taking input from
+//! (its client does not read its replies): it is read again once its output drains.
 
 mod server;
 mod socket;
@@ -284,6 +285,13 @@ impl<L: Log> Reactor<L> {
         };
         let mut budget = self.read_bytes_per_turn_max;
         loop {
+            // The engine stops taking input while the client does not read its replies; the
+            // socket's readiness is remembered in `read_paused` (edge-triggered readiness is
+            // not repeated) and `write_socket` resumes reading once the replies drain.
+            if !self.engine.wants_input(conn) {
+                self.sockets[key].read_paused = true;
+                return;
+            }
             if budget == 0 {
                 self.read_again.push(key);
                 return;
@@ -442,7 +450,13 @@ impl<L: Log> Reactor<L> {
             }
             match socket.stream.write(output) {
                 Ok(0) => return,
-                Ok(count) => self.engine.handle_sent(conn, count),
+                Ok(count) => {
+                    self.engine.handle_sent(conn, count);
+                    if socket.read_paused && self.engine.wants_input(conn) {
+                        socket.read_paused = false;
+                        self.read_again.push(key);
+                    }
+                }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
                     socket.write_blocked = true;
                     return;

@@ -25,6 +25,9 @@ pub(super) struct Socket {
     pub state: SocketState,
     /// A write returned `WouldBlock`; wait for a writable event before writing again.
     pub write_blocked: bool,
+    /// The engine wanted no more input, so the socket was left unread (maybe with bytes in
+    /// it); once the engine wants input again it is read without waiting for readiness.
+    pub read_paused: bool,
 }
 
 impl Socket {
@@ -33,6 +36,7 @@ impl Socket {
             stream,
             state: SocketState::Open(conn),
             write_blocked: false,
+            read_paused: false,
         }
     }
 
@@ -41,6 +45,7 @@ impl Socket {
             stream,
             state: SocketState::Connecting { addr, deadline_ms },
             write_blocked: false,
+            read_paused: false,
         }
     }
 
@@ -66,6 +71,7 @@ impl Socket {
                 refused,
             },
             write_blocked: true,
+            read_paused: false,
         }
     }
 
