@@ -68,7 +68,9 @@ fn exponential_glob_patterns_do_not_freeze_the_server() {
         loop {
             match conn.recv() {
                 Some(Frame::Event { .. }) => {}
-                Some(Frame::End { subscription_id, .. }) => {
+                Some(Frame::End {
+                    subscription_id, ..
+                }) => {
                     assert_eq!(subscription_id, index as u32 + 1);
                     break;
                 }
@@ -102,7 +104,9 @@ fn refused_globs_get_an_error_and_the_connection_stays_open() {
     }
     subscribe(&mut conn, 100, "/**");
     match conn.recv() {
-        Some(Frame::End { subscription_id, .. }) => assert_eq!(subscription_id, 100),
+        Some(Frame::End {
+            subscription_id, ..
+        }) => assert_eq!(subscription_id, 100),
         other => panic!("expected End for a valid glob, got {other:?}"),
     }
     assert_survived(&mut server, 64 * 1024 * 1024);
