@@ -56,13 +56,19 @@ pub struct Retention {
     pub age_max_ms: Option<u64>,
 }
 
-/// Limits of the wire protocol that a client must respect; sent in the handshake.
+/// Limits of the wire protocol that a client must respect. The frame size, namespace length
+/// and event data size are sent in the handshake (Welcome); the others are documented in
+/// protocol.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireLimits {
     /// The largest frame, header included, either side may send.
     pub frame_size_max: u32,
     pub namespace_length_max: u32,
     pub event_data_size_max: u32,
+    /// The longest subscription glob, in bytes. A glob costs memory for as long as its
+    /// subscription lives and time for every namespace it is matched against, both in
+    /// proportion to its length.
+    pub glob_length_max: u32,
 }
 
 impl Default for WireLimits {
@@ -72,6 +78,9 @@ impl Default for WireLimits {
             frame_size_max: 8 * 1024 * 1024 + 64 * 1024,
             namespace_length_max: 1024,
             event_data_size_max: 8 * 1024 * 1024,
+            // As long as the longest namespace, so that every namespace can be subscribed to
+            // by its own name; longer globs only add cost.
+            glob_length_max: 1024,
         }
     }
 }
@@ -204,6 +213,15 @@ impl Config {
                 "namespace length limit must be between 1 and 65535 (a u16 on the wire)".into(),
             );
         }
+        if wire.glob_length_max < wire.namespace_length_max
+            || wire.glob_length_max > u32::from(u16::MAX)
+        {
+            return Err(format!(
+                "glob length limit must be between the namespace length limit ({}) and 65535, \
+                 so that every namespace can be named by a glob",
+                wire.namespace_length_max
+            ));
+        }
         let event_frame_size_min =
             wire.event_data_size_max as u64 + wire.namespace_length_max as u64 + 128;
         if (wire.frame_size_max as u64) < event_frame_size_min {
@@ -285,6 +303,11 @@ mod tests {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
         assert_eq!(config.validate(), Ok(()));
         config.wire.frame_size_max = 1024;
+        assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.wire.glob_length_max = config.wire.namespace_length_max - 1;
+        assert!(config.validate().is_err());
+        config.wire.glob_length_max = 65536;
         assert!(config.validate().is_err());
     }
 

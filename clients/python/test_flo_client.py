@@ -419,7 +419,7 @@ class ServerTests(unittest.TestCase):
 
     def test_invalid_glob(self) -> None:
         c = self.connect()
-        for glob in ("food", "", "/food**", "/***", "/[ab"):
+        for glob in ("food", "", "/food**", "/***", "/[ab", "/{a,b}", "/[z-a]", "/[/]", "/" + "a" * 1024):
             sub = c.subscribe(glob)
             with self.assertRaises(FloError) as cm:
                 sub.next()

@@ -158,6 +158,7 @@ impl Wire {
                     frame_size_max: welcome.frame_size_max,
                     namespace_length_max: welcome.namespace_length_max,
                     event_data_size_max: welcome.event_data_size_max,
+                    ..WireLimits::default()
                 };
                 Ok(wire)
             }

@@ -125,6 +125,7 @@ impl Client {
             frame_size_max: welcome.frame_size_max,
             namespace_length_max: welcome.namespace_length_max,
             event_data_size_max: welcome.event_data_size_max,
+            ..WireLimits::default()
         };
         if welcome.idle_timeout_ms > 0 {
             let keepalive = Duration::from_millis(u64::from(welcome.idle_timeout_ms) / 3);

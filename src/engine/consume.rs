@@ -9,8 +9,8 @@ use super::connection::Subscription;
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
-    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, NamespaceGlob,
-    Subscribe,
+    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError,
+    NamespaceGlob, Subscribe,
 };
 use crate::storage::{Log, Offset};
 
@@ -57,10 +57,15 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::CursorTooLarge, &message);
             }
         }
-        let glob = match NamespaceGlob::new(&subscribe.glob) {
+        let glob_length_max = self.config.wire.glob_length_max as usize;
+        let glob = match NamespaceGlob::with_length_max(&subscribe.glob, glob_length_max) {
             Ok(glob) => glob,
             Err(error) => {
-                let message = format!("invalid glob {:?}: {error}", subscribe.glob);
+                // A glob over the limit is not echoed back: the reply stays small.
+                let message = match error {
+                    GlobError::TooLong { .. } => error.to_string(),
+                    _ => format!("invalid glob {:?}: {error}", subscribe.glob),
+                };
                 return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
             }
         };

@@ -532,6 +532,60 @@ fn globs_filter_namespaces() {
     assert!(h.engine.is_open(consumer));
 }
 
+/// A glob over `glob_length_max` and patterns that could never match what they say are
+/// refused at Subscribe with InvalidGlob for that subscription; the over-long one is not
+/// echoed back in the message.
+#[test]
+fn over_long_and_refused_globs_get_an_invalid_glob_error() {
+    let mut h = Harness::new();
+    let consumer = h.client();
+    let glob_length_max = WireLimits::default().glob_length_max as usize;
+    let too_long = format!("/{}", "a".repeat(glob_length_max));
+    let longest = format!("/{}", "a".repeat(glob_length_max - 1));
+    let globs = [
+        too_long.as_str(),
+        "/{a,b}",
+        "/[z-a]",
+        "/[/]",
+        longest.as_str(),
+    ];
+    for (index, glob) in globs.iter().enumerate() {
+        h.subscribe(
+            consumer,
+            index as u32 + 1,
+            glob,
+            StartPosition::End,
+            true,
+            1,
+        );
+    }
+    h.turn();
+    let frames = h.received(consumer);
+    let errors: Vec<&ErrorFrame> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Error(error) => Some(error),
+            _ => None,
+        })
+        .collect();
+    let scopes: Vec<ErrorScope> = errors.iter().map(|error| error.scope).collect();
+    assert_eq!(
+        scopes,
+        (1..=4).map(ErrorScope::Subscription).collect::<Vec<_>>()
+    );
+    assert!(errors
+        .iter()
+        .all(|error| error.code == ErrorCode::InvalidGlob));
+    assert_eq!(
+        errors[0].message,
+        format!(
+            "glob is {} bytes long, the limit is {glob_length_max} bytes",
+            glob_length_max + 1
+        )
+    );
+    assert!(h.engine.is_open(consumer));
+}
+
 #[test]
 fn a_tail_consumer_is_told_when_it_is_caught_up_and_then_gets_new_events() {
     let mut h = Harness::new();

@@ -471,6 +471,7 @@ fn inner_lengths_over_the_limits_are_malformed() {
         frame_size_max: 1 << 20,
         namespace_length_max: 4,
         event_data_size_max: 3,
+        ..limits()
     };
     let long_namespace = encoded(&Frame::Produce(Produce {
         op_id: 1,
@@ -657,6 +658,7 @@ fn a_million_random_inputs_never_panic() {
         frame_size_max: 200,
         namespace_length_max: 16,
         event_data_size_max: 32,
+        ..limits()
     };
     let valid: Vec<Vec<u8>> = sample_frames()
         .iter()
