@@ -385,6 +385,7 @@ impl<L: Log> Engine<L> {
             frame_size_max,
             namespace_length_max: u32::from(u16::MAX),
             event_data_size_max: self.config.wire.frame_size_max,
+            ..self.config.wire
         }
     }
 
