@@ -100,11 +100,11 @@ pub const SUBSCRIPTION_BYTES_FIXED: usize = std::mem::size_of::<Subscription>() 
 pub const CURSOR_ENTRY_BYTES: usize = 32;
 
 impl Subscription {
-    /// The memory this subscription holds, counted in its connection's budget. The glob is
-    /// counted at twice its text: the text plus its compiled form.
+    /// The memory this subscription holds, counted in its connection's budget: a fixed part,
+    /// the compiled glob and the cursor filter.
     pub fn size_bytes(&self) -> usize {
         SUBSCRIPTION_BYTES_FIXED
-            + 2 * self.glob.as_str().len()
+            + self.glob.memory_bytes()
             + self.filter.vector.len() * CURSOR_ENTRY_BYTES
     }
 }

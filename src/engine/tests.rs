@@ -1382,7 +1382,7 @@ fn a_connection_over_its_memory_budget_is_closed() {
     });
     let conn = h.client();
     let other = h.client();
-    let glob = format!("/{}", "a".repeat(2000));
+    let glob = format!("/{}", "a".repeat(500));
     for id in 0..10 {
         h.subscribe(conn, id, &glob, StartPosition::End, true, 0);
         h.turn();

@@ -25,6 +25,22 @@ pub struct NamespaceGlob {
     automaton: Automaton,
 }
 
+impl NamespaceGlob {
+    /// The heap memory this glob holds (its text, its tokens and its compiled automaton), for
+    /// the per-connection memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        let automaton = &self.automaton;
+        let words = automaton.ascii.len()
+            + automaton.sequences.len()
+            + automaton.segments.len()
+            + automaton.nullable.len()
+            + automaton.inside_accepting.len();
+        self.pattern.len()
+            + self.tokens.len() * std::mem::size_of::<Token>()
+            + words * std::mem::size_of::<u64>()
+    }
+}
+
 /// Why a glob was refused. On the wire it is [`ErrorCode::InvalidGlob`].
 ///
 /// [`ErrorCode::InvalidGlob`]: super::ErrorCode::InvalidGlob
