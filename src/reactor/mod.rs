@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::engine::{Action, ConnId, Engine, Now};
 use crate::protocol::{encode_error, ErrorCode, ErrorScope};
 use crate::storage::Log;
+use crate::time::{MonotonicMs, WallClockMs};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -44,7 +45,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How long an outbound peer connect may take before it counts as failed.
 const CONNECT_TIMEOUT_MS: u64 = 5000;
 
-/// Reads the clocks; the engine gets the result.
+/// Reads the clocks; the engine gets the result. `Instant` is monotonic, `SystemTime` is not.
 struct Clock {
     started: Instant,
 }
@@ -56,8 +57,8 @@ impl Clock {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         Now {
-            wall_ms,
-            mono_ms: self.started.elapsed().as_millis() as u64,
+            wall: WallClockMs(wall_ms),
+            monotonic: MonotonicMs(self.started.elapsed().as_millis() as u64),
         }
     }
 }
@@ -159,8 +160,8 @@ impl<L: Log> Reactor<L> {
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
-            if now.mono_ms >= self.next_expiry_scan_ms {
-                self.next_expiry_scan_ms = now.mono_ms + EXPIRY_SCAN_INTERVAL_MS;
+            if now.monotonic.0 >= self.next_expiry_scan_ms {
+                self.next_expiry_scan_ms = now.monotonic.0 + EXPIRY_SCAN_INTERVAL_MS;
                 self.expire_lingering(now);
                 self.expire_connecting(now);
             }
@@ -176,7 +177,10 @@ impl<L: Log> Reactor<L> {
             return Duration::ZERO;
         }
         let now = self.clock.now();
-        let until_deadline = self.engine.next_deadline_ms().saturating_sub(now.mono_ms);
+        let until_deadline = self
+            .engine
+            .next_deadline_ms()
+            .saturating_sub(now.monotonic.0);
         Duration::from_millis(until_deadline.clamp(1, POLL_TIMEOUT_MAX_MS))
     }
 
@@ -256,7 +260,7 @@ impl<L: Log> Reactor<L> {
             .register(&mut stream, Token(key), Interest::READABLE)
             .is_ok()
         {
-            let deadline_ms = now.mono_ms + LINGER_MS;
+            let deadline_ms = now.monotonic.0 + LINGER_MS;
             entry.insert(Socket::lingering(stream, deadline_ms, refused));
             if refused {
                 self.refused_lingering_count += 1;
@@ -366,7 +370,7 @@ impl<L: Log> Reactor<L> {
             log::warn!("could not register a connection to peer {addr}: {error}");
             return self.engine.handle_dial_failed(now, addr);
         }
-        let deadline_ms = now.mono_ms + CONNECT_TIMEOUT_MS;
+        let deadline_ms = now.monotonic.0 + CONNECT_TIMEOUT_MS;
         entry.insert(Socket::connecting(stream, addr, deadline_ms));
     }
 
@@ -413,7 +417,7 @@ impl<L: Log> Reactor<L> {
             .sockets
             .iter()
             .filter_map(|(key, s)| match s.state {
-                SocketState::Connecting { addr, deadline_ms } if now.mono_ms >= deadline_ms => {
+                SocketState::Connecting { addr, deadline_ms } if now.monotonic.0 >= deadline_ms => {
                     Some((key, addr))
                 }
                 _ => None,
@@ -474,7 +478,7 @@ impl<L: Log> Reactor<L> {
         let expired: Vec<usize> = self
             .sockets
             .iter()
-            .filter(|(_, s)| matches!(s.state, SocketState::Lingering { deadline_ms, .. } if now.mono_ms >= deadline_ms))
+            .filter(|(_, s)| matches!(s.state, SocketState::Lingering { deadline_ms, .. } if now.monotonic.0 >= deadline_ms))
             .map(|(key, _)| key)
             .collect();
         for key in expired {
