@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention};
@@ -57,6 +58,25 @@ struct Args {
     /// Most client connections at once; more are refused with a TooManyConnections error.
     #[arg(long = "max-connections", default_value_t = 4096)]
     max_connections: usize,
+
+    /// A connection must send Hello within this time (e.g. 10s, 500ms).
+    #[arg(long = "handshake-timeout", default_value = "10s", value_parser = parse_duration_ms)]
+    handshake_timeout: u64,
+
+    /// A connection that sends no frame for this long is closed with a Timeout error; 0s
+    /// disables it. Clients keep a connection open with Ping.
+    #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration_ms)]
+    idle_timeout: u64,
+
+    /// How long a connection the server closes may take to receive the replies it is owed and
+    /// the closing Error (it counts toward --max-connections meanwhile).
+    #[arg(long = "linger-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    linger_timeout: u64,
+
+    /// On SIGTERM/SIGINT: one deadline for all connections to receive their last acks and the
+    /// ShuttingDown error, after the log is synced; slower readers are cut.
+    #[arg(long = "shutdown-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    shutdown_timeout: u64,
 
     /// Segment files are sealed and a new one started past this size (K, M, G).
     #[arg(long = "segment-size", default_value = "64M", value_parser = parse_size)]
@@ -225,6 +245,10 @@ fn config_from(args: &Args) -> Config {
     let mut config = Config::new(SocketAddr::new(args.bind, args.port), args.data_dir.clone());
     config.actor_id = ActorId(args.actor_id);
     config.connections_max = args.max_connections;
+    config.handshake_timeout = Duration::from_millis(args.handshake_timeout);
+    config.idle_timeout = Duration::from_millis(args.idle_timeout);
+    config.linger_timeout = Duration::from_millis(args.linger_timeout);
+    config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout);
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;
     config.storage.segment_size_max = args.segment_size;
