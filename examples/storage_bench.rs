@@ -18,6 +18,7 @@ use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
 use flo::storage::record::encoded_size;
 use flo::storage::{FileLog, Log, Offset};
+use flo::time::MonotonicMs;
 
 struct Options {
     dir: Option<PathBuf>,
@@ -91,7 +92,7 @@ fn measure_append(
             counter += 1;
             log.append(event(counter, data_size))?;
         }
-        log.sync(counter)?;
+        log.sync(MonotonicMs(counter))?;
         flo_time += flo_started.elapsed();
         let raw_started = Instant::now();
         raw.write_all(&raw_bytes)?;
@@ -139,10 +140,10 @@ fn fill(dir: &Path, from: u64, events: u64) -> BenchResult<()> {
     for counter in from + 1..=events {
         log.append(event(counter, 100))?;
         if counter % 8192 == 0 {
-            log.sync(counter)?;
+            log.sync(MonotonicMs(counter))?;
         }
     }
-    log.sync(events)?;
+    log.sync(MonotonicMs(events))?;
     Ok(())
 }
 
@@ -195,10 +196,10 @@ fn bench_reads_and_start_up(root: &Path, events: u64) -> BenchResult<()> {
     for counter in 0..200_000 {
         log.append(event(events + 1 + counter, 100))?;
         if counter % 4096 == 4095 {
-            log.sync(0)?;
+            log.sync(MonotonicMs(0))?;
         }
     }
-    log.sync(0)?;
+    log.sync(MonotonicMs(0))?;
     let cached = log.cached_range();
     let started = Instant::now();
     let (count, rate) = read_rate(&mut log, cached.start.max(cached_from))?;

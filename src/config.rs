@@ -144,8 +144,16 @@ pub struct Config {
     pub connections_max: usize,
     /// A connection must finish its handshake within this time.
     pub handshake_timeout: Duration,
-    /// A connection that sends nothing for this long is closed (clients send pings).
+    /// A connection that sends nothing for this long is closed (clients send pings); zero
+    /// disables the idle time-out.
     pub idle_timeout: Duration,
+    /// A connection the server closes keeps this long to deliver what it is owed (replies to
+    /// the frames before the bad one, then the closing Error) and to see the client close; it
+    /// still counts toward `connections_max` meanwhile.
+    pub linger_timeout: Duration,
+    /// On shutdown, one deadline for every connection to receive its last acks and the
+    /// ShuttingDown error; connections still owed bytes at the deadline are cut.
+    pub shutdown_timeout: Duration,
     /// A connection whose unsent output (with the replies held for the turn's sync) reaches
     /// this many bytes is not fed more events and its input is not read until the output
     /// drains below half of it.
@@ -185,6 +193,8 @@ impl Config {
             connections_max: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            linger_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
             send_buffer_high_water: 1024 * 1024,
             output_bytes_hard_max: 16 * 1024 * 1024,
             connection_memory_max: 32 * 1024 * 1024,
@@ -229,6 +239,12 @@ impl Config {
                 "frame size limit {} cannot hold a maximal event ({} bytes)",
                 wire.frame_size_max, event_frame_size_min
             ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("the handshake time-out must be positive".into());
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err("the shutdown time-out must be positive".into());
         }
         if self.storage.segment_size_max < 4096 {
             return Err("segment size must be at least 4096 bytes".into());

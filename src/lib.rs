@@ -3,6 +3,7 @@
 //! The layers, from the bytes on disk to the command line:
 //! - [`event`]: the event model shared by every layer (ids, events, version vectors, cursors).
 //! - [`config`]: every limit of the server, validated at start-up.
+//! - [`time`]: the wall-clock and monotonic readings as distinct types.
 //! - [`storage`]: the durable log; the only code that touches files.
 //! - [`protocol`]: frames and the codec between frames and bytes; pure, no I/O.
 //! - `engine`: all server state and decisions; takes inputs with `now`, returns actions; never
@@ -20,4 +21,5 @@ pub mod event;
 pub mod protocol;
 pub mod reactor;
 pub mod storage;
+pub mod time;
 pub mod units;

@@ -33,6 +33,7 @@ use flo::protocol::{
     decode, encode, ErrorCode, Frame, Hello, NewEvent, Produce, Subscribe, PROTOCOL_VERSION,
 };
 use flo::storage::{Log, MemoryLog};
+use flo::time::{MonotonicMs, WallClockMs};
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -184,8 +185,8 @@ struct FaultStats {
 
 fn now_of(ms: u64) -> Now {
     Now {
-        wall_ms: WALL_BASE_MS + ms,
-        mono_ms: ms,
+        wall: WallClockMs(WALL_BASE_MS + ms),
+        monotonic: MonotonicMs(ms),
     }
 }
 
@@ -592,7 +593,7 @@ impl Sim {
                         link.pipes[side].chunks.clear();
                         break;
                     }
-                    let due = matches!(link.pipes[side].chunks.front(), Some((at, _)) if *at <= now.mono_ms);
+                    let due = matches!(link.pipes[side].chunks.front(), Some((at, _)) if *at <= now.monotonic.0);
                     if !due {
                         if link.closed_by.is_some() && link.pipes[side].chunks.is_empty() {
                             self.links.remove(&id);

@@ -19,5 +19,7 @@ mod cli;
 mod globs;
 #[path = "hostile/peers.rs"]
 mod peers;
+#[path = "hostile/shutdown.rs"]
+mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;

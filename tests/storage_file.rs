@@ -8,6 +8,7 @@ use std::path::Path;
 use flo::config::{Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
+use flo::time::{MonotonicMs, WallClockMs};
 
 fn config(dir: &Path) -> StorageConfig {
     let mut config = StorageConfig::new(dir.to_path_buf());
@@ -53,10 +54,10 @@ fn fill(log: &mut FileLog, count: u64, group: u64, data_size: usize) -> Vec<Even
         log.append(e.clone()).unwrap();
         events.push(e);
         if counter % group == 0 {
-            log.sync(counter).unwrap();
+            log.sync(MonotonicMs(counter)).unwrap();
         }
     }
-    log.sync(count).unwrap();
+    log.sync(MonotonicMs(count)).unwrap();
     events
 }
 
@@ -76,7 +77,7 @@ fn group_commit_makes_records_durable_with_one_fdatasync() {
         read_all(&mut log, 0).unwrap().is_empty(),
         "unsynced records are invisible"
     );
-    assert_eq!(log.sync(0).unwrap(), Offset(5));
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(5));
     assert_eq!(log.fsync_count(), 1);
     assert_eq!(read_all(&mut log, 0).unwrap().len(), 5);
     assert_eq!(log.version_vector().get(ActorId(1)), 5);
@@ -97,7 +98,7 @@ fn reopen_returns_the_same_records_and_vector() {
     let read: Vec<Event> = read_events(&mut log);
     assert_eq!(read, events);
     log.append(event(301, 1, 0, 1)).unwrap();
-    assert_eq!(log.sync(0).unwrap(), Offset(301));
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(301));
 }
 
 #[test]
@@ -144,7 +145,10 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         log.append(event(11, 2, 0, 20)).unwrap();
         log.append(event(12, 2, 0, 20)).unwrap();
         log.inject_fault(fault);
-        assert!(matches!(log.sync(0), Err(StorageError::Io { .. })));
+        assert!(matches!(
+            log.sync(MonotonicMs(0)),
+            Err(StorageError::Io { .. })
+        ));
         assert_eq!((log.end(), log.durable_end()), (Offset(10), Offset(10)));
         assert_eq!(log.version_vector(), &vector, "{fault:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{fault:?}");
@@ -152,7 +156,7 @@ fn failed_write_or_fsync_leaves_the_log_as_it_was() {
         assert_eq!(read, events, "reads go on after a failed sync");
         // The log keeps working, and a reopen sees exactly the durable records.
         log.append(event(13, 1, 0, 20)).unwrap();
-        assert_eq!(log.sync(0).unwrap(), Offset(11));
+        assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(11));
         drop(log);
         let (mut log, report) = FileLog::open(&config(dir.path())).unwrap();
         assert_eq!(report.truncated_bytes, 0);
@@ -175,7 +179,7 @@ fn retention_deletes_the_oldest_segment_files() {
         ..Retention::default()
     };
     let (mut log, _) = FileLog::open(&config).unwrap();
-    let deleted = log.apply_retention(0).unwrap();
+    let deleted = log.apply_retention(WallClockMs(0)).unwrap();
     assert!(deleted >= 300, "deleted {deleted}");
     assert!(log.durable_end().0 - log.start().0 <= 200);
     assert_eq!(log.start().0, deleted);
@@ -215,7 +219,7 @@ fn retention_by_bytes_and_age() {
     config.retention.bytes_max = Some(10_000);
     let (mut log, _) = FileLog::open(&config).unwrap();
     fill(&mut log, 500, 10, 40);
-    log.apply_retention(0).unwrap();
+    log.apply_retention(WallClockMs(0)).unwrap();
     assert!(log.stats().byte_count <= 10_000);
     assert!(log.stats().segment_count >= 2);
     let dir = tempfile::tempdir().unwrap();
@@ -224,7 +228,7 @@ fn retention_by_bytes_and_age() {
     let (mut log, _) = FileLog::open(&config).unwrap();
     fill(&mut log, 500, 10, 40);
     // Timestamps are 1000 + counter: at now = 1400, events up to 1300 are too old.
-    log.apply_retention(1400).unwrap();
+    log.apply_retention(WallClockMs(1400)).unwrap();
     let first = read_all(&mut log, 0).unwrap()[0].1.timestamp_ms;
     assert!(
         first > 1200 && first <= 1300,
@@ -242,7 +246,7 @@ fn tail_reads_come_from_the_cache_and_huge_events_from_disk() {
     assert!(cached.start > Offset(50), "cache is bounded: {cached:?}");
     let huge = event(101, 1, 0, 10_000);
     log.append(huge.clone()).unwrap();
-    log.sync(0).unwrap();
+    log.sync(MonotonicMs(0)).unwrap();
     assert_eq!(log.cached_range(), Offset(101)..Offset(101));
     assert_eq!(read_all(&mut log, 100).unwrap(), vec![(100, huge)]);
     assert_eq!(read_all(&mut log, 0).unwrap().len(), 101);
@@ -281,8 +285,8 @@ fn multi_actor_log(dir: &Path) -> (FileLog, MemoryLog) {
         file.append(e.clone()).unwrap();
         memory.append(e).unwrap();
         if i % 5 == 0 {
-            file.sync(0).unwrap();
-            memory.sync(0).unwrap();
+            file.sync(MonotonicMs(0)).unwrap();
+            memory.sync(MonotonicMs(0)).unwrap();
         }
     }
     (file, memory)
@@ -393,7 +397,7 @@ fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
     let (mut log, _) = FileLog::open(&config).unwrap();
     let sync_one = |log: &mut FileLog, counter: u64, now_ms: u64| {
         log.append(event(counter, 1, 0, 10)).unwrap();
-        log.sync(now_ms).unwrap()
+        log.sync(MonotonicMs(now_ms)).unwrap()
     };
     assert_eq!(sync_one(&mut log, 1, 1000), Offset(1));
     assert_eq!(log.fsync_count(), 1);
@@ -402,9 +406,9 @@ fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
     assert_eq!(log.fsync_count(), 1);
     assert_eq!(read_all(&mut log, 0).unwrap().len(), 2);
     // A quiet turn after the interval still fdatasyncs what was written.
-    assert_eq!(log.sync(1100).unwrap(), Offset(2));
+    assert_eq!(log.sync(MonotonicMs(1100)).unwrap(), Offset(2));
     assert_eq!(log.fsync_count(), 2);
-    assert_eq!(log.sync(1300).unwrap(), Offset(2));
+    assert_eq!(log.sync(MonotonicMs(1300)).unwrap(), Offset(2));
     assert_eq!(log.fsync_count(), 2, "nothing new to fdatasync");
     drop(log);
     config.fsync = FsyncPolicy::Never;
@@ -448,7 +452,7 @@ fn preallocated_zeros_are_cut_without_being_reported_as_torn() {
     assert_eq!(read, events);
     // The log goes on, and a clean drop leaves the file ending at its last record.
     log.append(event(31, 1, 0, 40)).unwrap();
-    assert_eq!(log.sync(0).unwrap(), Offset(31));
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(31));
     drop(log);
     let bytes = std::fs::read(&path).unwrap();
     assert_ne!(bytes.last(), Some(&0), "no zeros after a clean drop");
@@ -488,7 +492,7 @@ fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
         "{message}"
     );
     first.append(event(1, 1, 0, 10)).unwrap();
-    assert_eq!(first.sync(0).unwrap(), Offset(1));
+    assert_eq!(first.sync(MonotonicMs(0)).unwrap(), Offset(1));
     let mut server_config =
         flo::config::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
     server_config.storage = config(dir.path());

@@ -12,6 +12,7 @@ use common::XorShift;
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
+use flo::time::MonotonicMs;
 
 struct Model {
     random: XorShift,
@@ -143,13 +144,13 @@ impl Model {
             };
             self.file.inject_fault(fault);
             self.memory.fail_next_sync = true;
-            let file = self.file.sync(self.now_ms);
-            let memory = self.memory.sync(self.now_ms);
+            let file = self.file.sync(MonotonicMs(self.now_ms));
+            let memory = self.memory.sync(MonotonicMs(self.now_ms));
             assert!(file.is_err() && memory.is_err());
             return format!("failing sync {fault:?}");
         }
-        let file = self.file.sync(self.now_ms).unwrap();
-        let memory = self.memory.sync(self.now_ms).unwrap();
+        let file = self.file.sync(MonotonicMs(self.now_ms)).unwrap();
+        let memory = self.memory.sync(MonotonicMs(self.now_ms)).unwrap();
         assert_eq!(file, memory);
         "sync".into()
     }

@@ -18,6 +18,7 @@ use flo::event::{Event, EventId};
 use flo::storage::record::encoded_size;
 use flo::storage::segment::read_header;
 use flo::storage::{FileLog, Log, Offset, StorageError};
+use flo::time::MonotonicMs;
 
 fn config(dir: &Path, segment_size_max: u64) -> StorageConfig {
     let mut config = StorageConfig::new(dir.to_path_buf());
@@ -42,10 +43,10 @@ fn write_log(config: &StorageConfig, count: u64) -> Vec<Event> {
     for (i, e) in events.iter().enumerate() {
         log.append(e.clone()).unwrap();
         if i % 4 == 3 {
-            log.sync(0).unwrap();
+            log.sync(MonotonicMs(0)).unwrap();
         }
     }
-    log.sync(0).unwrap();
+    log.sync(MonotonicMs(0)).unwrap();
     events
 }
 
@@ -102,7 +103,7 @@ fn a_cut_at_every_byte_of_the_last_records_recovers_exactly_the_whole_records() 
         assert_eq!(fs::metadata(&path).unwrap().len(), boundary as u64);
         // The log continues after the cut.
         log.append(event(41)).unwrap();
-        assert_eq!(log.sync(0).unwrap(), Offset(kept as u64 + 1));
+        assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(kept as u64 + 1));
     }
 }
 
@@ -259,7 +260,7 @@ fn a_flipped_bit_at_byte_200_of_thousands_of_records_refuses_the_start_then_repa
     assert_eq!(report.event_count, 2999);
     assert_eq!(read_all(&mut log).unwrap(), kept);
     log.append(event(3001)).unwrap();
-    assert_eq!(log.sync(0).unwrap(), Offset(3000));
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(3000));
     drop(log);
     let (_, report) = FileLog::open(&config).unwrap();
     assert_eq!(report.event_count, 3000, "the repaired log starts normally");
@@ -358,5 +359,5 @@ fn a_segment_torn_while_being_created_is_recreated() {
     assert_eq!(log.version_vector(), &vector);
     assert_eq!(read_all(&mut log).unwrap(), events);
     log.append(event(201)).unwrap();
-    assert_eq!(log.sync(0).unwrap(), Offset(201));
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(201));
 }

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention};
@@ -71,6 +72,24 @@ struct Args {
     /// closed with a Timeout error (e.g. 10s).
     #[arg(long = "frame-timeout", default_value = "10s", value_parser = parse_duration_ms)]
     frame_timeout: u64,
+    /// A connection must send Hello within this time (e.g. 10s, 500ms).
+    #[arg(long = "handshake-timeout", default_value = "10s", value_parser = parse_duration_ms)]
+    handshake_timeout: u64,
+
+    /// A connection that sends no frame for this long is closed with a Timeout error; 0s
+    /// disables it. Clients keep a connection open with Ping.
+    #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration_ms)]
+    idle_timeout: u64,
+
+    /// How long a connection the server closes may take to receive the replies it is owed and
+    /// the closing Error (it counts toward --max-connections meanwhile).
+    #[arg(long = "linger-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    linger_timeout: u64,
+
+    /// On SIGTERM/SIGINT: one deadline for all connections to receive their last acks and the
+    /// ShuttingDown error, after the log is synced; slower readers are cut.
+    #[arg(long = "shutdown-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    shutdown_timeout: u64,
 
     /// Segment files are sealed and a new one started past this size (K, M, G).
     #[arg(long = "segment-size", default_value = "64M", value_parser = parse_size)]
@@ -234,6 +253,10 @@ fn config_from(args: &Args) -> Config {
     config.connection_memory_max =
         usize::try_from(args.max_connection_memory).unwrap_or(usize::MAX);
     config.frame_timeout = std::time::Duration::from_millis(args.frame_timeout);
+    config.handshake_timeout = Duration::from_millis(args.handshake_timeout);
+    config.idle_timeout = Duration::from_millis(args.idle_timeout);
+    config.linger_timeout = Duration::from_millis(args.linger_timeout);
+    config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout);
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;
     config.storage.segment_size_max = args.segment_size;

@@ -25,13 +25,16 @@ use crate::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::storage::Log;
+use crate::time::{MonotonicMs, WallClockMs};
 
-/// The current time, given with every input: wall-clock milliseconds since the Unix epoch (for
-/// event timestamps and the fsync interval) and a monotonic millisecond count (for time-outs).
+/// The current time, given with every input: the two clocks as distinct types (see
+/// [`crate::time`]), so a time-out cannot be measured on the wall clock by mistake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Now {
-    pub wall_ms: u64,
-    pub mono_ms: u64,
+    /// For event timestamps and retention ages only.
+    pub wall: WallClockMs,
+    /// For every interval, time-out and deadline (the fsync interval included).
+    pub monotonic: MonotonicMs,
 }
 
 /// What the reactor must do for the engine.
@@ -281,8 +284,8 @@ impl<L: Log> Engine<L> {
             self.conns.resize_with(slot + 1, || None);
         }
         assert!(self.conns[slot].is_none(), "{conn}: slot already in use");
-        let deadline_ms = now.mono_ms + self.config.handshake_timeout_ms;
-        self.conns[slot] = Some(Connection::new(conn, now.mono_ms, deadline_ms));
+        let deadline_ms = now.monotonic.0 + self.config.handshake_timeout_ms;
+        self.conns[slot] = Some(Connection::new(conn, now.monotonic.0, deadline_ms));
         self.connection_count += 1;
     }
 
@@ -295,7 +298,7 @@ impl<L: Log> Engine<L> {
         // Checked just above.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
-        connection.last_input_ms = now.mono_ms;
+        connection.last_input_ms = now.monotonic.0;
         self.observe_time(now);
         self.decode_input(now, conn);
     }
@@ -362,9 +365,9 @@ impl<L: Log> Engine<L> {
         connection.frame_started_ms = if paused || connection.input.is_empty() {
             None
         } else if consumed > 0 {
-            Some(now.mono_ms)
+            Some(now.monotonic.0)
         } else {
-            Some(connection.frame_started_ms.unwrap_or(now.mono_ms))
+            Some(connection.frame_started_ms.unwrap_or(now.monotonic.0))
         };
         self.check_memory(conn);
     }
@@ -445,7 +448,7 @@ impl<L: Log> Engine<L> {
     }
 
     fn observe_time(&mut self, now: Now) {
-        self.now_ms = self.now_ms.max(now.mono_ms);
+        self.now_ms = self.now_ms.max(now.monotonic.0);
     }
 
     /// Bytes pending for a connection.
@@ -493,7 +496,7 @@ impl<L: Log> Engine<L> {
             }
         }
         let durable_before = self.log.durable_end();
-        let result = self.log.sync(now.wall_ms);
+        let result = self.log.sync(now.monotonic);
         let failure = match (self.turn_failure.take(), result) {
             (Some(message), _) => Some(message),
             (None, Ok(_)) => None,
@@ -515,8 +518,8 @@ impl<L: Log> Engine<L> {
         self.feed_consumers();
         self.update_hold(now);
         self.dial_due(now);
-        if now.mono_ms >= self.next_housekeeping_ms {
-            self.next_housekeeping_ms = now.mono_ms + self.config.housekeeping_interval_ms;
+        if now.monotonic.0 >= self.next_housekeeping_ms {
+            self.next_housekeeping_ms = now.monotonic.0 + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
         }
         self.finish_closes();
@@ -581,13 +584,13 @@ impl<L: Log> Engine<L> {
             match connection.phase {
                 Phase::AwaitingHello { deadline_ms }
                 | Phase::PeerAwaitingWelcome { deadline_ms, .. }
-                    if now.mono_ms >= deadline_ms =>
+                    if now.monotonic.0 >= deadline_ms =>
                 {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
                 Phase::Closing { .. } => {}
                 _ if connection.frame_started_ms.is_some_and(|started| {
-                    now.mono_ms >= started + self.config.frame_timeout_ms
+                    now.monotonic.0 >= started + self.config.frame_timeout_ms
                 }) =>
                 {
                     expired.push((
@@ -598,7 +601,7 @@ impl<L: Log> Engine<L> {
                 // Peers send a keep-alive every housekeeping interval, so a peer that is
                 // silent for the handshake time-out is gone (power off, network black hole).
                 Phase::Peer { .. }
-                    if now.mono_ms
+                    if now.monotonic.0
                         >= connection.last_input_ms + self.config.handshake_timeout_ms =>
                 {
                     expired.push((
@@ -607,7 +610,8 @@ impl<L: Log> Engine<L> {
                     ))
                 }
                 _ if self.config.idle_timeout_ms > 0
-                    && now.mono_ms >= connection.last_input_ms + self.config.idle_timeout_ms =>
+                    && now.monotonic.0
+                        >= connection.last_input_ms + self.config.idle_timeout_ms =>
                 {
                     expired.push((connection.id, "no frame received within the idle time-out"))
                 }
@@ -619,7 +623,7 @@ impl<L: Log> Engine<L> {
             self.close_with_error(conn, ErrorCode::Timeout, reason);
         }
         self.peer_keepalives();
-        match self.log.apply_retention(now.wall_ms) {
+        match self.log.apply_retention(now.wall) {
             Ok(0) => {}
             Ok(deleted) => {
                 log::info!("retention deleted {deleted} events");

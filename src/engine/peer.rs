@@ -143,7 +143,7 @@ impl<L: Log> Engine<L> {
     pub fn handle_dialed(&mut self, now: Now, conn: ConnId, addr: SocketAddr) {
         self.observe_time(now);
         self.handle_connect(now, conn);
-        let deadline_ms = now.mono_ms + self.config.handshake_timeout_ms;
+        let deadline_ms = now.monotonic.0 + self.config.handshake_timeout_ms;
         // Just inserted by `handle_connect`.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.phase = Phase::PeerAwaitingWelcome { addr, deadline_ms };
@@ -799,7 +799,7 @@ impl<L: Log> Engine<L> {
                 .is_some_and(|m| m.conn.is_some());
             if connected {
                 target.state = TargetState::Satisfied;
-            } else if now.mono_ms >= due_ms {
+            } else if now.monotonic.0 >= due_ms {
                 target.state = TargetState::Dialing;
                 due.push(*addr);
             }
@@ -854,14 +854,14 @@ impl<L: Log> Engine<L> {
                     "started with fsync policy other than always and peers configured: refusing produces (NotReady) until this node has caught up with every known peer, or for at most {timeout_ms} ms, so that it cannot reuse the ids of events it lost in an unclean shutdown"
                 );
                 self.cluster.hold = Hold::On {
-                    deadline_ms: now.mono_ms.saturating_add(timeout_ms),
+                    deadline_ms: now.monotonic.0.saturating_add(timeout_ms),
                 };
             }
             Hold::On { deadline_ms } => {
                 if self.caught_up_with_peers() {
                     log::info!("caught up with every known peer: accepting produces");
                     self.cluster.hold = Hold::Off;
-                } else if now.mono_ms >= deadline_ms {
+                } else if now.monotonic.0 >= deadline_ms {
                     log::warn!(
                         "catch-up time-out passed before every peer was reached: accepting produces; if an unreachable peer holds events this node lost in an unclean shutdown, their ids may be reused"
                     );

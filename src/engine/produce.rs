@@ -135,7 +135,7 @@ impl<L: Log> Engine<L> {
                 },
                 parent_id: event.parent_id,
                 namespace: event.namespace,
-                timestamp_ms: now.wall_ms,
+                timestamp_ms: now.wall.0,
                 data: event.data,
             };
             if let Err(error) = self.log.append(stored) {
@@ -159,7 +159,7 @@ impl<L: Log> Engine<L> {
             op_id,
             first_id,
             count,
-            timestamp_ms: now.wall_ms,
+            timestamp_ms: now.wall.0,
         }
     }
 }

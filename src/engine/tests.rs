@@ -30,8 +30,8 @@ impl Harness {
         Harness {
             engine,
             now: Now {
-                wall_ms: 1_700_000_000_000,
-                mono_ms: 0,
+                wall: WallClockMs(1_700_000_000_000),
+                monotonic: MonotonicMs(0),
             },
             next_slot: 0,
             closed: Vec::new(),
@@ -238,7 +238,7 @@ fn a_produce_is_acknowledged_only_after_the_turn_syncs() {
             op_id: 1,
             first_id: EventId::new(1, 7),
             count: 1,
-            timestamp_ms: h.now.wall_ms,
+            timestamp_ms: h.now.wall.0,
         })]
     );
     assert_eq!(h.engine.log().durable_end().0, 1);
@@ -690,7 +690,7 @@ fn start_positions_after_id_cursor_end_and_timestamp() {
     for op_id in 0..4 {
         h.produce(producer, op_id, "/a", &[op_id as u8]);
         h.turn();
-        h.now.wall_ms += 10;
+        h.now.wall.0 += 10;
     }
     h.received(producer);
     let consumer = h.client();
@@ -814,7 +814,7 @@ fn handshake_and_idle_time_outs_close_connections() {
     let idle = h.client();
     let pinging = h.client();
     for _ in 0..70 {
-        h.now.mono_ms += 1000;
+        h.now.monotonic.0 += 1000;
         h.send(pinging, Frame::Ping { token: 1 });
         h.turn();
     }
@@ -822,6 +822,41 @@ fn handshake_and_idle_time_outs_close_connections() {
     assert_eq!(h.closed_with(idle), Some(ErrorCode::Timeout));
     assert!(h.engine.is_open(pinging));
     assert!(h.received(pinging).contains(&Frame::Pong { token: 1 }));
+}
+
+/// `--fsync interval` runs on the monotonic clock: after the wall clock steps back a minute,
+/// the next fdatasync still comes one interval after the last, not a minute later.
+#[test]
+fn the_fsync_interval_keeps_its_schedule_when_the_wall_clock_steps_back() {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    config.actor_id = ActorId(7);
+    config.storage.fsync = crate::config::FsyncPolicy::IntervalMs(100);
+    let log = MemoryLog::with_fsync(config.storage.fsync);
+    let mut h = Harness::new();
+    h.engine = Engine::new(EngineConfig::from_config(&config), log);
+    let conn = h.client();
+    h.produce(conn, 1, "/clock", b"first");
+    h.turn();
+    assert_eq!(
+        h.engine.log().fsynced_end(),
+        crate::storage::Offset(1),
+        "the first sync fsyncs"
+    );
+    // Each step: the wall clock goes back 60 s once, the monotonic clock on by 150 ms.
+    for step in 2..=10u64 {
+        if step == 2 {
+            h.now.wall.0 -= 60_000;
+        }
+        h.now.monotonic.0 += 150;
+        h.produce(conn, step, "/clock", b"more");
+        h.turn();
+        assert_eq!(
+            h.engine.log().fsynced_end(),
+            crate::storage::Offset(step),
+            "no fdatasync {} ms after the last one (the wall clock stepped back)",
+            150
+        );
+    }
 }
 
 #[test]
@@ -860,7 +895,7 @@ fn the_counter_moves_past_stored_events_on_start() {
         data: Vec::new(),
     })
     .unwrap();
-    log.sync(0).unwrap();
+    log.sync(MonotonicMs(0)).unwrap();
     let config = Config::new("127.0.0.1:0".parse().unwrap(), "/x".into());
     let engine = Engine::new(EngineConfig::from_config(&config), log);
     assert_eq!(engine.counter(), 41);
@@ -1172,7 +1207,7 @@ fn an_idle_time_out_of_zero_never_closes() {
     let mut h = Harness::with_config(|c| c.idle_timeout = std::time::Duration::ZERO);
     let conn = h.client();
     for _ in 0..5 {
-        h.now.mono_ms += 3_600_000;
+        h.now.monotonic.0 += 3_600_000;
         h.turn();
     }
     assert!(h.engine.is_open(conn));
@@ -1212,7 +1247,7 @@ fn the_catch_up_hold_also_waits_for_actors_whose_events_the_log_holds() {
     });
     // Actor 3 produced an event this node holds, though no configured peer is actor 3.
     harness.engine.log_mut().append(stored(1, 3, b"x")).unwrap();
-    harness.engine.log_mut().sync(0).unwrap();
+    harness.engine.log_mut().sync(MonotonicMs(0)).unwrap();
     harness.turn();
     let addr = *harness.dials.first().expect("a Dial action");
     let conn = ConnId {
@@ -1250,7 +1285,7 @@ fn a_former_member_without_peer_addresses_holds_produces_too() {
         config.storage.fsync = fsync;
         let mut log = MemoryLog::new();
         log.append(stored(1, 3, b"from actor 3")).unwrap();
-        log.sync(0).unwrap();
+        log.sync(MonotonicMs(0)).unwrap();
         Engine::new(EngineConfig::from_config(&config), log)
     };
     use crate::config::FsyncPolicy;
@@ -1468,7 +1503,7 @@ fn a_frame_that_trickles_in_byte_by_byte_times_out() {
         h.engine
             .handle_input(h.now, conn, std::slice::from_ref(byte));
         h.turn();
-        h.now.mono_ms += 1000;
+        h.now.monotonic.0 += 1000;
     }
     assert_eq!(
         h.closed_with(conn),
@@ -1487,7 +1522,7 @@ fn a_partial_frame_of_a_paused_connection_does_not_time_out() {
     // Leave half a Ping behind the paused input: the server holds it up, not the client.
     h.engine.handle_input(h.now, conn, &chunk[..6]);
     for _ in 0..30 {
-        h.now.mono_ms += 1000;
+        h.now.monotonic.0 += 1000;
         h.turn();
     }
     assert!(h.engine.is_open(conn), "{:?}", h.closed_with(conn));

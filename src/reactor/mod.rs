@@ -22,18 +22,20 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use server::{Server, ServerError};
-use socket::{Socket, SocketState};
+use socket::{Linger, Socket, SocketState};
 
 use crate::config::Config;
 use crate::engine::{Action, ConnId, Engine, Now};
 use crate::protocol::{encode_error, ErrorCode, ErrorScope};
 use crate::storage::Log;
+use crate::time::{MonotonicMs, WallClockMs};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// How long a closed connection may linger to deliver its last error frame.
-const LINGER_MS: u64 = 1000;
+/// How long a connection refused at the connection limit may linger to deliver its error frame
+/// (connections the engine closed linger for `Config::linger_timeout`).
+const REFUSED_LINGER_MS: u64 = 1000;
 /// Connections refused at the connection limit that may linger at once; past it the listener
 /// pauses until they are gone.
 const REFUSED_LINGERING_MAX: usize = 64;
@@ -45,7 +47,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How long an outbound peer connect may take before it counts as failed.
 const CONNECT_TIMEOUT_MS: u64 = 5000;
 
-/// Reads the clocks; the engine gets the result.
+/// Reads the clocks; the engine gets the result. `Instant` is monotonic, `SystemTime` is not.
 struct Clock {
     started: Instant,
 }
@@ -57,8 +59,8 @@ impl Clock {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         Now {
-            wall_ms,
-            mono_ms: self.started.elapsed().as_millis() as u64,
+            wall: WallClockMs(wall_ms),
+            monotonic: MonotonicMs(self.started.elapsed().as_millis() as u64),
         }
     }
 }
@@ -79,6 +81,11 @@ pub(crate) struct Reactor<L: Log> {
     read_buffer: Vec<u8>,
     /// Sockets refused at the connection limit that are still lingering.
     refused_lingering_count: usize,
+    /// Connections the engine closed that are still lingering; they count toward
+    /// `connections_max`, which bounds the memory their final output holds.
+    closed_lingering_count: usize,
+    linger_timeout_ms: u64,
+    shutdown_timeout_ms: u64,
     next_expiry_scan_ms: u64,
 }
 
@@ -109,6 +116,9 @@ impl<L: Log> Reactor<L> {
             shutdown,
             read_buffer: vec![0; READ_CHUNK],
             refused_lingering_count: 0,
+            closed_lingering_count: 0,
+            linger_timeout_ms: config.linger_timeout.as_millis() as u64,
+            shutdown_timeout_ms: config.shutdown_timeout.as_millis() as u64,
             next_expiry_scan_ms: 0,
         };
         Ok((reactor, waker))
@@ -133,6 +143,7 @@ impl<L: Log> Reactor<L> {
                     LISTENER => accept_pending = true,
                     WAKER => {}
                     Token(key) if self.is_connecting(key) => self.finish_connect(now, key),
+                    Token(key) if self.is_lingering(key) => self.on_lingering_event(event),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             readable.push(key);
@@ -160,8 +171,8 @@ impl<L: Log> Reactor<L> {
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
-            if now.mono_ms >= self.next_expiry_scan_ms {
-                self.next_expiry_scan_ms = now.mono_ms + EXPIRY_SCAN_INTERVAL_MS;
+            if now.monotonic.0 >= self.next_expiry_scan_ms {
+                self.next_expiry_scan_ms = now.monotonic.0 + EXPIRY_SCAN_INTERVAL_MS;
                 self.expire_lingering(now);
                 self.expire_connecting(now);
             }
@@ -177,7 +188,10 @@ impl<L: Log> Reactor<L> {
             return Duration::ZERO;
         }
         let now = self.clock.now();
-        let until_deadline = self.engine.next_deadline_ms().saturating_sub(now.mono_ms);
+        let until_deadline = self
+            .engine
+            .next_deadline_ms()
+            .saturating_sub(now.monotonic.0);
         Duration::from_millis(until_deadline.clamp(1, POLL_TIMEOUT_MAX_MS))
     }
 
@@ -187,7 +201,8 @@ impl<L: Log> Reactor<L> {
         for _ in 0..1024 {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if self.engine.connection_count() >= self.connections_max {
+                    let connections = self.engine.connection_count() + self.closed_lingering_count;
+                    if connections >= self.connections_max {
                         self.refuse(now, stream);
                         if self.refused_lingering() >= REFUSED_LINGERING_MAX {
                             self.listener_paused = true;
@@ -243,25 +258,73 @@ impl<L: Log> Reactor<L> {
             &message,
             &mut frame,
         );
-        self.linger(now, stream, frame, true);
-    }
-
-    fn linger(&mut self, now: Now, mut stream: TcpStream, final_output: Vec<u8>, refused: bool) {
-        let _ = stream.write(&final_output);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
-            .is_ok()
-        {
-            let deadline_ms = now.mono_ms + LINGER_MS;
-            entry.insert(Socket::lingering(stream, deadline_ms, refused));
-            if refused {
-                self.refused_lingering_count += 1;
+        let mut socket = Socket::new(
+            stream,
+            ConnId {
+                slot: 0,
+                generation: 0,
+            },
+        );
+        let registered = self.poll.registry().register(
+            &mut socket.stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if registered.is_ok() {
+            entry.insert(socket);
+            self.refused_lingering_count += 1;
+            let deadline_ms = now.monotonic.0 + REFUSED_LINGER_MS;
+            self.start_lingering(key, frame, deadline_ms, true);
+        }
+    }
+
+    /// Makes the socket at `key` (registered for both readiness kinds) a lingering one that
+    /// owes `final_output`, counted by the caller, and writes what the socket takes now.
+    fn start_lingering(
+        &mut self,
+        key: usize,
+        final_output: Vec<u8>,
+        deadline_ms: u64,
+        refused: bool,
+    ) {
+        let progress = self.sockets[key].start_lingering(final_output, deadline_ms, refused);
+        self.after_lingering_progress(key, progress);
+    }
+
+    fn is_lingering(&self, key: usize) -> bool {
+        matches!(
+            self.sockets.get(key).map(|s| s.state),
+            Some(SocketState::Lingering { .. })
+        )
+    }
+
+    /// A readiness event on a lingering socket: write more of its final output, discard what
+    /// the peer sent, and remove it once done.
+    fn on_lingering_event(&mut self, event: &mio::event::Event) {
+        let key = event.token().0;
+        if event.is_writable() {
+            let progress = self.sockets[key].flush_final_output();
+            if progress == Linger::Done {
+                return self.remove_socket(key);
             }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.drain_lingering(key);
+        }
+    }
+
+    fn drain_lingering(&mut self, key: usize) {
+        let progress = self.sockets[key].drain_lingering(self.read_bytes_per_turn_max);
+        self.after_lingering_progress(key, progress);
+    }
+
+    fn after_lingering_progress(&mut self, key: usize, progress: Linger) {
+        match progress {
+            Linger::Waiting => {}
+            Linger::ReadAgain => self.read_again.push(key),
+            Linger::Done => self.remove_socket(key),
         }
     }
 
@@ -275,12 +338,7 @@ impl<L: Log> Reactor<L> {
         };
         let conn = match socket.state {
             SocketState::Open(conn) => conn,
-            SocketState::Lingering { .. } => {
-                if socket.drain_lingering() {
-                    self.remove_socket(key);
-                }
-                return;
-            }
+            SocketState::Lingering { .. } => return self.drain_lingering(key),
             SocketState::Connecting { .. } => return,
         };
         let mut budget = self.read_bytes_per_turn_max;
@@ -328,8 +386,10 @@ impl<L: Log> Reactor<L> {
 
     fn remove_socket(&mut self, key: usize) {
         if let Some(mut socket) = self.sockets.try_remove(key) {
-            if let SocketState::Lingering { refused: true, .. } = socket.state {
-                self.refused_lingering_count -= 1;
+            match socket.state {
+                SocketState::Lingering { refused: true, .. } => self.refused_lingering_count -= 1,
+                SocketState::Lingering { refused: false, .. } => self.closed_lingering_count -= 1,
+                SocketState::Open(_) | SocketState::Connecting { .. } => {}
             }
             let _ = self.poll.registry().deregister(&mut socket.stream);
         }
@@ -340,17 +400,21 @@ impl<L: Log> Reactor<L> {
             match action {
                 Action::Send(conn) => self.write_socket(conn),
                 Action::Close { conn, final_output } => {
-                    let key = conn.slot as usize;
-                    if matches!(self.sockets.get(key), Some(s) if s.state == SocketState::Open(conn))
-                    {
-                        // Checked just above: the socket exists.
-                        let mut socket = self.sockets.remove(key);
-                        let _ = self.poll.registry().deregister(&mut socket.stream);
-                        self.linger(now, socket.stream, final_output, false);
-                    }
+                    let deadline_ms = now.monotonic.0 + self.linger_timeout_ms;
+                    self.close_socket(conn, final_output, deadline_ms);
                 }
                 Action::Dial { addr } => self.dial(now, addr),
             }
+        }
+    }
+
+    /// The engine closed `conn`: its socket (still registered for both readiness kinds) lingers
+    /// until its final output is delivered and the peer closes, or `deadline_ms`.
+    fn close_socket(&mut self, conn: ConnId, final_output: Vec<u8>, deadline_ms: u64) {
+        let key = conn.slot as usize;
+        if matches!(self.sockets.get(key), Some(s) if s.state == SocketState::Open(conn)) {
+            self.closed_lingering_count += 1;
+            self.start_lingering(key, final_output, deadline_ms, false);
         }
     }
 
@@ -374,7 +438,7 @@ impl<L: Log> Reactor<L> {
             log::warn!("could not register a connection to peer {addr}: {error}");
             return self.engine.handle_dial_failed(now, addr);
         }
-        let deadline_ms = now.mono_ms + CONNECT_TIMEOUT_MS;
+        let deadline_ms = now.monotonic.0 + CONNECT_TIMEOUT_MS;
         entry.insert(Socket::connecting(stream, addr, deadline_ms));
     }
 
@@ -421,7 +485,7 @@ impl<L: Log> Reactor<L> {
             .sockets
             .iter()
             .filter_map(|(key, s)| match s.state {
-                SocketState::Connecting { addr, deadline_ms } if now.mono_ms >= deadline_ms => {
+                SocketState::Connecting { addr, deadline_ms } if now.monotonic.0 >= deadline_ms => {
                     Some((key, addr))
                 }
                 _ => None,
@@ -488,7 +552,7 @@ impl<L: Log> Reactor<L> {
         let expired: Vec<usize> = self
             .sockets
             .iter()
-            .filter(|(_, s)| matches!(s.state, SocketState::Lingering { deadline_ms, .. } if now.mono_ms >= deadline_ms))
+            .filter(|(_, s)| matches!(s.state, SocketState::Lingering { deadline_ms, .. } if now.monotonic.0 >= deadline_ms))
             .map(|(key, _)| key)
             .collect();
         for key in expired {
@@ -496,26 +560,66 @@ impl<L: Log> Reactor<L> {
         }
     }
 
-    /// Stops accepting, makes everything durable, sends the last acks and a ShuttingDown error
-    /// to every connection, and closes them, waiting at most a second for slow readers.
+    /// Stops accepting, makes everything durable, queues the last acks and a ShuttingDown error
+    /// for every connection, and then delivers them inside this loop, all connections at once,
+    /// until each is done or the one shutdown deadline passes (`Config::shutdown_timeout`).
     fn shut_down(mut self, now: Now) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut self.listener);
+        let deadline_ms = now.monotonic.0 + self.shutdown_timeout_ms;
         self.engine.handle_shutdown(now);
-        let mut last_writes = Vec::new();
         while let Some(action) = self.engine.poll_action() {
-            if let Action::Close { conn, final_output } = action {
-                let key = conn.slot as usize;
-                if let Some(socket) = self.sockets.try_remove(key) {
-                    last_writes.push((socket.stream, final_output));
+            match action {
+                Action::Close { conn, final_output } => {
+                    self.close_socket(conn, final_output, deadline_ms)
                 }
+                // Every connection is closed by now; nothing else is started.
+                Action::Send(_) | Action::Dial { .. } => {}
             }
         }
-        for (stream, output) in last_writes {
-            let stream: std::net::TcpStream = stream.into();
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let mut stream = stream;
-            let _ = stream.write_all(&output);
+        // Every connection the engine knew is lingering now; unfinished peer connects owe
+        // nothing.
+        let not_lingering: Vec<usize> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, SocketState::Lingering { .. }))
+            .map(|(key, _)| key)
+            .collect();
+        for key in not_lingering {
+            self.remove_socket(key);
+        }
+        let mut events = Events::with_capacity(1024);
+        while !self.sockets.is_empty() {
+            let now = self.clock.now();
+            if now.monotonic.0 >= deadline_ms {
+                log::warn!(
+                    "{} connections were still owed output at the shutdown deadline; cut",
+                    self.sockets.len()
+                );
+                break;
+            }
+            let timeout_ms = if self.read_again.is_empty() {
+                deadline_ms - now.monotonic.0
+            } else {
+                0
+            };
+            match self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(timeout_ms)))
+            {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            for key in std::mem::take(&mut self.read_again) {
+                if self.is_lingering(key) {
+                    self.drain_lingering(key);
+                }
+            }
+            for event in events.iter() {
+                if self.is_lingering(event.token().0) {
+                    self.on_lingering_event(event);
+                }
+            }
         }
         log::info!("shut down cleanly");
         Ok(())

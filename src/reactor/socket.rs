@@ -1,6 +1,6 @@
 //! A socket in the reactor's table.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
@@ -11,13 +11,37 @@ use crate::engine::ConnId;
 pub(super) enum SocketState {
     /// A connection the engine knows.
     Open(ConnId),
-    /// Closed by the server: its last bytes are written and its write side shut; it is read
-    /// and discarded until the peer closes or the deadline passes, so the peer receives the
-    /// last error frame instead of a reset.
+    /// Closed by the server (the engine has forgotten it): its last bytes (the replies it was
+    /// owed, then the closing error) are written as the socket takes them, then its write side
+    /// is shut; meanwhile it is read and discarded, so the peer receives everything instead of
+    /// a reset. It goes when the peer has closed after the last byte, on any error, or at the
+    /// deadline. `refused`: refused at the connection limit (never known to the engine).
     Lingering { deadline_ms: u64, refused: bool },
     /// An outbound peer connection whose non-blocking connect has not finished; the engine
     /// learns of it only once connected (or failed, or past the deadline).
     Connecting { addr: SocketAddr, deadline_ms: u64 },
+}
+
+/// What a lingering socket still has to do.
+#[derive(Debug, Default)]
+pub(super) struct FinalOutput {
+    bytes: Vec<u8>,
+    sent: usize,
+    /// The peer closed its side (read returned 0).
+    peer_closed: bool,
+    /// Every byte is written and the write side shut.
+    write_shut: bool,
+}
+
+/// The outcome of some progress on a lingering socket.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Linger {
+    /// Waiting for the socket (writable or readable again).
+    Waiting,
+    /// The read budget ran out with more to read: read again next turn.
+    ReadAgain,
+    /// Everything was delivered and the peer closed, or the socket failed: remove it.
+    Done,
 }
 
 pub(super) struct Socket {
@@ -28,6 +52,8 @@ pub(super) struct Socket {
     /// The engine wanted no more input, so the socket was left unread (maybe with bytes in
     /// it); once the engine wants input again it is read without waiting for readiness.
     pub read_paused: bool,
+    /// While lingering: the last bytes and how far they got.
+    pub final_output: FinalOutput,
 }
 
 impl Socket {
@@ -37,6 +63,7 @@ impl Socket {
             state: SocketState::Open(conn),
             write_blocked: false,
             read_paused: false,
+            final_output: FinalOutput::default(),
         }
     }
 
@@ -46,6 +73,7 @@ impl Socket {
             state: SocketState::Connecting { addr, deadline_ms },
             write_blocked: false,
             read_paused: false,
+            final_output: FinalOutput::default(),
         }
     }
 
@@ -63,31 +91,77 @@ impl Socket {
         }
     }
 
-    pub fn lingering(stream: TcpStream, deadline_ms: u64, refused: bool) -> Socket {
-        Socket {
-            stream,
-            state: SocketState::Lingering {
-                deadline_ms,
-                refused,
-            },
-            write_blocked: true,
-            read_paused: false,
+    /// Turns the socket into a lingering one that owes `bytes` (registered for both readiness
+    /// kinds by the caller), and writes what the socket takes now.
+    pub fn start_lingering(&mut self, bytes: Vec<u8>, deadline_ms: u64, refused: bool) -> Linger {
+        self.state = SocketState::Lingering {
+            deadline_ms,
+            refused,
+        };
+        self.write_blocked = false;
+        self.final_output = FinalOutput {
+            bytes,
+            ..FinalOutput::default()
+        };
+        self.flush_final_output()
+    }
+
+    /// True once every final byte is written (and the write side shut).
+    fn final_output_sent(&self) -> bool {
+        self.final_output.sent == self.final_output.bytes.len()
+    }
+
+    /// Writes final bytes until they are all sent (then shuts the write side, so the peer reads
+    /// the end of the stream after the closing error) or the socket would block.
+    pub fn flush_final_output(&mut self) -> Linger {
+        while !self.final_output_sent() {
+            let output = &mut self.final_output;
+            match self.stream.write(&output.bytes[output.sent..]) {
+                Ok(0) => return Linger::Done,
+                Ok(count) => output.sent += count,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return Linger::Waiting,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Linger::Done,
+            }
+        }
+        if !self.final_output.write_shut {
+            self.final_output.write_shut = true;
+            // Free the memory now; `sent == len` still holds.
+            self.final_output.bytes = Vec::new();
+            self.final_output.sent = 0;
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if self.final_output.peer_closed {
+            Linger::Done
+        } else {
+            Linger::Waiting
         }
     }
 
-    /// Reads and discards what a lingering peer sent. Returns true when the socket can go:
-    /// the peer closed, failed, or sent more than a lingering socket is worth.
-    pub fn drain_lingering(&mut self) -> bool {
-        let mut scratch = [0u8; 4096];
-        for _ in 0..16 {
-            match self.stream.read(&mut scratch) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+    /// Reads and discards up to `budget` bytes of what a lingering peer sent (unread input at
+    /// close would make the kernel send a reset, and the peer could lose the bytes it is owed).
+    pub fn drain_lingering(&mut self, budget: usize) -> Linger {
+        let mut scratch = [0u8; 16 * 1024];
+        let mut left = budget;
+        loop {
+            if left == 0 {
+                return Linger::ReadAgain;
+            }
+            let chunk = left.min(scratch.len());
+            match self.stream.read(&mut scratch[..chunk]) {
+                Ok(0) => {
+                    self.final_output.peer_closed = true;
+                    return if self.final_output_sent() {
+                        Linger::Done
+                    } else {
+                        Linger::Waiting
+                    };
+                }
+                Ok(count) => left -= count,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return Linger::Waiting,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return true,
+                Err(_) => return Linger::Done,
             }
         }
-        true
     }
 }

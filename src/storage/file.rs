@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::{Event, StartPosition, VersionVector};
+use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
 use super::index::SegmentIndex;
@@ -397,7 +398,8 @@ impl Log for FileLog {
         Ok(offset)
     }
 
-    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError> {
+    fn sync(&mut self, now: MonotonicMs) -> Result<Offset, StorageError> {
+        let now_ms = now.0;
         if !self.pending_events.is_empty() {
             let full = self.open.index.file_size >= self.config.segment_size_max;
             if full && self.open.index.record_count > 0 {
@@ -486,7 +488,8 @@ impl Log for FileLog {
         &self.vector
     }
 
-    fn apply_retention(&mut self, now_ms: u64) -> Result<u64, StorageError> {
+    fn apply_retention(&mut self, now: WallClockMs) -> Result<u64, StorageError> {
+        let now_ms = now.0;
         let mut deleted = 0;
         let mut result = Ok(());
         while self.retention_exceeded(now_ms) {

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, VecDeque};
 use super::{Log, LogStats, Offset, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
+use crate::time::{MonotonicMs, WallClockMs};
 
 /// Keeps every record in memory. `fail_next_sync` makes the next `sync` fail like a full disk.
 #[derive(Debug)]
@@ -125,7 +126,8 @@ impl Log for MemoryLog {
         Ok(offset)
     }
 
-    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError> {
+    fn sync(&mut self, now: MonotonicMs) -> Result<Offset, StorageError> {
+        let now_ms = now.0;
         if self.fail_next_sync {
             self.fail_next_sync = false;
             let keep = (self.durable_end - self.start) as usize;
@@ -196,7 +198,7 @@ impl Log for MemoryLog {
         &self.vector
     }
 
-    fn apply_retention(&mut self, _now_ms: u64) -> Result<u64, StorageError> {
+    fn apply_retention(&mut self, _now: WallClockMs) -> Result<u64, StorageError> {
         Ok(0)
     }
 
@@ -218,7 +220,7 @@ mod tests {
         for counter in counters {
             log.append(event(counter, 1, 0, 4)).unwrap();
         }
-        log.sync(now_ms).unwrap();
+        log.sync(MonotonicMs(now_ms)).unwrap();
     }
 
     #[test]

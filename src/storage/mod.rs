@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::event::{Event, StartPosition, VersionVector};
+use crate::time::{MonotonicMs, WallClockMs};
 
 pub mod cache;
 pub mod file;
@@ -123,9 +124,10 @@ pub trait Log {
     /// Buffers one record; returns its offset.
     fn append(&mut self, event: Event) -> Result<Offset, StorageError>;
 
-    /// Makes every appended record durable; returns the new durable end. `now_ms` drives the
-    /// `interval` fsync policy (storage never reads the clock).
-    fn sync(&mut self, now_ms: u64) -> Result<Offset, StorageError>;
+    /// Makes every appended record durable; returns the new durable end. `now` drives the
+    /// `interval` fsync policy (storage never reads the clock); it is monotonic, so a wall clock
+    /// stepping back cannot hold the fdatasync off.
+    fn sync(&mut self, now: MonotonicMs) -> Result<Offset, StorageError>;
 
     /// The offset of the oldest retained record (equal to `end()` when the log is empty).
     fn start(&self) -> Offset;
@@ -155,8 +157,9 @@ pub trait Log {
     fn version_vector(&self) -> &VersionVector;
 
     /// Deletes the oldest whole segments while a retention limit is exceeded. Returns how many
-    /// records were deleted.
-    fn apply_retention(&mut self, now_ms: u64) -> Result<u64, StorageError>;
+    /// records were deleted. `now` is wall-clock time: the age limit compares it with event
+    /// timestamps.
+    fn apply_retention(&mut self, now: WallClockMs) -> Result<u64, StorageError>;
 
     fn stats(&self) -> LogStats;
 }

@@ -1,0 +1,169 @@
+//! Hostile cases: closing and shutdown (issue 10, items 10 and 17).
+//!
+//! A connection the server closes first receives every reply it is owed, then the closing
+//! Error, then the end of the stream; a short `--idle-timeout` closes an idle connection with
+//! a Timeout error; and a shutdown with stalled consumers is bounded by one deadline for all
+//! connections together, not a wait per connection.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::common::{FloProcess, RawConn};
+use crate::support::assert_survived;
+use flo::event::StartPosition;
+use flo::protocol::{encode, ErrorCode, ErrorFrame, ErrorScope, Frame, Subscribe};
+
+const MIB: u64 = 1024 * 1024;
+
+fn connection_error(frame: Option<Frame>) -> Option<ErrorCode> {
+    match frame {
+        Some(Frame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code,
+            ..
+        })) => Some(code),
+        _ => None,
+    }
+}
+
+/// Pipelined produces and then a malformed frame (length 0), written before the client reads
+/// anything: every produce is acked in order, then comes the MalformedFrame error, then the end
+/// of the stream. The acks (35 MB) are more than the loopback socket buffers of a client that has
+/// not read yet take (about 12 MB here; before the fix 364,295 acks arrived, cut mid-frame), so the server must keep writing them after it decided to close.
+#[test]
+fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
+    const PRODUCES: u64 = 1_000_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    let mut writer = conn.stream.try_clone().expect("clone stream");
+    let (written, writer_done) = mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        for op_id in 1..=PRODUCES {
+            let frame = Frame::Produce(flo::protocol::Produce {
+                op_id,
+                event: flo::protocol::NewEvent {
+                    namespace: "/closing/acks".into(),
+                    parent_id: None,
+                    data: b"x".to_vec(),
+                },
+            });
+            encode(&frame, &mut bytes);
+        }
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        writer.write_all(&bytes).expect("write produces");
+        let _ = written.send(());
+    });
+    // Read only once everything is written (the point of the case), unless a server that
+    // stops reading while its output is high holds the writer up.
+    let _ = writer_done.recv_timeout(Duration::from_secs(5));
+    let mut acked = 0;
+    let last = loop {
+        match conn.recv() {
+            Some(Frame::Ack(ack)) => {
+                acked += 1;
+                assert_eq!(ack.op_id, acked, "acks arrive in the order of the produces");
+            }
+            other => break other,
+        }
+    };
+    sender.join().expect("the writer thread");
+    assert_eq!(
+        (acked, connection_error(last)),
+        (PRODUCES, Some(ErrorCode::MalformedFrame)),
+        "every owed ack, then the closing error"
+    );
+    assert_eq!(conn.recv(), None, "the connection closes after the error");
+    assert_survived(&mut server, 256 * MIB);
+}
+
+/// `--idle-timeout` and `--handshake-timeout` make the time-outs testable: a connection that
+/// sends nothing after Hello, and one that never sends Hello, are closed with Timeout.
+#[test]
+fn short_idle_and_handshake_timeouts_close_with_a_timeout_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &["--idle-timeout", "300ms", "--handshake-timeout", "300ms"],
+    );
+    let mut idle = RawConn::hello(server.addr);
+    let mut silent = RawConn::connect(server.addr);
+    assert_eq!(connection_error(idle.recv()), Some(ErrorCode::Timeout));
+    assert_eq!(idle.recv(), None);
+    assert_eq!(connection_error(silent.recv()), Some(ErrorCode::Timeout));
+    assert_eq!(silent.recv(), None);
+    assert_survived(&mut server, 64 * MIB);
+}
+
+/// SIGTERM with 50 consumers that stopped reading (their output stuck behind full socket
+/// buffers): the server delivers what it can to every connection at once and exits at its one
+/// shutdown deadline, while a client that reads still gets its ShuttingDown error. Waiting
+/// for each stalled connection in turn took about 2 s per connection.
+#[test]
+fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
+    const STALLED: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--shutdown-timeout", "1s"]);
+    // 32 MiB of events: more than the socket buffers of a consumer that does not read.
+    let mut producer = RawConn::hello(server.addr);
+    let data = vec![7u8; 64 * 1024];
+    for op_id in 1..=512 {
+        producer.produce(op_id, "/shutdown/stalled", &data);
+    }
+    for op_id in 1..=512 {
+        match producer.recv() {
+            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut consumer = RawConn::hello(server.addr);
+        consumer.subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/shutdown/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: true,
+            credit: 100_000,
+        });
+        // Feeding has started; from here on the consumer never reads again.
+        assert!(matches!(consumer.recv(), Some(Frame::Event { .. })));
+        stalled.push(consumer);
+    }
+    let mut reader = RawConn::hello(server.addr);
+    let pid = server.child.id();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert_eq!(
+        connection_error(reader.recv()),
+        Some(ErrorCode::ShuttingDown),
+        "a reading client gets its ShuttingDown error whatever the stalled ones do"
+    );
+    assert_eq!(reader.recv(), None);
+    // A bound, not a speed measurement: ten times the configured deadline, where one wait per
+    // stalled connection would take about 50 times it.
+    let (sender, exited) = mpsc::channel();
+    let mut server = server;
+    let waiter = std::thread::spawn(move || {
+        let status = server.child.wait().expect("wait for flo");
+        let _ = sender.send(status);
+        server
+    });
+    let exit = exited.recv_timeout(Duration::from_secs(10));
+    if exit.is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    drop(waiter.join().expect("the waiter thread"));
+    let status = exit.expect("flo exited within 10 s of SIGTERM with --shutdown-timeout 1s");
+    assert!(status.success(), "flo exited with {status}");
+    drop(stalled);
+}
