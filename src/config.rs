@@ -120,6 +120,20 @@ pub struct ClusterConfig {
     /// After a start with a non-`always` fsync policy and peers configured, produces are
     /// refused (NotReady) until every known peer has been caught up with, or this time passed.
     pub catch_up_timeout: Duration,
+    /// The node stores events of at most this many distinct actors (itself included): a
+    /// PeerEvent of a new actor beyond it, or a peer handshake whose vector lists more, is
+    /// refused. Bounds every version vector this node holds, sends and reports.
+    pub actors_max: usize,
+    /// Members this node knows (and dials) at most; members a PeerMembers or handshake lists
+    /// beyond it are ignored, and a handshake from a new actor beyond it is refused.
+    pub members_max: usize,
+    /// A PeerEvent's counter may be at most this far above this node's Lamport counter;
+    /// one further ahead is refused, so a broken or hostile peer cannot use up the counter
+    /// space (protocol.md, section 15).
+    pub peer_counter_ahead_max: u64,
+    /// A member learned through discovery (not a `--peer-addr`) that has never answered is
+    /// forgotten after this many failed dials in a row.
+    pub discovery_attempts_max: u32,
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +143,13 @@ impl Default for ClusterConfig {
             secret: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
+            actors_max: 1024,
+            members_max: 64,
+            // 2^48 events is nine years at a million events a second, so no real cluster is
+            // this far apart, and an absurd peer can push the counter at most 65,536 times
+            // before produces are refused (they never wrap).
+            peer_counter_ahead_max: 1 << 48,
+            discovery_attempts_max: 10,
         }
     }
 }
@@ -257,6 +278,16 @@ impl Config {
         {
             return Err("buffer limits must be positive".into());
         }
+        let cluster = &self.cluster;
+        if cluster.actors_max < 2 || cluster.actors_max > usize::from(u16::MAX) {
+            return Err("the actor limit must be between 2 and 65535".into());
+        }
+        if cluster.members_max == 0 || cluster.members_max >= cluster.actors_max {
+            return Err("the member limit must be at least 1 and below the actor limit".into());
+        }
+        if cluster.peer_counter_ahead_max == 0 || cluster.discovery_attempts_max == 0 {
+            return Err("cluster limits must be positive".into());
+        }
         self.validate_connection_bounds()
     }
 
@@ -289,6 +320,15 @@ impl Config {
             || self.peer_hello_frame_size_max > self.wire.frame_size_max
         {
             return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+        }
+        // A handshake at the cluster limits (a vector of `actors_max` entries and a member list
+        // of `members_max` addresses) must fit the PeerHello limit.
+        let handshake_max = 2048 + 10 * self.cluster.actors_max + 68 * self.cluster.members_max;
+        if handshake_max > self.peer_hello_frame_size_max as usize {
+            return Err(format!(
+                "the PeerHello frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
+                self.peer_hello_frame_size_max
+            ));
         }
         if self.frame_timeout.is_zero() {
             return Err("frame time-out must be positive".into());

@@ -33,6 +33,11 @@ impl EventId {
         actor: ActorId(0),
     };
 
+    /// The highest counter an event may have. Counters never wrap: a produce that would pass
+    /// it is refused, and so is a replicated event above it. `u64::MAX` stays free so that
+    /// "the counter after this one" is always a `u64`.
+    pub const COUNTER_MAX: u64 = u64::MAX - 1;
+
     pub fn new(counter: u64, actor: u16) -> EventId {
         EventId {
             counter,
@@ -159,6 +164,9 @@ pub fn validate_namespace(namespace: &str, length_max: usize) -> Result<(), Name
 }
 
 /// For each actor, the highest counter seen. Absent actors count as 0.
+///
+/// Actor 0 is no actor (ids with actor 0 mean "none"), so a vector never holds an entry for it:
+/// it has at most 65,535 entries, which is what its `u16` count on the wire can say.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VersionVector {
     entries: BTreeMap<ActorId, u64>,
@@ -174,8 +182,11 @@ impl VersionVector {
         self.entries.get(&actor).copied().unwrap_or(0)
     }
 
-    /// Sets the entry for `actor`; a counter of 0 removes it.
+    /// Sets the entry for `actor`; a counter of 0 removes it. Actor 0 is ignored.
     pub fn set(&mut self, actor: ActorId, counter: u64) {
+        if actor.0 == 0 {
+            return;
+        }
         if counter == 0 {
             self.entries.remove(&actor);
         } else {
@@ -183,9 +194,9 @@ impl VersionVector {
         }
     }
 
-    /// Raises the entry of `id.actor` to `id.counter` if that is higher.
+    /// Raises the entry of `id.actor` to `id.counter` if that is higher. Actor 0 is ignored.
     pub fn observe(&mut self, id: EventId) {
-        if id.counter > self.get(id.actor) {
+        if id.actor.0 != 0 && id.counter > self.get(id.actor) {
             self.entries.insert(id.actor, id.counter);
         }
     }

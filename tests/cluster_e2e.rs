@@ -435,7 +435,14 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
     let dir2 = tempfile::tempdir().expect("temporary directory");
     let port1 = free_port();
     let peer1 = format!("127.0.0.1:{port1}");
-    let one = FloProcess::start_on_port(dir1.path(), port1, &["--actor-id", "1"]);
+    // A server accepts peers only when configured for clustering: node 1 has a
+    // `--peer-addr` (where nothing listens).
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let one = FloProcess::start_on_port(
+        dir1.path(),
+        port1,
+        &["--actor-id", "1", "--peer-addr", &nowhere],
+    );
     // Same actor id as node 1.
     let two = FloProcess::start(dir2.path(), &["--actor-id", "1", "--peer-addr", &peer1]);
     assert!(logged(&one, "own"), "the acceptor logs why it refused");
@@ -465,11 +472,15 @@ fn a_node_refuses_a_peer_with_its_own_actor_id_and_a_wrong_secret() {
 fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_logged() {
     let dir1 = tempfile::tempdir().expect("temporary directory");
     let dir2 = tempfile::tempdir().expect("temporary directory");
+    let port2 = free_port();
+    let peer2 = format!("127.0.0.1:{port2}");
     let one = FloProcess::start(
         dir1.path(),
         &[
             "--actor-id",
             "1",
+            "--peer-addr",
+            &peer2,
             "--segment-size",
             "4096",
             "--max-events",
@@ -486,7 +497,11 @@ fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_lo
     });
     let retained = events_on(one.addr.port());
     let peer = format!("127.0.0.1:{}", one.addr.port());
-    let two = FloProcess::start(dir2.path(), &["--actor-id", "2", "--peer-addr", &peer]);
+    let two = FloProcess::start_on_port(
+        dir2.path(),
+        port2,
+        &["--actor-id", "2", "--peer-addr", &peer],
+    );
     wait_until("node 2 holds what node 1 retained", || {
         events_on(two.addr.port()) == retained
     });

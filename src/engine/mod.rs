@@ -87,6 +87,17 @@ pub struct EngineConfig {
     pub peer_credit_window: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// PeerHello is accepted only when this is set or `peer_addrs` is not empty: the server
+    /// was configured for clustering (`--peer-addr` or `--cluster-secret`).
+    pub accepts_peers: bool,
+    /// Distinct actors whose events this node stores at most (itself included).
+    pub actors_max: usize,
+    /// Members this node knows at most.
+    pub members_max: usize,
+    /// How far above the Lamport counter a replicated event's counter may be.
+    pub peer_counter_ahead_max: u64,
+    /// Failed dials after which a discovered member that never answered is forgotten.
+    pub discovery_attempts_max: u32,
 }
 
 impl EngineConfig {
@@ -129,6 +140,11 @@ impl EngineConfig {
             peer_credit_window: 1024,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
+            accepts_peers: !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some(),
+            actors_max: config.cluster.actors_max,
+            members_max: config.cluster.members_max,
+            peer_counter_ahead_max: config.cluster.peer_counter_ahead_max,
+            discovery_attempts_max: config.cluster.discovery_attempts_max,
         }
     }
 }
@@ -212,8 +228,7 @@ pub struct Engine<L: Log> {
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
         let counter = log.version_vector().counter_max();
-        let foreign_events = log.version_vector().iter().any(|(a, _)| a != config.actor);
-        let cluster = peer::Cluster::new(&config, foreign_events);
+        let cluster = peer::Cluster::new(&config, log.version_vector());
         Engine {
             config,
             log,

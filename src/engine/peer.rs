@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use super::connection::Subscription;
 use super::{Action, ConnId, Engine, Now, Phase};
-use crate::event::{ActorId, Cursor, Event, StartPosition, VersionVector};
+use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use crate::protocol::{
     ErrorCode, ErrorFrame, Frame, Member, MemberState, MemberStatus, NamespaceGlob, PeerHandshake,
     Status, PROTOCOL_VERSION,
@@ -86,9 +86,22 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    /// `foreign_events`: the log holds events of other actors, so this node has been a cluster
-    /// member even if it has no `--peer-addr` (the others dial it).
-    pub(super) fn new(config: &super::EngineConfig, foreign_events: bool) -> Cluster {
+    /// `held`: the log's vector. If it holds events of other actors, this node has been a
+    /// cluster member even if it has no `--peer-addr`.
+    ///
+    /// A log that already holds events of more actors than `actors_max` (written before the
+    /// limit existed, or under a higher one) is served as it is: nothing stored is refused or
+    /// dropped, only events of further new actors are. Its vector still encodes (at most
+    /// 65,535 entries); peers whose limit is lower refuse its handshake, which is logged.
+    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector) -> Cluster {
+        let foreign_events = held.iter().any(|(a, _)| a != config.actor);
+        if held.len() > config.actors_max {
+            log::warn!(
+                "the log holds events of {} actors, over the limit of {}: they are served, but events of new actors are refused, and peers with the same limit refuse this node's handshake",
+                held.len(),
+                config.actors_max
+            );
+        }
         let mut targets = BTreeMap::new();
         for addr in &config.peer_addrs {
             let state = if Some(*addr) == config.advertised_addr {
@@ -287,6 +300,23 @@ impl<L: Log> Engine<L> {
         if handshake.actor_id == 0 {
             return Some((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
         }
+        if handshake.vector.len() > self.config.actors_max {
+            let message = format!(
+                "the handshake vector lists {} actors, over this node's limit of {}",
+                handshake.vector.len(),
+                self.config.actors_max
+            );
+            return Some((ErrorCode::MalformedFrame, message));
+        }
+        let actor = ActorId(handshake.actor_id);
+        let members = &self.cluster.members;
+        if !members.contains_key(&actor) && members.len() >= self.config.members_max {
+            let message = format!(
+                "this node already knows {} members, its limit",
+                self.config.members_max
+            );
+            return Some((ErrorCode::TooManyConnections, message));
+        }
         if handshake.advertised_addr.parse::<SocketAddr>().is_err() {
             let message = format!(
                 "advertised address {:?} is not an IP address and port",
@@ -299,6 +329,14 @@ impl<L: Log> Engine<L> {
 
     /// PeerHello on a new connection: this node is the acceptor.
     pub(super) fn on_peer_hello(&mut self, conn: ConnId, hello: PeerHandshake) -> bool {
+        if !self.config.accepts_peers && self.config.peer_addrs.is_empty() {
+            log::warn!(
+                "{conn}: refusing PeerHello from actor {}: this server is not configured for clustering",
+                hello.actor_id
+            );
+            let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
+            return self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
+        }
         if let Some((code, message)) = self.check_handshake(&hello) {
             log::warn!(
                 "{conn}: refusing peer {} ({}): {message}",
@@ -534,13 +572,23 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// Adds members learned from a peer; returns true when the member set changed.
+    /// Adds members learned from a peer, up to `members_max` members in all; returns true
+    /// when the member set changed.
     fn learn_members(&mut self, members: &[Member]) -> bool {
         let mut changed = false;
         for member in members {
             let actor = ActorId(member.actor_id);
             if actor == self.config.actor || actor.0 == 0 {
                 continue;
+            }
+            let known = &self.cluster.members;
+            if !known.contains_key(&actor) && known.len() >= self.config.members_max {
+                log::warn!(
+                    "ignoring members beyond the limit of {}, starting with actor {actor} at {:?}",
+                    self.config.members_max,
+                    member.addr
+                );
+                break;
             }
             let Ok(addr) = member.addr.parse::<SocketAddr>() else {
                 log::warn!(
@@ -664,6 +712,11 @@ impl<L: Log> Engine<L> {
                 "PeerEvent without credit",
             );
         }
+        if let Err(message) = self.check_replicated_id(event.id) {
+            log::error!("{conn}: replicated event {} refused: {message}", event.id);
+            let message = format!("replicated event {} refused: {message}", event.id);
+            return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
         if let Err((_, message)) = self.validate_stored(&event) {
             // The origin validated it, so this peer is broken or hostile: storing it would
             // serve an invalid event, and skipping it would leave a hole in the origin's
@@ -704,6 +757,36 @@ impl<L: Log> Engine<L> {
             }
         }
         true
+    }
+
+    /// The rules a replicated event's id must meet before anything is stored or observed:
+    /// a real actor, a counter at most `peer_counter_ahead_max` above this node's Lamport
+    /// counter (and at most `EventId::COUNTER_MAX`), and, for an actor this node holds no
+    /// events of yet, room under `actors_max`.
+    fn check_replicated_id(&self, id: EventId) -> Result<(), String> {
+        if id.actor.0 == 0 {
+            return Err("actor 0 is no actor".into());
+        }
+        let ahead_max = self
+            .counter
+            .saturating_add(self.config.peer_counter_ahead_max)
+            .min(EventId::COUNTER_MAX);
+        if id.counter > ahead_max {
+            return Err(format!(
+                "its counter is more than {} above this node's counter {} (or past {})",
+                self.config.peer_counter_ahead_max,
+                self.counter,
+                EventId::COUNTER_MAX
+            ));
+        }
+        let vector = self.log.version_vector();
+        if vector.get(id.actor) == 0 && vector.len() >= self.config.actors_max {
+            return Err(format!(
+                "this node already holds events of {} actors, its limit",
+                self.config.actors_max
+            ));
+        }
+        Ok(())
     }
 
     /// Turn end, after the sync. On success, gives back the credit of the turn's replicated
@@ -781,6 +864,29 @@ impl<L: Log> Engine<L> {
         // Jitter: between half the delay and the whole of it.
         let delay = delay / 2 + random % (delay / 2 + 1);
         target.attempt = target.attempt.saturating_add(1);
+        if target.attempt >= self.config.discovery_attempts_max
+            && !self.config.peer_addrs.contains(&addr)
+        {
+            // A discovered address is forgotten once it failed this often, unless its member
+            // answered a handshake since this node started (then it is a real member that is
+            // down, and is redialed at the capped back-off).
+            let actor = target.actor;
+            let member = actor.and_then(|a| self.cluster.members.get(&a));
+            let answered = member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
+            if !answered {
+                let attempts = target.attempt;
+                self.cluster.targets.remove(&addr);
+                if let Some(actor) = actor {
+                    if member.is_some_and(|m| m.addr == addr) {
+                        self.cluster.members.remove(&actor);
+                    }
+                }
+                log::info!(
+                    "forgetting discovered member at {addr}: it never answered in {attempts} attempts"
+                );
+                return;
+            }
+        }
         target.state = TargetState::Waiting {
             due_ms: now_ms + delay,
         };

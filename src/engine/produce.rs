@@ -119,6 +119,22 @@ impl<L: Log> Engine<L> {
         events: Vec<NewEvent>,
     ) -> PendingReply {
         let count = events.len() as u32;
+        // Counters never wrap: a produce that would pass the last counter is refused.
+        let last = self.counter.checked_add(u64::from(count));
+        if last.is_none_or(|last| last > EventId::COUNTER_MAX) {
+            let message = format!(
+                "this node's event counter {} is at its end ({}); it cannot create {count} more events",
+                self.counter,
+                EventId::COUNTER_MAX
+            );
+            log::error!("{message}");
+            return PendingReply::Error {
+                conn,
+                op_id,
+                code: ErrorCode::StorageFailure,
+                message,
+            };
+        }
         let first_id = EventId {
             counter: self.counter + 1,
             actor: self.config.actor,

@@ -22,11 +22,26 @@ impl Harness {
         Harness::with_config(|_| {})
     }
 
+    /// A node configured for clustering (`--cluster-secret ""`), so peer scenarios can
+    /// connect; [`Harness::standalone`] is one that is not.
     fn with_config(change: impl FnOnce(&mut Config)) -> Harness {
+        Harness::with_log(MemoryLog::new(), |config| {
+            config.cluster.secret = Some(String::new());
+            change(config);
+        })
+    }
+
+    /// A node with no `--peer-addr` and no `--cluster-secret`.
+    fn standalone() -> Harness {
+        Harness::with_log(MemoryLog::new(), |_| {})
+    }
+
+    fn with_log(log: MemoryLog, change: impl FnOnce(&mut Config)) -> Harness {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
         config.actor_id = ActorId(7);
         change(&mut config);
-        let engine = Engine::new(EngineConfig::from_config(&config), MemoryLog::new());
+        config.validate().expect("a valid test configuration");
+        let engine = Engine::new(EngineConfig::from_config(&config), log);
         Harness {
             engine,
             now: Now {
@@ -1526,4 +1541,241 @@ fn a_partial_frame_of_a_paused_connection_does_not_time_out() {
         h.turn();
     }
     assert!(h.engine.is_open(conn), "{:?}", h.closed_with(conn));
+}
+
+/// Peer connections to a node configured for clustering (the harness's default) are served;
+/// this node has no `--peer-addr` and no secret: it refuses them.
+#[test]
+fn a_standalone_node_refuses_peer_hello() {
+    let mut harness = Harness::standalone();
+    let conn = harness.connect();
+    harness.send(conn, peer_hello(2, b"", VersionVector::new()));
+    harness.turn();
+    assert_eq!(
+        harness.closed_with(conn),
+        Some(ErrorCode::UnexpectedFrame),
+        "a standalone node must refuse PeerHello"
+    );
+    assert!(harness.engine.connected_peers().is_empty());
+}
+
+/// Issue 10, item 2: one PeerEvent with counter 2^64-2 made the next produces get 2^64-1,
+/// then 0, reusing ids.
+#[test]
+fn a_peer_event_far_ahead_of_the_counter_is_refused_and_ids_are_never_reused() {
+    let mut harness = Harness::new();
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(conn, Frame::PeerEvent(stored(u64::MAX - 1, 2, b"absurd")));
+    harness.turn();
+    assert_eq!(
+        harness.closed_with(conn),
+        Some(ErrorCode::MalformedFrame),
+        "a PeerEvent with an absurd counter must close the peer"
+    );
+    assert_eq!(harness.engine.log().end().0, 0, "the event was not stored");
+    assert_eq!(harness.engine.counter(), 0, "the counter did not move");
+    let client = harness.client();
+    for op in 1..=3 {
+        harness.produce(client, op, "/a", b"x");
+    }
+    harness.turn();
+    let acks = ack_ids(&harness.received(client));
+    assert_eq!(
+        acks,
+        (1..=3).map(|c| EventId::new(c, 7)).collect::<Vec<_>>()
+    );
+}
+
+/// Issue 10, item 3: a PeerEvent of actor 0 is not an event of any actor.
+#[test]
+fn a_peer_event_of_actor_0_is_refused() {
+    let mut harness = Harness::new();
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(conn, Frame::PeerEvent(stored(1, 0, b"nobody")));
+    harness.turn();
+    assert_eq!(
+        harness.closed_with(conn),
+        Some(ErrorCode::MalformedFrame),
+        "a PeerEvent of actor 0 must close the peer"
+    );
+    assert_eq!(harness.engine.log().end().0, 0, "the event was not stored");
+}
+
+/// Issue 10, item 3: PeerEvents from every actor (0 included) made the next StatusRequest
+/// panic in the codec. A node now holds events of at most `actors_max` actors.
+#[test]
+fn events_of_too_many_actors_are_refused_and_status_still_answers() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    harness.produce(client, 1, "/own", b"x");
+    harness.turn();
+    let (mut conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let mut actors = (1..=u16::MAX).chain([0]).filter(|a| *a != 7).peekable();
+    let mut refusals = 0;
+    while actors.peek().is_some() {
+        for actor in actors.by_ref().take(1024) {
+            harness.send(conn, Frame::PeerEvent(stored(1, actor, b"")));
+            if !harness.engine.is_open(conn) {
+                break;
+            }
+        }
+        harness.turn();
+        harness.received(conn);
+        if harness.closed_with(conn).is_some() {
+            assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
+            refusals += 1;
+            if refusals == 3 {
+                break;
+            }
+            let vector = harness.engine.log().version_vector().clone();
+            conn = peer(&mut harness, 2, vector).0;
+        }
+    }
+    let held = harness.engine.log().version_vector().len();
+    harness.send(client, Frame::StatusRequest);
+    harness.turn();
+    assert!(held <= 1024, "the log holds events of {held} actors");
+    harness.received(client);
+    harness.send(client, Frame::StatusRequest);
+    harness.turn();
+    let frames = harness.received(client);
+    assert!(
+        matches!(frames.as_slice(), [Frame::Status(_)]),
+        "{frames:?}"
+    );
+}
+
+/// Issue 10, item 4: one PeerMembers listing 5,000 invented members made a node dial about
+/// 720 times a second forever. Dials are now bounded: at most `members_max` members are
+/// learned, and a discovered member that never answered is forgotten after a few attempts.
+#[test]
+fn invented_members_cost_a_bounded_number_of_dials() {
+    let mut harness = Harness::new();
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let members: Vec<crate::protocol::Member> = (0..5000u16)
+        .map(|i| crate::protocol::Member {
+            actor_id: 100 + i,
+            addr: format!("10.9.{}.{}:3000", i / 250, i % 250 + 1),
+        })
+        .collect();
+    harness.send(conn, Frame::PeerMembers(members));
+    let mut dials = 0;
+    let mut dials_last_minute = 0;
+    // Ten simulated minutes in 100 ms steps; every dial fails.
+    for step in 0..6000 {
+        harness.now.monotonic.0 += 100;
+        harness.now.wall.0 += 100;
+        harness.turn();
+        let due = std::mem::take(&mut harness.dials);
+        // The real peer (actor 2, 10.0.0.2) times out and is redialed: not counted.
+        let invented = due
+            .iter()
+            .filter(|a| a.to_string().starts_with("10.9."))
+            .count();
+        dials += invented;
+        if step >= 5400 {
+            dials_last_minute += invented;
+        }
+        for addr in due {
+            harness.engine.handle_dial_failed(harness.now, addr);
+        }
+    }
+    assert!(dials <= 64 * 10, "{dials} dials in ten minutes");
+    assert_eq!(
+        dials_last_minute, 0,
+        "members that never answered are forgotten"
+    );
+    assert!(harness.engine.status().members.len() <= 65);
+}
+
+/// Issue 10, item 2: counters never wrap. With the ahead limit lifted, a peer moves the
+/// counter to one below the last; one produce still fits, the next is refused with a clear
+/// error, and nothing is stored under a reused id. A counter past the last is never accepted.
+#[test]
+fn produces_are_refused_at_the_end_of_the_counter_space_and_never_wrap() {
+    let mut harness = Harness::with_config(|c| c.cluster.peer_counter_ahead_max = u64::MAX);
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(
+        conn,
+        Frame::PeerEvent(stored(EventId::COUNTER_MAX - 1, 2, b"")),
+    );
+    harness.turn();
+    assert_eq!(harness.engine.counter(), EventId::COUNTER_MAX - 1);
+    let client = harness.client();
+    harness.produce(client, 1, "/a", b"last");
+    harness.produce(client, 2, "/a", b"one too many");
+    harness.turn();
+    let frames = harness.received(client);
+    assert_eq!(
+        ack_ids(&frames),
+        vec![EventId::new(EventId::COUNTER_MAX, 7)]
+    );
+    assert!(
+        matches!(&frames[1], Frame::Error(e) if e.code == ErrorCode::StorageFailure
+            && e.scope == ErrorScope::Produce(2) && e.message.contains("counter")),
+        "{frames:?}"
+    );
+    assert_eq!(harness.engine.counter(), EventId::COUNTER_MAX);
+    assert_eq!(
+        harness.engine.log().end().0,
+        2,
+        "nothing stored past the end"
+    );
+    harness.send(conn, Frame::PeerEvent(stored(u64::MAX, 3, b"")));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
+}
+
+/// A peer event exactly `peer_counter_ahead_max` ahead is accepted; one more is refused.
+#[test]
+fn the_counter_ahead_limit_is_inclusive() {
+    let mut harness = Harness::with_config(|c| c.cluster.peer_counter_ahead_max = 1000);
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(conn, Frame::PeerEvent(stored(1000, 2, b"")));
+    harness.send(conn, Frame::PeerEvent(stored(2001, 2, b"")));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    assert_eq!(harness.engine.counter(), 1000);
+    assert_eq!(harness.engine.log().end().0, 1);
+}
+
+/// Issue 10, item 3, the restart path: a log that already holds events of every possible
+/// actor (and a stray event of actor 0) starts, answers a StatusRequest and shakes hands;
+/// its events are served, and events of new actors are refused.
+#[test]
+fn a_log_holding_events_of_too_many_actors_is_served_after_a_restart() {
+    let mut log = MemoryLog::new();
+    log.append(stored(1, 0, b"actor 0")).unwrap();
+    for actor in 1..=u16::MAX {
+        log.append(stored(1, actor, b"")).unwrap();
+    }
+    log.sync(crate::time::MonotonicMs(0)).unwrap();
+    let mut harness = Harness::with_log(log, |c| c.cluster.secret = Some(String::new()));
+    assert_eq!(harness.engine.log().version_vector().len(), 65535);
+    let client = harness.client();
+    harness.send(client, Frame::StatusRequest);
+    harness.turn();
+    let frames = harness.received(client);
+    assert!(matches!(frames.as_slice(), [Frame::Status(s)] if s.vector.len() == 65535));
+    // This node's own handshake carries the whole vector (a peer with the same limit
+    // refuses it; see `a_handshake_vector_over_the_actor_limit_is_refused`).
+    let (conn, frames) = peer(&mut harness, 2, VersionVector::new());
+    assert!(matches!(&frames[0], Frame::PeerWelcome(w) if w.vector.len() == 65535));
+    harness.send(conn, Frame::PeerEvent(stored(2, 2, b"known actor")));
+    harness.turn();
+    assert_eq!(harness.received(conn), vec![Frame::PeerCredit { count: 1 }]);
+}
+
+/// A handshake whose vector lists more actors than `actors_max` is refused.
+#[test]
+fn a_handshake_vector_over_the_actor_limit_is_refused() {
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.actors_max = 3;
+        c.cluster.members_max = 2;
+    });
+    let conn = harness.connect();
+    let vector: VersionVector = (1..=4).map(|a| (ActorId(a), 1)).collect();
+    harness.send(conn, peer_hello(2, b"", vector));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
 }

@@ -474,10 +474,10 @@ fn write_cursor(w: &mut Writer, cursor: &Cursor) {
 }
 
 fn write_vector(w: &mut Writer, vector: &VersionVector) {
-    let count = u16::try_from(vector.len())
-        .expect("a vector with over 65535 actors: actor ids 1-65535 give at most 65535 entries");
-    w.put_u16(count);
-    for (actor, counter) in vector.iter() {
+    // A vector never holds actor 0, so it has at most 65535 entries and the count never
+    // clamps; writing is total all the same.
+    let count = w.put_count16(vector.len());
+    for (actor, counter) in vector.iter().take(count) {
         w.put_u16(actor.0);
         w.put_u64(counter);
     }
@@ -510,6 +510,11 @@ fn read_vector(r: &mut Reader, what: &str) -> Result<VersionVector, DecodeError>
                 "{what} entry for actor {actor} has counter 0; leave the actor out instead"
             )));
         }
+        if actor == 0 {
+            return Err(r.error(format!(
+                "{what} has an entry for actor 0, which is no actor"
+            )));
+        }
         previous_actor = Some(actor);
         vector.set(ActorId(actor), counter);
     }
@@ -517,9 +522,9 @@ fn read_vector(r: &mut Reader, what: &str) -> Result<VersionVector, DecodeError>
 }
 
 fn write_members(w: &mut Writer, members: &[Member]) {
-    let count = u16::try_from(members.len()).expect("over 65535 members: actor ids are u16");
-    w.put_u16(count);
-    for member in members {
+    // The engine lists at most `members_max` members; writing is total all the same.
+    let count = w.put_count16(members.len());
+    for member in members.iter().take(count) {
         w.put_u16(member.actor_id);
         w.put_text16(&member.addr);
     }
@@ -530,8 +535,12 @@ fn read_members(r: &mut Reader) -> Result<Vec<Member>, DecodeError> {
     // Pushed as read: a lying count cannot allocate more than the frame holds.
     let mut members = Vec::new();
     for _ in 0..count {
+        let actor_id = r.get_u16("member actor")?;
+        if actor_id == 0 {
+            return Err(r.error("a member list names actor 0, which is no actor".into()));
+        }
         members.push(Member {
-            actor_id: r.get_u16("member actor")?,
+            actor_id,
             addr: r.get_str16("member address")?,
         });
     }
@@ -567,9 +576,9 @@ impl WireFormat for Status {
         w.put_u64(self.event_count);
         w.put_u64(self.durable_end);
         write_vector(w, &self.vector);
-        let count = u16::try_from(self.members.len()).expect("over 65535 members");
-        w.put_u16(count);
-        for member in &self.members {
+        // At most `members_max` members plus the configured addresses; never clamps.
+        let count = w.put_count16(self.members.len());
+        for member in self.members.iter().take(count) {
             w.put_u16(member.actor_id);
             w.put_text16(&member.addr);
             w.put_u8(member.state as u8);
@@ -705,6 +714,15 @@ impl Writer<'_> {
 
     fn put_u16(&mut self, value: u16) {
         self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// Writes a `u16` element count for `length` elements and returns how many to write:
+    /// `length`, or 65535 if it is longer (callers bound their lists far below that, so
+    /// this is only what keeps encoding total).
+    fn put_count16(&mut self, length: usize) -> usize {
+        let count = u16::try_from(length).unwrap_or(u16::MAX);
+        self.put_u16(count);
+        usize::from(count)
     }
 
     fn put_u32(&mut self, value: u32) {

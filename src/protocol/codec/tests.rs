@@ -815,3 +815,38 @@ fn random_frames_round_trip_alone_and_in_random_chunks() {
         "seed {seed}: the stream decoded differently"
     );
 }
+
+/// Issue 10, item 3: a vector of every actor a `u16` can name encodes (it cannot grow past
+/// that: actor 0 is never an entry), and encoding has no panic path left.
+#[test]
+fn the_largest_possible_vector_encodes_and_round_trips() {
+    let mut vector: VersionVector = (1..=u16::MAX).map(|a| (ActorId(a), 1)).collect();
+    vector.observe(EventId::new(9, 0));
+    vector.set(ActorId(0), 3);
+    assert_eq!(vector.len(), 65535, "actor 0 is never an entry");
+    let status = Frame::Status(Status {
+        actor_id: 1,
+        counter: 1,
+        event_count: 0,
+        durable_end: 0,
+        vector: vector.clone(),
+        members: Vec::new(),
+    });
+    let bytes = encoded(&status);
+    assert_eq!(decode(&bytes, &limits()), Ok(Some((status, bytes.len()))));
+}
+
+#[test]
+fn actor_0_in_a_vector_or_member_list_is_malformed() {
+    // Vector {0: 5} in a PeerMembers-free PeerHello body.
+    let mut body = vec![0, 1, 0, 2];
+    body.extend_from_slice(&[0, 0, 0, 0]); // empty address, empty secret
+    body.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+    body.extend_from_slice(&[0, 0]);
+    let error = decode_error(&raw_frame(0x40, &body));
+    assert!(error.message.contains("actor 0"), "{error}");
+    // PeerMembers naming actor 0.
+    let body = [0, 1, 0, 0, 0, 1, b'x'];
+    let error = decode_error(&raw_frame(0x44, &body));
+    assert!(error.message.contains("actor 0"), "{error}");
+}
