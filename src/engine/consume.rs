@@ -67,6 +67,17 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
             }
         };
+        // A subscription from the end has no stored events to deliver: it is caught up (or,
+        // without tail, at its end) as soon as it exists, whatever its credit and whatever is
+        // appended after it in the same turn (protocol.md, section 7).
+        let from_end = subscribe.start == StartPosition::End;
+        if from_end && !subscribe.tail {
+            let frame = Frame::End {
+                subscription_id: subscribe.subscription_id,
+                reason: EndReason::EndOfStream,
+            };
+            return self.send(conn, &frame);
+        }
         let subscription = Subscription {
             id: subscribe.subscription_id,
             glob,
@@ -75,7 +86,7 @@ impl<L: Log> Engine<L> {
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
             tail: subscribe.tail,
             credit: subscribe.credit as u64,
-            caught_up_sent: false,
+            caught_up_sent: from_end,
             queued: false,
             peer: false,
         };
@@ -84,6 +95,12 @@ impl<L: Log> Engine<L> {
         connection
             .subscriptions
             .insert(subscribe.subscription_id, subscription);
+        if from_end {
+            let frame = Frame::CaughtUp {
+                subscription_id: subscribe.subscription_id,
+            };
+            self.send(conn, &frame);
+        }
         self.mark_ready(conn, subscribe.subscription_id);
     }
 

@@ -1216,3 +1216,25 @@ fn a_replicated_event_with_an_invalid_namespace_closes_the_peer_and_is_not_store
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
     assert_eq!(harness.engine.log().end().0, 0);
 }
+
+#[test]
+fn a_subscription_from_the_end_with_no_credit_sent_with_a_produce_gets_caught_up_and_end() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.subscribe(conn, 1, "/**", StartPosition::End, true, 0);
+    h.subscribe(conn, 2, "/**", StartPosition::End, false, 0);
+    h.produce(conn, 1, "/x", b"");
+    h.turn();
+    let frames = h.received(conn);
+    assert!(
+        frames.contains(&Frame::CaughtUp { subscription_id: 1 }),
+        "tail subscription from the end gets CaughtUp at once: {frames:?}"
+    );
+    assert!(
+        frames.contains(&Frame::End {
+            subscription_id: 2,
+            reason: EndReason::EndOfStream
+        }),
+        "non-tail subscription from the end gets End at once: {frames:?}"
+    );
+}
