@@ -114,9 +114,11 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
             });
     }
     let looks_like_id = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    text.parse::<EventId>()
-        .map(StartPosition::AfterId)
-        .map_err(|error| {
+    match text.parse::<EventId>() {
+        Ok(id) if !id.is_canonical() => Err(format!(
+            "invalid start position {text:?}: counter 0 is not an event id (use beginning)"
+        )),
+        parsed => parsed.map(StartPosition::AfterId).map_err(|error| {
             if looks_like_id {
                 error.to_string()
             } else {
@@ -125,7 +127,8 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
                      (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time"
                 )
             }
-        })
+        }),
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 date-time; `None` when malformed or before
@@ -333,6 +336,13 @@ mod tests {
             Ok(StartPosition::AfterId(id))
         );
         assert_eq!(parse_start_position("1.1"), Ok(StartPosition::AfterId(id)));
+        assert_eq!(
+            parse_start_position("0.0"),
+            Ok(StartPosition::AfterId(EventId::NONE))
+        );
+        assert!(parse_start_position("0.5")
+            .unwrap_err()
+            .contains("counter 0"));
         assert_eq!(
             parse_start_position("ms:1500"),
             Ok(StartPosition::Timestamp(1500))

@@ -460,7 +460,7 @@ impl WireFormat for StartPosition {
         match r.get_u8("start position kind")? {
             start_tag::BEGINNING => Ok(StartPosition::Beginning),
             start_tag::END => Ok(StartPosition::End),
-            start_tag::AFTER_ID => Ok(StartPosition::AfterId(r.get_id("start id")?)),
+            start_tag::AFTER_ID => Ok(StartPosition::AfterId(r.get_id_or_none("start id")?)),
             start_tag::CURSOR => Ok(StartPosition::Cursor(read_cursor(r)?)),
             start_tag::TIMESTAMP => Ok(StartPosition::Timestamp(r.get_u64("start timestamp")?)),
             other => Err(r.error(format!("unknown start position kind {other}"))),
@@ -486,7 +486,7 @@ fn write_vector(w: &mut Writer, vector: &VersionVector) {
 /// Reads a cursor in its canonical form: entries in strictly ascending actor order, no zero
 /// counters.
 fn read_cursor(r: &mut Reader) -> Result<Cursor, DecodeError> {
-    let floor = r.get_id("cursor floor")?;
+    let floor = r.get_id_or_none("cursor floor")?;
     let vector = read_vector(r, "cursor")?;
     Ok(Cursor { floor, vector })
 }
@@ -816,11 +816,17 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Any id, including counter 0 (used where "no id" has a meaning, such as a floor).
+    /// Any id, including counter 0 with any actor: callers check the canonical form.
     fn get_id(&mut self, what: &str) -> Result<EventId, DecodeError> {
         let counter = self.get_u64(what)?;
         let actor = self.get_u16(what)?;
         Ok(EventId::new(counter, actor))
+    }
+
+    /// An id where counter 0 means "none" (a start id, a cursor floor): "none" has one
+    /// encoding, all zeros, so counter 0 with a non-zero actor is refused.
+    fn get_id_or_none(&mut self, what: &str) -> Result<EventId, DecodeError> {
+        Ok(self.get_optional_id(what)?.unwrap_or(EventId::NONE))
     }
 
     /// The id of an existing event: counter 0 is refused.

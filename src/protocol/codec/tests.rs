@@ -566,6 +566,39 @@ fn non_canonical_ids_and_cursors_are_malformed() {
 }
 
 #[test]
+fn a_start_id_or_cursor_floor_with_counter_0_and_an_actor_is_malformed() {
+    // "After id" with counter 0 and actor 5: "none" is all zeros (protocol.md, section 2).
+    let after_id = |actor: u16| {
+        let mut body = vec![0, 0, 0, 1, 0, 1, b'/', 2];
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&actor.to_be_bytes());
+        body.extend_from_slice(&[0; 8]);
+        body.push(0);
+        body.extend_from_slice(&[0, 0, 0, 1]);
+        raw_frame(kind::SUBSCRIBE, &body)
+    };
+    assert!(decode(&after_id(0), &limits()).is_ok());
+    let error = decode_error(&after_id(5));
+    assert_eq!(error.code, ErrorCode::MalformedFrame, "{error}");
+    assert!(error.message.contains("start id"), "{error}");
+
+    let floor = |actor: u16| {
+        let mut body = vec![0, 0, 0, 1, 0, 1, b'/', 3];
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&actor.to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&[0; 8]);
+        body.push(0);
+        body.extend_from_slice(&[0, 0, 0, 1]);
+        raw_frame(kind::SUBSCRIBE, &body)
+    };
+    assert!(decode(&floor(0), &limits()).is_ok());
+    let error = decode_error(&floor(5));
+    assert_eq!(error.code, ErrorCode::MalformedFrame, "{error}");
+    assert!(error.message.contains("cursor floor"), "{error}");
+}
+
+#[test]
 fn a_batch_count_larger_than_the_frame_is_malformed_without_allocating() {
     let mut body = vec![0; 8];
     body.extend_from_slice(&u32::MAX.to_be_bytes());
