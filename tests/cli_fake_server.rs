@@ -307,3 +307,21 @@ fn ctrl_c_stops_a_tailing_consumer_with_exit_code_zero() {
     assert_eq!(status.code(), Some(0));
     server.join().expect("fake server");
 }
+
+#[test]
+fn produce_with_empty_standard_input_fails_instead_of_reporting_success() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut conn.stream, &mut rest).expect("read until close");
+        assert!(rest.is_empty(), "nothing is produced: {rest:?}");
+    });
+    let output = flo_client(&port_of(&addr), &["produce", "-n", "/x"], b"");
+    server.join().expect("fake server");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "standard input was empty: no events produced to /x (use -d \"\" for one event without data)\n"
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
