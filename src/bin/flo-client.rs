@@ -514,6 +514,13 @@ fn consume(
                 }
                 continue;
             }
+            Some(Delivery::Skipped(count)) => {
+                eprintln!(
+                    "warning: the server's retention deleted {count} records this consumer \
+                     had not read yet; they are skipped"
+                );
+                continue;
+            }
             Some(Delivery::Event(event)) => event,
         };
         let text = match format {

@@ -183,11 +183,43 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             subscription.queued = false;
+            self.report_skipped(conn, id);
             match self.feed_one(conn, id, &mut budget) {
                 Stop::Budget => self.mark_ready(conn, id),
                 Stop::Waiting | Stop::Ended => {}
             }
         }
+    }
+
+    /// Retention deleted records this subscription had not read yet: it moves on to the
+    /// oldest retained record and, never silently, tells the consumer how many it lost
+    /// (Skipped) and logs it. A peer stream has no such frame; the warning says which peer.
+    fn report_skipped(&mut self, conn: ConnId, id: u32) {
+        let start = self.log.start();
+        let Some(subscription) = self.subscription_mut(conn, id) else {
+            return;
+        };
+        if subscription.next >= start {
+            return;
+        }
+        let count = start.0 - subscription.next.0;
+        subscription.next = start;
+        let peer = subscription.peer;
+        if peer {
+            log::warn!(
+                "{conn}: retention deleted {count} records before they were sent to this peer"
+            );
+            return;
+        }
+        log::warn!(
+            "{conn}: subscription {id}: retention deleted {count} records it had not read; \
+             it goes on after them"
+        );
+        let frame = Frame::Skipped {
+            subscription_id: id,
+            count,
+        };
+        self.send(conn, &frame);
     }
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.

@@ -565,6 +565,7 @@ impl<L: Log> Engine<L> {
             | Frame::Error(_)
             | Frame::Event { .. }
             | Frame::CaughtUp { .. }
+            | Frame::Skipped { .. }
             | Frame::End { .. }
             | Frame::Pong { .. }
             | Frame::Status(_) => {

@@ -1238,3 +1238,35 @@ fn a_subscription_from_the_end_with_no_credit_sent_with_a_produce_gets_caught_up
         "non-tail subscription from the end gets End at once: {frames:?}"
     );
 }
+
+#[test]
+fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a", "/a"]);
+    let consumer = h.client();
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, 1);
+    h.turn();
+    assert_eq!(namespaces(&h.received(consumer)), vec!["/a"]);
+    // Retention deletes three records: the one delivered and two the consumer has not read.
+    h.engine.log.delete_oldest(3);
+    h.send(
+        consumer,
+        Frame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        frames.first(),
+        Some(&Frame::Skipped {
+            subscription_id: 1,
+            count: 2
+        }),
+        "{frames:?}"
+    );
+    assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+}

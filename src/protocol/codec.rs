@@ -136,6 +136,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
         Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
         Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
+        Frame::Skipped {
+            subscription_id,
+            count,
+        } => write_frame(out, kind::SKIPPED, |w| {
+            w.put_u32(*subscription_id);
+            w.put_u64(*count);
+        }),
         Frame::PeerHello(hello) => write_frame(out, kind::PEER_HELLO, |w| hello.write(w)),
         Frame::PeerWelcome(welcome) => write_frame(out, kind::PEER_WELCOME, |w| welcome.write(w)),
         Frame::PeerEvent(event) => encode_peer_event(event, out),
@@ -184,6 +191,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PONG => "Pong",
         kind::STATUS_REQUEST => "StatusRequest",
         kind::STATUS => "Status",
+        kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -212,6 +220,7 @@ pub fn frame_kind(frame: &Frame) -> u8 {
         Frame::Pong { .. } => kind::PONG,
         Frame::StatusRequest => kind::STATUS_REQUEST,
         Frame::Status(_) => kind::STATUS,
+        Frame::Skipped { .. } => kind::SKIPPED,
         Frame::PeerHello(_) => kind::PEER_HELLO,
         Frame::PeerWelcome(_) => kind::PEER_WELCOME,
         Frame::PeerEvent(_) => kind::PEER_EVENT,
@@ -264,6 +273,10 @@ fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
         },
         kind::STATUS_REQUEST => Frame::StatusRequest,
         kind::STATUS => Frame::Status(Status::read(r)?),
+        kind::SKIPPED => Frame::Skipped {
+            subscription_id: r.get_u32("subscription id")?,
+            count: r.get_u64("count")?,
+        },
         kind::PEER_HELLO => Frame::PeerHello(PeerHandshake::read(r)?),
         kind::PEER_WELCOME => Frame::PeerWelcome(PeerHandshake::read(r)?),
         kind::PEER_EVENT => Frame::PeerEvent(read_event(r)?),

@@ -158,6 +158,10 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             },
         },
         Frame::CaughtUp { subscription_id: 7 },
+        Frame::Skipped {
+            subscription_id: 7,
+            count: 2000,
+        },
         Frame::End {
             subscription_id: 7,
             reason: EndReason::LimitReached,
