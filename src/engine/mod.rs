@@ -277,10 +277,18 @@ impl<L: Log> Engine<L> {
             // Checked just above and below: the connection exists until `close` removes it,
             // and the loop ends right after a close.
             let connection = self.conn_mut(conn).expect("connection is open");
-            // A peer frame on a client connection is refused as soon as its kind byte is
-            // known, whatever its body (protocol.md, section 3).
-            // PeerHello is the one peer frame a new connection may start with.
-            let kind = connection.input.get(consumed + 4).copied();
+            // The length is checked first, then a peer frame on a client connection is
+            // refused as soon as its kind byte is known, whatever its body (protocol.md,
+            // section 3). PeerHello is the one peer frame a new connection may start with.
+            let kind = match protocol::decode_header(&connection.input[consumed..], &wire) {
+                Ok(kind) => kind,
+                Err(error) => {
+                    self.close_with_error(conn, error.code, &error.message);
+                    return;
+                }
+            };
+            // Checked at the top of the loop.
+            let connection = self.conn_mut(conn).expect("connection is open");
             let refused = match connection.phase {
                 Phase::Ready => true,
                 Phase::AwaitingHello { .. } => kind != Some(kind::PEER_HELLO),

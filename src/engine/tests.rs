@@ -1270,3 +1270,26 @@ fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
     assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
     assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
 }
+
+#[test]
+fn the_length_is_checked_before_the_kind_then_the_body() {
+    // Length 0 with a peer kind byte after it: the length check comes first.
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0, 0, 0, 0, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    // A length over the limit with a peer kind: FrameTooLarge, not UnexpectedFrame.
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0xff, 0xff, 0xff, 0xff, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::FrameTooLarge));
+    // A good length and a peer kind on a client connection: UnexpectedFrame, before the body.
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0, 0, 0, 9, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
+}

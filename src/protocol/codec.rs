@@ -54,6 +54,38 @@ impl std::error::Error for DecodeError {}
 /// cannot be the start of a valid frame: a length over `limits.frame_size_max` is reported
 /// when the four length bytes are known, an unknown kind when the fifth byte is.
 pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>, DecodeError> {
+    let Some(kind) = decode_header(buf, limits)? else {
+        return Ok(None);
+    };
+    check_kind(kind)?;
+    let frame_size = frame_size_of(buf);
+    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
+    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
+        return Ok(None);
+    };
+    let mut reader = Reader {
+        body,
+        position: 0,
+        kind,
+        limits,
+    };
+    let frame = read_frame(&mut reader)?;
+    reader.finish()?;
+    Ok(Some((frame, frame_size as usize)))
+}
+
+/// The size of the frame whose length field starts `buf` (at least 4 bytes).
+fn frame_size_of(buf: &[u8]) -> u64 {
+    let mut length = [0u8; LENGTH_SIZE];
+    length.copy_from_slice(&buf[..LENGTH_SIZE]);
+    u64::from(u32::from_be_bytes(length)) + LENGTH_SIZE as u64
+}
+
+/// The first two checks of every frame, in the order protocol.md (section 3) gives them: the
+/// length (0 is malformed, over `frame_size_max` too large), then the kind byte, which is
+/// returned unchecked so that a caller can refuse kinds by connection state before the
+/// unknown-kind check. `Ok(None)` until the five header bytes are there.
+pub fn decode_header(buf: &[u8], limits: &WireLimits) -> Result<Option<u8>, DecodeError> {
     let Some(length_bytes) = buf.get(..LENGTH_SIZE) else {
         return Ok(None);
     };
@@ -75,23 +107,7 @@ pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>,
             ),
         });
     }
-    let Some(&kind) = buf.get(LENGTH_SIZE) else {
-        return Ok(None);
-    };
-    check_kind(kind)?;
-    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
-    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
-        return Ok(None);
-    };
-    let mut reader = Reader {
-        body,
-        position: 0,
-        kind,
-        limits,
-    };
-    let frame = read_frame(&mut reader)?;
-    reader.finish()?;
-    Ok(Some((frame, frame_size as usize)))
+    Ok(buf.get(LENGTH_SIZE).copied())
 }
 
 /// Appends the bytes of `frame` to `out`.
@@ -312,12 +328,20 @@ impl WireFormat for Hello {
         w.put_bytes16(&self.auth_token, "auth token");
     }
 
+    /// The layout up to the auth token is frozen for every protocol version (protocol.md,
+    /// section 5): a later version may only add fields after it. So a Hello of another
+    /// version is read up to the token and the rest is ignored, and the server can answer it
+    /// with a clear `UnsupportedVersion` instead of `MalformedFrame`.
     fn read(r: &mut Reader) -> Result<Hello, DecodeError> {
-        Ok(Hello {
+        let hello = Hello {
             protocol_version: r.get_u16("protocol version")?,
             client_name: r.get_str16("client name")?,
             auth_token: r.get_bytes16("auth token")?.to_vec(),
-        })
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            r.position = r.body.len();
+        }
+        Ok(hello)
     }
 }
 
