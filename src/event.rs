@@ -48,6 +48,12 @@ impl EventId {
     pub fn is_none(&self) -> bool {
         self.counter == 0
     }
+
+    /// False for counter 0 with a non-zero actor: "no id" has one form, all zeros, and the
+    /// protocol refuses any other (protocol.md, section 2).
+    pub fn is_canonical(&self) -> bool {
+        self.counter != 0 || self.actor.0 == 0
+    }
 }
 
 /// The 25-digit text form: the counter zero-padded to 20 digits, then the actor zero-padded to

@@ -307,3 +307,59 @@ fn ctrl_c_stops_a_tailing_consumer_with_exit_code_zero() {
     assert_eq!(status.code(), Some(0));
     server.join().expect("fake server");
 }
+
+#[test]
+fn produce_with_empty_standard_input_fails_instead_of_reporting_success() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut conn.stream, &mut rest).expect("read until close");
+        assert!(rest.is_empty(), "nothing is produced: {rest:?}");
+    });
+    let output = flo_client(&port_of(&addr), &["produce", "-n", "/x"], b"");
+    server.join().expect("fake server");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "standard input was empty: no events produced to /x (use -d \"\" for one event without data)\n"
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn consume_warns_on_standard_error_when_retention_skipped_unread_events() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let subscription_id = match conn.receive() {
+            Frame::Subscribe(subscribe) => subscribe.subscription_id,
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        conn.send(Frame::Skipped {
+            subscription_id,
+            count: 2000,
+        });
+        conn.send(Frame::Event {
+            subscription_id,
+            event: Event {
+                id: EventId::new(2001, 1),
+                parent_id: None,
+                namespace: "/a".into(),
+                timestamp_ms: 1,
+                data: b"x".to_vec(),
+            },
+        });
+        conn.send(Frame::End {
+            subscription_id,
+            reason: EndReason::EndOfStream,
+        });
+    });
+    let output = flo_client(&port_of(&addr), &["consume"], b"");
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "warning: the server's retention deleted 2000 records this consumer had not read yet; \
+         they are skipped\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0000000000000000200100001"));
+}

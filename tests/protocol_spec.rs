@@ -100,6 +100,7 @@ fn every_frame_kind_has_an_example() {
         kind::PONG,
         kind::STATUS_REQUEST,
         kind::STATUS,
+        kind::SKIPPED,
         kind::PEER_HELLO,
         kind::PEER_WELCOME,
         kind::PEER_EVENT,

@@ -20,6 +20,7 @@ without a lock.
 from __future__ import annotations
 
 import collections
+import logging
 import socket
 import struct
 import time
@@ -33,6 +34,9 @@ PRE_WELCOME_FRAME_MAX = 64 * 1024
 HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01, 0x08)
 WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
+SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
+
+log = logging.getLogger("flo_client")
 
 # Error scopes (section 11).
 SCOPE_CONNECTION, SCOPE_PRODUCE, SCOPE_SUBSCRIPTION = 0, 1, 2
@@ -283,6 +287,15 @@ class CaughtUp:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """The server's retention deleted `count` records the subscription had not read yet (an
+    upper bound on the events it lost); delivery goes on after them."""
+
+    subscription_id: int
+    count: int
+
+
+@dataclass(frozen=True)
 class End:
     subscription_id: int
     reason: int
@@ -419,7 +432,7 @@ class _Reader:
             raise ProtocolError(f"{len(self.b) - self.i} trailing bytes")
 
 
-ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, End, Tuple[str, int], Tuple[str, dict]]
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, Tuple[str, int], Tuple[str, dict]]
 
 
 def _read_vector(r: "_Reader") -> Dict[int, int]:
@@ -456,6 +469,8 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         out = Event(r.u32(), r.event_id(), r.optional_event_id(), r.u64(), r.str16(), r.bytes32())
     elif kind == CAUGHT_UP:
         out = CaughtUp(r.u32())
+    elif kind == SKIPPED:
+        out = Skipped(r.u32(), r.u64())
     elif kind == END:
         sub_id, reason = r.u32(), r.u8()
         if reason not in END_REASONS:
@@ -496,7 +511,8 @@ class Subscription:
         self.window = credit
         self.auto_credit = auto_credit and credit > 0
         self._processed_since_credit = 0
-        self.queue: Deque[Union[Event, CaughtUp, End, FloError]] = collections.deque()
+        self.queue: Deque[Union[Event, CaughtUp, Skipped, End, FloError]] = collections.deque()
+        self.skipped = 0  # records retention deleted before this subscription read them
         self.caught_up = False
         self.ended: Optional[Union[End, FloError]] = None
         self.finished = False  # the End/Error has been handed to the caller
@@ -510,7 +526,7 @@ class Subscription:
         self.unsubscribing = True
         self.client._send(encode_unsubscribe(self.id))
 
-    def next(self, timeout: Optional[float] = None) -> Union[Event, CaughtUp, End]:
+    def next(self, timeout: Optional[float] = None) -> Union[Event, CaughtUp, Skipped, End]:
         """The next item. Raises FloError for a subscription-scope error, StopIteration after End,
         TimeoutError if nothing arrives in `timeout` seconds (None: the client's default)."""
         if self.finished:
@@ -528,6 +544,9 @@ class Subscription:
                     self._processed_since_credit = 0
         elif isinstance(item, CaughtUp):
             self.caught_up = True
+        elif isinstance(item, Skipped):
+            self.skipped += item.count
+            log.warning("subscription %d: retention deleted %d unread records", self.id, item.count)
         elif isinstance(item, End):
             self.finished = True
         elif isinstance(item, FloError):
@@ -535,7 +554,7 @@ class Subscription:
             raise item
         return item
 
-    def __iter__(self) -> Iterator[Union[Event, CaughtUp, End]]:
+    def __iter__(self) -> Iterator[Union[Event, CaughtUp, Skipped, End]]:
         while True:
             try:
                 yield self.next()
@@ -812,7 +831,7 @@ class FloClient:
             self.replies[f.op_id] = f
         elif isinstance(f, FloError):
             self._dispatch_error(f)
-        elif isinstance(f, (Event, CaughtUp, End)):
+        elif isinstance(f, (Event, CaughtUp, Skipped, End)):
             sub = self.subs.get(f.subscription_id)
             if sub is None or sub.ended is not None:
                 raise ProtocolError(f"{type(f).__name__} for unknown subscription {f.subscription_id}")

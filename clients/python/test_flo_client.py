@@ -155,6 +155,10 @@ class OfflineTests(unittest.TestCase):
                 flo.decode(kind, raw[5:])
         self.assertGreaterEqual(server_kinds, 13)
 
+    def test_skipped_is_decoded(self) -> None:
+        raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
+        self.assertEqual(flo.decode(raw[4], raw[5:]), flo.Skipped(1, 2000))
+
     def test_decoder_is_strict(self) -> None:
         caught_up = bytes.fromhex("00000001")
         with self.assertRaises(flo.ProtocolError):

@@ -32,9 +32,11 @@ enum Command {
     ///
     /// With -d, one event with that data. Without -d and with standard input piped or
     /// redirected, one event per line of it (the newline removed), many in flight at once.
-    /// Without -d at a terminal, one event without data (as in `produce -n /food/lunch/salad`). Prints each event id as the server
-    /// acknowledges it, then a summary line. If the server goes away, every id printed was
-    /// acknowledged, and the exit code is 1.
+    /// Without -d at a terminal, one event without data (as in `produce -n /food/lunch/salad`).
+    /// Empty standard input produces nothing and exits with code 1 (in a script, use -d ""
+    /// for one event without data). Prints each event id as the server acknowledges it, then
+    /// a summary line. If the server goes away, every id printed was acknowledged, and the
+    /// exit code is 1.
     Produce {
         /// The namespace to produce to, such as /food/breakfast/eggs.
         #[arg(short, long)]
@@ -374,6 +376,7 @@ fn produce_lines(
     let mut producer = client.producer(PRODUCE_WINDOW);
     let mut acknowledged = 0u64;
     let mut line = Vec::new();
+    let mut lines_read = 0u64;
     let fail = |acknowledged: u64, error: String| {
         format!("{error} ({acknowledged} events were produced to {namespace} before the error)")
     };
@@ -395,6 +398,7 @@ fn produce_lines(
         {
             break;
         }
+        lines_read += 1;
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -417,6 +421,15 @@ fn produce_lines(
         }
     }
     while receive_ack(&mut producer, out, &mut acknowledged)? {}
+    // Empty input (/dev/null, a closed pipe, an upstream command that printed nothing) is
+    // refused rather than reported as "produced 0 events": a script must not mistake it for
+    // success, and inventing an event without data from no input would be a guess.
+    if lines_read == 0 {
+        return Err(format!(
+            "standard input was empty: no events produced to {namespace} \
+             (use -d \"\" for one event without data)"
+        ));
+    }
     Ok(acknowledged)
 }
 
@@ -499,6 +512,13 @@ fn consume(
                 if flush_or_stop(&mut out)? {
                     return Ok(());
                 }
+                continue;
+            }
+            Some(Delivery::Skipped(count)) => {
+                eprintln!(
+                    "warning: the server's retention deleted {count} records this consumer \
+                     had not read yet; they are skipped"
+                );
                 continue;
             }
             Some(Delivery::Event(event)) => event,

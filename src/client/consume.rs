@@ -102,6 +102,9 @@ pub enum Delivery {
     /// Every stored event matching the subscription has been delivered; a tailing
     /// subscription now waits for new ones.
     CaughtUp,
+    /// The server's retention deleted this many records the subscription had not read yet
+    /// (some may not have matched its glob); delivery goes on after them.
+    Skipped(u64),
     /// The subscription is over; nothing more follows.
     End(EndReason),
 }
@@ -208,6 +211,10 @@ impl Subscription<'_> {
                 self.on_event_delivered()?;
                 Ok(Some(Delivery::Event(event)))
             }
+            Frame::Skipped {
+                subscription_id,
+                count,
+            } if subscription_id == own => Ok(Some(Delivery::Skipped(count))),
             Frame::CaughtUp { subscription_id } if subscription_id == own => {
                 self.caught_up = true;
                 Ok(Some(Delivery::CaughtUp))
@@ -252,6 +259,14 @@ impl Iterator for Subscription<'_> {
             match self.next_delivery() {
                 Ok(Some(Delivery::Event(event))) => return Some(Ok(event)),
                 Ok(Some(Delivery::CaughtUp)) => continue,
+                // The iterator yields events only; `next_delivery` shows the gap.
+                Ok(Some(Delivery::Skipped(count))) => {
+                    log::warn!(
+                        "subscription {}: {count} unread records were deleted by retention",
+                        self.subscription_id
+                    );
+                    continue;
+                }
                 Ok(Some(Delivery::End(_))) | Ok(None) => return None,
                 Err(error) => return Some(Err(error)),
             }

@@ -37,6 +37,11 @@ pub fn parse_cursor(text: &str) -> Result<Cursor, CursorParseError> {
     let floor: EventId = floor_text
         .parse()
         .map_err(|error| CursorParseError(format!("{error}")))?;
+    if !floor.is_canonical() {
+        return Err(CursorParseError(format!(
+            "floor {floor_text} has counter 0 but an actor; no floor is all zeros"
+        )));
+    }
     let mut vector = VersionVector::new();
     for pair in words {
         let parsed = pair.split_once(':').and_then(|(actor, counter)| {
@@ -117,6 +122,7 @@ mod tests {
             "",
             "12",
             "0000000000000000000000000 1",
+            "0000000000000000000000005 1:1",
             "0000000000000000000000000 x:1",
             "0000000000000000000000000 1:2 1:3",
         ] {

@@ -114,9 +114,11 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
             });
     }
     let looks_like_id = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    text.parse::<EventId>()
-        .map(StartPosition::AfterId)
-        .map_err(|error| {
+    match text.parse::<EventId>() {
+        Ok(id) if !id.is_canonical() => Err(format!(
+            "invalid start position {text:?}: counter 0 is not an event id (use beginning)"
+        )),
+        parsed => parsed.map(StartPosition::AfterId).map_err(|error| {
             if looks_like_id {
                 error.to_string()
             } else {
@@ -125,7 +127,8 @@ pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
                      (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time"
                 )
             }
-        })
+        }),
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 date-time; `None` when malformed or before
@@ -243,11 +246,39 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
         } else {
             member.actor_id.to_string()
         };
+        if member.state == MemberState::Connected {
+            let _ = writeln!(
+                out,
+                "  actor {actor} at {}: {state}, lag {} records, vector {}",
+                member.addr,
+                member.lag,
+                vector(&member.vector)
+            );
+            continue;
+        }
+        // Not connected: the server sends lag 0 because it does not know what the member
+        // holds now; "lag 0" would read as "up to date". Report what is known instead: the
+        // member's last known vector, and the actors of which this node holds newer events.
+        let behind: Vec<String> = status
+            .vector
+            .iter()
+            .filter(|(actor, counter)| *counter > member.vector.get(*actor))
+            .map(|(actor, counter)| format!("{actor}:{}..{counter}", member.vector.get(actor) + 1))
+            .collect();
+        let missing = if member.vector.is_empty() && member.actor_id == 0 {
+            "lag unknown".to_string()
+        } else if behind.is_empty() {
+            "lag unknown, it held everything this node holds when last seen".to_string()
+        } else {
+            format!(
+                "lag unknown, missing at least the counters {} held here",
+                behind.join(", ")
+            )
+        };
         let _ = writeln!(
             out,
-            "  actor {actor} at {}: {state}, lag {} records, vector {}",
+            "  actor {actor} at {}: {state} (not connected), {missing}, last known vector {}",
             member.addr,
-            member.lag,
             vector(&member.vector)
         );
     }
@@ -266,6 +297,49 @@ mod tests {
             timestamp_ms: 1_700_000_000_123,
             data: data.to_vec(),
         }
+    }
+
+    #[test]
+    fn status_of_a_disconnected_member_says_what_it_misses_not_lag_0() {
+        use crate::event::{ActorId, VersionVector};
+        use crate::protocol::{MemberState, MemberStatus, Status};
+        let vector = |entries: &[(u16, u64)]| -> VersionVector {
+            entries.iter().map(|&(a, c)| (ActorId(a), c)).collect()
+        };
+        let status = Status {
+            actor_id: 1,
+            counter: 2005,
+            event_count: 2005,
+            durable_end: 2005,
+            vector: vector(&[(1, 2005), (2, 7)]),
+            members: vec![
+                MemberStatus {
+                    actor_id: 2,
+                    addr: "127.0.0.1:3001".into(),
+                    state: MemberState::Connected,
+                    vector: vector(&[(1, 2005), (2, 7)]),
+                    lag: 0,
+                },
+                MemberStatus {
+                    actor_id: 3,
+                    addr: "127.0.0.1:3002".into(),
+                    state: MemberState::BackingOff,
+                    vector: vector(&[(1, 5), (2, 7)]),
+                    lag: 0,
+                },
+            ],
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains(
+                "actor 2 at 127.0.0.1:3001: connected, lag 0 records, vector {1:2005, 2:7}"
+            ),
+            "{text}"
+        );
+        let line = "actor 3 at 127.0.0.1:3002: backing off (not connected), lag unknown, \
+                    missing at least the counters 1:6..2005 held here, last known vector {1:5, 2:7}";
+        assert!(text.contains(line), "{text}");
+        assert!(!text.contains("backing off, lag 0"), "{text}");
     }
 
     #[test]
@@ -333,6 +407,13 @@ mod tests {
             Ok(StartPosition::AfterId(id))
         );
         assert_eq!(parse_start_position("1.1"), Ok(StartPosition::AfterId(id)));
+        assert_eq!(
+            parse_start_position("0.0"),
+            Ok(StartPosition::AfterId(EventId::NONE))
+        );
+        assert!(parse_start_position("0.5")
+            .unwrap_err()
+            .contains("counter 0"));
         assert_eq!(
             parse_start_position("ms:1500"),
             Ok(StartPosition::Timestamp(1500))

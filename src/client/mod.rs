@@ -213,6 +213,7 @@ impl Client {
             Frame::Ack(_)
             | Frame::Event { .. }
             | Frame::CaughtUp { .. }
+            | Frame::Skipped { .. }
             | Frame::End { .. }
             | Frame::Pong { .. } => Ok(()),
             Frame::Error(error) => match error.scope {

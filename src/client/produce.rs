@@ -103,6 +103,7 @@ impl Client {
             | Frame::PeerMembers(_)) => Err(unexpected(&frame, "an Ack")),
             Frame::Event { .. }
             | Frame::CaughtUp { .. }
+            | Frame::Skipped { .. }
             | Frame::End { .. }
             | Frame::Pong { .. } => Ok(None),
         }

@@ -82,6 +82,17 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
             }
         };
+        // A subscription from the end has no stored events to deliver: it is caught up (or,
+        // without tail, at its end) as soon as it exists, whatever its credit and whatever is
+        // appended after it in the same turn (protocol.md, section 7).
+        let from_end = subscribe.start == StartPosition::End;
+        if from_end && !subscribe.tail {
+            let frame = Frame::End {
+                subscription_id: subscribe.subscription_id,
+                reason: EndReason::EndOfStream,
+            };
+            return self.send(conn, &frame);
+        }
         let subscription = Subscription {
             id: subscribe.subscription_id,
             glob,
@@ -90,7 +101,7 @@ impl<L: Log> Engine<L> {
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
             tail: subscribe.tail,
             credit: subscribe.credit as u64,
-            caught_up_sent: false,
+            caught_up_sent: from_end,
             queued: false,
             peer: false,
         };
@@ -99,6 +110,12 @@ impl<L: Log> Engine<L> {
         connection
             .subscriptions
             .insert(subscribe.subscription_id, subscription);
+        if from_end {
+            let frame = Frame::CaughtUp {
+                subscription_id: subscribe.subscription_id,
+            };
+            self.send(conn, &frame);
+        }
         self.mark_ready(conn, subscribe.subscription_id);
     }
 
@@ -181,12 +198,44 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             subscription.queued = false;
+            self.report_skipped(conn, id);
             match self.feed_one(conn, id, &mut budget) {
                 Stop::Budget => self.mark_ready(conn, id),
                 Stop::Waiting | Stop::Ended => {}
             }
             self.check_memory(conn);
         }
+    }
+
+    /// Retention deleted records this subscription had not read yet: it moves on to the
+    /// oldest retained record and, never silently, tells the consumer how many it lost
+    /// (Skipped) and logs it. A peer stream has no such frame; the warning says which peer.
+    fn report_skipped(&mut self, conn: ConnId, id: u32) {
+        let start = self.log.start();
+        let Some(subscription) = self.subscription_mut(conn, id) else {
+            return;
+        };
+        if subscription.next >= start {
+            return;
+        }
+        let count = start.0 - subscription.next.0;
+        subscription.next = start;
+        let peer = subscription.peer;
+        if peer {
+            log::warn!(
+                "{conn}: retention deleted {count} records before they were sent to this peer"
+            );
+            return;
+        }
+        log::warn!(
+            "{conn}: subscription {id}: retention deleted {count} records it had not read; \
+             it goes on after them"
+        );
+        let frame = Frame::Skipped {
+            subscription_id: id,
+            count,
+        };
+        self.send(conn, &frame);
     }
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.

@@ -340,10 +340,21 @@ impl<L: Log> Engine<L> {
                 paused = true;
                 break;
             }
-            // A peer frame on a client connection is refused as soon as its kind byte is
-            // known, whatever its body (protocol.md, section 3).
-            // PeerHello is the one peer frame a new connection may start with.
-            let kind = connection.input.get(consumed + 4).copied();
+            // The length is checked first (against the limit of this phase and kind), then a
+            // peer frame on a client connection is refused as soon as its kind byte is known,
+            // whatever its body (protocol.md, section 3). PeerHello is the one peer frame a new
+            // connection may start with.
+            let peeked_kind = connection.input.get(consumed + 4).copied();
+            let wire = self.decode_limits(connection.phase, peeked_kind);
+            let kind = match protocol::decode_header(&connection.input[consumed..], &wire) {
+                Ok(kind) => kind,
+                Err(error) => {
+                    self.close_with_error(conn, error.code, &error.message);
+                    return;
+                }
+            };
+            // Checked at the top of the loop.
+            let connection = self.conn(conn).expect("connection is open");
             let refused = match connection.phase {
                 Phase::Ready => true,
                 Phase::AwaitingHello { .. } => kind != Some(kind::PEER_HELLO),
@@ -354,7 +365,6 @@ impl<L: Log> Engine<L> {
                 self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
                 return;
             }
-            let wire = self.decode_limits(connection.phase, kind);
             let decoded = protocol::decode(&connection.input[consumed..], &wire);
             match decoded {
                 Ok(None) => break,
@@ -717,6 +727,7 @@ impl<L: Log> Engine<L> {
             | Frame::Error(_)
             | Frame::Event { .. }
             | Frame::CaughtUp { .. }
+            | Frame::Skipped { .. }
             | Frame::End { .. }
             | Frame::Pong { .. }
             | Frame::Status(_) => {

@@ -689,6 +689,7 @@ impl<L: Log> Engine<L> {
             | Frame::Ack(_)
             | Frame::Event { .. }
             | Frame::CaughtUp { .. }
+            | Frame::Skipped { .. }
             | Frame::End { .. }
             | Frame::Pong { .. } => {
                 return self.close_with_error(

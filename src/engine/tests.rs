@@ -1780,3 +1780,80 @@ fn a_handshake_vector_over_the_actor_limit_is_refused() {
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
 }
+
+#[test]
+fn a_subscription_from_the_end_with_no_credit_sent_with_a_produce_gets_caught_up_and_end() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.subscribe(conn, 1, "/**", StartPosition::End, true, 0);
+    h.subscribe(conn, 2, "/**", StartPosition::End, false, 0);
+    h.produce(conn, 1, "/x", b"");
+    h.turn();
+    let frames = h.received(conn);
+    assert!(
+        frames.contains(&Frame::CaughtUp { subscription_id: 1 }),
+        "tail subscription from the end gets CaughtUp at once: {frames:?}"
+    );
+    assert!(
+        frames.contains(&Frame::End {
+            subscription_id: 2,
+            reason: EndReason::EndOfStream
+        }),
+        "non-tail subscription from the end gets End at once: {frames:?}"
+    );
+}
+
+#[test]
+fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a", "/a"]);
+    let consumer = h.client();
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, true, 1);
+    h.turn();
+    assert_eq!(namespaces(&h.received(consumer)), vec!["/a"]);
+    // Retention deletes three records: the one delivered and two the consumer has not read.
+    h.engine.log.delete_oldest(3);
+    h.send(
+        consumer,
+        Frame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        frames.first(),
+        Some(&Frame::Skipped {
+            subscription_id: 1,
+            count: 2
+        }),
+        "{frames:?}"
+    );
+    assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+}
+
+#[test]
+fn the_length_is_checked_before_the_kind_then_the_body() {
+    // Length 0 with a peer kind byte after it: the length check comes first.
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0, 0, 0, 0, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MalformedFrame));
+    // A length over the limit with a peer kind: FrameTooLarge, not UnexpectedFrame.
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0xff, 0xff, 0xff, 0xff, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::FrameTooLarge));
+    // A good length and a peer kind on a client connection: UnexpectedFrame, before the body.
+    let conn = h.client();
+    h.engine
+        .handle_input(h.now, conn, &[0, 0, 0, 9, kind::PEER_EVENT]);
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
+}

@@ -54,6 +54,38 @@ impl std::error::Error for DecodeError {}
 /// cannot be the start of a valid frame: a length over `limits.frame_size_max` is reported
 /// when the four length bytes are known, an unknown kind when the fifth byte is.
 pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>, DecodeError> {
+    let Some(kind) = decode_header(buf, limits)? else {
+        return Ok(None);
+    };
+    check_kind(kind)?;
+    let frame_size = frame_size_of(buf);
+    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
+    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
+        return Ok(None);
+    };
+    let mut reader = Reader {
+        body,
+        position: 0,
+        kind,
+        limits,
+    };
+    let frame = read_frame(&mut reader)?;
+    reader.finish()?;
+    Ok(Some((frame, frame_size as usize)))
+}
+
+/// The size of the frame whose length field starts `buf` (at least 4 bytes).
+fn frame_size_of(buf: &[u8]) -> u64 {
+    let mut length = [0u8; LENGTH_SIZE];
+    length.copy_from_slice(&buf[..LENGTH_SIZE]);
+    u64::from(u32::from_be_bytes(length)) + LENGTH_SIZE as u64
+}
+
+/// The first two checks of every frame, in the order protocol.md (section 3) gives them: the
+/// length (0 is malformed, over `frame_size_max` too large), then the kind byte, which is
+/// returned unchecked so that a caller can refuse kinds by connection state before the
+/// unknown-kind check. `Ok(None)` until the five header bytes are there.
+pub fn decode_header(buf: &[u8], limits: &WireLimits) -> Result<Option<u8>, DecodeError> {
     let Some(length_bytes) = buf.get(..LENGTH_SIZE) else {
         return Ok(None);
     };
@@ -75,23 +107,7 @@ pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>,
             ),
         });
     }
-    let Some(&kind) = buf.get(LENGTH_SIZE) else {
-        return Ok(None);
-    };
-    check_kind(kind)?;
-    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
-    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
-        return Ok(None);
-    };
-    let mut reader = Reader {
-        body,
-        position: 0,
-        kind,
-        limits,
-    };
-    let frame = read_frame(&mut reader)?;
-    reader.finish()?;
-    Ok(Some((frame, frame_size as usize)))
+    Ok(buf.get(LENGTH_SIZE).copied())
 }
 
 /// Appends the bytes of `frame` to `out`.
@@ -136,6 +152,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
         Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
         Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
+        Frame::Skipped {
+            subscription_id,
+            count,
+        } => write_frame(out, kind::SKIPPED, |w| {
+            w.put_u32(*subscription_id);
+            w.put_u64(*count);
+        }),
         Frame::PeerHello(hello) => write_frame(out, kind::PEER_HELLO, |w| hello.write(w)),
         Frame::PeerWelcome(welcome) => write_frame(out, kind::PEER_WELCOME, |w| welcome.write(w)),
         Frame::PeerEvent(event) => encode_peer_event(event, out),
@@ -184,6 +207,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PONG => "Pong",
         kind::STATUS_REQUEST => "StatusRequest",
         kind::STATUS => "Status",
+        kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -212,6 +236,7 @@ pub fn frame_kind(frame: &Frame) -> u8 {
         Frame::Pong { .. } => kind::PONG,
         Frame::StatusRequest => kind::STATUS_REQUEST,
         Frame::Status(_) => kind::STATUS,
+        Frame::Skipped { .. } => kind::SKIPPED,
         Frame::PeerHello(_) => kind::PEER_HELLO,
         Frame::PeerWelcome(_) => kind::PEER_WELCOME,
         Frame::PeerEvent(_) => kind::PEER_EVENT,
@@ -264,6 +289,10 @@ fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
         },
         kind::STATUS_REQUEST => Frame::StatusRequest,
         kind::STATUS => Frame::Status(Status::read(r)?),
+        kind::SKIPPED => Frame::Skipped {
+            subscription_id: r.get_u32("subscription id")?,
+            count: r.get_u64("count")?,
+        },
         kind::PEER_HELLO => Frame::PeerHello(PeerHandshake::read(r)?),
         kind::PEER_WELCOME => Frame::PeerWelcome(PeerHandshake::read(r)?),
         kind::PEER_EVENT => Frame::PeerEvent(read_event(r)?),
@@ -299,12 +328,20 @@ impl WireFormat for Hello {
         w.put_bytes16(&self.auth_token, "auth token");
     }
 
+    /// The layout up to the auth token is frozen for every protocol version (protocol.md,
+    /// section 5): a later version may only add fields after it. So a Hello of another
+    /// version is read up to the token and the rest is ignored, and the server can answer it
+    /// with a clear `UnsupportedVersion` instead of `MalformedFrame`.
     fn read(r: &mut Reader) -> Result<Hello, DecodeError> {
-        Ok(Hello {
+        let hello = Hello {
             protocol_version: r.get_u16("protocol version")?,
             client_name: r.get_str16("client name")?,
             auth_token: r.get_bytes16("auth token")?.to_vec(),
-        })
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            r.position = r.body.len();
+        }
+        Ok(hello)
     }
 }
 
@@ -460,7 +497,7 @@ impl WireFormat for StartPosition {
         match r.get_u8("start position kind")? {
             start_tag::BEGINNING => Ok(StartPosition::Beginning),
             start_tag::END => Ok(StartPosition::End),
-            start_tag::AFTER_ID => Ok(StartPosition::AfterId(r.get_id("start id")?)),
+            start_tag::AFTER_ID => Ok(StartPosition::AfterId(r.get_id_or_none("start id")?)),
             start_tag::CURSOR => Ok(StartPosition::Cursor(read_cursor(r)?)),
             start_tag::TIMESTAMP => Ok(StartPosition::Timestamp(r.get_u64("start timestamp")?)),
             other => Err(r.error(format!("unknown start position kind {other}"))),
@@ -486,7 +523,7 @@ fn write_vector(w: &mut Writer, vector: &VersionVector) {
 /// Reads a cursor in its canonical form: entries in strictly ascending actor order, no zero
 /// counters.
 fn read_cursor(r: &mut Reader) -> Result<Cursor, DecodeError> {
-    let floor = r.get_id("cursor floor")?;
+    let floor = r.get_id_or_none("cursor floor")?;
     let vector = read_vector(r, "cursor")?;
     Ok(Cursor { floor, vector })
 }
@@ -834,11 +871,17 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Any id, including counter 0 (used where "no id" has a meaning, such as a floor).
+    /// Any id, including counter 0 with any actor: callers check the canonical form.
     fn get_id(&mut self, what: &str) -> Result<EventId, DecodeError> {
         let counter = self.get_u64(what)?;
         let actor = self.get_u16(what)?;
         Ok(EventId::new(counter, actor))
+    }
+
+    /// An id where counter 0 means "none" (a start id, a cursor floor): "none" has one
+    /// encoding, all zeros, so counter 0 with a non-zero actor is refused.
+    fn get_id_or_none(&mut self, what: &str) -> Result<EventId, DecodeError> {
+        Ok(self.get_optional_id(what)?.unwrap_or(EventId::NONE))
     }
 
     /// The id of an existing event: counter 0 is refused.

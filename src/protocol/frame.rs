@@ -28,6 +28,7 @@ pub mod kind {
     pub const END: u8 = 0x26;
     pub const PONG: u8 = 0x27;
     pub const STATUS: u8 = 0x28;
+    pub const SKIPPED: u8 = 0x29;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -363,6 +364,12 @@ pub enum Frame {
     StatusRequest,
     /// Server to client.
     Status(Status),
+    /// Server to client: retention deleted `count` records this subscription had not read
+    /// yet; delivery goes on after them. Does not use credit.
+    Skipped {
+        subscription_id: u32,
+        count: u64,
+    },
     // Peer to peer (only after a PeerHello/PeerWelcome handshake).
     PeerHello(PeerHandshake),
     PeerWelcome(PeerHandshake),

@@ -58,6 +58,14 @@ impl MemoryLog {
         }
     }
 
+    /// Deletes the oldest `count` durable records, as retention deletes old segments (the
+    /// memory log's own retention is a no-op).
+    pub fn delete_oldest(&mut self, count: u64) {
+        let count = count.min(self.durable_end - self.start);
+        self.records.drain(..count as usize);
+        self.start += count;
+    }
+
     /// One past the last record that survives a power loss now.
     pub fn fsynced_end(&self) -> Offset {
         Offset(self.fsynced_end)
