@@ -12,7 +12,6 @@
 //! - `client`: a blocking client library on `std::net`, reusing [`protocol`].
 //! - `src/bin/`: argument parsing, logging set-up and exit codes for `flo` and `flo-client`.
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod engine;
