@@ -17,6 +17,10 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod protocol;
+// The seeded generator; its struct serves the unit tests and the integration tests (which include
+// the file by path), so the library build alone does not use all of it.
+#[allow(dead_code)]
+pub(crate) mod random;
 pub mod reactor;
 pub mod storage;
 pub mod units;
