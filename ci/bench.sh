@@ -36,8 +36,9 @@ if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; 
 fi
 
 log "building the load generator and flo"
-cargo build --release --example peer_bench --bin flo --bin flo-client >&2
-PEER_BENCH=$ROOT/target/release/examples/peer_bench
+cargo build --release -p flo-bench --bin peer_bench >&2
+cargo build --release --bin flo --bin flo-client >&2
+PEER_BENCH=$ROOT/target/release/peer_bench
 
 # --- Processes we start, stopped by PID on every exit ---------------------------------------
 WORK=$(mktemp -d)
@@ -97,10 +98,10 @@ log "nats-server (JetStream, file storage) pid $! on 127.0.0.1:$NATS_PORT"
 # --- HOOK(flo): flo with --fsync always and --fsync interval:1000, driven by flo-client bench --
 # flo runs only when both binaries are built and `flo-client bench` exists. The server flags
 # follow the seed README (`-d DIR -p PORT`); adjust FLO_SERVER_ARGS here if they change.
-# `flo-client bench` is expected to accept the flags of examples/peer_bench.rs (--addr,
+# `flo-client bench` is expected to accept the flags of clients/bench/src/bin/peer_bench.rs (--addr,
 # --connections, --window, --size, --duration, --count, --rate, --label, --json, --read for a
 # catch-up read of --count stored events, --consumers 1 for end-to-end latency) and to print
-# flo::bench::BenchResult::to_json().
+# flo_bench::BenchResult::to_json() (clients/bench).
 FLO_BIN=$ROOT/target/release/flo
 FLO_CLIENT=$ROOT/target/release/flo-client
 FLO_TARGETS=()

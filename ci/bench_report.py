@@ -3,7 +3,7 @@
 
 Usage: bench_report.py OUT_DIR BENCHMARKS_MD ELAPSED_SECONDS COMMAND
 
-Reads OUT_DIR/runs.jsonl (one flo::bench::BenchResult JSON object per run), machine.json and
+Reads OUT_DIR/runs.jsonl (one flo_bench::BenchResult JSON object per run), machine.json and
 fsync.jsonl (the disk probe before every repeat and at the end); writes OUT_DIR/medians.jsonl (one line per target and cell, each metric the median
 over the repeats), OUT_DIR/chart.svg (hand-written SVG, log scale) and replaces the text between
 the bench:begin and bench:end markers of BENCHMARKS_MD (appending the markers if absent).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests the benchmark's peer drivers (src/bench/redis.rs, src/bench/nats.rs) against real
+# Tests the benchmark's peer drivers (clients/bench/src/redis.rs, clients/bench/src/nats.rs) against real
 # redis-server and nats-server processes; cargo test covers their parsers with canned bytes.
 #
 # Proves: every XADD of a counted run is acknowledged and counted exactly once, at both window
@@ -15,8 +15,8 @@ if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; 
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
 fi
-cargo build --release --example peer_bench
-PEER_BENCH=target/release/examples/peer_bench
+cargo build --release -p flo-bench --bin peer_bench
+PEER_BENCH=target/release/peer_bench
 
 WORK=$(mktemp -d)
 STARTED_PIDS=()

@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)"; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --release
+# The benchmark crate (load runner, report, Redis and NATS parsers on canned bytes).
+cargo test --release -p flo-bench
 # The optional JSON codec of the typed client layer and its example.
 cargo clippy --all-targets --features json -- -D warnings
 cargo test --release --features json --lib client::

@@ -192,9 +192,10 @@ fn only_storage_touches_files() {
 
 #[test]
 fn nothing_reads_the_clock_but_the_reactor_and_the_tools() {
-    // The reactor gives the engine `now`; the client, the benchmark tools and the binaries
-    // measure time for themselves.
-    let allowed = ["src/reactor/", "src/client/", "src/bench/", "src/bin/"];
+    // The reactor gives the engine `now`; the client and the binaries (`flo-client bench`)
+    // measure time for themselves. The benchmark load runner is outside the library, in
+    // clients/bench.
+    let allowed = ["src/reactor/", "src/client/", "src/bin/"];
     let clocks = ["std::time::Instant", "std::time::SystemTime"];
     assert_eq!(imported(&clocks, &allowed), Vec::<String>::new());
     for needle in ["SystemTime::now", "Instant::now"] {
@@ -211,13 +212,7 @@ fn the_engine_protocol_and_storage_never_touch_sockets() {
     for needle in ["TcpStream", "TcpListener", "std::net::"] {
         let hits: Vec<String> = offenders(
             needle,
-            &[
-                "src/reactor/",
-                "src/client/",
-                "src/bench/",
-                "src/bin/",
-                "src/config.rs",
-            ],
+            &["src/reactor/", "src/client/", "src/bin/", "src/config.rs"],
         );
         // A `SocketAddr` is a value (the engine names the peers it wants dialed), not a
         // socket; every other item of std::net is.
@@ -231,16 +226,22 @@ fn the_engine_protocol_and_storage_never_touch_sockets() {
             .collect();
         assert_eq!(hits, Vec::<String>::new(), "{needle}");
     }
-    let allowed = [
-        "src/reactor/",
-        "src/client/",
-        "src/bench/",
-        "src/bin/",
-        "src/config.rs",
-    ];
+    let allowed = ["src/reactor/", "src/client/", "src/bin/", "src/config.rs"];
     let sockets: Vec<String> = imported(&["std::net"], &allowed)
         .into_iter()
         .filter(|hit| !hit.ends_with("use std::net::SocketAddr"))
         .collect();
     assert_eq!(sockets, Vec::<String>::new());
+}
+
+#[test]
+fn the_library_holds_no_benchmark_code() {
+    // The load runner, its report and the Redis and NATS drivers are the `flo-bench` crate in
+    // clients/bench; `flo-client bench` drives flo through the client library.
+    assert!(
+        !Path::new("src/bench").exists(),
+        "src/bench is back: benchmark code belongs in clients/bench"
+    );
+    let offenders = offenders("mod bench", &["src/bin/"]);
+    assert_eq!(offenders, Vec::<String>::new());
 }

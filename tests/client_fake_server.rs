@@ -483,3 +483,37 @@ fn a_waiting_client_pings_within_a_third_of_the_servers_idle_time_out() {
     assert_eq!(ack.first_id, EventId::new(1, 1));
     server.join().expect("fake server");
 }
+
+#[test]
+fn an_owned_producer_queues_a_window_and_recv_ack_flushes_it() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let ops: Vec<u64> = (0..3).map(|_| produce_op_id(conn.receive()).0).collect();
+        for (index, op_id) in ops.into_iter().enumerate() {
+            conn.send(ack(op_id, index as u64 + 1));
+        }
+    });
+    let client = Client::connect(&addr, options()).expect("connect");
+    // Owned, so it can move to another thread (as a load generator's connections do).
+    let mut producer = client.into_producer(3);
+    let counters = std::thread::spawn(move || {
+        for data in ["a", "b", "c"] {
+            let event = NewEvent {
+                namespace: "/lines".into(),
+                parent_id: None,
+                data: data.into(),
+            };
+            producer.queue(event).expect("queue");
+        }
+        assert!(producer.is_full());
+        // Nothing was written yet: recv_ack must flush the queue before it waits.
+        (0..3)
+            .map(|_| producer.recv_ack().expect("ack").expect("in flight"))
+            .map(|ack| ack.first_id.counter)
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("producer thread");
+    assert_eq!(counters, vec![1, 2, 3]);
+    server.join().expect("fake server");
+}

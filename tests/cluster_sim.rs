@@ -35,31 +35,11 @@ use flo::protocol::{
 use flo::storage::{Log, MemoryLog};
 use flo::time::{MonotonicMs, WallClockMs};
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, per_thousand: u64) -> bool {
-        self.below(1000) < per_thousand
-    }
-}
+/// The project's one seeded generator, shared with the library by path (it is not public API).
+#[allow(dead_code)]
+#[path = "../src/random.rs"]
+mod random;
+use random::SeededRng as Rng;
 
 const STEP_MS: u64 = 10;
 const WALL_BASE_MS: u64 = 1_700_000_000_000;
@@ -214,7 +194,7 @@ impl Sim {
             } else {
                 vec![addrs[(i + 1) % count]]
             };
-            engine_config.seed = rng.next();
+            engine_config.seed = rng.next_u64();
             engine_config.peer_credit_window = 1 + rng.below(8) as u32;
             engine_config.records_per_turn_max = 1 + rng.below(32);
             // The catch-up hold never times out here: partitions always heal, and a time-out

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{FloProcess, RawConn, XorShift};
+use common::{FloProcess, RawConn, SeededRng};
 use flo::event::{EventId, StartPosition};
 use flo::protocol::{EndReason, Frame, Subscribe};
 
@@ -52,7 +52,7 @@ fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
 fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     let seed = seed();
     eprintln!("kill9 seed: {seed} (rerun with FLO_TEST_SEED={seed})");
-    let mut rng = XorShift(seed);
+    let mut rng = SeededRng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     // (data, id) of every acknowledged event, in ack order.
     let mut acknowledged: Vec<(Vec<u8>, EventId)> = Vec::new();

@@ -8,14 +8,14 @@ mod common;
 
 use std::path::Path;
 
-use common::XorShift;
+use common::SeededRng;
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
 use flo::time::MonotonicMs;
 
 struct Model {
-    random: XorShift,
+    random: SeededRng,
     file: FileLog,
     memory: MemoryLog,
     config: StorageConfig,
@@ -35,7 +35,7 @@ impl Model {
         config.cache_bytes_max = 1500;
         config.fsync = fsync;
         Model {
-            random: XorShift(seed),
+            random: SeededRng::new(seed),
             file: open(&config),
             memory: MemoryLog::with_fsync(fsync),
             config,

@@ -12,7 +12,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::XorShift;
+use common::SeededRng;
 use flo::config::StorageConfig;
 use flo::event::{Event, EventId};
 use flo::storage::record::encoded_size;
@@ -112,7 +112,7 @@ fn header_size(path: &Path) -> u64 {
     read_header(&mut file).unwrap().unwrap().1
 }
 
-fn flip_bit(path: &Path, random: &mut XorShift) -> u64 {
+fn flip_bit(path: &Path, random: &mut SeededRng) -> u64 {
     let mut bytes = fs::read(path).unwrap();
     let header = header_size(path);
     let position = header + random.below(bytes.len() as u64 - header);
@@ -128,7 +128,7 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
     let events = write_log(&config, 300);
     let files = segment_files(dir.path());
     assert!(files.len() > 3);
-    let mut random = XorShift(0x05ee_df10);
+    let mut random = SeededRng::new(0x05ee_df10);
     for trial in 0..40 {
         let victim = &files[random.below(files.len() as u64 - 1) as usize];
         let original = fs::read(victim).unwrap();
@@ -189,7 +189,7 @@ fn bit_flips_in_the_newest_segment_refuse_the_start_and_repair_keeps_every_valid
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
     let original = fs::read(&path).unwrap();
     let ranges = record_ranges(&events, header_size(&path));
-    let mut random = XorShift(0x0b17_f11b);
+    let mut random = SeededRng::new(0x0b17_f11b);
     for trial in 0..60 {
         let position = flip_bit(&path, &mut random);
         let flipped = fs::read(&path).unwrap();
@@ -333,7 +333,7 @@ fn a_damaged_sealed_segment_without_index_fails_the_start_with_its_name() {
     write_log(&config, 200);
     let files = segment_files(dir.path());
     fs::remove_file(files[1].with_extension("idx")).unwrap();
-    flip_bit(&files[1], &mut XorShift(77));
+    flip_bit(&files[1], &mut SeededRng::new(77));
     match FileLog::open(&config) {
         Err(StorageError::Corrupt { context }) => {
             assert!(context.contains(files[1].file_name().unwrap().to_str().unwrap()));

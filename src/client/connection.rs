@@ -98,25 +98,89 @@ impl Connection {
         Ok(bytes)
     }
 
-    /// Sends one frame and waits until the kernel has taken all of it.
+    /// Sends one frame (after anything queued) and waits until the kernel has taken all of it.
     pub(crate) fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
-        let bytes = self.encode_checked(frame)?;
-        self.send_bytes(&bytes)
+        self.queue(frame)?;
+        self.flush()
     }
 
     pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.write_buffer.extend_from_slice(bytes);
+        self.flush()
+    }
+
+    /// Encodes `frame` after the frames already queued; refuses it, queuing nothing, if it is
+    /// over the frame size limit. Nothing is written until [`Connection::flush`].
+    pub(crate) fn queue(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let start = self.write_buffer.len();
+        protocol::encode(frame, &mut self.write_buffer);
+        let size = self.write_buffer.len() - start;
+        let size_max = self.limits.frame_size_max as usize;
+        if size > size_max {
+            self.write_buffer.truncate(start);
+            return Err(ClientError::TooLarge {
+                what: "the frame",
+                size,
+                size_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes every queued frame with one call and waits until the kernel has taken them.
+    pub(crate) fn flush(&mut self) -> Result<(), ClientError> {
         if self.send_failed {
+            self.write_buffer.clear();
             return Err(ClientError::ConnectionClosed);
         }
-        self.write_buffer.clear();
-        self.write_buffer.extend_from_slice(bytes);
+        if self.write_buffer.is_empty() {
+            return Ok(());
+        }
         let result = self.stream.write_all(&self.write_buffer);
+        self.write_buffer.clear();
         result.map_err(|error| {
             // A send that failed half-way leaves the stream unusable for sending; answers to
             // earlier frames may still be readable.
             self.send_failed = true;
             ClientError::from_io(error)
         })
+    }
+
+    /// True when frames were queued and not yet flushed.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.write_buffer.is_empty()
+    }
+
+    /// True when received bytes wait to be decoded (perhaps only part of a frame).
+    pub(crate) fn has_received_bytes(&self) -> bool {
+        self.received.has_bytes()
+    }
+
+    /// Reads once, waiting at most `wait` for bytes; false when none came. A quiet wait sends
+    /// a keep-alive Ping, as [`Connection::receive`] does, so that the server's idle time-out
+    /// never closes a connection that is only waiting.
+    pub(crate) fn wait_for_bytes(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<bool, ClientError> {
+        let read_timeout = self.stream.read_timeout().map_err(ClientError::Io)?;
+        self.set_read_timeout(wait.max(std::time::Duration::from_millis(1)))?;
+        let filled = self.fill();
+        self.stream
+            .set_read_timeout(read_timeout)
+            .map_err(ClientError::Io)?;
+        match filled {
+            Ok(()) => Ok(true),
+            Err(ClientError::Timeout) => {
+                if !self.keepalive_outstanding {
+                    let token = self.take_ping_token();
+                    self.send(&Frame::Ping { token })?;
+                    self.keepalive_outstanding = true;
+                }
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets how long one read may wait. After the handshake this is the smaller of the I/O

@@ -4,14 +4,14 @@
 use crate::event::{Cursor, Event, StartPosition};
 use crate::protocol::{EndReason, ErrorScope, Frame, NamespaceGlob, Subscribe};
 
-use super::{server_error, unexpected, Client, ClientError};
+use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
 /// The credit window when none is given: events the server may send ahead of the consumer.
 pub const CREDIT_DEFAULT: u32 = 256;
 
 /// Builds a subscription; see [`Client::consume`].
 pub struct ConsumeBuilder<'a> {
-    client: &'a mut Client,
+    client: ClientHandle<'a>,
     glob: String,
     start: StartPosition,
     limit: u64,
@@ -23,8 +23,20 @@ impl Client {
     /// Starts building a subscription. Defaults: every namespace (`/**`), from the beginning,
     /// no limit, not tailing, a credit window of [`CREDIT_DEFAULT`] events.
     pub fn consume(&mut self) -> ConsumeBuilder<'_> {
+        ConsumeBuilder::new(ClientHandle::Borrowed(self))
+    }
+
+    /// Like [`Client::consume`], but the subscription owns the connection, so it can be moved
+    /// into a thread or boxed.
+    pub fn into_consume(self) -> ConsumeBuilder<'static> {
+        ConsumeBuilder::new(ClientHandle::Owned(Box::new(self)))
+    }
+}
+
+impl<'a> ConsumeBuilder<'a> {
+    fn new(client: ClientHandle<'a>) -> ConsumeBuilder<'a> {
         ConsumeBuilder {
-            client: self,
+            client,
             glob: "/**".to_string(),
             start: StartPosition::Beginning,
             limit: 0,
@@ -32,9 +44,7 @@ impl Client {
             credit: CREDIT_DEFAULT,
         }
     }
-}
 
-impl<'a> ConsumeBuilder<'a> {
     /// Only events whose namespace matches this glob (see protocol.md for the syntax).
     pub fn glob(mut self, glob: &str) -> Self {
         self.glob = glob.to_string();
@@ -66,7 +76,7 @@ impl<'a> ConsumeBuilder<'a> {
     }
 
     /// Validates the glob, sends the subscription and returns its event iterator.
-    pub fn subscribe(self) -> Result<Subscription<'a>, ClientError> {
+    pub fn subscribe(mut self) -> Result<Subscription<'a>, ClientError> {
         NamespaceGlob::new(&self.glob).map_err(|error| ClientError::InvalidGlob {
             glob: self.glob.clone(),
             message: error.to_string(),
@@ -112,7 +122,7 @@ pub enum Delivery {
 /// An open subscription. As an iterator it yields events and ends after the server's End
 /// frame (or after the first error). Dropping it unsubscribes.
 pub struct Subscription<'a> {
-    client: &'a mut Client,
+    client: ClientHandle<'a>,
     subscription_id: u32,
     credit: u32,
     delivered_since_credit: u32,
@@ -167,6 +177,27 @@ impl Subscription<'_> {
                 }
                 Ok(None) => {}
                 Err(error) => return Err(self.end_with(error)),
+            }
+        }
+    }
+
+    /// Waits at most `wait` for the next delivery; true when one is buffered (so
+    /// `next_delivery` will not wait for the network) or the subscription has ended, false
+    /// when nothing arrived in time. A consumer that must look up now and then (to give up on
+    /// events that never come) waits with this instead of blocking in `next_delivery`.
+    pub fn wait_for_delivery(&mut self, wait: std::time::Duration) -> Result<bool, ClientError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.has_buffered()? {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let received = self.client.connection.wait_for_bytes(left);
+            if !received.map_err(|error| self.end_with(error))? {
+                return Ok(false);
             }
         }
     }

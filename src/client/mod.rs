@@ -16,7 +16,9 @@
 //!
 //! One [`Client`] is one connection. Produces, a [`Producer`] window and a [`Subscription`]
 //! each borrow the client mutably, so one connection does one thing at a time; a program that
-//! consumes and produces at once (a responder) opens two clients.
+//! consumes and produces at once (a responder) opens two clients. A producer or subscription
+//! that must outlive the borrow (moved into a thread, boxed) takes the client over instead:
+//! [`Client::into_producer`], [`Client::into_consume`].
 
 mod connection;
 mod consume;
@@ -221,6 +223,33 @@ impl Client {
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
             other => Err(unexpected(&other, "a server frame")),
+        }
+    }
+}
+
+/// The client a [`Producer`] or [`Subscription`] works on: borrowed from the caller, or owned
+/// (from [`Client::into_producer`] and [`Client::into_consume`]) so that it can be moved freely.
+enum ClientHandle<'a> {
+    Borrowed(&'a mut Client),
+    Owned(Box<Client>),
+}
+
+impl std::ops::Deref for ClientHandle<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        match self {
+            ClientHandle::Borrowed(client) => client,
+            ClientHandle::Owned(client) => client,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ClientHandle<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self {
+            ClientHandle::Borrowed(client) => client,
+            ClientHandle::Owned(client) => client,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::event::{Event, EventId};
 use crate::protocol::{Ack, ErrorScope, Frame, NewEvent, Produce, ProduceBatch};
 
-use super::{server_error, unexpected, Client, ClientError};
+use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
 impl Client {
     /// Appends one event and waits for its acknowledgement.
@@ -60,12 +60,13 @@ impl Client {
 
     /// A window that keeps up to `window` produces in flight on this connection.
     pub fn producer(&mut self, window: usize) -> Producer<'_> {
-        Producer {
-            client: self,
-            window: window.max(1),
-            in_flight: VecDeque::new(),
-            completed: HashMap::new(),
-        }
+        Producer::new(ClientHandle::Borrowed(self), window)
+    }
+
+    /// Like [`Client::producer`], but the producer owns the connection, so it can be moved into
+    /// a thread or boxed (a load generator keeps one per connection).
+    pub fn into_producer(self, window: usize) -> Producer<'static> {
+        Producer::new(ClientHandle::Owned(Box::new(self)), window)
     }
 
     fn wait_for_ack(&mut self, op_id: u64) -> Result<Ack, ClientError> {
@@ -126,6 +127,10 @@ fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEve
 /// order the events were sent, even when the server answers some of them out of order (an
 /// error can overtake acks that wait for the disk).
 ///
+/// [`Producer::send`] writes each produce at once. To send several with one write (one system
+/// call for a whole window, as a load generator wants), [`Producer::queue`] them and then
+/// [`Producer::flush`]; `recv_ack` flushes what is still queued before it waits.
+///
 /// ```no_run
 /// # let mut client = flo::client::Client::connect("localhost:3000", Default::default())?;
 /// let mut producer = client.producer(256);
@@ -145,7 +150,7 @@ fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEve
 /// # Ok::<(), flo::client::ClientError>(())
 /// ```
 pub struct Producer<'a> {
-    client: &'a mut Client,
+    client: ClientHandle<'a>,
     window: usize,
     /// Op ids sent and not yet handed out by `recv_ack`, oldest first.
     in_flight: VecDeque<u64>,
@@ -153,7 +158,16 @@ pub struct Producer<'a> {
     completed: HashMap<u64, Result<Ack, ClientError>>,
 }
 
-impl Producer<'_> {
+impl<'a> Producer<'a> {
+    fn new(client: ClientHandle<'a>, window: usize) -> Producer<'a> {
+        Producer {
+            client,
+            window: window.max(1),
+            in_flight: VecDeque::new(),
+            completed: HashMap::new(),
+        }
+    }
+
     /// The most produces this window keeps in flight.
     pub fn window(&self) -> usize {
         self.window
@@ -172,6 +186,15 @@ impl Producer<'_> {
     /// Sends one event without waiting; returns its op id. Refused with
     /// [`ClientError::WindowFull`] when the window is full: call `recv_ack` first.
     pub fn send(&mut self, event: NewEvent) -> Result<u64, ClientError> {
+        let op_id = self.queue(event)?;
+        self.flush()?;
+        Ok(op_id)
+    }
+
+    /// Like [`Producer::send`], but only encodes the produce behind those already queued;
+    /// nothing is written until [`Producer::flush`] (or `send`, or `recv_ack`). It counts in
+    /// the window from now on. Returns its op id.
+    pub fn queue(&mut self, event: NewEvent) -> Result<u64, ClientError> {
         if self.is_full() {
             return Err(ClientError::WindowFull {
                 window: self.window,
@@ -181,9 +204,21 @@ impl Producer<'_> {
         let op_id = self.client.take_op_id();
         self.client
             .connection
-            .send(&Frame::Produce(Produce { op_id, event }))?;
+            .queue(&Frame::Produce(Produce { op_id, event }))?;
         self.in_flight.push_back(op_id);
         Ok(op_id)
+    }
+
+    /// Writes every queued produce with one write.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.client.connection.flush()
+    }
+
+    /// True when bytes from the server are already received but not yet handed out, so the
+    /// next `recv_ack` will probably not wait for the network. A caller that refills the window
+    /// takes such acknowledgements first and then writes once.
+    pub fn has_buffered(&self) -> bool {
+        self.client.connection.has_received_bytes()
     }
 
     /// The outcome of the oldest produce in flight, waiting for it if needed; `Ok(None)` when
@@ -193,6 +228,9 @@ impl Producer<'_> {
         let Some(&oldest) = self.in_flight.front() else {
             return Ok(None);
         };
+        if self.client.connection.has_queued() {
+            self.flush()?;
+        }
         loop {
             if let Some(outcome) = self.completed.remove(&oldest) {
                 self.in_flight.pop_front();

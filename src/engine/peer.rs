@@ -133,12 +133,7 @@ impl Cluster {
     }
 
     fn next_random(&mut self) -> u64 {
-        let mut x = self.rng_state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng_state = x;
-        x
+        crate::random::next_u64(&mut self.rng_state)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Received bytes waiting to be decoded into frames, for the client side of a connection (the
-//! client library and the benchmark driver). Pure: the caller does the reading, through a
+//! client library). Pure: the caller does the reading, through a
 //! closure, so this file never touches a socket.
 
 use crate::config::WireLimits;

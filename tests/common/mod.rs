@@ -192,16 +192,9 @@ impl RawConn {
     }
 }
 
-/// A tiny seeded PRNG (xorshift64), so a failing randomized test names the seed that
-/// reproduces it. The seed must not be 0.
-pub struct XorShift(pub u64);
-
-impl XorShift {
-    /// The next number, reduced below `bound`.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
+/// The project's one seeded generator, shared with the library by path (it is not public API),
+/// so a failing randomized test names the seed that reproduces it.
+#[path = "../../src/random.rs"]
+mod random;
+#[allow(unused_imports)] // Not every test file that includes `common` uses it.
+pub use random::SeededRng;

@@ -4,26 +4,7 @@
 
 use super::*;
 
-/// A tiny seeded PRNG (xorshift64*), so failures reproduce from the printed seed.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..bound` (`bound` > 0).
-    pub(crate) fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
-    }
-}
+use crate::random::SeededRng as Rng;
 
 fn limits() -> WireLimits {
     WireLimits::default()
@@ -355,7 +336,7 @@ fn a_stream_decodes_the_same_in_random_chunks() {
     let stream = all_encoded();
     for seed in 1..=50 {
         let mut rng = Rng::new(seed);
-        let frames = decode_in_chunks(&stream, || 1 + rng.below(64));
+        let frames = decode_in_chunks(&stream, || 1 + rng.index(64));
         assert_eq!(frames, sample_frames(), "seed {seed}");
     }
 }
@@ -676,24 +657,24 @@ fn random_input(rng: &mut Rng, out: &mut Vec<u8>) {
         0x08,
     ];
     out.clear();
-    let body_size = rng.below(48);
-    let length = match rng.below(8) {
+    let body_size = rng.index(48);
+    let length = match rng.index(8) {
         0 => rng.next_u64() as u32,
-        1 => body_size as u32 + rng.below(3) as u32,
+        1 => body_size as u32 + rng.index(3) as u32,
         _ => body_size as u32 + 1,
     };
     out.extend_from_slice(&length.to_be_bytes());
-    out.push(if rng.below(16) == 0 {
+    out.push(if rng.index(16) == 0 {
         rng.next_u64() as u8
     } else {
-        KINDS[rng.below(KINDS.len())]
+        KINDS[rng.index(KINDS.len())]
     });
     for _ in 0..body_size {
         // Small values make plausible lengths, tags and booleans.
-        let byte = if rng.below(2) == 0 {
-            rng.below(4)
+        let byte = if rng.index(2) == 0 {
+            rng.index(4)
         } else {
-            rng.below(256)
+            rng.index(256)
         };
         out.push(byte as u8);
     }
@@ -701,12 +682,12 @@ fn random_input(rng: &mut Rng, out: &mut Vec<u8>) {
 
 fn mutate_valid_frame(rng: &mut Rng, valid: &[Vec<u8>], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&valid[rng.below(valid.len())]);
-    for _ in 0..1 + rng.below(3) {
-        let index = rng.below(out.len());
-        match rng.below(3) {
+    out.extend_from_slice(&valid[rng.index(valid.len())]);
+    for _ in 0..1 + rng.index(3) {
+        let index = rng.index(out.len());
+        match rng.index(3) {
             0 => out[index] = rng.next_u64() as u8,
-            1 => out[index] ^= 1 << rng.below(8),
+            1 => out[index] ^= 1 << rng.index(8),
             _ => out.truncate(index.max(1)),
         }
     }
@@ -757,8 +738,8 @@ fn random_text(rng: &mut Rng, length_max: usize) -> String {
     const PIECES: [&str; 8] = ["/", "a", "Z", "9", "é", "✓", "𝄞", "*"];
     let mut text = String::new();
     loop {
-        let piece = PIECES[rng.below(PIECES.len())];
-        if text.len() + piece.len() > length_max || rng.below(16) == 0 {
+        let piece = PIECES[rng.index(PIECES.len())];
+        if text.len() + piece.len() > length_max || rng.index(16) == 0 {
             return text;
         }
         text.push_str(piece);
@@ -766,7 +747,7 @@ fn random_text(rng: &mut Rng, length_max: usize) -> String {
 }
 
 fn random_bytes(rng: &mut Rng, length_max: usize) -> Vec<u8> {
-    (0..rng.below(length_max + 1))
+    (0..rng.index(length_max + 1))
         .map(|_| rng.next_u64() as u8)
         .collect()
 }
@@ -776,7 +757,7 @@ fn random_id(rng: &mut Rng) -> EventId {
 }
 
 fn random_optional_id(rng: &mut Rng) -> Option<EventId> {
-    (rng.below(2) == 0).then(|| random_id(rng))
+    (rng.index(2) == 0).then(|| random_id(rng))
 }
 
 fn random_new_event(rng: &mut Rng) -> NewEvent {
@@ -788,13 +769,13 @@ fn random_new_event(rng: &mut Rng) -> NewEvent {
 }
 
 fn random_start(rng: &mut Rng) -> StartPosition {
-    match rng.below(5) {
+    match rng.index(5) {
         0 => StartPosition::Beginning,
         1 => StartPosition::End,
         2 => StartPosition::AfterId(random_id(rng)),
         3 => StartPosition::Cursor(Cursor {
             floor: random_id(rng),
-            vector: (0..rng.below(20))
+            vector: (0..rng.index(20))
                 .map(|_| (ActorId(rng.next_u64() as u16), 1 + rng.next_u64() % 1000))
                 .collect(),
         }),
@@ -805,7 +786,7 @@ fn random_start(rng: &mut Rng) -> StartPosition {
 /// A random value of a random frame variant, within the default limits.
 fn random_frame(rng: &mut Rng) -> Frame {
     let u32_value = rng.next_u64() as u32;
-    match rng.below(8) {
+    match rng.index(8) {
         0 => Frame::Hello(Hello {
             protocol_version: rng.next_u64() as u16,
             client_name: random_text(rng, 100),
@@ -817,23 +798,23 @@ fn random_frame(rng: &mut Rng) -> Frame {
         }),
         2 => Frame::ProduceBatch(ProduceBatch {
             op_id: rng.next_u64(),
-            events: (0..rng.below(5)).map(|_| random_new_event(rng)).collect(),
+            events: (0..rng.index(5)).map(|_| random_new_event(rng)).collect(),
         }),
         3 => Frame::Subscribe(Subscribe {
             subscription_id: u32_value,
             glob: random_text(rng, 300),
             start: random_start(rng),
             limit: rng.next_u64(),
-            tail: rng.below(2) == 0,
+            tail: rng.index(2) == 0,
             credit: rng.next_u64() as u32,
         }),
         4 => Frame::Error(ErrorFrame {
-            scope: match rng.below(3) {
+            scope: match rng.index(3) {
                 0 => ErrorScope::Connection,
                 1 => ErrorScope::Produce(rng.next_u64()),
                 _ => ErrorScope::Subscription(u32_value),
             },
-            code: ErrorCode::from_u16(1 + rng.below(17) as u16).expect("codes 1-17 exist"),
+            code: ErrorCode::from_u16(1 + rng.index(17) as u16).expect("codes 1-17 exist"),
             message: random_text(rng, 200),
         }),
         5 => Frame::Event {
@@ -852,7 +833,7 @@ fn random_frame(rng: &mut Rng) -> Frame {
             count: u32_value,
             timestamp_ms: rng.next_u64(),
         }),
-        _ => sample_frames().swap_remove(rng.below(sample_frames().len())),
+        _ => sample_frames().swap_remove(rng.index(sample_frames().len())),
     }
 }
 
@@ -871,7 +852,7 @@ fn random_frames_round_trip_alone_and_in_random_chunks() {
         );
         stream.extend_from_slice(&bytes);
     }
-    let decoded = decode_in_chunks(&stream, || 1 + rng.below(200));
+    let decoded = decode_in_chunks(&stream, || 1 + rng.index(200));
     assert!(
         decoded == frames,
         "seed {seed}: the stream decoded differently"

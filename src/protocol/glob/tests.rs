@@ -3,7 +3,7 @@
 //! (the backtracking matcher flo used before) on random short globs and namespaces.
 
 use super::*;
-use crate::protocol::codec::tests::Rng;
+use crate::random::SeededRng as Rng;
 
 /// Asserts which of `namespaces` the glob matches, and that it matches no other.
 fn assert_matches(glob: &str, matching: &[&str], not_matching: &[&str]) {
@@ -250,7 +250,7 @@ fn random_glob(rng: &mut Rng) -> String {
     ];
     let mut glob = String::from("/");
     for _ in 0..rng.below(8) {
-        glob.push_str(PIECES[rng.below(PIECES.len())]);
+        glob.push_str(PIECES[rng.index(PIECES.len())]);
     }
     glob
 }
@@ -259,7 +259,7 @@ fn random_namespace(rng: &mut Rng) -> String {
     const CHARS: [char; 7] = ['a', 'b', '/', '/', '.', 'é', ']'];
     let mut namespace = String::from("/");
     for _ in 0..rng.below(10) {
-        namespace.push(CHARS[rng.below(CHARS.len())]);
+        namespace.push(CHARS[rng.index(CHARS.len())]);
     }
     namespace
 }

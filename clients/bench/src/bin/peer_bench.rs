@@ -1,11 +1,11 @@
-//! Drives flo's peers (Redis Streams, NATS JetStream) with the load generator of `flo::bench`,
+//! Drives flo's peers (Redis Streams, NATS JetStream) with the load generator of `flo_bench`,
 //! so that `ci/bench.sh` can put their figures beside flo's, measured by the same code.
 //!
 //! ```text
-//! cargo run --release --example peer_bench -- redis --addr 127.0.0.1:6399 \
+//! cargo run --release -p flo-bench --bin peer_bench -- redis --addr 127.0.0.1:6399 \
 //!     --connections 4 --window 64 --size 100 --count 200000 [--json]
-//! cargo run --release --example peer_bench -- nats --addr 127.0.0.1:4299 ...
-//! cargo run --release --example peer_bench -- redis-read --addr 127.0.0.1:6399 --size 100 \
+//! cargo run --release -p flo-bench --bin peer_bench -- nats --addr 127.0.0.1:4299 ...
+//! cargo run --release -p flo-bench --bin peer_bench -- redis-read --addr 127.0.0.1:6399 --size 100 \
 //!     --count 200000
 //! ```
 //! `redis-read` first stores `--count` events, then measures reading them back from the
@@ -18,9 +18,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
-use flo::bench::nats::JetStream;
-use flo::bench::redis::RedisStreams;
-use flo::bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
+use flo_bench::nats::JetStream;
+use flo_bench::redis::RedisStreams;
+use flo_bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
 
 #[derive(Parser)]
 #[command(about = "Benchmark flo's peers with flo's load generator")]

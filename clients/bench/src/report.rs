@@ -1,11 +1,11 @@
 //! The figures of one benchmark run, as text for people and as one JSON object for scripts.
 //!
-//! The JSON is written by hand (serde is an optional feature of the crate). `ci/bench.sh` and
-//! `ci/bench_report.py` read these field names; `flo-client bench` should print the same object
-//! so that flo and its peers land in one table.
+//! The JSON is built with serde_json. `ci/bench.sh` and `ci/bench_report.py` read these field
+//! names; `flo-client bench` prints the same object, so flo and its peers land in one table.
 
-use std::fmt::Write as _;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use super::{BenchSpec, Histogram, LatencySummary};
 
@@ -84,28 +84,35 @@ impl BenchResult {
 
     /// One line of JSON, latencies in microseconds.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(400);
-        out.push('{');
-        let _ = write!(out, "\"target\":{}", json_string(&self.target));
-        let _ = write!(out, ",\"kind\":{}", json_string(self.kind));
-        let _ = write!(out, ",\"connections\":{}", self.connections);
-        let _ = write!(out, ",\"window\":{}", self.window);
-        let _ = write!(out, ",\"event_size\":{}", self.event_size);
-        match self.rate {
-            Some(rate) => {
-                let _ = write!(out, ",\"rate\":{rate}");
-            }
-            None => out.push_str(",\"rate\":null"),
-        }
-        let _ = write!(out, ",\"events\":{}", self.events);
-        let _ = write!(out, ",\"bytes\":{}", self.bytes);
-        let _ = write!(out, ",\"elapsed_s\":{:.6}", self.elapsed.as_secs_f64());
-        let _ = write!(out, ",\"events_per_s\":{:.1}", self.events_per_second());
-        let _ = write!(out, ",\"mb_per_s\":{:.3}", self.megabytes_per_second());
-        write_latency_fields(&mut out, "latency", Some(&self.latency));
-        write_latency_fields(&mut out, "e2e", self.end_to_end.as_ref());
-        out.push('}');
-        out
+        let latency = micros(Some(&self.latency));
+        let end_to_end = micros(self.end_to_end.as_ref());
+        let line = JsonLine {
+            target: &self.target,
+            kind: self.kind,
+            connections: self.connections,
+            window: self.window,
+            event_size: self.event_size,
+            rate: self.rate,
+            events: self.events,
+            bytes: self.bytes,
+            elapsed_s: rounded(self.elapsed.as_secs_f64(), 6),
+            events_per_s: rounded(self.events_per_second(), 1),
+            mb_per_s: rounded(self.megabytes_per_second(), 3),
+            latency_min_us: latency[0],
+            latency_p50_us: latency[1],
+            latency_p99_us: latency[2],
+            latency_p999_us: latency[3],
+            latency_max_us: latency[4],
+            latency_mean_us: latency[5],
+            e2e_min_us: end_to_end[0],
+            e2e_p50_us: end_to_end[1],
+            e2e_p99_us: end_to_end[2],
+            e2e_p999_us: end_to_end[3],
+            e2e_max_us: end_to_end[4],
+            e2e_mean_us: end_to_end[5],
+        };
+        // A struct of numbers and strings always serializes.
+        serde_json::to_string(&line).expect("the report serializes")
     }
 
     /// A few lines for a terminal.
@@ -159,35 +166,55 @@ impl BenchResult {
     }
 }
 
-/// `,"<prefix>_min_us":..` and the other figures in microseconds, or `null`s.
-fn write_latency_fields(out: &mut String, prefix: &str, latency: Option<&LatencySummary>) {
-    let fields = latency.map(|latency| {
-        [
-            latency.min,
-            latency.p50,
-            latency.p99,
-            latency.p999,
-            latency.max,
-            latency.mean,
-        ]
-    });
-    for (index, name) in ["min", "p50", "p99", "p999", "max", "mean"]
-        .iter()
-        .enumerate()
-    {
-        match fields {
-            Some(nanos) => {
-                let _ = write!(
-                    out,
-                    ",\"{prefix}_{name}_us\":{:.1}",
-                    nanos[index] as f64 / 1e3
-                );
-            }
-            None => {
-                let _ = write!(out, ",\"{prefix}_{name}_us\":null");
-            }
-        }
-    }
+/// The report's JSON object, field by field in the order scripts have always seen.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    target: &'a str,
+    kind: &'a str,
+    connections: usize,
+    window: usize,
+    event_size: usize,
+    rate: Option<u64>,
+    events: u64,
+    bytes: u64,
+    elapsed_s: f64,
+    events_per_s: f64,
+    mb_per_s: f64,
+    latency_min_us: Option<f64>,
+    latency_p50_us: Option<f64>,
+    latency_p99_us: Option<f64>,
+    latency_p999_us: Option<f64>,
+    latency_max_us: Option<f64>,
+    latency_mean_us: Option<f64>,
+    e2e_min_us: Option<f64>,
+    e2e_p50_us: Option<f64>,
+    e2e_p99_us: Option<f64>,
+    e2e_p999_us: Option<f64>,
+    e2e_max_us: Option<f64>,
+    e2e_mean_us: Option<f64>,
+}
+
+/// min, p50, p99, p99.9, max and mean in microseconds to one decimal, or `None`s when not
+/// measured.
+fn micros(latency: Option<&LatencySummary>) -> [Option<f64>; 6] {
+    let Some(latency) = latency else {
+        return [None; 6];
+    };
+    [
+        latency.min,
+        latency.p50,
+        latency.p99,
+        latency.p999,
+        latency.max,
+        latency.mean,
+    ]
+    .map(|nanos| Some(rounded(nanos as f64 / 1e3, 1)))
+}
+
+/// `value` rounded to `decimals` places, as the report has always printed it.
+fn rounded(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
 }
 
 fn per_second(amount: f64, elapsed: Duration) -> f64 {
@@ -199,31 +226,10 @@ fn per_second(amount: f64, elapsed: Duration) -> f64 {
     }
 }
 
-/// A JSON string literal with the escapes RFC 8259 requires.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            control if (control as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", control as u32);
-            }
-            other => out.push(other),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Stop;
+    use crate::Stop;
 
     fn sample() -> BenchResult {
         let mut histogram = Histogram::new();
@@ -265,7 +271,7 @@ mod tests {
             "\"rate\":null",
             "\"events\":4",
             "\"events_per_s\":2000.0",
-            "\"mb_per_s\":0.200",
+            "\"mb_per_s\":0.2",
             "\"latency_min_us\":10.0",
             "\"latency_max_us\":40.0",
             "\"latency_mean_us\":25.0",
@@ -278,8 +284,12 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(json_string("a\u{1}\tb"), "\"a\\u0001\\tb\"");
+    fn the_json_parses_back_with_every_field() {
+        let value: serde_json::Value =
+            serde_json::from_str(&sample().to_json()).expect("valid JSON");
+        assert_eq!(value["target"], "redis-\"always\"");
+        assert_eq!(value["latency_p50_us"], 20.0);
+        assert!(value["e2e_max_us"].is_null());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Load generation for benchmarks, reusable for any server: flo itself (`flo-client bench`) and
-//! the peers it is compared with (Redis Streams, NATS JetStream; see `examples/peer_bench.rs`
-//! and `ci/bench.sh`).
+//! Load generation for benchmarks, reusable for any server: flo itself (`flo-client bench`,
+//! whose flo driver lives in the flo crate's binary and uses the flo client library) and the
+//! peers it is compared with (Redis Streams, NATS JetStream, driven by this crate's
+//! `peer_bench` binary; see `ci/bench.sh`). This crate does not depend on flo.
 //!
 //! A [`Target`] opens [`Connection`]s. The produce runner ([`run_produce`]) starts one thread per
 //! connection; each keeps up to `window` produces in flight, counts only acknowledged events and
@@ -10,10 +11,9 @@
 //! beginning of a stored stream through a [`ReadTarget`].
 //!
 //! This is a client tool: it uses blocking `std::net` sockets and reads `Instant::now()`
-//! directly, unlike the engine, whose clock is injected.
+//! directly, unlike flo's engine, whose clock is injected.
 
-pub mod flo;
-pub mod histogram;
+pub mod latency;
 pub mod nats;
 pub mod redis;
 pub mod report;
@@ -23,7 +23,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use histogram::{Histogram, LatencySummary};
+pub use latency::{Histogram, LatencySummary};
 pub use report::BenchResult;
 
 /// When a produce run stops sending.

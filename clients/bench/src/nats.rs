@@ -12,7 +12,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::report::json_string;
 use super::{Connection, Target};
 
 /// Largest message payload accepted from the server (the server's default limit is 1 MiB).
@@ -234,10 +233,13 @@ pub struct JetStream {
 impl JetStream {
     /// Creates the stream (file storage, one replica) through the JetStream API.
     pub fn create_stream(&self) -> io::Result<()> {
-        let config = format!(
-            "{{\"name\":{0},\"subjects\":[{0}],\"storage\":\"file\",\"num_replicas\":1}}",
-            json_string(&self.stream)
-        );
+        let config = serde_json::json!({
+            "name": self.stream,
+            "subjects": [self.stream],
+            "storage": "file",
+            "num_replicas": 1,
+        })
+        .to_string();
         self.api(&format!("$JS.API.STREAM.CREATE.{}", self.stream), &config)
     }
 
