@@ -154,6 +154,29 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The server's TLS identity for client connections: a certificate chain and its private key,
+/// both PEM, as read from `--tls-cert` and `--tls-key` (the reactor parses them at start-up).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPem {
+    /// One or more `CERTIFICATE` blocks, the server's own first.
+    pub cert_chain_pem: Vec<u8>,
+    /// One PKCS#8, PKCS#1 or SEC1 private key block.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsPem {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsPem")
+            .field(
+                "cert_chain_pem",
+                &format_args!("{} bytes", self.cert_chain_pem.len()),
+            )
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -201,6 +224,9 @@ pub struct Config {
     pub subscriptions_per_connection_max: u32,
     /// Events one batch produce may carry.
     pub batch_events_max: usize,
+    /// With an identity, the listener speaks TLS from the first byte (protocol.md, "Transport
+    /// security"); without, plaintext.
+    pub tls: Option<TlsPem>,
 }
 
 impl Config {
@@ -227,6 +253,7 @@ impl Config {
             records_per_turn_max: 64 * 1024,
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
+            tls: None,
         }
     }
 
@@ -237,6 +264,13 @@ impl Config {
         }
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
+        }
+        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
+        if self.tls.is_some() && clustered {
+            // Peers dial the client port, and the peer side has no TLS yet.
+            return Err(
+                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
+            );
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {

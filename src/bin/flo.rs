@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flo::config::{Config, FsyncPolicy, Retention};
+use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
 use flo::event::ActorId;
 use flo::reactor::{Server, ServerError};
 use flo::storage::FileLog;
@@ -29,6 +29,16 @@ struct Args {
     /// network (there is no client authentication); that choice is logged.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+
+    /// PEM certificate chain (the server's certificate first): with --tls-key, the port speaks
+    /// TLS 1.3 from the first byte and plaintext clients are refused (TlsRequired). Not with
+    /// clustering yet. docs/security.md shows a self-signed set-up for testing.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the --tls-cert certificate.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Bytes of the newest events kept in memory for tailing consumers (K, M, G suffixes).
     #[arg(long = "max-cache-memory", default_value = "64M", value_parser = parse_size)]
@@ -272,6 +282,20 @@ fn config_from(args: &Args) -> Config {
     config
 }
 
+/// `--tls-cert` and `--tls-key`, read (the server parses them when it starts).
+fn read_tls_files(args: &Args) -> Result<Option<TlsPem>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|error| format!("could not read {}: {error}", path.display()))
+    };
+    Ok(Some(TlsPem {
+        cert_chain_pem: read(cert)?,
+        key_pem: read(key)?,
+    }))
+}
+
 /// `--repair`: opens the log repairing what start-up would refuse, then serves that log (the
 /// data directory stays locked throughout).
 fn start_repairing(config: Config) -> Result<Server, ServerError> {
@@ -288,7 +312,17 @@ fn main() -> ExitCode {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
-    let config = config_from(&args);
+    let mut config = config_from(&args);
+    match read_tls_files(&args) {
+        Ok(tls) => config.tls = tls,
+        Err(message) => {
+            eprintln!("flo: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if config.tls.is_some() {
+        log::info!("the port speaks TLS only (--tls-cert)");
+    }
     if !config.bind.ip().is_loopback() {
         log::warn!(
             "listening on {}, which is not a loopback address: any host that can reach it may produce and consume",

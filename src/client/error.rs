@@ -11,6 +11,9 @@ use crate::protocol::{ErrorCode, ErrorScope};
 pub enum ClientError {
     /// No connection could be made to `addr`.
     Connect { addr: String, error: io::Error },
+    /// TLS could not be set up: an unusable CA file, or a failed handshake (a certificate
+    /// that does not verify, a server that does not speak TLS on the port).
+    Tls(String),
     /// Reading from or writing to the connection failed.
     Io(io::Error),
     /// The server closed the connection (or it dropped) while an answer was awaited.
@@ -55,6 +58,7 @@ impl ClientError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ClientError::Connect { .. }
+            | ClientError::Tls(_)
             | ClientError::Io(_)
             | ClientError::ConnectionClosed
             | ClientError::Timeout
@@ -105,6 +109,7 @@ impl fmt::Display for ClientError {
             ClientError::Connect { addr, error } => {
                 write!(f, "could not connect to {addr}: {}", describe_io_error(error))
             }
+            ClientError::Tls(message) => write!(f, "{message}"),
             ClientError::Io(error) => write!(f, "connection error: {}", describe_io_error(error)),
             ClientError::ConnectionClosed => write!(f, "the server closed the connection"),
             ClientError::Timeout => write!(f, "timed out waiting for the server"),

@@ -248,6 +248,9 @@ pub enum ErrorCode {
     /// A Subscribe's start cursor has more vector entries than `cursor_entries_max`. Stays
     /// open.
     CursorTooLarge = 22,
+    /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
+    /// connection closes (protocol.md, "Transport security").
+    TlsRequired = 23,
 }
 
 impl ErrorCode {
@@ -276,6 +279,7 @@ impl ErrorCode {
             NotReady,
             ResourceLimit,
             CursorTooLarge,
+            TlsRequired,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -295,7 +299,8 @@ impl ErrorCode {
             | UnexpectedFrame
             | ActorIdConflict
             | DuplicatePeerConnection
-            | ResourceLimit => true,
+            | ResourceLimit
+            | TlsRequired => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob

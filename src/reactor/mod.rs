@@ -11,6 +11,7 @@
 
 mod server;
 mod socket;
+mod tls;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ use slab::Slab;
 
 pub use server::{Server, ServerError};
 use socket::{Linger, Socket, SocketState};
+use tls::{Plaintext, TlsRead, TlsSession};
 
 use crate::config::Config;
 use crate::engine::{Action, ConnId, Engine, Now};
@@ -87,6 +89,8 @@ pub(crate) struct Reactor<L: Log> {
     linger_timeout_ms: u64,
     shutdown_timeout_ms: u64,
     next_expiry_scan_ms: u64,
+    /// Set when the listener speaks TLS: every accepted connection gets a session.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<L: Log> Reactor<L> {
@@ -95,6 +99,7 @@ impl<L: Log> Reactor<L> {
         mut listener: TcpListener,
         engine: Engine<L>,
         shutdown: Arc<AtomicBool>,
+        tls_config: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<(Reactor<L>, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
@@ -120,6 +125,7 @@ impl<L: Log> Reactor<L> {
             linger_timeout_ms: config.linger_timeout.as_millis() as u64,
             shutdown_timeout_ms: config.shutdown_timeout.as_millis() as u64,
             next_expiry_scan_ms: 0,
+            tls_config,
         };
         Ok((reactor, waker))
     }
@@ -226,6 +232,12 @@ impl<L: Log> Reactor<L> {
     }
 
     fn add_connection(&mut self, now: Now, mut stream: TcpStream) -> io::Result<()> {
+        let tls = match &self.tls_config {
+            Some(config) => Some(Box::new(
+                TlsSession::new(config).map_err(|error| io::Error::other(error.to_string()))?,
+            )),
+            None => None,
+        };
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(
@@ -240,7 +252,9 @@ impl<L: Log> Reactor<L> {
             slot: key as u32,
             generation: self.generation,
         };
-        entry.insert(Socket::new(stream, conn));
+        let mut socket = Socket::new(stream, conn);
+        socket.tls = tls;
+        entry.insert(socket);
         self.engine.handle_connect(now, conn);
         Ok(())
     }
@@ -341,6 +355,9 @@ impl<L: Log> Reactor<L> {
             SocketState::Lingering { .. } => return self.drain_lingering(key),
             SocketState::Connecting { .. } => return,
         };
+        if socket.tls.is_some() {
+            return self.read_tls_socket(now, key, conn);
+        }
         let mut budget = self.read_bytes_per_turn_max;
         loop {
             // The engine stops taking input while the client does not read its replies; the
@@ -373,6 +390,106 @@ impl<L: Log> Reactor<L> {
                 Err(error) => return self.connection_lost(conn, key, Some(error)),
             }
         }
+    }
+
+    /// `read_socket` for a TLS connection: ciphertext from the socket goes into rustls, and the
+    /// plaintext it yields goes to the engine, under the same budget and the same pause as a
+    /// plaintext connection. Plaintext is handed on before more ciphertext is read, so none
+    /// is left behind when the socket has nothing more (edge-triggered readiness).
+    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId) {
+        let mut budget = self.read_bytes_per_turn_max;
+        loop {
+            if !self.engine.wants_input(conn) {
+                self.sockets[key].read_paused = true;
+                return;
+            }
+            let socket = &mut self.sockets[key];
+            let Some(tls) = socket.tls.as_mut() else {
+                return;
+            };
+            match tls.read_plaintext(&mut self.read_buffer) {
+                Plaintext::Bytes(count) => {
+                    self.engine
+                        .handle_input(now, conn, &self.read_buffer[..count]);
+                    if !self.engine.is_open(conn) {
+                        return;
+                    }
+                    continue;
+                }
+                Plaintext::Closed => return self.connection_lost(conn, key, None),
+                Plaintext::Empty => {}
+            }
+            if budget == 0 {
+                self.read_again.push(key);
+                return;
+            }
+            match tls.read_ciphertext(&mut socket.stream) {
+                TlsRead::Read(count) => budget = budget.saturating_sub(count),
+                TlsRead::WouldBlock => return self.flush_tls(key, conn),
+                TlsRead::NotTls => return self.refuse_plaintext(conn, key),
+                TlsRead::Failed { alert, reason } => {
+                    log::debug!("{conn}: TLS failed: {reason}");
+                    return self.end_tls_connection(conn, key, alert);
+                }
+                TlsRead::Lost(error) => return self.connection_lost(conn, key, Some(error)),
+            }
+            // The handshake answers as it goes.
+            self.flush_tls(key, conn);
+        }
+    }
+
+    /// Writes the ciphertext rustls holds for a TLS socket (handshake messages, or encrypted
+    /// output) until it is all written or the socket would block.
+    fn flush_tls(&mut self, key: usize, conn: ConnId) {
+        let socket = &mut self.sockets[key];
+        if socket.write_blocked {
+            return;
+        }
+        let Some(tls) = socket.tls.as_mut() else {
+            return;
+        };
+        while tls.wants_write() {
+            match tls.write_ciphertext(&mut socket.stream) {
+                Ok(_) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    socket.write_blocked = true;
+                    return;
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{conn}: write failed: {error}");
+                    // The read side reports the loss and removes the socket.
+                    socket.write_blocked = true;
+                    self.read_again.push(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A plaintext client on the TLS port gets a plaintext Error frame (so flo clients say
+    /// what is wrong) and the connection closes; the engine forgets it.
+    fn refuse_plaintext(&mut self, conn: ConnId, key: usize) {
+        log::debug!("{conn}: plaintext client on the TLS port; refused");
+        let mut frame = Vec::new();
+        encode_error(
+            ErrorScope::Connection,
+            ErrorCode::TlsRequired,
+            "this port speaks TLS: connect with TLS (flo-client --tls)",
+            &mut frame,
+        );
+        self.end_tls_connection(conn, key, frame);
+    }
+
+    /// Ends an open TLS connection outside the engine (a TLS failure, a plaintext client):
+    /// the engine forgets it, and the socket lingers to deliver `final_bytes`, already in
+    /// their wire form.
+    fn end_tls_connection(&mut self, conn: ConnId, key: usize, final_bytes: Vec<u8>) {
+        self.engine.handle_closed(conn);
+        self.sockets[key].tls = None;
+        self.closed_lingering_count += 1;
+        let deadline_ms = self.clock.now().monotonic.0 + self.linger_timeout_ms;
+        self.start_lingering(key, final_bytes, deadline_ms, false);
     }
 
     fn connection_lost(&mut self, conn: ConnId, key: usize, error: Option<io::Error>) {
@@ -413,6 +530,11 @@ impl<L: Log> Reactor<L> {
     fn close_socket(&mut self, conn: ConnId, final_output: Vec<u8>, deadline_ms: u64) {
         let key = conn.slot as usize;
         if matches!(self.sockets.get(key), Some(s) if s.state == SocketState::Open(conn)) {
+            // A TLS connection's last bytes are encrypted, with the close_notify after them.
+            let final_output = match self.sockets[key].tls.take() {
+                Some(tls) => tls.close(&final_output),
+                None => final_output,
+            };
             self.closed_lingering_count += 1;
             self.start_lingering(key, final_output, deadline_ms, false);
         }
@@ -507,6 +629,9 @@ impl<L: Log> Reactor<L> {
         if socket.state != SocketState::Open(conn) || socket.write_blocked {
             return;
         }
+        if socket.tls.is_some() {
+            return self.write_tls_socket(key, conn);
+        }
         loop {
             let output = self.engine.output(conn);
             if output.is_empty() {
@@ -533,6 +658,36 @@ impl<L: Log> Reactor<L> {
                     self.read_again.push(key);
                     return;
                 }
+            }
+        }
+    }
+
+    /// `write_socket` for a TLS connection: the ciphertext rustls holds goes out first, then
+    /// the engine's output moves into rustls as far as its bounded buffer takes it (it counts
+    /// as sent to the engine then), and so on until the output is empty or the socket blocks.
+    fn write_tls_socket(&mut self, key: usize, conn: ConnId) {
+        loop {
+            self.flush_tls(key, conn);
+            let socket = &mut self.sockets[key];
+            let Some(tls) = socket.tls.as_mut() else {
+                return;
+            };
+            if socket.write_blocked || tls.wants_write() {
+                return;
+            }
+            let output = self.engine.output(conn);
+            if output.is_empty() {
+                return;
+            }
+            let count = tls.write_plaintext(output);
+            if count == 0 {
+                // Only during the handshake: the output waits for it to finish.
+                return;
+            }
+            self.engine.handle_sent(conn, count);
+            if socket.read_paused && self.engine.wants_input(conn) {
+                socket.read_paused = false;
+                self.read_again.push(key);
             }
         }
     }

@@ -84,6 +84,10 @@ impl Server {
         recovered_events: u64,
     ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
+        let tls_config = match &config.tls {
+            Some(pem) => Some(super::tls::server_config(pem).map_err(ServerError::InvalidConfig)?),
+            None => None,
+        };
         let std_listener =
             std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
                 addr: config.bind,
@@ -106,7 +110,8 @@ impl Server {
         let engine = Engine::new(engine_config, log);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (reactor, waker) =
-            Reactor::new(&config, listener, engine, shutdown.clone()).map_err(ServerError::Io)?;
+            Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
+                .map_err(ServerError::Io)?;
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())

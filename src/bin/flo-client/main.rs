@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, format_status, parse_start_position};
-use flo::client::{Ack, Client, ClientError, ClientOptions, Delivery, NewEvent, Producer};
+use flo::client::{
+    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, NewEvent, Producer,
+};
 use flo::event::EventId;
 
 /// Produces to stdin-fed streams keep this many events in flight.
@@ -22,6 +24,16 @@ struct Cli {
     /// The server's port.
     #[arg(short, long, default_value_t = 3000, global = true)]
     port: u16,
+    /// Speak TLS (for a server started with --tls-cert); needs --ca.
+    #[arg(long, global = true, requires = "ca")]
+    tls: bool,
+    /// PEM file of the certificates to trust with --tls: the CA that signed the server's
+    /// certificate, or the server's self-signed certificate itself.
+    #[arg(long, value_name = "FILE", global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: the -H host).
+    #[arg(long, value_name = "NAME", global = true)]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -141,24 +153,61 @@ enum Format {
     Json,
 }
 
+/// Where to connect and how.
+struct Endpoint {
+    addr: String,
+    options: ClientOptions,
+}
+
+impl Endpoint {
+    fn from_cli(cli: &Cli) -> Result<Endpoint, String> {
+        let tls = match (&cli.ca, cli.tls) {
+            (Some(ca), true) => Some(ClientTls {
+                ca_pem: std::fs::read(ca)
+                    .map_err(|error| format!("could not read {}: {error}", ca.display()))?,
+                server_name: cli.tls_server_name.clone(),
+            }),
+            (Some(_), false) => return Err("--ca is for TLS connections: add --tls".into()),
+            (None, _) => None,
+        };
+        Ok(Endpoint {
+            addr: format!("{}:{}", cli.host, cli.port),
+            options: ClientOptions {
+                tls,
+                ..ClientOptions::default()
+            },
+        })
+    }
+
+    fn connect(&self) -> Result<Client, String> {
+        Client::connect(&self.addr, self.options.clone()).map_err(|error| error.to_string())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let addr = format!("{}:{}", cli.host, cli.port);
+    let endpoint = match Endpoint::from_cli(&cli) {
+        Ok(endpoint) => endpoint,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Produce {
             namespace,
             data,
             parent,
-        } => produce(&addr, &namespace, data, parent.as_deref()),
+        } => produce(&endpoint, &namespace, data, parent.as_deref()),
         Command::Consume {
             namespace,
             tail,
             from,
             limit,
             format,
-        } => consume(&addr, &namespace, tail, &from, limit, format),
-        Command::Status => status(&addr),
-        Command::Bench(args) => bench::run(&addr, &args),
+        } => consume(&endpoint, &namespace, tail, &from, limit, format),
+        Command::Status => status(&endpoint),
+        Command::Bench(args) => bench::run(&endpoint.addr, &endpoint.options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,8 +218,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(addr: &str) -> Result<(), String> {
-    let mut client = connect(addr)?;
+fn status(endpoint: &Endpoint) -> Result<(), String> {
+    let mut client = endpoint.connect()?;
     let status = client.status().map_err(|error| error.to_string())?;
     print!("{}", format_status(&status));
     Ok(())
@@ -178,12 +227,8 @@ fn status(addr: &str) -> Result<(), String> {
 
 mod bench;
 
-fn connect(addr: &str) -> Result<Client, String> {
-    Client::connect(addr, ClientOptions::default()).map_err(|error| error.to_string())
-}
-
 fn produce(
-    addr: &str,
+    endpoint: &Endpoint,
     namespace: &str,
     data: Option<String>,
     parent: Option<&str>,
@@ -192,7 +237,7 @@ fn produce(
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
-    let mut client = connect(addr)?;
+    let mut client = endpoint.connect()?;
     let mut out = BufWriter::new(io::stdout().lock());
     // At a terminal, no -d means one event without data (the seed README's example); reading
     // lines from the keyboard would look like a hang.
@@ -330,7 +375,7 @@ fn output_error(error: &io::Error) -> String {
 }
 
 fn consume(
-    addr: &str,
+    endpoint: &Endpoint,
     glob: &str,
     tail: bool,
     from: &str,
@@ -339,7 +384,7 @@ fn consume(
 ) -> Result<(), String> {
     let start = parse_start_position(from)?;
     stop_cleanly_on_ctrl_c()?;
-    let mut client = connect(addr)?;
+    let mut client = endpoint.connect()?;
     let mut subscription = client
         .consume()
         .glob(glob)
