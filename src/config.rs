@@ -51,8 +51,11 @@ impl std::str::FromStr for FsyncPolicy {
 /// no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
+    /// Events the log keeps at most.
     pub events_max: Option<u64>,
+    /// Bytes of segment files the log keeps at most.
     pub bytes_max: Option<u64>,
+    /// The oldest event's age, in wall-clock milliseconds, at most.
     pub age_max_ms: Option<u64>,
 }
 
@@ -63,7 +66,9 @@ pub struct Retention {
 pub struct WireLimits {
     /// The largest frame, header included, either side may send.
     pub frame_size_max: u32,
+    /// The longest namespace, in bytes.
     pub namespace_length_max: u32,
+    /// The largest event data, in bytes.
     pub event_data_size_max: u32,
     /// The longest subscription glob, in bytes. A glob costs memory for as long as its
     /// subscription lives and time for every namespace it is matched against, both in
@@ -88,16 +93,20 @@ impl Default for WireLimits {
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
+    /// The directory of the segment files (created if missing; locked while open).
     pub data_dir: PathBuf,
+    /// When appended records are fdatasynced (acks wait for it under `always`).
     pub fsync: FsyncPolicy,
     /// A segment is sealed and a new one started once it passes this size.
     pub segment_size_max: u64,
+    /// When old segments are deleted.
     pub retention: Retention,
     /// The in-memory cache of the newest events, in bytes.
     pub cache_bytes_max: usize,
 }
 
 impl StorageConfig {
+    /// The defaults, with the data in `data_dir`.
     pub fn new(data_dir: PathBuf) -> StorageConfig {
         StorageConfig {
             data_dir,
@@ -112,6 +121,7 @@ impl StorageConfig {
 /// Cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// The members to dial at start-up (`--peer-addr`); the rest are learned from them.
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
@@ -157,11 +167,17 @@ impl Default for ClusterConfig {
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The address to listen on (unused by `Server::start_with_listener`).
     pub bind: SocketAddr,
+    /// This node's actor id, unique in its cluster: the second part of every id it gives.
     pub actor_id: ActorId,
+    /// The log.
     pub storage: StorageConfig,
+    /// The protocol limits a client must respect.
     pub wire: WireLimits,
+    /// Clustering.
     pub cluster: ClusterConfig,
+    /// Connections open at once; at the limit new ones get a `ResourceLimit` error frame.
     pub connections_max: usize,
     /// A connection must finish its handshake within this time.
     pub handshake_timeout: Duration,
@@ -198,12 +214,14 @@ pub struct Config {
     pub read_bytes_per_turn_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
+    /// Subscriptions one connection may hold at once.
     pub subscriptions_per_connection_max: u32,
     /// Events one batch produce may carry.
     pub batch_events_max: usize,
 }
 
 impl Config {
+    /// The defaults, listening on `bind` with the data in `data_dir`.
     pub fn new(bind: SocketAddr, data_dir: PathBuf) -> Config {
         Config {
             bind,

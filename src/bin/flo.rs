@@ -1,5 +1,5 @@
 //! The `flo` server binary: argument parsing, logging set-up, signals and exit codes around
-//! the embedded server (`flo::reactor::Server`).
+//! the embedded server (`flo::Server`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention};
 use flo::event::ActorId;
-use flo::reactor::{Server, ServerError};
 use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
+use flo::{Server, ServerError};
 
 /// flo: a small, fast, durable event stream server.
 #[derive(Parser, Debug)]

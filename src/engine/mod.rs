@@ -254,11 +254,13 @@ impl<L: Log> Engine<L> {
         &self.log
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn log_mut(&mut self) -> &mut L {
         &mut self.log
     }
 
     /// Gives the log back (the simulator restarts a node on the log it left behind).
+    #[cfg(any(test, feature = "testing"))]
     pub fn into_log(self) -> L {
         self.log
     }

@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-pub use server::{Server, ServerError};
+pub use server::{Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
 
 use crate::config::Config;
