@@ -131,6 +131,25 @@ struct Args {
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
 
+    /// PeerEvent frames a peer may send this node before it returns credit (1 to 65536): what
+    /// this node buffers per peer is at most this many frames.
+    #[arg(long = "peer-credit-window", default_value_t = 1024)]
+    peer_credit_window: u32,
+
+    /// The wait before redialing a member after a failed dial; it doubles (with jitter) per
+    /// failure up to --dial-backoff-max (e.g. 100ms).
+    #[arg(long = "dial-backoff-initial", default_value = "100ms", value_parser = parse_duration_ms)]
+    dial_backoff_initial: u64,
+
+    /// The longest wait between dials of a member that keeps failing (e.g. 10s).
+    #[arg(long = "dial-backoff-max", default_value = "10s", value_parser = parse_duration_ms)]
+    dial_backoff_max: u64,
+
+    /// An outbound peer connection that is not established within this time counts as a
+    /// failed dial (e.g. 5s).
+    #[arg(long = "connect-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    connect_timeout: u64,
+
     /// Start even when the newest segment holds damage that start-up does not cut by itself
     /// (a bad record followed by records with valid checksums, or a damaged header): the
     /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
@@ -269,6 +288,10 @@ fn config_from(args: &Args) -> Config {
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;
     config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
+    config.cluster.peer_credit_window = args.peer_credit_window;
+    config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
+    config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
+    config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);
     config
 }
 
