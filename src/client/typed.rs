@@ -63,6 +63,7 @@ pub struct JsonCodec<T>(PhantomData<fn() -> T>);
 
 #[cfg(feature = "json")]
 impl<T> JsonCodec<T> {
+    /// The codec for values of `T`.
     pub fn new() -> JsonCodec<T> {
         JsonCodec(PhantomData)
     }
