@@ -1,5 +1,5 @@
 //! The `flo` server binary: argument parsing, logging set-up, signals and exit codes around
-//! the embedded server (`flo::reactor::Server`).
+//! the embedded server (`flo::Server`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
 use flo::event::ActorId;
-use flo::reactor::{Server, ServerError};
 use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
+use flo::{Server, ServerError};
 
 /// flo: a small, fast, durable event stream server.
 #[derive(Parser, Debug)]
@@ -140,6 +140,25 @@ struct Args {
     /// lost in a power loss (e.g. 30s).
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
+
+    /// PeerEvent frames a peer may send this node before it returns credit (1 to 65536): what
+    /// this node buffers per peer is at most this many frames.
+    #[arg(long = "peer-credit-window", default_value_t = 1024)]
+    peer_credit_window: u32,
+
+    /// The wait before redialing a member after a failed dial; it doubles (with jitter) per
+    /// failure up to --dial-backoff-max (e.g. 100ms).
+    #[arg(long = "dial-backoff-initial", default_value = "100ms", value_parser = parse_duration_ms)]
+    dial_backoff_initial: u64,
+
+    /// The longest wait between dials of a member that keeps failing (e.g. 10s).
+    #[arg(long = "dial-backoff-max", default_value = "10s", value_parser = parse_duration_ms)]
+    dial_backoff_max: u64,
+
+    /// An outbound peer connection that is not established within this time counts as a
+    /// failed dial (e.g. 5s).
+    #[arg(long = "connect-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    connect_timeout: u64,
 
     /// Start even when the newest segment holds damage that start-up does not cut by itself
     /// (a bad record followed by records with valid checksums, or a damaged header): the
@@ -279,6 +298,10 @@ fn config_from(args: &Args) -> Config {
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;
     config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
+    config.cluster.peer_credit_window = args.peer_credit_window;
+    config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
+    config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
+    config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);
     config
 }
 

@@ -1,4 +1,4 @@
-//! A blocking client library on `std::net`, reusing [`crate::protocol`] for the bytes.
+//! A blocking client library on `std::net`, reusing the server's protocol code for the bytes.
 //!
 //! ```no_run
 //! use flo::client::{Client, ClientOptions};
@@ -35,7 +35,9 @@ use crate::config::WireLimits;
 use crate::event::NamespaceError;
 use crate::protocol::{Frame, Hello, Welcome, PROTOCOL_VERSION};
 
-pub use crate::protocol::{Ack, EndReason, ErrorCode, ErrorScope, NewEvent};
+pub use crate::protocol::{
+    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+};
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};

@@ -22,12 +22,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-pub use server::{Server, ServerError};
+pub use server::{Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
 use tls::{Plaintext, TlsRead, TlsSession};
 
 use crate::config::Config;
-use crate::engine::{Action, ConnId, Engine, Now};
+use crate::engine::{millis, Action, ConnId, Engine, Now};
 use crate::protocol::{encode_error, ErrorCode, ErrorScope};
 use crate::storage::Log;
 use crate::time::{MonotonicMs, WallClockMs};
@@ -35,19 +35,11 @@ use crate::time::{MonotonicMs, WallClockMs};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// How long a connection refused at the connection limit may linger to deliver its error frame
-/// (connections the engine closed linger for `Config::linger_timeout`).
-const REFUSED_LINGER_MS: u64 = 1000;
-/// Connections refused at the connection limit that may linger at once; past it the listener
-/// pauses until they are gone.
-const REFUSED_LINGERING_MAX: usize = 64;
 /// How often lingering and connecting sockets are checked for their deadlines.
 const EXPIRY_SCAN_INTERVAL_MS: u64 = 100;
 /// The longest the reactor sleeps without a deadline, so housekeeping runs.
 const POLL_TIMEOUT_MAX_MS: u64 = 1000;
 const READ_CHUNK: usize = 64 * 1024;
-/// How long an outbound peer connect may take before it counts as failed.
-const CONNECT_TIMEOUT_MS: u64 = 5000;
 
 /// Reads the clocks; the engine gets the result. `Instant` is monotonic, `SystemTime` is not.
 struct Clock {
@@ -77,8 +69,8 @@ pub(crate) struct Reactor<L: Log> {
     engine: Engine<L>,
     clock: Clock,
     generation: u32,
-    connections_max: usize,
-    read_bytes_per_turn_max: usize,
+    /// The limits (connections, read budget, linger, connect and shutdown time-outs).
+    config: Config,
     shutdown: Arc<AtomicBool>,
     read_buffer: Vec<u8>,
     /// Sockets refused at the connection limit that are still lingering.
@@ -86,8 +78,6 @@ pub(crate) struct Reactor<L: Log> {
     /// Connections the engine closed that are still lingering; they count toward
     /// `connections_max`, which bounds the memory their final output holds.
     closed_lingering_count: usize,
-    linger_timeout_ms: u64,
-    shutdown_timeout_ms: u64,
     next_expiry_scan_ms: u64,
     /// Set when the listener speaks TLS: every accepted connection gets a session.
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -116,14 +106,11 @@ impl<L: Log> Reactor<L> {
                 started: Instant::now(),
             },
             generation: 0,
-            connections_max: config.connections_max,
-            read_bytes_per_turn_max: config.read_bytes_per_turn_max,
+            config: config.clone(),
             shutdown,
             read_buffer: vec![0; READ_CHUNK],
             refused_lingering_count: 0,
             closed_lingering_count: 0,
-            linger_timeout_ms: config.linger_timeout.as_millis() as u64,
-            shutdown_timeout_ms: config.shutdown_timeout.as_millis() as u64,
             next_expiry_scan_ms: 0,
             tls_config,
         };
@@ -182,7 +169,8 @@ impl<L: Log> Reactor<L> {
                 self.expire_lingering(now);
                 self.expire_connecting(now);
             }
-            if self.listener_paused && self.refused_lingering() < REFUSED_LINGERING_MAX {
+            if self.listener_paused && self.refused_lingering() < self.config.refused_lingering_max
+            {
                 self.listener_paused = false;
                 accept_pending = true;
             }
@@ -208,9 +196,9 @@ impl<L: Log> Reactor<L> {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let connections = self.engine.connection_count() + self.closed_lingering_count;
-                    if connections >= self.connections_max {
+                    if connections >= self.config.connections_max {
                         self.refuse(now, stream);
-                        if self.refused_lingering() >= REFUSED_LINGERING_MAX {
+                        if self.refused_lingering() >= self.config.refused_lingering_max {
                             self.listener_paused = true;
                             log::warn!("connection limit reached; pausing the listener");
                             return true;
@@ -264,7 +252,7 @@ impl<L: Log> Reactor<L> {
         let mut frame = Vec::new();
         let message = format!(
             "the server is at its limit of {} connections",
-            self.connections_max
+            self.config.connections_max
         );
         encode_error(
             ErrorScope::Connection,
@@ -289,7 +277,7 @@ impl<L: Log> Reactor<L> {
         if registered.is_ok() {
             entry.insert(socket);
             self.refused_lingering_count += 1;
-            let deadline_ms = now.monotonic.0 + REFUSED_LINGER_MS;
+            let deadline_ms = now.monotonic.0 + millis(self.config.refused_linger_timeout);
             self.start_lingering(key, frame, deadline_ms, true);
         }
     }
@@ -330,7 +318,7 @@ impl<L: Log> Reactor<L> {
     }
 
     fn drain_lingering(&mut self, key: usize) {
-        let progress = self.sockets[key].drain_lingering(self.read_bytes_per_turn_max);
+        let progress = self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max);
         self.after_lingering_progress(key, progress);
     }
 
@@ -358,7 +346,7 @@ impl<L: Log> Reactor<L> {
         if socket.tls.is_some() {
             return self.read_tls_socket(now, key, conn);
         }
-        let mut budget = self.read_bytes_per_turn_max;
+        let mut budget = self.config.read_bytes_per_turn_max;
         loop {
             // The engine stops taking input while the client does not read its replies; the
             // socket's readiness is remembered in `read_paused` (edge-triggered readiness is
@@ -397,7 +385,7 @@ impl<L: Log> Reactor<L> {
     /// plaintext connection. Plaintext is handed on before more ciphertext is read, so none
     /// is left behind when the socket has nothing more (edge-triggered readiness).
     fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId) {
-        let mut budget = self.read_bytes_per_turn_max;
+        let mut budget = self.config.read_bytes_per_turn_max;
         loop {
             if !self.engine.wants_input(conn) {
                 self.sockets[key].read_paused = true;
@@ -488,7 +476,7 @@ impl<L: Log> Reactor<L> {
         self.engine.handle_closed(conn);
         self.sockets[key].tls = None;
         self.closed_lingering_count += 1;
-        let deadline_ms = self.clock.now().monotonic.0 + self.linger_timeout_ms;
+        let deadline_ms = self.clock.now().monotonic.0 + millis(self.config.linger_timeout);
         self.start_lingering(key, final_bytes, deadline_ms, false);
     }
 
@@ -517,7 +505,7 @@ impl<L: Log> Reactor<L> {
             match action {
                 Action::Send(conn) => self.write_socket(conn),
                 Action::Close { conn, final_output } => {
-                    let deadline_ms = now.monotonic.0 + self.linger_timeout_ms;
+                    let deadline_ms = now.monotonic.0 + millis(self.config.linger_timeout);
                     self.close_socket(conn, final_output, deadline_ms);
                 }
                 Action::Dial { addr } => self.dial(now, addr),
@@ -560,7 +548,7 @@ impl<L: Log> Reactor<L> {
             log::warn!("could not register a connection to peer {addr}: {error}");
             return self.engine.handle_dial_failed(now, addr);
         }
-        let deadline_ms = now.monotonic.0 + CONNECT_TIMEOUT_MS;
+        let deadline_ms = now.monotonic.0 + millis(self.config.cluster.connect_timeout);
         entry.insert(Socket::connecting(stream, addr, deadline_ms));
     }
 
@@ -720,7 +708,7 @@ impl<L: Log> Reactor<L> {
     /// until each is done or the one shutdown deadline passes (`Config::shutdown_timeout`).
     fn shut_down(mut self, now: Now) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let deadline_ms = now.monotonic.0 + self.shutdown_timeout_ms;
+        let deadline_ms = now.monotonic.0 + millis(self.config.shutdown_timeout);
         self.engine.handle_shutdown(now);
         while let Some(action) = self.engine.poll_action() {
             match action {
