@@ -108,7 +108,7 @@ pub fn format_duration_ms(ms: u64) -> String {
         (1000, "s"),
     ];
     for (size, unit) in UNITS {
-        if ms != 0 && ms % size == 0 {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -124,7 +124,7 @@ pub fn format_size(bytes: u64) -> String {
         (1 << 10, "K"),
     ];
     for (size, unit) in UNITS {
-        if bytes != 0 && bytes % size == 0 {
+        if bytes != 0 && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
