@@ -199,11 +199,19 @@ fn parse_args() -> Result<Args, String> {
     Args::from_arg_matches(&matches).map_err(|error| one_line(&error))
 }
 
-/// A clap error's first line without its `error: ` prefix.
+/// A clap error as one line: the lines before its usage block, joined, without `error: `.
 fn one_line(error: &clap::Error) -> String {
     let text = error.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let joined = lines.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
 }
 
 /// The effective settings as a configuration file that `--config` accepts; unset optional
