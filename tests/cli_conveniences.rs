@@ -56,8 +56,10 @@ fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
         &["produce", "-n", "/a", "-d", "x", "--quiet"],
         &[("FLO_ADDR", &addr), ("FLO_TOKEN", "s3cret")],
     );
-    server.join().expect("fake server");
+    // Checked before joining: a client that never connected would leave the fake server
+    // waiting in accept.
     assert!(output.status.success(), "{output:?}");
+    server.join().expect("fake server");
     assert_eq!(output.stdout, b"", "{output:?}");
 }
 
@@ -99,8 +101,8 @@ fn from_minus_n_prints_the_last_n_events_and_h_takes_host_and_port() {
         &["-H", &addr, "consume", "--from", "-2", "--format", "json"],
         &[],
     );
-    server.join().expect("fake server");
     assert!(output.status.success(), "{output:?}");
+    server.join().expect("fake server");
     let text = String::from_utf8_lossy(&output.stdout);
     let data: Vec<&str> = text
         .lines()
