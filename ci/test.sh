@@ -21,5 +21,8 @@ cargo test --release --features json --lib client::
 # The Python client written from protocol.md alone, against the release server binary that
 # `cargo test --release` just built: the spec is good enough for a stranger.
 bash ci/python-client.sh
+# The Dockerfile's steps without docker: build, install to a prefix, start with the image's
+# command, its healthcheck passes, stop by PID.
+bash ci/dockerfile_steps.sh
 # The benchmark's Redis and NATS drivers against real servers (installed with apt-get if missing).
 ci/peer_drivers_test.sh

@@ -1,7 +1,9 @@
 """Tests of flo_client.py against the real server binary.
 
-Run from the repository root or this directory:  python3 -m unittest -v test_flo_client
-The server binary is $FLO_BIN, default target/release/flo under the repository root.
+Run with the package installed (ci/python-client.sh installs it into a fresh virtualenv), or
+from clients/python without installing:  python3 -m unittest -v tests.test_flo_client
+The server binary is $FLO_BIN, default target/release/flo under the repository root. With
+FLO_CLIENT_INSTALLED=1 the tests refuse to run against the source tree's copy of the package.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 import flo_client as flo  # noqa: E402
 from flo_client import (  # noqa: E402
@@ -34,7 +35,9 @@ from flo_client import (  # noqa: E402
     Start,
 )
 
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+if os.environ.get("FLO_CLIENT_INSTALLED") == "1" and flo.__file__.startswith(os.path.dirname(HERE)):
+    sys.exit(f"flo_client was imported from the source tree ({flo.__file__}), not the installed package")
 FLO_BIN = os.environ.get("FLO_BIN", os.path.join(REPO, "target", "release", "flo"))
 LISTEN_RE = re.compile(r" listening on 127\.0\.0\.1:(\d+),")
 START_TIMEOUT = 20.0
