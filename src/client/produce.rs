@@ -96,6 +96,10 @@ impl Client {
             | Frame::Unsubscribe { .. }
             | Frame::Ping { .. }
             | Frame::StatusRequest
+            | Frame::JoinGroup(_)
+            | Frame::GroupAck(_)
+            | Frame::GroupNack(_)
+            | Frame::LeaveGroup { .. }
             | Frame::Status(_)
             | Frame::PeerHello(_)
             | Frame::PeerWelcome(_)

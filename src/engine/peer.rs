@@ -679,6 +679,10 @@ impl<L: Log> Engine<L> {
             | Frame::Unsubscribe { .. }
             | Frame::Ping { .. }
             | Frame::StatusRequest
+            | Frame::JoinGroup(_)
+            | Frame::GroupAck(_)
+            | Frame::GroupNack(_)
+            | Frame::LeaveGroup { .. }
             | Frame::Status(_)
             | Frame::Welcome(_)
             | Frame::Ack(_)

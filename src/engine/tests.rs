@@ -1857,3 +1857,6 @@ fn the_length_is_checked_before_the_kind_then_the_body() {
     h.turn();
     assert_eq!(h.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
 }
+
+#[path = "groups_tests.rs"]
+mod groups_tests;

@@ -152,6 +152,16 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
         Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
         Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
+        Frame::JoinGroup(join) => write_frame(out, kind::JOIN_GROUP, |w| join.write(w)),
+        Frame::GroupAck(ack) => write_frame(out, kind::GROUP_ACK, |w| write_group_ids(w, ack)),
+        Frame::GroupNack(nack) => write_frame(out, kind::GROUP_NACK, |w| {
+            w.put_u32(nack.subscription_id);
+            w.put_u32(nack.delay_ms);
+            write_ids(w, &nack.ids);
+        }),
+        Frame::LeaveGroup { subscription_id } => {
+            write_frame(out, kind::LEAVE_GROUP, |w| w.put_u32(*subscription_id))
+        }
         Frame::Skipped {
             subscription_id,
             count,
@@ -206,6 +216,10 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::END => "End",
         kind::PONG => "Pong",
         kind::STATUS_REQUEST => "StatusRequest",
+        kind::JOIN_GROUP => "JoinGroup",
+        kind::GROUP_ACK => "GroupAck",
+        kind::GROUP_NACK => "GroupNack",
+        kind::LEAVE_GROUP => "LeaveGroup",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
@@ -236,6 +250,10 @@ pub fn frame_kind(frame: &Frame) -> u8 {
         Frame::Pong { .. } => kind::PONG,
         Frame::StatusRequest => kind::STATUS_REQUEST,
         Frame::Status(_) => kind::STATUS,
+        Frame::JoinGroup(_) => kind::JOIN_GROUP,
+        Frame::GroupAck(_) => kind::GROUP_ACK,
+        Frame::GroupNack(_) => kind::GROUP_NACK,
+        Frame::LeaveGroup { .. } => kind::LEAVE_GROUP,
         Frame::Skipped { .. } => kind::SKIPPED,
         Frame::PeerHello(_) => kind::PEER_HELLO,
         Frame::PeerWelcome(_) => kind::PEER_WELCOME,
@@ -289,6 +307,20 @@ fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
         },
         kind::STATUS_REQUEST => Frame::StatusRequest,
         kind::STATUS => Frame::Status(Status::read(r)?),
+        kind::JOIN_GROUP => Frame::JoinGroup(JoinGroup::read(r)?),
+        kind::GROUP_ACK => Frame::GroupAck(GroupAck {
+            subscription_id: r.get_u32("subscription id")?,
+            delay_ms: 0,
+            ids: read_ids(r)?,
+        }),
+        kind::GROUP_NACK => Frame::GroupNack(GroupAck {
+            subscription_id: r.get_u32("subscription id")?,
+            delay_ms: r.get_u32("delay")?,
+            ids: read_ids(r)?,
+        }),
+        kind::LEAVE_GROUP => Frame::LeaveGroup {
+            subscription_id: r.get_u32("subscription id")?,
+        },
         kind::SKIPPED => Frame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64("count")?,
@@ -463,6 +495,55 @@ impl WireFormat for Subscribe {
             credit: r.get_u32("credit")?,
         })
     }
+}
+
+impl WireFormat for JoinGroup {
+    fn write(&self, w: &mut Writer) {
+        w.put_u32(self.subscription_id);
+        w.put_bytes16(self.group.as_bytes(), "group name");
+        w.put_bytes16(self.glob.as_bytes(), "glob");
+        self.start.write(w);
+        w.put_u32(self.credit);
+        w.put_u32(self.ack_timeout_ms);
+        w.put_u16(self.max_deliveries);
+        w.put_u32(self.max_in_flight);
+    }
+
+    fn read(r: &mut Reader) -> Result<JoinGroup, DecodeError> {
+        Ok(JoinGroup {
+            subscription_id: r.get_u32("subscription id")?,
+            group: r.get_str16("group name")?,
+            glob: r.get_str16("glob")?,
+            start: StartPosition::read(r)?,
+            credit: r.get_u32("credit")?,
+            ack_timeout_ms: r.get_u32("ack timeout")?,
+            max_deliveries: r.get_u16("max deliveries")?,
+            max_in_flight: r.get_u32("max in flight")?,
+        })
+    }
+}
+
+fn write_group_ids(w: &mut Writer, ack: &GroupAck) {
+    w.put_u32(ack.subscription_id);
+    write_ids(w, &ack.ids);
+}
+
+/// A u16 count, then that many 10-byte ids.
+fn write_ids(w: &mut Writer, ids: &[EventId]) {
+    let count = w.put_count16(ids.len());
+    for id in &ids[..count] {
+        w.put_id(*id);
+    }
+}
+
+fn read_ids(r: &mut Reader) -> Result<Vec<EventId>, DecodeError> {
+    let count = r.get_u16("id count")? as usize;
+    // Each id is 10 bytes, so the count cannot ask for more than the frame holds.
+    let mut ids = Vec::with_capacity(count.min(r.body.len().saturating_sub(r.position) / 10));
+    for _ in 0..count {
+        ids.push(r.get_event_id("id")?);
+    }
+    Ok(ids)
 }
 
 mod start_tag {
