@@ -156,6 +156,27 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             reason: EndReason::Unsubscribed,
         },
         Frame::Pong { token: 99 },
+        Frame::JoinGroup(JoinGroup {
+            subscription_id: 4,
+            group: "workers".into(),
+            glob: "/jobs/**".into(),
+            start: StartPosition::AfterId(EventId::new(5, 1)),
+            credit: 10,
+            ack_timeout_ms: 500,
+            max_deliveries: 3,
+            max_in_flight: 20,
+        }),
+        Frame::GroupAck(GroupAck {
+            subscription_id: 4,
+            delay_ms: 0,
+            ids: vec![EventId::new(5, 1), EventId::new(6, 2)],
+        }),
+        Frame::GroupNack(GroupAck {
+            subscription_id: 4,
+            delay_ms: 100,
+            ids: vec![EventId::new(7, 1)],
+        }),
+        Frame::LeaveGroup { subscription_id: 4 },
         Frame::StatusRequest,
         Frame::Status(Status {
             actor_id: 1,
