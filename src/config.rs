@@ -460,9 +460,11 @@ impl Config {
             || groups.in_flight_max < groups.in_flight_default
             || groups.ack_window_max == 0
         {
-            return Err("group limits must be positive (name length at most 65535, the in-flight \
+            return Err(
+                "group limits must be positive (name length at most 65535, the in-flight \
                  maximum at least its default)"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -65,9 +65,14 @@ pub(super) struct Pending {
 }
 
 enum PendingState {
-    InFlight { member: MemberKey, deadline_ms: u64 },
+    InFlight {
+        member: MemberKey,
+        deadline_ms: u64,
+    },
     /// Nacked or released: delivered again once `ready_ms` passed (then also in `redeliver`).
-    Waiting { ready_ms: u64 },
+    Waiting {
+        ready_ms: u64,
+    },
 }
 
 struct Member {
@@ -115,7 +120,9 @@ impl Group {
         for step in 0..count {
             let index = (self.round_robin + step) % count;
             let member = &self.members[index];
-            if member.credit > 0 && member.in_flight < member.in_flight_max && has_room(member.key.0)
+            if member.credit > 0
+                && member.in_flight < member.in_flight_max
+                && has_room(member.key.0)
             {
                 self.round_robin = (index + 1) % count;
                 return Some(index);
@@ -243,13 +250,17 @@ impl Groups {
                         group.floor_written = floor;
                         group.next = floor;
                         group.acked = group.acked.split_off(&floor);
-                        group.recovered_deliveries.retain(|offset, _| *offset >= floor);
+                        group
+                            .recovered_deliveries
+                            .retain(|offset, _| *offset >= floor);
                     }
                 }
                 GroupRecord::Ack { group, offsets } => {
                     if let Some(group) = groups.get_mut(&group) {
                         let floor = group.floor_written;
-                        group.acked.extend(offsets.into_iter().filter(|o| *o >= floor));
+                        group
+                            .acked
+                            .extend(offsets.into_iter().filter(|o| *o >= floor));
                     }
                 }
                 GroupRecord::Deliveries {
@@ -374,7 +385,11 @@ impl<L: Log> Engine<L> {
             }
         }
         // Just created or checked above.
-        let group = self.groups.groups.get_mut(&join.group).expect("group exists");
+        let group = self
+            .groups
+            .groups
+            .get_mut(&join.group)
+            .expect("group exists");
         if group.glob_text != join.glob {
             let message = format!(
                 "group {:?} exists with the glob {:?}; a member must join with the same glob",
@@ -408,7 +423,10 @@ impl<L: Log> Engine<L> {
     /// Creates the group a JoinGroup names, at the joiner's start position.
     fn create_group(&mut self, join: &JoinGroup) -> Result<(), (ErrorCode, String)> {
         if self.groups.groups.len() >= self.config.groups.groups_max {
-            let message = format!("the server keeps at most {} groups", self.config.groups.groups_max);
+            let message = format!(
+                "the server keeps at most {} groups",
+                self.config.groups.groups_max
+            );
             return Err((ErrorCode::TooManyGroups, message));
         }
         if let StartPosition::Cursor(cursor) = &join.start {
@@ -421,13 +439,14 @@ impl<L: Log> Engine<L> {
             }
         }
         let glob_length_max = self.config.wire.glob_length_max as usize;
-        let glob = NamespaceGlob::with_length_max(&join.glob, glob_length_max).map_err(|error| {
-            let message = match error {
-                GlobError::TooLong { .. } => error.to_string(),
-                _ => format!("invalid glob {:?}: {error}", join.glob),
-            };
-            (ErrorCode::InvalidGlob, message)
-        })?;
+        let glob =
+            NamespaceGlob::with_length_max(&join.glob, glob_length_max).map_err(|error| {
+                let message = match error {
+                    GlobError::TooLong { .. } => error.to_string(),
+                    _ => format!("invalid glob {:?}: {error}", join.glob),
+                };
+                (ErrorCode::InvalidGlob, message)
+            })?;
         let start = match join.start {
             StartPosition::End => Ok(self.log.end()),
             _ => self.log.find_start(&join.start),
@@ -455,7 +474,11 @@ impl<L: Log> Engine<L> {
             return false;
         };
         // Every membership names an existing group.
-        let group = self.groups.groups.get_mut(name).expect("group of a membership");
+        let group = self
+            .groups
+            .groups
+            .get_mut(name)
+            .expect("group of a membership");
         if let Some(member) = group.member_mut((conn, id)) {
             member.credit = member.credit.saturating_add(u64::from(count));
         }
@@ -466,13 +489,18 @@ impl<L: Log> Engine<L> {
         let id = ack.subscription_id;
         let scope = ErrorScope::Subscription(id);
         let Some(name) = self.groups.memberships.get(&(conn, id)).cloned() else {
-            let message = "GroupAck, GroupNack or LeaveGroup for an id that is not a group membership";
+            let message =
+                "GroupAck, GroupNack or LeaveGroup for an id that is not a group membership";
             return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
         };
         let now_ms = self.now_ms;
         let parked_max = self.config.groups.parked_max;
         // Every membership names an existing group.
-        let group = self.groups.groups.get_mut(&name).expect("group of a membership");
+        let group = self
+            .groups
+            .groups
+            .get_mut(&name)
+            .expect("group of a membership");
         let max_deliveries = group
             .member_mut((conn, id))
             .map_or(1, |member| member.max_deliveries);
@@ -485,7 +513,14 @@ impl<L: Log> Engine<L> {
             };
             if nack {
                 let delay_ms = u64::from(ack.delay_ms);
-                records.extend(group.release(&name, offset, delay_ms, max_deliveries, now_ms, parked_max));
+                records.extend(group.release(
+                    &name,
+                    offset,
+                    delay_ms,
+                    max_deliveries,
+                    now_ms,
+                    parked_max,
+                ));
                 continue;
             }
             // An ack from any member is taken: a late ack after a time-out still saves work.
@@ -558,12 +593,18 @@ impl<L: Log> Engine<L> {
         let now_ms = self.now_ms;
         let parked_max = self.config.groups.parked_max;
         // Every membership names an existing group.
-        let group = self.groups.groups.get_mut(&name).expect("group of a membership");
+        let group = self
+            .groups
+            .groups
+            .get_mut(&name)
+            .expect("group of a membership");
         let max_deliveries = group.member_mut(key).map_or(1, |m| m.max_deliveries);
         let held: Vec<Offset> = group
             .pending
             .iter()
-            .filter(|(_, p)| matches!(p.state, PendingState::InFlight { member, .. } if member == key))
+            .filter(
+                |(_, p)| matches!(p.state, PendingState::InFlight { member, .. } if member == key),
+            )
             .map(|(offset, _)| *offset)
             .collect();
         let mut records = Vec::new();
@@ -590,7 +631,9 @@ impl<L: Log> Engine<L> {
         self.groups.groups.values().any(|g| {
             !g.members.is_empty()
                 && (!g.redeliver.is_empty() || g.next < self.log.durable_end())
-                && g.members.iter().any(|m| m.credit > 0 && m.in_flight < m.in_flight_max)
+                && g.members
+                    .iter()
+                    .any(|m| m.credit > 0 && m.in_flight < m.in_flight_max)
         })
     }
 
@@ -633,7 +676,14 @@ impl<L: Log> Engine<L> {
                         .member_mut(member)
                         .map_or(max_deliveries_default, |m| m.max_deliveries);
                     log::debug!("group {name}: ack time-out of {id}");
-                    records.extend(group.release(name, offset, 0, max_deliveries, now_ms, parked_max));
+                    records.extend(group.release(
+                        name,
+                        offset,
+                        0,
+                        max_deliveries,
+                        now_ms,
+                        parked_max,
+                    ));
                 }
                 PendingState::Waiting { .. } => {
                     group.redeliver.insert(offset);
@@ -687,7 +737,9 @@ impl<L: Log> Engine<L> {
                 });
             }
             // `has_room` found the connection open.
-            let connection = conns[conn.slot as usize].as_mut().expect("member connection");
+            let connection = conns[conn.slot as usize]
+                .as_mut()
+                .expect("member connection");
             encode_event(id, event, connection.output_buffer());
             if !connection.has_output_queued {
                 connection.has_output_queued = true;
@@ -715,7 +767,9 @@ impl<L: Log> Engine<L> {
                 (Ok(_), Some(event)) => deliver(conns, group, index, offset, &event),
                 (Ok(_), None) => {
                     // Retention deleted the record: nothing left to deliver.
-                    log::warn!("group {name}: record {offset} was deleted before it was acknowledged");
+                    log::warn!(
+                        "group {name}: record {offset} was deleted before it was acknowledged"
+                    );
                     if let Some(pending) = group.pending.remove(&offset) {
                         group.pending_by_id.remove(&pending.id);
                     }
@@ -788,7 +842,9 @@ impl<L: Log> Engine<L> {
         if floor > group.floor_written {
             group.floor_written = floor;
             group.acked = group.acked.split_off(&floor);
-            group.recovered_deliveries.retain(|offset, _| *offset >= floor);
+            group
+                .recovered_deliveries
+                .retain(|offset, _| *offset >= floor);
             self.groups.store.append(&GroupRecord::Floor {
                 group: name.to_string(),
                 floor,

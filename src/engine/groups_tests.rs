@@ -113,8 +113,15 @@ fn two_members_split_ten_thousand_events_each_acknowledged_exactly_once() {
     harness.turn();
     let group = &harness.engine.groups.groups["workers"];
     assert!(group.pending.is_empty() && group.parked.is_empty());
-    assert!(per_member[0] >= 4_000 && per_member[1] >= 4_000, "{per_member:?}");
-    assert!(group.acked.len() <= 1, "the floor moved: {} above it", group.acked.len());
+    assert!(
+        per_member[0] >= 4_000 && per_member[1] >= 4_000,
+        "{per_member:?}"
+    );
+    assert!(
+        group.acked.len() <= 1,
+        "the floor moved: {} above it",
+        group.acked.len()
+    );
 }
 
 #[test]
@@ -173,7 +180,10 @@ fn an_ack_time_out_redelivers_and_a_poison_event_is_parked_after_max_deliveries(
     harness.turn();
     assert!(events_of(&harness.received(member), 1).is_empty());
     let group = &harness.engine.groups.groups["workers"];
-    assert_eq!(group.parked.values().copied().collect::<Vec<_>>(), vec![first[0].id]);
+    assert_eq!(
+        group.parked.values().copied().collect::<Vec<_>>(),
+        vec![first[0].id]
+    );
     assert!(group.pending.is_empty());
     assert_eq!(group.floor(), harness.engine.log().durable_end());
 }

@@ -280,7 +280,9 @@ impl MemoryGroupStore {
 
     fn durable(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock is a test failure already; the bytes are still fine.
-        self.durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -549,7 +551,11 @@ mod tests {
         reopened.append(&sample()[4]);
         reopened.sync(MonotonicMs(2)).expect("sync");
         let mut again = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
-        let expected = vec![sample()[0].clone(), sample()[1].clone(), sample()[4].clone()];
+        let expected = vec![
+            sample()[0].clone(),
+            sample()[1].clone(),
+            sample()[4].clone(),
+        ];
         assert_eq!(again.load().expect("load"), expected);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
