@@ -601,6 +601,16 @@ fn main() -> ExitCode {
             );
         }
     }
+    // A write past the file size limit (`ulimit -f`, RLIMIT_FSIZE) raises SIGXFSZ, whose
+    // default action kills the process. With a handler installed the write fails with EFBIG
+    // instead, and the storage error path answers the produce with StorageFailure as it does
+    // for a full disk. The flag is never read: the handler only has to exist.
+    let file_size_exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(error) =
+        signal_hook::flag::register(signal_hook::consts::SIGXFSZ, file_size_exceeded)
+    {
+        log::warn!("could not install the SIGXFSZ handler: {error}");
+    }
     let started = if args.repair {
         start_repairing(config.clone())
     } else {
@@ -613,6 +623,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Installed before the start-up line, which tells scripts and tests that the server is
+    // ready: a SIGTERM sent right after it must shut down cleanly, not kill the process.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
     log::info!(
         "flo {} listening on {}, data directory {}, fsync {}, actor id {}, {} events recovered",
         env!("CARGO_PKG_VERSION"),
@@ -623,10 +639,6 @@ fn main() -> ExitCode {
         server.recovered_events()
     );
     let trigger = server.shutdown_trigger();
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]);
     match signals {
         Ok(mut signals) => {
             std::thread::spawn(move || {

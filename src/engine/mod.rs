@@ -200,7 +200,10 @@ pub struct Engine<L: Log> {
 
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
-        let counter = log.version_vector().counter_max();
+        // The lease covers every counter handed out before, also those of acknowledged
+        // events the log has lost since (a power loss, a torn tail): starting at it leaves a
+        // gap instead of reusing their ids.
+        let counter = log.version_vector().counter_max().max(log.counter_floor());
         let cluster = peer::Cluster::new(&config, log.version_vector());
         Engine {
             config,

@@ -135,6 +135,18 @@ impl<L: Log> Engine<L> {
                 message,
             };
         }
+        // The ids must be leased durably before they are handed out (and so before any ack),
+        // or a restart after losing these events could give them again.
+        if let Err(error) = self.log.reserve_counters(self.counter + u64::from(count)) {
+            let message = format!("the events were not stored: {error}");
+            log::error!("counter lease failed: {error}");
+            return PendingReply::Error {
+                conn,
+                op_id,
+                code: ErrorCode::StorageFailure,
+                message,
+            };
+        }
         let first_id = EventId {
             counter: self.counter + 1,
             actor: self.config.actor_id,

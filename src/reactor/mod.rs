@@ -730,14 +730,15 @@ impl<L: Log> Reactor<L> {
         for key in not_lingering {
             self.remove_socket(key);
         }
+        let keys: Vec<usize> = self.sockets.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.release_if_delivered(key);
+        }
         let mut events = Events::with_capacity(1024);
         while !self.sockets.is_empty() {
             let now = self.clock.now();
             if now.monotonic.0 >= deadline_ms {
-                log::warn!(
-                    "{} connections were still owed output at the shutdown deadline; cut",
-                    self.sockets.len()
-                );
+                self.log_cut_at_shutdown();
                 break;
             }
             let timeout_ms = if self.read_again.is_empty() {
@@ -756,15 +757,56 @@ impl<L: Log> Reactor<L> {
             for key in std::mem::take(&mut self.read_again) {
                 if self.is_lingering(key) {
                     self.drain_lingering(key);
+                    self.release_if_delivered(key);
                 }
             }
             for event in events.iter() {
-                if self.is_lingering(event.token().0) {
+                let key = event.token().0;
+                if self.is_lingering(key) {
                     self.on_lingering_event(event);
+                    self.release_if_delivered(key);
                 }
             }
         }
         log::info!("shut down cleanly");
         Ok(())
+    }
+
+    /// At shutdown a lingering socket is done once its final output is written and it has no
+    /// unread input (closing then sends no reset, and the kernel delivers what is left): the
+    /// client's own close is not awaited, since the process is about to exit anyway.
+    fn release_if_delivered(&mut self, key: usize) {
+        let written = self.sockets.get(key).is_some_and(|s| {
+            matches!(s.state, SocketState::Lingering { .. }) && s.final_output_written()
+        });
+        if !written {
+            return;
+        }
+        match self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max) {
+            // Nothing more to read now: no reset on close.
+            Linger::Waiting | Linger::Done => self.remove_socket(key),
+            // The client is still sending: keep draining it until it stops or the deadline.
+            Linger::ReadAgain => self.read_again.push(key),
+        }
+    }
+
+    /// The shutdown deadline passed: says how many connections lose output, and how many had
+    /// all of it but were still sending.
+    fn log_cut_at_shutdown(&self) {
+        let owed = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| !s.final_output_written())
+            .count();
+        if owed > 0 {
+            log::warn!("{owed} connections were still owed output at the shutdown deadline; cut");
+        }
+        let sending = self.sockets.len() - owed;
+        if sending > 0 {
+            log::info!(
+                "{sending} connections had all their output but were still sending at the \
+                 shutdown deadline; closed"
+            );
+        }
     }
 }

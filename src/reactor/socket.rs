@@ -144,6 +144,12 @@ impl Socket {
         }
     }
 
+    /// Every final byte is written to the kernel and the write side shut: the kernel delivers
+    /// the rest, also after the socket is closed, unless unread input makes it send a reset.
+    pub fn final_output_written(&self) -> bool {
+        self.final_output.write_shut
+    }
+
     /// Reads and discards up to `budget` bytes of what a lingering peer sent (unread input at
     /// close would make the kernel send a reset, and the peer could lose the bytes it is owed).
     pub fn drain_lingering(&mut self, budget: usize) -> Linger {

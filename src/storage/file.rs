@@ -14,6 +14,7 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
 use super::index::SegmentIndex;
+use super::lease;
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
     create_segment, fsync_dir, index_path, segment_path, write_index, ReadError, SegmentReader,
@@ -68,6 +69,8 @@ pub struct FileLog {
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
+    /// The durable counter lease (`lease.rs`): at least every counter reserved so far.
+    pub(super) counter_lease: u64,
     /// Held for the life of the log: no other process opens the same directory.
     pub(super) _lock: super::lock::DirLock,
 }
@@ -525,6 +528,20 @@ impl Log for FileLog {
             byte_count: self.segments().map(|index| index.file_size).sum(),
             segment_count: self.sealed.len() as u64 + 1,
         }
+    }
+
+    fn counter_floor(&self) -> u64 {
+        self.counter_lease
+    }
+
+    fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {
+        if up_to <= self.counter_lease {
+            return Ok(());
+        }
+        let lease = lease::next_lease(up_to);
+        lease::write(&self.config.data_dir, lease)?;
+        self.counter_lease = lease;
+        Ok(())
     }
 }
 

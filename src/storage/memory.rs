@@ -7,6 +7,9 @@
 //!   the medium (optionally keeping part of it: a torn write);
 //! - [`MemoryLog::flip_bit`]: a record goes bad on the medium and reads of it fail with
 //!   `Corrupt`, as a checksum failure in a file would.
+//!
+//! The counter lease is kept like the file log's (`lease.rs`): raised in the same steps, and
+//! durable at once, so it survives `crash`.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -34,6 +37,10 @@ pub struct MemoryLog {
     last_fsync_ms: Option<u64>,
     /// Offsets whose record fails its checksum when read.
     corrupt: BTreeSet<u64>,
+    /// The counter lease, as the file log keeps it: durable at once, so it survives `crash`.
+    counter_lease: u64,
+    /// How many times the lease was raised (each a file write and fdatasync in the file log).
+    pub lease_writes: u64,
 }
 
 impl Default for MemoryLog {
@@ -60,6 +67,8 @@ impl MemoryLog {
             fsynced_end: 0,
             last_fsync_ms: None,
             corrupt: BTreeSet::new(),
+            counter_lease: 0,
+            lease_writes: 0,
         }
     }
 
@@ -225,6 +234,18 @@ impl Log for MemoryLog {
             byte_count: self.records.iter().map(|e| e.size_in_memory() as u64).sum(),
             segment_count: 1,
         }
+    }
+
+    fn counter_floor(&self) -> u64 {
+        self.counter_lease
+    }
+
+    fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {
+        if up_to > self.counter_lease {
+            self.counter_lease = super::lease::next_lease(up_to);
+            self.lease_writes += 1;
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,11 @@ pub mod groups;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod groups;
 mod index;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod lease;
+#[cfg(not(feature = "testing"))]
+mod lease;
 mod lock;
 mod memory;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
@@ -150,6 +155,10 @@ pub struct LogStats {
 /// - If `append` fails, the log is left as after a failed `sync`: every record appended since
 ///   the last successful sync is discarded.
 /// - `read` visits durable records only, in log order.
+/// - Counters are leased: the engine hands out a counter only after `reserve_counters` covered
+///   it, and a log opened again reports a `counter_floor` at or above every counter reserved
+///   before, whatever records were lost since (a power loss, a torn tail), so no id is given
+///   to two events.
 pub trait Log {
     /// Buffers one record; returns its offset.
     fn append(&mut self, event: Event) -> Result<Offset, StorageError>;
@@ -193,4 +202,16 @@ pub trait Log {
 
     /// Counts of what the log holds.
     fn stats(&self) -> LogStats;
+
+    /// At least every counter ever reserved with `reserve_counters` in this data directory (0
+    /// for a new one). The engine starts its Lamport counter at this or at the highest counter
+    /// in `version_vector()`, whichever is higher, so a gap follows a restart.
+    fn counter_floor(&self) -> u64;
+
+    /// Makes sure that every counter up to `up_to` is reserved durably: when this returns `Ok`,
+    /// a later open's `counter_floor()` is at least `up_to`, whatever happens to the records.
+    /// The engine calls it before it assigns such a counter, so the reservation is durable
+    /// before any ack of the id. Cheap (no I/O) while `up_to` is within the current lease; past
+    /// it, the lease is raised by a large step (`lease::COUNTER_LEASE_STEP`) and made durable.
+    fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError>;
 }

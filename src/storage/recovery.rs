@@ -16,6 +16,7 @@ use crate::event::VersionVector;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment};
 use super::index::SegmentIndex;
+use super::lease;
 use super::lock::DirLock;
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
@@ -136,7 +137,9 @@ impl FileLog {
                 (sealed, open)
             }
         };
-        let log = assemble(config.clone(), lock, sealed, open.0, open.1);
+        let counter_lease = read_lease(dir, mode)?;
+        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1);
+        log.counter_lease = counter_lease;
         report.segments = log.sealed.len() as u64 + 1;
         report.event_count = log.open.index.end_offset()
             - log
@@ -144,6 +147,23 @@ impl FileLog {
                 .front()
                 .map_or(log.open.index.first_offset, |s| s.first_offset);
         Ok((log, report))
+    }
+}
+
+/// The counter lease of `dir` (0 when it has none). A damaged lease file stops the start,
+/// except under `--repair`, which removes it and goes on with the counters in the log.
+fn read_lease(dir: &Path, mode: RecoveryMode) -> Result<u64, StorageError> {
+    match (lease::read(dir), mode) {
+        (Ok(lease), _) => Ok(lease.unwrap_or(0)),
+        (Err(StorageError::Corrupt { context }), RecoveryMode::Repair) => {
+            log::warn!(
+                "{context}; --repair removes it: counters continue after the highest in the \
+                 log, and ids of acknowledged events lost from the log may be given again"
+            );
+            lease::remove(dir)?;
+            Ok(0)
+        }
+        (Err(error), _) => Err(error),
     }
 }
 
@@ -172,6 +192,7 @@ fn assemble(
         fault: None,
         fsync_count: 0,
         preallocated_size: 0,
+        counter_lease: 0,
         _lock: lock,
     }
 }
@@ -200,15 +221,15 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(FileKind::Segment(first)) => {
                 firsts.insert(first);
             }
-            Some(FileKind::Index(_) | FileKind::Lock) => {}
+            Some(FileKind::Index(_) | FileKind::Lock | FileKind::CounterLease) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
                     "quarantine file {} (damaged bytes moved out by --repair) is left alone",
                     entry.path().display()
                 );
             }
-            Some(FileKind::IndexTemp(_)) => {
-                log::warn!("removing unfinished index file {}", entry.path().display());
+            Some(FileKind::IndexTemp(_) | FileKind::CounterLeaseTemp) => {
+                log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
                     log::warn!("cannot remove {}: {error}", entry.path().display());
                 }

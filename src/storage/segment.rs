@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::event::{Event, VersionVector};
 
 use super::index::SegmentIndex;
+use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
 use super::record::{
     decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
     DecodeError, Decoder, RECORD_HEADER_SIZE,
@@ -42,6 +43,9 @@ pub enum FileKind {
     Lock,
     /// Damaged bytes `flo --repair` moved out of a segment (`{first:020}.log.quarantine-{byte}`).
     Quarantine,
+    /// The counter lease (`lease.rs`), and a new one being written.
+    CounterLease,
+    CounterLeaseTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -53,8 +57,11 @@ pub fn quarantine_path(dir: &Path, first_offset: u64, position: u64) -> PathBuf 
 }
 
 pub fn classify(name: &str) -> Option<FileKind> {
-    if name == LOCK_FILE_NAME {
-        return Some(FileKind::Lock);
+    match name {
+        LOCK_FILE_NAME => return Some(FileKind::Lock),
+        LEASE_FILE_NAME => return Some(FileKind::CounterLease),
+        LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
+        _ => {}
     }
     if let Some((segment, position)) = name.split_once(".log.quarantine-") {
         let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

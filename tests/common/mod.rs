@@ -31,10 +31,27 @@ impl FloProcess {
 
     /// Starts `flo` on `port` (0: any free port) in `data_dir` plus `extra` arguments.
     pub fn start_on_port(data_dir: &Path, port: u16, extra: &[&str]) -> FloProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flo"));
+        FloProcess::start_command(
+            &mut command,
+            data_dir,
+            &[&["-p", &port.to_string()], extra].concat(),
+        )
+    }
+
+    /// Starts `command` (which runs `flo` with the arguments it is given, as a wrapper such as
+    /// `sh -c '...; exec flo "$@"'` does) with `-d data_dir` and `extra`, and waits for its
+    /// start-up line. Without `-p` in `extra` the port is 0.
+    pub fn start_command(command: &mut Command, data_dir: &Path, extra: &[&str]) -> FloProcess {
+        let port = if extra.contains(&"-p") {
+            &[][..]
+        } else {
+            &["-p", "0"][..]
+        };
+        let mut child = command
             .arg("-d")
             .arg(data_dir)
-            .args(["-p", &port.to_string()])
+            .args(port)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -167,3 +167,57 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
     assert!(status.success(), "flo exited with {status}");
     drop(stalled);
 }
+
+/// Issue 10 review: SIGTERM with one idle client that reads but never closes. It gets its
+/// ShuttingDown error and the end of the stream at once, so nothing is owed and the server
+/// must exit without waiting for the client's close: before the fix it waited the whole
+/// shutdown deadline and logged the connection as "still owed output". The bound is a sixth of
+/// the 30 s deadline, so it tells the two apart without measuring speed.
+#[test]
+fn shutdown_does_not_wait_for_idle_clients_that_got_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--shutdown-timeout", "30s"]);
+    let mut idle = RawConn::hello(server.addr);
+    let pid = server.child.id();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let first = idle.recv();
+    assert_eq!(
+        connection_error(first.clone()),
+        Some(ErrorCode::ShuttingDown),
+        "{first:?}"
+    );
+    assert_eq!(idle.recv(), None);
+    // `idle` stays open (not dropped) while the server exits.
+    let (sender, exited) = mpsc::channel();
+    let mut server = server;
+    let waiter = std::thread::spawn(move || {
+        let status = server.child.wait().expect("wait for flo");
+        let _ = sender.send(status);
+        server
+    });
+    let exit = exited.recv_timeout(Duration::from_secs(5));
+    if exit.is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let server = waiter.join().expect("the waiter thread");
+    let status =
+        exit.expect("flo exited within 5 s of SIGTERM (deadline 30 s) with an idle client");
+    assert!(status.success(), "flo exited with {status}");
+    // The process has exited: the log reader ends at the end of its standard error.
+    let owed: Vec<String> = server
+        .log_lines
+        .iter()
+        .filter(|line| line.contains("owed output"))
+        .collect();
+    assert!(
+        owed.is_empty(),
+        "nothing was owed, yet the log says {owed:?}"
+    );
+    drop(idle);
+}

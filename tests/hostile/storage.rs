@@ -1,6 +1,7 @@
 //! Hostile cases: storage. An operator's mistakes and a damaged disk against the real binary:
 //! a second server started on a data directory in use (issue 10 item 5), and a consumer
-//! reading a sealed segment with a damaged record (item 6).
+//! reading a sealed segment with a damaged record (item 6), an acknowledged id lost to a damaged
+//! tail (never given again: the counter lease), and a file size limit (SIGXFSZ).
 
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
-use flo::event::StartPosition;
+use flo::event::{ActorId, Cursor, StartPosition};
 use flo::protocol::{ErrorCode, Frame, Subscribe};
 use flo::storage::segment::read_header;
 
@@ -106,5 +107,104 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
     // The survival check reads from the beginning too, which would meet the same damage:
     // the disk is mended (as an operator restoring the file would) before it runs.
     std::fs::write(&first_segment, &original).expect("restore segment");
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// Produces `count` events on one connection and returns the counter of the last ack.
+fn produce_acked(server: &FloProcess, namespace: &str, count: u64) -> u64 {
+    let mut conn = RawConn::hello(server.addr);
+    let mut last = 0;
+    for op_id in 1..=count {
+        conn.produce(op_id, namespace, &[5; 40]);
+        match conn.recv() {
+            Some(Frame::Ack(ack)) => last = ack.first_id.counter,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    last
+}
+
+/// Issue 10 review, (G): the last byte of the newest segment flipped, so start-up cuts the
+/// last acknowledged record as a torn tail. The next produce must not get that record's id
+/// again (before the counter lease it got counter 50 back), and a consumer resuming from a
+/// cursor that covers every id acknowledged before must receive the new event.
+#[test]
+fn an_id_lost_to_a_damaged_tail_is_never_given_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let acked_max = produce_acked(&server, "/lease/before", 50);
+    assert_eq!(acked_max, 50);
+    assert!(server.terminate().success());
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list data dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let newest = segments.last().expect("a segment");
+    let mut bytes = std::fs::read(newest).expect("read segment");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(newest, &bytes).expect("write segment");
+
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let counter = produce_acked(&server, "/lease/after", 1);
+    assert!(
+        counter > acked_max,
+        "the event produced after the damage got counter {counter}, an id acknowledged before"
+    );
+    let mut consumer = RawConn::hello(server.addr);
+    let vector = [(ActorId(1), acked_max)].into_iter().collect();
+    consumer.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: "/lease/**".into(),
+        start: StartPosition::Cursor(Cursor::from_vector(vector)),
+        limit: 0,
+        tail: false,
+        credit: 100,
+    });
+    match consumer.recv() {
+        Some(Frame::Event { event, .. }) => assert_eq!(event.namespace, "/lease/after"),
+        other => panic!("the consumer resuming after every acked id got {other:?}"),
+    }
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// Issue 10 review: a file size limit (`ulimit -f`, soft) below what the log writes made the
+/// first write past it kill the server with SIGXFSZ. The produce must be refused with
+/// StorageFailure instead, the server staying up; once the limit is lifted (`prlimit`) it
+/// stores events again.
+#[test]
+fn a_file_size_limit_gives_storage_failure_not_a_dead_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 512 KiB in either block unit of `ulimit -f` (512 or 1024 bytes): below the 1 MiB the
+    // open segment is extended by at the first write.
+    let script = format!(
+        "ulimit -S -f 512 && exec {} \"$@\"",
+        env!("CARGO_BIN_EXE_flo")
+    );
+    let mut server = FloProcess::start_command(
+        Command::new("sh").args(["-c", &script, "flo"]),
+        dir.path(),
+        &[],
+    );
+    let mut conn = RawConn::hello(server.addr);
+    conn.produce(1, "/fsize/x", &[1; 100]);
+    match conn.recv() {
+        Some(Frame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::StorageFailure, "{}", error.message)
+        }
+        other => panic!("expected StorageFailure past the file size limit, got {other:?}"),
+    }
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the server died at the file size limit"
+    );
+    let pid = server.child.id().to_string();
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:"])
+        .status()
+        .expect("run prlimit");
+    assert!(lifted.success());
     assert_survived(&mut server, 64 * 1024 * 1024);
 }

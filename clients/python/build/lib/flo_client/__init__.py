@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ ERROR_CODES = {
     20: "NotReady",
     21: "ResourceLimit",
     22: "CursorTooLarge",
+    23: "TlsRequired",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
@@ -606,9 +608,18 @@ class FloClient:
         client_name: str = "py-flo 1.0",
         auth_token: bytes = b"",
         timeout: float = 10.0,
+        tls: bool = False,
+        ca: Optional[str] = None,
     ) -> "FloClient":
+        """With `tls=True`, speaks TLS (for a server started with --tls-cert; protocol.md,
+        "Transport security"), trusting the PEM file `ca` (or the system's store without it)
+        and checking the certificate against `host`."""
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = ssl.create_default_context(cafile=ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            sock = context.wrap_socket(sock, server_hostname=host)
         client = cls(sock, timeout)
         client.handshake(client_name, auth_token)
         return client
