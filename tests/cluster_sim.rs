@@ -21,7 +21,8 @@
 //!
 //! Seeds: `FLO_SIM_SEED=n` runs one seed; `FLO_SIM_SEEDS=n` runs seeds 0..n (for a long run:
 //! `FLO_SIM_SEEDS=10000 cargo test --release --test cluster_sim`); by default a fixed list of
-//! 300 seeds runs. A failure prints the seed that reproduces it.
+//! 300 seeds runs, split into four tests that run in parallel. A failure prints the seed that
+//! reproduces it.
 
 #[path = "cluster_sim/checks.rs"]
 mod checks;
@@ -303,9 +304,17 @@ fn seeds() -> Vec<u64> {
     (0..300).map(|i| i * 7919 + 1).collect()
 }
 
-#[test]
-fn the_cluster_converges_and_keeps_its_invariants_under_faults() {
-    let seeds = seeds();
+/// The seed list runs as `SEED_SHARES` tests, each taking every `SEED_SHARES`-th seed, so the
+/// test harness runs them in parallel and each share still spans the whole list.
+const SEED_SHARES: usize = 4;
+
+/// Runs share `share` of the seeds and checks that it exercised every fault it claims to.
+fn run_seed_share(share: usize) {
+    let seeds: Vec<u64> = seeds()
+        .into_iter()
+        .skip(share)
+        .step_by(SEED_SHARES)
+        .collect();
     let mut produced = 0;
     let mut lost = 0;
     let mut faults = FaultStats::default();
@@ -324,11 +333,11 @@ fn the_cluster_converges_and_keeps_its_invariants_under_faults() {
         faults.roamer_exact_checks += sim.stats.roamer_exact_checks;
     }
     eprintln!(
-        "{} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
+        "share {share}: {} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
         seeds.len()
     );
-    if seeds.len() >= 100 {
-        // The default run must exercise every fault it claims to.
+    if seeds.len() * SEED_SHARES >= 100 {
+        // The default run must exercise every fault it claims to, in each share.
         assert!(faults.partitions > 0 && faults.crashes > 0 && faults.sync_failures > 0);
         assert!(
             faults.holds > 0 && lost > 0,
@@ -339,6 +348,26 @@ fn the_cluster_converges_and_keeps_its_invariants_under_faults() {
             "too few runs checked the roaming consumer exactly"
         );
     }
+}
+
+#[test]
+fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_0() {
+    run_seed_share(0);
+}
+
+#[test]
+fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_1() {
+    run_seed_share(1);
+}
+
+#[test]
+fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_2() {
+    run_seed_share(2);
+}
+
+#[test]
+fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_3() {
+    run_seed_share(3);
 }
 
 /// Without faults, three nodes converge and every node holds every event with the id its
