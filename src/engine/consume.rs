@@ -9,8 +9,8 @@ use super::connection::Subscription;
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
-    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError,
-    NamespaceGlob, Subscribe,
+    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
+    ServerFrame, Subscribe,
 };
 use crate::storage::{Log, Offset};
 
@@ -87,7 +87,7 @@ impl<L: Log> Engine<L> {
         // appended after it in the same turn (protocol.md, section 7).
         let from_end = subscribe.start == StartPosition::End;
         if from_end && !subscribe.tail {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: subscribe.subscription_id,
                 reason: EndReason::EndOfStream,
             };
@@ -111,7 +111,7 @@ impl<L: Log> Engine<L> {
             .subscriptions
             .insert(subscribe.subscription_id, subscription);
         if from_end {
-            let frame = Frame::CaughtUp {
+            let frame = ServerFrame::CaughtUp {
                 subscription_id: subscribe.subscription_id,
             };
             self.send(conn, &frame);
@@ -140,7 +140,7 @@ impl<L: Log> Engine<L> {
         let reason = EndReason::Unsubscribed;
         self.send(
             conn,
-            &Frame::End {
+            &ServerFrame::End {
                 subscription_id: id,
                 reason,
             },
@@ -231,7 +231,7 @@ impl<L: Log> Engine<L> {
             "{conn}: subscription {id}: retention deleted {count} records it had not read; \
              it goes on after them"
         );
-        let frame = Frame::Skipped {
+        let frame = ServerFrame::Skipped {
             subscription_id: id,
             count,
         };
@@ -327,7 +327,7 @@ impl<L: Log> Engine<L> {
             }
             if !subscription.caught_up_sent {
                 subscription.caught_up_sent = true;
-                let frame = Frame::CaughtUp {
+                let frame = ServerFrame::CaughtUp {
                     subscription_id: id,
                 };
                 self.send(conn, &frame);
@@ -346,7 +346,7 @@ impl<L: Log> Engine<L> {
             connection.subscriptions.remove(&id);
         }
         if let Some(reason) = reason {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: id,
                 reason,
             };

@@ -8,7 +8,8 @@ use flo::config::{FsyncPolicy, WireLimits};
 use flo::engine::{Action, ConnId, Engine, EngineConfig};
 use flo::event::{ActorId, Cursor, EventId, StartPosition};
 use flo::protocol::{
-    decode, encode, ErrorCode, Frame, Hello, NewEvent, Produce, Subscribe, PROTOCOL_VERSION,
+    decode, encode, ClientFrame, ErrorCode, Hello, NewEvent, Produce, ServerFrame, Subscribe,
+    PROTOCOL_VERSION,
 };
 use flo::storage::{Log, MemoryLog};
 
@@ -96,7 +97,7 @@ impl Sim {
         engine.handle_connect(now, conn);
         let mut bytes = Vec::new();
         encode(
-            &Frame::Hello(Hello {
+            &ClientFrame::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: "sim".into(),
                 auth_token: Vec::new(),
@@ -120,7 +121,7 @@ impl Sim {
         n.next_op += 1;
         n.pending.insert(op_id, payload.clone());
         let mut bytes = Vec::new();
-        let frame = Frame::Produce(Produce {
+        let frame = ClientFrame::Produce(Produce {
             op_id,
             event: NewEvent {
                 namespace: format!("/sim/{}", op_id % 3),
@@ -184,7 +185,7 @@ impl Sim {
         engine.handle_connect(now, conn);
         let mut bytes = Vec::new();
         encode(
-            &Frame::Hello(Hello {
+            &ClientFrame::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: "roamer".into(),
                 auth_token: Vec::new(),
@@ -192,7 +193,7 @@ impl Sim {
             &mut bytes,
         );
         encode(
-            &Frame::Subscribe(Subscribe {
+            &ClientFrame::Subscribe(Subscribe {
                 subscription_id: 1,
                 glob: "/**".into(),
                 start: StartPosition::Cursor(self.roamer.cursor.clone()),
@@ -233,15 +234,15 @@ impl Sim {
         self.roamer.input.drain(..consumed);
         for frame in frames {
             match frame {
-                Frame::Welcome(_) | Frame::CaughtUp { .. } => {}
-                Frame::Event { event, .. } => {
+                ServerFrame::Welcome(_) | ServerFrame::CaughtUp { .. } => {}
+                ServerFrame::Event { event, .. } => {
                     if self.roamer.cursor.covers(event.id) {
                         self.fail(format!("the roaming consumer got {} twice", event.id));
                     }
                     self.roamer.cursor.observe(event.id);
                     self.roamer.seen.insert(event.id, event.data);
                 }
-                Frame::End { .. } => self.leave(),
+                ServerFrame::End { .. } => self.leave(),
                 other => self.fail(format!("roaming consumer: unexpected frame {other:?}")),
             }
         }
@@ -261,8 +262,8 @@ impl Sim {
         n.client_input.drain(..consumed);
         for frame in replies {
             match frame {
-                Frame::Welcome(_) => {}
-                Frame::Ack(ack) => {
+                ServerFrame::Welcome(_) => {}
+                ServerFrame::Ack(ack) => {
                     let payload = n.pending.remove(&ack.op_id).unwrap();
                     if ack.first_id.actor != n.actor {
                         self.fail(format!(
@@ -276,7 +277,7 @@ impl Sim {
                     n.acked.insert(ack.first_id, payload.clone());
                     n.new_acks.push((ack.first_id, payload));
                 }
-                Frame::Error(error) => {
+                ServerFrame::Error(error) => {
                     let allowed = [ErrorCode::NotReady, ErrorCode::StorageFailure];
                     if !allowed.contains(&error.code) {
                         self.fail(format!("node {node}: unexpected error {error:?}"));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::event::StartPosition;
-use flo::protocol::{ErrorCode, Frame, Subscribe};
+use flo::protocol::{ErrorCode, ServerFrame, Subscribe};
 use flo::storage::segment::read_header;
 
 /// Runs `flo -d dir -p 0` to its exit (killing it after 20 s) and returns its status and
@@ -69,7 +69,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
     for op_id in 1..=200 {
         conn.produce(op_id, "/damaged/disk", &[7; 60]);
         match conn.recv() {
-            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -96,7 +96,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         credit: 1000,
     });
     match conn.recv() {
-        Some(Frame::Error(error)) => {
+        Some(ServerFrame::Error(error)) => {
             assert_eq!(error.code, ErrorCode::StorageFailure);
             assert!(error.message.contains("offsets 0.."), "{}", error.message);
             assert!(error.message.contains("unreadable"), "{}", error.message);

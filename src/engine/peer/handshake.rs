@@ -8,7 +8,7 @@ use crate::engine::connection::Subscription;
 use crate::engine::{ConnId, Engine, Now, Phase};
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{
-    ErrorCode, ErrorFrame, Frame, NamespaceGlob, PeerHandshake, PROTOCOL_VERSION,
+    ErrorCode, ErrorFrame, NamespaceGlob, PeerFrame, PeerHandshake, PROTOCOL_VERSION,
 };
 use crate::storage::Log;
 
@@ -31,7 +31,7 @@ impl<L: Log> Engine<L> {
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.phase = Phase::PeerAwaitingWelcome { addr, deadline_ms };
         let hello = self.own_handshake();
-        self.send(conn, &Frame::PeerHello(hello));
+        self.send(conn, &PeerFrame::PeerHello(hello));
     }
 
     fn own_handshake(&self) -> PeerHandshake {
@@ -121,7 +121,7 @@ impl<L: Log> Engine<L> {
         // PeerWelcome goes out even when this connection then loses to an existing one, so
         // the dialer learns which actor the address reaches and stops dialing it.
         let welcome = self.own_handshake();
-        self.send(conn, &Frame::PeerWelcome(welcome));
+        self.send(conn, &PeerFrame::PeerWelcome(welcome));
         if !self.resolve_duplicate(conn, actor, actor) {
             return false;
         }
@@ -239,7 +239,7 @@ impl<L: Log> Engine<L> {
                 peer: true,
             },
         );
-        self.send(conn, &Frame::PeerCredit { count: window });
+        self.send(conn, &PeerFrame::PeerCredit { count: window });
         // Checked by `check_handshake`; a member without an address could not be redialed.
         let addr = handshake.advertised_addr.parse::<SocketAddr>().ok();
         let entries: Vec<String> = their_vector

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::{MemberInfo, Target, TargetState};
 use crate::engine::{Action, ConnId, Engine, Now, Phase};
 use crate::event::{ActorId, VersionVector};
-use crate::protocol::{Frame, Member};
+use crate::protocol::{Member, PeerFrame};
 use crate::storage::Log;
 
 impl<L: Log> Engine<L> {
@@ -157,7 +157,7 @@ impl<L: Log> Engine<L> {
             .collect();
         for (conn, actor) in peers {
             let list = self.member_list(Some(actor));
-            self.send(conn, &Frame::PeerMembers(list));
+            self.send(conn, &PeerFrame::PeerMembers(list));
         }
     }
 

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use super::{ConnId, Engine, Phase};
 use crate::event::{ActorId, VersionVector};
-use crate::protocol::{Frame, MemberState, MemberStatus, Status};
+use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
 use crate::storage::Log;
 use catch_up::Hold;
 
@@ -191,7 +191,7 @@ impl<L: Log> Engine<L> {
 
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
         let status = self.status();
-        self.send(conn, &Frame::Status(status));
+        self.send(conn, &ServerFrame::Status(status));
     }
 
     /// The connections that completed a peer handshake.
@@ -209,7 +209,7 @@ impl<L: Log> Engine<L> {
     pub(super) fn peer_keepalives(&mut self) {
         let peers = self.peer_conns();
         for conn in peers {
-            self.send(conn, &Frame::PeerCredit { count: 0 });
+            self.send(conn, &PeerFrame::PeerCredit { count: 0 });
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::PEER_SUBSCRIPTION;
 use crate::engine::{ConnId, Engine, Phase};
 use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
-use crate::protocol::{ErrorCode, Frame};
+use crate::protocol::{ErrorCode, PeerFrame};
 use crate::storage::{Log, Offset};
 
 impl<L: Log> Engine<L> {
@@ -50,11 +50,38 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// A frame on a peer connection: the answer to this node's PeerHello while it waits for
+    /// PeerWelcome, else a frame of the established connection.
+    pub(in crate::engine) fn on_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
+        // Checked by the caller: `on_frame` runs only for open connections.
+        match self.conn(conn).expect("connection is open").phase {
+            Phase::PeerAwaitingWelcome { addr, .. } => match frame {
+                PeerFrame::PeerWelcome(welcome) => self.on_peer_welcome(conn, addr, welcome),
+                PeerFrame::Error(error) => {
+                    self.on_peer_refused(conn, addr, error);
+                    false
+                }
+                PeerFrame::PeerHello(_)
+                | PeerFrame::PeerEvent(_)
+                | PeerFrame::PeerCredit { .. }
+                | PeerFrame::PeerMembers(_) => self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "the first frame on a peer connection must be PeerWelcome",
+                ),
+            },
+            Phase::Peer { .. } => self.on_established_peer_frame(conn, frame),
+            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {
+                unreachable!("{conn}: peer frames are decoded only on peer connections")
+            }
+        }
+    }
+
     /// A frame on an established peer connection.
-    pub(in crate::engine) fn on_peer_frame(&mut self, conn: ConnId, frame: Frame) -> bool {
+    fn on_established_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
         match frame {
-            Frame::PeerEvent(event) => return self.on_peer_event(conn, event),
-            Frame::PeerCredit { count } => {
+            PeerFrame::PeerEvent(event) => return self.on_peer_event(conn, event),
+            PeerFrame::PeerCredit { count } => {
                 if count > 0 {
                     if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
                         sub.credit = sub.credit.saturating_add(u64::from(count));
@@ -62,12 +89,12 @@ impl<L: Log> Engine<L> {
                     self.mark_ready(conn, PEER_SUBSCRIPTION);
                 }
             }
-            Frame::PeerMembers(members) => {
+            PeerFrame::PeerMembers(members) => {
                 if self.learn_members(&members) {
                     self.broadcast_members();
                 }
             }
-            Frame::Error(error) => {
+            PeerFrame::Error(error) => {
                 match error.code {
                     ErrorCode::DuplicatePeerConnection => {
                         log::debug!("{conn}: duplicate closed by the peer: {}", error.message)
@@ -78,24 +105,7 @@ impl<L: Log> Engine<L> {
                 self.forget(conn);
                 return false;
             }
-            Frame::PeerHello(_)
-            | Frame::PeerWelcome(_)
-            | Frame::Hello(_)
-            | Frame::Produce(_)
-            | Frame::ProduceBatch(_)
-            | Frame::Subscribe(_)
-            | Frame::Credit { .. }
-            | Frame::Unsubscribe { .. }
-            | Frame::Ping { .. }
-            | Frame::StatusRequest
-            | Frame::Status(_)
-            | Frame::Welcome(_)
-            | Frame::Ack(_)
-            | Frame::Event { .. }
-            | Frame::CaughtUp { .. }
-            | Frame::Skipped { .. }
-            | Frame::End { .. }
-            | Frame::Pong { .. } => {
+            PeerFrame::PeerHello(_) | PeerFrame::PeerWelcome(_) => {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
@@ -217,7 +227,7 @@ impl<L: Log> Engine<L> {
             let count = count.min((window - connection.peer_credit_given.min(window)) as u32);
             if count > 0 {
                 connection.peer_credit_given += u64::from(count);
-                self.send(conn, &Frame::PeerCredit { count });
+                self.send(conn, &PeerFrame::PeerCredit { count });
             }
         }
     }

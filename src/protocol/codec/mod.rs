@@ -53,17 +53,26 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes the frame at the start of `buf`.
+/// Decodes the frame at the start of `buf` as a receiver of `F` frames takes it.
 ///
 /// Returns `Ok(None)` when `buf` holds only part of a frame (read more bytes and call again),
 /// `Ok(Some((frame, consumed)))` when it holds a whole one, and an error as soon as the bytes
-/// cannot be the start of a valid frame: a length over `limits.frame_size_max` is reported
-/// when the four length bytes are known, an unknown kind when the fifth byte is.
-pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>, DecodeError> {
+/// cannot be the start of a valid frame, in the order of protocol.md (section 3): a length
+/// over `limits.frame_size_max` is reported when the four length bytes are known; an unknown
+/// kind, or one `F` refuses as soon as it is known, when the fifth byte is; a malformed body
+/// when the whole frame is there; and a well-formed frame of another direction after that.
+pub fn decode<F: Decode>(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(F, usize)>, DecodeError> {
     let Some(kind) = decode_header(buf, limits)? else {
         return Ok(None);
     };
-    check_kind(kind)?;
+    let direction = direction_of(kind)
+        .ok_or_else(|| DecodeError::malformed(format!("unknown frame kind {kind:#04x}")))?;
+    if let Some(error) = F::refuse_at_header(direction, kind) {
+        return Err(error);
+    }
     let frame_size = frame_size_of(buf);
     // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
     let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
@@ -77,7 +86,202 @@ pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>,
     };
     let frame = read_frame(&mut reader)?;
     reader.finish()?;
-    Ok(Some((frame, frame_size as usize)))
+    Ok(Some((F::accept(frame)?, frame_size as usize)))
+}
+
+/// Decodes a frame as a server takes it on a client connection (after Hello).
+pub fn decode_client(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(ClientFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes a frame as a client takes it from a server.
+pub fn decode_server(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(ServerFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes a frame as a node takes it on a peer connection.
+pub fn decode_peer(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(PeerFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes the first frame a server receives on a new connection.
+pub fn decode_opening(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(OpeningFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Who sends a frame kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+    /// Error (0x23) is `ServerToClient`; peers send it too (see [`PeerFrame`]).
+    PeerToPeer,
+}
+
+/// The direction of a known kind; `None` for an unknown one.
+fn direction_of(kind: u8) -> Option<Direction> {
+    use Direction::*;
+    Some(match kind {
+        kind::HELLO
+        | kind::PRODUCE
+        | kind::PRODUCE_BATCH
+        | kind::SUBSCRIBE
+        | kind::CREDIT
+        | kind::UNSUBSCRIBE
+        | kind::PING
+        | kind::STATUS_REQUEST => ClientToServer,
+        kind::WELCOME
+        | kind::ACK
+        | kind::ERROR
+        | kind::EVENT
+        | kind::CAUGHT_UP
+        | kind::END
+        | kind::PONG
+        | kind::STATUS
+        | kind::SKIPPED => ServerToClient,
+        kind::PEER_HELLO
+        | kind::PEER_WELCOME
+        | kind::PEER_EVENT
+        | kind::PEER_CREDIT
+        | kind::PEER_MEMBERS => PeerToPeer,
+        _ => return None,
+    })
+}
+
+/// A well-formed frame of any direction, as the body decoder reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyFrame {
+    Client(ClientFrame),
+    Server(ServerFrame),
+    Peer(PeerFrame),
+}
+
+fn unexpected(message: &str) -> DecodeError {
+    DecodeError {
+        code: ErrorCode::UnexpectedFrame,
+        message: message.to_string(),
+    }
+}
+
+/// The frames one receiver takes: which kinds it refuses before their body, and which
+/// well-formed frames it accepts.
+pub trait Decode: Sized {
+    /// Check 2 of protocol.md section 3, beyond the unknown kind: `Some` refuses the frame as
+    /// soon as its kind byte is known.
+    fn refuse_at_header(_direction: Direction, _kind: u8) -> Option<DecodeError> {
+        None
+    }
+    /// Check 4, for frames of another direction: the frame was well-formed but this receiver
+    /// never takes it.
+    fn accept(frame: AnyFrame) -> Result<Self, DecodeError>;
+}
+
+impl Decode for ClientFrame {
+    fn refuse_at_header(direction: Direction, _kind: u8) -> Option<DecodeError> {
+        match direction {
+            Direction::PeerToPeer => Some(unexpected("a peer frame on a client connection")),
+            Direction::ClientToServer | Direction::ServerToClient => None,
+        }
+    }
+
+    fn accept(frame: AnyFrame) -> Result<ClientFrame, DecodeError> {
+        match frame {
+            AnyFrame::Client(frame) => Ok(frame),
+            AnyFrame::Server(_) => Err(unexpected("a server frame was sent by a client")),
+            // Refused at the header.
+            AnyFrame::Peer(_) => Err(unexpected("a peer frame on a client connection")),
+        }
+    }
+}
+
+impl Decode for ServerFrame {
+    fn accept(frame: AnyFrame) -> Result<ServerFrame, DecodeError> {
+        match frame {
+            AnyFrame::Server(frame) => Ok(frame),
+            AnyFrame::Client(_) => Err(unexpected("a client frame was sent by a server")),
+            AnyFrame::Peer(_) => Err(unexpected("a peer frame was sent by a server")),
+        }
+    }
+}
+
+impl Decode for PeerFrame {
+    fn accept(frame: AnyFrame) -> Result<PeerFrame, DecodeError> {
+        let message = "a client or server frame on a peer connection";
+        match frame {
+            AnyFrame::Peer(frame) => Ok(frame),
+            AnyFrame::Server(ServerFrame::Error(error)) => Ok(PeerFrame::Error(error)),
+            AnyFrame::Server(
+                ServerFrame::Welcome(_)
+                | ServerFrame::Ack(_)
+                | ServerFrame::Event { .. }
+                | ServerFrame::CaughtUp { .. }
+                | ServerFrame::End { .. }
+                | ServerFrame::Pong { .. }
+                | ServerFrame::Status(_)
+                | ServerFrame::Skipped { .. },
+            ) => Err(unexpected(message)),
+            AnyFrame::Client(_) => Err(unexpected(message)),
+        }
+    }
+}
+
+/// Any frame of any direction, for tools and tests that watch both directions of a stream.
+impl Decode for AnyFrame {
+    fn accept(frame: AnyFrame) -> Result<AnyFrame, DecodeError> {
+        Ok(frame)
+    }
+}
+
+impl Decode for OpeningFrame {
+    fn refuse_at_header(direction: Direction, kind: u8) -> Option<DecodeError> {
+        match direction {
+            Direction::PeerToPeer if kind != kind::PEER_HELLO => {
+                Some(unexpected("a peer frame on a client connection"))
+            }
+            Direction::PeerToPeer | Direction::ClientToServer | Direction::ServerToClient => None,
+        }
+    }
+
+    fn accept(frame: AnyFrame) -> Result<OpeningFrame, DecodeError> {
+        let required = || DecodeError {
+            code: ErrorCode::HandshakeRequired,
+            message: "the first frame must be Hello (or PeerHello from a cluster peer)".into(),
+        };
+        match frame {
+            AnyFrame::Client(ClientFrame::Hello(hello)) => Ok(OpeningFrame::Hello(hello)),
+            AnyFrame::Peer(PeerFrame::PeerHello(hello)) => Ok(OpeningFrame::PeerHello(hello)),
+            AnyFrame::Client(
+                ClientFrame::Produce(_)
+                | ClientFrame::ProduceBatch(_)
+                | ClientFrame::Subscribe(_)
+                | ClientFrame::Credit { .. }
+                | ClientFrame::Unsubscribe { .. }
+                | ClientFrame::Ping { .. }
+                | ClientFrame::StatusRequest,
+            ) => Err(required()),
+            AnyFrame::Server(_) => Err(required()),
+            // Refused at the header.
+            AnyFrame::Peer(
+                PeerFrame::PeerWelcome(_)
+                | PeerFrame::PeerEvent(_)
+                | PeerFrame::PeerCredit { .. }
+                | PeerFrame::PeerMembers(_)
+                | PeerFrame::Error(_),
+            ) => Err(unexpected("a peer frame on a client connection")),
+        }
+    }
 }
 
 /// The size of the frame whose length field starts `buf` (at least 4 bytes).
@@ -116,71 +320,159 @@ pub fn decode_header(buf: &[u8], limits: &WireLimits) -> Result<Option<u8>, Deco
     Ok(buf.get(LENGTH_SIZE).copied())
 }
 
-/// Appends the bytes of `frame` to `out`.
+/// Appends the bytes of `frame` (a [`ClientFrame`], [`ServerFrame`] or [`PeerFrame`]) to `out`.
 ///
 /// Panics if a namespace, glob or auth token is longer than 65535 bytes, if a cursor has more
 /// than 65535 entries or if event data is 4 GiB or more: callers validate these against the
 /// limits from Welcome before encoding. Free text (names, messages) is truncated instead.
-pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
-    match frame {
-        Frame::Hello(hello) => write_frame(out, kind::HELLO, |w| hello.write(w)),
-        Frame::Produce(produce) => write_frame(out, kind::PRODUCE, |w| produce.write(w)),
-        Frame::ProduceBatch(batch) => write_frame(out, kind::PRODUCE_BATCH, |w| batch.write(w)),
-        Frame::Subscribe(subscribe) => write_frame(out, kind::SUBSCRIBE, |w| subscribe.write(w)),
-        Frame::Credit {
-            subscription_id,
-            count,
-        } => write_frame(out, kind::CREDIT, |w| {
-            w.put_u32(*subscription_id);
-            w.put_u32(*count);
-        }),
-        Frame::Unsubscribe { subscription_id } => {
-            write_frame(out, kind::UNSUBSCRIBE, |w| w.put_u32(*subscription_id))
+pub fn encode<F: Encode>(frame: &F, out: &mut Vec<u8>) {
+    frame.encode(out)
+}
+
+/// A frame that can be sent.
+pub trait Encode {
+    /// Appends the frame's bytes to `out` (see [`encode`]).
+    fn encode(&self, out: &mut Vec<u8>);
+    /// The frame's kind byte.
+    fn kind(&self) -> u8;
+}
+
+impl Encode for ClientFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            ClientFrame::Hello(hello) => write_frame(out, kind, |w| hello.write(w)),
+            ClientFrame::Produce(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::ProduceBatch(batch) => write_frame(out, kind, |w| batch.write(w)),
+            ClientFrame::Subscribe(subscribe) => write_frame(out, kind, |w| subscribe.write(w)),
+            ClientFrame::Credit {
+                subscription_id,
+                count,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                w.put_u32(*count);
+            }),
+            ClientFrame::Unsubscribe { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
+            ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
+            ClientFrame::StatusRequest => write_frame(out, kind, |_| {}),
         }
-        Frame::Ping { token } => write_frame(out, kind::PING, |w| w.put_u64(*token)),
-        Frame::Welcome(welcome) => write_frame(out, kind::WELCOME, |w| welcome.write(w)),
-        Frame::Ack(ack) => write_frame(out, kind::ACK, |w| ack.write(w)),
-        Frame::Error(error) => write_frame(out, kind::ERROR, |w| error.write(w)),
-        Frame::Event {
-            subscription_id,
-            event,
-        } => encode_event(*subscription_id, event, out),
-        Frame::CaughtUp { subscription_id } => {
-            write_frame(out, kind::CAUGHT_UP, |w| w.put_u32(*subscription_id))
-        }
-        Frame::End {
-            subscription_id,
-            reason,
-        } => write_frame(out, kind::END, |w| {
-            w.put_u32(*subscription_id);
-            reason.write(w);
-        }),
-        Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
-        Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
-        Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
-        Frame::Skipped {
-            subscription_id,
-            count,
-        } => write_frame(out, kind::SKIPPED, |w| {
-            w.put_u32(*subscription_id);
-            w.put_u64(*count);
-        }),
-        Frame::PeerHello(hello) => write_frame(out, kind::PEER_HELLO, |w| hello.write(w)),
-        Frame::PeerWelcome(welcome) => write_frame(out, kind::PEER_WELCOME, |w| welcome.write(w)),
-        Frame::PeerEvent(event) => encode_peer_event(event, out),
-        Frame::PeerCredit { count } => write_frame(out, kind::PEER_CREDIT, |w| w.put_u32(*count)),
-        Frame::PeerMembers(members) => {
-            write_frame(out, kind::PEER_MEMBERS, |w| write_members(w, members))
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            ClientFrame::Hello(_) => kind::HELLO,
+            ClientFrame::Produce(_) => kind::PRODUCE,
+            ClientFrame::ProduceBatch(_) => kind::PRODUCE_BATCH,
+            ClientFrame::Subscribe(_) => kind::SUBSCRIBE,
+            ClientFrame::Credit { .. } => kind::CREDIT,
+            ClientFrame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
+            ClientFrame::Ping { .. } => kind::PING,
+            ClientFrame::StatusRequest => kind::STATUS_REQUEST,
         }
     }
 }
 
-/// Appends the same bytes as encoding `Frame::PeerEvent(event)`, without an owned event.
+impl Encode for ServerFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            ServerFrame::Welcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            ServerFrame::Ack(ack) => write_frame(out, kind, |w| ack.write(w)),
+            ServerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
+            ServerFrame::Event {
+                subscription_id,
+                event,
+            } => encode_event(*subscription_id, event, out),
+            ServerFrame::CaughtUp { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
+            ServerFrame::End {
+                subscription_id,
+                reason,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                reason.write(w);
+            }),
+            ServerFrame::Pong { token } => write_frame(out, kind, |w| w.put_u64(*token)),
+            ServerFrame::Status(status) => write_frame(out, kind, |w| status.write(w)),
+            ServerFrame::Skipped {
+                subscription_id,
+                count,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                w.put_u64(*count);
+            }),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            ServerFrame::Welcome(_) => kind::WELCOME,
+            ServerFrame::Ack(_) => kind::ACK,
+            ServerFrame::Error(_) => kind::ERROR,
+            ServerFrame::Event { .. } => kind::EVENT,
+            ServerFrame::CaughtUp { .. } => kind::CAUGHT_UP,
+            ServerFrame::End { .. } => kind::END,
+            ServerFrame::Pong { .. } => kind::PONG,
+            ServerFrame::Status(_) => kind::STATUS,
+            ServerFrame::Skipped { .. } => kind::SKIPPED,
+        }
+    }
+}
+
+impl Encode for AnyFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AnyFrame::Client(frame) => frame.encode(out),
+            AnyFrame::Server(frame) => frame.encode(out),
+            AnyFrame::Peer(frame) => frame.encode(out),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            AnyFrame::Client(frame) => frame.kind(),
+            AnyFrame::Server(frame) => frame.kind(),
+            AnyFrame::Peer(frame) => frame.kind(),
+        }
+    }
+}
+
+impl Encode for PeerFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            PeerFrame::PeerHello(hello) => write_frame(out, kind, |w| hello.write(w)),
+            PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
+            PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
+            PeerFrame::PeerMembers(members) => {
+                write_frame(out, kind, |w| write_members(w, members))
+            }
+            PeerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            PeerFrame::PeerHello(_) => kind::PEER_HELLO,
+            PeerFrame::PeerWelcome(_) => kind::PEER_WELCOME,
+            PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
+            PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
+            PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
+            PeerFrame::Error(_) => kind::ERROR,
+        }
+    }
+}
+
+/// Appends the same bytes as encoding `PeerFrame::PeerEvent(event)`, without an owned event.
 pub fn encode_peer_event(event: &Event, out: &mut Vec<u8>) {
     write_frame(out, kind::PEER_EVENT, |w| write_event(w, event));
 }
 
-/// Appends the same bytes as encoding `Frame::Event { subscription_id, event }`, without
+/// Appends the same bytes as encoding `ServerFrame::Event { subscription_id, event }`, without
 /// needing an owned event.
 pub fn encode_event(subscription_id: u32, event: &Event, out: &mut Vec<u8>) {
     write_frame(out, kind::EVENT, |w| {
@@ -224,88 +516,56 @@ pub fn kind_name(kind: u8) -> &'static str {
 }
 
 /// The kind byte of a frame.
-pub fn frame_kind(frame: &Frame) -> u8 {
-    match frame {
-        Frame::Hello(_) => kind::HELLO,
-        Frame::Produce(_) => kind::PRODUCE,
-        Frame::ProduceBatch(_) => kind::PRODUCE_BATCH,
-        Frame::Subscribe(_) => kind::SUBSCRIBE,
-        Frame::Credit { .. } => kind::CREDIT,
-        Frame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
-        Frame::Ping { .. } => kind::PING,
-        Frame::Welcome(_) => kind::WELCOME,
-        Frame::Ack(_) => kind::ACK,
-        Frame::Error(_) => kind::ERROR,
-        Frame::Event { .. } => kind::EVENT,
-        Frame::CaughtUp { .. } => kind::CAUGHT_UP,
-        Frame::End { .. } => kind::END,
-        Frame::Pong { .. } => kind::PONG,
-        Frame::StatusRequest => kind::STATUS_REQUEST,
-        Frame::Status(_) => kind::STATUS,
-        Frame::Skipped { .. } => kind::SKIPPED,
-        Frame::PeerHello(_) => kind::PEER_HELLO,
-        Frame::PeerWelcome(_) => kind::PEER_WELCOME,
-        Frame::PeerEvent(_) => kind::PEER_EVENT,
-        Frame::PeerCredit { .. } => kind::PEER_CREDIT,
-        Frame::PeerMembers(_) => kind::PEER_MEMBERS,
-    }
+pub fn frame_kind<F: Encode>(frame: &F) -> u8 {
+    frame.kind()
 }
 
-fn check_kind(kind: u8) -> Result<(), DecodeError> {
-    if kind_name(kind) == "unknown" {
-        return Err(DecodeError::malformed(format!(
-            "unknown frame kind {kind:#04x}"
-        )));
-    }
-    Ok(())
-}
-
-fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
+fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
     Ok(match r.kind {
-        kind::HELLO => Frame::Hello(Hello::read(r)?),
-        kind::PRODUCE => Frame::Produce(Produce::read(r)?),
-        kind::PRODUCE_BATCH => Frame::ProduceBatch(ProduceBatch::read(r)?),
-        kind::SUBSCRIBE => Frame::Subscribe(Subscribe::read(r)?),
-        kind::CREDIT => Frame::Credit {
+        kind::HELLO => AnyFrame::Client(ClientFrame::Hello(Hello::read(r)?)),
+        kind::PRODUCE => AnyFrame::Client(ClientFrame::Produce(Produce::read(r)?)),
+        kind::PRODUCE_BATCH => AnyFrame::Client(ClientFrame::ProduceBatch(ProduceBatch::read(r)?)),
+        kind::SUBSCRIBE => AnyFrame::Client(ClientFrame::Subscribe(Subscribe::read(r)?)),
+        kind::CREDIT => AnyFrame::Client(ClientFrame::Credit {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u32("count")?,
-        },
-        kind::UNSUBSCRIBE => Frame::Unsubscribe {
+        }),
+        kind::UNSUBSCRIBE => AnyFrame::Client(ClientFrame::Unsubscribe {
             subscription_id: r.get_u32("subscription id")?,
-        },
-        kind::PING => Frame::Ping {
+        }),
+        kind::PING => AnyFrame::Client(ClientFrame::Ping {
             token: r.get_u64("token")?,
-        },
-        kind::WELCOME => Frame::Welcome(Welcome::read(r)?),
-        kind::ACK => Frame::Ack(Ack::read(r)?),
-        kind::ERROR => Frame::Error(ErrorFrame::read(r)?),
-        kind::EVENT => Frame::Event {
+        }),
+        kind::WELCOME => AnyFrame::Server(ServerFrame::Welcome(Welcome::read(r)?)),
+        kind::ACK => AnyFrame::Server(ServerFrame::Ack(Ack::read(r)?)),
+        kind::ERROR => AnyFrame::Server(ServerFrame::Error(ErrorFrame::read(r)?)),
+        kind::EVENT => AnyFrame::Server(ServerFrame::Event {
             subscription_id: r.get_u32("subscription id")?,
             event: read_event(r)?,
-        },
-        kind::CAUGHT_UP => Frame::CaughtUp {
+        }),
+        kind::CAUGHT_UP => AnyFrame::Server(ServerFrame::CaughtUp {
             subscription_id: r.get_u32("subscription id")?,
-        },
-        kind::END => Frame::End {
+        }),
+        kind::END => AnyFrame::Server(ServerFrame::End {
             subscription_id: r.get_u32("subscription id")?,
             reason: EndReason::read(r)?,
-        },
-        kind::PONG => Frame::Pong {
+        }),
+        kind::PONG => AnyFrame::Server(ServerFrame::Pong {
             token: r.get_u64("token")?,
-        },
-        kind::STATUS_REQUEST => Frame::StatusRequest,
-        kind::STATUS => Frame::Status(Status::read(r)?),
-        kind::SKIPPED => Frame::Skipped {
+        }),
+        kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
+        kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
+        kind::SKIPPED => AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64("count")?,
-        },
-        kind::PEER_HELLO => Frame::PeerHello(PeerHandshake::read(r)?),
-        kind::PEER_WELCOME => Frame::PeerWelcome(PeerHandshake::read(r)?),
-        kind::PEER_EVENT => Frame::PeerEvent(read_event(r)?),
-        kind::PEER_CREDIT => Frame::PeerCredit {
+        }),
+        kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
+        kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
+        kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
+        kind::PEER_CREDIT => AnyFrame::Peer(PeerFrame::PeerCredit {
             count: r.get_u32("count")?,
-        },
-        kind::PEER_MEMBERS => Frame::PeerMembers(read_members(r)?),
+        }),
+        kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
