@@ -11,7 +11,8 @@
 //! acknowledged; a node with `interval` may lose its unsynced tail (a power loss), which is how
 //! the catch-up hold (docs/clustering.md) is exercised. Fake clients produce at random.
 //!
-//! After every step the simulation checks: no acknowledged event is lost on its origin (except
+//! After every step the simulation checks every engine's own invariants
+//! (`Engine::check_invariants`) and: no acknowledged event is lost on its origin (except
 //! ones a power loss took from an `interval` node, which the docs allow), ids are unique across
 //! the cluster (no two nodes hold different events under one id), and per-origin order holds
 //! (each actor's counters strictly increase in every log). At the end it heals everything, stops
@@ -257,6 +258,12 @@ impl Sim {
                 }
             }
             self.drain(node);
+        }
+        // Every engine's own invariants hold after every step.
+        for node in &self.nodes {
+            if let Some(engine) = &node.engine {
+                engine.check_invariants();
+            }
         }
     }
 

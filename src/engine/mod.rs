@@ -9,6 +9,7 @@
 
 mod connection;
 mod consume;
+mod invariants;
 mod peer;
 mod produce;
 
@@ -315,6 +316,7 @@ impl<L: Log> Engine<L> {
         let deadline_ms = now.monotonic.0 + self.config.handshake_timeout_ms;
         self.conns[slot] = Some(Connection::new(conn, now.monotonic.0, deadline_ms));
         self.connection_count += 1;
+        self.debug_check_invariants();
     }
 
     /// Bytes arrived on a connection. Decodes and handles every whole frame in them, unless
@@ -329,6 +331,7 @@ impl<L: Log> Engine<L> {
         connection.last_input_ms = now.monotonic.0;
         self.observe_time(now);
         self.decode_input(now, conn);
+        self.debug_check_invariants();
     }
 
     /// False while the engine takes no more input from the connection: its replies are above
@@ -460,6 +463,7 @@ impl<L: Log> Engine<L> {
             // A closing connection was already accounted for by `close_with_error`.
             self.peer_connection_gone(conn, connection.phase);
         }
+        self.debug_check_invariants();
     }
 
     /// Removes a connection from the table.
@@ -517,6 +521,7 @@ impl<L: Log> Engine<L> {
                 self.mark_ready(conn, id);
             }
         }
+        self.debug_check_invariants();
     }
 
     /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
@@ -556,6 +561,7 @@ impl<L: Log> Engine<L> {
             self.housekeeping(now);
         }
         self.finish_closes();
+        self.debug_check_invariants();
     }
 
     /// The next output for the reactor, if any.
@@ -598,6 +604,7 @@ impl<L: Log> Engine<L> {
             self.close_with_error(conn, ErrorCode::ShuttingDown, "the server is shutting down");
         }
         self.finish_closes();
+        self.debug_check_invariants();
     }
 
     /// After a failed append or sync the log discarded the turn's records and will reuse their

@@ -1889,3 +1889,15 @@ fn the_length_is_checked_before_the_kind_then_the_body() {
     h.turn();
     assert_eq!(h.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
 }
+
+/// The invariant check catches a fact stored twice that disagrees with itself (here a
+/// connection that claims to be in the output queue but is not).
+#[test]
+#[should_panic(expected = "has_output_queued disagrees with the output queue")]
+fn check_invariants_catches_a_flag_that_disagrees_with_its_queue() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.engine.check_invariants();
+    h.engine.conn_mut(conn).expect("open").has_output_queued = true;
+    h.engine.check_invariants();
+}

@@ -32,6 +32,7 @@ impl<L: Log> Engine<L> {
         connection.phase = Phase::PeerAwaitingWelcome { addr, deadline_ms };
         let hello = self.own_handshake();
         self.send(conn, &PeerFrame::PeerHello(hello));
+        self.debug_check_invariants();
     }
 
     fn own_handshake(&self) -> PeerHandshake {

@@ -15,6 +15,7 @@ impl<L: Log> Engine<L> {
         self.observe_time(now);
         log::debug!("could not connect to peer {addr}");
         self.target_failed(addr);
+        self.debug_check_invariants();
     }
 
     /// The actors this node has an established peer connection to.

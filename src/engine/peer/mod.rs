@@ -212,4 +212,30 @@ impl<L: Log> Engine<L> {
             self.send(conn, &PeerFrame::PeerCredit { count: 0 });
         }
     }
+
+    /// The cluster's half of [`Engine::check_invariants`]: a member's connection is an
+    /// established peer connection to that member, and every established peer connection is
+    /// its member's connection.
+    pub(in crate::engine) fn check_peer_invariants(&self) {
+        for (actor, member) in &self.cluster.members {
+            if let Some(conn) = member.conn {
+                let phase = self.conn(conn).map(|c| c.phase);
+                assert!(
+                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if a == *actor),
+                    "member {actor}: its connection {conn} is not an established peer connection to it ({phase:?})"
+                );
+            }
+        }
+        for connection in self.conns.iter().flatten() {
+            if let Phase::Peer { actor, .. } = connection.phase {
+                let member = self.cluster.members.get(&actor).and_then(|m| m.conn);
+                assert_eq!(
+                    member,
+                    Some(connection.id),
+                    "{}: an established peer connection that is not member {actor}'s",
+                    connection.id
+                );
+            }
+        }
+    }
 }
