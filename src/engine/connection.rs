@@ -42,6 +42,19 @@ pub enum Phase {
     Closing { code: ErrorCode },
 }
 
+/// What a subscription is, and what it does when it reaches the end of the durable log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A client subscription without tail: it ends (End, EndOfStream) there.
+    Bounded,
+    /// A tailing client subscription: it sends CaughtUp the first time it gets there, then
+    /// waits for new events.
+    Tail { caught_up_sent: bool },
+    /// A peer's replication stream: it always tails, events go out as PeerEvent frames, the
+    /// filter grows with every event the peer is known to hold, and there is no CaughtUp.
+    Replication,
+}
+
 /// One open subscription: a cursor into the log plus credit, never a copy of events.
 #[derive(Debug)]
 pub struct Subscription {
@@ -53,14 +66,11 @@ pub struct Subscription {
     pub next: Offset,
     /// Events still allowed by the limit; `None` means no limit.
     pub remaining: Option<u64>,
-    pub tail: bool,
     pub credit: u64,
-    pub caught_up_sent: bool,
     /// True while the subscription is in the engine's ready queue.
     pub queued: bool,
-    /// A peer's replication stream: events go out as PeerEvent frames, the filter grows with
-    /// every event the peer is known to hold, and there is no CaughtUp.
-    pub peer: bool,
+    /// What the subscription is and does at the end of the log.
+    pub stream: Stream,
 }
 
 /// The engine's view of one connection.

@@ -5,7 +5,7 @@
 //! credit runs out, when the output passes the high-water mark, or when the turn's budget is
 //! spent; then the subscription waits for the thing that stopped it.
 
-use super::connection::Subscription;
+use super::connection::{Stream, Subscription};
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
@@ -99,11 +99,15 @@ impl<L: Log> Engine<L> {
             filter: subscribe.start.cursor().unwrap_or_default(),
             next,
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
-            tail: subscribe.tail,
             credit: subscribe.credit as u64,
-            caught_up_sent: from_end,
             queued: false,
-            peer: false,
+            stream: if subscribe.tail {
+                Stream::Tail {
+                    caught_up_sent: from_end,
+                }
+            } else {
+                Stream::Bounded
+            },
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -220,7 +224,7 @@ impl<L: Log> Engine<L> {
         }
         let count = start.0 - subscription.next.0;
         subscription.next = start;
-        let peer = subscription.peer;
+        let peer = subscription.stream == Stream::Replication;
         if peer {
             log::warn!(
                 "{conn}: retention deleted {count} records before they were sent to this peer"
@@ -271,7 +275,7 @@ impl<L: Log> Engine<L> {
                 {
                     return false;
                 }
-                if subscription.peer {
+                if subscription.stream == Stream::Replication {
                     encode_peer_event(event, &mut output);
                     subscription.filter.observe(event.id);
                 } else {
@@ -321,16 +325,26 @@ impl<L: Log> Engine<L> {
             return Stop::Ended;
         }
         if next >= durable_end {
-            if !subscription.tail {
-                self.end_subscription(conn, id, Some(EndReason::EndOfStream));
-                return Stop::Ended;
-            }
-            if !subscription.caught_up_sent {
-                subscription.caught_up_sent = true;
-                let frame = ServerFrame::CaughtUp {
-                    subscription_id: id,
-                };
-                self.send(conn, &frame);
+            match subscription.stream {
+                Stream::Bounded => {
+                    self.end_subscription(conn, id, Some(EndReason::EndOfStream));
+                    return Stop::Ended;
+                }
+                Stream::Tail {
+                    caught_up_sent: false,
+                } => {
+                    subscription.stream = Stream::Tail {
+                        caught_up_sent: true,
+                    };
+                    let frame = ServerFrame::CaughtUp {
+                        subscription_id: id,
+                    };
+                    self.send(conn, &frame);
+                }
+                Stream::Tail {
+                    caught_up_sent: true,
+                }
+                | Stream::Replication => {}
             }
             return Stop::Waiting;
         }

@@ -4,7 +4,7 @@
 //! [`Engine::check_invariants`] runs after every `handle_*` input in debug builds and after
 //! every step of the cluster simulation; a failure is a bug in the engine, never bad input.
 
-use super::connection::Connection;
+use super::connection::{Connection, Stream};
 use super::{Engine, Phase};
 use crate::storage::Log;
 
@@ -119,14 +119,10 @@ impl<L: Log> Engine<L> {
                 usize::from(subscription.queued),
                 "{conn}: subscription {id}: queued disagrees with the ready queue"
             );
-            if subscription.peer {
+            if subscription.stream == Stream::Replication {
                 assert!(
                     peer || closing,
                     "{conn}: a replication stream on a connection that is no peer"
-                );
-                assert!(
-                    subscription.tail,
-                    "{conn}: a replication stream that does not tail"
                 );
             } else {
                 assert!(!peer, "{conn}: a client subscription on a peer connection");

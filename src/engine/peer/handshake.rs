@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::PEER_SUBSCRIPTION;
-use crate::engine::connection::Subscription;
+use crate::engine::connection::{Stream, Subscription};
 use crate::engine::{ConnId, Engine, Now, Phase};
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{
@@ -233,11 +233,9 @@ impl<L: Log> Engine<L> {
                 filter: Cursor::from_vector(their_vector.clone()),
                 next,
                 remaining: None,
-                tail: true,
                 credit: 0,
-                caught_up_sent: true,
                 queued: false,
-                peer: true,
+                stream: Stream::Replication,
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });
