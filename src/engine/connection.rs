@@ -35,7 +35,15 @@ pub enum Phase {
     PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
     /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
     /// that opened it (which of two duplicate connections survives depends on it).
-    Peer { actor: ActorId, dialed_by: ActorId },
+    Peer {
+        actor: ActorId,
+        dialed_by: ActorId,
+        /// PeerEvent frames the other side may still send us (credit we gave).
+        credit_given: u64,
+        /// PeerEvent frames received this turn, whose credit is given back once the turn's
+        /// sync made them durable.
+        events_this_turn: u32,
+    },
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
@@ -89,11 +97,6 @@ pub struct Connection {
     pub closing_message: String,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
-    /// Peer connections: PeerEvent frames the other side may still send us (credit we gave).
-    pub peer_credit_given: u64,
-    /// Peer connections: PeerEvent frames received this turn, whose credit is given back once
-    /// the turn's sync made them durable.
-    pub peer_events_this_turn: u32,
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
@@ -133,8 +136,6 @@ impl Connection {
             last_input_ms: now_ms,
             closing_message: String::new(),
             has_output_queued: false,
-            peer_credit_given: 0,
-            peer_events_this_turn: 0,
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,

@@ -223,8 +223,12 @@ impl<L: Log> Engine<L> {
         let window = self.config.peer_credit_window;
         // Checked by the callers: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
-        connection.phase = Phase::Peer { actor, dialed_by };
-        connection.peer_credit_given = u64::from(window);
+        connection.phase = Phase::Peer {
+            actor,
+            dialed_by,
+            credit_given: u64::from(window),
+            events_this_turn: 0,
+        };
         connection.subscriptions.insert(
             PEER_SUBSCRIPTION,
             Subscription {

@@ -227,7 +227,17 @@ impl<L: Log> Engine<L> {
             }
         }
         for connection in self.conns.iter().flatten() {
-            if let Phase::Peer { actor, .. } = connection.phase {
+            if let Phase::Peer {
+                actor,
+                events_this_turn,
+                ..
+            } = connection.phase
+            {
+                assert!(
+                    events_this_turn == 0 || self.cluster.credit_due.contains(&connection.id),
+                    "{}: PeerEvent credit owed but the connection is not due credit",
+                    connection.id
+                );
                 let member = self.cluster.members.get(&actor).and_then(|m| m.conn);
                 assert_eq!(
                     member,

@@ -119,8 +119,11 @@ impl<L: Log> Engine<L> {
     /// A replicated event: appended unless this node already holds its actor's counter.
     fn on_peer_event(&mut self, conn: ConnId, event: Event) -> bool {
         // Checked by the caller: the connection is open.
-        let connection = self.conn_mut(conn).expect("connection is open");
-        if connection.peer_credit_given == 0 {
+        let connection = self.conn(conn).expect("connection is open");
+        let Phase::Peer { credit_given, .. } = connection.phase else {
+            unreachable!("{conn}: PeerEvent is handled only on established peer connections")
+        };
+        if credit_given == 0 {
             return self.close_with_error(
                 conn,
                 ErrorCode::UnexpectedFrame,
@@ -142,9 +145,17 @@ impl<L: Log> Engine<L> {
         }
         // Checked by the caller: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
-        connection.peer_credit_given -= 1;
-        connection.peer_events_this_turn += 1;
-        if connection.peer_events_this_turn == 1 {
+        let Phase::Peer {
+            credit_given,
+            events_this_turn,
+            ..
+        } = &mut connection.phase
+        else {
+            unreachable!("{conn}: PeerEvent is handled only on established peer connections")
+        };
+        *credit_given -= 1;
+        *events_this_turn += 1;
+        if *events_this_turn == 1 {
             self.cluster.credit_due.push(conn);
         }
         let id = event.id;
@@ -223,10 +234,19 @@ impl<L: Log> Engine<L> {
             let Some(connection) = self.conn_mut(conn) else {
                 continue;
             };
-            let count = std::mem::take(&mut connection.peer_events_this_turn);
-            let count = count.min((window - connection.peer_credit_given.min(window)) as u32);
+            // A peer connection closed this turn is owed no more credit.
+            let Phase::Peer {
+                credit_given,
+                events_this_turn,
+                ..
+            } = &mut connection.phase
+            else {
+                continue;
+            };
+            let count = std::mem::take(events_this_turn);
+            let count = count.min((window - (*credit_given).min(window)) as u32);
             if count > 0 {
-                connection.peer_credit_given += u64::from(count);
+                *credit_given += u64::from(count);
                 self.send(conn, &PeerFrame::PeerCredit { count });
             }
         }
