@@ -24,7 +24,7 @@ impl std::fmt::Display for ConnId {
 }
 
 /// Where a connection is in its life (protocol.md, "Connection states").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Accepted; only Hello is allowed, before `deadline_ms`.
     AwaitingHello { deadline_ms: u64 },
@@ -47,7 +47,7 @@ pub enum Phase {
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
-    Closing { code: ErrorCode },
+    Closing { code: ErrorCode, message: String },
 }
 
 /// What a subscription is, and what it does when it reaches the end of the durable log.
@@ -93,8 +93,6 @@ pub struct Connection {
     output_sent: usize,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub last_input_ms: u64,
-    /// The message of the closing error, while `phase` is `Closing`.
-    pub closing_message: String,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
     /// True while the engine does not decode this connection's input (its output is above the
@@ -134,7 +132,6 @@ impl Connection {
             output_sent: 0,
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
-            closing_message: String::new(),
             has_output_queued: false,
             input_paused: false,
             held_reply_bytes: 0,

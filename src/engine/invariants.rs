@@ -87,12 +87,6 @@ impl<L: Log> Engine<L> {
             self.closing_conns.contains(&conn),
             "{conn}: the Closing phase disagrees with the closing list"
         );
-        if !closing {
-            assert!(
-                connection.closing_message.is_empty(),
-                "{conn}: a closing message outside the Closing phase"
-            );
-        }
         let peer = matches!(connection.phase, Phase::Peer { .. });
         if let Phase::Peer { credit_given, .. } = connection.phase {
             assert!(

@@ -362,7 +362,7 @@ impl<L: Log> Engine<L> {
             // kind byte is known; PeerHello is the one peer frame a new connection may start
             // with), the body, and last a well-formed frame of the wrong direction.
             let peeked_kind = connection.input.get(consumed + 4).copied();
-            let wire = self.decode_limits(connection.phase, peeked_kind);
+            let wire = self.decode_limits(&connection.phase, peeked_kind);
             let input = &connection.input[consumed..];
             let decoded =
                 match connection.phase {
@@ -412,7 +412,7 @@ impl<L: Log> Engine<L> {
     /// event whose namespace or data is over its limit (but inside a legal frame) gets an
     /// error with its op id and the connection stays open; `validate` applies the real limits.
     /// Before the handshake the frame size limit is the small one of a Hello (or a PeerHello).
-    fn decode_limits(&self, phase: Phase, kind: Option<u8>) -> WireLimits {
+    fn decode_limits(&self, phase: &Phase, kind: Option<u8>) -> WireLimits {
         let frame_size_max = match (phase, kind) {
             (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None) => {
                 self.config.peer_hello_frame_size_max
@@ -741,13 +741,15 @@ impl<L: Log> Engine<L> {
         let Some(connection) = self.conn_mut(conn) else {
             return false;
         };
-        let phase = connection.phase;
-        if let Phase::Closing { .. } = phase {
+        if let Phase::Closing { .. } = connection.phase {
             return false;
         }
         log::debug!("{conn}: closing with {code}: {message}");
-        connection.phase = Phase::Closing { code };
-        connection.closing_message = message.to_string();
+        let closing = Phase::Closing {
+            code,
+            message: message.to_string(),
+        };
+        let phase = std::mem::replace(&mut connection.phase, closing);
         connection.subscriptions.clear();
         self.closing_conns.push(conn);
         self.peer_connection_gone(conn, phase);
@@ -763,10 +765,10 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             self.connection_count -= 1;
-            let Phase::Closing { code } = connection.phase else {
+            let Phase::Closing { code, message } = &mut connection.phase else {
                 unreachable!("{conn} was queued for closing without the Closing phase");
             };
-            let message = std::mem::take(&mut connection.closing_message);
+            let (code, message) = (*code, std::mem::take(message));
             encode_error(
                 ErrorScope::Connection,
                 code,

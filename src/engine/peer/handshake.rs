@@ -187,8 +187,8 @@ impl<L: Log> Engine<L> {
         let Some(existing) = existing.filter(|c| *c != conn) else {
             return true;
         };
-        let existing_dialed_by = match self.conn(existing).map(|c| c.phase) {
-            Some(Phase::Peer { dialed_by, .. }) => dialed_by,
+        let existing_dialed_by = match self.conn(existing).map(|c| &c.phase) {
+            Some(Phase::Peer { dialed_by, .. }) => *dialed_by,
             _ => return true,
         };
         let keep_new = dialed_by < existing_dialed_by;

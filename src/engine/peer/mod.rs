@@ -219,9 +219,9 @@ impl<L: Log> Engine<L> {
     pub(in crate::engine) fn check_peer_invariants(&self) {
         for (actor, member) in &self.cluster.members {
             if let Some(conn) = member.conn {
-                let phase = self.conn(conn).map(|c| c.phase);
+                let phase = self.conn(conn).map(|c| &c.phase);
                 assert!(
-                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if a == *actor),
+                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if *a == *actor),
                     "member {actor}: its connection {conn} is not an established peer connection to it ({phase:?})"
                 );
             }
