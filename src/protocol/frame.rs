@@ -1,5 +1,5 @@
 //! The frames of wire protocol v1, as Rust values. `protocol.md` is the normative description;
-//! `codec.rs` turns these values into bytes and back.
+//! `codec/` turns these values into bytes and back, one decoder per direction.
 
 use std::fmt;
 
