@@ -5,12 +5,12 @@
 //! credit runs out, when the output passes the high-water mark, or when the turn's budget is
 //! spent; then the subscription waits for the thing that stopped it.
 
-use super::connection::Subscription;
+use super::connection::{Stream, Subscription};
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
-    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError,
-    NamespaceGlob, Subscribe,
+    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
+    ServerFrame, Subscribe,
 };
 use crate::storage::{Log, Offset};
 
@@ -83,7 +83,7 @@ impl<L: Log> Engine<L> {
         // appended after it in the same turn (protocol.md, section 7).
         let from_end = subscribe.start == StartPosition::End;
         if from_end && !subscribe.tail {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: subscribe.subscription_id,
                 reason: EndReason::EndOfStream,
             };
@@ -95,11 +95,15 @@ impl<L: Log> Engine<L> {
             filter: subscribe.start.cursor().unwrap_or_default(),
             next,
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
-            tail: subscribe.tail,
             credit: subscribe.credit as u64,
-            caught_up_sent: from_end,
             queued: false,
-            peer: false,
+            stream: if subscribe.tail {
+                Stream::Tail {
+                    caught_up_sent: from_end,
+                }
+            } else {
+                Stream::Bounded
+            },
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -107,7 +111,7 @@ impl<L: Log> Engine<L> {
             .subscriptions
             .insert(subscribe.subscription_id, subscription);
         if from_end {
-            let frame = Frame::CaughtUp {
+            let frame = ServerFrame::CaughtUp {
                 subscription_id: subscribe.subscription_id,
             };
             self.send(conn, &frame);
@@ -136,7 +140,7 @@ impl<L: Log> Engine<L> {
         let reason = EndReason::Unsubscribed;
         self.send(
             conn,
-            &Frame::End {
+            &ServerFrame::End {
                 subscription_id: id,
                 reason,
             },
@@ -216,7 +220,7 @@ impl<L: Log> Engine<L> {
         }
         let count = start.0 - subscription.next.0;
         subscription.next = start;
-        let peer = subscription.peer;
+        let peer = subscription.stream == Stream::Replication;
         if peer {
             log::warn!(
                 "{conn}: retention deleted {count} records before they were sent to this peer"
@@ -227,7 +231,7 @@ impl<L: Log> Engine<L> {
             "{conn}: subscription {id}: retention deleted {count} records it had not read; \
              it goes on after them"
         );
-        let frame = Frame::Skipped {
+        let frame = ServerFrame::Skipped {
             subscription_id: id,
             count,
         };
@@ -267,7 +271,7 @@ impl<L: Log> Engine<L> {
                 {
                     return false;
                 }
-                if subscription.peer {
+                if subscription.stream == Stream::Replication {
                     encode_peer_event(event, &mut output);
                     subscription.filter.observe(event.id);
                 } else {
@@ -317,16 +321,26 @@ impl<L: Log> Engine<L> {
             return Stop::Ended;
         }
         if next >= durable_end {
-            if !subscription.tail {
-                self.end_subscription(conn, id, Some(EndReason::EndOfStream));
-                return Stop::Ended;
-            }
-            if !subscription.caught_up_sent {
-                subscription.caught_up_sent = true;
-                let frame = Frame::CaughtUp {
-                    subscription_id: id,
-                };
-                self.send(conn, &frame);
+            match subscription.stream {
+                Stream::Bounded => {
+                    self.end_subscription(conn, id, Some(EndReason::EndOfStream));
+                    return Stop::Ended;
+                }
+                Stream::Tail {
+                    caught_up_sent: false,
+                } => {
+                    subscription.stream = Stream::Tail {
+                        caught_up_sent: true,
+                    };
+                    let frame = ServerFrame::CaughtUp {
+                        subscription_id: id,
+                    };
+                    self.send(conn, &frame);
+                }
+                Stream::Tail {
+                    caught_up_sent: true,
+                }
+                | Stream::Replication => {}
             }
             return Stop::Waiting;
         }
@@ -342,7 +356,7 @@ impl<L: Log> Engine<L> {
             connection.subscriptions.remove(&id);
         }
         if let Some(reason) = reason {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: id,
                 reason,
             };

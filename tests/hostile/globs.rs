@@ -7,7 +7,7 @@
 //! the server still serves another client at once.
 
 use flo::event::StartPosition;
-use flo::protocol::{ErrorCode, ErrorScope, Frame, Subscribe};
+use flo::protocol::{ErrorCode, ErrorScope, ServerFrame, Subscribe};
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
@@ -50,7 +50,7 @@ fn exponential_glob_patterns_do_not_freeze_the_server() {
         assert_eq!(namespace.len(), NAMESPACE_LENGTH_MAX);
         conn.produce(index as u64 + 1, namespace, b"bait");
         match conn.recv() {
-            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, index as u64 + 1),
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, index as u64 + 1),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -67,8 +67,8 @@ fn exponential_glob_patterns_do_not_freeze_the_server() {
         subscribe(&mut conn, index as u32 + 1, glob);
         loop {
             match conn.recv() {
-                Some(Frame::Event { .. }) => {}
-                Some(Frame::End {
+                Some(ServerFrame::Event { .. }) => {}
+                Some(ServerFrame::End {
                     subscription_id, ..
                 }) => {
                     assert_eq!(subscription_id, index as u32 + 1);
@@ -95,7 +95,7 @@ fn refused_globs_get_an_error_and_the_connection_stays_open() {
         let id = index as u32 + 1;
         subscribe(&mut conn, id, glob);
         match conn.recv() {
-            Some(Frame::Error(error)) => {
+            Some(ServerFrame::Error(error)) => {
                 assert_eq!(error.code, ErrorCode::InvalidGlob, "{}", label(glob));
                 assert_eq!(error.scope, ErrorScope::Subscription(id), "{}", label(glob));
             }
@@ -104,7 +104,7 @@ fn refused_globs_get_an_error_and_the_connection_stays_open() {
     }
     subscribe(&mut conn, 100, "/**");
     match conn.recv() {
-        Some(Frame::End {
+        Some(ServerFrame::End {
             subscription_id, ..
         }) => assert_eq!(subscription_id, 100),
         other => panic!("expected End for a valid glob, got {other:?}"),
