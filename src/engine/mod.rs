@@ -68,6 +68,9 @@ pub struct EngineConfig {
     pub idle_timeout_ms: u64,
     /// Log records one turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
+    /// Glob matching one turn may do (`NamespaceGlob::match_cost` steps), once for waking
+    /// tail subscriptions and once for feeding consumers.
+    pub match_steps_per_turn_max: u64,
     /// Events one batch produce may carry.
     pub batch_events_max: usize,
     /// How often the engine checks time-outs and retention.
@@ -117,6 +120,7 @@ impl EngineConfig {
             handshake_timeout_ms: config.handshake_timeout.as_millis() as u64,
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
             records_per_turn_max: config.records_per_turn_max,
+            match_steps_per_turn_max: config.match_steps_per_turn_max,
             batch_events_max: config.batch_events_max,
             // Housekeeping also ends a turn, which lets the log run a due fsync under
             // `--fsync interval:<ms>` even when nothing else happens.
@@ -193,6 +197,9 @@ pub struct EngineStats {
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,
+    /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
+    /// steps), while waking tail subscriptions and feeding consumers.
+    pub match_steps_charged: u64,
 }
 
 pub struct Engine<L: Log> {
