@@ -229,7 +229,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             records_per_turn_max: 64 * 1024,
-            match_steps_per_turn_max: 16 * 1024 * 1024,
+            match_steps_per_turn_max: 8 * 1024 * 1024,
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
         }
