@@ -14,10 +14,6 @@ use crate::protocol::{
 };
 use crate::storage::{Log, Offset};
 
-/// Past this many distinct namespaces appended in one turn, every waiting tail subscription
-/// is woken instead of matching each namespace against its glob.
-const TURN_NAMESPACES_MATCHED_MAX: usize = 64;
-
 /// What feeding consumers may still do this turn. A record is looked at only while both are
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
 struct FeedBudget {
@@ -47,10 +43,10 @@ impl<L: Log> Engine<L> {
             let message = "the subscription id is already in use on this connection";
             return self.send_error(conn, scope, ErrorCode::DuplicateSubscription, message);
         }
-        if connection.subscriptions.len() >= self.config.subscriptions_max as usize {
+        if connection.subscriptions.len() >= self.config.subscriptions_per_connection_max as usize {
             let message = format!(
                 "a connection may have at most {} subscriptions",
-                self.config.subscriptions_max
+                self.config.subscriptions_per_connection_max
             );
             return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
         }
@@ -178,7 +174,8 @@ impl<L: Log> Engine<L> {
         let durable_end = self.log.durable_end();
         // With many distinct namespaces in one turn, matching each against every glob costs
         // more than letting the subscriptions read the records themselves.
-        let mut steps_left = if self.turn_namespaces.len() > TURN_NAMESPACES_MATCHED_MAX {
+        let mut steps_left = if self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
+        {
             0
         } else {
             self.config.match_steps_per_turn_max
