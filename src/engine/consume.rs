@@ -14,6 +14,13 @@ use crate::protocol::{
 };
 use crate::storage::{Log, Offset};
 
+/// What feeding consumers may still do this turn. A record is looked at only while both are
+/// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
+struct FeedBudget {
+    records: u64,
+    match_steps: u64,
+}
+
 /// Why feeding one subscription stopped.
 enum Stop {
     /// It may go on: the turn's budget ran out.
@@ -160,21 +167,38 @@ impl<L: Log> Engine<L> {
     /// New events became durable. A tailing subscription that was waiting at the old end
     /// wakes only if one of the turn's namespaces matches its glob; otherwise it skips the new
     /// records without reading them.
+    ///
+    /// Matching here is charged against `match_steps_per_turn_max`. Once that is spent, the
+    /// remaining waiting subscriptions are woken without matching: feeding reads the new
+    /// records and matches them under its own budget, carrying what is left to the next turn.
+    /// Waking is always safe (a woken subscription that wants nothing only moves its cursor),
+    /// skipping happens only after every namespace of the turn failed to match, so no event
+    /// is lost and none is delivered out of order.
     pub(super) fn wake_tailing_consumers(&mut self, durable_before: Offset) {
         let durable_end = self.log.durable_end();
+        // With many distinct namespaces in one turn, matching each against every glob costs
+        // more than letting the subscriptions read the records themselves.
+        let mut steps_left = if self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
+        {
+            0
+        } else {
+            self.config.match_steps_per_turn_max
+        };
         let mut woken = Vec::new();
         for connection in self.conns.iter_mut().flatten() {
             for subscription in connection.subscriptions.values_mut() {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                // With many distinct namespaces in one turn, matching each against every
-                // glob costs more than letting the subscription read the records itself.
-                let wanted = self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
-                    || self
-                        .turn_namespaces
-                        .iter()
-                        .any(|namespace| subscription.glob.matches(namespace));
+                let wanted = self.turn_namespaces.iter().any(|namespace| {
+                    if steps_left == 0 {
+                        return true;
+                    }
+                    let cost = subscription.glob.match_cost(namespace);
+                    steps_left = steps_left.saturating_sub(cost);
+                    self.stats.match_steps_charged += cost;
+                    subscription.glob.matches(namespace)
+                });
                 if wanted {
                     woken.push((connection.id, subscription.id));
                 } else {
@@ -187,10 +211,14 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// Feeds ready subscriptions until none is left or the turn's budget is spent.
+    /// Feeds ready subscriptions until none is left or the turn's budgets (records looked at,
+    /// glob matching) are spent.
     pub(super) fn feed_consumers(&mut self) {
-        let mut budget = self.config.records_per_turn_max;
-        while budget > 0 {
+        let mut budget = FeedBudget {
+            records: self.config.records_per_turn_max,
+            match_steps: self.config.match_steps_per_turn_max,
+        };
+        while budget.records > 0 && budget.match_steps > 0 {
             let Some((conn, id)) = self.ready.pop_front() else {
                 break;
             };
@@ -239,7 +267,7 @@ impl<L: Log> Engine<L> {
     }
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
-    fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut u64) -> Stop {
+    fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
         let Engine {
@@ -255,10 +283,13 @@ impl<L: Log> Engine<L> {
         };
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |_, event| {
-            if *budget == 0 {
+            if budget.records == 0 || budget.match_steps == 0 {
                 stopped_by_budget = true;
                 return false;
             }
+            let cost = subscription.glob.match_cost(&event.namespace);
+            budget.match_steps = budget.match_steps.saturating_sub(cost);
+            stats.match_steps_charged += cost;
             let wanted = subscription.glob.matches(&event.namespace)
                 && !subscription.filter.covers(event.id);
             if wanted {
@@ -283,7 +314,7 @@ impl<L: Log> Engine<L> {
                     *remaining -= 1;
                 }
             }
-            *budget -= 1;
+            budget.records -= 1;
             true
         });
         *connection.output_buffer() = output;

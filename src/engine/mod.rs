@@ -177,6 +177,9 @@ pub struct EngineStats {
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,
+    /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
+    /// steps), while waking tail subscriptions and feeding consumers.
+    pub match_steps_charged: u64,
 }
 
 pub struct Engine<L: Log> {

@@ -838,6 +838,86 @@ fn a_new_event_wakes_only_matching_tail_consumers() {
     assert!(h.received(beer).is_empty());
 }
 
+/// Matching new events against tail subscriptions is charged against a per-turn budget:
+/// 28 subscriptions whose long globs never match and 4 that match everything, then 64 events
+/// with distinct long non-ASCII namespaces and, a turn later, 8 more. Every turn's matching
+/// (counted in the matcher's steps) stays within the budget twice (waking, then feeding)
+/// plus one match each, and every matching subscription still gets all 72 events in order.
+#[test]
+fn matching_new_events_against_tail_subscriptions_is_bounded_per_turn() {
+    const BUDGET: u64 = 200_000;
+    let mut h = Harness::with_config(|config| config.match_steps_per_turn_max = BUDGET);
+    let never = format!("/**/*{}z", "?".repeat(200));
+    let always = format!("/*{}", "?".repeat(100));
+    let consumers: Vec<ConnId> = (0..4).map(|_| h.client()).collect();
+    for &conn in &consumers {
+        for id in 1..=8 {
+            let glob = if id == 8 { &always } else { &never };
+            h.subscribe(conn, id, glob, StartPosition::End, true, 1000);
+        }
+    }
+    h.turn();
+    for &conn in &consumers {
+        h.received(conn);
+    }
+    let namespace = |i: usize| {
+        let tail = [b'A' + (i % 26) as u8, b'A' + (i / 26) as u8];
+        format!(
+            "/{}{}",
+            "é".repeat(126),
+            std::str::from_utf8(&tail).unwrap()
+        )
+    };
+    let produced: Vec<String> = (0..72).map(namespace).collect();
+    // The most one match may cost (the glob test's bound): 7 passes over the words and a
+    // binary search per namespace byte, for the longer glob (204 pieces, 4 words).
+    let one_match_max = (produced[0].len() as u64 + 1) * (7 * 4 + 11);
+    let turn_max = 2 * (BUDGET + one_match_max);
+    let producer = h.client();
+    let mut delivered: Vec<Vec<Event>> = vec![Vec::new(); consumers.len()];
+    let mut turns = 0;
+    loop {
+        if turns == 0 || turns == 1 {
+            let batch = if turns == 0 { 0..64 } else { 64..72 };
+            for i in batch {
+                h.produce(producer, i as u64, &produced[i], b"");
+            }
+        }
+        let before = crate::protocol::glob::steps_taken();
+        h.turn();
+        let steps = crate::protocol::glob::steps_taken() - before;
+        assert!(
+            steps <= turn_max,
+            "turn {turns}: {steps} matching steps, over {turn_max}"
+        );
+        turns += 1;
+        for (index, &conn) in consumers.iter().enumerate() {
+            let frames = h.received(conn);
+            for id in 1..8 {
+                assert!(
+                    events_of(&frames, id).is_empty(),
+                    "glob {id} does not match"
+                );
+            }
+            delivered[index].extend(events_of(&frames, 8));
+        }
+        h.received(producer);
+        if turns > 1 && h.engine.ready.is_empty() {
+            break;
+        }
+        assert!(turns < 1000, "the consumers never caught up");
+    }
+    assert!(
+        turns > 3,
+        "the work fit in {turns} turns: the budget was not exercised"
+    );
+    for events in &delivered {
+        let namespaces: Vec<&str> = events.iter().map(|e| e.namespace.as_str()).collect();
+        assert_eq!(namespaces, produced, "every event, in order");
+        assert!(events.windows(2).all(|pair| pair[0].id < pair[1].id));
+    }
+}
+
 #[test]
 fn handshake_and_idle_time_outs_close_connections() {
     let mut h = Harness::with_config(|c| {
