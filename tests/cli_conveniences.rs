@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use fake_server::{fake_server, FakeConn};
 use flo::event::{Event, EventId, StartPosition};
-use flo::protocol::{Ack, Frame};
+use flo::protocol::{Ack, ClientFrame, ServerFrame};
 
 fn flo_client(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flo-client"));
@@ -38,12 +38,12 @@ fn stderr(output: &Output) -> String {
 fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
     let (addr, server) = fake_server(|mut conn: FakeConn| {
         match conn.receive() {
-            Frame::Hello(hello) => assert_eq!(hello.auth_token, b"s3cret"),
+            ClientFrame::Hello(hello) => assert_eq!(hello.auth_token, b"s3cret"),
             other => panic!("expected Hello, got {other:?}"),
         }
-        conn.send(Frame::Welcome(fake_server::welcome(1024)));
+        conn.send(ServerFrame::Welcome(fake_server::welcome(1024)));
         match conn.receive() {
-            Frame::Produce(produce) => conn.send(Frame::Ack(Ack {
+            ClientFrame::Produce(produce) => conn.send(ServerFrame::Ack(Ack {
                 op_id: produce.op_id,
                 first_id: EventId::new(1, 1),
                 count: 1,
@@ -78,7 +78,7 @@ fn from_minus_n_prints_the_last_n_events_and_h_takes_host_and_port() {
     let (addr, server) = fake_server(|mut conn: FakeConn| {
         conn.handshake(1024);
         let subscribe = match conn.receive() {
-            Frame::Subscribe(subscribe) => subscribe,
+            ClientFrame::Subscribe(subscribe) => subscribe,
             other => panic!("expected Subscribe, got {other:?}"),
         };
         // The client reads from the beginning, tailing so that it learns where the stored
@@ -87,12 +87,12 @@ fn from_minus_n_prints_the_last_n_events_and_h_takes_host_and_port() {
         assert!(subscribe.tail);
         let subscription_id = subscribe.subscription_id;
         for counter in 1..=5 {
-            conn.send(Frame::Event {
+            conn.send(ServerFrame::Event {
                 subscription_id,
                 event: event(counter),
             });
         }
-        conn.send(Frame::CaughtUp { subscription_id });
+        conn.send(ServerFrame::CaughtUp { subscription_id });
         // The client disconnects after printing (no -t); wait for that.
         let mut rest = Vec::new();
         let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use fake_server::{fake_server, FakeConn};
 use flo::event::{Event, EventId};
-use flo::protocol::{Ack, EndReason, Frame};
+use flo::protocol::{Ack, ClientFrame, EndReason, ServerFrame};
 
 fn flo_client(port: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
@@ -38,8 +38,8 @@ fn port_of(addr: &str) -> String {
 /// Acks one Produce with the next counter; returns the op's data.
 fn ack_next(conn: &mut FakeConn, counter: u64) -> Vec<u8> {
     match conn.receive() {
-        Frame::Produce(produce) => {
-            conn.send(Frame::Ack(Ack {
+        ClientFrame::Produce(produce) => {
+            conn.send(ServerFrame::Ack(Ack {
                 op_id: produce.op_id,
                 first_id: EventId::new(counter, 1),
                 count: 1,
@@ -56,11 +56,11 @@ fn produce_with_data_prints_the_id_and_the_seed_summary() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(1024);
         match conn.receive() {
-            Frame::Produce(produce) => {
+            ClientFrame::Produce(produce) => {
                 assert_eq!(produce.event.namespace, "/food/breakfast/eggs");
                 assert_eq!(produce.event.data, b"I made some eggs");
                 assert_eq!(produce.event.parent_id, Some(EventId::new(3, 2)));
-                conn.send(Frame::Ack(Ack {
+                conn.send(ServerFrame::Ack(Ack {
                     op_id: produce.op_id,
                     first_id: EventId::new(1, 1),
                     count: 1,
@@ -97,13 +97,13 @@ fn produce_from_stdin_keeps_many_in_flight_and_prints_ids_in_order() {
         let mut pending = Vec::new();
         for _ in 0..100 {
             match conn.receive() {
-                Frame::Produce(produce) => pending.push(produce),
+                ClientFrame::Produce(produce) => pending.push(produce),
                 other => panic!("expected Produce, got {other:?}"),
             }
         }
         for (index, produce) in pending.into_iter().enumerate() {
             assert_eq!(produce.event.data, format!("line {index}").into_bytes());
-            conn.send(Frame::Ack(Ack {
+            conn.send(ServerFrame::Ack(Ack {
                 op_id: produce.op_id,
                 first_id: EventId::new(index as u64 + 1, 1),
                 count: 1,
@@ -165,7 +165,7 @@ fn when_the_server_goes_away_only_acknowledged_ids_are_printed_and_the_exit_code
 fn serve_two_events(mut conn: FakeConn) {
     conn.handshake(1024);
     let subscription_id = match conn.receive() {
-        Frame::Subscribe(subscribe) => {
+        ClientFrame::Subscribe(subscribe) => {
             assert_eq!(subscribe.glob, "/**");
             subscribe.subscription_id
         }
@@ -188,12 +188,12 @@ fn serve_two_events(mut conn: FakeConn) {
         },
     ];
     for event in events {
-        conn.send(Frame::Event {
+        conn.send(ServerFrame::Event {
             subscription_id,
             event,
         });
     }
-    conn.send(Frame::End {
+    conn.send(ServerFrame::End {
         subscription_id,
         reason: EndReason::EndOfStream,
     });
@@ -261,14 +261,14 @@ fn ctrl_c_stops_a_tailing_consumer_with_exit_code_zero() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(1024);
         let subscription_id = match conn.receive() {
-            Frame::Subscribe(subscribe) => {
+            ClientFrame::Subscribe(subscribe) => {
                 assert!(subscribe.tail);
                 subscribe.subscription_id
             }
             other => panic!("expected Subscribe, got {other:?}"),
         };
-        conn.send(Frame::CaughtUp { subscription_id });
-        conn.send(Frame::Event {
+        conn.send(ServerFrame::CaughtUp { subscription_id });
+        conn.send(ServerFrame::Event {
             subscription_id,
             event: Event {
                 id: EventId::new(1, 1),
@@ -332,14 +332,14 @@ fn consume_warns_on_standard_error_when_retention_skipped_unread_events() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(1024);
         let subscription_id = match conn.receive() {
-            Frame::Subscribe(subscribe) => subscribe.subscription_id,
+            ClientFrame::Subscribe(subscribe) => subscribe.subscription_id,
             other => panic!("expected Subscribe, got {other:?}"),
         };
-        conn.send(Frame::Skipped {
+        conn.send(ServerFrame::Skipped {
             subscription_id,
             count: 2000,
         });
-        conn.send(Frame::Event {
+        conn.send(ServerFrame::Event {
             subscription_id,
             event: Event {
                 id: EventId::new(2001, 1),
@@ -349,7 +349,7 @@ fn consume_warns_on_standard_error_when_retention_skipped_unread_events() {
                 data: b"x".to_vec(),
             },
         });
-        conn.send(Frame::End {
+        conn.send(ServerFrame::End {
             subscription_id,
             reason: EndReason::EndOfStream,
         });

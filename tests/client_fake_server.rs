@@ -14,7 +14,9 @@ use fake_server::{fake_server, FakeConn};
 
 use flo::client::{Client, ClientError, ClientOptions, Delivery, NewEvent};
 use flo::event::{Event, EventId, StartPosition};
-use flo::protocol::{Ack, EndReason, ErrorCode, ErrorFrame, ErrorScope, Frame, Welcome};
+use flo::protocol::{
+    Ack, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, ServerFrame, Welcome,
+};
 
 fn options() -> ClientOptions {
     ClientOptions {
@@ -23,8 +25,8 @@ fn options() -> ClientOptions {
     }
 }
 
-fn ack(op_id: u64, counter: u64) -> Frame {
-    Frame::Ack(Ack {
+fn ack(op_id: u64, counter: u64) -> ServerFrame {
+    ServerFrame::Ack(Ack {
         op_id,
         first_id: EventId::new(counter, 1),
         count: 1,
@@ -42,9 +44,9 @@ fn event(counter: u64, actor: u16) -> Event {
     }
 }
 
-fn produce_op_id(frame: Frame) -> (u64, NewEvent) {
+fn produce_op_id(frame: ClientFrame) -> (u64, NewEvent) {
     match frame {
-        Frame::Produce(produce) => (produce.op_id, produce.event),
+        ClientFrame::Produce(produce) => (produce.op_id, produce.event),
         other => panic!("expected Produce, got {other:?}"),
     }
 }
@@ -114,7 +116,7 @@ fn a_produce_error_is_matched_by_op_id_and_the_connection_stays_usable() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(100);
         let (op_id, _) = produce_op_id(conn.receive());
-        conn.send(Frame::Error(ErrorFrame {
+        conn.send(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(op_id),
             code: ErrorCode::StorageFailure,
             message: "disk full".into(),
@@ -142,7 +144,7 @@ fn pipelined_acks_come_back_in_send_order_even_when_answered_out_of_order() {
         let ops: Vec<u64> = (0..4).map(|_| produce_op_id(conn.receive()).0).collect();
         // Answer the window of four backwards: a failure of the third overtakes the others.
         conn.send(ack(ops[3], 4));
-        conn.send(Frame::Error(ErrorFrame {
+        conn.send(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(ops[2]),
             code: ErrorCode::EventTooLarge,
             message: "refused".into(),
@@ -202,7 +204,7 @@ fn consume_grants_credit_at_half_the_window_tracks_the_cursor_and_stops_at_end()
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(100);
         let subscription_id = match conn.receive() {
-            Frame::Subscribe(subscribe) => {
+            ClientFrame::Subscribe(subscribe) => {
                 assert_eq!(subscribe.glob, "/food/**");
                 assert_eq!(subscribe.start, StartPosition::AfterId(EventId::new(2, 9)));
                 assert_eq!((subscribe.credit, subscribe.limit), (4, 0));
@@ -212,7 +214,7 @@ fn consume_grants_credit_at_half_the_window_tracks_the_cursor_and_stops_at_end()
             other => panic!("expected Subscribe, got {other:?}"),
         };
         let send_event = |conn: &mut FakeConn, counter, actor| {
-            conn.send(Frame::Event {
+            conn.send(ServerFrame::Event {
                 subscription_id,
                 event: event(counter, actor),
             })
@@ -224,15 +226,15 @@ fn consume_grants_credit_at_half_the_window_tracks_the_cursor_and_stops_at_end()
         for _ in 0..2 {
             assert_eq!(
                 conn.receive(),
-                Frame::Credit {
+                ClientFrame::Credit {
                     subscription_id,
                     count: 2
                 }
             );
         }
-        conn.send(Frame::CaughtUp { subscription_id });
+        conn.send(ServerFrame::CaughtUp { subscription_id });
         send_event(&mut conn, 7, 2);
-        conn.send(Frame::End {
+        conn.send(ServerFrame::End {
             subscription_id,
             reason: EndReason::LimitReached,
         });
@@ -296,14 +298,14 @@ fn a_dropped_connection_is_an_error_not_a_hang() {
 fn a_silent_server_times_out_and_a_tailing_consumer_pings_first() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(100);
-        assert!(matches!(conn.receive(), Frame::Subscribe(_)));
+        assert!(matches!(conn.receive(), ClientFrame::Subscribe(_)));
         // Quiet for one time-out: the client pings; the server answers, stays quiet again,
         // and then ignores the second ping, so the client gives up.
         match conn.receive() {
-            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
             other => panic!("expected Ping, got {other:?}"),
         }
-        assert!(matches!(conn.receive(), Frame::Ping { .. }));
+        assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
         // Hold the connection open until the client hangs up.
         let mut rest = Vec::new();
         let _ = conn.stream.read_to_end(&mut rest);
@@ -327,8 +329,8 @@ fn a_silent_server_times_out_and_a_tailing_consumer_pings_first() {
 #[test]
 fn connection_errors_and_refused_connections_read_as_one_line() {
     let (addr, server) = fake_server(|mut conn| {
-        assert!(matches!(conn.receive(), Frame::Hello(_)));
-        conn.send(Frame::Error(ErrorFrame {
+        assert!(matches!(conn.receive(), ClientFrame::Hello(_)));
+        conn.send(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Connection,
             code: ErrorCode::UnsupportedVersion,
             message: "version 1 only".into(),
@@ -357,16 +359,16 @@ fn ping_waits_for_its_own_pong_and_batches_get_one_ack() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(100);
         match conn.receive() {
-            Frame::Ping { token } => {
-                conn.send(Frame::Pong { token: token + 100 });
-                conn.send(Frame::Pong { token });
+            ClientFrame::Ping { token } => {
+                conn.send(ServerFrame::Pong { token: token + 100 });
+                conn.send(ServerFrame::Pong { token });
             }
             other => panic!("expected Ping, got {other:?}"),
         }
         match conn.receive() {
-            Frame::ProduceBatch(batch) => {
+            ClientFrame::ProduceBatch(batch) => {
                 assert_eq!(batch.events.len(), 3);
-                conn.send(Frame::Ack(Ack {
+                conn.send(ServerFrame::Ack(Ack {
                     op_id: batch.op_id,
                     first_id: EventId::new(10, 1),
                     count: 3,
@@ -396,7 +398,7 @@ fn an_invalid_glob_is_refused_before_sending() {
         conn.handshake(100);
         // Nothing but the ping may follow: the bad subscription never reaches the server.
         match conn.receive() {
-            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
             other => panic!("expected Ping, got {other:?}"),
         }
     });
@@ -415,12 +417,12 @@ fn a_typed_subscription_decodes_values_and_reports_bad_data_without_ending() {
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake(100);
         let subscription_id = match conn.receive() {
-            Frame::Subscribe(subscribe) => subscribe.subscription_id,
+            ClientFrame::Subscribe(subscribe) => subscribe.subscription_id,
             other => panic!("expected Subscribe, got {other:?}"),
         };
         for data in [b"hello".to_vec(), vec![0xff], b"again".to_vec()] {
             let counter = data.len() as u64;
-            conn.send(Frame::Event {
+            conn.send(ServerFrame::Event {
                 subscription_id,
                 event: Event {
                     data,
@@ -428,7 +430,7 @@ fn a_typed_subscription_decodes_values_and_reports_bad_data_without_ending() {
                 },
             });
         }
-        conn.send(Frame::End {
+        conn.send(ServerFrame::End {
             subscription_id,
             reason: EndReason::EndOfStream,
         });
@@ -465,7 +467,7 @@ fn a_waiting_client_pings_within_a_third_of_the_servers_idle_time_out() {
         // server reads with a 10 s time-out, so a client that never pings fails the test.)
         let started = std::time::Instant::now();
         match conn.receive() {
-            Frame::Ping { token } => conn.send(Frame::Pong { token }),
+            ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
             other => panic!("expected Ping, got {other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(2));

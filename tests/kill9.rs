@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use common::{FloProcess, RawConn, SeededRng};
 use flo::event::{EventId, StartPosition};
-use flo::protocol::{EndReason, Frame, Subscribe};
+use flo::protocol::{EndReason, ServerFrame, Subscribe};
 
 fn seed() -> u64 {
     std::env::var("FLO_TEST_SEED")
@@ -38,8 +38,8 @@ fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
     let mut events = Vec::new();
     loop {
         match conn.recv() {
-            Some(Frame::Event { event, .. }) => events.push((event.id, event.data)),
-            Some(Frame::End {
+            Some(ServerFrame::Event { event, .. }) => events.push((event.id, event.data)),
+            Some(ServerFrame::End {
                 reason: EndReason::EndOfStream,
                 ..
             }) => return events,
@@ -76,7 +76,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
                 next_op += 1;
             }
             match producer.recv() {
-                Some(Frame::Ack(ack)) => {
+                Some(ServerFrame::Ack(ack)) => {
                     let (op_id, data) = in_flight.pop_front().expect("an op in flight");
                     assert_eq!(ack.op_id, op_id, "acks arrive in produce order");
                     acknowledged.push((data, ack.first_id));

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use flo::config::WireLimits;
-use flo::protocol::{decode, encode, frame_kind, kind, kind_name, Frame};
+use flo::protocol::{
+    decode, encode, frame_kind, kind, kind_name, AnyFrame, ClientFrame, ServerFrame,
+};
 
 fn protocol_md() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md");
@@ -56,7 +58,7 @@ fn every_hex_example_decodes_to_one_frame_and_re_encodes_byte_for_byte() {
     assert!(examples.len() >= 20, "only {} examples", examples.len());
     for example in &examples {
         let line = example.line;
-        let (frame, consumed) = match decode(&example.bytes, &WireLimits::default()) {
+        let (frame, consumed) = match decode::<AnyFrame>(&example.bytes, &WireLimits::default()) {
             Ok(Some(decoded)) => decoded,
             Ok(None) => panic!("protocol.md line {line}: incomplete frame"),
             Err(error) => panic!("protocol.md line {line}: {error}"),
@@ -80,7 +82,7 @@ fn every_frame_kind_has_an_example() {
     let examples = hex_examples(&protocol_md());
     let documented: BTreeSet<u8> = examples
         .iter()
-        .filter_map(|example| decode(&example.bytes, &WireLimits::default()).ok()?)
+        .filter_map(|example| decode::<AnyFrame>(&example.bytes, &WireLimits::default()).ok()?)
         .map(|(frame, _)| frame_kind(&frame))
         .collect();
     let all_kinds = [
@@ -121,15 +123,15 @@ fn every_frame_kind_has_an_example() {
 fn every_start_position_and_error_scope_has_an_example() {
     use flo::event::StartPosition;
     use flo::protocol::ErrorScope;
-    let frames: Vec<Frame> = hex_examples(&protocol_md())
+    let frames: Vec<AnyFrame> = hex_examples(&protocol_md())
         .iter()
-        .filter_map(|example| decode(&example.bytes, &WireLimits::default()).ok()?)
+        .filter_map(|example| decode::<AnyFrame>(&example.bytes, &WireLimits::default()).ok()?)
         .map(|(frame, _)| frame)
         .collect();
     let starts: BTreeSet<&str> = frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Subscribe(subscribe) => Some(match subscribe.start {
+            AnyFrame::Client(ClientFrame::Subscribe(subscribe)) => Some(match subscribe.start {
                 StartPosition::Beginning => "beginning",
                 StartPosition::End => "end",
                 StartPosition::AfterId(_) => "after id",
@@ -143,7 +145,7 @@ fn every_start_position_and_error_scope_has_an_example() {
     let scopes: BTreeSet<&str> = frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Error(error) => Some(match error.scope {
+            AnyFrame::Server(ServerFrame::Error(error)) => Some(match error.scope {
                 ErrorScope::Connection => "connection",
                 ErrorScope::Produce(_) => "produce",
                 ErrorScope::Subscription(_) => "subscription",

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::{FloProcess, RawConn};
 use flo::event::{EventId, StartPosition};
-use flo::protocol::{kind, Ack, EndReason, ErrorCode, ErrorFrame, ErrorScope, Frame, Subscribe};
+use flo::protocol::{
+    kind, Ack, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, ServerFrame, Subscribe,
+};
 
 fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool) -> Subscribe {
     Subscribe {
@@ -25,7 +27,7 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool) -> Subscribe
 
 fn expect_ack(conn: &mut RawConn, op_id: u64) -> Ack {
     match conn.recv() {
-        Some(Frame::Ack(ack)) if ack.op_id == op_id => ack,
+        Some(ServerFrame::Ack(ack)) if ack.op_id == op_id => ack,
         other => panic!("expected the ack of op {op_id}, got {other:?}"),
     }
 }
@@ -35,11 +37,11 @@ fn read_all(conn: &mut RawConn, id: u32) -> Vec<(EventId, String, Vec<u8>)> {
     let mut events = Vec::new();
     loop {
         match conn.recv() {
-            Some(Frame::Event {
+            Some(ServerFrame::Event {
                 subscription_id,
                 event,
             }) if subscription_id == id => events.push((event.id, event.namespace, event.data)),
-            Some(Frame::End {
+            Some(ServerFrame::End {
                 subscription_id,
                 reason: EndReason::EndOfStream,
             }) if subscription_id == id => return events,
@@ -60,13 +62,16 @@ fn the_seed_walkthrough_works_at_the_protocol_level() {
     let mut tail = RawConn::hello(server.addr);
     tail.subscribe(subscribe(1, "/**", StartPosition::Beginning, true));
     match tail.recv() {
-        Some(Frame::Event { event, .. }) => {
+        Some(ServerFrame::Event { event, .. }) => {
             assert_eq!(event.namespace, "/food/breakfast/eggs");
             assert_eq!(event.data, b"I made some eggs");
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(tail.recv(), Some(Frame::CaughtUp { subscription_id: 1 }));
+    assert_eq!(
+        tail.recv(),
+        Some(ServerFrame::CaughtUp { subscription_id: 1 })
+    );
 
     let more = [
         ("/food/breakfast/bacon", &b"data about bacon"[..]),
@@ -79,7 +84,7 @@ fn the_seed_walkthrough_works_at_the_protocol_level() {
     }
     for (namespace, data) in more {
         match tail.recv() {
-            Some(Frame::Event { event, .. }) => {
+            Some(ServerFrame::Event { event, .. }) => {
                 assert_eq!(
                     (event.namespace.as_str(), event.data.as_slice()),
                     (namespace, data)
@@ -145,7 +150,7 @@ fn a_malformed_frame_gets_an_error_and_closes_only_its_connection() {
     // A frame of an unknown kind.
     bad.send_bytes(&[0, 0, 0, 1, 0x1f]);
     match bad.recv() {
-        Some(Frame::Error(ErrorFrame {
+        Some(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Connection,
             code: ErrorCode::MalformedFrame,
             ..
@@ -157,7 +162,7 @@ fn a_malformed_frame_gets_an_error_and_closes_only_its_connection() {
     let mut oversized = RawConn::hello(server.addr);
     oversized.send_bytes(&[0xff, 0xff, 0xff, 0xff, kind::PRODUCE]);
     match oversized.recv() {
-        Some(Frame::Error(ErrorFrame {
+        Some(ServerFrame::Error(ErrorFrame {
             code: ErrorCode::FrameTooLarge,
             ..
         })) => {}
@@ -175,7 +180,7 @@ fn an_oversized_event_gets_an_error_with_its_op_id_and_the_connection_stays() {
     let mut conn = RawConn::hello(server.addr);
     conn.produce(5, "/big", &vec![0u8; 8 * 1024 * 1024 + 1]);
     match conn.recv() {
-        Some(Frame::Error(ErrorFrame {
+        Some(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(5),
             code: ErrorCode::EventTooLarge,
             ..
@@ -209,7 +214,7 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
     let _kept: Vec<RawConn> = (0..3).map(|_| RawConn::hello(server.addr)).collect();
     let mut refused = RawConn::connect(server.addr);
     match refused.recv() {
-        Some(Frame::Error(ErrorFrame {
+        Some(ServerFrame::Error(ErrorFrame {
             code: ErrorCode::TooManyConnections,
             ..
         })) => {}
@@ -220,12 +225,12 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
     // asynchronously, so retry until it does.
     let admitted = (0..100).any(|_| {
         let mut conn = RawConn::connect(server.addr);
-        conn.send(&Frame::Hello(flo::protocol::Hello {
+        conn.send(&ClientFrame::Hello(flo::protocol::Hello {
             protocol_version: flo::protocol::PROTOCOL_VERSION,
             client_name: "late".into(),
             auth_token: Vec::new(),
         }));
-        matches!(conn.recv(), Some(Frame::Welcome(_)))
+        matches!(conn.recv(), Some(ServerFrame::Welcome(_)))
     });
     assert!(admitted);
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{FloProcess, RawConn};
 use flo::client::{Client, ClientError, ClientOptions, ClientTls, ErrorCode, NewEvent};
 use flo::event::StartPosition;
-use flo::protocol::Frame;
+use flo::protocol::{ClientFrame, ServerFrame};
 
 /// A self-signed certificate and its key, written as PEM files into `dir`.
 struct TestIdentity {
@@ -209,13 +209,13 @@ fn a_plaintext_client_on_the_tls_port_gets_tls_required() {
     );
     // On the wire: one plaintext Error frame, then the end of the stream.
     let mut conn = RawConn::connect(server.addr);
-    conn.send(&Frame::Hello(flo::protocol::Hello {
+    conn.send(&ClientFrame::Hello(flo::protocol::Hello {
         protocol_version: flo::protocol::PROTOCOL_VERSION,
         client_name: "plaintext".into(),
         auth_token: Vec::new(),
     }));
     match conn.recv() {
-        Some(Frame::Error(error)) => assert_eq!(error.code, ErrorCode::TlsRequired),
+        Some(ServerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::TlsRequired),
         other => panic!("expected Error TlsRequired, got {other:?}"),
     }
     assert!(conn.recv().is_none(), "the connection stayed open");
@@ -244,7 +244,7 @@ fn assert_survived_plaintext(server: &mut FloProcess) {
     assert!(server.child.try_wait().expect("try_wait").is_none());
     let mut conn = RawConn::hello(server.addr);
     conn.produce(1, "/tls/plain/check", b"ok");
-    assert!(matches!(conn.recv(), Some(Frame::Ack(_))));
+    assert!(matches!(conn.recv(), Some(ServerFrame::Ack(_))));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::config::WireLimits;
-use crate::protocol::{self, Frame, FrameBuffer};
+use crate::protocol::{self, ClientFrame, FrameBuffer, ServerFrame};
 
 use super::error::ClientError;
 use super::tls::{self, ClientTls, Transport};
@@ -93,7 +93,7 @@ impl Connection {
     }
 
     /// Encodes `frame`; refuses it if it is over the frame size limit. Does not send.
-    pub(crate) fn encode_checked(&self, frame: &Frame) -> Result<Vec<u8>, ClientError> {
+    pub(crate) fn encode_checked(&self, frame: &ClientFrame) -> Result<Vec<u8>, ClientError> {
         let mut bytes = Vec::new();
         protocol::encode(frame, &mut bytes);
         let size_max = self.limits.frame_size_max as usize;
@@ -108,7 +108,7 @@ impl Connection {
     }
 
     /// Sends one frame (after anything queued) and waits until the kernel has taken all of it.
-    pub(crate) fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+    pub(crate) fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
         self.queue(frame)?;
         self.flush()
     }
@@ -120,7 +120,7 @@ impl Connection {
 
     /// Encodes `frame` after the frames already queued; refuses it, queuing nothing, if it is
     /// over the frame size limit. Nothing is written until [`Connection::flush`].
-    pub(crate) fn queue(&mut self, frame: &Frame) -> Result<(), ClientError> {
+    pub(crate) fn queue(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
         let start = self.write_buffer.len();
         protocol::encode(frame, &mut self.write_buffer);
         let size = self.write_buffer.len() - start;
@@ -188,7 +188,7 @@ impl Connection {
             Err(ClientError::Timeout) => {
                 if !self.keepalive_outstanding {
                     let token = self.take_ping_token();
-                    self.send(&Frame::Ping { token })?;
+                    self.send(&ClientFrame::Ping { token })?;
                     self.keepalive_outstanding = true;
                 }
                 Ok(false)
@@ -216,7 +216,7 @@ impl Connection {
     /// Pong is handed out like any other frame; callers skip Pongs they did not ask for); a
     /// second quiet time-out with that Ping unanswered is [`ClientError::Timeout`]. Time-outs
     /// leave the connection usable (partial frames stay buffered); other errors break it.
-    pub(crate) fn receive(&mut self) -> Result<Frame, ClientError> {
+    pub(crate) fn receive(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
             if let Some(frame) = self.decode_buffered()? {
                 return Ok(frame);
@@ -224,7 +224,7 @@ impl Connection {
             match self.fill() {
                 Err(ClientError::Timeout) if !self.keepalive_outstanding => {
                     let token = self.take_ping_token();
-                    self.send(&Frame::Ping { token })?;
+                    self.send(&ClientFrame::Ping { token })?;
                     self.keepalive_outstanding = true;
                 }
                 other => other?,
@@ -233,11 +233,11 @@ impl Connection {
     }
 
     /// The next frame if a whole one is already buffered; never touches the socket.
-    pub(crate) fn receive_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+    pub(crate) fn receive_buffered(&mut self) -> Result<Option<ServerFrame>, ClientError> {
         self.decode_buffered()
     }
 
-    fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+    fn decode_buffered(&mut self) -> Result<Option<ServerFrame>, ClientError> {
         match self.received.decode(&self.limits) {
             Ok(Some(frame)) => {
                 // Any frame shows the server is alive.

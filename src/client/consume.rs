@@ -2,7 +2,7 @@
 //! credit and a version-vector cursor that can be saved and resumed from.
 
 use crate::event::{Cursor, Event, StartPosition};
-use crate::protocol::{EndReason, ErrorScope, Frame, NamespaceGlob, Subscribe};
+use crate::protocol::{ClientFrame, EndReason, ErrorScope, NamespaceGlob, ServerFrame, Subscribe};
 
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
@@ -85,14 +85,16 @@ impl<'a> ConsumeBuilder<'a> {
         let subscription_id = self.client.next_subscription_id;
         self.client.next_subscription_id = subscription_id.wrapping_add(1).max(1);
         let cursor = self.start.cursor().unwrap_or_default();
-        self.client.connection.send(&Frame::Subscribe(Subscribe {
-            subscription_id,
-            glob: self.glob,
-            start: self.start,
-            limit: self.limit,
-            tail: self.tail,
-            credit: self.credit,
-        }))?;
+        self.client
+            .connection
+            .send(&ClientFrame::Subscribe(Subscribe {
+                subscription_id,
+                glob: self.glob,
+                start: self.start,
+                limit: self.limit,
+                tail: self.tail,
+                credit: self.credit,
+            }))?;
         Ok(Subscription {
             client: self.client,
             subscription_id,
@@ -235,25 +237,25 @@ impl Subscription<'_> {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame) -> Result<Option<Delivery>, ClientError> {
+    fn on_frame(&mut self, frame: ServerFrame) -> Result<Option<Delivery>, ClientError> {
         let own = self.subscription_id;
         match frame {
-            Frame::Event {
+            ServerFrame::Event {
                 subscription_id,
                 event,
             } if subscription_id == own => {
                 self.on_event_delivered()?;
                 Ok(Some(Delivery::Event(event)))
             }
-            Frame::Skipped {
+            ServerFrame::Skipped {
                 subscription_id,
                 count,
             } if subscription_id == own => Ok(Some(Delivery::Skipped(count))),
-            Frame::CaughtUp { subscription_id } if subscription_id == own => {
+            ServerFrame::CaughtUp { subscription_id } if subscription_id == own => {
                 self.caught_up = true;
                 Ok(Some(Delivery::CaughtUp))
             }
-            Frame::End {
+            ServerFrame::End {
                 subscription_id,
                 reason,
             } if subscription_id == own => {
@@ -263,10 +265,10 @@ impl Subscription<'_> {
                 }
                 Ok(Some(Delivery::End(reason)))
             }
-            Frame::Error(error) if error.scope == ErrorScope::Subscription(own) => {
+            ServerFrame::Error(error) if error.scope == ErrorScope::Subscription(own) => {
                 Err(server_error(error))
             }
-            Frame::Welcome(_) => Err(unexpected(&frame, "an Event")),
+            ServerFrame::Welcome(_) => Err(unexpected(&frame, "an Event")),
             other => self.client.skip_stale(other).map(|()| None),
         }
     }
@@ -275,7 +277,7 @@ impl Subscription<'_> {
     fn on_event_delivered(&mut self) -> Result<(), ClientError> {
         self.delivered_since_credit += 1;
         if self.delivered_since_credit >= (self.credit / 2).max(1) {
-            self.client.connection.send(&Frame::Credit {
+            self.client.connection.send(&ClientFrame::Credit {
                 subscription_id: self.subscription_id,
                 count: self.delivered_since_credit,
             })?;
@@ -313,7 +315,7 @@ impl Drop for Subscription<'_> {
         if !self.ended {
             // Best effort: if the connection is gone there is nothing to unsubscribe from, and
             // events already in flight are skipped by later calls on this client.
-            let _ = self.client.connection.send(&Frame::Unsubscribe {
+            let _ = self.client.connection.send(&ClientFrame::Unsubscribe {
                 subscription_id: self.subscription_id,
             });
         }
@@ -353,7 +355,7 @@ mod tests {
             let _ = stream.read(&mut hello).expect("read the Hello");
             let mut bytes = Vec::new();
             protocol::encode(
-                &Frame::Welcome(Welcome {
+                &ServerFrame::Welcome(Welcome {
                     protocol_version: PROTOCOL_VERSION,
                     server_version: "test".into(),
                     actor_id: 1,
@@ -367,13 +369,13 @@ mod tests {
             );
             // The event, then an unsolicited Pong, in one write.
             protocol::encode(
-                &Frame::Event {
+                &ServerFrame::Event {
                     subscription_id: 1,
                     event: event(1),
                 },
                 &mut bytes,
             );
-            protocol::encode(&Frame::Pong { token: 99 }, &mut bytes);
+            protocol::encode(&ServerFrame::Pong { token: 99 }, &mut bytes);
             stream.write_all(&bytes).expect("write");
             let _ = server_may_finish.recv_timeout(Duration::from_secs(10));
         });

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::WireLimits;
 use crate::event::NamespaceError;
-use crate::protocol::{Frame, Hello, Welcome, PROTOCOL_VERSION};
+use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
     Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
@@ -120,20 +120,20 @@ impl Client {
         mut connection: Connection,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        connection.send(&Frame::Hello(Hello {
+        connection.send(&ClientFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: options.client_name,
             auth_token: options.auth_token.unwrap_or_default(),
         }))?;
         let welcome = match connection.receive()? {
-            Frame::Welcome(welcome) => welcome,
-            Frame::Error(error) if error.code == ErrorCode::UnsupportedVersion => {
+            ServerFrame::Welcome(welcome) => welcome,
+            ServerFrame::Error(error) if error.code == ErrorCode::UnsupportedVersion => {
                 return Err(ClientError::UnsupportedVersion {
                     server: None,
                     message: error.message,
                 })
             }
-            Frame::Error(error) => return Err(server_error(error)),
+            ServerFrame::Error(error) => return Err(server_error(error)),
             other => return Err(unexpected(&other, "Welcome")),
         };
         if welcome.protocol_version != PROTOCOL_VERSION {
@@ -197,10 +197,10 @@ impl Client {
     pub fn ping(&mut self) -> Result<Duration, ClientError> {
         let token = self.connection.take_ping_token();
         let started = Instant::now();
-        self.connection.send(&Frame::Ping { token })?;
+        self.connection.send(&ClientFrame::Ping { token })?;
         loop {
             match self.connection.receive()? {
-                Frame::Pong { token: answered } if answered == token => {
+                ServerFrame::Pong { token: answered } if answered == token => {
                     return Ok(started.elapsed())
                 }
                 frame => self.skip_stale(frame)?,
@@ -211,10 +211,10 @@ impl Client {
     /// Asks the server for its cluster status: its actor id, counter, vector, and each
     /// member's state and lag.
     pub fn status(&mut self) -> Result<crate::protocol::Status, ClientError> {
-        self.connection.send(&Frame::StatusRequest)?;
+        self.connection.send(&ClientFrame::StatusRequest)?;
         loop {
             match self.connection.receive()? {
-                Frame::Status(status) => return Ok(status),
+                ServerFrame::Status(status) => return Ok(status),
                 frame => self.skip_stale(frame)?,
             }
         }
@@ -229,19 +229,21 @@ impl Client {
     /// Handles a frame that no current operation waits for: answers to operations that were
     /// abandoned (a dropped producer or subscription) are skipped; a connection error or a
     /// frame that a server never sends is an error.
-    fn skip_stale(&mut self, frame: Frame) -> Result<(), ClientError> {
+    fn skip_stale(&mut self, frame: ServerFrame) -> Result<(), ClientError> {
         match frame {
-            Frame::Ack(_)
-            | Frame::Event { .. }
-            | Frame::CaughtUp { .. }
-            | Frame::Skipped { .. }
-            | Frame::End { .. }
-            | Frame::Pong { .. } => Ok(()),
-            Frame::Error(error) => match error.scope {
+            ServerFrame::Ack(_)
+            | ServerFrame::Event { .. }
+            | ServerFrame::CaughtUp { .. }
+            | ServerFrame::Skipped { .. }
+            | ServerFrame::End { .. }
+            | ServerFrame::Pong { .. } => Ok(()),
+            ServerFrame::Error(error) => match error.scope {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
-            other => Err(unexpected(&other, "a server frame")),
+            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+                Err(unexpected(&frame, "an answer to a pending operation"))
+            }
         }
     }
 }
@@ -281,7 +283,7 @@ pub(crate) fn server_error(error: crate::protocol::ErrorFrame) -> ClientError {
     }
 }
 
-pub(crate) fn unexpected(frame: &Frame, expected: &str) -> ClientError {
+pub(crate) fn unexpected(frame: &ServerFrame, expected: &str) -> ClientError {
     let name = crate::protocol::kind_name(crate::protocol::frame_kind(frame));
     ClientError::Protocol {
         code: ErrorCode::UnexpectedFrame,

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Event, EventId};
-use crate::protocol::{Ack, ErrorScope, Frame, NewEvent, Produce, ProduceBatch};
+use crate::protocol::{Ack, ClientFrame, ErrorScope, NewEvent, Produce, ProduceBatch, ServerFrame};
 
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
@@ -38,7 +38,7 @@ impl Client {
         self.check_event(&event)?;
         let op_id = self.take_op_id();
         self.connection
-            .send(&Frame::Produce(Produce { op_id, event }))?;
+            .send(&ClientFrame::Produce(Produce { op_id, event }))?;
         self.wait_for_ack(op_id)
     }
 
@@ -49,7 +49,7 @@ impl Client {
             self.check_event(event)?;
         }
         let op_id = self.take_op_id();
-        let frame = Frame::ProduceBatch(ProduceBatch {
+        let frame = ClientFrame::ProduceBatch(ProduceBatch {
             op_id,
             events: events.to_vec(),
         });
@@ -81,36 +81,20 @@ impl Client {
     /// Receives one frame; returns the op it completes, if any, with its outcome.
     fn receive_completion(&mut self) -> Result<Option<Completion>, ClientError> {
         match self.connection.receive()? {
-            Frame::Ack(ack) => Ok(Some((ack.op_id, Ok(ack)))),
-            Frame::Error(error) => match error.scope {
+            ServerFrame::Ack(ack) => Ok(Some((ack.op_id, Ok(ack)))),
+            ServerFrame::Error(error) => match error.scope {
                 ErrorScope::Produce(op_id) => Ok(Some((op_id, Err(server_error(error))))),
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Subscription(_) => Ok(None),
             },
-            frame @ (Frame::Welcome(_)
-            | Frame::Hello(_)
-            | Frame::Produce(_)
-            | Frame::ProduceBatch(_)
-            | Frame::Subscribe(_)
-            | Frame::Credit { .. }
-            | Frame::Unsubscribe { .. }
-            | Frame::Ping { .. }
-            | Frame::StatusRequest
-            | Frame::JoinGroup(_)
-            | Frame::GroupAck(_)
-            | Frame::GroupNack(_)
-            | Frame::LeaveGroup { .. }
-            | Frame::Status(_)
-            | Frame::PeerHello(_)
-            | Frame::PeerWelcome(_)
-            | Frame::PeerEvent(_)
-            | Frame::PeerCredit { .. }
-            | Frame::PeerMembers(_)) => Err(unexpected(&frame, "an Ack")),
-            Frame::Event { .. }
-            | Frame::CaughtUp { .. }
-            | Frame::Skipped { .. }
-            | Frame::End { .. }
-            | Frame::Pong { .. } => Ok(None),
+            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+                Err(unexpected(&frame, "an Ack"))
+            }
+            ServerFrame::Event { .. }
+            | ServerFrame::CaughtUp { .. }
+            | ServerFrame::Skipped { .. }
+            | ServerFrame::End { .. }
+            | ServerFrame::Pong { .. } => Ok(None),
         }
     }
 }
@@ -208,7 +192,7 @@ impl<'a> Producer<'a> {
         let op_id = self.client.take_op_id();
         self.client
             .connection
-            .queue(&Frame::Produce(Produce { op_id, event }))?;
+            .queue(&ClientFrame::Produce(Produce { op_id, event }))?;
         self.in_flight.push_back(op_id);
         Ok(op_id)
     }

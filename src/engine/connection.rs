@@ -24,7 +24,7 @@ impl std::fmt::Display for ConnId {
 }
 
 /// Where a connection is in its life (protocol.md, "Connection states").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Accepted; only Hello is allowed, before `deadline_ms`.
     AwaitingHello { deadline_ms: u64 },
@@ -35,11 +35,32 @@ pub enum Phase {
     PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
     /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
     /// that opened it (which of two duplicate connections survives depends on it).
-    Peer { actor: ActorId, dialed_by: ActorId },
+    Peer {
+        actor: ActorId,
+        dialed_by: ActorId,
+        /// PeerEvent frames the other side may still send us (credit we gave).
+        credit_given: u64,
+        /// PeerEvent frames received this turn, whose credit is given back once the turn's
+        /// sync made them durable.
+        events_this_turn: u32,
+    },
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
-    Closing { code: ErrorCode },
+    Closing { code: ErrorCode, message: String },
+}
+
+/// What a subscription is, and what it does when it reaches the end of the durable log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A client subscription without tail: it ends (End, EndOfStream) there.
+    Bounded,
+    /// A tailing client subscription: it sends CaughtUp the first time it gets there, then
+    /// waits for new events.
+    Tail { caught_up_sent: bool },
+    /// A peer's replication stream: it always tails, events go out as PeerEvent frames, the
+    /// filter grows with every event the peer is known to hold, and there is no CaughtUp.
+    Replication,
 }
 
 /// One open subscription: a cursor into the log plus credit, never a copy of events.
@@ -53,14 +74,11 @@ pub struct Subscription {
     pub next: Offset,
     /// Events still allowed by the limit; `None` means no limit.
     pub remaining: Option<u64>,
-    pub tail: bool,
     pub credit: u64,
-    pub caught_up_sent: bool,
     /// True while the subscription is in the engine's ready queue.
     pub queued: bool,
-    /// A peer's replication stream: events go out as PeerEvent frames, the filter grows with
-    /// every event the peer is known to hold, and there is no CaughtUp.
-    pub peer: bool,
+    /// What the subscription is and does at the end of the log.
+    pub stream: Stream,
 }
 
 /// The engine's view of one connection.
@@ -75,15 +93,8 @@ pub struct Connection {
     output_sent: usize,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub last_input_ms: u64,
-    /// The message of the closing error, while `phase` is `Closing`.
-    pub closing_message: String,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
-    /// Peer connections: PeerEvent frames the other side may still send us (credit we gave).
-    pub peer_credit_given: u64,
-    /// Peer connections: PeerEvent frames received this turn, whose credit is given back once
-    /// the turn's sync made them durable.
-    pub peer_events_this_turn: u32,
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
@@ -121,10 +132,7 @@ impl Connection {
             output_sent: 0,
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
-            closing_message: String::new(),
             has_output_queued: false,
-            peer_credit_given: 0,
-            peer_events_this_turn: 0,
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,

@@ -5,14 +5,21 @@
 //! credit runs out, when the output passes the high-water mark, or when the turn's budget is
 //! spent; then the subscription waits for the thing that stopped it.
 
-use super::connection::Subscription;
+use super::connection::{Stream, Subscription};
 use super::{ConnId, Engine};
 use crate::event::StartPosition;
 use crate::protocol::{
-    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError,
-    NamespaceGlob, Subscribe,
+    encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
+    ServerFrame, Subscribe,
 };
 use crate::storage::{Log, Offset};
+
+/// What feeding consumers may still do this turn. A record is looked at only while both are
+/// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
+struct FeedBudget {
+    records: u64,
+    match_steps: u64,
+}
 
 /// Why feeding one subscription stopped.
 enum Stop {
@@ -83,7 +90,7 @@ impl<L: Log> Engine<L> {
         // appended after it in the same turn (protocol.md, section 7).
         let from_end = subscribe.start == StartPosition::End;
         if from_end && !subscribe.tail {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: subscribe.subscription_id,
                 reason: EndReason::EndOfStream,
             };
@@ -95,11 +102,15 @@ impl<L: Log> Engine<L> {
             filter: subscribe.start.cursor().unwrap_or_default(),
             next,
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
-            tail: subscribe.tail,
             credit: subscribe.credit as u64,
-            caught_up_sent: from_end,
             queued: false,
-            peer: false,
+            stream: if subscribe.tail {
+                Stream::Tail {
+                    caught_up_sent: from_end,
+                }
+            } else {
+                Stream::Bounded
+            },
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -107,7 +118,7 @@ impl<L: Log> Engine<L> {
             .subscriptions
             .insert(subscribe.subscription_id, subscription);
         if from_end {
-            let frame = Frame::CaughtUp {
+            let frame = ServerFrame::CaughtUp {
                 subscription_id: subscribe.subscription_id,
             };
             self.send(conn, &frame);
@@ -139,7 +150,7 @@ impl<L: Log> Engine<L> {
         let reason = EndReason::Unsubscribed;
         self.send(
             conn,
-            &Frame::End {
+            &ServerFrame::End {
                 subscription_id: id,
                 reason,
             },
@@ -159,21 +170,38 @@ impl<L: Log> Engine<L> {
     /// New events became durable. A tailing subscription that was waiting at the old end
     /// wakes only if one of the turn's namespaces matches its glob; otherwise it skips the new
     /// records without reading them.
+    ///
+    /// Matching here is charged against `match_steps_per_turn_max`. Once that is spent, the
+    /// remaining waiting subscriptions are woken without matching: feeding reads the new
+    /// records and matches them under its own budget, carrying what is left to the next turn.
+    /// Waking is always safe (a woken subscription that wants nothing only moves its cursor),
+    /// skipping happens only after every namespace of the turn failed to match, so no event
+    /// is lost and none is delivered out of order.
     pub(super) fn wake_tailing_consumers(&mut self, durable_before: Offset) {
         let durable_end = self.log.durable_end();
+        // With many distinct namespaces in one turn, matching each against every glob costs
+        // more than letting the subscriptions read the records themselves.
+        let mut steps_left = if self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
+        {
+            0
+        } else {
+            self.config.match_steps_per_turn_max
+        };
         let mut woken = Vec::new();
         for connection in self.conns.iter_mut().flatten() {
             for subscription in connection.subscriptions.values_mut() {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                // With many distinct namespaces in one turn, matching each against every
-                // glob costs more than letting the subscription read the records itself.
-                let wanted = self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
-                    || self
-                        .turn_namespaces
-                        .iter()
-                        .any(|namespace| subscription.glob.matches(namespace));
+                let wanted = self.turn_namespaces.iter().any(|namespace| {
+                    if steps_left == 0 {
+                        return true;
+                    }
+                    let cost = subscription.glob.match_cost(namespace);
+                    steps_left = steps_left.saturating_sub(cost);
+                    self.stats.match_steps_charged += cost;
+                    subscription.glob.matches(namespace)
+                });
                 if wanted {
                     woken.push((connection.id, subscription.id));
                 } else {
@@ -186,10 +214,14 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// Feeds ready subscriptions until none is left or the turn's budget is spent.
+    /// Feeds ready subscriptions until none is left or the turn's budgets (records looked at,
+    /// glob matching) are spent.
     pub(super) fn feed_consumers(&mut self) {
-        let mut budget = self.config.records_per_turn_max;
-        while budget > 0 {
+        let mut budget = FeedBudget {
+            records: self.config.records_per_turn_max,
+            match_steps: self.config.match_steps_per_turn_max,
+        };
+        while budget.records > 0 && budget.match_steps > 0 {
             let Some((conn, id)) = self.ready.pop_front() else {
                 break;
             };
@@ -219,7 +251,7 @@ impl<L: Log> Engine<L> {
         }
         let count = start.0 - subscription.next.0;
         subscription.next = start;
-        let peer = subscription.peer;
+        let peer = subscription.stream == Stream::Replication;
         if peer {
             log::warn!(
                 "{conn}: retention deleted {count} records before they were sent to this peer"
@@ -230,7 +262,7 @@ impl<L: Log> Engine<L> {
             "{conn}: subscription {id}: retention deleted {count} records it had not read; \
              it goes on after them"
         );
-        let frame = Frame::Skipped {
+        let frame = ServerFrame::Skipped {
             subscription_id: id,
             count,
         };
@@ -238,7 +270,7 @@ impl<L: Log> Engine<L> {
     }
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
-    fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut u64) -> Stop {
+    fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
         let Engine {
@@ -254,10 +286,13 @@ impl<L: Log> Engine<L> {
         };
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |_, event| {
-            if *budget == 0 {
+            if budget.records == 0 || budget.match_steps == 0 {
                 stopped_by_budget = true;
                 return false;
             }
+            let cost = subscription.glob.match_cost(&event.namespace);
+            budget.match_steps = budget.match_steps.saturating_sub(cost);
+            stats.match_steps_charged += cost;
             let wanted = subscription.glob.matches(&event.namespace)
                 && !subscription.filter.covers(event.id);
             if wanted {
@@ -270,7 +305,7 @@ impl<L: Log> Engine<L> {
                 {
                     return false;
                 }
-                if subscription.peer {
+                if subscription.stream == Stream::Replication {
                     encode_peer_event(event, &mut output);
                     subscription.filter.observe(event.id);
                 } else {
@@ -282,7 +317,7 @@ impl<L: Log> Engine<L> {
                     *remaining -= 1;
                 }
             }
-            *budget -= 1;
+            budget.records -= 1;
             true
         });
         *connection.output_buffer() = output;
@@ -320,16 +355,26 @@ impl<L: Log> Engine<L> {
             return Stop::Ended;
         }
         if next >= durable_end {
-            if !subscription.tail {
-                self.end_subscription(conn, id, Some(EndReason::EndOfStream));
-                return Stop::Ended;
-            }
-            if !subscription.caught_up_sent {
-                subscription.caught_up_sent = true;
-                let frame = Frame::CaughtUp {
-                    subscription_id: id,
-                };
-                self.send(conn, &frame);
+            match subscription.stream {
+                Stream::Bounded => {
+                    self.end_subscription(conn, id, Some(EndReason::EndOfStream));
+                    return Stop::Ended;
+                }
+                Stream::Tail {
+                    caught_up_sent: false,
+                } => {
+                    subscription.stream = Stream::Tail {
+                        caught_up_sent: true,
+                    };
+                    let frame = ServerFrame::CaughtUp {
+                        subscription_id: id,
+                    };
+                    self.send(conn, &frame);
+                }
+                Stream::Tail {
+                    caught_up_sent: true,
+                }
+                | Stream::Replication => {}
             }
             return Stop::Waiting;
         }
@@ -345,7 +390,7 @@ impl<L: Log> Engine<L> {
             connection.subscriptions.remove(&id);
         }
         if let Some(reason) = reason {
-            let frame = Frame::End {
+            let frame = ServerFrame::End {
                 subscription_id: id,
                 reason,
             };

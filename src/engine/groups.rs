@@ -12,7 +12,7 @@ use super::connection::Connection;
 use super::{millis, ConnId, Engine, Now};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
-    encode_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError, GroupAck, JoinGroup,
+    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, ServerFrame, GroupAck, JoinGroup,
     NamespaceGlob,
 };
 use crate::storage::groups::{
@@ -54,7 +54,7 @@ pub(super) struct Group {
     timers: BTreeSet<(u64, Offset)>,
     /// Delivery counts recovered from the journal for records not delivered since start-up.
     recovered_deliveries: HashMap<Offset, u32>,
-    members: Vec<Member>,
+    pub(super) members: Vec<Member>,
     round_robin: usize,
 }
 
@@ -75,10 +75,10 @@ enum PendingState {
     },
 }
 
-struct Member {
+pub(super) struct Member {
     key: MemberKey,
     credit: u64,
-    in_flight: u32,
+    pub(super) in_flight: u32,
     in_flight_max: u32,
     ack_timeout_ms: u64,
     max_deliveries: u32,
@@ -565,7 +565,7 @@ impl<L: Log> Engine<L> {
             return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
         }
         self.leave_group((conn, id));
-        let frame = Frame::End {
+        let frame = ServerFrame::End {
             subscription_id: id,
             reason: EndReason::Unsubscribed,
         };
@@ -822,7 +822,7 @@ impl<L: Log> Engine<L> {
             }
         }
         for (conn, subscription_id) in caught_up_to {
-            self.send(conn, &Frame::CaughtUp { subscription_id });
+            self.send(conn, &ServerFrame::CaughtUp { subscription_id });
         }
         Ok(())
     }
@@ -882,4 +882,103 @@ fn validate_group_name(name: &str, length_max: usize) -> Result<(), String> {
         return Err(format!("group name {name:?} has a control character"));
     }
     Ok(())
+}
+
+impl<L: Log> Engine<L> {
+    /// The groups' part of [`Engine::check_invariants`]: memberships, members' in-flight
+    /// counts, the id index and the timers agree with the pending table.
+    pub(super) fn check_group_invariants(&self) {
+        for (key, name) in &self.groups.memberships {
+            let group = self.groups.groups.get(name);
+            assert!(
+                group.is_some_and(|g| g.members.iter().any(|m| m.key == *key)),
+                "membership {key:?} names group {name:?}, which has no such member"
+            );
+            assert!(
+                self.conn(key.0).is_some(),
+                "membership {key:?} of group {name:?} outlived its connection"
+            );
+        }
+        for (name, group) in &self.groups.groups {
+            assert_eq!(
+                group.pending.len(),
+                group.pending_by_id.len(),
+                "group {name}: the id index disagrees with the pending table"
+            );
+            for (id, offset) in &group.pending_by_id {
+                assert!(
+                    group.pending.get(offset).is_some_and(|p| p.id == *id),
+                    "group {name}: id {id} indexes offset {offset}, which is not pending with it"
+                );
+            }
+            for member in &group.members {
+                assert_eq!(
+                    self.groups.memberships.get(&member.key),
+                    Some(name),
+                    "group {name}: member {:?} has no membership",
+                    member.key
+                );
+                let held = group
+                    .pending
+                    .values()
+                    .filter(|p| {
+                        matches!(p.state, PendingState::InFlight { member: m, .. } if m == member.key)
+                    })
+                    .count();
+                assert_eq!(
+                    member.in_flight as usize, held,
+                    "group {name}: member {:?} in_flight disagrees with its pending events",
+                    member.key
+                );
+                assert!(
+                    member.in_flight <= member.in_flight_max,
+                    "group {name}: member {:?} holds more than its max_in_flight",
+                    member.key
+                );
+            }
+            for (offset, pending) in &group.pending {
+                assert!(
+                    *offset < group.next,
+                    "group {name}: offset {offset} is pending but not yet dispatched"
+                );
+                assert!(
+                    !group.acked.contains(offset) && !group.parked.contains_key(offset),
+                    "group {name}: offset {offset} is pending and also acknowledged or parked"
+                );
+                match pending.state {
+                    PendingState::InFlight {
+                        member,
+                        deadline_ms,
+                    } => {
+                        assert!(
+                            group.members.iter().any(|m| m.key == member),
+                            "group {name}: offset {offset} is in flight to a member that left"
+                        );
+                        assert!(
+                            group.timers.contains(&(deadline_ms, *offset)),
+                            "group {name}: offset {offset} is in flight without an ack deadline"
+                        );
+                        assert!(
+                            !group.redeliver.contains(offset),
+                            "group {name}: offset {offset} is in flight and queued for redelivery"
+                        );
+                    }
+                    PendingState::Waiting { ready_ms } => assert!(
+                        group.redeliver.contains(offset)
+                            || group.timers.contains(&(ready_ms, *offset)),
+                        "group {name}: offset {offset} waits without a timer or a redelivery slot"
+                    ),
+                }
+            }
+            for offset in &group.redeliver {
+                assert!(
+                    matches!(
+                        group.pending.get(offset).map(|p| &p.state),
+                        Some(PendingState::Waiting { .. })
+                    ),
+                    "group {name}: offset {offset} is queued for redelivery but not waiting"
+                );
+            }
+        }
+    }
 }

@@ -8,8 +8,8 @@ use super::*;
 use crate::protocol::{GroupAck, JoinGroup};
 use crate::storage::groups::MemoryGroupStore;
 
-fn join(id: u32, group: &str, glob: &str, credit: u32) -> Frame {
-    Frame::JoinGroup(JoinGroup {
+fn join(id: u32, group: &str, glob: &str, credit: u32) -> ClientFrame {
+    ClientFrame::JoinGroup(JoinGroup {
         subscription_id: id,
         group: group.into(),
         glob: glob.into(),
@@ -21,19 +21,19 @@ fn join(id: u32, group: &str, glob: &str, credit: u32) -> Frame {
     })
 }
 
-fn group_ack(id: u32, ids: Vec<EventId>) -> Frame {
-    Frame::GroupAck(GroupAck {
+fn group_ack(id: u32, ids: Vec<EventId>) -> ClientFrame {
+    ClientFrame::GroupAck(GroupAck {
         subscription_id: id,
         delay_ms: 0,
         ids,
     })
 }
 
-fn error_codes(frames: &[Frame]) -> Vec<ErrorCode> {
+fn error_codes(frames: &[ServerFrame]) -> Vec<ErrorCode> {
     frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Error(error) => Some(error.code),
+            ServerFrame::Error(error) => Some(error.code),
             _ => None,
         })
         .collect()
@@ -63,7 +63,7 @@ fn produce_jobs(harness: &mut Harness, count: usize) {
             .collect();
         harness.send(
             producer,
-            Frame::ProduceBatch(ProduceBatch {
+            ClientFrame::ProduceBatch(ProduceBatch {
                 op_id: op_id as u64,
                 events,
             }),
@@ -102,7 +102,7 @@ fn two_members_split_ten_thousand_events_each_acknowledged_exactly_once() {
                 harness.send(member, group_ack(1, ids));
                 harness.send(
                     member,
-                    Frame::Credit {
+                    ClientFrame::Credit {
                         subscription_id: 1,
                         count,
                     },
@@ -196,7 +196,7 @@ fn a_nack_redelivers_after_its_delay() {
     harness.send(member, join(1, "workers", "/jobs/**", 100));
     harness.turn();
     let event = events_of(&harness.received(member), 1).remove(0);
-    let nack = Frame::GroupNack(GroupAck {
+    let nack = ClientFrame::GroupNack(GroupAck {
         subscription_id: 1,
         delay_ms: 50,
         ids: vec![event.id],
@@ -253,8 +253,8 @@ fn bad_group_input_gets_its_error_and_the_connection_stays_open() {
     let event = events_of(&frames, 3).remove(0);
     harness.send(member, group_ack(3, vec![event.id]));
     harness.send(member, group_ack(3, vec![event.id]));
-    harness.send(member, Frame::LeaveGroup { subscription_id: 3 });
-    harness.send(member, Frame::LeaveGroup { subscription_id: 3 });
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 3 });
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 3 });
     harness.turn();
     let later = harness.received(member);
     assert_eq!(
@@ -273,10 +273,27 @@ fn bad_group_input_gets_its_error_and_the_connection_stays_open() {
     );
     assert!(later.iter().any(|f| matches!(
         f,
-        Frame::End {
+        ServerFrame::End {
             subscription_id: 3,
             reason: EndReason::Unsubscribed
         }
     )));
     assert!(harness.engine.is_open(member));
+}
+
+/// The invariant check catches a member whose in-flight count disagrees with the pending
+/// table (the count that bounds `max_in_flight`).
+#[test]
+#[should_panic(expected = "in_flight disagrees with its pending events")]
+fn check_invariants_catches_a_member_in_flight_count_that_disagrees_with_pending() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 3);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 8));
+    harness.turn();
+    assert_eq!(events_of(&harness.received(member), 1).len(), 3);
+    harness.engine.check_invariants();
+    let group = harness.engine.groups.groups.get_mut("workers").expect("group");
+    group.members[0].in_flight = 1;
+    harness.engine.check_invariants();
 }

@@ -10,6 +10,7 @@
 mod connection;
 mod consume;
 mod groups;
+mod invariants;
 mod peer;
 mod produce;
 
@@ -22,11 +23,24 @@ use connection::{Connection, Subscription};
 use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::EventId;
 use crate::protocol::{
-    self, encode, encode_error, kind, ErrorCode, ErrorScope, Frame, Hello, Welcome,
-    PROTOCOL_VERSION,
+    self, encode, encode_error, kind, ClientFrame, Encode, ErrorCode, ErrorScope, Hello,
+    OpeningFrame, PeerFrame, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
 use crate::storage::Log;
 use crate::time::{MonotonicMs, WallClockMs};
+
+/// A decoded frame, by the decoder the connection's phase chose.
+#[derive(Debug)]
+enum Inbound {
+    Opening(OpeningFrame),
+    Client(ClientFrame),
+    Peer(PeerFrame),
+}
+
+/// Wraps a decoded frame and its length into an [`Inbound`].
+fn inbound<F>(wrap: fn(F) -> Inbound) -> impl Fn((F, usize)) -> (Inbound, usize) {
+    move |(frame, length)| (wrap(frame), length)
+}
 
 /// The current time, given with every input: the two clocks as distinct types (see
 /// [`crate::time`]), so a time-out cannot be measured on the wall clock by mistake.
@@ -164,6 +178,9 @@ pub struct EngineStats {
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,
+    /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
+    /// steps), while waking tail subscriptions and feeding consumers.
+    pub match_steps_charged: u64,
 }
 
 pub struct Engine<L: Log> {
@@ -281,6 +298,7 @@ impl<L: Log> Engine<L> {
         let deadline_ms = now.monotonic.0 + millis(self.config.handshake_timeout);
         self.conns[slot] = Some(Connection::new(conn, now.monotonic.0, deadline_ms));
         self.connection_count += 1;
+        self.debug_check_invariants();
     }
 
     /// Bytes arrived on a connection. Decodes and handles every whole frame in them, unless
@@ -295,6 +313,7 @@ impl<L: Log> Engine<L> {
         connection.last_input_ms = now.monotonic.0;
         self.observe_time(now);
         self.decode_input(now, conn);
+        self.debug_check_invariants();
     }
 
     /// False while the engine takes no more input from the connection: its replies are above
@@ -319,32 +338,27 @@ impl<L: Log> Engine<L> {
                 paused = true;
                 break;
             }
-            // The length is checked first (against the limit of this phase and kind), then a
-            // peer frame on a client connection is refused as soon as its kind byte is known,
-            // whatever its body (protocol.md, section 3). PeerHello is the one peer frame a new
-            // connection may start with.
+            // The decoder is chosen by the connection's phase, so each frame is checked in the
+            // order of protocol.md (section 3): the length (against the limit of this phase and
+            // kind), the kind (a peer frame on a client connection is refused as soon as its
+            // kind byte is known; PeerHello is the one peer frame a new connection may start
+            // with), the body, and last a well-formed frame of the wrong direction.
             let peeked_kind = connection.input.get(consumed + 4).copied();
-            let wire = self.decode_limits(connection.phase, peeked_kind);
-            let kind = match protocol::decode_header(&connection.input[consumed..], &wire) {
-                Ok(kind) => kind,
-                Err(error) => {
-                    self.close_with_error(conn, error.code, &error.message);
-                    return;
-                }
-            };
-            // Checked at the top of the loop.
-            let connection = self.conn(conn).expect("connection is open");
-            let refused = match connection.phase {
-                Phase::Ready => true,
-                Phase::AwaitingHello { .. } => kind != Some(kind::PEER_HELLO),
-                _ => false,
-            };
-            if refused && kind.is_some_and(|k| (kind::PEER_FIRST..=kind::PEER_LAST).contains(&k)) {
-                let message = "a peer frame on a client connection";
-                self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
-                return;
-            }
-            let decoded = protocol::decode(&connection.input[consumed..], &wire);
+            let wire = self.decode_limits(&connection.phase, peeked_kind);
+            let input = &connection.input[consumed..];
+            let decoded =
+                match connection.phase {
+                    Phase::AwaitingHello { .. } => protocol::decode_opening(input, &wire)
+                        .map(|d| d.map(inbound(Inbound::Opening))),
+                    Phase::Ready => protocol::decode_client(input, &wire)
+                        .map(|d| d.map(inbound(Inbound::Client))),
+                    Phase::PeerAwaitingWelcome { .. } | Phase::Peer { .. } => {
+                        protocol::decode_peer(input, &wire).map(|d| d.map(inbound(Inbound::Peer)))
+                    }
+                    // `handle_input` takes no input of a closing connection, and the loop ends as
+                    // soon as a frame closed it.
+                    Phase::Closing { .. } => unreachable!("{conn}: input decoded after the close"),
+                };
             match decoded {
                 Ok(None) => break,
                 Ok(Some((frame, length))) => {
@@ -380,7 +394,7 @@ impl<L: Log> Engine<L> {
     /// event whose namespace or data is over its limit (but inside a legal frame) gets an
     /// error with its op id and the connection stays open; `validate` applies the real limits.
     /// Before the handshake the frame size limit is the small one of a Hello (or a PeerHello).
-    fn decode_limits(&self, phase: Phase, kind: Option<u8>) -> WireLimits {
+    fn decode_limits(&self, phase: &Phase, kind: Option<u8>) -> WireLimits {
         let frame_size_max = match (phase, kind) {
             (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None) => {
                 self.config.peer_hello_frame_size_max
@@ -431,6 +445,7 @@ impl<L: Log> Engine<L> {
             // A closing connection was already accounted for by `close_with_error`.
             self.peer_connection_gone(conn, connection.phase);
         }
+        self.debug_check_invariants();
     }
 
     /// Removes a connection from the table.
@@ -489,6 +504,7 @@ impl<L: Log> Engine<L> {
                 self.mark_ready(conn, id);
             }
         }
+        self.debug_check_invariants();
     }
 
     /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
@@ -530,6 +546,7 @@ impl<L: Log> Engine<L> {
             self.housekeeping(now);
         }
         self.finish_closes();
+        self.debug_check_invariants();
     }
 
     /// The next output for the reactor, if any.
@@ -576,6 +593,7 @@ impl<L: Log> Engine<L> {
             self.close_with_error(conn, ErrorCode::ShuttingDown, "the server is shutting down");
         }
         self.finish_closes();
+        self.debug_check_invariants();
     }
 
     /// After a failed append or sync the log discarded the turn's records and will reuse their
@@ -645,86 +663,42 @@ impl<L: Log> Engine<L> {
     }
 
     /// Handles one decoded frame. Returns false when the connection was closed.
-    fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) -> bool {
-        // Checked by the caller: `on_frame` runs only for open connections.
-        let phase = self.conn(conn).expect("connection is open").phase;
-        match phase {
-            Phase::AwaitingHello { .. } => {
-                return match frame {
-                    Frame::Hello(hello) => self.on_hello(conn, hello),
-                    Frame::PeerHello(hello) => self.on_peer_hello(conn, hello),
-                    _ => self.close_with_error(
-                        conn,
-                        ErrorCode::HandshakeRequired,
-                        "the first frame must be Hello (or PeerHello from a cluster peer)",
-                    ),
-                }
-            }
-            Phase::PeerAwaitingWelcome { addr, .. } => {
-                return match frame {
-                    Frame::PeerWelcome(welcome) => self.on_peer_welcome(conn, addr, welcome),
-                    Frame::Error(error) => {
-                        self.on_peer_refused(conn, addr, error);
-                        false
-                    }
-                    _ => self.close_with_error(
-                        conn,
-                        ErrorCode::UnexpectedFrame,
-                        "the first frame on a peer connection must be PeerWelcome",
-                    ),
-                }
-            }
-            Phase::Peer { .. } => return self.on_peer_frame(conn, frame),
-            // Input of a closing connection is ignored (`handle_input` stops before it).
-            Phase::Closing { .. } => return false,
-            Phase::Ready => {}
-        }
+    fn on_frame(&mut self, now: Now, conn: ConnId, frame: Inbound) -> bool {
         match frame {
-            Frame::Produce(produce) => self.on_produce(now, conn, produce),
-            Frame::ProduceBatch(batch) => self.on_produce_batch(now, conn, batch),
-            Frame::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
-            Frame::Credit {
+            Inbound::Opening(OpeningFrame::Hello(hello)) => self.on_hello(conn, hello),
+            Inbound::Opening(OpeningFrame::PeerHello(hello)) => self.on_peer_hello(conn, hello),
+            Inbound::Client(frame) => self.on_client_frame(now, conn, frame),
+            Inbound::Peer(frame) => self.on_peer_frame(conn, frame),
+        }
+    }
+
+    /// A frame on a client connection after its Hello. Returns false when the connection was
+    /// closed.
+    fn on_client_frame(&mut self, now: Now, conn: ConnId, frame: ClientFrame) -> bool {
+        match frame {
+            ClientFrame::Produce(produce) => self.on_produce(now, conn, produce),
+            ClientFrame::ProduceBatch(batch) => self.on_produce_batch(now, conn, batch),
+            ClientFrame::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
+            ClientFrame::Credit {
                 subscription_id,
                 count,
             } => self.on_credit(conn, subscription_id, count),
-            Frame::Unsubscribe { subscription_id } => self.on_unsubscribe(conn, subscription_id),
-            Frame::Ping { token } => self.send(conn, &Frame::Pong { token }),
-            Frame::StatusRequest => self.on_status_request(conn),
-            Frame::JoinGroup(join) => self.on_join_group(conn, join),
-            Frame::GroupAck(ack) => self.on_group_ack(conn, ack, false),
-            Frame::GroupNack(nack) => self.on_group_ack(conn, nack, true),
-            Frame::LeaveGroup { subscription_id } => self.on_leave_group(conn, subscription_id),
-            Frame::Hello(_) => {
+            ClientFrame::Unsubscribe { subscription_id } => {
+                self.on_unsubscribe(conn, subscription_id)
+            }
+            ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
+            ClientFrame::StatusRequest => self.on_status_request(conn),
+            ClientFrame::JoinGroup(join) => self.on_join_group(conn, join),
+            ClientFrame::GroupAck(ack) => self.on_group_ack(conn, ack, false),
+            ClientFrame::GroupNack(nack) => self.on_group_ack(conn, nack, true),
+            ClientFrame::LeaveGroup { subscription_id } => {
+                self.on_leave_group(conn, subscription_id)
+            }
+            ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
                     "Hello was already received",
-                )
-            }
-            Frame::PeerHello(_)
-            | Frame::PeerWelcome(_)
-            | Frame::PeerEvent(_)
-            | Frame::PeerCredit { .. }
-            | Frame::PeerMembers(_) => {
-                return self.close_with_error(
-                    conn,
-                    ErrorCode::UnexpectedFrame,
-                    "a peer frame on a client connection",
-                )
-            }
-            Frame::Welcome(_)
-            | Frame::Ack(_)
-            | Frame::Error(_)
-            | Frame::Event { .. }
-            | Frame::CaughtUp { .. }
-            | Frame::Skipped { .. }
-            | Frame::End { .. }
-            | Frame::Pong { .. }
-            | Frame::Status(_) => {
-                return self.close_with_error(
-                    conn,
-                    ErrorCode::UnexpectedFrame,
-                    "a server frame was sent by a client",
                 )
             }
         }
@@ -752,7 +726,7 @@ impl<L: Log> Engine<L> {
         };
         // Checked by the caller: the connection is open.
         self.conn_mut(conn).expect("connection is open").phase = Phase::Ready;
-        self.send(conn, &Frame::Welcome(welcome));
+        self.send(conn, &ServerFrame::Welcome(welcome));
         true
     }
 
@@ -762,13 +736,15 @@ impl<L: Log> Engine<L> {
         let Some(connection) = self.conn_mut(conn) else {
             return false;
         };
-        let phase = connection.phase;
-        if let Phase::Closing { .. } = phase {
+        if let Phase::Closing { .. } = connection.phase {
             return false;
         }
         log::debug!("{conn}: closing with {code}: {message}");
-        connection.phase = Phase::Closing { code };
-        connection.closing_message = message.to_string();
+        let closing = Phase::Closing {
+            code,
+            message: message.to_string(),
+        };
+        let phase = std::mem::replace(&mut connection.phase, closing);
         connection.subscriptions.clear();
         self.closing_conns.push(conn);
         self.groups_connection_gone(conn);
@@ -785,10 +761,10 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             self.connection_count -= 1;
-            let Phase::Closing { code } = connection.phase else {
+            let Phase::Closing { code, message } = &mut connection.phase else {
                 unreachable!("{conn} was queued for closing without the Closing phase");
             };
-            let message = std::mem::take(&mut connection.closing_message);
+            let (code, message) = (*code, std::mem::take(message));
             encode_error(
                 ErrorScope::Connection,
                 code,
@@ -802,7 +778,7 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn send(&mut self, conn: ConnId, frame: &Frame) {
+    fn send<F: Encode>(&mut self, conn: ConnId, frame: &F) {
         if let Some(connection) = self.conn_mut(conn) {
             encode(frame, connection.output_buffer());
             self.queue_output(conn);
@@ -877,7 +853,7 @@ impl<L: Log> Engine<L> {
                             count,
                             timestamp_ms,
                         };
-                        self.send(conn, &Frame::Ack(ack));
+                        self.send(conn, &ServerFrame::Ack(ack));
                     }
                     Some(message) => {
                         let scope = ErrorScope::Produce(op_id);

@@ -5,7 +5,8 @@ use super::*;
 use crate::config::Config;
 use crate::event::{ActorId, Cursor, Event, StartPosition, VersionVector};
 use crate::protocol::{
-    decode, Ack, EndReason, ErrorFrame, NewEvent, Produce, ProduceBatch, Subscribe,
+    decode, Ack, AnyFrame, Decode, EndReason, ErrorFrame, NewEvent, Produce, ProduceBatch,
+    Subscribe,
 };
 use crate::storage::MemoryLog;
 
@@ -13,7 +14,7 @@ struct Harness {
     engine: Engine<MemoryLog>,
     now: Now,
     next_slot: u32,
-    closed: Vec<(ConnId, Vec<Frame>)>,
+    closed: Vec<(ConnId, Vec<AnyFrame>)>,
     dials: Vec<std::net::SocketAddr>,
 }
 
@@ -62,7 +63,7 @@ impl Harness {
         self.turn();
         let frames = self.received(conn);
         assert!(
-            matches!(frames.as_slice(), [Frame::Welcome(w)] if w.actor_id == 7),
+            matches!(frames.as_slice(), [ServerFrame::Welcome(w)] if w.actor_id == 7),
             "{frames:?}"
         );
         conn
@@ -78,7 +79,7 @@ impl Harness {
         conn
     }
 
-    fn send(&mut self, conn: ConnId, frame: Frame) {
+    fn send<F: Encode>(&mut self, conn: ConnId, frame: F) {
         let mut bytes = Vec::new();
         encode(&frame, &mut bytes);
         self.engine.handle_input(self.now, conn, &bytes);
@@ -97,8 +98,16 @@ impl Harness {
         }
     }
 
-    /// Takes every frame the engine has queued for `conn`, as if the socket took it all.
-    fn received(&mut self, conn: ConnId) -> Vec<Frame> {
+    /// Takes every frame the engine has queued for client connection `conn`, as if the
+    /// socket took it all.
+    fn received(&mut self, conn: ConnId) -> Vec<ServerFrame> {
+        let bytes = self.engine.output(conn).to_vec();
+        self.engine.handle_sent(conn, bytes.len());
+        decode_all(&bytes)
+    }
+
+    /// Takes every frame the engine has queued for peer connection `conn`.
+    fn received_peer(&mut self, conn: ConnId) -> Vec<PeerFrame> {
         let bytes = self.engine.output(conn).to_vec();
         self.engine.handle_sent(conn, bytes.len());
         decode_all(&bytes)
@@ -113,17 +122,17 @@ impl Harness {
             .iter()
             .find(|(c, _)| *c == conn)
             .and_then(|(_, frames)| match frames.last() {
-                Some(Frame::Error(ErrorFrame {
+                Some(AnyFrame::Server(ServerFrame::Error(ErrorFrame {
                     scope: ErrorScope::Connection,
                     code,
                     ..
-                })) => Some(*code),
+                }))) => Some(*code),
                 _ => None,
             })
     }
 }
 
-fn decode_all(mut bytes: &[u8]) -> Vec<Frame> {
+fn decode_all<F: Decode>(mut bytes: &[u8]) -> Vec<F> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
         let (frame, length) = decode(bytes, &WireLimits::default())
@@ -135,16 +144,16 @@ fn decode_all(mut bytes: &[u8]) -> Vec<Frame> {
     frames
 }
 
-fn hello() -> Frame {
-    Frame::Hello(Hello {
+fn hello() -> ClientFrame {
+    ClientFrame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         client_name: "test".into(),
         auth_token: Vec::new(),
     })
 }
 
-fn produce(op_id: u64, namespace: &str, data: &[u8]) -> Frame {
-    Frame::Produce(Produce {
+fn produce(op_id: u64, namespace: &str, data: &[u8]) -> ClientFrame {
+    ClientFrame::Produce(Produce {
         op_id,
         event: NewEvent {
             namespace: namespace.into(),
@@ -154,8 +163,8 @@ fn produce(op_id: u64, namespace: &str, data: &[u8]) -> Frame {
     })
 }
 
-fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32) -> Frame {
-    Frame::Subscribe(Subscribe {
+fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32) -> ClientFrame {
+    ClientFrame::Subscribe(Subscribe {
         subscription_id: id,
         glob: glob.into(),
         start,
@@ -165,22 +174,22 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32)
     })
 }
 
-fn events(frames: &[Frame]) -> Vec<Event> {
+fn events(frames: &[ServerFrame]) -> Vec<Event> {
     frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Event { event, .. } => Some(event.clone()),
+            ServerFrame::Event { event, .. } => Some(event.clone()),
             _ => None,
         })
         .collect()
 }
 
 /// The events delivered to one subscription.
-fn events_of(frames: &[Frame], id: u32) -> Vec<Event> {
+fn events_of(frames: &[ServerFrame], id: u32) -> Vec<Event> {
     frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Event {
+            ServerFrame::Event {
                 subscription_id,
                 event,
             } if *subscription_id == id => Some(event.clone()),
@@ -214,28 +223,28 @@ impl Harness {
 }
 
 /// The ids of the PeerEvent frames.
-fn peer_event_ids(frames: &[Frame]) -> Vec<EventId> {
+fn peer_event_ids(frames: &[PeerFrame]) -> Vec<EventId> {
     frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::PeerEvent(event) => Some(event.id),
+            PeerFrame::PeerEvent(event) => Some(event.id),
             _ => None,
         })
         .collect()
 }
 
 /// The first ids of the Ack frames.
-fn ack_ids(frames: &[Frame]) -> Vec<EventId> {
+fn ack_ids(frames: &[ServerFrame]) -> Vec<EventId> {
     frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Ack(ack) => Some(ack.first_id),
+            ServerFrame::Ack(ack) => Some(ack.first_id),
             _ => None,
         })
         .collect()
 }
 
-fn namespaces(frames: &[Frame]) -> Vec<String> {
+fn namespaces(frames: &[ServerFrame]) -> Vec<String> {
     events(frames).into_iter().map(|e| e.namespace).collect()
 }
 
@@ -250,7 +259,7 @@ fn a_produce_is_acknowledged_only_after_the_turn_syncs() {
     let frames = h.received(conn);
     assert_eq!(
         frames,
-        vec![Frame::Ack(Ack {
+        vec![ServerFrame::Ack(Ack {
             op_id: 1,
             first_id: EventId::new(1, 7),
             count: 1,
@@ -274,8 +283,8 @@ fn pipelined_produces_are_acknowledged_in_order_with_rising_ids() {
     let summary: Vec<(u64, Option<u64>)> = frames
         .iter()
         .map(|frame| match frame {
-            Frame::Ack(ack) => (ack.op_id, Some(ack.first_id.counter)),
-            Frame::Error(ErrorFrame {
+            ServerFrame::Ack(ack) => (ack.op_id, Some(ack.first_id.counter)),
+            ServerFrame::Error(ErrorFrame {
                 scope: ErrorScope::Produce(op_id),
                 code: ErrorCode::InvalidNamespace,
                 ..
@@ -313,7 +322,7 @@ fn an_oversized_event_is_refused_with_its_op_id() {
     let frames = h.received(conn);
     assert!(matches!(
         frames.as_slice(),
-        [Frame::Error(ErrorFrame {
+        [ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(9),
             code: ErrorCode::EventTooLarge,
             ..
@@ -332,7 +341,7 @@ fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
     let frames = h.received(conn);
     assert!(matches!(
         frames.as_slice(),
-        [Frame::Error(ErrorFrame {
+        [ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(1),
             code: ErrorCode::StorageFailure,
             ..
@@ -348,7 +357,7 @@ fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
     let frames = h.received(conn);
     assert!(matches!(
         frames.as_slice(),
-        [Frame::Ack(Ack { op_id: 2, .. })]
+        [ServerFrame::Ack(Ack { op_id: 2, .. })]
     ));
     let reader = h.client();
     h.subscribe(reader, 1, "/**", StartPosition::Beginning, false, 10);
@@ -371,14 +380,14 @@ fn a_batch_is_all_or_nothing() {
     };
     h.send(
         conn,
-        Frame::ProduceBatch(ProduceBatch {
+        ClientFrame::ProduceBatch(ProduceBatch {
             op_id: 1,
             events: vec![event("/a"), event("bad"), event("/c")],
         }),
     );
     h.send(
         conn,
-        Frame::ProduceBatch(ProduceBatch {
+        ClientFrame::ProduceBatch(ProduceBatch {
             op_id: 2,
             events: vec![event("/a"), event("/b"), event("/c")],
         }),
@@ -387,7 +396,7 @@ fn a_batch_is_all_or_nothing() {
     let frames = h.received(conn);
     assert!(matches!(
         &frames[0],
-        Frame::Error(ErrorFrame {
+        ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(1),
             code: ErrorCode::InvalidNamespace,
             ..
@@ -395,7 +404,7 @@ fn a_batch_is_all_or_nothing() {
     ));
     assert!(matches!(
         &frames[1],
-        Frame::Ack(Ack { op_id: 2, count: 3, first_id, .. }) if *first_id == EventId::new(1, 7)
+        ServerFrame::Ack(Ack { op_id: 2, count: 3, first_id, .. }) if *first_id == EventId::new(1, 7)
     ));
     assert_eq!(h.engine.log().end().0, 3);
 }
@@ -417,7 +426,7 @@ fn an_unsupported_version_gets_a_clear_error() {
     let conn = h.connect();
     h.send(
         conn,
-        Frame::Hello(Hello {
+        ClientFrame::Hello(Hello {
             protocol_version: 99,
             client_name: "future".into(),
             auth_token: Vec::new(),
@@ -441,7 +450,7 @@ fn a_malformed_frame_closes_only_its_connection() {
     h.produce(good, 1, "/a", b"x");
     h.turn();
     assert_eq!(h.closed_with(bad), Some(ErrorCode::MalformedFrame));
-    assert!(matches!(h.received(good).as_slice(), [Frame::Ack(_)]));
+    assert!(matches!(h.received(good).as_slice(), [ServerFrame::Ack(_)]));
 }
 
 #[test]
@@ -458,7 +467,10 @@ fn frames_split_at_every_byte_are_handled_the_same() {
     let frames = h.received(conn);
     assert!(matches!(
         frames.as_slice(),
-        [Frame::Welcome(_), Frame::Ack(Ack { op_id: 1, .. })]
+        [
+            ServerFrame::Welcome(_),
+            ServerFrame::Ack(Ack { op_id: 1, .. })
+        ]
     ));
 }
 
@@ -480,7 +492,7 @@ fn a_non_tail_consume_reads_everything_then_ends() {
     );
     assert_eq!(
         frames.last(),
-        Some(&Frame::End {
+        Some(&ServerFrame::End {
             subscription_id: 5,
             reason: EndReason::EndOfStream
         })
@@ -539,7 +551,7 @@ fn globs_filter_namespaces() {
     assert_eq!(of(3), vec!["/drinks/beer"]);
     assert!(frames.iter().any(|f| matches!(
         f,
-        Frame::Error(ErrorFrame {
+        ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Subscription(4),
             code: ErrorCode::InvalidGlob,
             ..
@@ -580,7 +592,7 @@ fn over_long_and_refused_globs_get_an_invalid_glob_error() {
     let errors: Vec<&ErrorFrame> = frames
         .iter()
         .filter_map(|frame| match frame {
-            Frame::Error(error) => Some(error),
+            ServerFrame::Error(error) => Some(error),
             _ => None,
         })
         .collect();
@@ -613,7 +625,10 @@ fn a_tail_consumer_is_told_when_it_is_caught_up_and_then_gets_new_events() {
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(namespaces(&frames), vec!["/old"]);
-    assert_eq!(frames.last(), Some(&Frame::CaughtUp { subscription_id: 1 }));
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::CaughtUp { subscription_id: 1 })
+    );
     h.produce(producer, 2, "/new", b"");
     // Not durable yet: nothing may reach the consumer before the turn's sync.
     assert!(h.received(consumer).is_empty());
@@ -638,7 +653,7 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     assert_eq!(events(&h.received(consumer)).len(), 2);
     h.send(
         consumer,
-        Frame::Credit {
+        ClientFrame::Credit {
             subscription_id: 1,
             count: 10,
         },
@@ -646,7 +661,10 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(events(&frames).len(), 3);
-    assert_eq!(frames.last(), Some(&Frame::CaughtUp { subscription_id: 1 }));
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::CaughtUp { subscription_id: 1 })
+    );
     // 7 credits left; produce 9 live events: 7 arrive, then 2 after more credit.
     for op_id in 10..19 {
         h.produce(producer, op_id, "/a", b"");
@@ -655,7 +673,7 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     assert_eq!(events(&h.received(consumer)).len(), 7);
     h.send(
         consumer,
-        Frame::Credit {
+        ClientFrame::Credit {
             subscription_id: 1,
             count: 1,
         },
@@ -664,7 +682,7 @@ fn credit_limits_delivery_in_catch_up_and_live_mode() {
     assert_eq!(events(&h.received(consumer)).len(), 1);
     h.send(
         consumer,
-        Frame::Credit {
+        ClientFrame::Credit {
             subscription_id: 1,
             count: 100,
         },
@@ -683,7 +701,7 @@ fn a_limit_ends_the_subscription() {
     h.turn();
     let consumer = h.client();
     let mut frame = subscribe(1, "/**", StartPosition::Beginning, true, 100);
-    if let Frame::Subscribe(s) = &mut frame {
+    if let ClientFrame::Subscribe(s) = &mut frame {
         s.limit = 3;
     }
     h.send(consumer, frame);
@@ -692,7 +710,7 @@ fn a_limit_ends_the_subscription() {
     assert_eq!(events(&frames).len(), 3);
     assert_eq!(
         frames.last(),
-        Some(&Frame::End {
+        Some(&ServerFrame::End {
             subscription_id: 1,
             reason: EndReason::LimitReached
         })
@@ -750,22 +768,22 @@ fn unsubscribe_ends_with_unsubscribed() {
     h.turn();
     assert_eq!(
         h.received(consumer),
-        vec![Frame::CaughtUp { subscription_id: 1 }]
+        vec![ServerFrame::CaughtUp { subscription_id: 1 }]
     );
-    h.send(consumer, Frame::Unsubscribe { subscription_id: 1 });
-    h.send(consumer, Frame::Unsubscribe { subscription_id: 1 });
+    h.send(consumer, ClientFrame::Unsubscribe { subscription_id: 1 });
+    h.send(consumer, ClientFrame::Unsubscribe { subscription_id: 1 });
     h.turn();
     let frames = h.received(consumer);
     assert_eq!(
         frames[0],
-        Frame::End {
+        ServerFrame::End {
             subscription_id: 1,
             reason: EndReason::Unsubscribed
         }
     );
     assert!(matches!(
         frames[1],
-        Frame::Error(ErrorFrame {
+        ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Subscription(1),
             code: ErrorCode::UnknownSubscription,
             ..
@@ -820,6 +838,86 @@ fn a_new_event_wakes_only_matching_tail_consumers() {
     assert!(h.received(beer).is_empty());
 }
 
+/// Matching new events against tail subscriptions is charged against a per-turn budget:
+/// 28 subscriptions whose long globs never match and 4 that match everything, then 64 events
+/// with distinct long non-ASCII namespaces and, a turn later, 8 more. Every turn's matching
+/// (counted in the matcher's steps) stays within the budget twice (waking, then feeding)
+/// plus one match each, and every matching subscription still gets all 72 events in order.
+#[test]
+fn matching_new_events_against_tail_subscriptions_is_bounded_per_turn() {
+    const BUDGET: u64 = 200_000;
+    let mut h = Harness::with_config(|config| config.match_steps_per_turn_max = BUDGET);
+    let never = format!("/**/*{}z", "?".repeat(200));
+    let always = format!("/*{}", "?".repeat(100));
+    let consumers: Vec<ConnId> = (0..4).map(|_| h.client()).collect();
+    for &conn in &consumers {
+        for id in 1..=8 {
+            let glob = if id == 8 { &always } else { &never };
+            h.subscribe(conn, id, glob, StartPosition::End, true, 1000);
+        }
+    }
+    h.turn();
+    for &conn in &consumers {
+        h.received(conn);
+    }
+    let namespace = |i: usize| {
+        let tail = [b'A' + (i % 26) as u8, b'A' + (i / 26) as u8];
+        format!(
+            "/{}{}",
+            "é".repeat(126),
+            std::str::from_utf8(&tail).unwrap()
+        )
+    };
+    let produced: Vec<String> = (0..72).map(namespace).collect();
+    // The most one match may cost (the glob test's bound): 7 passes over the words and a
+    // binary search per namespace byte, for the longer glob (204 pieces, 4 words).
+    let one_match_max = (produced[0].len() as u64 + 1) * (7 * 4 + 11);
+    let turn_max = 2 * (BUDGET + one_match_max);
+    let producer = h.client();
+    let mut delivered: Vec<Vec<Event>> = vec![Vec::new(); consumers.len()];
+    let mut turns = 0;
+    loop {
+        if turns == 0 || turns == 1 {
+            let batch = if turns == 0 { 0..64 } else { 64..72 };
+            for i in batch {
+                h.produce(producer, i as u64, &produced[i], b"");
+            }
+        }
+        let before = crate::protocol::glob::steps_taken();
+        h.turn();
+        let steps = crate::protocol::glob::steps_taken() - before;
+        assert!(
+            steps <= turn_max,
+            "turn {turns}: {steps} matching steps, over {turn_max}"
+        );
+        turns += 1;
+        for (index, &conn) in consumers.iter().enumerate() {
+            let frames = h.received(conn);
+            for id in 1..8 {
+                assert!(
+                    events_of(&frames, id).is_empty(),
+                    "glob {id} does not match"
+                );
+            }
+            delivered[index].extend(events_of(&frames, 8));
+        }
+        h.received(producer);
+        if turns > 1 && h.engine.ready.is_empty() {
+            break;
+        }
+        assert!(turns < 1000, "the consumers never caught up");
+    }
+    assert!(
+        turns > 3,
+        "the work fit in {turns} turns: the budget was not exercised"
+    );
+    for events in &delivered {
+        let namespaces: Vec<&str> = events.iter().map(|e| e.namespace.as_str()).collect();
+        assert_eq!(namespaces, produced, "every event, in order");
+        assert!(events.windows(2).all(|pair| pair[0].id < pair[1].id));
+    }
+}
+
 #[test]
 fn handshake_and_idle_time_outs_close_connections() {
     let mut h = Harness::with_config(|c| {
@@ -831,13 +929,15 @@ fn handshake_and_idle_time_outs_close_connections() {
     let pinging = h.client();
     for _ in 0..70 {
         h.now.monotonic.0 += 1000;
-        h.send(pinging, Frame::Ping { token: 1 });
+        h.send(pinging, ClientFrame::Ping { token: 1 });
         h.turn();
     }
     assert_eq!(h.closed_with(silent), Some(ErrorCode::Timeout));
     assert_eq!(h.closed_with(idle), Some(ErrorCode::Timeout));
     assert!(h.engine.is_open(pinging));
-    assert!(h.received(pinging).contains(&Frame::Pong { token: 1 }));
+    assert!(h
+        .received(pinging)
+        .contains(&ServerFrame::Pong { token: 1 }));
 }
 
 /// `--fsync interval` runs on the monotonic clock: after the wall clock steps back a minute,
@@ -889,10 +989,10 @@ fn shutdown_releases_the_last_acks_before_closing() {
     }
     assert_eq!(closes.len(), 1);
     let frames = &closes[0].1;
-    assert!(matches!(frames[0], Frame::Ack(Ack { op_id: 1, .. })));
+    assert!(matches!(frames[0], ServerFrame::Ack(Ack { op_id: 1, .. })));
     assert!(matches!(
         frames[1],
-        Frame::Error(ErrorFrame {
+        ServerFrame::Error(ErrorFrame {
             code: ErrorCode::ShuttingDown,
             ..
         })
@@ -920,8 +1020,8 @@ fn the_counter_moves_past_stored_events_on_start() {
 // Peer connections. The simulation (tests/cluster_sim.rs) runs whole clusters; these pin the
 // rules of one connection.
 
-fn peer_hello(actor: u16, secret: &[u8], vector: VersionVector) -> Frame {
-    Frame::PeerHello(crate::protocol::PeerHandshake {
+fn peer_hello(actor: u16, secret: &[u8], vector: VersionVector) -> PeerFrame {
+    PeerFrame::PeerHello(crate::protocol::PeerHandshake {
         protocol_version: PROTOCOL_VERSION,
         actor_id: actor,
         advertised_addr: format!("10.0.0.{actor}:3000"),
@@ -943,13 +1043,13 @@ fn stored(counter: u64, actor: u16, data: &[u8]) -> Event {
 
 /// Connects a peer (actor `actor`) and completes the handshake; returns the connection and
 /// the frames the engine sent (PeerWelcome, PeerCredit, maybe events).
-fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Vec<Frame>) {
+fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Vec<PeerFrame>) {
     let conn = harness.connect();
     harness.send(conn, peer_hello(actor, b"", vector));
     harness.turn();
-    let frames = harness.received(conn);
+    let frames = harness.received_peer(conn);
     assert!(
-        matches!(frames.first(), Some(Frame::PeerWelcome(w)) if w.actor_id == 7),
+        matches!(frames.first(), Some(PeerFrame::PeerWelcome(w)) if w.actor_id == 7),
         "{frames:?}"
     );
     (conn, frames)
@@ -959,7 +1059,7 @@ fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Ve
 fn a_peer_frame_on_a_client_connection_closes_it() {
     let mut harness = Harness::new();
     let conn = harness.client();
-    harness.send(conn, Frame::PeerEvent(stored(1, 2, b"x")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(1, 2, b"x")));
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
     assert_eq!(
@@ -984,8 +1084,8 @@ fn a_peer_with_our_actor_id_or_a_wrong_secret_is_refused() {
     harness.send(right, peer_hello(2, b"s3cret", VersionVector::new()));
     harness.turn();
     assert!(matches!(
-        harness.received(right).first(),
-        Some(Frame::PeerWelcome(_))
+        harness.received_peer(right).first(),
+        Some(PeerFrame::PeerWelcome(_))
     ));
 }
 
@@ -1001,15 +1101,15 @@ fn a_peer_is_sent_what_its_vector_lacks_under_credit() {
     // The peer holds 7:1 and 7:2 already.
     let vector: VersionVector = [(ActorId(7), 2)].into_iter().collect();
     let (conn, frames) = peer(&mut harness, 2, vector);
-    assert!(frames.contains(&Frame::PeerCredit { count: 1024 }));
-    assert!(!frames.iter().any(|f| matches!(f, Frame::PeerEvent(_))));
-    harness.send(conn, Frame::PeerCredit { count: 1 });
+    assert!(frames.contains(&PeerFrame::PeerCredit { count: 1024 }));
+    assert!(!frames.iter().any(|f| matches!(f, PeerFrame::PeerEvent(_))));
+    harness.send(conn, PeerFrame::PeerCredit { count: 1 });
     harness.turn();
-    let sent: Vec<EventId> = peer_event_ids(&harness.received(conn));
+    let sent: Vec<EventId> = peer_event_ids(&harness.received_peer(conn));
     assert_eq!(sent, vec![EventId::new(3, 7)], "one credit, one event");
-    harness.send(conn, Frame::PeerCredit { count: 10 });
+    harness.send(conn, PeerFrame::PeerCredit { count: 10 });
     harness.turn();
-    let sent: Vec<EventId> = peer_event_ids(&harness.received(conn));
+    let sent: Vec<EventId> = peer_event_ids(&harness.received_peer(conn));
     assert_eq!(sent, vec![EventId::new(4, 7)]);
 }
 
@@ -1021,10 +1121,10 @@ fn replicated_events_keep_their_ids_duplicates_are_dropped_and_credit_returns_af
     harness.turn();
     harness.received(consumer);
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(conn, Frame::PeerEvent(stored(10, 2, b"a")));
-    harness.send(conn, Frame::PeerEvent(stored(10, 2, b"a")));
-    harness.send(conn, Frame::PeerEvent(stored(9, 2, b"old")));
-    harness.send(conn, Frame::PeerEvent(stored(12, 2, b"b")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(10, 2, b"a")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(10, 2, b"a")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(9, 2, b"old")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(12, 2, b"b")));
     assert_eq!(
         harness.engine.output(conn),
         &[] as &[u8],
@@ -1032,8 +1132,8 @@ fn replicated_events_keep_their_ids_duplicates_are_dropped_and_credit_returns_af
     );
     harness.turn();
     assert_eq!(
-        harness.received(conn),
-        vec![Frame::PeerCredit { count: 4 }],
+        harness.received_peer(conn),
+        vec![PeerFrame::PeerCredit { count: 4 }],
         "credit back for all four, after the sync, and nothing echoed back"
     );
     let delivered: Vec<EventId> = events(&harness.received(consumer))
@@ -1058,7 +1158,7 @@ fn a_peer_that_sends_beyond_its_credit_is_closed() {
     let mut harness = Harness::with_config(|_| {});
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
     for counter in 1..=1025 {
-        harness.send(conn, Frame::PeerEvent(stored(counter, 2, b"")));
+        harness.send(conn, PeerFrame::PeerEvent(stored(counter, 2, b"")));
     }
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::UnexpectedFrame));
@@ -1080,7 +1180,10 @@ fn a_second_connection_to_the_same_peer_keeps_the_one_dialed_by_the_lower_actor(
     // PeerWelcome came first, so the dialer learns who this address is and stops dialing it.
     let (_, frames) = harness.closed.iter().find(|(c, _)| *c == second).unwrap();
     assert!(
-        matches!(frames.first(), Some(Frame::PeerWelcome(_))),
+        matches!(
+            frames.first(),
+            Some(AnyFrame::Peer(PeerFrame::PeerWelcome(_)))
+        ),
         "{frames:?}"
     );
     assert!(harness.engine.is_open(first));
@@ -1095,10 +1198,10 @@ fn status_reports_the_node_and_its_members() {
     harness.turn();
     harness.received(client);
     let (_peer, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(client, Frame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest);
     harness.turn();
     let frames = harness.received(client);
-    let [Frame::Status(status)] = frames.as_slice() else {
+    let [ServerFrame::Status(status)] = frames.as_slice() else {
         panic!("{frames:?}");
     };
     assert_eq!(status.actor_id, 7);
@@ -1125,7 +1228,7 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
     harness.turn();
     let frames = harness.received(client);
     assert!(
-        matches!(frames.as_slice(), [Frame::Error(e)] if e.code == ErrorCode::NotReady),
+        matches!(frames.as_slice(), [ServerFrame::Error(e)] if e.code == ErrorCode::NotReady),
         "{frames:?}"
     );
     // The engine dials its configured peer.
@@ -1136,11 +1239,11 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
     };
     harness.engine.handle_dialed(harness.now, conn, addr);
     assert!(matches!(
-        harness.received(conn).first(),
-        Some(Frame::PeerHello(_))
+        harness.received_peer(conn).first(),
+        Some(PeerFrame::PeerHello(_))
     ));
     // The peer holds our events up to counter 3, which our log lost.
-    let welcome = Frame::PeerWelcome(crate::protocol::PeerHandshake {
+    let welcome = PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: addr.to_string(),
@@ -1152,7 +1255,7 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
     harness.turn();
     assert!(harness.engine.is_holding_produces(), "not caught up yet");
     for counter in 1..=3 {
-        harness.send(conn, Frame::PeerEvent(stored(counter, 7, b"ours")));
+        harness.send(conn, PeerFrame::PeerEvent(stored(counter, 7, b"ours")));
     }
     harness.turn();
     assert!(!harness.engine.is_holding_produces());
@@ -1173,10 +1276,10 @@ fn caught_up_and_end_come_even_when_the_credit_is_spent_on_earlier_events() {
     h.subscribe(consumer, 3, "/nothing", StartPosition::Beginning, false, 0);
     h.turn();
     let frames = h.received(consumer);
-    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
     for id in [2, 3] {
         assert!(
-            frames.contains(&Frame::End {
+            frames.contains(&ServerFrame::End {
                 subscription_id: id,
                 reason: EndReason::EndOfStream
             }),
@@ -1210,7 +1313,10 @@ fn a_bad_frame_after_a_produce_still_gets_the_ack_before_the_error() {
     h.turn();
     let (_, frames) = h.closed.iter().find(|(c, _)| *c == conn).expect("closed");
     assert!(
-        matches!(frames[0], Frame::Ack(Ack { op_id: 1, .. })),
+        matches!(
+            frames[0],
+            AnyFrame::Server(ServerFrame::Ack(Ack { op_id: 1, .. }))
+        ),
         "{frames:?}"
     );
     assert_eq!(h.closed_with(conn), Some(ErrorCode::MalformedFrame));
@@ -1272,7 +1378,7 @@ fn the_catch_up_hold_also_waits_for_actors_whose_events_the_log_holds() {
     };
     harness.engine.handle_dialed(harness.now, conn, addr);
     let welcome = |actor: u16| {
-        Frame::PeerWelcome(crate::protocol::PeerHandshake {
+        PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
             protocol_version: PROTOCOL_VERSION,
             actor_id: actor,
             advertised_addr: format!("10.0.0.{actor}:3000"),
@@ -1316,7 +1422,7 @@ fn a_replicated_event_with_an_invalid_namespace_closes_the_peer_and_is_not_store
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
     let mut bad = stored(3, 2, b"x");
     bad.namespace = "no-slash".into();
-    harness.send(conn, Frame::PeerEvent(bad));
+    harness.send(conn, PeerFrame::PeerEvent(bad));
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
     assert_eq!(harness.engine.log().end().0, 0);
@@ -1325,7 +1431,7 @@ fn a_replicated_event_with_an_invalid_namespace_closes_the_peer_and_is_not_store
 // ---- Bounds (issue 10, items 7-9): every connection's cost is bounded. ----
 
 /// `count` encoded copies of `frame`.
-fn repeated(frame: &Frame, count: usize) -> Vec<u8> {
+fn repeated<F: Encode>(frame: &F, count: usize) -> Vec<u8> {
     let mut one = Vec::new();
     encode(frame, &mut one);
     one.repeat(count)
@@ -1356,7 +1462,7 @@ fn a_client_that_never_reads_its_pongs_stops_being_read() {
     let conn = h.client();
     let high_water = h.engine.config().send_buffer_high_water;
     // 1000 chunks of 1000 Pings: a million Pings, 13 MB of Pongs if all were answered.
-    let chunk = repeated(&Frame::Ping { token: 9 }, 1000);
+    let chunk = repeated(&ClientFrame::Ping { token: 9 }, 1000);
     let (output_max, fed) = feed_without_reading(&mut h, conn, &chunk, 1000);
     assert!(
         output_max < high_water + 64 * 1024,
@@ -1498,7 +1604,7 @@ fn a_cursor_with_too_many_entries_is_refused() {
     assert!(
         matches!(
             frames.as_slice(),
-            [Frame::Error(ErrorFrame {
+            [ServerFrame::Error(ErrorFrame {
                 scope: ErrorScope::Subscription(1),
                 code: ErrorCode::CursorTooLarge,
                 ..
@@ -1532,7 +1638,7 @@ fn a_frame_that_trickles_in_byte_by_byte_times_out() {
 fn a_partial_frame_of_a_paused_connection_does_not_time_out() {
     let mut h = Harness::new();
     let conn = h.client();
-    let chunk = repeated(&Frame::Ping { token: 9 }, 1000);
+    let chunk = repeated(&ClientFrame::Ping { token: 9 }, 1000);
     feed_without_reading(&mut h, conn, &chunk, 1000);
     assert!(!h.engine.wants_input(conn));
     // Leave half a Ping behind the paused input: the server holds it up, not the client.
@@ -1566,7 +1672,10 @@ fn a_standalone_node_refuses_peer_hello() {
 fn a_peer_event_far_ahead_of_the_counter_is_refused_and_ids_are_never_reused() {
     let mut harness = Harness::new();
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(conn, Frame::PeerEvent(stored(u64::MAX - 1, 2, b"absurd")));
+    harness.send(
+        conn,
+        PeerFrame::PeerEvent(stored(u64::MAX - 1, 2, b"absurd")),
+    );
     harness.turn();
     assert_eq!(
         harness.closed_with(conn),
@@ -1592,7 +1701,7 @@ fn a_peer_event_far_ahead_of_the_counter_is_refused_and_ids_are_never_reused() {
 fn a_peer_event_of_actor_0_is_refused() {
     let mut harness = Harness::new();
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(conn, Frame::PeerEvent(stored(1, 0, b"nobody")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(1, 0, b"nobody")));
     harness.turn();
     assert_eq!(
         harness.closed_with(conn),
@@ -1615,7 +1724,7 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
     let mut refusals = 0;
     while actors.peek().is_some() {
         for actor in actors.by_ref().take(1024) {
-            harness.send(conn, Frame::PeerEvent(stored(1, actor, b"")));
+            harness.send(conn, PeerFrame::PeerEvent(stored(1, actor, b"")));
             if !harness.engine.is_open(conn) {
                 break;
             }
@@ -1633,15 +1742,15 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
         }
     }
     let held = harness.engine.log().version_vector().len();
-    harness.send(client, Frame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest);
     harness.turn();
     assert!(held <= 1024, "the log holds events of {held} actors");
     harness.received(client);
-    harness.send(client, Frame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest);
     harness.turn();
     let frames = harness.received(client);
     assert!(
-        matches!(frames.as_slice(), [Frame::Status(_)]),
+        matches!(frames.as_slice(), [ServerFrame::Status(_)]),
         "{frames:?}"
     );
 }
@@ -1659,7 +1768,7 @@ fn invented_members_cost_a_bounded_number_of_dials() {
             addr: format!("10.9.{}.{}:3000", i / 250, i % 250 + 1),
         })
         .collect();
-    harness.send(conn, Frame::PeerMembers(members));
+    harness.send(conn, PeerFrame::PeerMembers(members));
     let mut dials = 0;
     let mut dials_last_minute = 0;
     // Ten simulated minutes in 100 ms steps; every dial fails.
@@ -1698,7 +1807,7 @@ fn produces_are_refused_at_the_end_of_the_counter_space_and_never_wrap() {
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
     harness.send(
         conn,
-        Frame::PeerEvent(stored(EventId::COUNTER_MAX - 1, 2, b"")),
+        PeerFrame::PeerEvent(stored(EventId::COUNTER_MAX - 1, 2, b"")),
     );
     harness.turn();
     assert_eq!(harness.engine.counter(), EventId::COUNTER_MAX - 1);
@@ -1712,7 +1821,7 @@ fn produces_are_refused_at_the_end_of_the_counter_space_and_never_wrap() {
         vec![EventId::new(EventId::COUNTER_MAX, 7)]
     );
     assert!(
-        matches!(&frames[1], Frame::Error(e) if e.code == ErrorCode::StorageFailure
+        matches!(&frames[1], ServerFrame::Error(e) if e.code == ErrorCode::StorageFailure
             && e.scope == ErrorScope::Produce(2) && e.message.contains("counter")),
         "{frames:?}"
     );
@@ -1722,7 +1831,7 @@ fn produces_are_refused_at_the_end_of_the_counter_space_and_never_wrap() {
         2,
         "nothing stored past the end"
     );
-    harness.send(conn, Frame::PeerEvent(stored(u64::MAX, 3, b"")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(u64::MAX, 3, b"")));
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
 }
@@ -1732,8 +1841,8 @@ fn produces_are_refused_at_the_end_of_the_counter_space_and_never_wrap() {
 fn the_counter_ahead_limit_is_inclusive() {
     let mut harness = Harness::with_config(|c| c.cluster.peer_counter_ahead_max = 1000);
     let (conn, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(conn, Frame::PeerEvent(stored(1000, 2, b"")));
-    harness.send(conn, Frame::PeerEvent(stored(2001, 2, b"")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(1000, 2, b"")));
+    harness.send(conn, PeerFrame::PeerEvent(stored(2001, 2, b"")));
     harness.turn();
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
     assert_eq!(harness.engine.counter(), 1000);
@@ -1754,17 +1863,20 @@ fn a_log_holding_events_of_too_many_actors_is_served_after_a_restart() {
     let mut harness = Harness::with_log(log, |c| c.cluster.secret = Some(String::new()));
     assert_eq!(harness.engine.log().version_vector().len(), 65535);
     let client = harness.client();
-    harness.send(client, Frame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest);
     harness.turn();
     let frames = harness.received(client);
-    assert!(matches!(frames.as_slice(), [Frame::Status(s)] if s.vector.len() == 65535));
+    assert!(matches!(frames.as_slice(), [ServerFrame::Status(s)] if s.vector.len() == 65535));
     // This node's own handshake carries the whole vector (a peer with the same limit
     // refuses it; see `a_handshake_vector_over_the_actor_limit_is_refused`).
     let (conn, frames) = peer(&mut harness, 2, VersionVector::new());
-    assert!(matches!(&frames[0], Frame::PeerWelcome(w) if w.vector.len() == 65535));
-    harness.send(conn, Frame::PeerEvent(stored(2, 2, b"known actor")));
+    assert!(matches!(&frames[0], PeerFrame::PeerWelcome(w) if w.vector.len() == 65535));
+    harness.send(conn, PeerFrame::PeerEvent(stored(2, 2, b"known actor")));
     harness.turn();
-    assert_eq!(harness.received(conn), vec![Frame::PeerCredit { count: 1 }]);
+    assert_eq!(
+        harness.received_peer(conn),
+        vec![PeerFrame::PeerCredit { count: 1 }]
+    );
 }
 
 /// A handshake whose vector lists more actors than `actors_max` is refused.
@@ -1791,11 +1903,11 @@ fn a_subscription_from_the_end_with_no_credit_sent_with_a_produce_gets_caught_up
     h.turn();
     let frames = h.received(conn);
     assert!(
-        frames.contains(&Frame::CaughtUp { subscription_id: 1 }),
+        frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }),
         "tail subscription from the end gets CaughtUp at once: {frames:?}"
     );
     assert!(
-        frames.contains(&Frame::End {
+        frames.contains(&ServerFrame::End {
             subscription_id: 2,
             reason: EndReason::EndOfStream
         }),
@@ -1816,7 +1928,7 @@ fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
     h.engine.log.delete_oldest(3);
     h.send(
         consumer,
-        Frame::Credit {
+        ClientFrame::Credit {
             subscription_id: 1,
             count: 10,
         },
@@ -1825,14 +1937,14 @@ fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
     let frames = h.received(consumer);
     assert_eq!(
         frames.first(),
-        Some(&Frame::Skipped {
+        Some(&ServerFrame::Skipped {
             subscription_id: 1,
             count: 2
         }),
         "{frames:?}"
     );
     assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
-    assert!(frames.contains(&Frame::CaughtUp { subscription_id: 1 }));
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
 }
 
 #[test]
@@ -1895,6 +2007,18 @@ fn ids_of_events_lost_in_a_power_loss_are_never_given_again() {
         ids.iter().all(|id| id.counter > 100),
         "an event after the restart got an id acknowledged before: {ids:?}"
     );
+}
+
+/// The invariant check catches a fact stored twice that disagrees with itself (here a
+/// connection that claims to be in the output queue but is not).
+#[test]
+#[should_panic(expected = "has_output_queued disagrees with the output queue")]
+fn check_invariants_catches_a_flag_that_disagrees_with_its_queue() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.engine.check_invariants();
+    h.engine.conn_mut(conn).expect("open").has_output_queued = true;
+    h.engine.check_invariants();
 }
 
 #[path = "groups_tests.rs"]

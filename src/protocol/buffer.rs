@@ -4,7 +4,7 @@
 
 use crate::config::WireLimits;
 
-use super::{decode, DecodeError, Frame};
+use super::{decode, Decode, DecodeError};
 
 /// Bytes received and not yet decoded. Decoded frames are consumed from the front; the front
 /// is compacted away just before the next read.
@@ -25,7 +25,7 @@ impl FrameBuffer {
 
     /// The next whole frame, if one is buffered. On an error the buffer is left as it was;
     /// the caller decides whether the connection can go on (normally it cannot).
-    pub fn decode(&mut self, limits: &WireLimits) -> Result<Option<Frame>, DecodeError> {
+    pub fn decode<F: Decode>(&mut self, limits: &WireLimits) -> Result<Option<F>, DecodeError> {
         match decode(&self.bytes[self.start..], limits)? {
             Some((frame, used)) => {
                 self.start += used;
@@ -74,12 +74,13 @@ impl FrameBuffer {
 mod tests {
     use super::*;
     use crate::protocol::encode;
+    use crate::protocol::ServerFrame;
 
     #[test]
     fn frames_split_across_fills_decode_once_whole() {
         let mut wire = Vec::new();
-        encode(&Frame::Ping { token: 7 }, &mut wire);
-        encode(&Frame::Pong { token: 8 }, &mut wire);
+        encode(&ServerFrame::Pong { token: 7 }, &mut wire);
+        encode(&ServerFrame::Pong { token: 8 }, &mut wire);
         let mut buffer = FrameBuffer::default();
         let limits = WireLimits::default();
         let mut decoded = Vec::new();
@@ -89,13 +90,16 @@ mod tests {
                 Ok::<_, ()>(1)
             });
             assert_eq!(read, Ok(1));
-            while let Some(frame) = buffer.decode(&limits).expect("valid frames") {
+            while let Some(frame) = buffer.decode::<ServerFrame>(&limits).expect("valid frames") {
                 decoded.push(frame);
             }
         }
         assert_eq!(
             decoded,
-            vec![Frame::Ping { token: 7 }, Frame::Pong { token: 8 }]
+            vec![
+                ServerFrame::Pong { token: 7 },
+                ServerFrame::Pong { token: 8 }
+            ]
         );
         assert!(!buffer.has_bytes());
     }
@@ -110,7 +114,9 @@ mod tests {
         assert_eq!(result, Err("boom"));
         assert!(!buffer.has_bytes());
         assert_eq!(
-            buffer.decode(&WireLimits::default()).map_err(|_| ()),
+            buffer
+                .decode::<ServerFrame>(&WireLimits::default())
+                .map_err(|_| ()),
             Ok(None)
         );
     }

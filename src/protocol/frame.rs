@@ -1,5 +1,5 @@
 //! The frames of wire protocol v1, as Rust values. `protocol.md` is the normative description;
-//! `codec.rs` turns these values into bytes and back.
+//! `codec/` turns these values into bytes and back, one decoder per direction.
 
 use std::fmt;
 
@@ -188,7 +188,7 @@ pub struct Subscribe {
     pub limit: u64,
     /// Keep delivering new events after the stored ones run out.
     pub tail: bool,
-    /// How many events the server may send before it needs more [`Frame::Credit`].
+    /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
 }
 
@@ -405,10 +405,9 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
-/// Every frame of protocol v1.
+/// A frame a client sends to a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    // Client to server.
+pub enum ClientFrame {
     Hello(Hello),
     Produce(Produce),
     ProduceBatch(ProduceBatch),
@@ -423,7 +422,23 @@ pub enum Frame {
     Ping {
         token: u64,
     },
-    // Server to client.
+    /// Ask for [`ServerFrame::Status`].
+    StatusRequest,
+    /// Join a consumer group.
+    JoinGroup(JoinGroup),
+    /// These group events are done.
+    GroupAck(GroupAck),
+    /// Redeliver these group events after a delay.
+    GroupNack(GroupAck),
+    /// Leave the group; its unacknowledged events are redelivered.
+    LeaveGroup {
+        subscription_id: u32,
+    },
+}
+
+/// A frame a server sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerFrame {
     Welcome(Welcome),
     Ack(Ack),
     Error(ErrorFrame),
@@ -441,27 +456,23 @@ pub enum Frame {
     Pong {
         token: u64,
     },
-    /// Client to server: ask for [`Frame::Status`].
-    StatusRequest,
-    /// Server to client.
     Status(Status),
-    /// Client to server: join a consumer group.
-    JoinGroup(JoinGroup),
-    /// Client to server: these group events are done.
-    GroupAck(GroupAck),
-    /// Client to server: redeliver these group events after a delay.
-    GroupNack(GroupAck),
-    /// Client to server: leave the group; its unacknowledged events are redelivered.
-    LeaveGroup {
-        subscription_id: u32,
-    },
-    /// Server to client: retention deleted `count` records this subscription had not read
-    /// yet; delivery goes on after them. Does not use credit.
+    /// Retention deleted `count` records this subscription had not read yet; delivery goes on
+    /// after them. Does not use credit.
     Skipped {
         subscription_id: u32,
         count: u64,
     },
-    // Peer to peer (only after a PeerHello/PeerWelcome handshake).
+}
+
+/// A frame between two cluster peers (the established ones only after a PeerHello/PeerWelcome
+/// handshake).
+///
+/// The Error frame (kind 0x23) is shared with [`ServerFrame`]: a peer that refuses a handshake
+/// or closes a peer connection sends the same Error frame a server sends a client, so it is a
+/// variant of both enums with one kind byte and one layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerFrame {
     PeerHello(PeerHandshake),
     PeerWelcome(PeerHandshake),
     /// One replicated event, in the sender's log order.
@@ -472,4 +483,14 @@ pub enum Frame {
     },
     /// The sender's member list changed; this is all of it.
     PeerMembers(Vec<Member>),
+    /// The sender refuses the handshake or closes the connection.
+    Error(ErrorFrame),
+}
+
+/// The first frame a server accepts on a new connection: Hello from a client, or PeerHello
+/// from a cluster peer that dialed it. Decoding decides which role the connection has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpeningFrame {
+    Hello(Hello),
+    PeerHello(PeerHandshake),
 }

@@ -8,7 +8,11 @@
 //! into a position automaton (one state per pattern piece), and matching simulates all states
 //! at once with bit sets: per namespace character it does a fixed amount of work per 64
 //! pattern pieces, so a match costs at most O(glob length x namespace length / 64) word
-//! operations and never backtracks.
+//! operations and never backtracks. That holds for every character, not only ASCII: the
+//! pieces a non-ASCII character advances are found from tables built at compile time (a bit
+//! set of the pieces that take any non-ASCII character, the literal non-ASCII characters
+//! sorted, and each bracket expression's non-ASCII ranges sorted and merged), never by
+//! scanning the pattern; [`NamespaceGlob::match_cost`] states the bound a caller can budget.
 //!
 //! The syntax and meaning are those of the `glob` crate with `*` and `?` never matching `/`,
 //! which flo used before; the tests compare the two on random globs. A few patterns that the
@@ -34,10 +38,20 @@ impl NamespaceGlob {
             + automaton.sequences.len()
             + automaton.segments.len()
             + automaton.nullable.len()
-            + automaton.inside_accepting.len();
+            + automaton.inside_accepting.len()
+            + automaton.non_ascii.base.len();
+        let non_ascii = &automaton.non_ascii;
+        let ranges: usize = non_ascii
+            .range_sets
+            .iter()
+            .map(|set| set.ranges.len())
+            .sum();
         self.pattern.len()
             + self.tokens.len() * std::mem::size_of::<Token>()
             + words * std::mem::size_of::<u64>()
+            + non_ascii.chars.len() * std::mem::size_of::<CharEntry>()
+            + non_ascii.range_sets.len() * std::mem::size_of::<RangeSet>()
+            + ranges * std::mem::size_of::<(char, char)>()
     }
 }
 
@@ -253,6 +267,157 @@ struct Automaton {
     /// Positions holding a `**` after which only wildcards follow: being inside such a `**`
     /// at the end of the namespace is a match (`/a/**` matches `/a/b`).
     inside_accepting: Vec<u64>,
+    /// What a non-ASCII character consumes.
+    non_ascii: NonAscii,
+}
+
+/// The positions a non-ASCII character `c` consumes, found without scanning the pattern:
+/// `base`, plus the `set_bits` of `c`'s entries in `chars` and of the positive range sets
+/// holding `c`, minus the `clear_bits` of its entries and the negated range sets holding it.
+/// A position is either positive (a literal or `[...]`) or in `base` (`?` or `[!...]`), so
+/// the order of adding and removing does not matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NonAscii {
+    /// Positions that consume every non-ASCII character unless an entry excludes it: `?`
+    /// and negated sets.
+    base: Vec<u64>,
+    /// Non-ASCII literals and single characters listed in sets, sorted by character then
+    /// word, one entry per (character, word): at most `words` entries per character.
+    chars: Vec<CharEntry>,
+    /// Sets listing a range that reaches past ASCII, with the non-ASCII part of their ranges.
+    range_sets: Vec<RangeSet>,
+    /// The steps one lookup in every range set costs (a binary search each).
+    range_steps: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CharEntry {
+    c: char,
+    word: u32,
+    set_bits: u64,
+    clear_bits: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RangeSet {
+    position: usize,
+    negated: bool,
+    /// Sorted, disjoint and not adjacent, all above ASCII.
+    ranges: Vec<(char, char)>,
+}
+
+impl RangeSet {
+    fn contains(&self, c: char) -> bool {
+        let index = self.ranges.partition_point(|&(_, high)| high < c);
+        self.ranges.get(index).is_some_and(|&(low, _)| low <= c)
+    }
+
+    /// Steps of one binary search over the ranges.
+    fn search_steps(&self) -> usize {
+        self.ranges.len().ilog2() as usize + 1
+    }
+}
+
+/// The first character above ASCII.
+const NON_ASCII_MIN: char = '\u{80}';
+
+impl NonAscii {
+    fn compile(tokens: &[Token], words: usize) -> NonAscii {
+        let mut base = vec![0; words];
+        let mut entries: Vec<CharEntry> = Vec::new();
+        let mut range_sets = Vec::new();
+        let mut entry = |c: char, position: usize, clear: bool| {
+            let bit = 1 << (position % 64);
+            entries.push(CharEntry {
+                c,
+                word: (position / 64) as u32,
+                set_bits: if clear { 0 } else { bit },
+                clear_bits: if clear { bit } else { 0 },
+            });
+        };
+        for (position, token) in tokens.iter().enumerate() {
+            match token {
+                Token::Char(c) if !c.is_ascii() => entry(*c, position, false),
+                Token::AnyChar => set_bit(&mut base, position),
+                Token::Set { negated, items } => {
+                    if *negated {
+                        set_bit(&mut base, position);
+                    }
+                    let mut ranges = Vec::new();
+                    for item in items {
+                        match *item {
+                            SetItem::Single(c) if !c.is_ascii() => entry(c, position, *negated),
+                            SetItem::Range(low, high) if !high.is_ascii() => {
+                                ranges.push((low.max(NON_ASCII_MIN), high));
+                            }
+                            SetItem::Single(_) | SetItem::Range(..) => {}
+                        }
+                    }
+                    if !ranges.is_empty() {
+                        range_sets.push(RangeSet {
+                            position,
+                            negated: *negated,
+                            ranges: merge_ranges(ranges),
+                        });
+                    }
+                }
+                Token::Char(_) | Token::AnySequence | Token::AnySegments => {}
+            }
+        }
+        entries.sort_by_key(|entry| (entry.c, entry.word));
+        let mut chars: Vec<CharEntry> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match chars.last_mut() {
+                Some(last) if (last.c, last.word) == (entry.c, entry.word) => {
+                    last.set_bits |= entry.set_bits;
+                    last.clear_bits |= entry.clear_bits;
+                }
+                _ => chars.push(entry),
+            }
+        }
+        let range_steps = range_sets.iter().map(RangeSet::search_steps).sum();
+        NonAscii {
+            base,
+            chars,
+            range_sets,
+            range_steps,
+        }
+    }
+
+    /// Writes the positions `c` consumes into `mask`; returns the steps it took.
+    fn consumes(&self, c: char, mask: &mut [u64]) -> usize {
+        mask.copy_from_slice(&self.base);
+        let start = self.chars.partition_point(|entry| entry.c < c);
+        let mut steps = mask.len() + self.chars.len().max(1).ilog2() as usize + 1;
+        for entry in self.chars[start..].iter().take_while(|entry| entry.c == c) {
+            let word = &mut mask[entry.word as usize];
+            *word = (*word | entry.set_bits) & !entry.clear_bits;
+            steps += 1;
+        }
+        for set in &self.range_sets {
+            if set.contains(c) {
+                if set.negated {
+                    mask[set.position / 64] &= !(1 << (set.position % 64));
+                } else {
+                    set_bit(mask, set.position);
+                }
+            }
+        }
+        steps + self.range_steps
+    }
+}
+
+/// Sorts ranges and joins the ones that overlap or touch.
+fn merge_ranges(mut ranges: Vec<(char, char)>) -> Vec<(char, char)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(char, char)> = Vec::with_capacity(ranges.len());
+    for (low, high) in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    merged
 }
 
 fn set_bit(set: &mut [u64], position: usize) {
@@ -307,6 +472,7 @@ impl Automaton {
             segments: vec![0; words],
             nullable: vec![0; words],
             inside_accepting: vec![0; words],
+            non_ascii: NonAscii::compile(tokens, words),
         };
         for (position, token) in tokens.iter().enumerate() {
             match token {
@@ -346,6 +512,15 @@ impl Automaton {
         count_steps(self.words);
     }
 
+    /// The most steps matching costs per namespace character (and once more for the start):
+    /// a pass over the words, at most four closure passes, and for a non-ASCII character its
+    /// mask (a copy of the words, a binary search over the literals, at most one entry per
+    /// word, and a binary search in every range set).
+    fn steps_per_char_max(&self) -> usize {
+        let chars_search = self.non_ascii.chars.len().max(1).ilog2() as usize + 1;
+        7 * self.words + chars_search + self.non_ascii.range_steps
+    }
+
     /// Whether the glob matches the whole of `namespace`.
     fn matches(&self, tokens: &[Token], namespace: &str) -> bool {
         let words = self.words;
@@ -363,13 +538,7 @@ impl Automaton {
                 let start = c as usize * words;
                 &self.ascii[start..start + words]
             } else {
-                scratch.fill(0);
-                for (position, token) in tokens.iter().enumerate() {
-                    if token.consumes(c) {
-                        set_bit(scratch, position);
-                    }
-                }
-                count_steps(tokens.len());
+                count_steps(self.non_ascii.consumes(c, scratch));
                 scratch
             };
             let slash = c == '/';
@@ -438,9 +607,20 @@ impl NamespaceGlob {
     }
 
     /// Whether the glob matches the whole of `namespace`, in time linear in the namespace
-    /// (times the glob length over 64), whatever the pattern.
+    /// (times the glob length over 64), whatever the pattern and whatever the characters.
     pub fn matches(&self, namespace: &str) -> bool {
         self.automaton.matches(&self.tokens, namespace)
+    }
+
+    /// An upper bound on the word operations [`NamespaceGlob::matches`] does on `namespace`,
+    /// known without matching, so the engine can charge matching against a per-turn budget:
+    /// (namespace bytes + 1) x (7 x (glob pieces / 64 rounded up) + one binary search over the
+    /// glob's non-ASCII literals + one per bracket expression with a non-ASCII range). The
+    /// last term is at most the glob's bytes / 7 (`[à-ÿ]` is 7 bytes); it is 0 for a glob
+    /// without non-ASCII ranges.
+    pub fn match_cost(&self, namespace: &str) -> u64 {
+        let per_char = self.automaton.steps_per_char_max() as u64;
+        (namespace.len() as u64 + 1).saturating_mul(per_char)
     }
 
     /// The pattern as given.

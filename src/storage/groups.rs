@@ -271,6 +271,7 @@ impl MemoryGroupStore {
     }
 
     /// A store on the same synced bytes, without what this one buffered (a crash and restart).
+    #[cfg(any(test, feature = "testing"))]
     pub fn reopen(&self) -> MemoryGroupStore {
         MemoryGroupStore {
             durable: Arc::clone(&self.durable),

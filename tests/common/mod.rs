@@ -10,7 +10,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use flo::config::WireLimits;
-use flo::protocol::{decode, encode, Frame, Hello, NewEvent, Produce, Subscribe, PROTOCOL_VERSION};
+use flo::protocol::{
+    decode, encode, ClientFrame, Hello, NewEvent, PeerFrame, Produce, ServerFrame, Subscribe,
+    PROTOCOL_VERSION,
+};
 
 /// A `flo` server process, killed when dropped.
 pub struct FloProcess {
@@ -153,18 +156,18 @@ impl RawConn {
     /// Connects and does the handshake.
     pub fn hello(addr: SocketAddr) -> RawConn {
         let mut conn = RawConn::connect(addr);
-        conn.send(&Frame::Hello(Hello {
+        conn.send(&ClientFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: "e2e test".into(),
             auth_token: Vec::new(),
         }));
         match conn.recv() {
-            Some(Frame::Welcome(_)) => conn,
+            Some(ServerFrame::Welcome(_)) => conn,
             other => panic!("expected Welcome, got {other:?}"),
         }
     }
 
-    pub fn send(&mut self, frame: &Frame) {
+    pub fn send<F: flo::protocol::Encode>(&mut self, frame: &F) {
         let mut bytes = Vec::new();
         encode(frame, &mut bytes);
         self.stream.write_all(&bytes).expect("write frame");
@@ -175,7 +178,17 @@ impl RawConn {
     }
 
     /// The next frame, or None when the server closed the connection.
-    pub fn recv(&mut self) -> Option<Frame> {
+    pub fn recv(&mut self) -> Option<ServerFrame> {
+        self.recv_as()
+    }
+
+    /// The next frame on a peer connection, or None when the server closed it.
+    #[allow(dead_code)] // Not every test file that includes `common` dials as a peer.
+    pub fn recv_peer(&mut self) -> Option<PeerFrame> {
+        self.recv_as()
+    }
+
+    fn recv_as<F: flo::protocol::Decode>(&mut self) -> Option<F> {
         loop {
             if let Some((frame, length)) =
                 decode(&self.buffer, &WireLimits::default()).expect("valid frame from server")
@@ -194,7 +207,7 @@ impl RawConn {
     }
 
     pub fn produce(&mut self, op_id: u64, namespace: &str, data: &[u8]) {
-        self.send(&Frame::Produce(Produce {
+        self.send(&ClientFrame::Produce(Produce {
             op_id,
             event: NewEvent {
                 namespace: namespace.into(),
@@ -205,7 +218,7 @@ impl RawConn {
     }
 
     pub fn subscribe(&mut self, subscribe: Subscribe) {
-        self.send(&Frame::Subscribe(subscribe));
+        self.send(&ClientFrame::Subscribe(subscribe));
     }
 }
 

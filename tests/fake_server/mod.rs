@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flo::config::WireLimits;
-use flo::protocol::{self, Frame, Welcome, PROTOCOL_VERSION};
+use flo::protocol::{self, ClientFrame, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 /// One accepted connection, seen from the fake server.
 pub struct FakeConn {
@@ -18,9 +18,9 @@ pub struct FakeConn {
 }
 
 impl FakeConn {
-    pub fn receive(&mut self) -> Frame {
+    pub fn receive(&mut self) -> ClientFrame {
         loop {
-            let decoded = protocol::decode(&self.buffer, &WireLimits::default())
+            let decoded = protocol::decode_client(&self.buffer, &WireLimits::default())
                 .expect("the client sent a valid frame");
             if let Some((frame, used)) = decoded {
                 self.buffer.drain(..used);
@@ -33,7 +33,7 @@ impl FakeConn {
         }
     }
 
-    pub fn send(&mut self, frame: Frame) {
+    pub fn send<F: protocol::Encode>(&mut self, frame: F) {
         let mut bytes = Vec::new();
         protocol::encode(&frame, &mut bytes);
         self.stream.write_all(&bytes).expect("fake server write");
@@ -42,16 +42,16 @@ impl FakeConn {
     /// Answers the Hello with a Welcome carrying these data and frame limits.
     pub fn handshake(&mut self, event_data_size_max: u32) {
         match self.receive() {
-            Frame::Hello(hello) => assert_eq!(hello.protocol_version, PROTOCOL_VERSION),
+            ClientFrame::Hello(hello) => assert_eq!(hello.protocol_version, PROTOCOL_VERSION),
             other => panic!("expected Hello, got {other:?}"),
         }
-        self.send(Frame::Welcome(welcome(event_data_size_max)));
+        self.send(ServerFrame::Welcome(welcome(event_data_size_max)));
     }
 
     /// Answers the Hello with the given Welcome.
     pub fn handshake_with(&mut self, welcome: Welcome) {
-        assert!(matches!(self.receive(), Frame::Hello(_)));
-        self.send(Frame::Welcome(welcome));
+        assert!(matches!(self.receive(), ClientFrame::Hello(_)));
+        self.send(ServerFrame::Welcome(welcome));
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
-use flo::protocol::{encode, kind, ErrorCode, ErrorFrame, Frame, NewEvent, Produce};
+use flo::protocol::{
+    encode, kind, ClientFrame, ErrorCode, ErrorFrame, NewEvent, Produce, ServerFrame,
+};
 
 /// What an untouched server's RSS stays under, and what the cases below must stay under.
 const RSS_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -23,7 +25,7 @@ fn an_untouched_server_passes_the_survival_check() {
 
 /// Writes `frame` over and over without reading, until `bytes_max` bytes are written or the
 /// server has stopped reading (a write blocks for a second). Returns the bytes written.
-fn send_without_reading(conn: &mut RawConn, frame: &Frame, bytes_max: usize) -> usize {
+fn send_without_reading(conn: &mut RawConn, frame: &ClientFrame, bytes_max: usize) -> usize {
     let mut one = Vec::new();
     encode(frame, &mut one);
     let chunk = one.repeat(64 * 1024 / one.len());
@@ -45,7 +47,7 @@ fn send_without_reading(conn: &mut RawConn, frame: &Frame, bytes_max: usize) -> 
 
 /// Sends frames that each get a reply, never reads, and checks the server stopped reading
 /// long before `bytes_max` and stayed small.
-fn never_reading(frame: Frame) {
+fn never_reading(frame: ClientFrame) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = FloProcess::start(dir.path(), &[]);
     let mut conn = RawConn::hello(server.addr);
@@ -60,17 +62,17 @@ fn never_reading(frame: Frame) {
 
 #[test]
 fn pings_never_read_stop_being_read() {
-    never_reading(Frame::Ping { token: 1 });
+    never_reading(ClientFrame::Ping { token: 1 });
 }
 
 #[test]
 fn status_requests_never_read_stop_being_read() {
-    never_reading(Frame::StatusRequest);
+    never_reading(ClientFrame::StatusRequest);
 }
 
 #[test]
 fn produces_whose_acks_are_never_read_stop_being_read() {
-    never_reading(Frame::Produce(Produce {
+    never_reading(ClientFrame::Produce(Produce {
         op_id: 1,
         event: NewEvent {
             namespace: "/never/read".into(),
@@ -92,7 +94,9 @@ fn a_large_frame_before_hello_is_refused_at_its_header() {
     header.push(kind::HELLO);
     conn.send_bytes(&header);
     match conn.recv() {
-        Some(Frame::Error(ErrorFrame { code, .. })) => assert_eq!(code, ErrorCode::FrameTooLarge),
+        Some(ServerFrame::Error(ErrorFrame { code, .. })) => {
+            assert_eq!(code, ErrorCode::FrameTooLarge)
+        }
         other => panic!("expected FrameTooLarge for an 8 MiB Hello, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX_BYTES);
@@ -109,7 +113,7 @@ fn a_frame_left_unfinished_times_out() {
     // The first half of a Ping; the rest never comes.
     conn.send_bytes(&[0, 0, 0, 9, kind::PING, 0, 0]);
     match conn.recv() {
-        Some(Frame::Error(ErrorFrame { code, .. })) => assert_eq!(code, ErrorCode::Timeout),
+        Some(ServerFrame::Error(ErrorFrame { code, .. })) => assert_eq!(code, ErrorCode::Timeout),
         other => panic!("expected Timeout for an unfinished frame, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX_BYTES);

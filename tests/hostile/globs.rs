@@ -7,7 +7,9 @@
 //! the server still serves another client at once.
 
 use flo::event::StartPosition;
-use flo::protocol::{ErrorCode, ErrorScope, Frame, Subscribe};
+use flo::protocol::{
+    ClientFrame, ErrorCode, ErrorScope, NewEvent, ProduceBatch, ServerFrame, Subscribe,
+};
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
@@ -50,7 +52,7 @@ fn exponential_glob_patterns_do_not_freeze_the_server() {
         assert_eq!(namespace.len(), NAMESPACE_LENGTH_MAX);
         conn.produce(index as u64 + 1, namespace, b"bait");
         match conn.recv() {
-            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, index as u64 + 1),
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, index as u64 + 1),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -67,8 +69,8 @@ fn exponential_glob_patterns_do_not_freeze_the_server() {
         subscribe(&mut conn, index as u32 + 1, glob);
         loop {
             match conn.recv() {
-                Some(Frame::Event { .. }) => {}
-                Some(Frame::End {
+                Some(ServerFrame::Event { .. }) => {}
+                Some(ServerFrame::End {
                     subscription_id, ..
                 }) => {
                     assert_eq!(subscription_id, index as u32 + 1);
@@ -95,7 +97,7 @@ fn refused_globs_get_an_error_and_the_connection_stays_open() {
         let id = index as u32 + 1;
         subscribe(&mut conn, id, glob);
         match conn.recv() {
-            Some(Frame::Error(error)) => {
+            Some(ServerFrame::Error(error)) => {
                 assert_eq!(error.code, ErrorCode::InvalidGlob, "{}", label(glob));
                 assert_eq!(error.scope, ErrorScope::Subscription(id), "{}", label(glob));
             }
@@ -104,10 +106,111 @@ fn refused_globs_get_an_error_and_the_connection_stays_open() {
     }
     subscribe(&mut conn, 100, "/**");
     match conn.recv() {
-        Some(Frame::End {
+        Some(ServerFrame::End {
             subscription_id, ..
         }) => assert_eq!(subscription_id, 100),
         other => panic!("expected End for a valid glob, got {other:?}"),
     }
     assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// The glob of the non-ASCII attacks: 1024 bytes, never matches a one-segment namespace, and
+/// stays alive to its last character (a `**` and a negated set of 1016 items).
+fn alive_glob() -> String {
+    let glob = format!("/**/[!a{}]z", "b".repeat(1015));
+    assert_eq!(glob.len(), 1024);
+    glob
+}
+
+/// Produces `namespaces` in one ProduceBatch and waits for its ack.
+fn produce_batch(conn: &mut RawConn, op_id: u64, namespaces: &[String]) {
+    let events = namespaces
+        .iter()
+        .map(|namespace| NewEvent {
+            namespace: namespace.clone(),
+            parent_id: None,
+            data: Vec::new(),
+        })
+        .collect();
+    conn.send(&ClientFrame::ProduceBatch(ProduceBatch { op_id, events }));
+}
+
+fn expect_ack(conn: &mut RawConn, op_id: u64) {
+    match conn.recv() {
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+        other => panic!("expected the ack of {op_id}, got {other:?}"),
+    }
+}
+
+/// Catch-up over maximal non-ASCII namespaces with a long glob: a non-ASCII character once
+/// cost a pass over every item of the glob (8,000 events froze the server for about 5 s; the
+/// attack's 65,536 for 41 s). Another client is served at once while the reader catches up.
+#[test]
+fn a_catch_up_over_non_ascii_namespaces_does_not_freeze_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    let namespace = format!("/{}", "é".repeat(511));
+    assert_eq!(namespace.len(), NAMESPACE_LENGTH_MAX - 1);
+    for op_id in 1..=2 {
+        produce_batch(&mut conn, op_id, &vec![namespace.clone(); 4000]);
+        expect_ack(&mut conn, op_id);
+    }
+    let glob = alive_glob();
+    subscribe(&mut conn, 1, &glob);
+    assert_survived(&mut server, 128 * 1024 * 1024);
+    match conn.recv() {
+        Some(ServerFrame::End {
+            subscription_id: 1, ..
+        }) => {}
+        other => panic!("expected End after reading past every event, got {other:?}"),
+    }
+    assert_survived(&mut server, 128 * 1024 * 1024);
+}
+
+/// 256 tail subscriptions with long globs that never match, then one batch of 64 events
+/// with distinct maximal non-ASCII namespaces: waking the subscriptions matched each against
+/// every namespace in one turn (640 subscriptions froze the server for 21.6 s). Another
+/// client is served at once; the batch is acknowledged.
+#[test]
+fn new_events_against_many_tail_subscriptions_do_not_freeze_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let glob = alive_glob();
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let mut conn = RawConn::hello(server.addr);
+        for id in 1..=64 {
+            conn.subscribe(Subscribe {
+                subscription_id: id,
+                glob: glob.clone(),
+                start: StartPosition::End,
+                limit: 0,
+                tail: true,
+                credit: 10,
+            });
+        }
+        for _ in 1..=64 {
+            match conn.recv() {
+                Some(ServerFrame::CaughtUp { .. }) => {}
+                other => panic!("expected CaughtUp, got {other:?}"),
+            }
+        }
+        consumers.push(conn);
+    }
+    let namespaces: Vec<String> = (0..64u8)
+        .map(|i| {
+            let tail = [b'A' + i % 26, b'A' + i / 26];
+            let tail = std::str::from_utf8(&tail).expect("ASCII");
+            format!("/{}{tail}", "é".repeat(510))
+        })
+        .collect();
+    assert!(namespaces
+        .iter()
+        .all(|n| n.len() == NAMESPACE_LENGTH_MAX - 1));
+    let mut producer = RawConn::hello(server.addr);
+    produce_batch(&mut producer, 1, &namespaces);
+    assert_survived(&mut server, 128 * 1024 * 1024);
+    expect_ack(&mut producer, 1);
+    assert_survived(&mut server, 128 * 1024 * 1024);
 }

@@ -4,15 +4,17 @@
 //! bounded, and the server survives.
 
 use flo::event::{Event, EventId, VersionVector};
-use flo::protocol::{ErrorCode, Frame, Member, PeerHandshake, PROTOCOL_VERSION};
+use flo::protocol::{
+    ClientFrame, ErrorCode, Member, PeerFrame, PeerHandshake, ServerFrame, PROTOCOL_VERSION,
+};
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 
 const RSS_MAX: u64 = 64 * 1024 * 1024;
 
-fn peer_hello(secret: &str) -> Frame {
-    Frame::PeerHello(PeerHandshake {
+fn peer_hello(secret: &str) -> PeerFrame {
+    PeerFrame::PeerHello(PeerHandshake {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: "127.0.0.1:9".into(),
@@ -22,8 +24,8 @@ fn peer_hello(secret: &str) -> Frame {
     })
 }
 
-fn peer_event(counter: u64, actor: u16) -> Frame {
-    Frame::PeerEvent(Event {
+fn peer_event(counter: u64, actor: u16) -> PeerFrame {
+    PeerFrame::PeerEvent(Event {
         id: EventId::new(counter, actor),
         parent_id: None,
         namespace: "/injected".into(),
@@ -36,8 +38,8 @@ fn peer_event(counter: u64, actor: u16) -> Frame {
 fn connect_peer(server: &FloProcess) -> RawConn {
     let mut conn = RawConn::connect(server.addr);
     conn.send(&peer_hello("s3cret"));
-    match conn.recv() {
-        Some(Frame::PeerWelcome(_)) => conn,
+    match conn.recv_peer() {
+        Some(PeerFrame::PeerWelcome(_)) => conn,
         other => panic!("expected PeerWelcome, got {other:?}"),
     }
 }
@@ -45,8 +47,8 @@ fn connect_peer(server: &FloProcess) -> RawConn {
 /// Reads until the server's closing Error; returns its code.
 fn closing_code(conn: &mut RawConn) -> ErrorCode {
     loop {
-        match conn.recv() {
-            Some(Frame::Error(error)) => return error.code,
+        match conn.recv_peer() {
+            Some(PeerFrame::Error(error)) => return error.code,
             Some(_) => {}
             None => panic!("closed without an Error"),
         }
@@ -78,7 +80,7 @@ fn a_peer_event_with_an_absurd_counter_is_refused_and_ids_do_not_wrap() {
     let mut client = RawConn::hello(server.addr);
     client.produce(1, "/after", b"x");
     match client.recv() {
-        Some(Frame::Ack(ack)) => assert_eq!(ack.first_id, EventId::new(1, 1)),
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.first_id, EventId::new(1, 1)),
         other => panic!("expected an ack, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX);
@@ -90,7 +92,7 @@ fn peer_events_of_too_many_actors_are_refused_and_status_still_answers() {
     let mut server = clustered(dir.path());
     let mut client = RawConn::hello(server.addr);
     client.produce(1, "/own", b"x");
-    assert!(matches!(client.recv(), Some(Frame::Ack(_))));
+    assert!(matches!(client.recv(), Some(ServerFrame::Ack(_))));
     let mut conn = connect_peer(&server);
     // Actor 0 first: refused at once.
     conn.send(&peer_event(1, 0));
@@ -104,9 +106,9 @@ fn peer_events_of_too_many_actors_are_refused_and_status_still_answers() {
     }
     conn.send_bytes(&bytes);
     assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
-    client.send(&Frame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest);
     match client.recv() {
-        Some(Frame::Status(status)) => assert_eq!(status.vector.len(), 1024),
+        Some(ServerFrame::Status(status)) => assert_eq!(status.vector.len(), 1024),
         other => panic!("expected Status, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX);
@@ -123,11 +125,11 @@ fn a_member_list_of_invented_members_is_bounded() {
             addr: format!("127.0.0.1:{}", 20000 + i),
         })
         .collect();
-    conn.send(&Frame::PeerMembers(members));
+    conn.send(&PeerFrame::PeerMembers(members));
     let mut client = RawConn::hello(server.addr);
-    client.send(&Frame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest);
     match client.recv() {
-        Some(Frame::Status(status)) => assert!(
+        Some(ServerFrame::Status(status)) => assert!(
             status.members.len() <= 64 + 1,
             "{} members known",
             status.members.len()

@@ -13,13 +13,15 @@ use std::time::Duration;
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::event::StartPosition;
-use flo::protocol::{encode, ErrorCode, ErrorFrame, ErrorScope, Frame, Subscribe};
+use flo::protocol::{
+    encode, ClientFrame, ErrorCode, ErrorFrame, ErrorScope, ServerFrame, Subscribe,
+};
 
 const MIB: u64 = 1024 * 1024;
 
-fn connection_error(frame: Option<Frame>) -> Option<ErrorCode> {
+fn connection_error(frame: Option<ServerFrame>) -> Option<ErrorCode> {
     match frame {
-        Some(Frame::Error(ErrorFrame {
+        Some(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Connection,
             code,
             ..
@@ -43,7 +45,7 @@ fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
     let sender = std::thread::spawn(move || {
         let mut bytes = Vec::new();
         for op_id in 1..=PRODUCES {
-            let frame = Frame::Produce(flo::protocol::Produce {
+            let frame = ClientFrame::Produce(flo::protocol::Produce {
                 op_id,
                 event: flo::protocol::NewEvent {
                     namespace: "/closing/acks".into(),
@@ -63,7 +65,7 @@ fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
     let mut acked = 0;
     let last = loop {
         match conn.recv() {
-            Some(Frame::Ack(ack)) => {
+            Some(ServerFrame::Ack(ack)) => {
                 acked += 1;
                 assert_eq!(ack.op_id, acked, "acks arrive in the order of the produces");
             }
@@ -115,7 +117,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
     }
     for op_id in 1..=512 {
         match producer.recv() {
-            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -131,7 +133,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
             credit: 100_000,
         });
         // Feeding has started; from here on the consumer never reads again.
-        assert!(matches!(consumer.recv(), Some(Frame::Event { .. })));
+        assert!(matches!(consumer.recv(), Some(ServerFrame::Event { .. })));
         stalled.push(consumer);
     }
     let mut reader = RawConn::hello(server.addr);

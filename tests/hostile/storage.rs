@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::event::{ActorId, Cursor, StartPosition};
-use flo::protocol::{ErrorCode, Frame, Subscribe};
+use flo::protocol::{ErrorCode, ServerFrame, Subscribe};
 use flo::storage::segment::read_header;
 
 /// Runs `flo -d dir -p 0` to its exit (killing it after 20 s) and returns its status and
@@ -70,7 +70,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
     for op_id in 1..=200 {
         conn.produce(op_id, "/damaged/disk", &[7; 60]);
         match conn.recv() {
-            Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -97,7 +97,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         credit: 1000,
     });
     match conn.recv() {
-        Some(Frame::Error(error)) => {
+        Some(ServerFrame::Error(error)) => {
             assert_eq!(error.code, ErrorCode::StorageFailure);
             assert!(error.message.contains("offsets 0.."), "{}", error.message);
             assert!(error.message.contains("unreadable"), "{}", error.message);
@@ -117,7 +117,7 @@ fn produce_acked(server: &FloProcess, namespace: &str, count: u64) -> u64 {
     for op_id in 1..=count {
         conn.produce(op_id, namespace, &[5; 40]);
         match conn.recv() {
-            Some(Frame::Ack(ack)) => last = ack.first_id.counter,
+            Some(ServerFrame::Ack(ack)) => last = ack.first_id.counter,
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -164,7 +164,7 @@ fn an_id_lost_to_a_damaged_tail_is_never_given_again() {
         credit: 100,
     });
     match consumer.recv() {
-        Some(Frame::Event { event, .. }) => assert_eq!(event.namespace, "/lease/after"),
+        Some(ServerFrame::Event { event, .. }) => assert_eq!(event.namespace, "/lease/after"),
         other => panic!("the consumer resuming after every acked id got {other:?}"),
     }
     assert_survived(&mut server, 64 * 1024 * 1024);
@@ -191,7 +191,7 @@ fn a_file_size_limit_gives_storage_failure_not_a_dead_server() {
     let mut conn = RawConn::hello(server.addr);
     conn.produce(1, "/fsize/x", &[1; 100]);
     match conn.recv() {
-        Some(Frame::Error(error)) => {
+        Some(ServerFrame::Error(error)) => {
             assert_eq!(error.code, ErrorCode::StorageFailure, "{}", error.message)
         }
         other => panic!("expected StorageFailure past the file size limit, got {other:?}"),

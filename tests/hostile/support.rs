@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{FloProcess, RawConn};
 use flo::event::StartPosition;
-use flo::protocol::{Frame, Subscribe};
+use flo::protocol::{ServerFrame, Subscribe};
 
 /// The server is still running, a fresh client can produce one event and read it back (in a
 /// non-tail subscription of its own namespace) within one second, and the server's resident
@@ -23,7 +23,7 @@ pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
     let namespace = format!("/hostile/check/{}", std::process::id());
     conn.produce(1, &namespace, b"still alive");
     match conn.recv() {
-        Some(Frame::Ack(ack)) => assert_eq!(ack.op_id, 1),
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, 1),
         other => panic!("expected an ack from the surviving server, got {other:?}"),
     }
     conn.subscribe(Subscribe {
@@ -37,11 +37,11 @@ pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
     let mut seen = false;
     loop {
         match conn.recv() {
-            Some(Frame::Event { event, .. }) => {
+            Some(ServerFrame::Event { event, .. }) => {
                 assert_eq!(event.data, b"still alive");
                 seen = true;
             }
-            Some(Frame::End { .. }) => break,
+            Some(ServerFrame::End { .. }) => break,
             other => panic!("unexpected frame while reading back: {other:?}"),
         }
     }

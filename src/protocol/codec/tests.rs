@@ -6,6 +6,15 @@ use super::*;
 
 use crate::random::SeededRng as Rng;
 
+/// The frames of every direction, as one stream: most tests here check the byte layout, which
+/// is the same whoever sends a frame.
+type Frame = AnyFrame;
+
+/// Decodes any frame, whatever its direction.
+fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(AnyFrame, usize)>, DecodeError> {
+    super::decode(buf, limits)
+}
+
 fn limits() -> WireLimits {
     WireLimits::default()
 }
@@ -29,14 +38,14 @@ fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEve
 }
 
 fn subscribe(start: StartPosition) -> Frame {
-    Frame::Subscribe(Subscribe {
+    AnyFrame::Client(ClientFrame::Subscribe(Subscribe {
         subscription_id: 7,
         glob: "/food/**".to_string(),
         start,
         limit: 100,
         tail: true,
         credit: 64,
-    })
+    }))
 }
 
 /// At least one of every frame variant, every start position kind and every error scope.
@@ -49,35 +58,35 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         "n".repeat(limits().namespace_length_max as usize - 1)
     );
     vec![
-        Frame::Hello(Hello {
+        AnyFrame::Client(ClientFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: "flo-client 0.1.0".to_string(),
             auth_token: vec![],
-        }),
-        Frame::Hello(Hello {
+        })),
+        AnyFrame::Client(ClientFrame::Hello(Hello {
             protocol_version: 9,
             client_name: "é ✓".to_string(),
             auth_token: b"secret".to_vec(),
-        }),
-        Frame::Produce(Produce {
+        })),
+        AnyFrame::Client(ClientFrame::Produce(Produce {
             op_id: 1,
             event: new_event("/food/eggs", None, b"hi"),
-        }),
-        Frame::Produce(Produce {
+        })),
+        AnyFrame::Client(ClientFrame::Produce(Produce {
             op_id: u64::MAX,
             event: new_event(&max_namespace, Some(EventId::new(3, 1)), b""),
-        }),
-        Frame::ProduceBatch(ProduceBatch {
+        })),
+        AnyFrame::Client(ClientFrame::ProduceBatch(ProduceBatch {
             op_id: 2,
             events: vec![
                 new_event("/a", None, b"1"),
                 new_event("/b/c", Some(EventId::new(u64::MAX, u16::MAX)), &[0, 255]),
             ],
-        }),
-        Frame::ProduceBatch(ProduceBatch {
+        })),
+        AnyFrame::Client(ClientFrame::ProduceBatch(ProduceBatch {
             op_id: 3,
             events: vec![],
-        }),
+        })),
         subscribe(StartPosition::Beginning),
         subscribe(StartPosition::End),
         subscribe(StartPosition::AfterId(EventId::new(42, 1))),
@@ -90,13 +99,13 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             VersionVector::new(),
         ))),
         subscribe(StartPosition::Timestamp(1_700_000_000_000)),
-        Frame::Credit {
+        AnyFrame::Client(ClientFrame::Credit {
             subscription_id: 7,
             count: 32,
-        },
-        Frame::Unsubscribe { subscription_id: 7 },
-        Frame::Ping { token: 99 },
-        Frame::Welcome(Welcome {
+        }),
+        AnyFrame::Client(ClientFrame::Unsubscribe { subscription_id: 7 }),
+        AnyFrame::Client(ClientFrame::Ping { token: 99 }),
+        AnyFrame::Server(ServerFrame::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             server_version: "flo 0.1.0".to_string(),
             actor_id: 1,
@@ -105,58 +114,58 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             event_data_size_max: 8 << 20,
             subscriptions_max: 64,
             idle_timeout_ms: 300_000,
-        }),
-        Frame::Ack(Ack {
+        })),
+        AnyFrame::Server(ServerFrame::Ack(Ack {
             op_id: 1,
             first_id: EventId::new(10, 1),
             count: 3,
             timestamp_ms: 5,
-        }),
-        Frame::Error(ErrorFrame {
+        })),
+        AnyFrame::Server(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Connection,
             code: ErrorCode::UnsupportedVersion,
             message: "protocol version 9 is not supported".to_string(),
-        }),
-        Frame::Error(ErrorFrame {
+        })),
+        AnyFrame::Server(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Produce(12),
             code: ErrorCode::InvalidNamespace,
             message: String::new(),
-        }),
-        Frame::Error(ErrorFrame {
+        })),
+        AnyFrame::Server(ServerFrame::Error(ErrorFrame {
             scope: ErrorScope::Subscription(7),
             code: ErrorCode::InvalidBatch,
             message: "ü".to_string(),
-        }),
-        Frame::Event {
+        })),
+        AnyFrame::Server(ServerFrame::Event {
             subscription_id: 7,
             event: event(10, "/food/eggs", b"{\"x\":1}"),
-        },
-        Frame::Event {
+        }),
+        AnyFrame::Server(ServerFrame::Event {
             subscription_id: 0,
             event: Event {
                 parent_id: None,
                 ..event(u64::MAX, &max_namespace, b"")
             },
-        },
-        Frame::CaughtUp { subscription_id: 7 },
-        Frame::Skipped {
+        }),
+        AnyFrame::Server(ServerFrame::CaughtUp { subscription_id: 7 }),
+        AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: 7,
             count: 2000,
-        },
-        Frame::End {
+        }),
+        AnyFrame::Server(ServerFrame::End {
             subscription_id: 7,
             reason: EndReason::LimitReached,
-        },
-        Frame::End {
+        }),
+        AnyFrame::Server(ServerFrame::End {
             subscription_id: 8,
             reason: EndReason::EndOfStream,
-        },
-        Frame::End {
+        }),
+        AnyFrame::Server(ServerFrame::End {
             subscription_id: 9,
             reason: EndReason::Unsubscribed,
-        },
-        Frame::Pong { token: 99 },
-        Frame::JoinGroup(JoinGroup {
+        }),
+        AnyFrame::Server(ServerFrame::Pong { token: 99 }),
+        AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup {
             subscription_id: 4,
             group: "workers".into(),
             glob: "/jobs/**".into(),
@@ -165,20 +174,20 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             ack_timeout_ms: 500,
             max_deliveries: 3,
             max_in_flight: 20,
-        }),
-        Frame::GroupAck(GroupAck {
+        })),
+        AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
             subscription_id: 4,
             delay_ms: 0,
             ids: vec![EventId::new(5, 1), EventId::new(6, 2)],
-        }),
-        Frame::GroupNack(GroupAck {
+        })),
+        AnyFrame::Client(ClientFrame::GroupNack(GroupAck {
             subscription_id: 4,
             delay_ms: 100,
             ids: vec![EventId::new(7, 1)],
-        }),
-        Frame::LeaveGroup { subscription_id: 4 },
-        Frame::StatusRequest,
-        Frame::Status(Status {
+        })),
+        AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
+        AnyFrame::Client(ClientFrame::StatusRequest),
+        AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,
             counter: 9,
             event_count: 8,
@@ -191,8 +200,8 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 vector: [(ActorId(2), 9)].into_iter().collect(),
                 lag: 3,
             }],
-        }),
-        Frame::PeerHello(PeerHandshake {
+        })),
+        AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
             protocol_version: 1,
             actor_id: 2,
             advertised_addr: "10.0.0.2:3000".into(),
@@ -202,27 +211,27 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 actor_id: 3,
                 addr: "10.0.0.3:3000".into(),
             }],
-        }),
-        Frame::PeerWelcome(PeerHandshake {
+        })),
+        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
             protocol_version: 1,
             actor_id: 1,
             advertised_addr: String::new(),
             secret: Vec::new(),
             vector: VersionVector::new(),
             members: Vec::new(),
-        }),
-        Frame::PeerEvent(Event {
+        })),
+        AnyFrame::Peer(PeerFrame::PeerEvent(Event {
             id: EventId::new(4, 2),
             parent_id: Some(EventId::new(3, 1)),
             namespace: "/a/b".into(),
             timestamp_ms: 17,
             data: vec![1, 2, 3],
-        }),
-        Frame::PeerCredit { count: 0 },
-        Frame::PeerMembers(vec![Member {
+        })),
+        AnyFrame::Peer(PeerFrame::PeerCredit { count: 0 }),
+        AnyFrame::Peer(PeerFrame::PeerMembers(vec![Member {
             actor_id: 9,
             addr: "h:1".into(),
-        }]),
+        }])),
     ]
 }
 
@@ -298,10 +307,10 @@ fn encode_event_and_encode_error_match_encode() {
     let event = event(5, "/x", b"data");
     let mut direct = Vec::new();
     encode_event(3, &event, &mut direct);
-    let frame = Frame::Event {
+    let frame = AnyFrame::Server(ServerFrame::Event {
         subscription_id: 3,
         event,
-    };
+    });
     assert_eq!(direct, encoded(&frame));
 
     let mut direct = Vec::new();
@@ -311,22 +320,22 @@ fn encode_event_and_encode_error_match_encode() {
         "disk full",
         &mut direct,
     );
-    let frame = Frame::Error(ErrorFrame {
+    let frame = AnyFrame::Server(ServerFrame::Error(ErrorFrame {
         scope: ErrorScope::Produce(4),
         code: ErrorCode::StorageFailure,
         message: "disk full".to_string(),
-    });
+    }));
     assert_eq!(direct, encoded(&frame));
 }
 
 #[test]
 fn a_known_frame_has_the_documented_bytes() {
-    let bytes = encoded(&Frame::Credit {
+    let bytes = encoded(&AnyFrame::Client(ClientFrame::Credit {
         subscription_id: 7,
         count: 32,
-    });
+    }));
     assert_eq!(bytes, [0, 0, 0, 9, 0x05, 0, 0, 0, 7, 0, 0, 0, 32]);
-    let bytes = encoded(&Frame::Ping { token: 1 });
+    let bytes = encoded(&AnyFrame::Client(ClientFrame::Ping { token: 1 }));
     assert_eq!(bytes, [0, 0, 0, 9, 0x07, 0, 0, 0, 0, 0, 0, 0, 1]);
 }
 
@@ -340,7 +349,7 @@ fn long_error_messages_are_truncated_at_a_character_boundary() {
         &message,
         &mut out,
     );
-    let Ok(Some((Frame::Error(error), _))) = decode(&out, &limits()) else {
+    let Ok(Some((AnyFrame::Server(ServerFrame::Error(error)), _))) = decode(&out, &limits()) else {
         panic!("did not decode");
     };
     assert_eq!(error.message.len(), 65534);
@@ -394,7 +403,8 @@ fn a_frame_whose_length_is_too_short_for_its_fields_is_malformed() {
 fn trailing_bytes_inside_a_frame_are_malformed() {
     for frame in sample_frames() {
         // A Hello of another version may carry fields a later version added.
-        if matches!(&frame, Frame::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION) {
+        if matches!(&frame, AnyFrame::Client(ClientFrame::Hello(hello)) if hello.protocol_version != PROTOCOL_VERSION)
+        {
             continue;
         }
         let bytes = encoded(&frame);
@@ -422,10 +432,10 @@ fn a_length_over_the_limit_is_reported_before_the_body_arrives() {
 
 #[test]
 fn a_frame_exactly_at_the_limit_decodes_and_one_byte_more_is_too_large() {
-    let frame = Frame::Produce(Produce {
+    let frame = AnyFrame::Client(ClientFrame::Produce(Produce {
         op_id: 1,
         event: new_event("/a", None, b"0123456789"),
-    });
+    }));
     let bytes = encoded(&frame);
     let exact = WireLimits {
         frame_size_max: bytes.len() as u32,
@@ -483,17 +493,17 @@ fn inner_lengths_over_the_limits_are_malformed() {
         event_data_size_max: 3,
         ..limits()
     };
-    let long_namespace = encoded(&Frame::Produce(Produce {
+    let long_namespace = encoded(&AnyFrame::Client(ClientFrame::Produce(Produce {
         op_id: 1,
         event: new_event("/abcd", None, b""),
-    }));
+    })));
     let error = decode(&long_namespace, &limits).unwrap_err();
     assert_eq!(error.code, ErrorCode::MalformedFrame);
     assert!(error.message.contains("namespace of 5 bytes"), "{error}");
-    let large_data = encoded(&Frame::Event {
+    let large_data = encoded(&AnyFrame::Server(ServerFrame::Event {
         subscription_id: 1,
         event: event(1, "/a", b"abcd"),
-    });
+    }));
     let error = decode(&large_data, &limits).unwrap_err();
     assert!(error.message.contains("data of 4 bytes"), "{error}");
     // A data length beyond the frame is caught before anything is copied.
@@ -545,12 +555,12 @@ fn non_canonical_ids_and_cursors_are_malformed() {
     assert!(error.message.contains("absent"), "{error}");
 
     // An event id with counter 0.
-    let mut bytes = encoded(&Frame::Ack(Ack {
+    let mut bytes = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
         op_id: 1,
         first_id: EventId::new(1, 1),
         count: 1,
         timestamp_ms: 0,
-    }));
+    })));
     bytes[5 + 8 + 7] = 0;
     assert!(decode_error(&bytes).message.contains("counter 0"));
 
@@ -586,7 +596,9 @@ fn a_hello_of_a_later_version_may_carry_more_fields_but_version_1_may_not() {
     };
     let decoded = decode(&hello(2), &limits()).expect("a v2 Hello decodes");
     match decoded {
-        Some((Frame::Hello(hello), _)) => assert_eq!(hello.protocol_version, 2),
+        Some((AnyFrame::Client(ClientFrame::Hello(hello)), _)) => {
+            assert_eq!(hello.protocol_version, 2)
+        }
         other => panic!("expected a Hello, got {other:?}"),
     }
     let error = decode_error(&hello(PROTOCOL_VERSION));
@@ -651,7 +663,8 @@ fn check_decode(bytes: &[u8], limits: &WireLimits) {
         Ok(Some((frame, consumed))) => {
             assert!(consumed <= bytes.len());
             // A Hello of another version ignores what follows its frozen fields.
-            if matches!(&frame, Frame::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION) {
+            if matches!(&frame, AnyFrame::Client(ClientFrame::Hello(hello)) if hello.protocol_version != PROTOCOL_VERSION)
+            {
                 return;
             }
             assert_eq!(
@@ -808,28 +821,28 @@ fn random_start(rng: &mut Rng) -> StartPosition {
 fn random_frame(rng: &mut Rng) -> Frame {
     let u32_value = rng.next_u64() as u32;
     match rng.index(8) {
-        0 => Frame::Hello(Hello {
+        0 => AnyFrame::Client(ClientFrame::Hello(Hello {
             protocol_version: rng.next_u64() as u16,
             client_name: random_text(rng, 100),
             auth_token: random_bytes(rng, 40),
-        }),
-        1 => Frame::Produce(Produce {
+        })),
+        1 => AnyFrame::Client(ClientFrame::Produce(Produce {
             op_id: rng.next_u64(),
             event: random_new_event(rng),
-        }),
-        2 => Frame::ProduceBatch(ProduceBatch {
+        })),
+        2 => AnyFrame::Client(ClientFrame::ProduceBatch(ProduceBatch {
             op_id: rng.next_u64(),
             events: (0..rng.index(5)).map(|_| random_new_event(rng)).collect(),
-        }),
-        3 => Frame::Subscribe(Subscribe {
+        })),
+        3 => AnyFrame::Client(ClientFrame::Subscribe(Subscribe {
             subscription_id: u32_value,
             glob: random_text(rng, 300),
             start: random_start(rng),
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
             credit: rng.next_u64() as u32,
-        }),
-        4 => Frame::Error(ErrorFrame {
+        })),
+        4 => AnyFrame::Server(ServerFrame::Error(ErrorFrame {
             scope: match rng.index(3) {
                 0 => ErrorScope::Connection,
                 1 => ErrorScope::Produce(rng.next_u64()),
@@ -837,8 +850,8 @@ fn random_frame(rng: &mut Rng) -> Frame {
             },
             code: ErrorCode::from_u16(1 + rng.index(17) as u16).expect("codes 1-17 exist"),
             message: random_text(rng, 200),
-        }),
-        5 => Frame::Event {
+        })),
+        5 => AnyFrame::Server(ServerFrame::Event {
             subscription_id: u32_value,
             event: Event {
                 id: random_id(rng),
@@ -847,13 +860,13 @@ fn random_frame(rng: &mut Rng) -> Frame {
                 timestamp_ms: rng.next_u64(),
                 data: random_bytes(rng, 64),
             },
-        },
-        6 => Frame::Ack(Ack {
+        }),
+        6 => AnyFrame::Server(ServerFrame::Ack(Ack {
             op_id: rng.next_u64(),
             first_id: random_id(rng),
             count: u32_value,
             timestamp_ms: rng.next_u64(),
-        }),
+        })),
         _ => sample_frames().swap_remove(rng.index(sample_frames().len())),
     }
 }
@@ -888,14 +901,14 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
     vector.observe(EventId::new(9, 0));
     vector.set(ActorId(0), 3);
     assert_eq!(vector.len(), 65535, "actor 0 is never an entry");
-    let status = Frame::Status(Status {
+    let status = AnyFrame::Server(ServerFrame::Status(Status {
         actor_id: 1,
         counter: 1,
         event_count: 0,
         durable_end: 0,
         vector: vector.clone(),
         members: Vec::new(),
-    });
+    }));
     let bytes = encoded(&status);
     assert_eq!(decode(&bytes, &limits()), Ok(Some((status, bytes.len()))));
 }
@@ -913,4 +926,115 @@ fn actor_0_in_a_vector_or_member_list_is_malformed() {
     let body = [0, 1, 0, 0, 0, 1, b'x'];
     let error = decode_error(&raw_frame(0x44, &body));
     assert!(error.message.contains("actor 0"), "{error}");
+}
+
+/// Feeds `bytes` to decoder `F` one byte at a time; returns the frames it decoded.
+fn decode_bytewise<F: Decode>(bytes: &[u8]) -> Result<Vec<F>, DecodeError> {
+    let mut buffered = Vec::new();
+    let mut frames = Vec::new();
+    for byte in bytes {
+        buffered.push(*byte);
+        while let Some((frame, consumed)) = super::decode::<F>(&buffered, &limits())? {
+            frames.push(frame);
+            buffered.drain(..consumed);
+        }
+    }
+    assert!(buffered.is_empty(), "{} bytes left over", buffered.len());
+    Ok(frames)
+}
+
+#[test]
+fn every_frame_decodes_through_its_own_directions_decoder_one_byte_at_a_time() {
+    for frame in sample_frames() {
+        let bytes = encoded(&frame);
+        match frame {
+            AnyFrame::Client(frame) => {
+                assert_eq!(
+                    decode_bytewise::<ClientFrame>(&bytes),
+                    Ok(vec![frame.clone()])
+                );
+                if let ClientFrame::Hello(hello) = frame {
+                    let opening = decode_bytewise::<OpeningFrame>(&bytes);
+                    assert_eq!(opening, Ok(vec![OpeningFrame::Hello(hello)]));
+                }
+            }
+            AnyFrame::Server(frame) => {
+                assert_eq!(
+                    decode_bytewise::<ServerFrame>(&bytes),
+                    Ok(vec![frame.clone()])
+                );
+                if let ServerFrame::Error(error) = frame {
+                    let peer = decode_bytewise::<PeerFrame>(&bytes);
+                    assert_eq!(
+                        peer,
+                        Ok(vec![PeerFrame::Error(error)]),
+                        "Error is a peer frame too"
+                    );
+                }
+            }
+            AnyFrame::Peer(frame) => {
+                assert_eq!(
+                    decode_bytewise::<PeerFrame>(&bytes),
+                    Ok(vec![frame.clone()])
+                );
+                if let PeerFrame::PeerHello(hello) = frame {
+                    let opening = decode_bytewise::<OpeningFrame>(&bytes);
+                    assert_eq!(opening, Ok(vec![OpeningFrame::PeerHello(hello)]));
+                }
+            }
+        }
+    }
+}
+
+/// The code each direction's decoder gives a frame it does not take, in the order of checks
+/// of protocol.md section 3: a peer kind on a client connection as soon as its kind byte is
+/// there, a malformed body before the direction, then the direction.
+#[test]
+fn each_decoder_refuses_the_other_directions_in_the_order_of_checks() {
+    let code = |result: Result<Option<((), usize)>, DecodeError>| result.map_err(|e| e.code);
+    fn first<F: Decode>(bytes: &[u8]) -> Result<Option<((), usize)>, DecodeError> {
+        super::decode::<F>(bytes, &limits()).map(|d| d.map(|(_, n)| ((), n)))
+    }
+    let peer_event = encoded(&AnyFrame::Peer(PeerFrame::PeerEvent(event(1, "/x", b""))));
+    let peer_welcome = encoded(&AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: 2,
+        advertised_addr: "h:1".into(),
+        secret: Vec::new(),
+        vector: VersionVector::new(),
+        members: Vec::new(),
+    })));
+    let ack = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
+        op_id: 1,
+        first_id: EventId::new(1, 1),
+        count: 1,
+        timestamp_ms: 1,
+    })));
+    let malformed_ack = raw_frame(kind::ACK, &[1, 2, 3]);
+    let ping = encoded(&AnyFrame::Client(ClientFrame::Ping { token: 1 }));
+    let unknown = raw_frame(0x3f, &[]);
+    let unexpected = Err(ErrorCode::UnexpectedFrame);
+    let malformed = Err(ErrorCode::MalformedFrame);
+    let required = Err(ErrorCode::HandshakeRequired);
+
+    // Client connections: a peer kind is refused from the five header bytes alone.
+    assert_eq!(code(first::<ClientFrame>(&peer_event[..5])), unexpected);
+    assert_eq!(code(first::<ClientFrame>(&malformed_ack)), malformed);
+    assert_eq!(code(first::<ClientFrame>(&ack)), unexpected);
+    assert_eq!(code(first::<ClientFrame>(&unknown)), malformed);
+    // The first frame: Hello or PeerHello; another peer kind at once, anything else once
+    // whole and well-formed.
+    assert_eq!(code(first::<OpeningFrame>(&peer_welcome[..5])), unexpected);
+    assert_eq!(code(first::<OpeningFrame>(&ping)), required);
+    assert_eq!(code(first::<OpeningFrame>(&ack)), required);
+    assert_eq!(code(first::<OpeningFrame>(&malformed_ack)), malformed);
+    assert_eq!(code(first::<OpeningFrame>(&unknown)), malformed);
+    // Peer connections and clients: the body first, then the direction.
+    assert_eq!(code(first::<PeerFrame>(&ping[..5])), Ok(None));
+    assert_eq!(code(first::<PeerFrame>(&ping)), unexpected);
+    assert_eq!(code(first::<PeerFrame>(&ack)), unexpected);
+    assert_eq!(code(first::<PeerFrame>(&malformed_ack)), malformed);
+    assert_eq!(code(first::<ServerFrame>(&ping)), unexpected);
+    assert_eq!(code(first::<ServerFrame>(&peer_event)), unexpected);
+    assert_eq!(code(first::<ServerFrame>(&unknown)), malformed);
 }

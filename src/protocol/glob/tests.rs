@@ -190,11 +190,15 @@ fn counted(glob: &NamespaceGlob, namespace: &str) -> (bool, u64) {
 }
 
 /// The patterns that made the backtracking matcher exponential, against long namespaces
-/// built to make every attempt fail late: each match costs at most a few word operations
-/// per namespace character and 64 glob characters.
+/// built to make every attempt fail late, in ASCII and in non-ASCII characters: each match
+/// costs at most a few word operations per namespace byte and 64 glob pieces, whatever the
+/// characters (non-ASCII ones once cost a pass over every piece of the glob).
 #[test]
 fn the_worst_patterns_cost_a_bounded_number_of_steps() {
     let run = |length: usize, last: &str| format!("/{}/{last}", "a".repeat(length));
+    let accented = |length: usize, last: &str| format!("/{}/{last}", "é".repeat(length));
+    // The attack on the catch-up path: a 1024-byte glob that stays alive to the end.
+    let alive = format!("/**/[!a{}]z", "b".repeat(1015));
     let cases = [
         // The 17-byte glob and 83-byte namespace of the report (46 s before).
         ("/*a*a*a*a*a*a*a*b".to_string(), run(80, "x")),
@@ -206,22 +210,28 @@ fn the_worst_patterns_cost_a_bounded_number_of_steps() {
             format!("/{}", "*[!b]".repeat(200)),
             format!("/{}", "é".repeat(511)),
         ),
+        (alive.clone(), format!("/{}", "é".repeat(511))),
+        (alive, run(1021, "")),
+        (format!("/**/{}", "*é".repeat(300)), accented(500, "b")),
+        (format!("/**/{}", "?[!é]".repeat(200)), accented(500, "é")),
+        (format!("/{}", "[éèê]*".repeat(200)), accented(500, "x")),
     ];
     for (glob, namespace) in cases {
         let compiled = NamespaceGlob::new(&glob).expect("valid glob");
         let (_, steps) = counted(&compiled, &namespace);
-        let chars = namespace.chars().count() as u64;
-        let non_ascii = namespace.chars().filter(|c| !c.is_ascii()).count() as u64;
-        let tokens = compiled.tokens.len() as u64;
-        let words = (tokens + 1).div_ceil(64);
+        let bytes = namespace.len() as u64;
+        let words = (compiled.tokens.len() as u64 + 1).div_ceil(64);
         // Per character: one pass over the words, at most four closure passes, and for a
-        // non-ASCII character one pass over the tokens to build its mask.
-        let budget = (chars + 1) * 5 * words + non_ascii * tokens;
+        // non-ASCII character its mask (a copy of the words, a binary search among at most
+        // 1024 literals, at most one entry per word): the same bound for every character.
+        let budget = (bytes + 1) * (7 * words + 11);
         assert!(
             steps <= budget,
-            "{}...: {steps} steps for {chars} characters, over the budget {budget}",
+            "{}...: {steps} steps for {bytes} bytes, over the budget {budget}",
             &glob[..20]
         );
+        // What the engine charges for a match is never less than what it costs.
+        assert!(steps <= compiled.match_cost(&namespace), "{}", &glob[..20]);
     }
     // The report's case is a small fraction of a millisecond's work.
     let compiled = NamespaceGlob::new("/*a*a*a*a*a*a*a*b").expect("valid glob");
@@ -230,6 +240,50 @@ fn the_worst_patterns_cost_a_bounded_number_of_steps() {
     let (matched, steps) = counted(&compiled, &namespace);
     assert!(!matched);
     assert!(steps <= 83 * 5, "{steps} steps");
+}
+
+/// Bracket expressions with non-ASCII ranges cost one binary search each per non-ASCII
+/// character, never a scan of their items; a glob of 1024 bytes holds at most 146 of them.
+#[test]
+fn non_ascii_ranges_cost_a_binary_search_per_bracket_expression() {
+    let sets = "[à-ÿ]".repeat(146);
+    assert_eq!(sets.len(), 146 * 7);
+    let glob = format!("/{sets}");
+    let compiled = NamespaceGlob::new(&glob).expect("valid glob");
+    let namespace = format!("/{}", "é".repeat(146));
+    let (matched, steps) = counted(&compiled, &namespace);
+    assert!(matched);
+    assert!(steps <= compiled.match_cost(&namespace), "{steps} steps");
+    assert!(compiled.match_cost(&namespace) <= 294 * (7 * 3 + 1 + 146));
+    // Many ranges in one set: one binary search.
+    let ranges: String = (0..200)
+        .map(|i| {
+            let low = char::from_u32(0x4e00 + 4 * i).expect("a CJK character");
+            let high = char::from_u32(0x4e00 + 4 * i + 1).expect("a CJK character");
+            format!("{low}-{high}")
+        })
+        .collect();
+    let compiled = NamespaceGlob::new(&format!("/[{ranges}]*")).expect("valid glob");
+    let inside = char::from_u32(0x4e00 + 4 * 199 + 1).expect("a CJK character");
+    let outside = char::from_u32(0x4e00 + 4 * 199 + 2).expect("a CJK character");
+    assert!(compiled.matches(&format!("/{inside}x")));
+    assert!(!compiled.matches(&format!("/{outside}x")));
+    let namespace = format!("/{}", inside.to_string().repeat(300));
+    let (_, steps) = counted(&compiled, &namespace);
+    assert!(steps <= 901 * (7 + 1 + 9), "{steps} steps");
+}
+
+#[test]
+fn non_ascii_characters_follow_literals_singles_ranges_and_negations() {
+    assert_matches("/é", &["/é"], &["/è", "/e", "/éé"]);
+    assert_matches("/[éè]x", &["/éx", "/èx"], &["/êx", "/ex"]);
+    assert_matches("/[!éè]x", &["/êx", "/ex"], &["/éx", "/èx", "//x"]);
+    assert_matches("/[a-é]", &["/b", "/à", "/è", "/é"], &["/ê", "/A"]);
+    assert_matches("/[!a-é]", &["/ê", "/A"], &["/b", "/à", "/è", "/é"]);
+    // Overlapping and touching ranges are merged; literals repeat across words.
+    assert_matches("/[à-äã-éê-ë]", &["/à", "/é", "/ë"], &["/ì", "/ß"]);
+    let long = format!("/{}", "é".repeat(100));
+    assert_matches(&long, &[&long], &[&long[..long.len() - 2]]);
 }
 
 /// Matches `pattern` with the `glob` crate as flo did before: `*` and `?` never match `/`.
@@ -244,9 +298,27 @@ fn reference_matches(pattern: &glob::Pattern, namespace: &str) -> bool {
 
 /// A short random glob over a small alphabet, so that matches are frequent.
 fn random_glob(rng: &mut Rng) -> String {
-    const PIECES: [&str; 16] = [
-        "a", "b", "/", "/", "*", "**", "?", "[ab]", "[!a]", "[a-b]", "[]a]", ".", "é", "-", "[",
+    const PIECES: [&str; 20] = [
+        "a",
+        "b",
+        "/",
+        "/",
+        "*",
+        "**",
+        "?",
+        "[ab]",
+        "[!a]",
+        "[a-b]",
+        "[]a]",
+        ".",
+        "é",
+        "-",
+        "[",
         "]",
+        "[à-é]",
+        "[!éa]",
+        "[b-è]",
+        "[!à-èé]",
     ];
     let mut glob = String::from("/");
     for _ in 0..rng.below(8) {
@@ -256,7 +328,7 @@ fn random_glob(rng: &mut Rng) -> String {
 }
 
 fn random_namespace(rng: &mut Rng) -> String {
-    const CHARS: [char; 7] = ['a', 'b', '/', '/', '.', 'é', ']'];
+    const CHARS: [char; 9] = ['a', 'b', '/', '/', '.', 'é', ']', 'è', 'à'];
     let mut namespace = String::from("/");
     for _ in 0..rng.below(10) {
         namespace.push(CHARS[rng.index(CHARS.len())]);

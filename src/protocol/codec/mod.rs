@@ -10,11 +10,17 @@
 //! inner length is checked against the limits and against the bytes left in the frame before
 //! anything is copied.
 
+mod peer;
+mod reader_writer;
+mod status;
+
 use std::fmt;
 
 use super::frame::*;
 use crate::config::WireLimits;
 use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use peer::{read_members, write_members};
+use reader_writer::{Reader, Writer};
 
 /// The bytes of the length prefix.
 const LENGTH_SIZE: usize = 4;
@@ -47,17 +53,26 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes the frame at the start of `buf`.
+/// Decodes the frame at the start of `buf` as a receiver of `F` frames takes it.
 ///
 /// Returns `Ok(None)` when `buf` holds only part of a frame (read more bytes and call again),
 /// `Ok(Some((frame, consumed)))` when it holds a whole one, and an error as soon as the bytes
-/// cannot be the start of a valid frame: a length over `limits.frame_size_max` is reported
-/// when the four length bytes are known, an unknown kind when the fifth byte is.
-pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>, DecodeError> {
+/// cannot be the start of a valid frame, in the order of protocol.md (section 3): a length
+/// over `limits.frame_size_max` is reported when the four length bytes are known; an unknown
+/// kind, or one `F` refuses as soon as it is known, when the fifth byte is; a malformed body
+/// when the whole frame is there; and a well-formed frame of another direction after that.
+pub fn decode<F: Decode>(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(F, usize)>, DecodeError> {
     let Some(kind) = decode_header(buf, limits)? else {
         return Ok(None);
     };
-    check_kind(kind)?;
+    let direction = direction_of(kind)
+        .ok_or_else(|| DecodeError::malformed(format!("unknown frame kind {kind:#04x}")))?;
+    if let Some(error) = F::refuse_at_header(direction, kind) {
+        return Err(error);
+    }
     let frame_size = frame_size_of(buf);
     // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
     let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
@@ -71,7 +86,210 @@ pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<Option<(Frame, usize)>,
     };
     let frame = read_frame(&mut reader)?;
     reader.finish()?;
-    Ok(Some((frame, frame_size as usize)))
+    Ok(Some((F::accept(frame)?, frame_size as usize)))
+}
+
+/// Decodes a frame as a server takes it on a client connection (after Hello).
+pub fn decode_client(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(ClientFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes a frame as a client takes it from a server.
+pub fn decode_server(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(ServerFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes a frame as a node takes it on a peer connection.
+pub fn decode_peer(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(PeerFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Decodes the first frame a server receives on a new connection.
+pub fn decode_opening(
+    buf: &[u8],
+    limits: &WireLimits,
+) -> Result<Option<(OpeningFrame, usize)>, DecodeError> {
+    decode(buf, limits)
+}
+
+/// Who sends a frame kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+    /// Error (0x23) is `ServerToClient`; peers send it too (see [`PeerFrame`]).
+    PeerToPeer,
+}
+
+/// The direction of a known kind; `None` for an unknown one.
+fn direction_of(kind: u8) -> Option<Direction> {
+    use Direction::*;
+    Some(match kind {
+        kind::HELLO
+        | kind::PRODUCE
+        | kind::PRODUCE_BATCH
+        | kind::SUBSCRIBE
+        | kind::CREDIT
+        | kind::UNSUBSCRIBE
+        | kind::PING
+        | kind::STATUS_REQUEST
+        | kind::JOIN_GROUP
+        | kind::GROUP_ACK
+        | kind::GROUP_NACK
+        | kind::LEAVE_GROUP => ClientToServer,
+        kind::WELCOME
+        | kind::ACK
+        | kind::ERROR
+        | kind::EVENT
+        | kind::CAUGHT_UP
+        | kind::END
+        | kind::PONG
+        | kind::STATUS
+        | kind::SKIPPED => ServerToClient,
+        kind::PEER_HELLO
+        | kind::PEER_WELCOME
+        | kind::PEER_EVENT
+        | kind::PEER_CREDIT
+        | kind::PEER_MEMBERS => PeerToPeer,
+        _ => return None,
+    })
+}
+
+/// A well-formed frame of any direction, as the body decoder reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyFrame {
+    Client(ClientFrame),
+    Server(ServerFrame),
+    Peer(PeerFrame),
+}
+
+fn unexpected(message: &str) -> DecodeError {
+    DecodeError {
+        code: ErrorCode::UnexpectedFrame,
+        message: message.to_string(),
+    }
+}
+
+/// The frames one receiver takes: which kinds it refuses before their body, and which
+/// well-formed frames it accepts.
+pub trait Decode: Sized {
+    /// Check 2 of protocol.md section 3, beyond the unknown kind: `Some` refuses the frame as
+    /// soon as its kind byte is known.
+    fn refuse_at_header(_direction: Direction, _kind: u8) -> Option<DecodeError> {
+        None
+    }
+    /// Check 4, for frames of another direction: the frame was well-formed but this receiver
+    /// never takes it.
+    fn accept(frame: AnyFrame) -> Result<Self, DecodeError>;
+}
+
+impl Decode for ClientFrame {
+    fn refuse_at_header(direction: Direction, _kind: u8) -> Option<DecodeError> {
+        match direction {
+            Direction::PeerToPeer => Some(unexpected("a peer frame on a client connection")),
+            Direction::ClientToServer | Direction::ServerToClient => None,
+        }
+    }
+
+    fn accept(frame: AnyFrame) -> Result<ClientFrame, DecodeError> {
+        match frame {
+            AnyFrame::Client(frame) => Ok(frame),
+            AnyFrame::Server(_) => Err(unexpected("a server frame was sent by a client")),
+            // Refused at the header.
+            AnyFrame::Peer(_) => Err(unexpected("a peer frame on a client connection")),
+        }
+    }
+}
+
+impl Decode for ServerFrame {
+    fn accept(frame: AnyFrame) -> Result<ServerFrame, DecodeError> {
+        match frame {
+            AnyFrame::Server(frame) => Ok(frame),
+            AnyFrame::Client(_) => Err(unexpected("a client frame was sent by a server")),
+            AnyFrame::Peer(_) => Err(unexpected("a peer frame was sent by a server")),
+        }
+    }
+}
+
+impl Decode for PeerFrame {
+    fn accept(frame: AnyFrame) -> Result<PeerFrame, DecodeError> {
+        let message = "a client or server frame on a peer connection";
+        match frame {
+            AnyFrame::Peer(frame) => Ok(frame),
+            AnyFrame::Server(ServerFrame::Error(error)) => Ok(PeerFrame::Error(error)),
+            AnyFrame::Server(
+                ServerFrame::Welcome(_)
+                | ServerFrame::Ack(_)
+                | ServerFrame::Event { .. }
+                | ServerFrame::CaughtUp { .. }
+                | ServerFrame::End { .. }
+                | ServerFrame::Pong { .. }
+                | ServerFrame::Status(_)
+                | ServerFrame::Skipped { .. },
+            ) => Err(unexpected(message)),
+            AnyFrame::Client(_) => Err(unexpected(message)),
+        }
+    }
+}
+
+/// Any frame of any direction, for tools and tests that watch both directions of a stream.
+impl Decode for AnyFrame {
+    fn accept(frame: AnyFrame) -> Result<AnyFrame, DecodeError> {
+        Ok(frame)
+    }
+}
+
+impl Decode for OpeningFrame {
+    fn refuse_at_header(direction: Direction, kind: u8) -> Option<DecodeError> {
+        match direction {
+            Direction::PeerToPeer if kind != kind::PEER_HELLO => {
+                Some(unexpected("a peer frame on a client connection"))
+            }
+            Direction::PeerToPeer | Direction::ClientToServer | Direction::ServerToClient => None,
+        }
+    }
+
+    fn accept(frame: AnyFrame) -> Result<OpeningFrame, DecodeError> {
+        let required = || DecodeError {
+            code: ErrorCode::HandshakeRequired,
+            message: "the first frame must be Hello (or PeerHello from a cluster peer)".into(),
+        };
+        match frame {
+            AnyFrame::Client(ClientFrame::Hello(hello)) => Ok(OpeningFrame::Hello(hello)),
+            AnyFrame::Peer(PeerFrame::PeerHello(hello)) => Ok(OpeningFrame::PeerHello(hello)),
+            AnyFrame::Client(
+                ClientFrame::Produce(_)
+                | ClientFrame::ProduceBatch(_)
+                | ClientFrame::Subscribe(_)
+                | ClientFrame::Credit { .. }
+                | ClientFrame::Unsubscribe { .. }
+                | ClientFrame::Ping { .. }
+                | ClientFrame::StatusRequest
+                | ClientFrame::JoinGroup(_)
+                | ClientFrame::GroupAck(_)
+                | ClientFrame::GroupNack(_)
+                | ClientFrame::LeaveGroup { .. },
+            ) => Err(required()),
+            AnyFrame::Server(_) => Err(required()),
+            // Refused at the header.
+            AnyFrame::Peer(
+                PeerFrame::PeerWelcome(_)
+                | PeerFrame::PeerEvent(_)
+                | PeerFrame::PeerCredit { .. }
+                | PeerFrame::PeerMembers(_)
+                | PeerFrame::Error(_),
+            ) => Err(unexpected("a peer frame on a client connection")),
+        }
+    }
 }
 
 /// The size of the frame whose length field starts `buf` (at least 4 bytes).
@@ -110,81 +328,173 @@ pub fn decode_header(buf: &[u8], limits: &WireLimits) -> Result<Option<u8>, Deco
     Ok(buf.get(LENGTH_SIZE).copied())
 }
 
-/// Appends the bytes of `frame` to `out`.
+/// Appends the bytes of `frame` (a [`ClientFrame`], [`ServerFrame`] or [`PeerFrame`]) to `out`.
 ///
 /// Panics if a namespace, glob or auth token is longer than 65535 bytes, if a cursor has more
 /// than 65535 entries or if event data is 4 GiB or more: callers validate these against the
 /// limits from Welcome before encoding. Free text (names, messages) is truncated instead.
-pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
-    match frame {
-        Frame::Hello(hello) => write_frame(out, kind::HELLO, |w| hello.write(w)),
-        Frame::Produce(produce) => write_frame(out, kind::PRODUCE, |w| produce.write(w)),
-        Frame::ProduceBatch(batch) => write_frame(out, kind::PRODUCE_BATCH, |w| batch.write(w)),
-        Frame::Subscribe(subscribe) => write_frame(out, kind::SUBSCRIBE, |w| subscribe.write(w)),
-        Frame::Credit {
-            subscription_id,
-            count,
-        } => write_frame(out, kind::CREDIT, |w| {
-            w.put_u32(*subscription_id);
-            w.put_u32(*count);
-        }),
-        Frame::Unsubscribe { subscription_id } => {
-            write_frame(out, kind::UNSUBSCRIBE, |w| w.put_u32(*subscription_id))
+pub fn encode<F: Encode>(frame: &F, out: &mut Vec<u8>) {
+    frame.encode(out)
+}
+
+/// A frame that can be sent.
+pub trait Encode {
+    /// Appends the frame's bytes to `out` (see [`encode`]).
+    fn encode(&self, out: &mut Vec<u8>);
+    /// The frame's kind byte.
+    fn kind(&self) -> u8;
+}
+
+impl Encode for ClientFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            ClientFrame::Hello(hello) => write_frame(out, kind, |w| hello.write(w)),
+            ClientFrame::Produce(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::ProduceBatch(batch) => write_frame(out, kind, |w| batch.write(w)),
+            ClientFrame::Subscribe(subscribe) => write_frame(out, kind, |w| subscribe.write(w)),
+            ClientFrame::Credit {
+                subscription_id,
+                count,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                w.put_u32(*count);
+            }),
+            ClientFrame::Unsubscribe { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
+            ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
+            ClientFrame::StatusRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::JoinGroup(join) => write_frame(out, kind, |w| join.write(w)),
+            ClientFrame::GroupAck(ack) => write_frame(out, kind, |w| write_group_ids(w, ack)),
+            ClientFrame::GroupNack(nack) => write_frame(out, kind, |w| {
+                w.put_u32(nack.subscription_id);
+                w.put_u32(nack.delay_ms);
+                write_ids(w, &nack.ids);
+            }),
+            ClientFrame::LeaveGroup { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
         }
-        Frame::Ping { token } => write_frame(out, kind::PING, |w| w.put_u64(*token)),
-        Frame::Welcome(welcome) => write_frame(out, kind::WELCOME, |w| welcome.write(w)),
-        Frame::Ack(ack) => write_frame(out, kind::ACK, |w| ack.write(w)),
-        Frame::Error(error) => write_frame(out, kind::ERROR, |w| error.write(w)),
-        Frame::Event {
-            subscription_id,
-            event,
-        } => encode_event(*subscription_id, event, out),
-        Frame::CaughtUp { subscription_id } => {
-            write_frame(out, kind::CAUGHT_UP, |w| w.put_u32(*subscription_id))
-        }
-        Frame::End {
-            subscription_id,
-            reason,
-        } => write_frame(out, kind::END, |w| {
-            w.put_u32(*subscription_id);
-            reason.write(w);
-        }),
-        Frame::Pong { token } => write_frame(out, kind::PONG, |w| w.put_u64(*token)),
-        Frame::StatusRequest => write_frame(out, kind::STATUS_REQUEST, |_| {}),
-        Frame::Status(status) => write_frame(out, kind::STATUS, |w| status.write(w)),
-        Frame::JoinGroup(join) => write_frame(out, kind::JOIN_GROUP, |w| join.write(w)),
-        Frame::GroupAck(ack) => write_frame(out, kind::GROUP_ACK, |w| write_group_ids(w, ack)),
-        Frame::GroupNack(nack) => write_frame(out, kind::GROUP_NACK, |w| {
-            w.put_u32(nack.subscription_id);
-            w.put_u32(nack.delay_ms);
-            write_ids(w, &nack.ids);
-        }),
-        Frame::LeaveGroup { subscription_id } => {
-            write_frame(out, kind::LEAVE_GROUP, |w| w.put_u32(*subscription_id))
-        }
-        Frame::Skipped {
-            subscription_id,
-            count,
-        } => write_frame(out, kind::SKIPPED, |w| {
-            w.put_u32(*subscription_id);
-            w.put_u64(*count);
-        }),
-        Frame::PeerHello(hello) => write_frame(out, kind::PEER_HELLO, |w| hello.write(w)),
-        Frame::PeerWelcome(welcome) => write_frame(out, kind::PEER_WELCOME, |w| welcome.write(w)),
-        Frame::PeerEvent(event) => encode_peer_event(event, out),
-        Frame::PeerCredit { count } => write_frame(out, kind::PEER_CREDIT, |w| w.put_u32(*count)),
-        Frame::PeerMembers(members) => {
-            write_frame(out, kind::PEER_MEMBERS, |w| write_members(w, members))
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            ClientFrame::Hello(_) => kind::HELLO,
+            ClientFrame::Produce(_) => kind::PRODUCE,
+            ClientFrame::ProduceBatch(_) => kind::PRODUCE_BATCH,
+            ClientFrame::Subscribe(_) => kind::SUBSCRIBE,
+            ClientFrame::Credit { .. } => kind::CREDIT,
+            ClientFrame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
+            ClientFrame::Ping { .. } => kind::PING,
+            ClientFrame::StatusRequest => kind::STATUS_REQUEST,
+            ClientFrame::JoinGroup(_) => kind::JOIN_GROUP,
+            ClientFrame::GroupAck(_) => kind::GROUP_ACK,
+            ClientFrame::GroupNack(_) => kind::GROUP_NACK,
+            ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
         }
     }
 }
 
-/// Appends the same bytes as encoding `Frame::PeerEvent(event)`, without an owned event.
+impl Encode for ServerFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            ServerFrame::Welcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            ServerFrame::Ack(ack) => write_frame(out, kind, |w| ack.write(w)),
+            ServerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
+            ServerFrame::Event {
+                subscription_id,
+                event,
+            } => encode_event(*subscription_id, event, out),
+            ServerFrame::CaughtUp { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
+            ServerFrame::End {
+                subscription_id,
+                reason,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                reason.write(w);
+            }),
+            ServerFrame::Pong { token } => write_frame(out, kind, |w| w.put_u64(*token)),
+            ServerFrame::Status(status) => write_frame(out, kind, |w| status.write(w)),
+            ServerFrame::Skipped {
+                subscription_id,
+                count,
+            } => write_frame(out, kind, |w| {
+                w.put_u32(*subscription_id);
+                w.put_u64(*count);
+            }),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            ServerFrame::Welcome(_) => kind::WELCOME,
+            ServerFrame::Ack(_) => kind::ACK,
+            ServerFrame::Error(_) => kind::ERROR,
+            ServerFrame::Event { .. } => kind::EVENT,
+            ServerFrame::CaughtUp { .. } => kind::CAUGHT_UP,
+            ServerFrame::End { .. } => kind::END,
+            ServerFrame::Pong { .. } => kind::PONG,
+            ServerFrame::Status(_) => kind::STATUS,
+            ServerFrame::Skipped { .. } => kind::SKIPPED,
+        }
+    }
+}
+
+impl Encode for AnyFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AnyFrame::Client(frame) => frame.encode(out),
+            AnyFrame::Server(frame) => frame.encode(out),
+            AnyFrame::Peer(frame) => frame.encode(out),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            AnyFrame::Client(frame) => frame.kind(),
+            AnyFrame::Server(frame) => frame.kind(),
+            AnyFrame::Peer(frame) => frame.kind(),
+        }
+    }
+}
+
+impl Encode for PeerFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let kind = self.kind();
+        match self {
+            PeerFrame::PeerHello(hello) => write_frame(out, kind, |w| hello.write(w)),
+            PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
+            PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
+            PeerFrame::PeerMembers(members) => {
+                write_frame(out, kind, |w| write_members(w, members))
+            }
+            PeerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            PeerFrame::PeerHello(_) => kind::PEER_HELLO,
+            PeerFrame::PeerWelcome(_) => kind::PEER_WELCOME,
+            PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
+            PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
+            PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
+            PeerFrame::Error(_) => kind::ERROR,
+        }
+    }
+}
+
+/// Appends the same bytes as encoding `PeerFrame::PeerEvent(event)`, without an owned event.
 pub fn encode_peer_event(event: &Event, out: &mut Vec<u8>) {
     write_frame(out, kind::PEER_EVENT, |w| write_event(w, event));
 }
 
-/// Appends the same bytes as encoding `Frame::Event { subscription_id, event }`, without
+/// Appends the same bytes as encoding `ServerFrame::Event { subscription_id, event }`, without
 /// needing an owned event.
 pub fn encode_event(subscription_id: u32, event: &Event, out: &mut Vec<u8>) {
     write_frame(out, kind::EVENT, |w| {
@@ -232,106 +542,70 @@ pub fn kind_name(kind: u8) -> &'static str {
 }
 
 /// The kind byte of a frame.
-pub fn frame_kind(frame: &Frame) -> u8 {
-    match frame {
-        Frame::Hello(_) => kind::HELLO,
-        Frame::Produce(_) => kind::PRODUCE,
-        Frame::ProduceBatch(_) => kind::PRODUCE_BATCH,
-        Frame::Subscribe(_) => kind::SUBSCRIBE,
-        Frame::Credit { .. } => kind::CREDIT,
-        Frame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
-        Frame::Ping { .. } => kind::PING,
-        Frame::Welcome(_) => kind::WELCOME,
-        Frame::Ack(_) => kind::ACK,
-        Frame::Error(_) => kind::ERROR,
-        Frame::Event { .. } => kind::EVENT,
-        Frame::CaughtUp { .. } => kind::CAUGHT_UP,
-        Frame::End { .. } => kind::END,
-        Frame::Pong { .. } => kind::PONG,
-        Frame::StatusRequest => kind::STATUS_REQUEST,
-        Frame::Status(_) => kind::STATUS,
-        Frame::JoinGroup(_) => kind::JOIN_GROUP,
-        Frame::GroupAck(_) => kind::GROUP_ACK,
-        Frame::GroupNack(_) => kind::GROUP_NACK,
-        Frame::LeaveGroup { .. } => kind::LEAVE_GROUP,
-        Frame::Skipped { .. } => kind::SKIPPED,
-        Frame::PeerHello(_) => kind::PEER_HELLO,
-        Frame::PeerWelcome(_) => kind::PEER_WELCOME,
-        Frame::PeerEvent(_) => kind::PEER_EVENT,
-        Frame::PeerCredit { .. } => kind::PEER_CREDIT,
-        Frame::PeerMembers(_) => kind::PEER_MEMBERS,
-    }
+pub fn frame_kind<F: Encode>(frame: &F) -> u8 {
+    frame.kind()
 }
 
-fn check_kind(kind: u8) -> Result<(), DecodeError> {
-    if kind_name(kind) == "unknown" {
-        return Err(DecodeError::malformed(format!(
-            "unknown frame kind {kind:#04x}"
-        )));
-    }
-    Ok(())
-}
-
-fn read_frame(r: &mut Reader) -> Result<Frame, DecodeError> {
+fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
     Ok(match r.kind {
-        kind::HELLO => Frame::Hello(Hello::read(r)?),
-        kind::PRODUCE => Frame::Produce(Produce::read(r)?),
-        kind::PRODUCE_BATCH => Frame::ProduceBatch(ProduceBatch::read(r)?),
-        kind::SUBSCRIBE => Frame::Subscribe(Subscribe::read(r)?),
-        kind::CREDIT => Frame::Credit {
+        kind::HELLO => AnyFrame::Client(ClientFrame::Hello(Hello::read(r)?)),
+        kind::PRODUCE => AnyFrame::Client(ClientFrame::Produce(Produce::read(r)?)),
+        kind::PRODUCE_BATCH => AnyFrame::Client(ClientFrame::ProduceBatch(ProduceBatch::read(r)?)),
+        kind::SUBSCRIBE => AnyFrame::Client(ClientFrame::Subscribe(Subscribe::read(r)?)),
+        kind::CREDIT => AnyFrame::Client(ClientFrame::Credit {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u32("count")?,
-        },
-        kind::UNSUBSCRIBE => Frame::Unsubscribe {
+        }),
+        kind::UNSUBSCRIBE => AnyFrame::Client(ClientFrame::Unsubscribe {
             subscription_id: r.get_u32("subscription id")?,
-        },
-        kind::PING => Frame::Ping {
+        }),
+        kind::PING => AnyFrame::Client(ClientFrame::Ping {
             token: r.get_u64("token")?,
-        },
-        kind::WELCOME => Frame::Welcome(Welcome::read(r)?),
-        kind::ACK => Frame::Ack(Ack::read(r)?),
-        kind::ERROR => Frame::Error(ErrorFrame::read(r)?),
-        kind::EVENT => Frame::Event {
+        }),
+        kind::WELCOME => AnyFrame::Server(ServerFrame::Welcome(Welcome::read(r)?)),
+        kind::ACK => AnyFrame::Server(ServerFrame::Ack(Ack::read(r)?)),
+        kind::ERROR => AnyFrame::Server(ServerFrame::Error(ErrorFrame::read(r)?)),
+        kind::EVENT => AnyFrame::Server(ServerFrame::Event {
             subscription_id: r.get_u32("subscription id")?,
             event: read_event(r)?,
-        },
-        kind::CAUGHT_UP => Frame::CaughtUp {
+        }),
+        kind::CAUGHT_UP => AnyFrame::Server(ServerFrame::CaughtUp {
             subscription_id: r.get_u32("subscription id")?,
-        },
-        kind::END => Frame::End {
+        }),
+        kind::END => AnyFrame::Server(ServerFrame::End {
             subscription_id: r.get_u32("subscription id")?,
             reason: EndReason::read(r)?,
-        },
-        kind::PONG => Frame::Pong {
+        }),
+        kind::PONG => AnyFrame::Server(ServerFrame::Pong {
             token: r.get_u64("token")?,
-        },
-        kind::STATUS_REQUEST => Frame::StatusRequest,
-        kind::STATUS => Frame::Status(Status::read(r)?),
-        kind::JOIN_GROUP => Frame::JoinGroup(JoinGroup::read(r)?),
-        kind::GROUP_ACK => Frame::GroupAck(GroupAck {
+        }),
+        kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
+        kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
+        kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
+        kind::GROUP_ACK => AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
             subscription_id: r.get_u32("subscription id")?,
             delay_ms: 0,
             ids: read_ids(r)?,
-        }),
-        kind::GROUP_NACK => Frame::GroupNack(GroupAck {
+        })),
+        kind::GROUP_NACK => AnyFrame::Client(ClientFrame::GroupNack(GroupAck {
             subscription_id: r.get_u32("subscription id")?,
             delay_ms: r.get_u32("delay")?,
             ids: read_ids(r)?,
-        }),
-        kind::LEAVE_GROUP => Frame::LeaveGroup {
+        })),
+        kind::LEAVE_GROUP => AnyFrame::Client(ClientFrame::LeaveGroup {
             subscription_id: r.get_u32("subscription id")?,
-        },
-        kind::SKIPPED => Frame::Skipped {
+        }),
+        kind::SKIPPED => AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64("count")?,
-        },
-        kind::PEER_HELLO => Frame::PeerHello(PeerHandshake::read(r)?),
-        kind::PEER_WELCOME => Frame::PeerWelcome(PeerHandshake::read(r)?),
-        kind::PEER_EVENT => Frame::PeerEvent(read_event(r)?),
-        kind::PEER_CREDIT => Frame::PeerCredit {
+        }),
+        kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
+        kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
+        kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
+        kind::PEER_CREDIT => AnyFrame::Peer(PeerFrame::PeerCredit {
             count: r.get_u32("count")?,
-        },
-        kind::PEER_MEMBERS => Frame::PeerMembers(read_members(r)?),
+        }),
+        kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
@@ -639,108 +913,6 @@ fn read_vector(r: &mut Reader, what: &str) -> Result<VersionVector, DecodeError>
     Ok(vector)
 }
 
-fn write_members(w: &mut Writer, members: &[Member]) {
-    // The engine lists at most `members_max` members; writing is total all the same.
-    let count = w.put_count16(members.len());
-    for member in members.iter().take(count) {
-        w.put_u16(member.actor_id);
-        w.put_text16(&member.addr);
-    }
-}
-
-fn read_members(r: &mut Reader) -> Result<Vec<Member>, DecodeError> {
-    let count = r.get_u16("member count")?;
-    // Pushed as read: a lying count cannot allocate more than the frame holds.
-    let mut members = Vec::new();
-    for _ in 0..count {
-        let actor_id = r.get_u16("member actor")?;
-        if actor_id == 0 {
-            return Err(r.error("a member list names actor 0, which is no actor".into()));
-        }
-        members.push(Member {
-            actor_id,
-            addr: r.get_str16("member address")?,
-        });
-    }
-    Ok(members)
-}
-
-impl WireFormat for PeerHandshake {
-    fn write(&self, w: &mut Writer) {
-        w.put_u16(self.protocol_version);
-        w.put_u16(self.actor_id);
-        w.put_text16(&self.advertised_addr);
-        w.put_bytes16(&self.secret, "cluster secret");
-        write_vector(w, &self.vector);
-        write_members(w, &self.members);
-    }
-
-    fn read(r: &mut Reader) -> Result<PeerHandshake, DecodeError> {
-        Ok(PeerHandshake {
-            protocol_version: r.get_u16("protocol version")?,
-            actor_id: r.get_u16("actor id")?,
-            advertised_addr: r.get_str16("advertised address")?,
-            secret: r.get_bytes16("cluster secret")?.to_vec(),
-            vector: read_vector(r, "vector")?,
-            members: read_members(r)?,
-        })
-    }
-}
-
-impl WireFormat for Status {
-    fn write(&self, w: &mut Writer) {
-        w.put_u16(self.actor_id);
-        w.put_u64(self.counter);
-        w.put_u64(self.event_count);
-        w.put_u64(self.durable_end);
-        write_vector(w, &self.vector);
-        // At most `members_max` members plus the configured addresses; never clamps.
-        let count = w.put_count16(self.members.len());
-        for member in self.members.iter().take(count) {
-            w.put_u16(member.actor_id);
-            w.put_text16(&member.addr);
-            w.put_u8(member.state as u8);
-            write_vector(w, &member.vector);
-            w.put_u64(member.lag);
-        }
-    }
-
-    fn read(r: &mut Reader) -> Result<Status, DecodeError> {
-        let actor_id = r.get_u16("actor id")?;
-        let counter = r.get_u64("counter")?;
-        let event_count = r.get_u64("event count")?;
-        let durable_end = r.get_u64("durable end")?;
-        let vector = read_vector(r, "vector")?;
-        let count = r.get_u16("member count")?;
-        let mut members = Vec::new();
-        for _ in 0..count {
-            let actor_id = r.get_u16("member actor")?;
-            let addr = r.get_str16("member address")?;
-            let state = match r.get_u8("member state")? {
-                1 => MemberState::Connected,
-                2 => MemberState::Connecting,
-                3 => MemberState::BackingOff,
-                other => return Err(r.error(format!("unknown member state {other}"))),
-            };
-            members.push(MemberStatus {
-                actor_id,
-                addr,
-                state,
-                vector: read_vector(r, "member vector")?,
-                lag: r.get_u64("member lag")?,
-            });
-        }
-        Ok(Status {
-            actor_id,
-            counter,
-            event_count,
-            durable_end,
-            vector,
-            members,
-        })
-    }
-}
-
 mod scope_tag {
     pub const CONNECTION: u8 = 0;
     pub const PRODUCE: u8 = 1;
@@ -818,222 +990,6 @@ fn read_event(r: &mut Reader) -> Result<Event, DecodeError> {
         namespace: r.get_namespace()?,
         data: r.get_data()?.to_vec(),
     })
-}
-
-/// Appends big-endian fields to a frame being encoded.
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
-}
-
-impl Writer<'_> {
-    fn put_u8(&mut self, value: u8) {
-        self.out.push(value);
-    }
-
-    fn put_u16(&mut self, value: u16) {
-        self.out.extend_from_slice(&value.to_be_bytes());
-    }
-
-    /// Writes a `u16` element count for `length` elements and returns how many to write:
-    /// `length`, or 65535 if it is longer (callers bound their lists far below that, so
-    /// this is only what keeps encoding total).
-    fn put_count16(&mut self, length: usize) -> usize {
-        let count = u16::try_from(length).unwrap_or(u16::MAX);
-        self.put_u16(count);
-        usize::from(count)
-    }
-
-    fn put_u32(&mut self, value: u32) {
-        self.out.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn put_u64(&mut self, value: u64) {
-        self.out.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn put_bool(&mut self, value: bool) {
-        self.put_u8(u8::from(value));
-    }
-
-    /// An id is 10 bytes: the u64 counter, then the u16 actor.
-    fn put_id(&mut self, id: EventId) {
-        self.put_u64(id.counter);
-        self.put_u16(id.actor.0);
-    }
-
-    /// An absent id is written as the id with counter 0 and actor 0.
-    fn put_optional_id(&mut self, id: Option<EventId>) {
-        self.put_id(id.unwrap_or(EventId::NONE));
-    }
-
-    fn put_bytes16(&mut self, bytes: &[u8], what: &str) {
-        let length = u16::try_from(bytes.len())
-            .unwrap_or_else(|_| panic!("{what} of {} bytes is over 65535", bytes.len()));
-        self.put_u16(length);
-        self.out.extend_from_slice(bytes);
-    }
-
-    /// Free text: truncated to 65535 bytes at a character boundary.
-    fn put_text16(&mut self, text: &str) {
-        let mut end = text.len().min(usize::from(u16::MAX));
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.put_bytes16(&text.as_bytes()[..end], "text");
-    }
-
-    fn put_namespace(&mut self, namespace: &str) {
-        self.put_bytes16(namespace.as_bytes(), "namespace");
-    }
-
-    fn put_data(&mut self, data: &[u8]) {
-        let length = u32::try_from(data.len()).expect("event data over 4 GiB");
-        self.put_u32(length);
-        self.out.extend_from_slice(data);
-    }
-}
-
-/// Reads big-endian fields from the body of one frame, checking each against the bytes left.
-struct Reader<'a> {
-    body: &'a [u8],
-    position: usize,
-    kind: u8,
-    limits: &'a WireLimits,
-}
-
-impl<'a> Reader<'a> {
-    fn error(&self, message: String) -> DecodeError {
-        DecodeError::malformed(format!(
-            "{} frame (kind {:#04x}): {message}",
-            kind_name(self.kind),
-            self.kind
-        ))
-    }
-
-    fn take(&mut self, size: usize, what: &str) -> Result<&'a [u8], DecodeError> {
-        let left = self.body.len() - self.position;
-        if size > left {
-            return Err(self.error(format!(
-                "{what} needs {size} bytes but only {left} are left in the frame"
-            )));
-        }
-        let bytes = &self.body[self.position..self.position + size];
-        self.position += size;
-        Ok(bytes)
-    }
-
-    fn take_array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DecodeError> {
-        let mut array = [0u8; N];
-        array.copy_from_slice(self.take(N, what)?);
-        Ok(array)
-    }
-
-    fn get_u8(&mut self, what: &str) -> Result<u8, DecodeError> {
-        Ok(self.take_array::<1>(what)?[0])
-    }
-
-    fn get_u16(&mut self, what: &str) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.take_array(what)?))
-    }
-
-    fn get_u32(&mut self, what: &str) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.take_array(what)?))
-    }
-
-    fn get_u64(&mut self, what: &str) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.take_array(what)?))
-    }
-
-    fn get_bool(&mut self, what: &str) -> Result<bool, DecodeError> {
-        match self.get_u8(what)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(self.error(format!("{what} is {other}; a boolean must be 0 or 1"))),
-        }
-    }
-
-    /// Any id, including counter 0 with any actor: callers check the canonical form.
-    fn get_id(&mut self, what: &str) -> Result<EventId, DecodeError> {
-        let counter = self.get_u64(what)?;
-        let actor = self.get_u16(what)?;
-        Ok(EventId::new(counter, actor))
-    }
-
-    /// An id where counter 0 means "none" (a start id, a cursor floor): "none" has one
-    /// encoding, all zeros, so counter 0 with a non-zero actor is refused.
-    fn get_id_or_none(&mut self, what: &str) -> Result<EventId, DecodeError> {
-        Ok(self.get_optional_id(what)?.unwrap_or(EventId::NONE))
-    }
-
-    /// The id of an existing event: counter 0 is refused.
-    fn get_event_id(&mut self, what: &str) -> Result<EventId, DecodeError> {
-        let id = self.get_id(what)?;
-        if id.is_none() {
-            return Err(self.error(format!("{what} has counter 0, which is not an event id")));
-        }
-        Ok(id)
-    }
-
-    /// Counter 0 means absent; its actor must then be 0 too, so each value has one encoding.
-    fn get_optional_id(&mut self, what: &str) -> Result<Option<EventId>, DecodeError> {
-        let id = self.get_id(what)?;
-        match (id.counter, id.actor.0) {
-            (0, 0) => Ok(None),
-            (0, actor) => Err(self.error(format!(
-                "{what} has counter 0 (absent) but actor {actor}; an absent id is all zeros"
-            ))),
-            _ => Ok(Some(id)),
-        }
-    }
-
-    fn get_bytes16(&mut self, what: &str) -> Result<&'a [u8], DecodeError> {
-        let length = self.get_u16(what)?;
-        self.take(usize::from(length), what)
-    }
-
-    fn get_str16(&mut self, what: &str) -> Result<String, DecodeError> {
-        let bytes = self.get_bytes16(what)?;
-        self.utf8(bytes, what)
-    }
-
-    fn utf8(&self, bytes: &[u8], what: &str) -> Result<String, DecodeError> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Ok(text.to_string()),
-            Err(error) => Err(self.error(format!("{what} is not valid UTF-8: {error}"))),
-        }
-    }
-
-    fn get_namespace(&mut self) -> Result<String, DecodeError> {
-        let length = self.get_u16("namespace")?;
-        if u32::from(length) > self.limits.namespace_length_max {
-            return Err(self.error(format!(
-                "namespace of {length} bytes is over the limit of {} bytes",
-                self.limits.namespace_length_max
-            )));
-        }
-        let bytes = self.take(usize::from(length), "namespace")?;
-        self.utf8(bytes, "namespace")
-    }
-
-    fn get_data(&mut self) -> Result<&'a [u8], DecodeError> {
-        let length = self.get_u32("data")?;
-        if length > self.limits.event_data_size_max {
-            return Err(self.error(format!(
-                "event data of {length} bytes is over the limit of {} bytes",
-                self.limits.event_data_size_max
-            )));
-        }
-        // A u32 always fits in a usize on the 32- and 64-bit targets flo supports.
-        self.take(length as usize, "data")
-    }
-
-    fn finish(&self) -> Result<(), DecodeError> {
-        let left = self.body.len() - self.position;
-        if left > 0 {
-            return Err(self.error(format!("{left} bytes left over after the last field")));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,274 @@
+//! Membership and dialing: the members learned from handshakes and PeerMembers, the dial
+//! targets with capped exponential back-off, and what a lost peer connection schedules.
+
+use std::net::SocketAddr;
+
+use super::{MemberInfo, Target, TargetState};
+use crate::engine::{Action, ConnId, Engine, Now, Phase};
+use crate::event::{ActorId, VersionVector};
+use crate::protocol::{Member, PeerFrame};
+use crate::storage::Log;
+
+impl<L: Log> Engine<L> {
+    /// Dialing `addr` failed (refused, unreachable, timed out).
+    pub fn handle_dial_failed(&mut self, now: Now, addr: SocketAddr) {
+        self.observe_time(now);
+        log::debug!("could not connect to peer {addr}");
+        self.target_failed(addr);
+        self.debug_check_invariants();
+    }
+
+    /// The actors this node has an established peer connection to.
+    pub fn connected_peers(&self) -> Vec<ActorId> {
+        let members = self.cluster.members.iter();
+        members
+            .filter(|(_, m)| m.conn.is_some())
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    pub(super) fn member_list(&self, except: Option<ActorId>) -> Vec<Member> {
+        let members = self.cluster.members.iter();
+        members
+            .filter(|(actor, _)| Some(**actor) != except)
+            .map(|(actor, m)| Member {
+                actor_id: actor.0,
+                addr: m.addr.to_string(),
+            })
+            .collect()
+    }
+
+    pub(super) fn mark_own(&mut self, addr: SocketAddr) {
+        if let Some(target) = self.cluster.targets.get_mut(&addr) {
+            target.state = TargetState::Own;
+        }
+    }
+
+    /// Records an established connection to `actor`: its address, connection and handshake
+    /// vector; its dial targets are satisfied. Returns true when the member is new.
+    pub(super) fn record_member(
+        &mut self,
+        conn: ConnId,
+        actor: ActorId,
+        addr: Option<SocketAddr>,
+        their_vector: VersionVector,
+    ) -> bool {
+        let mut changed = false;
+        match self.cluster.members.get_mut(&actor) {
+            Some(member) => {
+                member.conn = Some(conn);
+                member.handshake_vector = Some(their_vector);
+                if let Some(addr) = addr {
+                    member.addr = addr;
+                }
+            }
+            None => {
+                if let Some(addr) = addr {
+                    let member = MemberInfo {
+                        addr,
+                        conn: Some(conn),
+                        handshake_vector: Some(their_vector),
+                    };
+                    self.cluster.members.insert(actor, member);
+                    changed = true;
+                }
+            }
+        }
+        if let Some(addr) = addr {
+            self.add_target(addr, Some(actor));
+        }
+        for target in self.cluster.targets.values_mut() {
+            if target.actor == Some(actor) {
+                target.attempt = 0;
+                if target.state != TargetState::Own {
+                    target.state = TargetState::Satisfied;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Adds members learned from a peer, up to `members_max` members in all; returns true
+    /// when the member set changed.
+    pub(super) fn learn_members(&mut self, members: &[Member]) -> bool {
+        let mut changed = false;
+        for member in members {
+            let actor = ActorId(member.actor_id);
+            if actor == self.config.actor_id || actor.0 == 0 {
+                continue;
+            }
+            let known = &self.cluster.members;
+            if !known.contains_key(&actor) && known.len() >= self.config.cluster.members_max {
+                log::warn!(
+                    "ignoring members beyond the limit of {}, starting with actor {actor} at {:?}",
+                    self.config.cluster.members_max,
+                    member.addr
+                );
+                break;
+            }
+            let Ok(addr) = member.addr.parse::<SocketAddr>() else {
+                log::warn!(
+                    "ignoring member {actor} with invalid address {:?}",
+                    member.addr
+                );
+                continue;
+            };
+            if let std::collections::btree_map::Entry::Vacant(entry) =
+                self.cluster.members.entry(actor)
+            {
+                entry.insert(MemberInfo {
+                    addr,
+                    conn: None,
+                    handshake_vector: None,
+                });
+                log::info!("learned of member {actor} at {addr}");
+                changed = true;
+            }
+            self.add_target(addr, Some(actor));
+        }
+        changed
+    }
+
+    fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) {
+        if Some(addr) == self.config.advertised_addr {
+            return;
+        }
+        let connected = actor
+            .and_then(|a| self.cluster.members.get(&a))
+            .is_some_and(|m| m.conn.is_some());
+        let target = self.cluster.targets.entry(addr).or_insert(Target {
+            state: TargetState::Waiting { due_ms: 0 },
+            attempt: 0,
+            actor,
+        });
+        if target.actor.is_none() {
+            target.actor = actor;
+        }
+        if connected && matches!(target.state, TargetState::Waiting { .. }) {
+            target.state = TargetState::Satisfied;
+        }
+    }
+
+    pub(super) fn broadcast_members(&mut self) {
+        let peers: Vec<(ConnId, ActorId)> = self
+            .cluster
+            .members
+            .iter()
+            .filter_map(|(actor, m)| m.conn.map(|c| (c, *actor)))
+            .collect();
+        for (conn, actor) in peers {
+            let list = self.member_list(Some(actor));
+            self.send(conn, &PeerFrame::PeerMembers(list));
+        }
+    }
+
+    /// A connection was forgotten (closed by either side): if it was a peer connection,
+    /// schedule a reconnect.
+    pub(in crate::engine) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
+        match phase {
+            Phase::PeerAwaitingWelcome { addr, .. } => self.target_failed(addr),
+            Phase::Peer { actor, .. } => {
+                let Some(member) = self.cluster.members.get_mut(&actor) else {
+                    return;
+                };
+                if member.conn != Some(conn) {
+                    return;
+                }
+                member.conn = None;
+                log::info!("{conn}: peer {actor} disconnected");
+                let addrs: Vec<SocketAddr> = self
+                    .cluster
+                    .targets
+                    .iter()
+                    .filter(|(_, t)| t.actor == Some(actor) && t.state == TargetState::Satisfied)
+                    .map(|(addr, _)| *addr)
+                    .collect();
+                for addr in addrs {
+                    self.target_failed(addr);
+                }
+            }
+            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {}
+        }
+    }
+
+    /// Schedules the next dial of `addr` with capped exponential back-off and jitter.
+    fn target_failed(&mut self, addr: SocketAddr) {
+        let now_ms = self.now_ms;
+        let initial = super::super::millis(self.config.cluster.dial_backoff_initial).max(1);
+        let max = super::super::millis(self.config.cluster.dial_backoff_max).max(initial);
+        let random = self.cluster.next_random();
+        let Some(target) = self.cluster.targets.get_mut(&addr) else {
+            return;
+        };
+        if target.state == TargetState::Own {
+            return;
+        }
+        let delay = initial
+            .saturating_mul(1u64 << target.attempt.min(20))
+            .min(max);
+        // Jitter: between half the delay and the whole of it.
+        let delay = delay / 2 + random % (delay / 2 + 1);
+        target.attempt = target.attempt.saturating_add(1);
+        if target.attempt >= self.config.cluster.discovery_attempts_max
+            && !self.config.cluster.peer_addrs.contains(&addr)
+        {
+            // A discovered address is forgotten once it failed this often, unless its member
+            // answered a handshake since this node started (then it is a real member that is
+            // down, and is redialed at the capped back-off).
+            let actor = target.actor;
+            let member = actor.and_then(|a| self.cluster.members.get(&a));
+            let answered = member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
+            if !answered {
+                let attempts = target.attempt;
+                self.cluster.targets.remove(&addr);
+                if let Some(actor) = actor {
+                    if member.is_some_and(|m| m.addr == addr) {
+                        self.cluster.members.remove(&actor);
+                    }
+                }
+                log::info!(
+                    "forgetting discovered member at {addr}: it never answered in {attempts} attempts"
+                );
+                return;
+            }
+        }
+        target.state = TargetState::Waiting {
+            due_ms: now_ms + delay,
+        };
+    }
+
+    /// Emits Dial actions for targets whose time came; called at every turn end.
+    pub(in crate::engine) fn dial_due(&mut self, now: Now) {
+        let mut due = Vec::new();
+        for (addr, target) in &mut self.cluster.targets {
+            let TargetState::Waiting { due_ms } = target.state else {
+                continue;
+            };
+            let connected = target
+                .actor
+                .and_then(|a| self.cluster.members.get(&a))
+                .is_some_and(|m| m.conn.is_some());
+            if connected {
+                target.state = TargetState::Satisfied;
+            } else if now.monotonic.0 >= due_ms {
+                target.state = TargetState::Dialing;
+                due.push(*addr);
+            }
+        }
+        for addr in due {
+            log::debug!("dialing peer {addr}");
+            self.closing.push_back(Action::Dial { addr });
+        }
+    }
+
+    /// The earliest time a waiting target is due, if any.
+    pub(in crate::engine) fn next_dial_ms(&self) -> Option<u64> {
+        let targets = self.cluster.targets.values();
+        targets
+            .filter_map(|t| match t.state {
+                TargetState::Waiting { due_ms } => Some(due_ms),
+                _ => None,
+            })
+            .min()
+    }
+}

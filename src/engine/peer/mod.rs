@@ -1,0 +1,251 @@
+//! Clustering: peer connections, the handshake, replication in both directions, membership,
+//! dialing with back-off, the catch-up hold after an unclean start, and status.
+//!
+//! A peer connection is an ordinary connection whose first frame is PeerHello (from the
+//! dialer) instead of Hello; the acceptor answers PeerWelcome. Both carry the sender's version
+//! vector, and each side then feeds the other a replication stream: a tailing subscription of
+//! every namespace that starts at the earliest record the other's vector does not cover. Events
+//! go out as PeerEvent frames under credit (PeerCredit), so the existing back-pressure applies.
+//! A received event is appended only if its counter is above the highest this node holds for
+//! its actor (otherwise it is a duplicate), and its credit is given back only after the turn's
+//! sync made it durable.
+//!
+//! This file holds the cluster state and the status; `handshake` admits peers, `replication`
+//! runs the streams, `membership` learns members and dials them, `catch_up` holds produces
+//! after an unclean start.
+
+mod catch_up;
+mod handshake;
+mod membership;
+mod replication;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::{ConnId, Engine, Phase};
+use crate::event::{ActorId, VersionVector};
+use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
+use crate::storage::Log;
+use catch_up::Hold;
+
+/// The subscription id of a peer connection's replication stream (a peer connection has no
+/// other subscription).
+const PEER_SUBSCRIPTION: u32 = 0;
+
+/// Where dialing one address stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    /// Dial when the monotonic clock reaches `due_ms`.
+    Waiting { due_ms: u64 },
+    /// A Dial action is out, or the dialed connection is in its handshake.
+    Dialing,
+    /// The actor behind this address is connected (over this or another connection).
+    Satisfied,
+    /// This address reaches this node itself, or a node with the same actor id: never dialed.
+    Own,
+}
+
+/// An address this node dials.
+#[derive(Debug, Clone)]
+struct Target {
+    state: TargetState,
+    /// Failed attempts since the last successful handshake (drives the back-off).
+    attempt: u32,
+    /// The actor this address turned out to reach, once a handshake told us.
+    actor: Option<ActorId>,
+}
+
+/// What this node knows about another member.
+#[derive(Debug, Clone)]
+struct MemberInfo {
+    addr: SocketAddr,
+    /// The established connection to it, if any.
+    conn: Option<ConnId>,
+    /// Its vector as of its last handshake with this node, since this node started.
+    handshake_vector: Option<VersionVector>,
+}
+
+/// The cluster state of one engine.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    targets: BTreeMap<SocketAddr, Target>,
+    members: BTreeMap<ActorId, MemberInfo>,
+    rng_state: u64,
+    hold: Hold,
+    /// PeerEvent frames were received this turn on these connections.
+    credit_due: Vec<ConnId>,
+}
+
+impl Cluster {
+    /// `held`: the log's vector. If it holds events of other actors, this node has been a
+    /// cluster member even if it has no `--peer-addr`.
+    ///
+    /// A log that already holds events of more actors than `actors_max` (written before the
+    /// limit existed, or under a higher one) is served as it is: nothing stored is refused or
+    /// dropped, only events of further new actors are. Its vector still encodes (at most
+    /// 65,535 entries); peers whose limit is lower refuse its handshake, which is logged.
+    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector) -> Cluster {
+        let foreign_events = held.iter().any(|(a, _)| a != config.actor_id);
+        if held.len() > config.cluster.actors_max {
+            log::warn!(
+                "the log holds events of {} actors, over the limit of {}: they are served, but events of new actors are refused, and peers with the same limit refuse this node's handshake",
+                held.len(),
+                config.cluster.actors_max
+            );
+        }
+        let mut targets = BTreeMap::new();
+        for addr in &config.cluster.peer_addrs {
+            let state = if Some(*addr) == config.advertised_addr {
+                TargetState::Own
+            } else {
+                TargetState::Waiting { due_ms: 0 }
+            };
+            let target = Target {
+                state,
+                attempt: 0,
+                actor: None,
+            };
+            targets.insert(*addr, target);
+        }
+        let hold = match config.catch_up_timeout_ms {
+            Some(timeout_ms) if !config.cluster.peer_addrs.is_empty() || foreign_events => {
+                Hold::Pending { timeout_ms }
+            }
+            _ => Hold::Off,
+        };
+        Cluster {
+            targets,
+            members: BTreeMap::new(),
+            // xorshift must not start at 0.
+            rng_state: config.seed | 1,
+            hold,
+            credit_due: Vec::new(),
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        crate::random::next_u64(&mut self.rng_state)
+    }
+}
+
+impl<L: Log> Engine<L> {
+    /// The cluster status, as a StatusRequest answers it.
+    pub fn status(&self) -> Status {
+        let durable_end = self.log.durable_end();
+        let mut members = Vec::new();
+        for (actor, member) in &self.cluster.members {
+            let (state, vector, lag) = match member.conn.and_then(|c| self.conn(c)) {
+                Some(connection) => match connection.subscriptions.get(&PEER_SUBSCRIPTION) {
+                    Some(sub) => (
+                        MemberState::Connected,
+                        sub.filter.vector.clone(),
+                        durable_end.0.saturating_sub(sub.next.0),
+                    ),
+                    None => (MemberState::Connected, VersionVector::new(), 0),
+                },
+                None => (
+                    self.target_state_of(member.addr),
+                    member.handshake_vector.clone().unwrap_or_default(),
+                    0,
+                ),
+            };
+            members.push(MemberStatus {
+                actor_id: actor.0,
+                addr: member.addr.to_string(),
+                state,
+                vector,
+                lag,
+            });
+        }
+        // Addresses not yet identified by a handshake are listed with actor 0.
+        for (addr, target) in &self.cluster.targets {
+            if target.actor.is_none() && target.state != TargetState::Own {
+                members.push(MemberStatus {
+                    actor_id: 0,
+                    addr: addr.to_string(),
+                    state: self.target_state_of(*addr),
+                    vector: VersionVector::new(),
+                    lag: 0,
+                });
+            }
+        }
+        Status {
+            actor_id: self.config.actor_id.0,
+            counter: self.counter,
+            event_count: self.log.stats().event_count,
+            durable_end: durable_end.0,
+            vector: self.log.version_vector().clone(),
+            members,
+        }
+    }
+
+    fn target_state_of(&self, addr: SocketAddr) -> MemberState {
+        match self.cluster.targets.get(&addr).map(|t| t.state) {
+            Some(TargetState::Dialing) => MemberState::Connecting,
+            Some(TargetState::Satisfied) => MemberState::Connected,
+            Some(TargetState::Waiting { .. }) | Some(TargetState::Own) | None => {
+                MemberState::BackingOff
+            }
+        }
+    }
+
+    pub(super) fn on_status_request(&mut self, conn: ConnId) {
+        let status = self.status();
+        self.send(conn, &ServerFrame::Status(status));
+    }
+
+    /// The connections that completed a peer handshake.
+    fn peer_conns(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| matches!(c.phase, Phase::Peer { .. }))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Keep-alives for peer connections (a PeerCredit of 0), so idle time-outs only close dead
+    /// ones.
+    pub(super) fn peer_keepalives(&mut self) {
+        let peers = self.peer_conns();
+        for conn in peers {
+            self.send(conn, &PeerFrame::PeerCredit { count: 0 });
+        }
+    }
+
+    /// The cluster's half of [`Engine::check_invariants`]: a member's connection is an
+    /// established peer connection to that member, and every established peer connection is
+    /// its member's connection.
+    pub(in crate::engine) fn check_peer_invariants(&self) {
+        for (actor, member) in &self.cluster.members {
+            if let Some(conn) = member.conn {
+                let phase = self.conn(conn).map(|c| &c.phase);
+                assert!(
+                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if *a == *actor),
+                    "member {actor}: its connection {conn} is not an established peer connection to it ({phase:?})"
+                );
+            }
+        }
+        for connection in self.conns.iter().flatten() {
+            if let Phase::Peer {
+                actor,
+                events_this_turn,
+                ..
+            } = connection.phase
+            {
+                assert!(
+                    events_this_turn == 0 || self.cluster.credit_due.contains(&connection.id),
+                    "{}: PeerEvent credit owed but the connection is not due credit",
+                    connection.id
+                );
+                let member = self.cluster.members.get(&actor).and_then(|m| m.conn);
+                assert_eq!(
+                    member,
+                    Some(connection.id),
+                    "{}: an established peer connection that is not member {actor}'s",
+                    connection.id
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Replication over an established peer connection: where a peer's stream starts, the
+//! PeerEvent/PeerCredit exchange, and the credit given back once the turn's sync made the
+//! received events durable.
+
+use super::PEER_SUBSCRIPTION;
+use crate::engine::{ConnId, Engine, Phase};
+use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use crate::protocol::{ErrorCode, PeerFrame};
+use crate::storage::{Log, Offset};
+
+impl<L: Log> Engine<L> {
+    /// Where the replication stream to a peer with `vector` starts; warns when retention
+    /// deleted records the peer may not hold.
+    pub(super) fn peer_start(&mut self, actor: ActorId, vector: &VersionVector) -> Offset {
+        let position = StartPosition::Cursor(Cursor::from_vector(vector.clone()));
+        match self.log.find_start(&position) {
+            Ok(next) => {
+                let start = self.log.start();
+                if start > Offset(0) && next == start && next < self.log.durable_end() {
+                    log::warn!(
+                        "peer {actor} may have a gap: its stream starts at the oldest retained record (offset {start}); records before it were deleted by retention and are not sent"
+                    );
+                }
+                next
+            }
+            Err(error) => {
+                log::error!("could not find where peer {actor}'s stream starts: {error}; starting at the oldest retained record");
+                self.log.start()
+            }
+        }
+    }
+
+    /// Retention deleted records: a connected peer whose stream had not reached them yet
+    /// will never be sent them. Says so loudly, once per deletion.
+    pub(in crate::engine) fn warn_peer_retention_gaps(&mut self) {
+        let start = self.log.start();
+        for connection in self.conns.iter_mut().flatten() {
+            let Phase::Peer { actor, .. } = connection.phase else {
+                continue;
+            };
+            if let Some(sub) = connection.subscriptions.get_mut(&PEER_SUBSCRIPTION) {
+                if sub.next < start {
+                    log::warn!(
+                        "peer {actor} has a gap: retention deleted records {}..{start} before they were sent to it",
+                        sub.next
+                    );
+                    sub.next = start;
+                }
+            }
+        }
+    }
+
+    /// A frame on a peer connection: the answer to this node's PeerHello while it waits for
+    /// PeerWelcome, else a frame of the established connection.
+    pub(in crate::engine) fn on_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
+        // Checked by the caller: `on_frame` runs only for open connections.
+        match self.conn(conn).expect("connection is open").phase {
+            Phase::PeerAwaitingWelcome { addr, .. } => match frame {
+                PeerFrame::PeerWelcome(welcome) => self.on_peer_welcome(conn, addr, welcome),
+                PeerFrame::Error(error) => {
+                    self.on_peer_refused(conn, addr, error);
+                    false
+                }
+                PeerFrame::PeerHello(_)
+                | PeerFrame::PeerEvent(_)
+                | PeerFrame::PeerCredit { .. }
+                | PeerFrame::PeerMembers(_) => self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "the first frame on a peer connection must be PeerWelcome",
+                ),
+            },
+            Phase::Peer { .. } => self.on_established_peer_frame(conn, frame),
+            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {
+                unreachable!("{conn}: peer frames are decoded only on peer connections")
+            }
+        }
+    }
+
+    /// A frame on an established peer connection.
+    fn on_established_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
+        match frame {
+            PeerFrame::PeerEvent(event) => return self.on_peer_event(conn, event),
+            PeerFrame::PeerCredit { count } => {
+                if count > 0 {
+                    if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
+                        sub.credit = sub.credit.saturating_add(u64::from(count));
+                    }
+                    self.mark_ready(conn, PEER_SUBSCRIPTION);
+                }
+            }
+            PeerFrame::PeerMembers(members) => {
+                if self.learn_members(&members) {
+                    self.broadcast_members();
+                }
+            }
+            PeerFrame::Error(error) => {
+                match error.code {
+                    ErrorCode::DuplicatePeerConnection => {
+                        log::debug!("{conn}: duplicate closed by the peer: {}", error.message)
+                    }
+                    ErrorCode::ShuttingDown => log::info!("{conn}: peer is shutting down"),
+                    _ => log::warn!("{conn}: peer closed the connection: {}", error.message),
+                }
+                self.forget(conn);
+                return false;
+            }
+            PeerFrame::PeerHello(_) | PeerFrame::PeerWelcome(_) => {
+                return self.close_with_error(
+                    conn,
+                    ErrorCode::UnexpectedFrame,
+                    "only PeerEvent, PeerCredit and PeerMembers are valid on a peer connection after the handshake",
+                )
+            }
+        }
+        true
+    }
+
+    /// A replicated event: appended unless this node already holds its actor's counter.
+    fn on_peer_event(&mut self, conn: ConnId, event: Event) -> bool {
+        // Checked by the caller: the connection is open.
+        let connection = self.conn(conn).expect("connection is open");
+        let Phase::Peer { credit_given, .. } = connection.phase else {
+            unreachable!("{conn}: PeerEvent is handled only on established peer connections")
+        };
+        if credit_given == 0 {
+            return self.close_with_error(
+                conn,
+                ErrorCode::UnexpectedFrame,
+                "PeerEvent without credit",
+            );
+        }
+        if let Err(message) = self.check_replicated_id(event.id) {
+            log::error!("{conn}: replicated event {} refused: {message}", event.id);
+            let message = format!("replicated event {} refused: {message}", event.id);
+            return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
+        if let Err((_, message)) = self.validate_stored(&event) {
+            // The origin validated it, so this peer is broken or hostile: storing it would
+            // serve an invalid event, and skipping it would leave a hole in the origin's
+            // prefix, so the connection is closed instead.
+            log::error!("{conn}: replicated event {} refused: {message}", event.id);
+            let message = format!("replicated event {} refused: {message}", event.id);
+            return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
+        // Checked by the caller: the connection is open.
+        let connection = self.conn_mut(conn).expect("connection is open");
+        let Phase::Peer {
+            credit_given,
+            events_this_turn,
+            ..
+        } = &mut connection.phase
+        else {
+            unreachable!("{conn}: PeerEvent is handled only on established peer connections")
+        };
+        *credit_given -= 1;
+        *events_this_turn += 1;
+        if *events_this_turn == 1 {
+            self.cluster.credit_due.push(conn);
+        }
+        let id = event.id;
+        // The peer holds what it sent: never send it back.
+        if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
+            sub.filter.observe(id);
+        }
+        if id.counter == 0 || self.turn_failure.is_some() {
+            return true;
+        }
+        if id.counter <= self.log.version_vector().get(id.actor) {
+            return true;
+        }
+        if !self.turn_namespaces.contains(&event.namespace) {
+            self.turn_namespaces.insert(event.namespace.clone());
+        }
+        match self.log.append(event) {
+            Ok(_) => {
+                self.counter = self.counter.max(id.counter);
+                self.stats.events_replicated += 1;
+            }
+            Err(error) => {
+                log::error!("append of replicated event {id} failed: {error}");
+                self.turn_failure = Some(format!("the events were not stored: {error}"));
+            }
+        }
+        true
+    }
+
+    /// The rules a replicated event's id must meet before anything is stored or observed:
+    /// a real actor, a counter at most `peer_counter_ahead_max` above this node's Lamport
+    /// counter (and at most `EventId::COUNTER_MAX`), and, for an actor this node holds no
+    /// events of yet, room under `actors_max`.
+    fn check_replicated_id(&self, id: EventId) -> Result<(), String> {
+        if id.actor.0 == 0 {
+            return Err("actor 0 is no actor".into());
+        }
+        let ahead_max = self
+            .counter
+            .saturating_add(self.config.cluster.peer_counter_ahead_max)
+            .min(EventId::COUNTER_MAX);
+        if id.counter > ahead_max {
+            return Err(format!(
+                "its counter is more than {} above this node's counter {} (or past {})",
+                self.config.cluster.peer_counter_ahead_max,
+                self.counter,
+                EventId::COUNTER_MAX
+            ));
+        }
+        let vector = self.log.version_vector();
+        if vector.get(id.actor) == 0 && vector.len() >= self.config.cluster.actors_max {
+            return Err(format!(
+                "this node already holds events of {} actors, its limit",
+                self.config.cluster.actors_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// Turn end, after the sync. On success, gives back the credit of the turn's replicated
+    /// events (they are durable now). On failure, the log discarded the turn's appends, so
+    /// every replication stream would have a hole: every peer connection is closed and
+    /// re-handshakes from the log's real vector.
+    pub(in crate::engine) fn after_sync_peers(&mut self, failed: bool) {
+        let due = std::mem::take(&mut self.cluster.credit_due);
+        if failed {
+            let peers = self.peer_conns();
+            for conn in peers {
+                let message = "this node could not store replicated events; reconnect";
+                self.close_with_error(conn, ErrorCode::StorageFailure, message);
+            }
+            return;
+        }
+        let window = u64::from(self.config.cluster.peer_credit_window);
+        for conn in due {
+            let Some(connection) = self.conn_mut(conn) else {
+                continue;
+            };
+            // A peer connection closed this turn is owed no more credit.
+            let Phase::Peer {
+                credit_given,
+                events_this_turn,
+                ..
+            } = &mut connection.phase
+            else {
+                continue;
+            };
+            let count = std::mem::take(events_this_turn);
+            let count = count.min((window - (*credit_given).min(window)) as u32);
+            if count > 0 {
+                *credit_given += u64::from(count);
+                self.send(conn, &PeerFrame::PeerCredit { count });
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The simulated nodes: an engine over a memory log (or the log a down node left), its fake
+//! producing client, crashes and restarts, and the roaming consumer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use flo::config::{FsyncPolicy, WireLimits};
+use flo::engine::{Action, ConnId, Engine, EngineConfig};
+use flo::event::{ActorId, Cursor, EventId, StartPosition};
+use flo::protocol::{
+    decode, encode, ClientFrame, ErrorCode, Hello, NewEvent, Produce, ServerFrame, Subscribe,
+    PROTOCOL_VERSION,
+};
+use flo::storage::{Log, MemoryLog};
+
+use super::*;
+
+pub(crate) struct Node {
+    pub(crate) actor: ActorId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: EngineConfig,
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) engine: Option<Engine<MemoryLog>>,
+    /// The log of a node that is down.
+    pub(crate) stored_log: Option<MemoryLog>,
+    pub(crate) next_slot: u32,
+    pub(crate) free_slots: Vec<u32>,
+    pub(crate) generation: u32,
+    pub(crate) client: Option<ConnId>,
+    pub(crate) client_input: Vec<u8>,
+    pub(crate) next_op: u64,
+    /// Produces waiting for their reply: op id -> payload.
+    pub(crate) pending: HashMap<u64, Vec<u8>>,
+    /// Acknowledged events this node created, which it must keep.
+    pub(crate) acked: BTreeMap<EventId, Vec<u8>>,
+    /// Acknowledgements not yet checked against the log.
+    pub(crate) new_acks: Vec<(EventId, Vec<u8>)>,
+    pub(crate) checked: Checked,
+    pub(crate) restarts: u64,
+}
+
+/// What the incremental check has read of one node's log.
+#[derive(Default)]
+pub(crate) struct Checked {
+    pub(crate) end: u64,
+    pub(crate) highest: HashMap<ActorId, u64>,
+    pub(crate) ids: std::collections::HashSet<EventId>,
+    /// The log was truncated by a crash: read it again from the start.
+    pub(crate) rebuild: bool,
+}
+
+impl Node {
+    pub(crate) fn new_conn(&mut self) -> ConnId {
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        self.generation += 1;
+        ConnId {
+            slot,
+            generation: self.generation,
+        }
+    }
+
+    pub(crate) fn free(&mut self, conn: ConnId) {
+        self.free_slots.push(conn.slot);
+    }
+
+    pub(crate) fn log_mut(&mut self) -> &mut MemoryLog {
+        match self.engine.as_mut() {
+            Some(engine) => engine.log_mut(),
+            // A node is either up (engine) or down (stored log).
+            None => self.stored_log.as_mut().expect("a down node keeps its log"),
+        }
+    }
+}
+
+/// A consumer that moves from node to node with its version-vector cursor: each session
+/// subscribes at the cursor on a random node, reads to the end of that node's log, and leaves.
+#[derive(Default)]
+pub(crate) struct Roamer {
+    pub(crate) cursor: Cursor,
+    /// Every event delivered, by id; a repeat is a failure.
+    pub(crate) seen: HashMap<EventId, Vec<u8>>,
+    /// The node and connection of the current session.
+    pub(crate) session: Option<(usize, ConnId)>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) sessions: u64,
+}
+
+impl Sim {
+    pub(crate) fn connect_client(&mut self, node: usize) {
+        let now = self.now();
+        let n = &mut self.nodes[node];
+        let conn = n.new_conn();
+        let engine = n.engine.as_mut().expect("client connects to an up node");
+        engine.handle_connect(now, conn);
+        let mut bytes = Vec::new();
+        encode(
+            &ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "sim".into(),
+                auth_token: Vec::new(),
+            }),
+            &mut bytes,
+        );
+        engine.handle_input(now, conn, &bytes);
+        n.client = Some(conn);
+        n.client_input.clear();
+    }
+
+    pub(crate) fn produce(&mut self, node: usize) {
+        let now = self.now();
+        self.produced += 1;
+        let payload = format!("event {} from node {}", self.produced, node).into_bytes();
+        let n = &mut self.nodes[node];
+        let (Some(engine), Some(conn)) = (n.engine.as_mut(), n.client) else {
+            return;
+        };
+        let op_id = n.next_op;
+        n.next_op += 1;
+        n.pending.insert(op_id, payload.clone());
+        let mut bytes = Vec::new();
+        let frame = ClientFrame::Produce(Produce {
+            op_id,
+            event: NewEvent {
+                namespace: format!("/sim/{}", op_id % 3),
+                parent_id: None,
+                data: payload,
+            },
+        });
+        encode(&frame, &mut bytes);
+        engine.handle_input(now, conn, &bytes);
+    }
+
+    /// Drains every action of one node.
+    pub(crate) fn drain(&mut self, node: usize) {
+        loop {
+            let Some(engine) = self.nodes[node].engine.as_mut() else {
+                return;
+            };
+            let Some(action) = engine.poll_action() else {
+                return;
+            };
+            match action {
+                Action::Send(conn) => {
+                    let bytes = engine.output(conn).to_vec();
+                    engine.handle_sent(conn, bytes.len());
+                    if Some(conn) == self.nodes[node].client {
+                        self.client_output(node, &bytes);
+                    } else if self.roamer.session == Some((node, conn)) {
+                        self.roamer_output(&bytes);
+                    } else {
+                        self.transmit(node, conn, bytes);
+                    }
+                }
+                Action::Close { conn, final_output } => {
+                    self.nodes[node].free(conn);
+                    if self.roamer.session == Some((node, conn)) {
+                        self.fail(format!("node {node} closed the roaming consumer"));
+                    }
+                    if Some(conn) == self.nodes[node].client {
+                        self.client_output(node, &final_output);
+                        self.fail(format!("node {node} closed the fake client"));
+                    }
+                    self.transmit(node, conn, final_output);
+                    if let Some(&id) = self.ends.get(&(node, conn)) {
+                        let link = self.links.get_mut(&id).unwrap();
+                        link.closed_by = Some(node);
+                        self.ends.remove(&(node, conn));
+                    }
+                }
+                Action::Dial { addr } => self.dial(node, addr),
+            }
+        }
+    }
+
+    /// Starts a consumer session on `node` at the roamer's cursor.
+    pub(crate) fn roam_to(&mut self, node: usize) {
+        let now = self.now();
+        let conn = self.nodes[node].new_conn();
+        let Some(engine) = self.nodes[node].engine.as_mut() else {
+            return;
+        };
+        engine.handle_connect(now, conn);
+        let mut bytes = Vec::new();
+        encode(
+            &ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "roamer".into(),
+                auth_token: Vec::new(),
+            }),
+            &mut bytes,
+        );
+        encode(
+            &ClientFrame::Subscribe(Subscribe {
+                subscription_id: 1,
+                glob: "/**".into(),
+                start: StartPosition::Cursor(self.roamer.cursor.clone()),
+                limit: 0,
+                tail: false,
+                credit: u32::MAX,
+            }),
+            &mut bytes,
+        );
+        engine.handle_input(now, conn, &bytes);
+        self.roamer.session = Some((node, conn));
+        self.roamer.input.clear();
+        self.roamer.sessions += 1;
+    }
+
+    /// Ends the roamer's session (it read to the end, or its node went down).
+    pub(crate) fn leave(&mut self) {
+        if let Some((node, conn)) = self.roamer.session.take() {
+            if let Some(engine) = self.nodes[node].engine.as_mut() {
+                if engine.is_open(conn) {
+                    engine.handle_closed(conn);
+                    self.nodes[node].free(conn);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn roamer_output(&mut self, bytes: &[u8]) {
+        self.roamer.input.extend_from_slice(bytes);
+        let mut consumed = 0;
+        let mut frames = Vec::new();
+        while let Some((frame, length)) =
+            decode(&self.roamer.input[consumed..], &WireLimits::default()).unwrap()
+        {
+            consumed += length;
+            frames.push(frame);
+        }
+        self.roamer.input.drain(..consumed);
+        for frame in frames {
+            match frame {
+                ServerFrame::Welcome(_) | ServerFrame::CaughtUp { .. } => {}
+                ServerFrame::Event { event, .. } => {
+                    if self.roamer.cursor.covers(event.id) {
+                        self.fail(format!("the roaming consumer got {} twice", event.id));
+                    }
+                    self.roamer.cursor.observe(event.id);
+                    self.roamer.seen.insert(event.id, event.data);
+                }
+                ServerFrame::End { .. } => self.leave(),
+                other => self.fail(format!("roaming consumer: unexpected frame {other:?}")),
+            }
+        }
+    }
+
+    pub(crate) fn client_output(&mut self, node: usize, bytes: &[u8]) {
+        let n = &mut self.nodes[node];
+        n.client_input.extend_from_slice(bytes);
+        let mut consumed = 0;
+        let mut replies = Vec::new();
+        while let Some((frame, length)) =
+            decode(&n.client_input[consumed..], &WireLimits::default()).unwrap()
+        {
+            consumed += length;
+            replies.push(frame);
+        }
+        n.client_input.drain(..consumed);
+        for frame in replies {
+            match frame {
+                ServerFrame::Welcome(_) => {}
+                ServerFrame::Ack(ack) => {
+                    let payload = n.pending.remove(&ack.op_id).unwrap();
+                    if ack.first_id.actor != n.actor {
+                        self.fail(format!(
+                            "node {node} acked with a foreign id {}",
+                            ack.first_id
+                        ));
+                    }
+                    if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+                        eprintln!("{} ms: node {node} acked {}", self.now_ms, ack.first_id);
+                    }
+                    n.acked.insert(ack.first_id, payload.clone());
+                    n.new_acks.push((ack.first_id, payload));
+                }
+                ServerFrame::Error(error) => {
+                    let allowed = [ErrorCode::NotReady, ErrorCode::StorageFailure];
+                    if !allowed.contains(&error.code) {
+                        self.fail(format!("node {node}: unexpected error {error:?}"));
+                    }
+                    if let flo::protocol::ErrorScope::Produce(op_id) = error.scope {
+                        n.pending.remove(&op_id);
+                    }
+                }
+                other => self.fail(format!("node {node}: unexpected frame {other:?}")),
+            }
+        }
+    }
+
+    pub(crate) fn crash(&mut self, node: usize) {
+        if self.roamer.session.is_some_and(|(n, _)| n == node) {
+            self.roamer.session = None;
+        }
+        let ids: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.ends.iter().any(|(n, _)| *n == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.cut(id);
+        }
+        let n = &mut self.nodes[node];
+        let Some(engine) = n.engine.take() else {
+            return;
+        };
+        let mut log = engine.into_log();
+        let keep = match n.fsync {
+            // A crash of the process: everything written survives.
+            FsyncPolicy::Always => u64::MAX / 2,
+            // A power loss: part of the unsynced tail survives.
+            _ => self.rng.below(4),
+        };
+        let before_end = log.durable_end();
+        log.crash(keep);
+        if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+            eprintln!(
+                "{} ms: node {node} ({}) crashed: durable end {} -> {}, own counter {}",
+                self.now_ms,
+                n.fsync,
+                before_end,
+                log.durable_end(),
+                log.version_vector().get(n.actor)
+            );
+        }
+        // Acknowledged events a power loss took are allowed to be gone (docs/clustering.md);
+        // they must not come back with another payload, which `check` verifies.
+        let mut present = BTreeSet::new();
+        let _ = log.read(log.start(), &mut |_, e| {
+            present.insert(e.id);
+            true
+        });
+        let before = n.acked.len();
+        n.acked.retain(|id, _| present.contains(id));
+        let lost = (before - n.acked.len()) as u64;
+        if lost > 0 && n.fsync == FsyncPolicy::Always {
+            self.fail(format!(
+                "node {node} lost {lost} acknowledged events with fsync always"
+            ));
+        }
+        self.lost_by_power_loss += lost;
+        n.stored_log = Some(log);
+        n.checked.rebuild = true;
+        n.new_acks.retain(|(id, _)| present.contains(id));
+        n.client = None;
+        n.pending.clear();
+        n.next_slot = 0;
+        n.free_slots.clear();
+    }
+
+    pub(crate) fn restart(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let Some(log) = n.stored_log.take() else {
+            return;
+        };
+        n.restarts += 1;
+        n.config.seed = n.config.seed.wrapping_add(n.restarts);
+        if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+            eprintln!("{} ms: node {node} restarts", self.now_ms);
+        }
+        let engine = Engine::new(n.config.clone(), log);
+        if engine.is_holding_produces() {
+            self.stats.holds += 1;
+        }
+        n.engine = Some(engine);
+        self.connect_client(node);
+    }
+}
