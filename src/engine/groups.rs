@@ -12,8 +12,8 @@ use super::connection::Connection;
 use super::{millis, ConnId, Engine, Now};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
-    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, ServerFrame, GroupAck, JoinGroup,
-    NamespaceGlob,
+    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, JoinGroup, NamespaceGlob,
+    ServerFrame,
 };
 use crate::storage::groups::{
     GroupRecord, GroupStore, MemoryGroupStore, ACK_OFFSETS_PER_RECORD_MAX,

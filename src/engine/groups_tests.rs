@@ -293,7 +293,12 @@ fn check_invariants_catches_a_member_in_flight_count_that_disagrees_with_pending
     harness.turn();
     assert_eq!(events_of(&harness.received(member), 1).len(), 3);
     harness.engine.check_invariants();
-    let group = harness.engine.groups.groups.get_mut("workers").expect("group");
+    let group = harness
+        .engine
+        .groups
+        .groups
+        .get_mut("workers")
+        .expect("group");
     group.members[0].in_flight = 1;
     harness.engine.check_invariants();
 }
