@@ -435,3 +435,34 @@ fn kill_9_of_the_server_mid_stream_loses_no_event_of_a_group() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `flo --repair` opens the group journal too: a group keeps its acknowledged position
+/// across a repairing start, and what it acknowledged then is still acknowledged after a
+/// normal start.
+#[test]
+fn a_repairing_start_keeps_the_groups_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..100);
+    let acked = consume_some(&server, 40);
+    assert_eq!(acked.len(), 40);
+    assert!(server.terminate().success());
+    let server = FloProcess::start(dir.path(), &["--repair"]);
+    let after_repair = consume_some(&server, 30);
+    for job in &after_repair {
+        assert!(
+            !acked.contains(job),
+            "job {job}, acknowledged before, was delivered again after flo --repair"
+        );
+    }
+    assert!(server.terminate().success());
+    let server = FloProcess::start(dir.path(), &[]);
+    let rest = consume_some(&server, 1000);
+    for job in &rest {
+        assert!(
+            !acked.contains(job) && !after_repair.contains(job),
+            "job {job}, acknowledged before, was delivered again after a restart"
+        );
+    }
+    assert_eq!(acked.len() + after_repair.len() + rest.len(), 100);
+}

@@ -107,6 +107,23 @@ impl Server {
         Server::serve(config, listener, log, report.event_count, Some(groups))
     }
 
+    /// `flo --repair`: opens the log in `config.storage` repairing what start-up would refuse
+    /// (docs/storage.md), logs the repair report, opens the group journal as [`Server::start`]
+    /// does, and serves.
+    pub fn start_repairing(config: Config) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let (log, report) =
+            FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
+        log::info!("{report}");
+        let groups = open_group_store(&config)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Server::serve(config, std_listener, log, report.event_count, Some(groups))
+    }
+
     /// Starts a server on a log the caller opened (tests use the memory log), binding
     /// `config.bind`. `recovered_events` is what [`Server::recovered_events`] reports.
     pub fn start_with_log<L: Log + Send + 'static>(
