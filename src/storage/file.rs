@@ -13,12 +13,16 @@ use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
-use super::index::SegmentIndex;
+use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
+use super::namespace::{
+    NamespaceCache, NamespaceIndex, NamespaceKey, NAMESPACE_SEGMENTS_PER_QUERY_MAX,
+};
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
-    create_segment, fsync_dir, index_path, segment_path, write_index, ReadError, SegmentReader,
+    create_segment, fsync_dir, index_path, load_namespace_index, namespace_index_path,
+    scan_segment, segment_path, write_index, write_namespace_index, ReadError, SegmentReader,
 };
-use super::{Log, LogStats, Offset, StorageError};
+use super::{scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -36,6 +40,8 @@ pub(super) struct OpenSegment {
     pub file: File,
     /// Covers the durable records only (the buffered ones are not in the file yet).
     pub index: SegmentIndex,
+    /// The namespace index of the durable records (empty when the index is disabled).
+    pub namespaces: NamespaceIndex,
 }
 
 /// The durable log on disk. See the [`Log`] trait for the contract.
@@ -64,6 +70,10 @@ pub struct FileLog {
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
+    /// Namespace indexes of sealed segments loaded by queries, bounded by bytes.
+    pub(super) namespace_cache: NamespaceCache,
+    /// False after `disable_namespace_index` (the benchmark's "index off").
+    pub(super) namespace_index_enabled: bool,
     /// Held for the life of the log: no other process opens the same directory.
     pub(super) _lock: super::lock::DirLock,
 }
@@ -87,6 +97,20 @@ impl FileLog {
     /// Makes the next `sync` fail as described (tests and fault simulation only).
     pub fn inject_fault(&mut self, fault: InjectedFault) {
         self.fault = Some(fault);
+    }
+
+    /// Stops maintaining the namespace index for the rest of this log's life (for the
+    /// benchmark that compares produce throughput with the index on and off):
+    /// `find_namespace` then scans, and segments sealed meanwhile get no `.nsx` file (start-up
+    /// rebuilds them).
+    pub fn disable_namespace_index(&mut self) {
+        self.namespace_index_enabled = false;
+        self.open.namespaces = NamespaceIndex::empty(self.open.index.first_offset);
+    }
+
+    /// The bytes the loaded namespace indexes of sealed segments hold.
+    pub fn namespace_cache_bytes(&self) -> usize {
+        self.namespace_cache.bytes()
     }
 
     /// How many fdatasyncs of segment data ran since open.
@@ -123,6 +147,9 @@ impl FileLog {
         for event in pending_events.drain(..) {
             let offset = self.open.index.end_offset();
             self.open.index.observe(&event, encoded_size(&event) as u64);
+            if self.namespace_index_enabled {
+                self.open.namespaces.observe(&event.namespace);
+            }
             self.durable_vector.observe(event.id);
             self.cache.push(offset, event);
         }
@@ -241,6 +268,15 @@ impl FileLog {
                 index_path(&dir, first_offset).display()
             );
         }
+        if self.namespace_index_enabled {
+            if let Err(error) = write_namespace_index(&dir, &self.open.namespaces) {
+                log::warn!(
+                    "cannot write namespace index file {} ({error}); it will be rebuilt at \
+                     start-up",
+                    namespace_index_path(&dir, first_offset).display()
+                );
+            }
+        }
         let next_first = self.open.index.end_offset();
         let (file, header_size) =
             create_segment(&dir, next_first, &self.durable_vector).map_err(io_error(format!(
@@ -250,9 +286,14 @@ impl FileLog {
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
+            namespaces: NamespaceIndex::empty(next_first),
         };
         let sealed = std::mem::replace(&mut self.open, open);
         self.sealed.push_back(sealed.index);
+        if self.namespace_index_enabled {
+            // Its records are the newest on disk: the likeliest to be queried next.
+            self.namespace_cache.insert(sealed.namespaces);
+        }
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
@@ -273,8 +314,18 @@ impl FileLog {
     /// seeked through the sparse table.
     fn reader_at(&mut self, offset: u64) -> Result<SegmentReader, StorageError> {
         let segment_first = self.segment_of(offset).first_offset;
-        if let Some(reader) = self.reader.take() {
-            if reader.first_offset == segment_first && reader.next_offset == offset {
+        if let Some(mut reader) = self.reader.take() {
+            // A reader a little before `offset` in the same segment reads forward to it: an
+            // index read of a namespace whose records are close together then costs what a
+            // scan would, not a seek per record.
+            let ahead = offset.checked_sub(reader.next_offset);
+            if reader.first_offset == segment_first
+                && ahead.is_some_and(|ahead| ahead < SPARSE_EVERY_RECORDS)
+            {
+                let segment_end = self.segment_of(offset).end_offset();
+                while reader.next_offset < offset {
+                    next_on_disk(&mut reader, segment_end)?;
+                }
                 return Ok(reader);
             }
         }
@@ -348,6 +399,7 @@ impl FileLog {
         for path in [
             segment_path(dir, first_offset),
             index_path(dir, first_offset),
+            namespace_index_path(dir, first_offset),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -356,8 +408,86 @@ impl FileLog {
             }
         }
         self.sealed.pop_front();
+        self.namespace_cache.remove(first_offset);
         Ok(count)
     }
+
+    /// Looks `key` up in the namespace index of the sealed segment `segment`, loading it from
+    /// its file (checksum checked) when it is not cached, or rebuilding it from the segment
+    /// (and writing it back) when the file is missing or damaged.
+    fn lookup_sealed(
+        &mut self,
+        segment: SealedShape,
+        key: &NamespaceKey,
+        range: (u64, u64),
+        count_max: usize,
+        found: &mut Vec<u64>,
+    ) -> Result<(), StorageError> {
+        let first = segment.first_offset;
+        if self.namespace_cache.get(first).is_none() {
+            let dir = self.config.data_dir.clone();
+            let index = match load_namespace_index(&dir, first, segment.record_count) {
+                Some(index) => index,
+                None => rebuild_namespace_index(&dir, segment)?,
+            };
+            self.namespace_cache.insert(index);
+        }
+        // Present: found or inserted just above.
+        let index = self.namespace_cache.get(first).expect("cached");
+        index.lookup(key, range.0, range.1, count_max, found);
+        Ok(())
+    }
+}
+
+/// What a namespace index lookup needs to know about a sealed segment.
+#[derive(Debug, Clone, Copy)]
+struct SealedShape {
+    first_offset: u64,
+    record_count: u64,
+    /// Where its first record starts.
+    header_size: u64,
+}
+
+impl SealedShape {
+    fn of(segment: &SegmentIndex) -> SealedShape {
+        SealedShape {
+            first_offset: segment.first_offset,
+            record_count: segment.record_count,
+            // The sparse table always lists the first record; an empty segment ends at its
+            // header.
+            header_size: segment.sparse.first().map_or(segment.file_size, |&(_, p)| p),
+        }
+    }
+}
+
+/// Rebuilds a sealed segment's namespace index from its records (the index file was missing
+/// or damaged) and writes it back. The segment must read back whole, as its `.idx` says.
+fn rebuild_namespace_index(
+    dir: &Path,
+    segment: SealedShape,
+) -> Result<NamespaceIndex, StorageError> {
+    let first = segment.first_offset;
+    let path = segment_path(dir, first);
+    log::warn!(
+        "namespace index of segment {} is missing or damaged; rebuilding it",
+        path.display()
+    );
+    let scan = scan_segment(&path, first, segment.header_size)
+        .map_err(io_error(format!("read {}", path.display())))?;
+    if scan.error.is_some() || scan.namespaces.record_count != segment.record_count {
+        return Err(StorageError::Corrupt {
+            context: format!(
+                "sealed segment {}: does not read back whole while rebuilding its namespace \
+                 index (byte {})",
+                path.display(),
+                scan.index.file_size
+            ),
+        });
+    }
+    if let Err(error) = write_namespace_index(dir, &scan.namespaces) {
+        log::warn!("cannot write namespace index of {}: {error}", path.display());
+    }
+    Ok(scan.namespaces)
 }
 
 /// The next record of a reader that must have one (the index says so): anything else is
@@ -511,6 +641,48 @@ impl Log for FileLog {
             fsync_dir(dir).map_err(io_error(format!("fsync directory {}", dir.display())))?;
         }
         result.map(|()| deleted)
+    }
+
+    fn find_namespace(
+        &mut self,
+        key: &NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        if !self.namespace_index_enabled {
+            return scan_namespace(self, key, from, count_max, found);
+        }
+        let durable_end = self.durable_end().0;
+        let mut offset = from.0.max(self.start().0);
+        let mut positions = Vec::new();
+        let mut segments_read = 0;
+        while offset < durable_end && segments_read < NAMESPACE_SEGMENTS_PER_QUERY_MAX {
+            let wanted = count_max - positions.len();
+            if wanted == 0 {
+                break;
+            }
+            let segment = self.segment_of(offset);
+            let segment_end = segment.end_offset().min(durable_end);
+            let range = (offset, segment_end);
+            if segment.first_offset == self.open.index.first_offset {
+                self.open
+                    .namespaces
+                    .lookup(key, range.0, range.1, wanted, &mut positions);
+            } else {
+                let shape = SealedShape::of(segment);
+                self.lookup_sealed(shape, key, range, wanted, &mut positions)?;
+            }
+            offset = segment_end;
+            segments_read += 1;
+        }
+        if positions.len() == count_max {
+            if let Some(&last) = positions.last() {
+                offset = last + 1;
+            }
+        }
+        found.extend(positions.into_iter().map(Offset));
+        Ok(Offset(offset))
     }
 
     fn stats(&self) -> LogStats {

@@ -15,6 +15,7 @@ pub mod file;
 pub mod index;
 pub mod lock;
 pub mod memory;
+pub mod namespace;
 pub mod record;
 pub mod recovery;
 pub mod repair;
@@ -22,6 +23,7 @@ pub mod segment;
 
 pub use file::{FileLog, InjectedFault};
 pub use memory::MemoryLog;
+pub use namespace::NamespaceKey;
 pub use recovery::RecoveryReport;
 
 /// The position of a record in one node's log: 0 for the first record ever appended, counting
@@ -162,4 +164,44 @@ pub trait Log {
     fn apply_retention(&mut self, now: WallClockMs) -> Result<u64, StorageError>;
 
     fn stats(&self) -> LogStats;
+
+    /// Appends to `found`, ascending, the offsets of durable records from `from` (raised to
+    /// `start()`) whose namespace `key` selects, at most `count_max` of them, and returns how
+    /// far the search got: every selected record before the returned offset is in `found`.
+    /// The returned offset is one past the last found offset when `count_max` were found, the
+    /// durable end when the search reached it, or a segment boundary in between when the
+    /// file log stopped after reading its bound of segment indexes
+    /// (`namespace::NAMESPACE_SEGMENTS_PER_QUERY_MAX`); the caller calls again from there.
+    ///
+    /// The default reads the records (a scan); the file log answers from its namespace index.
+    fn find_namespace(
+        &mut self,
+        key: &NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        scan_namespace(self, key, from, count_max, found)
+    }
+}
+
+/// `Log::find_namespace` by reading every record: the reference the index must agree with.
+pub fn scan_namespace<L: Log + ?Sized>(
+    log: &mut L,
+    key: &NamespaceKey,
+    from: Offset,
+    count_max: usize,
+    found: &mut Vec<Offset>,
+) -> Result<Offset, StorageError> {
+    let mut count = 0;
+    log.read(from, &mut |offset, event| {
+        if count >= count_max {
+            return false;
+        }
+        if key.matches(&event.namespace) {
+            found.push(offset);
+            count += 1;
+        }
+        true
+    })
 }

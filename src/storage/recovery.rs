@@ -16,14 +16,16 @@ use crate::event::VersionVector;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment};
 use super::index::SegmentIndex;
+use super::namespace::{NamespaceCache, NamespaceIndex, NAMESPACE_CACHE_BYTES_MAX};
 use super::lock::DirLock;
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
 use super::segment::{
-    classify, create_segment, encode_header, load_index, quarantine_path, read_header,
-    scan_segment, segment_path, write_index, FileKind,
+    classify, create_segment, encode_header, load_index, namespace_index_looks_whole,
+    quarantine_path, read_header, scan_segment, segment_path, write_index,
+    write_namespace_index, FileKind,
 };
 use super::StorageError;
 
@@ -44,6 +46,9 @@ pub struct RecoveryReport {
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
     pub indexes_rebuilt: u64,
+    /// Namespace index files of sealed segments rebuilt by scanning their segment (missing,
+    /// or not matching their segment; see docs/storage.md).
+    pub namespace_indexes_rebuilt: u64,
     /// Records decoded at start-up (the newest segment, plus any segment whose index was
     /// rebuilt).
     pub records_scanned: u64,
@@ -75,6 +80,13 @@ impl std::fmt::Display for RecoveryReport {
         }
         if self.indexes_rebuilt > 0 {
             write!(f, "; rebuilt {} index files", self.indexes_rebuilt)?;
+        }
+        if self.namespace_indexes_rebuilt > 0 {
+            write!(
+                f,
+                "; rebuilt {} namespace index files",
+                self.namespace_indexes_rebuilt
+            )?;
         }
         if self.stray_files > 0 {
             write!(f, "; ignored {} stray files", self.stray_files)?;
@@ -168,6 +180,8 @@ fn assemble(
         fault: None,
         fsync_count: 0,
         preallocated_size: 0,
+        namespace_cache: NamespaceCache::new(NAMESPACE_CACHE_BYTES_MAX),
+        namespace_index_enabled: true,
         _lock: lock,
     }
 }
@@ -181,7 +195,13 @@ fn new_open_segment(
     let (file, header_size) = create_segment(dir, first_offset, vector_before)
         .map_err(io_error(format!("create segment {}", path.display())))?;
     let index = SegmentIndex::empty(first_offset, header_size);
-    Ok((OpenSegment { file, index }, vector_before.clone()))
+    let namespaces = NamespaceIndex::empty(first_offset);
+    let open = OpenSegment {
+        file,
+        index,
+        namespaces,
+    };
+    Ok((open, vector_before.clone()))
 }
 
 /// The first offsets of the segment files, ascending. Leftover temporary index files are
@@ -196,14 +216,14 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(FileKind::Segment(first)) => {
                 firsts.insert(first);
             }
-            Some(FileKind::Index(_) | FileKind::Lock) => {}
+            Some(FileKind::Index(_) | FileKind::NamespaceIndex(_) | FileKind::Lock) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
                     "quarantine file {} (damaged bytes moved out by --repair) is left alone",
                     entry.path().display()
                 );
             }
-            Some(FileKind::IndexTemp(_)) => {
+            Some(FileKind::IndexTemp(_) | FileKind::NamespaceIndexTemp(_)) => {
                 log::warn!("removing unfinished index file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
                     log::warn!("cannot remove {}: {error}", entry.path().display());
@@ -248,12 +268,24 @@ fn load_sealed(
                     "index of segment {} is missing or does not match; rebuilding it",
                     path.display()
                 );
+                // Rebuilds the namespace index too, from the same read.
                 let index = rebuild_index(dir, first, next_first, file_size)?;
                 report.indexes_rebuilt += 1;
                 report.records_scanned += index.record_count;
-                index
+                sealed.push_back(index);
+                continue;
             }
         };
+        // Only the first bytes and the length: the checksum is checked when a query loads it.
+        if !namespace_index_looks_whole(dir, first, index.record_count) {
+            log::warn!(
+                "namespace index of segment {} is missing or does not match; rebuilding it",
+                path.display()
+            );
+            rebuild_index(dir, first, next_first, file_size)?;
+            report.namespace_indexes_rebuilt += 1;
+            report.records_scanned += index.record_count;
+        }
         sealed.push_back(index);
     }
     Ok(sealed)
@@ -292,6 +324,12 @@ fn rebuild_index(
     if let Err(error) = write_index(dir, &index) {
         log::warn!(
             "cannot write the rebuilt index of {}: {error}",
+            path.display()
+        );
+    }
+    if let Err(error) = write_namespace_index(dir, &scan.namespaces) {
+        log::warn!(
+            "cannot write the rebuilt namespace index of {}: {error}",
             path.display()
         );
     }
@@ -356,6 +394,7 @@ fn recover_open(
         OpenSegment {
             file,
             index: scan.index,
+            namespaces: scan.namespaces,
         },
         vector_before,
     ))
@@ -413,8 +452,12 @@ fn recover_damaged_header(
     report.repaired_records += kept.len() as u64;
     let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
     report.records_scanned += scan.index.record_count;
-    let index = scan.index;
-    Ok((OpenSegment { file, index }, vector_before))
+    let open = OpenSegment {
+        file,
+        index: scan.index,
+        namespaces: scan.namespaces,
+    };
+    Ok((open, vector_before))
 }
 
 fn needs_repair(dir: &Path, first: u64, position: u64, problem: String) -> StorageError {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::event::{Event, VersionVector};
 
 use super::index::SegmentIndex;
+use super::namespace::NamespaceIndex;
 use super::record::{
     decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
     DecodeError, Decoder, RECORD_HEADER_SIZE,
@@ -28,6 +29,14 @@ pub fn index_path(dir: &Path, first_offset: u64) -> PathBuf {
     dir.join(format!("{first_offset:020}.idx"))
 }
 
+pub fn namespace_index_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.nsx"))
+}
+
+fn namespace_index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.nsx.tmp"))
+}
+
 fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
     dir.join(format!("{first_offset:020}.idx.tmp"))
 }
@@ -38,6 +47,9 @@ pub enum FileKind {
     Segment(u64),
     Index(u64),
     IndexTemp(u64),
+    /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
+    NamespaceIndex(u64),
+    NamespaceIndexTemp(u64),
     /// The lock file that keeps a second server out of the directory.
     Lock,
     /// Damaged bytes `flo --repair` moved out of a segment (`{first:020}.log.quarantine-{byte}`).
@@ -69,6 +81,10 @@ pub fn classify(name: &str) -> Option<FileKind> {
         (s, FileKind::IndexTemp)
     } else if let Some(s) = name.strip_suffix(".idx") {
         (s, FileKind::Index)
+    } else if let Some(s) = name.strip_suffix(".nsx.tmp") {
+        (s, FileKind::NamespaceIndexTemp)
+    } else if let Some(s) = name.strip_suffix(".nsx") {
+        (s, FileKind::NamespaceIndex)
     } else {
         return None;
     };
@@ -143,6 +159,46 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     drop(file);
     fs::rename(&temp, index_path(dir, index.first_offset))?;
     fsync_dir(dir)
+}
+
+/// Writes a sealed segment's namespace index: temp file, fsync, rename, directory fsync.
+pub fn write_namespace_index(dir: &Path, index: &NamespaceIndex) -> io::Result<()> {
+    let temp = namespace_index_temp_path(dir, index.first_offset);
+    let mut file = File::create(&temp)?;
+    file.write_all(&index.encode())?;
+    file.sync_data()?;
+    drop(file);
+    fs::rename(&temp, namespace_index_path(dir, index.first_offset))?;
+    fsync_dir(dir)
+}
+
+/// Whether the namespace index file of a sealed segment looks right from its first 32 bytes
+/// and its length alone: the start-up check, which does not read the whole file (its checksum
+/// is checked when a query loads it).
+pub fn namespace_index_looks_whole(dir: &Path, first_offset: u64, record_count: u64) -> bool {
+    let check = || -> io::Result<bool> {
+        let mut file = File::open(namespace_index_path(dir, first_offset))?;
+        let size = file.metadata()?.len();
+        let mut prefix = [0u8; 32];
+        if read_full(&mut file, &mut prefix)? < prefix.len() {
+            return Ok(false);
+        }
+        let header = NamespaceIndex::peek_header(&prefix);
+        Ok(header == Some((first_offset, record_count, size)))
+    };
+    check().unwrap_or(false)
+}
+
+/// Reads a namespace index file and checks it whole; `None` when it is missing, damaged or
+/// not the index of the segment `first_offset` with `record_count` records.
+pub fn load_namespace_index(
+    dir: &Path,
+    first_offset: u64,
+    record_count: u64,
+) -> Option<NamespaceIndex> {
+    let bytes = fs::read(namespace_index_path(dir, first_offset)).ok()?;
+    NamespaceIndex::decode(&bytes)
+        .filter(|index| index.first_offset == first_offset && index.record_count == record_count)
 }
 
 /// Reads an index file; `None` when it is missing or damaged.
@@ -257,6 +313,8 @@ impl SegmentReader {
 pub struct ScanResult {
     /// The index of the records that decoded.
     pub index: SegmentIndex,
+    /// Their namespace index.
+    pub namespaces: NamespaceIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub error: Option<DecodeError>,
 }
@@ -267,13 +325,24 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
     let mut reader =
         SegmentReader::open(path.to_path_buf(), first_offset, first_offset, header_size)?;
     let mut index = SegmentIndex::empty(first_offset, header_size);
+    let mut namespaces = NamespaceIndex::empty(first_offset);
     loop {
         match reader.next_record() {
-            Ok(Some((event, size))) => index.observe(&event, size),
-            Ok(None) => return Ok(ScanResult { index, error: None }),
+            Ok(Some((event, size))) => {
+                index.observe(&event, size);
+                namespaces.observe(&event.namespace);
+            }
+            Ok(None) => {
+                return Ok(ScanResult {
+                    index,
+                    namespaces,
+                    error: None,
+                })
+            }
             Err(ReadError::Decode(error)) => {
                 return Ok(ScanResult {
                     index,
+                    namespaces,
                     error: Some(error),
                 })
             }
@@ -302,6 +371,14 @@ mod tests {
         assert_eq!(
             classify("00000000000000000042.idx.tmp"),
             Some(FileKind::IndexTemp(42))
+        );
+        assert_eq!(
+            classify(&name(namespace_index_path(dir, first))),
+            Some(FileKind::NamespaceIndex(42))
+        );
+        assert_eq!(
+            classify("00000000000000000042.nsx.tmp"),
+            Some(FileKind::NamespaceIndexTemp(42))
         );
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
         assert_eq!(
