@@ -7,12 +7,12 @@
 
 use super::connection::Subscription;
 use super::{ConnId, Engine};
+use crate::event::Event;
 use crate::event::StartPosition;
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, Frame, GlobError,
     NamespaceGlob, Subscribe,
 };
-use crate::event::Event;
 use crate::storage::{Log, NamespaceKey, Offset, StorageError};
 
 /// Past this many distinct namespaces appended in one turn, every waiting tail subscription

@@ -153,6 +153,15 @@ impl FileLog {
             self.durable_vector.observe(event.id);
             self.cache.push(offset, event);
         }
+        // A reader of the open segment may have buffered the zeros that were past the records
+        // (the preallocated hole) where these records now are: it must not be reused.
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(|reader| reader.first_offset == self.open.index.first_offset)
+        {
+            self.reader = None;
+        }
         // Keep the allocations for the next group.
         self.pending_events = pending_events;
         self.pending_bytes.clear();
@@ -455,7 +464,10 @@ impl SealedShape {
             record_count: segment.record_count,
             // The sparse table always lists the first record; an empty segment ends at its
             // header.
-            header_size: segment.sparse.first().map_or(segment.file_size, |&(_, p)| p),
+            header_size: segment
+                .sparse
+                .first()
+                .map_or(segment.file_size, |&(_, p)| p),
         }
     }
 }
@@ -485,7 +497,10 @@ fn rebuild_namespace_index(
         });
     }
     if let Err(error) = write_namespace_index(dir, &scan.namespaces) {
-        log::warn!("cannot write namespace index of {}: {error}", path.display());
+        log::warn!(
+            "cannot write namespace index of {}: {error}",
+            path.display()
+        );
     }
     Ok(scan.namespaces)
 }

@@ -127,7 +127,8 @@ impl NamespaceIndex {
                 let mut merged: Vec<u64> = Vec::new();
                 let bounds = (Bound::Included(prefix.as_str()), Bound::Unbounded);
                 let names = self.names.range::<str, _>(bounds);
-                for (_, offsets) in names.take_while(|(name, _)| name.starts_with(prefix.as_str())) {
+                for (_, offsets) in names.take_while(|(name, _)| name.starts_with(prefix.as_str()))
+                {
                     merged.extend(in_range(offsets).take(count_max));
                 }
                 merged.sort_unstable();
@@ -282,7 +283,13 @@ mod tests {
         index.lookup(&NamespaceKey::Exact("/b".into()), 0, 200, 10, &mut found);
         assert_eq!(found, [100, 102]);
         found.clear();
-        index.lookup(&NamespaceKey::Prefix("/a/".into()), 102, 200, 10, &mut found);
+        index.lookup(
+            &NamespaceKey::Prefix("/a/".into()),
+            102,
+            200,
+            10,
+            &mut found,
+        );
         assert_eq!(found, [103, 105]);
         found.clear();
         index.lookup(&NamespaceKey::Prefix("/a".into()), 0, 105, 2, &mut found);

@@ -16,16 +16,16 @@ use crate::event::VersionVector;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment};
 use super::index::SegmentIndex;
-use super::namespace::{NamespaceCache, NamespaceIndex, NAMESPACE_CACHE_BYTES_MAX};
 use super::lock::DirLock;
+use super::namespace::{NamespaceCache, NamespaceIndex, NAMESPACE_CACHE_BYTES_MAX};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
 use super::segment::{
     classify, create_segment, encode_header, load_index, namespace_index_looks_whole,
-    quarantine_path, read_header, scan_segment, segment_path, write_index,
-    write_namespace_index, FileKind,
+    quarantine_path, read_header, scan_segment, segment_path, write_index, write_namespace_index,
+    FileKind,
 };
 use super::StorageError;
 
