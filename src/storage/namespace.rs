@@ -9,8 +9,7 @@
 //! segment. Loaded indexes of sealed segments stay in a cache bounded by bytes. The byte
 //! format and the rules are in docs/storage.md.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound;
+use std::collections::{HashMap, VecDeque};
 
 use super::record::{decode_block, encode_block, Decoder};
 
@@ -51,7 +50,8 @@ impl NamespaceKey {
 pub struct NamespaceIndex {
     pub first_offset: u64,
     pub record_count: u64,
-    names: BTreeMap<Box<str>, Vec<u32>>,
+    /// A hash map: appending a record costs one hash lookup. The file lists the names sorted.
+    names: HashMap<Box<str>, Vec<u32>>,
     size_in_memory: usize,
 }
 
@@ -63,7 +63,7 @@ impl NamespaceIndex {
         NamespaceIndex {
             first_offset,
             record_count: 0,
-            names: BTreeMap::new(),
+            names: HashMap::new(),
             size_in_memory: 0,
         }
     }
@@ -125,10 +125,9 @@ impl NamespaceIndex {
             }
             NamespaceKey::Prefix(prefix) => {
                 let mut merged: Vec<u64> = Vec::new();
-                let bounds = (Bound::Included(prefix.as_str()), Bound::Unbounded);
-                let names = self.names.range::<str, _>(bounds);
-                for (_, offsets) in names.take_while(|(name, _)| name.starts_with(prefix.as_str()))
-                {
+                // Every name of the segment is looked at: bounded by the segment's records.
+                let names = self.names.iter();
+                for (_, offsets) in names.filter(|(name, _)| name.starts_with(prefix.as_str())) {
                     merged.extend(in_range(offsets).take(count_max));
                 }
                 merged.sort_unstable();
@@ -142,7 +141,9 @@ impl NamespaceIndex {
         body.extend_from_slice(&self.first_offset.to_le_bytes());
         body.extend_from_slice(&self.record_count.to_le_bytes());
         body.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
-        for (name, offsets) in &self.names {
+        let mut names: Vec<_> = self.names.iter().collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, offsets) in names {
             body.extend_from_slice(&(name.len() as u32).to_le_bytes());
             body.extend_from_slice(name.as_bytes());
             body.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
