@@ -301,6 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_encodes_as_docs_storage_md_says() {
+        let mut index = NamespaceIndex::empty(100);
+        for namespace in ["/b", "/a", "/b"] {
+            index.observe(namespace);
+        }
+        let bytes = index.encode();
+        let mut body = Vec::new();
+        body.extend_from_slice(&100u64.to_le_bytes());
+        body.extend_from_slice(&3u64.to_le_bytes());
+        body.extend_from_slice(&[2, 0, 0, 0]);
+        body.extend_from_slice(&[2, 0, 0, 0, 0x2F, 0x61, 1, 0, 0, 0, 1, 0, 0, 0]);
+        body.extend_from_slice(&[2, 0, 0, 0, 0x2F, 0x62, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(&bytes[..8], b"FLONSX\x00\x01");
+        assert_eq!(&bytes[16..], &body[..]);
+    }
+
+    #[test]
     fn index_files_round_trip_and_damage_is_refused() {
         let index = sample();
         let bytes = index.encode();
