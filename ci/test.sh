@@ -6,6 +6,12 @@ command -v cargo >/dev/null || { echo "cargo is required (install Rust with rust
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The library as a user builds it: without the `testing` feature the tests turn on, so every
+# public item must be documented (`missing_docs`) and nothing only tests use is public; without
+# default features it builds without the benchmark crate; its docs show only the public surface.
+cargo clippy --workspace -- -D warnings
+cargo clippy --no-default-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 cargo test --release
 # The benchmark crate (load runner, report, Redis and NATS parsers on canned bytes).
 cargo test --release -p flo-bench
@@ -15,5 +21,8 @@ cargo test --release --features json --lib client::
 # The Python client written from protocol.md alone, against the release server binary that
 # `cargo test --release` just built: the spec is good enough for a stranger.
 bash ci/python-client.sh
+# The Dockerfile's steps without docker: build, install to a prefix, start with the image's
+# command, its healthcheck passes, stop by PID.
+bash ci/dockerfile_steps.sh
 # The benchmark's Redis and NATS drivers against real servers (installed with apt-get if missing).
 ci/peer_drivers_test.sh

@@ -6,9 +6,8 @@
 //! It needs no running server: it starts its own on a free port with a temporary data directory.
 
 use flo::client::{Client, ClientOptions};
-use flo::config::Config;
 use flo::event::StartPosition;
-use flo::reactor::Server;
+use flo::{Config, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = tempfile::tempdir()?;

@@ -51,8 +51,11 @@ impl std::str::FromStr for FsyncPolicy {
 /// no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
+    /// Events the log keeps at most.
     pub events_max: Option<u64>,
+    /// Bytes of segment files the log keeps at most.
     pub bytes_max: Option<u64>,
+    /// The oldest event's age, in wall-clock milliseconds, at most.
     pub age_max_ms: Option<u64>,
 }
 
@@ -63,7 +66,9 @@ pub struct Retention {
 pub struct WireLimits {
     /// The largest frame, header included, either side may send.
     pub frame_size_max: u32,
+    /// The longest namespace, in bytes.
     pub namespace_length_max: u32,
+    /// The largest event data, in bytes.
     pub event_data_size_max: u32,
     /// The longest subscription glob, in bytes. A glob costs memory for as long as its
     /// subscription lives and time for every namespace it is matched against, both in
@@ -88,16 +93,20 @@ impl Default for WireLimits {
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
+    /// The directory of the segment files (created if missing; locked while open).
     pub data_dir: PathBuf,
+    /// When appended records are fdatasynced (acks wait for it under `always`).
     pub fsync: FsyncPolicy,
     /// A segment is sealed and a new one started once it passes this size.
     pub segment_size_max: u64,
+    /// When old segments are deleted.
     pub retention: Retention,
     /// The in-memory cache of the newest events, in bytes.
     pub cache_bytes_max: usize,
 }
 
 impl StorageConfig {
+    /// The defaults, with the data in `data_dir`.
     pub fn new(data_dir: PathBuf) -> StorageConfig {
         StorageConfig {
             data_dir,
@@ -112,6 +121,7 @@ impl StorageConfig {
 /// Cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// The members to dial at start-up (`--peer-addr`); the rest are learned from them.
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
@@ -134,6 +144,17 @@ pub struct ClusterConfig {
     /// A member learned through discovery (not a `--peer-addr`) that has never answered is
     /// forgotten after this many failed dials in a row.
     pub discovery_attempts_max: u32,
+    /// PeerEvent frames a replication stream may have in flight before the receiver returns
+    /// credit: bounds what a receiving node buffers for one peer (at most this many frames
+    /// of `wire.frame_size_max`).
+    pub peer_credit_window: u32,
+    /// The wait before redialing a member after its first failed dial; it doubles (with
+    /// jitter) per failure up to `dial_backoff_max`.
+    pub dial_backoff_initial: Duration,
+    /// The longest wait between dials of a member that keeps failing.
+    pub dial_backoff_max: Duration,
+    /// An outbound peer connect that has not completed in this time counts as failed.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -150,18 +171,51 @@ impl Default for ClusterConfig {
             // before produces are refused (they never wrap).
             peer_counter_ahead_max: 1 << 48,
             discovery_attempts_max: 10,
+            peer_credit_window: 1024,
+            dial_backoff_initial: Duration::from_millis(100),
+            dial_backoff_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// The server's TLS identity for client connections: a certificate chain and its private key,
+/// both PEM, as read from `--tls-cert` and `--tls-key` (the reactor parses them at start-up).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPem {
+    /// One or more `CERTIFICATE` blocks, the server's own first.
+    pub cert_chain_pem: Vec<u8>,
+    /// One PKCS#8, PKCS#1 or SEC1 private key block.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsPem {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsPem")
+            .field(
+                "cert_chain_pem",
+                &format_args!("{} bytes", self.cert_chain_pem.len()),
+            )
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The address to listen on (unused by `Server::start_with_listener`).
     pub bind: SocketAddr,
+    /// This node's actor id, unique in its cluster: the second part of every id it gives.
     pub actor_id: ActorId,
+    /// The log.
     pub storage: StorageConfig,
+    /// The protocol limits a client must respect.
     pub wire: WireLimits,
+    /// Clustering.
     pub cluster: ClusterConfig,
+    /// Connections open at once; at the limit new ones get a `ResourceLimit` error frame.
     pub connections_max: usize,
     /// A connection must finish its handshake within this time.
     pub handshake_timeout: Duration,
@@ -198,12 +252,29 @@ pub struct Config {
     pub read_bytes_per_turn_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
+    /// Subscriptions one connection may hold at once.
     pub subscriptions_per_connection_max: u32,
     /// Events one batch produce may carry.
     pub batch_events_max: usize,
+    /// With an identity, the listener speaks TLS from the first byte (protocol.md, "Transport
+    /// security"); without, plaintext.
+    pub tls: Option<TlsPem>,
+    /// A connection refused at `connections_max` keeps this long to deliver its error frame.
+    pub refused_linger_timeout: Duration,
+    /// Refused connections that may linger at once; past it the listener pauses until they
+    /// are gone, so a connection flood costs bounded sockets.
+    pub refused_lingering_max: usize,
+    /// How often the engine checks time-outs and retention when nothing else happens (under
+    /// `--fsync interval:<ms>`, at least that often, so a due fsync runs).
+    pub housekeeping_interval: Duration,
+    /// Past this many distinct namespaces appended in one turn, every waiting tail
+    /// subscription is woken instead of each namespace being matched against its glob: the
+    /// matching costs at most this many glob runs per subscription per turn.
+    pub turn_namespaces_matched_max: usize,
 }
 
 impl Config {
+    /// The defaults, listening on `bind` with the data in `data_dir`.
     pub fn new(bind: SocketAddr, data_dir: PathBuf) -> Config {
         Config {
             bind,
@@ -227,6 +298,11 @@ impl Config {
             records_per_turn_max: 64 * 1024,
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
+            tls: None,
+            refused_linger_timeout: Duration::from_secs(1),
+            refused_lingering_max: 64,
+            housekeeping_interval: Duration::from_secs(1),
+            turn_namespaces_matched_max: 64,
         }
     }
 
@@ -237,6 +313,13 @@ impl Config {
         }
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
+        }
+        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
+        if self.tls.is_some() && clustered {
+            // Peers dial the client port, and the peer side has no TLS yet.
+            return Err(
+                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
+            );
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -288,7 +371,40 @@ impl Config {
         if cluster.peer_counter_ahead_max == 0 || cluster.discovery_attempts_max == 0 {
             return Err("cluster limits must be positive".into());
         }
+        if cluster.peer_credit_window == 0 || cluster.peer_credit_window > 65_536 {
+            return Err("the peer credit window must be between 1 and 65536 frames".into());
+        }
+        if cluster.dial_backoff_initial.is_zero()
+            || cluster.dial_backoff_max < cluster.dial_backoff_initial
+        {
+            return Err(
+                "the dial back-off must be positive and its maximum at least its initial wait"
+                    .into(),
+            );
+        }
+        if cluster.connect_timeout.is_zero() {
+            return Err("the connect time-out must be positive".into());
+        }
+        self.validate_turn_bounds()?;
         self.validate_connection_bounds()
+    }
+
+    /// Checks the reactor's and the engine's per-turn timings and budgets.
+    fn validate_turn_bounds(&self) -> Result<(), String> {
+        if self.refused_linger_timeout.is_zero() || self.refused_lingering_max == 0 {
+            return Err(
+                "the refused connections' linger time-out and count must be positive".into(),
+            );
+        }
+        if self.housekeeping_interval.is_zero()
+            || self.housekeeping_interval > Duration::from_secs(60)
+        {
+            return Err("the housekeeping interval must be between 1ms and 60s".into());
+        }
+        if self.turn_namespaces_matched_max == 0 {
+            return Err("the namespaces matched per turn must be at least 1".into());
+        }
+        Ok(())
     }
 
     /// Checks the per-connection bounds against each other and the frame size.
@@ -387,5 +503,29 @@ mod tests {
         ));
         assert!(refused(&|c| c.frame_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cursor_entries_max = 0));
+    }
+
+    #[test]
+    fn turn_and_peer_limits_are_validated() {
+        let valid = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        let refused = |change: &dyn Fn(&mut Config)| {
+            let mut config = valid.clone();
+            change(&mut config);
+            config.validate().is_err()
+        };
+        assert!(refused(&|c| c.cluster.peer_credit_window = 0));
+        assert!(refused(&|c| c.cluster.peer_credit_window = 65_537));
+        assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
+        assert!(refused(&|c| {
+            c.cluster.dial_backoff_max = c.cluster.dial_backoff_initial / 2
+        }));
+        assert!(refused(&|c| c.cluster.connect_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.refused_linger_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.refused_lingering_max = 0));
+        assert!(refused(&|c| c.housekeeping_interval = Duration::ZERO));
+        assert!(refused(
+            &|c| c.housekeeping_interval = Duration::from_secs(61)
+        ));
+        assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
     }
 }

@@ -22,7 +22,9 @@ impl fmt::Display for ActorId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct EventId {
     // Field order matters: the derived `Ord` compares `counter` first, then `actor`.
+    /// The Lamport counter: above every id the appending node had seen.
     pub counter: u64,
+    /// The node that first appended the event.
     pub actor: ActorId,
 }
 
@@ -38,6 +40,7 @@ impl EventId {
     /// "the counter after this one" is always a `u64`.
     pub const COUNTER_MAX: u64 = u64::MAX - 1;
 
+    /// The id with this counter and actor.
     pub fn new(counter: u64, actor: u16) -> EventId {
         EventId {
             counter,
@@ -45,6 +48,7 @@ impl EventId {
         }
     }
 
+    /// True for [`EventId::NONE`].
     pub fn is_none(&self) -> bool {
         self.counter == 0
     }
@@ -64,6 +68,7 @@ impl fmt::Display for EventId {
     }
 }
 
+/// Why a text is not an event id; the string says how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseEventIdError(pub String);
 
@@ -106,6 +111,7 @@ impl FromStr for EventId {
 /// One event as stored and delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The id the first server to append it gave it.
     pub id: EventId,
     /// The event this one responds to, if any.
     pub parent_id: Option<EventId>,
@@ -113,6 +119,7 @@ pub struct Event {
     pub namespace: String,
     /// Milliseconds since the Unix epoch, set by the server that first appended the event.
     pub timestamp_ms: u64,
+    /// The payload, opaque to flo.
     pub data: Vec<u8>,
 }
 
@@ -126,10 +133,22 @@ impl Event {
 /// Why a namespace was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamespaceError {
+    /// The namespace is empty.
     Empty,
+    /// It does not start with `/`.
     MissingLeadingSlash,
-    TooLong { length: usize, length_max: usize },
-    ControlCharacter { position: usize },
+    /// It is longer than the server's limit.
+    TooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        length_max: usize,
+    },
+    /// It holds a control character.
+    ControlCharacter {
+        /// The byte position of the first one.
+        position: usize,
+    },
 }
 
 impl fmt::Display for NamespaceError {
@@ -179,6 +198,7 @@ pub struct VersionVector {
 }
 
 impl VersionVector {
+    /// The empty vector: nothing seen.
     pub fn new() -> VersionVector {
         VersionVector::default()
     }
@@ -224,10 +244,12 @@ impl VersionVector {
         self.entries.values().copied().max().unwrap_or(0)
     }
 
+    /// True when no actor has an entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The number of actors with an entry.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -258,11 +280,14 @@ impl FromIterator<(ActorId, u64)> for VersionVector {
 /// updates the vector with every id it receives and keeps the floor it started with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Cursor {
+    /// Everything at or below this id in the total order has been seen.
     pub floor: EventId,
+    /// Per actor, everything at or below its counter has been seen.
     pub vector: VersionVector,
 }
 
 impl Cursor {
+    /// The cursor "after event id `floor`".
     pub fn after(floor: EventId) -> Cursor {
         Cursor {
             floor,
@@ -270,6 +295,7 @@ impl Cursor {
         }
     }
 
+    /// The cursor that has seen what `vector` covers.
     pub fn from_vector(vector: VersionVector) -> Cursor {
         Cursor {
             floor: EventId::NONE,

@@ -208,7 +208,8 @@ fn consume_prints_the_seed_human_format() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\nI made some eggs\n\
-         \nEventId: 0000000000000000000200001\nNamespace: /bin\n\u{fffd}\0\n"
+         \nEventId: 0000000000000000000200001\nNamespace: /bin\n\
+         Data: not UTF-8, invalid bytes shown as \\xNN\n\\xff\\x00\n"
     );
 }
 

@@ -189,14 +189,14 @@ impl Sim {
                 FsyncPolicy::Always
             };
             // Some nodes know every other; the rest know only one and rely on discovery.
-            engine_config.peer_addrs = if rng.below(2) == 0 {
+            engine_config.limits.cluster.peer_addrs = if rng.below(2) == 0 {
                 addrs.iter().copied().filter(|a| *a != addrs[i]).collect()
             } else {
                 vec![addrs[(i + 1) % count]]
             };
             engine_config.seed = rng.next_u64();
-            engine_config.peer_credit_window = 1 + rng.below(8) as u32;
-            engine_config.records_per_turn_max = 1 + rng.below(32);
+            engine_config.limits.cluster.peer_credit_window = 1 + rng.below(8) as u32;
+            engine_config.limits.records_per_turn_max = 1 + rng.below(32);
             // The catch-up hold never times out here: partitions always heal, and a time-out
             // would allow the id reuse that the checks look for.
             engine_config.catch_up_timeout_ms = match fsync {

@@ -1,18 +1,20 @@
-//! The embedded server API: `Server::start` on port 0, a client in the same process,
-//! `shutdown()` making everything durable, and a second server on the same directory seeing
-//! every event. Also checks that a bad configuration is refused with a clear error.
+//! The embedded server API, through the crate root only: `Server::start_with_listener` on a
+//! listener the test bound to port 0, a client in the same process, `shutdown()` making
+//! everything durable, and a second server on the same directory seeing every event. Also
+//! checks that a bad configuration is refused with a clear error, and that a `ShutdownTrigger`
+//! from another thread stops a server that `wait`s.
 
 use flo::client::{Client, ClientOptions};
-use flo::config::Config;
 use flo::event::StartPosition;
-use flo::reactor::{Server, ServerError};
+use flo::{Config, Server, ServerError, ShutdownTrigger};
 
 fn start(dir: &std::path::Path) -> Server {
-    Server::start(Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.to_path_buf(),
-    ))
-    .expect("start an embedded server")
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::start_with_listener(Config::new(addr, dir.to_path_buf()), listener)
+        .expect("start an embedded server");
+    assert_eq!(server.local_addr(), addr);
+    server
 }
 
 #[test]
@@ -51,4 +53,19 @@ fn an_invalid_configuration_is_refused() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a server with no connections allowed started"),
     }
+}
+
+#[test]
+fn a_shutdown_trigger_stops_a_waiting_server_from_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.local_addr().to_string();
+    let trigger: ShutdownTrigger = server.shutdown_trigger();
+    let mut client = Client::connect(&addr, ClientOptions::default()).unwrap();
+    client.produce("/embedded", b"before the trigger").unwrap();
+    drop(client);
+    let stopper = std::thread::spawn(move || trigger.trigger());
+    server.wait().expect("the server stops cleanly");
+    stopper.join().unwrap();
+    assert!(Client::connect(&addr, ClientOptions::default()).is_err());
 }

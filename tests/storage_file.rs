@@ -496,9 +496,9 @@ fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
     let mut server_config =
         flo::config::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
     server_config.storage = config(dir.path());
-    match flo::reactor::Server::start(server_config.clone()) {
+    match flo::Server::start(server_config.clone()) {
         Ok(_) => panic!("an embedded server started on a directory in use"),
-        Err(flo::reactor::ServerError::Storage(StorageError::Locked { dir: locked, .. })) => {
+        Err(flo::ServerError::Storage(StorageError::Locked { dir: locked, .. })) => {
             assert_eq!(locked, dir.path());
         }
         Err(other) => panic!("expected a Locked storage error, got {other}"),
@@ -507,6 +507,6 @@ fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
     let (log, report) = FileLog::open(&config(dir.path())).unwrap();
     assert_eq!(report.event_count, 1);
     drop(log);
-    let server = flo::reactor::Server::start(server_config).unwrap();
+    let server = flo::Server::start(server_config).unwrap();
     server.shutdown().unwrap();
 }

@@ -1,22 +1,42 @@
 //! The `flo` server binary: argument parsing, logging set-up, signals and exit codes around
-//! the embedded server (`flo::reactor::Server`).
+//! the embedded server (`flo::Server`).
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use flo::config::{Config, FsyncPolicy, Retention};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
 use flo::event::ActorId;
-use flo::reactor::{Server, ServerError};
 use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
+use flo::{Server, ServerError};
+
+#[path = "flo/config_file.rs"]
+mod config_file;
+
+use config_file::{format_duration_ms, format_size};
 
 /// flo: a small, fast, durable event stream server.
 #[derive(Parser, Debug)]
-#[command(name = "flo", version, about, long_about = None)]
+#[command(name = "flo", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    tool: Option<Tool>,
+
+    /// Read settings from this TOML file: each key is a long flag name without `--`
+    /// (`data-dir = "/var/lib/flo"`, `peer-addr = ["10.0.0.2:3000"]`, `repair` excepted). A flag
+    /// on the command line overrides the file's key; an unknown key is an error.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the settings (file and flags), print the effective configuration as a TOML file
+    /// and exit: 0 when it is valid, 1 when not. Does not open the data directory.
+    #[arg(long = "check-config")]
+    check_config: bool,
+
     /// Directory for the event log (created if missing).
     #[arg(short = 'd', long = "data-dir", default_value = ".")]
     data_dir: PathBuf,
@@ -29,6 +49,16 @@ struct Args {
     /// network (there is no client authentication); that choice is logged.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+
+    /// PEM certificate chain (the server's certificate first): with --tls-key, the port speaks
+    /// TLS 1.3 from the first byte and plaintext clients are refused (TlsRequired). Not with
+    /// clustering yet. docs/security.md shows a self-signed set-up for testing.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the --tls-cert certificate.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Bytes of the newest events kept in memory for tailing consumers (K, M, G suffixes).
     #[arg(long = "max-cache-memory", default_value = "64M", value_parser = parse_size)]
@@ -131,6 +161,25 @@ struct Args {
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
 
+    /// PeerEvent frames a peer may send this node before it returns credit (1 to 65536): what
+    /// this node buffers per peer is at most this many frames.
+    #[arg(long = "peer-credit-window", default_value_t = 1024)]
+    peer_credit_window: u32,
+
+    /// The wait before redialing a member after a failed dial; it doubles (with jitter) per
+    /// failure up to --dial-backoff-max (e.g. 100ms).
+    #[arg(long = "dial-backoff-initial", default_value = "100ms", value_parser = parse_duration_ms)]
+    dial_backoff_initial: u64,
+
+    /// The longest wait between dials of a member that keeps failing (e.g. 10s).
+    #[arg(long = "dial-backoff-max", default_value = "10s", value_parser = parse_duration_ms)]
+    dial_backoff_max: u64,
+
+    /// An outbound peer connection that is not established within this time counts as a
+    /// failed dial (e.g. 5s).
+    #[arg(long = "connect-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    connect_timeout: u64,
+
     /// Start even when the newest segment holds damage that start-up does not cut by itself
     /// (a bad record followed by records with valid checksums, or a damaged header): the
     /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
@@ -138,6 +187,171 @@ struct Args {
     /// stops the start with a message naming the file and byte.
     #[arg(long)]
     repair: bool,
+}
+
+/// What `flo` does instead of serving.
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// Print a shell completion script (e.g. flo completions bash > /etc/bash_completion.d/flo).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. flo man > /usr/share/man/man1/flo.1).
+    Man,
+}
+
+/// Parses the command line and, with `--config`, the file under it: the file's keys become
+/// arguments placed before the command line's, leaving out the keys the command line sets,
+/// so a flag always wins.
+fn parse_args() -> Result<Args, String> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let command = Args::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let Some(path) = matches.get_one::<PathBuf>("config") else {
+        return Args::from_arg_matches(&matches).map_err(|error| one_line(&error));
+    };
+    let file_arguments = config_file::file_arguments(path, &command, &matches)?;
+    // The file's values alone first, so that a bad one is reported as the file's.
+    let program = argv.first().cloned().unwrap_or_else(|| "flo".into());
+    let file_only = std::iter::once(program.clone()).chain(file_arguments.iter().cloned());
+    command
+        .clone()
+        .try_get_matches_from(file_only)
+        .map_err(|error| format!("{}: {}", path.display(), one_line(&error)))?;
+    let combined = std::iter::once(program)
+        .chain(file_arguments)
+        .chain(argv.into_iter().skip(1));
+    let matches = command
+        .try_get_matches_from(combined)
+        .map_err(|error| one_line(&error))?;
+    Args::from_arg_matches(&matches).map_err(|error| one_line(&error))
+}
+
+/// A clap error as one line: the lines before its usage block, joined, without `error: `.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let joined = lines.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+/// The effective settings as a configuration file that `--config` accepts; unset optional
+/// settings are listed as comments.
+fn effective_config(args: &Args) -> String {
+    let mut table = toml::Table::new();
+    let mut unset = Vec::new();
+    let mut hidden = Vec::new();
+    let mut put = |key: &str, value: Option<toml::Value>| match value {
+        Some(value) => {
+            table.insert(key.to_string(), value);
+        }
+        None => unset.push(key.to_string()),
+    };
+    let text = |value: String| Some(toml::Value::String(value));
+    let list = |values: Vec<String>| {
+        Some(toml::Value::Array(
+            values.into_iter().map(toml::Value::String).collect(),
+        ))
+    };
+    put("data-dir", text(args.data_dir.display().to_string()));
+    put("port", Some(toml::Value::Integer(i64::from(args.port))));
+    put("bind", text(args.bind.to_string()));
+    put("max-cache-memory", text(format_size(args.max_cache_memory)));
+    put(
+        "max-events",
+        args.max_events.and_then(|n| text(n.to_string())),
+    );
+    put(
+        "max-bytes",
+        args.max_bytes.and_then(|n| text(format_size(n))),
+    );
+    put(
+        "max-age",
+        args.max_age.and_then(|n| text(format_duration_ms(n))),
+    );
+    put("fsync", text(args.fsync.to_string()));
+    let count = |n: usize| Some(toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+    put("max-connections", count(args.max_connections));
+    put(
+        "max-output-buffer",
+        text(format_size(args.max_output_buffer)),
+    );
+    put(
+        "max-connection-memory",
+        text(format_size(args.max_connection_memory)),
+    );
+    put(
+        "frame-timeout",
+        text(format_duration_ms(args.frame_timeout)),
+    );
+    put(
+        "handshake-timeout",
+        text(format_duration_ms(args.handshake_timeout)),
+    );
+    put("idle-timeout", text(format_duration_ms(args.idle_timeout)));
+    put(
+        "linger-timeout",
+        text(format_duration_ms(args.linger_timeout)),
+    );
+    put(
+        "shutdown-timeout",
+        text(format_duration_ms(args.shutdown_timeout)),
+    );
+    put("segment-size", text(format_size(args.segment_size)));
+    put("log-level", text(args.log_level.to_string().to_lowercase()));
+    let modules = args.log_modules.iter();
+    put(
+        "log-module",
+        list(
+            modules
+                .map(|(module, level)| format!("{module}={}", level.to_string().to_lowercase()))
+                .collect(),
+        ),
+    );
+    put(
+        "log-file",
+        args.log_file
+            .as_ref()
+            .and_then(|path| text(path.display().to_string())),
+    );
+    put(
+        "actor-id",
+        Some(toml::Value::Integer(i64::from(args.actor_id))),
+    );
+    put(
+        "peer-addr",
+        list(args.peer_addrs.iter().map(ToString::to_string).collect()),
+    );
+    // The secret is not printed: check-config output ends up in tickets and chat logs.
+    if args.cluster_secret.is_some() {
+        hidden.push("cluster-secret");
+    } else {
+        put("cluster-secret", None);
+    }
+    put(
+        "advertise-addr",
+        args.advertise_addr.and_then(|addr| text(addr.to_string())),
+    );
+    put(
+        "catch-up-timeout",
+        text(format_duration_ms(args.catch_up_timeout)),
+    );
+    let mut out = table.to_string();
+    for key in hidden {
+        out.push_str(&format!("# {key}: set (not shown)\n"));
+    }
+    for key in unset {
+        out.push_str(&format!("# {key}: not set\n"));
+    }
+    out
 }
 
 fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> {
@@ -269,7 +483,25 @@ fn config_from(args: &Args) -> Config {
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;
     config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
+    config.cluster.peer_credit_window = args.peer_credit_window;
+    config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
+    config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
+    config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);
     config
+}
+
+/// `--tls-cert` and `--tls-key`, read (the server parses them when it starts).
+fn read_tls_files(args: &Args) -> Result<Option<TlsPem>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|error| format!("could not read {}: {error}", path.display()))
+    };
+    Ok(Some(TlsPem {
+        cert_chain_pem: read(cert)?,
+        key_pem: read(key)?,
+    }))
 }
 
 /// `--repair`: opens the log repairing what start-up would refuse, then serves that log (the
@@ -282,13 +514,63 @@ fn start_repairing(config: Config) -> Result<Server, ServerError> {
     Server::start_with_log(config, log, event_count)
 }
 
+/// `flo completions SHELL` and `flo man`.
+fn run_tool(tool: &Tool) -> ExitCode {
+    let mut command = Args::command();
+    let mut out = std::io::stdout().lock();
+    let written = match tool {
+        Tool::Completions { shell } => {
+            clap_complete::generate(*shell, &mut command, "flo", &mut out);
+            Ok(())
+        }
+        Tool::Man => clap_mangen::Man::new(command).render(&mut out),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flo: could not write to standard output: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("flo: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(tool) = &args.tool {
+        return run_tool(tool);
+    }
+    if args.check_config {
+        let config = config_from(&args);
+        print!("{}", effective_config(&args));
+        return match config.validate() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("flo: invalid configuration: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(message) = init_logging(&args) {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
-    let config = config_from(&args);
+    let mut config = config_from(&args);
+    match read_tls_files(&args) {
+        Ok(tls) => config.tls = tls,
+        Err(message) => {
+            eprintln!("flo: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if config.tls.is_some() {
+        log::info!("the port speaks TLS only (--tls-cert)");
+    }
     if !config.bind.ip().is_loopback() {
         log::warn!(
             "listening on {}, which is not a loopback address: any host that can reach it may produce and consume",

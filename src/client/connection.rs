@@ -9,6 +9,7 @@ use crate::config::WireLimits;
 use crate::protocol::{self, Frame, FrameBuffer};
 
 use super::error::ClientError;
+use super::tls::{self, ClientTls, Transport};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_SIZE: usize = 64 * 1024;
@@ -17,7 +18,7 @@ const READ_CHUNK_SIZE: usize = 64 * 1024;
 const HANDSHAKE_FRAME_SIZE_MAX: u32 = 64 * 1024;
 
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     /// Received bytes not yet decoded.
     received: FrameBuffer,
     write_buffer: Vec<u8>,
@@ -33,11 +34,13 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to the first address `addr` resolves to that accepts within `timeout`.
+    /// Connects to the first address `addr` resolves to that accepts within `timeout`, and
+    /// with `tls` completes a TLS handshake on it.
     pub(crate) fn open(
         addr: &str,
         connect_timeout: Duration,
         io_timeout: Duration,
+        tls: Option<&ClientTls>,
     ) -> Result<Connection, ClientError> {
         let connect_error = |error| ClientError::Connect {
             addr: addr.to_string(),
@@ -50,7 +53,7 @@ impl Connection {
         );
         for candidate in candidates {
             match TcpStream::connect_timeout(&candidate, connect_timeout) {
-                Ok(stream) => return Connection::from_stream(stream, io_timeout),
+                Ok(stream) => return Connection::from_stream(stream, io_timeout, addr, tls),
                 Err(error) => last_error = error,
             }
         }
@@ -60,6 +63,8 @@ impl Connection {
     pub(crate) fn from_stream(
         stream: TcpStream,
         io_timeout: Duration,
+        addr: &str,
+        tls: Option<&ClientTls>,
     ) -> Result<Connection, ClientError> {
         stream.set_nodelay(true).map_err(ClientError::Io)?;
         stream
@@ -68,6 +73,10 @@ impl Connection {
         stream
             .set_write_timeout(Some(io_timeout))
             .map_err(ClientError::Io)?;
+        let stream = match tls {
+            Some(tls) => tls::connect(stream, addr, tls)?,
+            None => Transport::Plain(stream),
+        };
         Ok(Connection {
             stream,
             received: FrameBuffer::with_capacity(READ_CHUNK_SIZE),
@@ -136,7 +145,11 @@ impl Connection {
         if self.write_buffer.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.write_buffer);
+        // TLS may hold the tail of what it was given until flushed.
+        let result = self
+            .stream
+            .write_all(&self.write_buffer)
+            .and_then(|()| self.stream.flush());
         self.write_buffer.clear();
         result.map_err(|error| {
             // A send that failed half-way leaves the stream unusable for sending; answers to
@@ -163,10 +176,11 @@ impl Connection {
         &mut self,
         wait: std::time::Duration,
     ) -> Result<bool, ClientError> {
-        let read_timeout = self.stream.read_timeout().map_err(ClientError::Io)?;
+        let read_timeout = self.stream.tcp().read_timeout().map_err(ClientError::Io)?;
         self.set_read_timeout(wait.max(std::time::Duration::from_millis(1)))?;
         let filled = self.fill();
         self.stream
+            .tcp()
             .set_read_timeout(read_timeout)
             .map_err(ClientError::Io)?;
         match filled {
@@ -187,6 +201,7 @@ impl Connection {
     /// time-out and a third of the server's idle time-out, so a quiet connection pings in time.
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
         self.stream
+            .tcp()
             .set_read_timeout(Some(timeout))
             .map_err(ClientError::Io)
     }

@@ -21,7 +21,7 @@ pub struct ConsumeBuilder<'a> {
 
 impl Client {
     /// Starts building a subscription. Defaults: every namespace (`/**`), from the beginning,
-    /// no limit, not tailing, a credit window of [`CREDIT_DEFAULT`] events.
+    /// no limit, not tailing, a credit window of 256 events.
     pub fn consume(&mut self) -> ConsumeBuilder<'_> {
         ConsumeBuilder::new(ClientHandle::Borrowed(self))
     }
@@ -51,6 +51,7 @@ impl<'a> ConsumeBuilder<'a> {
         self
     }
 
+    /// Where the subscription starts (default: the beginning).
     pub fn start(mut self, start: StartPosition) -> Self {
         self.start = start;
         self
@@ -108,6 +109,7 @@ impl<'a> ConsumeBuilder<'a> {
 /// What a subscription delivers, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
+    /// An event matching the subscription.
     Event(Event),
     /// Every stored event matching the subscription has been delivered; a tailing
     /// subscription now waits for new ones.
@@ -152,6 +154,7 @@ impl Subscription<'_> {
         self.ended
     }
 
+    /// The id the server knows this subscription by (in its error frames).
     pub fn subscription_id(&self) -> u32 {
         self.subscription_id
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
 
+/// Why a cursor's text form did not parse; the string says where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorParseError(pub String);
 

@@ -10,7 +10,15 @@ use crate::protocol::{ErrorCode, ErrorScope};
 #[derive(Debug)]
 pub enum ClientError {
     /// No connection could be made to `addr`.
-    Connect { addr: String, error: io::Error },
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// Why the connection failed.
+        error: io::Error,
+    },
+    /// TLS could not be set up: an unusable CA file, or a failed handshake (a certificate
+    /// that does not verify, a server that does not speak TLS on the port).
+    Tls(String),
     /// Reading from or writing to the connection failed.
     Io(io::Error),
     /// The server closed the connection (or it dropped) while an answer was awaited.
@@ -20,34 +28,62 @@ pub enum ClientError {
     /// The server refused the request; `scope` says whether the connection, one produce or one
     /// subscription is affected.
     Server {
+        /// What the error ends: the connection, one produce or one subscription.
         scope: ErrorScope,
+        /// The error code (protocol.md lists them).
         code: ErrorCode,
+        /// The server's explanation, for people.
         message: String,
     },
     /// The server sent bytes that are not a valid frame, or a frame that makes no sense here.
-    Protocol { code: ErrorCode, message: String },
+    Protocol {
+        /// The code that describes the violation.
+        code: ErrorCode,
+        /// What was wrong.
+        message: String,
+    },
     /// The server speaks a protocol version this client does not.
     UnsupportedVersion {
+        /// The server's version, when it said.
         server: Option<u16>,
+        /// The server's explanation, or the client's.
         message: String,
     },
     /// Refused before sending: the event or frame is over the server's limit.
     TooLarge {
+        /// What is too large (an event, a batch, a namespace).
         what: &'static str,
+        /// Its size in bytes (or entries).
         size: usize,
+        /// The server's limit.
         size_max: usize,
     },
     /// Refused before sending: the namespace is not valid.
     InvalidNamespace {
+        /// The namespace as given.
         namespace: String,
+        /// What is wrong with it.
         error: NamespaceError,
     },
     /// Refused before sending: the subscription glob is not valid.
-    InvalidGlob { glob: String, message: String },
+    InvalidGlob {
+        /// The glob as given.
+        glob: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// [`super::Producer::send`] was called with the window full; nothing was sent.
-    WindowFull { window: usize },
+    WindowFull {
+        /// The producer's window: how many produces may await their acks.
+        window: usize,
+    },
     /// A typed event's data could not be decoded by its codec.
-    Codec { id: EventId, message: String },
+    Codec {
+        /// The event whose data did not decode.
+        id: EventId,
+        /// The codec's explanation.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -55,6 +91,7 @@ impl ClientError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ClientError::Connect { .. }
+            | ClientError::Tls(_)
             | ClientError::Io(_)
             | ClientError::ConnectionClosed
             | ClientError::Timeout
@@ -105,6 +142,7 @@ impl fmt::Display for ClientError {
             ClientError::Connect { addr, error } => {
                 write!(f, "could not connect to {addr}: {}", describe_io_error(error))
             }
+            ClientError::Tls(message) => write!(f, "{message}"),
             ClientError::Io(error) => write!(f, "connection error: {}", describe_io_error(error)),
             ClientError::ConnectionClosed => write!(f, "the server closed the connection"),
             ClientError::Timeout => write!(f, "timed out waiting for the server"),

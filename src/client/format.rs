@@ -7,17 +7,54 @@ use std::fmt::Write as _;
 use crate::event::{Event, EventId, StartPosition};
 
 /// The seed README's human format: a blank line, `EventId: <id>`, `Namespace: <namespace>`,
-/// then the data as text (invalid UTF-8 replaced by U+FFFD), each on its own line.
+/// then the data as text, each on its own line.
+///
+/// The text is safe to print to a terminal: an event's data (or a namespace from a hostile
+/// server) cannot move the cursor, change colours, retitle the window or fake the next event's
+/// header. Control characters (C0, DEL, C1) and the bidirectional overrides are shown as
+/// escapes (`\n`, `\r`, `\x1b`, `\u{202e}`), a backslash as `\\`; a tab stays a tab. Data that
+/// is not UTF-8 gets a `Data: not UTF-8` line before it and each invalid byte is shown as
+/// `\xNN`.
 pub fn format_human(event: &Event) -> String {
     let mut text = String::with_capacity(64 + event.namespace.len() + event.data.len());
     text.push_str("\nEventId: ");
     let _ = write!(text, "{}", event.id);
     text.push_str("\nNamespace: ");
-    text.push_str(&event.namespace);
+    push_terminal_safe(&mut text, &event.namespace);
     text.push('\n');
-    text.push_str(&String::from_utf8_lossy(&event.data));
+    if std::str::from_utf8(&event.data).is_err() {
+        text.push_str("Data: not UTF-8, invalid bytes shown as \\xNN\n");
+    }
+    for chunk in event.data.utf8_chunks() {
+        push_terminal_safe(&mut text, chunk.valid());
+        for byte in chunk.invalid() {
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
     text.push('\n');
     text
+}
+
+/// Appends `value` with every character a terminal would act on escaped (see
+/// [`format_human`]).
+pub fn push_terminal_safe(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\t' => out.push('\t'),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            // C1 controls (some terminals take U+009B as CSI) and the bidirectional
+            // embeddings, overrides and isolates, which reorder what is shown.
+            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 /// One JSON object on one line (newline included): `id` and `parent_id` as 25-digit strings
@@ -348,9 +385,25 @@ mod tests {
             format_human(&event(b"I made some eggs", None)),
             "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\nI made some eggs\n"
         );
+    }
+
+    #[test]
+    fn human_format_cannot_rewrite_the_terminal_and_marks_non_utf8() {
+        let hostile =
+            b"ok\x1b]0;owned\x07\x1b[2J\rline\nEventId: fake\x7f\\ \xc2\x9b\xe2\x80\xae\tend";
+        let text = format_human(&event(hostile, None));
         assert_eq!(
-            format_human(&event(b"a\xffb", None)),
-            "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\na\u{fffd}b\n"
+            text,
+            "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\n\
+             ok\\x1b]0;owned\\x07\\x1b[2J\\rline\\nEventId: fake\\x7f\\\\ \\u{9b}\\u{202e}\tend\n"
+        );
+        assert!(!text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'));
+        assert_eq!(
+            format_human(&event(b"a\xffb\xe2\x82", None)),
+            "\nEventId: 0000000000000000000100001\nNamespace: /food/breakfast/eggs\n\
+             Data: not UTF-8, invalid bytes shown as \\xNN\na\\xffb\\xe2\\x82\n"
         );
     }
 

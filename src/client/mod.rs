@@ -1,4 +1,4 @@
-//! A blocking client library on `std::net`, reusing [`crate::protocol`] for the bytes.
+//! A blocking client library on `std::net`, reusing the server's protocol code for the bytes.
 //!
 //! ```no_run
 //! use flo::client::{Client, ClientOptions};
@@ -26,6 +26,7 @@ mod cursor_text;
 mod error;
 pub mod format;
 mod produce;
+mod tls;
 mod typed;
 
 use std::time::{Duration, Instant};
@@ -34,11 +35,14 @@ use crate::config::WireLimits;
 use crate::event::NamespaceError;
 use crate::protocol::{Frame, Hello, Welcome, PROTOCOL_VERSION};
 
-pub use crate::protocol::{Ack, EndReason, ErrorCode, ErrorScope, NewEvent};
+pub use crate::protocol::{
+    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+};
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};
 pub use produce::Producer;
+pub use tls::ClientTls;
 #[cfg(feature = "json")]
 pub use typed::JsonCodec;
 pub use typed::{CodecError, EventCodec, RawCodec, TypedEvent, TypedSubscription, Utf8Codec};
@@ -60,6 +64,8 @@ pub struct ClientOptions {
     pub io_timeout: Duration,
     /// Sent in the handshake when the server requires a token.
     pub auth_token: Option<Vec<u8>>,
+    /// Speak TLS, for a server started with `--tls-cert` (protocol.md, "Transport security").
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -69,6 +75,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             auth_token: None,
+            tls: None,
         }
     }
 }
@@ -84,16 +91,28 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (such as "localhost:3000") and performs the handshake.
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
-        let connection = Connection::open(addr, options.connect_timeout, options.io_timeout)?;
+        let connection = Connection::open(
+            addr,
+            options.connect_timeout,
+            options.io_timeout,
+            options.tls.as_ref(),
+        )?;
         Client::handshake(connection, options)
     }
 
-    /// Performs the handshake on an already connected stream (for tests and embedding).
+    /// Performs the handshake on an already connected stream (for tests and embedding). With
+    /// `options.tls`, its `server_name` must be set.
     pub fn from_stream(
         stream: std::net::TcpStream,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let connection = Connection::from_stream(stream, options.io_timeout)?;
+        let addr = options
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.server_name.clone())
+            .unwrap_or_default();
+        let connection =
+            Connection::from_stream(stream, options.io_timeout, &addr, options.tls.as_ref())?;
         Client::handshake(connection, options)
     }
 

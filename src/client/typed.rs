@@ -23,7 +23,9 @@ impl std::error::Error for CodecError {}
 
 /// Serializes values of `T` into event data and back.
 pub trait EventCodec<T> {
+    /// The event data for `value`.
     fn encode(&self, value: &T) -> Vec<u8>;
+    /// The value in an event's data, or why it is not one.
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError>;
 }
 
@@ -61,6 +63,7 @@ pub struct JsonCodec<T>(PhantomData<fn() -> T>);
 
 #[cfg(feature = "json")]
 impl<T> JsonCodec<T> {
+    /// The codec for values of `T`.
     pub fn new() -> JsonCodec<T> {
         JsonCodec(PhantomData)
     }
@@ -90,10 +93,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> EventCodec<T> for JsonCo
 /// An event whose data was decoded into a `T`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypedEvent<T> {
+    /// The event's id.
     pub id: EventId,
+    /// The id of the event this one answers or follows, if the producer gave one.
     pub parent_id: Option<EventId>,
+    /// The event's namespace.
     pub namespace: String,
+    /// When the server appended it: wall-clock milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The decoded data.
     pub value: T,
 }
 

@@ -15,10 +15,6 @@ use crate::protocol::{
 };
 use crate::storage::{Log, NamespaceKey, Offset, StorageError};
 
-/// Past this many distinct namespaces appended in one turn, every waiting tail subscription
-/// is woken instead of matching each namespace against its glob.
-const TURN_NAMESPACES_MATCHED_MAX: usize = 64;
-
 /// A subscription reads through the namespace index only when at least this many records lie
 /// between it and the durable end: below that, reading them (mostly from the cache) costs
 /// less than the index lookups and one positioned read per match.
@@ -60,10 +56,10 @@ impl<L: Log> Engine<L> {
             let message = "the subscription id is already in use on this connection";
             return self.send_error(conn, scope, ErrorCode::DuplicateSubscription, message);
         }
-        if connection.subscriptions.len() >= self.config.subscriptions_max as usize {
+        if connection.subscriptions.len() >= self.config.subscriptions_per_connection_max as usize {
             let message = format!(
                 "a connection may have at most {} subscriptions",
-                self.config.subscriptions_max
+                self.config.subscriptions_per_connection_max
             );
             return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
         }
@@ -190,7 +186,7 @@ impl<L: Log> Engine<L> {
                 }
                 // With many distinct namespaces in one turn, matching each against every
                 // glob costs more than letting the subscription read the records itself.
-                let wanted = self.turn_namespaces.len() > TURN_NAMESPACES_MATCHED_MAX
+                let wanted = self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
                     || self
                         .turn_namespaces
                         .iter()

@@ -19,7 +19,7 @@ pub use connection::{ConnId, Phase};
 use connection::{Connection, Subscription};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
-use crate::event::{ActorId, EventId};
+use crate::event::EventId;
 use crate::protocol::{
     self, encode, encode_error, kind, ErrorCode, ErrorScope, Frame, Hello, Welcome,
     PROTOCOL_VERSION,
@@ -50,32 +50,17 @@ pub enum Action {
     Dial { addr: SocketAddr },
 }
 
-/// The engine's limits, taken from [`Config`].
+/// What the engine runs with: the server's [`Config`], where every limit is (read through
+/// `Deref`, so `config.batch_events_max` is `Config::batch_events_max`; none is copied), plus
+/// what the server decides at start-up from it and from the socket it bound.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub actor: ActorId,
-    pub wire: WireLimits,
+    /// Every limit, as configured and validated.
+    pub limits: Config,
+    /// Sent in Welcome.
     pub server_version: String,
-    pub subscriptions_max: u32,
-    pub send_buffer_high_water: usize,
-    pub output_bytes_hard_max: usize,
-    pub connection_memory_max: usize,
-    pub hello_frame_size_max: u32,
-    pub peer_hello_frame_size_max: u32,
-    pub frame_timeout_ms: u64,
-    pub cursor_entries_max: u32,
-    pub handshake_timeout_ms: u64,
-    pub idle_timeout_ms: u64,
-    /// Log records one turn may look at while feeding consumers, over all of them.
-    pub records_per_turn_max: u64,
-    /// Events one batch produce may carry.
-    pub batch_events_max: usize,
-    /// How often the engine checks time-outs and retention.
-    pub housekeeping_interval_ms: u64,
     /// The address peers dial to reach this node (sent in the peer handshake).
     pub advertised_addr: Option<SocketAddr>,
-    /// Peer addresses to dial at start-up.
-    pub peer_addrs: Vec<SocketAddr>,
     /// The cluster secret peers must present; empty for none.
     pub cluster_secret: Vec<u8>,
     /// Seeds the jitter of reconnect back-off (the engine has no RNG of its own).
@@ -83,49 +68,36 @@ pub struct EngineConfig {
     /// `Some(timeout)`: after start-up, produces are refused until this node has caught up
     /// with its peers or the time-out passed (set for non-`always` fsync policies).
     pub catch_up_timeout_ms: Option<u64>,
-    /// PeerEvent frames a peer may send before it needs more credit.
-    pub peer_credit_window: u32,
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
     /// PeerHello is accepted only when this is set or `peer_addrs` is not empty: the server
     /// was configured for clustering (`--peer-addr` or `--cluster-secret`).
     pub accepts_peers: bool,
-    /// Distinct actors whose events this node stores at most (itself included).
-    pub actors_max: usize,
-    /// Members this node knows at most.
-    pub members_max: usize,
-    /// How far above the Lamport counter a replicated event's counter may be.
-    pub peer_counter_ahead_max: u64,
-    /// Failed dials after which a discovered member that never answered is forgotten.
-    pub discovery_attempts_max: u32,
+    /// How often the engine checks time-outs and retention: `Config::housekeeping_interval`,
+    /// shortened to the fsync interval under `--fsync interval:<ms>`.
+    pub housekeeping_interval_ms: u64,
+}
+
+impl std::ops::Deref for EngineConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.limits
+    }
 }
 
 impl EngineConfig {
+    /// The engine's view of `config`.
     pub fn from_config(config: &Config) -> EngineConfig {
+        let housekeeping_ms = millis(config.housekeeping_interval).max(1);
         EngineConfig {
-            actor: config.actor_id,
-            wire: config.wire,
+            limits: config.clone(),
             server_version: format!("flo {}", env!("CARGO_PKG_VERSION")),
-            subscriptions_max: config.subscriptions_per_connection_max,
-            send_buffer_high_water: config.send_buffer_high_water,
-            output_bytes_hard_max: config.output_bytes_hard_max,
-            connection_memory_max: config.connection_memory_max,
-            hello_frame_size_max: config.hello_frame_size_max,
-            peer_hello_frame_size_max: config.peer_hello_frame_size_max,
-            frame_timeout_ms: config.frame_timeout.as_millis() as u64,
-            cursor_entries_max: config.cursor_entries_max,
-            handshake_timeout_ms: config.handshake_timeout.as_millis() as u64,
-            idle_timeout_ms: config.idle_timeout.as_millis() as u64,
-            records_per_turn_max: config.records_per_turn_max,
-            batch_events_max: config.batch_events_max,
             // Housekeeping also ends a turn, which lets the log run a due fsync under
             // `--fsync interval:<ms>` even when nothing else happens.
             housekeeping_interval_ms: match config.storage.fsync {
-                FsyncPolicy::IntervalMs(ms) => ms.clamp(1, 1000),
-                FsyncPolicy::Always | FsyncPolicy::Never => 1000,
+                FsyncPolicy::IntervalMs(ms) => ms.clamp(1, housekeeping_ms),
+                FsyncPolicy::Always | FsyncPolicy::Never => housekeeping_ms,
             },
             advertised_addr: Some(config.cluster.advertise_addr.unwrap_or(config.bind)),
-            peer_addrs: config.cluster.peer_addrs.clone(),
             cluster_secret: config
                 .cluster
                 .secret
@@ -135,18 +107,16 @@ impl EngineConfig {
             seed: u64::from(config.actor_id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             catch_up_timeout_ms: match config.storage.fsync {
                 crate::config::FsyncPolicy::Always => None,
-                _ => Some(config.cluster.catch_up_timeout.as_millis() as u64),
+                _ => Some(millis(config.cluster.catch_up_timeout)),
             },
-            peer_credit_window: 1024,
-            backoff_initial_ms: 100,
-            backoff_max_ms: 10_000,
             accepts_peers: !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some(),
-            actors_max: config.cluster.actors_max,
-            members_max: config.cluster.members_max,
-            peer_counter_ahead_max: config.cluster.peer_counter_ahead_max,
-            discovery_attempts_max: config.cluster.discovery_attempts_max,
         }
     }
+}
+
+/// A duration in whole milliseconds, as the engine's monotonic clock counts.
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A reply to a produce, held until the turn's sync decides between ack and error.
@@ -254,11 +224,13 @@ impl<L: Log> Engine<L> {
         &self.log
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn log_mut(&mut self) -> &mut L {
         &mut self.log
     }
 
     /// Gives the log back (the simulator restarts a node on the log it left behind).
+    #[cfg(any(test, feature = "testing"))]
     pub fn into_log(self) -> L {
         self.log
     }
@@ -299,7 +271,7 @@ impl<L: Log> Engine<L> {
             self.conns.resize_with(slot + 1, || None);
         }
         assert!(self.conns[slot].is_none(), "{conn}: slot already in use");
-        let deadline_ms = now.monotonic.0 + self.config.handshake_timeout_ms;
+        let deadline_ms = now.monotonic.0 + millis(self.config.handshake_timeout);
         self.conns[slot] = Some(Connection::new(conn, now.monotonic.0, deadline_ms));
         self.connection_count += 1;
     }
@@ -615,7 +587,7 @@ impl<L: Log> Engine<L> {
                 }
                 Phase::Closing { .. } => {}
                 _ if connection.frame_started_ms.is_some_and(|started| {
-                    now.monotonic.0 >= started + self.config.frame_timeout_ms
+                    now.monotonic.0 >= started + millis(self.config.frame_timeout)
                 }) =>
                 {
                     expired.push((
@@ -627,16 +599,16 @@ impl<L: Log> Engine<L> {
                 // silent for the handshake time-out is gone (power off, network black hole).
                 Phase::Peer { .. }
                     if now.monotonic.0
-                        >= connection.last_input_ms + self.config.handshake_timeout_ms =>
+                        >= connection.last_input_ms + millis(self.config.handshake_timeout) =>
                 {
                     expired.push((
                         connection.id,
                         "no frame from the peer within the handshake time-out",
                     ))
                 }
-                _ if self.config.idle_timeout_ms > 0
+                _ if millis(self.config.idle_timeout) > 0
                     && now.monotonic.0
-                        >= connection.last_input_ms + self.config.idle_timeout_ms =>
+                        >= connection.last_input_ms + millis(self.config.idle_timeout) =>
                 {
                     expired.push((connection.id, "no frame received within the idle time-out"))
                 }
@@ -753,12 +725,12 @@ impl<L: Log> Engine<L> {
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
             server_version: self.config.server_version.clone(),
-            actor_id: self.config.actor.0,
+            actor_id: self.config.actor_id.0,
             frame_size_max: self.config.wire.frame_size_max,
             namespace_length_max: self.config.wire.namespace_length_max,
             event_data_size_max: self.config.wire.event_data_size_max,
-            subscriptions_max: self.config.subscriptions_max,
-            idle_timeout_ms: self.config.idle_timeout_ms.min(u32::MAX as u64) as u32,
+            subscriptions_max: self.config.subscriptions_per_connection_max,
+            idle_timeout_ms: millis(self.config.idle_timeout).min(u32::MAX as u64) as u32,
         };
         // Checked by the caller: the connection is open.
         self.conn_mut(conn).expect("connection is open").phase = Phase::Ready;

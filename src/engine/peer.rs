@@ -94,16 +94,16 @@ impl Cluster {
     /// dropped, only events of further new actors are. Its vector still encodes (at most
     /// 65,535 entries); peers whose limit is lower refuse its handshake, which is logged.
     pub(super) fn new(config: &super::EngineConfig, held: &VersionVector) -> Cluster {
-        let foreign_events = held.iter().any(|(a, _)| a != config.actor);
-        if held.len() > config.actors_max {
+        let foreign_events = held.iter().any(|(a, _)| a != config.actor_id);
+        if held.len() > config.cluster.actors_max {
             log::warn!(
                 "the log holds events of {} actors, over the limit of {}: they are served, but events of new actors are refused, and peers with the same limit refuse this node's handshake",
                 held.len(),
-                config.actors_max
+                config.cluster.actors_max
             );
         }
         let mut targets = BTreeMap::new();
-        for addr in &config.peer_addrs {
+        for addr in &config.cluster.peer_addrs {
             let state = if Some(*addr) == config.advertised_addr {
                 TargetState::Own
             } else {
@@ -117,7 +117,7 @@ impl Cluster {
             targets.insert(*addr, target);
         }
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if !config.peer_addrs.is_empty() || foreign_events => {
+            Some(timeout_ms) if !config.cluster.peer_addrs.is_empty() || foreign_events => {
                 Hold::Pending { timeout_ms }
             }
             _ => Hold::Off,
@@ -151,7 +151,7 @@ impl<L: Log> Engine<L> {
     pub fn handle_dialed(&mut self, now: Now, conn: ConnId, addr: SocketAddr) {
         self.observe_time(now);
         self.handle_connect(now, conn);
-        let deadline_ms = now.monotonic.0 + self.config.handshake_timeout_ms;
+        let deadline_ms = now.monotonic.0 + super::millis(self.config.handshake_timeout);
         // Just inserted by `handle_connect`.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.phase = Phase::PeerAwaitingWelcome { addr, deadline_ms };
@@ -207,7 +207,7 @@ impl<L: Log> Engine<L> {
             }
         }
         Status {
-            actor_id: self.config.actor.0,
+            actor_id: self.config.actor_id.0,
             counter: self.counter,
             event_count: self.log.stats().event_count,
             durable_end: durable_end.0,
@@ -249,7 +249,7 @@ impl<L: Log> Engine<L> {
     fn own_handshake(&self) -> PeerHandshake {
         PeerHandshake {
             protocol_version: PROTOCOL_VERSION,
-            actor_id: self.config.actor.0,
+            actor_id: self.config.actor_id.0,
             advertised_addr: self
                 .config
                 .advertised_addr
@@ -285,7 +285,7 @@ impl<L: Log> Engine<L> {
             let message = "the cluster secret does not match".to_string();
             return Some((ErrorCode::AuthFailed, message));
         }
-        if handshake.actor_id == self.config.actor.0 {
+        if handshake.actor_id == self.config.actor_id.0 {
             let message = format!(
                 "actor id {} is this server's own: a node dialed itself, or two nodes share an actor id",
                 handshake.actor_id
@@ -295,20 +295,20 @@ impl<L: Log> Engine<L> {
         if handshake.actor_id == 0 {
             return Some((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
         }
-        if handshake.vector.len() > self.config.actors_max {
+        if handshake.vector.len() > self.config.cluster.actors_max {
             let message = format!(
                 "the handshake vector lists {} actors, over this node's limit of {}",
                 handshake.vector.len(),
-                self.config.actors_max
+                self.config.cluster.actors_max
             );
             return Some((ErrorCode::MalformedFrame, message));
         }
         let actor = ActorId(handshake.actor_id);
         let members = &self.cluster.members;
-        if !members.contains_key(&actor) && members.len() >= self.config.members_max {
+        if !members.contains_key(&actor) && members.len() >= self.config.cluster.members_max {
             let message = format!(
                 "this node already knows {} members, its limit",
-                self.config.members_max
+                self.config.cluster.members_max
             );
             return Some((ErrorCode::TooManyConnections, message));
         }
@@ -324,7 +324,7 @@ impl<L: Log> Engine<L> {
 
     /// PeerHello on a new connection: this node is the acceptor.
     pub(super) fn on_peer_hello(&mut self, conn: ConnId, hello: PeerHandshake) -> bool {
-        if !self.config.accepts_peers && self.config.peer_addrs.is_empty() {
+        if !self.config.accepts_peers && self.config.cluster.peer_addrs.is_empty() {
             log::warn!(
                 "{conn}: refusing PeerHello from actor {}: this server is not configured for clustering",
                 hello.actor_id
@@ -370,7 +370,7 @@ impl<L: Log> Engine<L> {
         if let Some(target) = self.cluster.targets.get_mut(&addr) {
             target.actor = Some(actor);
         }
-        let own = self.config.actor;
+        let own = self.config.actor_id;
         if !self.resolve_duplicate(conn, actor, own) {
             return false;
         }
@@ -443,7 +443,7 @@ impl<L: Log> Engine<L> {
         let next = self.peer_start(actor, &their_vector);
         // A constant pattern that the glob tests show is valid.
         let glob = NamespaceGlob::new("/**").expect("`/**` is a valid glob");
-        let window = self.config.peer_credit_window;
+        let window = self.config.cluster.peer_credit_window;
         // Checked by the callers: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.phase = Phase::Peer { actor, dialed_by };
@@ -573,14 +573,14 @@ impl<L: Log> Engine<L> {
         let mut changed = false;
         for member in members {
             let actor = ActorId(member.actor_id);
-            if actor == self.config.actor || actor.0 == 0 {
+            if actor == self.config.actor_id || actor.0 == 0 {
                 continue;
             }
             let known = &self.cluster.members;
-            if !known.contains_key(&actor) && known.len() >= self.config.members_max {
+            if !known.contains_key(&actor) && known.len() >= self.config.cluster.members_max {
                 log::warn!(
                     "ignoring members beyond the limit of {}, starting with actor {actor} at {:?}",
-                    self.config.members_max,
+                    self.config.cluster.members_max,
                     member.addr
                 );
                 break;
@@ -765,21 +765,21 @@ impl<L: Log> Engine<L> {
         }
         let ahead_max = self
             .counter
-            .saturating_add(self.config.peer_counter_ahead_max)
+            .saturating_add(self.config.cluster.peer_counter_ahead_max)
             .min(EventId::COUNTER_MAX);
         if id.counter > ahead_max {
             return Err(format!(
                 "its counter is more than {} above this node's counter {} (or past {})",
-                self.config.peer_counter_ahead_max,
+                self.config.cluster.peer_counter_ahead_max,
                 self.counter,
                 EventId::COUNTER_MAX
             ));
         }
         let vector = self.log.version_vector();
-        if vector.get(id.actor) == 0 && vector.len() >= self.config.actors_max {
+        if vector.get(id.actor) == 0 && vector.len() >= self.config.cluster.actors_max {
             return Err(format!(
                 "this node already holds events of {} actors, its limit",
-                self.config.actors_max
+                self.config.cluster.actors_max
             ));
         }
         Ok(())
@@ -799,7 +799,7 @@ impl<L: Log> Engine<L> {
             }
             return;
         }
-        let window = u64::from(self.config.peer_credit_window);
+        let window = u64::from(self.config.cluster.peer_credit_window);
         for conn in due {
             let Some(connection) = self.conn_mut(conn) else {
                 continue;
@@ -845,8 +845,8 @@ impl<L: Log> Engine<L> {
     /// Schedules the next dial of `addr` with capped exponential back-off and jitter.
     fn target_failed(&mut self, addr: SocketAddr) {
         let now_ms = self.now_ms;
-        let initial = self.config.backoff_initial_ms.max(1);
-        let max = self.config.backoff_max_ms.max(initial);
+        let initial = super::millis(self.config.cluster.dial_backoff_initial).max(1);
+        let max = super::millis(self.config.cluster.dial_backoff_max).max(initial);
         let random = self.cluster.next_random();
         let Some(target) = self.cluster.targets.get_mut(&addr) else {
             return;
@@ -860,8 +860,8 @@ impl<L: Log> Engine<L> {
         // Jitter: between half the delay and the whole of it.
         let delay = delay / 2 + random % (delay / 2 + 1);
         target.attempt = target.attempt.saturating_add(1);
-        if target.attempt >= self.config.discovery_attempts_max
-            && !self.config.peer_addrs.contains(&addr)
+        if target.attempt >= self.config.cluster.discovery_attempts_max
+            && !self.config.cluster.peer_addrs.contains(&addr)
         {
             // A discovered address is forgotten once it failed this often, unless its member
             // answered a handshake since this node started (then it is a real member that is
@@ -980,7 +980,7 @@ impl<L: Log> Engine<L> {
     /// list in a restart still knows those actors were members, and waits until they have
     /// connected (they dial it, or its peers tell it their addresses).
     fn caught_up_with_peers(&self) -> bool {
-        let own = self.config.actor;
+        let own = self.config.actor_id;
         let held = self.log.version_vector().get(own);
         let handshaken = |actor: ActorId| {
             self.cluster

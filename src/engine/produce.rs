@@ -137,7 +137,7 @@ impl<L: Log> Engine<L> {
         }
         let first_id = EventId {
             counter: self.counter + 1,
-            actor: self.config.actor,
+            actor: self.config.actor_id,
         };
         for event in events {
             self.counter += 1;
@@ -147,7 +147,7 @@ impl<L: Log> Engine<L> {
             let stored = Event {
                 id: EventId {
                     counter: self.counter,
-                    actor: self.config.actor,
+                    actor: self.config.actor_id,
                 },
                 parent_id: event.parent_id,
                 namespace: event.namespace,

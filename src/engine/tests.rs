@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::event::{Cursor, Event, StartPosition, VersionVector};
+use crate::event::{ActorId, Cursor, Event, StartPosition, VersionVector};
 use crate::protocol::{
     decode, Ack, EndReason, ErrorFrame, NewEvent, Produce, ProduceBatch, Subscribe,
 };

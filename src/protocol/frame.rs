@@ -67,16 +67,22 @@ pub struct PeerHandshake {
 /// How a member looks from the node that answers a status request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
+    /// A peer connection is up.
     Connected = 1,
+    /// A dial or handshake is under way.
     Connecting = 2,
+    /// The last dial failed; the next waits out its back-off.
     BackingOff = 3,
 }
 
 /// One member in a [`Status`] reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {
+    /// The member's actor id.
     pub actor_id: u16,
+    /// The address it is dialed at.
     pub addr: String,
+    /// Whether it is connected.
     pub state: MemberState,
     /// The member's version vector as far as this node knows it (its handshake vector plus
     /// the events exchanged since).
@@ -88,6 +94,7 @@ pub struct MemberStatus {
 /// The answer to a status request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The answering node's actor id.
     pub actor_id: u16,
     /// The Lamport counter.
     pub counter: u64,
@@ -95,7 +102,9 @@ pub struct Status {
     pub event_count: u64,
     /// One past the newest durable record (log offsets are local to a node).
     pub durable_end: u64,
+    /// For each actor, the highest counter this node holds.
     pub vector: VersionVector,
+    /// Every member this node knows.
     pub members: Vec<MemberStatus>,
 }
 
@@ -128,8 +137,11 @@ pub struct Welcome {
 /// One event to append, as a producer sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
+    /// Where the event goes, such as `/orders/created`.
     pub namespace: String,
+    /// The event this one answers or follows, if any.
     pub parent_id: Option<EventId>,
+    /// The payload.
     pub data: Vec<u8>,
 }
 
@@ -151,9 +163,13 @@ pub struct ProduceBatch {
 /// `first_id`, all with the same actor and timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
+    /// The op id of the produce or batch.
     pub op_id: u64,
+    /// The id of the first (or only) event.
     pub first_id: EventId,
+    /// How many events were appended.
     pub count: u32,
+    /// When they were appended: wall-clock milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
 }
 
@@ -194,6 +210,7 @@ pub enum ErrorScope {
     Subscription(u32),
 }
 
+/// Why the server refused something (protocol.md lists the codes and what each closes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The bytes are not a valid frame. Closes the connection.
@@ -248,9 +265,13 @@ pub enum ErrorCode {
     /// A Subscribe's start cursor has more vector entries than `cursor_entries_max`. Stays
     /// open.
     CursorTooLarge = 22,
+    /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
+    /// connection closes (protocol.md, "Transport security").
+    TlsRequired = 23,
 }
 
 impl ErrorCode {
+    /// The code with this number, if it is one.
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
         use ErrorCode::*;
         let all = [
@@ -276,6 +297,7 @@ impl ErrorCode {
             NotReady,
             ResourceLimit,
             CursorTooLarge,
+            TlsRequired,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -295,7 +317,8 @@ impl ErrorCode {
             | UnexpectedFrame
             | ActorIdConflict
             | DuplicatePeerConnection
-            | ResourceLimit => true,
+            | ResourceLimit
+            | TlsRequired => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob

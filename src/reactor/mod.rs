@@ -11,6 +11,7 @@
 
 mod server;
 mod socket;
+mod tls;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +22,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-pub use server::{Server, ServerError};
+pub use server::{Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
+use tls::{Plaintext, TlsRead, TlsSession};
 
 use crate::config::Config;
-use crate::engine::{Action, ConnId, Engine, Now};
+use crate::engine::{millis, Action, ConnId, Engine, Now};
 use crate::protocol::{encode_error, ErrorCode, ErrorScope};
 use crate::storage::Log;
 use crate::time::{MonotonicMs, WallClockMs};
@@ -33,19 +35,11 @@ use crate::time::{MonotonicMs, WallClockMs};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// How long a connection refused at the connection limit may linger to deliver its error frame
-/// (connections the engine closed linger for `Config::linger_timeout`).
-const REFUSED_LINGER_MS: u64 = 1000;
-/// Connections refused at the connection limit that may linger at once; past it the listener
-/// pauses until they are gone.
-const REFUSED_LINGERING_MAX: usize = 64;
 /// How often lingering and connecting sockets are checked for their deadlines.
 const EXPIRY_SCAN_INTERVAL_MS: u64 = 100;
 /// The longest the reactor sleeps without a deadline, so housekeeping runs.
 const POLL_TIMEOUT_MAX_MS: u64 = 1000;
 const READ_CHUNK: usize = 64 * 1024;
-/// How long an outbound peer connect may take before it counts as failed.
-const CONNECT_TIMEOUT_MS: u64 = 5000;
 
 /// Reads the clocks; the engine gets the result. `Instant` is monotonic, `SystemTime` is not.
 struct Clock {
@@ -75,8 +69,8 @@ pub(crate) struct Reactor<L: Log> {
     engine: Engine<L>,
     clock: Clock,
     generation: u32,
-    connections_max: usize,
-    read_bytes_per_turn_max: usize,
+    /// The limits (connections, read budget, linger, connect and shutdown time-outs).
+    config: Config,
     shutdown: Arc<AtomicBool>,
     read_buffer: Vec<u8>,
     /// Sockets refused at the connection limit that are still lingering.
@@ -84,9 +78,9 @@ pub(crate) struct Reactor<L: Log> {
     /// Connections the engine closed that are still lingering; they count toward
     /// `connections_max`, which bounds the memory their final output holds.
     closed_lingering_count: usize,
-    linger_timeout_ms: u64,
-    shutdown_timeout_ms: u64,
     next_expiry_scan_ms: u64,
+    /// Set when the listener speaks TLS: every accepted connection gets a session.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<L: Log> Reactor<L> {
@@ -95,6 +89,7 @@ impl<L: Log> Reactor<L> {
         mut listener: TcpListener,
         engine: Engine<L>,
         shutdown: Arc<AtomicBool>,
+        tls_config: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<(Reactor<L>, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
@@ -111,15 +106,13 @@ impl<L: Log> Reactor<L> {
                 started: Instant::now(),
             },
             generation: 0,
-            connections_max: config.connections_max,
-            read_bytes_per_turn_max: config.read_bytes_per_turn_max,
+            config: config.clone(),
             shutdown,
             read_buffer: vec![0; READ_CHUNK],
             refused_lingering_count: 0,
             closed_lingering_count: 0,
-            linger_timeout_ms: config.linger_timeout.as_millis() as u64,
-            shutdown_timeout_ms: config.shutdown_timeout.as_millis() as u64,
             next_expiry_scan_ms: 0,
+            tls_config,
         };
         Ok((reactor, waker))
     }
@@ -176,7 +169,8 @@ impl<L: Log> Reactor<L> {
                 self.expire_lingering(now);
                 self.expire_connecting(now);
             }
-            if self.listener_paused && self.refused_lingering() < REFUSED_LINGERING_MAX {
+            if self.listener_paused && self.refused_lingering() < self.config.refused_lingering_max
+            {
                 self.listener_paused = false;
                 accept_pending = true;
             }
@@ -202,9 +196,9 @@ impl<L: Log> Reactor<L> {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let connections = self.engine.connection_count() + self.closed_lingering_count;
-                    if connections >= self.connections_max {
+                    if connections >= self.config.connections_max {
                         self.refuse(now, stream);
-                        if self.refused_lingering() >= REFUSED_LINGERING_MAX {
+                        if self.refused_lingering() >= self.config.refused_lingering_max {
                             self.listener_paused = true;
                             log::warn!("connection limit reached; pausing the listener");
                             return true;
@@ -226,6 +220,12 @@ impl<L: Log> Reactor<L> {
     }
 
     fn add_connection(&mut self, now: Now, mut stream: TcpStream) -> io::Result<()> {
+        let tls = match &self.tls_config {
+            Some(config) => Some(Box::new(
+                TlsSession::new(config).map_err(|error| io::Error::other(error.to_string()))?,
+            )),
+            None => None,
+        };
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(
@@ -240,7 +240,9 @@ impl<L: Log> Reactor<L> {
             slot: key as u32,
             generation: self.generation,
         };
-        entry.insert(Socket::new(stream, conn));
+        let mut socket = Socket::new(stream, conn);
+        socket.tls = tls;
+        entry.insert(socket);
         self.engine.handle_connect(now, conn);
         Ok(())
     }
@@ -250,7 +252,7 @@ impl<L: Log> Reactor<L> {
         let mut frame = Vec::new();
         let message = format!(
             "the server is at its limit of {} connections",
-            self.connections_max
+            self.config.connections_max
         );
         encode_error(
             ErrorScope::Connection,
@@ -275,7 +277,7 @@ impl<L: Log> Reactor<L> {
         if registered.is_ok() {
             entry.insert(socket);
             self.refused_lingering_count += 1;
-            let deadline_ms = now.monotonic.0 + REFUSED_LINGER_MS;
+            let deadline_ms = now.monotonic.0 + millis(self.config.refused_linger_timeout);
             self.start_lingering(key, frame, deadline_ms, true);
         }
     }
@@ -316,7 +318,7 @@ impl<L: Log> Reactor<L> {
     }
 
     fn drain_lingering(&mut self, key: usize) {
-        let progress = self.sockets[key].drain_lingering(self.read_bytes_per_turn_max);
+        let progress = self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max);
         self.after_lingering_progress(key, progress);
     }
 
@@ -341,7 +343,10 @@ impl<L: Log> Reactor<L> {
             SocketState::Lingering { .. } => return self.drain_lingering(key),
             SocketState::Connecting { .. } => return,
         };
-        let mut budget = self.read_bytes_per_turn_max;
+        if socket.tls.is_some() {
+            return self.read_tls_socket(now, key, conn);
+        }
+        let mut budget = self.config.read_bytes_per_turn_max;
         loop {
             // The engine stops taking input while the client does not read its replies; the
             // socket's readiness is remembered in `read_paused` (edge-triggered readiness is
@@ -375,6 +380,106 @@ impl<L: Log> Reactor<L> {
         }
     }
 
+    /// `read_socket` for a TLS connection: ciphertext from the socket goes into rustls, and the
+    /// plaintext it yields goes to the engine, under the same budget and the same pause as a
+    /// plaintext connection. Plaintext is handed on before more ciphertext is read, so none
+    /// is left behind when the socket has nothing more (edge-triggered readiness).
+    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId) {
+        let mut budget = self.config.read_bytes_per_turn_max;
+        loop {
+            if !self.engine.wants_input(conn) {
+                self.sockets[key].read_paused = true;
+                return;
+            }
+            let socket = &mut self.sockets[key];
+            let Some(tls) = socket.tls.as_mut() else {
+                return;
+            };
+            match tls.read_plaintext(&mut self.read_buffer) {
+                Plaintext::Bytes(count) => {
+                    self.engine
+                        .handle_input(now, conn, &self.read_buffer[..count]);
+                    if !self.engine.is_open(conn) {
+                        return;
+                    }
+                    continue;
+                }
+                Plaintext::Closed => return self.connection_lost(conn, key, None),
+                Plaintext::Empty => {}
+            }
+            if budget == 0 {
+                self.read_again.push(key);
+                return;
+            }
+            match tls.read_ciphertext(&mut socket.stream) {
+                TlsRead::Read(count) => budget = budget.saturating_sub(count),
+                TlsRead::WouldBlock => return self.flush_tls(key, conn),
+                TlsRead::NotTls => return self.refuse_plaintext(conn, key),
+                TlsRead::Failed { alert, reason } => {
+                    log::debug!("{conn}: TLS failed: {reason}");
+                    return self.end_tls_connection(conn, key, alert);
+                }
+                TlsRead::Lost(error) => return self.connection_lost(conn, key, Some(error)),
+            }
+            // The handshake answers as it goes.
+            self.flush_tls(key, conn);
+        }
+    }
+
+    /// Writes the ciphertext rustls holds for a TLS socket (handshake messages, or encrypted
+    /// output) until it is all written or the socket would block.
+    fn flush_tls(&mut self, key: usize, conn: ConnId) {
+        let socket = &mut self.sockets[key];
+        if socket.write_blocked {
+            return;
+        }
+        let Some(tls) = socket.tls.as_mut() else {
+            return;
+        };
+        while tls.wants_write() {
+            match tls.write_ciphertext(&mut socket.stream) {
+                Ok(_) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    socket.write_blocked = true;
+                    return;
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{conn}: write failed: {error}");
+                    // The read side reports the loss and removes the socket.
+                    socket.write_blocked = true;
+                    self.read_again.push(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A plaintext client on the TLS port gets a plaintext Error frame (so flo clients say
+    /// what is wrong) and the connection closes; the engine forgets it.
+    fn refuse_plaintext(&mut self, conn: ConnId, key: usize) {
+        log::debug!("{conn}: plaintext client on the TLS port; refused");
+        let mut frame = Vec::new();
+        encode_error(
+            ErrorScope::Connection,
+            ErrorCode::TlsRequired,
+            "this port speaks TLS: connect with TLS (flo-client --tls)",
+            &mut frame,
+        );
+        self.end_tls_connection(conn, key, frame);
+    }
+
+    /// Ends an open TLS connection outside the engine (a TLS failure, a plaintext client):
+    /// the engine forgets it, and the socket lingers to deliver `final_bytes`, already in
+    /// their wire form.
+    fn end_tls_connection(&mut self, conn: ConnId, key: usize, final_bytes: Vec<u8>) {
+        self.engine.handle_closed(conn);
+        self.sockets[key].tls = None;
+        self.closed_lingering_count += 1;
+        let deadline_ms = self.clock.now().monotonic.0 + millis(self.config.linger_timeout);
+        self.start_lingering(key, final_bytes, deadline_ms, false);
+    }
+
     fn connection_lost(&mut self, conn: ConnId, key: usize, error: Option<io::Error>) {
         match error {
             Some(error) => log::debug!("{conn}: connection lost: {error}"),
@@ -400,7 +505,7 @@ impl<L: Log> Reactor<L> {
             match action {
                 Action::Send(conn) => self.write_socket(conn),
                 Action::Close { conn, final_output } => {
-                    let deadline_ms = now.monotonic.0 + self.linger_timeout_ms;
+                    let deadline_ms = now.monotonic.0 + millis(self.config.linger_timeout);
                     self.close_socket(conn, final_output, deadline_ms);
                 }
                 Action::Dial { addr } => self.dial(now, addr),
@@ -413,6 +518,11 @@ impl<L: Log> Reactor<L> {
     fn close_socket(&mut self, conn: ConnId, final_output: Vec<u8>, deadline_ms: u64) {
         let key = conn.slot as usize;
         if matches!(self.sockets.get(key), Some(s) if s.state == SocketState::Open(conn)) {
+            // A TLS connection's last bytes are encrypted, with the close_notify after them.
+            let final_output = match self.sockets[key].tls.take() {
+                Some(tls) => tls.close(&final_output),
+                None => final_output,
+            };
             self.closed_lingering_count += 1;
             self.start_lingering(key, final_output, deadline_ms, false);
         }
@@ -438,7 +548,7 @@ impl<L: Log> Reactor<L> {
             log::warn!("could not register a connection to peer {addr}: {error}");
             return self.engine.handle_dial_failed(now, addr);
         }
-        let deadline_ms = now.monotonic.0 + CONNECT_TIMEOUT_MS;
+        let deadline_ms = now.monotonic.0 + millis(self.config.cluster.connect_timeout);
         entry.insert(Socket::connecting(stream, addr, deadline_ms));
     }
 
@@ -507,6 +617,9 @@ impl<L: Log> Reactor<L> {
         if socket.state != SocketState::Open(conn) || socket.write_blocked {
             return;
         }
+        if socket.tls.is_some() {
+            return self.write_tls_socket(key, conn);
+        }
         loop {
             let output = self.engine.output(conn);
             if output.is_empty() {
@@ -533,6 +646,36 @@ impl<L: Log> Reactor<L> {
                     self.read_again.push(key);
                     return;
                 }
+            }
+        }
+    }
+
+    /// `write_socket` for a TLS connection: the ciphertext rustls holds goes out first, then
+    /// the engine's output moves into rustls as far as its bounded buffer takes it (it counts
+    /// as sent to the engine then), and so on until the output is empty or the socket blocks.
+    fn write_tls_socket(&mut self, key: usize, conn: ConnId) {
+        loop {
+            self.flush_tls(key, conn);
+            let socket = &mut self.sockets[key];
+            let Some(tls) = socket.tls.as_mut() else {
+                return;
+            };
+            if socket.write_blocked || tls.wants_write() {
+                return;
+            }
+            let output = self.engine.output(conn);
+            if output.is_empty() {
+                return;
+            }
+            let count = tls.write_plaintext(output);
+            if count == 0 {
+                // Only during the handshake: the output waits for it to finish.
+                return;
+            }
+            self.engine.handle_sent(conn, count);
+            if socket.read_paused && self.engine.wants_input(conn) {
+                socket.read_paused = false;
+                self.read_again.push(key);
             }
         }
     }
@@ -565,7 +708,7 @@ impl<L: Log> Reactor<L> {
     /// until each is done or the one shutdown deadline passes (`Config::shutdown_timeout`).
     fn shut_down(mut self, now: Now) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let deadline_ms = now.monotonic.0 + self.shutdown_timeout_ms;
+        let deadline_ms = now.monotonic.0 + millis(self.config.shutdown_timeout);
         self.engine.handle_shutdown(now);
         while let Some(action) = self.engine.poll_action() {
             match action {

@@ -15,14 +15,22 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::storage::{FileLog, Log, StorageError};
 
+/// Why a server could not start, or stopped with an error.
 #[derive(Debug)]
 pub enum ServerError {
+    /// A limit in the [`Config`] is out of range or does not fit with another; the message
+    /// names it.
     InvalidConfig(String),
+    /// The listening socket could not be bound.
     Bind {
+        /// The address from the configuration.
         addr: SocketAddr,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// The log could not be opened (locked, damaged, unreadable).
     Storage(StorageError),
+    /// Setting up the listener or the event loop failed, or the event loop failed.
     Io(std::io::Error),
     /// The reactor thread panicked: a bug.
     Panicked,
@@ -59,6 +67,7 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// Asks the server to stop as [`Server::shutdown`] does, without waiting for it.
     pub fn trigger(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         if let Err(error) = self.waker.wake() {
@@ -77,7 +86,21 @@ impl Server {
         Server::start_with_log(config, log, report.event_count)
     }
 
-    /// Starts a server on a log the caller opened (tests use the memory log).
+    /// Opens the log in `config.storage.data_dir` and starts serving on `listener`, a socket
+    /// the caller bound (to port 0 in tests, or one handed over by a service manager);
+    /// `config.bind` is not used.
+    pub fn start_with_listener(
+        config: Config,
+        listener: std::net::TcpListener,
+    ) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
+        log::info!("{report}");
+        Server::serve(config, listener, log, report.event_count)
+    }
+
+    /// Starts a server on a log the caller opened (tests use the memory log), binding
+    /// `config.bind`. `recovered_events` is what [`Server::recovered_events`] reports.
     pub fn start_with_log<L: Log + Send + 'static>(
         config: Config,
         log: L,
@@ -89,6 +112,20 @@ impl Server {
                 addr: config.bind,
                 source,
             })?;
+        Server::serve(config, std_listener, log, recovered_events)
+    }
+
+    /// Runs the reactor on `std_listener` and `log` on a new thread.
+    fn serve<L: Log + Send + 'static>(
+        config: Config,
+        std_listener: std::net::TcpListener,
+        log: L,
+        recovered_events: u64,
+    ) -> Result<Server, ServerError> {
+        let tls_config = match &config.tls {
+            Some(pem) => Some(super::tls::server_config(pem).map_err(ServerError::InvalidConfig)?),
+            None => None,
+        };
         std_listener
             .set_nonblocking(true)
             .map_err(ServerError::Io)?;
@@ -106,7 +143,8 @@ impl Server {
         let engine = Engine::new(engine_config, log);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (reactor, waker) =
-            Reactor::new(&config, listener, engine, shutdown.clone()).map_err(ServerError::Io)?;
+            Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
+                .map_err(ServerError::Io)?;
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())
@@ -130,6 +168,7 @@ impl Server {
         self.recovered_events
     }
 
+    /// A handle that stops this server from another thread.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             shutdown: self.shutdown.clone(),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use super::tls::TlsSession;
 use crate::engine::ConnId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub(super) struct Socket {
     pub read_paused: bool,
     /// While lingering: the last bytes and how far they got.
     pub final_output: FinalOutput,
+    /// On a TLS listener, the connection's TLS state while it is open (a lingering socket only
+    /// writes the ciphertext it was left with).
+    pub tls: Option<Box<TlsSession>>,
 }
 
 impl Socket {
@@ -64,6 +68,7 @@ impl Socket {
             write_blocked: false,
             read_paused: false,
             final_output: FinalOutput::default(),
+            tls: None,
         }
     }
 
@@ -74,6 +79,7 @@ impl Socket {
             write_blocked: false,
             read_paused: false,
             final_output: FinalOutput::default(),
+            tls: None,
         }
     }
 

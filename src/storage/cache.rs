@@ -34,6 +34,7 @@ impl EventCache {
         self.first_offset + self.events.len() as u64
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

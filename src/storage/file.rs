@@ -27,9 +27,13 @@ use super::{scan_namespace, Log, LogStats, Offset, StorageError};
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
 pub enum InjectedFault {
     /// The write stores only this many of the buffered bytes, then fails with "no space".
-    WriteFails { bytes_written: usize },
+    WriteFails {
+        /// The bytes that reach the file before the failure.
+        bytes_written: usize,
+    },
     /// The write succeeds and the fdatasync fails.
     FsyncFails,
 }
@@ -90,11 +94,13 @@ fn io_error(context: String) -> impl FnOnce(io::Error) -> StorageError {
 }
 
 impl FileLog {
+    /// The directory of the segment files.
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
 
     /// Makes the next `sync` fail as described (tests and fault simulation only).
+    #[cfg(any(test, feature = "testing"))]
     pub fn inject_fault(&mut self, fault: InjectedFault) {
         self.fault = Some(fault);
     }

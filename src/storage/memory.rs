@@ -23,7 +23,11 @@ pub struct MemoryLog {
     start: u64,
     durable_end: u64,
     vector: VersionVector,
+    /// Test hook: the next `sync` fails like a full disk (with the `testing` feature only).
+    #[cfg(any(test, feature = "testing"))]
     pub fail_next_sync: bool,
+    #[cfg(not(any(test, feature = "testing")))]
+    fail_next_sync: bool,
     fsync: FsyncPolicy,
     /// One past the last record covered by a simulated fdatasync: what survives `crash`.
     fsynced_end: u64,
@@ -39,6 +43,7 @@ impl Default for MemoryLog {
 }
 
 impl MemoryLog {
+    /// An empty log whose every sync counts as an fdatasync (`--fsync always`).
     pub fn new() -> MemoryLog {
         MemoryLog::default()
     }
@@ -60,6 +65,7 @@ impl MemoryLog {
 
     /// Deletes the oldest `count` durable records, as retention deletes old segments (the
     /// memory log's own retention is a no-op).
+    #[cfg(any(test, feature = "testing"))]
     pub fn delete_oldest(&mut self, count: u64) {
         let count = count.min(self.durable_end - self.start);
         self.records.drain(..count as usize);
@@ -67,6 +73,7 @@ impl MemoryLog {
     }
 
     /// One past the last record that survives a power loss now.
+    #[cfg(any(test, feature = "testing"))]
     pub fn fsynced_end(&self) -> Offset {
         Offset(self.fsynced_end)
     }
@@ -74,6 +81,7 @@ impl MemoryLog {
     /// Simulates a power loss and restart: every record after the last simulated fdatasync
     /// is lost, except the first `keep_unsynced` of them (the part of a torn write that did
     /// reach the medium). Records appended but never synced are always lost.
+    #[cfg(any(test, feature = "testing"))]
     pub fn crash(&mut self, keep_unsynced: u64) {
         let end = self
             .durable_end
@@ -88,6 +96,7 @@ impl MemoryLog {
 
     /// Makes the record at `offset` fail its checksum on every later read (a bit flip on the
     /// medium). Returns false when there is no durable record there.
+    #[cfg(any(test, feature = "testing"))]
     pub fn flip_bit(&mut self, offset: Offset) -> bool {
         let present = (self.start..self.durable_end).contains(&offset.0);
         if present {

@@ -10,21 +10,34 @@ use std::path::PathBuf;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
-pub mod cache;
-pub mod file;
-pub mod index;
-pub mod lock;
-pub mod memory;
-pub mod namespace;
+mod cache;
+mod file;
+mod index;
+mod lock;
+mod memory;
+mod namespace;
+// The record and segment formats: internal, except to the recovery tests (the `testing` feature),
+// which write damaged files byte by byte.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod record;
-pub mod recovery;
-pub mod repair;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod record;
+mod recovery;
+mod repair;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod segment;
+#[cfg(not(feature = "testing"))]
+mod segment;
 
-pub use file::{FileLog, InjectedFault};
+pub use file::FileLog;
+#[cfg(any(test, feature = "testing"))]
+pub use file::InjectedFault;
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 pub use recovery::RecoveryReport;
+pub use repair::RecoveryMode;
 
 /// The position of a record in one node's log: 0 for the first record ever appended, counting
 /// up by one per record. Offsets are local to a node; ids are global.
@@ -37,17 +50,24 @@ impl fmt::Display for Offset {
     }
 }
 
+/// Why the log could not do what was asked.
 #[derive(Debug)]
 pub enum StorageError {
     /// An I/O error, with what was being done (file and operation).
     Io {
+        /// The file and the operation.
         context: String,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A record failed its checksum or could not be decoded where the log must be intact.
-    Corrupt { context: String },
+    Corrupt {
+        /// Where (file, position or offset).
+        context: String,
+    },
     /// Another process holds the data directory's lock (see `lock.rs`).
     Locked {
+        /// The locked directory.
         dir: PathBuf,
         /// The holder's process id, as it wrote it into the lock file.
         holder_pid: Option<u32>,
@@ -57,9 +77,13 @@ pub enum StorageError {
     /// changed; `flo --repair` (`FileLog::open_repairing`) moves the damaged part to
     /// `quarantine` and keeps every record that verifies.
     NeedsRepair {
+        /// The damaged segment file.
         segment: PathBuf,
+        /// The byte position of the damage in it.
         position: u64,
+        /// What is wrong.
         problem: String,
+        /// Where `--repair` would move the damaged bytes.
         quarantine: PathBuf,
     },
 }
@@ -106,6 +130,7 @@ pub struct LogStats {
     pub event_count: u64,
     /// Bytes of those records on disk (or in memory for the memory log).
     pub byte_count: u64,
+    /// Segment files (1 for the memory log).
     pub segment_count: u64,
 }
 
@@ -163,6 +188,7 @@ pub trait Log {
     /// timestamps.
     fn apply_retention(&mut self, now: WallClockMs) -> Result<u64, StorageError>;
 
+    /// Counts of what the log holds.
     fn stats(&self) -> LogStats;
 
     /// Appends to `found`, ascending, the offsets of durable records from `from` (raised to

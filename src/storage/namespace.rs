@@ -36,6 +36,7 @@ pub enum NamespaceKey {
 }
 
 impl NamespaceKey {
+    /// Whether this key selects `namespace`.
     pub fn matches(&self, namespace: &str) -> bool {
         match self {
             NamespaceKey::Exact(name) => namespace == name,

@@ -34,17 +34,21 @@ use super::StorageError;
 pub struct RecoveryReport {
     /// Records in the log after recovery.
     pub event_count: u64,
+    /// Segment files in the log after recovery.
     pub segments: u64,
     /// Records (or pieces of records) cut from a torn tail of the newest segment. A torn tail
     /// holds no record with a valid checksum; anything else is refused or repaired.
     pub truncated_records: u64,
+    /// Bytes cut from that torn tail.
     pub truncated_bytes: u64,
     /// Bytes `--repair` moved into quarantine files, and the records with valid checksums it
     /// found among them and kept in the log.
     pub quarantined_bytes: u64,
+    /// Records with valid checksums found in the quarantined bytes and kept.
     pub repaired_records: u64,
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
+    /// Index files that were missing or damaged and were rebuilt.
     pub indexes_rebuilt: u64,
     /// Namespace index files of sealed segments rebuilt by scanning their segment (missing,
     /// or not matching their segment; see docs/storage.md).

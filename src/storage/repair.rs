@@ -17,7 +17,9 @@ const NAMESPACE_SIZE_AT: usize = 8 + 2 + 8 + 2 + 8;
 /// Whether start-up refuses damage it may not cut, or repairs it (`flo --repair`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryMode {
+    /// Refuse to open (`StorageError::NeedsRepair`), changing nothing.
     Refuse,
+    /// Move the damaged part to quarantine and keep every record that verifies.
     Repair,
 }
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flo::client::{
-    Client, ClientError, ClientOptions, Delivery, EndReason, NewEvent, Producer, Subscription,
+    Client, ClientError, ClientOptions, ClientTls, Delivery, EndReason, NewEvent, Producer,
+    Subscription,
 };
 use flo::event::{EventId, StartPosition};
 use flo_bench::{
@@ -65,13 +66,18 @@ fn spec(args: &BenchArgs) -> Result<BenchSpec, String> {
     Ok(spec)
 }
 
-pub(super) fn run(default_addr: &str, args: &BenchArgs) -> Result<(), String> {
+pub(super) fn run(
+    default_addr: &str,
+    base_options: &ClientOptions,
+    args: &BenchArgs,
+) -> Result<(), String> {
     let spec = spec(args)?;
     let addr = args
         .addr
         .clone()
         .unwrap_or_else(|| default_addr.to_string());
     let mut target = FloTarget::new(addr, fresh_namespace(), args.label.clone());
+    target.tls = base_options.tls.clone();
     let progress = Progress::start(&target.acknowledged);
     let results = measure(&mut target, args, &spec);
     progress.stop();
@@ -178,6 +184,8 @@ struct FloTarget {
     addr: String,
     /// The namespace this run produces to, e.g. `/bench/1234_5678`.
     namespace: String,
+    /// With `--tls`, every connection speaks TLS.
+    tls: Option<ClientTls>,
     /// Shown in reports, e.g. `flo-always`.
     label: String,
     /// Events acknowledged so far over all connections, for a progress line.
@@ -191,6 +199,7 @@ impl FloTarget {
         FloTarget {
             addr,
             namespace,
+            tls: None,
             label,
             acknowledged: Arc::new(AtomicU64::new(0)),
             marker: None,
@@ -201,6 +210,7 @@ impl FloTarget {
         let options = ClientOptions {
             client_name: format!("flo-client bench {}", env!("CARGO_PKG_VERSION")),
             io_timeout: SOCKET_TIMEOUT,
+            tls: self.tls.clone(),
             ..ClientOptions::default()
         };
         Client::connect(&self.addr, options).map_err(io_error)

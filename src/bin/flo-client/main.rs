@@ -1,27 +1,58 @@
 //! The `flo-client` command-line client: argument parsing and output only; the protocol work
 //! is in `flo::client`.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, format_status, parse_start_position};
-use flo::client::{Ack, Client, ClientError, ClientOptions, Delivery, NewEvent, Producer};
-use flo::event::EventId;
+use flo::client::{
+    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, NewEvent, Producer,
+};
+use flo::event::{Event, EventId, StartPosition};
+use flo::units::parse_duration_ms;
 
 /// Produces to stdin-fed streams keep this many events in flight.
 const PRODUCE_WINDOW: usize = 256;
 
+/// The most events `consume --from -N` holds back (it keeps the last N in memory while it
+/// reads the matching events from the beginning).
+const FROM_LAST_COUNT_MAX: u64 = 100_000;
+
+/// The server address when neither -H/-p nor FLO_ADDR gives one.
+const DEFAULT_ADDR: &str = "localhost:3000";
+
 /// Produce events to and consume events from a flo server.
+///
+/// The server's address comes from -H and -p, else from the environment variable FLO_ADDR
+/// (host:port), else localhost:3000. FLO_TOKEN, when set, is sent as the handshake's
+/// authentication token.
 #[derive(Parser, Debug)]
 #[command(name = "flo-client", version)]
 struct Cli {
-    /// The server's host name or address.
-    #[arg(short = 'H', long, default_value = "localhost", global = true)]
-    host: String,
-    /// The server's port.
-    #[arg(short, long, default_value_t = 3000, global = true)]
-    port: u16,
+    /// The server's host name or address, or HOST:PORT (default: from FLO_ADDR, else
+    /// localhost).
+    #[arg(short = 'H', long, global = true)]
+    host: Option<String>,
+    /// The server's port (default: from FLO_ADDR, else 3000).
+    #[arg(short, long, global = true)]
+    port: Option<u16>,
+    /// How long to wait for the connection, the handshake and each answer (a quiet server is
+    /// pinged once before giving up), e.g. 5s or 500ms.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration_ms)]
+    timeout: u64,
+    /// Speak TLS (for a server started with --tls-cert); needs --ca.
+    #[arg(long, global = true, requires = "ca")]
+    tls: bool,
+    /// PEM file of the certificates to trust with --tls: the CA that signed the server's
+    /// certificate, or the server's self-signed certificate itself.
+    #[arg(long, value_name = "FILE", global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: the -H host).
+    #[arg(long, value_name = "NAME", global = true)]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +78,9 @@ enum Command {
         /// The id of the event these events respond to (25 digits or COUNTER.ACTOR).
         #[arg(long, value_name = "ID")]
         parent: Option<String>,
+        /// Print nothing on success (errors still go to standard error).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Consume events and print them.
     ///
@@ -62,9 +96,17 @@ enum Command {
         #[arg(short, long)]
         tail: bool,
         /// Where to start: `beginning`; `end` (only new events); an event id (25 digits or
-        /// COUNTER.ACTOR), to start just after that event; or a time, as `ms:<milliseconds
-        /// since the epoch>` or RFC 3339 such as 2024-05-01T12:00:00Z.
-        #[arg(long, value_name = "POSITION", default_value = "beginning")]
+        /// COUNTER.ACTOR), to start just after that event; a time, as `ms:<milliseconds
+        /// since the epoch>` or RFC 3339 such as 2024-05-01T12:00:00Z; a time relative to now,
+        /// such as 1h, 30m or 7d (events stored since then, by the server's timestamps); or
+        /// -N, the last N matching events (at most 100000; read from the beginning, keeping
+        /// the last N, so it costs a full read of the matching events).
+        #[arg(
+            long,
+            value_name = "POSITION",
+            default_value = "beginning",
+            allow_hyphen_values = true
+        )]
         from: String,
         /// Stop after this many events (0: no limit).
         #[arg(long, value_name = "N", default_value_t = 0)]
@@ -92,6 +134,13 @@ enum Command {
     ///
     /// Example: flo-client bench --connections 4 --window 64 --size 100 --duration 3
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,24 +191,17 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let addr = format!("{}:{}", cli.host, cli.port);
-    let result = match cli.command {
-        Command::Produce {
-            namespace,
-            data,
-            parent,
-        } => produce(&addr, &namespace, data, parent.as_deref()),
-        Command::Consume {
-            namespace,
-            tail,
-            from,
-            limit,
-            format,
-        } => consume(&addr, &namespace, tail, &from, limit, format),
-        Command::Status => status(&addr),
-        Command::Bench(args) => bench::run(&addr, &args),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are "errors" that print to standard output and exit 0.
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // One line, as every other failure: clap's first line, without its usage block.
+            eprintln!("flo-client: {} (see flo-client --help)", one_line(&error));
+            return ExitCode::from(2);
+        }
     };
+    let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -169,8 +211,125 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(addr: &str) -> Result<(), String> {
-    let mut client = connect(addr)?;
+fn run(cli: Cli) -> Result<(), String> {
+    let addr = server_addr(
+        cli.host.as_deref(),
+        cli.port,
+        std::env::var("FLO_ADDR").ok().as_deref(),
+    )?;
+    let tls = match (&cli.ca, cli.tls) {
+        (Some(ca), true) => Some(ClientTls {
+            ca_pem: std::fs::read(ca)
+                .map_err(|error| format!("could not read {}: {error}", ca.display()))?,
+            server_name: cli.tls_server_name.clone(),
+        }),
+        (Some(_), false) => return Err("--ca is for TLS connections: add --tls".into()),
+        (None, _) => None,
+    };
+    let server = Server {
+        addr,
+        timeout: Duration::from_millis(cli.timeout.max(1)),
+        token: std::env::var_os("FLO_TOKEN").map(|token| token.into_encoded_bytes()),
+        tls,
+    };
+    match cli.command {
+        Command::Produce {
+            namespace,
+            data,
+            parent,
+            quiet,
+        } => produce(&server, &namespace, data, parent.as_deref(), quiet),
+        Command::Consume {
+            namespace,
+            tail,
+            from,
+            limit,
+            format,
+        } => consume(&server, &namespace, tail, &from, limit, format),
+        Command::Status => status(&server),
+        Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "flo-client", &mut io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut io::stdout())
+            .map_err(|error| output_error(&error)),
+    }
+}
+
+/// A clap error as one line: the lines before its usage block, joined, without `error: `.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let joined = lines.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+/// Where and how to connect.
+struct Server {
+    addr: String,
+    timeout: Duration,
+    token: Option<Vec<u8>>,
+    tls: Option<ClientTls>,
+}
+
+impl Server {
+    /// The client options for this server: time-outs, token and TLS.
+    fn options(&self) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: self.timeout,
+            io_timeout: self.timeout,
+            auth_token: self.token.clone(),
+            tls: self.tls.clone(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// The address to dial: -H (a host, or HOST:PORT) and -p win over FLO_ADDR (HOST:PORT), which
+/// wins over localhost:3000.
+fn server_addr(host: Option<&str>, port: Option<u16>, env: Option<&str>) -> Result<String, String> {
+    let (env_host, env_port) = match env.filter(|text| !text.is_empty()) {
+        Some(text) => split_host_port(text).ok_or_else(|| {
+            format!("FLO_ADDR={text:?}: expected HOST:PORT such as localhost:3000")
+        })?,
+        None => split_host_port(DEFAULT_ADDR).unwrap_or_default(),
+    };
+    let (host, flag_port) = match host {
+        // A bare IPv6 address has colons but no port.
+        Some(text) if text.parse::<std::net::Ipv6Addr>().is_ok() => (format!("[{text}]"), None),
+        Some(text) if text.contains(':') => {
+            let (host, port) = split_host_port(text)
+                .ok_or_else(|| format!("-H {text:?}: expected HOST or HOST:PORT"))?;
+            (host, Some(port))
+        }
+        Some(text) => (text.to_string(), None),
+        None => (env_host, None),
+    };
+    if flag_port.is_some() && port.is_some() {
+        return Err("give the port either in -H HOST:PORT or with -p, not both".to_string());
+    }
+    Ok(format!("{host}:{}", port.or(flag_port).unwrap_or(env_port)))
+}
+
+/// `host:port` (or `[v6]:port`) split at its last colon; `None` unless the port is a number.
+fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn status(server: &Server) -> Result<(), String> {
+    let mut client = connect(server)?;
     let status = client.status().map_err(|error| error.to_string())?;
     print!("{}", format_status(&status));
     Ok(())
@@ -178,22 +337,44 @@ fn status(addr: &str) -> Result<(), String> {
 
 mod bench;
 
-fn connect(addr: &str) -> Result<Client, String> {
-    Client::connect(addr, ClientOptions::default()).map_err(|error| error.to_string())
+/// Connects and performs the handshake, saying plainly when the other side is not a flo
+/// server (it answers with something else, hangs up, or says nothing).
+fn connect(server: &Server) -> Result<Client, String> {
+    let options = server.options();
+    let addr = &server.addr;
+    Client::connect(addr, options).map_err(|error| match error {
+        ClientError::Timeout => format!(
+            "{addr} accepted the connection but sent no flo handshake answer within {:?}: the other side does not speak flo (or is overloaded; see --timeout)",
+            server.timeout
+        ),
+        ClientError::Protocol { message, .. } => format!(
+            "{addr} does not speak flo: its answer to the handshake is not a flo frame ({message})"
+        ),
+        ClientError::ConnectionClosed => format!(
+            "{addr} closed the connection during the flo handshake: the other side does not \
+             speak flo, or refused this client (is FLO_TOKEN right?)"
+        ),
+        error => error.to_string(),
+    })
 }
 
 fn produce(
-    addr: &str,
+    server: &Server,
     namespace: &str,
     data: Option<String>,
     parent: Option<&str>,
+    quiet: bool,
 ) -> Result<(), String> {
     let parent_id = parent
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
-    let mut client = connect(addr)?;
-    let mut out = BufWriter::new(io::stdout().lock());
+    let mut client = connect(server)?;
+    let mut out: Box<dyn Write> = if quiet {
+        Box::new(io::sink())
+    } else {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    };
     // At a terminal, no -d means one event without data (the seed README's example); reading
     // lines from the keyboard would look like a hang.
     let data = match data {
@@ -329,26 +510,85 @@ fn output_error(error: &io::Error) -> String {
     )
 }
 
+/// What `--from` asks for: a position the server understands, or the last N events, which
+/// the client finds itself.
+#[derive(Debug, PartialEq)]
+enum From {
+    Position(StartPosition),
+    Last(u64),
+}
+
+/// Parses `--from`: the forms of [`parse_start_position`], `-N`, and a duration before `now_ms`.
+fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
+    if let Some(count) = text.strip_prefix('-') {
+        let count: u64 = count.parse().map_err(|_| {
+            format!("invalid start position {text:?}: expected -N, a count of events")
+        })?;
+        if count == 0 || count > FROM_LAST_COUNT_MAX {
+            return Err(format!(
+                "invalid start position {text:?}: -N must be between 1 and {FROM_LAST_COUNT_MAX}"
+            ));
+        }
+        return Ok(From::Last(count));
+    }
+    let relative =
+        text.ends_with(['s', 'm', 'h', 'd']) && text.starts_with(|c: char| c.is_ascii_digit());
+    if relative {
+        let ago =
+            parse_duration_ms(text).map_err(|error| format!("invalid start position: {error}"))?;
+        return Ok(From::Position(StartPosition::Timestamp(
+            now_ms.saturating_sub(ago),
+        )));
+    }
+    parse_start_position(text).map(From::Position)
+}
+
 fn consume(
-    addr: &str,
+    server: &Server,
     glob: &str,
     tail: bool,
     from: &str,
     limit: u64,
     format: Format,
 ) -> Result<(), String> {
-    let start = parse_start_position(from)?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let from = parse_from(from, now_ms)?;
     stop_cleanly_on_ctrl_c()?;
-    let mut client = connect(addr)?;
+    let mut client = connect(server)?;
+    let (start, server_limit, mut held_back) = match from {
+        From::Position(start) => (start, limit, None),
+        // The last N: read every matching event from the beginning keeping the newest N, and
+        // print them once caught up (or at the end); the limit then counts printed events.
+        From::Last(count) => (StartPosition::Beginning, 0, Some(LastEvents::new(count))),
+    };
     let mut subscription = client
         .consume()
         .glob(glob)
         .start(start)
-        .limit(limit)
-        .tail(tail)
+        .limit(server_limit)
+        .tail(tail || held_back.is_some())
         .subscribe()
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
+    let mut printed = 0u64;
+    let mut print = |out: &mut BufWriter<_>, event: &Event| -> Result<bool, String> {
+        if server_limit == 0 && limit > 0 && printed >= limit {
+            return Ok(false);
+        }
+        printed += 1;
+        let text = match format {
+            Format::Human => format_human(event),
+            Format::Json => format_json(event),
+        };
+        match out.write_all(text.as_bytes()) {
+            Ok(()) => Ok(true),
+            Err(error) => stopped_reader(error).map(|()| false),
+        }
+    };
     loop {
         // Flush before any wait for the network, so a tailing consumer shows each event as
         // it arrives while a catch-up read still writes in large blocks.
@@ -364,6 +604,16 @@ fn consume(
         let event = match delivery {
             None | Some(Delivery::End(_)) => break,
             Some(Delivery::CaughtUp) => {
+                if let Some(last) = held_back.take() {
+                    for event in &last.events {
+                        if !print(&mut out, event)? {
+                            return flush_or_stop(&mut out).map(|_| ());
+                        }
+                    }
+                    if !tail {
+                        break;
+                    }
+                }
                 if flush_or_stop(&mut out)? {
                     return Ok(());
                 }
@@ -378,15 +628,44 @@ fn consume(
             }
             Some(Delivery::Event(event)) => event,
         };
-        let text = match format {
-            Format::Human => format_human(&event),
-            Format::Json => format_json(&event),
-        };
-        if let Err(error) = out.write_all(text.as_bytes()) {
-            return stopped_reader(error);
+        if let Some(last) = held_back.as_mut() {
+            last.push(event);
+            continue;
+        }
+        if !print(&mut out, &event)? {
+            return flush_or_stop(&mut out).map(|_| ());
+        }
+    }
+    if let Some(last) = held_back.take() {
+        for event in &last.events {
+            if !print(&mut out, event)? {
+                break;
+            }
         }
     }
     flush_or_stop(&mut out).map(|_| ())
+}
+
+/// The newest `count` events seen so far, for `--from -N`.
+struct LastEvents {
+    count: u64,
+    events: VecDeque<Event>,
+}
+
+impl LastEvents {
+    fn new(count: u64) -> LastEvents {
+        LastEvents {
+            count,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, event: Event) {
+        if self.events.len() as u64 == self.count {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
 }
 
 /// Flushes the output; true when the reader went away (`consume | head`), which ends the
@@ -419,4 +698,65 @@ fn stop_cleanly_on_ctrl_c() -> Result<(), String> {
     registered
         .map(|_| ())
         .map_err(|error| format!("could not install the Ctrl-C handler: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_comes_from_flags_then_flo_addr_then_the_default() {
+        assert_eq!(
+            server_addr(None, None, None).as_deref(),
+            Ok("localhost:3000")
+        );
+        assert_eq!(
+            server_addr(None, None, Some("db:4000")).as_deref(),
+            Ok("db:4000")
+        );
+        assert_eq!(
+            server_addr(None, Some(5), Some("db:4000")).as_deref(),
+            Ok("db:5")
+        );
+        assert_eq!(
+            server_addr(Some("h"), None, Some("db:4000")).as_deref(),
+            Ok("h:4000")
+        );
+        assert_eq!(
+            server_addr(Some("h:7"), None, Some("db:4000")).as_deref(),
+            Ok("h:7")
+        );
+        assert_eq!(
+            server_addr(Some("::1"), None, None).as_deref(),
+            Ok("[::1]:3000")
+        );
+        assert_eq!(
+            server_addr(Some("[::1]:9"), None, None).as_deref(),
+            Ok("[::1]:9")
+        );
+        assert!(server_addr(None, None, Some("db")).is_err());
+        assert!(server_addr(Some("h:x"), None, None).is_err());
+    }
+
+    #[test]
+    fn from_takes_last_n_and_times_relative_to_now() {
+        let now = 10_000_000;
+        assert_eq!(parse_from("-3", now), Ok(From::Last(3)));
+        assert_eq!(
+            parse_from("1h", now),
+            Ok(From::Position(StartPosition::Timestamp(now - 3_600_000)))
+        );
+        assert_eq!(
+            parse_from("30d", now),
+            Ok(From::Position(StartPosition::Timestamp(0)))
+        );
+        assert_eq!(
+            parse_from("end", now),
+            Ok(From::Position(StartPosition::End))
+        );
+        assert!(parse_from("-0", now).is_err());
+        assert!(parse_from("-100001", now).is_err());
+        assert!(parse_from("-x", now).is_err());
+        assert!(parse_from("1w", now).is_err());
+    }
 }

@@ -1,7 +1,9 @@
 """Tests of flo_client.py against the real server binary.
 
-Run from the repository root or this directory:  python3 -m unittest -v test_flo_client
-The server binary is $FLO_BIN, default target/release/flo under the repository root.
+Run with the package installed (ci/python-client.sh installs it into a fresh virtualenv), or
+from clients/python without installing:  python3 -m unittest -v tests.test_flo_client
+The server binary is $FLO_BIN, default target/release/flo under the repository root. With
+FLO_CLIENT_INSTALLED=1 the tests refuse to run against the source tree's copy of the package.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 import flo_client as flo  # noqa: E402
 from flo_client import (  # noqa: E402
@@ -34,7 +35,9 @@ from flo_client import (  # noqa: E402
     Start,
 )
 
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+if os.environ.get("FLO_CLIENT_INSTALLED") == "1" and flo.__file__.startswith(os.path.dirname(HERE)):
+    sys.exit(f"flo_client was imported from the source tree ({flo.__file__}), not the installed package")
 FLO_BIN = os.environ.get("FLO_BIN", os.path.join(REPO, "target", "release", "flo"))
 LISTEN_RE = re.compile(r" listening on 127\.0\.0\.1:(\d+),")
 START_TIMEOUT = 20.0
@@ -44,10 +47,10 @@ STEP = 10.0  # seconds to wait for any one expected frame
 class Server:
     """One flo server process on a free port with its own data directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: "list[str] | None" = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="flo-py-")
         self.proc = subprocess.Popen(
-            [FLO_BIN, "-p", "0", "-d", self.dir],
+            [FLO_BIN, "-p", "0", "-d", self.dir] + (extra or []),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -581,6 +584,43 @@ class ServerTests(unittest.TestCase):
                 c = self.connect()
                 c.send_raw(raw)
                 self.assertEqual(self.closing_error(c).name, "UnexpectedFrame")
+
+
+class TlsTests(unittest.TestCase):
+    """The client over TLS against `flo --tls-cert`, with a self-signed certificate made by
+    the openssl command of docs/security.md (skipped where openssl is not installed)."""
+
+    def setUp(self) -> None:
+        if shutil.which("openssl") is None:
+            self.skipTest("openssl is not installed")
+        self.certs = tempfile.mkdtemp(prefix="flo-py-tls-")
+        self.addCleanup(shutil.rmtree, self.certs, True)
+        self.cert = os.path.join(self.certs, "cert.pem")
+        key = os.path.join(self.certs, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-addext", "basicConstraints=critical,CA:FALSE",
+             "-keyout", key, "-out", self.cert],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.server = Server(["--tls-cert", self.cert, "--tls-key", key])
+        self.addCleanup(self.server.stop)
+
+    def test_produce_and_consume_over_tls(self) -> None:
+        with FloClient.connect("127.0.0.1", self.server.port, tls=True, ca=self.cert) as c:
+            ack = c.produce("/tls/py", b"over tls")
+            events = [e for e in c.subscribe("/tls/**", tail=False) if isinstance(e, flo.Event)]
+        self.assertEqual([e.data for e in events], [b"over tls"])
+        self.assertEqual(events[0].id, ack.first_id)
+
+    def test_plaintext_client_gets_tls_required(self) -> None:
+        with self.assertRaises((FloError, ConnectionClosed)) as cm:
+            FloClient.connect("127.0.0.1", self.server.port, timeout=STEP)
+        error = cm.exception if isinstance(cm.exception, FloError) else cm.exception.error
+        self.assertIsNotNone(error)
+        self.assertEqual(error.code, 23)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,890 @@
+"""A small, dependency-free Python client for the flo wire protocol, version 1.
+
+Written from protocol.md alone. Standard library only (socket, struct).
+
+    from flo_client import FloClient, Start
+
+    with FloClient.connect("127.0.0.1", 3000) as c:
+        ack = c.produce("/food/breakfast/eggs", b"scrambled")
+        print(ack.first_id.text())              # 0000000000000000000100001
+        sub = c.subscribe("/food/**", Start.beginning(), tail=True, credit=100)
+        for item in sub:                         # Event, then CaughtUp, ...
+            ...
+
+The client is synchronous and single-threaded: frames are read only while the caller waits for
+something (a reply, the next item of a subscription, a Pong). Frames for other operations read
+meanwhile are kept and handed out when asked for. One client must not be shared between threads
+without a lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+PROTOCOL_VERSION = 1
+PRE_WELCOME_FRAME_MAX = 64 * 1024
+
+# Frame kinds (protocol.md section 3).
+HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01, 0x08)
+WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
+STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
+SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
+
+log = logging.getLogger("flo_client")
+
+# Error scopes (section 11).
+SCOPE_CONNECTION, SCOPE_PRODUCE, SCOPE_SUBSCRIPTION = 0, 1, 2
+SCOPE_NAMES = {0: "connection", 1: "produce", 2: "subscription"}
+
+ERROR_CODES = {
+    1: "MalformedFrame",
+    2: "UnsupportedVersion",
+    3: "FrameTooLarge",
+    4: "HandshakeRequired",
+    5: "AuthFailed",
+    6: "InvalidNamespace",
+    7: "EventTooLarge",
+    8: "InvalidGlob",
+    9: "StorageFailure",
+    10: "DuplicateSubscription",
+    11: "UnknownSubscription",
+    12: "TooManyConnections",
+    13: "Timeout",
+    14: "ShuttingDown",
+    15: "UnexpectedFrame",
+    16: "TooManySubscriptions",
+    17: "InvalidBatch",
+    18: "ActorIdConflict",
+    19: "DuplicatePeerConnection",
+    20: "NotReady",
+    21: "ResourceLimit",
+    22: "CursorTooLarge",
+    23: "TlsRequired",
+}
+CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
+
+# End reasons (section 7).
+END_REASONS = {1: "LimitReached", 2: "EndOfStream", 3: "Unsubscribed"}
+LIMIT_REACHED, END_OF_STREAM, UNSUBSCRIBED = 1, 2, 3
+
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class FloError(Exception):
+    """An Error frame from the server.
+
+    `code` is the numeric code, `name` its name, `scope` one of "connection", "produce",
+    "subscription", and `target` the op id or subscription id (None for connection scope).
+    """
+
+    def __init__(self, scope: int, target: Optional[int], code: int, message: str):
+        self.scope_code = scope
+        self.scope = SCOPE_NAMES[scope]
+        self.target = target
+        self.code = code
+        self.name = ERROR_CODES[code]
+        self.message = message
+        where = self.scope if target is None else f"{self.scope} {target}"
+        super().__init__(f"{self.name} ({code}) [{where}]: {message}")
+
+    @property
+    def closes_connection(self) -> bool:
+        return self.code in CLOSING_CODES
+
+
+class ProtocolError(Exception):
+    """The server sent bytes this client cannot decode or match; the connection is closed."""
+
+
+class ConnectionClosed(Exception):
+    """The connection closed (after a closing Error, if `error` is set)."""
+
+    def __init__(self, message: str, error: Optional[FloError] = None):
+        self.error = error
+        super().__init__(message if error is None else f"{message}: {error}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids and cursors
+
+
+@dataclass(frozen=True, order=True)
+class EventId:
+    """An event id: ordered by counter, then actor. Counter 0 means "no id"."""
+
+    counter: int
+    actor: int
+
+    def text(self) -> str:
+        """The 25-digit text form: 20-digit counter, then 5-digit actor."""
+        return f"{self.counter:020d}{self.actor:05d}"
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def is_none(self) -> bool:
+        return self.counter == 0
+
+    @staticmethod
+    def parse(text: str) -> "EventId":
+        """Parse the 25-digit form or `COUNTER.ACTOR`."""
+        text = text.strip()
+        if "." in text:
+            c, _, a = text.partition(".")
+            if not (c.isdigit() and a.isdigit()):
+                raise ValueError(f"bad event id {text!r}")
+            counter, actor = int(c), int(a)
+        elif len(text) == 25 and text.isdigit():
+            counter, actor = int(text[:20]), int(text[20:])
+        else:
+            raise ValueError(f"bad event id {text!r}: want 25 digits or COUNTER.ACTOR")
+        if counter > U64_MAX or actor > 0xFFFF:
+            raise ValueError(f"event id {text!r} out of range")
+        return EventId(counter, actor)
+
+
+@dataclass
+class Cursor:
+    """A version-vector cursor (section 9): a floor id plus actor -> highest counter seen."""
+
+    floor: EventId = EventId(0, 0)
+    vector: Dict[int, int] = field(default_factory=dict)
+
+    def observe(self, event_id: EventId) -> None:
+        if event_id.counter > self.vector.get(event_id.actor, 0):
+            self.vector[event_id.actor] = event_id.counter
+
+    def covers(self, event_id: EventId) -> bool:
+        return event_id <= self.floor or event_id.counter <= self.vector.get(event_id.actor, 0)
+
+    def copy(self) -> "Cursor":
+        return Cursor(self.floor, dict(self.vector))
+
+    def to_text(self) -> str:
+        """A simple saveable form: `floor;actor=counter,...`."""
+        entries = ",".join(f"{a}={c}" for a, c in sorted(self.vector.items()) if c)
+        return f"{self.floor.text()};{entries}"
+
+    @staticmethod
+    def from_text(text: str) -> "Cursor":
+        floor, _, entries = text.partition(";")
+        vector = {}
+        for entry in filter(None, entries.split(",")):
+            a, _, c = entry.partition("=")
+            vector[int(a)] = int(c)
+        return Cursor(EventId.parse(floor), vector)
+
+
+# ---------------------------------------------------------------------------------------------
+# Start positions
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a subscription starts (section 7, StartPosition)."""
+
+    kind: int
+    after: EventId = EventId(0, 0)
+    cursor: Optional[Cursor] = None
+    timestamp_ms: int = 0
+
+    @staticmethod
+    def beginning() -> "Start":
+        return Start(0)
+
+    @staticmethod
+    def end() -> "Start":
+        return Start(1)
+
+    @staticmethod
+    def after_id(event_id: EventId) -> "Start":
+        return Start(2, after=event_id)
+
+    @staticmethod
+    def at_cursor(cursor: Cursor) -> "Start":
+        return Start(3, cursor=cursor.copy())
+
+    @staticmethod
+    def at_timestamp(ms: int) -> "Start":
+        return Start(4, timestamp_ms=ms)
+
+    def initial_cursor(self) -> Cursor:
+        if self.kind == 2:
+            return Cursor(self.after, {})
+        if self.kind == 3 and self.cursor is not None:
+            return self.cursor.copy()
+        return Cursor()
+
+    def encode(self) -> bytes:
+        out = struct.pack(">B", self.kind)
+        if self.kind in (0, 1):
+            return out
+        if self.kind == 2:
+            return out + _event_id(self.after)
+        if self.kind == 3:
+            cur = self.cursor or Cursor()
+            entries = sorted((a, c) for a, c in cur.vector.items() if c)
+            out += _event_id(cur.floor) + struct.pack(">H", len(entries))
+            for actor, counter in entries:
+                out += struct.pack(">HQ", actor, counter)
+            return out
+        if self.kind == 4:
+            return out + struct.pack(">Q", self.timestamp_ms)
+        raise ValueError(f"unknown start kind {self.kind}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Server frames
+
+
+@dataclass(frozen=True)
+class Welcome:
+    protocol_version: int
+    server_version: str
+    actor_id: int
+    frame_size_max: int
+    namespace_length_max: int
+    event_data_size_max: int
+    subscriptions_max: int
+    idle_timeout_ms: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    op_id: int
+    first_id: EventId
+    count: int
+    timestamp_ms: int
+
+    @property
+    def ids(self) -> List[EventId]:
+        return [EventId(self.first_id.counter + i, self.first_id.actor) for i in range(self.count)]
+
+
+@dataclass(frozen=True)
+class Event:
+    subscription_id: int
+    id: EventId
+    parent_id: Optional[EventId]
+    timestamp_ms: int
+    namespace: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    subscription_id: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The server's retention deleted `count` records the subscription had not read yet (an
+    upper bound on the events it lost); delivery goes on after them."""
+
+    subscription_id: int
+    count: int
+
+
+@dataclass(frozen=True)
+class End:
+    subscription_id: int
+    reason: int
+
+    @property
+    def reason_name(self) -> str:
+        return END_REASONS[self.reason]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    namespace: str
+    data: bytes = b""
+    parent_id: Optional[EventId] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding helpers
+
+
+def _event_id(eid: Optional[EventId]) -> bytes:
+    if eid is None:
+        return b"\x00" * 10
+    return struct.pack(">QH", eid.counter, eid.actor)
+
+
+def _str16(s: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > 0xFFFF:
+        raise ValueError("string longer than 65535 bytes of UTF-8")
+    return struct.pack(">H", len(b)) + b
+
+
+def _bytes16(b: bytes) -> bytes:
+    if len(b) > 0xFFFF:
+        raise ValueError("bytes16 longer than 65535 bytes")
+    return struct.pack(">H", len(b)) + b
+
+
+def _new_event(ev: NewEvent) -> bytes:
+    return _str16(ev.namespace) + _event_id(ev.parent_id) + struct.pack(">I", len(ev.data)) + ev.data
+
+
+def frame(kind: int, body: bytes = b"") -> bytes:
+    """A whole frame: u32 length (kind + body), kind, body."""
+    return struct.pack(">IB", 1 + len(body), kind) + body
+
+
+def encode_hello(client_name: str, auth_token: bytes = b"", version: int = PROTOCOL_VERSION) -> bytes:
+    return frame(HELLO, struct.pack(">H", version) + _str16(client_name) + _bytes16(auth_token))
+
+
+def encode_produce(op_id: int, ev: NewEvent) -> bytes:
+    return frame(PRODUCE, struct.pack(">Q", op_id) + _new_event(ev))
+
+
+def encode_batch(op_id: int, events: List[NewEvent]) -> bytes:
+    body = struct.pack(">QI", op_id, len(events)) + b"".join(_new_event(e) for e in events)
+    return frame(PRODUCE_BATCH, body)
+
+
+def encode_subscribe(sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int) -> bytes:
+    body = struct.pack(">I", sub_id) + _str16(glob) + start.encode()
+    body += struct.pack(">QBI", limit, 1 if tail else 0, credit)
+    return frame(SUBSCRIBE, body)
+
+
+def encode_credit(sub_id: int, count: int) -> bytes:
+    return frame(CREDIT, struct.pack(">II", sub_id, count))
+
+
+def encode_unsubscribe(sub_id: int) -> bytes:
+    return frame(UNSUBSCRIBE, struct.pack(">I", sub_id))
+
+
+def encode_ping(token: int) -> bytes:
+    return frame(PING, struct.pack(">Q", token))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding (strict: trailing bytes, bad enums and bad UTF-8 are protocol errors)
+
+
+class _Reader:
+    def __init__(self, body: bytes):
+        self.b = body
+        self.i = 0
+
+    def take(self, n: int) -> bytes:
+        if self.i + n > len(self.b):
+            raise ProtocolError("truncated frame")
+        out = self.b[self.i : self.i + n]
+        self.i += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return struct.unpack(">H", self.take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def str16(self) -> str:
+        raw = self.take(self.u16())
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"invalid UTF-8: {e}") from None
+
+    def bytes32(self) -> bytes:
+        return self.take(self.u32())
+
+    def event_id(self) -> EventId:
+        counter, actor = self.u64(), self.u16()
+        if counter == 0:
+            raise ProtocolError("event id with counter 0 where an event is meant")
+        return EventId(counter, actor)
+
+    def optional_event_id(self) -> Optional[EventId]:
+        counter, actor = self.u64(), self.u16()
+        if counter == 0:
+            if actor != 0:
+                raise ProtocolError("absent id with non-zero actor")
+            return None
+        return EventId(counter, actor)
+
+    def done(self) -> None:
+        if self.i != len(self.b):
+            raise ProtocolError(f"{len(self.b) - self.i} trailing bytes")
+
+
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, Tuple[str, int], Tuple[str, dict]]
+
+
+def _read_vector(r: "_Reader") -> Dict[int, int]:
+    vector = {}
+    for _ in range(r.u16()):
+        actor, counter = r.u16(), r.u64()
+        vector[actor] = counter
+    return vector
+
+
+def decode(kind: int, body: bytes) -> ServerFrame:
+    """Decode one server frame's body. Pong decodes to ("pong", token)."""
+    r = _Reader(body)
+    out: ServerFrame
+    if kind == WELCOME:
+        out = Welcome(r.u16(), r.str16(), r.u16(), r.u32(), r.u32(), r.u32(), r.u32(), r.u32())
+    elif kind == ACK:
+        out = Ack(r.u64(), r.event_id(), r.u32(), r.u64())
+    elif kind == ERROR:
+        scope = r.u8()
+        if scope == SCOPE_CONNECTION:
+            target = None
+        elif scope == SCOPE_PRODUCE:
+            target = r.u64()
+        elif scope == SCOPE_SUBSCRIPTION:
+            target = r.u32()
+        else:
+            raise ProtocolError(f"unknown error scope {scope}")
+        code = r.u16()
+        if code not in ERROR_CODES:
+            raise ProtocolError(f"unknown error code {code}")
+        out = FloError(scope, target, code, r.str16())
+    elif kind == EVENT:
+        out = Event(r.u32(), r.event_id(), r.optional_event_id(), r.u64(), r.str16(), r.bytes32())
+    elif kind == CAUGHT_UP:
+        out = CaughtUp(r.u32())
+    elif kind == SKIPPED:
+        out = Skipped(r.u32(), r.u64())
+    elif kind == END:
+        sub_id, reason = r.u32(), r.u8()
+        if reason not in END_REASONS:
+            raise ProtocolError(f"unknown end reason {reason}")
+        out = End(sub_id, reason)
+    elif kind == PONG:
+        out = ("pong", r.u64())
+    elif kind == STATUS:
+        status = {"actor_id": r.u16(), "counter": r.u64(), "event_count": r.u64(), "durable_end": r.u64()}
+        status["vector"] = _read_vector(r)
+        members = []
+        for _ in range(r.u16()):
+            members.append({"actor_id": r.u16(), "addr": r.str16(), "state": r.u8(), "vector": _read_vector(r), "lag": r.u64()})
+        status["members"] = members
+        out = ("status", status)
+    else:
+        raise ProtocolError(f"frame kind 0x{kind:02x} is not one a server sends")
+    r.done()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriptions
+
+
+class Subscription:
+    """One subscription. Iterate it (or call `next`) to get Event, CaughtUp and finally End.
+
+    With `auto_credit` (the default) the client grants credit back as events are taken, keeping
+    the window at the initial credit. The `cursor` is updated for every Event handed out; save
+    `cursor.copy()` to resume with `Start.at_cursor`.
+    """
+
+    def __init__(self, client: "FloClient", sub_id: int, start: Start, credit: int, auto_credit: bool):
+        self.client = client
+        self.id = sub_id
+        self.cursor = start.initial_cursor()
+        self.window = credit
+        self.auto_credit = auto_credit and credit > 0
+        self._processed_since_credit = 0
+        self.queue: Deque[Union[Event, CaughtUp, Skipped, End, FloError]] = collections.deque()
+        self.skipped = 0  # records retention deleted before this subscription read them
+        self.caught_up = False
+        self.ended: Optional[Union[End, FloError]] = None
+        self.finished = False  # the End/Error has been handed to the caller
+        self.unsubscribing = False
+
+    def credit(self, count: int) -> None:
+        """Grant `count` more events (a Credit frame)."""
+        self.client._send(encode_credit(self.id, count))
+
+    def unsubscribe(self) -> None:
+        self.unsubscribing = True
+        self.client._send(encode_unsubscribe(self.id))
+
+    def next(self, timeout: Optional[float] = None) -> Union[Event, CaughtUp, Skipped, End]:
+        """The next item. Raises FloError for a subscription-scope error, StopIteration after End,
+        TimeoutError if nothing arrives in `timeout` seconds (None: the client's default)."""
+        if self.finished:
+            raise StopIteration
+        deadline = self.client._deadline(timeout)
+        while not self.queue:
+            self.client._pump(deadline)
+        item = self.queue.popleft()
+        if isinstance(item, Event):
+            self.cursor.observe(item.id)
+            if self.auto_credit and self.ended is None:
+                self._processed_since_credit += 1
+                if self._processed_since_credit * 2 >= self.window:
+                    self.credit(self._processed_since_credit)
+                    self._processed_since_credit = 0
+        elif isinstance(item, CaughtUp):
+            self.caught_up = True
+        elif isinstance(item, Skipped):
+            self.skipped += item.count
+            log.warning("subscription %d: retention deleted %d unread records", self.id, item.count)
+        elif isinstance(item, End):
+            self.finished = True
+        elif isinstance(item, FloError):
+            self.finished = True
+            raise item
+        return item
+
+    def __iter__(self) -> Iterator[Union[Event, CaughtUp, Skipped, End]]:
+        while True:
+            try:
+                yield self.next()
+            except StopIteration:
+                return
+
+    def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
+        """Only the Events, until End (or, for a tail subscription, until CaughtUp)."""
+        while not self.finished:
+            item = self.next(timeout)
+            if isinstance(item, Event):
+                yield item
+            elif isinstance(item, CaughtUp) or isinstance(item, End):
+                return
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+
+
+class FloClient:
+    """A connection to a flo server. Use `FloClient.connect(host, port)`."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 10.0):
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = bytearray()
+        self.welcome: Optional[Welcome] = None
+        self.frame_max = PRE_WELCOME_FRAME_MAX
+        self.next_op = 1
+        self.next_sub = 1
+        self.next_ping = 1
+        self.replies: Dict[int, Union[Ack, FloError]] = {}
+        self.pending_ops: set = set()
+        self.subs: Dict[int, Subscription] = {}
+        self.ended_subs: set = set()
+        self.pongs: set = set()
+        self.closed: Optional[ConnectionClosed] = None
+        self.fatal: Optional[FloError] = None
+        self.ignored_errors: List[FloError] = []
+
+    # -- connection --------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        client_name: str = "py-flo 1.0",
+        auth_token: bytes = b"",
+        timeout: float = 10.0,
+        tls: bool = False,
+        ca: Optional[str] = None,
+    ) -> "FloClient":
+        """With `tls=True`, speaks TLS (for a server started with --tls-cert; protocol.md,
+        "Transport security"), trusting the PEM file `ca` (or the system's store without it)
+        and checking the certificate against `host`."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = ssl.create_default_context(cafile=ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            sock = context.wrap_socket(sock, server_hostname=host)
+        client = cls(sock, timeout)
+        client.handshake(client_name, auth_token)
+        return client
+
+    def handshake(self, client_name: str, auth_token: bytes = b"") -> Welcome:
+        self._send(encode_hello(client_name, auth_token))
+        deadline = self._deadline(None)
+        while self.welcome is None:
+            self._pump(deadline)
+        return self.welcome
+
+    def close(self) -> None:
+        if self.closed is None:
+            self.closed = ConnectionClosed("closed by the client")
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "FloClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def _check_event(self, ev: NewEvent) -> None:
+        ns = ev.namespace
+        if not ns or not ns.startswith("/"):
+            raise ValueError(f"namespace {ns!r} must start with '/'")
+        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in ns):
+            raise ValueError(f"namespace {ns!r} has a control character")
+        w = self.welcome
+        if w is not None:
+            if len(ns.encode("utf-8")) > w.namespace_length_max:
+                raise ValueError(f"namespace longer than {w.namespace_length_max} bytes")
+            if len(ev.data) > w.event_data_size_max:
+                raise ValueError(f"data larger than {w.event_data_size_max} bytes")
+
+    def send_produce(self, namespace: str, data: bytes = b"", parent_id: Optional[EventId] = None,
+                     check: bool = True) -> int:
+        """Send one Produce without waiting; returns its op id (see `wait_reply`).
+        `check=False` skips the client-side validation (to test the server)."""
+        ev = NewEvent(namespace, data, parent_id)
+        if check:
+            self._check_event(ev)
+        op = self._new_op()
+        self._send(encode_produce(op, ev))
+        return op
+
+    def send_batch(self, events: Iterable[NewEvent], check: bool = True) -> int:
+        """Send one ProduceBatch without waiting; returns its op id."""
+        events = list(events)
+        if check:
+            if not events:
+                raise ValueError("a batch needs at least one event")
+            for ev in events:
+                self._check_event(ev)
+        op = self._new_op()
+        self._send(encode_batch(op, events))
+        return op
+
+    def produce(self, namespace: str, data: bytes = b"", parent_id: Optional[EventId] = None) -> Ack:
+        """Append one event and wait for its Ack (raises FloError on an Error)."""
+        return self.wait_reply(self.send_produce(namespace, data, parent_id))
+
+    def produce_batch(self, events: Iterable[NewEvent]) -> Ack:
+        return self.wait_reply(self.send_batch(events))
+
+    def wait_reply(self, op_id: int, timeout: Optional[float] = None) -> Ack:
+        """Wait for the reply to `op_id`: returns the Ack or raises its FloError."""
+        if op_id not in self.pending_ops and op_id not in self.replies:
+            raise KeyError(f"no operation {op_id} pending")
+        deadline = self._deadline(timeout)
+        while op_id not in self.replies:
+            self._pump(deadline)
+        reply = self.replies.pop(op_id)
+        if isinstance(reply, FloError):
+            raise reply
+        return reply
+
+    def _new_op(self) -> int:
+        op = self.next_op
+        self.next_op += 1
+        self.pending_ops.add(op)
+        return op
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        glob: str,
+        start: Start = Start.beginning(),
+        limit: int = 0,
+        tail: bool = False,
+        credit: int = 100,
+        auto_credit: bool = True,
+        sub_id: Optional[int] = None,
+    ) -> Subscription:
+        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`."""
+        if sub_id is None:
+            sub_id = self.next_sub
+            while sub_id in self.subs:
+                sub_id += 1
+            self.next_sub = sub_id + 1
+        elif sub_id in self.subs:
+            raise ValueError(f"subscription {sub_id} is still open")
+        if not 0 <= credit <= U32_MAX:
+            raise ValueError("credit is a u32")
+        sub = Subscription(self, sub_id, start, credit, auto_credit)
+        self.subs[sub_id] = sub
+        self.ended_subs.discard(sub_id)
+        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit))
+        return sub
+
+    # -- keep-alive --------------------------------------------------------------------------
+
+    def ping(self, timeout: Optional[float] = None) -> float:
+        """Send a Ping and wait for its Pong; returns the round trip in seconds."""
+        token = self.next_ping
+        self.next_ping += 1
+        t0 = time.monotonic()
+        self._send(encode_ping(token))
+        deadline = self._deadline(timeout)
+        while token not in self.pongs:
+            self._pump(deadline)
+        self.pongs.discard(token)
+        return time.monotonic() - t0
+
+    # -- I/O ---------------------------------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (for tests of the server's error handling)."""
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if self.closed is not None:
+            raise self.closed
+        if len(data) > (self.welcome.frame_size_max if self.welcome else U32_MAX):
+            raise ValueError("frame over the server's frame_size_max")
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            self._close(ConnectionClosed(f"send failed: {e}", self.fatal))
+            raise self.closed from e  # type: ignore[misc]
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    def _close(self, reason: ConnectionClosed) -> None:
+        if self.closed is None:
+            self.closed = reason
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def read_frame(self, deadline: float) -> Optional[Tuple[int, bytes]]:
+        """Read one raw frame (kind, body); None at a clean end of stream."""
+        while True:
+            if len(self.buf) >= 4:
+                (length,) = struct.unpack_from(">I", self.buf)
+                if length == 0:
+                    raise ProtocolError("frame length 0")
+                if 4 + length > self.frame_max:
+                    raise ProtocolError(f"frame of {4 + length} bytes is over {self.frame_max}")
+                if len(self.buf) >= 4 + length:
+                    kind = self.buf[4]
+                    body = bytes(self.buf[5 : 4 + length])
+                    del self.buf[: 4 + length]
+                    return kind, body
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no frame from the server in time")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError("no frame from the server in time") from None
+            except OSError as e:
+                if isinstance(e, ConnectionResetError):
+                    return None
+                raise
+            if not chunk:
+                if self.buf:
+                    raise ProtocolError("connection closed in the middle of a frame")
+                return None
+            self.buf += chunk
+
+    def _pump(self, deadline: float) -> None:
+        """Read and dispatch one frame."""
+        if self.closed is not None:
+            raise self.closed
+        try:
+            got = self.read_frame(deadline)
+            if got is None:
+                self._fail_all(ConnectionClosed("connection closed by the server", self.fatal))
+                raise self.closed  # type: ignore[misc]
+            self._dispatch(decode(*got))
+        except ProtocolError as e:
+            self._fail_all(ConnectionClosed(f"protocol error: {e}"))
+            raise
+
+    def _fail_all(self, reason: ConnectionClosed) -> None:
+        self._close(reason)
+
+    def _dispatch(self, f: ServerFrame) -> None:
+        if isinstance(f, Welcome):
+            if self.welcome is not None:
+                raise ProtocolError("second Welcome")
+            if f.protocol_version != PROTOCOL_VERSION:
+                raise ProtocolError(f"server speaks version {f.protocol_version}")
+            self.welcome = f
+            self.frame_max = f.frame_size_max
+        elif isinstance(f, Ack):
+            if f.op_id not in self.pending_ops:
+                raise ProtocolError(f"Ack for unknown op {f.op_id}")
+            self.pending_ops.discard(f.op_id)
+            self.replies[f.op_id] = f
+        elif isinstance(f, FloError):
+            self._dispatch_error(f)
+        elif isinstance(f, (Event, CaughtUp, Skipped, End)):
+            sub = self.subs.get(f.subscription_id)
+            if sub is None or sub.ended is not None:
+                raise ProtocolError(f"{type(f).__name__} for unknown subscription {f.subscription_id}")
+            if isinstance(f, End):
+                self._end_sub(sub, f)
+            sub.queue.append(f)
+        elif isinstance(f, tuple) and f[0] == "pong":
+            self.pongs.add(f[1])
+        else:  # pragma: no cover - decode returns only the types above
+            raise ProtocolError(f"unexpected frame {f!r}")
+
+    def _end_sub(self, sub: Subscription, how: Union[End, FloError]) -> None:
+        sub.ended = how
+        del self.subs[sub.id]
+        self.ended_subs.add(sub.id)
+
+    def _dispatch_error(self, e: FloError) -> None:
+        if e.scope_code == SCOPE_CONNECTION or e.closes_connection:
+            self.fatal = e
+            if not e.closes_connection:
+                # A connection-scope error with a non-closing code: nothing to attach it to.
+                self.ignored_errors.append(e)
+                return
+            # The server closes after this; report it to every waiter.
+            self._close(ConnectionClosed("connection closed by the server", e))
+            raise self.closed  # type: ignore[misc]
+        if e.scope_code == SCOPE_PRODUCE:
+            if e.target not in self.pending_ops:
+                raise ProtocolError(f"Error for unknown op {e.target}")
+            self.pending_ops.discard(e.target)
+            self.replies[e.target] = e  # type: ignore[index]
+            return
+        sub = self.subs.get(e.target)  # type: ignore[arg-type]
+        if sub is None:
+            if e.name == "UnknownSubscription" and e.target in self.ended_subs:
+                self.ignored_errors.append(e)  # a Credit or Unsubscribe crossed the End
+                return
+            raise ProtocolError(f"Error for unknown subscription {e.target}: {e}")
+        if e.name in ("UnknownSubscription", "DuplicateSubscription"):
+            # UnknownSubscription answers a Credit/Unsubscribe; DuplicateSubscription refuses a
+            # second Subscribe with an open id. Neither ends the open subscription.
+            self.ignored_errors.append(e)
+            return
+        self._end_sub(sub, e)
+        sub.queue.append(e)

@@ -1,0 +1,244 @@
+//! TLS for client connections, driven by the reactor with rustls's buffer-in/buffer-out
+//! connection API: the reactor reads ciphertext from the socket into the `ServerConnection`,
+//! hands the plaintext it yields to the engine, and moves the engine's output through it back to
+//! the socket. The engine never learns that a connection is encrypted. No async runtime, no
+//! thread.
+//!
+//! Memory per TLS connection is bounded by rustls and by the limits set here: received
+//! plaintext waits in rustls only up to 16 KiB (rustls's fixed limit: it refuses to read more
+//! ciphertext until the reactor takes the plaintext, and the reactor takes it only while the
+//! engine wants input), a partly received record at most one TLS record (about 16 KiB plus
+//! overhead; handshake messages at most 64 KiB), and output waits in rustls only up to
+//! [`TLS_SEND_BUFFER_MAX`] (the engine's output stays in the engine, under its own high-water
+//! mark, until rustls has room). The handshake must finish within the engine's handshake
+//! time-out, which runs from the accept: the engine closes a connection that has not sent
+//! Hello by then, whatever the reason.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::NoServerSessionStorage;
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::config::TlsPem;
+
+/// The most bytes of output (encrypted or, during the handshake, waiting to be) that rustls
+/// holds for one connection; the rest stays in the engine's output buffer.
+pub(super) const TLS_SEND_BUFFER_MAX: usize = 64 * 1024;
+
+/// The first byte of every TLS connection: the content type of a handshake record. A flo frame
+/// starts with its length, whose first byte is 0 for any frame allowed before the handshake.
+const TLS_HANDSHAKE_CONTENT_TYPE: u8 = 0x16;
+
+/// Parses the PEM identity and builds the rustls server configuration: TLS 1.3 only, no client
+/// certificates, no session resumption (so no per-client state outlives a connection).
+pub(crate) fn server_config(pem: &TlsPem) -> Result<Arc<ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert_chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|error| format!("the TLS certificate file is not valid PEM: {error}"))?;
+    if certs.is_empty() {
+        return Err("the TLS certificate file holds no CERTIFICATE block".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&pem.key_pem)
+        .map_err(|error| format!("the TLS key file holds no usable private key: {error}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| format!("TLS set-up failed: {error}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|error| format!("the TLS certificate and key do not fit: {error}"))?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// What reading ciphertext from the socket came to.
+pub(super) enum TlsRead {
+    /// This many bytes were read and processed (0 at the end of the stream, after which the
+    /// plaintext reader reports the close).
+    Read(usize),
+    /// The socket has nothing more now.
+    WouldBlock,
+    /// The first byte is not a TLS handshake record: a plaintext client on the TLS port.
+    NotTls,
+    /// The TLS layer failed (a bad handshake, a bad record). `alert` is what rustls wants the
+    /// peer told, ready to write as the connection's last bytes.
+    Failed { alert: Vec<u8>, reason: String },
+    /// The socket failed.
+    Lost(io::Error),
+}
+
+/// What taking received plaintext came to.
+pub(super) enum Plaintext {
+    /// This many bytes were copied into the buffer.
+    Bytes(usize),
+    /// Nothing is waiting.
+    Empty,
+    /// The peer ended the TLS session or the stream (and everything before was taken).
+    Closed,
+}
+
+/// The TLS state of one accepted connection.
+pub(super) struct TlsSession {
+    connection: ServerConnection,
+    /// The first byte was seen to start a TLS record.
+    first_byte_checked: bool,
+}
+
+impl TlsSession {
+    pub(super) fn new(config: &Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
+        let mut connection = ServerConnection::new(config.clone())?;
+        connection.set_buffer_limit(Some(TLS_SEND_BUFFER_MAX));
+        Ok(TlsSession {
+            connection,
+            first_byte_checked: false,
+        })
+    }
+
+    /// Copies received plaintext into `buffer`.
+    pub(super) fn read_plaintext(&mut self, buffer: &mut [u8]) -> Plaintext {
+        match self.connection.reader().read(buffer) {
+            Ok(0) => Plaintext::Closed,
+            Ok(count) => Plaintext::Bytes(count),
+            Err(error) if error.kind() == ErrorKind::WouldBlock => Plaintext::Empty,
+            Err(_) => Plaintext::Closed,
+        }
+    }
+
+    /// Reads one chunk of ciphertext from the socket and decrypts it.
+    pub(super) fn read_ciphertext(&mut self, stream: &mut TcpStream) -> TlsRead {
+        if !self.first_byte_checked {
+            match self.check_first_byte(stream) {
+                Ok(true) => self.first_byte_checked = true,
+                Ok(false) => return TlsRead::NotTls,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return TlsRead::WouldBlock,
+                Err(error) => return TlsRead::Lost(error),
+            }
+        }
+        let count = loop {
+            match self.connection.read_tls(stream) {
+                Ok(count) => break count,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return TlsRead::WouldBlock,
+                Err(error) => return TlsRead::Lost(error),
+            }
+        };
+        match self.connection.process_new_packets() {
+            Ok(_) => TlsRead::Read(count),
+            Err(error) => TlsRead::Failed {
+                alert: self.take_ciphertext(),
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    /// Peeks at the first byte: true when it starts a TLS handshake record. The end of the
+    /// stream counts as TLS, so that `read_tls` sees it and the connection closes as usual.
+    fn check_first_byte(&self, stream: &mut TcpStream) -> io::Result<bool> {
+        let mut first = [0u8; 1];
+        loop {
+            match stream.peek(&mut first) {
+                Ok(0) => return Ok(true),
+                Ok(_) => return Ok(first[0] == TLS_HANDSHAKE_CONTENT_TYPE),
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// True while rustls holds ciphertext for the socket.
+    pub(super) fn wants_write(&self) -> bool {
+        self.connection.wants_write()
+    }
+
+    /// Writes held ciphertext to the socket once; the caller loops while `wants_write`.
+    pub(super) fn write_ciphertext(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        self.connection.write_tls(stream)
+    }
+
+    /// Encrypts as much of `plaintext` as rustls has room for; returns how much it took.
+    pub(super) fn write_plaintext(&mut self, plaintext: &[u8]) -> usize {
+        // The writer never fails: it only buffers, up to the limit.
+        self.connection.writer().write(plaintext).unwrap_or(0)
+    }
+
+    /// The connection's last bytes: `final_output` encrypted (if the handshake got that far)
+    /// and the close_notify alert, after whatever ciphertext rustls still held. The engine
+    /// bounds `final_output`, so the buffer limit is lifted for it.
+    pub(super) fn close(mut self, final_output: &[u8]) -> Vec<u8> {
+        self.connection.set_buffer_limit(None);
+        if !final_output.is_empty() {
+            // Unbounded now, so the writer takes everything (or buffers it until a handshake
+            // that will never finish, and it is dropped with the session).
+            let _ = self.connection.writer().write_all(final_output);
+        }
+        self.connection.send_close_notify();
+        self.take_ciphertext()
+    }
+
+    /// Everything rustls holds for the socket, as bytes.
+    fn take_ciphertext(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while self.connection.wants_write() {
+            // Writing into a Vec cannot fail.
+            if self.connection.write_tls(&mut bytes).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_pem() -> TlsPem {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        TlsPem {
+            cert_chain_pem: certified.cert.pem().into_bytes(),
+            key_pem: certified.key_pair.serialize_pem().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused() {
+        let good = test_pem();
+        let other = test_pem();
+        let mismatched = TlsPem {
+            cert_chain_pem: good.cert_chain_pem.clone(),
+            key_pem: other.key_pem,
+        };
+        let error = server_config(&mismatched).expect_err("a key of another certificate");
+        assert!(error.contains("do not fit"), "{error}");
+        let no_cert = TlsPem {
+            cert_chain_pem: b"nothing here".to_vec(),
+            key_pem: good.key_pem.clone(),
+        };
+        let error = server_config(&no_cert).expect_err("no certificate");
+        assert!(error.contains("no CERTIFICATE block"), "{error}");
+        let no_key = TlsPem {
+            cert_chain_pem: good.cert_chain_pem,
+            key_pem: b"nothing here".to_vec(),
+        };
+        let error = server_config(&no_key).expect_err("no key");
+        assert!(error.contains("no usable private key"), "{error}");
+    }
+
+    #[test]
+    fn a_session_starts_with_nothing_to_send_and_a_bounded_buffer() {
+        let config = server_config(&test_pem()).expect("a server configuration");
+        let mut session = TlsSession::new(&config).expect("a session");
+        assert!(!session.wants_write());
+        // Before the handshake the writer buffers plaintext, up to the limit and no further.
+        let big = vec![0u8; TLS_SEND_BUFFER_MAX * 2];
+        let taken = session.write_plaintext(&big);
+        assert!(taken <= TLS_SEND_BUFFER_MAX, "took {taken} bytes");
+        assert_eq!(session.write_plaintext(&big), 0);
+    }
+}

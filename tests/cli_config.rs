@@ -1,0 +1,136 @@
+//! The `flo` binary's configuration surface without starting a server: `--config FILE` (keys
+//! are the long flag names, flags override them, unknown keys are errors naming the key),
+//! `--check-config` (prints the effective settings as a file `--config` accepts; exit 0 or 1),
+//! and the generated completions and man page.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn flo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flo"))
+        .args(args)
+        .output()
+        .expect("run flo")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config file");
+    path.display().to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn flags_override_the_file_and_the_printed_configuration_reads_back() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(
+        dir.path(),
+        "flo.toml",
+        "data-dir = \"/var/lib/flo\"\nport = 4000\nmax-age = \"7d\"\nfsync = \"interval:100\"\n\
+         peer-addr = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\nmax-connections = 100\n",
+    );
+    let output = flo(&["--config", &file, "--port", "5000", "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for line in [
+        "data-dir = \"/var/lib/flo\"",
+        "port = 5000",
+        "max-age = \"7d\"",
+        "fsync = \"interval:100\"",
+        "peer-addr = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]",
+        "max-connections = 100",
+        "max-cache-memory = \"64M\"",
+        "# max-events: not set",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in:\n{printed}"
+        );
+    }
+    // A repeated flag replaces the file's whole list.
+    let output = flo(&[
+        "--config",
+        &file,
+        "--peer-addr",
+        "127.0.0.1:4001",
+        "--check-config",
+    ]);
+    assert!(
+        stdout(&output).contains("peer-addr = [\"127.0.0.1:4001\"]"),
+        "{}",
+        stdout(&output)
+    );
+    // What --check-config prints is itself a configuration file meaning the same.
+    let again = write(dir.path(), "printed.toml", &printed);
+    let output = flo(&["--config", &again, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), printed);
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(dir.path(), "flo.toml", "port = 4000\nmax-conections = 5\n");
+    let output = flo(&["--config", &file, "--check-config"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown key \"max-conections\""),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn bad_values_and_invalid_settings_exit_1_with_one_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cases = [
+        ("port = \"many\"\n", "'--port <PORT>'"),
+        ("repair = true\n", "only accepted on the command line"),
+        ("port = [1, 2]\n", "must be a string or a number"),
+        ("port = \n", "line 1"),
+        (
+            "max-connections = 0\n",
+            "max connections must be at least 1",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = write(dir.path(), "flo.toml", text);
+        let output = flo(&["--config", &file, "--check-config"]);
+        assert_eq!(output.status.code(), Some(1), "{text:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{text:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{text:?}: {message}");
+    }
+    let output = flo(&["--config", "/nonexistent/flo.toml", "--check-config"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("/nonexistent/flo.toml"));
+}
+
+#[test]
+fn the_cluster_secret_is_not_printed() {
+    let output = flo(&["--cluster-secret", "hunter2", "--check-config"]);
+    assert!(output.status.success());
+    assert!(!stdout(&output).contains("hunter2"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("# cluster-secret: set (not shown)"));
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = flo(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        assert!(stdout(&output).contains("--max-connections"), "{shell}");
+    }
+    let output = flo(&["man"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains(".TH flo 1"));
+    assert!(stdout(&output).contains("max\\-connections"));
+}

@@ -1,0 +1,171 @@
+//! `flo-client` conveniences against a scripted fake server (tests/fake_server) or a silent
+//! listener: FLO_ADDR and FLO_TOKEN, -H HOST:PORT, `produce --quiet`, `consume --from -N`, the
+//! handshake time-out's message when the other side does not speak flo, and flag errors as
+//! one line with a non-zero exit.
+
+mod fake_server;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+use fake_server::{fake_server, FakeConn};
+use flo::event::{Event, EventId, StartPosition};
+use flo::protocol::{Ack, Frame};
+
+fn flo_client(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flo-client"));
+    command
+        .args(args)
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start flo-client");
+    drop(child.stdin.take());
+    child.wait_with_output().expect("flo-client output")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
+    let (addr, server) = fake_server(|mut conn: FakeConn| {
+        match conn.receive() {
+            Frame::Hello(hello) => assert_eq!(hello.auth_token, b"s3cret"),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        conn.send(Frame::Welcome(fake_server::welcome(1024)));
+        match conn.receive() {
+            Frame::Produce(produce) => conn.send(Frame::Ack(Ack {
+                op_id: produce.op_id,
+                first_id: EventId::new(1, 1),
+                count: 1,
+                timestamp_ms: 1,
+            })),
+            other => panic!("expected Produce, got {other:?}"),
+        }
+    });
+    let output = flo_client(
+        &["produce", "-n", "/a", "-d", "x", "--quiet"],
+        &[("FLO_ADDR", &addr), ("FLO_TOKEN", "s3cret")],
+    );
+    // Checked before joining: a client that never connected would leave the fake server
+    // waiting in accept.
+    assert!(output.status.success(), "{output:?}");
+    server.join().expect("fake server");
+    assert_eq!(output.stdout, b"", "{output:?}");
+}
+
+fn event(counter: u64) -> Event {
+    Event {
+        id: EventId::new(counter, 1),
+        parent_id: None,
+        namespace: "/a".into(),
+        timestamp_ms: 1_700_000_000_000 + counter,
+        data: format!("event {counter}").into_bytes(),
+    }
+}
+
+#[test]
+fn from_minus_n_prints_the_last_n_events_and_h_takes_host_and_port() {
+    let (addr, server) = fake_server(|mut conn: FakeConn| {
+        conn.handshake(1024);
+        let subscribe = match conn.receive() {
+            Frame::Subscribe(subscribe) => subscribe,
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        // The client reads from the beginning, tailing so that it learns where the stored
+        // events end.
+        assert_eq!(subscribe.start, StartPosition::Beginning);
+        assert!(subscribe.tail);
+        let subscription_id = subscribe.subscription_id;
+        for counter in 1..=5 {
+            conn.send(Frame::Event {
+                subscription_id,
+                event: event(counter),
+            });
+        }
+        conn.send(Frame::CaughtUp { subscription_id });
+        // The client disconnects after printing (no -t); wait for that.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);
+    });
+    let output = flo_client(
+        &["-H", &addr, "consume", "--from", "-2", "--format", "json"],
+        &[],
+    );
+    assert!(output.status.success(), "{output:?}");
+    server.join().expect("fake server");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let data: Vec<&str> = text
+        .lines()
+        .map(|line| line.split("\"data\":").nth(1).expect("data field"))
+        .collect();
+    assert_eq!(data, ["\"event 4\"}", "\"event 5\"}"], "{text}");
+}
+
+#[test]
+fn a_silent_peer_times_out_with_a_message_that_it_does_not_speak_flo() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    // Accepts and says nothing (the kernel's backlog accepts even before this thread runs).
+    let holder = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let output = flo_client(&["-H", &addr, "--timeout", "300ms", "status"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("does not speak flo"), "{message}");
+    assert!(message.contains("300ms"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    drop(holder.join());
+}
+
+#[test]
+fn a_peer_speaking_another_protocol_is_named_as_such() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let speaker = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+    });
+    let output = flo_client(&["-H", &addr, "--timeout", "2s", "status"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("does not speak flo"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    speaker.join().expect("speaker");
+}
+
+/// Arguments, environment, and a part of the expected message.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn flag_errors_are_one_line_with_a_non_zero_exit() {
+    let cases: [Case; 6] = [
+        (&["consume", "--limit", "many"], &[], "'--limit <N>'"),
+        (&["produce"], &[], "--namespace"),
+        (&["--timeout", "5", "status"], &[], "invalid duration"),
+        (&["status"], &[("FLO_ADDR", "nohost")], "FLO_ADDR"),
+        (&["-H", "a:1", "-p", "2", "status"], &[], "not both"),
+        (
+            &["consume", "--from", "-0"],
+            &[],
+            "-N must be between 1 and",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let output = flo_client(args, env);
+        assert!(!output.status.success(), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+    }
+}
