@@ -51,9 +51,9 @@ fn compare_appends(
     on_config.fsync = fsync;
     let mut off_config = config(&dir.join(format!("off-{fsync}")));
     off_config.fsync = fsync;
+    off_config.namespace_index = false;
     let mut on = FileLog::open(&on_config)?.0;
     let mut off = FileLog::open(&off_config)?.0;
-    off.disable_namespace_index();
     let (mut on_time, mut off_time) = (Duration::ZERO, Duration::ZERO);
     let chunk = (count / 10).max(GROUP);
     let mut done = 0;

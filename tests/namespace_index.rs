@@ -28,6 +28,9 @@ struct Model {
     counter: u64,
     now_ms: u64,
     namespace_rebuilds: u64,
+    /// Rebuilds by queries of logs already closed (restarts), and damage of each part.
+    query_rebuilds: u64,
+    damaged_parts: [u64; 3],
 }
 
 fn open(config: &StorageConfig) -> (FileLog, u64) {
@@ -73,12 +76,15 @@ impl Model {
             counter: 0,
             now_ms: 1_000_000,
             namespace_rebuilds: 0,
+            query_rebuilds: 0,
+            damaged_parts: [0; 3],
         }
     }
 
     fn restart(&mut self) {
         let scratch = tempfile::tempdir().unwrap();
         let placeholder = open(&StorageConfig::new(scratch.path().to_path_buf())).0;
+        self.query_rebuilds += self.file.namespace_rebuild_count();
         drop(std::mem::replace(&mut self.file, placeholder));
         let (log, rebuilt) = open(&self.config);
         self.file = log;
@@ -95,26 +101,52 @@ impl Model {
         files
     }
 
-    /// Deletes, cuts or flips a byte of one namespace index file, then restarts.
+    /// Deletes, cuts or flips a bit of one namespace index file (anywhere, or in its header,
+    /// its directory and table, or its lists), then restarts (or, for a flip past the
+    /// header, sometimes not: the log answers from its file and must find the damage when a
+    /// query reads the damaged part).
     fn damage(&mut self) -> String {
+        self.file.wait_for_namespace_index();
         let files = self.namespace_files();
         if files.is_empty() {
             return "no namespace index to damage".into();
         }
         let path = files[self.random.index(files.len())].clone();
         let mut bytes = std::fs::read(&path).unwrap();
-        let how = self.random.below(3);
-        match how {
-            0 => std::fs::remove_file(&path).unwrap(),
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        // Where the header says the lists start (docs/storage.md).
+        let data = u64_at(40);
+        let how = self.random.below(5);
+        let region = match how {
+            0 => {
+                std::fs::remove_file(&path).unwrap();
+                None
+            }
             1 => {
                 bytes.truncate(self.random.index(bytes.len()));
-                std::fs::write(&path, &bytes).unwrap();
+                None
             }
-            _ => {
-                let at = self.random.index(bytes.len());
-                bytes[at] ^= 1 << self.random.below(8);
-                std::fs::write(&path, &bytes).unwrap();
-            }
+            2 => Some((0, bytes.len())),
+            3 => Some((64, data)),
+            _ => Some((data.min(bytes.len() - 1), bytes.len())),
+        };
+        if let Some((start, end)) = region {
+            let at = start + self.random.index(end - start);
+            bytes[at] ^= 1 << self.random.below(8);
+            let part = if at < 64 {
+                0
+            } else if at < data {
+                1
+            } else {
+                2
+            };
+            self.damaged_parts[part] += 1;
+        }
+        if how != 0 {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        if how >= 3 && self.random.below(2) == 0 {
+            return format!("damage {how} {} without restart", path.display());
         }
         self.restart();
         format!("damage {how} {}", path.display())
@@ -205,13 +237,27 @@ fn run(seed: u64, steps: usize) -> Model {
 
 #[test]
 fn index_reads_equal_scans_on_seeded_random_logs() {
-    let mut rebuilds = 0;
+    let (mut rebuilds, mut query_rebuilds, mut parts) = (0, 0, [0; 3]);
     for seed in 1..=8u64 {
-        rebuilds += run(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 2500).namespace_rebuilds;
+        let mut model = run(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 2500);
+        rebuilds += model.namespace_rebuilds;
+        model.restart();
+        query_rebuilds += model.query_rebuilds;
+        for (total, count) in parts.iter_mut().zip(model.damaged_parts) {
+            *total += count;
+        }
     }
-    // Damaged index files were found and rebuilt at start-up (flipped bytes inside the body
-    // are found by a query instead and rebuilt then).
+    // Damaged index files were found and rebuilt at start-up (a bad header, a cut file) and by
+    // queries (a flipped bit in a bucket or a list, which start-up does not read).
     assert!(rebuilds > 0, "no namespace index was rebuilt at start-up");
+    assert!(
+        query_rebuilds > 0,
+        "no query found a damaged namespace index"
+    );
+    assert!(
+        parts.iter().all(|&count| count > 0),
+        "not every part of a file was damaged: {parts:?}"
+    );
 }
 
 #[test]
@@ -245,6 +291,7 @@ fn a_sealed_segment_has_a_namespace_index_file_and_retention_deletes_it() {
             })
             .count()
     };
+    log.wait_for_namespace_index();
     let sealed = log.segment_paths().len() - 1;
     assert_eq!(nsx(dir.path()), sealed);
     log.apply_retention(WallClockMs(0)).unwrap();

@@ -2,11 +2,13 @@
 //! sealed segment, retention and a cache of the newest records. Opening and crash recovery
 //! are in `recovery.rs`; the byte format and the rules are in docs/storage.md.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::{Event, StartPosition, VersionVector};
@@ -14,13 +16,11 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
-use super::namespace::{
-    NamespaceCache, NamespaceIndex, NamespaceKey, NAMESPACE_SEGMENTS_PER_QUERY_MAX,
-};
+use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames};
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
-    create_segment, fsync_dir, index_path, load_namespace_index, namespace_index_path,
-    scan_segment, segment_path, write_index, write_namespace_index, ReadError, SegmentReader,
+    create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
+    write_index, write_namespace_index, ReadError, SegmentReader,
 };
 use super::{scan_namespace, Log, LogStats, Offset, StorageError};
 
@@ -44,8 +44,8 @@ pub(super) struct OpenSegment {
     pub file: File,
     /// Covers the durable records only (the buffered ones are not in the file yet).
     pub index: SegmentIndex,
-    /// The namespace index of the durable records (empty when the index is disabled).
-    pub namespaces: NamespaceIndex,
+    /// The namespaces of the durable records (empty when the index is disabled).
+    pub namespaces: SegmentNames,
 }
 
 /// The durable log on disk. See the [`Log`] trait for the contract.
@@ -74,10 +74,13 @@ pub struct FileLog {
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
-    /// Namespace indexes of sealed segments loaded by queries, bounded by bytes.
-    pub(super) namespace_cache: NamespaceCache,
-    /// False after `disable_namespace_index` (the benchmark's "index off").
-    pub(super) namespace_index_enabled: bool,
+    /// The namespace index of each sealed segment, by first offset. A segment missing here
+    /// has no usable `.nsx` file: a query rebuilds it.
+    pub(super) sealed_namespaces: BTreeMap<u64, SealedNamespaces>,
+    /// The `.nsx` file being written by a storage helper thread (at most one at a time).
+    pub(super) namespace_build: Option<NamespaceBuild>,
+    /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
+    pub(super) namespace_rebuilds: u64,
     /// Held for the life of the log: no other process opens the same directory.
     pub(super) _lock: super::lock::DirLock,
 }
@@ -105,18 +108,81 @@ impl FileLog {
         self.fault = Some(fault);
     }
 
-    /// Stops maintaining the namespace index for the rest of this log's life (for the
-    /// benchmark that compares produce throughput with the index on and off):
-    /// `find_namespace` then scans, and segments sealed meanwhile get no `.nsx` file (start-up
-    /// rebuilds them).
-    pub fn disable_namespace_index(&mut self) {
-        self.namespace_index_enabled = false;
-        self.open.namespaces = NamespaceIndex::empty(self.open.index.first_offset);
+    /// Waits for the `.nsx` file being written on the helper thread, if any (tests use it to
+    /// reach a state where every sealed segment has its file).
+    pub fn wait_for_namespace_index(&mut self) {
+        self.finish_namespace_build(true);
     }
 
-    /// The bytes the loaded namespace indexes of sealed segments hold.
-    pub fn namespace_cache_bytes(&self) -> usize {
-        self.namespace_cache.bytes()
+    /// How many namespace index files queries found unusable and rebuilt since open.
+    pub fn namespace_rebuild_count(&self) -> u64 {
+        self.namespace_rebuilds
+    }
+
+    /// Takes the result of the helper thread's `.nsx` build when it is done (or, with `wait`,
+    /// waits for it): the segment is then answered from its file, or, if writing it failed,
+    /// the next query rebuilds it.
+    fn finish_namespace_build(&mut self, wait: bool) {
+        let Some(build) = self.namespace_build.take() else {
+            return;
+        };
+        if !wait && !build.job.is_finished() {
+            self.namespace_build = Some(build);
+            return;
+        }
+        let first = build.first_offset;
+        let path = namespace_index_path(&self.config.data_dir, first);
+        match build.job.join() {
+            Ok(Ok(header)) => {
+                // Retention may have deleted the segment meanwhile: then nothing is recorded.
+                if let Some(state) = self.sealed_namespaces.get_mut(&first) {
+                    *state = SealedNamespaces::Written(header);
+                }
+            }
+            Ok(Err(error)) => {
+                log::warn!(
+                    "cannot write namespace index file {} ({error}); a query will rebuild it",
+                    path.display()
+                );
+                self.sealed_namespaces.remove(&first);
+            }
+            Err(_) => {
+                log::error!("the helper thread writing {} panicked", path.display());
+                self.sealed_namespaces.remove(&first);
+            }
+        }
+    }
+
+    /// Hands the names of the segment just sealed to a helper thread that writes its `.nsx`
+    /// file; until it is done, queries answer from the names in memory. One build at a time:
+    /// a previous one still running is waited for first, so memory holds at most two
+    /// segments' names.
+    fn start_namespace_build(&mut self, names: SegmentNames) {
+        self.finish_namespace_build(true);
+        let first_offset = names.first_offset;
+        let names = Arc::new(names);
+        let dir = self.config.data_dir.clone();
+        let shared = Arc::clone(&names);
+        let spawned = std::thread::Builder::new()
+            .name("flo-nsx".into())
+            .spawn(move || write_namespace_index(&dir, &shared));
+        match spawned {
+            Ok(job) => {
+                let state = SealedNamespaces::Building(names);
+                self.sealed_namespaces.insert(first_offset, state);
+                self.namespace_build = Some(NamespaceBuild { first_offset, job });
+            }
+            Err(error) => {
+                log::warn!("cannot start a thread to write a namespace index ({error})");
+                match write_namespace_index(&self.config.data_dir, &names) {
+                    Ok(header) => {
+                        let state = SealedNamespaces::Written(header);
+                        self.sealed_namespaces.insert(first_offset, state);
+                    }
+                    Err(error) => log::warn!("cannot write a namespace index ({error})"),
+                }
+            }
+        }
     }
 
     /// How many fdatasyncs of segment data ran since open.
@@ -153,7 +219,7 @@ impl FileLog {
         for event in pending_events.drain(..) {
             let offset = self.open.index.end_offset();
             self.open.index.observe(&event, encoded_size(&event) as u64);
-            if self.namespace_index_enabled {
+            if self.config.namespace_index {
                 self.open.namespaces.observe(&event.namespace);
             }
             self.durable_vector.observe(event.id);
@@ -283,15 +349,6 @@ impl FileLog {
                 index_path(&dir, first_offset).display()
             );
         }
-        if self.namespace_index_enabled {
-            if let Err(error) = write_namespace_index(&dir, &self.open.namespaces) {
-                log::warn!(
-                    "cannot write namespace index file {} ({error}); it will be rebuilt at \
-                     start-up",
-                    namespace_index_path(&dir, first_offset).display()
-                );
-            }
-        }
         let next_first = self.open.index.end_offset();
         let (file, header_size) =
             create_segment(&dir, next_first, &self.durable_vector).map_err(io_error(format!(
@@ -301,13 +358,12 @@ impl FileLog {
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
-            namespaces: NamespaceIndex::empty(next_first),
+            namespaces: SegmentNames::empty(next_first),
         };
         let sealed = std::mem::replace(&mut self.open, open);
         self.sealed.push_back(sealed.index);
-        if self.namespace_index_enabled {
-            // Its records are the newest on disk: the likeliest to be queried next.
-            self.namespace_cache.insert(sealed.namespaces);
+        if self.config.namespace_index {
+            self.start_namespace_build(sealed.namespaces);
         }
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
@@ -410,6 +466,14 @@ impl FileLog {
             return Ok(0);
         };
         let (first_offset, count) = (oldest.first_offset, oldest.record_count);
+        if self
+            .namespace_build
+            .as_ref()
+            .is_some_and(|build| build.first_offset == first_offset)
+        {
+            // Its file must be in place before it is deleted.
+            self.finish_namespace_build(true);
+        }
         let dir = &self.config.data_dir;
         for path in [
             segment_path(dir, first_offset),
@@ -423,13 +487,13 @@ impl FileLog {
             }
         }
         self.sealed.pop_front();
-        self.namespace_cache.remove(first_offset);
+        self.sealed_namespaces.remove(&first_offset);
         Ok(count)
     }
 
-    /// Looks `key` up in the namespace index of the sealed segment `segment`, loading it from
-    /// its file (checksum checked) when it is not cached, or rebuilding it from the segment
-    /// (and writing it back) when the file is missing or damaged.
+    /// Looks `key` up in the namespace index of the sealed segment `segment`: from the names
+    /// in memory while its file is being written, else from its file; a file that is missing
+    /// or found damaged is rebuilt from the segment (and written back) first.
     fn lookup_sealed(
         &mut self,
         segment: SealedShape,
@@ -439,19 +503,60 @@ impl FileLog {
         found: &mut Vec<u64>,
     ) -> Result<(), StorageError> {
         let first = segment.first_offset;
-        if self.namespace_cache.get(first).is_none() {
-            let dir = self.config.data_dir.clone();
-            let index = match load_namespace_index(&dir, first, segment.record_count) {
-                Some(index) => index,
-                None => rebuild_namespace_index(&dir, segment)?,
-            };
-            self.namespace_cache.insert(index);
+        let dir = self.config.data_dir.clone();
+        let path = namespace_index_path(&dir, first);
+        let problem = match self.sealed_namespaces.get(&first) {
+            Some(SealedNamespaces::Building(names)) => {
+                names.lookup(key, range.0, range.1, count_max, found);
+                return Ok(());
+            }
+            Some(SealedNamespaces::Written(header)) => {
+                let mut answer = Vec::new();
+                let result = File::open(&path)
+                    .map_err(NamespaceFileError::Io)
+                    .and_then(|file| header.lookup(&file, key, range, count_max, &mut answer));
+                match result {
+                    Ok(()) => {
+                        found.extend(answer);
+                        return Ok(());
+                    }
+                    Err(error) => error.to_string(),
+                }
+            }
+            None => "missing".to_string(),
+        };
+        log::warn!(
+            "namespace index {} cannot be used ({problem}); rebuilding it",
+            path.display()
+        );
+        self.namespace_rebuilds += 1;
+        let names = rebuild_namespace_index(&dir, segment)?;
+        names.lookup(key, range.0, range.1, count_max, found);
+        match write_namespace_index(&dir, &names) {
+            Ok(header) => {
+                let state = SealedNamespaces::Written(header);
+                self.sealed_namespaces.insert(first, state);
+            }
+            Err(error) => log::warn!("cannot write {} ({error})", path.display()),
         }
-        // Present: found or inserted just above.
-        let index = self.namespace_cache.get(first).expect("cached");
-        index.lookup(key, range.0, range.1, count_max, found);
         Ok(())
     }
+}
+
+/// The namespace index of a sealed segment.
+#[derive(Debug)]
+pub(super) enum SealedNamespaces {
+    /// Its `.nsx` file is being written by the helper thread: queries read these names.
+    Building(Arc<SegmentNames>),
+    /// Its `.nsx` file, with this header (checked).
+    Written(NamespaceHeader),
+}
+
+/// A `.nsx` file being written on a storage helper thread.
+#[derive(Debug)]
+pub(super) struct NamespaceBuild {
+    first_offset: u64,
+    job: JoinHandle<io::Result<NamespaceHeader>>,
 }
 
 /// What a namespace index lookup needs to know about a sealed segment.
@@ -478,21 +583,14 @@ impl SealedShape {
     }
 }
 
-/// Rebuilds a sealed segment's namespace index from its records (the index file was missing
-/// or damaged) and writes it back. The segment must read back whole, as its `.idx` says.
-fn rebuild_namespace_index(
-    dir: &Path,
-    segment: SealedShape,
-) -> Result<NamespaceIndex, StorageError> {
+/// Reads a sealed segment's namespaces again (its index file was missing or damaged). The
+/// segment must read back whole, as its `.idx` says.
+fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNames, StorageError> {
     let first = segment.first_offset;
     let path = segment_path(dir, first);
-    log::warn!(
-        "namespace index of segment {} is missing or damaged; rebuilding it",
-        path.display()
-    );
     let scan = scan_segment(&path, first, segment.header_size)
         .map_err(io_error(format!("read {}", path.display())))?;
-    if scan.error.is_some() || scan.namespaces.record_count != segment.record_count {
+    if scan.error.is_some() || scan.namespaces.record_count() != segment.record_count {
         return Err(StorageError::Corrupt {
             context: format!(
                 "sealed segment {}: does not read back whole while rebuilding its namespace \
@@ -501,12 +599,6 @@ fn rebuild_namespace_index(
                 scan.index.file_size
             ),
         });
-    }
-    if let Err(error) = write_namespace_index(dir, &scan.namespaces) {
-        log::warn!(
-            "cannot write namespace index of {}: {error}",
-            path.display()
-        );
     }
     Ok(scan.namespaces)
 }
@@ -671,14 +763,16 @@ impl Log for FileLog {
         count_max: usize,
         found: &mut Vec<Offset>,
     ) -> Result<Offset, StorageError> {
-        if !self.namespace_index_enabled {
+        if !self.config.namespace_index {
             return scan_namespace(self, key, from, count_max, found);
         }
+        self.finish_namespace_build(false);
         let durable_end = self.durable_end().0;
         let mut offset = from.0.max(self.start().0);
         let mut positions = Vec::new();
         let mut segments_read = 0;
-        while offset < durable_end && segments_read < NAMESPACE_SEGMENTS_PER_QUERY_MAX {
+        let segments_max = self.config.namespace_segments_per_query_max;
+        while offset < durable_end && segments_read < segments_max {
             let wanted = count_max - positions.len();
             if wanted == 0 {
                 break;
@@ -719,6 +813,8 @@ impl Drop for FileLog {
     /// Cuts the zeros after the last record, so a clean stop leaves no hole for start-up to
     /// cut. Best effort: if it fails (or never runs, after a crash) start-up cuts them.
     fn drop(&mut self) {
+        // The helper thread's file must be complete before another log opens the directory.
+        self.finish_namespace_build(true);
         if self.preallocated_size > self.open.index.file_size {
             let _ = self.open.file.set_len(self.open.index.file_size);
         }

@@ -6,7 +6,7 @@
 //! are not checksummed at start-up: a read that meets a damaged record returns
 //! `StorageError::Corrupt` naming the file and byte position (see docs/storage.md).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
@@ -14,18 +14,17 @@ use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
 
 use super::cache::EventCache;
-use super::file::{FileLog, OpenSegment};
+use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lock::DirLock;
-use super::namespace::{NamespaceCache, NamespaceIndex, NAMESPACE_CACHE_BYTES_MAX};
+use super::namespace::{NamespaceHeader, SegmentNames};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
 use super::segment::{
-    classify, create_segment, encode_header, load_index, namespace_index_looks_whole,
-    quarantine_path, read_header, scan_segment, segment_path, write_index, write_namespace_index,
-    FileKind,
+    classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
+    read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
 };
 use super::StorageError;
 
@@ -139,12 +138,13 @@ impl FileLog {
         let firsts = list_segments(dir, &mut report)?;
         let (sealed, open) = match firsts.split_last() {
             None => (
-                VecDeque::new(),
+                (VecDeque::new(), BTreeMap::new()),
                 new_open_segment(dir, 0, &VersionVector::new())?,
             ),
             Some((&newest, sealed_firsts)) => {
-                let sealed = load_sealed(dir, sealed_firsts, newest, &mut report)?;
-                let open = recover_open(dir, newest, &sealed, mode, &mut report)?;
+                let indexed = config.namespace_index;
+                let sealed = load_sealed(dir, sealed_firsts, newest, indexed, &mut report)?;
+                let open = recover_open(dir, newest, &sealed.0, mode, &mut report)?;
                 (sealed, open)
             }
         };
@@ -162,10 +162,17 @@ impl FileLog {
 fn assemble(
     config: StorageConfig,
     lock: DirLock,
-    sealed: VecDeque<SegmentIndex>,
-    open: OpenSegment,
+    (sealed, namespace_headers): (VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>),
+    mut open: OpenSegment,
     vector_before: VersionVector,
 ) -> FileLog {
+    if !config.namespace_index {
+        open.namespaces = SegmentNames::empty(open.index.first_offset);
+    }
+    let sealed_namespaces = namespace_headers
+        .into_iter()
+        .map(|(first, header)| (first, SealedNamespaces::Written(header)))
+        .collect();
     let mut vector = vector_before;
     vector.merge(&open.index.vector);
     let cache = EventCache::new(config.cache_bytes_max, open.index.end_offset());
@@ -184,8 +191,9 @@ fn assemble(
         fault: None,
         fsync_count: 0,
         preallocated_size: 0,
-        namespace_cache: NamespaceCache::new(NAMESPACE_CACHE_BYTES_MAX),
-        namespace_index_enabled: true,
+        sealed_namespaces,
+        namespace_build: None,
+        namespace_rebuilds: 0,
         _lock: lock,
     }
 }
@@ -199,7 +207,7 @@ fn new_open_segment(
     let (file, header_size) = create_segment(dir, first_offset, vector_before)
         .map_err(io_error(format!("create segment {}", path.display())))?;
     let index = SegmentIndex::empty(first_offset, header_size);
-    let namespaces = NamespaceIndex::empty(first_offset);
+    let namespaces = SegmentNames::empty(first_offset);
     let open = OpenSegment {
         file,
         index,
@@ -246,14 +254,17 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
 }
 
 /// Loads the index of every sealed segment, rebuilding any that is missing, damaged or does
-/// not match its segment file.
+/// not match its segment file; with `indexed`, also checks the header of each namespace index
+/// file (rebuilding the file when it fails) and returns those headers.
 fn load_sealed(
     dir: &Path,
     firsts: &[u64],
     newest: u64,
+    indexed: bool,
     report: &mut RecoveryReport,
-) -> Result<VecDeque<SegmentIndex>, StorageError> {
+) -> Result<(VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>), StorageError> {
     let mut sealed = VecDeque::with_capacity(firsts.len());
+    let mut headers = BTreeMap::new();
     for (i, &first) in firsts.iter().enumerate() {
         let next_first = firsts.get(i + 1).copied().unwrap_or(newest);
         let path = segment_path(dir, first);
@@ -262,37 +273,42 @@ fn load_sealed(
             .len();
         let loaded = load_index(dir, first)
             .filter(|index| index.file_size == file_size && index.end_offset() == next_first);
-        let index = match loaded {
-            Some(index) => {
-                report.index_files_read += 1;
-                index
-            }
-            None => {
-                log::warn!(
-                    "index of segment {} is missing or does not match; rebuilding it",
-                    path.display()
-                );
-                // Rebuilds the namespace index too, from the same read.
-                let index = rebuild_index(dir, first, next_first, file_size)?;
-                report.indexes_rebuilt += 1;
-                report.records_scanned += index.record_count;
-                sealed.push_back(index);
-                continue;
-            }
-        };
-        // Only the first bytes and the length: the checksum is checked when a query loads it.
-        if !namespace_index_looks_whole(dir, first, index.record_count) {
+        let Some(index) = loaded else {
             log::warn!(
-                "namespace index of segment {} is missing or does not match; rebuilding it",
+                "index of segment {} is missing or does not match; rebuilding it",
                 path.display()
             );
-            rebuild_index(dir, first, next_first, file_size)?;
-            report.namespace_indexes_rebuilt += 1;
+            // Rebuilds the namespace index too, from the same read.
+            let (index, header) = rebuild_index(dir, first, next_first, file_size)?;
+            report.indexes_rebuilt += 1;
             report.records_scanned += index.record_count;
+            headers.extend(header.map(|header| (first, header)));
+            sealed.push_back(index);
+            continue;
+        };
+        report.index_files_read += 1;
+        if !indexed {
+            sealed.push_back(index);
+            continue;
         }
+        // Only the first 64 bytes and the length: each part's checksum is checked when a
+        // query reads it.
+        let header = match load_namespace_header(dir, first, index.record_count) {
+            Some(header) => Some(header),
+            None => {
+                log::warn!(
+                    "namespace index of segment {} is missing or does not match; rebuilding it",
+                    path.display()
+                );
+                report.namespace_indexes_rebuilt += 1;
+                report.records_scanned += index.record_count;
+                rebuild_index(dir, first, next_first, file_size)?.1
+            }
+        };
+        headers.extend(header.map(|header| (first, header)));
         sealed.push_back(index);
     }
-    Ok(sealed)
+    Ok((sealed, headers))
 }
 
 /// Rebuilds a sealed segment's index by reading it. A sealed segment must be whole: if it does
@@ -303,7 +319,7 @@ fn rebuild_index(
     first: u64,
     next_first: u64,
     file_size: u64,
-) -> Result<SegmentIndex, StorageError> {
+) -> Result<(SegmentIndex, Option<NamespaceHeader>), StorageError> {
     let path = segment_path(dir, first);
     let mut file = File::open(&path).map_err(io_error(format!("open {}", path.display())))?;
     let corrupt = |what: String| StorageError::Corrupt {
@@ -331,13 +347,17 @@ fn rebuild_index(
             path.display()
         );
     }
-    if let Err(error) = write_namespace_index(dir, &scan.namespaces) {
-        log::warn!(
-            "cannot write the rebuilt namespace index of {}: {error}",
-            path.display()
-        );
-    }
-    Ok(index)
+    let header = match write_namespace_index(dir, &scan.namespaces) {
+        Ok(header) => Some(header),
+        Err(error) => {
+            log::warn!(
+                "cannot write the rebuilt namespace index of {}: {error}",
+                path.display()
+            );
+            None
+        }
+    };
+    Ok((index, header))
 }
 
 /// Opens the newest segment and checks it record by record. A torn tail (no record with a

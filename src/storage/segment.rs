@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::event::{Event, VersionVector};
 
 use super::index::SegmentIndex;
-use super::namespace::NamespaceIndex;
+use super::namespace::{read_namespace_header, NamespaceHeader, SegmentNames};
 use super::record::{
     decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
     DecodeError, Decoder, RECORD_HEADER_SIZE,
@@ -161,44 +161,32 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     fsync_dir(dir)
 }
 
-/// Writes a sealed segment's namespace index: temp file, fsync, rename, directory fsync.
-pub fn write_namespace_index(dir: &Path, index: &NamespaceIndex) -> io::Result<()> {
-    let temp = namespace_index_temp_path(dir, index.first_offset);
+/// Writes a sealed segment's namespace index: temp file, fdatasync, rename, directory fsync.
+/// Returns the header of what it wrote.
+pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<NamespaceHeader> {
+    let temp = namespace_index_temp_path(dir, names.first_offset);
+    let bytes = names.encode();
     let mut file = File::create(&temp)?;
-    file.write_all(&index.encode())?;
+    file.write_all(&bytes)?;
     file.sync_data()?;
     drop(file);
-    fs::rename(&temp, namespace_index_path(dir, index.first_offset))?;
-    fsync_dir(dir)
+    fs::rename(&temp, namespace_index_path(dir, names.first_offset))?;
+    fsync_dir(dir)?;
+    // Just encoded: its header decodes (a failure here is a bug, reported as a damaged file).
+    NamespaceHeader::decode(&bytes)
+        .ok_or_else(|| io::Error::other("a namespace index just encoded does not decode"))
 }
 
-/// Whether the namespace index file of a sealed segment looks right from its first 32 bytes
-/// and its length alone: the start-up check, which does not read the whole file (its checksum
-/// is checked when a query loads it).
-pub fn namespace_index_looks_whole(dir: &Path, first_offset: u64, record_count: u64) -> bool {
-    let check = || -> io::Result<bool> {
-        let mut file = File::open(namespace_index_path(dir, first_offset))?;
-        let size = file.metadata()?.len();
-        let mut prefix = [0u8; 32];
-        if read_full(&mut file, &mut prefix)? < prefix.len() {
-            return Ok(false);
-        }
-        let header = NamespaceIndex::peek_header(&prefix);
-        Ok(header == Some((first_offset, record_count, size)))
-    };
-    check().unwrap_or(false)
-}
-
-/// Reads a namespace index file and checks it whole; `None` when it is missing, damaged or
-/// not the index of the segment `first_offset` with `record_count` records.
-pub fn load_namespace_index(
+/// The header of the namespace index file of a sealed segment, checked (magic, checksum,
+/// positions, length) and matched against the segment: the start-up check, which reads only
+/// the first 64 bytes. `None` when the file is missing or fails.
+pub fn load_namespace_header(
     dir: &Path,
     first_offset: u64,
     record_count: u64,
-) -> Option<NamespaceIndex> {
-    let bytes = fs::read(namespace_index_path(dir, first_offset)).ok()?;
-    NamespaceIndex::decode(&bytes)
-        .filter(|index| index.first_offset == first_offset && index.record_count == record_count)
+) -> Option<NamespaceHeader> {
+    let file = File::open(namespace_index_path(dir, first_offset)).ok()?;
+    read_namespace_header(&file, first_offset, record_count)
 }
 
 /// Reads an index file; `None` when it is missing or damaged.
@@ -314,7 +302,7 @@ pub struct ScanResult {
     /// The index of the records that decoded.
     pub index: SegmentIndex,
     /// Their namespace index.
-    pub namespaces: NamespaceIndex,
+    pub namespaces: SegmentNames,
     /// Why the scan stopped before the end of the file, if it did.
     pub error: Option<DecodeError>,
 }
@@ -325,7 +313,7 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
     let mut reader =
         SegmentReader::open(path.to_path_buf(), first_offset, first_offset, header_size)?;
     let mut index = SegmentIndex::empty(first_offset, header_size);
-    let mut namespaces = NamespaceIndex::empty(first_offset);
+    let mut namespaces = SegmentNames::empty(first_offset);
     loop {
         match reader.next_record() {
             Ok(Some((event, size))) => {
