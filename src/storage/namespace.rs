@@ -69,8 +69,25 @@ pub fn namespace_hash(name: &[u8]) -> u64 {
     hash ^ (hash >> 33)
 }
 
+/// A 32-bit fingerprint of a name for the open segment's linear lookup: its length and its
+/// first and last 8 bytes, mixed. Costs a few nanoseconds per append (no loop over the name);
+/// equal names have equal fingerprints, and every fingerprint match is confirmed by comparing
+/// the names, so a collision costs only a comparison.
+fn fingerprint(name: &[u8]) -> u32 {
+    let word = |bytes: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(word)
+    };
+    let head = word(&name[..name.len().min(8)]);
+    let tail = word(&name[name.len().saturating_sub(8)..]);
+    let mixed =
+        (head ^ tail.rotate_left(29) ^ name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as u32
+}
+
 /// The namespaces of one segment's records, in record order: what the open segment keeps, and
-/// what a `.nsx` file is built from. Memory: the names' bytes plus 8 bytes per record, so at
+/// what a `.nsx` file is built from. Memory: the names' bytes plus 12 bytes per record, so at
 /// most about the segment's own size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentNames {
@@ -78,6 +95,8 @@ pub struct SegmentNames {
     bytes: Vec<u8>,
     /// `ends[i]`: where record i's name ends in `bytes` (it starts where i - 1's ends).
     ends: Vec<usize>,
+    /// `fingerprints[i]`: record i's name's `fingerprint`.
+    fingerprints: Vec<u32>,
 }
 
 impl SegmentNames {
@@ -86,6 +105,7 @@ impl SegmentNames {
             first_offset,
             bytes: Vec::new(),
             ends: Vec::new(),
+            fingerprints: Vec::new(),
         }
     }
 
@@ -93,6 +113,7 @@ impl SegmentNames {
     pub fn observe(&mut self, namespace: &str) {
         self.bytes.extend_from_slice(namespace.as_bytes());
         self.ends.push(self.bytes.len());
+        self.fingerprints.push(fingerprint(namespace.as_bytes()));
     }
 
     pub fn record_count(&self) -> u64 {
@@ -105,7 +126,8 @@ impl SegmentNames {
     }
 
     /// Appends to `found`, ascending, the offsets in `from..end` of records whose namespace
-    /// `key` selects, at most `count_max` of them. Reads every name in the range.
+    /// `key` selects, at most `count_max` of them. An exact key compares the fingerprint of
+    /// every record in the range, a prefix key every name.
     pub fn lookup(
         &self,
         key: &NamespaceKey,
@@ -118,6 +140,13 @@ impl SegmentNames {
         let begin = from.saturating_sub(first).min(self.record_count()) as usize;
         let stop = end.saturating_sub(first).min(self.record_count()) as usize;
         let mut count = 0;
+        if let NamespaceKey::Exact(name) = key {
+            let wanted = fingerprint(name.as_bytes());
+            let candidates = (begin..stop).filter(|&record| self.fingerprints[record] == wanted);
+            let matching = candidates.filter(|&record| self.name(record) == name.as_bytes());
+            found.extend(matching.take(count_max).map(|record| first + record as u64));
+            return;
+        }
         for record in begin..stop {
             if count == count_max {
                 return;
