@@ -197,7 +197,7 @@ pub trait Log {
     /// The returned offset is one past the last found offset when `count_max` were found, the
     /// durable end when the search reached it, or a segment boundary in between when the
     /// file log stopped after reading its bound of segment indexes
-    /// (`namespace::NAMESPACE_SEGMENTS_PER_QUERY_MAX`); the caller calls again from there.
+    /// (`StorageConfig::namespace_segments_per_query_max`); the caller calls again from there.
     ///
     /// The default reads the records (a scan); the file log answers from its namespace index.
     fn find_namespace(
