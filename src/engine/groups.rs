@@ -176,14 +176,21 @@ impl Group {
         parked_max: usize,
     ) -> Option<GroupRecord> {
         let pending = self.pending.get_mut(&offset)?;
-        if let PendingState::InFlight {
-            member,
-            deadline_ms,
-        } = pending.state
-        {
-            self.timers.remove(&(deadline_ms, offset));
-            if let Some(member) = self.members.iter_mut().find(|m| m.key == member) {
-                member.in_flight -= 1;
+        match pending.state {
+            PendingState::InFlight {
+                member,
+                deadline_ms,
+            } => {
+                self.timers.remove(&(deadline_ms, offset));
+                if let Some(member) = self.members.iter_mut().find(|m| m.key == member) {
+                    member.in_flight -= 1;
+                }
+            }
+            // Nacked again while waiting: the new delay replaces the old one, whose timer
+            // would otherwise fire later as an ack time-out of the redelivered event.
+            PendingState::Waiting { ready_ms } => {
+                self.timers.remove(&(ready_ms, offset));
+                self.redeliver.remove(&offset);
             }
         }
         if pending.deliveries >= max_deliveries {
@@ -969,6 +976,17 @@ impl<L: Log> Engine<L> {
                         "group {name}: offset {offset} waits without a timer or a redelivery slot"
                     ),
                 }
+            }
+            for (when, offset) in &group.timers {
+                let matches = match group.pending.get(offset).map(|p| &p.state) {
+                    Some(PendingState::InFlight { deadline_ms, .. }) => deadline_ms == when,
+                    Some(PendingState::Waiting { ready_ms }) => ready_ms == when,
+                    None => false,
+                };
+                assert!(
+                    matches,
+                    "group {name}: a stale timer at {when} for offset {offset}"
+                );
             }
             for offset in &group.redeliver {
                 assert!(

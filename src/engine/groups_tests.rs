@@ -302,3 +302,49 @@ fn check_invariants_catches_a_member_in_flight_count_that_disagrees_with_pending
     group.members[0].in_flight = 1;
     harness.engine.check_invariants();
 }
+
+/// A second nack of an event that waits for redelivery replaces the first one's delay: the
+/// first delay's timer must not later fire as an ack time-out of the redelivered event.
+#[test]
+fn a_second_nack_replaces_the_first_and_leaves_no_stale_timer() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 1);
+    let member = harness.client();
+    harness.send(
+        member,
+        ClientFrame::JoinGroup(JoinGroup {
+            subscription_id: 1,
+            group: "workers".into(),
+            glob: "/jobs/**".into(),
+            start: StartPosition::Beginning,
+            credit: 10,
+            ack_timeout_ms: 60_000,
+            max_deliveries: 10,
+            max_in_flight: 10,
+        }),
+    );
+    harness.turn();
+    let event = events_of(&harness.received(member), 1).remove(0);
+    let nack = |delay_ms| {
+        ClientFrame::GroupNack(GroupAck {
+            subscription_id: 1,
+            delay_ms,
+            ids: vec![event.id],
+        })
+    };
+    harness.send(member, nack(5_000));
+    harness.send(member, nack(0));
+    harness.turn();
+    assert_eq!(
+        events_of(&harness.received(member), 1),
+        vec![event.clone()],
+        "the second nack (no delay) redelivers at once"
+    );
+    harness.now.monotonic.0 += 5_000;
+    harness.turn();
+    assert!(
+        events_of(&harness.received(member), 1).is_empty(),
+        "redelivered again 5 s later, by the first nack's timer, while in flight with a 60 s \
+         ack time-out"
+    );
+}
