@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth_file;
 pub mod client;
 pub mod config;
 pub mod event;

@@ -240,10 +240,14 @@ impl<L: Log> Reactor<L> {
             slot: key as u32,
             generation: self.generation,
         };
+        let peer_addr = stream.peer_addr().ok();
         let mut socket = Socket::new(stream, conn);
         socket.tls = tls;
         entry.insert(socket);
         self.engine.handle_connect(now, conn);
+        if let Some(addr) = peer_addr {
+            self.engine.handle_peer_addr(conn, addr);
+        }
         Ok(())
     }
 
