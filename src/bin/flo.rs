@@ -590,7 +590,7 @@ fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
             ));
         }
         log::warn!(
-            "listening on {} without authentication (--insecure-no-auth): any host that can reach it may produce and consume",
+            "no client authentication on {} (--insecure-no-auth): any host that can reach it may produce and consume",
             config.bind
         );
     }
