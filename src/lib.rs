@@ -78,5 +78,5 @@ pub(crate) mod reactor;
 pub(crate) mod random;
 
 pub use config::{ClusterConfig, Config, FsyncPolicy, Retention, StorageConfig, WireLimits};
-pub use reactor::{Server, ServerError, ShutdownTrigger};
+pub use reactor::{AuthReloader, Server, ServerError, ShutdownTrigger};
 pub use storage::{FileLog, Log, MemoryLog};

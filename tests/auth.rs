@@ -297,3 +297,54 @@ fn gen_token_and_hash_token_agree_and_short_tokens_are_refused() {
     assert!(!short.status.success(), "a 6-byte token was hashed");
     assert!(String::from_utf8_lossy(&short.stderr).contains("gen-token"));
 }
+
+#[test]
+fn sighup_reloads_the_auth_file_and_revokes_removed_tokens() {
+    let (dir, server) = start_with_auth();
+    let mut reader = authenticated(&server, READER_TOKEN);
+    let mut writer = authenticated(&server, WRITER_TOKEN);
+    // Only the writer stays, and it may now produce to /audit only.
+    let text = format!(
+        "[principals.writer]\ntoken = \"{}\"\nproduce = [\"/audit\"]\n",
+        hash_token(WRITER_TOKEN.as_bytes())
+    );
+    std::fs::write(dir.path().join("auth.toml"), text).expect("rewrite the auth file");
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    await_log_line(&server, &["auth table reloaded", "1 principals"]);
+    match reader.recv() {
+        Some(ServerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::AuthFailed),
+        other => panic!("expected AuthFailed for the revoked reader, got {other:?}"),
+    }
+    assert!(
+        reader.recv().is_none(),
+        "the revoked connection stayed open"
+    );
+    writer.produce(1, "/orders/created", b"x");
+    assert_denied(writer.recv(), ErrorScope::Produce(1));
+    writer.produce(2, "/audit", b"x");
+    assert!(matches!(writer.recv(), Some(ServerFrame::Ack(_))));
+    let (_, reply) = hello(&server, READER_TOKEN);
+    assert!(
+        matches!(reply, Some(ServerFrame::Error(ref e)) if e.code == ErrorCode::AuthFailed),
+        "{reply:?}"
+    );
+}
+
+/// The auth file example in docs/security.md parses (with a real hash for the elided one).
+#[test]
+fn the_documented_auth_file_parses() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))
+        .expect("read docs/security.md");
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let text = block.replace("sha256:...", &hash_token(b"another token"));
+    let table = flo::auth_file::AuthTable::parse(&text).expect("the documented file parses");
+    assert_eq!(table.principals().len(), 2);
+}

@@ -597,6 +597,21 @@ fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGHUP: reads the auth file again and hands it to the server; a file that no longer parses
+/// is logged and the server keeps the table it has.
+fn reload_auth_file(path: Option<&std::path::Path>, reloader: &flo::AuthReloader) {
+    let Some(path) = path else {
+        log::info!("SIGHUP received; no --auth-file to reload");
+        return;
+    };
+    match flo::auth_file::AuthTable::load(path) {
+        Ok(table) => reloader.reload(table),
+        Err(message) => {
+            log::error!("auth file not reloaded, the old one stays in force: {message}")
+        }
+    }
+}
+
 /// `flo completions SHELL` and `flo man`.
 fn run_tool(tool: &Tool) -> ExitCode {
     use std::io::Write;
@@ -721,6 +736,7 @@ fn main() -> ExitCode {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
     log::info!(
         "flo {} listening on {}, data directory {}, fsync {}, actor id {}, {} events recovered",
@@ -732,12 +748,19 @@ fn main() -> ExitCode {
         server.recovered_events()
     );
     let trigger = server.shutdown_trigger();
+    let reloader = server.auth_reloader();
+    let auth_file = args.auth_file.clone();
     match signals {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
+                for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGHUP {
+                        reload_auth_file(auth_file.as_deref(), &reloader);
+                        continue;
+                    }
                     log::info!("signal {signal} received; shutting down");
                     trigger.trigger();
+                    break;
                 }
             });
         }

@@ -4,8 +4,10 @@
 //! every check passes. docs/security.md states the rules; this file only applies them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use super::{ConnId, Engine};
+use super::{ConnId, Engine, Now, Phase};
+use crate::auth_file::AuthTable;
 use crate::protocol::ErrorCode;
 use crate::storage::Log;
 
@@ -26,6 +28,41 @@ impl<L: Log> Engine<L> {
         if let Some(connection) = self.conn_mut(conn) {
             connection.peer_addr = Some(addr);
         }
+    }
+
+    /// A new auth table (the auth file was reloaded). New handshakes use it. An open client
+    /// connection keeps going with the new permissions of its principal when the table still
+    /// has a principal of that name with the same token; otherwise (the principal was
+    /// removed or its token changed: a revocation) it is closed with AuthFailed.
+    pub fn handle_auth_reload(&mut self, now: Now, table: Arc<AuthTable>) {
+        self.observe_time(now);
+        let mut revoked = Vec::new();
+        for connection in self.conns.iter_mut().flatten() {
+            if connection.phase != Phase::Ready {
+                continue;
+            }
+            let current = connection.principal.as_ref().and_then(|old| {
+                table
+                    .principals()
+                    .iter()
+                    .find(|new| new.name == old.name && new.token_hash == old.token_hash)
+            });
+            match current {
+                Some(principal) => connection.principal = Some(Arc::clone(principal)),
+                None => revoked.push(connection.id),
+            }
+        }
+        log::info!(
+            "auth table reloaded: {} principals; {} connections closed as their token is no longer valid",
+            table.principals().len(),
+            revoked.len()
+        );
+        self.config.limits.auth = Some(table);
+        // Closed at the end of the turn, after any replies they are owed.
+        for conn in revoked {
+            self.close_with_error(conn, ErrorCode::AuthFailed, "the token was revoked");
+        }
+        self.debug_check_invariants();
     }
 
     /// Checks Hello's token. On success records the principal on the connection; on failure

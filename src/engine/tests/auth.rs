@@ -300,3 +300,31 @@ fn a_million_random_and_mutated_hellos_are_each_answered_welcome_or_error() {
     assert!(welcomed > 10_000, "the valid token got through: {welcomed}");
     assert!(errors > 100_000, "the rest was refused: {errors}");
 }
+
+#[test]
+fn a_reload_closes_revoked_tokens_and_applies_new_permissions() {
+    let mut harness = with_auth();
+    let (writer, _) = handshake(&mut harness, WRITER_TOKEN);
+    let (reader, _) = handshake(&mut harness, READER_TOKEN);
+    // The reader is removed; the writer may now produce only to /audit.
+    let text = format!(
+        "[principals.writer]\ntoken = \"{}\"\nproduce = [\"/audit\"]\n",
+        hash_token(WRITER_TOKEN)
+    );
+    let table = Arc::new(AuthTable::parse(&text).expect("valid auth file"));
+    harness.engine.handle_auth_reload(harness.now, table);
+    harness.produce(writer, 1, "/orders/created", b"x");
+    harness.produce(writer, 2, "/audit", b"x");
+    harness.turn();
+    assert_eq!(harness.closed_with(reader), Some(ErrorCode::AuthFailed));
+    let frames = harness.received(writer);
+    assert!(denied(&frames, ErrorScope::Produce(1)), "{frames:?}");
+    assert!(
+        matches!(frames[1], ServerFrame::Ack(Ack { op_id: 2, .. })),
+        "{frames:?}"
+    );
+    assert!(
+        !handshake(&mut harness, READER_TOKEN).1,
+        "the removed token is refused"
+    );
+}
