@@ -208,20 +208,6 @@ impl AuthTable {
         }
         Ok(AuthTable { principals: parsed })
     }
-
-    /// Reads and parses an auth file.
-    pub fn load(path: &std::path::Path) -> Result<AuthTable, String> {
-        let describe = |error: std::io::Error| format!("{}: {error}", path.display());
-        let size = std::fs::metadata(path).map_err(describe)?.len();
-        if size > AUTH_FILE_SIZE_MAX {
-            return Err(format!(
-                "{}: {size} bytes, over the limit of {AUTH_FILE_SIZE_MAX}",
-                path.display()
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(describe)?;
-        AuthTable::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
-    }
 }
 
 fn parse_principal(name: &str, value: &toml::Value) -> Result<Principal, String> {

@@ -573,7 +573,7 @@ fn hash_token_from_stdin() -> ExitCode {
 /// `--insecure-no-auth` says so.
 fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
     if let Some(path) = &args.auth_file {
-        let table = flo::auth_file::AuthTable::load(path)?;
+        let table = load_auth_file(path)?;
         log::info!(
             "clients must authenticate: {} principals in {}",
             table.principals().len(),
@@ -597,6 +597,22 @@ fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads and parses an auth file (the binary reads it: only storage and the binaries touch
+/// files).
+fn load_auth_file(path: &std::path::Path) -> Result<flo::auth_file::AuthTable, String> {
+    let describe = |error: std::io::Error| format!("{}: {error}", path.display());
+    let size = std::fs::metadata(path).map_err(describe)?.len();
+    let size_max = flo::auth_file::AUTH_FILE_SIZE_MAX;
+    if size > size_max {
+        return Err(format!(
+            "{}: {size} bytes, over the limit of {size_max}",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(describe)?;
+    flo::auth_file::AuthTable::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
 /// SIGHUP: reads the auth file again and hands it to the server; a file that no longer parses
 /// is logged and the server keeps the table it has.
 fn reload_auth_file(path: Option<&std::path::Path>, reloader: &flo::AuthReloader) {
@@ -604,7 +620,7 @@ fn reload_auth_file(path: Option<&std::path::Path>, reloader: &flo::AuthReloader
         log::info!("SIGHUP received; no --auth-file to reload");
         return;
     };
-    match flo::auth_file::AuthTable::load(path) {
+    match load_auth_file(path) {
         Ok(table) => reloader.reload(table),
         Err(message) => {
             log::error!("auth file not reloaded, the old one stays in force: {message}")

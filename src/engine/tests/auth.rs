@@ -240,7 +240,7 @@ fn fuzz_input(rng: &mut SeededRng) -> Vec<u8> {
 
 #[test]
 fn a_million_random_and_mutated_hellos_are_each_answered_welcome_or_error() {
-    let seed = 0x5eed_15;
+    let seed = 0x5eed_0015;
     let mut rng = SeededRng::new(seed);
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
     config.auth = Some(auth_table());
