@@ -214,24 +214,40 @@ fn flo_client_with_flo_token_produces_consumes_and_reads_the_status() {
     assert!(output.status.success(), "status failed: {stderr}");
 }
 
-fn flo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flo"))
+/// Runs `flo` and waits at most `bound` for it to exit; `None` (after killing it) if it is
+/// still running then.
+fn flo_exit_within(dir: &Path, args: &[&str], bound: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
         .arg("-d")
         .arg(dir.join("data"))
         .args(["-p", "0"])
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .expect("run flo")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flo");
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            return Some(child.wait_with_output().expect("collect flo's output"));
+        }
+        // Polled: std has no wait with a time-out.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 #[test]
 fn flo_refuses_a_non_loopback_bind_without_authentication() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = flo(dir.path(), &["--bind", "0.0.0.0"]);
+    let output = flo_exit_within(dir.path(), &["--bind", "0.0.0.0"], Duration::from_secs(10))
+        .expect("flo started on 0.0.0.0 without auth and kept running");
     assert!(
         !output.status.success(),
-        "flo started on 0.0.0.0 without auth"
+        "flo exited 0 on 0.0.0.0 without auth"
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
