@@ -386,6 +386,10 @@ impl<L: Log> Engine<L> {
         if let Err(message) = validate_group_name(&join.group, limits.name_length_max as usize) {
             return self.send_error(conn, scope, ErrorCode::InvalidGroupName, &message);
         }
+        // As for Subscribe, before anything is created: a member reads what the glob matches.
+        if let Err(message) = self.check_consume(conn, &join.glob) {
+            return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
+        }
         if !self.groups.groups.contains_key(&join.group) {
             if let Err((code, message)) = self.create_group(&join) {
                 return self.send_error(conn, scope, code, &message);

@@ -303,19 +303,23 @@ pub enum ErrorCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
     /// connection closes (protocol.md, "Transport security").
     TlsRequired = 23,
+    /// The connection's principal may not do this: a produce to a namespace, or a subscription
+    /// to a glob, outside its permissions, or a StatusRequest without admin (docs/security.md).
+    /// Only that operation is refused; the connection stays open.
+    PermissionDenied = 24,
     /// GroupAck, GroupNack or LeaveGroup for a subscription id that is not a group membership
     /// on this connection. Stays open.
-    UnknownGroup = 24,
+    UnknownGroup = 25,
     /// A GroupAck or GroupNack named an event that is not pending in the group (already
     /// acknowledged, parked, or never delivered). The membership stays. Stays open.
-    NotPending = 25,
+    NotPending = 26,
     /// A JoinGroup's group name is empty, too long or has control characters. Stays open.
-    InvalidGroupName = 26,
+    InvalidGroupName = 27,
     /// A JoinGroup named an existing group with a different glob. Stays open.
-    GroupGlobMismatch = 27,
+    GroupGlobMismatch = 28,
     /// A JoinGroup would create a group beyond `groups_max`, or join one past its member
     /// limit. Stays open.
-    TooManyGroups = 28,
+    TooManyGroups = 29,
 }
 
 impl ErrorCode {
@@ -346,6 +350,7 @@ impl ErrorCode {
             ResourceLimit,
             CursorTooLarge,
             TlsRequired,
+            PermissionDenied,
             UnknownGroup,
             NotPending,
             InvalidGroupName,
@@ -382,6 +387,7 @@ impl ErrorCode {
             | InvalidBatch
             | NotReady
             | CursorTooLarge
+            | PermissionDenied
             | UnknownGroup
             | NotPending
             | InvalidGroupName
