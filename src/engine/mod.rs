@@ -12,6 +12,7 @@ mod consume;
 mod invariants;
 mod peer;
 mod produce;
+mod replicas;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -142,6 +143,8 @@ enum PendingReply {
         first_id: EventId,
         count: u32,
         timestamp_ms: u64,
+        /// Members that must hold the events durably before the ack goes out.
+        replicas: u8,
     },
     Error {
         conn: ConnId,
@@ -210,6 +213,8 @@ pub struct Engine<L: Log> {
     cluster: peer::Cluster,
     /// The monotonic time of the latest input.
     now_ms: u64,
+    /// Connections with replies waiting for replicas.
+    waiting_conns: Vec<ConnId>,
 }
 
 impl<L: Log> Engine<L> {
@@ -237,6 +242,7 @@ impl<L: Log> Engine<L> {
             stats: EngineStats::default(),
             cluster,
             now_ms: 0,
+            waiting_conns: Vec::new(),
         }
     }
 
@@ -527,6 +533,7 @@ impl<L: Log> Engine<L> {
         }
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
+        self.release_replicated();
         if self.log.durable_end() > durable_before {
             self.wake_tailing_consumers(durable_before);
         }
@@ -567,9 +574,13 @@ impl<L: Log> Engine<L> {
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
     /// retention, the fsync interval), in monotonic milliseconds.
     pub fn next_deadline_ms(&self) -> u64 {
-        match self.next_dial_ms() {
+        let deadline_ms = match self.next_dial_ms() {
             Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
             None => self.next_housekeeping_ms,
+        };
+        match self.next_replication_deadline_ms() {
+            Some(replication_ms) => replication_ms.min(deadline_ms),
+            None => deadline_ms,
         }
     }
 
@@ -677,6 +688,7 @@ impl<L: Log> Engine<L> {
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
             ClientFrame::StatusRequest => self.on_status_request(conn),
+            ClientFrame::SetReplicas { replicas } => self.on_set_replicas(conn, replicas),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -820,34 +832,19 @@ impl<L: Log> Engine<L> {
             }
         }
         for reply in replies {
-            match reply {
-                PendingReply::Ack {
+            let reply = match (reply, failure) {
+                (PendingReply::Ack { conn, op_id, .. }, Some(message)) => PendingReply::Error {
                     conn,
                     op_id,
-                    first_id,
-                    count,
-                    timestamp_ms,
-                } => match failure {
-                    None => {
-                        let ack = protocol::Ack {
-                            op_id,
-                            first_id,
-                            count,
-                            timestamp_ms,
-                        };
-                        self.send(conn, &ServerFrame::Ack(ack));
-                    }
-                    Some(message) => {
-                        let scope = ErrorScope::Produce(op_id);
-                        self.send_error(conn, scope, ErrorCode::StorageFailure, message);
-                    }
+                    code: ErrorCode::StorageFailure,
+                    message: message.to_string(),
                 },
-                PendingReply::Error {
-                    conn,
-                    op_id,
-                    code,
-                    message,
-                } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
+                (reply, _) => reply,
+            };
+            if self.must_wait(&reply) {
+                self.wait_for_replicas(reply);
+            } else {
+                self.send_reply(reply);
             }
         }
         for conn in conns {

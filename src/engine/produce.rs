@@ -188,6 +188,7 @@ impl<L: Log> Engine<L> {
             first_id,
             count,
             timestamp_ms: now.wall.0,
+            replicas: self.replicas_for(conn),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod kind {
     pub const UNSUBSCRIBE: u8 = 0x06;
     pub const PING: u8 = 0x07;
     pub const STATUS_REQUEST: u8 = 0x08;
+    pub const SET_REPLICAS: u8 = 0x09;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -268,6 +269,9 @@ pub enum ErrorCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
     /// connection closes (protocol.md, "Transport security").
     TlsRequired = 23,
+    /// A produce asked for more replicas than held its events within the replication
+    /// time-out; the events stay appended and keep replicating. Stays open.
+    ReplicationTimeout = 24,
 }
 
 impl ErrorCode {
@@ -298,6 +302,7 @@ impl ErrorCode {
             ResourceLimit,
             CursorTooLarge,
             TlsRequired,
+            ReplicationTimeout,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -328,6 +333,7 @@ impl ErrorCode {
             | TooManySubscriptions
             | InvalidBatch
             | NotReady
+            | ReplicationTimeout
             | CursorTooLarge => false,
         }
     }
@@ -366,6 +372,11 @@ pub enum ClientFrame {
     },
     /// Ask for [`ServerFrame::Status`].
     StatusRequest,
+    /// How many members must hold each later produce of this connection durably before its
+    /// ack (0: the server's `--min-replicas`). No reply.
+    SetReplicas {
+        replicas: u8,
+    },
 }
 
 /// A frame a server sends to a client.

@@ -141,7 +141,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::CREDIT
         | kind::UNSUBSCRIBE
         | kind::PING
-        | kind::STATUS_REQUEST => ClientToServer,
+        | kind::STATUS_REQUEST
+        | kind::SET_REPLICAS => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -269,7 +270,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::Credit { .. }
                 | ClientFrame::Unsubscribe { .. }
                 | ClientFrame::Ping { .. }
-                | ClientFrame::StatusRequest,
+                | ClientFrame::StatusRequest
+                | ClientFrame::SetReplicas { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -357,6 +359,9 @@ impl Encode for ClientFrame {
             }
             ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
             ClientFrame::StatusRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::SetReplicas { replicas } => {
+                write_frame(out, kind, |w| w.put_u8(*replicas))
+            }
         }
     }
 
@@ -370,6 +375,7 @@ impl Encode for ClientFrame {
             ClientFrame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
             ClientFrame::Ping { .. } => kind::PING,
             ClientFrame::StatusRequest => kind::STATUS_REQUEST,
+            ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
         }
     }
 }
@@ -504,6 +510,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::END => "End",
         kind::PONG => "Pong",
         kind::STATUS_REQUEST => "StatusRequest",
+        kind::SET_REPLICAS => "SetReplicas",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
@@ -554,6 +561,9 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             token: r.get_u64("token")?,
         }),
         kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
+        kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
+            replicas: r.get_u8("replicas")?,
+        }),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::SKIPPED => AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
