@@ -81,6 +81,11 @@ enum Command {
         /// Print nothing on success (errors still go to standard error).
         #[arg(short, long)]
         quiet: bool,
+        /// Each event is acknowledged only once this many cluster members (the server counts)
+        /// hold it durably (default: the server's --min-replicas). Fails with
+        /// ReplicationTimeout, saying how many it reached, after the server's time-out.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        replicas: u8,
     },
     /// Consume events and print them.
     ///
@@ -238,7 +243,15 @@ fn run(cli: Cli) -> Result<(), String> {
             data,
             parent,
             quiet,
-        } => produce(&server, &namespace, data, parent.as_deref(), quiet),
+            replicas,
+        } => produce(
+            &server,
+            &namespace,
+            data,
+            parent.as_deref(),
+            quiet,
+            replicas,
+        ),
         Command::Consume {
             namespace,
             tail,
@@ -364,12 +377,18 @@ fn produce(
     data: Option<String>,
     parent: Option<&str>,
     quiet: bool,
+    replicas: u8,
 ) -> Result<(), String> {
     let parent_id = parent
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
     let mut client = connect(server)?;
+    if replicas > 0 {
+        client
+            .set_replicas(replicas)
+            .map_err(|error| error.to_string())?;
+    }
     let mut out: Box<dyn Write> = if quiet {
         Box::new(io::sink())
     } else {
