@@ -166,6 +166,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         }),
         AnyFrame::Server(ServerFrame::Pong { token: 99 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
+        AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
         AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,
             counter: 9,
