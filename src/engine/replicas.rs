@@ -188,6 +188,28 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// Replicated acks' half of [`Engine::check_invariants`]: a connection with waiting
+    /// replies is in `waiting_conns` (or its replies would never be released), and its
+    /// `waiting_reply_bytes` is their size.
+    pub(super) fn check_replica_invariants(&self) {
+        for connection in self.conns.iter().flatten() {
+            let conn = connection.id;
+            let size: usize = connection
+                .waiting_replies
+                .iter()
+                .map(|w| w.reply.encoded_size())
+                .sum();
+            assert_eq!(
+                connection.waiting_reply_bytes, size,
+                "{conn}: waiting_reply_bytes disagrees with its waiting replies"
+            );
+            assert!(
+                connection.waiting_replies.is_empty() || self.waiting_conns.contains(&conn),
+                "{conn}: replies wait for replicas but the connection is not in waiting_conns"
+            );
+        }
+    }
+
     /// The earliest deadline of a waiting reply, if any.
     pub(super) fn next_replication_deadline_ms(&self) -> Option<u64> {
         self.waiting_conns
