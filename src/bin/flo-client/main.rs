@@ -187,6 +187,10 @@ struct BenchArgs {
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
     #[arg(long, value_name = "N", default_value_t = 0)]
     consumers: usize,
+    /// Each produce is acknowledged once this many cluster members hold it durably
+    /// (SetReplicas; default: the server's --min-replicas).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    replicas: u8,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
