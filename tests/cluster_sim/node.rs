@@ -90,7 +90,7 @@ pub(crate) struct Roamer {
 
 /// The replicas the client of `node` asks for: 2 on even nodes, 1 on odd ones.
 pub(crate) fn replicas_of(node: usize) -> u8 {
-    if node % 2 == 0 {
+    if node.is_multiple_of(2) {
         2
     } else {
         1
