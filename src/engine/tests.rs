@@ -2189,3 +2189,51 @@ fn a_replicas_3_ack_needs_both_peers_of_three_nodes() {
     }
     assert_eq!(ack_ids(&origin.received(client)), vec![EventId::new(1, 7)]);
 }
+
+#[test]
+fn replies_held_behind_a_waiting_ack_stop_the_connection_being_read() {
+    // No peer: a replicas 2 ack waits for the whole time-out, and every later reply waits
+    // behind it. What the client can make the server hold is bounded by the high-water mark.
+    let mut h = replica_node(7);
+    let conn = h.client();
+    h.send(conn, ClientFrame::SetReplicas { replicas: 2 });
+    let high_water = h.engine.config().send_buffer_high_water;
+    let mut held_max = 0;
+    let mut chunks = 0;
+    for chunk_index in 0..200u64 {
+        if !h.engine.wants_input(conn) {
+            break;
+        }
+        let mut chunk = Vec::new();
+        for op_id in 0..1000 {
+            encode(&produce(chunk_index * 1000 + op_id, "/p", b""), &mut chunk);
+        }
+        h.engine.handle_input(h.now, conn, &chunk);
+        h.turn();
+        chunks += 1;
+        let connection = h.engine.conn(conn).unwrap();
+        held_max = held_max.max(connection.output_owed());
+    }
+    assert_eq!(
+        h.received(conn),
+        vec![],
+        "nothing is released before the time-out"
+    );
+    assert!(
+        !h.engine.wants_input(conn),
+        "still read after {chunks} chunks"
+    );
+    assert!(
+        held_max < high_water + 64 * 1024,
+        "the replies held for replicas grew to {held_max} bytes"
+    );
+    // At the time-out the first becomes ReplicationTimeout, the rest follow in order.
+    h.now.monotonic.0 += 5000;
+    h.turn();
+    let frames = h.received(conn);
+    assert_eq!(error_codes(&frames)[0].0, ErrorCode::ReplicationTimeout);
+    assert!(
+        h.engine.wants_input(conn),
+        "read again once the replies went out"
+    );
+}
