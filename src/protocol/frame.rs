@@ -269,9 +269,13 @@ pub enum ErrorCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
     /// connection closes (protocol.md, "Transport security").
     TlsRequired = 23,
+    /// The connection's principal may not do this: a produce to a namespace, or a subscription
+    /// to a glob, outside its permissions, or a StatusRequest without admin (docs/security.md).
+    /// Only that operation is refused; the connection stays open.
+    PermissionDenied = 24,
     /// A produce asked for more replicas than held its events within the replication
     /// time-out; the events stay appended and keep replicating. Stays open.
-    ReplicationTimeout = 24,
+    ReplicationTimeout = 25,
 }
 
 impl ErrorCode {
@@ -302,6 +306,7 @@ impl ErrorCode {
             ResourceLimit,
             CursorTooLarge,
             TlsRequired,
+            PermissionDenied,
             ReplicationTimeout,
         ];
         all.into_iter().find(|c| *c as u16 == code)
@@ -333,8 +338,9 @@ impl ErrorCode {
             | TooManySubscriptions
             | InvalidBatch
             | NotReady
-            | ReplicationTimeout
-            | CursorTooLarge => false,
+            | CursorTooLarge
+            | PermissionDenied
+            | ReplicationTimeout => false,
         }
     }
 }

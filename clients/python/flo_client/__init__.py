@@ -68,7 +68,8 @@ ERROR_CODES = {
     21: "ResourceLimit",
     22: "CursorTooLarge",
     23: "TlsRequired",
-    24: "ReplicationTimeout",
+    24: "PermissionDenied",
+    25: "ReplicationTimeout",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
