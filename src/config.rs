@@ -166,6 +166,13 @@ pub struct ClusterConfig {
     pub dial_backoff_max: Duration,
     /// An outbound peer connect that has not completed in this time counts as failed.
     pub connect_timeout: Duration,
+    /// Every produce is acknowledged only once this many members (this node counts) hold
+    /// its events durably; a connection may ask for more (SetReplicas). 1 to the number of
+    /// members configured (1 + `peer_addrs`).
+    pub min_replicas: u8,
+    /// A produce waiting for replicas gets ReplicationTimeout after this time (its events
+    /// stay appended and keep replicating).
+    pub replication_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -186,6 +193,8 @@ impl Default for ClusterConfig {
             dial_backoff_initial: Duration::from_millis(100),
             dial_backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            min_replicas: 1,
+            replication_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -469,6 +478,15 @@ impl Config {
         if cluster.connect_timeout.is_zero() {
             return Err("the connect time-out must be positive".into());
         }
+        let members = cluster.peer_addrs.len().saturating_add(1);
+        if cluster.min_replicas == 0 || usize::from(cluster.min_replicas) > members {
+            return Err(format!(
+                "--min-replicas must be between 1 and the number of members configured ({members}: this node and its --peer-addr)"
+            ));
+        }
+        if cluster.replication_timeout.is_zero() {
+            return Err("the replication time-out must be positive".into());
+        }
         self.validate_turn_bounds()?;
         self.validate_connection_bounds()
     }
@@ -615,6 +633,9 @@ mod tests {
         };
         assert!(refused(&|c| c.cluster.peer_credit_window = 0));
         assert!(refused(&|c| c.cluster.peer_credit_window = 65_537));
+        assert!(refused(&|c| c.cluster.min_replicas = 0));
+        assert!(refused(&|c| c.cluster.min_replicas = 2));
+        assert!(refused(&|c| c.cluster.replication_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
         assert!(refused(&|c| {
             c.cluster.dial_backoff_max = c.cluster.dial_backoff_initial / 2

@@ -508,3 +508,62 @@ fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_lo
     let warned = logged(&one, "may have a gap");
     assert!(warned, "node 1 warns that peer 2 has a gap");
 }
+
+/// Runs `flo-client -p PORT produce -n /replicated -d DATA --replicas N`.
+fn produce_with_replicas(port: u16, data: &str, replicas: u8) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "produce"])
+        .args(["-n", "/replicated", "-d", data, "--replicas"])
+        .arg(replicas.to_string())
+        .output()
+        .expect("run flo-client produce")
+}
+
+#[test]
+fn a_replicas_2_produce_is_acked_once_both_nodes_hold_it_and_times_out_without_the_second() {
+    let ports = [free_port(), free_port()];
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| Node {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            port: ports[i],
+            process: None,
+            args: [
+                "--actor-id".to_string(),
+                (i + 1).to_string(),
+                "--peer-addr".to_string(),
+                format!("127.0.0.1:{}", ports[1 - i]),
+                "--replication-timeout".to_string(),
+                "1s".to_string(),
+            ]
+            .to_vec(),
+        })
+        .collect();
+    for node in &mut nodes {
+        node.start();
+    }
+    wait_until("node 1 reports node 2 connected", || {
+        connected_members(nodes[0].port) == 1
+    });
+    let output = produce_with_replicas(nodes[0].port, "on two nodes", 2);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {:?}", output.stderr);
+    // Acked means node 2 already holds it: read at once, no wait.
+    let on_second: Vec<Vec<u8>> = events_on(nodes[1].port).into_values().collect();
+    assert_eq!(on_second, vec![b"on two nodes".to_vec()]);
+
+    nodes[1].process.take().expect("running").terminate();
+    wait_until("node 1 sees node 2 gone", || {
+        connected_members(nodes[0].port) == 0
+    });
+    let output = produce_with_replicas(nodes[0].port, "on one node", 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "must fail without the second node"
+    );
+    assert!(stderr.contains("reached 1 of 2 replicas"), "{stderr}");
+    // The event stays appended on node 1, and replicas 1 still works there.
+    assert_eq!(events_on(nodes[0].port).len(), 2);
+    let output = produce_with_replicas(nodes[0].port, "one is enough", 1);
+    assert!(output.status.success(), "{:?}", output.stderr);
+}

@@ -15,7 +15,9 @@
 //! (`Engine::check_invariants`) and: no acknowledged event is lost on its origin (except
 //! ones a power loss took from an `interval` node, which the docs allow), ids are unique across
 //! the cluster (no two nodes hold different events under one id), and per-origin order holds
-//! (each actor's counters strictly increase in every log). At the end it heals everything, stops
+//! (each actor's counters strictly increase in every log); the clients of even nodes ask for
+//! replicas 2 (SetReplicas), and each of their acks must find the event in at least two nodes'
+//! logs when it arrives (in runs without a power loss). At the end it heals everything, stops
 //! producing, and checks that every node holds the same set of events. A roaming consumer moves
 //! between random nodes with its version-vector cursor all along; it must never be sent an event
 //! twice, and, in runs without power loss, must have seen exactly the events of the cluster.
@@ -66,6 +68,10 @@ struct Sim {
     holders: HashMap<EventId, (Vec<u8>, usize)>,
     produced: u64,
     lost_by_power_loss: u64,
+    /// Crashes of nodes whose fsync policy is not `always` (power losses).
+    power_loss_crashes: u64,
+    /// Durable records a power loss took, acknowledged or not.
+    records_lost_by_power_loss: u64,
     stats: FaultStats,
     roamer: Roamer,
 }
@@ -78,6 +84,8 @@ struct FaultStats {
     sync_failures: u64,
     holds: u64,
     roaming_sessions: u64,
+    /// Acks with replicas 2 checked against the nodes' logs.
+    replicated_acks: u64,
     /// Runs whose roaming consumer was checked for exactly-once delivery (no power loss).
     roamer_exact_checks: u64,
 }
@@ -156,6 +164,8 @@ impl Sim {
             holders: HashMap::new(),
             produced: 0,
             lost_by_power_loss: 0,
+            power_loss_crashes: 0,
+            records_lost_by_power_loss: 0,
             stats: FaultStats::default(),
             roamer: Roamer::default(),
         };
@@ -338,6 +348,7 @@ fn run_seed_share(share: usize) {
         faults.holds += sim.stats.holds;
         faults.roaming_sessions += sim.stats.roaming_sessions;
         faults.roamer_exact_checks += sim.stats.roamer_exact_checks;
+        faults.replicated_acks += sim.stats.replicated_acks;
     }
     eprintln!(
         "share {share}: {} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
@@ -349,6 +360,10 @@ fn run_seed_share(share: usize) {
         assert!(
             faults.holds > 0 && lost > 0,
             "no power loss hit an interval node"
+        );
+        assert!(
+            faults.replicated_acks > 0,
+            "no ack with replicas 2 was checked"
         );
         assert!(
             faults.roamer_exact_checks * 4 > seeds.len() as u64,

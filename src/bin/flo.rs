@@ -178,6 +178,16 @@ struct Args {
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
 
+    /// Every produce is acknowledged only once this many members (this node counts) hold its
+    /// events durably (1 to 1 + the number of --peer-addr); a client may ask for more.
+    #[arg(long = "min-replicas", default_value_t = 1)]
+    min_replicas: u8,
+
+    /// A produce waiting for replicas gets ReplicationTimeout after this time; its events stay
+    /// appended and keep replicating (e.g. 5s).
+    #[arg(long = "replication-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    replication_timeout: u64,
+
     /// PeerEvent frames a peer may send this node before it returns credit (1 to 65536): what
     /// this node buffers per peer is at most this many frames.
     #[arg(long = "peer-credit-window", default_value_t = 1024)]
@@ -507,6 +517,8 @@ fn config_from(args: &Args) -> Config {
     config.cluster.advertise_addr = args.advertise_addr;
     config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
     config.cluster.peer_credit_window = args.peer_credit_window;
+    config.cluster.min_replicas = args.min_replicas;
+    config.cluster.replication_timeout = Duration::from_millis(args.replication_timeout);
     config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
     config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
     config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);

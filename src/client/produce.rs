@@ -8,6 +8,18 @@ use crate::protocol::{Ack, ClientFrame, ErrorScope, NewEvent, Produce, ProduceBa
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
 impl Client {
+    /// From now on, each produce of this connection is acknowledged only once `replicas`
+    /// cluster members (the server itself counts) hold its events durably; 0 means the
+    /// server's `--min-replicas`, which is also a floor. A produce that does not get them
+    /// within the server's replication time-out fails with `ErrorCode::ReplicationTimeout`
+    /// (its message begins "reached K of N replicas"); its events stay appended and keep
+    /// replicating. The server sends no reply to this setting (protocol.md, SetReplicas).
+    pub fn set_replicas(&mut self, replicas: u8) -> Result<(), ClientError> {
+        self.connection
+            .send(&ClientFrame::SetReplicas { replicas })?;
+        Ok(())
+    }
+
     /// Appends one event and waits for its acknowledgement.
     pub fn produce(&mut self, namespace: &str, data: &[u8]) -> Result<Ack, ClientError> {
         self.produce_event(new_event(namespace, None, data))

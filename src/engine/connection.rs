@@ -111,6 +111,17 @@ pub struct Connection {
     pub principal: Option<Arc<Principal>>,
     /// The client's address, for the log line of a refused handshake (the reactor tells it).
     pub peer_addr: Option<SocketAddr>,
+    /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
+    pub replicas: u8,
+    /// Replies after the sync that wait for replicas (or behind one that does), in produce
+    /// order; their encoded size is `waiting_reply_bytes`, counted as output owed.
+    pub(in crate::engine) waiting_replies:
+        std::collections::VecDeque<super::replicas::WaitingReply>,
+    pub waiting_reply_bytes: usize,
+    /// Peer connections: the counter of each PeerEvent sent and not yet credited back, this
+    /// node's own counter or 0 for another actor's event (at most
+    /// `replicas::REPLICATION_IN_FLIGHT_MAX`).
+    pub replication_sent: std::collections::VecDeque<u64>,
 }
 
 /// What one subscription costs besides its glob and cursor: the struct and its map entry.
@@ -146,12 +157,16 @@ impl Connection {
             frame_started_ms: None,
             principal: None,
             peer_addr: None,
+            replicas: 0,
+            waiting_replies: std::collections::VecDeque::new(),
+            waiting_reply_bytes: 0,
+            replication_sent: std::collections::VecDeque::new(),
         }
     }
 
     /// Unsent output plus the replies held for the sync: what the high-water mark limits.
     pub fn output_owed(&self) -> usize {
-        self.output_len() + self.held_reply_bytes
+        self.output_len() + self.held_reply_bytes + self.waiting_reply_bytes
     }
 
     /// Everything the connection holds in memory, for `connection_memory_max`.

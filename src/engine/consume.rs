@@ -6,6 +6,7 @@
 //! spent; then the subscription waits for the thing that stopped it.
 
 use super::connection::{Stream, Subscription};
+use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine};
 use crate::event::Event;
 use crate::event::StartPosition;
@@ -296,6 +297,7 @@ impl<L: Log> Engine<L> {
     fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
+        let own_actor = self.config.actor_id;
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -307,6 +309,7 @@ impl<L: Log> Engine<L> {
             *connection.output_buffer() = output;
             return Stop::Ended;
         };
+        let replication_sent = &mut connection.replication_sent;
         let mut stopped_by_budget = false;
         let gap = durable_end.0.saturating_sub(subscription.next.0);
         let key = (gap >= INDEX_GAP_MIN)
@@ -341,6 +344,17 @@ impl<L: Log> Engine<L> {
                     return false;
                 }
                 if subscription.stream == Stream::Replication {
+                    // Credit comes back in the order events were sent: remembering each
+                    // sent event's own counter tells which of them the peer holds durably.
+                    if replication_sent.len() >= REPLICATION_IN_FLIGHT_MAX {
+                        return false;
+                    }
+                    let own = if event.id.actor == own_actor {
+                        event.id.counter
+                    } else {
+                        0
+                    };
+                    replication_sent.push_back(own);
                     encode_peer_event(event, &mut output);
                     subscription.filter.observe(event.id);
                 } else {

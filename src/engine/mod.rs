@@ -14,6 +14,7 @@ mod groups;
 mod invariants;
 mod peer;
 mod produce;
+mod replicas;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -144,6 +145,8 @@ enum PendingReply {
         first_id: EventId,
         count: u32,
         timestamp_ms: u64,
+        /// Members that must hold the events durably before the ack goes out.
+        replicas: u8,
     },
     Error {
         conn: ConnId,
@@ -216,6 +219,8 @@ pub struct Engine<L: Log> {
     now_ms: u64,
     /// Consumer groups and their journal (`groups.rs`).
     groups: groups::Groups,
+    /// Connections with replies waiting for replicas.
+    waiting_conns: Vec<ConnId>,
 }
 
 impl<L: Log> Engine<L> {
@@ -245,6 +250,7 @@ impl<L: Log> Engine<L> {
             cluster,
             now_ms: 0,
             groups: groups::Groups::new(),
+            waiting_conns: Vec::new(),
         }
     }
 
@@ -536,6 +542,7 @@ impl<L: Log> Engine<L> {
         }
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
+        self.release_replicated();
         if self.log.durable_end() > durable_before {
             self.wake_tailing_consumers(durable_before);
         }
@@ -582,8 +589,12 @@ impl<L: Log> Engine<L> {
             Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
             None => self.next_housekeeping_ms,
         };
-        match self.next_group_deadline_ms() {
+        let deadline_ms = match self.next_group_deadline_ms() {
             Some(group_ms) => group_ms.min(deadline_ms),
+            None => deadline_ms,
+        };
+        match self.next_replication_deadline_ms() {
+            Some(replication_ms) => replication_ms.min(deadline_ms),
             None => deadline_ms,
         }
     }
@@ -704,6 +715,7 @@ impl<L: Log> Engine<L> {
             ClientFrame::LeaveGroup { subscription_id } => {
                 self.on_leave_group(conn, subscription_id)
             }
+            ClientFrame::SetReplicas { replicas } => self.on_set_replicas(conn, replicas),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -851,34 +863,19 @@ impl<L: Log> Engine<L> {
             }
         }
         for reply in replies {
-            match reply {
-                PendingReply::Ack {
+            let reply = match (reply, failure) {
+                (PendingReply::Ack { conn, op_id, .. }, Some(message)) => PendingReply::Error {
                     conn,
                     op_id,
-                    first_id,
-                    count,
-                    timestamp_ms,
-                } => match failure {
-                    None => {
-                        let ack = protocol::Ack {
-                            op_id,
-                            first_id,
-                            count,
-                            timestamp_ms,
-                        };
-                        self.send(conn, &ServerFrame::Ack(ack));
-                    }
-                    Some(message) => {
-                        let scope = ErrorScope::Produce(op_id);
-                        self.send_error(conn, scope, ErrorCode::StorageFailure, message);
-                    }
+                    code: ErrorCode::StorageFailure,
+                    message: message.to_string(),
                 },
-                PendingReply::Error {
-                    conn,
-                    op_id,
-                    code,
-                    message,
-                } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
+                (reply, _) => reply,
+            };
+            if self.must_wait(&reply) {
+                self.wait_for_replicas(reply);
+            } else {
+                self.send_reply(reply);
             }
         }
         for conn in conns {

@@ -189,6 +189,7 @@ impl<L: Log> Engine<L> {
             first_id,
             count,
             timestamp_ms: now.wall.0,
+            replicas: self.replicas_for(conn),
         }
     }
 }

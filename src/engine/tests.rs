@@ -2026,3 +2026,220 @@ fn check_invariants_catches_a_flag_that_disagrees_with_its_queue() {
 
 #[path = "groups_tests.rs"]
 mod groups_tests;
+
+/// A connection between two engines in one test: `dialer` dialed `acceptor`. Bytes move
+/// only when the test calls [`Link::pump`], so a test can stop between any two hops.
+struct Link {
+    at_dialer: ConnId,
+    at_acceptor: ConnId,
+}
+
+/// A node of a replicated-ack scenario: actor `actor`, advertised at 10.0.1.`actor`:3000.
+fn replica_node(actor: u16) -> Harness {
+    Harness::with_config(|c| {
+        c.actor_id = ActorId(actor);
+        c.cluster.advertise_addr = Some(format!("10.0.1.{actor}:3000").parse().unwrap());
+    })
+}
+
+impl Link {
+    /// Dials `acceptor` from `dialer` and completes the handshake.
+    fn open(dialer: &mut Harness, acceptor: &mut Harness) -> Link {
+        let at_dialer = ConnId {
+            slot: 1000 + dialer.next_slot,
+            generation: 1,
+        };
+        dialer.next_slot += 1;
+        let addr = acceptor.engine.config().advertised_addr.unwrap();
+        dialer.engine.handle_dialed(dialer.now, at_dialer, addr);
+        let link = Link {
+            at_dialer,
+            at_acceptor: acceptor.connect(),
+        };
+        for _ in 0..4 {
+            link.pump(dialer, acceptor);
+        }
+        link
+    }
+
+    /// Moves what each side has queued to the other, then ends a turn on both.
+    fn pump(&self, dialer: &mut Harness, acceptor: &mut Harness) {
+        self.hop(dialer, acceptor, true);
+        self.hop(dialer, acceptor, false);
+    }
+
+    /// One direction: `forward` is dialer to acceptor. Ends a turn on the sender first (so
+    /// its replies are released) and on the receiver after.
+    fn hop(&self, dialer: &mut Harness, acceptor: &mut Harness, forward: bool) {
+        let (from, from_conn, to, to_conn) = if forward {
+            (dialer, self.at_dialer, acceptor, self.at_acceptor)
+        } else {
+            (acceptor, self.at_acceptor, dialer, self.at_dialer)
+        };
+        from.turn();
+        let bytes = from.engine.output(from_conn).to_vec();
+        from.engine.handle_sent(from_conn, bytes.len());
+        to.engine.handle_input(to.now, to_conn, &bytes);
+        to.turn();
+    }
+}
+
+fn error_codes(frames: &[ServerFrame]) -> Vec<(ErrorCode, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Error(e) => Some((e.code, e.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replicas_2_ack_waits_for_the_peers_credit_and_replicas_1_does_not() {
+    let mut origin = replica_node(7);
+    let mut peer = replica_node(2);
+    let link = Link::open(&mut peer, &mut origin);
+    let client = origin.client();
+    let plain = origin.client();
+    origin.send(client, ClientFrame::SetReplicas { replicas: 2 });
+    origin.produce(client, 1, "/a", b"x");
+    origin.produce(plain, 1, "/a", b"y");
+    origin.turn();
+    assert_eq!(
+        ack_ids(&origin.received(client)),
+        vec![],
+        "no ack before the peer holds it"
+    );
+    assert_eq!(
+        ack_ids(&origin.received(plain)),
+        vec![EventId::new(2, 7)],
+        "replicas 1 is acked at the sync as before"
+    );
+    // The events reach the peer and its sync; its credit is still on the way back.
+    link.hop(&mut peer, &mut origin, false);
+    peer.turn();
+    assert_eq!(peer.engine.log().durable_end().0, 2);
+    assert_eq!(ack_ids(&origin.received(client)), vec![]);
+    link.hop(&mut peer, &mut origin, true);
+    assert_eq!(
+        ack_ids(&origin.received(client)),
+        vec![EventId::new(1, 7)],
+        "acked once the peer's credit for it came back"
+    );
+}
+
+#[test]
+fn a_replicas_2_produce_times_out_with_the_count_when_the_peer_is_gone() {
+    let mut origin = replica_node(7);
+    let mut peer = replica_node(2);
+    let link = Link::open(&mut peer, &mut origin);
+    origin.engine.handle_closed(link.at_acceptor);
+    let client = origin.client();
+    origin.send(client, ClientFrame::SetReplicas { replicas: 2 });
+    origin.produce(client, 1, "/a", b"x");
+    origin.send(client, ClientFrame::SetReplicas { replicas: 1 });
+    origin.produce(client, 2, "/a", b"y");
+    origin.turn();
+    let start = origin.now.monotonic.0;
+    assert!(
+        origin.engine.next_deadline_ms() <= start + 5000,
+        "the reactor wakes for it"
+    );
+    origin.now.monotonic.0 = start + 4999;
+    origin.turn();
+    assert_eq!(origin.received(client), vec![], "op 2 waits behind op 1");
+    origin.now.monotonic.0 = start + 5000;
+    origin.turn();
+    let frames = origin.received(client);
+    let errors = error_codes(&frames);
+    assert_eq!(errors.len(), 1, "{frames:?}");
+    assert_eq!(errors[0].0, ErrorCode::ReplicationTimeout);
+    assert!(
+        errors[0].1.starts_with("reached 1 of 2 replicas"),
+        "{}",
+        errors[0].1
+    );
+    assert!(
+        matches!(frames.as_slice(), [ServerFrame::Error(e), ServerFrame::Ack(a)]
+            if e.scope == ErrorScope::Produce(1) && a.op_id == 2),
+        "the error for op 1, then op 2's ack, in produce order: {frames:?}"
+    );
+    assert_eq!(
+        origin.engine.log().durable_end().0,
+        2,
+        "the event stays appended"
+    );
+}
+
+#[test]
+fn a_replicas_3_ack_needs_both_peers_of_three_nodes() {
+    let mut origin = replica_node(7);
+    let mut second = replica_node(2);
+    let mut third = replica_node(3);
+    let to_second = Link::open(&mut second, &mut origin);
+    let to_third = Link::open(&mut third, &mut origin);
+    let client = origin.client();
+    origin.send(client, ClientFrame::SetReplicas { replicas: 3 });
+    origin.produce(client, 1, "/a", b"x");
+    origin.turn();
+    for _ in 0..3 {
+        to_second.pump(&mut second, &mut origin);
+    }
+    assert_eq!(
+        ack_ids(&origin.received(client)),
+        vec![],
+        "two of three hold it"
+    );
+    for _ in 0..3 {
+        to_third.pump(&mut third, &mut origin);
+    }
+    assert_eq!(ack_ids(&origin.received(client)), vec![EventId::new(1, 7)]);
+}
+
+#[test]
+fn replies_held_behind_a_waiting_ack_stop_the_connection_being_read() {
+    // No peer: a replicas 2 ack waits for the whole time-out, and every later reply waits
+    // behind it. What the client can make the server hold is bounded by the high-water mark.
+    let mut h = replica_node(7);
+    let conn = h.client();
+    h.send(conn, ClientFrame::SetReplicas { replicas: 2 });
+    let high_water = h.engine.config().send_buffer_high_water;
+    let mut held_max = 0;
+    let mut chunks = 0;
+    for chunk_index in 0..200u64 {
+        if !h.engine.wants_input(conn) {
+            break;
+        }
+        let mut chunk = Vec::new();
+        for op_id in 0..1000 {
+            encode(&produce(chunk_index * 1000 + op_id, "/p", b""), &mut chunk);
+        }
+        h.engine.handle_input(h.now, conn, &chunk);
+        h.turn();
+        chunks += 1;
+        let connection = h.engine.conn(conn).unwrap();
+        held_max = held_max.max(connection.output_owed());
+    }
+    assert_eq!(
+        h.received(conn),
+        vec![],
+        "nothing is released before the time-out"
+    );
+    assert!(
+        !h.engine.wants_input(conn),
+        "still read after {chunks} chunks"
+    );
+    assert!(
+        held_max < high_water + 64 * 1024,
+        "the replies held for replicas grew to {held_max} bytes"
+    );
+    // At the time-out the first becomes ReplicationTimeout, the rest follow in order.
+    h.now.monotonic.0 += 5000;
+    h.turn();
+    let frames = h.received(conn);
+    assert_eq!(error_codes(&frames)[0].0, ErrorCode::ReplicationTimeout);
+    assert!(
+        h.engine.wants_input(conn),
+        "read again once the replies went out"
+    );
+}

@@ -23,6 +23,7 @@ pub mod kind {
     pub const GROUP_ACK: u8 = 0x0A;
     pub const GROUP_NACK: u8 = 0x0B;
     pub const LEAVE_GROUP: u8 = 0x0C;
+    pub const SET_REPLICAS: u8 = 0x0D;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -320,6 +321,9 @@ pub enum ErrorCode {
     /// A JoinGroup would create a group beyond `groups_max`, or join one past its member
     /// limit. Stays open.
     TooManyGroups = 29,
+    /// A produce asked for more replicas than held its events within the replication
+    /// time-out; the events stay appended and keep replicating. Stays open.
+    ReplicationTimeout = 30,
 }
 
 impl ErrorCode {
@@ -356,6 +360,7 @@ impl ErrorCode {
             InvalidGroupName,
             GroupGlobMismatch,
             TooManyGroups,
+            ReplicationTimeout,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -392,7 +397,8 @@ impl ErrorCode {
             | NotPending
             | InvalidGroupName
             | GroupGlobMismatch
-            | TooManyGroups => false,
+            | TooManyGroups
+            | ReplicationTimeout => false,
         }
     }
 }
@@ -439,6 +445,11 @@ pub enum ClientFrame {
     /// Leave the group; its unacknowledged events are redelivered.
     LeaveGroup {
         subscription_id: u32,
+    },
+    /// How many members must hold each later produce of this connection durably before its
+    /// ack (0: the server's `--min-replicas`). No reply.
+    SetReplicas {
+        replicas: u8,
     },
 }
 

@@ -110,10 +110,13 @@ impl Sim {
             .map(|e| (e.id, e.data))
             .collect();
         self.stats.roaming_sessions += self.roamer.sessions;
-        if self.lost_by_power_loss == 0 {
+        // A power loss that took durable records (acknowledged or, with replicas 2, still
+        // waiting for their ack) can erase an event the roamer saw.
+        let exact = self.lost_by_power_loss == 0 && self.records_lost_by_power_loss == 0;
+        if exact {
             self.stats.roamer_exact_checks += 1;
         }
-        if self.lost_by_power_loss == 0 && all != self.roamer.seen {
+        if exact && all != self.roamer.seen {
             let missing = all
                 .keys()
                 .filter(|id| !self.roamer.seen.contains_key(id))

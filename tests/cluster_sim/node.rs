@@ -88,6 +88,15 @@ pub(crate) struct Roamer {
     pub(crate) sessions: u64,
 }
 
+/// The replicas the client of `node` asks for: 2 on even nodes, 1 on odd ones.
+pub(crate) fn replicas_of(node: usize) -> u8 {
+    if node.is_multiple_of(2) {
+        2
+    } else {
+        1
+    }
+}
+
 impl Sim {
     pub(crate) fn connect_client(&mut self, node: usize) {
         let now = self.now();
@@ -104,6 +113,11 @@ impl Sim {
             }),
             &mut bytes,
         );
+        // Even nodes' clients ask for replicated acks (checked in `client_output`).
+        if replicas_of(node) > 1 {
+            let replicas = replicas_of(node);
+            encode(&ClientFrame::SetReplicas { replicas }, &mut bytes);
+        }
         engine.handle_input(now, conn, &bytes);
         n.client = Some(conn);
         n.client_input.clear();
@@ -260,6 +274,7 @@ impl Sim {
             replies.push(frame);
         }
         n.client_input.drain(..consumed);
+        let mut replicated = Vec::new();
         for frame in replies {
             match frame {
                 ServerFrame::Welcome(_) => {}
@@ -276,9 +291,14 @@ impl Sim {
                     }
                     n.acked.insert(ack.first_id, payload.clone());
                     n.new_acks.push((ack.first_id, payload));
+                    replicated.push(ack.first_id);
                 }
                 ServerFrame::Error(error) => {
-                    let allowed = [ErrorCode::NotReady, ErrorCode::StorageFailure];
+                    let allowed = [
+                        ErrorCode::NotReady,
+                        ErrorCode::StorageFailure,
+                        ErrorCode::ReplicationTimeout,
+                    ];
                     if !allowed.contains(&error.code) {
                         self.fail(format!("node {node}: unexpected error {error:?}"));
                     }
@@ -287,6 +307,33 @@ impl Sim {
                     }
                 }
                 other => self.fail(format!("node {node}: unexpected frame {other:?}")),
+            }
+        }
+        if replicas_of(node) > 1 {
+            self.check_replicated(node, &replicated);
+        }
+    }
+
+    /// An event acked with replicas N is held by at least N nodes' logs when its ack arrives
+    /// (each origin's events are a prefix on every node, so the vector says). A power loss on
+    /// an `interval` node may take events it had credited (durable there means written, not
+    /// fsynced), so runs with such a loss skip this check.
+    fn check_replicated(&mut self, node: usize, ids: &[EventId]) {
+        if self.power_loss_crashes > 0 {
+            return;
+        }
+        for &id in ids {
+            let holders = (0..self.nodes.len())
+                .filter(|&other| {
+                    self.nodes[other].log_mut().version_vector().get(id.actor) >= id.counter
+                })
+                .count();
+            self.stats.replicated_acks += 1;
+            if holders < usize::from(replicas_of(node)) {
+                self.fail(format!(
+                    "node {node} acked {id} with replicas {} but only {holders} nodes hold it",
+                    replicas_of(node)
+                ));
             }
         }
     }
@@ -316,7 +363,11 @@ impl Sim {
             _ => self.rng.below(4),
         };
         let before_end = log.durable_end();
+        if n.fsync != FsyncPolicy::Always {
+            self.power_loss_crashes += 1;
+        }
         log.crash(keep);
+        self.records_lost_by_power_loss += before_end.0 - log.durable_end().0.min(before_end.0);
         if std::env::var("FLO_SIM_VERBOSE").is_ok() {
             eprintln!(
                 "{} ms: node {node} ({}) crashed: durable end {} -> {}, own counter {}",

@@ -35,6 +35,7 @@ PRE_WELCOME_FRAME_MAX = 64 * 1024
 HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01, 0x08)
 WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
+SET_REPLICAS = 0x0D  # section 6
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
 
 log = logging.getLogger("flo_client")
@@ -73,6 +74,7 @@ ERROR_CODES = {
     27: "InvalidGroupName",
     28: "GroupGlobMismatch",
     29: "TooManyGroups",
+    30: "ReplicationTimeout",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
@@ -377,6 +379,10 @@ def encode_credit(sub_id: int, count: int) -> bytes:
 
 def encode_unsubscribe(sub_id: int) -> bytes:
     return frame(UNSUBSCRIBE, struct.pack(">I", sub_id))
+
+
+def encode_set_replicas(replicas: int) -> bytes:
+    return frame(SET_REPLICAS, struct.pack(">B", replicas))
 
 
 def encode_ping(token: int) -> bytes:
@@ -743,6 +749,12 @@ class FloClient:
         return sub
 
     # -- keep-alive --------------------------------------------------------------------------
+
+    def set_replicas(self, replicas: int) -> None:
+        """Later produces are acked only once `replicas` members hold them durably (0: the
+        server's --min-replicas). No reply; a produce that misses them gets FloError
+        ReplicationTimeout, whose events were appended anyway (protocol.md, SetReplicas)."""
+        self._send(encode_set_replicas(replicas))
 
     def ping(self, timeout: Optional[float] = None) -> float:
         """Send a Ping and wait for its Pong; returns the round trip in seconds."""

@@ -140,6 +140,7 @@ class OfflineTests(unittest.TestCase):
             "Credit: 50 more events for subscription 1": flo.encode_credit(1, 50),
             "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
             "Ping with token 7": flo.encode_ping(7),
+            "SetReplicas: 2 members must hold each later produce": flo.encode_set_replicas(2),
         }
         for title, encoded in cases.items():
             with self.subTest(title):

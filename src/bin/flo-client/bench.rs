@@ -78,6 +78,7 @@ pub(super) fn run(
         .unwrap_or_else(|| default_addr.to_string());
     let mut target = FloTarget::new(addr, fresh_namespace(), args.label.clone());
     target.tls = base_options.tls.clone();
+    target.replicas = args.replicas;
     let progress = Progress::start(&target.acknowledged);
     let results = measure(&mut target, args, &spec);
     progress.stop();
@@ -192,6 +193,8 @@ struct FloTarget {
     acknowledged: Arc<AtomicU64>,
     /// The event the catch-up reader starts after; set by [`FloTarget::produce_marker`].
     marker: Option<EventId>,
+    /// Sent as SetReplicas on every connection when not 0 (`--replicas`).
+    replicas: u8,
 }
 
 impl FloTarget {
@@ -203,6 +206,7 @@ impl FloTarget {
             label,
             acknowledged: Arc::new(AtomicU64::new(0)),
             marker: None,
+            replicas: 0,
         }
     }
 
@@ -213,7 +217,11 @@ impl FloTarget {
             tls: self.tls.clone(),
             ..ClientOptions::default()
         };
-        Client::connect(&self.addr, options).map_err(io_error)
+        let mut client = Client::connect(&self.addr, options).map_err(io_error)?;
+        if self.replicas > 0 {
+            client.set_replicas(self.replicas).map_err(io_error)?;
+        }
+        Ok(client)
     }
 
     /// Produces one event to the namespace and remembers its id: the catch-up reader starts

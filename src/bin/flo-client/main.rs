@@ -85,6 +85,11 @@ enum Command {
         /// Print nothing on success (errors still go to standard error).
         #[arg(short, long)]
         quiet: bool,
+        /// Each event is acknowledged only once this many cluster members (the server counts)
+        /// hold it durably (default: the server's --min-replicas). Fails with
+        /// ReplicationTimeout, saying how many it reached, after the server's time-out.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        replicas: u8,
     },
     /// Consume events and print them.
     ///
@@ -195,6 +200,10 @@ struct BenchArgs {
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
     #[arg(long, value_name = "N", default_value_t = 0)]
     consumers: usize,
+    /// Each produce is acknowledged once this many cluster members hold it durably
+    /// (SetReplicas; default: the server's --min-replicas).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    replicas: u8,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +260,15 @@ fn run(cli: Cli) -> Result<(), String> {
             data,
             parent,
             quiet,
-        } => produce(&server, &namespace, data, parent.as_deref(), quiet),
+            replicas,
+        } => produce(
+            &server,
+            &namespace,
+            data,
+            parent.as_deref(),
+            quiet,
+            replicas,
+        ),
         Command::Consume {
             group: Some(group),
             namespace,
@@ -371,12 +388,18 @@ fn produce(
     data: Option<String>,
     parent: Option<&str>,
     quiet: bool,
+    replicas: u8,
 ) -> Result<(), String> {
     let parent_id = parent
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
     let mut client = connect(server)?;
+    if replicas > 0 {
+        client
+            .set_replicas(replicas)
+            .map_err(|error| error.to_string())?;
+    }
     let mut out: Box<dyn Write> = if quiet {
         Box::new(io::sink())
     } else {

@@ -57,6 +57,7 @@ impl<L: Log> Engine<L> {
         match self.cluster.members.get_mut(&actor) {
             Some(member) => {
                 member.conn = Some(conn);
+                member.durable_own = their_vector.get(self.config.actor_id);
                 member.handshake_vector = Some(their_vector);
                 if let Some(addr) = addr {
                     member.addr = addr;
@@ -67,6 +68,7 @@ impl<L: Log> Engine<L> {
                     let member = MemberInfo {
                         addr,
                         conn: Some(conn),
+                        durable_own: their_vector.get(self.config.actor_id),
                         handshake_vector: Some(their_vector),
                     };
                     self.cluster.members.insert(actor, member);
@@ -120,6 +122,7 @@ impl<L: Log> Engine<L> {
                     addr,
                     conn: None,
                     handshake_vector: None,
+                    durable_own: 0,
                 });
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;

@@ -63,6 +63,10 @@ struct MemberInfo {
     conn: Option<ConnId>,
     /// Its vector as of its last handshake with this node, since this node started.
     handshake_vector: Option<VersionVector>,
+    /// The highest of this node's own counters that the member is known to hold durably: its
+    /// entry for this node in its last handshake vector, then raised by the PeerCredit it
+    /// returns after its sync (credit comes back in the order the events were sent).
+    durable_own: u64,
 }
 
 /// The cluster state of one engine.
@@ -192,6 +196,19 @@ impl<L: Log> Engine<L> {
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
         let status = self.status();
         self.send(conn, &ServerFrame::Status(status));
+    }
+
+    /// How many other members are known to hold this node's own event `counter` durably.
+    pub(in crate::engine) fn durable_members(&self, counter: u64) -> usize {
+        let members = self.cluster.members.values();
+        members.filter(|m| m.durable_own >= counter).count()
+    }
+
+    /// Member `actor` holds this node's events up to `counter` durably (credit came back).
+    pub(in crate::engine) fn cluster_raise_durable_own(&mut self, actor: ActorId, counter: u64) {
+        if let Some(member) = self.cluster.members.get_mut(&actor) {
+            member.durable_own = member.durable_own.max(counter);
+        }
     }
 
     /// The connections that completed a peer handshake.

@@ -83,6 +83,7 @@ impl<L: Log> Engine<L> {
             PeerFrame::PeerEvent(event) => return self.on_peer_event(conn, event),
             PeerFrame::PeerCredit { count } => {
                 if count > 0 {
+                    self.on_replicas_credited(conn, count);
                     if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
                         sub.credit = sub.credit.saturating_add(u64::from(count));
                     }

@@ -145,7 +145,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::JOIN_GROUP
         | kind::GROUP_ACK
         | kind::GROUP_NACK
-        | kind::LEAVE_GROUP => ClientToServer,
+        | kind::LEAVE_GROUP
+        | kind::SET_REPLICAS => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -277,7 +278,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::JoinGroup(_)
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
-                | ClientFrame::LeaveGroup { .. },
+                | ClientFrame::LeaveGroup { .. }
+                | ClientFrame::SetReplicas { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -375,6 +377,9 @@ impl Encode for ClientFrame {
             ClientFrame::LeaveGroup { subscription_id } => {
                 write_frame(out, kind, |w| w.put_u32(*subscription_id))
             }
+            ClientFrame::SetReplicas { replicas } => {
+                write_frame(out, kind, |w| w.put_u8(*replicas))
+            }
         }
     }
 
@@ -392,6 +397,7 @@ impl Encode for ClientFrame {
             ClientFrame::GroupAck(_) => kind::GROUP_ACK,
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
             ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
+            ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
         }
     }
 }
@@ -530,6 +536,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUP_ACK => "GroupAck",
         kind::GROUP_NACK => "GroupNack",
         kind::LEAVE_GROUP => "LeaveGroup",
+        kind::SET_REPLICAS => "SetReplicas",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
@@ -580,6 +587,9 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             token: r.get_u64("token")?,
         }),
         kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
+        kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
+            replicas: r.get_u8("replicas")?,
+        }),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
         kind::GROUP_ACK => AnyFrame::Client(ClientFrame::GroupAck(GroupAck {

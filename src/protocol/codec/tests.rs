@@ -187,6 +187,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         })),
         AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
+        AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
         AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,
             counter: 9,
