@@ -1026,9 +1026,17 @@ fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
     for kind in [0x45u8, 0x50, 0x5f] {
         let header = &raw_frame(kind, &[])[..5];
         let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
-        assert_eq!(client.err(), Some(ErrorCode::UnexpectedFrame), "{kind:#04x}");
+        assert_eq!(
+            client.err(),
+            Some(ErrorCode::UnexpectedFrame),
+            "{kind:#04x}"
+        );
         let opening = super::decode::<OpeningFrame>(header, &limits()).map_err(|e| e.code);
-        assert_eq!(opening.err(), Some(ErrorCode::UnexpectedFrame), "{kind:#04x}");
+        assert_eq!(
+            opening.err(),
+            Some(ErrorCode::UnexpectedFrame),
+            "{kind:#04x}"
+        );
         let peer = super::decode::<PeerFrame>(header, &limits()).map_err(|e| e.code);
         assert_eq!(peer.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
     }
