@@ -3,8 +3,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth_file::AuthTable;
 use crate::event::ActorId;
 
 /// When appended events are made durable.
@@ -272,6 +274,14 @@ pub struct Config {
     /// With an identity, the listener speaks TLS from the first byte (protocol.md, "Transport
     /// security"); without, plaintext.
     pub tls: Option<TlsPem>,
+    /// With a table (`--auth-file`), Hello must carry a principal's token and every produce,
+    /// subscribe and status request is checked against its permissions; without, every client
+    /// may do everything (docs/security.md).
+    pub auth: Option<Arc<AuthTable>>,
+    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
+    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
+    /// this many guesses a second.
+    pub auth_failures_per_second_max: u32,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -313,6 +323,8 @@ impl Config {
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
             tls: None,
+            auth: None,
+            auth_failures_per_second_max: 20,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
@@ -334,6 +346,9 @@ impl Config {
             return Err(
                 "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
             );
+        }
+        if self.auth_failures_per_second_max == 0 {
+            return Err("auth failures per second must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {

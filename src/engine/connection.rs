@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{ErrorCode, NamespaceGlob};
 use crate::storage::Offset;
@@ -103,6 +106,11 @@ pub struct Connection {
     /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
     /// holds no partial frame or the input is paused.
     pub frame_started_ms: Option<u64>,
+    /// Whose token the Hello carried, when the server has an auth table (`None` before the
+    /// handshake and on a server without one).
+    pub principal: Option<Arc<Principal>>,
+    /// The client's address, for the log line of a refused handshake (the reactor tells it).
+    pub peer_addr: Option<SocketAddr>,
 }
 
 /// What one subscription costs besides its glob and cursor: the struct and its map entry.
@@ -136,6 +144,8 @@ impl Connection {
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,
+            principal: None,
+            peer_addr: None,
         }
     }
 

@@ -92,6 +92,9 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
             }
         };
+        if let Err(message) = self.check_consume(conn, &subscribe.glob) {
+            return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
+        }
         // "End" means after everything appended so far, including this turn's appends that
         // are not durable yet (a produce sent before the Subscribe on the same connection).
         let start = match subscribe.start {

@@ -7,6 +7,7 @@
 //! client ever sees an event or an ack that a crash could erase. Then the reactor writes the
 //! output of every connection `poll_action` names.
 
+mod auth;
 mod connection;
 mod consume;
 mod invariants;
@@ -207,6 +208,8 @@ pub struct Engine<L: Log> {
     closing_conns: Vec<ConnId>,
     next_housekeeping_ms: u64,
     stats: EngineStats,
+    /// Failed handshakes this second, for `auth_failures_per_second_max`.
+    auth_failures: auth::AuthFailures,
     cluster: peer::Cluster,
     /// The monotonic time of the latest input.
     now_ms: u64,
@@ -235,6 +238,7 @@ impl<L: Log> Engine<L> {
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
             stats: EngineStats::default(),
+            auth_failures: auth::AuthFailures::default(),
             cluster,
             now_ms: 0,
         }
@@ -676,7 +680,13 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
-            ClientFrame::StatusRequest => self.on_status_request(conn),
+            ClientFrame::StatusRequest => match self.check_admin(conn) {
+                Ok(()) => self.on_status_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -695,6 +705,9 @@ impl<L: Log> Engine<L> {
                 hello.protocol_version, PROTOCOL_VERSION
             );
             return self.close_with_error(conn, ErrorCode::UnsupportedVersion, &message);
+        }
+        if let Err(message) = self.authenticate(conn, &hello.auth_token) {
+            return self.close_with_error(conn, ErrorCode::AuthFailed, &message);
         }
         log::debug!("{conn}: hello from {:?}", hello.client_name);
         let welcome = Welcome {

@@ -10,6 +10,9 @@ use crate::protocol::{
 };
 use crate::storage::MemoryLog;
 
+// Authentication and permissions (`--auth-file`), and the handshake fuzz.
+mod auth;
+
 struct Harness {
     engine: Engine<MemoryLog>,
     now: Now,

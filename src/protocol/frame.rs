@@ -268,6 +268,10 @@ pub enum ErrorCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
     /// connection closes (protocol.md, "Transport security").
     TlsRequired = 23,
+    /// The connection's principal may not do this: a produce to a namespace, or a subscription
+    /// to a glob, outside its permissions, or a StatusRequest without admin (docs/security.md).
+    /// Only that operation is refused; the connection stays open.
+    PermissionDenied = 24,
 }
 
 impl ErrorCode {
@@ -298,6 +302,7 @@ impl ErrorCode {
             ResourceLimit,
             CursorTooLarge,
             TlsRequired,
+            PermissionDenied,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -328,7 +333,8 @@ impl ErrorCode {
             | TooManySubscriptions
             | InvalidBatch
             | NotReady
-            | CursorTooLarge => false,
+            | CursorTooLarge
+            | PermissionDenied => false,
         }
     }
 }

@@ -4,13 +4,14 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
 use mio::Waker;
 
 use super::Reactor;
+use crate::auth_file::AuthTable;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::storage::{FileLog, Log, StorageError};
@@ -55,6 +56,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    auth_reload: AuthSlot,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     recovered_events: u64,
 }
@@ -72,6 +74,35 @@ impl ShutdownTrigger {
         self.shutdown.store(true, Ordering::SeqCst);
         if let Err(error) = self.waker.wake() {
             log::error!("could not wake the server to shut it down: {error}");
+        }
+    }
+}
+
+/// A new auth table waiting for the reactor to take it (at most one: a newer one replaces it).
+pub(crate) type AuthSlot = Arc<Mutex<Option<Arc<AuthTable>>>>;
+
+/// A cloneable way to give a running server a new auth table (`flo` does on SIGHUP).
+#[derive(Clone)]
+pub struct AuthReloader {
+    slot: AuthSlot,
+    waker: Arc<Waker>,
+}
+
+impl AuthReloader {
+    /// Hands `table` to the server, which applies it at its next turn: new handshakes use it,
+    /// and open connections whose principal is gone or has a new token are closed with
+    /// AuthFailed; the others get the principal's new permissions.
+    pub fn reload(&self, table: AuthTable) {
+        // A poisoned lock only means another reloader panicked mid-store; the slot is an
+        // Option, valid in every state.
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(Arc::new(table));
+        drop(slot);
+        if let Err(error) = self.waker.wake() {
+            log::error!("could not wake the server to reload the auth file: {error}");
         }
     }
 }
@@ -142,9 +173,11 @@ impl Server {
         engine_config.seed ^= nanos;
         let engine = Engine::new(engine_config, log);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let auth_reload = AuthSlot::default();
         let (reactor, waker) =
             Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
                 .map_err(ServerError::Io)?;
+        let reactor = reactor.with_auth_reload(auth_reload.clone());
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())
@@ -153,6 +186,7 @@ impl Server {
             local_addr,
             shutdown,
             waker,
+            auth_reload,
             thread: Some(thread),
             recovered_events,
         })
@@ -172,6 +206,14 @@ impl Server {
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             shutdown: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// A handle that gives this server a new auth table from another thread.
+    pub fn auth_reloader(&self) -> AuthReloader {
+        AuthReloader {
+            slot: self.auth_reload.clone(),
             waker: self.waker.clone(),
         }
     }

@@ -67,6 +67,7 @@ ERROR_CODES = {
     21: "ResourceLimit",
     22: "CursorTooLarge",
     23: "TlsRequired",
+    24: "PermissionDenied",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
