@@ -10,9 +10,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
 use flo::event::ActorId;
-use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
-use flo::{Server, ServerError};
+use flo::Server;
 
 #[path = "flo/config_file.rs"]
 mod config_file;
@@ -528,16 +527,6 @@ fn read_tls_files(args: &Args) -> Result<Option<TlsPem>, String> {
     }))
 }
 
-/// `--repair`: opens the log repairing what start-up would refuse, then serves that log (the
-/// data directory stays locked throughout).
-fn start_repairing(config: Config) -> Result<Server, ServerError> {
-    config.validate().map_err(ServerError::InvalidConfig)?;
-    let (log, report) = FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
-    log::info!("{report}");
-    let event_count = report.event_count;
-    Server::start_with_log(config, log, event_count)
-}
-
 /// `flo hash-token`: one line from standard input, without its line end.
 fn hash_token_from_stdin() -> ExitCode {
     let mut line = String::new();
@@ -725,7 +714,9 @@ fn main() -> ExitCode {
         log::warn!("could not install the SIGXFSZ handler: {error}");
     }
     let started = if args.repair {
-        start_repairing(config.clone())
+        // The log repaired, the group journal opened as on any start (the directory stays
+        // locked throughout).
+        Server::start_repairing(config.clone())
     } else {
         Server::start(config.clone())
     };

@@ -150,6 +150,9 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_credit(&mut self, conn: ConnId, id: u32, count: u32) {
+        if self.on_group_credit(conn, id, count) {
+            return;
+        }
         let Some(subscription) = self.subscription_mut(conn, id) else {
             let message = "credit for a subscription that is not open";
             let scope = ErrorScope::Subscription(id);

@@ -10,6 +10,7 @@
 mod auth;
 mod connection;
 mod consume;
+mod groups;
 mod invariants;
 mod peer;
 mod produce;
@@ -213,6 +214,8 @@ pub struct Engine<L: Log> {
     cluster: peer::Cluster,
     /// The monotonic time of the latest input.
     now_ms: u64,
+    /// Consumer groups and their journal (`groups.rs`).
+    groups: groups::Groups,
 }
 
 impl<L: Log> Engine<L> {
@@ -241,6 +244,7 @@ impl<L: Log> Engine<L> {
             auth_failures: auth::AuthFailures::default(),
             cluster,
             now_ms: 0,
+            groups: groups::Groups::new(),
         }
     }
 
@@ -451,6 +455,7 @@ impl<L: Log> Engine<L> {
     /// Removes a connection from the table.
     fn take_connection(&mut self, conn: ConnId) -> Option<Connection> {
         self.conn(conn)?;
+        self.groups_connection_gone(conn);
         self.connection_count -= 1;
         self.conns[conn.slot as usize].take()
     }
@@ -536,6 +541,8 @@ impl<L: Log> Engine<L> {
         }
         self.turn_namespaces.clear();
         self.feed_consumers();
+        let mut group_budget = self.config.records_per_turn_max;
+        self.groups_turn_end(now, &mut group_budget);
         self.update_hold(now);
         self.dial_due(now);
         if now.monotonic.0 >= self.next_housekeeping_ms {
@@ -565,15 +572,19 @@ impl<L: Log> Engine<L> {
     /// True when consumers can make progress without new input, so the reactor must not
     /// block waiting for readiness.
     pub fn has_pending_work(&self) -> bool {
-        !self.ready.is_empty() || !self.input_resumed.is_empty()
+        !self.ready.is_empty() || !self.input_resumed.is_empty() || self.groups_have_work()
     }
 
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
     /// retention, the fsync interval), in monotonic milliseconds.
     pub fn next_deadline_ms(&self) -> u64 {
-        match self.next_dial_ms() {
+        let deadline_ms = match self.next_dial_ms() {
             Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
             None => self.next_housekeeping_ms,
+        };
+        match self.next_group_deadline_ms() {
+            Some(group_ms) => group_ms.min(deadline_ms),
+            None => deadline_ms,
         }
     }
 
@@ -687,6 +698,12 @@ impl<L: Log> Engine<L> {
                     self.send_error(conn, ErrorScope::Connection, code, &message)
                 }
             },
+            ClientFrame::JoinGroup(join) => self.on_join_group(conn, join),
+            ClientFrame::GroupAck(ack) => self.on_group_ack(conn, ack, false),
+            ClientFrame::GroupNack(nack) => self.on_group_ack(conn, nack, true),
+            ClientFrame::LeaveGroup { subscription_id } => {
+                self.on_leave_group(conn, subscription_id)
+            }
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -743,6 +760,7 @@ impl<L: Log> Engine<L> {
         let phase = std::mem::replace(&mut connection.phase, closing);
         connection.subscriptions.clear();
         self.closing_conns.push(conn);
+        self.groups_connection_gone(conn);
         self.peer_connection_gone(conn, phase);
         false
     }

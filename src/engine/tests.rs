@@ -2023,3 +2023,6 @@ fn check_invariants_catches_a_flag_that_disagrees_with_its_queue() {
     h.engine.conn_mut(conn).expect("open").has_output_queued = true;
     h.engine.check_invariants();
 }
+
+#[path = "groups_tests.rs"]
+mod groups_tests;

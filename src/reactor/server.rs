@@ -14,6 +14,7 @@ use super::Reactor;
 use crate::auth_file::AuthTable;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
+use crate::storage::groups::{FileGroupStore, GroupStore};
 use crate::storage::{FileLog, Log, StorageError};
 
 /// Why a server could not start, or stopped with an error.
@@ -114,7 +115,13 @@ impl Server {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
-        Server::start_with_log(config, log, report.event_count)
+        let groups = open_group_store(&config)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
 
     /// Opens the log in `config.storage.data_dir` and starts serving on `listener`, a socket
@@ -127,7 +134,25 @@ impl Server {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
-        Server::serve(config, listener, log, report.event_count)
+        let groups = open_group_store(&config)?;
+        Server::serve(config, listener, log, report.event_count, Some(groups))
+    }
+
+    /// `flo --repair`: opens the log in `config.storage` repairing what start-up would refuse
+    /// (docs/storage.md), logs the repair report, opens the group journal as [`Server::start`]
+    /// does, and serves.
+    pub fn start_repairing(config: Config) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let (log, report) =
+            FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
+        log::info!("{report}");
+        let groups = open_group_store(&config)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
 
     /// Starts a server on a log the caller opened (tests use the memory log), binding
@@ -143,7 +168,7 @@ impl Server {
                 addr: config.bind,
                 source,
             })?;
-        Server::serve(config, std_listener, log, recovered_events)
+        Server::serve(config, std_listener, log, recovered_events, None)
     }
 
     /// Runs the reactor on `std_listener` and `log` on a new thread.
@@ -152,6 +177,7 @@ impl Server {
         std_listener: std::net::TcpListener,
         log: L,
         recovered_events: u64,
+        groups: Option<Box<dyn GroupStore>>,
     ) -> Result<Server, ServerError> {
         let tls_config = match &config.tls {
             Some(pem) => Some(super::tls::server_config(pem).map_err(ServerError::InvalidConfig)?),
@@ -171,7 +197,10 @@ impl Server {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
         engine_config.seed ^= nanos;
-        let engine = Engine::new(engine_config, log);
+        let mut engine = Engine::new(engine_config, log);
+        if let Some(groups) = groups {
+            engine.load_groups(groups).map_err(ServerError::Storage)?;
+        }
         let shutdown = Arc::new(AtomicBool::new(false));
         let auth_reload = AuthSlot::default();
         let (reactor, waker) =
@@ -248,4 +277,12 @@ impl Drop for Server {
             let _ = self.join();
         }
     }
+}
+
+/// The group journal in the data directory (docs/consumers.md), opened after the log, which
+/// created and locked the directory.
+fn open_group_store(config: &Config) -> Result<Box<dyn GroupStore>, ServerError> {
+    let store = FileGroupStore::open(&config.storage.data_dir, config.storage.fsync)
+        .map_err(ServerError::Storage)?;
+    Ok(Box::new(store))
 }

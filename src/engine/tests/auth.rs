@@ -328,3 +328,39 @@ fn a_reload_closes_revoked_tokens_and_applies_new_permissions() {
         "the removed token is refused"
     );
 }
+
+/// JoinGroup is checked like Subscribe: a group glob wider than the consume permissions is
+/// denied and no group is created; one inside them joins.
+#[test]
+fn a_group_join_outside_the_consume_permissions_is_denied_and_creates_no_group() {
+    let mut harness = with_auth();
+    let (reader, _) = handshake(&mut harness, READER_TOKEN);
+    let join = |id: u32, glob: &str| {
+        ClientFrame::JoinGroup(crate::protocol::JoinGroup {
+            subscription_id: id,
+            group: format!("g{id}"),
+            glob: glob.into(),
+            start: StartPosition::Beginning,
+            credit: 10,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            max_in_flight: 0,
+        })
+    };
+    harness.send(reader, join(1, "/**"));
+    harness.turn();
+    assert!(denied(
+        &harness.received(reader),
+        ErrorScope::Subscription(1)
+    ));
+    assert!(
+        !harness.engine.groups.groups.contains_key("g1"),
+        "no group was created"
+    );
+    harness.send(reader, join(2, "/orders/**"));
+    harness.turn();
+    let frames = harness.received(reader);
+    assert!(!denied(&frames, ErrorScope::Subscription(2)), "{frames:?}");
+    assert!(harness.engine.groups.groups.contains_key("g2"));
+    assert!(harness.engine.is_open(reader));
+}
