@@ -1,6 +1,7 @@
 //! Keeps protocol.md and the codec from drifting apart: every ```hex block in protocol.md must
 //! decode, with the default limits, to exactly one whole frame that re-encodes to the same
-//! bytes, and every frame kind must have at least one example.
+//! bytes; every frame kind, start position kind and error scope must have at least one
+//! example; and the error table's names and "closes" column must match `ErrorCode`.
 
 use std::collections::BTreeSet;
 
@@ -157,7 +158,8 @@ fn every_start_position_and_error_scope_has_an_example() {
 }
 
 /// The error table in protocol.md says, for each code, whether the connection closes; it must
-/// agree with `ErrorCode::closes_connection`.
+/// agree with `ErrorCode::closes_connection`. Its last column, the client action, must be
+/// filled in.
 #[test]
 fn the_error_table_matches_the_code() {
     use flo::protocol::ErrorCode;
@@ -165,8 +167,8 @@ fn the_error_table_matches_the_code() {
     let mut rows = 0;
     for line in markdown.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // | code | name | meaning | closes |
-        let [_, code, name, _, closes, _] = cells[..] else {
+        // | code | name | meaning | closes | client action |
+        let [_, code, name, _, closes, ref rest @ ..] = cells[..] else {
             continue;
         };
         let Ok(code) = code.parse::<u16>() else {
@@ -175,6 +177,13 @@ fn the_error_table_matches_the_code() {
         if closes != "yes" && closes != "no" {
             continue;
         }
+        let [action, ""] = rest[..] else {
+            panic!("the row of code {code} needs exactly one more column, the client action");
+        };
+        assert!(
+            !action.is_empty(),
+            "the client action of code {code} is empty"
+        );
         let error_code = ErrorCode::from_u16(code)
             .unwrap_or_else(|| panic!("protocol.md lists unknown error code {code}"));
         assert_eq!(format!("{error_code:?}"), name, "name of code {code}");

@@ -575,7 +575,8 @@ impl Automaton {
 }
 
 impl NamespaceGlob {
-    /// Compiles `pattern`: it must be non-empty, start with `/`, and be valid glob syntax.
+    /// Compiles `pattern`: it must be non-empty, start with `/`, hold no control character and
+    /// be valid glob syntax.
     /// Compiling costs time linear in the pattern and about 16 bytes of memory per pattern
     /// character (the server bounds the length with `glob_length_max` first).
     pub fn new(pattern: &str) -> Result<NamespaceGlob, GlobError> {
@@ -586,6 +587,15 @@ impl NamespaceGlob {
             return Err(GlobError::MissingLeadingSlash);
         }
         let chars: Vec<char> = pattern.chars().collect();
+        // A namespace never holds a control character, so a glob with one (even in brackets)
+        // is a mistake: refused rather than silently matching less, or nothing.
+        if let Some(position) = chars.iter().position(|c| c.is_control()) {
+            let message = format!(
+                "control character U+{:04X}; namespaces never contain one",
+                u32::from(chars[position])
+            );
+            return Err(syntax(position, &message));
+        }
         let tokens = parse(&chars)?;
         let automaton = Automaton::compile(&tokens);
         Ok(NamespaceGlob {

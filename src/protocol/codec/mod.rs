@@ -68,8 +68,19 @@ pub fn decode<F: Decode>(
     let Some(kind) = decode_header(buf, limits)? else {
         return Ok(None);
     };
-    let direction = direction_of(kind)
-        .ok_or_else(|| DecodeError::malformed(format!("unknown frame kind {kind:#04x}")))?;
+    let Some(direction) = direction_of(kind) else {
+        // 0x40-0x5F is the peer protocol's range, known kind or not: a receiver that refuses
+        // peer kinds refuses the whole range (UnexpectedFrame); to a peer an unknown kind in
+        // it is malformed like any other.
+        if PEER_KINDS.contains(&kind) {
+            if let Some(error) = F::refuse_at_header(Direction::PeerToPeer, kind) {
+                return Err(error);
+            }
+        }
+        return Err(DecodeError::malformed(format!(
+            "unknown frame kind {kind:#04x}"
+        )));
+    };
     if let Some(error) = F::refuse_at_header(direction, kind) {
         return Err(error);
     }
@@ -129,6 +140,9 @@ pub enum Direction {
     /// Error (0x23) is `ServerToClient`; peers send it too (see [`PeerFrame`]).
     PeerToPeer,
 }
+
+/// The kinds reserved for the peer protocol (protocol.md section 12), known or not.
+const PEER_KINDS: std::ops::RangeInclusive<u8> = 0x40..=0x5f;
 
 /// The direction of a known kind; `None` for an unknown one.
 fn direction_of(kind: u8) -> Option<Direction> {
@@ -607,7 +621,7 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         }),
         kind::SKIPPED => AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
-            count: r.get_u64("count")?,
+            count: r.get_u64_positive("count")?,
         }),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
@@ -753,7 +767,7 @@ impl WireFormat for Ack {
         Ok(Ack {
             op_id: r.get_u64("op id")?,
             first_id: r.get_event_id("first id")?,
-            count: r.get_u32("count")?,
+            count: r.get_u32_positive("count")?,
             timestamp_ms: r.get_u64("timestamp")?,
         })
     }

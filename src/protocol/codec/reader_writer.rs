@@ -130,6 +130,22 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.take_array(what)?))
     }
 
+    /// A u32 field the protocol says is at least 1.
+    pub(super) fn get_u32_positive(&mut self, what: &str) -> Result<u32, DecodeError> {
+        match self.get_u32(what)? {
+            0 => Err(self.error(format!("{what} is 0; it must be at least 1"))),
+            value => Ok(value),
+        }
+    }
+
+    /// A u64 field the protocol says is at least 1.
+    pub(super) fn get_u64_positive(&mut self, what: &str) -> Result<u64, DecodeError> {
+        match self.get_u64(what)? {
+            0 => Err(self.error(format!("{what} is 0; it must be at least 1"))),
+            value => Ok(value),
+        }
+    }
+
     pub(super) fn get_bool(&mut self, what: &str) -> Result<bool, DecodeError> {
         match self.get_u8(what)? {
             0 => Ok(false),

@@ -1039,3 +1039,58 @@ fn each_decoder_refuses_the_other_directions_in_the_order_of_checks() {
     assert_eq!(code(first::<ServerFrame>(&peer_event)), unexpected);
     assert_eq!(code(first::<ServerFrame>(&unknown)), malformed);
 }
+
+/// The whole range 0x40-0x5F is the peer protocol's (protocol.md section 12): on a client
+/// connection a kind of it is refused from the five header bytes as UnexpectedFrame, known or
+/// not; on a peer connection an unknown one is MalformedFrame.
+#[test]
+fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
+    for kind in [0x45u8, 0x50, 0x5f] {
+        let header = &raw_frame(kind, &[])[..5];
+        let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
+        assert_eq!(
+            client.err(),
+            Some(ErrorCode::UnexpectedFrame),
+            "{kind:#04x}"
+        );
+        let opening = super::decode::<OpeningFrame>(header, &limits()).map_err(|e| e.code);
+        assert_eq!(
+            opening.err(),
+            Some(ErrorCode::UnexpectedFrame),
+            "{kind:#04x}"
+        );
+        let peer = super::decode::<PeerFrame>(header, &limits()).map_err(|e| e.code);
+        assert_eq!(peer.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
+    }
+    // Just outside the range: unknown everywhere.
+    for kind in [0x3fu8, 0x60] {
+        let header = &raw_frame(kind, &[])[..5];
+        let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
+        assert_eq!(client.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
+    }
+}
+
+/// Skipped's and Ack's `count` are at least 1 (protocol.md sections 6 and 7).
+#[test]
+fn a_zero_count_in_skipped_or_ack_is_malformed() {
+    let mut skipped = 7u32.to_be_bytes().to_vec();
+    skipped.extend_from_slice(&0u64.to_be_bytes());
+    let decoded = super::decode::<ServerFrame>(&raw_frame(kind::SKIPPED, &skipped), &limits());
+    assert_eq!(
+        decoded.map_err(|e| e.code).err(),
+        Some(ErrorCode::MalformedFrame),
+        "Skipped with count 0"
+    );
+    let ack = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
+        op_id: 1,
+        first_id: EventId::new(1, 1),
+        count: 0,
+        timestamp_ms: 1,
+    })));
+    let decoded = super::decode::<ServerFrame>(&ack, &limits());
+    assert_eq!(
+        decoded.map_err(|e| e.code).err(),
+        Some(ErrorCode::MalformedFrame),
+        "Ack with count 0"
+    );
+}

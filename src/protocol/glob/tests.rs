@@ -379,3 +379,22 @@ fn the_automaton_agrees_with_the_backtracking_matcher_on_random_globs() {
         "only {matched} of {compared} comparisons matched"
     );
 }
+
+/// A namespace never holds a control character (Unicode Cc), so a glob with one, even inside
+/// brackets, could only ever match nothing: it is refused instead (protocol.md section 8).
+#[test]
+fn a_glob_with_a_control_character_is_refused() {
+    for (glob, position) in [
+        ("/a\0b", 2),
+        ("/a\nb", 2),
+        ("/\u{7f}", 1),
+        ("/x/\u{85}*", 3),
+        ("/[a\tb]", 3),
+        ("/[!\u{1f}]", 3),
+    ] {
+        match NamespaceGlob::new(glob) {
+            Err(GlobError::Syntax { position: at, .. }) => assert_eq!(at, position, "{glob:?}"),
+            other => panic!("{glob:?}: expected a syntax error, got {other:?}"),
+        }
+    }
+}
