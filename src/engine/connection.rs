@@ -103,7 +103,16 @@ pub struct Connection {
     /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
     /// holds no partial frame or the input is paused.
     pub frame_started_ms: Option<u64>,
+    /// When the engine paused this connection's input; `None` while it is not paused. The
+    /// time paused is added to the frame's deadline on resume, never taken off it.
+    pub paused_at_ms: Option<u64>,
+    /// `memory_bytes()` as last counted into the engine's total of connection memory
+    /// (`Engine::recount_memory` keeps them equal).
+    pub memory_counted: usize,
 }
+
+/// A buffer emptied with more capacity than this is freed instead of kept for reuse.
+pub const BUFFER_CAPACITY_KEPT: usize = 64 * 1024;
 
 /// What one subscription costs besides its glob and cursor: the struct and its map entry.
 pub const SUBSCRIPTION_BYTES_FIXED: usize = std::mem::size_of::<Subscription>() + 64;
@@ -136,6 +145,8 @@ impl Connection {
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,
+            paused_at_ms: None,
+            memory_counted: 0,
         }
     }
 
@@ -177,7 +188,13 @@ impl Connection {
         );
         self.output_sent += count;
         if self.output_sent == self.output.len() {
-            self.output.clear();
+            // A buffer that held a large event gives its memory back once sent, so the
+            // memory counted (lengths) stays close to the memory held (capacities).
+            if self.output.capacity() > BUFFER_CAPACITY_KEPT {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
             self.output_sent = 0;
         } else if self.output_sent > 64 * 1024 && self.output_sent * 2 > self.output.len() {
             self.output.drain(..self.output_sent);

@@ -123,6 +123,7 @@ impl<L: Log> Engine<L> {
             };
             self.send(conn, &frame);
         }
+        self.recount_memory(conn);
         self.mark_ready(conn, subscribe.subscription_id);
     }
 
@@ -144,6 +145,7 @@ impl<L: Log> Engine<L> {
             let scope = ErrorScope::Subscription(id);
             return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
         }
+        self.memory_waiting.remove(&(conn, id));
         let reason = EndReason::Unsubscribed;
         self.send(
             conn,
@@ -270,6 +272,9 @@ impl<L: Log> Engine<L> {
     fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
+        // What the server's connections may still take before `connections_memory_max`.
+        let memory_room = (self.config.connections_memory_max)
+            .saturating_sub(self.connections_memory);
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -282,6 +287,8 @@ impl<L: Log> Engine<L> {
             return Stop::Ended;
         };
         let mut stopped_by_budget = false;
+        let mut stopped_by_memory = false;
+        let output_start = output.len();
         let result = log.read(subscription.next, &mut |_, event| {
             if budget.records == 0 || budget.match_steps == 0 {
                 stopped_by_budget = true;
@@ -300,6 +307,13 @@ impl<L: Log> Engine<L> {
                     || subscription.remaining == Some(0)
                     || output.len() - already_sent >= high_water
                 {
+                    return false;
+                }
+                // The event waits (nothing is dropped) while its copy would take all
+                // connections together past their limit; it is fed once output drains.
+                let added = output.len() - output_start + event_frame_size_max(event);
+                if added > memory_room {
+                    stopped_by_memory = true;
                     return false;
                 }
                 if subscription.stream == Stream::Replication {
@@ -321,6 +335,10 @@ impl<L: Log> Engine<L> {
         if !connection.has_output_queued && connection.output_len() > 0 {
             connection.has_output_queued = true;
             self.output_queue.push_back(conn);
+        }
+        self.recount_memory(conn);
+        if stopped_by_memory {
+            self.memory_waiting.insert((conn, id));
         }
         let next = match result {
             Ok(next) => next,
@@ -386,6 +404,8 @@ impl<L: Log> Engine<L> {
         if let Some(connection) = self.conn_mut(conn) {
             connection.subscriptions.remove(&id);
         }
+        self.memory_waiting.remove(&(conn, id));
+        self.recount_memory(conn);
         if let Some(reason) = reason {
             let frame = ServerFrame::End {
                 subscription_id: id,
@@ -394,4 +414,10 @@ impl<L: Log> Engine<L> {
             self.send(conn, &frame);
         }
     }
+}
+
+/// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
+/// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
+fn event_frame_size_max(event: &crate::event::Event) -> usize {
+    64 + event.namespace.len() + event.data.len()
 }
