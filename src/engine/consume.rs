@@ -311,8 +311,13 @@ impl<L: Log> Engine<L> {
                 }
                 // The event waits (nothing is dropped) while its copy would take all
                 // connections together past their limit; it is fed once output drains.
-                let added = output.len() - output_start + event_frame_size_max(event);
-                if added > memory_room {
+                // One small event to a connection with nothing unsent always goes: a healthy
+                // consumer is not starved by others' unread copies, and if that takes the
+                // total over the limit, the connection holding the most is closed.
+                let size = event_frame_size_max(event);
+                let added = output.len() - output_start + size;
+                let idle = output.len() == already_sent && size <= SMALL_EVENT_SIZE_MAX;
+                if added > memory_room && !idle {
                     stopped_by_memory = true;
                     return false;
                 }
@@ -415,6 +420,10 @@ impl<L: Log> Engine<L> {
         }
     }
 }
+
+/// An event frame up to this size is fed to a connection with no unsent output even when
+/// it takes the connections over `connections_memory_max` (see `feed_one`).
+const SMALL_EVENT_SIZE_MAX: usize = 64 * 1024;
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).

@@ -2186,3 +2186,44 @@ fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
     };
     assert_eq!((status.counter, status.durable_end), (1, 1));
 }
+
+/// Copies that others never read must not starve a healthy consumer: one small event to a
+/// connection with nothing unsent goes even at the limit, and the connection holding the
+/// most is closed to make room.
+#[test]
+fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
+    let limit = 3 * 1024 * 1024 + 32 * 1024;
+    let mut h = Harness::with_config(|c| c.connections_memory_max = limit);
+    let stalled: Vec<ConnId> = (0..4)
+        .map(|_| {
+            let conn = h.client();
+            h.subscribe(conn, 1, "/big/**", StartPosition::End, true, 1);
+            h.turn();
+            h.received(conn);
+            conn
+        })
+        .collect();
+    let healthy = h.client();
+    h.subscribe(healthy, 1, "/small", StartPosition::End, true, 10);
+    h.turn();
+    h.received(healthy);
+    let producer = h.client();
+    h.produce(producer, 1, "/big/x", &vec![7; 1024 * 1024]);
+    h.turn();
+    h.received(producer);
+    let room = limit - h.engine.connections_memory();
+    assert!(room < 40 * 1024, "the copies left {room} bytes of room");
+    h.produce(producer, 2, "/small", &[1; 40 * 1024]);
+    h.turn();
+    assert_eq!(
+        events(&h.received(healthy)).len(),
+        1,
+        "a consumer with nothing unsent was starved by others' unread copies"
+    );
+    let evicted = stalled
+        .iter()
+        .filter(|c| h.closed_with(**c) == Some(ErrorCode::ResourceLimit))
+        .count();
+    assert_eq!(evicted, 1, "the connection holding the most makes room");
+    assert!(h.engine.connections_memory() <= limit);
+}
