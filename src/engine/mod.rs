@@ -361,8 +361,10 @@ impl<L: Log> Engine<L> {
             if matches!(connection.phase, Phase::AwaitingHello { .. })
                 && peeked_kind == Some(kind::PEER_HELLO)
                 && !self.config.accepts_peers
+                && Self::length_within(&connection.input[consumed..], self.config.hello_frame_size_max)
             {
-                // Refused as soon as its kind is known, not after buffering its body.
+                // Refused as soon as its kind is known, not after buffering its body (a length
+                // over the Hello limit is refused first, by the decoder: FrameTooLarge).
                 log::warn!("{conn}: refusing PeerHello: this server accepts no peers");
                 let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
                 self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
@@ -424,6 +426,17 @@ impl<L: Log> Engine<L> {
             Some(connection.frame_started_ms.unwrap_or(now_ms))
         };
         self.check_memory(conn);
+    }
+
+    /// True when the frame at the front of `input` announces a length the decoder accepts
+    /// under `frame_size_max` (not 0, not over it), so the next check is its kind.
+    fn length_within(input: &[u8], frame_size_max: u32) -> bool {
+        let Some(length) = input.get(..4) else {
+            return false;
+        };
+        // Four bytes, checked just above.
+        let length = u32::from_be_bytes(length.try_into().expect("four bytes"));
+        length != 0 && length <= frame_size_max.saturating_sub(4)
     }
 
     /// The limits a frame is decoded with. Only the frame size limit applies, so that an

@@ -2144,20 +2144,26 @@ fn a_pause_extends_the_frame_deadline_by_its_length_and_no_more() {
 }
 
 /// Issue 10 follow-up, item 3: a standalone server buffered a 256 KiB PeerHello before
-/// refusing it. It is refused as soon as its kind byte arrives.
+/// refusing it. Its header is refused at once: over the Hello limit by its length
+/// (FrameTooLarge), under it by its kind (UnexpectedFrame).
 #[test]
-fn a_standalone_node_refuses_peer_hello_at_its_kind_byte() {
-    let mut h = Harness::standalone();
-    let conn = h.connect();
-    let mut header = (200 * 1024u32).to_be_bytes().to_vec();
-    header.push(kind::PEER_HELLO);
-    h.engine.handle_input(h.now, conn, &header);
-    h.turn();
-    assert_eq!(
-        h.closed_with(conn),
-        Some(ErrorCode::UnexpectedFrame),
-        "a PeerHello header must be refused at once by a node that accepts no peers"
-    );
+fn a_standalone_node_refuses_peer_hello_at_its_header() {
+    for (length, code) in [
+        (200 * 1024u32, ErrorCode::FrameTooLarge),
+        (1000, ErrorCode::UnexpectedFrame),
+    ] {
+        let mut h = Harness::standalone();
+        let conn = h.connect();
+        let mut header = length.to_be_bytes().to_vec();
+        header.push(kind::PEER_HELLO);
+        h.engine.handle_input(h.now, conn, &header);
+        h.turn();
+        assert_eq!(
+            h.closed_with(conn),
+            Some(code),
+            "a {length}-byte PeerHello header to a node that accepts no peers"
+        );
+    }
 }
 
 /// Issue 10 follow-up, item 4: Produce, StatusRequest and Ping in one write came back as
