@@ -476,8 +476,7 @@ fn config_from(args: &Args) -> Config {
     config.output_bytes_hard_max = usize::try_from(args.max_output_buffer).unwrap_or(usize::MAX);
     config.connection_memory_max =
         usize::try_from(args.max_connection_memory).unwrap_or(usize::MAX);
-    config.connections_memory_max =
-        usize::try_from(args.max_clients_memory).unwrap_or(usize::MAX);
+    config.connections_memory_max = usize::try_from(args.max_clients_memory).unwrap_or(usize::MAX);
     config.frame_timeout = std::time::Duration::from_millis(args.frame_timeout);
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout);
     config.idle_timeout = Duration::from_millis(args.idle_timeout);

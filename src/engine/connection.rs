@@ -199,6 +199,10 @@ impl Connection {
         } else if self.output_sent > 64 * 1024 && self.output_sent * 2 > self.output.len() {
             self.output.drain(..self.output_sent);
             self.output_sent = 0;
+            // The pages past the moved bytes stay resident while the capacity holds them:
+            // give them back, so the memory counted (lengths) is the memory held.
+            self.output
+                .shrink_to(self.output.len().max(BUFFER_CAPACITY_KEPT));
         }
     }
 

@@ -273,8 +273,8 @@ impl<L: Log> Engine<L> {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
         // What the server's connections may still take before `connections_memory_max`.
-        let memory_room = (self.config.connections_memory_max)
-            .saturating_sub(self.connections_memory);
+        let memory_room =
+            (self.config.connections_memory_max).saturating_sub(self.connections_memory);
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -287,7 +287,7 @@ impl<L: Log> Engine<L> {
             return Stop::Ended;
         };
         let mut stopped_by_budget = false;
-        let mut stopped_by_memory = false;
+        let mut stopped_by_memory = None;
         let output_start = output.len();
         let result = log.read(subscription.next, &mut |_, event| {
             if budget.records == 0 || budget.match_steps == 0 {
@@ -318,7 +318,7 @@ impl<L: Log> Engine<L> {
                 let added = output.len() - output_start + size;
                 let idle = output.len() == already_sent && size <= SMALL_EVENT_SIZE_MAX;
                 if added > memory_room && !idle {
-                    stopped_by_memory = true;
+                    stopped_by_memory = Some(size);
                     return false;
                 }
                 if subscription.stream == Stream::Replication {
@@ -342,8 +342,8 @@ impl<L: Log> Engine<L> {
             self.output_queue.push_back(conn);
         }
         self.recount_memory(conn);
-        if stopped_by_memory {
-            self.memory_waiting.insert((conn, id));
+        if let Some(size) = stopped_by_memory {
+            self.memory_waiting.insert((conn, id), size);
         }
         let next = match result {
             Ok(next) => next,

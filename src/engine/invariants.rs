@@ -17,7 +17,7 @@ impl<L: Log> Engine<L> {
             self.connections_memory, counted,
             "connections_memory disagrees with the sum over the connections"
         );
-        for (conn, id) in &self.memory_waiting {
+        for (conn, id) in self.memory_waiting.keys() {
             assert!(
                 self.conn(*conn)
                     .is_some_and(|c| c.subscriptions.contains_key(id)),

@@ -13,7 +13,7 @@ mod invariants;
 mod peer;
 mod produce;
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ConnId, Phase};
@@ -222,9 +222,9 @@ pub struct Engine<L: Log> {
     /// (`recount_memory`), never by a scan.
     connections_memory: usize,
     /// Subscriptions that had an event to deliver but were not fed because it would take
-    /// `connections_memory` past `connections_memory_max`. They are queued again once the
-    /// total is under the limit (output drained or connections closed).
-    memory_waiting: BTreeSet<(ConnId, u32)>,
+    /// `connections_memory` past `connections_memory_max`, with the bytes that event needs.
+    /// They are queued again once that much is free (output drained or connections closed).
+    memory_waiting: BTreeMap<(ConnId, u32), usize>,
 }
 
 impl<L: Log> Engine<L> {
@@ -253,7 +253,7 @@ impl<L: Log> Engine<L> {
             cluster,
             now_ms: 0,
             connections_memory: 0,
-            memory_waiting: BTreeSet::new(),
+            memory_waiting: BTreeMap::new(),
         }
     }
 
@@ -361,7 +361,10 @@ impl<L: Log> Engine<L> {
             if matches!(connection.phase, Phase::AwaitingHello { .. })
                 && peeked_kind == Some(kind::PEER_HELLO)
                 && !self.config.accepts_peers
-                && Self::length_within(&connection.input[consumed..], self.config.hello_frame_size_max)
+                && Self::length_within(
+                    &connection.input[consumed..],
+                    self.config.hello_frame_size_max,
+                )
             {
                 // Refused as soon as its kind is known, not after buffering its body (a length
                 // over the Hello limit is refused first, by the decoder: FrameTooLarge).
@@ -676,8 +679,8 @@ impl<L: Log> Engine<L> {
                 Phase::Closing { .. } => {}
                 _ if connection.paused_at_ms.is_none()
                     && connection.frame_started_ms.is_some_and(|started| {
-                    now.monotonic.0 >= started + millis(self.config.frame_timeout)
-                }) =>
+                        now.monotonic.0 >= started + millis(self.config.frame_timeout)
+                    }) =>
                 {
                     expired.push((
                         connection.id,
@@ -916,21 +919,33 @@ impl<L: Log> Engine<L> {
     fn forget_memory_waiting(&mut self, conn: ConnId) {
         let first = (conn, 0);
         let last = (conn, u32::MAX);
-        let gone: Vec<(ConnId, u32)> = self.memory_waiting.range(first..=last).copied().collect();
+        let gone: Vec<(ConnId, u32)> = (self.memory_waiting.range(first..=last))
+            .map(|(key, _)| *key)
+            .collect();
         for key in gone {
             self.memory_waiting.remove(&key);
         }
     }
 
-    /// Queues again the subscriptions that waited for connection memory, once the total is
-    /// under the limit. Those that still find no room wait again (`feed_one`).
+    /// Queues again the subscriptions that waited for connection memory whose events now fit
+    /// in what is free, as many as fit together (in the order of their ids), so a large event
+    /// that still does not fit is not read again and again. A scan of the waiting, never a
+    /// read of the log.
     fn resume_memory_waiting(&mut self) {
-        if self.memory_waiting.is_empty()
-            || self.connections_memory >= self.config.connections_memory_max
-        {
+        let limit = self.config.connections_memory_max;
+        let mut room = limit.saturating_sub(self.connections_memory);
+        if self.memory_waiting.is_empty() || room == 0 {
             return;
         }
-        for (conn, id) in std::mem::take(&mut self.memory_waiting) {
+        let mut resumed = Vec::new();
+        for (key, needed) in &self.memory_waiting {
+            if *needed <= room {
+                room -= needed;
+                resumed.push(*key);
+            }
+        }
+        for (conn, id) in resumed {
+            self.memory_waiting.remove(&(conn, id));
             self.mark_ready(conn, id);
         }
     }

@@ -2065,7 +2065,11 @@ fn fan_out_of_a_large_event_waits_under_the_connections_memory_limit() {
         h.turn();
         assert!(h.engine.connections_memory() <= limit);
     }
-    assert_eq!(delivered, vec![1; consumers.len()], "an event was lost or doubled");
+    assert_eq!(
+        delivered,
+        vec![1; consumers.len()],
+        "an event was lost or doubled"
+    );
 }
 
 /// Issue 10 follow-up, item 2: half-frames held by many connections (each under its own

@@ -185,7 +185,7 @@ fn half_frames_across_many_connections_stay_under_the_limit() {
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("set read timeout");
         let mut byte = [0u8; 1];
-        if matches!(conn.stream.read(&mut byte), Ok(_)) {
+        if conn.stream.read(&mut byte).is_ok() {
             refused += 1;
         }
     }
