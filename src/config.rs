@@ -103,6 +103,13 @@ pub struct StorageConfig {
     pub retention: Retention,
     /// The in-memory cache of the newest events, in bytes.
     pub cache_bytes_max: usize,
+    /// Whether the namespace index is kept (docs/storage.md): the open segment's namespaces
+    /// in memory (at most about the segment's size) and a `.nsx` file per sealed segment.
+    /// Off, a subscription to one namespace reads the whole log.
+    pub namespace_index: bool,
+    /// One namespace index query reads the index of at most this many segments before it
+    /// returns (the caller asks again from there), so one call costs bounded time.
+    pub namespace_segments_per_query_max: usize,
 }
 
 impl StorageConfig {
@@ -114,6 +121,8 @@ impl StorageConfig {
             segment_size_max: 64 * 1024 * 1024,
             retention: Retention::default(),
             cache_bytes_max: 64 * 1024 * 1024,
+            namespace_index: true,
+            namespace_segments_per_query_max: 64,
         }
     }
 }
@@ -368,6 +377,14 @@ impl Config {
         if self.storage.segment_size_max < 4096 {
             return Err("segment size must be at least 4096 bytes".into());
         }
+        // A record takes at least 44 bytes, so a segment's relative offsets fit a u32 (the
+        // namespace index stores them so) with this bound.
+        if self.storage.segment_size_max > 1 << 37 {
+            return Err("segment size must be at most 128 GiB".into());
+        }
+        if !(1..=1_000_000).contains(&self.storage.namespace_segments_per_query_max) {
+            return Err("namespace segments per query must be between 1 and 1000000".into());
+        }
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.records_per_turn_max == 0
@@ -552,5 +569,7 @@ mod tests {
             &|c| c.housekeeping_interval = Duration::from_secs(61)
         ));
         assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
+        assert!(refused(&|c| c.storage.namespace_segments_per_query_max = 0));
+        assert!(refused(&|c| c.storage.segment_size_max = (1 << 37) + 1));
     }
 }

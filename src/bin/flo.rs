@@ -19,6 +19,10 @@ mod config_file;
 
 use config_file::{format_duration_ms, format_size};
 
+#[path = "shared/clap_error.rs"]
+mod clap_error;
+use clap_error::one_line;
+
 /// flo: a small, fast, durable event stream server.
 #[derive(Parser, Debug)]
 #[command(name = "flo", version, about, long_about = None, args_conflicts_with_subcommands = true)]
@@ -232,21 +236,6 @@ fn parse_args() -> Result<Args, String> {
         .try_get_matches_from(combined)
         .map_err(|error| one_line(&error))?;
     Args::from_arg_matches(&matches).map_err(|error| one_line(&error))
-}
-
-/// A clap error as one line: the lines before its usage block, joined, without `error: `.
-fn one_line(error: &clap::Error) -> String {
-    let text = error.to_string();
-    let lines: Vec<&str> = text
-        .lines()
-        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
-        .map(str::trim)
-        .collect();
-    let joined = lines.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
 }
 
 /// The effective settings as a configuration file that `--config` accepts; unset optional

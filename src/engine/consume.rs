@@ -7,12 +7,32 @@
 
 use super::connection::{Stream, Subscription};
 use super::{ConnId, Engine};
+use crate::event::Event;
 use crate::event::StartPosition;
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
     ServerFrame, Subscribe,
 };
-use crate::storage::{Log, Offset};
+use crate::storage::{Log, NamespaceKey, Offset, StorageError};
+
+/// A subscription reads through the namespace index only when at least this many records lie
+/// between it and the durable end: below that, reading them (mostly from the cache) costs
+/// less than the index lookups and one positioned read per match.
+const INDEX_GAP_MIN: u64 = 1024;
+
+/// What the namespace index can select for a glob: the glob itself when it has no wildcard,
+/// or its literal part up to the last `/` before the first wildcard when that is more than
+/// `/` (cut at a `/` so that no spelling of `**` can make the literal part longer than what
+/// every match starts with). `None`: the glob needs a scan.
+fn index_key(pattern: &str) -> Option<NamespaceKey> {
+    let wildcard = pattern.find(['*', '?', '[']);
+    let Some(wildcard) = wildcard else {
+        return Some(NamespaceKey::Exact(pattern.to_string()));
+    };
+    let literal = &pattern[..wildcard];
+    let cut = literal.rfind('/')?;
+    (cut > 0).then(|| NamespaceKey::Prefix(literal[..cut].to_string()))
+}
 
 /// What feeding consumers may still do this turn. A record is looked at only while both are
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
@@ -289,7 +309,19 @@ impl<L: Log> Engine<L> {
         let mut stopped_by_budget = false;
         let mut stopped_by_memory = None;
         let output_start = output.len();
-        let result = log.read(subscription.next, &mut |_, event| {
+        let gap = durable_end.0.saturating_sub(subscription.next.0);
+        let key = (gap >= INDEX_GAP_MIN)
+            .then(|| index_key(subscription.glob.as_str()))
+            .flatten();
+        let from = subscription.next;
+        // How many matches one index query may return: every delivery the subscription may
+        // still make this turn, plus one, so that a subscription whose credit or limit runs
+        // out still finds out whether another match follows (as a scan does).
+        let deliveries_max = subscription
+            .credit
+            .min(subscription.remaining.unwrap_or(u64::MAX))
+            .min(budget.records);
+        let mut deliver = |event: &Event| {
             if budget.records == 0 || budget.match_steps == 0 {
                 stopped_by_budget = true;
                 return false;
@@ -335,7 +367,22 @@ impl<L: Log> Engine<L> {
             }
             budget.records -= 1;
             true
-        });
+        };
+        let result = match &key {
+            Some(key) => read_indexed(log, key, from, deliveries_max, &mut deliver),
+            None => log
+                .read(from, &mut |_, event| deliver(event))
+                .map(IndexedRead::Done),
+        };
+        if key.is_some() {
+            // An index query is one unit of the turn's budget, besides the records it reads,
+            // so a query that finds nothing still brings the turn closer to its end.
+            budget.records = budget.records.saturating_sub(1);
+        }
+        if matches!(result, Ok(IndexedRead::More(_))) {
+            stopped_by_budget = true;
+        }
+        let result = result.map(IndexedRead::offset);
         *connection.output_buffer() = output;
         if !connection.has_output_queued && connection.output_len() > 0 {
             connection.has_output_queued = true;
@@ -427,6 +474,81 @@ const SMALL_EVENT_SIZE_MAX: usize = 64 * 1024;
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
-fn event_frame_size_max(event: &crate::event::Event) -> usize {
+fn event_frame_size_max(event: &Event) -> usize {
     64 + event.namespace.len() + event.data.len()
+}
+
+/// At most this many positions are asked of one index query (the vector they go into is
+/// bounded by it).
+const INDEX_POSITIONS_PER_QUERY_MAX: u64 = 1024;
+
+/// How an index read ended.
+enum IndexedRead {
+    /// As a scan ends: `deliver` stopped before the record at this offset, or the durable end.
+    Done(Offset),
+    /// The query stopped with more of the log to search from this offset.
+    More(Offset),
+}
+
+impl IndexedRead {
+    fn offset(self) -> Offset {
+        match self {
+            IndexedRead::Done(offset) | IndexedRead::More(offset) => offset,
+        }
+    }
+}
+
+/// Reads the records `key` selects from `from` on through the namespace index, handing each
+/// to `deliver` (false: stop before it), as a scan would hand every record. The records the
+/// index skips are ones `deliver` would pass over (their namespace cannot match the glob), so
+/// the subscription receives exactly what a scan delivers.
+fn read_indexed<L: Log>(
+    log: &mut L,
+    key: &NamespaceKey,
+    from: Offset,
+    deliveries_max: u64,
+    deliver: &mut dyn FnMut(&Event) -> bool,
+) -> Result<IndexedRead, StorageError> {
+    let count_max = deliveries_max
+        .saturating_add(1)
+        .min(INDEX_POSITIONS_PER_QUERY_MAX) as usize;
+    let mut found = Vec::new();
+    let searched_to = log.find_namespace(key, from, count_max, &mut found)?;
+    for position in found {
+        let mut visited = false;
+        let mut stopped = false;
+        log.read(position, &mut |_, event| {
+            if visited {
+                return false;
+            }
+            visited = true;
+            stopped = !deliver(event);
+            !stopped
+        })?;
+        if stopped {
+            return Ok(IndexedRead::Done(position));
+        }
+    }
+    if searched_to >= log.durable_end() {
+        Ok(IndexedRead::Done(searched_to))
+    } else {
+        Ok(IndexedRead::More(searched_to))
+    }
+}
+
+#[cfg(test)]
+mod index_key_tests {
+    use super::*;
+
+    #[test]
+    fn globs_give_exact_names_literal_prefixes_or_nothing() {
+        let exact = |s: &str| Some(NamespaceKey::Exact(s.into()));
+        let prefix = |s: &str| Some(NamespaceKey::Prefix(s.into()));
+        assert_eq!(index_key("/accounts/42"), exact("/accounts/42"));
+        assert_eq!(index_key("/accounts/42/**"), prefix("/accounts/42"));
+        assert_eq!(index_key("/accounts/4?/x"), prefix("/accounts"));
+        assert_eq!(index_key("/a[bc]/x"), None);
+        assert_eq!(index_key("/**"), None);
+        assert_eq!(index_key("/*/x"), None);
+    }
 }

@@ -2,24 +2,28 @@
 //! sealed segment, retention and a cache of the newest records. Opening and crash recovery
 //! are in `recovery.rs`; the byte format and the rules are in docs/storage.md.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
-use super::index::SegmentIndex;
+use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
+use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames};
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
-    create_segment, fsync_dir, index_path, segment_path, write_index, ReadError, SegmentReader,
+    create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
+    write_index, write_namespace_index, ReadError, SegmentReader,
 };
-use super::{Log, LogStats, Offset, StorageError};
+use super::{scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -41,6 +45,8 @@ pub(super) struct OpenSegment {
     pub file: File,
     /// Covers the durable records only (the buffered ones are not in the file yet).
     pub index: SegmentIndex,
+    /// The namespaces of the durable records (empty when the index is disabled).
+    pub namespaces: SegmentNames,
 }
 
 /// The durable log on disk. See the [`Log`] trait for the contract.
@@ -71,6 +77,13 @@ pub struct FileLog {
     pub(super) preallocated_size: u64,
     /// The durable counter lease (`lease.rs`): at least every counter reserved so far.
     pub(super) counter_lease: u64,
+    /// The namespace index of each sealed segment, by first offset. A segment missing here
+    /// has no usable `.nsx` file: a query rebuilds it.
+    pub(super) sealed_namespaces: BTreeMap<u64, SealedNamespaces>,
+    /// The `.nsx` file being written by a storage helper thread (at most one at a time).
+    pub(super) namespace_build: Option<NamespaceBuild>,
+    /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
+    pub(super) namespace_rebuilds: u64,
     /// Held for the life of the log: no other process opens the same directory.
     pub(super) _lock: super::lock::DirLock,
 }
@@ -96,6 +109,83 @@ impl FileLog {
     #[cfg(any(test, feature = "testing"))]
     pub fn inject_fault(&mut self, fault: InjectedFault) {
         self.fault = Some(fault);
+    }
+
+    /// Waits for the `.nsx` file being written on the helper thread, if any (tests use it to
+    /// reach a state where every sealed segment has its file).
+    pub fn wait_for_namespace_index(&mut self) {
+        self.finish_namespace_build(true);
+    }
+
+    /// How many namespace index files queries found unusable and rebuilt since open.
+    pub fn namespace_rebuild_count(&self) -> u64 {
+        self.namespace_rebuilds
+    }
+
+    /// Takes the result of the helper thread's `.nsx` build when it is done (or, with `wait`,
+    /// waits for it): the segment is then answered from its file, or, if writing it failed,
+    /// the next query rebuilds it.
+    fn finish_namespace_build(&mut self, wait: bool) {
+        let Some(build) = self.namespace_build.take() else {
+            return;
+        };
+        if !wait && !build.job.is_finished() {
+            self.namespace_build = Some(build);
+            return;
+        }
+        let first = build.first_offset;
+        let path = namespace_index_path(&self.config.data_dir, first);
+        match build.job.join() {
+            Ok(Ok(header)) => {
+                // Retention may have deleted the segment meanwhile: then nothing is recorded.
+                if let Some(state) = self.sealed_namespaces.get_mut(&first) {
+                    *state = SealedNamespaces::Written(header);
+                }
+            }
+            Ok(Err(error)) => {
+                log::warn!(
+                    "cannot write namespace index file {} ({error}); a query will rebuild it",
+                    path.display()
+                );
+                self.sealed_namespaces.remove(&first);
+            }
+            Err(_) => {
+                log::error!("the helper thread writing {} panicked", path.display());
+                self.sealed_namespaces.remove(&first);
+            }
+        }
+    }
+
+    /// Hands the names of the segment just sealed to a helper thread that writes its `.nsx`
+    /// file; until it is done, queries answer from the names in memory. One build at a time:
+    /// a previous one still running is waited for first, so memory holds at most two
+    /// segments' names.
+    fn start_namespace_build(&mut self, names: SegmentNames) {
+        self.finish_namespace_build(true);
+        let first_offset = names.first_offset;
+        let names = Arc::new(names);
+        let dir = self.config.data_dir.clone();
+        let shared = Arc::clone(&names);
+        let spawned = std::thread::Builder::new()
+            .name("flo-nsx".into())
+            .spawn(move || write_namespace_index(&dir, &shared));
+        match spawned {
+            Ok(job) => {
+                let state = SealedNamespaces::Building(names);
+                self.sealed_namespaces.insert(first_offset, state);
+                self.namespace_build = Some(NamespaceBuild { first_offset, job });
+            }
+            Err(error) => {
+                log::warn!("cannot start a thread to write a namespace index ({error})");
+                match write_namespace_index(&self.config.data_dir, &names) {
+                    Ok(header) => {
+                        let state = SealedNamespaces::Written(header);
+                        self.sealed_namespaces.insert(first_offset, state);
+                    }
+                    Err(error) => log::warn!("cannot write a namespace index ({error})"),
+                }
+            }
+        }
     }
 
     /// How many fdatasyncs of segment data ran since open.
@@ -132,8 +222,20 @@ impl FileLog {
         for event in pending_events.drain(..) {
             let offset = self.open.index.end_offset();
             self.open.index.observe(&event, encoded_size(&event) as u64);
+            if self.config.namespace_index {
+                self.open.namespaces.observe(&event.namespace);
+            }
             self.durable_vector.observe(event.id);
             self.cache.push(offset, event);
+        }
+        // A reader of the open segment may have buffered the zeros that were past the records
+        // (the preallocated hole) where these records now are: it must not be reused.
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(|reader| reader.first_offset == self.open.index.first_offset)
+        {
+            self.reader = None;
         }
         // Keep the allocations for the next group.
         self.pending_events = pending_events;
@@ -259,9 +361,13 @@ impl FileLog {
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
+            namespaces: SegmentNames::empty(next_first),
         };
         let sealed = std::mem::replace(&mut self.open, open);
         self.sealed.push_back(sealed.index);
+        if self.config.namespace_index {
+            self.start_namespace_build(sealed.namespaces);
+        }
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
@@ -282,8 +388,18 @@ impl FileLog {
     /// seeked through the sparse table.
     fn reader_at(&mut self, offset: u64) -> Result<SegmentReader, StorageError> {
         let segment_first = self.segment_of(offset).first_offset;
-        if let Some(reader) = self.reader.take() {
-            if reader.first_offset == segment_first && reader.next_offset == offset {
+        if let Some(mut reader) = self.reader.take() {
+            // A reader a little before `offset` in the same segment reads forward to it: an
+            // index read of a namespace whose records are close together then costs what a
+            // scan would, not a seek per record.
+            let ahead = offset.checked_sub(reader.next_offset);
+            if reader.first_offset == segment_first
+                && ahead.is_some_and(|ahead| ahead < SPARSE_EVERY_RECORDS)
+            {
+                let segment_end = self.segment_of(offset).end_offset();
+                while reader.next_offset < offset {
+                    next_on_disk(&mut reader, segment_end)?;
+                }
                 return Ok(reader);
             }
         }
@@ -353,10 +469,19 @@ impl FileLog {
             return Ok(0);
         };
         let (first_offset, count) = (oldest.first_offset, oldest.record_count);
+        if self
+            .namespace_build
+            .as_ref()
+            .is_some_and(|build| build.first_offset == first_offset)
+        {
+            // Its file must be in place before it is deleted.
+            self.finish_namespace_build(true);
+        }
         let dir = &self.config.data_dir;
         for path in [
             segment_path(dir, first_offset),
             index_path(dir, first_offset),
+            namespace_index_path(dir, first_offset),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -365,8 +490,120 @@ impl FileLog {
             }
         }
         self.sealed.pop_front();
+        self.sealed_namespaces.remove(&first_offset);
         Ok(count)
     }
+
+    /// Looks `key` up in the namespace index of the sealed segment `segment`: from the names
+    /// in memory while its file is being written, else from its file; a file that is missing
+    /// or found damaged is rebuilt from the segment (and written back) first.
+    fn lookup_sealed(
+        &mut self,
+        segment: SealedShape,
+        key: &NamespaceKey,
+        range: (u64, u64),
+        count_max: usize,
+        found: &mut Vec<u64>,
+    ) -> Result<(), StorageError> {
+        let first = segment.first_offset;
+        let dir = self.config.data_dir.clone();
+        let path = namespace_index_path(&dir, first);
+        let problem = match self.sealed_namespaces.get(&first) {
+            Some(SealedNamespaces::Building(names)) => {
+                names.lookup(key, range.0, range.1, count_max, found);
+                return Ok(());
+            }
+            Some(SealedNamespaces::Written(header)) => {
+                let mut answer = Vec::new();
+                let result = File::open(&path)
+                    .map_err(NamespaceFileError::Io)
+                    .and_then(|file| header.lookup(&file, key, range, count_max, &mut answer));
+                match result {
+                    Ok(()) => {
+                        found.extend(answer);
+                        return Ok(());
+                    }
+                    Err(error) => error.to_string(),
+                }
+            }
+            None => "missing".to_string(),
+        };
+        log::warn!(
+            "namespace index {} cannot be used ({problem}); rebuilding it",
+            path.display()
+        );
+        self.namespace_rebuilds += 1;
+        let names = rebuild_namespace_index(&dir, segment)?;
+        names.lookup(key, range.0, range.1, count_max, found);
+        match write_namespace_index(&dir, &names) {
+            Ok(header) => {
+                let state = SealedNamespaces::Written(header);
+                self.sealed_namespaces.insert(first, state);
+            }
+            Err(error) => log::warn!("cannot write {} ({error})", path.display()),
+        }
+        Ok(())
+    }
+}
+
+/// The namespace index of a sealed segment.
+#[derive(Debug)]
+pub(super) enum SealedNamespaces {
+    /// Its `.nsx` file is being written by the helper thread: queries read these names.
+    Building(Arc<SegmentNames>),
+    /// Its `.nsx` file, with this header (checked).
+    Written(NamespaceHeader),
+}
+
+/// A `.nsx` file being written on a storage helper thread.
+#[derive(Debug)]
+pub(super) struct NamespaceBuild {
+    first_offset: u64,
+    job: JoinHandle<io::Result<NamespaceHeader>>,
+}
+
+/// What a namespace index lookup needs to know about a sealed segment.
+#[derive(Debug, Clone, Copy)]
+struct SealedShape {
+    first_offset: u64,
+    record_count: u64,
+    /// Where its first record starts.
+    header_size: u64,
+}
+
+impl SealedShape {
+    fn of(segment: &SegmentIndex) -> SealedShape {
+        SealedShape {
+            first_offset: segment.first_offset,
+            record_count: segment.record_count,
+            // The sparse table always lists the first record; an empty segment ends at its
+            // header.
+            header_size: segment
+                .sparse
+                .first()
+                .map_or(segment.file_size, |&(_, p)| p),
+        }
+    }
+}
+
+/// Reads a sealed segment's namespaces again (its index file was missing or damaged). The
+/// segment must read back whole, as its `.idx` says.
+fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNames, StorageError> {
+    let first = segment.first_offset;
+    let path = segment_path(dir, first);
+    let scan = scan_segment(&path, first, segment.header_size)
+        .map_err(io_error(format!("read {}", path.display())))?;
+    if scan.error.is_some() || scan.namespaces.record_count() != segment.record_count {
+        return Err(StorageError::Corrupt {
+            context: format!(
+                "sealed segment {}: does not read back whole while rebuilding its namespace \
+                 index (byte {})",
+                path.display(),
+                scan.index.file_size
+            ),
+        });
+    }
+    Ok(scan.namespaces)
 }
 
 /// The next record of a reader that must have one (the index says so): anything else is
@@ -522,6 +759,50 @@ impl Log for FileLog {
         result.map(|()| deleted)
     }
 
+    fn find_namespace(
+        &mut self,
+        key: &NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        if !self.config.namespace_index {
+            return scan_namespace(self, key, from, count_max, found);
+        }
+        self.finish_namespace_build(false);
+        let durable_end = self.durable_end().0;
+        let mut offset = from.0.max(self.start().0);
+        let mut positions = Vec::new();
+        let mut segments_read = 0;
+        let segments_max = self.config.namespace_segments_per_query_max;
+        while offset < durable_end && segments_read < segments_max {
+            let wanted = count_max - positions.len();
+            if wanted == 0 {
+                break;
+            }
+            let segment = self.segment_of(offset);
+            let segment_end = segment.end_offset().min(durable_end);
+            let range = (offset, segment_end);
+            if segment.first_offset == self.open.index.first_offset {
+                self.open
+                    .namespaces
+                    .lookup(key, range.0, range.1, wanted, &mut positions);
+            } else {
+                let shape = SealedShape::of(segment);
+                self.lookup_sealed(shape, key, range, wanted, &mut positions)?;
+            }
+            offset = segment_end;
+            segments_read += 1;
+        }
+        if positions.len() == count_max {
+            if let Some(&last) = positions.last() {
+                offset = last + 1;
+            }
+        }
+        found.extend(positions.into_iter().map(Offset));
+        Ok(Offset(offset))
+    }
+
     fn stats(&self) -> LogStats {
         LogStats {
             event_count: self.end().0 - self.start().0,
@@ -549,6 +830,8 @@ impl Drop for FileLog {
     /// Cuts the zeros after the last record, so a clean stop leaves no hole for start-up to
     /// cut. Best effort: if it fails (or never runs, after a crash) start-up cuts them.
     fn drop(&mut self) {
+        // The helper thread's file must be complete before another log opens the directory.
+        self.finish_namespace_build(true);
         if self.preallocated_size > self.open.index.file_size {
             let _ = self.open.file.set_len(self.open.index.file_size);
         }

@@ -20,6 +20,7 @@ pub mod lease;
 mod lease;
 mod lock;
 mod memory;
+mod namespace;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
 #[cfg(feature = "testing")]
@@ -39,6 +40,7 @@ pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
 pub use file::InjectedFault;
 pub use memory::MemoryLog;
+pub use namespace::NamespaceKey;
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
 
@@ -209,4 +211,44 @@ pub trait Log {
     /// before any ack of the id. Cheap (no I/O) while `up_to` is within the current lease; past
     /// it, the lease is raised by a large step (`lease::COUNTER_LEASE_STEP`) and made durable.
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError>;
+
+    /// Appends to `found`, ascending, the offsets of durable records from `from` (raised to
+    /// `start()`) whose namespace `key` selects, at most `count_max` of them, and returns how
+    /// far the search got: every selected record before the returned offset is in `found`.
+    /// The returned offset is one past the last found offset when `count_max` were found, the
+    /// durable end when the search reached it, or a segment boundary in between when the
+    /// file log stopped after reading its bound of segment indexes
+    /// (`StorageConfig::namespace_segments_per_query_max`); the caller calls again from there.
+    ///
+    /// The default reads the records (a scan); the file log answers from its namespace index.
+    fn find_namespace(
+        &mut self,
+        key: &NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        scan_namespace(self, key, from, count_max, found)
+    }
+}
+
+/// `Log::find_namespace` by reading every record: the reference the index must agree with.
+pub fn scan_namespace<L: Log + ?Sized>(
+    log: &mut L,
+    key: &NamespaceKey,
+    from: Offset,
+    count_max: usize,
+    found: &mut Vec<Offset>,
+) -> Result<Offset, StorageError> {
+    let mut count = 0;
+    log.read(from, &mut |offset, event| {
+        if count >= count_max {
+            return false;
+        }
+        if key.matches(&event.namespace) {
+            found.push(offset);
+            count += 1;
+        }
+        true
+    })
 }

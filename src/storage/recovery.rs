@@ -6,7 +6,7 @@
 //! are not checksummed at start-up: a read that meets a damaged record returns
 //! `StorageError::Corrupt` naming the file and byte position (see docs/storage.md).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
@@ -14,17 +14,18 @@ use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
 
 use super::cache::EventCache;
-use super::file::{FileLog, OpenSegment};
+use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
+use super::namespace::{NamespaceHeader, SegmentNames};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
 use super::segment::{
-    classify, create_segment, encode_header, load_index, quarantine_path, read_header,
-    scan_segment, segment_path, write_index, FileKind,
+    classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
+    read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
 };
 use super::StorageError;
 
@@ -49,6 +50,9 @@ pub struct RecoveryReport {
     pub index_files_read: u64,
     /// Index files that were missing or damaged and were rebuilt.
     pub indexes_rebuilt: u64,
+    /// Namespace index files of sealed segments rebuilt by scanning their segment (missing,
+    /// or not matching their segment; see docs/storage.md).
+    pub namespace_indexes_rebuilt: u64,
     /// Records decoded at start-up (the newest segment, plus any segment whose index was
     /// rebuilt).
     pub records_scanned: u64,
@@ -80,6 +84,13 @@ impl std::fmt::Display for RecoveryReport {
         }
         if self.indexes_rebuilt > 0 {
             write!(f, "; rebuilt {} index files", self.indexes_rebuilt)?;
+        }
+        if self.namespace_indexes_rebuilt > 0 {
+            write!(
+                f,
+                "; rebuilt {} namespace index files",
+                self.namespace_indexes_rebuilt
+            )?;
         }
         if self.stray_files > 0 {
             write!(f, "; ignored {} stray files", self.stray_files)?;
@@ -128,12 +139,13 @@ impl FileLog {
         let firsts = list_segments(dir, &mut report)?;
         let (sealed, open) = match firsts.split_last() {
             None => (
-                VecDeque::new(),
+                (VecDeque::new(), BTreeMap::new()),
                 new_open_segment(dir, 0, &VersionVector::new())?,
             ),
             Some((&newest, sealed_firsts)) => {
-                let sealed = load_sealed(dir, sealed_firsts, newest, &mut report)?;
-                let open = recover_open(dir, newest, &sealed, mode, &mut report)?;
+                let indexed = config.namespace_index;
+                let sealed = load_sealed(dir, sealed_firsts, newest, indexed, &mut report)?;
+                let open = recover_open(dir, newest, &sealed.0, mode, &mut report)?;
                 (sealed, open)
             }
         };
@@ -170,10 +182,17 @@ fn read_lease(dir: &Path, mode: RecoveryMode) -> Result<u64, StorageError> {
 fn assemble(
     config: StorageConfig,
     lock: DirLock,
-    sealed: VecDeque<SegmentIndex>,
-    open: OpenSegment,
+    (sealed, namespace_headers): (VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>),
+    mut open: OpenSegment,
     vector_before: VersionVector,
 ) -> FileLog {
+    if !config.namespace_index {
+        open.namespaces = SegmentNames::empty(open.index.first_offset);
+    }
+    let sealed_namespaces = namespace_headers
+        .into_iter()
+        .map(|(first, header)| (first, SealedNamespaces::Written(header)))
+        .collect();
     let mut vector = vector_before;
     vector.merge(&open.index.vector);
     let cache = EventCache::new(config.cache_bytes_max, open.index.end_offset());
@@ -193,6 +212,9 @@ fn assemble(
         fsync_count: 0,
         preallocated_size: 0,
         counter_lease: 0,
+        sealed_namespaces,
+        namespace_build: None,
+        namespace_rebuilds: 0,
         _lock: lock,
     }
 }
@@ -206,7 +228,13 @@ fn new_open_segment(
     let (file, header_size) = create_segment(dir, first_offset, vector_before)
         .map_err(io_error(format!("create segment {}", path.display())))?;
     let index = SegmentIndex::empty(first_offset, header_size);
-    Ok((OpenSegment { file, index }, vector_before.clone()))
+    let namespaces = SegmentNames::empty(first_offset);
+    let open = OpenSegment {
+        file,
+        index,
+        namespaces,
+    };
+    Ok((open, vector_before.clone()))
 }
 
 /// The first offsets of the segment files, ascending. Leftover temporary index files are
@@ -221,14 +249,23 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(FileKind::Segment(first)) => {
                 firsts.insert(first);
             }
-            Some(FileKind::Index(_) | FileKind::Lock | FileKind::CounterLease) => {}
+            Some(
+                FileKind::Index(_)
+                | FileKind::NamespaceIndex(_)
+                | FileKind::Lock
+                | FileKind::CounterLease,
+            ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
                     "quarantine file {} (damaged bytes moved out by --repair) is left alone",
                     entry.path().display()
                 );
             }
-            Some(FileKind::IndexTemp(_) | FileKind::CounterLeaseTemp) => {
+            Some(
+                FileKind::IndexTemp(_)
+                | FileKind::NamespaceIndexTemp(_)
+                | FileKind::CounterLeaseTemp,
+            ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
                     log::warn!("cannot remove {}: {error}", entry.path().display());
@@ -247,14 +284,17 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
 }
 
 /// Loads the index of every sealed segment, rebuilding any that is missing, damaged or does
-/// not match its segment file.
+/// not match its segment file; with `indexed`, also checks the header of each namespace index
+/// file (rebuilding the file when it fails) and returns those headers.
 fn load_sealed(
     dir: &Path,
     firsts: &[u64],
     newest: u64,
+    indexed: bool,
     report: &mut RecoveryReport,
-) -> Result<VecDeque<SegmentIndex>, StorageError> {
+) -> Result<(VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>), StorageError> {
     let mut sealed = VecDeque::with_capacity(firsts.len());
+    let mut headers = BTreeMap::new();
     for (i, &first) in firsts.iter().enumerate() {
         let next_first = firsts.get(i + 1).copied().unwrap_or(newest);
         let path = segment_path(dir, first);
@@ -263,25 +303,42 @@ fn load_sealed(
             .len();
         let loaded = load_index(dir, first)
             .filter(|index| index.file_size == file_size && index.end_offset() == next_first);
-        let index = match loaded {
-            Some(index) => {
-                report.index_files_read += 1;
-                index
-            }
+        let Some(index) = loaded else {
+            log::warn!(
+                "index of segment {} is missing or does not match; rebuilding it",
+                path.display()
+            );
+            // Rebuilds the namespace index too, from the same read.
+            let (index, header) = rebuild_index(dir, first, next_first, file_size)?;
+            report.indexes_rebuilt += 1;
+            report.records_scanned += index.record_count;
+            headers.extend(header.map(|header| (first, header)));
+            sealed.push_back(index);
+            continue;
+        };
+        report.index_files_read += 1;
+        if !indexed {
+            sealed.push_back(index);
+            continue;
+        }
+        // Only the first 64 bytes and the length: each part's checksum is checked when a
+        // query reads it.
+        let header = match load_namespace_header(dir, first, index.record_count) {
+            Some(header) => Some(header),
             None => {
                 log::warn!(
-                    "index of segment {} is missing or does not match; rebuilding it",
+                    "namespace index of segment {} is missing or does not match; rebuilding it",
                     path.display()
                 );
-                let index = rebuild_index(dir, first, next_first, file_size)?;
-                report.indexes_rebuilt += 1;
+                report.namespace_indexes_rebuilt += 1;
                 report.records_scanned += index.record_count;
-                index
+                rebuild_index(dir, first, next_first, file_size)?.1
             }
         };
+        headers.extend(header.map(|header| (first, header)));
         sealed.push_back(index);
     }
-    Ok(sealed)
+    Ok((sealed, headers))
 }
 
 /// Rebuilds a sealed segment's index by reading it. A sealed segment must be whole: if it does
@@ -292,7 +349,7 @@ fn rebuild_index(
     first: u64,
     next_first: u64,
     file_size: u64,
-) -> Result<SegmentIndex, StorageError> {
+) -> Result<(SegmentIndex, Option<NamespaceHeader>), StorageError> {
     let path = segment_path(dir, first);
     let mut file = File::open(&path).map_err(io_error(format!("open {}", path.display())))?;
     let corrupt = |what: String| StorageError::Corrupt {
@@ -320,7 +377,17 @@ fn rebuild_index(
             path.display()
         );
     }
-    Ok(index)
+    let header = match write_namespace_index(dir, &scan.namespaces) {
+        Ok(header) => Some(header),
+        Err(error) => {
+            log::warn!(
+                "cannot write the rebuilt namespace index of {}: {error}",
+                path.display()
+            );
+            None
+        }
+    };
+    Ok((index, header))
 }
 
 /// Opens the newest segment and checks it record by record. A torn tail (no record with a
@@ -381,6 +448,7 @@ fn recover_open(
         OpenSegment {
             file,
             index: scan.index,
+            namespaces: scan.namespaces,
         },
         vector_before,
     ))
@@ -438,8 +506,12 @@ fn recover_damaged_header(
     report.repaired_records += kept.len() as u64;
     let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
     report.records_scanned += scan.index.record_count;
-    let index = scan.index;
-    Ok((OpenSegment { file, index }, vector_before))
+    let open = OpenSegment {
+        file,
+        index: scan.index,
+        namespaces: scan.namespaces,
+    };
+    Ok((open, vector_before))
 }
 
 fn needs_repair(dir: &Path, first: u64, position: u64, problem: String) -> StorageError {

@@ -9,6 +9,7 @@ use crate::event::{Event, VersionVector};
 
 use super::index::SegmentIndex;
 use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
+use super::namespace::{read_namespace_header, NamespaceHeader, SegmentNames};
 use super::record::{
     decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
     DecodeError, Decoder, RECORD_HEADER_SIZE,
@@ -29,6 +30,14 @@ pub fn index_path(dir: &Path, first_offset: u64) -> PathBuf {
     dir.join(format!("{first_offset:020}.idx"))
 }
 
+pub fn namespace_index_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.nsx"))
+}
+
+fn namespace_index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.nsx.tmp"))
+}
+
 fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
     dir.join(format!("{first_offset:020}.idx.tmp"))
 }
@@ -39,6 +48,9 @@ pub enum FileKind {
     Segment(u64),
     Index(u64),
     IndexTemp(u64),
+    /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
+    NamespaceIndex(u64),
+    NamespaceIndexTemp(u64),
     /// The lock file that keeps a second server out of the directory.
     Lock,
     /// Damaged bytes `flo --repair` moved out of a segment (`{first:020}.log.quarantine-{byte}`).
@@ -76,6 +88,10 @@ pub fn classify(name: &str) -> Option<FileKind> {
         (s, FileKind::IndexTemp)
     } else if let Some(s) = name.strip_suffix(".idx") {
         (s, FileKind::Index)
+    } else if let Some(s) = name.strip_suffix(".nsx.tmp") {
+        (s, FileKind::NamespaceIndexTemp)
+    } else if let Some(s) = name.strip_suffix(".nsx") {
+        (s, FileKind::NamespaceIndex)
     } else {
         return None;
     };
@@ -150,6 +166,34 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     drop(file);
     fs::rename(&temp, index_path(dir, index.first_offset))?;
     fsync_dir(dir)
+}
+
+/// Writes a sealed segment's namespace index: temp file, fdatasync, rename, directory fsync.
+/// Returns the header of what it wrote.
+pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<NamespaceHeader> {
+    let temp = namespace_index_temp_path(dir, names.first_offset);
+    let bytes = names.encode();
+    let mut file = File::create(&temp)?;
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    drop(file);
+    fs::rename(&temp, namespace_index_path(dir, names.first_offset))?;
+    fsync_dir(dir)?;
+    // Just encoded: its header decodes (a failure here is a bug, reported as a damaged file).
+    NamespaceHeader::decode(&bytes)
+        .ok_or_else(|| io::Error::other("a namespace index just encoded does not decode"))
+}
+
+/// The header of the namespace index file of a sealed segment, checked (magic, checksum,
+/// positions, length) and matched against the segment: the start-up check, which reads only
+/// the first 64 bytes. `None` when the file is missing or fails.
+pub fn load_namespace_header(
+    dir: &Path,
+    first_offset: u64,
+    record_count: u64,
+) -> Option<NamespaceHeader> {
+    let file = File::open(namespace_index_path(dir, first_offset)).ok()?;
+    read_namespace_header(&file, first_offset, record_count)
 }
 
 /// Reads an index file; `None` when it is missing or damaged.
@@ -264,6 +308,8 @@ impl SegmentReader {
 pub struct ScanResult {
     /// The index of the records that decoded.
     pub index: SegmentIndex,
+    /// Their namespace index.
+    pub namespaces: SegmentNames,
     /// Why the scan stopped before the end of the file, if it did.
     pub error: Option<DecodeError>,
 }
@@ -274,13 +320,24 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
     let mut reader =
         SegmentReader::open(path.to_path_buf(), first_offset, first_offset, header_size)?;
     let mut index = SegmentIndex::empty(first_offset, header_size);
+    let mut namespaces = SegmentNames::empty(first_offset);
     loop {
         match reader.next_record() {
-            Ok(Some((event, size))) => index.observe(&event, size),
-            Ok(None) => return Ok(ScanResult { index, error: None }),
+            Ok(Some((event, size))) => {
+                index.observe(&event, size);
+                namespaces.observe(&event.namespace);
+            }
+            Ok(None) => {
+                return Ok(ScanResult {
+                    index,
+                    namespaces,
+                    error: None,
+                })
+            }
             Err(ReadError::Decode(error)) => {
                 return Ok(ScanResult {
                     index,
+                    namespaces,
                     error: Some(error),
                 })
             }
@@ -309,6 +366,14 @@ mod tests {
         assert_eq!(
             classify("00000000000000000042.idx.tmp"),
             Some(FileKind::IndexTemp(42))
+        );
+        assert_eq!(
+            classify(&name(namespace_index_path(dir, first))),
+            Some(FileKind::NamespaceIndex(42))
+        );
+        assert_eq!(
+            classify("00000000000000000042.nsx.tmp"),
+            Some(FileKind::NamespaceIndexTemp(42))
         );
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
         assert_eq!(

@@ -14,6 +14,10 @@ use flo::client::{
 use flo::event::{Event, EventId, StartPosition};
 use flo::units::parse_duration_ms;
 
+#[path = "../shared/clap_error.rs"]
+mod clap_error;
+use clap_error::one_line;
+
 /// Produces to stdin-fed streams keep this many events in flight.
 const PRODUCE_WINDOW: usize = 256;
 
@@ -257,21 +261,6 @@ fn run(cli: Cli) -> Result<(), String> {
             .render(&mut io::stdout())
             .map_err(|error| output_error(&error)),
     }
-}
-
-/// A clap error as one line: the lines before its usage block, joined, without `error: `.
-fn one_line(error: &clap::Error) -> String {
-    let text = error.to_string();
-    let lines: Vec<&str> = text
-        .lines()
-        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
-        .map(str::trim)
-        .collect();
-    let joined = lines.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
 }
 
 /// Where and how to connect.
