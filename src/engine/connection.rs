@@ -158,7 +158,8 @@ impl Connection {
     /// Everything the connection holds in memory, for `connection_memory_max`.
     pub fn memory_bytes(&self) -> usize {
         let subscriptions: usize = self.subscriptions.values().map(|s| s.size_bytes()).sum();
-        self.input.len() + self.output_owed() + subscriptions
+        // The whole output buffer: its sent front is held until the buffer is compacted.
+        self.input.len() + self.output.len() + self.held_reply_bytes + subscriptions
     }
 
     /// Bytes queued and not yet sent.
