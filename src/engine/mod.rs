@@ -360,7 +360,7 @@ impl<L: Log> Engine<L> {
             let peeked_kind = connection.input.get(consumed + 4).copied();
             if matches!(connection.phase, Phase::AwaitingHello { .. })
                 && peeked_kind == Some(kind::PEER_HELLO)
-                && !self.config.accepts_peers
+                && !self.accepts_peer_hello()
                 && Self::length_within(
                     &connection.input[consumed..],
                     self.config.hello_frame_size_max,
@@ -442,6 +442,12 @@ impl<L: Log> Engine<L> {
         length != 0 && length <= frame_size_max.saturating_sub(4)
     }
 
+    /// True when this node takes a PeerHello: it was configured for clustering (the same
+    /// rule as `on_peer_hello`).
+    pub(super) fn accepts_peer_hello(&self) -> bool {
+        self.config.accepts_peers || !self.config.cluster.peer_addrs.is_empty()
+    }
+
     /// The limits a frame is decoded with. Only the frame size limit applies, so that an
     /// event whose namespace or data is over its limit (but inside a legal frame) gets an
     /// error with its op id and the connection stays open; `validate` applies the real limits.
@@ -450,7 +456,7 @@ impl<L: Log> Engine<L> {
         // A server that accepts no peers refuses PeerHello, so it never allows one's size.
         let frame_size_max = match (phase, kind) {
             (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None)
-                if self.config.accepts_peers =>
+                if self.accepts_peer_hello() =>
             {
                 self.config.peer_hello_frame_size_max
             }
