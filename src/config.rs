@@ -3,8 +3,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth_file::AuthTable;
 use crate::event::ActorId;
 
 /// When appended events are made durable.
@@ -188,6 +190,49 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Consumer groups (docs/consumers.md): how many, how large, and the defaults a JoinGroup
+/// gets when it leaves a setting at 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Groups the server keeps; a JoinGroup that would create one more is refused.
+    pub groups_max: usize,
+    /// The longest group name, in bytes.
+    pub name_length_max: u32,
+    /// Ack time-out of a join that does not set one.
+    pub ack_timeout_default: Duration,
+    /// Deliveries before parking, for a join that does not set it.
+    pub max_deliveries_default: u16,
+    /// Unacknowledged events per member, for a join that does not set it.
+    pub in_flight_default: u32,
+    /// The most unacknowledged events one member may ask to hold.
+    pub in_flight_max: u32,
+    /// Acknowledged offsets a group keeps above its floor (the oldest event still pending):
+    /// at this many the group delivers no new events until the floor moves (the old event is
+    /// acknowledged, or parked after its redeliveries).
+    pub ack_window_max: usize,
+    /// Parked events a group lists; past it the event is redelivered instead (logged).
+    pub parked_max: usize,
+    /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
+    /// four times the size of the snapshot.
+    pub journal_compact_bytes: u64,
+}
+
+impl Default for GroupLimits {
+    fn default() -> GroupLimits {
+        GroupLimits {
+            groups_max: 1024,
+            name_length_max: 255,
+            ack_timeout_default: Duration::from_secs(30),
+            max_deliveries_default: 10,
+            in_flight_default: 1000,
+            in_flight_max: 100_000,
+            ack_window_max: 1 << 18,
+            parked_max: 100_000,
+            journal_compact_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// The server's TLS identity for client connections: a certificate chain and its private key,
 /// both PEM, as read from `--tls-cert` and `--tls-key` (the reactor parses them at start-up).
 #[derive(Clone, PartialEq, Eq)]
@@ -278,6 +323,14 @@ pub struct Config {
     /// With an identity, the listener speaks TLS from the first byte (protocol.md, "Transport
     /// security"); without, plaintext.
     pub tls: Option<TlsPem>,
+    /// With a table (`--auth-file`), Hello must carry a principal's token and every produce,
+    /// subscribe and status request is checked against its permissions; without, every client
+    /// may do everything (docs/security.md).
+    pub auth: Option<Arc<AuthTable>>,
+    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
+    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
+    /// this many guesses a second.
+    pub auth_failures_per_second_max: u32,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -290,6 +343,8 @@ pub struct Config {
     /// subscription is woken instead of each namespace being matched against its glob: the
     /// matching costs at most this many glob runs per subscription per turn.
     pub turn_namespaces_matched_max: usize,
+    /// Consumer groups.
+    pub groups: GroupLimits,
 }
 
 impl Config {
@@ -323,10 +378,13 @@ impl Config {
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
             tls: None,
+            auth: None,
+            auth_failures_per_second_max: 20,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
             turn_namespaces_matched_max: 64,
+            groups: GroupLimits::default(),
         }
     }
 
@@ -344,6 +402,9 @@ impl Config {
             return Err(
                 "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
             );
+        }
+        if self.auth_failures_per_second_max == 0 {
+            return Err("auth failures per second must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -436,6 +497,22 @@ impl Config {
         }
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
+        }
+        let groups = &self.groups;
+        if groups.groups_max == 0
+            || groups.name_length_max == 0
+            || groups.name_length_max > u32::from(u16::MAX)
+            || groups.ack_timeout_default.is_zero()
+            || groups.max_deliveries_default == 0
+            || groups.in_flight_default == 0
+            || groups.in_flight_max < groups.in_flight_default
+            || groups.ack_window_max == 0
+        {
+            return Err(
+                "group limits must be positive (name length at most 65535, the in-flight \
+                 maximum at least its default)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth_file;
 pub mod client;
 pub mod config;
 pub mod event;
@@ -77,5 +78,5 @@ pub(crate) mod reactor;
 pub(crate) mod random;
 
 pub use config::{ClusterConfig, Config, FsyncPolicy, Retention, StorageConfig, WireLimits};
-pub use reactor::{Server, ServerError, ShutdownTrigger};
+pub use reactor::{AuthReloader, Server, ServerError, ShutdownTrigger};
 pub use storage::{FileLog, Log, MemoryLog};

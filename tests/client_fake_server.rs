@@ -519,3 +519,86 @@ fn an_owned_producer_queues_a_window_and_recv_ack_flushes_it() {
     assert_eq!(counters, vec![1, 2, 3]);
     server.join().expect("fake server");
 }
+
+/// A group member's acks are pipelined and batched: one GroupAck frame per 128 acks or per
+/// wait for the network (the client reads 4 KiB at a time, so a few), never one per event,
+/// all before LeaveGroup; a NotPending answer (a late ack) does not end the membership.
+#[test]
+fn group_acks_are_batched_and_a_not_pending_answer_does_not_end_the_membership() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(join) => {
+                assert_eq!(join.group, "workers");
+                assert_eq!(join.glob, "/food/**");
+                assert_eq!(join.credit, 500);
+                join.subscription_id
+            }
+            other => panic!("expected JoinGroup, got {other:?}"),
+        };
+        // One write, so that the client's reads, not the fake server's writes, decide when it
+        // runs dry.
+        let mut bytes = Vec::new();
+        for counter in 1..=300 {
+            let frame = ServerFrame::Event {
+                subscription_id: id,
+                event: event(counter, 1),
+            };
+            flo::protocol::encode(&frame, &mut bytes);
+            if counter == 10 {
+                let error = ServerFrame::Error(ErrorFrame {
+                    scope: ErrorScope::Subscription(id),
+                    code: ErrorCode::NotPending,
+                    message: "1 of the ids are not pending".into(),
+                });
+                flo::protocol::encode(&error, &mut bytes);
+            }
+        }
+        std::io::Write::write_all(&mut conn.stream, &bytes).expect("write the events");
+        let mut acked = Vec::new();
+        let mut ack_frames = 0;
+        loop {
+            match conn.receive() {
+                ClientFrame::GroupAck(ack) => {
+                    assert_eq!(ack.subscription_id, id);
+                    ack_frames += 1;
+                    acked.extend(ack.ids);
+                }
+                ClientFrame::Credit { .. } => {}
+                ClientFrame::LeaveGroup { subscription_id } => {
+                    assert_eq!(subscription_id, id);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected: Vec<EventId> = (1..=300).map(|c| EventId::new(c, 1)).collect();
+        assert_eq!(
+            acked, expected,
+            "every event acknowledged once, in order, before the leave"
+        );
+        assert!(
+            (3..=20).contains(&ack_frames),
+            "300 acks in {ack_frames} GroupAck frames"
+        );
+        conn.send(ServerFrame::End {
+            subscription_id: id,
+            reason: EndReason::Unsubscribed,
+        });
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut member = client
+        .join_group("workers")
+        .glob("/food/**")
+        .credit(500)
+        .join()
+        .expect("join");
+    for _ in 0..300 {
+        let event = member.next().expect("an event").expect("no error");
+        member.ack(event.id).expect("ack");
+    }
+    assert_eq!(member.not_pending_count(), 1);
+    assert!(!member.is_ended());
+    member.leave().expect("leave");
+    server.join().expect("fake server");
+}

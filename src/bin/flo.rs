@@ -10,9 +10,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
 use flo::event::ActorId;
-use flo::storage::FileLog;
 use flo::units::{parse_duration_ms, parse_size};
-use flo::{Server, ServerError};
+use flo::Server;
 
 #[path = "flo/config_file.rs"]
 mod config_file;
@@ -49,10 +48,24 @@ struct Args {
     #[arg(short = 'p', long, default_value_t = 3000)]
     port: u16,
 
-    /// Address to listen on. Anything other than a loopback address exposes the server to the
-    /// network (there is no client authentication); that choice is logged.
+    /// Address to listen on. A non-loopback address needs --auth-file (or --insecure-no-auth).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+
+    /// TOML file of principals: hashed tokens and the namespaces each may produce to and
+    /// consume from (docs/security.md). With it, every client must present a token.
+    #[arg(long = "auth-file", value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+
+    /// Allow a non-loopback --bind without --auth-file: anyone who reaches the port may
+    /// produce and consume everything.
+    #[arg(long = "insecure-no-auth")]
+    insecure_no_auth: bool,
+
+    /// Failed handshakes (unknown tokens) accepted per second; past it every Hello is refused
+    /// until the second ends, which caps token guessing.
+    #[arg(long = "max-auth-failures", default_value_t = 20)]
+    max_auth_failures: u32,
 
     /// PEM certificate chain (the server's certificate first): with --tls-key, the port speaks
     /// TLS 1.3 from the first byte and plaintext clients are refused (TlsRequired). Not with
@@ -209,6 +222,12 @@ enum Tool {
     },
     /// Print the man page (roff; e.g. flo man > /usr/share/man/man1/flo.1).
     Man,
+    /// Read a token from standard input (one line) and print the `token = "sha256:..."`
+    /// value an --auth-file stores for it. Tokens shorter than 32 bytes are refused.
+    HashToken,
+    /// Print a new random token (256 bits, 64 hex digits) and, on standard error, its hash
+    /// for the --auth-file.
+    GenToken,
 }
 
 /// Parses the command line and, with `--config`, the file under it: the file's keys become
@@ -259,6 +278,20 @@ fn effective_config(args: &Args) -> String {
     put("data-dir", text(args.data_dir.display().to_string()));
     put("port", Some(toml::Value::Integer(i64::from(args.port))));
     put("bind", text(args.bind.to_string()));
+    put(
+        "auth-file",
+        args.auth_file
+            .as_ref()
+            .and_then(|path| text(path.display().to_string())),
+    );
+    put(
+        "insecure-no-auth",
+        Some(toml::Value::Boolean(args.insecure_no_auth)),
+    );
+    put(
+        "max-auth-failures",
+        Some(toml::Value::Integer(i64::from(args.max_auth_failures))),
+    );
     put("max-cache-memory", text(format_size(args.max_cache_memory)));
     put(
         "max-events",
@@ -462,6 +495,7 @@ fn config_from(args: &Args) -> Config {
     let mut config = Config::new(SocketAddr::new(args.bind, args.port), args.data_dir.clone());
     config.actor_id = ActorId(args.actor_id);
     config.connections_max = args.max_connections;
+    config.auth_failures_per_second_max = args.max_auth_failures;
     config.output_bytes_hard_max = usize::try_from(args.max_output_buffer).unwrap_or(usize::MAX);
     config.connection_memory_max =
         usize::try_from(args.max_connection_memory).unwrap_or(usize::MAX);
@@ -504,18 +538,88 @@ fn read_tls_files(args: &Args) -> Result<Option<TlsPem>, String> {
     }))
 }
 
-/// `--repair`: opens the log repairing what start-up would refuse, then serves that log (the
-/// data directory stays locked throughout).
-fn start_repairing(config: Config) -> Result<Server, ServerError> {
-    config.validate().map_err(ServerError::InvalidConfig)?;
-    let (log, report) = FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
-    log::info!("{report}");
-    let event_count = report.event_count;
-    Server::start_with_log(config, log, event_count)
+/// `flo hash-token`: one line from standard input, without its line end.
+fn hash_token_from_stdin() -> ExitCode {
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut line) {
+        eprintln!("flo: could not read the token from standard input: {error}");
+        return ExitCode::FAILURE;
+    }
+    let token = line.trim_end_matches(['\n', '\r']);
+    if token.len() < flo::auth_file::TOKEN_LENGTH_MIN {
+        eprintln!(
+            "flo: the token is {} bytes; use at least {} (make one with `flo gen-token`)",
+            token.len(),
+            flo::auth_file::TOKEN_LENGTH_MIN
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{}", flo::auth_file::hash_token(token.as_bytes()));
+    ExitCode::SUCCESS
+}
+
+/// Reads `--auth-file`, and refuses a non-loopback `--bind` without it unless
+/// `--insecure-no-auth` says so.
+fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
+    if let Some(path) = &args.auth_file {
+        let table = load_auth_file(path)?;
+        log::info!(
+            "clients must authenticate: {} principals in {}",
+            table.principals().len(),
+            path.display()
+        );
+        config.auth = Some(std::sync::Arc::new(table));
+    } else if !config.bind.ip().is_loopback() {
+        if !args.insecure_no_auth {
+            return Err(format!(
+                "refusing to listen on {} without client authentication: give --auth-file FILE \
+                 (docs/security.md), or --insecure-no-auth to let anyone who reaches the port \
+                 produce and consume",
+                config.bind.ip()
+            ));
+        }
+        log::warn!(
+            "no client authentication on {} (--insecure-no-auth): any host that can reach it may produce and consume",
+            config.bind
+        );
+    }
+    Ok(())
+}
+
+/// Reads and parses an auth file (the binary reads it: only storage and the binaries touch
+/// files).
+fn load_auth_file(path: &std::path::Path) -> Result<flo::auth_file::AuthTable, String> {
+    let describe = |error: std::io::Error| format!("{}: {error}", path.display());
+    let size = std::fs::metadata(path).map_err(describe)?.len();
+    let size_max = flo::auth_file::AUTH_FILE_SIZE_MAX;
+    if size > size_max {
+        return Err(format!(
+            "{}: {size} bytes, over the limit of {size_max}",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(describe)?;
+    flo::auth_file::AuthTable::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// SIGHUP: reads the auth file again and hands it to the server; a file that no longer parses
+/// is logged and the server keeps the table it has.
+fn reload_auth_file(path: Option<&std::path::Path>, reloader: &flo::AuthReloader) {
+    let Some(path) = path else {
+        log::info!("SIGHUP received; no --auth-file to reload");
+        return;
+    };
+    match load_auth_file(path) {
+        Ok(table) => reloader.reload(table),
+        Err(message) => {
+            log::error!("auth file not reloaded, the old one stays in force: {message}")
+        }
+    }
 }
 
 /// `flo completions SHELL` and `flo man`.
 fn run_tool(tool: &Tool) -> ExitCode {
+    use std::io::Write;
     let mut command = Args::command();
     let mut out = std::io::stdout().lock();
     let written = match tool {
@@ -524,6 +628,17 @@ fn run_tool(tool: &Tool) -> ExitCode {
             Ok(())
         }
         Tool::Man => clap_mangen::Man::new(command).render(&mut out),
+        Tool::HashToken => return hash_token_from_stdin(),
+        Tool::GenToken => match flo::auth_file::generate_token() {
+            Ok(token) => {
+                eprintln!("{}", flo::auth_file::hash_token(token.as_bytes()));
+                writeln!(out, "{token}")
+            }
+            Err(message) => {
+                eprintln!("flo: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
@@ -571,11 +686,9 @@ fn main() -> ExitCode {
     if config.tls.is_some() {
         log::info!("the port speaks TLS only (--tls-cert)");
     }
-    if !config.bind.ip().is_loopback() {
-        log::warn!(
-            "listening on {}, which is not a loopback address: any host that can reach it may produce and consume",
-            config.bind
-        );
+    if let Err(message) = load_auth(&args, &mut config) {
+        eprintln!("flo: {message}");
+        return ExitCode::FAILURE;
     }
     match config.storage.fsync {
         FsyncPolicy::Always => {}
@@ -612,7 +725,9 @@ fn main() -> ExitCode {
         log::warn!("could not install the SIGXFSZ handler: {error}");
     }
     let started = if args.repair {
-        start_repairing(config.clone())
+        // The log repaired, the group journal opened as on any start (the directory stays
+        // locked throughout).
+        Server::start_repairing(config.clone())
     } else {
         Server::start(config.clone())
     };
@@ -628,6 +743,7 @@ fn main() -> ExitCode {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
     log::info!(
         "flo {} listening on {}, data directory {}, fsync {}, actor id {}, {} events recovered",
@@ -639,12 +755,19 @@ fn main() -> ExitCode {
         server.recovered_events()
     );
     let trigger = server.shutdown_trigger();
+    let reloader = server.auth_reloader();
+    let auth_file = args.auth_file.clone();
     match signals {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
+                for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGHUP {
+                        reload_auth_file(auth_file.as_deref(), &reloader);
+                        continue;
+                    }
                     log::info!("signal {signal} received; shutting down");
                     trigger.trigger();
+                    break;
                 }
             });
         }

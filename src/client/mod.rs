@@ -19,12 +19,16 @@
 //! consumes and produces at once (a responder) opens two clients. A producer or subscription
 //! that must outlive the borrow (moved into a thread, boxed) takes the client over instead:
 //! [`Client::into_producer`], [`Client::into_consume`].
+//!
+//! A consumer group shares the work of a stream between processes ([`Client::join_group`]):
+//! each event goes to one member, which acknowledges it by id when it is done.
 
 mod connection;
 mod consume;
 mod cursor_text;
 mod error;
 pub mod format;
+mod group;
 mod produce;
 mod tls;
 mod typed;
@@ -41,6 +45,7 @@ pub use crate::protocol::{
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};
+pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
 pub use produce::Producer;
 pub use tls::ClientTls;
 #[cfg(feature = "json")]

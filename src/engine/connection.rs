@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{ErrorCode, NamespaceGlob};
 use crate::storage::Offset;
@@ -109,6 +112,11 @@ pub struct Connection {
     /// `memory_bytes()` as last counted into the engine's total of connection memory
     /// (`Engine::recount_memory` keeps them equal).
     pub memory_counted: usize,
+    /// Whose token the Hello carried, when the server has an auth table (`None` before the
+    /// handshake and on a server without one).
+    pub principal: Option<Arc<Principal>>,
+    /// The client's address, for the log line of a refused handshake (the reactor tells it).
+    pub peer_addr: Option<SocketAddr>,
 }
 
 /// A buffer emptied with more capacity than this is freed instead of kept for reuse.
@@ -147,6 +155,8 @@ impl Connection {
             frame_started_ms: None,
             paused_at_ms: None,
             memory_counted: 0,
+            principal: None,
+            peer_addr: None,
         }
     }
 

@@ -92,6 +92,9 @@ impl<L: Log> Engine<L> {
                 return self.send_error(conn, scope, ErrorCode::InvalidGlob, &message);
             }
         };
+        if let Err(message) = self.check_consume(conn, &subscribe.glob) {
+            return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
+        }
         // "End" means after everything appended so far, including this turn's appends that
         // are not durable yet (a produce sent before the Subscribe on the same connection).
         let start = match subscribe.start {
@@ -148,6 +151,9 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_credit(&mut self, conn: ConnId, id: u32, count: u32) {
+        if self.on_group_credit(conn, id, count) {
+            return;
+        }
         let Some(subscription) = self.subscription_mut(conn, id) else {
             let message = "credit for a subscription that is not open";
             let scope = ErrorScope::Subscription(id);

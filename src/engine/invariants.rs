@@ -59,6 +59,7 @@ impl<L: Log> Engine<L> {
             }
         }
         self.check_peer_invariants();
+        self.check_group_invariants();
     }
 
     /// [`Engine::check_invariants`] in debug builds; nothing in release builds.

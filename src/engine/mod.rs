@@ -7,8 +7,10 @@
 //! client ever sees an event or an ack that a crash could erase. Then the reactor writes the
 //! output of every connection `poll_action` names.
 
+mod auth;
 mod connection;
 mod consume;
+mod groups;
 mod invariants;
 mod peer;
 mod produce;
@@ -214,6 +216,8 @@ pub struct Engine<L: Log> {
     closing_conns: Vec<ConnId>,
     next_housekeeping_ms: u64,
     stats: EngineStats,
+    /// Failed handshakes this second, for `auth_failures_per_second_max`.
+    auth_failures: auth::AuthFailures,
     cluster: peer::Cluster,
     /// The monotonic time of the latest input.
     now_ms: u64,
@@ -225,6 +229,8 @@ pub struct Engine<L: Log> {
     /// `connections_memory` past `connections_memory_max`, with the bytes that event needs.
     /// They are queued again once that much is free (output drained or connections closed).
     memory_waiting: BTreeMap<(ConnId, u32), usize>,
+    /// Consumer groups and their journal (`groups.rs`).
+    groups: groups::Groups,
 }
 
 impl<L: Log> Engine<L> {
@@ -250,10 +256,12 @@ impl<L: Log> Engine<L> {
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
             stats: EngineStats::default(),
+            auth_failures: auth::AuthFailures::default(),
             cluster,
             now_ms: 0,
             connections_memory: 0,
             memory_waiting: BTreeMap::new(),
+            groups: groups::Groups::new(),
         }
     }
 
@@ -513,6 +521,7 @@ impl<L: Log> Engine<L> {
     /// Removes a connection from the table.
     fn take_connection(&mut self, conn: ConnId) -> Option<Connection> {
         self.conn(conn)?;
+        self.groups_connection_gone(conn);
         self.connection_count -= 1;
         let connection = self.conns[conn.slot as usize].take();
         if let Some(connection) = &connection {
@@ -607,6 +616,8 @@ impl<L: Log> Engine<L> {
         self.turn_namespaces.clear();
         self.resume_memory_waiting();
         self.feed_consumers();
+        let mut group_budget = self.config.records_per_turn_max;
+        self.groups_turn_end(now, &mut group_budget);
         self.update_hold(now);
         self.dial_due(now);
         if now.monotonic.0 >= self.next_housekeeping_ms {
@@ -637,15 +648,19 @@ impl<L: Log> Engine<L> {
     /// True when consumers can make progress without new input, so the reactor must not
     /// block waiting for readiness.
     pub fn has_pending_work(&self) -> bool {
-        !self.ready.is_empty() || !self.input_resumed.is_empty()
+        !self.ready.is_empty() || !self.input_resumed.is_empty() || self.groups_have_work()
     }
 
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
     /// retention, the fsync interval), in monotonic milliseconds.
     pub fn next_deadline_ms(&self) -> u64 {
-        match self.next_dial_ms() {
+        let deadline_ms = match self.next_dial_ms() {
             Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
             None => self.next_housekeeping_ms,
+        };
+        match self.next_group_deadline_ms() {
+            Some(group_ms) => group_ms.min(deadline_ms),
+            None => deadline_ms,
         }
     }
 
@@ -753,7 +768,19 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
-            ClientFrame::StatusRequest => self.on_status_request(conn),
+            ClientFrame::StatusRequest => match self.check_admin(conn) {
+                Ok(()) => self.on_status_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
+            ClientFrame::JoinGroup(join) => self.on_join_group(conn, join),
+            ClientFrame::GroupAck(ack) => self.on_group_ack(conn, ack, false),
+            ClientFrame::GroupNack(nack) => self.on_group_ack(conn, nack, true),
+            ClientFrame::LeaveGroup { subscription_id } => {
+                self.on_leave_group(conn, subscription_id)
+            }
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -772,6 +799,9 @@ impl<L: Log> Engine<L> {
                 hello.protocol_version, PROTOCOL_VERSION
             );
             return self.close_with_error(conn, ErrorCode::UnsupportedVersion, &message);
+        }
+        if let Err(message) = self.authenticate(conn, &hello.auth_token) {
+            return self.close_with_error(conn, ErrorCode::AuthFailed, &message);
         }
         log::debug!("{conn}: hello from {:?}", hello.client_name);
         let welcome = Welcome {
@@ -811,6 +841,7 @@ impl<L: Log> Engine<L> {
         self.recount_memory(conn);
         self.forget_memory_waiting(conn);
         self.closing_conns.push(conn);
+        self.groups_connection_gone(conn);
         self.peer_connection_gone(conn, phase);
         false
     }

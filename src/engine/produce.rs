@@ -12,7 +12,7 @@ impl<L: Log> Engine<L> {
         if self.refuse_after_failure(conn, op_id) {
             return;
         }
-        let reply = match self.validate(&event) {
+        let reply = match self.validate(conn, &event) {
             Err((code, message)) => PendingReply::Error {
                 conn,
                 op_id,
@@ -69,7 +69,7 @@ impl<L: Log> Engine<L> {
             Some((ErrorCode::InvalidBatch, message))
         } else {
             events.iter().enumerate().find_map(|(index, event)| {
-                self.validate(event)
+                self.validate(conn, event)
                     .err()
                     .map(|(code, message)| (code, format!("event {index} of the batch: {message}")))
             })
@@ -86,8 +86,9 @@ impl<L: Log> Engine<L> {
         self.hold_reply(reply);
     }
 
-    fn validate(&self, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
-        self.validate_parts(&event.namespace, event.data.len())
+    fn validate(&self, conn: ConnId, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
+        self.validate_parts(&event.namespace, event.data.len())?;
+        self.check_produce(conn, &event.namespace)
     }
 
     /// The same rules for an event that arrives already stored elsewhere (replication).

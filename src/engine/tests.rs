@@ -10,6 +10,9 @@ use crate::protocol::{
 };
 use crate::storage::MemoryLog;
 
+// Authentication and permissions (`--auth-file`), and the handshake fuzz.
+mod auth;
+
 struct Harness {
     engine: Engine<MemoryLog>,
     now: Now,
@@ -2237,3 +2240,5 @@ fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
     assert_eq!(evicted, 1, "the connection holding the most makes room");
     assert!(h.engine.connections_memory() <= limit);
 }
+#[path = "groups_tests.rs"]
+mod groups_tests;

@@ -19,6 +19,10 @@ pub mod kind {
     pub const UNSUBSCRIBE: u8 = 0x06;
     pub const PING: u8 = 0x07;
     pub const STATUS_REQUEST: u8 = 0x08;
+    pub const JOIN_GROUP: u8 = 0x09;
+    pub const GROUP_ACK: u8 = 0x0A;
+    pub const GROUP_NACK: u8 = 0x0B;
+    pub const LEAVE_GROUP: u8 = 0x0C;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -188,6 +192,37 @@ pub struct Subscribe {
     pub credit: u32,
 }
 
+/// Join a consumer group (docs/consumers.md): events of the group are delivered to this
+/// connection as Event frames with `subscription_id`, under Credit like a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinGroup {
+    /// Chosen by the client, unique among its subscriptions and joins on this connection.
+    pub subscription_id: u32,
+    /// The group's name; the group is created on the first join.
+    pub group: String,
+    /// The group's namespace glob; must equal the existing group's.
+    pub glob: String,
+    /// Where a new group starts; ignored when the group exists.
+    pub start: StartPosition,
+    /// Events the server may send before it needs more Credit.
+    pub credit: u32,
+    /// An event not acknowledged this long after its delivery is redelivered; 0: the default.
+    pub ack_timeout_ms: u32,
+    /// Deliveries before an event is parked; 0: the default.
+    pub max_deliveries: u16,
+    /// Unacknowledged events this member may hold; 0: the default.
+    pub max_in_flight: u32,
+}
+
+/// Acknowledge (GroupAck) or refuse (GroupNack, redelivered after `delay_ms`) group events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAck {
+    pub subscription_id: u32,
+    /// GroupNack only: how long to wait before the events are redelivered (0 in a GroupAck).
+    pub delay_ms: u32,
+    pub ids: Vec<EventId>,
+}
+
 /// Why a subscription ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -268,6 +303,23 @@ pub enum ErrorCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, then the
     /// connection closes (protocol.md, "Transport security").
     TlsRequired = 23,
+    /// The connection's principal may not do this: a produce to a namespace, or a subscription
+    /// to a glob, outside its permissions, or a StatusRequest without admin (docs/security.md).
+    /// Only that operation is refused; the connection stays open.
+    PermissionDenied = 24,
+    /// GroupAck, GroupNack or LeaveGroup for a subscription id that is not a group membership
+    /// on this connection. Stays open.
+    UnknownGroup = 25,
+    /// A GroupAck or GroupNack named an event that is not pending in the group (already
+    /// acknowledged, parked, or never delivered). The membership stays. Stays open.
+    NotPending = 26,
+    /// A JoinGroup's group name is empty, too long or has control characters. Stays open.
+    InvalidGroupName = 27,
+    /// A JoinGroup named an existing group with a different glob. Stays open.
+    GroupGlobMismatch = 28,
+    /// A JoinGroup would create a group beyond `groups_max`, or join one past its member
+    /// limit. Stays open.
+    TooManyGroups = 29,
 }
 
 impl ErrorCode {
@@ -298,6 +350,12 @@ impl ErrorCode {
             ResourceLimit,
             CursorTooLarge,
             TlsRequired,
+            PermissionDenied,
+            UnknownGroup,
+            NotPending,
+            InvalidGroupName,
+            GroupGlobMismatch,
+            TooManyGroups,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -328,7 +386,13 @@ impl ErrorCode {
             | TooManySubscriptions
             | InvalidBatch
             | NotReady
-            | CursorTooLarge => false,
+            | CursorTooLarge
+            | PermissionDenied
+            | UnknownGroup
+            | NotPending
+            | InvalidGroupName
+            | GroupGlobMismatch
+            | TooManyGroups => false,
         }
     }
 }
@@ -366,6 +430,16 @@ pub enum ClientFrame {
     },
     /// Ask for [`ServerFrame::Status`].
     StatusRequest,
+    /// Join a consumer group.
+    JoinGroup(JoinGroup),
+    /// These group events are done.
+    GroupAck(GroupAck),
+    /// Redeliver these group events after a delay.
+    GroupNack(GroupAck),
+    /// Leave the group; its unacknowledged events are redelivered.
+    LeaveGroup {
+        subscription_id: u32,
+    },
 }
 
 /// A frame a server sends to a client.

@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-pub use server::{Server, ServerError, ShutdownTrigger};
+pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
 use tls::{Plaintext, TlsRead, TlsSession};
 
@@ -81,6 +81,8 @@ pub(crate) struct Reactor<L: Log> {
     next_expiry_scan_ms: u64,
     /// Set when the listener speaks TLS: every accepted connection gets a session.
     tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// A new auth table from [`AuthReloader`], taken at the start of a turn.
+    auth_reload: server::AuthSlot,
 }
 
 impl<L: Log> Reactor<L> {
@@ -113,8 +115,28 @@ impl<L: Log> Reactor<L> {
             closed_lingering_count: 0,
             next_expiry_scan_ms: 0,
             tls_config,
+            auth_reload: server::AuthSlot::default(),
         };
         Ok((reactor, waker))
+    }
+
+    /// Shares `slot` with the [`AuthReloader`]s of the server.
+    pub(crate) fn with_auth_reload(mut self, slot: server::AuthSlot) -> Reactor<L> {
+        self.auth_reload = slot;
+        self
+    }
+
+    /// Applies a new auth table if one is waiting.
+    fn take_auth_reload(&mut self, now: Now) {
+        // Poisoning cannot leave the Option invalid; take the value regardless.
+        let table = self
+            .auth_reload
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(table) = table {
+            self.engine.handle_auth_reload(now, table);
+        }
     }
 
     /// Runs turns until shutdown is requested, then shuts down cleanly.
@@ -153,6 +175,7 @@ impl<L: Log> Reactor<L> {
             if self.shutdown.load(Ordering::SeqCst) {
                 return self.shut_down(now);
             }
+            self.take_auth_reload(now);
             if accept_pending && !self.listener_paused {
                 accept_pending = self.accept(now);
             }
@@ -240,10 +263,14 @@ impl<L: Log> Reactor<L> {
             slot: key as u32,
             generation: self.generation,
         };
+        let peer_addr = stream.peer_addr().ok();
         let mut socket = Socket::new(stream, conn);
         socket.tls = tls;
         entry.insert(socket);
         self.engine.handle_connect(now, conn);
+        if let Some(addr) = peer_addr {
+            self.engine.handle_peer_addr(conn, addr);
+        }
         Ok(())
     }
 

@@ -4,15 +4,17 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
 use mio::Waker;
 
 use super::Reactor;
+use crate::auth_file::AuthTable;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
+use crate::storage::groups::{FileGroupStore, GroupStore};
 use crate::storage::{FileLog, Log, StorageError};
 
 /// Why a server could not start, or stopped with an error.
@@ -55,6 +57,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    auth_reload: AuthSlot,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     recovered_events: u64,
 }
@@ -76,6 +79,35 @@ impl ShutdownTrigger {
     }
 }
 
+/// A new auth table waiting for the reactor to take it (at most one: a newer one replaces it).
+pub(crate) type AuthSlot = Arc<Mutex<Option<Arc<AuthTable>>>>;
+
+/// A cloneable way to give a running server a new auth table (`flo` does on SIGHUP).
+#[derive(Clone)]
+pub struct AuthReloader {
+    slot: AuthSlot,
+    waker: Arc<Waker>,
+}
+
+impl AuthReloader {
+    /// Hands `table` to the server, which applies it at its next turn: new handshakes use it,
+    /// and open connections whose principal is gone or has a new token are closed with
+    /// AuthFailed; the others get the principal's new permissions.
+    pub fn reload(&self, table: AuthTable) {
+        // A poisoned lock only means another reloader panicked mid-store; the slot is an
+        // Option, valid in every state.
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(Arc::new(table));
+        drop(slot);
+        if let Err(error) = self.waker.wake() {
+            log::error!("could not wake the server to reload the auth file: {error}");
+        }
+    }
+}
+
 impl Server {
     /// Opens the log in `config.storage.data_dir`, binds `config.bind` and starts serving on a
     /// background thread.
@@ -83,7 +115,13 @@ impl Server {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
-        Server::start_with_log(config, log, report.event_count)
+        let groups = open_group_store(&config)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
 
     /// Opens the log in `config.storage.data_dir` and starts serving on `listener`, a socket
@@ -96,7 +134,25 @@ impl Server {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
-        Server::serve(config, listener, log, report.event_count)
+        let groups = open_group_store(&config)?;
+        Server::serve(config, listener, log, report.event_count, Some(groups))
+    }
+
+    /// `flo --repair`: opens the log in `config.storage` repairing what start-up would refuse
+    /// (docs/storage.md), logs the repair report, opens the group journal as [`Server::start`]
+    /// does, and serves.
+    pub fn start_repairing(config: Config) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::InvalidConfig)?;
+        let (log, report) =
+            FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
+        log::info!("{report}");
+        let groups = open_group_store(&config)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
 
     /// Starts a server on a log the caller opened (tests use the memory log), binding
@@ -112,7 +168,7 @@ impl Server {
                 addr: config.bind,
                 source,
             })?;
-        Server::serve(config, std_listener, log, recovered_events)
+        Server::serve(config, std_listener, log, recovered_events, None)
     }
 
     /// Runs the reactor on `std_listener` and `log` on a new thread.
@@ -121,6 +177,7 @@ impl Server {
         std_listener: std::net::TcpListener,
         log: L,
         recovered_events: u64,
+        groups: Option<Box<dyn GroupStore>>,
     ) -> Result<Server, ServerError> {
         let tls_config = match &config.tls {
             Some(pem) => Some(super::tls::server_config(pem).map_err(ServerError::InvalidConfig)?),
@@ -140,11 +197,16 @@ impl Server {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
         engine_config.seed ^= nanos;
-        let engine = Engine::new(engine_config, log);
+        let mut engine = Engine::new(engine_config, log);
+        if let Some(groups) = groups {
+            engine.load_groups(groups).map_err(ServerError::Storage)?;
+        }
         let shutdown = Arc::new(AtomicBool::new(false));
+        let auth_reload = AuthSlot::default();
         let (reactor, waker) =
             Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
                 .map_err(ServerError::Io)?;
+        let reactor = reactor.with_auth_reload(auth_reload.clone());
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())
@@ -153,6 +215,7 @@ impl Server {
             local_addr,
             shutdown,
             waker,
+            auth_reload,
             thread: Some(thread),
             recovered_events,
         })
@@ -172,6 +235,14 @@ impl Server {
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             shutdown: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// A handle that gives this server a new auth table from another thread.
+    pub fn auth_reloader(&self) -> AuthReloader {
+        AuthReloader {
+            slot: self.auth_reload.clone(),
             waker: self.waker.clone(),
         }
     }
@@ -206,4 +277,12 @@ impl Drop for Server {
             let _ = self.join();
         }
     }
+}
+
+/// The group journal in the data directory (docs/consumers.md), opened after the log, which
+/// created and locked the directory.
+fn open_group_store(config: &Config) -> Result<Box<dyn GroupStore>, ServerError> {
+    let store = FileGroupStore::open(&config.storage.data_dir, config.storage.fsync)
+        .map_err(ServerError::Storage)?;
+    Ok(Box::new(store))
 }

@@ -12,6 +12,11 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
 mod file;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod groups;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod groups;
 mod index;
 #[cfg(feature = "testing")]
 #[doc(hidden)]

@@ -67,6 +67,12 @@ ERROR_CODES = {
     21: "ResourceLimit",
     22: "CursorTooLarge",
     23: "TlsRequired",
+    24: "PermissionDenied",
+    25: "UnknownGroup",
+    26: "NotPending",
+    27: "InvalidGroupName",
+    28: "GroupGlobMismatch",
+    29: "TooManyGroups",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, format_status, parse_start_position};
 use flo::client::{
-    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, NewEvent, Producer,
+    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
 };
 use flo::event::{Event, EventId, StartPosition};
 use flo::units::parse_duration_ms;
@@ -90,7 +90,16 @@ enum Command {
     ///
     /// Without -t it stops after the stored events; with -t it waits for new ones until
     /// Ctrl-C, which exits with code 0.
+    ///
+    /// With --group NAME it joins that consumer group on the server (created at --from on the
+    /// first join): the group's members share its events, each event goes to one of them, and
+    /// this consumer acknowledges each event after it is written to standard output. A
+    /// restarted consumer carries on after the last acknowledged event; an event it printed
+    /// but could not acknowledge (killed in between) is delivered again (at least once).
     Consume {
+        /// Join this consumer group instead of reading the stream alone.
+        #[arg(short, long, value_name = "NAME")]
+        group: Option<String>,
         /// Only events whose namespace matches this glob (`*` is one path segment, `**` any
         /// number of them).
         #[arg(short, long = "namespace", value_name = "GLOB", default_value = "/**")]
@@ -244,6 +253,15 @@ fn run(cli: Cli) -> Result<(), String> {
             quiet,
         } => produce(&server, &namespace, data, parent.as_deref(), quiet),
         Command::Consume {
+            group: Some(group),
+            namespace,
+            tail,
+            from,
+            limit,
+            format,
+        } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
+        Command::Consume {
+            group: None,
             namespace,
             tail,
             from,
@@ -633,6 +651,87 @@ fn consume(
         }
     }
     flush_or_stop(&mut out).map(|_| ())
+}
+
+/// `consume --group`: joins the group, prints each event and acknowledges it once it is
+/// written to standard output (acks are sent before any wait for the network, after the
+/// output is flushed). Without -t it stops when the group has caught up; with --limit after
+/// that many events, leaving the group (its other unacknowledged events, none here, would go
+/// to the other members).
+fn consume_group(
+    server: &Server,
+    group: &str,
+    glob: &str,
+    tail: bool,
+    from: &str,
+    limit: u64,
+    format: Format,
+) -> Result<(), String> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let start = match parse_from(from, now_ms)? {
+        From::Position(start) => start,
+        From::Last(_) => {
+            return Err(
+                "--from -N is not available with --group: a group starts at a \
+                        position the server knows (beginning, end, an id or a time)"
+                    .into(),
+            )
+        }
+    };
+    stop_cleanly_on_ctrl_c()?;
+    let mut client = connect(server)?;
+    let mut builder = client.join_group(group).glob(glob).start(start);
+    if limit > 0 {
+        // No more in hand than will be printed, so that nothing waits for a time-out.
+        let window = u32::try_from(limit).unwrap_or(u32::MAX);
+        builder = builder
+            .credit(window.min(256))
+            .max_in_flight(window.min(1000));
+    }
+    let mut consumer = builder.join().map_err(|error| error.to_string())?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut printed = 0u64;
+    loop {
+        if limit > 0 && printed >= limit {
+            break;
+        }
+        // Flush before any wait for the network (the consumer sends its queued acks only
+        // then, so an event is acknowledged only after it reached standard output).
+        let buffered = consumer.has_buffered().map_err(|error| error.to_string())?;
+        if !buffered && flush_or_stop(&mut out)? {
+            return Ok(());
+        }
+        let event = match consumer.next_delivery() {
+            Ok(None) | Ok(Some(GroupDelivery::End(_))) => break,
+            Ok(Some(GroupDelivery::CaughtUp)) if !tail => break,
+            Ok(Some(GroupDelivery::CaughtUp)) => continue,
+            Ok(Some(GroupDelivery::Event(event))) => event,
+            Err(error) => return Err(format!("group {group}: {error}")),
+        };
+        let text = match format {
+            Format::Human => format_human(&event),
+            Format::Json => format_json(&event),
+        };
+        if let Err(error) = out.write_all(text.as_bytes()) {
+            return stopped_reader(error);
+        }
+        printed += 1;
+        if consumer.queued_acks() + 1 >= flo::client::ACK_BATCH_DEFAULT && flush_or_stop(&mut out)?
+        {
+            return Ok(());
+        }
+        consumer.ack(event.id).map_err(|error| error.to_string())?;
+    }
+    if flush_or_stop(&mut out)? {
+        return Ok(());
+    }
+    consumer
+        .leave()
+        .map_err(|error| format!("group {group}: {error}"))
 }
 
 /// The newest `count` events seen so far, for `--from -N`.

@@ -141,7 +141,11 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::CREDIT
         | kind::UNSUBSCRIBE
         | kind::PING
-        | kind::STATUS_REQUEST => ClientToServer,
+        | kind::STATUS_REQUEST
+        | kind::JOIN_GROUP
+        | kind::GROUP_ACK
+        | kind::GROUP_NACK
+        | kind::LEAVE_GROUP => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -269,7 +273,11 @@ impl Decode for OpeningFrame {
                 | ClientFrame::Credit { .. }
                 | ClientFrame::Unsubscribe { .. }
                 | ClientFrame::Ping { .. }
-                | ClientFrame::StatusRequest,
+                | ClientFrame::StatusRequest
+                | ClientFrame::JoinGroup(_)
+                | ClientFrame::GroupAck(_)
+                | ClientFrame::GroupNack(_)
+                | ClientFrame::LeaveGroup { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -357,6 +365,16 @@ impl Encode for ClientFrame {
             }
             ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
             ClientFrame::StatusRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::JoinGroup(join) => write_frame(out, kind, |w| join.write(w)),
+            ClientFrame::GroupAck(ack) => write_frame(out, kind, |w| write_group_ids(w, ack)),
+            ClientFrame::GroupNack(nack) => write_frame(out, kind, |w| {
+                w.put_u32(nack.subscription_id);
+                w.put_u32(nack.delay_ms);
+                write_ids(w, &nack.ids);
+            }),
+            ClientFrame::LeaveGroup { subscription_id } => {
+                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+            }
         }
     }
 
@@ -370,6 +388,10 @@ impl Encode for ClientFrame {
             ClientFrame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
             ClientFrame::Ping { .. } => kind::PING,
             ClientFrame::StatusRequest => kind::STATUS_REQUEST,
+            ClientFrame::JoinGroup(_) => kind::JOIN_GROUP,
+            ClientFrame::GroupAck(_) => kind::GROUP_ACK,
+            ClientFrame::GroupNack(_) => kind::GROUP_NACK,
+            ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
         }
     }
 }
@@ -504,6 +526,10 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::END => "End",
         kind::PONG => "Pong",
         kind::STATUS_REQUEST => "StatusRequest",
+        kind::JOIN_GROUP => "JoinGroup",
+        kind::GROUP_ACK => "GroupAck",
+        kind::GROUP_NACK => "GroupNack",
+        kind::LEAVE_GROUP => "LeaveGroup",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::PEER_HELLO => "PeerHello",
@@ -555,6 +581,20 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         }),
         kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
+        kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
+        kind::GROUP_ACK => AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
+            subscription_id: r.get_u32("subscription id")?,
+            delay_ms: 0,
+            ids: read_ids(r)?,
+        })),
+        kind::GROUP_NACK => AnyFrame::Client(ClientFrame::GroupNack(GroupAck {
+            subscription_id: r.get_u32("subscription id")?,
+            delay_ms: r.get_u32("delay")?,
+            ids: read_ids(r)?,
+        })),
+        kind::LEAVE_GROUP => AnyFrame::Client(ClientFrame::LeaveGroup {
+            subscription_id: r.get_u32("subscription id")?,
+        }),
         kind::SKIPPED => AnyFrame::Server(ServerFrame::Skipped {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64("count")?,
@@ -729,6 +769,55 @@ impl WireFormat for Subscribe {
             credit: r.get_u32("credit")?,
         })
     }
+}
+
+impl WireFormat for JoinGroup {
+    fn write(&self, w: &mut Writer) {
+        w.put_u32(self.subscription_id);
+        w.put_bytes16(self.group.as_bytes(), "group name");
+        w.put_bytes16(self.glob.as_bytes(), "glob");
+        self.start.write(w);
+        w.put_u32(self.credit);
+        w.put_u32(self.ack_timeout_ms);
+        w.put_u16(self.max_deliveries);
+        w.put_u32(self.max_in_flight);
+    }
+
+    fn read(r: &mut Reader) -> Result<JoinGroup, DecodeError> {
+        Ok(JoinGroup {
+            subscription_id: r.get_u32("subscription id")?,
+            group: r.get_str16("group name")?,
+            glob: r.get_str16("glob")?,
+            start: StartPosition::read(r)?,
+            credit: r.get_u32("credit")?,
+            ack_timeout_ms: r.get_u32("ack timeout")?,
+            max_deliveries: r.get_u16("max deliveries")?,
+            max_in_flight: r.get_u32("max in flight")?,
+        })
+    }
+}
+
+fn write_group_ids(w: &mut Writer, ack: &GroupAck) {
+    w.put_u32(ack.subscription_id);
+    write_ids(w, &ack.ids);
+}
+
+/// A u16 count, then that many 10-byte ids.
+fn write_ids(w: &mut Writer, ids: &[EventId]) {
+    let count = w.put_count16(ids.len());
+    for id in &ids[..count] {
+        w.put_id(*id);
+    }
+}
+
+fn read_ids(r: &mut Reader) -> Result<Vec<EventId>, DecodeError> {
+    let count = r.get_u16("id count")? as usize;
+    // Each id is 10 bytes, so the count cannot ask for more than the frame holds.
+    let mut ids = Vec::with_capacity(count.min(r.body.len().saturating_sub(r.position) / 10));
+    for _ in 0..count {
+        ids.push(r.get_event_id("id")?);
+    }
+    Ok(ids)
 }
 
 mod start_tag {

@@ -165,6 +165,27 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             reason: EndReason::Unsubscribed,
         }),
         AnyFrame::Server(ServerFrame::Pong { token: 99 }),
+        AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup {
+            subscription_id: 4,
+            group: "workers".into(),
+            glob: "/jobs/**".into(),
+            start: StartPosition::AfterId(EventId::new(5, 1)),
+            credit: 10,
+            ack_timeout_ms: 500,
+            max_deliveries: 3,
+            max_in_flight: 20,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
+            subscription_id: 4,
+            delay_ms: 0,
+            ids: vec![EventId::new(5, 1), EventId::new(6, 2)],
+        })),
+        AnyFrame::Client(ClientFrame::GroupNack(GroupAck {
+            subscription_id: 4,
+            delay_ms: 100,
+            ids: vec![EventId::new(7, 1)],
+        })),
+        AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
         AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,

@@ -1,0 +1,440 @@
+//! Consumer groups (docs/consumers.md): join a group, take its deliveries, acknowledge or
+//! refuse each by id, leave. Acks are pipelined: they are queued and sent in batches (one
+//! GroupAck frame for up to [`ACK_BATCH_DEFAULT`] ids), never waited for.
+
+use std::time::Duration;
+
+use crate::event::{Event, EventId, StartPosition};
+use crate::protocol::{
+    ClientFrame, EndReason, ErrorCode, ErrorScope, GroupAck, JoinGroup, NamespaceGlob, ServerFrame,
+};
+
+use super::consume::CREDIT_DEFAULT;
+use super::{server_error, unexpected, Client, ClientError, ClientHandle};
+
+/// Acknowledgements queued before they are sent in one GroupAck frame.
+pub const ACK_BATCH_DEFAULT: usize = 128;
+
+/// Builds a group membership; see [`Client::join_group`].
+pub struct GroupBuilder<'a> {
+    client: ClientHandle<'a>,
+    group: String,
+    glob: String,
+    start: StartPosition,
+    credit: u32,
+    ack_timeout: Duration,
+    max_deliveries: u16,
+    max_in_flight: u32,
+    ack_batch: usize,
+}
+
+impl Client {
+    /// Starts building a membership of the consumer group `group`. Defaults: every namespace
+    /// (`/**`), a new group starts at the beginning, a credit window of 256 events, and the
+    /// server's defaults for the ack time-out, `max_deliveries` and `max_in_flight`.
+    pub fn join_group(&mut self, group: &str) -> GroupBuilder<'_> {
+        GroupBuilder::new(ClientHandle::Borrowed(self), group)
+    }
+
+    /// Like [`Client::join_group`], but the membership owns the connection, so it can be moved
+    /// into a thread.
+    pub fn into_join_group(self, group: &str) -> GroupBuilder<'static> {
+        GroupBuilder::new(ClientHandle::Owned(Box::new(self)), group)
+    }
+}
+
+impl<'a> GroupBuilder<'a> {
+    fn new(client: ClientHandle<'a>, group: &str) -> GroupBuilder<'a> {
+        GroupBuilder {
+            client,
+            group: group.to_string(),
+            glob: "/**".to_string(),
+            start: StartPosition::Beginning,
+            credit: CREDIT_DEFAULT,
+            ack_timeout: Duration::ZERO,
+            max_deliveries: 0,
+            max_in_flight: 0,
+            ack_batch: ACK_BATCH_DEFAULT,
+        }
+    }
+
+    /// The group's namespace glob; must equal the glob of the group if it exists.
+    pub fn glob(mut self, glob: &str) -> Self {
+        self.glob = glob.to_string();
+        self
+    }
+
+    /// Where the group starts if this join creates it; ignored for an existing group.
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Events the server may send before the client grants more (at least 1).
+    pub fn credit(mut self, credit: u32) -> Self {
+        self.credit = credit.max(1);
+        self
+    }
+
+    /// An event not acknowledged this long after its delivery goes to another member
+    /// (millisecond resolution; zero: the server's default, 30 s).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Deliveries after which an unacknowledged event is parked (0: the server's default).
+    pub fn max_deliveries(mut self, count: u16) -> Self {
+        self.max_deliveries = count;
+        self
+    }
+
+    /// Unacknowledged events this member may hold (0: the server's default).
+    pub fn max_in_flight(mut self, count: u32) -> Self {
+        self.max_in_flight = count;
+        self
+    }
+
+    /// Acks queued before they are sent without waiting for a flush (at least 1; the most one
+    /// frame carries is 65535).
+    pub fn ack_batch(mut self, count: usize) -> Self {
+        self.ack_batch = count.clamp(1, usize::from(u16::MAX));
+        self
+    }
+
+    /// Validates the glob and sends the JoinGroup. The server does not answer a join: a refused
+    /// join shows as the error of the first [`GroupConsumer::next_delivery`].
+    pub fn join(mut self) -> Result<GroupConsumer<'a>, ClientError> {
+        NamespaceGlob::new(&self.glob).map_err(|error| ClientError::InvalidGlob {
+            glob: self.glob.clone(),
+            message: error.to_string(),
+        })?;
+        let subscription_id = self.client.next_subscription_id;
+        self.client.next_subscription_id = subscription_id.wrapping_add(1).max(1);
+        let ack_timeout_ms = u32::try_from(self.ack_timeout.as_millis()).unwrap_or(u32::MAX);
+        self.client
+            .connection
+            .send(&ClientFrame::JoinGroup(JoinGroup {
+                subscription_id,
+                group: self.group.clone(),
+                glob: self.glob,
+                start: self.start,
+                credit: self.credit,
+                ack_timeout_ms,
+                max_deliveries: self.max_deliveries,
+                max_in_flight: self.max_in_flight,
+            }))?;
+        Ok(GroupConsumer {
+            client: self.client,
+            group: self.group,
+            subscription_id,
+            credit: self.credit,
+            delivered_since_credit: 0,
+            acks: Vec::new(),
+            ack_batch: self.ack_batch,
+            not_pending: 0,
+            caught_up: false,
+            ended: false,
+            buffered: None,
+        })
+    }
+}
+
+/// What a group membership delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupDelivery {
+    /// An event for this member to process, then [`GroupConsumer::ack`] (or nack).
+    Event(Event),
+    /// The group has delivered every stored event and has none waiting for redelivery (sent
+    /// once per membership).
+    CaughtUp,
+    /// The membership is over (after [`GroupConsumer::leave`]).
+    End(EndReason),
+}
+
+/// A membership of a consumer group. As an iterator it yields events; each must be acked
+/// (or nacked) by id, else the group gives it to a member again after the ack time-out.
+/// Dropping it sends the queued acks and leaves the group.
+pub struct GroupConsumer<'a> {
+    client: ClientHandle<'a>,
+    group: String,
+    subscription_id: u32,
+    credit: u32,
+    delivered_since_credit: u32,
+    /// Acks not yet sent.
+    acks: Vec<EventId>,
+    ack_batch: usize,
+    /// NotPending errors the server sent (late acks of events already given to another
+    /// member and acknowledged there, or parked).
+    not_pending: u64,
+    caught_up: bool,
+    ended: bool,
+    buffered: Option<GroupDelivery>,
+}
+
+impl GroupConsumer<'_> {
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The id the server knows this membership by (in its error frames).
+    pub fn subscription_id(&self) -> u32 {
+        self.subscription_id
+    }
+
+    /// True once the server said the group has delivered every stored event.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    /// True once the membership ended (End frame, error or dropped connection).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// How many NotPending answers came back: acks (or nacks) of events that were no longer
+    /// pending, typically acknowledged by another member after this one's time-out.
+    pub fn not_pending_count(&self) -> u64 {
+        self.not_pending
+    }
+
+    /// Acks queued and not yet sent.
+    pub fn queued_acks(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// Marks the event done. Queued; sent once `ack_batch` acks are queued, before the
+    /// consumer waits for the network, and by [`GroupConsumer::flush`] and `leave`.
+    pub fn ack(&mut self, id: EventId) -> Result<(), ClientError> {
+        self.acks.push(id);
+        if self.acks.len() >= self.ack_batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses events: the group delivers them again (perhaps to another member) after
+    /// `delay`, or parks them if they reached `max_deliveries`. Sent at once, after the
+    /// queued acks.
+    pub fn nack(&mut self, ids: &[EventId], delay: Duration) -> Result<(), ClientError> {
+        self.queue_acks()?;
+        let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        for chunk in ids.chunks(usize::from(u16::MAX)) {
+            self.client
+                .connection
+                .queue(&ClientFrame::GroupNack(GroupAck {
+                    subscription_id: self.subscription_id,
+                    delay_ms,
+                    ids: chunk.to_vec(),
+                }))?;
+        }
+        self.client.connection.flush()
+    }
+
+    /// Sends every queued ack now (pipelined: nothing waits for an answer).
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.queue_acks()?;
+        self.client.connection.flush()
+    }
+
+    fn queue_acks(&mut self) -> Result<(), ClientError> {
+        if self.acks.is_empty() || self.ended {
+            self.acks.clear();
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks);
+        for chunk in acks.chunks(usize::from(u16::MAX)) {
+            self.client
+                .connection
+                .queue(&ClientFrame::GroupAck(GroupAck {
+                    subscription_id: self.subscription_id,
+                    delay_ms: 0,
+                    ids: chunk.to_vec(),
+                }))?;
+        }
+        Ok(())
+    }
+
+    /// Sends the queued acks and leaves the group, waiting for the server's End. Events that
+    /// were delivered and not acknowledged go to the other members at once; any that arrive
+    /// here after the leave are dropped.
+    pub fn leave(mut self) -> Result<(), ClientError> {
+        self.leave_now()
+    }
+
+    fn leave_now(&mut self) -> Result<(), ClientError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.queue_acks()?;
+        self.client.connection.queue(&ClientFrame::LeaveGroup {
+            subscription_id: self.subscription_id,
+        })?;
+        self.client.connection.flush()?;
+        self.buffered = None;
+        while !self.ended {
+            let frame = self
+                .client
+                .connection
+                .receive()
+                .map_err(|error| self.end_with(error))?;
+            self.on_frame(frame).map_err(|error| self.end_with(error))?;
+        }
+        Ok(())
+    }
+
+    /// True when the next delivery is already buffered, so asking for it will not wait for
+    /// the network (a command-line consumer flushes its output when this is false).
+    pub fn has_buffered(&mut self) -> Result<bool, ClientError> {
+        if self.buffered.is_some() || self.ended {
+            return Ok(true);
+        }
+        loop {
+            let frame = match self.client.connection.receive_buffered() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(false),
+                Err(error) => return Err(self.end_with(error)),
+            };
+            match self.on_frame(frame) {
+                Ok(Some(delivery)) => {
+                    self.buffered = Some(delivery);
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.end_with(error)),
+            }
+        }
+    }
+
+    /// Waits at most `wait` for the next delivery (sending queued acks first); true when one
+    /// is buffered or the membership ended, false when nothing came in time.
+    pub fn wait_for_delivery(&mut self, wait: Duration) -> Result<bool, ClientError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.has_buffered()? {
+                return Ok(true);
+            }
+            self.flush().map_err(|error| self.end_with(error))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let received = self.client.connection.wait_for_bytes(left);
+            if !received.map_err(|error| self.end_with(error))? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The next delivery, waiting for it (queued acks are sent before waiting); `Ok(None)`
+    /// once the membership has ended.
+    pub fn next_delivery(&mut self) -> Result<Option<GroupDelivery>, ClientError> {
+        if let Some(delivery) = self.buffered.take() {
+            return Ok(Some(delivery));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        if !self.has_buffered()? {
+            self.flush().map_err(|error| self.end_with(error))?;
+        }
+        if let Some(delivery) = self.buffered.take() {
+            return Ok(Some(delivery));
+        }
+        loop {
+            let frame = self
+                .client
+                .connection
+                .receive()
+                .map_err(|error| self.end_with(error))?;
+            if let Some(delivery) = self.on_frame(frame).map_err(|error| self.end_with(error))? {
+                return Ok(Some(delivery));
+            }
+        }
+    }
+
+    fn end_with(&mut self, error: ClientError) -> ClientError {
+        self.ended = true;
+        error
+    }
+
+    fn on_frame(&mut self, frame: ServerFrame) -> Result<Option<GroupDelivery>, ClientError> {
+        let own = self.subscription_id;
+        match frame {
+            ServerFrame::Event {
+                subscription_id,
+                event,
+            } if subscription_id == own => {
+                self.on_event_delivered()?;
+                Ok(Some(GroupDelivery::Event(event)))
+            }
+            ServerFrame::CaughtUp { subscription_id } if subscription_id == own => {
+                self.caught_up = true;
+                Ok(Some(GroupDelivery::CaughtUp))
+            }
+            ServerFrame::End {
+                subscription_id,
+                reason,
+            } if subscription_id == own => {
+                self.ended = true;
+                Ok(Some(GroupDelivery::End(reason)))
+            }
+            ServerFrame::Error(error) if error.scope == ErrorScope::Subscription(own) => {
+                if error.code == ErrorCode::NotPending {
+                    // A late ack: the event was acknowledged elsewhere or parked. The
+                    // membership goes on.
+                    self.not_pending += 1;
+                    log::debug!("group {}: {}", self.group, error.message);
+                    return Ok(None);
+                }
+                self.ended = true;
+                Err(server_error(error))
+            }
+            ServerFrame::Welcome(_) => Err(unexpected(&frame, "an Event")),
+            other => self.client.skip_stale(other).map(|()| None),
+        }
+    }
+
+    /// Grants more credit once half the window has been used.
+    fn on_event_delivered(&mut self) -> Result<(), ClientError> {
+        self.delivered_since_credit += 1;
+        if self.delivered_since_credit >= (self.credit / 2).max(1) {
+            self.client.connection.queue(&ClientFrame::Credit {
+                subscription_id: self.subscription_id,
+                count: self.delivered_since_credit,
+            })?;
+            self.delivered_since_credit = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for GroupConsumer<'_> {
+    type Item = Result<Event, ClientError>;
+
+    /// The next event; ends after the membership ended. Waits for new events when caught up.
+    fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            match self.next_delivery() {
+                Ok(Some(GroupDelivery::Event(event))) => return Some(Ok(event)),
+                Ok(Some(GroupDelivery::CaughtUp)) => continue,
+                Ok(Some(GroupDelivery::End(_))) | Ok(None) => return None,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+}
+
+impl Drop for GroupConsumer<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Best effort: send what was acknowledged and leave, without waiting for the End
+            // (later calls on this client skip it).
+            let _ = self.queue_acks();
+            let _ = self.client.connection.send(&ClientFrame::LeaveGroup {
+                subscription_id: self.subscription_id,
+            });
+        }
+    }
+}

@@ -1,0 +1,1012 @@
+//! Consumer groups (docs/consumers.md): durable, server-side consumers whose members compete
+//! for events, acknowledge them, and get them redelivered on time-out, nack or disconnect;
+//! an event delivered `max_deliveries` times is parked.
+//!
+//! State lives here; the group journal (`storage::groups`) only records it. A group reads the
+//! log like a subscription (durable records only, under credit, the high-water mark and the
+//! turn's budget) and never copies an event: a pending entry is an offset and an id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::connection::Connection;
+use super::{millis, ConnId, Engine, Now};
+use crate::event::{Cursor, EventId, StartPosition};
+use crate::protocol::{
+    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, JoinGroup, NamespaceGlob,
+    ServerFrame,
+};
+use crate::storage::groups::{
+    GroupRecord, GroupStore, MemoryGroupStore, ACK_OFFSETS_PER_RECORD_MAX,
+};
+use crate::storage::{Log, Offset, StorageError};
+
+/// A membership: the connection and the subscription id of its JoinGroup.
+pub(super) type MemberKey = (ConnId, u32);
+
+/// Every group, the journal, and which connection is a member of which group.
+pub(super) struct Groups {
+    store: Box<dyn GroupStore>,
+    pub(super) groups: BTreeMap<String, Group>,
+    memberships: HashMap<MemberKey, String>,
+    /// The journal size right after the last compaction (or load).
+    snapshot_bytes: u64,
+}
+
+pub(super) struct Group {
+    glob: NamespaceGlob,
+    glob_text: String,
+    /// Events this cursor covers are never delivered (cursor and after-id starts).
+    filter: Cursor,
+    /// The floor last written to the journal.
+    floor_written: Offset,
+    /// The next record to look at for new deliveries.
+    next: Offset,
+    /// Acknowledged offsets at or above the floor.
+    pub(super) acked: BTreeSet<Offset>,
+    /// Acknowledged this turn, written to the journal at its end.
+    acked_this_turn: Vec<Offset>,
+    pub(super) parked: BTreeMap<Offset, EventId>,
+    pub(super) pending: BTreeMap<Offset, Pending>,
+    pending_by_id: HashMap<EventId, Offset>,
+    /// Pending entries whose delay has passed, waiting for a member, oldest first.
+    redeliver: BTreeSet<Offset>,
+    /// (when, offset): ack deadlines of in-flight entries and the end of nack delays.
+    timers: BTreeSet<(u64, Offset)>,
+    /// Delivery counts recovered from the journal for records not delivered since start-up.
+    recovered_deliveries: HashMap<Offset, u32>,
+    pub(super) members: Vec<Member>,
+    round_robin: usize,
+}
+
+pub(super) struct Pending {
+    id: EventId,
+    deliveries: u32,
+    state: PendingState,
+}
+
+enum PendingState {
+    InFlight {
+        member: MemberKey,
+        deadline_ms: u64,
+    },
+    /// Nacked or released: delivered again once `ready_ms` passed (then also in `redeliver`).
+    Waiting {
+        ready_ms: u64,
+    },
+}
+
+pub(super) struct Member {
+    key: MemberKey,
+    credit: u64,
+    pub(super) in_flight: u32,
+    in_flight_max: u32,
+    ack_timeout_ms: u64,
+    max_deliveries: u32,
+    caught_up_sent: bool,
+}
+
+impl Group {
+    fn new(glob: NamespaceGlob, glob_text: String, start: Offset, filter: Cursor) -> Group {
+        Group {
+            glob,
+            glob_text,
+            filter,
+            floor_written: start,
+            next: start,
+            acked: BTreeSet::new(),
+            acked_this_turn: Vec::new(),
+            parked: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_by_id: HashMap::new(),
+            redeliver: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            recovered_deliveries: HashMap::new(),
+            members: Vec::new(),
+            round_robin: 0,
+        }
+    }
+
+    /// Every matching record below this is acknowledged or parked.
+    pub(super) fn floor(&self) -> Offset {
+        match self.pending.keys().next() {
+            Some(&lowest) => lowest.min(self.next),
+            None => self.next,
+        }
+    }
+
+    /// The index of the next member (round robin) that may take one more event.
+    fn pick_member(&mut self, has_room: &dyn Fn(ConnId) -> bool) -> Option<usize> {
+        let count = self.members.len();
+        for step in 0..count {
+            let index = (self.round_robin + step) % count;
+            let member = &self.members[index];
+            if member.credit > 0
+                && member.in_flight < member.in_flight_max
+                && has_room(member.key.0)
+            {
+                self.round_robin = (index + 1) % count;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    fn member_mut(&mut self, key: MemberKey) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.key == key)
+    }
+
+    /// Records a delivery of the record at `offset` to member `index`.
+    fn delivered(&mut self, index: usize, offset: Offset, id: EventId, now_ms: u64) -> u32 {
+        let member = &mut self.members[index];
+        member.credit -= 1;
+        member.in_flight += 1;
+        let deadline_ms = now_ms.saturating_add(member.ack_timeout_ms);
+        let key = member.key;
+        let previous = match self.pending.get(&offset) {
+            Some(pending) => pending.deliveries,
+            None => self.recovered_deliveries.remove(&offset).unwrap_or(0),
+        };
+        let deliveries = previous.saturating_add(1);
+        self.pending.insert(
+            offset,
+            Pending {
+                id,
+                deliveries,
+                state: PendingState::InFlight {
+                    member: key,
+                    deadline_ms,
+                },
+            },
+        );
+        self.pending_by_id.insert(id, offset);
+        self.timers.insert((deadline_ms, offset));
+        deliveries
+    }
+
+    /// Takes an entry out of its member's hands (time-out, nack, the member left): it is
+    /// parked if it was delivered `max_deliveries` times, else redelivered after `delay_ms`.
+    /// Returns the record to journal, if any.
+    fn release(
+        &mut self,
+        name: &str,
+        offset: Offset,
+        delay_ms: u64,
+        max_deliveries: u32,
+        now_ms: u64,
+        parked_max: usize,
+    ) -> Option<GroupRecord> {
+        let pending = self.pending.get_mut(&offset)?;
+        match pending.state {
+            PendingState::InFlight {
+                member,
+                deadline_ms,
+            } => {
+                self.timers.remove(&(deadline_ms, offset));
+                if let Some(member) = self.members.iter_mut().find(|m| m.key == member) {
+                    member.in_flight -= 1;
+                }
+            }
+            // Nacked again while waiting: the new delay replaces the old one, whose timer
+            // would otherwise fire later as an ack time-out of the redelivered event.
+            PendingState::Waiting { ready_ms } => {
+                self.timers.remove(&(ready_ms, offset));
+                self.redeliver.remove(&offset);
+            }
+        }
+        if pending.deliveries >= max_deliveries {
+            if self.parked.len() < parked_max {
+                let id = pending.id;
+                self.pending.remove(&offset);
+                self.pending_by_id.remove(&id);
+                self.parked.insert(offset, id);
+                log::warn!("group {name}: event {id} parked after {max_deliveries} deliveries");
+                return Some(GroupRecord::Park {
+                    group: name.to_string(),
+                    offset,
+                    id,
+                });
+            }
+            log::warn!("group {name}: the parked list is full; redelivering instead");
+        }
+        let ready_ms = now_ms.saturating_add(delay_ms);
+        pending.state = PendingState::Waiting { ready_ms };
+        if delay_ms == 0 {
+            self.redeliver.insert(offset);
+        } else {
+            self.timers.insert((ready_ms, offset));
+        }
+        None
+    }
+}
+
+impl Groups {
+    /// No groups, on a store that keeps them in memory only.
+    pub(super) fn new() -> Groups {
+        Groups {
+            store: Box::new(MemoryGroupStore::new()),
+            groups: BTreeMap::new(),
+            memberships: HashMap::new(),
+            snapshot_bytes: 0,
+        }
+    }
+
+    /// The groups recorded in `store` (start-up recovery).
+    pub(super) fn load(
+        mut store: Box<dyn GroupStore>,
+        glob_length_max: usize,
+    ) -> Result<Groups, StorageError> {
+        let records = store.load()?;
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for record in records {
+            match record {
+                GroupRecord::Create {
+                    group,
+                    glob,
+                    start,
+                    filter,
+                } => {
+                    let compiled =
+                        NamespaceGlob::with_length_max(&glob, glob_length_max.max(glob.len()))
+                            .map_err(|error| StorageError::Corrupt {
+                                context: format!("group journal: glob {glob:?}: {error}"),
+                            })?;
+                    groups.insert(group, Group::new(compiled, glob, start, filter));
+                }
+                GroupRecord::Floor { group, floor } => {
+                    if let Some(group) = groups.get_mut(&group) {
+                        group.floor_written = floor;
+                        group.next = floor;
+                        group.acked = group.acked.split_off(&floor);
+                        group
+                            .recovered_deliveries
+                            .retain(|offset, _| *offset >= floor);
+                    }
+                }
+                GroupRecord::Ack { group, offsets } => {
+                    if let Some(group) = groups.get_mut(&group) {
+                        let floor = group.floor_written;
+                        group
+                            .acked
+                            .extend(offsets.into_iter().filter(|o| *o >= floor));
+                    }
+                }
+                GroupRecord::Deliveries {
+                    group,
+                    offset,
+                    count,
+                } => {
+                    if let Some(group) = groups.get_mut(&group) {
+                        group.recovered_deliveries.insert(offset, count);
+                    }
+                }
+                GroupRecord::Park { group, offset, id } => {
+                    if let Some(group) = groups.get_mut(&group) {
+                        group.parked.insert(offset, id);
+                        group.recovered_deliveries.remove(&offset);
+                    }
+                }
+            }
+        }
+        let snapshot_bytes = store.size_bytes();
+        Ok(Groups {
+            store,
+            groups,
+            memberships: HashMap::new(),
+            snapshot_bytes,
+        })
+    }
+
+    /// True when `conn` has a membership with this subscription id.
+    pub(super) fn is_member(&self, key: MemberKey) -> bool {
+        self.memberships.contains_key(&key)
+    }
+
+    /// Memberships `conn` holds (they count against `subscriptions_per_connection_max`).
+    pub(super) fn membership_count(&self, conn: ConnId) -> usize {
+        self.memberships.keys().filter(|(c, _)| *c == conn).count()
+    }
+
+    /// The snapshot that replaces the journal when it is compacted.
+    fn snapshot(&self) -> Vec<GroupRecord> {
+        let mut records = Vec::new();
+        for (name, group) in &self.groups {
+            let floor = group.floor();
+            records.push(GroupRecord::Create {
+                group: name.clone(),
+                glob: group.glob_text.clone(),
+                start: floor,
+                filter: group.filter.clone(),
+            });
+            records.push(GroupRecord::Floor {
+                group: name.clone(),
+                floor,
+            });
+            let acked: Vec<Offset> = group.acked.range(floor..).copied().collect();
+            for chunk in acked.chunks(ACK_OFFSETS_PER_RECORD_MAX) {
+                records.push(GroupRecord::Ack {
+                    group: name.clone(),
+                    offsets: chunk.to_vec(),
+                });
+            }
+            for (&offset, pending) in &group.pending {
+                if pending.deliveries > 1 {
+                    records.push(GroupRecord::Deliveries {
+                        group: name.clone(),
+                        offset,
+                        count: pending.deliveries,
+                    });
+                }
+            }
+            for (&offset, &count) in &group.recovered_deliveries {
+                records.push(GroupRecord::Deliveries {
+                    group: name.clone(),
+                    offset,
+                    count,
+                });
+            }
+            for (&offset, &id) in &group.parked {
+                records.push(GroupRecord::Park {
+                    group: name.clone(),
+                    offset,
+                    id,
+                });
+            }
+        }
+        records
+    }
+}
+
+impl<L: Log> Engine<L> {
+    /// Replaces the (empty, in-memory) group state with what `store` recorded. Called once,
+    /// before the first input.
+    pub fn load_groups(&mut self, store: Box<dyn GroupStore>) -> Result<(), StorageError> {
+        let glob_length_max = self.config.wire.glob_length_max as usize;
+        self.groups = Groups::load(store, glob_length_max)?;
+        Ok(())
+    }
+
+    pub(super) fn on_join_group(&mut self, conn: ConnId, join: JoinGroup) {
+        let id = join.subscription_id;
+        let scope = ErrorScope::Subscription(id);
+        let limits = self.config.groups.clone();
+        // Checked by the caller: frames are handled only for open connections.
+        let connection = self.conn(conn).expect("connection is open");
+        if connection.subscriptions.contains_key(&id) || self.groups.is_member((conn, id)) {
+            let message = "the subscription id is already in use on this connection";
+            return self.send_error(conn, scope, ErrorCode::DuplicateSubscription, message);
+        }
+        let open = connection.subscriptions.len() + self.groups.membership_count(conn);
+        if open >= self.config.subscriptions_per_connection_max as usize {
+            let message = format!(
+                "a connection may have at most {} subscriptions and group memberships",
+                self.config.subscriptions_per_connection_max
+            );
+            return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
+        }
+        if let Err(message) = validate_group_name(&join.group, limits.name_length_max as usize) {
+            return self.send_error(conn, scope, ErrorCode::InvalidGroupName, &message);
+        }
+        // As for Subscribe, before anything is created: a member reads what the glob matches.
+        if let Err(message) = self.check_consume(conn, &join.glob) {
+            return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
+        }
+        if !self.groups.groups.contains_key(&join.group) {
+            if let Err((code, message)) = self.create_group(&join) {
+                return self.send_error(conn, scope, code, &message);
+            }
+        }
+        // Just created or checked above.
+        let group = self
+            .groups
+            .groups
+            .get_mut(&join.group)
+            .expect("group exists");
+        if group.glob_text != join.glob {
+            let message = format!(
+                "group {:?} exists with the glob {:?}; a member must join with the same glob",
+                join.group, group.glob_text
+            );
+            return self.send_error(conn, scope, ErrorCode::GroupGlobMismatch, &message);
+        }
+        let or_default = |value: u64, default: u64| if value == 0 { default } else { value };
+        group.members.push(Member {
+            key: (conn, id),
+            credit: u64::from(join.credit),
+            in_flight: 0,
+            in_flight_max: or_default(
+                u64::from(join.max_in_flight),
+                u64::from(limits.in_flight_default),
+            )
+            .min(u64::from(limits.in_flight_max)) as u32,
+            ack_timeout_ms: or_default(
+                u64::from(join.ack_timeout_ms),
+                millis(limits.ack_timeout_default),
+            ),
+            max_deliveries: or_default(
+                u64::from(join.max_deliveries),
+                u64::from(limits.max_deliveries_default),
+            ) as u32,
+            caught_up_sent: false,
+        });
+        self.groups.memberships.insert((conn, id), join.group);
+    }
+
+    /// Creates the group a JoinGroup names, at the joiner's start position.
+    fn create_group(&mut self, join: &JoinGroup) -> Result<(), (ErrorCode, String)> {
+        if self.groups.groups.len() >= self.config.groups.groups_max {
+            let message = format!(
+                "the server keeps at most {} groups",
+                self.config.groups.groups_max
+            );
+            return Err((ErrorCode::TooManyGroups, message));
+        }
+        if let StartPosition::Cursor(cursor) = &join.start {
+            if cursor.vector.len() > self.config.cursor_entries_max as usize {
+                let message = format!(
+                    "a cursor may have at most {} vector entries",
+                    self.config.cursor_entries_max
+                );
+                return Err((ErrorCode::CursorTooLarge, message));
+            }
+        }
+        let glob_length_max = self.config.wire.glob_length_max as usize;
+        let glob =
+            NamespaceGlob::with_length_max(&join.glob, glob_length_max).map_err(|error| {
+                let message = match error {
+                    GlobError::TooLong { .. } => error.to_string(),
+                    _ => format!("invalid glob {:?}: {error}", join.glob),
+                };
+                (ErrorCode::InvalidGlob, message)
+            })?;
+        let start = match join.start {
+            StartPosition::End => Ok(self.log.end()),
+            _ => self.log.find_start(&join.start),
+        }
+        .map_err(|error| {
+            let message = format!("could not find the start position: {error}");
+            (ErrorCode::StorageFailure, message)
+        })?;
+        let filter = join.start.cursor().unwrap_or_default();
+        self.groups.store.append(&GroupRecord::Create {
+            group: join.group.clone(),
+            glob: join.glob.clone(),
+            start,
+            filter: filter.clone(),
+        });
+        let group = Group::new(glob, join.glob.clone(), start, filter);
+        self.groups.groups.insert(join.group.clone(), group);
+        log::info!("group {:?} created at offset {start}", join.group);
+        Ok(())
+    }
+
+    /// Credit for a group membership; false when `id` is not one.
+    pub(super) fn on_group_credit(&mut self, conn: ConnId, id: u32, count: u32) -> bool {
+        let Some(name) = self.groups.memberships.get(&(conn, id)) else {
+            return false;
+        };
+        // Every membership names an existing group.
+        let group = self
+            .groups
+            .groups
+            .get_mut(name)
+            .expect("group of a membership");
+        if let Some(member) = group.member_mut((conn, id)) {
+            member.credit = member.credit.saturating_add(u64::from(count));
+        }
+        true
+    }
+
+    pub(super) fn on_group_ack(&mut self, conn: ConnId, ack: GroupAck, nack: bool) {
+        let id = ack.subscription_id;
+        let scope = ErrorScope::Subscription(id);
+        let Some(name) = self.groups.memberships.get(&(conn, id)).cloned() else {
+            let message =
+                "GroupAck, GroupNack or LeaveGroup for an id that is not a group membership";
+            return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
+        };
+        let now_ms = self.now_ms;
+        let parked_max = self.config.groups.parked_max;
+        // Every membership names an existing group.
+        let group = self
+            .groups
+            .groups
+            .get_mut(&name)
+            .expect("group of a membership");
+        let max_deliveries = group
+            .member_mut((conn, id))
+            .map_or(1, |member| member.max_deliveries);
+        let mut not_pending = Vec::new();
+        let mut records = Vec::new();
+        for event_id in ack.ids {
+            let Some(&offset) = group.pending_by_id.get(&event_id) else {
+                not_pending.push(event_id);
+                continue;
+            };
+            if nack {
+                let delay_ms = u64::from(ack.delay_ms);
+                records.extend(group.release(
+                    &name,
+                    offset,
+                    delay_ms,
+                    max_deliveries,
+                    now_ms,
+                    parked_max,
+                ));
+                continue;
+            }
+            // An ack from any member is taken: a late ack after a time-out still saves work.
+            if let Some(pending) = group.pending.remove(&offset) {
+                group.pending_by_id.remove(&event_id);
+                match pending.state {
+                    PendingState::InFlight {
+                        member,
+                        deadline_ms,
+                    } => {
+                        group.timers.remove(&(deadline_ms, offset));
+                        if let Some(member) = group.member_mut(member) {
+                            member.in_flight -= 1;
+                        }
+                    }
+                    PendingState::Waiting { ready_ms } => {
+                        group.timers.remove(&(ready_ms, offset));
+                        group.redeliver.remove(&offset);
+                    }
+                }
+                group.acked.insert(offset);
+                group.acked_this_turn.push(offset);
+            }
+        }
+        for record in &records {
+            self.groups.store.append(record);
+        }
+        if let Some(first) = not_pending.first() {
+            let message = format!(
+                "{} of the ids are not pending in group {name:?} (acknowledged, parked or never \
+                 delivered), the first {first}",
+                not_pending.len()
+            );
+            self.send_error(conn, scope, ErrorCode::NotPending, &message);
+        }
+    }
+
+    pub(super) fn on_leave_group(&mut self, conn: ConnId, id: u32) {
+        if !self.groups.is_member((conn, id)) {
+            let message = "LeaveGroup for an id that is not a group membership";
+            let scope = ErrorScope::Subscription(id);
+            return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
+        }
+        self.leave_group((conn, id));
+        let frame = ServerFrame::End {
+            subscription_id: id,
+            reason: EndReason::Unsubscribed,
+        };
+        self.send(conn, &frame);
+    }
+
+    /// A connection closed: its memberships end and their events are redelivered at once.
+    pub(super) fn groups_connection_gone(&mut self, conn: ConnId) {
+        let keys: Vec<MemberKey> = self
+            .groups
+            .memberships
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .copied()
+            .collect();
+        for key in keys {
+            self.leave_group(key);
+        }
+    }
+
+    fn leave_group(&mut self, key: MemberKey) {
+        let Some(name) = self.groups.memberships.remove(&key) else {
+            return;
+        };
+        let now_ms = self.now_ms;
+        let parked_max = self.config.groups.parked_max;
+        // Every membership names an existing group.
+        let group = self
+            .groups
+            .groups
+            .get_mut(&name)
+            .expect("group of a membership");
+        let max_deliveries = group.member_mut(key).map_or(1, |m| m.max_deliveries);
+        let held: Vec<Offset> = group
+            .pending
+            .iter()
+            .filter(
+                |(_, p)| matches!(p.state, PendingState::InFlight { member, .. } if member == key),
+            )
+            .map(|(offset, _)| *offset)
+            .collect();
+        let mut records = Vec::new();
+        for offset in held {
+            records.extend(group.release(&name, offset, 0, max_deliveries, now_ms, parked_max));
+        }
+        group.members.retain(|m| m.key != key);
+        for record in &records {
+            self.groups.store.append(record);
+        }
+    }
+
+    /// The earliest group timer (ack deadline or nack delay), for `next_deadline_ms`.
+    pub(super) fn next_group_deadline_ms(&self) -> Option<u64> {
+        self.groups
+            .groups
+            .values()
+            .filter_map(|g| g.timers.first().map(|(when, _)| *when))
+            .min()
+    }
+
+    /// True when a group could deliver now without new input.
+    pub(super) fn groups_have_work(&self) -> bool {
+        self.groups.groups.values().any(|g| {
+            !g.members.is_empty()
+                && (!g.redeliver.is_empty() || g.next < self.log.durable_end())
+                && g.members
+                    .iter()
+                    .any(|m| m.credit > 0 && m.in_flight < m.in_flight_max)
+        })
+    }
+
+    /// The end of a turn for groups: expire timers, deliver, and journal the turn's changes
+    /// (acks, floors), synced after the log's sync of the same turn.
+    pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut u64) {
+        let names: Vec<String> = self.groups.groups.keys().cloned().collect();
+        for name in &names {
+            self.expire_group_timers(name, now.monotonic.0);
+            if self.deliver_group(name, now.monotonic.0, budget).is_err() {
+                break;
+            }
+            self.journal_group_turn(name);
+        }
+        if let Err(error) = self.groups.store.sync(now.monotonic) {
+            // Lost journal records only mean redelivery after a restart (at least once).
+            log::error!("could not write the group journal: {error}");
+        }
+        self.compact_group_journal();
+    }
+
+    fn expire_group_timers(&mut self, name: &str, now_ms: u64) {
+        let parked_max = self.config.groups.parked_max;
+        let max_deliveries_default = u32::from(self.config.groups.max_deliveries_default);
+        // Called for existing groups only.
+        let group = self.groups.groups.get_mut(name).expect("group");
+        let mut records = Vec::new();
+        while let Some(&(when, offset)) = group.timers.first() {
+            if when > now_ms {
+                break;
+            }
+            group.timers.pop_first();
+            let Some(pending) = group.pending.get(&offset) else {
+                continue;
+            };
+            let id = pending.id;
+            match pending.state {
+                PendingState::InFlight { member, .. } => {
+                    let max_deliveries = group
+                        .member_mut(member)
+                        .map_or(max_deliveries_default, |m| m.max_deliveries);
+                    log::debug!("group {name}: ack time-out of {id}");
+                    records.extend(group.release(
+                        name,
+                        offset,
+                        0,
+                        max_deliveries,
+                        now_ms,
+                        parked_max,
+                    ));
+                }
+                PendingState::Waiting { .. } => {
+                    group.redeliver.insert(offset);
+                }
+            }
+        }
+        for record in &records {
+            self.groups.store.append(record);
+        }
+    }
+
+    /// Delivers what a group's members may take now: redeliveries first (oldest first), then
+    /// new records from `next`. Err when the log could not be read (logged; tried again next
+    /// turn).
+    fn deliver_group(&mut self, name: &str, now_ms: u64, budget: &mut u64) -> Result<(), ()> {
+        let high_water = self.config.send_buffer_high_water;
+        let ack_window_max = self.config.groups.ack_window_max;
+        let durable_end = self.log.durable_end();
+        let Engine {
+            log,
+            conns,
+            groups,
+            stats,
+            output_queue,
+            connections_memory,
+            ..
+        } = self;
+        let Groups { groups, store, .. } = groups;
+        // Called for existing groups only.
+        let group = groups.get_mut(name).expect("group");
+        if group.members.is_empty() {
+            return Ok(());
+        }
+        let has_room = |conns: &[Option<Connection>], conn: ConnId| {
+            conns
+                .get(conn.slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == conn && c.output_owed() < high_water)
+        };
+        let mut deliver = |conns: &mut [Option<Connection>],
+                           group: &mut Group,
+                           index: usize,
+                           offset: Offset,
+                           event: &crate::event::Event| {
+            let deliveries = group.delivered(index, offset, event.id, now_ms);
+            let (conn, id) = group.members[index].key;
+            if deliveries > 1 {
+                store.append(&GroupRecord::Deliveries {
+                    group: name.to_string(),
+                    offset,
+                    count: deliveries,
+                });
+            }
+            // `has_room` found the connection open.
+            let connection = conns[conn.slot as usize]
+                .as_mut()
+                .expect("member connection");
+            encode_event(id, event, connection.output_buffer());
+            if !connection.has_output_queued {
+                connection.has_output_queued = true;
+                output_queue.push_back(conn);
+            }
+            // The running total of connection memory (`Engine::recount_memory`, inline here
+            // because the engine is borrowed in parts).
+            let memory = connection.memory_bytes();
+            let counted = std::mem::replace(&mut connection.memory_counted, memory);
+            *connections_memory = *connections_memory - counted + memory;
+            stats.events_delivered += 1;
+        };
+        while *budget > 0 {
+            let Some(&offset) = group.redeliver.first() else {
+                break;
+            };
+            let Some(index) = group.pick_member(&|conn| has_room(conns, conn)) else {
+                return Ok(());
+            };
+            group.redeliver.pop_first();
+            let mut found = None;
+            let result = log.read(offset, &mut |at, event| {
+                if at == offset {
+                    found = Some(event.clone());
+                }
+                false
+            });
+            *budget -= 1;
+            match (result, found) {
+                (Ok(_), Some(event)) => deliver(conns, group, index, offset, &event),
+                (Ok(_), None) => {
+                    // Retention deleted the record: nothing left to deliver.
+                    log::warn!(
+                        "group {name}: record {offset} was deleted before it was acknowledged"
+                    );
+                    if let Some(pending) = group.pending.remove(&offset) {
+                        group.pending_by_id.remove(&pending.id);
+                    }
+                }
+                (Err(error), _) => {
+                    log::error!("group {name}: could not read the log: {error}");
+                    group.redeliver.insert(offset);
+                    return Err(());
+                }
+            }
+        }
+        let mut result = Ok(group.next);
+        if group.next < durable_end && group.acked.len() < ack_window_max {
+            let from = group.next;
+            result = log.read(from, &mut |offset, event| {
+                if *budget == 0 {
+                    return false;
+                }
+                let wanted = group.glob.matches(&event.namespace)
+                    && !group.filter.covers(event.id)
+                    && !group.acked.contains(&offset)
+                    && !group.parked.contains_key(&offset)
+                    && !group.pending.contains_key(&offset);
+                if wanted {
+                    if group.acked.len() >= ack_window_max {
+                        return false;
+                    }
+                    let Some(index) = group.pick_member(&|conn| has_room(conns, conn)) else {
+                        return false;
+                    };
+                    deliver(conns, group, index, offset, event);
+                }
+                *budget -= 1;
+                true
+            });
+        }
+        match result {
+            Ok(next) => group.next = group.next.max(next),
+            Err(error) => {
+                log::error!("group {name}: could not read the log: {error}");
+                return Err(());
+            }
+        }
+        let caught_up = group.next >= durable_end && group.redeliver.is_empty();
+        let mut caught_up_to = Vec::new();
+        if caught_up {
+            for member in group.members.iter_mut().filter(|m| !m.caught_up_sent) {
+                member.caught_up_sent = true;
+                caught_up_to.push(member.key);
+            }
+        }
+        for (conn, subscription_id) in caught_up_to {
+            self.send(conn, &ServerFrame::CaughtUp { subscription_id });
+        }
+        Ok(())
+    }
+
+    /// Appends the group's acks of this turn and, if it moved, its floor.
+    fn journal_group_turn(&mut self, name: &str) {
+        // Called for existing groups only.
+        let group = self.groups.groups.get_mut(name).expect("group");
+        let acked = std::mem::take(&mut group.acked_this_turn);
+        for chunk in acked.chunks(ACK_OFFSETS_PER_RECORD_MAX) {
+            self.groups.store.append(&GroupRecord::Ack {
+                group: name.to_string(),
+                offsets: chunk.to_vec(),
+            });
+        }
+        let floor = group.floor();
+        if floor > group.floor_written {
+            group.floor_written = floor;
+            group.acked = group.acked.split_off(&floor);
+            group
+                .recovered_deliveries
+                .retain(|offset, _| *offset >= floor);
+            self.groups.store.append(&GroupRecord::Floor {
+                group: name.to_string(),
+                floor,
+            });
+        }
+    }
+
+    /// Rewrites the journal as a snapshot once it has grown well past the last one.
+    fn compact_group_journal(&mut self) {
+        let size = self.groups.store.size_bytes();
+        let threshold = self.config.groups.journal_compact_bytes;
+        if size < threshold || size < self.groups.snapshot_bytes.saturating_mul(4) {
+            return;
+        }
+        let snapshot = self.groups.snapshot();
+        match self.groups.store.rewrite(&snapshot) {
+            Ok(()) => self.groups.snapshot_bytes = self.groups.store.size_bytes(),
+            Err(error) => log::error!("could not compact the group journal: {error}"),
+        }
+    }
+}
+
+/// A group name is 1 to `length_max` bytes of printable text (no control characters).
+fn validate_group_name(name: &str, length_max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a group name must not be empty".to_string());
+    }
+    if name.len() > length_max {
+        return Err(format!(
+            "a group name may have at most {length_max} bytes; this one has {}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("group name {name:?} has a control character"));
+    }
+    Ok(())
+}
+
+impl<L: Log> Engine<L> {
+    /// The groups' part of [`Engine::check_invariants`]: memberships, members' in-flight
+    /// counts, the id index and the timers agree with the pending table.
+    pub(super) fn check_group_invariants(&self) {
+        for (key, name) in &self.groups.memberships {
+            let group = self.groups.groups.get(name);
+            assert!(
+                group.is_some_and(|g| g.members.iter().any(|m| m.key == *key)),
+                "membership {key:?} names group {name:?}, which has no such member"
+            );
+            assert!(
+                self.conn(key.0).is_some(),
+                "membership {key:?} of group {name:?} outlived its connection"
+            );
+        }
+        for (name, group) in &self.groups.groups {
+            assert_eq!(
+                group.pending.len(),
+                group.pending_by_id.len(),
+                "group {name}: the id index disagrees with the pending table"
+            );
+            for (id, offset) in &group.pending_by_id {
+                assert!(
+                    group.pending.get(offset).is_some_and(|p| p.id == *id),
+                    "group {name}: id {id} indexes offset {offset}, which is not pending with it"
+                );
+            }
+            for member in &group.members {
+                assert_eq!(
+                    self.groups.memberships.get(&member.key),
+                    Some(name),
+                    "group {name}: member {:?} has no membership",
+                    member.key
+                );
+                let held = group
+                    .pending
+                    .values()
+                    .filter(|p| {
+                        matches!(p.state, PendingState::InFlight { member: m, .. } if m == member.key)
+                    })
+                    .count();
+                assert_eq!(
+                    member.in_flight as usize, held,
+                    "group {name}: member {:?} in_flight disagrees with its pending events",
+                    member.key
+                );
+                assert!(
+                    member.in_flight <= member.in_flight_max,
+                    "group {name}: member {:?} holds more than its max_in_flight",
+                    member.key
+                );
+            }
+            for (offset, pending) in &group.pending {
+                assert!(
+                    *offset < group.next,
+                    "group {name}: offset {offset} is pending but not yet dispatched"
+                );
+                assert!(
+                    !group.acked.contains(offset) && !group.parked.contains_key(offset),
+                    "group {name}: offset {offset} is pending and also acknowledged or parked"
+                );
+                match pending.state {
+                    PendingState::InFlight {
+                        member,
+                        deadline_ms,
+                    } => {
+                        assert!(
+                            group.members.iter().any(|m| m.key == member),
+                            "group {name}: offset {offset} is in flight to a member that left"
+                        );
+                        assert!(
+                            group.timers.contains(&(deadline_ms, *offset)),
+                            "group {name}: offset {offset} is in flight without an ack deadline"
+                        );
+                        assert!(
+                            !group.redeliver.contains(offset),
+                            "group {name}: offset {offset} is in flight and queued for redelivery"
+                        );
+                    }
+                    PendingState::Waiting { ready_ms } => assert!(
+                        group.redeliver.contains(offset)
+                            || group.timers.contains(&(ready_ms, *offset)),
+                        "group {name}: offset {offset} waits without a timer or a redelivery slot"
+                    ),
+                }
+            }
+            for (when, offset) in &group.timers {
+                let matches = match group.pending.get(offset).map(|p| &p.state) {
+                    Some(PendingState::InFlight { deadline_ms, .. }) => deadline_ms == when,
+                    Some(PendingState::Waiting { ready_ms }) => ready_ms == when,
+                    None => false,
+                };
+                assert!(
+                    matches,
+                    "group {name}: a stale timer at {when} for offset {offset}"
+                );
+            }
+            for offset in &group.redeliver {
+                assert!(
+                    matches!(
+                        group.pending.get(offset).map(|p| &p.state),
+                        Some(PendingState::Waiting { .. })
+                    ),
+                    "group {name}: offset {offset} is queued for redelivery but not waiting"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Consumer group scenarios (docs/consumers.md): competing delivery, acks, redelivery on
+//! time-out, nack and disconnect, parking, restart on the journal, and the errors. No sockets,
+//! no clock: the harness moves `now` by hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::protocol::{GroupAck, JoinGroup};
+use crate::storage::groups::MemoryGroupStore;
+
+fn join(id: u32, group: &str, glob: &str, credit: u32) -> ClientFrame {
+    ClientFrame::JoinGroup(JoinGroup {
+        subscription_id: id,
+        group: group.into(),
+        glob: glob.into(),
+        start: StartPosition::Beginning,
+        credit,
+        ack_timeout_ms: 1000,
+        max_deliveries: 3,
+        max_in_flight: 100,
+    })
+}
+
+fn group_ack(id: u32, ids: Vec<EventId>) -> ClientFrame {
+    ClientFrame::GroupAck(GroupAck {
+        subscription_id: id,
+        delay_ms: 0,
+        ids,
+    })
+}
+
+fn error_codes(frames: &[ServerFrame]) -> Vec<ErrorCode> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Error(error) => Some(error.code),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A harness whose group state is kept in `store`.
+fn harness_on(log: MemoryLog, store: &MemoryGroupStore) -> Harness {
+    let mut harness = Harness::with_log(log, |_| {});
+    harness
+        .engine
+        .load_groups(Box::new(store.reopen()))
+        .expect("memory store loads");
+    harness
+}
+
+/// Produces `count` events on `/jobs/<n>` in batches of 500 and ends the turns.
+fn produce_jobs(harness: &mut Harness, count: usize) {
+    let producer = harness.client();
+    for (op_id, chunk) in (0..count).collect::<Vec<_>>().chunks(500).enumerate() {
+        let events = chunk
+            .iter()
+            .map(|n| NewEvent {
+                namespace: format!("/jobs/{n}"),
+                parent_id: None,
+                data: n.to_string().into_bytes(),
+            })
+            .collect();
+        harness.send(
+            producer,
+            ClientFrame::ProduceBatch(ProduceBatch {
+                op_id: op_id as u64,
+                events,
+            }),
+        );
+        harness.turn();
+    }
+    let frames = harness.received(producer);
+    assert_eq!(ack_ids(&frames).len(), count.div_ceil(500), "{frames:?}");
+}
+
+#[test]
+fn two_members_split_ten_thousand_events_each_acknowledged_exactly_once() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 10_000);
+    let members = [harness.client(), harness.client()];
+    for member in members {
+        harness.send(member, join(1, "workers", "/jobs/**", 64));
+    }
+    let mut acked: BTreeMap<EventId, ConnId> = BTreeMap::new();
+    let mut per_member = [0usize; 2];
+    let mut turns = 0;
+    while acked.len() < 10_000 {
+        turns += 1;
+        assert!(turns < 10_000, "no progress: {} acked", acked.len());
+        harness.turn();
+        for (index, &member) in members.iter().enumerate() {
+            let frames = harness.received(member);
+            assert!(error_codes(&frames).is_empty(), "{frames:?}");
+            let ids: Vec<EventId> = events_of(&frames, 1).iter().map(|e| e.id).collect();
+            for &id in &ids {
+                assert!(acked.insert(id, member).is_none(), "{id} delivered twice");
+            }
+            per_member[index] += ids.len();
+            if !ids.is_empty() {
+                let count = ids.len() as u32;
+                harness.send(member, group_ack(1, ids));
+                harness.send(
+                    member,
+                    ClientFrame::Credit {
+                        subscription_id: 1,
+                        count,
+                    },
+                );
+            }
+        }
+    }
+    harness.turn();
+    let group = &harness.engine.groups.groups["workers"];
+    assert!(group.pending.is_empty() && group.parked.is_empty());
+    assert!(
+        per_member[0] >= 4_000 && per_member[1] >= 4_000,
+        "{per_member:?}"
+    );
+    assert!(
+        group.acked.len() <= 1,
+        "the floor moved: {} above it",
+        group.acked.len()
+    );
+}
+
+#[test]
+fn a_closed_members_unacknowledged_events_go_to_the_other_member() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 10);
+    let first = harness.client();
+    harness.send(first, join(1, "workers", "/jobs/**", 10));
+    harness.turn();
+    let taken: Vec<EventId> = events_of(&harness.received(first), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(taken.len(), 10);
+    // The first member acknowledges three, then its connection dies.
+    harness.send(first, group_ack(1, taken[..3].to_vec()));
+    harness.turn();
+    let second = harness.client();
+    harness.send(second, join(7, "workers", "/jobs/**", 100));
+    harness.turn();
+    assert!(events_of(&harness.received(second), 7).is_empty());
+    harness.engine.handle_closed(first);
+    harness.turn();
+    let redelivered: Vec<EventId> = events_of(&harness.received(second), 7)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(redelivered, taken[3..].to_vec());
+}
+
+#[test]
+fn an_ack_time_out_redelivers_and_a_poison_event_is_parked_after_max_deliveries() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 2);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 100));
+    harness.turn();
+    let first = events_of(&harness.received(member), 1);
+    assert_eq!(first.len(), 2);
+    // The second is done; the first is never acknowledged.
+    harness.send(member, group_ack(1, vec![first[1].id]));
+    harness.turn();
+    for delivery in 2..=3 {
+        harness.now.monotonic.0 += 999;
+        harness.turn();
+        assert!(events_of(&harness.received(member), 1).is_empty(), "early");
+        assert!(harness.engine.next_deadline_ms() <= harness.now.monotonic.0 + 1);
+        harness.now.monotonic.0 += 1;
+        harness.turn();
+        let again = events_of(&harness.received(member), 1);
+        assert_eq!(again.len(), 1, "delivery {delivery}");
+        assert_eq!(again[0].id, first[0].id);
+    }
+    // The third delivery times out too: max_deliveries is 3, so it is parked.
+    harness.now.monotonic.0 += 1000;
+    harness.turn();
+    assert!(events_of(&harness.received(member), 1).is_empty());
+    let group = &harness.engine.groups.groups["workers"];
+    assert_eq!(
+        group.parked.values().copied().collect::<Vec<_>>(),
+        vec![first[0].id]
+    );
+    assert!(group.pending.is_empty());
+    assert_eq!(group.floor(), harness.engine.log().durable_end());
+}
+
+#[test]
+fn a_nack_redelivers_after_its_delay() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 1);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 100));
+    harness.turn();
+    let event = events_of(&harness.received(member), 1).remove(0);
+    let nack = ClientFrame::GroupNack(GroupAck {
+        subscription_id: 1,
+        delay_ms: 50,
+        ids: vec![event.id],
+    });
+    harness.send(member, nack);
+    harness.turn();
+    assert!(events_of(&harness.received(member), 1).is_empty());
+    harness.now.monotonic.0 += 50;
+    harness.turn();
+    assert_eq!(events_of(&harness.received(member), 1), vec![event]);
+}
+
+#[test]
+fn a_restart_continues_from_the_acknowledged_position() {
+    let store = MemoryGroupStore::new();
+    let mut harness = harness_on(MemoryLog::new(), &store);
+    produce_jobs(&mut harness, 10);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 100));
+    harness.turn();
+    let delivered = events_of(&harness.received(member), 1);
+    assert_eq!(delivered.len(), 10);
+    // Out of order: 0-3 and 6 are acknowledged; 4, 5, 7, 8, 9 are not.
+    let acked: Vec<EventId> = [0, 1, 2, 3, 6].iter().map(|&n| delivered[n].id).collect();
+    harness.send(member, group_ack(1, acked.clone()));
+    harness.turn();
+    // Crash: a new engine on the same log and the journal as synced.
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 100));
+    harness.turn();
+    let again: BTreeSet<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let expected: BTreeSet<EventId> = [4, 5, 7, 8, 9].iter().map(|&n| delivered[n].id).collect();
+    assert_eq!(again, expected);
+}
+
+#[test]
+fn bad_group_input_gets_its_error_and_the_connection_stays_open() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 1);
+    let member = harness.client();
+    harness.send(member, join(1, "", "/jobs/**", 10));
+    harness.send(member, join(2, "bad\nname", "/jobs/**", 10));
+    harness.send(member, join(3, "workers", "/jobs/**", 10));
+    harness.send(member, join(4, "workers", "/other/**", 10));
+    harness.send(member, join(3, "workers", "/jobs/**", 10));
+    harness.send(member, group_ack(9, Vec::new()));
+    harness.turn();
+    let frames = harness.received(member);
+    let event = events_of(&frames, 3).remove(0);
+    harness.send(member, group_ack(3, vec![event.id]));
+    harness.send(member, group_ack(3, vec![event.id]));
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 3 });
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 3 });
+    harness.turn();
+    let later = harness.received(member);
+    assert_eq!(
+        error_codes(&frames),
+        vec![
+            ErrorCode::InvalidGroupName,
+            ErrorCode::InvalidGroupName,
+            ErrorCode::GroupGlobMismatch,
+            ErrorCode::DuplicateSubscription,
+            ErrorCode::UnknownGroup,
+        ]
+    );
+    assert_eq!(
+        error_codes(&later),
+        vec![ErrorCode::NotPending, ErrorCode::UnknownGroup]
+    );
+    assert!(later.iter().any(|f| matches!(
+        f,
+        ServerFrame::End {
+            subscription_id: 3,
+            reason: EndReason::Unsubscribed
+        }
+    )));
+    assert!(harness.engine.is_open(member));
+}
+
+/// The invariant check catches a member whose in-flight count disagrees with the pending
+/// table (the count that bounds `max_in_flight`).
+#[test]
+#[should_panic(expected = "in_flight disagrees with its pending events")]
+fn check_invariants_catches_a_member_in_flight_count_that_disagrees_with_pending() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 3);
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 8));
+    harness.turn();
+    assert_eq!(events_of(&harness.received(member), 1).len(), 3);
+    harness.engine.check_invariants();
+    let group = harness
+        .engine
+        .groups
+        .groups
+        .get_mut("workers")
+        .expect("group");
+    group.members[0].in_flight = 1;
+    harness.engine.check_invariants();
+}
+
+/// A second nack of an event that waits for redelivery replaces the first one's delay: the
+/// first delay's timer must not later fire as an ack time-out of the redelivered event.
+#[test]
+fn a_second_nack_replaces_the_first_and_leaves_no_stale_timer() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 1);
+    let member = harness.client();
+    harness.send(
+        member,
+        ClientFrame::JoinGroup(JoinGroup {
+            subscription_id: 1,
+            group: "workers".into(),
+            glob: "/jobs/**".into(),
+            start: StartPosition::Beginning,
+            credit: 10,
+            ack_timeout_ms: 60_000,
+            max_deliveries: 10,
+            max_in_flight: 10,
+        }),
+    );
+    harness.turn();
+    let event = events_of(&harness.received(member), 1).remove(0);
+    let nack = |delay_ms| {
+        ClientFrame::GroupNack(GroupAck {
+            subscription_id: 1,
+            delay_ms,
+            ids: vec![event.id],
+        })
+    };
+    harness.send(member, nack(5_000));
+    harness.send(member, nack(0));
+    harness.turn();
+    assert_eq!(
+        events_of(&harness.received(member), 1),
+        vec![event.clone()],
+        "the second nack (no delay) redelivers at once"
+    );
+    harness.now.monotonic.0 += 5_000;
+    harness.turn();
+    assert!(
+        events_of(&harness.received(member), 1).is_empty(),
+        "redelivered again 5 s later, by the first nack's timer, while in flight with a 60 s \
+         ack time-out"
+    );
+}

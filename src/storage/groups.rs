@@ -1,0 +1,563 @@
+//! The group journal: the durable state of consumer groups (docs/consumers.md), in one small
+//! append-only file beside the log. The engine decides what to record; this file only writes
+//! and reads the records.
+//!
+//! A record is `u32 body size | u32 CRC32C(size bytes, body)` (little endian) and a body: a kind
+//! byte and the record's fields. Recovery keeps every record up to the first torn or damaged one
+//! and truncates the file there: only a tail that was never synced can be torn.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{Offset, StorageError};
+use crate::config::FsyncPolicy;
+use crate::event::{ActorId, Cursor, EventId, VersionVector};
+use crate::time::MonotonicMs;
+
+/// The journal's file name in the data directory.
+pub const GROUP_JOURNAL_FILE: &str = "groups.journal";
+/// A body larger than this is damage, not a record (names and globs are at most 64 KiB, a
+/// cursor at most 65,535 entries of 10 bytes, an Ack record is written in pieces below it).
+const RECORD_BODY_SIZE_MAX: u32 = 1 << 20;
+/// Offsets per Ack record, so that a record stays far below `RECORD_BODY_SIZE_MAX`.
+pub const ACK_OFFSETS_PER_RECORD_MAX: usize = 16 * 1024;
+
+/// One change to a group's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRecord {
+    /// The group exists, with this glob, starting at `start` and skipping what `filter` covers.
+    Create {
+        group: String,
+        glob: String,
+        start: Offset,
+        filter: Cursor,
+    },
+    /// Every matching record below `floor` is acknowledged or parked.
+    Floor { group: String, floor: Offset },
+    /// These records are acknowledged.
+    Ack { group: String, offsets: Vec<Offset> },
+    /// The record at `offset` was delivered `count` times (written for redeliveries only).
+    Deliveries {
+        group: String,
+        offset: Offset,
+        count: u32,
+    },
+    /// The record at `offset` (event `id`) was parked.
+    Park {
+        group: String,
+        offset: Offset,
+        id: EventId,
+    },
+}
+
+const KIND_CREATE: u8 = 1;
+const KIND_FLOOR: u8 = 2;
+const KIND_ACK: u8 = 3;
+const KIND_DELIVERIES: u8 = 4;
+const KIND_PARK: u8 = 5;
+
+/// Where group state is kept. `append` only buffers; `sync` writes and makes durable under the
+/// fsync policy everything appended since the last sync.
+pub trait GroupStore: Send {
+    /// Every record of the journal, in the order they were written (start-up recovery).
+    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError>;
+    /// Buffers one record.
+    fn append(&mut self, record: &GroupRecord);
+    /// Writes the buffered records and makes them durable. On failure they are discarded.
+    fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError>;
+    /// The bytes of the journal (durable and buffered).
+    fn size_bytes(&self) -> u64;
+    /// Replaces the whole journal with `records` (a snapshot), atomically.
+    fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError>;
+}
+
+/// Appends the bytes of one record to `out`.
+pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    let body_at = out.len();
+    match record {
+        GroupRecord::Create {
+            group,
+            glob,
+            start,
+            filter,
+        } => {
+            out.push(KIND_CREATE);
+            put_text(out, group);
+            put_text(out, glob);
+            out.extend_from_slice(&start.0.to_le_bytes());
+            put_id(out, filter.floor);
+            out.extend_from_slice(&(filter.vector.len() as u32).to_le_bytes());
+            for (actor, counter) in filter.vector.iter() {
+                out.extend_from_slice(&actor.0.to_le_bytes());
+                out.extend_from_slice(&counter.to_le_bytes());
+            }
+        }
+        GroupRecord::Floor { group, floor } => {
+            out.push(KIND_FLOOR);
+            put_text(out, group);
+            out.extend_from_slice(&floor.0.to_le_bytes());
+        }
+        GroupRecord::Ack { group, offsets } => {
+            assert!(
+                offsets.len() <= ACK_OFFSETS_PER_RECORD_MAX,
+                "an Ack record holds at most {ACK_OFFSETS_PER_RECORD_MAX} offsets"
+            );
+            out.push(KIND_ACK);
+            put_text(out, group);
+            out.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+            for offset in offsets {
+                out.extend_from_slice(&offset.0.to_le_bytes());
+            }
+        }
+        GroupRecord::Deliveries {
+            group,
+            offset,
+            count,
+        } => {
+            out.push(KIND_DELIVERIES);
+            put_text(out, group);
+            out.extend_from_slice(&offset.0.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        GroupRecord::Park { group, offset, id } => {
+            out.push(KIND_PARK);
+            put_text(out, group);
+            out.extend_from_slice(&offset.0.to_le_bytes());
+            put_id(out, *id);
+        }
+    }
+    let body_size = (out.len() - body_at) as u32;
+    out[start..start + 4].copy_from_slice(&body_size.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&body_size.to_le_bytes()), &out[body_at..]);
+    out[start + 4..body_at].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    // Names and globs are validated against u16 limits before they reach the journal.
+    let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_id(out: &mut Vec<u8>, id: EventId) {
+    out.extend_from_slice(&id.counter.to_le_bytes());
+    out.extend_from_slice(&id.actor.0.to_le_bytes());
+}
+
+/// Decodes the records at the start of `bytes`, up to the first torn or damaged one. Returns
+/// them and how many bytes they take (where a torn tail begins).
+pub fn decode_records(bytes: &[u8]) -> (Vec<GroupRecord>, usize) {
+    let mut records = Vec::new();
+    let mut position = 0;
+    while let Some(header) = bytes.get(position..position + 8) {
+        let body_size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if body_size == 0 || body_size > RECORD_BODY_SIZE_MAX {
+            break;
+        }
+        let Some(body) = bytes.get(position + 8..position + 8 + body_size as usize) else {
+            break;
+        };
+        if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
+            break;
+        }
+        let Some(record) = decode_body(&mut Body { bytes: body }) else {
+            break;
+        };
+        records.push(record);
+        position += 8 + body_size as usize;
+    }
+    (records, position)
+}
+
+struct Body<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Body<'a> {
+    fn take(&mut self, size: usize) -> Option<&'a [u8]> {
+        let taken = self.bytes.get(..size)?;
+        self.bytes = &self.bytes[size..];
+        Some(taken)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn text(&mut self) -> Option<String> {
+        let size = self.u16()? as usize;
+        String::from_utf8(self.take(size)?.to_vec()).ok()
+    }
+    fn id(&mut self) -> Option<EventId> {
+        let counter = self.u64()?;
+        Some(EventId {
+            counter,
+            actor: ActorId(self.u16()?),
+        })
+    }
+}
+
+fn decode_body(body: &mut Body) -> Option<GroupRecord> {
+    let kind = *body.take(1)?.first()?;
+    let group = body.text()?;
+    let record = match kind {
+        KIND_CREATE => {
+            let glob = body.text()?;
+            let start = Offset(body.u64()?);
+            let floor = body.id()?;
+            let entries = body.u32()?;
+            let mut vector = VersionVector::new();
+            for _ in 0..entries {
+                let actor = ActorId(body.u16()?);
+                vector.set(actor, body.u64()?);
+            }
+            GroupRecord::Create {
+                group,
+                glob,
+                start,
+                filter: Cursor { floor, vector },
+            }
+        }
+        KIND_FLOOR => GroupRecord::Floor {
+            group,
+            floor: Offset(body.u64()?),
+        },
+        KIND_ACK => {
+            let count = body.u32()? as usize;
+            if count > ACK_OFFSETS_PER_RECORD_MAX {
+                return None;
+            }
+            let mut offsets = Vec::with_capacity(count);
+            for _ in 0..count {
+                offsets.push(Offset(body.u64()?));
+            }
+            GroupRecord::Ack { group, offsets }
+        }
+        KIND_DELIVERIES => GroupRecord::Deliveries {
+            group,
+            offset: Offset(body.u64()?),
+            count: body.u32()?,
+        },
+        KIND_PARK => GroupRecord::Park {
+            group,
+            offset: Offset(body.u64()?),
+            id: body.id()?,
+        },
+        _ => return None,
+    };
+    body.bytes.is_empty().then_some(record)
+}
+
+/// The journal in memory, for tests and the simulator. Clones share the synced bytes, so a test
+/// "restarts" by building an engine on `reopen()`, which sees only what was synced.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryGroupStore {
+    durable: Arc<Mutex<Vec<u8>>>,
+    buffered: Vec<u8>,
+}
+
+impl MemoryGroupStore {
+    pub fn new() -> MemoryGroupStore {
+        MemoryGroupStore::default()
+    }
+
+    /// A store on the same synced bytes, without what this one buffered (a crash and restart).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn reopen(&self) -> MemoryGroupStore {
+        MemoryGroupStore {
+            durable: Arc::clone(&self.durable),
+            buffered: Vec::new(),
+        }
+    }
+
+    fn durable(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock is a test failure already; the bytes are still fine.
+        self.durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl GroupStore for MemoryGroupStore {
+    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
+        let mut durable = self.durable();
+        let (records, valid) = decode_records(&durable);
+        durable.truncate(valid);
+        Ok(records)
+    }
+
+    fn append(&mut self, record: &GroupRecord) {
+        encode_record(record, &mut self.buffered);
+    }
+
+    fn sync(&mut self, _now: MonotonicMs) -> Result<(), StorageError> {
+        let buffered = std::mem::take(&mut self.buffered);
+        self.durable().extend_from_slice(&buffered);
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        (self.durable().len() + self.buffered.len()) as u64
+    }
+
+    fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        for record in records {
+            encode_record(record, &mut bytes);
+        }
+        *self.durable() = bytes;
+        self.buffered.clear();
+        Ok(())
+    }
+}
+
+/// The journal as a file in the data directory.
+#[derive(Debug)]
+pub struct FileGroupStore {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    buffered: Vec<u8>,
+    fsync: FsyncPolicy,
+    last_fsync_ms: Option<u64>,
+    written_since_fsync: bool,
+}
+
+fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
+    move |source| StorageError::Io { context, source }
+}
+
+impl FileGroupStore {
+    /// Opens (or creates) `groups.journal` in `dir`.
+    pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<FileGroupStore, StorageError> {
+        let path = dir.join(GROUP_JOURNAL_FILE);
+        let context = |what: &str| format!("{}: {what}", path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error(context("open")))?;
+        let size = file.metadata().map_err(io_error(context("stat")))?.len();
+        Ok(FileGroupStore {
+            dir: dir.to_path_buf(),
+            file,
+            size,
+            buffered: Vec::new(),
+            fsync,
+            last_fsync_ms: None,
+            written_since_fsync: false,
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(GROUP_JOURNAL_FILE)
+    }
+
+    fn fsync_due(&self, now_ms: u64) -> bool {
+        match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(interval) => self
+                .last_fsync_ms
+                .is_none_or(|last| now_ms >= last.saturating_add(interval)),
+            FsyncPolicy::Never => false,
+        }
+    }
+}
+
+impl GroupStore for FileGroupStore {
+    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
+        let context = format!("{}: read", self.path().display());
+        let mut bytes = Vec::new();
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.read_to_end(&mut bytes))
+            .map_err(io_error(context))?;
+        let (records, valid) = decode_records(&bytes);
+        if valid < bytes.len() {
+            log::warn!(
+                "{}: cut a torn or damaged tail of {} bytes at byte {valid}",
+                self.path().display(),
+                bytes.len() - valid
+            );
+            let context = format!("{}: truncate", self.path().display());
+            self.file
+                .set_len(valid as u64)
+                .and_then(|_| self.file.sync_data())
+                .map_err(io_error(context))?;
+        }
+        self.size = valid as u64;
+        Ok(records)
+    }
+
+    fn append(&mut self, record: &GroupRecord) {
+        encode_record(record, &mut self.buffered);
+    }
+
+    fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
+        if !self.buffered.is_empty() {
+            let context = format!("{}: write", self.path().display());
+            let size = self.size;
+            let written = self
+                .file
+                .seek(SeekFrom::Start(size))
+                .and_then(|_| self.file.write_all(&self.buffered));
+            let buffered_size = self.buffered.len() as u64;
+            self.buffered.clear();
+            if let Err(error) = written {
+                // Cut whatever part was written, so the next record starts where it belongs.
+                let _ = self.file.set_len(size);
+                return Err(io_error(context)(error));
+            }
+            self.size += buffered_size;
+            self.written_since_fsync = true;
+        }
+        if self.written_since_fsync && self.fsync_due(now.0) {
+            let context = format!("{}: fdatasync", self.path().display());
+            self.file.sync_data().map_err(io_error(context))?;
+            self.written_since_fsync = false;
+            self.last_fsync_ms = Some(now.0);
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size + self.buffered.len() as u64
+    }
+
+    fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        for record in records {
+            encode_record(record, &mut bytes);
+        }
+        let temporary = self.dir.join(format!("{GROUP_JOURNAL_FILE}.tmp"));
+        let context = |what: &str| format!("{}: {what}", temporary.display());
+        let mut file = File::create(&temporary).map_err(io_error(context("create")))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(io_error(context("write")))?;
+        std::fs::rename(&temporary, self.path()).map_err(io_error(context("rename")))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error(context("fsync the directory")))?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.path())
+            .map_err(io_error(context("reopen")))?;
+        self.size = bytes.len() as u64;
+        self.buffered.clear();
+        self.written_since_fsync = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<GroupRecord> {
+        let mut vector = VersionVector::new();
+        vector.set(ActorId(2), 7);
+        vec![
+            GroupRecord::Create {
+                group: "workers".into(),
+                glob: "/orders/**".into(),
+                start: Offset(3),
+                filter: Cursor {
+                    floor: EventId {
+                        counter: 5,
+                        actor: ActorId(1),
+                    },
+                    vector,
+                },
+            },
+            GroupRecord::Ack {
+                group: "workers".into(),
+                offsets: vec![Offset(4), Offset(9)],
+            },
+            GroupRecord::Deliveries {
+                group: "workers".into(),
+                offset: Offset(5),
+                count: 3,
+            },
+            GroupRecord::Park {
+                group: "workers".into(),
+                offset: Offset(5),
+                id: EventId {
+                    counter: 6,
+                    actor: ActorId(1),
+                },
+            },
+            GroupRecord::Floor {
+                group: "workers".into(),
+                floor: Offset(10),
+            },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_or_flipped_tail_is_cut() {
+        let mut bytes = Vec::new();
+        for record in sample() {
+            encode_record(&record, &mut bytes);
+        }
+        let (records, valid) = decode_records(&bytes);
+        assert_eq!(records, sample());
+        assert_eq!(valid, bytes.len());
+        for cut in 0..bytes.len() {
+            let (records, valid) = decode_records(&bytes[..cut]);
+            assert!(valid <= cut);
+            assert_eq!(records[..], sample()[..records.len()]);
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(decode_records(&flipped).0.len(), sample().len() - 1);
+    }
+
+    #[test]
+    fn memory_store_reopens_on_what_was_synced() {
+        let mut store = MemoryGroupStore::new();
+        let records = sample();
+        store.append(&records[0]);
+        store.sync(MonotonicMs(0)).expect("memory sync");
+        store.append(&records[1]);
+        assert_eq!(store.reopen().load().expect("load"), records[..1]);
+    }
+
+    #[test]
+    fn file_store_survives_reopen_and_rewrite() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        for record in sample() {
+            store.append(&record);
+        }
+        store.sync(MonotonicMs(1)).expect("sync");
+        let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(reopened.load().expect("load"), sample());
+        reopened.rewrite(&sample()[..2]).expect("rewrite");
+        reopened.append(&sample()[4]);
+        reopened.sync(MonotonicMs(2)).expect("sync");
+        let mut again = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        let expected = vec![
+            sample()[0].clone(),
+            sample()[1].clone(),
+            sample()[4].clone(),
+        ];
+        assert_eq!(again.load().expect("load"), expected);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}

@@ -1,0 +1,468 @@
+//! Consumer groups with real processes (docs/consumers.md): `flo-client consume --group`
+//! members split a stream, a killed member's unacknowledged events reach the other member,
+//! and a group survives kill -9 of the server with every event acknowledged or delivered
+//! again. Everything on 127.0.0.1, bounded in count and time; every process is killed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::FloProcess;
+use flo::client::{Client, ClientOptions, GroupConsumer, GroupDelivery};
+use flo::event::EventId;
+use flo::protocol::NewEvent;
+
+/// How long any one wait in these tests may take before the test fails (a hang, not speed).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client(server: &FloProcess) -> Client {
+    let options = ClientOptions {
+        io_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Client::connect(&server.addr.to_string(), options).expect("connect")
+}
+
+/// Produces `/jobs/<n>` with data `job-<n>` for every n in `range`, in batches.
+fn produce_jobs(server: &FloProcess, range: std::ops::Range<usize>) {
+    let mut producer = client(server);
+    let numbers: Vec<usize> = range.collect();
+    for chunk in numbers.chunks(200) {
+        let events: Vec<NewEvent> = chunk
+            .iter()
+            .map(|n| NewEvent {
+                namespace: format!("/jobs/{n}"),
+                parent_id: None,
+                data: format!("job-{n}").into_bytes(),
+            })
+            .collect();
+        producer.produce_batch(&events).expect("produce");
+    }
+}
+
+/// A `flo-client consume --group` process whose stdout lines arrive on a channel.
+struct Member {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Member {
+    fn start(server: &FloProcess, group: &str, extra: &[&str]) -> Member {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args(["-H", &server.addr.to_string(), "consume", "--group", group])
+            .args(["-n", "/jobs/**", "--format", "json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start flo-client");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Bounded: a member whose lines the test does not take stalls on a full pipe.
+        let (sender, lines) = mpsc::sync_channel(100);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Member { child, lines }
+    }
+
+    /// The job number of the next printed line, waiting at most `wait`.
+    fn next_job(&self, wait: Duration) -> Option<usize> {
+        self.lines.recv_timeout(wait).ok().map(|line| job_of(&line))
+    }
+
+    fn kill(mut self) -> Vec<usize> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The last line may be cut off by the kill: an event not completely printed.
+        let lines: Vec<usize> = self
+            .lines
+            .iter()
+            .filter(|line| line.ends_with('}'))
+            .map(|line| job_of(&line))
+            .collect();
+        std::mem::forget(self);
+        lines
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The n of a JSON line whose data is `job-<n>`.
+fn job_of(line: &str) -> usize {
+    let data = line
+        .split("\"data\":\"job-")
+        .nth(1)
+        .unwrap_or_else(|| panic!("not a job event: {line}"));
+    data.split('"')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("job number")
+}
+
+fn job_of_event(data: &[u8]) -> usize {
+    let text = std::str::from_utf8(data).expect("utf-8 data");
+    text.strip_prefix("job-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a job: {text}"))
+}
+
+/// Takes every line the members printed so far into `seen` (job -> member index); returns
+/// the members that printed something.
+fn take_printed(members: &[Member], seen: &mut BTreeMap<usize, usize>) -> BTreeSet<usize> {
+    let mut printed = BTreeSet::new();
+    for (index, member) in members.iter().enumerate() {
+        while let Some(job) = member.next_job(Duration::from_millis(5)) {
+            assert!(seen.insert(job, index).is_none(), "job {job} printed twice");
+            printed.insert(index);
+        }
+    }
+    printed
+}
+
+#[test]
+fn two_cli_members_split_the_events_each_printed_by_exactly_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let members = [
+        Member::start(&server, "split", &["-t"]),
+        Member::start(&server, "split", &["-t"]),
+    ];
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    // Produce one job at a time, each once the one before was printed, until both members
+    // printed one: then both have joined (round robin alternates between the members).
+    let mut next_job = 0;
+    let mut printed_by = BTreeSet::new();
+    while printed_by.len() < 2 {
+        assert!(
+            next_job < 100,
+            "a member printed nothing of {next_job} jobs"
+        );
+        produce_jobs(&server, next_job..next_job + 1);
+        next_job += 1;
+        let started = Instant::now();
+        while seen.len() < next_job {
+            assert!(
+                started.elapsed() < WAIT,
+                "nobody printed job {}",
+                next_job - 1
+            );
+            printed_by.extend(take_printed(&members, &mut seen));
+        }
+    }
+    let total = next_job + 4000;
+    produce_jobs(&server, next_job..total);
+    let started = Instant::now();
+    while seen.len() < total {
+        assert!(
+            started.elapsed() < WAIT,
+            "{} of {total} printed",
+            seen.len()
+        );
+        take_printed(&members, &mut seen);
+    }
+    let [first, second] = members;
+    // Nothing more arrives: every event went to exactly one member.
+    let late: Vec<usize> = first.kill().into_iter().chain(second.kill()).collect();
+    assert!(late.is_empty(), "printed twice: {late:?}");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..total).collect::<Vec<_>>()
+    );
+    let by_first = seen.values().filter(|m| **m == 0).count();
+    // Who gets more depends on who is free (competing consumers), but the burst starts
+    // with both members' credit windows (256 each) handed out in turn.
+    assert!(
+        by_first >= total / 20 && by_first <= total - total / 20,
+        "the members did not share the work: the first printed {by_first} of {total}"
+    );
+    // The members acknowledged what they printed: a new member gets at most the acks each
+    // member had queued when it was killed (a member sends its acks before it waits, so
+    // normally none), then CaughtUp.
+    let mut check = client(&server);
+    let mut consumer = check
+        .join_group("split")
+        .glob("/jobs/**")
+        .join()
+        .expect("join");
+    let mut unacknowledged = 0;
+    while let GroupDelivery::Event(event) = next_delivery(&mut consumer) {
+        assert!(seen.contains_key(&job_of_event(&event.data)));
+        unacknowledged += 1;
+        consumer.ack(event.id).expect("ack");
+    }
+    assert!(
+        unacknowledged <= 2 * flo::client::ACK_BATCH_DEFAULT,
+        "{unacknowledged} printed events were not acknowledged"
+    );
+}
+
+fn next_delivery(consumer: &mut GroupConsumer<'_>) -> GroupDelivery {
+    assert!(
+        consumer.wait_for_delivery(WAIT).expect("wait"),
+        "no delivery within {WAIT:?}"
+    );
+    consumer
+        .next_delivery()
+        .expect("delivery")
+        .expect("not ended")
+}
+
+#[test]
+fn a_killed_members_unacknowledged_events_reach_the_other_member() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let mut survivor_client = client(&server);
+    // A long ack time-out: what the survivor gets, it gets because the other member's
+    // connection closed, not because a time-out passed.
+    let mut survivor = survivor_client
+        .join_group("workers")
+        .glob("/jobs/**")
+        .credit(4)
+        .ack_timeout(Duration::from_secs(600))
+        .join()
+        .expect("join");
+    // The group is empty: CaughtUp first, then the first job.
+    assert_eq!(next_delivery(&mut survivor), GroupDelivery::CaughtUp);
+    produce_jobs(&server, 0..1);
+    let GroupDelivery::Event(first) = next_delivery(&mut survivor) else {
+        panic!("expected the first job");
+    };
+    survivor.ack(first.id).expect("ack");
+    survivor.flush().expect("flush");
+    // The victim: a CLI member whose output the test does not read until it is killed, so
+    // that it stalls on a full pipe with events printed and not acknowledged, and more in
+    // flight.
+    let victim = Member::start(&server, "workers", &["-t"]);
+    let mut survivor_jobs: BTreeMap<usize, EventId> = BTreeMap::new();
+    survivor_jobs.insert(0, first.id);
+    let mut next_job = 1;
+    let mut victim_early = Vec::new();
+    // Wait until the victim joined: produce single jobs until one is printed by it; the
+    // survivor acknowledges what it gets meanwhile.
+    'joined: for _ in 0..100 {
+        produce_jobs(&server, next_job..next_job + 1);
+        next_job += 1;
+        loop {
+            if let Some(job) = victim.next_job(Duration::from_millis(20)) {
+                victim_early.push(job);
+                break 'joined;
+            }
+            if survivor
+                .wait_for_delivery(Duration::from_millis(20))
+                .expect("wait")
+            {
+                let GroupDelivery::Event(event) = survivor.next_delivery().expect("d").expect("e")
+                else {
+                    continue;
+                };
+                survivor_jobs.insert(job_of_event(&event.data), event.id);
+                survivor.ack(event.id).expect("ack");
+                survivor.flush().expect("flush");
+                break;
+            }
+        }
+    }
+    assert!(!victim_early.is_empty(), "the victim never joined");
+    let total = next_job + 3000;
+    produce_jobs(&server, next_job..total);
+    // The survivor holds 4 unacknowledged events at most (its credit), so the victim takes the
+    // rest until its pipe is full. Wait until the victim has printed a good part.
+    let mut survivor_held = Vec::new();
+    let started = Instant::now();
+    while survivor_held.len() < 4 {
+        assert!(started.elapsed() < WAIT, "the survivor got no events");
+        let GroupDelivery::Event(event) = next_delivery(&mut survivor) else {
+            continue;
+        };
+        survivor_held.push(event);
+    }
+    // The victim cannot have taken everything: its pipe holds far fewer than 3000 lines.
+    let mut victim_printed: BTreeSet<usize> = victim_early.into_iter().collect();
+    let started = Instant::now();
+    while victim_printed.len() < 200 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the victim printed {}",
+            victim_printed.len()
+        );
+        if let Some(job) = victim.next_job(Duration::from_millis(50)) {
+            victim_printed.insert(job);
+        }
+    }
+    victim_printed.extend(victim.kill());
+    assert!(
+        victim_printed.len() < total - 100,
+        "the victim printed nearly everything ({}); the test shows nothing",
+        victim_printed.len()
+    );
+    for event in survivor_held {
+        survivor_jobs.insert(job_of_event(&event.data), event.id);
+        survivor.ack(event.id).expect("ack");
+    }
+    // Every job the victim did not print must now reach the survivor (a job it printed may
+    // come too, if its ack was not sent yet).
+    let missing = |survivor_jobs: &BTreeMap<usize, EventId>| {
+        (0..total)
+            .filter(|job| !survivor_jobs.contains_key(job) && !victim_printed.contains(job))
+            .count()
+    };
+    let started = Instant::now();
+    while missing(&survivor_jobs) > 0 {
+        assert!(
+            started.elapsed() < WAIT,
+            "{} jobs never reached the survivor",
+            missing(&survivor_jobs)
+        );
+        if !survivor
+            .wait_for_delivery(Duration::from_millis(100))
+            .expect("wait")
+        {
+            continue;
+        }
+        match survivor.next_delivery().expect("delivery") {
+            Some(GroupDelivery::Event(event)) => {
+                let job = job_of_event(&event.data);
+                assert!(
+                    survivor_jobs.insert(job, event.id).is_none(),
+                    "job {job} reached the survivor twice (it acknowledged it)"
+                );
+                survivor.ack(event.id).expect("ack");
+            }
+            Some(GroupDelivery::CaughtUp) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    survivor.leave().expect("leave");
+}
+
+/// One round of the kill -9 test: consume and acknowledge part of the group's events, make
+/// sure the acks were handled (a Ping answered after them), and return the jobs acknowledged.
+fn consume_some(server: &FloProcess, count: usize) -> BTreeSet<usize> {
+    let mut member = client(server);
+    let mut consumer = member
+        .join_group("durable")
+        .glob("/jobs/**")
+        .credit(64)
+        .join()
+        .expect("join");
+    let mut acked = BTreeSet::new();
+    while acked.len() < count {
+        match next_delivery(&mut consumer) {
+            GroupDelivery::Event(event) => {
+                assert!(
+                    acked.insert(job_of_event(&event.data)),
+                    "a job delivered twice in one run"
+                );
+                consumer.ack(event.id).expect("ack");
+            }
+            GroupDelivery::CaughtUp => break,
+            GroupDelivery::End(reason) => panic!("ended: {reason:?}"),
+        }
+    }
+    consumer.flush().expect("flush");
+    // Keep the membership (and its unacknowledged in-flight events) until the kill.
+    std::mem::forget(consumer);
+    member.ping().expect("ping after the acks");
+    acked
+}
+
+#[test]
+fn kill_9_of_the_server_mid_stream_loses_no_event_of_a_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let total = 3000;
+    let mut server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..total);
+    let mut acked_before: BTreeSet<usize> = BTreeSet::new();
+    for round in 0..5 {
+        let acked = consume_some(&server, 300 + round * 37);
+        for job in &acked {
+            assert!(
+                !acked_before.contains(job),
+                "round {round}: job {job} was delivered again after its ack was handled"
+            );
+        }
+        acked_before.extend(acked);
+        server.kill9();
+        server = FloProcess::start(dir.path(), &[]);
+    }
+    // After the last restart: everything not acknowledged is delivered, nothing acknowledged.
+    let mut member = client(&server);
+    let mut consumer = member
+        .join_group("durable")
+        .glob("/jobs/**")
+        .join()
+        .expect("join");
+    let mut rest = BTreeSet::new();
+    loop {
+        match next_delivery(&mut consumer) {
+            GroupDelivery::Event(event) => {
+                let job = job_of_event(&event.data);
+                assert!(
+                    !acked_before.contains(&job),
+                    "job {job} redelivered after its ack"
+                );
+                assert!(rest.insert(job), "job {job} twice");
+                consumer.ack(event.id).expect("ack");
+            }
+            GroupDelivery::CaughtUp => break,
+            GroupDelivery::End(reason) => panic!("ended: {reason:?}"),
+        }
+    }
+    consumer.leave().expect("leave");
+    let all: BTreeSet<usize> = acked_before.union(&rest).copied().collect();
+    assert_eq!(
+        all.len(),
+        total,
+        "missing: {:?}",
+        (0..total)
+            .filter(|j| !all.contains(j))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// `flo --repair` opens the group journal too: a group keeps its acknowledged position
+/// across a repairing start, and what it acknowledged then is still acknowledged after a
+/// normal start.
+#[test]
+fn a_repairing_start_keeps_the_groups_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..100);
+    let acked = consume_some(&server, 40);
+    assert_eq!(acked.len(), 40);
+    assert!(server.terminate().success());
+    let server = FloProcess::start(dir.path(), &["--repair"]);
+    let after_repair = consume_some(&server, 30);
+    for job in &after_repair {
+        assert!(
+            !acked.contains(job),
+            "job {job}, acknowledged before, was delivered again after flo --repair"
+        );
+    }
+    assert!(server.terminate().success());
+    let server = FloProcess::start(dir.path(), &[]);
+    let rest = consume_some(&server, 1000);
+    for job in &rest {
+        assert!(
+            !acked.contains(job) && !after_repair.contains(job),
+            "job {job}, acknowledged before, was delivered again after a restart"
+        );
+    }
+    assert_eq!(acked.len() + after_repair.len() + rest.len(), 100);
+}
