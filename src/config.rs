@@ -302,6 +302,12 @@ pub struct Config {
     /// A connection whose input buffer, unsent output, held replies and subscriptions' state
     /// together pass this many bytes is closed (`ResourceLimit`).
     pub connection_memory_max: usize,
+    /// What all connections together may hold (input buffers, unsent output, held replies and
+    /// subscriptions' state), as Redis's `maxmemory-clients`: an event is not fed to a
+    /// consumer while it would take the total past this (it waits until output drains), and
+    /// while the total is still over it the connection holding the most is closed
+    /// (`ResourceLimit`), until it is under.
+    pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,
     /// The largest PeerHello accepted (it carries a version vector and a member list).
@@ -367,6 +373,10 @@ impl Config {
             send_buffer_high_water: 1024 * 1024,
             output_bytes_hard_max: 16 * 1024 * 1024,
             connection_memory_max: 32 * 1024 * 1024,
+            // 1 GiB: a fixed figure an operator can reason about (a fraction of RAM would
+            // differ between a laptop and a container whose limit /proc does not show); it is
+            // 32 connections at their own limit, and far more at what connections really hold.
+            connections_memory_max: 1024 * 1024 * 1024,
             hello_frame_size_max: 4096,
             peer_hello_frame_size_max: 256 * 1024,
             frame_timeout: Duration::from_secs(10),
@@ -544,6 +554,12 @@ impl Config {
                 self.connection_memory_max
             ));
         }
+        if self.connections_memory_max < self.connection_memory_max {
+            return Err(format!(
+                "max clients memory {} must be at least the max connection memory ({})",
+                self.connections_memory_max, self.connection_memory_max
+            ));
+        }
         // A Hello of the longest client name and auth token a client library sends.
         if self.hello_frame_size_max < 256 || self.hello_frame_size_max > self.wire.frame_size_max {
             return Err(
@@ -614,6 +630,9 @@ mod tests {
         ));
         assert!(refused(
             &|c| c.connection_memory_max = c.output_bytes_hard_max
+        ));
+        assert!(refused(
+            &|c| c.connections_memory_max = c.connection_memory_max - 1
         ));
         assert!(refused(&|c| c.hello_frame_size_max = 16));
         assert!(refused(

@@ -115,6 +115,12 @@ struct Args {
     #[arg(long = "max-connection-memory", default_value = "32M", value_parser = parse_size)]
     max_connection_memory: u64,
 
+    /// What all connections together may hold (K, M, G): events wait for consumers' output to
+    /// drain instead of passing it, and past it the connection holding the most is closed with
+    /// a ResourceLimit error.
+    #[arg(long = "max-clients-memory", default_value = "1G", value_parser = parse_size)]
+    max_clients_memory: u64,
+
     /// A frame must arrive whole within this time of its first byte, else the connection is
     /// closed with a Timeout error (e.g. 10s).
     #[arg(long = "frame-timeout", default_value = "10s", value_parser = parse_duration_ms)]
@@ -321,6 +327,10 @@ fn effective_config(args: &Args) -> String {
         text(format_size(args.max_connection_memory)),
     );
     put(
+        "max-clients-memory",
+        text(format_size(args.max_clients_memory)),
+    );
+    put(
         "frame-timeout",
         text(format_duration_ms(args.frame_timeout)),
     );
@@ -499,6 +509,7 @@ fn config_from(args: &Args) -> Config {
     config.output_bytes_hard_max = usize::try_from(args.max_output_buffer).unwrap_or(usize::MAX);
     config.connection_memory_max =
         usize::try_from(args.max_connection_memory).unwrap_or(usize::MAX);
+    config.connections_memory_max = usize::try_from(args.max_clients_memory).unwrap_or(usize::MAX);
     config.frame_timeout = std::time::Duration::from_millis(args.frame_timeout);
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout);
     config.idle_timeout = Duration::from_millis(args.idle_timeout);

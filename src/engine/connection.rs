@@ -106,6 +106,12 @@ pub struct Connection {
     /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
     /// holds no partial frame or the input is paused.
     pub frame_started_ms: Option<u64>,
+    /// When the engine paused this connection's input; `None` while it is not paused. The
+    /// time paused is added to the frame's deadline on resume, never taken off it.
+    pub paused_at_ms: Option<u64>,
+    /// `memory_bytes()` as last counted into the engine's total of connection memory
+    /// (`Engine::recount_memory` keeps them equal).
+    pub memory_counted: usize,
     /// Whose token the Hello carried, when the server has an auth table (`None` before the
     /// handshake and on a server without one).
     pub principal: Option<Arc<Principal>>,
@@ -123,6 +129,9 @@ pub struct Connection {
     /// `replicas::REPLICATION_IN_FLIGHT_MAX`).
     pub replication_sent: std::collections::VecDeque<u64>,
 }
+
+/// A buffer emptied with more capacity than this is freed instead of kept for reuse.
+pub const BUFFER_CAPACITY_KEPT: usize = 64 * 1024;
 
 /// What one subscription costs besides its glob and cursor: the struct and its map entry.
 pub const SUBSCRIPTION_BYTES_FIXED: usize = std::mem::size_of::<Subscription>() + 64;
@@ -155,6 +164,8 @@ impl Connection {
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,
+            paused_at_ms: None,
+            memory_counted: 0,
             principal: None,
             peer_addr: None,
             replicas: 0,
@@ -172,7 +183,8 @@ impl Connection {
     /// Everything the connection holds in memory, for `connection_memory_max`.
     pub fn memory_bytes(&self) -> usize {
         let subscriptions: usize = self.subscriptions.values().map(|s| s.size_bytes()).sum();
-        self.input.len() + self.output_owed() + subscriptions
+        // The whole output buffer: its sent front is held until the buffer is compacted.
+        self.input.len() + self.output.len() + self.held_reply_bytes + subscriptions
     }
 
     /// Bytes queued and not yet sent.
@@ -202,11 +214,21 @@ impl Connection {
         );
         self.output_sent += count;
         if self.output_sent == self.output.len() {
-            self.output.clear();
+            // A buffer that held a large event gives its memory back once sent, so the
+            // memory counted (lengths) stays close to the memory held (capacities).
+            if self.output.capacity() > BUFFER_CAPACITY_KEPT {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
             self.output_sent = 0;
         } else if self.output_sent > 64 * 1024 && self.output_sent * 2 > self.output.len() {
             self.output.drain(..self.output_sent);
             self.output_sent = 0;
+            // The pages past the moved bytes stay resident while the capacity holds them:
+            // give them back, so the memory counted (lengths) is the memory held.
+            self.output
+                .shrink_to(self.output.len().max(BUFFER_CAPACITY_KEPT));
         }
     }
 

@@ -147,6 +147,7 @@ impl<L: Log> Engine<L> {
             };
             self.send(conn, &frame);
         }
+        self.recount_memory(conn);
         self.mark_ready(conn, subscribe.subscription_id);
     }
 
@@ -171,6 +172,7 @@ impl<L: Log> Engine<L> {
             let scope = ErrorScope::Subscription(id);
             return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
         }
+        self.memory_waiting.remove(&(conn, id));
         let reason = EndReason::Unsubscribed;
         self.send(
             conn,
@@ -298,6 +300,9 @@ impl<L: Log> Engine<L> {
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
         let own_actor = self.config.actor_id;
+        // What the server's connections may still take before `connections_memory_max`.
+        let memory_room =
+            (self.config.connections_memory_max).saturating_sub(self.connections_memory);
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -311,6 +316,8 @@ impl<L: Log> Engine<L> {
         };
         let replication_sent = &mut connection.replication_sent;
         let mut stopped_by_budget = false;
+        let mut stopped_by_memory = None;
+        let output_start = output.len();
         let gap = durable_end.0.saturating_sub(subscription.next.0);
         let key = (gap >= INDEX_GAP_MIN)
             .then(|| index_key(subscription.glob.as_str()))
@@ -341,6 +348,18 @@ impl<L: Log> Engine<L> {
                     || subscription.remaining == Some(0)
                     || output.len() - already_sent >= high_water
                 {
+                    return false;
+                }
+                // The event waits (nothing is dropped) while its copy would take all
+                // connections together past their limit; it is fed once output drains.
+                // One small event to a connection with nothing unsent always goes: a healthy
+                // consumer is not starved by others' unread copies, and if that takes the
+                // total over the limit, the connection holding the most is closed.
+                let size = event_frame_size_max(event);
+                let added = output.len() - output_start + size;
+                let idle = output.len() == already_sent && size <= SMALL_EVENT_SIZE_MAX;
+                if added > memory_room && !idle {
+                    stopped_by_memory = Some(size);
                     return false;
                 }
                 if subscription.stream == Stream::Replication {
@@ -388,6 +407,10 @@ impl<L: Log> Engine<L> {
         if !connection.has_output_queued && connection.output_len() > 0 {
             connection.has_output_queued = true;
             self.output_queue.push_back(conn);
+        }
+        self.recount_memory(conn);
+        if let Some(size) = stopped_by_memory {
+            self.memory_waiting.insert((conn, id), size);
         }
         let next = match result {
             Ok(next) => next,
@@ -453,6 +476,8 @@ impl<L: Log> Engine<L> {
         if let Some(connection) = self.conn_mut(conn) {
             connection.subscriptions.remove(&id);
         }
+        self.memory_waiting.remove(&(conn, id));
+        self.recount_memory(conn);
         if let Some(reason) = reason {
             let frame = ServerFrame::End {
                 subscription_id: id,
@@ -461,6 +486,16 @@ impl<L: Log> Engine<L> {
             self.send(conn, &frame);
         }
     }
+}
+
+/// An event frame up to this size is fed to a connection with no unsent output even when
+/// it takes the connections over `connections_memory_max` (see `feed_one`).
+const SMALL_EVENT_SIZE_MAX: usize = 64 * 1024;
+
+/// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
+/// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
+fn event_frame_size_max(event: &Event) -> usize {
+    64 + event.namespace.len() + event.data.len()
 }
 
 /// At most this many positions are asked of one index query (the vector they go into is

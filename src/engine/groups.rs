@@ -719,6 +719,7 @@ impl<L: Log> Engine<L> {
             groups,
             stats,
             output_queue,
+            connections_memory,
             ..
         } = self;
         let Groups { groups, store, .. } = groups;
@@ -756,6 +757,11 @@ impl<L: Log> Engine<L> {
                 connection.has_output_queued = true;
                 output_queue.push_back(conn);
             }
+            // The running total of connection memory (`Engine::recount_memory`, inline here
+            // because the engine is borrowed in parts).
+            let memory = connection.memory_bytes();
+            let counted = std::mem::replace(&mut connection.memory_counted, memory);
+            *connections_memory = *connections_memory - counted + memory;
             stats.events_delivered += 1;
         };
         while *budget > 0 {

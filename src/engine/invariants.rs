@@ -12,6 +12,18 @@ impl<L: Log> Engine<L> {
     /// Asserts every invariant of the engine's state. Panics, naming the broken one, on a bug.
     pub fn check_invariants(&self) {
         let live = self.conns.iter().flatten().count();
+        let counted: usize = self.conns.iter().flatten().map(|c| c.memory_counted).sum();
+        assert_eq!(
+            self.connections_memory, counted,
+            "connections_memory disagrees with the sum over the connections"
+        );
+        for (conn, id) in self.memory_waiting.keys() {
+            assert!(
+                self.conn(*conn)
+                    .is_some_and(|c| c.subscriptions.contains_key(id)),
+                "{conn}: subscription {id} waits for memory but is not open"
+            );
+        }
         assert_eq!(
             self.connection_count, live,
             "connection_count disagrees with the connection table"
@@ -59,6 +71,11 @@ impl<L: Log> Engine<L> {
 
     fn check_connection(&self, connection: &Connection) {
         let conn = connection.id;
+        assert_eq!(
+            connection.memory_counted,
+            connection.memory_bytes(),
+            "{conn}: memory_counted is out of date (a change was not recounted)"
+        );
         let in_output_queue = self.output_queue.iter().filter(|c| **c == conn).count();
         assert_eq!(
             in_output_queue,

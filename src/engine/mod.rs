@@ -16,11 +16,11 @@ mod peer;
 mod produce;
 mod replicas;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ConnId, Phase};
-use connection::{Connection, Subscription};
+use connection::{Connection, Subscription, BUFFER_CAPACITY_KEPT};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::EventId;
@@ -154,12 +154,18 @@ enum PendingReply {
         code: ErrorCode,
         message: String,
     },
+    /// A StatusRequest that came after a held produce reply: Status must not overtake it
+    /// (protocol.md section 14), so it is built at release, from durable state only. `size`
+    /// is the encoded size of a Status at the time of the request, counted while it is held.
+    Status { conn: ConnId, size: usize },
 }
 
 impl PendingReply {
     fn conn(&self) -> ConnId {
         match self {
-            PendingReply::Ack { conn, .. } | PendingReply::Error { conn, .. } => *conn,
+            PendingReply::Ack { conn, .. }
+            | PendingReply::Error { conn, .. }
+            | PendingReply::Status { conn, .. } => *conn,
         }
     }
 
@@ -169,6 +175,7 @@ impl PendingReply {
         match self {
             PendingReply::Ack { .. } => 35,
             PendingReply::Error { message, .. } => 18 + message.len(),
+            PendingReply::Status { size, .. } => *size,
         }
     }
 }
@@ -217,6 +224,14 @@ pub struct Engine<L: Log> {
     cluster: peer::Cluster,
     /// The monotonic time of the latest input.
     now_ms: u64,
+    /// The sum of every connection's `memory_counted`: what all connections hold, against
+    /// `connections_memory_max`. Kept up to date where a connection's memory changes
+    /// (`recount_memory`), never by a scan.
+    connections_memory: usize,
+    /// Subscriptions that had an event to deliver but were not fed because it would take
+    /// `connections_memory` past `connections_memory_max`, with the bytes that event needs.
+    /// They are queued again once that much is free (output drained or connections closed).
+    memory_waiting: BTreeMap<(ConnId, u32), usize>,
     /// Consumer groups and their journal (`groups.rs`).
     groups: groups::Groups,
     /// Connections with replies waiting for replicas.
@@ -249,6 +264,8 @@ impl<L: Log> Engine<L> {
             auth_failures: auth::AuthFailures::default(),
             cluster,
             now_ms: 0,
+            connections_memory: 0,
+            memory_waiting: BTreeMap::new(),
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
         }
@@ -323,6 +340,7 @@ impl<L: Log> Engine<L> {
         connection.last_input_ms = now.monotonic.0;
         self.observe_time(now);
         self.decode_input(now, conn);
+        self.enforce_connections_memory();
         self.debug_check_invariants();
     }
 
@@ -354,6 +372,21 @@ impl<L: Log> Engine<L> {
             // kind byte is known; PeerHello is the one peer frame a new connection may start
             // with), the body, and last a well-formed frame of the wrong direction.
             let peeked_kind = connection.input.get(consumed + 4).copied();
+            if matches!(connection.phase, Phase::AwaitingHello { .. })
+                && peeked_kind == Some(kind::PEER_HELLO)
+                && !self.accepts_peer_hello()
+                && Self::length_within(
+                    &connection.input[consumed..],
+                    self.config.hello_frame_size_max,
+                )
+            {
+                // Refused as soon as its kind is known, not after buffering its body (a length
+                // over the Hello limit is refused first, by the decoder: FrameTooLarge).
+                log::warn!("{conn}: refusing PeerHello: this server accepts no peers");
+                let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
+                self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
+                return;
+            }
             let wire = self.decode_limits(&connection.phase, peeked_kind);
             let input = &connection.input[consumed..];
             let decoded =
@@ -387,17 +420,46 @@ impl<L: Log> Engine<L> {
             return;
         };
         connection.input.drain(..consumed);
+        if connection.input.is_empty() && connection.input.capacity() > BUFFER_CAPACITY_KEPT {
+            connection.input = Vec::new();
+        }
         connection.input_paused = paused;
-        // A frame's deadline runs from its first byte; while the input is paused the server,
-        // not the client, is the one holding it up.
-        connection.frame_started_ms = if paused || connection.input.is_empty() {
+        let now_ms = now.monotonic.0;
+        // A frame's deadline runs from its first byte. While the input is paused the server,
+        // not the client, holds it up: the deadline stops, and on resume it is moved on by
+        // the time paused, never restarted (a pause cannot renew a partial frame's life).
+        if paused {
+            connection.paused_at_ms.get_or_insert(now_ms);
+        } else if let Some(paused_at) = connection.paused_at_ms.take() {
+            if let Some(started) = connection.frame_started_ms.as_mut() {
+                *started = started.saturating_add(now_ms.saturating_sub(paused_at));
+            }
+        }
+        connection.frame_started_ms = if connection.input.is_empty() {
             None
         } else if consumed > 0 {
-            Some(now.monotonic.0)
+            Some(now_ms)
         } else {
-            Some(connection.frame_started_ms.unwrap_or(now.monotonic.0))
+            Some(connection.frame_started_ms.unwrap_or(now_ms))
         };
         self.check_memory(conn);
+    }
+
+    /// True when the frame at the front of `input` announces a length the decoder accepts
+    /// under `frame_size_max` (not 0, not over it), so the next check is its kind.
+    fn length_within(input: &[u8], frame_size_max: u32) -> bool {
+        let Some(length) = input.get(..4) else {
+            return false;
+        };
+        // Four bytes, checked just above.
+        let length = u32::from_be_bytes(length.try_into().expect("four bytes"));
+        length != 0 && length <= frame_size_max.saturating_sub(4)
+    }
+
+    /// True when this node takes a PeerHello: it was configured for clustering (the same
+    /// rule as `on_peer_hello`).
+    pub(super) fn accepts_peer_hello(&self) -> bool {
+        self.config.accepts_peers || !self.config.cluster.peer_addrs.is_empty()
     }
 
     /// The limits a frame is decoded with. Only the frame size limit applies, so that an
@@ -405,8 +467,11 @@ impl<L: Log> Engine<L> {
     /// error with its op id and the connection stays open; `validate` applies the real limits.
     /// Before the handshake the frame size limit is the small one of a Hello (or a PeerHello).
     fn decode_limits(&self, phase: &Phase, kind: Option<u8>) -> WireLimits {
+        // A server that accepts no peers refuses PeerHello, so it never allows one's size.
         let frame_size_max = match (phase, kind) {
-            (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None) => {
+            (Phase::AwaitingHello { .. }, Some(kind::PEER_HELLO) | None)
+                if self.accepts_peer_hello() =>
+            {
                 self.config.peer_hello_frame_size_max
             }
             (Phase::AwaitingHello { .. }, Some(_)) => self.config.hello_frame_size_max,
@@ -423,6 +488,7 @@ impl<L: Log> Engine<L> {
     /// Closes the connection if it holds more than its limits allow: unsent output over
     /// `output_bytes_hard_max`, or everything together over `connection_memory_max`.
     pub(super) fn check_memory(&mut self, conn: ConnId) {
+        self.recount_memory(conn);
         let Some(connection) = self.conn(conn) else {
             return;
         };
@@ -463,7 +529,12 @@ impl<L: Log> Engine<L> {
         self.conn(conn)?;
         self.groups_connection_gone(conn);
         self.connection_count -= 1;
-        self.conns[conn.slot as usize].take()
+        let connection = self.conns[conn.slot as usize].take();
+        if let Some(connection) = &connection {
+            self.connections_memory -= connection.memory_counted;
+        }
+        self.forget_memory_waiting(conn);
+        connection
     }
 
     /// Forgets a connection the other side is closing, and asks the reactor to close it.
@@ -504,6 +575,9 @@ impl<L: Log> Engine<L> {
         }
         let was_above = connection.output_len() >= high_water;
         connection.consume_output(count);
+        let memory = connection.memory_bytes();
+        let counted = std::mem::replace(&mut connection.memory_counted, memory);
+        self.connections_memory = self.connections_memory - counted + memory;
         if connection.input_paused && connection.output_owed() < high_water / 2 {
             connection.input_paused = false;
             self.input_resumed.push(conn);
@@ -547,6 +621,7 @@ impl<L: Log> Engine<L> {
             self.wake_tailing_consumers(durable_before);
         }
         self.turn_namespaces.clear();
+        self.resume_memory_waiting();
         self.feed_consumers();
         let mut group_budget = self.config.records_per_turn_max;
         self.groups_turn_end(now, &mut group_budget);
@@ -556,6 +631,7 @@ impl<L: Log> Engine<L> {
             self.next_housekeeping_ms = now.monotonic.0 + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
         }
+        self.enforce_connections_memory();
         self.finish_closes();
         self.debug_check_invariants();
     }
@@ -633,9 +709,10 @@ impl<L: Log> Engine<L> {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
                 }
                 Phase::Closing { .. } => {}
-                _ if connection.frame_started_ms.is_some_and(|started| {
-                    now.monotonic.0 >= started + millis(self.config.frame_timeout)
-                }) =>
+                _ if connection.paused_at_ms.is_none()
+                    && connection.frame_started_ms.is_some_and(|started| {
+                        now.monotonic.0 >= started + millis(self.config.frame_timeout)
+                    }) =>
                 {
                     expired.push((
                         connection.id,
@@ -771,6 +848,10 @@ impl<L: Log> Engine<L> {
         };
         let phase = std::mem::replace(&mut connection.phase, closing);
         connection.subscriptions.clear();
+        // Its input is never decoded again; only its owed output is kept.
+        connection.input = Vec::new();
+        self.recount_memory(conn);
+        self.forget_memory_waiting(conn);
         self.closing_conns.push(conn);
         self.groups_connection_gone(conn);
         self.peer_connection_gone(conn, phase);
@@ -786,6 +867,7 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             self.connection_count -= 1;
+            self.connections_memory -= connection.memory_counted;
             let Phase::Closing { code, message } = &mut connection.phase else {
                 unreachable!("{conn} was queued for closing without the Closing phase");
             };
@@ -824,15 +906,108 @@ impl<L: Log> Engine<L> {
                 self.output_queue.push_back(conn);
             }
         }
+        self.recount_memory(conn);
+    }
+
+    /// Brings `connections_memory` up to date with what one connection holds now. Called
+    /// wherever a connection's buffers, held replies or subscriptions change.
+    pub(super) fn recount_memory(&mut self, conn: ConnId) {
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        let memory = connection.memory_bytes();
+        let counted = std::mem::replace(&mut connection.memory_counted, memory);
+        self.connections_memory = self.connections_memory - counted + memory;
+    }
+
+    /// What all connections hold together (see `Config::connections_memory_max`).
+    pub fn connections_memory(&self) -> usize {
+        self.connections_memory
+    }
+
+    /// While all connections together hold more than `connections_memory_max` (input and
+    /// partial frames, replies that are never held back), closes the client connections that
+    /// hold the most, largest first, until what the others hold is under it. Costs nothing
+    /// while under the limit; a scan and a sort of the connections only when over it. Peer
+    /// connections are not chosen (their memory has its own bounds, and closing them stops
+    /// replication), as Redis never evicts its replicas.
+    fn enforce_connections_memory(&mut self) {
+        let limit = self.config.connections_memory_max;
+        if self.connections_memory <= limit {
+            return;
+        }
+        // Closing connections give their memory back at the end of the turn.
+        let closing: usize = (self.closing_conns.iter())
+            .filter_map(|conn| self.conn(*conn))
+            .map(|connection| connection.memory_counted)
+            .sum();
+        let mut over = (self.connections_memory - closing).saturating_sub(limit);
+        if over == 0 {
+            return;
+        }
+        let mut candidates: Vec<(usize, ConnId)> = (self.conns.iter().flatten())
+            .filter(|c| matches!(c.phase, Phase::AwaitingHello { .. } | Phase::Ready))
+            .map(|c| (c.memory_counted, c.id))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (memory, conn) in candidates {
+            if over == 0 {
+                break;
+            }
+            let message = format!(
+                "the server's connections hold {} bytes, over the limit of {limit} bytes for all connections, and this connection holds the most ({memory} bytes)",
+                self.connections_memory
+            );
+            log::warn!("{conn}: closing: {message}");
+            self.close_with_error(conn, ErrorCode::ResourceLimit, &message);
+            over = over.saturating_sub(memory);
+        }
+    }
+
+    /// Forgets the connection's subscriptions that waited for connection memory.
+    fn forget_memory_waiting(&mut self, conn: ConnId) {
+        let first = (conn, 0);
+        let last = (conn, u32::MAX);
+        let gone: Vec<(ConnId, u32)> = (self.memory_waiting.range(first..=last))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in gone {
+            self.memory_waiting.remove(&key);
+        }
+    }
+
+    /// Queues again the subscriptions that waited for connection memory whose events now fit
+    /// in what is free, as many as fit together (in the order of their ids), so a large event
+    /// that still does not fit is not read again and again. A scan of the waiting, never a
+    /// read of the log.
+    fn resume_memory_waiting(&mut self) {
+        let limit = self.config.connections_memory_max;
+        let mut room = limit.saturating_sub(self.connections_memory);
+        if self.memory_waiting.is_empty() || room == 0 {
+            return;
+        }
+        let mut resumed = Vec::new();
+        for (key, needed) in &self.memory_waiting {
+            if *needed <= room {
+                room -= needed;
+                resumed.push(*key);
+            }
+        }
+        for (conn, id) in resumed {
+            self.memory_waiting.remove(&(conn, id));
+            self.mark_ready(conn, id);
+        }
     }
 
     /// Holds a produce's reply until the turn's sync, counting it in its connection's output.
     fn hold_reply(&mut self, reply: PendingReply) {
         let size = reply.encoded_size();
-        if let Some(connection) = self.conn_mut(reply.conn()) {
+        let conn = reply.conn();
+        if let Some(connection) = self.conn_mut(conn) {
             connection.held_reply_bytes += size;
         }
         self.pending_replies.push(reply);
+        self.recount_memory(conn);
     }
 
     fn conn(&self, conn: ConnId) -> Option<&Connection> {

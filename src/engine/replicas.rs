@@ -68,7 +68,7 @@ impl<L: Log> Engine<L> {
                     || self.replicas_reached(first_id.counter + u64::from(*count) - 1)
                         < usize::from(*replicas)
             }
-            PendingReply::Error { .. } => waiting,
+            PendingReply::Error { .. } | PendingReply::Status { .. } => waiting,
         }
     }
 
@@ -81,7 +81,7 @@ impl<L: Log> Engine<L> {
                 replicas,
                 ..
             } => (*replicas, first_id.counter + u64::from(*count) - 1),
-            PendingReply::Error { .. } => (1, 0),
+            PendingReply::Error { .. } | PendingReply::Status { .. } => (1, 0),
         };
         let deadline_ms = self
             .now_ms
@@ -126,7 +126,7 @@ impl<L: Log> Engine<L> {
             while let Some(front) = self.conn(conn).and_then(|c| c.waiting_replies.front()) {
                 let reached = match front.reply {
                     PendingReply::Ack { .. } => self.replicas_reached(front.last_counter),
-                    PendingReply::Error { .. } => usize::MAX,
+                    PendingReply::Error { .. } | PendingReply::Status { .. } => usize::MAX,
                 };
                 let (needed, expired) = (usize::from(front.replicas), now_ms >= front.deadline_ms);
                 if reached < needed && !expired {
@@ -185,6 +185,10 @@ impl<L: Log> Engine<L> {
                 code,
                 message,
             } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
+            PendingReply::Status { conn, .. } => {
+                let status = self.status();
+                self.send(conn, &ServerFrame::Status(status));
+            }
         }
     }
 

@@ -2024,6 +2024,222 @@ fn check_invariants_catches_a_flag_that_disagrees_with_its_queue() {
     h.engine.check_invariants();
 }
 
+/// Issue 10 follow-up, item 1: 600 tail subscribers that never read each got a copy of one
+/// 8 MiB event (4.8 GB). Under `connections_memory_max` the copies that would pass it wait,
+/// nothing is dropped, the producer's ack goes out, and each waiting subscriber gets the
+/// event once others drain.
+#[test]
+fn fan_out_of_a_large_event_waits_under_the_connections_memory_limit() {
+    let limit = 4 * 1024 * 1024;
+    let mut h = Harness::with_config(|c| c.connections_memory_max = limit);
+    let consumers: Vec<ConnId> = (0..20)
+        .map(|_| {
+            let conn = h.client();
+            h.subscribe(conn, 1, "/**", StartPosition::End, true, 1);
+            h.turn();
+            h.received(conn);
+            conn
+        })
+        .collect();
+    let producer = h.client();
+    h.produce(producer, 1, "/big", &vec![7; 1024 * 1024]);
+    h.turn();
+    let acks = ack_ids(&h.received(producer));
+    assert_eq!(acks.len(), 1, "the producer's ack must not wait for memory");
+    assert!(
+        h.engine.connections_memory() <= limit,
+        "the fan-out took the connections to {} bytes, over the limit of {limit}",
+        h.engine.connections_memory()
+    );
+    let fed_first = consumers
+        .iter()
+        .filter(|c| !h.engine.output(**c).is_empty())
+        .count();
+    assert!(
+        (1..20).contains(&fed_first),
+        "{fed_first} of 20 consumers were fed at once"
+    );
+    // Consumers read, one round at a time: every one gets the event exactly once.
+    let mut delivered = vec![0; consumers.len()];
+    for _ in 0..20 {
+        for (index, conn) in consumers.iter().enumerate() {
+            delivered[index] += events(&h.received(*conn)).len();
+        }
+        h.turn();
+        assert!(h.engine.connections_memory() <= limit);
+    }
+    assert_eq!(
+        delivered,
+        vec![1; consumers.len()],
+        "an event was lost or doubled"
+    );
+}
+
+/// Issue 10 follow-up, item 2: half-frames held by many connections (each under its own
+/// limit) took the server past a gigabyte. Past `connections_memory_max` the connection
+/// holding the most is closed with ResourceLimit; the others and new clients go on.
+#[test]
+fn half_frames_over_the_connections_memory_limit_close_the_largest_first() {
+    let limit = 4 * 1024 * 1024;
+    let mut h = Harness::with_config(|c| c.connections_memory_max = limit);
+    let mut frame = Vec::new();
+    encode(&produce(1, "/half", &vec![1; 2 * 1024 * 1024]), &mut frame);
+    let senders: Vec<ConnId> = (0..6).map(|_| h.client()).collect();
+    // 600 KiB, 700 KiB, ...: six together hold 5.4 MiB.
+    for (index, conn) in senders.iter().enumerate() {
+        let size = (600 + 100 * index) * 1024;
+        h.engine.handle_input(h.now, *conn, &frame[..size]);
+        h.turn();
+    }
+    assert!(
+        h.engine.connections_memory() <= limit,
+        "half-frames hold {} bytes, over the limit of {limit}",
+        h.engine.connections_memory()
+    );
+    assert_eq!(
+        h.closed_with(senders[5]),
+        Some(ErrorCode::ResourceLimit),
+        "the connection holding the most must be closed"
+    );
+    assert!(senders[..4].iter().all(|c| h.engine.is_open(*c)));
+    let fresh = h.client();
+    h.produce(fresh, 1, "/ok", b"x");
+    h.turn();
+    assert_eq!(ack_ids(&h.received(fresh)).len(), 1);
+}
+
+/// Issue 10 follow-up, item 2: a pause (the output over the high-water mark) restarted the
+/// frame time-out of a partial frame when it ended, so drain/one-byte cycles kept it alive.
+/// The deadline is moved on by the time paused, never restarted.
+#[test]
+fn a_pause_extends_the_frame_deadline_by_its_length_and_no_more() {
+    let mut h = Harness::with_config(|c| c.send_buffer_high_water = 4096);
+    let timeout_ms = millis(h.engine.config().frame_timeout);
+    let consumer = h.client();
+    h.subscribe(consumer, 1, "/big/**", StartPosition::End, true, 10);
+    h.turn();
+    h.received(consumer);
+    let mut frame = Vec::new();
+    encode(&produce(1, "/slow", &[7; 100]), &mut frame);
+    h.engine.handle_input(h.now, consumer, &frame[..50]);
+    h.turn();
+    // At 5 s its output passes the high-water mark and one more byte pauses its input.
+    h.now.monotonic.0 += 5000;
+    let producer = h.client();
+    h.produce(producer, 1, "/big/x", &[1; 8000]);
+    h.turn();
+    h.engine.handle_input(h.now, consumer, &frame[50..51]);
+    h.turn();
+    assert!(!h.engine.wants_input(consumer));
+    // Paused for 3 s, then the consumer reads and its input resumes.
+    h.now.monotonic.0 += 3000;
+    h.turn();
+    h.received(consumer);
+    h.turn();
+    assert!(h.engine.wants_input(consumer));
+    // The frame began at 0 and was held up 3 s: its deadline is timeout + 3 s.
+    let deadline_ms = timeout_ms + 3000;
+    while h.now.monotonic.0 < deadline_ms + 1000 {
+        h.now.monotonic.0 += 500;
+        h.turn();
+    }
+    assert_eq!(
+        h.closed_with(consumer),
+        Some(ErrorCode::Timeout),
+        "a partial frame outlived its deadline moved on by the pause"
+    );
+}
+
+/// Issue 10 follow-up, item 3: a standalone server buffered a 256 KiB PeerHello before
+/// refusing it. Its header is refused at once: over the Hello limit by its length
+/// (FrameTooLarge), under it by its kind (UnexpectedFrame).
+#[test]
+fn a_standalone_node_refuses_peer_hello_at_its_header() {
+    for (length, code) in [
+        (200 * 1024u32, ErrorCode::FrameTooLarge),
+        (1000, ErrorCode::UnexpectedFrame),
+    ] {
+        let mut h = Harness::standalone();
+        let conn = h.connect();
+        let mut header = length.to_be_bytes().to_vec();
+        header.push(kind::PEER_HELLO);
+        h.engine.handle_input(h.now, conn, &header);
+        h.turn();
+        assert_eq!(
+            h.closed_with(conn),
+            Some(code),
+            "a {length}-byte PeerHello header to a node that accepts no peers"
+        );
+    }
+}
+
+/// Issue 10 follow-up, item 4: Produce, StatusRequest and Ping in one write came back as
+/// Status, Pong, Ack. Only Pong may overtake (protocol.md section 14): the Status comes after
+/// the Ack, and reports the produce as durable.
+#[test]
+fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    let mut bytes = Vec::new();
+    encode(&produce(1, "/a", b"x"), &mut bytes);
+    encode(&ClientFrame::StatusRequest, &mut bytes);
+    encode(&ClientFrame::Ping { token: 5 }, &mut bytes);
+    h.engine.handle_input(h.now, conn, &bytes);
+    h.turn();
+    let frames = h.received(conn);
+    let position = |wanted: fn(&ServerFrame) -> bool| frames.iter().position(wanted);
+    let ack = position(|f| matches!(f, ServerFrame::Ack(_))).expect("an Ack");
+    let status = position(|f| matches!(f, ServerFrame::Status(_))).expect("a Status");
+    assert!(
+        ack < status,
+        "Status overtook the Ack of an earlier Produce: {frames:?}"
+    );
+    let ServerFrame::Status(status) = &frames[status] else {
+        unreachable!()
+    };
+    assert_eq!((status.counter, status.durable_end), (1, 1));
+}
+
+/// Copies that others never read must not starve a healthy consumer: one small event to a
+/// connection with nothing unsent goes even at the limit, and the connection holding the
+/// most is closed to make room.
+#[test]
+fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
+    let limit = 3 * 1024 * 1024 + 32 * 1024;
+    let mut h = Harness::with_config(|c| c.connections_memory_max = limit);
+    let stalled: Vec<ConnId> = (0..4)
+        .map(|_| {
+            let conn = h.client();
+            h.subscribe(conn, 1, "/big/**", StartPosition::End, true, 1);
+            h.turn();
+            h.received(conn);
+            conn
+        })
+        .collect();
+    let healthy = h.client();
+    h.subscribe(healthy, 1, "/small", StartPosition::End, true, 10);
+    h.turn();
+    h.received(healthy);
+    let producer = h.client();
+    h.produce(producer, 1, "/big/x", &vec![7; 1024 * 1024]);
+    h.turn();
+    h.received(producer);
+    let room = limit - h.engine.connections_memory();
+    assert!(room < 40 * 1024, "the copies left {room} bytes of room");
+    h.produce(producer, 2, "/small", &[1; 40 * 1024]);
+    h.turn();
+    assert_eq!(
+        events(&h.received(healthy)).len(),
+        1,
+        "a consumer with nothing unsent was starved by others' unread copies"
+    );
+    let evicted = stalled
+        .iter()
+        .filter(|c| h.closed_with(**c) == Some(ErrorCode::ResourceLimit))
+        .count();
+    assert_eq!(evicted, 1, "the connection holding the most makes room");
+    assert!(h.engine.connections_memory() <= limit);
+}
 #[path = "groups_tests.rs"]
 mod groups_tests;
 

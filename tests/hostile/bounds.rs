@@ -1,15 +1,18 @@
 //! Hostile cases: bounds. A connection's cost is bounded whatever it sends: a client that
 //! sends and never reads stops being read (its unsent replies stay near the high-water mark),
 //! a frame before the handshake may not be large, and a frame that has started must complete
-//! within the frame time-out.
+//! within the frame time-out. What all connections hold together is bounded too
+//! (`--max-clients-memory`): copies of a large event fanned out to consumers that never read,
+//! half-frames held by many connections, and PeerHellos sent to a server that accepts no peers.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
+use flo::event::StartPosition;
 use flo::protocol::{
-    encode, kind, ClientFrame, ErrorCode, ErrorFrame, NewEvent, Produce, ServerFrame,
+    encode, kind, ClientFrame, ErrorCode, ErrorFrame, NewEvent, Produce, ServerFrame, Subscribe,
 };
 
 /// What an untouched server's RSS stays under, and what the cases below must stay under.
@@ -117,4 +120,100 @@ fn a_frame_left_unfinished_times_out() {
         other => panic!("expected Timeout for an unfinished frame, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX_BYTES);
+}
+
+/// Issue 10 follow-up, item 1: 600 tail subscribers that never read each got a copy of one
+/// 8 MiB event (RSS 4.8 GB). Here 60 of them (480 MiB of copies) under a 32 MiB limit for all
+/// connections: the producer is acked, and the copies that would pass the limit wait.
+#[test]
+fn fan_out_of_a_large_event_to_consumers_that_never_read_stays_under_the_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--max-clients-memory", "32M"]);
+    let consumers: Vec<RawConn> = (0..60)
+        .map(|_| {
+            let mut conn = RawConn::hello(server.addr);
+            conn.subscribe(Subscribe {
+                subscription_id: 1,
+                glob: "/**".into(),
+                start: StartPosition::End,
+                limit: 0,
+                tail: true,
+                credit: 1,
+            });
+            match conn.recv() {
+                Some(ServerFrame::CaughtUp { .. }) => conn,
+                other => panic!("expected CaughtUp, got {other:?}"),
+            }
+        })
+        .collect();
+    let mut producer = RawConn::hello(server.addr);
+    producer.produce(1, "/big", &vec![7; 8 * 1024 * 1024]);
+    match producer.recv() {
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, 1),
+        other => panic!("expected the producer's ack, got {other:?}"),
+    }
+    assert_survived(&mut server, 2 * RSS_MAX_BYTES);
+    drop(consumers);
+}
+
+/// Issue 10 follow-up, item 2: 150 connections each holding most of a maximal frame took the
+/// server to 1.2 GB. Here 20 of them hold 6 MiB each (120 MiB) under a 32 MiB limit for all
+/// connections: the ones holding the most are closed with ResourceLimit.
+#[test]
+fn half_frames_across_many_connections_stay_under_the_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--max-clients-memory", "32M"]);
+    let mut frame = Vec::new();
+    let produce = ClientFrame::Produce(Produce {
+        op_id: 1,
+        event: NewEvent {
+            namespace: "/half".into(),
+            parent_id: None,
+            data: vec![1; 8 * 1024 * 1024 - 4096],
+        },
+    });
+    encode(&produce, &mut frame);
+    let half = &frame[..6 * 1024 * 1024];
+    let mut conns: Vec<RawConn> = (0..20).map(|_| RawConn::hello(server.addr)).collect();
+    for conn in &mut conns {
+        // A connection closed for holding the most fails the write: that is the point.
+        let _ = conn.stream.write_all(half);
+    }
+    let mut refused = 0;
+    for conn in &mut conns {
+        conn.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set read timeout");
+        let mut byte = [0u8; 1];
+        if conn.stream.read(&mut byte).is_ok() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no connection was closed for holding the most");
+    assert_survived(&mut server, 2 * RSS_MAX_BYTES);
+}
+
+/// Issue 10 follow-up, item 3: a standalone server buffered up to 256 KiB of each PeerHello
+/// before refusing it (3000 connections: 653 MB). It refuses one at its kind byte.
+#[test]
+fn peer_hellos_to_a_standalone_server_are_refused_at_their_header() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let length = 256 * 1024u32;
+    let mut payload = (length - 4).to_be_bytes().to_vec();
+    payload.push(kind::PEER_HELLO);
+    payload.resize(length as usize - 1, 0);
+    let conns: Vec<RawConn> = (0..400)
+        .map(|_| {
+            let mut conn = RawConn::connect(server.addr);
+            conn.stream
+                .set_write_timeout(Some(Duration::from_millis(100)))
+                .expect("set write timeout");
+            // Refused at once, the rest of the write fails: that is the point.
+            let _ = conn.stream.write_all(&payload);
+            conn
+        })
+        .collect();
+    assert_survived(&mut server, RSS_MAX_BYTES);
+    drop(conns);
 }

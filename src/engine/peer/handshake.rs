@@ -102,7 +102,7 @@ impl<L: Log> Engine<L> {
 
     /// PeerHello on a new connection: this node is the acceptor.
     pub(in crate::engine) fn on_peer_hello(&mut self, conn: ConnId, hello: PeerHandshake) -> bool {
-        if !self.config.accepts_peers && self.config.cluster.peer_addrs.is_empty() {
+        if !self.accepts_peer_hello() {
             log::warn!(
                 "{conn}: refusing PeerHello from actor {}: this server is not configured for clustering",
                 hello.actor_id

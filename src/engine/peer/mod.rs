@@ -193,9 +193,15 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// Status is held with the turn's produce replies and built after the sync: replies
+    /// come in order (protocol.md section 14), so it never overtakes the Ack of an earlier
+    /// Produce, and it reports only durable state (the turn's appends are synced or
+    /// discarded by then). It is counted at the size of a Status built now.
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
-        let status = self.status();
-        self.send(conn, &ServerFrame::Status(status));
+        let mut encoded = Vec::new();
+        crate::protocol::encode(&ServerFrame::Status(self.status()), &mut encoded);
+        let size = encoded.len();
+        self.hold_reply(super::PendingReply::Status { conn, size });
     }
 
     /// How many other members are known to hold this node's own event `counter` durably.
