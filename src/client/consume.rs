@@ -9,6 +9,32 @@ use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 /// The credit window when none is given: events the server may send ahead of the consumer.
 pub const CREDIT_DEFAULT: u32 = 256;
 
+/// The consumer's side of a credit window: after each delivered event, says when to grant
+/// more credit (once half the window is used) and how much, so the server never stalls on a
+/// consumer that keeps up. Shared by subscriptions and group memberships.
+pub(super) struct CreditWindow {
+    window: u32,
+    delivered_since_grant: u32,
+}
+
+impl CreditWindow {
+    pub(super) fn new(window: u32) -> CreditWindow {
+        CreditWindow {
+            window,
+            delivered_since_grant: 0,
+        }
+    }
+
+    /// One event was delivered: the credit to grant now, if any.
+    pub(super) fn on_delivered(&mut self) -> Option<u32> {
+        self.delivered_since_grant += 1;
+        if self.delivered_since_grant < (self.window / 2).max(1) {
+            return None;
+        }
+        Some(std::mem::take(&mut self.delivered_since_grant))
+    }
+}
+
 /// Builds a subscription; see [`Client::consume`].
 pub struct ConsumeBuilder<'a> {
     client: ClientHandle<'a>,
@@ -98,8 +124,7 @@ impl<'a> ConsumeBuilder<'a> {
         Ok(Subscription {
             client: self.client,
             subscription_id,
-            credit: self.credit,
-            delivered_since_credit: 0,
+            credit: CreditWindow::new(self.credit),
             cursor,
             caught_up: false,
             ended: false,
@@ -128,8 +153,7 @@ pub enum Delivery {
 pub struct Subscription<'a> {
     client: ClientHandle<'a>,
     subscription_id: u32,
-    credit: u32,
-    delivered_since_credit: u32,
+    credit: CreditWindow,
     cursor: Cursor,
     caught_up: bool,
     ended: bool,
@@ -275,13 +299,11 @@ impl Subscription<'_> {
 
     /// Grants more credit once half the window has been used.
     fn on_event_delivered(&mut self) -> Result<(), ClientError> {
-        self.delivered_since_credit += 1;
-        if self.delivered_since_credit >= (self.credit / 2).max(1) {
+        if let Some(count) = self.credit.on_delivered() {
             self.client.connection.send(&ClientFrame::Credit {
                 subscription_id: self.subscription_id,
-                count: self.delivered_since_credit,
+                count,
             })?;
-            self.delivered_since_credit = 0;
         }
         Ok(())
     }

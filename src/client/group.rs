@@ -9,7 +9,7 @@ use crate::protocol::{
     ClientFrame, EndReason, ErrorCode, ErrorScope, GroupAck, JoinGroup, NamespaceGlob, ServerFrame,
 };
 
-use super::consume::CREDIT_DEFAULT;
+use super::consume::{CreditWindow, CREDIT_DEFAULT};
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
 /// Acknowledgements queued before they are sent in one GroupAck frame.
@@ -128,8 +128,7 @@ impl<'a> GroupBuilder<'a> {
             client: self.client,
             group: self.group,
             subscription_id,
-            credit: self.credit,
-            delivered_since_credit: 0,
+            credit: CreditWindow::new(self.credit),
             acks: Vec::new(),
             ack_batch: self.ack_batch,
             not_pending: 0,
@@ -159,8 +158,7 @@ pub struct GroupConsumer<'a> {
     client: ClientHandle<'a>,
     group: String,
     subscription_id: u32,
-    credit: u32,
-    delivered_since_credit: u32,
+    credit: CreditWindow,
     /// Acks not yet sent.
     acks: Vec<EventId>,
     ack_batch: usize,
@@ -398,13 +396,11 @@ impl GroupConsumer<'_> {
 
     /// Grants more credit once half the window has been used.
     fn on_event_delivered(&mut self) -> Result<(), ClientError> {
-        self.delivered_since_credit += 1;
-        if self.delivered_since_credit >= (self.credit / 2).max(1) {
+        if let Some(count) = self.credit.on_delivered() {
             self.client.connection.queue(&ClientFrame::Credit {
                 subscription_id: self.subscription_id,
-                count: self.delivered_since_credit,
+                count,
             })?;
-            self.delivered_since_credit = 0;
         }
         Ok(())
     }

@@ -466,17 +466,16 @@ impl<L: Log> Reactor<L> {
         while tls.wants_write() {
             match tls.write_ciphertext(&mut socket.stream) {
                 Ok(_) => {}
-                Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                    socket.write_blocked = true;
-                    return;
-                }
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("{conn}: write failed: {error}");
-                    // The read side reports the loss and removes the socket.
-                    socket.write_blocked = true;
-                    self.read_again.push(key);
-                    return;
+                    if !write_failed(
+                        &mut socket.write_blocked,
+                        &mut self.read_again,
+                        key,
+                        conn,
+                        &error,
+                    ) {
+                        return;
+                    }
                 }
             }
         }
@@ -661,17 +660,16 @@ impl<L: Log> Reactor<L> {
                         self.read_again.push(key);
                     }
                 }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                    socket.write_blocked = true;
-                    return;
-                }
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("{conn}: write failed: {error}");
-                    // The read side reports the loss and removes the socket.
-                    socket.write_blocked = true;
-                    self.read_again.push(key);
-                    return;
+                    if !write_failed(
+                        &mut socket.write_blocked,
+                        &mut self.read_again,
+                        key,
+                        conn,
+                        &error,
+                    ) {
+                        return;
+                    }
                 }
             }
         }
@@ -834,6 +832,31 @@ impl<L: Log> Reactor<L> {
                 "{sending} connections had all their output but were still sending at the \
                  shutdown deadline; closed"
             );
+        }
+    }
+}
+
+/// A socket write failed: true when it should simply be retried (interrupted); otherwise the
+/// socket stops being written, until it is writable again (would block) or for good (any other
+/// error, which the read side then reports, removing the socket).
+fn write_failed(
+    write_blocked: &mut bool,
+    read_again: &mut Vec<usize>,
+    key: usize,
+    conn: ConnId,
+    error: &io::Error,
+) -> bool {
+    match error.kind() {
+        ErrorKind::Interrupted => true,
+        ErrorKind::WouldBlock => {
+            *write_blocked = true;
+            false
+        }
+        _ => {
+            log::debug!("{conn}: write failed: {error}");
+            *write_blocked = true;
+            read_again.push(key);
+            false
         }
     }
 }

@@ -12,10 +12,10 @@ use mio::Waker;
 
 use super::Reactor;
 use crate::auth_file::AuthTable;
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::storage::groups::{FileGroupStore, GroupStore};
-use crate::storage::{FileLog, Log, StorageError};
+use crate::storage::{FileLog, Log, RecoveryReport, StorageError};
 
 /// Why a server could not start, or stopped with an error.
 #[derive(Debug)]
@@ -112,16 +112,7 @@ impl Server {
     /// Opens the log in `config.storage.data_dir`, binds `config.bind` and starts serving on a
     /// background thread.
     pub fn start(config: Config) -> Result<Server, ServerError> {
-        config.validate().map_err(ServerError::InvalidConfig)?;
-        let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
-        log::info!("{report}");
-        let groups = open_group_store(&config)?;
-        let std_listener =
-            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        Server::serve(config, std_listener, log, report.event_count, Some(groups))
+        Server::open_and_serve(config, FileLog::open, bind)
     }
 
     /// Opens the log in `config.storage.data_dir` and starts serving on `listener`, a socket
@@ -131,27 +122,29 @@ impl Server {
         config: Config,
         listener: std::net::TcpListener,
     ) -> Result<Server, ServerError> {
-        config.validate().map_err(ServerError::InvalidConfig)?;
-        let (log, report) = FileLog::open(&config.storage).map_err(ServerError::Storage)?;
-        log::info!("{report}");
-        let groups = open_group_store(&config)?;
-        Server::serve(config, listener, log, report.event_count, Some(groups))
+        Server::open_and_serve(config, FileLog::open, |_| Ok(listener))
     }
 
     /// `flo --repair`: opens the log in `config.storage` repairing what start-up would refuse
     /// (docs/storage.md), logs the repair report, opens the group journal as [`Server::start`]
     /// does, and serves.
     pub fn start_repairing(config: Config) -> Result<Server, ServerError> {
+        Server::open_and_serve(config, FileLog::open_repairing, bind)
+    }
+
+    /// The start-up every file-log server shares: validate, open the log with `open` (logging
+    /// its recovery report), open the group journal, take the listener from `listener` (after
+    /// the log, so a locked or damaged directory is reported before the port), and serve.
+    fn open_and_serve(
+        config: Config,
+        open: impl FnOnce(&StorageConfig) -> Result<(FileLog, RecoveryReport), StorageError>,
+        listener: impl FnOnce(&Config) -> Result<std::net::TcpListener, ServerError>,
+    ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
-        let (log, report) =
-            FileLog::open_repairing(&config.storage).map_err(ServerError::Storage)?;
+        let (log, report) = open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
         let groups = open_group_store(&config)?;
-        let std_listener =
-            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let std_listener = listener(&config)?;
         Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
 
@@ -163,11 +156,7 @@ impl Server {
         recovered_events: u64,
     ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
-        let std_listener =
-            std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let std_listener = bind(&config)?;
         Server::serve(config, std_listener, log, recovered_events, None)
     }
 
@@ -281,6 +270,14 @@ impl Drop for Server {
 
 /// The group journal in the data directory (docs/consumers.md), opened after the log, which
 /// created and locked the directory.
+/// Binds `config.bind`.
+fn bind(config: &Config) -> Result<std::net::TcpListener, ServerError> {
+    std::net::TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    })
+}
+
 fn open_group_store(config: &Config) -> Result<Box<dyn GroupStore>, ServerError> {
     let store = FileGroupStore::open(&config.storage.data_dir, config.storage.fsync)
         .map_err(ServerError::Storage)?;
