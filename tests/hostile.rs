@@ -23,3 +23,5 @@ mod peers;
 mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;
+#[path = "hostile/metrics.rs"]
+mod metrics;

@@ -12,6 +12,7 @@ mod connection;
 mod consume;
 mod groups;
 mod invariants;
+mod metrics;
 mod peer;
 mod produce;
 mod replicas;
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ConnId, Phase};
+pub use metrics::{Histogram, MetricsSnapshot};
 use connection::{Connection, Subscription, BUFFER_CAPACITY_KEPT};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
@@ -236,6 +238,16 @@ pub struct Engine<L: Log> {
     groups: groups::Groups,
     /// Connections with replies waiting for replicas.
     waiting_conns: Vec<ConnId>,
+    /// Counters for the metrics endpoint (`metrics.rs`).
+    metrics: metrics::Metrics,
+    /// The turn's sync, done by `handle_turn_sync` and not yet followed by `handle_turn_end`.
+    turn_synced: Option<TurnSync>,
+}
+
+/// The outcome of a turn's sync, between `handle_turn_sync` and `handle_turn_end`.
+struct TurnSync {
+    durable_before: crate::storage::Offset,
+    failure: Option<String>,
 }
 
 impl<L: Log> Engine<L> {
@@ -268,6 +280,8 @@ impl<L: Log> Engine<L> {
             memory_waiting: BTreeMap::new(),
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
+            metrics: metrics::Metrics::default(),
+            turn_synced: None,
         }
     }
 
@@ -338,6 +352,7 @@ impl<L: Log> Engine<L> {
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.monotonic.0;
+        self.metrics.on_received(bytes.len());
         self.observe_time(now);
         self.decode_input(now, conn);
         self.enforce_connections_memory();
@@ -575,6 +590,7 @@ impl<L: Log> Engine<L> {
         }
         let was_above = connection.output_len() >= high_water;
         connection.consume_output(count);
+        self.metrics.on_sent(count);
         let memory = connection.memory_bytes();
         let counted = std::mem::replace(&mut connection.memory_counted, memory);
         self.connections_memory = self.connections_memory - counted + memory;
@@ -591,10 +607,15 @@ impl<L: Log> Engine<L> {
         self.debug_check_invariants();
     }
 
-    /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
-    pub fn handle_turn_end(&mut self, now: Now) {
+    /// The first part of a turn's end, the group commit, on its own so that the reactor can
+    /// time it (the fsync latency): input left undecoded while the output was full joins the
+    /// turn, then one `Log::sync`. `handle_turn_end` must follow; it does this part itself when
+    /// the reactor did not.
+    pub fn handle_turn_sync(&mut self, now: Now) {
         self.observe_time(now);
-        // Input left undecoded while the output was full joins this turn's group commit.
+        if self.turn_synced.is_some() {
+            return;
+        }
         for conn in std::mem::take(&mut self.input_resumed) {
             if self.is_open(conn) && self.wants_input(conn) {
                 self.decode_input(now, conn);
@@ -610,6 +631,21 @@ impl<L: Log> Engine<L> {
                 Some(format!("the events were not stored: {error}"))
             }
         };
+        self.metrics.on_turn_synced(failure.is_none());
+        self.turn_synced = Some(TurnSync {
+            durable_before,
+            failure,
+        });
+    }
+
+    /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
+    pub fn handle_turn_end(&mut self, now: Now) {
+        self.handle_turn_sync(now);
+        // Set by `handle_turn_sync` just above (or earlier in the turn).
+        let TurnSync {
+            durable_before,
+            failure,
+        } = self.turn_synced.take().expect("the turn was synced");
         if failure.is_some() {
             self.stats.sync_failures += 1;
             self.forget_discarded_offsets();

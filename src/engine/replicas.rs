@@ -184,7 +184,10 @@ impl<L: Log> Engine<L> {
                 op_id,
                 code,
                 message,
-            } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
+            } => {
+                self.metrics.on_produce_error(code);
+                self.send_error(conn, ErrorScope::Produce(op_id), code, &message)
+            }
             PendingReply::Status { conn, .. } => {
                 let status = self.status();
                 self.send(conn, &ServerFrame::Status(status));

@@ -9,6 +9,8 @@
 //! without waiting for a new readiness event. So is one the engine stopped taking input from
 //! (its client does not read its replies): it is read again once its output drains.
 
+mod http;
+mod metrics_text;
 mod server;
 mod socket;
 mod tls;
@@ -23,6 +25,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
+use http::{HttpEndpoint, HTTP_LISTENER};
 use socket::{Linger, Socket, SocketState};
 use tls::{Plaintext, TlsRead, TlsSession};
 
@@ -83,6 +86,8 @@ pub(crate) struct Reactor<L: Log> {
     tls_config: Option<Arc<rustls::ServerConfig>>,
     /// A new auth table from [`AuthReloader`], taken at the start of a turn.
     auth_reload: server::AuthSlot,
+    /// The metrics endpoint (`--metrics-addr`), if configured.
+    http: Option<HttpEndpoint>,
 }
 
 impl<L: Log> Reactor<L> {
@@ -116,8 +121,35 @@ impl<L: Log> Reactor<L> {
             next_expiry_scan_ms: 0,
             tls_config,
             auth_reload: server::AuthSlot::default(),
+            http: None,
         };
         Ok((reactor, waker))
+    }
+
+    /// Serves the metrics endpoint on `listener`.
+    pub(crate) fn with_metrics(mut self, listener: TcpListener) -> io::Result<Reactor<L>> {
+        let endpoint = HttpEndpoint::new(self.poll.registry(), listener, &self.config.metrics)?;
+        self.http = Some(endpoint);
+        Ok(self)
+    }
+
+    /// A readiness event on the metrics listener or one of its connections.
+    fn on_http_event(&mut self, now: Now, token: Token) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        if token == HTTP_LISTENER {
+            return http.accept(registry, now.monotonic.0);
+        }
+        let engine = &self.engine;
+        http.on_event(registry, token, now.monotonic.0, &mut |endpoint| {
+            let figures = metrics_text::ReactorFigures {
+                process: crate::storage::process_stats(),
+                endpoint,
+            };
+            metrics_text::render(&engine.metrics_snapshot(), &figures)
+        });
     }
 
     /// Shares `slot` with the [`AuthReloader`]s of the server.
@@ -151,12 +183,14 @@ impl<L: Log> Reactor<L> {
                 Err(error) => return Err(error),
             }
             let now = self.clock.now();
+            let turn_started = Instant::now();
             let mut readable = std::mem::take(&mut self.read_again);
             let mut writable = Vec::new();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_pending = true,
                     WAKER => {}
+                    token if HttpEndpoint::owns(token) => self.on_http_event(now, token),
                     Token(key) if self.is_connecting(key) => self.finish_connect(now, key),
                     Token(key) if self.is_lingering(key) => self.on_lingering_event(event),
                     Token(key) => {
@@ -184,6 +218,7 @@ impl<L: Log> Reactor<L> {
             for key in readable {
                 self.read_socket(now, key);
             }
+            self.timed_turn_sync(now);
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
@@ -191,12 +226,28 @@ impl<L: Log> Reactor<L> {
                 self.next_expiry_scan_ms = now.monotonic.0 + EXPIRY_SCAN_INTERVAL_MS;
                 self.expire_lingering(now);
                 self.expire_connecting(now);
+                if let Some(http) = self.http.as_mut() {
+                    http.expire(self.poll.registry(), now.monotonic.0);
+                }
             }
+            self.engine
+                .record_turn_duration(turn_started.elapsed().as_micros() as u64);
             if self.listener_paused && self.refused_lingering() < self.config.refused_lingering_max
             {
                 self.listener_paused = false;
                 accept_pending = true;
             }
+        }
+    }
+
+    /// The turn's group commit, timed for the fsync latency histogram when it ran an fdatasync.
+    fn timed_turn_sync(&mut self, now: Now) {
+        let fsyncs_before = self.engine.log().activity().fsync_count;
+        let started = Instant::now();
+        self.engine.handle_turn_sync(now);
+        if self.engine.log().activity().fsync_count > fsyncs_before {
+            self.engine
+                .record_fsync_duration(started.elapsed().as_micros() as u64);
         }
     }
 
@@ -733,6 +784,9 @@ impl<L: Log> Reactor<L> {
     /// until each is done or the one shutdown deadline passes (`Config::shutdown_timeout`).
     fn shut_down(mut self, now: Now) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(http) = self.http.as_mut() {
+            http.close(self.poll.registry());
+        }
         let deadline_ms = now.monotonic.0 + millis(self.config.shutdown_timeout);
         self.engine.handle_shutdown(now);
         while let Some(action) = self.engine.poll_action() {

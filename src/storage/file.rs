@@ -23,7 +23,7 @@ use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_index, write_namespace_index, ReadError, SegmentReader,
 };
-use super::{scan_namespace, Log, LogStats, Offset, StorageError};
+use super::{scan_namespace, Log, LogActivity, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -72,6 +72,8 @@ pub struct FileLog {
     pub(super) fault: Option<InjectedFault>,
     /// fdatasyncs of segment data since open (for tests of group commit and the benchmark).
     pub(super) fsync_count: u64,
+    /// Reads and retention since open, for the metrics (`fsync_count` is kept above).
+    pub(super) activity: LogActivity,
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
@@ -491,6 +493,8 @@ impl FileLog {
         }
         self.sealed.pop_front();
         self.sealed_namespaces.remove(&first_offset);
+        self.activity.retention_deleted_events += count;
+        self.activity.retention_deleted_segments += 1;
         Ok(count)
     }
 
@@ -686,15 +690,18 @@ impl Log for FileLog {
         while offset < durable_end {
             let cache_first = self.cache.first_offset();
             if offset >= cache_first {
+                let cache_from = offset;
                 while let Some(event) = self.cache.get(offset) {
                     if !visit(Offset(offset), event) {
                         break;
                     }
                     offset += 1;
                 }
+                self.activity.cache_reads += offset - cache_from;
                 break;
             }
             let (next, stopped) = self.read_disk(offset, cache_first, visit)?;
+            self.activity.disk_reads += next.saturating_sub(offset);
             offset = next;
             if stopped {
                 break;
@@ -808,6 +815,14 @@ impl Log for FileLog {
             event_count: self.end().0 - self.start().0,
             byte_count: self.segments().map(|index| index.file_size).sum(),
             segment_count: self.sealed.len() as u64 + 1,
+            cache_bytes: self.cache.bytes() as u64,
+        }
+    }
+
+    fn activity(&self) -> LogActivity {
+        LogActivity {
+            fsync_count: self.fsync_count,
+            ..self.activity
         }
     }
 

@@ -25,6 +25,7 @@ pub mod lease;
 mod lease;
 mod lock;
 mod memory;
+mod process;
 mod namespace;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
@@ -45,6 +46,7 @@ pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
 pub use file::InjectedFault;
 pub use memory::MemoryLog;
+pub(crate) use process::{process_stats, ProcessStats};
 pub use namespace::NamespaceKey;
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
@@ -142,6 +144,24 @@ pub struct LogStats {
     pub byte_count: u64,
     /// Segment files (1 for the memory log).
     pub segment_count: u64,
+    /// Bytes of events the cache holds (0 for the memory log, which has none).
+    pub cache_bytes: u64,
+}
+
+/// What a log has done since it was opened, for the metrics: cheap to read (no scan), so the
+/// reactor may ask every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogActivity {
+    /// fdatasyncs of segment data.
+    pub fsync_count: u64,
+    /// Records `read` visited from the cache.
+    pub cache_reads: u64,
+    /// Records `read` visited from disk (the cache did not hold them).
+    pub disk_reads: u64,
+    /// Events deleted by retention.
+    pub retention_deleted_events: u64,
+    /// Segments deleted by retention.
+    pub retention_deleted_segments: u64,
 }
 
 /// The log the engine owns.
@@ -204,6 +224,11 @@ pub trait Log {
 
     /// Counts of what the log holds.
     fn stats(&self) -> LogStats;
+
+    /// What the log has done since it was opened (a log that keeps no counts reports zeros).
+    fn activity(&self) -> LogActivity {
+        LogActivity::default()
+    }
 
     /// At least every counter ever reserved with `reserve_counters` in this data directory (0
     /// for a new one). The engine starts its Lamport counter at this or at the highest counter

@@ -210,6 +210,7 @@ fn assemble(
         written_since_fsync: false,
         fault: None,
         fsync_count: 0,
+        activity: Default::default(),
         preallocated_size: 0,
         counter_lease: 0,
         sealed_namespaces,

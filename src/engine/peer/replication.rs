@@ -173,8 +173,10 @@ impl<L: Log> Engine<L> {
         if !self.turn_namespaces.contains(&event.namespace) {
             self.turn_namespaces.insert(event.namespace.clone());
         }
+        let data_bytes = event.data.len();
         match self.log.append(event) {
             Ok(_) => {
+                self.metrics.on_append(id.actor.0, data_bytes);
                 self.counter = self.counter.max(id.counter);
                 self.stats.events_replicated += 1;
             }
