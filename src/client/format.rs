@@ -253,6 +253,61 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// `flo-client info` as text: one `name: value` line per figure, sizes and durations in
+/// human units with the exact figure beside them.
+pub fn format_info(info: &crate::protocol::Info) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut version = String::new();
+    push_terminal_safe(&mut version, &info.version);
+    let mut fsync = String::new();
+    push_terminal_safe(&mut fsync, &info.fsync_policy);
+    let seconds = info.uptime_ms / 1000;
+    let uptime = format!(
+        "{}d {:02}h {:02}m {:02}s",
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    let mebibytes = info.log_bytes as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(out, "version:       flo {version}");
+    let _ = writeln!(out, "actor:         {}", info.actor_id);
+    let _ = writeln!(out, "uptime:        {uptime} ({} ms)", info.uptime_ms);
+    let _ = writeln!(out, "fsync:         {fsync}");
+    let _ = writeln!(out, "log size:      {mebibytes:.1} MiB ({} bytes)", info.log_bytes);
+    let _ = writeln!(out, "events:        {}", info.event_count);
+    let _ = writeln!(out, "segments:      {}", info.segment_count);
+    let _ = writeln!(
+        out,
+        "connections:   {} clients, {} peers",
+        info.client_connections, info.peer_connections
+    );
+    let _ = writeln!(out, "subscriptions: {}", info.subscriptions);
+    let _ = writeln!(out, "groups:        {}", info.group_count);
+    out
+}
+
+/// `flo-client info --format json`: one JSON object on one line.
+pub fn format_info_json(info: &crate::protocol::Info) -> String {
+    let mut out = String::from("{\"version\":");
+    push_json_string(&mut out, &info.version);
+    out.push_str(&format!(",\"actor_id\":{},\"uptime_ms\":{}", info.actor_id, info.uptime_ms));
+    out.push_str(",\"fsync\":");
+    push_json_string(&mut out, &info.fsync_policy);
+    out.push_str(&format!(
+        ",\"log_bytes\":{},\"event_count\":{},\"segment_count\":{},\"client_connections\":{},\"peer_connections\":{},\"subscriptions\":{},\"group_count\":{}}}",
+        info.log_bytes,
+        info.event_count,
+        info.segment_count,
+        info.client_connections,
+        info.peer_connections,
+        info.subscriptions,
+        info.group_count
+    ));
+    out
+}
+
 /// The text `flo-client status` prints: the node, then one line per member.
 pub fn format_status(status: &crate::protocol::Status) -> String {
     use crate::protocol::MemberState;

@@ -40,7 +40,7 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, Info, MemberState, MemberStatus, NewEvent, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -225,6 +225,19 @@ impl Client {
         }
     }
 
+    /// Asks the server what it is and holds (version, uptime, fsync policy, log size and
+    /// counts, connections): `flo-client info`. Needs an admin principal on a server with
+    /// authentication.
+    pub fn info(&mut self) -> Result<crate::protocol::Info, ClientError> {
+        self.connection.send(&ClientFrame::InfoRequest)?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Info(info) => return Ok(info),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -246,7 +259,7 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_) | ServerFrame::Info(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))
             }
         }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::connection::{Phase, Stream};
 use super::Engine;
 use crate::config::FsyncPolicy;
-use crate::protocol::{ErrorCode, MemberStatus};
+use crate::protocol::{ErrorCode, Info, MemberStatus, ServerFrame};
 use crate::storage::{Log, LogActivity, LogStats};
 
 /// Upper bounds of the duration histograms' buckets, in microseconds (50 µs to 10 s).
@@ -119,6 +119,14 @@ impl Metrics {
     }
 }
 
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    clients: u64,
+    peers: u64,
+    other: u64,
+    subscriptions: u64,
+}
+
 /// One consumer group, as the metrics show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMetrics {
@@ -175,21 +183,7 @@ impl<L: Log> Engine<L> {
     /// The figures for the metrics endpoint. Costs a pass over the connections, the groups and
     /// the log's segments: a scrape, not something for every turn.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let (mut clients, mut peers, mut other, mut subscriptions) = (0, 0, 0, 0);
-        for connection in self.conns.iter().flatten() {
-            match connection.phase {
-                Phase::Ready => clients += 1,
-                Phase::Peer { .. } => peers += 1,
-                Phase::AwaitingHello { .. }
-                | Phase::PeerAwaitingWelcome { .. }
-                | Phase::Closing { .. } => other += 1,
-            }
-            subscriptions += connection
-                .subscriptions
-                .values()
-                .filter(|sub| !matches!(sub.stream, Stream::Replication))
-                .count() as u64;
-        }
+        let counts = self.connection_counts();
         let metrics = &self.metrics;
         MetricsSnapshot {
             actor_id: self.config.actor_id.0,
@@ -206,10 +200,10 @@ impl<L: Log> Engine<L> {
             bytes_sent: metrics.bytes_sent,
             fsync_duration: metrics.fsync_duration.clone(),
             turn_duration: metrics.turn_duration.clone(),
-            client_connections: clients,
-            peer_connections: peers,
-            other_connections: other,
-            subscriptions,
+            client_connections: counts.clients,
+            peer_connections: counts.peers,
+            other_connections: counts.other,
+            subscriptions: counts.subscriptions,
             events_delivered: self.stats.events_delivered,
             log: self.log.stats(),
             activity: self.log.activity(),
@@ -217,6 +211,59 @@ impl<L: Log> Engine<L> {
             peers: self.status().members,
             groups: self.group_metrics(),
         }
+    }
+
+    /// What `flo-client info` shows: the server, its log and its connections.
+    pub fn info(&self) -> Info {
+        let snapshot_counts = self.connection_counts();
+        let stats = self.log.stats();
+        let count32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Info {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: self.now_ms,
+            fsync_policy: self.config.storage.fsync.to_string(),
+            actor_id: self.config.actor_id.0,
+            log_bytes: stats.byte_count,
+            event_count: stats.event_count,
+            segment_count: stats.segment_count,
+            client_connections: count32(snapshot_counts.clients),
+            peer_connections: count32(snapshot_counts.peers),
+            subscriptions: count32(snapshot_counts.subscriptions),
+            group_count: count32(self.groups.groups.len() as u64),
+        }
+    }
+
+    /// An InfoRequest: held with the turn's replies like a StatusRequest (it must not overtake
+    /// the Ack of an earlier Produce), and counted at the size of an Info built now.
+    pub(super) fn on_info_request(&mut self, conn: super::ConnId) {
+        let mut encoded = Vec::new();
+        crate::protocol::encode(&ServerFrame::Info(self.info()), &mut encoded);
+        let size = encoded.len();
+        self.hold_reply(super::PendingReply::Status {
+            conn,
+            size,
+            report: super::Report::Info,
+        });
+    }
+
+    /// Connections by kind and client subscriptions: a pass over the connections.
+    fn connection_counts(&self) -> ConnectionCounts {
+        let mut counts = ConnectionCounts::default();
+        for connection in self.conns.iter().flatten() {
+            match connection.phase {
+                Phase::Ready => counts.clients += 1,
+                Phase::Peer { .. } => counts.peers += 1,
+                Phase::AwaitingHello { .. }
+                | Phase::PeerAwaitingWelcome { .. }
+                | Phase::Closing { .. } => counts.other += 1,
+            }
+            counts.subscriptions += connection
+                .subscriptions
+                .values()
+                .filter(|sub| !matches!(sub.stream, Stream::Replication))
+                .count() as u64;
+        }
+        counts
     }
 
     fn group_metrics(&self) -> Vec<GroupMetrics> {

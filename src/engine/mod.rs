@@ -156,10 +156,22 @@ enum PendingReply {
         code: ErrorCode,
         message: String,
     },
-    /// A StatusRequest that came after a held produce reply: Status must not overtake it
-    /// (protocol.md section 14), so it is built at release, from durable state only. `size`
-    /// is the encoded size of a Status at the time of the request, counted while it is held.
-    Status { conn: ConnId, size: usize },
+    /// A StatusRequest (or InfoRequest) that came after a held produce reply: Status must
+    /// not overtake it (protocol.md section 14), so it is built at release, from durable
+    /// state only. `size` is the encoded size of the reply at the time of the request,
+    /// counted while it is held.
+    Status {
+        conn: ConnId,
+        size: usize,
+        report: Report,
+    },
+}
+
+/// Which report a held `PendingReply::Status` becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Status,
+    Info,
 }
 
 impl PendingReply {
@@ -815,6 +827,13 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
+            ClientFrame::InfoRequest => match self.check_admin(conn) {
+                Ok(()) => self.on_info_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
             ClientFrame::StatusRequest => match self.check_admin(conn) {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {

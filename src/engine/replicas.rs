@@ -11,7 +11,7 @@
 //! "holds every own event up to c". A reply that waits past `replication_timeout` becomes a
 //! ReplicationTimeout error naming the replicas reached; its events stay appended.
 
-use super::{ConnId, Engine, PendingReply, Phase};
+use super::{ConnId, Engine, PendingReply, Phase, Report};
 use crate::event::ActorId;
 use crate::protocol::{self, ErrorCode, ErrorScope, ServerFrame};
 use crate::storage::Log;
@@ -188,9 +188,21 @@ impl<L: Log> Engine<L> {
                 self.metrics.on_produce_error(code);
                 self.send_error(conn, ErrorScope::Produce(op_id), code, &message)
             }
-            PendingReply::Status { conn, .. } => {
+            PendingReply::Status {
+                conn,
+                report: Report::Status,
+                ..
+            } => {
                 let status = self.status();
                 self.send(conn, &ServerFrame::Status(status));
+            }
+            PendingReply::Status {
+                conn,
+                report: Report::Info,
+                ..
+            } => {
+                let info = self.info();
+                self.send(conn, &ServerFrame::Info(info));
             }
         }
     }

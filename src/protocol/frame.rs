@@ -24,6 +24,7 @@ pub mod kind {
     pub const GROUP_NACK: u8 = 0x0B;
     pub const LEAVE_GROUP: u8 = 0x0C;
     pub const SET_REPLICAS: u8 = 0x0D;
+    pub const INFO_REQUEST: u8 = 0x18;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -34,6 +35,7 @@ pub mod kind {
     pub const PONG: u8 = 0x27;
     pub const STATUS: u8 = 0x28;
     pub const SKIPPED: u8 = 0x29;
+    pub const INFO: u8 = 0x30;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -111,6 +113,33 @@ pub struct Status {
     pub vector: VersionVector,
     /// Every member this node knows.
     pub members: Vec<MemberStatus>,
+}
+
+/// The answer to an info request: what the server is and holds (`flo-client info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The server's version, such as "0.1.0".
+    pub version: String,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+    /// The fsync policy as `flo --fsync` takes it: "always", "interval:<ms>" or "never".
+    pub fsync_policy: String,
+    /// The server's actor id.
+    pub actor_id: u16,
+    /// Bytes of segment files in the data directory.
+    pub log_bytes: u64,
+    /// Events retained in the log.
+    pub event_count: u64,
+    /// Segment files.
+    pub segment_count: u64,
+    /// Open client connections (after their handshake).
+    pub client_connections: u32,
+    /// Open connections to cluster peers.
+    pub peer_connections: u32,
+    /// Open client subscriptions.
+    pub subscriptions: u32,
+    /// Consumer groups.
+    pub group_count: u32,
 }
 
 /// The first frame on every connection, from the client.
@@ -451,6 +480,8 @@ pub enum ClientFrame {
     SetReplicas {
         replicas: u8,
     },
+    /// Ask for [`ServerFrame::Info`].
+    InfoRequest,
 }
 
 /// A frame a server sends to a client.
@@ -480,6 +511,8 @@ pub enum ServerFrame {
         subscription_id: u32,
         count: u64,
     },
+    /// The answer to [`ClientFrame::InfoRequest`].
+    Info(Info),
 }
 
 /// A frame between two cluster peers (the established ones only after a PeerHello/PeerWelcome

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use flo::client::format::{format_human, format_json, format_status, parse_start_position};
+use flo::client::format::{
+    format_human, format_info, format_info_json, format_json, format_status,
+    parse_start_position,
+};
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
 };
@@ -138,6 +141,13 @@ enum Command {
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
     Status,
+    /// Print what the server is and holds: version, actor id, uptime, fsync policy, log size,
+    /// event and segment counts, connections, subscriptions and consumer groups.
+    Info {
+        /// `human`: one `name: value` line each. `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Benchmark the server: produce throughput and acknowledgement latency, end-to-end
     /// latency to tailing consumers, catch-up read throughput.
     ///
@@ -286,6 +296,7 @@ fn run(cli: Cli) -> Result<(), String> {
             format,
         } => consume(&server, &namespace, tail, &from, limit, format),
         Command::Status => status(&server),
+        Command::Info { format } => info(&server, format),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -356,6 +367,16 @@ fn status(server: &Server) -> Result<(), String> {
     let mut client = connect(server)?;
     let status = client.status().map_err(|error| error.to_string())?;
     print!("{}", format_status(&status));
+    Ok(())
+}
+
+fn info(server: &Server, format: Format) -> Result<(), String> {
+    let mut client = connect(server)?;
+    let info = client.info().map_err(|error| error.to_string())?;
+    match format {
+        Format::Human => print!("{}", format_info(&info)),
+        Format::Json => println!("{}", format_info_json(&info)),
+    }
     Ok(())
 }
 

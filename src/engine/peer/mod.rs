@@ -201,7 +201,11 @@ impl<L: Log> Engine<L> {
         let mut encoded = Vec::new();
         crate::protocol::encode(&ServerFrame::Status(self.status()), &mut encoded);
         let size = encoded.len();
-        self.hold_reply(super::PendingReply::Status { conn, size });
+        self.hold_reply(super::PendingReply::Status {
+            conn,
+            size,
+            report: super::Report::Status,
+        });
     }
 
     /// How many other members are known to hold this node's own event `counter` durably.

@@ -160,7 +160,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ACK
         | kind::GROUP_NACK
         | kind::LEAVE_GROUP
-        | kind::SET_REPLICAS => ClientToServer,
+        | kind::SET_REPLICAS
+        | kind::INFO_REQUEST => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -169,7 +170,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::END
         | kind::PONG
         | kind::STATUS
-        | kind::SKIPPED => ServerToClient,
+        | kind::SKIPPED
+        | kind::INFO => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -249,7 +251,8 @@ impl Decode for PeerFrame {
                 | ServerFrame::End { .. }
                 | ServerFrame::Pong { .. }
                 | ServerFrame::Status(_)
-                | ServerFrame::Skipped { .. },
+                | ServerFrame::Skipped { .. }
+                | ServerFrame::Info(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -293,7 +296,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
                 | ClientFrame::LeaveGroup { .. }
-                | ClientFrame::SetReplicas { .. },
+                | ClientFrame::SetReplicas { .. }
+                | ClientFrame::InfoRequest,
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -394,6 +398,7 @@ impl Encode for ClientFrame {
             ClientFrame::SetReplicas { replicas } => {
                 write_frame(out, kind, |w| w.put_u8(*replicas))
             }
+            ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
         }
     }
 
@@ -412,6 +417,7 @@ impl Encode for ClientFrame {
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
             ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
             ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
+            ClientFrame::InfoRequest => kind::INFO_REQUEST,
         }
     }
 }
@@ -446,6 +452,7 @@ impl Encode for ServerFrame {
                 w.put_u32(*subscription_id);
                 w.put_u64(*count);
             }),
+            ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
         }
     }
 
@@ -460,6 +467,7 @@ impl Encode for ServerFrame {
             ServerFrame::Pong { .. } => kind::PONG,
             ServerFrame::Status(_) => kind::STATUS,
             ServerFrame::Skipped { .. } => kind::SKIPPED,
+            ServerFrame::Info(_) => kind::INFO,
         }
     }
 }
@@ -553,6 +561,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::SET_REPLICAS => "SetReplicas",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
+        kind::INFO_REQUEST => "InfoRequest",
+        kind::INFO => "Info",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -623,6 +633,8 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64_positive("count")?,
         }),
+        kind::INFO_REQUEST => AnyFrame::Client(ClientFrame::InfoRequest),
+        kind::INFO => AnyFrame::Server(ServerFrame::Info(Info::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
