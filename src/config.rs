@@ -545,7 +545,10 @@ impl Config {
         if metrics.request_timeout.is_zero() {
             return Err("the metrics request time-out must be positive".into());
         }
-        if metrics.addr.is_some_and(|addr| addr == self.bind && addr.port() != 0) {
+        if metrics
+            .addr
+            .is_some_and(|addr| addr == self.bind && addr.port() != 0)
+        {
             return Err("the metrics address must differ from the client address".into());
         }
         Ok(())
@@ -729,7 +732,9 @@ mod tests {
             change(&mut config);
             config.validate().is_err()
         };
-        assert!(!refused(&|c| c.metrics.addr = Some("127.0.0.1:9100".parse().unwrap())));
+        assert!(!refused(
+            &|c| c.metrics.addr = Some("127.0.0.1:9100".parse().unwrap())
+        ));
         assert!(refused(&|c| c.metrics.addr = Some(c.bind)));
         assert!(refused(&|c| c.metrics.connections_max = 0));
         assert!(refused(&|c| c.metrics.request_size_max = 100));

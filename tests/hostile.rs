@@ -17,11 +17,11 @@ mod bounds;
 mod cli;
 #[path = "hostile/globs.rs"]
 mod globs;
+#[path = "hostile/metrics.rs"]
+mod metrics;
 #[path = "hostile/peers.rs"]
 mod peers;
 #[path = "hostile/shutdown.rs"]
 mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;
-#[path = "hostile/metrics.rs"]
-mod metrics;

@@ -67,7 +67,9 @@ fn promtool_check(text: &str) -> bool {
                 std::env::var_os("FLO_REQUIRE_PROMTOOL").is_none(),
                 "FLO_REQUIRE_PROMTOOL is set but promtool is not installed"
             );
-            eprintln!("note: promtool is not installed (apt-get install prometheus); check skipped");
+            eprintln!(
+                "note: promtool is not installed (apt-get install prometheus); check skipped"
+            );
             return false;
         }
         Err(error) => panic!("could not run promtool: {error}"),
@@ -146,7 +148,10 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(sample(&text, "flo_events_appended_total{origin=\"1\"}"), 40.0);
+    assert_eq!(
+        sample(&text, "flo_events_appended_total{origin=\"1\"}"),
+        40.0
+    );
     assert_eq!(
         sample(&text, "flo_event_data_appended_bytes_total{origin=\"1\"}"),
         40.0 * 500.0
@@ -169,5 +174,48 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
     assert!(sample(&text, "process_resident_memory_bytes") > 0.0);
     assert!(sample(&text, "process_open_fds") >= 5.0);
     promtool_check(&text);
+    drop(server);
+}
+
+/// `flo-client info` on a real server, as text and as JSON: the version, the policy, the
+/// counts after two produces, and the connection of a consumer that is still open.
+#[test]
+fn flo_client_info_shows_version_policy_counts_and_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--fsync", "interval:50"]);
+    let mut producer = RawConn::hello(server.addr);
+    for op_id in 1..=2 {
+        producer.produce(op_id, "/info/test", b"x");
+        assert!(matches!(producer.recv(), Some(ServerFrame::Ack(_))));
+    }
+    let host = server.addr.to_string();
+    let run = |format: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args(["-H", &host, "info", "--format", format])
+            .output()
+            .expect("run flo-client");
+        assert!(
+            output.status.success(),
+            "flo-client info failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    };
+    let text = run("human");
+    let version = format!("version:       flo {}\n", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&version), "{text}");
+    assert!(text.contains("fsync:         interval:50\n"), "{text}");
+    assert!(text.contains("events:        2\n"), "{text}");
+    assert!(text.contains("segments:      1\n"), "{text}");
+    // The producer and flo-client's own connection.
+    assert!(
+        text.contains("connections:   2 clients, 0 peers\n"),
+        "{text}"
+    );
+    let json = run("json");
+    assert!(json.starts_with("{\"version\":\""), "{json}");
+    assert!(json.contains("\"fsync\":\"interval:50\""), "{json}");
+    assert!(json.contains("\"event_count\":2,"), "{json}");
+    assert!(json.trim_end().ends_with("\"group_count\":0}"), "{json}");
     drop(server);
 }

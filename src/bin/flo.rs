@@ -410,7 +410,10 @@ fn effective_config(args: &Args) -> String {
         "metrics-addr",
         args.metrics_addr.and_then(|addr| text(addr.to_string())),
     );
-    put("max-metrics-connections", count(args.max_metrics_connections));
+    put(
+        "max-metrics-connections",
+        count(args.max_metrics_connections),
+    );
     put(
         "max-metrics-request",
         text(format_size(args.max_metrics_request)),
@@ -568,7 +571,8 @@ fn config_from(args: &Args) -> Config {
     config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);
     config.metrics.addr = args.metrics_addr;
     config.metrics.connections_max = args.max_metrics_connections;
-    config.metrics.request_size_max = usize::try_from(args.max_metrics_request).unwrap_or(usize::MAX);
+    config.metrics.request_size_max =
+        usize::try_from(args.max_metrics_request).unwrap_or(usize::MAX);
     config.metrics.request_timeout = Duration::from_millis(args.metrics_timeout);
     config
 }

@@ -275,7 +275,11 @@ pub fn format_info(info: &crate::protocol::Info) -> String {
     let _ = writeln!(out, "actor:         {}", info.actor_id);
     let _ = writeln!(out, "uptime:        {uptime} ({} ms)", info.uptime_ms);
     let _ = writeln!(out, "fsync:         {fsync}");
-    let _ = writeln!(out, "log size:      {mebibytes:.1} MiB ({} bytes)", info.log_bytes);
+    let _ = writeln!(
+        out,
+        "log size:      {mebibytes:.1} MiB ({} bytes)",
+        info.log_bytes
+    );
     let _ = writeln!(out, "events:        {}", info.event_count);
     let _ = writeln!(out, "segments:      {}", info.segment_count);
     let _ = writeln!(
@@ -292,7 +296,10 @@ pub fn format_info(info: &crate::protocol::Info) -> String {
 pub fn format_info_json(info: &crate::protocol::Info) -> String {
     let mut out = String::from("{\"version\":");
     push_json_string(&mut out, &info.version);
-    out.push_str(&format!(",\"actor_id\":{},\"uptime_ms\":{}", info.actor_id, info.uptime_ms));
+    out.push_str(&format!(
+        ",\"actor_id\":{},\"uptime_ms\":{}",
+        info.actor_id, info.uptime_ms
+    ));
     out.push_str(",\"fsync\":");
     push_json_string(&mut out, &info.fsync_policy);
     out.push_str(&format!(

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ConnId, Phase};
-pub use metrics::{Histogram, MetricsSnapshot};
 use connection::{Connection, Subscription, BUFFER_CAPACITY_KEPT};
+pub use metrics::{Histogram, MetricsSnapshot};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::EventId;

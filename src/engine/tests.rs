@@ -399,7 +399,10 @@ fn metrics_count_durable_appends_and_produce_errors_by_code() {
     assert_eq!(appended, [(actor, 1, 4)], "only the durable event counts");
     assert_eq!(
         snapshot.produce_errors,
-        [(ErrorCode::InvalidNamespace, 1), (ErrorCode::StorageFailure, 1)]
+        [
+            (ErrorCode::InvalidNamespace, 1),
+            (ErrorCode::StorageFailure, 1)
+        ]
     );
     assert_eq!(snapshot.sync_failures, 1);
     assert_eq!(
@@ -409,6 +412,26 @@ fn metrics_count_durable_appends_and_produce_errors_by_code() {
     assert!(snapshot.bytes_received > 0);
     assert!(snapshot.bytes_sent > 0);
     assert_eq!(snapshot.activity.fsync_count, 1, "one successful sync");
+}
+
+/// An InfoRequest is answered after the Ack of a Produce sent before it (replies in order),
+/// from durable state: the event is counted.
+#[test]
+fn info_comes_after_earlier_acks_and_counts_them() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/a", b"x");
+    h.send(conn, ClientFrame::InfoRequest);
+    h.turn();
+    let frames = h.received(conn);
+    let [ServerFrame::Ack(Ack { op_id: 1, .. }), ServerFrame::Info(info)] = frames.as_slice()
+    else {
+        panic!("expected the Ack, then Info, got {frames:?}");
+    };
+    assert_eq!(info.event_count, 1);
+    assert_eq!(info.client_connections, 1);
+    assert_eq!(info.fsync_policy, "always");
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]

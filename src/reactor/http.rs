@@ -40,7 +40,7 @@ pub(super) enum Request {
     /// Another method on /metrics.
     MethodNotAllowed,
     /// Not an HTTP/1.x request line.
-    BadRequest,
+    NotHttp,
     /// No end of the head within the size limit.
     TooLarge,
 }
@@ -53,7 +53,7 @@ pub(super) fn parse_request(received: &[u8], size_max: usize) -> Request {
         // A request line that cannot be HTTP is refused at once, without waiting for more.
         let line_end = find(received, b"\n").unwrap_or(received.len());
         if !looks_like_http(&received[..line_end], line_end < received.len()) {
-            return Request::BadRequest;
+            return Request::NotHttp;
         }
         return if received.len() >= size_max {
             Request::TooLarge
@@ -62,18 +62,20 @@ pub(super) fn parse_request(received: &[u8], size_max: usize) -> Request {
         };
     }
     let line_end = find(received, b"\n").unwrap_or(received.len());
-    let line = received[..line_end].strip_suffix(b"\r").unwrap_or(&received[..line_end]);
+    let line = received[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&received[..line_end]);
     let Ok(line) = std::str::from_utf8(line) else {
-        return Request::BadRequest;
+        return Request::NotHttp;
     };
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Request::BadRequest;
+        return Request::NotHttp;
     };
     if version != "HTTP/1.1" && version != "HTTP/1.0" || method.is_empty() {
-        return Request::BadRequest;
+        return Request::NotHttp;
     }
     let path = target.split('?').next().unwrap_or(target);
     match (method, path) {
@@ -121,7 +123,7 @@ pub(super) fn response(request: Request, body: impl FnOnce() -> String) -> Vec<u
             "/metrics answers GET only\n".into(),
             "Allow: GET\r\n",
         ),
-        Request::BadRequest | Request::Incomplete => (
+        Request::NotHttp | Request::Incomplete => (
             "400 Bad Request",
             "text/plain",
             "not an HTTP/1.1 request\n".into(),
@@ -227,9 +229,11 @@ impl HttpEndpoint {
                     let deadline_ms = now_ms + self.timeout_ms();
                     let entry = self.conns.vacant_entry();
                     let token = Token(HTTP_TOKEN_BASE + entry.key());
-                    if let Err(error) =
-                        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    {
+                    if let Err(error) = registry.register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         log::warn!("could not register a metrics connection: {error}");
                         continue;
                     }
@@ -269,16 +273,18 @@ impl HttpEndpoint {
         };
         let size_max = self.config.request_size_max;
         let keep = match &mut conn.state {
-            HttpState::Reading { received } => match read_request(&mut conn.stream, received, size_max) {
-                None => false,
-                Some(Request::Incomplete) => true,
-                Some(request) => {
-                    let response = response(request, || render(figures));
-                    conn.state = HttpState::Writing { response, sent: 0 };
-                    conn.deadline_ms = now_ms + timeout_ms;
-                    write_response(conn)
+            HttpState::Reading { received } => {
+                match read_request(&mut conn.stream, received, size_max) {
+                    None => false,
+                    Some(Request::Incomplete) => true,
+                    Some(request) => {
+                        let response = response(request, || render(figures));
+                        conn.state = HttpState::Writing { response, sent: 0 };
+                        conn.deadline_ms = now_ms + timeout_ms;
+                        write_response(conn)
+                    }
                 }
-            },
+            }
             HttpState::Writing { .. } => write_response(conn),
             HttpState::Draining => drain(&mut conn.stream),
         };
@@ -322,7 +328,11 @@ impl HttpEndpoint {
 
 /// Reads until `WouldBlock` or the head is complete, never past `size_max` bytes. `None`: the
 /// connection is gone (closed by the client before its request was complete, or failed).
-fn read_request(stream: &mut TcpStream, received: &mut Vec<u8>, size_max: usize) -> Option<Request> {
+fn read_request(
+    stream: &mut TcpStream,
+    received: &mut Vec<u8>,
+    size_max: usize,
+) -> Option<Request> {
     let mut chunk = [0u8; 4096];
     loop {
         let room = size_max.saturating_sub(received.len()).min(chunk.len());
@@ -402,15 +412,15 @@ mod tests {
             parse("POST /metrics HTTP/1.1\r\n\r\n"),
             Request::MethodNotAllowed
         );
-        assert_eq!(parse("GET /metrics HTTP/2\r\n\r\n"), Request::BadRequest);
-        assert_eq!(parse("GET /metrics\r\n\r\n"), Request::BadRequest);
+        assert_eq!(parse("GET /metrics HTTP/2\r\n\r\n"), Request::NotHttp);
+        assert_eq!(parse("GET /metrics\r\n\r\n"), Request::NotHttp);
         assert_eq!(parse("GET /metr"), Request::Incomplete);
         assert_eq!(parse(""), Request::Incomplete);
         assert_eq!(parse("GET /metrics HTTP/1.1\r\nHost"), Request::Incomplete);
         // A flo Hello (binary) on the metrics port is refused at once.
         assert_eq!(
             parse_request(&[0, 0, 0, 12, 1, 0], size_max),
-            Request::BadRequest
+            Request::NotHttp
         );
         let long = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(2000));
         assert_eq!(parse(&long[..size_max]), Request::TooLarge);

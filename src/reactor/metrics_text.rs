@@ -69,7 +69,12 @@ pub(super) fn render(snapshot: &MetricsSnapshot, reactor: &ReactorFigures) -> St
 }
 
 fn render_server(out: &mut String, s: &MetricsSnapshot) {
-    family(out, "flo_build_info", "gauge", "The server's version and fsync policy (value 1).");
+    family(
+        out,
+        "flo_build_info",
+        "gauge",
+        "The server's version and fsync policy (value 1).",
+    );
     let _ = writeln!(
         out,
         "flo_build_info{{version=\"{}\",fsync=\"{}\",actor_id=\"{}\"}} 1",
@@ -77,61 +82,247 @@ fn render_server(out: &mut String, s: &MetricsSnapshot) {
         label(&s.fsync_policy.to_string()),
         s.actor_id
     );
-    single(out, "flo_uptime_seconds", "gauge", "Seconds since the server started.", seconds(s.uptime_ms * 1000));
+    single(
+        out,
+        "flo_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        seconds(s.uptime_ms * 1000),
+    );
     family(out, "flo_events_appended_total", "counter", "Events made durable in this node's log, by the actor that created them (this node's own produces and replicated events).");
     for (actor, appended) in &s.appended {
-        let _ = writeln!(out, "flo_events_appended_total{{origin=\"{actor}\"}} {}", appended.events);
+        let _ = writeln!(
+            out,
+            "flo_events_appended_total{{origin=\"{actor}\"}} {}",
+            appended.events
+        );
     }
-    family(out, "flo_event_data_appended_bytes_total", "counter", "Event data bytes made durable, by origin actor.");
+    family(
+        out,
+        "flo_event_data_appended_bytes_total",
+        "counter",
+        "Event data bytes made durable, by origin actor.",
+    );
     for (actor, appended) in &s.appended {
-        let _ = writeln!(out, "flo_event_data_appended_bytes_total{{origin=\"{actor}\"}} {}", appended.data_bytes);
+        let _ = writeln!(
+            out,
+            "flo_event_data_appended_bytes_total{{origin=\"{actor}\"}} {}",
+            appended.data_bytes
+        );
     }
-    family(out, "flo_produce_errors_total", "counter", "Produce and batch produce requests answered with an error, by error code.");
+    family(
+        out,
+        "flo_produce_errors_total",
+        "counter",
+        "Produce and batch produce requests answered with an error, by error code.",
+    );
     for (code, count) in &s.produce_errors {
         let _ = writeln!(out, "flo_produce_errors_total{{code=\"{code:?}\"}} {count}");
     }
-    single(out, "flo_sync_failures_total", "counter", "Turns whose appends could not be made durable (their produces got StorageFailure).", s.sync_failures);
-    single(out, "flo_fsyncs_total", "counter", "fdatasyncs of segment data.", s.activity.fsync_count);
-    histogram(out, "flo_fsync_duration_seconds", "The duration of a turn's group commit (write and fdatasync) when it ran an fdatasync.", &s.fsync_duration);
-    histogram(out, "flo_turn_duration_seconds", "The duration of a reactor turn's work (reading, the engine, writing), waiting excluded.", &s.turn_duration);
+    single(
+        out,
+        "flo_sync_failures_total",
+        "counter",
+        "Turns whose appends could not be made durable (their produces got StorageFailure).",
+        s.sync_failures,
+    );
+    single(
+        out,
+        "flo_fsyncs_total",
+        "counter",
+        "fdatasyncs of segment data.",
+        s.activity.fsync_count,
+    );
+    histogram(
+        out,
+        "flo_fsync_duration_seconds",
+        "The duration of a turn's group commit (write and fdatasync) when it ran an fdatasync.",
+        &s.fsync_duration,
+    );
+    histogram(
+        out,
+        "flo_turn_duration_seconds",
+        "The duration of a reactor turn's work (reading, the engine, writing), waiting excluded.",
+        &s.turn_duration,
+    );
 }
 
 fn render_log(out: &mut String, s: &MetricsSnapshot) {
-    single(out, "flo_log_events", "gauge", "Events in the log (retained).", s.log.event_count);
-    single(out, "flo_log_size_bytes", "gauge", "Bytes of segment files.", s.log.byte_count);
-    single(out, "flo_log_segments", "gauge", "Segment files.", s.log.segment_count);
-    single(out, "flo_cache_size_bytes", "gauge", "Bytes of the newest events kept in memory.", s.log.cache_bytes);
-    single(out, "flo_cache_limit_bytes", "gauge", "The cache's limit (--max-cache-memory).", s.cache_bytes_max);
-    family(out, "flo_log_reads_total", "counter", "Records read from the log, by where they came from (cache or disk).");
-    let _ = writeln!(out, "flo_log_reads_total{{source=\"cache\"}} {}", s.activity.cache_reads);
-    let _ = writeln!(out, "flo_log_reads_total{{source=\"disk\"}} {}", s.activity.disk_reads);
+    single(
+        out,
+        "flo_log_events",
+        "gauge",
+        "Events in the log (retained).",
+        s.log.event_count,
+    );
+    single(
+        out,
+        "flo_log_size_bytes",
+        "gauge",
+        "Bytes of segment files.",
+        s.log.byte_count,
+    );
+    single(
+        out,
+        "flo_log_segments",
+        "gauge",
+        "Segment files.",
+        s.log.segment_count,
+    );
+    single(
+        out,
+        "flo_cache_size_bytes",
+        "gauge",
+        "Bytes of the newest events kept in memory.",
+        s.log.cache_bytes,
+    );
+    single(
+        out,
+        "flo_cache_limit_bytes",
+        "gauge",
+        "The cache's limit (--max-cache-memory).",
+        s.cache_bytes_max,
+    );
+    family(
+        out,
+        "flo_log_reads_total",
+        "counter",
+        "Records read from the log, by where they came from (cache or disk).",
+    );
+    let _ = writeln!(
+        out,
+        "flo_log_reads_total{{source=\"cache\"}} {}",
+        s.activity.cache_reads
+    );
+    let _ = writeln!(
+        out,
+        "flo_log_reads_total{{source=\"disk\"}} {}",
+        s.activity.disk_reads
+    );
     let reads = s.activity.cache_reads + s.activity.disk_reads;
-    let ratio = if reads == 0 { 1.0 } else { s.activity.cache_reads as f64 / reads as f64 };
-    single(out, "flo_cache_hit_ratio", "gauge", "The share of records read from the cache since start (1 before any read).", ratio);
-    single(out, "flo_retention_deleted_events_total", "counter", "Events deleted by retention.", s.activity.retention_deleted_events);
-    single(out, "flo_retention_deleted_segments_total", "counter", "Segments deleted by retention.", s.activity.retention_deleted_segments);
+    let ratio = if reads == 0 {
+        1.0
+    } else {
+        s.activity.cache_reads as f64 / reads as f64
+    };
+    single(
+        out,
+        "flo_cache_hit_ratio",
+        "gauge",
+        "The share of records read from the cache since start (1 before any read).",
+        ratio,
+    );
+    single(
+        out,
+        "flo_retention_deleted_events_total",
+        "counter",
+        "Events deleted by retention.",
+        s.activity.retention_deleted_events,
+    );
+    single(
+        out,
+        "flo_retention_deleted_segments_total",
+        "counter",
+        "Segments deleted by retention.",
+        s.activity.retention_deleted_segments,
+    );
 }
 
 fn render_traffic(out: &mut String, s: &MetricsSnapshot, reactor: &ReactorFigures) {
-    family(out, "flo_connections", "gauge", "Open connections, by kind (client, peer, other: before the handshake or closing).");
-    let _ = writeln!(out, "flo_connections{{kind=\"client\"}} {}", s.client_connections);
-    let _ = writeln!(out, "flo_connections{{kind=\"peer\"}} {}", s.peer_connections);
-    let _ = writeln!(out, "flo_connections{{kind=\"other\"}} {}", s.other_connections);
-    single(out, "flo_subscriptions", "gauge", "Open client subscriptions.", s.subscriptions);
-    single(out, "flo_events_delivered_total", "counter", "Events sent to consumers.", s.events_delivered);
-    single(out, "flo_received_bytes_total", "counter", "Protocol bytes received from clients and peers (after TLS).", s.bytes_received);
-    single(out, "flo_sent_bytes_total", "counter", "Protocol bytes sent to clients and peers (before TLS).", s.bytes_sent);
-    single(out, "flo_metrics_connections", "gauge", "Open connections to this endpoint.", reactor.endpoint.connections);
-    single(out, "flo_metrics_connections_refused_total", "counter", "Connections to this endpoint closed at once at its connection limit.", reactor.endpoint.refused);
-    single(out, "flo_metrics_connections_timed_out_total", "counter", "Connections to this endpoint dropped at their deadline.", reactor.endpoint.timed_out);
+    family(
+        out,
+        "flo_connections",
+        "gauge",
+        "Open connections, by kind (client, peer, other: before the handshake or closing).",
+    );
+    let _ = writeln!(
+        out,
+        "flo_connections{{kind=\"client\"}} {}",
+        s.client_connections
+    );
+    let _ = writeln!(
+        out,
+        "flo_connections{{kind=\"peer\"}} {}",
+        s.peer_connections
+    );
+    let _ = writeln!(
+        out,
+        "flo_connections{{kind=\"other\"}} {}",
+        s.other_connections
+    );
+    single(
+        out,
+        "flo_subscriptions",
+        "gauge",
+        "Open client subscriptions.",
+        s.subscriptions,
+    );
+    single(
+        out,
+        "flo_events_delivered_total",
+        "counter",
+        "Events sent to consumers.",
+        s.events_delivered,
+    );
+    single(
+        out,
+        "flo_received_bytes_total",
+        "counter",
+        "Protocol bytes received from clients and peers (after TLS).",
+        s.bytes_received,
+    );
+    single(
+        out,
+        "flo_sent_bytes_total",
+        "counter",
+        "Protocol bytes sent to clients and peers (before TLS).",
+        s.bytes_sent,
+    );
+    single(
+        out,
+        "flo_metrics_connections",
+        "gauge",
+        "Open connections to this endpoint.",
+        reactor.endpoint.connections,
+    );
+    single(
+        out,
+        "flo_metrics_connections_refused_total",
+        "counter",
+        "Connections to this endpoint closed at once at its connection limit.",
+        reactor.endpoint.refused,
+    );
+    single(
+        out,
+        "flo_metrics_connections_timed_out_total",
+        "counter",
+        "Connections to this endpoint dropped at their deadline.",
+        reactor.endpoint.timed_out,
+    );
 }
 
 fn render_cluster(out: &mut String, s: &MetricsSnapshot) {
-    family(out, "flo_peer_lag_records", "gauge", "Records of this node's log not yet sent to the peer.");
+    family(
+        out,
+        "flo_peer_lag_records",
+        "gauge",
+        "Records of this node's log not yet sent to the peer.",
+    );
     for peer in &s.peers {
-        let _ = writeln!(out, "flo_peer_lag_records{{actor=\"{}\",addr=\"{}\"}} {}", peer.actor_id, label(&peer.addr), peer.lag);
+        let _ = writeln!(
+            out,
+            "flo_peer_lag_records{{actor=\"{}\",addr=\"{}\"}} {}",
+            peer.actor_id,
+            label(&peer.addr),
+            peer.lag
+        );
     }
-    family(out, "flo_peer_state", "gauge", "1 for the peer's current state (connected, connecting, backing_off), 0 for the others.");
+    family(
+        out,
+        "flo_peer_state",
+        "gauge",
+        "1 for the peer's current state (connected, connecting, backing_off), 0 for the others.",
+    );
     for peer in &s.peers {
         for (state, name) in [
             (MemberState::Connected, "connected"),
@@ -139,40 +330,103 @@ fn render_cluster(out: &mut String, s: &MetricsSnapshot) {
             (MemberState::BackingOff, "backing_off"),
         ] {
             let value = u8::from(peer.state == state);
-            let _ = writeln!(out, "flo_peer_state{{actor=\"{}\",addr=\"{}\",state=\"{name}\"}} {value}", peer.actor_id, label(&peer.addr));
+            let _ = writeln!(
+                out,
+                "flo_peer_state{{actor=\"{}\",addr=\"{}\",state=\"{name}\"}} {value}",
+                peer.actor_id,
+                label(&peer.addr)
+            );
         }
     }
 }
 
 fn render_groups(out: &mut String, s: &MetricsSnapshot) {
-    family(out, "flo_group_pending_events", "gauge", "Events a consumer group delivered and has not had acknowledged.");
+    family(
+        out,
+        "flo_group_pending_events",
+        "gauge",
+        "Events a consumer group delivered and has not had acknowledged.",
+    );
     for group in &s.groups {
-        let _ = writeln!(out, "flo_group_pending_events{{group=\"{}\"}} {}", label(&group.name), group.pending);
+        let _ = writeln!(
+            out,
+            "flo_group_pending_events{{group=\"{}\"}} {}",
+            label(&group.name),
+            group.pending
+        );
     }
-    family(out, "flo_group_parked_events", "gauge", "Events a consumer group parked after their last delivery.");
+    family(
+        out,
+        "flo_group_parked_events",
+        "gauge",
+        "Events a consumer group parked after their last delivery.",
+    );
     for group in &s.groups {
-        let _ = writeln!(out, "flo_group_parked_events{{group=\"{}\"}} {}", label(&group.name), group.parked);
+        let _ = writeln!(
+            out,
+            "flo_group_parked_events{{group=\"{}\"}} {}",
+            label(&group.name),
+            group.parked
+        );
     }
-    family(out, "flo_group_lag_records", "gauge", "Records from a group's oldest unacknowledged event to the end of the log.");
+    family(
+        out,
+        "flo_group_lag_records",
+        "gauge",
+        "Records from a group's oldest unacknowledged event to the end of the log.",
+    );
     for group in &s.groups {
-        let _ = writeln!(out, "flo_group_lag_records{{group=\"{}\"}} {}", label(&group.name), group.lag);
+        let _ = writeln!(
+            out,
+            "flo_group_lag_records{{group=\"{}\"}} {}",
+            label(&group.name),
+            group.lag
+        );
     }
-    family(out, "flo_group_members", "gauge", "Connected members of a consumer group.");
+    family(
+        out,
+        "flo_group_members",
+        "gauge",
+        "Connected members of a consumer group.",
+    );
     for group in &s.groups {
-        let _ = writeln!(out, "flo_group_members{{group=\"{}\"}} {}", label(&group.name), group.members);
+        let _ = writeln!(
+            out,
+            "flo_group_members{{group=\"{}\"}} {}",
+            label(&group.name),
+            group.members
+        );
     }
 }
 
 fn render_process(out: &mut String, reactor: &ReactorFigures) {
     let process = &reactor.process;
     if let Some(bytes) = process.resident_bytes {
-        single(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", bytes);
+        single(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            bytes,
+        );
     }
     if let Some(count) = process.open_fds {
-        single(out, "process_open_fds", "gauge", "Number of open file descriptors.", count);
+        single(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            count,
+        );
     }
     if let Some(count) = process.fds_max {
-        single(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", count);
+        single(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            count,
+        );
     }
 }
 
@@ -193,6 +447,8 @@ mod tests {
         histogram(&mut out, "x_seconds", "help", &h);
         assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 0\n"));
         assert!(out.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"));
-        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 1\nx_seconds_sum 0.0015\nx_seconds_count 1\n"));
+        assert!(out.contains(
+            "x_seconds_bucket{le=\"+Inf\"} 1\nx_seconds_sum 0.0015\nx_seconds_count 1\n"
+        ));
     }
 }

@@ -24,8 +24,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
 use http::{HttpEndpoint, HTTP_LISTENER};
+pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
 use tls::{Plaintext, TlsRead, TlsSession};
 

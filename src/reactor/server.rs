@@ -298,8 +298,8 @@ fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServerError> {
     let Some(addr) = config.metrics.addr else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| ServerError::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(ServerError::Io)?;
     Ok(Some(TcpListener::from_std(listener)))
 }

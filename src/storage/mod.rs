@@ -25,8 +25,8 @@ pub mod lease;
 mod lease;
 mod lock;
 mod memory;
-mod process;
 mod namespace;
+mod process;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
 #[cfg(feature = "testing")]
@@ -46,8 +46,8 @@ pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
 pub use file::InjectedFault;
 pub use memory::MemoryLog;
-pub(crate) use process::{process_stats, ProcessStats};
 pub use namespace::NamespaceKey;
+pub(crate) use process::{process_stats, ProcessStats};
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
 

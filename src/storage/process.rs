@@ -40,7 +40,9 @@ fn resident_bytes(status: &str) -> Option<u64> {
 /// `Max open files            1024                 4096                 files` in
 /// /proc/self/limits: the soft limit.
 fn fds_max(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
     line["Max open files".len()..]
         .split_whitespace()
         .next()?
@@ -62,7 +64,10 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 4096                 files\n";
         assert_eq!(fds_max(limits), Some(1024));
-        assert_eq!(fds_max("Max open files            unlimited  unlimited files"), None);
+        assert_eq!(
+            fds_max("Max open files            unlimited  unlimited files"),
+            None
+        );
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{
-    format_human, format_info, format_info_json, format_json, format_status,
-    parse_start_position,
+    format_human, format_info, format_info_json, format_json, format_status, parse_start_position,
 };
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
