@@ -22,7 +22,7 @@ mod replication;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::{ConnId, Engine, Phase};
+use super::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
 use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
 use crate::storage::Log;
@@ -222,7 +222,7 @@ impl<L: Log> Engine<L> {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| matches!(c.phase, Phase::Peer { .. }))
+            .filter(|c| matches!(c.phase, Phase::Peer(_)))
             .map(|c| c.id)
             .collect()
     }
@@ -244,17 +244,17 @@ impl<L: Log> Engine<L> {
             if let Some(conn) = member.conn {
                 let phase = self.conn(conn).map(|c| &c.phase);
                 assert!(
-                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if *a == *actor),
+                    matches!(phase, Some(Phase::Peer(peer)) if peer.actor == *actor),
                     "member {actor}: its connection {conn} is not an established peer connection to it ({phase:?})"
                 );
             }
         }
         for connection in self.conns.iter().flatten() {
-            if let Phase::Peer {
+            if let Some(&PeerConn {
                 actor,
                 events_this_turn,
                 ..
-            } = connection.phase
+            }) = connection.peer()
             {
                 assert!(
                     events_this_turn == 0 || self.cluster.credit_due.contains(&connection.id),
