@@ -188,10 +188,7 @@ impl<L: Log> Engine<L> {
                 code,
                 message,
             } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
-            PendingReply::Status { conn, .. } => {
-                let status = self.status();
-                self.send(conn, &ServerFrame::Status(status));
-            }
+            PendingReply::Status { conn, .. } => self.send(conn, &self.status_frame()),
         }
     }
 

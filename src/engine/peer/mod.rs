@@ -199,9 +199,15 @@ impl<L: Log> Engine<L> {
     /// discarded by then). It is counted at the size of a Status built now.
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
         let mut encoded = Vec::new();
-        crate::protocol::encode(&ServerFrame::Status(self.status()), &mut encoded);
+        crate::protocol::encode(&self.status_frame(), &mut encoded);
         let size = encoded.len();
         self.hold_reply(super::PendingReply::Status { conn, size });
+    }
+
+    /// The Status frame that answers a StatusRequest now: the one place it is built, both to
+    /// count a held request (`on_status_request`) and to send it (`send_reply`).
+    pub(in crate::engine) fn status_frame(&self) -> ServerFrame {
+        ServerFrame::Status(self.status())
     }
 
     /// How many other members are known to hold this node's own event `counter` durably.
