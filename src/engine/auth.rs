@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{ConnId, Engine, Now, Phase};
-use crate::auth_file::Principal;
 use crate::auth_file::AuthTable;
+use crate::auth_file::Principal;
 use crate::protocol::ErrorCode;
 use crate::storage::Log;
 

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
-use crate::event::{ActorId, Event};
 use crate::event::StartPosition;
+use crate::event::{ActorId, Event};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
     ServerFrame, Subscribe,
