@@ -300,7 +300,7 @@ impl<L: Log> Engine<L> {
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
     fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let durable_end = self.log.durable_end();
-        let Some(fed) = self.read_into_output(conn, id, budget) else {
+        let Some(fed) = self.read_into_output(conn, id, durable_end, budget) else {
             return Stop::Ended;
         };
         self.after_output_written(conn, id, fed.stopped_by_memory);
@@ -311,9 +311,15 @@ impl<L: Log> Engine<L> {
     }
 
     /// Reads the log from the subscription's next record and encodes what it may deliver
-    /// straight into the connection's output. `None`: the subscription is gone.
-    fn read_into_output(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Option<Fed> {
-        let durable_end = self.log.durable_end();
+    /// straight into the connection's output; the distance to `durable_end` decides whether
+    /// it reads through the namespace index. `None`: the subscription is gone.
+    fn read_into_output(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        durable_end: Offset,
+        budget: &mut FeedBudget,
+    ) -> Option<Fed> {
         // What the server's connections may still take before `connections_memory_max`.
         let memory_room =
             (self.config.connections_memory_max).saturating_sub(self.connections_memory);
