@@ -251,8 +251,8 @@ impl<L: Log> Engine<L> {
         let mut counts = ConnectionCounts::default();
         for connection in self.conns.iter().flatten() {
             match connection.phase {
-                Phase::Ready => counts.clients += 1,
-                Phase::Peer { .. } => counts.peers += 1,
+                Phase::Client(_) => counts.clients += 1,
+                Phase::Peer(_) => counts.peers += 1,
                 Phase::AwaitingHello { .. }
                 | Phase::PeerAwaitingWelcome { .. }
                 | Phase::Closing { .. } => counts.other += 1,
