@@ -27,6 +27,9 @@ pub(super) const HTTP_TOKEN_BASE: usize = usize::MAX / 2;
 /// What one readiness event of a connection that is being drained after its response may read
 /// (discarded); the rest waits for the deadline.
 const DRAIN_BYTES_MAX: usize = 64 * 1024;
+/// Connections accepted per turn at most; the rest are accepted next turn (`accept_pending`),
+/// so a flood of connections cannot keep the reactor from its other work.
+const ACCEPTS_PER_TURN_MAX: usize = 1024;
 
 /// What a request head asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,9 @@ pub(super) struct HttpEndpoint {
     refused_count: u64,
     /// Connections dropped at a deadline.
     timed_out_count: u64,
+    /// Accepting stopped at `ACCEPTS_PER_TURN_MAX` with more waiting: go on next turn without
+    /// waiting for readiness (edge-triggered readiness is not repeated).
+    pub accept_pending: bool,
 }
 
 impl HttpEndpoint {
@@ -195,6 +201,7 @@ impl HttpEndpoint {
             config: config.clone(),
             refused_count: 0,
             timed_out_count: 0,
+            accept_pending: false,
         })
     }
 
@@ -215,10 +222,12 @@ impl HttpEndpoint {
         self.config.request_timeout.as_millis() as u64
     }
 
-    /// Accepts until `WouldBlock`; a connection past the limit is closed at once (dropping it
-    /// costs nothing, and accepting it keeps the backlog from holding it).
+    /// Accepts until `WouldBlock` (or `ACCEPTS_PER_TURN_MAX`, then `accept_pending`); a
+    /// connection past the limit is closed at once (dropping it costs nothing, and accepting it
+    /// keeps the backlog from holding it).
     pub fn accept(&mut self, registry: &Registry, now_ms: u64) {
-        loop {
+        self.accept_pending = true;
+        for _ in 0..ACCEPTS_PER_TURN_MAX {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.conns.len() >= self.config.connections_max {
@@ -245,11 +254,16 @@ impl HttpEndpoint {
                         deadline_ms,
                     });
                 }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // EMFILE and the like: the next readiness event tries again.
+                    // EMFILE and the like: logged; the next readiness event tries again (not
+                    // every turn, which would spin while descriptors stay exhausted).
                     log::warn!("metrics accept failed: {error}");
+                    self.accept_pending = false;
                     return;
                 }
             }

@@ -210,6 +210,9 @@ impl<L: Log> Reactor<L> {
                 return self.shut_down(now);
             }
             self.take_auth_reload(now);
+            if self.http.as_ref().is_some_and(|http| http.accept_pending) {
+                self.on_http_event(now, HTTP_LISTENER);
+            }
             if accept_pending && !self.listener_paused {
                 accept_pending = self.accept(now);
             }
@@ -252,7 +255,8 @@ impl<L: Log> Reactor<L> {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if self.engine.has_pending_work() || !self.read_again.is_empty() {
+        let http_pending = self.http.as_ref().is_some_and(|http| http.accept_pending);
+        if self.engine.has_pending_work() || !self.read_again.is_empty() || http_pending {
             return Duration::ZERO;
         }
         let now = self.clock.now();
