@@ -122,7 +122,7 @@ pub struct Info {
     pub version: String,
     /// Milliseconds since the server started.
     pub uptime_ms: u64,
-    /// The fsync policy as `flo --fsync` takes it: "always", "interval:<ms>" or "never".
+    /// The fsync policy as `flo --fsync` takes it: `always`, `interval:<ms>` or `never`.
     pub fsync_policy: String,
     /// The server's actor id.
     pub actor_id: u16,
