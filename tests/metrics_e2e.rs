@@ -178,7 +178,8 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
 }
 
 /// `flo-client info` on a real server, as text and as JSON: the version, the policy, the
-/// counts after two produces, and the connection of a consumer that is still open.
+/// counts after two produces, and the connection of a producer that is still open; and
+/// `flo-client status --format json`.
 #[test]
 fn flo_client_info_shows_version_policy_counts_and_connections() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -217,5 +218,14 @@ fn flo_client_info_shows_version_policy_counts_and_connections() {
     assert!(json.contains("\"fsync\":\"interval:50\""), "{json}");
     assert!(json.contains("\"event_count\":2,"), "{json}");
     assert!(json.trim_end().ends_with("\"group_count\":0}"), "{json}");
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &host, "status", "--format", "json"])
+        .output()
+        .expect("run flo-client");
+    let status = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        status.trim_end(),
+        "{\"actor_id\":1,\"counter\":2,\"event_count\":2,\"durable_end\":2,\"vector\":{\"1\":2},\"members\":[]}"
+    );
     drop(server);
 }

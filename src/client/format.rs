@@ -315,6 +315,45 @@ pub fn format_info_json(info: &crate::protocol::Info) -> String {
     out
 }
 
+/// `flo-client status --format json`: one JSON object on one line, vectors as objects from
+/// actor (as a string key) to counter, member states as `connected`, `connecting` or
+/// `backing_off`.
+pub fn format_status_json(status: &crate::protocol::Status) -> String {
+    use crate::protocol::MemberState;
+    let vector = |v: &crate::event::VersionVector| {
+        let entries: Vec<String> = v.iter().map(|(a, c)| format!("\"{a}\":{c}")).collect();
+        format!("{{{}}}", entries.join(","))
+    };
+    let members: Vec<String> = status
+        .members
+        .iter()
+        .map(|member| {
+            let state = match member.state {
+                MemberState::Connected => "connected",
+                MemberState::Connecting => "connecting",
+                MemberState::BackingOff => "backing_off",
+            };
+            let mut addr = String::new();
+            push_json_string(&mut addr, &member.addr);
+            format!(
+                "{{\"actor_id\":{},\"addr\":{addr},\"state\":\"{state}\",\"lag\":{},\"vector\":{}}}",
+                member.actor_id,
+                member.lag,
+                vector(&member.vector)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"actor_id\":{},\"counter\":{},\"event_count\":{},\"durable_end\":{},\"vector\":{},\"members\":[{}]}}",
+        status.actor_id,
+        status.counter,
+        status.event_count,
+        status.durable_end,
+        vector(&status.vector),
+        members.join(",")
+    )
+}
+
 /// The text `flo-client status` prints: the node, then one line per member.
 pub fn format_status(status: &crate::protocol::Status) -> String {
     use crate::protocol::MemberState;
@@ -387,6 +426,31 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_as_json_lists_members_with_escaped_addresses() {
+        use crate::protocol::{MemberState, MemberStatus, Status};
+        let status = Status {
+            actor_id: 1,
+            counter: 9,
+            event_count: 8,
+            durable_end: 8,
+            vector: [(crate::event::ActorId(1), 5)].into_iter().collect(),
+            members: vec![MemberStatus {
+                actor_id: 2,
+                addr: "host\"x:1".into(),
+                state: MemberState::BackingOff,
+                vector: Default::default(),
+                lag: 0,
+            }],
+        };
+        assert_eq!(
+            format_status_json(&status),
+            "{\"actor_id\":1,\"counter\":9,\"event_count\":8,\"durable_end\":8,\"vector\":{\"1\":5},\
+             \"members\":[{\"actor_id\":2,\"addr\":\"host\\\"x:1\",\"state\":\"backing_off\",\"lag\":0,\
+             \"vector\":{}}]}"
+        );
+    }
 
     fn event(data: &[u8], parent_id: Option<EventId>) -> Event {
         Event {

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{
-    format_human, format_info, format_info_json, format_json, format_status, parse_start_position,
+    format_human, format_info, format_info_json, format_json, format_status, format_status_json,
+    parse_start_position,
 };
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
@@ -139,7 +140,11 @@ enum Command {
     },
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
-    Status,
+    Status {
+        /// `human`: the node, then one line per member. `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Print what the server is and holds: version, actor id, uptime, fsync policy, log size,
     /// event and segment counts, connections, subscriptions and consumer groups.
     Info {
@@ -294,7 +299,7 @@ fn run(cli: Cli) -> Result<(), String> {
             limit,
             format,
         } => consume(&server, &namespace, tail, &from, limit, format),
-        Command::Status => status(&server),
+        Command::Status { format } => status(&server, format),
         Command::Info { format } => info(&server, format),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
@@ -362,10 +367,13 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-fn status(server: &Server) -> Result<(), String> {
+fn status(server: &Server, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let status = client.status().map_err(|error| error.to_string())?;
-    print!("{}", format_status(&status));
+    match format {
+        Format::Human => print!("{}", format_status(&status)),
+        Format::Json => println!("{}", format_status_json(&status)),
+    }
     Ok(())
 }
 
