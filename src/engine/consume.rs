@@ -39,7 +39,15 @@ fn index_key(pattern: &str) -> Option<NamespaceKey> {
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
 struct FeedBudget {
     records: u64,
+    /// Bytes of records (namespace and data) looked at: `feed_bytes_per_turn_max`.
+    bytes: u64,
     match_steps: u64,
+}
+
+impl FeedBudget {
+    fn spent(&self) -> bool {
+        self.records == 0 || self.bytes == 0 || self.match_steps == 0
+    }
 }
 
 /// Why feeding one subscription stopped.
@@ -245,9 +253,10 @@ impl<L: Log> Engine<L> {
     pub(super) fn feed_consumers(&mut self) {
         let mut budget = FeedBudget {
             records: self.config.records_per_turn_max,
+            bytes: self.config.feed_bytes_per_turn_max,
             match_steps: self.config.match_steps_per_turn_max,
         };
-        while budget.records > 0 && budget.match_steps > 0 {
+        while !budget.spent() {
             let Some((conn, id)) = self.ready.pop_front() else {
                 break;
             };
@@ -331,7 +340,7 @@ impl<L: Log> Engine<L> {
             .min(subscription.remaining.unwrap_or(u64::MAX))
             .min(budget.records);
         let mut deliver = |event: &Event| {
-            if budget.records == 0 || budget.match_steps == 0 {
+            if budget.spent() {
                 stopped_by_budget = true;
                 return false;
             }
@@ -386,6 +395,8 @@ impl<L: Log> Engine<L> {
                 }
             }
             budget.records -= 1;
+            let size = event.namespace.len() + event.data.len();
+            budget.bytes = budget.bytes.saturating_sub(size as u64);
             true
         };
         let result = match &key {
