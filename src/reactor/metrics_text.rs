@@ -136,7 +136,7 @@ fn render_server(out: &mut String, s: &MetricsSnapshot) {
     histogram(
         out,
         "flo_fsync_duration_seconds",
-        "The duration of a turn's group commit (write and fdatasync) when it ran an fdatasync.",
+        "The duration of a turn's group commit (write and fdatasync) when it ran an fdatasync on the reactor thread (fsync always, or a segment seal).",
         &s.fsync_duration,
     );
     histogram(

@@ -235,6 +235,7 @@ impl Log for MemoryLog {
     fn activity(&self) -> LogActivity {
         LogActivity {
             fsync_count: self.fsync_count,
+            fsync_caller_count: self.fsync_count,
             ..LogActivity::default()
         }
     }

@@ -41,6 +41,7 @@ mod repair;
 pub mod segment;
 #[cfg(not(feature = "testing"))]
 mod segment;
+mod syncer;
 
 pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
@@ -152,8 +153,12 @@ pub struct LogStats {
 /// reactor may ask every turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogActivity {
-    /// fdatasyncs of segment data.
+    /// fdatasyncs of segment data started (under `interval` and `never` most run on a
+    /// storage helper thread).
     pub fsync_count: u64,
+    /// Those of them that ran on the caller's thread (the reactor's), which the turn waited
+    /// for: `always`'s, and the seal of a full segment.
+    pub fsync_caller_count: u64,
     /// Records `read` visited from the cache.
     pub cache_reads: u64,
     /// Records `read` visited from disk (the cache did not hold them).
