@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
-use crate::protocol::{ErrorCode, NamespaceGlob};
+use crate::protocol::{ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -33,9 +33,26 @@ pub enum Phase {
     AwaitingHello { deadline_ms: u64 },
     /// Handshake done: a client connection.
     Ready,
-    /// An outbound peer connection: PeerHello sent, waiting for PeerWelcome before
-    /// `deadline_ms`. `addr` is the address dialed.
-    PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
+    /// An outbound peer connection: PeerHello with `nonce` sent, waiting for PeerWelcome
+    /// before `deadline_ms`. `addr` is the address dialed.
+    PeerAwaitingWelcome {
+        addr: SocketAddr,
+        deadline_ms: u64,
+        nonce: PeerNonce,
+    },
+    /// An outbound peer connection: PeerProof sent, waiting for PeerAccept (the acceptor's
+    /// proof) before `deadline_ms`.
+    PeerAwaitingAccept {
+        addr: SocketAddr,
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
+    /// An inbound peer connection: PeerWelcome sent, waiting for PeerProof (the dialer's
+    /// proof) before `deadline_ms`. Not authenticated yet.
+    PeerAwaitingProof {
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
     /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
     /// that opened it (which of two duplicate connections survives depends on it).
     Peer {
@@ -51,6 +68,29 @@ pub enum Phase {
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
     Closing { code: ErrorCode, message: String },
+}
+
+impl Phase {
+    /// True for a peer connection, in its handshake or established.
+    pub fn is_peer(&self) -> bool {
+        match self {
+            Phase::PeerAwaitingWelcome { .. }
+            | Phase::PeerAwaitingAccept { .. }
+            | Phase::PeerAwaitingProof { .. }
+            | Phase::Peer { .. } => true,
+            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => false,
+        }
+    }
+}
+
+/// A peer in the middle of the handshake: who it says it is, and what both proofs are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPeer {
+    /// The actor id its PeerHello or PeerWelcome named (not proven until its proof checks).
+    pub actor: ActorId,
+    /// The address it advertised, already checked to be an IP address and port.
+    pub advertised_addr: SocketAddr,
+    pub transcript: PeerTranscript,
 }
 
 /// What a subscription is, and what it does when it reaches the end of the durable log.

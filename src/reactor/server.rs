@@ -186,6 +186,14 @@ impl Server {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
         engine_config.seed ^= nanos;
+        // The peer handshake's nonces must be unpredictable, so their key comes from the
+        // operating system's random source (the engine reads none itself).
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(&mut engine_config.nonce_key)
+            .map_err(|_| {
+                ServerError::Io(std::io::Error::other("the system random source failed"))
+            })?;
         let mut engine = Engine::new(engine_config, log);
         if let Some(groups) = groups {
             engine.load_groups(groups).map_err(ServerError::Storage)?;
