@@ -310,7 +310,8 @@ pub struct Config {
     pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,
-    /// The largest PeerHello accepted (it carries a version vector and a member list).
+    /// The largest peer handshake frame accepted (PeerHello, PeerWelcome, PeerProof,
+    /// PeerAccept; the last two carry a version vector and a member list).
     pub peer_hello_frame_size_max: u32,
     /// A frame whose first byte arrived must be complete within this time.
     pub frame_timeout: Duration,
@@ -569,14 +570,14 @@ impl Config {
         if self.peer_hello_frame_size_max < self.hello_frame_size_max
             || self.peer_hello_frame_size_max > self.wire.frame_size_max
         {
-            return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+            return Err("the peer handshake frame size limit must be between the Hello limit and the frame size limit".into());
         }
         // A handshake at the cluster limits (a vector of `actors_max` entries and a member list
-        // of `members_max` addresses) must fit the PeerHello limit.
+        // of `members_max` addresses) must fit the peer handshake frame limit.
         let handshake_max = 2048 + 10 * self.cluster.actors_max + 68 * self.cluster.members_max;
         if handshake_max > self.peer_hello_frame_size_max as usize {
             return Err(format!(
-                "the PeerHello frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
+                "the peer handshake frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
                 self.peer_hello_frame_size_max
             ));
         }

@@ -168,8 +168,8 @@ struct Args {
     #[arg(long = "peer-addr")]
     peer_addrs: Vec<SocketAddr>,
 
-    /// Shared secret cluster members must present in their handshake. It travels in
-    /// cleartext: it keeps misconfigured nodes out, not eavesdroppers.
+    /// Shared secret cluster members prove in their handshake (HMAC challenge-response; the
+    /// secret itself is never sent). Use a long random one: `flo gen-token` makes one.
     #[arg(long = "cluster-secret")]
     cluster_secret: Option<String>,
 
@@ -714,7 +714,7 @@ fn main() -> ExitCode {
             config.actor_id,
             config.cluster.peer_addrs,
             if config.cluster.secret.is_some() {
-                " and a cluster secret (sent in cleartext)"
+                " and a cluster secret"
             } else {
                 ""
             }
