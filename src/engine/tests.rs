@@ -1227,6 +1227,27 @@ fn a_replayed_peer_handshake_is_refused_and_no_frame_carries_the_secret() {
     assert!(harness.engine.connected_peers().is_empty());
 }
 
+/// The dialer checks the acceptor's proof too: a PeerAccept made without the secret (or
+/// recorded from another handshake) is refused, and the address is redialed later.
+#[test]
+fn a_dialer_refuses_an_acceptor_without_the_secret() {
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.secret = Some("s3cret".into());
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    harness.turn();
+    let addr = *harness.dials.first().expect("a Dial action");
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    harness.engine.handle_dialed(harness.now, conn, addr);
+    // `accept_dial` proves with the empty secret, not "s3cret".
+    accept_dial(&mut harness, conn, 2, addr, VersionVector::new());
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::AuthFailed));
+    assert!(harness.engine.connected_peers().is_empty());
+}
+
 /// Issue 15, per-peer actor rules: a peer may send its own events, this node's, and those
 /// of members and of actors in its handshake vector; an actor no member declared is refused.
 #[test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use flo::event::{ActorId, Event, EventId, VersionVector};
 use flo::protocol::{
-    ClientFrame, ErrorCode, Member, PeerFrame, PeerHandshake, PeerProof, PeerRole,
-    PeerTranscript, ServerFrame, PROTOCOL_VERSION,
+    ClientFrame, ErrorCode, Member, PeerFrame, PeerHandshake, PeerProof, PeerRole, PeerTranscript,
+    ServerFrame, PROTOCOL_VERSION,
 };
 
 use crate::common::{FloProcess, RawConn};
@@ -208,7 +208,10 @@ fn a_dialer_with_a_wrong_secret_is_refused_and_learns_nothing() {
     // PeerWelcome is the version, actor id, address and nonce: no vector, no member list.
     let mut bytes = Vec::new();
     flo::protocol::encode(&PeerFrame::PeerWelcome(welcome.clone()), &mut bytes);
-    assert_eq!(bytes.len(), 4 + 1 + 2 + 2 + 2 + welcome.advertised_addr.len() + 32);
+    assert_eq!(
+        bytes.len(),
+        4 + 1 + 2 + 2 + 2 + welcome.advertised_addr.len() + 32
+    );
     conn.send(&proof("guess", &welcome, VersionVector::new()));
     match conn.recv_peer() {
         Some(PeerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::AuthFailed),
@@ -260,7 +263,10 @@ fn a_replayed_recorded_handshake_is_refused() {
     client.send(&ClientFrame::StatusRequest);
     match client.recv() {
         Some(ServerFrame::Status(status)) => assert!(
-            status.members.iter().all(|m| m.state != flo::protocol::MemberState::Connected),
+            status
+                .members
+                .iter()
+                .all(|m| m.state != flo::protocol::MemberState::Connected),
             "the replayer is not connected: {:?}",
             status.members
         ),
