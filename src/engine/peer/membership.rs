@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{MemberInfo, Target, TargetState};
-use crate::engine::{Action, ConnId, Engine, Now, Phase};
+use crate::engine::{Action, ConnId, Engine, Now, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
 use crate::protocol::{Member, PeerFrame};
 use crate::storage::Log;
@@ -172,7 +172,7 @@ impl<L: Log> Engine<L> {
             Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. } => {
                 self.target_failed(addr)
             }
-            Phase::Peer { actor, .. } => {
+            Phase::Peer(PeerConn { actor, .. }) => {
                 let Some(member) = self.cluster.members.get_mut(&actor) else {
                     return;
                 };
@@ -193,7 +193,7 @@ impl<L: Log> Engine<L> {
                 }
             }
             Phase::AwaitingHello { .. }
-            | Phase::Ready
+            | Phase::Client(_)
             | Phase::PeerAwaitingProof { .. }
             | Phase::Closing { .. } => {}
         }
