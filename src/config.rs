@@ -136,6 +136,10 @@ pub struct ClusterConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
+    /// PEM certificates a node trusts for the TLS of the peers it dials (`--peer-ca`), when
+    /// it has a TLS identity (`Config::tls`); `None`: the certificates of its own
+    /// `--tls-cert` file.
+    pub peer_ca_pem: Option<Vec<u8>>,
     /// The address other members dial to reach this node; the bound address when `None`.
     pub advertise_addr: Option<SocketAddr>,
     /// After a start with a non-`always` fsync policy and peers configured, produces are
@@ -180,6 +184,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peer_addrs: Vec::new(),
             secret: None,
+            peer_ca_pem: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
             actors_max: 1024,
@@ -406,12 +411,9 @@ impl Config {
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
         }
-        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
-        if self.tls.is_some() && clustered {
-            // Peers dial the client port, and the peer side has no TLS yet.
-            return Err(
-                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
-            );
+        if self.cluster.peer_ca_pem.is_some() && self.tls.is_none() {
+            // Peers dial the port with TLS only when this node speaks TLS itself.
+            return Err("a peer CA (--peer-ca) needs a TLS identity (--tls-cert)".into());
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
