@@ -246,7 +246,10 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+            frame @ (ServerFrame::Welcome(_)
+            | ServerFrame::Status(_)
+            | ServerFrame::Groups(_)
+            | ServerFrame::Parked(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))
             }
         }

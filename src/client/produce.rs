@@ -99,7 +99,10 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Subscription(_) => Ok(None),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+            frame @ (ServerFrame::Welcome(_)
+            | ServerFrame::Status(_)
+            | ServerFrame::Groups(_)
+            | ServerFrame::Parked(_)) => {
                 Err(unexpected(&frame, "an Ack"))
             }
             ServerFrame::Event { .. }

@@ -149,11 +149,12 @@ impl<L: Log> Engine<L> {
         ))
     }
 
-    /// Whether the connection's principal may ask for the status.
-    pub(super) fn check_admin(&self, conn: ConnId) -> Result<(), String> {
+    /// Whether the connection's principal may do an admin's `what` (ask for the status,
+    /// inspect or change groups).
+    pub(super) fn check_admin(&self, conn: ConnId, what: &str) -> Result<(), String> {
         match self.conn(conn).and_then(|c| c.principal.as_ref()) {
             Some(principal) if !principal.admin => Err(format!(
-                "{} may not ask for the status (admin = false)",
+                "{} may not {what} (admin = false)",
                 principal.name
             )),
             _ => Ok(()),
