@@ -29,6 +29,7 @@ mod cursor_text;
 mod error;
 pub mod format;
 mod group;
+mod group_admin;
 mod produce;
 mod tls;
 mod typed;
@@ -40,7 +41,8 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, GroupInfo, GroupsReply, MemberState, MemberStatus,
+    NewEvent, ParkedEvent, ParkedReply, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};

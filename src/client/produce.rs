@@ -102,9 +102,7 @@ impl Client {
             frame @ (ServerFrame::Welcome(_)
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
-            | ServerFrame::Parked(_)) => {
-                Err(unexpected(&frame, "an Ack"))
-            }
+            | ServerFrame::Parked(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

@@ -153,10 +153,9 @@ impl<L: Log> Engine<L> {
     /// inspect or change groups).
     pub(super) fn check_admin(&self, conn: ConnId, what: &str) -> Result<(), String> {
         match self.conn(conn).and_then(|c| c.principal.as_ref()) {
-            Some(principal) if !principal.admin => Err(format!(
-                "{} may not {what} (admin = false)",
-                principal.name
-            )),
+            Some(principal) if !principal.admin => {
+                Err(format!("{} may not {what} (admin = false)", principal.name))
+            }
             _ => Ok(()),
         }
     }

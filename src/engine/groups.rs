@@ -270,7 +270,10 @@ impl Groups {
                             .retain(|offset, _| *offset >= floor);
                     }
                 }
-                GroupRecord::Ack { group: name, offsets } => {
+                GroupRecord::Ack {
+                    group: name,
+                    offsets,
+                } => {
                     if let Some(group) = groups.get_mut(&name) {
                         if let Some(replayed) = replayed.get_mut(&name) {
                             for offset in &offsets {

@@ -172,11 +172,13 @@ impl<L: Log> Engine<L> {
         let in_use = !group.members.is_empty();
         let name = admin.group;
         let result = match admin.action {
-            GroupAdminAction::ReplayParked => Ok(self.replay_parked(&name)),
+            GroupAdminAction::ReplayParked => {
+                self.replay_parked(&name);
+                Ok(())
+            }
             GroupAdminAction::Reset(_) | GroupAdminAction::Delete if in_use => {
-                let message = format!(
-                    "group {name:?} has members; they must leave before a reset or delete"
-                );
+                let message =
+                    format!("group {name:?} has members; they must leave before a reset or delete");
                 Err((ErrorCode::GroupInUse, message))
             }
             GroupAdminAction::Reset(start) => self.reset_group(&name, &start),
@@ -228,7 +230,11 @@ impl<L: Log> Engine<L> {
     }
 
     /// Moves a group without members to a new start position.
-    fn reset_group(&mut self, name: &str, start: &StartPosition) -> Result<(), (ErrorCode, String)> {
+    fn reset_group(
+        &mut self,
+        name: &str,
+        start: &StartPosition,
+    ) -> Result<(), (ErrorCode, String)> {
         let (offset, filter) = self.resolve_group_start(start)?;
         // Checked by the caller.
         let group = self.groups.groups.get_mut(name).expect("group exists");

@@ -55,7 +55,11 @@ fn admin(group: &str, action: GroupAdminAction) -> ClientFrame {
     })
 }
 
-fn harness_on(log: MemoryLog, store: &MemoryGroupStore, change: impl FnOnce(&mut Config)) -> Harness {
+fn harness_on(
+    log: MemoryLog,
+    store: &MemoryGroupStore,
+    change: impl FnOnce(&mut Config),
+) -> Harness {
     let mut harness = Harness::with_log(log, change);
     harness
         .engine
@@ -141,7 +145,13 @@ fn group_info_reports_members_pending_positions_and_lag() {
         }
     );
     // Everything acknowledged: the floor passes the end, no lag.
-    harness.send(member, ClientFrame::Credit { subscription_id: 1, count: 100 });
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 100,
+        },
+    );
     turn(&mut harness);
     let rest = events_of(&harness.received(member), 1);
     let all: Vec<EventId> = [&delivered[..], &rest[..]]
@@ -155,7 +165,10 @@ fn group_info_reports_members_pending_positions_and_lag() {
     harness.send(admin_conn, info_request("workers"));
     turn(&mut harness);
     let info = the_group(&harness.received(admin_conn));
-    assert_eq!((info.pending, info.floor, info.next, info.lag), (0, 11, 11, 0));
+    assert_eq!(
+        (info.pending, info.floor, info.next, info.lag),
+        (0, 11, 11, 0)
+    );
     assert_eq!(info.oldest_pending_age_ms, 0);
 }
 
@@ -168,7 +181,12 @@ fn a_group_list_longer_than_a_frame_comes_in_pages() {
     for n in 0..60u32 {
         let name = format!("{n:03}{}", "n".repeat(250));
         harness.send(member, join_with(n + 1, &name, &glob, 1, 3));
-        harness.send(member, ClientFrame::LeaveGroup { subscription_id: n + 1 });
+        harness.send(
+            member,
+            ClientFrame::LeaveGroup {
+                subscription_id: n + 1,
+            },
+        );
         names.insert(name);
     }
     turn(&mut harness);
@@ -238,11 +256,20 @@ fn parked_events_are_listed_in_pages_and_a_replay_delivers_them_again_across_a_r
     turn(&mut harness);
     let page = parked_reply(&harness.received(admin_conn));
     assert!(!page.more);
-    assert_eq!(page.events.iter().map(|e| e.id).collect::<Vec<_>>(), parked[2..]);
+    assert_eq!(
+        page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        parked[2..]
+    );
 
     // Replay while the member is joined: the three come again, parked count 0.
     harness.send(admin_conn, admin("workers", GroupAdminAction::ReplayParked));
-    harness.send(member, ClientFrame::Credit { subscription_id: 1, count: 10 });
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
     turn(&mut harness);
     let info = the_group(&harness.received(admin_conn));
     assert_eq!((info.parked, info.pending), (0, 3));
@@ -264,7 +291,11 @@ fn parked_events_are_listed_in_pages_and_a_replay_delivers_them_again_across_a_r
         .iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(after_restart, parked[1..], "the replayed, unacknowledged ones");
+    assert_eq!(
+        after_restart,
+        parked[1..],
+        "the replayed, unacknowledged ones"
+    );
     harness.send(member, ack_frame(1, after_restart, false));
     turn(&mut harness);
     // Acknowledged: not delivered after another restart, nothing parked or pending.
@@ -321,7 +352,10 @@ fn a_reset_needs_no_members_and_moves_the_group_durably() {
     assert_eq!(again, delivered[2..]);
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
     let admin_conn = harness.client();
-    harness.send(admin_conn, admin("workers", GroupAdminAction::Reset(StartPosition::End)));
+    harness.send(
+        admin_conn,
+        admin("workers", GroupAdminAction::Reset(StartPosition::End)),
+    );
     turn(&mut harness);
     let info = the_group(&harness.received(admin_conn));
     assert_eq!((info.next, info.lag, info.pending), (6, 0, 0));
@@ -345,7 +379,9 @@ fn a_delete_needs_no_members_and_survives_a_restart() {
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
     harness.send(admin_conn, admin("workers", GroupAdminAction::Delete));
     turn(&mut harness);
-    assert!(groups_reply(&harness.received(admin_conn)).groups.is_empty());
+    assert!(groups_reply(&harness.received(admin_conn))
+        .groups
+        .is_empty());
     harness.send(admin_conn, info_request("workers"));
     turn(&mut harness);
     assert_eq!(
@@ -380,7 +416,11 @@ fn unknown_groups_get_no_such_group_and_the_connection_stays_open() {
         harness.send(conn, request);
         turn(&mut harness);
         let frames = harness.received(conn);
-        assert_eq!(error_code(&frames), Some(ErrorCode::NoSuchGroup), "{frames:?}");
+        assert_eq!(
+            error_code(&frames),
+            Some(ErrorCode::NoSuchGroup),
+            "{frames:?}"
+        );
         assert!(harness.engine.is_open(conn));
     }
     // An empty list is an answer, not an error.
@@ -398,7 +438,13 @@ fn a_journal_compaction_keeps_replayed_events_pending() {
     let member = harness.client();
     let parked = park_jobs(&mut harness, member, 2);
     // The remaining two jobs are acknowledged: the floor passes the parked ones.
-    harness.send(member, ClientFrame::Credit { subscription_id: 1, count: 10 });
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
     turn(&mut harness);
     let rest: Vec<EventId> = events_of(&harness.received(member), 1)
         .iter()

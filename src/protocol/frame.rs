@@ -270,7 +270,9 @@ pub struct GroupAdmin {
 /// One group as a Groups frame describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// The group's name.
     pub name: String,
+    /// The group's namespace glob.
     pub glob: String,
     /// Connections joined now.
     pub members: u16,
@@ -302,22 +304,27 @@ pub struct GroupsReply {
     pub durable_end: u64,
     /// More groups follow a list: ask again with `after` = the last name.
     pub more: bool,
+    /// The groups, in bytewise name order.
     pub groups: Vec<GroupInfo>,
 }
 
 /// One parked event: where it is in the log and its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParkedEvent {
+    /// Where the event is in the server's log.
     pub offset: u64,
+    /// The event's id.
     pub id: EventId,
 }
 
 /// The answer to a [`ParkedRequest`]: parked events in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedReply {
+    /// The group's name.
     pub group: String,
     /// More parked events follow: ask again from the last offset + 1.
     pub more: bool,
+    /// The parked events, in log order.
     pub events: Vec<ParkedEvent>,
 }
 

@@ -407,7 +407,10 @@ fn group_inspection_and_admin_need_admin_and_a_refusal_leaves_the_connection_ope
         assert!(denied(&harness.received(reader), ErrorScope::Connection));
         assert!(harness.engine.is_open(reader));
     }
-    assert!(harness.engine.groups.groups.contains_key("g"), "not deleted");
+    assert!(
+        harness.engine.groups.groups.contains_key("g"),
+        "not deleted"
+    );
     for request in requests() {
         harness.send(writer, request);
         harness.turn();

@@ -10,9 +10,9 @@
 //! inner length is checked against the limits and against the bytes left in the frame before
 //! anything is copied.
 
+mod groups;
 mod peer;
 mod reader_writer;
-mod groups;
 pub use groups::{
     GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
 };
@@ -652,8 +652,12 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64_positive("count")?,
         }),
-        kind::GROUPS_REQUEST => AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest::read(r)?)),
-        kind::PARKED_REQUEST => AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest::read(r)?)),
+        kind::GROUPS_REQUEST => {
+            AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest::read(r)?))
+        }
+        kind::PARKED_REQUEST => {
+            AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest::read(r)?))
+        }
         kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
         kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
         kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
