@@ -240,6 +240,10 @@ struct BenchArgs {
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
     read: bool,
+    /// With --read: read back through a consumer group (a fresh one, one member), acknowledging
+    /// every event, instead of a subscription.
+    #[arg(long, requires = "read")]
+    group: bool,
     /// Tailing consumers that measure end-to-end latency (produce to delivery), each on its
     /// own connection and receiving every event; the latency merges all their deliveries.
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
