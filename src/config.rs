@@ -226,6 +226,8 @@ pub struct GroupLimits {
     pub ack_window_max: usize,
     /// Parked events a group lists; past it the event is redelivered instead (logged).
     pub parked_max: usize,
+    /// Parked events one Parked reply lists; a longer list is read a page at a time.
+    pub parked_list_max: usize,
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.
     pub journal_compact_bytes: u64,
@@ -242,6 +244,7 @@ impl Default for GroupLimits {
             in_flight_max: 100_000,
             ack_window_max: 1 << 18,
             parked_max: 100_000,
+            parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
         }
     }
@@ -541,6 +544,32 @@ impl Config {
                     .into(),
             );
         }
+        // A Parked reply of `parked_list_max` events, and a Groups reply of one group with the
+        // longest name and glob, fit one frame.
+        let frame_size_max = self.wire.frame_size_max as usize;
+        let parked_reply_max = crate::protocol::PARKED_FRAME_EMPTY_SIZE
+            + groups.name_length_max as usize
+            + groups.parked_list_max * crate::protocol::PARKED_ENTRY_SIZE;
+        if groups.parked_list_max == 0
+            || groups.parked_list_max > usize::from(u16::MAX)
+            || parked_reply_max > frame_size_max
+        {
+            return Err(format!(
+                "the parked events per reply must be between 1 and 65535 and fit a frame \
+                 ({parked_reply_max} bytes for {}; the frame size limit is {frame_size_max})",
+                groups.parked_list_max
+            ));
+        }
+        let group_info_max = crate::protocol::GROUPS_FRAME_EMPTY_SIZE
+            + crate::protocol::GROUP_INFO_FIXED_SIZE
+            + groups.name_length_max as usize
+            + self.wire.glob_length_max as usize;
+        if group_info_max > frame_size_max {
+            return Err(format!(
+                "a Groups reply of one group ({group_info_max} bytes with the longest name and \
+                 glob) must fit the frame size limit {frame_size_max}"
+            ));
+        }
         Ok(())
     }
 
@@ -623,6 +652,11 @@ mod tests {
         config.wire.glob_length_max = config.wire.namespace_length_max - 1;
         assert!(config.validate().is_err());
         config.wire.glob_length_max = 65536;
+        assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.groups.parked_list_max = 0;
+        assert!(config.validate().is_err());
+        config.groups.parked_list_max = 70_000;
         assert!(config.validate().is_err());
     }
 

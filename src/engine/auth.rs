@@ -158,13 +158,13 @@ impl<L: Log> Engine<L> {
         ))
     }
 
-    /// Whether the connection's principal may ask for the status.
-    pub(super) fn check_admin(&self, conn: ConnId) -> Result<(), String> {
+    /// Whether the connection's principal may do an admin's `what` (ask for the status,
+    /// inspect or change groups).
+    pub(super) fn check_admin(&self, conn: ConnId, what: &str) -> Result<(), String> {
         match self.principal(conn) {
-            Some(principal) if !principal.admin => Err(format!(
-                "{} may not ask for the status (admin = false)",
-                principal.name
-            )),
+            Some(principal) if !principal.admin => {
+                Err(format!("{} may not {what} (admin = false)", principal.name))
+            }
             _ => Ok(()),
         }
     }

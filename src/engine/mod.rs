@@ -11,6 +11,7 @@ mod auth;
 mod connection;
 mod consume;
 mod groups;
+mod groups_admin;
 mod invariants;
 mod peer;
 mod produce;
@@ -809,7 +810,7 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
-            ClientFrame::StatusRequest => match self.check_admin(conn) {
+            ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {
                     let code = ErrorCode::PermissionDenied;
@@ -823,6 +824,9 @@ impl<L: Log> Engine<L> {
                 self.on_leave_group(conn, subscription_id)
             }
             ClientFrame::SetReplicas { replicas } => self.on_set_replicas(conn, replicas),
+            ClientFrame::GroupsRequest(request) => self.on_groups_request(conn, request),
+            ClientFrame::ParkedRequest(request) => self.on_parked_request(conn, request),
+            ClientFrame::GroupAdmin(admin) => self.on_group_admin(conn, admin),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,

@@ -2414,6 +2414,8 @@ fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
     assert_eq!(evicted, 1, "the connection holding the most makes room");
     assert!(h.engine.connections_memory() <= limit);
 }
+#[path = "groups_admin_tests.rs"]
+mod groups_admin_tests;
 #[path = "groups_tests.rs"]
 mod groups_tests;
 

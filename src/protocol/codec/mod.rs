@@ -10,8 +10,12 @@
 //! inner length is checked against the limits and against the bytes left in the frame before
 //! anything is copied.
 
+mod groups;
 mod peer;
 mod reader_writer;
+pub use groups::{
+    GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
+};
 mod status;
 
 use std::fmt;
@@ -160,7 +164,10 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ACK
         | kind::GROUP_NACK
         | kind::LEAVE_GROUP
-        | kind::SET_REPLICAS => ClientToServer,
+        | kind::SET_REPLICAS
+        | kind::GROUPS_REQUEST
+        | kind::PARKED_REQUEST
+        | kind::GROUP_ADMIN => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -169,7 +176,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::END
         | kind::PONG
         | kind::STATUS
-        | kind::SKIPPED => ServerToClient,
+        | kind::SKIPPED
+        | kind::GROUPS
+        | kind::PARKED => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -251,7 +260,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::End { .. }
                 | ServerFrame::Pong { .. }
                 | ServerFrame::Status(_)
-                | ServerFrame::Skipped { .. },
+                | ServerFrame::Skipped { .. }
+                | ServerFrame::Groups(_)
+                | ServerFrame::Parked(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -295,7 +306,10 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
                 | ClientFrame::LeaveGroup { .. }
-                | ClientFrame::SetReplicas { .. },
+                | ClientFrame::SetReplicas { .. }
+                | ClientFrame::GroupsRequest(_)
+                | ClientFrame::ParkedRequest(_)
+                | ClientFrame::GroupAdmin(_),
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -398,6 +412,9 @@ impl Encode for ClientFrame {
             ClientFrame::SetReplicas { replicas } => {
                 write_frame(out, kind, |w| w.put_u8(*replicas))
             }
+            ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
         }
     }
 
@@ -416,6 +433,9 @@ impl Encode for ClientFrame {
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
             ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
             ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
+            ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
+            ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
+            ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
         }
     }
 }
@@ -450,6 +470,8 @@ impl Encode for ServerFrame {
                 w.put_u32(*subscription_id);
                 w.put_u64(*count);
             }),
+            ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -464,6 +486,8 @@ impl Encode for ServerFrame {
             ServerFrame::Pong { .. } => kind::PONG,
             ServerFrame::Status(_) => kind::STATUS,
             ServerFrame::Skipped { .. } => kind::SKIPPED,
+            ServerFrame::Groups(_) => kind::GROUPS,
+            ServerFrame::Parked(_) => kind::PARKED,
         }
     }
 }
@@ -562,6 +586,11 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::SET_REPLICAS => "SetReplicas",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
+        kind::GROUPS_REQUEST => "GroupsRequest",
+        kind::PARKED_REQUEST => "ParkedRequest",
+        kind::GROUP_ADMIN => "GroupAdmin",
+        kind::GROUPS => "Groups",
+        kind::PARKED => "Parked",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -634,6 +663,15 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64_positive("count")?,
         }),
+        kind::GROUPS_REQUEST => {
+            AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest::read(r)?))
+        }
+        kind::PARKED_REQUEST => {
+            AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest::read(r)?))
+        }
+        kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
+        kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
+        kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),

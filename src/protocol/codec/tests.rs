@@ -188,6 +188,56 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
         AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
+        AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest {
+            group: String::new(),
+            after: "workers".into(),
+        })),
+        AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest {
+            group: "workers".into(),
+            from_offset: 12,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayParked,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::Reset(StartPosition::AfterId(EventId::new(5, 1))),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "w".into(),
+            action: GroupAdminAction::Delete,
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 40,
+            more: true,
+            groups: vec![GroupInfo {
+                name: "workers".into(),
+                glob: "/jobs/**".into(),
+                members: 2,
+                in_flight: 7,
+                pending: 9,
+                parked: 1,
+                floor: 20,
+                next: 30,
+                acked_above_floor: 3,
+                lag: 10,
+                oldest_pending_age_ms: 1500,
+            }],
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 0,
+            more: false,
+            groups: Vec::new(),
+        })),
+        AnyFrame::Server(ServerFrame::Parked(ParkedReply {
+            group: "workers".into(),
+            more: false,
+            events: vec![ParkedEvent {
+                offset: 3,
+                id: EventId::new(4, 1),
+            }],
+        })),
         AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,
             counter: 9,
@@ -549,6 +599,13 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     assert!(decode_error(&code).message.contains("error code 99"));
     let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
     assert!(decode_error(&code).message.contains("error code 0"));
+
+    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 4]);
+    assert!(decode_error(&action)
+        .message
+        .contains("group admin action 4"));
+    let more = raw_frame(kind::GROUPS, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
+    assert!(decode_error(&more).message.contains("boolean"));
 }
 
 #[test]
