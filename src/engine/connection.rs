@@ -119,6 +119,8 @@ pub struct Connection {
     pub peer_addr: Option<SocketAddr>,
     /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
     pub replicas: u8,
+    /// The idempotent producer this connection speaks for (SetProducer), if any.
+    pub producer: Option<super::streams::ProducerSlot>,
     /// Replies after the sync that wait for replicas (or behind one that does), in produce
     /// order; their encoded size is `waiting_reply_bytes`, counted as output owed.
     pub(in crate::engine) waiting_replies:
@@ -169,6 +171,7 @@ impl Connection {
             principal: None,
             peer_addr: None,
             replicas: 0,
+            producer: None,
             waiting_replies: std::collections::VecDeque::new(),
             waiting_reply_bytes: 0,
             replication_sent: std::collections::VecDeque::new(),

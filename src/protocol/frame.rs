@@ -24,6 +24,8 @@ pub mod kind {
     pub const GROUP_NACK: u8 = 0x0B;
     pub const LEAVE_GROUP: u8 = 0x0C;
     pub const SET_REPLICAS: u8 = 0x0D;
+    pub const PRODUCE_IF: u8 = 0x12;
+    pub const SET_PRODUCER: u8 = 0x13;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -161,6 +163,28 @@ pub struct Produce {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceBatch {
     pub op_id: u64,
+    pub events: Vec<NewEvent>,
+}
+
+/// What a conditional produce ([`ProduceIf`]) expects of the namespace of its first event,
+/// checked against this node's log (events of earlier produces of the same turn included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// No condition (KurrentDB's "any").
+    Any,
+    /// The namespace has no events.
+    NoEvents,
+    /// The namespace's newest event has this id.
+    LastIs(EventId),
+    /// The namespace has at least one event.
+    HasEvents,
+}
+
+/// A batch appended only if the namespace of its first event meets `expect`: all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceIf {
+    pub op_id: u64,
+    pub expect: Expectation,
     pub events: Vec<NewEvent>,
 }
 
@@ -324,6 +348,12 @@ pub enum ErrorCode {
     /// A produce asked for more replicas than held its events within the replication
     /// time-out; the events stay appended and keep replicating. Stays open.
     ReplicationTimeout = 30,
+    /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
+    /// the namespace's actual last id (25 digits) or `none`. Stays open.
+    ExpectationFailed = 35,
+    /// An idempotent produce repeated a sequence number the server has no ack for (older
+    /// than its window, or the produce was refused). Nothing was appended. Stays open.
+    SequenceUnknown = 36,
 }
 
 impl ErrorCode {
@@ -361,6 +391,8 @@ impl ErrorCode {
             GroupGlobMismatch,
             TooManyGroups,
             ReplicationTimeout,
+            ExpectationFailed,
+            SequenceUnknown,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -398,7 +430,9 @@ impl ErrorCode {
             | InvalidGroupName
             | GroupGlobMismatch
             | TooManyGroups
-            | ReplicationTimeout => false,
+            | ReplicationTimeout
+            | ExpectationFailed
+            | SequenceUnknown => false,
         }
     }
 }
@@ -450,6 +484,15 @@ pub enum ClientFrame {
     /// ack (0: the server's `--min-replicas`). No reply.
     SetReplicas {
         replicas: u8,
+    },
+    /// A batch appended only if its first event's namespace meets an expectation.
+    ProduceIf(ProduceIf),
+    /// Later produces of this connection are numbered `next_sequence`, `next_sequence + 1`,
+    /// ... for producer `producer_id` (0: not idempotent), so a retried one is stored once.
+    /// No reply.
+    SetProducer {
+        producer_id: u64,
+        next_sequence: u64,
     },
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
-use crate::event::{Event, StartPosition, VersionVector};
+use crate::event::{Event, EventId, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
@@ -23,7 +23,8 @@ use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_index, write_namespace_index, ReadError, SegmentReader,
 };
-use super::{scan_namespace, Log, LogStats, Offset, StorageError};
+use super::produced::{ProducedJournal, ProducedRecord};
+use super::{last_by_scan, scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -85,6 +86,10 @@ pub struct FileLog {
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
     /// Held for the life of the log: no other process opens the same directory.
+    /// The produced journal of idempotent produces (`produced.rs`).
+    pub(super) produced: ProducedJournal,
+    /// Its records whose events survived, from open until the engine takes them.
+    pub(super) produced_loaded: Vec<ProducedRecord>,
     pub(super) _lock: super::lock::DirLock,
 }
 
@@ -214,8 +219,17 @@ impl FileLog {
     /// is cut back to its durable size and the buffered records are dropped.
     fn write_pending(&mut self, now_ms: u64) -> Result<(), StorageError> {
         let durable_size = self.open.index.file_size;
+        // The produced records go first: an event is never durable without its record (a
+        // record without its events is dropped at open).
+        let journal_size = self.produced.size();
+        let fsync = self.fsync_due(now_ms);
+        if let Err(error) = self.produced.write_pending(fsync) {
+            self.roll_back(durable_size);
+            return Err(error);
+        }
         if let Err(error) = self.write_and_fsync(durable_size, now_ms) {
             self.roll_back(durable_size);
+            self.produced.roll_back(journal_size);
             return Err(error);
         }
         let mut pending_events = std::mem::take(&mut self.pending_events);
@@ -801,6 +815,61 @@ impl Log for FileLog {
         }
         found.extend(positions.into_iter().map(Offset));
         Ok(Offset(offset))
+    }
+
+    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
+        if !self.config.namespace_index {
+            return last_by_scan(self, namespace);
+        }
+        self.finish_namespace_build(false);
+        let durable_end = self.durable_end().0;
+        let start = self.start().0;
+        let open_first = self.open.index.first_offset;
+        let mut found = self.open.namespaces.last_exact(namespace, durable_end);
+        if found.is_none() {
+            let key = NamespaceKey::Exact(namespace.to_string());
+            let sealed: Vec<SealedShape> = self.sealed.iter().rev().map(SealedShape::of).collect();
+            for shape in sealed {
+                let end = (shape.first_offset + shape.record_count).min(open_first);
+                let range = (shape.first_offset.max(start), end);
+                let mut offsets = Vec::new();
+                self.lookup_sealed(shape, &key, range, usize::MAX, &mut offsets)?;
+                if let Some(&last) = offsets.last() {
+                    found = Some(last);
+                    break;
+                }
+            }
+        }
+        let Some(offset) = found else {
+            return Ok(None);
+        };
+        let mut id = None;
+        self.read(Offset(offset), &mut |_, event| {
+            id = Some(event.id);
+            false
+        })?;
+        match id {
+            Some(id) => Ok(Some(id)),
+            None => Err(StorageError::Corrupt {
+                context: format!("the namespace index names offset {offset}, which does not read"),
+            }),
+        }
+    }
+
+    fn append_produced(&mut self, record: &ProducedRecord) {
+        self.produced.append(record);
+    }
+
+    fn take_produced(&mut self) -> Vec<ProducedRecord> {
+        std::mem::take(&mut self.produced_loaded)
+    }
+
+    fn produced_count(&self) -> u64 {
+        self.produced.record_count()
+    }
+
+    fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError> {
+        self.produced.rewrite(records)
     }
 
     fn stats(&self) -> LogStats {

@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
 
+use super::produced::ProducedJournal;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
@@ -150,8 +151,16 @@ impl FileLog {
             }
         };
         let counter_lease = read_lease(dir, mode)?;
-        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1);
+        let (journal, produced) = ProducedJournal::open(dir)?;
+        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        // A record whose events did not survive (written, then the events were lost) is
+        // dropped: a retry of its produce must be stored again.
+        let vector = log.durable_vector.clone();
+        log.produced_loaded = produced
+            .into_iter()
+            .filter(|record| record.stored_in(&vector))
+            .collect();
         report.segments = log.sealed.len() as u64 + 1;
         report.event_count = log.open.index.end_offset()
             - log
@@ -185,6 +194,7 @@ fn assemble(
     (sealed, namespace_headers): (VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>),
     mut open: OpenSegment,
     vector_before: VersionVector,
+    produced: ProducedJournal,
 ) -> FileLog {
     if !config.namespace_index {
         open.namespaces = SegmentNames::empty(open.index.first_offset);
@@ -215,6 +225,8 @@ fn assemble(
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
+        produced,
+        produced_loaded: Vec::new(),
         _lock: lock,
     }
 }
@@ -253,7 +265,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 FileKind::Index(_)
                 | FileKind::NamespaceIndex(_)
                 | FileKind::Lock
-                | FileKind::CounterLease,
+                | FileKind::CounterLease
+                | FileKind::ProducedJournal,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -264,7 +277,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(
                 FileKind::IndexTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
-                | FileKind::CounterLeaseTemp,
+                | FileKind::CounterLeaseTemp
+                | FileKind::ProducedJournalTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
