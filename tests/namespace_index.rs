@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::SeededRng;
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
-use flo::storage::{scan_namespace, FileLog, InjectedFault, Log, NamespaceKey, Offset};
+use flo::storage::{last_by_scan, scan_namespace, FileLog, InjectedFault, Log, NamespaceKey, Offset};
 use flo::time::{MonotonicMs, WallClockMs};
 
 const NAMESPACES: &[&str] = &[
@@ -168,6 +168,11 @@ impl Model {
             (scanned, scan_end),
             "{key:?} from {from} count {count_max}"
         );
+        // The newest event of one namespace (conditional produce) agrees with a scan too.
+        let namespace = NAMESPACES[self.random.index(NAMESPACES.len())];
+        let last = self.file.last_in_namespace(namespace).unwrap();
+        let scanned_last = last_by_scan(&mut self.file, namespace).unwrap();
+        assert_eq!(last, scanned_last, "newest event of {namespace}");
         format!("query {key:?} from {from}")
     }
 

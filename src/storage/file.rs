@@ -222,8 +222,7 @@ impl FileLog {
         // The produced records go first: an event is never durable without its record (a
         // record without its events is dropped at open).
         let journal_size = self.produced.size();
-        let fsync = self.fsync_due(now_ms);
-        if let Err(error) = self.produced.write_pending(fsync) {
+        if let Err(error) = self.produced.write_pending() {
             self.roll_back(durable_size);
             return Err(error);
         }
@@ -313,6 +312,7 @@ impl FileLog {
     }
 
     fn fsync(&mut self, now_ms: u64) -> io::Result<()> {
+        self.produced.fsync()?;
         self.open.file.sync_data()?;
         self.fsync_count += 1;
         self.last_fsync_ms = Some(now_ms);
@@ -324,6 +324,7 @@ impl FileLog {
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
         self.pending_events.clear();
+        self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
         // A reader may have buffered bytes of the failed write.
         self.reader = None;
@@ -355,7 +356,11 @@ impl FileLog {
                 "truncate {}",
                 segment_path(&dir, first_offset).display()
             )))?;
-        // Sealed segments are fully durable under every policy, so their index stays true.
+        // Sealed segments are fully durable under every policy, so their index stays true;
+        // the produced records of their events first.
+        self.produced
+            .fsync()
+            .map_err(io_error("fdatasync the produced journal".to_string()))?;
         self.open.file.sync_data().map_err(io_error(format!(
             "fdatasync {}",
             segment_path(&dir, first_offset).display()

@@ -99,6 +99,8 @@ pub struct ProducedJournal {
     size: u64,
     /// Records buffered since the last sync.
     pending: Vec<u8>,
+    /// Bytes were written since the last fdatasync.
+    written_since_fsync: bool,
 }
 
 impl ProducedJournal {
@@ -142,6 +144,7 @@ impl ProducedJournal {
             file,
             size,
             pending: Vec::new(),
+            written_since_fsync: false,
         };
         Ok((journal, records))
     }
@@ -156,20 +159,17 @@ impl ProducedJournal {
         self.size / PRODUCED_RECORD_SIZE as u64
     }
 
-    /// Writes the buffered records; with `fsync`, fdatasyncs them. On failure the file is cut
-    /// back and the buffered records are dropped.
-    pub fn write_pending(&mut self, fsync: bool) -> Result<(), StorageError> {
+    /// Writes the buffered records (the file log fdatasyncs them with `fsync`, before the
+    /// segment). On failure the file is cut back and the buffered records are dropped.
+    pub fn write_pending(&mut self) -> Result<(), StorageError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let result = self
-            .file
-            .write_all_at(&pending, self.size)
-            .and_then(|()| if fsync { self.file.sync_data() } else { Ok(()) });
-        match result {
+        match self.file.write_all_at(&pending, self.size) {
             Ok(()) => {
                 self.size += pending.len() as u64;
+                self.written_since_fsync = true;
                 Ok(())
             }
             Err(source) => {
@@ -180,6 +180,21 @@ impl ProducedJournal {
                 })
             }
         }
+    }
+
+    /// Makes the written records durable (before the segment's fdatasync, so no event is
+    /// durable on the medium without its record).
+    pub fn fsync(&mut self) -> std::io::Result<()> {
+        if self.written_since_fsync {
+            self.file.sync_data()?;
+            self.written_since_fsync = false;
+        }
+        Ok(())
+    }
+
+    /// Drops the buffered records (their events were discarded before being written).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
     }
 
     /// Cuts the file back to `size` bytes (a sync whose events failed: their records must not
@@ -250,7 +265,8 @@ mod tests {
         assert!(records.is_empty());
         journal.append(&record(1));
         journal.append(&record(2));
-        journal.write_pending(true).unwrap();
+        journal.write_pending().unwrap();
+        journal.fsync().unwrap();
         drop(journal);
         let path = dir.path().join(PRODUCED_JOURNAL_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
