@@ -218,8 +218,8 @@ impl Default for StreamLimits {
     fn default() -> StreamLimits {
         StreamLimits {
             last_ids_max: 64 * 1024,
-            producers_max: 4096,
-            producer_window: 64,
+            producers_max: 1024,
+            producer_window: 256,
         }
     }
 }
