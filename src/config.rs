@@ -545,9 +545,10 @@ impl Config {
             return Err("the namespaces matched per turn must be at least 1".into());
         }
         let streams = &self.streams;
-        if streams.last_ids_max == 0 || streams.producers_max == 0 || streams.producer_window == 0
-        {
-            return Err("the stream limits (last ids, producers, producer window) must be positive".into());
+        if streams.last_ids_max == 0 || streams.producers_max == 0 || streams.producer_window == 0 {
+            return Err(
+                "the stream limits (last ids, producers, producer window) must be positive".into(),
+            );
         }
         let groups = &self.groups;
         if groups.groups_max == 0

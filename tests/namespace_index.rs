@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use common::SeededRng;
 use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
-use flo::storage::{last_by_scan, scan_namespace, FileLog, InjectedFault, Log, NamespaceKey, Offset};
+use flo::storage::{
+    last_by_scan, scan_namespace, FileLog, InjectedFault, Log, NamespaceKey, Offset,
+};
 use flo::time::{MonotonicMs, WallClockMs};
 
 const NAMESPACES: &[&str] = &[

@@ -60,7 +60,13 @@ impl IdempotentProducer {
         window: usize,
     ) -> Result<IdempotentProducer, ClientError> {
         let client = Client::connect(addr, options.clone())?;
-        Ok(IdempotentProducer::with_client(client, addr, options, producer_id, window))
+        Ok(IdempotentProducer::with_client(
+            client,
+            addr,
+            options,
+            producer_id,
+            window,
+        ))
     }
 
     /// Like [`IdempotentProducer::connect`], on a connection already open to `addr`;
@@ -114,7 +120,10 @@ impl IdempotentProducer {
     /// (a producer that saved its id and position across its own restart). Before the first
     /// send only.
     pub fn resume_at(&mut self, next_sequence: u64) {
-        assert!(!self.announced && self.unacked.is_empty(), "resume_at before the first send");
+        assert!(
+            !self.announced && self.unacked.is_empty(),
+            "resume_at before the first send"
+        );
         self.next_sequence = next_sequence;
     }
 
@@ -237,7 +246,6 @@ impl IdempotentProducer {
         // Just set by `reconnect` when it was missing.
         Ok(self.client.as_mut().expect("connected"))
     }
-
 
     /// Connects again and resends every unacknowledged event, numbered as before.
     fn reconnect(&mut self) -> Result<(), ClientError> {

@@ -103,7 +103,11 @@ impl Client {
     /// produce whose number the server already stored is answered with its original ack
     /// instead of being stored again (protocol.md, SetProducer). No reply.
     /// [`IdempotentProducer`](super::IdempotentProducer) does the bookkeeping and the retries.
-    pub fn set_producer(&mut self, producer_id: u64, next_sequence: u64) -> Result<(), ClientError> {
+    pub fn set_producer(
+        &mut self,
+        producer_id: u64,
+        next_sequence: u64,
+    ) -> Result<(), ClientError> {
         self.connection.send(&ClientFrame::SetProducer {
             producer_id,
             next_sequence,

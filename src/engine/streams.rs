@@ -86,7 +86,11 @@ impl Producers {
         self.by_use.remove(&producer.last_use);
         producer.last_use = tick;
         self.by_use.insert(tick, record.producer_id);
-        if producer.acks.back().is_some_and(|ack| ack.sequence >= record.sequence) {
+        if producer
+            .acks
+            .back()
+            .is_some_and(|ack| ack.sequence >= record.sequence)
+        {
             // A start-up replay of a journal rewritten with an older window; keep the newest.
             return;
         }
@@ -114,7 +118,10 @@ impl Producers {
     }
 
     fn len(&self) -> usize {
-        self.by_id.values().map(|producer| producer.acks.len()).sum()
+        self.by_id
+            .values()
+            .map(|producer| producer.acks.len())
+            .sum()
     }
 
     /// The turn's sync failed: its records are gone from the log, so from here too.
@@ -180,8 +187,15 @@ impl<L: Log> Engine<L> {
             error(refusal)
         } else {
             let reply = self.append_all(now, conn, op_id, request.events);
-            if let (Some((producer_id, sequence)), PendingReply::Ack { first_id, count, timestamp_ms, .. }) =
-                (sequence, &reply)
+            if let (
+                Some((producer_id, sequence)),
+                PendingReply::Ack {
+                    first_id,
+                    count,
+                    timestamp_ms,
+                    ..
+                },
+            ) = (sequence, &reply)
             {
                 self.record_produced(ProducedRecord {
                     producer_id,
@@ -278,7 +292,10 @@ impl<L: Log> Engine<L> {
 
     /// The id of the newest event of `namespace`: this turn's appends first, then the
     /// remembered ids, then the log's namespace index.
-    fn last_id(&mut self, namespace: &str) -> Result<Option<EventId>, crate::storage::StorageError> {
+    fn last_id(
+        &mut self,
+        namespace: &str,
+    ) -> Result<Option<EventId>, crate::storage::StorageError> {
         if let Some(&id) = self.turn_namespaces.get(namespace) {
             return Ok(Some(id));
         }

@@ -18,12 +18,12 @@ use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames};
+use super::produced::{ProducedJournal, ProducedRecord};
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_index, write_namespace_index, ReadError, SegmentReader,
 };
-use super::produced::{ProducedJournal, ProducedRecord};
 use super::{last_by_scan, scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing

@@ -28,12 +28,12 @@ mod memory;
 mod namespace;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
+mod produced;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod record;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod record;
-mod produced;
 mod recovery;
 mod repair;
 #[cfg(feature = "testing")]

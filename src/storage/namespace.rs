@@ -161,7 +161,9 @@ impl SegmentNames {
     /// The offset of the newest record in `..end` whose namespace is `name`, looking from the
     /// newest record back (fingerprints first, names to confirm).
     pub fn last_exact(&self, name: &str, end: u64) -> Option<u64> {
-        let stop = end.saturating_sub(self.first_offset).min(self.record_count()) as usize;
+        let stop = end
+            .saturating_sub(self.first_offset)
+            .min(self.record_count()) as usize;
         let wanted = fingerprint(name.as_bytes());
         (0..stop)
             .rev()

@@ -202,7 +202,10 @@ impl ProducedJournal {
     pub fn roll_back(&mut self, size: u64) {
         self.pending.clear();
         if let Err(error) = self.file.set_len(size) {
-            log::error!("cannot cut {} back to {size} bytes: {error}", self.path.display());
+            log::error!(
+                "cannot cut {} back to {size} bytes: {error}",
+                self.path.display()
+            );
         }
         self.size = size;
     }

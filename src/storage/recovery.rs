@@ -13,13 +13,13 @@ use std::path::Path;
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
 
-use super::produced::ProducedJournal;
 use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
 use super::namespace::{NamespaceHeader, SegmentNames};
+use super::produced::ProducedJournal;
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,

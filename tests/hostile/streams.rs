@@ -122,7 +122,10 @@ fn a_retry_after_kill_9_and_a_restart_gets_the_original_ack() {
     }));
     conn.produce(13, "/accounts/7", b"closed");
     let again = expect_ack(&mut conn, 11);
-    assert_eq!((again.first_id, again.timestamp_ms), (one.first_id, one.timestamp_ms));
+    assert_eq!(
+        (again.first_id, again.timestamp_ms),
+        (one.first_id, one.timestamp_ms)
+    );
     // An empty batch is invalid whatever its number: refused before the window is asked.
     match conn.recv() {
         Some(ServerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::InvalidBatch),
@@ -143,7 +146,8 @@ fn ack_dropping_proxy(target: SocketAddr) -> SocketAddr {
         for (index, client) in listener.incoming().take(3).enumerate() {
             let Ok(client) = client else { return };
             let server = TcpStream::connect(target).expect("proxy connects");
-            let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut client_in, mut server_out) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut client_in, &mut server_out);
             });
@@ -165,7 +169,11 @@ fn ack_dropping_proxy(target: SocketAddr) -> SocketAddr {
                         let _ = server_in.shutdown(Shutdown::Both);
                         return;
                     }
-                    if client_out.write_all(&length).and_then(|()| client_out.write_all(&body)).is_err() {
+                    if client_out
+                        .write_all(&length)
+                        .and_then(|()| client_out.write_all(&body))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -234,7 +242,11 @@ fn two_connections_racing_to_create_a_namespace_one_wins_every_round() {
         assert_eq!((acks, refused.len()), (1, 1), "round {round}: {outcomes:?}");
         let winner = ids_in(server.addr, &namespace);
         assert_eq!(winner.len(), 1);
-        assert!(refused[0].starts_with(&format!("{}:", winner[0])), "{}", refused[0]);
+        assert!(
+            refused[0].starts_with(&format!("{}:", winner[0])),
+            "{}",
+            refused[0]
+        );
     }
     assert_survived(&mut server, RSS_MAX);
 }

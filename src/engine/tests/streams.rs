@@ -60,18 +60,43 @@ fn a_conditional_produce_appends_only_on_the_expected_newest_event() {
     let mut harness = Harness::new();
     let conn = harness.client();
     harness.produce(conn, 1, "/other", b"x");
-    harness.send(conn, produce_if(2, Expectation::NoEvents, vec![event("/accounts/42", b"open")]));
+    harness.send(
+        conn,
+        produce_if(
+            2,
+            Expectation::NoEvents,
+            vec![event("/accounts/42", b"open")],
+        ),
+    );
     harness.turn();
     let frames = harness.received(conn);
     let opened = ack_of(&frames, 2).first_id;
 
-    harness.send(conn, produce_if(3, Expectation::NoEvents, vec![event("/accounts/42", b"again")]));
-    harness.send(conn, produce_if(4, Expectation::LastIs(opened), vec![event("/accounts/42", b"a")]));
+    harness.send(
+        conn,
+        produce_if(
+            3,
+            Expectation::NoEvents,
+            vec![event("/accounts/42", b"again")],
+        ),
+    );
+    harness.send(
+        conn,
+        produce_if(
+            4,
+            Expectation::LastIs(opened),
+            vec![event("/accounts/42", b"a")],
+        ),
+    );
     harness.turn();
     let frames = harness.received(conn);
     let error = error_of(&frames, 3);
     assert_eq!(error.code, ErrorCode::ExpectationFailed);
-    assert!(error.message.starts_with(&format!("{opened}:")), "{}", error.message);
+    assert!(
+        error.message.starts_with(&format!("{opened}:")),
+        "{}",
+        error.message
+    );
     let deposited = ack_of(&frames, 4).first_id;
 
     // A stale expectation: refused with the actual newest id, and nothing of the batch (whose
@@ -79,13 +104,23 @@ fn a_conditional_produce_appends_only_on_the_expected_newest_event() {
     let before = stored_count(&mut harness);
     let batch = vec![event("/accounts/42", b"b"), event("/audit", b"c")];
     harness.send(conn, produce_if(5, Expectation::LastIs(opened), batch));
-    harness.send(conn, produce_if(6, Expectation::HasEvents, vec![event("/accounts/42", b"d")]));
-    harness.send(conn, produce_if(7, Expectation::HasEvents, vec![event("/nobody", b"e")]));
+    harness.send(
+        conn,
+        produce_if(6, Expectation::HasEvents, vec![event("/accounts/42", b"d")]),
+    );
+    harness.send(
+        conn,
+        produce_if(7, Expectation::HasEvents, vec![event("/nobody", b"e")]),
+    );
     harness.turn();
     let frames = harness.received(conn);
     let error = error_of(&frames, 5);
     assert_eq!(error.code, ErrorCode::ExpectationFailed);
-    assert!(error.message.starts_with(&format!("{deposited}:")), "{}", error.message);
+    assert!(
+        error.message.starts_with(&format!("{deposited}:")),
+        "{}",
+        error.message
+    );
     ack_of(&frames, 6);
     let error = error_of(&frames, 7);
     assert!(error.message.starts_with("none:"), "{}", error.message);
@@ -105,7 +140,11 @@ fn two_connections_racing_in_one_turn_exactly_one_wins() {
     let winner = ack_of(&first_frames, 1).first_id;
     let error = error_of(&second_frames, 1);
     assert_eq!(error.code, ErrorCode::ExpectationFailed);
-    assert!(error.message.starts_with(&format!("{winner}:")), "{}", error.message);
+    assert!(
+        error.message.starts_with(&format!("{winner}:")),
+        "{}",
+        error.message
+    );
     assert_eq!(stored_count(&mut harness), 1);
 }
 
@@ -119,8 +158,18 @@ fn a_conditional_produce_sees_the_log_after_a_restart() {
     let log = harness.engine.into_log();
     let mut harness = Harness::with_log(log, |_| {});
     let conn = harness.client();
-    harness.send(conn, produce_if(2, Expectation::NoEvents, vec![event("/accounts/1", b"b")]));
-    harness.send(conn, produce_if(3, Expectation::LastIs(first), vec![event("/accounts/1", b"c")]));
+    harness.send(
+        conn,
+        produce_if(2, Expectation::NoEvents, vec![event("/accounts/1", b"b")]),
+    );
+    harness.send(
+        conn,
+        produce_if(
+            3,
+            Expectation::LastIs(first),
+            vec![event("/accounts/1", b"c")],
+        ),
+    );
     harness.turn();
     let frames = harness.received(conn);
     assert_eq!(error_of(&frames, 2).code, ErrorCode::ExpectationFailed);
@@ -133,10 +182,13 @@ fn a_retried_sequence_gets_its_original_ack_on_a_new_connection_and_after_a_rest
     let conn = harness.client();
     harness.send(conn, set_producer(77, 1));
     harness.produce(conn, 1, "/orders", b"one");
-    harness.send(conn, ClientFrame::ProduceBatch(ProduceBatch {
-        op_id: 2,
-        events: vec![event("/orders", b"two"), event("/orders", b"three")],
-    }));
+    harness.send(
+        conn,
+        ClientFrame::ProduceBatch(ProduceBatch {
+            op_id: 2,
+            events: vec![event("/orders", b"two"), event("/orders", b"three")],
+        }),
+    );
     harness.turn();
     let frames = harness.received(conn);
     let (one, two) = (ack_of(&frames, 1), ack_of(&frames, 2));
@@ -145,15 +197,21 @@ fn a_retried_sequence_gets_its_original_ack_on_a_new_connection_and_after_a_rest
     let retry = harness.client();
     harness.send(retry, set_producer(77, 1));
     harness.produce(retry, 11, "/orders", b"one");
-    harness.send(retry, ClientFrame::ProduceBatch(ProduceBatch {
-        op_id: 12,
-        events: vec![event("/orders", b"two"), event("/orders", b"three")],
-    }));
+    harness.send(
+        retry,
+        ClientFrame::ProduceBatch(ProduceBatch {
+            op_id: 12,
+            events: vec![event("/orders", b"two"), event("/orders", b"three")],
+        }),
+    );
     harness.produce(retry, 13, "/orders", b"four");
     harness.turn();
     let frames = harness.received(retry);
     assert_eq!(ack_of(&frames, 11).first_id, one.first_id);
-    assert_eq!((ack_of(&frames, 12).first_id, ack_of(&frames, 12).count), (two.first_id, 2));
+    assert_eq!(
+        (ack_of(&frames, 12).first_id, ack_of(&frames, 12).count),
+        (two.first_id, 2)
+    );
     assert_eq!(stored_count(&mut harness), 4);
 
     let log = harness.engine.into_log();
@@ -189,7 +247,10 @@ fn a_sequence_outside_the_window_is_refused_and_a_failed_sync_forgets_its_acks()
     harness.produce(conn, 5, "/p", b"y");
     harness.engine.log_mut().fail_next_sync = true;
     harness.turn();
-    assert_eq!(error_of(&harness.received(conn), 5).code, ErrorCode::StorageFailure);
+    assert_eq!(
+        error_of(&harness.received(conn), 5).code,
+        ErrorCode::StorageFailure
+    );
     harness.send(conn, set_producer(5, 4));
     harness.produce(conn, 6, "/p", b"y");
     harness.turn();

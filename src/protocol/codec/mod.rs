@@ -804,11 +804,21 @@ impl WireFormat for ProduceIf {
             (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
             (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
             (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
-            (EXPECT_LAST_IS, None) => return Err(DecodeError::malformed("expectation 2 needs an expected id".into())),
-            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
-                return Err(DecodeError::malformed("only expectation 2 has an expected id".into()))
+            (EXPECT_LAST_IS, None) => {
+                return Err(DecodeError::malformed(
+                    "expectation 2 needs an expected id".into(),
+                ))
             }
-            (other, _) => return Err(DecodeError::malformed(format!("unknown expectation {other}"))),
+            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
+                return Err(DecodeError::malformed(
+                    "only expectation 2 has an expected id".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(DecodeError::malformed(format!(
+                    "unknown expectation {other}"
+                )))
+            }
         };
         let count = r.get_u32("event count")?;
         // As for ProduceBatch: nothing reserved from `count`.
