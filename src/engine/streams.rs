@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::{ConnId, Engine, Now, PendingReply};
+use super::{ConnId, Engine, Now, PendingReply, Phase};
 use crate::event::EventId;
 use crate::protocol::{ErrorCode, Expectation, NewEvent, ProduceIf};
 use crate::storage::{Log, ProducedRecord};
@@ -158,10 +158,12 @@ impl<L: Log> Engine<L> {
 
     pub(super) fn on_set_producer(&mut self, conn: ConnId, producer_id: u64, next_sequence: u64) {
         if let Some(connection) = self.conn_mut(conn) {
-            connection.producer = (producer_id != 0).then_some(ProducerSlot {
-                producer_id,
-                next_sequence,
-            });
+            if let Phase::Client(client) = &mut connection.phase {
+                client.producer = (producer_id != 0).then_some(ProducerSlot {
+                    producer_id,
+                    next_sequence,
+                });
+            }
         }
     }
 
@@ -212,7 +214,10 @@ impl<L: Log> Engine<L> {
 
     /// The sequence number of this produce, if the connection is an idempotent producer.
     fn take_sequence(&mut self, conn: ConnId) -> Option<(u64, u64)> {
-        let slot = self.conn_mut(conn)?.producer.as_mut()?;
+        let Phase::Client(client) = &mut self.conn_mut(conn)?.phase else {
+            return None;
+        };
+        let slot = client.producer.as_mut()?;
         let sequence = slot.next_sequence;
         // Saturates: a producer at the last sequence number repeats it, and its produces are
         // answered as retries (documented in protocol.md).
