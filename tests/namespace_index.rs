@@ -170,11 +170,14 @@ impl Model {
             (scanned, scan_end),
             "{key:?} from {from} count {count_max}"
         );
-        // The newest event of one namespace (conditional produce) agrees with a scan too.
-        let namespace = NAMESPACES[self.random.index(NAMESPACES.len())];
-        let last = self.file.last_in_namespace(namespace).unwrap();
-        let scanned_last = last_by_scan(&mut self.file, namespace).unwrap();
-        assert_eq!(last, scanned_last, "newest event of {namespace}");
+        // The newest event of one namespace (conditional produce) agrees with a scan too (on
+        // every fourth query: the scan reads the whole log).
+        if from.0 % 4 == 0 {
+            let namespace = NAMESPACES[count_max % NAMESPACES.len()];
+            let last = self.file.last_in_namespace(namespace).unwrap();
+            let scanned_last = last_by_scan(&mut self.file, namespace).unwrap();
+            assert_eq!(last, scanned_last, "newest event of {namespace}");
+        }
         format!("query {key:?} from {from}")
     }
 
