@@ -172,7 +172,7 @@ impl Model {
         );
         // The newest event of one namespace (conditional produce) agrees with a scan too (on
         // every fourth query: the scan reads the whole log).
-        if from.0 % 4 == 0 {
+        if from.0.is_multiple_of(4) {
             let namespace = NAMESPACES[count_max % NAMESPACES.len()];
             let last = self.file.last_in_namespace(namespace).unwrap();
             let scanned_last = last_by_scan(&mut self.file, namespace).unwrap();
