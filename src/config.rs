@@ -136,6 +136,10 @@ pub struct ClusterConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
+    /// PEM certificates a node trusts for the TLS of the peers it dials (`--peer-ca`), when
+    /// it has a TLS identity (`Config::tls`); `None`: the certificates of its own
+    /// `--tls-cert` file.
+    pub peer_ca_pem: Option<Vec<u8>>,
     /// The address other members dial to reach this node; the bound address when `None`.
     pub advertise_addr: Option<SocketAddr>,
     /// After a start with a non-`always` fsync policy and peers configured, produces are
@@ -180,6 +184,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peer_addrs: Vec::new(),
             secret: None,
+            peer_ca_pem: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
             actors_max: 1024,
@@ -335,7 +340,8 @@ pub struct Config {
     pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,
-    /// The largest PeerHello accepted (it carries a version vector and a member list).
+    /// The largest peer handshake frame accepted (PeerHello, PeerWelcome, PeerProof,
+    /// PeerAccept; the last two carry a version vector and a member list).
     pub peer_hello_frame_size_max: u32,
     /// A frame whose first byte arrived must be complete within this time.
     pub frame_timeout: Duration,
@@ -438,12 +444,9 @@ impl Config {
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
         }
-        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
-        if self.tls.is_some() && clustered {
-            // Peers dial the client port, and the peer side has no TLS yet.
-            return Err(
-                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
-            );
+        if self.cluster.peer_ca_pem.is_some() && self.tls.is_none() {
+            // Peers dial the port with TLS only when this node speaks TLS itself.
+            return Err("a peer CA (--peer-ca) needs a TLS identity (--tls-cert)".into());
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
@@ -609,14 +612,14 @@ impl Config {
         if self.peer_hello_frame_size_max < self.hello_frame_size_max
             || self.peer_hello_frame_size_max > self.wire.frame_size_max
         {
-            return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+            return Err("the peer handshake frame size limit must be between the Hello limit and the frame size limit".into());
         }
         // A handshake at the cluster limits (a vector of `actors_max` entries and a member list
-        // of `members_max` addresses) must fit the PeerHello limit.
+        // of `members_max` addresses) must fit the peer handshake frame limit.
         let handshake_max = 2048 + 10 * self.cluster.actors_max + 68 * self.cluster.members_max;
         if handshake_max > self.peer_hello_frame_size_max as usize {
             return Err(format!(
-                "the PeerHello frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
+                "the peer handshake frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
                 self.peer_hello_frame_size_max
             ));
         }

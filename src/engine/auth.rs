@@ -115,7 +115,7 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn peer_description(&self, conn: ConnId) -> String {
+    pub(in crate::engine) fn peer_description(&self, conn: ConnId) -> String {
         match self.conn(conn).and_then(|c| c.peer_addr) {
             Some(addr) => addr.to_string(),
             None => "an unknown address".into(),

@@ -43,6 +43,8 @@ pub mod kind {
     pub const PEER_EVENT: u8 = 0x42;
     pub const PEER_CREDIT: u8 = 0x43;
     pub const PEER_MEMBERS: u8 = 0x44;
+    pub const PEER_PROOF: u8 = 0x45;
+    pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -54,16 +56,29 @@ pub struct Member {
     pub addr: String,
 }
 
+/// The size of a handshake nonce and of a handshake proof (an HMAC-SHA256).
+pub const PEER_NONCE_SIZE: usize = 32;
+
 /// The first frame on a peer connection (PeerHello, from the dialer) and its answer
-/// (PeerWelcome, from the acceptor): the same content both ways.
+/// (PeerWelcome, from the acceptor): the same content both ways. Each side sends a fresh
+/// random nonce; the proofs that follow (PeerProof, PeerAccept) are computed over both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerHandshake {
     pub protocol_version: u16,
     pub actor_id: u16,
     /// Where other members can dial this node.
     pub advertised_addr: String,
-    /// The cluster secret, empty when none is configured. Sent in cleartext.
-    pub secret: Vec<u8>,
+    /// Fresh for every handshake, unpredictable: the challenge the other side must answer.
+    pub nonce: [u8; PEER_NONCE_SIZE],
+}
+
+/// The second half of the peer handshake (PeerProof, from the dialer, and PeerAccept, from
+/// the acceptor): proof of the cluster secret, then what the sender holds and knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProof {
+    /// HMAC-SHA256 keyed with the cluster secret over both nonces, both actor ids and the
+    /// sender's role ([`PeerTranscript::proof`](crate::protocol::PeerTranscript::proof)).
+    pub proof: [u8; PEER_NONCE_SIZE],
     /// For each actor, the highest counter this node holds: the other side replicates
     /// everything above it.
     pub vector: VersionVector,
@@ -281,7 +296,8 @@ pub enum ErrorCode {
     FrameTooLarge = 3,
     /// A frame other than Hello came before the handshake. Closes the connection.
     HandshakeRequired = 4,
-    /// The auth token or cluster secret was refused. Closes the connection.
+    /// The auth token was refused, or a peer's handshake proof does not match the cluster
+    /// secret. Closes the connection.
     AuthFailed = 5,
     /// The namespace is not valid. The connection stays open.
     InvalidNamespace = 6,
@@ -354,6 +370,10 @@ pub enum ErrorCode {
     /// An idempotent produce repeated a sequence number the server has no ack for (older
     /// than its window, or the produce was refused). Nothing was appended. Stays open.
     SequenceUnknown = 36,
+    /// A peer sent a PeerEvent of an actor it may not speak for: not itself, not this node,
+    /// not a member this node knows, and not in the peer's handshake vector
+    /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
+    ActorNotAllowed = 40,
 }
 
 impl ErrorCode {
@@ -393,6 +413,7 @@ impl ErrorCode {
             ReplicationTimeout,
             ExpectationFailed,
             SequenceUnknown,
+            ActorNotAllowed,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -413,7 +434,8 @@ impl ErrorCode {
             | ActorIdConflict
             | DuplicatePeerConnection
             | ResourceLimit
-            | TlsRequired => true,
+            | TlsRequired
+            | ActorNotAllowed => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -525,8 +547,8 @@ pub enum ServerFrame {
     },
 }
 
-/// A frame between two cluster peers (the established ones only after a PeerHello/PeerWelcome
-/// handshake).
+/// A frame between two cluster peers (the established ones only after the PeerHello,
+/// PeerWelcome, PeerProof, PeerAccept handshake).
 ///
 /// The Error frame (kind 0x23) is shared with [`ServerFrame`]: a peer that refuses a handshake
 /// or closes a peer connection sends the same Error frame a server sends a client, so it is a
@@ -535,6 +557,10 @@ pub enum ServerFrame {
 pub enum PeerFrame {
     PeerHello(PeerHandshake),
     PeerWelcome(PeerHandshake),
+    /// The dialer's proof of the secret, its vector and members (after PeerWelcome).
+    PeerProof(PeerProof),
+    /// The acceptor's proof of the secret, its vector and members (after a valid PeerProof).
+    PeerAccept(PeerProof),
     /// One replicated event, in the sender's log order.
     PeerEvent(Event),
     /// The receiver may be sent `count` more PeerEvent frames; 0 is a keep-alive.

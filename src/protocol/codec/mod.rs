@@ -176,7 +176,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
         | kind::PEER_CREDIT
-        | kind::PEER_MEMBERS => PeerToPeer,
+        | kind::PEER_MEMBERS
+        | kind::PEER_PROOF
+        | kind::PEER_ACCEPT => PeerToPeer,
         _ => return None,
     })
 }
@@ -303,6 +305,8 @@ impl Decode for OpeningFrame {
             // Refused at the header.
             AnyFrame::Peer(
                 PeerFrame::PeerWelcome(_)
+                | PeerFrame::PeerProof(_)
+                | PeerFrame::PeerAccept(_)
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
@@ -502,6 +506,9 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(hello) => write_frame(out, kind, |w| hello.write(w)),
             PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            PeerFrame::PeerProof(proof) | PeerFrame::PeerAccept(proof) => {
+                write_frame(out, kind, |w| proof.write(w))
+            }
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerMembers(members) => {
@@ -515,6 +522,8 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(_) => kind::PEER_HELLO,
             PeerFrame::PeerWelcome(_) => kind::PEER_WELCOME,
+            PeerFrame::PeerProof(_) => kind::PEER_PROOF,
+            PeerFrame::PeerAccept(_) => kind::PEER_ACCEPT,
             PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
@@ -574,6 +583,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_EVENT => "PeerEvent",
         kind::PEER_CREDIT => "PeerCredit",
         kind::PEER_MEMBERS => "PeerMembers",
+        kind::PEER_PROOF => "PeerProof",
+        kind::PEER_ACCEPT => "PeerAccept",
         _ => "unknown",
     }
 }
@@ -651,6 +662,8 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             count: r.get_u32("count")?,
         }),
         kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
+        kind::PEER_PROOF => AnyFrame::Peer(PeerFrame::PeerProof(PeerProof::read(r)?)),
+        kind::PEER_ACCEPT => AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof::read(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }

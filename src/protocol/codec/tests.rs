@@ -206,18 +206,24 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             protocol_version: 1,
             actor_id: 2,
             advertised_addr: "10.0.0.2:3000".into(),
-            secret: b"s".to_vec(),
+            nonce: [7; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
+            protocol_version: 1,
+            actor_id: 1,
+            advertised_addr: String::new(),
+            nonce: [0; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerProof(PeerProof {
+            proof: [3; 32],
             vector: [(ActorId(1), 5)].into_iter().collect(),
             members: vec![Member {
                 actor_id: 3,
                 addr: "10.0.0.3:3000".into(),
             }],
         })),
-        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
-            protocol_version: 1,
-            actor_id: 1,
-            advertised_addr: String::new(),
-            secret: Vec::new(),
+        AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof {
+            proof: [4; 32],
             vector: VersionVector::new(),
             members: Vec::new(),
         })),
@@ -916,12 +922,11 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
 
 #[test]
 fn actor_0_in_a_vector_or_member_list_is_malformed() {
-    // Vector {0: 5} in a PeerMembers-free PeerHello body.
-    let mut body = vec![0, 1, 0, 2];
-    body.extend_from_slice(&[0, 0, 0, 0]); // empty address, empty secret
+    // Vector {0: 5} in a PeerMembers-free PeerProof body.
+    let mut body = vec![0; 32]; // proof
     body.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
     body.extend_from_slice(&[0, 0]);
-    let error = decode_error(&raw_frame(0x40, &body));
+    let error = decode_error(&raw_frame(0x45, &body));
     assert!(error.message.contains("actor 0"), "{error}");
     // PeerMembers naming actor 0.
     let body = [0, 1, 0, 0, 0, 1, b'x'];
@@ -1001,9 +1006,7 @@ fn each_decoder_refuses_the_other_directions_in_the_order_of_checks() {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: "h:1".into(),
-        secret: Vec::new(),
-        vector: VersionVector::new(),
-        members: Vec::new(),
+        nonce: [0; 32],
     })));
     let ack = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
         op_id: 1,
