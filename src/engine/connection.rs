@@ -84,6 +84,8 @@ pub struct ClientConn {
     pub principal: Option<Arc<Principal>>,
     /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
     pub replicas: u8,
+    /// The idempotent producer this connection speaks for (SetProducer), if any.
+    pub producer: Option<super::streams::ProducerSlot>,
 }
 
 /// What only an established peer connection has: the peer `actor`; `dialed_by` is the actor

@@ -229,7 +229,7 @@ impl<L: Log> Engine<L> {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                let wanted = self.turn_namespaces.iter().any(|namespace| {
+                let wanted = self.turn_namespaces.keys().any(|namespace| {
                     if steps_left == 0 {
                         return true;
                     }

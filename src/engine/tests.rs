@@ -12,6 +12,8 @@ use crate::storage::MemoryLog;
 
 // Authentication and permissions (`--auth-file`), and the handshake fuzz.
 mod auth;
+// Conditional and idempotent produce.
+mod streams;
 
 struct Harness {
     engine: Engine<MemoryLog>,

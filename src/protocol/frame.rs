@@ -27,6 +27,8 @@ pub mod kind {
     pub const GROUPS_REQUEST: u8 = 0x0E;
     pub const PARKED_REQUEST: u8 = 0x0F;
     pub const GROUP_ADMIN: u8 = 0x10;
+    pub const PRODUCE_IF: u8 = 0x12;
+    pub const SET_PRODUCER: u8 = 0x13;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -181,6 +183,28 @@ pub struct Produce {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceBatch {
     pub op_id: u64,
+    pub events: Vec<NewEvent>,
+}
+
+/// What a conditional produce ([`ProduceIf`]) expects of the namespace of its first event,
+/// checked against this node's log (events of earlier produces of the same turn included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// No condition (KurrentDB's "any").
+    Any,
+    /// The namespace has no events.
+    NoEvents,
+    /// The namespace's newest event has this id.
+    LastIs(EventId),
+    /// The namespace has at least one event.
+    HasEvents,
+}
+
+/// A batch appended only if the namespace of its first event meets `expect`: all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceIf {
+    pub op_id: u64,
+    pub expect: Expectation,
     pub events: Vec<NewEvent>,
 }
 
@@ -449,6 +473,12 @@ pub enum ErrorCode {
     NoSuchGroup = 31,
     /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
     GroupInUse = 32,
+    /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
+    /// the namespace's actual last id (25 digits) or `none`. Stays open.
+    ExpectationFailed = 35,
+    /// An idempotent produce repeated a sequence number the server has no ack for (older
+    /// than its window, or the produce was refused). Nothing was appended. Stays open.
+    SequenceUnknown = 36,
     /// A peer sent a PeerEvent of an actor it may not speak for: not itself, not this node,
     /// not a member this node knows, and not in the peer's handshake vector
     /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
@@ -492,6 +522,8 @@ impl ErrorCode {
             ReplicationTimeout,
             NoSuchGroup,
             GroupInUse,
+            ExpectationFailed,
+            SequenceUnknown,
             ActorNotAllowed,
         ];
         all.into_iter().find(|c| *c as u16 == code)
@@ -533,7 +565,9 @@ impl ErrorCode {
             | TooManyGroups
             | ReplicationTimeout
             | NoSuchGroup
-            | GroupInUse => false,
+            | GroupInUse
+            | ExpectationFailed
+            | SequenceUnknown => false,
         }
     }
 }
@@ -592,6 +626,15 @@ pub enum ClientFrame {
     ParkedRequest(ParkedRequest),
     /// Replay parked events, reset or delete a group (admin).
     GroupAdmin(GroupAdmin),
+    /// A batch appended only if its first event's namespace meets an expectation.
+    ProduceIf(ProduceIf),
+    /// Later produces of this connection are numbered `next_sequence`, `next_sequence + 1`,
+    /// ... for producer `producer_id` (0: not idempotent), so a retried one is stored once.
+    /// No reply.
+    SetProducer {
+        producer_id: u64,
+        next_sequence: u64,
+    },
 }
 
 /// A frame a server sends to a client.

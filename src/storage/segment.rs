@@ -58,6 +58,9 @@ pub enum FileKind {
     /// The counter lease (`lease.rs`), and a new one being written.
     CounterLease,
     CounterLeaseTemp,
+    /// The produced journal of idempotent produces (`produced.rs`), and a rewrite of it.
+    ProducedJournal,
+    ProducedJournalTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -73,6 +76,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         LOCK_FILE_NAME => return Some(FileKind::Lock),
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
+        super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
+        "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
         _ => {}
     }
     if let Some((segment, position)) = name.split_once(".log.quarantine-") {

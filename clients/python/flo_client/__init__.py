@@ -36,6 +36,7 @@ HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01
 WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
 SET_REPLICAS = 0x0D  # section 6
+PRODUCE_IF, SET_PRODUCER = 0x12, 0x13  # section 6: conditional and idempotent produce
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
 # Consumer groups (section 16).
 JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
@@ -82,7 +83,12 @@ ERROR_CODES = {
     30: "ReplicationTimeout",
     31: "NoSuchGroup",
     32: "GroupInUse",
+    35: "ExpectationFailed",
+    36: "SequenceUnknown",
 }
+
+# ProduceIf expectations (section 6).
+EXPECT_ANY, EXPECT_NO_EVENTS, EXPECT_LAST_IS, EXPECT_HAS_EVENTS = 0, 1, 2, 3
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
 # End reasons (section 7).
@@ -117,6 +123,15 @@ class FloError(Exception):
     @property
     def closes_connection(self) -> bool:
         return self.code in CLOSING_CODES
+
+    @property
+    def actual_last_id(self) -> Optional[Tuple[Optional["EventId"]]]:
+        """For ExpectationFailed: a 1-tuple with the namespace's actual newest id (None when it
+        has no events), parsed from the start of the message (protocol.md section 6); else None."""
+        if self.code != 35:
+            return None
+        head = self.message.split(":", 1)[0]
+        return (None,) if head == "none" else (EventId.parse(head),)
 
 
 class ProtocolError(Exception):
@@ -372,6 +387,17 @@ def encode_produce(op_id: int, ev: NewEvent) -> bytes:
 def encode_batch(op_id: int, events: List[NewEvent]) -> bytes:
     body = struct.pack(">QI", op_id, len(events)) + b"".join(_new_event(e) for e in events)
     return frame(PRODUCE_BATCH, body)
+
+
+def encode_produce_if(op_id: int, expectation: int, expected_id: Optional[EventId],
+                      events: List[NewEvent]) -> bytes:
+    body = struct.pack(">QB", op_id, expectation) + _event_id(expected_id)
+    body += struct.pack(">I", len(events)) + b"".join(_new_event(e) for e in events)
+    return frame(PRODUCE_IF, body)
+
+
+def encode_set_producer(producer_id: int, next_sequence: int) -> bytes:
+    return frame(SET_PRODUCER, struct.pack(">QQ", producer_id, next_sequence))
 
 
 def encode_subscribe(sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int) -> bytes:
@@ -834,6 +860,33 @@ class FloClient:
 
     def produce_batch(self, events: Iterable[NewEvent]) -> Ack:
         return self.wait_reply(self.send_batch(events))
+
+    def produce_if(self, events: Iterable[NewEvent], expect_last: Optional[EventId] = None,
+                   expect_empty: bool = False) -> Ack:
+        """Append `events` atomically only if the namespace of the first one has `expect_last` as
+        its newest event (or, with `expect_empty`, has no events). Raises FloError
+        ExpectationFailed otherwise; its `actual_last_id` tells the actual newest id."""
+        events = list(events)
+        if not events:
+            raise ValueError("a batch needs at least one event")
+        for ev in events:
+            self._check_event(ev)
+        if expect_empty:
+            expectation, expected = EXPECT_NO_EVENTS, None
+        elif expect_last is not None:
+            expectation, expected = EXPECT_LAST_IS, expect_last
+        else:
+            expectation, expected = EXPECT_ANY, None
+        op = self._new_op()
+        self._send(encode_produce_if(op, expectation, expected, events))
+        return self.wait_reply(op)
+
+    def set_producer(self, producer_id: int, next_sequence: int) -> None:
+        """Number later produces for `producer_id` from `next_sequence`: a retried number is
+        answered with its original Ack instead of being stored again (protocol.md, SetProducer).
+        To retry after a lost connection, send this again with the number of the oldest
+        unanswered produce and resend those produces in order. No reply."""
+        self._send(encode_set_producer(producer_id, next_sequence))
 
     def wait_reply(self, op_id: int, timeout: Optional[float] = None) -> Ack:
         """Wait for the reply to `op_id`: returns the Ack or raises its FloError."""

@@ -159,6 +159,11 @@ class OfflineTests(unittest.TestCase):
                 "workers", flo.ADMIN_RESET, Start.after_id(EventId(42, 1))
             ),
             'GroupAdmin: delete "workers"': flo.encode_group_admin("workers", flo.ADMIN_DELETE),
+            "ProduceIf: op id 4, append to /acct/42 only if its newest event is 0000000000000000000500001":
+                flo.encode_produce_if(4, flo.EXPECT_LAST_IS, EventId.parse("5.1"), [NewEvent("/acct/42", b"+10")]),
+            "ProduceIf: op id 5, create /acct/43: only if it has no events":
+                flo.encode_produce_if(5, flo.EXPECT_NO_EVENTS, None, [NewEvent("/acct/43", b"open")]),
+            "SetProducer: producer 42, the next produce is number 1": flo.encode_set_producer(42, 1),
         }
         for title, encoded in cases.items():
             with self.subTest(title):
@@ -346,6 +351,26 @@ class ServerTests(unittest.TestCase):
         self.assertEqual([(e.id, e.namespace, e.data) for e in evs[1:]],
                          list(zip(ack.ids, ["/a", "/b", "/a/c"], [b"x", b"", b"yz"])))
         self.assertTrue(all(e.timestamp_ms == ack.timestamp_ms for e in evs[1:]))
+
+    def test_conditional_produce(self) -> None:
+        c = self.connect()
+        opened = c.produce_if([NewEvent("/acct/1", b"open")], expect_empty=True)
+        with self.assertRaises(FloError) as cm:
+            c.produce_if([NewEvent("/acct/1", b"again")], expect_empty=True)
+        self.assertEqual(cm.exception.name, "ExpectationFailed")
+        self.assertEqual(cm.exception.actual_last_id, (opened.first_id,))
+        c.produce_if([NewEvent("/acct/1", b"+1"), NewEvent("/audit", b"x")], expect_last=opened.first_id)
+        self.assertEqual(len(list(c.subscribe("/acct/1").events())), 2)
+
+    def test_idempotent_retry_gets_the_original_ack(self) -> None:
+        first = self.connect()
+        first.set_producer(4242, 1)
+        ack = first.produce("/orders", b"1")
+        retry = self.connect()
+        retry.set_producer(4242, 1)
+        again = retry.produce("/orders", b"1")
+        self.assertEqual((again.first_id, again.timestamp_ms), (ack.first_id, ack.timestamp_ms))
+        self.assertEqual(len(list(retry.subscribe("/orders").events())), 1)
 
     def test_invalid_batches(self) -> None:
         c = self.connect()

@@ -168,6 +168,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUPS_REQUEST
         | kind::PARKED_REQUEST
         | kind::GROUP_ADMIN => ClientToServer,
+        | kind::PRODUCE_IF
+        | kind::SET_PRODUCER => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -309,7 +311,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::SetReplicas { .. }
                 | ClientFrame::GroupsRequest(_)
                 | ClientFrame::ParkedRequest(_)
-                | ClientFrame::GroupAdmin(_),
+                | ClientFrame::GroupAdmin(_)
+                | ClientFrame::ProduceIf(_)
+                | ClientFrame::SetProducer { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -415,6 +419,14 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
+            ClientFrame::ProduceIf(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::SetProducer {
+                producer_id,
+                next_sequence,
+            } => write_frame(out, kind, |w| {
+                w.put_u64(*producer_id);
+                w.put_u64(*next_sequence);
+            }),
         }
     }
 
@@ -436,6 +448,8 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
             ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
             ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
+            ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
+            ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
         }
     }
 }
@@ -584,6 +598,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUP_NACK => "GroupNack",
         kind::LEAVE_GROUP => "LeaveGroup",
         kind::SET_REPLICAS => "SetReplicas",
+        kind::PRODUCE_IF => "ProduceIf",
+        kind::SET_PRODUCER => "SetProducer",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::GROUPS_REQUEST => "GroupsRequest",
@@ -643,6 +659,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
         kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
             replicas: r.get_u8("replicas")?,
+        }),
+        kind::PRODUCE_IF => AnyFrame::Client(ClientFrame::ProduceIf(ProduceIf::read(r)?)),
+        kind::SET_PRODUCER => AnyFrame::Client(ClientFrame::SetProducer {
+            producer_id: r.get_u64("producer id")?,
+            next_sequence: r.get_u64("next sequence")?,
         }),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
@@ -805,6 +826,69 @@ impl WireFormat for ProduceBatch {
         Ok(ProduceBatch { op_id, events })
     }
 }
+
+impl WireFormat for ProduceIf {
+    fn write(&self, w: &mut Writer) {
+        w.put_u64(self.op_id);
+        let (expect, id) = match self.expect {
+            Expectation::Any => (EXPECT_ANY, None),
+            Expectation::NoEvents => (EXPECT_NO_EVENTS, None),
+            Expectation::LastIs(id) => (EXPECT_LAST_IS, Some(id)),
+            Expectation::HasEvents => (EXPECT_HAS_EVENTS, None),
+        };
+        w.put_u8(expect);
+        w.put_optional_id(id);
+        let count = u32::try_from(self.events.len())
+            .expect("batch of 2^32 events: callers check the batch limit first");
+        w.put_u32(count);
+        for event in &self.events {
+            event.write(w);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<ProduceIf, DecodeError> {
+        let op_id = r.get_u64("op id")?;
+        let expect = r.get_u8("expectation")?;
+        let id = r.get_optional_id("expected id")?;
+        let expect = match (expect, id) {
+            (EXPECT_ANY, None) => Expectation::Any,
+            (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
+            (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
+            (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
+            (EXPECT_LAST_IS, None) => {
+                return Err(DecodeError::malformed(
+                    "expectation 2 needs an expected id".into(),
+                ))
+            }
+            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
+                return Err(DecodeError::malformed(
+                    "only expectation 2 has an expected id".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(DecodeError::malformed(format!(
+                    "unknown expectation {other}"
+                )))
+            }
+        };
+        let count = r.get_u32("event count")?;
+        // As for ProduceBatch: nothing reserved from `count`.
+        let mut events = Vec::new();
+        for _ in 0..count {
+            events.push(NewEvent::read(r)?);
+        }
+        Ok(ProduceIf {
+            op_id,
+            expect,
+            events,
+        })
+    }
+}
+
+const EXPECT_ANY: u8 = 0;
+const EXPECT_NO_EVENTS: u8 = 1;
+const EXPECT_LAST_IS: u8 = 2;
+const EXPECT_HAS_EVENTS: u8 = 3;
 
 impl WireFormat for Ack {
     fn write(&self, w: &mut Writer) {
