@@ -173,6 +173,7 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32)
         start,
         limit: 0,
         tail,
+        skip_damaged: false,
         credit,
     })
 }
@@ -1947,6 +1948,94 @@ fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
         "{frames:?}"
     );
     assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
+}
+
+/// Issue 10 item 6: a consumer may choose to skip a damaged range of the log (Subscribe flags
+/// bit 1); it is told with Skipped and gets every readable event after it. Without the option
+/// the subscription ends with `StorageFailure` at the damage, as before.
+#[test]
+fn a_subscription_that_asks_skips_a_damaged_range_with_skipped_and_goes_on() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a", "/a"]);
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(2)));
+    let skipping = h.client();
+    h.send(
+        skipping,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: false,
+            skip_damaged: true,
+            credit: 100,
+        }),
+    );
+    let plain = h.client();
+    h.subscribe(plain, 1, "/**", StartPosition::Beginning, false, 100);
+    h.turn();
+    let frames = h.received(skipping);
+    assert_eq!(events_of(&frames, 1).len(), 4, "{frames:?}");
+    assert_eq!(
+        frames[2],
+        ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        },
+        "{frames:?}"
+    );
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::End {
+            subscription_id: 1,
+            reason: EndReason::EndOfStream
+        })
+    );
+    let frames = h.received(plain);
+    assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Error(e))
+            if e.code == ErrorCode::StorageFailure && e.message.contains("offsets 2..3")),
+        "{frames:?}"
+    );
+}
+
+/// A cursor whose first uncovered record lies past the damage: the start search meets the
+/// damage, and a subscription that asked to skip starts there instead of being refused.
+#[test]
+fn a_skipping_subscription_whose_start_search_meets_damage_starts_at_it() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a"]);
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(1)));
+    let consumer = h.client();
+    let cursor = Cursor::from_vector([(ActorId(7), 2)].into_iter().collect());
+    h.send(
+        consumer,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Cursor(cursor),
+            limit: 0,
+            tail: true,
+            skip_damaged: true,
+            credit: 100,
+        }),
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        frames.first(),
+        Some(&ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        }),
+        "{frames:?}"
+    );
+    let ids: Vec<u64> = events_of(&frames, 1).iter().map(|e| e.id.counter).collect();
+    assert_eq!(ids, vec![3, 4], "{frames:?}");
     assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
 }
 

@@ -187,8 +187,12 @@ pub struct Subscribe {
     pub start: StartPosition,
     /// Stop after this many events; 0 means no limit.
     pub limit: u64,
-    /// Keep delivering new events after the stored ones run out.
+    /// Keep delivering new events after the stored ones run out (flags bit 0).
     pub tail: bool,
+    /// When a read meets a damaged, unreadable range of the server's log, skip it (the server
+    /// sends [`ServerFrame::Skipped`] with the number of records lost and goes on) instead of
+    /// ending the subscription with `StorageFailure` (flags bit 1).
+    pub skip_damaged: bool,
     /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
 }
