@@ -367,9 +367,18 @@ def encode_batch(op_id: int, events: List[NewEvent]) -> bytes:
     return frame(PRODUCE_BATCH, body)
 
 
-def encode_subscribe(sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int) -> bytes:
+SUBSCRIBE_TAIL = 0x01
+SUBSCRIBE_SKIP_DAMAGED = 0x02
+
+
+def encode_subscribe(
+    sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int, skip_damaged: bool = False
+) -> bytes:
+    """`skip_damaged`: the server skips a damaged range of its log with a Skipped frame instead
+    of ending the subscription with StorageFailure (protocol.md section 7, Subscribe flags)."""
+    flags = (SUBSCRIBE_TAIL if tail else 0) | (SUBSCRIBE_SKIP_DAMAGED if skip_damaged else 0)
     body = struct.pack(">I", sub_id) + _str16(glob) + start.encode()
-    body += struct.pack(">QBI", limit, 1 if tail else 0, credit)
+    body += struct.pack(">QBI", limit, flags, credit)
     return frame(SUBSCRIBE, body)
 
 
@@ -731,8 +740,11 @@ class FloClient:
         credit: int = 100,
         auto_credit: bool = True,
         sub_id: Optional[int] = None,
+        skip_damaged: bool = False,
     ) -> Subscription:
-        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`."""
+        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`.
+        With `skip_damaged`, a damaged range of the server's log comes as a Skipped item
+        instead of a StorageFailure error that ends the subscription."""
         if sub_id is None:
             sub_id = self.next_sub
             while sub_id in self.subs:
@@ -745,7 +757,7 @@ class FloClient:
         sub = Subscription(self, sub_id, start, credit, auto_credit)
         self.subs[sub_id] = sub
         self.ended_subs.discard(sub_id)
-        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit))
+        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit, skip_damaged))
         return sub
 
     # -- keep-alive --------------------------------------------------------------------------
