@@ -1059,6 +1059,29 @@ fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Ve
     (conn, frames)
 }
 
+/// Issue 10 item 16: Status says how long a disconnected peer has been gone (the time of the
+/// disconnect is the engine's last given monotonic time; the engine reads no clock).
+#[test]
+fn status_says_since_when_a_peer_is_disconnected() {
+    let mut harness = Harness::new();
+    harness.now.monotonic.0 = 5_000;
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let member = |harness: &Harness| {
+        let status = harness.engine.status();
+        let member = status.members.iter().find(|m| m.actor_id == 2).cloned();
+        member.expect("actor 2 is a member")
+    };
+    harness.now.monotonic.0 = 10_000;
+    harness.turn();
+    assert_eq!(member(&harness).disconnected_ms, 0, "connected");
+    harness.engine.handle_closed(conn);
+    harness.now.monotonic.0 = 52_000;
+    harness.turn();
+    let gone = member(&harness);
+    assert_ne!(gone.state, crate::protocol::MemberState::Connected);
+    assert_eq!(gone.disconnected_ms, 42_000);
+}
+
 #[test]
 fn a_peer_frame_on_a_client_connection_closes_it() {
     let mut harness = Harness::new();

@@ -94,6 +94,11 @@ pub struct MemberStatus {
     pub vector: VersionVector,
     /// Records of this node's log not yet sent to the member (0 when not connected).
     pub lag: u64,
+    /// How long the member has been without a connection to this node, in milliseconds of
+    /// the server's monotonic clock: since its connection ended, or, if it has not been
+    /// connected since this node started, since this node learned of it (a configured
+    /// address: since the start). 0 when connected.
+    pub disconnected_ms: u64,
 }
 
 /// The answer to a status request.

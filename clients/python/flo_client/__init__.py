@@ -506,7 +506,17 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         status["vector"] = _read_vector(r)
         members = []
         for _ in range(r.u16()):
-            members.append({"actor_id": r.u16(), "addr": r.str16(), "state": r.u8(), "vector": _read_vector(r), "lag": r.u64()})
+            members.append(
+                {
+                    "actor_id": r.u16(),
+                    "addr": r.str16(),
+                    "state": r.u8(),
+                    "vector": _read_vector(r),
+                    "lag": r.u64(),
+                    # 0 when connected; else ms without a connection (protocol.md section 14).
+                    "disconnected_ms": r.u64(),
+                }
+            )
         status["members"] = members
         out = ("status", status)
     else:

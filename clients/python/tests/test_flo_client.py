@@ -162,6 +162,11 @@ class OfflineTests(unittest.TestCase):
                 flo.decode(kind, raw[5:])
         self.assertGreaterEqual(server_kinds, 13)
 
+    def test_status_members_say_since_when_they_are_disconnected(self) -> None:
+        raw = spec_examples()["Status of actor 1: connected to actor 2, backing off from actor 3 for 42 s"]
+        _, status = flo.decode(raw[4], raw[5:])
+        self.assertEqual([m["disconnected_ms"] for m in status["members"]], [0, 42000])
+
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
         self.assertEqual(flo.decode(raw[4], raw[5:]), flo.Skipped(1, 2000))

@@ -201,6 +201,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 state: MemberState::BackingOff,
                 vector: [(ActorId(2), 9)].into_iter().collect(),
                 lag: 3,
+                disconnected_ms: 42_000,
             }],
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
