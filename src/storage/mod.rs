@@ -35,6 +35,7 @@ pub mod record;
 pub(crate) mod record;
 mod recovery;
 mod repair;
+mod repair_sealed;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod segment;
