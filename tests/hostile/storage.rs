@@ -177,6 +177,52 @@ fn a_consumer_that_asks_skips_a_damaged_sealed_segment_and_is_told_how_many_reco
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
 
+/// `flo --repair` on a damaged sealed segment (issue 10 item 6): the server starts, one log
+/// line says how many records were lost, and a plain consumer reads every other event to the
+/// end without an error.
+#[test]
+fn flo_repair_rewrites_a_damaged_sealed_segment_and_says_what_was_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_segment, _) = damage_first_sealed_segment(dir.path());
+    let mut server = FloProcess::start(dir.path(), &["--segment-size", "4096", "--repair"]);
+    let line = server
+        .early_lines
+        .iter()
+        .find(|line| line.contains("repair: sealed segment"))
+        .unwrap_or_else(|| panic!("no repair line in {:?}", server.early_lines));
+    assert!(line.contains("lost 1 records"), "{line}");
+    assert!(line.contains("between offsets 0..1"), "{line}");
+    let quarantine = format!("{}.quarantine-", first_segment.display());
+    let quarantined = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            let path = e.as_ref().expect("entry").path();
+            path.display().to_string().starts_with(&quarantine)
+        })
+        .count();
+    assert_eq!(quarantined, 1, "the damaged file is kept in quarantine");
+    let mut conn = RawConn::hello(server.addr);
+    conn.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: "/damaged/disk".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        skip_damaged: false,
+        credit: 1000,
+    });
+    let mut delivered = 0;
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Event { .. }) => delivered += 1,
+            Some(ServerFrame::End { .. }) => break,
+            other => panic!("expected events and End, got {other:?}"),
+        }
+    }
+    assert_eq!(delivered, 199, "every readable event");
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
 /// Produces `count` events on one connection and returns the counter of the last ack.
 fn produce_acked(server: &FloProcess, namespace: &str, count: u64) -> u64 {
     let mut conn = RawConn::hello(server.addr);
