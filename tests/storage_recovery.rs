@@ -207,7 +207,11 @@ fn repair_of_a_damaged_sealed_segment_keeps_every_readable_record_at_its_offset(
     assert!(files.len() >= 3, "two sealed segments");
     let header = header_size(&files[0]);
     let start_of = |index: usize| -> u64 {
-        header + events[..index].iter().map(|e| encoded_size(e) as u64).sum::<u64>()
+        header
+            + events[..index]
+                .iter()
+                .map(|e| encoded_size(e) as u64)
+                .sum::<u64>()
     };
     let original = fs::read(&files[0]).unwrap();
     let mut bytes = original.clone();
@@ -225,8 +229,14 @@ fn repair_of_a_damaged_sealed_segment_keeps_every_readable_record_at_its_offset(
     let (mut log, report_repaired) = FileLog::open_repairing(&config).unwrap();
     assert_eq!(report_repaired.lost_records, 2, "{report_repaired}");
     assert_eq!(report_repaired.event_count, report.event_count);
-    let quarantine = dir.path().join(format!("{:020}.log.quarantine-{}", 0, start_of(10)));
-    assert_eq!(fs::read(&quarantine).unwrap(), bytes, "the whole damaged file");
+    let quarantine = dir
+        .path()
+        .join(format!("{:020}.log.quarantine-{}", 0, start_of(10)));
+    assert_eq!(
+        fs::read(&quarantine).unwrap(),
+        bytes,
+        "the whole damaged file"
+    );
     let mut read = Vec::new();
     log.read(Offset(0), &mut |offset, e| {
         read.push((offset.0, e.clone()));

@@ -23,11 +23,11 @@ use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
+use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
     classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
     read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
 };
-use super::repair_sealed::repair_sealed_segments;
 use super::StorageError;
 
 /// What opening the log found and did; the server logs it at start-up.

@@ -91,14 +91,19 @@ fn repair_sealed(
         .into_iter()
         .map(|r| r.start + damaged_at..r.end + damaged_at)
         .collect();
-    let index = load_index(dir, first).filter(|index| {
-        index.file_size == bytes.len() as u64 && index.end_offset() == next_first
-    });
+    let index = load_index(dir, first)
+        .filter(|index| index.file_size == bytes.len() as u64 && index.end_offset() == next_first);
     let anchors: BTreeMap<u64, u64> = index
         .iter()
         .flat_map(|index| index.sparse.iter().map(|&(offset, at)| (at, offset)))
         .collect();
-    let found_kept = place(&found, &anchors, bytes.len(), first + kept.len() as u64, next_first);
+    let found_kept = place(
+        &found,
+        &anchors,
+        bytes.len(),
+        first + kept.len() as u64,
+        next_first,
+    );
     let repaired = found_kept.len() as u64;
     kept.extend(found_kept);
     let lost = total - kept.len() as u64;

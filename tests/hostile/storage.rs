@@ -166,10 +166,19 @@ fn a_consumer_that_asks_skips_a_damaged_sealed_segment_and_is_told_how_many_reco
     let output = client(true);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("warning: {skipped} records")), "{stderr}");
-    assert_eq!(output.stdout.split(|&b| b == b'\n').count() as u64 - 1, delivered);
+    assert!(
+        stderr.contains(&format!("warning: {skipped} records")),
+        "{stderr}"
+    );
+    assert_eq!(
+        output.stdout.split(|&b| b == b'\n').count() as u64 - 1,
+        delivered
+    );
     let output = client(false);
-    assert!(!output.status.success(), "without --skip-damaged the consumer stops");
+    assert!(
+        !output.status.success(),
+        "without --skip-damaged the consumer stops"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unreadable"), "{stderr}");
 

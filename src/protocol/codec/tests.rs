@@ -1100,8 +1100,14 @@ fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
             skip_damaged: flags & 2 != 0,
             ..plain.clone()
         };
-        let frame = decoded.expect("defined flags decode").map(|(frame, _)| frame);
-        assert_eq!(frame, Some(ClientFrame::Subscribe(expected)), "{flags:#04x}");
+        let frame = decoded
+            .expect("defined flags decode")
+            .map(|(frame, _)| frame);
+        assert_eq!(
+            frame,
+            Some(ClientFrame::Subscribe(expected)),
+            "{flags:#04x}"
+        );
     }
 }
 
