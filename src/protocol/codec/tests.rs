@@ -520,11 +520,12 @@ fn inner_lengths_over_the_limits_are_malformed() {
 
 #[test]
 fn invalid_booleans_and_enum_values_are_malformed() {
-    let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
-    let tail_index = tail_two.len() - 5;
-    assert_eq!(tail_two[tail_index], 1);
-    tail_two[tail_index] = 2;
-    assert!(decode_error(&tail_two).message.contains("boolean"));
+    // Subscribe's flags byte (once the `tail` bool): an undefined bit is malformed.
+    let mut flags_four = encoded(&subscribe(StartPosition::Beginning));
+    let flags_index = flags_four.len() - 5;
+    assert_eq!(flags_four[flags_index], 1);
+    flags_four[flags_index] = 4;
+    assert!(decode_error(&flags_four).message.contains("subscribe flags"));
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
