@@ -41,6 +41,7 @@ mod repair_sealed;
 pub mod segment;
 #[cfg(not(feature = "testing"))]
 mod segment;
+mod syncer;
 
 pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
