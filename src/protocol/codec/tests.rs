@@ -525,7 +525,9 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     let flags_index = flags_four.len() - 5;
     assert_eq!(flags_four[flags_index], 1);
     flags_four[flags_index] = 4;
-    assert!(decode_error(&flags_four).message.contains("subscribe flags"));
+    assert!(decode_error(&flags_four)
+        .message
+        .contains("subscribe flags"));
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
