@@ -17,6 +17,8 @@ mod bounds;
 mod cli;
 #[path = "hostile/globs.rs"]
 mod globs;
+#[path = "hostile/groups.rs"]
+mod groups;
 #[path = "hostile/metrics.rs"]
 mod metrics;
 #[path = "hostile/peers.rs"]
@@ -25,3 +27,5 @@ mod peers;
 mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;
+#[path = "hostile/streams.rs"]
+mod streams;

@@ -127,6 +127,7 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
         limit: 0,
         tail: true,
         credit: 1000,
+        skip_damaged: false,
     });
     loop {
         match consumer.recv() {

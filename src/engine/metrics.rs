@@ -127,16 +127,20 @@ struct ConnectionCounts {
     subscriptions: u64,
 }
 
-/// One consumer group, as the metrics show it.
+/// One consumer group, as the metrics show it: the figures of its Groups reply
+/// (`Group::info`, protocol.md section 16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMetrics {
     pub name: String,
     /// Events delivered and not yet acknowledged (in flight or waiting for redelivery).
     pub pending: u64,
     pub parked: u64,
-    /// Records from the group's floor (its oldest unacknowledged event) to the durable end.
+    /// Log records the group has not looked at yet (from its delivered position to the durable
+    /// end): an upper bound on matching events not yet delivered.
     pub lag: u64,
     pub members: u64,
+    /// Since the first delivery of its oldest pending event; 0 with none pending.
+    pub oldest_pending_age_ms: u64,
 }
 
 /// Everything the endpoint shows, taken at once.
@@ -255,6 +259,8 @@ impl<L: Log> Engine<L> {
                 Phase::Peer(_) => counts.peers += 1,
                 Phase::AwaitingHello { .. }
                 | Phase::PeerAwaitingWelcome { .. }
+                | Phase::PeerAwaitingAccept { .. }
+                | Phase::PeerAwaitingProof { .. }
                 | Phase::Closing { .. } => counts.other += 1,
             }
             counts.subscriptions += connection
@@ -267,16 +273,20 @@ impl<L: Log> Engine<L> {
     }
 
     fn group_metrics(&self) -> Vec<GroupMetrics> {
-        let durable_end = self.log.durable_end().0;
+        let durable_end = self.log.durable_end();
         self.groups
             .groups
             .iter()
-            .map(|(name, group)| GroupMetrics {
-                name: name.clone(),
-                pending: group.pending.len() as u64,
-                parked: group.parked.len() as u64,
-                lag: durable_end.saturating_sub(group.floor().0),
-                members: group.members.len() as u64,
+            .map(|(name, group)| {
+                let info = group.info(name, durable_end, self.now_ms);
+                GroupMetrics {
+                    name: info.name,
+                    pending: info.pending,
+                    parked: info.parked,
+                    lag: info.lag,
+                    members: u64::from(info.members),
+                    oldest_pending_age_ms: info.oldest_pending_age_ms,
+                }
             })
             .collect()
     }

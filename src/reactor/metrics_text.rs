@@ -373,7 +373,7 @@ fn render_groups(out: &mut String, s: &MetricsSnapshot) {
         out,
         "flo_group_lag_records",
         "gauge",
-        "Records from a group's oldest unacknowledged event to the end of the log.",
+        "Log records a consumer group has not looked at yet (from its delivered position to the durable end): an upper bound on matching events not yet delivered.",
     );
     for group in &s.groups {
         let _ = writeln!(
@@ -381,6 +381,20 @@ fn render_groups(out: &mut String, s: &MetricsSnapshot) {
             "flo_group_lag_records{{group=\"{}\"}} {}",
             label(&group.name),
             group.lag
+        );
+    }
+    family(
+        out,
+        "flo_group_oldest_pending_age_seconds",
+        "gauge",
+        "Since the first delivery of a consumer group's oldest pending event (0 with none pending).",
+    );
+    for group in &s.groups {
+        let _ = writeln!(
+            out,
+            "flo_group_oldest_pending_age_seconds{{group=\"{}\"}} {}",
+            label(&group.name),
+            seconds(group.oldest_pending_age_ms.saturating_mul(1000))
         );
     }
     family(

@@ -70,6 +70,7 @@ impl<L: Log> Engine<L> {
                         conn: Some(conn),
                         durable_own: their_vector.get(self.config.actor_id),
                         handshake_vector: Some(their_vector),
+                        disconnected_since_ms: self.now_ms,
                     };
                     self.cluster.members.insert(actor, member);
                     changed = true;
@@ -123,6 +124,7 @@ impl<L: Log> Engine<L> {
                     conn: None,
                     handshake_vector: None,
                     durable_own: 0,
+                    disconnected_since_ms: self.now_ms,
                 });
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;
@@ -143,6 +145,7 @@ impl<L: Log> Engine<L> {
             state: TargetState::Waiting { due_ms: 0 },
             attempt: 0,
             actor,
+            known_since_ms: self.now_ms,
         });
         if target.actor.is_none() {
             target.actor = actor;
@@ -169,7 +172,9 @@ impl<L: Log> Engine<L> {
     /// schedule a reconnect.
     pub(in crate::engine) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
         match phase {
-            Phase::PeerAwaitingWelcome { addr, .. } => self.target_failed(addr),
+            Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. } => {
+                self.target_failed(addr)
+            }
             Phase::Peer(PeerConn { actor, .. }) => {
                 let Some(member) = self.cluster.members.get_mut(&actor) else {
                     return;
@@ -178,6 +183,9 @@ impl<L: Log> Engine<L> {
                     return;
                 }
                 member.conn = None;
+                // `handle_closed` carries no time: the last time the engine was given is at
+                // most one reactor turn old.
+                member.disconnected_since_ms = self.now_ms;
                 log::info!("{conn}: peer {actor} disconnected");
                 let addrs: Vec<SocketAddr> = self
                     .cluster
@@ -190,7 +198,10 @@ impl<L: Log> Engine<L> {
                     self.target_failed(addr);
                 }
             }
-            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => {}
+            Phase::AwaitingHello { .. }
+            | Phase::Client(_)
+            | Phase::PeerAwaitingProof { .. }
+            | Phase::Closing { .. } => {}
         }
     }
 

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use super::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
-use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
+use crate::protocol::{MemberState, MemberStatus, PeerFrame, PeerNonce, ServerFrame, Status};
 use crate::storage::Log;
 use catch_up::Hold;
 
@@ -53,6 +53,9 @@ struct Target {
     attempt: u32,
     /// The actor this address turned out to reach, once a handshake told us.
     actor: Option<ActorId>,
+    /// When (monotonic ms) this node learned of the address: for Status while no handshake
+    /// has identified it.
+    known_since_ms: u64,
 }
 
 /// What this node knows about another member.
@@ -67,6 +70,9 @@ struct MemberInfo {
     /// entry for this node in its last handshake vector, then raised by the PeerCredit it
     /// returns after its sync (credit comes back in the order the events were sent).
     durable_own: u64,
+    /// While `conn` is `None`: since when (monotonic ms) it has been without a connection
+    /// (its connection ended, or this node learned of it then).
+    disconnected_since_ms: u64,
 }
 
 /// The cluster state of one engine.
@@ -75,6 +81,10 @@ pub(super) struct Cluster {
     targets: BTreeMap<SocketAddr, Target>,
     members: BTreeMap<ActorId, MemberInfo>,
     rng_state: u64,
+    /// HMAC key of the handshake nonces (`nonce_key` and `seed` of the engine config).
+    nonce_key: ring::hmac::Key,
+    /// Nonces made so far: the n-th nonce is the HMAC of n, so none repeats in a run.
+    nonce_count: u64,
     hold: Hold,
     /// PeerEvent frames were received this turn on these connections.
     credit_due: Vec<ConnId>,
@@ -108,6 +118,8 @@ impl Cluster {
                 state,
                 attempt: 0,
                 actor: None,
+                // The engine's clock starts at the server's start.
+                known_since_ms: 0,
             };
             targets.insert(*addr, target);
         }
@@ -122,6 +134,12 @@ impl Cluster {
             members: BTreeMap::new(),
             // xorshift must not start at 0.
             rng_state: config.seed | 1,
+            nonce_key: {
+                let mut material = config.nonce_key.to_vec();
+                material.extend_from_slice(&config.seed.to_be_bytes());
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &material)
+            },
+            nonce_count: 0,
             hold,
             credit_due: Vec::new(),
         }
@@ -130,6 +148,20 @@ impl Cluster {
     fn next_random(&mut self) -> u64 {
         crate::random::next_u64(&mut self.rng_state)
     }
+
+    /// A fresh handshake nonce: HMAC-SHA256 of a counter under the start-up key. Unpredictable
+    /// without the key (which never leaves the process), and never the same twice in a run;
+    /// a restart draws a new key.
+    fn next_nonce(&mut self) -> PeerNonce {
+        self.nonce_count += 1;
+        let mut message = b"flo peer nonce".to_vec();
+        message.extend_from_slice(&self.nonce_count.to_be_bytes());
+        let tag = ring::hmac::sign(&self.nonce_key, &message);
+        let mut nonce = [0u8; crate::protocol::PEER_NONCE_SIZE];
+        // An HMAC-SHA256 tag is 32 bytes, the nonce's size.
+        nonce.copy_from_slice(tag.as_ref());
+        nonce
+    }
 }
 
 impl<L: Log> Engine<L> {
@@ -137,7 +169,9 @@ impl<L: Log> Engine<L> {
     pub fn status(&self) -> Status {
         let durable_end = self.log.durable_end();
         let mut members = Vec::new();
+        let since = |ms: u64| self.now_ms.saturating_sub(ms);
         for (actor, member) in &self.cluster.members {
+            let connected = member.conn.and_then(|c| self.conn(c)).is_some();
             let (state, vector, lag) = match member.conn.and_then(|c| self.conn(c)) {
                 Some(connection) => match connection.subscriptions.get(&PEER_SUBSCRIPTION) {
                     Some(sub) => (
@@ -159,6 +193,11 @@ impl<L: Log> Engine<L> {
                 state,
                 vector,
                 lag,
+                disconnected_ms: if connected {
+                    0
+                } else {
+                    since(member.disconnected_since_ms)
+                },
             });
         }
         // Addresses not yet identified by a handshake are listed with actor 0.
@@ -170,6 +209,7 @@ impl<L: Log> Engine<L> {
                     state: self.target_state_of(*addr),
                     vector: VersionVector::new(),
                     lag: 0,
+                    disconnected_ms: since(target.known_since_ms),
                 });
             }
         }

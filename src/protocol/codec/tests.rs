@@ -44,6 +44,7 @@ fn subscribe(start: StartPosition) -> Frame {
         start,
         limit: 100,
         tail: true,
+        skip_damaged: false,
         credit: 64,
     }))
 }
@@ -188,6 +189,56 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
         AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
+        AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest {
+            group: String::new(),
+            after: "workers".into(),
+        })),
+        AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest {
+            group: "workers".into(),
+            from_offset: 12,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayParked,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::Reset(StartPosition::AfterId(EventId::new(5, 1))),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "w".into(),
+            action: GroupAdminAction::Delete,
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 40,
+            more: true,
+            groups: vec![GroupInfo {
+                name: "workers".into(),
+                glob: "/jobs/**".into(),
+                members: 2,
+                in_flight: 7,
+                pending: 9,
+                parked: 1,
+                floor: 20,
+                next: 30,
+                acked_above_floor: 3,
+                lag: 10,
+                oldest_pending_age_ms: 1500,
+            }],
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 0,
+            more: false,
+            groups: Vec::new(),
+        })),
+        AnyFrame::Server(ServerFrame::Parked(ParkedReply {
+            group: "workers".into(),
+            more: false,
+            events: vec![ParkedEvent {
+                offset: 3,
+                id: EventId::new(4, 1),
+            }],
+        })),
         AnyFrame::Client(ClientFrame::InfoRequest),
         AnyFrame::Server(ServerFrame::Info(Info {
             version: "0.1.0".into(),
@@ -214,24 +265,31 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 state: MemberState::BackingOff,
                 vector: [(ActorId(2), 9)].into_iter().collect(),
                 lag: 3,
+                disconnected_ms: 42_000,
             }],
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
             protocol_version: 1,
             actor_id: 2,
             advertised_addr: "10.0.0.2:3000".into(),
-            secret: b"s".to_vec(),
+            nonce: [7; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
+            protocol_version: 1,
+            actor_id: 1,
+            advertised_addr: String::new(),
+            nonce: [0; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerProof(PeerProof {
+            proof: [3; 32],
             vector: [(ActorId(1), 5)].into_iter().collect(),
             members: vec![Member {
                 actor_id: 3,
                 addr: "10.0.0.3:3000".into(),
             }],
         })),
-        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
-            protocol_version: 1,
-            actor_id: 1,
-            advertised_addr: String::new(),
-            secret: Vec::new(),
+        AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof {
+            proof: [4; 32],
             vector: VersionVector::new(),
             members: Vec::new(),
         })),
@@ -532,11 +590,14 @@ fn inner_lengths_over_the_limits_are_malformed() {
 
 #[test]
 fn invalid_booleans_and_enum_values_are_malformed() {
-    let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
-    let tail_index = tail_two.len() - 5;
-    assert_eq!(tail_two[tail_index], 1);
-    tail_two[tail_index] = 2;
-    assert!(decode_error(&tail_two).message.contains("boolean"));
+    // Subscribe's flags byte (once the `tail` bool): an undefined bit is malformed.
+    let mut flags_four = encoded(&subscribe(StartPosition::Beginning));
+    let flags_index = flags_four.len() - 5;
+    assert_eq!(flags_four[flags_index], 1);
+    flags_four[flags_index] = 4;
+    assert!(decode_error(&flags_four)
+        .message
+        .contains("subscribe flags"));
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
@@ -557,6 +618,13 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     assert!(decode_error(&code).message.contains("error code 99"));
     let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
     assert!(decode_error(&code).message.contains("error code 0"));
+
+    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 4]);
+    assert!(decode_error(&action)
+        .message
+        .contains("group admin action 4"));
+    let more = raw_frame(kind::GROUPS, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
+    assert!(decode_error(&more).message.contains("boolean"));
 }
 
 #[test]
@@ -855,6 +923,7 @@ fn random_frame(rng: &mut Rng) -> Frame {
             start: random_start(rng),
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
+            skip_damaged: rng.index(2) == 0,
             credit: rng.next_u64() as u32,
         })),
         4 => AnyFrame::Server(ServerFrame::Error(ErrorFrame {
@@ -930,12 +999,11 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
 
 #[test]
 fn actor_0_in_a_vector_or_member_list_is_malformed() {
-    // Vector {0: 5} in a PeerMembers-free PeerHello body.
-    let mut body = vec![0, 1, 0, 2];
-    body.extend_from_slice(&[0, 0, 0, 0]); // empty address, empty secret
+    // Vector {0: 5} in a PeerMembers-free PeerProof body.
+    let mut body = vec![0; 32]; // proof
     body.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
     body.extend_from_slice(&[0, 0]);
-    let error = decode_error(&raw_frame(0x40, &body));
+    let error = decode_error(&raw_frame(0x45, &body));
     assert!(error.message.contains("actor 0"), "{error}");
     // PeerMembers naming actor 0.
     let body = [0, 1, 0, 0, 0, 1, b'x'];
@@ -1015,9 +1083,7 @@ fn each_decoder_refuses_the_other_directions_in_the_order_of_checks() {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: "h:1".into(),
-        secret: Vec::new(),
-        vector: VersionVector::new(),
-        members: Vec::new(),
+        nonce: [0; 32],
     })));
     let ack = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
         op_id: 1,
@@ -1081,6 +1147,44 @@ fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
         let header = &raw_frame(kind, &[])[..5];
         let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
         assert_eq!(client.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
+    }
+}
+
+/// Subscribe's flags byte (protocol.md section 7): bit 0 tail, bit 1 skip_damaged, the
+/// other bits refused, so an option a server does not know is never ignored.
+#[test]
+fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
+    let AnyFrame::Client(ClientFrame::Subscribe(plain)) = subscribe(StartPosition::Beginning)
+    else {
+        unreachable!("subscribe() builds a Subscribe");
+    };
+    for flags in 0..=u8::MAX {
+        let mut bytes = encoded(&subscribe(StartPosition::Beginning));
+        // The flags byte is the fifth from the end, before the u32 credit.
+        let at = bytes.len() - 5;
+        bytes[at] = flags;
+        let decoded = super::decode::<ClientFrame>(&bytes, &limits());
+        if flags > 3 {
+            assert_eq!(
+                decoded.map_err(|e| e.code).err(),
+                Some(ErrorCode::MalformedFrame),
+                "flags {flags:#04x}"
+            );
+            continue;
+        }
+        let expected = Subscribe {
+            tail: flags & 1 != 0,
+            skip_damaged: flags & 2 != 0,
+            ..plain.clone()
+        };
+        let frame = decoded
+            .expect("defined flags decode")
+            .map(|(frame, _)| frame);
+        assert_eq!(
+            frame,
+            Some(ClientFrame::Subscribe(expected)),
+            "{flags:#04x}"
+        );
     }
 }
 
