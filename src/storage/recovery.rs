@@ -323,7 +323,7 @@ fn load_sealed(
         }
         // Only the first 64 bytes and the length: each part's checksum is checked when a
         // query reads it.
-        let header = match load_namespace_header(dir, first, index.record_count) {
+        let header = match load_namespace_header(dir, &index) {
             Some(header) => Some(header),
             None => {
                 log::warn!(
@@ -377,7 +377,7 @@ fn rebuild_index(
             path.display()
         );
     }
-    let header = match write_namespace_index(dir, &scan.namespaces) {
+    let header = match write_namespace_index(dir, &scan.namespaces, index.identity()) {
         Ok(header) => Some(header),
         Err(error) => {
             log::warn!(

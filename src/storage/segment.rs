@@ -169,10 +169,15 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
 }
 
 /// Writes a sealed segment's namespace index: temp file, fdatasync, rename, directory fsync.
-/// Returns the header of what it wrote.
-pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<NamespaceHeader> {
+/// `segment_identity` is the segment's `SegmentIndex::identity`. Returns the header of what
+/// it wrote.
+pub fn write_namespace_index(
+    dir: &Path,
+    names: &SegmentNames,
+    segment_identity: u64,
+) -> io::Result<NamespaceHeader> {
     let temp = namespace_index_temp_path(dir, names.first_offset);
-    let bytes = names.encode();
+    let bytes = names.encode(segment_identity);
     let mut file = File::create(&temp)?;
     file.write_all(&bytes)?;
     file.sync_data()?;
@@ -185,15 +190,17 @@ pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<Nam
 }
 
 /// The header of the namespace index file of a sealed segment, checked (magic, checksum,
-/// positions, length) and matched against the segment: the start-up check, which reads only
-/// the first 64 bytes. `None` when the file is missing or fails.
-pub fn load_namespace_header(
-    dir: &Path,
-    first_offset: u64,
-    record_count: u64,
-) -> Option<NamespaceHeader> {
-    let file = File::open(namespace_index_path(dir, first_offset)).ok()?;
-    read_namespace_header(&file, first_offset, record_count)
+/// positions, length) and matched against the segment (first offset, record count, identity):
+/// the start-up check, which reads only the first 64 bytes. `None` when the file is missing or
+/// fails.
+pub fn load_namespace_header(dir: &Path, segment: &SegmentIndex) -> Option<NamespaceHeader> {
+    let file = File::open(namespace_index_path(dir, segment.first_offset)).ok()?;
+    read_namespace_header(
+        &file,
+        segment.first_offset,
+        segment.record_count,
+        segment.identity(),
+    )
 }
 
 /// Reads an index file; `None` when it is missing or damaged.
