@@ -253,7 +253,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 FileKind::Index(_)
                 | FileKind::NamespaceIndex(_)
                 | FileKind::Lock
-                | FileKind::CounterLease,
+                | FileKind::CounterLease
+                | FileKind::GroupJournal,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(

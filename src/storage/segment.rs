@@ -1,6 +1,7 @@
 //! Segment and index files: names, the segment header, sequential record reading, and the
 //! crash-safe ways of creating and replacing files (fsync the file, then the directory).
 
+use super::groups::GROUP_JOURNAL_FILE;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Segment(u64),
+    /// `groups.journal` and its compaction's temporary file (`storage/groups.rs` owns both).
+    GroupJournal,
     Index(u64),
     IndexTemp(u64),
     /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
@@ -73,7 +76,14 @@ pub fn classify(name: &str) -> Option<FileKind> {
         LOCK_FILE_NAME => return Some(FileKind::Lock),
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
+        GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
         _ => {}
+    }
+    if name
+        .strip_prefix(GROUP_JOURNAL_FILE)
+        .is_some_and(|rest| rest == ".tmp")
+    {
+        return Some(FileKind::GroupJournal);
     }
     if let Some((segment, position)) = name.split_once(".log.quarantine-") {
         let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -383,6 +393,8 @@ mod tests {
             Some(FileKind::NamespaceIndexTemp(42))
         );
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
+        assert_eq!(classify("groups.journal"), Some(FileKind::GroupJournal));
+        assert_eq!(classify("groups.journal.tmp"), Some(FileKind::GroupJournal));
         assert_eq!(
             classify(&name(quarantine_path(dir, first, 200))),
             Some(FileKind::Quarantine)
