@@ -136,6 +136,10 @@ pub struct ClusterConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
+    /// PEM certificates a node trusts for the TLS of the peers it dials (`--peer-ca`), when
+    /// it has a TLS identity (`Config::tls`); `None`: the certificates of its own
+    /// `--tls-cert` file.
+    pub peer_ca_pem: Option<Vec<u8>>,
     /// The address other members dial to reach this node; the bound address when `None`.
     pub advertise_addr: Option<SocketAddr>,
     /// After a start with a non-`always` fsync policy and peers configured, produces are
@@ -180,6 +184,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peer_addrs: Vec::new(),
             secret: None,
+            peer_ca_pem: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
             actors_max: 1024,
@@ -195,6 +200,31 @@ impl Default for ClusterConfig {
             connect_timeout: Duration::from_secs(5),
             min_replicas: 1,
             replication_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Namespaces as streams (protocol.md section 6): conditional and idempotent produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Namespaces whose newest id the engine remembers for conditional produces (a check of
+    /// one not remembered asks the namespace index); past it, the memory is emptied at the
+    /// end of the turn.
+    pub last_ids_max: usize,
+    /// Idempotent producers whose recent acks are kept; past it, the one unused longest is
+    /// forgotten (its retries would be stored again).
+    pub producers_max: usize,
+    /// Acks kept per idempotent producer: a retried produce at most this many produces old
+    /// gets its original ack; an older one gets `SequenceUnknown`.
+    pub producer_window: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> StreamLimits {
+        StreamLimits {
+            last_ids_max: 64 * 1024,
+            producers_max: 1024,
+            producer_window: 256,
         }
     }
 }
@@ -221,6 +251,8 @@ pub struct GroupLimits {
     pub ack_window_max: usize,
     /// Parked events a group lists; past it the event is redelivered instead (logged).
     pub parked_max: usize,
+    /// Parked events one Parked reply lists; a longer list is read a page at a time.
+    pub parked_list_max: usize,
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.
     pub journal_compact_bytes: u64,
@@ -237,6 +269,7 @@ impl Default for GroupLimits {
             in_flight_max: 100_000,
             ack_window_max: 1 << 18,
             parked_max: 100_000,
+            parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
         }
     }
@@ -310,7 +343,8 @@ pub struct Config {
     pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,
-    /// The largest PeerHello accepted (it carries a version vector and a member list).
+    /// The largest peer handshake frame accepted (PeerHello, PeerWelcome, PeerProof,
+    /// PeerAccept; the last two carry a version vector and a member list).
     pub peer_hello_frame_size_max: u32,
     /// A frame whose first byte arrived must be complete within this time.
     pub frame_timeout: Duration,
@@ -326,6 +360,10 @@ pub struct Config {
     pub read_bytes_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
+    /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
+    /// consumers, over all of them; the rest waits for the next turn, so a catch-up reader on
+    /// cold segments cannot hold up the turn's acknowledgements for long.
+    pub feed_bytes_per_turn_max: u64,
     /// Glob matching one reactor turn may do, in the matcher's word operations as
     /// `NamespaceGlob::match_cost` counts them, for waking tail subscriptions and again for
     /// feeding consumers; the rest waits for the next turn.
@@ -359,6 +397,8 @@ pub struct Config {
     pub turn_namespaces_matched_max: usize,
     /// Consumer groups.
     pub groups: GroupLimits,
+    /// Conditional and idempotent produce.
+    pub streams: StreamLimits,
 }
 
 impl Config {
@@ -389,6 +429,7 @@ impl Config {
             read_bytes_per_turn_max: 1024 * 1024,
             read_bytes_per_turn_total_max: 4 * 1024 * 1024,
             records_per_turn_max: 64 * 1024,
+            feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
@@ -400,6 +441,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             turn_namespaces_matched_max: 64,
             groups: GroupLimits::default(),
+            streams: StreamLimits::default(),
         }
     }
 
@@ -411,12 +453,9 @@ impl Config {
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
         }
-        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
-        if self.tls.is_some() && clustered {
-            // Peers dial the client port, and the peer side has no TLS yet.
-            return Err(
-                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
-            );
+        if self.cluster.peer_ca_pem.is_some() && self.tls.is_none() {
+            // Peers dial the port with TLS only when this node speaks TLS itself.
+            return Err("a peer CA (--peer-ca) needs a TLS identity (--tls-cert)".into());
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
@@ -465,6 +504,7 @@ impl Config {
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
             || self.records_per_turn_max == 0
+            || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
             || self.subscriptions_per_connection_max == 0
             || self.batch_events_max == 0
@@ -523,6 +563,12 @@ impl Config {
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
         }
+        let streams = &self.streams;
+        if streams.last_ids_max == 0 || streams.producers_max == 0 || streams.producer_window == 0 {
+            return Err(
+                "the stream limits (last ids, producers, producer window) must be positive".into(),
+            );
+        }
         let groups = &self.groups;
         if groups.groups_max == 0
             || groups.name_length_max == 0
@@ -538,6 +584,32 @@ impl Config {
                  maximum at least its default)"
                     .into(),
             );
+        }
+        // A Parked reply of `parked_list_max` events, and a Groups reply of one group with the
+        // longest name and glob, fit one frame.
+        let frame_size_max = self.wire.frame_size_max as usize;
+        let parked_reply_max = crate::protocol::PARKED_FRAME_EMPTY_SIZE
+            + groups.name_length_max as usize
+            + groups.parked_list_max * crate::protocol::PARKED_ENTRY_SIZE;
+        if groups.parked_list_max == 0
+            || groups.parked_list_max > usize::from(u16::MAX)
+            || parked_reply_max > frame_size_max
+        {
+            return Err(format!(
+                "the parked events per reply must be between 1 and 65535 and fit a frame \
+                 ({parked_reply_max} bytes for {}; the frame size limit is {frame_size_max})",
+                groups.parked_list_max
+            ));
+        }
+        let group_info_max = crate::protocol::GROUPS_FRAME_EMPTY_SIZE
+            + crate::protocol::GROUP_INFO_FIXED_SIZE
+            + groups.name_length_max as usize
+            + self.wire.glob_length_max as usize;
+        if group_info_max > frame_size_max {
+            return Err(format!(
+                "a Groups reply of one group ({group_info_max} bytes with the longest name and \
+                 glob) must fit the frame size limit {frame_size_max}"
+            ));
         }
         Ok(())
     }
@@ -576,14 +648,14 @@ impl Config {
         if self.peer_hello_frame_size_max < self.hello_frame_size_max
             || self.peer_hello_frame_size_max > self.wire.frame_size_max
         {
-            return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+            return Err("the peer handshake frame size limit must be between the Hello limit and the frame size limit".into());
         }
         // A handshake at the cluster limits (a vector of `actors_max` entries and a member list
-        // of `members_max` addresses) must fit the PeerHello limit.
+        // of `members_max` addresses) must fit the peer handshake frame limit.
         let handshake_max = 2048 + 10 * self.cluster.actors_max + 68 * self.cluster.members_max;
         if handshake_max > self.peer_hello_frame_size_max as usize {
             return Err(format!(
-                "the PeerHello frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
+                "the peer handshake frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
                 self.peer_hello_frame_size_max
             ));
         }
@@ -621,6 +693,11 @@ mod tests {
         config.wire.glob_length_max = config.wire.namespace_length_max - 1;
         assert!(config.validate().is_err());
         config.wire.glob_length_max = 65536;
+        assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.groups.parked_list_max = 0;
+        assert!(config.validate().is_err());
+        config.groups.parked_list_max = 70_000;
         assert!(config.validate().is_err());
     }
 

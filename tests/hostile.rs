@@ -17,9 +17,13 @@ mod bounds;
 mod cli;
 #[path = "hostile/globs.rs"]
 mod globs;
+#[path = "hostile/groups.rs"]
+mod groups;
 #[path = "hostile/peers.rs"]
 mod peers;
 #[path = "hostile/shutdown.rs"]
 mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;
+#[path = "hostile/streams.rs"]
+mod streams;

@@ -29,6 +29,8 @@ mod cursor_text;
 mod error;
 pub mod format;
 mod group;
+mod group_admin;
+mod idempotent;
 mod produce;
 mod tls;
 mod typed;
@@ -40,12 +42,14 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, MemberState,
+    MemberStatus, NewEvent, ParkedEvent, ParkedReply, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};
 pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
+pub use idempotent::IdempotentProducer;
 pub use produce::Producer;
 pub use tls::ClientTls;
 #[cfg(feature = "json")]
@@ -225,7 +229,7 @@ impl Client {
         }
     }
 
-    fn take_op_id(&mut self) -> u64 {
+    pub(crate) fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
         op_id
@@ -246,7 +250,10 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+            frame @ (ServerFrame::Welcome(_)
+            | ServerFrame::Status(_)
+            | ServerFrame::Groups(_)
+            | ServerFrame::Parked(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))
             }
         }

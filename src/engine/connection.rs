@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
-use crate::protocol::{ErrorCode, NamespaceGlob};
+use crate::protocol::{ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -35,15 +35,45 @@ pub enum Phase {
     AwaitingHello { deadline_ms: u64 },
     /// Handshake done: a client connection.
     Client(ClientConn),
-    /// An outbound peer connection: PeerHello sent, waiting for PeerWelcome before
-    /// `deadline_ms`. `addr` is the address dialed.
-    PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
+    /// An outbound peer connection: PeerHello with `nonce` sent, waiting for PeerWelcome
+    /// before `deadline_ms`. `addr` is the address dialed.
+    PeerAwaitingWelcome {
+        addr: SocketAddr,
+        deadline_ms: u64,
+        nonce: PeerNonce,
+    },
+    /// An outbound peer connection: PeerProof sent, waiting for PeerAccept (the acceptor's
+    /// proof) before `deadline_ms`.
+    PeerAwaitingAccept {
+        addr: SocketAddr,
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
+    /// An inbound peer connection: PeerWelcome sent, waiting for PeerProof (the dialer's
+    /// proof) before `deadline_ms`. Not authenticated yet.
+    PeerAwaitingProof {
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
     /// A peer connection after a successful handshake.
     Peer(PeerConn),
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
     Closing { code: ErrorCode, message: String },
+}
+
+impl Phase {
+    /// True for a peer connection, in its handshake or established.
+    pub fn is_peer(&self) -> bool {
+        match self {
+            Phase::PeerAwaitingWelcome { .. }
+            | Phase::PeerAwaitingAccept { .. }
+            | Phase::PeerAwaitingProof { .. }
+            | Phase::Peer(_) => true,
+            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => false,
+        }
+    }
 }
 
 /// What only a client connection has, from its Hello on.
@@ -54,6 +84,8 @@ pub struct ClientConn {
     pub principal: Option<Arc<Principal>>,
     /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
     pub replicas: u8,
+    /// The idempotent producer this connection speaks for (SetProducer), if any.
+    pub producer: Option<super::streams::ProducerSlot>,
 }
 
 /// What only an established peer connection has: the peer `actor`; `dialed_by` is the actor
@@ -83,6 +115,16 @@ impl PeerConn {
             replication_sent: std::collections::VecDeque::new(),
         }
     }
+}
+
+/// A peer in the middle of the handshake: who it says it is, and what both proofs are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPeer {
+    /// The actor id its PeerHello or PeerWelcome named (not proven until its proof checks).
+    pub actor: ActorId,
+    /// The address it advertised, already checked to be an IP address and port.
+    pub advertised_addr: SocketAddr,
+    pub transcript: PeerTranscript,
 }
 
 /// What a subscription is, and what it does when it reaches the end of the durable log.
@@ -130,6 +172,9 @@ pub struct Connection {
     pub last_input_ms: u64,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
+    /// True while the connection is in the engine's list of connections with released
+    /// replies, which the reactor is told about before any other output.
+    pub has_reply_queued: bool,
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
@@ -186,6 +231,7 @@ impl Connection {
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
             has_output_queued: false,
+            has_reply_queued: false,
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,

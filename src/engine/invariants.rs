@@ -42,10 +42,7 @@ impl<L: Log> Engine<L> {
             let conn = reply.conn();
             if let Some(connection) = self.conn(conn) {
                 assert!(
-                    !matches!(
-                        connection.phase,
-                        Phase::PeerAwaitingWelcome { .. } | Phase::Peer(_)
-                    ),
+                    !connection.phase.is_peer(),
                     "{conn}: a produce reply is held for a peer connection"
                 );
             }
@@ -81,6 +78,12 @@ impl<L: Log> Engine<L> {
             in_output_queue,
             usize::from(connection.has_output_queued),
             "{conn}: has_output_queued disagrees with the output queue"
+        );
+        let in_reply_queue = self.reply_queue.iter().filter(|c| **c == conn).count();
+        assert_eq!(
+            in_reply_queue,
+            usize::from(connection.has_reply_queued),
+            "{conn}: has_reply_queued disagrees with the reply queue"
         );
         let held: usize = self
             .pending_replies

@@ -11,12 +11,14 @@ mod auth;
 mod connection;
 mod consume;
 mod groups;
+mod groups_admin;
 mod invariants;
 mod peer;
 mod produce;
 mod replicas;
+mod streams;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ClientConn, ConnId, PeerConn, Phase};
@@ -82,6 +84,10 @@ pub struct EngineConfig {
     pub cluster_secret: Vec<u8>,
     /// Seeds the jitter of reconnect back-off (the engine has no RNG of its own).
     pub seed: u64,
+    /// Keys the peer handshake's nonces (with `seed`): the server fills it from the operating
+    /// system's random source at start-up, so nonces cannot be predicted; tests and the
+    /// simulation leave it at zero and get nonces that a seed reproduces.
+    pub nonce_key: [u8; 32],
     /// `Some(timeout)`: after start-up, produces are refused until this node has caught up
     /// with its peers or the time-out passed (set for non-`always` fsync policies).
     pub catch_up_timeout_ms: Option<u64>,
@@ -122,6 +128,7 @@ impl EngineConfig {
                 .unwrap_or_default()
                 .into_bytes(),
             seed: u64::from(config.actor_id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            nonce_key: [0; 32],
             catch_up_timeout_ms: match config.storage.fsync {
                 crate::config::FsyncPolicy::Always => None,
                 _ => Some(millis(config.cluster.catch_up_timeout)),
@@ -206,12 +213,21 @@ pub struct Engine<L: Log> {
     pending_replies: Vec<PendingReply>,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
-    /// Namespaces appended this turn, to wake only the tailing consumers that match.
-    turn_namespaces: HashSet<String>,
+    /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
+    /// consumers that match, and for conditional produces.
+    turn_namespaces: HashMap<String, EventId>,
+    /// The newest durable id of namespaces conditional produces asked about (`streams.rs`);
+    /// at most `streams.last_ids_max` between turns.
+    last_ids: HashMap<String, Option<EventId>>,
+    /// Recent acks of idempotent producers (`streams.rs`).
+    producers: streams::Producers,
     /// Subscriptions that can make progress now, in the order they became ready.
     ready: VecDeque<(ConnId, u32)>,
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
+    /// Connections whose produce replies this turn released; `poll_action` hands them out
+    /// before `output_queue`, so the acks are written before what feeding queued.
+    reply_queue: VecDeque<ConnId>,
     /// Connections whose input was paused and may be decoded again (their output drained).
     input_resumed: Vec<ConnId>,
     closing: VecDeque<Action>,
@@ -245,7 +261,7 @@ impl<L: Log> Engine<L> {
         // gap instead of reusing their ids.
         let counter = log.version_vector().counter_max().max(log.counter_floor());
         let cluster = peer::Cluster::new(&config, log.version_vector());
-        Engine {
+        let mut engine = Engine {
             config,
             log,
             counter,
@@ -253,9 +269,12 @@ impl<L: Log> Engine<L> {
             connection_count: 0,
             pending_replies: Vec::new(),
             turn_failure: None,
-            turn_namespaces: HashSet::new(),
+            turn_namespaces: HashMap::new(),
+            last_ids: HashMap::new(),
+            producers: streams::Producers::default(),
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
+            reply_queue: VecDeque::new(),
             input_resumed: Vec::new(),
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
@@ -268,7 +287,9 @@ impl<L: Log> Engine<L> {
             memory_waiting: BTreeMap::new(),
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
-        }
+        };
+        engine.load_producers();
+        engine
     }
 
     pub fn log(&self) -> &L {
@@ -395,7 +416,10 @@ impl<L: Log> Engine<L> {
                         .map(|d| d.map(inbound(Inbound::Opening))),
                     Phase::Client(_) => protocol::decode_client(input, &wire)
                         .map(|d| d.map(inbound(Inbound::Client))),
-                    Phase::PeerAwaitingWelcome { .. } | Phase::Peer(_) => {
+                    Phase::PeerAwaitingWelcome { .. }
+                    | Phase::PeerAwaitingAccept { .. }
+                    | Phase::PeerAwaitingProof { .. }
+                    | Phase::Peer(_) => {
                         protocol::decode_peer(input, &wire).map(|d| d.map(inbound(Inbound::Peer)))
                     }
                     // `handle_input` takes no input of a closing connection, and the loop ends as
@@ -475,6 +499,14 @@ impl<L: Log> Engine<L> {
                 self.config.peer_hello_frame_size_max
             }
             (Phase::AwaitingHello { .. }, Some(_)) => self.config.hello_frame_size_max,
+            // Until both proofs are checked, a peer's frames are held to the handshake limit:
+            // an unauthenticated one must not make this node buffer a full-size frame.
+            (
+                Phase::PeerAwaitingWelcome { .. }
+                | Phase::PeerAwaitingAccept { .. }
+                | Phase::PeerAwaitingProof { .. },
+                _,
+            ) => self.config.peer_hello_frame_size_max,
             _ => self.config.wire.frame_size_max,
         };
         WireLimits {
@@ -614,6 +646,7 @@ impl<L: Log> Engine<L> {
             self.stats.sync_failures += 1;
             self.forget_discarded_offsets();
         }
+        self.streams_after_sync(failure.is_some());
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
         self.release_replicated();
@@ -640,6 +673,14 @@ impl<L: Log> Engine<L> {
     pub fn poll_action(&mut self) -> Option<Action> {
         if let Some(action) = self.closing.pop_front() {
             return Some(action);
+        }
+        while let Some(conn) = self.reply_queue.pop_front() {
+            if let Some(connection) = self.conn_mut(conn) {
+                connection.has_reply_queued = false;
+                if connection.output_len() > 0 {
+                    return Some(Action::Send(conn));
+                }
+            }
         }
         while let Some(conn) = self.output_queue.pop_front() {
             if let Some(connection) = self.conn_mut(conn) {
@@ -704,6 +745,8 @@ impl<L: Log> Engine<L> {
             match connection.phase {
                 Phase::AwaitingHello { deadline_ms }
                 | Phase::PeerAwaitingWelcome { deadline_ms, .. }
+                | Phase::PeerAwaitingAccept { deadline_ms, .. }
+                | Phase::PeerAwaitingProof { deadline_ms, .. }
                     if now.monotonic.0 >= deadline_ms =>
                 {
                     expired.push((connection.id, "no handshake within the handshake time-out"))
@@ -744,10 +787,13 @@ impl<L: Log> Engine<L> {
             self.close_with_error(conn, ErrorCode::Timeout, reason);
         }
         self.peer_keepalives();
+        self.compact_produced();
         match self.log.apply_retention(now.wall) {
             Ok(0) => {}
             Ok(deleted) => {
                 log::info!("retention deleted {deleted} events");
+                // A namespace whose events retention deleted has none now.
+                self.last_ids.clear();
                 self.warn_peer_retention_gaps();
             }
             Err(error) => log::error!("retention failed: {error}"),
@@ -779,7 +825,7 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
-            ClientFrame::StatusRequest => match self.check_admin(conn) {
+            ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {
                     let code = ErrorCode::PermissionDenied;
@@ -793,6 +839,14 @@ impl<L: Log> Engine<L> {
                 self.on_leave_group(conn, subscription_id)
             }
             ClientFrame::SetReplicas { replicas } => self.on_set_replicas(conn, replicas),
+            ClientFrame::GroupsRequest(request) => self.on_groups_request(conn, request),
+            ClientFrame::ParkedRequest(request) => self.on_parked_request(conn, request),
+            ClientFrame::GroupAdmin(admin) => self.on_group_admin(conn, admin),
+            ClientFrame::ProduceIf(produce) => self.on_produce_if(now, conn, produce),
+            ClientFrame::SetProducer {
+                producer_id,
+                next_sequence,
+            } => self.on_set_producer(conn, producer_id, next_sequence),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -831,6 +885,7 @@ impl<L: Log> Engine<L> {
         let client = ClientConn {
             principal,
             replicas: 0,
+            producer: None,
         };
         self.conn_mut(conn).expect("connection is open").phase = Phase::Client(client);
         self.send(conn, &ServerFrame::Welcome(welcome));
@@ -904,6 +959,18 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// Queues a connection whose output holds a released produce reply: `poll_action` hands
+    /// these out before anything else, so a turn's acks are written before what feeding queued.
+    fn queue_reply(&mut self, conn: ConnId) {
+        if let Some(connection) = self.conn_mut(conn) {
+            if !connection.has_reply_queued {
+                connection.has_reply_queued = true;
+                self.reply_queue.push_back(conn);
+            }
+        }
+        self.recount_memory(conn);
+    }
+
     fn queue_output(&mut self, conn: ConnId) {
         if let Some(connection) = self.conn_mut(conn) {
             if !connection.has_output_queued {
@@ -951,7 +1018,14 @@ impl<L: Log> Engine<L> {
             return;
         }
         let mut candidates: Vec<(usize, ConnId)> = (self.conns.iter().flatten())
-            .filter(|c| matches!(c.phase, Phase::AwaitingHello { .. } | Phase::Client(_)))
+            .filter(|c| {
+                matches!(
+                    c.phase,
+                    Phase::AwaitingHello { .. }
+                        | Phase::Client(_)
+                        | Phase::PeerAwaitingProof { .. }
+                )
+            })
             .map(|c| (c.memory_counted, c.id))
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));

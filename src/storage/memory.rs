@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::{Log, LogStats, Offset, StorageError};
+use super::{Log, LogStats, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
@@ -41,6 +41,9 @@ pub struct MemoryLog {
     counter_lease: u64,
     /// How many times the lease was raised (each a file write and fdatasync in the file log).
     pub lease_writes: u64,
+    /// The produced journal: durable records, and those buffered since the last sync.
+    produced: Vec<ProducedRecord>,
+    produced_pending: Vec<ProducedRecord>,
 }
 
 impl Default for MemoryLog {
@@ -69,6 +72,8 @@ impl MemoryLog {
             corrupt: BTreeSet::new(),
             counter_lease: 0,
             lease_writes: 0,
+            produced: Vec::new(),
+            produced_pending: Vec::new(),
         }
     }
 
@@ -101,6 +106,10 @@ impl MemoryLog {
         self.last_fsync_ms = None;
         self.corrupt.retain(|&offset| offset < end);
         self.recompute_vector();
+        // As the file log's open: records whose events did not survive are dropped.
+        self.produced_pending.clear();
+        let vector = self.vector.clone();
+        self.produced.retain(|record| record.stored_in(&vector));
     }
 
     /// Makes the record at `offset` fail its checksum on every later read (a bit flip on the
@@ -159,11 +168,13 @@ impl Log for MemoryLog {
             let keep = (self.durable_end - self.start) as usize;
             self.records.truncate(keep);
             self.recompute_vector();
+            self.produced_pending.clear();
             return Err(StorageError::Io {
                 context: "memory log sync".into(),
                 source: std::io::Error::other("injected failure (disk full)"),
             });
         }
+        self.produced.append(&mut self.produced_pending);
         let written = self.end_u64() > self.durable_end || self.fsynced_end < self.durable_end;
         self.durable_end = self.end_u64();
         if written && self.fsync_due(now_ms) {
@@ -226,6 +237,24 @@ impl Log for MemoryLog {
 
     fn apply_retention(&mut self, _now: WallClockMs) -> Result<u64, StorageError> {
         Ok(0)
+    }
+
+    fn append_produced(&mut self, record: &ProducedRecord) {
+        self.produced_pending.push(*record);
+    }
+
+    /// A copy each time: an engine restarted on this log (the simulator) takes them again.
+    fn take_produced(&mut self) -> Vec<ProducedRecord> {
+        self.produced.clone()
+    }
+
+    fn produced_count(&self) -> u64 {
+        self.produced.len() as u64
+    }
+
+    fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError> {
+        self.produced = records.to_vec();
+        Ok(())
     }
 
     fn stats(&self) -> LogStats {

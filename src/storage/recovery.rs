@@ -19,6 +19,7 @@ use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
 use super::namespace::{NamespaceHeader, SegmentNames};
+use super::produced::ProducedJournal;
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
@@ -150,8 +151,16 @@ impl FileLog {
             }
         };
         let counter_lease = read_lease(dir, mode)?;
-        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1);
+        let (journal, produced) = ProducedJournal::open(dir)?;
+        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        // A record whose events did not survive (written, then the events were lost) is
+        // dropped: a retry of its produce must be stored again.
+        let vector = log.durable_vector.clone();
+        log.produced_loaded = produced
+            .into_iter()
+            .filter(|record| record.stored_in(&vector))
+            .collect();
         report.segments = log.sealed.len() as u64 + 1;
         report.event_count = log.open.index.end_offset()
             - log
@@ -185,6 +194,7 @@ fn assemble(
     (sealed, namespace_headers): (VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>),
     mut open: OpenSegment,
     vector_before: VersionVector,
+    produced: ProducedJournal,
 ) -> FileLog {
     if !config.namespace_index {
         open.namespaces = SegmentNames::empty(open.index.first_offset);
@@ -210,11 +220,17 @@ fn assemble(
         written_since_fsync: false,
         fault: None,
         fsync_count: 0,
+        caller_fsync_count: 0,
+        // Not known: the first seal has the helper fdatasync the segment first.
+        synced_size: 0,
         preallocated_size: 0,
         counter_lease: 0,
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
+        produced,
+        produced_loaded: Vec::new(),
+        syncer: Default::default(),
         _lock: lock,
     }
 }
@@ -254,7 +270,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::NamespaceIndex(_)
                 | FileKind::Lock
                 | FileKind::CounterLease
-                | FileKind::GroupJournal,
+                | FileKind::GroupJournal
+                | FileKind::ProducedJournal,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -265,7 +282,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(
                 FileKind::IndexTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
-                | FileKind::CounterLeaseTemp,
+                | FileKind::CounterLeaseTemp
+                | FileKind::ProducedJournalTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {

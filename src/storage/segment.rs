@@ -61,6 +61,9 @@ pub enum FileKind {
     /// The counter lease (`lease.rs`), and a new one being written.
     CounterLease,
     CounterLeaseTemp,
+    /// The produced journal of idempotent produces (`produced.rs`), and a rewrite of it.
+    ProducedJournal,
+    ProducedJournalTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -77,6 +80,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
         GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
+        super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
+        "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
         _ => {}
     }
     if name

@@ -55,7 +55,7 @@ fn sighup_with_the_auth_file_replaced_by_a_fifo_or_dev_zero_keeps_the_old_table(
     );
     std::fs::write(&auth, text).expect("write the auth file");
     let auth_arg = auth.to_str().expect("UTF-8 path");
-    let mut server = FloProcess::start(&dir.path().join("data"), &["--auth-file", auth_arg]);
+    let server = FloProcess::start(&dir.path().join("data"), &["--auth-file", auth_arg]);
     std::fs::remove_file(&auth).expect("remove the auth file");
     make_fifo(&auth);
     signal(&server, "-HUP");
@@ -91,7 +91,7 @@ fn a_config_file_that_is_a_fifo_or_dev_zero_is_refused_at_start_up() {
     let zero = dir.path().join("zero.toml");
     std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink /dev/zero");
     for config in [&fifo, &zero] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
+        let child = Command::new(env!("CARGO_BIN_EXE_flo"))
             .arg("--config")
             .arg(config)
             .args(["-d", dir.path().join("data").to_str().expect("UTF-8 path")])

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, format_status, parse_start_position};
 use flo::client::{
-    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
+    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, Expectation, GroupDelivery,
+    IdempotentProducer, NewEvent,
 };
 use flo::event::{Event, EventId, StartPosition};
 use flo::units::parse_duration_ms;
@@ -90,6 +91,17 @@ enum Command {
         /// ReplicationTimeout, saying how many it reached, after the server's time-out.
         #[arg(long, value_name = "N", default_value_t = 0)]
         replicas: u8,
+        /// Append only if the namespace's newest event is ID ("none": only if it has no
+        /// events). With standard input, all lines go as one atomic batch (at most 10000).
+        /// If the namespace ends elsewhere nothing is appended, the error names its actual
+        /// newest id, and the exit code is 3.
+        #[arg(long, value_name = "ID|none")]
+        expect_last: Option<String>,
+        /// Lines from standard input are produced idempotently: after a lost connection or a
+        /// server restart the client connects again (this many tries, 0 for none) and resends
+        /// what was not acknowledged, which the server stores once.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        reconnect_attempts: u32,
     },
     /// Consume events and print them.
     ///
@@ -138,6 +150,17 @@ enum Command {
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
     Status,
+    /// List the consumer groups with their lag, or inspect and administer one (needs the admin
+    /// permission on a server with authentication).
+    ///
+    /// Without a subcommand, one line per group: name, members, pending (delivered, not
+    /// acknowledged), parked, the acknowledged position (floor), the delivered position (next)
+    /// and the lag (log records the group has not looked at yet: an upper bound on matching
+    /// events not yet delivered). Positions are offsets in the server's log.
+    Groups {
+        #[command(subcommand)]
+        action: Option<GroupsCommand>,
+    },
     /// Benchmark the server: produce throughput and acknowledgement latency, end-to-end
     /// latency to tailing consumers, catch-up read throughput.
     ///
@@ -159,6 +182,40 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCommand {
+    /// Print everything the server reports about one group.
+    Info {
+        /// The group's name.
+        name: String,
+    },
+    /// List a group's parked events (log offset and id), a page at a time from the server.
+    Parked {
+        /// The group's name.
+        name: String,
+    },
+    /// Make every parked event of the group deliverable again (delivery count back at 0).
+    Replay {
+        /// The group's name.
+        name: String,
+    },
+    /// Move a group to a new position; its acknowledgements and pending events are forgotten,
+    /// parked events stay parked. Its consumers must be stopped first.
+    Reset {
+        /// The group's name.
+        name: String,
+        /// `beginning`, `end`, an event id (to start just after it) or a time (as for
+        /// `consume --from`).
+        #[arg(long, value_name = "POSITION", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Delete a group and its state. Its consumers must be stopped first.
+    Delete {
+        /// The group's name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -195,6 +252,10 @@ struct BenchArgs {
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
     read: bool,
+    /// With --read: read back through a consumer group (a fresh one, one member), acknowledging
+    /// every event, instead of a subscription.
+    #[arg(long, requires = "read")]
+    group: bool,
     /// Tailing consumers that measure end-to-end latency (produce to delivery), each on its
     /// own connection and receiving every event; the latency merges all their deliveries.
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
@@ -226,6 +287,10 @@ fn main() -> ExitCode {
     let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) if message.starts_with(EXPECTATION_FAILED_PREFIX) => {
+            eprintln!("{message}");
+            ExitCode::from(EXPECTATION_FAILED_EXIT)
+        }
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
@@ -261,14 +326,18 @@ fn run(cli: Cli) -> Result<(), String> {
             parent,
             quiet,
             replicas,
-        } => produce(
-            &server,
-            &namespace,
-            data,
-            parent.as_deref(),
-            quiet,
-            replicas,
-        ),
+            expect_last,
+            reconnect_attempts,
+        } => {
+            let options = ProduceOptions {
+                parent: parent.as_deref(),
+                quiet,
+                replicas,
+                expect_last: expect_last.as_deref(),
+                reconnect_attempts,
+            };
+            produce(&server, &namespace, data, &options)
+        }
         Command::Consume {
             group: Some(group),
             namespace,
@@ -286,6 +355,7 @@ fn run(cli: Cli) -> Result<(), String> {
             format,
         } => consume(&server, &namespace, tail, &from, limit, format),
         Command::Status => status(&server),
+        Command::Groups { action } => groups(&server, action),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -352,6 +422,98 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
+fn groups(server: &Server, action: Option<GroupsCommand>) -> Result<(), String> {
+    let mut client = connect(server)?;
+    let failed = |error: ClientError| error.to_string();
+    match action {
+        None => {
+            let groups = client.groups().map_err(failed)?;
+            if groups.is_empty() {
+                println!("no groups");
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  GLOB",
+                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG"
+            );
+            for group in groups {
+                println!(
+                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  {}",
+                    group.name,
+                    group.members,
+                    group.pending,
+                    group.parked,
+                    group.floor,
+                    group.next,
+                    group.lag,
+                    group.glob
+                );
+            }
+        }
+        Some(GroupsCommand::Info { name }) => {
+            print_group(&client.group_info(&name).map_err(failed)?);
+        }
+        Some(GroupsCommand::Parked { name }) => {
+            let mut from_offset = 0;
+            let mut count = 0u64;
+            loop {
+                let page = client.parked_page(&name, from_offset).map_err(failed)?;
+                for event in &page.events {
+                    println!("{} offset {}", event.id, event.offset);
+                }
+                count += page.events.len() as u64;
+                match page.events.last() {
+                    Some(last) if page.more => from_offset = last.offset + 1,
+                    _ => break,
+                }
+            }
+            eprintln!("{count} parked events in group {name}");
+        }
+        Some(GroupsCommand::Replay { name }) => {
+            let parked_before = client.group_info(&name).map_err(failed)?.parked;
+            let group = client.replay_parked(&name).map_err(failed)?;
+            println!(
+                "replayed {} parked events of group {name}",
+                parked_before - group.parked.min(parked_before)
+            );
+            print_group(&group);
+        }
+        Some(GroupsCommand::Reset { name, to }) => {
+            let start = parse_start_position(&to)?;
+            let group = client.reset_group(&name, start).map_err(failed)?;
+            println!("group {name} reset");
+            print_group(&group);
+        }
+        Some(GroupsCommand::Delete { name }) => {
+            client.delete_group(&name).map_err(failed)?;
+            println!("group {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn print_group(group: &flo::client::GroupInfo) {
+    println!("group:          {}", group.name);
+    println!("glob:           {}", group.glob);
+    println!(
+        "members:        {} ({} events in flight)",
+        group.members, group.in_flight
+    );
+    println!("pending:        {}", group.pending);
+    println!("parked:         {}", group.parked);
+    println!(
+        "floor:          {} (every matching record below is acknowledged or parked)",
+        group.floor
+    );
+    println!(
+        "next:           {} (the next record to look at)",
+        group.next
+    );
+    println!("acked above:    {}", group.acked_above_floor);
+    println!("lag:            {} (records not looked at yet; at most this many matching events undelivered)", group.lag);
+    println!("oldest pending: {} ms", group.oldest_pending_age_ms);
+}
+
 fn status(server: &Server) -> Result<(), String> {
     let mut client = connect(server)?;
     let status = client.status().map_err(|error| error.to_string())?;
@@ -382,25 +544,41 @@ fn connect(server: &Server) -> Result<Client, String> {
     })
 }
 
+/// The flags of `flo-client produce` besides the namespace and the data.
+struct ProduceOptions<'a> {
+    parent: Option<&'a str>,
+    quiet: bool,
+    replicas: u8,
+    expect_last: Option<&'a str>,
+    reconnect_attempts: u32,
+}
+
 fn produce(
     server: &Server,
     namespace: &str,
     data: Option<String>,
-    parent: Option<&str>,
-    quiet: bool,
-    replicas: u8,
+    options: &ProduceOptions<'_>,
 ) -> Result<(), String> {
-    let parent_id = parent
+    let parent_id = options
+        .parent
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
+    let expect = options
+        .expect_last
+        .map(|text| match text {
+            "none" => Ok(Expectation::NoEvents),
+            text => text.parse::<EventId>().map(Expectation::LastIs),
+        })
+        .transpose()
+        .map_err(|error| format!("--expect-last: {error}"))?;
     let mut client = connect(server)?;
-    if replicas > 0 {
+    if options.replicas > 0 {
         client
-            .set_replicas(replicas)
+            .set_replicas(options.replicas)
             .map_err(|error| error.to_string())?;
     }
-    let mut out: Box<dyn Write> = if quiet {
+    let mut out: Box<dyn Write> = if options.quiet {
         Box::new(io::sink())
     } else {
         Box::new(BufWriter::new(io::stdout().lock()))
@@ -411,35 +589,117 @@ fn produce(
         None if io::stdin().is_terminal() => Some(String::new()),
         data => data,
     };
-    let count = match data {
-        Some(data) => {
+    let event = |data: Vec<u8>| NewEvent {
+        namespace: namespace.to_string(),
+        parent_id,
+        data,
+    };
+    let count = match (data, expect) {
+        (data, Some(expect)) => {
+            let events = match data {
+                Some(data) => vec![event(data.into_bytes())],
+                None => read_lines(namespace)?.into_iter().map(event).collect(),
+            };
             let ack = client
-                .produce_event(NewEvent {
-                    namespace: namespace.to_string(),
-                    parent_id,
-                    data: data.into_bytes(),
-                })
+                .produce_if(expect, &events)
+                .map_err(|error| expectation_error(namespace, &error))?;
+            write_ack(&mut out, &ack).map_err(|error| output_error(&error))?;
+            u64::from(ack.count)
+        }
+        (Some(data), None) => {
+            let ack = client
+                .produce_event(event(data.into_bytes()))
                 .map_err(|error| error.to_string())?;
             write_ack(&mut out, &ack).map_err(|error| output_error(&error))?;
             1
         }
-        None => produce_lines(&mut client, namespace, parent_id, &mut out)?,
+        (None, None) => {
+            let mut producer = idempotent_producer(client, server, options)?;
+            produce_lines(&mut producer, namespace, parent_id, &mut out)?
+        }
     };
     writeln!(out, "Successfully produced {count} events to {namespace}")
         .and_then(|()| out.flush())
         .map_err(|error| output_error(&error))
 }
 
+/// Exit code 3: a conditional produce found the namespace elsewhere than expected.
+const EXPECTATION_FAILED_EXIT: u8 = 3;
+
+/// The message of a failed conditional produce; an expectation that did not hold is marked
+/// for exit code 3 (`main` looks for the prefix).
+fn expectation_error(namespace: &str, error: &ClientError) -> String {
+    match error.actual_last_id() {
+        Some(actual) => {
+            let actual = actual.map_or("none".to_string(), |id| id.to_string());
+            format!(
+                "{EXPECTATION_FAILED_PREFIX}the newest event of {namespace} is {actual}: \
+                 nothing was produced (read it again and retry with --expect-last {actual})"
+            )
+        }
+        None => error.to_string(),
+    }
+}
+
+const EXPECTATION_FAILED_PREFIX: &str = "expectation failed: ";
+
+/// Every line of standard input (newlines removed), for one atomic batch.
+fn read_lines(namespace: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(|error| format!("could not read standard input: {error}"))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(format!(
+            "standard input was empty: no events produced to {namespace} \
+             (use -d \"\" for one event without data)"
+        ));
+    }
+    Ok(lines)
+}
+
+/// The stdin producer: idempotent, so a reconnect never stores a line twice.
+fn idempotent_producer(
+    client: Client,
+    server: &Server,
+    options: &ProduceOptions<'_>,
+) -> Result<IdempotentProducer, String> {
+    let id = IdempotentProducer::random_id();
+    let mut producer =
+        IdempotentProducer::with_client(client, &server.addr, server.options(), id, PRODUCE_WINDOW);
+    producer.set_reconnect(options.reconnect_attempts, Duration::from_millis(100));
+    if options.replicas > 0 {
+        // Sent on this connection already; kept for the ones after a reconnect.
+        producer
+            .set_replicas(options.replicas)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(producer)
+}
+
 /// One event per line of standard input, pipelined; prints each id as its ack arrives.
 /// Returns how many events were acknowledged.
 fn produce_lines(
-    client: &mut Client,
+    producer: &mut IdempotentProducer,
     namespace: &str,
     parent_id: Option<EventId>,
     out: &mut impl Write,
 ) -> Result<u64, String> {
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
-    let mut producer = client.producer(PRODUCE_WINDOW);
     let mut acknowledged = 0u64;
     let mut line = Vec::new();
     let mut lines_read = 0u64;
@@ -450,7 +710,7 @@ fn produce_lines(
         if input.buffer().is_empty() {
             // About to wait for input: show every outstanding ack first, so an interactive
             // user sees each id as soon as the server has it.
-            while receive_ack(&mut producer, out, &mut acknowledged)? {}
+            while receive_ack(producer, out, &mut acknowledged)? {}
             out.flush().map_err(|error| output_error(&error))?;
         }
         line.clear();
@@ -472,7 +732,7 @@ fn produce_lines(
             }
         }
         if producer.is_full() {
-            receive_ack(&mut producer, out, &mut acknowledged)?;
+            receive_ack(producer, out, &mut acknowledged)?;
         }
         let event = NewEvent {
             namespace: namespace.to_string(),
@@ -481,12 +741,12 @@ fn produce_lines(
         };
         if let Err(error) = producer.send(event) {
             // Print the acks that arrived before the failure; then report it.
-            while let Ok(true) = receive_ack(&mut producer, out, &mut acknowledged) {}
+            while let Ok(true) = receive_ack(producer, out, &mut acknowledged) {}
             let _ = out.flush();
             return Err(fail(acknowledged, error.to_string()));
         }
     }
-    while receive_ack(&mut producer, out, &mut acknowledged)? {}
+    while receive_ack(producer, out, &mut acknowledged)? {}
     // Empty input (/dev/null, a closed pipe, an upstream command that printed nothing) is
     // refused rather than reported as "produced 0 events": a script must not mistake it for
     // success, and inventing an event without data from no input would be a guess.
@@ -501,7 +761,7 @@ fn produce_lines(
 
 /// Prints the oldest outstanding ack; false when nothing was in flight.
 fn receive_ack(
-    producer: &mut Producer<'_>,
+    producer: &mut IdempotentProducer,
     out: &mut impl Write,
     acknowledged: &mut u64,
 ) -> Result<bool, String> {

@@ -10,8 +10,12 @@
 //! inner length is checked against the limits and against the bytes left in the frame before
 //! anything is copied.
 
+mod groups;
 mod peer;
 mod reader_writer;
+pub use groups::{
+    GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
+};
 mod status;
 
 use std::fmt;
@@ -160,7 +164,11 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ACK
         | kind::GROUP_NACK
         | kind::LEAVE_GROUP
-        | kind::SET_REPLICAS => ClientToServer,
+        | kind::SET_REPLICAS
+        | kind::GROUPS_REQUEST
+        | kind::PARKED_REQUEST
+        | kind::GROUP_ADMIN => ClientToServer,
+        kind::PRODUCE_IF | kind::SET_PRODUCER => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -169,12 +177,16 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::END
         | kind::PONG
         | kind::STATUS
-        | kind::SKIPPED => ServerToClient,
+        | kind::SKIPPED
+        | kind::GROUPS
+        | kind::PARKED => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
         | kind::PEER_CREDIT
-        | kind::PEER_MEMBERS => PeerToPeer,
+        | kind::PEER_MEMBERS
+        | kind::PEER_PROOF
+        | kind::PEER_ACCEPT => PeerToPeer,
         _ => return None,
     })
 }
@@ -249,7 +261,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::End { .. }
                 | ServerFrame::Pong { .. }
                 | ServerFrame::Status(_)
-                | ServerFrame::Skipped { .. },
+                | ServerFrame::Skipped { .. }
+                | ServerFrame::Groups(_)
+                | ServerFrame::Parked(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -293,12 +307,19 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
                 | ClientFrame::LeaveGroup { .. }
-                | ClientFrame::SetReplicas { .. },
+                | ClientFrame::SetReplicas { .. }
+                | ClientFrame::GroupsRequest(_)
+                | ClientFrame::ParkedRequest(_)
+                | ClientFrame::GroupAdmin(_)
+                | ClientFrame::ProduceIf(_)
+                | ClientFrame::SetProducer { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
             AnyFrame::Peer(
                 PeerFrame::PeerWelcome(_)
+                | PeerFrame::PeerProof(_)
+                | PeerFrame::PeerAccept(_)
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
@@ -394,6 +415,17 @@ impl Encode for ClientFrame {
             ClientFrame::SetReplicas { replicas } => {
                 write_frame(out, kind, |w| w.put_u8(*replicas))
             }
+            ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
+            ClientFrame::ProduceIf(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::SetProducer {
+                producer_id,
+                next_sequence,
+            } => write_frame(out, kind, |w| {
+                w.put_u64(*producer_id);
+                w.put_u64(*next_sequence);
+            }),
         }
     }
 
@@ -412,6 +444,11 @@ impl Encode for ClientFrame {
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
             ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
             ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
+            ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
+            ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
+            ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
+            ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
+            ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
         }
     }
 }
@@ -446,6 +483,8 @@ impl Encode for ServerFrame {
                 w.put_u32(*subscription_id);
                 w.put_u64(*count);
             }),
+            ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -460,6 +499,8 @@ impl Encode for ServerFrame {
             ServerFrame::Pong { .. } => kind::PONG,
             ServerFrame::Status(_) => kind::STATUS,
             ServerFrame::Skipped { .. } => kind::SKIPPED,
+            ServerFrame::Groups(_) => kind::GROUPS,
+            ServerFrame::Parked(_) => kind::PARKED,
         }
     }
 }
@@ -488,6 +529,9 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(hello) => write_frame(out, kind, |w| hello.write(w)),
             PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            PeerFrame::PeerProof(proof) | PeerFrame::PeerAccept(proof) => {
+                write_frame(out, kind, |w| proof.write(w))
+            }
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerMembers(members) => {
@@ -501,6 +545,8 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(_) => kind::PEER_HELLO,
             PeerFrame::PeerWelcome(_) => kind::PEER_WELCOME,
+            PeerFrame::PeerProof(_) => kind::PEER_PROOF,
+            PeerFrame::PeerAccept(_) => kind::PEER_ACCEPT,
             PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
@@ -551,13 +597,22 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUP_NACK => "GroupNack",
         kind::LEAVE_GROUP => "LeaveGroup",
         kind::SET_REPLICAS => "SetReplicas",
+        kind::PRODUCE_IF => "ProduceIf",
+        kind::SET_PRODUCER => "SetProducer",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
+        kind::GROUPS_REQUEST => "GroupsRequest",
+        kind::PARKED_REQUEST => "ParkedRequest",
+        kind::GROUP_ADMIN => "GroupAdmin",
+        kind::GROUPS => "Groups",
+        kind::PARKED => "Parked",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
         kind::PEER_CREDIT => "PeerCredit",
         kind::PEER_MEMBERS => "PeerMembers",
+        kind::PEER_PROOF => "PeerProof",
+        kind::PEER_ACCEPT => "PeerAccept",
         _ => "unknown",
     }
 }
@@ -604,6 +659,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
             replicas: r.get_u8("replicas")?,
         }),
+        kind::PRODUCE_IF => AnyFrame::Client(ClientFrame::ProduceIf(ProduceIf::read(r)?)),
+        kind::SET_PRODUCER => AnyFrame::Client(ClientFrame::SetProducer {
+            producer_id: r.get_u64("producer id")?,
+            next_sequence: r.get_u64("next sequence")?,
+        }),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
         kind::GROUP_ACK => AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
@@ -623,6 +683,15 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64_positive("count")?,
         }),
+        kind::GROUPS_REQUEST => {
+            AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest::read(r)?))
+        }
+        kind::PARKED_REQUEST => {
+            AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest::read(r)?))
+        }
+        kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
+        kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
+        kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
@@ -630,6 +699,8 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             count: r.get_u32("count")?,
         }),
         kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
+        kind::PEER_PROOF => AnyFrame::Peer(PeerFrame::PeerProof(PeerProof::read(r)?)),
+        kind::PEER_ACCEPT => AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof::read(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
@@ -754,6 +825,69 @@ impl WireFormat for ProduceBatch {
         Ok(ProduceBatch { op_id, events })
     }
 }
+
+impl WireFormat for ProduceIf {
+    fn write(&self, w: &mut Writer) {
+        w.put_u64(self.op_id);
+        let (expect, id) = match self.expect {
+            Expectation::Any => (EXPECT_ANY, None),
+            Expectation::NoEvents => (EXPECT_NO_EVENTS, None),
+            Expectation::LastIs(id) => (EXPECT_LAST_IS, Some(id)),
+            Expectation::HasEvents => (EXPECT_HAS_EVENTS, None),
+        };
+        w.put_u8(expect);
+        w.put_optional_id(id);
+        let count = u32::try_from(self.events.len())
+            .expect("batch of 2^32 events: callers check the batch limit first");
+        w.put_u32(count);
+        for event in &self.events {
+            event.write(w);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<ProduceIf, DecodeError> {
+        let op_id = r.get_u64("op id")?;
+        let expect = r.get_u8("expectation")?;
+        let id = r.get_optional_id("expected id")?;
+        let expect = match (expect, id) {
+            (EXPECT_ANY, None) => Expectation::Any,
+            (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
+            (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
+            (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
+            (EXPECT_LAST_IS, None) => {
+                return Err(DecodeError::malformed(
+                    "expectation 2 needs an expected id".into(),
+                ))
+            }
+            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
+                return Err(DecodeError::malformed(
+                    "only expectation 2 has an expected id".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(DecodeError::malformed(format!(
+                    "unknown expectation {other}"
+                )))
+            }
+        };
+        let count = r.get_u32("event count")?;
+        // As for ProduceBatch: nothing reserved from `count`.
+        let mut events = Vec::new();
+        for _ in 0..count {
+            events.push(NewEvent::read(r)?);
+        }
+        Ok(ProduceIf {
+            op_id,
+            expect,
+            events,
+        })
+    }
+}
+
+const EXPECT_ANY: u8 = 0;
+const EXPECT_NO_EVENTS: u8 = 1;
+const EXPECT_LAST_IS: u8 = 2;
+const EXPECT_HAS_EVENTS: u8 = 3;
 
 impl WireFormat for Ack {
     fn write(&self, w: &mut Writer) {

@@ -13,6 +13,11 @@ impl Writer<'_> {
         self.out.push(value);
     }
 
+    /// Fixed-size bytes without a length (a nonce, a proof).
+    pub(super) fn put_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     pub(super) fn put_u16(&mut self, value: u16) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
