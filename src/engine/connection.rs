@@ -156,6 +156,9 @@ pub struct Subscription {
     pub queued: bool,
     /// What the subscription is and does at the end of the log.
     pub stream: Stream,
+    /// The client asked to skip damaged ranges of the log (Subscribe flags bit 1): a read
+    /// that meets one sends Skipped and goes on after it instead of ending the subscription.
+    pub skip_damaged: bool,
 }
 
 /// The engine's view of one connection.

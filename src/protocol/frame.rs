@@ -116,6 +116,11 @@ pub struct MemberStatus {
     pub vector: VersionVector,
     /// Records of this node's log not yet sent to the member (0 when not connected).
     pub lag: u64,
+    /// How long the member has been without a connection to this node, in milliseconds of
+    /// the server's monotonic clock: since its connection ended, or, if it has not been
+    /// connected since this node started, since this node learned of it (a configured
+    /// address: since the start). 0 when connected.
+    pub disconnected_ms: u64,
 }
 
 /// The answer to a status request.
@@ -231,8 +236,12 @@ pub struct Subscribe {
     pub start: StartPosition,
     /// Stop after this many events; 0 means no limit.
     pub limit: u64,
-    /// Keep delivering new events after the stored ones run out.
+    /// Keep delivering new events after the stored ones run out (flags bit 0).
     pub tail: bool,
+    /// When a read meets a damaged, unreadable range of the server's log, skip it (the server
+    /// sends [`ServerFrame::Skipped`] with the number of records lost and goes on) instead of
+    /// ending the subscription with `StorageFailure` (flags bit 1).
+    pub skip_damaged: bool,
     /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
 }

@@ -21,7 +21,7 @@ use super::namespace::{
     NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup, SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
-use super::record::{check_size, encode, encoded_size};
+use super::record::{check_size, encode, encoded_size, is_hole};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_namespace_index, ReadError, SegmentReader,
@@ -541,9 +541,9 @@ impl FileLog {
             if reader.first_offset == segment_first
                 && ahead.is_some_and(|ahead| ahead < SPARSE_EVERY_RECORDS)
             {
-                let segment_end = self.segment_of(offset).end_offset();
+                let segment = self.segment_of(offset);
                 while reader.next_offset < offset {
-                    next_on_disk(&mut reader, segment_end)?;
+                    next_on_disk(&mut reader, segment)?;
                 }
                 return Ok(reader);
             }
@@ -556,9 +556,8 @@ impl FileLog {
         let first_offset = index.first_offset;
         let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
             .map_err(io_error(format!("open {}", path.display())))?;
-        let segment_end = index.end_offset();
         while reader.next_offset < offset {
-            next_on_disk(&mut reader, segment_end)?;
+            next_on_disk(&mut reader, self.segment_of(offset))?;
         }
         Ok(reader)
     }
@@ -576,7 +575,11 @@ impl FileLog {
         let mut stopped = false;
         while reader.next_offset < segment_end {
             let at = reader.next_offset;
-            let (event, size) = next_on_disk(&mut reader, self.segment_of(at).end_offset())?;
+            let (event, size) = next_on_disk(&mut reader, self.segment_of(at))?;
+            if is_hole(&event) {
+                // A record `--repair` could not keep: nothing to deliver, its offset passes.
+                continue;
+            }
             if !visit(Offset(at), &event) {
                 reader.unread(event, size);
                 stopped = true;
@@ -803,12 +806,12 @@ fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNa
 }
 
 /// The next record of a reader that must have one (the index says so): anything else is
-/// corruption, reported with the file, the byte position and the offsets that cannot be
-/// served: from the damaged record to `segment_end`, the end of its segment (a reader cannot
-/// know where the next intact record starts).
+/// damage, reported (`Unreadable`) with the file, the byte position and the offsets that
+/// cannot be served: from the damaged record to the next point `segment`'s sparse index can
+/// resume from (a record there starts at a known byte), or the segment's end.
 fn next_on_disk(
     reader: &mut SegmentReader,
-    segment_end: u64,
+    segment: &SegmentIndex,
 ) -> Result<(Event, u64), StorageError> {
     let position = reader.position;
     let problem = match reader.next_record() {
@@ -820,13 +823,27 @@ fn next_on_disk(
             return Err(StorageError::Io { context, source });
         }
     };
-    Err(StorageError::Corrupt {
+    let damaged = reader.next_offset;
+    let segment_end = segment.end_offset();
+    let resume = segment
+        .sparse
+        .iter()
+        .map(|&(offset, _)| offset)
+        .find(|&offset| offset > damaged)
+        .unwrap_or(segment_end)
+        .min(segment_end);
+    let extent = if resume == segment_end {
+        "the rest of the segment"
+    } else {
+        "up to the next record its index locates"
+    };
+    Err(StorageError::Unreadable {
         context: format!(
-            "{} at byte {position}: {problem}; offsets {}..{segment_end} of this node's log \
-             (the rest of the segment) are unreadable",
+            "{} at byte {position}: {problem}; offsets {damaged}..{resume} of this node's log \
+             ({extent}) are unreadable",
             reader.path.display(),
-            reader.next_offset
         ),
+        offsets: Offset(damaged)..Offset(resume),
     })
 }
 

@@ -6,7 +6,7 @@
 //! - [`MemoryLog::crash`]: a power loss, losing what the fsync policy had not made durable on
 //!   the medium (optionally keeping part of it: a torn write);
 //! - [`MemoryLog::flip_bit`]: a record goes bad on the medium and reads of it fail with
-//!   `Corrupt`, as a checksum failure in a file would.
+//!   `Unreadable`, as a checksum failure in a file would.
 //!
 //! The counter lease is kept like the file log's (`lease.rs`): raised in the same steps, and
 //! durable at once, so it survives `crash`.
@@ -134,8 +134,13 @@ impl MemoryLog {
     }
 
     fn corrupt_error(offset: u64) -> StorageError {
-        StorageError::Corrupt {
-            context: format!("memory log record at offset {offset}: injected bit flip"),
+        StorageError::Unreadable {
+            context: format!(
+                "memory log record at offset {offset}: injected bit flip; offsets \
+                 {offset}..{} of this node's log are unreadable",
+                offset + 1
+            ),
+            offsets: Offset(offset)..Offset(offset + 1),
         }
     }
 
@@ -327,7 +332,7 @@ mod tests {
             seen.push(o.0);
             true
         });
-        assert!(matches!(result, Err(StorageError::Corrupt { .. })));
+        assert!(matches!(result, Err(StorageError::Unreadable { .. })));
         assert_eq!(seen, [0, 1]);
         assert!(log.read(Offset(3), &mut |_, _| true).is_ok());
         let position = StartPosition::AfterId(crate::event::EventId::new(4, 1));

@@ -36,6 +36,7 @@ pub mod record;
 pub(crate) mod record;
 mod recovery;
 mod repair;
+mod repair_sealed;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod segment;
@@ -78,6 +79,16 @@ pub enum StorageError {
         /// Where (file, position or offset).
         context: String,
     },
+    /// A read met a damaged record (a checksum that fails, a record that does not decode) and
+    /// cannot serve `offsets`; a read from `offsets.end` goes on after the damage. Reads only:
+    /// start-up reports damage as `Corrupt` or `NeedsRepair`.
+    Unreadable {
+        /// Where (file, byte position) and what is wrong.
+        context: String,
+        /// The offsets that cannot be read: from the damaged record up to where reading can
+        /// resume (the next entry of the segment's sparse index, or the segment's end).
+        offsets: std::ops::Range<Offset>,
+    },
     /// Another process holds the data directory's lock (see `lock.rs`).
     Locked {
         /// The locked directory.
@@ -105,7 +116,9 @@ impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageError::Io { context, source } => write!(f, "{context}: {source}"),
-            StorageError::Corrupt { context } => write!(f, "corrupt log: {context}"),
+            StorageError::Corrupt { context } | StorageError::Unreadable { context, .. } => {
+                write!(f, "corrupt log: {context}")
+            }
             StorageError::Locked { dir, holder_pid } => {
                 write!(
                     f,

@@ -24,6 +24,7 @@ use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
+use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
     classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
     read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
@@ -47,6 +48,9 @@ pub struct RecoveryReport {
     pub quarantined_bytes: u64,
     /// Records with valid checksums found in the quarantined bytes and kept.
     pub repaired_records: u64,
+    /// Records of sealed segments that `--repair` could not read back and replaced by holes
+    /// (their bytes are in the quarantine copy of the segment).
+    pub lost_records: u64,
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
     /// Index files that were missing or damaged and were rebuilt.
@@ -81,6 +85,13 @@ impl std::fmt::Display for RecoveryReport {
                 f,
                 "; repair quarantined {} damaged bytes and kept {} records found in them",
                 self.quarantined_bytes, self.repaired_records
+            )?;
+        }
+        if self.lost_records > 0 {
+            write!(
+                f,
+                "; repair replaced {} unreadable records of sealed segments by holes",
+                self.lost_records
             )?;
         }
         if self.indexes_rebuilt > 0 {
@@ -144,6 +155,9 @@ impl FileLog {
                 new_open_segment(dir, 0, &VersionVector::new())?,
             ),
             Some((&newest, sealed_firsts)) => {
+                if mode == RecoveryMode::Repair {
+                    repair_sealed_segments(dir, &firsts, &mut report)?;
+                }
                 let indexed = config.namespace_index;
                 let sealed = load_sealed(dir, sealed_firsts, newest, indexed, &mut report)?;
                 let open = recover_open(dir, newest, &sealed.0, mode, &mut report)?;
@@ -281,6 +295,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             }
             Some(
                 FileKind::IndexTemp(_)
+                | FileKind::SegmentTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
                 | FileKind::ProducedJournalTemp,

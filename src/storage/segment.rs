@@ -49,6 +49,8 @@ pub enum FileKind {
     Segment(u64),
     /// `groups.journal` and its compaction's temporary file (`storage/groups.rs` owns both).
     GroupJournal,
+    /// A sealed segment being rewritten by `flo --repair` (`{first:020}.log.tmp`).
+    SegmentTemp(u64),
     Index(u64),
     IndexTemp(u64),
     /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
@@ -68,6 +70,12 @@ pub enum FileKind {
 
 /// The file in the data directory that a running server holds an exclusive lock on.
 pub const LOCK_FILE_NAME: &str = "flo.lock";
+
+/// Where `flo --repair` writes the new content of a damaged sealed segment before it renames
+/// it over the segment.
+pub fn segment_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.log.tmp"))
+}
 
 /// Where `flo --repair` puts the bytes of segment `first_offset` from byte `position` on.
 pub fn quarantine_path(dir: &Path, first_offset: u64, position: u64) -> PathBuf {
@@ -99,6 +107,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
     }
     let (stem, kind): (&str, fn(u64) -> FileKind) = if let Some(s) = name.strip_suffix(".log") {
         (s, FileKind::Segment)
+    } else if let Some(s) = name.strip_suffix(".log.tmp") {
+        (s, FileKind::SegmentTemp)
     } else if let Some(s) = name.strip_suffix(".idx.tmp") {
         (s, FileKind::IndexTemp)
     } else if let Some(s) = name.strip_suffix(".idx") {

@@ -213,6 +213,7 @@ impl Sim {
                 start: StartPosition::Cursor(self.roamer.cursor.clone()),
                 limit: 0,
                 tail: false,
+                skip_damaged: false,
                 credit: u32::MAX,
             }),
             &mut bytes,

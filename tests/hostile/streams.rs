@@ -28,6 +28,7 @@ fn ids_in(addr: SocketAddr, namespace: &str) -> Vec<EventId> {
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         credit: 10_000,
     });
     let mut ids = Vec::new();

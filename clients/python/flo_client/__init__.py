@@ -400,9 +400,18 @@ def encode_set_producer(producer_id: int, next_sequence: int) -> bytes:
     return frame(SET_PRODUCER, struct.pack(">QQ", producer_id, next_sequence))
 
 
-def encode_subscribe(sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int) -> bytes:
+SUBSCRIBE_TAIL = 0x01
+SUBSCRIBE_SKIP_DAMAGED = 0x02
+
+
+def encode_subscribe(
+    sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int, skip_damaged: bool = False
+) -> bytes:
+    """`skip_damaged`: the server skips a damaged range of its log with a Skipped frame instead
+    of ending the subscription with StorageFailure (protocol.md section 7, Subscribe flags)."""
+    flags = (SUBSCRIBE_TAIL if tail else 0) | (SUBSCRIBE_SKIP_DAMAGED if skip_damaged else 0)
     body = struct.pack(">I", sub_id) + _str16(glob) + start.encode()
-    body += struct.pack(">QBI", limit, 1 if tail else 0, credit)
+    body += struct.pack(">QBI", limit, flags, credit)
     return frame(SUBSCRIBE, body)
 
 
@@ -611,7 +620,17 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         status["vector"] = _read_vector(r)
         members = []
         for _ in range(r.u16()):
-            members.append({"actor_id": r.u16(), "addr": r.str16(), "state": r.u8(), "vector": _read_vector(r), "lag": r.u64()})
+            members.append(
+                {
+                    "actor_id": r.u16(),
+                    "addr": r.str16(),
+                    "state": r.u8(),
+                    "vector": _read_vector(r),
+                    "lag": r.u64(),
+                    # 0 when connected; else ms without a connection (protocol.md section 14).
+                    "disconnected_ms": r.u64(),
+                }
+            )
         status["members"] = members
         out = ("status", status)
     elif kind == GROUPS:
@@ -917,8 +936,11 @@ class FloClient:
         credit: int = 100,
         auto_credit: bool = True,
         sub_id: Optional[int] = None,
+        skip_damaged: bool = False,
     ) -> Subscription:
-        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`."""
+        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`.
+        With `skip_damaged`, a damaged range of the server's log comes as a Skipped item
+        instead of a StorageFailure error that ends the subscription."""
         if sub_id is None:
             sub_id = self.next_sub
             while sub_id in self.subs:
@@ -931,7 +953,7 @@ class FloClient:
         sub = Subscription(self, sub_id, start, credit, auto_credit)
         self.subs[sub_id] = sub
         self.ended_subs.discard(sub_id)
-        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit))
+        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit, skip_damaged))
         return sub
 
     # -- consumer groups ---------------------------------------------------------------------

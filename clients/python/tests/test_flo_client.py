@@ -137,6 +137,9 @@ class OfflineTests(unittest.TestCase):
             "Subscribe 6 to /food/** from 1700000000000 ms (2023-11-14T22:13:20Z)": flo.encode_subscribe(
                 6, "/food/**", Start.at_timestamp(1700000000000), 0, True, 100
             ),
+            "Subscribe 7 to /** from the beginning, tail, skipping damaged ranges, credit 100": flo.encode_subscribe(
+                7, "/**", Start.beginning(), 0, True, 100, skip_damaged=True
+            ),
             "Credit: 50 more events for subscription 1": flo.encode_credit(1, 50),
             "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
             "Ping with token 7": flo.encode_ping(7),
@@ -197,6 +200,10 @@ class OfflineTests(unittest.TestCase):
         )
         raw = ex["Error, connection scope: NoSuchGroup (illustrative message)"]
         self.assertEqual(flo.decode(raw[4], raw[5:]).name, "NoSuchGroup")
+    def test_status_members_say_since_when_they_are_disconnected(self) -> None:
+        raw = spec_examples()["Status of actor 1: connected to actor 2, backing off from actor 3 for 42 s"]
+        _, status = flo.decode(raw[4], raw[5:])
+        self.assertEqual([m["disconnected_ms"] for m in status["members"]], [0, 42000])
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
@@ -619,7 +626,7 @@ class ServerTests(unittest.TestCase):
             "zero length": b"\x00\x00\x00\x00",
             "unknown kind": flo.frame(0x60, b""),
             "trailing byte": flo.frame(flo.PING, b"\x00" * 9),
-            "bad bool": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x02" + b"\x00" * 4,
+            "undefined flag bit": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x04" + b"\x00" * 4,
         }
         for n, (name, raw) in enumerate(cases.items(), start=1):
             with self.subTest(name):

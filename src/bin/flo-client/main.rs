@@ -141,6 +141,11 @@ enum Command {
         /// Stop after this many events (0: no limit).
         #[arg(long, value_name = "N", default_value_t = 0)]
         limit: u64,
+        /// When the server meets a damaged, unreadable range of its log (a sealed segment
+        /// with a bad checksum), skip it with a warning on standard error naming how many
+        /// records were lost, and go on. Without it the consumer stops there with an error.
+        #[arg(long, conflicts_with = "group")]
+        skip_damaged: bool,
         /// `human`: the event id, namespace and data as text, each event after a blank line.
         /// `json`: one JSON object per line with id, parent_id, namespace, timestamp (ms) and
         /// data (a string when it is UTF-8, otherwise base64 with "data_encoding":"base64").
@@ -345,6 +350,7 @@ fn run(cli: Cli) -> Result<(), String> {
             from,
             limit,
             format,
+            skip_damaged: _,
         } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
         Command::Consume {
             group: None,
@@ -353,7 +359,16 @@ fn run(cli: Cli) -> Result<(), String> {
             from,
             limit,
             format,
-        } => consume(&server, &namespace, tail, &from, limit, format),
+            skip_damaged,
+        } => consume(
+            &server,
+            &namespace,
+            tail,
+            &from,
+            limit,
+            format,
+            skip_damaged,
+        ),
         Command::Status => status(&server),
         Command::Groups { action } => groups(&server, action),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
@@ -849,6 +864,7 @@ fn consume(
     from: &str,
     limit: u64,
     format: Format,
+    skip_damaged: bool,
 ) -> Result<(), String> {
     let now_ms = wall_clock_ms();
     let from = parse_from(from, now_ms)?;
@@ -866,6 +882,7 @@ fn consume(
         .start(start)
         .limit(server_limit)
         .tail(tail || held_back.is_some())
+        .skip_damaged(skip_damaged)
         .subscribe()
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
@@ -915,10 +932,19 @@ fn consume(
                 continue;
             }
             Some(Delivery::Skipped(count)) => {
-                eprintln!(
-                    "warning: the server's retention deleted {count} records this consumer \
-                     had not read yet; they are skipped"
-                );
+                // Skipped carries no reason: without --skip-damaged only retention sends it.
+                if skip_damaged {
+                    eprintln!(
+                        "warning: {count} records of the server's log that this consumer had \
+                         not read yet are skipped: deleted by retention, or unreadable on the \
+                         server's disk (--skip-damaged)"
+                    );
+                } else {
+                    eprintln!(
+                        "warning: the server's retention deleted {count} records this consumer \
+                         had not read yet; they are skipped"
+                    );
+                }
                 continue;
             }
             Some(Delivery::Event(event)) => event,

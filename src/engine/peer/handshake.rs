@@ -367,6 +367,7 @@ impl<L: Log> Engine<L> {
                 credit: 0,
                 queued: false,
                 stream: Stream::Replication,
+                skip_damaged: false,
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });

@@ -70,6 +70,7 @@ impl<L: Log> Engine<L> {
                         conn: Some(conn),
                         durable_own: their_vector.get(self.config.actor_id),
                         handshake_vector: Some(their_vector),
+                        disconnected_since_ms: self.now_ms,
                     };
                     self.cluster.members.insert(actor, member);
                     changed = true;
@@ -123,6 +124,7 @@ impl<L: Log> Engine<L> {
                     conn: None,
                     handshake_vector: None,
                     durable_own: 0,
+                    disconnected_since_ms: self.now_ms,
                 });
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;
@@ -143,6 +145,7 @@ impl<L: Log> Engine<L> {
             state: TargetState::Waiting { due_ms: 0 },
             attempt: 0,
             actor,
+            known_since_ms: self.now_ms,
         });
         if target.actor.is_none() {
             target.actor = actor;
@@ -180,6 +183,9 @@ impl<L: Log> Engine<L> {
                     return;
                 }
                 member.conn = None;
+                // `handle_closed` carries no time: the last time the engine was given is at
+                // most one reactor turn old.
+                member.disconnected_since_ms = self.now_ms;
                 log::info!("{conn}: peer {actor} disconnected");
                 let addrs: Vec<SocketAddr> = self
                     .cluster

@@ -53,6 +53,9 @@ struct Target {
     attempt: u32,
     /// The actor this address turned out to reach, once a handshake told us.
     actor: Option<ActorId>,
+    /// When (monotonic ms) this node learned of the address: for Status while no handshake
+    /// has identified it.
+    known_since_ms: u64,
 }
 
 /// What this node knows about another member.
@@ -67,6 +70,9 @@ struct MemberInfo {
     /// entry for this node in its last handshake vector, then raised by the PeerCredit it
     /// returns after its sync (credit comes back in the order the events were sent).
     durable_own: u64,
+    /// While `conn` is `None`: since when (monotonic ms) it has been without a connection
+    /// (its connection ended, or this node learned of it then).
+    disconnected_since_ms: u64,
 }
 
 /// The cluster state of one engine.
@@ -112,6 +118,8 @@ impl Cluster {
                 state,
                 attempt: 0,
                 actor: None,
+                // The engine's clock starts at the server's start.
+                known_since_ms: 0,
             };
             targets.insert(*addr, target);
         }
@@ -161,7 +169,9 @@ impl<L: Log> Engine<L> {
     pub fn status(&self) -> Status {
         let durable_end = self.log.durable_end();
         let mut members = Vec::new();
+        let since = |ms: u64| self.now_ms.saturating_sub(ms);
         for (actor, member) in &self.cluster.members {
+            let connected = member.conn.and_then(|c| self.conn(c)).is_some();
             let (state, vector, lag) = match member.conn.and_then(|c| self.conn(c)) {
                 Some(connection) => match connection.subscriptions.get(&PEER_SUBSCRIPTION) {
                     Some(sub) => (
@@ -183,6 +193,11 @@ impl<L: Log> Engine<L> {
                 state,
                 vector,
                 lag,
+                disconnected_ms: if connected {
+                    0
+                } else {
+                    since(member.disconnected_since_ms)
+                },
             });
         }
         // Addresses not yet identified by a handshake are listed with actor 0.
@@ -194,6 +209,7 @@ impl<L: Log> Engine<L> {
                     state: self.target_state_of(*addr),
                     vector: VersionVector::new(),
                     lag: 0,
+                    disconnected_ms: since(target.known_since_ms),
                 });
             }
         }

@@ -907,23 +907,51 @@ impl WireFormat for Ack {
     }
 }
 
+/// Subscribe's flags byte (protocol.md section 7): bit 0, keep delivering new events.
+const SUBSCRIBE_TAIL: u8 = 0x01;
+/// Subscribe's flags byte: bit 1, skip a damaged range of the log (Skipped) instead of ending
+/// the subscription with `StorageFailure`.
+const SUBSCRIBE_SKIP_DAMAGED: u8 = 0x02;
+
 impl WireFormat for Subscribe {
     fn write(&self, w: &mut Writer) {
         w.put_u32(self.subscription_id);
         w.put_bytes16(self.glob.as_bytes(), "glob");
         self.start.write(w);
         w.put_u64(self.limit);
-        w.put_bool(self.tail);
+        let mut flags = 0;
+        if self.tail {
+            flags |= SUBSCRIBE_TAIL;
+        }
+        if self.skip_damaged {
+            flags |= SUBSCRIBE_SKIP_DAMAGED;
+        }
+        w.put_u8(flags);
         w.put_u32(self.credit);
     }
 
     fn read(r: &mut Reader) -> Result<Subscribe, DecodeError> {
+        let subscription_id = r.get_u32("subscription id")?;
+        let glob = r.get_str16("glob")?;
+        let start = StartPosition::read(r)?;
+        let limit = r.get_u64("limit")?;
+        // The byte that version 1 first defined as the `tail` bool: its values 0 and 1 keep
+        // their meaning, bit 1 was added later, and every other bit is refused (an older
+        // server refuses bit 1 the same way, so the option is never ignored silently).
+        let flags = r.get_u8("flags")?;
+        if flags & !(SUBSCRIBE_TAIL | SUBSCRIBE_SKIP_DAMAGED) != 0 {
+            return Err(r.error(format!(
+                "subscribe flags are {flags:#04x}; only bits 0 (tail) and 1 (skip damaged) \
+                 are defined"
+            )));
+        }
         Ok(Subscribe {
-            subscription_id: r.get_u32("subscription id")?,
-            glob: r.get_str16("glob")?,
-            start: StartPosition::read(r)?,
-            limit: r.get_u64("limit")?,
-            tail: r.get_bool("tail")?,
+            subscription_id,
+            glob,
+            start,
+            limit,
+            tail: flags & SUBSCRIBE_TAIL != 0,
+            skip_damaged: flags & SUBSCRIBE_SKIP_DAMAGED != 0,
             credit: r.get_u32("credit")?,
         })
     }

@@ -44,6 +44,7 @@ fn subscribe(start: StartPosition) -> Frame {
         start,
         limit: 100,
         tail: true,
+        skip_damaged: false,
         credit: 64,
     }))
 }
@@ -250,6 +251,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 state: MemberState::BackingOff,
                 vector: [(ActorId(2), 9)].into_iter().collect(),
                 lag: 3,
+                disconnected_ms: 42_000,
             }],
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
@@ -574,11 +576,14 @@ fn inner_lengths_over_the_limits_are_malformed() {
 
 #[test]
 fn invalid_booleans_and_enum_values_are_malformed() {
-    let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
-    let tail_index = tail_two.len() - 5;
-    assert_eq!(tail_two[tail_index], 1);
-    tail_two[tail_index] = 2;
-    assert!(decode_error(&tail_two).message.contains("boolean"));
+    // Subscribe's flags byte (once the `tail` bool): an undefined bit is malformed.
+    let mut flags_four = encoded(&subscribe(StartPosition::Beginning));
+    let flags_index = flags_four.len() - 5;
+    assert_eq!(flags_four[flags_index], 1);
+    flags_four[flags_index] = 4;
+    assert!(decode_error(&flags_four)
+        .message
+        .contains("subscribe flags"));
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
@@ -904,6 +909,7 @@ fn random_frame(rng: &mut Rng) -> Frame {
             start: random_start(rng),
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
+            skip_damaged: rng.index(2) == 0,
             credit: rng.next_u64() as u32,
         })),
         4 => AnyFrame::Server(ServerFrame::Error(ErrorFrame {
@@ -1127,6 +1133,44 @@ fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
         let header = &raw_frame(kind, &[])[..5];
         let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
         assert_eq!(client.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
+    }
+}
+
+/// Subscribe's flags byte (protocol.md section 7): bit 0 tail, bit 1 skip_damaged, the
+/// other bits refused, so an option a server does not know is never ignored.
+#[test]
+fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
+    let AnyFrame::Client(ClientFrame::Subscribe(plain)) = subscribe(StartPosition::Beginning)
+    else {
+        unreachable!("subscribe() builds a Subscribe");
+    };
+    for flags in 0..=u8::MAX {
+        let mut bytes = encoded(&subscribe(StartPosition::Beginning));
+        // The flags byte is the fifth from the end, before the u32 credit.
+        let at = bytes.len() - 5;
+        bytes[at] = flags;
+        let decoded = super::decode::<ClientFrame>(&bytes, &limits());
+        if flags > 3 {
+            assert_eq!(
+                decoded.map_err(|e| e.code).err(),
+                Some(ErrorCode::MalformedFrame),
+                "flags {flags:#04x}"
+            );
+            continue;
+        }
+        let expected = Subscribe {
+            tail: flags & 1 != 0,
+            skip_damaged: flags & 2 != 0,
+            ..plain.clone()
+        };
+        let frame = decoded
+            .expect("defined flags decode")
+            .map(|(frame, _)| frame);
+        assert_eq!(
+            frame,
+            Some(ClientFrame::Subscribe(expected)),
+            "{flags:#04x}"
+        );
     }
 }
 
