@@ -168,8 +168,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUPS_REQUEST
         | kind::PARKED_REQUEST
         | kind::GROUP_ADMIN => ClientToServer,
-        | kind::PRODUCE_IF
-        | kind::SET_PRODUCER => ClientToServer,
+        kind::PRODUCE_IF | kind::SET_PRODUCER => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
