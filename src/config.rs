@@ -281,6 +281,34 @@ impl Default for GroupLimits {
     }
 }
 
+/// The Prometheus endpoint (`--metrics-addr`): a second listener that answers `GET /metrics`
+/// over HTTP/1.1 and nothing else. Its connections are bounded like client connections: a count,
+/// a request size and one deadline for the whole exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to listen; `None` (the default): no endpoint.
+    pub addr: Option<SocketAddr>,
+    /// HTTP connections open at once; more are closed as soon as they are accepted.
+    pub connections_max: usize,
+    /// The longest request head (request line and headers), in bytes; past it the answer is
+    /// 431 and the connection closes.
+    pub request_size_max: usize,
+    /// A connection must send its whole request head within this time of being accepted, and
+    /// take its whole response within this time of it being ready; else it is closed.
+    pub request_timeout: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            addr: None,
+            connections_max: 16,
+            request_size_max: 8 * 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The server's TLS identity for client connections: a certificate chain and its private key,
 /// both PEM, as read from `--tls-cert` and `--tls-key` (the reactor parses them at start-up).
 #[derive(Clone, PartialEq, Eq)]
@@ -403,6 +431,8 @@ pub struct Config {
     pub turn_namespaces_matched_max: usize,
     /// Consumer groups.
     pub groups: GroupLimits,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// Conditional and idempotent produce.
     pub streams: StreamLimits,
 }
@@ -447,6 +477,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             turn_namespaces_matched_max: 64,
             groups: GroupLimits::default(),
+            metrics: MetricsConfig::default(),
             streams: StreamLimits::default(),
         }
     }
@@ -551,7 +582,29 @@ impl Config {
             return Err("the replication time-out must be positive".into());
         }
         self.validate_turn_bounds()?;
-        self.validate_connection_bounds()
+        self.validate_connection_bounds()?;
+        self.validate_metrics()
+    }
+
+    /// Checks the bounds of the metrics endpoint's connections.
+    fn validate_metrics(&self) -> Result<(), String> {
+        let metrics = &self.metrics;
+        if !(1..=1024).contains(&metrics.connections_max) {
+            return Err("the metrics connection limit must be between 1 and 1024".into());
+        }
+        if !(256..=1024 * 1024).contains(&metrics.request_size_max) {
+            return Err("the metrics request size limit must be between 256 bytes and 1M".into());
+        }
+        if metrics.request_timeout.is_zero() {
+            return Err("the metrics request time-out must be positive".into());
+        }
+        if metrics
+            .addr
+            .is_some_and(|addr| addr == self.bind && addr.port() != 0)
+        {
+            return Err("the metrics address must differ from the client address".into());
+        }
+        Ok(())
     }
 
     /// Checks the reactor's and the engine's per-turn timings and budgets.
@@ -760,5 +813,22 @@ mod tests {
         assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
         assert!(refused(&|c| c.storage.namespace_segments_per_query_max = 0));
         assert!(refused(&|c| c.storage.segment_size_max = (1 << 37) + 1));
+    }
+
+    #[test]
+    fn metrics_limits_are_validated() {
+        let valid = Config::new("127.0.0.1:3000".parse().unwrap(), "/tmp/x".into());
+        let refused = |change: &dyn Fn(&mut Config)| {
+            let mut config = valid.clone();
+            change(&mut config);
+            config.validate().is_err()
+        };
+        assert!(!refused(
+            &|c| c.metrics.addr = Some("127.0.0.1:9100".parse().unwrap())
+        ));
+        assert!(refused(&|c| c.metrics.addr = Some(c.bind)));
+        assert!(refused(&|c| c.metrics.connections_max = 0));
+        assert!(refused(&|c| c.metrics.request_size_max = 100));
+        assert!(refused(&|c| c.metrics.request_timeout = Duration::ZERO));
     }
 }

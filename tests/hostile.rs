@@ -19,6 +19,8 @@ mod cli;
 mod globs;
 #[path = "hostile/groups.rs"]
 mod groups;
+#[path = "hostile/metrics.rs"]
+mod metrics;
 #[path = "hostile/peers.rs"]
 mod peers;
 #[path = "hostile/shutdown.rs"]

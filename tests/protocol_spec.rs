@@ -104,6 +104,8 @@ fn every_frame_kind_has_an_example() {
         kind::STATUS_REQUEST,
         kind::STATUS,
         kind::SKIPPED,
+        kind::INFO_REQUEST,
+        kind::INFO,
         kind::PEER_HELLO,
         kind::PEER_WELCOME,
         kind::PEER_EVENT,

@@ -222,6 +222,26 @@ struct Args {
     #[arg(long = "connect-timeout", default_value = "5s", value_parser = parse_duration_ms)]
     connect_timeout: u64,
 
+    /// Serve Prometheus metrics on GET http://ADDR/metrics (e.g. 127.0.0.1:9100; off when not
+    /// given). Anyone who reaches it sees the server's figures (no authentication): keep it on
+    /// loopback or a monitoring network.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Most open connections to the metrics endpoint; more are closed at once.
+    #[arg(long = "max-metrics-connections", default_value_t = 16)]
+    max_metrics_connections: usize,
+
+    /// The longest HTTP request head the metrics endpoint reads (K suffix); past it the answer
+    /// is 431.
+    #[arg(long = "max-metrics-request", default_value = "8K", value_parser = parse_size)]
+    max_metrics_request: u64,
+
+    /// A metrics request must arrive within this time of connecting, and its response be
+    /// taken within this time, else the connection is dropped (e.g. 5s).
+    #[arg(long = "metrics-timeout", default_value = "5s", value_parser = parse_duration_ms)]
+    metrics_timeout: u64,
+
     /// Start even when the newest segment holds damage that start-up does not cut by itself
     /// (a bad record followed by records with valid checksums, or a damaged header): the
     /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
@@ -399,6 +419,22 @@ fn effective_config(args: &Args) -> String {
         "catch-up-timeout",
         text(format_duration_ms(args.catch_up_timeout)),
     );
+    put(
+        "metrics-addr",
+        args.metrics_addr.and_then(|addr| text(addr.to_string())),
+    );
+    put(
+        "max-metrics-connections",
+        count(args.max_metrics_connections),
+    );
+    put(
+        "max-metrics-request",
+        text(format_size(args.max_metrics_request)),
+    );
+    put(
+        "metrics-timeout",
+        text(format_duration_ms(args.metrics_timeout)),
+    );
     let mut out = table.to_string();
     for key in hidden {
         out.push_str(&format!("# {key}: set (not shown)\n"));
@@ -546,6 +582,11 @@ fn config_from(args: &Args) -> Config {
     config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
     config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
     config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);
+    config.metrics.addr = args.metrics_addr;
+    config.metrics.connections_max = args.max_metrics_connections;
+    config.metrics.request_size_max =
+        usize::try_from(args.max_metrics_request).unwrap_or(usize::MAX);
+    config.metrics.request_timeout = Duration::from_millis(args.metrics_timeout);
     config
 }
 
@@ -767,6 +808,9 @@ fn main() -> ExitCode {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ]);
+    if let Some(addr) = server.metrics_addr() {
+        log::info!("metrics on http://{addr}/metrics");
+    }
     log::info!(
         "flo {} listening on {}, data directory {}, fsync {}, actor id {}, {} events recovered",
         env!("CARGO_PKG_VERSION"),

@@ -253,6 +253,108 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// `flo-client info` as text: one `name: value` line per figure, sizes and durations in
+/// human units with the exact figure beside them.
+pub fn format_info(info: &crate::protocol::Info) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut version = String::new();
+    push_terminal_safe(&mut version, &info.version);
+    let mut fsync = String::new();
+    push_terminal_safe(&mut fsync, &info.fsync_policy);
+    let seconds = info.uptime_ms / 1000;
+    let uptime = format!(
+        "{}d {:02}h {:02}m {:02}s",
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    let mebibytes = info.log_bytes as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(out, "version:       flo {version}");
+    let _ = writeln!(out, "actor:         {}", info.actor_id);
+    let _ = writeln!(out, "uptime:        {uptime} ({} ms)", info.uptime_ms);
+    let _ = writeln!(out, "fsync:         {fsync}");
+    let _ = writeln!(
+        out,
+        "log size:      {mebibytes:.1} MiB ({} bytes)",
+        info.log_bytes
+    );
+    let _ = writeln!(out, "events:        {}", info.event_count);
+    let _ = writeln!(out, "segments:      {}", info.segment_count);
+    let _ = writeln!(
+        out,
+        "connections:   {} clients, {} peers",
+        info.client_connections, info.peer_connections
+    );
+    let _ = writeln!(out, "subscriptions: {}", info.subscriptions);
+    let _ = writeln!(out, "groups:        {}", info.group_count);
+    out
+}
+
+/// `flo-client info --format json`: one JSON object on one line.
+pub fn format_info_json(info: &crate::protocol::Info) -> String {
+    let mut out = String::from("{\"version\":");
+    push_json_string(&mut out, &info.version);
+    out.push_str(&format!(
+        ",\"actor_id\":{},\"uptime_ms\":{}",
+        info.actor_id, info.uptime_ms
+    ));
+    out.push_str(",\"fsync\":");
+    push_json_string(&mut out, &info.fsync_policy);
+    out.push_str(&format!(
+        ",\"log_bytes\":{},\"event_count\":{},\"segment_count\":{},\"client_connections\":{},\"peer_connections\":{},\"subscriptions\":{},\"group_count\":{}}}",
+        info.log_bytes,
+        info.event_count,
+        info.segment_count,
+        info.client_connections,
+        info.peer_connections,
+        info.subscriptions,
+        info.group_count
+    ));
+    out
+}
+
+/// `flo-client status --format json`: one JSON object on one line, vectors as objects from
+/// actor (as a string key) to counter, member states as `connected`, `connecting` or
+/// `backing_off`.
+pub fn format_status_json(status: &crate::protocol::Status) -> String {
+    use crate::protocol::MemberState;
+    let vector = |v: &crate::event::VersionVector| {
+        let entries: Vec<String> = v.iter().map(|(a, c)| format!("\"{a}\":{c}")).collect();
+        format!("{{{}}}", entries.join(","))
+    };
+    let members: Vec<String> = status
+        .members
+        .iter()
+        .map(|member| {
+            let state = match member.state {
+                MemberState::Connected => "connected",
+                MemberState::Connecting => "connecting",
+                MemberState::BackingOff => "backing_off",
+            };
+            let mut addr = String::new();
+            push_json_string(&mut addr, &member.addr);
+            format!(
+                "{{\"actor_id\":{},\"addr\":{addr},\"state\":\"{state}\",\"lag\":{},\"disconnected_ms\":{},\"vector\":{}}}",
+                member.actor_id,
+                member.lag,
+                member.disconnected_ms,
+                vector(&member.vector)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"actor_id\":{},\"counter\":{},\"event_count\":{},\"durable_end\":{},\"vector\":{},\"members\":[{}]}}",
+        status.actor_id,
+        status.counter,
+        status.event_count,
+        status.durable_end,
+        vector(&status.vector),
+        members.join(",")
+    )
+}
+
 /// The text `flo-client status` prints: the node, then one line per member.
 pub fn format_status(status: &crate::protocol::Status) -> String {
     use crate::protocol::MemberState;
@@ -339,6 +441,32 @@ fn format_age(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_as_json_lists_members_with_escaped_addresses() {
+        use crate::protocol::{MemberState, MemberStatus, Status};
+        let status = Status {
+            actor_id: 1,
+            counter: 9,
+            event_count: 8,
+            durable_end: 8,
+            vector: [(crate::event::ActorId(1), 5)].into_iter().collect(),
+            members: vec![MemberStatus {
+                actor_id: 2,
+                addr: "host\"x:1".into(),
+                state: MemberState::BackingOff,
+                vector: Default::default(),
+                lag: 0,
+                disconnected_ms: 42_000,
+            }],
+        };
+        assert_eq!(
+            format_status_json(&status),
+            "{\"actor_id\":1,\"counter\":9,\"event_count\":8,\"durable_end\":8,\"vector\":{\"1\":5},\
+             \"members\":[{\"actor_id\":2,\"addr\":\"host\\\"x:1\",\"state\":\"backing_off\",\"lag\":0,\
+             \"disconnected_ms\":42000,\"vector\":{}}]}"
+        );
+    }
 
     fn event(data: &[u8], parent_id: Option<EventId>) -> Event {
         Event {

@@ -42,7 +42,7 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, MemberState,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberState,
     MemberStatus, NewEvent, ParkedEvent, ParkedReply, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
@@ -229,6 +229,19 @@ impl Client {
         }
     }
 
+    /// Asks the server what it is and holds (version, uptime, fsync policy, log size and
+    /// counts, connections): `flo-client info`. Needs an admin principal on a server with
+    /// authentication.
+    pub fn info(&mut self) -> Result<crate::protocol::Info, ClientError> {
+        self.connection.send(&ClientFrame::InfoRequest)?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Info(info) => return Ok(info),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     pub(crate) fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -253,9 +266,8 @@ impl Client {
             frame @ (ServerFrame::Welcome(_)
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
-            | ServerFrame::Parked(_)) => {
-                Err(unexpected(&frame, "an answer to a pending operation"))
-            }
+            | ServerFrame::Parked(_)
+            | ServerFrame::Info(_)) => Err(unexpected(&frame, "an answer to a pending operation")),
         }
     }
 }

@@ -147,7 +147,8 @@ impl Client {
             frame @ (ServerFrame::Welcome(_)
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
-            | ServerFrame::Parked(_)) => Err(unexpected(&frame, "an Ack")),
+            | ServerFrame::Parked(_)
+            | ServerFrame::Info(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

@@ -144,6 +144,19 @@ fn group_info_reports_members_pending_positions_and_lag() {
             oldest_pending_age_ms: 250,
         }
     );
+    // The metrics endpoint shows the same figures.
+    let metrics = harness.engine.metrics_snapshot().groups;
+    assert_eq!(
+        metrics,
+        [crate::engine::metrics::GroupMetrics {
+            name: "workers".into(),
+            pending: 3,
+            parked: 0,
+            lag: 7,
+            members: 1,
+            oldest_pending_age_ms: 250,
+        }]
+    );
     // Everything acknowledged: the floor passes the end, no lag.
     harness.send(
         member,

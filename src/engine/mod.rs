@@ -13,6 +13,7 @@ mod consume;
 mod groups;
 mod groups_admin;
 mod invariants;
+mod metrics;
 mod peer;
 mod produce;
 mod replicas;
@@ -23,6 +24,7 @@ use std::net::SocketAddr;
 
 pub use connection::{ClientConn, ConnId, PeerConn, Phase};
 use connection::{Connection, Subscription, BUFFER_CAPACITY_KEPT};
+pub use metrics::{Histogram, MetricsSnapshot};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
 use crate::event::EventId;
@@ -161,10 +163,22 @@ enum PendingReply {
         code: ErrorCode,
         message: String,
     },
-    /// A StatusRequest that came after a held produce reply: Status must not overtake it
-    /// (protocol.md section 14), so it is built at release, from durable state only. `size`
-    /// is the encoded size of a Status at the time of the request, counted while it is held.
-    Status { conn: ConnId, size: usize },
+    /// A StatusRequest (or InfoRequest) that came after a held produce reply: Status must
+    /// not overtake it (protocol.md section 14), so it is built at release, from durable
+    /// state only. `size` is the encoded size of the reply at the time of the request,
+    /// counted while it is held.
+    Status {
+        conn: ConnId,
+        size: usize,
+        report: Report,
+    },
+}
+
+/// Which report a held `PendingReply::Status` becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Status,
+    Info,
 }
 
 impl PendingReply {
@@ -252,6 +266,16 @@ pub struct Engine<L: Log> {
     groups: groups::Groups,
     /// Connections with replies waiting for replicas.
     waiting_conns: Vec<ConnId>,
+    /// Counters for the metrics endpoint (`metrics.rs`).
+    metrics: metrics::Metrics,
+    /// The turn's sync, done by `handle_turn_sync` and not yet followed by `handle_turn_end`.
+    turn_synced: Option<TurnSync>,
+}
+
+/// The outcome of a turn's sync, between `handle_turn_sync` and `handle_turn_end`.
+struct TurnSync {
+    durable_before: crate::storage::Offset,
+    failure: Option<String>,
 }
 
 impl<L: Log> Engine<L> {
@@ -287,6 +311,8 @@ impl<L: Log> Engine<L> {
             memory_waiting: BTreeMap::new(),
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
+            metrics: metrics::Metrics::default(),
+            turn_synced: None,
         };
         engine.load_producers();
         engine
@@ -359,6 +385,7 @@ impl<L: Log> Engine<L> {
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
         connection.last_input_ms = now.monotonic.0;
+        self.metrics.on_received(bytes.len());
         self.observe_time(now);
         self.decode_input(now, conn);
         self.enforce_connections_memory();
@@ -607,6 +634,7 @@ impl<L: Log> Engine<L> {
         }
         let was_above = connection.output_len() >= high_water;
         connection.consume_output(count);
+        self.metrics.on_sent(count);
         let memory = connection.memory_bytes();
         let counted = std::mem::replace(&mut connection.memory_counted, memory);
         self.connections_memory = self.connections_memory - counted + memory;
@@ -623,10 +651,15 @@ impl<L: Log> Engine<L> {
         self.debug_check_invariants();
     }
 
-    /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
-    pub fn handle_turn_end(&mut self, now: Now) {
+    /// The first part of a turn's end, the group commit, on its own so that the reactor can
+    /// time it (the fsync latency): input left undecoded while the output was full joins the
+    /// turn, then one `Log::sync`. `handle_turn_end` must follow; it does this part itself when
+    /// the reactor did not.
+    pub fn handle_turn_sync(&mut self, now: Now) {
         self.observe_time(now);
-        // Input left undecoded while the output was full joins this turn's group commit.
+        if self.turn_synced.is_some() {
+            return;
+        }
         for conn in std::mem::take(&mut self.input_resumed) {
             if self.is_open(conn) && self.wants_input(conn) {
                 self.decode_input(now, conn);
@@ -642,6 +675,21 @@ impl<L: Log> Engine<L> {
                 Some(format!("the events were not stored: {error}"))
             }
         };
+        self.metrics.on_turn_synced(failure.is_none());
+        self.turn_synced = Some(TurnSync {
+            durable_before,
+            failure,
+        });
+    }
+
+    /// The end of a reactor turn: group commit, then acknowledgements, then consumers.
+    pub fn handle_turn_end(&mut self, now: Now) {
+        self.handle_turn_sync(now);
+        // Set by `handle_turn_sync` just above (or earlier in the turn).
+        let TurnSync {
+            durable_before,
+            failure,
+        } = self.turn_synced.take().expect("the turn was synced");
         if failure.is_some() {
             self.stats.sync_failures += 1;
             self.forget_discarded_offsets();
@@ -825,6 +873,13 @@ impl<L: Log> Engine<L> {
                 self.on_unsubscribe(conn, subscription_id)
             }
             ClientFrame::Ping { token } => self.send(conn, &ServerFrame::Pong { token }),
+            ClientFrame::InfoRequest => match self.check_admin(conn, "ask for the server info") {
+                Ok(()) => self.on_info_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
             ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {

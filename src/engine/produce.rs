@@ -168,6 +168,7 @@ impl<L: Log> Engine<L> {
                 timestamp_ms: now.wall.0,
                 data: event.data,
             };
+            let data_bytes = stored.data.len();
             if let Err(error) = self.log.append(stored) {
                 // A failed append discards the whole turn's appends (the `Log` contract), so
                 // every reply of this turn becomes an error at the turn's end, and no more
@@ -182,6 +183,7 @@ impl<L: Log> Engine<L> {
                     message,
                 };
             }
+            self.metrics.on_append(self.config.actor_id.0, data_bytes);
         }
         self.stats.events_appended += count as u64;
         PendingReply::Ack {

@@ -11,7 +11,7 @@
 //! "holds every own event up to c". A reply that waits past `replication_timeout` becomes a
 //! ReplicationTimeout error naming the replicas reached; its events stay appended.
 
-use super::{ConnId, Engine, PendingReply, Phase};
+use super::{ConnId, Engine, PendingReply, Phase, Report};
 use crate::event::ActorId;
 use crate::protocol::{self, ErrorCode, ErrorScope, ServerFrame};
 use crate::storage::Log;
@@ -172,7 +172,20 @@ impl<L: Log> Engine<L> {
     /// which `poll_action` hands out before feeding's output.
     pub(super) fn send_reply(&mut self, reply: PendingReply) {
         let conn = reply.conn();
-        let status = matches!(reply, PendingReply::Status { .. }).then(|| self.status_frame());
+        let report = match &reply {
+            PendingReply::Status {
+                report: Report::Status,
+                ..
+            } => Some(self.status_frame()),
+            PendingReply::Status {
+                report: Report::Info,
+                ..
+            } => Some(ServerFrame::Info(self.info())),
+            PendingReply::Ack { .. } | PendingReply::Error { .. } => None,
+        };
+        if let PendingReply::Error { code, .. } = &reply {
+            self.metrics.on_produce_error(*code);
+        }
         let Some(connection) = self.conn_mut(conn) else {
             return;
         };
@@ -201,8 +214,8 @@ impl<L: Log> Engine<L> {
             } => protocol::encode_error(ErrorScope::Produce(op_id), code, &message, output),
             PendingReply::Status { .. } => {
                 // Computed above, before the connection was borrowed.
-                let status = status.expect("computed for a Status reply");
-                protocol::encode(&status, output);
+                let report = report.expect("computed for a Status or Info reply");
+                protocol::encode(&report, output);
             }
         }
         self.queue_reply(conn);

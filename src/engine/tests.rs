@@ -375,6 +375,68 @@ fn a_failed_sync_fails_the_turns_produces_and_the_next_turn_works() {
     assert_eq!(data, vec![b"kept".to_vec()]);
 }
 
+/// The metrics count what became durable (a failed turn's appends never count), every produce
+/// error by its code, the connections by kind and the protocol bytes both ways.
+#[test]
+fn metrics_count_durable_appends_and_produce_errors_by_code() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/a", b"lost");
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    h.produce(conn, 2, "/a", b"kept");
+    h.produce(conn, 3, "no-slash", b"refused");
+    h.turn();
+    let replies = h.received(conn);
+    assert_eq!(replies.len(), 3);
+    let reader = h.client();
+    h.subscribe(reader, 1, "/**", StartPosition::Beginning, true, 10);
+    h.turn();
+    let snapshot = h.engine.metrics_snapshot();
+    let appended: Vec<(u16, u64, u64)> = snapshot
+        .appended
+        .iter()
+        .map(|(actor, n)| (*actor, n.events, n.data_bytes))
+        .collect();
+    let actor = h.engine.config().actor_id.0;
+    assert_eq!(appended, [(actor, 1, 4)], "only the durable event counts");
+    assert_eq!(
+        snapshot.produce_errors,
+        [
+            (ErrorCode::InvalidNamespace, 1),
+            (ErrorCode::StorageFailure, 1)
+        ]
+    );
+    assert_eq!(snapshot.sync_failures, 1);
+    assert_eq!(
+        (snapshot.client_connections, snapshot.subscriptions),
+        (2, 1)
+    );
+    assert!(snapshot.bytes_received > 0);
+    assert!(snapshot.bytes_sent > 0);
+    assert_eq!(snapshot.activity.fsync_count, 1, "one successful sync");
+}
+
+/// An InfoRequest is answered after the Ack of a Produce sent before it (replies in order),
+/// from durable state: the event is counted.
+#[test]
+fn info_comes_after_earlier_acks_and_counts_them() {
+    let mut h = Harness::new();
+    let conn = h.client();
+    h.produce(conn, 1, "/a", b"x");
+    h.send(conn, ClientFrame::InfoRequest);
+    h.turn();
+    let frames = h.received(conn);
+    let [ServerFrame::Ack(Ack { op_id: 1, .. }), ServerFrame::Info(info)] = frames.as_slice()
+    else {
+        panic!("expected the Ack, then Info, got {frames:?}");
+    };
+    assert_eq!(info.event_count, 1);
+    assert_eq!(info.client_connections, 1);
+    assert_eq!(info.fsync_policy, "always");
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+}
+
 #[test]
 fn a_batch_is_all_or_nothing() {
     let mut h = Harness::new();

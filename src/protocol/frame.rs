@@ -29,6 +29,7 @@ pub mod kind {
     pub const GROUP_ADMIN: u8 = 0x10;
     pub const PRODUCE_IF: u8 = 0x12;
     pub const SET_PRODUCER: u8 = 0x13;
+    pub const INFO_REQUEST: u8 = 0x18;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -41,6 +42,7 @@ pub mod kind {
     pub const SKIPPED: u8 = 0x29;
     pub const GROUPS: u8 = 0x2A;
     pub const PARKED: u8 = 0x2B;
+    pub const INFO: u8 = 0x30;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -138,6 +140,33 @@ pub struct Status {
     pub vector: VersionVector,
     /// Every member this node knows.
     pub members: Vec<MemberStatus>,
+}
+
+/// The answer to an info request: what the server is and holds (`flo-client info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The server's version, such as "0.1.0".
+    pub version: String,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+    /// The fsync policy as `flo --fsync` takes it: `always`, `interval:<ms>` or `never`.
+    pub fsync_policy: String,
+    /// The server's actor id.
+    pub actor_id: u16,
+    /// Bytes of segment files in the data directory.
+    pub log_bytes: u64,
+    /// Events retained in the log.
+    pub event_count: u64,
+    /// Segment files.
+    pub segment_count: u64,
+    /// Open client connections (after their handshake).
+    pub client_connections: u32,
+    /// Open connections to cluster peers.
+    pub peer_connections: u32,
+    /// Open client subscriptions.
+    pub subscriptions: u32,
+    /// Consumer groups.
+    pub group_count: u32,
 }
 
 /// The first frame on every connection, from the client.
@@ -644,6 +673,8 @@ pub enum ClientFrame {
         producer_id: u64,
         next_sequence: u64,
     },
+    /// Ask for [`ServerFrame::Info`].
+    InfoRequest,
 }
 
 /// A frame a server sends to a client.
@@ -677,6 +708,8 @@ pub enum ServerFrame {
     Groups(GroupsReply),
     /// A group's parked events.
     Parked(ParkedReply),
+    /// The answer to [`ClientFrame::InfoRequest`].
+    Info(Info),
 }
 
 /// A frame between two cluster peers (the established ones only after the PeerHello,

@@ -9,6 +9,8 @@
 //! without waiting for a new readiness event. So is one the engine stopped taking input from
 //! (its client does not read its replies): it is read again once its output drains.
 
+mod http;
+mod metrics_text;
 mod server;
 mod socket;
 mod tls;
@@ -22,6 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use http::{HttpEndpoint, HTTP_LISTENER};
 pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
 use tls::{Plaintext, TlsRead, TlsSession};
@@ -112,6 +115,8 @@ pub(crate) struct Reactor<L: Log> {
     peer_tls_config: Option<Arc<rustls::ClientConfig>>,
     /// A new auth table from [`AuthReloader`], taken at the start of a turn.
     auth_reload: server::AuthSlot,
+    /// The metrics endpoint (`--metrics-addr`), if configured.
+    http: Option<HttpEndpoint>,
 }
 
 impl<L: Log> Reactor<L> {
@@ -147,8 +152,35 @@ impl<L: Log> Reactor<L> {
             tls_config,
             peer_tls_config: None,
             auth_reload: server::AuthSlot::default(),
+            http: None,
         };
         Ok((reactor, waker))
+    }
+
+    /// Serves the metrics endpoint on `listener`.
+    pub(crate) fn with_metrics(mut self, listener: TcpListener) -> io::Result<Reactor<L>> {
+        let endpoint = HttpEndpoint::new(self.poll.registry(), listener, &self.config.metrics)?;
+        self.http = Some(endpoint);
+        Ok(self)
+    }
+
+    /// A readiness event on the metrics listener or one of its connections.
+    fn on_http_event(&mut self, now: Now, token: Token) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        if token == HTTP_LISTENER {
+            return http.accept(registry, now.monotonic.0);
+        }
+        let engine = &self.engine;
+        http.on_event(registry, token, now.monotonic.0, &mut |endpoint| {
+            let figures = metrics_text::ReactorFigures {
+                process: crate::storage::process_stats(),
+                endpoint,
+            };
+            metrics_text::render(&engine.metrics_snapshot(), &figures)
+        });
     }
 
     /// Dials peers with TLS under `config`.
@@ -188,12 +220,14 @@ impl<L: Log> Reactor<L> {
                 Err(error) => return Err(error),
             }
             let now = self.clock.now();
+            let turn_started = Instant::now();
             let mut readable = std::mem::take(&mut self.read_again);
             let mut writable = Vec::new();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_pending = true,
                     WAKER => {}
+                    token if HttpEndpoint::owns(token) => self.on_http_event(now, token),
                     Token(key) if self.is_connecting(key) => self.finish_connect(now, key),
                     Token(key) if self.is_lingering(key) => self.on_lingering_event(event),
                     Token(key) => {
@@ -213,10 +247,14 @@ impl<L: Log> Reactor<L> {
                 return self.shut_down(now);
             }
             self.take_auth_reload(now);
+            if self.http.as_ref().is_some_and(|http| http.accept_pending) {
+                self.on_http_event(now, HTTP_LISTENER);
+            }
             if accept_pending && !self.listener_paused {
                 accept_pending = self.accept(now);
             }
             self.read_readable(now, readable);
+            self.timed_turn_sync(now);
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
@@ -224,7 +262,12 @@ impl<L: Log> Reactor<L> {
                 self.next_expiry_scan_ms = now.monotonic.0 + EXPIRY_SCAN_INTERVAL_MS;
                 self.expire_lingering(now);
                 self.expire_connecting(now);
+                if let Some(http) = self.http.as_mut() {
+                    http.expire(self.poll.registry(), now.monotonic.0);
+                }
             }
+            self.engine
+                .record_turn_duration(turn_started.elapsed().as_micros() as u64);
             if self.listener_paused && self.refused_lingering() < self.config.refused_lingering_max
             {
                 self.listener_paused = false;
@@ -233,8 +276,21 @@ impl<L: Log> Reactor<L> {
         }
     }
 
+    /// The turn's group commit, timed for the fsync latency histogram when it ran an
+    /// fdatasync on this thread (the ones a storage helper thread runs are not waited for).
+    fn timed_turn_sync(&mut self, now: Now) {
+        let fsyncs_before = self.engine.log().activity().fsync_caller_count;
+        let started = Instant::now();
+        self.engine.handle_turn_sync(now);
+        if self.engine.log().activity().fsync_caller_count > fsyncs_before {
+            self.engine
+                .record_fsync_duration(started.elapsed().as_micros() as u64);
+        }
+    }
+
     fn poll_timeout(&self) -> Duration {
-        if self.engine.has_pending_work() || !self.read_again.is_empty() {
+        let http_pending = self.http.as_ref().is_some_and(|http| http.accept_pending);
+        if self.engine.has_pending_work() || !self.read_again.is_empty() || http_pending {
             return Duration::ZERO;
         }
         let now = self.clock.now();
@@ -814,6 +870,9 @@ impl<L: Log> Reactor<L> {
     /// until each is done or the one shutdown deadline passes (`Config::shutdown_timeout`).
     fn shut_down(mut self, now: Now) -> io::Result<()> {
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(http) = self.http.as_mut() {
+            http.close(self.poll.registry());
+        }
         let deadline_ms = now.monotonic.0 + millis(self.config.shutdown_timeout);
         self.engine.handle_shutdown(now);
         while let Some(action) = self.engine.poll_action() {

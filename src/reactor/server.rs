@@ -60,6 +60,7 @@ pub struct Server {
     auth_reload: AuthSlot,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     recovered_events: u64,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// A cloneable way to ask a running server to stop, for example from a signal handler thread.
@@ -190,6 +191,11 @@ impl Server {
             .map_err(ServerError::Io)?;
         let local_addr = std_listener.local_addr().map_err(ServerError::Io)?;
         let listener = TcpListener::from_std(std_listener);
+        let metrics_listener = bind_metrics(&config)?;
+        let metrics_addr = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr().map_err(ServerError::Io)?),
+            None => None,
+        };
         let mut engine_config = EngineConfig::from_config(&config);
         engine_config.advertised_addr = Some(config.cluster.advertise_addr.unwrap_or(local_addr));
         // Reconnect jitter only needs to differ between nodes and runs; the engine itself
@@ -216,9 +222,12 @@ impl Server {
         let (reactor, waker) =
             Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
                 .map_err(ServerError::Io)?;
-        let reactor = reactor
+        let mut reactor = reactor
             .with_auth_reload(auth_reload.clone())
             .with_peer_tls(peer_tls_config);
+        if let Some(listener) = metrics_listener {
+            reactor = reactor.with_metrics(listener).map_err(ServerError::Io)?;
+        }
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())
@@ -230,12 +239,18 @@ impl Server {
             auth_reload,
             thread: Some(thread),
             recovered_events,
+            metrics_addr,
         })
     }
 
     /// The address the server listens on (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics endpoint (`Config::metrics`), when it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Events found in the log at start-up.
@@ -299,6 +314,17 @@ fn bind(config: &Config) -> Result<std::net::TcpListener, ServerError> {
         addr: config.bind,
         source,
     })
+}
+
+/// Binds the metrics endpoint's listener, when one is configured.
+fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServerError> {
+    let Some(addr) = config.metrics.addr else {
+        return Ok(None);
+    };
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(ServerError::Io)?;
+    Ok(Some(TcpListener::from_std(listener)))
 }
 
 fn open_group_store(

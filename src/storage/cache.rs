@@ -34,7 +34,7 @@ impl EventCache {
         self.first_offset + self.events.len() as u64
     }
 
-    #[cfg(test)]
+    /// The bytes the cached events take, as counted against the limit.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

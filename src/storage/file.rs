@@ -27,7 +27,9 @@ use super::segment::{
     write_namespace_index, ReadError, SegmentReader,
 };
 use super::syncer::{Done, Job, Syncer};
-use super::{last_by_scan, scan_namespace_within, Log, LogStats, Offset, StorageError};
+use super::{
+    last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
+};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -77,6 +79,8 @@ pub struct FileLog {
     /// fdatasyncs of segment data started since open (for tests of group commit and the
     /// benchmark); under `interval` and `never` most run on the helper thread.
     pub(super) fsync_count: u64,
+    /// Reads and retention since open, for the metrics (`fsync_count` is kept above).
+    pub(super) activity: LogActivity,
     /// fdatasyncs of segment data run on the caller's thread (the reactor's) since open:
     /// `always`'s, which the acknowledgements wait for, and the seal of a full segment.
     pub(super) caller_fsync_count: u64,
@@ -639,6 +643,8 @@ impl FileLog {
         }
         self.sealed.pop_front();
         self.sealed_namespaces.remove(&first_offset);
+        self.activity.retention_deleted_events += count;
+        self.activity.retention_deleted_segments += 1;
         Ok(count)
     }
 
@@ -912,15 +918,18 @@ impl Log for FileLog {
         while offset < durable_end {
             let cache_first = self.cache.first_offset();
             if offset >= cache_first {
+                let cache_from = offset;
                 while let Some(event) = self.cache.get(offset) {
                     if !visit(Offset(offset), event) {
                         break;
                     }
                     offset += 1;
                 }
+                self.activity.cache_reads += offset - cache_from;
                 break;
             }
             let (next, stopped) = self.read_disk(offset, cache_first, visit)?;
+            self.activity.disk_reads += next.saturating_sub(offset);
             offset = next;
             if stopped {
                 break;
@@ -1099,6 +1108,15 @@ impl Log for FileLog {
             event_count: self.end().0 - self.start().0,
             byte_count: self.segments().map(|index| index.file_size).sum(),
             segment_count: self.sealed.len() as u64 + 1,
+            cache_bytes: self.cache.bytes() as u64,
+        }
+    }
+
+    fn activity(&self) -> LogActivity {
+        LogActivity {
+            fsync_count: self.fsync_count,
+            fsync_caller_count: self.caller_fsync_count,
+            ..self.activity
         }
     }
 

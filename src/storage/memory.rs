@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::{Log, LogStats, Offset, ProducedRecord, StorageError};
+use super::{Log, LogActivity, LogStats, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
@@ -41,6 +41,8 @@ pub struct MemoryLog {
     counter_lease: u64,
     /// How many times the lease was raised (each a file write and fdatasync in the file log).
     pub lease_writes: u64,
+    /// Simulated fdatasyncs, reported by `activity`.
+    fsync_count: u64,
     /// The produced journal: durable records, and those buffered since the last sync.
     produced: Vec<ProducedRecord>,
     produced_pending: Vec<ProducedRecord>,
@@ -72,6 +74,7 @@ impl MemoryLog {
             corrupt: BTreeSet::new(),
             counter_lease: 0,
             lease_writes: 0,
+            fsync_count: 0,
             produced: Vec::new(),
             produced_pending: Vec::new(),
         }
@@ -185,6 +188,7 @@ impl Log for MemoryLog {
         if written && self.fsync_due(now_ms) {
             self.fsynced_end = self.durable_end;
             self.last_fsync_ms = Some(now_ms);
+            self.fsync_count += 1;
         }
         Ok(Offset(self.durable_end))
     }
@@ -244,6 +248,14 @@ impl Log for MemoryLog {
         Ok(0)
     }
 
+    fn activity(&self) -> LogActivity {
+        LogActivity {
+            fsync_count: self.fsync_count,
+            fsync_caller_count: self.fsync_count,
+            ..LogActivity::default()
+        }
+    }
+
     fn append_produced(&mut self, record: &ProducedRecord) {
         self.produced_pending.push(*record);
     }
@@ -267,6 +279,7 @@ impl Log for MemoryLog {
             event_count: self.records.len() as u64,
             byte_count: self.records.iter().map(|e| e.size_in_memory() as u64).sum(),
             segment_count: 1,
+            cache_bytes: 0,
         }
     }
 

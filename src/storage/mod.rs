@@ -26,6 +26,7 @@ mod lease;
 mod lock;
 mod memory;
 mod namespace;
+mod process;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
 mod produced;
@@ -49,6 +50,7 @@ pub use file::FileLog;
 pub use file::InjectedFault;
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
+pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
@@ -158,6 +160,28 @@ pub struct LogStats {
     pub byte_count: u64,
     /// Segment files (1 for the memory log).
     pub segment_count: u64,
+    /// Bytes of events the cache holds (0 for the memory log, which has none).
+    pub cache_bytes: u64,
+}
+
+/// What a log has done since it was opened, for the metrics: cheap to read (no scan), so the
+/// reactor may ask every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogActivity {
+    /// fdatasyncs of segment data started (under `interval` and `never` most run on a
+    /// storage helper thread).
+    pub fsync_count: u64,
+    /// Those of them that ran on the caller's thread (the reactor's), which the turn waited
+    /// for: `always`'s, and the seal of a full segment.
+    pub fsync_caller_count: u64,
+    /// Records `read` visited from the cache.
+    pub cache_reads: u64,
+    /// Records `read` visited from disk (the cache did not hold them).
+    pub disk_reads: u64,
+    /// Events deleted by retention.
+    pub retention_deleted_events: u64,
+    /// Segments deleted by retention.
+    pub retention_deleted_segments: u64,
 }
 
 /// The log the engine owns.
@@ -220,6 +244,11 @@ pub trait Log {
 
     /// Counts of what the log holds.
     fn stats(&self) -> LogStats;
+
+    /// What the log has done since it was opened (a log that keeps no counts reports zeros).
+    fn activity(&self) -> LogActivity {
+        LogActivity::default()
+    }
 
     /// At least every counter ever reserved with `reserve_counters` in this data directory (0
     /// for a new one). The engine starts its Lamport counter at this or at the highest counter

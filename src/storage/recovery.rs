@@ -234,6 +234,7 @@ fn assemble(
         written_since_fsync: false,
         fault: None,
         fsync_count: 0,
+        activity: Default::default(),
         caller_fsync_count: 0,
         // Not known: the first seal has the helper fdatasync the segment first.
         synced_size: 0,

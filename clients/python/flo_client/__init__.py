@@ -35,6 +35,7 @@ PRE_WELCOME_FRAME_MAX = 64 * 1024
 HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01, 0x08)
 WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
+INFO_REQUEST, INFO = 0x18, 0x30  # section 14: what the server is and holds
 SET_REPLICAS = 0x0D  # section 6
 PRODUCE_IF, SET_PRODUCER = 0x12, 0x13  # section 6: conditional and idempotent produce
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
@@ -648,6 +649,13 @@ def decode(kind: int, body: bytes) -> ServerFrame:
             offset = r.u64()
             events.append((offset, r.event_id()))
         out = ParkedReply(group, more, events)
+    elif kind == INFO:
+        info = {"version": r.str16(), "uptime_ms": r.u64(), "fsync_policy": r.str16(), "actor_id": r.u16()}
+        for name in ("log_bytes", "event_count", "segment_count"):
+            info[name] = r.u64()
+        for name in ("client_connections", "peer_connections", "subscriptions", "group_count"):
+            info[name] = r.u32()
+        out = ("info", info)
     else:
         raise ProtocolError(f"frame kind 0x{kind:02x} is not one a server sends")
     r.done()

@@ -209,6 +209,13 @@ class OfflineTests(unittest.TestCase):
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
         self.assertEqual(flo.decode(raw[4], raw[5:]), flo.Skipped(1, 2000))
 
+    def test_info_is_decoded(self) -> None:
+        raw = spec_examples()["Info: flo 0.1.0, up one hour, fsync always, 1000 events in 2 segments (1 MiB)"]
+        kind, info = flo.decode(raw[4], raw[5:])
+        self.assertEqual(kind, "info")
+        self.assertEqual((info["version"], info["fsync_policy"], info["event_count"]), ("0.1.0", "always", 1000))
+        self.assertEqual((info["client_connections"], info["group_count"]), (3, 1))
+
     def test_decoder_is_strict(self) -> None:
         caught_up = bytes.fromhex("00000001")
         with self.assertRaises(flo.ProtocolError):

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use flo::client::format::{format_human, format_json, format_status, parse_start_position};
+use flo::client::format::{
+    format_human, format_info, format_info_json, format_json, format_status, format_status_json,
+    parse_start_position,
+};
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, Expectation, GroupDelivery,
     IdempotentProducer, NewEvent,
@@ -154,7 +157,18 @@ enum Command {
     },
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
-    Status,
+    Status {
+        /// `human`: the node, then one line per member. `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print what the server is and holds: version, actor id, uptime, fsync policy, log size,
+    /// event and segment counts, connections, subscriptions and consumer groups.
+    Info {
+        /// `human`: one `name: value` line each. `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// List the consumer groups with their lag, or inspect and administer one (needs the admin
     /// permission on a server with authentication).
     ///
@@ -369,7 +383,8 @@ fn run(cli: Cli) -> Result<(), String> {
             format,
             skip_damaged,
         ),
-        Command::Status => status(&server),
+        Command::Status { format } => status(&server, format),
+        Command::Info { format } => info(&server, format),
         Command::Groups { action } => groups(&server, action),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
@@ -529,10 +544,23 @@ fn print_group(group: &flo::client::GroupInfo) {
     println!("oldest pending: {} ms", group.oldest_pending_age_ms);
 }
 
-fn status(server: &Server) -> Result<(), String> {
+fn status(server: &Server, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let status = client.status().map_err(|error| error.to_string())?;
-    print!("{}", format_status(&status));
+    match format {
+        Format::Human => print!("{}", format_status(&status)),
+        Format::Json => println!("{}", format_status_json(&status)),
+    }
+    Ok(())
+}
+
+fn info(server: &Server, format: Format) -> Result<(), String> {
+    let mut client = connect(server)?;
+    let info = client.info().map_err(|error| error.to_string())?;
+    match format {
+        Format::Human => print!("{}", format_info(&info)),
+        Format::Json => println!("{}", format_info_json(&info)),
+    }
     Ok(())
 }
 

@@ -241,7 +241,11 @@ impl<L: Log> Engine<L> {
         let mut encoded = Vec::new();
         crate::protocol::encode(&self.status_frame(), &mut encoded);
         let size = encoded.len();
-        self.hold_reply(super::PendingReply::Status { conn, size });
+        self.hold_reply(super::PendingReply::Status {
+            conn,
+            size,
+            report: super::Report::Status,
+        });
     }
 
     /// The Status frame that answers a StatusRequest now: the one place it is built, both to

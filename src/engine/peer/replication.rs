@@ -205,8 +205,10 @@ impl<L: Log> Engine<L> {
             return true;
         }
         self.observe_appended(&event.namespace, id);
+        let data_bytes = event.data.len();
         match self.log.append(event) {
             Ok(_) => {
+                self.metrics.on_append(id.actor.0, data_bytes);
                 self.counter = self.counter.max(id.counter);
                 self.stats.events_replicated += 1;
             }

@@ -257,3 +257,35 @@ fn a_sequence_outside_the_window_is_refused_and_a_failed_sync_forgets_its_acks()
     ack_of(&harness.received(conn), 6);
     assert_eq!(stored_count(&mut harness), 4);
 }
+
+/// The metrics count the produce errors of both kinds by their codes.
+#[test]
+fn the_metrics_count_failed_expectations_and_unknown_sequences() {
+    let mut harness = Harness::with_config(|c| c.streams.producer_window = 1);
+    let conn = harness.client();
+    harness.send(conn, set_producer(9, 1));
+    harness.produce(conn, 1, "/m", b"one");
+    harness.produce(conn, 2, "/m", b"two");
+    harness.turn();
+    harness.received(conn);
+    harness.send(conn, set_producer(9, 1));
+    harness.produce(conn, 3, "/m", b"one again");
+    // On another connection: this one numbers every produce, the ProduceIf too.
+    let other = harness.client();
+    harness.send(
+        other,
+        produce_if(4, Expectation::NoEvents, vec![event("/m", b"first?")]),
+    );
+    harness.turn();
+    let frames = harness.received(conn);
+    assert_eq!(error_of(&frames, 3).code, ErrorCode::SequenceUnknown);
+    let frames = harness.received(other);
+    assert_eq!(error_of(&frames, 4).code, ErrorCode::ExpectationFailed);
+    assert_eq!(
+        harness.engine.metrics_snapshot().produce_errors,
+        [
+            (ErrorCode::ExpectationFailed, 1),
+            (ErrorCode::SequenceUnknown, 1)
+        ]
+    );
+}

@@ -167,8 +167,10 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SET_REPLICAS
         | kind::GROUPS_REQUEST
         | kind::PARKED_REQUEST
-        | kind::GROUP_ADMIN => ClientToServer,
-        kind::PRODUCE_IF | kind::SET_PRODUCER => ClientToServer,
+        | kind::GROUP_ADMIN
+        | kind::PRODUCE_IF
+        | kind::SET_PRODUCER
+        | kind::INFO_REQUEST => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -179,7 +181,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::STATUS
         | kind::SKIPPED
         | kind::GROUPS
-        | kind::PARKED => ServerToClient,
+        | kind::PARKED
+        | kind::INFO => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -263,7 +266,8 @@ impl Decode for PeerFrame {
                 | ServerFrame::Status(_)
                 | ServerFrame::Skipped { .. }
                 | ServerFrame::Groups(_)
-                | ServerFrame::Parked(_),
+                | ServerFrame::Parked(_)
+                | ServerFrame::Info(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -312,7 +316,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::ParkedRequest(_)
                 | ClientFrame::GroupAdmin(_)
                 | ClientFrame::ProduceIf(_)
-                | ClientFrame::SetProducer { .. },
+                | ClientFrame::SetProducer { .. }
+                | ClientFrame::InfoRequest,
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -426,6 +431,7 @@ impl Encode for ClientFrame {
                 w.put_u64(*producer_id);
                 w.put_u64(*next_sequence);
             }),
+            ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
         }
     }
 
@@ -449,6 +455,7 @@ impl Encode for ClientFrame {
             ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
+            ClientFrame::InfoRequest => kind::INFO_REQUEST,
         }
     }
 }
@@ -485,6 +492,7 @@ impl Encode for ServerFrame {
             }),
             ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
         }
     }
 
@@ -501,6 +509,7 @@ impl Encode for ServerFrame {
             ServerFrame::Skipped { .. } => kind::SKIPPED,
             ServerFrame::Groups(_) => kind::GROUPS,
             ServerFrame::Parked(_) => kind::PARKED,
+            ServerFrame::Info(_) => kind::INFO,
         }
     }
 }
@@ -606,6 +615,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUP_ADMIN => "GroupAdmin",
         kind::GROUPS => "Groups",
         kind::PARKED => "Parked",
+        kind::INFO_REQUEST => "InfoRequest",
+        kind::INFO => "Info",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -692,6 +703,8 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
         kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
         kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
+        kind::INFO_REQUEST => AnyFrame::Client(ClientFrame::InfoRequest),
+        kind::INFO => AnyFrame::Server(ServerFrame::Info(Info::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),

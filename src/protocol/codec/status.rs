@@ -1,4 +1,4 @@
-//! The codec of the Status frame.
+//! The codecs of the Status and Info frames.
 
 use super::*;
 
@@ -54,6 +54,38 @@ impl WireFormat for Status {
             durable_end,
             vector,
             members,
+        })
+    }
+}
+
+impl WireFormat for Info {
+    fn write(&self, w: &mut Writer) {
+        w.put_text16(&self.version);
+        w.put_u64(self.uptime_ms);
+        w.put_text16(&self.fsync_policy);
+        w.put_u16(self.actor_id);
+        w.put_u64(self.log_bytes);
+        w.put_u64(self.event_count);
+        w.put_u64(self.segment_count);
+        w.put_u32(self.client_connections);
+        w.put_u32(self.peer_connections);
+        w.put_u32(self.subscriptions);
+        w.put_u32(self.group_count);
+    }
+
+    fn read(r: &mut Reader) -> Result<Info, DecodeError> {
+        Ok(Info {
+            version: r.get_str16("version")?,
+            uptime_ms: r.get_u64("uptime")?,
+            fsync_policy: r.get_str16("fsync policy")?,
+            actor_id: r.get_u16("actor id")?,
+            log_bytes: r.get_u64("log bytes")?,
+            event_count: r.get_u64("event count")?,
+            segment_count: r.get_u64("segment count")?,
+            client_connections: r.get_u32("client connections")?,
+            peer_connections: r.get_u32("peer connections")?,
+            subscriptions: r.get_u32("subscriptions")?,
+            group_count: r.get_u32("group count")?,
         })
     }
 }

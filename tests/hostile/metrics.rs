@@ -1,0 +1,205 @@
+//! Hostile cases: the metrics endpoint (`--metrics-addr`). Its HTTP connections are bounded
+//! like client connections: a client that sends its request a byte at a time (slowloris) is
+//! dropped at the request time-out whatever it sends, a request head over the size limit gets
+//! 431 and the connection closes, connections past the limit are closed as soon as they are
+//! accepted, and anything but `GET /metrics` gets 404, 405 or 400. After each case the flo port
+//! still serves (`assert_survived`) and the endpoint answers a fresh scrape.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::FloProcess;
+use crate::support::assert_survived;
+
+const RSS_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The metrics address from the start-up log (`metrics on http://ADDR/metrics`).
+pub fn metrics_addr(server: &FloProcess) -> SocketAddr {
+    server
+        .early_lines
+        .iter()
+        .find_map(|line| line.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .expect("flo logged its metrics address")
+        .parse()
+        .expect("a socket address")
+}
+
+/// Sends `request` and reads the whole answer (the server closes after it).
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set timeout");
+    stream.write_all(request).expect("send the request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+pub fn scrape(addr: SocketAddr) -> String {
+    let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: flo\r\n\r\n");
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "scrape failed: {answer:.200}"
+    );
+    answer
+}
+
+/// The value of the sample `name` (with its labels, exactly as printed) in a scrape.
+pub fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+/// True once the server has closed `stream` (a read returns 0 or fails with a reset), within
+/// `wait`.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(wait))
+        .expect("set read timeout");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Splits streams into those the server closes within `wait` and those it keeps open.
+fn partition_closed(streams: Vec<TcpStream>, wait: Duration) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let (mut closed, mut open) = (Vec::new(), Vec::new());
+    for mut stream in streams {
+        if closed_within(&mut stream, wait) {
+            closed.push(stream);
+        } else {
+            open.push(stream);
+        }
+    }
+    (closed, open)
+}
+
+#[test]
+fn only_get_metrics_is_answered_with_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    let answer = scrape(addr);
+    assert!(answer.contains("Content-Type: text/plain; version=0.0.4"));
+    assert!(answer.contains("\r\n\r\n# HELP flo_build_info "));
+    let not_found = exchange(addr, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
+    let wrong_method = exchange(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n");
+    assert!(wrong_method.starts_with("HTTP/1.1 405 "), "{wrong_method}");
+    // A flo Hello on the metrics port: not HTTP.
+    let binary = exchange(addr, &[0, 0, 0, 12, 1, 0, 1, 0, 0, 0, 0, 0]);
+    assert!(binary.starts_with("HTTP/1.1 400 "), "{binary}");
+    assert_survived(&mut server, RSS_MAX_BYTES);
+}
+
+#[test]
+fn a_slowloris_metrics_client_is_dropped_at_the_request_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &["--metrics-addr", "127.0.0.1:0", "--metrics-timeout", "1s"],
+    );
+    let addr = metrics_addr(&server);
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").expect("send");
+    // One header byte every 100 ms: each arrives long before any per-read time-out would
+    // fire, so only a deadline for the whole request ends it.
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if slow.write_all(b"X").is_err() || closed_within(&mut slow, Duration::from_millis(100)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a client sending one byte every 100ms was still connected after 10s"
+    );
+    let answer = scrape(addr);
+    assert_eq!(
+        sample(&answer, "flo_metrics_connections_timed_out_total"),
+        Some(1.0)
+    );
+    assert_survived(&mut server, RSS_MAX_BYTES);
+}
+
+#[test]
+fn an_oversized_request_gets_431_and_the_connection_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("set timeout");
+    let header = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n");
+    // 1 MiB of headers; the server stops reading at 8 KiB and answers, so later writes may fail.
+    for _ in 0..1024 {
+        if stream.write_all(header.as_bytes()).is_err() {
+            break;
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "expected 431, got {answer:.200}"
+    );
+    scrape(addr);
+    assert_survived(&mut server, RSS_MAX_BYTES);
+}
+
+#[test]
+fn metrics_connections_past_the_limit_are_closed_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--max-metrics-connections",
+            "4",
+            "--metrics-timeout",
+            "2s",
+        ],
+    );
+    let addr = metrics_addr(&server);
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let (closed, mut held) = partition_closed(idle, Duration::from_millis(20));
+    assert!(
+        closed.len() >= 196,
+        "only {} of 200 connections past a limit of 4 were closed",
+        closed.len()
+    );
+    // The held ones are dropped at their deadline; then a scrape gets through.
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)),
+            "an idle metrics connection outlived its 2s deadline by 5s"
+        );
+    }
+    let answer = scrape(addr);
+    assert!(sample(&answer, "flo_metrics_connections_refused_total").is_some_and(|n| n >= 196.0));
+    assert_survived(&mut server, RSS_MAX_BYTES);
+}
