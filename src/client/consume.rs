@@ -1,7 +1,7 @@
 //! Consuming: a subscription builder and the iterator of delivered events, with automatic
 //! credit and a version-vector cursor that can be saved and resumed from.
 
-use crate::event::{Cursor, Event, StartPosition};
+use crate::event::{Cursor, Event, Order, StartPosition};
 use crate::protocol::{ClientFrame, EndReason, ErrorScope, NamespaceGlob, ServerFrame, Subscribe};
 
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
@@ -42,6 +42,7 @@ pub struct ConsumeBuilder<'a> {
     start: StartPosition,
     limit: u64,
     tail: bool,
+    order: Order,
     credit: u32,
 }
 
@@ -67,6 +68,7 @@ impl<'a> ConsumeBuilder<'a> {
             start: StartPosition::Beginning,
             limit: 0,
             tail: false,
+            order: Order::Arrival,
             credit: CREDIT_DEFAULT,
         }
     }
@@ -95,6 +97,14 @@ impl<'a> ConsumeBuilder<'a> {
         self
     }
 
+    /// The order of delivery (default: the server's arrival order). [`Order::Id`] delivers
+    /// in the total order of ids, the same sequence on every node of a cluster, at the cost
+    /// of waiting until no smaller id can still arrive (docs/clustering.md, "Id order").
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
     /// Events the server may send before the client grants more (at least 1). The client grants
     /// more each time half of the window has been delivered.
     pub fn credit(mut self, credit: u32) -> Self {
@@ -119,6 +129,7 @@ impl<'a> ConsumeBuilder<'a> {
                 start: self.start,
                 limit: self.limit,
                 tail: self.tail,
+                order: self.order,
                 credit: self.credit,
             }))?;
         Ok(Subscription {

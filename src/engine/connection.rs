@@ -82,6 +82,8 @@ pub struct Subscription {
     pub queued: bool,
     /// What the subscription is and does at the end of the log.
     pub stream: Stream,
+    /// Id order: the events read and not yet delivered (`None`: arrival order).
+    pub order: Option<Box<super::order::OrderBuffer>>,
 }
 
 /// The engine's view of one connection.
@@ -145,6 +147,7 @@ impl Subscription {
         SUBSCRIPTION_BYTES_FIXED
             + self.glob.memory_bytes()
             + self.filter.vector.len() * CURSOR_ENTRY_BYTES
+            + self.order.as_ref().map_or(0, |order| order.memory_bytes())
     }
 }
 

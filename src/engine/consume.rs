@@ -9,7 +9,7 @@ use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine};
 use crate::event::Event;
-use crate::event::StartPosition;
+use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
     ServerFrame, Subscribe,
@@ -37,13 +37,13 @@ fn index_key(pattern: &str) -> Option<NamespaceKey> {
 
 /// What feeding consumers may still do this turn. A record is looked at only while both are
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
-struct FeedBudget {
-    records: u64,
-    match_steps: u64,
+pub(super) struct FeedBudget {
+    pub(super) records: u64,
+    pub(super) match_steps: u64,
 }
 
 /// Why feeding one subscription stopped.
-enum Stop {
+pub(super) enum Stop {
     /// It may go on: the turn's budget ran out.
     Budget,
     /// It waits for credit, for its output to drain, or for new events.
@@ -134,6 +134,10 @@ impl<L: Log> Engine<L> {
                 }
             } else {
                 Stream::Bounded
+            },
+            order: match subscribe.order {
+                Order::Arrival => None,
+                Order::Id => Some(Box::default()),
             },
         };
         // Checked above: the connection is open.
@@ -297,6 +301,12 @@ impl<L: Log> Engine<L> {
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
     fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
+        let ordered = self
+            .subscription_mut(conn, id)
+            .is_some_and(|s| s.order.is_some());
+        if ordered {
+            return self.feed_ordered(conn, id, budget);
+        }
         let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
         let own_actor = self.config.actor_id;
@@ -472,7 +482,7 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
+    pub(super) fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
         if let Some(connection) = self.conn_mut(conn) {
             connection.subscriptions.remove(&id);
         }
@@ -494,7 +504,7 @@ const SMALL_EVENT_SIZE_MAX: usize = 64 * 1024;
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
-fn event_frame_size_max(event: &Event) -> usize {
+pub(super) fn event_frame_size_max(event: &Event) -> usize {
     64 + event.namespace.len() + event.data.len()
 }
 

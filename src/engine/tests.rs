@@ -12,6 +12,8 @@ use crate::storage::MemoryLog;
 
 // Authentication and permissions (`--auth-file`), and the handshake fuzz.
 mod auth;
+// Id order: the reorder buffer and the members' clocks.
+mod order;
 
 struct Harness {
     engine: Engine<MemoryLog>,
@@ -109,8 +111,16 @@ impl Harness {
         decode_all(&bytes)
     }
 
-    /// Takes every frame the engine has queued for peer connection `conn`.
+    /// Takes every frame the engine has queued for peer connection `conn`, without the
+    /// PeerClock frames (id order has its own tests, `received_peer_all` keeps them).
     fn received_peer(&mut self, conn: ConnId) -> Vec<PeerFrame> {
+        let frames = self.received_peer_all(conn);
+        let clocks = |f: &PeerFrame| matches!(f, PeerFrame::PeerClock { .. });
+        frames.into_iter().filter(|f| !clocks(f)).collect()
+    }
+
+    /// Takes every frame the engine has queued for peer connection `conn`.
+    fn received_peer_all(&mut self, conn: ConnId) -> Vec<PeerFrame> {
         let bytes = self.engine.output(conn).to_vec();
         self.engine.handle_sent(conn, bytes.len());
         decode_all(&bytes)
@@ -173,6 +183,20 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32)
         start,
         limit: 0,
         tail,
+        order: Default::default(),
+        credit,
+    })
+}
+
+/// A tailing id-order subscription of every namespace from the beginning.
+fn subscribe_id_order(id: u32, credit: u32) -> ClientFrame {
+    ClientFrame::Subscribe(Subscribe {
+        subscription_id: id,
+        glob: "/**".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: true,
+        order: crate::protocol::Order::Id,
         credit,
     })
 }

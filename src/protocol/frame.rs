@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub use crate::event::Order;
 use crate::event::{Event, EventId, StartPosition, VersionVector};
 
 /// The protocol version this build speaks.
@@ -41,6 +42,7 @@ pub mod kind {
     pub const PEER_EVENT: u8 = 0x42;
     pub const PEER_CREDIT: u8 = 0x43;
     pub const PEER_MEMBERS: u8 = 0x44;
+    pub const PEER_CLOCK: u8 = 0x48;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -189,6 +191,8 @@ pub struct Subscribe {
     pub limit: u64,
     /// Keep delivering new events after the stored ones run out.
     pub tail: bool,
+    /// The order events are delivered in.
+    pub order: Order,
     /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
 }
@@ -324,6 +328,10 @@ pub enum ErrorCode {
     /// A produce asked for more replicas than held its events within the replication
     /// time-out; the events stay appended and keep replicating. Stays open.
     ReplicationTimeout = 30,
+    /// An id-order subscription's next event waited longer than the order stall time-out
+    /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
+    /// is ended; the connection stays open.
+    OrderStalled = 44,
 }
 
 impl ErrorCode {
@@ -361,6 +369,7 @@ impl ErrorCode {
             GroupGlobMismatch,
             TooManyGroups,
             ReplicationTimeout,
+            OrderStalled,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -398,7 +407,8 @@ impl ErrorCode {
             | InvalidGroupName
             | GroupGlobMismatch
             | TooManyGroups
-            | ReplicationTimeout => false,
+            | ReplicationTimeout
+            | OrderStalled => false,
         }
     }
 }
@@ -500,6 +510,12 @@ pub enum PeerFrame {
     },
     /// The sender's member list changed; this is all of it.
     PeerMembers(Vec<Member>),
+    /// The sender's stable clock: every event with a counter at or below `counter` that the
+    /// sender holds or will ever hold has been sent to the receiver before this frame (or
+    /// the receiver holds it). Id-order subscriptions wait for it (protocol.md, section 15).
+    PeerClock {
+        counter: u64,
+    },
     /// The sender refuses the handshake or closes the connection.
     Error(ErrorFrame),
 }

@@ -213,6 +213,7 @@ impl Sim {
                 start: StartPosition::Cursor(self.roamer.cursor.clone()),
                 limit: 0,
                 tail: false,
+                order: Default::default(),
                 credit: u32::MAX,
             }),
             &mut bytes,

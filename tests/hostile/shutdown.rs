@@ -130,6 +130,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
             start: StartPosition::Beginning,
             limit: 0,
             tail: true,
+            order: Default::default(),
             credit: 100_000,
         });
         // Feeding has started; from here on the consumer never reads again.

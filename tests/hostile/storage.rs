@@ -94,6 +94,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        order: Default::default(),
         credit: 1000,
     });
     match conn.recv() {
@@ -161,6 +162,7 @@ fn an_id_lost_to_a_damaged_tail_is_never_given_again() {
         start: StartPosition::Cursor(Cursor::from_vector(vector)),
         limit: 0,
         tail: false,
+        order: Default::default(),
         credit: 100,
     });
     match consumer.recv() {

@@ -240,6 +240,7 @@ impl<L: Log> Engine<L> {
                 credit: 0,
                 queued: false,
                 stream: Stream::Replication,
+                order: None,
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });

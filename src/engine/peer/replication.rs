@@ -64,7 +64,8 @@ impl<L: Log> Engine<L> {
                 PeerFrame::PeerHello(_)
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
-                | PeerFrame::PeerMembers(_) => self.close_with_error(
+                | PeerFrame::PeerMembers(_)
+                | PeerFrame::PeerClock { .. } => self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
                     "the first frame on a peer connection must be PeerWelcome",
@@ -95,6 +96,13 @@ impl<L: Log> Engine<L> {
                     self.broadcast_members();
                 }
             }
+            PeerFrame::PeerClock { counter } => {
+                // Checked by the caller: the connection is an established peer connection.
+                let Some(Phase::Peer { actor, .. }) = self.conn(conn).map(|c| &c.phase) else {
+                    unreachable!("{conn}: PeerClock is handled only on established peer connections")
+                };
+                return self.on_peer_clock(conn, *actor, counter);
+            }
             PeerFrame::Error(error) => {
                 match error.code {
                     ErrorCode::DuplicatePeerConnection => {
@@ -110,7 +118,7 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
-                    "only PeerEvent, PeerCredit and PeerMembers are valid on a peer connection after the handshake",
+                    "only PeerEvent, PeerCredit, PeerMembers and PeerClock are valid on a peer connection after the handshake",
                 )
             }
         }

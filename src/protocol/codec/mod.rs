@@ -174,7 +174,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
         | kind::PEER_CREDIT
-        | kind::PEER_MEMBERS => PeerToPeer,
+        | kind::PEER_MEMBERS
+        | kind::PEER_CLOCK => PeerToPeer,
         _ => return None,
     })
 }
@@ -302,6 +303,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
+                | PeerFrame::PeerClock { .. }
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -490,6 +492,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
+            PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
@@ -504,6 +507,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
+            PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -558,6 +562,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_EVENT => "PeerEvent",
         kind::PEER_CREDIT => "PeerCredit",
         kind::PEER_MEMBERS => "PeerMembers",
+        kind::PEER_CLOCK => "PeerClock",
         _ => "unknown",
     }
 }
@@ -630,6 +635,9 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             count: r.get_u32("count")?,
         }),
         kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
+        kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
+            counter: r.get_u64("counter")?,
+        }),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
@@ -773,23 +781,45 @@ impl WireFormat for Ack {
     }
 }
 
+/// Subscribe's `flags` byte: bit 0 keeps the subscription tailing, bit 1 asks for id order;
+/// the other bits must be 0 (a version-1 client that sent `tail` as a bool sends 0 or 1).
+const SUBSCRIBE_FLAG_TAIL: u8 = 0x01;
+const SUBSCRIBE_FLAG_ID_ORDER: u8 = 0x02;
+
 impl WireFormat for Subscribe {
     fn write(&self, w: &mut Writer) {
         w.put_u32(self.subscription_id);
         w.put_bytes16(self.glob.as_bytes(), "glob");
         self.start.write(w);
         w.put_u64(self.limit);
-        w.put_bool(self.tail);
+        let order = match self.order {
+            Order::Arrival => 0,
+            Order::Id => SUBSCRIBE_FLAG_ID_ORDER,
+        };
+        w.put_u8(u8::from(self.tail) | order);
         w.put_u32(self.credit);
     }
 
     fn read(r: &mut Reader) -> Result<Subscribe, DecodeError> {
+        let subscription_id = r.get_u32("subscription id")?;
+        let glob = r.get_str16("glob")?;
+        let start = StartPosition::read(r)?;
+        let limit = r.get_u64("limit")?;
+        let flags = r.get_u8("flags")?;
+        if flags & !(SUBSCRIBE_FLAG_TAIL | SUBSCRIBE_FLAG_ID_ORDER) != 0 {
+            return Err(r.error(format!("unknown Subscribe flags {flags:#04x}")));
+        }
         Ok(Subscribe {
-            subscription_id: r.get_u32("subscription id")?,
-            glob: r.get_str16("glob")?,
-            start: StartPosition::read(r)?,
-            limit: r.get_u64("limit")?,
-            tail: r.get_bool("tail")?,
+            subscription_id,
+            glob,
+            start,
+            limit,
+            tail: flags & SUBSCRIBE_FLAG_TAIL != 0,
+            order: if flags & SUBSCRIBE_FLAG_ID_ORDER != 0 {
+                Order::Id
+            } else {
+                Order::Arrival
+            },
             credit: r.get_u32("credit")?,
         })
     }

@@ -34,10 +34,6 @@ impl Writer<'_> {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
-    pub(super) fn put_bool(&mut self, value: bool) {
-        self.put_u8(u8::from(value));
-    }
-
     /// An id is 10 bytes: the u64 counter, then the u16 actor.
     pub(super) fn put_id(&mut self, id: EventId) {
         self.put_u64(id.counter);
@@ -143,14 +139,6 @@ impl<'a> Reader<'a> {
         match self.get_u64(what)? {
             0 => Err(self.error(format!("{what} is 0; it must be at least 1"))),
             value => Ok(value),
-        }
-    }
-
-    pub(super) fn get_bool(&mut self, what: &str) -> Result<bool, DecodeError> {
-        match self.get_u8(what)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(self.error(format!("{what} is {other}; a boolean must be 0 or 1"))),
         }
     }
 

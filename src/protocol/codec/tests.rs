@@ -44,6 +44,7 @@ fn subscribe(start: StartPosition) -> Frame {
         start,
         limit: 100,
         tail: true,
+        order: Default::default(),
         credit: 64,
     }))
 }
@@ -229,6 +230,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             data: vec![1, 2, 3],
         })),
         AnyFrame::Peer(PeerFrame::PeerCredit { count: 0 }),
+        AnyFrame::Peer(PeerFrame::PeerClock { counter: u64::MAX }),
         AnyFrame::Peer(PeerFrame::PeerMembers(vec![Member {
             actor_id: 9,
             addr: "h:1".into(),
@@ -521,8 +523,17 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
     let tail_index = tail_two.len() - 5;
     assert_eq!(tail_two[tail_index], 1);
-    tail_two[tail_index] = 2;
-    assert!(decode_error(&tail_two).message.contains("boolean"));
+    // The byte is Subscribe's flags: bit 0 tail, bit 1 id order, the others must be 0.
+    tail_two[tail_index] = 4;
+    assert!(decode_error(&tail_two).message.contains("flags 0x04"));
+    tail_two[tail_index] = 3;
+    match decode(&tail_two, &WireLimits::default()) {
+        Ok(Some((AnyFrame::Client(ClientFrame::Subscribe(subscribe)), _))) => {
+            assert!(subscribe.tail);
+            assert_eq!(subscribe.order, Order::Id);
+        }
+        other => panic!("flags 3 must decode as a tailing id-order Subscribe: {other:?}"),
+    }
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
@@ -841,6 +852,11 @@ fn random_frame(rng: &mut Rng) -> Frame {
             start: random_start(rng),
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
+            order: if rng.index(2) == 0 {
+                Order::Arrival
+            } else {
+                Order::Id
+            },
             credit: rng.next_u64() as u32,
         })),
         4 => AnyFrame::Server(ServerFrame::Error(ErrorFrame {
