@@ -33,6 +33,8 @@ mod checks;
 mod network;
 #[path = "cluster_sim/node.rs"]
 mod node;
+#[path = "cluster_sim/order.rs"]
+mod order;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -74,6 +76,8 @@ struct Sim {
     records_lost_by_power_loss: u64,
     stats: FaultStats,
     roamer: Roamer,
+    /// The id-order sequence every node's id-order consumer must follow (`order.rs`).
+    canonical: Vec<EventId>,
 }
 
 /// How many faults a run injected, so the test can check that it exercised them.
@@ -88,6 +92,12 @@ struct FaultStats {
     replicated_acks: u64,
     /// Runs whose roaming consumer was checked for exactly-once delivery (no power loss).
     roamer_exact_checks: u64,
+    /// Id-order deliveries checked against the common sequence.
+    ordered_deliveries: u64,
+    /// Runs whose id-order consumers were checked for the whole sequence at the end.
+    ordered_complete_checks: u64,
+    /// OrderStalled errors (the consumer resubscribed).
+    order_stalls: u64,
 }
 
 fn now_of(ms: u64) -> Now {
@@ -150,6 +160,7 @@ impl Sim {
                 new_acks: Vec::new(),
                 checked: Checked::default(),
                 restarts: 0,
+                ordered: order::Ordered::default(),
             });
         }
         let mut sim = Sim {
@@ -168,9 +179,11 @@ impl Sim {
             records_lost_by_power_loss: 0,
             stats: FaultStats::default(),
             roamer: Roamer::default(),
+            canonical: Vec::new(),
         };
         for i in 0..count {
             sim.connect_client(i);
+            sim.connect_ordered(i);
         }
         sim
     }
@@ -293,9 +306,12 @@ impl Sim {
                     .as_ref()
                     .is_some_and(|engine| engine.is_holding_produces())
             });
-            if round % 50 == 49 && !held && self.converged() {
+            if round % 50 == 49 && !held && self.converged() && self.ordered_complete() {
                 if std::env::var("FLO_SIM_VERBOSE").is_ok() {
                     eprintln!("seed {}: converged after {round} quiet steps", self.seed);
+                }
+                if self.records_lost_by_power_loss == 0 {
+                    self.stats.ordered_complete_checks += 1;
                 }
                 self.check_roamer();
                 return;
@@ -304,8 +320,17 @@ impl Sim {
         let sizes: Vec<usize> = (0..self.nodes.len())
             .map(|n| self.events_of(n).len())
             .collect();
+        let ordered: Vec<usize> = self.nodes.iter().map(|n| n.ordered.sequence.len()).collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(engine) = &node.engine {
+                eprintln!("node {i}: {:?}", engine.id_order_state());
+                for (id, link) in &self.links {
+                    eprintln!("link {id}: ends {:?} pipes {:?} {:?} closed_by {:?} now {}", link.ends, link.pipes[0].chunks.iter().map(|c| (c.0, c.1.len())).collect::<Vec<_>>(), link.pipes[1].chunks.len(), link.closed_by, self.now_ms);
+                }
+            }
+        }
         self.fail(format!(
-            "no convergence after healing; events per node {sizes:?}"
+            "no convergence after healing; events per node {sizes:?}, delivered in id order {ordered:?}"
         ));
     }
 }
@@ -349,6 +374,9 @@ fn run_seed_share(share: usize) {
         faults.roaming_sessions += sim.stats.roaming_sessions;
         faults.roamer_exact_checks += sim.stats.roamer_exact_checks;
         faults.replicated_acks += sim.stats.replicated_acks;
+        faults.ordered_deliveries += sim.stats.ordered_deliveries;
+        faults.ordered_complete_checks += sim.stats.ordered_complete_checks;
+        faults.order_stalls += sim.stats.order_stalls;
     }
     eprintln!(
         "share {share}: {} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
@@ -368,6 +396,10 @@ fn run_seed_share(share: usize) {
         assert!(
             faults.roamer_exact_checks * 4 > seeds.len() as u64,
             "too few runs checked the roaming consumer exactly"
+        );
+        assert!(
+            faults.ordered_complete_checks * 4 > seeds.len() as u64,
+            "too few runs checked the id-order consumers' whole sequences"
         );
     }
 }

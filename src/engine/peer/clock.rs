@@ -33,6 +33,48 @@ impl<L: Log> Engine<L> {
             .fold(self.cluster.own_clock, u64::min)
     }
 
+    /// The stable clock and what holds it back (for the simulation's failure messages).
+    pub fn id_order_state(&self) -> (u64, String) {
+        let members: Vec<String> = self
+            .cluster
+            .members
+            .iter()
+            .map(|(a, m)| {
+                let stream = m
+                    .conn
+                    .and_then(|c| self.conn(c))
+                    .and_then(|c| c.subscriptions.get(&PEER_SUBSCRIPTION))
+                    .map(|s| (s.next, s.credit, s.queued));
+                let given = m.conn.and_then(|c| self.conn(c)).map(|c| match c.phase {
+                    Phase::Peer { credit_given, events_this_turn, .. } => (credit_given, events_this_turn, c.replication_sent.len()),
+                    _ => (0, 0, 0),
+                });
+                format!(
+                    "{a}: clock {} sent {} conn {:?} stream {stream:?} given {given:?} end {}",
+                    m.clock,
+                    m.clock_sent,
+                    m.conn,
+                    self.log.end()
+                )
+            })
+            .collect();
+        let targets: Vec<String> = self
+            .cluster
+            .targets
+            .iter()
+            .map(|(addr, t)| format!("{addr}: {:?} {:?}", t.actor, t.state))
+            .collect();
+        (
+            self.stable_clock(),
+            format!(
+                "{}; own {} counter {}; members {members:?}; targets {targets:?}",
+                self.stable_clock_holder(),
+                self.cluster.own_clock,
+                self.counter
+            ),
+        )
+    }
+
     /// Says what holds the stable clock back, for OrderStalled and the log.
     pub(in crate::engine) fn stable_clock_holder(&self) -> String {
         let unreached = self.cluster.targets.iter().find(|(_, t)| {
