@@ -282,14 +282,22 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// Connects and sends one TLS handshake record (64 bytes) holding a handshake message
+/// header (type and 24-bit length) followed by 0x3c bytes of garbage.
+fn send_garbled_handshake(server: &FloProcess, message_header: [u8; 4]) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    garbage.extend(message_header);
+    garbage.extend(std::iter::repeat_n(0xAB, 0x3c));
+    stream.write_all(&garbage).expect("write");
+    stream
+}
+
 #[test]
 fn a_garbled_handshake_gets_an_alert_and_a_close() {
     let (_dir, identity, mut server) = start_tls_server(&[]);
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
     // A handshake record holding a ClientHello header whose body is garbage.
-    let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c];
-    garbage.extend(std::iter::repeat_n(0xAB, 0x3c));
-    stream.write_all(&garbage).expect("write");
+    let mut stream = send_garbled_handshake(&server, [0x01, 0x00, 0x00, 0x3c]);
     let received = read_to_close(&mut stream);
     assert_eq!(
         received.first(),
@@ -302,11 +310,8 @@ fn a_garbled_handshake_gets_an_alert_and_a_close() {
 #[test]
 fn an_oversized_handshake_message_is_closed() {
     let (_dir, identity, mut server) = start_tls_server(&[]);
-    let mut stream = TcpStream::connect(server.addr).expect("connect");
     // A handshake message announcing 11 MB: rustls refuses it without buffering it.
-    let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0xAB, 0xAB, 0xAB];
-    garbage.extend(std::iter::repeat_n(0xAB, 0x3c));
-    stream.write_all(&garbage).expect("write");
+    let mut stream = send_garbled_handshake(&server, [0x01, 0xAB, 0xAB, 0xAB]);
     read_to_close(&mut stream);
     assert_survived_tls(&mut server, &identity);
 }
@@ -327,21 +332,29 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
     assert_survived_tls(&mut server, &identity);
 }
 
-#[test]
-fn tls_and_clustering_together_are_refused_at_start() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let identity = make_identity(dir.path());
+/// Starts flo with the identity's certificate and key and `extra` arguments, expecting it to
+/// refuse to start; returns what it said on standard error.
+fn refused_tls_start(dir: &Path, identity: &TestIdentity, extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_flo"))
         .arg("-d")
-        .arg(dir.path().join("data"))
-        .args(["-p", "0", "--peer-addr", "127.0.0.1:1", "--tls-cert"])
+        .arg(dir.join("data"))
+        .args(["-p", "0"])
+        .args(extra)
+        .arg("--tls-cert")
         .arg(&identity.cert)
         .arg("--tls-key")
         .arg(&identity.key)
         .output()
         .expect("run flo");
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn tls_and_clustering_together_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity = make_identity(dir.path());
+    let stderr = refused_tls_start(dir.path(), &identity, &["--peer-addr", "127.0.0.1:1"]);
     assert!(
         stderr.contains("TLS cannot be combined with clustering"),
         "flo said {stderr:?}"
@@ -353,16 +366,6 @@ fn a_key_that_is_not_pem_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let identity = make_identity(dir.path());
     std::fs::write(&identity.key, "not a key").expect("overwrite the key");
-    let output = Command::new(env!("CARGO_BIN_EXE_flo"))
-        .arg("-d")
-        .arg(dir.path().join("data"))
-        .args(["-p", "0", "--tls-cert"])
-        .arg(&identity.cert)
-        .arg("--tls-key")
-        .arg(&identity.key)
-        .output()
-        .expect("run flo");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_tls_start(dir.path(), &identity, &[]);
     assert!(stderr.contains("TLS key file"), "flo said {stderr:?}");
 }

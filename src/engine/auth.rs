@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::{ConnId, Engine, Now, Phase};
 use crate::auth_file::AuthTable;
+use crate::auth_file::Principal;
 use crate::protocol::ErrorCode;
 use crate::storage::Log;
 
@@ -38,17 +39,17 @@ impl<L: Log> Engine<L> {
         self.observe_time(now);
         let mut revoked = Vec::new();
         for connection in self.conns.iter_mut().flatten() {
-            if connection.phase != Phase::Ready {
+            let Phase::Client(client) = &mut connection.phase else {
                 continue;
-            }
-            let current = connection.principal.as_ref().and_then(|old| {
+            };
+            let current = client.principal.as_ref().and_then(|old| {
                 table
                     .principals()
                     .iter()
                     .find(|new| new.name == old.name && new.token_hash == old.token_hash)
             });
             match current {
-                Some(principal) => connection.principal = Some(Arc::clone(principal)),
+                Some(principal) => client.principal = Some(Arc::clone(principal)),
                 None => revoked.push(connection.id),
             }
         }
@@ -65,11 +66,16 @@ impl<L: Log> Engine<L> {
         self.debug_check_invariants();
     }
 
-    /// Checks Hello's token. On success records the principal on the connection; on failure
-    /// returns the message of the AuthFailed error that closes it.
-    pub(super) fn authenticate(&mut self, conn: ConnId, token: &[u8]) -> Result<(), String> {
+    /// Checks Hello's token. On success returns the principal for the client connection
+    /// (`None` on a server without an auth table); on failure returns the message of the
+    /// AuthFailed error that closes it.
+    pub(super) fn authenticate(
+        &mut self,
+        conn: ConnId,
+        token: &[u8],
+    ) -> Result<Option<Arc<Principal>>, String> {
         let Some(auth) = self.config.auth.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let now_ms = self.now_ms;
         let failures = &mut self.auth_failures;
@@ -96,9 +102,7 @@ impl<L: Log> Engine<L> {
         match auth.authenticate(token) {
             Some(principal) => {
                 log::debug!("{conn} from {address}: authenticated as {}", principal.name);
-                // Checked by the caller: the connection is open.
-                self.conn_mut(conn).expect("connection is open").principal = Some(principal);
-                Ok(())
+                Ok(Some(principal))
             }
             None => {
                 self.auth_failures.count += 1;
@@ -118,13 +122,18 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// The principal of an open client connection, when the server has an auth table.
+    fn principal(&self, conn: ConnId) -> Option<&Arc<Principal>> {
+        self.conn(conn)?.client()?.principal.as_ref()
+    }
+
     /// Whether the connection's principal may produce to `namespace`.
     pub(super) fn check_produce(
         &self,
         conn: ConnId,
         namespace: &str,
     ) -> Result<(), (ErrorCode, String)> {
-        let Some(principal) = self.conn(conn).and_then(|c| c.principal.as_ref()) else {
+        let Some(principal) = self.principal(conn) else {
             return Ok(());
         };
         if principal.may_produce(namespace) {
@@ -137,7 +146,7 @@ impl<L: Log> Engine<L> {
     /// Whether every namespace `glob` matches is one the connection's principal may consume.
     /// A glob wider than the permissions is refused, not narrowed (docs/security.md).
     pub(super) fn check_consume(&self, conn: ConnId, glob: &str) -> Result<(), String> {
-        let Some(principal) = self.conn(conn).and_then(|c| c.principal.as_ref()) else {
+        let Some(principal) = self.principal(conn) else {
             return Ok(());
         };
         if principal.may_consume(glob) {
@@ -151,7 +160,7 @@ impl<L: Log> Engine<L> {
 
     /// Whether the connection's principal may ask for the status.
     pub(super) fn check_admin(&self, conn: ConnId) -> Result<(), String> {
-        match self.conn(conn).and_then(|c| c.principal.as_ref()) {
+        match self.principal(conn) {
             Some(principal) if !principal.admin => Err(format!(
                 "{} may not ask for the status (admin = false)",
                 principal.name

@@ -26,31 +26,63 @@ impl std::fmt::Display for ConnId {
     }
 }
 
-/// Where a connection is in its life (protocol.md, "Connection states").
+/// Where a connection is in its life (protocol.md, "Connection states"), with the data of its
+/// role: a client's principal and replicas exist only on a client connection, a peer's
+/// counters only on a peer connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Accepted; only Hello is allowed, before `deadline_ms`.
     AwaitingHello { deadline_ms: u64 },
     /// Handshake done: a client connection.
-    Ready,
+    Client(ClientConn),
     /// An outbound peer connection: PeerHello sent, waiting for PeerWelcome before
     /// `deadline_ms`. `addr` is the address dialed.
     PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
-    /// A peer connection after a successful handshake, to `actor`; `dialed_by` is the actor
-    /// that opened it (which of two duplicate connections survives depends on it).
-    Peer {
-        actor: ActorId,
-        dialed_by: ActorId,
-        /// PeerEvent frames the other side may still send us (credit we gave).
-        credit_given: u64,
-        /// PeerEvent frames received this turn, whose credit is given back once the turn's
-        /// sync made them durable.
-        events_this_turn: u32,
-    },
+    /// A peer connection after a successful handshake.
+    Peer(PeerConn),
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
     Closing { code: ErrorCode, message: String },
+}
+
+/// What only a client connection has, from its Hello on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConn {
+    /// Whose token the Hello carried, when the server has an auth table (`None` on a server
+    /// without one).
+    pub principal: Option<Arc<Principal>>,
+    /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
+    pub replicas: u8,
+}
+
+/// What only an established peer connection has: the peer `actor`; `dialed_by` is the actor
+/// that opened it (which of two duplicate connections survives depends on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConn {
+    pub actor: ActorId,
+    pub dialed_by: ActorId,
+    /// PeerEvent frames the other side may still send us (credit we gave).
+    pub credit_given: u64,
+    /// PeerEvent frames received this turn, whose credit is given back once the turn's
+    /// sync made them durable.
+    pub events_this_turn: u32,
+    /// The counter of each PeerEvent sent and not yet credited back, this node's own counter
+    /// or 0 for another actor's event (at most `replicas::REPLICATION_IN_FLIGHT_MAX`).
+    pub replication_sent: std::collections::VecDeque<u64>,
+}
+
+impl PeerConn {
+    /// A peer connection just established, with `credit_given` granted to the other side.
+    pub fn new(actor: ActorId, dialed_by: ActorId, credit_given: u64) -> PeerConn {
+        PeerConn {
+            actor,
+            dialed_by,
+            credit_given,
+            events_this_turn: 0,
+            replication_sent: std::collections::VecDeque::new(),
+        }
+    }
 }
 
 /// What a subscription is, and what it does when it reaches the end of the durable log.
@@ -114,22 +146,15 @@ pub struct Connection {
     /// `memory_bytes()` as last counted into the engine's total of connection memory
     /// (`Engine::recount_memory` keeps them equal).
     pub memory_counted: usize,
-    /// Whose token the Hello carried, when the server has an auth table (`None` before the
-    /// handshake and on a server without one).
-    pub principal: Option<Arc<Principal>>,
     /// The client's address, for the log line of a refused handshake (the reactor tells it).
     pub peer_addr: Option<SocketAddr>,
-    /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
-    pub replicas: u8,
     /// Replies after the sync that wait for replicas (or behind one that does), in produce
-    /// order; their encoded size is `waiting_reply_bytes`, counted as output owed.
+    /// order; their encoded size is `waiting_reply_bytes`, counted as output owed. Only client
+    /// connections produce, but these outlive the client phase: a connection closing with an
+    /// error still gets the replies it is owed first, so they belong to the connection.
     pub(in crate::engine) waiting_replies:
         std::collections::VecDeque<super::replicas::WaitingReply>,
     pub waiting_reply_bytes: usize,
-    /// Peer connections: the counter of each PeerEvent sent and not yet credited back, this
-    /// node's own counter or 0 for another actor's event (at most
-    /// `replicas::REPLICATION_IN_FLIGHT_MAX`).
-    pub replication_sent: std::collections::VecDeque<u64>,
 }
 
 /// A buffer emptied with more capacity than this is freed instead of kept for reuse.
@@ -169,12 +194,32 @@ impl Connection {
             frame_started_ms: None,
             paused_at_ms: None,
             memory_counted: 0,
-            principal: None,
             peer_addr: None,
-            replicas: 0,
             waiting_replies: std::collections::VecDeque::new(),
             waiting_reply_bytes: 0,
-            replication_sent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The client's state, while the connection is an open client connection.
+    pub fn client(&self) -> Option<&ClientConn> {
+        match &self.phase {
+            Phase::Client(client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The peer's state, while the connection is an established peer connection.
+    pub fn peer(&self) -> Option<&PeerConn> {
+        match &self.phase {
+            Phase::Peer(peer) => Some(peer),
+            _ => None,
+        }
+    }
+
+    pub fn peer_mut(&mut self) -> Option<&mut PeerConn> {
+        match &mut self.phase {
+            Phase::Peer(peer) => Some(peer),
+            _ => None,
         }
     }
 

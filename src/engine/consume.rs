@@ -5,10 +5,12 @@
 //! credit runs out, when the output passes the high-water mark, or when the turn's budget is
 //! spent; then the subscription waits for the thing that stopped it.
 
+use std::collections::VecDeque;
+
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
-use super::{ConnId, Engine};
-use crate::event::Event;
+use super::{ConnId, Engine, EngineStats, Phase};
+use crate::event::{ActorId, Event};
 use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
@@ -307,12 +309,32 @@ impl<L: Log> Engine<L> {
         if ordered {
             return self.feed_ordered(conn, id, budget);
         }
-        let high_water = self.config.send_buffer_high_water;
         let durable_end = self.log.durable_end();
-        let own_actor = self.config.actor_id;
+        let Some(fed) = self.read_into_output(conn, id, durable_end, budget) else {
+            return Stop::Ended;
+        };
+        self.after_output_written(conn, id, fed.stopped_by_memory);
+        match fed.next {
+            Ok(next) => self.after_feed(conn, id, next, durable_end, fed.stopped_by_budget),
+            Err(error) => self.fail_read(conn, id, error),
+        }
+    }
+
+    /// Reads the log from the subscription's next record and encodes what it may deliver
+    /// straight into the connection's output; the distance to `durable_end` decides whether
+    /// it reads through the namespace index. `None`: the subscription is gone.
+    fn read_into_output(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        durable_end: Offset,
+        budget: &mut FeedBudget,
+    ) -> Option<Fed> {
         // What the server's connections may still take before `connections_memory_max`.
         let memory_room =
             (self.config.connections_memory_max).saturating_sub(self.connections_memory);
+        let high_water = self.config.send_buffer_high_water;
+        let own_actor = self.config.actor_id;
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -322,12 +344,12 @@ impl<L: Log> Engine<L> {
         let mut output = std::mem::take(connection.output_buffer());
         let Some(subscription) = connection.subscriptions.get_mut(&id) else {
             *connection.output_buffer() = output;
-            return Stop::Ended;
+            return None;
         };
-        let replication_sent = &mut connection.replication_sent;
-        let mut stopped_by_budget = false;
-        let mut stopped_by_memory = None;
-        let output_start = output.len();
+        let replication_sent = match &mut connection.phase {
+            Phase::Peer(peer) => Some(&mut peer.replication_sent),
+            _ => None,
+        };
         let gap = durable_end.0.saturating_sub(subscription.next.0);
         let key = (gap >= INDEX_GAP_MIN)
             .then(|| index_key(subscription.glob.as_str()))
@@ -340,70 +362,31 @@ impl<L: Log> Engine<L> {
             .credit
             .min(subscription.remaining.unwrap_or(u64::MAX))
             .min(budget.records);
-        let mut deliver = |event: &Event| {
-            if budget.records == 0 || budget.match_steps == 0 {
-                stopped_by_budget = true;
-                return false;
-            }
-            let cost = subscription.glob.match_cost(&event.namespace);
-            budget.match_steps = budget.match_steps.saturating_sub(cost);
-            stats.match_steps_charged += cost;
-            let wanted = subscription.glob.matches(&event.namespace)
-                && !subscription.filter.covers(event.id);
-            if wanted {
-                // Only a delivery needs credit, limit and room in the output; records the
-                // subscription skips are passed over without them, so CaughtUp and End still
-                // come when the credit is spent.
-                if subscription.credit == 0
-                    || subscription.remaining == Some(0)
-                    || output.len() - already_sent >= high_water
-                {
-                    return false;
-                }
-                // The event waits (nothing is dropped) while its copy would take all
-                // connections together past their limit; it is fed once output drains.
-                // One small event to a connection with nothing unsent always goes: a healthy
-                // consumer is not starved by others' unread copies, and if that takes the
-                // total over the limit, the connection holding the most is closed.
-                let size = event_frame_size_max(event);
-                let added = output.len() - output_start + size;
-                let idle = output.len() == already_sent && size <= SMALL_EVENT_SIZE_MAX;
-                if added > memory_room && !idle {
-                    stopped_by_memory = Some(size);
-                    return false;
-                }
-                if subscription.stream == Stream::Replication {
-                    // Credit comes back in the order events were sent: remembering each
-                    // sent event's own counter tells which of them the peer holds durably.
-                    if replication_sent.len() >= REPLICATION_IN_FLIGHT_MAX {
-                        return false;
-                    }
-                    let own = if event.id.actor == own_actor {
-                        event.id.counter
-                    } else {
-                        0
-                    };
-                    replication_sent.push_back(own);
-                    encode_peer_event(event, &mut output);
-                    subscription.filter.observe(event.id);
-                } else {
-                    encode_event(id, event, &mut output);
-                }
-                subscription.credit -= 1;
-                stats.events_delivered += 1;
-                if let Some(remaining) = subscription.remaining.as_mut() {
-                    *remaining -= 1;
-                }
-            }
-            budget.records -= 1;
-            true
+        let mut delivery = Delivery {
+            id,
+            output_start: output.len(),
+            output: &mut output,
+            subscription,
+            replication_sent,
+            budget,
+            stats,
+            already_sent,
+            high_water,
+            memory_room,
+            own_actor,
+            stopped_by_budget: false,
+            stopped_by_memory: None,
         };
         let result = match &key {
-            Some(key) => read_indexed(log, key, from, deliveries_max, &mut deliver),
+            Some(key) => read_indexed(log, key, from, deliveries_max, &mut |event| {
+                delivery.offer(event)
+            }),
             None => log
-                .read(from, &mut |_, event| deliver(event))
+                .read(from, &mut |_, event| delivery.offer(event))
                 .map(IndexedRead::Done),
         };
+        let (mut stopped_by_budget, stopped_by_memory) =
+            (delivery.stopped_by_budget, delivery.stopped_by_memory);
         if key.is_some() {
             // An index query is one unit of the turn's budget, besides the records it reads,
             // so a query that finds nothing still brings the turn closer to its end.
@@ -412,8 +395,19 @@ impl<L: Log> Engine<L> {
         if matches!(result, Ok(IndexedRead::More(_))) {
             stopped_by_budget = true;
         }
-        let result = result.map(IndexedRead::offset);
         *connection.output_buffer() = output;
+        Some(Fed {
+            next: result.map(IndexedRead::offset),
+            stopped_by_budget,
+            stopped_by_memory,
+        })
+    }
+
+    /// Queues the connection's new output and counts its memory; a subscription that the
+    /// connections' memory limit stopped waits for output to drain.
+    fn after_output_written(&mut self, conn: ConnId, id: u32, stopped_by_memory: Option<usize>) {
+        // Checked by the caller: the subscription existed, so the connection does.
+        let connection = self.conn_mut(conn).expect("open");
         if !connection.has_output_queued && connection.output_len() > 0 {
             connection.has_output_queued = true;
             self.output_queue.push_back(conn);
@@ -422,18 +416,16 @@ impl<L: Log> Engine<L> {
         if let Some(size) = stopped_by_memory {
             self.memory_waiting.insert((conn, id), size);
         }
-        let next = match result {
-            Ok(next) => next,
-            Err(error) => {
-                let message = format!("could not read the log: {error}");
-                log::error!("{conn}: subscription {id}: {message}");
-                self.end_subscription(conn, id, None);
-                let scope = ErrorScope::Subscription(id);
-                self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
-                return Stop::Ended;
-            }
-        };
-        self.after_feed(conn, id, next, durable_end, stopped_by_budget)
+    }
+
+    /// The log could not be read: the subscription ends with StorageFailure.
+    fn fail_read(&mut self, conn: ConnId, id: u32, error: StorageError) -> Stop {
+        let message = format!("could not read the log: {error}");
+        log::error!("{conn}: subscription {id}: {message}");
+        self.end_subscription(conn, id, None);
+        let scope = ErrorScope::Subscription(id);
+        self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
+        Stop::Ended
     }
 
     fn after_feed(
@@ -501,6 +493,121 @@ impl<L: Log> Engine<L> {
 /// An event frame up to this size is fed to a connection with no unsent output even when
 /// it takes the connections over `connections_memory_max` (see `feed_one`).
 const SMALL_EVENT_SIZE_MAX: usize = 64 * 1024;
+
+/// What reading the log for one subscription came to.
+struct Fed {
+    /// The next record to look at, or the error that stopped the read.
+    next: Result<Offset, StorageError>,
+    stopped_by_budget: bool,
+    /// The size of the event that would have taken the connections over their memory limit.
+    stopped_by_memory: Option<usize>,
+}
+
+/// One subscription's delivery from the log into its connection's output, a record at a time.
+struct Delivery<'a> {
+    id: u32,
+    subscription: &'a mut Subscription,
+    /// The peer's list of events sent and not yet credited; `Some` on peer connections.
+    replication_sent: Option<&'a mut VecDeque<u64>>,
+    /// The connection's output buffer: `already_sent` bytes at its front are sent, and this
+    /// delivery appends from `output_start` on.
+    output: &'a mut Vec<u8>,
+    output_start: usize,
+    already_sent: usize,
+    budget: &'a mut FeedBudget,
+    stats: &'a mut EngineStats,
+    high_water: usize,
+    memory_room: usize,
+    own_actor: ActorId,
+    stopped_by_budget: bool,
+    stopped_by_memory: Option<usize>,
+}
+
+impl Delivery<'_> {
+    /// Looks at one record: delivers it if the subscription wants it and may take it now.
+    /// False stops the read before this record.
+    fn offer(&mut self, event: &Event) -> bool {
+        if self.budget.records == 0 || self.budget.match_steps == 0 {
+            self.stopped_by_budget = true;
+            return false;
+        }
+        if self.wants(event) {
+            // Only a delivery needs credit, limit and room in the output; records the
+            // subscription skips are passed over without them, so CaughtUp and End still
+            // come when the credit is spent.
+            if !self.may_take(event) || !self.encode(event) {
+                return false;
+            }
+            self.subscription.credit -= 1;
+            self.stats.events_delivered += 1;
+            if let Some(remaining) = self.subscription.remaining.as_mut() {
+                *remaining -= 1;
+            }
+        }
+        self.budget.records -= 1;
+        true
+    }
+
+    /// Matches the record against the glob (charging the steps to the turn) and the filter.
+    fn wants(&mut self, event: &Event) -> bool {
+        let glob = &self.subscription.glob;
+        let cost = glob.match_cost(&event.namespace);
+        self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
+        self.stats.match_steps_charged += cost;
+        glob.matches(&event.namespace) && !self.subscription.filter.covers(event.id)
+    }
+
+    /// Credit, limit, the connection's high-water mark and the connections' memory allow
+    /// one more event now.
+    fn may_take(&mut self, event: &Event) -> bool {
+        let subscription = &self.subscription;
+        if subscription.credit == 0
+            || subscription.remaining == Some(0)
+            || self.output.len() - self.already_sent >= self.high_water
+        {
+            return false;
+        }
+        // The event waits (nothing is dropped) while its copy would take all connections
+        // together past their limit; it is fed once output drains. One small event to a
+        // connection with nothing unsent always goes: a healthy consumer is not starved by
+        // others' unread copies, and if that takes the total over the limit, the connection
+        // holding the most is closed.
+        let size = event_frame_size_max(event);
+        let added = self.output.len() - self.output_start + size;
+        let idle = self.output.len() == self.already_sent && size <= SMALL_EVENT_SIZE_MAX;
+        if added > self.memory_room && !idle {
+            self.stopped_by_memory = Some(size);
+            return false;
+        }
+        true
+    }
+
+    /// Appends the Event frame, or for a replication stream the PeerEvent frame. False: a
+    /// peer has as many events in flight as it may.
+    fn encode(&mut self, event: &Event) -> bool {
+        if self.subscription.stream != Stream::Replication {
+            encode_event(self.id, event, self.output);
+            return true;
+        }
+        // Credit comes back in the order events were sent: remembering each sent event's
+        // own counter tells which of them the peer holds durably.
+        let Some(replication_sent) = self.replication_sent.as_deref_mut() else {
+            unreachable!("a replication stream is fed only on a peer connection")
+        };
+        if replication_sent.len() >= REPLICATION_IN_FLIGHT_MAX {
+            return false;
+        }
+        let own = if event.id.actor == self.own_actor {
+            event.id.counter
+        } else {
+            0
+        };
+        replication_sent.push_back(own);
+        encode_peer_event(event, self.output);
+        self.subscription.filter.observe(event.id);
+        true
+    }
+}
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).

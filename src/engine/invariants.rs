@@ -44,7 +44,7 @@ impl<L: Log> Engine<L> {
                 assert!(
                     !matches!(
                         connection.phase,
-                        Phase::PeerAwaitingWelcome { .. } | Phase::Peer { .. }
+                        Phase::PeerAwaitingWelcome { .. } | Phase::Peer(_)
                     ),
                     "{conn}: a produce reply is held for a peer connection"
                 );
@@ -106,10 +106,10 @@ impl<L: Log> Engine<L> {
             self.closing_conns.contains(&conn),
             "{conn}: the Closing phase disagrees with the closing list"
         );
-        let peer = matches!(connection.phase, Phase::Peer { .. });
-        if let Phase::Peer { credit_given, .. } = connection.phase {
+        let peer = matches!(connection.phase, Phase::Peer(_));
+        if let Some(peer) = connection.peer() {
             assert!(
-                credit_given <= u64::from(self.config.cluster.peer_credit_window),
+                peer.credit_given <= u64::from(self.config.cluster.peer_credit_window),
                 "{conn}: more peer credit given than the window"
             );
         }

@@ -20,7 +20,7 @@ mod replicas;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
-pub use connection::{ConnId, Phase};
+pub use connection::{ClientConn, ConnId, PeerConn, Phase};
 use connection::{Connection, Subscription, BUFFER_CAPACITY_KEPT};
 
 use crate::config::{Config, FsyncPolicy, WireLimits};
@@ -394,9 +394,9 @@ impl<L: Log> Engine<L> {
                 match connection.phase {
                     Phase::AwaitingHello { .. } => protocol::decode_opening(input, &wire)
                         .map(|d| d.map(inbound(Inbound::Opening))),
-                    Phase::Ready => protocol::decode_client(input, &wire)
+                    Phase::Client(_) => protocol::decode_client(input, &wire)
                         .map(|d| d.map(inbound(Inbound::Client))),
-                    Phase::PeerAwaitingWelcome { .. } | Phase::Peer { .. } => {
+                    Phase::PeerAwaitingWelcome { .. } | Phase::Peer(_) => {
                         protocol::decode_peer(input, &wire).map(|d| d.map(inbound(Inbound::Peer)))
                     }
                     // `handle_input` takes no input of a closing connection, and the loop ends as
@@ -726,7 +726,7 @@ impl<L: Log> Engine<L> {
                 }
                 // Peers send a keep-alive every housekeeping interval, so a peer that is
                 // silent for the handshake time-out is gone (power off, network black hole).
-                Phase::Peer { .. }
+                Phase::Peer(_)
                     if now.monotonic.0
                         >= connection.last_input_ms + millis(self.config.handshake_timeout) =>
                 {
@@ -818,9 +818,10 @@ impl<L: Log> Engine<L> {
             );
             return self.close_with_error(conn, ErrorCode::UnsupportedVersion, &message);
         }
-        if let Err(message) = self.authenticate(conn, &hello.auth_token) {
-            return self.close_with_error(conn, ErrorCode::AuthFailed, &message);
-        }
+        let principal = match self.authenticate(conn, &hello.auth_token) {
+            Ok(principal) => principal,
+            Err(message) => return self.close_with_error(conn, ErrorCode::AuthFailed, &message),
+        };
         log::debug!("{conn}: hello from {:?}", hello.client_name);
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
@@ -833,7 +834,11 @@ impl<L: Log> Engine<L> {
             idle_timeout_ms: millis(self.config.idle_timeout).min(u32::MAX as u64) as u32,
         };
         // Checked by the caller: the connection is open.
-        self.conn_mut(conn).expect("connection is open").phase = Phase::Ready;
+        let client = ClientConn {
+            principal,
+            replicas: 0,
+        };
+        self.conn_mut(conn).expect("connection is open").phase = Phase::Client(client);
         self.send(conn, &ServerFrame::Welcome(welcome));
         true
     }
@@ -952,7 +957,7 @@ impl<L: Log> Engine<L> {
             return;
         }
         let mut candidates: Vec<(usize, ConnId)> = (self.conns.iter().flatten())
-            .filter(|c| matches!(c.phase, Phase::AwaitingHello { .. } | Phase::Ready))
+            .filter(|c| matches!(c.phase, Phase::AwaitingHello { .. } | Phase::Client(_)))
             .map(|c| (c.memory_counted, c.id))
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));

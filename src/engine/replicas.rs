@@ -6,7 +6,7 @@
 //! produce order), waits in the connection's `waiting_replies`. This node knows which of its
 //! own events a member holds durably from two sources: the member's entry for this node in its
 //! handshake vector, and PeerCredit, which a receiver returns only after the sync that made the
-//! events durable, in the order they were sent (`Connection::replication_sent` remembers that
+//! events durable, in the order they were sent (`PeerConn::replication_sent` remembers that
 //! order). Each origin's events are held as a prefix on every node, so "holds counter c" means
 //! "holds every own event up to c". A reply that waits past `replication_timeout` becomes a
 //! ReplicationTimeout error naming the replicas reached; its events stay appended.
@@ -37,13 +37,15 @@ impl<L: Log> Engine<L> {
     /// SetReplicas: later produces of this connection need `replicas` members.
     pub(super) fn on_set_replicas(&mut self, conn: ConnId, replicas: u8) {
         if let Some(connection) = self.conn_mut(conn) {
-            connection.replicas = replicas;
+            if let Phase::Client(client) = &mut connection.phase {
+                client.replicas = replicas;
+            }
         }
     }
 
     /// The replicas a produce on this connection needs now.
     pub(super) fn replicas_for(&self, conn: ConnId) -> u8 {
-        let asked = self.conn(conn).map_or(0, |c| c.replicas);
+        let asked = (self.conn(conn).and_then(|c| c.client())).map_or(0, |c| c.replicas);
         asked.max(self.config.cluster.min_replicas)
     }
 
@@ -109,11 +111,12 @@ impl<L: Log> Engine<L> {
         let Some(connection) = self.conn_mut(conn) else {
             return;
         };
-        let Phase::Peer { actor, .. } = connection.phase else {
+        let Some(peer) = connection.peer_mut() else {
             return;
         };
-        let take = (count as usize).min(connection.replication_sent.len());
-        let durable = connection.replication_sent.drain(..take).max().unwrap_or(0);
+        let actor = peer.actor;
+        let take = (count as usize).min(peer.replication_sent.len());
+        let durable = peer.replication_sent.drain(..take).max().unwrap_or(0);
         self.raise_durable_own(actor, durable);
     }
 
@@ -185,10 +188,7 @@ impl<L: Log> Engine<L> {
                 code,
                 message,
             } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
-            PendingReply::Status { conn, .. } => {
-                let status = self.status();
-                self.send(conn, &ServerFrame::Status(status));
-            }
+            PendingReply::Status { conn, .. } => self.send(conn, &self.status_frame()),
         }
     }
 

@@ -6,7 +6,7 @@
 //! connections together, not a wait per connection.
 
 use std::io::Write;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,6 +28,34 @@ fn connection_error(frame: Option<ServerFrame>) -> Option<ErrorCode> {
         })) => Some(code),
         _ => None,
     }
+}
+
+/// Sends SIGTERM to the server process.
+fn terminate(server: &FloProcess) {
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits up to `bound` for the server to exit, and returns it with its exit status; past the
+/// bound it kills the process (no test leaves one behind) and the status is `None`.
+fn wait_for_exit(mut server: FloProcess, bound: Duration) -> (FloProcess, Option<ExitStatus>) {
+    let pid = server.child.id();
+    let (sender, exited) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = server.child.wait().expect("wait for flo");
+        let _ = sender.send(status);
+        server
+    });
+    let exit = exited.recv_timeout(bound);
+    if exit.is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    (waiter.join().expect("the waiter thread"), exit.ok())
 }
 
 /// Pipelined produces and then a malformed frame (length 0), written before the client reads
@@ -138,12 +166,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
         stalled.push(consumer);
     }
     let mut reader = RawConn::hello(server.addr);
-    let pid = server.child.id();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    terminate(&server);
     assert_eq!(
         connection_error(reader.recv()),
         Some(ErrorCode::ShuttingDown),
@@ -152,20 +175,8 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
     assert_eq!(reader.recv(), None);
     // A bound, not a speed measurement: ten times the configured deadline, where one wait per
     // stalled connection would take about 50 times it.
-    let (sender, exited) = mpsc::channel();
-    let mut server = server;
-    let waiter = std::thread::spawn(move || {
-        let status = server.child.wait().expect("wait for flo");
-        let _ = sender.send(status);
-        server
-    });
-    let exit = exited.recv_timeout(Duration::from_secs(10));
-    if exit.is_err() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    }
-    drop(waiter.join().expect("the waiter thread"));
+    let (server, exit) = wait_for_exit(server, Duration::from_secs(10));
+    drop(server);
     let status = exit.expect("flo exited within 10 s of SIGTERM with --shutdown-timeout 1s");
     assert!(status.success(), "flo exited with {status}");
     drop(stalled);
@@ -181,12 +192,7 @@ fn shutdown_does_not_wait_for_idle_clients_that_got_everything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = FloProcess::start(dir.path(), &["--shutdown-timeout", "30s"]);
     let mut idle = RawConn::hello(server.addr);
-    let pid = server.child.id();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    terminate(&server);
     let first = idle.recv();
     assert_eq!(
         connection_error(first.clone()),
@@ -195,20 +201,7 @@ fn shutdown_does_not_wait_for_idle_clients_that_got_everything() {
     );
     assert_eq!(idle.recv(), None);
     // `idle` stays open (not dropped) while the server exits.
-    let (sender, exited) = mpsc::channel();
-    let mut server = server;
-    let waiter = std::thread::spawn(move || {
-        let status = server.child.wait().expect("wait for flo");
-        let _ = sender.send(status);
-        server
-    });
-    let exit = exited.recv_timeout(Duration::from_secs(5));
-    if exit.is_err() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    }
-    let server = waiter.join().expect("the waiter thread");
+    let (server, exit) = wait_for_exit(server, Duration::from_secs(5));
     let status =
         exit.expect("flo exited within 5 s of SIGTERM (deadline 30 s) with an idle client");
     assert!(status.success(), "flo exited with {status}");

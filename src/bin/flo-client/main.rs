@@ -573,6 +573,15 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
     parse_start_position(text).map(From::Position)
 }
 
+/// Milliseconds since the Unix epoch, for `--from` times given as "ago".
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 fn consume(
     server: &Server,
     glob: &str,
@@ -581,11 +590,7 @@ fn consume(
     limit: u64,
     format: Format,
 ) -> Result<(), String> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        });
+    let now_ms = wall_clock_ms();
     let from = parse_from(from, now_ms)?;
     stop_cleanly_on_ctrl_c()?;
     let mut client = connect(server)?;
@@ -690,11 +695,7 @@ fn consume_group(
     limit: u64,
     format: Format,
 ) -> Result<(), String> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        });
+    let now_ms = wall_clock_ms();
     let start = match parse_from(from, now_ms)? {
         From::Position(start) => start,
         From::Last(_) => {

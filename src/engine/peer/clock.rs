@@ -45,8 +45,12 @@ impl<L: Log> Engine<L> {
                     .and_then(|c| self.conn(c))
                     .and_then(|c| c.subscriptions.get(&PEER_SUBSCRIPTION))
                     .map(|s| (s.next, s.credit, s.queued));
-                let given = m.conn.and_then(|c| self.conn(c)).map(|c| match c.phase {
-                    Phase::Peer { credit_given, events_this_turn, .. } => (credit_given, events_this_turn, c.replication_sent.len()),
+                let given = m.conn.and_then(|c| self.conn(c)).map(|c| match &c.phase {
+                    Phase::Peer(peer) => (
+                        peer.credit_given,
+                        peer.events_this_turn,
+                        peer.replication_sent.len(),
+                    ),
                     _ => (0, 0, 0),
                 });
                 format!(
@@ -169,7 +173,7 @@ impl<L: Log> Engine<L> {
                 .is_some_and(|s| s.next >= end);
             let established = self
                 .conn(conn)
-                .is_some_and(|c| matches!(c.phase, Phase::Peer { .. }));
+                .is_some_and(|c| matches!(c.phase, Phase::Peer(_)));
             if caught_up && established {
                 due.push((*actor, conn));
             }

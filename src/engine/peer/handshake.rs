@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::PEER_SUBSCRIPTION;
 use crate::engine::connection::{Stream, Subscription};
-use crate::engine::{ConnId, Engine, Now, Phase};
+use crate::engine::{ConnId, Engine, Now, PeerConn, Phase};
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{
     ErrorCode, ErrorFrame, NamespaceGlob, PeerFrame, PeerHandshake, PROTOCOL_VERSION,
@@ -188,7 +188,7 @@ impl<L: Log> Engine<L> {
             return true;
         };
         let existing_dialed_by = match self.conn(existing).map(|c| &c.phase) {
-            Some(Phase::Peer { dialed_by, .. }) => *dialed_by,
+            Some(Phase::Peer(peer)) => peer.dialed_by,
             _ => return true,
         };
         let keep_new = dialed_by < existing_dialed_by;
@@ -223,12 +223,7 @@ impl<L: Log> Engine<L> {
         let window = self.config.cluster.peer_credit_window;
         // Checked by the callers: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
-        connection.phase = Phase::Peer {
-            actor,
-            dialed_by,
-            credit_given: u64::from(window),
-            events_this_turn: 0,
-        };
+        connection.phase = Phase::Peer(PeerConn::new(actor, dialed_by, u64::from(window)));
         connection.subscriptions.insert(
             PEER_SUBSCRIPTION,
             Subscription {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{MemberInfo, Target, TargetState};
-use crate::engine::{Action, ConnId, Engine, Now, Phase};
+use crate::engine::{Action, ConnId, Engine, Now, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
 use crate::protocol::{Member, PeerFrame};
 use crate::storage::Log;
@@ -177,7 +177,7 @@ impl<L: Log> Engine<L> {
     pub(in crate::engine) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
         match phase {
             Phase::PeerAwaitingWelcome { addr, .. } => self.target_failed(addr),
-            Phase::Peer { actor, .. } => {
+            Phase::Peer(PeerConn { actor, .. }) => {
                 let Some(member) = self.cluster.members.get_mut(&actor) else {
                     return;
                 };
@@ -197,7 +197,7 @@ impl<L: Log> Engine<L> {
                     self.target_failed(addr);
                 }
             }
-            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {}
+            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => {}
         }
     }
 

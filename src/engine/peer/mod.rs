@@ -23,7 +23,7 @@ mod replication;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::{ConnId, Engine, Phase};
+use super::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
 use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
 use crate::storage::Log;
@@ -211,9 +211,15 @@ impl<L: Log> Engine<L> {
     /// discarded by then). It is counted at the size of a Status built now.
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
         let mut encoded = Vec::new();
-        crate::protocol::encode(&ServerFrame::Status(self.status()), &mut encoded);
+        crate::protocol::encode(&self.status_frame(), &mut encoded);
         let size = encoded.len();
         self.hold_reply(super::PendingReply::Status { conn, size });
+    }
+
+    /// The Status frame that answers a StatusRequest now: the one place it is built, both to
+    /// count a held request (`on_status_request`) and to send it (`send_reply`).
+    pub(in crate::engine) fn status_frame(&self) -> ServerFrame {
+        ServerFrame::Status(self.status())
     }
 
     /// How many other members are known to hold this node's own event `counter` durably.
@@ -234,7 +240,7 @@ impl<L: Log> Engine<L> {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| matches!(c.phase, Phase::Peer { .. }))
+            .filter(|c| matches!(c.phase, Phase::Peer(_)))
             .map(|c| c.id)
             .collect()
     }
@@ -257,17 +263,17 @@ impl<L: Log> Engine<L> {
             if let Some(conn) = member.conn {
                 let phase = self.conn(conn).map(|c| &c.phase);
                 assert!(
-                    matches!(phase, Some(Phase::Peer { actor: a, .. }) if *a == *actor),
+                    matches!(phase, Some(Phase::Peer(peer)) if peer.actor == *actor),
                     "member {actor}: its connection {conn} is not an established peer connection to it ({phase:?})"
                 );
             }
         }
         for connection in self.conns.iter().flatten() {
-            if let Phase::Peer {
+            if let Some(&PeerConn {
                 actor,
                 events_this_turn,
                 ..
-            } = connection.phase
+            }) = connection.peer()
             {
                 assert!(
                     events_this_turn == 0 || self.cluster.credit_due.contains(&connection.id),

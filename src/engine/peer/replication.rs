@@ -3,7 +3,7 @@
 //! received events durable.
 
 use super::PEER_SUBSCRIPTION;
-use crate::engine::{ConnId, Engine, Phase};
+use crate::engine::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use crate::protocol::{ErrorCode, PeerFrame};
 use crate::storage::{Log, Offset};
@@ -35,7 +35,7 @@ impl<L: Log> Engine<L> {
     pub(in crate::engine) fn warn_peer_retention_gaps(&mut self) {
         let start = self.log.start();
         for connection in self.conns.iter_mut().flatten() {
-            let Phase::Peer { actor, .. } = connection.phase else {
+            let Some(&PeerConn { actor, .. }) = connection.peer() else {
                 continue;
             };
             if let Some(sub) = connection.subscriptions.get_mut(&PEER_SUBSCRIPTION) {
@@ -71,8 +71,8 @@ impl<L: Log> Engine<L> {
                     "the first frame on a peer connection must be PeerWelcome",
                 ),
             },
-            Phase::Peer { .. } => self.on_established_peer_frame(conn, frame),
-            Phase::AwaitingHello { .. } | Phase::Ready | Phase::Closing { .. } => {
+            Phase::Peer(_) => self.on_established_peer_frame(conn, frame),
+            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => {
                 unreachable!("{conn}: peer frames are decoded only on peer connections")
             }
         }
@@ -98,10 +98,10 @@ impl<L: Log> Engine<L> {
             }
             PeerFrame::PeerClock { counter } => {
                 // Checked by the caller: the connection is an established peer connection.
-                let Some(Phase::Peer { actor, .. }) = self.conn(conn).map(|c| &c.phase) else {
+                let Some(Phase::Peer(peer)) = self.conn(conn).map(|c| &c.phase) else {
                     unreachable!("{conn}: PeerClock is handled only on established peer connections")
                 };
-                return self.on_peer_clock(conn, *actor, counter);
+                return self.on_peer_clock(conn, peer.actor, counter);
             }
             PeerFrame::Error(error) => {
                 match error.code {
@@ -129,7 +129,7 @@ impl<L: Log> Engine<L> {
     fn on_peer_event(&mut self, conn: ConnId, event: Event) -> bool {
         // Checked by the caller: the connection is open.
         let connection = self.conn(conn).expect("connection is open");
-        let Phase::Peer { credit_given, .. } = connection.phase else {
+        let Some(&PeerConn { credit_given, .. }) = connection.peer() else {
             unreachable!("{conn}: PeerEvent is handled only on established peer connections")
         };
         if credit_given == 0 {
@@ -154,11 +154,11 @@ impl<L: Log> Engine<L> {
         }
         // Checked by the caller: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
-        let Phase::Peer {
+        let Some(PeerConn {
             credit_given,
             events_this_turn,
             ..
-        } = &mut connection.phase
+        }) = connection.peer_mut()
         else {
             unreachable!("{conn}: PeerEvent is handled only on established peer connections")
         };
@@ -244,11 +244,11 @@ impl<L: Log> Engine<L> {
                 continue;
             };
             // A peer connection closed this turn is owed no more credit.
-            let Phase::Peer {
+            let Some(PeerConn {
                 credit_given,
                 events_this_turn,
                 ..
-            } = &mut connection.phase
+            }) = connection.peer_mut()
             else {
                 continue;
             };
