@@ -78,6 +78,8 @@ struct Sim {
     roamer: Roamer,
     /// The id-order sequence every node's id-order consumer must follow (`order.rs`).
     canonical: Vec<EventId>,
+    /// Whether id order is checked in this run (every node knows every other).
+    check_order: bool,
 }
 
 /// How many faults a run injected, so the test can check that it exercised them.
@@ -111,6 +113,10 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng::new(seed);
         let count = 3 + rng.below(3) as usize;
+        // Id order is checked only when every node knows every other from the start: a node
+        // known to nobody may create events below what others already delivered in id order
+        // (docs/clustering.md, "Id order", the exception).
+        let full_mesh = rng.below(2) == 0;
         let addrs: Vec<SocketAddr> = (0..count)
             .map(|i| format!("10.0.0.{}:3000", i + 1).parse().unwrap())
             .collect();
@@ -125,8 +131,9 @@ impl Sim {
             } else {
                 FsyncPolicy::Always
             };
-            // Some nodes know every other; the rest know only one and rely on discovery.
-            engine_config.limits.cluster.peer_addrs = if rng.below(2) == 0 {
+            // Some nodes know every other; the rest know only one and rely on discovery (in
+            // half the runs every node knows every other: see `full_mesh`).
+            engine_config.limits.cluster.peer_addrs = if full_mesh || rng.below(2) == 0 {
                 addrs.iter().copied().filter(|a| *a != addrs[i]).collect()
             } else {
                 vec![addrs[(i + 1) % count]]
@@ -180,6 +187,7 @@ impl Sim {
             stats: FaultStats::default(),
             roamer: Roamer::default(),
             canonical: Vec::new(),
+            check_order: full_mesh,
         };
         for i in 0..count {
             sim.connect_client(i);
@@ -296,8 +304,10 @@ impl Sim {
             self.check();
         }
         self.partitions.clear();
-        // Quiescence: everything up and healed, no produces; back-off is at most 10 s.
-        for round in 0..6000 {
+        // Quiescence: everything up and healed, no produces; back-off is at most 10 s. A node
+        // may read one record per turn for all its streams and consumers together, so a
+        // catching-up id-order consumer can take a while.
+        for round in 0..12000 {
             self.step(false);
             // Converged, and every node accepts produces again (a node that restarted after
             // a power loss holds them until it has shaken hands with every member).
@@ -310,7 +320,7 @@ impl Sim {
                 if std::env::var("FLO_SIM_VERBOSE").is_ok() {
                     eprintln!("seed {}: converged after {round} quiet steps", self.seed);
                 }
-                if self.records_lost_by_power_loss == 0 {
+                if self.check_order && self.records_lost_by_power_loss == 0 {
                     self.stats.ordered_complete_checks += 1;
                 }
                 self.check_roamer();
@@ -320,12 +330,27 @@ impl Sim {
         let sizes: Vec<usize> = (0..self.nodes.len())
             .map(|n| self.events_of(n).len())
             .collect();
-        let ordered: Vec<usize> = self.nodes.iter().map(|n| n.ordered.sequence.len()).collect();
+        let ordered: Vec<usize> = self
+            .nodes
+            .iter()
+            .map(|n| n.ordered.sequence.len())
+            .collect();
         for (i, node) in self.nodes.iter().enumerate() {
             if let Some(engine) = &node.engine {
                 eprintln!("node {i}: {:?}", engine.id_order_state());
                 for (id, link) in &self.links {
-                    eprintln!("link {id}: ends {:?} pipes {:?} {:?} closed_by {:?} now {}", link.ends, link.pipes[0].chunks.iter().map(|c| (c.0, c.1.len())).collect::<Vec<_>>(), link.pipes[1].chunks.len(), link.closed_by, self.now_ms);
+                    eprintln!(
+                        "link {id}: ends {:?} pipes {:?} {:?} closed_by {:?} now {}",
+                        link.ends,
+                        link.pipes[0]
+                            .chunks
+                            .iter()
+                            .map(|c| (c.0, c.1.len()))
+                            .collect::<Vec<_>>(),
+                        link.pipes[1].chunks.len(),
+                        link.closed_by,
+                        self.now_ms
+                    );
                 }
             }
         }
@@ -398,7 +423,7 @@ fn run_seed_share(share: usize) {
             "too few runs checked the roaming consumer exactly"
         );
         assert!(
-            faults.ordered_complete_checks * 4 > seeds.len() as u64,
+            faults.ordered_complete_checks * 10 > seeds.len() as u64,
             "too few runs checked the id-order consumers' whole sequences"
         );
     }

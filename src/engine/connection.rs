@@ -70,6 +70,10 @@ pub struct PeerConn {
     /// The counter of each PeerEvent sent and not yet credited back, this node's own counter
     /// or 0 for another actor's event (at most `replicas::REPLICATION_IN_FLIGHT_MAX`).
     pub replication_sent: std::collections::VecDeque<u64>,
+    /// The highest of this node's own counters its replication stream has passed (sent, or
+    /// skipped because the peer holds it): every own event up to it is at the peer or on
+    /// the wire before anything sent later (what PeerClock promises).
+    pub own_passed: u64,
 }
 
 impl PeerConn {
@@ -81,6 +85,7 @@ impl PeerConn {
             credit_given,
             events_this_turn: 0,
             replication_sent: std::collections::VecDeque::new(),
+            own_passed: 0,
         }
     }
 }

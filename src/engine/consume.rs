@@ -346,9 +346,9 @@ impl<L: Log> Engine<L> {
             *connection.output_buffer() = output;
             return None;
         };
-        let replication_sent = match &mut connection.phase {
-            Phase::Peer(peer) => Some(&mut peer.replication_sent),
-            _ => None,
+        let (replication_sent, own_passed) = match &mut connection.phase {
+            Phase::Peer(peer) => (Some(&mut peer.replication_sent), Some(&mut peer.own_passed)),
+            _ => (None, None),
         };
         let gap = durable_end.0.saturating_sub(subscription.next.0);
         let key = (gap >= INDEX_GAP_MIN)
@@ -368,6 +368,7 @@ impl<L: Log> Engine<L> {
             output: &mut output,
             subscription,
             replication_sent,
+            own_passed,
             budget,
             stats,
             already_sent,
@@ -475,8 +476,13 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
-        if let Some(connection) = self.conn_mut(conn) {
-            connection.subscriptions.remove(&id);
+        let removed = self
+            .conn_mut(conn)
+            .and_then(|connection| connection.subscriptions.remove(&id));
+        if removed.is_some_and(|s| s.queued) {
+            // A subscription ended while queued (an id-order one stalled, at housekeeping)
+            // leaves the queue too: a new one under the same id starts unqueued.
+            self.ready.retain(|entry| *entry != (conn, id));
         }
         self.memory_waiting.remove(&(conn, id));
         self.recount_memory(conn);
@@ -509,6 +515,8 @@ struct Delivery<'a> {
     subscription: &'a mut Subscription,
     /// The peer's list of events sent and not yet credited; `Some` on peer connections.
     replication_sent: Option<&'a mut VecDeque<u64>>,
+    /// The stream's highest own counter passed; `Some` on peer connections.
+    own_passed: Option<&'a mut u64>,
     /// The connection's output buffer: `already_sent` bytes at its front are sent, and this
     /// delivery appends from `output_start` on.
     output: &'a mut Vec<u8>,
@@ -542,6 +550,11 @@ impl Delivery<'_> {
             self.stats.events_delivered += 1;
             if let Some(remaining) = self.subscription.remaining.as_mut() {
                 *remaining -= 1;
+            }
+        }
+        if event.id.actor == self.own_actor {
+            if let Some(own_passed) = self.own_passed.as_deref_mut() {
+                *own_passed = (*own_passed).max(event.id.counter);
             }
         }
         self.budget.records -= 1;

@@ -18,8 +18,8 @@
 
 use std::collections::BTreeMap;
 
-use super::consume::{event_frame_size_max, FeedBudget, Stop};
 use super::connection::Stream;
+use super::consume::{event_frame_size_max, FeedBudget, Stop};
 use super::{millis, ConnId, Engine};
 use crate::event::{Event, EventId};
 use crate::protocol::{encode_event, EndReason, ErrorCode, ErrorScope, ServerFrame};

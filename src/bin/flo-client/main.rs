@@ -11,7 +11,7 @@ use flo::client::format::{format_human, format_json, format_status, parse_start_
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
 };
-use flo::event::{Event, EventId, StartPosition};
+use flo::event::{Event, EventId, Order, StartPosition};
 use flo::units::parse_duration_ms;
 
 #[path = "../shared/clap_error.rs"]
@@ -134,6 +134,13 @@ enum Command {
         /// data (a string when it is UTF-8, otherwise base64 with "data_encoding":"base64").
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// `arrival`: the server's log order, each event as soon as it is durable there. `id`:
+        /// the total order of ids, the same sequence on every node of a cluster; each event
+        /// waits until every member's clock has passed it (about one round trip), and a member
+        /// that is down stalls it (the subscription ends with OrderStalled after the server's
+        /// --order-stall-timeout). Not with --group.
+        #[arg(long, value_enum, default_value_t = ConsumeOrder::Arrival)]
+        order: ConsumeOrder,
     },
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
@@ -207,6 +214,12 @@ struct BenchArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsumeOrder {
+    Arrival,
+    Id,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Human,
     Json,
@@ -270,12 +283,18 @@ fn run(cli: Cli) -> Result<(), String> {
             replicas,
         ),
         Command::Consume {
+            group: Some(_),
+            order: ConsumeOrder::Id,
+            ..
+        } => Err("--order id is not available with --group: a group hands each event to one member as soon as it is stored".into()),
+        Command::Consume {
             group: Some(group),
             namespace,
             tail,
             from,
             limit,
             format,
+            order: ConsumeOrder::Arrival,
         } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
         Command::Consume {
             group: None,
@@ -284,7 +303,14 @@ fn run(cli: Cli) -> Result<(), String> {
             from,
             limit,
             format,
-        } => consume(&server, &namespace, tail, &from, limit, format),
+            order,
+        } => {
+            let order = match order {
+                ConsumeOrder::Arrival => Order::Arrival,
+                ConsumeOrder::Id => Order::Id,
+            };
+            consume(&server, &namespace, tail, &from, limit, format, order)
+        }
         Command::Status => status(&server),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
@@ -589,6 +615,7 @@ fn consume(
     from: &str,
     limit: u64,
     format: Format,
+    order: Order,
 ) -> Result<(), String> {
     let now_ms = wall_clock_ms();
     let from = parse_from(from, now_ms)?;
@@ -606,6 +633,7 @@ fn consume(
         .start(start)
         .limit(server_limit)
         .tail(tail || held_back.is_some())
+        .order(order)
         .subscribe()
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());

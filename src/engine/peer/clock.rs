@@ -114,7 +114,12 @@ impl<L: Log> Engine<L> {
     }
 
     /// A PeerClock from the member on `conn`: remembered until the turn's sync.
-    pub(super) fn on_peer_clock(&mut self, conn: ConnId, actor: crate::event::ActorId, counter: u64) -> bool {
+    pub(super) fn on_peer_clock(
+        &mut self,
+        conn: ConnId,
+        actor: crate::event::ActorId,
+        counter: u64,
+    ) -> bool {
         let ahead_max = self
             .counter
             .saturating_add(self.config.cluster.peer_counter_ahead_max)
@@ -151,37 +156,37 @@ impl<L: Log> Engine<L> {
         self.stable_clock() > before
     }
 
-    /// Sends each peer whose replication stream is caught up this node's counter, when it is
-    /// above what that peer was last told (`force`: also when it is not, as a keep-alive).
+    /// Sends each peer the clock this node can promise it, when it is above what that peer
+    /// was last told (`force`: also when it is not, as a keep-alive): this node's counter
+    /// when the peer's stream has passed every own event in the log, else the highest own
+    /// counter the stream has passed.
     pub(in crate::engine) fn send_clocks(&mut self, force: bool) {
-        if self.has_unreached_targets() || self.log.end() != self.log.durable_end() {
+        if self.has_unreached_targets() {
             return;
         }
-        let end = self.log.end();
+        let own_held = self.log.version_vector().get(self.config.actor_id);
         let counter = self.counter;
         let mut due = Vec::new();
         for (actor, member) in &self.cluster.members {
             let Some(conn) = member.conn else {
                 continue;
             };
-            if member.clock_sent >= counter && !(force && counter > 0) {
+            let Some(Phase::Peer(peer)) = self.conn(conn).map(|c| &c.phase) else {
                 continue;
-            }
-            let caught_up = self
-                .conn(conn)
-                .and_then(|c| c.subscriptions.get(&PEER_SUBSCRIPTION))
-                .is_some_and(|s| s.next >= end);
-            let established = self
-                .conn(conn)
-                .is_some_and(|c| matches!(c.phase, Phase::Peer(_)));
-            if caught_up && established {
-                due.push((*actor, conn));
+            };
+            let promise = if peer.own_passed >= own_held {
+                counter
+            } else {
+                peer.own_passed
+            };
+            if promise > member.clock_sent || (force && promise > 0) {
+                due.push((*actor, conn, promise));
             }
         }
-        for (actor, conn) in due {
-            self.send(conn, &PeerFrame::PeerClock { counter });
+        for (actor, conn, promise) in due {
+            self.send(conn, &PeerFrame::PeerClock { counter: promise });
             if let Some(member) = self.cluster.members.get_mut(&actor) {
-                member.clock_sent = counter;
+                member.clock_sent = promise;
             }
         }
     }
