@@ -330,6 +330,10 @@ pub struct Config {
     pub read_bytes_per_turn_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
+    /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
+    /// consumers, over all of them; the rest waits for the next turn, so a catch-up reader on
+    /// cold segments cannot hold up the turn's acknowledgements for long.
+    pub feed_bytes_per_turn_max: u64,
     /// Glob matching one reactor turn may do, in the matcher's word operations as
     /// `NamespaceGlob::match_cost` counts them, for waking tail subscriptions and again for
     /// feeding consumers; the rest waits for the next turn.
@@ -392,6 +396,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             records_per_turn_max: 64 * 1024,
+            feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
             subscriptions_per_connection_max: 64,
             batch_events_max: 10_000,
@@ -467,6 +472,7 @@ impl Config {
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.records_per_turn_max == 0
+            || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
             || self.subscriptions_per_connection_max == 0
             || self.batch_events_max == 0

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use flo::config::{Retention, StorageConfig};
+use flo::config::{FsyncPolicy, Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
 use flo::time::{MonotonicMs, WallClockMs};
@@ -390,7 +390,6 @@ fn stray_files_are_reported_and_left_alone() {
 
 #[test]
 fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
-    use flo::config::FsyncPolicy;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.fsync = FsyncPolicy::IntervalMs(100);
@@ -405,7 +404,9 @@ fn interval_and_never_policies_write_every_sync_and_fsync_by_the_clock() {
     assert_eq!(sync_one(&mut log, 2, 1050), Offset(2));
     assert_eq!(log.fsync_count(), 1);
     assert_eq!(read_all(&mut log, 0).unwrap().len(), 2);
-    // A quiet turn after the interval still fdatasyncs what was written.
+    // A quiet turn after the interval still fdatasyncs what was written (once the helper
+    // thread finished the first: one runs at a time, a due one waits for the next sync).
+    log.wait_for_syncs().unwrap();
     assert_eq!(log.sync(MonotonicMs(1100)).unwrap(), Offset(2));
     assert_eq!(log.fsync_count(), 2);
     assert_eq!(log.sync(MonotonicMs(1300)).unwrap(), Offset(2));
@@ -509,4 +510,79 @@ fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
     drop(log);
     let server = flo::Server::start(server_config).unwrap();
     server.shutdown().unwrap();
+}
+
+/// Under `interval` the periodic fdatasync runs on the storage helper thread, never on the
+/// caller's (the reactor's): the only fdatasyncs left on the caller's thread are the seals of
+/// full segments, one per seal, each before the next segment exists, so a sealed segment is
+/// whole on disk under every policy. Under `interval` most of a full segment is fdatasynced
+/// on the helper first, so the segment may take appends past `segment_size_max`, by at most a
+/// quarter of it plus one group. What counts as durable is what was written, as before.
+#[test]
+fn interval_fdatasyncs_run_off_the_callers_thread_and_seals_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.fsync = FsyncPolicy::IntervalMs(10);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let mut segments = 1;
+    let mut caller_fsyncs = 0;
+    for counter in 1..=300u64 {
+        log.append(event(counter, 1, 0, 100)).unwrap();
+        // Every sync writes and is durable for readers at once, whatever runs in the background.
+        assert_eq!(
+            log.sync(MonotonicMs(counter * 20)).unwrap(),
+            Offset(counter)
+        );
+        let now_segments = log.segment_paths().len();
+        let now_caller_fsyncs = log.caller_fsync_count();
+        assert_eq!(
+            now_caller_fsyncs - caller_fsyncs,
+            (now_segments - segments) as u64,
+            "sync {counter}: fdatasyncs on the caller's thread that were not seals"
+        );
+        (segments, caller_fsyncs) = (now_segments, now_caller_fsyncs);
+    }
+    assert!(segments > 3, "only {segments} segments");
+    assert!(
+        log.fsync_count() > caller_fsyncs,
+        "no periodic fdatasync ran: {} in all",
+        log.fsync_count()
+    );
+    log.wait_for_syncs().unwrap();
+    for path in log.segment_paths().iter().rev().skip(1) {
+        let size = std::fs::metadata(path).unwrap().len();
+        assert!(
+            size <= 4096 + 1024 + 144,
+            "{} has {size} bytes",
+            path.display()
+        );
+    }
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 300);
+    drop(log);
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 300);
+    assert_eq!(report.indexes_rebuilt, 0, "{report:?}");
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 300);
+}
+
+/// Under `always` every sync's fdatasync runs on the caller's thread (the acknowledgements
+/// wait for it) and each seal adds one, its index file is written by the helper thread, and
+/// the index files are all there after a restart.
+#[test]
+fn always_fdatasyncs_on_the_callers_thread_once_per_sync_and_once_per_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.fsync = FsyncPolicy::Always;
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    for counter in 1..=100u64 {
+        log.append(event(counter, 1, 0, 100)).unwrap();
+        assert_eq!(log.sync(MonotonicMs(counter)).unwrap(), Offset(counter));
+    }
+    let seals = log.segment_paths().len() as u64 - 1;
+    assert!(seals > 1);
+    assert_eq!(log.caller_fsync_count(), 100 + seals);
+    drop(log);
+    let (_, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 100);
+    assert_eq!(report.indexes_rebuilt, 0, "{report:?}");
 }

@@ -137,6 +137,9 @@ pub struct Connection {
     pub last_input_ms: u64,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,
+    /// True while the connection is in the engine's list of connections with released
+    /// replies, which the reactor is told about before any other output.
+    pub has_reply_queued: bool,
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
@@ -194,6 +197,7 @@ impl Connection {
             subscriptions: BTreeMap::new(),
             last_input_ms: now_ms,
             has_output_queued: false,
+            has_reply_queued: false,
             input_paused: false,
             held_reply_bytes: 0,
             frame_started_ms: None,

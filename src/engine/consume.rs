@@ -41,7 +41,15 @@ fn index_key(pattern: &str) -> Option<NamespaceKey> {
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
 pub(super) struct FeedBudget {
     pub(super) records: u64,
+    /// Bytes of records (namespace and data) looked at: `feed_bytes_per_turn_max`.
+    pub(super) bytes: u64,
     pub(super) match_steps: u64,
+}
+
+impl FeedBudget {
+    pub(super) fn spent(&self) -> bool {
+        self.records == 0 || self.bytes == 0 || self.match_steps == 0
+    }
 }
 
 /// Why feeding one subscription stopped.
@@ -251,9 +259,10 @@ impl<L: Log> Engine<L> {
     pub(super) fn feed_consumers(&mut self) {
         let mut budget = FeedBudget {
             records: self.config.records_per_turn_max,
+            bytes: self.config.feed_bytes_per_turn_max,
             match_steps: self.config.match_steps_per_turn_max,
         };
-        while budget.records > 0 && budget.match_steps > 0 {
+        while !budget.spent() {
             let Some((conn, id)) = self.ready.pop_front() else {
                 break;
             };
@@ -535,7 +544,7 @@ impl Delivery<'_> {
     /// Looks at one record: delivers it if the subscription wants it and may take it now.
     /// False stops the read before this record.
     fn offer(&mut self, event: &Event) -> bool {
-        if self.budget.records == 0 || self.budget.match_steps == 0 {
+        if self.budget.spent() {
             self.stopped_by_budget = true;
             return false;
         }
@@ -558,6 +567,8 @@ impl Delivery<'_> {
             }
         }
         self.budget.records -= 1;
+        let size = (event.namespace.len() + event.data.len()) as u64;
+        self.budget.bytes = self.budget.bytes.saturating_sub(size);
         true
     }
 

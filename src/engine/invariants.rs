@@ -82,6 +82,12 @@ impl<L: Log> Engine<L> {
             usize::from(connection.has_output_queued),
             "{conn}: has_output_queued disagrees with the output queue"
         );
+        let in_reply_queue = self.reply_queue.iter().filter(|c| **c == conn).count();
+        assert_eq!(
+            in_reply_queue,
+            usize::from(connection.has_reply_queued),
+            "{conn}: has_reply_queued disagrees with the reply queue"
+        );
         let held: usize = self
             .pending_replies
             .iter()

@@ -213,6 +213,9 @@ pub struct Engine<L: Log> {
     ready: VecDeque<(ConnId, u32)>,
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
+    /// Connections whose produce replies this turn released; `poll_action` hands them out
+    /// before `output_queue`, so the acks are written before what feeding queued.
+    reply_queue: VecDeque<ConnId>,
     /// Connections whose input was paused and may be decoded again (their output drained).
     input_resumed: Vec<ConnId>,
     closing: VecDeque<Action>,
@@ -257,6 +260,7 @@ impl<L: Log> Engine<L> {
             turn_namespaces: HashSet::new(),
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
+            reply_queue: VecDeque::new(),
             input_resumed: Vec::new(),
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
@@ -646,6 +650,14 @@ impl<L: Log> Engine<L> {
         if let Some(action) = self.closing.pop_front() {
             return Some(action);
         }
+        while let Some(conn) = self.reply_queue.pop_front() {
+            if let Some(connection) = self.conn_mut(conn) {
+                connection.has_reply_queued = false;
+                if connection.output_len() > 0 {
+                    return Some(Action::Send(conn));
+                }
+            }
+        }
         while let Some(conn) = self.output_queue.pop_front() {
             if let Some(connection) = self.conn_mut(conn) {
                 connection.has_output_queued = false;
@@ -908,6 +920,18 @@ impl<L: Log> Engine<L> {
             encode_error(scope, code, message, connection.output_buffer());
             self.queue_output(conn);
         }
+    }
+
+    /// Queues a connection whose output holds a released produce reply: `poll_action` hands
+    /// these out before anything else, so a turn's acks are written before what feeding queued.
+    fn queue_reply(&mut self, conn: ConnId) {
+        if let Some(connection) = self.conn_mut(conn) {
+            if !connection.has_reply_queued {
+                connection.has_reply_queued = true;
+                self.reply_queue.push_back(conn);
+            }
+        }
+        self.recount_memory(conn);
     }
 
     fn queue_output(&mut self, conn: ConnId) {

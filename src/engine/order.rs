@@ -87,11 +87,13 @@ impl<L: Log> Engine<L> {
         let order = subscription.order.as_mut().expect("id order");
         let mut stopped_by_budget = false;
         let result = log.read(subscription.next, &mut |offset, event| {
-            if budget.records == 0 || budget.match_steps == 0 {
+            if budget.spent() {
                 stopped_by_budget = true;
                 return false;
             }
             budget.records -= 1;
+            let size = (event.namespace.len() + event.data.len()) as u64;
+            budget.bytes = budget.bytes.saturating_sub(size);
             let cost = subscription.glob.match_cost(&event.namespace);
             budget.match_steps = budget.match_steps.saturating_sub(cost);
             stats.match_steps_charged += cost;

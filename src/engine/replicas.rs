@@ -159,15 +159,26 @@ impl<L: Log> Engine<L> {
             waiting.replicas,
             super::millis(self.config.cluster.replication_timeout)
         );
-        let scope = ErrorScope::Produce(op_id);
-        self.send_error(conn, scope, ErrorCode::ReplicationTimeout, &message);
+        self.send_reply(PendingReply::Error {
+            conn,
+            op_id,
+            code: ErrorCode::ReplicationTimeout,
+            message,
+        });
     }
 
-    /// Sends a reply the sync confirmed.
+    /// Sends a reply the sync confirmed (and, where asked, the replicas): the one path by
+    /// which produce replies leave the engine. It queues the connection in the reply queue,
+    /// which `poll_action` hands out before feeding's output.
     pub(super) fn send_reply(&mut self, reply: PendingReply) {
+        let conn = reply.conn();
+        let status = matches!(reply, PendingReply::Status { .. }).then(|| self.status_frame());
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        let output = connection.output_buffer();
         match reply {
             PendingReply::Ack {
-                conn,
                 op_id,
                 first_id,
                 count,
@@ -180,16 +191,21 @@ impl<L: Log> Engine<L> {
                     count,
                     timestamp_ms,
                 };
-                self.send(conn, &ServerFrame::Ack(ack));
+                protocol::encode(&ServerFrame::Ack(ack), output);
             }
             PendingReply::Error {
-                conn,
                 op_id,
                 code,
                 message,
-            } => self.send_error(conn, ErrorScope::Produce(op_id), code, &message),
-            PendingReply::Status { conn, .. } => self.send(conn, &self.status_frame()),
+                ..
+            } => protocol::encode_error(ErrorScope::Produce(op_id), code, &message, output),
+            PendingReply::Status { .. } => {
+                // Computed above, before the connection was borrowed.
+                let status = status.expect("computed for a Status reply");
+                protocol::encode(&status, output);
+            }
         }
+        self.queue_reply(conn);
     }
 
     /// Replicated acks' half of [`Engine::check_invariants`]: a connection with waiting

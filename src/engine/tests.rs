@@ -2230,7 +2230,11 @@ fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
 #[test]
 fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
     let limit = 3 * 1024 * 1024 + 32 * 1024;
-    let mut h = Harness::with_config(|c| c.connections_memory_max = limit);
+    // The four copies of the large event go out in one turn, past the feeding byte budget.
+    let mut h = Harness::with_config(|c| {
+        c.connections_memory_max = limit;
+        c.feed_bytes_per_turn_max = 16 * 1024 * 1024;
+    });
     let stalled: Vec<ConnId> = (0..4)
         .map(|_| {
             let conn = h.client();
@@ -2368,6 +2372,62 @@ fn a_replicas_2_ack_waits_for_the_peers_credit_and_replicas_1_does_not() {
     );
 }
 
+/// An ack released by a peer's credit (replicas 2) takes the same path as one released by
+/// the sync: it is handed to the reactor before the output that feeding queued in that turn,
+/// here a catch-up consumer that connected and subscribed in the same turn.
+#[test]
+fn a_replicated_ack_is_queued_before_the_events_fed_in_the_same_turn() {
+    let mut origin = replica_node(7);
+    let mut peer = replica_node(2);
+    let link = Link::open(&mut peer, &mut origin);
+    let plain = origin.client();
+    for op_id in 0..300 {
+        origin.produce(plain, op_id, "/old", &[7; 100]);
+    }
+    origin.turn();
+    origin.received(plain);
+    let client = origin.client();
+    origin.send(client, ClientFrame::SetReplicas { replicas: 2 });
+    origin.produce(client, 1, "/a", b"x");
+    origin.turn();
+    assert_eq!(ack_ids(&origin.received(client)), vec![]);
+    // The events reach the peer and its sync; its credit comes back in the turn in which a
+    // reader connects and subscribes from the beginning.
+    link.hop(&mut peer, &mut origin, false);
+    for _ in 0..4 {
+        peer.turn();
+        let bytes = origin.engine.output(link.at_acceptor).to_vec();
+        origin.engine.handle_sent(link.at_acceptor, bytes.len());
+        peer.engine.handle_input(peer.now, link.at_dialer, &bytes);
+    }
+    peer.turn();
+    let credit = peer.engine.output(link.at_dialer).to_vec();
+    peer.engine.handle_sent(link.at_dialer, credit.len());
+    let consumer = origin.connect();
+    origin.send(consumer, hello());
+    origin.subscribe(consumer, 1, "/**", StartPosition::Beginning, false, 10_000);
+    origin
+        .engine
+        .handle_input(origin.now, link.at_acceptor, &credit);
+    origin.engine.handle_turn_end(origin.now);
+    let mut sends = Vec::new();
+    while let Some(action) = origin.engine.poll_action() {
+        if let Action::Send(conn) = action {
+            sends.push(conn);
+        }
+    }
+    assert!(sends.contains(&consumer), "{sends:?}");
+    assert_eq!(
+        sends.first(),
+        Some(&client),
+        "the replicated Ack was queued after the catch-up consumer's events: {sends:?}"
+    );
+    assert_eq!(
+        ack_ids(&origin.received(client)),
+        vec![EventId::new(301, 7)]
+    );
+}
+
 #[test]
 fn a_replicas_2_produce_times_out_with_the_count_when_the_peer_is_gone() {
     let mut origin = replica_node(7);
@@ -2482,4 +2542,70 @@ fn replies_held_behind_a_waiting_ack_stop_the_connection_being_read() {
         h.engine.wants_input(conn),
         "read again once the replies went out"
     );
+}
+
+/// A turn's acknowledgements go to the reactor before consumers are fed: a catch-up
+/// subscription that started in the same turn (its connection queued first, by its
+/// handshake) does not put its events ahead of the producer's Ack.
+#[test]
+fn acks_are_queued_before_the_events_of_the_same_turn() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    for op_id in 0..500 {
+        h.produce(producer, op_id, "/old", &[7; 100]);
+    }
+    h.turn();
+    h.received(producer);
+    // A reader that connects and subscribes in one go: its Welcome queues its connection
+    // first in the turn, and the producer's input comes after it.
+    let consumer = h.connect();
+    h.send(consumer, hello());
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, false, 10_000);
+    h.produce(producer, 1000, "/new", b"x");
+    h.engine.handle_turn_end(h.now);
+    let mut sends = Vec::new();
+    while let Some(action) = h.engine.poll_action() {
+        if let Action::Send(conn) = action {
+            sends.push(conn);
+        }
+    }
+    assert_eq!(
+        sends.first(),
+        Some(&producer),
+        "the producer's Ack was queued after the catch-up consumer's events: {sends:?}"
+    );
+    assert!(sends.contains(&consumer), "{sends:?}");
+    let acks = ack_ids(&h.received(producer));
+    assert_eq!(acks.len(), 1, "{acks:?}");
+}
+
+/// Feeding stops once a turn's byte budget is spent and goes on in the next turns, so a
+/// catch-up reader costs a bounded amount of work per turn.
+#[test]
+fn feeding_stops_at_the_byte_budget_and_goes_on_next_turn() {
+    let mut h = Harness::with_config(|config| config.feed_bytes_per_turn_max = 1000);
+    let producer = h.client();
+    for op_id in 0..50 {
+        h.produce(producer, op_id, "/a", &[1; 100]);
+    }
+    h.turn();
+    let consumer = h.client();
+    h.subscribe(consumer, 1, "/**", StartPosition::Beginning, false, 1000);
+    h.turn();
+    let first = events(&h.received(consumer)).len();
+    assert!(
+        (1..=10).contains(&first),
+        "one turn delivered {first} events of 100 B under a 1000 B budget"
+    );
+    let mut total = first;
+    let mut turns = 1;
+    while total < 50 {
+        h.turn();
+        let delivered = events(&h.received(consumer)).len();
+        assert!(delivered <= 10, "a turn delivered {delivered} events");
+        total += delivered;
+        turns += 1;
+        assert!(turns <= 50, "feeding made no progress");
+    }
+    assert_eq!(total, 50);
 }

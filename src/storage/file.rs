@@ -21,8 +21,9 @@ use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, Segmen
 use super::record::{check_size, encode, encoded_size};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
-    write_index, write_namespace_index, ReadError, SegmentReader,
+    write_namespace_index, ReadError, SegmentReader,
 };
+use super::syncer::{Done, Job, Syncer};
 use super::{scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
@@ -70,8 +71,16 @@ pub struct FileLog {
     pub(super) last_fsync_ms: Option<u64>,
     pub(super) written_since_fsync: bool,
     pub(super) fault: Option<InjectedFault>,
-    /// fdatasyncs of segment data since open (for tests of group commit and the benchmark).
+    /// fdatasyncs of segment data started since open (for tests of group commit and the
+    /// benchmark); under `interval` and `never` most run on the helper thread.
     pub(super) fsync_count: u64,
+    /// fdatasyncs of segment data run on the caller's thread (the reactor's) since open:
+    /// `always`'s, which the acknowledgements wait for, and the seal of a full segment.
+    pub(super) caller_fsync_count: u64,
+    /// The open segment's bytes known to be on disk: its header, or what the last fdatasync
+    /// that completed covered. A full segment is sealed on the caller's thread only once the
+    /// rest is small (see `seal_may_run`).
+    pub(super) synced_size: u64,
     /// The open segment file's length as last set: records end at `open.index.file_size`,
     /// zeros (a hole) follow up to here. 0 when not known (a fresh open or roll).
     pub(super) preallocated_size: u64,
@@ -84,6 +93,9 @@ pub struct FileLog {
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
+    /// The helper thread for `interval`'s fdatasync, the fdatasync before a seal and index
+    /// files (`syncer.rs`). Declared before the lock, so it finishes before the lock goes.
+    pub(super) syncer: Syncer,
     /// Held for the life of the log: no other process opens the same directory.
     pub(super) _lock: super::lock::DirLock,
 }
@@ -94,6 +106,12 @@ pub struct FileLog {
 /// and the same write inside the file's length about 90 us. The zeros are cut when the segment
 /// is sealed, when the log is dropped, and at start-up after a crash (see `recovery.rs`).
 pub(super) const PREALLOCATE_BYTES: u64 = 1 << 20;
+
+/// A full segment is sealed (its last fdatasync, on the caller's thread) once at most this
+/// many of its bytes are not yet known to be on disk, or an eighth of `segment_size_max` if
+/// that is less; until then, under `interval` and `never`, it goes on taking appends while the
+/// helper thread fdatasyncs it. So the seal's fdatasync, which stops the reactor, is short.
+const SEAL_UNSYNCED_BYTES_MAX: u64 = 1 << 20;
 
 fn io_error(context: String) -> impl FnOnce(io::Error) -> StorageError {
     move |source| StorageError::Io { context, source }
@@ -282,7 +300,12 @@ impl FileLog {
                 let source = io::Error::other("injected: fdatasync failed");
                 return Err(io_error(context("fdatasync"))(source));
             }
-            self.fsync(now_ms).map_err(io_error(context("fdatasync")))?;
+            if self.config.fsync == FsyncPolicy::Always {
+                self.fsync(now_ms, end)
+                    .map_err(io_error(context("fdatasync")))?;
+            } else {
+                self.start_background_fsync(now_ms, end)?;
+            }
         }
         Ok(())
     }
@@ -298,12 +321,93 @@ impl FileLog {
         }
     }
 
-    fn fsync(&mut self, now_ms: u64) -> io::Result<()> {
+    /// fdatasync of the open segment on the caller's thread, covering `size` bytes.
+    fn fsync(&mut self, now_ms: u64, size: u64) -> io::Result<()> {
+        self.caller_fsync_count += 1;
         self.open.file.sync_data()?;
         self.fsync_count += 1;
         self.last_fsync_ms = Some(now_ms);
         self.written_since_fsync = false;
+        self.synced_size = size;
         Ok(())
+    }
+
+    /// The fdatasync `interval` asks for now: on the helper thread (acknowledgements never
+    /// waited for it). If one is still running there, the next sync tries again.
+    fn start_background_fsync(&mut self, now_ms: u64, size: u64) -> Result<(), StorageError> {
+        if self.syncer.sync_in_flight() {
+            return Ok(());
+        }
+        let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
+        let file = (self.open.file.try_clone())
+            .map_err(io_error(format!("clone the handle of {}", path.display())))?;
+        let job = Job::Sync {
+            file,
+            path,
+            first_offset: self.open.index.first_offset,
+            size,
+        };
+        self.fsync_count += 1;
+        self.last_fsync_ms = Some(now_ms);
+        self.written_since_fsync = false;
+        if let Some(result) = self.syncer.submit(job) {
+            // No helper thread: it ran here.
+            self.caller_fsync_count += 1;
+            self.take_done(result)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the result of a helper thread's job.
+    fn take_done(&mut self, result: Result<Done, StorageError>) -> Result<(), StorageError> {
+        match result? {
+            Done::Synced { first_offset, size } => {
+                if first_offset == self.open.index.first_offset {
+                    self.synced_size = self.synced_size.max(size);
+                }
+            }
+            Done::Indexed => {}
+        }
+        Ok(())
+    }
+
+    /// Collects the helper thread's finished jobs (all of them with `wait`). A failed
+    /// fdatasync there is returned once: the caller fails the turn with it.
+    fn collect_background(&mut self, wait: bool) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for result in self.syncer.collect(wait) {
+            if let Err(error) = self.take_done(result) {
+                log::error!("a background fdatasync failed: {error}");
+                // The bytes it should have covered are written again by no one: make the
+                // next fdatasync (or the seal's) cover them.
+                self.written_since_fsync = true;
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Waits for the helper thread's jobs (fdatasyncs, index files) to finish.
+    pub fn wait_for_syncs(&mut self) -> Result<(), StorageError> {
+        self.collect_background(true)
+    }
+
+    /// How many fdatasyncs of segment data ran on the caller's thread since open, rather than
+    /// on the helper thread.
+    pub fn caller_fsync_count(&self) -> u64 {
+        self.caller_fsync_count
+    }
+
+    /// True when the full open segment may be sealed now: under `always` (every record is
+    /// already on disk), when the bytes not yet known to be on disk are few, or when the
+    /// segment has grown a quarter past `segment_size_max` (the bound on a segment's size,
+    /// reached only when the disk is slower than the writes).
+    fn seal_may_run(&self) -> bool {
+        let size_max = self.config.segment_size_max;
+        let unsynced = self.open.index.file_size.saturating_sub(self.synced_size);
+        self.config.fsync == FsyncPolicy::Always
+            || unsynced <= SEAL_UNSYNCED_BYTES_MAX.min(size_max / 8)
+            || self.open.index.file_size >= size_max.saturating_add(size_max / 4)
     }
 
     /// Restores the state of the last successful sync after a failed write or fdatasync.
@@ -329,7 +433,11 @@ impl FileLog {
         }
     }
 
-    /// Seals the open segment (fdatasync, index file) and starts a new one.
+    /// Seals the open segment and starts a new one. The seal runs here, on the caller's
+    /// thread, and completes before the next segment exists: the file is cut to its last
+    /// record and fdatasynced (so a sealed segment is whole on disk under every policy, and
+    /// start-up never finds one that is not); only its index file, derived data that
+    /// start-up rebuilds when it is missing, is written by the helper thread.
     fn roll(&mut self) -> Result<(), StorageError> {
         let dir = self.config.data_dir.clone();
         let first_offset = self.open.index.first_offset;
@@ -342,16 +450,13 @@ impl FileLog {
                 segment_path(&dir, first_offset).display()
             )))?;
         // Sealed segments are fully durable under every policy, so their index stays true.
+        // Under `interval` and `never` the helper thread fdatasynced all but the last bytes.
+        self.caller_fsync_count += 1;
         self.open.file.sync_data().map_err(io_error(format!(
             "fdatasync {}",
             segment_path(&dir, first_offset).display()
         )))?;
-        if let Err(error) = write_index(&dir, &self.open.index) {
-            log::warn!(
-                "cannot write index file {} ({error}); it will be rebuilt at start-up",
-                index_path(&dir, first_offset).display()
-            );
-        }
+        self.fsync_count += 1;
         let next_first = self.open.index.end_offset();
         let (file, header_size) =
             create_segment(&dir, next_first, &self.durable_vector).map_err(io_error(format!(
@@ -364,13 +469,26 @@ impl FileLog {
             namespaces: SegmentNames::empty(next_first),
         };
         let sealed = std::mem::replace(&mut self.open, open);
-        self.sealed.push_back(sealed.index);
+        self.sealed.push_back(sealed.index.clone());
         if self.config.namespace_index {
             self.start_namespace_build(sealed.namespaces);
         }
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
+        self.synced_size = header_size;
+        // At most one index file waits behind the helper's current job: a helper slower
+        // than the rolls holds the caller back here rather than queueing without bound.
+        if self.syncer.in_flight() >= 2 {
+            self.collect_background(true)?;
+        }
+        let job = Job::Index {
+            dir,
+            index: sealed.index,
+        };
+        if let Some(result) = self.syncer.submit(job) {
+            self.take_done(result)?;
+        }
         Ok(())
     }
 
@@ -646,10 +764,24 @@ impl Log for FileLog {
 
     fn sync(&mut self, now: MonotonicMs) -> Result<Offset, StorageError> {
         let now_ms = now.0;
+        // A failed fdatasync on the helper thread fails this turn: its records are dropped
+        // and its produces get an error, as when this turn's own fdatasync fails.
+        if let Err(error) = self.collect_background(false) {
+            self.roll_back(self.open.index.file_size);
+            return Err(error);
+        }
         if !self.pending_events.is_empty() {
             let full = self.open.index.file_size >= self.config.segment_size_max;
             if full && self.open.index.record_count > 0 {
-                if let Err(error) = self.roll() {
+                let result = if self.seal_may_run() {
+                    self.roll()
+                } else {
+                    // Most of the segment goes to disk on the helper thread while it takes
+                    // this turn's records; a later sync seals it.
+                    let size = self.open.index.file_size;
+                    self.start_background_fsync(now_ms, size)
+                };
+                if let Err(error) = result {
                     self.roll_back(self.open.index.file_size);
                     return Err(error);
                 }
@@ -657,9 +789,8 @@ impl Log for FileLog {
             self.write_pending(now_ms)?;
         } else if self.written_since_fsync && self.fsync_due(now_ms) {
             // Under `interval`, bytes written earlier get their fdatasync even in a quiet turn.
-            let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
-            self.fsync(now_ms)
-                .map_err(io_error(format!("fdatasync {}", path.display())))?;
+            let size = self.open.index.file_size;
+            self.start_background_fsync(now_ms, size)?;
         }
         Ok(self.durable_end())
     }
@@ -738,6 +869,10 @@ impl Log for FileLog {
         let now_ms = now.0;
         let mut deleted = 0;
         let mut result = Ok(());
+        if self.retention_exceeded(now_ms) {
+            // A sealed segment's index file is written before its files may be deleted.
+            self.collect_background(true)?;
+        }
         while self.retention_exceeded(now_ms) {
             match self.delete_oldest() {
                 Ok(count) => deleted += count,
@@ -830,6 +965,9 @@ impl Drop for FileLog {
     /// Cuts the zeros after the last record, so a clean stop leaves no hole for start-up to
     /// cut. Best effort: if it fails (or never runs, after a crash) start-up cuts them.
     fn drop(&mut self) {
+        if let Err(error) = self.collect_background(true) {
+            log::error!("{error}");
+        }
         // The helper thread's file must be complete before another log opens the directory.
         self.finish_namespace_build(true);
         if self.preallocated_size > self.open.index.file_size {

@@ -40,6 +40,7 @@ mod repair;
 pub mod segment;
 #[cfg(not(feature = "testing"))]
 mod segment;
+mod syncer;
 
 pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]

@@ -210,11 +210,15 @@ fn assemble(
         written_since_fsync: false,
         fault: None,
         fsync_count: 0,
+        caller_fsync_count: 0,
+        // Not known: the first seal has the helper fdatasync the segment first.
+        synced_size: 0,
         preallocated_size: 0,
         counter_lease: 0,
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
+        syncer: Default::default(),
         _lock: lock,
     }
 }

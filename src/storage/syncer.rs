@@ -1,0 +1,195 @@
+//! The file log's helper thread for blocking disk calls that need not stop the reactor:
+//! `interval`'s periodic fdatasync of the open segment, the fdatasync that covers most of a
+//! full segment before it is sealed (under `interval` and `never`), and the index file of a
+//! sealed segment. Jobs run one at a time, in the order they were handed over; their results
+//! come back through a channel the log drains at its next `sync` (or waits on where an order
+//! must hold: before retention deletes files, when the log is dropped).
+//!
+//! Nothing the log reports as durable depends on these jobs: under `interval` and `never` a
+//! record counts as durable once it is written (an acknowledgement never waited for the
+//! fdatasync), and the seal itself (the last fdatasync of a segment, covering its final
+//! length) runs on the caller's thread before the next segment is created (docs/storage.md,
+//! "Segment rolling"). An index file is derived data: start-up rebuilds a missing one.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+
+use super::index::SegmentIndex;
+use super::segment::{index_path, write_index};
+use super::StorageError;
+
+/// A blocking disk call for the helper thread.
+#[derive(Debug)]
+pub(super) enum Job {
+    /// fdatasync of the open segment (a clone of its handle), whose records ended at `size`
+    /// bytes when the job was handed over.
+    Sync {
+        file: File,
+        path: PathBuf,
+        first_offset: u64,
+        size: u64,
+    },
+    /// The index file of a sealed segment (already fdatasynced whole).
+    Index { dir: PathBuf, index: SegmentIndex },
+}
+
+/// What a finished job reports.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// The segment starting at `first_offset` is on disk up to `size` bytes.
+    Synced { first_offset: u64, size: u64 },
+    /// An index file was written (or its failure logged: start-up rebuilds it).
+    Indexed,
+}
+
+/// The helper thread (started on the first job) and its two channels.
+#[derive(Debug, Default)]
+pub(super) struct Syncer {
+    worker: Option<Worker>,
+    /// Jobs handed over and not yet collected.
+    in_flight: usize,
+    /// `Sync` jobs among them (at most one: see `FileLog::start_background_fsync`).
+    syncs_in_flight: usize,
+}
+
+#[derive(Debug)]
+struct Worker {
+    jobs: Sender<Job>,
+    done: Receiver<Result<Done, StorageError>>,
+    thread: JoinHandle<()>,
+}
+
+impl Syncer {
+    /// Jobs handed over whose result has not been collected.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// True while an fdatasync handed over has not been collected.
+    pub fn sync_in_flight(&self) -> bool {
+        self.syncs_in_flight > 0
+    }
+
+    /// Hands a job to the helper thread (starting it if needed). If the thread cannot be
+    /// started, the job runs here, on the caller's thread, and its result is returned.
+    pub fn submit(&mut self, job: Job) -> Option<Result<Done, StorageError>> {
+        if self.worker.is_none() {
+            self.worker = start_worker();
+        }
+        let Some(worker) = &self.worker else {
+            return Some(run(job));
+        };
+        let is_sync = matches!(job, Job::Sync { .. });
+        match worker.jobs.send(job) {
+            Ok(()) => {
+                self.in_flight += 1;
+                self.syncs_in_flight += usize::from(is_sync);
+                None
+            }
+            // The thread is gone (it panicked): do the work here.
+            Err(failed) => {
+                self.worker = None;
+                Some(run(failed.0))
+            }
+        }
+    }
+
+    /// Collects the finished jobs' results without waiting (`wait`: until none is in flight).
+    pub fn collect(&mut self, wait: bool) -> Vec<Result<Done, StorageError>> {
+        let mut results = Vec::new();
+        while self.in_flight > 0 {
+            let Some(worker) = &self.worker else { break };
+            let received = if wait {
+                worker.done.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                worker.done.try_recv()
+            };
+            match received {
+                Ok(outcome) => {
+                    self.in_flight -= 1;
+                    if matches!(outcome, Ok(Done::Synced { .. }) | Err(_)) {
+                        self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
+                    }
+                    results.push(outcome);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The thread is gone (it panicked) with jobs unfinished: report it once and
+                    // start a new one for the next job.
+                    self.worker = None;
+                    self.in_flight = 0;
+                    self.syncs_in_flight = 0;
+                    results.push(Err(stopped()));
+                }
+            }
+        }
+        results
+    }
+}
+
+impl Drop for Syncer {
+    /// Lets the helper finish the jobs it holds (an index file is written) and joins it.
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            drop(worker.jobs);
+            let _ = worker.thread.join();
+        }
+    }
+}
+
+fn stopped() -> StorageError {
+    StorageError::Io {
+        context: "the storage helper thread".into(),
+        source: io::Error::other("it stopped before finishing its jobs"),
+    }
+}
+
+fn start_worker() -> Option<Worker> {
+    let (jobs, inbox) = channel::<Job>();
+    let (outbox, done) = channel();
+    let thread = std::thread::Builder::new()
+        .name("flo-sync".into())
+        .spawn(move || {
+            for job in inbox {
+                if outbox.send(run(job)).is_err() {
+                    break;
+                }
+            }
+        });
+    match thread {
+        Ok(thread) => Some(Worker { jobs, done, thread }),
+        Err(error) => {
+            log::warn!("cannot start the storage helper thread ({error}); syncing inline");
+            None
+        }
+    }
+}
+
+fn run(job: Job) -> Result<Done, StorageError> {
+    match job {
+        Job::Sync {
+            file,
+            path,
+            first_offset,
+            size,
+        } => match file.sync_data() {
+            Ok(()) => Ok(Done::Synced { first_offset, size }),
+            Err(source) => Err(StorageError::Io {
+                context: format!("fdatasync {}", path.display()),
+                source,
+            }),
+        },
+        Job::Index { dir, index } => {
+            if let Err(error) = write_index(&dir, &index) {
+                log::warn!(
+                    "cannot write index file {} ({error}); it will be rebuilt at start-up",
+                    index_path(&dir, index.first_offset).display()
+                );
+            }
+            Ok(Done::Indexed)
+        }
+    }
+}
