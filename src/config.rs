@@ -136,6 +136,10 @@ pub struct ClusterConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// Peers must prove this shared secret in their handshake when it is set.
     pub secret: Option<String>,
+    /// PEM certificates a node trusts for the TLS of the peers it dials (`--peer-ca`), when
+    /// it has a TLS identity (`Config::tls`); `None`: the certificates of its own
+    /// `--tls-cert` file.
+    pub peer_ca_pem: Option<Vec<u8>>,
     /// The address other members dial to reach this node; the bound address when `None`.
     pub advertise_addr: Option<SocketAddr>,
     /// After a start with a non-`always` fsync policy and peers configured, produces are
@@ -187,6 +191,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peer_addrs: Vec::new(),
             secret: None,
+            peer_ca_pem: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
             actors_max: 1024,
@@ -230,6 +235,8 @@ pub struct GroupLimits {
     pub ack_window_max: usize,
     /// Parked events a group lists; past it the event is redelivered instead (logged).
     pub parked_max: usize,
+    /// Parked events one Parked reply lists; a longer list is read a page at a time.
+    pub parked_list_max: usize,
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.
     pub journal_compact_bytes: u64,
@@ -246,6 +253,7 @@ impl Default for GroupLimits {
             in_flight_max: 100_000,
             ack_window_max: 1 << 18,
             parked_max: 100_000,
+            parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
         }
     }
@@ -319,7 +327,8 @@ pub struct Config {
     pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,
-    /// The largest PeerHello accepted (it carries a version vector and a member list).
+    /// The largest peer handshake frame accepted (PeerHello, PeerWelcome, PeerProof,
+    /// PeerAccept; the last two carry a version vector and a member list).
     pub peer_hello_frame_size_max: u32,
     /// A frame whose first byte arrived must be complete within this time.
     pub frame_timeout: Duration,
@@ -419,12 +428,9 @@ impl Config {
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
         }
-        let clustered = !self.cluster.peer_addrs.is_empty() || self.cluster.secret.is_some();
-        if self.tls.is_some() && clustered {
-            // Peers dial the client port, and the peer side has no TLS yet.
-            return Err(
-                "TLS cannot be combined with clustering yet (peers do not speak TLS)".into(),
-            );
+        if self.cluster.peer_ca_pem.is_some() && self.tls.is_none() {
+            // Peers dial the port with TLS only when this node speaks TLS itself.
+            return Err("a peer CA (--peer-ca) needs a TLS identity (--tls-cert)".into());
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
@@ -558,6 +564,32 @@ impl Config {
                     .into(),
             );
         }
+        // A Parked reply of `parked_list_max` events, and a Groups reply of one group with the
+        // longest name and glob, fit one frame.
+        let frame_size_max = self.wire.frame_size_max as usize;
+        let parked_reply_max = crate::protocol::PARKED_FRAME_EMPTY_SIZE
+            + groups.name_length_max as usize
+            + groups.parked_list_max * crate::protocol::PARKED_ENTRY_SIZE;
+        if groups.parked_list_max == 0
+            || groups.parked_list_max > usize::from(u16::MAX)
+            || parked_reply_max > frame_size_max
+        {
+            return Err(format!(
+                "the parked events per reply must be between 1 and 65535 and fit a frame \
+                 ({parked_reply_max} bytes for {}; the frame size limit is {frame_size_max})",
+                groups.parked_list_max
+            ));
+        }
+        let group_info_max = crate::protocol::GROUPS_FRAME_EMPTY_SIZE
+            + crate::protocol::GROUP_INFO_FIXED_SIZE
+            + groups.name_length_max as usize
+            + self.wire.glob_length_max as usize;
+        if group_info_max > frame_size_max {
+            return Err(format!(
+                "a Groups reply of one group ({group_info_max} bytes with the longest name and \
+                 glob) must fit the frame size limit {frame_size_max}"
+            ));
+        }
         Ok(())
     }
 
@@ -595,14 +627,14 @@ impl Config {
         if self.peer_hello_frame_size_max < self.hello_frame_size_max
             || self.peer_hello_frame_size_max > self.wire.frame_size_max
         {
-            return Err("the PeerHello frame size limit must be between the Hello limit and the frame size limit".into());
+            return Err("the peer handshake frame size limit must be between the Hello limit and the frame size limit".into());
         }
         // A handshake at the cluster limits (a vector of `actors_max` entries and a member list
-        // of `members_max` addresses) must fit the PeerHello limit.
+        // of `members_max` addresses) must fit the peer handshake frame limit.
         let handshake_max = 2048 + 10 * self.cluster.actors_max + 68 * self.cluster.members_max;
         if handshake_max > self.peer_hello_frame_size_max as usize {
             return Err(format!(
-                "the PeerHello frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
+                "the peer handshake frame size limit {} is below a handshake at the actor and member limits ({handshake_max} bytes)",
                 self.peer_hello_frame_size_max
             ));
         }
@@ -640,6 +672,11 @@ mod tests {
         config.wire.glob_length_max = config.wire.namespace_length_max - 1;
         assert!(config.validate().is_err());
         config.wire.glob_length_max = 65536;
+        assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.groups.parked_list_max = 0;
+        assert!(config.validate().is_err());
+        config.groups.parked_list_max = 70_000;
         assert!(config.validate().is_err());
     }
 

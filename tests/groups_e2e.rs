@@ -466,3 +466,112 @@ fn a_repairing_start_keeps_the_groups_position() {
     }
     assert_eq!(acked.len() + after_repair.len() + rest.len(), 100);
 }
+
+/// Runs `flo-client ARGS` against the server; returns (success, stdout, stderr).
+fn cli(server: &FloProcess, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string(), "--timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flo-client");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Joins group `name` (one delivery before parking), nacks the jobs in `refuse` (parking
+/// them) and acknowledges the rest until CaughtUp; returns the jobs it was given.
+fn work_group(server: &FloProcess, name: &str, refuse: &[usize]) -> BTreeSet<usize> {
+    let mut member = client(server);
+    let mut consumer = member
+        .join_group(name)
+        .glob("/jobs/**")
+        .max_deliveries(1)
+        .join()
+        .expect("join");
+    let mut given = BTreeSet::new();
+    while let GroupDelivery::Event(event) = next_delivery(&mut consumer) {
+        let job = job_of_event(&event.data);
+        given.insert(job);
+        if refuse.contains(&job) {
+            consumer.nack(&[event.id], Duration::ZERO).expect("nack");
+        } else {
+            consumer.ack(event.id).expect("ack");
+        }
+    }
+    consumer.leave().expect("leave");
+    given
+}
+
+/// The value after `label` in `flo-client groups info` output.
+fn info_field(text: &str, label: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"))
+}
+
+/// `flo-client groups`: the list, info, parked, replay, reset and delete, each change durable
+/// across kill -9 of the server.
+#[test]
+fn the_groups_cli_inspects_and_administers_a_group_across_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..5);
+    assert_eq!(work_group(&server, "admin", &[1, 3]).len(), 5);
+    let (ok, list, _) = cli(&server, &["groups"]);
+    assert!(ok);
+    let row = list
+        .lines()
+        .find(|line| line.starts_with("admin "))
+        .unwrap_or_else(|| panic!("no admin row in {list}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // GROUP MEMBERS PENDING PARKED FLOOR NEXT LAG GLOB
+    assert_eq!(columns, ["admin", "0", "0", "2", "5", "5", "0", "/jobs/**"]);
+    let (ok, parked, _) = cli(&server, &["groups", "parked", "admin"]);
+    assert!(ok);
+    assert_eq!(parked.lines().count(), 2, "{parked}");
+
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    let (ok, info, _) = cli(&server, &["groups", "info", "admin"]);
+    assert!(ok);
+    assert_eq!(info_field(&info, "parked:"), 2, "{info}");
+    let (ok, replayed, _) = cli(&server, &["groups", "replay", "admin"]);
+    assert!(ok, "{replayed}");
+    assert!(replayed.contains("replayed 2 parked events"), "{replayed}");
+    assert_eq!(info_field(&replayed, "pending:"), 2);
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    // The replay was durable: the two parked jobs come again, and only they.
+    let again = work_group(&server, "admin", &[]);
+    assert_eq!(again, [1, 3].into_iter().collect());
+
+    let (ok, reset, _) = cli(&server, &["groups", "reset", "admin", "--to", "beginning"]);
+    assert!(ok, "{reset}");
+    assert_eq!(info_field(&reset, "next:"), 0);
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    assert_eq!(
+        work_group(&server, "admin", &[]).len(),
+        5,
+        "all five after the reset"
+    );
+
+    let (ok, deleted, _) = cli(&server, &["groups", "delete", "admin"]);
+    assert!(ok && deleted.contains("deleted"), "{deleted}");
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    let (ok, _, error) = cli(&server, &["groups", "info", "admin"]);
+    assert!(!ok);
+    assert!(error.contains("NoSuchGroup"), "{error}");
+    assert!(server.terminate().success());
+}

@@ -17,6 +17,8 @@ mod bounds;
 mod cli;
 #[path = "hostile/globs.rs"]
 mod globs;
+#[path = "hostile/groups.rs"]
+mod groups;
 #[path = "hostile/peers.rs"]
 mod peers;
 #[path = "hostile/shutdown.rs"]

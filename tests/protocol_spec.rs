@@ -109,6 +109,8 @@ fn every_frame_kind_has_an_example() {
         kind::PEER_EVENT,
         kind::PEER_CREDIT,
         kind::PEER_MEMBERS,
+        kind::PEER_PROOF,
+        kind::PEER_ACCEPT,
     ];
     for kind in all_kinds {
         assert!(
@@ -198,4 +200,42 @@ fn the_error_table_matches_the_code() {
         .filter(|code| ErrorCode::from_u16(*code).is_some())
         .count();
     assert_eq!(rows, codes_in_rust, "every error code has one row");
+}
+
+/// The proofs in the PeerProof and PeerAccept examples are the real HMAC-SHA256 proofs, with the
+/// secret "s3cret", for the nonces and actor ids of the PeerHello and PeerWelcome examples; so a
+/// client in another language can check its proof computation against protocol.md.
+#[test]
+fn the_peer_handshake_examples_carry_valid_proofs() {
+    use flo::protocol::{PeerFrame, PeerRole, PeerTranscript};
+    let frames: Vec<PeerFrame> = hex_examples(&protocol_md())
+        .iter()
+        .filter_map(|example| decode::<AnyFrame>(&example.bytes, &WireLimits::default()).ok()?)
+        .filter_map(|(frame, _)| match frame {
+            AnyFrame::Peer(frame) => Some(frame),
+            _ => None,
+        })
+        .collect();
+    let find = |kind: u8| {
+        let found = frames.iter().find(|f| frame_kind(*f) == kind);
+        found.unwrap_or_else(|| panic!("no {} example", kind_name(kind)))
+    };
+    let (PeerFrame::PeerHello(hello), PeerFrame::PeerWelcome(welcome)) =
+        (find(kind::PEER_HELLO), find(kind::PEER_WELCOME))
+    else {
+        unreachable!("found by kind")
+    };
+    let (PeerFrame::PeerProof(proof), PeerFrame::PeerAccept(accept)) =
+        (find(kind::PEER_PROOF), find(kind::PEER_ACCEPT))
+    else {
+        unreachable!("found by kind")
+    };
+    let transcript = PeerTranscript {
+        dialer_nonce: hello.nonce,
+        acceptor_nonce: welcome.nonce,
+        dialer_actor: hello.actor_id,
+        acceptor_actor: welcome.actor_id,
+    };
+    assert!(transcript.verify(b"s3cret", PeerRole::Dialer, &proof.proof));
+    assert!(transcript.verify(b"s3cret", PeerRole::Acceptor, &accept.proof));
 }

@@ -68,14 +68,21 @@ struct Args {
     max_auth_failures: u32,
 
     /// PEM certificate chain (the server's certificate first): with --tls-key, the port speaks
-    /// TLS 1.3 from the first byte and plaintext clients are refused (TlsRequired). Not with
-    /// clustering yet. docs/security.md shows a self-signed set-up for testing.
+    /// TLS 1.3 from the first byte and plaintext clients are refused (TlsRequired). A clustered
+    /// node dials its peers with TLS too (see --peer-ca). docs/security.md shows a self-signed
+    /// set-up for testing.
     #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
 
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the --tls-cert certificate.
     #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// PEM certificates to trust for the TLS of peers this node dials (with --tls-cert; each
+    /// peer's certificate must name the IP address it is dialed at). Default: the
+    /// certificates of --tls-cert.
+    #[arg(long = "peer-ca", value_name = "FILE", requires = "tls_cert")]
+    peer_ca: Option<PathBuf>,
 
     /// Bytes of the newest events kept in memory for tailing consumers (K, M, G suffixes).
     #[arg(long = "max-cache-memory", default_value = "64M", value_parser = parse_size)]
@@ -168,8 +175,8 @@ struct Args {
     #[arg(long = "peer-addr")]
     peer_addrs: Vec<SocketAddr>,
 
-    /// Shared secret cluster members must present in their handshake. It travels in
-    /// cleartext: it keeps misconfigured nodes out, not eavesdroppers.
+    /// Shared secret cluster members prove in their handshake (HMAC challenge-response; the
+    /// secret itself is never sent). Use a long random one: `flo gen-token` makes one.
     #[arg(long = "cluster-secret")]
     cluster_secret: Option<String>,
 
@@ -549,18 +556,20 @@ fn config_from(args: &Args) -> Config {
     config
 }
 
-/// `--tls-cert` and `--tls-key`, read (the server parses them when it starts).
-fn read_tls_files(args: &Args) -> Result<Option<TlsPem>, String> {
+/// `--tls-cert` and `--tls-key`, and `--peer-ca`, read (the server parses them when it starts).
+fn read_tls_files(args: &Args) -> Result<(Option<TlsPem>, Option<Vec<u8>>), String> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|error| format!("could not read {}: {error}", path.display()))
     };
-    Ok(Some(TlsPem {
+    let tls = TlsPem {
         cert_chain_pem: read(cert)?,
         key_pem: read(key)?,
-    }))
+    };
+    let peer_ca = args.peer_ca.as_ref().map(read).transpose()?;
+    Ok((Some(tls), peer_ca))
 }
 
 /// `flo hash-token`: one line from standard input, without its line end.
@@ -702,7 +711,10 @@ fn main() -> ExitCode {
     }
     let mut config = config_from(&args);
     match read_tls_files(&args) {
-        Ok(tls) => config.tls = tls,
+        Ok((tls, peer_ca)) => {
+            config.tls = tls;
+            config.cluster.peer_ca_pem = peer_ca;
+        }
         Err(message) => {
             eprintln!("flo: {message}");
             return ExitCode::FAILURE;
@@ -727,7 +739,7 @@ fn main() -> ExitCode {
             config.actor_id,
             config.cluster.peer_addrs,
             if config.cluster.secret.is_some() {
-                " and a cluster secret (sent in cleartext)"
+                " and a cluster secret"
             } else {
                 ""
             }

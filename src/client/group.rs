@@ -261,6 +261,11 @@ impl GroupConsumer<'_> {
         self.leave_now()
     }
 
+    /// [`GroupConsumer::leave`] without giving the consumer up (it is ended afterwards).
+    pub fn leave_and_wait(&mut self) -> Result<(), ClientError> {
+        self.leave_now()
+    }
+
     fn leave_now(&mut self) -> Result<(), ClientError> {
         if self.ended {
             return Ok(());

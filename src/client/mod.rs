@@ -29,6 +29,7 @@ mod cursor_text;
 mod error;
 pub mod format;
 mod group;
+mod group_admin;
 mod produce;
 mod tls;
 mod typed;
@@ -40,7 +41,8 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, MemberState, MemberStatus, NewEvent, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, GroupInfo, GroupsReply, MemberState, MemberStatus,
+    NewEvent, ParkedEvent, ParkedReply, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -246,7 +248,10 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Produce(_) | ErrorScope::Subscription(_) => Ok(()),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
+            frame @ (ServerFrame::Welcome(_)
+            | ServerFrame::Status(_)
+            | ServerFrame::Groups(_)
+            | ServerFrame::Parked(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))
             }
         }

@@ -99,9 +99,10 @@ impl Client {
                 ErrorScope::Connection => Err(server_error(error)),
                 ErrorScope::Subscription(_) => Ok(None),
             },
-            frame @ (ServerFrame::Welcome(_) | ServerFrame::Status(_)) => {
-                Err(unexpected(&frame, "an Ack"))
-            }
+            frame @ (ServerFrame::Welcome(_)
+            | ServerFrame::Status(_)
+            | ServerFrame::Groups(_)
+            | ServerFrame::Parked(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

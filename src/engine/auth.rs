@@ -115,7 +115,7 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn peer_description(&self, conn: ConnId) -> String {
+    pub(in crate::engine) fn peer_description(&self, conn: ConnId) -> String {
         match self.conn(conn).and_then(|c| c.peer_addr) {
             Some(addr) => addr.to_string(),
             None => "an unknown address".into(),
@@ -158,13 +158,13 @@ impl<L: Log> Engine<L> {
         ))
     }
 
-    /// Whether the connection's principal may ask for the status.
-    pub(super) fn check_admin(&self, conn: ConnId) -> Result<(), String> {
+    /// Whether the connection's principal may do an admin's `what` (ask for the status,
+    /// inspect or change groups).
+    pub(super) fn check_admin(&self, conn: ConnId, what: &str) -> Result<(), String> {
         match self.principal(conn) {
-            Some(principal) if !principal.admin => Err(format!(
-                "{} may not ask for the status (admin = false)",
-                principal.name
-            )),
+            Some(principal) if !principal.admin => {
+                Err(format!("{} may not {what} (admin = false)", principal.name))
+            }
             _ => Ok(()),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
-use crate::protocol::{ErrorCode, NamespaceGlob};
+use crate::protocol::{ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -35,15 +35,45 @@ pub enum Phase {
     AwaitingHello { deadline_ms: u64 },
     /// Handshake done: a client connection.
     Client(ClientConn),
-    /// An outbound peer connection: PeerHello sent, waiting for PeerWelcome before
-    /// `deadline_ms`. `addr` is the address dialed.
-    PeerAwaitingWelcome { addr: SocketAddr, deadline_ms: u64 },
+    /// An outbound peer connection: PeerHello with `nonce` sent, waiting for PeerWelcome
+    /// before `deadline_ms`. `addr` is the address dialed.
+    PeerAwaitingWelcome {
+        addr: SocketAddr,
+        deadline_ms: u64,
+        nonce: PeerNonce,
+    },
+    /// An outbound peer connection: PeerProof sent, waiting for PeerAccept (the acceptor's
+    /// proof) before `deadline_ms`.
+    PeerAwaitingAccept {
+        addr: SocketAddr,
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
+    /// An inbound peer connection: PeerWelcome sent, waiting for PeerProof (the dialer's
+    /// proof) before `deadline_ms`. Not authenticated yet.
+    PeerAwaitingProof {
+        pending: PendingPeer,
+        deadline_ms: u64,
+    },
     /// A peer connection after a successful handshake.
     Peer(PeerConn),
     /// The engine decided to close the connection with this error. Its input is ignored; it
     /// is closed at the end of the turn, after the replies it is owed (acks of produces it
     /// sent before the bad frame) are queued ahead of the error.
     Closing { code: ErrorCode, message: String },
+}
+
+impl Phase {
+    /// True for a peer connection, in its handshake or established.
+    pub fn is_peer(&self) -> bool {
+        match self {
+            Phase::PeerAwaitingWelcome { .. }
+            | Phase::PeerAwaitingAccept { .. }
+            | Phase::PeerAwaitingProof { .. }
+            | Phase::Peer(_) => true,
+            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => false,
+        }
+    }
 }
 
 /// What only a client connection has, from its Hello on.
@@ -88,6 +118,16 @@ impl PeerConn {
             own_passed: 0,
         }
     }
+}
+
+/// A peer in the middle of the handshake: who it says it is, and what both proofs are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPeer {
+    /// The actor id its PeerHello or PeerWelcome named (not proven until its proof checks).
+    pub actor: ActorId,
+    /// The address it advertised, already checked to be an IP address and port.
+    pub advertised_addr: SocketAddr,
+    pub transcript: PeerTranscript,
 }
 
 /// What a subscription is, and what it does when it reaches the end of the durable log.

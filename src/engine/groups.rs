@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::connection::Connection;
 use super::{millis, ConnId, Engine, Now};
-use crate::event::{Cursor, EventId, StartPosition};
+use crate::event::{Cursor, EventId};
 use crate::protocol::{
     encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, JoinGroup, NamespaceGlob,
     ServerFrame,
@@ -25,7 +25,7 @@ pub(super) type MemberKey = (ConnId, u32);
 
 /// Every group, the journal, and which connection is a member of which group.
 pub(super) struct Groups {
-    store: Box<dyn GroupStore>,
+    pub(super) store: Box<dyn GroupStore>,
     pub(super) groups: BTreeMap<String, Group>,
     memberships: HashMap<MemberKey, String>,
     /// The journal size right after the last compaction (or load).
@@ -34,37 +34,40 @@ pub(super) struct Groups {
 
 pub(super) struct Group {
     glob: NamespaceGlob,
-    glob_text: String,
+    pub(super) glob_text: String,
     /// Events this cursor covers are never delivered (cursor and after-id starts).
-    filter: Cursor,
-    /// The floor last written to the journal.
-    floor_written: Offset,
+    pub(super) filter: Cursor,
+    /// The floor last written to the journal. Every pending entry below it is a replayed
+    /// parked event (an operator's replay; docs/consumers.md): the floor ignores those.
+    pub(super) floor_written: Offset,
     /// The next record to look at for new deliveries.
-    next: Offset,
+    pub(super) next: Offset,
     /// Acknowledged offsets at or above the floor.
     pub(super) acked: BTreeSet<Offset>,
     /// Acknowledged this turn, written to the journal at its end.
-    acked_this_turn: Vec<Offset>,
+    pub(super) acked_this_turn: Vec<Offset>,
     pub(super) parked: BTreeMap<Offset, EventId>,
     pub(super) pending: BTreeMap<Offset, Pending>,
-    pending_by_id: HashMap<EventId, Offset>,
+    pub(super) pending_by_id: HashMap<EventId, Offset>,
     /// Pending entries whose delay has passed, waiting for a member, oldest first.
-    redeliver: BTreeSet<Offset>,
+    pub(super) redeliver: BTreeSet<Offset>,
     /// (when, offset): ack deadlines of in-flight entries and the end of nack delays.
-    timers: BTreeSet<(u64, Offset)>,
+    pub(super) timers: BTreeSet<(u64, Offset)>,
     /// Delivery counts recovered from the journal for records not delivered since start-up.
-    recovered_deliveries: HashMap<Offset, u32>,
+    pub(super) recovered_deliveries: HashMap<Offset, u32>,
     pub(super) members: Vec<Member>,
     round_robin: usize,
 }
 
 pub(super) struct Pending {
-    id: EventId,
-    deliveries: u32,
-    state: PendingState,
+    pub(super) id: EventId,
+    pub(super) deliveries: u32,
+    /// When it was first delivered (since start-up or its replay): the age `Groups` reports.
+    pub(super) first_delivered_ms: Option<u64>,
+    pub(super) state: PendingState,
 }
 
-enum PendingState {
+pub(super) enum PendingState {
     InFlight {
         member: MemberKey,
         deadline_ms: u64,
@@ -106,10 +109,11 @@ impl Group {
         }
     }
 
-    /// Every matching record below this is acknowledged or parked.
+    /// Every matching record below this is acknowledged or parked (or a replayed parked
+    /// event, pending below the written floor, which the floor does not wait for).
     pub(super) fn floor(&self) -> Offset {
-        match self.pending.keys().next() {
-            Some(&lowest) => lowest.min(self.next),
+        match self.pending.range(self.floor_written..).next() {
+            Some((&lowest, _)) => lowest.min(self.next),
             None => self.next,
         }
     }
@@ -142,9 +146,9 @@ impl Group {
         member.in_flight += 1;
         let deadline_ms = now_ms.saturating_add(member.ack_timeout_ms);
         let key = member.key;
-        let previous = match self.pending.get(&offset) {
-            Some(pending) => pending.deliveries,
-            None => self.recovered_deliveries.remove(&offset).unwrap_or(0),
+        let (previous, first_delivered_ms) = match self.pending.get(&offset) {
+            Some(pending) => (pending.deliveries, pending.first_delivered_ms),
+            None => (self.recovered_deliveries.remove(&offset).unwrap_or(0), None),
         };
         let deliveries = previous.saturating_add(1);
         self.pending.insert(
@@ -152,6 +156,7 @@ impl Group {
             Pending {
                 id,
                 deliveries,
+                first_delivered_ms: Some(first_delivered_ms.unwrap_or(now_ms)),
                 state: PendingState::InFlight {
                     member: key,
                     deadline_ms,
@@ -237,6 +242,8 @@ impl Groups {
     ) -> Result<Groups, StorageError> {
         let records = store.load()?;
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        // Replayed parked events not yet acknowledged or parked again, per group.
+        let mut replayed: HashMap<String, BTreeMap<Offset, EventId>> = HashMap::new();
         for record in records {
             match record {
                 GroupRecord::Create {
@@ -250,6 +257,7 @@ impl Groups {
                             .map_err(|error| StorageError::Corrupt {
                                 context: format!("group journal: glob {glob:?}: {error}"),
                             })?;
+                    replayed.remove(&group);
                     groups.insert(group, Group::new(compiled, glob, start, filter));
                 }
                 GroupRecord::Floor { group, floor } => {
@@ -262,8 +270,16 @@ impl Groups {
                             .retain(|offset, _| *offset >= floor);
                     }
                 }
-                GroupRecord::Ack { group, offsets } => {
-                    if let Some(group) = groups.get_mut(&group) {
+                GroupRecord::Ack {
+                    group: name,
+                    offsets,
+                } => {
+                    if let Some(group) = groups.get_mut(&name) {
+                        if let Some(replayed) = replayed.get_mut(&name) {
+                            for offset in &offsets {
+                                replayed.remove(offset);
+                            }
+                        }
                         let floor = group.floor_written;
                         group
                             .acked
@@ -279,11 +295,53 @@ impl Groups {
                         group.recovered_deliveries.insert(offset, count);
                     }
                 }
-                GroupRecord::Park { group, offset, id } => {
-                    if let Some(group) = groups.get_mut(&group) {
+                GroupRecord::Park {
+                    group: name,
+                    offset,
+                    id,
+                } => {
+                    if let Some(group) = groups.get_mut(&name) {
                         group.parked.insert(offset, id);
                         group.recovered_deliveries.remove(&offset);
+                        if let Some(replayed) = replayed.get_mut(&name) {
+                            replayed.remove(&offset);
+                        }
                     }
+                }
+                GroupRecord::Replay {
+                    group: name,
+                    offset,
+                    id,
+                } => {
+                    if let Some(group) = groups.get_mut(&name) {
+                        group.parked.remove(&offset);
+                        group.recovered_deliveries.remove(&offset);
+                        replayed.entry(name).or_default().insert(offset, id);
+                    }
+                }
+                GroupRecord::Reset {
+                    group: name,
+                    start,
+                    filter,
+                } => {
+                    if let Some(group) = groups.get_mut(&name) {
+                        group.reset(start, filter);
+                        replayed.remove(&name);
+                    }
+                }
+                GroupRecord::Delete { group } => {
+                    groups.remove(&group);
+                    replayed.remove(&group);
+                }
+            }
+        }
+        for (name, replayed) in replayed {
+            if let Some(group) = groups.get_mut(&name) {
+                // At or above the floor a replayed event is delivered again anyway (nothing
+                // marks it acknowledged or parked); below it, it waits as a pending entry.
+                let floor = group.floor_written;
+                for (offset, id) in replayed.range(..floor) {
+                    group.replay(*offset, *id);
                 }
             }
         }
@@ -304,6 +362,11 @@ impl Groups {
     /// Memberships `conn` holds (they count against `subscriptions_per_connection_max`).
     pub(super) fn membership_count(&self, conn: ConnId) -> usize {
         self.memberships.keys().filter(|(c, _)| *c == conn).count()
+    }
+
+    #[cfg(test)]
+    pub(super) fn snapshot_for_tests(&self) -> Vec<GroupRecord> {
+        self.snapshot()
     }
 
     /// The snapshot that replaces the journal when it is compacted.
@@ -349,6 +412,13 @@ impl Groups {
                     group: name.clone(),
                     offset,
                     id,
+                });
+            }
+            for (&offset, pending) in group.pending.range(..floor) {
+                records.push(GroupRecord::Replay {
+                    group: name.clone(),
+                    offset,
+                    id: pending.id,
                 });
             }
         }
@@ -440,15 +510,6 @@ impl<L: Log> Engine<L> {
             );
             return Err((ErrorCode::TooManyGroups, message));
         }
-        if let StartPosition::Cursor(cursor) = &join.start {
-            if cursor.vector.len() > self.config.cursor_entries_max as usize {
-                let message = format!(
-                    "a cursor may have at most {} vector entries",
-                    self.config.cursor_entries_max
-                );
-                return Err((ErrorCode::CursorTooLarge, message));
-            }
-        }
         let glob_length_max = self.config.wire.glob_length_max as usize;
         let glob =
             NamespaceGlob::with_length_max(&join.glob, glob_length_max).map_err(|error| {
@@ -458,15 +519,7 @@ impl<L: Log> Engine<L> {
                 };
                 (ErrorCode::InvalidGlob, message)
             })?;
-        let start = match join.start {
-            StartPosition::End => Ok(self.log.end()),
-            _ => self.log.find_start(&join.start),
-        }
-        .map_err(|error| {
-            let message = format!("could not find the start position: {error}");
-            (ErrorCode::StorageFailure, message)
-        })?;
-        let filter = join.start.cursor().unwrap_or_default();
+        let (start, filter) = self.resolve_group_start(&join.start)?;
         self.groups.store.append(&GroupRecord::Create {
             group: join.group.clone(),
             glob: join.glob.clone(),
@@ -552,7 +605,11 @@ impl<L: Log> Engine<L> {
                         group.redeliver.remove(&offset);
                     }
                 }
-                group.acked.insert(offset);
+                // A replayed parked event below the floor is journaled, not kept: the floor
+                // is already past it.
+                if offset >= group.floor_written {
+                    group.acked.insert(offset);
+                }
                 group.acked_this_turn.push(offset);
             }
         }

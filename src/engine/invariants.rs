@@ -42,10 +42,7 @@ impl<L: Log> Engine<L> {
             let conn = reply.conn();
             if let Some(connection) = self.conn(conn) {
                 assert!(
-                    !matches!(
-                        connection.phase,
-                        Phase::PeerAwaitingWelcome { .. } | Phase::Peer(_)
-                    ),
+                    !connection.phase.is_peer(),
                     "{conn}: a produce reply is held for a peer connection"
                 );
             }

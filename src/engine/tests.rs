@@ -1047,15 +1047,119 @@ fn the_counter_moves_past_stored_events_on_start() {
 // Peer connections. The simulation (tests/cluster_sim.rs) runs whole clusters; these pin the
 // rules of one connection.
 
-fn peer_hello(actor: u16, secret: &[u8], vector: VersionVector) -> PeerFrame {
+fn peer_hello(actor: u16, nonce: u8) -> PeerFrame {
     PeerFrame::PeerHello(crate::protocol::PeerHandshake {
         protocol_version: PROTOCOL_VERSION,
         actor_id: actor,
         advertised_addr: format!("10.0.0.{actor}:3000"),
-        secret: secret.to_vec(),
+        nonce: [nonce; 32],
+    })
+}
+
+/// The dialer's PeerProof for a handshake from `actor` with nonce `[nonce; 32]`, answered by
+/// `welcome`, with `secret` and `vector`.
+fn dialer_proof(
+    actor: u16,
+    nonce: u8,
+    welcome: &crate::protocol::PeerHandshake,
+    secret: &[u8],
+    vector: VersionVector,
+) -> PeerFrame {
+    let transcript = crate::protocol::PeerTranscript {
+        dialer_nonce: [nonce; 32],
+        acceptor_nonce: welcome.nonce,
+        dialer_actor: actor,
+        acceptor_actor: welcome.actor_id,
+    };
+    PeerFrame::PeerProof(crate::protocol::PeerProof {
+        proof: transcript.proof(secret, crate::protocol::PeerRole::Dialer),
         vector,
         members: Vec::new(),
     })
+}
+
+/// Sends PeerHello from `actor` on a new connection; returns it and the PeerWelcome.
+fn hello_welcome(
+    harness: &mut Harness,
+    actor: u16,
+    nonce: u8,
+) -> (ConnId, crate::protocol::PeerHandshake) {
+    let conn = harness.connect();
+    harness.send(conn, peer_hello(actor, nonce));
+    harness.turn();
+    match harness.received_peer(conn).as_slice() {
+        [PeerFrame::PeerWelcome(welcome)] => (conn, welcome.clone()),
+        other => panic!("expected PeerWelcome, got {other:?}"),
+    }
+}
+
+/// Connects a peer (actor `actor`) with `secret` and runs the handshake; returns the
+/// connection and the frames the engine sent after PeerProof (PeerAccept, PeerCredit, maybe
+/// events, or an Error).
+fn peer_with_secret(
+    harness: &mut Harness,
+    actor: u16,
+    secret: &[u8],
+    vector: VersionVector,
+) -> (ConnId, Vec<PeerFrame>) {
+    let (conn, welcome) = hello_welcome(harness, actor, 9);
+    harness.send(conn, dialer_proof(actor, 9, &welcome, secret, vector));
+    harness.turn();
+    let frames = harness.received_peer(conn);
+    (conn, frames)
+}
+
+/// The acceptor's PeerAccept for a handshake this engine dialed: `hello` is the engine's
+/// PeerHello, the acceptor is `actor` with nonce `[nonce; 32]`.
+fn acceptor_accept(
+    hello: &crate::protocol::PeerHandshake,
+    actor: u16,
+    nonce: u8,
+    vector: VersionVector,
+) -> PeerFrame {
+    let transcript = crate::protocol::PeerTranscript {
+        dialer_nonce: hello.nonce,
+        acceptor_nonce: [nonce; 32],
+        dialer_actor: hello.actor_id,
+        acceptor_actor: actor,
+    };
+    PeerFrame::PeerAccept(crate::protocol::PeerProof {
+        proof: transcript.proof(b"", crate::protocol::PeerRole::Acceptor),
+        vector,
+        members: Vec::new(),
+    })
+}
+
+/// Answers the engine's PeerHello on the dialed `conn` as `actor` at `addr` (PeerWelcome,
+/// then PeerAccept with `vector` once the engine's PeerProof came).
+fn accept_dial(
+    harness: &mut Harness,
+    conn: ConnId,
+    actor: u16,
+    addr: std::net::SocketAddr,
+    vector: VersionVector,
+) {
+    let hello = match harness.received_peer(conn).as_slice() {
+        [PeerFrame::PeerHello(hello)] => hello.clone(),
+        other => panic!("expected PeerHello, got {other:?}"),
+    };
+    let welcome = PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: actor,
+        advertised_addr: addr.to_string(),
+        nonce: [actor as u8; 32],
+    });
+    harness.send(conn, welcome);
+    harness.turn();
+    assert!(
+        matches!(
+            harness.received_peer(conn).as_slice(),
+            [PeerFrame::PeerProof(_)]
+        ),
+        "the dialer proves itself after PeerWelcome"
+    );
+    harness.send(conn, acceptor_accept(&hello, actor, actor as u8, vector));
+    harness.turn();
 }
 
 fn stored(counter: u64, actor: u16, data: &[u8]) -> Event {
@@ -1069,14 +1173,11 @@ fn stored(counter: u64, actor: u16, data: &[u8]) -> Event {
 }
 
 /// Connects a peer (actor `actor`) and completes the handshake; returns the connection and
-/// the frames the engine sent (PeerWelcome, PeerCredit, maybe events).
+/// the frames the engine sent after the peer's proof (PeerAccept, PeerCredit, maybe events).
 fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Vec<PeerFrame>) {
-    let conn = harness.connect();
-    harness.send(conn, peer_hello(actor, b"", vector));
-    harness.turn();
-    let frames = harness.received_peer(conn);
+    let (conn, frames) = peer_with_secret(harness, actor, b"", vector);
     assert!(
-        matches!(frames.first(), Some(PeerFrame::PeerWelcome(w)) if w.actor_id == 7),
+        matches!(frames.first(), Some(PeerFrame::PeerAccept(_))),
         "{frames:?}"
     );
     (conn, frames)
@@ -1100,20 +1201,98 @@ fn a_peer_frame_on_a_client_connection_closes_it() {
 fn a_peer_with_our_actor_id_or_a_wrong_secret_is_refused() {
     let mut harness = Harness::with_config(|c| c.cluster.secret = Some("s3cret".into()));
     let own = harness.connect();
-    harness.send(own, peer_hello(7, b"s3cret", VersionVector::new()));
+    harness.send(own, peer_hello(7, 1));
     harness.turn();
     assert_eq!(harness.closed_with(own), Some(ErrorCode::ActorIdConflict));
-    let wrong = harness.connect();
-    harness.send(wrong, peer_hello(2, b"guess", VersionVector::new()));
-    harness.turn();
+    let (wrong, frames) = peer_with_secret(&mut harness, 2, b"guess", VersionVector::new());
+    assert!(
+        !frames.iter().any(|f| matches!(f, PeerFrame::PeerAccept(_))),
+        "no proof, vector or member list for a dialer without the secret: {frames:?}"
+    );
     assert_eq!(harness.closed_with(wrong), Some(ErrorCode::AuthFailed));
-    let right = harness.connect();
-    harness.send(right, peer_hello(2, b"s3cret", VersionVector::new()));
+    assert!(harness.engine.connected_peers().is_empty());
+    let (_, frames) = peer_with_secret(&mut harness, 2, b"s3cret", VersionVector::new());
+    assert!(matches!(frames.first(), Some(PeerFrame::PeerAccept(_))));
+    assert_eq!(harness.engine.connected_peers(), vec![ActorId(2)]);
+}
+
+/// Issue 15: the secret travelled in cleartext in PeerHello, so one recorded handshake let
+/// anyone join. Now a recorded PeerHello and PeerProof, replayed on a new connection, fail
+/// against the acceptor's fresh nonce, and the secret is in no frame.
+#[test]
+fn a_replayed_peer_handshake_is_refused_and_no_frame_carries_the_secret() {
+    let secret = b"a-long-cluster-secret";
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.secret = Some(String::from_utf8(secret.to_vec()).unwrap())
+    });
+    let (first, welcome) = hello_welcome(&mut harness, 2, 9);
+    let proof = dialer_proof(2, 9, &welcome, secret, VersionVector::new());
+    let mut recorded = Vec::new();
+    crate::protocol::encode(&peer_hello(2, 9), &mut recorded);
+    crate::protocol::encode(&proof, &mut recorded);
+    assert!(
+        !recorded.windows(secret.len()).any(|w| w == secret),
+        "the secret is not on the wire"
+    );
+    harness.send(first, proof.clone());
     harness.turn();
     assert!(matches!(
-        harness.received_peer(right).first(),
-        Some(PeerFrame::PeerWelcome(_))
+        harness.received_peer(first).first(),
+        Some(PeerFrame::PeerAccept(_))
     ));
+    // The same bytes again, after the first connection is gone.
+    harness.engine.handle_closed(first);
+    harness.turn();
+    let replay = harness.connect();
+    harness.send(replay, peer_hello(2, 9));
+    harness.send(replay, proof);
+    harness.turn();
+    assert_eq!(harness.closed_with(replay), Some(ErrorCode::AuthFailed));
+    assert!(harness.engine.connected_peers().is_empty());
+}
+
+/// The dialer checks the acceptor's proof too: a PeerAccept made without the secret (or
+/// recorded from another handshake) is refused, and the address is redialed later.
+#[test]
+fn a_dialer_refuses_an_acceptor_without_the_secret() {
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.secret = Some("s3cret".into());
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    harness.turn();
+    let addr = *harness.dials.first().expect("a Dial action");
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    harness.engine.handle_dialed(harness.now, conn, addr);
+    // `accept_dial` proves with the empty secret, not "s3cret".
+    accept_dial(&mut harness, conn, 2, addr, VersionVector::new());
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::AuthFailed));
+    assert!(harness.engine.connected_peers().is_empty());
+}
+
+/// Issue 15, per-peer actor rules: a peer may send its own events, this node's, and those
+/// of members and of actors in its handshake vector; an actor no member declared is refused.
+#[test]
+fn a_peer_event_of_an_actor_no_member_declared_is_refused() {
+    let mut harness = Harness::new();
+    let held: VersionVector = [(ActorId(3), 1)].into_iter().collect();
+    let (conn, _) = peer(&mut harness, 2, held);
+    for event in [
+        stored(1, 2, b"own"),
+        stored(2, 3, b"relayed"),
+        stored(3, 7, b"ours"),
+    ] {
+        harness.send(conn, PeerFrame::PeerEvent(event));
+    }
+    harness.turn();
+    assert!(harness.engine.is_open(conn));
+    assert_eq!(harness.engine.log().durable_end().0, 3);
+    harness.send(conn, PeerFrame::PeerEvent(stored(4, 99, b"invented")));
+    harness.turn();
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::ActorNotAllowed));
+    assert_eq!(harness.engine.log().version_vector().get(ActorId(99)), 0);
 }
 
 #[test]
@@ -1197,19 +1376,17 @@ fn a_second_connection_to_the_same_peer_keeps_the_one_dialed_by_the_lower_actor(
     // Actor 2 (lower than our 7) dials twice: each is dialed by 2, so the first one stays
     // and the second is refused.
     let (first, _) = peer(&mut harness, 2, VersionVector::new());
-    let second = harness.connect();
-    harness.send(second, peer_hello(2, b"", VersionVector::new()));
-    harness.turn();
+    let (second, _) = peer_with_secret(&mut harness, 2, b"", VersionVector::new());
     assert_eq!(
         harness.closed_with(second),
         Some(ErrorCode::DuplicatePeerConnection)
     );
-    // PeerWelcome came first, so the dialer learns who this address is and stops dialing it.
+    // PeerAccept came first, so the dialer learns who this address is and stops dialing it.
     let (_, frames) = harness.closed.iter().find(|(c, _)| *c == second).unwrap();
     assert!(
         matches!(
             frames.first(),
-            Some(AnyFrame::Peer(PeerFrame::PeerWelcome(_)))
+            Some(AnyFrame::Peer(PeerFrame::PeerAccept(_)))
         ),
         "{frames:?}"
     );
@@ -1265,21 +1442,14 @@ fn with_fsync_interval_and_peers_produces_wait_until_caught_up_with_them() {
         generation: 1,
     };
     harness.engine.handle_dialed(harness.now, conn, addr);
-    assert!(matches!(
-        harness.received_peer(conn).first(),
-        Some(PeerFrame::PeerHello(_))
-    ));
     // The peer holds our events up to counter 3, which our log lost.
-    let welcome = PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
-        protocol_version: PROTOCOL_VERSION,
-        actor_id: 2,
-        advertised_addr: addr.to_string(),
-        secret: Vec::new(),
-        vector: [(ActorId(7), 3)].into_iter().collect(),
-        members: Vec::new(),
-    });
-    harness.send(conn, welcome);
-    harness.turn();
+    accept_dial(
+        &mut harness,
+        conn,
+        2,
+        addr,
+        [(ActorId(7), 3)].into_iter().collect(),
+    );
     assert!(harness.engine.is_holding_produces(), "not caught up yet");
     for counter in 1..=3 {
         harness.send(conn, PeerFrame::PeerEvent(stored(counter, 7, b"ours")));
@@ -1404,18 +1574,13 @@ fn the_catch_up_hold_also_waits_for_actors_whose_events_the_log_holds() {
         generation: 1,
     };
     harness.engine.handle_dialed(harness.now, conn, addr);
-    let welcome = |actor: u16| {
-        PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
-            protocol_version: PROTOCOL_VERSION,
-            actor_id: actor,
-            advertised_addr: format!("10.0.0.{actor}:3000"),
-            secret: Vec::new(),
-            vector: [(ActorId(3), 1)].into_iter().collect(),
-            members: Vec::new(),
-        })
-    };
-    harness.send(conn, welcome(2));
-    harness.turn();
+    accept_dial(
+        &mut harness,
+        conn,
+        2,
+        addr,
+        [(ActorId(3), 1)].into_iter().collect(),
+    );
     assert!(
         harness.engine.is_holding_produces(),
         "actor 3 may hold lost events"
@@ -1683,7 +1848,7 @@ fn a_partial_frame_of_a_paused_connection_does_not_time_out() {
 fn a_standalone_node_refuses_peer_hello() {
     let mut harness = Harness::standalone();
     let conn = harness.connect();
-    harness.send(conn, peer_hello(2, b"", VersionVector::new()));
+    harness.send(conn, peer_hello(2, 1));
     harness.turn();
     assert_eq!(
         harness.closed_with(conn),
@@ -1746,12 +1911,18 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
     let client = harness.client();
     harness.produce(client, 1, "/own", b"x");
     harness.turn();
-    let (mut conn, _) = peer(&mut harness, 2, VersionVector::new());
-    let mut actors = (1..=u16::MAX).chain([0]).filter(|a| *a != 7).peekable();
+    let actors: Vec<u16> = (1..=u16::MAX).chain([0]).filter(|a| *a != 7).collect();
+    // The peer declares each batch's actors in its handshake vector, so that they pass the
+    // per-peer actor rule and meet the actor limit.
+    let declared = |batch: &[u16]| -> VersionVector {
+        let real = batch.iter().filter(|a| **a != 0);
+        real.map(|a| (ActorId(*a), 1)).collect()
+    };
     let mut refusals = 0;
-    while actors.peek().is_some() {
-        for actor in actors.by_ref().take(1024) {
-            harness.send(conn, PeerFrame::PeerEvent(stored(1, actor, b"")));
+    for batch in actors.chunks(1024) {
+        let (conn, _) = peer(&mut harness, 2, declared(batch));
+        for actor in batch {
+            harness.send(conn, PeerFrame::PeerEvent(stored(1, *actor, b"")));
             if !harness.engine.is_open(conn) {
                 break;
             }
@@ -1764,8 +1935,9 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
             if refusals == 3 {
                 break;
             }
-            let vector = harness.engine.log().version_vector().clone();
-            conn = peer(&mut harness, 2, vector).0;
+        } else {
+            harness.engine.handle_closed(conn);
+            harness.turn();
         }
     }
     let held = harness.engine.log().version_vector().len();
@@ -1897,7 +2069,7 @@ fn a_log_holding_events_of_too_many_actors_is_served_after_a_restart() {
     // This node's own handshake carries the whole vector (a peer with the same limit
     // refuses it; see `a_handshake_vector_over_the_actor_limit_is_refused`).
     let (conn, frames) = peer(&mut harness, 2, VersionVector::new());
-    assert!(matches!(&frames[0], PeerFrame::PeerWelcome(w) if w.vector.len() == 65535));
+    assert!(matches!(&frames[0], PeerFrame::PeerAccept(a) if a.vector.len() == 65535));
     harness.send(conn, PeerFrame::PeerEvent(stored(2, 2, b"known actor")));
     harness.turn();
     assert_eq!(
@@ -1913,10 +2085,8 @@ fn a_handshake_vector_over_the_actor_limit_is_refused() {
         c.cluster.actors_max = 3;
         c.cluster.members_max = 2;
     });
-    let conn = harness.connect();
     let vector: VersionVector = (1..=4).map(|a| (ActorId(a), 1)).collect();
-    harness.send(conn, peer_hello(2, b"", vector));
-    harness.turn();
+    let (conn, _) = peer_with_secret(&mut harness, 2, b"", vector);
     assert_eq!(harness.closed_with(conn), Some(ErrorCode::MalformedFrame));
 }
 
@@ -2268,6 +2438,8 @@ fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
     assert_eq!(evicted, 1, "the connection holding the most makes room");
     assert!(h.engine.connections_memory() <= limit);
 }
+#[path = "groups_admin_tests.rs"]
+mod groups_admin_tests;
 #[path = "groups_tests.rs"]
 mod groups_tests;
 

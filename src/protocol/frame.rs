@@ -25,6 +25,9 @@ pub mod kind {
     pub const GROUP_NACK: u8 = 0x0B;
     pub const LEAVE_GROUP: u8 = 0x0C;
     pub const SET_REPLICAS: u8 = 0x0D;
+    pub const GROUPS_REQUEST: u8 = 0x0E;
+    pub const PARKED_REQUEST: u8 = 0x0F;
+    pub const GROUP_ADMIN: u8 = 0x10;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -35,6 +38,8 @@ pub mod kind {
     pub const PONG: u8 = 0x27;
     pub const STATUS: u8 = 0x28;
     pub const SKIPPED: u8 = 0x29;
+    pub const GROUPS: u8 = 0x2A;
+    pub const PARKED: u8 = 0x2B;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -42,6 +47,8 @@ pub mod kind {
     pub const PEER_EVENT: u8 = 0x42;
     pub const PEER_CREDIT: u8 = 0x43;
     pub const PEER_MEMBERS: u8 = 0x44;
+    pub const PEER_PROOF: u8 = 0x45;
+    pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_CLOCK: u8 = 0x48;
     pub const PEER_LAST: u8 = 0x5F;
 }
@@ -54,16 +61,29 @@ pub struct Member {
     pub addr: String,
 }
 
+/// The size of a handshake nonce and of a handshake proof (an HMAC-SHA256).
+pub const PEER_NONCE_SIZE: usize = 32;
+
 /// The first frame on a peer connection (PeerHello, from the dialer) and its answer
-/// (PeerWelcome, from the acceptor): the same content both ways.
+/// (PeerWelcome, from the acceptor): the same content both ways. Each side sends a fresh
+/// random nonce; the proofs that follow (PeerProof, PeerAccept) are computed over both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerHandshake {
     pub protocol_version: u16,
     pub actor_id: u16,
     /// Where other members can dial this node.
     pub advertised_addr: String,
-    /// The cluster secret, empty when none is configured. Sent in cleartext.
-    pub secret: Vec<u8>,
+    /// Fresh for every handshake, unpredictable: the challenge the other side must answer.
+    pub nonce: [u8; PEER_NONCE_SIZE],
+}
+
+/// The second half of the peer handshake (PeerProof, from the dialer, and PeerAccept, from
+/// the acceptor): proof of the cluster secret, then what the sender holds and knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProof {
+    /// HMAC-SHA256 keyed with the cluster secret over both nonces, both actor ids and the
+    /// sender's role ([`PeerTranscript::proof`](crate::protocol::PeerTranscript::proof)).
+    pub proof: [u8; PEER_NONCE_SIZE],
     /// For each actor, the highest counter this node holds: the other side replicates
     /// everything above it.
     pub vector: VersionVector,
@@ -228,6 +248,105 @@ pub struct GroupAck {
     pub ids: Vec<EventId>,
 }
 
+/// Ask for the state of consumer groups (admin): one group by name, or every group whose
+/// name sorts after `after` (empty: from the first), as many as fit one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupsRequest {
+    /// The group to describe; empty for a list.
+    pub group: String,
+    /// A list starts after this name (the last name of the previous reply); empty: the first.
+    pub after: String,
+}
+
+/// Ask for a group's parked events at or above a log offset (admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRequest {
+    pub group: String,
+    /// The first log offset to list (0: from the first parked event).
+    pub from_offset: u64,
+}
+
+/// What a [`GroupAdmin`] frame does to a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupAdminAction {
+    /// Every parked event becomes pending again (waiting for delivery, delivery count 0).
+    ReplayParked,
+    /// Move the group to a new start position: acknowledgements and pending events are
+    /// forgotten, parked events stay parked. Refused while the group has members.
+    Reset(StartPosition),
+    /// Delete the group and all its state. Refused while the group has members.
+    Delete,
+}
+
+/// Change a group (admin); answered by [`ServerFrame::Groups`] with the group afterwards (no
+/// group after a delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAdmin {
+    pub group: String,
+    pub action: GroupAdminAction,
+}
+
+/// One group as a Groups frame describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// The group's namespace glob.
+    pub glob: String,
+    /// Connections joined now.
+    pub members: u16,
+    /// Events delivered to members and not yet acknowledged, all members together.
+    pub in_flight: u32,
+    /// Events delivered and not acknowledged: in flight or waiting for redelivery.
+    pub pending: u64,
+    /// Parked events.
+    pub parked: u64,
+    /// The acknowledged position: every matching record below this log offset is
+    /// acknowledged or parked.
+    pub floor: u64,
+    /// The delivered position: the next log offset the group looks at for new events.
+    pub next: u64,
+    /// Acknowledged records at or above the floor.
+    pub acked_above_floor: u64,
+    /// Records of the log the group has not looked at yet (durable end - next): an upper
+    /// bound on the matching events not yet delivered, exact for a glob matching everything.
+    pub lag: u64,
+    /// Milliseconds since the first delivery of the oldest (lowest offset) pending event; 0
+    /// when nothing is pending.
+    pub oldest_pending_age_ms: u64,
+}
+
+/// The answer to a [`GroupsRequest`] or [`GroupAdmin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupsReply {
+    /// One past the newest durable record of the server's log.
+    pub durable_end: u64,
+    /// More groups follow a list: ask again with `after` = the last name.
+    pub more: bool,
+    /// The groups, in bytewise name order.
+    pub groups: Vec<GroupInfo>,
+}
+
+/// One parked event: where it is in the log and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParkedEvent {
+    /// Where the event is in the server's log.
+    pub offset: u64,
+    /// The event's id.
+    pub id: EventId,
+}
+
+/// The answer to a [`ParkedRequest`]: parked events in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedReply {
+    /// The group's name.
+    pub group: String,
+    /// More parked events follow: ask again from the last offset + 1.
+    pub more: bool,
+    /// The parked events, in log order.
+    pub events: Vec<ParkedEvent>,
+}
+
 /// Why a subscription ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -261,7 +380,8 @@ pub enum ErrorCode {
     FrameTooLarge = 3,
     /// A frame other than Hello came before the handshake. Closes the connection.
     HandshakeRequired = 4,
-    /// The auth token or cluster secret was refused. Closes the connection.
+    /// The auth token was refused, or a peer's handshake proof does not match the cluster
+    /// secret. Closes the connection.
     AuthFailed = 5,
     /// The namespace is not valid. The connection stays open.
     InvalidNamespace = 6,
@@ -328,6 +448,15 @@ pub enum ErrorCode {
     /// A produce asked for more replicas than held its events within the replication
     /// time-out; the events stay appended and keep replicating. Stays open.
     ReplicationTimeout = 30,
+    /// A GroupsRequest, ParkedRequest or GroupAdmin named a group that does not exist. Stays
+    /// open.
+    NoSuchGroup = 31,
+    /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
+    GroupInUse = 32,
+    /// A peer sent a PeerEvent of an actor it may not speak for: not itself, not this node,
+    /// not a member this node knows, and not in the peer's handshake vector
+    /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
+    ActorNotAllowed = 40,
     /// An id-order subscription's next event waited longer than the order stall time-out
     /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
     /// is ended; the connection stays open.
@@ -369,6 +498,9 @@ impl ErrorCode {
             GroupGlobMismatch,
             TooManyGroups,
             ReplicationTimeout,
+            NoSuchGroup,
+            GroupInUse,
+            ActorNotAllowed,
             OrderStalled,
         ];
         all.into_iter().find(|c| *c as u16 == code)
@@ -390,7 +522,8 @@ impl ErrorCode {
             | ActorIdConflict
             | DuplicatePeerConnection
             | ResourceLimit
-            | TlsRequired => true,
+            | TlsRequired
+            | ActorNotAllowed => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -408,6 +541,8 @@ impl ErrorCode {
             | GroupGlobMismatch
             | TooManyGroups
             | ReplicationTimeout
+            | NoSuchGroup
+            | GroupInUse
             | OrderStalled => false,
         }
     }
@@ -461,6 +596,12 @@ pub enum ClientFrame {
     SetReplicas {
         replicas: u8,
     },
+    /// Ask for [`ServerFrame::Groups`] (admin).
+    GroupsRequest(GroupsRequest),
+    /// Ask for [`ServerFrame::Parked`] (admin).
+    ParkedRequest(ParkedRequest),
+    /// Replay parked events, reset or delete a group (admin).
+    GroupAdmin(GroupAdmin),
 }
 
 /// A frame a server sends to a client.
@@ -490,10 +631,14 @@ pub enum ServerFrame {
         subscription_id: u32,
         count: u64,
     },
+    /// Consumer groups and their lag.
+    Groups(GroupsReply),
+    /// A group's parked events.
+    Parked(ParkedReply),
 }
 
-/// A frame between two cluster peers (the established ones only after a PeerHello/PeerWelcome
-/// handshake).
+/// A frame between two cluster peers (the established ones only after the PeerHello,
+/// PeerWelcome, PeerProof, PeerAccept handshake).
 ///
 /// The Error frame (kind 0x23) is shared with [`ServerFrame`]: a peer that refuses a handshake
 /// or closes a peer connection sends the same Error frame a server sends a client, so it is a
@@ -502,6 +647,10 @@ pub enum ServerFrame {
 pub enum PeerFrame {
     PeerHello(PeerHandshake),
     PeerWelcome(PeerHandshake),
+    /// The dialer's proof of the secret, its vector and members (after PeerWelcome).
+    PeerProof(PeerProof),
+    /// The acceptor's proof of the secret, its vector and members (after a valid PeerProof).
+    PeerAccept(PeerProof),
     /// One replicated event, in the sender's log order.
     PeerEvent(Event),
     /// The receiver may be sent `count` more PeerEvent frames; 0 is a keep-alive.

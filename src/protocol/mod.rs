@@ -5,8 +5,10 @@ pub mod buffer;
 pub mod codec;
 pub mod frame;
 pub mod glob;
+pub mod peer_auth;
 
 pub use buffer::FrameBuffer;
 pub use codec::*;
 pub use frame::*;
 pub use glob::{GlobError, NamespaceGlob};
+pub use peer_auth::{PeerNonce, PeerRole, PeerTranscript};

@@ -81,6 +81,9 @@ pub(crate) struct Reactor<L: Log> {
     next_expiry_scan_ms: u64,
     /// Set when the listener speaks TLS: every accepted connection gets a session.
     tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Set when the node speaks TLS and is clustered: every dialed peer connection gets a
+    /// client session.
+    peer_tls_config: Option<Arc<rustls::ClientConfig>>,
     /// A new auth table from [`AuthReloader`], taken at the start of a turn.
     auth_reload: server::AuthSlot,
 }
@@ -115,9 +118,16 @@ impl<L: Log> Reactor<L> {
             closed_lingering_count: 0,
             next_expiry_scan_ms: 0,
             tls_config,
+            peer_tls_config: None,
             auth_reload: server::AuthSlot::default(),
         };
         Ok((reactor, waker))
+    }
+
+    /// Dials peers with TLS under `config`.
+    pub(crate) fn with_peer_tls(mut self, config: Option<Arc<rustls::ClientConfig>>) -> Reactor<L> {
+        self.peer_tls_config = config;
+        self
     }
 
     /// Shares `slot` with the [`AuthReloader`]s of the server.
@@ -443,7 +453,13 @@ impl<L: Log> Reactor<L> {
                 TlsRead::WouldBlock => return self.flush_tls(key, conn),
                 TlsRead::NotTls => return self.refuse_plaintext(conn, key),
                 TlsRead::Failed { alert, reason } => {
-                    log::debug!("{conn}: TLS failed: {reason}");
+                    if tls.is_client() {
+                        // A peer this node dialed: a certificate or CA set-up problem that an
+                        // operator must see.
+                        log::warn!("{conn}: TLS with the peer this node dialed failed: {reason}");
+                    } else {
+                        log::debug!("{conn}: TLS failed: {reason}");
+                    }
                     return self.end_tls_connection(conn, key, alert);
                 }
                 TlsRead::Lost(error) => return self.connection_lost(conn, key, Some(error)),
@@ -601,6 +617,17 @@ impl<L: Log> Reactor<L> {
                 self.engine.handle_dial_failed(now, addr);
             }
             Some(Ok(())) => {
+                if let Some(config) = &self.peer_tls_config {
+                    match TlsSession::client(config, addr.ip()) {
+                        Ok(session) => socket.tls = Some(Box::new(session)),
+                        Err(error) => {
+                            log::warn!("TLS to peer {addr} could not start: {error}");
+                            self.remove_socket(key);
+                            self.engine.handle_dial_failed(now, addr);
+                            return self.drain_actions(now);
+                        }
+                    }
+                }
                 let _ = socket.stream.set_nodelay(true);
                 self.generation = self.generation.wrapping_add(1);
                 let conn = ConnId {

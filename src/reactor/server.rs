@@ -172,6 +172,16 @@ impl Server {
             Some(pem) => Some(super::tls::server_config(pem).map_err(ServerError::InvalidConfig)?),
             None => None,
         };
+        // A clustered node with a TLS port dials its peers with TLS too (they listen on the
+        // same kind of port).
+        let clustered = !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some();
+        let peer_tls_config = match &config.tls {
+            Some(pem) if clustered => Some(
+                super::tls::peer_client_config(pem, config.cluster.peer_ca_pem.as_deref())
+                    .map_err(ServerError::InvalidConfig)?,
+            ),
+            _ => None,
+        };
         std_listener
             .set_nonblocking(true)
             .map_err(ServerError::Io)?;
@@ -186,6 +196,14 @@ impl Server {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
         engine_config.seed ^= nanos;
+        // The peer handshake's nonces must be unpredictable, so their key comes from the
+        // operating system's random source (the engine reads none itself).
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(&mut engine_config.nonce_key)
+            .map_err(|_| {
+                ServerError::Io(std::io::Error::other("the system random source failed"))
+            })?;
         let mut engine = Engine::new(engine_config, log);
         if let Some(groups) = groups {
             engine.load_groups(groups).map_err(ServerError::Storage)?;
@@ -195,7 +213,9 @@ impl Server {
         let (reactor, waker) =
             Reactor::new(&config, listener, engine, shutdown.clone(), tls_config)
                 .map_err(ServerError::Io)?;
-        let reactor = reactor.with_auth_reload(auth_reload.clone());
+        let reactor = reactor
+            .with_auth_reload(auth_reload.clone())
+            .with_peer_tls(peer_tls_config);
         let thread = std::thread::Builder::new()
             .name("flo-reactor".into())
             .spawn(move || reactor.run())

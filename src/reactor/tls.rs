@@ -21,7 +21,9 @@ use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 
 use crate::config::TlsPem;
 
@@ -56,6 +58,40 @@ pub(crate) fn server_config(pem: &TlsPem) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// The configuration for dialing peers with TLS: TLS 1.3, trusting the certificates of
+/// `peer_ca_pem` (`--peer-ca`), or without it those of the node's own `--tls-cert` file (one
+/// certificate shared by every node, or a chain that carries the cluster's CA). A peer's
+/// certificate must name the IP address it is dialed at. No client certificate: the peer
+/// handshake's proofs authenticate the dialer.
+pub(crate) fn peer_client_config(
+    pem: &TlsPem,
+    peer_ca_pem: Option<&[u8]>,
+) -> Result<Arc<ClientConfig>, String> {
+    let (source, what) = match peer_ca_pem {
+        Some(ca) => (ca, "the peer CA file"),
+        None => (pem.cert_chain_pem.as_slice(), "the TLS certificate file"),
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(source) {
+        let cert = cert.map_err(|error| format!("{what} is not valid PEM: {error}"))?;
+        roots
+            .add(cert)
+            .map_err(|error| format!("{what} holds a certificate rustls cannot use: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{what} holds no CERTIFICATE block to trust peers with"
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| format!("TLS set-up failed: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// What reading ciphertext from the socket came to.
 pub(super) enum TlsRead {
     /// This many bytes were read and processed (0 at the end of the stream, after which the
@@ -82,9 +118,9 @@ pub(super) enum Plaintext {
     Closed,
 }
 
-/// The TLS state of one accepted connection.
+/// The TLS state of one connection: accepted on the TLS port, or dialed to a peer.
 pub(super) struct TlsSession {
-    connection: ServerConnection,
+    connection: Connection,
     /// The first byte was seen to start a TLS record.
     first_byte_checked: bool,
 }
@@ -94,9 +130,31 @@ impl TlsSession {
         let mut connection = ServerConnection::new(config.clone())?;
         connection.set_buffer_limit(Some(TLS_SEND_BUFFER_MAX));
         Ok(TlsSession {
-            connection,
+            connection: Connection::Server(connection),
             first_byte_checked: false,
         })
+    }
+
+    /// A session for a connection this node dialed to the peer at `ip`, whose certificate
+    /// must name that address. What the engine writes before the TLS handshake is done waits
+    /// in rustls (bounded like any output) and goes out encrypted after it.
+    pub(super) fn client(
+        config: &Arc<ClientConfig>,
+        ip: std::net::IpAddr,
+    ) -> Result<TlsSession, rustls::Error> {
+        let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+        let mut connection = ClientConnection::new(config.clone(), name)?;
+        connection.set_buffer_limit(Some(TLS_SEND_BUFFER_MAX));
+        Ok(TlsSession {
+            connection: Connection::Client(connection),
+            // The acceptor speaks first only in TLS; there is no plaintext client to detect.
+            first_byte_checked: true,
+        })
+    }
+
+    /// True for a connection this node dialed.
+    pub(super) fn is_client(&self) -> bool {
+        matches!(self.connection, Connection::Client(_))
     }
 
     /// Copies received plaintext into `buffer`.

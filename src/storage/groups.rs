@@ -50,6 +50,23 @@ pub enum GroupRecord {
         offset: Offset,
         id: EventId,
     },
+    /// The parked record at `offset` (event `id`) was replayed: it is pending again, waiting
+    /// for delivery, with its delivery count restarted. Below the floor it stays pending until
+    /// an Ack record (below the floor) or a new Park record names it.
+    Replay {
+        group: String,
+        offset: Offset,
+        id: EventId,
+    },
+    /// The group was moved to `start` (an operator's reset): acknowledgements, pending and
+    /// replayed records and delivery counts are forgotten; parked records stay parked.
+    Reset {
+        group: String,
+        start: Offset,
+        filter: Cursor,
+    },
+    /// The group was deleted.
+    Delete { group: String },
 }
 
 const KIND_CREATE: u8 = 1;
@@ -57,6 +74,9 @@ const KIND_FLOOR: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_DELIVERIES: u8 = 4;
 const KIND_PARK: u8 = 5;
+const KIND_REPLAY: u8 = 6;
+const KIND_RESET: u8 = 7;
+const KIND_DELETE: u8 = 8;
 
 /// Where group state is kept. `append` only buffers; `sync` writes and makes durable under the
 /// fsync policy everything appended since the last sync.
@@ -89,12 +109,7 @@ pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
             put_text(out, group);
             put_text(out, glob);
             out.extend_from_slice(&start.0.to_le_bytes());
-            put_id(out, filter.floor);
-            out.extend_from_slice(&(filter.vector.len() as u32).to_le_bytes());
-            for (actor, counter) in filter.vector.iter() {
-                out.extend_from_slice(&actor.0.to_le_bytes());
-                out.extend_from_slice(&counter.to_le_bytes());
-            }
+            put_filter(out, filter);
         }
         GroupRecord::Floor { group, floor } => {
             out.push(KIND_FLOOR);
@@ -129,6 +144,26 @@ pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
             out.extend_from_slice(&offset.0.to_le_bytes());
             put_id(out, *id);
         }
+        GroupRecord::Replay { group, offset, id } => {
+            out.push(KIND_REPLAY);
+            put_text(out, group);
+            out.extend_from_slice(&offset.0.to_le_bytes());
+            put_id(out, *id);
+        }
+        GroupRecord::Reset {
+            group,
+            start,
+            filter,
+        } => {
+            out.push(KIND_RESET);
+            put_text(out, group);
+            out.extend_from_slice(&start.0.to_le_bytes());
+            put_filter(out, filter);
+        }
+        GroupRecord::Delete { group } => {
+            out.push(KIND_DELETE);
+            put_text(out, group);
+        }
     }
     let body_size = (out.len() - body_at) as u32;
     out[start..start + 4].copy_from_slice(&body_size.to_le_bytes());
@@ -141,6 +176,16 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// A cursor: its floor id, a `u32` entry count, then per entry a `u16` actor and `u64` counter.
+fn put_filter(out: &mut Vec<u8>, filter: &Cursor) {
+    put_id(out, filter.floor);
+    out.extend_from_slice(&(filter.vector.len() as u32).to_le_bytes());
+    for (actor, counter) in filter.vector.iter() {
+        out.extend_from_slice(&actor.0.to_le_bytes());
+        out.extend_from_slice(&counter.to_le_bytes());
+    }
 }
 
 fn put_id(out: &mut Vec<u8>, id: EventId) {
@@ -204,6 +249,16 @@ impl<'a> Body<'a> {
             actor: ActorId(self.u16()?),
         })
     }
+    fn filter(&mut self) -> Option<Cursor> {
+        let floor = self.id()?;
+        let entries = self.u32()?;
+        let mut vector = VersionVector::new();
+        for _ in 0..entries {
+            let actor = ActorId(self.u16()?);
+            vector.set(actor, self.u64()?);
+        }
+        Some(Cursor { floor, vector })
+    }
 }
 
 fn decode_body(body: &mut Body) -> Option<GroupRecord> {
@@ -213,18 +268,11 @@ fn decode_body(body: &mut Body) -> Option<GroupRecord> {
         KIND_CREATE => {
             let glob = body.text()?;
             let start = Offset(body.u64()?);
-            let floor = body.id()?;
-            let entries = body.u32()?;
-            let mut vector = VersionVector::new();
-            for _ in 0..entries {
-                let actor = ActorId(body.u16()?);
-                vector.set(actor, body.u64()?);
-            }
             GroupRecord::Create {
                 group,
                 glob,
                 start,
-                filter: Cursor { floor, vector },
+                filter: body.filter()?,
             }
         }
         KIND_FLOOR => GroupRecord::Floor {
@@ -252,6 +300,17 @@ fn decode_body(body: &mut Body) -> Option<GroupRecord> {
             offset: Offset(body.u64()?),
             id: body.id()?,
         },
+        KIND_REPLAY => GroupRecord::Replay {
+            group,
+            offset: Offset(body.u64()?),
+            id: body.id()?,
+        },
+        KIND_RESET => GroupRecord::Reset {
+            group,
+            start: Offset(body.u64()?),
+            filter: body.filter()?,
+        },
+        KIND_DELETE => GroupRecord::Delete { group },
         _ => return None,
     };
     body.bytes.is_empty().then_some(record)
@@ -502,6 +561,22 @@ mod tests {
             GroupRecord::Floor {
                 group: "workers".into(),
                 floor: Offset(10),
+            },
+            GroupRecord::Replay {
+                group: "workers".into(),
+                offset: Offset(5),
+                id: EventId {
+                    counter: 6,
+                    actor: ActorId(1),
+                },
+            },
+            GroupRecord::Reset {
+                group: "workers".into(),
+                start: Offset(2),
+                filter: Cursor::default(),
+            },
+            GroupRecord::Delete {
+                group: "workers".into(),
             },
         ]
     }

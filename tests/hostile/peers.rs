@@ -1,11 +1,15 @@
 //! Hostile cases: peers. A raw connection plays a peer against the real binary: PeerHello to a
-//! server that is not clustered, a PeerEvent with an absurd counter, PeerEvents from more
-//! actors than the server accepts, and a PeerMembers of invented members. Each is refused or
-//! bounded, and the server survives.
+//! server that is not clustered, a dialer that does not hold the cluster secret, a recorded
+//! handshake replayed, a PeerEvent with an absurd counter, PeerEvents from more actors than the
+//! server accepts, of an actor no member declared, and a PeerMembers of invented members. Each
+//! is refused or bounded, and the server survives.
 
-use flo::event::{Event, EventId, VersionVector};
+use std::time::{Duration, Instant};
+
+use flo::event::{ActorId, Event, EventId, VersionVector};
 use flo::protocol::{
-    ClientFrame, ErrorCode, Member, PeerFrame, PeerHandshake, ServerFrame, PROTOCOL_VERSION,
+    ClientFrame, ErrorCode, Member, PeerFrame, PeerHandshake, PeerProof, PeerRole, PeerTranscript,
+    ServerFrame, PROTOCOL_VERSION,
 };
 
 use crate::common::{FloProcess, RawConn};
@@ -13,14 +17,15 @@ use crate::support::assert_survived;
 
 const RSS_MAX: u64 = 64 * 1024 * 1024;
 
-fn peer_hello(secret: &str) -> PeerFrame {
+/// The dialer's nonce in these tests: fixed, so a recording can be replayed byte for byte.
+const NONCE: [u8; 32] = [0x5a; 32];
+
+fn peer_hello() -> PeerFrame {
     PeerFrame::PeerHello(PeerHandshake {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: "127.0.0.1:9".into(),
-        secret: secret.as_bytes().to_vec(),
-        vector: VersionVector::new(),
-        members: Vec::new(),
+        nonce: NONCE,
     })
 }
 
@@ -34,14 +39,61 @@ fn peer_event(counter: u64, actor: u16) -> PeerFrame {
     })
 }
 
-/// Connects as actor 2 to a server started with `--cluster-secret s3cret`.
-fn connect_peer(server: &FloProcess) -> RawConn {
+/// Sends PeerHello as actor 2 and reads the acceptor's PeerWelcome.
+fn hello(server: &FloProcess) -> (RawConn, PeerHandshake) {
     let mut conn = RawConn::connect(server.addr);
-    conn.send(&peer_hello("s3cret"));
+    conn.send(&peer_hello());
     match conn.recv_peer() {
-        Some(PeerFrame::PeerWelcome(_)) => conn,
+        Some(PeerFrame::PeerWelcome(welcome)) => (conn, welcome),
         other => panic!("expected PeerWelcome, got {other:?}"),
     }
+}
+
+/// Actor 2's PeerProof with `secret`, answering `welcome`, declaring `vector`.
+fn proof(secret: &str, welcome: &PeerHandshake, vector: VersionVector) -> PeerFrame {
+    let transcript = PeerTranscript {
+        dialer_nonce: NONCE,
+        acceptor_nonce: welcome.nonce,
+        dialer_actor: 2,
+        acceptor_actor: welcome.actor_id,
+    };
+    PeerFrame::PeerProof(PeerProof {
+        proof: transcript.proof(secret.as_bytes(), PeerRole::Dialer),
+        vector,
+        members: Vec::new(),
+    })
+}
+
+/// Connects as actor 2 to a server started with `--cluster-secret s3cret`, declaring `vector`
+/// (the actors whose events it holds, so it may relay them).
+fn connect_peer_holding(server: &FloProcess, vector: VersionVector) -> RawConn {
+    let (mut conn, welcome) = hello(server);
+    conn.send(&proof("s3cret", &welcome, vector));
+    match conn.recv_peer() {
+        Some(PeerFrame::PeerAccept(_)) => conn,
+        other => panic!("expected PeerAccept, got {other:?}"),
+    }
+}
+
+fn connect_peer(server: &FloProcess) -> RawConn {
+    connect_peer_holding(server, VersionVector::new())
+}
+
+/// True when the server logs a line containing every one of `needles` within a few seconds.
+fn logged(server: &FloProcess, needles: &[&str]) -> bool {
+    let matches = |line: &str| needles.iter().all(|n| line.contains(n));
+    if server.early_lines.iter().any(|line| matches(line)) {
+        return true;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(line) = server.log_lines.recv_timeout(Duration::from_millis(100)) {
+            if matches(&line) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Reads until the server's closing Error; returns its code.
@@ -64,7 +116,7 @@ fn a_standalone_server_refuses_peer_hello() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = FloProcess::start(dir.path(), &[]);
     let mut conn = RawConn::connect(server.addr);
-    conn.send(&peer_hello(""));
+    conn.send(&peer_hello());
     assert_eq!(closing_code(&mut conn), ErrorCode::UnexpectedFrame);
     assert!(conn.recv().is_none(), "the connection is closed");
     assert_survived(&mut server, RSS_MAX);
@@ -98,8 +150,11 @@ fn peer_events_of_too_many_actors_are_refused_and_status_still_answers() {
     conn.send(&peer_event(1, 0));
     assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
     // Then one event each from actors 2.. until the server refuses a new actor (within the
-    // initial credit window of 1024: the limit of 1024 actors includes actor 1).
-    let mut conn = connect_peer(&server);
+    // initial credit window of 1024: the limit of 1024 actors includes actor 1). The peer
+    // declares them all in its handshake vector, so the per-peer actor rule lets them through
+    // to the actor limit.
+    let declared: VersionVector = (2..=1025u16).map(|a| (ActorId(a), 1)).collect();
+    let mut conn = connect_peer_holding(&server, declared);
     let mut bytes = Vec::new();
     for actor in 2..=1025u16 {
         flo::protocol::encode(&peer_event(1, actor), &mut bytes);
@@ -134,6 +189,108 @@ fn a_member_list_of_invented_members_is_bounded() {
             "{} members known",
             status.members.len()
         ),
+        other => panic!("expected Status, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Issue 15: a dialer without the cluster secret is refused with AuthFailed, logged with its
+/// address, and learns nothing before that: PeerWelcome carries no vector and no members, and
+/// no PeerAccept (the acceptor's proof) is sent.
+#[test]
+fn a_dialer_with_a_wrong_secret_is_refused_and_learns_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    let mut client = RawConn::hello(server.addr);
+    client.produce(1, "/private", b"x");
+    assert!(matches!(client.recv(), Some(ServerFrame::Ack(_))));
+    let (mut conn, welcome) = hello(&server);
+    // PeerWelcome is the version, actor id, address and nonce: no vector, no member list.
+    let mut bytes = Vec::new();
+    flo::protocol::encode(&PeerFrame::PeerWelcome(welcome.clone()), &mut bytes);
+    assert_eq!(
+        bytes.len(),
+        4 + 1 + 2 + 2 + 2 + welcome.advertised_addr.len() + 32
+    );
+    conn.send(&proof("guess", &welcome, VersionVector::new()));
+    match conn.recv_peer() {
+        Some(PeerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::AuthFailed),
+        other => panic!("expected AuthFailed and nothing before it, got {other:?}"),
+    }
+    assert!(conn.recv_peer().is_none(), "the connection is closed");
+    assert!(
+        logged(&server, &["refusing peer 2", "127.0.0.1:", "does not hold"]),
+        "the refusal is logged with the dialer's address"
+    );
+    client.send(&ClientFrame::StatusRequest);
+    match client.recv() {
+        Some(ServerFrame::Status(status)) => {
+            assert!(status.members.is_empty(), "{:?}", status.members);
+            assert_eq!(status.event_count, 1, "nothing was injected");
+        }
+        other => panic!("expected Status, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Issue 15: the cluster secret travelled in cleartext in PeerHello, so one recorded
+/// handshake let anyone join. Now the bytes a real dialer sent (PeerHello and PeerProof with
+/// the right secret), replayed on a new connection, fail against the acceptor's fresh nonce.
+#[test]
+fn a_replayed_recorded_handshake_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    let (mut first, welcome) = hello(&server);
+    let mut recorded = Vec::new();
+    flo::protocol::encode(&peer_hello(), &mut recorded);
+    let proof = proof("s3cret", &welcome, VersionVector::new());
+    flo::protocol::encode(&proof, &mut recorded);
+    assert!(
+        !recorded.windows(6).any(|w| w == b"s3cret"),
+        "the secret is not in the recording"
+    );
+    first.send(&proof);
+    assert!(
+        matches!(first.recv_peer(), Some(PeerFrame::PeerAccept(_))),
+        "the original handshake succeeds"
+    );
+    drop(first);
+    let mut replay = RawConn::connect(server.addr);
+    replay.send_bytes(&recorded);
+    assert_eq!(closing_code(&mut replay), ErrorCode::AuthFailed);
+    assert!(replay.recv_peer().is_none(), "the connection is closed");
+    let mut client = RawConn::hello(server.addr);
+    client.send(&ClientFrame::StatusRequest);
+    match client.recv() {
+        Some(ServerFrame::Status(status)) => assert!(
+            status
+                .members
+                .iter()
+                .all(|m| m.state != flo::protocol::MemberState::Connected),
+            "the replayer is not connected: {:?}",
+            status.members
+        ),
+        other => panic!("expected Status, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Issue 15: a peer may only send events of actors some member declared; an invented actor
+/// is refused with ActorNotAllowed and nothing of it is stored.
+#[test]
+fn a_peer_event_of_an_undeclared_actor_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    let mut conn = connect_peer(&server);
+    conn.send(&peer_event(1, 2));
+    conn.send(&peer_event(1, 4242));
+    assert_eq!(closing_code(&mut conn), ErrorCode::ActorNotAllowed);
+    let mut client = RawConn::hello(server.addr);
+    client.send(&ClientFrame::StatusRequest);
+    match client.recv() {
+        Some(ServerFrame::Status(status)) => {
+            assert_eq!(status.vector.get(ActorId(4242)), 0, "nothing of actor 4242");
+        }
         other => panic!("expected Status, got {other:?}"),
     }
     assert_survived(&mut server, RSS_MAX);

@@ -309,6 +309,99 @@ impl Reader for XreadReader {
     }
 }
 
+/// The stream read back through a consumer group: `XGROUP CREATE <stream> <group> 0`, then
+/// `XREADGROUP GROUP <group> c COUNT 1000 STREAMS <stream> >` and one `XACK` of the batch's ids
+/// (one round trip each) until XREADGROUP returns nothing.
+pub struct RedisGroupRead<'a>(pub &'a RedisStreams);
+
+impl ReadTarget for RedisGroupRead<'_> {
+    fn name(&self) -> String {
+        format!("{}-group", self.0.label)
+    }
+
+    fn open_reader(&self) -> io::Result<Box<dyn Reader>> {
+        let mut connection = RespConnection::connect(self.0.addr)?;
+        let group = format!("{}-group", self.0.stream);
+        match connection.command(&[
+            b"XGROUP",
+            b"CREATE",
+            self.0.stream.as_bytes(),
+            group.as_bytes(),
+            b"0",
+        ])? {
+            Reply::Simple(_) => {}
+            other => return Err(io::Error::other(format!("XGROUP CREATE replied {other:?}"))),
+        }
+        Ok(Box::new(XreadgroupReader {
+            connection,
+            stream: self.0.stream.clone(),
+            group,
+        }))
+    }
+}
+
+struct XreadgroupReader {
+    connection: RespConnection,
+    stream: String,
+    group: String,
+}
+
+impl Reader for XreadgroupReader {
+    fn read_batch(&mut self) -> io::Result<u64> {
+        let count = READ_BATCH_COUNT.to_string();
+        let reply = self.connection.command(&[
+            b"XREADGROUP",
+            b"GROUP",
+            self.group.as_bytes(),
+            b"c",
+            b"COUNT",
+            count.as_bytes(),
+            b"STREAMS",
+            self.stream.as_bytes(),
+            b">",
+        ])?;
+        let ids = xread_ids(reply)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidData, message))?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut args: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
+        args.extend(ids.iter().map(Vec::as_slice));
+        match self.connection.command(&args)? {
+            Reply::Integer(acked) if acked as usize == ids.len() => Ok(ids.len() as u64),
+            other => Err(io::Error::other(format!(
+                "XACK of {} ids replied {other:?}",
+                ids.len()
+            ))),
+        }
+    }
+}
+
+/// The entry ids of an XREAD or XREADGROUP reply for one stream, in order.
+pub fn xread_ids(reply: Reply) -> Result<Vec<Vec<u8>>, String> {
+    let streams = match reply {
+        Reply::Array(None) | Reply::Bulk(None) => return Ok(Vec::new()),
+        Reply::Array(Some(streams)) => streams,
+        other => return Err(format!("XREAD replied {other:?}")),
+    };
+    let Some(Reply::Array(Some(stream))) = streams.into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    let Some(Reply::Array(Some(entries))) = stream.into_iter().nth(1) else {
+        return Err("XREAD stream without an entry list".to_string());
+    };
+    entries
+        .into_iter()
+        .map(|entry| match entry {
+            Reply::Array(Some(entry)) => match entry.into_iter().next() {
+                Some(Reply::Bulk(Some(id))) => Ok(id),
+                other => Err(format!("XREAD entry id is {other:?}")),
+            },
+            other => Err(format!("XREAD entry is {other:?}")),
+        })
+        .collect()
+}
+
 impl TailTarget for RedisStreams {
     /// Follows the stream from its first entry: each run uses a fresh, empty stream, and `$`
     /// would miss whatever was appended before the consumer's first XREAD.
@@ -510,6 +603,10 @@ mod tests {
 
     #[test]
     fn xread_batches() {
+        assert_eq!(
+            xread_ids(parse(XREAD_REPLY).unwrap()).unwrap().len() as u64,
+            xread_batch(parse(XREAD_REPLY).unwrap()).unwrap().count
+        );
         let batch = xread_batch(parse(XREAD_REPLY).unwrap()).unwrap();
         assert_eq!(
             batch,

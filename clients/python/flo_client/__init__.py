@@ -37,6 +37,11 @@ WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
 SET_REPLICAS = 0x0D  # section 6
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
+# Consumer groups (section 16).
+JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
+GROUPS_REQUEST, PARKED_REQUEST, GROUP_ADMIN = 0x0E, 0x0F, 0x10
+GROUPS, PARKED = 0x2A, 0x2B
+ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE = 1, 2, 3
 
 log = logging.getLogger("flo_client")
 
@@ -75,6 +80,8 @@ ERROR_CODES = {
     28: "GroupGlobMismatch",
     29: "TooManyGroups",
     30: "ReplicationTimeout",
+    31: "NoSuchGroup",
+    32: "GroupInUse",
 }
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
@@ -389,6 +396,48 @@ def encode_ping(token: int) -> bytes:
     return frame(PING, struct.pack(">Q", token))
 
 
+def encode_join_group(sub_id: int, group: str, glob: str, start: Start, credit: int,
+                      ack_timeout_ms: int = 0, max_deliveries: int = 0, max_in_flight: int = 0) -> bytes:
+    body = struct.pack(">I", sub_id) + _str16(group) + _str16(glob) + start.encode()
+    body += struct.pack(">IIHI", credit, ack_timeout_ms, max_deliveries, max_in_flight)
+    return frame(JOIN_GROUP, body)
+
+
+def _ids(ids: List[EventId]) -> bytes:
+    if len(ids) > 0xFFFF:
+        raise ValueError("at most 65535 ids per frame")
+    return struct.pack(">H", len(ids)) + b"".join(_event_id(i) for i in ids)
+
+
+def encode_group_ack(sub_id: int, ids: List[EventId]) -> bytes:
+    return frame(GROUP_ACK, struct.pack(">I", sub_id) + _ids(ids))
+
+
+def encode_group_nack(sub_id: int, delay_ms: int, ids: List[EventId]) -> bytes:
+    return frame(GROUP_NACK, struct.pack(">II", sub_id, delay_ms) + _ids(ids))
+
+
+def encode_leave_group(sub_id: int) -> bytes:
+    return frame(LEAVE_GROUP, struct.pack(">I", sub_id))
+
+
+def encode_groups_request(group: str = "", after: str = "") -> bytes:
+    return frame(GROUPS_REQUEST, _str16(group) + _str16(after))
+
+
+def encode_parked_request(group: str, from_offset: int = 0) -> bytes:
+    return frame(PARKED_REQUEST, _str16(group) + struct.pack(">Q", from_offset))
+
+
+def encode_group_admin(group: str, action: int, start: Optional[Start] = None) -> bytes:
+    body = _str16(group) + struct.pack(">B", action)
+    if action == ADMIN_RESET:
+        if start is None:
+            raise ValueError("a reset needs a start position")
+        body += start.encode()
+    return frame(GROUP_ADMIN, body)
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoding (strict: trailing bytes, bad enums and bad UTF-8 are protocol errors)
 
@@ -441,12 +490,51 @@ class _Reader:
             return None
         return EventId(counter, actor)
 
+    def boolean(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise ProtocolError(f"boolean {value}")
+        return value == 1
+
     def done(self) -> None:
         if self.i != len(self.b):
             raise ProtocolError(f"{len(self.b) - self.i} trailing bytes")
 
 
-ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, Tuple[str, int], Tuple[str, dict]]
+@dataclass(frozen=True)
+class GroupInfo:
+    """One group of a Groups frame (protocol.md section 16): positions are log offsets; `lag` is
+    an upper bound on matching events not yet delivered."""
+
+    name: str
+    glob: str
+    members: int
+    in_flight: int
+    pending: int
+    parked: int
+    floor: int
+    next: int
+    acked_above_floor: int
+    lag: int
+    oldest_pending_age_ms: int
+
+
+@dataclass(frozen=True)
+class GroupsReply:
+    durable_end: int
+    more: bool
+    groups: List[GroupInfo]
+
+
+@dataclass(frozen=True)
+class ParkedReply:
+    group: str
+    more: bool
+    events: List[Tuple[int, EventId]]  # (log offset, id), in log order
+
+
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply,
+                    Tuple[str, int], Tuple[str, dict]]
 
 
 def _read_vector(r: "_Reader") -> Dict[int, int]:
@@ -500,6 +588,21 @@ def decode(kind: int, body: bytes) -> ServerFrame:
             members.append({"actor_id": r.u16(), "addr": r.str16(), "state": r.u8(), "vector": _read_vector(r), "lag": r.u64()})
         status["members"] = members
         out = ("status", status)
+    elif kind == GROUPS:
+        durable_end, more = r.u64(), r.boolean()
+        groups = []
+        for _ in range(r.u16()):
+            name, glob, members, in_flight = r.str16(), r.str16(), r.u16(), r.u32()
+            figures = [r.u64() for _ in range(7)]
+            groups.append(GroupInfo(name, glob, members, in_flight, *figures))
+        out = GroupsReply(durable_end, more, groups)
+    elif kind == PARKED:
+        group, more = r.str16(), r.boolean()
+        events = []
+        for _ in range(r.u16()):
+            offset = r.u64()
+            events.append((offset, r.event_id()))
+        out = ParkedReply(group, more, events)
     else:
         raise ProtocolError(f"frame kind 0x{kind:02x} is not one a server sends")
     r.done()
@@ -585,6 +688,33 @@ class Subscription:
                 return
 
 
+class GroupMember(Subscription):
+    """A membership of a consumer group (protocol.md section 16): iterate it (or call `next`)
+    for Event and CaughtUp like a subscription, `ack` each event when it is done, `nack` to have
+    it delivered again, `leave` at the end (then End arrives). Acks are sent at once, one
+    GroupAck per call; `NotPending` answers (a late ack) are counted in `not_pending`, not
+    raised. An error refusing the join (InvalidGroupName, GroupGlobMismatch, ...) is raised by
+    `next`."""
+
+    def __init__(self, client: "FloClient", sub_id: int, group: str, credit: int, auto_credit: bool):
+        super().__init__(client, sub_id, Start.beginning(), credit, auto_credit)
+        self.group = group
+        self.not_pending = 0
+
+    def ack(self, *ids: EventId) -> None:
+        for i in range(0, len(ids), 0xFFFF):
+            self.client._send(encode_group_ack(self.id, list(ids[i : i + 0xFFFF])))
+
+    def nack(self, *ids: EventId, delay_ms: int = 0) -> None:
+        for i in range(0, len(ids), 0xFFFF):
+            self.client._send(encode_group_nack(self.id, delay_ms, list(ids[i : i + 0xFFFF])))
+
+    def leave(self) -> None:
+        """Leave the group; events still unacknowledged go to other members. End follows."""
+        self.unsubscribing = True
+        self.client._send(encode_leave_group(self.id))
+
+
 # ---------------------------------------------------------------------------------------------
 # The client
 
@@ -609,6 +739,9 @@ class FloClient:
         self.closed: Optional[ConnectionClosed] = None
         self.fatal: Optional[FloError] = None
         self.ignored_errors: List[FloError] = []
+        # Answers to group inspection and admin requests, in request order (section 16).
+        self.admin_outstanding = 0
+        self.admin_replies: Deque[Union[GroupsReply, ParkedReply, FloError]] = collections.deque()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -748,6 +881,87 @@ class FloClient:
         self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit))
         return sub
 
+    # -- consumer groups ---------------------------------------------------------------------
+
+    def join_group(
+        self,
+        group: str,
+        glob: str,
+        start: Start = Start.beginning(),
+        credit: int = 100,
+        ack_timeout_ms: int = 0,
+        max_deliveries: int = 0,
+        max_in_flight: int = 0,
+        auto_credit: bool = True,
+    ) -> GroupMember:
+        """Join (and on the first join create, at `start`) the consumer group `group`. Zero
+        settings take the server's defaults (30 s, 10 deliveries, 1000 in flight)."""
+        sub_id = self.next_sub
+        while sub_id in self.subs:
+            sub_id += 1
+        self.next_sub = sub_id + 1
+        if not 0 <= credit <= U32_MAX:
+            raise ValueError("credit is a u32")
+        member = GroupMember(self, sub_id, group, credit, auto_credit)
+        self.subs[sub_id] = member
+        self.ended_subs.discard(sub_id)
+        self._send(encode_join_group(sub_id, group, glob, start, credit, ack_timeout_ms,
+                                     max_deliveries, max_in_flight))
+        return member
+
+    def _admin(self, request: bytes, timeout: Optional[float] = None) -> Union[GroupsReply, ParkedReply]:
+        self._send(request)
+        self.admin_outstanding += 1
+        deadline = self._deadline(timeout)
+        while not self.admin_replies:
+            self._pump(deadline)
+        reply = self.admin_replies.popleft()
+        if isinstance(reply, FloError):
+            raise reply
+        return reply
+
+    def groups(self) -> List[GroupInfo]:
+        """Every group with its lag figures, page by page (needs admin on a server with auth)."""
+        out: List[GroupInfo] = []
+        while True:
+            after = out[-1].name if out else ""
+            page = self._admin(encode_groups_request("", after))
+            assert isinstance(page, GroupsReply)
+            out.extend(page.groups)
+            if not page.more or not page.groups:
+                return out
+
+    def group_info(self, group: str) -> GroupInfo:
+        reply = self._admin(encode_groups_request(group))
+        assert isinstance(reply, GroupsReply) and len(reply.groups) == 1
+        return reply.groups[0]
+
+    def parked(self, group: str) -> List[Tuple[int, EventId]]:
+        """Every parked event of the group as (log offset, id), page by page."""
+        out: List[Tuple[int, EventId]] = []
+        from_offset = 0
+        while True:
+            page = self._admin(encode_parked_request(group, from_offset))
+            assert isinstance(page, ParkedReply)
+            out.extend(page.events)
+            if not page.more or not page.events:
+                return out
+            from_offset = page.events[-1][0] + 1
+
+    def replay_parked(self, group: str) -> GroupInfo:
+        reply = self._admin(encode_group_admin(group, ADMIN_REPLAY_PARKED))
+        assert isinstance(reply, GroupsReply)
+        return reply.groups[0]
+
+    def reset_group(self, group: str, start: Start) -> GroupInfo:
+        """Move a group without members to `start` (GroupInUse while members are joined)."""
+        reply = self._admin(encode_group_admin(group, ADMIN_RESET, start))
+        assert isinstance(reply, GroupsReply)
+        return reply.groups[0]
+
+    def delete_group(self, group: str) -> None:
+        self._admin(encode_group_admin(group, ADMIN_DELETE))
+
     # -- keep-alive --------------------------------------------------------------------------
 
     def set_replicas(self, replicas: int) -> None:
@@ -867,6 +1081,11 @@ class FloClient:
             if isinstance(f, End):
                 self._end_sub(sub, f)
             sub.queue.append(f)
+        elif isinstance(f, (GroupsReply, ParkedReply)):
+            if self.admin_outstanding == 0:
+                raise ProtocolError(f"{type(f).__name__} nobody asked for")
+            self.admin_outstanding -= 1
+            self.admin_replies.append(f)
         elif isinstance(f, tuple) and f[0] == "pong":
             self.pongs.add(f[1])
         else:  # pragma: no cover - decode returns only the types above
@@ -878,6 +1097,12 @@ class FloClient:
         self.ended_subs.add(sub.id)
 
     def _dispatch_error(self, e: FloError) -> None:
+        if e.scope_code == SCOPE_CONNECTION and not e.closes_connection and self.admin_outstanding > 0:
+            # The answer to the oldest group inspection or admin request (NoSuchGroup,
+            # GroupInUse, PermissionDenied, ...); the connection stays open.
+            self.admin_outstanding -= 1
+            self.admin_replies.append(e)
+            return
         if e.scope_code == SCOPE_CONNECTION or e.closes_connection:
             self.fatal = e
             if not e.closes_connection:
@@ -899,7 +1124,11 @@ class FloClient:
                 self.ignored_errors.append(e)  # a Credit or Unsubscribe crossed the End
                 return
             raise ProtocolError(f"Error for unknown subscription {e.target}: {e}")
-        if e.name in ("UnknownSubscription", "DuplicateSubscription"):
+        if e.name == "NotPending" and isinstance(sub, GroupMember):
+            sub.not_pending += 1  # a late ack or nack; the membership goes on
+            self.ignored_errors.append(e)
+            return
+        if e.name in ("UnknownSubscription", "DuplicateSubscription", "UnknownGroup"):
             # UnknownSubscription answers a Credit/Unsubscribe; DuplicateSubscription refuses a
             # second Subscribe with an open id. Neither ends the open subscription.
             self.ignored_errors.append(e)

@@ -141,6 +141,24 @@ class OfflineTests(unittest.TestCase):
             "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
             "Ping with token 7": flo.encode_ping(7),
             "SetReplicas: 2 members must hold each later produce": flo.encode_set_replicas(2),
+            'JoinGroup 1 to group "workers", glob /jobs/**, from the beginning, credit 100,': flo.encode_join_group(
+                1, "workers", "/jobs/**", Start.beginning(), 100, 30000, 10, 1000
+            ),
+            "GroupAck for membership 1: events 1.1 and 2.1 are done": flo.encode_group_ack(
+                1, [EventId(1, 1), EventId(2, 1)]
+            ),
+            "GroupNack for membership 1: redeliver 3.1 after 5000 ms": flo.encode_group_nack(1, 5000, [EventId(3, 1)]),
+            "LeaveGroup membership 1": flo.encode_leave_group(1),
+            "GroupsRequest: every group, from the first": flo.encode_groups_request(),
+            'GroupsRequest: the group "workers"': flo.encode_groups_request("workers"),
+            'ParkedRequest: the parked events of "workers" from the first': flo.encode_parked_request("workers"),
+            'GroupAdmin: replay the parked events of "workers"': flo.encode_group_admin(
+                "workers", flo.ADMIN_REPLAY_PARKED
+            ),
+            'GroupAdmin: reset "workers" to just after event 0000000000000000004200001': flo.encode_group_admin(
+                "workers", flo.ADMIN_RESET, Start.after_id(EventId(42, 1))
+            ),
+            'GroupAdmin: delete "workers"': flo.encode_group_admin("workers", flo.ADMIN_DELETE),
         }
         for title, encoded in cases.items():
             with self.subTest(title):
@@ -158,6 +176,22 @@ class OfflineTests(unittest.TestCase):
                 self.assertEqual(struct.unpack(">I", raw[:4])[0], len(raw) - 4)
                 flo.decode(kind, raw[5:])
         self.assertGreaterEqual(server_kinds, 13)
+
+    def test_group_replies_are_decoded(self) -> None:
+        ex = spec_examples()
+        raw = ex['Groups: one group "workers", 2 members, 9 pending, 1 parked, lag at most 10']
+        reply = flo.decode(raw[4], raw[5:])
+        self.assertEqual(
+            reply,
+            flo.GroupsReply(40, False, [flo.GroupInfo("workers", "/jobs/**", 2, 7, 9, 1, 20, 30, 3, 10, 1500)]),
+        )
+        raw = ex['Parked: two parked events of "workers", more follow']
+        self.assertEqual(
+            flo.decode(raw[4], raw[5:]),
+            flo.ParkedReply("workers", True, [(3, EventId(4, 1)), (7, EventId(8, 1))]),
+        )
+        raw = ex["Error, connection scope: NoSuchGroup (illustrative message)"]
+        self.assertEqual(flo.decode(raw[4], raw[5:]).name, "NoSuchGroup")
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
@@ -585,6 +619,130 @@ class ServerTests(unittest.TestCase):
                 c = self.connect()
                 c.send_raw(raw)
                 self.assertEqual(self.closing_error(c).name, "UnexpectedFrame")
+
+
+class GroupTests(unittest.TestCase):
+    """Consumer groups against the real server: join, receive, ack, nack, leave, and the admin
+    requests (protocol.md section 16)."""
+
+    def setUp(self) -> None:
+        self.server = Server()
+        self.clients: list[FloClient] = []
+
+    def tearDown(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.server.stop()
+
+    def connect(self) -> FloClient:
+        c = self.server.client()
+        self.clients.append(c)
+        return c
+
+    def produce_jobs(self, count: int) -> list[EventId]:
+        c = self.connect()
+        ack = c.produce_batch([NewEvent(f"/jobs/{n}", f"job-{n}".encode()) for n in range(count)])
+        return ack.ids
+
+    def take(self, member: "flo.GroupMember") -> list[Event]:
+        """Events until CaughtUp."""
+        out = []
+        for item in member:
+            if isinstance(item, CaughtUp):
+                return out
+            self.assertIsInstance(item, Event)
+            out.append(item)
+        self.fail("the membership ended before CaughtUp")
+
+    def test_two_members_split_the_events_and_acks_are_final(self) -> None:
+        ids = self.produce_jobs(40)
+        a, b = self.connect(), self.connect()
+        first = a.join_group("py", "/jobs/**", credit=10)
+        second = b.join_group("py", "/jobs/**", credit=10)
+        seen: dict[EventId, str] = {}
+        while len(seen) < 40:
+            for name, member in (("a", first), ("b", second)):
+                try:
+                    item = member.next(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if isinstance(item, Event):
+                    self.assertNotIn(item.id, seen, "delivered twice")
+                    seen[item.id] = name
+                    member.ack(item.id)
+        self.assertEqual(sorted(seen), sorted(ids))
+        self.assertEqual(set(seen.values()), {"a", "b"}, "both members got work")
+        first.leave()
+        second.leave()
+        for member in (first, second):
+            items = [item for item in member]
+            self.assertIsInstance(items[-1], End)
+        # Everything was acknowledged: a new member gets nothing, then CaughtUp.
+        late = self.connect().join_group("py", "/jobs/**")
+        self.assertEqual(self.take(late), [])
+
+    def test_a_left_members_unacknowledged_events_go_to_the_next_member(self) -> None:
+        self.produce_jobs(5)
+        c = self.connect()
+        member = c.join_group("handover", "/jobs/**")
+        got = self.take(member)
+        self.assertEqual(len(got), 5)
+        member.ack(got[0].id, got[1].id)
+        member.leave()
+        self.assertIsInstance([item for item in member][-1], End)
+        again = self.take(self.connect().join_group("handover", "/jobs/**"))
+        self.assertEqual([e.id for e in again], [e.id for e in got[2:]])
+
+    def test_nack_parks_after_max_deliveries_and_admin_replays_resets_deletes(self) -> None:
+        ids = self.produce_jobs(3)
+        c = self.connect()
+        member = c.join_group("admin", "/jobs/**", max_deliveries=1)
+        got = self.take(member)
+        member.nack(got[1].id)
+        member.ack(got[0].id, got[2].id)
+        member.ack(got[0].id)  # already acknowledged: NotPending, counted
+        admin = self.connect()
+        info = admin.group_info("admin")
+        self.assertEqual((info.parked, info.pending, info.floor, info.next, info.lag), (1, 0, 3, 3, 0))
+        c.ping()  # reads the NotPending answer, which came before the Pong
+        self.assertEqual(member.not_pending, 1)
+        self.assertEqual([i.name for i in admin.groups()], ["admin"])
+        self.assertEqual(admin.parked("admin"), [(1, ids[1])])
+        with self.assertRaises(FloError) as cm:
+            admin.reset_group("admin", Start.beginning())
+        self.assertEqual(cm.exception.name, "GroupInUse")
+        info = admin.replay_parked("admin")
+        self.assertEqual((info.parked, info.pending), (0, 1))
+        replayed = member.next()
+        self.assertIsInstance(replayed, Event)
+        self.assertEqual(replayed.id, ids[1])
+        member.ack(replayed.id)
+        member.leave()
+        self.assertIsInstance([item for item in member][-1], End)
+        info = admin.reset_group("admin", Start.beginning())
+        self.assertEqual((info.floor, info.next), (0, 0))
+        again = self.connect().join_group("admin", "/jobs/**", credit=10)
+        got = self.take(again)
+        self.assertEqual([e.id for e in got], ids, "all three again after the reset")
+        again.ack(*[e.id for e in got])
+        again.leave()
+        self.assertIsInstance([item for item in again][-1], End)
+        admin.delete_group("admin")
+        with self.assertRaises(FloError) as cm:
+            admin.group_info("admin")
+        self.assertEqual(cm.exception.name, "NoSuchGroup")
+        self.assertEqual(admin.ping() >= 0, True, "the connection stays open")
+
+    def test_join_errors_end_the_membership(self) -> None:
+        c = self.connect()
+        c.join_group("g", "/a/**")
+        bad = c.join_group("g", "/b/**")
+        with self.assertRaises(FloError) as cm:
+            bad.next()
+        self.assertEqual(cm.exception.name, "GroupGlobMismatch")
+        with self.assertRaises(FloError) as cm:
+            c.join_group("", "/a/**").next()
+        self.assertEqual(cm.exception.name, "InvalidGroupName")
 
 
 class TlsTests(unittest.TestCase):

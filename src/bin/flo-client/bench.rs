@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flo::client::{
-    Client, ClientError, ClientOptions, ClientTls, Delivery, EndReason, NewEvent, Producer,
-    Subscription,
+    Client, ClientError, ClientOptions, ClientTls, Delivery, EndReason, GroupConsumer,
+    GroupDelivery, NewEvent, Producer, Subscription,
 };
 use flo::event::{EventId, StartPosition};
 use flo_bench::{
@@ -79,6 +79,7 @@ pub(super) fn run(
     let mut target = FloTarget::new(addr, fresh_namespace(), args.label.clone());
     target.tls = base_options.tls.clone();
     target.replicas = args.replicas;
+    target.group = args.group;
     let progress = Progress::start(&target.acknowledged);
     let results = measure(&mut target, args, &spec);
     progress.stop();
@@ -176,6 +177,8 @@ const TAIL_WAIT: Duration = Duration::from_millis(500);
 /// Credit window of the catch-up reader and of the tailing consumer: large enough that the
 /// server never waits for credit while the client keeps up; the client grants more as it goes.
 const READ_CREDIT: u32 = 1 << 20;
+/// Unacknowledged events of the `--read --group` reader: the server's default cap.
+const GROUP_IN_FLIGHT: u32 = 100_000;
 /// The producer's own window: the runner keeps the run's window (`--window`) itself.
 const PRODUCER_WINDOW: usize = usize::MAX;
 
@@ -195,6 +198,8 @@ struct FloTarget {
     marker: Option<EventId>,
     /// Sent as SetReplicas on every connection when not 0 (`--replicas`).
     replicas: u8,
+    /// `--read --group`: read back through a consumer group, acknowledging every event.
+    group: bool,
 }
 
 impl FloTarget {
@@ -207,6 +212,7 @@ impl FloTarget {
             acknowledged: Arc::new(AtomicU64::new(0)),
             marker: None,
             replicas: 0,
+            group: false,
         }
     }
 
@@ -323,7 +329,11 @@ impl Connection for FloProducer {
 
 impl ReadTarget for FloTarget {
     fn name(&self) -> String {
-        format!("{}-read", self.label)
+        if self.group {
+            format!("{}-group", self.label)
+        } else {
+            format!("{}-read", self.label)
+        }
     }
 
     /// Subscribes after the marker; the time the server takes to find that position counts in
@@ -335,10 +345,61 @@ impl ReadTarget for FloTarget {
                 "produce_marker must run before the events to read are produced",
             )
         })?;
+        if self.group {
+            // A fresh group per run (the namespace is fresh); acks go out in batches of
+            // ACK_BATCH_DEFAULT, pipelined, and the in-flight cap matches the credit.
+            let consumer = self
+                .connect()?
+                .into_join_group(&format!("bench{}", self.namespace.replace('/', "-")))
+                .glob(&self.namespace)
+                .start(StartPosition::AfterId(marker))
+                .credit(READ_CREDIT)
+                .max_in_flight(GROUP_IN_FLIGHT)
+                .join()
+                .map_err(io_error)?;
+            return Ok(Box::new(FloGroupReader {
+                consumer,
+                ended: false,
+            }));
+        }
         Ok(Box::new(FloReader {
             subscription: self.subscribe(StartPosition::AfterId(marker), false)?,
             ended: false,
         }))
+    }
+}
+
+/// Reads a group until CaughtUp, acknowledging every event.
+struct FloGroupReader {
+    consumer: GroupConsumer<'static>,
+    ended: bool,
+}
+
+impl Reader for FloGroupReader {
+    /// One batch: the next delivery, waiting for it, and every one already received; each
+    /// event is acknowledged (queued acks go out before the consumer waits again).
+    fn read_batch(&mut self) -> io::Result<u64> {
+        let mut count = 0u64;
+        while !self.ended {
+            if count > 0 && !self.consumer.has_buffered().map_err(io_error)? {
+                break;
+            }
+            match self.consumer.next_delivery().map_err(io_error)? {
+                Some(GroupDelivery::Event(event)) => {
+                    self.consumer.ack(event.id).map_err(io_error)?;
+                    count += 1;
+                }
+                Some(GroupDelivery::CaughtUp) => {
+                    // Leaving waits for the server's End, which comes after it handled (and
+                    // journaled, synced in the same turn) every ack sent before: the run
+                    // counts acknowledged events, as the Redis driver counts XACK replies.
+                    self.consumer.leave_and_wait().map_err(io_error)?;
+                    self.ended = true;
+                }
+                Some(GroupDelivery::End(_)) | None => self.ended = true,
+            }
+        }
+        Ok(count)
     }
 }
 

@@ -145,6 +145,17 @@ enum Command {
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
     Status,
+    /// List the consumer groups with their lag, or inspect and administer one (needs the admin
+    /// permission on a server with authentication).
+    ///
+    /// Without a subcommand, one line per group: name, members, pending (delivered, not
+    /// acknowledged), parked, the acknowledged position (floor), the delivered position (next)
+    /// and the lag (log records the group has not looked at yet: an upper bound on matching
+    /// events not yet delivered). Positions are offsets in the server's log.
+    Groups {
+        #[command(subcommand)]
+        action: Option<GroupsCommand>,
+    },
     /// Benchmark the server: produce throughput and acknowledgement latency, end-to-end
     /// latency to tailing consumers, catch-up read throughput.
     ///
@@ -166,6 +177,40 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCommand {
+    /// Print everything the server reports about one group.
+    Info {
+        /// The group's name.
+        name: String,
+    },
+    /// List a group's parked events (log offset and id), a page at a time from the server.
+    Parked {
+        /// The group's name.
+        name: String,
+    },
+    /// Make every parked event of the group deliverable again (delivery count back at 0).
+    Replay {
+        /// The group's name.
+        name: String,
+    },
+    /// Move a group to a new position; its acknowledgements and pending events are forgotten,
+    /// parked events stay parked. Its consumers must be stopped first.
+    Reset {
+        /// The group's name.
+        name: String,
+        /// `beginning`, `end`, an event id (to start just after it) or a time (as for
+        /// `consume --from`).
+        #[arg(long, value_name = "POSITION", allow_hyphen_values = true)]
+        to: String,
+    },
+    /// Delete a group and its state. Its consumers must be stopped first.
+    Delete {
+        /// The group's name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -202,6 +247,10 @@ struct BenchArgs {
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
     read: bool,
+    /// With --read: read back through a consumer group (a fresh one, one member), acknowledging
+    /// every event, instead of a subscription.
+    #[arg(long, requires = "read")]
+    group: bool,
     /// Tailing consumers that measure end-to-end latency (produce to delivery), each on its
     /// own connection and receiving every event; the latency merges all their deliveries.
     /// Events must be at least 8 bytes (they carry their send time); best with --rate.
@@ -312,6 +361,7 @@ fn run(cli: Cli) -> Result<(), String> {
             consume(&server, &namespace, tail, &from, limit, format, order)
         }
         Command::Status => status(&server),
+        Command::Groups { action } => groups(&server, action),
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -376,6 +426,98 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse().ok()?;
     (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn groups(server: &Server, action: Option<GroupsCommand>) -> Result<(), String> {
+    let mut client = connect(server)?;
+    let failed = |error: ClientError| error.to_string();
+    match action {
+        None => {
+            let groups = client.groups().map_err(failed)?;
+            if groups.is_empty() {
+                println!("no groups");
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  GLOB",
+                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG"
+            );
+            for group in groups {
+                println!(
+                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  {}",
+                    group.name,
+                    group.members,
+                    group.pending,
+                    group.parked,
+                    group.floor,
+                    group.next,
+                    group.lag,
+                    group.glob
+                );
+            }
+        }
+        Some(GroupsCommand::Info { name }) => {
+            print_group(&client.group_info(&name).map_err(failed)?);
+        }
+        Some(GroupsCommand::Parked { name }) => {
+            let mut from_offset = 0;
+            let mut count = 0u64;
+            loop {
+                let page = client.parked_page(&name, from_offset).map_err(failed)?;
+                for event in &page.events {
+                    println!("{} offset {}", event.id, event.offset);
+                }
+                count += page.events.len() as u64;
+                match page.events.last() {
+                    Some(last) if page.more => from_offset = last.offset + 1,
+                    _ => break,
+                }
+            }
+            eprintln!("{count} parked events in group {name}");
+        }
+        Some(GroupsCommand::Replay { name }) => {
+            let parked_before = client.group_info(&name).map_err(failed)?.parked;
+            let group = client.replay_parked(&name).map_err(failed)?;
+            println!(
+                "replayed {} parked events of group {name}",
+                parked_before - group.parked.min(parked_before)
+            );
+            print_group(&group);
+        }
+        Some(GroupsCommand::Reset { name, to }) => {
+            let start = parse_start_position(&to)?;
+            let group = client.reset_group(&name, start).map_err(failed)?;
+            println!("group {name} reset");
+            print_group(&group);
+        }
+        Some(GroupsCommand::Delete { name }) => {
+            client.delete_group(&name).map_err(failed)?;
+            println!("group {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn print_group(group: &flo::client::GroupInfo) {
+    println!("group:          {}", group.name);
+    println!("glob:           {}", group.glob);
+    println!(
+        "members:        {} ({} events in flight)",
+        group.members, group.in_flight
+    );
+    println!("pending:        {}", group.pending);
+    println!("parked:         {}", group.parked);
+    println!(
+        "floor:          {} (every matching record below is acknowledged or parked)",
+        group.floor
+    );
+    println!(
+        "next:           {} (the next record to look at)",
+        group.next
+    );
+    println!("acked above:    {}", group.acked_above_floor);
+    println!("lag:            {} (records not looked at yet; at most this many matching events undelivered)", group.lag);
+    println!("oldest pending: {} ms", group.oldest_pending_age_ms);
 }
 
 fn status(server: &Server) -> Result<(), String> {

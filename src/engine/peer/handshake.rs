@@ -1,24 +1,28 @@
-//! The peer handshake: PeerHello from the dialer, PeerWelcome from the acceptor, the checks
-//! both must pass, and the rule that keeps one connection when two nodes dial each other.
+//! The peer handshake, four frames on one connection:
+//!
+//! 1. the dialer sends PeerHello (who it is, a fresh nonce);
+//! 2. the acceptor checks the identity and answers PeerWelcome (who it is, its own nonce);
+//! 3. the dialer sends PeerProof: an HMAC keyed with the cluster secret over both nonces,
+//!    both actor ids and its role, then its vector and members;
+//! 4. the acceptor checks the proof and answers PeerAccept (its own proof, vector, members),
+//!    and the dialer checks that.
+//!
+//! The secret never crosses the network, a recorded handshake fails against a fresh nonce, and
+//! the acceptor, which anyone can reach, proves nothing and reveals nothing (no vector, no
+//! members) until the dialer has proved the secret. When two nodes dial each other, the rule
+//! in `resolve_duplicate` keeps one connection.
 
 use std::net::SocketAddr;
 
 use super::PEER_SUBSCRIPTION;
-use crate::engine::connection::{Stream, Subscription};
+use crate::engine::connection::{PendingPeer, Stream, Subscription};
 use crate::engine::{ConnId, Engine, Now, PeerConn, Phase};
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{
-    ErrorCode, ErrorFrame, NamespaceGlob, PeerFrame, PeerHandshake, PROTOCOL_VERSION,
+    ErrorCode, ErrorFrame, NamespaceGlob, PeerFrame, PeerHandshake, PeerNonce, PeerProof, PeerRole,
+    PeerTranscript, PROTOCOL_VERSION,
 };
 use crate::storage::Log;
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 impl<L: Log> Engine<L> {
     /// An outbound connection to `addr` (asked for with [`Action::Dial`](crate::engine::Action::Dial)) is connected: the
@@ -27,15 +31,20 @@ impl<L: Log> Engine<L> {
         self.observe_time(now);
         self.handle_connect(now, conn);
         let deadline_ms = now.monotonic.0 + super::super::millis(self.config.handshake_timeout);
+        let nonce = self.cluster.next_nonce();
         // Just inserted by `handle_connect`.
         let connection = self.conn_mut(conn).expect("connection is open");
-        connection.phase = Phase::PeerAwaitingWelcome { addr, deadline_ms };
-        let hello = self.own_handshake();
+        connection.phase = Phase::PeerAwaitingWelcome {
+            addr,
+            deadline_ms,
+            nonce,
+        };
+        let hello = self.own_handshake(nonce);
         self.send(conn, &PeerFrame::PeerHello(hello));
         self.debug_check_invariants();
     }
 
-    fn own_handshake(&self) -> PeerHandshake {
+    fn own_handshake(&self, nonce: PeerNonce) -> PeerHandshake {
         PeerHandshake {
             protocol_version: PROTOCOL_VERSION,
             actor_id: self.config.actor_id.0,
@@ -44,107 +53,229 @@ impl<L: Log> Engine<L> {
                 .advertised_addr
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
-            secret: self.config.cluster_secret.clone(),
+            nonce,
+        }
+    }
+
+    /// This node's proof for `transcript` in `role`, with its vector and members.
+    fn own_proof(&self, transcript: &PeerTranscript, role: PeerRole) -> PeerProof {
+        PeerProof {
+            proof: transcript.proof(&self.config.cluster_secret, role),
             vector: self.log.version_vector().clone(),
             members: self.member_list(None),
         }
     }
 
-    /// Checks what both handshake frames must satisfy. Returns the refusal, if any.
-    fn check_handshake(&self, handshake: &PeerHandshake) -> Option<(ErrorCode, String)> {
+    /// Checks the identity a PeerHello or PeerWelcome claims. Returns the advertised address,
+    /// or the refusal.
+    fn check_identity(&self, handshake: &PeerHandshake) -> Result<SocketAddr, (ErrorCode, String)> {
         if handshake.protocol_version != PROTOCOL_VERSION {
             let message = format!(
                 "peer protocol version {} is not supported; this server speaks version {}",
                 handshake.protocol_version, PROTOCOL_VERSION
             );
-            return Some((ErrorCode::UnsupportedVersion, message));
-        }
-        if !constant_time_eq(&handshake.secret, &self.config.cluster_secret) {
-            let message = "the cluster secret does not match".to_string();
-            return Some((ErrorCode::AuthFailed, message));
+            return Err((ErrorCode::UnsupportedVersion, message));
         }
         if handshake.actor_id == self.config.actor_id.0 {
             let message = format!(
                 "actor id {} is this server's own: a node dialed itself, or two nodes share an actor id",
                 handshake.actor_id
             );
-            return Some((ErrorCode::ActorIdConflict, message));
+            return Err((ErrorCode::ActorIdConflict, message));
         }
         if handshake.actor_id == 0 {
-            return Some((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
+            return Err((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
         }
-        if handshake.vector.len() > self.config.cluster.actors_max {
-            let message = format!(
-                "the handshake vector lists {} actors, over this node's limit of {}",
-                handshake.vector.len(),
-                self.config.cluster.actors_max
-            );
-            return Some((ErrorCode::MalformedFrame, message));
-        }
-        let actor = ActorId(handshake.actor_id);
+        self.check_member_room(ActorId(handshake.actor_id))?;
+        handshake
+            .advertised_addr
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                let message = format!(
+                    "advertised address {:?} is not an IP address and port",
+                    handshake.advertised_addr
+                );
+                (ErrorCode::MalformedFrame, message)
+            })
+    }
+
+    /// An actor this node does not know yet is refused when it knows `members_max` already.
+    fn check_member_room(&self, actor: ActorId) -> Result<(), (ErrorCode, String)> {
         let members = &self.cluster.members;
         if !members.contains_key(&actor) && members.len() >= self.config.cluster.members_max {
             let message = format!(
                 "this node already knows {} members, its limit",
                 self.config.cluster.members_max
             );
-            return Some((ErrorCode::TooManyConnections, message));
+            return Err((ErrorCode::TooManyConnections, message));
         }
-        if handshake.advertised_addr.parse::<SocketAddr>().is_err() {
-            let message = format!(
-                "advertised address {:?} is not an IP address and port",
-                handshake.advertised_addr
-            );
-            return Some((ErrorCode::MalformedFrame, message));
-        }
-        None
+        Ok(())
     }
 
-    /// PeerHello on a new connection: this node is the acceptor.
+    /// Checks the proof in a PeerProof (from the dialer) or PeerAccept (from the acceptor),
+    /// then what the frame carries.
+    fn check_proof(
+        &self,
+        pending: &PendingPeer,
+        role: PeerRole,
+        proof: &PeerProof,
+    ) -> Result<(), (ErrorCode, String)> {
+        let secret = &self.config.cluster_secret;
+        if !pending.transcript.verify(secret, role, &proof.proof) {
+            let message = "the handshake proof does not match: the peer does not hold this node's cluster secret (or replayed an old handshake)";
+            return Err((ErrorCode::AuthFailed, message.into()));
+        }
+        // Members may have been learned since the first frame.
+        self.check_member_room(pending.actor)?;
+        if proof.vector.len() > self.config.cluster.actors_max {
+            let message = format!(
+                "the handshake vector lists {} actors, over this node's limit of {}",
+                proof.vector.len(),
+                self.config.cluster.actors_max
+            );
+            return Err((ErrorCode::MalformedFrame, message));
+        }
+        Ok(())
+    }
+
+    /// PeerHello on a new connection: this node is the acceptor. It answers PeerWelcome with
+    /// its nonce and waits for the dialer's proof.
     pub(in crate::engine) fn on_peer_hello(&mut self, conn: ConnId, hello: PeerHandshake) -> bool {
+        let address = self.peer_description(conn);
         if !self.accepts_peer_hello() {
             log::warn!(
-                "{conn}: refusing PeerHello from actor {}: this server is not configured for clustering",
+                "{conn} from {address}: refusing PeerHello from actor {}: this server is not configured for clustering",
                 hello.actor_id
             );
             let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
             return self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
         }
-        if let Some((code, message)) = self.check_handshake(&hello) {
-            log::warn!(
-                "{conn}: refusing peer {} ({}): {message}",
-                hello.actor_id,
-                hello.advertised_addr
-            );
-            return self.close_with_error(conn, code, &message);
-        }
-        let actor = ActorId(hello.actor_id);
-        // PeerWelcome goes out even when this connection then loses to an existing one, so
-        // the dialer learns which actor the address reaches and stops dialing it.
-        let welcome = self.own_handshake();
+        let advertised_addr = match self.check_identity(&hello) {
+            Ok(addr) => addr,
+            Err((code, message)) => {
+                log::warn!(
+                    "{conn} from {address}: refusing peer {} ({}): {message}",
+                    hello.actor_id,
+                    hello.advertised_addr
+                );
+                return self.close_with_error(conn, code, &message);
+            }
+        };
+        // Checked by the caller: the connection is open, in its first phase.
+        let deadline_ms = match self.conn(conn).expect("connection is open").phase {
+            Phase::AwaitingHello { deadline_ms } => deadline_ms,
+            ref other => unreachable!("{conn}: PeerHello in phase {other:?}"),
+        };
+        let nonce = self.cluster.next_nonce();
+        let pending = PendingPeer {
+            actor: ActorId(hello.actor_id),
+            advertised_addr,
+            transcript: PeerTranscript {
+                dialer_nonce: hello.nonce,
+                acceptor_nonce: nonce,
+                dialer_actor: hello.actor_id,
+                acceptor_actor: self.config.actor_id.0,
+            },
+        };
+        // Checked above.
+        self.conn_mut(conn).expect("connection is open").phase = Phase::PeerAwaitingProof {
+            pending,
+            deadline_ms,
+        };
+        let welcome = self.own_handshake(nonce);
         self.send(conn, &PeerFrame::PeerWelcome(welcome));
-        if !self.resolve_duplicate(conn, actor, actor) {
-            return false;
-        }
-        self.establish(conn, actor, actor, hello);
         true
     }
 
-    /// PeerWelcome on a connection this node dialed.
+    /// PeerProof on a connection this node accepted: if the dialer proved the secret, answer
+    /// PeerAccept and start replicating.
+    pub(in crate::engine) fn on_peer_proof(
+        &mut self,
+        conn: ConnId,
+        pending: PendingPeer,
+        proof: PeerProof,
+    ) -> bool {
+        if let Err((code, message)) = self.check_proof(&pending, PeerRole::Dialer, &proof) {
+            log::warn!(
+                "{conn} from {}: refusing peer {} ({}): {message}",
+                self.peer_description(conn),
+                pending.actor,
+                pending.advertised_addr
+            );
+            return self.close_with_error(conn, code, &message);
+        }
+        let actor = pending.actor;
+        // PeerAccept goes out even when this connection then loses to an existing one, so
+        // the dialer learns which actor the address reaches and stops dialing it.
+        let accept = self.own_proof(&pending.transcript, PeerRole::Acceptor);
+        self.send(conn, &PeerFrame::PeerAccept(accept));
+        if !self.resolve_duplicate(conn, actor, actor) {
+            return false;
+        }
+        self.establish(conn, actor, actor, pending.advertised_addr, proof);
+        true
+    }
+
+    /// PeerWelcome on a connection this node dialed: send this node's proof.
     pub(in crate::engine) fn on_peer_welcome(
         &mut self,
         conn: ConnId,
         addr: SocketAddr,
+        nonce: PeerNonce,
         welcome: PeerHandshake,
     ) -> bool {
-        if let Some((code, message)) = self.check_handshake(&welcome) {
-            log::warn!("{conn}: peer at {addr} refused: {message}");
-            if code == ErrorCode::ActorIdConflict {
-                self.mark_own(addr);
+        let advertised_addr = match self.check_identity(&welcome) {
+            Ok(advertised_addr) => advertised_addr,
+            Err((code, message)) => {
+                log::warn!("{conn}: peer at {addr} refused: {message}");
+                if code == ErrorCode::ActorIdConflict {
+                    self.mark_own(addr);
+                }
+                return self.close_with_error(conn, code, &message);
             }
+        };
+        let pending = PendingPeer {
+            actor: ActorId(welcome.actor_id),
+            advertised_addr,
+            transcript: PeerTranscript {
+                dialer_nonce: nonce,
+                acceptor_nonce: welcome.nonce,
+                dialer_actor: self.config.actor_id.0,
+                acceptor_actor: welcome.actor_id,
+            },
+        };
+        let proof = self.own_proof(&pending.transcript, PeerRole::Dialer);
+        self.send(conn, &PeerFrame::PeerProof(proof));
+        // Checked by the caller: the connection is open.
+        let connection = self.conn_mut(conn).expect("connection is open");
+        let Phase::PeerAwaitingWelcome { deadline_ms, .. } = connection.phase else {
+            unreachable!("{conn}: PeerWelcome is handled only while awaiting it")
+        };
+        connection.phase = Phase::PeerAwaitingAccept {
+            addr,
+            pending,
+            deadline_ms,
+        };
+        true
+    }
+
+    /// PeerAccept on a connection this node dialed: if the acceptor proved the secret, start
+    /// replicating.
+    pub(in crate::engine) fn on_peer_accept(
+        &mut self,
+        conn: ConnId,
+        addr: SocketAddr,
+        pending: PendingPeer,
+        accept: PeerProof,
+    ) -> bool {
+        if let Err((code, message)) = self.check_proof(&pending, PeerRole::Acceptor, &accept) {
+            log::warn!(
+                "{conn}: peer {} at {addr} refused: {message}",
+                pending.actor
+            );
             return self.close_with_error(conn, code, &message);
         }
-        let actor = ActorId(welcome.actor_id);
+        let actor = pending.actor;
         if let Some(target) = self.cluster.targets.get_mut(&addr) {
             target.actor = Some(actor);
         }
@@ -152,11 +283,11 @@ impl<L: Log> Engine<L> {
         if !self.resolve_duplicate(conn, actor, own) {
             return false;
         }
-        self.establish(conn, actor, own, welcome);
+        self.establish(conn, actor, own, pending.advertised_addr, accept);
         true
     }
 
-    /// An Error frame on a connection this node dialed, before PeerWelcome.
+    /// An Error frame on a connection this node dialed, before PeerAccept.
     pub(in crate::engine) fn on_peer_refused(
         &mut self,
         conn: ConnId,
@@ -214,7 +345,8 @@ impl<L: Log> Engine<L> {
         conn: ConnId,
         actor: ActorId,
         dialed_by: ActorId,
-        handshake: PeerHandshake,
+        addr: SocketAddr,
+        handshake: PeerProof,
     ) {
         let their_vector = handshake.vector.clone();
         let next = self.peer_start(actor, &their_vector);
@@ -242,18 +374,15 @@ impl<L: Log> Engine<L> {
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });
-        // Checked by `check_handshake`; a member without an address could not be redialed.
-        let addr = handshake.advertised_addr.parse::<SocketAddr>().ok();
         let entries: Vec<String> = their_vector
             .iter()
             .map(|(actor, counter)| format!("{actor}:{counter}"))
             .collect();
         log::info!(
-            "{conn}: peer {actor} ({}) connected; its vector {{{}}}",
-            handshake.advertised_addr,
+            "{conn}: peer {actor} ({addr}) connected; its vector {{{}}}",
             entries.join(", ")
         );
-        let mut changed = self.record_member(conn, actor, addr, their_vector);
+        let mut changed = self.record_member(conn, actor, Some(addr), their_vector);
         changed |= self.learn_members(&handshake.members);
         if changed {
             self.broadcast_members();

@@ -176,7 +176,9 @@ impl<L: Log> Engine<L> {
     /// schedule a reconnect.
     pub(in crate::engine) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
         match phase {
-            Phase::PeerAwaitingWelcome { addr, .. } => self.target_failed(addr),
+            Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. } => {
+                self.target_failed(addr)
+            }
             Phase::Peer(PeerConn { actor, .. }) => {
                 let Some(member) = self.cluster.members.get_mut(&actor) else {
                     return;
@@ -197,7 +199,10 @@ impl<L: Log> Engine<L> {
                     self.target_failed(addr);
                 }
             }
-            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => {}
+            Phase::AwaitingHello { .. }
+            | Phase::Client(_)
+            | Phase::PeerAwaitingProof { .. }
+            | Phase::Closing { .. } => {}
         }
     }
 

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 
 use super::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
-use crate::protocol::{MemberState, MemberStatus, PeerFrame, ServerFrame, Status};
+use crate::protocol::{MemberState, MemberStatus, PeerFrame, PeerNonce, ServerFrame, Status};
 use crate::storage::Log;
 use catch_up::Hold;
 
@@ -83,6 +83,10 @@ pub(super) struct Cluster {
     targets: BTreeMap<SocketAddr, Target>,
     members: BTreeMap<ActorId, MemberInfo>,
     rng_state: u64,
+    /// HMAC key of the handshake nonces (`nonce_key` and `seed` of the engine config).
+    nonce_key: ring::hmac::Key,
+    /// Nonces made so far: the n-th nonce is the HMAC of n, so none repeats in a run.
+    nonce_count: u64,
     hold: Hold,
     /// PeerEvent frames were received this turn on these connections.
     credit_due: Vec<ConnId>,
@@ -133,6 +137,12 @@ impl Cluster {
             members: BTreeMap::new(),
             // xorshift must not start at 0.
             rng_state: config.seed | 1,
+            nonce_key: {
+                let mut material = config.nonce_key.to_vec();
+                material.extend_from_slice(&config.seed.to_be_bytes());
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &material)
+            },
+            nonce_count: 0,
             hold,
             credit_due: Vec::new(),
             own_clock: 0,
@@ -141,6 +151,20 @@ impl Cluster {
 
     fn next_random(&mut self) -> u64 {
         crate::random::next_u64(&mut self.rng_state)
+    }
+
+    /// A fresh handshake nonce: HMAC-SHA256 of a counter under the start-up key. Unpredictable
+    /// without the key (which never leaves the process), and never the same twice in a run;
+    /// a restart draws a new key.
+    fn next_nonce(&mut self) -> PeerNonce {
+        self.nonce_count += 1;
+        let mut message = b"flo peer nonce".to_vec();
+        message.extend_from_slice(&self.nonce_count.to_be_bytes());
+        let tag = ring::hmac::sign(&self.nonce_key, &message);
+        let mut nonce = [0u8; crate::protocol::PEER_NONCE_SIZE];
+        // An HMAC-SHA256 tag is 32 bytes, the nonce's size.
+        nonce.copy_from_slice(tag.as_ref());
+        nonce
     }
 }
 

@@ -50,32 +50,49 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// A frame on a peer connection: the answer to this node's PeerHello while it waits for
-    /// PeerWelcome, else a frame of the established connection.
+    /// A frame on a peer connection: the next handshake frame while the handshake runs,
+    /// else a frame of the established connection.
     pub(in crate::engine) fn on_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
         // Checked by the caller: `on_frame` runs only for open connections.
-        match self.conn(conn).expect("connection is open").phase {
-            Phase::PeerAwaitingWelcome { addr, .. } => match frame {
-                PeerFrame::PeerWelcome(welcome) => self.on_peer_welcome(conn, addr, welcome),
-                PeerFrame::Error(error) => {
-                    self.on_peer_refused(conn, addr, error);
-                    false
-                }
-                PeerFrame::PeerHello(_)
-                | PeerFrame::PeerEvent(_)
-                | PeerFrame::PeerCredit { .. }
-                | PeerFrame::PeerMembers(_)
-                | PeerFrame::PeerClock { .. } => self.close_with_error(
-                    conn,
-                    ErrorCode::UnexpectedFrame,
-                    "the first frame on a peer connection must be PeerWelcome",
-                ),
-            },
-            Phase::Peer(_) => self.on_established_peer_frame(conn, frame),
-            Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. } => {
+        let phase = self.conn(conn).expect("connection is open").phase.clone();
+        let (expected, addr) = match (phase, frame) {
+            (Phase::Peer(_), frame) => return self.on_established_peer_frame(conn, frame),
+            (Phase::PeerAwaitingWelcome { addr, nonce, .. }, PeerFrame::PeerWelcome(welcome)) => {
+                return self.on_peer_welcome(conn, addr, nonce, welcome)
+            }
+            (Phase::PeerAwaitingAccept { addr, pending, .. }, PeerFrame::PeerAccept(accept)) => {
+                return self.on_peer_accept(conn, addr, pending, accept)
+            }
+            (Phase::PeerAwaitingProof { pending, .. }, PeerFrame::PeerProof(proof)) => {
+                return self.on_peer_proof(conn, pending, proof)
+            }
+            (
+                Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. },
+                PeerFrame::Error(error),
+            ) => {
+                self.on_peer_refused(conn, addr, error);
+                return false;
+            }
+            (Phase::PeerAwaitingWelcome { addr, .. }, _) => ("PeerWelcome", Some(addr)),
+            (Phase::PeerAwaitingAccept { addr, .. }, _) => ("PeerAccept", Some(addr)),
+            (Phase::PeerAwaitingProof { .. }, PeerFrame::Error(error)) => {
+                log::warn!(
+                    "{conn}: peer closed the connection in its handshake: {}",
+                    error.message
+                );
+                self.forget(conn);
+                return false;
+            }
+            (Phase::PeerAwaitingProof { .. }, _) => ("PeerProof", None),
+            (Phase::AwaitingHello { .. } | Phase::Client(_) | Phase::Closing { .. }, _) => {
                 unreachable!("{conn}: peer frames are decoded only on peer connections")
             }
+        };
+        if let Some(addr) = addr {
+            log::warn!("{conn}: peer at {addr} broke the handshake: expected {expected}");
         }
+        let message = format!("the next frame of the peer handshake must be {expected}");
+        self.close_with_error(conn, ErrorCode::UnexpectedFrame, &message)
     }
 
     /// A frame on an established peer connection.
@@ -114,7 +131,10 @@ impl<L: Log> Engine<L> {
                 self.forget(conn);
                 return false;
             }
-            PeerFrame::PeerHello(_) | PeerFrame::PeerWelcome(_) => {
+            PeerFrame::PeerHello(_)
+            | PeerFrame::PeerWelcome(_)
+            | PeerFrame::PeerProof(_)
+            | PeerFrame::PeerAccept(_) => {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
@@ -129,7 +149,12 @@ impl<L: Log> Engine<L> {
     fn on_peer_event(&mut self, conn: ConnId, event: Event) -> bool {
         // Checked by the caller: the connection is open.
         let connection = self.conn(conn).expect("connection is open");
-        let Some(&PeerConn { credit_given, .. }) = connection.peer() else {
+        let Some(&PeerConn {
+            credit_given,
+            actor: peer,
+            ..
+        }) = connection.peer()
+        else {
             unreachable!("{conn}: PeerEvent is handled only on established peer connections")
         };
         if credit_given == 0 {
@@ -143,6 +168,14 @@ impl<L: Log> Engine<L> {
             log::error!("{conn}: replicated event {} refused: {message}", event.id);
             let message = format!("replicated event {} refused: {message}", event.id);
             return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
+        if !self.may_speak_for(peer, event.id.actor) {
+            let message = format!(
+                "replicated event {} refused: actor {} is not peer {peer}, not this node, not a known member and not in the peer's handshake vector",
+                event.id, event.id.actor
+            );
+            log::error!("{conn} from {}: {message}", self.peer_description(conn));
+            return self.close_with_error(conn, ErrorCode::ActorNotAllowed, &message);
         }
         if let Err((_, message)) = self.validate_stored(&event) {
             // The origin validated it, so this peer is broken or hostile: storing it would
@@ -192,6 +225,24 @@ impl<L: Log> Engine<L> {
             }
         }
         true
+    }
+
+    /// True when `peer` may send events of `actor` (docs/clustering.md, "Which actors a peer
+    /// may send"): its own; this node's (its lost events coming back after an unclean
+    /// restart); a member this node knows (every member relays the others' events); one
+    /// whose events the peer held at its handshake (relayed from before); or one whose
+    /// events this node already holds. Anything else names an actor no member declared.
+    fn may_speak_for(&self, peer: ActorId, actor: ActorId) -> bool {
+        actor == peer
+            || actor == self.config.actor_id
+            || self.cluster.members.contains_key(&actor)
+            || self.log.version_vector().get(actor) > 0
+            || self
+                .cluster
+                .members
+                .get(&peer)
+                .and_then(|m| m.handshake_vector.as_ref())
+                .is_some_and(|vector| vector.get(actor) > 0)
     }
 
     /// The rules a replicated event's id must meet before anything is stored or observed:

@@ -364,3 +364,64 @@ fn a_group_join_outside_the_consume_permissions_is_denied_and_creates_no_group()
     assert!(harness.engine.groups.groups.contains_key("g2"));
     assert!(harness.engine.is_open(reader));
 }
+
+#[test]
+fn group_inspection_and_admin_need_admin_and_a_refusal_leaves_the_connection_open() {
+    use crate::protocol::{GroupAdmin, GroupAdminAction, GroupsRequest, ParkedRequest};
+    let mut harness = with_auth();
+    let (writer, _) = handshake(&mut harness, WRITER_TOKEN);
+    let join = crate::protocol::JoinGroup {
+        subscription_id: 1,
+        group: "g".into(),
+        glob: "/orders/**".into(),
+        start: StartPosition::Beginning,
+        credit: 10,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+        max_in_flight: 0,
+    };
+    harness.send(writer, ClientFrame::JoinGroup(join));
+    harness.send(writer, ClientFrame::LeaveGroup { subscription_id: 1 });
+    harness.turn();
+    harness.received(writer);
+    let requests = || {
+        vec![
+            ClientFrame::GroupsRequest(GroupsRequest {
+                group: String::new(),
+                after: String::new(),
+            }),
+            ClientFrame::ParkedRequest(ParkedRequest {
+                group: "g".into(),
+                from_offset: 0,
+            }),
+            ClientFrame::GroupAdmin(GroupAdmin {
+                group: "g".into(),
+                action: GroupAdminAction::Delete,
+            }),
+        ]
+    };
+    let (reader, _) = handshake(&mut harness, READER_TOKEN);
+    for request in requests() {
+        harness.send(reader, request);
+        harness.turn();
+        assert!(denied(&harness.received(reader), ErrorScope::Connection));
+        assert!(harness.engine.is_open(reader));
+    }
+    assert!(
+        harness.engine.groups.groups.contains_key("g"),
+        "not deleted"
+    );
+    for request in requests() {
+        harness.send(writer, request);
+        harness.turn();
+        let frames = harness.received(writer);
+        assert!(
+            matches!(
+                frames.as_slice(),
+                [ServerFrame::Groups(_) | ServerFrame::Parked(_)]
+            ),
+            "{frames:?}"
+        );
+    }
+    assert!(!harness.engine.groups.groups.contains_key("g"), "deleted");
+}

@@ -10,8 +10,12 @@
 //! inner length is checked against the limits and against the bytes left in the frame before
 //! anything is copied.
 
+mod groups;
 mod peer;
 mod reader_writer;
+pub use groups::{
+    GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
+};
 mod status;
 
 use std::fmt;
@@ -160,7 +164,10 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ACK
         | kind::GROUP_NACK
         | kind::LEAVE_GROUP
-        | kind::SET_REPLICAS => ClientToServer,
+        | kind::SET_REPLICAS
+        | kind::GROUPS_REQUEST
+        | kind::PARKED_REQUEST
+        | kind::GROUP_ADMIN => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -169,12 +176,16 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::END
         | kind::PONG
         | kind::STATUS
-        | kind::SKIPPED => ServerToClient,
+        | kind::SKIPPED
+        | kind::GROUPS
+        | kind::PARKED => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
         | kind::PEER_CREDIT
         | kind::PEER_MEMBERS
+        | kind::PEER_PROOF
+        | kind::PEER_ACCEPT
         | kind::PEER_CLOCK => PeerToPeer,
         _ => return None,
     })
@@ -250,7 +261,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::End { .. }
                 | ServerFrame::Pong { .. }
                 | ServerFrame::Status(_)
-                | ServerFrame::Skipped { .. },
+                | ServerFrame::Skipped { .. }
+                | ServerFrame::Groups(_)
+                | ServerFrame::Parked(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -294,12 +307,17 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
                 | ClientFrame::LeaveGroup { .. }
-                | ClientFrame::SetReplicas { .. },
+                | ClientFrame::SetReplicas { .. }
+                | ClientFrame::GroupsRequest(_)
+                | ClientFrame::ParkedRequest(_)
+                | ClientFrame::GroupAdmin(_),
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
             AnyFrame::Peer(
                 PeerFrame::PeerWelcome(_)
+                | PeerFrame::PeerProof(_)
+                | PeerFrame::PeerAccept(_)
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
@@ -396,6 +414,9 @@ impl Encode for ClientFrame {
             ClientFrame::SetReplicas { replicas } => {
                 write_frame(out, kind, |w| w.put_u8(*replicas))
             }
+            ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
         }
     }
 
@@ -414,6 +435,9 @@ impl Encode for ClientFrame {
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
             ClientFrame::LeaveGroup { .. } => kind::LEAVE_GROUP,
             ClientFrame::SetReplicas { .. } => kind::SET_REPLICAS,
+            ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
+            ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
+            ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
         }
     }
 }
@@ -448,6 +472,8 @@ impl Encode for ServerFrame {
                 w.put_u32(*subscription_id);
                 w.put_u64(*count);
             }),
+            ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -462,6 +488,8 @@ impl Encode for ServerFrame {
             ServerFrame::Pong { .. } => kind::PONG,
             ServerFrame::Status(_) => kind::STATUS,
             ServerFrame::Skipped { .. } => kind::SKIPPED,
+            ServerFrame::Groups(_) => kind::GROUPS,
+            ServerFrame::Parked(_) => kind::PARKED,
         }
     }
 }
@@ -490,6 +518,9 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(hello) => write_frame(out, kind, |w| hello.write(w)),
             PeerFrame::PeerWelcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
+            PeerFrame::PeerProof(proof) | PeerFrame::PeerAccept(proof) => {
+                write_frame(out, kind, |w| proof.write(w))
+            }
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
@@ -504,6 +535,8 @@ impl Encode for PeerFrame {
         match self {
             PeerFrame::PeerHello(_) => kind::PEER_HELLO,
             PeerFrame::PeerWelcome(_) => kind::PEER_WELCOME,
+            PeerFrame::PeerProof(_) => kind::PEER_PROOF,
+            PeerFrame::PeerAccept(_) => kind::PEER_ACCEPT,
             PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
@@ -557,11 +590,18 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::SET_REPLICAS => "SetReplicas",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
+        kind::GROUPS_REQUEST => "GroupsRequest",
+        kind::PARKED_REQUEST => "ParkedRequest",
+        kind::GROUP_ADMIN => "GroupAdmin",
+        kind::GROUPS => "Groups",
+        kind::PARKED => "Parked",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
         kind::PEER_CREDIT => "PeerCredit",
         kind::PEER_MEMBERS => "PeerMembers",
+        kind::PEER_PROOF => "PeerProof",
+        kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
         _ => "unknown",
     }
@@ -628,6 +668,15 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             subscription_id: r.get_u32("subscription id")?,
             count: r.get_u64_positive("count")?,
         }),
+        kind::GROUPS_REQUEST => {
+            AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest::read(r)?))
+        }
+        kind::PARKED_REQUEST => {
+            AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest::read(r)?))
+        }
+        kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
+        kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
+        kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
@@ -635,6 +684,8 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             count: r.get_u32("count")?,
         }),
         kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
+        kind::PEER_PROOF => AnyFrame::Peer(PeerFrame::PeerProof(PeerProof::read(r)?)),
+        kind::PEER_ACCEPT => AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof::read(r)?)),
         kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
             counter: r.get_u64("counter")?,
         }),

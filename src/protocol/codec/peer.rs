@@ -1,4 +1,5 @@
-//! The codecs of the peer handshake (PeerHello, PeerWelcome) and member lists.
+//! The codecs of the peer handshake (PeerHello, PeerWelcome, PeerProof, PeerAccept) and
+//! member lists.
 
 use super::*;
 
@@ -33,9 +34,7 @@ impl WireFormat for PeerHandshake {
         w.put_u16(self.protocol_version);
         w.put_u16(self.actor_id);
         w.put_text16(&self.advertised_addr);
-        w.put_bytes16(&self.secret, "cluster secret");
-        write_vector(w, &self.vector);
-        write_members(w, &self.members);
+        w.put_raw(&self.nonce);
     }
 
     fn read(r: &mut Reader) -> Result<PeerHandshake, DecodeError> {
@@ -43,7 +42,21 @@ impl WireFormat for PeerHandshake {
             protocol_version: r.get_u16("protocol version")?,
             actor_id: r.get_u16("actor id")?,
             advertised_addr: r.get_str16("advertised address")?,
-            secret: r.get_bytes16("cluster secret")?.to_vec(),
+            nonce: r.take_array("nonce")?,
+        })
+    }
+}
+
+impl WireFormat for PeerProof {
+    fn write(&self, w: &mut Writer) {
+        w.put_raw(&self.proof);
+        write_vector(w, &self.vector);
+        write_members(w, &self.members);
+    }
+
+    fn read(r: &mut Reader) -> Result<PeerProof, DecodeError> {
+        Ok(PeerProof {
+            proof: r.take_array("proof")?,
             vector: read_vector(r, "vector")?,
             members: read_members(r)?,
         })

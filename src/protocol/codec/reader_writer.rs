@@ -13,6 +13,11 @@ impl Writer<'_> {
         self.out.push(value);
     }
 
+    /// Fixed-size bytes without a length (a nonce, a proof).
+    pub(super) fn put_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     pub(super) fn put_u16(&mut self, value: u16) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
@@ -32,6 +37,10 @@ impl Writer<'_> {
 
     pub(super) fn put_u64(&mut self, value: u64) {
         self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    pub(super) fn put_bool(&mut self, value: bool) {
+        self.put_u8(u8::from(value));
     }
 
     /// An id is 10 bytes: the u64 counter, then the u16 actor.
@@ -139,6 +148,14 @@ impl<'a> Reader<'a> {
         match self.get_u64(what)? {
             0 => Err(self.error(format!("{what} is 0; it must be at least 1"))),
             value => Ok(value),
+        }
+    }
+
+    pub(super) fn get_bool(&mut self, what: &str) -> Result<bool, DecodeError> {
+        match self.get_u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.error(format!("{what} is {other}; a boolean must be 0 or 1"))),
         }
     }
 

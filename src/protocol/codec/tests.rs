@@ -189,6 +189,56 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
         AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
         AnyFrame::Client(ClientFrame::StatusRequest),
         AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
+        AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest {
+            group: String::new(),
+            after: "workers".into(),
+        })),
+        AnyFrame::Client(ClientFrame::ParkedRequest(ParkedRequest {
+            group: "workers".into(),
+            from_offset: 12,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayParked,
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::Reset(StartPosition::AfterId(EventId::new(5, 1))),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "w".into(),
+            action: GroupAdminAction::Delete,
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 40,
+            more: true,
+            groups: vec![GroupInfo {
+                name: "workers".into(),
+                glob: "/jobs/**".into(),
+                members: 2,
+                in_flight: 7,
+                pending: 9,
+                parked: 1,
+                floor: 20,
+                next: 30,
+                acked_above_floor: 3,
+                lag: 10,
+                oldest_pending_age_ms: 1500,
+            }],
+        })),
+        AnyFrame::Server(ServerFrame::Groups(GroupsReply {
+            durable_end: 0,
+            more: false,
+            groups: Vec::new(),
+        })),
+        AnyFrame::Server(ServerFrame::Parked(ParkedReply {
+            group: "workers".into(),
+            more: false,
+            events: vec![ParkedEvent {
+                offset: 3,
+                id: EventId::new(4, 1),
+            }],
+        })),
         AnyFrame::Server(ServerFrame::Status(Status {
             actor_id: 1,
             counter: 9,
@@ -207,18 +257,24 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             protocol_version: 1,
             actor_id: 2,
             advertised_addr: "10.0.0.2:3000".into(),
-            secret: b"s".to_vec(),
+            nonce: [7; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
+            protocol_version: 1,
+            actor_id: 1,
+            advertised_addr: String::new(),
+            nonce: [0; 32],
+        })),
+        AnyFrame::Peer(PeerFrame::PeerProof(PeerProof {
+            proof: [3; 32],
             vector: [(ActorId(1), 5)].into_iter().collect(),
             members: vec![Member {
                 actor_id: 3,
                 addr: "10.0.0.3:3000".into(),
             }],
         })),
-        AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake {
-            protocol_version: 1,
-            actor_id: 1,
-            advertised_addr: String::new(),
-            secret: Vec::new(),
+        AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof {
+            proof: [4; 32],
             vector: VersionVector::new(),
             members: Vec::new(),
         })),
@@ -554,6 +610,13 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     assert!(decode_error(&code).message.contains("error code 99"));
     let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
     assert!(decode_error(&code).message.contains("error code 0"));
+
+    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 4]);
+    assert!(decode_error(&action)
+        .message
+        .contains("group admin action 4"));
+    let more = raw_frame(kind::GROUPS, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
+    assert!(decode_error(&more).message.contains("boolean"));
 }
 
 #[test]
@@ -932,12 +995,11 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
 
 #[test]
 fn actor_0_in_a_vector_or_member_list_is_malformed() {
-    // Vector {0: 5} in a PeerMembers-free PeerHello body.
-    let mut body = vec![0, 1, 0, 2];
-    body.extend_from_slice(&[0, 0, 0, 0]); // empty address, empty secret
+    // Vector {0: 5} in a PeerMembers-free PeerProof body.
+    let mut body = vec![0; 32]; // proof
     body.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
     body.extend_from_slice(&[0, 0]);
-    let error = decode_error(&raw_frame(0x40, &body));
+    let error = decode_error(&raw_frame(0x45, &body));
     assert!(error.message.contains("actor 0"), "{error}");
     // PeerMembers naming actor 0.
     let body = [0, 1, 0, 0, 0, 1, b'x'];
@@ -1017,9 +1079,7 @@ fn each_decoder_refuses_the_other_directions_in_the_order_of_checks() {
         protocol_version: PROTOCOL_VERSION,
         actor_id: 2,
         advertised_addr: "h:1".into(),
-        secret: Vec::new(),
-        vector: VersionVector::new(),
-        members: Vec::new(),
+        nonce: [0; 32],
     })));
     let ack = encoded(&AnyFrame::Server(ServerFrame::Ack(Ack {
         op_id: 1,

@@ -8,6 +8,8 @@
 //! cargo run --release -p flo-bench --bin peer_bench -- redis-read --addr 127.0.0.1:6399 --size 100 \
 //!     --count 200000
 //! ```
+//! `redis-group` stores `--count` events the same way, then reads them back through a consumer
+//! group (XREADGROUP COUNT 1000, then XACK of the batch) on one connection.
 //! `redis-read` first stores `--count` events, then measures reading them back from the
 //! beginning on one connection. `redis-e2e` adds a consumer following the stream with
 //! `XREAD BLOCK` and reports end-to-end latency (produce to consumer), best at a fixed `--rate`. Each run uses a fresh stream and deletes it afterwards.
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use flo_bench::nats::JetStream;
-use flo_bench::redis::RedisStreams;
+use flo_bench::redis::{RedisGroupRead, RedisStreams};
 use flo_bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
 
 #[derive(Parser)]
@@ -35,6 +37,9 @@ enum Peer {
     Redis(Load),
     /// Store --count events in a Redis stream, then read them back with XREAD from the start.
     RedisRead(Load),
+    /// Store --count events in a Redis stream, then read them back through a consumer group:
+    /// XREADGROUP COUNT 1000 and one XACK of each batch, until the end.
+    RedisGroup(Load),
     /// Publish to a JetStream stream with file storage and count the PubAcks.
     Nats(Load),
     /// Produce with XADD while a consumer follows the stream with XREAD BLOCK; reports
@@ -146,6 +151,19 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
                 stored.and_then(|_| run_read(&target, load.size).map_err(error("redis XREAD")));
             finish(result, target.delete_stream().map_err(error("redis DEL")))
         }
+        Peer::RedisGroup(load) => {
+            let spec = load.spec()?;
+            let target = RedisStreams {
+                addr: load.addr,
+                stream: fresh_stream_name(),
+                label: load.label("redis"),
+            };
+            let stored = run_produce(&target, &spec).map_err(error("redis preload"));
+            let result = stored.and_then(|_| {
+                run_read(&RedisGroupRead(&target), load.size).map_err(error("redis XREADGROUP"))
+            });
+            finish(result, target.delete_stream().map_err(error("redis DEL")))
+        }
         Peer::RedisE2e(load) => {
             let spec = load.spec()?;
             let target = RedisStreams {
@@ -176,9 +194,11 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.peer {
-        Peer::Redis(load) | Peer::RedisRead(load) | Peer::RedisE2e(load) | Peer::Nats(load) => {
-            load.json
-        }
+        Peer::Redis(load)
+        | Peer::RedisRead(load)
+        | Peer::RedisGroup(load)
+        | Peer::RedisE2e(load)
+        | Peer::Nats(load) => load.json,
     };
     match run(&cli.peer) {
         Ok(result) if json => {

@@ -1,0 +1,124 @@
+//! Inspecting and administering consumer groups from a client (protocol.md section 16,
+//! "Inspecting and administering groups"): the state and lag of groups, parked events, and
+//! replay, reset and delete. Each call sends one request and waits for its answer; a refusal
+//! (`NoSuchGroup`, `GroupInUse`, `PermissionDenied`) is a [`ClientError::Server`].
+
+use super::{Client, ClientError};
+use crate::event::StartPosition;
+use crate::protocol::{
+    ClientFrame, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest, ParkedReply,
+    ParkedRequest, ServerFrame,
+};
+
+impl Client {
+    /// One page of the group list: the groups whose names sort after `after` (empty: from the
+    /// first), as many as fit one frame; `more` says that another page follows.
+    pub fn groups_page(&mut self, after: &str) -> Result<GroupsReply, ClientError> {
+        let request = GroupsRequest {
+            group: String::new(),
+            after: after.to_string(),
+        };
+        self.groups_request(ClientFrame::GroupsRequest(request))
+    }
+
+    /// Every group, page by page (at most the server's group limit, 1024 by default).
+    pub fn groups(&mut self) -> Result<Vec<GroupInfo>, ClientError> {
+        let mut groups: Vec<GroupInfo> = Vec::new();
+        loop {
+            let after = groups.last().map_or("", |g| g.name.as_str()).to_string();
+            let page = self.groups_page(&after)?;
+            let progressed = !page.groups.is_empty();
+            groups.extend(page.groups);
+            if !page.more || !progressed {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// The state and lag of one group.
+    pub fn group_info(&mut self, name: &str) -> Result<GroupInfo, ClientError> {
+        let request = GroupsRequest {
+            group: name.to_string(),
+            after: String::new(),
+        };
+        let reply = self.groups_request(ClientFrame::GroupsRequest(request))?;
+        one_group(reply)
+    }
+
+    /// One page of a group's parked events, from log offset `from_offset` (0: the first), at
+    /// most the server's `parked_list_max`; `more` says that another page follows (from the
+    /// last offset + 1).
+    pub fn parked_page(
+        &mut self,
+        name: &str,
+        from_offset: u64,
+    ) -> Result<ParkedReply, ClientError> {
+        let request = ParkedRequest {
+            group: name.to_string(),
+            from_offset,
+        };
+        self.connection.send(&ClientFrame::ParkedRequest(request))?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Parked(reply) => return Ok(reply),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
+    /// Makes every parked event of the group deliverable again; returns the group afterwards.
+    pub fn replay_parked(&mut self, name: &str) -> Result<GroupInfo, ClientError> {
+        self.group_admin(name, GroupAdminAction::ReplayParked)
+            .and_then(one_group)
+    }
+
+    /// Moves a group without members to `start`; returns the group afterwards.
+    pub fn reset_group(
+        &mut self,
+        name: &str,
+        start: StartPosition,
+    ) -> Result<GroupInfo, ClientError> {
+        self.group_admin(name, GroupAdminAction::Reset(start))
+            .and_then(one_group)
+    }
+
+    /// Deletes a group without members.
+    pub fn delete_group(&mut self, name: &str) -> Result<(), ClientError> {
+        self.group_admin(name, GroupAdminAction::Delete).map(|_| ())
+    }
+
+    fn group_admin(
+        &mut self,
+        name: &str,
+        action: GroupAdminAction,
+    ) -> Result<GroupsReply, ClientError> {
+        let admin = GroupAdmin {
+            group: name.to_string(),
+            action,
+        };
+        self.groups_request(ClientFrame::GroupAdmin(admin))
+    }
+
+    fn groups_request(&mut self, request: ClientFrame) -> Result<GroupsReply, ClientError> {
+        self.connection.send(&request)?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Groups(reply) => return Ok(reply),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+}
+
+fn one_group(reply: GroupsReply) -> Result<GroupInfo, ClientError> {
+    let count = reply.groups.len();
+    reply
+        .groups
+        .into_iter()
+        .next()
+        .filter(|_| count == 1)
+        .ok_or_else(|| ClientError::Protocol {
+            code: crate::protocol::ErrorCode::MalformedFrame,
+            message: format!("expected one group in the answer, got {count}"),
+        })
+}

@@ -1,0 +1,275 @@
+//! Inspecting and administering consumer groups (docs/consumers.md, protocol.md section 16):
+//! GroupsRequest (state and lag), ParkedRequest (parked events, a page at a time) and
+//! GroupAdmin (replay parked events, reset, delete). All three need the admin permission.
+//!
+//! Every answer costs bounded work: a Groups reply holds what fits one frame (`more` says that
+//! the list goes on), a Parked reply at most `parked_list_max` events, the lag is a bound read
+//! off two offsets (no log scan), and a replay touches at most `parked_max` events.
+
+use std::ops::Bound;
+
+use super::groups::{Group, Pending, PendingState};
+use super::{ConnId, Engine};
+use crate::event::{Cursor, EventId, StartPosition};
+use crate::protocol::{
+    ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest,
+    ParkedEvent, ParkedReply, ParkedRequest, ServerFrame, GROUPS_FRAME_EMPTY_SIZE,
+};
+use crate::storage::groups::GroupRecord;
+use crate::storage::{Log, Offset};
+
+impl Group {
+    /// The group as a Groups frame describes it.
+    pub(super) fn info(&self, name: &str, durable_end: Offset, now_ms: u64) -> GroupInfo {
+        let in_flight: u64 = self.members.iter().map(|m| u64::from(m.in_flight)).sum();
+        let oldest_pending_age_ms = self
+            .pending
+            .values()
+            .next()
+            .and_then(|p| p.first_delivered_ms)
+            .map_or(0, |first_ms| now_ms.saturating_sub(first_ms));
+        GroupInfo {
+            name: name.to_string(),
+            glob: self.glob_text.clone(),
+            members: u16::try_from(self.members.len()).unwrap_or(u16::MAX),
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+            pending: self.pending.len() as u64,
+            parked: self.parked.len() as u64,
+            floor: self.floor().0,
+            next: self.next.0,
+            acked_above_floor: self.acked.len() as u64,
+            lag: durable_end.0.saturating_sub(self.next.0),
+            oldest_pending_age_ms,
+        }
+    }
+
+    /// Moves the group to `start`: what it acknowledged, delivered and counted is forgotten;
+    /// parked events stay parked. Only for a group without members.
+    pub(super) fn reset(&mut self, start: Offset, filter: Cursor) {
+        assert!(
+            self.members.is_empty(),
+            "a group is reset only without members"
+        );
+        self.filter = filter;
+        self.floor_written = start;
+        self.next = start;
+        self.acked.clear();
+        self.acked_this_turn.clear();
+        self.pending.clear();
+        self.pending_by_id.clear();
+        self.redeliver.clear();
+        self.timers.clear();
+        self.recovered_deliveries.clear();
+    }
+
+    /// Makes the parked (or recovered replayed) event at `offset` deliverable again, with its
+    /// delivery count restarted. At or past `next` it is simply no longer parked: the group
+    /// reaches it in log order.
+    pub(super) fn replay(&mut self, offset: Offset, id: EventId) {
+        self.parked.remove(&offset);
+        self.recovered_deliveries.remove(&offset);
+        if offset >= self.next || self.pending.contains_key(&offset) {
+            return;
+        }
+        self.pending.insert(
+            offset,
+            Pending {
+                id,
+                deliveries: 0,
+                first_delivered_ms: None,
+                state: PendingState::Waiting { ready_ms: 0 },
+            },
+        );
+        self.pending_by_id.insert(id, offset);
+        self.redeliver.insert(offset);
+    }
+}
+
+impl<L: Log> Engine<L> {
+    /// Sends the error of a group inspection or admin request: connection scope, and the
+    /// connection stays open (the code decides, protocol.md section 11).
+    fn send_group_admin_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) {
+        self.send_error(conn, ErrorScope::Connection, code, message);
+    }
+
+    fn no_such_group(&mut self, conn: ConnId, name: &str) {
+        let message = format!("there is no group {name:?}");
+        self.send_group_admin_error(conn, ErrorCode::NoSuchGroup, &message);
+    }
+
+    pub(super) fn on_groups_request(&mut self, conn: ConnId, request: GroupsRequest) {
+        if let Err(message) = self.check_admin(conn, "ask for group state") {
+            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        }
+        let durable_end = self.log.durable_end();
+        let now_ms = self.now_ms;
+        if !request.group.is_empty() {
+            let Some(group) = self.groups.groups.get(&request.group) else {
+                return self.no_such_group(conn, &request.group);
+            };
+            let reply = GroupsReply {
+                durable_end: durable_end.0,
+                more: false,
+                groups: vec![group.info(&request.group, durable_end, now_ms)],
+            };
+            return self.send(conn, &ServerFrame::Groups(reply));
+        }
+        // As many as fit one frame; `more` sends the client back for the rest. Config
+        // validation makes sure one group always fits.
+        let room = self.config.wire.frame_size_max as usize - GROUPS_FRAME_EMPTY_SIZE;
+        let mut used = 0;
+        let mut reply = GroupsReply {
+            durable_end: durable_end.0,
+            more: false,
+            groups: Vec::new(),
+        };
+        let after = (Bound::Excluded(request.after.as_str()), Bound::Unbounded);
+        for (name, group) in self.groups.groups.range::<str, _>(after) {
+            let info = group.info(name, durable_end, now_ms);
+            used += info.encoded_size();
+            if used > room || reply.groups.len() == usize::from(u16::MAX) {
+                reply.more = true;
+                break;
+            }
+            reply.groups.push(info);
+        }
+        self.send(conn, &ServerFrame::Groups(reply));
+    }
+
+    pub(super) fn on_parked_request(&mut self, conn: ConnId, request: ParkedRequest) {
+        if let Err(message) = self.check_admin(conn, "list parked events") {
+            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        }
+        let list_max = self.config.groups.parked_list_max;
+        let Some(group) = self.groups.groups.get(&request.group) else {
+            return self.no_such_group(conn, &request.group);
+        };
+        let mut reply = ParkedReply {
+            group: request.group.clone(),
+            more: false,
+            events: Vec::new(),
+        };
+        for (offset, id) in group.parked.range(Offset(request.from_offset)..) {
+            if reply.events.len() == list_max {
+                reply.more = true;
+                break;
+            }
+            reply.events.push(ParkedEvent {
+                offset: offset.0,
+                id: *id,
+            });
+        }
+        self.send(conn, &ServerFrame::Parked(reply));
+    }
+
+    pub(super) fn on_group_admin(&mut self, conn: ConnId, admin: GroupAdmin) {
+        if let Err(message) = self.check_admin(conn, "change a group") {
+            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        }
+        let Some(group) = self.groups.groups.get(&admin.group) else {
+            return self.no_such_group(conn, &admin.group);
+        };
+        let in_use = !group.members.is_empty();
+        let name = admin.group;
+        let result = match admin.action {
+            GroupAdminAction::ReplayParked => {
+                self.replay_parked(&name);
+                Ok(())
+            }
+            GroupAdminAction::Reset(_) | GroupAdminAction::Delete if in_use => {
+                let message =
+                    format!("group {name:?} has members; they must leave before a reset or delete");
+                Err((ErrorCode::GroupInUse, message))
+            }
+            GroupAdminAction::Reset(start) => self.reset_group(&name, &start),
+            GroupAdminAction::Delete => {
+                self.groups.groups.remove(&name);
+                self.groups.store.append(&GroupRecord::Delete {
+                    group: name.clone(),
+                });
+                log::info!("group {name:?} deleted");
+                Ok(())
+            }
+        };
+        if let Err((code, message)) = result {
+            return self.send_group_admin_error(conn, code, &message);
+        }
+        // The journal records of the change are synced at the end of this turn, before the
+        // reactor writes this reply.
+        let durable_end = self.log.durable_end();
+        let groups = self
+            .groups
+            .groups
+            .get(&name)
+            .map(|group| group.info(&name, durable_end, self.now_ms))
+            .into_iter()
+            .collect();
+        let reply = GroupsReply {
+            durable_end: durable_end.0,
+            more: false,
+            groups,
+        };
+        self.send(conn, &ServerFrame::Groups(reply));
+    }
+
+    /// Every parked event of the group becomes deliverable again (at most `parked_max`).
+    fn replay_parked(&mut self, name: &str) {
+        // Checked by the caller.
+        let group = self.groups.groups.get_mut(name).expect("group exists");
+        let parked = std::mem::take(&mut group.parked);
+        let count = parked.len();
+        for (offset, id) in parked {
+            group.replay(offset, id);
+            self.groups.store.append(&GroupRecord::Replay {
+                group: name.to_string(),
+                offset,
+                id,
+            });
+        }
+        log::info!("group {name:?}: {count} parked events replayed");
+    }
+
+    /// Moves a group without members to a new start position.
+    fn reset_group(
+        &mut self,
+        name: &str,
+        start: &StartPosition,
+    ) -> Result<(), (ErrorCode, String)> {
+        let (offset, filter) = self.resolve_group_start(start)?;
+        // Checked by the caller.
+        let group = self.groups.groups.get_mut(name).expect("group exists");
+        group.reset(offset, filter.clone());
+        self.groups.store.append(&GroupRecord::Reset {
+            group: name.to_string(),
+            start: offset,
+            filter,
+        });
+        log::info!("group {name:?} reset to offset {offset}");
+        Ok(())
+    }
+
+    /// The log offset and filter of a group start position (JoinGroup and reset).
+    pub(super) fn resolve_group_start(
+        &mut self,
+        start: &StartPosition,
+    ) -> Result<(Offset, Cursor), (ErrorCode, String)> {
+        if let StartPosition::Cursor(cursor) = start {
+            if cursor.vector.len() > self.config.cursor_entries_max as usize {
+                let message = format!(
+                    "a cursor may have at most {} vector entries",
+                    self.config.cursor_entries_max
+                );
+                return Err((ErrorCode::CursorTooLarge, message));
+            }
+        }
+        let offset = match start {
+            StartPosition::End => Ok(self.log.end()),
+            _ => self.log.find_start(start),
+        }
+        .map_err(|error| {
+            let message = format!("could not find the start position: {error}");
+            (ErrorCode::StorageFailure, message)
+        })?;
+        Ok((offset, start.cursor().unwrap_or_default()))
+    }
+}

@@ -1,0 +1,479 @@
+//! Inspecting and administering consumer groups (GroupsRequest, ParkedRequest, GroupAdmin):
+//! the lag figures, paging through groups and parked events, replaying parked events, reset and
+//! delete, each surviving a restart on the journal, and the errors. No sockets, no clock.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::protocol::{
+    GroupAck, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest, JoinGroup,
+    ParkedReply, ParkedRequest,
+};
+use crate::storage::groups::MemoryGroupStore;
+
+fn join_with(id: u32, group: &str, glob: &str, credit: u32, max_deliveries: u16) -> ClientFrame {
+    ClientFrame::JoinGroup(JoinGroup {
+        subscription_id: id,
+        group: group.into(),
+        glob: glob.into(),
+        start: StartPosition::Beginning,
+        credit,
+        ack_timeout_ms: 1000,
+        max_deliveries,
+        max_in_flight: 100,
+    })
+}
+
+fn join(id: u32, credit: u32) -> ClientFrame {
+    join_with(id, "workers", "/jobs/**", credit, 3)
+}
+
+fn ack_frame(id: u32, ids: Vec<EventId>, nack: bool) -> ClientFrame {
+    let ack = GroupAck {
+        subscription_id: id,
+        delay_ms: 0,
+        ids,
+    };
+    if nack {
+        ClientFrame::GroupNack(ack)
+    } else {
+        ClientFrame::GroupAck(ack)
+    }
+}
+
+fn info_request(group: &str) -> ClientFrame {
+    ClientFrame::GroupsRequest(GroupsRequest {
+        group: group.into(),
+        after: String::new(),
+    })
+}
+
+fn admin(group: &str, action: GroupAdminAction) -> ClientFrame {
+    ClientFrame::GroupAdmin(GroupAdmin {
+        group: group.into(),
+        action,
+    })
+}
+
+fn harness_on(
+    log: MemoryLog,
+    store: &MemoryGroupStore,
+    change: impl FnOnce(&mut Config),
+) -> Harness {
+    let mut harness = Harness::with_log(log, change);
+    harness
+        .engine
+        .load_groups(Box::new(store.reopen()))
+        .expect("memory store loads");
+    harness
+}
+
+fn produce_jobs(harness: &mut Harness, count: usize) {
+    let producer = harness.client();
+    for n in 0..count {
+        harness.produce(producer, n as u64, &format!("/jobs/{n}"), b"job");
+    }
+    harness.produce(producer, count as u64, "/other", b"not a job");
+    turn(harness);
+    assert_eq!(ack_ids(&harness.received(producer)).len(), count + 1);
+}
+
+/// The one Groups reply among `frames`.
+fn groups_reply(frames: &[ServerFrame]) -> GroupsReply {
+    let replies: Vec<&GroupsReply> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Groups(reply) => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 1, "one Groups reply in {frames:?}");
+    replies[0].clone()
+}
+
+fn the_group(frames: &[ServerFrame]) -> GroupInfo {
+    let reply = groups_reply(frames);
+    assert_eq!(reply.groups.len(), 1, "{reply:?}");
+    reply.groups[0].clone()
+}
+
+fn parked_reply(frames: &[ServerFrame]) -> ParkedReply {
+    match frames {
+        [ServerFrame::Parked(reply)] => reply.clone(),
+        other => panic!("expected one Parked reply, got {other:?}"),
+    }
+}
+
+fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
+    frames.iter().find_map(|frame| match frame {
+        ServerFrame::Error(error) => Some(error.code),
+        _ => None,
+    })
+}
+
+#[test]
+fn group_info_reports_members_pending_positions_and_lag() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 10);
+    let member = harness.client();
+    harness.send(member, join(1, 4));
+    turn(&mut harness);
+    let delivered = events_of(&harness.received(member), 1);
+    assert_eq!(delivered.len(), 4);
+    harness.send(member, ack_frame(1, vec![delivered[1].id], false));
+    turn(&mut harness);
+    harness.now.monotonic.0 += 250;
+    let admin_conn = harness.client();
+    harness.send(admin_conn, info_request("workers"));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!(
+        info,
+        GroupInfo {
+            name: "workers".into(),
+            glob: "/jobs/**".into(),
+            members: 1,
+            in_flight: 3,
+            pending: 3,
+            parked: 0,
+            floor: 0,
+            next: 4,
+            acked_above_floor: 1,
+            // Offsets 4..11 not looked at yet: 6 jobs and the /other event (a bound).
+            lag: 7,
+            oldest_pending_age_ms: 250,
+        }
+    );
+    // Everything acknowledged: the floor passes the end, no lag.
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 100,
+        },
+    );
+    turn(&mut harness);
+    let rest = events_of(&harness.received(member), 1);
+    let all: Vec<EventId> = [&delivered[..], &rest[..]]
+        .concat()
+        .iter()
+        .map(|e| e.id)
+        .filter(|id| *id != delivered[1].id)
+        .collect();
+    harness.send(member, ack_frame(1, all, false));
+    turn(&mut harness);
+    harness.send(admin_conn, info_request("workers"));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!(
+        (info.pending, info.floor, info.next, info.lag),
+        (0, 11, 11, 0)
+    );
+    assert_eq!(info.oldest_pending_age_ms, 0);
+}
+
+#[test]
+fn a_group_list_longer_than_a_frame_comes_in_pages() {
+    let mut harness = Harness::with_config(|c| c.wire.frame_size_max = 64 * 1024);
+    let member = harness.client();
+    let glob = format!("/{}", "a".repeat(1000));
+    let mut names = BTreeSet::new();
+    for n in 0..60u32 {
+        let name = format!("{n:03}{}", "n".repeat(250));
+        harness.send(member, join_with(n + 1, &name, &glob, 1, 3));
+        harness.send(
+            member,
+            ClientFrame::LeaveGroup {
+                subscription_id: n + 1,
+            },
+        );
+        names.insert(name);
+    }
+    turn(&mut harness);
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let request = GroupsRequest {
+            group: String::new(),
+            after: after.clone(),
+        };
+        harness.send(member, ClientFrame::GroupsRequest(request));
+        turn(&mut harness);
+        let reply = groups_reply(&harness.received(member));
+        pages += 1;
+        assert!(!reply.groups.is_empty(), "a page has at least one group");
+        after = reply.groups.last().expect("not empty").name.clone();
+        listed.extend(reply.groups.into_iter().map(|g| g.name));
+        if !reply.more {
+            break;
+        }
+        assert!(pages < 10, "the list ends");
+    }
+    // About 1,330 bytes a group: 49 fit a 64 KiB frame.
+    assert_eq!(pages, 2);
+    assert_eq!(listed, names.into_iter().collect::<Vec<_>>());
+}
+
+/// Parks the first `count` jobs of group "workers" (max_deliveries 1, each nacked once) and
+/// returns their ids; the member stays joined (subscription 1).
+fn park_jobs(harness: &mut Harness, member: ConnId, count: usize) -> Vec<EventId> {
+    harness.send(member, join_with(1, "workers", "/jobs/**", count as u32, 1));
+    turn(harness);
+    let delivered: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(delivered.len(), count);
+    harness.send(member, ack_frame(1, delivered.clone(), true));
+    turn(harness);
+    assert_eq!(harness.engine.groups.groups["workers"].parked.len(), count);
+    delivered
+}
+
+#[test]
+fn parked_events_are_listed_in_pages_and_a_replay_delivers_them_again_across_a_restart() {
+    let store = MemoryGroupStore::new();
+    let limits = |c: &mut Config| c.groups.parked_list_max = 2;
+    let mut harness = harness_on(MemoryLog::new(), &store, limits);
+    produce_jobs(&mut harness, 3);
+    let member = harness.client();
+    let parked = park_jobs(&mut harness, member, 3);
+    let admin_conn = harness.client();
+    let request = |from_offset| {
+        ClientFrame::ParkedRequest(ParkedRequest {
+            group: "workers".into(),
+            from_offset,
+        })
+    };
+    harness.send(admin_conn, request(0));
+    turn(&mut harness);
+    let page = parked_reply(&harness.received(admin_conn));
+    assert!(page.more);
+    let ids: Vec<EventId> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, parked[..2]);
+    harness.send(admin_conn, request(page.events[1].offset + 1));
+    turn(&mut harness);
+    let page = parked_reply(&harness.received(admin_conn));
+    assert!(!page.more);
+    assert_eq!(
+        page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        parked[2..]
+    );
+
+    // Replay while the member is joined: the three come again, parked count 0.
+    harness.send(admin_conn, admin("workers", GroupAdminAction::ReplayParked));
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!((info.parked, info.pending), (0, 3));
+    let again: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again, parked);
+    // One is acknowledged; then a crash.
+    harness.send(member, ack_frame(1, vec![parked[0]], false));
+    turn(&mut harness);
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store, limits);
+    assert!(harness.engine.groups.groups["workers"].parked.is_empty());
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    turn(&mut harness);
+    let after_restart: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        after_restart,
+        parked[1..],
+        "the replayed, unacknowledged ones"
+    );
+    harness.send(member, ack_frame(1, after_restart, false));
+    turn(&mut harness);
+    // Acknowledged: not delivered after another restart, nothing parked or pending.
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store, limits);
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    harness.send(member, info_request("workers"));
+    turn(&mut harness);
+    let frames = harness.received(member);
+    assert!(events_of(&frames, 1).is_empty(), "{frames:?}");
+    let info = the_group(&frames);
+    assert_eq!((info.parked, info.pending), (0, 0));
+}
+
+#[test]
+fn a_reset_needs_no_members_and_moves_the_group_durably() {
+    let store = MemoryGroupStore::new();
+    let mut harness = harness_on(MemoryLog::new(), &store, |_| {});
+    produce_jobs(&mut harness, 5);
+    let member = harness.client();
+    harness.send(member, join(1, 100));
+    turn(&mut harness);
+    let delivered: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    harness.send(member, ack_frame(1, delivered.clone(), false));
+    turn(&mut harness);
+    let admin_conn = harness.client();
+    let reset = |start| admin("workers", GroupAdminAction::Reset(start));
+    harness.send(admin_conn, reset(StartPosition::Beginning));
+    turn(&mut harness);
+    assert_eq!(
+        error_code(&harness.received(admin_conn)),
+        Some(ErrorCode::GroupInUse)
+    );
+    assert!(harness.engine.is_open(admin_conn));
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    // After the second job: the rest are delivered again, after a restart too.
+    harness.send(admin_conn, reset(StartPosition::AfterId(delivered[1])));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!((info.floor, info.next, info.pending), (2, 2, 0));
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store, |_| {});
+    let member = harness.client();
+    harness.send(member, join(1, 100));
+    turn(&mut harness);
+    let again: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again, delivered[2..]);
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    let admin_conn = harness.client();
+    harness.send(
+        admin_conn,
+        admin("workers", GroupAdminAction::Reset(StartPosition::End)),
+    );
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!((info.next, info.lag, info.pending), (6, 0, 0));
+}
+
+#[test]
+fn a_delete_needs_no_members_and_survives_a_restart() {
+    let store = MemoryGroupStore::new();
+    let mut harness = harness_on(MemoryLog::new(), &store, |_| {});
+    produce_jobs(&mut harness, 2);
+    let member = harness.client();
+    harness.send(member, join(1, 100));
+    turn(&mut harness);
+    let admin_conn = harness.client();
+    harness.send(admin_conn, admin("workers", GroupAdminAction::Delete));
+    turn(&mut harness);
+    assert_eq!(
+        error_code(&harness.received(admin_conn)),
+        Some(ErrorCode::GroupInUse)
+    );
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    harness.send(admin_conn, admin("workers", GroupAdminAction::Delete));
+    turn(&mut harness);
+    assert!(groups_reply(&harness.received(admin_conn))
+        .groups
+        .is_empty());
+    harness.send(admin_conn, info_request("workers"));
+    turn(&mut harness);
+    assert_eq!(
+        error_code(&harness.received(admin_conn)),
+        Some(ErrorCode::NoSuchGroup)
+    );
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store, |_| {});
+    assert!(harness.engine.groups.groups.is_empty());
+    // A new group of the same name starts afresh: both jobs again.
+    let member = harness.client();
+    harness.send(member, join(1, 100));
+    turn(&mut harness);
+    assert_eq!(events_of(&harness.received(member), 1).len(), 2);
+}
+
+#[test]
+fn unknown_groups_get_no_such_group_and_the_connection_stays_open() {
+    let mut harness = Harness::new();
+    let conn = harness.client();
+    let requests = [
+        info_request("nope"),
+        ClientFrame::ParkedRequest(ParkedRequest {
+            group: "nope".into(),
+            from_offset: 0,
+        }),
+        admin("nope", GroupAdminAction::ReplayParked),
+        admin("nope", GroupAdminAction::Reset(StartPosition::Beginning)),
+        admin("nope", GroupAdminAction::Delete),
+    ];
+    for request in requests {
+        harness.send(conn, request);
+        turn(&mut harness);
+        let frames = harness.received(conn);
+        assert_eq!(
+            error_code(&frames),
+            Some(ErrorCode::NoSuchGroup),
+            "{frames:?}"
+        );
+        assert!(harness.engine.is_open(conn));
+    }
+    // An empty list is an answer, not an error.
+    harness.send(conn, info_request(""));
+    turn(&mut harness);
+    let reply = groups_reply(&harness.received(conn));
+    assert!(reply.groups.is_empty() && !reply.more);
+}
+
+#[test]
+fn a_journal_compaction_keeps_replayed_events_pending() {
+    let store = MemoryGroupStore::new();
+    let mut harness = harness_on(MemoryLog::new(), &store, |_| {});
+    produce_jobs(&mut harness, 4);
+    let member = harness.client();
+    let parked = park_jobs(&mut harness, member, 2);
+    // The remaining two jobs are acknowledged: the floor passes the parked ones.
+    harness.send(
+        member,
+        ClientFrame::Credit {
+            subscription_id: 1,
+            count: 10,
+        },
+    );
+    turn(&mut harness);
+    let rest: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(rest.len(), 2);
+    harness.send(member, ack_frame(1, rest, false));
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    let admin_conn = harness.client();
+    harness.send(admin_conn, admin("workers", GroupAdminAction::ReplayParked));
+    turn(&mut harness);
+    // Force a compaction: the snapshot must carry the replayed events.
+    let snapshot = harness.engine.groups.snapshot_for_tests();
+    let mut compacted = MemoryGroupStore::new();
+    crate::storage::groups::GroupStore::rewrite(&mut compacted, &snapshot).expect("rewrite");
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &compacted, |_| {});
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    turn(&mut harness);
+    let again: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again, parked);
+}
+
+/// A turn, then the engine's invariants (release test builds skip them otherwise).
+fn turn(harness: &mut Harness) {
+    harness.turn();
+    harness.engine.check_invariants();
+}
