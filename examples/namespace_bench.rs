@@ -230,5 +230,23 @@ fn main() -> BenchResult<()> {
         scan_cold.as_secs_f64() / cold.as_secs_f64(),
         scan_warm.as_secs_f64() / warm[warm.len() / 2].as_secs_f64()
     );
+    // The check of a conditional produce (ProduceIf) when the engine does not remember the
+    // namespace: its newest event (in the open segment, or a few segments back), and a
+    // namespace with no events (the worst case: every segment's index is asked).
+    let absent = "/accounts/none";
+    for (what, name) in [("present", namespace.as_str()), ("absent", absent)] {
+        let (last, first_time) = timed(|| Ok(log.last_in_namespace(name)?))?;
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            times.push(timed(|| Ok(log.last_in_namespace(name)?))?.1);
+        }
+        times.sort();
+        assert_eq!(last.is_some(), what == "present");
+        println!(
+            "newest event of a {what} namespace (last_in_namespace): first {:.3} ms, then median {:.3} ms",
+            ms(first_time),
+            ms(times[times.len() / 2])
+        );
+    }
     Ok(())
 }

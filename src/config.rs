@@ -213,6 +213,31 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Namespaces as streams (protocol.md section 6): conditional and idempotent produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Namespaces whose newest id the engine remembers for conditional produces (a check of
+    /// one not remembered asks the namespace index); past it, the memory is emptied at the
+    /// end of the turn.
+    pub last_ids_max: usize,
+    /// Idempotent producers whose recent acks are kept; past it, the one unused longest is
+    /// forgotten (its retries would be stored again).
+    pub producers_max: usize,
+    /// Acks kept per idempotent producer: a retried produce at most this many produces old
+    /// gets its original ack; an older one gets `SequenceUnknown`.
+    pub producer_window: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> StreamLimits {
+        StreamLimits {
+            last_ids_max: 64 * 1024,
+            producers_max: 1024,
+            producer_window: 256,
+        }
+    }
+}
+
 /// Consumer groups (docs/consumers.md): how many, how large, and the defaults a JoinGroup
 /// gets when it leaves a setting at 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +401,8 @@ pub struct Config {
     pub turn_namespaces_matched_max: usize,
     /// Consumer groups.
     pub groups: GroupLimits,
+    /// Conditional and idempotent produce.
+    pub streams: StreamLimits,
 }
 
 impl Config {
@@ -417,6 +444,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             turn_namespaces_matched_max: 64,
             groups: GroupLimits::default(),
+            streams: StreamLimits::default(),
         }
     }
 
@@ -547,6 +575,12 @@ impl Config {
         }
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
+        }
+        let streams = &self.streams;
+        if streams.last_ids_max == 0 || streams.producers_max == 0 || streams.producer_window == 0 {
+            return Err(
+                "the stream limits (last ids, producers, producer window) must be positive".into(),
+            );
         }
         let groups = &self.groups;
         if groups.groups_max == 0

@@ -181,6 +181,7 @@ fn a_subscription_wider_than_the_permissions_is_refused() {
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: 100,
     };

@@ -35,9 +35,19 @@ fn port_of(addr: &str) -> String {
     addr.rsplit(':').next().expect("host:port").to_string()
 }
 
+/// The next frame, past the SetProducer an idempotent producer sends first.
+fn receive_produce(conn: &mut FakeConn) -> ClientFrame {
+    loop {
+        match conn.receive() {
+            ClientFrame::SetProducer { .. } => {}
+            frame => return frame,
+        }
+    }
+}
+
 /// Acks one Produce with the next counter; returns the op's data.
 fn ack_next(conn: &mut FakeConn, counter: u64) -> Vec<u8> {
-    match conn.receive() {
+    match receive_produce(conn) {
         ClientFrame::Produce(produce) => {
             conn.send(ServerFrame::Ack(Ack {
                 op_id: produce.op_id,
@@ -96,7 +106,7 @@ fn produce_from_stdin_keeps_many_in_flight_and_prints_ids_in_order() {
         // Read 100 produces before acking any: a client that waited for each ack would stall.
         let mut pending = Vec::new();
         for _ in 0..100 {
-            match conn.receive() {
+            match receive_produce(&mut conn) {
                 ClientFrame::Produce(produce) => pending.push(produce),
                 other => panic!("expected Produce, got {other:?}"),
             }
@@ -148,7 +158,7 @@ fn when_the_server_goes_away_only_acknowledged_ids_are_printed_and_the_exit_code
     let input: String = (0..50).map(|index| format!("{index}\n")).collect();
     let output = flo_client(
         &port_of(&addr),
-        &["produce", "-n", "/lines"],
+        &["produce", "-n", "/lines", "--reconnect-attempts", "0"],
         input.as_bytes(),
     );
     server.join().expect("fake server");

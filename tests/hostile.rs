@@ -25,3 +25,5 @@ mod peers;
 mod shutdown;
 #[path = "hostile/storage.rs"]
 mod storage;
+#[path = "hostile/streams.rs"]
+mod streams;

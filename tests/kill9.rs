@@ -33,6 +33,7 @@ fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: u32::MAX,
     });

@@ -21,6 +21,7 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool) -> Subscribe
         start,
         limit: 0,
         tail,
+        skip_damaged: false,
         order: Default::default(),
         credit: 1_000_000,
     }

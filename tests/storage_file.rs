@@ -7,7 +7,7 @@ use std::path::Path;
 
 use flo::config::{FsyncPolicy, Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
-use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, StorageError};
+use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, ProducedRecord, StorageError};
 use flo::time::{MonotonicMs, WallClockMs};
 
 fn config(dir: &Path) -> StorageConfig {
@@ -510,6 +510,49 @@ fn a_second_log_on_the_same_directory_is_refused_while_the_first_is_open() {
     drop(log);
     let server = flo::Server::start(server_config).unwrap();
     server.shutdown().unwrap();
+}
+
+fn produced(sequence: u64, counter: u64) -> ProducedRecord {
+    ProducedRecord {
+        producer_id: 9,
+        sequence,
+        first_id: EventId::new(counter, 1),
+        count: 1,
+        timestamp_ms: 1000 + counter,
+    }
+}
+
+/// The produced journal of idempotent produces: a record is kept across a reopen when its
+/// event is, dropped with its event by a failed sync, and dropped at open when its event is
+/// not in the log (written to the journal, then the events were lost).
+#[test]
+fn produced_records_follow_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    log.append(event(1, 1, 1001, 8)).unwrap();
+    log.append_produced(&produced(1, 1));
+    log.sync(MonotonicMs(1)).unwrap();
+    log.append(event(2, 1, 1002, 8)).unwrap();
+    log.append_produced(&produced(2, 2));
+    log.inject_fault(InjectedFault::WriteFails { bytes_written: 3 });
+    assert!(log.sync(MonotonicMs(2)).is_err());
+    assert_eq!(log.produced_count(), 1);
+    drop(log);
+
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(log.take_produced(), vec![produced(1, 1)]);
+    drop(log);
+    // A record whose event never reached the log.
+    let path = dir.path().join("produced.journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    produced(3, 40).encode(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(log.take_produced(), vec![produced(1, 1)]);
+    log.rewrite_produced(&[]).unwrap();
+    drop(log);
+    let (mut log, _) = FileLog::open(&config(dir.path())).unwrap();
+    assert_eq!(log.take_produced(), vec![]);
 }
 
 /// Under `interval` the periodic fdatasync runs on the storage helper thread, never on the

@@ -3,8 +3,9 @@
 //! is cut automatically); a bit flip in the newest segment with valid records after it, or a
 //! damaged header of a segment with records, refuses the start without changing a byte, and
 //! `open_repairing` (`flo --repair`) quarantines the damaged bytes and keeps every record with
-//! a valid checksum; bit flips in sealed segments are reported as `Corrupt` with file,
-//! position and unreadable offsets by a read; damaged index files and segment headers torn
+//! a valid checksum; bit flips in sealed segments are reported as `Unreadable` with file,
+//! position and unreadable offsets by a read, which resumes at the next record the segment's
+//! sparse index locates; damaged index files and segment headers torn
 //! while being created are repaired. Random choices use a seeded xorshift generator.
 
 mod common;
@@ -136,11 +137,19 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
         let (mut log, report) = FileLog::open(&config).unwrap();
         assert_eq!(report.event_count, 300, "sealed segments are not cut");
         match read_all(&mut log) {
-            Err(StorageError::Corrupt { context }) => {
+            Err(StorageError::Unreadable { context, offsets }) => {
                 let name = victim.file_name().unwrap().to_str().unwrap();
                 assert!(context.contains(name), "trial {trial}: {context}");
                 assert!(context.contains("at byte"), "trial {trial}: {context}");
                 assert!(context.contains("unreadable"), "trial {trial}: {context}");
+                // A read from the end of the range goes on: one flip, so the rest is whole.
+                let mut rest = Vec::new();
+                log.read(offsets.end, &mut |_, e| {
+                    rest.push(e.clone());
+                    true
+                })
+                .unwrap();
+                assert_eq!(rest, events[offsets.end.0 as usize..], "trial {trial}");
             }
             other => panic!("trial {trial}: flip at {position} not detected: {other:?}"),
         }
@@ -148,6 +157,106 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
     }
     let (mut log, _) = FileLog::open(&config).unwrap();
     assert_eq!(read_all(&mut log).unwrap(), events);
+}
+
+/// A damaged record early in a large sealed segment makes unreadable only the records up to
+/// the next entry of the segment's sparse index (every 1024 records or 64 KiB), not the rest
+/// of the segment: `--skip-damaged` consumers lose as little as the index allows.
+#[test]
+fn a_damaged_record_in_a_sealed_segment_is_unreadable_up_to_the_next_sparse_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 400 * 1024);
+    let events = write_log(&config, 12_000);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 2, "the first segment is sealed");
+    let header = header_size(&files[0]);
+    let mut bytes = fs::read(&files[0]).unwrap();
+    let tenth: u64 = events[..10].iter().map(|e| encoded_size(e) as u64).sum();
+    bytes[(header + tenth + 9) as usize] ^= 0x04;
+    fs::write(&files[0], bytes).unwrap();
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let offsets = match read_all(&mut log) {
+        Err(StorageError::Unreadable { offsets, .. }) => offsets,
+        other => panic!("the flipped bit is not detected: {other:?}"),
+    };
+    assert_eq!(offsets.start, Offset(10));
+    assert!(
+        (11..=1024).contains(&offsets.end.0),
+        "resumes at the next sparse entry: {offsets:?}"
+    );
+    let mut rest = Vec::new();
+    log.read(offsets.end, &mut |_, e| {
+        rest.push(e.clone());
+        true
+    })
+    .unwrap();
+    assert_eq!(rest, events[offsets.end.0 as usize..]);
+}
+
+/// `flo --repair` and a damaged sealed segment (issue 10 item 6): the whole file is copied to
+/// quarantine, the segment is rewritten with every record that passes its checksum at its own
+/// offset and a hole at each lost one, the report counts what was lost, and every later record
+/// keeps its offset. Two damaged records far apart: the records between them are placed by the
+/// old sparse index, the ones after the second by the end of the segment.
+#[test]
+fn repair_of_a_damaged_sealed_segment_keeps_every_readable_record_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 400 * 1024);
+    let events = write_log(&config, 12_000);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "two sealed segments");
+    let header = header_size(&files[0]);
+    let start_of = |index: usize| -> u64 {
+        header
+            + events[..index]
+                .iter()
+                .map(|e| encoded_size(e) as u64)
+                .sum::<u64>()
+    };
+    let original = fs::read(&files[0]).unwrap();
+    let mut bytes = original.clone();
+    for victim in [10, 2000] {
+        bytes[(start_of(victim) + 9) as usize] ^= 0x04;
+    }
+    fs::write(&files[0], &bytes).unwrap();
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert!(
+        matches!(read_all(&mut log), Err(StorageError::Unreadable { .. })),
+        "a plain start leaves the damage in place"
+    );
+    drop(log);
+
+    let (mut log, report_repaired) = FileLog::open_repairing(&config).unwrap();
+    assert_eq!(report_repaired.lost_records, 2, "{report_repaired}");
+    assert_eq!(report_repaired.event_count, report.event_count);
+    let quarantine = dir
+        .path()
+        .join(format!("{:020}.log.quarantine-{}", 0, start_of(10)));
+    assert_eq!(
+        fs::read(&quarantine).unwrap(),
+        bytes,
+        "the whole damaged file"
+    );
+    let mut read = Vec::new();
+    log.read(Offset(0), &mut |offset, e| {
+        read.push((offset.0, e.clone()));
+        true
+    })
+    .unwrap();
+    let expected: Vec<(u64, Event)> = events
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 10 && i != 2000)
+        .map(|(i, e)| (i as u64, e.clone()))
+        .collect();
+    assert!(read == expected, "every readable record at its own offset");
+    drop(log);
+    // The repaired directory opens plainly, and a second repair finds nothing to do.
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    assert_eq!(read_all(&mut log).unwrap().len(), 11_998);
+    drop(log);
+    let (_, again) = FileLog::open_repairing(&config).unwrap();
+    assert_eq!((again.lost_records, again.quarantined_bytes), (0, 0));
 }
 
 /// The byte range of each event's record in a segment whose records start at `header`.

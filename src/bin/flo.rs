@@ -234,7 +234,11 @@ struct Args {
     /// (a bad record followed by records with valid checksums, or a damaged header): the
     /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
     /// them that passes its checksum is kept, then the server starts. Without it such damage
-    /// stops the start with a message naming the file and byte.
+    /// stops the start with a message naming the file and byte. It also reads every record of
+    /// every sealed segment (a plain start does not), and rewrites a damaged one after copying
+    /// it whole to quarantine: every record that passes its checksum keeps its offset, each
+    /// lost one becomes a hole, and one warning says how many records and bytes were lost and
+    /// between which offsets.
     #[arg(long)]
     repair: bool,
 }

@@ -43,6 +43,7 @@ pub struct ConsumeBuilder<'a> {
     limit: u64,
     tail: bool,
     order: Order,
+    skip_damaged: bool,
     credit: u32,
 }
 
@@ -68,6 +69,7 @@ impl<'a> ConsumeBuilder<'a> {
             start: StartPosition::Beginning,
             limit: 0,
             tail: false,
+            skip_damaged: false,
             order: Order::Arrival,
             credit: CREDIT_DEFAULT,
         }
@@ -105,6 +107,15 @@ impl<'a> ConsumeBuilder<'a> {
         self
     }
 
+    /// Skip damaged ranges of the server's log: when a read meets records the server cannot
+    /// read (a damaged sealed segment), the subscription gets [`Delivery::Skipped`] with the
+    /// number of records lost and goes on after them. Without it (the default) the
+    /// subscription ends with a `StorageFailure` error there, and nothing is skipped.
+    pub fn skip_damaged(mut self, skip: bool) -> Self {
+        self.skip_damaged = skip;
+        self
+    }
+
     /// Events the server may send before the client grants more (at least 1). The client grants
     /// more each time half of the window has been delivered.
     pub fn credit(mut self, credit: u32) -> Self {
@@ -130,6 +141,7 @@ impl<'a> ConsumeBuilder<'a> {
                 limit: self.limit,
                 tail: self.tail,
                 order: self.order,
+                skip_damaged: self.skip_damaged,
                 credit: self.credit,
             }))?;
         Ok(Subscription {
@@ -152,8 +164,10 @@ pub enum Delivery {
     /// Every stored event matching the subscription has been delivered; a tailing
     /// subscription now waits for new ones.
     CaughtUp,
-    /// The server's retention deleted this many records the subscription had not read yet
-    /// (some may not have matched its glob); delivery goes on after them.
+    /// This many records of the server's log the subscription had not read yet are gone:
+    /// deleted by retention, or unreadable on disk and skipped because the subscription asked
+    /// for it ([`ConsumeBuilder::skip_damaged`]); some may not have matched its glob. Delivery
+    /// goes on after them.
     Skipped(u64),
     /// The subscription is over; nothing more follows.
     End(EndReason),

@@ -108,6 +108,25 @@ impl ClientError {
         }
     }
 
+    /// For an `ExpectationFailed` refusal of a conditional produce: the namespace's actual
+    /// newest id (`Some(None)` when it has no events), read from the start of the message as
+    /// protocol.md specifies. `None` for every other error.
+    pub fn actual_last_id(&self) -> Option<Option<crate::event::EventId>> {
+        let ClientError::Server {
+            code: ErrorCode::ExpectationFailed,
+            message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (head, _) = message.split_once(':')?;
+        if head == "none" {
+            return Some(None);
+        }
+        head.parse().ok().map(Some)
+    }
+
     /// Maps a read or write failure: time-outs and resets get their own variants.
     pub(crate) fn from_io(error: io::Error) -> ClientError {
         match error.kind() {

@@ -314,12 +314,26 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
         };
         let _ = writeln!(
             out,
-            "  actor {actor} at {}: {state} (not connected), {missing}, last known vector {}",
+            "  actor {actor} at {}: {state} (not connected), disconnected {} ago, {missing}, \
+             last known vector {}",
             member.addr,
+            format_age(member.disconnected_ms),
             vector(&member.vector)
         );
     }
     out
+}
+
+/// A duration for a person: seconds up to two minutes, then minutes, hours and days (whole
+/// units, rounded down).
+fn format_age(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0..120 => format!("{seconds} s"),
+        120..7200 => format!("{} min", seconds / 60),
+        7200..172_800 => format!("{} h", seconds / 3600),
+        _ => format!("{} d", seconds / 86_400),
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +370,7 @@ mod tests {
                     state: MemberState::Connected,
                     vector: vector(&[(1, 2005), (2, 7)]),
                     lag: 0,
+                    disconnected_ms: 0,
                 },
                 MemberStatus {
                     actor_id: 3,
@@ -363,6 +378,7 @@ mod tests {
                     state: MemberState::BackingOff,
                     vector: vector(&[(1, 5), (2, 7)]),
                     lag: 0,
+                    disconnected_ms: 42_700,
                 },
             ],
         };
@@ -373,10 +389,13 @@ mod tests {
             ),
             "{text}"
         );
-        let line = "actor 3 at 127.0.0.1:3002: backing off (not connected), lag unknown, \
-                    missing at least the counters 1:6..2005 held here, last known vector {1:5, 2:7}";
+        let line = "actor 3 at 127.0.0.1:3002: backing off (not connected), disconnected 42 s \
+                    ago, lag unknown, missing at least the counters 1:6..2005 held here, last known vector {1:5, 2:7}";
         assert!(text.contains(line), "{text}");
         assert!(!text.contains("backing off, lag 0"), "{text}");
+        assert_eq!(format_age(119_999), "119 s");
+        assert_eq!(format_age(3 * 3_600_000), "3 h");
+        assert_eq!(format_age(3 * 86_400_000), "3 d");
     }
 
     #[test]

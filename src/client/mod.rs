@@ -30,6 +30,7 @@ mod error;
 pub mod format;
 mod group;
 mod group_admin;
+mod idempotent;
 mod produce;
 mod tls;
 mod typed;
@@ -41,13 +42,14 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, GroupInfo, GroupsReply, MemberState, MemberStatus,
-    NewEvent, ParkedEvent, ParkedReply, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, MemberState,
+    MemberStatus, NewEvent, ParkedEvent, ParkedReply, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};
 pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
+pub use idempotent::IdempotentProducer;
 pub use produce::Producer;
 pub use tls::ClientTls;
 #[cfg(feature = "json")]
@@ -227,7 +229,7 @@ impl Client {
         }
     }
 
-    fn take_op_id(&mut self) -> u64 {
+    pub(crate) fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
         op_id

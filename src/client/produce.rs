@@ -3,7 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Event, EventId};
-use crate::protocol::{Ack, ClientFrame, ErrorScope, NewEvent, Produce, ProduceBatch, ServerFrame};
+use crate::protocol::{
+    Ack, ClientFrame, ErrorScope, Expectation, NewEvent, Produce, ProduceBatch, ProduceIf,
+    ServerFrame,
+};
 
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
@@ -70,6 +73,48 @@ impl Client {
         self.wait_for_ack(op_id)
     }
 
+    /// Appends `events` atomically only if the namespace of the first one meets `expect`
+    /// (optimistic concurrency, protocol.md section 6): its newest event is the one the
+    /// caller last read ([`Expectation::LastIs`]), it has none ([`Expectation::NoEvents`]),
+    /// or it has some. If not, nothing is appended and the error is
+    /// `ErrorCode::ExpectationFailed`; [`ClientError::actual_last_id`] tells the namespace's
+    /// actual newest id, so the caller can reload and try again.
+    pub fn produce_if(
+        &mut self,
+        expect: Expectation,
+        events: &[NewEvent],
+    ) -> Result<Ack, ClientError> {
+        for event in events {
+            self.check_event(event)?;
+        }
+        let op_id = self.take_op_id();
+        let frame = ClientFrame::ProduceIf(ProduceIf {
+            op_id,
+            expect,
+            events: events.to_vec(),
+        });
+        let bytes = self.connection.encode_checked(&frame)?;
+        self.connection.send_bytes(&bytes)?;
+        self.wait_for_ack(op_id)
+    }
+
+    /// From now on the produces of this connection are numbered `next_sequence`,
+    /// `next_sequence + 1`, ... for the idempotent producer `producer_id` (0 ends it): a
+    /// produce whose number the server already stored is answered with its original ack
+    /// instead of being stored again (protocol.md, SetProducer). No reply.
+    /// [`IdempotentProducer`](super::IdempotentProducer) does the bookkeeping and the retries.
+    pub fn set_producer(
+        &mut self,
+        producer_id: u64,
+        next_sequence: u64,
+    ) -> Result<(), ClientError> {
+        self.connection.send(&ClientFrame::SetProducer {
+            producer_id,
+            next_sequence,
+        })?;
+        Ok(())
+    }
+
     /// A window that keeps up to `window` produces in flight on this connection.
     pub fn producer(&mut self, window: usize) -> Producer<'_> {
         Producer::new(ClientHandle::Borrowed(self), window)
@@ -91,7 +136,7 @@ impl Client {
     }
 
     /// Receives one frame; returns the op it completes, if any, with its outcome.
-    fn receive_completion(&mut self) -> Result<Option<Completion>, ClientError> {
+    pub(super) fn receive_completion(&mut self) -> Result<Option<Completion>, ClientError> {
         match self.connection.receive()? {
             ServerFrame::Ack(ack) => Ok(Some((ack.op_id, Ok(ack)))),
             ServerFrame::Error(error) => match error.scope {
@@ -113,7 +158,7 @@ impl Client {
 }
 
 /// An op id and the outcome the server gave it.
-type Completion = (u64, Result<Ack, ClientError>);
+pub(super) type Completion = (u64, Result<Ack, ClientError>);
 
 fn new_event(namespace: &str, parent_id: Option<EventId>, data: &[u8]) -> NewEvent {
     NewEvent {

@@ -84,6 +84,8 @@ pub struct ClientConn {
     pub principal: Option<Arc<Principal>>,
     /// Replicas asked for by SetReplicas (0: the server's `min_replicas`).
     pub replicas: u8,
+    /// The idempotent producer this connection speaks for (SetProducer), if any.
+    pub producer: Option<super::streams::ProducerSlot>,
 }
 
 /// What only an established peer connection has: the peer `actor`; `dialed_by` is the actor
@@ -159,6 +161,9 @@ pub struct Subscription {
     pub queued: bool,
     /// What the subscription is and does at the end of the log.
     pub stream: Stream,
+    /// The client asked to skip damaged ranges of the log (Subscribe flags bit 1): a read
+    /// that meets one sends Skipped and goes on after it instead of ending the subscription.
+    pub skip_damaged: bool,
     /// Id order: the events read and not yet delivered (`None`: arrival order).
     pub order: Option<Box<super::order::OrderBuffer>>,
 }

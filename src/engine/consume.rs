@@ -114,6 +114,11 @@ impl<L: Log> Engine<L> {
         };
         let next = match start {
             Ok(offset) => offset,
+            // The search met damage before it found its record, so that record is at the
+            // damage or after it: reading from there meets the damage again and skips it.
+            Err(StorageError::Unreadable { offsets, .. }) if subscribe.skip_damaged => {
+                offsets.start
+            }
             Err(error) => {
                 let message = format!("could not find the start position: {error}");
                 return self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
@@ -145,6 +150,7 @@ impl<L: Log> Engine<L> {
             } else {
                 Stream::Bounded
             },
+            skip_damaged: subscribe.skip_damaged,
             order: match subscribe.order {
                 Order::Arrival => None,
                 Order::Id => Some(Box::default()),
@@ -233,7 +239,7 @@ impl<L: Log> Engine<L> {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                let wanted = self.turn_namespaces.iter().any(|namespace| {
+                let wanted = self.turn_namespaces.keys().any(|namespace| {
                     if steps_left == 0 {
                         return true;
                     }
@@ -319,12 +325,32 @@ impl<L: Log> Engine<L> {
             return self.feed_ordered(conn, id, budget);
         }
         let durable_end = self.log.durable_end();
+        let Some(from) = self.subscription_mut(conn, id).map(|s| s.next) else {
+            return Stop::Ended;
+        };
         let Some(fed) = self.read_into_output(conn, id, durable_end, budget) else {
             return Stop::Ended;
         };
         self.after_output_written(conn, id, fed.stopped_by_memory);
         match fed.next {
             Ok(next) => self.after_feed(conn, id, next, durable_end, fed.stopped_by_budget),
+            Err(StorageError::Unreadable { context, offsets })
+                if self.skip_damaged(conn, id, from, &offsets) =>
+            {
+                let count = offsets.end.0 - from.0.max(offsets.start.0);
+                log::warn!(
+                    "{conn}: subscription {id}: skipped {count} unreadable records, as it \
+                     asked: corrupt log: {context}"
+                );
+                let frame = ServerFrame::Skipped {
+                    subscription_id: id,
+                    count,
+                };
+                self.send(conn, &frame);
+                // Goes on after the damage, this turn or the next (as if stopped by the
+                // budget: the records up to the durable end are still to be looked at).
+                self.after_feed(conn, id, offsets.end, durable_end, true)
+            }
             Err(error) => self.fail_read(conn, id, error),
         }
     }
@@ -436,6 +462,22 @@ impl<L: Log> Engine<L> {
         let scope = ErrorScope::Subscription(id);
         self.send_error(conn, scope, ErrorCode::StorageFailure, &message);
         Stop::Ended
+    }
+
+    /// Whether the subscription asked to skip damaged ranges and this one lies ahead of it:
+    /// it then moves past the damage (a range that does not would make it read the same
+    /// records again, so that ends the subscription as without the option).
+    pub(super) fn skip_damaged(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        from: Offset,
+        offsets: &std::ops::Range<Offset>,
+    ) -> bool {
+        self.subscription_mut(conn, id)
+            .is_some_and(|subscription| subscription.skip_damaged)
+            && offsets.end > from
+            && offsets.end > offsets.start
     }
 
     fn after_feed(

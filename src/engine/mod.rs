@@ -17,8 +17,9 @@ mod order;
 mod peer;
 mod produce;
 mod replicas;
+mod streams;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 pub use connection::{ClientConn, ConnId, PeerConn, Phase};
@@ -213,8 +214,14 @@ pub struct Engine<L: Log> {
     pending_replies: Vec<PendingReply>,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
-    /// Namespaces appended this turn, to wake only the tailing consumers that match.
-    turn_namespaces: HashSet<String>,
+    /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
+    /// consumers that match, and for conditional produces.
+    turn_namespaces: HashMap<String, EventId>,
+    /// The newest durable id of namespaces conditional produces asked about (`streams.rs`);
+    /// at most `streams.last_ids_max` between turns.
+    last_ids: HashMap<String, Option<EventId>>,
+    /// Recent acks of idempotent producers (`streams.rs`).
+    producers: streams::Producers,
     /// Subscriptions that can make progress now, in the order they became ready.
     ready: VecDeque<(ConnId, u32)>,
     /// Connections with output the reactor has not been told about yet.
@@ -255,7 +262,7 @@ impl<L: Log> Engine<L> {
         // gap instead of reusing their ids.
         let counter = log.version_vector().counter_max().max(log.counter_floor());
         let cluster = peer::Cluster::new(&config, log.version_vector());
-        Engine {
+        let mut engine = Engine {
             config,
             log,
             counter,
@@ -263,7 +270,9 @@ impl<L: Log> Engine<L> {
             connection_count: 0,
             pending_replies: Vec::new(),
             turn_failure: None,
-            turn_namespaces: HashSet::new(),
+            turn_namespaces: HashMap::new(),
+            last_ids: HashMap::new(),
+            producers: streams::Producers::default(),
             ready: VecDeque::new(),
             output_queue: VecDeque::new(),
             reply_queue: VecDeque::new(),
@@ -279,7 +288,9 @@ impl<L: Log> Engine<L> {
             memory_waiting: BTreeMap::new(),
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
-        }
+        };
+        engine.load_producers();
+        engine
     }
 
     pub fn log(&self) -> &L {
@@ -636,6 +647,7 @@ impl<L: Log> Engine<L> {
             self.stats.sync_failures += 1;
             self.forget_discarded_offsets();
         }
+        self.streams_after_sync(failure.is_some());
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
         if self.commit_clocks(failure.is_some()) {
@@ -781,10 +793,13 @@ impl<L: Log> Engine<L> {
         }
         self.peer_keepalives();
         self.end_stalled_ordered(now.monotonic.0);
+        self.compact_produced();
         match self.log.apply_retention(now.wall) {
             Ok(0) => {}
             Ok(deleted) => {
                 log::info!("retention deleted {deleted} events");
+                // A namespace whose events retention deleted has none now.
+                self.last_ids.clear();
                 self.warn_peer_retention_gaps();
             }
             Err(error) => log::error!("retention failed: {error}"),
@@ -833,6 +848,11 @@ impl<L: Log> Engine<L> {
             ClientFrame::GroupsRequest(request) => self.on_groups_request(conn, request),
             ClientFrame::ParkedRequest(request) => self.on_parked_request(conn, request),
             ClientFrame::GroupAdmin(admin) => self.on_group_admin(conn, admin),
+            ClientFrame::ProduceIf(produce) => self.on_produce_if(now, conn, produce),
+            ClientFrame::SetProducer {
+                producer_id,
+                next_sequence,
+            } => self.on_set_producer(conn, producer_id, next_sequence),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,
@@ -871,6 +891,7 @@ impl<L: Log> Engine<L> {
         let client = ClientConn {
             principal,
             replicas: 0,
+            producer: None,
         };
         self.conn_mut(conn).expect("connection is open").phase = Phase::Client(client);
         self.send(conn, &ServerFrame::Welcome(welcome));

@@ -23,7 +23,7 @@ use super::consume::{event_frame_size_max, FeedBudget, Stop};
 use super::{millis, ConnId, Engine};
 use crate::event::{Event, EventId};
 use crate::protocol::{encode_event, EndReason, ErrorCode, ErrorScope, ServerFrame};
-use crate::storage::{Log, Offset};
+use crate::storage::{Log, Offset, StorageError};
 
 /// What one buffered event costs besides its frame size (a B-tree entry, the offset).
 const BUFFERED_EVENT_BYTES_FIXED: usize = 64;
@@ -41,6 +41,8 @@ pub struct OrderBuffer {
     released: EventId,
     /// Since when the smallest buffered event has waited for the stable clock.
     stalled_since_ms: Option<u64>,
+    /// Damaged records before this offset were already reported with Skipped (skip_damaged).
+    skipped_until: Offset,
 }
 
 impl OrderBuffer {
@@ -86,7 +88,8 @@ impl<L: Log> Engine<L> {
         // Checked by the caller: this is an id-order subscription.
         let order = subscription.order.as_mut().expect("id order");
         let mut stopped_by_budget = false;
-        let result = log.read(subscription.next, &mut |offset, event| {
+        let from = subscription.next;
+        let result = log.read(from, &mut |offset, event| {
             if budget.spent() {
                 stopped_by_budget = true;
                 return false;
@@ -105,6 +108,35 @@ impl<L: Log> Engine<L> {
         });
         match result {
             Ok(next) => subscription.next = next,
+            Err(StorageError::Unreadable { context, offsets })
+                if self.skip_damaged(conn, id, from, &offsets) =>
+            {
+                // Checked by the caller: the subscription exists.
+                let subscription = self.subscription_mut(conn, id).expect("subscription");
+                subscription.next = offsets.end;
+                let order = subscription.order.as_mut().expect("id order");
+                // A read again after the buffer overflowed meets the same damage: Skipped
+                // counts each lost record once.
+                let count = offsets
+                    .end
+                    .0
+                    .saturating_sub(from.0.max(offsets.start.0).max(order.skipped_until.0));
+                order.skipped_until = order.skipped_until.max(offsets.end);
+                if count > 0 {
+                    log::warn!(
+                        "{conn}: subscription {id}: skipped {count} unreadable records, as it \
+                         asked: corrupt log: {context}"
+                    );
+                    let frame = ServerFrame::Skipped {
+                        subscription_id: id,
+                        count,
+                    };
+                    self.send(conn, &frame);
+                }
+                // Goes on after the damage, this turn or the next.
+                self.recount_memory(conn);
+                return self.after_feed_ordered(conn, id, false, true);
+            }
             Err(error) => {
                 let message = format!("could not read the log: {error}");
                 log::error!("{conn}: subscription {id}: {message}");

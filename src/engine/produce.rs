@@ -1,32 +1,26 @@
 //! Produce and batch produce: validate, assign ids, append, and hold the reply until the
 //! turn's sync.
 
+use super::streams::ProduceRequest;
 use super::{ConnId, Engine, Now, PendingReply};
 use crate::event::{validate_namespace, Event, EventId};
-use crate::protocol::{ErrorCode, NewEvent, Produce, ProduceBatch};
+use crate::protocol::{ErrorCode, Expectation, NewEvent, Produce, ProduceBatch};
 use crate::storage::Log;
 
 impl<L: Log> Engine<L> {
     pub(super) fn on_produce(&mut self, now: Now, conn: ConnId, produce: Produce) {
-        let Produce { op_id, event } = produce;
-        if self.refuse_after_failure(conn, op_id) {
-            return;
-        }
-        let reply = match self.validate(conn, &event) {
-            Err((code, message)) => PendingReply::Error {
-                conn,
-                op_id,
-                code,
-                message,
-            },
-            Ok(()) => self.append_all(now, conn, op_id, vec![event]),
+        let request = ProduceRequest {
+            op_id: produce.op_id,
+            events: vec![produce.event],
+            expect: Expectation::Any,
+            single: true,
         };
-        self.hold_reply(reply);
+        self.on_produce_request(now, conn, request);
     }
 
     /// The reply for a produce that arrives after an append failed in the same turn, or while
     /// the node catches up with its peers after start-up.
-    fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
+    pub(super) fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
         if self.produces_held() {
             let message = "this node is catching up with its cluster peers after a start that may have lost events; retry shortly";
             self.hold_reply(PendingReply::Error {
@@ -51,39 +45,47 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
-        let ProduceBatch { op_id, events } = batch;
-        if self.refuse_after_failure(conn, op_id) {
-            return;
+        let request = ProduceRequest {
+            op_id: batch.op_id,
+            events: batch.events,
+            expect: Expectation::Any,
+            single: false,
+        };
+        self.on_produce_request(now, conn, request);
+    }
+
+    /// The checks of every produce frame before its sequence number and expectation: a
+    /// batch's size, each event's namespace, size and permission.
+    pub(super) fn validate_request(
+        &self,
+        conn: ConnId,
+        request: &ProduceRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        let events = &request.events;
+        if request.single {
+            // A Produce carries exactly one event.
+            return self.validate(conn, &events[0]);
         }
-        let invalid = if events.is_empty() {
-            Some((
+        if events.is_empty() {
+            return Err((
                 ErrorCode::InvalidBatch,
                 "a batch must hold at least one event".into(),
-            ))
-        } else if events.len() > self.config.batch_events_max {
+            ));
+        }
+        if events.len() > self.config.batch_events_max {
             let message = format!(
                 "a batch may hold at most {} events; this one has {}",
                 self.config.batch_events_max,
                 events.len()
             );
-            Some((ErrorCode::InvalidBatch, message))
-        } else {
-            events.iter().enumerate().find_map(|(index, event)| {
-                self.validate(conn, event)
-                    .err()
-                    .map(|(code, message)| (code, format!("event {index} of the batch: {message}")))
-            })
-        };
-        let reply = match invalid {
-            Some((code, message)) => PendingReply::Error {
-                conn,
-                op_id,
-                code,
-                message,
-            },
-            None => self.append_all(now, conn, op_id, events),
-        };
-        self.hold_reply(reply);
+            return Err((ErrorCode::InvalidBatch, message));
+        }
+        for (index, event) in events.iter().enumerate() {
+            if let Err((code, message)) = self.validate(conn, event) {
+                return Err((code, format!("event {index} of the batch: {message}")));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, conn: ConnId, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
@@ -112,7 +114,7 @@ impl<L: Log> Engine<L> {
 
     /// Appends the events with consecutive counters and one timestamp. The reply is an ack
     /// until the turn's sync says otherwise.
-    fn append_all(
+    pub(super) fn append_all(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -154,14 +156,13 @@ impl<L: Log> Engine<L> {
         };
         for event in events {
             self.counter += 1;
-            if !self.turn_namespaces.contains(&event.namespace) {
-                self.turn_namespaces.insert(event.namespace.clone());
-            }
+            let id = EventId {
+                counter: self.counter,
+                actor: self.config.actor_id,
+            };
+            self.observe_appended(&event.namespace, id);
             let stored = Event {
-                id: EventId {
-                    counter: self.counter,
-                    actor: self.config.actor_id,
-                },
+                id,
                 parent_id: event.parent_id,
                 namespace: event.namespace,
                 timestamp_ms: now.wall.0,

@@ -14,6 +14,8 @@ use crate::storage::MemoryLog;
 mod auth;
 // Id order: the reorder buffer and the members' clocks.
 mod order;
+// Conditional and idempotent produce.
+mod streams;
 
 struct Harness {
     engine: Engine<MemoryLog>,
@@ -183,6 +185,7 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32)
         start,
         limit: 0,
         tail,
+        skip_damaged: false,
         order: Default::default(),
         credit,
     })
@@ -196,6 +199,7 @@ fn subscribe_id_order(id: u32, credit: u32) -> ClientFrame {
         start: StartPosition::Beginning,
         limit: 0,
         tail: true,
+        skip_damaged: false,
         order: crate::protocol::Order::Id,
         credit,
     })
@@ -1183,6 +1187,29 @@ fn peer(harness: &mut Harness, actor: u16, vector: VersionVector) -> (ConnId, Ve
     (conn, frames)
 }
 
+/// Issue 10 item 16: Status says how long a disconnected peer has been gone (the time of the
+/// disconnect is the engine's last given monotonic time; the engine reads no clock).
+#[test]
+fn status_says_since_when_a_peer_is_disconnected() {
+    let mut harness = Harness::new();
+    harness.now.monotonic.0 = 5_000;
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let member = |harness: &Harness| {
+        let status = harness.engine.status();
+        let member = status.members.iter().find(|m| m.actor_id == 2).cloned();
+        member.expect("actor 2 is a member")
+    };
+    harness.now.monotonic.0 = 10_000;
+    harness.turn();
+    assert_eq!(member(&harness).disconnected_ms, 0, "connected");
+    harness.engine.handle_closed(conn);
+    harness.now.monotonic.0 = 52_000;
+    harness.turn();
+    let gone = member(&harness);
+    assert_ne!(gone.state, crate::protocol::MemberState::Connected);
+    assert_eq!(gone.disconnected_ms, 42_000);
+}
+
 #[test]
 fn a_peer_frame_on_a_client_connection_closes_it() {
     let mut harness = Harness::new();
@@ -2141,6 +2168,96 @@ fn retention_that_deletes_unread_events_tells_the_consumer_how_many() {
         "{frames:?}"
     );
     assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
+}
+
+/// Issue 10 item 6: a consumer may choose to skip a damaged range of the log (Subscribe flags
+/// bit 1); it is told with Skipped and gets every readable event after it. Without the option
+/// the subscription ends with `StorageFailure` at the damage, as before.
+#[test]
+fn a_subscription_that_asks_skips_a_damaged_range_with_skipped_and_goes_on() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a", "/a"]);
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(2)));
+    let skipping = h.client();
+    h.send(
+        skipping,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: false,
+            skip_damaged: true,
+            order: Default::default(),
+            credit: 100,
+        }),
+    );
+    let plain = h.client();
+    h.subscribe(plain, 1, "/**", StartPosition::Beginning, false, 100);
+    h.turn();
+    let frames = h.received(skipping);
+    assert_eq!(events_of(&frames, 1).len(), 4, "{frames:?}");
+    assert_eq!(
+        frames[2],
+        ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        },
+        "{frames:?}"
+    );
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::End {
+            subscription_id: 1,
+            reason: EndReason::EndOfStream
+        })
+    );
+    let frames = h.received(plain);
+    assert_eq!(events_of(&frames, 1).len(), 2, "{frames:?}");
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Error(e))
+            if e.code == ErrorCode::StorageFailure && e.message.contains("offsets 2..3")),
+        "{frames:?}"
+    );
+}
+
+/// A cursor whose first uncovered record lies past the damage: the start search meets the
+/// damage, and a subscription that asked to skip starts there instead of being refused.
+#[test]
+fn a_skipping_subscription_whose_start_search_meets_damage_starts_at_it() {
+    let mut h = Harness::new();
+    let producer = h.client();
+    h.produce_namespaces(producer, &["/a", "/a", "/a", "/a"]);
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(1)));
+    let consumer = h.client();
+    let cursor = Cursor::from_vector([(ActorId(7), 2)].into_iter().collect());
+    h.send(
+        consumer,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Cursor(cursor),
+            limit: 0,
+            tail: true,
+            skip_damaged: true,
+            order: Default::default(),
+            credit: 100,
+        }),
+    );
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(
+        frames.first(),
+        Some(&ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        }),
+        "{frames:?}"
+    );
+    let ids: Vec<u64> = events_of(&frames, 1).iter().map(|e| e.id.counter).collect();
+    assert_eq!(ids, vec![3, 4], "{frames:?}");
     assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
 }
 

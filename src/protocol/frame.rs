@@ -28,6 +28,8 @@ pub mod kind {
     pub const GROUPS_REQUEST: u8 = 0x0E;
     pub const PARKED_REQUEST: u8 = 0x0F;
     pub const GROUP_ADMIN: u8 = 0x10;
+    pub const PRODUCE_IF: u8 = 0x12;
+    pub const SET_PRODUCER: u8 = 0x13;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -116,6 +118,11 @@ pub struct MemberStatus {
     pub vector: VersionVector,
     /// Records of this node's log not yet sent to the member (0 when not connected).
     pub lag: u64,
+    /// How long the member has been without a connection to this node, in milliseconds of
+    /// the server's monotonic clock: since its connection ended, or, if it has not been
+    /// connected since this node started, since this node learned of it (a configured
+    /// address: since the start). 0 when connected.
+    pub disconnected_ms: u64,
 }
 
 /// The answer to a status request.
@@ -186,6 +193,28 @@ pub struct ProduceBatch {
     pub events: Vec<NewEvent>,
 }
 
+/// What a conditional produce ([`ProduceIf`]) expects of the namespace of its first event,
+/// checked against this node's log (events of earlier produces of the same turn included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// No condition (KurrentDB's "any").
+    Any,
+    /// The namespace has no events.
+    NoEvents,
+    /// The namespace's newest event has this id.
+    LastIs(EventId),
+    /// The namespace has at least one event.
+    HasEvents,
+}
+
+/// A batch appended only if the namespace of its first event meets `expect`: all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceIf {
+    pub op_id: u64,
+    pub expect: Expectation,
+    pub events: Vec<NewEvent>,
+}
+
 /// Events appended; a batch of `count` events got consecutive counters starting at
 /// `first_id`, all with the same actor and timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,9 +238,13 @@ pub struct Subscribe {
     pub start: StartPosition,
     /// Stop after this many events; 0 means no limit.
     pub limit: u64,
-    /// Keep delivering new events after the stored ones run out.
+    /// Keep delivering new events after the stored ones run out (flags bit 0).
     pub tail: bool,
-    /// The order events are delivered in.
+    /// When a read meets a damaged, unreadable range of the server's log, skip it (the server
+    /// sends [`ServerFrame::Skipped`] with the number of records lost and goes on) instead of
+    /// ending the subscription with `StorageFailure` (flags bit 1).
+    pub skip_damaged: bool,
+    /// The order events are delivered in (flags bit 2 asks for [`Order::Id`]).
     pub order: Order,
     /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
@@ -453,6 +486,12 @@ pub enum ErrorCode {
     NoSuchGroup = 31,
     /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
     GroupInUse = 32,
+    /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
+    /// the namespace's actual last id (25 digits) or `none`. Stays open.
+    ExpectationFailed = 35,
+    /// An idempotent produce repeated a sequence number the server has no ack for (older
+    /// than its window, or the produce was refused). Nothing was appended. Stays open.
+    SequenceUnknown = 36,
     /// A peer sent a PeerEvent of an actor it may not speak for: not itself, not this node,
     /// not a member this node knows, and not in the peer's handshake vector
     /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
@@ -500,6 +539,8 @@ impl ErrorCode {
             ReplicationTimeout,
             NoSuchGroup,
             GroupInUse,
+            ExpectationFailed,
+            SequenceUnknown,
             ActorNotAllowed,
             OrderStalled,
         ];
@@ -543,6 +584,8 @@ impl ErrorCode {
             | ReplicationTimeout
             | NoSuchGroup
             | GroupInUse
+            | ExpectationFailed
+            | SequenceUnknown
             | OrderStalled => false,
         }
     }
@@ -602,6 +645,15 @@ pub enum ClientFrame {
     ParkedRequest(ParkedRequest),
     /// Replay parked events, reset or delete a group (admin).
     GroupAdmin(GroupAdmin),
+    /// A batch appended only if its first event's namespace meets an expectation.
+    ProduceIf(ProduceIf),
+    /// Later produces of this connection are numbered `next_sequence`, `next_sequence + 1`,
+    /// ... for producer `producer_id` (0: not idempotent), so a retried one is stored once.
+    /// No reply.
+    SetProducer {
+        producer_id: u64,
+        next_sequence: u64,
+    },
 }
 
 /// A frame a server sends to a client.

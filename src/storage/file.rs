@@ -11,20 +11,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
-use crate::event::{Event, StartPosition, VersionVector};
+use crate::event::{Event, EventId, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames};
-use super::record::{check_size, encode, encoded_size};
+use super::produced::{ProducedJournal, ProducedRecord};
+use super::record::{check_size, encode, encoded_size, is_hole};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_namespace_index, ReadError, SegmentReader,
 };
 use super::syncer::{Done, Job, Syncer};
-use super::{scan_namespace, Log, LogStats, Offset, StorageError};
+use super::{last_by_scan, scan_namespace, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -97,6 +98,10 @@ pub struct FileLog {
     /// files (`syncer.rs`). Declared before the lock, so it finishes before the lock goes.
     pub(super) syncer: Syncer,
     /// Held for the life of the log: no other process opens the same directory.
+    /// The produced journal of idempotent produces (`produced.rs`).
+    pub(super) produced: ProducedJournal,
+    /// Its records whose events survived, from open until the engine takes them.
+    pub(super) produced_loaded: Vec<ProducedRecord>,
     pub(super) _lock: super::lock::DirLock,
 }
 
@@ -232,8 +237,16 @@ impl FileLog {
     /// is cut back to its durable size and the buffered records are dropped.
     fn write_pending(&mut self, now_ms: u64) -> Result<(), StorageError> {
         let durable_size = self.open.index.file_size;
+        // The produced records go first: an event is never durable without its record (a
+        // record without its events is dropped at open).
+        let journal_size = self.produced.size();
+        if let Err(error) = self.produced.write_pending() {
+            self.roll_back(durable_size);
+            return Err(error);
+        }
         if let Err(error) = self.write_and_fsync(durable_size, now_ms) {
             self.roll_back(durable_size);
+            self.produced.roll_back(journal_size);
             return Err(error);
         }
         let mut pending_events = std::mem::take(&mut self.pending_events);
@@ -324,6 +337,7 @@ impl FileLog {
     /// fdatasync of the open segment on the caller's thread, covering `size` bytes.
     fn fsync(&mut self, now_ms: u64, size: u64) -> io::Result<()> {
         self.caller_fsync_count += 1;
+        self.produced.fsync()?;
         self.open.file.sync_data()?;
         self.fsync_count += 1;
         self.last_fsync_ms = Some(now_ms);
@@ -338,6 +352,11 @@ impl FileLog {
         if self.syncer.sync_in_flight() {
             return Ok(());
         }
+        // The produced journal before the segment, here: it is small, and written only by
+        // idempotent produces.
+        self.produced
+            .fsync()
+            .map_err(io_error("fdatasync the produced journal".to_string()))?;
         let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
         let file = (self.open.file.try_clone())
             .map_err(io_error(format!("clone the handle of {}", path.display())))?;
@@ -414,6 +433,7 @@ impl FileLog {
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
         self.pending_events.clear();
+        self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
         // A reader may have buffered bytes of the failed write.
         self.reader = None;
@@ -451,6 +471,10 @@ impl FileLog {
             )))?;
         // Sealed segments are fully durable under every policy, so their index stays true.
         // Under `interval` and `never` the helper thread fdatasynced all but the last bytes.
+        // The produced records of its events first.
+        self.produced
+            .fsync()
+            .map_err(io_error("fdatasync the produced journal".to_string()))?;
         self.caller_fsync_count += 1;
         self.open.file.sync_data().map_err(io_error(format!(
             "fdatasync {}",
@@ -514,9 +538,9 @@ impl FileLog {
             if reader.first_offset == segment_first
                 && ahead.is_some_and(|ahead| ahead < SPARSE_EVERY_RECORDS)
             {
-                let segment_end = self.segment_of(offset).end_offset();
+                let segment = self.segment_of(offset);
                 while reader.next_offset < offset {
-                    next_on_disk(&mut reader, segment_end)?;
+                    next_on_disk(&mut reader, segment)?;
                 }
                 return Ok(reader);
             }
@@ -529,9 +553,8 @@ impl FileLog {
         let first_offset = index.first_offset;
         let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
             .map_err(io_error(format!("open {}", path.display())))?;
-        let segment_end = index.end_offset();
         while reader.next_offset < offset {
-            next_on_disk(&mut reader, segment_end)?;
+            next_on_disk(&mut reader, self.segment_of(offset))?;
         }
         Ok(reader)
     }
@@ -549,7 +572,11 @@ impl FileLog {
         let mut stopped = false;
         while reader.next_offset < segment_end {
             let at = reader.next_offset;
-            let (event, size) = next_on_disk(&mut reader, self.segment_of(at).end_offset())?;
+            let (event, size) = next_on_disk(&mut reader, self.segment_of(at))?;
+            if is_hole(&event) {
+                // A record `--repair` could not keep: nothing to deliver, its offset passes.
+                continue;
+            }
             if !visit(Offset(at), &event) {
                 reader.unread(event, size);
                 stopped = true;
@@ -725,12 +752,12 @@ fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNa
 }
 
 /// The next record of a reader that must have one (the index says so): anything else is
-/// corruption, reported with the file, the byte position and the offsets that cannot be
-/// served: from the damaged record to `segment_end`, the end of its segment (a reader cannot
-/// know where the next intact record starts).
+/// damage, reported (`Unreadable`) with the file, the byte position and the offsets that
+/// cannot be served: from the damaged record to the next point `segment`'s sparse index can
+/// resume from (a record there starts at a known byte), or the segment's end.
 fn next_on_disk(
     reader: &mut SegmentReader,
-    segment_end: u64,
+    segment: &SegmentIndex,
 ) -> Result<(Event, u64), StorageError> {
     let position = reader.position;
     let problem = match reader.next_record() {
@@ -742,13 +769,27 @@ fn next_on_disk(
             return Err(StorageError::Io { context, source });
         }
     };
-    Err(StorageError::Corrupt {
+    let damaged = reader.next_offset;
+    let segment_end = segment.end_offset();
+    let resume = segment
+        .sparse
+        .iter()
+        .map(|&(offset, _)| offset)
+        .find(|&offset| offset > damaged)
+        .unwrap_or(segment_end)
+        .min(segment_end);
+    let extent = if resume == segment_end {
+        "the rest of the segment"
+    } else {
+        "up to the next record its index locates"
+    };
+    Err(StorageError::Unreadable {
         context: format!(
-            "{} at byte {position}: {problem}; offsets {}..{segment_end} of this node's log \
-             (the rest of the segment) are unreadable",
+            "{} at byte {position}: {problem}; offsets {damaged}..{resume} of this node's log \
+             ({extent}) are unreadable",
             reader.path.display(),
-            reader.next_offset
         ),
+        offsets: Offset(damaged)..Offset(resume),
     })
 }
 
@@ -936,6 +977,61 @@ impl Log for FileLog {
         }
         found.extend(positions.into_iter().map(Offset));
         Ok(Offset(offset))
+    }
+
+    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
+        if !self.config.namespace_index {
+            return last_by_scan(self, namespace);
+        }
+        self.finish_namespace_build(false);
+        let durable_end = self.durable_end().0;
+        let start = self.start().0;
+        let open_first = self.open.index.first_offset;
+        let mut found = self.open.namespaces.last_exact(namespace, durable_end);
+        if found.is_none() {
+            let key = NamespaceKey::Exact(namespace.to_string());
+            let sealed: Vec<SealedShape> = self.sealed.iter().rev().map(SealedShape::of).collect();
+            for shape in sealed {
+                let end = (shape.first_offset + shape.record_count).min(open_first);
+                let range = (shape.first_offset.max(start), end);
+                let mut offsets = Vec::new();
+                self.lookup_sealed(shape, &key, range, usize::MAX, &mut offsets)?;
+                if let Some(&last) = offsets.last() {
+                    found = Some(last);
+                    break;
+                }
+            }
+        }
+        let Some(offset) = found else {
+            return Ok(None);
+        };
+        let mut id = None;
+        self.read(Offset(offset), &mut |_, event| {
+            id = Some(event.id);
+            false
+        })?;
+        match id {
+            Some(id) => Ok(Some(id)),
+            None => Err(StorageError::Corrupt {
+                context: format!("the namespace index names offset {offset}, which does not read"),
+            }),
+        }
+    }
+
+    fn append_produced(&mut self, record: &ProducedRecord) {
+        self.produced.append(record);
+    }
+
+    fn take_produced(&mut self) -> Vec<ProducedRecord> {
+        std::mem::take(&mut self.produced_loaded)
+    }
+
+    fn produced_count(&self) -> u64 {
+        self.produced.record_count()
+    }
+
+    fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError> {
+        self.produced.rewrite(records)
     }
 
     fn stats(&self) -> LogStats {

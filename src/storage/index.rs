@@ -71,7 +71,14 @@ impl SegmentIndex {
         if due {
             self.sparse.push((offset, position));
         }
-        if self.record_count == 0 {
+        self.record_count += 1;
+        self.file_size += size;
+        if super::record::is_hole(event) {
+            // Only its place: a hole has no id, time or namespace of its own.
+            return;
+        }
+        // No id observed yet (ids are never 0): the first event sets the time range.
+        if self.id_max.counter == 0 {
             self.timestamp_min = event.timestamp_ms;
             self.timestamp_max = event.timestamp_ms;
         }
@@ -79,8 +86,6 @@ impl SegmentIndex {
         self.timestamp_max = self.timestamp_max.max(event.timestamp_ms);
         self.id_max = self.id_max.max(event.id);
         self.vector.observe(event.id);
-        self.record_count += 1;
-        self.file_size += size;
     }
 
     /// The nearest indexed `(offset, position)` at or before `offset`.

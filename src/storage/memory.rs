@@ -6,14 +6,14 @@
 //! - [`MemoryLog::crash`]: a power loss, losing what the fsync policy had not made durable on
 //!   the medium (optionally keeping part of it: a torn write);
 //! - [`MemoryLog::flip_bit`]: a record goes bad on the medium and reads of it fail with
-//!   `Corrupt`, as a checksum failure in a file would.
+//!   `Unreadable`, as a checksum failure in a file would.
 //!
 //! The counter lease is kept like the file log's (`lease.rs`): raised in the same steps, and
 //! durable at once, so it survives `crash`.
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::{Log, LogStats, Offset, StorageError};
+use super::{Log, LogStats, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
@@ -41,6 +41,9 @@ pub struct MemoryLog {
     counter_lease: u64,
     /// How many times the lease was raised (each a file write and fdatasync in the file log).
     pub lease_writes: u64,
+    /// The produced journal: durable records, and those buffered since the last sync.
+    produced: Vec<ProducedRecord>,
+    produced_pending: Vec<ProducedRecord>,
 }
 
 impl Default for MemoryLog {
@@ -69,6 +72,8 @@ impl MemoryLog {
             corrupt: BTreeSet::new(),
             counter_lease: 0,
             lease_writes: 0,
+            produced: Vec::new(),
+            produced_pending: Vec::new(),
         }
     }
 
@@ -101,6 +106,10 @@ impl MemoryLog {
         self.last_fsync_ms = None;
         self.corrupt.retain(|&offset| offset < end);
         self.recompute_vector();
+        // As the file log's open: records whose events did not survive are dropped.
+        self.produced_pending.clear();
+        let vector = self.vector.clone();
+        self.produced.retain(|record| record.stored_in(&vector));
     }
 
     /// Makes the record at `offset` fail its checksum on every later read (a bit flip on the
@@ -125,8 +134,13 @@ impl MemoryLog {
     }
 
     fn corrupt_error(offset: u64) -> StorageError {
-        StorageError::Corrupt {
-            context: format!("memory log record at offset {offset}: injected bit flip"),
+        StorageError::Unreadable {
+            context: format!(
+                "memory log record at offset {offset}: injected bit flip; offsets \
+                 {offset}..{} of this node's log are unreadable",
+                offset + 1
+            ),
+            offsets: Offset(offset)..Offset(offset + 1),
         }
     }
 
@@ -159,11 +173,13 @@ impl Log for MemoryLog {
             let keep = (self.durable_end - self.start) as usize;
             self.records.truncate(keep);
             self.recompute_vector();
+            self.produced_pending.clear();
             return Err(StorageError::Io {
                 context: "memory log sync".into(),
                 source: std::io::Error::other("injected failure (disk full)"),
             });
         }
+        self.produced.append(&mut self.produced_pending);
         let written = self.end_u64() > self.durable_end || self.fsynced_end < self.durable_end;
         self.durable_end = self.end_u64();
         if written && self.fsync_due(now_ms) {
@@ -226,6 +242,24 @@ impl Log for MemoryLog {
 
     fn apply_retention(&mut self, _now: WallClockMs) -> Result<u64, StorageError> {
         Ok(0)
+    }
+
+    fn append_produced(&mut self, record: &ProducedRecord) {
+        self.produced_pending.push(*record);
+    }
+
+    /// A copy each time: an engine restarted on this log (the simulator) takes them again.
+    fn take_produced(&mut self) -> Vec<ProducedRecord> {
+        self.produced.clone()
+    }
+
+    fn produced_count(&self) -> u64 {
+        self.produced.len() as u64
+    }
+
+    fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError> {
+        self.produced = records.to_vec();
+        Ok(())
     }
 
     fn stats(&self) -> LogStats {
@@ -298,7 +332,7 @@ mod tests {
             seen.push(o.0);
             true
         });
-        assert!(matches!(result, Err(StorageError::Corrupt { .. })));
+        assert!(matches!(result, Err(StorageError::Unreadable { .. })));
         assert_eq!(seen, [0, 1]);
         assert!(log.read(Offset(3), &mut |_, _| true).is_ok());
         let position = StartPosition::AfterId(crate::event::EventId::new(4, 1));

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::event::{Event, StartPosition, VersionVector};
+use crate::event::{Event, EventId, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
@@ -28,6 +28,7 @@ mod memory;
 mod namespace;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
+mod produced;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod record;
@@ -35,6 +36,7 @@ pub mod record;
 pub(crate) mod record;
 mod recovery;
 mod repair;
+mod repair_sealed;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod segment;
@@ -47,6 +49,7 @@ pub use file::FileLog;
 pub use file::InjectedFault;
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
+pub use produced::ProducedRecord;
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
 
@@ -76,6 +79,16 @@ pub enum StorageError {
         /// Where (file, position or offset).
         context: String,
     },
+    /// A read met a damaged record (a checksum that fails, a record that does not decode) and
+    /// cannot serve `offsets`; a read from `offsets.end` goes on after the damage. Reads only:
+    /// start-up reports damage as `Corrupt` or `NeedsRepair`.
+    Unreadable {
+        /// Where (file, byte position) and what is wrong.
+        context: String,
+        /// The offsets that cannot be read: from the damaged record up to where reading can
+        /// resume (the next entry of the segment's sparse index, or the segment's end).
+        offsets: std::ops::Range<Offset>,
+    },
     /// Another process holds the data directory's lock (see `lock.rs`).
     Locked {
         /// The locked directory.
@@ -103,7 +116,9 @@ impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageError::Io { context, source } => write!(f, "{context}: {source}"),
-            StorageError::Corrupt { context } => write!(f, "corrupt log: {context}"),
+            StorageError::Corrupt { context } | StorageError::Unreadable { context, .. } => {
+                write!(f, "corrupt log: {context}")
+            }
             StorageError::Locked { dir, holder_pid } => {
                 write!(
                     f,
@@ -236,6 +251,45 @@ pub trait Log {
     ) -> Result<Offset, StorageError> {
         scan_namespace(self, key, from, count_max, found)
     }
+
+    /// The id of the newest durable record of `namespace`, or `None` when no retained record
+    /// has it (a conditional produce's check, protocol.md section 6). The default reads every
+    /// record; the file log asks its namespace index, newest segment first, and stops at the
+    /// first segment that holds the namespace: one index lookup per newer segment.
+    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
+        last_by_scan(self, namespace)
+    }
+
+    /// Buffers the record of an idempotent produce whose events were appended since the last
+    /// sync. The next `sync` makes it durable no later than the events; if that sync fails it
+    /// is discarded with them.
+    fn append_produced(&mut self, record: &ProducedRecord);
+
+    /// The produced records found at open whose events the log holds, oldest first (the
+    /// engine takes them once, when it starts on the log).
+    fn take_produced(&mut self) -> Vec<ProducedRecord>;
+
+    /// Records in the produced journal (durable ones), for compaction.
+    fn produced_count(&self) -> u64;
+
+    /// Replaces the produced journal with `records` (compaction), atomically.
+    fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError>;
+}
+
+/// `Log::last_in_namespace` by reading every record: the reference the index must agree with.
+pub fn last_by_scan<L: Log + ?Sized>(
+    log: &mut L,
+    namespace: &str,
+) -> Result<Option<EventId>, StorageError> {
+    let mut last = None;
+    let start = log.start();
+    log.read(start, &mut |_, event| {
+        if event.namespace == namespace {
+            last = Some(event.id);
+        }
+        true
+    })?;
+    Ok(last)
 }
 
 /// `Log::find_namespace` by reading every record: the reference the index must agree with.

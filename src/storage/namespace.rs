@@ -158,6 +158,21 @@ impl SegmentNames {
         }
     }
 
+    /// The offset of the newest record in `..end` whose namespace is `name`, looking from the
+    /// newest record back (fingerprints first, names to confirm).
+    pub fn last_exact(&self, name: &str, end: u64) -> Option<u64> {
+        let stop = end
+            .saturating_sub(self.first_offset)
+            .min(self.record_count()) as usize;
+        let wanted = fingerprint(name.as_bytes());
+        (0..stop)
+            .rev()
+            .find(|&record| {
+                self.fingerprints[record] == wanted && self.name(record) == name.as_bytes()
+            })
+            .map(|record| self.first_offset + record as u64)
+    }
+
     /// The `.nsx` file of these records (docs/storage.md). Sorting is the costly part: the
     /// file log builds it on a storage helper thread.
     pub fn encode(&self) -> Vec<u8> {

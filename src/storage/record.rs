@@ -63,6 +63,25 @@ pub fn check_size(event: &Event) -> Result<(), super::StorageError> {
     })
 }
 
+/// The record `flo --repair` writes in place of each record of a sealed segment it could not
+/// read, so that every later record keeps its offset (offsets name segment files and are kept
+/// by consumer groups). Its id is 0, which no event has, and its namespace is empty, which no
+/// glob matches; reads pass over it and indexes leave it out (docs/storage.md, "Holes").
+pub fn hole() -> Event {
+    Event {
+        id: EventId::NONE,
+        parent_id: None,
+        namespace: String::new(),
+        timestamp_ms: 0,
+        data: Vec::new(),
+    }
+}
+
+/// Whether a decoded record is a [`hole`]: no event has counter 0.
+pub fn is_hole(event: &Event) -> bool {
+    event.id.counter == 0
+}
+
 /// Appends the encoded record to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
     let body_size = (encoded_size(event) - RECORD_HEADER_SIZE) as u32;

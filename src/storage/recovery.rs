@@ -19,10 +19,12 @@ use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
 use super::namespace::{NamespaceHeader, SegmentNames};
+use super::produced::ProducedJournal;
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
 };
+use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
     classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
     read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
@@ -46,6 +48,9 @@ pub struct RecoveryReport {
     pub quarantined_bytes: u64,
     /// Records with valid checksums found in the quarantined bytes and kept.
     pub repaired_records: u64,
+    /// Records of sealed segments that `--repair` could not read back and replaced by holes
+    /// (their bytes are in the quarantine copy of the segment).
+    pub lost_records: u64,
     /// Index files of sealed segments read, and rebuilt by scanning their segment.
     pub index_files_read: u64,
     /// Index files that were missing or damaged and were rebuilt.
@@ -80,6 +85,13 @@ impl std::fmt::Display for RecoveryReport {
                 f,
                 "; repair quarantined {} damaged bytes and kept {} records found in them",
                 self.quarantined_bytes, self.repaired_records
+            )?;
+        }
+        if self.lost_records > 0 {
+            write!(
+                f,
+                "; repair replaced {} unreadable records of sealed segments by holes",
+                self.lost_records
             )?;
         }
         if self.indexes_rebuilt > 0 {
@@ -143,6 +155,9 @@ impl FileLog {
                 new_open_segment(dir, 0, &VersionVector::new())?,
             ),
             Some((&newest, sealed_firsts)) => {
+                if mode == RecoveryMode::Repair {
+                    repair_sealed_segments(dir, &firsts, &mut report)?;
+                }
                 let indexed = config.namespace_index;
                 let sealed = load_sealed(dir, sealed_firsts, newest, indexed, &mut report)?;
                 let open = recover_open(dir, newest, &sealed.0, mode, &mut report)?;
@@ -150,8 +165,16 @@ impl FileLog {
             }
         };
         let counter_lease = read_lease(dir, mode)?;
-        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1);
+        let (journal, produced) = ProducedJournal::open(dir)?;
+        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        // A record whose events did not survive (written, then the events were lost) is
+        // dropped: a retry of its produce must be stored again.
+        let vector = log.durable_vector.clone();
+        log.produced_loaded = produced
+            .into_iter()
+            .filter(|record| record.stored_in(&vector))
+            .collect();
         report.segments = log.sealed.len() as u64 + 1;
         report.event_count = log.open.index.end_offset()
             - log
@@ -185,6 +208,7 @@ fn assemble(
     (sealed, namespace_headers): (VecDeque<SegmentIndex>, BTreeMap<u64, NamespaceHeader>),
     mut open: OpenSegment,
     vector_before: VersionVector,
+    produced: ProducedJournal,
 ) -> FileLog {
     if !config.namespace_index {
         open.namespaces = SegmentNames::empty(open.index.first_offset);
@@ -218,6 +242,8 @@ fn assemble(
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
+        produced,
+        produced_loaded: Vec::new(),
         syncer: Default::default(),
         _lock: lock,
     }
@@ -257,7 +283,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 FileKind::Index(_)
                 | FileKind::NamespaceIndex(_)
                 | FileKind::Lock
-                | FileKind::CounterLease,
+                | FileKind::CounterLease
+                | FileKind::ProducedJournal,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -267,8 +294,10 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             }
             Some(
                 FileKind::IndexTemp(_)
+                | FileKind::SegmentTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
-                | FileKind::CounterLeaseTemp,
+                | FileKind::CounterLeaseTemp
+                | FileKind::ProducedJournalTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {

@@ -46,6 +46,8 @@ fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Segment(u64),
+    /// A sealed segment being rewritten by `flo --repair` (`{first:020}.log.tmp`).
+    SegmentTemp(u64),
     Index(u64),
     IndexTemp(u64),
     /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
@@ -58,10 +60,19 @@ pub enum FileKind {
     /// The counter lease (`lease.rs`), and a new one being written.
     CounterLease,
     CounterLeaseTemp,
+    /// The produced journal of idempotent produces (`produced.rs`), and a rewrite of it.
+    ProducedJournal,
+    ProducedJournalTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
 pub const LOCK_FILE_NAME: &str = "flo.lock";
+
+/// Where `flo --repair` writes the new content of a damaged sealed segment before it renames
+/// it over the segment.
+pub fn segment_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
+    dir.join(format!("{first_offset:020}.log.tmp"))
+}
 
 /// Where `flo --repair` puts the bytes of segment `first_offset` from byte `position` on.
 pub fn quarantine_path(dir: &Path, first_offset: u64, position: u64) -> PathBuf {
@@ -73,6 +84,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         LOCK_FILE_NAME => return Some(FileKind::Lock),
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
+        super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
+        "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
         _ => {}
     }
     if let Some((segment, position)) = name.split_once(".log.quarantine-") {
@@ -84,6 +97,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
     }
     let (stem, kind): (&str, fn(u64) -> FileKind) = if let Some(s) = name.strip_suffix(".log") {
         (s, FileKind::Segment)
+    } else if let Some(s) = name.strip_suffix(".log.tmp") {
+        (s, FileKind::SegmentTemp)
     } else if let Some(s) = name.strip_suffix(".idx.tmp") {
         (s, FileKind::IndexTemp)
     } else if let Some(s) = name.strip_suffix(".idx") {

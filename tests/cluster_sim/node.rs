@@ -220,6 +220,7 @@ impl Sim {
                 start: StartPosition::Cursor(self.roamer.cursor.clone()),
                 limit: 0,
                 tail: false,
+                skip_damaged: false,
                 order: Default::default(),
                 credit: u32::MAX,
             }),

@@ -61,6 +61,7 @@ impl Sim {
             start: StartPosition::Cursor(n.ordered.cursor.clone()),
             limit: 0,
             tail: true,
+            skip_damaged: false,
             order: Order::Id,
             credit: u32::MAX,
         };

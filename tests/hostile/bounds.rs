@@ -138,6 +138,7 @@ fn fan_out_of_a_large_event_to_consumers_that_never_read_stays_under_the_limit()
                 start: StartPosition::End,
                 limit: 0,
                 tail: true,
+                skip_damaged: false,
                 order: Default::default(),
                 credit: 1,
             });

@@ -36,6 +36,7 @@ fn subscribe(conn: &mut RawConn, subscription_id: u32, glob: &str) {
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: 1000,
     });
@@ -188,6 +189,7 @@ fn new_events_against_many_tail_subscriptions_do_not_freeze_the_server() {
                 start: StartPosition::End,
                 limit: 0,
                 tail: true,
+                skip_damaged: false,
                 order: Default::default(),
                 credit: 10,
             });

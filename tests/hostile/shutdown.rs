@@ -158,6 +158,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
             start: StartPosition::Beginning,
             limit: 0,
             tail: true,
+            skip_damaged: false,
             order: Default::default(),
             credit: 100_000,
         });

@@ -65,27 +65,9 @@ fn a_second_server_on_the_same_data_directory_exits_with_one_line_naming_it() {
 #[test]
 fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadable_offsets() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = FloProcess::start(dir.path(), &["--segment-size", "4096"]);
-    let mut conn = RawConn::hello(server.addr);
-    for op_id in 1..=200 {
-        conn.produce(op_id, "/damaged/disk", &[7; 60]);
-        match conn.recv() {
-            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
-            other => panic!("expected an ack, got {other:?}"),
-        }
-    }
-    drop(conn);
-    assert!(server.terminate().success());
-    // One flipped bit in the first record of the oldest (sealed) segment. Start-up does not
-    // checksum sealed segments, so the server starts and a read meets the damage.
-    let first_segment = dir.path().join(format!("{:020}.log", 0));
-    let mut file = std::fs::File::open(&first_segment).expect("open segment");
-    let header_size = read_header(&mut file).expect("read").expect("header").1;
-    let original = std::fs::read(&first_segment).expect("read segment");
-    let mut bytes = original.clone();
-    bytes[header_size as usize + 20] ^= 0x10;
-    std::fs::write(&first_segment, &bytes).expect("write segment");
-
+    // Start-up does not checksum sealed segments, so the server starts and a read meets the
+    // damage.
+    let (first_segment, original) = damage_first_sealed_segment(dir.path());
     let mut server = FloProcess::start(dir.path(), &["--segment-size", "4096"]);
     let mut conn = RawConn::hello(server.addr);
     conn.subscribe(Subscribe {
@@ -94,6 +76,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: 1000,
     });
@@ -108,6 +91,147 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
     // The survival check reads from the beginning too, which would meet the same damage:
     // the disk is mended (as an operator restoring the file would) before it runs.
     std::fs::write(&first_segment, &original).expect("restore segment");
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// Produces 200 events of 60 bytes to /damaged/disk (segments of 4 KiB), stops the server and
+/// flips one bit in the first record of the oldest, sealed segment. Returns the segment's
+/// path and its undamaged bytes.
+fn damage_first_sealed_segment(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let server = FloProcess::start(dir, &["--segment-size", "4096"]);
+    let mut conn = RawConn::hello(server.addr);
+    for op_id in 1..=200 {
+        conn.produce(op_id, "/damaged/disk", &[7; 60]);
+        match conn.recv() {
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    drop(conn);
+    assert!(server.terminate().success());
+    let first_segment = dir.join(format!("{:020}.log", 0));
+    let mut file = std::fs::File::open(&first_segment).expect("open segment");
+    let header_size = read_header(&mut file).expect("read").expect("header").1;
+    let original = std::fs::read(&first_segment).expect("read segment");
+    let mut bytes = original.clone();
+    bytes[header_size as usize + 20] ^= 0x10;
+    std::fs::write(&first_segment, &bytes).expect("write segment");
+    (first_segment, original)
+}
+
+/// Issue 10 item 6, the explicit option: a consumer that sets Subscribe's `skip_damaged` flag
+/// (`flo-client consume --skip-damaged`) is told how many records it lost (Skipped) and gets
+/// every readable event after the damage; one without it still stops with an error there.
+#[test]
+fn a_consumer_that_asks_skips_a_damaged_sealed_segment_and_is_told_how_many_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_segment, original) = damage_first_sealed_segment(dir.path());
+    let mut server = FloProcess::start(dir.path(), &["--segment-size", "4096"]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.subscribe(Subscribe {
+        subscription_id: 9,
+        glob: "/damaged/disk".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        skip_damaged: true,
+        order: Default::default(),
+        credit: 1000,
+    });
+    let mut skipped = 0;
+    let mut delivered = 0;
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Skipped { count, .. }) => {
+                assert_eq!(delivered, 0, "the damage is in the first record");
+                skipped += count;
+            }
+            Some(ServerFrame::Event { .. }) => delivered += 1,
+            Some(ServerFrame::End { .. }) => break,
+            other => panic!("expected events, Skipped and End, got {other:?}"),
+        }
+    }
+    // The damaged record and the rest of its 4 KiB segment (its index locates no record in
+    // between): about 30 records of 117 bytes.
+    assert!((1..50).contains(&skipped), "skipped {skipped}");
+    assert_eq!(skipped + delivered, 200, "every other event is delivered");
+
+    let client = |skip: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flo-client"));
+        command.args(["-H", "127.0.0.1", "-p", &server.addr.port().to_string()]);
+        command.args(["consume", "-n", "/damaged/disk", "--format", "json"]);
+        if skip {
+            command.arg("--skip-damaged");
+        }
+        command.output().expect("run flo-client consume")
+    };
+    let output = client(true);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {skipped} records")),
+        "{stderr}"
+    );
+    assert_eq!(
+        output.stdout.split(|&b| b == b'\n').count() as u64 - 1,
+        delivered
+    );
+    let output = client(false);
+    assert!(
+        !output.status.success(),
+        "without --skip-damaged the consumer stops"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unreadable"), "{stderr}");
+
+    std::fs::write(&first_segment, &original).expect("restore segment");
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// `flo --repair` on a damaged sealed segment (issue 10 item 6): the server starts, one log
+/// line says how many records were lost, and a plain consumer reads every other event to the
+/// end without an error.
+#[test]
+fn flo_repair_rewrites_a_damaged_sealed_segment_and_says_what_was_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_segment, _) = damage_first_sealed_segment(dir.path());
+    let mut server = FloProcess::start(dir.path(), &["--segment-size", "4096", "--repair"]);
+    let line = server
+        .early_lines
+        .iter()
+        .find(|line| line.contains("repair: sealed segment"))
+        .unwrap_or_else(|| panic!("no repair line in {:?}", server.early_lines));
+    assert!(line.contains("lost 1 records"), "{line}");
+    assert!(line.contains("between offsets 0..1"), "{line}");
+    let quarantine = format!("{}.quarantine-", first_segment.display());
+    let quarantined = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            let path = e.as_ref().expect("entry").path();
+            path.display().to_string().starts_with(&quarantine)
+        })
+        .count();
+    assert_eq!(quarantined, 1, "the damaged file is kept in quarantine");
+    let mut conn = RawConn::hello(server.addr);
+    conn.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: "/damaged/disk".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        skip_damaged: false,
+        order: Default::default(),
+        credit: 1000,
+    });
+    let mut delivered = 0;
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Event { .. }) => delivered += 1,
+            Some(ServerFrame::End { .. }) => break,
+            other => panic!("expected events and End, got {other:?}"),
+        }
+    }
+    assert_eq!(delivered, 199, "every readable event");
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
 
@@ -162,6 +286,7 @@ fn an_id_lost_to_a_damaged_tail_is_never_given_again() {
         start: StartPosition::Cursor(Cursor::from_vector(vector)),
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: 100,
     });

@@ -32,6 +32,7 @@ pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
         start: StartPosition::Beginning,
         limit: 0,
         tail: false,
+        skip_damaged: false,
         order: Default::default(),
         credit: 1000,
     });

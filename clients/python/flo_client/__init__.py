@@ -36,6 +36,7 @@ HELLO, PRODUCE, PRODUCE_BATCH, SUBSCRIBE, CREDIT, UNSUBSCRIBE, PING = range(0x01
 WELCOME, ACK, ERROR, EVENT, CAUGHT_UP, END, PONG = range(0x21, 0x28)
 STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
 SET_REPLICAS = 0x0D  # section 6
+PRODUCE_IF, SET_PRODUCER = 0x12, 0x13  # section 6: conditional and idempotent produce
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
 # Consumer groups (section 16).
 JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
@@ -82,7 +83,13 @@ ERROR_CODES = {
     30: "ReplicationTimeout",
     31: "NoSuchGroup",
     32: "GroupInUse",
+    35: "ExpectationFailed",
+    36: "SequenceUnknown",
+    44: "OrderStalled",
 }
+
+# ProduceIf expectations (section 6).
+EXPECT_ANY, EXPECT_NO_EVENTS, EXPECT_LAST_IS, EXPECT_HAS_EVENTS = 0, 1, 2, 3
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
 
 # End reasons (section 7).
@@ -117,6 +124,15 @@ class FloError(Exception):
     @property
     def closes_connection(self) -> bool:
         return self.code in CLOSING_CODES
+
+    @property
+    def actual_last_id(self) -> Optional[Tuple[Optional["EventId"]]]:
+        """For ExpectationFailed: a 1-tuple with the namespace's actual newest id (None when it
+        has no events), parsed from the start of the message (protocol.md section 6); else None."""
+        if self.code != 35:
+            return None
+        head = self.message.split(":", 1)[0]
+        return (None,) if head == "none" else (EventId.parse(head),)
 
 
 class ProtocolError(Exception):
@@ -374,9 +390,40 @@ def encode_batch(op_id: int, events: List[NewEvent]) -> bytes:
     return frame(PRODUCE_BATCH, body)
 
 
-def encode_subscribe(sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int) -> bytes:
+def encode_produce_if(op_id: int, expectation: int, expected_id: Optional[EventId],
+                      events: List[NewEvent]) -> bytes:
+    body = struct.pack(">QB", op_id, expectation) + _event_id(expected_id)
+    body += struct.pack(">I", len(events)) + b"".join(_new_event(e) for e in events)
+    return frame(PRODUCE_IF, body)
+
+
+def encode_set_producer(producer_id: int, next_sequence: int) -> bytes:
+    return frame(SET_PRODUCER, struct.pack(">QQ", producer_id, next_sequence))
+
+
+SUBSCRIBE_TAIL = 0x01
+SUBSCRIBE_SKIP_DAMAGED = 0x02
+SUBSCRIBE_ID_ORDER = 0x04
+
+
+def encode_subscribe(
+    sub_id: int,
+    glob: str,
+    start: Start,
+    limit: int,
+    tail: bool,
+    credit: int,
+    skip_damaged: bool = False,
+    id_order: bool = False,
+) -> bytes:
+    """`skip_damaged`: the server skips a damaged range of its log with a Skipped frame instead
+    of ending the subscription with StorageFailure; `id_order`: events come in the total order
+    of ids, the same sequence on every node of a cluster (protocol.md section 7, Subscribe
+    flags)."""
+    flags = (SUBSCRIBE_TAIL if tail else 0) | (SUBSCRIBE_SKIP_DAMAGED if skip_damaged else 0)
+    flags |= SUBSCRIBE_ID_ORDER if id_order else 0
     body = struct.pack(">I", sub_id) + _str16(glob) + start.encode()
-    body += struct.pack(">QBI", limit, 1 if tail else 0, credit)
+    body += struct.pack(">QBI", limit, flags, credit)
     return frame(SUBSCRIBE, body)
 
 
@@ -585,7 +632,17 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         status["vector"] = _read_vector(r)
         members = []
         for _ in range(r.u16()):
-            members.append({"actor_id": r.u16(), "addr": r.str16(), "state": r.u8(), "vector": _read_vector(r), "lag": r.u64()})
+            members.append(
+                {
+                    "actor_id": r.u16(),
+                    "addr": r.str16(),
+                    "state": r.u8(),
+                    "vector": _read_vector(r),
+                    "lag": r.u64(),
+                    # 0 when connected; else ms without a connection (protocol.md section 14).
+                    "disconnected_ms": r.u64(),
+                }
+            )
         status["members"] = members
         out = ("status", status)
     elif kind == GROUPS:
@@ -835,6 +892,33 @@ class FloClient:
     def produce_batch(self, events: Iterable[NewEvent]) -> Ack:
         return self.wait_reply(self.send_batch(events))
 
+    def produce_if(self, events: Iterable[NewEvent], expect_last: Optional[EventId] = None,
+                   expect_empty: bool = False) -> Ack:
+        """Append `events` atomically only if the namespace of the first one has `expect_last` as
+        its newest event (or, with `expect_empty`, has no events). Raises FloError
+        ExpectationFailed otherwise; its `actual_last_id` tells the actual newest id."""
+        events = list(events)
+        if not events:
+            raise ValueError("a batch needs at least one event")
+        for ev in events:
+            self._check_event(ev)
+        if expect_empty:
+            expectation, expected = EXPECT_NO_EVENTS, None
+        elif expect_last is not None:
+            expectation, expected = EXPECT_LAST_IS, expect_last
+        else:
+            expectation, expected = EXPECT_ANY, None
+        op = self._new_op()
+        self._send(encode_produce_if(op, expectation, expected, events))
+        return self.wait_reply(op)
+
+    def set_producer(self, producer_id: int, next_sequence: int) -> None:
+        """Number later produces for `producer_id` from `next_sequence`: a retried number is
+        answered with its original Ack instead of being stored again (protocol.md, SetProducer).
+        To retry after a lost connection, send this again with the number of the oldest
+        unanswered produce and resend those produces in order. No reply."""
+        self._send(encode_set_producer(producer_id, next_sequence))
+
     def wait_reply(self, op_id: int, timeout: Optional[float] = None) -> Ack:
         """Wait for the reply to `op_id`: returns the Ack or raises its FloError."""
         if op_id not in self.pending_ops and op_id not in self.replies:
@@ -864,8 +948,13 @@ class FloClient:
         credit: int = 100,
         auto_credit: bool = True,
         sub_id: Optional[int] = None,
+        skip_damaged: bool = False,
+        id_order: bool = False,
     ) -> Subscription:
-        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`."""
+        """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`.
+        With `skip_damaged`, a damaged range of the server's log comes as a Skipped item
+        instead of a StorageFailure error that ends the subscription. With `id_order`, events
+        come in id order (an OrderStalled error ends it if a cluster member stays away)."""
         if sub_id is None:
             sub_id = self.next_sub
             while sub_id in self.subs:
@@ -878,7 +967,7 @@ class FloClient:
         sub = Subscription(self, sub_id, start, credit, auto_credit)
         self.subs[sub_id] = sub
         self.ended_subs.discard(sub_id)
-        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit))
+        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit, skip_damaged, id_order))
         return sub
 
     # -- consumer groups ---------------------------------------------------------------------

@@ -137,6 +137,12 @@ class OfflineTests(unittest.TestCase):
             "Subscribe 6 to /food/** from 1700000000000 ms (2023-11-14T22:13:20Z)": flo.encode_subscribe(
                 6, "/food/**", Start.at_timestamp(1700000000000), 0, True, 100
             ),
+            "Subscribe 7 to /** from the beginning, tail, skipping damaged ranges, credit 100": flo.encode_subscribe(
+                7, "/**", Start.beginning(), 0, True, 100, skip_damaged=True
+            ),
+            "Subscribe 8 to /** from the beginning, tail, in id order, credit 100": flo.encode_subscribe(
+                8, "/**", Start.beginning(), 0, True, 100, id_order=True
+            ),
             "Credit: 50 more events for subscription 1": flo.encode_credit(1, 50),
             "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
             "Ping with token 7": flo.encode_ping(7),
@@ -159,6 +165,11 @@ class OfflineTests(unittest.TestCase):
                 "workers", flo.ADMIN_RESET, Start.after_id(EventId(42, 1))
             ),
             'GroupAdmin: delete "workers"': flo.encode_group_admin("workers", flo.ADMIN_DELETE),
+            "ProduceIf: op id 4, append to /acct/42 only if its newest event is 0000000000000000000500001":
+                flo.encode_produce_if(4, flo.EXPECT_LAST_IS, EventId.parse("5.1"), [NewEvent("/acct/42", b"+10")]),
+            "ProduceIf: op id 5, create /acct/43: only if it has no events":
+                flo.encode_produce_if(5, flo.EXPECT_NO_EVENTS, None, [NewEvent("/acct/43", b"open")]),
+            "SetProducer: producer 42, the next produce is number 1": flo.encode_set_producer(42, 1),
         }
         for title, encoded in cases.items():
             with self.subTest(title):
@@ -192,6 +203,10 @@ class OfflineTests(unittest.TestCase):
         )
         raw = ex["Error, connection scope: NoSuchGroup (illustrative message)"]
         self.assertEqual(flo.decode(raw[4], raw[5:]).name, "NoSuchGroup")
+    def test_status_members_say_since_when_they_are_disconnected(self) -> None:
+        raw = spec_examples()["Status of actor 1: connected to actor 2, backing off from actor 3 for 42 s"]
+        _, status = flo.decode(raw[4], raw[5:])
+        self.assertEqual([m["disconnected_ms"] for m in status["members"]], [0, 42000])
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
@@ -346,6 +361,26 @@ class ServerTests(unittest.TestCase):
         self.assertEqual([(e.id, e.namespace, e.data) for e in evs[1:]],
                          list(zip(ack.ids, ["/a", "/b", "/a/c"], [b"x", b"", b"yz"])))
         self.assertTrue(all(e.timestamp_ms == ack.timestamp_ms for e in evs[1:]))
+
+    def test_conditional_produce(self) -> None:
+        c = self.connect()
+        opened = c.produce_if([NewEvent("/acct/1", b"open")], expect_empty=True)
+        with self.assertRaises(FloError) as cm:
+            c.produce_if([NewEvent("/acct/1", b"again")], expect_empty=True)
+        self.assertEqual(cm.exception.name, "ExpectationFailed")
+        self.assertEqual(cm.exception.actual_last_id, (opened.first_id,))
+        c.produce_if([NewEvent("/acct/1", b"+1"), NewEvent("/audit", b"x")], expect_last=opened.first_id)
+        self.assertEqual(len(list(c.subscribe("/acct/1").events())), 2)
+
+    def test_idempotent_retry_gets_the_original_ack(self) -> None:
+        first = self.connect()
+        first.set_producer(4242, 1)
+        ack = first.produce("/orders", b"1")
+        retry = self.connect()
+        retry.set_producer(4242, 1)
+        again = retry.produce("/orders", b"1")
+        self.assertEqual((again.first_id, again.timestamp_ms), (ack.first_id, ack.timestamp_ms))
+        self.assertEqual(len(list(retry.subscribe("/orders").events())), 1)
 
     def test_invalid_batches(self) -> None:
         c = self.connect()
@@ -531,6 +566,20 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(sub.next().data, b"live")
         self.assertEqual(sub.next(), End(sub.id, flo.LIMIT_REACHED))
 
+    def test_id_order_with_skip_damaged(self) -> None:
+        # Subscribe flags 0x06 (id order and skip_damaged) and 0x07 (with tail) are accepted
+        # together; on a standalone server id order is log order.
+        c = self.connect()
+        c.produce_batch([NewEvent("/io", str(i).encode()) for i in range(4)])
+        sub = c.subscribe("/io", id_order=True, skip_damaged=True)
+        items = list(sub)
+        self.assertEqual([e.data for e in items[:4]], [str(i).encode() for i in range(4)])
+        self.assertEqual(items[4], End(sub.id, flo.END_OF_STREAM))
+        sub = c.subscribe("/io", tail=True, id_order=True, skip_damaged=True)
+        ids = [sub.next().id for _ in range(4)]
+        self.assertEqual(ids, sorted(ids))
+        self.assertIsInstance(sub.next(), CaughtUp)
+
     def test_resume_from_cursor(self) -> None:
         c = self.connect()
         c.produce_batch([NewEvent(f"/r/{i % 2}", str(i).encode()) for i in range(10)])
@@ -594,7 +643,7 @@ class ServerTests(unittest.TestCase):
             "zero length": b"\x00\x00\x00\x00",
             "unknown kind": flo.frame(0x60, b""),
             "trailing byte": flo.frame(flo.PING, b"\x00" * 9),
-            "bad bool": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x02" + b"\x00" * 4,
+            "undefined flag bit": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x08" + b"\x00" * 4,
         }
         for n, (name, raw) in enumerate(cases.items(), start=1):
             with self.subTest(name):

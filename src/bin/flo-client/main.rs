@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{format_human, format_json, format_status, parse_start_position};
 use flo::client::{
-    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, GroupDelivery, NewEvent, Producer,
+    Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, Expectation, GroupDelivery,
+    IdempotentProducer, NewEvent,
 };
 use flo::event::{Event, EventId, Order, StartPosition};
 use flo::units::parse_duration_ms;
@@ -90,6 +91,17 @@ enum Command {
         /// ReplicationTimeout, saying how many it reached, after the server's time-out.
         #[arg(long, value_name = "N", default_value_t = 0)]
         replicas: u8,
+        /// Append only if the namespace's newest event is ID ("none": only if it has no
+        /// events). With standard input, all lines go as one atomic batch (at most 10000).
+        /// If the namespace ends elsewhere nothing is appended, the error names its actual
+        /// newest id, and the exit code is 3.
+        #[arg(long, value_name = "ID|none")]
+        expect_last: Option<String>,
+        /// Lines from standard input are produced idempotently: after a lost connection or a
+        /// server restart the client connects again (this many tries, 0 for none) and resends
+        /// what was not acknowledged, which the server stores once.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        reconnect_attempts: u32,
     },
     /// Consume events and print them.
     ///
@@ -129,6 +141,11 @@ enum Command {
         /// Stop after this many events (0: no limit).
         #[arg(long, value_name = "N", default_value_t = 0)]
         limit: u64,
+        /// When the server meets a damaged, unreadable range of its log (a sealed segment
+        /// with a bad checksum), skip it with a warning on standard error naming how many
+        /// records were lost, and go on. Without it the consumer stops there with an error.
+        #[arg(long, conflicts_with = "group")]
+        skip_damaged: bool,
         /// `human`: the event id, namespace and data as text, each event after a blank line.
         /// `json`: one JSON object per line with id, parent_id, namespace, timestamp (ms) and
         /// data (a string when it is UTF-8, otherwise base64 with "data_encoding":"base64").
@@ -288,6 +305,10 @@ fn main() -> ExitCode {
     let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) if message.starts_with(EXPECTATION_FAILED_PREFIX) => {
+            eprintln!("{message}");
+            ExitCode::from(EXPECTATION_FAILED_EXIT)
+        }
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
@@ -323,14 +344,18 @@ fn run(cli: Cli) -> Result<(), String> {
             parent,
             quiet,
             replicas,
-        } => produce(
-            &server,
-            &namespace,
-            data,
-            parent.as_deref(),
-            quiet,
-            replicas,
-        ),
+            expect_last,
+            reconnect_attempts,
+        } => {
+            let options = ProduceOptions {
+                parent: parent.as_deref(),
+                quiet,
+                replicas,
+                expect_last: expect_last.as_deref(),
+                reconnect_attempts,
+            };
+            produce(&server, &namespace, data, &options)
+        }
         Command::Consume {
             group: Some(_),
             order: ConsumeOrder::Id,
@@ -344,6 +369,7 @@ fn run(cli: Cli) -> Result<(), String> {
             limit,
             format,
             order: ConsumeOrder::Arrival,
+            skip_damaged: _,
         } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
         Command::Consume {
             group: None,
@@ -353,12 +379,20 @@ fn run(cli: Cli) -> Result<(), String> {
             limit,
             format,
             order,
+            skip_damaged,
         } => {
             let order = match order {
                 ConsumeOrder::Arrival => Order::Arrival,
                 ConsumeOrder::Id => Order::Id,
             };
-            consume(&server, &namespace, tail, &from, limit, format, order)
+            let options = ConsumeOptions {
+                tail,
+                limit,
+                format,
+                order,
+                skip_damaged,
+            };
+            consume(&server, &namespace, &from, &options)
         }
         Command::Status => status(&server),
         Command::Groups { action } => groups(&server, action),
@@ -550,25 +584,41 @@ fn connect(server: &Server) -> Result<Client, String> {
     })
 }
 
+/// The flags of `flo-client produce` besides the namespace and the data.
+struct ProduceOptions<'a> {
+    parent: Option<&'a str>,
+    quiet: bool,
+    replicas: u8,
+    expect_last: Option<&'a str>,
+    reconnect_attempts: u32,
+}
+
 fn produce(
     server: &Server,
     namespace: &str,
     data: Option<String>,
-    parent: Option<&str>,
-    quiet: bool,
-    replicas: u8,
+    options: &ProduceOptions<'_>,
 ) -> Result<(), String> {
-    let parent_id = parent
+    let parent_id = options
+        .parent
         .map(|text| text.parse::<EventId>())
         .transpose()
         .map_err(|error| error.to_string())?;
+    let expect = options
+        .expect_last
+        .map(|text| match text {
+            "none" => Ok(Expectation::NoEvents),
+            text => text.parse::<EventId>().map(Expectation::LastIs),
+        })
+        .transpose()
+        .map_err(|error| format!("--expect-last: {error}"))?;
     let mut client = connect(server)?;
-    if replicas > 0 {
+    if options.replicas > 0 {
         client
-            .set_replicas(replicas)
+            .set_replicas(options.replicas)
             .map_err(|error| error.to_string())?;
     }
-    let mut out: Box<dyn Write> = if quiet {
+    let mut out: Box<dyn Write> = if options.quiet {
         Box::new(io::sink())
     } else {
         Box::new(BufWriter::new(io::stdout().lock()))
@@ -579,35 +629,117 @@ fn produce(
         None if io::stdin().is_terminal() => Some(String::new()),
         data => data,
     };
-    let count = match data {
-        Some(data) => {
+    let event = |data: Vec<u8>| NewEvent {
+        namespace: namespace.to_string(),
+        parent_id,
+        data,
+    };
+    let count = match (data, expect) {
+        (data, Some(expect)) => {
+            let events = match data {
+                Some(data) => vec![event(data.into_bytes())],
+                None => read_lines(namespace)?.into_iter().map(event).collect(),
+            };
             let ack = client
-                .produce_event(NewEvent {
-                    namespace: namespace.to_string(),
-                    parent_id,
-                    data: data.into_bytes(),
-                })
+                .produce_if(expect, &events)
+                .map_err(|error| expectation_error(namespace, &error))?;
+            write_ack(&mut out, &ack).map_err(|error| output_error(&error))?;
+            u64::from(ack.count)
+        }
+        (Some(data), None) => {
+            let ack = client
+                .produce_event(event(data.into_bytes()))
                 .map_err(|error| error.to_string())?;
             write_ack(&mut out, &ack).map_err(|error| output_error(&error))?;
             1
         }
-        None => produce_lines(&mut client, namespace, parent_id, &mut out)?,
+        (None, None) => {
+            let mut producer = idempotent_producer(client, server, options)?;
+            produce_lines(&mut producer, namespace, parent_id, &mut out)?
+        }
     };
     writeln!(out, "Successfully produced {count} events to {namespace}")
         .and_then(|()| out.flush())
         .map_err(|error| output_error(&error))
 }
 
+/// Exit code 3: a conditional produce found the namespace elsewhere than expected.
+const EXPECTATION_FAILED_EXIT: u8 = 3;
+
+/// The message of a failed conditional produce; an expectation that did not hold is marked
+/// for exit code 3 (`main` looks for the prefix).
+fn expectation_error(namespace: &str, error: &ClientError) -> String {
+    match error.actual_last_id() {
+        Some(actual) => {
+            let actual = actual.map_or("none".to_string(), |id| id.to_string());
+            format!(
+                "{EXPECTATION_FAILED_PREFIX}the newest event of {namespace} is {actual}: \
+                 nothing was produced (read it again and retry with --expect-last {actual})"
+            )
+        }
+        None => error.to_string(),
+    }
+}
+
+const EXPECTATION_FAILED_PREFIX: &str = "expectation failed: ";
+
+/// Every line of standard input (newlines removed), for one atomic batch.
+fn read_lines(namespace: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(|error| format!("could not read standard input: {error}"))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(format!(
+            "standard input was empty: no events produced to {namespace} \
+             (use -d \"\" for one event without data)"
+        ));
+    }
+    Ok(lines)
+}
+
+/// The stdin producer: idempotent, so a reconnect never stores a line twice.
+fn idempotent_producer(
+    client: Client,
+    server: &Server,
+    options: &ProduceOptions<'_>,
+) -> Result<IdempotentProducer, String> {
+    let id = IdempotentProducer::random_id();
+    let mut producer =
+        IdempotentProducer::with_client(client, &server.addr, server.options(), id, PRODUCE_WINDOW);
+    producer.set_reconnect(options.reconnect_attempts, Duration::from_millis(100));
+    if options.replicas > 0 {
+        // Sent on this connection already; kept for the ones after a reconnect.
+        producer
+            .set_replicas(options.replicas)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(producer)
+}
+
 /// One event per line of standard input, pipelined; prints each id as its ack arrives.
 /// Returns how many events were acknowledged.
 fn produce_lines(
-    client: &mut Client,
+    producer: &mut IdempotentProducer,
     namespace: &str,
     parent_id: Option<EventId>,
     out: &mut impl Write,
 ) -> Result<u64, String> {
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
-    let mut producer = client.producer(PRODUCE_WINDOW);
     let mut acknowledged = 0u64;
     let mut line = Vec::new();
     let mut lines_read = 0u64;
@@ -618,7 +750,7 @@ fn produce_lines(
         if input.buffer().is_empty() {
             // About to wait for input: show every outstanding ack first, so an interactive
             // user sees each id as soon as the server has it.
-            while receive_ack(&mut producer, out, &mut acknowledged)? {}
+            while receive_ack(producer, out, &mut acknowledged)? {}
             out.flush().map_err(|error| output_error(&error))?;
         }
         line.clear();
@@ -640,7 +772,7 @@ fn produce_lines(
             }
         }
         if producer.is_full() {
-            receive_ack(&mut producer, out, &mut acknowledged)?;
+            receive_ack(producer, out, &mut acknowledged)?;
         }
         let event = NewEvent {
             namespace: namespace.to_string(),
@@ -649,12 +781,12 @@ fn produce_lines(
         };
         if let Err(error) = producer.send(event) {
             // Print the acks that arrived before the failure; then report it.
-            while let Ok(true) = receive_ack(&mut producer, out, &mut acknowledged) {}
+            while let Ok(true) = receive_ack(producer, out, &mut acknowledged) {}
             let _ = out.flush();
             return Err(fail(acknowledged, error.to_string()));
         }
     }
-    while receive_ack(&mut producer, out, &mut acknowledged)? {}
+    while receive_ack(producer, out, &mut acknowledged)? {}
     // Empty input (/dev/null, a closed pipe, an upstream command that printed nothing) is
     // refused rather than reported as "produced 0 events": a script must not mistake it for
     // success, and inventing an event without data from no input would be a guess.
@@ -669,7 +801,7 @@ fn produce_lines(
 
 /// Prints the oldest outstanding ack; false when nothing was in flight.
 fn receive_ack(
-    producer: &mut Producer<'_>,
+    producer: &mut IdempotentProducer,
     out: &mut impl Write,
     acknowledged: &mut u64,
 ) -> Result<bool, String> {
@@ -750,15 +882,28 @@ fn wall_clock_ms() -> u64 {
         })
 }
 
-fn consume(
-    server: &Server,
-    glob: &str,
+/// The flags of `flo-client consume` (without --group) besides the glob and --from.
+struct ConsumeOptions {
     tail: bool,
-    from: &str,
     limit: u64,
     format: Format,
     order: Order,
+    skip_damaged: bool,
+}
+
+fn consume(
+    server: &Server,
+    glob: &str,
+    from: &str,
+    options: &ConsumeOptions,
 ) -> Result<(), String> {
+    let ConsumeOptions {
+        tail,
+        limit,
+        format,
+        order,
+        skip_damaged,
+    } = *options;
     let now_ms = wall_clock_ms();
     let from = parse_from(from, now_ms)?;
     stop_cleanly_on_ctrl_c()?;
@@ -776,6 +921,7 @@ fn consume(
         .limit(server_limit)
         .tail(tail || held_back.is_some())
         .order(order)
+        .skip_damaged(skip_damaged)
         .subscribe()
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
@@ -825,10 +971,19 @@ fn consume(
                 continue;
             }
             Some(Delivery::Skipped(count)) => {
-                eprintln!(
-                    "warning: the server's retention deleted {count} records this consumer \
-                     had not read yet; they are skipped"
-                );
+                // Skipped carries no reason: without --skip-damaged only retention sends it.
+                if skip_damaged {
+                    eprintln!(
+                        "warning: {count} records of the server's log that this consumer had \
+                         not read yet are skipped: deleted by retention, or unreadable on the \
+                         server's disk (--skip-damaged)"
+                    );
+                } else {
+                    eprintln!(
+                        "warning: the server's retention deleted {count} records this consumer \
+                         had not read yet; they are skipped"
+                    );
+                }
                 continue;
             }
             Some(Delivery::Event(event)) => event,

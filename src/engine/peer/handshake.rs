@@ -370,6 +370,7 @@ impl<L: Log> Engine<L> {
                 credit: 0,
                 queued: false,
                 stream: Stream::Replication,
+                skip_damaged: false,
                 order: None,
             },
         );

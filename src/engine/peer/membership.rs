@@ -74,6 +74,7 @@ impl<L: Log> Engine<L> {
                         clock: 0,
                         clock_received: 0,
                         clock_sent: 0,
+                        disconnected_since_ms: self.now_ms,
                     };
                     self.cluster.members.insert(actor, member);
                     changed = true;
@@ -130,6 +131,7 @@ impl<L: Log> Engine<L> {
                     clock: 0,
                     clock_received: 0,
                     clock_sent: 0,
+                    disconnected_since_ms: self.now_ms,
                 });
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;
@@ -150,6 +152,7 @@ impl<L: Log> Engine<L> {
             state: TargetState::Waiting { due_ms: 0 },
             attempt: 0,
             actor,
+            known_since_ms: self.now_ms,
         });
         if target.actor.is_none() {
             target.actor = actor;
@@ -187,6 +190,9 @@ impl<L: Log> Engine<L> {
                     return;
                 }
                 member.conn = None;
+                // `handle_closed` carries no time: the last time the engine was given is at
+                // most one reactor turn old.
+                member.disconnected_since_ms = self.now_ms;
                 log::info!("{conn}: peer {actor} disconnected");
                 let addrs: Vec<SocketAddr> = self
                     .cluster

@@ -54,6 +54,9 @@ struct Target {
     attempt: u32,
     /// The actor this address turned out to reach, once a handshake told us.
     actor: Option<ActorId>,
+    /// When (monotonic ms) this node learned of the address: for Status while no handshake
+    /// has identified it.
+    known_since_ms: u64,
 }
 
 /// What this node knows about another member.
@@ -75,6 +78,9 @@ struct MemberInfo {
     clock_received: u64,
     /// The clock this node last promised it on its current connection.
     clock_sent: u64,
+    /// While `conn` is `None`: since when (monotonic ms) it has been without a connection
+    /// (its connection ended, or this node learned of it then).
+    disconnected_since_ms: u64,
 }
 
 /// The cluster state of one engine.
@@ -123,6 +129,8 @@ impl Cluster {
                 state,
                 attempt: 0,
                 actor: None,
+                // The engine's clock starts at the server's start.
+                known_since_ms: 0,
             };
             targets.insert(*addr, target);
         }
@@ -173,7 +181,9 @@ impl<L: Log> Engine<L> {
     pub fn status(&self) -> Status {
         let durable_end = self.log.durable_end();
         let mut members = Vec::new();
+        let since = |ms: u64| self.now_ms.saturating_sub(ms);
         for (actor, member) in &self.cluster.members {
+            let connected = member.conn.and_then(|c| self.conn(c)).is_some();
             let (state, vector, lag) = match member.conn.and_then(|c| self.conn(c)) {
                 Some(connection) => match connection.subscriptions.get(&PEER_SUBSCRIPTION) {
                     Some(sub) => (
@@ -195,6 +205,11 @@ impl<L: Log> Engine<L> {
                 state,
                 vector,
                 lag,
+                disconnected_ms: if connected {
+                    0
+                } else {
+                    since(member.disconnected_since_ms)
+                },
             });
         }
         // Addresses not yet identified by a handshake are listed with actor 0.
@@ -206,6 +221,7 @@ impl<L: Log> Engine<L> {
                     state: self.target_state_of(*addr),
                     vector: VersionVector::new(),
                     lag: 0,
+                    disconnected_ms: since(target.known_since_ms),
                 });
             }
         }

@@ -211,9 +211,7 @@ impl<L: Log> Engine<L> {
         if id.counter <= self.log.version_vector().get(id.actor) {
             return true;
         }
-        if !self.turn_namespaces.contains(&event.namespace) {
-            self.turn_namespaces.insert(event.namespace.clone());
-        }
+        self.observe_appended(&event.namespace, id);
         match self.log.append(event) {
             Ok(_) => {
                 self.counter = self.counter.max(id.counter);

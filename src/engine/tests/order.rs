@@ -210,3 +210,63 @@ fn an_absurd_peer_clock_closes_the_connection() {
     h.turn();
     assert_eq!(h.closed_with(peer_conn), Some(ErrorCode::MalformedFrame));
 }
+
+/// An id-order subscription that also asks to skip damaged ranges (Subscribe flags 0x06):
+/// Skipped comes once for the damaged record, even when an overflowing reorder buffer makes
+/// it read the damaged range again, and every readable event comes in id order.
+#[test]
+fn an_id_order_subscription_skipping_damage_is_told_once_and_keeps_the_order() {
+    let mut h = Harness::with_config(|c| c.cluster.order_buffer_bytes_max = 3 * 300);
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let client = h.client();
+    for op in 1..=10 {
+        h.produce(client, op, "/a", b"x");
+    }
+    h.turn();
+    h.received(client);
+    // Member 2's events 1..10 arrive after this node's (offsets 10..20): out of id order.
+    for counter in 1..=10 {
+        h.send(peer_conn, PeerFrame::PeerEvent(stored(counter, 2, b"r")));
+    }
+    h.turn();
+    // Member 2's event 3 is unreadable.
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(12)));
+    h.send(
+        client,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: true,
+            skip_damaged: true,
+            order: crate::protocol::Order::Id,
+            credit: 1000,
+        }),
+    );
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 10 });
+    let mut frames = Vec::new();
+    for _ in 0..50 {
+        h.turn();
+        frames.extend(h.received(client));
+    }
+    let skipped: Vec<&ServerFrame> = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Skipped { .. }))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![&ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        }],
+        "{frames:?}"
+    );
+    let mut expected: Vec<EventId> = (1..=10)
+        .flat_map(|c| [EventId::new(c, 2), EventId::new(c, 7)])
+        .filter(|id| *id != EventId::new(3, 2))
+        .collect();
+    expected.sort();
+    assert_eq!(ids_of(&frames, 1), expected);
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
+}

@@ -168,6 +168,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUPS_REQUEST
         | kind::PARKED_REQUEST
         | kind::GROUP_ADMIN => ClientToServer,
+        kind::PRODUCE_IF | kind::SET_PRODUCER => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -310,7 +311,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::SetReplicas { .. }
                 | ClientFrame::GroupsRequest(_)
                 | ClientFrame::ParkedRequest(_)
-                | ClientFrame::GroupAdmin(_),
+                | ClientFrame::GroupAdmin(_)
+                | ClientFrame::ProduceIf(_)
+                | ClientFrame::SetProducer { .. },
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -417,6 +420,14 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
+            ClientFrame::ProduceIf(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::SetProducer {
+                producer_id,
+                next_sequence,
+            } => write_frame(out, kind, |w| {
+                w.put_u64(*producer_id);
+                w.put_u64(*next_sequence);
+            }),
         }
     }
 
@@ -438,6 +449,8 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
             ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
             ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
+            ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
+            ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
         }
     }
 }
@@ -588,6 +601,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUP_NACK => "GroupNack",
         kind::LEAVE_GROUP => "LeaveGroup",
         kind::SET_REPLICAS => "SetReplicas",
+        kind::PRODUCE_IF => "ProduceIf",
+        kind::SET_PRODUCER => "SetProducer",
         kind::STATUS => "Status",
         kind::SKIPPED => "Skipped",
         kind::GROUPS_REQUEST => "GroupsRequest",
@@ -648,6 +663,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
         kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
             replicas: r.get_u8("replicas")?,
+        }),
+        kind::PRODUCE_IF => AnyFrame::Client(ClientFrame::ProduceIf(ProduceIf::read(r)?)),
+        kind::SET_PRODUCER => AnyFrame::Client(ClientFrame::SetProducer {
+            producer_id: r.get_u64("producer id")?,
+            next_sequence: r.get_u64("next sequence")?,
         }),
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
@@ -814,6 +834,69 @@ impl WireFormat for ProduceBatch {
     }
 }
 
+impl WireFormat for ProduceIf {
+    fn write(&self, w: &mut Writer) {
+        w.put_u64(self.op_id);
+        let (expect, id) = match self.expect {
+            Expectation::Any => (EXPECT_ANY, None),
+            Expectation::NoEvents => (EXPECT_NO_EVENTS, None),
+            Expectation::LastIs(id) => (EXPECT_LAST_IS, Some(id)),
+            Expectation::HasEvents => (EXPECT_HAS_EVENTS, None),
+        };
+        w.put_u8(expect);
+        w.put_optional_id(id);
+        let count = u32::try_from(self.events.len())
+            .expect("batch of 2^32 events: callers check the batch limit first");
+        w.put_u32(count);
+        for event in &self.events {
+            event.write(w);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<ProduceIf, DecodeError> {
+        let op_id = r.get_u64("op id")?;
+        let expect = r.get_u8("expectation")?;
+        let id = r.get_optional_id("expected id")?;
+        let expect = match (expect, id) {
+            (EXPECT_ANY, None) => Expectation::Any,
+            (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
+            (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
+            (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
+            (EXPECT_LAST_IS, None) => {
+                return Err(DecodeError::malformed(
+                    "expectation 2 needs an expected id".into(),
+                ))
+            }
+            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
+                return Err(DecodeError::malformed(
+                    "only expectation 2 has an expected id".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(DecodeError::malformed(format!(
+                    "unknown expectation {other}"
+                )))
+            }
+        };
+        let count = r.get_u32("event count")?;
+        // As for ProduceBatch: nothing reserved from `count`.
+        let mut events = Vec::new();
+        for _ in 0..count {
+            events.push(NewEvent::read(r)?);
+        }
+        Ok(ProduceIf {
+            op_id,
+            expect,
+            events,
+        })
+    }
+}
+
+const EXPECT_ANY: u8 = 0;
+const EXPECT_NO_EVENTS: u8 = 1;
+const EXPECT_LAST_IS: u8 = 2;
+const EXPECT_HAS_EVENTS: u8 = 3;
+
 impl WireFormat for Ack {
     fn write(&self, w: &mut Writer) {
         w.put_u64(self.op_id);
@@ -832,10 +915,13 @@ impl WireFormat for Ack {
     }
 }
 
-/// Subscribe's `flags` byte: bit 0 keeps the subscription tailing, bit 1 asks for id order;
-/// the other bits must be 0 (a version-1 client that sent `tail` as a bool sends 0 or 1).
-const SUBSCRIBE_FLAG_TAIL: u8 = 0x01;
-const SUBSCRIBE_FLAG_ID_ORDER: u8 = 0x02;
+/// Subscribe's flags byte (protocol.md section 7): bit 0, keep delivering new events.
+const SUBSCRIBE_TAIL: u8 = 0x01;
+/// Subscribe's flags byte: bit 1, skip a damaged range of the log (Skipped) instead of ending
+/// the subscription with `StorageFailure`.
+const SUBSCRIBE_SKIP_DAMAGED: u8 = 0x02;
+/// Subscribe's flags byte: bit 2, deliver events in id order (protocol.md section 7).
+const SUBSCRIBE_ID_ORDER: u8 = 0x04;
 
 impl WireFormat for Subscribe {
     fn write(&self, w: &mut Writer) {
@@ -843,11 +929,17 @@ impl WireFormat for Subscribe {
         w.put_bytes16(self.glob.as_bytes(), "glob");
         self.start.write(w);
         w.put_u64(self.limit);
-        let order = match self.order {
-            Order::Arrival => 0,
-            Order::Id => SUBSCRIBE_FLAG_ID_ORDER,
-        };
-        w.put_u8(u8::from(self.tail) | order);
+        let mut flags = 0;
+        if self.tail {
+            flags |= SUBSCRIBE_TAIL;
+        }
+        if self.skip_damaged {
+            flags |= SUBSCRIBE_SKIP_DAMAGED;
+        }
+        if self.order == Order::Id {
+            flags |= SUBSCRIBE_ID_ORDER;
+        }
+        w.put_u8(flags);
         w.put_u32(self.credit);
     }
 
@@ -856,17 +948,24 @@ impl WireFormat for Subscribe {
         let glob = r.get_str16("glob")?;
         let start = StartPosition::read(r)?;
         let limit = r.get_u64("limit")?;
+        // The byte that version 1 first defined as the `tail` bool: its values 0 and 1 keep
+        // their meaning, bits 1 and 2 were added later, and every other bit is refused (an older
+        // server refuses a newer bit the same way, so an option is never ignored silently).
         let flags = r.get_u8("flags")?;
-        if flags & !(SUBSCRIBE_FLAG_TAIL | SUBSCRIBE_FLAG_ID_ORDER) != 0 {
-            return Err(r.error(format!("unknown Subscribe flags {flags:#04x}")));
+        if flags & !(SUBSCRIBE_TAIL | SUBSCRIBE_SKIP_DAMAGED | SUBSCRIBE_ID_ORDER) != 0 {
+            return Err(r.error(format!(
+                "subscribe flags are {flags:#04x}; only bits 0 (tail), 1 (skip damaged) and \
+                 2 (id order) are defined"
+            )));
         }
         Ok(Subscribe {
             subscription_id,
             glob,
             start,
             limit,
-            tail: flags & SUBSCRIBE_FLAG_TAIL != 0,
-            order: if flags & SUBSCRIBE_FLAG_ID_ORDER != 0 {
+            tail: flags & SUBSCRIBE_TAIL != 0,
+            skip_damaged: flags & SUBSCRIBE_SKIP_DAMAGED != 0,
+            order: if flags & SUBSCRIBE_ID_ORDER != 0 {
                 Order::Id
             } else {
                 Order::Arrival

@@ -39,6 +39,9 @@ impl Writer<'_> {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
+    // The wire type `bool` of protocol.md section 2. Subscribe's `tail` became a flags byte,
+    // so no frame uses it today; kept for the frames that will.
+    #[allow(dead_code)]
     pub(super) fn put_bool(&mut self, value: bool) {
         self.put_u8(u8::from(value));
     }
@@ -151,6 +154,8 @@ impl<'a> Reader<'a> {
         }
     }
 
+    // See `put_bool`.
+    #[allow(dead_code)]
     pub(super) fn get_bool(&mut self, what: &str) -> Result<bool, DecodeError> {
         match self.get_u8(what)? {
             0 => Ok(false),

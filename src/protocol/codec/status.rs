@@ -17,6 +17,7 @@ impl WireFormat for Status {
             w.put_u8(member.state as u8);
             write_vector(w, &member.vector);
             w.put_u64(member.lag);
+            w.put_u64(member.disconnected_ms);
         }
     }
 
@@ -43,6 +44,7 @@ impl WireFormat for Status {
                 state,
                 vector: read_vector(r, "member vector")?,
                 lag: r.get_u64("member lag")?,
+                disconnected_ms: r.get_u64("member disconnected time")?,
             });
         }
         Ok(Status {

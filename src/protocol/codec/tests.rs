@@ -44,6 +44,7 @@ fn subscribe(start: StartPosition) -> Frame {
         start,
         limit: 100,
         tail: true,
+        skip_damaged: false,
         order: Default::default(),
         credit: 64,
     }))
@@ -251,6 +252,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 state: MemberState::BackingOff,
                 vector: [(ActorId(2), 9)].into_iter().collect(),
                 lag: 3,
+                disconnected_ms: 42_000,
             }],
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
@@ -576,19 +578,33 @@ fn inner_lengths_over_the_limits_are_malformed() {
 
 #[test]
 fn invalid_booleans_and_enum_values_are_malformed() {
-    let mut tail_two = encoded(&subscribe(StartPosition::Beginning));
-    let tail_index = tail_two.len() - 5;
-    assert_eq!(tail_two[tail_index], 1);
-    // The byte is Subscribe's flags: bit 0 tail, bit 1 id order, the others must be 0.
-    tail_two[tail_index] = 4;
-    assert!(decode_error(&tail_two).message.contains("flags 0x04"));
-    tail_two[tail_index] = 3;
-    match decode(&tail_two, &WireLimits::default()) {
+    // Subscribe's flags byte (once the `tail` bool): bit 0 tail, bit 1 skip damaged, bit 2 id
+    // order; an undefined bit (3-7) is malformed.
+    let mut flags = encoded(&subscribe(StartPosition::Beginning));
+    let flags_index = flags.len() - 5;
+    assert_eq!(flags[flags_index], 1);
+    for undefined in [0x08, 0x10, 0x80, 0x0F] {
+        flags[flags_index] = undefined;
+        assert!(decode_error(&flags).message.contains("subscribe flags"));
+    }
+    // A subscription may ask for both id order and skipping damaged ranges.
+    flags[flags_index] = 0x07;
+    match decode(&flags, &WireLimits::default()) {
         Ok(Some((AnyFrame::Client(ClientFrame::Subscribe(subscribe)), _))) => {
             assert!(subscribe.tail);
+            assert!(subscribe.skip_damaged);
             assert_eq!(subscribe.order, Order::Id);
         }
-        other => panic!("flags 3 must decode as a tailing id-order Subscribe: {other:?}"),
+        other => panic!("flags 7 must decode as a tailing, skipping id-order Subscribe: {other:?}"),
+    }
+    flags[flags_index] = 0x04;
+    match decode(&flags, &WireLimits::default()) {
+        Ok(Some((AnyFrame::Client(ClientFrame::Subscribe(subscribe)), _))) => {
+            assert!(!subscribe.tail);
+            assert!(!subscribe.skip_damaged);
+            assert_eq!(subscribe.order, Order::Id);
+        }
+        other => panic!("flags 4 must decode as an id-order Subscribe: {other:?}"),
     }
 
     let bad_start = subscribe(StartPosition::Beginning);
@@ -915,6 +931,7 @@ fn random_frame(rng: &mut Rng) -> Frame {
             start: random_start(rng),
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
+            skip_damaged: rng.index(2) == 0,
             order: if rng.index(2) == 0 {
                 Order::Arrival
             } else {
@@ -1143,6 +1160,50 @@ fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
         let header = &raw_frame(kind, &[])[..5];
         let client = super::decode::<ClientFrame>(header, &limits()).map_err(|e| e.code);
         assert_eq!(client.err(), Some(ErrorCode::MalformedFrame), "{kind:#04x}");
+    }
+}
+
+/// Subscribe's flags byte (protocol.md section 7): bit 0 tail, bit 1 skip_damaged, bit 2 id
+/// order (in any combination), the other bits refused, so an option a server does not know is
+/// never ignored.
+#[test]
+fn subscribe_flags_carry_tail_skip_damaged_and_id_order_and_nothing_else() {
+    let AnyFrame::Client(ClientFrame::Subscribe(plain)) = subscribe(StartPosition::Beginning)
+    else {
+        unreachable!("subscribe() builds a Subscribe");
+    };
+    for flags in 0..=u8::MAX {
+        let mut bytes = encoded(&subscribe(StartPosition::Beginning));
+        // The flags byte is the fifth from the end, before the u32 credit.
+        let at = bytes.len() - 5;
+        bytes[at] = flags;
+        let decoded = super::decode::<ClientFrame>(&bytes, &limits());
+        if flags > 7 {
+            assert_eq!(
+                decoded.map_err(|e| e.code).err(),
+                Some(ErrorCode::MalformedFrame),
+                "flags {flags:#04x}"
+            );
+            continue;
+        }
+        let expected = Subscribe {
+            tail: flags & 1 != 0,
+            skip_damaged: flags & 2 != 0,
+            order: if flags & 4 != 0 {
+                Order::Id
+            } else {
+                Order::Arrival
+            },
+            ..plain.clone()
+        };
+        let frame = decoded
+            .expect("defined flags decode")
+            .map(|(frame, _)| frame);
+        assert_eq!(
+            frame,
+            Some(ClientFrame::Subscribe(expected)),
+            "{flags:#04x}"
+        );
     }
 }
 

@@ -1,0 +1,254 @@
+//! Hostile cases: namespaces as streams against the real binary. Idempotent produce: a
+//! connection cut after the server stored a produce but before the client read its ack, and a
+//! kill -9 of the server after the ack, followed by a retry with the same producer sequence
+//! number: stored once, answered with the original ids (also through the Rust client's
+//! `IdempotentProducer`, behind a proxy that drops the first ack). Conditional produce: two
+//! connections racing to create the same namespace, exactly one wins, every round.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use crate::common::{FloProcess, RawConn};
+use crate::support::assert_survived;
+use flo::client::{ClientOptions, IdempotentProducer};
+use flo::event::{EventId, StartPosition};
+use flo::protocol::{
+    Ack, ClientFrame, ErrorCode, Expectation, NewEvent, ProduceIf, ServerFrame, Subscribe,
+};
+
+const RSS_MAX: u64 = 64 * 1024 * 1024;
+
+/// The ids of every event of `namespace`, read by a non-tail subscription.
+fn ids_in(addr: SocketAddr, namespace: &str) -> Vec<EventId> {
+    let mut conn = RawConn::hello(addr);
+    conn.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: namespace.into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        skip_damaged: false,
+        order: Default::default(),
+        credit: 10_000,
+    });
+    let mut ids = Vec::new();
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Event { event, .. }) => ids.push(event.id),
+            Some(ServerFrame::End { .. }) => return ids,
+            other => panic!("unexpected frame while reading {namespace}: {other:?}"),
+        }
+    }
+}
+
+fn expect_ack(conn: &mut RawConn, op_id: u64) -> Ack {
+    match conn.recv() {
+        Some(ServerFrame::Ack(ack)) if ack.op_id == op_id => ack,
+        other => panic!("expected the ack of op {op_id}, got {other:?}"),
+    }
+}
+
+fn set_producer(conn: &mut RawConn, producer_id: u64, next_sequence: u64) {
+    conn.send(&ClientFrame::SetProducer {
+        producer_id,
+        next_sequence,
+    });
+}
+
+#[test]
+fn a_retry_after_a_connection_cut_before_the_ack_is_stored_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut first = RawConn::hello(server.addr);
+    set_producer(&mut first, 42, 1);
+    first.produce(1, "/orders/1", b"pay 10");
+    // Wait until the event is stored (a reader sees it), then drop the connection unread.
+    let stored = loop {
+        if let Some(&id) = ids_in(server.addr, "/orders/1").first() {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    first.stream.shutdown(Shutdown::Both).expect("cut");
+
+    let mut retry = RawConn::hello(server.addr);
+    set_producer(&mut retry, 42, 1);
+    retry.produce(7, "/orders/1", b"pay 10");
+    assert_eq!(expect_ack(&mut retry, 7).first_id, stored);
+    assert_eq!(ids_in(server.addr, "/orders/1"), vec![stored]);
+
+    // Without a producer the same retry is a second event: what protocol.md warns about.
+    retry.send(&ClientFrame::SetProducer {
+        producer_id: 0,
+        next_sequence: 0,
+    });
+    retry.produce(8, "/orders/1", b"pay 10");
+    expect_ack(&mut retry, 8);
+    assert_eq!(ids_in(server.addr, "/orders/1").len(), 2);
+    assert_survived(&mut server, RSS_MAX);
+}
+
+#[test]
+fn a_retry_after_kill_9_and_a_restart_gets_the_original_ack() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    set_producer(&mut conn, 9, 100);
+    conn.produce(1, "/accounts/7", b"opened");
+    conn.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+        op_id: 2,
+        events: vec![
+            NewEvent {
+                namespace: "/accounts/7".into(),
+                parent_id: None,
+                data: b"deposit".to_vec(),
+            },
+            NewEvent {
+                namespace: "/accounts/7".into(),
+                parent_id: None,
+                data: b"withdraw".to_vec(),
+            },
+        ],
+    }));
+    let (one, two) = (expect_ack(&mut conn, 1), expect_ack(&mut conn, 2));
+    server.kill9();
+
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    set_producer(&mut conn, 9, 100);
+    conn.produce(11, "/accounts/7", b"opened");
+    conn.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+        op_id: 12,
+        events: vec![],
+    }));
+    conn.produce(13, "/accounts/7", b"closed");
+    let again = expect_ack(&mut conn, 11);
+    assert_eq!(
+        (again.first_id, again.timestamp_ms),
+        (one.first_id, one.timestamp_ms)
+    );
+    // An empty batch is invalid whatever its number: refused before the window is asked.
+    match conn.recv() {
+        Some(ServerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::InvalidBatch),
+        other => panic!("expected InvalidBatch, got {other:?}"),
+    }
+    let closed = expect_ack(&mut conn, 13);
+    assert!(closed.first_id.counter > two.first_id.counter + 1);
+    assert_eq!(ids_in(server.addr, "/accounts/7").len(), 4);
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// A proxy to `target` that forwards the first connection's Welcome and then, at the next
+/// frame from the server (the first ack), cuts that connection; later connections pass.
+fn ack_dropping_proxy(target: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy addr");
+    std::thread::spawn(move || {
+        for (index, client) in listener.incoming().take(3).enumerate() {
+            let Ok(client) = client else { return };
+            let server = TcpStream::connect(target).expect("proxy connects");
+            let (mut client_in, mut server_out) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut server_out);
+            });
+            let (mut server_in, mut client_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut frames = 0;
+                loop {
+                    let mut length = [0u8; 4];
+                    if server_in.read_exact(&mut length).is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+                    if server_in.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    frames += 1;
+                    if index == 0 && frames == 2 {
+                        let _ = client_out.shutdown(Shutdown::Both);
+                        let _ = server_in.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if client_out
+                        .write_all(&length)
+                        .and_then(|()| client_out.write_all(&body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_rust_client_retries_after_a_lost_ack_without_storing_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let proxy = ack_dropping_proxy(server.addr);
+    let options = ClientOptions::default();
+    let mut producer = IdempotentProducer::connect(&proxy.to_string(), options, 5150, 8)
+        .expect("connect through the proxy");
+    producer.set_reconnect(5, Duration::from_millis(20));
+    let ack = producer
+        .produce(NewEvent {
+            namespace: "/carts/3".into(),
+            parent_id: None,
+            data: b"add apple".to_vec(),
+        })
+        .expect("stored despite the lost ack");
+    assert_eq!(producer.reconnects(), 1);
+    assert_eq!(ids_in(server.addr, "/carts/3"), vec![ack.first_id]);
+    assert_survived(&mut server, RSS_MAX);
+}
+
+#[test]
+fn two_connections_racing_to_create_a_namespace_one_wins_every_round() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut left = RawConn::hello(server.addr);
+    let mut right = RawConn::hello(server.addr);
+    for round in 0..50u64 {
+        let namespace = format!("/race/{round}");
+        let create = |op_id| {
+            ClientFrame::ProduceIf(ProduceIf {
+                op_id,
+                expect: Expectation::NoEvents,
+                events: vec![NewEvent {
+                    namespace: namespace.clone(),
+                    parent_id: None,
+                    data: b"created".to_vec(),
+                }],
+            })
+        };
+        left.send(&create(round));
+        right.send(&create(round));
+        let outcomes = [left.recv(), right.recv()];
+        let acks = outcomes
+            .iter()
+            .filter(|frame| matches!(frame, Some(ServerFrame::Ack(_))))
+            .count();
+        let refused: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|frame| match frame {
+                Some(ServerFrame::Error(error)) if error.code == ErrorCode::ExpectationFailed => {
+                    Some(error.message.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!((acks, refused.len()), (1, 1), "round {round}: {outcomes:?}");
+        let winner = ids_in(server.addr, &namespace);
+        assert_eq!(winner.len(), 1);
+        assert!(
+            refused[0].starts_with(&format!("{}:", winner[0])),
+            "{}",
+            refused[0]
+        );
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
