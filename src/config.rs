@@ -362,6 +362,11 @@ pub struct Config {
     /// At most this many bytes are read from one connection per reactor turn, so one busy
     /// client cannot starve the others.
     pub read_bytes_per_turn_max: usize,
+    /// At most this many bytes are read from all connections together per reactor turn,
+    /// shared fairly among the readable ones (rotating where the turn starts), so a turn's
+    /// work does not grow with the number of busy clients and a bystander's request waits at
+    /// most one bounded turn.
+    pub read_bytes_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
     /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
@@ -431,6 +436,7 @@ impl Config {
             frame_timeout: Duration::from_secs(10),
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
+            read_bytes_per_turn_total_max: 4 * 1024 * 1024,
             records_per_turn_max: 64 * 1024,
             feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
@@ -505,6 +511,7 @@ impl Config {
         }
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
+            || self.read_bytes_per_turn_total_max == 0
             || self.records_per_turn_max == 0
             || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0

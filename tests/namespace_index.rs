@@ -319,3 +319,150 @@ fn a_sealed_segment_has_a_namespace_index_file_and_retention_deletes_it() {
     assert_eq!(found, expected);
     assert_eq!(to, Offset(expected[4].0 + 1));
 }
+
+/// A log of `records` records in `namespace(counter)`, with small segments, every sealed
+/// segment's `.nsx` written; dropped (closed) on return.
+fn write_log(
+    dir: &Path,
+    records: u64,
+    actor: u16,
+    timestamp_ms: u64,
+    namespace: &dyn Fn(u64) -> String,
+) -> StorageConfig {
+    let mut config = StorageConfig::new(dir.to_path_buf());
+    config.segment_size_max = 64 * 1024;
+    let mut log = FileLog::open(&config).unwrap().0;
+    for counter in 1..=records {
+        log.append(Event {
+            id: EventId::new(counter, actor),
+            parent_id: None,
+            namespace: namespace(counter),
+            timestamp_ms,
+            data: vec![0; 8],
+        })
+        .unwrap();
+        if counter % 100 == 0 {
+            log.sync(MonotonicMs(counter)).unwrap();
+        }
+    }
+    log.sync(MonotonicMs(records + 1)).unwrap();
+    log.wait_for_namespace_index();
+    config
+}
+
+fn first_nsx(dir: &Path) -> PathBuf {
+    dir.join(format!("{:020}.nsx", 0))
+}
+
+/// Finding 5 of the second attack review: the `.nsx` of a segment of the same shape (first
+/// offset, record count, file size) from another data directory was accepted, and a query
+/// answered from it silently hid the segment's events. Its header now names the segment's
+/// identity, so start-up rebuilds it.
+#[test]
+fn an_index_from_another_data_directory_is_refused_and_rebuilt() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = write_log(ours.path(), 3000, 1, 7, &|c| format!("/a/{}", c % 3));
+    write_log(theirs.path(), 3000, 2, 9, &|c| format!("/b/{}", c % 3));
+    std::fs::copy(first_nsx(theirs.path()), first_nsx(ours.path())).unwrap();
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    let key = NamespaceKey::Exact("/a/1".into());
+    let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
+    log.find_namespace(&key, Offset(0), 50, &mut indexed)
+        .unwrap();
+    scan_namespace(&mut log, &key, Offset(0), 50, &mut scanned).unwrap();
+    assert_eq!(indexed, scanned, "the foreign index hid or invented events");
+    assert_eq!(report.namespace_indexes_rebuilt, 1);
+}
+
+/// Finding 5, second part: when a segment's `.nsx` cannot be written (here a directory is in
+/// its place), every query rebuilt it from the segment (a full read of the segment and a log
+/// line per query). Now the first failure is logged once and later queries read the records.
+#[test]
+fn an_index_that_cannot_be_written_is_not_rebuilt_by_every_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_log(dir.path(), 3000, 1, 7, &|c| format!("/a/{}", c % 3));
+    std::fs::remove_file(first_nsx(dir.path())).unwrap();
+    std::fs::create_dir(first_nsx(dir.path())).unwrap();
+    let mut log = FileLog::open(&config).unwrap().0;
+    let key = NamespaceKey::Exact("/a/1".into());
+    for _ in 0..20 {
+        let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
+        log.find_namespace(&key, Offset(0), 50, &mut indexed)
+            .unwrap();
+        scan_namespace(&mut log, &key, Offset(0), 50, &mut scanned).unwrap();
+        assert_eq!(indexed, scanned);
+    }
+    assert!(
+        log.namespace_rebuild_count() <= 1,
+        "20 queries rebuilt the index {} times",
+        log.namespace_rebuild_count()
+    );
+}
+
+/// Finding 1 of the second attack review: a prefix query read every entry of every `.nsx` it
+/// visited in one call, whatever it was asked for, so a prefix matching nothing (or a
+/// `Credit(1)` drip on one matching everything) froze the reactor. Now each call's work is
+/// bounded (by the work it is given, plus at most one segment's lookup), a prefix matching
+/// nothing costs a binary search per segment, and a drip costs little per call.
+#[test]
+fn a_prefix_query_costs_bounded_work_and_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_log(dir.path(), 6000, 1, 7, &|c| format!("/u/{c:08}"));
+    let mut log = FileLog::open(&config).unwrap().0;
+    assert!(
+        log.segment_paths().len() >= 3,
+        "the test wants sealed segments"
+    );
+    // A prefix that matches nothing: a binary search per segment.
+    let mut work = u64::MAX;
+    let key = NamespaceKey::Prefix("/zzz".into());
+    let mut found = Vec::new();
+    let end = log
+        .find_namespace_within(&key, Offset(0), 10, &mut work, &mut found)
+        .unwrap();
+    assert_eq!((end, found.len()), (log.durable_end(), 0));
+    // The open segment compares its names one by one (one unit each); each sealed segment
+    // binary-searches its file (a few dozen units).
+    let paths = log.segment_paths();
+    let open_first: u64 = paths
+        .last()
+        .unwrap()
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let open_records = log.durable_end().0 - open_first;
+    let spent = u64::MAX - work;
+    let bound = 40 * (paths.len() as u64 - 1) + open_records;
+    assert!(
+        spent <= bound,
+        "a prefix matching nothing cost {spent} units, not {bound}"
+    );
+    // A drip of two at a time on a prefix matching every namespace: each call costs at most
+    // what it is given plus one segment's lookup, and the calls together find every record.
+    let key = NamespaceKey::Prefix("/u".into());
+    let (mut at, mut all, mut calls) = (Offset(0), Vec::new(), 0);
+    while at < log.durable_end() {
+        let mut work = 64;
+        let mut found = Vec::new();
+        at = log
+            .find_namespace_within(&key, at, 2, &mut work, &mut found)
+            .unwrap();
+        all.extend(found);
+        calls += 1;
+        assert!(calls <= 6000, "no progress at {at:?}");
+    }
+    let expected: Vec<Offset> = (0..6000).map(Offset).collect();
+    assert_eq!(all, expected);
+    let mut work = u64::MAX;
+    let mut found = Vec::new();
+    log.find_namespace_within(&key, Offset(3000), 2, &mut work, &mut found)
+        .unwrap();
+    let spent = u64::MAX - work;
+    assert!(
+        spent <= 700,
+        "two events of a prefix matching all cost {spent} units"
+    );
+}

@@ -567,3 +567,17 @@ fn the_lease_is_raised_in_steps_and_a_damaged_lease_file_refuses_the_start() {
     assert_eq!(log.counter_floor(), 0);
     assert!(!path.exists());
 }
+
+/// Finding 9 of the second attack review: every start with consumer groups logged "ignoring
+/// stray file .../groups.journal". The start-up file scan knows the journal (and its
+/// compaction's temporary file) and the namespace index files.
+#[test]
+fn the_group_journal_and_namespace_indexes_are_not_stray_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4096);
+    write_log(&config, 200);
+    std::fs::write(dir.path().join("groups.journal"), b"").unwrap();
+    std::fs::write(dir.path().join("groups.journal.tmp"), b"").unwrap();
+    let (_log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.stray_files, 0, "{report}");
+}

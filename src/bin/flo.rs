@@ -18,6 +18,8 @@ mod config_file;
 
 use config_file::{format_duration_ms, format_size};
 
+#[path = "shared/bounded_file.rs"]
+mod bounded_file;
 #[path = "shared/clap_error.rs"]
 mod clap_error;
 use clap_error::one_line;
@@ -627,16 +629,8 @@ fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
 /// Reads and parses an auth file (the binary reads it: only storage and the binaries touch
 /// files).
 fn load_auth_file(path: &std::path::Path) -> Result<flo::auth_file::AuthTable, String> {
-    let describe = |error: std::io::Error| format!("{}: {error}", path.display());
-    let size = std::fs::metadata(path).map_err(describe)?.len();
     let size_max = flo::auth_file::AUTH_FILE_SIZE_MAX;
-    if size > size_max {
-        return Err(format!(
-            "{}: {size} bytes, over the limit of {size_max}",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(describe)?;
+    let text = bounded_file::read_text_file(path, size_max, "auth file")?;
     flo::auth_file::AuthTable::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
 }
 

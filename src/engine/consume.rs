@@ -413,8 +413,12 @@ impl<L: Log> Engine<L> {
             stopped_by_budget: false,
             stopped_by_memory: None,
         };
+        // The index's work (entries and records it reads) is charged to the turn's record
+        // budget, like the records a scan looks at.
+        let work_max = delivery.budget.records;
+        let mut work = work_max;
         let result = match &key {
-            Some(key) => read_indexed(log, key, from, deliveries_max, &mut |event| {
+            Some(key) => read_indexed(log, key, from, deliveries_max, &mut work, &mut |event| {
                 delivery.offer(event)
             }),
             None => log
@@ -424,9 +428,11 @@ impl<L: Log> Engine<L> {
         let (mut stopped_by_budget, stopped_by_memory) =
             (delivery.stopped_by_budget, delivery.stopped_by_memory);
         if key.is_some() {
-            // An index query is one unit of the turn's budget, besides the records it reads,
-            // so a query that finds nothing still brings the turn closer to its end.
-            budget.records = budget.records.saturating_sub(1);
+            // An index query is at least one unit of the turn's budget, besides the records
+            // it delivers, so a query that finds nothing still brings the turn closer to its
+            // end.
+            let spent = (work_max - work).max(1);
+            budget.records = budget.records.saturating_sub(spent);
         }
         if matches!(result, Ok(IndexedRead::More(_))) {
             stopped_by_budget = true;
@@ -710,13 +716,14 @@ fn read_indexed<L: Log>(
     key: &NamespaceKey,
     from: Offset,
     deliveries_max: u64,
+    work: &mut u64,
     deliver: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<IndexedRead, StorageError> {
     let count_max = deliveries_max
         .saturating_add(1)
         .min(INDEX_POSITIONS_PER_QUERY_MAX) as usize;
     let mut found = Vec::new();
-    let searched_to = log.find_namespace(key, from, count_max, &mut found)?;
+    let searched_to = log.find_namespace_within(key, from, count_max, work, &mut found)?;
     for position in found {
         let mut visited = false;
         let mut stopped = false;

@@ -39,6 +39,29 @@ const WAKER: Token = Token(usize::MAX - 2);
 const EXPIRY_SCAN_INTERVAL_MS: u64 = 100;
 /// The longest the reactor sleeps without a deadline, so housekeeping runs.
 const POLL_TIMEOUT_MAX_MS: u64 = 1000;
+
+/// Sorts the readable socket keys, drops repeats, and rotates them to start at the first key
+/// at or after `rotation` (where the previous turn's read budget ran out).
+fn order_for_turn(readable: &mut Vec<usize>, rotation: usize) {
+    readable.sort_unstable();
+    readable.dedup();
+    let first = readable.partition_point(|&key| key < rotation);
+    readable.rotate_left(first);
+}
+
+/// What each of `count` readable connections may read this turn: an equal part of `total`,
+/// at least `READ_SHARE_MIN`, at most `per_connection_max`.
+fn read_share(total: usize, count: usize, per_connection_max: usize) -> usize {
+    (total / count.max(1))
+        .max(READ_SHARE_MIN)
+        .min(per_connection_max)
+}
+
+/// The least a readable connection may read in a turn when the total read budget
+/// (`read_bytes_per_turn_total_max`) is shared among many: a few frames' worth. With more
+/// readable connections than the total allows at this share, the budget runs out part-way and
+/// the next turn starts where it ran out.
+const READ_SHARE_MIN: usize = 16 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads the clocks; the engine gets the result. `Instant` is monotonic, `SystemTime` is not.
@@ -66,6 +89,9 @@ pub(crate) struct Reactor<L: Log> {
     sockets: Slab<Socket>,
     /// Slab keys of sockets read only partly last turn (their budget ran out).
     read_again: Vec<usize>,
+    /// The socket key the next turn's reads start at: where the previous turn's total read
+    /// budget ran out (`read_readable`).
+    read_rotation: usize,
     engine: Engine<L>,
     clock: Clock,
     generation: u32,
@@ -106,6 +132,7 @@ impl<L: Log> Reactor<L> {
             listener_paused: false,
             sockets: Slab::new(),
             read_again: Vec::new(),
+            read_rotation: 0,
             engine,
             clock: Clock {
                 started: Instant::now(),
@@ -189,11 +216,7 @@ impl<L: Log> Reactor<L> {
             if accept_pending && !self.listener_paused {
                 accept_pending = self.accept(now);
             }
-            readable.sort_unstable();
-            readable.dedup();
-            for key in readable {
-                self.read_socket(now, key);
-            }
+            self.read_readable(now, readable);
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
@@ -371,19 +394,51 @@ impl<L: Log> Reactor<L> {
         self.refused_lingering_count
     }
 
-    fn read_socket(&mut self, now: Now, key: usize) {
+    /// Reads the readable sockets under the turn's total budget
+    /// (`read_bytes_per_turn_total_max`): each gets an equal share of it (at least
+    /// `READ_SHARE_MIN`, at most `read_bytes_per_turn_max`), starting after the key where the
+    /// previous turn's budget ran out, so that no connection waits behind the same others turn
+    /// after turn. Sockets the budget did not reach are read first in the next turn.
+    fn read_readable(&mut self, now: Now, mut readable: Vec<usize>) {
+        order_for_turn(&mut readable, self.read_rotation);
+        let total = self.config.read_bytes_per_turn_total_max;
+        let share = read_share(total, readable.len(), self.config.read_bytes_per_turn_max);
+        let mut left = total;
+        for (index, &key) in readable.iter().enumerate() {
+            if left == 0 {
+                self.read_rotation = key;
+                self.read_again.extend_from_slice(&readable[index..]);
+                return;
+            }
+            left -= self.read_socket(now, key, share.min(left)).min(left);
+        }
+    }
+
+    /// Reads one socket, at most `budget` bytes (remembering its readiness when the budget
+    /// stops it), and returns how many bytes it read.
+    fn read_socket(&mut self, now: Now, key: usize, budget: usize) -> usize {
         let Some(socket) = self.sockets.get_mut(key) else {
-            return;
+            return 0;
         };
         let conn = match socket.state {
             SocketState::Open(conn) => conn,
-            SocketState::Lingering { .. } => return self.drain_lingering(key),
-            SocketState::Connecting { .. } => return,
+            SocketState::Lingering { .. } => {
+                self.drain_lingering(key);
+                return 0;
+            }
+            SocketState::Connecting { .. } => return 0,
         };
+        let mut left = budget;
         if socket.tls.is_some() {
-            return self.read_tls_socket(now, key, conn);
+            self.read_tls_socket(now, key, conn, &mut left);
+        } else {
+            self.read_plain_socket(now, key, conn, &mut left);
         }
-        let mut budget = self.config.read_bytes_per_turn_max;
+        budget - left
+    }
+
+    /// `read_socket` for a plaintext connection; `budget` is decreased by what it reads.
+    fn read_plain_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut usize) {
         loop {
             // The engine stops taking input while the client does not read its replies; the
             // socket's readiness is remembered in `read_paused` (edge-triggered readiness is
@@ -392,16 +447,16 @@ impl<L: Log> Reactor<L> {
                 self.sockets[key].read_paused = true;
                 return;
             }
-            if budget == 0 {
+            if *budget == 0 {
                 self.read_again.push(key);
                 return;
             }
             let socket = &mut self.sockets[key];
-            let chunk = budget.min(self.read_buffer.len());
+            let chunk = (*budget).min(self.read_buffer.len());
             match socket.stream.read(&mut self.read_buffer[..chunk]) {
                 Ok(0) => return self.connection_lost(conn, key, None),
                 Ok(count) => {
-                    budget -= count;
+                    *budget -= count;
                     self.engine
                         .handle_input(now, conn, &self.read_buffer[..count]);
                     // The engine may have closed the connection; its Close action removes the
@@ -421,8 +476,7 @@ impl<L: Log> Reactor<L> {
     /// plaintext it yields goes to the engine, under the same budget and the same pause as a
     /// plaintext connection. Plaintext is handed on before more ciphertext is read, so none
     /// is left behind when the socket has nothing more (edge-triggered readiness).
-    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId) {
-        let mut budget = self.config.read_bytes_per_turn_max;
+    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut usize) {
         loop {
             if !self.engine.wants_input(conn) {
                 self.sockets[key].read_paused = true;
@@ -444,12 +498,12 @@ impl<L: Log> Reactor<L> {
                 Plaintext::Closed => return self.connection_lost(conn, key, None),
                 Plaintext::Empty => {}
             }
-            if budget == 0 {
+            if *budget == 0 {
                 self.read_again.push(key);
                 return;
             }
             match tls.read_ciphertext(&mut socket.stream) {
-                TlsRead::Read(count) => budget = budget.saturating_sub(count),
+                TlsRead::Read(count) => *budget = budget.saturating_sub(count),
                 TlsRead::WouldBlock => return self.flush_tls(key, conn),
                 TlsRead::NotTls => return self.refuse_plaintext(conn, key),
                 TlsRead::Failed { alert, reason } => {
@@ -885,5 +939,44 @@ fn write_failed(
             read_again.push(key);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod read_budget_tests {
+    use super::*;
+
+    /// Finding 8 of the second attack review: each readable connection could read
+    /// `read_bytes_per_turn_max` (1 MiB) per turn, so 100 pipelining clients made one turn
+    /// read 100 MiB and a bystander waited seconds. Now the turn's reads together stay within
+    /// the total, and the connections the budget did not reach come first in the next turn.
+    #[test]
+    fn a_turn_reads_at_most_the_total_and_rotates_who_comes_first() {
+        let bind = "127.0.0.1:0".parse().expect("an address");
+        let config = crate::config::Config::new(bind, "/nonexistent".into());
+        let (total, per_connection) = (
+            config.read_bytes_per_turn_total_max,
+            config.read_bytes_per_turn_max,
+        );
+        for count in [1usize, 2, 4, 100, 1000, 10_000] {
+            let share = read_share(total, count, per_connection);
+            // `read_readable` stops when the total is spent, so what a turn reads is at most
+            // this: every connection its share, cut at the total.
+            let turn = (share * count).min(total);
+            assert!(turn <= total && share <= per_connection, "{count}: {share}");
+            assert!(
+                share >= READ_SHARE_MIN.min(per_connection),
+                "{count}: {share}"
+            );
+        }
+        assert!(
+            total <= 8 * per_connection,
+            "the total is a few connections' worth"
+        );
+        let mut readable = vec![9, 3, 7, 3, 1, 12];
+        order_for_turn(&mut readable, 7);
+        assert_eq!(readable, [7, 9, 12, 1, 3]);
+        order_for_turn(&mut readable, 0);
+        assert_eq!(readable, [1, 3, 7, 9, 12]);
     }
 }

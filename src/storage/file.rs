@@ -17,7 +17,9 @@ use crate::time::{MonotonicMs, WallClockMs};
 use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
-use super::namespace::{NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames};
+use super::namespace::{
+    NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup, SegmentNames,
+};
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::record::{check_size, encode, encoded_size, is_hole};
 use super::segment::{
@@ -25,7 +27,7 @@ use super::segment::{
     write_namespace_index, ReadError, SegmentReader,
 };
 use super::syncer::{Done, Job, Syncer};
-use super::{last_by_scan, scan_namespace, Log, LogStats, Offset, StorageError};
+use super::{last_by_scan, scan_namespace_within, Log, LogStats, Offset, StorageError};
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -183,7 +185,7 @@ impl FileLog {
     /// file; until it is done, queries answer from the names in memory. One build at a time:
     /// a previous one still running is waited for first, so memory holds at most two
     /// segments' names.
-    fn start_namespace_build(&mut self, names: SegmentNames) {
+    fn start_namespace_build(&mut self, names: SegmentNames, identity: u64) {
         self.finish_namespace_build(true);
         let first_offset = names.first_offset;
         let names = Arc::new(names);
@@ -191,7 +193,7 @@ impl FileLog {
         let shared = Arc::clone(&names);
         let spawned = std::thread::Builder::new()
             .name("flo-nsx".into())
-            .spawn(move || write_namespace_index(&dir, &shared));
+            .spawn(move || write_namespace_index(&dir, &shared, identity));
         match spawned {
             Ok(job) => {
                 let state = SealedNamespaces::Building(names);
@@ -200,7 +202,7 @@ impl FileLog {
             }
             Err(error) => {
                 log::warn!("cannot start a thread to write a namespace index ({error})");
-                match write_namespace_index(&self.config.data_dir, &names) {
+                match write_namespace_index(&self.config.data_dir, &names, identity) {
                     Ok(header) => {
                         let state = SealedNamespaces::Written(header);
                         self.sealed_namespaces.insert(first_offset, state);
@@ -493,9 +495,10 @@ impl FileLog {
             namespaces: SegmentNames::empty(next_first),
         };
         let sealed = std::mem::replace(&mut self.open, open);
+        let identity = sealed.index.identity();
         self.sealed.push_back(sealed.index.clone());
         if self.config.namespace_index {
-            self.start_namespace_build(sealed.namespaces);
+            self.start_namespace_build(sealed.namespaces, identity);
         }
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
@@ -639,34 +642,45 @@ impl FileLog {
         Ok(count)
     }
 
-    /// Looks `key` up in the namespace index of the sealed segment `segment`: from the names
-    /// in memory while its file is being written, else from its file; a file that is missing
-    /// or found damaged is rebuilt from the segment (and written back) first.
+    /// Looks `key` up in the namespace index of the sealed segment `segment` within `range`
+    /// and returns how far it got (as `SegmentNames::lookup`): from the names in memory
+    /// while its file is being written, else from its file; a file that is missing or found
+    /// damaged is rebuilt from the segment (and written back) first. A prefix that selects
+    /// too many of the segment's namespaces, and a segment whose file cannot be written, are
+    /// answered by reading the records (one unit of `work` each, resumable anywhere).
     fn lookup_sealed(
         &mut self,
         segment: SealedShape,
         key: &NamespaceKey,
         range: (u64, u64),
         count_max: usize,
+        work: &mut u64,
         found: &mut Vec<u64>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         let first = segment.first_offset;
         let dir = self.config.data_dir.clone();
         let path = namespace_index_path(&dir, first);
         let problem = match self.sealed_namespaces.get(&first) {
             Some(SealedNamespaces::Building(names)) => {
-                names.lookup(key, range.0, range.1, count_max, found);
-                return Ok(());
+                return Ok(names.lookup(key, range, count_max, work, found));
+            }
+            Some(SealedNamespaces::Unwritable) => {
+                return self.scan_range(key, range, count_max, work, found);
             }
             Some(SealedNamespaces::Written(header)) => {
                 let mut answer = Vec::new();
                 let result = File::open(&path)
                     .map_err(NamespaceFileError::Io)
-                    .and_then(|file| header.lookup(&file, key, range, count_max, &mut answer));
+                    .and_then(|file| {
+                        header.lookup(&file, key, range, count_max, work, &mut answer)
+                    });
                 match result {
-                    Ok(()) => {
+                    Ok(NamespaceLookup::Answered) => {
                         found.extend(answer);
-                        return Ok(());
+                        return Ok(range.1);
+                    }
+                    Ok(NamespaceLookup::TooManyNames) => {
+                        return self.scan_range(key, range, count_max, work, found);
                     }
                     Err(error) => error.to_string(),
                 }
@@ -679,15 +693,49 @@ impl FileLog {
         );
         self.namespace_rebuilds += 1;
         let names = rebuild_namespace_index(&dir, segment)?;
-        names.lookup(key, range.0, range.1, count_max, found);
-        match write_namespace_index(&dir, &names) {
-            Ok(header) => {
-                let state = SealedNamespaces::Written(header);
-                self.sealed_namespaces.insert(first, state);
+        *work = work.saturating_sub(segment.record_count);
+        let reached = names.lookup(key, range, count_max, &mut u64::MAX.clone(), found);
+        let state = match write_namespace_index(&dir, &names, segment.identity) {
+            Ok(header) => SealedNamespaces::Written(header),
+            Err(error) => {
+                // Logged once per segment: until the next start-up its queries read its
+                // records instead of rebuilding the file again on every query.
+                log::warn!(
+                    "cannot write {} ({error}); queries of that segment read its records \
+                     until the next start-up",
+                    path.display()
+                );
+                SealedNamespaces::Unwritable
             }
-            Err(error) => log::warn!("cannot write {} ({error})", path.display()),
-        }
-        Ok(())
+        };
+        self.sealed_namespaces.insert(first, state);
+        Ok(reached)
+    }
+
+    /// Finds the records of `range` that `key` selects by reading them, one unit of `work`
+    /// each (at least one record), and returns how far it got.
+    fn scan_range(
+        &mut self,
+        key: &NamespaceKey,
+        (from, end): (u64, u64),
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<u64>,
+    ) -> Result<u64, StorageError> {
+        let (mut count, mut read) = (0, 0u64);
+        let reached = self.read(Offset(from), &mut |offset, event| {
+            if offset.0 >= end || count >= count_max || (*work == 0 && read > 0) {
+                return false;
+            }
+            *work = work.saturating_sub(1);
+            read += 1;
+            if key.matches(&event.namespace) {
+                found.push(offset.0);
+                count += 1;
+            }
+            true
+        })?;
+        Ok(reached.0.min(end))
     }
 }
 
@@ -698,6 +746,9 @@ pub(super) enum SealedNamespaces {
     Building(Arc<SegmentNames>),
     /// Its `.nsx` file, with this header (checked).
     Written(NamespaceHeader),
+    /// Its `.nsx` file could not be written (a directory in the way, a read-only or full
+    /// disk): queries read the segment's records, and the next start-up tries again.
+    Unwritable,
 }
 
 /// A `.nsx` file being written on a storage helper thread.
@@ -712,6 +763,8 @@ pub(super) struct NamespaceBuild {
 struct SealedShape {
     first_offset: u64,
     record_count: u64,
+    /// `SegmentIndex::identity`.
+    identity: u64,
     /// Where its first record starts.
     header_size: u64,
 }
@@ -721,6 +774,7 @@ impl SealedShape {
         SealedShape {
             first_offset: segment.first_offset,
             record_count: segment.record_count,
+            identity: segment.identity(),
             // The sparse table always lists the first record; an empty segment ends at its
             // header.
             header_size: segment
@@ -935,15 +989,16 @@ impl Log for FileLog {
         result.map(|()| deleted)
     }
 
-    fn find_namespace(
+    fn find_namespace_within(
         &mut self,
         key: &NamespaceKey,
         from: Offset,
         count_max: usize,
+        work: &mut u64,
         found: &mut Vec<Offset>,
     ) -> Result<Offset, StorageError> {
         if !self.config.namespace_index {
-            return scan_namespace(self, key, from, count_max, found);
+            return scan_namespace_within(self, key, from, count_max, work, found);
         }
         self.finish_namespace_build(false);
         let durable_end = self.durable_end().0;
@@ -953,22 +1008,24 @@ impl Log for FileLog {
         let segments_max = self.config.namespace_segments_per_query_max;
         while offset < durable_end && segments_read < segments_max {
             let wanted = count_max - positions.len();
-            if wanted == 0 {
+            if wanted == 0 || (*work == 0 && segments_read > 0) {
                 break;
             }
             let segment = self.segment_of(offset);
             let segment_end = segment.end_offset().min(durable_end);
             let range = (offset, segment_end);
-            if segment.first_offset == self.open.index.first_offset {
-                self.open
-                    .namespaces
-                    .lookup(key, range.0, range.1, wanted, &mut positions);
+            offset = if segment.first_offset == self.open.index.first_offset {
+                let names = &self.open.namespaces;
+                names.lookup(key, range, wanted, work, &mut positions)
             } else {
                 let shape = SealedShape::of(segment);
-                self.lookup_sealed(shape, key, range, wanted, &mut positions)?;
-            }
-            offset = segment_end;
+                self.lookup_sealed(shape, key, range, wanted, work, &mut positions)?
+            };
             segments_read += 1;
+            if offset < segment_end {
+                // The work ran out or `wanted` were found inside the segment.
+                break;
+            }
         }
         if positions.len() == count_max {
             if let Some(&last) = positions.last() {
@@ -995,7 +1052,10 @@ impl Log for FileLog {
                 let end = (shape.first_offset + shape.record_count).min(open_first);
                 let range = (shape.first_offset.max(start), end);
                 let mut offsets = Vec::new();
-                self.lookup_sealed(shape, &key, range, usize::MAX, &mut offsets)?;
+                // An exact key: a binary search of the segment's file (or, when the file
+                // cannot be written, a read of the segment), bounded by the segment.
+                let mut work = u64::MAX;
+                self.lookup_sealed(shape, &key, range, usize::MAX, &mut work, &mut offsets)?;
                 if let Some(&last) = offsets.last() {
                     found = Some(last);
                     break;

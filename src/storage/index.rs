@@ -38,6 +38,29 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
+    /// What a sealed segment's `.nsx` header must carry to be taken as its index: a checksum
+    /// of the segment's size, record count, timestamps and highest id, all of which the
+    /// segment's own records determine. An index copied from another segment of the same
+    /// first offset and record count (another data directory, a restored backup) differs in
+    /// them and is rebuilt instead of silently hiding or inventing records.
+    pub fn identity(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(50);
+        for value in [
+            self.first_offset,
+            self.record_count,
+            self.file_size,
+            self.timestamp_min,
+            self.timestamp_max,
+            self.id_max.counter,
+        ] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        bytes.extend_from_slice(&self.id_max.actor.0.to_le_bytes());
+        let low = crc32c::crc32c(&bytes) as u64;
+        let high = crc32c::crc32c_append(0x464c_4f4e, &bytes) as u64;
+        (high << 32) | low
+    }
+
     /// The index of a segment with no record yet, whose records start at `file_size`.
     pub fn empty(first_offset: u64, file_size: u64) -> SegmentIndex {
         SegmentIndex {

@@ -237,11 +237,29 @@ pub trait Log {
     /// `start()`) whose namespace `key` selects, at most `count_max` of them, and returns how
     /// far the search got: every selected record before the returned offset is in `found`.
     /// The returned offset is one past the last found offset when `count_max` were found, the
-    /// durable end when the search reached it, or a segment boundary in between when the
-    /// file log stopped after reading its bound of segment indexes
-    /// (`StorageConfig::namespace_segments_per_query_max`); the caller calls again from there.
+    /// durable end when the search reached it, or a point in between when the search stopped
+    /// early: after reading its bound of segment indexes
+    /// (`StorageConfig::namespace_segments_per_query_max`), or when `work` ran out; the caller
+    /// calls again from there.
+    ///
+    /// `work` is what the search may still do, in units of one record looked at or one piece
+    /// of an index file read; it is decreased by what was done (saturating at 0), and the
+    /// search stops once it is spent, after at least one unit of progress. The engine hands
+    /// it the turn's record budget, so index work is bounded per reactor turn like reads.
     ///
     /// The default reads the records (a scan); the file log answers from its namespace index.
+    fn find_namespace_within(
+        &mut self,
+        key: &NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        scan_namespace_within(self, key, from, count_max, work, found)
+    }
+
+    /// `find_namespace_within` with unbounded work.
     fn find_namespace(
         &mut self,
         key: &NamespaceKey,
@@ -249,7 +267,8 @@ pub trait Log {
         count_max: usize,
         found: &mut Vec<Offset>,
     ) -> Result<Offset, StorageError> {
-        scan_namespace(self, key, from, count_max, found)
+        let mut work = u64::MAX;
+        self.find_namespace_within(key, from, count_max, &mut work, found)
     }
 
     /// The id of the newest durable record of `namespace`, or `None` when no retained record
@@ -300,11 +319,27 @@ pub fn scan_namespace<L: Log + ?Sized>(
     count_max: usize,
     found: &mut Vec<Offset>,
 ) -> Result<Offset, StorageError> {
+    scan_namespace_within(log, key, from, count_max, &mut u64::MAX.clone(), found)
+}
+
+/// `Log::find_namespace_within` by reading the records, one unit of `work` each, from
+/// `from` up to the durable end.
+pub fn scan_namespace_within<L: Log + ?Sized>(
+    log: &mut L,
+    key: &NamespaceKey,
+    from: Offset,
+    count_max: usize,
+    work: &mut u64,
+    found: &mut Vec<Offset>,
+) -> Result<Offset, StorageError> {
     let mut count = 0;
+    let mut read = 0u64;
     log.read(from, &mut |offset, event| {
-        if count >= count_max {
+        if count >= count_max || (*work == 0 && read > 0) {
             return false;
         }
+        *work = work.saturating_sub(1);
+        read += 1;
         if key.matches(&event.namespace) {
             found.push(offset);
             count += 1;

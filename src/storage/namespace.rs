@@ -5,28 +5,34 @@
 //! The open segment keeps only the namespace of each durable record, in order, in one byte
 //! arena ([`SegmentNames`]): an append copies the name and pushes its end, nothing else. When
 //! the segment is sealed, a storage helper thread sorts those names and writes
-//! `{first:020}.nsx`: a header, a directory of hash buckets, a table of fixed-size entries
-//! sorted by hash, and per namespace its name and offsets, each part with its own checksum.
-//! A query for one namespace reads a few small pieces of that file with positioned reads and
-//! checks each piece's checksum as it reads it; start-up checks only the 64-byte header. The
-//! byte format and the rules are in docs/storage.md.
+//! `{first:020}.nsx`: a header, a directory of checksummed blocks of 8 entries, a table of
+//! fixed-size entries sorted by name, and per namespace its name and offsets, each part with
+//! its own checksum. A query binary-searches the blocks for the first name at or after its key
+//! and walks forward while names match, reading a few small pieces of that file with
+//! positioned reads and checking each piece's checksum as it reads it; start-up checks only the
+//! 64-byte header, which names the segment it indexes. The byte format and the rules are in
+//! docs/storage.md.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-/// Magic of a namespace index file, format version 2.
-pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x02";
+/// Magic of a namespace index file, format version 3 (version 2 files, sorted by hash and
+/// without the segment's identity, fail the header check and are rebuilt).
+pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x03";
 
 /// Bytes of the file header.
 pub const NAMESPACE_HEADER_SIZE: usize = 64;
 /// Bytes of one table entry.
 const ENTRY_SIZE: usize = 32;
-/// Bytes of one directory slot (first entry of the bucket, checksum of the bucket).
+/// Bytes of one directory slot (first entry of the block, checksum of the block).
 const SLOT_SIZE: usize = 8;
-/// The directory has `2^bucket_bits` slots, at most `2^BUCKET_BITS_MAX`.
-const BUCKET_BITS_MAX: u32 = 24;
-/// The writer picks the fewest buckets that hold at most this many entries each on average.
-const ENTRIES_PER_BUCKET: usize = 8;
+/// Entries per block: the directory has one slot per 8 entries (the last block may be short).
+const ENTRIES_PER_BLOCK: usize = 8;
+/// A prefix lookup in one sealed segment reads the offsets of at most this many namespaces;
+/// a prefix that matches more there is answered by reading the segment's records instead
+/// (`NamespaceLookup::TooManyNames`), which costs one unit of work per record and can stop
+/// and resume anywhere, where merging the offset lists of every matching namespace could not.
+pub const PREFIX_NAMESPACES_PER_LOOKUP_MAX: usize = 256;
 
 /// Which namespaces an index query selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +58,9 @@ impl NamespaceKey {
     }
 }
 
-/// The 64-bit hash the table is sorted by (documented in docs/storage.md, part of the file
-/// format): FNV-1a over the name's bytes, then a final mix (the murmur3 finalizer) so the top
-/// bits, which pick the bucket, depend on every byte. Not keyed: names that collide on purpose
-/// only make their bucket longer (every name is compared), bounded by the segment's records.
+/// The 64-bit hash each entry carries (documented in docs/storage.md, part of the file
+/// format: an entry's name must hash to it): FNV-1a over the name's bytes, then a final mix
+/// (the murmur3 finalizer).
 pub fn namespace_hash(name: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in name {
@@ -126,36 +131,50 @@ impl SegmentNames {
     }
 
     /// Appends to `found`, ascending, the offsets in `from..end` of records whose namespace
-    /// `key` selects, at most `count_max` of them. An exact key compares the fingerprint of
-    /// every record in the range, a prefix key every name.
+    /// `key` selects, at most `count_max` of them, and returns how far it got (`end`, one past
+    /// the last offset found when `count_max` were found, or where `work` ran out). An exact
+    /// key compares the fingerprint of every record in the range (one unit of `work` per 64
+    /// records), a prefix key every name (one unit per record; it stops when `work` is spent,
+    /// after at least one record).
     pub fn lookup(
         &self,
         key: &NamespaceKey,
-        from: u64,
-        end: u64,
+        (from, end): (u64, u64),
         count_max: usize,
+        work: &mut u64,
         found: &mut Vec<u64>,
-    ) {
+    ) -> u64 {
         let first = self.first_offset;
         let begin = from.saturating_sub(first).min(self.record_count()) as usize;
         let stop = end.saturating_sub(first).min(self.record_count()) as usize;
         let mut count = 0;
         if let NamespaceKey::Exact(name) = key {
             let wanted = fingerprint(name.as_bytes());
-            let candidates = (begin..stop).filter(|&record| self.fingerprints[record] == wanted);
-            let matching = candidates.filter(|&record| self.name(record) == name.as_bytes());
-            found.extend(matching.take(count_max).map(|record| first + record as u64));
-            return;
+            let mut reached = stop;
+            for record in begin..stop {
+                if count == count_max {
+                    reached = record;
+                    break;
+                }
+                if self.fingerprints[record] == wanted && self.name(record) == name.as_bytes() {
+                    found.push(first + record as u64);
+                    count += 1;
+                }
+            }
+            *work = work.saturating_sub(1 + (reached - begin) as u64 / 64);
+            return (first + reached as u64).max(from);
         }
         for record in begin..stop {
-            if count == count_max {
-                return;
+            if count == count_max || (*work == 0 && record > begin) {
+                return first + record as u64;
             }
+            *work = work.saturating_sub(1);
             if key.matches_bytes(self.name(record)) {
                 found.push(first + record as u64);
                 count += 1;
             }
         }
+        end.max(from)
     }
 
     /// The offset of the newest record in `..end` whose namespace is `name`, looking from the
@@ -173,77 +192,61 @@ impl SegmentNames {
             .map(|record| self.first_offset + record as u64)
     }
 
-    /// The `.nsx` file of these records (docs/storage.md). Sorting is the costly part: the
-    /// file log builds it on a storage helper thread.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut order: Vec<(u64, u32)> = (0..self.ends.len())
-            .map(|record| (namespace_hash(self.name(record)), record as u32))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| self.name(a.1 as usize).cmp(self.name(b.1 as usize)))
-                .then(a.1.cmp(&b.1))
+    /// The `.nsx` file of these records (docs/storage.md), for the segment whose
+    /// `SegmentIndex::identity` is `segment_identity`. Sorting is the costly part: the file
+    /// log builds it on a storage helper thread.
+    pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            self.name(a as usize)
+                .cmp(self.name(b as usize))
+                .then(a.cmp(&b))
         });
-        // One group per namespace: equal hash and equal name, records ascending.
+        // One group per namespace: equal names, records ascending.
         let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &(hash, record)) in order.iter().enumerate() {
+        for (i, &record) in order.iter().enumerate() {
             let same = groups.last().is_some_and(|&(start, _)| {
-                let (first_hash, first_record) = order[start];
-                first_hash == hash && self.name(first_record as usize) == self.name(record as usize)
+                self.name(order[start] as usize) == self.name(record as usize)
             });
             match (same, groups.last_mut()) {
                 (true, Some(group)) => group.1 = i + 1,
                 _ => groups.push((i, i + 1)),
             }
         }
-        let mut bucket_bits = 0;
-        while (ENTRIES_PER_BUCKET << bucket_bits) < groups.len() && bucket_bits < BUCKET_BITS_MAX {
-            bucket_bits += 1;
-        }
-        let buckets = 1usize << bucket_bits;
-        let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * buckets + 4;
+        let blocks = groups.len().div_ceil(ENTRIES_PER_BLOCK);
+        let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         let data_position = table_position + ENTRY_SIZE * groups.len();
         let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
         let mut data = Vec::with_capacity(self.bytes.len() + 4 * order.len());
         for &(start, end) in &groups {
-            let (hash, first_record) = order[start];
-            let name = self.name(first_record as usize);
+            let name = self.name(order[start] as usize);
             let entry_data = data.len();
             data.extend_from_slice(name);
-            for &(_, record) in &order[start..end] {
+            for &record in &order[start..end] {
                 data.extend_from_slice(&record.to_le_bytes());
             }
-            table.extend_from_slice(&hash.to_le_bytes());
+            table.extend_from_slice(&namespace_hash(name).to_le_bytes());
             table.extend_from_slice(&((data_position + entry_data) as u64).to_le_bytes());
             table.extend_from_slice(&(name.len() as u32).to_le_bytes());
             table.extend_from_slice(&((end - start) as u32).to_le_bytes());
             table.extend_from_slice(&crc32c::crc32c(&data[entry_data..]).to_le_bytes());
-            table.extend_from_slice(&0u32.to_le_bytes());
+            table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
         }
         let entry_count = groups.len() as u32;
         let header = NamespaceHeader {
             first_offset: self.first_offset,
             record_count: self.record_count(),
             entry_count,
-            bucket_bits,
+            segment_identity,
             file_size: (data_position + data.len()) as u64,
         };
         let mut out = Vec::with_capacity(data_position + data.len());
         out.extend_from_slice(&header.encode());
-        let mut bucket_start = 0u32;
-        for bucket in 0..buckets {
-            let bucket_end = if bucket + 1 == buckets {
-                entry_count
-            } else {
-                let next = bucket as u64 + 1;
-                groups.partition_point(|&(start, _)| bucket_of(order[start].0, bucket_bits) < next)
-                    as u32
-            };
-            let entries = &table[ENTRY_SIZE * bucket_start as usize..]
-                [..ENTRY_SIZE * (bucket_end - bucket_start) as usize];
-            out.extend_from_slice(&bucket_start.to_le_bytes());
-            out.extend_from_slice(&bucket_crc(bucket_start, bucket_end, entries).to_le_bytes());
-            bucket_start = bucket_end;
+        for block in 0..blocks as u64 {
+            let (start, end) = block_bounds(block, entry_count);
+            let entries = &table[ENTRY_SIZE * start as usize..ENTRY_SIZE * end as usize];
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&block_crc(start, end, entries).to_le_bytes());
         }
         out.extend_from_slice(&entry_count.to_le_bytes());
         out.extend_from_slice(&table);
@@ -252,15 +255,18 @@ impl SegmentNames {
     }
 }
 
-fn bucket_of(hash: u64, bucket_bits: u32) -> u64 {
-    if bucket_bits == 0 {
-        0
-    } else {
-        hash >> (64 - bucket_bits)
-    }
+/// The entries of block `block`: the table is cut into blocks of `ENTRIES_PER_BLOCK` entries
+/// in table (name) order.
+fn block_bounds(block: u64, entry_count: u32) -> (u32, u32) {
+    let at = |block: u64| {
+        block
+            .saturating_mul(ENTRIES_PER_BLOCK as u64)
+            .min(entry_count as u64) as u32
+    };
+    (at(block), at(block + 1))
 }
 
-fn bucket_crc(start: u32, end: u32, entries: &[u8]) -> u32 {
+fn block_crc(start: u32, end: u32, entries: &[u8]) -> u32 {
     let mut bounds = [0u8; 8];
     bounds[..4].copy_from_slice(&start.to_le_bytes());
     bounds[4..].copy_from_slice(&end.to_le_bytes());
@@ -286,7 +292,8 @@ pub struct NamespaceHeader {
     pub first_offset: u64,
     pub record_count: u64,
     entry_count: u32,
-    bucket_bits: u32,
+    /// The `SegmentIndex::identity` of the segment the file indexes.
+    pub segment_identity: u64,
     pub file_size: u64,
 }
 
@@ -320,7 +327,7 @@ use NamespaceFileError::Damaged;
 
 impl NamespaceHeader {
     fn table_position(&self) -> u64 {
-        (NAMESPACE_HEADER_SIZE + SLOT_SIZE * (1usize << self.bucket_bits) + 4) as u64
+        NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * self.block_count() + 4
     }
 
     fn data_position(&self) -> u64 {
@@ -333,8 +340,8 @@ impl NamespaceHeader {
         out[8..16].copy_from_slice(&self.first_offset.to_le_bytes());
         out[16..24].copy_from_slice(&self.record_count.to_le_bytes());
         out[24..28].copy_from_slice(&self.entry_count.to_le_bytes());
-        out[28..32].copy_from_slice(&self.bucket_bits.to_le_bytes());
-        out[32..40].copy_from_slice(&self.table_position().to_le_bytes());
+        out[28..32].copy_from_slice(&(self.block_count() as u32).to_le_bytes());
+        out[32..40].copy_from_slice(&self.segment_identity.to_le_bytes());
         out[40..48].copy_from_slice(&self.data_position().to_le_bytes());
         out[48..56].copy_from_slice(&self.file_size.to_le_bytes());
         let crc = crc32c::crc32c(&out[..60]);
@@ -354,53 +361,69 @@ impl NamespaceHeader {
             first_offset: u64_at(bytes, 8),
             record_count: u64_at(bytes, 16),
             entry_count: u32_at(bytes, 24),
-            bucket_bits: u32_at(bytes, 28),
+            segment_identity: u64_at(bytes, 32),
             file_size: u64_at(bytes, 48),
         };
-        let consistent = header.bucket_bits <= BUCKET_BITS_MAX
-            && u64_at(bytes, 32) == header.table_position()
+        let consistent = u32_at(bytes, 28) as u64 == header.block_count()
             && u64_at(bytes, 40) == header.data_position()
             && header.data_position() <= header.file_size
             && header.entry_count as u64 <= header.record_count;
         consistent.then_some(header)
     }
 
-    /// The entries of the bucket `bucket`, checked against the bucket's checksum.
-    fn read_bucket(&self, file: &File, bucket: u64) -> Result<Vec<u8>, NamespaceFileError> {
+    fn block_count(&self) -> u64 {
+        (self.entry_count as u64).div_ceil(ENTRIES_PER_BLOCK as u64)
+    }
+
+    /// The entries of the block `block`, checked against the block's checksum.
+    fn read_block(&self, file: &File, block: u64) -> Result<Vec<u8>, NamespaceFileError> {
         let mut slots = [0u8; SLOT_SIZE + 4];
-        let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * bucket;
+        let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * block;
         file.read_exact_at(&mut slots, slot_position)?;
-        let (start, crc, end) = (u32_at(&slots, 0), u32_at(&slots, 4), u32_at(&slots, 8));
-        if start > end || end > self.entry_count {
+        let (start, crc, next) = (u32_at(&slots, 0), u32_at(&slots, 4), u32_at(&slots, 8));
+        let (start_expected, end) = block_bounds(block, self.entry_count);
+        if start != start_expected || next != end {
             return Err(Damaged("a directory slot is out of range"));
         }
         let mut entries = vec![0u8; ENTRY_SIZE * (end - start) as usize];
         let position = self.table_position() + (ENTRY_SIZE as u64) * start as u64;
         file.read_exact_at(&mut entries, position)?;
-        if bucket_crc(start, end, &entries) != crc {
-            return Err(Damaged("a bucket's checksum does not match"));
+        if block_crc(start, end, &entries) != crc {
+            return Err(Damaged("a block's checksum does not match"));
         }
         Ok(entries)
     }
 
-    /// One entry's name and offsets, checked against its checksum and the format's rules.
-    fn read_entry(
-        &self,
-        file: &File,
-        entry: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u32>), NamespaceFileError> {
+    /// Where an entry's data lies, checked against the file.
+    fn entry_data(&self, entry: &[u8]) -> Result<(u64, u64, u64), NamespaceFileError> {
         let position = u64_at(entry, 8);
         let name_size = u32_at(entry, 16) as u64;
         let count = u32_at(entry, 20) as u64;
-        let size = name_size + 4 * count;
         let in_file = position >= self.data_position()
             && position
-                .checked_add(size)
+                .checked_add(name_size + 4 * count)
                 .is_some_and(|end| end <= self.file_size);
-        if !in_file || count == 0 || count > self.record_count || u32_at(entry, 28) != 0 {
+        if !in_file || count == 0 || count > self.record_count {
             return Err(Damaged("an entry points outside the data"));
         }
-        let mut data = vec![0u8; size as usize];
+        Ok((position, name_size, count))
+    }
+
+    /// One entry's name, checked against the entry's name checksum and hash.
+    fn read_name(&self, file: &File, entry: &[u8]) -> Result<Vec<u8>, NamespaceFileError> {
+        let (position, name_size, _) = self.entry_data(entry)?;
+        let mut name = vec![0u8; name_size as usize];
+        file.read_exact_at(&mut name, position)?;
+        if crc32c::crc32c(&name) != u32_at(entry, 28) || namespace_hash(&name) != u64_at(entry, 0) {
+            return Err(Damaged("a namespace name's checksum does not match"));
+        }
+        Ok(name)
+    }
+
+    /// One entry's offsets, checked against its checksum and the format's rules.
+    fn read_offsets(&self, file: &File, entry: &[u8]) -> Result<Vec<u32>, NamespaceFileError> {
+        let (position, name_size, count) = self.entry_data(entry)?;
+        let mut data = vec![0u8; (name_size + 4 * count) as usize];
         file.read_exact_at(&mut data, position)?;
         if crc32c::crc32c(&data) != u32_at(entry, 24) {
             return Err(Damaged("a namespace list's checksum does not match"));
@@ -413,72 +436,119 @@ impl NamespaceHeader {
         let below = offsets
             .last()
             .is_some_and(|&o| (o as u64) < self.record_count);
-        if !ascending || !below || namespace_hash(&data[..name_size as usize]) != u64_at(entry, 0) {
+        if !ascending || !below {
             return Err(Damaged("a namespace list breaks the format's rules"));
         }
-        data.truncate(name_size as usize);
-        Ok((data, offsets))
+        Ok(offsets)
     }
 
-    /// Appends to `found`, ascending, the offsets in `from..end` of records whose namespace
-    /// `key` selects, at most `count_max` of them, reading `file` (this header's `.nsx`).
-    /// An exact key reads one directory slot, one bucket and the lists of the bucket's entries
-    /// with the same hash; a prefix key reads every entry of the file.
+    /// The first block whose last name is at or after `key` (`block_count()` if none):
+    /// the first entry at or after `key` is in it. A binary search: about `log2(blocks)`
+    /// block and name reads, each one unit of `work`.
+    fn first_block_at(
+        &self,
+        file: &File,
+        key: &[u8],
+        work: &mut u64,
+    ) -> Result<u64, NamespaceFileError> {
+        let (mut low, mut high) = (0, self.block_count());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let entries = self.read_block(file, middle)?;
+            let last = entries.chunks_exact(ENTRY_SIZE).next_back();
+            let last = last.ok_or(Damaged("a block in range is empty"))?;
+            *work = work.saturating_sub(2);
+            if self.read_name(file, last)?.as_slice() < key {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Appends to `found`, ascending, the offsets in `range` of records whose namespace `key`
+    /// selects, at most `count_max` of them, reading `file` (this header's `.nsx`). Both kinds
+    /// of key binary-search the name-sorted table for the first name at or after the key and
+    /// walk forward while names match, so the cost is about `log2(entries)` small reads plus
+    /// one per matching namespace; each piece read costs one unit of `work`. A prefix that
+    /// selects more than `PREFIX_NAMESPACES_PER_LOOKUP_MAX` namespaces answers
+    /// `TooManyNames` after reading that many names, and `found` is left alone.
     pub fn lookup(
         &self,
         file: &File,
         key: &NamespaceKey,
         range: (u64, u64),
         count_max: usize,
+        work: &mut u64,
         found: &mut Vec<u64>,
-    ) -> Result<(), NamespaceFileError> {
-        let buckets: Box<dyn Iterator<Item = u64>> = match key {
-            NamespaceKey::Exact(name) => Box::new(std::iter::once(bucket_of(
-                namespace_hash(name.as_bytes()),
-                self.bucket_bits,
-            ))),
-            NamespaceKey::Prefix(_) => Box::new(0..1u64 << self.bucket_bits),
+    ) -> Result<NamespaceLookup, NamespaceFileError> {
+        let key_bytes = match key {
+            NamespaceKey::Exact(name) | NamespaceKey::Prefix(name) => name.as_bytes(),
         };
-        let wanted_hash = match key {
-            NamespaceKey::Exact(name) => Some(namespace_hash(name.as_bytes())),
-            NamespaceKey::Prefix(_) => None,
-        };
+        let mut matching = Vec::new();
+        let mut previous: Option<Vec<u8>> = None;
+        'blocks: for block in self.first_block_at(file, key_bytes, work)?..self.block_count() {
+            let entries = self.read_block(file, block)?;
+            *work = work.saturating_sub(1);
+            for entry in entries.chunks_exact(ENTRY_SIZE) {
+                let name = self.read_name(file, entry)?;
+                *work = work.saturating_sub(1);
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| p.as_slice() >= name.as_slice())
+                {
+                    return Err(Damaged("the table is not sorted by name"));
+                }
+                if name.as_slice() >= key_bytes && !key.matches_bytes(&name) {
+                    break 'blocks;
+                }
+                if key.matches_bytes(&name) {
+                    if matching.len() == PREFIX_NAMESPACES_PER_LOOKUP_MAX {
+                        return Ok(NamespaceLookup::TooManyNames);
+                    }
+                    matching.push(entry.to_vec());
+                }
+                previous = Some(name);
+            }
+        }
         let from = range.0.saturating_sub(self.first_offset);
         let end = range.1.saturating_sub(self.first_offset);
         let mut merged = Vec::new();
-        for bucket in buckets {
-            let entries = self.read_bucket(file, bucket)?;
-            for entry in entries.chunks_exact(ENTRY_SIZE) {
-                let hash = u64_at(entry, 0);
-                if bucket_of(hash, self.bucket_bits) != bucket {
-                    return Err(Damaged("an entry is in the wrong bucket"));
-                }
-                if wanted_hash.is_some_and(|wanted| wanted != hash) {
-                    continue;
-                }
-                let (name, offsets) = self.read_entry(file, entry)?;
-                if !key.matches_bytes(&name) {
-                    continue;
-                }
-                let selected = offsets
-                    .into_iter()
-                    .map(u64::from)
-                    .filter(|&o| o >= from && o < end)
-                    .take(count_max);
-                merged.extend(selected.map(|o| self.first_offset + o));
-            }
+        for entry in &matching {
+            let offsets = self.read_offsets(file, entry)?;
+            *work = work.saturating_sub(1);
+            let selected = offsets
+                .into_iter()
+                .map(u64::from)
+                .filter(|&o| o >= from && o < end)
+                .take(count_max);
+            merged.extend(selected.map(|o| self.first_offset + o));
         }
         merged.sort_unstable();
         found.extend(merged.into_iter().take(count_max));
-        Ok(())
+        Ok(NamespaceLookup::Answered)
     }
 }
 
-/// Reads and checks the header of an open `.nsx` file against the segment it indexes.
+/// How a lookup in a `.nsx` file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceLookup {
+    /// Every selected offset of the range (up to `count_max`) was appended.
+    Answered,
+    /// The prefix selects more than `PREFIX_NAMESPACES_PER_LOOKUP_MAX` namespaces of the
+    /// segment: the caller reads the segment's records instead.
+    TooManyNames,
+}
+
+/// Reads and checks the header of an open `.nsx` file against the segment it indexes: its
+/// first offset, record count and `SegmentIndex::identity` (so the index of another segment,
+/// from another data directory, say, is refused and rebuilt).
 pub fn read_namespace_header(
     file: &File,
     first_offset: u64,
     record_count: u64,
+    segment_identity: u64,
 ) -> Option<NamespaceHeader> {
     let mut bytes = [0u8; NAMESPACE_HEADER_SIZE];
     file.read_exact_at(&mut bytes, 0).ok()?;
@@ -486,6 +556,7 @@ pub fn read_namespace_header(
     let size = file.metadata().ok()?.len();
     let matches = header.first_offset == first_offset
         && header.record_count == record_count
+        && header.segment_identity == segment_identity
         && header.file_size == size;
     matches.then_some(header)
 }
@@ -494,6 +565,8 @@ pub fn read_namespace_header(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    const IDENTITY: u64 = 0x1234_5678_9abc_def0;
 
     fn sample() -> SegmentNames {
         let mut names = SegmentNames::empty(100);
@@ -523,19 +596,31 @@ mod tests {
     fn lookups_select_exact_names_and_prefixes_in_offset_order() {
         let names = sample();
         let mut found = Vec::new();
-        names.lookup(&NamespaceKey::Exact("/b".into()), 0, 200, 10, &mut found);
+        names.lookup(
+            &NamespaceKey::Exact("/b".into()),
+            (0, 200),
+            10,
+            &mut u64::MAX.clone(),
+            &mut found,
+        );
         assert_eq!(found, [100, 102]);
         found.clear();
         let prefix = NamespaceKey::Prefix("/a/".into());
-        names.lookup(&prefix, 102, 200, 10, &mut found);
+        names.lookup(&prefix, (102, 200), 10, &mut u64::MAX.clone(), &mut found);
         assert_eq!(found, [103, 105]);
         found.clear();
-        names.lookup(&NamespaceKey::Prefix("/a".into()), 0, 105, 2, &mut found);
+        names.lookup(
+            &NamespaceKey::Prefix("/a".into()),
+            (0, 105),
+            2,
+            &mut u64::MAX.clone(),
+            &mut found,
+        );
         assert_eq!(found, [101, 103]);
     }
 
     /// The file answers every key, range and count exactly as the names in memory do, with
-    /// any number of buckets.
+    /// any number of blocks.
     #[test]
     fn the_file_answers_as_the_names_in_memory() {
         for count in [0usize, 1, 7, 40, 300] {
@@ -544,23 +629,89 @@ mod tests {
                 names.observe(&format!("/n/{}", (record * 7919) % (count / 3 + 1)));
             }
             names.observe("/b");
-            let bytes = names.encode();
+            let bytes = names.encode(IDENTITY);
             let (_temp, file) = file_of(&bytes);
-            let header = read_namespace_header(&file, 1000, count as u64 + 1).unwrap();
+            let header = read_namespace_header(&file, 1000, count as u64 + 1, IDENTITY).unwrap();
             let mut keys = keys();
             keys.push(NamespaceKey::Exact("/n/1".into()));
             keys.push(NamespaceKey::Prefix("/n/1".into()));
             for key in &keys {
                 for (from, end, count_max) in [(0, 5000, 1000), (1003, 1010, 2), (990, 1001, 1)] {
                     let (mut expected, mut found) = (Vec::new(), Vec::new());
-                    names.lookup(key, from, end, count_max, &mut expected);
+                    names.lookup(
+                        key,
+                        (from, end),
+                        count_max,
+                        &mut u64::MAX.clone(),
+                        &mut expected,
+                    );
                     header
-                        .lookup(&file, key, (from, end), count_max, &mut found)
+                        .lookup(
+                            &file,
+                            key,
+                            (from, end),
+                            count_max,
+                            &mut u64::MAX.clone(),
+                            &mut found,
+                        )
                         .unwrap();
                     assert_eq!(found, expected, "{key:?} {from}..{end} {count_max}");
                 }
             }
         }
+    }
+
+    /// Finding 1 of the second attack review: a prefix lookup read every entry of the file.
+    /// Now a prefix that matches nothing costs a binary search, one that matches a few costs
+    /// about one read per match more, and one that matches many gives up after
+    /// `PREFIX_NAMESPACES_PER_LOOKUP_MAX` names: the work counted is bounded by those, not by
+    /// the namespaces in the segment.
+    #[test]
+    fn a_prefix_lookup_costs_a_binary_search_plus_its_matches() {
+        let mut names = SegmentNames::empty(0);
+        for record in 0..20_000 {
+            names.observe(&format!("/u/{record:08}"));
+        }
+        names.observe("/v/1");
+        names.observe("/v/2");
+        let (_temp, file) = file_of(&names.encode(IDENTITY));
+        let header = read_namespace_header(&file, 0, 20_002, IDENTITY).unwrap();
+        let cost = |key: &str| {
+            let (mut work, mut found) = (u64::MAX, Vec::new());
+            let key = NamespaceKey::Prefix(key.into());
+            let lookup = header.lookup(&file, &key, (0, u64::MAX), 100, &mut work, &mut found);
+            (lookup.unwrap(), u64::MAX - work, found)
+        };
+        // log2(2501 blocks) is about 12 probes of 2 reads each.
+        let (lookup, work, found) = cost("/zzz");
+        assert_eq!((lookup, found), (NamespaceLookup::Answered, vec![]));
+        assert!(work <= 30, "a prefix matching nothing cost {work} units");
+        let (lookup, work, found) = cost("/v");
+        assert_eq!(
+            (lookup, found),
+            (NamespaceLookup::Answered, vec![20_000, 20_001])
+        );
+        assert!(work <= 40, "a prefix matching two names cost {work} units");
+        let (lookup, work, _) = cost("/u/");
+        assert_eq!(lookup, NamespaceLookup::TooManyNames);
+        let bound = 30 + 2 * PREFIX_NAMESPACES_PER_LOOKUP_MAX as u64;
+        assert!(
+            work <= bound,
+            "a prefix matching 20000 names cost {work} units"
+        );
+    }
+
+    /// The open segment's names answer a prefix within the work given and say where they
+    /// stopped, so a query resumes there.
+    #[test]
+    fn a_prefix_lookup_in_memory_stops_when_its_work_is_spent() {
+        let names = sample();
+        let (mut work, mut found) = (3, Vec::new());
+        let key = NamespaceKey::Prefix("/c".into());
+        let reached = names.lookup(&key, (100, 200), 10, &mut work, &mut found);
+        assert_eq!((reached, work, found.len()), (103, 0, 0));
+        let reached = names.lookup(&key, (103, 200), 10, &mut u64::MAX.clone(), &mut found);
+        assert_eq!((reached, found), (200, vec![106]));
     }
 
     #[test]
@@ -569,21 +720,21 @@ mod tests {
         for namespace in ["/b", "/a", "/b"] {
             names.observe(namespace);
         }
-        let bytes = names.encode();
+        let bytes = names.encode(0x0102_0304_0506_0708);
         let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
         // The same bytes, line by line, as docs/storage.md shows them.
         let expected = [
-            "46 4C 4F 4E 53 58 00 02 64 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00",
-            "02 00 00 00 00 00 00 00 4C 00 00 00 00 00 00 00 8C 00 00 00 00 00 00 00",
-            "9C 00 00 00 00 00 00 00 00 00 00 00 F8 3A BB D1",
-            "00 00 00 00 A9 76 24 B0",
+            "46 4C 4F 4E 53 58 00 03 64 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00",
+            "02 00 00 00 01 00 00 00 08 07 06 05 04 03 02 01 8C 00 00 00 00 00 00 00",
+            "9C 00 00 00 00 00 00 00 00 00 00 00 8E 5D F6 9C",
+            "00 00 00 00 27 95 78 F2",
             "02 00 00 00",
-            "E2 A0 3A 00 95 E4 CE 34 8C 00 00 00 00 00 00 00 02 00 00 00 02 00 00 00",
-            "E6 A9 D8 A9 00 00 00 00",
-            "04 56 54 31 74 12 50 3B 96 00 00 00 00 00 00 00 02 00 00 00 01 00 00 00",
-            "58 94 3C FD 00 00 00 00",
-            "2F 62 00 00 00 00 02 00 00 00",
+            "04 56 54 31 74 12 50 3B 8C 00 00 00 00 00 00 00 02 00 00 00 01 00 00 00",
+            "58 94 3C FD 4C 8E 3E FA",
+            "E2 A0 3A 00 95 E4 CE 34 92 00 00 00 00 00 00 00 02 00 00 00 02 00 00 00",
+            "E6 A9 D8 A9 B8 7D 6E E9",
             "2F 61 01 00 00 00",
+            "2F 62 00 00 00 00 02 00 00 00",
         ];
         assert_eq!(hex.join(" "), expected.join(" "));
         assert_eq!(namespace_hash(b"/a"), 0x3B50_1274_3154_5604);
@@ -594,17 +745,24 @@ mod tests {
     /// flipped bit anywhere makes a full walk (every prefix) fail or the header refuse.
     #[test]
     fn a_flipped_bit_anywhere_is_found() {
-        let bytes = sample().encode();
+        let bytes = sample().encode(IDENTITY);
         for position in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[position] ^= 0x04;
             let (_temp, file) = file_of(&damaged);
-            let Some(header) = read_namespace_header(&file, 100, 7) else {
+            let Some(header) = read_namespace_header(&file, 100, 7, IDENTITY) else {
                 continue;
             };
             let mut found = Vec::new();
             let key = NamespaceKey::Prefix(String::new());
-            let result = header.lookup(&file, &key, (0, u64::MAX), usize::MAX, &mut found);
+            let result = header.lookup(
+                &file,
+                &key,
+                (0, u64::MAX),
+                usize::MAX,
+                &mut u64::MAX.clone(),
+                &mut found,
+            );
             assert!(
                 matches!(result, Err(Damaged(_))),
                 "byte {position} flipped: {result:?} {found:?}"
@@ -614,8 +772,8 @@ mod tests {
 
     #[test]
     fn a_short_file_is_refused_at_the_header() {
-        let bytes = sample().encode();
+        let bytes = sample().encode(IDENTITY);
         let (_temp, file) = file_of(&bytes[..bytes.len() - 1]);
-        assert!(read_namespace_header(&file, 100, 7).is_none());
+        assert!(read_namespace_header(&file, 100, 7, IDENTITY).is_none());
     }
 }

@@ -284,6 +284,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::NamespaceIndex(_)
                 | FileKind::Lock
                 | FileKind::CounterLease
+                | FileKind::GroupJournal
                 | FileKind::ProducedJournal,
             ) => {}
             Some(FileKind::Quarantine) => {
@@ -356,7 +357,7 @@ fn load_sealed(
         }
         // Only the first 64 bytes and the length: each part's checksum is checked when a
         // query reads it.
-        let header = match load_namespace_header(dir, first, index.record_count) {
+        let header = match load_namespace_header(dir, &index) {
             Some(header) => Some(header),
             None => {
                 log::warn!(
@@ -410,7 +411,7 @@ fn rebuild_index(
             path.display()
         );
     }
-    let header = match write_namespace_index(dir, &scan.namespaces) {
+    let header = match write_namespace_index(dir, &scan.namespaces, index.identity()) {
         Ok(header) => Some(header),
         Err(error) => {
             log::warn!(

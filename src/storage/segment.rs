@@ -1,6 +1,7 @@
 //! Segment and index files: names, the segment header, sequential record reading, and the
 //! crash-safe ways of creating and replacing files (fsync the file, then the directory).
 
+use super::groups::GROUP_JOURNAL_FILE;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ fn index_temp_path(dir: &Path, first_offset: u64) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Segment(u64),
+    /// `groups.journal` and its compaction's temporary file (`storage/groups.rs` owns both).
+    GroupJournal,
     /// A sealed segment being rewritten by `flo --repair` (`{first:020}.log.tmp`).
     SegmentTemp(u64),
     Index(u64),
@@ -84,9 +87,16 @@ pub fn classify(name: &str) -> Option<FileKind> {
         LOCK_FILE_NAME => return Some(FileKind::Lock),
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
+        GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
         super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
         "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
         _ => {}
+    }
+    if name
+        .strip_prefix(GROUP_JOURNAL_FILE)
+        .is_some_and(|rest| rest == ".tmp")
+    {
+        return Some(FileKind::GroupJournal);
     }
     if let Some((segment, position)) = name.split_once(".log.quarantine-") {
         let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -184,10 +194,15 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
 }
 
 /// Writes a sealed segment's namespace index: temp file, fdatasync, rename, directory fsync.
-/// Returns the header of what it wrote.
-pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<NamespaceHeader> {
+/// `segment_identity` is the segment's `SegmentIndex::identity`. Returns the header of what
+/// it wrote.
+pub fn write_namespace_index(
+    dir: &Path,
+    names: &SegmentNames,
+    segment_identity: u64,
+) -> io::Result<NamespaceHeader> {
     let temp = namespace_index_temp_path(dir, names.first_offset);
-    let bytes = names.encode();
+    let bytes = names.encode(segment_identity);
     let mut file = File::create(&temp)?;
     file.write_all(&bytes)?;
     file.sync_data()?;
@@ -200,15 +215,17 @@ pub fn write_namespace_index(dir: &Path, names: &SegmentNames) -> io::Result<Nam
 }
 
 /// The header of the namespace index file of a sealed segment, checked (magic, checksum,
-/// positions, length) and matched against the segment: the start-up check, which reads only
-/// the first 64 bytes. `None` when the file is missing or fails.
-pub fn load_namespace_header(
-    dir: &Path,
-    first_offset: u64,
-    record_count: u64,
-) -> Option<NamespaceHeader> {
-    let file = File::open(namespace_index_path(dir, first_offset)).ok()?;
-    read_namespace_header(&file, first_offset, record_count)
+/// positions, length) and matched against the segment (first offset, record count, identity):
+/// the start-up check, which reads only the first 64 bytes. `None` when the file is missing or
+/// fails.
+pub fn load_namespace_header(dir: &Path, segment: &SegmentIndex) -> Option<NamespaceHeader> {
+    let file = File::open(namespace_index_path(dir, segment.first_offset)).ok()?;
+    read_namespace_header(
+        &file,
+        segment.first_offset,
+        segment.record_count,
+        segment.identity(),
+    )
 }
 
 /// Reads an index file; `None` when it is missing or damaged.
@@ -391,6 +408,8 @@ mod tests {
             Some(FileKind::NamespaceIndexTemp(42))
         );
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
+        assert_eq!(classify("groups.journal"), Some(FileKind::GroupJournal));
+        assert_eq!(classify("groups.journal.tmp"), Some(FileKind::GroupJournal));
         assert_eq!(
             classify(&name(quarantine_path(dir, first, 200))),
             Some(FileKind::Quarantine)

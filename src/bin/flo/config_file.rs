@@ -28,16 +28,7 @@ pub fn file_arguments(
     matches: &ArgMatches,
 ) -> Result<Vec<OsString>, String> {
     let shown = path.display();
-    let size = std::fs::metadata(path)
-        .map_err(|error| format!("could not read config file {shown}: {error}"))?
-        .len();
-    if size > CONFIG_FILE_SIZE_MAX {
-        return Err(format!(
-            "config file {shown} is {size} bytes, more than the {CONFIG_FILE_SIZE_MAX} allowed"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("could not read config file {shown}: {error}"))?;
+    let text = crate::bounded_file::read_text_file(path, CONFIG_FILE_SIZE_MAX, "config file")?;
     let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
         let message = error.message().trim().replace('\n', "; ");
         match error.span() {
