@@ -193,7 +193,7 @@ pub struct ProduceBatch {
     pub events: Vec<NewEvent>,
 }
 
-/// What a conditional produce ([`ProduceIf`]) expects of the namespace of its first event,
+/// What a conditional produce (`ProduceIf`) expects of the namespace of its first event,
 /// checked against this node's log (events of earlier produces of the same turn included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expectation {
@@ -349,7 +349,7 @@ pub struct GroupInfo {
     pub oldest_pending_age_ms: u64,
 }
 
-/// The answer to a [`GroupsRequest`] or [`GroupAdmin`].
+/// The answer to a `GroupsRequest` or `GroupAdmin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupsReply {
     /// One past the newest durable record of the server's log.
@@ -369,7 +369,7 @@ pub struct ParkedEvent {
     pub id: EventId,
 }
 
-/// The answer to a [`ParkedRequest`]: parked events in log order.
+/// The answer to a `ParkedRequest`: parked events in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedReply {
     /// The group's name.

@@ -64,7 +64,7 @@ impl ProducedRecord {
         out.extend_from_slice(&crc.to_le_bytes());
     }
 
-    /// The record in `bytes` (exactly [`PRODUCED_RECORD_SIZE`]), if its checksum matches.
+    /// The record in `bytes` (exactly `PRODUCED_RECORD_SIZE`), if its checksum matches.
     pub fn decode(bytes: &[u8]) -> Option<ProducedRecord> {
         if bytes.len() != PRODUCED_RECORD_SIZE {
             return None;
