@@ -258,6 +258,11 @@ pub struct GroupLimits {
     /// at this many the group delivers no new events until the floor moves (the old event is
     /// acknowledged, or parked after its redeliveries).
     pub ack_window_max: usize,
+    /// The memory all groups together may hold in pending entries (about
+    /// `GROUP_PENDING_ENTRY_BYTES` each) and acknowledged offsets above their floors (about
+    /// `GROUP_ACKED_ENTRY_BYTES` each): at this many bytes no group delivers a new event until
+    /// acknowledgements free memory (redeliveries go on).
+    pub memory_max: u64,
     /// Parked events a group lists; past it the event is redelivered instead (logged).
     pub parked_max: usize,
     /// Parked events one Parked reply lists; a longer list is read a page at a time.
@@ -277,6 +282,7 @@ impl Default for GroupLimits {
             in_flight_default: 1000,
             in_flight_max: 100_000,
             ack_window_max: 1 << 18,
+            memory_max: 256 * 1024 * 1024,
             parked_max: 100_000,
             parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
@@ -598,6 +604,7 @@ impl Config {
             || groups.in_flight_default == 0
             || groups.in_flight_max < groups.in_flight_default
             || groups.ack_window_max == 0
+            || groups.memory_max == 0
         {
             return Err(
                 "group limits must be positive (name length at most 65535, the in-flight \

@@ -348,3 +348,69 @@ fn a_second_nack_replaces_the_first_and_leaves_no_stale_timer() {
          ack time-out"
     );
 }
+
+/// attack2 findings 2 and 3: pending entries and acknowledged windows of all groups count
+/// against `groups.memory_max`; at the limit no group takes new deliveries (members simply get
+/// nothing more) until acknowledgements free memory.
+#[test]
+fn group_memory_is_bounded_server_wide_and_acks_free_it() {
+    use super::groups::{GROUP_ACKED_ENTRY_BYTES, GROUP_PENDING_ENTRY_BYTES};
+    let memory_max = 30 * GROUP_PENDING_ENTRY_BYTES;
+    let mut harness = Harness::with_config(|config| config.groups.memory_max = memory_max);
+    produce_jobs(&mut harness, 200);
+    let members = [harness.client(), harness.client()];
+    harness.send(members[0], join(1, "first", "/jobs/**", 1000));
+    harness.send(members[1], join(1, "second", "/jobs/**", 1000));
+    harness.turn();
+    harness.turn();
+    let pending = |harness: &Harness| -> usize {
+        harness
+            .engine
+            .groups
+            .groups
+            .values()
+            .map(|g| g.pending.len())
+            .sum()
+    };
+    let mut taken = Vec::new();
+    for member in members {
+        let frames = harness.received(member);
+        assert!(error_codes(&frames).is_empty(), "{frames:?}");
+        taken.push(
+            events_of(&frames, 1)
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        pending(&harness),
+        30,
+        "pending entries of both groups: at most memory_max / {GROUP_PENDING_ENTRY_BYTES}"
+    );
+    assert_eq!(taken[0].len() + taken[1].len(), 30);
+    assert!(harness.engine.groups.memory_bytes() <= memory_max);
+    assert!(
+        !harness.engine.has_pending_work(),
+        "a full budget is not work to spin on"
+    );
+    // The first group (served first, it took them all) acknowledges every other event it
+    // holds: its floor stays, its acked window grows, and the total stays under the limit.
+    assert_eq!(taken[0].len(), 30);
+    let odd: Vec<EventId> = taken[0].iter().skip(1).step_by(2).copied().collect();
+    harness.send(members[0], group_ack(1, odd));
+    harness.turn();
+    harness.turn();
+    let more: usize = members
+        .iter()
+        .map(|&m| events_of(&harness.received(m), 1).len())
+        .sum();
+    assert!(more > 0, "acknowledgements freed memory for new deliveries");
+    let memory = harness.engine.groups.memory_bytes();
+    assert!(
+        memory <= memory_max,
+        "{memory} bytes of group state over the limit of {memory_max}"
+    );
+    assert_eq!(harness.engine.groups.groups["first"].acked.len(), 15);
+    assert!(memory > 15 * GROUP_ACKED_ENTRY_BYTES);
+}

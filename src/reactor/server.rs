@@ -15,7 +15,7 @@ use crate::auth_file::AuthTable;
 use crate::config::{Config, StorageConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::storage::groups::{FileGroupStore, GroupStore};
-use crate::storage::{FileLog, Log, RecoveryReport, StorageError};
+use crate::storage::{FileLog, Log, RecoveryMode, RecoveryReport, StorageError};
 
 /// Why a server could not start, or stopped with an error.
 #[derive(Debug)]
@@ -112,7 +112,7 @@ impl Server {
     /// Opens the log in `config.storage.data_dir`, binds `config.bind` and starts serving on a
     /// background thread.
     pub fn start(config: Config) -> Result<Server, ServerError> {
-        Server::open_and_serve(config, FileLog::open, bind)
+        Server::open_and_serve(config, FileLog::open, RecoveryMode::Refuse, bind)
     }
 
     /// Opens the log in `config.storage.data_dir` and starts serving on `listener`, a socket
@@ -122,14 +122,16 @@ impl Server {
         config: Config,
         listener: std::net::TcpListener,
     ) -> Result<Server, ServerError> {
-        Server::open_and_serve(config, FileLog::open, |_| Ok(listener))
+        Server::open_and_serve(config, FileLog::open, RecoveryMode::Refuse, |_| {
+            Ok(listener)
+        })
     }
 
     /// `flo --repair`: opens the log in `config.storage` repairing what start-up would refuse
     /// (docs/storage.md), logs the repair report, opens the group journal as [`Server::start`]
     /// does, and serves.
     pub fn start_repairing(config: Config) -> Result<Server, ServerError> {
-        Server::open_and_serve(config, FileLog::open_repairing, bind)
+        Server::open_and_serve(config, FileLog::open_repairing, RecoveryMode::Repair, bind)
     }
 
     /// The start-up every file-log server shares: validate, open the log with `open` (logging
@@ -138,12 +140,13 @@ impl Server {
     fn open_and_serve(
         config: Config,
         open: impl FnOnce(&StorageConfig) -> Result<(FileLog, RecoveryReport), StorageError>,
+        journal_recovery: RecoveryMode,
         listener: impl FnOnce(&Config) -> Result<std::net::TcpListener, ServerError>,
     ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::InvalidConfig)?;
         let (log, report) = open(&config.storage).map_err(ServerError::Storage)?;
         log::info!("{report}");
-        let groups = open_group_store(&config)?;
+        let groups = open_group_store(&config, journal_recovery)?;
         let std_listener = listener(&config)?;
         Server::serve(config, std_listener, log, report.event_count, Some(groups))
     }
@@ -298,8 +301,11 @@ fn bind(config: &Config) -> Result<std::net::TcpListener, ServerError> {
     })
 }
 
-fn open_group_store(config: &Config) -> Result<Box<dyn GroupStore>, ServerError> {
-    let store = FileGroupStore::open(&config.storage.data_dir, config.storage.fsync)
+fn open_group_store(
+    config: &Config,
+    recovery: RecoveryMode,
+) -> Result<Box<dyn GroupStore>, ServerError> {
+    let store = FileGroupStore::open_with(&config.storage.data_dir, config.storage.fsync, recovery)
         .map_err(ServerError::Storage)?;
     Ok(Box::new(store))
 }

@@ -3,15 +3,17 @@
 //! and reads the records.
 //!
 //! A record is `u32 body size | u32 CRC32C(size bytes, body)` (little endian) and a body: a kind
-//! byte and the record's fields. Recovery keeps every record up to the first torn or damaged one
-//! and truncates the file there: only a tail that was never synced can be torn.
+//! byte and the record's fields. Recovery cuts a torn tail (bytes after the last valid record
+//! that no valid record follows: only a tail that was never synced can be torn). Damage that
+//! valid records follow is refused, or with `flo --repair` copied to a quarantine file and
+//! skipped record by record (docs/consumers.md, "Damage").
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Offset, StorageError};
+use super::{Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
 use crate::time::MonotonicMs;
@@ -198,25 +200,120 @@ fn put_id(out: &mut Vec<u8>, id: EventId) {
 pub fn decode_records(bytes: &[u8]) -> (Vec<GroupRecord>, usize) {
     let mut records = Vec::new();
     let mut position = 0;
-    while let Some(header) = bytes.get(position..position + 8) {
-        let body_size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if body_size == 0 || body_size > RECORD_BODY_SIZE_MAX {
-            break;
-        }
-        let Some(body) = bytes.get(position + 8..position + 8 + body_size as usize) else {
-            break;
-        };
-        if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
-            break;
-        }
-        let Some(record) = decode_body(&mut Body { bytes: body }) else {
-            break;
-        };
+    while let Some((record, size)) = decode_record_at(&bytes[position..]) {
         records.push(record);
-        position += 8 + body_size as usize;
+        position += size;
     }
     (records, position)
+}
+
+/// The record at the start of `bytes` and its size, if it is whole, its checksum matches and
+/// its body decodes.
+fn decode_record_at(bytes: &[u8]) -> Option<(GroupRecord, usize)> {
+    let header = bytes.get(..8)?;
+    let body_size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if body_size == 0 || body_size > RECORD_BODY_SIZE_MAX {
+        return None;
+    }
+    let body = bytes.get(8..8 + body_size as usize)?;
+    // A cheap test before the checksum: a known kind and a group name that fits the body.
+    let name_size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
+    if !(KIND_CREATE..=KIND_DELETE).contains(&body[0]) || 3 + name_size > body.len() {
+        return None;
+    }
+    if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
+        return None;
+    }
+    let record = decode_body(&mut Body { bytes: body })?;
+    Some((record, 8 + body_size as usize))
+}
+
+/// What start-up finds in a journal: the records that verify, where the torn tail begins,
+/// and the damaged byte ranges that valid records follow (which are not a torn tail: synced
+/// records lie after them).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct JournalScan {
+    pub records: Vec<GroupRecord>,
+    /// The end of the last valid record: the bytes after it are a torn tail.
+    pub valid_end: usize,
+    /// Damaged ranges followed by a valid record, in order.
+    pub damaged: Vec<std::ops::Range<usize>>,
+    /// Per damaged range, the group its first bytes name, when they can be read at all (a
+    /// guess: the damage may be in the name).
+    pub damaged_groups: Vec<Option<String>>,
+}
+
+/// Scans the whole journal. After a record that does not verify, every later byte position
+/// is tried as the start of a record (a damaged size field hides where the next one starts):
+/// a record found there makes the skipped bytes damage, none makes them a torn tail. Each
+/// position costs a few field reads unless its kind and sizes are plausible, so only real
+/// candidates are checksummed.
+pub fn scan_journal(bytes: &[u8]) -> JournalScan {
+    let mut scan = JournalScan::default();
+    let mut position = 0;
+    while position < bytes.len() {
+        if let Some((record, size)) = decode_record_at(&bytes[position..]) {
+            scan.records.push(record);
+            position += size;
+            scan.valid_end = position;
+            continue;
+        }
+        let next = (position + 1..bytes.len()).find(|&at| decode_record_at(&bytes[at..]).is_some());
+        let Some(next) = next else {
+            break;
+        };
+        scan.damaged.push(position..next);
+        scan.damaged_groups
+            .push(guess_group(&bytes[position..next]));
+        position = next;
+    }
+    scan
+}
+
+/// The group name a damaged record's body starts with, if it is readable text.
+fn guess_group(damaged: &[u8]) -> Option<String> {
+    let body = damaged.get(8..)?;
+    let size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
+    let name = std::str::from_utf8(body.get(3..3 + size)?).ok()?;
+    (!name.is_empty() && !name.chars().any(char::is_control)).then(|| name.to_string())
+}
+
+impl JournalScan {
+    /// The damage, for an error or a log line: the byte ranges and the groups they probably
+    /// belonged to.
+    pub fn describe_damage(&self) -> String {
+        let mut parts = Vec::new();
+        for (range, group) in self.damaged.iter().zip(&self.damaged_groups) {
+            let group = match group {
+                Some(name) => format!("probably of group {name:?}"),
+                None => "group unreadable".to_string(),
+            };
+            parts.push(format!("bytes {}..{} ({group})", range.start, range.end));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The file `--repair` copies a damaged journal to before it drops the damaged records.
+pub fn journal_quarantine_path(dir: &Path, position: usize) -> PathBuf {
+    dir.join(format!("{GROUP_JOURNAL_FILE}.quarantine-{position}"))
+}
+
+/// The refusal when the journal is damaged in the middle and start-up may not repair it.
+fn damage_error(path: &Path, quarantine: &Path, scan: &JournalScan) -> StorageError {
+    StorageError::Corrupt {
+        context: format!(
+            "group journal {} is damaged where valid records follow ({}): this is not a torn \
+             tail, and cutting it would lose synced acknowledgements; flo does not drop them \
+             by itself: start once with --repair to copy the journal to {} and skip only the \
+             damaged records (the groups they named may redeliver events), or restore the \
+             file from a backup",
+            path.display(),
+            scan.describe_damage(),
+            quarantine.display()
+        ),
+    }
 }
 
 struct Body<'a> {
@@ -349,9 +446,17 @@ impl MemoryGroupStore {
 impl GroupStore for MemoryGroupStore {
     fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
         let mut durable = self.durable();
-        let (records, valid) = decode_records(&durable);
-        durable.truncate(valid);
-        Ok(records)
+        let scan = scan_journal(&durable);
+        if !scan.damaged.is_empty() {
+            let path = Path::new(GROUP_JOURNAL_FILE);
+            return Err(damage_error(
+                path,
+                &journal_quarantine_path(Path::new(""), 0),
+                &scan,
+            ));
+        }
+        durable.truncate(scan.valid_end);
+        Ok(scan.records)
     }
 
     fn append(&mut self, record: &GroupRecord) {
@@ -389,6 +494,9 @@ pub struct FileGroupStore {
     fsync: FsyncPolicy,
     last_fsync_ms: Option<u64>,
     written_since_fsync: bool,
+    /// What `load` does with damage that valid records follow: refuse, or (`flo --repair`)
+    /// quarantine a copy and skip the damaged records.
+    recovery: RecoveryMode,
 }
 
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -396,8 +504,19 @@ fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
 }
 
 impl FileGroupStore {
-    /// Opens (or creates) `groups.journal` in `dir`.
+    /// Opens (or creates) `groups.journal` in `dir`; `load` refuses a journal damaged where
+    /// valid records follow.
     pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<FileGroupStore, StorageError> {
+        FileGroupStore::open_with(dir, fsync, RecoveryMode::Refuse)
+    }
+
+    /// Opens (or creates) `groups.journal` in `dir`, with `recovery` deciding what `load`
+    /// does with damage that valid records follow (`flo --repair`: `RecoveryMode::Repair`).
+    pub fn open_with(
+        dir: &Path,
+        fsync: FsyncPolicy,
+        recovery: RecoveryMode,
+    ) -> Result<FileGroupStore, StorageError> {
         let path = dir.join(GROUP_JOURNAL_FILE);
         let context = |what: &str| format!("{}: {what}", path.display());
         let file = OpenOptions::new()
@@ -416,6 +535,7 @@ impl FileGroupStore {
             fsync,
             last_fsync_ms: None,
             written_since_fsync: false,
+            recovery,
         })
     }
 
@@ -442,10 +562,36 @@ impl GroupStore for FileGroupStore {
             .seek(SeekFrom::Start(0))
             .and_then(|_| self.file.read_to_end(&mut bytes))
             .map_err(io_error(context))?;
-        let (records, valid) = decode_records(&bytes);
+        let scan = scan_journal(&bytes);
+        if let Some(first) = scan.damaged.first() {
+            let quarantine = journal_quarantine_path(&self.dir, first.start);
+            if self.recovery == RecoveryMode::Refuse {
+                return Err(damage_error(&self.path(), &quarantine, &scan));
+            }
+            // The copy is durable before the journal changes: a crash in between loses
+            // nothing (the next start refuses or repairs again).
+            let context = format!("{}: write", quarantine.display());
+            std::fs::write(&quarantine, &bytes)
+                .and_then(|_| File::open(&quarantine)?.sync_all())
+                .and_then(|_| File::open(&self.dir)?.sync_all())
+                .map_err(io_error(context))?;
+            log::error!(
+                "repair: group journal {} was damaged at {}; copied it to {} and kept the {} \
+                 records that verify: the groups named there may deliver again events they \
+                 had acknowledged (a lost Ack or Park record), or miss a lost Create, Reset \
+                 or Delete (check them with `flo-client groups`)",
+                self.path().display(),
+                scan.describe_damage(),
+                quarantine.display(),
+                scan.records.len()
+            );
+            self.rewrite(&scan.records)?;
+            return Ok(scan.records);
+        }
+        let valid = scan.valid_end;
         if valid < bytes.len() {
             log::warn!(
-                "{}: cut a torn or damaged tail of {} bytes at byte {valid}",
+                "{}: cut a torn tail of {} bytes at byte {valid}",
                 self.path().display(),
                 bytes.len() - valid
             );
@@ -456,7 +602,7 @@ impl GroupStore for FileGroupStore {
                 .map_err(io_error(context))?;
         }
         self.size = valid as u64;
-        Ok(records)
+        Ok(scan.records)
     }
 
     fn append(&mut self, record: &GroupRecord) {
@@ -599,6 +745,67 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert_eq!(decode_records(&flipped).0.len(), sample().len() - 1);
+    }
+
+    /// attack2 finding 4: one flipped bit in a record that valid records follow is damage, not
+    /// a torn tail: a plain start refuses (naming the bytes and --repair) and changes nothing;
+    /// `--repair` copies the journal to quarantine and drops only the damaged record.
+    #[test]
+    fn damage_in_the_middle_is_refused_or_repaired_never_cut() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-flip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for record in sample() {
+            starts.push(bytes.len());
+            encode_record(&record, &mut bytes);
+        }
+        // A bit of the second record's (the Ack's) offsets, and one of the fourth's size field.
+        bytes[starts[2] - 3] ^= 0x10;
+        bytes[starts[3]] ^= 0x01;
+        let path = dir.join(GROUP_JOURNAL_FILE);
+        std::fs::write(&path, &bytes).expect("write journal");
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        let loaded = store.load();
+        let error = match loaded {
+            Err(error) => error.to_string(),
+            Ok(records) => panic!(
+                "a journal damaged in the middle was loaded with {} of {} records",
+                records.len(),
+                sample().len()
+            ),
+        };
+        assert!(
+            error.contains("--repair") && error.contains(&format!("bytes {}..", starts[1])),
+            "the refusal names the damage and the repair: {error}"
+        );
+        assert!(error.contains("\"workers\""), "names the group: {error}");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            bytes,
+            "nothing changed"
+        );
+        let mut repairing =
+            FileGroupStore::open_with(&dir, FsyncPolicy::Always, RecoveryMode::Repair)
+                .expect("open repairing");
+        let mut expected = sample();
+        expected.remove(3);
+        expected.remove(1);
+        assert_eq!(repairing.load().expect("repair"), expected);
+        let quarantine = journal_quarantine_path(&dir, starts[1]);
+        assert_eq!(std::fs::read(&quarantine).expect("quarantine"), bytes);
+        let mut again = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(again.load().expect("a repaired journal loads"), expected);
+        // A torn tail (no valid record after it) is still cut.
+        let mut torn = Vec::new();
+        for record in sample() {
+            encode_record(&record, &mut torn);
+        }
+        let scan = scan_journal(&torn[..torn.len() - 3]);
+        assert!(scan.damaged.is_empty());
+        assert_eq!(scan.records.len(), sample().len() - 1);
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

@@ -87,3 +87,137 @@ fn the_most_groups_with_the_longest_names_are_listed_in_bounded_pages() {
     assert!(matches!(conn.recv(), Some(ServerFrame::Pong { token: 5 })));
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
+
+/// attack2 finding 4: one flipped bit in the middle of `groups.journal` (valid records after
+/// it) is not a torn tail. A plain start refuses, naming the journal and `--repair`; a
+/// `--repair` start keeps every other record, so the groups redeliver at most the events of
+/// the one damaged record instead of every event acknowledged after it.
+#[test]
+fn a_flipped_bit_in_the_group_journal_is_refused_then_repaired_without_losing_other_acks() {
+    use std::process::{Command, Stdio};
+    const EVENTS: u64 = 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group_join = |group: &str| {
+        ClientFrame::JoinGroup(JoinGroup {
+            subscription_id: 1,
+            group: group.to_string(),
+            glob: "/jobs/**".to_string(),
+            start: StartPosition::Beginning,
+            credit: 1000,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            max_in_flight: 0,
+        })
+    };
+    let delivered = |conn: &mut RawConn, count: u64| {
+        let mut ids = Vec::new();
+        while (ids.len() as u64) < count {
+            match conn.recv() {
+                Some(ServerFrame::Event { event, .. }) => ids.push(event.id),
+                Some(ServerFrame::CaughtUp { .. }) if count == u64::MAX => break,
+                Some(ServerFrame::CaughtUp { .. }) => {}
+                other => panic!("expected events, got {other:?}"),
+            }
+        }
+        ids
+    };
+    let server = FloProcess::start(dir.path(), &[]);
+    let mut producer = RawConn::hello(server.addr);
+    for n in 0..EVENTS {
+        producer.produce(n, &format!("/jobs/{n}"), b"x");
+    }
+    for _ in 0..EVENTS {
+        assert!(matches!(producer.recv(), Some(ServerFrame::Ack(_))));
+    }
+    for group in ["a", "b"] {
+        let mut member = RawConn::hello(server.addr);
+        member.send(&group_join(group));
+        for (token, id) in delivered(&mut member, EVENTS).into_iter().enumerate() {
+            // One ack per turn: one Ack record each in the journal.
+            member.send(&ClientFrame::GroupAck(flo::protocol::GroupAck {
+                subscription_id: 1,
+                delay_ms: 0,
+                ids: vec![id],
+            }));
+            member.send(&ClientFrame::Ping {
+                token: token as u64,
+            });
+            loop {
+                match member.recv() {
+                    Some(ServerFrame::Pong { .. }) => break,
+                    Some(ServerFrame::CaughtUp { .. }) => {}
+                    other => panic!("expected Pong, got {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(server.terminate().success());
+    let journal = dir.path().join("groups.journal");
+    let mut bytes = std::fs::read(&journal).expect("read journal");
+    // The last byte (an offset) of the middle Ack record (kind 3; records are `u32 size | u32
+    // CRC | body`, docs/consumers.md).
+    let mut acks = Vec::new();
+    let mut at = 0;
+    while at + 8 < bytes.len() {
+        let size = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if bytes[at + 8] == 3 {
+            acks.push(at + 8 + size - 1);
+        }
+        at += 8 + size;
+    }
+    assert!(
+        acks.len() >= EVENTS as usize,
+        "one Ack record per ack: {}",
+        acks.len()
+    );
+    bytes[acks[acks.len() / 2]] ^= 0x04;
+    std::fs::write(&journal, &bytes).expect("flip a bit");
+    let child = Command::new(env!("CARGO_BIN_EXE_flo"))
+        .arg("-d")
+        .arg(dir.path())
+        .args(["-p", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    let Ok(output) = receiver.recv_timeout(std::time::Duration::from_secs(20)) else {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("flo started on a group journal damaged in the middle (it should refuse)");
+    };
+    let output = output.expect("wait for flo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("groups.journal") && stderr.contains("--repair"),
+        "the refusal names the journal and --repair: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&journal).expect("read"),
+        bytes,
+        "nothing changed"
+    );
+    let mut server = FloProcess::start(dir.path(), &["--repair"]);
+    let mut redelivered = 0;
+    for group in ["a", "b"] {
+        let mut member = RawConn::hello(server.addr);
+        member.send(&group_join(group));
+        redelivered += delivered(&mut member, u64::MAX).len();
+    }
+    assert!(
+        redelivered <= 1,
+        "{redelivered} acknowledged events delivered again; only the damaged record's may be"
+    );
+    let quarantined = std::fs::read_dir(dir.path()).expect("list").any(|entry| {
+        let name = entry.expect("entry").file_name();
+        name.to_string_lossy()
+            .starts_with("groups.journal.quarantine-")
+    });
+    assert!(quarantined, "--repair kept a copy of the damaged journal");
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
