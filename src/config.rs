@@ -177,6 +177,13 @@ pub struct ClusterConfig {
     /// A produce waiting for replicas gets ReplicationTimeout after this time (its events
     /// stay appended and keep replicating).
     pub replication_timeout: Duration,
+    /// An id-order subscription holds at most this many bytes of events that wait for the
+    /// cluster's clocks to pass them (its reorder buffer); past it, the events with the
+    /// largest ids are dropped from memory and read again from the log later.
+    pub order_buffer_bytes_max: usize,
+    /// An id-order subscription whose next event has waited this long for the cluster's
+    /// clocks (a member is down or cut off) is ended with OrderStalled.
+    pub order_stall_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -200,6 +207,8 @@ impl Default for ClusterConfig {
             connect_timeout: Duration::from_secs(5),
             min_replicas: 1,
             replication_timeout: Duration::from_secs(5),
+            order_buffer_bytes_max: 1024 * 1024,
+            order_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -581,6 +590,17 @@ impl Config {
         if cluster.replication_timeout.is_zero() {
             return Err("the replication time-out must be positive".into());
         }
+        if cluster.order_buffer_bytes_max == 0
+            || cluster.order_buffer_bytes_max > self.connection_memory_max
+        {
+            return Err(
+                "the order buffer size must be positive and at most the connection memory limit"
+                    .into(),
+            );
+        }
+        if cluster.order_stall_timeout.is_zero() {
+            return Err("the order stall time-out must be positive".into());
+        }
         self.validate_turn_bounds()?;
         self.validate_connection_bounds()?;
         self.validate_metrics()
@@ -799,6 +819,8 @@ mod tests {
         assert!(refused(&|c| c.cluster.min_replicas = 0));
         assert!(refused(&|c| c.cluster.min_replicas = 2));
         assert!(refused(&|c| c.cluster.replication_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.cluster.order_buffer_bytes_max = 0));
+        assert!(refused(&|c| c.cluster.order_stall_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
         assert!(refused(&|c| {
             c.cluster.dial_backoff_max = c.cluster.dial_backoff_initial / 2

@@ -343,6 +343,17 @@ impl StartPosition {
     }
 }
 
+/// The order a subscription delivers events in (protocol.md, section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The server's log order (its arrival order): every event as soon as it is durable.
+    #[default]
+    Arrival,
+    /// The total order of ids (counter, actor), the same on every node of a cluster: an
+    /// event is delivered only once no event with a smaller id can still reach the node.
+    Id,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

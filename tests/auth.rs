@@ -182,6 +182,7 @@ fn a_subscription_wider_than_the_permissions_is_refused() {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 100,
     };
     for (id, glob) in [(1, "/**"), (2, "/*/created"), (3, "/order*/**")] {

@@ -3,7 +3,8 @@
 //! node reach every node with the same ids; that a node killed with SIGKILL catches up after a
 //! restart (with `--fsync interval`, after its catch-up hold); that nodes converge after every peer link is cut (through TCP proxies inside the
 //! test) and healed; and that a consumer moving between nodes with its version-vector cursor
-//! sees every event exactly once. Every wait is a bounded poll of a condition.
+//! sees every event exactly once; and that id-order consumers on the three nodes print the same
+//! sequence while all three take produces. Every wait is a bounded poll of a condition.
 
 mod common;
 
@@ -566,4 +567,51 @@ fn a_replicas_2_produce_is_acked_once_both_nodes_hold_it_and_times_out_without_t
     assert_eq!(events_on(nodes[0].port).len(), 2);
     let output = produce_with_replicas(nodes[0].port, "one is enough", 1);
     assert!(output.status.success(), "{:?}", output.stderr);
+}
+
+/// Three id-order consumers, one per node, started before three producers write to all three
+/// nodes at once: each prints exactly the same sequence, every event in id order.
+#[test]
+fn id_order_consumers_on_three_nodes_see_the_same_sequence() {
+    let nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    const PER_NODE: usize = 40;
+    let total = (PER_NODE * nodes.len()) as u64;
+    let consumers: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let port = node.port;
+            std::thread::spawn(move || {
+                let subscription = client(port)
+                    .into_consume()
+                    .order(flo::event::Order::Id)
+                    .tail(true)
+                    .limit(total)
+                    .subscribe()
+                    .expect("subscribe in id order");
+                subscription
+                    .map(|event| event.expect("event").id)
+                    .collect::<Vec<EventId>>()
+            })
+        })
+        .collect();
+    let producers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let port = node.port;
+            std::thread::spawn(move || produce(port, PER_NODE, &format!("node {i}")))
+        })
+        .collect();
+    let mut expected: Vec<EventId> = Vec::new();
+    for producer in producers {
+        expected.extend(producer.join().expect("producer").into_keys());
+    }
+    expected.sort();
+    for (i, consumer) in consumers.into_iter().enumerate() {
+        let sequence = consumer.join().expect("consumer");
+        assert_eq!(sequence, expected, "node {i}'s id-order sequence");
+    }
 }

@@ -34,6 +34,7 @@ fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: u32::MAX,
     });
     let mut events = Vec::new();

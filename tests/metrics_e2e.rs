@@ -128,6 +128,7 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
         tail: true,
         credit: 1000,
         skip_damaged: false,
+        order: Default::default(),
     });
     loop {
         match consumer.recv() {

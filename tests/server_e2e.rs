@@ -22,6 +22,7 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool) -> Subscribe
         limit: 0,
         tail,
         skip_damaged: false,
+        order: Default::default(),
         credit: 1_000_000,
     }
 }

@@ -203,6 +203,16 @@ struct Args {
     #[arg(long = "replication-timeout", default_value = "5s", value_parser = parse_duration_ms)]
     replication_timeout: u64,
 
+    /// Bytes of events an id-order subscription holds while they wait for every member's clock
+    /// to pass them (past it, the largest ids are read again from the log later; e.g. 1M).
+    #[arg(long = "order-buffer-size", default_value = "1M", value_parser = parse_size)]
+    order_buffer_size: u64,
+
+    /// An id-order subscription whose next event waited this long for the cluster's clocks (a
+    /// member down or cut off) is ended with OrderStalled (e.g. 30s).
+    #[arg(long = "order-stall-timeout", default_value = "30s", value_parser = parse_duration_ms)]
+    order_stall_timeout: u64,
+
     /// PeerEvent frames a peer may send this node before it returns credit (1 to 65536): what
     /// this node buffers per peer is at most this many frames.
     #[arg(long = "peer-credit-window", default_value_t = 1024)]
@@ -579,6 +589,9 @@ fn config_from(args: &Args) -> Config {
     config.cluster.peer_credit_window = args.peer_credit_window;
     config.cluster.min_replicas = args.min_replicas;
     config.cluster.replication_timeout = Duration::from_millis(args.replication_timeout);
+    config.cluster.order_buffer_bytes_max =
+        usize::try_from(args.order_buffer_size).unwrap_or(usize::MAX);
+    config.cluster.order_stall_timeout = Duration::from_millis(args.order_stall_timeout);
     config.cluster.dial_backoff_initial = Duration::from_millis(args.dial_backoff_initial);
     config.cluster.dial_backoff_max = Duration::from_millis(args.dial_backoff_max);
     config.cluster.connect_timeout = Duration::from_millis(args.connect_timeout);

@@ -1,7 +1,7 @@
 //! Consuming: a subscription builder and the iterator of delivered events, with automatic
 //! credit and a version-vector cursor that can be saved and resumed from.
 
-use crate::event::{Cursor, Event, StartPosition};
+use crate::event::{Cursor, Event, Order, StartPosition};
 use crate::protocol::{ClientFrame, EndReason, ErrorScope, NamespaceGlob, ServerFrame, Subscribe};
 
 use super::{server_error, unexpected, Client, ClientError, ClientHandle};
@@ -42,6 +42,7 @@ pub struct ConsumeBuilder<'a> {
     start: StartPosition,
     limit: u64,
     tail: bool,
+    order: Order,
     skip_damaged: bool,
     credit: u32,
 }
@@ -69,6 +70,7 @@ impl<'a> ConsumeBuilder<'a> {
             limit: 0,
             tail: false,
             skip_damaged: false,
+            order: Order::Arrival,
             credit: CREDIT_DEFAULT,
         }
     }
@@ -94,6 +96,14 @@ impl<'a> ConsumeBuilder<'a> {
     /// Keep waiting for new events after the stored ones are delivered.
     pub fn tail(mut self, tail: bool) -> Self {
         self.tail = tail;
+        self
+    }
+
+    /// The order of delivery (default: the server's arrival order). [`Order::Id`] delivers
+    /// in the total order of ids, the same sequence on every node of a cluster, at the cost
+    /// of waiting until no smaller id can still arrive (docs/clustering.md, "Id order").
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
         self
     }
 
@@ -130,6 +140,7 @@ impl<'a> ConsumeBuilder<'a> {
                 start: self.start,
                 limit: self.limit,
                 tail: self.tail,
+                order: self.order,
                 skip_damaged: self.skip_damaged,
                 credit: self.credit,
             }))?;

@@ -102,6 +102,10 @@ pub struct PeerConn {
     /// The counter of each PeerEvent sent and not yet credited back, this node's own counter
     /// or 0 for another actor's event (at most `replicas::REPLICATION_IN_FLIGHT_MAX`).
     pub replication_sent: std::collections::VecDeque<u64>,
+    /// The highest of this node's own counters its replication stream has passed (sent, or
+    /// skipped because the peer holds it): every own event up to it is at the peer or on
+    /// the wire before anything sent later (what PeerClock promises).
+    pub own_passed: u64,
 }
 
 impl PeerConn {
@@ -113,6 +117,7 @@ impl PeerConn {
             credit_given,
             events_this_turn: 0,
             replication_sent: std::collections::VecDeque::new(),
+            own_passed: 0,
         }
     }
 }
@@ -159,6 +164,8 @@ pub struct Subscription {
     /// The client asked to skip damaged ranges of the log (Subscribe flags bit 1): a read
     /// that meets one sends Skipped and goes on after it instead of ending the subscription.
     pub skip_damaged: bool,
+    /// Id order: the events read and not yet delivered (`None`: arrival order).
+    pub order: Option<Box<super::order::OrderBuffer>>,
 }
 
 /// The engine's view of one connection.
@@ -218,6 +225,7 @@ impl Subscription {
         SUBSCRIPTION_BYTES_FIXED
             + self.glob.memory_bytes()
             + self.filter.vector.len() * CURSOR_ENTRY_BYTES
+            + self.order.as_ref().map_or(0, |order| order.memory_bytes())
     }
 }
 

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
-use crate::event::StartPosition;
 use crate::event::{ActorId, Event};
+use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
     ServerFrame, Subscribe,
@@ -39,21 +39,21 @@ fn index_key(pattern: &str) -> Option<NamespaceKey> {
 
 /// What feeding consumers may still do this turn. A record is looked at only while both are
 /// positive, so a turn does at most `match_steps_per_turn_max` plus one match's steps.
-struct FeedBudget {
-    records: u64,
+pub(super) struct FeedBudget {
+    pub(super) records: u64,
     /// Bytes of records (namespace and data) looked at: `feed_bytes_per_turn_max`.
-    bytes: u64,
-    match_steps: u64,
+    pub(super) bytes: u64,
+    pub(super) match_steps: u64,
 }
 
 impl FeedBudget {
-    fn spent(&self) -> bool {
+    pub(super) fn spent(&self) -> bool {
         self.records == 0 || self.bytes == 0 || self.match_steps == 0
     }
 }
 
 /// Why feeding one subscription stopped.
-enum Stop {
+pub(super) enum Stop {
     /// It may go on: the turn's budget ran out.
     Budget,
     /// It waits for credit, for its output to drain, or for new events.
@@ -151,6 +151,10 @@ impl<L: Log> Engine<L> {
                 Stream::Bounded
             },
             skip_damaged: subscribe.skip_damaged,
+            order: match subscribe.order {
+                Order::Arrival => None,
+                Order::Id => Some(Box::default()),
+            },
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -314,6 +318,12 @@ impl<L: Log> Engine<L> {
 
     /// Delivers what one subscription may take now, then sends CaughtUp or End if due.
     fn feed_one(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
+        let ordered = self
+            .subscription_mut(conn, id)
+            .is_some_and(|s| s.order.is_some());
+        if ordered {
+            return self.feed_ordered(conn, id, budget);
+        }
         let durable_end = self.log.durable_end();
         let Some(from) = self.subscription_mut(conn, id).map(|s| s.next) else {
             return Stop::Ended;
@@ -371,9 +381,9 @@ impl<L: Log> Engine<L> {
             *connection.output_buffer() = output;
             return None;
         };
-        let replication_sent = match &mut connection.phase {
-            Phase::Peer(peer) => Some(&mut peer.replication_sent),
-            _ => None,
+        let (replication_sent, own_passed) = match &mut connection.phase {
+            Phase::Peer(peer) => (Some(&mut peer.replication_sent), Some(&mut peer.own_passed)),
+            _ => (None, None),
         };
         let gap = durable_end.0.saturating_sub(subscription.next.0);
         let key = (gap >= INDEX_GAP_MIN)
@@ -393,6 +403,7 @@ impl<L: Log> Engine<L> {
             output: &mut output,
             subscription,
             replication_sent,
+            own_passed,
             budget,
             stats,
             already_sent,
@@ -462,7 +473,7 @@ impl<L: Log> Engine<L> {
     /// Whether the subscription asked to skip damaged ranges and this one lies ahead of it:
     /// it then moves past the damage (a range that does not would make it read the same
     /// records again, so that ends the subscription as without the option).
-    fn skip_damaged(
+    pub(super) fn skip_damaged(
         &mut self,
         conn: ConnId,
         id: u32,
@@ -521,9 +532,14 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
-        if let Some(connection) = self.conn_mut(conn) {
-            connection.subscriptions.remove(&id);
+    pub(super) fn end_subscription(&mut self, conn: ConnId, id: u32, reason: Option<EndReason>) {
+        let removed = self
+            .conn_mut(conn)
+            .and_then(|connection| connection.subscriptions.remove(&id));
+        if removed.is_some_and(|s| s.queued) {
+            // A subscription ended while queued (an id-order one stalled, at housekeeping)
+            // leaves the queue too: a new one under the same id starts unqueued.
+            self.ready.retain(|entry| *entry != (conn, id));
         }
         self.memory_waiting.remove(&(conn, id));
         self.recount_memory(conn);
@@ -556,6 +572,8 @@ struct Delivery<'a> {
     subscription: &'a mut Subscription,
     /// The peer's list of events sent and not yet credited; `Some` on peer connections.
     replication_sent: Option<&'a mut VecDeque<u64>>,
+    /// The stream's highest own counter passed; `Some` on peer connections.
+    own_passed: Option<&'a mut u64>,
     /// The connection's output buffer: `already_sent` bytes at its front are sent, and this
     /// delivery appends from `output_start` on.
     output: &'a mut Vec<u8>,
@@ -589,6 +607,11 @@ impl Delivery<'_> {
             self.stats.events_delivered += 1;
             if let Some(remaining) = self.subscription.remaining.as_mut() {
                 *remaining -= 1;
+            }
+        }
+        if event.id.actor == self.own_actor {
+            if let Some(own_passed) = self.own_passed.as_deref_mut() {
+                *own_passed = (*own_passed).max(event.id.counter);
             }
         }
         self.budget.records -= 1;
@@ -660,7 +683,7 @@ impl Delivery<'_> {
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
-fn event_frame_size_max(event: &Event) -> usize {
+pub(super) fn event_frame_size_max(event: &Event) -> usize {
     64 + event.namespace.len() + event.data.len()
 }
 

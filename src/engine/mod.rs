@@ -14,6 +14,7 @@ mod groups;
 mod groups_admin;
 mod invariants;
 mod metrics;
+mod order;
 mod peer;
 mod produce;
 mod replicas;
@@ -697,6 +698,9 @@ impl<L: Log> Engine<L> {
         self.streams_after_sync(failure.is_some());
         self.release_replies(failure.as_deref());
         self.after_sync_peers(failure.is_some());
+        if self.commit_clocks(failure.is_some()) {
+            self.wake_ordered();
+        }
         self.release_replicated();
         if self.log.durable_end() > durable_before {
             self.wake_tailing_consumers(durable_before);
@@ -704,6 +708,7 @@ impl<L: Log> Engine<L> {
         self.turn_namespaces.clear();
         self.resume_memory_waiting();
         self.feed_consumers();
+        self.send_clocks(false);
         let mut group_budget = self.config.records_per_turn_max;
         self.groups_turn_end(now, &mut group_budget);
         self.update_hold(now);
@@ -835,6 +840,7 @@ impl<L: Log> Engine<L> {
             self.close_with_error(conn, ErrorCode::Timeout, reason);
         }
         self.peer_keepalives();
+        self.end_stalled_ordered(now.monotonic.0);
         self.compact_produced();
         match self.log.apply_retention(now.wall) {
             Ok(0) => {}

@@ -12,6 +12,8 @@ use crate::storage::MemoryLog;
 
 // Authentication and permissions (`--auth-file`), and the handshake fuzz.
 mod auth;
+// Id order: the reorder buffer and the members' clocks.
+mod order;
 // Conditional and idempotent produce.
 mod streams;
 
@@ -111,8 +113,16 @@ impl Harness {
         decode_all(&bytes)
     }
 
-    /// Takes every frame the engine has queued for peer connection `conn`.
+    /// Takes every frame the engine has queued for peer connection `conn`, without the
+    /// PeerClock frames (id order has its own tests, `received_peer_all` keeps them).
     fn received_peer(&mut self, conn: ConnId) -> Vec<PeerFrame> {
+        let frames = self.received_peer_all(conn);
+        let clocks = |f: &PeerFrame| matches!(f, PeerFrame::PeerClock { .. });
+        frames.into_iter().filter(|f| !clocks(f)).collect()
+    }
+
+    /// Takes every frame the engine has queued for peer connection `conn`.
+    fn received_peer_all(&mut self, conn: ConnId) -> Vec<PeerFrame> {
         let bytes = self.engine.output(conn).to_vec();
         self.engine.handle_sent(conn, bytes.len());
         decode_all(&bytes)
@@ -176,6 +186,21 @@ fn subscribe(id: u32, glob: &str, start: StartPosition, tail: bool, credit: u32)
         limit: 0,
         tail,
         skip_damaged: false,
+        order: Default::default(),
+        credit,
+    })
+}
+
+/// A tailing id-order subscription of every namespace from the beginning.
+fn subscribe_id_order(id: u32, credit: u32) -> ClientFrame {
+    ClientFrame::Subscribe(Subscribe {
+        subscription_id: id,
+        glob: "/**".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: true,
+        skip_damaged: false,
+        order: crate::protocol::Order::Id,
         credit,
     })
 }
@@ -2227,6 +2252,7 @@ fn a_subscription_that_asks_skips_a_damaged_range_with_skipped_and_goes_on() {
             limit: 0,
             tail: false,
             skip_damaged: true,
+            order: Default::default(),
             credit: 100,
         }),
     );
@@ -2278,6 +2304,7 @@ fn a_skipping_subscription_whose_start_search_meets_damage_starts_at_it() {
             limit: 0,
             tail: true,
             skip_damaged: true,
+            order: Default::default(),
             credit: 100,
         }),
     );

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub use crate::event::Order;
 use crate::event::{Event, EventId, StartPosition, VersionVector};
 
 /// The protocol version this build speaks.
@@ -52,6 +53,7 @@ pub mod kind {
     pub const PEER_MEMBERS: u8 = 0x44;
     pub const PEER_PROOF: u8 = 0x45;
     pub const PEER_ACCEPT: u8 = 0x46;
+    pub const PEER_CLOCK: u8 = 0x48;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -271,6 +273,8 @@ pub struct Subscribe {
     /// sends [`ServerFrame::Skipped`] with the number of records lost and goes on) instead of
     /// ending the subscription with `StorageFailure` (flags bit 1).
     pub skip_damaged: bool,
+    /// The order events are delivered in (flags bit 2 asks for [`Order::Id`]).
+    pub order: Order,
     /// How many events the server may send before it needs more [`ClientFrame::Credit`].
     pub credit: u32,
 }
@@ -521,6 +525,10 @@ pub enum ErrorCode {
     /// not a member this node knows, and not in the peer's handshake vector
     /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
     ActorNotAllowed = 40,
+    /// An id-order subscription's next event waited longer than the order stall time-out
+    /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
+    /// is ended; the connection stays open.
+    OrderStalled = 44,
 }
 
 impl ErrorCode {
@@ -563,6 +571,7 @@ impl ErrorCode {
             ExpectationFailed,
             SequenceUnknown,
             ActorNotAllowed,
+            OrderStalled,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -605,7 +614,8 @@ impl ErrorCode {
             | NoSuchGroup
             | GroupInUse
             | ExpectationFailed
-            | SequenceUnknown => false,
+            | SequenceUnknown
+            | OrderStalled => false,
         }
     }
 }
@@ -734,6 +744,12 @@ pub enum PeerFrame {
     },
     /// The sender's member list changed; this is all of it.
     PeerMembers(Vec<Member>),
+    /// The sender's stable clock: every event with a counter at or below `counter` that the
+    /// sender holds or will ever hold has been sent to the receiver before this frame (or
+    /// the receiver holds it). Id-order subscriptions wait for it (protocol.md, section 15).
+    PeerClock {
+        counter: u64,
+    },
     /// The sender refuses the handshake or closes the connection.
     Error(ErrorFrame),
 }

@@ -37,6 +37,8 @@ pub(crate) struct Node {
     pub(crate) new_acks: Vec<(EventId, Vec<u8>)>,
     pub(crate) checked: Checked,
     pub(crate) restarts: u64,
+    /// The node's id-order consumer (`order.rs`).
+    pub(crate) ordered: super::order::Ordered,
 }
 
 /// What the incremental check has read of one node's log.
@@ -162,6 +164,8 @@ impl Sim {
                     engine.handle_sent(conn, bytes.len());
                     if Some(conn) == self.nodes[node].client {
                         self.client_output(node, &bytes);
+                    } else if Some(conn) == self.nodes[node].ordered.conn {
+                        self.ordered_output(node, &bytes);
                     } else if self.roamer.session == Some((node, conn)) {
                         self.roamer_output(&bytes);
                     } else {
@@ -176,6 +180,9 @@ impl Sim {
                     if Some(conn) == self.nodes[node].client {
                         self.client_output(node, &final_output);
                         self.fail(format!("node {node} closed the fake client"));
+                    }
+                    if Some(conn) == self.nodes[node].ordered.conn {
+                        self.fail(format!("node {node} closed the id-order consumer"));
                     }
                     self.transmit(node, conn, final_output);
                     if let Some(&id) = self.ends.get(&(node, conn)) {
@@ -214,6 +221,7 @@ impl Sim {
                 limit: 0,
                 tail: false,
                 skip_damaged: false,
+                order: Default::default(),
                 credit: u32::MAX,
             }),
             &mut bytes,
@@ -399,6 +407,7 @@ impl Sim {
         n.checked.rebuild = true;
         n.new_acks.retain(|(id, _)| present.contains(id));
         n.client = None;
+        n.ordered.conn = None;
         n.pending.clear();
         n.next_slot = 0;
         n.free_slots.clear();
@@ -420,5 +429,6 @@ impl Sim {
         }
         n.engine = Some(engine);
         self.connect_client(node);
+        self.connect_ordered(node);
     }
 }

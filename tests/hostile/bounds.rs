@@ -139,6 +139,7 @@ fn fan_out_of_a_large_event_to_consumers_that_never_read_stays_under_the_limit()
                 limit: 0,
                 tail: true,
                 skip_damaged: false,
+                order: Default::default(),
                 credit: 1,
             });
             match conn.recv() {

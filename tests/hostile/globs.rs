@@ -37,6 +37,7 @@ fn subscribe(conn: &mut RawConn, subscription_id: u32, glob: &str) {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 1000,
     });
 }
@@ -189,6 +190,7 @@ fn new_events_against_many_tail_subscriptions_do_not_freeze_the_server() {
                 limit: 0,
                 tail: true,
                 skip_damaged: false,
+                order: Default::default(),
                 credit: 10,
             });
         }

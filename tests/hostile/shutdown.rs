@@ -159,6 +159,7 @@ fn shutdown_with_stalled_consumers_is_bounded_by_one_deadline() {
             limit: 0,
             tail: true,
             skip_damaged: false,
+            order: Default::default(),
             credit: 100_000,
         });
         // Feeding has started; from here on the consumer never reads again.

@@ -77,6 +77,7 @@ fn a_consumer_reading_a_damaged_sealed_segment_gets_an_error_naming_the_unreadab
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 1000,
     });
     match conn.recv() {
@@ -134,6 +135,7 @@ fn a_consumer_that_asks_skips_a_damaged_sealed_segment_and_is_told_how_many_reco
         limit: 0,
         tail: false,
         skip_damaged: true,
+        order: Default::default(),
         credit: 1000,
     });
     let mut skipped = 0;
@@ -218,6 +220,7 @@ fn flo_repair_rewrites_a_damaged_sealed_segment_and_says_what_was_lost() {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 1000,
     });
     let mut delivered = 0;
@@ -284,6 +287,7 @@ fn an_id_lost_to_a_damaged_tail_is_never_given_again() {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 100,
     });
     match consumer.recv() {

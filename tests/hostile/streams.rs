@@ -29,6 +29,7 @@ fn ids_in(addr: SocketAddr, namespace: &str) -> Vec<EventId> {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 10_000,
     });
     let mut ids = Vec::new();

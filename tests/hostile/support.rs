@@ -33,6 +33,7 @@ pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
         limit: 0,
         tail: false,
         skip_damaged: false,
+        order: Default::default(),
         credit: 1000,
     });
     let mut seen = false;

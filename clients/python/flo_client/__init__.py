@@ -86,6 +86,7 @@ ERROR_CODES = {
     32: "GroupInUse",
     35: "ExpectationFailed",
     36: "SequenceUnknown",
+    44: "OrderStalled",
 }
 
 # ProduceIf expectations (section 6).
@@ -403,14 +404,25 @@ def encode_set_producer(producer_id: int, next_sequence: int) -> bytes:
 
 SUBSCRIBE_TAIL = 0x01
 SUBSCRIBE_SKIP_DAMAGED = 0x02
+SUBSCRIBE_ID_ORDER = 0x04
 
 
 def encode_subscribe(
-    sub_id: int, glob: str, start: Start, limit: int, tail: bool, credit: int, skip_damaged: bool = False
+    sub_id: int,
+    glob: str,
+    start: Start,
+    limit: int,
+    tail: bool,
+    credit: int,
+    skip_damaged: bool = False,
+    id_order: bool = False,
 ) -> bytes:
     """`skip_damaged`: the server skips a damaged range of its log with a Skipped frame instead
-    of ending the subscription with StorageFailure (protocol.md section 7, Subscribe flags)."""
+    of ending the subscription with StorageFailure; `id_order`: events come in the total order
+    of ids, the same sequence on every node of a cluster (protocol.md section 7, Subscribe
+    flags)."""
     flags = (SUBSCRIBE_TAIL if tail else 0) | (SUBSCRIBE_SKIP_DAMAGED if skip_damaged else 0)
+    flags |= SUBSCRIBE_ID_ORDER if id_order else 0
     body = struct.pack(">I", sub_id) + _str16(glob) + start.encode()
     body += struct.pack(">QBI", limit, flags, credit)
     return frame(SUBSCRIBE, body)
@@ -945,10 +957,12 @@ class FloClient:
         auto_credit: bool = True,
         sub_id: Optional[int] = None,
         skip_damaged: bool = False,
+        id_order: bool = False,
     ) -> Subscription:
         """Open a subscription. Errors for it (InvalidGlob, ...) come from `Subscription.next`.
         With `skip_damaged`, a damaged range of the server's log comes as a Skipped item
-        instead of a StorageFailure error that ends the subscription."""
+        instead of a StorageFailure error that ends the subscription. With `id_order`, events
+        come in id order (an OrderStalled error ends it if a cluster member stays away)."""
         if sub_id is None:
             sub_id = self.next_sub
             while sub_id in self.subs:
@@ -961,7 +975,7 @@ class FloClient:
         sub = Subscription(self, sub_id, start, credit, auto_credit)
         self.subs[sub_id] = sub
         self.ended_subs.discard(sub_id)
-        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit, skip_damaged))
+        self._send(encode_subscribe(sub_id, glob, start, limit, tail, credit, skip_damaged, id_order))
         return sub
 
     # -- consumer groups ---------------------------------------------------------------------

@@ -140,6 +140,9 @@ class OfflineTests(unittest.TestCase):
             "Subscribe 7 to /** from the beginning, tail, skipping damaged ranges, credit 100": flo.encode_subscribe(
                 7, "/**", Start.beginning(), 0, True, 100, skip_damaged=True
             ),
+            "Subscribe 8 to /** from the beginning, tail, in id order, credit 100": flo.encode_subscribe(
+                8, "/**", Start.beginning(), 0, True, 100, id_order=True
+            ),
             "Credit: 50 more events for subscription 1": flo.encode_credit(1, 50),
             "Unsubscribe subscription 1": flo.encode_unsubscribe(1),
             "Ping with token 7": flo.encode_ping(7),
@@ -570,6 +573,20 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(sub.next().data, b"live")
         self.assertEqual(sub.next(), End(sub.id, flo.LIMIT_REACHED))
 
+    def test_id_order_with_skip_damaged(self) -> None:
+        # Subscribe flags 0x06 (id order and skip_damaged) and 0x07 (with tail) are accepted
+        # together; on a standalone server id order is log order.
+        c = self.connect()
+        c.produce_batch([NewEvent("/io", str(i).encode()) for i in range(4)])
+        sub = c.subscribe("/io", id_order=True, skip_damaged=True)
+        items = list(sub)
+        self.assertEqual([e.data for e in items[:4]], [str(i).encode() for i in range(4)])
+        self.assertEqual(items[4], End(sub.id, flo.END_OF_STREAM))
+        sub = c.subscribe("/io", tail=True, id_order=True, skip_damaged=True)
+        ids = [sub.next().id for _ in range(4)]
+        self.assertEqual(ids, sorted(ids))
+        self.assertIsInstance(sub.next(), CaughtUp)
+
     def test_resume_from_cursor(self) -> None:
         c = self.connect()
         c.produce_batch([NewEvent(f"/r/{i % 2}", str(i).encode()) for i in range(10)])
@@ -633,7 +650,7 @@ class ServerTests(unittest.TestCase):
             "zero length": b"\x00\x00\x00\x00",
             "unknown kind": flo.frame(0x60, b""),
             "trailing byte": flo.frame(flo.PING, b"\x00" * 9),
-            "undefined flag bit": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x04" + b"\x00" * 4,
+            "undefined flag bit": flo.encode_subscribe(1, "/a", Start.beginning(), 0, True, 1)[:-5] + b"\x08" + b"\x00" * 4,
         }
         for n, (name, raw) in enumerate(cases.items(), start=1):
             with self.subTest(name):

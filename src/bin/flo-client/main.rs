@@ -15,7 +15,7 @@ use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, Expectation, GroupDelivery,
     IdempotentProducer, NewEvent,
 };
-use flo::event::{Event, EventId, StartPosition};
+use flo::event::{Event, EventId, Order, StartPosition};
 use flo::units::parse_duration_ms;
 
 #[path = "../shared/clap_error.rs"]
@@ -154,6 +154,13 @@ enum Command {
         /// data (a string when it is UTF-8, otherwise base64 with "data_encoding":"base64").
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// `arrival`: the server's log order, each event as soon as it is durable there. `id`:
+        /// the total order of ids, the same sequence on every node of a cluster; each event
+        /// waits until every member's clock has passed it (about one round trip), and a member
+        /// that is down stalls it (the subscription ends with OrderStalled after the server's
+        /// --order-stall-timeout). Not with --group.
+        #[arg(long, value_enum, default_value_t = ConsumeOrder::Arrival)]
+        order: ConsumeOrder,
     },
     /// Print the server's cluster status: its actor id, counter, version vector, and each
     /// member's state and how many records it has not yet been sent (lag).
@@ -287,6 +294,12 @@ struct BenchArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsumeOrder {
+    Arrival,
+    Id,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Human,
     Json,
@@ -358,12 +371,18 @@ fn run(cli: Cli) -> Result<(), String> {
             produce(&server, &namespace, data, &options)
         }
         Command::Consume {
+            group: Some(_),
+            order: ConsumeOrder::Id,
+            ..
+        } => Err("--order id is not available with --group: a group hands each event to one member as soon as it is stored".into()),
+        Command::Consume {
             group: Some(group),
             namespace,
             tail,
             from,
             limit,
             format,
+            order: ConsumeOrder::Arrival,
             skip_damaged: _,
         } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
         Command::Consume {
@@ -373,16 +392,22 @@ fn run(cli: Cli) -> Result<(), String> {
             from,
             limit,
             format,
+            order,
             skip_damaged,
-        } => consume(
-            &server,
-            &namespace,
-            tail,
-            &from,
-            limit,
-            format,
-            skip_damaged,
-        ),
+        } => {
+            let order = match order {
+                ConsumeOrder::Arrival => Order::Arrival,
+                ConsumeOrder::Id => Order::Id,
+            };
+            let options = ConsumeOptions {
+                tail,
+                limit,
+                format,
+                order,
+                skip_damaged,
+            };
+            consume(&server, &namespace, &from, &options)
+        }
         Command::Status { format } => status(&server, format),
         Command::Info { format } => info(&server, format),
         Command::Groups { action } => groups(&server, action),
@@ -885,15 +910,28 @@ fn wall_clock_ms() -> u64 {
         })
 }
 
+/// The flags of `flo-client consume` (without --group) besides the glob and --from.
+struct ConsumeOptions {
+    tail: bool,
+    limit: u64,
+    format: Format,
+    order: Order,
+    skip_damaged: bool,
+}
+
 fn consume(
     server: &Server,
     glob: &str,
-    tail: bool,
     from: &str,
-    limit: u64,
-    format: Format,
-    skip_damaged: bool,
+    options: &ConsumeOptions,
 ) -> Result<(), String> {
+    let ConsumeOptions {
+        tail,
+        limit,
+        format,
+        order,
+        skip_damaged,
+    } = *options;
     let now_ms = wall_clock_ms();
     let from = parse_from(from, now_ms)?;
     stop_cleanly_on_ctrl_c()?;
@@ -910,6 +948,7 @@ fn consume(
         .start(start)
         .limit(server_limit)
         .tail(tail || held_back.is_some())
+        .order(order)
         .skip_damaged(skip_damaged)
         .subscribe()
         .map_err(|error| error.to_string())?;

@@ -353,9 +353,12 @@ impl<L: Log> Engine<L> {
         // A constant pattern that the glob tests show is valid.
         let glob = NamespaceGlob::new("/**").expect("`/**` is a valid glob");
         let window = self.config.cluster.peer_credit_window;
+        let mut peer = PeerConn::new(actor, dialed_by, u64::from(window));
+        // The peer holds a prefix of this node's own events, up to its vector's entry.
+        peer.own_passed = their_vector.get(self.config.actor_id);
         // Checked by the callers: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
-        connection.phase = Phase::Peer(PeerConn::new(actor, dialed_by, u64::from(window)));
+        connection.phase = Phase::Peer(peer);
         connection.subscriptions.insert(
             PEER_SUBSCRIPTION,
             Subscription {
@@ -368,6 +371,7 @@ impl<L: Log> Engine<L> {
                 queued: false,
                 stream: Stream::Replication,
                 skip_damaged: false,
+                order: None,
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });

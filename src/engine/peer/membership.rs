@@ -57,6 +57,7 @@ impl<L: Log> Engine<L> {
         match self.cluster.members.get_mut(&actor) {
             Some(member) => {
                 member.conn = Some(conn);
+                member.clock_sent = 0;
                 member.durable_own = their_vector.get(self.config.actor_id);
                 member.handshake_vector = Some(their_vector);
                 if let Some(addr) = addr {
@@ -70,6 +71,9 @@ impl<L: Log> Engine<L> {
                         conn: Some(conn),
                         durable_own: their_vector.get(self.config.actor_id),
                         handshake_vector: Some(their_vector),
+                        clock: 0,
+                        clock_received: 0,
+                        clock_sent: 0,
                         disconnected_since_ms: self.now_ms,
                     };
                     self.cluster.members.insert(actor, member);
@@ -124,6 +128,9 @@ impl<L: Log> Engine<L> {
                     conn: None,
                     handshake_vector: None,
                     durable_own: 0,
+                    clock: 0,
+                    clock_received: 0,
+                    clock_sent: 0,
                     disconnected_since_ms: self.now_ms,
                 });
                 log::info!("learned of member {actor} at {addr}");

@@ -15,6 +15,7 @@
 //! after an unclean start.
 
 mod catch_up;
+mod clock;
 mod handshake;
 mod membership;
 mod replication;
@@ -70,6 +71,13 @@ struct MemberInfo {
     /// entry for this node in its last handshake vector, then raised by the PeerCredit it
     /// returns after its sync (credit comes back in the order the events were sent).
     durable_own: u64,
+    /// Id order: the member's promised clock, committed after a successful sync
+    /// (`clock.rs`); 0 until it promised anything since this node started.
+    clock: u64,
+    /// The largest clock it promised, committed or not yet.
+    clock_received: u64,
+    /// The clock this node last promised it on its current connection.
+    clock_sent: u64,
     /// While `conn` is `None`: since when (monotonic ms) it has been without a connection
     /// (its connection ended, or this node learned of it then).
     disconnected_since_ms: u64,
@@ -88,6 +96,9 @@ pub(super) struct Cluster {
     hold: Hold,
     /// PeerEvent frames were received this turn on these connections.
     credit_due: Vec<ConnId>,
+    /// This node's counter as of its last successful sync: its own events at or below it
+    /// are durable, and new ones get higher counters.
+    own_clock: u64,
 }
 
 impl Cluster {
@@ -142,6 +153,7 @@ impl Cluster {
             nonce_count: 0,
             hold,
             credit_due: Vec::new(),
+            own_clock: 0,
         }
     }
 
@@ -284,6 +296,7 @@ impl<L: Log> Engine<L> {
         for conn in peers {
             self.send(conn, &PeerFrame::PeerCredit { count: 0 });
         }
+        self.send_clocks(true);
     }
 
     /// The cluster's half of [`Engine::check_invariants`]: a member's connection is an

@@ -113,6 +113,13 @@ impl<L: Log> Engine<L> {
                     self.broadcast_members();
                 }
             }
+            PeerFrame::PeerClock { counter } => {
+                // Checked by the caller: the connection is an established peer connection.
+                let Some(Phase::Peer(peer)) = self.conn(conn).map(|c| &c.phase) else {
+                    unreachable!("{conn}: PeerClock is handled only on established peer connections")
+                };
+                return self.on_peer_clock(conn, peer.actor, counter);
+            }
             PeerFrame::Error(error) => {
                 match error.code {
                     ErrorCode::DuplicatePeerConnection => {
@@ -131,7 +138,7 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
-                    "only PeerEvent, PeerCredit and PeerMembers are valid on a peer connection after the handshake",
+                    "only PeerEvent, PeerCredit, PeerMembers and PeerClock are valid on a peer connection after the handshake",
                 )
             }
         }

@@ -189,7 +189,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_CREDIT
         | kind::PEER_MEMBERS
         | kind::PEER_PROOF
-        | kind::PEER_ACCEPT => PeerToPeer,
+        | kind::PEER_ACCEPT
+        | kind::PEER_CLOCK => PeerToPeer,
         _ => return None,
     })
 }
@@ -328,6 +329,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerEvent(_)
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
+                | PeerFrame::PeerClock { .. }
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -543,6 +545,7 @@ impl Encode for PeerFrame {
             }
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
+            PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
@@ -559,6 +562,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerEvent(_) => kind::PEER_EVENT,
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
+            PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -624,6 +628,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_MEMBERS => "PeerMembers",
         kind::PEER_PROOF => "PeerProof",
         kind::PEER_ACCEPT => "PeerAccept",
+        kind::PEER_CLOCK => "PeerClock",
         _ => "unknown",
     }
 }
@@ -714,6 +719,9 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PEER_MEMBERS => AnyFrame::Peer(PeerFrame::PeerMembers(read_members(r)?)),
         kind::PEER_PROOF => AnyFrame::Peer(PeerFrame::PeerProof(PeerProof::read(r)?)),
         kind::PEER_ACCEPT => AnyFrame::Peer(PeerFrame::PeerAccept(PeerProof::read(r)?)),
+        kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
+            counter: r.get_u64("counter")?,
+        }),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
@@ -925,6 +933,8 @@ const SUBSCRIBE_TAIL: u8 = 0x01;
 /// Subscribe's flags byte: bit 1, skip a damaged range of the log (Skipped) instead of ending
 /// the subscription with `StorageFailure`.
 const SUBSCRIBE_SKIP_DAMAGED: u8 = 0x02;
+/// Subscribe's flags byte: bit 2, deliver events in id order (protocol.md section 7).
+const SUBSCRIBE_ID_ORDER: u8 = 0x04;
 
 impl WireFormat for Subscribe {
     fn write(&self, w: &mut Writer) {
@@ -939,6 +949,9 @@ impl WireFormat for Subscribe {
         if self.skip_damaged {
             flags |= SUBSCRIBE_SKIP_DAMAGED;
         }
+        if self.order == Order::Id {
+            flags |= SUBSCRIBE_ID_ORDER;
+        }
         w.put_u8(flags);
         w.put_u32(self.credit);
     }
@@ -949,13 +962,13 @@ impl WireFormat for Subscribe {
         let start = StartPosition::read(r)?;
         let limit = r.get_u64("limit")?;
         // The byte that version 1 first defined as the `tail` bool: its values 0 and 1 keep
-        // their meaning, bit 1 was added later, and every other bit is refused (an older
-        // server refuses bit 1 the same way, so the option is never ignored silently).
+        // their meaning, bits 1 and 2 were added later, and every other bit is refused (an older
+        // server refuses a newer bit the same way, so an option is never ignored silently).
         let flags = r.get_u8("flags")?;
-        if flags & !(SUBSCRIBE_TAIL | SUBSCRIBE_SKIP_DAMAGED) != 0 {
+        if flags & !(SUBSCRIBE_TAIL | SUBSCRIBE_SKIP_DAMAGED | SUBSCRIBE_ID_ORDER) != 0 {
             return Err(r.error(format!(
-                "subscribe flags are {flags:#04x}; only bits 0 (tail) and 1 (skip damaged) \
-                 are defined"
+                "subscribe flags are {flags:#04x}; only bits 0 (tail), 1 (skip damaged) and \
+                 2 (id order) are defined"
             )));
         }
         Ok(Subscribe {
@@ -965,6 +978,11 @@ impl WireFormat for Subscribe {
             limit,
             tail: flags & SUBSCRIBE_TAIL != 0,
             skip_damaged: flags & SUBSCRIBE_SKIP_DAMAGED != 0,
+            order: if flags & SUBSCRIBE_ID_ORDER != 0 {
+                Order::Id
+            } else {
+                Order::Arrival
+            },
             credit: r.get_u32("credit")?,
         })
     }

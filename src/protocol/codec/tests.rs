@@ -45,6 +45,7 @@ fn subscribe(start: StartPosition) -> Frame {
         limit: 100,
         tail: true,
         skip_damaged: false,
+        order: Default::default(),
         credit: 64,
     }))
 }
@@ -301,6 +302,7 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             data: vec![1, 2, 3],
         })),
         AnyFrame::Peer(PeerFrame::PeerCredit { count: 0 }),
+        AnyFrame::Peer(PeerFrame::PeerClock { counter: u64::MAX }),
         AnyFrame::Peer(PeerFrame::PeerMembers(vec![Member {
             actor_id: 9,
             addr: "h:1".into(),
@@ -590,14 +592,34 @@ fn inner_lengths_over_the_limits_are_malformed() {
 
 #[test]
 fn invalid_booleans_and_enum_values_are_malformed() {
-    // Subscribe's flags byte (once the `tail` bool): an undefined bit is malformed.
-    let mut flags_four = encoded(&subscribe(StartPosition::Beginning));
-    let flags_index = flags_four.len() - 5;
-    assert_eq!(flags_four[flags_index], 1);
-    flags_four[flags_index] = 4;
-    assert!(decode_error(&flags_four)
-        .message
-        .contains("subscribe flags"));
+    // Subscribe's flags byte (once the `tail` bool): bit 0 tail, bit 1 skip damaged, bit 2 id
+    // order; an undefined bit (3-7) is malformed.
+    let mut flags = encoded(&subscribe(StartPosition::Beginning));
+    let flags_index = flags.len() - 5;
+    assert_eq!(flags[flags_index], 1);
+    for undefined in [0x08, 0x10, 0x80, 0x0F] {
+        flags[flags_index] = undefined;
+        assert!(decode_error(&flags).message.contains("subscribe flags"));
+    }
+    // A subscription may ask for both id order and skipping damaged ranges.
+    flags[flags_index] = 0x07;
+    match decode(&flags, &WireLimits::default()) {
+        Ok(Some((AnyFrame::Client(ClientFrame::Subscribe(subscribe)), _))) => {
+            assert!(subscribe.tail);
+            assert!(subscribe.skip_damaged);
+            assert_eq!(subscribe.order, Order::Id);
+        }
+        other => panic!("flags 7 must decode as a tailing, skipping id-order Subscribe: {other:?}"),
+    }
+    flags[flags_index] = 0x04;
+    match decode(&flags, &WireLimits::default()) {
+        Ok(Some((AnyFrame::Client(ClientFrame::Subscribe(subscribe)), _))) => {
+            assert!(!subscribe.tail);
+            assert!(!subscribe.skip_damaged);
+            assert_eq!(subscribe.order, Order::Id);
+        }
+        other => panic!("flags 4 must decode as an id-order Subscribe: {other:?}"),
+    }
 
     let bad_start = subscribe(StartPosition::Beginning);
     let mut bytes = encoded(&bad_start);
@@ -924,6 +946,11 @@ fn random_frame(rng: &mut Rng) -> Frame {
             limit: rng.next_u64(),
             tail: rng.index(2) == 0,
             skip_damaged: rng.index(2) == 0,
+            order: if rng.index(2) == 0 {
+                Order::Arrival
+            } else {
+                Order::Id
+            },
             credit: rng.next_u64() as u32,
         })),
         4 => AnyFrame::Server(ServerFrame::Error(ErrorFrame {
@@ -1150,10 +1177,11 @@ fn the_whole_peer_range_is_refused_at_the_header_on_a_client_connection() {
     }
 }
 
-/// Subscribe's flags byte (protocol.md section 7): bit 0 tail, bit 1 skip_damaged, the
-/// other bits refused, so an option a server does not know is never ignored.
+/// Subscribe's flags byte (protocol.md section 7): bit 0 tail, bit 1 skip_damaged, bit 2 id
+/// order (in any combination), the other bits refused, so an option a server does not know is
+/// never ignored.
 #[test]
-fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
+fn subscribe_flags_carry_tail_skip_damaged_and_id_order_and_nothing_else() {
     let AnyFrame::Client(ClientFrame::Subscribe(plain)) = subscribe(StartPosition::Beginning)
     else {
         unreachable!("subscribe() builds a Subscribe");
@@ -1164,7 +1192,7 @@ fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
         let at = bytes.len() - 5;
         bytes[at] = flags;
         let decoded = super::decode::<ClientFrame>(&bytes, &limits());
-        if flags > 3 {
+        if flags > 7 {
             assert_eq!(
                 decoded.map_err(|e| e.code).err(),
                 Some(ErrorCode::MalformedFrame),
@@ -1175,6 +1203,11 @@ fn subscribe_flags_carry_tail_and_skip_damaged_and_nothing_else() {
         let expected = Subscribe {
             tail: flags & 1 != 0,
             skip_damaged: flags & 2 != 0,
+            order: if flags & 4 != 0 {
+                Order::Id
+            } else {
+                Order::Arrival
+            },
             ..plain.clone()
         };
         let frame = decoded

@@ -1,0 +1,272 @@
+//! Id order (`Order::Id` in Subscribe): events are delivered in the total order of ids, and
+//! only once every member's promised clock (PeerClock) has passed them. The simulation
+//! (tests/cluster_sim.rs) checks that id-order consumers on every node see the same sequence;
+//! these pin the rules on one node.
+
+use super::*;
+
+/// The ids delivered to one subscription.
+fn ids_of(frames: &[ServerFrame], id: u32) -> Vec<EventId> {
+    events_of(frames, id).iter().map(|e| e.id).collect()
+}
+
+fn clocks(frames: &[PeerFrame]) -> Vec<u64> {
+    let clock = |f: &PeerFrame| match f {
+        PeerFrame::PeerClock { counter } => Some(*counter),
+        _ => None,
+    };
+    frames.iter().filter_map(clock).collect()
+}
+
+#[test]
+fn on_a_standalone_server_id_order_is_log_order() {
+    let mut h = Harness::standalone();
+    let client = h.client();
+    for op in 1..=3 {
+        h.produce(client, op, "/a", b"x");
+    }
+    h.turn();
+    h.received(client);
+    h.send(client, subscribe_id_order(1, 100));
+    h.subscribe(client, 2, "/**", StartPosition::Beginning, true, 100);
+    h.turn();
+    let frames = h.received(client);
+    let expected: Vec<EventId> = (1..=3).map(|c| EventId::new(c, 7)).collect();
+    assert_eq!(ids_of(&frames, 1), expected, "id order, at once");
+    assert_eq!(ids_of(&frames, 2), expected, "arrival order");
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
+    // Live events go out in the turn that made them durable, as in arrival order.
+    h.produce(client, 4, "/a", b"y");
+    h.turn();
+    let frames = h.received(client);
+    assert_eq!(ids_of(&frames, 1), vec![EventId::new(4, 7)]);
+}
+
+#[test]
+fn id_order_waits_for_every_members_clock_and_sorts_by_id() {
+    let mut h = Harness::new();
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.subscribe(consumer, 2, "/**", StartPosition::Beginning, true, 100);
+    h.turn();
+    h.received(consumer);
+    h.produce(consumer, 1, "/a", b"local");
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(ids_of(&frames, 2), vec![EventId::new(1, 7)]);
+    assert_eq!(
+        ids_of(&frames, 1),
+        vec![],
+        "member 2 has promised nothing: its events below 1 may still come"
+    );
+    // Member 2's event 1 sorts before 1:7; its clock then says nothing below 1 is missing.
+    h.send(peer_conn, PeerFrame::PeerEvent(stored(1, 2, b"remote")));
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 1 });
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(ids_of(&frames, 2), vec![EventId::new(1, 2)], "arrival");
+    assert_eq!(
+        ids_of(&frames, 1),
+        vec![EventId::new(1, 2), EventId::new(1, 7)],
+        "id order: the remote event first"
+    );
+    // A local event above the member's clock waits for the next promise.
+    h.produce(consumer, 2, "/a", b"later");
+    h.turn();
+    assert_eq!(ids_of(&h.received(consumer), 1), vec![]);
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 2 });
+    h.turn();
+    assert_eq!(ids_of(&h.received(consumer), 1), vec![EventId::new(2, 7)]);
+}
+
+#[test]
+fn a_promise_received_in_a_turn_whose_sync_failed_is_dropped() {
+    let mut h = Harness::new();
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.produce(consumer, 1, "/a", b"local");
+    h.turn();
+    h.received(consumer);
+    h.send(peer_conn, PeerFrame::PeerEvent(stored(1, 2, b"lost")));
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 5 });
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    assert_eq!(
+        ids_of(&h.received(consumer), 1),
+        vec![],
+        "the clock came after an event the failed sync discarded: it promises nothing"
+    );
+    assert_eq!(h.closed_with(peer_conn), Some(ErrorCode::StorageFailure));
+}
+
+#[test]
+fn a_peer_is_promised_what_its_stream_has_passed() {
+    let mut h = Harness::new();
+    let client = h.client();
+    let (peer_conn, frames) = peer(&mut h, 2, VersionVector::new());
+    assert!(
+        clocks(&frames).is_empty(),
+        "nothing to promise at counter 0"
+    );
+    h.send(peer_conn, PeerFrame::PeerCredit { count: 10 });
+    h.produce(client, 1, "/a", b"x");
+    h.produce(client, 2, "/a", b"y");
+    h.turn();
+    let frames = h.received_peer_all(peer_conn);
+    assert_eq!(peer_event_ids(&frames).len(), 2);
+    assert_eq!(clocks(&frames), vec![2], "after the events it covers");
+    assert!(matches!(frames.last(), Some(PeerFrame::PeerClock { .. })));
+    // A peer that has granted no credit yet has a stream behind this node's log: it is
+    // promised only the own events its stream has passed, and the counter once it passed
+    // them all.
+    let (slow_conn, frames) = peer(&mut h, 3, VersionVector::new());
+    assert!(peer_event_ids(&frames).is_empty());
+    h.send(slow_conn, PeerFrame::PeerCredit { count: 1 });
+    h.turn();
+    let frames = h.received_peer_all(slow_conn);
+    assert_eq!(peer_event_ids(&frames).len(), 1, "one credit: one event");
+    assert_eq!(clocks(&frames), vec![1], "{frames:?}");
+    h.send(slow_conn, PeerFrame::PeerCredit { count: 10 });
+    h.turn();
+    let frames = h.received_peer_all(slow_conn);
+    assert_eq!(peer_event_ids(&frames).len(), 1);
+    assert_eq!(clocks(&frames), vec![2]);
+}
+
+#[test]
+fn a_reorder_buffer_over_its_limit_reads_the_log_again_and_keeps_the_order() {
+    let mut h = Harness::with_config(|c| c.cluster.order_buffer_bytes_max = 3 * 300);
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let client = h.client();
+    for op in 1..=10 {
+        h.produce(client, op, "/a", b"x");
+    }
+    h.turn();
+    h.received(client);
+    // Member 2's events 1..10 arrive after this node's: the log is out of id order.
+    for counter in 1..=10 {
+        h.send(peer_conn, PeerFrame::PeerEvent(stored(counter, 2, b"r")));
+    }
+    h.turn();
+    h.send(client, subscribe_id_order(1, 1000));
+    h.turn();
+    assert_eq!(ids_of(&h.received(client), 1), vec![], "no promise yet");
+    let bytes_max = 3 * 300 + 4096;
+    let memory = h.engine.conn(client).unwrap().memory_bytes();
+    assert!(memory < bytes_max, "{memory} bytes held");
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 10 });
+    let mut delivered = Vec::new();
+    for _ in 0..50 {
+        h.turn();
+        delivered.extend(ids_of(&h.received(client), 1));
+        let memory = h.engine.conn(client).unwrap().memory_bytes();
+        assert!(memory < bytes_max, "{memory} bytes held");
+    }
+    let mut expected: Vec<EventId> = (1..=10)
+        .flat_map(|c| [EventId::new(c, 2), EventId::new(c, 7)])
+        .collect();
+    expected.sort();
+    assert_eq!(delivered, expected);
+}
+
+#[test]
+fn an_id_order_subscription_stalled_past_the_time_out_ends_with_order_stalled() {
+    let mut h = Harness::new();
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let client = h.client();
+    h.send(client, subscribe_id_order(1, 100));
+    h.subscribe(client, 2, "/**", StartPosition::Beginning, true, 100);
+    h.produce(client, 1, "/a", b"x");
+    h.turn();
+    h.received(client);
+    h.engine.handle_closed(peer_conn);
+    h.now.monotonic.0 += 29_000;
+    h.turn();
+    assert_eq!(error_codes(&h.received(client)), vec![]);
+    h.now.monotonic.0 += 2_000;
+    h.turn();
+    let frames = h.received(client);
+    let errors = error_codes(&frames);
+    assert_eq!(errors.len(), 1, "{frames:?}");
+    assert_eq!(errors[0].0, ErrorCode::OrderStalled);
+    assert!(
+        errors[0].1.contains("member 2") && errors[0].1.contains("disconnected"),
+        "{}",
+        errors[0].1
+    );
+    // The arrival-order subscription goes on.
+    h.produce(client, 2, "/a", b"y");
+    h.turn();
+    assert_eq!(ids_of(&h.received(client), 2), vec![EventId::new(2, 7)]);
+}
+
+#[test]
+fn an_absurd_peer_clock_closes_the_connection() {
+    let mut h = Harness::new();
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 1 << 60 });
+    h.turn();
+    assert_eq!(h.closed_with(peer_conn), Some(ErrorCode::MalformedFrame));
+}
+
+/// An id-order subscription that also asks to skip damaged ranges (Subscribe flags 0x06):
+/// Skipped comes once for the damaged record, even when an overflowing reorder buffer makes
+/// it read the damaged range again, and every readable event comes in id order.
+#[test]
+fn an_id_order_subscription_skipping_damage_is_told_once_and_keeps_the_order() {
+    let mut h = Harness::with_config(|c| c.cluster.order_buffer_bytes_max = 3 * 300);
+    let (peer_conn, _) = peer(&mut h, 2, VersionVector::new());
+    let client = h.client();
+    for op in 1..=10 {
+        h.produce(client, op, "/a", b"x");
+    }
+    h.turn();
+    h.received(client);
+    // Member 2's events 1..10 arrive after this node's (offsets 10..20): out of id order.
+    for counter in 1..=10 {
+        h.send(peer_conn, PeerFrame::PeerEvent(stored(counter, 2, b"r")));
+    }
+    h.turn();
+    // Member 2's event 3 is unreadable.
+    assert!(h.engine.log.flip_bit(crate::storage::Offset(12)));
+    h.send(
+        client,
+        ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: true,
+            skip_damaged: true,
+            order: crate::protocol::Order::Id,
+            credit: 1000,
+        }),
+    );
+    h.send(peer_conn, PeerFrame::PeerClock { counter: 10 });
+    let mut frames = Vec::new();
+    for _ in 0..50 {
+        h.turn();
+        frames.extend(h.received(client));
+    }
+    let skipped: Vec<&ServerFrame> = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Skipped { .. }))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![&ServerFrame::Skipped {
+            subscription_id: 1,
+            count: 1
+        }],
+        "{frames:?}"
+    );
+    let mut expected: Vec<EventId> = (1..=10)
+        .flat_map(|c| [EventId::new(c, 2), EventId::new(c, 7)])
+        .filter(|id| *id != EventId::new(3, 2))
+        .collect();
+    expected.sort();
+    assert_eq!(ids_of(&frames, 1), expected);
+    assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
+}
