@@ -197,6 +197,7 @@ fn put_id(out: &mut Vec<u8>, id: EventId) {
 
 /// Decodes the records at the start of `bytes`, up to the first torn or damaged one. Returns
 /// them and how many bytes they take (where a torn tail begins).
+#[cfg(test)]
 pub fn decode_records(bytes: &[u8]) -> (Vec<GroupRecord>, usize) {
     let mut records = Vec::new();
     let mut position = 0;
@@ -506,6 +507,7 @@ fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
 impl FileGroupStore {
     /// Opens (or creates) `groups.journal` in `dir`; `load` refuses a journal damaged where
     /// valid records follow.
+    #[cfg(test)]
     pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<FileGroupStore, StorageError> {
         FileGroupStore::open_with(dir, fsync, RecoveryMode::Refuse)
     }
