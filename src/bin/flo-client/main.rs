@@ -191,7 +191,7 @@ enum Command {
     /// latency to tailing consumers, catch-up read throughput.
     ///
     /// Opens --connections producer connections, each keeping --window produces of --size
-    /// bytes in flight, to a fresh namespace (/bench/<pid>_<ns>), for --count events or
+    /// bytes in flight, to a fresh namespace (/bench/PID_NANOS), for --count events or
     /// --duration seconds, as fast as acknowledgements allow or at --rate events/s. Only
     /// acknowledged events count; latency runs from the send (or, at a --rate, from the moment
     /// the event was due) to its acknowledgement. Prints events/s, MB/s and latency p50, p99 and
