@@ -28,7 +28,7 @@ use super::segment::{
 };
 use super::syncer::{Done, Job, Syncer};
 use super::{
-    last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
+    io_error, last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
 };
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
@@ -123,10 +123,6 @@ pub(super) const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// that is less; until then, under `interval` and `never`, it goes on taking appends while the
 /// helper thread fdatasyncs it. So the seal's fdatasync, which stops the reactor, is short.
 const SEAL_UNSYNCED_BYTES_MAX: u64 = 1 << 20;
-
-fn io_error(context: String) -> impl FnOnce(io::Error) -> StorageError {
-    move |source| StorageError::Io { context, source }
-}
 
 impl FileLog {
     /// The directory of the segment files.

@@ -13,7 +13,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Offset, RecoveryMode, StorageError};
+use super::repair::write_durably;
+use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
 use crate::time::MonotonicMs;
@@ -500,10 +501,6 @@ pub struct FileGroupStore {
     recovery: RecoveryMode,
 }
 
-fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
-    move |source| StorageError::Io { context, source }
-}
-
 impl FileGroupStore {
     /// Opens (or creates) `groups.journal` in `dir`; `load` refuses a journal damaged where
     /// valid records follow.
@@ -573,10 +570,7 @@ impl GroupStore for FileGroupStore {
             // The copy is durable before the journal changes: a crash in between loses
             // nothing (the next start refuses or repairs again).
             let context = format!("{}: write", quarantine.display());
-            std::fs::write(&quarantine, &bytes)
-                .and_then(|_| File::open(&quarantine)?.sync_all())
-                .and_then(|_| File::open(&self.dir)?.sync_all())
-                .map_err(io_error(context))?;
+            write_durably(&self.dir, &quarantine, &bytes).map_err(io_error(context))?;
             log::error!(
                 "repair: group journal {} was damaged at {}; copied it to {} and kept the {} \
                  records that verify: the groups named there may deliver again events they \

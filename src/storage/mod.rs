@@ -66,6 +66,12 @@ impl fmt::Display for Offset {
     }
 }
 
+/// Turns an `io::Error` into `StorageError::Io` naming what was being done (`context`): the
+/// one adapter every storage file uses with `map_err`.
+pub(crate) fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
+    move |source| StorageError::Io { context, source }
+}
+
 /// Why the log could not do what was asked.
 #[derive(Debug)]
 pub enum StorageError {

@@ -29,7 +29,7 @@ use super::segment::{
     classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
     read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
 };
-use super::StorageError;
+use super::{io_error, StorageError};
 
 /// What opening the log found and did; the server logs it at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,10 +109,6 @@ impl std::fmt::Display for RecoveryReport {
         }
         Ok(())
     }
-}
-
-fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
-    move |source| StorageError::Io { context, source }
 }
 
 impl FileLog {

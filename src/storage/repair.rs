@@ -86,12 +86,18 @@ pub fn read_from(file: &mut File, position: u64) -> io::Result<Vec<u8>> {
 /// changed: a crash in between leaves both, and the next start (refused again, or repaired
 /// again) loses nothing.
 pub fn write_quarantine(dir: &Path, first: u64, position: u64, damaged: &[u8]) -> io::Result<()> {
+    write_durably(dir, &quarantine_path(dir, first, position), damaged)
+}
+
+/// Writes `bytes` as the whole of the file at `path` (in `dir`), durably: the file and the
+/// directory are fsync'd before this returns. Every quarantine copy is written this way.
+pub fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(quarantine_path(dir, first, position))?;
-    file.write_all(damaged)?;
+        .open(path)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     fsync_dir(dir)
 }
