@@ -99,7 +99,12 @@ impl std::str::FromStr for NamespaceRetention {
 
 impl fmt::Display for NamespaceRetention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} keep {}", self.glob, crate::units::format_duration_ms(self.keep_ms))
+        write!(
+            f,
+            "{} keep {}",
+            self.glob,
+            crate::units::format_duration_ms(self.keep_ms)
+        )
     }
 }
 

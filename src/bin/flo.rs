@@ -373,7 +373,12 @@ fn effective_config(args: &Args) -> String {
     );
     put(
         "retention-rule",
-        list(args.retention_rules.iter().map(ToString::to_string).collect()),
+        list(
+            args.retention_rules
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
     );
     put(
         "max-purge-rules",

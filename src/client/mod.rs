@@ -302,7 +302,9 @@ impl Client {
             | ServerFrame::Parked(_)
             | ServerFrame::Info(_)
             | ServerFrame::Purged(_)
-            | ServerFrame::Purges(_)) => Err(unexpected(&frame, "an answer to a pending operation")),
+            | ServerFrame::Purges(_)) => {
+                Err(unexpected(&frame, "an answer to a pending operation"))
+            }
         }
     }
 }

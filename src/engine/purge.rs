@@ -39,7 +39,12 @@ impl<L: Log> Engine<L> {
         let length_max = self.config.wire.glob_length_max as usize;
         if let Err(error) = NamespaceGlob::with_length_max(&rule.glob, length_max) {
             let message = format!("cannot purge {:?}: {error}", rule.glob);
-            return self.send_error(conn, ErrorScope::Connection, ErrorCode::InvalidGlob, &message);
+            return self.send_error(
+                conn,
+                ErrorScope::Connection,
+                ErrorCode::InvalidGlob,
+                &message,
+            );
         }
         let mut encoded = Vec::new();
         let frame = ServerFrame::Purged(Purged {
@@ -78,9 +83,7 @@ impl<L: Log> Engine<L> {
             .iter()
             .filter_map(|reply| match reply {
                 PendingReply::Purge {
-                    rule,
-                    answer: None,
-                    ..
+                    rule, answer: None, ..
                 } => Some(rule.clone()),
                 _ => None,
             })

@@ -22,7 +22,6 @@ use super::namespace::{
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes};
-use crate::event::PurgeRule;
 use super::record::{check_size, encode, encoded_size, is_hole};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
@@ -32,6 +31,7 @@ use super::syncer::{Done, Job, Syncer};
 use super::{
     io_error, last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
 };
+use crate::event::PurgeRule;
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.

@@ -15,9 +15,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::purge::{merge_all, HideRules, PurgeOutcomes};
-use crate::event::PurgeRule;
 use super::{Log, LogActivity, LogStats, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
+use crate::event::PurgeRule;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 

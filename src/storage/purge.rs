@@ -122,9 +122,10 @@ impl HideRules {
     /// Adds `rule` (or raises the bound of the rule with its glob and kind). Returns whether
     /// anything changed: a purge at or below the bound in force is a no-op.
     pub fn merge(&mut self, rule: &PurgeRule, rules_max: usize) -> Result<bool, PurgeError> {
-        let existing = self.purges.iter_mut().find(|hide| {
-            hide.glob.as_str() == rule.glob && hide.before.same_kind(&rule.before)
-        });
+        let existing = self
+            .purges
+            .iter_mut()
+            .find(|hide| hide.glob.as_str() == rule.glob && hide.before.same_kind(&rule.before));
         if let Some(hide) = existing {
             if hide.before.at_least(&rule.before) {
                 return Ok(false);
@@ -370,14 +371,20 @@ mod tests {
         assert_eq!(rules.merge(&rule("/m/**", id(5)), 2), Ok(false));
         assert_eq!(rules.merge(&rule("/m/**", id(20)), 2), Ok(true));
         assert!(rules.hides(&event("/m/a", 19, 0)));
-        assert_eq!(rules.merge(&rule("/t", PurgeBefore::Time(100)), 2), Ok(true));
+        assert_eq!(
+            rules.merge(&rule("/t", PurgeBefore::Time(100)), 2),
+            Ok(true)
+        );
         assert!(rules.hides(&event("/t", 50, 99)));
         assert_eq!(
             rules.merge(&rule("/u", PurgeBefore::Time(100)), 2),
             Err(PurgeError::Full { rules_max: 2 })
         );
         // Raising a rule in a full set is allowed.
-        assert_eq!(rules.merge(&rule("/t", PurgeBefore::Time(200)), 2), Ok(true));
+        assert_eq!(
+            rules.merge(&rule("/t", PurgeBefore::Time(200)), 2),
+            Ok(true)
+        );
         let bytes = encode(&rules.purges());
         assert_eq!(decode(&bytes), Ok(rules.purges()));
         let mut flipped = bytes.clone();

@@ -463,7 +463,10 @@ fn purges_need_admin_and_a_refusal_leaves_the_connection_open() {
     harness.turn();
     let frames = harness.received(writer);
     assert!(
-        matches!(frames.as_slice(), [ServerFrame::Purges(_), ServerFrame::Purged(_)]),
+        matches!(
+            frames.as_slice(),
+            [ServerFrame::Purges(_), ServerFrame::Purged(_)]
+        ),
         "the list is answered at once, the purge after the sync: {frames:?}"
     );
 }

@@ -20,7 +20,10 @@ fn purge(glob: &str, before: PurgeBefore) -> ClientFrame {
 /// data.
 fn read_all(harness: &mut Harness, glob: &str) -> Vec<(String, Vec<u8>)> {
     let conn = harness.client();
-    harness.send(conn, subscribe(1, glob, StartPosition::Beginning, false, 1000));
+    harness.send(
+        conn,
+        subscribe(1, glob, StartPosition::Beginning, false, 1000),
+    );
     harness.turn();
     events_of(&harness.received(conn), 1)
         .into_iter()
@@ -199,7 +202,11 @@ fn a_retention_rule_hides_events_older_than_it_keeps() {
     }]);
     let mut harness = Harness::with_log(log, |_| {});
     let client = harness.client();
-    produce_all(&mut harness, client, &[("/metrics/cpu", b"old"), ("/orders/1", b"o")]);
+    produce_all(
+        &mut harness,
+        client,
+        &[("/metrics/cpu", b"old"), ("/orders/1", b"o")],
+    );
     harness.now.wall.0 += 30_000;
     produce_all(&mut harness, client, &[("/metrics/cpu", b"new")]);
     // Past the first event's keep, not the second's; housekeeping moves the cutoff.
