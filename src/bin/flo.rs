@@ -302,7 +302,13 @@ enum Tool {
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let command = Args::command();
-    let matches = command.clone().get_matches_from(&argv);
+    let matches = match command.clone().try_get_matches_from(&argv) {
+        Ok(matches) => matches,
+        // --help and --version print to standard output and exit 0.
+        Err(error) if !error.use_stderr() => error.exit(),
+        // Every other flag error is one line, like flo-client's.
+        Err(error) => return Err(one_line(&error)),
+    };
     let Some(path) = matches.get_one::<PathBuf>("config") else {
         return Args::from_arg_matches(&matches).map_err(|error| one_line(&error));
     };
