@@ -190,7 +190,7 @@ pub fn merge_all(
         .iter()
         .map(|rule| next.merge(rule, rules_max))
         .collect();
-    let changed = outcomes.iter().any(|outcome| *outcome == Ok(true));
+    let changed = outcomes.contains(&Ok(true));
     (next, outcomes, changed)
 }
 
