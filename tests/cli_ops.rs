@@ -220,3 +220,20 @@ fn top_redraws_in_place_in_a_real_terminal() {
     // Redrawn in place: one screen, not a scroll of refreshes.
     assert_eq!(screen.matches("appended/s").count(), 1, "{screen}");
 }
+
+#[test]
+fn produce_prints_json_when_asked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let text = stdout(&flo_client(
+        &server,
+        &["produce", "-n", "/j", "-d", "x", "--format", "json"],
+    ));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("{\"id\":\"") && lines[0].len() == 34,
+        "{text}"
+    );
+    assert_eq!(lines[1], "{\"produced\":1,\"namespace\":\"/j\"}");
+}

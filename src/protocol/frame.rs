@@ -754,7 +754,9 @@ pub struct Purged {
 /// A per-namespace retention rule as the Purges frame reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionInfo {
+    /// The namespaces the rule applies to.
     pub glob: String,
+    /// How long their events are kept, in milliseconds.
     pub keep_ms: u64,
     /// Events of the glob older than this (milliseconds since the epoch) are hidden now; 0
     /// before the server first applied the rule.
@@ -764,7 +766,9 @@ pub struct RetentionInfo {
 /// The purges and per-namespace retention rules in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgesReply {
+    /// The purges, oldest (glob, kind) first.
     pub purges: Vec<PurgeRule>,
+    /// The per-namespace retention rules, in configuration order.
     pub retention: Vec<RetentionInfo>,
 }
 

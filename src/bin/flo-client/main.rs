@@ -88,6 +88,10 @@ enum Command {
         /// Print nothing on success (errors still go to standard error).
         #[arg(short, long)]
         quiet: bool,
+        /// `human`: each id on its own line, then a summary line. `json`: one
+        /// `{"id":"..."}` object per event, then `{"produced":N,"namespace":"..."}`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
         /// Each event is acknowledged only once this many cluster members (the server counts)
         /// hold it durably (default: the server's --min-replicas). Fails with
         /// ReplicationTimeout, saying how many it reached, after the server's time-out.
@@ -311,9 +315,12 @@ struct BenchArgs {
     /// Name of the run in the report.
     #[arg(long, default_value = "flo")]
     label: String,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// `human`: text. `json`: one JSON object (as --json).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
     /// Store --count events, then read them back from the start on one connection (a
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
@@ -397,6 +404,7 @@ fn run(cli: Cli) -> Result<(), String> {
             data,
             parent,
             quiet,
+            format,
             replicas,
             expect_last,
             reconnect_attempts,
@@ -404,6 +412,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let options = ProduceOptions {
                 parent: parent.as_deref(),
                 quiet,
+                format,
                 replicas,
                 expect_last: expect_last.as_deref(),
                 reconnect_attempts,
@@ -707,6 +716,7 @@ fn connect(server: &Server) -> Result<Client, String> {
 struct ProduceOptions<'a> {
     parent: Option<&'a str>,
     quiet: bool,
+    format: Format,
     replicas: u8,
     expect_last: Option<&'a str>,
     reconnect_attempts: u32,
@@ -737,10 +747,12 @@ fn produce(
             .set_replicas(options.replicas)
             .map_err(|error| error.to_string())?;
     }
-    let mut out: Box<dyn Write> = if options.quiet {
-        Box::new(io::sink())
-    } else {
-        Box::new(BufWriter::new(io::stdout().lock()))
+    let mut out: Box<dyn Write> = match (options.quiet, options.format) {
+        (true, _) => Box::new(io::sink()),
+        (false, Format::Human) => Box::new(BufWriter::new(io::stdout().lock())),
+        (false, Format::Json) => {
+            Box::new(ops::JsonIdLines::new(BufWriter::new(io::stdout().lock())))
+        }
     };
     // At a terminal, no -d means one event without data (the seed README's example); reading
     // lines from the keyboard would look like a hang.
@@ -777,7 +789,15 @@ fn produce(
             produce_lines(&mut producer, namespace, parent_id, &mut out)?
         }
     };
-    writeln!(out, "Successfully produced {count} events to {namespace}")
+    let summary = match options.format {
+        Format::Human => format!("Successfully produced {count} events to {namespace}"),
+        Format::Json => {
+            let mut text = format!("{{\"produced\":{count},\"namespace\":");
+            flo::client::format::push_json_string(&mut text, namespace);
+            text + "}"
+        }
+    };
+    writeln!(out, "{summary}")
         .and_then(|()| out.flush())
         .map_err(|error| output_error(&error))
 }

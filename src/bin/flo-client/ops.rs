@@ -179,6 +179,48 @@ pub fn parked_json_lines(page: &ParkedReply) -> String {
         .collect()
 }
 
+/// `produce --format json`: a writer that turns each line holding just an event id (25 digits)
+/// into `{"id":"..."}` and passes every other line through.
+pub struct JsonIdLines<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> JsonIdLines<W> {
+    pub fn new(inner: W) -> JsonIdLines<W> {
+        JsonIdLines {
+            inner,
+            line: Vec::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for JsonIdLines<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        for &byte in bytes {
+            if byte != b'\n' {
+                self.line.push(byte);
+                continue;
+            }
+            let is_id = self.line.len() == 25 && self.line.iter().all(u8::is_ascii_digit);
+            if is_id {
+                self.inner.write_all(b"{\"id\":\"")?;
+                self.inner.write_all(&self.line)?;
+                self.inner.write_all(b"\"}\n")?;
+            } else {
+                self.inner.write_all(&self.line)?;
+                self.inner.write_all(b"\n")?;
+            }
+            self.line.clear();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// What `top` shows at one refresh.
 struct Sample {
     at: Instant,
