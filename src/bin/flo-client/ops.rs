@@ -5,9 +5,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flo::client::format::{
-    format_info, format_info_json, parse_start_position, push_json_string, push_terminal_safe,
-};
+use flo::client::format::{format_info, format_info_json, push_json_string, push_terminal_safe};
 use flo::client::{GroupInfo, ParkedReply, PurgesReply};
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
@@ -21,9 +19,12 @@ pub fn parse_purge_before(text: &str) -> Result<PurgeBefore, String> {
     if let Ok(id) = text.parse::<EventId>() {
         return Ok(PurgeBefore::Id(id));
     }
-    match parse_start_position(text) {
-        Ok(StartPosition::Timestamp(ms)) if ms > 0 => Ok(PurgeBefore::Time(ms)),
-        Ok(StartPosition::AfterId(id)) => Ok(PurgeBefore::Id(id)),
+    // `--from`'s forms: an age such as 7d is a time before now.
+    match super::parse_from(text, super::wall_clock_ms()) {
+        Ok(super::From::Position(StartPosition::Timestamp(ms))) if ms > 0 => {
+            Ok(PurgeBefore::Time(ms))
+        }
+        Ok(super::From::Position(StartPosition::AfterId(id))) => Ok(PurgeBefore::Id(id)),
         _ => Err(format!(
             "--before {text:?}: expected an event id (25 digits or COUNTER.ACTOR) or a time \
              (2024-05-01T12:00:00Z, ms:<milliseconds since the epoch>, or an age such as 7d)"
