@@ -401,6 +401,12 @@ pub struct Config {
     /// work does not grow with the number of busy clients and a bystander's request waits at
     /// most one bounded turn.
     pub read_bytes_per_turn_total_max: usize,
+    /// At most this many frames are decoded from all connections together per reactor turn
+    /// (a batch counts as its events), shared fairly among the readable ones like
+    /// `read_bytes_per_turn_total_max`. Bytes alone do not bound a turn's work: 4 MiB of
+    /// 13-byte Pings is 320,000 frames and as many replies. Frames past a connection's share
+    /// wait in its input buffer, and its socket is not read until they are decoded.
+    pub frames_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
     /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
@@ -473,6 +479,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             read_bytes_per_turn_total_max: 4 * 1024 * 1024,
+            frames_per_turn_total_max: 16 * 1024,
             records_per_turn_max: 64 * 1024,
             feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
@@ -549,6 +556,7 @@ impl Config {
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
+            || self.frames_per_turn_total_max == 0
             || self.records_per_turn_max == 0
             || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
