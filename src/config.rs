@@ -244,6 +244,11 @@ impl Default for StreamLimits {
 pub struct GroupLimits {
     /// Groups the server keeps; a JoinGroup that would create one more is refused.
     pub groups_max: usize,
+    /// With an auth file: groups one principal may have created (its own, as the group
+    /// journal records them); a JoinGroup by that principal that would create one more is
+    /// refused with GroupQuotaExceeded. Groups created without an auth file have no owner and
+    /// count toward no principal.
+    pub per_principal_max: usize,
     /// The longest group name, in bytes.
     pub name_length_max: u32,
     /// Ack time-out of a join that does not set one.
@@ -276,6 +281,7 @@ impl Default for GroupLimits {
     fn default() -> GroupLimits {
         GroupLimits {
             groups_max: 1024,
+            per_principal_max: 64,
             name_length_max: 255,
             ack_timeout_default: Duration::from_secs(30),
             max_deliveries_default: 10,
@@ -428,10 +434,15 @@ pub struct Config {
     /// subscribe and status request is checked against its permissions; without, every client
     /// may do everything (docs/security.md).
     pub auth: Option<Arc<AuthTable>>,
-    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
-    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
-    /// this many guesses a second.
+    /// Failed handshakes (a token the auth table refuses) accepted per second from one source
+    /// address; past it, every Hello from that address is refused with AuthFailed until its
+    /// second ends, so a token guesser gets at most this many guesses a second per address.
     pub auth_failures_per_second_max: u32,
+    /// Source addresses (IPv4 addresses, IPv6 /64s) whose failed handshakes are counted
+    /// apart, so that `auth_failures_per_second_max` holds up only the address that failed;
+    /// while this many addresses failed within the same second, the failures of any other
+    /// share one count.
+    pub auth_failure_sources_max: usize,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -488,6 +499,7 @@ impl Config {
             tls: None,
             auth: None,
             auth_failures_per_second_max: 20,
+            auth_failure_sources_max: 1024,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
@@ -512,6 +524,9 @@ impl Config {
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
+        }
+        if self.auth_failure_sources_max == 0 {
+            return Err("auth failure sources must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -658,6 +673,7 @@ impl Config {
         }
         let groups = &self.groups;
         if groups.groups_max == 0
+            || groups.per_principal_max == 0
             || groups.name_length_max == 0
             || groups.name_length_max > u32::from(u16::MAX)
             || groups.ack_timeout_default.is_zero()

@@ -542,12 +542,9 @@ impl<L: Log> Reactor<L> {
         bytes: std::ops::Range<usize>,
         budget: &mut ReadBudget,
     ) -> bool {
-        let decoded = self.engine.handle_input_within(
-            now,
-            conn,
-            &self.read_buffer[bytes],
-            budget.frames,
-        );
+        let decoded =
+            self.engine
+                .handle_input_within(now, conn, &self.read_buffer[bytes], budget.frames);
         budget.frames = budget.frames.saturating_sub(decoded);
         // The engine may have closed the connection; its Close action removes the socket
         // later, so stop reading it now.
@@ -573,8 +570,7 @@ impl<L: Log> Reactor<L> {
             }
             // Frames left over from an earlier budget are decoded before more is read, so a
             // connection's input buffer holds at most one read.
-            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget)
-            {
+            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget) {
                 return;
             }
             if budget.is_spent() {
@@ -608,8 +604,7 @@ impl<L: Log> Reactor<L> {
                 self.sockets[key].read_paused = true;
                 return;
             }
-            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget)
-            {
+            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget) {
                 return;
             }
             let socket = &mut self.sockets[key];
@@ -1143,7 +1138,11 @@ mod read_budget_tests {
                         break;
                     }
                     // A flooder decodes all it may; the bystander its one produce.
-                    let used = if key == bystander { 1 } else { share.frames.min(left) };
+                    let used = if key == bystander {
+                        1
+                    } else {
+                        share.frames.min(left)
+                    };
                     served_now |= key == bystander;
                     left -= used;
                 }
@@ -1151,7 +1150,10 @@ mod read_budget_tests {
                 if served_now {
                     break turns;
                 }
-                assert!(turns < 1000, "{flooders} flooders: the bystander was never served");
+                assert!(
+                    turns < 1000,
+                    "{flooders} flooders: the bystander was never served"
+                );
             };
             let bound = (flooders + 1) * FRAME_SHARE_MIN / total + 1;
             assert!(
