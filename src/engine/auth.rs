@@ -4,7 +4,7 @@
 //! every check passes. docs/security.md states the rules; this file only applies them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{ConnId, Engine, Now, Phase};
@@ -27,21 +27,22 @@ pub(super) struct AuthFailures {
 }
 
 /// Where failed handshakes are counted: an IPv4 address, an IPv6 /64 (what one host or
-/// customer usually holds), or unknown (no address was reported) and shared.
+/// customer usually holds), or unknown (no address was reported) and shared. Kept as numbers:
+/// the engine names no socket type but `SocketAddr` (tests/architecture.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
-    V4(Ipv4Addr),
+    V4(u32),
     V6Prefix(u64),
     Unknown,
 }
 
 impl Source {
     fn of(addr: Option<SocketAddr>) -> Source {
-        match addr.map(|addr| addr.ip()) {
-            Some(IpAddr::V4(ip)) => Source::V4(ip),
-            Some(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
-                Some(ip) => Source::V4(ip),
-                None => Source::V6Prefix((ip.to_bits() >> 64) as u64),
+        match addr {
+            Some(SocketAddr::V4(addr)) => Source::V4(u32::from(*addr.ip())),
+            Some(SocketAddr::V6(addr)) => match addr.ip().to_ipv4_mapped() {
+                Some(ip) => Source::V4(u32::from(ip)),
+                None => Source::V6Prefix((addr.ip().to_bits() >> 64) as u64),
             },
             None => Source::Unknown,
         }
@@ -119,10 +120,20 @@ impl AuthFailures {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::V4(ip) => write!(f, "{ip}"),
+            Source::V4(ip) => {
+                let [a, b, c, d] = ip.to_be_bytes();
+                write!(f, "{a}.{b}.{c}.{d}")
+            }
             Source::V6Prefix(prefix) => {
-                let ip = Ipv6Addr::from_bits(u128::from(*prefix) << 64);
-                write!(f, "{ip}/64")
+                let group = |shift: u32| (prefix >> shift) & 0xFFFF;
+                write!(
+                    f,
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    group(48),
+                    group(32),
+                    group(16),
+                    group(0)
+                )
             }
             Source::Unknown => write!(f, "an unknown address"),
         }
@@ -295,5 +306,27 @@ impl<L: Log> Engine<L> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::Source;
+
+    #[test]
+    fn sources_are_ipv4_addresses_or_ipv6_prefixes_and_print_as_such() {
+        let source = |addr: &str| Source::of(Some(addr.parse().expect("an address")));
+        assert_eq!(source("10.1.2.3:5").to_string(), "10.1.2.3");
+        assert_eq!(source("[::ffff:10.1.2.3]:5"), source("10.1.2.3:6"));
+        assert_eq!(
+            source("[2001:db8:1:2:3::9]:5").to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            source("[2001:db8:1:2:3::9]:5"),
+            source("[2001:db8:1:2::1]:7")
+        );
+        assert_ne!(source("[2001:db8:1:2::1]:5"), source("[2001:db8:1:3::1]:5"));
+        assert_eq!(Source::of(None).to_string(), "an unknown address");
     }
 }
