@@ -230,6 +230,7 @@ fn peer_hellos_to_a_standalone_server_are_refused_at_their_header() {
 fn a_flood_of_pipelined_pings_keeps_every_turn_within_the_frame_budget() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let _heavy = crate::support::heavy_case();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = FloProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
     let metrics = crate::metrics::metrics_addr(&server);
@@ -253,27 +254,35 @@ fn a_flood_of_pipelined_pings_keeps_every_turn_within_the_frame_budget() {
             // goes on where it stopped, so the frames stay whole.
             let mut positions = vec![0; floods.len()];
             while !stop.load(Ordering::Relaxed) {
+                let mut wrote = false;
                 for (mut conn, position) in floods.iter().map(|c| &c.stream).zip(&mut positions) {
                     match conn.write(&chunk[*position..]) {
-                        Ok(count) => *position = (*position + count) % chunk.len(),
+                        Ok(count) => {
+                            *position = (*position + count) % chunk.len();
+                            wrote = true;
+                        }
                         Err(error) if error.kind() == ErrorKind::WouldBlock => {}
                         Err(error) => panic!("flood write failed: {error}"),
                     }
                 }
-                std::thread::yield_now();
+                if !wrote {
+                    // Every socket is full: pace the flood instead of spinning on the CPU the
+                    // server and the other cases share.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             floods
         })
     };
-    // Until the flood has made the server decode a few million frames (over many turns).
+    // Until the flood has made the server decode 600,000 frames (two turns' worth on main).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let decoded = |scrape: &str| {
         crate::metrics::sample(scrape, "flo_frames_decoded_total").expect("frames decoded")
     };
-    while decoded(&crate::metrics::scrape(metrics)) < 2_000_000.0 {
+    while decoded(&crate::metrics::scrape(metrics)) < 600_000.0 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the flood did not get 2,000,000 frames decoded in 60 s"
+            "the flood did not get 600,000 frames decoded in 60 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -73,3 +73,13 @@ pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[
         "server RSS {rss} bytes is above the bound {rss_max_bytes}"
     );
 }
+
+/// Cases that load the machine (a flood of 100 connections) and cases whose pass depends on a
+/// deadline (a linger time-out against a client reading 35 MB) must not overlap: each takes
+/// this lock for its whole run. The test harness runs cases in parallel otherwise.
+pub fn heavy_case() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
