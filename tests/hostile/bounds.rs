@@ -39,6 +39,7 @@ fn send_without_reading(conn: &mut RawConn, frame: &ClientFrame, bytes_max: usiz
     while written < bytes_max {
         match conn.stream.write(&chunk) {
             Ok(count) => written += count,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 break
             }
