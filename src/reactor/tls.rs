@@ -26,6 +26,7 @@ use rustls::{
 };
 
 use crate::config::TlsPem;
+use crate::protocol::peer_auth::{ChannelBinding, CHANNEL_BINDING_SIZE, TLS_EXPORTER_LABEL};
 
 /// The most bytes of output (encrypted or, during the handshake, waiting to be) that rustls
 /// holds for one connection; the rest stays in the engine's output buffer.
@@ -123,6 +124,8 @@ pub(super) struct TlsSession {
     connection: Connection,
     /// The first byte was seen to start a TLS record.
     first_byte_checked: bool,
+    /// The channel binding was handed to the engine (`take_channel_binding`).
+    channel_binding_taken: bool,
 }
 
 impl TlsSession {
@@ -132,6 +135,7 @@ impl TlsSession {
         Ok(TlsSession {
             connection: Connection::Server(connection),
             first_byte_checked: false,
+            channel_binding_taken: false,
         })
     }
 
@@ -149,12 +153,30 @@ impl TlsSession {
             connection: Connection::Client(connection),
             // The acceptor speaks first only in TLS; there is no plaintext client to detect.
             first_byte_checked: true,
+            channel_binding_taken: false,
         })
     }
 
     /// True for a connection this node dialed.
     pub(super) fn is_client(&self) -> bool {
         matches!(self.connection, Connection::Client(_))
+    }
+
+    /// The session's channel binding (protocol.md section 15), once: the first call after the
+    /// TLS handshake returns it, every other call `None`. Application data flows only after
+    /// the handshake, so a caller that asks before handing on the first plaintext always
+    /// gives the engine the binding before the first frame.
+    pub(super) fn take_channel_binding(&mut self) -> Option<ChannelBinding> {
+        if self.channel_binding_taken || self.connection.is_handshaking() {
+            return None;
+        }
+        self.channel_binding_taken = true;
+        let binding = [0u8; CHANNEL_BINDING_SIZE];
+        // After the handshake a TLS 1.3 session always has an exporter secret; a failure
+        // would mean no binding, which the other end's proof then refuses.
+        self.connection
+            .export_keying_material(binding, TLS_EXPORTER_LABEL, None)
+            .ok()
     }
 
     /// Copies received plaintext into `buffer`.
