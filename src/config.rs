@@ -844,7 +844,9 @@ mod tests {
         assert!(refused(&|c| c.cluster.order_buffer_bytes_max = 0));
         assert!(refused(&|c| c.cluster.order_stall_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cluster.peer_proof_failures_max = 0));
-        assert!(refused(&|c| c.cluster.peer_proof_failure_window = Duration::ZERO));
+        assert!(refused(
+            &|c| c.cluster.peer_proof_failure_window = Duration::ZERO
+        ));
         assert!(refused(&|c| c.cluster.peer_proof_failure_addresses_max = 0));
         assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
         assert!(refused(&|c| {

@@ -1417,7 +1417,10 @@ fn failed_peer_proofs_are_rate_limited_per_source_address() {
             return (conn, false);
         };
         let welcome = welcome.clone();
-        harness.send(conn, dialer_proof(2, 9, &welcome, secret, VersionVector::new()));
+        harness.send(
+            conn,
+            dialer_proof(2, 9, &welcome, secret, VersionVector::new()),
+        );
         harness.turn();
         (conn, true)
     };

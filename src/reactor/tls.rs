@@ -286,6 +286,57 @@ mod tests {
         }
     }
 
+    /// Moves the ciphertext each side holds to the other until neither has any.
+    fn pump(client: &mut TlsSession, server: &mut TlsSession) {
+        for _ in 0..16 {
+            let to_server = client.take_ciphertext();
+            let to_client = server.take_ciphertext();
+            if to_server.is_empty() && to_client.is_empty() {
+                return;
+            }
+            for (bytes, session) in [(to_server, &mut *server), (to_client, &mut *client)] {
+                let mut rest = bytes.as_slice();
+                while !rest.is_empty() {
+                    session.connection.read_tls(&mut rest).expect("read_tls");
+                    session.connection.process_new_packets().expect("TLS");
+                }
+            }
+        }
+        panic!("the TLS handshake did not settle");
+    }
+
+    /// Channel binding (issue 15): after the handshake both ends of a session export the same
+    /// value, once, and another session exports another.
+    #[test]
+    fn both_ends_of_a_session_share_its_channel_binding_and_sessions_differ() {
+        let names = vec!["127.0.0.1".to_string()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("cert");
+        let pem = TlsPem {
+            cert_chain_pem: certified.cert.pem().into_bytes(),
+            key_pem: certified.key_pair.serialize_pem().into_bytes(),
+        };
+        let server_config = server_config(&pem).expect("server configuration");
+        let client_config = peer_client_config(&pem, None).expect("client configuration");
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut bindings = Vec::new();
+        for _ in 0..2 {
+            let mut client = TlsSession::client(&client_config, ip).expect("client session");
+            let mut server = TlsSession::new(&server_config).expect("server session");
+            assert_eq!(client.take_channel_binding(), None, "before the handshake");
+            // The dialer's first bytes wait for the handshake, as PeerHello does.
+            assert!(client.write_plaintext(b"hello") > 0);
+            pump(&mut client, &mut server);
+            let dialer = client.take_channel_binding().expect("the dialer's binding");
+            let acceptor = server
+                .take_channel_binding()
+                .expect("the acceptor's binding");
+            assert_eq!(dialer, acceptor, "both ends of one session");
+            assert_eq!(client.take_channel_binding(), None, "given once");
+            bindings.push(dialer);
+        }
+        assert_ne!(bindings[0], bindings[1], "two sessions share a binding");
+    }
+
     #[test]
     fn a_certificate_without_its_key_is_refused() {
         let good = test_pem();

@@ -311,7 +311,13 @@ fn failed_peer_proofs_are_rate_limited_per_address() {
         assert_eq!(closing_code(&mut conn), ErrorCode::AuthFailed);
     }
     assert!(
-        logged(&server, &["does not hold", "failed proof 5 of at most 5 from 127.0.0.1"]),
+        logged(
+            &server,
+            &[
+                "does not hold",
+                "failed proof 5 of at most 5 from 127.0.0.1"
+            ]
+        ),
         "each failed proof is logged with the address and its count"
     );
     let mut refused = RawConn::connect(server.addr);
@@ -347,7 +353,14 @@ fn mutated_peer_handshakes_from_real_sockets_connect_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = FloProcess::start(
         dir.path(),
-        &["--actor-id", "1", "--cluster-secret", "s3cret", "--handshake-timeout", "2s"],
+        &[
+            "--actor-id",
+            "1",
+            "--cluster-secret",
+            "s3cret",
+            "--handshake-timeout",
+            "2s",
+        ],
     );
     for round in 0..300 {
         let mut bytes = Vec::new();
@@ -392,7 +405,10 @@ fn mutated_peer_handshakes_from_real_sockets_connect_nothing() {
                 "seed {seed:#x}, round {round}: answered {frame:?}"
             );
         }
-        assert!(answers <= 2, "seed {seed:#x}, round {round}: {answers} frames");
+        assert!(
+            answers <= 2,
+            "seed {seed:#x}, round {round}: {answers} frames"
+        );
     }
     let mut client = RawConn::hello(server.addr);
     client.send(&ClientFrame::StatusRequest);

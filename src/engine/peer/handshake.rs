@@ -218,7 +218,10 @@ impl<L: Log> Engine<L> {
             let failures = match (code, source) {
                 (ErrorCode::AuthFailed, Some(source)) => {
                     let limits = &self.config.cluster;
-                    let count = self.cluster.proof_failures.record(limits, source, self.now_ms);
+                    let count = self
+                        .cluster
+                        .proof_failures
+                        .record(limits, source, self.now_ms);
                     format!(
                         " (failed proof {count} of at most {} from {} in {} s)",
                         limits.peer_proof_failures_max,

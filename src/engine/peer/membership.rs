@@ -161,8 +161,7 @@ impl<L: Log> Engine<L> {
             return true;
         }
         let targets_max = self.config.cluster.members_max + self.config.cluster.peer_addrs.len();
-        if !self.cluster.targets.contains_key(&addr) && self.cluster.targets.len() >= targets_max
-        {
+        if !self.cluster.targets.contains_key(&addr) && self.cluster.targets.len() >= targets_max {
             return false;
         }
         let connected = actor

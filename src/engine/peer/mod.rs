@@ -308,7 +308,8 @@ impl<L: Log> Engine<L> {
     /// its member's connection.
     pub(in crate::engine) fn check_peer_invariants(&self) {
         assert!(
-            self.cluster.proof_failures.len() <= self.config.cluster.peer_proof_failure_addresses_max,
+            self.cluster.proof_failures.len()
+                <= self.config.cluster.peer_proof_failure_addresses_max,
             "the failed peer proof table holds {} addresses, over its limit",
             self.cluster.proof_failures.len()
         );

@@ -155,7 +155,11 @@ mod tests {
             table.record(&config, addr(1, 1000 + i as u16), now);
         }
         assert_eq!(table.check(&config, addr(1, 2000), 30), Err(60));
-        assert_eq!(table.check(&config, addr(2, 2000), 30), Ok(()), "other address");
+        assert_eq!(
+            table.check(&config, addr(2, 2000), 30),
+            Ok(()),
+            "other address"
+        );
         assert_eq!(table.check(&config, addr(1, 2000), 59_999), Err(1));
         assert_eq!(table.check(&config, addr(1, 2000), 60_000), Ok(()));
         assert_eq!(table.len(), 0, "an expired window is forgotten");

@@ -122,7 +122,9 @@ impl Fuzz {
 
     fn nonce(&mut self) -> [u8; 32] {
         let mut nonce = [0u8; 32];
-        nonce.iter_mut().for_each(|b| *b = self.rng.next_u64() as u8);
+        nonce
+            .iter_mut()
+            .for_each(|b| *b = self.rng.next_u64() as u8);
         nonce
     }
 
@@ -338,7 +340,9 @@ fn kind_name(frame: &PeerFrame) -> &'static str {
 /// Delivers `bytes` in random chunks, ends the turn, and collects what the engine did.
 fn deliver(fuzz: &mut Fuzz, engine: &mut Engine<MemoryLog>, input: &mut Input, bytes: &[u8]) {
     let phase = engine.conn(input.conn).map(|c| expected_kind(&c.phase));
-    input.trace.push((bytes.len(), bytes.get(4).copied(), phase.flatten()));
+    input
+        .trace
+        .push((bytes.len(), bytes.get(4).copied(), phase.flatten()));
     input.sent_bytes += bytes.len();
     let mut rest = bytes;
     while !rest.is_empty() && engine.is_open(input.conn) {
@@ -379,9 +383,7 @@ fn collect(engine: &mut Engine<MemoryLog>, input: &mut Input) {
             PeerFrame::PeerHello(hello) | PeerFrame::PeerWelcome(hello) => {
                 input.engine_nonce = Some(hello.nonce)
             }
-            PeerFrame::PeerAccept(_) if input.role == Role::Established => {
-                input.established = true
-            }
+            PeerFrame::PeerAccept(_) if input.role == Role::Established => input.established = true,
             _ => {}
         }
     }

@@ -1344,7 +1344,11 @@ fn check_typed<F: Decode>(
             {
                 return Outcome::Frame;
             }
-            assert_eq!(encoded(&frame), bytes[..consumed], "not canonical: {frame:?}");
+            assert_eq!(
+                encoded(&frame),
+                bytes[..consumed],
+                "not canonical: {frame:?}"
+            );
             Outcome::Frame
         }
         Err(error) => {
@@ -1366,7 +1370,12 @@ fn check_typed<F: Decode>(
 
 fn random_vector(rng: &mut Rng, entries_max: usize) -> VersionVector {
     (0..rng.index(entries_max + 1))
-        .map(|_| (ActorId(1 + rng.below(u64::from(u16::MAX)) as u16), rng.next_u64()))
+        .map(|_| {
+            (
+                ActorId(1 + rng.below(u64::from(u16::MAX)) as u16),
+                rng.next_u64(),
+            )
+        })
         .collect()
 }
 
@@ -1374,7 +1383,12 @@ fn random_members(rng: &mut Rng, count_max: usize) -> Vec<Member> {
     (0..rng.index(count_max + 1))
         .map(|_| Member {
             actor_id: 1 + rng.below(u64::from(u16::MAX)) as u16,
-            addr: format!("10.0.{}.{}:{}", rng.below(256), rng.below(256), rng.below(65536)),
+            addr: format!(
+                "10.0.{}.{}:{}",
+                rng.below(256),
+                rng.below(256),
+                rng.below(65536)
+            ),
         })
         .collect()
 }
@@ -1383,7 +1397,11 @@ fn random_peer_frame(rng: &mut Rng) -> PeerFrame {
     let mut nonce = [0u8; 32];
     nonce.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
     let handshake = |rng: &mut Rng| PeerHandshake {
-        protocol_version: if rng.chance(900) { 1 } else { rng.below(4) as u16 },
+        protocol_version: if rng.chance(900) {
+            1
+        } else {
+            rng.below(4) as u16
+        },
         actor_id: rng.below(8) as u16,
         advertised_addr: if rng.chance(800) {
             format!("127.0.0.1:{}", rng.below(65536))
