@@ -247,6 +247,15 @@ pub struct ClusterConfig {
     /// An id-order subscription whose next event has waited this long for the cluster's
     /// clocks (a member is down or cut off) is ended with OrderStalled.
     pub order_stall_timeout: Duration,
+    /// Failed PeerProofs from one IP address within `peer_proof_failure_window`: past it, a
+    /// PeerHello from that address is refused (`AuthFailed`) without a nonce until the window
+    /// ends (docs/security.md).
+    pub peer_proof_failures_max: u32,
+    /// The window of `peer_proof_failures_max`, from an address's first failed proof.
+    pub peer_proof_failure_window: Duration,
+    /// Addresses whose failed proofs are counted at once; a new one past it takes the place of
+    /// the one whose window started first.
+    pub peer_proof_failure_addresses_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -272,6 +281,9 @@ impl Default for ClusterConfig {
             replication_timeout: Duration::from_secs(5),
             order_buffer_bytes_max: 1024 * 1024,
             order_stall_timeout: Duration::from_secs(30),
+            peer_proof_failures_max: 5,
+            peer_proof_failure_window: Duration::from_secs(60),
+            peer_proof_failure_addresses_max: 1024,
         }
     }
 }
@@ -688,6 +700,16 @@ impl Config {
         if cluster.order_stall_timeout.is_zero() {
             return Err("the order stall time-out must be positive".into());
         }
+        if cluster.peer_proof_failures_max == 0
+            || cluster.peer_proof_failure_window.is_zero()
+            || !(1..=1 << 20).contains(&cluster.peer_proof_failure_addresses_max)
+        {
+            return Err(
+                "the failed peer proof limit and its window must be positive, and the addresses \
+                 counted between 1 and 1048576"
+                    .into(),
+            );
+        }
         self.validate_turn_bounds()?;
         self.validate_connection_bounds()?;
         self.validate_metrics()
@@ -948,6 +970,11 @@ mod tests {
         assert!(refused(&|c| c.cluster.replication_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cluster.order_buffer_bytes_max = 0));
         assert!(refused(&|c| c.cluster.order_stall_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.cluster.peer_proof_failures_max = 0));
+        assert!(refused(
+            &|c| c.cluster.peer_proof_failure_window = Duration::ZERO
+        ));
+        assert!(refused(&|c| c.cluster.peer_proof_failure_addresses_max = 0));
         assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
         assert!(refused(&|c| {
             c.cluster.dial_backoff_max = c.cluster.dial_backoff_initial / 2

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::{ConnId, Engine, Now, Phase};
 use crate::auth_file::AuthTable;
 use crate::auth_file::Principal;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ChannelBinding, ErrorCode};
 use crate::storage::Log;
 
 /// Failed handshakes per source address, each in its own one-second window of the monotonic
@@ -147,6 +147,15 @@ impl<L: Log> Engine<L> {
     pub fn handle_peer_addr(&mut self, conn: ConnId, addr: SocketAddr) {
         if let Some(connection) = self.conn_mut(conn) {
             connection.peer_addr = Some(addr);
+        }
+    }
+
+    /// The reactor's note that the connection runs over TLS, with the value both ends export
+    /// from the session (protocol.md section 15, "Channel binding"). Given once, after the TLS
+    /// handshake and before the connection's first input; peer proofs on it are bound to it.
+    pub fn handle_channel_binding(&mut self, conn: ConnId, binding: ChannelBinding) {
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.channel_binding = Some(binding);
         }
     }
 

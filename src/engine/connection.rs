@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
-use crate::protocol::{ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
+use crate::protocol::{ChannelBinding, ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -205,6 +205,9 @@ pub struct Connection {
     pub memory_counted: usize,
     /// The client's address, for the log line of a refused handshake (the reactor tells it).
     pub peer_addr: Option<SocketAddr>,
+    /// The TLS channel binding of the connection's session, when it runs over TLS (the reactor
+    /// tells it before the first input): a peer handshake's proofs are bound to it.
+    pub channel_binding: Option<ChannelBinding>,
     /// Replies after the sync that wait for replicas (or behind one that does), in produce
     /// order; their encoded size is `waiting_reply_bytes`, counted as output owed. Only client
     /// connections produce, but these outlive the client phase: a connection closing with an
@@ -254,6 +257,7 @@ impl Connection {
             paused_at_ms: None,
             memory_counted: 0,
             peer_addr: None,
+            channel_binding: None,
             waiting_replies: std::collections::VecDeque::new(),
             waiting_reply_bytes: 0,
         }

@@ -611,6 +611,9 @@ impl<L: Log> Reactor<L> {
             let Some(tls) = socket.tls.as_mut() else {
                 return;
             };
+            if let Some(binding) = tls.take_channel_binding() {
+                self.engine.handle_channel_binding(conn, binding);
+            }
             match tls.read_plaintext(&mut self.read_buffer) {
                 Plaintext::Bytes(count) => {
                     if !self.hand_input(now, key, conn, 0..count, budget) {
