@@ -828,7 +828,7 @@ impl<L: Log> Engine<L> {
                            group: &mut Group,
                            index: usize,
                            offset: Offset,
-                           event: &crate::event::Event| {
+                           event: crate::event::EventRef<'_>| {
             let deliveries = group.delivered(index, offset, event.id, now_ms);
             let (conn, id) = group.members[index].key;
             if deliveries > 1 {
@@ -865,13 +865,13 @@ impl<L: Log> Engine<L> {
             let mut found = None;
             let result = log.read(offset, &mut |at, event| {
                 if at == offset {
-                    found = Some(event.clone());
+                    found = Some(event.to_event());
                 }
                 false
             });
             *budget -= 1;
             match (result, found) {
-                (Ok(_), Some(event)) => deliver(conns, group, index, offset, &event),
+                (Ok(_), Some(event)) => deliver(conns, group, index, offset, event.view()),
                 (Ok(_), None) => {
                     // Retention deleted the record: nothing left to deliver.
                     log::warn!(

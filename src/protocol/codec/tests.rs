@@ -381,7 +381,7 @@ fn every_frame_round_trips() {
 fn encode_event_and_encode_error_match_encode() {
     let event = event(5, "/x", b"data");
     let mut direct = Vec::new();
-    encode_event(3, &event, &mut direct);
+    encode_event(3, event.view(), &mut direct);
     let frame = AnyFrame::Server(ServerFrame::Event {
         subscription_id: 3,
         event,
