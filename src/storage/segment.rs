@@ -345,10 +345,11 @@ impl SegmentReader {
         if read_full(&mut self.reader, &mut self.body).map_err(ReadError::Io)? < body_size {
             return Err(ReadError::Decode(DecodeError::Truncated));
         }
+        // Checked before the position moves: a damaged record is reported at its own offset.
+        let event = view_body(&header, crc, &self.body).map_err(ReadError::Decode)?;
         let size = (RECORD_HEADER_SIZE + body_size) as u64;
         self.next_offset += 1;
         self.position += size;
-        let event = view_body(&header, crc, &self.body).map_err(ReadError::Decode)?;
         Ok(Some((event, size)))
     }
 }
