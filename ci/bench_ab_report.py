@@ -34,9 +34,9 @@ def main(path):
                 # Stored, then read back: CPU per event counts both halves.
                 events *= 2
             runs.setdefault(key, []).append({
-                "events_per_s": result["events"] / (result["elapsed"]["secs"] + result["elapsed"]["nanos"] / 1e9),
-                "p99_ms": result["latency"]["p99_us"] / 1000,
-                "p999_ms": result["latency"]["p999_us"] / 1000,
+                "events_per_s": result["events_per_s"],
+                "p99_ms": result["latency_p99_us"] / 1000,
+                "p999_ms": result["latency_p999_us"] / 1000,
                 "cpu_us": run.get("server_cpu_ticks", 0) * TICK_US / events,
             })
     median = lambda key, metric: statistics.median(r[metric] for r in runs[key])
@@ -52,7 +52,10 @@ def main(path):
             cols.append("%.0fk, %.1f / %.1f ms, %.2f us" % (
                 median(key, "events_per_s") / 1000, median(key, "p99_ms"),
                 median(key, "p999_ms"), median(key, "cpu_us")))
-        ratio = lambda a, b: "%.2fx" % (median((cell, a), "events_per_s") / median((cell, b), "events_per_s"))
+        def ratio(a, b):
+            if (cell, a) not in runs or (cell, b) not in runs:
+                return "-"
+            return "%.2fx" % (median((cell, a), "events_per_s") / median((cell, b), "events_per_s"))
         print("| `%s` | %s | %s | %s | %s | %s |" % (cell, *cols, ratio("new", "old"), ratio("new", "redis")))
         counts = {t: len(runs.get((cell, t), [])) for t in ("old", "new", "redis")}
         if len(set(counts.values())) != 1:

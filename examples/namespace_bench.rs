@@ -123,7 +123,7 @@ fn load_scanned(log: &mut FileLog, namespace: &str) -> BenchResult<Vec<Event>> {
     let key = NamespaceKey::Exact(namespace.into());
     let mut events = Vec::new();
     log.read(Offset(0), &mut |_, event| {
-        if key.matches(&event.namespace) {
+        if key.matches(event.namespace) {
             events.push(event.to_event());
         }
         true

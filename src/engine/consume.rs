@@ -629,10 +629,10 @@ impl Delivery<'_> {
     /// Matches the record against the glob (charging the steps to the turn) and the filter.
     fn wants(&mut self, event: EventRef<'_>) -> bool {
         let glob = &self.subscription.glob;
-        let cost = glob.match_cost(&event.namespace);
+        let cost = glob.match_cost(event.namespace);
         self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
         self.stats.match_steps_charged += cost;
-        glob.matches(&event.namespace) && !self.subscription.filter.covers(event.id)
+        glob.matches(event.namespace) && !self.subscription.filter.covers(event.id)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow

@@ -896,7 +896,7 @@ impl<L: Log> Engine<L> {
                 if *budget == 0 {
                     return false;
                 }
-                let wanted = group.glob.matches(&event.namespace)
+                let wanted = group.glob.matches(event.namespace)
                     && !group.filter.covers(event.id)
                     && !group.acked.contains(&offset)
                     && !group.parked.contains_key(&offset)

@@ -97,11 +97,10 @@ impl<L: Log> Engine<L> {
             budget.records -= 1;
             let size = (event.namespace.len() + event.data.len()) as u64;
             budget.bytes = budget.bytes.saturating_sub(size);
-            let cost = subscription.glob.match_cost(&event.namespace);
+            let cost = subscription.glob.match_cost(event.namespace);
             budget.match_steps = budget.match_steps.saturating_sub(cost);
             stats.match_steps_charged += cost;
-            if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
-            {
+            if subscription.glob.matches(event.namespace) && !subscription.filter.covers(event.id) {
                 order.insert(offset, event.to_event(), bytes_max);
             }
             true

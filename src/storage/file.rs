@@ -752,7 +752,7 @@ impl FileLog {
             }
             *work = work.saturating_sub(1);
             read += 1;
-            if key.matches(&event.namespace) {
+            if key.matches(event.namespace) {
                 found.push(offset.0);
                 count += 1;
             }

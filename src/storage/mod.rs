@@ -382,7 +382,7 @@ pub fn scan_namespace_within<L: Log + ?Sized>(
         }
         *work = work.saturating_sub(1);
         read += 1;
-        if key.matches(&event.namespace) {
+        if key.matches(event.namespace) {
             found.push(offset);
             count += 1;
         }

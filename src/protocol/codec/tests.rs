@@ -820,7 +820,8 @@ fn a_produce_decodes_as_a_view_like_the_owned_decoder() {
     for end in 0..=bytes.len() {
         check_produce_view(&bytes[..end], &limits());
     }
-    let (op_id, event, size) = decode_produce_view(&bytes, &limits()).unwrap().unwrap();
+    let wire = limits();
+    let (op_id, event, size) = decode_produce_view(&bytes, &wire).unwrap().unwrap();
     assert_eq!(
         (op_id, event.namespace, event.data, size),
         (9, "/orders/eu", &b"payload"[..], bytes.len())
