@@ -6,6 +6,10 @@
 # on a free loopback port with a fresh directory, then runs every cell (policy,size,conns,window)
 # for OLD, NEW and the Redis of the same policy, interleaved, REPEATS times, appending one JSON
 # line per run to OUT. Stops what it started by PID. Needs target/release/{flo-client,peer_bench}.
+# A cell `read,SIZE,COUNT` stores COUNT events and reads them back from the start on one
+# connection (flo-client bench --read against peer_bench redis-read, on the interval servers).
+# Each line carries the server's CPU time over the run (`server_cpu_ticks`, utime + stime from
+# /proc/PID/stat, in clock ticks of `getconf CLK_TCK`), so CPU per event can be compared.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OLD=${OLD:?set OLD to the flo binary to compare against}
@@ -21,14 +25,15 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for p in "${P
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for i in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-declare -A PORT
+declare -A PORT SERVER_PID
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_flo() { # name binary policy
   local port; port=$(free_port); mkdir -p "$WORK/$1"
-  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" >"$WORK/$1.log" 2>&1 & PIDS+=($!); wait_port "$port"; PORT[$1]=$port
+  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" >"$WORK/$1.log" 2>&1 & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port
   echo "$1 pid $! port $port" >&2
 }
 start_redis() { local port; port=$(free_port); mkdir -p "$WORK/$1"
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$1" --save "" --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no --logfile "$WORK/$1/redis.log" & PIDS+=($!); wait_port "$port"; PORT[$1]=$port; }
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$1" --save "" --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no --logfile "$WORK/$1/redis.log" & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port; }
 start_flo old-interval "$OLD" interval:1000
 start_flo new-interval "$NEW" interval:1000
 start_flo old-always "$OLD" always
@@ -39,12 +44,22 @@ CELLS=${CELLS:-"interval,1024,1,64 interval,1024,4,64 interval,100,4,64 interval
 for r in $(seq "$REPEATS"); do
   for cell in $CELLS; do
     IFS=, read -r policy size conns window <<<"$cell"
-    if [[ $policy == interval ]]; then peer=redis-everysec; else peer=redis-always; fi
-    for t in old-$policy new-$policy $peer; do
-      common=(--size "$size" --connections "$conns" --window "$window" --duration "$DURATION" --label "$t" --json)
-      if [[ $t == redis-* ]]; then res=$("$PEER" redis --addr "127.0.0.1:${PORT[$t]}" "${common[@]}")
-      else res=$("$CLIENT" bench --addr "127.0.0.1:${PORT[$t]}" "${common[@]}"); fi
-      echo "{\"repeat\":$r,\"cell\":\"$cell\",\"result\":$res}" >>"$OUT"
+    if [[ $policy == always ]]; then peer=redis-always; else peer=redis-everysec; fi
+    server_policy=$policy; [[ $policy == read ]] && server_policy=interval
+    for t in old-$server_policy new-$server_policy $peer; do
+      if [[ $policy == read ]]; then
+        # `conns` is the event count of a read cell.
+        common=(--size "$size" --count "$conns" --label "$t" --json)
+        redis_mode=redis-read; flo_mode=(--read)
+      else
+        common=(--size "$size" --connections "$conns" --window "$window" --duration "$DURATION" --label "$t" --json)
+        redis_mode=redis; flo_mode=()
+      fi
+      before=$(cpu_ticks "${SERVER_PID[$t]}")
+      if [[ $t == redis-* ]]; then res=$("$PEER" "$redis_mode" --addr "127.0.0.1:${PORT[$t]}" "${common[@]}")
+      else res=$("$CLIENT" bench "${flo_mode[@]}" --addr "127.0.0.1:${PORT[$t]}" "${common[@]}"); fi
+      ticks=$(( $(cpu_ticks "${SERVER_PID[$t]}") - before ))
+      echo "{\"repeat\":$r,\"cell\":\"$cell\",\"server_cpu_ticks\":$ticks,\"result\":$res}" >>"$OUT"
     done
   done
 done

@@ -100,7 +100,7 @@ fn load_indexed(log: &mut FileLog, namespace: &str) -> BenchResult<Vec<Event>> {
             let take = first;
             first = false;
             if take {
-                events.push(event.clone());
+                events.push(event.to_event());
             }
             take
         })?;
@@ -123,8 +123,8 @@ fn load_scanned(log: &mut FileLog, namespace: &str) -> BenchResult<Vec<Event>> {
     let key = NamespaceKey::Exact(namespace.into());
     let mut events = Vec::new();
     log.read(Offset(0), &mut |_, event| {
-        if key.matches(&event.namespace) {
-            events.push(event.clone());
+        if key.matches(event.namespace) {
+            events.push(event.to_event());
         }
         true
     })?;

@@ -124,9 +124,50 @@ pub struct Event {
 }
 
 impl Event {
-    /// The bytes this event takes in memory, as counted against the cache limit.
+    /// The bytes this event takes in memory.
     pub fn size_in_memory(&self) -> usize {
         std::mem::size_of::<Event>() + self.namespace.len() + self.data.len()
+    }
+
+    /// A view of this event, as the log takes and gives events.
+    pub fn view(&self) -> EventRef<'_> {
+        EventRef {
+            id: self.id,
+            parent_id: self.parent_id,
+            namespace: &self.namespace,
+            timestamp_ms: self.timestamp_ms,
+            data: &self.data,
+        }
+    }
+}
+
+/// One event whose namespace and data are borrowed: from a stored record (the log's cache or
+/// a segment reader's buffer) or from a received frame. The log takes appends and gives reads
+/// in this form, so the produce and delivery paths copy bytes and allocate nothing per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The id the first server to append it gave it.
+    pub id: EventId,
+    /// The event this one responds to, if any.
+    pub parent_id: Option<EventId>,
+    /// See [`Event::namespace`].
+    pub namespace: &'a str,
+    /// Milliseconds since the Unix epoch, set by the server that first appended the event.
+    pub timestamp_ms: u64,
+    /// The payload, opaque to flo.
+    pub data: &'a [u8],
+}
+
+impl EventRef<'_> {
+    /// An owned copy (two allocations: the namespace and the data).
+    pub fn to_event(&self) -> Event {
+        Event {
+            id: self.id,
+            parent_id: self.parent_id,
+            namespace: self.namespace.to_string(),
+            timestamp_ms: self.timestamp_ms,
+            data: self.data.to_vec(),
+        }
     }
 }
 
@@ -372,7 +413,7 @@ impl PurgeBefore {
     }
 
     /// Whether this bound takes `event` (its namespace aside).
-    pub fn covers(&self, event: &Event) -> bool {
+    pub fn covers(&self, event: EventRef<'_>) -> bool {
         match *self {
             PurgeBefore::Id(id) => event.id < id,
             PurgeBefore::Time(ms) => event.timestamp_ms < ms,

@@ -30,7 +30,7 @@ fn event(counter: u64, actor: u16, timestamp_ms: u64, data_size: usize) -> Event
 fn read_all(log: &mut dyn Log, from: u64) -> Result<Vec<(u64, Event)>, StorageError> {
     let mut out = Vec::new();
     log.read(Offset(from), &mut |offset, event| {
-        out.push((offset.0, event.clone()));
+        out.push((offset.0, event.to_event()));
         true
     })?;
     Ok(out)

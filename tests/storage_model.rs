@@ -179,7 +179,7 @@ fn read(log: &mut dyn Log, from: Offset, budget: u64) -> Result<(Offset, Vec<Eve
                 return false;
             }
             left -= 1;
-            events.push(event.clone());
+            events.push(event.to_event());
             true
         })
         .map_err(|e: StorageError| e.to_string())?;

@@ -54,7 +54,7 @@ fn write_log(config: &StorageConfig, count: u64) -> Vec<Event> {
 fn read_all(log: &mut FileLog) -> Result<Vec<Event>, StorageError> {
     let mut out = Vec::new();
     log.read(Offset(0), &mut |_, e| {
-        out.push(e.clone());
+        out.push(e.to_event());
         true
     })?;
     Ok(out)
@@ -145,7 +145,7 @@ fn bit_flips_in_sealed_segments_are_reported_with_file_and_position() {
                 // A read from the end of the range goes on: one flip, so the rest is whole.
                 let mut rest = Vec::new();
                 log.read(offsets.end, &mut |_, e| {
-                    rest.push(e.clone());
+                    rest.push(e.to_event());
                     true
                 })
                 .unwrap();
@@ -186,7 +186,7 @@ fn a_damaged_record_in_a_sealed_segment_is_unreadable_up_to_the_next_sparse_entr
     );
     let mut rest = Vec::new();
     log.read(offsets.end, &mut |_, e| {
-        rest.push(e.clone());
+        rest.push(e.to_event());
         true
     })
     .unwrap();
@@ -239,7 +239,7 @@ fn repair_of_a_damaged_sealed_segment_keeps_every_readable_record_at_its_offset(
     );
     let mut read = Vec::new();
     log.read(Offset(0), &mut |offset, e| {
-        read.push((offset.0, e.clone()));
+        read.push((offset.0, e.to_event()));
         true
     })
     .unwrap();

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
-use crate::event::{ActorId, Event};
+use crate::event::{ActorId, EventRef};
 use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
@@ -237,13 +237,14 @@ impl<L: Log> Engine<L> {
         } else {
             self.config.match_steps_per_turn_max
         };
-        let mut woken = Vec::new();
+        // The engine's buffer, lent and given back empty (no allocation per turn).
+        let mut woken = std::mem::take(&mut self.woken);
         for connection in self.conns.iter_mut().flatten() {
             for subscription in connection.subscriptions.values_mut() {
                 if subscription.queued || subscription.next < durable_before {
                     continue;
                 }
-                let wanted = self.turn_namespaces.keys().any(|namespace| {
+                let wanted = self.turn_namespaces.names().any(|namespace| {
                     if steps_left == 0 {
                         return true;
                     }
@@ -259,9 +260,10 @@ impl<L: Log> Engine<L> {
                 }
             }
         }
-        for (conn, id) in woken {
+        for (conn, id) in woken.drain(..) {
             self.mark_ready(conn, id);
         }
+        self.woken = woken;
     }
 
     /// Feeds ready subscriptions until none is left or the turn's budgets (records looked at,
@@ -599,7 +601,7 @@ struct Delivery<'a> {
 impl Delivery<'_> {
     /// Looks at one record: delivers it if the subscription wants it and may take it now.
     /// False stops the read before this record.
-    fn offer(&mut self, event: &Event) -> bool {
+    fn offer(&mut self, event: EventRef<'_>) -> bool {
         if self.budget.spent() {
             self.stopped_by_budget = true;
             return false;
@@ -629,19 +631,19 @@ impl Delivery<'_> {
     }
 
     /// Matches the record against the glob (charging the steps to the turn) and the filter.
-    fn wants(&mut self, event: &Event) -> bool {
+    fn wants(&mut self, event: EventRef<'_>) -> bool {
         let glob = &self.subscription.glob;
-        let cost = glob.match_cost(&event.namespace);
+        let cost = glob.match_cost(event.namespace);
         self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
         self.stats.match_steps_charged += cost;
-        glob.matches(&event.namespace)
+        glob.matches(event.namespace)
             && !self.subscription.filter.covers(event.id)
             && !self.hide.hides(event)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow
     /// one more event now.
-    fn may_take(&mut self, event: &Event) -> bool {
+    fn may_take(&mut self, event: EventRef<'_>) -> bool {
         let subscription = &self.subscription;
         if subscription.credit == 0
             || subscription.remaining == Some(0)
@@ -666,7 +668,7 @@ impl Delivery<'_> {
 
     /// Appends the Event frame, or for a replication stream the PeerEvent frame. False: a
     /// peer has as many events in flight as it may.
-    fn encode(&mut self, event: &Event) -> bool {
+    fn encode(&mut self, event: EventRef<'_>) -> bool {
         if self.subscription.stream != Stream::Replication {
             encode_event(self.id, event, self.output);
             return true;
@@ -693,7 +695,7 @@ impl Delivery<'_> {
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
-pub(super) fn event_frame_size_max(event: &Event) -> usize {
+pub(super) fn event_frame_size_max(event: EventRef<'_>) -> usize {
     64 + event.namespace.len() + event.data.len()
 }
 
@@ -727,7 +729,7 @@ fn read_indexed<L: Log>(
     from: Offset,
     deliveries_max: u64,
     work: &mut u64,
-    deliver: &mut dyn FnMut(&Event) -> bool,
+    deliver: &mut dyn FnMut(EventRef<'_>) -> bool,
 ) -> Result<IndexedRead, StorageError> {
     let count_max = deliveries_max
         .saturating_add(1)

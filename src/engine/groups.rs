@@ -878,7 +878,7 @@ impl<L: Log> Engine<L> {
                            group: &mut Group,
                            index: usize,
                            offset: Offset,
-                           event: &crate::event::Event| {
+                           event: crate::event::EventRef<'_>| {
             let deliveries = group.delivered(index, offset, event.id, now_ms);
             let (conn, id) = group.members[index].key;
             if deliveries > 1 {
@@ -916,13 +916,13 @@ impl<L: Log> Engine<L> {
             let result = log.read(offset, &mut |at, event| {
                 // A purged event is not delivered again: as if retention deleted it.
                 if at == offset && !hide.hides(event) {
-                    found = Some(event.clone());
+                    found = Some(event.to_event());
                 }
                 false
             });
             *budget -= 1;
             match (result, found) {
-                (Ok(_), Some(event)) => deliver(conns, group, index, offset, &event),
+                (Ok(_), Some(event)) => deliver(conns, group, index, offset, event.view()),
                 (Ok(_), None) => {
                     // Retention deleted the record: nothing left to deliver.
                     log::warn!(
@@ -948,7 +948,7 @@ impl<L: Log> Engine<L> {
                 if *budget == 0 {
                     return false;
                 }
-                let wanted = group.glob.matches(&event.namespace)
+                let wanted = group.glob.matches(event.namespace)
                     && !group.filter.covers(event.id)
                     && !hide.hides(event)
                     && !group.acked.contains(&offset)

@@ -101,12 +101,14 @@ impl Metrics {
 
     /// The turn's sync decided: its appends count once durable, and not at all otherwise.
     pub(super) fn on_turn_synced(&mut self, durable: bool) {
-        let turn = std::mem::take(&mut self.turn_appended);
-        if durable {
-            for (actor, appended) in turn {
+        // The turn's entries are zeroed, not removed, so the next turns allocate nothing
+        // (they are as many as the actors appended, at most `cluster.actors_max`).
+        for (&actor, appended) in self.turn_appended.iter_mut() {
+            let turn = std::mem::take(appended);
+            if durable && turn.events > 0 {
                 let entry = self.appended.entry(actor).or_default();
-                entry.events += appended.events;
-                entry.data_bytes += appended.data_bytes;
+                entry.events += turn.events;
+                entry.data_bytes += turn.data_bytes;
             }
         }
     }

@@ -20,6 +20,7 @@ mod produce;
 mod purge;
 mod replicas;
 mod streams;
+mod turn_namespaces;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -237,11 +238,15 @@ pub struct Engine<L: Log> {
     connection_count: usize,
     /// Replies to this turn's produces, in the order the produces arrived.
     pending_replies: Vec<PendingReply>,
+    /// The connections of the replies `release_replies` releases (kept for its allocation).
+    replied_conns: Vec<ConnId>,
+    /// The subscriptions `wake_tailing_consumers` wakes (kept for its allocation).
+    woken: Vec<(ConnId, u32)>,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
     /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
     /// consumers that match, and for conditional produces.
-    turn_namespaces: HashMap<String, EventId>,
+    turn_namespaces: turn_namespaces::TurnNamespaces,
     /// The newest durable id of namespaces conditional produces asked about (`streams.rs`);
     /// at most `streams.last_ids_max` between turns.
     last_ids: HashMap<String, Option<EventId>>,
@@ -306,6 +311,9 @@ impl<L: Log> Engine<L> {
         // gap instead of reusing their ids.
         let counter = log.version_vector().counter_max().max(log.counter_floor());
         let cluster = peer::Cluster::new(&config, log.version_vector());
+        // Names of earlier turns kept for reuse: as many as a turn matches one by one.
+        let turn_namespaces =
+            turn_namespaces::TurnNamespaces::new(config.turn_namespaces_matched_max);
         let mut engine = Engine {
             config,
             log,
@@ -313,8 +321,10 @@ impl<L: Log> Engine<L> {
             conns: Vec::new(),
             connection_count: 0,
             pending_replies: Vec::new(),
+            replied_conns: Vec::new(),
+            woken: Vec::new(),
             turn_failure: None,
-            turn_namespaces: HashMap::new(),
+            turn_namespaces,
             last_ids: HashMap::new(),
             producers: streams::Producers::default(),
             ready: VecDeque::new(),
@@ -502,6 +512,25 @@ impl<L: Log> Engine<L> {
                 return units_decoded;
             }
             let wire = self.decode_limits(&connection.phase, peeked_kind);
+            if matches!(connection.phase, Phase::Client(_)) && peeked_kind == Some(kind::PRODUCE) {
+                match self.decode_produce(now, conn, consumed, &wire) {
+                    Ok(Some(length)) => {
+                        consumed += length;
+                        units_decoded += 1;
+                        self.turn_frames_left = self.turn_frames_left.saturating_sub(1);
+                        self.metrics.on_decoded(1);
+                        if !self.is_open(conn) {
+                            return units_decoded;
+                        }
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.close_with_error(conn, error.code, &error.message);
+                        return units_decoded;
+                    }
+                }
+            }
             let input = &connection.input[consumed..];
             let decoded =
                 match connection.phase {
@@ -571,6 +600,35 @@ impl<L: Log> Engine<L> {
             self.input_deferred_queue.push(conn);
         }
         units_decoded
+    }
+
+    /// Decodes the Produce at `consumed` in the connection's input as a view of those bytes
+    /// and handles it: the event goes from the input buffer into the log's record buffer with
+    /// no owned copy. The input buffer is moved out of the connection while it is borrowed
+    /// (moving a `Vec` does not allocate) and put back after. Returns the frame's length, or
+    /// `None` when only part of it is there.
+    fn decode_produce(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        consumed: usize,
+        wire: &WireLimits,
+    ) -> Result<Option<usize>, protocol::DecodeError> {
+        // The caller found the connection open.
+        let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
+        let result = match protocol::decode_produce_view(&input[consumed..], wire) {
+            Ok(Some((op_id, event, length))) => {
+                self.on_produce(now, conn, op_id, event);
+                Ok(Some(length))
+            }
+            other => other.map(|_| None),
+        };
+        // Producing never closes or removes the connection, but if that changed, the input
+        // is dropped with it.
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.input = input;
+        }
+        result
     }
 
     /// True when the frame at the front of `input` announces a length the decoder accepts
@@ -971,7 +1029,9 @@ impl<L: Log> Engine<L> {
     /// closed.
     fn on_client_frame(&mut self, now: Now, conn: ConnId, frame: ClientFrame) -> bool {
         match frame {
-            ClientFrame::Produce(produce) => self.on_produce(now, conn, produce),
+            ClientFrame::Produce(produce) => {
+                self.on_produce(now, conn, produce.op_id, produce.event.view())
+            }
             ClientFrame::ProduceBatch(batch) => self.on_produce_batch(now, conn, batch),
             ClientFrame::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
             ClientFrame::Credit {
@@ -1274,15 +1334,18 @@ impl<L: Log> Engine<L> {
     }
 
     fn release_replies(&mut self, failure: Option<&str>) {
-        let replies = std::mem::take(&mut self.pending_replies);
-        let mut conns: Vec<ConnId> = replies.iter().map(PendingReply::conn).collect();
+        // Both buffers are the engine's, lent for the turn and given back empty, so their
+        // allocations serve the next turns.
+        let mut replies = std::mem::take(&mut self.pending_replies);
+        let mut conns = std::mem::take(&mut self.replied_conns);
+        conns.extend(replies.iter().map(PendingReply::conn));
         conns.dedup();
         for &conn in &conns {
             if let Some(connection) = self.conn_mut(conn) {
                 connection.held_reply_bytes = 0;
             }
         }
-        for reply in replies {
+        for reply in replies.drain(..) {
             let reply = match (reply, failure) {
                 (PendingReply::Ack { conn, op_id, .. }, Some(message)) => PendingReply::Error {
                     conn,
@@ -1298,9 +1361,14 @@ impl<L: Log> Engine<L> {
                 self.send_reply(reply);
             }
         }
-        for conn in conns {
+        for &conn in &conns {
             self.check_memory(conn);
         }
+        conns.clear();
+        self.replied_conns = conns;
+        // Replies held while these were released (none today) stay ahead of the buffer's.
+        replies.append(&mut self.pending_replies);
+        self.pending_replies = replies;
     }
 }
 

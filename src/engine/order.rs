@@ -52,7 +52,7 @@ impl OrderBuffer {
     }
 
     fn buffered_size(event: &Event) -> usize {
-        event_frame_size_max(event) + BUFFERED_EVENT_BYTES_FIXED
+        event_frame_size_max(event.view()) + BUFFERED_EVENT_BYTES_FIXED
     }
 
     /// Buffers an event read at `offset`; drops the largest ids while over `bytes_max` (one
@@ -98,14 +98,14 @@ impl<L: Log> Engine<L> {
             budget.records -= 1;
             let size = (event.namespace.len() + event.data.len()) as u64;
             budget.bytes = budget.bytes.saturating_sub(size);
-            let cost = subscription.glob.match_cost(&event.namespace);
+            let cost = subscription.glob.match_cost(event.namespace);
             budget.match_steps = budget.match_steps.saturating_sub(cost);
             stats.match_steps_charged += cost;
-            if subscription.glob.matches(&event.namespace)
+            if subscription.glob.matches(event.namespace)
                 && !subscription.filter.covers(event.id)
                 && !hide.hides(event)
             {
-                order.insert(offset, event.clone(), bytes_max);
+                order.insert(offset, event.to_event(), bytes_max);
             }
             true
         });
@@ -190,7 +190,7 @@ impl<L: Log> Engine<L> {
                 );
             }
             order.released = order.released.max(event_id);
-            encode_event(id, &event, &mut output);
+            encode_event(id, event.view(), &mut output);
             subscription.filter.observe(event_id);
             subscription.credit -= 1;
             stats.events_delivered += 1;

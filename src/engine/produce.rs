@@ -3,15 +3,23 @@
 
 use super::streams::ProduceRequest;
 use super::{ConnId, Engine, Now, PendingReply};
-use crate::event::{validate_namespace, Event, EventId};
-use crate::protocol::{ErrorCode, Expectation, NewEvent, Produce, ProduceBatch};
+use crate::event::{validate_namespace, Event, EventId, EventRef};
+use crate::protocol::{ErrorCode, Expectation, NewEvent, NewEventView, ProduceBatch};
 use crate::storage::Log;
 
 impl<L: Log> Engine<L> {
-    pub(super) fn on_produce(&mut self, now: Now, conn: ConnId, produce: Produce) {
+    /// A Produce, decoded as a view of the connection's input (`decode_produce_view`): its
+    /// event is encoded from those bytes into the log's record buffer, with no owned copy.
+    pub(super) fn on_produce(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        op_id: u64,
+        event: NewEventView<'_>,
+    ) {
         let request = ProduceRequest {
-            op_id: produce.op_id,
-            events: vec![produce.event],
+            op_id,
+            events: std::slice::from_ref(&event),
             expect: Expectation::Any,
             single: true,
         };
@@ -45,9 +53,10 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
+        let events: Vec<NewEventView<'_>> = batch.events.iter().map(NewEvent::view).collect();
         let request = ProduceRequest {
             op_id: batch.op_id,
-            events: batch.events,
+            events: &events,
             expect: Expectation::Any,
             single: false,
         };
@@ -59,7 +68,7 @@ impl<L: Log> Engine<L> {
     pub(super) fn validate_request(
         &self,
         conn: ConnId,
-        request: &ProduceRequest,
+        request: &ProduceRequest<'_>,
     ) -> Result<(), (ErrorCode, String)> {
         let events = &request.events;
         if request.single {
@@ -88,9 +97,9 @@ impl<L: Log> Engine<L> {
         Ok(())
     }
 
-    fn validate(&self, conn: ConnId, event: &NewEvent) -> Result<(), (ErrorCode, String)> {
-        self.validate_parts(&event.namespace, event.data.len())?;
-        self.check_produce(conn, &event.namespace)
+    fn validate(&self, conn: ConnId, event: &NewEventView<'_>) -> Result<(), (ErrorCode, String)> {
+        self.validate_parts(event.namespace, event.data.len())?;
+        self.check_produce(conn, event.namespace)
     }
 
     /// The same rules for an event that arrives already stored elsewhere (replication).
@@ -119,7 +128,7 @@ impl<L: Log> Engine<L> {
         now: Now,
         conn: ConnId,
         op_id: u64,
-        events: Vec<NewEvent>,
+        events: &[NewEventView<'_>],
     ) -> PendingReply {
         let count = events.len() as u32;
         // Counters never wrap: a produce that would pass the last counter is refused.
@@ -160,8 +169,8 @@ impl<L: Log> Engine<L> {
                 counter: self.counter,
                 actor: self.config.actor_id,
             };
-            self.observe_appended(&event.namespace, id);
-            let stored = Event {
+            self.observe_appended(event.namespace, id);
+            let stored = EventRef {
                 id,
                 parent_id: event.parent_id,
                 namespace: event.namespace,
@@ -169,7 +178,7 @@ impl<L: Log> Engine<L> {
                 data: event.data,
             };
             let data_bytes = stored.data.len();
-            if let Err(error) = self.log.append(stored) {
+            if let Err(error) = self.log.append_view(stored) {
                 // A failed append discards the whole turn's appends (the `Log` contract), so
                 // every reply of this turn becomes an error at the turn's end, and no more
                 // appends are taken this turn.

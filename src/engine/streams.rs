@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{ConnId, Engine, Now, PendingReply, Phase};
 use crate::event::EventId;
-use crate::protocol::{ErrorCode, Expectation, NewEvent, ProduceIf};
+use crate::protocol::{ErrorCode, Expectation, NewEvent, NewEventView, ProduceIf};
 use crate::storage::{Log, ProducedRecord};
 
 /// What one produce frame asks for, whatever its kind.
-pub(super) struct ProduceRequest {
+pub(super) struct ProduceRequest<'a> {
     pub op_id: u64,
-    pub events: Vec<NewEvent>,
+    /// Views of the received frame's events (a Produce's borrow the connection's input).
+    pub events: &'a [NewEventView<'a>],
     pub expect: Expectation,
     /// A Produce (one event; its errors do not name an event of a batch).
     pub single: bool,
@@ -147,9 +148,10 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_produce_if(&mut self, now: Now, conn: ConnId, produce: ProduceIf) {
+        let events: Vec<NewEventView<'_>> = produce.events.iter().map(NewEvent::view).collect();
         let request = ProduceRequest {
             op_id: produce.op_id,
-            events: produce.events,
+            events: &events,
             expect: produce.expect,
             single: false,
         };
@@ -169,7 +171,12 @@ impl<L: Log> Engine<L> {
 
     /// Every produce frame: the sequence number, validation, the producer's window, the
     /// expectation, then the append.
-    pub(super) fn on_produce_request(&mut self, now: Now, conn: ConnId, request: ProduceRequest) {
+    pub(super) fn on_produce_request(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        request: ProduceRequest<'_>,
+    ) {
         let sequence = self.take_sequence(conn);
         let op_id = request.op_id;
         if self.refuse_after_failure(conn, op_id) {
@@ -265,12 +272,15 @@ impl<L: Log> Engine<L> {
     }
 
     /// The expectation of a ProduceIf, against the log and the turn's earlier appends.
-    fn check_expectation(&mut self, request: &ProduceRequest) -> Result<(), (ErrorCode, String)> {
+    fn check_expectation(
+        &mut self,
+        request: &ProduceRequest<'_>,
+    ) -> Result<(), (ErrorCode, String)> {
         if request.expect == Expectation::Any {
             return Ok(());
         }
         // Validated: a ProduceIf has at least one event.
-        let namespace = &request.events[0].namespace;
+        let namespace = request.events[0].namespace;
         let last = self.last_id(namespace).map_err(|error| {
             let message = format!("cannot read the newest event of {namespace}: {error}");
             (ErrorCode::StorageFailure, message)
@@ -301,7 +311,7 @@ impl<L: Log> Engine<L> {
         &mut self,
         namespace: &str,
     ) -> Result<Option<EventId>, crate::storage::StorageError> {
-        if let Some(&id) = self.turn_namespaces.get(namespace) {
+        if let Some(id) = self.turn_namespaces.get(namespace) {
             return Ok(Some(id));
         }
         if let Some(&last) = self.last_ids.get(namespace) {
@@ -314,12 +324,7 @@ impl<L: Log> Engine<L> {
 
     /// An event of `namespace` was appended as `id` (a produce or a replicated event).
     pub(super) fn observe_appended(&mut self, namespace: &str, id: EventId) {
-        match self.turn_namespaces.get_mut(namespace) {
-            Some(last) => *last = id,
-            None => {
-                self.turn_namespaces.insert(namespace.to_string(), id);
-            }
-        }
+        self.turn_namespaces.observe(namespace, id);
         if let Some(last) = self.last_ids.get_mut(namespace) {
             *last = Some(id);
         }

@@ -213,6 +213,26 @@ pub struct NewEvent {
     pub data: Vec<u8>,
 }
 
+/// A [`NewEvent`] whose namespace and data are borrowed from the received frame's bytes: the
+/// server decodes a Produce this way and appends it without an owned copy (issue 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEventView<'a> {
+    pub namespace: &'a str,
+    pub parent_id: Option<EventId>,
+    pub data: &'a [u8],
+}
+
+impl NewEvent {
+    /// A view of this event.
+    pub fn view(&self) -> NewEventView<'_> {
+        NewEventView {
+            namespace: &self.namespace,
+            parent_id: self.parent_id,
+            data: &self.data,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Produce {
     /// Chosen by the client; echoed in the [`Ack`] or [`ErrorFrame`].

@@ -251,6 +251,9 @@ fn parse_set(chars: &[char], start: usize, tokens: &mut Vec<Token>) -> Result<us
     Ok(close + 1)
 }
 
+/// Globs of up to this many 64-piece words are matched with memory on the stack.
+const STACK_WORDS: usize = 4;
+
 /// The compiled form: for every position (the index of the next token to match; position
 /// `tokens.len()` means "all matched") a bit, in sets of `words` u64 words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,7 +529,17 @@ impl Automaton {
         let words = self.words;
         // current, inside (within a `**`, not right after a `/`), next, next inside, and the
         // consume mask of a non-ASCII character.
-        let mut memory = vec![0u64; 5 * words];
+        // On the stack for globs of up to `STACK_WORDS` x 64 pieces (every glob a client is
+        // likely to send), so that matching, done per record a consumer reads, allocates
+        // nothing; a longer glob takes its memory from the heap.
+        let mut stack = [0u64; 5 * STACK_WORDS];
+        let mut heap = Vec::new();
+        let memory: &mut [u64] = if words <= STACK_WORDS {
+            &mut stack[..5 * words]
+        } else {
+            heap.resize(5 * words, 0);
+            &mut heap
+        };
         let (current, rest) = memory.split_at_mut(words);
         let (inside, rest) = rest.split_at_mut(words);
         let (next, rest) = rest.split_at_mut(words);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
-use crate::event::{Event, EventId, StartPosition, VersionVector};
+use crate::event::{EventId, EventRef, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
@@ -22,7 +22,7 @@ use super::namespace::{
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes};
-use super::record::{check_size, encode, encoded_size, is_hole};
+use super::record::{check_size, encode_view, is_hole_view, view_checked_body, RECORD_HEADER_SIZE};
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
@@ -65,9 +65,10 @@ pub struct FileLog {
     /// Sealed segments, oldest first; each has an index file.
     pub(super) sealed: VecDeque<SegmentIndex>,
     pub(super) open: OpenSegment,
-    /// Encoded records appended since the last sync, and the records themselves.
+    /// Encoded records appended since the last sync, and how many they are: appends encode
+    /// straight into this buffer, and after the write the cache copies the bodies from it.
     pub(super) pending_bytes: Vec<u8>,
-    pub(super) pending_events: Vec<Event>,
+    pub(super) pending_count: u64,
     /// The vector of every appended record, and of every durable one.
     pub(super) vector: VersionVector,
     pub(super) durable_vector: VersionVector,
@@ -259,15 +260,22 @@ impl FileLog {
             self.produced.roll_back(journal_size);
             return Err(error);
         }
-        let mut pending_events = std::mem::take(&mut self.pending_events);
-        for event in pending_events.drain(..) {
+        let mut position = 0;
+        for _ in 0..self.pending_count {
+            let record = &self.pending_bytes[position..];
+            // This buffer holds whole records this log encoded (`append_view`).
+            let body_size = u32::from_le_bytes(record[..4].try_into().expect("four bytes"));
+            let size = RECORD_HEADER_SIZE + body_size as usize;
+            let body = &record[RECORD_HEADER_SIZE..size];
+            let event = view_checked_body(body).expect("a record this log encoded");
             let offset = self.open.index.end_offset();
-            self.open.index.observe(&event, encoded_size(&event) as u64);
+            self.open.index.observe(event, size as u64);
             if self.config.namespace_index {
-                self.open.namespaces.observe(&event.namespace);
+                self.open.namespaces.observe(event.namespace);
             }
             self.durable_vector.observe(event.id);
-            self.cache.push(offset, event);
+            self.cache.push(offset, body);
+            position += size;
         }
         // A reader of the open segment may have buffered the zeros that were past the records
         // (the preallocated hole) where these records now are: it must not be reused.
@@ -278,15 +286,13 @@ impl FileLog {
         {
             self.reader = None;
         }
-        // Keep the allocations for the next group.
-        self.pending_events = pending_events;
+        // The buffer's allocation is kept for the next group.
+        self.pending_count = 0;
         self.pending_bytes.clear();
         Ok(())
     }
 
     fn write_and_fsync(&mut self, position: u64, now_ms: u64) -> Result<(), StorageError> {
-        let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
-        let context = |what: &str| format!("{what} {}", path.display());
         let mut fsync_fails = false;
         match self.fault.take() {
             Some(InjectedFault::WriteFails { bytes_written }) => {
@@ -294,10 +300,10 @@ impl FileLog {
                 self.open
                     .file
                     .write_all_at(part, position)
-                    .map_err(io_error(context("write")))?;
+                    .map_err(self.segment_error("write"))?;
                 let source = io::Error::new(io::ErrorKind::StorageFull, "injected: disk full");
                 return Err(StorageError::Io {
-                    context: context("write"),
+                    context: self.segment_context("write"),
                     source,
                 });
             }
@@ -310,27 +316,42 @@ impl FileLog {
             self.open
                 .file
                 .set_len(size)
-                .map_err(io_error(context("extend")))?;
+                .map_err(self.segment_error("extend"))?;
             self.preallocated_size = size;
         }
         self.open
             .file
             .write_all_at(&self.pending_bytes, position)
-            .map_err(io_error(context("write")))?;
+            .map_err(self.segment_error("write"))?;
         self.written_since_fsync = true;
         if self.fsync_due(now_ms) {
             if fsync_fails {
                 let source = io::Error::other("injected: fdatasync failed");
-                return Err(io_error(context("fdatasync"))(source));
+                return Err(self.segment_error("fdatasync")(source));
             }
             if self.config.fsync == FsyncPolicy::Always {
                 self.fsync(now_ms, end)
-                    .map_err(io_error(context("fdatasync")))?;
+                    .map_err(self.segment_error("fdatasync"))?;
             } else {
                 self.start_background_fsync(now_ms, end)?;
             }
         }
         Ok(())
+    }
+
+    /// "`what` <the open segment's path>", for an error: the path is made only when an
+    /// error needs it, not per sync (no allocation on the produce path).
+    fn segment_context(&self, what: &str) -> String {
+        let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
+        format!("{what} {}", path.display())
+    }
+
+    /// `io_error` for the open segment, naming it only when called with an error.
+    fn segment_error<'a>(&'a self, what: &'a str) -> impl FnOnce(io::Error) -> StorageError + 'a {
+        move |source| StorageError::Io {
+            context: self.segment_context(what),
+            source,
+        }
     }
 
     fn fsync_due(&self, now_ms: u64) -> bool {
@@ -442,7 +463,7 @@ impl FileLog {
     /// Restores the state of the last successful sync after a failed write or fdatasync.
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
-        self.pending_events.clear();
+        self.pending_count = 0;
         self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
         // A reader may have buffered bytes of the failed write.
@@ -576,7 +597,7 @@ impl FileLog {
         &mut self,
         offset: u64,
         limit: u64,
-        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+        visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<(u64, bool), StorageError> {
         let segment_end = self.segment_of(offset).end_offset().min(limit);
         let mut reader = self.reader_at(offset)?;
@@ -584,12 +605,12 @@ impl FileLog {
         while reader.next_offset < segment_end {
             let at = reader.next_offset;
             let (event, size) = next_on_disk(&mut reader, self.segment_of(at))?;
-            if is_hole(&event) {
+            if is_hole_view(event) {
                 // A record `--repair` could not keep: nothing to deliver, its offset passes.
                 continue;
             }
-            if !visit(Offset(at), &event) {
-                reader.unread(event, size);
+            if !visit(Offset(at), event) {
+                reader.unread(size);
                 stopped = true;
                 break;
             }
@@ -778,7 +799,7 @@ impl FileLog {
             }
             *work = work.saturating_sub(1);
             read += 1;
-            if key.matches(&event.namespace) {
+            if key.matches(event.namespace) {
                 found.push(offset.0);
                 count += 1;
             }
@@ -858,13 +879,21 @@ fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNa
 /// damage, reported (`Unreadable`) with the file, the byte position and the offsets that
 /// cannot be served: from the damaged record to the next point `segment`'s sparse index can
 /// resume from (a record there starts at a known byte), or the segment's end.
-fn next_on_disk(
-    reader: &mut SegmentReader,
+fn next_on_disk<'a>(
+    reader: &'a mut SegmentReader,
     segment: &SegmentIndex,
-) -> Result<(Event, u64), StorageError> {
+) -> Result<(EventRef<'a>, u64), StorageError> {
     let position = reader.position;
-    let problem = match reader.next_record() {
-        Ok(Some(record)) => return Ok(record),
+    // Read twice in the error case only: the borrow checker cannot yet return a borrow from
+    // one arm of a match and use the reader in another (the first read's outcome decides).
+    let problem = match reader.next_view() {
+        Ok(Some((_, size))) => {
+            reader.unread(size);
+            match reader.next_view() {
+                Ok(Some(record)) => return Ok(record),
+                _ => unreachable!("a record given back reads again"),
+            }
+        }
         Ok(None) => "file ends before the records its index lists".to_string(),
         Err(ReadError::Decode(error)) => error.to_string(),
         Err(ReadError::Io(source)) => {
@@ -914,12 +943,12 @@ fn next_on_disk(
 }
 
 impl Log for FileLog {
-    fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
-        check_size(&event)?;
+    fn append_view(&mut self, event: EventRef<'_>) -> Result<Offset, StorageError> {
+        check_size(event)?;
         let offset = self.end();
-        encode(&event, &mut self.pending_bytes);
+        encode_view(event, &mut self.pending_bytes);
         self.vector.observe(event.id);
-        self.pending_events.push(event);
+        self.pending_count += 1;
         Ok(offset)
     }
 
@@ -931,7 +960,7 @@ impl Log for FileLog {
             self.roll_back(self.open.index.file_size);
             return Err(error);
         }
-        if !self.pending_events.is_empty() {
+        if self.pending_count > 0 {
             let full = self.open.index.file_size >= self.config.segment_size_max;
             if full && self.open.index.record_count > 0 {
                 let result = if self.seal_may_run() {
@@ -961,7 +990,7 @@ impl Log for FileLog {
     }
 
     fn end(&self) -> Offset {
-        Offset(self.open.index.end_offset() + self.pending_events.len() as u64)
+        Offset(self.open.index.end_offset() + self.pending_count)
     }
 
     fn durable_end(&self) -> Offset {
@@ -971,7 +1000,7 @@ impl Log for FileLog {
     fn read(
         &mut self,
         from: Offset,
-        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+        visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<Offset, StorageError> {
         let durable_end = self.durable_end().0;
         let mut offset = from.0.max(self.start().0);
@@ -979,7 +1008,9 @@ impl Log for FileLog {
             let cache_first = self.cache.first_offset();
             if offset >= cache_first {
                 let cache_from = offset;
-                while let Some(event) = self.cache.get(offset) {
+                while let Some(body) = self.cache.get(offset) {
+                    // The cache holds bodies this log encoded.
+                    let event = view_checked_body(body).expect("a record this log encoded");
                     if !visit(Offset(offset), event) {
                         break;
                     }

@@ -2,7 +2,7 @@
 //! reading its records. Kept in memory for every segment, persisted as `{first:020}.idx` when
 //! a segment is sealed. The byte format is in docs/storage.md.
 
-use crate::event::{ActorId, Cursor, Event, EventId, VersionVector};
+use crate::event::{ActorId, Cursor, EventId, EventRef, VersionVector};
 
 use super::record::{decode_block, decode_vector, encode_block, encode_vector, Decoder};
 
@@ -81,7 +81,7 @@ impl SegmentIndex {
     }
 
     /// Accounts for the next record, written at `self.file_size` and `size` bytes long.
-    pub fn observe(&mut self, event: &Event, size: u64) {
+    pub fn observe(&mut self, event: EventRef<'_>, size: u64) {
         let offset = self.end_offset();
         let position = self.file_size;
         let due = match self.sparse.last() {
@@ -96,7 +96,7 @@ impl SegmentIndex {
         }
         self.record_count += 1;
         self.file_size += size;
-        if super::record::is_hole(event) {
+        if super::record::is_hole_view(event) {
             // Only its place: a hole has no id, time or namespace of its own.
             return;
         }
@@ -181,7 +181,7 @@ mod tests {
         let mut index = SegmentIndex::empty(100, 16);
         for i in 1..=3000u64 {
             let size = if i <= 2000 { 20 } else { 1000 };
-            index.observe(&event(i * 2, (i % 3) as u16 + 1, 5000 - i, 10), size);
+            index.observe(event(i * 2, (i % 3) as u16 + 1, 5000 - i, 10).view(), size);
         }
         assert_eq!(index.record_count, 3000);
         assert_eq!(index.end_offset(), 3100);
@@ -209,8 +209,8 @@ mod tests {
     #[test]
     fn uncovered_check_counts_absent_actors_as_zero() {
         let mut index = SegmentIndex::empty(0, 16);
-        index.observe(&event(5, 1, 0, 0), 40);
-        index.observe(&event(6, 2, 0, 0), 40);
+        index.observe(event(5, 1, 0, 0).view(), 40);
+        index.observe(event(6, 2, 0, 0).view(), 40);
         let vector: VersionVector = [(ActorId(1), 9)].into_iter().collect();
         // Actor 2 is absent from the vector: its event 6 is not covered.
         assert!(index.has_uncovered(&Cursor::from_vector(vector.clone())));

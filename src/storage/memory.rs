@@ -18,7 +18,7 @@ use super::purge::{merge_all, HideRules, PurgeOutcomes};
 use super::{Log, LogActivity, LogStats, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::PurgeRule;
-use crate::event::{Event, StartPosition, VersionVector};
+use crate::event::{Event, EventRef, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 /// Keeps every record in memory. `fail_next_sync` makes the next `sync` fail like a full disk.
@@ -173,11 +173,11 @@ impl MemoryLog {
 }
 
 impl Log for MemoryLog {
-    fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
-        super::record::check_size(&event)?;
+    fn append_view(&mut self, event: EventRef<'_>) -> Result<Offset, StorageError> {
+        super::record::check_size(event)?;
         let offset = Offset(self.end_u64());
         self.vector.observe(event.id);
-        self.records.push_back(event);
+        self.records.push_back(event.to_event());
         Ok(offset)
     }
 
@@ -220,7 +220,7 @@ impl Log for MemoryLog {
     fn read(
         &mut self,
         from: Offset,
-        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+        visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<Offset, StorageError> {
         let mut offset = from.0.max(self.start);
         while offset < self.durable_end {
@@ -228,7 +228,7 @@ impl Log for MemoryLog {
                 return Err(MemoryLog::corrupt_error(offset));
             }
             let event = &self.records[(offset - self.start) as usize];
-            if !visit(Offset(offset), event) {
+            if !visit(Offset(offset), event.view()) {
                 break;
             }
             offset += 1;

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::event::{Event, EventId, PurgeRule, StartPosition, VersionVector};
+use crate::event::{Event, EventId, EventRef, PurgeRule, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
@@ -214,8 +214,14 @@ pub struct LogActivity {
 ///   before, whatever records were lost since (a power loss, a torn tail), so no id is given
 ///   to two events.
 pub trait Log {
-    /// Buffers one record; returns its offset.
-    fn append(&mut self, event: Event) -> Result<Offset, StorageError>;
+    /// Buffers one record; returns its offset. The log copies what it keeps: the produce path
+    /// hands it views of the received frame's bytes (no allocation per event).
+    fn append_view(&mut self, event: EventRef<'_>) -> Result<Offset, StorageError>;
+
+    /// `append_view` of an owned event.
+    fn append(&mut self, event: Event) -> Result<Offset, StorageError> {
+        self.append_view(event.view())
+    }
 
     /// Makes every appended record durable; returns the new durable end. `now` drives the
     /// `interval` fsync policy (storage never reads the clock); it is monotonic, so a wall clock
@@ -234,11 +240,12 @@ pub trait Log {
     /// Visits durable records from `from` (raised to `start()` if it is older) in log order,
     /// until `visit` returns false or the durable end is reached. Returns the offset after the
     /// last record visited and accepted (so a record for which `visit` returned false is not
-    /// consumed).
+    /// consumed). Each record is a view of the stored bytes (the cache's or the segment
+    /// reader's), valid during the call: a visitor that keeps one copies it (`to_event`).
     fn read(
         &mut self,
         from: Offset,
-        visit: &mut dyn FnMut(Offset, &Event) -> bool,
+        visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<Offset, StorageError>;
 
     /// The offset where a consumer starting at `position` begins reading. For a cursor: the
@@ -395,7 +402,7 @@ pub fn scan_namespace_within<L: Log + ?Sized>(
         }
         *work = work.saturating_sub(1);
         read += 1;
-        if key.matches(&event.namespace) {
+        if key.matches(event.namespace) {
             found.push(offset);
             count += 1;
         }

@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::NamespaceRetention;
-use crate::event::{ActorId, Event, EventId, PurgeBefore, PurgeRule};
+use crate::event::{ActorId, EventId, EventRef, PurgeBefore, PurgeRule};
 use crate::protocol::NamespaceGlob;
 
 use super::segment::fsync_dir;
@@ -87,12 +87,12 @@ impl HideRules {
 
     /// Whether a purge or a retention rule hides `event`. Costs one comparison per rule, and
     /// a glob match (linear in the namespace) only for the rules whose bound covers it.
-    pub fn hides(&self, event: &Event) -> bool {
+    pub fn hides(&self, event: EventRef<'_>) -> bool {
         let retention = self.retention.iter().map(|(_, hide)| hide);
         self.purges
             .iter()
             .chain(retention)
-            .any(|hide| hide.before.covers(event) && hide.glob.matches(&event.namespace))
+            .any(|hide| hide.before.covers(event) && hide.glob.matches(event.namespace))
     }
 
     /// The purges, oldest (glob, kind) first.
@@ -336,6 +336,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     fn event(namespace: &str, counter: u64, timestamp_ms: u64) -> Event {
         Event {
@@ -364,18 +365,18 @@ mod tests {
             before,
         };
         assert_eq!(rules.merge(&rule("/m/**", id(10)), 2), Ok(true));
-        assert!(rules.hides(&event("/m/a", 9, 0)));
-        assert!(!rules.hides(&event("/m/a", 10, 0)));
-        assert!(!rules.hides(&event("/n/a", 1, 0)));
+        assert!(rules.hides(event("/m/a", 9, 0).view()));
+        assert!(!rules.hides(event("/m/a", 10, 0).view()));
+        assert!(!rules.hides(event("/n/a", 1, 0).view()));
         // A lower bound for the same glob and kind changes nothing; a higher one raises it.
         assert_eq!(rules.merge(&rule("/m/**", id(5)), 2), Ok(false));
         assert_eq!(rules.merge(&rule("/m/**", id(20)), 2), Ok(true));
-        assert!(rules.hides(&event("/m/a", 19, 0)));
+        assert!(rules.hides(event("/m/a", 19, 0).view()));
         assert_eq!(
             rules.merge(&rule("/t", PurgeBefore::Time(100)), 2),
             Ok(true)
         );
-        assert!(rules.hides(&event("/t", 50, 99)));
+        assert!(rules.hides(event("/t", 50, 99).view()));
         assert_eq!(
             rules.merge(&rule("/u", PurgeBefore::Time(100)), 2),
             Err(PurgeError::Full { rules_max: 2 })
@@ -400,13 +401,13 @@ mod tests {
             keep_ms: 1000,
         };
         rules.set_retention_rules(&[keep]);
-        assert!(!rules.hides(&event("/metrics/cpu", 1, 0)));
+        assert!(!rules.hides(event("/metrics/cpu", 1, 0).view()));
         assert!(rules.advance_retention(5000));
-        assert!(rules.hides(&event("/metrics/cpu", 1, 3999)));
-        assert!(!rules.hides(&event("/metrics/cpu", 1, 4000)));
-        assert!(!rules.hides(&event("/orders/1", 1, 0)));
+        assert!(rules.hides(event("/metrics/cpu", 1, 3999).view()));
+        assert!(!rules.hides(event("/metrics/cpu", 1, 4000).view()));
+        assert!(!rules.hides(event("/orders/1", 1, 0).view()));
         // The clock stepping back leaves the cutoff where it was.
         assert!(!rules.advance_retention(2000));
-        assert!(rules.hides(&event("/metrics/cpu", 1, 3999)));
+        assert!(rules.hides(event("/metrics/cpu", 1, 3999).view()));
     }
 }

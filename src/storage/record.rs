@@ -4,7 +4,7 @@
 //! A record is an 8-byte header (`body_size: u32`, `crc: u32`) and a body. The CRC32C covers
 //! the four `body_size` bytes and then the body, so a flipped length is caught too.
 
-use crate::event::{ActorId, Event, EventId};
+use crate::event::{ActorId, Event, EventId, EventRef};
 
 /// The header before every record body.
 pub const RECORD_HEADER_SIZE: usize = 8;
@@ -43,14 +43,20 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// The bytes `event` takes on disk, header included.
+#[cfg(any(test, feature = "testing"))]
 pub fn encoded_size(event: &Event) -> usize {
+    encoded_size_of(event.view())
+}
+
+/// The bytes `event` takes on disk, header included.
+pub fn encoded_size_of(event: EventRef<'_>) -> usize {
     RECORD_HEADER_SIZE + BODY_FIXED_SIZE + event.namespace.len() + event.data.len()
 }
 
 /// Refuses an event whose record would exceed [`RECORD_BODY_SIZE_MAX`] (it could be written
 /// but never read back). The engine's own limits are far below; this guards the format.
-pub fn check_size(event: &Event) -> Result<(), super::StorageError> {
-    let body_size = encoded_size(event) - RECORD_HEADER_SIZE;
+pub fn check_size(event: EventRef<'_>) -> Result<(), super::StorageError> {
+    let body_size = encoded_size_of(event) - RECORD_HEADER_SIZE;
     if body_size <= RECORD_BODY_SIZE_MAX {
         return Ok(());
     }
@@ -77,14 +83,20 @@ pub fn hole() -> Event {
     }
 }
 
-/// Whether a decoded record is a [`hole`]: no event has counter 0.
-pub fn is_hole(event: &Event) -> bool {
+/// Whether a record's view is a [`hole`]: no event has counter 0.
+pub fn is_hole_view(event: EventRef<'_>) -> bool {
     event.id.counter == 0
 }
 
 /// Appends the encoded record to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    let body_size = (encoded_size(event) - RECORD_HEADER_SIZE) as u32;
+    encode_view(event.view(), out);
+}
+
+/// Appends the encoded record of a borrowed event to `out`: the produce path encodes the
+/// bytes of a received frame straight into the log's write buffer.
+pub fn encode_view(event: EventRef<'_>, out: &mut Vec<u8>) {
+    let body_size = (encoded_size_of(event) - RECORD_HEADER_SIZE) as u32;
     let header_at = out.len();
     out.extend_from_slice(&body_size.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -98,7 +110,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(&(event.namespace.len() as u32).to_le_bytes());
     out.extend_from_slice(event.namespace.as_bytes());
     out.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&event.data);
+    out.extend_from_slice(event.data);
     let crc = record_crc(&out[header_at..header_at + 4], &out[body_at..]);
     out[header_at + 4..body_at].copy_from_slice(&crc.to_le_bytes());
 }
@@ -125,18 +137,10 @@ pub fn decode_body(
     crc: u32,
     body: &[u8],
 ) -> Result<Event, DecodeError> {
-    if record_crc(&header[..4], body) != crc {
-        return Err(DecodeError::BadChecksum);
-    }
-    let mut decoder = Decoder::new(body);
-    let event = decode_fields(&mut decoder).ok_or(DecodeError::BadBody)?;
-    if !decoder.is_at_end() {
-        return Err(DecodeError::BadBody);
-    }
-    Ok(event)
+    view_body(header, crc, body).map(|event| event.to_event())
 }
 
-fn decode_fields(decoder: &mut Decoder<'_>) -> Option<Event> {
+fn decode_fields<'a>(decoder: &mut Decoder<'a>) -> Option<EventRef<'a>> {
     let id = EventId::new(decoder.u64()?, decoder.u16()?);
     let parent = EventId::new(decoder.u64()?, decoder.u16()?);
     let timestamp_ms = decoder.u64()?;
@@ -144,13 +148,33 @@ fn decode_fields(decoder: &mut Decoder<'_>) -> Option<Event> {
     let namespace = std::str::from_utf8(decoder.bytes(namespace_size)?).ok()?;
     let data_size = decoder.u32()? as usize;
     let data = decoder.bytes(data_size)?;
-    Some(Event {
+    Some(EventRef {
         id,
         parent_id: (!parent.is_none()).then_some(parent),
-        namespace: namespace.to_string(),
+        namespace,
         timestamp_ms,
-        data: data.to_vec(),
+        data,
     })
+}
+
+/// Checks the body against the header's checksum and gives a view of it (no copy).
+pub fn view_body<'a>(
+    header: &[u8; RECORD_HEADER_SIZE],
+    crc: u32,
+    body: &'a [u8],
+) -> Result<EventRef<'a>, DecodeError> {
+    if record_crc(&header[..4], body) != crc {
+        return Err(DecodeError::BadChecksum);
+    }
+    view_checked_body(body).ok_or(DecodeError::BadBody)
+}
+
+/// A view of a body whose checksum was checked (or that this process encoded itself, such as
+/// the records in the log's write buffer and cache): `None` if its fields are inconsistent.
+pub fn view_checked_body(body: &[u8]) -> Option<EventRef<'_>> {
+    let mut decoder = Decoder::new(body);
+    let event = decode_fields(&mut decoder)?;
+    decoder.is_at_end().then_some(event)
 }
 
 /// Decodes one record at the start of `bytes`; returns it and its encoded size.

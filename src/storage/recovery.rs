@@ -236,7 +236,7 @@ fn assemble(
         sealed,
         open,
         pending_bytes: Vec::new(),
-        pending_events: Vec::new(),
+        pending_count: 0,
         durable_vector: vector.clone(),
         vector,
         cache,

@@ -6,14 +6,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::event::{Event, EventId, VersionVector};
+use crate::event::{Event, EventId, EventRef, VersionVector};
 
 use super::index::SegmentIndex;
 use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
 use super::namespace::{read_namespace_header, NamespaceHeader, SegmentNames};
 use super::record::{
-    decode_block, decode_body, decode_header, decode_vector, encode_block, encode_vector,
-    DecodeError, Decoder, RECORD_HEADER_SIZE,
+    decode_block, decode_header, decode_vector, encode_block, encode_vector, view_body,
+    view_checked_body, DecodeError, Decoder, RECORD_HEADER_SIZE,
 };
 
 /// Magic of a segment file, format version 1.
@@ -270,8 +270,12 @@ pub struct SegmentReader {
     pub position: u64,
     pub path: PathBuf,
     reader: BufReader<File>,
-    /// A record read but given back by `unread`, returned by the next `next_record`.
-    unread: Option<(Event, u64)>,
+    /// The body of the last record read (its buffer is kept for the next one, so reading
+    /// allocates only when a record is larger than any before).
+    body: Vec<u8>,
+    /// Set by `unread`: the last record (in `body`) was given back, with its size, and is
+    /// returned again by the next read.
+    unread: Option<u64>,
     /// The file's size when last checked; a length field reaching past it is checked against
     /// the current size before a buffer is allocated for the body.
     known_size: u64,
@@ -292,25 +296,37 @@ impl SegmentReader {
             position,
             path,
             reader: BufReader::with_capacity(READ_BUFFER_SIZE, file),
+            body: Vec::new(),
             unread: None,
             known_size,
             last_id: None,
         })
     }
 
-    /// Gives back the record just read, so a reader can stop before a record its caller did
-    /// not accept and still continue from there.
-    pub fn unread(&mut self, event: Event, size: u64) {
+    /// Gives back the record just read (`size` bytes), so a reader can stop before a record
+    /// its caller did not accept and still continue from there.
+    pub fn unread(&mut self, size: u64) {
         self.next_offset -= 1;
         self.position -= size;
-        self.unread = Some((event, size));
+        self.unread = Some(size);
     }
 
     /// The next record and its size; `Ok(None)` at a clean end of the file.
     pub fn next_record(&mut self) -> Result<Option<(Event, u64)>, ReadError> {
-        if let Some((event, size)) = self.unread.take() {
+        Ok(self
+            .next_view()?
+            .map(|(event, size)| (event.to_event(), size)))
+    }
+
+    /// The next record, as a view of the reader's buffer, and its size; `Ok(None)` at a clean
+    /// end of the file.
+    pub fn next_view(&mut self) -> Result<Option<(EventRef<'_>, u64)>, ReadError> {
+        if let Some(size) = self.unread.take() {
             self.next_offset += 1;
             self.position += size;
+            // Its checksum and fields were checked when it was first read.
+            let event =
+                view_checked_body(&self.body).ok_or(ReadError::Decode(DecodeError::BadBody))?;
             self.last_id = Some(event.id);
             return Ok(Some((event, size)));
         }
@@ -334,11 +350,13 @@ impl SegmentReader {
                 return Err(ReadError::Decode(DecodeError::Truncated));
             }
         }
-        let mut body = vec![0u8; body_size];
-        if read_full(&mut self.reader, &mut body).map_err(ReadError::Io)? < body_size {
+        self.body.clear();
+        self.body.resize(body_size, 0);
+        if read_full(&mut self.reader, &mut self.body).map_err(ReadError::Io)? < body_size {
             return Err(ReadError::Decode(DecodeError::Truncated));
         }
-        let event = decode_body(&header, crc, &body).map_err(ReadError::Decode)?;
+        // Checked before the position moves: a damaged record is reported at its own offset.
+        let event = view_body(&header, crc, &self.body).map_err(ReadError::Decode)?;
         let size = (RECORD_HEADER_SIZE + body_size) as u64;
         self.next_offset += 1;
         self.position += size;
@@ -368,10 +386,10 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
     let mut namespaces = SegmentNames::empty(first_offset);
     let mut last_id = None;
     loop {
-        match reader.next_record() {
+        match reader.next_view() {
             Ok(Some((event, size))) => {
-                index.observe(&event, size);
-                namespaces.observe(&event.namespace);
+                index.observe(event, size);
+                namespaces.observe(event.namespace);
                 last_id = Some(event.id);
             }
             Ok(None) => {

@@ -14,7 +14,7 @@ impl Sim {
         let log = self.nodes[node].log_mut();
         let start = log.start();
         let result = log.read(start, &mut |_, e| {
-            events.push(e.clone());
+            events.push(e.to_event());
             true
         });
         if let Err(error) = result {
@@ -42,7 +42,7 @@ impl Sim {
             let from = flo::storage::Offset(self.nodes[node].checked.end);
             let log = self.nodes[node].log_mut();
             let result = log.read(from, &mut |_, e| {
-                events.push(e.clone());
+                events.push(e.to_event());
                 true
             });
             match result {

@@ -24,7 +24,9 @@ use std::fmt;
 
 use super::frame::*;
 use crate::config::WireLimits;
-use crate::event::{ActorId, Cursor, Event, EventId, PurgeRule, StartPosition, VersionVector};
+use crate::event::{
+    ActorId, Cursor, Event, EventId, EventRef, PurgeRule, StartPosition, VersionVector,
+};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
 
@@ -488,7 +490,7 @@ impl Encode for ServerFrame {
             ServerFrame::Event {
                 subscription_id,
                 event,
-            } => encode_event(*subscription_id, event, out),
+            } => encode_event(*subscription_id, event.view(), out),
             ServerFrame::CaughtUp { subscription_id } => {
                 write_frame(out, kind, |w| w.put_u32(*subscription_id))
             }
@@ -563,7 +565,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerProof(proof) | PeerFrame::PeerAccept(proof) => {
                 write_frame(out, kind, |w| proof.write(w))
             }
-            PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
+            PeerFrame::PeerEvent(event) => encode_peer_event(event.view(), out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
             PeerFrame::PeerPurge(rule) => write_frame(out, kind, |w| rule.write(w)),
@@ -591,13 +593,13 @@ impl Encode for PeerFrame {
 }
 
 /// Appends the same bytes as encoding `PeerFrame::PeerEvent(event)`, without an owned event.
-pub fn encode_peer_event(event: &Event, out: &mut Vec<u8>) {
+pub fn encode_peer_event(event: EventRef<'_>, out: &mut Vec<u8>) {
     write_frame(out, kind::PEER_EVENT, |w| write_event(w, event));
 }
 
 /// Appends the same bytes as encoding `ServerFrame::Event { subscription_id, event }`, without
 /// needing an owned event.
-pub fn encode_event(subscription_id: u32, event: &Event, out: &mut Vec<u8>) {
+pub fn encode_event(subscription_id: u32, event: EventRef<'_>, out: &mut Vec<u8>) {
     write_frame(out, kind::EVENT, |w| {
         w.put_u32(subscription_id);
         write_event(w, event);
@@ -833,12 +835,55 @@ impl WireFormat for NewEvent {
     }
 
     fn read(r: &mut Reader) -> Result<NewEvent, DecodeError> {
+        let view = read_new_event_view(r)?;
         Ok(NewEvent {
-            namespace: r.get_namespace()?,
-            parent_id: r.get_optional_id("parent id")?,
-            data: r.get_data()?.to_vec(),
+            namespace: view.namespace.to_string(),
+            parent_id: view.parent_id,
+            data: view.data.to_vec(),
         })
     }
+}
+
+/// The fields of a [`NewEvent`], borrowed from the frame.
+fn read_new_event_view<'a>(r: &mut Reader<'a>) -> Result<NewEventView<'a>, DecodeError> {
+    Ok(NewEventView {
+        namespace: r.get_namespace_str()?,
+        parent_id: r.get_optional_id("parent id")?,
+        data: r.get_data()?,
+    })
+}
+
+/// Decodes a Produce frame at the start of `buf` into its op id and a view of its event
+/// (namespace and data borrowed from `buf`), with the checks and results of
+/// [`decode_client`] for the same bytes. The server calls it when the kind byte says
+/// Produce, so a produce is appended from the received bytes with no owned copy.
+pub fn decode_produce_view<'a>(
+    buf: &'a [u8],
+    limits: &'a WireLimits,
+) -> Result<Option<(u64, NewEventView<'a>, usize)>, DecodeError> {
+    let Some(kind) = decode_header(buf, limits)? else {
+        return Ok(None);
+    };
+    if kind != kind::PRODUCE {
+        return Err(DecodeError::malformed(format!(
+            "expected a Produce frame, got kind {kind:#04x}"
+        )));
+    }
+    let frame_size = frame_size_of(buf);
+    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
+    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
+        return Ok(None);
+    };
+    let mut reader = Reader {
+        body,
+        position: 0,
+        kind,
+        limits,
+    };
+    let op_id = reader.get_u64("op id")?;
+    let event = read_new_event_view(&mut reader)?;
+    reader.finish()?;
+    Ok(Some((op_id, event, frame_size as usize)))
 }
 
 impl WireFormat for Produce {
@@ -1223,12 +1268,12 @@ impl WireFormat for EndReason {
     }
 }
 
-fn write_event(w: &mut Writer, event: &Event) {
+fn write_event(w: &mut Writer, event: EventRef<'_>) {
     w.put_id(event.id);
     w.put_optional_id(event.parent_id);
     w.put_u64(event.timestamp_ms);
-    w.put_namespace(&event.namespace);
-    w.put_data(&event.data);
+    w.put_namespace(event.namespace);
+    w.put_data(event.data);
 }
 
 fn read_event(r: &mut Reader) -> Result<Event, DecodeError> {

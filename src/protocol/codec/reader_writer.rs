@@ -216,6 +216,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(super) fn get_namespace(&mut self) -> Result<String, DecodeError> {
+        self.get_namespace_str().map(str::to_string)
+    }
+
+    /// The namespace as a view of the frame's bytes (no copy).
+    pub(super) fn get_namespace_str(&mut self) -> Result<&'a str, DecodeError> {
         let length = self.get_u16("namespace")?;
         if u32::from(length) > self.limits.namespace_length_max {
             return Err(self.error(format!(
@@ -224,7 +229,8 @@ impl<'a> Reader<'a> {
             )));
         }
         let bytes = self.take(usize::from(length), "namespace")?;
-        self.utf8(bytes, "namespace")
+        std::str::from_utf8(bytes)
+            .map_err(|error| self.error(format!("namespace is not valid UTF-8: {error}")))
     }
 
     pub(super) fn get_data(&mut self) -> Result<&'a [u8], DecodeError> {

@@ -381,7 +381,7 @@ fn every_frame_round_trips() {
 fn encode_event_and_encode_error_match_encode() {
     let event = event(5, "/x", b"data");
     let mut direct = Vec::new();
-    encode_event(3, &event, &mut direct);
+    encode_event(3, event.view(), &mut direct);
     let frame = AnyFrame::Server(ServerFrame::Event {
         subscription_id: 3,
         event,
@@ -763,6 +763,9 @@ fn decode_errors_display_their_code_and_message() {
 /// Checks one decode result: incomplete, a whole frame inside the input that re-encodes to
 /// the same bytes, or an error with a decode error code and a message.
 fn check_decode(bytes: &[u8], limits: &WireLimits) {
+    if bytes.get(4) == Some(&kind::PRODUCE) {
+        check_produce_view(bytes, limits);
+    }
     match decode(bytes, limits) {
         Ok(None) => {}
         Ok(Some((frame, consumed))) => {
@@ -786,6 +789,52 @@ fn check_decode(bytes: &[u8], limits: &WireLimits) {
             assert!(!error.message.is_empty());
         }
     }
+}
+
+/// The server decodes a Produce as a view (`decode_produce_view`): the same outcome as the
+/// owned decoder, frame for frame and error for error.
+fn check_produce_view(bytes: &[u8], limits: &WireLimits) {
+    let owned = decode_client(bytes, limits);
+    let view = decode_produce_view(bytes, limits);
+    match (owned, view) {
+        (Ok(None), Ok(None)) => {}
+        (Ok(Some((ClientFrame::Produce(produce), length))), Ok(Some((op_id, event, size)))) => {
+            assert_eq!(
+                (produce.op_id, produce.event.view(), length),
+                (op_id, event, size)
+            );
+        }
+        (Err(owned), Err(view)) => assert_eq!(owned, view),
+        (owned, view) => panic!("decoders disagree: {owned:?} and {view:?}"),
+    }
+}
+
+#[test]
+fn a_produce_decodes_as_a_view_like_the_owned_decoder() {
+    let produce = ClientFrame::Produce(Produce {
+        op_id: 9,
+        event: new_event("/orders/eu", Some(EventId::new(3, 1)), b"payload"),
+    });
+    let mut bytes = Vec::new();
+    encode(&produce, &mut bytes);
+    for end in 0..=bytes.len() {
+        check_produce_view(&bytes[..end], &limits());
+    }
+    let wire = limits();
+    let (op_id, event, size) = decode_produce_view(&bytes, &wire).unwrap().unwrap();
+    assert_eq!(
+        (op_id, event.namespace, event.data, size),
+        (9, "/orders/eu", &b"payload"[..], bytes.len())
+    );
+    // A namespace over the limit, invalid UTF-8 and a short frame are refused alike.
+    let mut tight = limits();
+    tight.namespace_length_max = 4;
+    check_produce_view(&bytes, &tight);
+    let mut bad = bytes.clone();
+    let at = bytes.windows(3).position(|w| w == b"/or").unwrap();
+    bad[at + 1] = 0xff;
+    check_produce_view(&bad, &limits());
+    assert!(decode_produce_view(&bad, &limits()).is_err());
 }
 
 /// Random bytes shaped like frames: a plausible length and a known kind most of the time, so
