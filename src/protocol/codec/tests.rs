@@ -210,6 +210,21 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             group: "w".into(),
             action: GroupAdminAction::Delete,
         })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayIds(vec![EventId::new(5, 1), EventId::new(9, 2)]),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayIds(Vec::new()),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayRange {
+                from: EventId::new(5, 1),
+                to: EventId::new(7, 1),
+            },
+        })),
         AnyFrame::Server(ServerFrame::Groups(GroupsReply {
             durable_end: 40,
             more: true,
