@@ -21,6 +21,8 @@
 //! producing, and checks that every node holds the same set of events. A roaming consumer moves
 //! between random nodes with its version-vector cursor all along; it must never be sent an event
 //! twice, and, in runs without power loss, must have seen exactly the events of the cluster.
+//! Each node also runs a node-local consumer group with two members (`cluster_sim/groups.rs`):
+//! confirmed acks are never redelivered and, at the end, every event reached each node's group.
 //!
 //! Seeds: `FLO_SIM_SEED=n` runs one seed; `FLO_SIM_SEEDS=n` runs seeds 0..n (for a long run:
 //! `FLO_SIM_SEEDS=10000 cargo test --release --test cluster_sim`); by default a fixed list of
