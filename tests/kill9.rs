@@ -408,7 +408,8 @@ fn join_members(members: Vec<std::thread::JoinHandle<()>>) {
 /// - delivery counts survive: a poison job is delivered at most `MAX_DELIVERIES` times plus
 ///   one per further lifetime it was delivered in (the first delivery is not journaled, a
 ///   redelivery's count is, before the member sees it);
-/// and at the end, no job is lost: every job was acknowledged or parked.
+///
+/// And at the end, no job is lost: every job was acknowledged or parked.
 #[test]
 fn group_members_survive_20_kills() {
     let seed = seed();
