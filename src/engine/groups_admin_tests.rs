@@ -566,3 +566,52 @@ fn a_replay_of_chosen_parked_events_delivers_only_those_durably() {
         .collect();
     assert_eq!(still_parked, [parked[0], parked[5]]);
 }
+
+/// After a power loss (`--fsync never` here) the log can end below offsets the group journal
+/// names. Records written there later are new: the group must deliver them, and after the
+/// next restart too (the journal's old Ack records must not come back and hide them).
+#[test]
+fn a_power_loss_below_the_groups_floor_hides_no_later_event() {
+    use crate::config::FsyncPolicy;
+    use crate::storage::Offset;
+    let store = MemoryGroupStore::new();
+    let never = |c: &mut Config| c.storage.fsync = FsyncPolicy::Never;
+    let mut harness = harness_on(MemoryLog::with_fsync(FsyncPolicy::Never), &store, never);
+    produce_jobs(&mut harness, 3);
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    turn(&mut harness);
+    let first: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first.len(), 3);
+    harness.send(member, ack_frame(1, first.clone(), false));
+    turn(&mut harness);
+    assert_eq!(harness.engine.groups.groups["workers"].floor(), Offset(4));
+    let mut log = harness.engine.into_log();
+    // One unsynced record survives the power loss; the journal says 0..4 are done.
+    log.crash(1);
+    assert_eq!(log.durable_end(), Offset(1));
+    let mut harness = harness_on(log, &store, never);
+    produce_jobs(&mut harness, 3);
+    for restart in 0..2 {
+        let member = harness.client();
+        harness.send(member, join(1, 10));
+        turn(&mut harness);
+        let again: Vec<EventId> = events_of(&harness.received(member), 1)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            again.len(),
+            3,
+            "restart {restart}: the jobs written after the power loss (offsets 1 to 3)"
+        );
+        assert!(again.iter().all(|id| !first.contains(id)));
+        // Not acknowledged: a crash that keeps everything, and they must come again.
+        let mut log = harness.engine.into_log();
+        log.crash(u64::MAX / 2);
+        harness = harness_on(log, &store, never);
+    }
+}
