@@ -16,13 +16,15 @@ mod reader_writer;
 pub use groups::{
     GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
 };
+mod purge;
+pub use purge::{PURGES_FRAME_EMPTY_SIZE, PURGE_RULE_FIXED_SIZE, RETENTION_INFO_FIXED_SIZE};
 mod status;
 
 use std::fmt;
 
 use super::frame::*;
 use crate::config::WireLimits;
-use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use crate::event::{ActorId, Cursor, Event, EventId, PurgeRule, StartPosition, VersionVector};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
 
@@ -170,7 +172,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ADMIN
         | kind::PRODUCE_IF
         | kind::SET_PRODUCER
-        | kind::INFO_REQUEST => ClientToServer,
+        | kind::INFO_REQUEST
+        | kind::PURGE
+        | kind::PURGES_REQUEST => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -182,7 +186,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SKIPPED
         | kind::GROUPS
         | kind::PARKED
-        | kind::INFO => ServerToClient,
+        | kind::INFO
+        | kind::PURGED
+        | kind::PURGES => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -190,7 +196,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_MEMBERS
         | kind::PEER_PROOF
         | kind::PEER_ACCEPT
-        | kind::PEER_CLOCK => PeerToPeer,
+        | kind::PEER_CLOCK
+        | kind::PEER_PURGE => PeerToPeer,
         _ => return None,
     })
 }
@@ -268,7 +275,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::Skipped { .. }
                 | ServerFrame::Groups(_)
                 | ServerFrame::Parked(_)
-                | ServerFrame::Info(_),
+                | ServerFrame::Info(_)
+                | ServerFrame::Purged(_)
+                | ServerFrame::Purges(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -318,7 +327,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAdmin(_)
                 | ClientFrame::ProduceIf(_)
                 | ClientFrame::SetProducer { .. }
-                | ClientFrame::InfoRequest,
+                | ClientFrame::InfoRequest
+                | ClientFrame::Purge(_)
+                | ClientFrame::PurgesRequest,
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -330,6 +341,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
                 | PeerFrame::PeerClock { .. }
+                | PeerFrame::PeerPurge(_)
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -434,6 +446,8 @@ impl Encode for ClientFrame {
                 w.put_u64(*next_sequence);
             }),
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
+            ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
         }
     }
 
@@ -458,6 +472,8 @@ impl Encode for ClientFrame {
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
+            ClientFrame::Purge(_) => kind::PURGE,
+            ClientFrame::PurgesRequest => kind::PURGES_REQUEST,
         }
     }
 }
@@ -495,6 +511,8 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
+            ServerFrame::Purged(purged) => write_frame(out, kind, |w| purged.write(w)),
+            ServerFrame::Purges(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -512,6 +530,8 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(_) => kind::GROUPS,
             ServerFrame::Parked(_) => kind::PARKED,
             ServerFrame::Info(_) => kind::INFO,
+            ServerFrame::Purged(_) => kind::PURGED,
+            ServerFrame::Purges(_) => kind::PURGES,
         }
     }
 }
@@ -546,6 +566,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
+            PeerFrame::PeerPurge(rule) => write_frame(out, kind, |w| rule.write(w)),
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
@@ -563,6 +584,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
             PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
+            PeerFrame::PeerPurge(_) => kind::PEER_PURGE,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -629,6 +651,11 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_PROOF => "PeerProof",
         kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
+        kind::PURGE => "Purge",
+        kind::PURGES_REQUEST => "PurgesRequest",
+        kind::PURGED => "Purged",
+        kind::PURGES => "Purges",
+        kind::PEER_PURGE => "PeerPurge",
         _ => "unknown",
     }
 }
@@ -722,6 +749,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
             counter: r.get_u64("counter")?,
         }),
+        kind::PURGE => AnyFrame::Client(ClientFrame::Purge(PurgeRule::read(r)?)),
+        kind::PURGES_REQUEST => AnyFrame::Client(ClientFrame::PurgesRequest),
+        kind::PURGED => AnyFrame::Server(ServerFrame::Purged(Purged::read(r)?)),
+        kind::PURGES => AnyFrame::Server(ServerFrame::Purges(PurgesReply::read(r)?)),
+        kind::PEER_PURGE => AnyFrame::Peer(PeerFrame::PeerPurge(PurgeRule::read(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
