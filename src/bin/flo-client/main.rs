@@ -612,16 +612,7 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
         Some(GroupsCommand::Replay { name, id, from, to }) => {
             let parked_before = client.group_info(&name).map_err(failed)?.parked;
-            let group = if !id.is_empty() {
-                client.replay_parked_ids(&name, &id)
-            } else if from.is_some() || to.is_some() {
-                let from = from.unwrap_or(EventId::new(1, 0));
-                let to = to.unwrap_or(EventId::new(EventId::COUNTER_MAX, u16::MAX));
-                client.replay_parked_range(&name, from, to)
-            } else {
-                client.replay_parked(&name)
-            }
-            .map_err(failed)?;
+            let group = replay(&mut client, &name, &id, from, to).map_err(failed)?;
             println!(
                 "replayed {} parked events of group {name}",
                 parked_before - group.parked.min(parked_before)
@@ -640,6 +631,26 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
     }
     Ok(())
+}
+
+/// `groups replay`: every parked event, the ones with these ids, or those from `from` to `to`
+/// (either end open when left out).
+fn replay(
+    client: &mut Client,
+    name: &str,
+    ids: &[EventId],
+    from: Option<EventId>,
+    to: Option<EventId>,
+) -> Result<flo::client::GroupInfo, ClientError> {
+    if !ids.is_empty() {
+        client.replay_parked_ids(name, ids)
+    } else if from.is_some() || to.is_some() {
+        let from = from.unwrap_or(EventId::new(1, 0));
+        let to = to.unwrap_or(EventId::new(EventId::COUNTER_MAX, u16::MAX));
+        client.replay_parked_range(name, from, to)
+    } else {
+        client.replay_parked(name)
+    }
 }
 
 /// `groups --format json`: the list as one array, one group as one object, parked events as
@@ -663,7 +674,9 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
                 }
             }
         }
-        Some(GroupsCommand::Replay { name }) => client.replay_parked(&name).map_err(failed)?,
+        Some(GroupsCommand::Replay { name, id, from, to }) => {
+            replay(client, &name, &id, from, to).map_err(failed)?
+        }
         Some(GroupsCommand::Reset { name, to }) => {
             let start = parse_start_position(&to)?;
             client.reset_group(&name, start).map_err(failed)?
