@@ -307,6 +307,11 @@ impl Default for StreamLimits {
 pub struct GroupLimits {
     /// Groups the server keeps; a JoinGroup that would create one more is refused.
     pub groups_max: usize,
+    /// With an auth file: groups one principal may have created (its own, as the group
+    /// journal records them); a JoinGroup by that principal that would create one more is
+    /// refused with GroupQuotaExceeded. Groups created without an auth file have no owner and
+    /// count toward no principal.
+    pub per_principal_max: usize,
     /// The longest group name, in bytes.
     pub name_length_max: u32,
     /// Ack time-out of a join that does not set one.
@@ -340,6 +345,7 @@ impl Default for GroupLimits {
     fn default() -> GroupLimits {
         GroupLimits {
             groups_max: 1024,
+            per_principal_max: 64,
             name_length_max: 255,
             ack_timeout_default: Duration::from_secs(30),
             max_deliveries_default: 10,
@@ -465,6 +471,12 @@ pub struct Config {
     /// work does not grow with the number of busy clients and a bystander's request waits at
     /// most one bounded turn.
     pub read_bytes_per_turn_total_max: usize,
+    /// At most this many frames are decoded from all connections together per reactor turn
+    /// (a batch counts as its events), shared fairly among the readable ones like
+    /// `read_bytes_per_turn_total_max`. Bytes alone do not bound a turn's work: 4 MiB of
+    /// 13-byte Pings is 320,000 frames and as many replies. Frames past a connection's share
+    /// wait in its input buffer, and its socket is not read until they are decoded.
+    pub frames_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
     /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
@@ -486,10 +498,15 @@ pub struct Config {
     /// subscribe and status request is checked against its permissions; without, every client
     /// may do everything (docs/security.md).
     pub auth: Option<Arc<AuthTable>>,
-    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
-    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
-    /// this many guesses a second.
+    /// Failed handshakes (a token the auth table refuses) accepted per second from one source
+    /// address; past it, every Hello from that address is refused with AuthFailed until its
+    /// second ends, so a token guesser gets at most this many guesses a second per address.
     pub auth_failures_per_second_max: u32,
+    /// Source addresses (IPv4 addresses, IPv6 /64s) whose failed handshakes are counted
+    /// apart, so that `auth_failures_per_second_max` holds up only the address that failed;
+    /// while this many addresses failed within the same second, the failures of any other
+    /// share one count.
+    pub auth_failure_sources_max: usize,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -537,6 +554,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             read_bytes_per_turn_total_max: 4 * 1024 * 1024,
+            frames_per_turn_total_max: 16 * 1024,
             records_per_turn_max: 64 * 1024,
             feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
@@ -545,6 +563,7 @@ impl Config {
             tls: None,
             auth: None,
             auth_failures_per_second_max: 20,
+            auth_failure_sources_max: 1024,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
@@ -569,6 +588,9 @@ impl Config {
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
+        }
+        if self.auth_failure_sources_max == 0 {
+            return Err("auth failure sources must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -614,6 +636,7 @@ impl Config {
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
+            || self.frames_per_turn_total_max == 0
             || self.records_per_turn_max == 0
             || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
@@ -754,6 +777,7 @@ impl Config {
         }
         let groups = &self.groups;
         if groups.groups_max == 0
+            || groups.per_principal_max == 0
             || groups.name_length_max == 0
             || groups.name_length_max > u32::from(u16::MAX)
             || groups.ack_timeout_default.is_zero()

@@ -527,6 +527,9 @@ pub enum ErrorCode {
     NoSuchGroup = 31,
     /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
     GroupInUse = 32,
+    /// With an auth file: a JoinGroup would create a group beyond its principal's quota of
+    /// created groups (`groups.per_principal_max`). Stays open.
+    GroupQuotaExceeded = 33,
     /// A GroupAdmin replay of chosen parked events named an id that is not parked in the
     /// group, or more ids than `parked_list_max`; nothing was replayed. Stays open.
     NotParked = 42,
@@ -586,6 +589,7 @@ impl ErrorCode {
             ReplicationTimeout,
             NoSuchGroup,
             GroupInUse,
+            GroupQuotaExceeded,
             NotParked,
             ExpectationFailed,
             SequenceUnknown,
@@ -633,6 +637,7 @@ impl ErrorCode {
             | ReplicationTimeout
             | NoSuchGroup
             | GroupInUse
+            | GroupQuotaExceeded
             | NotParked
             | ExpectationFailed
             | SequenceUnknown
