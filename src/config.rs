@@ -345,7 +345,8 @@ pub struct GroupLimits {
     pub memory_max: u64,
     /// Parked events a group lists; past it the event is redelivered instead (logged).
     pub parked_max: usize,
-    /// Parked events one Parked reply lists; a longer list is read a page at a time.
+    /// Parked events one Parked reply lists (a longer list is read a page at a time), and the
+    /// ids one GroupAdmin replay of chosen parked events may name.
     pub parked_list_max: usize,
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.

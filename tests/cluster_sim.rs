@@ -21,6 +21,8 @@
 //! producing, and checks that every node holds the same set of events. A roaming consumer moves
 //! between random nodes with its version-vector cursor all along; it must never be sent an event
 //! twice, and, in runs without power loss, must have seen exactly the events of the cluster.
+//! Each node also runs a node-local consumer group with two members (`cluster_sim/groups.rs`):
+//! confirmed acks are never redelivered and, at the end, every event reached each node's group.
 //!
 //! Seeds: `FLO_SIM_SEED=n` runs one seed; `FLO_SIM_SEEDS=n` runs seeds 0..n (for a long run:
 //! `FLO_SIM_SEEDS=10000 cargo test --release --test cluster_sim`); by default a fixed list of
@@ -29,6 +31,8 @@
 
 #[path = "cluster_sim/checks.rs"]
 mod checks;
+#[path = "cluster_sim/groups.rs"]
+mod groups;
 #[path = "cluster_sim/network.rs"]
 mod network;
 #[path = "cluster_sim/node.rs"]
@@ -168,6 +172,7 @@ impl Sim {
                 checked: Checked::default(),
                 restarts: 0,
                 ordered: order::Ordered::default(),
+                group: groups::NodeGroup::default(),
             });
         }
         let mut sim = Sim {
@@ -190,6 +195,7 @@ impl Sim {
             check_order: full_mesh,
         };
         for i in 0..count {
+            sim.start_group(i);
             sim.connect_client(i);
             sim.connect_ordered(i);
         }
@@ -273,6 +279,7 @@ impl Sim {
                 self.restart(node);
             }
         }
+        self.work_groups();
         self.deliver();
         let now = self.now();
         for node in 0..count {
@@ -316,7 +323,12 @@ impl Sim {
                     .as_ref()
                     .is_some_and(|engine| engine.is_holding_produces())
             });
-            if round % 50 == 49 && !held && self.converged() && self.ordered_complete() {
+            if round % 50 == 49
+                && !held
+                && self.converged()
+                && self.ordered_complete()
+                && self.groups_complete()
+            {
                 if std::env::var("FLO_SIM_VERBOSE").is_ok() {
                     eprintln!("seed {}: converged after {round} quiet steps", self.seed);
                 }
@@ -354,8 +366,9 @@ impl Sim {
                 }
             }
         }
+        let groups = self.groups_state();
         self.fail(format!(
-            "no convergence after healing; events per node {sizes:?}, delivered in id order {ordered:?}"
+            "no convergence after healing; events per node {sizes:?}, delivered in id order {ordered:?}; groups: {groups}"
         ));
     }
 }

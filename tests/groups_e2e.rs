@@ -575,3 +575,55 @@ fn the_groups_cli_inspects_and_administers_a_group_across_kill_9() {
     assert!(error.contains("NoSuchGroup"), "{error}");
     assert!(server.terminate().success());
 }
+
+/// `flo-client groups replay NAME --id ... | --from ID --to ID`: only the chosen parked events
+/// come again; an id that is not parked replays nothing (NotParked).
+#[test]
+fn the_groups_cli_replays_chosen_parked_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..5);
+    assert_eq!(work_group(&server, "chosen", &[0, 1, 2, 3]).len(), 5);
+    let (ok, parked, _) = cli(&server, &["groups", "parked", "chosen"]);
+    assert!(ok);
+    // "ID offset N", in log order: jobs 0 to 3.
+    let ids: Vec<&str> = parked
+        .lines()
+        .map(|line| line.split_whitespace().next().expect("an id"))
+        .collect();
+    assert_eq!(ids.len(), 4, "{parked}");
+    let (ok, _, error) = cli(
+        &server,
+        &[
+            "groups",
+            "replay",
+            "chosen",
+            "--id",
+            &format!("{},999.1", ids[0]),
+        ],
+    );
+    assert!(!ok && error.contains("NotParked"), "{error}");
+    let (ok, out, error) = cli(&server, &["groups", "replay", "chosen", "--id", ids[0]]);
+    assert!(ok, "{error}");
+    assert!(out.contains("replayed 1 parked events"), "{out}");
+    let (ok, out, error) = cli(
+        &server,
+        &[
+            "groups", "replay", "chosen", "--from", ids[2], "--to", ids[3],
+        ],
+    );
+    assert!(ok, "{error}");
+    assert!(out.contains("replayed 2 parked events"), "{out}");
+    assert_eq!(info_field(&out, "parked:"), 1);
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    assert_eq!(
+        work_group(&server, "chosen", &[]),
+        [0, 2, 3].into_iter().collect(),
+        "the chosen three, durably"
+    );
+    let (ok, parked, _) = cli(&server, &["groups", "parked", "chosen"]);
+    assert!(ok);
+    assert!(parked.starts_with(ids[1]), "{parked}");
+    assert!(server.terminate().success());
+}

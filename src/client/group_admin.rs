@@ -1,10 +1,10 @@
 //! Inspecting and administering consumer groups from a client (protocol.md section 16,
 //! "Inspecting and administering groups"): the state and lag of groups, parked events, and
 //! replay, reset and delete. Each call sends one request and waits for its answer; a refusal
-//! (`NoSuchGroup`, `GroupInUse`, `PermissionDenied`) is a [`ClientError::Server`].
+//! (`NoSuchGroup`, `GroupInUse`, `NotParked`, `PermissionDenied`) is a [`ClientError::Server`].
 
 use super::{Client, ClientError};
-use crate::event::StartPosition;
+use crate::event::{EventId, StartPosition};
 use crate::protocol::{
     ClientFrame, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest, ParkedReply,
     ParkedRequest, ServerFrame,
@@ -69,6 +69,30 @@ impl Client {
     /// Makes every parked event of the group deliverable again; returns the group afterwards.
     pub fn replay_parked(&mut self, name: &str) -> Result<GroupInfo, ClientError> {
         self.group_admin(name, GroupAdminAction::ReplayParked)
+            .and_then(one_group)
+    }
+
+    /// Makes the parked events with these ids deliverable again (at most the server's
+    /// `parked_list_max`, 1000 by default); when one of them is not parked, nothing is
+    /// replayed and the answer is a `NotParked` error. Returns the group afterwards.
+    pub fn replay_parked_ids(
+        &mut self,
+        name: &str,
+        ids: &[EventId],
+    ) -> Result<GroupInfo, ClientError> {
+        self.group_admin(name, GroupAdminAction::ReplayIds(ids.to_vec()))
+            .and_then(one_group)
+    }
+
+    /// Makes the parked events whose ids lie from `from` to `to` (both included) deliverable
+    /// again; none is not an error. Returns the group afterwards.
+    pub fn replay_parked_range(
+        &mut self,
+        name: &str,
+        from: EventId,
+        to: EventId,
+    ) -> Result<GroupInfo, ClientError> {
+        self.group_admin(name, GroupAdminAction::ReplayRange { from, to })
             .and_then(one_group)
     }
 

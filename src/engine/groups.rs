@@ -142,6 +142,29 @@ impl Group {
         }
     }
 
+    /// Forgets the state of records at or past `end` (the log's end after it lost a tail);
+    /// true when there was some. Called at start-up, before any member joins.
+    fn forget_from(&mut self, end: Offset) -> bool {
+        let mut changed = false;
+        for position in [&mut self.floor_written, &mut self.next] {
+            if *position > end {
+                *position = end;
+                changed = true;
+            }
+        }
+        changed |= !self.acked.split_off(&end).is_empty();
+        changed |= !self.parked.split_off(&end).is_empty();
+        for (offset, pending) in self.pending.split_off(&end) {
+            self.pending_by_id.remove(&pending.id);
+            self.redeliver.remove(&offset);
+            changed = true;
+        }
+        self.timers.retain(|(_, offset)| *offset < end);
+        let counted = self.recovered_deliveries.len();
+        self.recovered_deliveries.retain(|offset, _| *offset < end);
+        changed | (self.recovered_deliveries.len() != counted)
+    }
+
     /// The index of the next member (round robin) that may take one more event.
     fn pick_member(&mut self, has_room: &dyn Fn(ConnId) -> bool) -> Option<usize> {
         let count = self.members.len();
@@ -473,6 +496,29 @@ impl<L: Log> Engine<L> {
     pub fn load_groups(&mut self, store: Box<dyn GroupStore>) -> Result<(), StorageError> {
         let glob_length_max = self.config.wire.glob_length_max as usize;
         self.groups = Groups::load(store, glob_length_max)?;
+        // A power loss under a non-`always` fsync policy can leave the log ending below
+        // offsets the journal (synced on its own schedule) recorded as acknowledged, parked or
+        // pending. Later records take those offsets again: state there describes records that
+        // no longer exist and would hide the new ones from the group (never delivered).
+        // Forget it, and rewrite the journal at once, so that its old records cannot bring it
+        // back at the next start.
+        let end = self.log.durable_end();
+        let mut forgot = false;
+        for (name, group) in &mut self.groups.groups {
+            if group.forget_from(end) {
+                log::warn!(
+                    "group {name:?}: its journal recorded offsets at or past the log's end \
+                     ({end}; the log lost its unsynced tail): forgotten, the group delivers \
+                     what is written there from now on"
+                );
+                forgot = true;
+            }
+        }
+        if forgot {
+            let snapshot = self.groups.snapshot();
+            self.groups.store.rewrite(&snapshot)?;
+            self.groups.snapshot_bytes = self.groups.store.size_bytes();
+        }
         Ok(())
     }
 

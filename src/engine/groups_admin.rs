@@ -6,6 +6,7 @@
 //! the list goes on), a Parked reply at most `parked_list_max` events, the lag is a bound read
 //! off two offsets (no log scan), and a replay touches at most `parked_max` events.
 
+use std::collections::HashSet;
 use std::ops::Bound;
 
 use super::groups::{Group, Pending, PendingState};
@@ -184,7 +185,12 @@ impl<L: Log> Engine<L> {
         let name = admin.group;
         let result = match admin.action {
             GroupAdminAction::ReplayParked => {
-                self.replay_parked(&name);
+                self.replay_parked_where(&name, |_| true);
+                Ok(())
+            }
+            GroupAdminAction::ReplayIds(ids) => self.replay_parked_ids(&name, &ids),
+            GroupAdminAction::ReplayRange { from, to } => {
+                self.replay_parked_where(&name, |id| from <= id && id <= to);
                 Ok(())
             }
             GroupAdminAction::Reset(_) | GroupAdminAction::Delete if in_use => {
@@ -223,13 +229,19 @@ impl<L: Log> Engine<L> {
         self.send(conn, &ServerFrame::Groups(reply));
     }
 
-    /// Every parked event of the group becomes deliverable again (at most `parked_max`).
-    fn replay_parked(&mut self, name: &str) {
+    /// The parked events of the group whose ids `chosen` accepts become deliverable again
+    /// (one pass over at most `parked_max` parked events).
+    fn replay_parked_where(&mut self, name: &str, chosen: impl Fn(EventId) -> bool) {
         // Checked by the caller.
         let group = self.groups.groups.get_mut(name).expect("group exists");
-        let parked = std::mem::take(&mut group.parked);
-        let count = parked.len();
-        for (offset, id) in parked {
+        let replayed: Vec<(Offset, EventId)> = group
+            .parked
+            .iter()
+            .filter(|(_, id)| chosen(**id))
+            .map(|(offset, id)| (*offset, *id))
+            .collect();
+        let count = replayed.len();
+        for (offset, id) in replayed {
             group.replay(offset, id);
             self.groups.store.append(&GroupRecord::Replay {
                 group: name.to_string(),
@@ -238,6 +250,39 @@ impl<L: Log> Engine<L> {
             });
         }
         log::info!("group {name:?}: {count} parked events replayed");
+    }
+
+    /// Replays the parked events with these ids: all of them or, when one is not parked or
+    /// the list is longer than `parked_list_max`, none (`NotParked`).
+    fn replay_parked_ids(
+        &mut self,
+        name: &str,
+        ids: &[EventId],
+    ) -> Result<(), (ErrorCode, String)> {
+        let list_max = self.config.groups.parked_list_max;
+        if ids.len() > list_max {
+            let message = format!(
+                "a replay names at most {list_max} ids (parked_list_max), not {}",
+                ids.len()
+            );
+            return Err((ErrorCode::NotParked, message));
+        }
+        let wanted: HashSet<EventId> = ids.iter().copied().collect();
+        // Checked by the caller.
+        let group = self.groups.groups.get(name).expect("group exists");
+        let parked: HashSet<EventId> = group
+            .parked
+            .values()
+            .copied()
+            .filter(|id| wanted.contains(id))
+            .collect();
+        if let Some(missing) = ids.iter().find(|id| !parked.contains(id)) {
+            let message =
+                format!("event {missing} is not parked in group {name:?}: nothing was replayed");
+            return Err((ErrorCode::NotParked, message));
+        }
+        self.replay_parked_where(name, |id| wanted.contains(&id));
+        Ok(())
     }
 
     /// Moves a group without members to a new start position.

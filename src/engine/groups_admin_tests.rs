@@ -490,3 +490,128 @@ fn turn(harness: &mut Harness) {
     harness.turn();
     harness.engine.check_invariants();
 }
+
+/// Replays of chosen parked events: by id list (all named ids parked, or nothing and
+/// `NotParked`; at most `parked_list_max` ids) and by id range; only the chosen ones come
+/// again, the rest stay parked, across a restart.
+#[test]
+fn a_replay_of_chosen_parked_events_delivers_only_those_durably() {
+    let store = MemoryGroupStore::new();
+    let limits = |c: &mut Config| c.groups.parked_list_max = 3;
+    let mut harness = harness_on(MemoryLog::new(), &store, limits);
+    produce_jobs(&mut harness, 6);
+    let member = harness.client();
+    let parked = park_jobs(&mut harness, member, 6);
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    let admin_conn = harness.client();
+    let replay_ids = |ids: &[EventId]| admin("workers", GroupAdminAction::ReplayIds(ids.to_vec()));
+    // One id that is not parked (the /other event, never a job): nothing is replayed.
+    let not_a_job = EventId {
+        counter: parked[5].counter + 1,
+        ..parked[5]
+    };
+    let refused = [
+        replay_ids(&[parked[1], not_a_job]),
+        replay_ids(&[parked[0], parked[1], parked[2], parked[3]]),
+    ];
+    for request in refused {
+        harness.send(admin_conn, request);
+        turn(&mut harness);
+        let frames = harness.received(admin_conn);
+        assert_eq!(
+            error_code(&frames),
+            Some(ErrorCode::NotParked),
+            "{frames:?}"
+        );
+        assert!(harness.engine.is_open(admin_conn));
+        assert_eq!(harness.engine.groups.groups["workers"].parked.len(), 6);
+    }
+    harness.send(admin_conn, replay_ids(&[parked[4], parked[1]]));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!((info.parked, info.pending), (4, 2));
+    // A range: jobs 2 and 3 (both ends included).
+    let range = GroupAdminAction::ReplayRange {
+        from: parked[2],
+        to: parked[3],
+    };
+    harness.send(admin_conn, admin("workers", range));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!((info.parked, info.pending), (2, 4));
+    // Nothing parked in a range is an answer, not an error.
+    let empty = GroupAdminAction::ReplayRange {
+        from: not_a_job,
+        to: EventId::new(EventId::COUNTER_MAX, u16::MAX),
+    };
+    harness.send(admin_conn, admin("workers", empty));
+    turn(&mut harness);
+    assert_eq!(the_group(&harness.received(admin_conn)).parked, 2);
+    // After a restart the four chosen come again, and only they.
+    let log = harness.engine.into_log();
+    let mut harness = harness_on(log, &store, limits);
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    turn(&mut harness);
+    let again: BTreeSet<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let chosen: BTreeSet<EventId> = [1, 2, 3, 4].iter().map(|n| parked[*n]).collect();
+    assert_eq!(again, chosen);
+    let still_parked: Vec<EventId> = harness.engine.groups.groups["workers"]
+        .parked
+        .values()
+        .copied()
+        .collect();
+    assert_eq!(still_parked, [parked[0], parked[5]]);
+}
+
+/// After a power loss (`--fsync never` here) the log can end below offsets the group journal
+/// names. Records written there later are new: the group must deliver them, and after the
+/// next restart too (the journal's old Ack records must not come back and hide them).
+#[test]
+fn a_power_loss_below_the_groups_floor_hides_no_later_event() {
+    use crate::config::FsyncPolicy;
+    use crate::storage::Offset;
+    let store = MemoryGroupStore::new();
+    let never = |c: &mut Config| c.storage.fsync = FsyncPolicy::Never;
+    let mut harness = harness_on(MemoryLog::with_fsync(FsyncPolicy::Never), &store, never);
+    produce_jobs(&mut harness, 3);
+    let member = harness.client();
+    harness.send(member, join(1, 10));
+    turn(&mut harness);
+    let first: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first.len(), 3);
+    harness.send(member, ack_frame(1, first.clone(), false));
+    turn(&mut harness);
+    assert_eq!(harness.engine.groups.groups["workers"].floor(), Offset(4));
+    let mut log = harness.engine.into_log();
+    // One unsynced record survives the power loss; the journal says 0..4 are done.
+    log.crash(1);
+    assert_eq!(log.durable_end(), Offset(1));
+    let mut harness = harness_on(log, &store, never);
+    produce_jobs(&mut harness, 3);
+    for restart in 0..2 {
+        let member = harness.client();
+        harness.send(member, join(1, 10));
+        turn(&mut harness);
+        let again: Vec<EventId> = events_of(&harness.received(member), 1)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            again.len(),
+            3,
+            "restart {restart}: the jobs written after the power loss (offsets 1 to 3)"
+        );
+        assert!(again.iter().all(|id| !first.contains(id)));
+        // Not acknowledged: a crash that keeps everything, and they must come again.
+        let mut log = harness.engine.into_log();
+        log.crash(u64::MAX / 2);
+        harness = harness_on(log, &store, never);
+    }
+}

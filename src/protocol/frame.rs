@@ -358,6 +358,13 @@ pub struct ParkedRequest {
 pub enum GroupAdminAction {
     /// Every parked event becomes pending again (waiting for delivery, delivery count 0).
     ReplayParked,
+    /// The parked events with these ids become pending again, as with `ReplayParked`. Every
+    /// id must be parked in the group and there may be at most `parked_list_max` of them;
+    /// otherwise nothing is replayed (`NotParked`).
+    ReplayIds(Vec<EventId>),
+    /// The parked events whose ids lie from `from` to `to` (both included, in id order)
+    /// become pending again, as with `ReplayParked`; none is not an error.
+    ReplayRange { from: EventId, to: EventId },
     /// Move the group to a new start position: acknowledgements and pending events are
     /// forgotten, parked events stay parked. Refused while the group has members.
     Reset(StartPosition),
@@ -543,6 +550,9 @@ pub enum ErrorCode {
     /// With an auth file: a JoinGroup would create a group beyond its principal's quota of
     /// created groups (`groups.per_principal_max`). Stays open.
     GroupQuotaExceeded = 33,
+    /// A GroupAdmin replay of chosen parked events named an id that is not parked in the
+    /// group, or more ids than `parked_list_max`; nothing was replayed. Stays open.
+    NotParked = 42,
     /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
     /// the namespace's actual last id (25 digits) or `none`. Stays open.
     ExpectationFailed = 35,
@@ -600,6 +610,7 @@ impl ErrorCode {
             NoSuchGroup,
             GroupInUse,
             GroupQuotaExceeded,
+            NotParked,
             ExpectationFailed,
             SequenceUnknown,
             ActorNotAllowed,
@@ -647,6 +658,7 @@ impl ErrorCode {
             | NoSuchGroup
             | GroupInUse
             | GroupQuotaExceeded
+            | NotParked
             | ExpectationFailed
             | SequenceUnknown
             | OrderStalled

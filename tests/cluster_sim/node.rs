@@ -39,6 +39,8 @@ pub(crate) struct Node {
     pub(crate) restarts: u64,
     /// The node's id-order consumer (`order.rs`).
     pub(crate) ordered: super::order::Ordered,
+    /// The node's consumer group: journal, members, what they saw (`groups.rs`).
+    pub(crate) group: super::groups::NodeGroup,
 }
 
 /// What the incremental check has read of one node's log.
@@ -168,6 +170,8 @@ impl Sim {
                         self.ordered_output(node, &bytes);
                     } else if self.roamer.session == Some((node, conn)) {
                         self.roamer_output(&bytes);
+                    } else if let Some(index) = self.member_index(node, conn) {
+                        self.member_output(node, index, &bytes);
                     } else {
                         self.transmit(node, conn, bytes);
                     }
@@ -183,6 +187,10 @@ impl Sim {
                     }
                     if Some(conn) == self.nodes[node].ordered.conn {
                         self.fail(format!("node {node} closed the id-order consumer"));
+                    }
+                    if let Some(index) = self.member_index(node, conn) {
+                        self.member_output(node, index, &final_output);
+                        self.fail(format!("node {node} closed group member {index}"));
                     }
                     self.transmit(node, conn, final_output);
                     if let Some(&id) = self.ends.get(&(node, conn)) {
@@ -408,6 +416,8 @@ impl Sim {
         n.new_acks.retain(|(id, _)| present.contains(id));
         n.client = None;
         n.ordered.conn = None;
+        self.crash_group(node, &present);
+        let n = &mut self.nodes[node];
         n.pending.clear();
         n.next_slot = 0;
         n.free_slots.clear();
@@ -428,6 +438,7 @@ impl Sim {
             self.stats.holds += 1;
         }
         n.engine = Some(engine);
+        self.start_group(node);
         self.connect_client(node);
         self.connect_ordered(node);
     }

@@ -26,7 +26,7 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 PROTOCOL_VERSION = 1
 PRE_WELCOME_FRAME_MAX = 64 * 1024
@@ -43,7 +43,7 @@ SKIPPED = 0x29  # section 7: retention deleted records a subscription had not re
 JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
 GROUPS_REQUEST, PARKED_REQUEST, GROUP_ADMIN = 0x0E, 0x0F, 0x10
 GROUPS, PARKED = 0x2A, 0x2B
-ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE = 1, 2, 3
+ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE, ADMIN_REPLAY_IDS, ADMIN_REPLAY_RANGE = 1, 2, 3, 4, 5
 # Purges and per-namespace retention (section 17).
 PURGE, PURGES_REQUEST, PURGED, PURGES = 0x19, 0x1A, 0x31, 0x32
 PURGE_BEFORE_ID, PURGE_BEFORE_TIME = 1, 2
@@ -90,6 +90,7 @@ ERROR_CODES = {
     33: "GroupQuotaExceeded",
     35: "ExpectationFailed",
     36: "SequenceUnknown",
+    42: "NotParked",
     44: "OrderStalled",
     47: "PurgeRulesFull",
 }
@@ -498,12 +499,26 @@ def encode_purges_request() -> bytes:
     return frame(PURGES_REQUEST, b"")
 
 
-def encode_group_admin(group: str, action: int, start: Optional[Start] = None) -> bytes:
+def encode_group_admin(
+    group: str,
+    action: int,
+    start: Optional[Start] = None,
+    ids: Sequence[EventId] = (),
+    id_range: Optional[Tuple[EventId, EventId]] = None,
+) -> bytes:
     body = _str16(group) + struct.pack(">B", action)
     if action == ADMIN_RESET:
         if start is None:
             raise ValueError("a reset needs a start position")
         body += start.encode()
+    elif action == ADMIN_REPLAY_IDS:
+        if len(ids) > 0xFFFF:
+            raise ValueError("at most 65535 ids in one frame")
+        body += struct.pack(">H", len(ids)) + b"".join(_event_id(i) for i in ids)
+    elif action == ADMIN_REPLAY_RANGE:
+        if id_range is None:
+            raise ValueError("a range replay needs (from, to)")
+        body += _event_id(id_range[0]) + _event_id(id_range[1])
     return frame(GROUP_ADMIN, body)
 
 
@@ -1113,6 +1128,20 @@ class FloClient:
 
     def replay_parked(self, group: str) -> GroupInfo:
         reply = self._admin(encode_group_admin(group, ADMIN_REPLAY_PARKED))
+        assert isinstance(reply, GroupsReply)
+        return reply.groups[0]
+
+    def replay_parked_ids(self, group: str, ids: Sequence[EventId]) -> GroupInfo:
+        """Replay only the parked events with these ids (at most the server's parked_list_max,
+        1000 by default). FloError NotParked when one of them is not parked: then nothing was
+        replayed."""
+        reply = self._admin(encode_group_admin(group, ADMIN_REPLAY_IDS, ids=ids))
+        assert isinstance(reply, GroupsReply)
+        return reply.groups[0]
+
+    def replay_parked_range(self, group: str, first: EventId, last: EventId) -> GroupInfo:
+        """Replay the parked events whose ids lie from `first` to `last`, both included."""
+        reply = self._admin(encode_group_admin(group, ADMIN_REPLAY_RANGE, id_range=(first, last)))
         assert isinstance(reply, GroupsReply)
         return reply.groups[0]
 

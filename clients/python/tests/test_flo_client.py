@@ -165,6 +165,10 @@ class OfflineTests(unittest.TestCase):
                 "workers", flo.ADMIN_RESET, Start.after_id(EventId(42, 1))
             ),
             'GroupAdmin: delete "workers"': flo.encode_group_admin("workers", flo.ADMIN_DELETE),
+            'GroupAdmin: replay the parked events 0000000000000000000500001 and 0000000000000000000900002 of "workers"':
+                flo.encode_group_admin("workers", flo.ADMIN_REPLAY_IDS, ids=[EventId(5, 1), EventId(9, 2)]),
+            'GroupAdmin: replay the parked events of "workers" from 0000000000000000000500001 to 0000000000000000000700001':
+                flo.encode_group_admin("workers", flo.ADMIN_REPLAY_RANGE, id_range=(EventId(5, 1), EventId(7, 1))),
             "ProduceIf: op id 4, append to /acct/42 only if its newest event is 0000000000000000000500001":
                 flo.encode_produce_if(4, flo.EXPECT_LAST_IS, EventId.parse("5.1"), [NewEvent("/acct/42", b"+10")]),
             "ProduceIf: op id 5, create /acct/43: only if it has no events":
@@ -818,6 +822,29 @@ class GroupTests(unittest.TestCase):
             admin.group_info("admin")
         self.assertEqual(cm.exception.name, "NoSuchGroup")
         self.assertEqual(admin.ping() >= 0, True, "the connection stays open")
+
+    def test_a_replay_of_chosen_parked_events(self) -> None:
+        ids = self.produce_jobs(4)
+        c = self.connect()
+        member = c.join_group("chosen", "/jobs/**", max_deliveries=1)
+        got = self.take(member)
+        member.nack(*[e.id for e in got])
+        admin = self.connect()
+        c.ping()
+        self.assertEqual(admin.group_info("chosen").parked, 4)
+        with self.assertRaises(FloError) as cm:
+            admin.replay_parked_ids("chosen", [ids[0], EventId(ids[3].counter + 100, ids[3].actor)])
+        self.assertEqual(cm.exception.name, "NotParked")
+        self.assertEqual(admin.group_info("chosen").parked, 4, "nothing was replayed")
+        info = admin.replay_parked_ids("chosen", [ids[2]])
+        self.assertEqual((info.parked, info.pending), (3, 1))
+        info = admin.replay_parked_range("chosen", ids[0], ids[1])
+        self.assertEqual((info.parked, info.pending), (1, 3))
+        again = [member.next() for _ in range(3)]
+        self.assertEqual(sorted(e.id for e in again), sorted(ids[:3]))
+        self.assertEqual([i for _, i in admin.parked("chosen")], [ids[3]])
+        member.ack(*[e.id for e in again])
+        member.leave()
 
     def test_join_errors_end_the_membership(self) -> None:
         c = self.connect()

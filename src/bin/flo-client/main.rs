@@ -266,10 +266,25 @@ enum GroupsCommand {
         /// The group's name.
         name: String,
     },
-    /// Make every parked event of the group deliverable again (delivery count back at 0).
+    /// Make parked events of the group deliverable again (delivery count back at 0): every
+    /// one, or only those named with --id, or those from --from to --to.
+    ///
+    /// With --id every named event must be parked, or nothing is replayed (NotParked); at
+    /// most the server's parked_list_max ids (1000 by default) at once. --from and --to
+    /// replay the parked events whose ids lie between the two (both included; one of the two
+    /// alone: open on the other side).
     Replay {
         /// The group's name.
         name: String,
+        /// Replay this parked event (repeat for several, or separate them with commas).
+        #[arg(long, value_name = "ID", value_delimiter = ',', conflicts_with_all = ["from", "to"])]
+        id: Vec<EventId>,
+        /// Replay parked events with ids from this one (included).
+        #[arg(long, value_name = "ID")]
+        from: Option<EventId>,
+        /// Replay parked events with ids up to this one (included).
+        #[arg(long, value_name = "ID")]
+        to: Option<EventId>,
     },
     /// Move a group to a new position; its acknowledgements and pending events are forgotten,
     /// parked events stay parked. Its consumers must be stopped first.
@@ -595,9 +610,9 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             }
             eprintln!("{count} parked events in group {name}");
         }
-        Some(GroupsCommand::Replay { name }) => {
+        Some(GroupsCommand::Replay { name, id, from, to }) => {
             let parked_before = client.group_info(&name).map_err(failed)?.parked;
-            let group = client.replay_parked(&name).map_err(failed)?;
+            let group = replay(&mut client, &name, &id, from, to).map_err(failed)?;
             println!(
                 "replayed {} parked events of group {name}",
                 parked_before - group.parked.min(parked_before)
@@ -616,6 +631,26 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
     }
     Ok(())
+}
+
+/// `groups replay`: every parked event, the ones with these ids, or those from `from` to `to`
+/// (either end open when left out).
+fn replay(
+    client: &mut Client,
+    name: &str,
+    ids: &[EventId],
+    from: Option<EventId>,
+    to: Option<EventId>,
+) -> Result<flo::client::GroupInfo, ClientError> {
+    if !ids.is_empty() {
+        client.replay_parked_ids(name, ids)
+    } else if from.is_some() || to.is_some() {
+        let from = from.unwrap_or(EventId::new(1, 0));
+        let to = to.unwrap_or(EventId::new(EventId::COUNTER_MAX, u16::MAX));
+        client.replay_parked_range(name, from, to)
+    } else {
+        client.replay_parked(name)
+    }
 }
 
 /// `groups --format json`: the list as one array, one group as one object, parked events as
@@ -639,7 +674,9 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
                 }
             }
         }
-        Some(GroupsCommand::Replay { name }) => client.replay_parked(&name).map_err(failed)?,
+        Some(GroupsCommand::Replay { name, id, from, to }) => {
+            replay(client, &name, &id, from, to).map_err(failed)?
+        }
         Some(GroupsCommand::Reset { name, to }) => {
             let start = parse_start_position(&to)?;
             client.reset_group(&name, start).map_err(failed)?

@@ -8,6 +8,8 @@ mod action_tag {
     pub const REPLAY_PARKED: u8 = 1;
     pub const RESET: u8 = 2;
     pub const DELETE: u8 = 3;
+    pub const REPLAY_IDS: u8 = 4;
+    pub const REPLAY_RANGE: u8 = 5;
 }
 
 impl WireFormat for GroupsRequest {
@@ -48,6 +50,15 @@ impl WireFormat for GroupAdmin {
                 start.write(w);
             }
             GroupAdminAction::Delete => w.put_u8(action_tag::DELETE),
+            GroupAdminAction::ReplayIds(ids) => {
+                w.put_u8(action_tag::REPLAY_IDS);
+                write_ids(w, ids);
+            }
+            GroupAdminAction::ReplayRange { from, to } => {
+                w.put_u8(action_tag::REPLAY_RANGE);
+                w.put_id(*from);
+                w.put_id(*to);
+            }
         }
     }
 
@@ -57,6 +68,11 @@ impl WireFormat for GroupAdmin {
             action_tag::REPLAY_PARKED => GroupAdminAction::ReplayParked,
             action_tag::RESET => GroupAdminAction::Reset(StartPosition::read(r)?),
             action_tag::DELETE => GroupAdminAction::Delete,
+            action_tag::REPLAY_IDS => GroupAdminAction::ReplayIds(read_ids(r)?),
+            action_tag::REPLAY_RANGE => GroupAdminAction::ReplayRange {
+                from: r.get_event_id("from id")?,
+                to: r.get_event_id("to id")?,
+            },
             other => return Err(r.error(format!("unknown group admin action {other}"))),
         };
         Ok(GroupAdmin { group, action })

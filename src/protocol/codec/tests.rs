@@ -210,6 +210,21 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             group: "w".into(),
             action: GroupAdminAction::Delete,
         })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayIds(vec![EventId::new(5, 1), EventId::new(9, 2)]),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayIds(Vec::new()),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::ReplayRange {
+                from: EventId::new(5, 1),
+                to: EventId::new(7, 1),
+            },
+        })),
         AnyFrame::Server(ServerFrame::Groups(GroupsReply {
             durable_end: 40,
             more: true,
@@ -641,10 +656,10 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
     assert!(decode_error(&code).message.contains("error code 0"));
 
-    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 4]);
+    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 6]);
     assert!(decode_error(&action)
         .message
-        .contains("group admin action 4"));
+        .contains("group admin action 6"));
     let more = raw_frame(kind::GROUPS, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
     assert!(decode_error(&more).message.contains("boolean"));
 }
