@@ -148,6 +148,8 @@ impl Client {
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
+            | ServerFrame::Namespaces(_)
+            | ServerFrame::Trace(_)
             | ServerFrame::Info(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
