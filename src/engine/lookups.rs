@@ -39,10 +39,7 @@ pub(super) struct Lookup {
 
 #[derive(Debug)]
 enum LookupKind {
-    Namespaces {
-        glob: NamespaceGlob,
-        listing: NamespaceListing,
-    },
+    Namespaces(Box<(NamespaceGlob, NamespaceListing)>),
     Trace(Box<TraceWalk>),
 }
 
@@ -81,7 +78,7 @@ impl<L: Log> Engine<L> {
         self.lookups.push_back(Lookup {
             conn,
             principal: self.principal(conn).cloned(),
-            kind: LookupKind::Namespaces { glob, listing },
+            kind: LookupKind::Namespaces(Box::new((glob, listing))),
         });
     }
 
@@ -124,7 +121,8 @@ impl<L: Log> Engine<L> {
                 continue;
             }
             match &mut lookup.kind {
-                LookupKind::Namespaces { glob, listing } => {
+                LookupKind::Namespaces(namespaces) => {
+                    let (glob, listing) = &mut **namespaces;
                     let principal = &lookup.principal;
                     let mut accept =
                         |name: &str| glob.matches(name) && may_consume(principal, name);
@@ -163,9 +161,10 @@ impl<L: Log> Engine<L> {
     /// Sends a finished listing's page: each namespace with the id and time of its first and
     /// last record (two record reads each, charged to `work`).
     fn finish_listing(&mut self, lookup: Lookup, work: &mut u64) {
-        let LookupKind::Namespaces { listing, .. } = lookup.kind else {
+        let LookupKind::Namespaces(namespaces) = lookup.kind else {
             return;
         };
+        let (_, listing) = *namespaces;
         let room = self.config.wire.frame_size_max as usize - NAMESPACES_FRAME_EMPTY_SIZE;
         let (page, mut more) = listing.into_page();
         let mut reply = NamespacesReply {

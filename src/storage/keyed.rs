@@ -126,6 +126,9 @@ pub enum SealedKeys {
     Unwritable,
 }
 
+/// The helper thread writing a sealed segment's two files.
+type IndexJob = JoinHandle<io::Result<(NamespaceHeader, NamespaceHeader)>>;
+
 /// The trace indexes of the file log.
 #[derive(Debug)]
 pub struct TraceIndex {
@@ -134,10 +137,7 @@ pub struct TraceIndex {
     pub open: Option<SegmentKeys>,
     /// Sealed segments by first offset; one missing here has no usable files yet.
     pub sealed: BTreeMap<u64, SealedKeys>,
-    build: Option<(
-        u64,
-        JoinHandle<io::Result<(NamespaceHeader, NamespaceHeader)>>,
-    )>,
+    build: Option<(u64, IndexJob)>,
     /// Files rebuilt from their segments since open.
     pub rebuilds: u64,
 }
@@ -277,26 +277,6 @@ pub fn lookup_key(id: EventId) -> NamespaceKey {
     NamespaceKey::Exact(id_key(id))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::ActorId;
-
-    #[test]
-    fn id_keys_sort_as_ids() {
-        let ids = [
-            EventId::new(1, 2),
-            EventId::new(1, 3),
-            EventId::new(2, 1),
-            EventId::new(u64::MAX, u16::MAX),
-        ];
-        let keys: Vec<String> = ids.iter().map(|&id| id_key(id)).collect();
-        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "{keys:?}");
-        assert_eq!(id_key(EventId::new(0x2a, 1)), "000000000000002a0001");
-        assert_eq!(ActorId(1), EventId::new(0x2a, 1).actor);
-    }
-}
-
 impl super::FileLog {
     /// `Log::find_traced_within` for the file log: each segment from `from` by its trace
     /// index (see the module documentation), `namespace_segments_per_query_max` segments at
@@ -393,13 +373,11 @@ impl super::FileLog {
     ) -> Result<u64, super::StorageError> {
         let dir = self.config.data_dir.clone();
         let lookup = lookup_key(id);
-        if !self.trace.sealed.contains_key(&first) {
+        if let std::collections::btree_map::Entry::Vacant(vacant) = self.trace.sealed.entry(first) {
             let headers = [TraceKey::Id, TraceKey::Parent]
                 .map(|k| load_trace_header(&dir, k, first, record_count, identity));
             if let [Some(ids), Some(parents)] = headers {
-                self.trace
-                    .sealed
-                    .insert(first, SealedKeys::Written(ids, parents));
+                vacant.insert(SealedKeys::Written(ids, parents));
             }
         }
         let problem = match self.trace.sealed.get(&first) {
@@ -483,5 +461,25 @@ impl super::FileLog {
             true
         })?;
         Ok(reached.0.min(end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ActorId;
+
+    #[test]
+    fn id_keys_sort_as_ids() {
+        let ids = [
+            EventId::new(1, 2),
+            EventId::new(1, 3),
+            EventId::new(2, 1),
+            EventId::new(u64::MAX, u16::MAX),
+        ];
+        let keys: Vec<String> = ids.iter().map(|&id| id_key(id)).collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "{keys:?}");
+        assert_eq!(id_key(EventId::new(0x2a, 1)), "000000000000002a0001");
+        assert_eq!(ActorId(1), EventId::new(0x2a, 1).actor);
     }
 }
