@@ -162,7 +162,12 @@ impl TraceIndex {
     /// The open segment was sealed (its identity given) and `next_first` starts the next
     /// one: its keys go to a helper thread that writes both files.
     pub fn seal(&mut self, dir: &Path, identity: u64, next_first: u64) {
-        let Some(keys) = self.open.replace(SegmentKeys::empty(next_first)) else {
+        // Keys are kept only once a trace asked for them (`open` is `Some`).
+        let Some(keys) = self
+            .open
+            .as_mut()
+            .map(|open| std::mem::replace(open, SegmentKeys::empty(next_first)))
+        else {
             return;
         };
         self.finish_build(true);
