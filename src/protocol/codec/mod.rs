@@ -18,7 +18,7 @@ pub use groups::{
 };
 mod status;
 mod streams;
-pub use streams::{NAMESPACES_FRAME_EMPTY_SIZE, TRACE_ENTRY_FIXED_SIZE, TRACE_FRAME_EMPTY_SIZE};
+pub use streams::{NAMESPACES_FRAME_EMPTY_SIZE, TRACE_FRAME_EMPTY_SIZE};
 
 use std::fmt;
 
