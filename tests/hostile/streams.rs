@@ -256,7 +256,7 @@ fn two_connections_racing_to_create_a_namespace_one_wins_every_round() {
 /// A trace of a tree of 1,000 events (a root, 9 children, each with 110 descendants in
 /// chains and fans) spread over many small segments, before and after a kill -9: `flo-client
 /// trace` prints every one of them once, indented under its parent, from the trace indexes
-/// (rebuilt from the segments after the restart).
+/// (rebuilt from the segments after the restart); `flo-client namespaces` counts them.
 #[test]
 fn trace_prints_a_tree_of_a_thousand_events_before_and_after_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -325,6 +325,28 @@ fn trace_prints_a_tree_of_a_thousand_events_before_and_after_kill_9() {
         let human = String::from_utf8(human.stdout).unwrap();
         assert!(human.starts_with(&root.to_string()), "{human}");
         assert!(human.contains(&format!("* {}", ids[5])), "{human}");
+        // The namespaces of the tree: /orders/0../orders/16, 2 events each per step (noise
+        // and step), and the root's /orders/1.
+        let listed = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args([
+                "-H",
+                &addr.to_string(),
+                "namespaces",
+                "/orders/*",
+                "--format",
+                "json",
+            ])
+            .output()
+            .expect("run flo-client namespaces");
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let total: u64 = listed
+            .lines()
+            .map(|line| {
+                let count = line.split("\"event_count\":").nth(1).expect(line);
+                count.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        assert_eq!((listed.lines().count(), total), (17, 1999), "{listed}");
     };
     check(server.addr);
     server.kill9();
