@@ -61,6 +61,57 @@ pub struct Retention {
     pub age_max_ms: Option<u64>,
 }
 
+/// A per-namespace retention rule (`/metrics/** keep 7d`): events whose namespace the glob
+/// matches are hidden from every reader once older than `keep_ms`, and their space is
+/// reclaimed like a purge's (docs/operations.md, "Purge and per-namespace retention").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamespaceRetention {
+    /// The namespaces it applies to.
+    pub glob: String,
+    /// How long their events are kept, in wall-clock milliseconds.
+    pub keep_ms: u64,
+}
+
+impl std::str::FromStr for NamespaceRetention {
+    type Err = String;
+
+    /// Parses `GLOB keep DURATION` (`/metrics/** keep 7d`).
+    fn from_str(text: &str) -> Result<NamespaceRetention, String> {
+        let error = || {
+            format!("invalid retention rule {text:?}: expected GLOB keep DURATION (/metrics/** keep 7d)")
+        };
+        let mut words = text.split_whitespace();
+        let (Some(glob), Some("keep"), Some(duration), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(error());
+        };
+        let keep_ms = crate::units::parse_duration_ms(duration)
+            .map_err(|message| format!("{}: {message}", error()))?;
+        crate::protocol::NamespaceGlob::new(glob)
+            .map_err(|message| format!("{}: {message}", error()))?;
+        Ok(NamespaceRetention {
+            glob: glob.to_string(),
+            keep_ms,
+        })
+    }
+}
+
+impl fmt::Display for NamespaceRetention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} keep {}",
+            self.glob,
+            crate::units::format_duration_ms(self.keep_ms)
+        )
+    }
+}
+
+/// The most per-namespace retention rules a server takes (each is checked against every event
+/// handed out, like a purge).
+pub const NAMESPACE_RETENTION_RULES_MAX: usize = 64;
+
 /// Limits of the wire protocol that a client must respect. The frame size, namespace length
 /// and event data size are sent in the handshake (Welcome); the others are documented in
 /// protocol.md.
@@ -116,6 +167,15 @@ pub struct StorageConfig {
     /// One namespace index query reads the index of at most this many segments before it
     /// returns (the caller asks again from there), so one call costs bounded time.
     pub namespace_segments_per_query_max: usize,
+    /// Per-namespace retention rules (`--retention-rule '/metrics/** keep 7d'`), at most
+    /// [`NAMESPACE_RETENTION_RULES_MAX`].
+    pub namespace_retention: Vec<NamespaceRetention>,
+    /// Purge rules kept at most (`--max-purge-rules`); a purge of a new glob past it is
+    /// refused with PurgeRulesFull. Every rule costs a comparison per event handed out.
+    pub purge_rules_max: usize,
+    /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
+    /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
+    pub reclaim_records_per_call_max: u64,
 }
 
 impl StorageConfig {
@@ -130,6 +190,9 @@ impl StorageConfig {
             namespace_index: true,
             trace_index: true,
             namespace_segments_per_query_max: 64,
+            namespace_retention: Vec::new(),
+            purge_rules_max: 256,
+            reclaim_records_per_call_max: 4096,
         }
     }
 }
@@ -263,6 +326,11 @@ impl Default for StreamLimits {
 pub struct GroupLimits {
     /// Groups the server keeps; a JoinGroup that would create one more is refused.
     pub groups_max: usize,
+    /// With an auth file: groups one principal may have created (its own, as the group
+    /// journal records them); a JoinGroup by that principal that would create one more is
+    /// refused with GroupQuotaExceeded. Groups created without an auth file have no owner and
+    /// count toward no principal.
+    pub per_principal_max: usize,
     /// The longest group name, in bytes.
     pub name_length_max: u32,
     /// Ack time-out of a join that does not set one.
@@ -295,6 +363,7 @@ impl Default for GroupLimits {
     fn default() -> GroupLimits {
         GroupLimits {
             groups_max: 1024,
+            per_principal_max: 64,
             name_length_max: 255,
             ack_timeout_default: Duration::from_secs(30),
             max_deliveries_default: 10,
@@ -420,6 +489,12 @@ pub struct Config {
     /// work does not grow with the number of busy clients and a bystander's request waits at
     /// most one bounded turn.
     pub read_bytes_per_turn_total_max: usize,
+    /// At most this many frames are decoded from all connections together per reactor turn
+    /// (a batch counts as its events), shared fairly among the readable ones like
+    /// `read_bytes_per_turn_total_max`. Bytes alone do not bound a turn's work: 4 MiB of
+    /// 13-byte Pings is 320,000 frames and as many replies. Frames past a connection's share
+    /// wait in its input buffer, and its socket is not read until they are decoded.
+    pub frames_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
     /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
@@ -441,10 +516,15 @@ pub struct Config {
     /// subscribe and status request is checked against its permissions; without, every client
     /// may do everything (docs/security.md).
     pub auth: Option<Arc<AuthTable>>,
-    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
-    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
-    /// this many guesses a second.
+    /// Failed handshakes (a token the auth table refuses) accepted per second from one source
+    /// address; past it, every Hello from that address is refused with AuthFailed until its
+    /// second ends, so a token guesser gets at most this many guesses a second per address.
     pub auth_failures_per_second_max: u32,
+    /// Source addresses (IPv4 addresses, IPv6 /64s) whose failed handshakes are counted
+    /// apart, so that `auth_failures_per_second_max` holds up only the address that failed;
+    /// while this many addresses failed within the same second, the failures of any other
+    /// share one count.
+    pub auth_failure_sources_max: usize,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -492,6 +572,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             read_bytes_per_turn_total_max: 4 * 1024 * 1024,
+            frames_per_turn_total_max: 16 * 1024,
             records_per_turn_max: 64 * 1024,
             feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
@@ -500,6 +581,7 @@ impl Config {
             tls: None,
             auth: None,
             auth_failures_per_second_max: 20,
+            auth_failure_sources_max: 1024,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
@@ -524,6 +606,9 @@ impl Config {
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
+        }
+        if self.auth_failure_sources_max == 0 {
+            return Err("auth failure sources must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -565,9 +650,11 @@ impl Config {
         if !(1..=1_000_000).contains(&self.storage.namespace_segments_per_query_max) {
             return Err("namespace segments per query must be between 1 and 1000000".into());
         }
+        self.validate_purge_bounds()?;
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
+            || self.frames_per_turn_total_max == 0
             || self.records_per_turn_max == 0
             || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
@@ -626,6 +713,45 @@ impl Config {
     }
 
     /// Checks the bounds of the metrics endpoint's connections.
+    fn validate_purge_bounds(&self) -> Result<(), String> {
+        let storage = &self.storage;
+        if !(1..=65_535).contains(&storage.purge_rules_max) {
+            return Err("max purge rules must be between 1 and 65535".into());
+        }
+        if storage.reclaim_records_per_call_max == 0 {
+            return Err("reclaim records per call must be positive".into());
+        }
+        if storage.namespace_retention.len() > NAMESPACE_RETENTION_RULES_MAX {
+            return Err(format!(
+                "at most {NAMESPACE_RETENTION_RULES_MAX} retention rules (--retention-rule)"
+            ));
+        }
+        let glob_max = self.wire.glob_length_max as usize;
+        let reply_size_max = crate::protocol::PURGES_FRAME_EMPTY_SIZE
+            + storage.purge_rules_max * (crate::protocol::PURGE_RULE_FIXED_SIZE + glob_max)
+            + storage.namespace_retention.len()
+                * (crate::protocol::RETENTION_INFO_FIXED_SIZE + glob_max);
+        if reply_size_max > self.wire.frame_size_max as usize {
+            return Err(format!(
+                "max purge rules {} with globs up to {glob_max} bytes make a Purges reply                  larger than the frame size limit",
+                storage.purge_rules_max
+            ));
+        }
+        for rule in &storage.namespace_retention {
+            if rule.glob.len() > self.wire.glob_length_max as usize {
+                return Err(format!(
+                    "retention rule {rule}: the glob is longer than the glob length limit"
+                ));
+            }
+            crate::protocol::NamespaceGlob::new(&rule.glob)
+                .map_err(|error| format!("retention rule {rule}: {error}"))?;
+            if rule.keep_ms == 0 {
+                return Err(format!("retention rule {rule}: keep must be positive"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_metrics(&self) -> Result<(), String> {
         let metrics = &self.metrics;
         if !(1..=1024).contains(&metrics.connections_max) {
@@ -682,6 +808,7 @@ impl Config {
         }
         let groups = &self.groups;
         if groups.groups_max == 0
+            || groups.per_principal_max == 0
             || groups.name_length_max == 0
             || groups.name_length_max > u32::from(u16::MAX)
             || groups.ack_timeout_default.is_zero()

@@ -11,6 +11,8 @@ mod common;
 #[path = "hostile/support.rs"]
 mod support;
 
+#[path = "hostile/auth.rs"]
+mod auth;
 #[path = "hostile/bounds.rs"]
 mod bounds;
 #[path = "hostile/cli.rs"]
@@ -23,6 +25,8 @@ mod groups;
 mod metrics;
 #[path = "hostile/peers.rs"]
 mod peers;
+#[path = "hostile/purge.rs"]
+mod purge;
 #[path = "hostile/shutdown.rs"]
 mod shutdown;
 #[path = "hostile/storage.rs"]

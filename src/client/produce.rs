@@ -150,7 +150,9 @@ impl Client {
             | ServerFrame::Parked(_)
             | ServerFrame::Namespaces(_)
             | ServerFrame::Trace(_)
-            | ServerFrame::Info(_)) => Err(unexpected(&frame, "an Ack")),
+            | ServerFrame::Info(_)
+            | ServerFrame::Purged(_)
+            | ServerFrame::Purges(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

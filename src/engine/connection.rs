@@ -188,6 +188,10 @@ pub struct Connection {
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
+    /// True while whole frames wait in `input` because the turn's frame budget
+    /// (`frames_per_turn_total_max`, shared by the reactor) ran out: the reactor reads no
+    /// more bytes from the socket until they are decoded, so `input` holds at most one read.
+    pub input_deferred: bool,
     /// The encoded size of the replies held for this turn's sync (acks and produce errors).
     pub held_reply_bytes: usize,
     /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
@@ -244,6 +248,7 @@ impl Connection {
             has_output_queued: false,
             has_reply_queued: false,
             input_paused: false,
+            input_deferred: false,
             held_reply_bytes: 0,
             frame_started_ms: None,
             paused_at_ms: None,

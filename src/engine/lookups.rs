@@ -21,7 +21,7 @@ use crate::protocol::{
     TraceEntry, TraceReply, NAMESPACES_FRAME_EMPTY_SIZE, TRACE_FRAME_EMPTY_SIZE,
 };
 use crate::storage::{
-    read_one, Log, NamespaceKey, NamespaceListing, Offset, StorageError, TraceKey,
+    read_one, HideRules, Log, NamespaceKey, NamespaceListing, Offset, StorageError, TraceKey,
 };
 
 use super::consume::index_key;
@@ -172,6 +172,7 @@ impl<L: Log> Engine<L> {
             namespaces: Vec::with_capacity(page.len()),
         };
         let mut used = 0;
+        let hide = self.log.hide_rules();
         for (name, counts) in page {
             *work = work.saturating_sub(2);
             let ends = [counts.first, counts.last].map(|offset| read_one(&mut self.log, offset));
@@ -181,9 +182,15 @@ impl<L: Log> Engine<L> {
                     return self.lookup_failed(lookup.conn, &error);
                 }
             };
+            // Purges and retention rules hide a namespace's oldest events: a namespace whose
+            // newest event is hidden has none left to show; a hidden first one is not named.
+            if last.as_ref().is_some_and(|event| hide.hides(event)) {
+                continue;
+            }
             let id_and_time = |event: Option<crate::event::Event>| match event {
-                // Retention deleted it while the listing ran.
+                // Retention deleted it while the listing ran, or a purge hides it.
                 None => Ok((EventId::NONE, 0)),
+                Some(event) if hide.hides(&event) => Ok((EventId::NONE, 0)),
                 Some(event) if event.namespace == name => Ok((event.id, event.timestamp_ms)),
                 Some(event) => Err(StorageError::Corrupt {
                     context: format!(
@@ -346,6 +353,7 @@ impl TraceWalk {
             let exhausted = reached >= log.durable_end();
             let step = self.step;
             let mut step_done = exhausted;
+            let hide = log.hide_rules();
             for offset in &found {
                 *work = work.saturating_sub(1);
                 let Some(event) = read_one(log, offset.0)? else {
@@ -354,10 +362,10 @@ impl TraceWalk {
                 match step {
                     TraceStep::Root | TraceStep::Ancestor(..) => {
                         step_done = true;
-                        self.take_ancestor(event, principal, limits);
+                        self.take_ancestor(event, principal, &hide, limits);
                     }
                     TraceStep::Children(_, depth) => {
-                        if !self.take_child(event, depth + 1, principal, limits) {
+                        if !self.take_child(event, depth + 1, principal, &hide, limits) {
                             step_done = true;
                             break;
                         }
@@ -383,6 +391,7 @@ impl TraceWalk {
         &mut self,
         event: Event,
         principal: &Option<Arc<Principal>>,
+        hide: &HideRules,
         limits: &TraceLimits,
     ) {
         let depth = match self.step {
@@ -391,7 +400,7 @@ impl TraceWalk {
         };
         // An event outside the principal's permissions is not shown, nor followed; a cycle of
         // parent ids (possible: a parent id is whatever the producer sent) ends the ancestry.
-        let visible = may_consume(principal, &event.namespace);
+        let visible = may_consume(principal, &event.namespace) && !hide.hides(&event);
         if !visible || !self.seen.insert(event.id) || self.seen.len() > limits.events_max {
             self.truncated |= self.seen.len() > limits.events_max;
             return self.next_step(limits);
@@ -416,13 +425,17 @@ impl TraceWalk {
         event: Event,
         depth: i16,
         principal: &Option<Arc<Principal>>,
+        hide: &HideRules,
         limits: &TraceLimits,
     ) -> bool {
         if self.seen.len() >= limits.events_max {
             self.truncated = true;
             return false;
         }
-        if !may_consume(principal, &event.namespace) || !self.seen.insert(event.id) {
+        if !may_consume(principal, &event.namespace)
+            || hide.hides(&event)
+            || !self.seen.insert(event.id)
+        {
             return true;
         }
         self.ready.push(TraceWalk::entry(&event, depth));

@@ -16,6 +16,8 @@ mod auth;
 mod order;
 // Conditional and idempotent produce.
 mod streams;
+// Purges, their tombstones between peers, and per-namespace retention.
+mod purge;
 
 struct Harness {
     engine: Engine<MemoryLog>,

@@ -4,7 +4,7 @@
 use std::fmt;
 
 pub use crate::event::Order;
-use crate::event::{Event, EventId, StartPosition, VersionVector};
+use crate::event::{Event, EventId, PurgeRule, StartPosition, VersionVector};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -33,6 +33,8 @@ pub mod kind {
     pub const NAMESPACES_REQUEST: u8 = 0x16;
     pub const TRACE_REQUEST: u8 = 0x17;
     pub const INFO_REQUEST: u8 = 0x18;
+    pub const PURGE: u8 = 0x19;
+    pub const PURGES_REQUEST: u8 = 0x1A;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -48,6 +50,8 @@ pub mod kind {
     pub const NAMESPACES: u8 = 0x2E;
     pub const TRACE: u8 = 0x2F;
     pub const INFO: u8 = 0x30;
+    pub const PURGED: u8 = 0x31;
+    pub const PURGES: u8 = 0x32;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -58,6 +62,7 @@ pub mod kind {
     pub const PEER_PROOF: u8 = 0x45;
     pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_CLOCK: u8 = 0x48;
+    pub const PEER_PURGE: u8 = 0x4B;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -583,6 +588,9 @@ pub enum ErrorCode {
     NoSuchGroup = 31,
     /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
     GroupInUse = 32,
+    /// With an auth file: a JoinGroup would create a group beyond its principal's quota of
+    /// created groups (`groups.per_principal_max`). Stays open.
+    GroupQuotaExceeded = 33,
     /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
     /// the namespace's actual last id (25 digits) or `none`. Stays open.
     ExpectationFailed = 35,
@@ -603,6 +611,9 @@ pub enum ErrorCode {
     /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
     /// is ended; the connection stays open.
     OrderStalled = 44,
+    /// A Purge of a new glob and kind when the server already holds `purge_rules_max` purge
+    /// rules; nothing changed. Scope connection.
+    PurgeRulesFull = 47,
 }
 
 impl ErrorCode {
@@ -642,12 +653,14 @@ impl ErrorCode {
             ReplicationTimeout,
             NoSuchGroup,
             GroupInUse,
+            GroupQuotaExceeded,
             ExpectationFailed,
             SequenceUnknown,
             LookupBusy,
             NoSuchEvent,
             ActorNotAllowed,
             OrderStalled,
+            PurgeRulesFull,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -689,11 +702,13 @@ impl ErrorCode {
             | ReplicationTimeout
             | NoSuchGroup
             | GroupInUse
+            | GroupQuotaExceeded
             | ExpectationFailed
             | SequenceUnknown
             | LookupBusy
             | NoSuchEvent
-            | OrderStalled => false,
+            | OrderStalled
+            | PurgeRulesFull => false,
         }
     }
 }
@@ -769,6 +784,11 @@ pub enum ClientFrame {
     TraceRequest {
         id: EventId,
     },
+    /// Purge the namespaces a glob matches below a bound (admin); answered with
+    /// [`ServerFrame::Purged`] once the purge is durable.
+    Purge(PurgeRule),
+    /// Ask for [`ServerFrame::Purges`] (admin).
+    PurgesRequest,
 }
 
 /// A frame a server sends to a client.
@@ -808,6 +828,41 @@ pub enum ServerFrame {
     Namespaces(NamespacesReply),
     /// Part of the answer to [`ClientFrame::TraceRequest`].
     Trace(TraceReply),
+    /// The answer to [`ClientFrame::Purge`]: the purge is durable on this node.
+    Purged(Purged),
+    /// The answer to [`ClientFrame::PurgesRequest`].
+    Purges(PurgesReply),
+}
+
+/// The answer to a Purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The purge as asked.
+    pub rule: PurgeRule,
+    /// False when a purge of the same glob and kind with an equal or later bound was already
+    /// in force (nothing changed).
+    pub changed: bool,
+}
+
+/// A per-namespace retention rule as the Purges frame reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionInfo {
+    /// The namespaces the rule applies to.
+    pub glob: String,
+    /// How long their events are kept, in milliseconds.
+    pub keep_ms: u64,
+    /// Events of the glob older than this (milliseconds since the epoch) are hidden now; 0
+    /// before the server first applied the rule.
+    pub cutoff_ms: u64,
+}
+
+/// The purges and per-namespace retention rules in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgesReply {
+    /// The purges, oldest (glob, kind) first.
+    pub purges: Vec<PurgeRule>,
+    /// The per-namespace retention rules, in configuration order.
+    pub retention: Vec<RetentionInfo>,
 }
 
 /// A frame between two cluster peers (the established ones only after the PeerHello,
@@ -838,6 +893,9 @@ pub enum PeerFrame {
     PeerClock {
         counter: u64,
     },
+    /// A purge the sender holds (a tombstone): the receiver merges it into its own purges
+    /// (docs/operations.md, "Purges in a cluster").
+    PeerPurge(PurgeRule),
     /// The sender refuses the handshake or closes the connection.
     Error(ErrorFrame),
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
@@ -20,9 +21,11 @@ use super::lease;
 use super::lock::DirLock;
 use super::namespace::{NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
+use super::purge::{self, HideRules};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
-    find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
+    describe_around, find_valid_records, keep_records, log_repair, read_from, record_id,
+    write_quarantine, RecoveryMode, NONE_IN_SEGMENT,
 };
 use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
@@ -164,6 +167,7 @@ impl FileLog {
         let (journal, produced) = ProducedJournal::open(dir)?;
         let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        log.hide = Arc::new(load_hide_rules(dir, config)?);
         // A record whose events did not survive (written, then the events were lost) is
         // dropped: a retry of its produce must be stored again.
         let vector = log.durable_vector.clone();
@@ -179,6 +183,17 @@ impl FileLog {
                 .map_or(log.open.index.first_offset, |s| s.first_offset);
         Ok((log, report))
     }
+}
+
+/// The purges recorded in `dir` and the configured per-namespace retention rules.
+fn load_hide_rules(dir: &Path, config: &StorageConfig) -> Result<HideRules, StorageError> {
+    let size_max = purge::file_size_max(config.purge_rules_max, usize::from(u16::MAX));
+    let mut hide = HideRules::default();
+    hide.set_retention_rules(&config.namespace_retention);
+    // A set written under a larger --max-purge-rules is loaded whole: purges are never
+    // dropped by a restart.
+    let (loaded, _, _) = purge::merge_all(&hide, &purge::read(dir, size_max)?, usize::MAX);
+    Ok(loaded)
 }
 
 /// The counter lease of `dir` (0 when it has none). A damaged lease file stops the start,
@@ -242,6 +257,8 @@ fn assemble(
         trace: Default::default(),
         produced,
         produced_loaded: Vec::new(),
+        hide: Arc::default(),
+        reclaim_next: 0,
         syncer: Default::default(),
         _lock: lock,
     }
@@ -284,7 +301,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::Lock
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
-                | FileKind::ProducedJournal,
+                | FileKind::ProducedJournal
+                | FileKind::Purges,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -298,7 +316,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::NamespaceIndexTemp(_)
                 | FileKind::TraceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
-                | FileKind::ProducedJournalTemp,
+                | FileKind::ProducedJournalTemp
+                | FileKind::PurgesTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {
@@ -459,10 +478,14 @@ fn recover_open(
             let error = scan
                 .error
                 .map_or("unreadable record".to_string(), |e| e.to_string());
+            let around = describe_around(
+                scan.last_id.ok_or(NONE_IN_SEGMENT),
+                record_id(&tail, kept.first()).ok_or(NONE_IN_SEGMENT),
+            );
             if mode == RecoveryMode::Refuse {
                 let problem = format!(
                     "{error}, and {} records with valid checksums follow it (the first at byte \
-                     {}), so this is not a torn write",
+                     {}), so this is not a torn write; {around}",
                     kept.len(),
                     position + kept[0].start as u64
                 );
@@ -471,7 +494,7 @@ fn recover_open(
             write_quarantine(dir, first, position, &tail)
                 .map_err(io_error(context("quarantine")))?;
             keep_records(&mut file, position, &tail, &kept).map_err(io_error(context("repair")))?;
-            log_repair(dir, first, position, tail.len(), kept.len());
+            log_repair(dir, first, position, tail.len(), kept.len(), &around);
             report.quarantined_bytes += tail.len() as u64;
             report.repaired_records += kept.len() as u64;
             scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
@@ -517,9 +540,20 @@ fn recover_damaged_header(
         report.truncated_bytes += file_size;
         return new_open_segment(dir, first, &vector_before);
     }
+    let records_at = expected.len().min(bytes.len());
+    let kept: Vec<_> = find_valid_records(&bytes[records_at..])
+        .into_iter()
+        .map(|r| r.start + records_at..r.end + records_at)
+        .collect();
+    // Before the damage lies only the previous segment, whose last event the client finds
+    // by reading up to this segment's first offset.
+    let around = describe_around(
+        Err("the last event of the previous segment"),
+        record_id(&bytes, kept.first()).ok_or(NONE_IN_SEGMENT),
+    );
     let problem = format!(
         "the segment header is damaged and the file holds {file_size} bytes, more than \
-         a header being created"
+         a header being created; {around}"
     );
     if mode == RecoveryMode::Refuse {
         return Err(needs_repair(dir, first, 0, problem));
@@ -529,13 +563,8 @@ fn recover_damaged_header(
     write_quarantine(dir, first, 0, &bytes).map_err(io_error(context("quarantine")))?;
     let (mut file, header_size) =
         create_segment(dir, first, &vector_before).map_err(io_error(context("recreate")))?;
-    let records_at = expected.len().min(bytes.len());
-    let kept: Vec<_> = find_valid_records(&bytes[records_at..])
-        .into_iter()
-        .map(|r| r.start + records_at..r.end + records_at)
-        .collect();
     keep_records(&mut file, header_size, &bytes, &kept).map_err(io_error(context("repair")))?;
-    log_repair(dir, first, 0, bytes.len(), kept.len());
+    log_repair(dir, first, 0, bytes.len(), kept.len(), &around);
     report.quarantined_bytes += bytes.len() as u64;
     report.repaired_records += kept.len() as u64;
     let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;

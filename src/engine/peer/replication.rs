@@ -120,6 +120,7 @@ impl<L: Log> Engine<L> {
                 };
                 return self.on_peer_clock(conn, peer.actor, counter);
             }
+            PeerFrame::PeerPurge(rule) => self.on_peer_purge(rule),
             PeerFrame::Error(error) => {
                 match error.code {
                     ErrorCode::DuplicatePeerConnection => {
@@ -138,7 +139,7 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
-                    "only PeerEvent, PeerCredit, PeerMembers and PeerClock are valid on a peer connection after the handshake",
+                    "only PeerEvent, PeerCredit, PeerMembers, PeerClock and PeerPurge are valid on a peer connection after the handshake",
                 )
             }
         }

@@ -16,6 +16,8 @@ mod reader_writer;
 pub use groups::{
     GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
 };
+mod purge;
+pub use purge::{PURGES_FRAME_EMPTY_SIZE, PURGE_RULE_FIXED_SIZE, RETENTION_INFO_FIXED_SIZE};
 mod status;
 mod streams;
 pub use streams::{NAMESPACES_FRAME_EMPTY_SIZE, TRACE_FRAME_EMPTY_SIZE};
@@ -24,7 +26,7 @@ use std::fmt;
 
 use super::frame::*;
 use crate::config::WireLimits;
-use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use crate::event::{ActorId, Cursor, Event, EventId, PurgeRule, StartPosition, VersionVector};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
 
@@ -174,7 +176,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SET_PRODUCER
         | kind::NAMESPACES_REQUEST
         | kind::TRACE_REQUEST
-        | kind::INFO_REQUEST => ClientToServer,
+        | kind::INFO_REQUEST
+        | kind::PURGE
+        | kind::PURGES_REQUEST => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -188,7 +192,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PARKED
         | kind::NAMESPACES
         | kind::TRACE
-        | kind::INFO => ServerToClient,
+        | kind::INFO
+        | kind::PURGED
+        | kind::PURGES => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -196,7 +202,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_MEMBERS
         | kind::PEER_PROOF
         | kind::PEER_ACCEPT
-        | kind::PEER_CLOCK => PeerToPeer,
+        | kind::PEER_CLOCK
+        | kind::PEER_PURGE => PeerToPeer,
         _ => return None,
     })
 }
@@ -276,7 +283,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::Parked(_)
                 | ServerFrame::Namespaces(_)
                 | ServerFrame::Trace(_)
-                | ServerFrame::Info(_),
+                | ServerFrame::Info(_)
+                | ServerFrame::Purged(_)
+                | ServerFrame::Purges(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -328,7 +337,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::SetProducer { .. }
                 | ClientFrame::NamespacesRequest(_)
                 | ClientFrame::TraceRequest { .. }
-                | ClientFrame::InfoRequest,
+                | ClientFrame::InfoRequest
+                | ClientFrame::Purge(_)
+                | ClientFrame::PurgesRequest,
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -340,6 +351,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
                 | PeerFrame::PeerClock { .. }
+                | PeerFrame::PeerPurge(_)
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -446,6 +458,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
             ClientFrame::NamespacesRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::TraceRequest { id } => write_frame(out, kind, |w| w.put_id(*id)),
+            ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
+            ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
         }
     }
 
@@ -472,6 +486,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
             ClientFrame::NamespacesRequest(_) => kind::NAMESPACES_REQUEST,
             ClientFrame::TraceRequest { .. } => kind::TRACE_REQUEST,
+            ClientFrame::Purge(_) => kind::PURGE,
+            ClientFrame::PurgesRequest => kind::PURGES_REQUEST,
         }
     }
 }
@@ -511,6 +527,8 @@ impl Encode for ServerFrame {
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
             ServerFrame::Namespaces(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Trace(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Purged(purged) => write_frame(out, kind, |w| purged.write(w)),
+            ServerFrame::Purges(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -530,6 +548,8 @@ impl Encode for ServerFrame {
             ServerFrame::Info(_) => kind::INFO,
             ServerFrame::Namespaces(_) => kind::NAMESPACES,
             ServerFrame::Trace(_) => kind::TRACE,
+            ServerFrame::Purged(_) => kind::PURGED,
+            ServerFrame::Purges(_) => kind::PURGES,
         }
     }
 }
@@ -564,6 +584,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
+            PeerFrame::PeerPurge(rule) => write_frame(out, kind, |w| rule.write(w)),
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
@@ -581,6 +602,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
             PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
+            PeerFrame::PeerPurge(_) => kind::PEER_PURGE,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -651,6 +673,11 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_PROOF => "PeerProof",
         kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
+        kind::PURGE => "Purge",
+        kind::PURGES_REQUEST => "PurgesRequest",
+        kind::PURGED => "Purged",
+        kind::PURGES => "Purges",
+        kind::PEER_PURGE => "PeerPurge",
         _ => "unknown",
     }
 }
@@ -752,6 +779,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
             counter: r.get_u64("counter")?,
         }),
+        kind::PURGE => AnyFrame::Client(ClientFrame::Purge(PurgeRule::read(r)?)),
+        kind::PURGES_REQUEST => AnyFrame::Client(ClientFrame::PurgesRequest),
+        kind::PURGED => AnyFrame::Server(ServerFrame::Purged(Purged::read(r)?)),
+        kind::PURGES => AnyFrame::Server(ServerFrame::Purges(PurgesReply::read(r)?)),
+        kind::PEER_PURGE => AnyFrame::Peer(PeerFrame::PeerPurge(PurgeRule::read(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }
