@@ -160,6 +160,10 @@ pub struct StorageConfig {
     /// in memory (at most about the segment's size) and a `.nsx` file per sealed segment.
     /// Off, a subscription to one namespace reads the whole log.
     pub namespace_index: bool,
+    /// Whether the trace indexes are kept (`.eix` and `.pix` per sealed segment, the open
+    /// segment's keys in memory once a trace asked for them, about 64 bytes per record). Off,
+    /// every step of a trace reads the whole log.
+    pub trace_index: bool,
     /// One namespace index query reads the index of at most this many segments before it
     /// returns (the caller asks again from there), so one call costs bounded time.
     pub namespace_segments_per_query_max: usize,
@@ -184,6 +188,7 @@ impl StorageConfig {
             retention: Retention::default(),
             cache_bytes_max: 64 * 1024 * 1024,
             namespace_index: true,
+            trace_index: true,
             namespace_segments_per_query_max: 64,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
@@ -301,6 +306,16 @@ pub struct StreamLimits {
     /// Acks kept per idempotent producer: a retried produce at most this many produces old
     /// gets its original ack; an older one gets `SequenceUnknown`.
     pub producer_window: usize,
+    /// Namespaces one `Namespaces` reply lists at most (`flo-client namespaces` pages through
+    /// the rest); a listing keeps this many + 1 candidates in memory while it runs.
+    pub namespaces_per_reply_max: usize,
+    /// Events one trace lists at most (ancestors, the event, descendants); past it the trace
+    /// ends marked truncated. Bounds a trace's memory (the ids seen and the level waiting).
+    pub trace_events_max: usize,
+    /// Generations a trace follows up (ancestors) and down (descendants).
+    pub trace_depth_max: u16,
+    /// Entries one Trace frame carries at most (a trace is sent in several frames).
+    pub trace_events_per_reply_max: usize,
 }
 
 impl Default for StreamLimits {
@@ -309,6 +324,10 @@ impl Default for StreamLimits {
             last_ids_max: 64 * 1024,
             producers_max: 1024,
             producer_window: 256,
+            namespaces_per_reply_max: 100,
+            trace_events_max: 10_000,
+            trace_depth_max: 1_000,
+            trace_events_per_reply_max: 1_000,
         }
     }
 }
@@ -796,6 +815,19 @@ impl Config {
             return Err(
                 "the stream limits (last ids, producers, producer window) must be positive".into(),
             );
+        }
+        if !(1..=1_000_000).contains(&streams.trace_events_max)
+            || !(1..=10_000).contains(&streams.trace_depth_max)
+            || !(1..=10_000).contains(&streams.trace_events_per_reply_max)
+        {
+            return Err(
+                "streams.trace_events_max must be 1..=1000000, trace_depth_max and \
+                 trace_events_per_reply_max 1..=10000"
+                    .into(),
+            );
+        }
+        if !(1..=10_000).contains(&streams.namespaces_per_reply_max) {
+            return Err("streams.namespaces_per_reply_max must be between 1 and 10000".into());
         }
         let groups = &self.groups;
         if groups.groups_max == 0

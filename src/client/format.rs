@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 
 use crate::event::{Event, EventId, StartPosition};
 
+pub use super::namespaces::{format_namespace, format_namespace_json, format_rfc3339_ms};
+pub use super::trace::{format_trace, format_trace_json};
+
 /// The seed README's human format: a blank line, `EventId: <id>`, `Namespace: <namespace>`,
 /// then the data as text, each on its own line.
 ///

@@ -31,8 +31,10 @@ pub mod format;
 mod group;
 mod group_admin;
 mod idempotent;
+mod namespaces;
 mod produce;
 mod tls;
+mod trace;
 mod typed;
 
 use std::time::{Duration, Instant};
@@ -43,7 +45,8 @@ use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION
 
 pub use crate::protocol::{
     Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberState,
-    MemberStatus, NewEvent, ParkedEvent, ParkedReply, Purged, PurgesReply, RetentionInfo, Status,
+    MemberStatus, NamespaceInfo, NamespacesReply, NewEvent, ParkedEvent, ParkedReply, Purged,
+    PurgesReply, RetentionInfo, Status, TraceEntry,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -52,6 +55,7 @@ pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
 pub use idempotent::IdempotentProducer;
 pub use produce::Producer;
 pub use tls::ClientTls;
+pub use trace::Trace;
 #[cfg(feature = "json")]
 pub use typed::JsonCodec;
 pub use typed::{CodecError, EventCodec, RawCodec, TypedEvent, TypedSubscription, Utf8Codec};
@@ -300,6 +304,8 @@ impl Client {
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
+            | ServerFrame::Namespaces(_)
+            | ServerFrame::Trace(_)
             | ServerFrame::Info(_)
             | ServerFrame::Purged(_)
             | ServerFrame::Purges(_)) => {

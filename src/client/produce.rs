@@ -148,6 +148,8 @@ impl Client {
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
+            | ServerFrame::Namespaces(_)
+            | ServerFrame::Trace(_)
             | ServerFrame::Info(_)
             | ServerFrame::Purged(_)
             | ServerFrame::Purges(_)) => Err(unexpected(&frame, "an Ack")),

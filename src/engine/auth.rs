@@ -244,7 +244,7 @@ impl<L: Log> Engine<L> {
     }
 
     /// The principal of an open client connection, when the server has an auth table.
-    fn principal(&self, conn: ConnId) -> Option<&Arc<Principal>> {
+    pub(super) fn principal(&self, conn: ConnId) -> Option<&Arc<Principal>> {
         self.conn(conn)?.client()?.principal.as_ref()
     }
 

@@ -27,7 +27,7 @@ const INDEX_GAP_MIN: u64 = 1024;
 /// or its literal part up to the last `/` before the first wildcard when that is more than
 /// `/` (cut at a `/` so that no spelling of `**` can make the literal part longer than what
 /// every match starts with). `None`: the glob needs a scan.
-fn index_key(pattern: &str) -> Option<NamespaceKey> {
+pub(super) fn index_key(pattern: &str) -> Option<NamespaceKey> {
     let wildcard = pattern.find(['*', '?', '[']);
     let Some(wildcard) = wildcard else {
         return Some(NamespaceKey::Exact(pattern.to_string()));

@@ -13,6 +13,7 @@ mod consume;
 mod groups;
 mod groups_admin;
 mod invariants;
+mod lookups;
 mod metrics;
 mod order;
 mod peer;
@@ -254,6 +255,8 @@ pub struct Engine<L: Log> {
     producers: streams::Producers,
     /// Subscriptions that can make progress now, in the order they became ready.
     ready: VecDeque<(ConnId, u32)>,
+    /// Namespace listings and traces in progress, at most one per connection (`lookups.rs`).
+    lookups: VecDeque<lookups::Lookup>,
     /// Connections with output the reactor has not been told about yet.
     output_queue: VecDeque<ConnId>,
     /// Connections whose produce replies this turn released; `poll_action` hands them out
@@ -328,6 +331,7 @@ impl<L: Log> Engine<L> {
             last_ids: HashMap::new(),
             producers: streams::Producers::default(),
             ready: VecDeque::new(),
+            lookups: VecDeque::new(),
             output_queue: VecDeque::new(),
             reply_queue: VecDeque::new(),
             input_resumed: Vec::new(),
@@ -867,6 +871,7 @@ impl<L: Log> Engine<L> {
         self.send_clocks(false);
         let mut group_budget = self.config.records_per_turn_max;
         self.groups_turn_end(now, &mut group_budget);
+        self.lookups_turn_end();
         self.update_hold(now);
         self.dial_due(now);
         if now.monotonic.0 >= self.next_housekeeping_ms {
@@ -911,6 +916,7 @@ impl<L: Log> Engine<L> {
             || !self.input_resumed.is_empty()
             || !self.input_deferred_queue.is_empty()
             || self.groups_have_work()
+            || self.has_lookups()
     }
 
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
@@ -1066,6 +1072,8 @@ impl<L: Log> Engine<L> {
             ClientFrame::GroupsRequest(request) => self.on_groups_request(conn, request),
             ClientFrame::ParkedRequest(request) => self.on_parked_request(conn, request),
             ClientFrame::GroupAdmin(admin) => self.on_group_admin(conn, admin),
+            ClientFrame::NamespacesRequest(request) => self.on_namespaces_request(conn, request),
+            ClientFrame::TraceRequest { id } => self.on_trace_request(conn, id),
             ClientFrame::ProduceIf(produce) => self.on_produce_if(now, conn, produce),
             ClientFrame::SetProducer {
                 producer_id,

@@ -30,6 +30,8 @@ pub mod kind {
     pub const GROUP_ADMIN: u8 = 0x10;
     pub const PRODUCE_IF: u8 = 0x12;
     pub const SET_PRODUCER: u8 = 0x13;
+    pub const NAMESPACES_REQUEST: u8 = 0x16;
+    pub const TRACE_REQUEST: u8 = 0x17;
     pub const INFO_REQUEST: u8 = 0x18;
     pub const PURGE: u8 = 0x19;
     pub const PURGES_REQUEST: u8 = 0x1A;
@@ -45,6 +47,8 @@ pub mod kind {
     pub const SKIPPED: u8 = 0x29;
     pub const GROUPS: u8 = 0x2A;
     pub const PARKED: u8 = 0x2B;
+    pub const NAMESPACES: u8 = 0x2E;
+    pub const TRACE: u8 = 0x2F;
     pub const INFO: u8 = 0x30;
     pub const PURGED: u8 = 0x31;
     pub const PURGES: u8 = 0x32;
@@ -421,6 +425,70 @@ pub struct GroupsReply {
     pub groups: Vec<GroupInfo>,
 }
 
+/// Ask for a page of the namespaces a glob matches (protocol.md section 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacesRequest {
+    /// Which namespaces (a glob, section 8; `/**` for all).
+    pub glob: String,
+    /// The page starts after this name (the last name of the previous page); empty: the first.
+    pub after: String,
+}
+
+/// One namespace of a `Namespaces` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// The namespace.
+    pub name: String,
+    /// Its records in the server's log.
+    pub event_count: u64,
+    /// Its oldest retained event (in log order), or none when retention deleted it while the
+    /// listing ran.
+    pub first_id: EventId,
+    /// That event's timestamp (0 with no event).
+    pub first_timestamp_ms: u64,
+    /// Its newest event (in log order), or none as `first_id`.
+    pub last_id: EventId,
+    /// That event's timestamp (0 with no event).
+    pub last_timestamp_ms: u64,
+}
+
+/// The answer to a `NamespacesRequest`: namespaces in bytewise name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacesReply {
+    /// More namespaces follow: ask again with `after` = the last name.
+    pub more: bool,
+    /// The namespaces of the page.
+    pub namespaces: Vec<NamespaceInfo>,
+}
+
+/// One event of a trace: where it stands relative to the traced event, and its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// 0 for the traced event, -1 for its parent, -2 for the parent's parent, ...; 1 for its
+    /// children, 2 for theirs, ...
+    pub depth: i16,
+    /// The event's id.
+    pub id: EventId,
+    /// Its parent's id.
+    pub parent_id: Option<EventId>,
+    /// Its timestamp.
+    pub timestamp_ms: u64,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// Part of the answer to a `TraceRequest`: entries in order (the ancestors from the oldest
+/// down, the traced event, then the descendants level by level).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceReply {
+    /// More Trace frames of this trace follow.
+    pub more: bool,
+    /// The trace stopped at a limit (depth or events): events are missing from it.
+    pub truncated: bool,
+    /// The entries of this frame.
+    pub entries: Vec<TraceEntry>,
+}
+
 /// One parked event: where it is in the log and its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParkedEvent {
@@ -563,6 +631,12 @@ pub enum ErrorCode {
     /// not a member this node knows, and not in the peer's handshake vector
     /// (docs/clustering.md, "Which actors a peer may send"). Closes the peer connection.
     ActorNotAllowed = 40,
+    /// A NamespacesRequest or TraceRequest while the connection's previous one is still being
+    /// answered.
+    /// Stays open.
+    LookupBusy = 37,
+    /// A TraceRequest named an id the server's log does not hold. Stays open.
+    NoSuchEvent = 38,
     /// An id-order subscription's next event waited longer than the order stall time-out
     /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
     /// is ended; the connection stays open.
@@ -613,6 +687,8 @@ impl ErrorCode {
             NotParked,
             ExpectationFailed,
             SequenceUnknown,
+            LookupBusy,
+            NoSuchEvent,
             ActorNotAllowed,
             OrderStalled,
             PurgeRulesFull,
@@ -661,6 +737,8 @@ impl ErrorCode {
             | NotParked
             | ExpectationFailed
             | SequenceUnknown
+            | LookupBusy
+            | NoSuchEvent
             | OrderStalled
             | PurgeRulesFull => false,
         }
@@ -732,6 +810,12 @@ pub enum ClientFrame {
     },
     /// Ask for [`ServerFrame::Info`].
     InfoRequest,
+    /// Ask for [`ServerFrame::Namespaces`].
+    NamespacesRequest(NamespacesRequest),
+    /// Ask for the trace of an event: [`ServerFrame::Trace`] frames.
+    TraceRequest {
+        id: EventId,
+    },
     /// Purge the namespaces a glob matches below a bound (admin); answered with
     /// [`ServerFrame::Purged`] once the purge is durable.
     Purge(PurgeRule),
@@ -772,6 +856,10 @@ pub enum ServerFrame {
     Parked(ParkedReply),
     /// The answer to [`ClientFrame::InfoRequest`].
     Info(Info),
+    /// The answer to [`ClientFrame::NamespacesRequest`].
+    Namespaces(NamespacesReply),
+    /// Part of the answer to [`ClientFrame::TraceRequest`].
+    Trace(TraceReply),
     /// The answer to [`ClientFrame::Purge`]: the purge is durable on this node.
     Purged(Purged),
     /// The answer to [`ClientFrame::PurgesRequest`].

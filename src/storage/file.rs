@@ -104,6 +104,8 @@ pub struct FileLog {
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
+    /// The trace indexes (`keyed.rs`).
+    pub(super) trace: super::keyed::TraceIndex,
     /// The helper thread for `interval`'s fdatasync, the fdatasync before a seal and index
     /// files (`syncer.rs`). Declared before the lock, so it finishes before the lock goes.
     pub(super) syncer: Syncer,
@@ -159,7 +161,7 @@ impl FileLog {
     /// Takes the result of the helper thread's `.nsx` build when it is done (or, with `wait`,
     /// waits for it): the segment is then answered from its file, or, if writing it failed,
     /// the next query rebuilds it.
-    fn finish_namespace_build(&mut self, wait: bool) {
+    pub(super) fn finish_namespace_build(&mut self, wait: bool) {
         let Some(build) = self.namespace_build.take() else {
             return;
         };
@@ -274,6 +276,7 @@ impl FileLog {
                 self.open.namespaces.observe(event.namespace);
             }
             self.durable_vector.observe(event.id);
+            self.trace.observe(event);
             self.cache.push(offset, body);
             position += size;
         }
@@ -529,6 +532,7 @@ impl FileLog {
         if self.config.namespace_index {
             self.start_namespace_build(sealed.namespaces, identity);
         }
+        self.trace.seal(&dir, identity, next_first);
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
@@ -549,7 +553,7 @@ impl FileLog {
     }
 
     /// The index of the segment holding `offset` (which must be in `start()..durable_end()`).
-    fn segment_of(&self, offset: u64) -> &SegmentIndex {
+    pub(super) fn segment_of(&self, offset: u64) -> &SegmentIndex {
         if offset >= self.open.index.first_offset {
             return &self.open.index;
         }
@@ -655,6 +659,11 @@ impl FileLog {
             self.finish_namespace_build(true);
         }
         let dir = &self.config.data_dir;
+        self.trace
+            .delete(dir, first_offset)
+            .map_err(io_error(format!(
+                "delete the trace index of segment {first_offset}"
+            )))?;
         for path in [
             segment_path(dir, first_offset),
             index_path(dir, first_offset),
@@ -718,7 +727,7 @@ impl FileLog {
     /// damaged is rebuilt from the segment (and written back) first. A prefix that selects
     /// too many of the segment's namespaces, and a segment whose file cannot be written, are
     /// answered by reading the records (one unit of `work` each, resumable anywhere).
-    fn lookup_sealed(
+    pub(super) fn lookup_sealed(
         &mut self,
         segment: SealedShape,
         key: &NamespaceKey,
@@ -830,17 +839,17 @@ pub(super) struct NamespaceBuild {
 
 /// What a namespace index lookup needs to know about a sealed segment.
 #[derive(Debug, Clone, Copy)]
-struct SealedShape {
-    first_offset: u64,
-    record_count: u64,
+pub(super) struct SealedShape {
+    pub(super) first_offset: u64,
+    pub(super) record_count: u64,
     /// `SegmentIndex::identity`.
-    identity: u64,
+    pub(super) identity: u64,
     /// Where its first record starts.
     header_size: u64,
 }
 
 impl SealedShape {
-    fn of(segment: &SegmentIndex) -> SealedShape {
+    pub(super) fn of(segment: &SegmentIndex) -> SealedShape {
         SealedShape {
             first_offset: segment.first_offset,
             record_count: segment.record_count,
@@ -1145,6 +1154,27 @@ impl Log for FileLog {
         Ok(Offset(offset))
     }
 
+    fn find_traced_within(
+        &mut self,
+        key: super::TraceKey,
+        id: EventId,
+        from: Offset,
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        self.find_traced_indexed(key, id, from, count_max, work, found)
+    }
+
+    fn list_namespaces_within(
+        &mut self,
+        listing: &mut super::NamespaceListing,
+        accept: &mut dyn FnMut(&str) -> bool,
+        work: &mut u64,
+    ) -> Result<bool, StorageError> {
+        self.list_namespaces_indexed(listing, accept, work)
+    }
+
     fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
         if !self.config.namespace_index {
             return last_by_scan(self, namespace);
@@ -1261,6 +1291,7 @@ impl Drop for FileLog {
         }
         // The helper thread's file must be complete before another log opens the directory.
         self.finish_namespace_build(true);
+        self.trace.finish_build(true);
         if self.preallocated_size > self.open.index.file_size {
             let _ = self.open.file.set_len(self.open.index.file_size);
         }

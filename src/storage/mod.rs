@@ -19,11 +19,13 @@ pub mod groups;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod groups;
 mod index;
+mod keyed;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod lease;
 #[cfg(not(feature = "testing"))]
 mod lease;
+mod listing;
 mod lock;
 mod memory;
 mod namespace;
@@ -50,6 +52,9 @@ mod syncer;
 pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
 pub use file::InjectedFault;
+pub use keyed::TraceKey;
+pub(crate) use listing::read_one;
+pub use listing::{scan_listing, NamespaceCounts, NamespaceListing};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 pub(crate) use process::{process_stats, ProcessStats};
@@ -327,6 +332,37 @@ pub trait Log {
         last_by_scan(self, namespace)
     }
 
+    /// Goes on with a namespace listing (`listing.rs`): counts the namespaces of the records
+    /// from where it stopped, asking `accept` about each name that could be on its page, until
+    /// `work` (the same units as `find_namespace_within`) is spent or the durable end is
+    /// reached (then returns true: the page is complete). The default reads the records; the
+    /// file log walks its sealed segments' namespace indexes in name order.
+    fn list_namespaces_within(
+        &mut self,
+        listing: &mut NamespaceListing,
+        accept: &mut dyn FnMut(&str) -> bool,
+        work: &mut u64,
+    ) -> Result<bool, StorageError> {
+        listing::scan_listing(self, listing, accept, work)
+    }
+
+    /// Appends to `found`, ascending, the offsets of durable records from `from` whose own id
+    /// (`TraceKey::Id`) or parent id (`TraceKey::Parent`) is `id`, at most `count_max`, and
+    /// returns how far the search got, as `find_namespace_within` does (the same units of
+    /// `work`, the same bound of segments per call). The default reads the records; the file
+    /// log asks its trace indexes (`keyed.rs`).
+    fn find_traced_within(
+        &mut self,
+        key: TraceKey,
+        id: EventId,
+        from: Offset,
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        scan_traced_within(self, key, id, from, count_max, work, found)
+    }
+
     /// Buffers the record of an idempotent produce whose events were appended since the last
     /// sync. The next `sync` makes it durable no later than the events; if that sync fails it
     /// is discarded with them.
@@ -403,6 +439,33 @@ pub fn scan_namespace_within<L: Log + ?Sized>(
         *work = work.saturating_sub(1);
         read += 1;
         if key.matches(event.namespace) {
+            found.push(offset);
+            count += 1;
+        }
+        true
+    })
+}
+
+/// `Log::find_traced_within` by reading the records, one unit of `work` each: the reference
+/// the trace index must agree with.
+pub fn scan_traced_within<L: Log + ?Sized>(
+    log: &mut L,
+    key: TraceKey,
+    id: EventId,
+    from: Offset,
+    count_max: usize,
+    work: &mut u64,
+    found: &mut Vec<Offset>,
+) -> Result<Offset, StorageError> {
+    let mut count = 0;
+    let mut read = 0u64;
+    log.read(from, &mut |offset, event| {
+        if count >= count_max || (*work == 0 && read > 0) {
+            return false;
+        }
+        *work = work.saturating_sub(1);
+        read += 1;
+        if key.matches(event, id) {
             found.push(offset);
             count += 1;
         }

@@ -125,7 +125,7 @@ impl SegmentNames {
         self.ends.len() as u64
     }
 
-    fn name(&self, record: usize) -> &[u8] {
+    pub(super) fn name(&self, record: usize) -> &[u8] {
         let start = record.checked_sub(1).map_or(0, |before| self.ends[before]);
         &self.bytes[start..self.ends[record]]
     }
@@ -213,6 +213,9 @@ impl SegmentNames {
                 _ => groups.push((i, i + 1)),
             }
         }
+        // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
+        // a namespace is never empty.
+        groups.retain(|&(start, _)| !self.name(order[start] as usize).is_empty());
         let blocks = groups.len().div_ceil(ENTRIES_PER_BLOCK);
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         let data_position = table_position + ENTRY_SIZE * groups.len();
@@ -528,6 +531,74 @@ impl NamespaceHeader {
         merged.sort_unstable();
         found.extend(merged.into_iter().take(count_max));
         Ok(NamespaceLookup::Answered)
+    }
+}
+
+/// One entry of a `.nsx` table, as a namespace listing walks them (`NamespaceHeader::walk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameEntry {
+    pub name: String,
+    /// Records of the namespace in the segment.
+    pub count: u64,
+    entry: Vec<u8>,
+}
+
+impl NamespaceHeader {
+    /// Visits the entries whose name is above `after` and starts with `prefix`, in name
+    /// order, until `visit` returns false, the names no longer start with `prefix` (both:
+    /// `Ok(true)`, done) or `work` is spent after at least one entry (`Ok(false)`: resume
+    /// after the last name visited). A binary search to the start (about `log2(blocks)` reads), then one
+    /// unit of `work` per block and per name read, each checked against its checksum.
+    pub fn walk(
+        &self,
+        file: &File,
+        prefix: &str,
+        after: &str,
+        work: &mut u64,
+        visit: &mut dyn FnMut(NameEntry) -> bool,
+    ) -> Result<bool, NamespaceFileError> {
+        let start = after.max(prefix).as_bytes();
+        for block in self.first_block_at(file, start, work)?..self.block_count() {
+            let entries = self.read_block(file, block)?;
+            *work = work.saturating_sub(1);
+            for entry in entries.chunks_exact(ENTRY_SIZE) {
+                let name = self.read_name(file, entry)?;
+                *work = work.saturating_sub(1);
+                if name.as_slice() <= after.as_bytes() || name.as_slice() < prefix.as_bytes() {
+                    continue;
+                }
+                if !name.starts_with(prefix.as_bytes()) {
+                    return Ok(true);
+                }
+                let name = String::from_utf8(name).map_err(|_| Damaged("a name is not UTF-8"))?;
+                let count = self.entry_data(entry)?.2;
+                let entry = entry.to_vec();
+                if !visit(NameEntry { name, count, entry }) {
+                    return Ok(true);
+                }
+                if *work == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The first and last offset of an entry's namespace in the segment (reading, and
+    /// checking, its list of offsets: 4 bytes per record of the namespace).
+    pub fn offset_bounds(
+        &self,
+        file: &File,
+        entry: &NameEntry,
+    ) -> Result<(u64, u64), NamespaceFileError> {
+        let offsets = self.read_offsets(file, &entry.entry)?;
+        match (offsets.first(), offsets.last()) {
+            (Some(&first), Some(&last)) => Ok((
+                self.first_offset + first as u64,
+                self.first_offset + last as u64,
+            )),
+            _ => Err(Damaged("an entry has no offsets")),
+        }
     }
 }
 

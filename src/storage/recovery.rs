@@ -254,6 +254,7 @@ fn assemble(
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
+        trace: Default::default(),
         produced,
         produced_loaded: Vec::new(),
         hide: Arc::default(),
@@ -296,6 +297,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
             Some(
                 FileKind::Index(_)
                 | FileKind::NamespaceIndex(_)
+                | FileKind::TraceIndex(_)
                 | FileKind::Lock
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
@@ -312,6 +314,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 FileKind::IndexTemp(_)
                 | FileKind::SegmentTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
+                | FileKind::TraceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
                 | FileKind::ProducedJournalTemp
                 | FileKind::PurgesTemp,

@@ -56,6 +56,9 @@ pub enum FileKind {
     /// The namespace index of a sealed segment (`{first:020}.nsx`), and one being written.
     NamespaceIndex(u64),
     NamespaceIndexTemp(u64),
+    /// A trace index of a sealed segment (`{first:020}.eix`, `.pix`), and one being written.
+    TraceIndex(u64),
+    TraceIndexTemp(u64),
     /// The lock file that keeps a second server out of the directory.
     Lock,
     /// Damaged bytes `flo --repair` moved out of a segment (`{first:020}.log.quarantine-{byte}`).
@@ -122,6 +125,16 @@ pub fn classify(name: &str) -> Option<FileKind> {
         (s, FileKind::NamespaceIndexTemp)
     } else if let Some(s) = name.strip_suffix(".nsx") {
         (s, FileKind::NamespaceIndex)
+    } else if let Some(s) = name
+        .strip_suffix(".eix.tmp")
+        .or_else(|| name.strip_suffix(".pix.tmp"))
+    {
+        (s, FileKind::TraceIndexTemp)
+    } else if let Some(s) = name
+        .strip_suffix(".eix")
+        .or_else(|| name.strip_suffix(".pix"))
+    {
+        (s, FileKind::TraceIndex)
     } else {
         return None;
     };

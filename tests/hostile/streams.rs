@@ -252,3 +252,105 @@ fn two_connections_racing_to_create_a_namespace_one_wins_every_round() {
     }
     assert_survived(&mut server, RSS_MAX);
 }
+
+/// A trace of a tree of 1,000 events (a root, 9 children, each with 110 descendants in
+/// chains and fans) spread over many small segments, before and after a kill -9: `flo-client
+/// trace` prints every one of them once, indented under its parent, from the trace indexes
+/// (rebuilt from the segments after the restart); `flo-client namespaces` counts them.
+#[test]
+fn trace_prints_a_tree_of_a_thousand_events_before_and_after_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let extra = ["--segment-size", "64K"];
+    let server = FloProcess::start(dir.path(), &extra);
+    let mut client =
+        flo::client::Client::connect(&server.addr.to_string(), ClientOptions::default()).unwrap();
+    let root = client.produce("/orders/1", b"placed").unwrap().first_id;
+    let mut ids = vec![root];
+    let mut parents = vec![None];
+    let mut state = 7u64;
+    for n in 1..1000usize {
+        // A parent among the events so far: mostly recent ones (chains), sometimes old (fans).
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let back = if state >> 60 < 12 {
+            1 + (state >> 33) as usize % 3
+        } else {
+            1 + (state >> 33) as usize % n
+        };
+        let parent = ids[n - back.min(n)];
+        let namespace = format!("/orders/{}", n % 17);
+        client.produce(&namespace, b"noise").unwrap();
+        let ack = client
+            .produce_with_parent(&namespace, parent, b"step")
+            .unwrap();
+        ids.push(ack.first_id);
+        parents.push(Some(parent));
+    }
+    drop(client);
+    let check = |addr: SocketAddr| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args([
+                "-H",
+                &addr.to_string(),
+                "trace",
+                &root.to_string(),
+                "--format",
+                "json",
+            ])
+            .output()
+            .expect("run flo-client trace");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1000,
+            "first lines: {:?}",
+            &lines[..lines.len().min(3)]
+        );
+        for (id, parent) in ids.iter().zip(&parents) {
+            let parent = parent.map_or("null".to_string(), |p| format!("\"{p}\""));
+            let needle = format!("\"id\":\"{id}\",\"parent_id\":{parent}");
+            assert_eq!(text.matches(&needle).count(), 1, "{needle}");
+        }
+        let human = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args(["-H", &addr.to_string(), "trace", &ids[5].to_string()])
+            .output()
+            .expect("run flo-client trace");
+        let human = String::from_utf8(human.stdout).unwrap();
+        assert!(human.starts_with(&root.to_string()), "{human}");
+        assert!(human.contains(&format!("* {}", ids[5])), "{human}");
+        // The namespaces of the tree: /orders/0../orders/16, 2 events each per step (noise
+        // and step), and the root's /orders/1.
+        let listed = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args([
+                "-H",
+                &addr.to_string(),
+                "namespaces",
+                "/orders/*",
+                "--format",
+                "json",
+            ])
+            .output()
+            .expect("run flo-client namespaces");
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let total: u64 = listed
+            .lines()
+            .map(|line| {
+                let count = line.split("\"event_count\":").nth(1).expect(line);
+                count.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        assert_eq!((listed.lines().count(), total), (17, 1999), "{listed}");
+    };
+    check(server.addr);
+    server.kill9();
+    let mut server = FloProcess::start(dir.path(), &extra);
+    check(server.addr);
+    assert_survived(&mut server, RSS_MAX);
+}

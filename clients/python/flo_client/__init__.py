@@ -20,6 +20,7 @@ without a lock.
 from __future__ import annotations
 
 import collections
+import os
 import logging
 import socket
 import ssl
@@ -38,6 +39,8 @@ STATUS_REQUEST, STATUS = 0x08, 0x28  # section 14
 INFO_REQUEST, INFO = 0x18, 0x30  # section 14: what the server is and holds
 SET_REPLICAS = 0x0D  # section 6
 PRODUCE_IF, SET_PRODUCER = 0x12, 0x13  # section 6: conditional and idempotent produce
+NAMESPACES_REQUEST, NAMESPACES = 0x16, 0x2E  # section 6: listing namespaces
+TRACE_REQUEST, TRACE = 0x17, 0x2F  # section 6: the trace of an event
 SKIPPED = 0x29  # section 7: retention deleted records a subscription had not read
 # Consumer groups (section 16).
 JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
@@ -90,6 +93,8 @@ ERROR_CODES = {
     33: "GroupQuotaExceeded",
     35: "ExpectationFailed",
     36: "SequenceUnknown",
+    37: "LookupBusy",
+    38: "NoSuchEvent",
     42: "NotParked",
     44: "OrderStalled",
     47: "PurgeRulesFull",
@@ -479,6 +484,14 @@ def encode_groups_request(group: str = "", after: str = "") -> bytes:
     return frame(GROUPS_REQUEST, _str16(group) + _str16(after))
 
 
+def encode_namespaces_request(glob: str = "/**", after: str = "") -> bytes:
+    return frame(NAMESPACES_REQUEST, _str16(glob) + _str16(after))
+
+
+def encode_trace_request(event_id: EventId) -> bytes:
+    return frame(TRACE_REQUEST, _event_id(event_id))
+
+
 def encode_parked_request(group: str, from_offset: int = 0) -> bytes:
     return frame(PARKED_REQUEST, _str16(group) + struct.pack(">Q", from_offset))
 
@@ -654,8 +667,46 @@ class ParkedReply:
     events: List[Tuple[int, EventId]]  # (log offset, id), in log order
 
 
+@dataclass(frozen=True)
+class NamespaceInfo:
+    """One namespace of a Namespaces frame (protocol.md section 6): its event count and its
+    first and last event in log order (None when retention deleted it meanwhile)."""
+
+    name: str
+    event_count: int
+    first_id: Optional[EventId]
+    first_timestamp_ms: int
+    last_id: Optional[EventId]
+    last_timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class NamespacesReply:
+    more: bool
+    namespaces: List[NamespaceInfo]
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One event of a trace (protocol.md, Trace): depth 0 is the traced event, negative depths
+    its ancestors, positive its descendants."""
+
+    depth: int
+    id: EventId
+    parent_id: Optional[EventId]
+    timestamp_ms: int
+    namespace: str
+
+
+@dataclass(frozen=True)
+class TraceReply:
+    more: bool
+    truncated: bool
+    entries: List[TraceEntry]
+
+
 ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply, Purged, PurgesReply,
-                    Tuple[str, int], Tuple[str, dict]]
+                    NamespacesReply, TraceReply, Tuple[str, int], Tuple[str, dict]]
 
 
 def _read_vector(r: "_Reader") -> Dict[int, int]:
@@ -734,6 +785,25 @@ def decode(kind: int, body: bytes) -> ServerFrame:
             offset = r.u64()
             events.append((offset, r.event_id()))
         out = ParkedReply(group, more, events)
+    elif kind == NAMESPACES:
+        more = r.boolean()
+        namespaces = []
+        for _ in range(r.u16()):
+            name, count = r.str16(), r.u64()
+            first_id, first_ms = r.optional_event_id(), r.u64()
+            last_id, last_ms = r.optional_event_id(), r.u64()
+            namespaces.append(NamespaceInfo(name, count, first_id, first_ms, last_id, last_ms))
+        out = NamespacesReply(more, namespaces)
+    elif kind == TRACE:
+        flags = r.u8()
+        if flags & ~0x03:
+            raise ProtocolError(f"unknown trace flags 0x{flags:02x}")
+        entries = []
+        for _ in range(r.u16()):
+            depth = struct.unpack(">h", r.take(2))[0]
+            event_id, parent = r.event_id(), r.optional_event_id()
+            entries.append(TraceEntry(depth, event_id, parent, r.u64(), r.str16()))
+        out = TraceReply(bool(flags & 1), bool(flags & 2), entries)
     elif kind == INFO:
         info = {"version": r.str16(), "uptime_ms": r.u64(), "fsync_policy": r.str16(), "actor_id": r.u16()}
         for name in ("log_bytes", "event_count", "segment_count"):
@@ -1154,6 +1224,39 @@ class FloClient:
     def delete_group(self, group: str) -> None:
         self._admin(encode_group_admin(group, ADMIN_DELETE))
 
+    def namespaces(self, glob: str = "/**") -> Iterator[NamespaceInfo]:
+        """Every namespace `glob` matches, in name order, with its event count and first and
+        last event, fetched page by page as the iteration goes (protocol.md,
+        NamespacesRequest). With auth, only namespaces the principal may consume."""
+        after = ""
+        while True:
+            page = self._admin(encode_namespaces_request(glob, after))
+            assert isinstance(page, NamespacesReply)
+            yield from page.namespaces
+            if not page.more or not page.namespaces:
+                return
+            after = page.namespaces[-1].name
+
+    def trace(self, event_id: EventId) -> Tuple[List[TraceEntry], bool]:
+        """The trace of `event_id` (protocol.md, TraceRequest): its ancestors (oldest first),
+        the event (depth 0) and its descendants level by level, and whether a server limit cut
+        it short. Raises FloError NoSuchEvent for an id the server does not hold."""
+        self._send(encode_trace_request(event_id))
+        self.admin_outstanding += 1
+        entries: List[TraceEntry] = []
+        deadline = self._deadline(None)
+        while True:
+            while not self.admin_replies:
+                self._pump(deadline)
+            reply = self.admin_replies.popleft()
+            if isinstance(reply, FloError):
+                raise reply
+            assert isinstance(reply, TraceReply)
+            entries.extend(reply.entries)
+            if not reply.more:
+                return entries, reply.truncated
+            self.admin_outstanding += 1  # the next frame of the same answer
+
     def purge(self, glob: str, before_id: Optional[EventId] = None, before_ms: Optional[int] = None) -> Purged:
         """Purge the namespaces `glob` matches before an id or a time (admin). Returns once the
         purge is durable on the server; its events are never delivered again (section 17)."""
@@ -1286,7 +1389,7 @@ class FloClient:
             if isinstance(f, End):
                 self._end_sub(sub, f)
             sub.queue.append(f)
-        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply)):
+        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply)):
             if self.admin_outstanding == 0:
                 raise ProtocolError(f"{type(f).__name__} nobody asked for")
             self.admin_outstanding -= 1
@@ -1340,3 +1443,160 @@ class FloClient:
             return
         self._end_sub(sub, e)
         sub.queue.append(e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotent producer
+
+
+def random_producer_id() -> int:
+    """A random producer id (64 bits, never 0)."""
+    return int.from_bytes(os.urandom(8), "big") or 1
+
+
+class IdempotentProducer:
+    """Pipelined produces that survive a lost connection or a server restart without storing an
+    event twice (protocol.md, SetProducer; the Rust client's `IdempotentProducer`).
+
+    Every produce gets the next sequence number of `producer_id`. Each event is kept until its
+    Ack arrives; after a lost connection (a server restart, kill -9, a cut network) the producer
+    connects again, sends SetProducer with the number of the oldest unacknowledged event and
+    resends every unacknowledged event in order. The server answers a number it already stored
+    with the original Ack (the same ids), so each event is stored once.
+
+    At most `window` events are in flight (at most the server's `streams.producer_window`, 256
+    by default). The guarantee holds against one server: a retry sent to another cluster member
+    is stored again there. Reuse `producer_id` (and `resume_at`) to continue after a restart of
+    this process; otherwise leave it to be chosen at random.
+    """
+
+    def __init__(self, host: str, port: int, producer_id: Optional[int] = None, window: int = 64,
+                 reconnect_attempts: int = 20, reconnect_delay: float = 0.25, **connect_args) -> None:
+        if producer_id == 0:
+            raise ValueError("producer id 0 means no producer")
+        self.producer_id = producer_id if producer_id is not None else random_producer_id()
+        self.window = max(1, window)
+        self.next_sequence = 1
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay = reconnect_delay
+        self.reconnects = 0
+        self._address = (host, port)
+        self._connect_args = connect_args
+        # [sequence, op id on the current connection, event], oldest first.
+        self._unacked: Deque[list] = collections.deque()
+        self._announced = False
+        self.client: Optional[FloClient] = FloClient.connect(host, port, **connect_args)
+
+    def resume_at(self, next_sequence: int) -> None:
+        """Continue the numbering of an earlier run of this producer id. Before the first send."""
+        if self._announced or self._unacked:
+            raise RuntimeError("resume_at before the first send")
+        self.next_sequence = next_sequence
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._unacked)
+
+    def is_full(self) -> bool:
+        return len(self._unacked) >= self.window
+
+    def send(self, namespace: str, data: bytes = b"", parent_id: Optional[EventId] = None) -> None:
+        """Send one event without waiting (raises ValueError when the window is full: call
+        `recv_ack` first). A lost connection is not an error here: the event is resent."""
+        if self.is_full():
+            raise ValueError(f"{self.window} produces are in flight already")
+        event = NewEvent(namespace, data, parent_id)
+        client = self._client()
+        client._check_event(event)
+        pending = [self.next_sequence, 0, event]
+        self._unacked.append(pending)
+        self.next_sequence += 1
+        try:
+            if not self._announced:
+                client.set_producer(self.producer_id, pending[0])
+                self._announced = True
+            pending[1] = client.send_produce(event.namespace, event.data, event.parent_id)
+        except (ConnectionClosed, OSError):
+            self._reconnect()
+
+    def recv_ack(self) -> Optional[Ack]:
+        """The Ack of the oldest event in flight (None when none is): the original one if it was
+        stored before a reconnect. Raises the FloError that refused that one event, or
+        ConnectionClosed when the reconnect attempts ran out."""
+        while self._unacked:
+            oldest = self._unacked[0]
+            try:
+                ack = self._client().wait_reply(oldest[1])
+            except FloError as error:
+                if error.closes_connection:
+                    self._reconnect()
+                    continue
+                self._unacked.popleft()
+                raise
+            except (ConnectionClosed, OSError, TimeoutError, ProtocolError):
+                self._reconnect()
+                continue
+            self._unacked.popleft()
+            return ack
+        return None
+
+    def produce(self, namespace: str, data: bytes = b"", parent_id: Optional[EventId] = None) -> Ack:
+        """Send one event and wait for its Ack (and those of every event sent before it)."""
+        while self.is_full():
+            self.recv_ack()
+        self.send(namespace, data, parent_id)
+        ack = None
+        while self._unacked:
+            ack = self.recv_ack()
+        assert ack is not None
+        return ack
+
+    def flush(self) -> List[Ack]:
+        """Wait for the Ack of every event in flight, oldest first."""
+        acks = []
+        while self._unacked:
+            ack = self.recv_ack()
+            assert ack is not None
+            acks.append(ack)
+        return acks
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def __enter__(self) -> "IdempotentProducer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _client(self) -> FloClient:
+        if self.client is None:
+            self._reconnect()
+        assert self.client is not None
+        return self.client
+
+    def _reconnect(self) -> None:
+        """Connect again and resend every unacknowledged event with its number."""
+        self.close()
+        last_error: Optional[BaseException] = None
+        for attempt in range(1, self.reconnect_attempts + 1):
+            time.sleep(self.reconnect_delay * attempt)
+            try:
+                client = FloClient.connect(*self._address, **self._connect_args)
+                first = self._unacked[0][0] if self._unacked else self.next_sequence
+                client.set_producer(self.producer_id, first)
+                for pending in self._unacked:
+                    event = pending[2]
+                    pending[1] = client.send_produce(event.namespace, event.data, event.parent_id)
+            except (ConnectionClosed, OSError, TimeoutError, ProtocolError) as error:
+                last_error = error
+                continue
+            self.client = client
+            self._announced = True
+            self.reconnects += 1
+            log.info("producer %d connected again (attempt %d), resent %d events",
+                     self.producer_id, attempt, len(self._unacked))
+            return
+        raise ConnectionClosed(f"could not connect again after {self.reconnect_attempts} attempts: {last_error}")

@@ -47,10 +47,11 @@ STEP = 10.0  # seconds to wait for any one expected frame
 class Server:
     """One flo server process on a free port with its own data directory."""
 
-    def __init__(self, extra: "list[str] | None" = None) -> None:
-        self.dir = tempfile.mkdtemp(prefix="flo-py-")
+    def __init__(self, extra: "list[str] | None" = None, port: int = 0, data_dir: "str | None" = None) -> None:
+        self.dir = data_dir or tempfile.mkdtemp(prefix="flo-py-")
+        self.extra = extra or []
         self.proc = subprocess.Popen(
-            [FLO_BIN, "-p", "0", "-d", self.dir] + (extra or []),
+            [FLO_BIN, "-p", str(port), "-d", self.dir] + self.extra,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -78,6 +79,15 @@ class Server:
 
     def client(self, **kw) -> FloClient:
         return FloClient.connect("127.0.0.1", self.port, timeout=STEP, **kw)
+
+    def kill9_and_restart(self) -> "Server":
+        """kill -9 this server, then start another on the same port and data directory."""
+        self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return Server(self.extra, port=self.port, data_dir=self.dir)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -174,6 +184,8 @@ class OfflineTests(unittest.TestCase):
             "ProduceIf: op id 5, create /acct/43: only if it has no events":
                 flo.encode_produce_if(5, flo.EXPECT_NO_EVENTS, None, [NewEvent("/acct/43", b"open")]),
             "SetProducer: producer 42, the next produce is number 1": flo.encode_set_producer(42, 1),
+            "NamespacesRequest: the namespaces under /acct/, first page": flo.encode_namespaces_request("/acct/*"),
+            "TraceRequest: the trace of 0000000000000000000900001": flo.encode_trace_request(EventId(9, 1)),
         }
         for title, encoded in cases.items():
             with self.subTest(title):
@@ -215,6 +227,26 @@ class OfflineTests(unittest.TestCase):
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
         self.assertEqual(flo.decode(raw[4], raw[5:]), flo.Skipped(1, 2000))
+
+    def test_namespaces_are_decoded(self) -> None:
+        ex = spec_examples()
+        raw = ex["Namespaces: /acct/42 with 3 events, 0000000000000000000500001 .. 0000000000000000000900001"]
+        self.assertEqual(
+            flo.decode(raw[4], raw[5:]),
+            flo.NamespacesReply(
+                False, [flo.NamespaceInfo("/acct/42", 3, EventId(5, 1), 1700000000000, EventId(9, 1), 1700000000250)]
+            ),
+        )
+
+    def test_trace_is_decoded(self) -> None:
+        raw = spec_examples()["Trace: 0000000000000000000900001 and its parent 0000000000000000000500001, nothing more"]
+        self.assertEqual(
+            flo.decode(raw[4], raw[5:]),
+            flo.TraceReply(False, False, [
+                flo.TraceEntry(-1, EventId(5, 1), None, 1700000000000, "/acct/42"),
+                flo.TraceEntry(0, EventId(9, 1), EventId(5, 1), 1700000000250, "/acct/42"),
+            ]),
+        )
 
     def test_info_is_decoded(self) -> None:
         raw = spec_examples()["Info: flo 0.1.0, up one hour, fsync always, 1000 events in 2 segments (1 MiB)"]
@@ -422,6 +454,51 @@ class ServerTests(unittest.TestCase):
         again = retry.produce("/orders", b"1")
         self.assertEqual((again.first_id, again.timestamp_ms), (ack.first_id, ack.timestamp_ms))
         self.assertEqual(len(list(retry.subscribe("/orders").events())), 1)
+
+    def test_namespaces_are_listed_with_counts(self) -> None:
+        c = self.connect()
+        acks = [c.produce(ns, b"x") for ns in ["/ns/b", "/ns/a", "/other", "/ns/b"]]
+        listed = list(c.namespaces("/ns/*"))
+        self.assertEqual([(n.name, n.event_count) for n in listed], [("/ns/a", 1), ("/ns/b", 2)])
+        self.assertEqual((listed[1].first_id, listed[1].last_id), (acks[0].first_id, acks[3].first_id))
+        self.assertGreaterEqual(len(list(c.namespaces())), 3)
+
+    def test_trace_lists_ancestors_and_descendants(self) -> None:
+        c = self.connect()
+        root = c.produce("/tr/order", b"placed").first_id
+        paid = c.produce("/tr/payment", b"paid", root).first_id
+        shipped = c.produce("/tr/shipping", b"shipped", paid).first_id
+        other = c.produce("/tr/payment", b"refund", root).first_id
+        entries, truncated = c.trace(paid)
+        self.assertFalse(truncated)
+        self.assertEqual([(e.depth, e.id) for e in entries], [(-1, root), (0, paid), (1, shipped)])
+        entries, _ = c.trace(root)
+        self.assertEqual({e.id for e in entries}, {root, paid, shipped, other})
+        with self.assertRaises(FloError) as cm:
+            c.trace(EventId(10**12, 9))
+        self.assertEqual(cm.exception.name, "NoSuchEvent")
+        self.assertGreater(c.ping(), 0.0)
+
+    def test_idempotent_producer_resends_after_a_dropped_connection_and_stores_once(self) -> None:
+        producer = flo.IdempotentProducer("127.0.0.1", self.server.port, window=16,
+                                          reconnect_delay=0.01, timeout=STEP)
+        self.addCleanup(producer.close)
+        for i in range(10):
+            producer.send("/idem/drop", str(i).encode())
+        # Wait until the server stored them all, then drop the connection before reading the acks.
+        reader = self.connect()
+        events = reader.subscribe("/idem/drop", tail=True)
+        first = []
+        while len(first) < 10:
+            item = events.next()
+            if isinstance(item, Event):
+                first.append(item)
+        producer.client.sock.close()
+        acks = producer.flush()
+        self.assertEqual(producer.reconnects, 1)
+        self.assertEqual([a.first_id for a in acks], [e.id for e in first])
+        self.assertEqual(producer.produce("/idem/drop", b"10").op_id > 0, True)
+        self.assertEqual(len(list(self.connect().subscribe("/idem/drop").events())), 11)
 
     def test_invalid_batches(self) -> None:
         c = self.connect()
@@ -709,6 +786,31 @@ class ServerTests(unittest.TestCase):
                 c = self.connect()
                 c.send_raw(raw)
                 self.assertEqual(self.closing_error(c).name, "UnexpectedFrame")
+
+
+class IdempotentRestartTests(unittest.TestCase):
+    """The idempotent producer against a server killed with -9 and started again."""
+
+    def test_idempotent_producer_stores_each_event_once_across_a_kill9(self) -> None:
+        server = Server(["--fsync", "always"])
+        self.addCleanup(lambda: server.stop())
+        producer = flo.IdempotentProducer("127.0.0.1", server.port, window=8,
+                                          reconnect_delay=0.05, timeout=STEP)
+        self.addCleanup(producer.close)
+        acks = []
+        for i in range(40):
+            if producer.is_full():
+                acks.append(producer.recv_ack())
+            producer.send("/idem/kill", str(i).encode())
+            if i == 20:
+                server = server.kill9_and_restart()
+        acks.extend(producer.flush())
+        self.assertGreaterEqual(producer.reconnects, 1)
+        c = FloClient.connect("127.0.0.1", server.port, timeout=STEP)
+        self.addCleanup(c.close)
+        stored = list(c.subscribe("/idem/kill").events())
+        self.assertEqual([e.data for e in stored], [str(i).encode() for i in range(40)])
+        self.assertEqual(sorted(a.first_id.text() for a in acks), sorted(e.id.text() for e in stored))
 
 
 class GroupTests(unittest.TestCase):

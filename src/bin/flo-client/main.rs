@@ -179,6 +179,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// List the namespaces GLOB matches (all by default), in name order: one line each with
+    /// its event count and the id and time of its first and last event. The server answers
+    /// from its namespace index, page by page; on a server with authentication only the
+    /// namespaces the principal may consume are listed.
+    Namespaces {
+        /// Which namespaces (a glob: `/accounts/*`, `/orders/**`).
+        #[arg(default_value = "/**")]
+        glob: String,
+        /// `human`: one line per namespace. `json`: one JSON object per line with namespace,
+        /// event_count, first_id, first_timestamp, last_id and last_timestamp (ms).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the trace of event ID: its ancestors (its parent, the parent's parent, ... up to
+    /// the root), the event (marked *) and its descendants (every event whose parent chain
+    /// leads to it) as an indented tree, one line each with id, namespace and time. The server
+    /// answers from its trace indexes, up to its limits (10,000 events, 1,000 generations by
+    /// default; a cut trace says so).
+    Trace {
+        /// The event id (25 digits).
+        id: String,
+        /// `human`: the indented tree. `json`: one JSON object per event (depth, id,
+        /// parent_id, namespace, timestamp in ms), in the server's order.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// List the consumer groups with their lag, or inspect and administer one (needs the admin
     /// permission on a server with authentication).
     ///
@@ -474,6 +500,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Status { format } => status(&server, format),
         Command::Info { format } => ops::info(&server, format),
+        Command::Namespaces { glob, format } => namespaces(&server, &glob, format),
+        Command::Trace { id, format } => trace(&server, &id, format),
         Command::Groups { action, format } => groups(&server, action, format),
         Command::Purge {
             namespace,
@@ -722,6 +750,38 @@ fn status(server: &Server, format: Format) -> Result<(), String> {
         Format::Human => print!("{}", format_status(&status)),
         Format::Json => println!("{}", format_status_json(&status)),
     }
+    Ok(())
+}
+
+fn namespaces(server: &Server, glob: &str, format: Format) -> Result<(), String> {
+    let mut client = connect(server)?;
+    let mut out = io::stdout().lock();
+    let mut written = Ok(());
+    let listed = client.for_each_namespace(glob, &mut |namespace| {
+        let line = match format {
+            Format::Human => flo::client::format::format_namespace(namespace),
+            Format::Json => flo::client::format::format_namespace_json(namespace),
+        };
+        written = writeln!(out, "{line}");
+        written.is_ok()
+    });
+    listed.map_err(|error| error.to_string())?;
+    // A closed pipe (`| head`) ends the listing quietly.
+    match written {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(error.to_string()),
+        _ => Ok(()),
+    }
+}
+
+fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
+    let id = id.parse::<EventId>().map_err(|error| error.to_string())?;
+    let mut client = connect(server)?;
+    let trace = client.trace(id).map_err(|error| error.to_string())?;
+    let text = match format {
+        Format::Human => flo::client::format::format_trace(&trace),
+        Format::Json => flo::client::format::format_trace_json(&trace),
+    };
+    print!("{text}");
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! connection, after a restart on the same log, and not after a failed sync).
 
 use super::*;
-use crate::protocol::{Expectation, ProduceIf};
+use crate::protocol::{Expectation, ProduceIf, TraceEntry};
 
 fn event(namespace: &str, data: &[u8]) -> NewEvent {
     NewEvent {
@@ -288,4 +288,281 @@ fn the_metrics_count_failed_expectations_and_unknown_sequences() {
             (ErrorCode::SequenceUnknown, 1)
         ]
     );
+}
+
+fn namespaces_request(glob: &str, after: &str) -> ClientFrame {
+    ClientFrame::NamespacesRequest(crate::protocol::NamespacesRequest {
+        glob: glob.into(),
+        after: after.into(),
+    })
+}
+
+fn namespaces_reply(frames: &[ServerFrame]) -> Option<crate::protocol::NamespacesReply> {
+    frames.iter().find_map(|frame| match frame {
+        ServerFrame::Namespaces(reply) => Some(reply.clone()),
+        _ => None,
+    })
+}
+
+/// Sends a NamespacesRequest and turns until its answer comes; returns it and the turns.
+fn list(
+    harness: &mut Harness,
+    conn: ConnId,
+    glob: &str,
+    after: &str,
+) -> (crate::protocol::NamespacesReply, u32) {
+    harness.send(conn, namespaces_request(glob, after));
+    for turns in 1..=10_000 {
+        harness.turn();
+        if let Some(reply) = namespaces_reply(&harness.received(conn)) {
+            return (reply, turns);
+        }
+    }
+    panic!("no Namespaces reply");
+}
+
+#[test]
+fn namespaces_are_listed_page_by_page_with_counts_and_first_and_last_events() {
+    let mut harness = Harness::with_config(|c| c.streams.namespaces_per_reply_max = 2);
+    let conn = harness.client();
+    for (op_id, namespace) in ["/a/1", "/b", "/a/2", "/a/1", "/a/3", "/a/1"]
+        .iter()
+        .enumerate()
+    {
+        harness.produce(conn, op_id as u64 + 1, namespace, b"x");
+        harness.turn();
+    }
+    let acks = ack_ids(&harness.received(conn));
+    let (page, _) = list(&mut harness, conn, "/a/**", "");
+    let names: Vec<&str> = page.namespaces.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!((names, page.more), (vec!["/a/1", "/a/2"], true));
+    let first = &page.namespaces[0];
+    assert_eq!(
+        (first.event_count, first.first_id, first.last_id),
+        (3, acks[0], acks[5])
+    );
+    assert_eq!(first.first_timestamp_ms, harness.now.wall.0);
+    let (page, _) = list(&mut harness, conn, "/a/**", "/a/2");
+    let names: Vec<&str> = page.namespaces.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!((names, page.more), (vec!["/a/3"], false));
+    let (page, _) = list(&mut harness, conn, "/b", "");
+    assert_eq!(page.namespaces.len(), 1);
+    assert_eq!(page.namespaces[0].event_count, 1);
+}
+
+/// A listing of a long log is spread over turns (the turn's record budget), another
+/// connection is answered meanwhile, and a second request of the same connection while the
+/// first runs is refused with LookupBusy (the connection stays open).
+#[test]
+fn a_namespace_listing_is_bounded_per_turn_and_one_at_a_time() {
+    let mut harness = Harness::with_config(|c| c.records_per_turn_max = 50);
+    let conn = harness.client();
+    let bystander = harness.client();
+    for op_id in 0..1000u64 {
+        harness.produce(conn, op_id, &format!("/n/{}", op_id % 7), b"x");
+    }
+    harness.turn();
+    harness.received(conn);
+    harness.send(conn, namespaces_request("/**", ""));
+    harness.send(conn, namespaces_request("/**", ""));
+    harness.send(bystander, ClientFrame::Ping { token: 9 });
+    harness.turn();
+    let frames = harness.received(conn);
+    assert!(
+        frames.iter().any(|frame| matches!(
+            frame,
+            ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::LookupBusy,
+                ..
+            })
+        )),
+        "{frames:?}"
+    );
+    assert!(namespaces_reply(&frames).is_none(), "answered in one turn");
+    let pong = harness.received(bystander);
+    assert!(
+        matches!(pong.as_slice(), [ServerFrame::Pong { token: 9 }]),
+        "{pong:?}"
+    );
+    let mut turns = 1;
+    let reply = loop {
+        harness.turn();
+        turns += 1;
+        if let Some(reply) = namespaces_reply(&harness.received(conn)) {
+            break reply;
+        }
+        assert!(turns < 1000, "the listing does not finish");
+    };
+    assert_eq!(reply.namespaces.len(), 7);
+    let total: u64 = reply.namespaces.iter().map(|n| n.event_count).sum();
+    assert_eq!(total, 1000);
+    // 1000 records at 50 a turn.
+    assert!(turns >= 20, "finished in {turns} turns");
+    assert!(harness.engine.is_open(conn));
+}
+
+/// With authentication, a listing shows only the namespaces the principal may consume.
+#[test]
+fn a_namespace_listing_shows_only_what_the_principal_may_consume() {
+    let token = b"lister-token-0123456789abcdef0123456789";
+    let text = format!(
+        "[principals.lister]\ntoken = \"{}\"\nproduce = [\"/**\"]\nconsume = [\"/open/**\", \"/audit\"]\n",
+        crate::auth_file::hash_token(token)
+    );
+    let table = std::sync::Arc::new(crate::auth_file::AuthTable::parse(&text).unwrap());
+    let mut harness = Harness::with_config(|c| c.auth = Some(table));
+    let conn = harness.connect();
+    harness.send(
+        conn,
+        ClientFrame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "test".into(),
+            auth_token: token.to_vec(),
+        }),
+    );
+    harness.turn();
+    for (op_id, namespace) in ["/open/1", "/secret", "/audit", "/open/2", "/auditors"]
+        .iter()
+        .enumerate()
+    {
+        harness.produce(conn, op_id as u64, namespace, b"x");
+    }
+    harness.turn();
+    harness.received(conn);
+    let (page, _) = list(&mut harness, conn, "/**", "");
+    let names: Vec<&str> = page.namespaces.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["/audit", "/open/1", "/open/2"]);
+}
+
+fn produce_child(conn_op: u64, namespace: &str, parent: Option<EventId>) -> ClientFrame {
+    ClientFrame::Produce(crate::protocol::Produce {
+        op_id: conn_op,
+        event: NewEvent {
+            namespace: namespace.into(),
+            parent_id: parent,
+            data: b"x".to_vec(),
+        },
+    })
+}
+
+/// Sends a TraceRequest and turns until its last Trace frame; returns the entries, whether
+/// it was truncated, the frames and the turns.
+fn trace(harness: &mut Harness, conn: ConnId, id: EventId) -> (Vec<TraceEntry>, bool, usize) {
+    harness.send(conn, ClientFrame::TraceRequest { id });
+    let mut entries = Vec::new();
+    let mut frames = 0;
+    for _ in 0..10_000 {
+        harness.turn();
+        for frame in harness.received(conn) {
+            match frame {
+                ServerFrame::Trace(reply) => {
+                    frames += 1;
+                    entries.extend(reply.entries);
+                    if !reply.more {
+                        return (entries, reply.truncated, frames);
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    panic!("the trace does not end");
+}
+
+/// A tree: root <- a <- b, root <- c; b <- d. Tracing `b` gives root, a (ancestors, oldest
+/// first), b, then d; tracing root gives every event level by level; limits cut a trace and
+/// say so; an unknown id is NoSuchEvent.
+#[test]
+fn a_trace_lists_ancestors_then_descendants_within_its_limits() {
+    let mut harness = Harness::with_config(|c| c.streams.trace_events_per_reply_max = 2);
+    let conn = harness.client();
+    let mut ids = Vec::new();
+    for (op_id, parent) in [None, Some(0), Some(1), Some(0), Some(2)]
+        .into_iter()
+        .enumerate()
+    {
+        let parent = parent.map(|p: usize| ids[p]);
+        harness.send(
+            conn,
+            produce_child(op_id as u64, &format!("/t/{op_id}"), parent),
+        );
+        harness.turn();
+        ids.push(ack_ids(&harness.received(conn))[0]);
+    }
+    let [root, a, b, c, d] = ids[..] else {
+        unreachable!()
+    };
+    let (entries, truncated, frames) = trace(&mut harness, conn, b);
+    let got: Vec<(i16, EventId)> = entries.iter().map(|e| (e.depth, e.id)).collect();
+    assert_eq!(got, [(-2, root), (-1, a), (0, b), (1, d)]);
+    assert_eq!((truncated, frames), (false, 2));
+    assert_eq!(entries[3].parent_id, Some(b));
+    assert_eq!(entries[3].namespace, "/t/4");
+    let (entries, _, _) = trace(&mut harness, conn, root);
+    let got: Vec<(i16, EventId)> = entries.iter().map(|e| (e.depth, e.id)).collect();
+    assert_eq!(got, [(0, root), (1, a), (1, c), (2, b), (3, d)]);
+
+    let mut limited = Harness::with_config(|c| {
+        c.streams.trace_events_max = 3;
+        c.streams.trace_depth_max = 1;
+    });
+    let conn = limited.client();
+    let mut ids = Vec::new();
+    for (op_id, parent) in [None, Some(0), Some(1), Some(0), Some(0)]
+        .into_iter()
+        .enumerate()
+    {
+        let parent = parent.map(|p: usize| ids[p]);
+        limited.send(conn, produce_child(op_id as u64, "/t", parent));
+        limited.turn();
+        ids.push(ack_ids(&limited.received(conn))[0]);
+    }
+    let (entries, truncated, _) = trace(&mut limited, conn, ids[2]);
+    let got: Vec<(i16, EventId)> = entries.iter().map(|e| (e.depth, e.id)).collect();
+    assert_eq!((got, truncated), (vec![(-1, ids[1]), (0, ids[2])], true));
+    let (entries, truncated, _) = trace(&mut limited, conn, ids[0]);
+    assert_eq!((entries.len(), truncated), (3, true));
+
+    limited.send(
+        conn,
+        ClientFrame::TraceRequest {
+            id: EventId::new(999, 7),
+        },
+    );
+    limited.turn();
+    let frames = limited.received(conn);
+    assert!(
+        frames.iter().any(|frame| matches!(
+            frame,
+            ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::NoSuchEvent,
+                ..
+            })
+        )),
+        "{frames:?}"
+    );
+    assert!(limited.engine.is_open(conn));
+}
+
+/// Parent ids are whatever producers send, so they can form a cycle (an event naming a
+/// later event's id as its parent): a trace stops at an event it has seen.
+#[test]
+fn a_trace_survives_a_cycle_of_parent_ids() {
+    let mut harness = Harness::new();
+    let conn = harness.client();
+    // Ids are (counter, actor 7), counters from 1: the first event names the second as parent.
+    harness.send(conn, produce_child(1, "/c", Some(EventId::new(2, 7))));
+    harness.turn();
+    let first = ack_ids(&harness.received(conn))[0];
+    harness.send(conn, produce_child(2, "/c", Some(first)));
+    harness.turn();
+    let second = ack_ids(&harness.received(conn))[0];
+    assert_eq!(
+        second,
+        EventId::new(2, 7),
+        "ids are not as this test expects"
+    );
+    let (entries, _, _) = trace(&mut harness, conn, first);
+    let got: Vec<(i16, EventId)> = entries.iter().map(|e| (e.depth, e.id)).collect();
+    assert_eq!(got, [(-1, second), (0, first)]);
 }

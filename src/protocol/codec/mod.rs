@@ -19,6 +19,8 @@ pub use groups::{
 mod purge;
 pub use purge::{PURGES_FRAME_EMPTY_SIZE, PURGE_RULE_FIXED_SIZE, RETENTION_INFO_FIXED_SIZE};
 mod status;
+mod streams;
+pub use streams::{NAMESPACES_FRAME_EMPTY_SIZE, TRACE_FRAME_EMPTY_SIZE};
 
 use std::fmt;
 
@@ -174,6 +176,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ADMIN
         | kind::PRODUCE_IF
         | kind::SET_PRODUCER
+        | kind::NAMESPACES_REQUEST
+        | kind::TRACE_REQUEST
         | kind::INFO_REQUEST
         | kind::PURGE
         | kind::PURGES_REQUEST => ClientToServer,
@@ -188,6 +192,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SKIPPED
         | kind::GROUPS
         | kind::PARKED
+        | kind::NAMESPACES
+        | kind::TRACE
         | kind::INFO
         | kind::PURGED
         | kind::PURGES => ServerToClient,
@@ -277,6 +283,8 @@ impl Decode for PeerFrame {
                 | ServerFrame::Skipped { .. }
                 | ServerFrame::Groups(_)
                 | ServerFrame::Parked(_)
+                | ServerFrame::Namespaces(_)
+                | ServerFrame::Trace(_)
                 | ServerFrame::Info(_)
                 | ServerFrame::Purged(_)
                 | ServerFrame::Purges(_),
@@ -329,6 +337,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAdmin(_)
                 | ClientFrame::ProduceIf(_)
                 | ClientFrame::SetProducer { .. }
+                | ClientFrame::NamespacesRequest(_)
+                | ClientFrame::TraceRequest { .. }
                 | ClientFrame::InfoRequest
                 | ClientFrame::Purge(_)
                 | ClientFrame::PurgesRequest,
@@ -448,6 +458,8 @@ impl Encode for ClientFrame {
                 w.put_u64(*next_sequence);
             }),
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::NamespacesRequest(request) => write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::TraceRequest { id } => write_frame(out, kind, |w| w.put_id(*id)),
             ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
             ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
         }
@@ -474,6 +486,8 @@ impl Encode for ClientFrame {
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
+            ClientFrame::NamespacesRequest(_) => kind::NAMESPACES_REQUEST,
+            ClientFrame::TraceRequest { .. } => kind::TRACE_REQUEST,
             ClientFrame::Purge(_) => kind::PURGE,
             ClientFrame::PurgesRequest => kind::PURGES_REQUEST,
         }
@@ -513,6 +527,8 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
+            ServerFrame::Namespaces(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Trace(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Purged(purged) => write_frame(out, kind, |w| purged.write(w)),
             ServerFrame::Purges(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
@@ -532,6 +548,8 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(_) => kind::GROUPS,
             ServerFrame::Parked(_) => kind::PARKED,
             ServerFrame::Info(_) => kind::INFO,
+            ServerFrame::Namespaces(_) => kind::NAMESPACES,
+            ServerFrame::Trace(_) => kind::TRACE,
             ServerFrame::Purged(_) => kind::PURGED,
             ServerFrame::Purges(_) => kind::PURGES,
         }
@@ -645,6 +663,10 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PARKED => "Parked",
         kind::INFO_REQUEST => "InfoRequest",
         kind::INFO => "Info",
+        kind::NAMESPACES_REQUEST => "NamespacesRequest",
+        kind::NAMESPACES => "Namespaces",
+        kind::TRACE_REQUEST => "TraceRequest",
+        kind::TRACE => "Trace",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -739,6 +761,14 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::INFO_REQUEST => AnyFrame::Client(ClientFrame::InfoRequest),
         kind::INFO => AnyFrame::Server(ServerFrame::Info(Info::read(r)?)),
+        kind::NAMESPACES_REQUEST => {
+            AnyFrame::Client(ClientFrame::NamespacesRequest(NamespacesRequest::read(r)?))
+        }
+        kind::NAMESPACES => AnyFrame::Server(ServerFrame::Namespaces(NamespacesReply::read(r)?)),
+        kind::TRACE_REQUEST => AnyFrame::Client(ClientFrame::TraceRequest {
+            id: r.get_event_id("traced id")?,
+        }),
+        kind::TRACE => AnyFrame::Server(ServerFrame::Trace(TraceReply::read(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),

@@ -1,0 +1,541 @@
+//! Event sourcing against Redis (issue 14): loading one aggregate's stream and appending to it
+//! with an expectation, flo against Redis Streams, in the same run, interleaved.
+//!
+//! `cargo run --release --example aggregate_bench -- --events 10000000 --repeats 5`
+//!
+//! Starts its own `flo` (`--flo-bin`, `--fsync always`) and `redis-server` (`appendonly yes`,
+//! `appendfsync always`, no RDB snapshots) on free ports with fresh directories under `--dir`,
+//! and loads both with the same events: `--events` events of 64 bytes spread round-robin over
+//! `events / 20` aggregates `/accounts/{i}` (flo: one namespace each; Redis: one stream each),
+//! so each aggregate's 20 events lie spread over the whole log (the index's worst case).
+//! Then, `--repeats` times, interleaved (flo first on even repeats, Redis first on odd ones):
+//! - *load, warm*: `--queries` random aggregates read whole: flo by a Subscribe to the
+//!   namespace from the beginning (no tail) until End, through the namespace index; Redis by
+//!   `XRANGE key - +`. Median per repeat.
+//! - *load by scan*: one aggregate through flo with a glob that has no literal prefix
+//!   (`/*ccounts/{i}`), so the server reads the whole log: the ratio of the index.
+//! - *conditional append*: `--appends` sequential appends to one aggregate, each only if the
+//!   aggregate's newest event is the one the writer saw: flo `ProduceIf` (LastIs); Redis a Lua
+//!   script (`XREVRANGE .. COUNT 1`, compare, `XADD`, one round trip) and `WATCH` /
+//!   `XREVRANGE` / `MULTI` `XADD` `EXEC` (three round trips). Median per append.
+//! - *cold*: each server restarted; the time from the start of the process to the first
+//!   aggregate loaded (flo reads its index headers, Redis replays its append-only file).
+//!
+//! Prints each repeat and the medians of the repeats, with the ratios and the load average.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flo::client::{Client, ClientOptions, Delivery, Expectation, NewEvent};
+use flo::event::{EventId, StartPosition};
+use flo_bench::redis::{encode_command, read_reply, Reply};
+
+const PER_AGGREGATE: u64 = 20;
+const DATA: [u8; 64] = [b'e'; 64];
+const BATCH: u64 = 1000;
+
+const LUA_APPEND_IF: &str = "local l = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) \
+    local last = '' if #l > 0 then last = l[1][1] end \
+    if last ~= ARGV[1] then return redis.error_reply('EXPECT ' .. last) end \
+    return redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])";
+
+struct Args {
+    events: u64,
+    repeats: usize,
+    queries: usize,
+    appends: usize,
+    dir: PathBuf,
+    flo_bin: PathBuf,
+    /// A run directory of an earlier run with the same `--events`, loaded already.
+    reuse: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        events: 1_000_000,
+        repeats: 5,
+        queries: 50,
+        appends: 200,
+        dir: std::env::temp_dir(),
+        flo_bin: PathBuf::from("target/release/flo"),
+        reuse: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => args.events = value.parse().expect("--events N"),
+            "--repeats" => args.repeats = value.parse().expect("--repeats N"),
+            "--queries" => args.queries = value.parse().expect("--queries N"),
+            "--appends" => args.appends = value.parse().expect("--appends N"),
+            "--dir" => args.dir = PathBuf::from(value),
+            "--flo-bin" => args.flo_bin = PathBuf::from(value),
+            "--reuse" => args.reuse = Some(PathBuf::from(value)),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A server process; killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_flo(bin: &Path, port: u16, dir: &Path) -> Process {
+    let child = Command::new(bin)
+        .args(["-p", &port.to_string(), "-d"])
+        .arg(dir)
+        .args(["--fsync", "always"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.with_extension("stderr")).map_or(Stdio::null(), Stdio::from),
+        )
+        .spawn()
+        .expect("start flo");
+    Process(child)
+}
+
+fn start_redis(port: u16, dir: &Path) -> Process {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir)
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    Process(child)
+}
+
+fn flo_connect(port: u16) -> Client {
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match Client::connect(&addr, ClientOptions::default()) {
+            Ok(client) => return client,
+            Err(error) if Instant::now() > deadline => panic!("flo did not start: {error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// A pipelining RESP connection.
+struct Redis {
+    writer: BufWriter<TcpStream>,
+    reader: BufReader<TcpStream>,
+}
+
+impl Redis {
+    /// Connects, waiting (up to 10 minutes) until Redis answers PING (it refuses commands
+    /// while it loads its append-only file).
+    fn connect(port: u16) -> Redis {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Ok(stream) = TcpStream::connect(addr) {
+                stream.set_nodelay(true).unwrap();
+                let mut redis = Redis {
+                    writer: BufWriter::new(stream.try_clone().unwrap()),
+                    reader: BufReader::with_capacity(1 << 20, stream),
+                };
+                if matches!(redis.command(&[b"PING"]), Reply::Simple(_)) {
+                    return redis;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn send(&mut self, args: &[&[u8]]) {
+        let mut out = Vec::new();
+        encode_command(&mut out, args);
+        self.writer.write_all(&out).unwrap();
+    }
+
+    fn receive(&mut self) -> Reply {
+        self.writer.flush().unwrap();
+        read_reply(&mut self.reader).expect("a RESP reply")
+    }
+
+    fn command(&mut self, args: &[&[u8]]) -> Reply {
+        self.send(args);
+        self.receive()
+    }
+}
+
+fn aggregate(i: u64) -> String {
+    format!("/accounts/{i}")
+}
+
+fn load(flo: &mut Client, redis: &mut Redis, events: u64) {
+    let aggregates = (events / PER_AGGREGATE).max(1);
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(BATCH as usize);
+    for n in 0..events {
+        batch.push(NewEvent {
+            namespace: aggregate(n % aggregates),
+            parent_id: None,
+            data: DATA.to_vec(),
+        });
+        if batch.len() as u64 == BATCH || n + 1 == events {
+            flo.produce_batch(&batch).expect("flo batch");
+            batch.clear();
+        }
+    }
+    let flo_s = started.elapsed().as_secs_f64();
+    // Loading is not measured against flo's: Redis writes its file without fsync meanwhile
+    // (with `always` it took 630 s for 10M events here), and measures with `always`.
+    redis.command(&[b"CONFIG", b"SET", b"appendfsync", b"no"]);
+    let started = Instant::now();
+    let mut in_flight = 0;
+    for n in 0..events {
+        let key = aggregate(n % aggregates);
+        redis.send(&[b"XADD", key.as_bytes(), b"*", b"d", &DATA]);
+        in_flight += 1;
+        if in_flight == BATCH || n + 1 == events {
+            for _ in 0..in_flight {
+                assert!(
+                    matches!(redis.receive(), Reply::Bulk(Some(_))),
+                    "XADD failed"
+                );
+            }
+            in_flight = 0;
+        }
+    }
+    let redis_s = started.elapsed().as_secs_f64();
+    redis.command(&[b"CONFIG", b"SET", b"appendfsync", b"always"]);
+    println!(
+        "loaded {events} events in {aggregates} aggregates: flo {flo_s:.1} s, redis {redis_s:.1} s"
+    );
+}
+
+/// Reads one aggregate through flo; returns its event count and the newest id.
+fn flo_load(flo: &mut Client, glob: &str) -> (u64, Option<EventId>) {
+    let mut subscription = flo
+        .consume()
+        .glob(glob)
+        .start(StartPosition::Beginning)
+        .tail(false)
+        .credit(1000)
+        .subscribe()
+        .expect("subscribe");
+    let (mut count, mut last) = (0, None);
+    while let Some(delivery) = subscription.next_delivery().expect("delivery") {
+        match delivery {
+            Delivery::Event(event) => {
+                count += 1;
+                last = Some(event.id);
+            }
+            Delivery::End(_) => break,
+            Delivery::CaughtUp | Delivery::Skipped(_) => {}
+        }
+    }
+    (count, last)
+}
+
+fn redis_load(redis: &mut Redis, key: &str) -> u64 {
+    match redis.command(&[b"XRANGE", key.as_bytes(), b"-", b"+"]) {
+        Reply::Array(Some(entries)) => entries.len() as u64,
+        other => panic!("XRANGE: {other:?}"),
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let started = Instant::now();
+    let value = f();
+    (started.elapsed().as_secs_f64() * 1000.0, value)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A small seeded generator, so runs pick the same aggregates.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn bulk_text(reply: &Reply) -> String {
+    match reply {
+        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        other => panic!("expected a bulk string: {other:?}"),
+    }
+}
+
+/// The newest entry id of a Redis stream ("" when empty).
+fn redis_last(redis: &mut Redis, key: &str) -> String {
+    match redis.command(&[b"XREVRANGE", key.as_bytes(), b"+", b"-", b"COUNT", b"1"]) {
+        Reply::Array(Some(entries)) => match entries.first() {
+            Some(Reply::Array(Some(entry))) => bulk_text(&entry[0]),
+            _ => String::new(),
+        },
+        other => panic!("XREVRANGE: {other:?}"),
+    }
+}
+
+/// Milliseconds per conditional append: flo ProduceIf, Redis Lua, Redis WATCH/MULTI.
+fn conditional_appends(
+    flo: &mut Client,
+    redis: &mut Redis,
+    key: &str,
+    count: usize,
+    flo_first: bool,
+) -> (f64, f64, f64) {
+    let (mut flo_ms, mut lua_ms, mut watch_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (_, mut flo_last) = flo_load(flo, key);
+    let mut redis_seen = redis_last(redis, key);
+    let event = NewEvent {
+        namespace: key.to_string(),
+        parent_id: None,
+        data: DATA.to_vec(),
+    };
+    for round in 0..count {
+        let mut run_flo = |flo_ms: &mut Vec<f64>| {
+            let expect = flo_last.map_or(Expectation::NoEvents, Expectation::LastIs);
+            let (ms, ack) = timed(|| flo.produce_if(expect, std::slice::from_ref(&event)));
+            flo_last = Some(ack.expect("ProduceIf").first_id);
+            flo_ms.push(ms);
+        };
+        if flo_first {
+            run_flo(&mut flo_ms);
+        }
+        let (ms, reply) = timed(|| {
+            redis.command(&[
+                b"EVAL",
+                LUA_APPEND_IF.as_bytes(),
+                b"1",
+                key.as_bytes(),
+                redis_seen.as_bytes(),
+                &DATA,
+            ])
+        });
+        redis_seen = bulk_text(&reply);
+        lua_ms.push(ms);
+        let (ms, reply) = timed(|| {
+            redis.command(&[b"WATCH", key.as_bytes()]);
+            let last = redis_last(redis, key);
+            assert_eq!(last, redis_seen, "round {round}: another writer");
+            redis.send(&[b"MULTI"]);
+            redis.send(&[b"XADD", key.as_bytes(), b"*", b"d", &DATA]);
+            redis.send(&[b"EXEC"]);
+            let _ = (redis.receive(), redis.receive());
+            redis.receive()
+        });
+        match reply {
+            Reply::Array(Some(results)) => redis_seen = bulk_text(&results[0]),
+            other => panic!("EXEC: {other:?}"),
+        }
+        watch_ms.push(ms);
+        if !flo_first {
+            run_flo(&mut flo_ms);
+        }
+    }
+    (
+        median(&mut flo_ms),
+        median(&mut lua_ms),
+        median(&mut watch_ms),
+    )
+}
+
+fn load_average() -> String {
+    let mut text = String::new();
+    std::fs::File::open("/proc/loadavg")
+        .and_then(|mut file| file.read_to_string(&mut text))
+        .map(|_| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[derive(Default)]
+struct Repeat {
+    flo_load_ms: f64,
+    redis_load_ms: f64,
+    scan_ms: f64,
+    flo_append_ms: f64,
+    lua_append_ms: f64,
+    watch_append_ms: f64,
+    flo_cold_ms: f64,
+    redis_cold_ms: f64,
+}
+
+fn main() {
+    let args = parse_args();
+    let run = args.reuse.clone().unwrap_or_else(|| {
+        args.dir
+            .join(format!("aggregate_bench_{}", std::process::id()))
+    });
+    let (flo_dir, redis_dir) = (run.join("flo"), run.join("redis"));
+    std::fs::create_dir_all(&flo_dir).unwrap();
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let (flo_port, redis_port) = (free_port(), free_port());
+    let mut flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir);
+    let mut redis_server = start_redis(redis_port, &redis_dir);
+    // Redis first: replaying a large append-only file can take longer than flo's idle time-out.
+    let mut redis = Redis::connect(redis_port);
+    let mut flo = flo_connect(flo_port);
+    if args.reuse.is_none() {
+        println!("load average before loading: {}", load_average());
+        load(&mut flo, &mut redis, args.events);
+        // The load of the other server may have taken longer than flo's idle time-out.
+        flo = flo_connect(flo_port);
+    }
+    let aggregates = (args.events / PER_AGGREGATE).max(1);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut repeats = Vec::new();
+    for repeat in 0..args.repeats {
+        let flo_first = repeat % 2 == 0;
+        // A fresh connection each repeat: Redis's restart below may outlast flo's idle time-out.
+        flo = flo_connect(flo_port);
+        let mut result = Repeat::default();
+        let (mut flo_ms, mut redis_ms) = (Vec::new(), Vec::new());
+        for _ in 0..args.queries {
+            let key = aggregate(rng.below(aggregates));
+            let mut flo_query = |flo_ms: &mut Vec<f64>| {
+                let (ms, (count, _)) = timed(|| flo_load(&mut flo, &key));
+                assert_eq!(count, PER_AGGREGATE, "{key} through flo");
+                flo_ms.push(ms);
+            };
+            if flo_first {
+                flo_query(&mut flo_ms);
+            }
+            let (ms, count) = timed(|| redis_load(&mut redis, &key));
+            assert_eq!(count, PER_AGGREGATE, "{key} through redis");
+            redis_ms.push(ms);
+            if !flo_first {
+                flo_query(&mut flo_ms);
+            }
+        }
+        result.flo_load_ms = median(&mut flo_ms);
+        result.redis_load_ms = median(&mut redis_ms);
+        let i = rng.below(aggregates);
+        let (ms, (count, _)) = timed(|| flo_load(&mut flo, &format!("/*ccounts/{i}")));
+        assert_eq!(count, PER_AGGREGATE, "scan of /accounts/{i}");
+        result.scan_ms = ms;
+        // Appends go to an aggregate of their own, so the loads keep reading 20 events.
+        let key = format!("/orders/{repeat}");
+        (
+            result.flo_append_ms,
+            result.lua_append_ms,
+            result.watch_append_ms,
+        ) = conditional_appends(&mut flo, &mut redis, &key, args.appends, flo_first);
+        // Cold: restart both, time from the start of the process to the first aggregate read.
+        drop(flo);
+        drop(flo_server);
+        let key = aggregate(rng.below(aggregates));
+        let started = Instant::now();
+        flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir);
+        flo = flo_connect(flo_port);
+        assert_eq!(flo_load(&mut flo, &key).0, PER_AGGREGATE);
+        result.flo_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
+        drop(redis);
+        drop(redis_server);
+        let started = Instant::now();
+        redis_server = start_redis(redis_port, &redis_dir);
+        redis = Redis::connect(redis_port);
+        assert_eq!(redis_load(&mut redis, &key), PER_AGGREGATE);
+        result.redis_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
+             conditional append flo {:.3} ms, redis lua {:.3} ms, redis watch {:.3} ms; \
+             cold flo {:.0} ms, redis {:.0} ms",
+            if flo_first { "flo" } else { "redis" },
+            load_average(),
+            result.flo_load_ms,
+            result.redis_load_ms,
+            result.scan_ms,
+            result.flo_append_ms,
+            result.lua_append_ms,
+            result.watch_append_ms,
+            result.flo_cold_ms,
+            result.redis_cold_ms,
+        );
+        repeats.push(result);
+    }
+    let column = |f: fn(&Repeat) -> f64| median(&mut repeats.iter().map(f).collect::<Vec<_>>());
+    let flo_load_ms = column(|r| r.flo_load_ms);
+    let redis_load_ms = column(|r| r.redis_load_ms);
+    let scan_ms = column(|r| r.scan_ms);
+    let flo_append_ms = column(|r| r.flo_append_ms);
+    let lua_append_ms = column(|r| r.lua_append_ms);
+    let watch_append_ms = column(|r| r.watch_append_ms);
+    let flo_cold_ms = column(|r| r.flo_cold_ms);
+    let redis_cold_ms = column(|r| r.redis_cold_ms);
+    println!(
+        "\nmedians of {} repeats ({} events, load average now {}):",
+        repeats.len(),
+        args.events,
+        load_average()
+    );
+    println!("| measurement | flo | redis | flo / redis |");
+    println!("|---|---|---|---|");
+    println!(
+        "| load one aggregate of 20 events, warm | {flo_load_ms:.3} ms | {redis_load_ms:.3} ms (XRANGE) | {:.2} |",
+        flo_load_ms / redis_load_ms
+    );
+    println!(
+        "| the same through a scan of the log | {scan_ms:.0} ms | | index {:.0}x faster than the scan |",
+        scan_ms / flo_load_ms
+    );
+    println!(
+        "| conditional append (ProduceIf / Lua) | {flo_append_ms:.3} ms | {lua_append_ms:.3} ms | {:.2} |",
+        flo_append_ms / lua_append_ms
+    );
+    println!(
+        "| conditional append (ProduceIf / WATCH MULTI) | {flo_append_ms:.3} ms | {watch_append_ms:.3} ms | {:.2} |",
+        flo_append_ms / watch_append_ms
+    );
+    println!(
+        "| restart to first aggregate loaded | {flo_cold_ms:.0} ms | {redis_cold_ms:.0} ms | {:.2} |",
+        flo_cold_ms / redis_cold_ms
+    );
+    drop(flo);
+    drop(flo_server);
+    drop(redis);
+    drop(redis_server);
+    if args.reuse.is_none() {
+        let _ = std::fs::remove_dir_all(&run);
+    }
+}
