@@ -42,8 +42,9 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberState,
-    MemberStatus, NewEvent, ParkedEvent, ParkedReply, Status,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberEntry,
+    MemberOp, MemberState, MemberStatus, MembershipState, NewEvent, ParkedEvent, ParkedReply,
+    Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -242,6 +243,36 @@ impl Client {
         }
     }
 
+    /// Lists this node, the members it knows (with their state) and the removed ones:
+    /// `flo-client cluster members`. Needs an admin principal on a server with
+    /// authentication.
+    pub fn members(&mut self) -> Result<Vec<MemberEntry>, ClientError> {
+        self.connection.send(&ClientFrame::MembersRequest)?;
+        self.receive_members()
+    }
+
+    /// Removes member `actor_id` from the cluster (`flo-client cluster remove`), or adds a
+    /// removed one back (`flo-client cluster add`), on this node, which tells every other
+    /// member; returns the member list after the change. Needs an admin principal.
+    pub fn change_member(
+        &mut self,
+        op: MemberOp,
+        actor_id: u16,
+    ) -> Result<Vec<MemberEntry>, ClientError> {
+        let change = crate::protocol::ChangeMember { op, actor_id };
+        self.connection.send(&ClientFrame::ChangeMember(change))?;
+        self.receive_members()
+    }
+
+    fn receive_members(&mut self) -> Result<Vec<MemberEntry>, ClientError> {
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Members(entries) => return Ok(entries),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     pub(crate) fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -267,7 +298,10 @@ impl Client {
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
-            | ServerFrame::Info(_)) => Err(unexpected(&frame, "an answer to a pending operation")),
+            | ServerFrame::Info(_)
+            | ServerFrame::Members(_)) => {
+                Err(unexpected(&frame, "an answer to a pending operation"))
+            }
         }
     }
 }

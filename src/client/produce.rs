@@ -148,7 +148,8 @@ impl Client {
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
-            | ServerFrame::Info(_)) => Err(unexpected(&frame, "an Ack")),
+            | ServerFrame::Info(_)
+            | ServerFrame::Members(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

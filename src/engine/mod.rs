@@ -180,6 +180,7 @@ enum PendingReply {
 enum Report {
     Status,
     Info,
+    Members,
 }
 
 impl PendingReply {
@@ -316,6 +317,7 @@ impl<L: Log> Engine<L> {
             turn_synced: None,
         };
         engine.load_producers();
+        engine.load_members();
         engine
     }
 
@@ -886,6 +888,22 @@ impl<L: Log> Engine<L> {
                     self.send_error(conn, ErrorScope::Connection, code, &message)
                 }
             },
+            ClientFrame::MembersRequest => match self.check_admin(conn, "list the members") {
+                Ok(()) => self.on_members_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
+            ClientFrame::ChangeMember(change) => {
+                match self.check_admin(conn, "add or remove members") {
+                    Ok(()) => self.on_change_member(conn, change),
+                    Err(message) => {
+                        let code = ErrorCode::PermissionDenied;
+                        self.send_error(conn, ErrorScope::Connection, code, &message)
+                    }
+                }
+            }
             ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {

@@ -181,6 +181,10 @@ impl<L: Log> Engine<L> {
                 report: Report::Info,
                 ..
             } => Some(ServerFrame::Info(self.info())),
+            PendingReply::Status {
+                report: Report::Members,
+                ..
+            } => Some(ServerFrame::Members(self.member_entries())),
             PendingReply::Ack { .. } | PendingReply::Error { .. } => None,
         };
         if let PendingReply::Error { code, .. } = &reply {

@@ -30,6 +30,8 @@ pub mod kind {
     pub const GROUP_ADMIN: u8 = 0x10;
     pub const PRODUCE_IF: u8 = 0x12;
     pub const SET_PRODUCER: u8 = 0x13;
+    pub const MEMBERS_REQUEST: u8 = 0x14;
+    pub const CHANGE_MEMBER: u8 = 0x15;
     pub const INFO_REQUEST: u8 = 0x18;
 
     pub const WELCOME: u8 = 0x21;
@@ -43,6 +45,7 @@ pub mod kind {
     pub const SKIPPED: u8 = 0x29;
     pub const GROUPS: u8 = 0x2A;
     pub const PARKED: u8 = 0x2B;
+    pub const MEMBERS: u8 = 0x2C;
     pub const INFO: u8 = 0x30;
 
     pub const PEER_FIRST: u8 = 0x40;
@@ -54,6 +57,7 @@ pub mod kind {
     pub const PEER_PROOF: u8 = 0x45;
     pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_CLOCK: u8 = 0x48;
+    pub const PEER_MEMBERSHIP: u8 = 0x49;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -93,6 +97,65 @@ pub struct PeerProof {
     pub vector: VersionVector,
     /// Every member this node knows, itself excluded.
     pub members: Vec<Member>,
+}
+
+/// What a ChangeMember frame asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberOp {
+    /// Remove the member from the cluster: its clock no longer holds id order back, it no
+    /// longer counts as a replica, and its handshakes are refused until it is added back.
+    Remove = 1,
+    /// Lift an earlier removal: the member may connect again.
+    Add = 2,
+}
+
+/// Remove a member, or add a removed one back (admin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMember {
+    pub op: MemberOp,
+    pub actor_id: u16,
+}
+
+/// One member's entry in the membership that peers replicate to each other (PeerMembership)
+/// and persist: last writer wins by `version`, a removal winning a tie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub actor_id: u16,
+    /// The address the member was last known at (`host:port`, may be empty).
+    pub addr: String,
+    pub removed: bool,
+    /// Raised by one at every change of this member; 0 for a member never changed.
+    pub version: u64,
+}
+
+impl MembershipRecord {
+    /// True when `self` replaces `other` (a record of the same actor): a higher version, or
+    /// the same version and a removal against an addition.
+    pub fn supersedes(&self, other: &MembershipRecord) -> bool {
+        (self.version, self.removed) > (other.version, other.removed)
+    }
+}
+
+/// How a member looks in a Members reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipState {
+    /// The node that answered.
+    Itself = 0,
+    Connected = 1,
+    Connecting = 2,
+    BackingOff = 3,
+    /// Removed: refused until added back.
+    Removed = 4,
+}
+
+/// One member in a Members reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEntry {
+    pub actor_id: u16,
+    pub state: MembershipState,
+    /// The version of its membership record (0: never changed).
+    pub version: u64,
+    pub addr: String,
 }
 
 /// How a member looks from the node that answers a status request.
@@ -529,6 +592,12 @@ pub enum ErrorCode {
     /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
     /// is ended; the connection stays open.
     OrderStalled = 44,
+    /// The peer's actor was removed from the cluster (`flo-client cluster remove`) and has
+    /// not been added back: its handshake is refused. Closes the connection.
+    MemberRemoved = 45,
+    /// A ChangeMember names this node itself, an actor that is not a member, or adds back a
+    /// member that was not removed.
+    InvalidMemberChange = 46,
 }
 
 impl ErrorCode {
@@ -572,6 +641,8 @@ impl ErrorCode {
             SequenceUnknown,
             ActorNotAllowed,
             OrderStalled,
+            MemberRemoved,
+            InvalidMemberChange,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -593,7 +664,8 @@ impl ErrorCode {
             | DuplicatePeerConnection
             | ResourceLimit
             | TlsRequired
-            | ActorNotAllowed => true,
+            | ActorNotAllowed
+            | MemberRemoved => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -615,7 +687,8 @@ impl ErrorCode {
             | GroupInUse
             | ExpectationFailed
             | SequenceUnknown
-            | OrderStalled => false,
+            | OrderStalled
+            | InvalidMemberChange => false,
         }
     }
 }
@@ -685,6 +758,10 @@ pub enum ClientFrame {
     },
     /// Ask for [`ServerFrame::Info`].
     InfoRequest,
+    /// Ask for [`ServerFrame::Members`] (admin).
+    MembersRequest,
+    /// Remove a member or add one back (admin); answered with [`ServerFrame::Members`].
+    ChangeMember(ChangeMember),
 }
 
 /// A frame a server sends to a client.
@@ -720,6 +797,9 @@ pub enum ServerFrame {
     Parked(ParkedReply),
     /// The answer to [`ClientFrame::InfoRequest`].
     Info(Info),
+    /// The answer to [`ClientFrame::MembersRequest`] and [`ClientFrame::ChangeMember`]: this
+    /// node, every member it knows and every removed one.
+    Members(Vec<MemberEntry>),
 }
 
 /// A frame between two cluster peers (the established ones only after the PeerHello,
@@ -750,6 +830,9 @@ pub enum PeerFrame {
     PeerClock {
         counter: u64,
     },
+    /// Membership records the sender holds (removals and additions, protocol.md section
+    /// 15): the receiver keeps, per actor, the one that supersedes the other.
+    PeerMembership(Vec<MembershipRecord>),
     /// The sender refuses the handshake or closes the connection.
     Error(ErrorFrame),
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::{Log, LogActivity, LogStats, Offset, ProducedRecord, StorageError};
+use super::{Log, LogActivity, LogStats, MemberRecord, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
@@ -46,6 +46,8 @@ pub struct MemoryLog {
     /// The produced journal: durable records, and those buffered since the last sync.
     produced: Vec<ProducedRecord>,
     produced_pending: Vec<ProducedRecord>,
+    /// The member list, durable at once like the lease.
+    members: Vec<MemberRecord>,
 }
 
 impl Default for MemoryLog {
@@ -77,6 +79,7 @@ impl MemoryLog {
             fsync_count: 0,
             produced: Vec::new(),
             produced_pending: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -285,6 +288,15 @@ impl Log for MemoryLog {
 
     fn counter_floor(&self) -> u64 {
         self.counter_lease
+    }
+
+    fn stored_members(&self) -> Vec<MemberRecord> {
+        self.members.clone()
+    }
+
+    fn store_members(&mut self, records: &[MemberRecord]) -> Result<(), StorageError> {
+        self.members = records.to_vec();
+        Ok(())
     }
 
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {

@@ -17,6 +17,7 @@ use super::cache::EventCache;
 use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lease;
+use super::members::{self, MemberRecord};
 use super::lock::DirLock;
 use super::namespace::{NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
@@ -161,9 +162,11 @@ impl FileLog {
             }
         };
         let counter_lease = read_lease(dir, mode)?;
+        let stored_members = read_members(dir, mode)?;
         let (journal, produced) = ProducedJournal::open(dir)?;
         let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        log.stored_members = stored_members;
         // A record whose events did not survive (written, then the events were lost) is
         // dropped: a retry of its produce must be stored again.
         let vector = log.durable_vector.clone();
@@ -193,6 +196,24 @@ fn read_lease(dir: &Path, mode: RecoveryMode) -> Result<u64, StorageError> {
             );
             lease::remove(dir)?;
             Ok(0)
+        }
+        (Err(error), _) => Err(error),
+    }
+}
+
+/// The member list of `dir` (empty when it has none). A damaged file stops the start,
+/// except under `--repair`, which removes it: members are learned again from `--peer-addr`
+/// and the peers' member lists, removals from the peers that hold them.
+fn read_members(dir: &Path, mode: RecoveryMode) -> Result<Vec<MemberRecord>, StorageError> {
+    match (members::read(dir), mode) {
+        (Ok(records), _) => Ok(records),
+        (Err(StorageError::Corrupt { context }), RecoveryMode::Repair) => {
+            log::warn!(
+                "{context}; --repair removes it: members are learned again from --peer-addr \
+                 and the peers, removals from the peers that hold them"
+            );
+            members::remove(dir)?;
+            Ok(Vec::new())
         }
         (Err(error), _) => Err(error),
     }
@@ -236,6 +257,7 @@ fn assemble(
         synced_size: 0,
         preallocated_size: 0,
         counter_lease: 0,
+        stored_members: Vec::new(),
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
@@ -282,7 +304,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::Lock
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
-                | FileKind::ProducedJournal,
+                | FileKind::ProducedJournal
+                | FileKind::Members,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -295,7 +318,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::SegmentTemp(_)
                 | FileKind::NamespaceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
-                | FileKind::ProducedJournalTemp,
+                | FileKind::ProducedJournalTemp
+                | FileKind::MembersTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {

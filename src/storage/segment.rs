@@ -66,6 +66,9 @@ pub enum FileKind {
     /// The produced journal of idempotent produces (`produced.rs`), and a rewrite of it.
     ProducedJournal,
     ProducedJournalTemp,
+    /// The member list (`members.rs`), and a new one being written.
+    Members,
+    MembersTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -90,6 +93,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
         super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
         "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
+        super::members::MEMBERS_FILE_NAME => return Some(FileKind::Members),
+        super::members::MEMBERS_TEMP_FILE_NAME => return Some(FileKind::MembersTemp),
         _ => {}
     }
     if name

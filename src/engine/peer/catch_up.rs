@@ -78,7 +78,7 @@ impl<L: Log> Engine<L> {
             .log
             .version_vector()
             .iter()
-            .all(|(actor, _)| actor == own || handshaken(actor));
+            .all(|(actor, _)| actor == own || handshaken(actor) || self.is_removed(actor));
         if !log_actors_known {
             return false;
         }

@@ -101,7 +101,7 @@ impl<L: Log> Engine<L> {
         let mut changed = false;
         for member in members {
             let actor = ActorId(member.actor_id);
-            if actor == self.config.actor_id || actor.0 == 0 {
+            if actor == self.config.actor_id || actor.0 == 0 || self.is_removed(actor) {
                 continue;
             }
             let known = &self.cluster.members;
@@ -141,7 +141,7 @@ impl<L: Log> Engine<L> {
         changed
     }
 
-    fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) {
+    pub(super) fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) {
         if Some(addr) == self.config.advertised_addr {
             return;
         }
@@ -238,7 +238,10 @@ impl<L: Log> Engine<L> {
             // down, and is redialed at the capped back-off).
             let actor = target.actor;
             let member = actor.and_then(|a| self.cluster.members.get(&a));
-            let answered = member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
+            // A member of the data directory's list answered before a restart.
+            let persisted = actor.is_some_and(|a| self.cluster.records.contains_key(&a));
+            let answered = persisted
+                || member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
             if !answered {
                 let attempts = target.attempt;
                 self.cluster.targets.remove(&addr);

@@ -18,6 +18,7 @@ mod catch_up;
 mod clock;
 mod handshake;
 mod membership;
+mod removal;
 mod replication;
 
 use std::collections::BTreeMap;
@@ -83,11 +84,30 @@ struct MemberInfo {
     disconnected_since_ms: u64,
 }
 
+impl MemberInfo {
+    /// A member without a connection, since `since_ms`.
+    fn disconnected(addr: SocketAddr, since_ms: u64) -> MemberInfo {
+        MemberInfo {
+            addr,
+            conn: None,
+            handshake_vector: None,
+            durable_own: 0,
+            clock: 0,
+            clock_received: 0,
+            clock_sent: 0,
+            disconnected_since_ms: since_ms,
+        }
+    }
+}
+
 /// The cluster state of one engine.
 #[derive(Debug)]
 pub(super) struct Cluster {
     targets: BTreeMap<SocketAddr, Target>,
     members: BTreeMap<ActorId, MemberInfo>,
+    /// The member list of the data directory (`removal.rs`): every member that completed a
+    /// handshake, and every removed member.
+    records: BTreeMap<ActorId, crate::storage::MemberRecord>,
     rng_state: u64,
     /// HMAC key of the handshake nonces (`nonce_key` and `seed` of the engine config).
     nonce_key: ring::hmac::Key,
@@ -143,6 +163,7 @@ impl Cluster {
         Cluster {
             targets,
             members: BTreeMap::new(),
+            records: BTreeMap::new(),
             // xorshift must not start at 0.
             rng_state: config.seed | 1,
             nonce_key: {
@@ -257,6 +278,18 @@ impl<L: Log> Engine<L> {
             conn,
             size,
             report: super::Report::Status,
+        });
+    }
+
+    /// MembersRequest (and the answer to ChangeMember): held in order like Status.
+    pub(in crate::engine) fn on_members_request(&mut self, conn: ConnId) {
+        let mut encoded = Vec::new();
+        crate::protocol::encode(&ServerFrame::Members(self.member_entries()), &mut encoded);
+        let size = encoded.len();
+        self.hold_reply(super::PendingReply::Status {
+            conn,
+            size,
+            report: super::Report::Members,
         });
     }
 

@@ -11,6 +11,7 @@
 //! anything is copied.
 
 mod groups;
+mod members;
 mod peer;
 mod reader_writer;
 pub use groups::{
@@ -23,6 +24,7 @@ use std::fmt;
 use super::frame::*;
 use crate::config::WireLimits;
 use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use members::{read_member_entries, read_membership, write_member_entries, write_membership};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
 
@@ -170,7 +172,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ADMIN
         | kind::PRODUCE_IF
         | kind::SET_PRODUCER
-        | kind::INFO_REQUEST => ClientToServer,
+        | kind::INFO_REQUEST
+        | kind::MEMBERS_REQUEST
+        | kind::CHANGE_MEMBER => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -182,7 +186,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SKIPPED
         | kind::GROUPS
         | kind::PARKED
-        | kind::INFO => ServerToClient,
+        | kind::INFO
+        | kind::MEMBERS => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -190,7 +195,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_MEMBERS
         | kind::PEER_PROOF
         | kind::PEER_ACCEPT
-        | kind::PEER_CLOCK => PeerToPeer,
+        | kind::PEER_CLOCK
+        | kind::PEER_MEMBERSHIP => PeerToPeer,
         _ => return None,
     })
 }
@@ -268,7 +274,8 @@ impl Decode for PeerFrame {
                 | ServerFrame::Skipped { .. }
                 | ServerFrame::Groups(_)
                 | ServerFrame::Parked(_)
-                | ServerFrame::Info(_),
+                | ServerFrame::Info(_)
+                | ServerFrame::Members(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -318,7 +325,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAdmin(_)
                 | ClientFrame::ProduceIf(_)
                 | ClientFrame::SetProducer { .. }
-                | ClientFrame::InfoRequest,
+                | ClientFrame::InfoRequest
+                | ClientFrame::MembersRequest
+                | ClientFrame::ChangeMember(_),
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -330,6 +339,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
                 | PeerFrame::PeerClock { .. }
+                | PeerFrame::PeerMembership(_)
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -434,6 +444,8 @@ impl Encode for ClientFrame {
                 w.put_u64(*next_sequence);
             }),
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::MembersRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::ChangeMember(change) => write_frame(out, kind, |w| change.write(w)),
         }
     }
 
@@ -458,6 +470,8 @@ impl Encode for ClientFrame {
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
+            ClientFrame::MembersRequest => kind::MEMBERS_REQUEST,
+            ClientFrame::ChangeMember(_) => kind::CHANGE_MEMBER,
         }
     }
 }
@@ -495,6 +509,9 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
+            ServerFrame::Members(entries) => {
+                write_frame(out, kind, |w| write_member_entries(w, entries))
+            }
         }
     }
 
@@ -512,6 +529,7 @@ impl Encode for ServerFrame {
             ServerFrame::Groups(_) => kind::GROUPS,
             ServerFrame::Parked(_) => kind::PARKED,
             ServerFrame::Info(_) => kind::INFO,
+            ServerFrame::Members(_) => kind::MEMBERS,
         }
     }
 }
@@ -549,6 +567,9 @@ impl Encode for PeerFrame {
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
+            PeerFrame::PeerMembership(records) => {
+                write_frame(out, kind, |w| write_membership(w, records))
+            }
             PeerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
         }
     }
@@ -563,6 +584,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
             PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
+            PeerFrame::PeerMembership(_) => kind::PEER_MEMBERSHIP,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -621,6 +643,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PARKED => "Parked",
         kind::INFO_REQUEST => "InfoRequest",
         kind::INFO => "Info",
+        kind::MEMBERS_REQUEST => "MembersRequest",
+        kind::CHANGE_MEMBER => "ChangeMember",
+        kind::MEMBERS => "Members",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -629,6 +654,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_PROOF => "PeerProof",
         kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
+        kind::PEER_MEMBERSHIP => "PeerMembership",
         _ => "unknown",
     }
 }
@@ -710,6 +736,10 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::INFO_REQUEST => AnyFrame::Client(ClientFrame::InfoRequest),
         kind::INFO => AnyFrame::Server(ServerFrame::Info(Info::read(r)?)),
+        kind::MEMBERS_REQUEST => AnyFrame::Client(ClientFrame::MembersRequest),
+        kind::CHANGE_MEMBER => AnyFrame::Client(ClientFrame::ChangeMember(ChangeMember::read(r)?)),
+        kind::MEMBERS => AnyFrame::Server(ServerFrame::Members(read_member_entries(r)?)),
+        kind::PEER_MEMBERSHIP => AnyFrame::Peer(PeerFrame::PeerMembership(read_membership(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),
