@@ -141,8 +141,11 @@ impl MembershipRecord {
 pub enum MembershipState {
     /// The node that answered.
     Itself = 0,
+    /// A peer connection is up.
     Connected = 1,
+    /// A dial or handshake is under way.
     Connecting = 2,
+    /// Not connected; the next dial waits out its back-off.
     BackingOff = 3,
     /// Removed: refused until added back.
     Removed = 4,
@@ -151,10 +154,13 @@ pub enum MembershipState {
 /// One member in a Members reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberEntry {
+    /// The member's actor id.
     pub actor_id: u16,
+    /// Where it stands.
     pub state: MembershipState,
     /// The version of its membership record (0: never changed).
     pub version: u64,
+    /// The address it is dialed at (for this node: the address it advertises).
     pub addr: String,
 }
 

@@ -348,6 +348,8 @@ impl<L: Log> Engine<L> {
             let message = self.removed_refusal(actor).unwrap_or_default();
             self.close_with_error(conn, ErrorCode::MemberRemoved, &message);
         }
+        // The stable clock may have moved past events the removed member held back.
+        self.wake_ordered();
         let members = self.cluster.members.len() + 1;
         if usize::from(self.config.cluster.min_replicas) > members {
             log::warn!(
