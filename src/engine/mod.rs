@@ -94,6 +94,10 @@ pub struct EngineConfig {
     /// `Some(timeout)`: after start-up, produces are refused until this node has caught up
     /// with its peers or the time-out passed (set for non-`always` fsync policies).
     pub catch_up_timeout_ms: Option<u64>,
+    /// The catch-up time-out for a node started on an empty data directory with peers
+    /// (whatever the fsync policy): it may have lost the directory, and must not reuse the
+    /// ids it handed out before (docs/clustering.md, "Losing a data directory").
+    pub catch_up_timeout_fresh_ms: u64,
     /// PeerHello is accepted only when this is set or `peer_addrs` is not empty: the server
     /// was configured for clustering (`--peer-addr` or `--cluster-secret`).
     pub accepts_peers: bool,
@@ -136,6 +140,7 @@ impl EngineConfig {
                 crate::config::FsyncPolicy::Always => None,
                 _ => Some(millis(config.cluster.catch_up_timeout)),
             },
+            catch_up_timeout_fresh_ms: millis(config.cluster.catch_up_timeout),
             accepts_peers: !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some(),
         }
     }
@@ -286,7 +291,10 @@ impl<L: Log> Engine<L> {
         // events the log has lost since (a power loss, a torn tail): starting at it leaves a
         // gap instead of reusing their ids.
         let counter = log.version_vector().counter_max().max(log.counter_floor());
-        let cluster = peer::Cluster::new(&config, log.version_vector());
+        // A data directory that has never handed out a counter (no counter lease): new, or
+        // lost and restarted empty, or restarted before its catch-up after such a start.
+        let fresh = log.counter_floor() == 0;
+        let cluster = peer::Cluster::new(&config, log.version_vector(), fresh);
         let mut engine = Engine {
             config,
             log,

@@ -129,7 +129,14 @@ impl Cluster {
     /// limit existed, or under a higher one) is served as it is: nothing stored is refused or
     /// dropped, only events of further new actors are. Its vector still encodes (at most
     /// 65,535 entries); peers whose limit is lower refuse its handshake, which is logged.
-    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector) -> Cluster {
+    ///
+    /// `fresh`: the data directory has never handed out a counter (it has no counter lease).
+    /// With peers configured, the node may have lost its directory, so it holds produces
+    /// until it caught up with them (whatever its fsync policy), as after an unclean start:
+    /// otherwise it would hand out again the ids of the events it created before, which its
+    /// peers hold. The first produce after the hold writes the lease, so only starts before
+    /// that are held again (a restart in the middle of the catch-up is).
+    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector, fresh: bool) -> Cluster {
         let foreign_events = held.iter().any(|(a, _)| a != config.actor_id);
         if held.len() > config.cluster.actors_max {
             log::warn!(
@@ -154,10 +161,12 @@ impl Cluster {
             };
             targets.insert(*addr, target);
         }
+        let peers = !config.cluster.peer_addrs.is_empty();
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if !config.cluster.peer_addrs.is_empty() || foreign_events => {
-                Hold::Pending { timeout_ms }
-            }
+            Some(timeout_ms) if peers || foreign_events => Hold::Pending { timeout_ms },
+            _ if fresh && peers => Hold::Pending {
+                timeout_ms: config.catch_up_timeout_fresh_ms,
+            },
             _ => Hold::Off,
         };
         Cluster {
