@@ -138,8 +138,8 @@ struct Args {
     #[arg(long = "handshake-timeout", default_value = "10s", value_parser = parse_duration_ms)]
     handshake_timeout: u64,
 
-    /// A connection that sends no frame for this long is closed with a Timeout error; 0s
-    /// disables it. Clients keep a connection open with Ping.
+    /// A connection that sends nothing (not one byte) for this long is closed with a Timeout
+    /// error; 0s disables it. Clients keep a connection open with Ping.
     #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration_ms)]
     idle_timeout: u64,
 
@@ -275,8 +275,8 @@ enum Tool {
     },
     /// Print the man page (roff; e.g. flo man > /usr/share/man/man1/flo.1).
     Man,
-    /// Read a token from standard input (one line) and print the `token = "sha256:..."`
-    /// value an --auth-file stores for it. Tokens shorter than 32 bytes are refused.
+    /// Read a token from standard input (one line) and print its hash (`sha256:...`), the
+    /// value of `token = "..."` in an --auth-file. Tokens shorter than 32 bytes are refused.
     HashToken,
     /// Print a new random token (256 bits, 64 hex digits) and, on standard error, its hash
     /// for the --auth-file.

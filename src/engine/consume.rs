@@ -188,7 +188,11 @@ impl<L: Log> Engine<L> {
         // Checked by the caller: frames are handled only for open connections.
         let connection = self.conn_mut(conn).expect("connection is open");
         if connection.subscriptions.remove(&id).is_none() {
-            let message = "unsubscribe for a subscription that is not open";
+            let message = if self.groups.is_member((conn, id)) {
+                "unsubscribe for a group membership: a membership ends with LeaveGroup"
+            } else {
+                "unsubscribe for a subscription that is not open"
+            };
             let scope = ErrorScope::Subscription(id);
             return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
         }

@@ -281,6 +281,31 @@ fn bad_group_input_gets_its_error_and_the_connection_stays_open() {
     assert!(harness.engine.is_open(member));
 }
 
+/// Unsubscribe with a membership's id is refused with a message that names LeaveGroup, and the
+/// membership goes on receiving events.
+#[test]
+fn unsubscribe_on_a_membership_names_leave_group_and_the_membership_goes_on() {
+    let mut harness = Harness::new();
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 10));
+    harness.turn();
+    harness.received(member);
+    harness.send(member, ClientFrame::Unsubscribe { subscription_id: 1 });
+    harness.turn();
+    let frames = harness.received(member);
+    let messages: Vec<&str> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Error(error) => Some(error.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(error_codes(&frames), vec![ErrorCode::UnknownSubscription]);
+    assert!(messages[0].contains("LeaveGroup"), "{messages:?}");
+    produce_jobs(&mut harness, 1);
+    assert_eq!(events_of(&harness.received(member), 1).len(), 1);
+}
+
 /// The invariant check catches a member whose in-flight count disagrees with the pending
 /// table (the count that bounds `max_in_flight`).
 #[test]
