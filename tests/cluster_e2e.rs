@@ -643,7 +643,10 @@ fn flo_client(port: u16, args: &[&str]) -> String {
         .expect("run flo-client");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "flo-client {args:?}: {stdout} {stderr}");
+    assert!(
+        output.status.success(),
+        "flo-client {args:?}: {stdout} {stderr}"
+    );
     stdout
 }
 

@@ -373,7 +373,11 @@ impl Sim {
         let missing: Vec<String> = (0..self.nodes.len())
             .map(|n| {
                 let held: BTreeSet<EventId> = self.events_of(n).iter().map(|e| e.id).collect();
-                let lacks: Vec<String> = all.difference(&held).take(5).map(|id| id.to_string()).collect();
+                let lacks: Vec<String> = all
+                    .difference(&held)
+                    .take(5)
+                    .map(|id| id.to_string())
+                    .collect();
                 format!("node {n} lacks {lacks:?}")
             })
             .collect();

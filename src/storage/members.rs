@@ -113,7 +113,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<MemberRecord>, String> {
         let addr = std::str::from_utf8(addr)
             .map_err(|_| format!("record {index}'s address is not UTF-8"))?;
         if actor.0 == 0 || length > MEMBER_ADDR_LENGTH_MAX {
-            return Err(format!("record {index} is not valid (actor 0 or address too long)"));
+            return Err(format!(
+                "record {index} is not valid (actor 0 or address too long)"
+            ));
         }
         if records.iter().any(|r: &MemberRecord| r.actor == actor) {
             return Err(format!("actor {actor} has two records"));
@@ -217,7 +219,9 @@ mod tests {
         body.push(0);
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
-        assert!(decode(&body).unwrap_err().contains("follow the last record"));
+        assert!(decode(&body)
+            .unwrap_err()
+            .contains("follow the last record"));
         // The example in docs/storage.md: member 3 at 10.0.0.3:3000, removed, version 1.
         let documented = [
             0x46, 0x4C, 0x4F, 0x4D, 0x45, 0x4D, 0x00, 0x01, 0x01, 0x00, 0x03, 0x00, 0x01, 0x01,

@@ -17,8 +17,8 @@ use super::MemberInfo;
 use crate::engine::{ConnId, Engine};
 use crate::event::ActorId;
 use crate::protocol::{
-    ChangeMember, ErrorCode, ErrorScope, MemberEntry, MemberOp, MembershipRecord,
-    MembershipState, MemberState, PeerFrame,
+    ChangeMember, ErrorCode, ErrorScope, MemberEntry, MemberOp, MemberState, MembershipRecord,
+    MembershipState, PeerFrame,
 };
 use crate::storage::{Log, MemberRecord, StorageError};
 
@@ -138,9 +138,7 @@ impl<L: Log> Engine<L> {
             let state = match member.conn {
                 Some(_) => MembershipState::Connected,
                 None => match self.target_state_of(member.addr) {
-                    MemberState::Connected | MemberState::Connecting => {
-                        MembershipState::Connecting
-                    }
+                    MemberState::Connected | MemberState::Connecting => MembershipState::Connecting,
                     MemberState::BackingOff => MembershipState::BackingOff,
                 },
             };
@@ -198,7 +196,11 @@ impl<L: Log> Engine<L> {
             return invalid(format!(
                 "actor {actor} is this node: a node cannot {} itself; run the command on \
                  another member",
-                if op == MemberOp::Remove { "remove" } else { "add" }
+                if op == MemberOp::Remove {
+                    "remove"
+                } else {
+                    "add"
+                }
             ));
         }
         let record = self.cluster.records.get(&actor);
@@ -371,8 +373,7 @@ impl<L: Log> Engine<L> {
             return;
         };
         let members = &self.cluster.members;
-        if !members.contains_key(&record.actor) && members.len() < self.config.cluster.members_max
-        {
+        if !members.contains_key(&record.actor) && members.len() < self.config.cluster.members_max {
             let member = MemberInfo::disconnected(addr, self.now_ms);
             self.cluster.members.insert(record.actor, member);
         }

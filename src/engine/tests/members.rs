@@ -114,7 +114,11 @@ fn the_member_list_and_removals_survive_a_restart() {
     h.send(admin, subscribe_id_order(1, 100));
     h.produce(admin, 1, "/a", b"x");
     h.turn();
-    assert_eq!(events_of(&h.received(admin), 1), vec![], "member 2 is known");
+    assert_eq!(
+        events_of(&h.received(admin), 1),
+        vec![],
+        "member 2 is known"
+    );
     // Member 3 is still refused.
     let conn = h.connect();
     h.send(conn, peer_hello(3, 4));
