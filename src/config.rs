@@ -61,6 +61,57 @@ pub struct Retention {
     pub age_max_ms: Option<u64>,
 }
 
+/// A per-namespace retention rule (`/metrics/** keep 7d`): events whose namespace the glob
+/// matches are hidden from every reader once older than `keep_ms`, and their space is
+/// reclaimed like a purge's (docs/operations.md, "Purge and per-namespace retention").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamespaceRetention {
+    /// The namespaces it applies to.
+    pub glob: String,
+    /// How long their events are kept, in wall-clock milliseconds.
+    pub keep_ms: u64,
+}
+
+impl std::str::FromStr for NamespaceRetention {
+    type Err = String;
+
+    /// Parses `GLOB keep DURATION` (`/metrics/** keep 7d`).
+    fn from_str(text: &str) -> Result<NamespaceRetention, String> {
+        let error = || {
+            format!("invalid retention rule {text:?}: expected GLOB keep DURATION (/metrics/** keep 7d)")
+        };
+        let mut words = text.split_whitespace();
+        let (Some(glob), Some("keep"), Some(duration), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(error());
+        };
+        let keep_ms = crate::units::parse_duration_ms(duration)
+            .map_err(|message| format!("{}: {message}", error()))?;
+        crate::protocol::NamespaceGlob::new(glob)
+            .map_err(|message| format!("{}: {message}", error()))?;
+        Ok(NamespaceRetention {
+            glob: glob.to_string(),
+            keep_ms,
+        })
+    }
+}
+
+impl fmt::Display for NamespaceRetention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} keep {}",
+            self.glob,
+            crate::units::format_duration_ms(self.keep_ms)
+        )
+    }
+}
+
+/// The most per-namespace retention rules a server takes (each is checked against every event
+/// handed out, like a purge).
+pub const NAMESPACE_RETENTION_RULES_MAX: usize = 64;
+
 /// Limits of the wire protocol that a client must respect. The frame size, namespace length
 /// and event data size are sent in the handshake (Welcome); the others are documented in
 /// protocol.md.
@@ -112,6 +163,15 @@ pub struct StorageConfig {
     /// One namespace index query reads the index of at most this many segments before it
     /// returns (the caller asks again from there), so one call costs bounded time.
     pub namespace_segments_per_query_max: usize,
+    /// Per-namespace retention rules (`--retention-rule '/metrics/** keep 7d'`), at most
+    /// [`NAMESPACE_RETENTION_RULES_MAX`].
+    pub namespace_retention: Vec<NamespaceRetention>,
+    /// Purge rules kept at most (`--max-purge-rules`); a purge of a new glob past it is
+    /// refused with PurgeRulesFull. Every rule costs a comparison per event handed out.
+    pub purge_rules_max: usize,
+    /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
+    /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
+    pub reclaim_records_per_call_max: u64,
 }
 
 impl StorageConfig {
@@ -125,6 +185,9 @@ impl StorageConfig {
             cache_bytes_max: 64 * 1024 * 1024,
             namespace_index: true,
             namespace_segments_per_query_max: 64,
+            namespace_retention: Vec::new(),
+            purge_rules_max: 256,
+            reclaim_records_per_call_max: 4096,
         }
     }
 }
@@ -546,6 +609,7 @@ impl Config {
         if !(1..=1_000_000).contains(&self.storage.namespace_segments_per_query_max) {
             return Err("namespace segments per query must be between 1 and 1000000".into());
         }
+        self.validate_purge_bounds()?;
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
@@ -607,6 +671,45 @@ impl Config {
     }
 
     /// Checks the bounds of the metrics endpoint's connections.
+    fn validate_purge_bounds(&self) -> Result<(), String> {
+        let storage = &self.storage;
+        if !(1..=65_535).contains(&storage.purge_rules_max) {
+            return Err("max purge rules must be between 1 and 65535".into());
+        }
+        if storage.reclaim_records_per_call_max == 0 {
+            return Err("reclaim records per call must be positive".into());
+        }
+        if storage.namespace_retention.len() > NAMESPACE_RETENTION_RULES_MAX {
+            return Err(format!(
+                "at most {NAMESPACE_RETENTION_RULES_MAX} retention rules (--retention-rule)"
+            ));
+        }
+        let glob_max = self.wire.glob_length_max as usize;
+        let reply_size_max = crate::protocol::PURGES_FRAME_EMPTY_SIZE
+            + storage.purge_rules_max * (crate::protocol::PURGE_RULE_FIXED_SIZE + glob_max)
+            + storage.namespace_retention.len()
+                * (crate::protocol::RETENTION_INFO_FIXED_SIZE + glob_max);
+        if reply_size_max > self.wire.frame_size_max as usize {
+            return Err(format!(
+                "max purge rules {} with globs up to {glob_max} bytes make a Purges reply                  larger than the frame size limit",
+                storage.purge_rules_max
+            ));
+        }
+        for rule in &storage.namespace_retention {
+            if rule.glob.len() > self.wire.glob_length_max as usize {
+                return Err(format!(
+                    "retention rule {rule}: the glob is longer than the glob length limit"
+                ));
+            }
+            crate::protocol::NamespaceGlob::new(&rule.glob)
+                .map_err(|error| format!("retention rule {rule}: {error}"))?;
+            if rule.keep_ms == 0 {
+                return Err(format!("retention rule {rule}: keep must be positive"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_metrics(&self) -> Result<(), String> {
         let metrics = &self.metrics;
         if !(1..=1024).contains(&metrics.connections_max) {

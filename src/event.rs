@@ -354,6 +354,50 @@ pub enum Order {
     Id,
 }
 
+/// What a purge removes: events below an id, or older than a wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PurgeBefore {
+    /// Every event whose id is below this one (ids are ordered by counter, then actor).
+    Id(EventId),
+    /// Every event whose timestamp (milliseconds since the Unix epoch) is below this.
+    Time(u64),
+}
+
+impl PurgeBefore {
+    pub(crate) fn same_kind(&self, other: &PurgeBefore) -> bool {
+        matches!(
+            (self, other),
+            (PurgeBefore::Id(_), PurgeBefore::Id(_)) | (PurgeBefore::Time(_), PurgeBefore::Time(_))
+        )
+    }
+
+    /// Whether this bound takes `event` (its namespace aside).
+    pub fn covers(&self, event: &Event) -> bool {
+        match *self {
+            PurgeBefore::Id(id) => event.id < id,
+            PurgeBefore::Time(ms) => event.timestamp_ms < ms,
+        }
+    }
+
+    /// Whether `self` hides at least what `other` hides (same kind assumed).
+    pub(crate) fn at_least(&self, other: &PurgeBefore) -> bool {
+        match (self, other) {
+            (PurgeBefore::Id(a), PurgeBefore::Id(b)) => a >= b,
+            (PurgeBefore::Time(a), PurgeBefore::Time(b)) => a >= b,
+            _ => false,
+        }
+    }
+}
+
+/// One purge: a namespace glob and a bound.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PurgeRule {
+    /// The namespaces it applies to.
+    pub glob: String,
+    /// What it removes from them.
+    pub before: PurgeBefore,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

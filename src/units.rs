@@ -49,6 +49,23 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(error)
 }
 
+/// A duration in milliseconds in the largest unit that divides it (`10s`, `5m`, `250ms`), as
+/// the flags accept it.
+pub fn format_duration_ms(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (24 * 60 * 60 * 1000, "d"),
+        (60 * 60 * 1000, "h"),
+        (60 * 1000, "m"),
+        (1000, "s"),
+    ];
+    for (size, unit) in UNITS {
+        if ms != 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,3 +134,36 @@ fn completions_and_man_page_are_generated() {
     assert!(stdout(&output).contains(".TH flo 1"));
     assert!(stdout(&output).contains("max\\-connections"));
 }
+
+#[test]
+fn retention_rules_are_checked_and_printed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "flo.toml",
+        "retention-rule = [\"/metrics/** keep 7d\", \"/debug/* keep 12h\"]\n",
+    );
+    let output = flo(&["--config", &file, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("retention-rule = [\"/metrics/** keep 7d\", \"/debug/* keep 12h\"]"),
+        "{text}"
+    );
+    assert!(text.contains("max-purge-rules = 256"), "{text}");
+    for bad in [
+        "/metrics/** 7d",
+        "metrics keep 7d",
+        "/m keep soon",
+        "/m keep 0s",
+    ] {
+        let output = flo(&["--retention-rule", bad, "--check-config"]);
+        assert!(!output.status.success(), "{bad}: {}", stdout(&output));
+        assert_eq!(
+            stderr(&output).lines().count(),
+            1,
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -710,3 +710,38 @@ fn a_removed_member_stops_holding_id_order_is_refused_and_can_be_added_back() {
     });
     assert!(member_state_is(nodes[0].port, 3, "connected"));
 }
+
+/// Issue 16: a purge on one node reaches the others as a tombstone, and a node that was down
+/// when it was made applies it when it connects again (docs/operations.md, "Purges in a
+/// cluster"): none of the three nodes delivers a purged event afterwards.
+#[test]
+fn a_purge_reaches_every_node_including_one_that_was_down() {
+    let mut nodes = three_nodes();
+    let expected = produce(nodes[0].port, 10, "p");
+    wait_for_convergence(&nodes, &expected);
+    nodes[2].process.take().expect("running").kill9();
+    let bound = *expected.keys().nth(6).expect("ten events");
+    let purged = client(nodes[0].port)
+        .purge("/cluster/**", flo::event::PurgeBefore::Id(bound))
+        .expect("purge");
+    assert!(purged.changed);
+    let kept: BTreeMap<EventId, Vec<u8>> = expected
+        .range(bound..)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(
+        events_on(nodes[0].port),
+        kept,
+        "the purging node hides them at once"
+    );
+    wait_until("node 2 applied the tombstone", || {
+        events_on(nodes[1].port) == kept
+    });
+    nodes[2].start();
+    wait_until("node 3 applied the tombstone after its restart", || {
+        events_on(nodes[2].port) == kept
+    });
+    let purges = client(nodes[2].port).purges().expect("purges");
+    assert_eq!(purges.purges.len(), 1, "{purges:?}");
+}

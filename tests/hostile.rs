@@ -23,6 +23,8 @@ mod groups;
 mod metrics;
 #[path = "hostile/peers.rs"]
 mod peers;
+#[path = "hostile/purge.rs"]
+mod purge;
 #[path = "hostile/shutdown.rs"]
 mod shutdown;
 #[path = "hostile/storage.rs"]

@@ -219,7 +219,12 @@ fn flo_client_info_shows_version_policy_counts_and_connections() {
     assert!(json.starts_with("{\"version\":\""), "{json}");
     assert!(json.contains("\"fsync\":\"interval:50\""), "{json}");
     assert!(json.contains("\"event_count\":2,"), "{json}");
-    assert!(json.trim_end().ends_with("\"group_count\":0}"), "{json}");
+    // Then the retention rules and purges in force (none here).
+    assert!(
+        json.trim_end()
+            .ends_with("\"group_count\":0,\"retention\":[],\"purges\":[]}"),
+        "{json}"
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
         .args(["-H", &host, "status", "--format", "json"])
         .output()

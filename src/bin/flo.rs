@@ -103,6 +103,19 @@ struct Args {
     #[arg(long = "max-age", value_parser = parse_duration_ms)]
     max_age: Option<u64>,
 
+    /// Per-namespace retention, as `GLOB keep DURATION` (repeat the flag for more rules; in
+    /// the config file a list: `retention-rule = ["/metrics/** keep 7d"]`). Events of matching
+    /// namespaces older than DURATION are never delivered again, and a segment holding only
+    /// such (or purged) events is deleted (docs/operations.md, "Purge and per-namespace
+    /// retention"). At most 64 rules.
+    #[arg(long = "retention-rule", value_name = "RULE")]
+    retention_rules: Vec<flo::config::NamespaceRetention>,
+
+    /// Purge rules the server keeps at most (`flo-client purge`); a purge of a new glob past
+    /// it is refused with PurgeRulesFull. Each rule is checked against every event handed out.
+    #[arg(long = "max-purge-rules", default_value_t = 256)]
+    max_purge_rules: usize,
+
     /// When acknowledged events are on disk: `always` (fdatasync before every ack; the
     /// default), `interval:<ms>` (fdatasync at most every <ms>; a power loss can lose that
     /// window of acknowledged events) or `never` (the OS decides; a power loss can lose any
@@ -289,7 +302,13 @@ enum Tool {
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let command = Args::command();
-    let matches = command.clone().get_matches_from(&argv);
+    let matches = match command.clone().try_get_matches_from(&argv) {
+        Ok(matches) => matches,
+        // --help and --version print to standard output and exit 0.
+        Err(error) if !error.use_stderr() => error.exit(),
+        // Every other flag error is one line, like flo-client's.
+        Err(error) => return Err(one_line(&error)),
+    };
     let Some(path) = matches.get_one::<PathBuf>("config") else {
         return Args::from_arg_matches(&matches).map_err(|error| one_line(&error));
     };
@@ -357,6 +376,21 @@ fn effective_config(args: &Args) -> String {
     put(
         "max-age",
         args.max_age.and_then(|n| text(format_duration_ms(n))),
+    );
+    put(
+        "retention-rule",
+        list(
+            args.retention_rules
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
+    );
+    put(
+        "max-purge-rules",
+        Some(toml::Value::Integer(
+            i64::try_from(args.max_purge_rules).unwrap_or(i64::MAX),
+        )),
     );
     put("fsync", text(args.fsync.to_string()));
     let count = |n: usize| Some(toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
@@ -582,6 +616,8 @@ fn config_from(args: &Args) -> Config {
         bytes_max: args.max_bytes,
         age_max_ms: args.max_age,
     };
+    config.storage.namespace_retention = args.retention_rules.clone();
+    config.storage.purge_rules_max = args.max_purge_rules;
     config.cluster.peer_addrs = args.peer_addrs.clone();
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;

@@ -44,7 +44,7 @@ use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION
 pub use crate::protocol::{
     Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberEntry,
     MemberOp, MemberState, MemberStatus, MembershipState, NewEvent, ParkedEvent, ParkedReply,
-    Status,
+    Purged, PurgesReply, RetentionInfo, Status,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -273,6 +273,39 @@ impl Client {
         }
     }
 
+    /// Purges the namespaces `glob` matches below `before` (an id, or a time in milliseconds
+    /// since the epoch): once this returns `Ok`, the purge is durable on the server and its
+    /// events are never delivered again (docs/operations.md, "Purge"). Needs an admin
+    /// principal on a server with authentication.
+    pub fn purge(
+        &mut self,
+        glob: &str,
+        before: crate::event::PurgeBefore,
+    ) -> Result<Purged, ClientError> {
+        let rule = crate::event::PurgeRule {
+            glob: glob.to_string(),
+            before,
+        };
+        self.connection.send(&ClientFrame::Purge(rule))?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Purged(purged) => return Ok(purged),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
+    /// The purges and per-namespace retention rules in force on the server (admin).
+    pub fn purges(&mut self) -> Result<PurgesReply, ClientError> {
+        self.connection.send(&ClientFrame::PurgesRequest)?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Purges(reply) => return Ok(reply),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     pub(crate) fn take_op_id(&mut self) -> u64 {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -299,7 +332,9 @@ impl Client {
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
             | ServerFrame::Info(_)
-            | ServerFrame::Members(_)) => {
+            | ServerFrame::Members(_)
+            | ServerFrame::Purged(_)
+            | ServerFrame::Purges(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))
             }
         }

@@ -149,7 +149,9 @@ impl Client {
             | ServerFrame::Groups(_)
             | ServerFrame::Parked(_)
             | ServerFrame::Info(_)
-            | ServerFrame::Members(_)) => Err(unexpected(&frame, "an Ack")),
+            | ServerFrame::Members(_)
+            | ServerFrame::Purged(_)
+            | ServerFrame::Purges(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }
             | ServerFrame::CaughtUp { .. }
             | ServerFrame::Skipped { .. }

@@ -16,7 +16,7 @@ use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
     ServerFrame, Subscribe,
 };
-use crate::storage::{Log, NamespaceKey, Offset, StorageError};
+use crate::storage::{HideRules, Log, NamespaceKey, Offset, StorageError};
 
 /// A subscription reads through the namespace index only when at least this many records lie
 /// between it and the durable end: below that, reading them (mostly from the cache) costs
@@ -374,6 +374,7 @@ impl<L: Log> Engine<L> {
             (self.config.connections_memory_max).saturating_sub(self.connections_memory);
         let high_water = self.config.send_buffer_high_water;
         let own_actor = self.config.actor_id;
+        let hide = self.log.hide_rules();
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -414,6 +415,7 @@ impl<L: Log> Engine<L> {
             high_water,
             memory_room,
             own_actor,
+            hide: &hide,
             stopped_by_budget: false,
             stopped_by_memory: None,
         };
@@ -588,6 +590,8 @@ struct Delivery<'a> {
     high_water: usize,
     memory_room: usize,
     own_actor: ActorId,
+    /// Purges and per-namespace retention: what no subscription (and no peer) is sent.
+    hide: &'a HideRules,
     stopped_by_budget: bool,
     stopped_by_memory: Option<usize>,
 }
@@ -630,7 +634,9 @@ impl Delivery<'_> {
         let cost = glob.match_cost(&event.namespace);
         self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
         self.stats.match_steps_charged += cost;
-        glob.matches(&event.namespace) && !self.subscription.filter.covers(event.id)
+        glob.matches(&event.namespace)
+            && !self.subscription.filter.covers(event.id)
+            && !self.hide.hides(event)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow

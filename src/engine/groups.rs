@@ -803,6 +803,7 @@ impl<L: Log> Engine<L> {
         let ack_window_max = self.config.groups.ack_window_max;
         let memory_max = self.config.groups.memory_max;
         let durable_end = self.log.durable_end();
+        let hide = self.log.hide_rules();
         let Engine {
             log,
             conns,
@@ -864,7 +865,8 @@ impl<L: Log> Engine<L> {
             group.redeliver.pop_first();
             let mut found = None;
             let result = log.read(offset, &mut |at, event| {
-                if at == offset {
+                // A purged event is not delivered again: as if retention deleted it.
+                if at == offset && !hide.hides(event) {
                     found = Some(event.clone());
                 }
                 false
@@ -875,7 +877,8 @@ impl<L: Log> Engine<L> {
                 (Ok(_), None) => {
                     // Retention deleted the record: nothing left to deliver.
                     log::warn!(
-                        "group {name}: record {offset} was deleted before it was acknowledged"
+                        "group {name}: record {offset} was deleted or purged before it was \
+                         acknowledged"
                     );
                     if let Some(pending) = group.pending.remove(&offset) {
                         group.pending_by_id.remove(&pending.id);
@@ -898,6 +901,7 @@ impl<L: Log> Engine<L> {
                 }
                 let wanted = group.glob.matches(&event.namespace)
                     && !group.filter.covers(event.id)
+                    && !hide.hides(event)
                     && !group.acked.contains(&offset)
                     && !group.parked.contains_key(&offset)
                     && !group.pending.contains_key(&offset);

@@ -17,6 +17,7 @@ mod metrics;
 mod order;
 mod peer;
 mod produce;
+mod purge;
 mod replicas;
 mod streams;
 
@@ -178,6 +179,15 @@ enum PendingReply {
         size: usize,
         report: Report,
     },
+    /// A Purge, applied (made durable) by the turn's sync: `answer` is set then (Purged, or an
+    /// Error of scope connection); still `None` at release means it was not applied. `size`
+    /// is counted while it is held, as for Status.
+    Purge {
+        conn: ConnId,
+        rule: crate::event::PurgeRule,
+        answer: Option<Box<ServerFrame>>,
+        size: usize,
+    },
 }
 
 /// Which report a held `PendingReply::Status` becomes.
@@ -193,7 +203,8 @@ impl PendingReply {
         match self {
             PendingReply::Ack { conn, .. }
             | PendingReply::Error { conn, .. }
-            | PendingReply::Status { conn, .. } => *conn,
+            | PendingReply::Status { conn, .. }
+            | PendingReply::Purge { conn, .. } => *conn,
         }
     }
 
@@ -203,7 +214,7 @@ impl PendingReply {
         match self {
             PendingReply::Ack { .. } => 35,
             PendingReply::Error { message, .. } => 18 + message.len(),
-            PendingReply::Status { size, .. } => *size,
+            PendingReply::Status { size, .. } | PendingReply::Purge { size, .. } => *size,
         }
     }
 }
@@ -273,6 +284,8 @@ pub struct Engine<L: Log> {
     groups: groups::Groups,
     /// Connections with replies waiting for replicas.
     waiting_conns: Vec<ConnId>,
+    /// Purges received from peers this turn, applied with the clients' at the turn's sync.
+    peer_purges: Vec<crate::event::PurgeRule>,
     /// Counters for the metrics endpoint (`metrics.rs`).
     metrics: metrics::Metrics,
     /// The turn's sync, done by `handle_turn_sync` and not yet followed by `handle_turn_end`.
@@ -322,6 +335,7 @@ impl<L: Log> Engine<L> {
             groups: groups::Groups::new(),
             waiting_conns: Vec::new(),
             metrics: metrics::Metrics::default(),
+            peer_purges: Vec::new(),
             turn_synced: None,
         };
         engine.load_producers();
@@ -678,6 +692,7 @@ impl<L: Log> Engine<L> {
         }
         let durable_before = self.log.durable_end();
         let result = self.log.sync(now.monotonic);
+        self.commit_purges();
         let failure = match (self.turn_failure.take(), result) {
             (Some(message), _) => Some(message),
             (None, Ok(_)) => None,
@@ -934,6 +949,8 @@ impl<L: Log> Engine<L> {
                 producer_id,
                 next_sequence,
             } => self.on_set_producer(conn, producer_id, next_sequence),
+            ClientFrame::Purge(rule) => self.on_purge(conn, rule),
+            ClientFrame::PurgesRequest => self.on_purges_request(conn),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
                     conn,

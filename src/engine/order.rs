@@ -77,6 +77,7 @@ impl<L: Log> Engine<L> {
     pub(super) fn feed_ordered(&mut self, conn: ConnId, id: u32, budget: &mut FeedBudget) -> Stop {
         let durable_end = self.log.durable_end();
         let bytes_max = self.config.cluster.order_buffer_bytes_max;
+        let hide = self.log.hide_rules();
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -100,7 +101,9 @@ impl<L: Log> Engine<L> {
             let cost = subscription.glob.match_cost(&event.namespace);
             budget.match_steps = budget.match_steps.saturating_sub(cost);
             stats.match_steps_charged += cost;
-            if subscription.glob.matches(&event.namespace) && !subscription.filter.covers(event.id)
+            if subscription.glob.matches(&event.namespace)
+                && !subscription.filter.covers(event.id)
+                && !hide.hides(event)
             {
                 order.insert(offset, event.clone(), bytes_max);
             }

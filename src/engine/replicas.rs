@@ -70,7 +70,9 @@ impl<L: Log> Engine<L> {
                     || self.replicas_reached(first_id.counter + u64::from(*count) - 1)
                         < usize::from(*replicas)
             }
-            PendingReply::Error { .. } | PendingReply::Status { .. } => waiting,
+            PendingReply::Error { .. }
+            | PendingReply::Status { .. }
+            | PendingReply::Purge { .. } => waiting,
         }
     }
 
@@ -83,7 +85,9 @@ impl<L: Log> Engine<L> {
                 replicas,
                 ..
             } => (*replicas, first_id.counter + u64::from(*count) - 1),
-            PendingReply::Error { .. } | PendingReply::Status { .. } => (1, 0),
+            PendingReply::Error { .. }
+            | PendingReply::Status { .. }
+            | PendingReply::Purge { .. } => (1, 0),
         };
         let deadline_ms = self
             .now_ms
@@ -129,7 +133,9 @@ impl<L: Log> Engine<L> {
             while let Some(front) = self.conn(conn).and_then(|c| c.waiting_replies.front()) {
                 let reached = match front.reply {
                     PendingReply::Ack { .. } => self.replicas_reached(front.last_counter),
-                    PendingReply::Error { .. } | PendingReply::Status { .. } => usize::MAX,
+                    PendingReply::Error { .. }
+                    | PendingReply::Status { .. }
+                    | PendingReply::Purge { .. } => usize::MAX,
                 };
                 let (needed, expired) = (usize::from(front.replicas), now_ms >= front.deadline_ms);
                 if reached < needed && !expired {
@@ -186,6 +192,14 @@ impl<L: Log> Engine<L> {
                 ..
             } => Some(ServerFrame::Members(self.member_entries())),
             PendingReply::Ack { .. } | PendingReply::Error { .. } => None,
+            PendingReply::Purge { answer, rule, .. } => Some(match answer {
+                Some(frame) => (**frame).clone(),
+                None => ServerFrame::Error(protocol::ErrorFrame {
+                    scope: ErrorScope::Connection,
+                    code: ErrorCode::StorageFailure,
+                    message: format!("the purge of {} was not recorded", rule.glob),
+                }),
+            }),
         };
         if let PendingReply::Error { code, .. } = &reply {
             self.metrics.on_produce_error(*code);
@@ -216,9 +230,9 @@ impl<L: Log> Engine<L> {
                 message,
                 ..
             } => protocol::encode_error(ErrorScope::Produce(op_id), code, &message, output),
-            PendingReply::Status { .. } => {
+            PendingReply::Status { .. } | PendingReply::Purge { .. } => {
                 // Computed above, before the connection was borrowed.
-                let report = report.expect("computed for a Status or Info reply");
+                let report = report.expect("computed for a Status, Info or Purge reply");
                 protocol::encode(&report, output);
             }
         }

@@ -18,6 +18,8 @@ mod members;
 mod order;
 // Conditional and idempotent produce.
 mod streams;
+// Purges, their tombstones between peers, and per-namespace retention.
+mod purge;
 
 struct Harness {
     engine: Engine<MemoryLog>,

@@ -4,7 +4,7 @@
 use std::fmt;
 
 pub use crate::event::Order;
-use crate::event::{Event, EventId, StartPosition, VersionVector};
+use crate::event::{Event, EventId, PurgeRule, StartPosition, VersionVector};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -33,6 +33,8 @@ pub mod kind {
     pub const MEMBERS_REQUEST: u8 = 0x14;
     pub const CHANGE_MEMBER: u8 = 0x15;
     pub const INFO_REQUEST: u8 = 0x18;
+    pub const PURGE: u8 = 0x19;
+    pub const PURGES_REQUEST: u8 = 0x1A;
 
     pub const WELCOME: u8 = 0x21;
     pub const ACK: u8 = 0x22;
@@ -47,6 +49,8 @@ pub mod kind {
     pub const PARKED: u8 = 0x2B;
     pub const MEMBERS: u8 = 0x2C;
     pub const INFO: u8 = 0x30;
+    pub const PURGED: u8 = 0x31;
+    pub const PURGES: u8 = 0x32;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -58,6 +62,7 @@ pub mod kind {
     pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_CLOCK: u8 = 0x48;
     pub const PEER_MEMBERSHIP: u8 = 0x49;
+    pub const PEER_PURGE: u8 = 0x4B;
     pub const PEER_LAST: u8 = 0x5F;
 }
 
@@ -604,6 +609,9 @@ pub enum ErrorCode {
     /// A ChangeMember names this node itself, an actor that is not a member, or adds back a
     /// member that was not removed.
     InvalidMemberChange = 46,
+    /// A Purge of a new glob and kind when the server already holds `purge_rules_max` purge
+    /// rules; nothing changed. Scope connection.
+    PurgeRulesFull = 47,
 }
 
 impl ErrorCode {
@@ -649,6 +657,7 @@ impl ErrorCode {
             OrderStalled,
             MemberRemoved,
             InvalidMemberChange,
+            PurgeRulesFull,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -694,7 +703,8 @@ impl ErrorCode {
             | ExpectationFailed
             | SequenceUnknown
             | OrderStalled
-            | InvalidMemberChange => false,
+            | InvalidMemberChange
+            | PurgeRulesFull => false,
         }
     }
 }
@@ -768,6 +778,11 @@ pub enum ClientFrame {
     MembersRequest,
     /// Remove a member or add one back (admin); answered with [`ServerFrame::Members`].
     ChangeMember(ChangeMember),
+    /// Purge the namespaces a glob matches below a bound (admin); answered with
+    /// [`ServerFrame::Purged`] once the purge is durable.
+    Purge(PurgeRule),
+    /// Ask for [`ServerFrame::Purges`] (admin).
+    PurgesRequest,
 }
 
 /// A frame a server sends to a client.
@@ -806,6 +821,41 @@ pub enum ServerFrame {
     /// The answer to [`ClientFrame::MembersRequest`] and [`ClientFrame::ChangeMember`]: this
     /// node, every member it knows and every removed one.
     Members(Vec<MemberEntry>),
+    /// The answer to [`ClientFrame::Purge`]: the purge is durable on this node.
+    Purged(Purged),
+    /// The answer to [`ClientFrame::PurgesRequest`].
+    Purges(PurgesReply),
+}
+
+/// The answer to a Purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The purge as asked.
+    pub rule: PurgeRule,
+    /// False when a purge of the same glob and kind with an equal or later bound was already
+    /// in force (nothing changed).
+    pub changed: bool,
+}
+
+/// A per-namespace retention rule as the Purges frame reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionInfo {
+    /// The namespaces the rule applies to.
+    pub glob: String,
+    /// How long their events are kept, in milliseconds.
+    pub keep_ms: u64,
+    /// Events of the glob older than this (milliseconds since the epoch) are hidden now; 0
+    /// before the server first applied the rule.
+    pub cutoff_ms: u64,
+}
+
+/// The purges and per-namespace retention rules in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgesReply {
+    /// The purges, oldest (glob, kind) first.
+    pub purges: Vec<PurgeRule>,
+    /// The per-namespace retention rules, in configuration order.
+    pub retention: Vec<RetentionInfo>,
 }
 
 /// A frame between two cluster peers (the established ones only after the PeerHello,
@@ -839,6 +889,9 @@ pub enum PeerFrame {
     /// Membership records the sender holds (removals and additions, protocol.md section
     /// 15): the receiver keeps, per actor, the one that supersedes the other.
     PeerMembership(Vec<MembershipRecord>),
+    /// A purge the sender holds (a tombstone): the receiver merges it into its own purges
+    /// (docs/operations.md, "Purges in a cluster").
+    PeerPurge(PurgeRule),
     /// The sender refuses the handshake or closes the connection.
     Error(ErrorFrame),
 }

@@ -21,6 +21,7 @@ use super::namespace::{
     NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup, SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
+use super::purge::{self, HideRules, PurgeOutcomes};
 use super::record::{check_size, encode, encoded_size, is_hole};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
@@ -30,6 +31,7 @@ use super::syncer::{Done, Job, Syncer};
 use super::{
     io_error, last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
 };
+use crate::event::PurgeRule;
 
 /// A failure the next `sync` simulates, for tests of the error path (a full disk, a failing
 /// device) that cannot be produced on demand with a real file system.
@@ -110,6 +112,11 @@ pub struct FileLog {
     pub(super) produced: ProducedJournal,
     /// Its records whose events survived, from open until the engine takes them.
     pub(super) produced_loaded: Vec<ProducedRecord>,
+    /// Purges and per-namespace retention cutoffs (`purge.rs`).
+    pub(super) hide: Arc<HideRules>,
+    /// Where the reclaimer goes on looking at the oldest sealed segment: every record of it
+    /// before this offset is hidden, and hiding is monotone, so they stay hidden.
+    pub(super) reclaim_next: u64,
     pub(super) _lock: super::lock::DirLock,
 }
 
@@ -646,6 +653,45 @@ impl FileLog {
         Ok(count)
     }
 
+    /// Deletes the oldest sealed segment while purges and per-namespace retention hide every
+    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, resuming
+    /// where the last call stopped (`reclaim_next`); a visible record stops it until a later
+    /// call finds it hidden. Only the oldest segment goes, so the log stays one run of offsets:
+    /// a purged record behind a visible one keeps its bytes until that one is hidden or
+    /// deleted by retention (docs/storage.md, "Purges").
+    fn reclaim(&mut self) -> Result<u64, StorageError> {
+        if self.hide.is_empty() {
+            return Ok(0);
+        }
+        let hide = Arc::clone(&self.hide);
+        let mut budget = self.config.reclaim_records_per_call_max;
+        let mut deleted = 0;
+        while budget > 0 {
+            let Some(oldest) = self.sealed.front() else {
+                break;
+            };
+            let end = oldest.first_offset + oldest.record_count;
+            let from = self.reclaim_next.max(oldest.first_offset);
+            let mut visible = false;
+            let next = self.read(Offset(from), &mut |offset, event| {
+                if offset.0 >= end || budget == 0 {
+                    return false;
+                }
+                budget -= 1;
+                visible = !hide.hides(event);
+                !visible
+            })?;
+            self.reclaim_next = next.0;
+            if visible || next.0 < end {
+                break;
+            }
+            self.collect_background(true)?;
+            deleted += self.delete_oldest()?;
+            self.activity.reclaimed_segments += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Looks `key` up in the namespace index of the sealed segment `segment` within `range`
     /// and returns how far it got (as `SegmentNames::lookup`): from the names in memory
     /// while its file is being written, else from its file; a file that is missing or found
@@ -971,6 +1017,9 @@ impl Log for FileLog {
         let now_ms = now.0;
         let mut deleted = 0;
         let mut result = Ok(());
+        if self.hide.has_retention() {
+            Arc::make_mut(&mut self.hide).advance_retention(now_ms);
+        }
         if self.retention_exceeded(now_ms) {
             // A sealed segment's index file is written before its files may be deleted.
             self.collect_background(true)?;
@@ -982,6 +1031,12 @@ impl Log for FileLog {
                     result = Err(error);
                     break;
                 }
+            }
+        }
+        if result.is_ok() {
+            match self.reclaim() {
+                Ok(count) => deleted += count,
+                Err(error) => result = Err(error),
             }
         }
         if deleted > 0 || result.is_err() {
@@ -1099,6 +1154,23 @@ impl Log for FileLog {
 
     fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError> {
         self.produced.rewrite(records)
+    }
+
+    fn hide_rules(&self) -> Arc<HideRules> {
+        Arc::clone(&self.hide)
+    }
+
+    fn add_purges(
+        &mut self,
+        rules: &[PurgeRule],
+        rules_max: usize,
+    ) -> Result<PurgeOutcomes, StorageError> {
+        let (next, outcomes, changed) = purge::merge_all(&self.hide, rules, rules_max);
+        if changed {
+            purge::write(&self.config.data_dir, &next.purges())?;
+            self.hide = Arc::new(next);
+        }
+        Ok(outcomes)
     }
 
     fn stats(&self) -> LogStats {

@@ -12,9 +12,12 @@
 //! durable at once, so it survives `crash`.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
+use super::purge::{merge_all, HideRules, PurgeOutcomes};
 use super::{Log, LogActivity, LogStats, MemberRecord, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
+use crate::event::PurgeRule;
 use crate::event::{Event, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
@@ -48,6 +51,8 @@ pub struct MemoryLog {
     produced_pending: Vec<ProducedRecord>,
     /// The member list, durable at once like the lease.
     members: Vec<MemberRecord>,
+    /// Purges (durable at once, so they survive `crash`) and per-namespace retention cutoffs.
+    hide: Arc<HideRules>,
 }
 
 impl Default for MemoryLog {
@@ -80,6 +85,7 @@ impl MemoryLog {
             produced: Vec::new(),
             produced_pending: Vec::new(),
             members: Vec::new(),
+            hide: Arc::default(),
         }
     }
 
@@ -96,6 +102,12 @@ impl MemoryLog {
     #[cfg(any(test, feature = "testing"))]
     pub fn fsynced_end(&self) -> Offset {
         Offset(self.fsynced_end)
+    }
+
+    /// Per-namespace retention rules, as `StorageConfig::namespace_retention` gives them to
+    /// the file log.
+    pub fn set_namespace_retention(&mut self, rules: &[crate::config::NamespaceRetention]) {
+        Arc::make_mut(&mut self.hide).set_retention_rules(rules);
     }
 
     /// Simulates a power loss and restart: every record after the last simulated fdatasync
@@ -247,8 +259,29 @@ impl Log for MemoryLog {
         &self.vector
     }
 
-    fn apply_retention(&mut self, _now: WallClockMs) -> Result<u64, StorageError> {
+    /// Deletes nothing, but moves the per-namespace retention cutoffs (set with
+    /// `set_namespace_retention`) as the file log does.
+    fn apply_retention(&mut self, now: WallClockMs) -> Result<u64, StorageError> {
+        if self.hide.has_retention() {
+            Arc::make_mut(&mut self.hide).advance_retention(now.0);
+        }
         Ok(0)
+    }
+
+    fn hide_rules(&self) -> Arc<HideRules> {
+        Arc::clone(&self.hide)
+    }
+
+    fn add_purges(
+        &mut self,
+        rules: &[PurgeRule],
+        rules_max: usize,
+    ) -> Result<PurgeOutcomes, StorageError> {
+        let (next, outcomes, changed) = merge_all(&self.hide, rules, rules_max);
+        if changed {
+            self.hide = Arc::new(next);
+        }
+        Ok(outcomes)
     }
 
     fn activity(&self) -> LogActivity {

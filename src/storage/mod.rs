@@ -6,8 +6,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::event::{Event, EventId, StartPosition, VersionVector};
+use crate::event::{Event, EventId, PurgeRule, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
@@ -35,6 +36,7 @@ mod process;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
 mod produced;
+mod purge;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod record;
@@ -58,6 +60,7 @@ pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
+pub use purge::{HideRules, PurgeError, PurgeOutcomes};
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
 
@@ -194,6 +197,9 @@ pub struct LogActivity {
     pub retention_deleted_events: u64,
     /// Segments deleted by retention.
     pub retention_deleted_segments: u64,
+    /// Segments deleted because purges and per-namespace retention hid every record in them
+    /// (their records are counted in `retention_deleted_events`).
+    pub reclaimed_segments: u64,
 }
 
 /// The log the engine owns.
@@ -347,6 +353,20 @@ pub trait Log {
 
     /// Replaces the produced journal with `records` (compaction), atomically.
     fn rewrite_produced(&mut self, records: &[ProducedRecord]) -> Result<(), StorageError>;
+
+    /// The purges and per-namespace retention cutoffs in force: every reader of the log that
+    /// hands events out skips those [`HideRules::hides`] (a shared copy, cheap to clone).
+    fn hide_rules(&self) -> Arc<HideRules>;
+
+    /// Merges `rules` into the purge set (each adds a (glob, kind) or raises its bound; at
+    /// most `rules_max` of them) and, when that changed anything, makes the new set durable
+    /// before it returns. On an error nothing changed. The outcome of each rule is returned in
+    /// order.
+    fn add_purges(
+        &mut self,
+        rules: &[PurgeRule],
+        rules_max: usize,
+    ) -> Result<PurgeOutcomes, StorageError>;
 }
 
 /// `Log::last_in_namespace` by reading every record: the reference the index must agree with.

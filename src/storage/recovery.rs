@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
@@ -21,6 +22,7 @@ use super::lock::DirLock;
 use super::members::{self, MemberRecord};
 use super::namespace::{NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
+use super::purge::{self, HideRules};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
@@ -167,6 +169,7 @@ impl FileLog {
         let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
         log.stored_members = stored_members;
+        log.hide = Arc::new(load_hide_rules(dir, config)?);
         // A record whose events did not survive (written, then the events were lost) is
         // dropped: a retry of its produce must be stored again.
         let vector = log.durable_vector.clone();
@@ -182,6 +185,17 @@ impl FileLog {
                 .map_or(log.open.index.first_offset, |s| s.first_offset);
         Ok((log, report))
     }
+}
+
+/// The purges recorded in `dir` and the configured per-namespace retention rules.
+fn load_hide_rules(dir: &Path, config: &StorageConfig) -> Result<HideRules, StorageError> {
+    let size_max = purge::file_size_max(config.purge_rules_max, usize::from(u16::MAX));
+    let mut hide = HideRules::default();
+    hide.set_retention_rules(&config.namespace_retention);
+    // A set written under a larger --max-purge-rules is loaded whole: purges are never
+    // dropped by a restart.
+    let (loaded, _, _) = purge::merge_all(&hide, &purge::read(dir, size_max)?, usize::MAX);
+    Ok(loaded)
 }
 
 /// The counter lease of `dir` (0 when it has none). A damaged lease file stops the start,
@@ -263,6 +277,8 @@ fn assemble(
         namespace_rebuilds: 0,
         produced,
         produced_loaded: Vec::new(),
+        hide: Arc::default(),
+        reclaim_next: 0,
         syncer: Default::default(),
         _lock: lock,
     }
@@ -305,7 +321,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
                 | FileKind::ProducedJournal
-                | FileKind::Members,
+                | FileKind::Members
+                | FileKind::Purges,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -319,7 +336,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::NamespaceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
                 | FileKind::ProducedJournalTemp
-                | FileKind::MembersTemp,
+                | FileKind::MembersTemp
+                | FileKind::PurgesTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {

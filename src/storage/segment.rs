@@ -69,6 +69,9 @@ pub enum FileKind {
     /// The member list (`members.rs`), and a new one being written.
     Members,
     MembersTemp,
+    /// The purge set (`purge.rs`), and a new one being written.
+    Purges,
+    PurgesTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -95,6 +98,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
         super::members::MEMBERS_FILE_NAME => return Some(FileKind::Members),
         super::members::MEMBERS_TEMP_FILE_NAME => return Some(FileKind::MembersTemp),
+        super::purge::PURGE_FILE_NAME => return Some(FileKind::Purges),
+        super::purge::PURGE_TEMP_FILE_NAME => return Some(FileKind::PurgesTemp),
         _ => {}
     }
     if name

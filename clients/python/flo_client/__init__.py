@@ -44,6 +44,9 @@ JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
 GROUPS_REQUEST, PARKED_REQUEST, GROUP_ADMIN = 0x0E, 0x0F, 0x10
 GROUPS, PARKED = 0x2A, 0x2B
 ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE = 1, 2, 3
+# Purges and per-namespace retention (section 17).
+PURGE, PURGES_REQUEST, PURGED, PURGES = 0x19, 0x1A, 0x31, 0x32
+PURGE_BEFORE_ID, PURGE_BEFORE_TIME = 1, 2
 
 log = logging.getLogger("flo_client")
 
@@ -87,6 +90,7 @@ ERROR_CODES = {
     35: "ExpectationFailed",
     36: "SequenceUnknown",
     44: "OrderStalled",
+    47: "PurgeRulesFull",
 }
 
 # ProduceIf expectations (section 6).
@@ -477,6 +481,22 @@ def encode_parked_request(group: str, from_offset: int = 0) -> bytes:
     return frame(PARKED_REQUEST, _str16(group) + struct.pack(">Q", from_offset))
 
 
+def encode_purge(glob: str, before_id: Optional[EventId] = None, before_ms: Optional[int] = None) -> bytes:
+    """Purge: exactly one of `before_id` (events with smaller ids go) and `before_ms` (events
+    stored before this time, in ms since the epoch, go)."""
+    if (before_id is None) == (before_ms is None):
+        raise ValueError("give exactly one of before_id and before_ms")
+    if before_id is not None:
+        bound = struct.pack(">BQH", PURGE_BEFORE_ID, before_id.counter, before_id.actor)
+    else:
+        bound = struct.pack(">BQ", PURGE_BEFORE_TIME, before_ms)
+    return frame(PURGE, _str16(glob) + bound)
+
+
+def encode_purges_request() -> bytes:
+    return frame(PURGES_REQUEST, b"")
+
+
 def encode_group_admin(group: str, action: int, start: Optional[Start] = None) -> bytes:
     body = _str16(group) + struct.pack(">B", action)
     if action == ADMIN_RESET:
@@ -550,6 +570,43 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class PurgeRule:
+    """A purge: `before_id` or `before_ms` is set (section 17)."""
+
+    glob: str
+    before_id: Optional[EventId] = None
+    before_ms: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Purged:
+    rule: PurgeRule
+    changed: bool
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    glob: str
+    keep_ms: int
+    cutoff_ms: int
+
+
+@dataclass(frozen=True)
+class PurgesReply:
+    purges: List[PurgeRule]
+    retention: List[RetentionRule]
+
+
+def _read_purge_rule(r: "_Reader") -> PurgeRule:
+    glob, kind = r.str16(), r.u8()
+    if kind == PURGE_BEFORE_ID:
+        return PurgeRule(glob, before_id=r.event_id())
+    if kind == PURGE_BEFORE_TIME:
+        return PurgeRule(glob, before_ms=r.u64())
+    raise ProtocolError(f"unknown purge kind {kind}")
+
+
+@dataclass(frozen=True)
 class GroupInfo:
     """One group of a Groups frame (protocol.md section 16): positions are log offsets; `lag` is
     an upper bound on matching events not yet delivered."""
@@ -581,7 +638,7 @@ class ParkedReply:
     events: List[Tuple[int, EventId]]  # (log offset, id), in log order
 
 
-ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply,
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply, Purged, PurgesReply,
                     Tuple[str, int], Tuple[str, dict]]
 
 
@@ -668,6 +725,12 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         for name in ("client_connections", "peer_connections", "subscriptions", "group_count"):
             info[name] = r.u32()
         out = ("info", info)
+    elif kind == PURGED:
+        out = Purged(_read_purge_rule(r), r.boolean())
+    elif kind == PURGES:
+        purges = [_read_purge_rule(r) for _ in range(r.u16())]
+        retention = [RetentionRule(r.str16(), r.u64(), r.u64()) for _ in range(r.u16())]
+        out = PurgesReply(purges, retention)
     else:
         raise ProtocolError(f"frame kind 0x{kind:02x} is not one a server sends")
     r.done()
@@ -806,7 +869,7 @@ class FloClient:
         self.ignored_errors: List[FloError] = []
         # Answers to group inspection and admin requests, in request order (section 16).
         self.admin_outstanding = 0
-        self.admin_replies: Deque[Union[GroupsReply, ParkedReply, FloError]] = collections.deque()
+        self.admin_replies: Deque[Union[GroupsReply, ParkedReply, Purged, PurgesReply, FloError]] = collections.deque()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -1006,7 +1069,9 @@ class FloClient:
                                      max_deliveries, max_in_flight))
         return member
 
-    def _admin(self, request: bytes, timeout: Optional[float] = None) -> Union[GroupsReply, ParkedReply]:
+    def _admin(
+        self, request: bytes, timeout: Optional[float] = None
+    ) -> Union[GroupsReply, ParkedReply, Purged, PurgesReply]:
         self._send(request)
         self.admin_outstanding += 1
         deadline = self._deadline(timeout)
@@ -1058,6 +1123,19 @@ class FloClient:
 
     def delete_group(self, group: str) -> None:
         self._admin(encode_group_admin(group, ADMIN_DELETE))
+
+    def purge(self, glob: str, before_id: Optional[EventId] = None, before_ms: Optional[int] = None) -> Purged:
+        """Purge the namespaces `glob` matches before an id or a time (admin). Returns once the
+        purge is durable on the server; its events are never delivered again (section 17)."""
+        reply = self._admin(encode_purge(glob, before_id, before_ms))
+        assert isinstance(reply, Purged)
+        return reply
+
+    def purges(self) -> PurgesReply:
+        """The purges and per-namespace retention rules in force (admin)."""
+        reply = self._admin(encode_purges_request())
+        assert isinstance(reply, PurgesReply)
+        return reply
 
     # -- keep-alive --------------------------------------------------------------------------
 
@@ -1178,7 +1256,7 @@ class FloClient:
             if isinstance(f, End):
                 self._end_sub(sub, f)
             sub.queue.append(f)
-        elif isinstance(f, (GroupsReply, ParkedReply)):
+        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply)):
             if self.admin_outstanding == 0:
                 raise ProtocolError(f"{type(f).__name__} nobody asked for")
             self.admin_outstanding -= 1

@@ -219,6 +219,26 @@ class OfflineTests(unittest.TestCase):
         self.assertEqual((info["version"], info["fsync_policy"], info["event_count"]), ("0.1.0", "always", 1000))
         self.assertEqual((info["client_connections"], info["group_count"]), (3, 1))
 
+    def test_purge_frames_match_spec_examples(self) -> None:
+        ex = spec_examples()
+        self.assertEqual(
+            flo.encode_purge("/metrics/**", before_id=EventId(42, 1)),
+            ex["Purge: /metrics/** before event 0000000000000000004200001"],
+        )
+        self.assertEqual(
+            flo.encode_purge("/logs/**", before_ms=1700000000000),
+            ex["Purge: /logs/** before 2023-11-14T22:13:20Z"],
+        )
+        self.assertEqual(flo.encode_purges_request(), ex["PurgesRequest"])
+        raw = ex["Purges: one purge, one retention rule (/metrics/** keep 7d)"]
+        self.assertEqual(
+            flo.decode(raw[4], raw[5:]),
+            flo.PurgesReply(
+                [flo.PurgeRule("/metrics/**", before_id=EventId(42, 1))],
+                [flo.RetentionRule("/metrics/**", 604800000, 1699395200000)],
+            ),
+        )
+
     def test_decoder_is_strict(self) -> None:
         caught_up = bytes.fromhex("00000001")
         with self.assertRaises(flo.ProtocolError):
@@ -332,6 +352,16 @@ class ServerTests(unittest.TestCase):
         beer = c.subscribe("/*/beer")
         self.assertEqual([e.data for e in beer.events()], [b"stout", b"bread"])
         self.assertEqual(beer.ended.reason, flo.END_OF_STREAM)
+
+    def test_purge_hides_events_and_is_listed(self) -> None:
+        c = self.connect()
+        first = c.produce("/purge/a", b"old").first_id
+        kept = c.produce("/purge/a", b"new").first_id
+        purged = c.purge("/purge/**", before_id=kept)
+        self.assertTrue(purged.changed)
+        self.assertEqual([e.data for e in c.subscribe("/purge/**").events()], [b"new"])
+        self.assertFalse(c.purge("/purge/**", before_id=first).changed, "an earlier bound changes nothing")
+        self.assertEqual(c.purges().purges, [flo.PurgeRule("/purge/**", before_id=kept)])
 
     def test_pipelined_produces_acked_in_order(self) -> None:
         c = self.connect()

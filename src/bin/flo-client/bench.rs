@@ -85,7 +85,7 @@ pub(super) fn run(
     progress.stop();
     let results = results?;
     let mut out = io::stdout().lock();
-    let written = if args.json {
+    let written = if args.json || args.format == super::Format::Json {
         // One object per run; with --read, the read is the run (the store only prepares
         // it), as for the peers in ci/bench.sh.
         results

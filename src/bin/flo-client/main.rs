@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flo::client::format::{
-    format_human, format_info, format_info_json, format_json, format_status, format_status_json,
-    parse_start_position,
+    format_human, format_json, format_status, format_status_json, parse_start_position,
 };
 use flo::client::{
     Ack, Client, ClientError, ClientOptions, ClientTls, Delivery, Expectation, GroupDelivery,
@@ -89,6 +88,10 @@ enum Command {
         /// Print nothing on success (errors still go to standard error).
         #[arg(short, long)]
         quiet: bool,
+        /// `human`: each id on its own line, then a summary line. `json`: one
+        /// `{"id":"..."}` object per event, then `{"produced":N,"namespace":"..."}`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
         /// Each event is acknowledged only once this many cluster members (the server counts)
         /// hold it durably (default: the server's --min-replicas). Fails with
         /// ReplicationTimeout, saying how many it reached, after the server's time-out.
@@ -197,6 +200,47 @@ enum Command {
     Groups {
         #[command(subcommand)]
         action: Option<GroupsCommand>,
+        /// `human`: a table, or `name: value` lines for one group. `json`: a JSON array of
+        /// the groups (one object for one group; one object per line for parked events).
+        #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+        format: Format,
+    },
+    /// Purge the namespaces a glob matches: their events before an id or a time are never
+    /// delivered again (needs the admin permission on a server with authentication).
+    ///
+    /// The purge is durable on the server before this returns and is passed to the other
+    /// members of a cluster, which apply it too. Disk space comes back when a whole segment
+    /// holds only purged or expired events (docs/operations.md, "Purge").
+    Purge {
+        /// The namespaces to purge, as a glob (`/metrics/**`).
+        #[arg(short, long = "namespace", value_name = "GLOB")]
+        namespace: String,
+        /// An event id (25 digits or COUNTER.ACTOR): events with smaller ids go, the event
+        /// itself stays. Or a time: RFC 3339 (2024-05-01T12:00:00Z), `ms:<milliseconds since
+        /// the epoch>`, or an age such as 7d: events stored before it go.
+        #[arg(long, value_name = "ID|TIME", allow_hyphen_values = true)]
+        before: String,
+        /// `human`: one line. `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// A live view of the server, refreshed every --interval: events appended per second,
+    /// connections, subscriptions, each cluster member's state and lag, each group's pending
+    /// events and lag, and with --metrics-addr the mean fsync latency. Ctrl-C quits.
+    Top {
+        /// Time between refreshes (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_duration_ms)]
+        interval: u64,
+        /// Exit after this many refreshes (0: until Ctrl-C).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        count: u64,
+        /// The server's --metrics-addr (HOST:PORT), to show the fsync latency.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
+        /// `human`: a screen of text (redrawn in place at a terminal). `json`: one JSON
+        /// object per refresh and line.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
     /// Benchmark the server: produce throughput and acknowledgement latency, end-to-end
     /// latency to tailing consumers, catch-up read throughput.
@@ -299,9 +343,12 @@ struct BenchArgs {
     /// Name of the run in the report.
     #[arg(long, default_value = "flo")]
     label: String,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// `human`: text. `json`: one JSON object (as --json).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
     /// Store --count events, then read them back from the start on one connection (a
     /// subscription with a large credit window, until its end) and report that.
     #[arg(long, conflicts_with_all = ["consumers", "duration", "rate"])]
@@ -385,6 +432,7 @@ fn run(cli: Cli) -> Result<(), String> {
             data,
             parent,
             quiet,
+            format,
             replicas,
             expect_last,
             reconnect_attempts,
@@ -392,6 +440,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let options = ProduceOptions {
                 parent: parent.as_deref(),
                 quiet,
+                format,
                 replicas,
                 expect_last: expect_last.as_deref(),
                 reconnect_attempts,
@@ -437,9 +486,28 @@ fn run(cli: Cli) -> Result<(), String> {
             consume(&server, &namespace, &from, &options)
         }
         Command::Status { format } => status(&server, format),
-        Command::Info { format } => info(&server, format),
-        Command::Groups { action } => groups(&server, action),
+        Command::Info { format } => ops::info(&server, format),
+        Command::Groups { action, format } => groups(&server, action, format),
         Command::Cluster { action } => cluster(&server, action),
+        Command::Purge {
+            namespace,
+            before,
+            format,
+        } => ops::purge(&server, &namespace, &before, format),
+        Command::Top {
+            interval,
+            count,
+            metrics_addr,
+            format,
+        } => {
+            let options = ops::TopOptions {
+                interval: Duration::from_millis(interval.max(1)),
+                count,
+                metrics_addr,
+                format,
+            };
+            ops::top(&server, &options)
+        }
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -506,9 +574,12 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-fn groups(server: &Server, action: Option<GroupsCommand>) -> Result<(), String> {
+fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let failed = |error: ClientError| error.to_string();
+    if format == Format::Json {
+        return groups_json(&mut client, action);
+    }
     match action {
         None => {
             let groups = client.groups().map_err(failed)?;
@@ -612,6 +683,44 @@ fn cluster(server: &Server, action: ClusterCommand) -> Result<(), String> {
     Ok(())
 }
 
+/// `groups --format json`: the list as one array, one group as one object, parked events as
+/// one object per line, and the changes as the group's object after them.
+fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(), String> {
+    let failed = |error: ClientError| error.to_string();
+    let group = match action {
+        None => {
+            println!("{}", ops::groups_json(&client.groups().map_err(failed)?));
+            return Ok(());
+        }
+        Some(GroupsCommand::Info { name }) => client.group_info(&name).map_err(failed)?,
+        Some(GroupsCommand::Parked { name }) => {
+            let mut from_offset = 0;
+            loop {
+                let page = client.parked_page(&name, from_offset).map_err(failed)?;
+                print!("{}", ops::parked_json_lines(&page));
+                match page.events.last() {
+                    Some(last) if page.more => from_offset = last.offset + 1,
+                    _ => return Ok(()),
+                }
+            }
+        }
+        Some(GroupsCommand::Replay { name }) => client.replay_parked(&name).map_err(failed)?,
+        Some(GroupsCommand::Reset { name, to }) => {
+            let start = parse_start_position(&to)?;
+            client.reset_group(&name, start).map_err(failed)?
+        }
+        Some(GroupsCommand::Delete { name }) => {
+            client.delete_group(&name).map_err(failed)?;
+            let mut out = String::from("{\"deleted\":");
+            flo::client::format::push_json_string(&mut out, &name);
+            println!("{out}}}");
+            return Ok(());
+        }
+    };
+    println!("{}", ops::group_json(&group));
+    Ok(())
+}
+
 fn print_group(group: &flo::client::GroupInfo) {
     println!("group:          {}", group.name);
     println!("glob:           {}", group.glob);
@@ -644,17 +753,8 @@ fn status(server: &Server, format: Format) -> Result<(), String> {
     Ok(())
 }
 
-fn info(server: &Server, format: Format) -> Result<(), String> {
-    let mut client = connect(server)?;
-    let info = client.info().map_err(|error| error.to_string())?;
-    match format {
-        Format::Human => print!("{}", format_info(&info)),
-        Format::Json => println!("{}", format_info_json(&info)),
-    }
-    Ok(())
-}
-
 mod bench;
+mod ops;
 
 /// Connects and performs the handshake, saying plainly when the other side is not a flo
 /// server (it answers with something else, hangs up, or says nothing).
@@ -681,6 +781,7 @@ fn connect(server: &Server) -> Result<Client, String> {
 struct ProduceOptions<'a> {
     parent: Option<&'a str>,
     quiet: bool,
+    format: Format,
     replicas: u8,
     expect_last: Option<&'a str>,
     reconnect_attempts: u32,
@@ -711,10 +812,12 @@ fn produce(
             .set_replicas(options.replicas)
             .map_err(|error| error.to_string())?;
     }
-    let mut out: Box<dyn Write> = if options.quiet {
-        Box::new(io::sink())
-    } else {
-        Box::new(BufWriter::new(io::stdout().lock()))
+    let mut out: Box<dyn Write> = match (options.quiet, options.format) {
+        (true, _) => Box::new(io::sink()),
+        (false, Format::Human) => Box::new(BufWriter::new(io::stdout().lock())),
+        (false, Format::Json) => {
+            Box::new(ops::JsonIdLines::new(BufWriter::new(io::stdout().lock())))
+        }
     };
     // At a terminal, no -d means one event without data (the seed README's example); reading
     // lines from the keyboard would look like a hang.
@@ -751,7 +854,15 @@ fn produce(
             produce_lines(&mut producer, namespace, parent_id, &mut out)?
         }
     };
-    writeln!(out, "Successfully produced {count} events to {namespace}")
+    let summary = match options.format {
+        Format::Human => format!("Successfully produced {count} events to {namespace}"),
+        Format::Json => {
+            let mut text = format!("{{\"produced\":{count},\"namespace\":");
+            flo::client::format::push_json_string(&mut text, namespace);
+            text + "}"
+        }
+    };
+    writeln!(out, "{summary}")
         .and_then(|()| out.flush())
         .map_err(|error| output_error(&error))
 }

@@ -89,22 +89,7 @@ fn scalar_text(value: &toml::Value) -> Option<String> {
     }
 }
 
-/// A duration in milliseconds in the largest unit that divides it (`10s`, `5m`, `250ms`), as
-/// the flags accept it.
-pub fn format_duration_ms(ms: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (24 * 60 * 60 * 1000, "d"),
-        (60 * 60 * 1000, "h"),
-        (60 * 1000, "m"),
-        (1000, "s"),
-    ];
-    for (size, unit) in UNITS {
-        if ms != 0 && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
+pub use flo::units::format_duration_ms;
 
 /// A byte count in the largest binary unit that divides it (`64M`), as the flags accept it.
 pub fn format_size(bytes: u64) -> String {

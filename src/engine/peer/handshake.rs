@@ -381,6 +381,8 @@ impl<L: Log> Engine<L> {
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });
+        // Before any event: the peer hides what this node purged before it sees it.
+        self.send_purges_to(conn);
         let entries: Vec<String> = their_vector
             .iter()
             .map(|(actor, counter)| format!("{actor}:{counter}"))

@@ -322,7 +322,7 @@ impl<L: Log> Engine<L> {
     }
 
     /// The connections that completed a peer handshake.
-    fn peer_conns(&self) -> Vec<ConnId> {
+    pub(in crate::engine) fn peer_conns(&self) -> Vec<ConnId> {
         self.conns
             .iter()
             .flatten()

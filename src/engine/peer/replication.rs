@@ -129,6 +129,7 @@ impl<L: Log> Engine<L> {
                 };
                 return self.on_peer_membership(conn, peer.actor, records);
             }
+            PeerFrame::PeerPurge(rule) => self.on_peer_purge(rule),
             PeerFrame::Error(error) => {
                 match error.code {
                     ErrorCode::DuplicatePeerConnection => {
@@ -147,7 +148,7 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
-                    "only PeerEvent, PeerCredit, PeerMembers, PeerClock and PeerMembership are valid on a peer connection after the handshake",
+                    "only PeerEvent, PeerCredit, PeerMembers, PeerClock, PeerMembership and PeerPurge are valid on a peer connection after the handshake",
                 )
             }
         }

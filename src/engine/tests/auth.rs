@@ -425,3 +425,48 @@ fn group_inspection_and_admin_need_admin_and_a_refusal_leaves_the_connection_ope
     }
     assert!(!harness.engine.groups.groups.contains_key("g"), "deleted");
 }
+
+#[test]
+fn purges_need_admin_and_a_refusal_leaves_the_connection_open() {
+    use crate::event::{PurgeBefore, PurgeRule};
+    let mut harness = with_auth();
+    let (reader, _) = handshake(&mut harness, READER_TOKEN);
+    let (writer, _) = handshake(&mut harness, WRITER_TOKEN);
+    let purge = || {
+        ClientFrame::Purge(PurgeRule {
+            glob: "/orders/**".into(),
+            before: PurgeBefore::Time(5),
+        })
+    };
+    harness.send(reader, purge());
+    harness.send(reader, ClientFrame::PurgesRequest);
+    harness.turn();
+    let frames = harness.received(reader);
+    let refusals = frames
+        .iter()
+        .filter(|frame| {
+            matches!(
+                frame,
+                ServerFrame::Error(ErrorFrame {
+                    scope: ErrorScope::Connection,
+                    code: ErrorCode::PermissionDenied,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(refusals, 2, "{frames:?}");
+    assert!(harness.engine.is_open(reader));
+    assert!(harness.engine.log().hide_rules().purges().is_empty());
+    harness.send(writer, purge());
+    harness.send(writer, ClientFrame::PurgesRequest);
+    harness.turn();
+    let frames = harness.received(writer);
+    assert!(
+        matches!(
+            frames.as_slice(),
+            [ServerFrame::Purges(_), ServerFrame::Purged(_)]
+        ),
+        "the list is answered at once, the purge after the sync: {frames:?}"
+    );
+}

@@ -17,13 +17,15 @@ mod reader_writer;
 pub use groups::{
     GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
 };
+mod purge;
+pub use purge::{PURGES_FRAME_EMPTY_SIZE, PURGE_RULE_FIXED_SIZE, RETENTION_INFO_FIXED_SIZE};
 mod status;
 
 use std::fmt;
 
 use super::frame::*;
 use crate::config::WireLimits;
-use crate::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
+use crate::event::{ActorId, Cursor, Event, EventId, PurgeRule, StartPosition, VersionVector};
 use members::{read_member_entries, read_membership, write_member_entries, write_membership};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
@@ -174,7 +176,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::SET_PRODUCER
         | kind::INFO_REQUEST
         | kind::MEMBERS_REQUEST
-        | kind::CHANGE_MEMBER => ClientToServer,
+        | kind::CHANGE_MEMBER
+        | kind::PURGE
+        | kind::PURGES_REQUEST => ClientToServer,
         kind::WELCOME
         | kind::ACK
         | kind::ERROR
@@ -187,7 +191,9 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUPS
         | kind::PARKED
         | kind::INFO
-        | kind::MEMBERS => ServerToClient,
+        | kind::MEMBERS
+        | kind::PURGED
+        | kind::PURGES => ServerToClient,
         kind::PEER_HELLO
         | kind::PEER_WELCOME
         | kind::PEER_EVENT
@@ -196,7 +202,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_PROOF
         | kind::PEER_ACCEPT
         | kind::PEER_CLOCK
-        | kind::PEER_MEMBERSHIP => PeerToPeer,
+        | kind::PEER_MEMBERSHIP
+        | kind::PEER_PURGE => PeerToPeer,
         _ => return None,
     })
 }
@@ -275,7 +282,9 @@ impl Decode for PeerFrame {
                 | ServerFrame::Groups(_)
                 | ServerFrame::Parked(_)
                 | ServerFrame::Info(_)
-                | ServerFrame::Members(_),
+                | ServerFrame::Members(_)
+                | ServerFrame::Purged(_)
+                | ServerFrame::Purges(_),
             ) => Err(unexpected(message)),
             AnyFrame::Client(_) => Err(unexpected(message)),
         }
@@ -327,7 +336,9 @@ impl Decode for OpeningFrame {
                 | ClientFrame::SetProducer { .. }
                 | ClientFrame::InfoRequest
                 | ClientFrame::MembersRequest
-                | ClientFrame::ChangeMember(_),
+                | ClientFrame::ChangeMember(_)
+                | ClientFrame::Purge(_)
+                | ClientFrame::PurgesRequest,
             ) => Err(required()),
             AnyFrame::Server(_) => Err(required()),
             // Refused at the header.
@@ -340,6 +351,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerMembers(_)
                 | PeerFrame::PeerClock { .. }
                 | PeerFrame::PeerMembership(_)
+                | PeerFrame::PeerPurge(_)
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
         }
@@ -446,6 +458,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
             ClientFrame::MembersRequest => write_frame(out, kind, |_| {}),
             ClientFrame::ChangeMember(change) => write_frame(out, kind, |w| change.write(w)),
+            ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
+            ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
         }
     }
 
@@ -472,6 +486,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
             ClientFrame::MembersRequest => kind::MEMBERS_REQUEST,
             ClientFrame::ChangeMember(_) => kind::CHANGE_MEMBER,
+            ClientFrame::Purge(_) => kind::PURGE,
+            ClientFrame::PurgesRequest => kind::PURGES_REQUEST,
         }
     }
 }
@@ -512,6 +528,8 @@ impl Encode for ServerFrame {
             ServerFrame::Members(entries) => {
                 write_frame(out, kind, |w| write_member_entries(w, entries))
             }
+            ServerFrame::Purged(purged) => write_frame(out, kind, |w| purged.write(w)),
+            ServerFrame::Purges(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
     }
 
@@ -530,6 +548,8 @@ impl Encode for ServerFrame {
             ServerFrame::Parked(_) => kind::PARKED,
             ServerFrame::Info(_) => kind::INFO,
             ServerFrame::Members(_) => kind::MEMBERS,
+            ServerFrame::Purged(_) => kind::PURGED,
+            ServerFrame::Purges(_) => kind::PURGES,
         }
     }
 }
@@ -564,6 +584,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerEvent(event) => encode_peer_event(event, out),
             PeerFrame::PeerCredit { count } => write_frame(out, kind, |w| w.put_u32(*count)),
             PeerFrame::PeerClock { counter } => write_frame(out, kind, |w| w.put_u64(*counter)),
+            PeerFrame::PeerPurge(rule) => write_frame(out, kind, |w| rule.write(w)),
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
@@ -585,6 +606,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
             PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
             PeerFrame::PeerMembership(_) => kind::PEER_MEMBERSHIP,
+            PeerFrame::PeerPurge(_) => kind::PEER_PURGE,
             PeerFrame::Error(_) => kind::ERROR,
         }
     }
@@ -655,6 +677,11 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
         kind::PEER_MEMBERSHIP => "PeerMembership",
+        kind::PURGE => "Purge",
+        kind::PURGES_REQUEST => "PurgesRequest",
+        kind::PURGED => "Purged",
+        kind::PURGES => "Purges",
+        kind::PEER_PURGE => "PeerPurge",
         _ => "unknown",
     }
 }
@@ -752,6 +779,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PEER_CLOCK => AnyFrame::Peer(PeerFrame::PeerClock {
             counter: r.get_u64("counter")?,
         }),
+        kind::PURGE => AnyFrame::Client(ClientFrame::Purge(PurgeRule::read(r)?)),
+        kind::PURGES_REQUEST => AnyFrame::Client(ClientFrame::PurgesRequest),
+        kind::PURGED => AnyFrame::Server(ServerFrame::Purged(Purged::read(r)?)),
+        kind::PURGES => AnyFrame::Server(ServerFrame::Purges(PurgesReply::read(r)?)),
+        kind::PEER_PURGE => AnyFrame::Peer(PeerFrame::PeerPurge(PurgeRule::read(r)?)),
         other => return Err(r.error(format!("unknown frame kind {other:#04x}"))),
     })
 }

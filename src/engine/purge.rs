@@ -1,0 +1,207 @@
+//! Purges: the Purge and PurgesRequest frames, purge tombstones between peers (PeerPurge),
+//! and the check that hides purged events (and those past a per-namespace retention rule)
+//! from every reader.
+//!
+//! A Purge is validated when it arrives and held with the turn's replies; the turn's sync
+//! (`handle_turn_sync`) hands every purge of the turn, the clients' and the peers', to
+//! `Log::add_purges` in one call, which makes the new set durable (one file write and
+//! fdatasync) before any Purged reply goes out: group commit, as for produces. So a flood of
+//! purges costs one write per turn, and the turn's input bound limits how many there are.
+//!
+//! A purge that changed the set is sent to every connected peer as a PeerPurge; a peer merges
+//! it the same way (durably, at its next sync) and passes on what changed for it, so the set
+//! spreads through any connected cluster and stops (a merge that changes nothing is not passed
+//! on). A peer that was down gets the whole set when it connects again: each side sends all its
+//! purges after the handshake. Purges merge by keeping the later bound, so the order in which
+//! a node learns them does not matter. docs/operations.md ("Purges in a cluster") states the
+//! rule for events that arrive after a purge with ids before it: they are hidden too.
+
+use crate::event::PurgeRule;
+use crate::protocol::{
+    self, ErrorCode, ErrorFrame, ErrorScope, NamespaceGlob, PeerFrame, Purged, PurgesReply,
+    RetentionInfo, ServerFrame,
+};
+use crate::storage::{Log, PurgeError};
+
+use super::{ConnId, Engine, PendingReply};
+
+impl<L: Log> Engine<L> {
+    /// A client's Purge: admin only, the glob checked now, applied at the turn's sync.
+    pub(super) fn on_purge(&mut self, conn: ConnId, rule: PurgeRule) {
+        if let Err(message) = self.check_admin(conn, "purge") {
+            return self.send_error(
+                conn,
+                ErrorScope::Connection,
+                ErrorCode::PermissionDenied,
+                &message,
+            );
+        }
+        let length_max = self.config.wire.glob_length_max as usize;
+        if let Err(error) = NamespaceGlob::with_length_max(&rule.glob, length_max) {
+            let message = format!("cannot purge {:?}: {error}", rule.glob);
+            return self.send_error(
+                conn,
+                ErrorScope::Connection,
+                ErrorCode::InvalidGlob,
+                &message,
+            );
+        }
+        let mut encoded = Vec::new();
+        let frame = ServerFrame::Purged(Purged {
+            rule: rule.clone(),
+            changed: true,
+        });
+        protocol::encode(&frame, &mut encoded);
+        // The answer is a Purged of this size or an Error; the latter's message is bounded
+        // by the glob too.
+        let size = encoded.len() + 160;
+        self.hold_reply(PendingReply::Purge {
+            conn,
+            rule,
+            answer: None,
+            size,
+        });
+    }
+
+    /// A PeerPurge: merged at this turn's sync like a client's, without a reply. A peer's
+    /// glob was checked by the peer; one that does not compile here is refused by the merge.
+    pub(super) fn on_peer_purge(&mut self, rule: PurgeRule) {
+        let length_max = self.config.wire.glob_length_max as usize;
+        if rule.glob.len() > length_max {
+            log::warn!("ignoring a peer's purge of a glob longer than {length_max} bytes");
+            return;
+        }
+        // Bounded by the peer's input per turn, like every frame.
+        self.peer_purges.push(rule);
+    }
+
+    /// Applies the turn's purges (one durable write), fills in the held replies, and sends
+    /// what changed to the peers. Called by the turn's sync, before the replies are released.
+    pub(super) fn commit_purges(&mut self) {
+        let mut rules: Vec<PurgeRule> = self
+            .pending_replies
+            .iter()
+            .filter_map(|reply| match reply {
+                PendingReply::Purge {
+                    rule, answer: None, ..
+                } => Some(rule.clone()),
+                _ => None,
+            })
+            .collect();
+        let from_clients = rules.len();
+        rules.append(&mut self.peer_purges);
+        if rules.is_empty() {
+            return;
+        }
+        let rules_max = self.config.storage.purge_rules_max;
+        let outcomes = match self.log.add_purges(&rules, rules_max) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                log::error!("could not record {} purges: {error}", rules.len());
+                let message = format!("the purge was not recorded: {error}");
+                let answer = error_frame(ErrorCode::StorageFailure, message);
+                self.answer_purges(&mut std::iter::repeat_with(|| Some(answer.clone())));
+                return;
+            }
+        };
+        let mut changed = Vec::new();
+        let mut answers = Vec::with_capacity(from_clients);
+        for (index, (rule, outcome)) in rules.into_iter().zip(outcomes).enumerate() {
+            let answer = match outcome {
+                Ok(true) => {
+                    log::info!("purged {} before {:?}", rule.glob, rule.before);
+                    changed.push(rule.clone());
+                    ServerFrame::Purged(Purged {
+                        rule,
+                        changed: true,
+                    })
+                }
+                Ok(false) => ServerFrame::Purged(Purged {
+                    rule,
+                    changed: false,
+                }),
+                Err(PurgeError::Full { .. }) => {
+                    let message = PurgeError::Full { rules_max }.to_string();
+                    error_frame(ErrorCode::PurgeRulesFull, message)
+                }
+                Err(error @ PurgeError::Glob(_)) => {
+                    error_frame(ErrorCode::InvalidGlob, error.to_string())
+                }
+            };
+            if index < from_clients {
+                answers.push(Some(answer));
+            } else if let ServerFrame::Error(error) = answer {
+                log::warn!("a peer's purge was refused: {}", error.message);
+            }
+        }
+        self.answer_purges(&mut answers.into_iter());
+        for rule in changed {
+            self.send_to_peers(&PeerFrame::PeerPurge(rule));
+        }
+    }
+
+    /// Sets the answers of the held Purge replies without one, in order.
+    fn answer_purges(&mut self, answers: &mut dyn Iterator<Item = Option<ServerFrame>>) {
+        for reply in &mut self.pending_replies {
+            if let PendingReply::Purge { answer, .. } = reply {
+                if answer.is_none() {
+                    *answer = answers.next().flatten().map(Box::new);
+                }
+            }
+        }
+    }
+
+    /// Sends `frame` on every established peer connection.
+    fn send_to_peers(&mut self, frame: &PeerFrame) {
+        let peers = self.peer_conns();
+        for conn in peers {
+            self.send(conn, frame);
+        }
+    }
+
+    /// Sends every purge this node holds to a peer whose handshake just completed: a node
+    /// that was down learns the purges it missed (bounded by `purge_rules_max`).
+    pub(super) fn send_purges_to(&mut self, conn: ConnId) {
+        for rule in self.log.hide_rules().purges() {
+            self.send(conn, &PeerFrame::PeerPurge(rule));
+        }
+    }
+
+    /// A PurgesRequest: admin only, answered at once with the purges and retention rules.
+    pub(super) fn on_purges_request(&mut self, conn: ConnId) {
+        if let Err(message) = self.check_admin(conn, "list purges") {
+            return self.send_error(
+                conn,
+                ErrorScope::Connection,
+                ErrorCode::PermissionDenied,
+                &message,
+            );
+        }
+        let reply = self.purges_reply();
+        self.send(conn, &ServerFrame::Purges(reply));
+    }
+
+    pub(super) fn purges_reply(&self) -> PurgesReply {
+        let hide = self.log.hide_rules();
+        PurgesReply {
+            purges: hide.purges(),
+            retention: hide
+                .retention()
+                .into_iter()
+                .map(|(rule, cutoff_ms)| RetentionInfo {
+                    glob: rule.glob,
+                    keep_ms: rule.keep_ms,
+                    cutoff_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn error_frame(code: ErrorCode, message: String) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame {
+        scope: ErrorScope::Connection,
+        code,
+        message,
+    })
+}

@@ -1,0 +1,412 @@
+//! Purges and per-namespace retention: which events are hidden from every reader.
+//!
+//! A purge (`flo-client purge -n GLOB --before ID|TIME`) is a rule "events whose namespace
+//! `GLOB` matches and whose id is below ID (or whose timestamp is below TIME) are gone". A
+//! per-namespace retention rule (`/metrics/** keep 7d` in the server config) is the same rule
+//! with a moving time: below `now - 7d`. The rules do not rewrite the log: the engine checks
+//! [`HideRules::hides`] wherever it would hand an event out (subscriptions, replication, groups,
+//! id order), and the file log deletes the oldest sealed segment once every record in it is
+//! hidden or past the global retention (`FileLog::reclaim`, bounded per call). So a purged
+//! event is never delivered again; its bytes go when its whole segment can go.
+//!
+//! Purges are durable: the set is kept in `flo.purges` in the data directory, replaced
+//! atomically (temporary file, fdatasync, rename, directory fsync) before a purge is
+//! acknowledged. Rules are keyed by (glob, kind): a second purge of the same glob and kind
+//! keeps the later bound, so the set only grows by distinct globs and is bounded by
+//! `StorageConfig::purge_rules_max`. Hiding is monotone: a rule's bound never goes down, so an
+//! event once hidden stays hidden (which the reclaimer relies on to resume where it stopped).
+//! The file format is in docs/storage.md ("Purge file").
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::NamespaceRetention;
+use crate::event::{ActorId, Event, EventId, PurgeBefore, PurgeRule};
+use crate::protocol::NamespaceGlob;
+
+use super::segment::fsync_dir;
+use super::StorageError;
+
+pub const PURGE_FILE_NAME: &str = "flo.purges";
+pub const PURGE_TEMP_FILE_NAME: &str = "flo.purges.tmp";
+
+/// `"FLOPRG"`, 0, format version 1.
+const PURGE_MAGIC: &[u8; 8] = b"FLOPRG\x00\x01";
+
+/// Why a purge could not be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeError {
+    /// The glob does not compile.
+    Glob(String),
+    /// The set already holds `rules_max` rules and this one names a new (glob, kind).
+    Full {
+        /// `StorageConfig::purge_rules_max`.
+        rules_max: usize,
+    },
+}
+
+impl std::fmt::Display for PurgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PurgeError::Glob(message) => write!(f, "invalid glob: {message}"),
+            PurgeError::Full { rules_max } => write!(
+                f,
+                "the server holds {rules_max} purge rules (--max-purge-rules); a purge of a glob \
+                 already purged raises its bound, a new glob needs room"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Hide {
+    glob: NamespaceGlob,
+    before: PurgeBefore,
+}
+
+/// The purges and per-namespace retention cutoffs in force. Cheap to ask when empty.
+#[derive(Debug, Clone, Default)]
+pub struct HideRules {
+    purges: Vec<Hide>,
+    /// One per configured retention rule, in config order; `Time(0)` until the first
+    /// `apply_retention`.
+    retention: Vec<(NamespaceRetention, Hide)>,
+}
+
+impl HideRules {
+    /// Whether no rule hides anything.
+    pub fn is_empty(&self) -> bool {
+        self.purges.is_empty() && self.retention.is_empty()
+    }
+
+    /// Whether any per-namespace retention rule is configured.
+    pub fn has_retention(&self) -> bool {
+        !self.retention.is_empty()
+    }
+
+    /// Whether a purge or a retention rule hides `event`. Costs one comparison per rule, and
+    /// a glob match (linear in the namespace) only for the rules whose bound covers it.
+    pub fn hides(&self, event: &Event) -> bool {
+        let retention = self.retention.iter().map(|(_, hide)| hide);
+        self.purges
+            .iter()
+            .chain(retention)
+            .any(|hide| hide.before.covers(event) && hide.glob.matches(&event.namespace))
+    }
+
+    /// The purges, oldest (glob, kind) first.
+    pub fn purges(&self) -> Vec<PurgeRule> {
+        self.purges
+            .iter()
+            .map(|hide| PurgeRule {
+                glob: hide.glob.as_str().to_string(),
+                before: hide.before,
+            })
+            .collect()
+    }
+
+    /// The per-namespace retention rules and the cutoff each has now (milliseconds since the
+    /// epoch; 0 before the first `apply_retention`).
+    pub fn retention(&self) -> Vec<(NamespaceRetention, u64)> {
+        let cutoff = |hide: &Hide| match hide.before {
+            PurgeBefore::Time(ms) => ms,
+            PurgeBefore::Id(_) => 0,
+        };
+        self.retention
+            .iter()
+            .map(|(rule, hide)| (rule.clone(), cutoff(hide)))
+            .collect()
+    }
+
+    /// Adds `rule` (or raises the bound of the rule with its glob and kind). Returns whether
+    /// anything changed: a purge at or below the bound in force is a no-op.
+    pub fn merge(&mut self, rule: &PurgeRule, rules_max: usize) -> Result<bool, PurgeError> {
+        let existing = self
+            .purges
+            .iter_mut()
+            .find(|hide| hide.glob.as_str() == rule.glob && hide.before.same_kind(&rule.before));
+        if let Some(hide) = existing {
+            if hide.before.at_least(&rule.before) {
+                return Ok(false);
+            }
+            hide.before = rule.before;
+            return Ok(true);
+        }
+        if self.purges.len() >= rules_max {
+            return Err(PurgeError::Full { rules_max });
+        }
+        let glob = NamespaceGlob::new(&rule.glob).map_err(|e| PurgeError::Glob(e.to_string()))?;
+        self.purges.push(Hide {
+            glob,
+            before: rule.before,
+        });
+        Ok(true)
+    }
+
+    /// Sets the retention rules (compiled at start-up; a rule whose glob does not compile is
+    /// refused by `Config::validate` first, and skipped here).
+    pub fn set_retention_rules(&mut self, rules: &[NamespaceRetention]) {
+        self.retention = rules
+            .iter()
+            .filter_map(|rule| {
+                let glob = NamespaceGlob::new(&rule.glob).ok()?;
+                let before = PurgeBefore::Time(0);
+                Some((rule.clone(), Hide { glob, before }))
+            })
+            .collect();
+    }
+
+    /// Moves every retention cutoff to `now_ms - keep`, never back (a wall clock that steps
+    /// back does not bring events back). Returns whether a cutoff moved.
+    pub fn advance_retention(&mut self, now_ms: u64) -> bool {
+        let mut moved = false;
+        for (rule, hide) in &mut self.retention {
+            let cutoff = now_ms.saturating_sub(rule.keep_ms);
+            if let PurgeBefore::Time(old) = hide.before {
+                if cutoff > old {
+                    hide.before = PurgeBefore::Time(cutoff);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// What one `Log::add_purges` did with each rule: `Ok(true)` added or raised, `Ok(false)`
+/// already covered, `Err` refused.
+pub type PurgeOutcomes = Vec<Result<bool, PurgeError>>;
+
+/// `current` with `rules` merged into it, what happened to each rule, and whether anything
+/// changed (so the set must be written again).
+pub fn merge_all(
+    current: &HideRules,
+    rules: &[PurgeRule],
+    rules_max: usize,
+) -> (HideRules, PurgeOutcomes, bool) {
+    let mut next = current.clone();
+    let outcomes: PurgeOutcomes = rules
+        .iter()
+        .map(|rule| next.merge(rule, rules_max))
+        .collect();
+    let changed = outcomes.contains(&Ok(true));
+    (next, outcomes, changed)
+}
+
+pub fn purge_path(dir: &Path) -> PathBuf {
+    dir.join(PURGE_FILE_NAME)
+}
+
+const KIND_ID: u8 = 1;
+const KIND_TIME: u8 = 2;
+
+/// The file's bytes: magic, `u32` count, per rule `u8` kind (1 id, 2 time), `u64` counter or
+/// milliseconds, `u16` actor (0 for time), `u16` glob length, the glob; then a CRC32C of
+/// everything before it. Integers little-endian, like every storage file.
+pub fn encode(rules: &[PurgeRule]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + rules.len() * 32);
+    out.extend_from_slice(PURGE_MAGIC);
+    out.extend_from_slice(&(rules.len() as u32).to_le_bytes());
+    for rule in rules {
+        let (kind, value, actor) = match rule.before {
+            PurgeBefore::Id(id) => (KIND_ID, id.counter, id.actor.0),
+            PurgeBefore::Time(ms) => (KIND_TIME, ms, 0),
+        };
+        out.push(kind);
+        out.extend_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&actor.to_le_bytes());
+        // Globs are at most `glob_length_max` (a u16) bytes long: checked before a merge.
+        out.extend_from_slice(&(rule.glob.len() as u16).to_le_bytes());
+        out.extend_from_slice(rule.glob.as_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The rules in `bytes`, or what is wrong with them.
+pub fn decode(bytes: &[u8]) -> Result<Vec<PurgeRule>, String> {
+    if bytes.len() < PURGE_MAGIC.len() + 8 {
+        return Err(format!("it is {} bytes long, too short", bytes.len()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err("its checksum does not match".into());
+    }
+    if &body[..8] != PURGE_MAGIC {
+        return Err("its magic is not FLOPRG version 1".into());
+    }
+    let mut at = 8;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let piece = body
+            .get(at..at + n)
+            .ok_or_else(|| "it ends inside a rule".to_string())?;
+        at += n;
+        Ok(piece)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "count")?);
+    let mut rules = Vec::new();
+    for _ in 0..count {
+        let kind = take(1)?[0];
+        let value = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "value")?);
+        let actor = u16::from_le_bytes(take(2)?.try_into().map_err(|_| "actor")?);
+        let length = u16::from_le_bytes(take(2)?.try_into().map_err(|_| "length")?);
+        let glob = std::str::from_utf8(take(usize::from(length))?)
+            .map_err(|_| "a glob is not UTF-8".to_string())?
+            .to_string();
+        let before = match kind {
+            KIND_ID => PurgeBefore::Id(EventId {
+                counter: value,
+                actor: ActorId(actor),
+            }),
+            KIND_TIME => PurgeBefore::Time(value),
+            other => return Err(format!("unknown rule kind {other}")),
+        };
+        rules.push(PurgeRule { glob, before });
+    }
+    if at != body.len() {
+        return Err("bytes follow the last rule".into());
+    }
+    Ok(rules)
+}
+
+/// Reads the purge file of `dir`, at most `size_max` bytes: `Ok(empty)` when there is none. A
+/// damaged file is `Corrupt`: flo does not start without the purges it acknowledged, since
+/// purged events would be delivered again.
+pub fn read(dir: &Path, size_max: u64) -> Result<Vec<PurgeRule>, StorageError> {
+    let path = purge_path(dir);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            let context = format!("open {}", path.display());
+            return Err(StorageError::Io { context, source });
+        }
+    };
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(size_max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(super::io_error(format!("read {}", path.display())))?;
+    let problem = if bytes.len() as u64 > size_max {
+        Err(format!("it is longer than {size_max} bytes"))
+    } else {
+        decode(&bytes)
+    };
+    problem.map_err(|problem| StorageError::Corrupt {
+        context: format!(
+            "purge file {} is damaged: {problem}; restore it from a backup or a replica's data \
+             directory (or move it away to forget every purge: purged events come back)",
+            path.display()
+        ),
+    })
+}
+
+/// The largest purge file `rules_max` rules of globs up to `glob_length_max` bytes make.
+pub fn file_size_max(rules_max: usize, glob_length_max: usize) -> u64 {
+    let rule = 1 + 8 + 2 + 2 + glob_length_max as u64;
+    (PURGE_MAGIC.len() as u64 + 4 + 4).saturating_add((rules_max as u64).saturating_mul(rule))
+}
+
+/// Replaces the purge file of `dir` with `rules`, durably: written to a temporary file,
+/// fdatasync'd, renamed over the old one, and the directory fsync'd. A crash at any point
+/// leaves either the old set or the new one.
+pub fn write(dir: &Path, rules: &[PurgeRule]) -> Result<(), StorageError> {
+    let temp = dir.join(PURGE_TEMP_FILE_NAME);
+    let path = purge_path(dir);
+    let bytes = encode(rules);
+    let result = write_file(&temp, &bytes)
+        .and_then(|()| fs::rename(&temp, &path))
+        .and_then(|()| fsync_dir(dir));
+    result.map_err(super::io_error(format!("write purges {}", path.display())))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(namespace: &str, counter: u64, timestamp_ms: u64) -> Event {
+        Event {
+            id: EventId {
+                counter,
+                actor: ActorId(1),
+            },
+            parent_id: None,
+            namespace: namespace.into(),
+            timestamp_ms,
+            data: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn purges_hide_by_glob_and_bound_and_only_raise() {
+        let mut rules = HideRules::default();
+        let id = |counter| {
+            PurgeBefore::Id(EventId {
+                counter,
+                actor: ActorId(1),
+            })
+        };
+        let rule = |glob: &str, before| PurgeRule {
+            glob: glob.into(),
+            before,
+        };
+        assert_eq!(rules.merge(&rule("/m/**", id(10)), 2), Ok(true));
+        assert!(rules.hides(&event("/m/a", 9, 0)));
+        assert!(!rules.hides(&event("/m/a", 10, 0)));
+        assert!(!rules.hides(&event("/n/a", 1, 0)));
+        // A lower bound for the same glob and kind changes nothing; a higher one raises it.
+        assert_eq!(rules.merge(&rule("/m/**", id(5)), 2), Ok(false));
+        assert_eq!(rules.merge(&rule("/m/**", id(20)), 2), Ok(true));
+        assert!(rules.hides(&event("/m/a", 19, 0)));
+        assert_eq!(
+            rules.merge(&rule("/t", PurgeBefore::Time(100)), 2),
+            Ok(true)
+        );
+        assert!(rules.hides(&event("/t", 50, 99)));
+        assert_eq!(
+            rules.merge(&rule("/u", PurgeBefore::Time(100)), 2),
+            Err(PurgeError::Full { rules_max: 2 })
+        );
+        // Raising a rule in a full set is allowed.
+        assert_eq!(
+            rules.merge(&rule("/t", PurgeBefore::Time(200)), 2),
+            Ok(true)
+        );
+        let bytes = encode(&rules.purges());
+        assert_eq!(decode(&bytes), Ok(rules.purges()));
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 1;
+        assert!(decode(&flipped).unwrap_err().contains("checksum"));
+    }
+
+    #[test]
+    fn retention_cutoffs_move_forward_only() {
+        let mut rules = HideRules::default();
+        let keep = NamespaceRetention {
+            glob: "/metrics/**".into(),
+            keep_ms: 1000,
+        };
+        rules.set_retention_rules(&[keep]);
+        assert!(!rules.hides(&event("/metrics/cpu", 1, 0)));
+        assert!(rules.advance_retention(5000));
+        assert!(rules.hides(&event("/metrics/cpu", 1, 3999)));
+        assert!(!rules.hides(&event("/metrics/cpu", 1, 4000)));
+        assert!(!rules.hides(&event("/orders/1", 1, 0)));
+        // The clock stepping back leaves the cutoff where it was.
+        assert!(!rules.advance_retention(2000));
+        assert!(rules.hides(&event("/metrics/cpu", 1, 3999)));
+    }
+}

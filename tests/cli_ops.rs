@@ -1,0 +1,239 @@
+//! The operator's commands of `flo-client` against the real server: `purge` and what `info`
+//! shows of purges and retention rules (text and JSON), `groups --format json`, and `top`,
+//! piped (one refresh after another, text and JSON) and in a real terminal (tmux), where it
+//! redraws in place and shows new appends.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::FloProcess;
+
+fn flo_client(server: &FloProcess, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string()])
+        .args(args)
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .output()
+        .expect("run flo-client")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "flo-client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn metrics_addr(server: &FloProcess) -> String {
+    server
+        .early_lines
+        .iter()
+        .find_map(|line| line.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .expect("a metrics start-up line")
+        .to_string()
+}
+
+#[test]
+fn purge_and_info_show_purges_and_retention_rules() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--retention-rule", "/metrics/** keep 7d"]);
+    let text = stdout(&flo_client(
+        &server,
+        &["produce", "-n", "/tenant/1", "-d", "x"],
+    ));
+    let id = text.lines().next().expect("an id").trim().to_string();
+    let text = stdout(&flo_client(
+        &server,
+        &["purge", "-n", "/tenant/**", "--before", &id],
+    ));
+    assert_eq!(text, format!("/tenant/**: purged before id {id}\n"));
+    let text = stdout(&flo_client(
+        &server,
+        &[
+            "purge",
+            "-n",
+            "/tenant/**",
+            "--before",
+            &id,
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        text,
+        format!("{{\"glob\":\"/tenant/**\",\"before_id\":\"{id}\",\"changed\":false}}\n")
+    );
+    let text = stdout(&flo_client(&server, &["info"]));
+    assert!(
+        text.contains("retention:     /metrics/** keep 7d (hidden before ms:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("purge:         /tenant/** before id {id}")),
+        "{text}"
+    );
+    let text = stdout(&flo_client(&server, &["info", "--format", "json"]));
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("\"retention\":[{\"glob\":\"/metrics/**\",\"keep_ms\":604800000,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\"purges\":[{{\"glob\":\"/tenant/**\",\"before_id\":\"{id}\"}}]"
+        )),
+        "{text}"
+    );
+    let bad = flo_client(&server, &["purge", "-n", "/x", "--before", "end"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+    assert_eq!(
+        stdout(&flo_client(&server, &["groups", "--format", "json"])),
+        "[]\n"
+    );
+}
+
+#[test]
+fn top_prints_one_refresh_after_another_when_piped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    stdout(&flo_client(&server, &["produce", "-n", "/a", "-d", "x"]));
+    let text = stdout(&flo_client(
+        &server,
+        &[
+            "top",
+            "--count",
+            "2",
+            "--interval",
+            "100ms",
+            "--metrics-addr",
+            &metrics,
+        ],
+    ));
+    assert_eq!(text.matches("appended/s").count(), 2, "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no terminal codes when piped: {text:?}"
+    );
+    assert!(text.contains("clients      1"), "{text}");
+    let text = stdout(&flo_client(
+        &server,
+        &[
+            "top",
+            "--count",
+            "2",
+            "--interval",
+            "100ms",
+            "--format",
+            "json",
+        ],
+    ));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("{\"appended_per_second\":null,"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("{\"appended_per_second\":0.000,"),
+        "{text}"
+    );
+    assert!(lines[1].contains("\"groups\":[]"), "{text}");
+}
+
+/// Kills the tmux session when the test ends, passed or not.
+struct TmuxSession(String);
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+fn capture(session: &str) -> String {
+    let output = Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .expect("tmux capture-pane");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_for_screen(session: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let screen = capture(session);
+        if check(&screen) {
+            return screen;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the terminal never showed {what}:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn top_redraws_in_place_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test (apt-get install tmux)");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let session = TmuxSession(format!("flo-top-{}", std::process::id()));
+    let command = format!(
+        "{} -H {} top --interval 100ms",
+        env!("CARGO_BIN_EXE_flo-client"),
+        server.addr
+    );
+    let status = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ])
+        .status()
+        .expect("tmux new-session");
+    assert!(status.success());
+    wait_for_screen(&session.0, "a first refresh", |s| s.contains("appended/s"));
+    for _ in 0..20 {
+        stdout(&flo_client(&server, &["produce", "-n", "/top", "-d", "x"]));
+    }
+    let screen = wait_for_screen(&session.0, "20 events", |s| {
+        s.contains("events           20")
+    });
+    // Redrawn in place: one screen, not a scroll of refreshes.
+    assert_eq!(screen.matches("appended/s").count(), 1, "{screen}");
+}
+
+#[test]
+fn produce_prints_json_when_asked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let text = stdout(&flo_client(
+        &server,
+        &["produce", "-n", "/j", "-d", "x", "--format", "json"],
+    ));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("{\"id\":\"") && lines[0].len() == 34,
+        "{text}"
+    );
+    assert_eq!(lines[1], "{\"produced\":1,\"namespace\":\"/j\"}");
+}

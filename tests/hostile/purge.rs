@@ -1,0 +1,144 @@
+//! Hostile cases: purges against the real binary. A purge made with `flo-client purge` is
+//! recorded before its answer, so a SIGKILL right after it and a restart never bring the
+//! purged events back, and retention frees the segments that held only purged events; a
+//! flood of purges of new globs is refused past `--max-purge-rules` and costs the server
+//! nothing else.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{FloProcess, RawConn};
+use crate::support::assert_survived;
+use flo::client::{Client, ClientOptions};
+use flo::event::{PurgeBefore, PurgeRule, StartPosition};
+use flo::protocol::{ClientFrame, EndReason, ErrorCode, ServerFrame, Subscribe};
+
+/// Every event the server delivers from the beginning, as (namespace, data).
+fn read_all(server: &FloProcess) -> Vec<(String, Vec<u8>)> {
+    let mut conn = RawConn::hello(server.addr);
+    conn.subscribe(Subscribe {
+        subscription_id: 1,
+        glob: "/**".into(),
+        start: StartPosition::Beginning,
+        limit: 0,
+        tail: false,
+        skip_damaged: false,
+        order: Default::default(),
+        credit: u32::MAX,
+    });
+    let mut events = Vec::new();
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Event { event, .. }) => events.push((event.namespace, event.data)),
+            Some(ServerFrame::End {
+                reason: EndReason::EndOfStream,
+                ..
+            }) => return events,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read data dir")
+        .filter(|entry| {
+            let name = entry.as_ref().expect("entry").file_name();
+            name.to_string_lossy().ends_with(".log")
+        })
+        .count()
+}
+
+#[test]
+fn a_purge_survives_kill_9_and_its_segments_are_freed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--segment-size", "4096"];
+    let server = FloProcess::start(dir.path(), &args);
+    let addr = server.addr.to_string();
+    let mut client = Client::connect(&addr, ClientOptions::default()).expect("connect");
+    let mut bound = None;
+    for i in 0..300u32 {
+        let ack = client
+            .produce("/metrics/cpu", format!("{i:040}").as_bytes())
+            .expect("produce");
+        if i == 250 {
+            bound = Some(ack.first_id);
+        }
+    }
+    client.produce("/orders/1", b"order").expect("produce");
+    let segments_before = segment_count(dir.path());
+    assert!(segments_before > 3, "{segments_before} segments");
+    let bound = bound.expect("the 251st event").to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args([
+            "-H",
+            &addr,
+            "purge",
+            "-n",
+            "/metrics/**",
+            "--before",
+            &bound,
+        ])
+        .output()
+        .expect("run flo-client purge");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("purged before id"), "{stdout}");
+    // Acknowledged, so durable: SIGKILL now and start again on the same directory.
+    server.kill9();
+    let mut server = FloProcess::start(dir.path(), &args);
+    let events = read_all(&server);
+    assert_eq!(
+        events.len(),
+        51,
+        "the 50 metrics from the bound on, and the order"
+    );
+    assert_eq!(events[0].1, format!("{:040}", 250).into_bytes());
+    assert_eq!(events[50], ("/orders/1".to_string(), b"order".to_vec()));
+    // Retention runs every second: the segments holding only purged events go.
+    let started = Instant::now();
+    while segment_count(dir.path()) > 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} segments remain of {segments_before}",
+            segment_count(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(read_all(&server).len(), 51);
+    assert_survived(&mut server, 200 << 20);
+}
+
+#[test]
+fn a_flood_of_purges_is_refused_past_the_rule_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--max-purge-rules", "16"]);
+    let mut conn = RawConn::hello(server.addr);
+    for i in 0..2000u32 {
+        conn.send(&ClientFrame::Purge(PurgeRule {
+            glob: format!("/flood/{i}/**"),
+            before: PurgeBefore::Time(1_000 + u64::from(i)),
+        }));
+    }
+    let (mut purged, mut full) = (0, 0);
+    for _ in 0..2000 {
+        match conn.recv() {
+            Some(ServerFrame::Purged(_)) => purged += 1,
+            Some(ServerFrame::Error(error)) if error.code == ErrorCode::PurgeRulesFull => full += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((purged, full), (16, 1984));
+    let purges = std::fs::metadata(dir.path().join("flo.purges")).expect("purge file");
+    assert!(
+        purges.len() < 1024,
+        "16 short rules: {} bytes",
+        purges.len()
+    );
+    assert_survived(&mut server, 200 << 20);
+}
