@@ -247,6 +247,15 @@ pub struct ClusterConfig {
     /// An id-order subscription whose next event has waited this long for the cluster's
     /// clocks (a member is down or cut off) is ended with OrderStalled.
     pub order_stall_timeout: Duration,
+    /// Failed PeerProofs from one IP address within `peer_proof_failure_window`: past it, a
+    /// PeerHello from that address is refused (`AuthFailed`) without a nonce until the window
+    /// ends (docs/security.md).
+    pub peer_proof_failures_max: u32,
+    /// The window of `peer_proof_failures_max`, from an address's first failed proof.
+    pub peer_proof_failure_window: Duration,
+    /// Addresses whose failed proofs are counted at once; a new one past it takes the place of
+    /// the one whose window started first.
+    pub peer_proof_failure_addresses_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -272,6 +281,9 @@ impl Default for ClusterConfig {
             replication_timeout: Duration::from_secs(5),
             order_buffer_bytes_max: 1024 * 1024,
             order_stall_timeout: Duration::from_secs(30),
+            peer_proof_failures_max: 5,
+            peer_proof_failure_window: Duration::from_secs(60),
+            peer_proof_failure_addresses_max: 1024,
         }
     }
 }
@@ -307,6 +319,11 @@ impl Default for StreamLimits {
 pub struct GroupLimits {
     /// Groups the server keeps; a JoinGroup that would create one more is refused.
     pub groups_max: usize,
+    /// With an auth file: groups one principal may have created (its own, as the group
+    /// journal records them); a JoinGroup by that principal that would create one more is
+    /// refused with GroupQuotaExceeded. Groups created without an auth file have no owner and
+    /// count toward no principal.
+    pub per_principal_max: usize,
     /// The longest group name, in bytes.
     pub name_length_max: u32,
     /// Ack time-out of a join that does not set one.
@@ -339,6 +356,7 @@ impl Default for GroupLimits {
     fn default() -> GroupLimits {
         GroupLimits {
             groups_max: 1024,
+            per_principal_max: 64,
             name_length_max: 255,
             ack_timeout_default: Duration::from_secs(30),
             max_deliveries_default: 10,
@@ -464,6 +482,12 @@ pub struct Config {
     /// work does not grow with the number of busy clients and a bystander's request waits at
     /// most one bounded turn.
     pub read_bytes_per_turn_total_max: usize,
+    /// At most this many frames are decoded from all connections together per reactor turn
+    /// (a batch counts as its events), shared fairly among the readable ones like
+    /// `read_bytes_per_turn_total_max`. Bytes alone do not bound a turn's work: 4 MiB of
+    /// 13-byte Pings is 320,000 frames and as many replies. Frames past a connection's share
+    /// wait in its input buffer, and its socket is not read until they are decoded.
+    pub frames_per_turn_total_max: usize,
     /// Log records one reactor turn may look at while feeding consumers, over all of them.
     pub records_per_turn_max: u64,
     /// Bytes of log records (namespace and data) one reactor turn may look at while feeding
@@ -485,10 +509,15 @@ pub struct Config {
     /// subscribe and status request is checked against its permissions; without, every client
     /// may do everything (docs/security.md).
     pub auth: Option<Arc<AuthTable>>,
-    /// Failed handshakes (a token the auth table refuses) accepted per second; past it, every
-    /// Hello is refused with AuthFailed until the second ends, so a token guesser gets at most
-    /// this many guesses a second.
+    /// Failed handshakes (a token the auth table refuses) accepted per second from one source
+    /// address; past it, every Hello from that address is refused with AuthFailed until its
+    /// second ends, so a token guesser gets at most this many guesses a second per address.
     pub auth_failures_per_second_max: u32,
+    /// Source addresses (IPv4 addresses, IPv6 /64s) whose failed handshakes are counted
+    /// apart, so that `auth_failures_per_second_max` holds up only the address that failed;
+    /// while this many addresses failed within the same second, the failures of any other
+    /// share one count.
+    pub auth_failure_sources_max: usize,
     /// A connection refused at `connections_max` keeps this long to deliver its error frame.
     pub refused_linger_timeout: Duration,
     /// Refused connections that may linger at once; past it the listener pauses until they
@@ -536,6 +565,7 @@ impl Config {
             cursor_entries_max: 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             read_bytes_per_turn_total_max: 4 * 1024 * 1024,
+            frames_per_turn_total_max: 16 * 1024,
             records_per_turn_max: 64 * 1024,
             feed_bytes_per_turn_max: 1024 * 1024,
             match_steps_per_turn_max: 8 * 1024 * 1024,
@@ -544,6 +574,7 @@ impl Config {
             tls: None,
             auth: None,
             auth_failures_per_second_max: 20,
+            auth_failure_sources_max: 1024,
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
@@ -568,6 +599,9 @@ impl Config {
         }
         if self.auth_failures_per_second_max == 0 {
             return Err("auth failures per second must be at least 1".into());
+        }
+        if self.auth_failure_sources_max == 0 {
+            return Err("auth failure sources must be at least 1".into());
         }
         let wire = &self.wire;
         if wire.namespace_length_max == 0 || wire.namespace_length_max > u32::from(u16::MAX) {
@@ -613,6 +647,7 @@ impl Config {
         if self.send_buffer_high_water == 0
             || self.read_bytes_per_turn_max == 0
             || self.read_bytes_per_turn_total_max == 0
+            || self.frames_per_turn_total_max == 0
             || self.records_per_turn_max == 0
             || self.feed_bytes_per_turn_max == 0
             || self.match_steps_per_turn_max == 0
@@ -664,6 +699,16 @@ impl Config {
         }
         if cluster.order_stall_timeout.is_zero() {
             return Err("the order stall time-out must be positive".into());
+        }
+        if cluster.peer_proof_failures_max == 0
+            || cluster.peer_proof_failure_window.is_zero()
+            || !(1..=1 << 20).contains(&cluster.peer_proof_failure_addresses_max)
+        {
+            return Err(
+                "the failed peer proof limit and its window must be positive, and the addresses \
+                 counted between 1 and 1048576"
+                    .into(),
+            );
         }
         self.validate_turn_bounds()?;
         self.validate_connection_bounds()?;
@@ -753,6 +798,7 @@ impl Config {
         }
         let groups = &self.groups;
         if groups.groups_max == 0
+            || groups.per_principal_max == 0
             || groups.name_length_max == 0
             || groups.name_length_max > u32::from(u16::MAX)
             || groups.ack_timeout_default.is_zero()
@@ -924,6 +970,11 @@ mod tests {
         assert!(refused(&|c| c.cluster.replication_timeout = Duration::ZERO));
         assert!(refused(&|c| c.cluster.order_buffer_bytes_max = 0));
         assert!(refused(&|c| c.cluster.order_stall_timeout = Duration::ZERO));
+        assert!(refused(&|c| c.cluster.peer_proof_failures_max = 0));
+        assert!(refused(
+            &|c| c.cluster.peer_proof_failure_window = Duration::ZERO
+        ));
+        assert!(refused(&|c| c.cluster.peer_proof_failure_addresses_max = 0));
         assert!(refused(&|c| c.cluster.dial_backoff_initial = Duration::ZERO));
         assert!(refused(&|c| {
             c.cluster.dial_backoff_max = c.cluster.dial_backoff_initial / 2

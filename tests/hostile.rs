@@ -11,6 +11,8 @@ mod common;
 #[path = "hostile/support.rs"]
 mod support;
 
+#[path = "hostile/auth.rs"]
+mod auth;
 #[path = "hostile/bounds.rs"]
 mod bounds;
 #[path = "hostile/cli.rs"]

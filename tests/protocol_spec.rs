@@ -241,6 +241,7 @@ fn the_peer_handshake_examples_carry_valid_proofs() {
         acceptor_nonce: welcome.nonce,
         dialer_actor: hello.actor_id,
         acceptor_actor: welcome.actor_id,
+        channel_binding: None,
     };
     assert!(transcript.verify(b"s3cret", PeerRole::Dialer, &proof.proof));
     assert!(transcript.verify(b"s3cret", PeerRole::Acceptor, &accept.proof));

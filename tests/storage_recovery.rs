@@ -314,6 +314,18 @@ fn bit_flips_in_the_newest_segment_refuse_the_start_and_repair_keeps_every_valid
             assert!(message.contains(&name), "trial {trial}: {message}");
             assert!(message.contains(&at), "trial {trial}: {message}");
             assert!(message.contains("--repair"), "trial {trial}: {message}");
+            // The damage is named by the events around it too (issue 10): the last readable
+            // one before the damaged record and the first readable one after it.
+            let before = match damaged {
+                0 => "none in this segment".to_string(),
+                _ => format!("event {}", events[damaged - 1].id),
+            };
+            let around = format!(
+                "the last readable event before the damage is {before}, the first readable \
+                 after it is event {}",
+                events[damaged + 1].id
+            );
+            assert!(message.contains(&around), "trial {trial}: {message}");
             assert_eq!(
                 fs::read(&path).unwrap(),
                 flipped,

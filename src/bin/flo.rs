@@ -64,8 +64,9 @@ struct Args {
     #[arg(long = "insecure-no-auth")]
     insecure_no_auth: bool,
 
-    /// Failed handshakes (unknown tokens) accepted per second; past it every Hello is refused
-    /// until the second ends, which caps token guessing.
+    /// Failed handshakes (unknown tokens) accepted per second from one source address (an IPv4
+    /// address, an IPv6 /64); past it every Hello from that address is refused until its second
+    /// ends, which caps token guessing without locking out other addresses.
     #[arg(long = "max-auth-failures", default_value_t = 20)]
     max_auth_failures: u32,
 

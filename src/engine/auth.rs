@@ -3,22 +3,141 @@
 //! subscriptions and status requests are checked against its permissions. Without a table
 //! every check passes. docs/security.md states the rules; this file only applies them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{ConnId, Engine, Now, Phase};
 use crate::auth_file::AuthTable;
 use crate::auth_file::Principal;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ChannelBinding, ErrorCode};
 use crate::storage::Log;
 
-/// Failed handshakes in the current one-second window of the monotonic clock.
+/// Failed handshakes per source address, each in its own one-second window of the monotonic
+/// clock, so that a guesser from one address is capped without locking out the others. The
+/// table holds at most `auth_failure_sources_max` addresses; an entry whose window ended is
+/// dropped when room is needed. While the table is full of addresses that failed this
+/// second, the failures of every other address share one `overflow` window (so an attacker
+/// with more addresses than the table still gets at most `sources_max + 1` windows' worth of
+/// guesses a second, and only untracked addresses can be held up by it).
 #[derive(Debug, Default)]
 pub(super) struct AuthFailures {
-    window_start_ms: u64,
+    sources: HashMap<Source, FailureWindow>,
+    overflow: FailureWindow,
+}
+
+/// Where failed handshakes are counted: an IPv4 address, an IPv6 /64 (what one host or
+/// customer usually holds), or unknown (no address was reported) and shared. Kept as numbers:
+/// the engine names no socket type but `SocketAddr` (tests/architecture.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(u32),
+    V6Prefix(u64),
+    Unknown,
+}
+
+impl Source {
+    fn of(addr: Option<SocketAddr>) -> Source {
+        match addr {
+            Some(SocketAddr::V4(addr)) => Source::V4(u32::from(*addr.ip())),
+            Some(SocketAddr::V6(addr)) => match addr.ip().to_ipv4_mapped() {
+                Some(ip) => Source::V4(u32::from(ip)),
+                None => Source::V6Prefix((addr.ip().to_bits() >> 64) as u64),
+            },
+            None => Source::Unknown,
+        }
+    }
+}
+
+/// Failed handshakes from one source in its current one-second window.
+#[derive(Debug, Default, Clone, Copy)]
+struct FailureWindow {
+    start_ms: u64,
     count: u32,
     /// Hellos refused unchecked in this window because the cap was reached.
     refused_unchecked: u64,
+}
+
+impl FailureWindow {
+    /// Starts a new window when this one has ended, saying how many Hellos it refused
+    /// unchecked.
+    fn roll(&mut self, now_ms: u64, source: &dyn std::fmt::Display, cap: u32) {
+        if now_ms.saturating_sub(self.start_ms) < WINDOW_MS {
+            return;
+        }
+        if self.refused_unchecked > 0 {
+            log::warn!(
+                "{} more handshakes from {source} refused unchecked: over {cap} failed handshakes a second",
+                self.refused_unchecked,
+            );
+        }
+        *self = FailureWindow {
+            start_ms: now_ms,
+            ..FailureWindow::default()
+        };
+    }
+
+    fn is_live(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.start_ms) < WINDOW_MS
+    }
+}
+
+impl AuthFailures {
+    /// The window that counts `source`'s failures: its own, a new one when the table has
+    /// room (after dropping ended windows if it is full), or the shared overflow window.
+    fn window(&mut self, source: Source, now_ms: u64, sources_max: usize) -> &mut FailureWindow {
+        if !self.sources.contains_key(&source) && self.sources.len() >= sources_max {
+            self.sources.retain(|_, window| window.is_live(now_ms));
+        }
+        if self.sources.contains_key(&source) || self.sources.len() < sources_max {
+            return self.sources.entry(source).or_insert(FailureWindow {
+                start_ms: now_ms,
+                ..FailureWindow::default()
+            });
+        }
+        &mut self.overflow
+    }
+
+    /// Failed handshakes counted so far in `source`'s current window (0 without one).
+    fn current(&self, source: Source, now_ms: u64, sources_max: usize) -> u32 {
+        let window = match self.sources.get(&source) {
+            Some(window) => window,
+            None if self.sources.len() >= sources_max
+                && self.sources.values().all(|w| w.is_live(now_ms)) =>
+            {
+                &self.overflow
+            }
+            None => return 0,
+        };
+        if window.is_live(now_ms) {
+            window.count
+        } else {
+            0
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::V4(ip) => {
+                let [a, b, c, d] = ip.to_be_bytes();
+                write!(f, "{a}.{b}.{c}.{d}")
+            }
+            Source::V6Prefix(prefix) => {
+                let group = |shift: u32| (prefix >> shift) & 0xFFFF;
+                write!(
+                    f,
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    group(48),
+                    group(32),
+                    group(16),
+                    group(0)
+                )
+            }
+            Source::Unknown => write!(f, "an unknown address"),
+        }
+    }
 }
 
 const WINDOW_MS: u64 = 1000;
@@ -28,6 +147,15 @@ impl<L: Log> Engine<L> {
     pub fn handle_peer_addr(&mut self, conn: ConnId, addr: SocketAddr) {
         if let Some(connection) = self.conn_mut(conn) {
             connection.peer_addr = Some(addr);
+        }
+    }
+
+    /// The reactor's note that the connection runs over TLS, with the value both ends export
+    /// from the session (protocol.md section 15, "Channel binding"). Given once, after the TLS
+    /// handshake and before the connection's first input; peer proofs on it are bound to it.
+    pub fn handle_channel_binding(&mut self, conn: ConnId, binding: ChannelBinding) {
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.channel_binding = Some(binding);
         }
     }
 
@@ -78,25 +206,16 @@ impl<L: Log> Engine<L> {
             return Ok(None);
         };
         let now_ms = self.now_ms;
-        let failures = &mut self.auth_failures;
-        if now_ms.saturating_sub(failures.window_start_ms) >= WINDOW_MS {
-            if failures.refused_unchecked > 0 {
-                log::warn!(
-                    "{} more handshakes refused unchecked: over {} failed handshakes a second",
-                    failures.refused_unchecked,
-                    self.config.auth_failures_per_second_max
-                );
-            }
-            *failures = AuthFailures {
-                window_start_ms: now_ms,
-                ..AuthFailures::default()
-            };
-        }
-        // Past the cap every Hello is refused without looking at its token: checking it would
-        // give a guesser more tries. Legitimate clients retry after the second ends.
-        if failures.count >= self.config.auth_failures_per_second_max {
-            failures.refused_unchecked += 1;
-            return Err("too many failed handshakes on this server; retry in a second".into());
+        let cap = self.config.auth_failures_per_second_max;
+        let sources_max = self.config.auth_failure_sources_max;
+        let source = Source::of(self.conn(conn).and_then(|c| c.peer_addr));
+        // Past the cap every Hello from the source is refused without looking at its token:
+        // checking it would give a guesser more tries. Legitimate clients retry after the
+        // second ends; other addresses are not held up.
+        if self.auth_failures.current(source, now_ms, sources_max) >= cap {
+            let window = self.auth_failures.window(source, now_ms, sources_max);
+            window.refused_unchecked += 1;
+            return Err("too many failed handshakes from this address; retry in a second".into());
         }
         let address = self.peer_description(conn);
         match auth.authenticate(token) {
@@ -105,7 +224,9 @@ impl<L: Log> Engine<L> {
                 Ok(Some(principal))
             }
             None => {
-                self.auth_failures.count += 1;
+                let window = self.auth_failures.window(source, now_ms, sources_max);
+                window.roll(now_ms, &source, cap);
+                window.count += 1;
                 let what = if token.is_empty() { "no" } else { "an unknown" };
                 log::warn!("{conn} from {address}: handshake refused: {what} auth token");
                 Err(format!(
@@ -158,6 +279,33 @@ impl<L: Log> Engine<L> {
         ))
     }
 
+    /// The name of the connection's principal, when the server has an auth table.
+    pub(super) fn principal_name(&self, conn: ConnId) -> Option<String> {
+        self.principal(conn).map(|principal| principal.name.clone())
+    }
+
+    /// Whether the connection's principal may `what` (join, change) `group`, named `name`:
+    /// a group with an owner is the owner's and the admins'; one without is anyone's.
+    pub(super) fn check_group_owner(
+        &self,
+        conn: ConnId,
+        name: &str,
+        group: &super::groups::Group,
+        what: &str,
+    ) -> Result<(), String> {
+        let (Some(principal), Some(owner)) = (self.principal(conn), group.owner.as_deref()) else {
+            return Ok(());
+        };
+        if principal.admin || principal.name == owner {
+            return Ok(());
+        }
+        Err(format!(
+            "{} may not {what} group {name:?}: it was created by {owner} (only {owner} or an \
+             admin may)",
+            principal.name
+        ))
+    }
+
     /// Whether the connection's principal may do an admin's `what` (ask for the status,
     /// inspect or change groups).
     pub(super) fn check_admin(&self, conn: ConnId, what: &str) -> Result<(), String> {
@@ -167,5 +315,27 @@ impl<L: Log> Engine<L> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::Source;
+
+    #[test]
+    fn sources_are_ipv4_addresses_or_ipv6_prefixes_and_print_as_such() {
+        let source = |addr: &str| Source::of(Some(addr.parse().expect("an address")));
+        assert_eq!(source("10.1.2.3:5").to_string(), "10.1.2.3");
+        assert_eq!(source("[::ffff:10.1.2.3]:5"), source("10.1.2.3:6"));
+        assert_eq!(
+            source("[2001:db8:1:2:3::9]:5").to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            source("[2001:db8:1:2:3::9]:5"),
+            source("[2001:db8:1:2::1]:7")
+        );
+        assert_ne!(source("[2001:db8:1:2::1]:5"), source("[2001:db8:1:3::1]:5"));
+        assert_eq!(Source::of(None).to_string(), "an unknown address");
     }
 }

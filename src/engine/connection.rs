@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
-use crate::protocol::{ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
+use crate::protocol::{ChannelBinding, ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
 use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
@@ -188,6 +188,10 @@ pub struct Connection {
     /// True while the engine does not decode this connection's input (its output is above the
     /// high-water mark): undecoded bytes stay in `input` and the reactor stops reading.
     pub input_paused: bool,
+    /// True while whole frames wait in `input` because the turn's frame budget
+    /// (`frames_per_turn_total_max`, shared by the reactor) ran out: the reactor reads no
+    /// more bytes from the socket until they are decoded, so `input` holds at most one read.
+    pub input_deferred: bool,
     /// The encoded size of the replies held for this turn's sync (acks and produce errors).
     pub held_reply_bytes: usize,
     /// When the first byte of the frame now partly in `input` arrived; `None` when `input`
@@ -201,6 +205,9 @@ pub struct Connection {
     pub memory_counted: usize,
     /// The client's address, for the log line of a refused handshake (the reactor tells it).
     pub peer_addr: Option<SocketAddr>,
+    /// The TLS channel binding of the connection's session, when it runs over TLS (the reactor
+    /// tells it before the first input): a peer handshake's proofs are bound to it.
+    pub channel_binding: Option<ChannelBinding>,
     /// Replies after the sync that wait for replicas (or behind one that does), in produce
     /// order; their encoded size is `waiting_reply_bytes`, counted as output owed. Only client
     /// connections produce, but these outlive the client phase: a connection closing with an
@@ -244,11 +251,13 @@ impl Connection {
             has_output_queued: false,
             has_reply_queued: false,
             input_paused: false,
+            input_deferred: false,
             held_reply_bytes: 0,
             frame_started_ms: None,
             paused_at_ms: None,
             memory_counted: 0,
             peer_addr: None,
+            channel_binding: None,
             waiting_replies: std::collections::VecDeque::new(),
             waiting_reply_bytes: 0,
         }

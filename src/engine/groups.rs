@@ -40,6 +40,10 @@ pub(super) struct Groups {
 }
 
 pub(super) struct Group {
+    /// The principal that created the group (with an auth file): only it, or an admin, may
+    /// join or administer the group. `None` for groups created without an auth file (or in a
+    /// version 1 journal): any principal allowed to consume its glob may join.
+    pub(super) owner: Option<String>,
     glob: NamespaceGlob,
     pub(super) glob_text: String,
     /// Events this cursor covers are never delivered (cursor and after-id starts).
@@ -96,8 +100,15 @@ pub(super) struct Member {
 }
 
 impl Group {
-    fn new(glob: NamespaceGlob, glob_text: String, start: Offset, filter: Cursor) -> Group {
+    fn new(
+        glob: NamespaceGlob,
+        glob_text: String,
+        start: Offset,
+        filter: Cursor,
+        owner: Option<String>,
+    ) -> Group {
         Group {
+            owner,
             glob,
             glob_text,
             filter,
@@ -238,6 +249,15 @@ impl Group {
 }
 
 impl Groups {
+    /// Groups created by the principal `owner` (a pass over the groups, at most `groups_max`,
+    /// once per group creation).
+    fn owned_by(&self, owner: &str) -> usize {
+        self.groups
+            .values()
+            .filter(|group| group.owner.as_deref() == Some(owner))
+            .count()
+    }
+
     /// No groups, on a store that keeps them in memory only.
     pub(super) fn new() -> Groups {
         Groups {
@@ -264,6 +284,7 @@ impl Groups {
                     glob,
                     start,
                     filter,
+                    owner,
                 } => {
                     let compiled =
                         NamespaceGlob::with_length_max(&glob, glob_length_max.max(glob.len()))
@@ -271,7 +292,7 @@ impl Groups {
                                 context: format!("group journal: glob {glob:?}: {error}"),
                             })?;
                     replayed.remove(&group);
-                    groups.insert(group, Group::new(compiled, glob, start, filter));
+                    groups.insert(group, Group::new(compiled, glob, start, filter, owner));
                 }
                 GroupRecord::Floor { group, floor } => {
                     if let Some(group) = groups.get_mut(&group) {
@@ -398,6 +419,7 @@ impl Groups {
                 glob: group.glob_text.clone(),
                 start: floor,
                 filter: group.filter.clone(),
+                owner: group.owner.clone(),
             });
             records.push(GroupRecord::Floor {
                 group: name.clone(),
@@ -479,9 +501,16 @@ impl<L: Log> Engine<L> {
         if let Err(message) = self.check_consume(conn, &join.glob) {
             return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
         }
-        if !self.groups.groups.contains_key(&join.group) {
-            if let Err((code, message)) = self.create_group(&join) {
-                return self.send_error(conn, scope, code, &message);
+        match self.groups.groups.get(&join.group) {
+            Some(group) => {
+                if let Err(message) = self.check_group_owner(conn, &join.group, group, "join") {
+                    return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
+                }
+            }
+            None => {
+                if let Err((code, message)) = self.create_group(conn, &join) {
+                    return self.send_error(conn, scope, code, &message);
+                }
             }
         }
         // Just created or checked above.
@@ -520,14 +549,27 @@ impl<L: Log> Engine<L> {
         self.groups.memberships.insert((conn, id), join.group);
     }
 
-    /// Creates the group a JoinGroup names, at the joiner's start position.
-    fn create_group(&mut self, join: &JoinGroup) -> Result<(), (ErrorCode, String)> {
+    /// Creates the group a JoinGroup names, at the joiner's start position, owned by the
+    /// joiner's principal (with an auth file), which may own at most
+    /// `groups.per_principal_max` groups.
+    fn create_group(&mut self, conn: ConnId, join: &JoinGroup) -> Result<(), (ErrorCode, String)> {
         if self.groups.groups.len() >= self.config.groups.groups_max {
             let message = format!(
                 "the server keeps at most {} groups",
                 self.config.groups.groups_max
             );
             return Err((ErrorCode::TooManyGroups, message));
+        }
+        let owner = self.principal_name(conn);
+        if let Some(owner) = &owner {
+            let owned = self.groups.owned_by(owner);
+            let quota = self.config.groups.per_principal_max;
+            if owned >= quota {
+                let message = format!(
+                    "{owner} has created {owned} groups, its quota (groups.per_principal_max                      {quota}); delete one of them (flo-client groups delete) first"
+                );
+                return Err((ErrorCode::GroupQuotaExceeded, message));
+            }
         }
         let glob_length_max = self.config.wire.glob_length_max as usize;
         let glob =
@@ -544,10 +586,17 @@ impl<L: Log> Engine<L> {
             glob: join.glob.clone(),
             start,
             filter: filter.clone(),
+            owner: owner.clone(),
         });
-        let group = Group::new(glob, join.glob.clone(), start, filter);
+        match &owner {
+            Some(owner) => log::info!(
+                "group {:?} created at offset {start} by {owner}",
+                join.group
+            ),
+            None => log::info!("group {:?} created at offset {start}", join.group),
+        }
+        let group = Group::new(glob, join.glob.clone(), start, filter, owner);
         self.groups.groups.insert(join.group.clone(), group);
-        log::info!("group {:?} created at offset {start}", join.group);
         Ok(())
     }
 

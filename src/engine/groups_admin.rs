@@ -163,8 +163,19 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_group_admin(&mut self, conn: ConnId, admin: GroupAdmin) {
-        if let Err(message) = self.check_admin(conn, "change a group") {
-            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        // An admin may change any group; a principal may change the groups it created (so it
+        // can free its quota, groups.per_principal_max).
+        let owner = self.principal_name(conn);
+        let is_owner = owner.is_some()
+            && self
+                .groups
+                .groups
+                .get(&admin.group)
+                .is_some_and(|group| group.owner == owner);
+        if !is_owner {
+            if let Err(message) = self.check_admin(conn, "change a group it did not create") {
+                return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+            }
         }
         let Some(group) = self.groups.groups.get(&admin.group) else {
             return self.no_such_group(conn, &admin.group);

@@ -84,6 +84,11 @@ pub(super) struct Metrics {
     bytes_sent: u64,
     fsync_duration: Histogram,
     turn_duration: Histogram,
+    /// Frame units decoded (a frame, or a batch's events): in all, this turn, and the most in
+    /// one turn (`frames_per_turn_total_max` bounds it, plus one frame's events).
+    frames_decoded: u64,
+    turn_frames: u64,
+    turn_frames_max: u64,
 }
 
 impl Metrics {
@@ -112,6 +117,17 @@ impl Metrics {
 
     pub(super) fn on_received(&mut self, count: usize) {
         self.bytes_received += count as u64;
+    }
+
+    pub(super) fn on_decoded(&mut self, units: usize) {
+        self.frames_decoded += units as u64;
+        self.turn_frames += units as u64;
+    }
+
+    /// The turn ended: its frame count may be the most yet.
+    pub(super) fn on_turn_decoded(&mut self) {
+        self.turn_frames_max = self.turn_frames_max.max(self.turn_frames);
+        self.turn_frames = 0;
     }
 
     pub(super) fn on_sent(&mut self, count: usize) {
@@ -159,6 +175,9 @@ pub struct MetricsSnapshot {
     pub bytes_sent: u64,
     pub fsync_duration: Histogram,
     pub turn_duration: Histogram,
+    /// Frame units decoded since start, and the most decoded in one turn.
+    pub frames_decoded: u64,
+    pub turn_frames_max: u64,
     pub client_connections: u64,
     pub peer_connections: u64,
     /// Connections before their handshake, or closing.
@@ -204,6 +223,8 @@ impl<L: Log> Engine<L> {
             bytes_sent: metrics.bytes_sent,
             fsync_duration: metrics.fsync_duration.clone(),
             turn_duration: metrics.turn_duration.clone(),
+            frames_decoded: metrics.frames_decoded,
+            turn_frames_max: metrics.turn_frames_max,
             client_connections: counts.clients,
             peer_connections: counts.peers,
             other_connections: counts.other,

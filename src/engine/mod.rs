@@ -262,6 +262,12 @@ pub struct Engine<L: Log> {
     reply_queue: VecDeque<ConnId>,
     /// Connections whose input was paused and may be decoded again (their output drained).
     input_resumed: Vec<ConnId>,
+    /// Connections whose whole frames wait because a frame budget ran out (`input_deferred`);
+    /// may hold stale or repeated entries, checked when taken.
+    input_deferred_queue: Vec<ConnId>,
+    /// What is left of `frames_per_turn_total_max` this turn: the frame units every
+    /// connection's input may still decode before `handle_turn_end`.
+    turn_frames_left: usize,
     closing: VecDeque<Action>,
     /// Connections marked `Closing` this turn, closed at its end.
     closing_conns: Vec<ConnId>,
@@ -300,6 +306,7 @@ struct TurnSync {
 
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
+        let frames_per_turn_total_max = config.frames_per_turn_total_max;
         // The lease covers every counter handed out before, also those of acknowledged
         // events the log has lost since (a power loss, a torn tail): starting at it leaves a
         // gap instead of reusing their ids.
@@ -323,6 +330,8 @@ impl<L: Log> Engine<L> {
             output_queue: VecDeque::new(),
             reply_queue: VecDeque::new(),
             input_resumed: Vec::new(),
+            input_deferred_queue: Vec::new(),
+            turn_frames_left: frames_per_turn_total_max,
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
@@ -400,21 +409,40 @@ impl<L: Log> Engine<L> {
         self.debug_check_invariants();
     }
 
-    /// Bytes arrived on a connection. Decodes and handles every whole frame in them, unless
-    /// the connection's input is paused (`wants_input`), when they wait in its input buffer.
+    /// Bytes arrived on a connection. Decodes and handles every whole frame in them (within
+    /// the turn's frame budget), unless the connection's input is paused (`wants_input`),
+    /// when they wait in its input buffer.
     pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
+        self.handle_input_within(now, conn, bytes, usize::MAX);
+    }
+
+    /// `handle_input` with a share of the turn's frame budget: decodes at most `frames_max`
+    /// frame units (a frame, or a batch's events) and at most what is left of
+    /// `frames_per_turn_total_max` this turn, and returns the units decoded. Whole frames past
+    /// the budget wait in the input buffer (`input_deferred`) and the reactor must not read
+    /// more from the socket until a later call (with empty `bytes`) has decoded them.
+    pub fn handle_input_within(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        bytes: &[u8],
+        frames_max: usize,
+    ) -> usize {
         if !self.is_open(conn) {
-            return;
+            return 0;
         }
         // Checked just above.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.input.extend_from_slice(bytes);
-        connection.last_input_ms = now.monotonic.0;
+        if !bytes.is_empty() {
+            connection.last_input_ms = now.monotonic.0;
+        }
         self.metrics.on_received(bytes.len());
         self.observe_time(now);
-        self.decode_input(now, conn);
+        let decoded = self.decode_input(now, conn, frames_max);
         self.enforce_connections_memory();
         self.debug_check_invariants();
+        decoded
     }
 
     /// False while the engine takes no more input from the connection: its replies are above
@@ -425,18 +453,41 @@ impl<L: Log> Engine<L> {
         self.conn(conn).is_some_and(|c| !c.input_paused)
     }
 
+    /// True while whole frames of the connection wait in its input buffer because a frame
+    /// budget ran out (`handle_input_within`): the reactor decodes them, with empty input,
+    /// before it reads the socket again.
+    pub fn input_deferred(&self, conn: ConnId) -> bool {
+        self.conn(conn).is_some_and(|c| c.input_deferred)
+    }
+
+    /// What a frame costs of the turn's frame budget: one unit, or one per event of a batch
+    /// (each is an append).
+    fn frame_units(frame: &Inbound) -> usize {
+        match frame {
+            Inbound::Client(ClientFrame::ProduceBatch(batch)) => batch.events.len().max(1),
+            _ => 1,
+        }
+    }
+
     /// Decodes and handles the whole frames in the connection's input buffer, until it holds
     /// only part of a frame or the connection's output reaches the high-water mark.
-    fn decode_input(&mut self, now: Now, conn: ConnId) {
+    fn decode_input(&mut self, now: Now, conn: ConnId, frames_max: usize) -> usize {
         let high_water = self.config.send_buffer_high_water;
+        let frames_max = frames_max.min(self.turn_frames_left);
+        let mut units_decoded = 0;
         let mut consumed = 0;
         let mut paused = false;
+        let mut deferred = false;
         loop {
             // Checked by the callers and below: the connection exists until `close` removes
             // it, and the loop ends right after a close.
             let connection = self.conn(conn).expect("connection is open");
             if consumed < connection.input.len() && connection.output_owed() >= high_water {
                 paused = true;
+                break;
+            }
+            if consumed < connection.input.len() && units_decoded >= frames_max {
+                deferred = true;
                 break;
             }
             // The decoder is chosen by the connection's phase, so each frame is checked in the
@@ -458,7 +509,7 @@ impl<L: Log> Engine<L> {
                 log::warn!("{conn}: refusing PeerHello: this server accepts no peers");
                 let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
                 self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
-                return;
+                return units_decoded;
             }
             let wire = self.decode_limits(&connection.phase, peeked_kind);
             let input = &connection.input[consumed..];
@@ -482,29 +533,36 @@ impl<L: Log> Engine<L> {
                 Ok(None) => break,
                 Ok(Some((frame, length))) => {
                     consumed += length;
+                    let units = Self::frame_units(&frame);
+                    units_decoded += units;
+                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                    self.metrics.on_decoded(units);
                     if !self.on_frame(now, conn, frame) {
-                        return;
+                        return units_decoded;
                     }
                 }
                 Err(error) => {
                     self.close_with_error(conn, error.code, &error.message);
-                    return;
+                    return units_decoded;
                 }
             }
         }
         let Some(connection) = self.conn_mut(conn) else {
-            return;
+            return units_decoded;
         };
         connection.input.drain(..consumed);
         if connection.input.is_empty() && connection.input.capacity() > BUFFER_CAPACITY_KEPT {
             connection.input = Vec::new();
         }
         connection.input_paused = paused;
+        let newly_deferred = deferred && !connection.input_deferred;
+        connection.input_deferred = deferred;
         let now_ms = now.monotonic.0;
-        // A frame's deadline runs from its first byte. While the input is paused the server,
-        // not the client, holds it up: the deadline stops, and on resume it is moved on by
-        // the time paused, never restarted (a pause cannot renew a partial frame's life).
-        if paused {
+        // A frame's deadline runs from its first byte. While the input is paused (or deferred
+        // by the frame budget) the server, not the client, holds it up: the deadline stops,
+        // and on resume it is moved on by the time paused, never restarted (a pause cannot
+        // renew a partial frame's life).
+        if paused || deferred {
             connection.paused_at_ms.get_or_insert(now_ms);
         } else if let Some(paused_at) = connection.paused_at_ms.take() {
             if let Some(started) = connection.frame_started_ms.as_mut() {
@@ -519,6 +577,10 @@ impl<L: Log> Engine<L> {
             Some(connection.frame_started_ms.unwrap_or(now_ms))
         };
         self.check_memory(conn);
+        if newly_deferred {
+            self.input_deferred_queue.push(conn);
+        }
+        units_decoded
     }
 
     /// True when the frame at the front of `input` announces a length the decoder accepts
@@ -676,6 +738,26 @@ impl<L: Log> Engine<L> {
         self.debug_check_invariants();
     }
 
+    /// Input the frame budget deferred, decoded with what is left of this turn's budget (the
+    /// reactor decodes it first, in its read order; this serves the rest, and drivers that do
+    /// not share the budget out).
+    fn decode_deferred(&mut self, now: Now) {
+        let mut queue = std::mem::take(&mut self.input_deferred_queue);
+        queue.sort_unstable();
+        queue.dedup();
+        for conn in queue {
+            if !self.input_deferred(conn) || !self.wants_input(conn) {
+                continue;
+            }
+            if self.turn_frames_left > 0 {
+                self.decode_input(now, conn, usize::MAX);
+            }
+            if self.input_deferred(conn) {
+                self.input_deferred_queue.push(conn);
+            }
+        }
+    }
+
     /// The first part of a turn's end, the group commit, on its own so that the reactor can
     /// time it (the fsync latency): input left undecoded while the output was full joins the
     /// turn, then one `Log::sync`. `handle_turn_end` must follow; it does this part itself when
@@ -687,9 +769,10 @@ impl<L: Log> Engine<L> {
         }
         for conn in std::mem::take(&mut self.input_resumed) {
             if self.is_open(conn) && self.wants_input(conn) {
-                self.decode_input(now, conn);
+                self.decode_input(now, conn, usize::MAX);
             }
         }
+        self.decode_deferred(now);
         let durable_before = self.log.durable_end();
         let result = self.log.sync(now.monotonic);
         self.commit_purges();
@@ -744,6 +827,8 @@ impl<L: Log> Engine<L> {
         }
         self.enforce_connections_memory();
         self.finish_closes();
+        self.metrics.on_turn_decoded();
+        self.turn_frames_left = self.config.frames_per_turn_total_max;
         self.debug_check_invariants();
     }
 
@@ -774,7 +859,10 @@ impl<L: Log> Engine<L> {
     /// True when consumers can make progress without new input, so the reactor must not
     /// block waiting for readiness.
     pub fn has_pending_work(&self) -> bool {
-        !self.ready.is_empty() || !self.input_resumed.is_empty() || self.groups_have_work()
+        !self.ready.is_empty()
+            || !self.input_resumed.is_empty()
+            || !self.input_deferred_queue.is_empty()
+            || self.groups_have_work()
     }
 
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,

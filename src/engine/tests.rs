@@ -16,6 +16,8 @@ mod auth;
 mod members;
 // Id order: the reorder buffer and the members' clocks.
 mod order;
+// The peer handshake fuzz (issue 15).
+mod peers_fuzz;
 // Conditional and idempotent produce.
 mod streams;
 // Purges, their tombstones between peers, and per-namespace retention.
@@ -1135,11 +1137,24 @@ fn dialer_proof(
     secret: &[u8],
     vector: VersionVector,
 ) -> PeerFrame {
+    dialer_proof_bound(actor, nonce, welcome, secret, vector, None)
+}
+
+/// `dialer_proof` over a TLS session whose channel binding is `channel_binding`.
+fn dialer_proof_bound(
+    actor: u16,
+    nonce: u8,
+    welcome: &crate::protocol::PeerHandshake,
+    secret: &[u8],
+    vector: VersionVector,
+    channel_binding: Option<crate::protocol::ChannelBinding>,
+) -> PeerFrame {
     let transcript = crate::protocol::PeerTranscript {
         dialer_nonce: [nonce; 32],
         acceptor_nonce: welcome.nonce,
         dialer_actor: actor,
         acceptor_actor: welcome.actor_id,
+        channel_binding,
     };
     PeerFrame::PeerProof(crate::protocol::PeerProof {
         proof: transcript.proof(secret, crate::protocol::PeerRole::Dialer),
@@ -1192,6 +1207,7 @@ fn acceptor_accept(
         acceptor_nonce: [nonce; 32],
         dialer_actor: hello.actor_id,
         acceptor_actor: actor,
+        channel_binding: None,
     };
     PeerFrame::PeerAccept(crate::protocol::PeerProof {
         proof: transcript.proof(b"", crate::protocol::PeerRole::Acceptor),
@@ -1342,6 +1358,125 @@ fn a_replayed_peer_handshake_is_refused_and_no_frame_carries_the_secret() {
     harness.turn();
     assert_eq!(harness.closed_with(replay), Some(ErrorCode::AuthFailed));
     assert!(harness.engine.connected_peers().is_empty());
+}
+
+/// Issue 15, channel binding: over TLS the proofs are bound to the session's exported value.
+/// A proof made on another TLS session (a man in the middle that terminates TLS relays the
+/// dialer's proof from its own session with the dialer) is refused, and so is one made without
+/// the binding; the proof made on this session is taken.
+#[test]
+fn a_peer_proof_from_another_tls_session_is_refused() {
+    let secret = b"a-long-cluster-secret";
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.secret = Some(String::from_utf8(secret.to_vec()).unwrap())
+    });
+    let ours = [0x5a; 32];
+    let relayed = [0xa5; 32];
+    for (binding, accepted) in [(Some(relayed), false), (None, false), (Some(ours), true)] {
+        let conn = harness.connect();
+        harness.engine.handle_channel_binding(conn, ours);
+        harness.send(conn, peer_hello(2, 9));
+        harness.turn();
+        let welcome = match harness.received_peer(conn).as_slice() {
+            [PeerFrame::PeerWelcome(welcome)] => welcome.clone(),
+            other => panic!("expected PeerWelcome, got {other:?}"),
+        };
+        let proof = dialer_proof_bound(2, 9, &welcome, secret, VersionVector::new(), binding);
+        harness.send(conn, proof);
+        harness.turn();
+        let frames = harness.received_peer(conn);
+        if accepted {
+            assert!(matches!(frames.first(), Some(PeerFrame::PeerAccept(_))));
+            assert_eq!(harness.engine.connected_peers(), vec![ActorId(2)]);
+        } else {
+            assert_eq!(
+                harness.closed_with(conn),
+                Some(ErrorCode::AuthFailed),
+                "a proof with binding {binding:?} was taken on a session bound to {ours:?}"
+            );
+            assert!(harness.engine.connected_peers().is_empty());
+        }
+    }
+}
+
+/// Issue 15: failed peer proofs are rate-limited per source IP address. After
+/// `peer_proof_failures_max` failures in the window a PeerHello from that address (any port)
+/// is refused with AuthFailed before a nonce is made; another address is not affected; after
+/// the window the address may try again, and then a right proof is taken.
+#[test]
+fn failed_peer_proofs_are_rate_limited_per_source_address() {
+    let mut harness = Harness::with_config(|c| {
+        c.cluster.secret = Some("s3cret".into());
+        c.cluster.peer_proof_failures_max = 3;
+        c.cluster.peer_proof_failure_window = std::time::Duration::from_secs(60);
+    });
+    let attacker = |port: u16| std::net::SocketAddr::from(([192, 0, 2, 7], port));
+    let guess = |harness: &mut Harness, from: std::net::SocketAddr, secret: &[u8]| {
+        let conn = harness.connect();
+        harness.engine.handle_peer_addr(conn, from);
+        harness.send(conn, peer_hello(2, 9));
+        harness.turn();
+        let frames = harness.received_peer(conn);
+        let Some(PeerFrame::PeerWelcome(welcome)) = frames.first() else {
+            return (conn, false);
+        };
+        let welcome = welcome.clone();
+        harness.send(
+            conn,
+            dialer_proof(2, 9, &welcome, secret, VersionVector::new()),
+        );
+        harness.turn();
+        (conn, true)
+    };
+    for port in 1..=3 {
+        let (conn, welcomed) = guess(&mut harness, attacker(port), b"guess");
+        assert!(welcomed, "guess {port} is checked");
+        assert_eq!(harness.closed_with(conn), Some(ErrorCode::AuthFailed));
+    }
+    let (conn, welcomed) = guess(&mut harness, attacker(4), b"guess");
+    assert!(
+        !welcomed,
+        "a fourth handshake from an address with three failed proofs got a nonce"
+    );
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::AuthFailed));
+    let (_, welcomed) = guess(&mut harness, attacker(5), b"s3cret");
+    assert!(!welcomed, "refused unchecked, even with the right secret");
+    let bystander = std::net::SocketAddr::from(([192, 0, 2, 8], 1));
+    let (conn, welcomed) = guess(&mut harness, bystander, b"guess");
+    assert!(welcomed, "another address is checked");
+    assert_eq!(harness.closed_with(conn), Some(ErrorCode::AuthFailed));
+    harness.now.monotonic.0 += 60_000;
+    let (_, welcomed) = guess(&mut harness, attacker(6), b"s3cret");
+    assert!(welcomed, "after the window the address is checked again");
+    assert_eq!(harness.engine.connected_peers(), vec![ActorId(2)]);
+}
+
+/// Found by the peer fuzz (issue 15): a peer that listed a known actor under ever new
+/// addresses in PeerMembers made this node dial every one of them; the addresses it dials are
+/// now at most `members_max` besides the `--peer-addr`s.
+#[test]
+fn a_peer_cannot_make_a_node_dial_more_addresses_than_members_max() {
+    let mut harness = Harness::with_config(|c| c.cluster.members_max = 4);
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    for round in 0..5u16 {
+        let members = (0..100u16)
+            .map(|i| crate::protocol::Member {
+                actor_id: 3,
+                addr: format!("10.9.{round}.{i}:3000"),
+            })
+            .collect();
+        harness.send(conn, PeerFrame::PeerMembers(members));
+        harness.turn();
+    }
+    assert!(harness.engine.is_open(conn));
+    let mut dialed = harness.dials.clone();
+    dialed.sort();
+    dialed.dedup();
+    assert!(
+        dialed.len() <= 4,
+        "a peer made this node dial {} addresses with members_max 4",
+        dialed.len()
+    );
 }
 
 /// The dialer checks the acceptor's proof too: a PeerAccept made without the secret (or

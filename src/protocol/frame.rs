@@ -589,6 +589,9 @@ pub enum ErrorCode {
     NoSuchGroup = 31,
     /// A GroupAdmin reset or delete of a group that has members joined. Stays open.
     GroupInUse = 32,
+    /// With an auth file: a JoinGroup would create a group beyond its principal's quota of
+    /// created groups (`groups.per_principal_max`). Stays open.
+    GroupQuotaExceeded = 33,
     /// A ProduceIf's expectation did not hold; nothing was appended. The message begins with
     /// the namespace's actual last id (25 digits) or `none`. Stays open.
     ExpectationFailed = 35,
@@ -651,6 +654,7 @@ impl ErrorCode {
             ReplicationTimeout,
             NoSuchGroup,
             GroupInUse,
+            GroupQuotaExceeded,
             ExpectationFailed,
             SequenceUnknown,
             ActorNotAllowed,
@@ -700,6 +704,7 @@ impl ErrorCode {
             | ReplicationTimeout
             | NoSuchGroup
             | GroupInUse
+            | GroupQuotaExceeded
             | ExpectationFailed
             | SequenceUnknown
             | OrderStalled

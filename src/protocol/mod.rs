@@ -11,4 +11,4 @@ pub use buffer::FrameBuffer;
 pub use codec::*;
 pub use frame::*;
 pub use glob::{GlobError, NamespaceGlob};
-pub use peer_auth::{PeerNonce, PeerRole, PeerTranscript};
+pub use peer_auth::{ChannelBinding, PeerNonce, PeerRole, PeerTranscript};

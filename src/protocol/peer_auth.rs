@@ -6,6 +6,12 @@
 //! nonce); the actor ids stop a proof being reused under another identity; the role stops a
 //! side from reflecting the other's proof back at it. HMAC-SHA256 comes from `ring`, the crypto
 //! library rustls already builds, and its `verify` compares in constant time.
+//!
+//! Over TLS the proof is also bound to the TLS session (channel binding): the message ends with
+//! a value both ends export from their TLS session ([`TLS_EXPORTER_LABEL`], RFC 8446 section
+//! 7.5) and starts with its own label, so a proof made on one TLS session fails on any other.
+//! A man in the middle that terminates TLS (it holds a certificate the dialer trusts) runs two
+//! sessions with two different exported values, so the proofs it relays do not check.
 
 use ring::hmac;
 
@@ -17,6 +23,21 @@ pub type PeerNonce = [u8; PEER_NONCE_SIZE];
 /// The bytes every proof's message starts with, so a proof can never be taken for another
 /// HMAC under the same key.
 const PROOF_LABEL: &[u8] = b"flo peer proof v1";
+
+/// The label of a proof bound to a TLS session: the message is the plain proof's with this
+/// label instead, and the exported value at the end. The two never verify for each other.
+const PROOF_LABEL_TLS: &[u8] = b"flo peer proof v1 tls";
+
+/// The label both ends of a TLS peer connection export their channel binding with (RFC 8446
+/// section 7.5, no context, [`CHANNEL_BINDING_SIZE`] bytes).
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-flo-peer-proof";
+
+/// The size of an exported channel binding.
+pub const CHANNEL_BINDING_SIZE: usize = 32;
+
+/// A value exported from a TLS session, the same at both of its ends and unrelated between two
+/// sessions.
+pub type ChannelBinding = [u8; CHANNEL_BINDING_SIZE];
 
 /// Which side of the handshake a proof comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +55,22 @@ pub struct PeerTranscript {
     pub acceptor_nonce: PeerNonce,
     pub dialer_actor: u16,
     pub acceptor_actor: u16,
+    /// The connection's TLS channel binding, when it runs over TLS.
+    pub channel_binding: Option<ChannelBinding>,
 }
 
 impl PeerTranscript {
     /// The HMAC message of `role`'s proof: the label, the role byte (`D` or `A`), the dialer's
-    /// nonce, the acceptor's nonce, the dialer's actor id and the acceptor's (big-endian).
+    /// nonce, the acceptor's nonce, the dialer's actor id and the acceptor's (big-endian), and
+    /// over TLS the channel binding (with the TLS label).
     fn message(&self, role: PeerRole) -> Vec<u8> {
-        let mut message = Vec::with_capacity(PROOF_LABEL.len() + 1 + 2 * PEER_NONCE_SIZE + 4);
-        message.extend_from_slice(PROOF_LABEL);
+        let mut message = Vec::with_capacity(
+            PROOF_LABEL_TLS.len() + 1 + 2 * PEER_NONCE_SIZE + 4 + CHANNEL_BINDING_SIZE,
+        );
+        message.extend_from_slice(match self.channel_binding {
+            None => PROOF_LABEL,
+            Some(_) => PROOF_LABEL_TLS,
+        });
         message.push(match role {
             PeerRole::Dialer => b'D',
             PeerRole::Acceptor => b'A',
@@ -50,6 +79,9 @@ impl PeerTranscript {
         message.extend_from_slice(&self.acceptor_nonce);
         message.extend_from_slice(&self.dialer_actor.to_be_bytes());
         message.extend_from_slice(&self.acceptor_actor.to_be_bytes());
+        if let Some(binding) = &self.channel_binding {
+            message.extend_from_slice(binding);
+        }
         message
     }
 
@@ -80,6 +112,7 @@ mod tests {
             acceptor_nonce: [2; 32],
             dialer_actor: 2,
             acceptor_actor: 1,
+            channel_binding: None,
         }
     }
 
@@ -112,5 +145,39 @@ mod tests {
             !other_actor.verify(b"s3cret", PeerRole::Dialer, &proof),
             "other actor"
         );
+    }
+
+    /// Channel binding: a proof made over one TLS session (its exported value) is refused on
+    /// another, and a proof bound to TLS and one without are never taken for each other.
+    #[test]
+    fn a_proof_bound_to_one_tls_session_fails_on_another_and_without_tls() {
+        let plain = transcript();
+        let session_a = PeerTranscript {
+            channel_binding: Some([7; CHANNEL_BINDING_SIZE]),
+            ..plain
+        };
+        let session_b = PeerTranscript {
+            channel_binding: Some([8; CHANNEL_BINDING_SIZE]),
+            ..plain
+        };
+        let proof_a = session_a.proof(b"s3cret", PeerRole::Dialer);
+        assert!(session_a.verify(b"s3cret", PeerRole::Dialer, &proof_a));
+        assert_ne!(proof_a, session_b.proof(b"s3cret", PeerRole::Dialer));
+        assert!(
+            !session_b.verify(b"s3cret", PeerRole::Dialer, &proof_a),
+            "a proof relayed onto another TLS session verified"
+        );
+        assert!(
+            !plain.verify(b"s3cret", PeerRole::Dialer, &proof_a),
+            "a TLS-bound proof verified without TLS"
+        );
+        let proof_plain = plain.proof(b"s3cret", PeerRole::Dialer);
+        assert!(!session_a.verify(b"s3cret", PeerRole::Dialer, &proof_plain));
+        // An all-zero binding is still a binding: it is never the plaintext proof.
+        let zero = PeerTranscript {
+            channel_binding: Some([0; CHANNEL_BINDING_SIZE]),
+            ..plain
+        };
+        assert_ne!(zero.proof(b"s3cret", PeerRole::Dialer), proof_plain);
     }
 }

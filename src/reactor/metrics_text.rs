@@ -145,6 +145,20 @@ fn render_server(out: &mut String, s: &MetricsSnapshot) {
         "The duration of a reactor turn's work (reading, the engine, writing), waiting excluded.",
         &s.turn_duration,
     );
+    single(
+        out,
+        "flo_frames_decoded_total",
+        "counter",
+        "Frames decoded from all connections (a batch counts as its events).",
+        s.frames_decoded,
+    );
+    single(
+        out,
+        "flo_turn_frames_decoded_max",
+        "gauge",
+        "The most frames decoded in one reactor turn since start (bounded by frames_per_turn_total_max, plus one batch).",
+        s.turn_frames_max,
+    );
 }
 
 fn render_log(out: &mut String, s: &MetricsSnapshot) {

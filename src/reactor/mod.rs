@@ -60,6 +60,39 @@ fn read_share(total: usize, count: usize, per_connection_max: usize) -> usize {
         .min(per_connection_max)
 }
 
+/// What one connection may still read and decode this turn, or what the whole turn may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadBudget {
+    bytes: usize,
+    /// Frame units (a frame, or a batch's events) the engine may decode.
+    frames: usize,
+}
+
+impl ReadBudget {
+    /// Each of `count` readable connections' share of the turn's totals.
+    fn share(config: &Config, count: usize) -> ReadBudget {
+        ReadBudget {
+            bytes: read_share(
+                config.read_bytes_per_turn_total_max,
+                count,
+                config.read_bytes_per_turn_max,
+            ),
+            frames: (config.frames_per_turn_total_max / count.max(1))
+                .max(FRAME_SHARE_MIN)
+                .min(config.frames_per_turn_total_max),
+        }
+    }
+
+    fn is_spent(&self) -> bool {
+        self.bytes == 0 || self.frames == 0
+    }
+}
+
+/// The fewest frames a readable connection may decode in a turn when the total frame budget
+/// is shared among many: with more readable connections than the total allows at this share,
+/// the budget runs out part-way and the next turn starts where it ran out.
+const FRAME_SHARE_MIN: usize = 16;
+
 /// The least a readable connection may read in a turn when the total read budget
 /// (`read_bytes_per_turn_total_max`) is shared among many: a few frames' worth. With more
 /// readable connections than the total allows at this share, the budget runs out part-way and
@@ -450,51 +483,83 @@ impl<L: Log> Reactor<L> {
         self.refused_lingering_count
     }
 
-    /// Reads the readable sockets under the turn's total budget
-    /// (`read_bytes_per_turn_total_max`): each gets an equal share of it (at least
-    /// `READ_SHARE_MIN`, at most `read_bytes_per_turn_max`), starting after the key where the
-    /// previous turn's budget ran out, so that no connection waits behind the same others turn
-    /// after turn. Sockets the budget did not reach are read first in the next turn.
+    /// Reads the readable sockets under the turn's total budgets
+    /// (`read_bytes_per_turn_total_max` bytes, `frames_per_turn_total_max` frames): each gets
+    /// an equal share of both (at least `READ_SHARE_MIN` bytes and `FRAME_SHARE_MIN` frames;
+    /// at most `read_bytes_per_turn_max` bytes), starting after the key where the previous
+    /// turn's budget ran out, so that no connection waits behind the same others turn after
+    /// turn. Sockets the budget did not reach are read first in the next turn.
     fn read_readable(&mut self, now: Now, mut readable: Vec<usize>) {
         order_for_turn(&mut readable, self.read_rotation);
-        let total = self.config.read_bytes_per_turn_total_max;
-        let share = read_share(total, readable.len(), self.config.read_bytes_per_turn_max);
-        let mut left = total;
+        let mut left = ReadBudget {
+            bytes: self.config.read_bytes_per_turn_total_max,
+            frames: self.config.frames_per_turn_total_max,
+        };
+        let share = ReadBudget::share(&self.config, readable.len());
         for (index, &key) in readable.iter().enumerate() {
-            if left == 0 {
+            if left.is_spent() {
                 self.read_rotation = key;
                 self.read_again.extend_from_slice(&readable[index..]);
                 return;
             }
-            left -= self.read_socket(now, key, share.min(left)).min(left);
+            let mut budget = ReadBudget {
+                bytes: share.bytes.min(left.bytes),
+                frames: share.frames.min(left.frames),
+            };
+            self.read_socket(now, key, &mut budget);
+            left.bytes -= share.bytes.min(left.bytes) - budget.bytes;
+            left.frames -= share.frames.min(left.frames) - budget.frames;
         }
     }
 
-    /// Reads one socket, at most `budget` bytes (remembering its readiness when the budget
-    /// stops it), and returns how many bytes it read.
-    fn read_socket(&mut self, now: Now, key: usize, budget: usize) -> usize {
+    /// Reads one socket and decodes its input within `budget` (decreased by what it reads and
+    /// decodes), remembering its readiness when the budget stops it.
+    fn read_socket(&mut self, now: Now, key: usize, budget: &mut ReadBudget) {
         let Some(socket) = self.sockets.get_mut(key) else {
-            return 0;
+            return;
         };
         let conn = match socket.state {
             SocketState::Open(conn) => conn,
-            SocketState::Lingering { .. } => {
-                self.drain_lingering(key);
-                return 0;
-            }
-            SocketState::Connecting { .. } => return 0,
+            SocketState::Lingering { .. } => return self.drain_lingering(key),
+            SocketState::Connecting { .. } => return,
         };
-        let mut left = budget;
         if socket.tls.is_some() {
-            self.read_tls_socket(now, key, conn, &mut left);
+            self.read_tls_socket(now, key, conn, budget);
         } else {
-            self.read_plain_socket(now, key, conn, &mut left);
+            self.read_plain_socket(now, key, conn, budget);
         }
-        budget - left
+    }
+
+    /// Hands `bytes` (empty: only what waits in its input buffer) to the engine under the
+    /// frame budget. Returns false when the socket must not be read further this turn: the
+    /// engine closed the connection, or frames still wait for a later turn's budget (the
+    /// socket is then remembered in `read_again`).
+    fn hand_input(
+        &mut self,
+        now: Now,
+        key: usize,
+        conn: ConnId,
+        bytes: std::ops::Range<usize>,
+        budget: &mut ReadBudget,
+    ) -> bool {
+        let decoded =
+            self.engine
+                .handle_input_within(now, conn, &self.read_buffer[bytes], budget.frames);
+        budget.frames = budget.frames.saturating_sub(decoded);
+        // The engine may have closed the connection; its Close action removes the socket
+        // later, so stop reading it now.
+        if !self.engine.is_open(conn) {
+            return false;
+        }
+        if self.engine.input_deferred(conn) {
+            self.read_again.push(key);
+            return false;
+        }
+        true
     }
 
     /// `read_socket` for a plaintext connection; `budget` is decreased by what it reads.
-    fn read_plain_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut usize) {
+    fn read_plain_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut ReadBudget) {
         loop {
             // The engine stops taking input while the client does not read its replies; the
             // socket's readiness is remembered in `read_paused` (edge-triggered readiness is
@@ -503,21 +568,22 @@ impl<L: Log> Reactor<L> {
                 self.sockets[key].read_paused = true;
                 return;
             }
-            if *budget == 0 {
+            // Frames left over from an earlier budget are decoded before more is read, so a
+            // connection's input buffer holds at most one read.
+            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget) {
+                return;
+            }
+            if budget.is_spent() {
                 self.read_again.push(key);
                 return;
             }
             let socket = &mut self.sockets[key];
-            let chunk = (*budget).min(self.read_buffer.len());
+            let chunk = budget.bytes.min(self.read_buffer.len());
             match socket.stream.read(&mut self.read_buffer[..chunk]) {
                 Ok(0) => return self.connection_lost(conn, key, None),
                 Ok(count) => {
-                    *budget -= count;
-                    self.engine
-                        .handle_input(now, conn, &self.read_buffer[..count]);
-                    // The engine may have closed the connection; its Close action removes the
-                    // socket later, so stop reading it now.
-                    if !self.engine.is_open(conn) {
+                    budget.bytes -= count;
+                    if !self.hand_input(now, key, conn, 0..count, budget) {
                         return;
                     }
                 }
@@ -532,21 +598,25 @@ impl<L: Log> Reactor<L> {
     /// plaintext it yields goes to the engine, under the same budget and the same pause as a
     /// plaintext connection. Plaintext is handed on before more ciphertext is read, so none
     /// is left behind when the socket has nothing more (edge-triggered readiness).
-    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut usize) {
+    fn read_tls_socket(&mut self, now: Now, key: usize, conn: ConnId, budget: &mut ReadBudget) {
         loop {
             if !self.engine.wants_input(conn) {
                 self.sockets[key].read_paused = true;
+                return;
+            }
+            if self.engine.input_deferred(conn) && !self.hand_input(now, key, conn, 0..0, budget) {
                 return;
             }
             let socket = &mut self.sockets[key];
             let Some(tls) = socket.tls.as_mut() else {
                 return;
             };
+            if let Some(binding) = tls.take_channel_binding() {
+                self.engine.handle_channel_binding(conn, binding);
+            }
             match tls.read_plaintext(&mut self.read_buffer) {
                 Plaintext::Bytes(count) => {
-                    self.engine
-                        .handle_input(now, conn, &self.read_buffer[..count]);
-                    if !self.engine.is_open(conn) {
+                    if !self.hand_input(now, key, conn, 0..count, budget) {
                         return;
                     }
                     continue;
@@ -554,12 +624,16 @@ impl<L: Log> Reactor<L> {
                 Plaintext::Closed => return self.connection_lost(conn, key, None),
                 Plaintext::Empty => {}
             }
-            if *budget == 0 {
+            if budget.is_spent() {
                 self.read_again.push(key);
                 return;
             }
+            let socket = &mut self.sockets[key];
+            let Some(tls) = socket.tls.as_mut() else {
+                return;
+            };
             match tls.read_ciphertext(&mut socket.stream) {
-                TlsRead::Read(count) => *budget = budget.saturating_sub(count),
+                TlsRead::Read(count) => budget.bytes = budget.bytes.saturating_sub(count),
                 TlsRead::WouldBlock => return self.flush_tls(key, conn),
                 TlsRead::NotTls => return self.refuse_plaintext(conn, key),
                 TlsRead::Failed { alert, reason } => {
@@ -1037,5 +1111,58 @@ mod read_budget_tests {
         assert_eq!(readable, [7, 9, 12, 1, 3]);
         order_for_turn(&mut readable, 0);
         assert_eq!(readable, [1, 3, 7, 9, 12]);
+    }
+
+    /// The rest of finding 8: a turn's work is counted in frames too, so a bystander among N
+    /// connections that always have more to send is served within a bounded number of turns
+    /// (each taking at most `frames_per_turn_total_max` frames): every readable connection
+    /// gets at least `FRAME_SHARE_MIN` frames, the turn stops when the total is spent, and
+    /// the next starts where it stopped.
+    #[test]
+    fn a_bystander_is_served_within_a_bounded_number_of_turns_whatever_the_flooders_do() {
+        let bind = "127.0.0.1:0".parse().expect("an address");
+        let config = crate::config::Config::new(bind, "/nonexistent".into());
+        let total = config.frames_per_turn_total_max;
+        for flooders in [1usize, 100, 1000, 4096] {
+            let bystander = flooders / 2;
+            // Keys 0..=flooders; every one readable every turn (the flooders always are).
+            let mut rotation = 0;
+            let mut turns = 0;
+            let served = loop {
+                turns += 1;
+                let mut readable: Vec<usize> = (0..=flooders).collect();
+                order_for_turn(&mut readable, rotation);
+                let share = ReadBudget::share(&config, readable.len());
+                let mut left = total;
+                let mut served_now = false;
+                for &key in &readable {
+                    if left == 0 {
+                        rotation = key;
+                        break;
+                    }
+                    // A flooder decodes all it may; the bystander its one produce.
+                    let used = if key == bystander {
+                        1
+                    } else {
+                        share.frames.min(left)
+                    };
+                    served_now |= key == bystander;
+                    left -= used;
+                }
+                assert!(total - left <= total, "a turn decoded over the total");
+                if served_now {
+                    break turns;
+                }
+                assert!(
+                    turns < 1000,
+                    "{flooders} flooders: the bystander was never served"
+                );
+            };
+            let bound = (flooders + 1) * FRAME_SHARE_MIN / total + 1;
+            assert!(
+                served <= bound,
+                "{flooders} flooders: the bystander waited {served} turns (bound {bound})"
+            );
+        }
     }
 }

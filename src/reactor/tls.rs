@@ -26,6 +26,7 @@ use rustls::{
 };
 
 use crate::config::TlsPem;
+use crate::protocol::peer_auth::{ChannelBinding, CHANNEL_BINDING_SIZE, TLS_EXPORTER_LABEL};
 
 /// The most bytes of output (encrypted or, during the handshake, waiting to be) that rustls
 /// holds for one connection; the rest stays in the engine's output buffer.
@@ -123,6 +124,8 @@ pub(super) struct TlsSession {
     connection: Connection,
     /// The first byte was seen to start a TLS record.
     first_byte_checked: bool,
+    /// The channel binding was handed to the engine (`take_channel_binding`).
+    channel_binding_taken: bool,
 }
 
 impl TlsSession {
@@ -132,6 +135,7 @@ impl TlsSession {
         Ok(TlsSession {
             connection: Connection::Server(connection),
             first_byte_checked: false,
+            channel_binding_taken: false,
         })
     }
 
@@ -149,12 +153,30 @@ impl TlsSession {
             connection: Connection::Client(connection),
             // The acceptor speaks first only in TLS; there is no plaintext client to detect.
             first_byte_checked: true,
+            channel_binding_taken: false,
         })
     }
 
     /// True for a connection this node dialed.
     pub(super) fn is_client(&self) -> bool {
         matches!(self.connection, Connection::Client(_))
+    }
+
+    /// The session's channel binding (protocol.md section 15), once: the first call after the
+    /// TLS handshake returns it, every other call `None`. Application data flows only after
+    /// the handshake, so a caller that asks before handing on the first plaintext always
+    /// gives the engine the binding before the first frame.
+    pub(super) fn take_channel_binding(&mut self) -> Option<ChannelBinding> {
+        if self.channel_binding_taken || self.connection.is_handshaking() {
+            return None;
+        }
+        self.channel_binding_taken = true;
+        let binding = [0u8; CHANNEL_BINDING_SIZE];
+        // After the handshake a TLS 1.3 session always has an exporter secret; a failure
+        // would mean no binding, which the other end's proof then refuses.
+        self.connection
+            .export_keying_material(binding, TLS_EXPORTER_LABEL, None)
+            .ok()
     }
 
     /// Copies received plaintext into `buffer`.
@@ -262,6 +284,57 @@ mod tests {
             cert_chain_pem: certified.cert.pem().into_bytes(),
             key_pem: certified.key_pair.serialize_pem().into_bytes(),
         }
+    }
+
+    /// Moves the ciphertext each side holds to the other until neither has any.
+    fn pump(client: &mut TlsSession, server: &mut TlsSession) {
+        for _ in 0..16 {
+            let to_server = client.take_ciphertext();
+            let to_client = server.take_ciphertext();
+            if to_server.is_empty() && to_client.is_empty() {
+                return;
+            }
+            for (bytes, session) in [(to_server, &mut *server), (to_client, &mut *client)] {
+                let mut rest = bytes.as_slice();
+                while !rest.is_empty() {
+                    session.connection.read_tls(&mut rest).expect("read_tls");
+                    session.connection.process_new_packets().expect("TLS");
+                }
+            }
+        }
+        panic!("the TLS handshake did not settle");
+    }
+
+    /// Channel binding (issue 15): after the handshake both ends of a session export the same
+    /// value, once, and another session exports another.
+    #[test]
+    fn both_ends_of_a_session_share_its_channel_binding_and_sessions_differ() {
+        let names = vec!["127.0.0.1".to_string()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("cert");
+        let pem = TlsPem {
+            cert_chain_pem: certified.cert.pem().into_bytes(),
+            key_pem: certified.key_pair.serialize_pem().into_bytes(),
+        };
+        let server_config = server_config(&pem).expect("server configuration");
+        let client_config = peer_client_config(&pem, None).expect("client configuration");
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut bindings = Vec::new();
+        for _ in 0..2 {
+            let mut client = TlsSession::client(&client_config, ip).expect("client session");
+            let mut server = TlsSession::new(&server_config).expect("server session");
+            assert_eq!(client.take_channel_binding(), None, "before the handshake");
+            // The dialer's first bytes wait for the handshake, as PeerHello does.
+            assert!(client.write_plaintext(b"hello") > 0);
+            pump(&mut client, &mut server);
+            let dialer = client.take_channel_binding().expect("the dialer's binding");
+            let acceptor = server
+                .take_channel_binding()
+                .expect("the acceptor's binding");
+            assert_eq!(dialer, acceptor, "both ends of one session");
+            assert_eq!(client.take_channel_binding(), None, "given once");
+            bindings.push(dialer);
+        }
+        assert_ne!(bindings[0], bindings[1], "two sessions share a binding");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::namespace::{
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes};
 use super::record::{check_size, encode, encoded_size, is_hole};
+use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
     write_namespace_index, ReadError, SegmentReader,
@@ -887,10 +888,27 @@ fn next_on_disk(
     } else {
         "up to the next record its index locates"
     };
+    // The events around the damage, so an operator can find the place with the client: the
+    // last one this reader read (if it read one before the damage) and the one at `resume`.
+    let after = segment
+        .sparse
+        .iter()
+        .find(|&&(offset, _)| offset == resume)
+        .and_then(|&(offset, at)| {
+            let path = reader.path.clone();
+            let mut next = SegmentReader::open(path, segment.first_offset, offset, at).ok()?;
+            Some(next.next_record().ok()??.0.id)
+        });
+    let before = match reader.last_id {
+        Some(id) => Ok(id),
+        None if damaged == segment.first_offset => Err(NONE_IN_SEGMENT),
+        None => Err("not known (this read started at the damaged record)"),
+    };
+    let around = describe_around(before, after.ok_or("the first event of the next segment"));
     Err(StorageError::Unreadable {
         context: format!(
             "{} at byte {position}: {problem}; offsets {damaged}..{resume} of this node's log \
-             ({extent}) are unreadable",
+             ({extent}) are unreadable; {around}",
             reader.path.display(),
         ),
         offsets: Offset(damaged)..Offset(resume),

@@ -7,6 +7,12 @@
 //! that no valid record follows: only a tail that was never synced can be torn). Damage that
 //! valid records follow is refused, or with `flo --repair` copied to a quarantine file and
 //! skipped record by record (docs/consumers.md, "Damage").
+//!
+//! Format versions (the file has no header; a version is the set of record kinds it may
+//! hold): version 1 has kinds 1-8; version 2 adds kind 9, a Create with the name of the
+//! principal that created the group (its owner). A version 1 journal is a valid version 2
+//! journal, so upgrading needs nothing: its groups have no owner. A flo of version 1 refuses
+//! a journal with kind 9 records as damaged (docs/storage.md, "The group journal").
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -30,12 +36,15 @@ pub const ACK_OFFSETS_PER_RECORD_MAX: usize = 16 * 1024;
 /// One change to a group's durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
-    /// The group exists, with this glob, starting at `start` and skipping what `filter` covers.
+    /// The group exists, with this glob, starting at `start` and skipping what `filter` covers;
+    /// `owner` is the principal that created it (with an auth file; kind 9), `None` without
+    /// one (kind 1, and every group of a version 1 journal).
     Create {
         group: String,
         glob: String,
         start: Offset,
         filter: Cursor,
+        owner: Option<String>,
     },
     /// Every matching record below `floor` is acknowledged or parked.
     Floor { group: String, floor: Offset },
@@ -80,6 +89,8 @@ const KIND_PARK: u8 = 5;
 const KIND_REPLAY: u8 = 6;
 const KIND_RESET: u8 = 7;
 const KIND_DELETE: u8 = 8;
+/// A Create with its owner (format version 2).
+const KIND_CREATE_OWNED: u8 = 9;
 
 /// Where group state is kept. `append` only buffers; `sync` writes and makes durable under the
 /// fsync policy everything appended since the last sync.
@@ -107,12 +118,19 @@ pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
             glob,
             start,
             filter,
+            owner,
         } => {
-            out.push(KIND_CREATE);
+            out.push(match owner {
+                Some(_) => KIND_CREATE_OWNED,
+                None => KIND_CREATE,
+            });
             put_text(out, group);
             put_text(out, glob);
             out.extend_from_slice(&start.0.to_le_bytes());
             put_filter(out, filter);
+            if let Some(owner) = owner {
+                put_text(out, owner);
+            }
         }
         GroupRecord::Floor { group, floor } => {
             out.push(KIND_FLOOR);
@@ -221,7 +239,7 @@ fn decode_record_at(bytes: &[u8]) -> Option<(GroupRecord, usize)> {
     let body = bytes.get(8..8 + body_size as usize)?;
     // A cheap test before the checksum: a known kind and a group name that fits the body.
     let name_size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
-    if !(KIND_CREATE..=KIND_DELETE).contains(&body[0]) || 3 + name_size > body.len() {
+    if !(KIND_CREATE..=KIND_CREATE_OWNED).contains(&body[0]) || 3 + name_size > body.len() {
         return None;
     }
     if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
@@ -364,14 +382,20 @@ fn decode_body(body: &mut Body) -> Option<GroupRecord> {
     let kind = *body.take(1)?.first()?;
     let group = body.text()?;
     let record = match kind {
-        KIND_CREATE => {
+        KIND_CREATE | KIND_CREATE_OWNED => {
             let glob = body.text()?;
             let start = Offset(body.u64()?);
+            let filter = body.filter()?;
+            let owner = match kind {
+                KIND_CREATE_OWNED => Some(body.text()?),
+                _ => None,
+            };
             GroupRecord::Create {
                 group,
                 glob,
                 start,
-                filter: body.filter()?,
+                filter,
+                owner,
             }
         }
         KIND_FLOOR => GroupRecord::Floor {
@@ -682,6 +706,7 @@ mod tests {
                     },
                     vector,
                 },
+                owner: None,
             },
             GroupRecord::Ack {
                 group: "workers".into(),
@@ -719,6 +744,14 @@ mod tests {
             },
             GroupRecord::Delete {
                 group: "workers".into(),
+            },
+            // Format version 2: a Create with its owner.
+            GroupRecord::Create {
+                group: "billing".into(),
+                glob: "/bills/*".into(),
+                start: Offset(0),
+                filter: Cursor::default(),
+                owner: Some("writer".into()),
             },
         ]
     }

@@ -25,7 +25,8 @@ use super::produced::ProducedJournal;
 use super::purge::{self, HideRules};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
-    find_valid_records, keep_records, log_repair, read_from, write_quarantine, RecoveryMode,
+    describe_around, find_valid_records, keep_records, log_repair, read_from, record_id,
+    write_quarantine, RecoveryMode, NONE_IN_SEGMENT,
 };
 use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
@@ -498,10 +499,14 @@ fn recover_open(
             let error = scan
                 .error
                 .map_or("unreadable record".to_string(), |e| e.to_string());
+            let around = describe_around(
+                scan.last_id.ok_or(NONE_IN_SEGMENT),
+                record_id(&tail, kept.first()).ok_or(NONE_IN_SEGMENT),
+            );
             if mode == RecoveryMode::Refuse {
                 let problem = format!(
                     "{error}, and {} records with valid checksums follow it (the first at byte \
-                     {}), so this is not a torn write",
+                     {}), so this is not a torn write; {around}",
                     kept.len(),
                     position + kept[0].start as u64
                 );
@@ -510,7 +515,7 @@ fn recover_open(
             write_quarantine(dir, first, position, &tail)
                 .map_err(io_error(context("quarantine")))?;
             keep_records(&mut file, position, &tail, &kept).map_err(io_error(context("repair")))?;
-            log_repair(dir, first, position, tail.len(), kept.len());
+            log_repair(dir, first, position, tail.len(), kept.len(), &around);
             report.quarantined_bytes += tail.len() as u64;
             report.repaired_records += kept.len() as u64;
             scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
@@ -556,9 +561,20 @@ fn recover_damaged_header(
         report.truncated_bytes += file_size;
         return new_open_segment(dir, first, &vector_before);
     }
+    let records_at = expected.len().min(bytes.len());
+    let kept: Vec<_> = find_valid_records(&bytes[records_at..])
+        .into_iter()
+        .map(|r| r.start + records_at..r.end + records_at)
+        .collect();
+    // Before the damage lies only the previous segment, whose last event the client finds
+    // by reading up to this segment's first offset.
+    let around = describe_around(
+        Err("the last event of the previous segment"),
+        record_id(&bytes, kept.first()).ok_or(NONE_IN_SEGMENT),
+    );
     let problem = format!(
         "the segment header is damaged and the file holds {file_size} bytes, more than \
-         a header being created"
+         a header being created; {around}"
     );
     if mode == RecoveryMode::Refuse {
         return Err(needs_repair(dir, first, 0, problem));
@@ -568,13 +584,8 @@ fn recover_damaged_header(
     write_quarantine(dir, first, 0, &bytes).map_err(io_error(context("quarantine")))?;
     let (mut file, header_size) =
         create_segment(dir, first, &vector_before).map_err(io_error(context("recreate")))?;
-    let records_at = expected.len().min(bytes.len());
-    let kept: Vec<_> = find_valid_records(&bytes[records_at..])
-        .into_iter()
-        .map(|r| r.start + records_at..r.end + records_at)
-        .collect();
     keep_records(&mut file, header_size, &bytes, &kept).map_err(io_error(context("repair")))?;
-    log_repair(dir, first, 0, bytes.len(), kept.len());
+    log_repair(dir, first, 0, bytes.len(), kept.len(), &around);
     report.quarantined_bytes += bytes.len() as u64;
     report.repaired_records += kept.len() as u64;
     let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::record::{decode, RECORD_HEADER_SIZE};
 use super::segment::{fsync_dir, quarantine_path, segment_path};
+use crate::event::EventId;
 
 /// The body's fixed fields before `namespace_size` (ids and timestamp), see record.rs.
 const NAMESPACE_SIZE_AT: usize = 8 + 2 + 8 + 2 + 8;
@@ -120,14 +121,38 @@ pub fn keep_records(
     segment.sync_all()
 }
 
-pub fn log_repair(dir: &Path, first: u64, position: u64, size: usize, kept: usize) {
+pub fn log_repair(dir: &Path, first: u64, position: u64, size: usize, kept: usize, around: &str) {
     log::warn!(
         "repair: moved {size} bytes of segment {} from byte {position} to {} and kept the \
-         {kept} records with valid checksums found in them",
+         {kept} records with valid checksums found in them; {around}",
         segment_path(dir, first).display(),
         quarantine_path(dir, first, position).display(),
     );
 }
+
+/// The id of the record in `bytes[range]`, when it decodes.
+pub fn record_id(bytes: &[u8], range: Option<&Range<usize>>) -> Option<EventId> {
+    let (event, _) = decode(bytes.get(range?.clone())?).ok()?;
+    Some(event.id)
+}
+
+/// Names a damaged range by the events around it, so an operator can find the place with the
+/// client (`flo-client consume --start ID`): the last readable event before the damage and
+/// the first readable one after it, or why one is not known.
+pub fn describe_around(before: Result<EventId, &str>, after: Result<EventId, &str>) -> String {
+    let name = |id: Result<EventId, &str>| match id {
+        Ok(id) => format!("event {id}"),
+        Err(why) => why.to_string(),
+    };
+    format!(
+        "the last readable event before the damage is {}, the first readable after it is {}",
+        name(before),
+        name(after)
+    )
+}
+
+/// What `describe_around` says of a side with no readable event in the segment.
+pub const NONE_IN_SEGMENT: &str = "none in this segment";
 
 #[cfg(test)]
 mod tests {

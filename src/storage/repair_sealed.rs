@@ -14,7 +14,9 @@ use std::path::Path;
 
 use super::record::{decode, encode, hole};
 use super::recovery::RecoveryReport;
-use super::repair::{find_valid_records, write_quarantine};
+use super::repair::{
+    describe_around, find_valid_records, record_id, write_quarantine, NONE_IN_SEGMENT,
+};
 use super::segment::{
     fsync_dir, index_path, load_index, namespace_index_path, quarantine_path, read_header,
     segment_path, segment_temp_path,
@@ -108,6 +110,13 @@ fn repair_sealed(
     kept.extend(found_kept);
     let lost = total - kept.len() as u64;
     let (lost_from, lost_to) = lost_span(&kept, first, next_first);
+    // The kept records just before and just after the lost span (kept is in offset order).
+    let before = kept.iter().rev().find(|k| k.offset < lost_from);
+    let after = kept.iter().find(|k| k.offset >= lost_to);
+    let around = describe_around(
+        record_id(&bytes, before.map(|k| &k.bytes)).ok_or(NONE_IN_SEGMENT),
+        record_id(&bytes, after.map(|k| &k.bytes)).ok_or(NONE_IN_SEGMENT),
+    );
     let kept_bytes: usize = kept.iter().map(|k| k.bytes.len()).sum();
     let lost_bytes = bytes.len() - header_size - kept_bytes;
 
@@ -119,7 +128,7 @@ fn repair_sealed(
         "repair: sealed segment {} was damaged at byte {damaged_at}: copied whole to {}; \
          kept {} of its {total} records at their offsets, lost {lost} records ({lost_bytes} \
          bytes) between offsets {lost_from}..{lost_to} of this node's log, each replaced by a \
-         hole so that later offsets stay",
+         hole so that later offsets stay; {around}",
         path.display(),
         quarantine_path(dir, first, damaged_at as u64).display(),
         kept.len(),

@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::event::{Event, VersionVector};
+use crate::event::{Event, EventId, VersionVector};
 
 use super::index::SegmentIndex;
 use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
@@ -280,6 +280,9 @@ pub struct SegmentReader {
     /// The file's size when last checked; a length field reaching past it is checked against
     /// the current size before a buffer is allocated for the body.
     known_size: u64,
+    /// The id of the last record `next_record` returned: the last readable event before a
+    /// damaged record, for the report of the damage.
+    pub last_id: Option<EventId>,
 }
 
 impl SegmentReader {
@@ -296,6 +299,7 @@ impl SegmentReader {
             reader: BufReader::with_capacity(READ_BUFFER_SIZE, file),
             unread: None,
             known_size,
+            last_id: None,
         })
     }
 
@@ -312,6 +316,7 @@ impl SegmentReader {
         if let Some((event, size)) = self.unread.take() {
             self.next_offset += 1;
             self.position += size;
+            self.last_id = Some(event.id);
             return Ok(Some((event, size)));
         }
         let mut header = [0u8; RECORD_HEADER_SIZE];
@@ -342,6 +347,7 @@ impl SegmentReader {
         let size = (RECORD_HEADER_SIZE + body_size) as u64;
         self.next_offset += 1;
         self.position += size;
+        self.last_id = Some(event.id);
         Ok(Some((event, size)))
     }
 }
@@ -354,6 +360,8 @@ pub struct ScanResult {
     pub namespaces: SegmentNames,
     /// Why the scan stopped before the end of the file, if it did.
     pub error: Option<DecodeError>,
+    /// The id of the last record that decoded (the last readable event before `error`).
+    pub last_id: Option<EventId>,
 }
 
 /// Reads every record of a segment from the byte after its header, building its index, until
@@ -363,17 +371,20 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
         SegmentReader::open(path.to_path_buf(), first_offset, first_offset, header_size)?;
     let mut index = SegmentIndex::empty(first_offset, header_size);
     let mut namespaces = SegmentNames::empty(first_offset);
+    let mut last_id = None;
     loop {
         match reader.next_record() {
             Ok(Some((event, size))) => {
                 index.observe(&event, size);
                 namespaces.observe(&event.namespace);
+                last_id = Some(event.id);
             }
             Ok(None) => {
                 return Ok(ScanResult {
                     index,
                     namespaces,
                     error: None,
+                    last_id,
                 })
             }
             Err(ReadError::Decode(error)) => {
@@ -381,6 +392,7 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
                     index,
                     namespaces,
                     error: Some(error),
+                    last_id,
                 })
             }
             Err(ReadError::Io(error)) => return Err(error),

@@ -153,6 +153,16 @@ impl RawConn {
         }
     }
 
+    /// A connection on a stream the test connected itself (from a chosen source address).
+    #[allow(dead_code)] // Not every test file that includes `common` connects its own stream.
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        stream.set_nodelay(true).expect("nodelay");
+        RawConn {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
     /// Connects and does the handshake.
     pub fn hello(addr: SocketAddr) -> RawConn {
         let mut conn = RawConn::connect(addr);

@@ -39,6 +39,7 @@ fn send_without_reading(conn: &mut RawConn, frame: &ClientFrame, bytes_max: usiz
     while written < bytes_max {
         match conn.stream.write(&chunk) {
             Ok(count) => written += count,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 break
             }
@@ -218,4 +219,91 @@ fn peer_hellos_to_a_standalone_server_are_refused_at_their_header() {
         .collect();
     assert_survived(&mut server, RSS_MAX_BYTES);
     drop(conns);
+}
+
+/// Second attack review, finding 8, and its rest: 100 connections pipelining Pings they never
+/// read made every turn decode about 300,000 frames (the 4 MiB read budget of 13-byte frames,
+/// and as many replies, which the kernel's socket buffers absorb long before the high-water
+/// mark is reached), so a bystander's produce waited for several such turns. Each turn now
+/// decodes at most `frames_per_turn_total_max` frames, shared among the readable connections;
+/// the server counts the most any turn decoded (`flo_turn_frames_decoded_max`).
+#[test]
+fn a_flood_of_pipelined_pings_keeps_every_turn_within_the_frame_budget() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let metrics = crate::metrics::metrics_addr(&server);
+    let mut bystander = RawConn::hello(server.addr);
+    bystander
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    let floods: Vec<RawConn> = (0..100).map(|_| RawConn::hello(server.addr)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut one = Vec::new();
+            encode(&ClientFrame::Ping { token: 7 }, &mut one);
+            let chunk = one.repeat(64 * 1024 / one.len());
+            for conn in &floods {
+                conn.stream.set_nonblocking(true).expect("nonblocking");
+            }
+            // Where each connection is in `chunk` (a whole number of frames): a partial write
+            // goes on where it stopped, so the frames stay whole.
+            let mut positions = vec![0; floods.len()];
+            while !stop.load(Ordering::Relaxed) {
+                let mut wrote = false;
+                for (mut conn, position) in floods.iter().map(|c| &c.stream).zip(&mut positions) {
+                    match conn.write(&chunk[*position..]) {
+                        Ok(count) => {
+                            *position = (*position + count) % chunk.len();
+                            wrote = true;
+                        }
+                        Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                        Err(error) => panic!("flood write failed: {error}"),
+                    }
+                }
+                if !wrote {
+                    // Every socket is full: pace the flood instead of spinning on the CPU the
+                    // server and the other cases share.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            floods
+        })
+    };
+    // Until the flood has made the server decode 600,000 frames (two turns' worth on main).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let decoded = |scrape: &str| {
+        crate::metrics::sample(scrape, "flo_frames_decoded_total").expect("frames decoded")
+    };
+    while decoded(&crate::metrics::scrape(metrics)) < 600_000.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not get 600,000 frames decoded in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for op_id in 1..=5 {
+        bystander.produce(op_id, "/bystander", b"served");
+        match bystander.recv() {
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, op_id),
+            other => panic!("expected the bystander's ack, got {other:?}"),
+        }
+    }
+    let scrape = crate::metrics::scrape(metrics);
+    stop.store(true, Ordering::Relaxed);
+    drop(flooder.join().expect("the flooder"));
+    let bind = "127.0.0.1:0".parse().expect("an address");
+    let budget = flo::Config::new(bind, dir.path().into()).frames_per_turn_total_max as f64;
+    let turn_max = crate::metrics::sample(&scrape, "flo_turn_frames_decoded_max")
+        .expect("the most frames decoded in one turn");
+    assert!(
+        turn_max <= budget,
+        "a turn decoded {turn_max} frames, over the budget of {budget}"
+    );
+    assert_survived(&mut server, RSS_MAX_BYTES);
 }

@@ -56,6 +56,7 @@ fn proof(secret: &str, welcome: &PeerHandshake, vector: VersionVector) -> PeerFr
         acceptor_nonce: welcome.nonce,
         dialer_actor: 2,
         acceptor_actor: welcome.actor_id,
+        channel_binding: None,
     };
     PeerFrame::PeerProof(PeerProof {
         proof: transcript.proof(secret.as_bytes(), PeerRole::Dialer),
@@ -290,6 +291,131 @@ fn a_peer_event_of_an_undeclared_actor_is_refused() {
     match client.recv() {
         Some(ServerFrame::Status(status)) => {
             assert_eq!(status.vector.get(ActorId(4242)), 0, "nothing of actor 4242");
+        }
+        other => panic!("expected Status, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Issue 15: failed peer proofs are logged with the dialer's address and limited per source
+/// address. Five wrong proofs from 127.0.0.1 (the default `peer_proof_failures_max`), then a
+/// sixth PeerHello, even one that would prove the right secret, is refused with AuthFailed
+/// before any nonce is sent; clients are not affected, and the server survives.
+#[test]
+fn failed_peer_proofs_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    for _ in 0..5 {
+        let (mut conn, welcome) = hello(&server);
+        conn.send(&proof("guess", &welcome, VersionVector::new()));
+        assert_eq!(closing_code(&mut conn), ErrorCode::AuthFailed);
+    }
+    assert!(
+        logged(
+            &server,
+            &[
+                "does not hold",
+                "failed proof 5 of at most 5 from 127.0.0.1"
+            ]
+        ),
+        "each failed proof is logged with the address and its count"
+    );
+    let mut refused = RawConn::connect(server.addr);
+    refused.send(&peer_hello());
+    match refused.recv_peer() {
+        Some(PeerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::AuthFailed);
+            assert!(
+                error.message.contains("too many failed peer proofs"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected AuthFailed before any PeerWelcome, got {other:?}"),
+    }
+    assert!(refused.recv_peer().is_none(), "the connection is closed");
+    let mut client = RawConn::hello(server.addr);
+    client.produce(1, "/still/served", b"x");
+    assert!(matches!(client.recv(), Some(ServerFrame::Ack(_))));
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Issue 15, the peer handshake fuzz against the real binary: 300 connections, each sending a
+/// seeded random mutation of a handshake (PeerHello, or PeerHello then a PeerProof without the
+/// secret, or a post-handshake frame out of turn) with bits flipped, cut short, or its length
+/// field at 0, at the handshake limit or over it, then closing. The server answers each with at
+/// most a PeerWelcome and an Error, connects no peer, stores nothing, and survives (the engine
+/// fuzz in src/engine/tests/peers_fuzz.rs runs a million such inputs without sockets).
+#[test]
+fn mutated_peer_handshakes_from_real_sockets_connect_nothing() {
+    let seed = 0x0015_50C3;
+    let mut rng = crate::common::SeededRng::new(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &[
+            "--actor-id",
+            "1",
+            "--cluster-secret",
+            "s3cret",
+            "--handshake-timeout",
+            "2s",
+        ],
+    );
+    for round in 0..300 {
+        let mut bytes = Vec::new();
+        flo::protocol::encode(&peer_hello(), &mut bytes);
+        match rng.below(3) {
+            0 => {}
+            1 => flo::protocol::encode(
+                &PeerFrame::PeerProof(PeerProof {
+                    proof: [rng.next_u64() as u8; 32],
+                    vector: VersionVector::new(),
+                    members: Vec::new(),
+                }),
+                &mut bytes,
+            ),
+            _ => flo::protocol::encode(&peer_event(1 + rng.below(100), 2), &mut bytes),
+        }
+        match rng.below(4) {
+            0 => {
+                for _ in 0..1 + rng.below(3) {
+                    let index = rng.index(bytes.len());
+                    bytes[index] ^= 1 << rng.below(8);
+                }
+            }
+            1 => bytes.truncate(1 + rng.index(bytes.len() - 1)),
+            2 => {
+                let length: u32 = [0, 256 * 1024 - 4, 256 * 1024 - 3, u32::MAX][rng.index(4)];
+                bytes[..4].copy_from_slice(&length.to_be_bytes());
+                bytes.truncate(64);
+            }
+            _ => {}
+        }
+        let mut conn = RawConn::connect(server.addr);
+        conn.send_bytes(&bytes);
+        // Closing our side now: a partial frame is dropped with the connection; a whole
+        // handshake frame still gets its answer, which is read when it comes.
+        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        let mut answers = 0;
+        while let Some(frame) = conn.recv_peer() {
+            answers += 1;
+            assert!(
+                matches!(frame, PeerFrame::PeerWelcome(_) | PeerFrame::Error(_)),
+                "seed {seed:#x}, round {round}: answered {frame:?}"
+            );
+        }
+        assert!(
+            answers <= 2,
+            "seed {seed:#x}, round {round}: {answers} frames"
+        );
+    }
+    let mut client = RawConn::hello(server.addr);
+    client.send(&ClientFrame::StatusRequest);
+    match client.recv() {
+        Some(ServerFrame::Status(status)) => {
+            assert!(status.members.is_empty(), "{:?}", status.members);
+            assert_eq!(status.event_count, 0, "nothing was injected");
         }
         other => panic!("expected Status, got {other:?}"),
     }

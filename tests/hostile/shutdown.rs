@@ -64,6 +64,7 @@ fn wait_for_exit(mut server: FloProcess, bound: Duration) -> (FloProcess, Option
 /// not read yet take (about 12 MB here; before the fix 364,295 acks arrived, cut mid-frame), so the server must keep writing them after it decided to close.
 #[test]
 fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
+    let _heavy = crate::support::heavy_case();
     const PRODUCES: u64 = 1_000_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = FloProcess::start(dir.path(), &[]);

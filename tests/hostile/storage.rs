@@ -183,6 +183,13 @@ fn a_consumer_that_asks_skips_a_damaged_sealed_segment_and_is_told_how_many_reco
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unreadable"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the last readable event before the damage is none in this segment, the first \
+             readable after it is the first event of the next segment"
+        ),
+        "the damage is named by the events around it: {stderr}"
+    );
 
     std::fs::write(&first_segment, &original).expect("restore segment");
     assert_survived(&mut server, 64 * 1024 * 1024);
@@ -203,6 +210,14 @@ fn flo_repair_rewrites_a_damaged_sealed_segment_and_says_what_was_lost() {
         .unwrap_or_else(|| panic!("no repair line in {:?}", server.early_lines));
     assert!(line.contains("lost 1 records"), "{line}");
     assert!(line.contains("between offsets 0..1"), "{line}");
+    // And by the events around them (issue 10), which the client can start from.
+    assert!(
+        line.contains(
+            "the last readable event before the damage is none in this segment, the first \
+             readable after it is event 0"
+        ),
+        "{line}"
+    );
     let quarantine = format!("{}.quarantine-", first_segment.display());
     let quarantined = std::fs::read_dir(dir.path())
         .expect("list")

@@ -5,18 +5,32 @@ use std::time::{Duration, Instant};
 
 use crate::common::{FloProcess, RawConn};
 use flo::event::StartPosition;
-use flo::protocol::{ServerFrame, Subscribe};
+use flo::protocol::{ClientFrame, Hello, ServerFrame, Subscribe, PROTOCOL_VERSION};
 
 /// The server is still running, a fresh client can produce one event and read it back (in a
 /// non-tail subscription of its own namespace) within one second, and the server's resident
 /// set stays below `rss_max_bytes`.
 pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
+    assert_survived_as(server, rss_max_bytes, b"");
+}
+
+/// `assert_survived` on a server with an auth file: the fresh client says Hello with `token`.
+pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[u8]) {
     assert!(
         server.child.try_wait().expect("try_wait").is_none(),
         "the server process exited"
     );
     let started = Instant::now();
-    let mut conn = RawConn::hello(server.addr);
+    let mut conn = RawConn::connect(server.addr);
+    conn.send(&ClientFrame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: "survival check".into(),
+        auth_token: token.to_vec(),
+    }));
+    match conn.recv() {
+        Some(ServerFrame::Welcome(_)) => {}
+        other => panic!("expected Welcome for the survival check, got {other:?}"),
+    }
     conn.stream
         .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("set timeout");
@@ -58,4 +72,14 @@ pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
         rss < rss_max_bytes,
         "server RSS {rss} bytes is above the bound {rss_max_bytes}"
     );
+}
+
+/// Cases that load the machine (a flood of 100 connections) and cases whose pass depends on a
+/// deadline (a linger time-out against a client reading 35 MB) must not overlap: each takes
+/// this lock for its whole run. The test harness runs cases in parallel otherwise.
+pub fn heavy_case() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

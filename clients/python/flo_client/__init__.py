@@ -87,6 +87,7 @@ ERROR_CODES = {
     30: "ReplicationTimeout",
     31: "NoSuchGroup",
     32: "GroupInUse",
+    33: "GroupQuotaExceeded",
     35: "ExpectationFailed",
     36: "SequenceUnknown",
     44: "OrderStalled",

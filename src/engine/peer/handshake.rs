@@ -9,8 +9,10 @@
 //!
 //! The secret never crosses the network, a recorded handshake fails against a fresh nonce, and
 //! the acceptor, which anyone can reach, proves nothing and reveals nothing (no vector, no
-//! members) until the dialer has proved the secret. When two nodes dial each other, the rule
-//! in `resolve_duplicate` keeps one connection.
+//! members) until the dialer has proved the secret. Over TLS both proofs are also bound to the
+//! TLS session (the connection's channel binding), so a proof relayed by a man in the middle
+//! that terminates TLS fails. When two nodes dial each other, the rule in `resolve_duplicate`
+//! keeps one connection.
 
 use std::net::SocketAddr;
 
@@ -153,6 +155,19 @@ impl<L: Log> Engine<L> {
             let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
             return self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
         }
+        if let Some(source) = self.conn(conn).and_then(|c| c.peer_addr) {
+            let now_ms = self.now_ms;
+            let limits = &self.config.cluster;
+            if let Err(seconds) = self.cluster.proof_failures.check(limits, source, now_ms) {
+                log::debug!("{conn} from {source}: PeerHello refused unchecked: too many failed peer proofs");
+                let message = format!(
+                    "too many failed peer proofs from this address (over {} in {} s); retry in {seconds} s",
+                    limits.peer_proof_failures_max,
+                    limits.peer_proof_failure_window.as_secs()
+                );
+                return self.close_with_error(conn, ErrorCode::AuthFailed, &message);
+            }
+        }
         let advertised_addr = match self.check_identity(&hello) {
             Ok(addr) => addr,
             Err((code, message)) => {
@@ -170,6 +185,8 @@ impl<L: Log> Engine<L> {
             ref other => unreachable!("{conn}: PeerHello in phase {other:?}"),
         };
         let nonce = self.cluster.next_nonce();
+        // Checked by the caller: the connection is open.
+        let channel_binding = self.conn(conn).expect("connection is open").channel_binding;
         let pending = PendingPeer {
             actor: ActorId(hello.actor_id),
             advertised_addr,
@@ -178,6 +195,7 @@ impl<L: Log> Engine<L> {
                 acceptor_nonce: nonce,
                 dialer_actor: hello.actor_id,
                 acceptor_actor: self.config.actor_id.0,
+                channel_binding,
             },
         };
         // Checked above.
@@ -199,8 +217,25 @@ impl<L: Log> Engine<L> {
         proof: PeerProof,
     ) -> bool {
         if let Err((code, message)) = self.check_proof(&pending, PeerRole::Dialer, &proof) {
+            let source = self.conn(conn).and_then(|c| c.peer_addr);
+            let failures = match (code, source) {
+                (ErrorCode::AuthFailed, Some(source)) => {
+                    let limits = &self.config.cluster;
+                    let count = self
+                        .cluster
+                        .proof_failures
+                        .record(limits, source, self.now_ms);
+                    format!(
+                        " (failed proof {count} of at most {} from {} in {} s)",
+                        limits.peer_proof_failures_max,
+                        source.ip(),
+                        limits.peer_proof_failure_window.as_secs()
+                    )
+                }
+                _ => String::new(),
+            };
             log::warn!(
-                "{conn} from {}: refusing peer {} ({}): {message}",
+                "{conn} from {}: refusing peer {} ({}): {message}{failures}",
                 self.peer_description(conn),
                 pending.actor,
                 pending.advertised_addr
@@ -237,6 +272,8 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(conn, code, &message);
             }
         };
+        // Checked by the caller: the connection is open.
+        let channel_binding = self.conn(conn).expect("connection is open").channel_binding;
         let pending = PendingPeer {
             actor: ActorId(welcome.actor_id),
             advertised_addr,
@@ -245,6 +282,7 @@ impl<L: Log> Engine<L> {
                 acceptor_nonce: welcome.nonce,
                 dialer_actor: self.config.actor_id.0,
                 acceptor_actor: welcome.actor_id,
+                channel_binding,
             },
         };
         let proof = self.own_proof(&pending.transcript, PeerRole::Dialer);

@@ -82,7 +82,9 @@ impl<L: Log> Engine<L> {
             }
         }
         if let Some(addr) = addr {
-            self.add_target(addr, Some(actor));
+            if !self.add_target(addr, Some(actor)) {
+                log::warn!("not dialing {addr} of member {actor}: this node dials as many addresses as it may");
+            }
         }
         for target in self.cluster.targets.values_mut() {
             if target.actor == Some(actor) {
@@ -99,6 +101,7 @@ impl<L: Log> Engine<L> {
     /// when the member set changed.
     pub(super) fn learn_members(&mut self, members: &[Member]) -> bool {
         let mut changed = false;
+        let mut ignored_addrs = 0usize;
         for member in members {
             let actor = ActorId(member.actor_id);
             if actor == self.config.actor_id || actor.0 == 0 || self.is_removed(actor) {
@@ -136,14 +139,30 @@ impl<L: Log> Engine<L> {
                 log::info!("learned of member {actor} at {addr}");
                 changed = true;
             }
-            self.add_target(addr, Some(actor));
+            if !self.add_target(addr, Some(actor)) {
+                ignored_addrs += 1;
+            }
+        }
+        if ignored_addrs > 0 {
+            log::warn!(
+                "not dialing {ignored_addrs} member addresses a peer listed: this node dials at most {} addresses besides --peer-addr",
+                self.config.cluster.members_max
+            );
         }
         changed
     }
 
-    pub(super) fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) {
+    /// Adds `addr` to the addresses this node dials. Returns false when it is new and the
+    /// table is full: at most `members_max` addresses besides the `--peer-addr`s, so a peer
+    /// that lists a known actor under ever new addresses cannot grow it (each would be
+    /// dialed).
+    pub(super) fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) -> bool {
         if Some(addr) == self.config.advertised_addr {
-            return;
+            return true;
+        }
+        let targets_max = self.config.cluster.members_max + self.config.cluster.peer_addrs.len();
+        if !self.cluster.targets.contains_key(&addr) && self.cluster.targets.len() >= targets_max {
+            return false;
         }
         let connected = actor
             .and_then(|a| self.cluster.members.get(&a))
@@ -160,6 +179,7 @@ impl<L: Log> Engine<L> {
         if connected && matches!(target.state, TargetState::Waiting { .. }) {
             target.state = TargetState::Satisfied;
         }
+        true
     }
 
     pub(super) fn broadcast_members(&mut self) {

@@ -18,6 +18,7 @@ mod catch_up;
 mod clock;
 mod handshake;
 mod membership;
+mod proof_failures;
 mod removal;
 mod replication;
 
@@ -114,6 +115,8 @@ pub(super) struct Cluster {
     /// Nonces made so far: the n-th nonce is the HMAC of n, so none repeats in a run.
     nonce_count: u64,
     hold: Hold,
+    /// Failed PeerProofs per source address (`proof_failures.rs`).
+    proof_failures: proof_failures::ProofFailures,
     /// PeerEvent frames were received this turn on these connections.
     credit_due: Vec<ConnId>,
     /// This node's counter as of its last successful sync: its own events at or below it
@@ -182,6 +185,7 @@ impl Cluster {
             },
             nonce_count: 0,
             hold,
+            proof_failures: proof_failures::ProofFailures::default(),
             credit_due: Vec::new(),
             own_clock: 0,
         }
@@ -345,6 +349,12 @@ impl<L: Log> Engine<L> {
     /// established peer connection to that member, and every established peer connection is
     /// its member's connection.
     pub(in crate::engine) fn check_peer_invariants(&self) {
+        assert!(
+            self.cluster.proof_failures.len()
+                <= self.config.cluster.peer_proof_failure_addresses_max,
+            "the failed peer proof table holds {} addresses, over its limit",
+            self.cluster.proof_failures.len()
+        );
         for (actor, member) in &self.cluster.members {
             if let Some(conn) = member.conn {
                 let phase = self.conn(conn).map(|c| &c.phase);

@@ -76,7 +76,12 @@ impl<L: Log> Engine<L> {
                     self.cluster
                         .members
                         .insert(record.actor, MemberInfo::disconnected(addr, 0));
-                    self.add_target(addr, Some(record.actor));
+                    if !self.add_target(addr, Some(record.actor)) {
+                        log::warn!(
+                            "not dialing member {} at {addr}: the dial table is full",
+                            record.actor
+                        );
+                    }
                 }
             }
         }
@@ -377,7 +382,12 @@ impl<L: Log> Engine<L> {
             let member = MemberInfo::disconnected(addr, self.now_ms);
             self.cluster.members.insert(record.actor, member);
         }
-        self.add_target(addr, Some(record.actor));
+        if !self.add_target(addr, Some(record.actor)) {
+            log::warn!(
+                "not dialing member {} at {addr}: the dial table is full",
+                record.actor
+            );
+        }
     }
 
     /// Sends `records` to every connected peer but `except`.

@@ -470,3 +470,196 @@ fn purges_need_admin_and_a_refusal_leaves_the_connection_open() {
         "the list is answered at once, the purge after the sync: {frames:?}"
     );
 }
+/// Three principals for group ownership: two ordinary ones that may consume everything and an
+/// admin.
+fn owners_table() -> Arc<AuthTable> {
+    let text = format!(
+        "[principals.alice]\ntoken = \"{}\"\nconsume = [\"/**\"]\n\
+         [principals.bob]\ntoken = \"{}\"\nconsume = [\"/**\"]\n\
+         [principals.root]\ntoken = \"{}\"\nconsume = [\"/**\"]\nadmin = true\n",
+        hash_token(b"alice-token-0123456789abcdef0123456789"),
+        hash_token(b"bob-token-0123456789abcdef0123456789ab"),
+        hash_token(b"root-token-0123456789abcdef0123456789a"),
+    );
+    Arc::new(AuthTable::parse(&text).expect("valid auth file"))
+}
+
+fn join_group(id: u32, group: &str) -> ClientFrame {
+    ClientFrame::JoinGroup(crate::protocol::JoinGroup {
+        subscription_id: id,
+        group: group.into(),
+        glob: "/jobs/**".into(),
+        start: StartPosition::Beginning,
+        credit: 10,
+        ack_timeout_ms: 1000,
+        max_deliveries: 3,
+        max_in_flight: 100,
+    })
+}
+
+fn delete_group(group: &str) -> ClientFrame {
+    ClientFrame::GroupAdmin(crate::protocol::GroupAdmin {
+        group: group.into(),
+        action: crate::protocol::GroupAdminAction::Delete,
+    })
+}
+
+/// The error codes among `frames`.
+fn codes(frames: &[ServerFrame]) -> Vec<ErrorCode> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Error(error) => Some(error.code),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 10 (closing note of session 3): group names are global and one principal could fill
+/// `groups_max`. With an auth file a group remembers the principal that created it: only it
+/// or an admin may join or change it, and a principal may have created at most
+/// `groups.per_principal_max` groups (deleting one frees the quota). The owner is journaled.
+#[test]
+fn a_group_belongs_to_its_creator_and_a_principal_creates_at_most_its_quota() {
+    let mut harness = Harness::with_config(|c| {
+        c.auth = Some(owners_table());
+        c.groups.per_principal_max = 2;
+    });
+    let (alice, welcomed) = handshake(&mut harness, b"alice-token-0123456789abcdef0123456789");
+    assert!(welcomed);
+    let (bob, welcomed) = handshake(&mut harness, b"bob-token-0123456789abcdef0123456789ab");
+    assert!(welcomed);
+    let (root, welcomed) = handshake(&mut harness, b"root-token-0123456789abcdef0123456789a");
+    assert!(welcomed);
+    harness.send(alice, join_group(1, "one"));
+    harness.send(alice, join_group(2, "two"));
+    harness.send(alice, join_group(3, "three"));
+    harness.turn();
+    assert_eq!(
+        codes(&harness.received(alice)),
+        [ErrorCode::GroupQuotaExceeded],
+        "alice's third group is over her quota of 2"
+    );
+    harness.send(bob, join_group(1, "one"));
+    harness.send(bob, delete_group("two"));
+    harness.send(bob, join_group(2, "bobs"));
+    harness.turn();
+    assert_eq!(
+        codes(&harness.received(bob)),
+        [ErrorCode::PermissionDenied, ErrorCode::PermissionDenied],
+        "bob may neither join nor delete alice's groups, but creates his own"
+    );
+    harness.send(root, join_group(1, "one"));
+    harness.turn();
+    assert_eq!(
+        codes(&harness.received(root)),
+        [],
+        "an admin joins any group"
+    );
+    // Alice frees her quota by deleting a group of hers (no admin needed), then creates one.
+    harness.send(alice, ClientFrame::LeaveGroup { subscription_id: 2 });
+    harness.send(alice, delete_group("two"));
+    harness.send(alice, join_group(3, "three"));
+    harness.turn();
+    assert_eq!(codes(&harness.received(alice)), []);
+    let owners: Vec<(String, Option<String>)> = harness
+        .engine
+        .groups
+        .snapshot_for_tests()
+        .into_iter()
+        .filter_map(|record| match record {
+            crate::storage::groups::GroupRecord::Create { group, owner, .. } => {
+                Some((group, owner))
+            }
+            _ => None,
+        })
+        .collect();
+    let named = |name: &str, owner: &str| (name.to_string(), Some(owner.to_string()));
+    assert_eq!(
+        owners,
+        [
+            named("bobs", "bob"),
+            named("one", "alice"),
+            named("three", "alice")
+        ],
+        "the journal's snapshot keeps each group's owner"
+    );
+}
+
+/// Without an auth file groups have no owner and no principal quota: as before.
+#[test]
+fn without_an_auth_file_groups_have_no_owner_and_no_quota() {
+    let mut harness = Harness::with_config(|c| c.groups.per_principal_max = 1);
+    let first = harness.client();
+    let second = harness.client();
+    harness.send(first, join_group(1, "one"));
+    harness.send(first, join_group(2, "two"));
+    harness.send(second, join_group(1, "one"));
+    harness.turn();
+    assert_eq!(codes(&harness.received(first)), []);
+    assert_eq!(codes(&harness.received(second)), []);
+}
+
+/// Connects from `addr` and sends Hello with `token`; returns whether it got Welcome.
+fn handshake_from(harness: &mut Harness, addr: &str, token: &[u8]) -> bool {
+    let conn = harness.connect();
+    harness
+        .engine
+        .handle_peer_addr(conn, addr.parse().expect("an address"));
+    harness.send(conn, hello_with(token));
+    harness.turn();
+    harness.engine.is_open(conn)
+        && matches!(harness.received(conn).as_slice(), [ServerFrame::Welcome(_)])
+}
+
+/// The auth-failure cap counts per source address: a guesser over it is refused unchecked,
+/// another address in the same second is not. With the table full of addresses that failed
+/// this second, the others share one count; a second later the table has room again.
+#[test]
+fn the_failure_cap_holds_up_only_the_address_that_failed() {
+    let mut harness = Harness::with_config(|c| {
+        c.auth = Some(auth_table());
+        c.auth_failures_per_second_max = 3;
+        c.auth_failure_sources_max = 2;
+    });
+    for _ in 0..3 {
+        assert!(!handshake_from(&mut harness, "10.0.0.2:5000", b"guess"));
+    }
+    assert!(
+        !handshake_from(&mut harness, "10.0.0.2:5001", WRITER_TOKEN),
+        "the guessing address is over its cap, even with a right token"
+    );
+    assert!(
+        handshake_from(&mut harness, "10.0.0.1:5000", WRITER_TOKEN),
+        "another address is not held up"
+    );
+    // IPv6 addresses count per /64.
+    for host in 1..=3 {
+        assert!(!handshake_from(
+            &mut harness,
+            &format!("[2001:db8::{host}]:1"),
+            b"guess"
+        ));
+    }
+    assert!(!handshake_from(
+        &mut harness,
+        "[2001:db8::9]:1",
+        WRITER_TOKEN
+    ));
+    // The table (2 sources) is full of live windows: other addresses share one count.
+    for host in 3..6 {
+        assert!(!handshake_from(
+            &mut harness,
+            &format!("10.0.0.{host}:1"),
+            b"guess"
+        ));
+    }
+    assert!(!handshake_from(&mut harness, "10.0.0.7:1", WRITER_TOKEN));
+    assert!(
+        !handshake_from(&mut harness, "10.0.0.2:1", WRITER_TOKEN),
+        "still capped"
+    );
+    harness.now.monotonic.0 += 1000;
+    assert!(handshake_from(&mut harness, "10.0.0.7:1", WRITER_TOKEN));
+    assert!(handshake_from(&mut harness, "10.0.0.2:1", WRITER_TOKEN));
+}

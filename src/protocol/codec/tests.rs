@@ -1275,3 +1275,236 @@ fn a_zero_count_in_skipped_or_ack_is_malformed() {
         "Ack with count 0"
     );
 }
+
+/// Issue 15: the peer handshake decoders under a million seeded inputs. Random peer frames
+/// of every kind (handshakes with long vectors and member lists, events, credits, clocks,
+/// errors), then mutated: bit flips, random bytes, truncations, the length field set to 0, to
+/// the limit, one over it and to `u32::MAX`, the kind byte swapped for another peer kind (a
+/// valid body in the wrong frame), several frames in a row. Each goes through the opening
+/// decoder (the first frame of a connection) and the peer decoder, under the handshake size
+/// limit and the full one. No input panics; each decodes to a canonical frame inside the
+/// input, asks for more, or fails with a decode error code; and "incomplete" never happens
+/// past a length the limit refuses (so nothing over the limit is ever buffered).
+#[test]
+fn a_million_mutated_peer_frames_decode_or_fail_cleanly() {
+    let seed = 0x0015_9EE2;
+    let mut rng = Rng::new(seed);
+    let handshake_limits = WireLimits {
+        frame_size_max: 256 * 1024,
+        ..limits()
+    };
+    let tiny = WireLimits {
+        frame_size_max: 96,
+        ..limits()
+    };
+    let count = if cfg!(debug_assertions) {
+        100_000
+    } else {
+        1_000_000
+    };
+    let mut input = Vec::new();
+    let (mut frames, mut errors, mut incomplete) = (0u32, 0u32, 0u32);
+    for round in 0..count {
+        input.clear();
+        for _ in 0..1 + usize::from(rng.chance(100)) {
+            input.extend_from_slice(&encoded(&AnyFrame::Peer(random_peer_frame(&mut rng))));
+        }
+        mutate_peer_bytes(&mut rng, &mut input);
+        let limits = match round % 3 {
+            0 => handshake_limits,
+            1 => limits(),
+            _ => tiny,
+        };
+        let outcomes = [
+            check_typed::<PeerFrame>(&input, &limits, AnyFrame::Peer),
+            check_typed::<OpeningFrame>(&input, &limits, |opening| match opening {
+                OpeningFrame::Hello(hello) => AnyFrame::Client(ClientFrame::Hello(hello)),
+                OpeningFrame::PeerHello(hello) => AnyFrame::Peer(PeerFrame::PeerHello(hello)),
+            }),
+        ];
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Frame => frames += 1,
+                Outcome::Error => errors += 1,
+                Outcome::Incomplete => incomplete += 1,
+            }
+        }
+    }
+    for (what, seen) in [
+        ("frames", frames),
+        ("errors", errors),
+        ("incomplete", incomplete),
+    ] {
+        assert!(
+            seen > count / 50,
+            "seed {seed:#x}: only {seen} {what} of {count}: the generator must reach every outcome"
+        );
+    }
+}
+
+enum Outcome {
+    Frame,
+    Error,
+    Incomplete,
+}
+
+/// One typed decode of `bytes`, checked as `check_decode` checks the untyped one, plus: an
+/// incomplete frame's announced length is within the limit.
+fn check_typed<F: Decode>(
+    bytes: &[u8],
+    limits: &WireLimits,
+    as_any: impl Fn(F) -> AnyFrame,
+) -> Outcome {
+    match super::decode::<F>(bytes, limits) {
+        Ok(None) => {
+            if let Some(length) = bytes.get(..4) {
+                let length = u32::from_be_bytes(length.try_into().expect("four bytes"));
+                assert!(
+                    length != 0 && length <= limits.frame_size_max - 4,
+                    "incomplete under a length of {length}, which the limit {} refuses",
+                    limits.frame_size_max
+                );
+            }
+            Outcome::Incomplete
+        }
+        Ok(Some((frame, consumed))) => {
+            assert!(consumed <= bytes.len());
+            let frame = as_any(frame);
+            if matches!(&frame, AnyFrame::Client(ClientFrame::Hello(hello)) if hello.protocol_version != PROTOCOL_VERSION)
+            {
+                return Outcome::Frame;
+            }
+            assert_eq!(
+                encoded(&frame),
+                bytes[..consumed],
+                "not canonical: {frame:?}"
+            );
+            Outcome::Frame
+        }
+        Err(error) => {
+            assert!(
+                matches!(
+                    error.code,
+                    ErrorCode::MalformedFrame
+                        | ErrorCode::FrameTooLarge
+                        | ErrorCode::UnexpectedFrame
+                        | ErrorCode::HandshakeRequired
+                ),
+                "{error}"
+            );
+            assert!(!error.message.is_empty());
+            Outcome::Error
+        }
+    }
+}
+
+fn random_vector(rng: &mut Rng, entries_max: usize) -> VersionVector {
+    (0..rng.index(entries_max + 1))
+        .map(|_| {
+            (
+                ActorId(1 + rng.below(u64::from(u16::MAX)) as u16),
+                rng.next_u64(),
+            )
+        })
+        .collect()
+}
+
+fn random_members(rng: &mut Rng, count_max: usize) -> Vec<Member> {
+    (0..rng.index(count_max + 1))
+        .map(|_| Member {
+            actor_id: 1 + rng.below(u64::from(u16::MAX)) as u16,
+            addr: format!(
+                "10.0.{}.{}:{}",
+                rng.below(256),
+                rng.below(256),
+                rng.below(65536)
+            ),
+        })
+        .collect()
+}
+
+fn random_peer_frame(rng: &mut Rng) -> PeerFrame {
+    let mut nonce = [0u8; 32];
+    nonce.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+    let handshake = |rng: &mut Rng| PeerHandshake {
+        protocol_version: if rng.chance(900) {
+            1
+        } else {
+            rng.below(4) as u16
+        },
+        actor_id: rng.below(8) as u16,
+        advertised_addr: if rng.chance(800) {
+            format!("127.0.0.1:{}", rng.below(65536))
+        } else {
+            random_text(rng, 24)
+        },
+        nonce,
+    };
+    // Mostly small vectors and member lists; sometimes long ones (a handshake frame may
+    // carry up to the handshake limit).
+    let size = if rng.chance(5) { 2000 } else { 4 };
+    match rng.below(10) {
+        0 => PeerFrame::PeerHello(handshake(rng)),
+        1 => PeerFrame::PeerWelcome(handshake(rng)),
+        2 => PeerFrame::PeerProof(PeerProof {
+            proof: nonce,
+            vector: random_vector(rng, size),
+            members: random_members(rng, size / 4),
+        }),
+        3 => PeerFrame::PeerAccept(PeerProof {
+            proof: nonce,
+            vector: random_vector(rng, size),
+            members: random_members(rng, size / 4),
+        }),
+        4 => PeerFrame::PeerEvent(Event {
+            id: EventId::new(rng.next_u64() >> rng.below(64), rng.below(8) as u16),
+            parent_id: rng.chance(300).then(|| EventId::new(rng.next_u64(), 1)),
+            namespace: random_text(rng, 32),
+            timestamp_ms: rng.next_u64(),
+            data: random_bytes(rng, 64),
+        }),
+        5 => PeerFrame::PeerCredit {
+            count: rng.next_u64() as u32,
+        },
+        6 => PeerFrame::PeerMembers(random_members(rng, size / 4)),
+        7 => PeerFrame::PeerClock {
+            counter: rng.next_u64(),
+        },
+        _ => PeerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::AuthFailed,
+            message: random_text(rng, 40),
+        }),
+    }
+}
+
+/// Mutates encoded peer frames in place (or leaves them valid, a fifth of the time).
+fn mutate_peer_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    const PEER_KINDS: [u8; 10] = [0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x23];
+    match rng.below(10) {
+        0 | 1 => {}
+        2 | 3 => {
+            for _ in 0..1 + rng.below(4) {
+                let index = rng.index(bytes.len());
+                bytes[index] ^= 1 << rng.below(8);
+            }
+        }
+        4 => {
+            let index = rng.index(bytes.len());
+            bytes[index] = rng.next_u64() as u8;
+        }
+        5 | 6 => bytes.truncate(rng.index(bytes.len())),
+        7 => {
+            let length: u32 = match rng.below(5) {
+                0 => 0,
+                1 => 256 * 1024 - 4,
+                2 => 256 * 1024 - 3,
+                3 => u32::MAX,
+                _ => (bytes.len() as u32).saturating_sub(4) ^ (1 << rng.below(20)),
+            };
+            bytes[..4].copy_from_slice(&length.to_be_bytes());
+        }
+        8 => bytes[4] = PEER_KINDS[rng.index(PEER_KINDS.len())],
+        _ => bytes.extend((0..rng.below(16)).map(|_| rng.next_u64() as u8)),
+    }
+}
