@@ -57,14 +57,26 @@ fn client(port: u16) -> Client {
     Client::connect(&format!("127.0.0.1:{port}"), ClientOptions::default()).expect("connect")
 }
 
-/// Produces `count` events on the node at `port`; returns their ids and data.
+/// Produces `count` events on the node at `port`; returns their ids and data. A new node
+/// refuses produces (NotReady) until it has met its peers: retried, for at most 30 s.
 fn produce(port: u16, count: usize, tag: &str) -> BTreeMap<EventId, Vec<u8>> {
     let mut client = client(port);
     (0..count)
         .map(|i| {
             let data = format!("{tag} {i}").into_bytes();
-            let ack = client.produce("/cluster/test", &data).expect("produce");
-            (ack.first_id, data)
+            let mut ack = None;
+            wait_until("the node takes the produce", || {
+                match client.produce("/cluster/test", &data) {
+                    Ok(done) => ack = Some(done),
+                    Err(ClientError::Server {
+                        code: ErrorCode::NotReady,
+                        ..
+                    }) => {}
+                    Err(error) => panic!("produce: {error}"),
+                }
+                ack.is_some()
+            });
+            (ack.expect("acknowledged").first_id, data)
         })
         .collect()
 }
@@ -157,6 +169,10 @@ fn connected_members(port: u16) -> usize {
 #[test]
 fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
     let mut nodes = three_nodes();
+    // New nodes (no counter lease yet) hold produces until they have met their peers.
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
     let mut expected = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         expected.extend(produce(node.port, 5, &format!("node {i}")));
@@ -486,6 +502,9 @@ fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_lo
             "4096",
             "--max-events",
             "50",
+            // A new node waits for its peers before it takes produces; node 2 starts later.
+            "--catch-up-timeout",
+            "1s",
         ],
     );
     produce(
@@ -614,6 +633,82 @@ fn id_order_consumers_on_three_nodes_see_the_same_sequence() {
         let sequence = consumer.join().expect("consumer");
         assert_eq!(sequence, expected, "node {i}'s id-order sequence");
     }
+}
+
+fn flo_client(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run flo-client");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "flo-client {args:?}: {stdout} {stderr}"
+    );
+    stdout
+}
+
+/// `flo-client cluster members` lists actor `actor` in `state`.
+fn member_state_is(port: u16, actor: u16, state: &str) -> bool {
+    let listing = flo_client(port, &["cluster", "members"]);
+    listing.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.first() == Some(&actor.to_string().as_str()) && line.contains(state)
+    })
+}
+
+/// A member that is gone for good is removed on one node: every node learns it, id order no
+/// longer waits for it, the removal survives a restart, the removed node is refused when it
+/// comes back, and it is let in again once added back.
+#[test]
+fn a_removed_member_stops_holding_id_order_is_refused_and_can_be_added_back() {
+    let mut nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    nodes[2].process.take().expect("running").kill9();
+    let removed = flo_client(nodes[0].port, &["cluster", "remove", "3"]);
+    assert!(removed.contains("member 3 removed"), "{removed}");
+    assert!(member_state_is(nodes[0].port, 3, "removed"), "{removed}");
+    wait_until("node 2 learns of the removal", || {
+        member_state_is(nodes[1].port, 3, "removed")
+    });
+    // Id order on nodes 1 and 2 no longer waits for member 3's clock.
+    let mut expected: Vec<EventId> = produce(nodes[0].port, 1, "after removal")
+        .into_keys()
+        .chain(produce(nodes[1].port, 1, "after removal").into_keys())
+        .collect();
+    expected.sort();
+    for node in &nodes[..2] {
+        let sequence: Vec<EventId> = client(node.port)
+            .into_consume()
+            .order(flo::event::Order::Id)
+            .tail(true)
+            .limit(2)
+            .subscribe()
+            .expect("subscribe in id order")
+            .map(|event| event.expect("event").id)
+            .collect();
+        assert_eq!(sequence, expected, "id order on port {}", node.port);
+    }
+    // The removal is in node 2's data directory: it survives a restart.
+    nodes[1].process.take().expect("running").terminate();
+    nodes[1].start();
+    assert!(member_state_is(nodes[1].port, 3, "removed"));
+    // Node 3 comes back on its old directory: refused.
+    nodes[2].start();
+    let process = nodes[2].process.as_ref().expect("running");
+    assert!(logged(process, "was removed from the cluster"));
+    assert_eq!(connected_members(nodes[2].port), 0);
+    // Added back on node 2: every node lets it in again.
+    let added = flo_client(nodes[1].port, &["cluster", "add", "3"]);
+    assert!(added.contains("member 3 added back"), "{added}");
+    wait_until("node 3 is connected to both others again", || {
+        connected_members(nodes[2].port) == 2
+    });
+    assert!(member_state_is(nodes[0].port, 3, "connected"));
 }
 
 /// Issue 16: a purge on one node reaches the others as a tombstone, and a node that was down

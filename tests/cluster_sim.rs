@@ -84,6 +84,11 @@ struct Sim {
     canonical: Vec<EventId>,
     /// Whether id order is checked in this run (every node knows every other).
     check_order: bool,
+    /// Crashes that lost the node's whole data directory (at most one a run).
+    data_dir_losses: u64,
+    /// Every event acknowledged with replicas 2: it must survive the loss of one data
+    /// directory (checked at the end, in runs without a power loss).
+    must_survive: BTreeMap<EventId, Vec<u8>>,
 }
 
 /// How many faults a run injected, so the test can check that it exercised them.
@@ -102,6 +107,10 @@ struct FaultStats {
     ordered_deliveries: u64,
     /// Runs whose id-order consumers were checked for the whole sequence at the end.
     ordered_complete_checks: u64,
+    /// Runs in which a node lost its data directory, and of those, runs whose replicas-2
+    /// acks were all found after convergence.
+    data_dir_losses: u64,
+    survival_checks: u64,
     /// OrderStalled errors (the consumer resubscribed).
     order_stalls: u64,
 }
@@ -151,6 +160,7 @@ impl Sim {
                 FsyncPolicy::Always => None,
                 _ => Some(u64::MAX / 4),
             };
+            engine_config.catch_up_timeout_fresh_ms = u64::MAX / 4;
             let log = MemoryLog::with_fsync(fsync);
             let engine = Engine::new(engine_config.clone(), log);
             nodes.push(Node {
@@ -193,6 +203,8 @@ impl Sim {
             roamer: Roamer::default(),
             canonical: Vec::new(),
             check_order: full_mesh,
+            data_dir_losses: 0,
+            must_survive: BTreeMap::new(),
         };
         for i in 0..count {
             sim.start_group(i);
@@ -336,6 +348,7 @@ impl Sim {
                     self.stats.ordered_complete_checks += 1;
                 }
                 self.check_roamer();
+                self.check_survivors();
                 return;
             }
         }
@@ -366,9 +379,23 @@ impl Sim {
                 }
             }
         }
+        let all: BTreeSet<EventId> = (0..self.nodes.len())
+            .flat_map(|n| self.events_of(n).into_iter().map(|e| e.id))
+            .collect();
+        let missing: Vec<String> = (0..self.nodes.len())
+            .map(|n| {
+                let held: BTreeSet<EventId> = self.events_of(n).iter().map(|e| e.id).collect();
+                let lacks: Vec<String> = all
+                    .difference(&held)
+                    .take(5)
+                    .map(|id| id.to_string())
+                    .collect();
+                format!("node {n} lacks {lacks:?}")
+            })
+            .collect();
         let groups = self.groups_state();
         self.fail(format!(
-            "no convergence after healing; events per node {sizes:?}, delivered in id order {ordered:?}; groups: {groups}"
+            "no convergence after healing; events per node {sizes:?}, delivered in id order {ordered:?}; {missing:?}; groups: {groups}"
         ));
     }
 }
@@ -415,6 +442,8 @@ fn run_seed_share(share: usize) {
         faults.ordered_deliveries += sim.stats.ordered_deliveries;
         faults.ordered_complete_checks += sim.stats.ordered_complete_checks;
         faults.order_stalls += sim.stats.order_stalls;
+        faults.data_dir_losses += sim.data_dir_losses;
+        faults.survival_checks += sim.stats.survival_checks;
     }
     eprintln!(
         "share {share}: {} seeds: acknowledged events kept {produced}, lost by simulated power loss {lost}, faults {faults:?}",
@@ -439,6 +468,12 @@ fn run_seed_share(share: usize) {
             faults.ordered_complete_checks * 10 > seeds.len() as u64,
             "too few runs checked the id-order consumers' whole sequences"
         );
+        if std::env::var("FLO_SIM_DATA_DIR_LOSS").is_ok() {
+            assert!(
+                faults.survival_checks * 20 > seeds.len() as u64,
+                "too few runs checked replicas-2 acks after a lost data directory"
+            );
+        }
     }
 }
 

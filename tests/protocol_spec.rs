@@ -117,6 +117,10 @@ fn every_frame_kind_has_an_example() {
         kind::PEER_MEMBERS,
         kind::PEER_PROOF,
         kind::PEER_ACCEPT,
+        kind::MEMBERS_REQUEST,
+        kind::CHANGE_MEMBER,
+        kind::MEMBERS,
+        kind::PEER_MEMBERSHIP,
     ];
     for kind in all_kinds {
         assert!(

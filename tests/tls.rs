@@ -458,9 +458,20 @@ fn clustered_nodes_replicate_over_tls_and_an_untrusted_certificate_is_refused() 
     let one = node("1", port1, port2);
     let two = node("2", port2, port1);
     let mut client = Client::connect(&one.addr.to_string(), tls_options(&identity)).expect("TLS");
-    let ack = client
-        .produce("/peers/a", b"over TLS")
-        .expect("produce on node 1");
+    // A new node holds produces (NotReady) until it has met its peer.
+    let mut ack = None;
+    wait_until("node 1 takes the produce", || {
+        match client.produce("/peers/a", b"over TLS") {
+            Ok(done) => ack = Some(done),
+            Err(flo::client::ClientError::Server {
+                code: flo::client::ErrorCode::NotReady,
+                ..
+            }) => {}
+            Err(error) => panic!("produce on node 1: {error}"),
+        }
+        ack.is_some()
+    });
+    let ack = ack.expect("acknowledged");
     let id = ack.first_id.to_string();
     wait_until("node 2 holds node 1's event", || {
         read_ids(&two, &identity, 1) == vec![id.clone()]

@@ -44,9 +44,9 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberState,
-    MemberStatus, NamespaceInfo, NamespacesReply, NewEvent, ParkedEvent, ParkedReply, Purged,
-    PurgesReply, RetentionInfo, Status, TraceEntry,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberEntry,
+    MemberOp, MemberState, MemberStatus, MembershipState, NamespaceInfo, NamespacesReply, NewEvent,
+    ParkedEvent, ParkedReply, Purged, PurgesReply, RetentionInfo, Status, TraceEntry,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -246,6 +246,36 @@ impl Client {
         }
     }
 
+    /// Lists this node, the members it knows (with their state) and the removed ones:
+    /// `flo-client cluster members`. Needs an admin principal on a server with
+    /// authentication.
+    pub fn members(&mut self) -> Result<Vec<MemberEntry>, ClientError> {
+        self.connection.send(&ClientFrame::MembersRequest)?;
+        self.receive_members()
+    }
+
+    /// Removes member `actor_id` from the cluster (`flo-client cluster remove`), or adds a
+    /// removed one back (`flo-client cluster add`), on this node, which tells every other
+    /// member; returns the member list after the change. Needs an admin principal.
+    pub fn change_member(
+        &mut self,
+        op: MemberOp,
+        actor_id: u16,
+    ) -> Result<Vec<MemberEntry>, ClientError> {
+        let change = crate::protocol::ChangeMember { op, actor_id };
+        self.connection.send(&ClientFrame::ChangeMember(change))?;
+        self.receive_members()
+    }
+
+    fn receive_members(&mut self) -> Result<Vec<MemberEntry>, ClientError> {
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::Members(entries) => return Ok(entries),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     /// Purges the namespaces `glob` matches below `before` (an id, or a time in milliseconds
     /// since the epoch): once this returns `Ok`, the purge is durable on the server and its
     /// events are never delivered again (docs/operations.md, "Purge"). Needs an admin
@@ -307,6 +337,7 @@ impl Client {
             | ServerFrame::Namespaces(_)
             | ServerFrame::Trace(_)
             | ServerFrame::Info(_)
+            | ServerFrame::Members(_)
             | ServerFrame::Purged(_)
             | ServerFrame::Purges(_)) => {
                 Err(unexpected(&frame, "an answer to a pending operation"))

@@ -151,6 +151,7 @@ impl Client {
             | ServerFrame::Namespaces(_)
             | ServerFrame::Trace(_)
             | ServerFrame::Info(_)
+            | ServerFrame::Members(_)
             | ServerFrame::Purged(_)
             | ServerFrame::Purges(_)) => Err(unexpected(&frame, "an Ack")),
             ServerFrame::Event { .. }

@@ -97,6 +97,10 @@ pub struct EngineConfig {
     /// `Some(timeout)`: after start-up, produces are refused until this node has caught up
     /// with its peers or the time-out passed (set for non-`always` fsync policies).
     pub catch_up_timeout_ms: Option<u64>,
+    /// The catch-up time-out for a node started on an empty data directory with peers
+    /// (whatever the fsync policy): it may have lost the directory, and must not reuse the
+    /// ids it handed out before (docs/clustering.md, "Losing a data directory").
+    pub catch_up_timeout_fresh_ms: u64,
     /// PeerHello is accepted only when this is set or `peer_addrs` is not empty: the server
     /// was configured for clustering (`--peer-addr` or `--cluster-secret`).
     pub accepts_peers: bool,
@@ -139,6 +143,7 @@ impl EngineConfig {
                 crate::config::FsyncPolicy::Always => None,
                 _ => Some(millis(config.cluster.catch_up_timeout)),
             },
+            catch_up_timeout_fresh_ms: millis(config.cluster.catch_up_timeout),
             accepts_peers: !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some(),
         }
     }
@@ -192,6 +197,7 @@ enum PendingReply {
 enum Report {
     Status,
     Info,
+    Members,
 }
 
 impl PendingReply {
@@ -313,7 +319,10 @@ impl<L: Log> Engine<L> {
         // events the log has lost since (a power loss, a torn tail): starting at it leaves a
         // gap instead of reusing their ids.
         let counter = log.version_vector().counter_max().max(log.counter_floor());
-        let cluster = peer::Cluster::new(&config, log.version_vector());
+        // A data directory that has never handed out a counter (no counter lease): new, or
+        // lost and restarted empty, or restarted before its catch-up after such a start.
+        let fresh = log.counter_floor() == 0;
+        let cluster = peer::Cluster::new(&config, log.version_vector(), fresh);
         // Names of earlier turns kept for reuse: as many as a turn matches one by one.
         let turn_namespaces =
             turn_namespaces::TurnNamespaces::new(config.turn_namespaces_matched_max);
@@ -353,6 +362,7 @@ impl<L: Log> Engine<L> {
             turn_synced: None,
         };
         engine.load_producers();
+        engine.load_members();
         engine
     }
 
@@ -1055,6 +1065,22 @@ impl<L: Log> Engine<L> {
                     self.send_error(conn, ErrorScope::Connection, code, &message)
                 }
             },
+            ClientFrame::MembersRequest => match self.check_admin(conn, "list the members") {
+                Ok(()) => self.on_members_request(conn),
+                Err(message) => {
+                    let code = ErrorCode::PermissionDenied;
+                    self.send_error(conn, ErrorScope::Connection, code, &message)
+                }
+            },
+            ClientFrame::ChangeMember(change) => {
+                match self.check_admin(conn, "add or remove members") {
+                    Ok(()) => self.on_change_member(conn, change),
+                    Err(message) => {
+                        let code = ErrorCode::PermissionDenied;
+                        self.send_error(conn, ErrorScope::Connection, code, &message)
+                    }
+                }
+            }
             ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
                 Ok(()) => self.on_status_request(conn),
                 Err(message) => {

@@ -187,6 +187,10 @@ impl<L: Log> Engine<L> {
                 report: Report::Info,
                 ..
             } => Some(ServerFrame::Info(self.info())),
+            PendingReply::Status {
+                report: Report::Members,
+                ..
+            } => Some(ServerFrame::Members(self.member_entries())),
             PendingReply::Ack { .. } | PendingReply::Error { .. } => None,
             PendingReply::Purge { answer, rule, .. } => Some(match answer {
                 Some(frame) => (**frame).clone(),

@@ -12,6 +12,8 @@ use crate::storage::MemoryLog;
 
 // Authentication and permissions (`--auth-file`), and the handshake fuzz.
 mod auth;
+// Membership: the member list, removal and addition.
+mod members;
 // Id order: the reorder buffer and the members' clocks.
 mod order;
 // The peer handshake fuzz (issue 15).

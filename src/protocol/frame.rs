@@ -32,6 +32,8 @@ pub mod kind {
     pub const SET_PRODUCER: u8 = 0x13;
     pub const NAMESPACES_REQUEST: u8 = 0x16;
     pub const TRACE_REQUEST: u8 = 0x17;
+    pub const MEMBERS_REQUEST: u8 = 0x14;
+    pub const CHANGE_MEMBER: u8 = 0x15;
     pub const INFO_REQUEST: u8 = 0x18;
     pub const PURGE: u8 = 0x19;
     pub const PURGES_REQUEST: u8 = 0x1A;
@@ -49,6 +51,7 @@ pub mod kind {
     pub const PARKED: u8 = 0x2B;
     pub const NAMESPACES: u8 = 0x2E;
     pub const TRACE: u8 = 0x2F;
+    pub const MEMBERS: u8 = 0x2C;
     pub const INFO: u8 = 0x30;
     pub const PURGED: u8 = 0x31;
     pub const PURGES: u8 = 0x32;
@@ -62,6 +65,7 @@ pub mod kind {
     pub const PEER_PROOF: u8 = 0x45;
     pub const PEER_ACCEPT: u8 = 0x46;
     pub const PEER_CLOCK: u8 = 0x48;
+    pub const PEER_MEMBERSHIP: u8 = 0x49;
     pub const PEER_PURGE: u8 = 0x4B;
     pub const PEER_LAST: u8 = 0x5F;
 }
@@ -102,6 +106,71 @@ pub struct PeerProof {
     pub vector: VersionVector,
     /// Every member this node knows, itself excluded.
     pub members: Vec<Member>,
+}
+
+/// What a ChangeMember frame asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberOp {
+    /// Remove the member from the cluster: its clock no longer holds id order back, it no
+    /// longer counts as a replica, and its handshakes are refused until it is added back.
+    Remove = 1,
+    /// Lift an earlier removal: the member may connect again.
+    Add = 2,
+}
+
+/// Remove a member, or add a removed one back (admin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMember {
+    pub op: MemberOp,
+    pub actor_id: u16,
+}
+
+/// One member's entry in the membership that peers replicate to each other (PeerMembership)
+/// and persist: last writer wins by `version`, a removal winning a tie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub actor_id: u16,
+    /// The address the member was last known at (`host:port`, may be empty).
+    pub addr: String,
+    pub removed: bool,
+    /// Raised by one at every change of this member; 0 for a member never changed.
+    pub version: u64,
+}
+
+impl MembershipRecord {
+    /// True when `self` replaces `other` (a record of the same actor): a higher version, or
+    /// the same version and a removal against an addition.
+    pub fn supersedes(&self, other: &MembershipRecord) -> bool {
+        (self.version, self.removed) > (other.version, other.removed)
+    }
+}
+
+/// How a member looks in a Members reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipState {
+    /// The node that answered.
+    Itself = 0,
+    /// A peer connection is up.
+    Connected = 1,
+    /// A dial or handshake is under way.
+    Connecting = 2,
+    /// Not connected; the next dial waits out its back-off.
+    BackingOff = 3,
+    /// Removed: refused until added back.
+    Removed = 4,
+}
+
+/// One member in a Members reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEntry {
+    /// The member's actor id.
+    pub actor_id: u16,
+    /// Where it stands.
+    pub state: MembershipState,
+    /// The version of its membership record (0: never changed).
+    pub version: u64,
+    /// The address it is dialed at (for this node: the address it advertises).
+    pub addr: String,
 }
 
 /// How a member looks from the node that answers a status request.
@@ -641,6 +710,12 @@ pub enum ErrorCode {
     /// for the cluster's clocks to pass it (a member is down or cut off). The subscription
     /// is ended; the connection stays open.
     OrderStalled = 44,
+    /// The peer's actor was removed from the cluster (`flo-client cluster remove`) and has
+    /// not been added back: its handshake is refused. Closes the connection.
+    MemberRemoved = 45,
+    /// A ChangeMember names this node itself, an actor that is not a member, or adds back a
+    /// member that was not removed.
+    InvalidMemberChange = 46,
     /// A Purge of a new glob and kind when the server already holds `purge_rules_max` purge
     /// rules; nothing changed. Scope connection.
     PurgeRulesFull = 47,
@@ -691,6 +766,8 @@ impl ErrorCode {
             NoSuchEvent,
             ActorNotAllowed,
             OrderStalled,
+            MemberRemoved,
+            InvalidMemberChange,
             PurgeRulesFull,
         ];
         all.into_iter().find(|c| *c as u16 == code)
@@ -713,7 +790,8 @@ impl ErrorCode {
             | DuplicatePeerConnection
             | ResourceLimit
             | TlsRequired
-            | ActorNotAllowed => true,
+            | ActorNotAllowed
+            | MemberRemoved => true,
             InvalidNamespace
             | EventTooLarge
             | InvalidGlob
@@ -740,6 +818,7 @@ impl ErrorCode {
             | LookupBusy
             | NoSuchEvent
             | OrderStalled
+            | InvalidMemberChange
             | PurgeRulesFull => false,
         }
     }
@@ -816,6 +895,10 @@ pub enum ClientFrame {
     TraceRequest {
         id: EventId,
     },
+    /// Ask for [`ServerFrame::Members`] (admin).
+    MembersRequest,
+    /// Remove a member or add one back (admin); answered with [`ServerFrame::Members`].
+    ChangeMember(ChangeMember),
     /// Purge the namespaces a glob matches below a bound (admin); answered with
     /// [`ServerFrame::Purged`] once the purge is durable.
     Purge(PurgeRule),
@@ -860,6 +943,9 @@ pub enum ServerFrame {
     Namespaces(NamespacesReply),
     /// Part of the answer to [`ClientFrame::TraceRequest`].
     Trace(TraceReply),
+    /// The answer to [`ClientFrame::MembersRequest`] and [`ClientFrame::ChangeMember`]: this
+    /// node, every member it knows and every removed one.
+    Members(Vec<MemberEntry>),
     /// The answer to [`ClientFrame::Purge`]: the purge is durable on this node.
     Purged(Purged),
     /// The answer to [`ClientFrame::PurgesRequest`].
@@ -925,6 +1011,9 @@ pub enum PeerFrame {
     PeerClock {
         counter: u64,
     },
+    /// Membership records the sender holds (removals and additions, protocol.md section
+    /// 15): the receiver keeps, per actor, the one that supersedes the other.
+    PeerMembership(Vec<MembershipRecord>),
     /// A purge the sender holds (a tombstone): the receiver merges it into its own purges
     /// (docs/operations.md, "Purges in a cluster").
     PeerPurge(PurgeRule),

@@ -97,6 +97,8 @@ pub struct FileLog {
     pub(super) preallocated_size: u64,
     /// The durable counter lease (`lease.rs`): at least every counter reserved so far.
     pub(super) counter_lease: u64,
+    /// The member list found at open, then as last written (`members.rs`).
+    pub(super) stored_members: Vec<super::members::MemberRecord>,
     /// The namespace index of each sealed segment, by first offset. A segment missing here
     /// has no usable `.nsx` file: a query rebuilds it.
     pub(super) sealed_namespaces: BTreeMap<u64, SealedNamespaces>,
@@ -1269,6 +1271,19 @@ impl Log for FileLog {
 
     fn counter_floor(&self) -> u64 {
         self.counter_lease
+    }
+
+    fn stored_members(&self) -> Vec<super::members::MemberRecord> {
+        self.stored_members.clone()
+    }
+
+    fn store_members(
+        &mut self,
+        records: &[super::members::MemberRecord],
+    ) -> Result<(), StorageError> {
+        super::members::write(&self.config.data_dir, records)?;
+        self.stored_members = records.to_vec();
+        Ok(())
     }
 
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {

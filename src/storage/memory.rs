@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::purge::{merge_all, HideRules, PurgeOutcomes};
-use super::{Log, LogActivity, LogStats, Offset, ProducedRecord, StorageError};
+use super::{Log, LogActivity, LogStats, MemberRecord, Offset, ProducedRecord, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::PurgeRule;
 use crate::event::{Event, EventRef, StartPosition, VersionVector};
@@ -49,6 +49,8 @@ pub struct MemoryLog {
     /// The produced journal: durable records, and those buffered since the last sync.
     produced: Vec<ProducedRecord>,
     produced_pending: Vec<ProducedRecord>,
+    /// The member list, durable at once like the lease.
+    members: Vec<MemberRecord>,
     /// Purges (durable at once, so they survive `crash`) and per-namespace retention cutoffs.
     hide: Arc<HideRules>,
 }
@@ -82,6 +84,7 @@ impl MemoryLog {
             fsync_count: 0,
             produced: Vec::new(),
             produced_pending: Vec::new(),
+            members: Vec::new(),
             hide: Arc::default(),
         }
     }
@@ -318,6 +321,15 @@ impl Log for MemoryLog {
 
     fn counter_floor(&self) -> u64 {
         self.counter_lease
+    }
+
+    fn stored_members(&self) -> Vec<MemberRecord> {
+        self.members.clone()
+    }
+
+    fn store_members(&mut self, records: &[MemberRecord]) -> Result<(), StorageError> {
+        self.members = records.to_vec();
+        Ok(())
     }
 
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {

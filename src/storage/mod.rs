@@ -27,6 +27,11 @@ pub mod lease;
 mod lease;
 mod listing;
 mod lock;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod members;
+#[cfg(not(feature = "testing"))]
+mod members;
 mod memory;
 mod namespace;
 mod process;
@@ -55,6 +60,7 @@ pub use file::InjectedFault;
 pub use keyed::TraceKey;
 pub(crate) use listing::read_one;
 pub use listing::{scan_listing, NamespaceCounts, NamespaceListing};
+pub use members::{MemberRecord, MEMBER_ADDR_LENGTH_MAX};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 pub(crate) use process::{process_stats, ProcessStats};
@@ -285,6 +291,19 @@ pub trait Log {
     /// before any ack of the id. Cheap (no I/O) while `up_to` is within the current lease; past
     /// it, the lease is raised by a large step (`lease::COUNTER_LEASE_STEP`) and made durable.
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError>;
+
+    /// The member list of the data directory (`members.rs`): as found at open, then as last
+    /// stored. Empty for a new directory, and for a log that keeps none.
+    fn stored_members(&self) -> Vec<MemberRecord> {
+        Vec::new()
+    }
+
+    /// Replaces the member list durably: when this returns `Ok`, a later open's
+    /// `stored_members()` is `records`, whatever happens to the process. A log that keeps no
+    /// member list ignores it.
+    fn store_members(&mut self, _records: &[MemberRecord]) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     /// Appends to `found`, ascending, the offsets of durable records from `from` (raised to
     /// `start()`) whose namespace `key` selects, at most `count_max` of them, and returns how

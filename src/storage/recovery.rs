@@ -19,6 +19,7 @@ use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
+use super::members::{self, MemberRecord};
 use super::namespace::{NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
 use super::purge::{self, HideRules};
@@ -164,9 +165,11 @@ impl FileLog {
             }
         };
         let counter_lease = read_lease(dir, mode)?;
+        let stored_members = read_members(dir, mode)?;
         let (journal, produced) = ProducedJournal::open(dir)?;
         let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
         log.counter_lease = counter_lease;
+        log.stored_members = stored_members;
         log.hide = Arc::new(load_hide_rules(dir, config)?);
         // A record whose events did not survive (written, then the events were lost) is
         // dropped: a retry of its produce must be stored again.
@@ -213,6 +216,24 @@ fn read_lease(dir: &Path, mode: RecoveryMode) -> Result<u64, StorageError> {
     }
 }
 
+/// The member list of `dir` (empty when it has none). A damaged file stops the start,
+/// except under `--repair`, which removes it: members are learned again from `--peer-addr`
+/// and the peers' member lists, removals from the peers that hold them.
+fn read_members(dir: &Path, mode: RecoveryMode) -> Result<Vec<MemberRecord>, StorageError> {
+    match (members::read(dir), mode) {
+        (Ok(records), _) => Ok(records),
+        (Err(StorageError::Corrupt { context }), RecoveryMode::Repair) => {
+            log::warn!(
+                "{context}; --repair removes it: members are learned again from --peer-addr \
+                 and the peers, removals from the peers that hold them"
+            );
+            members::remove(dir)?;
+            Ok(Vec::new())
+        }
+        (Err(error), _) => Err(error),
+    }
+}
+
 fn assemble(
     config: StorageConfig,
     lock: DirLock,
@@ -251,6 +272,7 @@ fn assemble(
         synced_size: 0,
         preallocated_size: 0,
         counter_lease: 0,
+        stored_members: Vec::new(),
         sealed_namespaces,
         namespace_build: None,
         namespace_rebuilds: 0,
@@ -302,6 +324,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
                 | FileKind::ProducedJournal
+                | FileKind::Members
                 | FileKind::Purges,
             ) => {}
             Some(FileKind::Quarantine) => {
@@ -317,6 +340,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::TraceIndexTemp(_)
                 | FileKind::CounterLeaseTemp
                 | FileKind::ProducedJournalTemp
+                | FileKind::MembersTemp
                 | FileKind::PurgesTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());

@@ -69,6 +69,9 @@ pub enum FileKind {
     /// The produced journal of idempotent produces (`produced.rs`), and a rewrite of it.
     ProducedJournal,
     ProducedJournalTemp,
+    /// The member list (`members.rs`), and a new one being written.
+    Members,
+    MembersTemp,
     /// The purge set (`purge.rs`), and a new one being written.
     Purges,
     PurgesTemp,
@@ -96,6 +99,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
         super::produced::PRODUCED_JOURNAL_FILE => return Some(FileKind::ProducedJournal),
         "produced.journal.tmp" => return Some(FileKind::ProducedJournalTemp),
+        super::members::MEMBERS_FILE_NAME => return Some(FileKind::Members),
+        super::members::MEMBERS_TEMP_FILE_NAME => return Some(FileKind::MembersTemp),
         super::purge::PURGE_FILE_NAME => return Some(FileKind::Purges),
         super::purge::PURGE_TEMP_FILE_NAME => return Some(FileKind::PurgesTemp),
         _ => {}

@@ -327,6 +327,10 @@ impl Sim {
             }
         }
         if replicas_of(node) > 1 {
+            for id in &replicated {
+                let payload = self.nodes[node].acked.get(id).cloned().unwrap_or_default();
+                self.must_survive.insert(*id, payload);
+            }
             self.check_replicated(node, &replicated);
         }
     }
@@ -368,11 +372,48 @@ impl Sim {
         for id in ids {
             self.cut(id);
         }
+        if self.nodes[node].engine.is_none() {
+            return;
+        }
+        // At most once a run (replicas 2 promise survival of one lost directory), a crash
+        // loses the node's whole data directory: it restarts on an empty one.
+        // Off by default: with it, seed 1916399 ends with a hole in another node's log
+        // (node 1 lacks 109.4 but holds 110.4, so it never converges); not yet understood.
+        let lose_dir = self.data_dir_losses == 0
+            && self.rng.chance(40)
+            && std::env::var("FLO_SIM_DATA_DIR_LOSS").is_ok();
         let n = &mut self.nodes[node];
         let Some(engine) = n.engine.take() else {
             return;
         };
         let mut log = engine.into_log();
+        if lose_dir {
+            self.data_dir_losses += 1;
+            let lost = log.durable_end();
+            if std::env::var("FLO_SIM_VERBOSE").is_ok() {
+                eprintln!(
+                    "{} ms: node {node} crashed and lost its data directory ({lost} records)",
+                    self.now_ms
+                );
+            }
+            // Events no other node held yet (acked with replicas 1, not yet replicated) are
+            // gone with it: the exact checks of id order and of the roaming consumer then do
+            // not apply to this run.
+            let holders = &self.holders;
+            let mut gone = 0;
+            let _ = log.read(log.start(), &mut |_, e| {
+                gone += u64::from(holders.get(&e.id).is_none_or(|h| h.1 <= 1));
+                true
+            });
+            self.records_lost_by_power_loss += gone;
+            // Id order is not checked after a lost directory: the node's new counter may be
+            // below a clock it promised before the loss, which its peers remember, so its new
+            // events can reach them below what they already delivered (docs/clustering.md,
+            // "Losing a data directory"; without this line the check fails within 300 seeds).
+            self.check_order = false;
+            log = MemoryLog::with_fsync(n.fsync);
+            n.acked.clear();
+        }
         let keep = match n.fsync {
             // A crash of the process: everything written survives.
             FsyncPolicy::Always => u64::MAX / 2,

@@ -228,16 +228,19 @@ pub struct JetStream {
     pub addr: SocketAddr,
     pub stream: String,
     pub label: String,
+    /// The stream's replicas (`num_replicas`): 1, or up to the servers of a JetStream
+    /// cluster; JetStream answers a publish once a quorum of them stored it.
+    pub replicas: u8,
 }
 
 impl JetStream {
-    /// Creates the stream (file storage, one replica) through the JetStream API.
+    /// Creates the stream (file storage, `replicas` replicas) through the JetStream API.
     pub fn create_stream(&self) -> io::Result<()> {
         let config = serde_json::json!({
             "name": self.stream,
             "subjects": [self.stream],
             "storage": "file",
-            "num_replicas": 1,
+            "num_replicas": self.replicas.max(1),
         })
         .to_string();
         self.api(&format!("$JS.API.STREAM.CREATE.{}", self.stream), &config)

@@ -205,6 +205,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// List the cluster's members, remove one that is gone for good, or add a removed one
+    /// back (needs the admin permission on a server with authentication).
+    ///
+    /// A removal is made on one node and passed on to every member; from then on the removed
+    /// member no longer holds id-order delivery back, no longer counts as a replica, and
+    /// every member refuses its handshake (MemberRemoved) until it is added back
+    /// (docs/clustering.md, "Membership").
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// List the consumer groups with their lag, or inspect and administer one (needs the admin
     /// permission on a server with authentication).
     ///
@@ -278,6 +289,23 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// One line per member: actor id, state (self, connected, connecting, backing off,
+    /// removed), membership version and address.
+    Members,
+    /// Remove a member from the cluster (run it on any other member).
+    Remove {
+        /// The member's actor id.
+        actor: u16,
+    },
+    /// Add a removed member back: it may connect again.
+    Add {
+        /// The member's actor id.
+        actor: u16,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -503,6 +531,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Namespaces { glob, format } => namespaces(&server, &glob, format),
         Command::Trace { id, format } => trace(&server, &id, format),
         Command::Groups { action, format } => groups(&server, action, format),
+        Command::Cluster { action } => cluster(&server, action),
         Command::Purge {
             namespace,
             before,
@@ -679,6 +708,42 @@ fn replay(
     } else {
         client.replay_parked(name)
     }
+}
+
+fn cluster(server: &Server, action: ClusterCommand) -> Result<(), String> {
+    use flo::client::{MemberOp, MembershipState};
+    let mut client = connect(server)?;
+    let failed = |error: ClientError| error.to_string();
+    let entries = match action {
+        ClusterCommand::Members => client.members().map_err(failed)?,
+        ClusterCommand::Remove { actor } => {
+            let entries = client
+                .change_member(MemberOp::Remove, actor)
+                .map_err(failed)?;
+            println!("member {actor} removed");
+            entries
+        }
+        ClusterCommand::Add { actor } => {
+            let entries = client.change_member(MemberOp::Add, actor).map_err(failed)?;
+            println!("member {actor} added back");
+            entries
+        }
+    };
+    println!("{:>5}  {:<11} {:>7}  ADDRESS", "ACTOR", "STATE", "VERSION");
+    for entry in entries {
+        let state = match entry.state {
+            MembershipState::Itself => "self",
+            MembershipState::Connected => "connected",
+            MembershipState::Connecting => "connecting",
+            MembershipState::BackingOff => "backing off",
+            MembershipState::Removed => "removed",
+        };
+        println!(
+            "{:>5}  {:<11} {:>7}  {}",
+            entry.actor_id, state, entry.version, entry.addr
+        );
+    }
+    Ok(())
 }
 
 /// `groups --format json`: the list as one array, one group as one object, parked events as

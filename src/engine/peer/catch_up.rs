@@ -39,7 +39,7 @@ impl<L: Log> Engine<L> {
             Hold::Off => {}
             Hold::Pending { timeout_ms } => {
                 log::warn!(
-                    "started with fsync policy other than always and peers configured: refusing produces (NotReady) until this node has caught up with every known peer, or for at most {timeout_ms} ms, so that it cannot reuse the ids of events it lost in an unclean shutdown"
+                    "started with peers configured and an fsync policy other than always, or on an empty data directory: refusing produces (NotReady) until this node has caught up with every known peer, or for at most {timeout_ms} ms, so that it cannot reuse the ids of events it lost (in an unclean shutdown, or with its data directory)"
                 );
                 self.cluster.hold = Hold::On {
                     deadline_ms: now.monotonic.0.saturating_add(timeout_ms),
@@ -78,7 +78,7 @@ impl<L: Log> Engine<L> {
             .log
             .version_vector()
             .iter()
-            .all(|(actor, _)| actor == own || handshaken(actor));
+            .all(|(actor, _)| actor == own || handshaken(actor) || self.is_removed(actor));
         if !log_actors_known {
             return false;
         }

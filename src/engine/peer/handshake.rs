@@ -88,6 +88,9 @@ impl<L: Log> Engine<L> {
         if handshake.actor_id == 0 {
             return Err((ErrorCode::ActorIdConflict, "actor id 0 is not valid".into()));
         }
+        if let Some(message) = self.removed_refusal(ActorId(handshake.actor_id)) {
+            return Err((ErrorCode::MemberRemoved, message));
+        }
         self.check_member_room(ActorId(handshake.actor_id))?;
         handshake
             .advertised_addr
@@ -343,6 +346,9 @@ impl<L: Log> Engine<L> {
                 );
                 self.mark_own(addr);
             }
+            ErrorCode::MemberRemoved => {
+                log::error!("peer at {addr} refused us: {}", error.message)
+            }
             _ => log::warn!("peer at {addr} refused us: {}", error.message),
         }
         self.forget(conn);
@@ -424,9 +430,11 @@ impl<L: Log> Engine<L> {
             entries.join(", ")
         );
         let mut changed = self.record_member(conn, actor, Some(addr), their_vector);
+        self.persist_member(actor, addr);
         changed |= self.learn_members(&handshake.members);
         if changed {
             self.broadcast_members();
         }
+        self.send_membership(conn);
     }
 }

@@ -104,7 +104,7 @@ impl<L: Log> Engine<L> {
         let mut ignored_addrs = 0usize;
         for member in members {
             let actor = ActorId(member.actor_id);
-            if actor == self.config.actor_id || actor.0 == 0 {
+            if actor == self.config.actor_id || actor.0 == 0 || self.is_removed(actor) {
                 continue;
             }
             let known = &self.cluster.members;
@@ -156,7 +156,7 @@ impl<L: Log> Engine<L> {
     /// table is full: at most `members_max` addresses besides the `--peer-addr`s, so a peer
     /// that lists a known actor under ever new addresses cannot grow it (each would be
     /// dialed).
-    fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) -> bool {
+    pub(super) fn add_target(&mut self, addr: SocketAddr, actor: Option<ActorId>) -> bool {
         if Some(addr) == self.config.advertised_addr {
             return true;
         }
@@ -258,7 +258,10 @@ impl<L: Log> Engine<L> {
             // down, and is redialed at the capped back-off).
             let actor = target.actor;
             let member = actor.and_then(|a| self.cluster.members.get(&a));
-            let answered = member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
+            // A member of the data directory's list answered before a restart.
+            let persisted = actor.is_some_and(|a| self.cluster.records.contains_key(&a));
+            let answered = persisted
+                || member.is_some_and(|m| m.handshake_vector.is_some() || m.conn.is_some());
             if !answered {
                 let attempts = target.attempt;
                 self.cluster.targets.remove(&addr);

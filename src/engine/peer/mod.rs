@@ -19,6 +19,7 @@ mod clock;
 mod handshake;
 mod membership;
 mod proof_failures;
+mod removal;
 mod replication;
 
 use std::collections::BTreeMap;
@@ -84,11 +85,30 @@ struct MemberInfo {
     disconnected_since_ms: u64,
 }
 
+impl MemberInfo {
+    /// A member without a connection, since `since_ms`.
+    fn disconnected(addr: SocketAddr, since_ms: u64) -> MemberInfo {
+        MemberInfo {
+            addr,
+            conn: None,
+            handshake_vector: None,
+            durable_own: 0,
+            clock: 0,
+            clock_received: 0,
+            clock_sent: 0,
+            disconnected_since_ms: since_ms,
+        }
+    }
+}
+
 /// The cluster state of one engine.
 #[derive(Debug)]
 pub(super) struct Cluster {
     targets: BTreeMap<SocketAddr, Target>,
     members: BTreeMap<ActorId, MemberInfo>,
+    /// The member list of the data directory (`removal.rs`): every member that completed a
+    /// handshake, and every removed member.
+    records: BTreeMap<ActorId, crate::storage::MemberRecord>,
     rng_state: u64,
     /// HMAC key of the handshake nonces (`nonce_key` and `seed` of the engine config).
     nonce_key: ring::hmac::Key,
@@ -112,7 +132,14 @@ impl Cluster {
     /// limit existed, or under a higher one) is served as it is: nothing stored is refused or
     /// dropped, only events of further new actors are. Its vector still encodes (at most
     /// 65,535 entries); peers whose limit is lower refuse its handshake, which is logged.
-    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector) -> Cluster {
+    ///
+    /// `fresh`: the data directory has never handed out a counter (it has no counter lease).
+    /// With peers configured, the node may have lost its directory, so it holds produces
+    /// until it caught up with them (whatever its fsync policy), as after an unclean start:
+    /// otherwise it would hand out again the ids of the events it created before, which its
+    /// peers hold. The first produce after the hold writes the lease, so only starts before
+    /// that are held again (a restart in the middle of the catch-up is).
+    pub(super) fn new(config: &super::EngineConfig, held: &VersionVector, fresh: bool) -> Cluster {
         let foreign_events = held.iter().any(|(a, _)| a != config.actor_id);
         if held.len() > config.cluster.actors_max {
             log::warn!(
@@ -137,15 +164,18 @@ impl Cluster {
             };
             targets.insert(*addr, target);
         }
+        let peers = !config.cluster.peer_addrs.is_empty();
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if !config.cluster.peer_addrs.is_empty() || foreign_events => {
-                Hold::Pending { timeout_ms }
-            }
+            Some(timeout_ms) if peers || foreign_events => Hold::Pending { timeout_ms },
+            _ if fresh && peers => Hold::Pending {
+                timeout_ms: config.catch_up_timeout_fresh_ms,
+            },
             _ => Hold::Off,
         };
         Cluster {
             targets,
             members: BTreeMap::new(),
+            records: BTreeMap::new(),
             // xorshift must not start at 0.
             rng_state: config.seed | 1,
             nonce_key: {
@@ -261,6 +291,18 @@ impl<L: Log> Engine<L> {
             conn,
             size,
             report: super::Report::Status,
+        });
+    }
+
+    /// MembersRequest (and the answer to ChangeMember): held in order like Status.
+    pub(in crate::engine) fn on_members_request(&mut self, conn: ConnId) {
+        let mut encoded = Vec::new();
+        crate::protocol::encode(&ServerFrame::Members(self.member_entries()), &mut encoded);
+        let size = encoded.len();
+        self.hold_reply(super::PendingReply::Status {
+            conn,
+            size,
+            report: super::Report::Members,
         });
     }
 

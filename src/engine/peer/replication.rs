@@ -120,6 +120,15 @@ impl<L: Log> Engine<L> {
                 };
                 return self.on_peer_clock(conn, peer.actor, counter);
             }
+            PeerFrame::PeerMembership(records) => {
+                // Checked by the caller: the connection is an established peer connection.
+                let Some(Phase::Peer(peer)) = self.conn(conn).map(|c| &c.phase) else {
+                    unreachable!(
+                        "{conn}: PeerMembership is handled only on established peer connections"
+                    )
+                };
+                return self.on_peer_membership(conn, peer.actor, records);
+            }
             PeerFrame::PeerPurge(rule) => self.on_peer_purge(rule),
             PeerFrame::Error(error) => {
                 match error.code {
@@ -139,7 +148,7 @@ impl<L: Log> Engine<L> {
                 return self.close_with_error(
                     conn,
                     ErrorCode::UnexpectedFrame,
-                    "only PeerEvent, PeerCredit, PeerMembers, PeerClock and PeerPurge are valid on a peer connection after the handshake",
+                    "only PeerEvent, PeerCredit, PeerMembers, PeerClock, PeerMembership and PeerPurge are valid on a peer connection after the handshake",
                 )
             }
         }

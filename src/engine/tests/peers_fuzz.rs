@@ -333,6 +333,7 @@ fn kind_name(frame: &PeerFrame) -> &'static str {
         PeerFrame::PeerCredit { .. } => "PeerCredit",
         PeerFrame::PeerMembers(_) => "PeerMembers",
         PeerFrame::PeerClock { .. } => "PeerClock",
+        PeerFrame::PeerMembership(_) => "PeerMembership",
         PeerFrame::PeerPurge(_) => "PeerPurge",
         PeerFrame::Error(_) => "Error",
     }

@@ -11,6 +11,7 @@
 //! anything is copied.
 
 mod groups;
+mod members;
 mod peer;
 mod reader_writer;
 pub use groups::{
@@ -29,6 +30,7 @@ use crate::config::WireLimits;
 use crate::event::{
     ActorId, Cursor, Event, EventId, EventRef, PurgeRule, StartPosition, VersionVector,
 };
+use members::{read_member_entries, read_membership, write_member_entries, write_membership};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
 
@@ -179,6 +181,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::NAMESPACES_REQUEST
         | kind::TRACE_REQUEST
         | kind::INFO_REQUEST
+        | kind::MEMBERS_REQUEST
+        | kind::CHANGE_MEMBER
         | kind::PURGE
         | kind::PURGES_REQUEST => ClientToServer,
         kind::WELCOME
@@ -195,6 +199,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::NAMESPACES
         | kind::TRACE
         | kind::INFO
+        | kind::MEMBERS
         | kind::PURGED
         | kind::PURGES => ServerToClient,
         kind::PEER_HELLO
@@ -205,6 +210,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::PEER_PROOF
         | kind::PEER_ACCEPT
         | kind::PEER_CLOCK
+        | kind::PEER_MEMBERSHIP
         | kind::PEER_PURGE => PeerToPeer,
         _ => return None,
     })
@@ -286,6 +292,7 @@ impl Decode for PeerFrame {
                 | ServerFrame::Namespaces(_)
                 | ServerFrame::Trace(_)
                 | ServerFrame::Info(_)
+                | ServerFrame::Members(_)
                 | ServerFrame::Purged(_)
                 | ServerFrame::Purges(_),
             ) => Err(unexpected(message)),
@@ -340,6 +347,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::NamespacesRequest(_)
                 | ClientFrame::TraceRequest { .. }
                 | ClientFrame::InfoRequest
+                | ClientFrame::MembersRequest
+                | ClientFrame::ChangeMember(_)
                 | ClientFrame::Purge(_)
                 | ClientFrame::PurgesRequest,
             ) => Err(required()),
@@ -353,6 +362,7 @@ impl Decode for OpeningFrame {
                 | PeerFrame::PeerCredit { .. }
                 | PeerFrame::PeerMembers(_)
                 | PeerFrame::PeerClock { .. }
+                | PeerFrame::PeerMembership(_)
                 | PeerFrame::PeerPurge(_)
                 | PeerFrame::Error(_),
             ) => Err(unexpected("a peer frame on a client connection")),
@@ -460,6 +470,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
             ClientFrame::NamespacesRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::TraceRequest { id } => write_frame(out, kind, |w| w.put_id(*id)),
+            ClientFrame::MembersRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::ChangeMember(change) => write_frame(out, kind, |w| change.write(w)),
             ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
             ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
         }
@@ -488,6 +500,8 @@ impl Encode for ClientFrame {
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
             ClientFrame::NamespacesRequest(_) => kind::NAMESPACES_REQUEST,
             ClientFrame::TraceRequest { .. } => kind::TRACE_REQUEST,
+            ClientFrame::MembersRequest => kind::MEMBERS_REQUEST,
+            ClientFrame::ChangeMember(_) => kind::CHANGE_MEMBER,
             ClientFrame::Purge(_) => kind::PURGE,
             ClientFrame::PurgesRequest => kind::PURGES_REQUEST,
         }
@@ -529,6 +543,9 @@ impl Encode for ServerFrame {
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
             ServerFrame::Namespaces(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Trace(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::Members(entries) => {
+                write_frame(out, kind, |w| write_member_entries(w, entries))
+            }
             ServerFrame::Purged(purged) => write_frame(out, kind, |w| purged.write(w)),
             ServerFrame::Purges(reply) => write_frame(out, kind, |w| reply.write(w)),
         }
@@ -550,6 +567,7 @@ impl Encode for ServerFrame {
             ServerFrame::Info(_) => kind::INFO,
             ServerFrame::Namespaces(_) => kind::NAMESPACES,
             ServerFrame::Trace(_) => kind::TRACE,
+            ServerFrame::Members(_) => kind::MEMBERS,
             ServerFrame::Purged(_) => kind::PURGED,
             ServerFrame::Purges(_) => kind::PURGES,
         }
@@ -590,6 +608,9 @@ impl Encode for PeerFrame {
             PeerFrame::PeerMembers(members) => {
                 write_frame(out, kind, |w| write_members(w, members))
             }
+            PeerFrame::PeerMembership(records) => {
+                write_frame(out, kind, |w| write_membership(w, records))
+            }
             PeerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
         }
     }
@@ -604,6 +625,7 @@ impl Encode for PeerFrame {
             PeerFrame::PeerCredit { .. } => kind::PEER_CREDIT,
             PeerFrame::PeerMembers(_) => kind::PEER_MEMBERS,
             PeerFrame::PeerClock { .. } => kind::PEER_CLOCK,
+            PeerFrame::PeerMembership(_) => kind::PEER_MEMBERSHIP,
             PeerFrame::PeerPurge(_) => kind::PEER_PURGE,
             PeerFrame::Error(_) => kind::ERROR,
         }
@@ -667,6 +689,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::NAMESPACES => "Namespaces",
         kind::TRACE_REQUEST => "TraceRequest",
         kind::TRACE => "Trace",
+        kind::MEMBERS_REQUEST => "MembersRequest",
+        kind::CHANGE_MEMBER => "ChangeMember",
+        kind::MEMBERS => "Members",
         kind::PEER_HELLO => "PeerHello",
         kind::PEER_WELCOME => "PeerWelcome",
         kind::PEER_EVENT => "PeerEvent",
@@ -675,6 +700,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PEER_PROOF => "PeerProof",
         kind::PEER_ACCEPT => "PeerAccept",
         kind::PEER_CLOCK => "PeerClock",
+        kind::PEER_MEMBERSHIP => "PeerMembership",
         kind::PURGE => "Purge",
         kind::PURGES_REQUEST => "PurgesRequest",
         kind::PURGED => "Purged",
@@ -769,6 +795,10 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
             id: r.get_event_id("traced id")?,
         }),
         kind::TRACE => AnyFrame::Server(ServerFrame::Trace(TraceReply::read(r)?)),
+        kind::MEMBERS_REQUEST => AnyFrame::Client(ClientFrame::MembersRequest),
+        kind::CHANGE_MEMBER => AnyFrame::Client(ClientFrame::ChangeMember(ChangeMember::read(r)?)),
+        kind::MEMBERS => AnyFrame::Server(ServerFrame::Members(read_member_entries(r)?)),
+        kind::PEER_MEMBERSHIP => AnyFrame::Peer(PeerFrame::PeerMembership(read_membership(r)?)),
         kind::PEER_HELLO => AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake::read(r)?)),
         kind::PEER_WELCOME => AnyFrame::Peer(PeerFrame::PeerWelcome(PeerHandshake::read(r)?)),
         kind::PEER_EVENT => AnyFrame::Peer(PeerFrame::PeerEvent(read_event(r)?)),

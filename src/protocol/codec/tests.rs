@@ -322,6 +322,36 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             actor_id: 9,
             addr: "h:1".into(),
         }])),
+        AnyFrame::Client(ClientFrame::MembersRequest),
+        AnyFrame::Client(ClientFrame::ChangeMember(ChangeMember {
+            op: MemberOp::Remove,
+            actor_id: 3,
+        })),
+        AnyFrame::Client(ClientFrame::ChangeMember(ChangeMember {
+            op: MemberOp::Add,
+            actor_id: 65535,
+        })),
+        AnyFrame::Server(ServerFrame::Members(vec![
+            MemberEntry {
+                actor_id: 1,
+                state: MembershipState::Itself,
+                version: 0,
+                addr: "10.0.0.1:3000".into(),
+            },
+            MemberEntry {
+                actor_id: 3,
+                state: MembershipState::Removed,
+                version: u64::MAX,
+                addr: String::new(),
+            },
+        ])),
+        AnyFrame::Peer(PeerFrame::PeerMembership(vec![MembershipRecord {
+            actor_id: 3,
+            addr: "10.0.0.3:3000".into(),
+            removed: true,
+            version: 1,
+        }])),
+        AnyFrame::Peer(PeerFrame::PeerMembership(Vec::new())),
     ]
 }
 

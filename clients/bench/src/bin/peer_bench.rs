@@ -75,6 +75,9 @@ struct Load {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// `nats` only: the stream's replicas (a JetStream cluster for more than 1).
+    #[arg(long, default_value_t = 1)]
+    replicas: u8,
 }
 
 impl Load {
@@ -180,6 +183,7 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
                 addr: load.addr,
                 stream: fresh_stream_name(),
                 label: load.label("nats"),
+                replicas: load.replicas,
             };
             target
                 .create_stream()

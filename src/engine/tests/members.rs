@@ -1,0 +1,177 @@
+//! Membership: the member list in the data directory, `cluster remove` / `cluster add`
+//! (ChangeMember), and the PeerMembership records that carry them to every member. A removed
+//! member no longer holds id order back or counts as a replica, and its handshake is refused
+//! until it is added back.
+
+use super::*;
+use crate::protocol::{ChangeMember, MemberEntry, MemberOp, MembershipRecord, MembershipState};
+
+fn change(op: MemberOp, actor: u16) -> ClientFrame {
+    ClientFrame::ChangeMember(ChangeMember {
+        op,
+        actor_id: actor,
+    })
+}
+
+/// The Members reply among `frames`.
+fn members_of(frames: &[ServerFrame]) -> Vec<MemberEntry> {
+    let reply = frames.iter().find_map(|f| match f {
+        ServerFrame::Members(entries) => Some(entries.clone()),
+        _ => None,
+    });
+    reply.unwrap_or_else(|| panic!("no Members reply in {frames:?}"))
+}
+
+fn state_of(entries: &[MemberEntry], actor: u16) -> Option<MembershipState> {
+    let entry = entries.iter().find(|e| e.actor_id == actor);
+    entry.map(|e| e.state)
+}
+
+fn record(actor: u16, removed: bool, version: u64) -> MembershipRecord {
+    MembershipRecord {
+        actor_id: actor,
+        addr: format!("10.0.0.{actor}:3000"),
+        removed,
+        version,
+    }
+}
+
+#[test]
+fn a_removed_member_no_longer_holds_id_order_back_and_is_told_to_every_peer() {
+    let mut h = Harness::new();
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.turn();
+    h.produce(consumer, 1, "/a", b"x");
+    h.send(peer2, PeerFrame::PeerClock { counter: 5 });
+    h.turn();
+    let frames = h.received(consumer);
+    assert_eq!(events_of(&frames, 1), vec![], "member 3 promised nothing");
+    // Member 3 goes away for good; an admin removes it.
+    h.engine.handle_closed(peer3);
+    h.received_peer(peer2);
+    h.send(consumer, change(MemberOp::Remove, 3));
+    h.turn();
+    let frames = h.received(consumer);
+    let ids: Vec<EventId> = events_of(&frames, 1).iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![EventId::new(1, 7)], "released once 3 is removed");
+    let entries = members_of(&frames);
+    assert_eq!(state_of(&entries, 3), Some(MembershipState::Removed));
+    assert_eq!(state_of(&entries, 7), Some(MembershipState::Itself));
+    assert_eq!(state_of(&entries, 2), Some(MembershipState::Connected));
+    assert!(
+        h.received_peer(peer2)
+            .contains(&PeerFrame::PeerMembership(vec![record(3, true, 1)])),
+        "the removal goes to every peer"
+    );
+    assert!(
+        !h.engine.status().members.iter().any(|m| m.actor_id == 3),
+        "no longer a member: not counted as a replica, not waited for"
+    );
+    // Member 3 comes back: refused, naming how to add it back.
+    let conn = h.connect();
+    h.send(conn, peer_hello(3, 4));
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MemberRemoved));
+    // Added back: it may connect again.
+    h.send(consumer, change(MemberOp::Add, 3));
+    h.turn();
+    let entries = members_of(&h.received(consumer));
+    assert_ne!(state_of(&entries, 3), Some(MembershipState::Removed));
+    let (_, frames) = peer(&mut h, 3, VersionVector::new());
+    assert!(
+        frames.contains(&PeerFrame::PeerMembership(vec![record(3, false, 2)])),
+        "a member that was away learns the changes at its handshake: {frames:?}"
+    );
+}
+
+#[test]
+fn the_member_list_and_removals_survive_a_restart() {
+    let mut h = Harness::new();
+    peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    h.engine.handle_closed(peer3);
+    let admin = h.client();
+    h.send(admin, change(MemberOp::Remove, 3));
+    h.turn();
+    h.received(admin);
+    let log = h.engine.into_log();
+    let mut h = Harness::with_log(log, |c| c.cluster.secret = Some(String::new()));
+    let admin = h.client();
+    h.send(admin, ClientFrame::MembersRequest);
+    h.turn();
+    let entries = members_of(&h.received(admin));
+    assert_eq!(state_of(&entries, 3), Some(MembershipState::Removed));
+    assert_eq!(
+        state_of(&entries, 2),
+        Some(MembershipState::Connecting),
+        "member 2 is remembered and dialed"
+    );
+    assert!(h.dials.contains(&"10.0.0.2:3000".parse().unwrap()));
+    // Member 2 is waited for in id order after the restart, as before it.
+    h.send(admin, subscribe_id_order(1, 100));
+    h.produce(admin, 1, "/a", b"x");
+    h.turn();
+    assert_eq!(
+        events_of(&h.received(admin), 1),
+        vec![],
+        "member 2 is known"
+    );
+    // Member 3 is still refused.
+    let conn = h.connect();
+    h.send(conn, peer_hello(3, 4));
+    h.turn();
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::MemberRemoved));
+}
+
+#[test]
+fn membership_records_from_peers_converge_by_version_with_removal_winning_a_tie() {
+    let mut h = Harness::new();
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    peer(&mut h, 4, VersionVector::new());
+    h.received_peer(peer3);
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(4, true, 1)]));
+    h.turn();
+    assert_eq!(h.closed_with(peer2), None);
+    assert!(
+        h.received_peer(peer3)
+            .contains(&PeerFrame::PeerMembership(vec![record(4, true, 1)])),
+        "passed on"
+    );
+    assert!(h.engine.is_removed(ActorId(4)));
+    // An addition at the same version loses to the removal; at a higher one it wins.
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(4, false, 1)]));
+    h.turn();
+    assert!(h.engine.is_removed(ActorId(4)));
+    assert_eq!(h.received_peer(peer3), vec![], "nothing new to pass on");
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(4, false, 2)]));
+    h.turn();
+    assert!(!h.engine.is_removed(ActorId(4)));
+    // A record saying this node itself was removed is not applied here.
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(7, true, 1)]));
+    h.turn();
+    assert!(!h.engine.is_removed(ActorId(7)));
+}
+
+#[test]
+fn invalid_member_changes_are_refused_and_keep_the_connection() {
+    let mut h = Harness::new();
+    let admin = h.client();
+    for (frame, what) in [
+        (change(MemberOp::Remove, 7), "itself"),
+        (change(MemberOp::Remove, 9), "unknown"),
+        (change(MemberOp::Add, 9), "never removed"),
+    ] {
+        h.send(admin, frame);
+        h.turn();
+        let frames = h.received(admin);
+        assert!(
+            matches!(frames.as_slice(), [ServerFrame::Error(e)] if e.code == ErrorCode::InvalidMemberChange),
+            "{what}: {frames:?}"
+        );
+    }
+    assert_eq!(h.closed_with(admin), None, "the connection stays open");
+}
