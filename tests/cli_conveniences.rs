@@ -63,6 +63,32 @@ fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
     assert_eq!(output.stdout, b"", "{output:?}");
 }
 
+#[test]
+fn the_token_flag_wins_over_flo_token() {
+    let (addr, server) = fake_server(|mut conn: FakeConn| {
+        match conn.receive() {
+            ClientFrame::Hello(hello) => assert_eq!(hello.auth_token, b"from-the-flag"),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        conn.send(ServerFrame::Welcome(fake_server::welcome(1024)));
+        match conn.receive() {
+            ClientFrame::Produce(produce) => conn.send(ServerFrame::Ack(Ack {
+                op_id: produce.op_id,
+                first_id: EventId::new(1, 1),
+                count: 1,
+                timestamp_ms: 1,
+            })),
+            other => panic!("expected Produce, got {other:?}"),
+        }
+    });
+    let output = flo_client(
+        &["produce", "-n", "/a", "-d", "x", "--token", "from-the-flag"],
+        &[("FLO_ADDR", &addr), ("FLO_TOKEN", "from-the-environment")],
+    );
+    assert!(output.status.success(), "{output:?}");
+    server.join().expect("fake server");
+}
+
 fn event(counter: u64) -> Event {
     Event {
         id: EventId::new(counter, 1),

@@ -237,3 +237,23 @@ fn produce_prints_json_when_asked() {
     );
     assert_eq!(lines[1], "{\"produced\":1,\"namespace\":\"/j\"}");
 }
+
+#[test]
+fn cluster_members_prints_json_when_asked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let text = stdout(&flo_client(
+        &server,
+        &["cluster", "members", "--format", "json"],
+    ));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with("{\"actor_id\":") && lines[0].contains("\"state\":\"self\""),
+        "{text}"
+    );
+    assert!(
+        lines[0].ends_with(&format!("\"addr\":\"{}\"}}", server.addr)),
+        "{text}"
+    );
+}

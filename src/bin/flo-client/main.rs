@@ -34,8 +34,8 @@ const DEFAULT_ADDR: &str = "localhost:3000";
 /// Produce events to and consume events from a flo server.
 ///
 /// The server's address comes from -H and -p, else from the environment variable FLO_ADDR
-/// (host:port), else localhost:3000. FLO_TOKEN, when set, is sent as the handshake's
-/// authentication token.
+/// (host:port), else localhost:3000. The handshake's authentication token comes from --token,
+/// else from the environment variable FLO_TOKEN.
 #[derive(Parser, Debug)]
 #[command(name = "flo-client", version)]
 struct Cli {
@@ -60,6 +60,10 @@ struct Cli {
     /// The name the server's certificate must carry (default: the -H host).
     #[arg(long, value_name = "NAME", global = true)]
     tls_server_name: Option<String>,
+    /// The authentication token to send (default: from FLO_TOKEN). A flag is visible to other
+    /// users of this machine in the process list: prefer FLO_TOKEN where that matters.
+    #[arg(long, value_name = "TOKEN", global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -215,6 +219,10 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         action: ClusterCommand,
+        /// `human`: a table. `json`: one JSON object per member (actor_id, state, version,
+        /// addr).
+        #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+        format: Format,
     },
     /// List the consumer groups with their lag, or inspect and administer one (needs the admin
     /// permission on a server with authentication).
@@ -464,7 +472,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let server = Server {
         addr,
         timeout: Duration::from_millis(cli.timeout.max(1)),
-        token: std::env::var_os("FLO_TOKEN").map(|token| token.into_encoded_bytes()),
+        token: match cli.token {
+            Some(token) => Some(token.into_bytes()),
+            None => std::env::var_os("FLO_TOKEN").map(|token| token.into_encoded_bytes()),
+        },
         tls,
     };
     match cli.command {
@@ -531,7 +542,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Namespaces { glob, format } => namespaces(&server, &glob, format),
         Command::Trace { id, format } => trace(&server, &id, format),
         Command::Groups { action, format } => groups(&server, action, format),
-        Command::Cluster { action } => cluster(&server, action),
+        Command::Cluster { action, format } => cluster(&server, action, format),
         Command::Purge {
             namespace,
             before,
@@ -710,7 +721,7 @@ fn replay(
     }
 }
 
-fn cluster(server: &Server, action: ClusterCommand) -> Result<(), String> {
+fn cluster(server: &Server, action: ClusterCommand, format: Format) -> Result<(), String> {
     use flo::client::{MemberOp, MembershipState};
     let mut client = connect(server)?;
     let failed = |error: ClientError| error.to_string();
@@ -720,16 +731,22 @@ fn cluster(server: &Server, action: ClusterCommand) -> Result<(), String> {
             let entries = client
                 .change_member(MemberOp::Remove, actor)
                 .map_err(failed)?;
-            println!("member {actor} removed");
+            if format == Format::Human {
+                println!("member {actor} removed");
+            }
             entries
         }
         ClusterCommand::Add { actor } => {
             let entries = client.change_member(MemberOp::Add, actor).map_err(failed)?;
-            println!("member {actor} added back");
+            if format == Format::Human {
+                println!("member {actor} added back");
+            }
             entries
         }
     };
-    println!("{:>5}  {:<11} {:>7}  ADDRESS", "ACTOR", "STATE", "VERSION");
+    if format == Format::Human {
+        println!("{:>5}  {:<11} {:>7}  ADDRESS", "ACTOR", "STATE", "VERSION");
+    }
     for entry in entries {
         let state = match entry.state {
             MembershipState::Itself => "self",
@@ -738,6 +755,16 @@ fn cluster(server: &Server, action: ClusterCommand) -> Result<(), String> {
             MembershipState::BackingOff => "backing off",
             MembershipState::Removed => "removed",
         };
+        if format == Format::Json {
+            let mut line = format!(
+                "{{\"actor_id\":{},\"state\":\"{state}\",\"version\":{},\"addr\":",
+                entry.actor_id, entry.version
+            );
+            flo::client::format::push_json_string(&mut line, &entry.addr);
+            line.push('}');
+            println!("{line}");
+            continue;
+        }
         println!(
             "{:>5}  {:<11} {:>7}  {}",
             entry.actor_id, state, entry.version, entry.addr
@@ -868,7 +895,7 @@ fn connect(server: &Server) -> Result<Client, String> {
         ),
         ClientError::ConnectionClosed => format!(
             "{addr} closed the connection during the flo handshake: the other side does not \
-             speak flo, or refused this client (is FLO_TOKEN right?)"
+             speak flo, or refused this client (is --token or FLO_TOKEN right?)"
         ),
         error => error.to_string(),
     })
