@@ -34,11 +34,11 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
-    let (addr, server) = fake_server(|mut conn: FakeConn| {
+/// A fake server that checks the Hello's token and acknowledges one Produce.
+fn token_checking_server(expected: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
+    fake_server(move |mut conn: FakeConn| {
         match conn.receive() {
-            ClientFrame::Hello(hello) => assert_eq!(hello.auth_token, b"s3cret"),
+            ClientFrame::Hello(hello) => assert_eq!(hello.auth_token, expected),
             other => panic!("expected Hello, got {other:?}"),
         }
         conn.send(ServerFrame::Welcome(fake_server::welcome(1024)));
@@ -51,7 +51,12 @@ fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
             })),
             other => panic!("expected Produce, got {other:?}"),
         }
-    });
+    })
+}
+
+#[test]
+fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
+    let (addr, server) = token_checking_server(b"s3cret");
     let output = flo_client(
         &["produce", "-n", "/a", "-d", "x", "--quiet"],
         &[("FLO_ADDR", &addr), ("FLO_TOKEN", "s3cret")],
@@ -65,22 +70,7 @@ fn flo_addr_and_flo_token_come_from_the_environment_and_quiet_prints_nothing() {
 
 #[test]
 fn the_token_flag_wins_over_flo_token() {
-    let (addr, server) = fake_server(|mut conn: FakeConn| {
-        match conn.receive() {
-            ClientFrame::Hello(hello) => assert_eq!(hello.auth_token, b"from-the-flag"),
-            other => panic!("expected Hello, got {other:?}"),
-        }
-        conn.send(ServerFrame::Welcome(fake_server::welcome(1024)));
-        match conn.receive() {
-            ClientFrame::Produce(produce) => conn.send(ServerFrame::Ack(Ack {
-                op_id: produce.op_id,
-                first_id: EventId::new(1, 1),
-                count: 1,
-                timestamp_ms: 1,
-            })),
-            other => panic!("expected Produce, got {other:?}"),
-        }
-    });
+    let (addr, server) = token_checking_server(b"from-the-flag");
     let output = flo_client(
         &["produce", "-n", "/a", "-d", "x", "--token", "from-the-flag"],
         &[("FLO_ADDR", &addr), ("FLO_TOKEN", "from-the-environment")],

@@ -449,19 +449,8 @@ pub fn scan_namespace_within<L: Log + ?Sized>(
     work: &mut u64,
     found: &mut Vec<Offset>,
 ) -> Result<Offset, StorageError> {
-    let mut count = 0;
-    let mut read = 0u64;
-    log.read(from, &mut |offset, event| {
-        if count >= count_max || (*work == 0 && read > 0) {
-            return false;
-        }
-        *work = work.saturating_sub(1);
-        read += 1;
-        if key.matches(event.namespace) {
-            found.push(offset);
-            count += 1;
-        }
-        true
+    scan_within(log, from, count_max, work, found, |event| {
+        key.matches(event.namespace)
     })
 }
 
@@ -476,6 +465,21 @@ pub fn scan_traced_within<L: Log + ?Sized>(
     work: &mut u64,
     found: &mut Vec<Offset>,
 ) -> Result<Offset, StorageError> {
+    scan_within(log, from, count_max, work, found, |event| {
+        key.matches(event, id)
+    })
+}
+
+/// The offsets from `from` of up to `count_max` records that `wanted` picks, reading one
+/// record per unit of `work` (at least one record); returns where the next call starts.
+fn scan_within<L: Log + ?Sized>(
+    log: &mut L,
+    from: Offset,
+    count_max: usize,
+    work: &mut u64,
+    found: &mut Vec<Offset>,
+    mut wanted: impl FnMut(EventRef<'_>) -> bool,
+) -> Result<Offset, StorageError> {
     let mut count = 0;
     let mut read = 0u64;
     log.read(from, &mut |offset, event| {
@@ -484,7 +488,7 @@ pub fn scan_traced_within<L: Log + ?Sized>(
         }
         *work = work.saturating_sub(1);
         read += 1;
-        if key.matches(event, id) {
+        if wanted(event) {
             found.push(offset);
             count += 1;
         }
