@@ -50,6 +50,10 @@ ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE, ADMIN_REPLAY_IDS, ADMIN_REPLAY_R
 # Purges and per-namespace retention (section 17).
 PURGE, PURGES_REQUEST, PURGED, PURGES = 0x19, 0x1A, 0x31, 0x32
 PURGE_BEFORE_ID, PURGE_BEFORE_TIME = 1, 2
+# Cluster membership (section 14): MembersRequest, ChangeMember, Members.
+MEMBERS_REQUEST, CHANGE_MEMBER, MEMBERS = 0x14, 0x15, 0x2C
+MEMBER_REMOVE, MEMBER_ADD = 1, 2
+MEMBER_STATES = {0: "self", 1: "connected", 2: "connecting", 3: "backing off", 4: "removed"}
 
 log = logging.getLogger("flo_client")
 
@@ -97,6 +101,8 @@ ERROR_CODES = {
     38: "NoSuchEvent",
     42: "NotParked",
     44: "OrderStalled",
+    45: "MemberRemoved",
+    46: "InvalidMemberChange",
     47: "PurgeRulesFull",
 }
 
@@ -512,6 +518,15 @@ def encode_purges_request() -> bytes:
     return frame(PURGES_REQUEST, b"")
 
 
+def encode_members_request() -> bytes:
+    return frame(MEMBERS_REQUEST, b"")
+
+
+def encode_change_member(operation: int, actor_id: int) -> bytes:
+    """ChangeMember: MEMBER_REMOVE or MEMBER_ADD for `actor_id` (protocol.md section 14)."""
+    return frame(CHANGE_MEMBER, struct.pack(">BH", operation, actor_id))
+
+
 def encode_group_admin(
     group: str,
     action: int,
@@ -681,6 +696,22 @@ class NamespaceInfo:
 
 
 @dataclass(frozen=True)
+class MemberEntry:
+    """One member of a Members frame (protocol.md section 14); `state` is one of
+    MEMBER_STATES' names."""
+
+    actor_id: int
+    state: str
+    version: int
+    addr: str
+
+
+@dataclass(frozen=True)
+class MembersReply:
+    members: List[MemberEntry]
+
+
+@dataclass(frozen=True)
 class NamespacesReply:
     more: bool
     namespaces: List[NamespaceInfo]
@@ -705,7 +736,7 @@ class TraceReply:
     entries: List[TraceEntry]
 
 
-ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply, Purged, PurgesReply,
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply, Purged, PurgesReply, MembersReply,
                     NamespacesReply, TraceReply, Tuple[str, int], Tuple[str, dict]]
 
 
@@ -785,6 +816,14 @@ def decode(kind: int, body: bytes) -> ServerFrame:
             offset = r.u64()
             events.append((offset, r.event_id()))
         out = ParkedReply(group, more, events)
+    elif kind == MEMBERS:
+        members = []
+        for _ in range(r.u16()):
+            actor, state, version, addr = r.u16(), r.u8(), r.u64(), r.str16()
+            if state not in MEMBER_STATES:
+                raise ProtocolError(f"unknown member state {state}")
+            members.append(MemberEntry(actor, MEMBER_STATES[state], version, addr))
+        out = MembersReply(members)
     elif kind == NAMESPACES:
         more = r.boolean()
         namespaces = []
@@ -1264,6 +1303,20 @@ class FloClient:
         assert isinstance(reply, Purged)
         return reply
 
+    def members(self) -> List[MemberEntry]:
+        """This node, the members it knows and the removed ones (admin; protocol.md section
+        14, MembersRequest)."""
+        reply = self._admin(encode_members_request())
+        assert isinstance(reply, MembersReply)
+        return reply.members
+
+    def change_member(self, operation: int, actor_id: int) -> List[MemberEntry]:
+        """Remove a member (MEMBER_REMOVE) or add a removed one back (MEMBER_ADD); returns the
+        member list after the change (admin; protocol.md section 14, ChangeMember)."""
+        reply = self._admin(encode_change_member(operation, actor_id))
+        assert isinstance(reply, MembersReply)
+        return reply.members
+
     def purges(self) -> PurgesReply:
         """The purges and per-namespace retention rules in force (admin)."""
         reply = self._admin(encode_purges_request())
@@ -1389,7 +1442,7 @@ class FloClient:
             if isinstance(f, End):
                 self._end_sub(sub, f)
             sub.queue.append(f)
-        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply)):
+        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply, MembersReply)):
             if self.admin_outstanding == 0:
                 raise ProtocolError(f"{type(f).__name__} nobody asked for")
             self.admin_outstanding -= 1

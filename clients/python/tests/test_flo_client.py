@@ -255,6 +255,23 @@ class OfflineTests(unittest.TestCase):
         self.assertEqual((info["version"], info["fsync_policy"], info["event_count"]), ("0.1.0", "always", 1000))
         self.assertEqual((info["client_connections"], info["group_count"]), (3, 1))
 
+    def test_member_frames_match_spec_examples(self) -> None:
+        ex = spec_examples()
+        self.assertEqual(flo.encode_members_request(), ex["MembersRequest"])
+        self.assertEqual(flo.encode_change_member(flo.MEMBER_REMOVE, 3), ex["ChangeMember: remove member 3"])
+        self.assertEqual(flo.encode_change_member(flo.MEMBER_ADD, 3), ex["ChangeMember: add member 3 back"])
+        raw = ex["Members: this node 1, member 2 connected, member 3 removed at version 1"]
+        self.assertEqual(
+            flo.decode(raw[4], raw[5:]),
+            flo.MembersReply(
+                [
+                    flo.MemberEntry(1, "self", 0, "127.0.0.1:3000"),
+                    flo.MemberEntry(2, "connected", 0, "127.0.0.1:3001"),
+                    flo.MemberEntry(3, "removed", 1, "127.0.0.1:3002"),
+                ]
+            ),
+        )
+
     def test_purge_frames_match_spec_examples(self) -> None:
         ex = spec_examples()
         self.assertEqual(
@@ -388,6 +405,15 @@ class ServerTests(unittest.TestCase):
         beer = c.subscribe("/*/beer")
         self.assertEqual([e.data for e in beer.events()], [b"stout", b"bread"])
         self.assertEqual(beer.ended.reason, flo.END_OF_STREAM)
+
+    def test_a_standalone_server_lists_itself_as_the_only_member(self) -> None:
+        c = self.connect()
+        members = c.members()
+        self.assertEqual(len(members), 1, members)
+        self.assertEqual(members[0].state, "self")
+        with self.assertRaises(flo.FloError) as refused:
+            c.change_member(flo.MEMBER_REMOVE, members[0].actor_id)
+        self.assertEqual(refused.exception.code, 46)
 
     def test_purge_hides_events_and_is_listed(self) -> None:
         c = self.connect()
