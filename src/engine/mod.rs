@@ -312,6 +312,10 @@ struct TurnSync {
     failure: Option<String>,
 }
 
+/// The frame units (of `frames_per_turn_total_max`, 16384 by default) one membership change
+/// costs: it is written and fsynced when handled, so a flood of them must not fit in a turn.
+const MEMBERSHIP_CHANGE_UNITS: usize = 1024;
+
 impl<L: Log> Engine<L> {
     pub fn new(config: EngineConfig, log: L) -> Engine<L> {
         let frames_per_turn_total_max = config.frames_per_turn_total_max;
@@ -479,6 +483,11 @@ impl<L: Log> Engine<L> {
     fn frame_units(frame: &Inbound) -> usize {
         match frame {
             Inbound::Client(ClientFrame::ProduceBatch(batch)) => batch.events.len().max(1),
+            // A membership change rewrites and fsyncs the member file at once (not at the
+            // turn's group commit): at most 16 of them a turn, server-wide, and one a turn
+            // per connection.
+            Inbound::Client(ClientFrame::ChangeMember(_))
+            | Inbound::Peer(PeerFrame::PeerMembership(_)) => MEMBERSHIP_CHANGE_UNITS,
             _ => 1,
         }
     }
