@@ -360,6 +360,14 @@ impl TraceWalk {
                     continue;
                 };
                 match step {
+                    // An event the principal may not read is answered as one the log does not
+                    // hold: the answer must not tell which ids exist in other namespaces.
+                    TraceStep::Root
+                        if !may_consume(principal, &event.namespace)
+                            || hide.hides(event.view()) =>
+                    {
+                        return Ok(TraceProgress::NotFound);
+                    }
                     TraceStep::Root | TraceStep::Ancestor(..) => {
                         step_done = true;
                         self.take_ancestor(event, principal, &hide, limits);

@@ -428,10 +428,34 @@ fn a_namespace_listing_shows_only_what_the_principal_may_consume() {
         harness.produce(conn, op_id as u64, namespace, b"x");
     }
     harness.turn();
-    harness.received(conn);
+    let secret = harness
+        .received(conn)
+        .into_iter()
+        .find_map(|frame| match frame {
+            ServerFrame::Ack(ack) if ack.op_id == 1 => Some(ack.first_id),
+            _ => None,
+        })
+        .expect("the ack of /secret");
     let (page, _) = list(&mut harness, conn, "/**", "");
     let names: Vec<&str> = page.namespaces.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["/audit", "/open/1", "/open/2"]);
+    // A trace of an event the principal may not read is answered as for an id the log does
+    // not hold, so that it does not tell which ids exist in other namespaces.
+    harness.send(conn, ClientFrame::TraceRequest { id: secret });
+    let mut codes = Vec::new();
+    for _ in 0..100 {
+        harness.turn();
+        for frame in harness.received(conn) {
+            match frame {
+                ServerFrame::Error(error) => codes.push(error.code),
+                other => panic!("a trace of an unreadable event answered {other:?}"),
+            }
+        }
+        if !codes.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(codes, [ErrorCode::NoSuchEvent]);
 }
 
 fn produce_child(conn_op: u64, namespace: &str, parent: Option<EventId>) -> ClientFrame {
