@@ -1774,6 +1774,63 @@ fn a_failed_sync_does_not_make_an_end_subscription_skip_reused_offsets() {
     assert_eq!(namespaces(&h.received(conn)), vec!["/kept"]);
 }
 
+/// A failed sync discards the turn's replicated appends. A PeerProof this node sent on a
+/// connection it dialed in that turn carried a vector that counted them; the acceptor filters
+/// its whole stream by that vector, so it would never send them again (the cluster simulator's
+/// seeds 297 and 960: a node that lacked two events for good). The connection is closed too.
+#[test]
+fn a_failed_sync_closes_a_dialed_connection_whose_proof_claimed_the_lost_appends() {
+    let mut h = Harness::with_config(|c| {
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    let (three, _) = peer(&mut h, 3, VersionVector::new());
+    h.turn();
+    let addr = *h.dials.first().expect("a Dial action");
+    let dial = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    h.engine.handle_dialed(h.now, dial, addr);
+    assert!(matches!(
+        h.received_peer(dial).as_slice(),
+        [PeerFrame::PeerHello(_)]
+    ));
+    // In one turn: actor 3's event arrives, then actor 2's PeerWelcome, so the PeerProof goes
+    // out with a vector that holds 3:5; then the turn's sync fails.
+    h.send(three, PeerFrame::PeerEvent(stored(5, 3, b"lost")));
+    h.send(
+        dial,
+        PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: 2,
+            advertised_addr: addr.to_string(),
+            nonce: [2; 32],
+        }),
+    );
+    h.engine.log_mut().fail_next_sync = true;
+    h.turn();
+    assert_eq!(h.engine.log_mut().version_vector().get(ActorId(3)), 0);
+    let sent: Vec<PeerFrame> = match h.closed.iter().find(|(c, _)| *c == dial) {
+        Some((_, frames)) => frames
+            .iter()
+            .filter_map(|f| match f {
+                AnyFrame::Peer(frame) => Some(frame.clone()),
+                _ => None,
+            })
+            .collect(),
+        None => h.received_peer(dial),
+    };
+    assert!(
+        sent.iter()
+            .any(|f| matches!(f, PeerFrame::PeerProof(proof) if proof.vector.get(ActorId(3)) == 5)),
+        "the proof counted the append the sync then lost: {sent:?}"
+    );
+    assert!(
+        !h.engine.is_open(dial),
+        "a dialed connection whose proof claimed lost events must not be accepted"
+    );
+}
+
 #[test]
 fn a_peer_frame_other_than_peer_hello_before_the_handshake_is_unexpected() {
     let mut harness = Harness::new();

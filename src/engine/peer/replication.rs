@@ -292,7 +292,16 @@ impl<L: Log> Engine<L> {
     pub(in crate::engine) fn after_sync_peers(&mut self, failed: bool) {
         let due = std::mem::take(&mut self.cluster.credit_due);
         if failed {
-            let peers = self.peer_conns();
+            // Also the connections this node dialed whose PeerProof went out this turn: its
+            // vector counted the appends the log just discarded, so the peer would skip them
+            // for good (it filters its whole stream by that vector).
+            let peers: Vec<ConnId> = self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.phase, Phase::Peer(_) | Phase::PeerAwaitingAccept { .. }))
+                .map(|c| c.id)
+                .collect();
             for conn in peers {
                 let message = "this node could not store replicated events; reconnect";
                 self.close_with_error(conn, ErrorCode::StorageFailure, message);
