@@ -960,26 +960,36 @@ impl WireFormat for Produce {
     }
 }
 
+/// The events of a ProduceBatch or ProduceIf: a `u32` count, then each event.
+fn write_events(w: &mut Writer, events: &[NewEvent]) {
+    let count = u32::try_from(events.len())
+        .expect("batch of 2^32 events: callers check the batch limit first");
+    w.put_u32(count);
+    for event in events {
+        event.write(w);
+    }
+}
+
+/// Reads what `write_events` wrote. No capacity is reserved from the count: the events are
+/// pushed as they are read, so a lying count cannot allocate more than the frame holds.
+fn read_events(r: &mut Reader) -> Result<Vec<NewEvent>, DecodeError> {
+    let count = r.get_u32("event count")?;
+    let mut events = Vec::new();
+    for _ in 0..count {
+        events.push(NewEvent::read(r)?);
+    }
+    Ok(events)
+}
+
 impl WireFormat for ProduceBatch {
     fn write(&self, w: &mut Writer) {
         w.put_u64(self.op_id);
-        let count = u32::try_from(self.events.len())
-            .expect("batch of 2^32 events: callers check the batch limit first");
-        w.put_u32(count);
-        for event in &self.events {
-            event.write(w);
-        }
+        write_events(w, &self.events);
     }
 
     fn read(r: &mut Reader) -> Result<ProduceBatch, DecodeError> {
         let op_id = r.get_u64("op id")?;
-        let count = r.get_u32("event count")?;
-        // No capacity is reserved from `count`: the events are pushed as they are read, so
-        // a lying count cannot allocate more than the frame holds.
-        let mut events = Vec::new();
-        for _ in 0..count {
-            events.push(NewEvent::read(r)?);
-        }
+        let events = read_events(r)?;
         Ok(ProduceBatch { op_id, events })
     }
 }
@@ -995,12 +1005,7 @@ impl WireFormat for ProduceIf {
         };
         w.put_u8(expect);
         w.put_optional_id(id);
-        let count = u32::try_from(self.events.len())
-            .expect("batch of 2^32 events: callers check the batch limit first");
-        w.put_u32(count);
-        for event in &self.events {
-            event.write(w);
-        }
+        write_events(w, &self.events);
     }
 
     fn read(r: &mut Reader) -> Result<ProduceIf, DecodeError> {
@@ -1028,12 +1033,7 @@ impl WireFormat for ProduceIf {
                 )))
             }
         };
-        let count = r.get_u32("event count")?;
-        // As for ProduceBatch: nothing reserved from `count`.
-        let mut events = Vec::new();
-        for _ in 0..count {
-            events.push(NewEvent::read(r)?);
-        }
+        let events = read_events(r)?;
         Ok(ProduceIf {
             op_id,
             expect,
