@@ -110,7 +110,10 @@ fn purge_and_info_show_purges_and_retention_rules() {
         &server,
         &["consume", "-n", "/tenant/**", "--format", "json"],
     ));
-    assert!(consumed.contains(later.lines().next().expect("an id").trim()), "{consumed}");
+    assert!(
+        consumed.contains(later.lines().next().expect("an id").trim()),
+        "{consumed}"
+    );
     assert_eq!(
         stdout(&flo_client(&server, &["groups", "--format", "json"])),
         "[]\n"

@@ -165,7 +165,10 @@ fn a_purge_bound_ahead_of_the_server_is_refused_in_order_but_a_peers_is_not() {
     );
     harness.send(
         client,
-        purge("/o/**", PurgeBefore::Id(EventId::new(EventId::COUNTER_MAX, 1))),
+        purge(
+            "/o/**",
+            PurgeBefore::Id(EventId::new(EventId::COUNTER_MAX, 1)),
+        ),
     );
     harness.turn();
     let summary: Vec<String> = harness
