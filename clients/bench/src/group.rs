@@ -400,7 +400,7 @@ mod tests {
         impl Member for Lossy {
             fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
                 let count = self.0.next_batch(on_event)?;
-                Ok(count * u64::from(self.0.acks.load(Ordering::Relaxed) % 2 == 0))
+                Ok(count * u64::from(self.0.acks.load(Ordering::Relaxed).is_multiple_of(2)))
             }
             fn finish(&mut self) -> io::Result<()> {
                 self.0.finish()
