@@ -155,7 +155,10 @@ fn a_purged_namespaces_newest_id_survives_reclaim_and_kill_9() {
     let server = FloProcess::start(dir.path(), &args);
     let addr = server.addr.to_string();
     let mut client = Client::connect(&addr, ClientOptions::default()).expect("connect");
-    let account = client.produce("/acct/x", b"open").expect("produce").first_id;
+    let account = client
+        .produce("/acct/x", b"open")
+        .expect("produce")
+        .first_id;
     for i in 0..200u32 {
         client
             .produce("/filler", format!("{i:060}").as_bytes())
