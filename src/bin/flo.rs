@@ -747,8 +747,10 @@ fn run_tool(tool: &Tool) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let written = match tool {
         Tool::Completions { shell } => {
-            clap_complete::generate(*shell, &mut command, "flo", &mut out);
-            Ok(())
+            // Generated into memory: clap_complete panics on a write error (a closed pipe).
+            let mut bytes = Vec::new();
+            clap_complete::generate(*shell, &mut command, "flo", &mut bytes);
+            out.write_all(&bytes)
         }
         Tool::Man => clap_mangen::Man::new(command).render(&mut out),
         Tool::HashToken => return hash_token_from_stdin(),
@@ -765,6 +767,8 @@ fn run_tool(tool: &Tool) -> ExitCode {
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`flo man | head`) is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flo: could not write to standard output: {error}");
             ExitCode::FAILURE
