@@ -357,6 +357,23 @@ fn join_members(members: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
+/// Kills the server, waits for every member, and fails on any rule a member saw broken.
+fn kill_and_check_members(
+    server: FloProcess,
+    members: Vec<std::thread::JoinHandle<()>>,
+    shared: &Shared,
+    seed: u64,
+) {
+    server.kill9();
+    join_members(members);
+    let ledger = shared.ledger.lock().unwrap();
+    assert!(
+        ledger.violations.is_empty(),
+        "seed {seed}: {:?}",
+        ledger.violations
+    );
+}
+
 /// A group under 20 kill -9s, with three members acknowledging. After every restart:
 /// - no job whose ack a Pong confirmed is delivered again (acks are pipelined: only an ack
 ///   the server handled before a sync is final; docs/consumers.md, "Restart");
@@ -421,14 +438,7 @@ fn group_members_survive_20_kills() {
         // Parked now (answered after the sync): must survive the kill.
         let parked = parked_jobs(&mut admin, &shared);
         shared.ledger.lock().unwrap().parked_seen.extend(parked);
-        server.kill9();
-        join_members(members);
-        let ledger = shared.ledger.lock().unwrap();
-        assert!(
-            ledger.violations.is_empty(),
-            "seed {seed}: {:?}",
-            ledger.violations
-        );
+        kill_and_check_members(server, members, &shared, seed);
     }
     // The last lifetime: one member drains the group, confirming each ack, and every job
     // ends acknowledged or parked.
@@ -473,14 +483,8 @@ fn group_members_survive_20_kills() {
              {never_acked:?}"
         );
     }
-    server.kill9();
-    join_members(members);
+    kill_and_check_members(server, members, &shared, seed);
     let ledger = shared.ledger.lock().unwrap();
-    assert!(
-        ledger.violations.is_empty(),
-        "seed {seed}: {:?}",
-        ledger.violations
-    );
     for job in &poison {
         let per_lifetime = &ledger.deliveries[job];
         let total: u32 = per_lifetime.values().sum();
