@@ -213,6 +213,8 @@ impl RawConn {
                 Ok(0) => return None,
                 Ok(count) => self.buffer.extend_from_slice(&chunk[..count]),
                 Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // EINTR: a signal reached this test process, not a fault of the server; read again.
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) => panic!("read failed: {error}"),
             }
         }
