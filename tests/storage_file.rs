@@ -743,16 +743,29 @@ fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reope
     for name in 0..7 {
         let namespace = format!("/acct/{name}");
         assert_eq!(
-            log.last_in_namespace(&namespace).unwrap(),
+            log.last_in_namespace(&namespace, &mut u64::MAX.clone())
+                .unwrap(),
             newest(300, name),
             "{namespace} after its events were deleted"
         );
     }
-    assert_eq!(log.last_in_namespace("/acct/new").unwrap(), None);
+    assert_eq!(
+        log.last_in_namespace("/acct/new", &mut u64::MAX.clone())
+            .unwrap(),
+        None
+    );
     drop(log);
     let (mut log, _) = FileLog::open(&config).unwrap();
-    assert_eq!(log.last_in_namespace("/acct/3").unwrap(), newest(300, 3));
-    assert_eq!(log.last_in_namespace("/acct/new").unwrap(), None);
+    assert_eq!(
+        log.last_in_namespace("/acct/3", &mut u64::MAX.clone())
+            .unwrap(),
+        newest(300, 3)
+    );
+    assert_eq!(
+        log.last_in_namespace("/acct/new", &mut u64::MAX.clone())
+            .unwrap(),
+        None
+    );
     drop(log);
 
     // With room for 3 namespaces, a segment holding a fourth stays, and answers for it.
@@ -764,5 +777,9 @@ fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reope
     log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
     reclaim_all(&mut log);
     assert_eq!(log.start().0, 0, "the first segment holds 7 namespaces");
-    assert_eq!(log.last_in_namespace("/acct/5").unwrap(), newest(300, 5));
+    assert_eq!(
+        log.last_in_namespace("/acct/5", &mut u64::MAX.clone())
+            .unwrap(),
+        newest(300, 5)
+    );
 }
