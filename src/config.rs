@@ -181,6 +181,10 @@ pub struct StorageConfig {
     /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
     /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
     pub reclaim_records_per_call_max: u64,
+    /// Namespaces whose newest id the log remembers after deleting their purged events with
+    /// their segment (`--max-purged-namespaces`), so a conditional produce never sees such a
+    /// namespace's newest id go back. A segment whose deletion would pass it stays on disk.
+    pub purged_namespaces_max: usize,
 }
 
 impl StorageConfig {
@@ -199,6 +203,7 @@ impl StorageConfig {
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,
+            purged_namespaces_max: 100_000,
         }
     }
 }
@@ -746,6 +751,9 @@ impl Config {
         let storage = &self.storage;
         if !(1..=65_535).contains(&storage.purge_rules_max) {
             return Err("max purge rules must be between 1 and 65535".into());
+        }
+        if !(1..=100_000_000).contains(&storage.purged_namespaces_max) {
+            return Err("max purged namespaces must be between 1 and 100000000".into());
         }
         if storage.reclaim_records_per_call_max == 0 {
             return Err("reclaim records per call must be positive".into());

@@ -1122,7 +1122,7 @@ impl<L: Log> Engine<L> {
                 producer_id,
                 next_sequence,
             } => self.on_set_producer(conn, producer_id, next_sequence),
-            ClientFrame::Purge(rule) => self.on_purge(conn, rule),
+            ClientFrame::Purge(rule) => self.on_purge(now, conn, rule),
             ClientFrame::PurgesRequest => self.on_purges_request(conn),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(
