@@ -1171,7 +1171,7 @@ impl Log for FileLog {
     fn list_namespaces_within(
         &mut self,
         listing: &mut super::NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn super::NameFilter,
         work: &mut u64,
     ) -> Result<bool, StorageError> {
         self.list_namespaces_indexed(listing, accept, work)
