@@ -176,6 +176,10 @@ pub struct StorageConfig {
     /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
     /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
     pub reclaim_records_per_call_max: u64,
+    /// Glob matching the reclaimer may do per housekeeping call, in the steps
+    /// `NamespaceGlob::matches_with_cost` counts: each record it looks at is checked against
+    /// every purge and retention rule, which with many long globs costs far more than the read.
+    pub reclaim_match_steps_per_call_max: u64,
 }
 
 impl StorageConfig {
@@ -193,6 +197,7 @@ impl StorageConfig {
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,
+            reclaim_match_steps_per_call_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -743,6 +748,9 @@ impl Config {
         }
         if storage.reclaim_records_per_call_max == 0 {
             return Err("reclaim records per call must be positive".into());
+        }
+        if storage.reclaim_match_steps_per_call_max == 0 {
+            return Err("reclaim match steps per call must be positive".into());
         }
         if storage.namespace_retention.len() > NAMESPACE_RETENTION_RULES_MAX {
             return Err(format!(

@@ -634,7 +634,9 @@ impl Delivery<'_> {
     fn wants(&mut self, event: EventRef<'_>) -> bool {
         let subscription = &self.subscription;
         let (glob, filter) = (&subscription.glob, &subscription.filter);
-        wanted(glob, filter, self.hide, event, self.budget, self.stats)
+        let steps = &mut self.budget.match_steps;
+        let charged = &mut self.stats.match_steps_charged;
+        wanted(glob, filter, self.hide, event, steps, charged)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow
@@ -698,22 +700,32 @@ pub(super) fn wanted(
     filter: &Cursor,
     hide: &HideRules,
     event: EventRef<'_>,
-    budget: &mut FeedBudget,
-    stats: &mut EngineStats,
+    steps: &mut u64,
+    charged: &mut u64,
 ) -> bool {
     let (matched, cost) = glob.matches_with_cost(event.namespace);
-    charge_match(budget, stats, cost);
+    charge_match(steps, charged, cost);
     if !matched || filter.covers(event.id) {
         return false;
     }
-    let (hidden, cost) = hide.hides_with_cost(event);
-    charge_match(budget, stats, cost);
-    !hidden
+    !hidden_charged(hide, event, steps, charged)
 }
 
-fn charge_match(budget: &mut FeedBudget, stats: &mut EngineStats, cost: u64) {
-    budget.match_steps = budget.match_steps.saturating_sub(cost);
-    stats.match_steps_charged = stats.match_steps_charged.saturating_add(cost);
+/// `HideRules::hides`, its cost charged to a turn's `steps` and counted in `charged`.
+pub(super) fn hidden_charged(
+    hide: &HideRules,
+    event: EventRef<'_>,
+    steps: &mut u64,
+    charged: &mut u64,
+) -> bool {
+    let (hidden, cost) = hide.hides_with_cost(event);
+    charge_match(steps, charged, cost);
+    hidden
+}
+
+fn charge_match(steps: &mut u64, charged: &mut u64, cost: u64) {
+    *steps = steps.saturating_sub(cost);
+    *charged = charged.saturating_add(cost);
 }
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its

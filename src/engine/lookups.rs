@@ -21,11 +21,10 @@ use crate::protocol::{
     TraceEntry, TraceReply, NAMESPACES_FRAME_EMPTY_SIZE, TRACE_FRAME_EMPTY_SIZE,
 };
 use crate::storage::{
-    read_one, HideRules, Log, NameFilter, NamespaceKey, NamespaceListing, Offset, StorageError,
-    TraceKey,
+    read_one, Log, NameFilter, NamespaceKey, NamespaceListing, Offset, StorageError, TraceKey,
 };
 
-use super::consume::index_key;
+use super::consume::{hidden_charged, index_key};
 use super::{ConnId, Engine};
 
 /// A lookup in progress for one connection.
@@ -191,7 +190,12 @@ impl<L: Log> Engine<L> {
                 LookupKind::Trace(walk) => {
                     let frame_size_max = self.config.wire.frame_size_max;
                     let limits = TraceLimits::of(&self.config.streams, frame_size_max);
-                    let result = walk.step(&mut self.log, &lookup.principal, &limits, &mut work);
+                    let budget = TraceBudget {
+                        work: &mut work,
+                        match_steps: &mut match_steps,
+                        charged: &mut self.stats.match_steps_charged,
+                    };
+                    let result = walk.step(&mut self.log, &lookup.principal, &limits, budget);
                     let conn = lookup.conn;
                     for reply in walk.take_replies(&limits) {
                         self.send(conn, &ServerFrame::Trace(reply));
@@ -346,6 +350,15 @@ impl TraceLimits {
     }
 }
 
+/// What a trace may still do this turn: index and record units (`records_per_turn_max`)
+/// and the purge and retention checks of the events it finds (`match_steps_per_turn_max`).
+struct TraceBudget<'a> {
+    work: &'a mut u64,
+    match_steps: &'a mut u64,
+    /// The engine's count of matching steps charged.
+    charged: &'a mut u64,
+}
+
 /// How far a trace got this turn.
 enum TraceProgress {
     /// The work ran out; it goes on next turn.
@@ -413,14 +426,21 @@ impl TraceWalk {
         }
     }
 
-    /// Goes on until the trace is done or `work` is spent.
+    /// Goes on until the trace is done or the budget is spent (at least one event found is
+    /// looked at per call).
     fn step<L: Log>(
         &mut self,
         log: &mut L,
         principal: &Option<Arc<Principal>>,
         limits: &TraceLimits,
-        work: &mut u64,
+        budget: TraceBudget<'_>,
     ) -> Result<TraceProgress, StorageError> {
+        let TraceBudget {
+            work,
+            match_steps,
+            charged,
+        } = budget;
+        let mut looked = false;
         loop {
             let (key, id, count_max) = match self.step {
                 TraceStep::Done => {
@@ -431,7 +451,7 @@ impl TraceWalk {
                 TraceStep::Ancestor(id, _) => (TraceKey::Id, id, 1),
                 TraceStep::Children(id, _) => (TraceKey::Parent, id, 1024),
             };
-            if *work == 0 {
+            if *work == 0 || *match_steps == 0 {
                 return Ok(TraceProgress::Going);
             }
             let mut found = Vec::new();
@@ -443,25 +463,29 @@ impl TraceWalk {
             let mut step_done = exhausted;
             let hide = log.hide_rules();
             for offset in &found {
+                if looked && (*work == 0 || *match_steps == 0) {
+                    // The rest of this step's search starts at this event, next turn.
+                    self.search_from = *offset;
+                    return Ok(TraceProgress::Going);
+                }
+                looked = true;
                 *work = work.saturating_sub(1);
                 let Some(event) = read_one(log, offset.0)? else {
                     continue;
                 };
+                let hidden = hidden_charged(&hide, event.view(), match_steps, charged);
                 match step {
                     // An event the principal may not read is answered as one the log does not
                     // hold: the answer must not tell which ids exist in other namespaces.
-                    TraceStep::Root
-                        if !may_consume(principal, &event.namespace)
-                            || hide.hides(event.view()) =>
-                    {
+                    TraceStep::Root if !may_consume(principal, &event.namespace) || hidden => {
                         return Ok(TraceProgress::NotFound);
                     }
                     TraceStep::Root | TraceStep::Ancestor(..) => {
                         step_done = true;
-                        self.take_ancestor(event, principal, &hide, limits);
+                        self.take_ancestor(event, principal, hidden, limits);
                     }
                     TraceStep::Children(_, depth) => {
-                        if !self.take_child(event, depth + 1, principal, &hide, limits) {
+                        if !self.take_child(event, depth + 1, principal, hidden, limits) {
                             step_done = true;
                             break;
                         }
@@ -487,7 +511,7 @@ impl TraceWalk {
         &mut self,
         event: Event,
         principal: &Option<Arc<Principal>>,
-        hide: &HideRules,
+        hidden: bool,
         limits: &TraceLimits,
     ) {
         let depth = match self.step {
@@ -496,7 +520,7 @@ impl TraceWalk {
         };
         // An event outside the principal's permissions is not shown, nor followed; a cycle of
         // parent ids (possible: a parent id is whatever the producer sent) ends the ancestry.
-        let visible = may_consume(principal, &event.namespace) && !hide.hides(event.view());
+        let visible = may_consume(principal, &event.namespace) && !hidden;
         if !visible || !self.seen.insert(event.id) || self.seen.len() > limits.events_max {
             self.truncated |= self.seen.len() > limits.events_max;
             return self.next_step(limits);
@@ -521,17 +545,14 @@ impl TraceWalk {
         event: Event,
         depth: i16,
         principal: &Option<Arc<Principal>>,
-        hide: &HideRules,
+        hidden: bool,
         limits: &TraceLimits,
     ) -> bool {
         if self.seen.len() >= limits.events_max {
             self.truncated = true;
             return false;
         }
-        if !may_consume(principal, &event.namespace)
-            || hide.hides(event.view())
-            || !self.seen.insert(event.id)
-        {
+        if !may_consume(principal, &event.namespace) || hidden || !self.seen.insert(event.id) {
             return true;
         }
         self.ready.push(TraceWalk::entry(&event, depth));

@@ -98,13 +98,14 @@ impl<L: Log> Engine<L> {
             budget.records -= 1;
             let size = (event.namespace.len() + event.data.len()) as u64;
             budget.bytes = budget.bytes.saturating_sub(size);
+            let (steps, charged) = (&mut budget.match_steps, &mut stats.match_steps_charged);
             if wanted(
                 &subscription.glob,
                 &subscription.filter,
                 &hide,
                 event,
-                budget,
-                stats,
+                steps,
+                charged,
             ) {
                 order.insert(offset, event.to_event(), bytes_max);
             }

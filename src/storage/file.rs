@@ -685,7 +685,8 @@ impl FileLog {
     }
 
     /// Deletes the oldest sealed segment while purges and per-namespace retention hide every
-    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, resuming
+    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, and checks
+    /// them against the rules for at most `reclaim_match_steps_per_call_max` steps, resuming
     /// where the last call stopped (`reclaim_next`); a visible record stops it until a later
     /// call finds it hidden. Only the oldest segment goes, so the log stays one run of offsets:
     /// a purged record behind a visible one keeps its bytes until that one is hidden or
@@ -696,8 +697,9 @@ impl FileLog {
         }
         let hide = Arc::clone(&self.hide);
         let mut budget = self.config.reclaim_records_per_call_max;
+        let mut steps = self.config.reclaim_match_steps_per_call_max;
         let mut deleted = 0;
-        while budget > 0 {
+        while budget > 0 && steps > 0 {
             let Some(oldest) = self.sealed.front() else {
                 break;
             };
@@ -705,11 +707,13 @@ impl FileLog {
             let from = self.reclaim_next.max(oldest.first_offset);
             let mut visible = false;
             let next = self.read(Offset(from), &mut |offset, event| {
-                if offset.0 >= end || budget == 0 {
+                if offset.0 >= end || budget == 0 || steps == 0 {
                     return false;
                 }
                 budget -= 1;
-                visible = !hide.hides(event);
+                let (hidden, cost) = hide.hides_with_cost(event);
+                steps = steps.saturating_sub(cost);
+                visible = !hidden;
                 !visible
             })?;
             self.reclaim_next = next.0;
