@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::client::{Client, ClientOptions};
-use flo::event::{PurgeBefore, PurgeRule};
-use flo::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use flo::event::{PurgeBefore, PurgeRule, StartPosition};
+use flo::protocol::{ClientFrame, EndReason, ErrorCode, ServerFrame, Subscribe};
 
 /// Every event the server delivers from the beginning, as (namespace, data).
 fn read_all(server: &FloProcess) -> Vec<(String, Vec<u8>)> {
