@@ -185,6 +185,10 @@ pub struct StorageConfig {
     /// their segment (`--max-purged-namespaces`), so a conditional produce never sees such a
     /// namespace's newest id go back. A segment whose deletion would pass it stays on disk.
     pub purged_namespaces_max: usize,
+    /// Glob matching the reclaimer may do per housekeeping call, in the steps
+    /// `NamespaceGlob::matches_with_cost` counts: each record it looks at is checked against
+    /// every purge and retention rule, which with many long globs costs far more than the read.
+    pub reclaim_match_steps_per_call_max: u64,
 }
 
 impl StorageConfig {
@@ -204,6 +208,7 @@ impl StorageConfig {
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,
             purged_namespaces_max: 100_000,
+            reclaim_match_steps_per_call_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -757,6 +762,9 @@ impl Config {
         }
         if storage.reclaim_records_per_call_max == 0 {
             return Err("reclaim records per call must be positive".into());
+        }
+        if storage.reclaim_match_steps_per_call_max == 0 {
+            return Err("reclaim match steps per call must be positive".into());
         }
         if storage.namespace_retention.len() > NAMESPACE_RETENTION_RULES_MAX {
             return Err(format!(

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
-use crate::event::{ActorId, EventRef};
+use crate::event::{ActorId, Cursor, EventRef};
 use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
@@ -248,10 +248,10 @@ impl<L: Log> Engine<L> {
                     if steps_left == 0 {
                         return true;
                     }
-                    let cost = subscription.glob.match_cost(namespace);
+                    let (matched, cost) = subscription.glob.matches_with_cost(namespace);
                     steps_left = steps_left.saturating_sub(cost);
                     self.stats.match_steps_charged += cost;
-                    subscription.glob.matches(namespace)
+                    matched
                 });
                 if wanted {
                     woken.push((connection.id, subscription.id));
@@ -632,13 +632,11 @@ impl Delivery<'_> {
 
     /// Matches the record against the glob (charging the steps to the turn) and the filter.
     fn wants(&mut self, event: EventRef<'_>) -> bool {
-        let glob = &self.subscription.glob;
-        let cost = glob.match_cost(event.namespace);
-        self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
-        self.stats.match_steps_charged += cost;
-        glob.matches(event.namespace)
-            && !self.subscription.filter.covers(event.id)
-            && !self.hide.hides(event)
+        let subscription = &self.subscription;
+        let (glob, filter) = (&subscription.glob, &subscription.filter);
+        let steps = &mut self.budget.match_steps;
+        let charged = &mut self.stats.match_steps_charged;
+        wanted(glob, filter, self.hide, event, steps, charged)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow
@@ -691,6 +689,43 @@ impl Delivery<'_> {
         self.subscription.filter.observe(event.id);
         true
     }
+}
+
+/// Whether a reader with `glob` and `filter` wants `event`, which no purge or retention rule
+/// hides: the glob's matching and the rules' (`HideRules::hides_with_cost`) are charged to the
+/// turn's `match_steps`, so a turn's matching is bounded whatever the globs, the rules and the
+/// namespaces (at most the budget plus one record's).
+pub(super) fn wanted(
+    glob: &NamespaceGlob,
+    filter: &Cursor,
+    hide: &HideRules,
+    event: EventRef<'_>,
+    steps: &mut u64,
+    charged: &mut u64,
+) -> bool {
+    let (matched, cost) = glob.matches_with_cost(event.namespace);
+    charge_match(steps, charged, cost);
+    if !matched || filter.covers(event.id) {
+        return false;
+    }
+    !hidden_charged(hide, event, steps, charged)
+}
+
+/// `HideRules::hides`, its cost charged to a turn's `steps` and counted in `charged`.
+pub(super) fn hidden_charged(
+    hide: &HideRules,
+    event: EventRef<'_>,
+    steps: &mut u64,
+    charged: &mut u64,
+) -> bool {
+    let (hidden, cost) = hide.hides_with_cost(event);
+    charge_match(steps, charged, cost);
+    hidden
+}
+
+fn charge_match(steps: &mut u64, charged: &mut u64, cost: u64) {
+    *steps = steps.saturating_sub(cost);
+    *charged = charged.saturating_add(cost);
 }
 
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
