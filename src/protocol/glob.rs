@@ -27,6 +27,10 @@ pub struct NamespaceGlob {
     pattern: String,
     tokens: Vec<Token>,
     automaton: Automaton,
+    /// The pattern has no wildcard, so it matches exactly the namespace spelled like it:
+    /// `matches` compares bytes instead of running the automaton (a catch-up read of one
+    /// namespace matches every record it looks at).
+    literal: bool,
 }
 
 impl NamespaceGlob {
@@ -611,10 +615,12 @@ impl NamespaceGlob {
         }
         let tokens = parse(&chars)?;
         let automaton = Automaton::compile(&tokens);
+        let literal = tokens.iter().all(|token| matches!(token, Token::Char(_)));
         Ok(NamespaceGlob {
             pattern: pattern.to_string(),
             tokens,
             automaton,
+            literal,
         })
     }
 
@@ -632,6 +638,9 @@ impl NamespaceGlob {
     /// Whether the glob matches the whole of `namespace`, in time linear in the namespace
     /// (times the glob length over 64), whatever the pattern and whatever the characters.
     pub fn matches(&self, namespace: &str) -> bool {
+        if self.literal {
+            return namespace == self.pattern;
+        }
         self.automaton.matches(&self.tokens, namespace)
     }
 
