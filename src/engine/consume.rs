@@ -23,6 +23,19 @@ use crate::storage::{HideRules, Log, NamespaceKey, Offset, StorageError};
 /// less than the index lookups and one positioned read per match.
 const INDEX_GAP_MIN: u64 = 1024;
 
+/// An index query whose positions hold at least one record in `DENSE_SHARE` of the range
+/// they span (and at least `DENSE_POSITIONS_MIN` positions) found a namespace that most
+/// records belong to: the subscription then scans instead (`Subscription::scan_dense`), as
+/// each query re-reads the namespace's whole offset list of a sealed segment (as long as the
+/// segment's records) to return at most `INDEX_POSITIONS_PER_QUERY_MAX` of them, and reads
+/// each position on its own. A scan goes back to the index once it looked at
+/// `SPARSE_LOOKED_AT_MIN` records of which fewer than one in `SPARSE_SHARE` matched (the gap
+/// between the two shares keeps a subscription from flipping on every turn).
+const DENSE_SHARE: u64 = 4;
+const DENSE_POSITIONS_MIN: usize = 64;
+const SPARSE_SHARE: u64 = 8;
+const SPARSE_LOOKED_AT_MIN: u64 = 1024;
+
 /// What the namespace index can select for a glob: the glob itself when it has no wildcard,
 /// or its literal part up to the last `/` before the first wildcard when that is more than
 /// `/` (cut at a `/` so that no spelling of `**` can make the literal part longer than what
@@ -155,6 +168,7 @@ impl<L: Log> Engine<L> {
                 Order::Arrival => None,
                 Order::Id => Some(Box::default()),
             },
+            scan_dense: false,
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -393,7 +407,7 @@ impl<L: Log> Engine<L> {
             _ => (None, None),
         };
         let gap = durable_end.0.saturating_sub(subscription.next.0);
-        let key = (gap >= INDEX_GAP_MIN)
+        let key = (gap >= INDEX_GAP_MIN && !subscription.scan_dense)
             .then(|| index_key(subscription.glob.as_str()))
             .flatten();
         let from = subscription.next;
@@ -408,7 +422,7 @@ impl<L: Log> Engine<L> {
             id,
             output_start: output.len(),
             output: &mut output,
-            subscription,
+            subscription: &mut *subscription,
             replication_sent,
             own_passed,
             budget,
@@ -420,21 +434,36 @@ impl<L: Log> Engine<L> {
             hide: &hide,
             stopped_by_budget: false,
             stopped_by_memory: None,
+            looked_at: 0,
+            matched: 0,
         };
         // The index's work (entries and records it reads) is charged to the turn's record
         // budget, like the records a scan looks at.
         let work_max = delivery.budget.records;
         let mut work = work_max;
+        let mut dense = false;
         let result = match &key {
-            Some(key) => read_indexed(log, key, from, deliveries_max, &mut work, &mut |event| {
-                delivery.offer(event)
-            }),
+            Some(key) => {
+                let (limit, work) = (deliveries_max, &mut work);
+                read_indexed(log, key, from, limit, work, &mut dense, &mut |event| {
+                    delivery.offer(event)
+                })
+            }
             None => log
                 .read(from, &mut |_, event| delivery.offer(event))
                 .map(IndexedRead::Done),
         };
         let (mut stopped_by_budget, stopped_by_memory) =
             (delivery.stopped_by_budget, delivery.stopped_by_memory);
+        let (looked_at, matched) = (delivery.looked_at, delivery.matched);
+        if key.is_some() {
+            subscription.scan_dense = dense;
+        } else if subscription.scan_dense
+            && looked_at >= SPARSE_LOOKED_AT_MIN
+            && matched * SPARSE_SHARE < looked_at
+        {
+            subscription.scan_dense = false;
+        }
         if key.is_some() {
             // An index query is at least one unit of the turn's budget, besides the records
             // it delivers, so a query that finds nothing still brings the turn closer to its
@@ -596,6 +625,9 @@ struct Delivery<'a> {
     hide: &'a HideRules,
     stopped_by_budget: bool,
     stopped_by_memory: Option<usize>,
+    /// Records looked at, and those of them the subscription wanted (for `scan_dense`).
+    looked_at: u64,
+    matched: u64,
 }
 
 impl Delivery<'_> {
@@ -606,7 +638,8 @@ impl Delivery<'_> {
             self.stopped_by_budget = true;
             return false;
         }
-        if self.wants(event) {
+        let wanted = self.wants(event);
+        if wanted {
             // Only a delivery needs credit, limit and room in the output; records the
             // subscription skips are passed over without them, so CaughtUp and End still
             // come when the credit is spent.
@@ -625,6 +658,8 @@ impl Delivery<'_> {
             }
         }
         self.budget.records -= 1;
+        self.looked_at += 1;
+        self.matched += u64::from(wanted);
         let size = (event.namespace.len() + event.data.len()) as u64;
         self.budget.bytes = self.budget.bytes.saturating_sub(size);
         true
@@ -757,13 +792,15 @@ impl IndexedRead {
 /// Reads the records `key` selects from `from` on through the namespace index, handing each
 /// to `deliver` (false: stop before it), as a scan would hand every record. The records the
 /// index skips are ones `deliver` would pass over (their namespace cannot match the glob), so
-/// the subscription receives exactly what a scan delivers.
+/// the subscription receives exactly what a scan delivers. `dense` tells whether the
+/// positions found fill at least one in `DENSE_SHARE` of the records they span.
 fn read_indexed<L: Log>(
     log: &mut L,
     key: &NamespaceKey,
     from: Offset,
     deliveries_max: u64,
     work: &mut u64,
+    dense: &mut bool,
     deliver: &mut dyn FnMut(EventRef<'_>) -> bool,
 ) -> Result<IndexedRead, StorageError> {
     let count_max = deliveries_max
@@ -771,6 +808,10 @@ fn read_indexed<L: Log>(
         .min(INDEX_POSITIONS_PER_QUERY_MAX) as usize;
     let mut found = Vec::new();
     let searched_to = log.find_namespace_within(key, from, count_max, work, &mut found)?;
+    if let (Some(first), Some(last)) = (found.first(), found.last()) {
+        let span = last.0 - first.0 + 1;
+        *dense = found.len() >= DENSE_POSITIONS_MIN && span <= DENSE_SHARE * found.len() as u64;
+    }
     for position in found {
         let mut visited = false;
         let mut stopped = false;

@@ -33,6 +33,10 @@ pub struct NamespaceGlob {
     /// bytes, before the automaton runs (which costs the glob's length for every character).
     literal_prefix: String,
     literal_suffix: String,
+    /// The pattern has no wildcard, so it matches exactly the namespace spelled like it:
+    /// `matches` compares bytes instead of running the automaton (a catch-up read of one
+    /// namespace matches every record it looks at).
+    literal: bool,
 }
 
 impl NamespaceGlob {
@@ -626,12 +630,14 @@ impl NamespaceGlob {
         let literal_prefix = tokens.iter().map_while(literal).collect();
         let mut literal_suffix: Vec<char> = tokens.iter().rev().map_while(literal).collect();
         literal_suffix.reverse();
+        let literal = tokens.iter().all(|token| matches!(token, Token::Char(_)));
         Ok(NamespaceGlob {
             pattern: pattern.to_string(),
             tokens,
             automaton,
             literal_prefix,
             literal_suffix: literal_suffix.into_iter().collect(),
+            literal,
         })
     }
 
@@ -649,6 +655,10 @@ impl NamespaceGlob {
     /// Whether the glob matches the whole of `namespace`, in time linear in the namespace
     /// (times the glob length over 64), whatever the pattern and whatever the characters.
     pub fn matches(&self, namespace: &str) -> bool {
+        if self.literal {
+            // The whole pattern is its literal prefix.
+            return namespace == self.literal_prefix;
+        }
         self.may_match(namespace) && self.automaton.matches(&self.tokens, namespace)
     }
 
@@ -666,6 +676,9 @@ impl NamespaceGlob {
     pub fn matches_with_cost(&self, namespace: &str) -> (bool, u64) {
         let compared = self.literal_prefix.len() + self.literal_suffix.len();
         let cost = (compared / 8 + 1) as u64;
+        if self.literal {
+            return (namespace == self.literal_prefix, cost);
+        }
         if !self.may_match(namespace) {
             return (false, cost);
         }
