@@ -193,3 +193,42 @@ fn a_flood_of_member_changes_is_spread_over_turns() {
         "{answered} membership changes were handled in one turn"
     );
 }
+
+/// Attack round 3, F6: a peer holding the secret sent a removal at version u64::MAX; every
+/// later `cluster add` saturated at that version and lost the tie to the removal, so the member
+/// stayed removed there while the nodes that never got the record let it in. A record more than
+/// `membership_version_ahead_max` above the known version is now ignored (logged), one exactly
+/// at the bound is kept, and operators' changes keep superseding.
+#[test]
+fn a_membership_version_far_ahead_of_the_known_one_is_ignored() {
+    let mut h = Harness::with_config(|c| c.cluster.membership_version_ahead_max = 100);
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    peer(&mut h, 4, VersionVector::new());
+    h.received_peer(peer3);
+    for version in [u64::MAX, 101] {
+        h.send(
+            peer2,
+            PeerFrame::PeerMembership(vec![record(4, true, version)]),
+        );
+        h.turn();
+        assert!(
+            !h.engine.is_removed(ActorId(4)),
+            "a removal at version {version} (known 0) must be ignored"
+        );
+        assert_eq!(h.closed_with(peer2), None, "the peer stays connected");
+        assert_eq!(h.received_peer(peer3), vec![], "and it is not passed on");
+    }
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(4, true, 100)]));
+    h.turn();
+    assert!(h.engine.is_removed(ActorId(4)), "at the bound it is kept");
+    // An operator's addition supersedes it and reaches the peers.
+    let admin = h.client();
+    h.send(admin, change(MemberOp::Add, 4));
+    h.turn();
+    let entries = members_of(&h.received(admin));
+    assert_ne!(state_of(&entries, 4), Some(MembershipState::Removed));
+    assert!(h
+        .received_peer(peer3)
+        .contains(&PeerFrame::PeerMembership(vec![record(4, false, 101)])));
+}
