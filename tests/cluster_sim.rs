@@ -9,8 +9,8 @@
 //! disk), and node restarts on
 //! the log they leave behind after a crash: a node with `--fsync always` keeps everything it
 //! acknowledged; a node with `interval` may lose its unsynced tail (a power loss), which is how
-//! the catch-up hold (docs/clustering.md) is exercised. In runs that do not check id order, at
-//! most one crash a run also loses the node's whole data directory (it restarts empty). Fake
+//! the catch-up hold (docs/clustering.md) is exercised. At most one crash a run also loses the
+//! node's whole data directory (it restarts empty). Fake
 //! clients produce at random.
 //!
 //! After every step the simulation checks every engine's own invariants
@@ -85,8 +85,6 @@ struct Sim {
     roamer: Roamer,
     /// The id-order sequence every node's id-order consumer must follow (`order.rs`).
     canonical: Vec<EventId>,
-    /// Whether every node knows every other from the start.
-    full_mesh: bool,
     /// Whether id order is checked in this run (full mesh, no lost data directory).
     check_order: bool,
     /// Crashes that lost the node's whole data directory (at most one a run).
@@ -212,7 +210,6 @@ impl Sim {
             stats: FaultStats::default(),
             roamer: Roamer::default(),
             canonical: Vec::new(),
-            full_mesh,
             check_order: full_mesh,
             data_dir_losses: 0,
             must_survive: BTreeMap::new(),

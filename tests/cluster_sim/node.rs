@@ -376,12 +376,8 @@ impl Sim {
             return;
         }
         // At most once a run (replicas 2 promise survival of one lost directory), a crash
-        // loses the node's whole data directory: it restarts on an empty one. Only in runs
-        // that do not check id order (not every node knows every other from the start): a
-        // lost directory ends the id-order check of its run (below), and the full-mesh runs
-        // are the only ones that check it. The draw is made at every crash either way, so a
-        // seed's run is the same as without the loss until the loss.
-        let lose_dir = self.data_dir_losses == 0 && self.rng.chance(100) && !self.full_mesh;
+        // loses the node's whole data directory: it restarts on an empty one.
+        let lose_dir = self.data_dir_losses == 0 && self.rng.chance(40);
         let n = &mut self.nodes[node];
         let Some(engine) = n.engine.take() else {
             return;
@@ -411,11 +407,10 @@ impl Sim {
                 true
             });
             self.records_lost_by_power_loss += gone;
-            // Id order is not checked after a lost directory: the node's new counter may be
-            // below a clock it promised before the loss, which its peers remember, so its new
-            // events can reach them below what they already delivered (docs/clustering.md,
-            // "Losing a data directory"; without this line the check fails within 300 seeds).
-            self.check_order = false;
+            // Id order stays checked after a lost directory: the node's new counter passes
+            // its peers' events at the handshakes of its catch-up hold, and their clocks no
+            // longer count the promises it made before (docs/clustering.md, "Losing a data
+            // directory").
             log = MemoryLog::with_fsync(n.fsync);
             n.acked.clear();
         }
