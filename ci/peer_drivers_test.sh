@@ -6,40 +6,18 @@
 # sizes and with several connections; XREAD from the start reads back exactly the stored events;
 # a consumer following with XREAD BLOCK sees every event and measures its end-to-end latency;
 # every JetStream publish gets its PubAck; a fixed-rate run is paced; a server that is not there
-# is an error, not a hang. Starts its own servers on free loopback ports with data in a
+# is an error, not a hang; a consumer group shared by 3 members (XREADGROUP + XACK, a JetStream
+# durable consumer with explicit acks) acks every event, live and draining a backlog, and ends
+# with nothing pending (ci/bench_groups.sh). Starts its own servers on free loopback ports with data in a
 # temporary directory and stops them by PID. Takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
-fi
+# WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port, need_peer_servers.
+source ci/processes.sh
+need_peer_servers
 cargo build --release -p flo-bench --bin peer_bench
 PEER_BENCH=target/release/peer_bench
-
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for_port() {
-    local attempt
-    for attempt in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "FAIL: nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
 
 REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save "" --appendonly yes \
@@ -95,6 +73,22 @@ expect_field "$json" events 200
 python3 -c 'import json, sys; e = json.loads(sys.argv[1])["elapsed_s"]; sys.exit(0 if e >= 0.099 else 1)' "$json" \
     || { echo "FAIL: fixed-rate run was not paced: $json" >&2; failures=$((failures + 1)); }
 echo "ok: fixed rate is paced"
+
+for peer in redis nats; do
+    port=$REDIS_PORT
+    [[ $peer == nats ]] && port=$NATS_PORT
+    json=$("$PEER_BENCH" "$peer-members" --addr "127.0.0.1:$port" --members 3 --in-flight 16 \
+        --connections 1 --window 16 --size 100 --count 1500 --rate 15000 --json)
+    expect_field "$json" kind group
+    expect_field "$json" events 1500
+    python3 -c 'import json, sys; e = json.loads(sys.argv[1]); sys.exit(0 if 0 < e["e2e_min_us"] <= e["acked_min_us"] <= e["acked_p99_us"] < 10e6 else 1)' "$json" \
+        || { echo "FAIL: no sane delivered/acked latency: $json" >&2; failures=$((failures + 1)); }
+    json=$("$PEER_BENCH" "$peer-members" --addr "127.0.0.1:$port" --members 3 --drain \
+        --connections 2 --window 32 --size 100 --count 3001 --json)
+    expect_field "$json" kind group-drain
+    expect_field "$json" events 3001
+    echo "ok: $peer group of 3 members acked 1500 live and 3001 stored events"
+done
 
 dead_port=$(free_port)
 if "$PEER_BENCH" redis --addr "127.0.0.1:$dead_port" --count 10 2>"$WORK/dead.err"; then

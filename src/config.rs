@@ -167,6 +167,11 @@ pub struct StorageConfig {
     /// One namespace index query reads the index of at most this many segments before it
     /// returns (the caller asks again from there), so one call costs bounded time.
     pub namespace_segments_per_query_max: usize,
+    /// Bytes of the membership filters of sealed segments' namespaces kept in memory (2 to 4
+    /// bytes per namespace of a segment, built when a conditional produce first asks the
+    /// segment): a segment past it is asked through its `.nsx` file (a few reads), slower but
+    /// the same answer.
+    pub namespace_filter_bytes_max: usize,
     /// Per-namespace retention rules (`--retention-rule '/metrics/** keep 7d'`), at most
     /// [`NAMESPACE_RETENTION_RULES_MAX`].
     pub namespace_retention: Vec<NamespaceRetention>,
@@ -190,6 +195,7 @@ impl StorageConfig {
             namespace_index: true,
             trace_index: true,
             namespace_segments_per_query_max: 64,
+            namespace_filter_bytes_max: 64 * 1024 * 1024,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,

@@ -162,6 +162,67 @@ fn several_consumers_each_receive_every_event() {
 }
 
 #[test]
+fn group_members_share_and_ack_every_event() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let flo = FloProcess::start(dir.path(), &["--fsync", "always"]);
+    // Events of an earlier run stay in the log; the group must not deliver them.
+    bench_json(&flo, &["--count", "300"]);
+    let json = bench_json(
+        &flo,
+        &[
+            "--members",
+            "3",
+            "--count",
+            "900",
+            "--rate",
+            "6000",
+            "--window",
+            "16",
+        ],
+    );
+    assert_eq!(field(&json, "kind"), "\"group\"");
+    assert_eq!(number(&json, "members"), 3.0);
+    assert_eq!(number(&json, "events"), 900.0);
+    assert_ordered_percentiles(&json, "latency");
+    assert_ordered_percentiles(&json, "e2e");
+    assert_ordered_percentiles(&json, "acked");
+    assert!(
+        number(&json, "acked_min_us") >= number(&json, "e2e_min_us"),
+        "{json}"
+    );
+    let json = bench_json(
+        &flo,
+        &[
+            "--members",
+            "2",
+            "--drain",
+            "--count",
+            "1500",
+            "--connections",
+            "2",
+        ],
+    );
+    assert_eq!(field(&json, "kind"), "\"group-drain\"");
+    assert_eq!(number(&json, "events"), 1500.0);
+    assert_eq!(field(&json, "acked_p99_us"), "null");
+    // Each run deleted its group once nothing was pending.
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &flo.addr.port().to_string(),
+            "groups",
+        ])
+        .output()
+        .expect("run flo-client groups");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(!stdout.contains("bench"), "{stdout}");
+    flo.terminate();
+}
+
+#[test]
 fn text_output_names_throughput_and_latency() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let flo = FloProcess::start(dir.path(), &[]);
@@ -186,6 +247,9 @@ fn bad_arguments_are_refused_before_connecting() {
         &["--consumers", "65"][..],
         &["--duration", "0"][..],
         &["--consumers", "1", "--size", "4"][..],
+        &["--members", "65"][..],
+        &["--members", "2", "--size", "4"][..],
+        &["--drain"][..],
     ] {
         // Port 9 (discard) on loopback: nothing listens, so only argument checks can pass.
         let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))

@@ -114,6 +114,58 @@ fn bad_values_and_invalid_settings_exit_1_with_one_line() {
     assert!(stderr(&output).contains("/nonexistent/flo.toml"));
 }
 
+/// `--check-config` refuses what a start refuses before it opens the data directory: here a
+/// non-loopback bind without an auth file (the example file of docs/operations.md had one, and
+/// the check passed it), and auth or TLS files that cannot be read.
+#[test]
+fn check_config_refuses_what_a_start_refuses() {
+    let output = flo(&["--bind", "0.0.0.0", "--check-config"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("refusing to listen on 0.0.0.0 without client authentication"),
+        "{}",
+        stderr(&output)
+    );
+    let output = flo(&["--bind", "0.0.0.0", "--insecure-no-auth", "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let output = flo(&[
+        "--bind",
+        "0.0.0.0",
+        "--auth-file",
+        &missing,
+        "--check-config",
+    ]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("missing.toml"),
+        "{}",
+        stderr(&output)
+    );
+    let bad = write(
+        dir.path(),
+        "auth.toml",
+        "[principals.a]\nproduce = [\"/x\"]\n",
+    );
+    let output = flo(&["--auth-file", &bad, "--check-config"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let no_cert = [
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &missing,
+        "--check-config",
+    ];
+    let output = flo(&no_cert);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("could not read"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn the_cluster_secret_is_not_printed() {
     let output = flo(&["--cluster-secret", "hunter2", "--check-config"]);

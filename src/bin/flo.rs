@@ -201,9 +201,9 @@ struct Args {
     #[arg(long = "advertise-addr")]
     advertise_addr: Option<SocketAddr>,
 
-    /// With --fsync interval/never and peers: how long produces are refused (NotReady) at start-up
-    /// for this node to catch up with its peers, so that it cannot reuse the ids of events it
-    /// lost in a power loss (e.g. 30s).
+    /// With peers, after a start with --fsync interval/never or on an empty data directory: how
+    /// long produces are refused (NotReady) at most for this node to catch up with its peers, so
+    /// that it cannot reuse the ids of events it lost (e.g. 30s).
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
 
@@ -771,12 +771,19 @@ fn main() -> ExitCode {
         return run_tool(tool);
     }
     if args.check_config {
-        let config = config_from(&args);
+        let mut config = config_from(&args);
         print!("{}", effective_config(&args));
-        return match config.validate() {
+        // What a start would refuse before opening the data directory is refused here too:
+        // the limits, the TLS and auth files, a non-loopback bind without authentication.
+        let checked = config
+            .validate()
+            .map_err(|message| format!("invalid configuration: {message}"))
+            .and_then(|()| read_tls_files(&args).map(drop))
+            .and_then(|()| load_auth(&args, &mut config));
+        return match checked {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
-                eprintln!("flo: invalid configuration: {message}");
+                eprintln!("flo: {message}");
                 ExitCode::FAILURE
             }
         };

@@ -18,7 +18,8 @@ use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
-    NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup, SegmentNames,
+    namespace_hash, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup,
+    SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes};
@@ -102,6 +103,11 @@ pub struct FileLog {
     /// The namespace index of each sealed segment, by first offset. A segment missing here
     /// has no usable `.nsx` file: a query rebuilds it.
     pub(super) sealed_namespaces: BTreeMap<u64, SealedNamespaces>,
+    /// The membership filter of the namespaces of sealed segments whose `.nsx` file a
+    /// newest-id lookup asked (`last_in_namespace`), by first offset, and their bytes, at most
+    /// `namespace_filter_bytes_max`: a segment past it has none, and is asked through its file.
+    pub(super) name_filters: BTreeMap<u64, NameFilter>,
+    pub(super) name_filter_bytes: usize,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
@@ -679,6 +685,9 @@ impl FileLog {
         }
         self.sealed.pop_front();
         self.sealed_namespaces.remove(&first_offset);
+        if let Some(filter) = self.name_filters.remove(&first_offset) {
+            self.name_filter_bytes -= filter.size();
+        }
         self.activity.retention_deleted_events += count;
         self.activity.retention_deleted_segments += 1;
         Ok(count)
@@ -791,6 +800,40 @@ impl FileLog {
         };
         self.sealed_namespaces.insert(first, state);
         Ok(reached)
+    }
+
+    /// False when the sealed segment `segment` surely holds no record of the namespace whose
+    /// `namespace_hash` is `hash`, by its `NameFilter`: built from its `.nsx` file the first
+    /// time it is asked (charged to `work`), while the filters' bytes stay within
+    /// `namespace_filter_bytes_max`. True (ask the file) for a segment without a filter: its
+    /// file is being written, cannot be read, or the filters' memory is spent.
+    fn sealed_may_hold(&mut self, segment: SealedShape, hash: u64, work: &mut u64) -> bool {
+        let first = segment.first_offset;
+        if let Some(filter) = self.name_filters.get(&first) {
+            return filter.may_contain(hash);
+        }
+        let Some(SealedNamespaces::Written(header)) = self.sealed_namespaces.get(&first) else {
+            return true;
+        };
+        let header = *header;
+        let bytes_max = self.config.namespace_filter_bytes_max;
+        if self.name_filter_bytes.saturating_add(header.filter_size()) > bytes_max {
+            return true;
+        }
+        let path = namespace_index_path(&self.config.data_dir, first);
+        let built = File::open(&path)
+            .map_err(NamespaceFileError::Io)
+            .and_then(|file| header.read_filter(&file, work));
+        match built {
+            Ok(filter) => {
+                let holds = filter.may_contain(hash);
+                self.name_filter_bytes += filter.size();
+                self.name_filters.insert(first, filter);
+                holds
+            }
+            // The lookup that follows reads the file too, finds the damage and rebuilds it.
+            Err(_) => true,
+        }
     }
 
     /// Finds the records of `range` that `key` selects by reading them, one unit of `work`
@@ -1177,35 +1220,61 @@ impl Log for FileLog {
         self.list_namespaces_indexed(listing, accept, work)
     }
 
-    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
+    fn last_in_namespace(
+        &mut self,
+        namespace: &str,
+        work: &mut u64,
+    ) -> Result<Option<EventId>, StorageError> {
         if !self.config.namespace_index {
-            return last_by_scan(self, namespace);
+            return last_by_scan(self, namespace, work);
         }
         self.finish_namespace_build(false);
         let durable_end = self.durable_end().0;
         let start = self.start().0;
         let open_first = self.open.index.first_offset;
-        let mut found = self.open.namespaces.last_exact(namespace, durable_end);
+        let mut found = self
+            .open
+            .namespaces
+            .last_exact(namespace, durable_end, work);
         if found.is_none() {
             let key = NamespaceKey::Exact(namespace.to_string());
+            let hash = namespace_hash(namespace.as_bytes());
             let sealed: Vec<SealedShape> = self.sealed.iter().rev().map(SealedShape::of).collect();
+            let mut filtered_out = 0u64;
             for shape in sealed {
+                if !self.sealed_may_hold(shape, hash, work) {
+                    filtered_out += 1;
+                    continue;
+                }
                 let end = (shape.first_offset + shape.record_count).min(open_first);
                 let range = (shape.first_offset.max(start), end);
                 let mut offsets = Vec::new();
                 // An exact key: a binary search of the segment's file (or, when the file
-                // cannot be written, a read of the segment), bounded by the segment.
-                let mut work = u64::MAX;
-                self.lookup_sealed(shape, &key, range, usize::MAX, &mut work, &mut offsets)?;
+                // cannot be written, a read of the segment), bounded by the segment; never
+                // cut short (the answer must be whole), only counted.
+                let mut segment_work = u64::MAX;
+                let lookup = self.lookup_sealed(
+                    shape,
+                    &key,
+                    range,
+                    usize::MAX,
+                    &mut segment_work,
+                    &mut offsets,
+                );
+                *work = work.saturating_sub(u64::MAX - segment_work);
+                lookup?;
                 if let Some(&last) = offsets.last() {
                     found = Some(last);
                     break;
                 }
             }
+            // A filter test reads one word of memory: one unit per 64 of them.
+            *work = work.saturating_sub(filtered_out / 64);
         }
         let Some(offset) = found else {
             return Ok(None);
         };
+        *work = work.saturating_sub(1);
         let mut id = None;
         self.read(Offset(offset), &mut |_, event| {
             id = Some(event.id);

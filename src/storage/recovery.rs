@@ -274,6 +274,8 @@ fn assemble(
         counter_lease: 0,
         stored_members: Vec::new(),
         sealed_namespaces,
+        name_filters: BTreeMap::new(),
+        name_filter_bytes: 0,
         namespace_build: None,
         namespace_rebuilds: 0,
         trace: Default::default(),

@@ -11,33 +11,14 @@ use std::time::{Duration, Instant};
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::client::{Client, ClientOptions};
-use flo::event::{PurgeBefore, PurgeRule, StartPosition};
-use flo::protocol::{ClientFrame, EndReason, ErrorCode, ServerFrame, Subscribe};
+use flo::event::{PurgeBefore, PurgeRule};
+use flo::protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 /// Every event the server delivers from the beginning, as (namespace, data).
 fn read_all(server: &FloProcess) -> Vec<(String, Vec<u8>)> {
     let mut conn = RawConn::hello(server.addr);
-    conn.subscribe(Subscribe {
-        subscription_id: 1,
-        glob: "/**".into(),
-        start: StartPosition::Beginning,
-        limit: 0,
-        tail: false,
-        skip_damaged: false,
-        order: Default::default(),
-        credit: u32::MAX,
-    });
-    let mut events = Vec::new();
-    loop {
-        match conn.recv() {
-            Some(ServerFrame::Event { event, .. }) => events.push((event.namespace, event.data)),
-            Some(ServerFrame::End {
-                reason: EndReason::EndOfStream,
-                ..
-            }) => return events,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let events = conn.read_all().into_iter();
+    events.map(|e| (e.namespace, e.data)).collect()
 }
 
 fn segment_count(dir: &Path) -> usize {

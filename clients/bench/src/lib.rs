@@ -13,6 +13,7 @@
 //! This is a client tool: it uses blocking `std::net` sockets and reads `Instant::now()`
 //! directly, unlike flo's engine, whose clock is injected.
 
+pub mod group;
 pub mod latency;
 pub mod nats;
 pub mod redis;
@@ -23,6 +24,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use group::{run_group, run_group_drain, GroupTarget, Member};
 pub use latency::{Histogram, LatencySummary};
 pub use report::BenchResult;
 

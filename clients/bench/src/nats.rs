@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Connection, Target};
+use super::{Connection, GroupTarget, Member, Target};
 
 /// Largest message payload accepted from the server (the server's default limit is 1 MiB).
 const PAYLOAD_SIZE_MAX: usize = 8 << 20;
@@ -114,6 +114,8 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub subject: Vec<u8>,
+    /// The reply subject; for a JetStream delivery, the subject its ack goes to.
+    pub reply_to: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
@@ -123,14 +125,23 @@ pub fn read_message(reader: &mut impl BufRead, writer: &mut impl Write) -> io::R
     loop {
         read_line(reader, &mut line)?;
         match parse_server_op(&line)? {
-            ServerOp::Msg { subject, size, .. } => {
+            ServerOp::Msg {
+                subject,
+                reply_to,
+                size,
+                ..
+            } => {
                 let mut payload = vec![0; size + 2];
                 reader.read_exact(&mut payload)?;
                 if !payload.ends_with(b"\r\n") {
                     return Err(NatsError("MSG payload without CRLF".to_string()).into());
                 }
                 payload.truncate(size);
-                return Ok(Message { subject, payload });
+                return Ok(Message {
+                    subject,
+                    reply_to,
+                    payload,
+                });
             }
             ServerOp::Ping => {
                 writer.write_all(b"PONG\r\n")?;
@@ -251,7 +262,7 @@ impl JetStream {
         self.api(&format!("$JS.API.STREAM.DELETE.{}", self.stream), "")
     }
 
-    fn api(&self, subject: &str, body: &str) -> io::Result<()> {
+    pub(crate) fn api(&self, subject: &str, body: &str) -> io::Result<()> {
         let mut connection = NatsConnection::connect(self.addr)?;
         let reply = connection.request(subject, body.as_bytes())?;
         match jetstream_error(&reply) {
@@ -299,6 +310,205 @@ impl Connection for PublishConnection {
             Some(error) => Err(io::Error::other(format!("JetStream refused: {error}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// A durable JetStream push consumer with explicit acks, shared by the members of a group run
+/// (`flo_bench::group`) through a queue group on its deliver subject: JetStream hands each
+/// message to one member; a member acks with `+ACK` to the message's reply subject, without a
+/// reply (as the NATS clients' `Ack()`), for each message it received. `max_ack_pending`
+/// bounds the messages delivered and not acknowledged over all members.
+pub struct JetStreamGroup<'a> {
+    pub stream: &'a JetStream,
+    pub consumer: String,
+    deliver_subject: String,
+}
+
+/// The queue group the members subscribe with.
+const QUEUE_GROUP: &str = "workers";
+/// How long a member waits for a message before `next_batch` returns 0.
+const MEMBER_WAIT: Duration = Duration::from_millis(100);
+/// How long `settled` polls the consumer's state for the last acks.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
+impl<'a> JetStreamGroup<'a> {
+    /// Creates the durable consumer (deliver all, explicit acks, 30 s ack wait, 10 deliveries).
+    pub fn create(stream: &'a JetStream, max_ack_pending: usize) -> io::Result<JetStreamGroup<'a>> {
+        let consumer = format!("{}_group", stream.stream);
+        let deliver_subject = format!("deliver.{}", stream.stream);
+        let config = serde_json::json!({
+            "stream_name": stream.stream,
+            "config": {
+                "durable_name": consumer,
+                "deliver_subject": deliver_subject,
+                "deliver_group": QUEUE_GROUP,
+                "deliver_policy": "all",
+                "ack_policy": "explicit",
+                "ack_wait": 30_000_000_000u64,
+                "max_deliver": 10,
+                "max_ack_pending": max_ack_pending.max(1),
+            }
+        })
+        .to_string();
+        stream.api(
+            &format!(
+                "$JS.API.CONSUMER.DURABLE.CREATE.{}.{consumer}",
+                stream.stream
+            ),
+            &config,
+        )?;
+        Ok(JetStreamGroup {
+            stream,
+            consumer,
+            deliver_subject,
+        })
+    }
+
+    /// The consumer's `num_ack_pending` and `num_pending` (`$JS.API.CONSUMER.INFO`).
+    fn pending(&self) -> io::Result<(u64, u64)> {
+        let subject = format!(
+            "$JS.API.CONSUMER.INFO.{}.{}",
+            self.stream.stream, self.consumer
+        );
+        let reply = NatsConnection::connect(self.stream.addr)?.request(&subject, b"")?;
+        if let Some(error) = jetstream_error(&reply) {
+            return Err(io::Error::other(format!("{subject}: {error}")));
+        }
+        consumer_pending(&reply)
+    }
+}
+
+/// `num_ack_pending` and `num_pending` of a consumer info reply.
+pub fn consumer_pending(reply: &[u8]) -> io::Result<(u64, u64)> {
+    let info: serde_json::Value = serde_json::from_slice(reply)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    let field = |name: &str| {
+        info[name].as_u64().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("consumer info without {name}"),
+            )
+        })
+    };
+    Ok((field("num_ack_pending")?, field("num_pending")?))
+}
+
+impl GroupTarget for JetStreamGroup<'_> {
+    fn join(&self) -> io::Result<Box<dyn Member>> {
+        let mut connection = NatsConnection::connect(self.stream.addr)?;
+        write!(
+            connection.writer,
+            "SUB {} {QUEUE_GROUP} 2\r\nPING\r\n",
+            self.deliver_subject
+        )?;
+        connection.writer.flush()?;
+        await_pong(&mut connection)?;
+        Ok(Box::new(JetStreamMember { connection }))
+    }
+
+    /// Polls the consumer until no message is delivered-and-unacknowledged nor undelivered:
+    /// JetStream handles acks asynchronously, after the member's PING was answered.
+    fn settled(&self) -> io::Result<()> {
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let (ack_pending, pending) = self.pending()?;
+            if ack_pending == 0 && pending == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "the consumer still has {ack_pending} unacknowledged and {pending} \
+                     undelivered messages"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reads until PONG; a message that arrives meanwhile is acknowledged.
+fn await_pong(connection: &mut NatsConnection) -> io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        read_line(&mut connection.reader, &mut line)?;
+        match parse_server_op(&line)? {
+            ServerOp::Pong => return Ok(()),
+            ServerOp::Ping => connection.writer.write_all(b"PONG\r\n")?,
+            ServerOp::Err(message) => {
+                return Err(io::Error::other(format!("nats-server: {message}")))
+            }
+            ServerOp::Msg { reply_to, size, .. } => {
+                let mut payload = vec![0; size + 2];
+                connection.reader.read_exact(&mut payload)?;
+                if let Some(reply_to) = reply_to {
+                    ack(&mut connection.writer, &reply_to)?;
+                }
+            }
+            ServerOp::Ok | ServerOp::Info => {}
+        }
+    }
+}
+
+fn ack(writer: &mut impl Write, reply_to: &[u8]) -> io::Result<()> {
+    writer.write_all(b"PUB ")?;
+    writer.write_all(reply_to)?;
+    writer.write_all(b" 4\r\n+ACK\r\n")
+}
+
+struct JetStreamMember {
+    connection: NatsConnection,
+}
+
+impl Member for JetStreamMember {
+    fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        let connection = &mut self.connection;
+        if connection.reader.buffer().is_empty() {
+            // Waits a bounded time for the first bytes without consuming anything, so that a
+            // time-out never cuts a message in half.
+            let stream = connection.reader.get_ref();
+            stream.set_read_timeout(Some(MEMBER_WAIT))?;
+            let filled = connection.reader.fill_buf().map(|bytes| bytes.is_empty());
+            connection
+                .reader
+                .get_ref()
+                .set_read_timeout(Some(SOCKET_TIMEOUT))?;
+            match filled {
+                Ok(false) => {}
+                Ok(true) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(0)
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let mut count = 0u64;
+        while !connection.reader.buffer().is_empty() {
+            let message = read_message(&mut connection.reader, &mut connection.writer)?;
+            let Some(reply_to) = message.reply_to else {
+                return Err(
+                    NatsError("a JetStream delivery without an ack subject".to_string()).into(),
+                );
+            };
+            on_event(&message.payload);
+            ack(&mut connection.writer, &reply_to)?;
+            count += 1;
+        }
+        connection.writer.flush()?;
+        Ok(count)
+    }
+
+    /// PING after the acks: the server has read them once the PONG comes (JetStream applies
+    /// them asynchronously; [`GroupTarget::settled`] waits for that).
+    fn finish(&mut self) -> io::Result<()> {
+        self.connection.writer.write_all(b"PING\r\n")?;
+        self.connection.writer.flush()?;
+        await_pong(&mut self.connection)?;
+        self.connection.writer.flush()
     }
 }
 
@@ -378,6 +588,30 @@ mod tests {
         assert_eq!(corrupt.unwrap_err().kind(), io::ErrorKind::InvalidData);
         let refused = read_message(&mut &b"-ERR 'Maximum Payload'\r\n"[..], &mut Vec::new());
         assert!(refused.unwrap_err().to_string().contains("Maximum Payload"));
+    }
+
+    #[test]
+    fn deliveries_carry_their_ack_subject() {
+        let input = b"MSG deliver.S 2 $JS.ACK.S.C.1.7.7.1700000000.0 3\r\nabc\r\n";
+        let message = read_message(&mut &input[..], &mut Vec::new()).unwrap();
+        assert_eq!(
+            message.reply_to,
+            Some(b"$JS.ACK.S.C.1.7.7.1700000000.0".to_vec())
+        );
+        let mut written = Vec::new();
+        ack(&mut written, message.reply_to.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            written,
+            b"PUB $JS.ACK.S.C.1.7.7.1700000000.0 4\r\n+ACK\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn consumer_info_pending_counts() {
+        let info = br#"{"type":"io.nats.jetstream.api.v1.consumer_info_response","num_ack_pending":3,"num_redelivered":0,"num_waiting":0,"num_pending":12}"#;
+        assert_eq!(consumer_pending(info).unwrap(), (3, 12));
+        assert!(consumer_pending(b"{}").is_err());
+        assert!(consumer_pending(b"not json").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{Connection, ReadTarget, Reader, Tail, TailTarget, Target};
+use super::{Connection, GroupTarget, Member, ReadTarget, Reader, Tail, TailTarget, Target};
 
 /// Largest bulk string accepted from the server; bigger is treated as a protocol error.
 const BULK_SIZE_MAX: usize = 64 << 20;
@@ -442,6 +442,188 @@ impl Tail for XreadTail {
     }
 }
 
+/// A consumer group on the run's stream for a group run (`flo_bench::group`), made at setup with
+/// `XGROUP CREATE <stream> <group> 0 MKSTREAM`. Each member is a consumer of its own name that
+/// loops on `XREADGROUP GROUP <group> <member> COUNT <batch> BLOCK 100 STREAMS <stream> >`
+/// and, for each non-empty reply, writes one `XACK` of the batch's ids without waiting: its
+/// reply (the count acked, checked) is read after the next XREADGROUP was written, so an ack
+/// costs a member no round trip, as in flo and NATS, whose acks have no reply at all.
+pub struct RedisGroup<'a> {
+    pub streams: &'a RedisStreams,
+    pub group: String,
+    /// Entries one XREADGROUP may return: the most a member holds unacknowledged.
+    pub batch: usize,
+    next_member: std::sync::atomic::AtomicU64,
+}
+
+/// How long a member's XREADGROUP waits for new entries, in milliseconds.
+const GROUP_BLOCK_MS: u64 = 100;
+
+impl<'a> RedisGroup<'a> {
+    /// Creates the group (and the stream, if it does not exist yet) at the stream's start.
+    pub fn create(streams: &'a RedisStreams, batch: usize) -> io::Result<RedisGroup<'a>> {
+        let group = format!("{}-group", streams.stream);
+        let mut connection = RespConnection::connect(streams.addr)?;
+        match connection.command(&[
+            b"XGROUP",
+            b"CREATE",
+            streams.stream.as_bytes(),
+            group.as_bytes(),
+            b"0",
+            b"MKSTREAM",
+        ])? {
+            Reply::Simple(_) => {}
+            other => return Err(io::Error::other(format!("XGROUP CREATE replied {other:?}"))),
+        }
+        Ok(RedisGroup {
+            streams,
+            group,
+            batch: batch.max(1),
+            next_member: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+impl GroupTarget for RedisGroup<'_> {
+    fn join(&self) -> io::Result<Box<dyn Member>> {
+        let member = format!(
+            "m{}",
+            self.next_member
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (count, block) = (self.batch.to_string(), GROUP_BLOCK_MS.to_string());
+        let mut read = Vec::new();
+        encode_command(
+            &mut read,
+            &[
+                b"XREADGROUP",
+                b"GROUP",
+                self.group.as_bytes(),
+                member.as_bytes(),
+                b"COUNT",
+                count.as_bytes(),
+                b"BLOCK",
+                block.as_bytes(),
+                b"STREAMS",
+                self.streams.stream.as_bytes(),
+                b">",
+            ],
+        );
+        Ok(Box::new(XreadgroupMember {
+            connection: RespConnection::connect(self.streams.addr)?,
+            read,
+            stream: self.streams.stream.clone(),
+            group: self.group.clone(),
+            unanswered_ack: None,
+            out: Vec::new(),
+        }))
+    }
+
+    /// `XPENDING <stream> <group>`: the group's count of delivered, unacknowledged entries.
+    fn settled(&self) -> io::Result<()> {
+        let mut connection = RespConnection::connect(self.streams.addr)?;
+        let reply = connection.command(&[
+            b"XPENDING",
+            self.streams.stream.as_bytes(),
+            self.group.as_bytes(),
+        ])?;
+        match reply {
+            Reply::Array(Some(items)) if items.first() == Some(&Reply::Integer(0)) => Ok(()),
+            other => Err(io::Error::other(format!(
+                "the group still has pending entries: XPENDING replied {other:?}"
+            ))),
+        }
+    }
+}
+
+struct XreadgroupMember {
+    connection: RespConnection,
+    /// The encoded XREADGROUP command.
+    read: Vec<u8>,
+    stream: String,
+    group: String,
+    /// Ids in the XACK whose reply was not read yet.
+    unanswered_ack: Option<usize>,
+    out: Vec<u8>,
+}
+
+impl XreadgroupMember {
+    fn read_ack_reply(&mut self) -> io::Result<()> {
+        if let Some(ids) = self.unanswered_ack.take() {
+            match self.connection.reply()? {
+                Reply::Integer(acked) if acked as usize == ids => {}
+                other => {
+                    return Err(io::Error::other(format!(
+                        "XACK of {ids} ids replied {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Member for XreadgroupMember {
+    fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        self.connection.writer.write_all(&self.read)?;
+        self.connection.writer.flush()?;
+        self.read_ack_reply()?;
+        let reply = self.connection.reply()?;
+        let ids = xreadgroup_entries(reply, on_event)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidData, message))?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut args: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
+        args.extend(ids.iter().map(Vec::as_slice));
+        self.out.clear();
+        encode_command(&mut self.out, &args);
+        self.connection.writer.write_all(&self.out)?;
+        self.connection.writer.flush()?;
+        self.unanswered_ack = Some(ids.len());
+        Ok(ids.len() as u64)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.read_ack_reply()
+    }
+}
+
+/// The entry ids of an XREADGROUP (or XREAD) reply for one stream, in order; calls `on_event`
+/// with the value of each entry's first field.
+pub fn xreadgroup_entries(
+    reply: Reply,
+    on_event: &mut dyn FnMut(&[u8]),
+) -> Result<Vec<Vec<u8>>, String> {
+    let streams = match reply {
+        Reply::Array(None) | Reply::Bulk(None) => return Ok(Vec::new()),
+        Reply::Array(Some(streams)) => streams,
+        other => return Err(format!("XREADGROUP replied {other:?}")),
+    };
+    let Some(Reply::Array(Some(stream))) = streams.into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    let Some(Reply::Array(Some(entries))) = stream.into_iter().nth(1) else {
+        return Err("XREADGROUP stream without an entry list".to_string());
+    };
+    let mut ids = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Reply::Array(Some(mut entry)) = entry else {
+            return Err(format!("XREADGROUP entry is {entry:?}"));
+        };
+        if let Some(Reply::Array(Some(fields))) = entry.get(1) {
+            if let Some(Reply::Bulk(Some(value))) = fields.get(1) {
+                on_event(value);
+            }
+        }
+        match entry.first_mut() {
+            Some(Reply::Bulk(Some(id))) => ids.push(std::mem::take(id)),
+            other => return Err(format!("XREADGROUP entry id is {other:?}")),
+        }
+    }
+    Ok(ids)
+}
+
 /// What one XREAD reply held.
 #[derive(Debug, PartialEq, Eq)]
 pub struct XreadBatch {
@@ -509,6 +691,20 @@ mod tests {
     const XREAD_REPLY: &[u8] = b"*1\r\n*2\r\n$1\r\ns\r\n*2\r\n\
         *2\r\n$5\r\n1-0-0\r\n*2\r\n$1\r\nd\r\n$3\r\nabc\r\n\
         *2\r\n$3\r\n2-5\r\n*2\r\n$1\r\nd\r\n$0\r\n\r\n";
+
+    #[test]
+    fn xreadgroup_entries_give_ids_and_payloads() {
+        let mut payloads = Vec::new();
+        let ids = xreadgroup_entries(parse(XREAD_REPLY).unwrap(), &mut |payload| {
+            payloads.push(payload.to_vec())
+        })
+        .unwrap();
+        assert_eq!(ids, vec![b"1-0-0".to_vec(), b"2-5".to_vec()]);
+        assert_eq!(payloads, vec![b"abc".to_vec(), Vec::new()]);
+        let none = xreadgroup_entries(parse(b"*-1\r\n").unwrap(), &mut |_| {}).unwrap();
+        assert!(none.is_empty());
+        assert!(xreadgroup_entries(parse(b":1\r\n").unwrap(), &mut |_| {}).is_err());
+    }
 
     #[test]
     fn every_reply_type() {

@@ -13,7 +13,7 @@ use super::{BenchSpec, Histogram, LatencySummary};
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchResult {
     pub target: String,
-    /// `produce` or `read`.
+    /// `produce`, `read`, `group` (live) or `group-drain` (a stored backlog).
     pub kind: &'static str,
     pub connections: usize,
     pub window: usize,
@@ -24,8 +24,13 @@ pub struct BenchResult {
     pub elapsed: Duration,
     /// Acknowledgement latency for produces; time per batch for reads.
     pub latency: LatencySummary,
-    /// Produce to a tailing consumer, when one was measured.
+    /// Produce to a tailing consumer, when one was measured; for a group run, produce to
+    /// the member that received the event.
     pub end_to_end: Option<LatencySummary>,
+    /// Group members (0 for other runs).
+    pub members: usize,
+    /// Group runs: produce to the moment the receiving member's ack was sent.
+    pub acked: Option<LatencySummary>,
 }
 
 impl BenchResult {
@@ -48,6 +53,29 @@ impl BenchResult {
             elapsed,
             latency: latency.summary(),
             end_to_end: None,
+            members: 0,
+            acked: None,
+        }
+    }
+
+    /// A group run (`kind` `group` or `group-drain`): `events` acknowledged deliveries over
+    /// `elapsed`; `latency` is the producers' acknowledgement latency.
+    pub fn group(
+        target: String,
+        kind: &'static str,
+        spec: &BenchSpec,
+        members: usize,
+        events: u64,
+        produce_latency: Histogram,
+        elapsed: Duration,
+    ) -> BenchResult {
+        BenchResult {
+            kind,
+            members,
+            events,
+            bytes: events * spec.event_size as u64,
+            elapsed,
+            ..BenchResult::produce(target, spec, produce_latency, elapsed)
         }
     }
 
@@ -70,6 +98,8 @@ impl BenchResult {
             elapsed,
             latency: batch_latency.summary(),
             end_to_end: None,
+            members: 0,
+            acked: None,
         }
     }
 
@@ -86,6 +116,7 @@ impl BenchResult {
     pub fn to_json(&self) -> String {
         let latency = micros(Some(&self.latency));
         let end_to_end = micros(self.end_to_end.as_ref());
+        let acked = micros(self.acked.as_ref());
         let line = JsonLine {
             target: &self.target,
             kind: self.kind,
@@ -110,6 +141,13 @@ impl BenchResult {
             e2e_p999_us: end_to_end[3],
             e2e_max_us: end_to_end[4],
             e2e_mean_us: end_to_end[5],
+            members: self.members,
+            acked_min_us: acked[0],
+            acked_p50_us: acked[1],
+            acked_p99_us: acked[2],
+            acked_p999_us: acked[3],
+            acked_max_us: acked[4],
+            acked_mean_us: acked[5],
         };
         // A struct of numbers and strings always serializes.
         serde_json::to_string(&line).expect("the report serializes")
@@ -122,6 +160,17 @@ impl BenchResult {
             _ => "ack latency",
         };
         let us = |nanos: u64| nanos as f64 / 1e3;
+        let line = |label: &str, summary: &LatencySummary| {
+            format!(
+                "  {label} us: min {:.1}  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n",
+                us(summary.min),
+                us(summary.p50),
+                us(summary.p99),
+                us(summary.p999),
+                us(summary.max),
+                us(summary.mean)
+            )
+        };
         let latency = &self.latency;
         let rate = match self.rate {
             Some(rate) => format!(", rate {rate}/s"),
@@ -151,18 +200,23 @@ impl BenchResult {
         ) + &self
             .end_to_end
             .map(|e2e| {
-                format!(
-                    "  end-to-end us: min {:.1}  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  \
-                     mean {:.1}\n",
-                    us(e2e.min),
-                    us(e2e.p50),
-                    us(e2e.p99),
-                    us(e2e.p999),
-                    us(e2e.max),
-                    us(e2e.mean)
-                )
+                let label = if self.members > 0 {
+                    "delivered"
+                } else {
+                    "end-to-end"
+                };
+                line(label, &e2e)
             })
             .unwrap_or_default()
+            + &self
+                .acked
+                .map(|acked| line("acked", &acked))
+                .unwrap_or_default()
+            + &if self.members > 0 {
+                format!("  {} group members\n", self.members)
+            } else {
+                String::new()
+            }
     }
 }
 
@@ -192,6 +246,13 @@ struct JsonLine<'a> {
     e2e_p999_us: Option<f64>,
     e2e_max_us: Option<f64>,
     e2e_mean_us: Option<f64>,
+    members: usize,
+    acked_min_us: Option<f64>,
+    acked_p50_us: Option<f64>,
+    acked_p99_us: Option<f64>,
+    acked_p999_us: Option<f64>,
+    acked_max_us: Option<f64>,
+    acked_mean_us: Option<f64>,
 }
 
 /// min, p50, p99, p99.9, max and mean in microseconds to one decimal, or `None`s when not

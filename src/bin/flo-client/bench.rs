@@ -11,6 +11,11 @@
 //!   end.
 //! - End-to-end: a tailing subscription at the end of the log on the run's namespace, opened
 //!   (and caught up) before the first produce.
+//! - Group (`--members N`): a fresh group on the run's namespace, starting after a marker
+//!   event, joined by N members on connections of their own; each member acks every event it
+//!   receives (one GroupAck per batch received together) and leaves at the end, waiting for
+//!   the server's End (which follows the handling of its acks); then the group must report
+//!   nothing pending, and is deleted. See `flo_bench::group`.
 //!
 //! Every run uses a fresh namespace, so repeats on one server never see each other's events.
 
@@ -27,15 +32,16 @@ use flo::client::{
 };
 use flo::event::{EventId, StartPosition};
 use flo_bench::{
-    run_end_to_end_with_consumers, run_produce, run_read, BenchResult, BenchSpec, Connection,
-    ReadTarget, Reader, Stop, Tail, TailTarget, Target,
+    run_end_to_end_with_consumers, run_group, run_group_drain, run_produce, run_read, BenchResult,
+    BenchSpec, Connection, GroupTarget, Member, ReadTarget, Reader, Stop, Tail, TailTarget, Target,
 };
 
 use super::BenchArgs;
 
 /// Events a run produces when neither --count nor --duration is given.
 const COUNT_DEFAULT: u64 = 100_000;
-/// The most tailing consumers one run opens (one thread and connection each).
+/// The most tailing consumers (or group members) one run opens (one thread and connection
+/// each).
 const CONSUMERS_MAX: usize = 64;
 /// How often the progress line is redrawn.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -57,6 +63,19 @@ fn spec(args: &BenchArgs) -> Result<BenchSpec, String> {
         rate: args.rate,
     };
     spec.validate()?;
+    if args.members > CONSUMERS_MAX {
+        return Err(format!(
+            "--members {}: at most {CONSUMERS_MAX}",
+            args.members
+        ));
+    }
+    if args.members > 0 && !args.drain && args.size < 8 {
+        return Err(format!(
+            "--size {}: a live group run needs events of at least 8 bytes (they carry their \
+             send time)",
+            args.size
+        ));
+    }
     if args.consumers > CONSUMERS_MAX {
         return Err(format!(
             "--consumers {}: at most {CONSUMERS_MAX}",
@@ -108,7 +127,20 @@ fn measure(
     spec: &BenchSpec,
 ) -> Result<Vec<BenchResult>, String> {
     let failed = |what: &'static str| move |error: io::Error| format!("bench {what}: {error}");
-    if args.read {
+    if args.members > 0 {
+        target.produce_marker().map_err(failed("group"))?;
+        let group = FloGroup {
+            target,
+            name: format!("bench{}", target.namespace.replace('/', "-")),
+            in_flight: args.in_flight.max(1),
+        };
+        let result = if args.drain {
+            run_group_drain(target, &group, spec, args.members)
+        } else {
+            run_group(target, &group, spec, args.members)
+        };
+        Ok(vec![result.map_err(failed("group"))?])
+    } else if args.read {
         target.produce_marker().map_err(failed("store"))?;
         let stored = run_produce(target, spec).map_err(failed("store"))?;
         let read = run_read(target, args.size).map_err(failed("read"))?;
@@ -400,6 +432,87 @@ impl Reader for FloGroupReader {
             }
         }
         Ok(count)
+    }
+}
+
+/// How long a group member waits for deliveries before `next_batch` returns 0.
+const MEMBER_WAIT: Duration = Duration::from_millis(100);
+
+/// The run's group: members join it after the target's marker (the first join creates it).
+struct FloGroup<'a> {
+    target: &'a FloTarget,
+    name: String,
+    /// Each member's credit and max_in_flight.
+    in_flight: u32,
+}
+
+impl GroupTarget for FloGroup<'_> {
+    fn join(&self) -> io::Result<Box<dyn Member>> {
+        let marker = self.target.marker.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no marker event was produced")
+        })?;
+        let consumer = self
+            .target
+            .connect()?
+            .into_join_group(&self.name)
+            .glob(&self.target.namespace)
+            .start(StartPosition::AfterId(marker))
+            .credit(self.in_flight)
+            .max_in_flight(self.in_flight)
+            .ack_batch(usize::from(u16::MAX))
+            .join()
+            .map_err(io_error)?;
+        Ok(Box::new(FloMember(consumer)))
+    }
+
+    /// The group must have nothing pending; then it is deleted (its members have left).
+    fn settled(&self) -> io::Result<()> {
+        let mut admin = self.target.connect()?;
+        let info = admin.group_info(&self.name).map_err(io_error)?;
+        if info.pending != 0 {
+            return Err(io::Error::other(format!(
+                "group {} still has {} pending events",
+                self.name, info.pending
+            )));
+        }
+        admin.delete_group(&self.name).map_err(io_error)
+    }
+}
+
+/// A group member: acks each event it receives, one GroupAck per batch.
+struct FloMember(GroupConsumer<'static>);
+
+impl Member for FloMember {
+    fn next_batch(&mut self, on_event: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        let consumer = &mut self.0;
+        if !consumer.wait_for_delivery(MEMBER_WAIT).map_err(io_error)? {
+            return Ok(0);
+        }
+        let mut count = 0u64;
+        loop {
+            match consumer.next_delivery().map_err(io_error)? {
+                Some(GroupDelivery::Event(event)) => {
+                    on_event(&event.data);
+                    consumer.ack(event.id).map_err(io_error)?;
+                    count += 1;
+                }
+                Some(GroupDelivery::CaughtUp) => {}
+                Some(GroupDelivery::End(_)) | None => {
+                    return Err(io::Error::other("the group membership ended"))
+                }
+            }
+            if !consumer.has_buffered().map_err(io_error)? {
+                break;
+            }
+        }
+        consumer.flush().map_err(io_error)?;
+        Ok(count)
+    }
+
+    /// Leaves and waits for the End, which the server sends after it handled (and, with
+    /// the journal synced in the same turn, made durable) every ack sent before.
+    fn finish(&mut self) -> io::Result<()> {
+        self.0.leave_and_wait().map_err(io_error)
     }
 }
 

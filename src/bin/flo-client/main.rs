@@ -415,6 +415,17 @@ struct BenchArgs {
     /// (SetReplicas; default: the server's --min-replicas).
     #[arg(long, value_name = "N", default_value_t = 0)]
     replicas: u8,
+    /// A consumer group (a fresh one) shared by N members, each on its own connection,
+    /// acknowledging every event: reports acknowledged deliveries and, live, the delivered
+    /// and acked latency (produce to the member's ack). Best with --rate; see --drain.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["read", "consumers"])]
+    members: usize,
+    /// With --members: store --count events first, then measure the members working them off.
+    #[arg(long, requires = "members")]
+    drain: bool,
+    /// With --members: events a member may hold unacknowledged (its credit and max_in_flight).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    in_flight: u32,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,10 @@
 //! ```
 //! `redis-group` stores `--count` events the same way, then reads them back through a consumer
 //! group (XREADGROUP COUNT 1000, then XACK of the batch) on one connection.
+//! `redis-members` and `nats-members` run a consumer group shared by `--members` members
+//! (flo_bench::group): Redis Streams XREADGROUP + XACK, a JetStream durable push consumer with
+//! explicit acks and a queue group; live (producers at `--rate`, delivered and acked latency)
+//! or, with `--drain`, a stored backlog of `--count` events worked off (acked deliveries/s).
 //! `redis-read` first stores `--count` events, then measures reading them back from the
 //! beginning on one connection. `redis-e2e` adds a consumer following the stream with
 //! `XREAD BLOCK` and reports end-to-end latency (produce to consumer), best at a fixed `--rate`. Each run uses a fresh stream and deletes it afterwards.
@@ -20,9 +24,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
-use flo_bench::nats::JetStream;
-use flo_bench::redis::{RedisGroupRead, RedisStreams};
-use flo_bench::{run_end_to_end, run_produce, run_read, BenchResult, BenchSpec, Stop};
+use flo_bench::nats::{JetStream, JetStreamGroup};
+use flo_bench::redis::{RedisGroup, RedisGroupRead, RedisStreams};
+use flo_bench::{
+    run_end_to_end, run_group, run_group_drain, run_produce, run_read, BenchResult, BenchSpec,
+    GroupTarget, Stop, Target,
+};
 
 #[derive(Parser)]
 #[command(about = "Benchmark flo's peers with flo's load generator")]
@@ -45,6 +52,13 @@ enum Peer {
     /// Produce with XADD while a consumer follows the stream with XREAD BLOCK; reports
     /// end-to-end latency too (use --rate).
     RedisE2e(Load),
+    /// A consumer group shared by --members consumers: XREADGROUP COUNT --in-flight BLOCK
+    /// 100, then a pipelined XACK of each batch. Live (use --rate) or --drain.
+    RedisMembers(Load),
+    /// A durable JetStream push consumer with explicit acks shared by --members subscribers
+    /// of one queue group, max_ack_pending --in-flight x --members. Live (use --rate) or
+    /// --drain.
+    NatsMembers(Load),
 }
 
 #[derive(Args)]
@@ -78,6 +92,15 @@ struct Load {
     /// `nats` only: the stream's replicas (a JetStream cluster for more than 1).
     #[arg(long, default_value_t = 1)]
     replicas: u8,
+    /// Group runs: members sharing the group, one connection and thread each.
+    #[arg(long, default_value_t = 4)]
+    members: usize,
+    /// Group runs: events a member may hold unacknowledged.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Group runs: store --count events first, then measure the members working them off.
+    #[arg(long)]
+    drain: bool,
 }
 
 impl Load {
@@ -130,6 +153,20 @@ fn finish(
     Ok(result)
 }
 
+/// A live or drain group run, as `load` says.
+fn group_run(
+    load: &Load,
+    spec: &BenchSpec,
+    producer: &dyn Target,
+    group: &dyn GroupTarget,
+) -> std::io::Result<BenchResult> {
+    if load.drain {
+        run_group_drain(producer, group, spec, load.members)
+    } else {
+        run_group(producer, group, spec, load.members)
+    }
+}
+
 fn run(peer: &Peer) -> Result<BenchResult, String> {
     match peer {
         Peer::Redis(load) => {
@@ -177,6 +214,36 @@ fn run(peer: &Peer) -> Result<BenchResult, String> {
             let result = run_end_to_end(&target, &target, &spec).map_err(error("redis end-to-end"));
             finish(result, target.delete_stream().map_err(error("redis DEL")))
         }
+        Peer::RedisMembers(load) => {
+            let spec = load.spec()?;
+            let target = RedisStreams {
+                addr: load.addr,
+                stream: fresh_stream_name(),
+                label: load.label("redis"),
+            };
+            let result = RedisGroup::create(&target, load.in_flight)
+                .and_then(|group| group_run(load, &spec, &target, &group))
+                .map_err(error("redis group"));
+            finish(result, target.delete_stream().map_err(error("redis DEL")))
+        }
+        Peer::NatsMembers(load) => {
+            let spec = load.spec()?;
+            let target = JetStream {
+                addr: load.addr,
+                stream: fresh_stream_name(),
+                label: load.label("nats"),
+                replicas: load.replicas,
+            };
+            target
+                .create_stream()
+                .map_err(error("JetStream stream create"))?;
+            let max_ack_pending = load.in_flight.saturating_mul(load.members);
+            let result = JetStreamGroup::create(&target, max_ack_pending)
+                .and_then(|group| group_run(load, &spec, &target, &group))
+                .map_err(error("nats group"));
+            let cleanup = target.delete_stream();
+            finish(result, cleanup.map_err(error("JetStream stream delete")))
+        }
         Peer::Nats(load) => {
             let spec = load.spec()?;
             let target = JetStream {
@@ -202,6 +269,8 @@ fn main() -> ExitCode {
         | Peer::RedisRead(load)
         | Peer::RedisGroup(load)
         | Peer::RedisE2e(load)
+        | Peer::RedisMembers(load)
+        | Peer::NatsMembers(load)
         | Peer::Nats(load) => load.json,
     };
     match run(&cli.peer) {

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Consumer groups (issue 12): members sharing one durable group and acknowledging every event,
+# flo beside Redis Streams (XREADGROUP + XACK) and a NATS JetStream durable consumer with
+# explicit acks, in one run, repeats interleaved (flo_bench::group; BENCHMARKS.md "Consumer
+# groups").
+#
+#   ci/bench_groups.sh        # about 5 minutes on 2 cores
+#
+# Knobs (environment): BENCH_DURATION seconds per live run (default 3), BENCH_RATE events/s of
+# a live run (default 10000), BENCH_DRAIN_COUNT events stored before a drain (default 100000),
+# BENCH_REPEATS (default 3), BENCH_MEMBERS members per group (default "4 1"), BENCH_CELLS
+# (default "live drain"), BENCH_OUT output directory (default bench-results/groups).
+#
+# Servers: flo --fsync always and --fsync interval:1000; redis-server appendonly with
+# appendfsync always and everysec; nats-server -js (file store, its default sync: every 2 min).
+# Cells, 100-byte events, for every member count:
+#   live  - 1 producer connection (64 in flight) at BENCH_RATE events/s while the members
+#           receive and ack: delivered and acked latency (produce -> member -> ack sent);
+#   drain - BENCH_DRAIN_COUNT events stored by 4 connections x 64, then the members work the
+#           backlog off: acknowledged deliveries per second.
+# Each line of runs.jsonl is one run with the server's CPU time over it (`server_cpu_ticks`,
+# utime + stime of /proc/PID/stat, clock ticks of `getconf CLK_TCK`) and the load average.
+# Every process it starts is stopped by its PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${BENCH_DURATION:-3}
+RATE=${BENCH_RATE:-10000}
+DRAIN_COUNT=${BENCH_DRAIN_COUNT:-100000}
+REPEATS=${BENCH_REPEATS:-3}
+MEMBERS=${BENCH_MEMBERS:-"4 1"}
+CELLS=${BENCH_CELLS:-"live drain"}
+OUT=${BENCH_OUT:-bench-results/groups}
+log() { echo "[bench-groups $(date -u +%H:%M:%S)] $*" >&2; }
+
+if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
+    log "installing redis-server and nats-server with apt-get"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
+fi
+cargo build --release -p flo-bench --bin peer_bench >&2
+cargo build --release --bin flo --bin flo-client >&2
+PEER_BENCH=$ROOT/target/release/peer_bench
+FLO=$ROOT/target/release/flo
+FLO_CLIENT=$ROOT/target/release/flo-client
+
+WORK=$(mktemp -d)
+STARTED_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for_port() {
+    local attempt
+    for attempt in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "nothing listens on 127.0.0.1:$1"; return 1
+}
+declare -A PORT SERVER_PID
+start() { # name command...
+    local name=$1 port
+    shift
+    port=$(free_port)
+    mkdir -p "$WORK/$name"
+    case $1 in
+        flo) "$FLO" -d "$WORK/$name" -p "$port" --fsync "$2" >"$WORK/$name.log" 2>&1 & ;;
+        redis) redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$name" --save "" \
+            --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no \
+            --logfile "$WORK/$name/redis.log" & ;;
+        nats) nats-server -a 127.0.0.1 -p "$port" -js -sd "$WORK/$name" -l "$WORK/$name/nats.log" & ;;
+    esac
+    STARTED_PIDS+=($!)
+    SERVER_PID[$name]=$!
+    PORT[$name]=$port
+    wait_for_port "$port"
+    log "$name pid $! on 127.0.0.1:$port"
+}
+start flo-always flo always
+start flo-interval flo interval:1000
+start redis-always redis always
+start redis-everysec redis everysec
+start nats-js-file nats
+TARGETS=(flo-always redis-always nats-js-file flo-interval redis-everysec)
+
+mkdir -p "$OUT"
+RUNS=$OUT/runs.jsonl
+: >"$RUNS"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # target cell members
+    local target=$1 cell=$2 members=$3 common before ticks result
+    common=(--size 100 --members "$members" --label "$target" --json)
+    if [[ $cell == live ]]; then
+        common+=(--connections 1 --window 64 --rate "$RATE" --duration "$DURATION")
+    else
+        common+=(--connections 4 --window 64 --count "$DRAIN_COUNT" --drain)
+    fi
+    before=$(cpu_ticks "${SERVER_PID[$target]}")
+    case $target in
+        flo-*) result=$("$FLO_CLIENT" bench --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        redis-*) result=$("$PEER_BENCH" redis-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        nats-*) result=$("$PEER_BENCH" nats-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+    esac
+    ticks=$(($(cpu_ticks "${SERVER_PID[$target]}") - before))
+    echo "{\"repeat\":$repeat,\"cell\":\"$cell\",\"server_cpu_ticks\":$ticks,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"result\":$result}" >>"$RUNS"
+}
+
+for repeat in $(seq "$REPEATS"); do
+    log "repeat $repeat of $REPEATS; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for members in $MEMBERS; do
+        for cell in $CELLS; do
+            for target in "${TARGETS[@]}"; do
+                run "$target" "$cell" "$members"
+            done
+        done
+    done
+done
+log "done; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$RUNS" "$(getconf CLK_TCK)" "$DRAIN_COUNT" <<'PY' | tee "$OUT/summary.md"
+import json, statistics, sys
+runs_path, tick_hz, drain_count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cells = {}
+loads = []
+for line in open(runs_path):
+    run = json.loads(line)
+    r = run["result"]
+    loads.append(float(run["loadavg"].split()[0]))
+    key = (run["cell"], r["members"], r["target"])
+    events = r["events"] if run["cell"] == "live" else r["events"] + drain_count
+    r["cpu_us_per_event"] = run["server_cpu_ticks"] / tick_hz * 1e6 / max(events, 1)
+    cells.setdefault(key, []).append(r)
+med = lambda rs, k: statistics.median(r[k] for r in rs)
+print(f"load average (1 min) over the runs: {min(loads):.1f}-{max(loads):.1f}\n")
+print("| cell | members | target | acked/s | delivered p50 / p99 / p99.9 ms | acked p50 / p99 / p99.9 ms | server CPU us/event | runs |")
+print("|---|---|---|---|---|---|---|---|")
+for (cell, members, target), rs in sorted(cells.items(), key=lambda kv: (kv[0][0] != "live", -kv[0][1], kv[0][2])):
+    lat = lambda p: " / ".join(f"{med(rs, f'{p}_{q}_us') / 1000:.2f}" for q in ("p50", "p99", "p999")) if rs[0][f"{p}_p50_us"] is not None else "-"
+    print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
+print()
+print("Ratios of medians (flo / peer): drain acked/s; live acked p99; server CPU per event")
+pairs = [("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-file"), ("flo-interval", "nats-js-file")]
+for members in sorted({k[1] for k in cells}, reverse=True):
+    for flo, peer in pairs:
+        parts = []
+        d_f, d_p = cells.get(("drain", members, flo)), cells.get(("drain", members, peer))
+        if d_f and d_p:
+            parts.append(f"drain {med(d_f, 'events_per_s') / med(d_p, 'events_per_s'):.2f}x")
+        l_f, l_p = cells.get(("live", members, flo)), cells.get(("live", members, peer))
+        if l_f and l_p:
+            parts.append(f"live acked p99 {med(l_f, 'acked_p99_us') / med(l_p, 'acked_p99_us'):.2f}x")
+            parts.append(f"live CPU/event {med(l_f, 'cpu_us_per_event') / med(l_p, 'cpu_us_per_event'):.2f}x")
+        print(f"- {members} members, {flo} / {peer}: " + ", ".join(parts))
+PY
