@@ -178,6 +178,10 @@ pub struct StorageConfig {
     /// Purge rules kept at most (`--max-purge-rules`); a purge of a new glob past it is
     /// refused with PurgeRulesFull. Every rule costs a comparison per event handed out.
     pub purge_rules_max: usize,
+    /// Bytes of glob all purge rules may have together (`--max-purge-glob-bytes`): every
+    /// event handed out is checked against every rule, at a cost linear in each glob's length
+    /// per namespace byte, so this bounds one event's check whatever the globs are.
+    pub purge_glob_bytes_max: usize,
     /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
     /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
     pub reclaim_records_per_call_max: u64,
@@ -206,6 +210,7 @@ impl StorageConfig {
             namespace_filter_bytes_max: 64 * 1024 * 1024,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
+            purge_glob_bytes_max: 16 * 1024,
             reclaim_records_per_call_max: 4096,
             purged_namespaces_max: 100_000,
             reclaim_match_steps_per_call_max: 8 * 1024 * 1024,
@@ -774,6 +779,9 @@ impl Config {
         if !(1..=65_535).contains(&storage.purge_rules_max) {
             return Err("max purge rules must be between 1 and 65535".into());
         }
+        if !(1..=16 * 1024 * 1024).contains(&storage.purge_glob_bytes_max) {
+            return Err("max purge glob bytes must be between 1 and 16777216".into());
+        }
         if !(1..=100_000_000).contains(&storage.purged_namespaces_max) {
             return Err("max purged namespaces must be between 1 and 100000000".into());
         }
@@ -795,7 +803,7 @@ impl Config {
                 * (crate::protocol::RETENTION_INFO_FIXED_SIZE + glob_max);
         if reply_size_max > self.wire.frame_size_max as usize {
             return Err(format!(
-                "max purge rules {} with globs up to {glob_max} bytes make a Purges reply                  larger than the frame size limit",
+                "max purge rules {} with globs up to {glob_max} bytes make a Purges reply larger than the frame size limit",
                 storage.purge_rules_max
             ));
         }

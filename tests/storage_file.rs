@@ -7,7 +7,9 @@ use std::path::Path;
 
 use flo::config::{FsyncPolicy, Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
-use flo::storage::{FileLog, InjectedFault, Log, MemoryLog, Offset, ProducedRecord, StorageError};
+use flo::storage::{
+    FileLog, InjectedFault, Log, MemoryLog, Offset, ProducedRecord, PurgeLimits, StorageError,
+};
 use flo::time::{MonotonicMs, WallClockMs};
 
 fn config(dir: &Path) -> StorageConfig {
@@ -645,7 +647,9 @@ fn purges_survive_a_reopen_and_free_whole_segments_a_bounded_step_at_a_time() {
         glob: "/t/**".into(),
         before: PurgeBefore::Id(EventId::new(300, 1)),
     };
-    let outcomes = log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
+    let outcomes = log
+        .add_purges(std::slice::from_ref(&rule), PurgeLimits::NONE)
+        .unwrap();
     assert_eq!(outcomes, vec![Ok(true)]);
     drop(log);
     let (mut log, _) = FileLog::open(&config).unwrap();
@@ -737,7 +741,8 @@ fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reope
         glob: "/acct/**".into(),
         before: PurgeBefore::Id(EventId::new(301, 1)),
     };
-    log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
+    log.add_purges(std::slice::from_ref(&rule), PurgeLimits::NONE)
+        .unwrap();
     reclaim_all(&mut log);
     assert!(log.start().0 > 250, "start {}", log.start().0);
     for name in 0..7 {
@@ -774,7 +779,8 @@ fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reope
     config.purged_namespaces_max = 3;
     let (mut log, _) = FileLog::open(&config).unwrap();
     fill_accounts(&mut log, 300, 7);
-    log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
+    log.add_purges(std::slice::from_ref(&rule), PurgeLimits::NONE)
+        .unwrap();
     reclaim_all(&mut log);
     assert_eq!(log.start().0, 0, "the first segment holds 7 namespaces");
     assert_eq!(

@@ -117,6 +117,11 @@ struct Args {
     #[arg(long = "max-purge-rules", default_value_t = 256)]
     max_purge_rules: usize,
 
+    /// Bytes of glob all purge rules may have together; a purge of a new glob past it is
+    /// refused with PurgeRulesFull. Bounds what checking one event against every rule costs.
+    #[arg(long = "max-purge-glob-bytes", default_value_t = 16 * 1024)]
+    max_purge_glob_bytes: usize,
+
     /// Namespaces whose newest id the server remembers after deleting their purged events
     /// with their segment, so a conditional produce (--expect-last) never sees it go back;
     /// a segment whose deletion would pass it stays on disk. About 100 bytes each.
@@ -400,6 +405,12 @@ fn effective_config(args: &Args) -> String {
         )),
     );
     put(
+        "max-purge-glob-bytes",
+        Some(toml::Value::Integer(
+            i64::try_from(args.max_purge_glob_bytes).unwrap_or(i64::MAX),
+        )),
+    );
+    put(
         "max-purged-namespaces",
         Some(toml::Value::Integer(
             i64::try_from(args.max_purged_namespaces).unwrap_or(i64::MAX),
@@ -631,6 +642,7 @@ fn config_from(args: &Args) -> Config {
     };
     config.storage.namespace_retention = args.retention_rules.clone();
     config.storage.purge_rules_max = args.max_purge_rules;
+    config.storage.purge_glob_bytes_max = args.max_purge_glob_bytes;
     config.storage.purged_namespaces_max = args.max_purged_namespaces;
     config.cluster.peer_addrs = args.peer_addrs.clone();
     config.cluster.secret = args.cluster_secret.clone();

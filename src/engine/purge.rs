@@ -21,7 +21,7 @@ use crate::protocol::{
     self, ErrorCode, ErrorFrame, ErrorScope, NamespaceGlob, PeerFrame, Purged, PurgesReply,
     RetentionInfo, ServerFrame,
 };
-use crate::storage::{Log, PurgeError};
+use crate::storage::{Log, PurgeError, PurgeLimits};
 
 use super::{ConnId, Engine, Now, PendingReply};
 
@@ -131,8 +131,11 @@ impl<L: Log> Engine<L> {
         if rules.is_empty() {
             return;
         }
-        let rules_max = self.config.storage.purge_rules_max;
-        let outcomes = match self.log.add_purges(&rules, rules_max) {
+        let limits = PurgeLimits {
+            rules_max: self.config.storage.purge_rules_max,
+            glob_bytes_max: self.config.storage.purge_glob_bytes_max,
+        };
+        let outcomes = match self.log.add_purges(&rules, limits) {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 log::error!("could not record {} purges: {error}", rules.len());
@@ -158,9 +161,8 @@ impl<L: Log> Engine<L> {
                     rule,
                     changed: false,
                 }),
-                Err(PurgeError::Full { .. }) => {
-                    let message = PurgeError::Full { rules_max }.to_string();
-                    error_frame(ErrorCode::PurgeRulesFull, message)
+                Err(error @ (PurgeError::Full { .. } | PurgeError::GlobBytesFull { .. })) => {
+                    error_frame(ErrorCode::PurgeRulesFull, error.to_string())
                 }
                 Err(error @ PurgeError::Glob(_)) => {
                     error_frame(ErrorCode::InvalidGlob, error.to_string())

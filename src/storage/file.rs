@@ -1369,9 +1369,9 @@ impl Log for FileLog {
     fn add_purges(
         &mut self,
         rules: &[PurgeRule],
-        rules_max: usize,
+        limits: purge::PurgeLimits,
     ) -> Result<PurgeOutcomes, StorageError> {
-        let (next, outcomes, changed) = purge::merge_all(&self.hide, rules, rules_max);
+        let (next, outcomes, changed) = purge::merge_all(&self.hide, rules, limits);
         if changed {
             purge::write(&self.config.data_dir, &next.purges())?;
             self.hide = Arc::new(next);

@@ -296,9 +296,9 @@ impl Log for MemoryLog {
     fn add_purges(
         &mut self,
         rules: &[PurgeRule],
-        rules_max: usize,
+        limits: super::PurgeLimits,
     ) -> Result<PurgeOutcomes, StorageError> {
-        let (next, outcomes, changed) = merge_all(&self.hide, rules, rules_max);
+        let (next, outcomes, changed) = merge_all(&self.hide, rules, limits);
         if changed {
             self.hide = Arc::new(next);
         }

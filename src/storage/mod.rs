@@ -65,7 +65,7 @@ pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
-pub use purge::{HideRules, PurgeError, PurgeOutcomes};
+pub use purge::{HideRules, PurgeError, PurgeLimits, PurgeOutcomes};
 pub use recovery::RecoveryReport;
 pub use repair::RecoveryMode;
 
@@ -416,7 +416,7 @@ pub trait Log {
     fn add_purges(
         &mut self,
         rules: &[PurgeRule],
-        rules_max: usize,
+        limits: PurgeLimits,
     ) -> Result<PurgeOutcomes, StorageError>;
 }
 

@@ -44,6 +44,32 @@ pub enum PurgeError {
         /// `StorageConfig::purge_rules_max`.
         rules_max: usize,
     },
+    /// The globs of the set and this new one would be longer than `glob_bytes_max` together.
+    GlobBytesFull {
+        /// `StorageConfig::purge_glob_bytes_max`.
+        glob_bytes_max: usize,
+    },
+}
+
+/// How many purge rules a set may hold (`StorageConfig::purge_rules_max`) and how many bytes
+/// of globs all of them together (`StorageConfig::purge_glob_bytes_max`). The second bounds
+/// what one event costs to check against every rule, whatever the globs: matching is linear
+/// in the glob's length for each namespace byte (attack round 4: 256 rules of 1 KiB made one
+/// event cost about 29 million matching steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeLimits {
+    /// Rules at most (`StorageConfig::purge_rules_max`).
+    pub rules_max: usize,
+    /// Bytes of glob of all rules together (`StorageConfig::purge_glob_bytes_max`).
+    pub glob_bytes_max: usize,
+}
+
+impl PurgeLimits {
+    /// No limit: a set loaded from the disk is taken whole (purges are never dropped).
+    pub const NONE: PurgeLimits = PurgeLimits {
+        rules_max: usize::MAX,
+        glob_bytes_max: usize::MAX,
+    };
 }
 
 impl std::fmt::Display for PurgeError {
@@ -54,6 +80,12 @@ impl std::fmt::Display for PurgeError {
                 f,
                 "the server holds {rules_max} purge rules (--max-purge-rules); a purge of a glob \
                  already purged raises its bound, a new glob needs room"
+            ),
+            PurgeError::GlobBytesFull { glob_bytes_max } => write!(
+                f,
+                "the purge rules' globs would be longer than {glob_bytes_max} bytes together \
+                 (--max-purge-glob-bytes); a purge of a glob already purged raises its bound, \
+                 a new glob needs room"
             ),
         }
     }
@@ -145,7 +177,7 @@ impl HideRules {
 
     /// Adds `rule` (or raises the bound of the rule with its glob and kind). Returns whether
     /// anything changed: a purge at or below the bound in force is a no-op.
-    pub fn merge(&mut self, rule: &PurgeRule, rules_max: usize) -> Result<bool, PurgeError> {
+    pub fn merge(&mut self, rule: &PurgeRule, limits: PurgeLimits) -> Result<bool, PurgeError> {
         let existing = self
             .purges
             .iter_mut()
@@ -157,8 +189,20 @@ impl HideRules {
             hide.before = rule.before;
             return Ok(true);
         }
-        if self.purges.len() >= rules_max {
-            return Err(PurgeError::Full { rules_max });
+        if self.purges.len() >= limits.rules_max {
+            return Err(PurgeError::Full {
+                rules_max: limits.rules_max,
+            });
+        }
+        let glob_bytes: usize = self
+            .purges
+            .iter()
+            .map(|hide| hide.glob.as_str().len())
+            .sum();
+        if glob_bytes.saturating_add(rule.glob.len()) > limits.glob_bytes_max {
+            return Err(PurgeError::GlobBytesFull {
+                glob_bytes_max: limits.glob_bytes_max,
+            });
         }
         let glob = NamespaceGlob::new(&rule.glob).map_err(|e| PurgeError::Glob(e.to_string()))?;
         self.purges.push(Hide {
@@ -207,13 +251,10 @@ pub type PurgeOutcomes = Vec<Result<bool, PurgeError>>;
 pub fn merge_all(
     current: &HideRules,
     rules: &[PurgeRule],
-    rules_max: usize,
+    limits: PurgeLimits,
 ) -> (HideRules, PurgeOutcomes, bool) {
     let mut next = current.clone();
-    let outcomes: PurgeOutcomes = rules
-        .iter()
-        .map(|rule| next.merge(rule, rules_max))
-        .collect();
+    let outcomes: PurgeOutcomes = rules.iter().map(|rule| next.merge(rule, limits)).collect();
     let changed = outcomes.contains(&Ok(true));
     (next, outcomes, changed)
 }
@@ -569,26 +610,30 @@ mod tests {
             glob: glob.into(),
             before,
         };
-        assert_eq!(rules.merge(&rule("/m/**", id(10)), 2), Ok(true));
+        let two = PurgeLimits {
+            rules_max: 2,
+            glob_bytes_max: 1024,
+        };
+        assert_eq!(rules.merge(&rule("/m/**", id(10)), two), Ok(true));
         assert!(rules.hides(event("/m/a", 9, 0).view()));
         assert!(!rules.hides(event("/m/a", 10, 0).view()));
         assert!(!rules.hides(event("/n/a", 1, 0).view()));
         // A lower bound for the same glob and kind changes nothing; a higher one raises it.
-        assert_eq!(rules.merge(&rule("/m/**", id(5)), 2), Ok(false));
-        assert_eq!(rules.merge(&rule("/m/**", id(20)), 2), Ok(true));
+        assert_eq!(rules.merge(&rule("/m/**", id(5)), two), Ok(false));
+        assert_eq!(rules.merge(&rule("/m/**", id(20)), two), Ok(true));
         assert!(rules.hides(event("/m/a", 19, 0).view()));
         assert_eq!(
-            rules.merge(&rule("/t", PurgeBefore::Time(100)), 2),
+            rules.merge(&rule("/t", PurgeBefore::Time(100)), two),
             Ok(true)
         );
         assert!(rules.hides(event("/t", 50, 99).view()));
         assert_eq!(
-            rules.merge(&rule("/u", PurgeBefore::Time(100)), 2),
+            rules.merge(&rule("/u", PurgeBefore::Time(100)), two),
             Err(PurgeError::Full { rules_max: 2 })
         );
         // Raising a rule in a full set is allowed.
         assert_eq!(
-            rules.merge(&rule("/t", PurgeBefore::Time(200)), 2),
+            rules.merge(&rule("/t", PurgeBefore::Time(200)), two),
             Ok(true)
         );
         let bytes = encode(&rules.purges());
@@ -596,6 +641,41 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[12] ^= 1;
         assert!(decode(&flipped).unwrap_err().contains("checksum"));
+    }
+
+    /// The globs of all purge rules together are bounded (`purge_glob_bytes_max`), so one
+    /// event's check against every rule costs bounded matching whatever the globs: a new glob
+    /// that would pass it is refused, raising a held rule's bound is not.
+    #[test]
+    fn the_rules_globs_are_bounded_in_bytes_together() {
+        let limits = PurgeLimits {
+            rules_max: 256,
+            glob_bytes_max: 100,
+        };
+        let rule = |glob: String, counter| PurgeRule {
+            glob,
+            before: PurgeBefore::Id(EventId {
+                counter,
+                actor: ActorId(1),
+            }),
+        };
+        let mut rules = HideRules::default();
+        let long = |letter: char| format!("/{}", letter.to_string().repeat(49));
+        assert_eq!(rules.merge(&rule(long('a'), 5), limits), Ok(true));
+        assert_eq!(rules.merge(&rule(long('b'), 5), limits), Ok(true));
+        assert_eq!(
+            rules.merge(&rule("/c".into(), 5), limits),
+            Err(PurgeError::GlobBytesFull {
+                glob_bytes_max: 100
+            })
+        );
+        assert_eq!(rules.merge(&rule(long('a'), 9), limits), Ok(true));
+        assert_eq!(rules.purges().len(), 2);
+        // A set loaded from the disk is taken whole, whatever the limit is now.
+        let (loaded, outcomes, _) =
+            merge_all(&HideRules::default(), &rules.purges(), PurgeLimits::NONE);
+        assert!(outcomes.iter().all(|outcome| *outcome == Ok(true)));
+        assert_eq!(loaded.purges(), rules.purges());
     }
 
     #[test]

@@ -200,7 +200,11 @@ fn load_hide_rules(dir: &Path, config: &StorageConfig) -> Result<HideRules, Stor
     hide.set_retention_rules(&config.namespace_retention);
     // A set written under a larger --max-purge-rules is loaded whole: purges are never
     // dropped by a restart.
-    let (loaded, _, _) = purge::merge_all(&hide, &purge::read(dir, size_max)?, usize::MAX);
+    let (loaded, _, _) = purge::merge_all(
+        &hide,
+        &purge::read(dir, size_max)?,
+        purge::PurgeLimits::NONE,
+    );
     Ok(loaded)
 }
 

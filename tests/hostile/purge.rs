@@ -191,9 +191,11 @@ fn a_purged_namespaces_newest_id_survives_reclaim_and_kill_9() {
 /// refuses names cheaply) whose bound covers every event, then a catch-up over 200 events
 /// with namespaces of 1000 bytes (attack round 3, F1: with 4,000 events, each checked against
 /// every rule in one turn, the catch-up took 67 s and a bystander waited 34 s). The rules'
-/// matching is charged to the reader's turn budget now: another client is served while it
-/// catches up (at about one event per turn: 256 matches of 1 KiB over 1000 bytes), and it
-/// receives every event (no rule matches).
+/// matching is charged to the reader's turn budget, and the globs of all rules together are
+/// bounded (`--max-purge-glob-bytes`, 16 KiB): past 16 of these rules the purges are refused
+/// with PurgeRulesFull (attack round 4: with all 256 held, one event cost about 60 ms to check
+/// and a catch-up ran at 32 events a second while every client waited 50-184 ms). Another
+/// client is served while it catches up, and it receives every event (no rule matches).
 #[test]
 fn many_long_purge_rules_do_not_freeze_a_catch_up() {
     let _heavy = crate::support::heavy_case();
@@ -232,12 +234,21 @@ fn many_long_purge_rules_do_not_freeze_a_catch_up() {
             before: PurgeBefore::Id(marker),
         }));
     }
+    let mut held = 0;
     for _ in 0..256 {
         match conn.recv() {
-            Some(ServerFrame::Purged(_)) => {}
-            other => panic!("expected Purged, got {other:?}"),
+            Some(ServerFrame::Purged(_)) => held += 1,
+            Some(ServerFrame::Error(error)) => {
+                assert_eq!(error.code, ErrorCode::PurgeRulesFull, "{}", error.message)
+            }
+            other => panic!("expected Purged or PurgeRulesFull, got {other:?}"),
         }
     }
+    // 16 KiB of globs hold 16 globs of 1,007 bytes.
+    assert!(
+        (1..=16).contains(&held),
+        "{held} purge rules of 1 KiB were held (--max-purge-glob-bytes is 16 KiB)"
+    );
     conn.subscribe(Subscribe {
         subscription_id: 1,
         glob: "/**".to_string(),
