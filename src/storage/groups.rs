@@ -969,8 +969,7 @@ mod tests {
             "interval: (fdatasyncs on the caller's thread, all of them)"
         );
         drop(store);
-        let mut always =
-            FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open always");
+        let mut always = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open always");
         assert_eq!(always.load().expect("load"), records);
         for (turn, record) in records.iter().enumerate() {
             always.append(record);
