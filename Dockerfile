@@ -20,7 +20,9 @@ COPY --from=build /out/ /
 USER flo
 VOLUME /var/lib/flo
 EXPOSE 3000
-# Listens on every interface inside the container; publish the port only where clients are.
-CMD ["flo", "--data-dir", "/var/lib/flo", "--bind", "0.0.0.0", "--port", "3000"]
+# Listens on every interface inside the container, without client authentication (flo refuses a
+# non-loopback address without --auth-file or --insecure-no-auth): publish the port only where
+# clients are (`-p 127.0.0.1:3000:3000`), or run with an auth file (docs/operations.md).
+CMD ["flo", "--data-dir", "/var/lib/flo", "--bind", "0.0.0.0", "--port", "3000", "--insecure-no-auth"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["flo-client", "-H", "127.0.0.1:3000", "--timeout", "3s", "status"]

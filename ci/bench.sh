@@ -28,49 +28,14 @@ STARTED_AT=$(date +%s)
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
-# --- Peers from Debian ----------------------------------------------------------------------
-if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
-    log "installing redis-server and nats-server with apt-get"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
-fi
+# --- Peers from Debian; the processes we start, stopped by PID on every exit ----------------
+source ci/processes.sh
+need_peer_servers
 
 log "building the load generator and flo"
 cargo build --release -p flo-bench --bin peer_bench >&2
 cargo build --release --bin flo --bin flo-client >&2
 PEER_BENCH=$ROOT/target/release/peer_bench
-
-# --- Processes we start, stopped by PID on every exit ---------------------------------------
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits (at most 10 s) until something accepts connections on the loopback port.
-wait_for_port() {
-    local port=$1 attempt
-    for attempt in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "nothing listens on 127.0.0.1:$port after 10 s"
-    return 1
-}
 
 start_redis() { # name appendfsync -> sets the port in REDIS_PORT_<name>
     local name=$1 policy=$2 port dir

@@ -21,26 +21,8 @@ PEER_BENCH=$ROOT/target/release/peer_bench
 FLO=$ROOT/target/release/flo
 FLO_CLIENT=$ROOT/target/release/flo-client
 
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for_port() {
-    local attempt
-    for attempt in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "nothing listens on 127.0.0.1:$1"; return 1
-}
+# WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port.
+source ci/processes.sh
 
 # --- flo: three nodes, each with the others as --peer-addr ----------------------------------
 FLO_PORTS=($(free_port) $(free_port) $(free_port))

@@ -55,6 +55,14 @@ print("\0".join(swap.get(a, a) for a in args), end="")' "$1" "$work/data" "$port
 mapfile -d '' cmd < <(localize "$cmd_json")
 mapfile -d '' health < <(localize "$health_json")
 export PATH="$prefix/usr/local/bin:$PATH"
+# The CMD exactly as the image runs it (on 0.0.0.0), checked with --check-config, which refuses
+# what a start refuses without binding (a non-loopback address without authentication: the run
+# below, moved to 127.0.0.1, cannot see that).
+mapfile -d '' image_cmd < <(python3 -c '
+import json, sys
+print("\0".join(json.loads(sys.argv[1])), end="")' "$cmd_json")
+"${image_cmd[@]}" --check-config >/dev/null 2>"$work/check.err" \
+    || { cat "$work/check.err" >&2; fail "the image's CMD is refused: ${image_cmd[*]}"; }
 echo "dockerfile_steps: starting ${cmd[*]}"
 "${cmd[@]}" 2>"$work/server.log" &
 server_pid=$!

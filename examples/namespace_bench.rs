@@ -235,10 +235,10 @@ fn main() -> BenchResult<()> {
     // namespace with no events (the worst case: every segment's index is asked).
     let absent = "/accounts/none";
     for (what, name) in [("present", namespace.as_str()), ("absent", absent)] {
-        let (last, first_time) = timed(|| Ok(log.last_in_namespace(name)?))?;
+        let (last, first_time) = timed(|| Ok(log.last_in_namespace(name, &mut u64::MAX.clone())?))?;
         let mut times = Vec::new();
         for _ in 0..20 {
-            times.push(timed(|| Ok(log.last_in_namespace(name)?))?.1);
+            times.push(timed(|| Ok(log.last_in_namespace(name, &mut u64::MAX.clone())?))?.1);
         }
         times.sort();
         assert_eq!(last.is_some(), what == "present");

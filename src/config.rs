@@ -167,6 +167,11 @@ pub struct StorageConfig {
     /// One namespace index query reads the index of at most this many segments before it
     /// returns (the caller asks again from there), so one call costs bounded time.
     pub namespace_segments_per_query_max: usize,
+    /// Bytes of the membership filters of sealed segments' namespaces kept in memory (2 to 4
+    /// bytes per namespace of a segment, built when a conditional produce first asks the
+    /// segment): a segment past it is asked through its `.nsx` file (a few reads), slower but
+    /// the same answer.
+    pub namespace_filter_bytes_max: usize,
     /// Per-namespace retention rules (`--retention-rule '/metrics/** keep 7d'`), at most
     /// [`NAMESPACE_RETENTION_RULES_MAX`].
     pub namespace_retention: Vec<NamespaceRetention>,
@@ -176,6 +181,10 @@ pub struct StorageConfig {
     /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
     /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
     pub reclaim_records_per_call_max: u64,
+    /// Namespaces whose newest id the log remembers after deleting their purged events with
+    /// their segment (`--max-purged-namespaces`), so a conditional produce never sees such a
+    /// namespace's newest id go back. A segment whose deletion would pass it stays on disk.
+    pub purged_namespaces_max: usize,
 }
 
 impl StorageConfig {
@@ -190,9 +199,11 @@ impl StorageConfig {
             namespace_index: true,
             trace_index: true,
             namespace_segments_per_query_max: 64,
+            namespace_filter_bytes_max: 64 * 1024 * 1024,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,
+            purged_namespaces_max: 100_000,
         }
     }
 }
@@ -740,6 +751,9 @@ impl Config {
         let storage = &self.storage;
         if !(1..=65_535).contains(&storage.purge_rules_max) {
             return Err("max purge rules must be between 1 and 65535".into());
+        }
+        if !(1..=100_000_000).contains(&storage.purged_namespaces_max) {
+            return Err("max purged namespaces must be between 1 and 100000000".into());
         }
         if storage.reclaim_records_per_call_max == 0 {
             return Err("reclaim records per call must be positive".into());

@@ -182,33 +182,64 @@ impl Node {
         self.produces = produces;
         self.turn();
     }
+
+    /// Subscribes `conn` to every namespace (subscription 1, unlimited credit).
+    fn subscribe_all(&mut self, conn: ConnId, start: StartPosition, tail: bool) {
+        let subscribe = Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start,
+            limit: 0,
+            tail,
+            skip_damaged: false,
+            order: Order::Arrival,
+            credit: u32::MAX,
+        };
+        self.send(conn, ClientFrame::Subscribe(subscribe));
+    }
+
+    /// `WARM_UP_TURNS` turns of produces from `producer`, then `COUNTED_TURNS` more, counted:
+    /// their allocations, and how far `stat` (a figure of the engine's stats) moved in them.
+    fn steady_produce_turns(
+        &mut self,
+        producer: ConnId,
+        stat: impl Fn(&Engine<FileLog>) -> u64,
+    ) -> (u64, u64) {
+        for _ in 0..WARM_UP_TURNS {
+            self.produce_turn(producer);
+        }
+        let before = stat(&self.engine);
+        let allocations = allocations_during(|| {
+            for _ in 0..COUNTED_TURNS {
+                self.produce_turn(producer);
+            }
+        });
+        (allocations, stat(&self.engine) - before)
+    }
+}
+
+/// At most one allocation per 1,000 events (the named reasons in the file's opening comment).
+fn assert_nothing_per_event(what: &str, allocations: u64, events: u64) {
+    let per_event = allocations as f64 / events as f64;
+    println!("{what}: {allocations} allocations for {events} events ({per_event:.3} per event)");
+    assert!(
+        allocations * 1000 <= events,
+        "{what}: {allocations} allocations for {events} events ({per_event:.4} allocations per event)"
+    );
 }
 
 #[test]
 fn produce_allocates_nothing_per_event_at_steady_state() {
     let mut node = Node::new();
     let producer = node.client();
-    for _ in 0..WARM_UP_TURNS {
-        node.produce_turn(producer);
-    }
-    let appended_before = node.engine.stats().events_appended;
-    let allocations = allocations_during(|| {
-        for _ in 0..COUNTED_TURNS {
-            node.produce_turn(producer);
-        }
-    });
-    let events = node.engine.stats().events_appended - appended_before;
+    let (allocations, events) =
+        node.steady_produce_turns(producer, |engine| engine.stats().events_appended);
     assert_eq!(
         events,
         (COUNTED_TURNS * WINDOW) as u64,
         "every produce acked"
     );
-    let per_event = allocations as f64 / events as f64;
-    println!("produce: {allocations} allocations for {events} events ({per_event:.3} per event)");
-    assert!(
-        allocations * 1000 <= events,
-        "produce path: {allocations} allocations for {events} events ({per_event:.4} allocations per event)"
-    );
+    assert_nothing_per_event("produce path", allocations, events);
 }
 
 #[test]
@@ -216,43 +247,16 @@ fn tail_delivery_allocates_nothing_per_event_at_steady_state() {
     let mut node = Node::new();
     let producer = node.client();
     let consumer = node.client();
-    node.send(
-        consumer,
-        ClientFrame::Subscribe(Subscribe {
-            subscription_id: 1,
-            glob: "/**".into(),
-            start: StartPosition::End,
-            limit: 0,
-            tail: true,
-            skip_damaged: false,
-            order: Order::Arrival,
-            credit: u32::MAX,
-        }),
-    );
+    node.subscribe_all(consumer, StartPosition::End, true);
     node.turn();
-    for _ in 0..WARM_UP_TURNS {
-        node.produce_turn(producer);
-    }
-    let delivered_before = node.engine.stats().events_delivered;
-    let allocations = allocations_during(|| {
-        for _ in 0..COUNTED_TURNS {
-            node.produce_turn(producer);
-        }
-    });
-    let delivered = node.engine.stats().events_delivered - delivered_before;
+    let (allocations, delivered) =
+        node.steady_produce_turns(producer, |engine| engine.stats().events_delivered);
     assert_eq!(
         delivered,
         (COUNTED_TURNS * WINDOW) as u64,
         "every event delivered"
     );
-    let per_event = allocations as f64 / delivered as f64;
-    println!(
-        "produce + tail delivery: {allocations} allocations for {delivered} events delivered ({per_event:.3} per event)"
-    );
-    assert!(
-        allocations * 1000 <= delivered,
-        "produce + tail delivery: {allocations} allocations for {delivered} events ({per_event:.4} allocations per delivered event)"
-    );
+    assert_nothing_per_event("produce + tail delivery", allocations, delivered);
 }
 
 #[test]
@@ -264,19 +268,7 @@ fn catch_up_delivery_from_disk_allocates_nothing_per_event() {
         node.produce_turn(producer);
     }
     let consumer = node.client();
-    node.send(
-        consumer,
-        ClientFrame::Subscribe(Subscribe {
-            subscription_id: 1,
-            glob: "/**".into(),
-            start: StartPosition::Beginning,
-            limit: 0,
-            tail: false,
-            skip_damaged: false,
-            order: Order::Arrival,
-            credit: u32::MAX,
-        }),
-    );
+    node.subscribe_all(consumer, StartPosition::Beginning, false);
     // Warm-up: the first turn opens the segment reader and grows the output buffer.
     node.turn();
     let delivered_before = node.engine.stats().events_delivered;

@@ -114,6 +114,58 @@ fn bad_values_and_invalid_settings_exit_1_with_one_line() {
     assert!(stderr(&output).contains("/nonexistent/flo.toml"));
 }
 
+/// `--check-config` refuses what a start refuses before it opens the data directory: here a
+/// non-loopback bind without an auth file (the example file of docs/operations.md had one, and
+/// the check passed it), and auth or TLS files that cannot be read.
+#[test]
+fn check_config_refuses_what_a_start_refuses() {
+    let output = flo(&["--bind", "0.0.0.0", "--check-config"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("refusing to listen on 0.0.0.0 without client authentication"),
+        "{}",
+        stderr(&output)
+    );
+    let output = flo(&["--bind", "0.0.0.0", "--insecure-no-auth", "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let output = flo(&[
+        "--bind",
+        "0.0.0.0",
+        "--auth-file",
+        &missing,
+        "--check-config",
+    ]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("missing.toml"),
+        "{}",
+        stderr(&output)
+    );
+    let bad = write(
+        dir.path(),
+        "auth.toml",
+        "[principals.a]\nproduce = [\"/x\"]\n",
+    );
+    let output = flo(&["--auth-file", &bad, "--check-config"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let no_cert = [
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &missing,
+        "--check-config",
+    ];
+    let output = flo(&no_cert);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("could not read"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn the_cluster_secret_is_not_printed() {
     let output = flo(&["--cluster-secret", "hunter2", "--check-config"]);
@@ -165,5 +217,33 @@ fn retention_rules_are_checked_and_printed() {
             "{bad}: {}",
             stderr(&output)
         );
+    }
+}
+
+/// `flo completions bash | head` and `flo man | head`: a reader that closed the pipe is not an
+/// error, and neither binary panics (clap_complete's own writer panicked on the closed pipe).
+#[test]
+fn a_closed_pipe_after_completions_or_man_is_not_a_panic() {
+    let runs: [(&str, &[&str]); 4] = [
+        (env!("CARGO_BIN_EXE_flo"), &["completions", "bash"]),
+        (env!("CARGO_BIN_EXE_flo"), &["man"]),
+        (env!("CARGO_BIN_EXE_flo-client"), &["completions", "bash"]),
+        (env!("CARGO_BIN_EXE_flo-client"), &["man"]),
+    ];
+    for (binary, args) in runs {
+        // The read end is closed before the program starts: every write meets EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(binary)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let message = stderr(&output);
+        assert!(
+            !message.contains("panicked"),
+            "{binary} {args:?}: {message}"
+        );
+        assert!(output.status.success(), "{binary} {args:?}: {message}");
     }
 }

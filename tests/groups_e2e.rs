@@ -11,38 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::FloProcess;
-use flo::client::{Client, ClientOptions, GroupConsumer, GroupDelivery};
+use common::{client, produce_jobs, FloProcess};
+use flo::client::{GroupConsumer, GroupDelivery};
 use flo::event::EventId;
-use flo::protocol::NewEvent;
 
 /// How long any one wait in these tests may take before the test fails (a hang, not speed).
 const WAIT: Duration = Duration::from_secs(60);
-
-fn client(server: &FloProcess) -> Client {
-    let options = ClientOptions {
-        io_timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Client::connect(&server.addr.to_string(), options).expect("connect")
-}
-
-/// Produces `/jobs/<n>` with data `job-<n>` for every n in `range`, in batches.
-fn produce_jobs(server: &FloProcess, range: std::ops::Range<usize>) {
-    let mut producer = client(server);
-    let numbers: Vec<usize> = range.collect();
-    for chunk in numbers.chunks(200) {
-        let events: Vec<NewEvent> = chunk
-            .iter()
-            .map(|n| NewEvent {
-                namespace: format!("/jobs/{n}"),
-                parent_id: None,
-                data: format!("job-{n}").into_bytes(),
-            })
-            .collect();
-        producer.produce_batch(&events).expect("produce");
-    }
-}
 
 /// A `flo-client consume --group` process whose stdout lines arrive on a channel.
 struct Member {

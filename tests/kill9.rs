@@ -15,12 +15,10 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FloProcess, RawConn, SeededRng};
-use flo::client::{Client, ClientOptions};
+use common::{client, produce_jobs, FloProcess, RawConn, SeededRng};
+use flo::client::Client;
 use flo::event::{EventId, StartPosition};
-use flo::protocol::{
-    encode, ClientFrame, EndReason, GroupAck, JoinGroup, NewEvent, ServerFrame, Subscribe,
-};
+use flo::protocol::{encode, ClientFrame, GroupAck, JoinGroup, ServerFrame};
 
 fn seed() -> u64 {
     std::env::var("FLO_TEST_SEED")
@@ -37,27 +35,10 @@ fn seed() -> u64 {
 
 /// Reads every stored event: (id, data).
 fn read_log(conn: &mut RawConn) -> Vec<(EventId, Vec<u8>)> {
-    conn.subscribe(Subscribe {
-        subscription_id: 1,
-        glob: "/**".into(),
-        start: StartPosition::Beginning,
-        limit: 0,
-        tail: false,
-        skip_damaged: false,
-        order: Default::default(),
-        credit: u32::MAX,
-    });
-    let mut events = Vec::new();
-    loop {
-        match conn.recv() {
-            Some(ServerFrame::Event { event, .. }) => events.push((event.id, event.data)),
-            Some(ServerFrame::End {
-                reason: EndReason::EndOfStream,
-                ..
-            }) => return events,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    conn.read_all()
+        .into_iter()
+        .map(|e| (e.id, e.data))
+        .collect()
 }
 
 #[test]
@@ -329,30 +310,6 @@ fn parked_jobs(admin: &mut Client, shared: &Shared) -> BTreeSet<usize> {
         .collect()
 }
 
-fn admin_client(server: &FloProcess) -> Client {
-    let options = ClientOptions {
-        io_timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Client::connect(&server.addr.to_string(), options).expect("connect")
-}
-
-fn produce_jobs(server: &FloProcess, jobs: std::ops::Range<usize>) {
-    let mut producer = admin_client(server);
-    let numbers: Vec<usize> = jobs.collect();
-    for chunk in numbers.chunks(100) {
-        let events: Vec<NewEvent> = chunk
-            .iter()
-            .map(|n| NewEvent {
-                namespace: format!("/jobs/{n}"),
-                parent_id: None,
-                data: format!("job-{n}").into_bytes(),
-            })
-            .collect();
-        producer.produce_batch(&events).expect("produce");
-    }
-}
-
 /// Waits (bounded) until `done` holds for the ledger.
 fn wait_until(shared: &Shared, seed: u64, what: &str, done: impl Fn(&Ledger) -> bool) {
     let started = Instant::now();
@@ -400,6 +357,23 @@ fn join_members(members: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
+/// Kills the server, waits for every member, and fails on any rule a member saw broken.
+fn kill_and_check_members(
+    server: FloProcess,
+    members: Vec<std::thread::JoinHandle<()>>,
+    shared: &Shared,
+    seed: u64,
+) {
+    server.kill9();
+    join_members(members);
+    let ledger = shared.ledger.lock().unwrap();
+    assert!(
+        ledger.violations.is_empty(),
+        "seed {seed}: {:?}",
+        ledger.violations
+    );
+}
+
 /// A group under 20 kill -9s, with three members acknowledging. After every restart:
 /// - no job whose ack a Pong confirmed is delivered again (acks are pipelined: only an ack
 ///   the server handled before a sync is final; docs/consumers.md, "Restart");
@@ -424,7 +398,7 @@ fn group_members_survive_20_kills() {
     let kills = 20;
     for lifetime in 0..=kills {
         let server = FloProcess::start(dir.path(), &["--fsync", "always"]);
-        let mut admin = admin_client(&server);
+        let mut admin = client(&server);
         if lifetime > 0 {
             let parked = parked_jobs(&mut admin, &shared);
             let ledger = shared.ledger.lock().unwrap();
@@ -464,19 +438,12 @@ fn group_members_survive_20_kills() {
         // Parked now (answered after the sync): must survive the kill.
         let parked = parked_jobs(&mut admin, &shared);
         shared.ledger.lock().unwrap().parked_seen.extend(parked);
-        server.kill9();
-        join_members(members);
-        let ledger = shared.ledger.lock().unwrap();
-        assert!(
-            ledger.violations.is_empty(),
-            "seed {seed}: {:?}",
-            ledger.violations
-        );
+        kill_and_check_members(server, members, &shared, seed);
     }
     // The last lifetime: one member drains the group, confirming each ack, and every job
     // ends acknowledged or parked.
     let server = FloProcess::start(dir.path(), &["--fsync", "always"]);
-    let mut admin = admin_client(&server);
+    let mut admin = client(&server);
     let members = start_members(&server, &shared, &mut rng, 1, 1);
     let poison: BTreeSet<usize> = (0..jobs).filter(|job| is_poison(*job)).collect();
     // Settled: the group has looked at the whole log, nothing is pending and every poison job
@@ -516,14 +483,8 @@ fn group_members_survive_20_kills() {
              {never_acked:?}"
         );
     }
-    server.kill9();
-    join_members(members);
+    kill_and_check_members(server, members, &shared, seed);
     let ledger = shared.ledger.lock().unwrap();
-    assert!(
-        ledger.violations.is_empty(),
-        "seed {seed}: {:?}",
-        ledger.violations
-    );
     for job in &poison {
         let per_lifetime = &ledger.deliveries[job];
         let total: u32 = per_lifetime.values().sum();

@@ -190,8 +190,12 @@ impl Model {
         // every fourth query: the scan reads the whole log).
         if from.0.is_multiple_of(4) {
             let namespace = NAMESPACES[count_max % NAMESPACES.len()];
-            let last = self.file.last_in_namespace(namespace).unwrap();
-            let scanned_last = last_by_scan(&mut self.file, namespace).unwrap();
+            let last = self
+                .file
+                .last_in_namespace(namespace, &mut u64::MAX.clone())
+                .unwrap();
+            let scanned_last =
+                last_by_scan(&mut self.file, namespace, &mut u64::MAX.clone()).unwrap();
             assert_eq!(last, scanned_last, "newest event of {namespace}");
         }
         if from.0 % 3 == 1 {
@@ -571,4 +575,74 @@ fn a_prefix_query_costs_bounded_work_and_resumes_where_it_stopped() {
         spent <= 700,
         "two events of a prefix matching all cost {spent} units"
     );
+}
+
+/// Read system calls this thread has made (`/proc/thread-self/io`), to count what a lookup
+/// reads without timing it.
+fn read_syscalls() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    let line = io.lines().find(|l| l.starts_with("syscr:")).unwrap();
+    line["syscr:".len()..].trim().parse().unwrap()
+}
+
+/// Attack round 3, F3: a conditional produce on a namespace the log has never seen asked the
+/// `.nsx` file of every sealed segment (an open and a binary search each: about ten reads a
+/// segment), so a flood of them over 600 small segments froze the reactor for seconds. Each
+/// sealed segment now keeps a membership filter of its namespaces in memory (built once from
+/// its file's table): a never-seen namespace costs no read of a segment whose filter says no.
+#[test]
+fn the_newest_id_of_a_never_seen_namespace_reads_almost_no_index_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StorageConfig::new(dir.path().to_path_buf());
+    config.segment_size_max = 4096;
+    config.fsync = FsyncPolicy::Never;
+    let mut log = FileLog::open(&config).unwrap().0;
+    for counter in 1..=30_000u64 {
+        log.append(Event {
+            id: EventId::new(counter, 1),
+            parent_id: None,
+            namespace: format!("/s/{}", counter % 100),
+            timestamp_ms: 7,
+            data: vec![0; 8],
+        })
+        .unwrap();
+        if counter % 100 == 0 {
+            log.sync(MonotonicMs(counter)).unwrap();
+        }
+    }
+    log.sync(MonotonicMs(30_001)).unwrap();
+    log.wait_for_namespace_index();
+    let segments = log.segment_paths().len() as u64;
+    assert!(
+        segments >= 300,
+        "the test wants many segments, got {segments}"
+    );
+    // The first lookup may load what the log keeps in memory (one read of each table).
+    assert_eq!(
+        log.last_in_namespace("/new/warm", &mut u64::MAX.clone())
+            .unwrap(),
+        None
+    );
+    let before = read_syscalls();
+    for i in 0..100 {
+        let namespace = format!("/new/{i}");
+        assert_eq!(
+            log.last_in_namespace(&namespace, &mut u64::MAX.clone())
+                .unwrap(),
+            None
+        );
+    }
+    let reads = read_syscalls() - before;
+    assert!(
+        reads <= 100 * 20,
+        "100 lookups of never-seen namespaces over {segments} segments made {reads} reads"
+    );
+    for namespace in ["/s/0", "/s/7", "/s/99"] {
+        let last = log
+            .last_in_namespace(namespace, &mut u64::MAX.clone())
+            .unwrap();
+        let scanned = last_by_scan(&mut log, namespace, &mut u64::MAX.clone()).unwrap();
+        assert_eq!(last, scanned);
+        assert!(last.is_some());
+    }
 }

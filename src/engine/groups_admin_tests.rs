@@ -111,6 +111,15 @@ fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
     })
 }
 
+/// `request` from `conn` is refused with `code` in the next turn; the connection stays open.
+fn assert_refused(harness: &mut Harness, conn: ConnId, request: ClientFrame, code: ErrorCode) {
+    harness.send(conn, request);
+    turn(harness);
+    let frames = harness.received(conn);
+    assert_eq!(error_code(&frames), Some(code), "{frames:?}");
+    assert!(harness.engine.is_open(conn));
+}
+
 #[test]
 fn group_info_reports_members_pending_positions_and_lag() {
     let mut harness = Harness::new();
@@ -233,10 +242,7 @@ fn a_group_list_longer_than_a_frame_comes_in_pages() {
 fn park_jobs(harness: &mut Harness, member: ConnId, count: usize) -> Vec<EventId> {
     harness.send(member, join_with(1, "workers", "/jobs/**", count as u32, 1));
     turn(harness);
-    let delivered: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let delivered = ids_of(&harness.received(member), 1);
     assert_eq!(delivered.len(), count);
     harness.send(member, ack_frame(1, delivered.clone(), true));
     turn(harness);
@@ -286,24 +292,14 @@ fn parked_events_are_listed_in_pages_and_a_replay_delivers_them_again_across_a_r
     turn(&mut harness);
     let info = the_group(&harness.received(admin_conn));
     assert_eq!((info.parked, info.pending), (0, 3));
-    let again: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let again = ids_of(&harness.received(member), 1);
     assert_eq!(again, parked);
     // One is acknowledged; then a crash.
     harness.send(member, ack_frame(1, vec![parked[0]], false));
     turn(&mut harness);
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &store, limits);
+    let mut harness = restart(harness, &store, limits);
     assert!(harness.engine.groups.groups["workers"].parked.is_empty());
-    let member = harness.client();
-    harness.send(member, join(1, 10));
-    turn(&mut harness);
-    let after_restart: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let (member, after_restart) = join_and_take(&mut harness, 10);
     assert_eq!(
         after_restart,
         parked[1..],
@@ -312,8 +308,7 @@ fn parked_events_are_listed_in_pages_and_a_replay_delivers_them_again_across_a_r
     harness.send(member, ack_frame(1, after_restart, false));
     turn(&mut harness);
     // Acknowledged: not delivered after another restart, nothing parked or pending.
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &store, limits);
+    let mut harness = restart(harness, &store, limits);
     let member = harness.client();
     harness.send(member, join(1, 10));
     harness.send(member, info_request("workers"));
@@ -329,39 +324,21 @@ fn a_reset_needs_no_members_and_moves_the_group_durably() {
     let store = MemoryGroupStore::new();
     let mut harness = harness_on(MemoryLog::new(), &store, |_| {});
     produce_jobs(&mut harness, 5);
-    let member = harness.client();
-    harness.send(member, join(1, 100));
-    turn(&mut harness);
-    let delivered: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let (member, delivered) = join_and_take(&mut harness, 100);
     harness.send(member, ack_frame(1, delivered.clone(), false));
     turn(&mut harness);
     let admin_conn = harness.client();
     let reset = |start| admin("workers", GroupAdminAction::Reset(start));
-    harness.send(admin_conn, reset(StartPosition::Beginning));
-    turn(&mut harness);
-    assert_eq!(
-        error_code(&harness.received(admin_conn)),
-        Some(ErrorCode::GroupInUse)
-    );
-    assert!(harness.engine.is_open(admin_conn));
+    let beginning = reset(StartPosition::Beginning);
+    assert_refused(&mut harness, admin_conn, beginning, ErrorCode::GroupInUse);
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
     // After the second job: the rest are delivered again, after a restart too.
     harness.send(admin_conn, reset(StartPosition::AfterId(delivered[1])));
     turn(&mut harness);
     let info = the_group(&harness.received(admin_conn));
     assert_eq!((info.floor, info.next, info.pending), (2, 2, 0));
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &store, |_| {});
-    let member = harness.client();
-    harness.send(member, join(1, 100));
-    turn(&mut harness);
-    let again: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let mut harness = restart(harness, &store, |_| {});
+    let (member, again) = join_and_take(&mut harness, 100);
     assert_eq!(again, delivered[2..]);
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
     let admin_conn = harness.client();
@@ -383,32 +360,21 @@ fn a_delete_needs_no_members_and_survives_a_restart() {
     harness.send(member, join(1, 100));
     turn(&mut harness);
     let admin_conn = harness.client();
-    harness.send(admin_conn, admin("workers", GroupAdminAction::Delete));
-    turn(&mut harness);
-    assert_eq!(
-        error_code(&harness.received(admin_conn)),
-        Some(ErrorCode::GroupInUse)
-    );
+    let delete = || admin("workers", GroupAdminAction::Delete);
+    assert_refused(&mut harness, admin_conn, delete(), ErrorCode::GroupInUse);
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
-    harness.send(admin_conn, admin("workers", GroupAdminAction::Delete));
+    harness.send(admin_conn, delete());
     turn(&mut harness);
     assert!(groups_reply(&harness.received(admin_conn))
         .groups
         .is_empty());
-    harness.send(admin_conn, info_request("workers"));
-    turn(&mut harness);
-    assert_eq!(
-        error_code(&harness.received(admin_conn)),
-        Some(ErrorCode::NoSuchGroup)
-    );
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &store, |_| {});
+    let info = info_request("workers");
+    assert_refused(&mut harness, admin_conn, info, ErrorCode::NoSuchGroup);
+    let mut harness = restart(harness, &store, |_| {});
     assert!(harness.engine.groups.groups.is_empty());
     // A new group of the same name starts afresh: both jobs again.
-    let member = harness.client();
-    harness.send(member, join(1, 100));
-    turn(&mut harness);
-    assert_eq!(events_of(&harness.received(member), 1).len(), 2);
+    let (_, again) = join_and_take(&mut harness, 100);
+    assert_eq!(again.len(), 2);
 }
 
 #[test]
@@ -426,15 +392,7 @@ fn unknown_groups_get_no_such_group_and_the_connection_stays_open() {
         admin("nope", GroupAdminAction::Delete),
     ];
     for request in requests {
-        harness.send(conn, request);
-        turn(&mut harness);
-        let frames = harness.received(conn);
-        assert_eq!(
-            error_code(&frames),
-            Some(ErrorCode::NoSuchGroup),
-            "{frames:?}"
-        );
-        assert!(harness.engine.is_open(conn));
+        assert_refused(&mut harness, conn, request, ErrorCode::NoSuchGroup);
     }
     // An empty list is an answer, not an error.
     harness.send(conn, info_request(""));
@@ -459,10 +417,7 @@ fn a_journal_compaction_keeps_replayed_events_pending() {
         },
     );
     turn(&mut harness);
-    let rest: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let rest = ids_of(&harness.received(member), 1);
     assert_eq!(rest.len(), 2);
     harness.send(member, ack_frame(1, rest, false));
     harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
@@ -473,16 +428,26 @@ fn a_journal_compaction_keeps_replayed_events_pending() {
     let snapshot = harness.engine.groups.snapshot_for_tests();
     let mut compacted = MemoryGroupStore::new();
     crate::storage::groups::GroupStore::rewrite(&mut compacted, &snapshot).expect("rewrite");
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &compacted, |_| {});
-    let member = harness.client();
-    harness.send(member, join(1, 10));
-    turn(&mut harness);
-    let again: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let mut harness = restart(harness, &compacted, |_| {});
+    let (_, again) = join_and_take(&mut harness, 10);
     assert_eq!(again, parked);
+}
+
+/// The engine restarted on its log and the group journal in `store`.
+fn restart(
+    harness: Harness,
+    store: &MemoryGroupStore,
+    change: impl FnOnce(&mut Config),
+) -> Harness {
+    harness_on(harness.engine.into_log(), store, change)
+}
+
+/// A new member joins "workers" (subscription 1, `credit`); it and the ids it is given.
+fn join_and_take(harness: &mut Harness, credit: u32) -> (ConnId, Vec<EventId>) {
+    let member = harness.client();
+    harness.send(member, join(1, credit));
+    turn(harness);
+    (member, ids_of(&harness.received(member), 1))
 }
 
 /// A turn, then the engine's invariants (release test builds skip them otherwise).
@@ -515,15 +480,7 @@ fn a_replay_of_chosen_parked_events_delivers_only_those_durably() {
         replay_ids(&[parked[0], parked[1], parked[2], parked[3]]),
     ];
     for request in refused {
-        harness.send(admin_conn, request);
-        turn(&mut harness);
-        let frames = harness.received(admin_conn);
-        assert_eq!(
-            error_code(&frames),
-            Some(ErrorCode::NotParked),
-            "{frames:?}"
-        );
-        assert!(harness.engine.is_open(admin_conn));
+        assert_refused(&mut harness, admin_conn, request, ErrorCode::NotParked);
         assert_eq!(harness.engine.groups.groups["workers"].parked.len(), 6);
     }
     harness.send(admin_conn, replay_ids(&[parked[4], parked[1]]));
@@ -548,15 +505,9 @@ fn a_replay_of_chosen_parked_events_delivers_only_those_durably() {
     turn(&mut harness);
     assert_eq!(the_group(&harness.received(admin_conn)).parked, 2);
     // After a restart the four chosen come again, and only they.
-    let log = harness.engine.into_log();
-    let mut harness = harness_on(log, &store, limits);
-    let member = harness.client();
-    harness.send(member, join(1, 10));
-    turn(&mut harness);
-    let again: BTreeSet<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let mut harness = restart(harness, &store, limits);
+    let (_, again) = join_and_take(&mut harness, 10);
+    let again: BTreeSet<EventId> = again.into_iter().collect();
     let chosen: BTreeSet<EventId> = [1, 2, 3, 4].iter().map(|n| parked[*n]).collect();
     assert_eq!(again, chosen);
     let still_parked: Vec<EventId> = harness.engine.groups.groups["workers"]
@@ -578,13 +529,7 @@ fn a_power_loss_below_the_groups_floor_hides_no_later_event() {
     let never = |c: &mut Config| c.storage.fsync = FsyncPolicy::Never;
     let mut harness = harness_on(MemoryLog::with_fsync(FsyncPolicy::Never), &store, never);
     produce_jobs(&mut harness, 3);
-    let member = harness.client();
-    harness.send(member, join(1, 10));
-    turn(&mut harness);
-    let first: Vec<EventId> = events_of(&harness.received(member), 1)
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let (member, first) = join_and_take(&mut harness, 10);
     assert_eq!(first.len(), 3);
     harness.send(member, ack_frame(1, first.clone(), false));
     turn(&mut harness);
@@ -596,13 +541,7 @@ fn a_power_loss_below_the_groups_floor_hides_no_later_event() {
     let mut harness = harness_on(log, &store, never);
     produce_jobs(&mut harness, 3);
     for restart in 0..2 {
-        let member = harness.client();
-        harness.send(member, join(1, 10));
-        turn(&mut harness);
-        let again: Vec<EventId> = events_of(&harness.received(member), 1)
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let (_, again) = join_and_take(&mut harness, 10);
         assert_eq!(
             again.len(),
             3,

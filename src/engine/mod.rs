@@ -276,6 +276,10 @@ pub struct Engine<L: Log> {
     /// What is left of `frames_per_turn_total_max` this turn: the frame units every
     /// connection's input may still decode before `handle_turn_end`.
     turn_frames_left: usize,
+    /// Frame units the frame being handled cost beyond `frame_units` (a conditional
+    /// produce's namespace lookup, one per unit of the log's work), added by `decode_input`
+    /// to the frame's units once it is handled.
+    frame_units_charged: usize,
     closing: VecDeque<Action>,
     /// Connections marked `Closing` this turn, closed at its end.
     closing_conns: Vec<ConnId>,
@@ -350,6 +354,7 @@ impl<L: Log> Engine<L> {
             input_resumed: Vec::new(),
             input_deferred_queue: Vec::new(),
             turn_frames_left: frames_per_turn_total_max,
+            frame_units_charged: 0,
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
@@ -483,6 +488,7 @@ impl<L: Log> Engine<L> {
     fn frame_units(frame: &Inbound) -> usize {
         match frame {
             Inbound::Client(ClientFrame::ProduceBatch(batch)) => batch.events.len().max(1),
+            Inbound::Client(ClientFrame::ProduceIf(produce)) => produce.events.len().max(1),
             // A membership change rewrites and fsyncs the member file at once (not at the
             // turn's group commit): at most 16 of them a turn, server-wide, and one a turn
             // per connection.
@@ -576,10 +582,12 @@ impl<L: Log> Engine<L> {
                 Ok(Some((frame, length))) => {
                     consumed += length;
                     let units = Self::frame_units(&frame);
-                    units_decoded += units;
+                    let open = self.on_frame(now, conn, frame);
+                    let units = units.saturating_add(std::mem::take(&mut self.frame_units_charged));
+                    units_decoded = units_decoded.saturating_add(units);
                     self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
                     self.metrics.on_decoded(units);
-                    if !self.on_frame(now, conn, frame) {
+                    if !open {
                         return units_decoded;
                     }
                 }
@@ -1115,7 +1123,7 @@ impl<L: Log> Engine<L> {
                 producer_id,
                 next_sequence,
             } => self.on_set_producer(conn, producer_id, next_sequence),
-            ClientFrame::Purge(rule) => self.on_purge(conn, rule),
+            ClientFrame::Purge(rule) => self.on_purge(now, conn, rule),
             ClientFrame::PurgesRequest => self.on_purges_request(conn),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(

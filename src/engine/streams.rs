@@ -317,7 +317,14 @@ impl<L: Log> Engine<L> {
         if let Some(&last) = self.last_ids.get(namespace) {
             return Ok(last);
         }
-        let last = self.log.last_in_namespace(namespace)?;
+        // The lookup's work (index reads, filter tests, records compared) is charged to the
+        // turn's frame budget after the frame (`decode_input`), so a flood of conditional
+        // produces on new namespaces is spread over turns (attack round 3, F3).
+        let mut work = u64::MAX;
+        let last = self.log.last_in_namespace(namespace, &mut work);
+        let spent = usize::try_from(u64::MAX - work).unwrap_or(usize::MAX);
+        self.frame_units_charged = self.frame_units_charged.saturating_add(spent);
+        let last = last?;
         self.last_ids.insert(namespace.to_string(), last);
         Ok(last)
     }

@@ -235,6 +235,11 @@ fn events_of(frames: &[ServerFrame], id: u32) -> Vec<Event> {
         .collect()
 }
 
+/// The ids delivered to one subscription, in delivery order.
+fn ids_of(frames: &[ServerFrame], id: u32) -> Vec<EventId> {
+    events_of(frames, id).iter().map(|e| e.id).collect()
+}
+
 impl Harness {
     /// Sends a Subscribe (no limit) on `conn`.
     fn subscribe(

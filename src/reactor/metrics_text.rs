@@ -149,14 +149,14 @@ fn render_server(out: &mut String, s: &MetricsSnapshot) {
         out,
         "flo_frames_decoded_total",
         "counter",
-        "Frames decoded from all connections (a batch counts as its events).",
+        "Frame units decoded from all connections (a batch counts as its events, a conditional produce also the work of its namespace lookup).",
         s.frames_decoded,
     );
     single(
         out,
         "flo_turn_frames_decoded_max",
         "gauge",
-        "The most frames decoded in one reactor turn since start (bounded by frames_per_turn_total_max, plus one batch).",
+        "The most frame units decoded in one reactor turn since start (bounded by frames_per_turn_total_max, plus one frame's units).",
         s.turn_frames_max,
     );
 }

@@ -18,10 +18,11 @@ use super::cache::EventCache;
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
-    NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup, SegmentNames,
+    namespace_hash, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup,
+    SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
-use super::purge::{self, HideRules, PurgeOutcomes};
+use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{check_size, encode_view, is_hole_view, view_checked_body, RECORD_HEADER_SIZE};
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
@@ -102,6 +103,11 @@ pub struct FileLog {
     /// The namespace index of each sealed segment, by first offset. A segment missing here
     /// has no usable `.nsx` file: a query rebuilds it.
     pub(super) sealed_namespaces: BTreeMap<u64, SealedNamespaces>,
+    /// The membership filter of the namespaces of sealed segments whose `.nsx` file a
+    /// newest-id lookup asked (`last_in_namespace`), by first offset, and their bytes, at most
+    /// `namespace_filter_bytes_max`: a segment past it has none, and is asked through its file.
+    pub(super) name_filters: BTreeMap<u64, NameFilter>,
+    pub(super) name_filter_bytes: usize,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
@@ -121,6 +127,13 @@ pub struct FileLog {
     /// Where the reclaimer goes on looking at the oldest sealed segment: every record of it
     /// before this offset is hidden, and hiding is monotone, so they stay hidden.
     pub(super) reclaim_next: u64,
+    /// The newest id of each namespace whose purged events were deleted (`purge.rs`).
+    pub(super) purged_newest: PurgedNewest,
+    /// The same for the records of the oldest segment the reclaimer has looked at so far:
+    /// made durable into `purged_newest` before that segment is deleted.
+    pub(super) reclaim_newest: PurgedNewest,
+    /// Whether the reclaimer said it stopped at `purged_namespaces_max` (said once).
+    pub(super) reclaim_full_logged: bool,
     pub(super) _lock: super::lock::DirLock,
 }
 
@@ -679,6 +692,9 @@ impl FileLog {
         }
         self.sealed.pop_front();
         self.sealed_namespaces.remove(&first_offset);
+        if let Some(filter) = self.name_filters.remove(&first_offset) {
+            self.name_filter_bytes -= filter.size();
+        }
         self.activity.retention_deleted_events += count;
         self.activity.retention_deleted_segments += 1;
         Ok(count)
@@ -703,24 +719,65 @@ impl FileLog {
             };
             let end = oldest.first_offset + oldest.record_count;
             let from = self.reclaim_next.max(oldest.first_offset);
-            let mut visible = false;
-            let next = self.read(Offset(from), &mut |offset, event| {
+            if from == oldest.first_offset {
+                // A new oldest segment (or retention deleted the one being looked at).
+                self.reclaim_newest.clear();
+            }
+            let (mut visible, mut full) = (false, false);
+            let names_max = self.config.purged_namespaces_max;
+            // Taken out for the read, which borrows the log, and put back after it.
+            let known = std::mem::take(&mut self.purged_newest);
+            let mut pending = std::mem::take(&mut self.reclaim_newest);
+            let read = self.read(Offset(from), &mut |offset, event| {
                 if offset.0 >= end || budget == 0 {
                     return false;
                 }
-                budget -= 1;
                 visible = !hide.hides(event);
+                if !visible && hide.purge_hides(event) {
+                    let namespace = event.namespace;
+                    let new = !known.contains(namespace) && !pending.contains(namespace);
+                    if new && known.len() + pending.len() >= names_max {
+                        full = true;
+                        return false;
+                    }
+                    pending.set(namespace, event.id);
+                }
+                budget -= 1;
                 !visible
-            })?;
+            });
+            self.purged_newest = known;
+            self.reclaim_newest = pending;
+            let next = read?;
             self.reclaim_next = next.0;
-            if visible || next.0 < end {
+            if full {
+                self.log_reclaim_full();
+            }
+            if visible || full || next.0 < end {
                 break;
             }
             self.collect_background(true)?;
+            if !self.reclaim_newest.is_empty() {
+                let merged = self.purged_newest.merged(&self.reclaim_newest);
+                merged.write(&self.config.data_dir)?;
+                self.purged_newest = merged;
+                self.reclaim_newest.clear();
+            }
             deleted += self.delete_oldest()?;
             self.activity.reclaimed_segments += 1;
         }
         Ok(deleted)
+    }
+
+    fn log_reclaim_full(&mut self) {
+        if !self.reclaim_full_logged {
+            self.reclaim_full_logged = true;
+            log::warn!(
+                "the oldest segment is purged but not deleted: the newest ids of {} purged \
+                 namespaces are remembered, --max-purged-namespaces; raise it to get the disk \
+                 space back (global retention still deletes the segment)",
+                self.purged_newest.len()
+            );
+        }
     }
 
     /// Looks `key` up in the namespace index of the sealed segment `segment` within `range`
@@ -791,6 +848,40 @@ impl FileLog {
         };
         self.sealed_namespaces.insert(first, state);
         Ok(reached)
+    }
+
+    /// False when the sealed segment `segment` surely holds no record of the namespace whose
+    /// `namespace_hash` is `hash`, by its `NameFilter`: built from its `.nsx` file the first
+    /// time it is asked (charged to `work`), while the filters' bytes stay within
+    /// `namespace_filter_bytes_max`. True (ask the file) for a segment without a filter: its
+    /// file is being written, cannot be read, or the filters' memory is spent.
+    fn sealed_may_hold(&mut self, segment: SealedShape, hash: u64, work: &mut u64) -> bool {
+        let first = segment.first_offset;
+        if let Some(filter) = self.name_filters.get(&first) {
+            return filter.may_contain(hash);
+        }
+        let Some(SealedNamespaces::Written(header)) = self.sealed_namespaces.get(&first) else {
+            return true;
+        };
+        let header = *header;
+        let bytes_max = self.config.namespace_filter_bytes_max;
+        if self.name_filter_bytes.saturating_add(header.filter_size()) > bytes_max {
+            return true;
+        }
+        let path = namespace_index_path(&self.config.data_dir, first);
+        let built = File::open(&path)
+            .map_err(NamespaceFileError::Io)
+            .and_then(|file| header.read_filter(&file, work));
+        match built {
+            Ok(filter) => {
+                let holds = filter.may_contain(hash);
+                self.name_filter_bytes += filter.size();
+                self.name_filters.insert(first, filter);
+                holds
+            }
+            // The lookup that follows reads the file too, finds the damage and rebuilds it.
+            Err(_) => true,
+        }
     }
 
     /// Finds the records of `range` that `key` selects by reading them, one unit of `work`
@@ -1177,35 +1268,64 @@ impl Log for FileLog {
         self.list_namespaces_indexed(listing, accept, work)
     }
 
-    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
+    /// The log's newest event of the namespace is newer than any the reclaimer deleted (those
+    /// were older, in log order); without one, the id remembered for its purged events.
+    fn last_in_namespace(
+        &mut self,
+        namespace: &str,
+        work: &mut u64,
+    ) -> Result<Option<EventId>, StorageError> {
         if !self.config.namespace_index {
-            return last_by_scan(self, namespace);
+            let last = last_by_scan(self, namespace, work)?;
+            return Ok(last.or_else(|| self.purged_newest.get(namespace)));
         }
         self.finish_namespace_build(false);
         let durable_end = self.durable_end().0;
         let start = self.start().0;
         let open_first = self.open.index.first_offset;
-        let mut found = self.open.namespaces.last_exact(namespace, durable_end);
+        let mut found = self
+            .open
+            .namespaces
+            .last_exact(namespace, durable_end, work);
         if found.is_none() {
             let key = NamespaceKey::Exact(namespace.to_string());
+            let hash = namespace_hash(namespace.as_bytes());
             let sealed: Vec<SealedShape> = self.sealed.iter().rev().map(SealedShape::of).collect();
+            let mut filtered_out = 0u64;
             for shape in sealed {
+                if !self.sealed_may_hold(shape, hash, work) {
+                    filtered_out += 1;
+                    continue;
+                }
                 let end = (shape.first_offset + shape.record_count).min(open_first);
                 let range = (shape.first_offset.max(start), end);
                 let mut offsets = Vec::new();
                 // An exact key: a binary search of the segment's file (or, when the file
-                // cannot be written, a read of the segment), bounded by the segment.
-                let mut work = u64::MAX;
-                self.lookup_sealed(shape, &key, range, usize::MAX, &mut work, &mut offsets)?;
+                // cannot be written, a read of the segment), bounded by the segment; never
+                // cut short (the answer must be whole), only counted.
+                let mut segment_work = u64::MAX;
+                let lookup = self.lookup_sealed(
+                    shape,
+                    &key,
+                    range,
+                    usize::MAX,
+                    &mut segment_work,
+                    &mut offsets,
+                );
+                *work = work.saturating_sub(u64::MAX - segment_work);
+                lookup?;
                 if let Some(&last) = offsets.last() {
                     found = Some(last);
                     break;
                 }
             }
+            // A filter test reads one word of memory: one unit per 64 of them.
+            *work = work.saturating_sub(filtered_out / 64);
         }
         let Some(offset) = found else {
-            return Ok(None);
+            return Ok(self.purged_newest.get(namespace));
         };
+        *work = work.saturating_sub(1);
         let mut id = None;
         self.read(Offset(offset), &mut |_, event| {
             id = Some(event.id);

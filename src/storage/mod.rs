@@ -344,11 +344,18 @@ pub trait Log {
     }
 
     /// The id of the newest durable record of `namespace`, or `None` when no retained record
-    /// has it (a conditional produce's check, protocol.md section 6). The default reads every
-    /// record; the file log asks its namespace index, newest segment first, and stops at the
-    /// first segment that holds the namespace: one index lookup per newer segment.
-    fn last_in_namespace(&mut self, namespace: &str) -> Result<Option<EventId>, StorageError> {
-        last_by_scan(self, namespace)
+    /// has it (a conditional produce's check, protocol.md section 6). The answer is always
+    /// whole; the work it took is subtracted from `work` (saturating; the units of
+    /// `find_namespace_within`), so the caller can charge it. The default reads every record
+    /// (one unit each); the file log asks its namespace index, newest segment first, and
+    /// stops at the first segment that holds the namespace: a test of each newer segment's
+    /// `NameFilter` in memory, and an index lookup of those whose filter may hold it.
+    fn last_in_namespace(
+        &mut self,
+        namespace: &str,
+        work: &mut u64,
+    ) -> Result<Option<EventId>, StorageError> {
+        last_by_scan(self, namespace, work)
     }
 
     /// Goes on with a namespace listing (`listing.rs`): counts the namespaces of the records
@@ -412,14 +419,17 @@ pub trait Log {
     ) -> Result<PurgeOutcomes, StorageError>;
 }
 
-/// `Log::last_in_namespace` by reading every record: the reference the index must agree with.
+/// `Log::last_in_namespace` by reading every record (one unit of `work` each): the reference
+/// the index must agree with.
 pub fn last_by_scan<L: Log + ?Sized>(
     log: &mut L,
     namespace: &str,
+    work: &mut u64,
 ) -> Result<Option<EventId>, StorageError> {
     let mut last = None;
     let start = log.start();
     log.read(start, &mut |_, event| {
+        *work = work.saturating_sub(1);
         if event.namespace == namespace {
             last = Some(event.id);
         }

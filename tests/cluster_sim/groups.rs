@@ -14,9 +14,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use flo::config::WireLimits;
 use flo::event::{EventId, StartPosition};
-use flo::protocol::{decode, encode, ClientFrame, GroupAck, Hello, JoinGroup, ServerFrame};
+use flo::protocol::{encode, ClientFrame, GroupAck, JoinGroup, ServerFrame};
 use flo::storage::groups::MemoryGroupStore;
 
 use super::*;
@@ -67,21 +66,7 @@ impl Sim {
     }
 
     fn connect_member(&mut self, node: usize, index: usize) {
-        let now = self.now();
         let credit = 1 + self.rng.below(16) as u32;
-        let n = &mut self.nodes[node];
-        let conn = n.new_conn();
-        let Some(engine) = n.engine.as_mut() else {
-            return;
-        };
-        engine.handle_connect(now, conn);
-        let mut bytes = Vec::new();
-        let hello = Hello {
-            protocol_version: flo::protocol::PROTOCOL_VERSION,
-            client_name: "group member".into(),
-            auth_token: Vec::new(),
-        };
-        encode(&ClientFrame::Hello(hello), &mut bytes);
         let join = JoinGroup {
             subscription_id: 1,
             group: GROUP.into(),
@@ -93,9 +78,11 @@ impl Sim {
             max_deliveries: u16::MAX,
             max_in_flight: 64,
         };
-        encode(&ClientFrame::JoinGroup(join), &mut bytes);
-        engine.handle_input(now, conn, &bytes);
-        n.group.members[index] = Member {
+        let join = ClientFrame::JoinGroup(join);
+        let Some(conn) = self.connect_with(node, "group member", &[join]) else {
+            return;
+        };
+        self.nodes[node].group.members[index] = Member {
             conn: Some(conn),
             ..Member::default()
         };
@@ -175,17 +162,7 @@ impl Sim {
     /// Frames for member `index` of node `node`.
     pub(crate) fn member_output(&mut self, node: usize, index: usize, bytes: &[u8]) {
         let member = &mut self.nodes[node].group.members[index];
-        member.input.extend_from_slice(bytes);
-        let mut consumed = 0;
-        let mut frames = Vec::new();
-        while let Some((frame, length)) =
-            decode(&member.input[consumed..], &WireLimits::default()).unwrap()
-        {
-            consumed += length;
-            frames.push(frame);
-        }
-        member.input.drain(..consumed);
-        for frame in frames {
+        for frame in node::take_frames(&mut member.input, bytes) {
             let group = &mut self.nodes[node].group;
             match frame {
                 ServerFrame::Welcome(_) | ServerFrame::CaughtUp { .. } => {}

@@ -101,29 +101,59 @@ pub(crate) fn replicas_of(node: usize) -> u8 {
     }
 }
 
+/// `bytes` added to a connection's `input`, and the whole frames taken from its front (a
+/// partial frame stays for the next bytes).
+pub(crate) fn take_frames(input: &mut Vec<u8>, bytes: &[u8]) -> Vec<ServerFrame> {
+    input.extend_from_slice(bytes);
+    let mut consumed = 0;
+    let mut frames = Vec::new();
+    while let Some((frame, length)) = decode(&input[consumed..], &WireLimits::default()).unwrap() {
+        consumed += length;
+        frames.push(frame);
+    }
+    input.drain(..consumed);
+    frames
+}
+
 impl Sim {
-    pub(crate) fn connect_client(&mut self, node: usize) {
+    /// A new connection to node `node` that sends Hello (as `name`) and then `frames`, in one
+    /// input; None while the node is down (its connection id is used up all the same).
+    pub(crate) fn connect_with(
+        &mut self,
+        node: usize,
+        name: &str,
+        frames: &[ClientFrame],
+    ) -> Option<ConnId> {
         let now = self.now();
         let n = &mut self.nodes[node];
         let conn = n.new_conn();
-        let engine = n.engine.as_mut().expect("client connects to an up node");
+        let engine = n.engine.as_mut()?;
         engine.handle_connect(now, conn);
         let mut bytes = Vec::new();
-        encode(
-            &ClientFrame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "sim".into(),
-                auth_token: Vec::new(),
-            }),
-            &mut bytes,
-        );
-        // Even nodes' clients ask for replicated acks (checked in `client_output`).
-        if replicas_of(node) > 1 {
-            let replicas = replicas_of(node);
-            encode(&ClientFrame::SetReplicas { replicas }, &mut bytes);
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: name.into(),
+            auth_token: Vec::new(),
+        };
+        encode(&ClientFrame::Hello(hello), &mut bytes);
+        for frame in frames {
+            encode(frame, &mut bytes);
         }
         engine.handle_input(now, conn, &bytes);
-        n.client = Some(conn);
+        Some(conn)
+    }
+
+    pub(crate) fn connect_client(&mut self, node: usize) {
+        // Even nodes' clients ask for replicated acks (checked in `client_output`).
+        let replicas = replicas_of(node);
+        let frames = if replicas > 1 {
+            vec![ClientFrame::SetReplicas { replicas }]
+        } else {
+            Vec::new()
+        };
+        let conn = self.connect_with(node, "sim", &frames);
+        let n = &mut self.nodes[node];
+        n.client = Some(conn.expect("client connects to an up node"));
         n.client_input.clear();
     }
 
@@ -206,35 +236,19 @@ impl Sim {
 
     /// Starts a consumer session on `node` at the roamer's cursor.
     pub(crate) fn roam_to(&mut self, node: usize) {
-        let now = self.now();
-        let conn = self.nodes[node].new_conn();
-        let Some(engine) = self.nodes[node].engine.as_mut() else {
+        let subscribe = ClientFrame::Subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Cursor(self.roamer.cursor.clone()),
+            limit: 0,
+            tail: false,
+            skip_damaged: false,
+            order: Default::default(),
+            credit: u32::MAX,
+        });
+        let Some(conn) = self.connect_with(node, "roamer", &[subscribe]) else {
             return;
         };
-        engine.handle_connect(now, conn);
-        let mut bytes = Vec::new();
-        encode(
-            &ClientFrame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "roamer".into(),
-                auth_token: Vec::new(),
-            }),
-            &mut bytes,
-        );
-        encode(
-            &ClientFrame::Subscribe(Subscribe {
-                subscription_id: 1,
-                glob: "/**".into(),
-                start: StartPosition::Cursor(self.roamer.cursor.clone()),
-                limit: 0,
-                tail: false,
-                skip_damaged: false,
-                order: Default::default(),
-                credit: u32::MAX,
-            }),
-            &mut bytes,
-        );
-        engine.handle_input(now, conn, &bytes);
         self.roamer.session = Some((node, conn));
         self.roamer.input.clear();
         self.roamer.sessions += 1;
@@ -253,17 +267,7 @@ impl Sim {
     }
 
     pub(crate) fn roamer_output(&mut self, bytes: &[u8]) {
-        self.roamer.input.extend_from_slice(bytes);
-        let mut consumed = 0;
-        let mut frames = Vec::new();
-        while let Some((frame, length)) =
-            decode(&self.roamer.input[consumed..], &WireLimits::default()).unwrap()
-        {
-            consumed += length;
-            frames.push(frame);
-        }
-        self.roamer.input.drain(..consumed);
-        for frame in frames {
+        for frame in take_frames(&mut self.roamer.input, bytes) {
             match frame {
                 ServerFrame::Welcome(_) | ServerFrame::CaughtUp { .. } => {}
                 ServerFrame::Event { event, .. } => {
@@ -281,16 +285,7 @@ impl Sim {
 
     pub(crate) fn client_output(&mut self, node: usize, bytes: &[u8]) {
         let n = &mut self.nodes[node];
-        n.client_input.extend_from_slice(bytes);
-        let mut consumed = 0;
-        let mut replies = Vec::new();
-        while let Some((frame, length)) =
-            decode(&n.client_input[consumed..], &WireLimits::default()).unwrap()
-        {
-            consumed += length;
-            replies.push(frame);
-        }
-        n.client_input.drain(..consumed);
+        let replies = take_frames(&mut n.client_input, bytes);
         let mut replicated = Vec::new();
         for frame in replies {
             match frame {

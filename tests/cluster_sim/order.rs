@@ -8,9 +8,8 @@
 //! nor do runs where a node knows only one peer at the start (a node known to nobody may
 //! create events below what the others delivered: the documented exception).
 
-use flo::config::WireLimits;
 use flo::event::{Cursor, EventId, Order, StartPosition};
-use flo::protocol::{decode, encode, ClientFrame, ErrorCode, Hello, ServerFrame, Subscribe};
+use flo::protocol::{encode, ClientFrame, ErrorCode, ServerFrame, Subscribe};
 
 use super::*;
 
@@ -27,21 +26,10 @@ pub(crate) struct Ordered {
 impl Sim {
     /// Connects node `node`'s id-order consumer and subscribes at its cursor.
     pub(crate) fn connect_ordered(&mut self, node: usize) {
-        let now = self.now();
-        let n = &mut self.nodes[node];
-        let conn = n.new_conn();
-        let Some(engine) = n.engine.as_mut() else {
+        let Some(conn) = self.connect_with(node, "ordered", &[]) else {
             return;
         };
-        engine.handle_connect(now, conn);
-        let mut bytes = Vec::new();
-        let hello = Hello {
-            protocol_version: flo::protocol::PROTOCOL_VERSION,
-            client_name: "ordered".into(),
-            auth_token: Vec::new(),
-        };
-        encode(&ClientFrame::Hello(hello), &mut bytes);
-        engine.handle_input(now, conn, &bytes);
+        let n = &mut self.nodes[node];
         n.ordered.conn = Some(conn);
         n.ordered.input.clear();
         self.subscribe_ordered(node);
@@ -72,17 +60,7 @@ impl Sim {
     /// Frames for node `node`'s id-order consumer.
     pub(crate) fn ordered_output(&mut self, node: usize, bytes: &[u8]) {
         let ordered = &mut self.nodes[node].ordered;
-        ordered.input.extend_from_slice(bytes);
-        let mut consumed = 0;
-        let mut frames = Vec::new();
-        while let Some((frame, length)) =
-            decode(&ordered.input[consumed..], &WireLimits::default()).unwrap()
-        {
-            consumed += length;
-            frames.push(frame);
-        }
-        ordered.input.drain(..consumed);
-        for frame in frames {
+        for frame in node::take_frames(&mut ordered.input, bytes) {
             match frame {
                 ServerFrame::Welcome(_) | ServerFrame::CaughtUp { .. } => {}
                 ServerFrame::Event { event, .. } => self.ordered_delivered(node, event.id),

@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use flo::client::{Client, ClientOptions};
 use flo::config::WireLimits;
+use flo::event::{Event, StartPosition};
 use flo::protocol::{
-    decode, encode, ClientFrame, Hello, NewEvent, PeerFrame, Produce, ServerFrame, Subscribe,
-    PROTOCOL_VERSION,
+    decode, encode, ClientFrame, EndReason, Hello, NewEvent, PeerFrame, Produce, ServerFrame,
+    Subscribe, PROTOCOL_VERSION,
 };
 
 /// A `flo` server process, killed when dropped.
@@ -211,6 +213,8 @@ impl RawConn {
                 Ok(0) => return None,
                 Ok(count) => self.buffer.extend_from_slice(&chunk[..count]),
                 Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // EINTR: a signal reached this test process, not a fault of the server; read again.
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) => panic!("read failed: {error}"),
             }
         }
@@ -229,6 +233,59 @@ impl RawConn {
 
     pub fn subscribe(&mut self, subscribe: Subscribe) {
         self.send(&ClientFrame::Subscribe(subscribe));
+    }
+
+    /// Every stored event, from the beginning to the end of the log (subscription 1, no
+    /// tail); any frame but an event or the end fails the test.
+    pub fn read_all(&mut self) -> Vec<Event> {
+        self.subscribe(Subscribe {
+            subscription_id: 1,
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            limit: 0,
+            tail: false,
+            skip_damaged: false,
+            order: Default::default(),
+            credit: u32::MAX,
+        });
+        let mut events = Vec::new();
+        loop {
+            match self.recv() {
+                Some(ServerFrame::Event { event, .. }) => events.push(event),
+                Some(ServerFrame::End {
+                    reason: EndReason::EndOfStream,
+                    ..
+                }) => return events,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// A library client of `server` whose reads and writes give up after 10 s (a hang fails the
+/// test instead of stopping it).
+pub fn client(server: &FloProcess) -> Client {
+    let options = ClientOptions {
+        io_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Client::connect(&server.addr.to_string(), options).expect("connect")
+}
+
+/// Produces `/jobs/<n>` with data `job-<n>` for every n in `jobs`, in batches of 100.
+pub fn produce_jobs(server: &FloProcess, jobs: std::ops::Range<usize>) {
+    let mut producer = client(server);
+    let numbers: Vec<usize> = jobs.collect();
+    for chunk in numbers.chunks(100) {
+        let events: Vec<NewEvent> = chunk
+            .iter()
+            .map(|n| NewEvent {
+                namespace: format!("/jobs/{n}"),
+                parent_id: None,
+                data: format!("job-{n}").into_bytes(),
+            })
+            .collect();
+        producer.produce_batch(&events).expect("produce");
     }
 }
 

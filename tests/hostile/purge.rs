@@ -11,33 +11,14 @@ use std::time::{Duration, Instant};
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
 use flo::client::{Client, ClientOptions};
-use flo::event::{PurgeBefore, PurgeRule, StartPosition};
-use flo::protocol::{ClientFrame, EndReason, ErrorCode, ServerFrame, Subscribe};
+use flo::event::{PurgeBefore, PurgeRule};
+use flo::protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 /// Every event the server delivers from the beginning, as (namespace, data).
 fn read_all(server: &FloProcess) -> Vec<(String, Vec<u8>)> {
     let mut conn = RawConn::hello(server.addr);
-    conn.subscribe(Subscribe {
-        subscription_id: 1,
-        glob: "/**".into(),
-        start: StartPosition::Beginning,
-        limit: 0,
-        tail: false,
-        skip_damaged: false,
-        order: Default::default(),
-        credit: u32::MAX,
-    });
-    let mut events = Vec::new();
-    loop {
-        match conn.recv() {
-            Some(ServerFrame::Event { event, .. }) => events.push((event.namespace, event.data)),
-            Some(ServerFrame::End {
-                reason: EndReason::EndOfStream,
-                ..
-            }) => return events,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let events = conn.read_all().into_iter();
+    events.map(|e| (e.namespace, e.data)).collect()
 }
 
 fn segment_count(dir: &Path) -> usize {
@@ -140,5 +121,68 @@ fn a_flood_of_purges_is_refused_past_the_rule_limit() {
         "16 short rules: {} bytes",
         purges.len()
     );
+    assert_survived(&mut server, 200 << 20);
+}
+
+/// Attack round 3, F5: after a purge, the deletion of the purged segments and a SIGKILL, a
+/// conditional produce expecting "no events" in a purged namespace is still refused with the
+/// namespace's newest id (protocol.md section 17: the newest id never goes back), while a
+/// namespace the glob matches that never had events can still be created.
+#[test]
+fn a_purged_namespaces_newest_id_survives_reclaim_and_kill_9() {
+    use flo::client::{ClientError, Expectation, NewEvent};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--segment-size", "4096"];
+    let server = FloProcess::start(dir.path(), &args);
+    let addr = server.addr.to_string();
+    let mut client = Client::connect(&addr, ClientOptions::default()).expect("connect");
+    let account = client
+        .produce("/acct/x", b"open")
+        .expect("produce")
+        .first_id;
+    for i in 0..200u32 {
+        client
+            .produce("/filler", format!("{i:060}").as_bytes())
+            .expect("produce");
+    }
+    let last = client.produce("/filler", b"end").expect("produce").first_id;
+    client
+        .purge("/acct/**", PurgeBefore::Id(last))
+        .expect("purge /acct/**");
+    client
+        .purge("/filler", PurgeBefore::Id(last))
+        .expect("purge /filler");
+    // Housekeeping (once a second) deletes the segments that held only purged events.
+    let started = Instant::now();
+    while std::fs::read_dir(dir.path())
+        .expect("read data dir")
+        .any(|entry| entry.expect("entry").file_name() == "00000000000000000000.log")
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "not reclaimed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(client);
+    server.kill9();
+    let mut server = FloProcess::start(dir.path(), &args);
+    let mut client = Client::connect(&server.addr.to_string(), ClientOptions::default())
+        .expect("connect after restart");
+    let event = |namespace: &str| NewEvent {
+        namespace: namespace.into(),
+        parent_id: None,
+        data: b"again".to_vec(),
+    };
+    match client.produce_if(Expectation::NoEvents, &[event("/acct/x")]) {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::ExpectationFailed, "{message}");
+            assert!(message.starts_with(&format!("{account}:")), "{message}");
+        }
+        other => panic!("a purged namespace was created again: {other:?}"),
+    }
+    client
+        .produce_if(Expectation::LastIs(account), &[event("/acct/x")])
+        .expect("appending after the purged newest id");
+    client
+        .produce_if(Expectation::NoEvents, &[event("/acct/new")])
+        .expect("a namespace that never had events is created");
     assert_survived(&mut server, 200 << 20);
 }

@@ -354,3 +354,95 @@ fn trace_prints_a_tree_of_a_thousand_events_before_and_after_kill_9() {
     check(server.addr);
     assert_survived(&mut server, RSS_MAX);
 }
+
+/// Attack round 3, F3: conditional produces on never-seen namespaces over a log of 600
+/// segments froze a bystander for 12.9 s (each asked the `.nsx` file of every segment, and
+/// counted as one frame of the turn's budget). Each sealed segment now answers "not here" from
+/// a filter in memory, and what a lookup does is charged to the turn's frame budget, so the
+/// bystander is served between turns of the flood, every flood produce is answered, and no
+/// turn decodes more than the budget plus one frame's units.
+#[test]
+fn a_flood_of_conditional_produces_on_new_namespaces_keeps_turns_bounded() {
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "--segment-size",
+        "4K",
+        "--fsync",
+        "never",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let mut server = FloProcess::start(dir.path(), &args);
+    let metrics = crate::metrics::metrics_addr(&server);
+    let mut writer = RawConn::hello(server.addr);
+    for op_id in 1..=600 {
+        let events = (0..100).map(|i| NewEvent {
+            namespace: format!("/s/{i}"),
+            parent_id: None,
+            data: vec![b'x'; 10],
+        });
+        writer.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+            op_id,
+            events: events.collect(),
+        }));
+        expect_ack(&mut writer, op_id);
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .expect("data dir")
+        .filter(|e| e.as_ref().expect("entry").path().extension() == Some("log".as_ref()))
+        .count();
+    assert!(
+        segments >= 500,
+        "the case wants many segments, got {segments}"
+    );
+
+    const FLOOD: u64 = 3000;
+    let mut flood = RawConn::hello(server.addr);
+    let mut bytes = Vec::new();
+    for op_id in 1..=FLOOD {
+        let frame = ClientFrame::ProduceIf(ProduceIf {
+            op_id,
+            expect: Expectation::NoEvents,
+            events: vec![NewEvent {
+                namespace: format!("/new/{op_id}"),
+                parent_id: None,
+                data: Vec::new(),
+            }],
+        });
+        flo::protocol::encode(&frame, &mut bytes);
+    }
+    let reader = {
+        let mut reader = RawConn::from_stream(flood.stream.try_clone().expect("clone"));
+        reader
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set timeout");
+        std::thread::spawn(move || {
+            (1..=FLOOD).all(|op_id| expect_ack(&mut reader, op_id).count == 1)
+        })
+    };
+    flood.send_bytes(&bytes);
+    let mut bystander = RawConn::hello(server.addr);
+    for op_id in 1..=5 {
+        bystander.produce(op_id, "/bystander", b"served");
+        expect_ack(&mut bystander, op_id);
+    }
+    assert!(
+        reader.join().expect("the flood's reader"),
+        "a flood produce was not acked"
+    );
+    let scrape = crate::metrics::scrape(metrics);
+    let bind = "127.0.0.1:0".parse().expect("an address");
+    let budget = flo::Config::new(bind, dir.path().into()).frames_per_turn_total_max as f64;
+    let turn_max = crate::metrics::sample(&scrape, "flo_turn_frames_decoded_max")
+        .expect("the most frame units decoded in one turn");
+    // One frame past the budget may cost its lookup: the first builds every segment's
+    // filter (a few units each).
+    let one_frame_max = 4.0 * segments as f64;
+    assert!(
+        turn_max <= budget + one_frame_max,
+        "a turn decoded {turn_max} frame units, over the budget of {budget} plus one frame"
+    );
+    assert_survived(&mut server, RSS_MAX);
+}

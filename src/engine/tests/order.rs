@@ -5,11 +5,6 @@
 
 use super::*;
 
-/// The ids delivered to one subscription.
-fn ids_of(frames: &[ServerFrame], id: u32) -> Vec<EventId> {
-    events_of(frames, id).iter().map(|e| e.id).collect()
-}
-
 fn clocks(frames: &[PeerFrame]) -> Vec<u64> {
     let clock = |f: &PeerFrame| match f {
         PeerFrame::PeerClock { counter } => Some(*counter),

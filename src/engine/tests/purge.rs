@@ -149,6 +149,67 @@ fn purges_past_the_limit_are_refused_and_raising_a_bound_is_not() {
 }
 
 #[test]
+fn a_purge_bound_ahead_of_the_server_is_refused_in_order_but_a_peers_is_not() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    let ids = produce_all(&mut harness, client, &[("/o/1", b"1"), ("/o/2", b"2")]);
+    let next = EventId::new(ids[1].counter + 1, ids[1].actor.0);
+    let wall = harness.now.wall.0;
+    // Attack round 3, F7: a careless bound in the future hid every later event for good.
+    harness.send(client, purge("/o/**", PurgeBefore::Time(wall + 1)));
+    harness.send(client, purge("/o/**", PurgeBefore::Time(wall + 2)));
+    harness.send(client, purge("/o/**", PurgeBefore::Id(next)));
+    harness.send(
+        client,
+        purge("/o/**", PurgeBefore::Id(EventId::new(next.counter + 1, 1))),
+    );
+    harness.send(
+        client,
+        purge(
+            "/o/**",
+            PurgeBefore::Id(EventId::new(EventId::COUNTER_MAX, 1)),
+        ),
+    );
+    harness.turn();
+    let summary: Vec<String> = harness
+        .received(client)
+        .iter()
+        .map(|frame| match frame {
+            ServerFrame::Purged(purged) => format!("purged {:?}", purged.rule.before),
+            ServerFrame::Error(error) => format!("{:?}", error.code),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            format!("purged {:?}", PurgeBefore::Time(wall + 1)),
+            "PurgeBoundAhead".to_string(),
+            format!("purged {:?}", PurgeBefore::Id(next)),
+            "PurgeBoundAhead".to_string(),
+            "PurgeBoundAhead".to_string(),
+        ],
+        "bounds up to the clock and the next id are taken, later ones refused, in order"
+    );
+    assert!(harness.engine.is_open(client));
+    // The next event (a millisecond later: a bound of now + 1 takes this millisecond) is
+    // written and delivered.
+    harness.now.wall.0 += 1;
+    let later = produce_all(&mut harness, client, &[("/o/3", b"3")]);
+    assert_eq!(later[0], next);
+    assert_eq!(read_all(&mut harness, "/**"), vec![pair("/o/3", b"3")]);
+    // A peer's tombstone is taken even when its bound is ahead of this node (its ids are).
+    let (peer_conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let ahead = PurgeRule {
+        glob: "/p/**".into(),
+        before: PurgeBefore::Id(EventId::new(next.counter + 1000, 2)),
+    };
+    harness.send(peer_conn, PeerFrame::PeerPurge(ahead.clone()));
+    harness.turn();
+    assert!(harness.engine.log().hide_rules().purges().contains(&ahead));
+}
+
+#[test]
 fn a_purge_goes_to_peers_and_a_peer_connecting_later_is_sent_every_purge() {
     let mut harness = Harness::new();
     let (early, _) = peer(&mut harness, 2, VersionVector::new());

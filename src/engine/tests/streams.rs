@@ -590,3 +590,53 @@ fn a_trace_survives_a_cycle_of_parent_ids() {
     let got: Vec<(i16, EventId)> = entries.iter().map(|e| (e.depth, e.id)).collect();
     assert_eq!(got, [(-1, second), (0, first)]);
 }
+
+/// Attack round 3, F3: a conditional produce on a never-seen namespace looks the namespace up
+/// in the whole log (the memory log reads every record; the file log asks each segment), but
+/// was charged one frame of the turn's budget, so a flood of them froze the turn. The lookup's
+/// work is now charged too (frame units), and the flood is spread over turns.
+#[test]
+fn conditional_produce_lookups_are_charged_to_the_turn_frame_budget() {
+    let mut harness = Harness::with_config(|config| config.frames_per_turn_total_max = 2_000);
+    let conn = harness.client();
+    for _ in 0..5 {
+        let events = (0..1000).map(|i| event(&format!("/s/{}", i % 100), b"x"));
+        let batch = ProduceBatch {
+            op_id: 1,
+            events: events.collect(),
+        };
+        harness.send(conn, ClientFrame::ProduceBatch(batch));
+        harness.turn();
+    }
+    assert_eq!(stored_count(&mut harness), 5000);
+    let flood = harness.client();
+    for op_id in 1..=50 {
+        let namespace = format!("/new/{op_id}");
+        let events = vec![event(&namespace, b"")];
+        harness.send(flood, produce_if(op_id, Expectation::NoEvents, events));
+    }
+    let acks = |frames: Vec<ServerFrame>| {
+        let acked = frames.iter().filter(|f| matches!(f, ServerFrame::Ack(_)));
+        acked.count()
+    };
+    harness.turn();
+    let first_turn = acks(harness.received(flood));
+    assert!(
+        first_turn <= 2,
+        "one turn answered {first_turn} conditional produces, each reading 5,000 records, \
+         within a budget of 2,000 frame units"
+    );
+    // The rest wait in the input buffer and are answered in later turns, none lost.
+    let (mut answered, mut turns) = (first_turn, 1);
+    while answered < 50 {
+        harness.engine.handle_input(harness.now, flood, &[]);
+        harness.turn();
+        answered += acks(harness.received(flood));
+        turns += 1;
+        assert!(
+            turns <= 200,
+            "{answered} of 50 answered after {turns} turns"
+        );
+    }
+    assert_eq!(stored_count(&mut harness), 5050);
+}
