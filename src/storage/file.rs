@@ -701,7 +701,8 @@ impl FileLog {
     }
 
     /// Deletes the oldest sealed segment while purges and per-namespace retention hide every
-    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, resuming
+    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, and checks
+    /// them against the rules for at most `reclaim_match_steps_per_call_max` steps, resuming
     /// where the last call stopped (`reclaim_next`); a visible record stops it until a later
     /// call finds it hidden. Only the oldest segment goes, so the log stays one run of offsets:
     /// a purged record behind a visible one keeps its bytes until that one is hidden or
@@ -712,8 +713,9 @@ impl FileLog {
         }
         let hide = Arc::clone(&self.hide);
         let mut budget = self.config.reclaim_records_per_call_max;
+        let mut steps = self.config.reclaim_match_steps_per_call_max;
         let mut deleted = 0;
-        while budget > 0 {
+        while budget > 0 && steps > 0 {
             let Some(oldest) = self.sealed.front() else {
                 break;
             };
@@ -729,11 +731,16 @@ impl FileLog {
             let known = std::mem::take(&mut self.purged_newest);
             let mut pending = std::mem::take(&mut self.reclaim_newest);
             let read = self.read(Offset(from), &mut |offset, event| {
-                if offset.0 >= end || budget == 0 {
+                if offset.0 >= end || budget == 0 || steps == 0 {
                     return false;
                 }
-                visible = !hide.hides(event);
+                let (hidden, cost) = hide.hides_with_cost(event);
+                steps = steps.saturating_sub(cost);
+                visible = !hidden;
+                // `purge_hides` repeats at most the matches just charged (purges are checked
+                // before retention rules), so it is charged the same again.
                 if !visible && hide.purge_hides(event) {
+                    steps = steps.saturating_sub(cost);
                     let namespace = event.namespace;
                     let new = !known.contains(namespace) && !pending.contains(namespace);
                     if new && known.len() + pending.len() >= names_max {
@@ -1262,7 +1269,7 @@ impl Log for FileLog {
     fn list_namespaces_within(
         &mut self,
         listing: &mut super::NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn super::NameFilter,
         work: &mut u64,
     ) -> Result<bool, StorageError> {
         self.list_namespaces_indexed(listing, accept, work)

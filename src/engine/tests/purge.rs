@@ -279,3 +279,70 @@ fn a_retention_rule_hides_events_older_than_it_keeps() {
         vec![pair("/orders/1", b"o"), pair("/metrics/cpu", b"new")]
     );
 }
+
+/// Purge rules with long globs over long namespaces (attack round 3, F1): every record a
+/// catch-up reads is checked against every rule whose bound covers it, and that matching is
+/// charged to the turn's `match_steps_per_turn_max` with the subscription's own, so every
+/// turn's matching (counted in the matcher's steps) stays within the budget plus one record's
+/// worth, the catch-up spreads over turns, and it still delivers every event (no rule
+/// matches: each ends in a set of letters no namespace ends with, so no literal suffix
+/// refuses the names cheaply).
+#[test]
+fn purge_rules_are_matched_within_the_turn_budget() {
+    const BUDGET: u64 = 1_000_000;
+    const RULES: usize = 16;
+    let mut harness = Harness::with_config(|c| c.match_steps_per_turn_max = BUDGET);
+    let client = harness.client();
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("/{}{i:03}", "a".repeat(400)))
+        .collect();
+    for (op, name) in names.iter().enumerate() {
+        harness.produce(client, op as u64 + 1, name, b"");
+    }
+    harness.produce(client, 99, "/marker", b"");
+    harness.turn();
+    let marker = *ack_ids(&harness.received(client)).last().expect("acks");
+    for rule in 0..RULES {
+        let letter = char::from(b'A' + rule as u8);
+        let glob = format!("/{}*[Z{letter}]", "*a".repeat(150));
+        harness.send(client, purge(&glob, PurgeBefore::Id(marker)));
+    }
+    harness.turn();
+    harness.received(client);
+    assert_eq!(harness.engine.log().hide_rules().purges().len(), RULES);
+    let reader = harness.client();
+    harness.send(
+        reader,
+        subscribe(1, "/**", StartPosition::Beginning, false, 1000),
+    );
+    // One record's worth: a match of each rule's glob (303 pieces, 5 words; 7 passes and
+    // the closure per character of 404) and of `/**`.
+    let one_record_max = (RULES as u64 + 1) * 405 * (7 * 5 + 1);
+    let mut delivered = Vec::new();
+    let mut turns = 0;
+    loop {
+        let before = crate::protocol::glob::steps_taken();
+        harness.turn();
+        let steps = crate::protocol::glob::steps_taken() - before;
+        assert!(
+            steps <= BUDGET + one_record_max,
+            "turn {turns}: {steps} matching steps, over {}",
+            BUDGET + one_record_max
+        );
+        turns += 1;
+        let frames = harness.received(reader);
+        delivered.extend(events_of(&frames, 1).into_iter().map(|e| e.namespace));
+        let ended = frames
+            .iter()
+            .any(|frame| matches!(frame, ServerFrame::End { .. }));
+        if ended {
+            break;
+        }
+        assert!(turns < 1000, "the catch-up does not finish");
+    }
+    let mut expected = names.clone();
+    expected.push("/marker".to_string());
+    assert_eq!(delivered, expected);
+    assert!(turns > 2, "caught up in {turns} turns");
+    assert!(harness.engine.stats().match_steps_charged > BUDGET);
+}
