@@ -9,7 +9,9 @@
 # Knobs (environment): BENCH_DURATION seconds per live run (default 3), BENCH_RATE events/s of
 # a live run (default 10000), BENCH_DRAIN_COUNT events stored before a drain (default 100000),
 # BENCH_REPEATS (default 3), BENCH_MEMBERS members per group (default "4 1"), BENCH_CELLS
-# (default "live drain"), BENCH_OUT output directory (default bench-results/groups).
+# (default "live drain"), BENCH_OUT output directory (default bench-results/groups),
+# BENCH_FLO_BASELINE a directory with another build's `flo` (an A/B: it runs as the targets
+# base-always and base-interval, interleaved with the others, driven by this build's client).
 #
 # Servers: flo --fsync always and --fsync interval:1000; redis-server appendonly with
 # appendfsync always and everysec; nats-server -js (file store, its default sync: every 2 min).
@@ -72,6 +74,7 @@ start() { # name command...
     mkdir -p "$WORK/$name"
     case $1 in
         flo) "$FLO" -d "$WORK/$name" -p "$port" --fsync "$2" >"$WORK/$name.log" 2>&1 & ;;
+        flo-base) "$FLO_BASE" -d "$WORK/$name" -p "$port" --fsync "$2" >"$WORK/$name.log" 2>&1 & ;;
         redis) redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$name" --save "" \
             --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no \
             --logfile "$WORK/$name/redis.log" & ;;
@@ -89,6 +92,12 @@ start redis-always redis always
 start redis-everysec redis everysec
 start nats-js-file nats
 TARGETS=(flo-always redis-always nats-js-file flo-interval redis-everysec)
+if [[ -n ${BENCH_FLO_BASELINE:-} ]]; then
+    FLO_BASE=$BENCH_FLO_BASELINE/flo
+    start base-always flo-base always
+    start base-interval flo-base interval:1000
+    TARGETS+=(base-always base-interval)
+fi
 
 mkdir -p "$OUT"
 RUNS=$OUT/runs.jsonl
@@ -104,7 +113,7 @@ run() { # target cell members
     fi
     before=$(cpu_ticks "${SERVER_PID[$target]}")
     case $target in
-        flo-*) result=$("$FLO_CLIENT" bench --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        flo-* | base-*) result=$("$FLO_CLIENT" bench --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
         redis-*) result=$("$PEER_BENCH" redis-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
         nats-*) result=$("$PEER_BENCH" nats-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
     esac
@@ -145,7 +154,7 @@ for (cell, members, target), rs in sorted(cells.items(), key=lambda kv: (kv[0][0
     print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
 print()
 print("Ratios of medians (flo / peer): drain acked/s; live acked p99; server CPU per event")
-pairs = [("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-file"), ("flo-interval", "nats-js-file")]
+pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-file"), ("flo-interval", "nats-js-file")]
 for members in sorted({k[1] for k in cells}, reverse=True):
     for flo, peer in pairs:
         parts = []

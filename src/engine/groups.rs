@@ -828,8 +828,30 @@ impl<L: Log> Engine<L> {
         })
     }
 
+    /// Before the turn's log sync, when it has appends to sync: journals the acks the turn's
+    /// input brought (and the floors they move) and starts the journal's fdatasync, which
+    /// storage runs on a helper thread while the log's runs here; `groups_turn_end` waits for
+    /// it before the turn's replies go out (docs/consumers.md, "Storage"). A turn without
+    /// appends has nothing to overlap: its journal is synced at its end, without a hand-over.
+    pub(super) fn groups_before_log_sync(&mut self, now: Now) {
+        if self.log.end() <= self.log.durable_end() {
+            return;
+        }
+        let acked: Vec<String> = (self.groups.groups.iter())
+            .filter(|(_, group)| !group.acked_this_turn.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &acked {
+            self.journal_group_turn(name);
+        }
+        if let Err(error) = self.groups.store.start_sync(now.monotonic) {
+            log::error!("could not write the group journal: {error}");
+        }
+    }
+
     /// The end of a turn for groups: expire timers, deliver, and journal the turn's changes
-    /// (acks, floors), synced after the log's sync of the same turn.
+    /// (acks, floors), synced (or the sync `groups_before_log_sync` started waited for)
+    /// before the turn's replies go out.
     pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut GroupBudget) {
         let names: Vec<String> = self.groups.groups.keys().cloned().collect();
         let mut memory = self.groups.memory_bytes();

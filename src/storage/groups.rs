@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::repair::write_durably;
+use super::syncer::{Job, Syncer};
 use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
@@ -99,6 +100,12 @@ pub trait GroupStore: Send {
     fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError>;
     /// Buffers one record.
     fn append(&mut self, record: &GroupRecord);
+    /// Writes the buffered records and starts the fdatasync the policy asks for without
+    /// waiting for it (on a storage helper thread), so that it overlaps the log's; `sync`
+    /// waits for it. A store that cannot start one does nothing here.
+    fn start_sync(&mut self, _now: MonotonicMs) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Writes the buffered records and makes them durable. On failure they are discarded.
     fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError>;
     /// The bytes of the journal (durable and buffered).
@@ -489,6 +496,11 @@ impl GroupStore for MemoryGroupStore {
         encode_record(record, &mut self.buffered);
     }
 
+    /// Completes at once: a started sync may finish any time before `sync` returns.
+    fn start_sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
+        self.sync(now)
+    }
+
     fn sync(&mut self, _now: MonotonicMs) -> Result<(), StorageError> {
         let buffered = std::mem::take(&mut self.buffered);
         self.durable().extend_from_slice(&buffered);
@@ -514,12 +526,21 @@ impl GroupStore for MemoryGroupStore {
 #[derive(Debug)]
 pub struct FileGroupStore {
     dir: PathBuf,
-    file: File,
+    /// Shared with the helper thread's fdatasync jobs.
+    file: Arc<File>,
     size: u64,
     buffered: Vec<u8>,
     fsync: FsyncPolicy,
     last_fsync_ms: Option<u64>,
     written_since_fsync: bool,
+    /// fdatasyncs of the journal started since open, and those run on the caller's thread
+    /// (the reactor's) rather than on the helper thread (tests and the benchmark).
+    fsync_count: u64,
+    caller_fsync_count: u64,
+    /// The helper thread for the journal's fdatasyncs (`syncer.rs`): under `always` the
+    /// journal's runs there while the reactor runs the log's; under `interval` nothing waits
+    /// for it.
+    syncer: Syncer,
     /// What `load` does with damage that valid records follow: refuse, or (`flo --repair`)
     /// quarantine a copy and skip the damaged records.
     recovery: RecoveryMode,
@@ -552,18 +573,93 @@ impl FileGroupStore {
         let size = file.metadata().map_err(io_error(context("stat")))?.len();
         Ok(FileGroupStore {
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             size,
             buffered: Vec::new(),
             fsync,
             last_fsync_ms: None,
             written_since_fsync: false,
+            fsync_count: 0,
+            caller_fsync_count: 0,
+            syncer: Syncer::default(),
             recovery,
         })
     }
 
     fn path(&self) -> PathBuf {
         self.dir.join(GROUP_JOURNAL_FILE)
+    }
+
+    /// How many fdatasyncs of the journal were started since open.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsync_count
+    }
+
+    /// How many of them ran on the caller's thread (the reactor's).
+    pub fn caller_fsync_count(&self) -> u64 {
+        self.caller_fsync_count
+    }
+
+    /// Waits for the fdatasyncs handed to the helper thread (tests).
+    #[cfg(test)]
+    pub fn wait_for_syncs(&mut self) -> Result<(), StorageError> {
+        self.collect_syncs(true)
+    }
+
+    /// Collects the helper's finished fdatasyncs (all of them with `wait`). A failed one is
+    /// returned, and the bytes it should have covered are left for the next fdatasync.
+    fn collect_syncs(&mut self, wait: bool) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for result in self.syncer.collect(wait) {
+            if let Err(error) = result {
+                self.written_since_fsync = true;
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Writes the buffered records at the end of the journal; on failure they are discarded.
+    fn write_buffered(&mut self) -> Result<(), StorageError> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let size = self.size;
+        let mut file = &*self.file;
+        let written = file
+            .seek(SeekFrom::Start(size))
+            .and_then(|_| file.write_all(&self.buffered));
+        let buffered_size = self.buffered.len() as u64;
+        self.buffered.clear();
+        if let Err(error) = written {
+            // Cut whatever part was written, so the next record starts where it belongs.
+            let _ = self.file.set_len(size);
+            let context = format!("{}: write", self.path().display());
+            return Err(io_error(context)(error));
+        }
+        self.size += buffered_size;
+        self.written_since_fsync = true;
+        Ok(())
+    }
+
+    /// Hands the fdatasync of everything written to the helper thread (it runs here if the
+    /// thread cannot be started).
+    fn start_fsync(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        let job = Job::SyncFile {
+            file: Arc::clone(&self.file),
+            path: self.path(),
+        };
+        self.fsync_count += 1;
+        self.last_fsync_ms = Some(now_ms);
+        self.written_since_fsync = false;
+        if let Some(result) = self.syncer.submit(job) {
+            self.caller_fsync_count += 1;
+            if let Err(error) = result {
+                self.written_since_fsync = true;
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     fn fsync_due(&self, now_ms: u64) -> bool {
@@ -581,9 +677,9 @@ impl GroupStore for FileGroupStore {
     fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
         let context = format!("{}: read", self.path().display());
         let mut bytes = Vec::new();
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.read_to_end(&mut bytes))
+        let mut file = &*self.file;
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
             .map_err(io_error(context))?;
         let scan = scan_journal(&bytes);
         if let Some(first) = scan.damaged.first() {
@@ -629,25 +725,32 @@ impl GroupStore for FileGroupStore {
         encode_record(record, &mut self.buffered);
     }
 
-    fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
-        if !self.buffered.is_empty() {
-            let context = format!("{}: write", self.path().display());
-            let size = self.size;
-            let written = self
-                .file
-                .seek(SeekFrom::Start(size))
-                .and_then(|_| self.file.write_all(&self.buffered));
-            let buffered_size = self.buffered.len() as u64;
-            self.buffered.clear();
-            if let Err(error) = written {
-                // Cut whatever part was written, so the next record starts where it belongs.
-                let _ = self.file.set_len(size);
-                return Err(io_error(context)(error));
-            }
-            self.size += buffered_size;
-            self.written_since_fsync = true;
+    /// Writes the buffered records and hands the fdatasync the policy asks for to the helper
+    /// thread, unless one is still running there (then a later call starts the next).
+    fn start_sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
+        if let Err(error) = self.collect_syncs(false) {
+            // Its bytes are covered by the next fdatasync (under `always`, by `sync`'s).
+            log::error!("a background fdatasync of the group journal failed: {error}");
         }
-        if self.written_since_fsync && self.fsync_due(now.0) {
+        self.write_buffered()?;
+        if self.written_since_fsync && self.fsync_due(now.0) && !self.syncer.sync_in_flight() {
+            self.start_fsync(now.0)?;
+        }
+        Ok(())
+    }
+
+    /// As `start_sync`; under `always` it then waits for the helper's fdatasync, and
+    /// fdatasyncs here what was written after that one started (records appended after
+    /// `start_sync`). So everything appended is durable when it returns `Ok`.
+    fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
+        self.start_sync(now)?;
+        if self.fsync != FsyncPolicy::Always {
+            return Ok(());
+        }
+        self.collect_syncs(true)?;
+        if self.written_since_fsync {
+            self.fsync_count += 1;
+            self.caller_fsync_count += 1;
             let context = format!("{}: fdatasync", self.path().display());
             self.file.sync_data().map_err(io_error(context))?;
             self.written_since_fsync = false;
@@ -661,6 +764,10 @@ impl GroupStore for FileGroupStore {
     }
 
     fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError> {
+        // The helper's fdatasync holds the old file; the rewrite makes it moot.
+        if let Err(error) = self.collect_syncs(true) {
+            log::error!("a background fdatasync of the group journal failed: {error}");
+        }
         let mut bytes = Vec::new();
         for record in records {
             encode_record(record, &mut bytes);
@@ -675,11 +782,13 @@ impl GroupStore for FileGroupStore {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io_error(context("fsync the directory")))?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.path())
-            .map_err(io_error(context("reopen")))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.path())
+                .map_err(io_error(context("reopen")))?,
+        );
         self.size = bytes.len() as u64;
         self.buffered.clear();
         self.written_since_fsync = false;
@@ -834,6 +943,51 @@ mod tests {
         let scan = scan_journal(&torn[..torn.len() - 3]);
         assert!(scan.damaged.is_empty());
         assert_eq!(scan.records.len(), sample().len() - 1);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Issue 12 (acked-delivery p99): the journal's fdatasyncs run on the helper thread,
+    /// never on the caller's (the reactor's): under `interval` nothing waits for them; under
+    /// `always` `start_sync` starts the turn's one fdatasync (it overlaps the log's) and `sync`
+    /// only waits for it. What `sync` returned for is on disk in both cases.
+    #[test]
+    fn journal_fdatasyncs_run_on_the_helper_thread() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-helper-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let records = sample();
+        let mut store =
+            FileGroupStore::open(&dir, FsyncPolicy::IntervalMs(1000)).expect("open interval");
+        for (turn, record) in records.iter().enumerate() {
+            store.append(record);
+            store.sync(MonotonicMs(turn as u64 * 600)).expect("sync");
+            store.wait_for_syncs().expect("background fdatasync");
+        }
+        assert_eq!(
+            (store.caller_fsync_count(), store.fsync_count()),
+            (0, 5),
+            "interval: (fdatasyncs on the caller's thread, all of them)"
+        );
+        drop(store);
+        let mut always = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open always");
+        assert_eq!(always.load().expect("load"), records);
+        for (turn, record) in records.iter().enumerate() {
+            always.append(record);
+            always.start_sync(MonotonicMs(turn as u64)).expect("start");
+            always.sync(MonotonicMs(turn as u64)).expect("sync");
+        }
+        assert_eq!(
+            (always.caller_fsync_count(), always.fsync_count()),
+            (0, records.len() as u64),
+            "always: (fdatasyncs on the caller's thread, all of them)"
+        );
+        // Records appended after the start are written and synced by `sync` itself.
+        always.append(&records[0]);
+        always.start_sync(MonotonicMs(20)).expect("start");
+        always.append(&records[1]);
+        always.sync(MonotonicMs(20)).expect("sync");
+        let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(reopened.load().expect("load").len(), 2 * records.len() + 2);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
