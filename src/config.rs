@@ -181,6 +181,14 @@ pub struct StorageConfig {
     /// Records of the oldest segment the reclaimer looks at per housekeeping call, to find
     /// out whether purges and retention rules hide all of it (`FileLog::reclaim`).
     pub reclaim_records_per_call_max: u64,
+    /// Namespaces whose newest id the log remembers after deleting their purged events with
+    /// their segment (`--max-purged-namespaces`), so a conditional produce never sees such a
+    /// namespace's newest id go back. A segment whose deletion would pass it stays on disk.
+    pub purged_namespaces_max: usize,
+    /// Glob matching the reclaimer may do per housekeeping call, in the steps
+    /// `NamespaceGlob::matches_with_cost` counts: each record it looks at is checked against
+    /// every purge and retention rule, which with many long globs costs far more than the read.
+    pub reclaim_match_steps_per_call_max: u64,
 }
 
 impl StorageConfig {
@@ -199,6 +207,8 @@ impl StorageConfig {
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             reclaim_records_per_call_max: 4096,
+            purged_namespaces_max: 100_000,
+            reclaim_match_steps_per_call_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -230,6 +240,12 @@ pub struct ClusterConfig {
     /// one further ahead is refused, so a broken or hostile peer cannot use up the counter
     /// space (protocol.md, section 15).
     pub peer_counter_ahead_max: u64,
+    /// A membership record from a peer (PeerMembership) may carry a version at most this far
+    /// above the version this node holds for that member (0 for a member it has no record
+    /// of); one further ahead is ignored (logged), so a peer cannot push a member's version
+    /// to the end of the range where `cluster add` and `cluster remove` could no longer
+    /// supersede it (attack round 3, F6).
+    pub membership_version_ahead_max: u64,
     /// A member learned through discovery (not a `--peer-addr`) that has never answered is
     /// forgotten after this many failed dials in a row.
     pub discovery_attempts_max: u32,
@@ -283,6 +299,11 @@ impl Default for ClusterConfig {
             // this far apart, and an absurd peer can push the counter at most 65,536 times
             // before produces are refused (they never wrap).
             peer_counter_ahead_max: 1 << 48,
+            // Each `cluster remove` or `cluster add` raises a member's version by one, so a
+            // node falls this far behind only if a member was removed and added back 65,536
+            // times while it was away; a hostile peer needs 2^48 accepted records to reach
+            // the end of the range.
+            membership_version_ahead_max: 1 << 16,
             discovery_attempts_max: 10,
             peer_credit_window: 1024,
             dial_backoff_initial: Duration::from_millis(100),
@@ -689,8 +710,14 @@ impl Config {
         if cluster.members_max == 0 || cluster.members_max >= cluster.actors_max {
             return Err("the member limit must be at least 1 and below the actor limit".into());
         }
-        if cluster.peer_counter_ahead_max == 0 || cluster.discovery_attempts_max == 0 {
+        if cluster.peer_counter_ahead_max == 0
+            || cluster.discovery_attempts_max == 0
+            || cluster.membership_version_ahead_max == 0
+        {
             return Err("cluster limits must be positive".into());
+        }
+        if cluster.membership_version_ahead_max > 1 << 48 {
+            return Err("cluster.membership_version_ahead_max must be at most 2^48".into());
         }
         if cluster.peer_credit_window == 0 || cluster.peer_credit_window > 65_536 {
             return Err("the peer credit window must be between 1 and 65536 frames".into());
@@ -747,8 +774,14 @@ impl Config {
         if !(1..=65_535).contains(&storage.purge_rules_max) {
             return Err("max purge rules must be between 1 and 65535".into());
         }
+        if !(1..=100_000_000).contains(&storage.purged_namespaces_max) {
+            return Err("max purged namespaces must be between 1 and 100000000".into());
+        }
         if storage.reclaim_records_per_call_max == 0 {
             return Err("reclaim records per call must be positive".into());
+        }
+        if storage.reclaim_match_steps_per_call_max == 0 {
+            return Err("reclaim match steps per call must be positive".into());
         }
         if storage.namespace_retention.len() > NAMESPACE_RETENTION_RULES_MAX {
             return Err(format!(

@@ -223,6 +223,11 @@ pub fn validate_namespace(namespace: &str, length_max: usize) -> Result<(), Name
             length_max,
         });
     }
+    // The usual namespace is printable ASCII: one pass over the bytes (called per produced
+    // event); any other byte takes the per-character check.
+    if namespace.bytes().all(|byte| (0x20..0x7f).contains(&byte)) {
+        return Ok(());
+    }
     if let Some((position, _)) = namespace.char_indices().find(|(_, c)| c.is_control()) {
         return Err(NamespaceError::ControlCharacter { position });
     }
@@ -263,8 +268,16 @@ impl VersionVector {
 
     /// Raises the entry of `id.actor` to `id.counter` if that is higher. Actor 0 is ignored.
     pub fn observe(&mut self, id: EventId) {
-        if id.actor.0 != 0 && id.counter > self.get(id.actor) {
-            self.entries.insert(id.actor, id.counter);
+        if id.actor.0 == 0 {
+            return;
+        }
+        // One lookup for the usual case, an actor already seen (called per appended event).
+        match self.entries.get_mut(&id.actor) {
+            Some(counter) => *counter = (*counter).max(id.counter),
+            None if id.counter > 0 => {
+                self.entries.insert(id.actor, id.counter);
+            }
+            None => {}
         }
     }
 

@@ -219,3 +219,31 @@ fn retention_rules_are_checked_and_printed() {
         );
     }
 }
+
+/// `flo completions bash | head` and `flo man | head`: a reader that closed the pipe is not an
+/// error, and neither binary panics (clap_complete's own writer panicked on the closed pipe).
+#[test]
+fn a_closed_pipe_after_completions_or_man_is_not_a_panic() {
+    let runs: [(&str, &[&str]); 4] = [
+        (env!("CARGO_BIN_EXE_flo"), &["completions", "bash"]),
+        (env!("CARGO_BIN_EXE_flo"), &["man"]),
+        (env!("CARGO_BIN_EXE_flo-client"), &["completions", "bash"]),
+        (env!("CARGO_BIN_EXE_flo-client"), &["man"]),
+    ];
+    for (binary, args) in runs {
+        // The read end is closed before the program starts: every write meets EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(binary)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let message = stderr(&output);
+        assert!(
+            !message.contains("panicked"),
+            "{binary} {args:?}: {message}"
+        );
+        assert!(output.status.success(), "{binary} {args:?}: {message}");
+    }
+}

@@ -93,6 +93,27 @@ fn purge_and_info_show_purges_and_retention_rules() {
     let bad = flo_client(&server, &["purge", "-n", "/x", "--before", "end"]);
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+    // A bound ahead of the server (attack round 3, F7) is refused on one line, exit status 1,
+    // and the namespace takes new events.
+    for future in ["2999-01-01T00:00:00Z", "0000000099999999999900001"] {
+        let ahead = flo_client(&server, &["purge", "-n", "/tenant/**", "--before", future]);
+        let message = String::from_utf8_lossy(&ahead.stderr).into_owned();
+        assert_eq!(ahead.status.code(), Some(1), "{message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.contains("PurgeBoundAhead (48)"), "{message}");
+    }
+    let later = stdout(&flo_client(
+        &server,
+        &["produce", "-n", "/tenant/1", "-d", "later"],
+    ));
+    let consumed = stdout(&flo_client(
+        &server,
+        &["consume", "-n", "/tenant/**", "--format", "json"],
+    ));
+    assert!(
+        consumed.contains(later.lines().next().expect("an id").trim()),
+        "{consumed}"
+    );
     assert_eq!(
         stdout(&flo_client(&server, &["groups", "--format", "json"])),
         "[]\n"

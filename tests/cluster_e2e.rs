@@ -4,7 +4,9 @@
 //! restart (with `--fsync interval`, after its catch-up hold); that nodes converge after every peer link is cut (through TCP proxies inside the
 //! test) and healed; and that a consumer moving between nodes with its version-vector cursor
 //! sees every event exactly once; and that id-order consumers on the three nodes print the same
-//! sequence while all three take produces. Every wait is a bounded poll of a condition.
+//! sequence while all three take produces; that events acked with replicas 3 survive two
+//! nodes losing their data directories; and that a new node joins through one member. Every
+//! wait is a bounded poll of a condition.
 
 mod common;
 
@@ -744,4 +746,100 @@ fn a_purge_reaches_every_node_including_one_that_was_down() {
     });
     let purges = client(nodes[2].port).purges().expect("purges");
     assert_eq!(purges.purges.len(), 1, "{purges:?}");
+}
+
+/// Issue 17: on three nodes with `--fsync always` (the default), every event acknowledged with
+/// replicas 3 survives the loss of two nodes' data directories: both are killed, their
+/// directories deleted, and they restart empty on their old ports; they catch up from the
+/// third, after which every acknowledged event is readable on every node with its id and
+/// data, and the events they take afterwards reuse none of the lost ids.
+#[test]
+fn replicas_3_events_survive_two_nodes_losing_their_data_directories() {
+    let mut nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    let mut acked = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut client = client(node.port);
+        client.set_replicas(3).expect("SetReplicas 3");
+        for k in 0..10 {
+            let data = format!("node {i} replicas 3 event {k}").into_bytes();
+            let ack = client
+                .produce("/cluster/r3", &data)
+                .expect("replicas 3 ack");
+            acked.insert(ack.first_id, data);
+        }
+    }
+    assert_eq!(acked.len(), 30);
+    // Acknowledged with replicas 3: every node holds every event already.
+    for node in &nodes {
+        assert_eq!(events_on(node.port), acked, "node on port {}", node.port);
+    }
+    for node in &mut nodes[1..] {
+        node.process.take().expect("running").kill9();
+        let dir = node.dir.path().to_path_buf();
+        std::fs::remove_dir_all(&dir).expect("delete the data directory");
+        std::fs::create_dir(&dir).expect("an empty data directory");
+    }
+    for node in &mut nodes[1..] {
+        node.start();
+    }
+    wait_for_convergence(&nodes, &acked);
+    // The restarted nodes take produces again once caught up, with ids above their old ones.
+    let mut expected = acked.clone();
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let new = produce(node.port, 3, &format!("node {i} after the loss"));
+        for id in new.keys() {
+            assert!(!acked.contains_key(id), "id {id} handed out again");
+            let old_max = acked.keys().filter(|a| a.actor == id.actor).max();
+            assert!(Some(id) > old_max, "{id} is not above {old_max:?}");
+        }
+        expected.extend(new);
+    }
+    wait_for_convergence(&nodes, &expected);
+}
+
+/// Issue 17: a new node joins a running cluster by being pointed at one member (a new actor
+/// id, an empty data directory, one `--peer-addr`): it learns the other members from that
+/// member's list and connects to all of them, every member lists it as connected, it receives
+/// every event, and its own events reach every member.
+#[test]
+fn a_new_node_joins_a_running_cluster_through_one_member() {
+    let nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    let mut expected = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        expected.extend(produce(node.port, 3, &format!("node {i}")));
+    }
+    wait_for_convergence(&nodes, &expected);
+    let mut joining = Node {
+        dir: tempfile::tempdir().expect("temporary directory"),
+        port: free_port(),
+        process: None,
+        args: ["--actor-id", "4", "--peer-addr"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("127.0.0.1:{}", nodes[1].port)])
+            .collect(),
+    };
+    joining.start();
+    wait_until("the new node is connected to all three members", || {
+        connected_members(joining.port) == 3
+    });
+    for node in &nodes {
+        wait_until("every member lists member 4 as connected", || {
+            member_state_is(node.port, 4, "connected")
+        });
+    }
+    wait_for_convergence(std::slice::from_ref(&joining), &expected);
+    expected.extend(produce(joining.port, 3, "node 4"));
+    let all: Vec<&Node> = nodes.iter().chain([&joining]).collect();
+    for node in all {
+        wait_until("every node holds the new node's events", || {
+            events_on(node.port) == expected
+        });
+    }
 }

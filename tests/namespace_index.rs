@@ -15,7 +15,7 @@ use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
 use flo::storage::{
     last_by_scan, scan_listing, scan_namespace, scan_traced_within, FileLog, InjectedFault, Log,
-    NamespaceKey, NamespaceListing, Offset, TraceKey,
+    NameFilter, NamespaceKey, NamespaceListing, Offset, TraceKey,
 };
 use flo::time::{MonotonicMs, WallClockMs};
 
@@ -261,9 +261,14 @@ impl Model {
         let mut calls = 0;
         loop {
             let mut work = 1 + self.random.below(12);
+            // The caller's own budget (glob matching in the server) may stop the walk too.
+            let mut filter = Budgeted {
+                refused,
+                decisions_left: 1 + self.random.below(6),
+            };
             if self
                 .file
-                .list_namespaces_within(&mut indexed, &mut accept, &mut work)
+                .list_namespaces_within(&mut indexed, &mut filter, &mut work)
                 .unwrap()
             {
                 break;
@@ -730,4 +735,23 @@ fn an_index_driven_read_of_one_namespace_reads_little_of_each_segment() {
         "loading {} events from {segments} segments read {bytes} bytes ({per_event} an event)",
         events.len()
     );
+}
+
+/// A listing filter whose own budget runs out after a few decisions, as the server's glob
+/// matching budget does: the walk must stop there and resume without missing or counting a
+/// name twice.
+struct Budgeted<'a> {
+    refused: &'a str,
+    decisions_left: u64,
+}
+
+impl NameFilter for Budgeted<'_> {
+    fn accept(&mut self, name: &str) -> bool {
+        self.decisions_left = self.decisions_left.saturating_sub(1);
+        name != self.refused
+    }
+
+    fn spent(&self) -> bool {
+        self.decisions_left == 0
+    }
 }

@@ -690,3 +690,96 @@ fn purges_survive_a_reopen_and_free_whole_segments_a_bounded_step_at_a_time() {
     let retention = hide.retention();
     assert_eq!(retention[0].1, 1_400, "cutoff now - keep");
 }
+
+/// Appends `count` events of 40 bytes, event `i` (counter `i`, 1-based) to `/acct/{i % names}`,
+/// then `/keep` (so the segments before it can all be purged), syncing every 10.
+fn fill_accounts(log: &mut FileLog, count: u64, names: u64) {
+    for counter in 1..=count {
+        let mut e = event(counter, 1, 1000 + counter, 40);
+        e.namespace = format!("/acct/{}", counter % names);
+        log.append(e).unwrap();
+        if counter % 10 == 0 {
+            log.sync(MonotonicMs(counter)).unwrap();
+        }
+    }
+    let mut keep = event(count + 1, 1, 1000 + count + 1, 40);
+    keep.namespace = "/keep".into();
+    log.append(keep).unwrap();
+    log.sync(MonotonicMs(count)).unwrap();
+}
+
+/// Reclaims until a call deletes nothing.
+fn reclaim_all(log: &mut FileLog) {
+    for _ in 0..1000 {
+        if log.apply_retention(WallClockMs(0)).unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("reclaiming never settled");
+}
+
+/// Attack round 3, F5: a purged namespace's newest id (what a conditional produce checks)
+/// stays once the reclaimer deleted its events with their segment, and after a reopen
+/// (`flo.purged-newest`); a retention rule's deletions are not remembered (retention may take
+/// a namespace back to no events); past `purged_namespaces_max` the segment stays instead.
+#[test]
+fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reopen() {
+    use flo::event::{PurgeBefore, PurgeRule};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    fill_accounts(&mut log, 300, 7);
+    let newest = |counter_max: u64, name: u64| {
+        let counter = (1..=counter_max).rev().find(|c| c % 7 == name).unwrap();
+        Some(EventId::new(counter, 1))
+    };
+    let rule = PurgeRule {
+        glob: "/acct/**".into(),
+        before: PurgeBefore::Id(EventId::new(301, 1)),
+    };
+    log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
+    reclaim_all(&mut log);
+    assert!(log.start().0 > 250, "start {}", log.start().0);
+    for name in 0..7 {
+        let namespace = format!("/acct/{name}");
+        assert_eq!(
+            log.last_in_namespace(&namespace, &mut u64::MAX.clone())
+                .unwrap(),
+            newest(300, name),
+            "{namespace} after its events were deleted"
+        );
+    }
+    assert_eq!(
+        log.last_in_namespace("/acct/new", &mut u64::MAX.clone())
+            .unwrap(),
+        None
+    );
+    drop(log);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    assert_eq!(
+        log.last_in_namespace("/acct/3", &mut u64::MAX.clone())
+            .unwrap(),
+        newest(300, 3)
+    );
+    assert_eq!(
+        log.last_in_namespace("/acct/new", &mut u64::MAX.clone())
+            .unwrap(),
+        None
+    );
+    drop(log);
+
+    // With room for 3 namespaces, a segment holding a fourth stays, and answers for it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = self::config(dir.path());
+    config.purged_namespaces_max = 3;
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    fill_accounts(&mut log, 300, 7);
+    log.add_purges(std::slice::from_ref(&rule), 16).unwrap();
+    reclaim_all(&mut log);
+    assert_eq!(log.start().0, 0, "the first segment holds 7 namespaces");
+    assert_eq!(
+        log.last_in_namespace("/acct/5", &mut u64::MAX.clone())
+            .unwrap(),
+        newest(300, 5)
+    );
+}

@@ -117,6 +117,12 @@ struct Args {
     #[arg(long = "max-purge-rules", default_value_t = 256)]
     max_purge_rules: usize,
 
+    /// Namespaces whose newest id the server remembers after deleting their purged events
+    /// with their segment, so a conditional produce (--expect-last) never sees it go back;
+    /// a segment whose deletion would pass it stays on disk. About 100 bytes each.
+    #[arg(long = "max-purged-namespaces", default_value_t = 100_000)]
+    max_purged_namespaces: usize,
+
     /// When acknowledged events are on disk: `always` (fdatasync before every ack; the
     /// default), `interval:<ms>` (fdatasync at most every <ms>; a power loss can lose that
     /// window of acknowledged events) or `never` (the OS decides; a power loss can lose any
@@ -393,6 +399,12 @@ fn effective_config(args: &Args) -> String {
             i64::try_from(args.max_purge_rules).unwrap_or(i64::MAX),
         )),
     );
+    put(
+        "max-purged-namespaces",
+        Some(toml::Value::Integer(
+            i64::try_from(args.max_purged_namespaces).unwrap_or(i64::MAX),
+        )),
+    );
     put("fsync", text(args.fsync.to_string()));
     let count = |n: usize| Some(toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
     put("max-connections", count(args.max_connections));
@@ -619,6 +631,7 @@ fn config_from(args: &Args) -> Config {
     };
     config.storage.namespace_retention = args.retention_rules.clone();
     config.storage.purge_rules_max = args.max_purge_rules;
+    config.storage.purged_namespaces_max = args.max_purged_namespaces;
     config.cluster.peer_addrs = args.peer_addrs.clone();
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;
@@ -734,8 +747,10 @@ fn run_tool(tool: &Tool) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let written = match tool {
         Tool::Completions { shell } => {
-            clap_complete::generate(*shell, &mut command, "flo", &mut out);
-            Ok(())
+            // Generated into memory: clap_complete panics on a write error (a closed pipe).
+            let mut bytes = Vec::new();
+            clap_complete::generate(*shell, &mut command, "flo", &mut bytes);
+            out.write_all(&bytes)
         }
         Tool::Man => clap_mangen::Man::new(command).render(&mut out),
         Tool::HashToken => return hash_token_from_stdin(),
@@ -752,6 +767,8 @@ fn run_tool(tool: &Tool) -> ExitCode {
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`flo man | head`) is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flo: could not write to standard output: {error}");
             ExitCode::FAILURE

@@ -166,6 +166,10 @@ pub struct Subscription {
     pub skip_damaged: bool,
     /// Id order: the events read and not yet delivered (`None`: arrival order).
     pub order: Option<Box<super::order::OrderBuffer>>,
+    /// The namespace index found the subscription's namespace in most records it looked at:
+    /// it reads by scanning until a scan finds the matches sparse again (see
+    /// `consume::DENSE_SHARE`).
+    pub scan_dense: bool,
 }
 
 /// The engine's view of one connection.

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
-use crate::event::{ActorId, EventRef};
+use crate::event::{ActorId, Cursor, EventRef};
 use crate::event::{Order, StartPosition};
 use crate::protocol::{
     encode_event, encode_peer_event, EndReason, ErrorCode, ErrorScope, GlobError, NamespaceGlob,
@@ -22,6 +22,19 @@ use crate::storage::{HideRules, Log, NamespaceKey, Offset, StorageError};
 /// between it and the durable end: below that, reading them (mostly from the cache) costs
 /// less than the index lookups and one positioned read per match.
 const INDEX_GAP_MIN: u64 = 1024;
+
+/// An index query whose positions hold at least one record in `DENSE_SHARE` of the range
+/// they span (and at least `DENSE_POSITIONS_MIN` positions) found a namespace that most
+/// records belong to: the subscription then scans instead (`Subscription::scan_dense`), as
+/// each query re-reads the namespace's whole offset list of a sealed segment (as long as the
+/// segment's records) to return at most `INDEX_POSITIONS_PER_QUERY_MAX` of them, and reads
+/// each position on its own. A scan goes back to the index once it looked at
+/// `SPARSE_LOOKED_AT_MIN` records of which fewer than one in `SPARSE_SHARE` matched (the gap
+/// between the two shares keeps a subscription from flipping on every turn).
+const DENSE_SHARE: u64 = 4;
+const DENSE_POSITIONS_MIN: usize = 64;
+const SPARSE_SHARE: u64 = 8;
+const SPARSE_LOOKED_AT_MIN: u64 = 1024;
 
 /// What the namespace index can select for a glob: the glob itself when it has no wildcard,
 /// or its literal part up to the last `/` before the first wildcard when that is more than
@@ -155,6 +168,7 @@ impl<L: Log> Engine<L> {
                 Order::Arrival => None,
                 Order::Id => Some(Box::default()),
             },
+            scan_dense: false,
         };
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
@@ -248,10 +262,10 @@ impl<L: Log> Engine<L> {
                     if steps_left == 0 {
                         return true;
                     }
-                    let cost = subscription.glob.match_cost(namespace);
+                    let (matched, cost) = subscription.glob.matches_with_cost(namespace);
                     steps_left = steps_left.saturating_sub(cost);
                     self.stats.match_steps_charged += cost;
-                    subscription.glob.matches(namespace)
+                    matched
                 });
                 if wanted {
                     woken.push((connection.id, subscription.id));
@@ -393,7 +407,7 @@ impl<L: Log> Engine<L> {
             _ => (None, None),
         };
         let gap = durable_end.0.saturating_sub(subscription.next.0);
-        let key = (gap >= INDEX_GAP_MIN)
+        let key = (gap >= INDEX_GAP_MIN && !subscription.scan_dense)
             .then(|| index_key(subscription.glob.as_str()))
             .flatten();
         let from = subscription.next;
@@ -408,7 +422,7 @@ impl<L: Log> Engine<L> {
             id,
             output_start: output.len(),
             output: &mut output,
-            subscription,
+            subscription: &mut *subscription,
             replication_sent,
             own_passed,
             budget,
@@ -420,21 +434,36 @@ impl<L: Log> Engine<L> {
             hide: &hide,
             stopped_by_budget: false,
             stopped_by_memory: None,
+            looked_at: 0,
+            matched: 0,
         };
         // The index's work (entries and records it reads) is charged to the turn's record
         // budget, like the records a scan looks at.
         let work_max = delivery.budget.records;
         let mut work = work_max;
+        let mut dense = false;
         let result = match &key {
-            Some(key) => read_indexed(log, key, from, deliveries_max, &mut work, &mut |event| {
-                delivery.offer(event)
-            }),
+            Some(key) => {
+                let (limit, work) = (deliveries_max, &mut work);
+                read_indexed(log, key, from, limit, work, &mut dense, &mut |event| {
+                    delivery.offer(event)
+                })
+            }
             None => log
                 .read(from, &mut |_, event| delivery.offer(event))
                 .map(IndexedRead::Done),
         };
         let (mut stopped_by_budget, stopped_by_memory) =
             (delivery.stopped_by_budget, delivery.stopped_by_memory);
+        let (looked_at, matched) = (delivery.looked_at, delivery.matched);
+        if key.is_some() {
+            subscription.scan_dense = dense;
+        } else if subscription.scan_dense
+            && looked_at >= SPARSE_LOOKED_AT_MIN
+            && matched * SPARSE_SHARE < looked_at
+        {
+            subscription.scan_dense = false;
+        }
         if key.is_some() {
             // An index query is at least one unit of the turn's budget, besides the records
             // it delivers, so a query that finds nothing still brings the turn closer to its
@@ -596,6 +625,9 @@ struct Delivery<'a> {
     hide: &'a HideRules,
     stopped_by_budget: bool,
     stopped_by_memory: Option<usize>,
+    /// Records looked at, and those of them the subscription wanted (for `scan_dense`).
+    looked_at: u64,
+    matched: u64,
 }
 
 impl Delivery<'_> {
@@ -606,7 +638,8 @@ impl Delivery<'_> {
             self.stopped_by_budget = true;
             return false;
         }
-        if self.wants(event) {
+        let wanted = self.wants(event);
+        if wanted {
             // Only a delivery needs credit, limit and room in the output; records the
             // subscription skips are passed over without them, so CaughtUp and End still
             // come when the credit is spent.
@@ -625,6 +658,8 @@ impl Delivery<'_> {
             }
         }
         self.budget.records -= 1;
+        self.looked_at += 1;
+        self.matched += u64::from(wanted);
         let size = (event.namespace.len() + event.data.len()) as u64;
         self.budget.bytes = self.budget.bytes.saturating_sub(size);
         true
@@ -632,13 +667,11 @@ impl Delivery<'_> {
 
     /// Matches the record against the glob (charging the steps to the turn) and the filter.
     fn wants(&mut self, event: EventRef<'_>) -> bool {
-        let glob = &self.subscription.glob;
-        let cost = glob.match_cost(event.namespace);
-        self.budget.match_steps = self.budget.match_steps.saturating_sub(cost);
-        self.stats.match_steps_charged += cost;
-        glob.matches(event.namespace)
-            && !self.subscription.filter.covers(event.id)
-            && !self.hide.hides(event)
+        let subscription = &self.subscription;
+        let (glob, filter) = (&subscription.glob, &subscription.filter);
+        let steps = &mut self.budget.match_steps;
+        let charged = &mut self.stats.match_steps_charged;
+        wanted(glob, filter, self.hide, event, steps, charged)
     }
 
     /// Credit, limit, the connection's high-water mark and the connections' memory allow
@@ -693,6 +726,43 @@ impl Delivery<'_> {
     }
 }
 
+/// Whether a reader with `glob` and `filter` wants `event`, which no purge or retention rule
+/// hides: the glob's matching and the rules' (`HideRules::hides_with_cost`) are charged to the
+/// turn's `match_steps`, so a turn's matching is bounded whatever the globs, the rules and the
+/// namespaces (at most the budget plus one record's).
+pub(super) fn wanted(
+    glob: &NamespaceGlob,
+    filter: &Cursor,
+    hide: &HideRules,
+    event: EventRef<'_>,
+    steps: &mut u64,
+    charged: &mut u64,
+) -> bool {
+    let (matched, cost) = glob.matches_with_cost(event.namespace);
+    charge_match(steps, charged, cost);
+    if !matched || filter.covers(event.id) {
+        return false;
+    }
+    !hidden_charged(hide, event, steps, charged)
+}
+
+/// `HideRules::hides`, its cost charged to a turn's `steps` and counted in `charged`.
+pub(super) fn hidden_charged(
+    hide: &HideRules,
+    event: EventRef<'_>,
+    steps: &mut u64,
+    charged: &mut u64,
+) -> bool {
+    let (hidden, cost) = hide.hides_with_cost(event);
+    charge_match(steps, charged, cost);
+    hidden
+}
+
+fn charge_match(steps: &mut u64, charged: &mut u64, cost: u64) {
+    *steps = steps.saturating_sub(cost);
+    *charged = charged.saturating_add(cost);
+}
+
 /// At least the encoded size of the Event (or PeerEvent) frame that carries `event`: its
 /// namespace and data plus the fixed fields (ids, timestamp, lengths, frame header).
 pub(super) fn event_frame_size_max(event: EventRef<'_>) -> usize {
@@ -722,13 +792,15 @@ impl IndexedRead {
 /// Reads the records `key` selects from `from` on through the namespace index, handing each
 /// to `deliver` (false: stop before it), as a scan would hand every record. The records the
 /// index skips are ones `deliver` would pass over (their namespace cannot match the glob), so
-/// the subscription receives exactly what a scan delivers.
+/// the subscription receives exactly what a scan delivers. `dense` tells whether the
+/// positions found fill at least one in `DENSE_SHARE` of the records they span.
 fn read_indexed<L: Log>(
     log: &mut L,
     key: &NamespaceKey,
     from: Offset,
     deliveries_max: u64,
     work: &mut u64,
+    dense: &mut bool,
     deliver: &mut dyn FnMut(EventRef<'_>) -> bool,
 ) -> Result<IndexedRead, StorageError> {
     let count_max = deliveries_max
@@ -736,6 +808,10 @@ fn read_indexed<L: Log>(
         .min(INDEX_POSITIONS_PER_QUERY_MAX) as usize;
     let mut found = Vec::new();
     let searched_to = log.find_namespace_within(key, from, count_max, work, &mut found)?;
+    if let (Some(first), Some(last)) = (found.first(), found.last()) {
+        let span = last.0 - first.0 + 1;
+        *dense = found.len() >= DENSE_POSITIONS_MIN && span <= DENSE_SHARE * found.len() as u64;
+    }
     for position in found {
         let mut visited = false;
         let mut stopped = false;

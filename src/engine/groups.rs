@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::connection::Connection;
+use super::consume::{hidden_charged, wanted};
 use super::{millis, ConnId, Engine, Now};
 use crate::event::{Cursor, EventId};
 use crate::protocol::{
@@ -31,6 +32,13 @@ pub const GROUP_ACKED_ENTRY_BYTES: u64 = 48;
 pub(super) type MemberKey = (ConnId, u32);
 
 /// Every group, the journal, and which connection is a member of which group.
+/// What group delivery may still do this turn: records looked at (`records_per_turn_max`)
+/// and glob matching, the group's glob and the purge rules (`match_steps_per_turn_max`).
+pub(super) struct GroupBudget {
+    pub(super) records: u64,
+    pub(super) match_steps: u64,
+}
+
 pub(super) struct Groups {
     pub(super) store: Box<dyn GroupStore>,
     pub(super) groups: BTreeMap<String, Group>,
@@ -822,7 +830,7 @@ impl<L: Log> Engine<L> {
 
     /// The end of a turn for groups: expire timers, deliver, and journal the turn's changes
     /// (acks, floors), synced after the log's sync of the same turn.
-    pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut u64) {
+    pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut GroupBudget) {
         let names: Vec<String> = self.groups.groups.keys().cloned().collect();
         let mut memory = self.groups.memory_bytes();
         for name in &names {
@@ -891,7 +899,7 @@ impl<L: Log> Engine<L> {
         &mut self,
         name: &str,
         now_ms: u64,
-        budget: &mut u64,
+        budget: &mut GroupBudget,
         memory: &mut u64,
     ) -> Result<(), ()> {
         let high_water = self.config.send_buffer_high_water;
@@ -950,7 +958,12 @@ impl<L: Log> Engine<L> {
             *connections_memory = *connections_memory - counted + memory;
             stats.events_delivered += 1;
         };
-        while *budget > 0 {
+        let GroupBudget {
+            records: budget,
+            match_steps,
+        } = budget;
+        let mut charged = 0;
+        while *budget > 0 && *match_steps > 0 {
             let Some(&offset) = group.redeliver.first() else {
                 break;
             };
@@ -961,7 +974,7 @@ impl<L: Log> Engine<L> {
             let mut found = None;
             let result = log.read(offset, &mut |at, event| {
                 // A purged event is not delivered again: as if retention deleted it.
-                if at == offset && !hide.hides(event) {
+                if at == offset && !hidden_charged(&hide, event, match_steps, &mut charged) {
                     found = Some(event.to_event());
                 }
                 false
@@ -991,13 +1004,18 @@ impl<L: Log> Engine<L> {
         if group.next < durable_end && group.acked.len() < ack_window_max && memory_room(*memory) {
             let from = group.next;
             result = log.read(from, &mut |offset, event| {
-                if *budget == 0 {
+                if *budget == 0 || *match_steps == 0 {
                     return false;
                 }
-                let wanted = group.glob.matches(event.namespace)
-                    && !group.filter.covers(event.id)
-                    && !hide.hides(event)
-                    && !group.acked.contains(&offset)
+                let steps = &mut *match_steps;
+                let wanted = wanted(
+                    &group.glob,
+                    &group.filter,
+                    &hide,
+                    event,
+                    steps,
+                    &mut charged,
+                ) && !group.acked.contains(&offset)
                     && !group.parked.contains_key(&offset)
                     && !group.pending.contains_key(&offset);
                 if wanted {
@@ -1014,6 +1032,7 @@ impl<L: Log> Engine<L> {
                 true
             });
         }
+        stats.match_steps_charged = stats.match_steps_charged.saturating_add(charged);
         match result {
             Ok(next) => group.next = group.next.max(next),
             Err(error) => {

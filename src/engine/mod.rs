@@ -896,7 +896,10 @@ impl<L: Log> Engine<L> {
         self.resume_memory_waiting();
         self.feed_consumers();
         self.send_clocks(false);
-        let mut group_budget = self.config.records_per_turn_max;
+        let mut group_budget = groups::GroupBudget {
+            records: self.config.records_per_turn_max,
+            match_steps: self.config.match_steps_per_turn_max,
+        };
         self.groups_turn_end(now, &mut group_budget);
         self.lookups_turn_end();
         self.update_hold(now);
@@ -1122,7 +1125,7 @@ impl<L: Log> Engine<L> {
                 producer_id,
                 next_sequence,
             } => self.on_set_producer(conn, producer_id, next_sequence),
-            ClientFrame::Purge(rule) => self.on_purge(conn, rule),
+            ClientFrame::Purge(rule) => self.on_purge(now, conn, rule),
             ClientFrame::PurgesRequest => self.on_purges_request(conn),
             ClientFrame::Hello(_) => {
                 return self.close_with_error(

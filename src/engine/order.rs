@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use super::connection::Stream;
-use super::consume::{event_frame_size_max, FeedBudget, Stop};
+use super::consume::{event_frame_size_max, wanted, FeedBudget, Stop};
 use super::{millis, ConnId, Engine};
 use crate::event::{Event, EventId};
 use crate::protocol::{encode_event, EndReason, ErrorCode, ErrorScope, ServerFrame};
@@ -98,13 +98,15 @@ impl<L: Log> Engine<L> {
             budget.records -= 1;
             let size = (event.namespace.len() + event.data.len()) as u64;
             budget.bytes = budget.bytes.saturating_sub(size);
-            let cost = subscription.glob.match_cost(event.namespace);
-            budget.match_steps = budget.match_steps.saturating_sub(cost);
-            stats.match_steps_charged += cost;
-            if subscription.glob.matches(event.namespace)
-                && !subscription.filter.covers(event.id)
-                && !hide.hides(event)
-            {
+            let (steps, charged) = (&mut budget.match_steps, &mut stats.match_steps_charged);
+            if wanted(
+                &subscription.glob,
+                &subscription.filter,
+                &hide,
+                event,
+                steps,
+                charged,
+            ) {
                 order.insert(offset, event.to_event(), bytes_max);
             }
             true

@@ -16,18 +16,19 @@
 //! a node learns them does not matter. docs/operations.md ("Purges in a cluster") states the
 //! rule for events that arrive after a purge with ids before it: they are hidden too.
 
-use crate::event::PurgeRule;
+use crate::event::{EventId, PurgeBefore, PurgeRule};
 use crate::protocol::{
     self, ErrorCode, ErrorFrame, ErrorScope, NamespaceGlob, PeerFrame, Purged, PurgesReply,
     RetentionInfo, ServerFrame,
 };
 use crate::storage::{Log, PurgeError};
 
-use super::{ConnId, Engine, PendingReply};
+use super::{ConnId, Engine, Now, PendingReply};
 
 impl<L: Log> Engine<L> {
-    /// A client's Purge: admin only, the glob checked now, applied at the turn's sync.
-    pub(super) fn on_purge(&mut self, conn: ConnId, rule: PurgeRule) {
+    /// A client's Purge: admin only, the glob and the bound checked now, applied at the turn's
+    /// sync.
+    pub(super) fn on_purge(&mut self, now: Now, conn: ConnId, rule: PurgeRule) {
         if let Err(message) = self.check_admin(conn, "purge") {
             return self.send_error(
                 conn,
@@ -46,6 +47,10 @@ impl<L: Log> Engine<L> {
                 &message,
             );
         }
+        // Refused in its place among the held Purge answers, so answers stay in order.
+        let refusal = self
+            .purge_bound_ahead(now, &rule)
+            .map(|message| Box::new(error_frame(ErrorCode::PurgeBoundAhead, message)));
         let mut encoded = Vec::new();
         let frame = ServerFrame::Purged(Purged {
             rule: rule.clone(),
@@ -58,9 +63,42 @@ impl<L: Log> Engine<L> {
         self.hold_reply(PendingReply::Purge {
             conn,
             rule,
-            answer: None,
+            answer: refusal,
             size,
         });
+    }
+
+    /// Why a client's purge bound lies ahead of this server, if it does: a time past its
+    /// clock, or an id whose counter is past the next one it would issue (its Lamport counter,
+    /// which is at least every counter it has stored, plus one). Such a purge would hide
+    /// events not written yet, every later event of the glob up to the bound, with no way
+    /// back (bounds only go up). A peer's tombstone is not checked: its bound was checked
+    /// against the clock and counter of the member that took the purge, which may be ahead
+    /// of this one (docs/operations.md, "Purges in a cluster").
+    fn purge_bound_ahead(&self, now: Now, rule: &PurgeRule) -> Option<String> {
+        let glob = &rule.glob;
+        match rule.before {
+            PurgeBefore::Time(ms) if ms > now.wall.0.saturating_add(1) => Some(format!(
+                "cannot purge {glob} before {ms} ms since the epoch: that is {} past this \
+                 server's clock ({} ms); a purge bound in the future would hide events not \
+                 written yet, for good. Purge before a time up to now",
+                roughly(ms - now.wall.0),
+                now.wall.0
+            )),
+            PurgeBefore::Id(id) if id.counter > self.counter.saturating_add(1) => {
+                let next = EventId {
+                    counter: self.counter.saturating_add(1),
+                    actor: self.config.actor_id,
+                };
+                Some(format!(
+                    "cannot purge {glob} before {id}: it is past the next id this server would \
+                     issue ({next}); a purge bound ahead of the log would hide events not \
+                     written yet, for good. Purge before an id this server has stored (an id of another \
+                     member once it has replicated here)"
+                ))
+            }
+            PurgeBefore::Time(_) | PurgeBefore::Id(_) => None,
+        }
     }
 
     /// A PeerPurge: merged at this turn's sync like a client's, without a reply. A peer's
@@ -195,6 +233,15 @@ impl<L: Log> Engine<L> {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A duration for people: `3 days`, `5 hours`, `42 s`.
+fn roughly(ms: u64) -> String {
+    match ms {
+        86_400_000.. => format!("{} days", ms / 86_400_000),
+        3_600_000.. => format!("{} hours", ms / 3_600_000),
+        _ => format!("{} s", ms.div_ceil(1000)),
     }
 }
 

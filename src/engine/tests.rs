@@ -3161,3 +3161,70 @@ fn feeding_stops_at_the_byte_budget_and_goes_on_next_turn() {
     }
     assert_eq!(total, 50);
 }
+
+/// Issue 13, the catch-up read: reading one namespace that most records belong to goes by a
+/// scan after the first index query (each query re-read the namespace's whole offset list of
+/// a segment for at most 1,024 positions, and then read each position on its own), and back
+/// to the index where the namespace thins out; what is delivered is exactly what a scan
+/// delivers, in log order.
+#[test]
+fn a_catch_up_read_of_a_dense_namespace_scans_and_a_sparse_stretch_uses_the_index() {
+    let (dense, sparse_stretch, every) = (20_000u64, 64_000u64, 256u64);
+    let mut log = MemoryLog::new();
+    let mut counter = 0;
+    let mut event = |namespace: &str| {
+        counter += 1;
+        Event {
+            namespace: namespace.into(),
+            ..stored(counter, 1, b"")
+        }
+    };
+    for _ in 0..dense {
+        log.append(event("/a")).unwrap();
+    }
+    for index in 0..sparse_stretch {
+        let namespace = if index % every == 0 { "/a" } else { "/b" };
+        log.append(event(namespace)).unwrap();
+    }
+    log.sync(crate::time::MonotonicMs(0)).unwrap();
+    let mut h = Harness::with_log(log, |c| c.records_per_turn_max = 4096);
+    let consumer = h.client();
+    h.subscribe(consumer, 1, "/a", StartPosition::Beginning, false, 1 << 30);
+    let mut delivered = Vec::new();
+    let mut queries_for_the_dense_part = None;
+    let mut ended = false;
+    for _ in 0..1000 {
+        h.turn();
+        let frames = h.received(consumer);
+        ended |= frames.iter().any(|f| matches!(f, ServerFrame::End { .. }));
+        delivered.extend(events_of(&frames, 1).into_iter().map(|e| e.id.counter));
+        if delivered.len() as u64 >= dense && queries_for_the_dense_part.is_none() {
+            queries_for_the_dense_part = Some(h.engine.log().namespace_queries);
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "the read never ended");
+    let expected: Vec<u64> = (1..=dense)
+        .chain(
+            (0..sparse_stretch)
+                .step_by(every as usize)
+                .map(|i| dense + i + 1),
+        )
+        .collect();
+    assert!(delivered == expected, "a scan's events, in log order");
+    // Before: one query per 1,024 positions, 20 for the dense part.
+    let dense_queries = queries_for_the_dense_part.unwrap_or(u64::MAX);
+    assert!(
+        dense_queries <= 2,
+        "{dense_queries} index queries for the {dense} records of a namespace holding all"
+    );
+    // The sparse stretch (64,000 records, 16 turns' budgets) is read through the index again
+    // after one turn of scanning.
+    let sparse_queries = h.engine.log().namespace_queries - dense_queries;
+    assert!(
+        sparse_queries >= 8,
+        "{sparse_queries} index queries over the sparse stretch"
+    );
+}

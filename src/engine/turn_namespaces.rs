@@ -13,14 +13,25 @@ use crate::event::EventId;
 
 #[derive(Debug, Default)]
 pub(super) struct TurnNamespaces {
-    /// Every interned name, with the newest id appended to it and the turn of that append
-    /// (and the name again, to list it in `current` without a second lookup).
-    names: HashMap<Arc<str>, (EventId, u64, Arc<str>)>,
+    /// Every interned name, with its slot in `entries`.
+    names: HashMap<Arc<str>, usize>,
+    /// Per interned name: the newest id appended to it and the turn of that append.
+    entries: Vec<Entry>,
+    /// The slot of the name observed last: a run of appends to one namespace (a batch, a
+    /// pipelined producer) compares the name's bytes instead of hashing it for every event.
+    last: Option<usize>,
     /// The names appended this turn, in the order of their first append.
     current: Vec<Arc<str>>,
     turn: u64,
     /// Names of earlier turns are dropped when a new name would take `names` past this.
     retained_max: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    newest: EventId,
+    turn: u64,
+    name: Arc<str>,
 }
 
 impl TurnNamespaces {
@@ -33,29 +44,51 @@ impl TurnNamespaces {
 
     /// An event `id` was appended to `namespace` this turn.
     pub fn observe(&mut self, namespace: &str, id: EventId) {
-        if let Some((newest, turn, name)) = self.names.get_mut(namespace) {
-            *newest = id;
-            if *turn != self.turn {
-                *turn = self.turn;
-                self.current.push(Arc::clone(name));
-            }
-            return;
+        let last = self
+            .last
+            .filter(|&slot| *self.entries[slot].name == *namespace);
+        let slot = match last.or_else(|| self.names.get(namespace).copied()) {
+            Some(slot) => slot,
+            None => self.intern(namespace, id),
+        };
+        self.last = Some(slot);
+        let entry = &mut self.entries[slot];
+        entry.newest = id;
+        if entry.turn != self.turn {
+            entry.turn = self.turn;
+            self.current.push(Arc::clone(&entry.name));
         }
+    }
+
+    /// A name not interned yet, appended this turn: its slot.
+    fn intern(&mut self, namespace: &str, id: EventId) -> usize {
         if self.names.len() >= self.retained_max {
+            // Every name not appended this turn is forgotten at once (the map and the
+            // entries keep their memory).
             let turn = self.turn;
-            self.names.retain(|_, (_, seen, _)| *seen == turn);
+            self.entries.retain(|entry| entry.turn == turn);
+            self.names.clear();
+            for (slot, entry) in self.entries.iter().enumerate() {
+                self.names.insert(Arc::clone(&entry.name), slot);
+            }
+            self.last = None;
         }
         let name: Arc<str> = Arc::from(namespace);
         self.current.push(Arc::clone(&name));
-        self.names.insert(Arc::clone(&name), (id, self.turn, name));
+        let slot = self.entries.len();
+        self.entries.push(Entry {
+            newest: id,
+            turn: self.turn,
+            name: Arc::clone(&name),
+        });
+        self.names.insert(name, slot);
+        slot
     }
 
     /// The newest id appended to `namespace` this turn.
     pub fn get(&self, namespace: &str) -> Option<EventId> {
-        match self.names.get(namespace) {
-            Some(&(id, turn, _)) if turn == self.turn => Some(id),
-            _ => None,
-        }
+        let entry = &self.entries[*self.names.get(namespace)?];
+        (entry.turn == self.turn).then_some(entry.newest)
     }
 
     /// The namespaces appended this turn.
@@ -98,5 +131,20 @@ mod tests {
         assert_eq!(turn.get("/b"), Some(id(4)));
         assert_eq!(turn.get("/c"), Some(id(5)));
         assert_eq!(turn.get("/a"), None);
+    }
+
+    #[test]
+    fn a_name_appended_again_in_a_later_turn_is_listed_in_that_turn() {
+        let id = |counter| EventId::new(counter, 1);
+        let mut turn = TurnNamespaces::new(8);
+        turn.observe("/x", id(1));
+        turn.observe("/x", id(2));
+        assert_eq!((turn.len(), turn.get("/x")), (1, Some(id(2))));
+        turn.clear();
+        turn.observe("/x", id(3));
+        turn.observe("/y", id(4));
+        turn.observe("/x", id(5));
+        assert_eq!(turn.names().collect::<Vec<_>>(), ["/x", "/y"]);
+        assert_eq!((turn.get("/x"), turn.get("/y")), (Some(id(5)), Some(id(4))));
     }
 }

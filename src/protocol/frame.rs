@@ -719,6 +719,9 @@ pub enum ErrorCode {
     /// A Purge of a new glob and kind when the server already holds `purge_rules_max` purge
     /// rules; nothing changed. Scope connection.
     PurgeRulesFull = 47,
+    /// A Purge whose bound lies ahead of the server: a time past its clock, or an id past the
+    /// next one it would issue. Nothing changed. Scope connection.
+    PurgeBoundAhead = 48,
 }
 
 impl ErrorCode {
@@ -769,6 +772,7 @@ impl ErrorCode {
             MemberRemoved,
             InvalidMemberChange,
             PurgeRulesFull,
+            PurgeBoundAhead,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -819,7 +823,8 @@ impl ErrorCode {
             | NoSuchEvent
             | OrderStalled
             | InvalidMemberChange
-            | PurgeRulesFull => false,
+            | PurgeRulesFull
+            | PurgeBoundAhead => false,
         }
     }
 }

@@ -27,6 +27,16 @@ pub struct NamespaceGlob {
     pattern: String,
     tokens: Vec<Token>,
     automaton: Automaton,
+    /// The literal characters the glob starts with and ends with (before its first and after
+    /// its last piece that is not a literal character): every namespace it matches starts
+    /// and ends with them, so most of those it cannot match are refused by comparing a few
+    /// bytes, before the automaton runs (which costs the glob's length for every character).
+    literal_prefix: String,
+    literal_suffix: String,
+    /// The pattern has no wildcard, so it matches exactly the namespace spelled like it:
+    /// `matches` compares bytes instead of running the automaton (a catch-up read of one
+    /// namespace matches every record it looks at).
+    literal: bool,
 }
 
 impl NamespaceGlob {
@@ -47,6 +57,8 @@ impl NamespaceGlob {
             .map(|set| set.ranges.len())
             .sum();
         self.pattern.len()
+            + self.literal_prefix.len()
+            + self.literal_suffix.len()
             + self.tokens.len() * std::mem::size_of::<Token>()
             + words * std::mem::size_of::<u64>()
             + non_ascii.chars.len() * std::mem::size_of::<CharEntry>()
@@ -611,10 +623,21 @@ impl NamespaceGlob {
         }
         let tokens = parse(&chars)?;
         let automaton = Automaton::compile(&tokens);
+        let literal = |token: &Token| match token {
+            Token::Char(c) => Some(*c),
+            _ => None,
+        };
+        let literal_prefix = tokens.iter().map_while(literal).collect();
+        let mut literal_suffix: Vec<char> = tokens.iter().rev().map_while(literal).collect();
+        literal_suffix.reverse();
+        let literal = tokens.iter().all(|token| matches!(token, Token::Char(_)));
         Ok(NamespaceGlob {
             pattern: pattern.to_string(),
             tokens,
             automaton,
+            literal_prefix,
+            literal_suffix: literal_suffix.into_iter().collect(),
+            literal,
         })
     }
 
@@ -632,7 +655,35 @@ impl NamespaceGlob {
     /// Whether the glob matches the whole of `namespace`, in time linear in the namespace
     /// (times the glob length over 64), whatever the pattern and whatever the characters.
     pub fn matches(&self, namespace: &str) -> bool {
-        self.automaton.matches(&self.tokens, namespace)
+        if self.literal {
+            // The whole pattern is its literal prefix.
+            return namespace == self.literal_prefix;
+        }
+        self.may_match(namespace) && self.automaton.matches(&self.tokens, namespace)
+    }
+
+    /// Whether `namespace` starts with the glob's literal prefix and ends with its literal
+    /// suffix, which every namespace it matches does.
+    fn may_match(&self, namespace: &str) -> bool {
+        namespace.starts_with(self.literal_prefix.as_str())
+            && namespace.ends_with(self.literal_suffix.as_str())
+    }
+
+    /// [`NamespaceGlob::matches`] and what it cost, in the unit every per-turn matching
+    /// budget counts (`match_steps_per_turn_max`): the comparison of the literal prefix and
+    /// suffix (a step per 8 bytes, at least one), and when that does not refuse the
+    /// namespace, [`NamespaceGlob::match_cost`] besides.
+    pub fn matches_with_cost(&self, namespace: &str) -> (bool, u64) {
+        let compared = self.literal_prefix.len() + self.literal_suffix.len();
+        let cost = (compared / 8 + 1) as u64;
+        if self.literal {
+            return (namespace == self.literal_prefix, cost);
+        }
+        if !self.may_match(namespace) {
+            return (false, cost);
+        }
+        let matched = self.automaton.matches(&self.tokens, namespace);
+        (matched, cost.saturating_add(self.match_cost(namespace)))
     }
 
     /// An upper bound on the word operations [`NamespaceGlob::matches`] does on `namespace`,

@@ -22,7 +22,7 @@ use super::namespace::{
     SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
-use super::purge::{self, HideRules, PurgeOutcomes};
+use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{check_size, encode_view, is_hole_view, view_checked_body, RECORD_HEADER_SIZE};
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
@@ -127,6 +127,13 @@ pub struct FileLog {
     /// Where the reclaimer goes on looking at the oldest sealed segment: every record of it
     /// before this offset is hidden, and hiding is monotone, so they stay hidden.
     pub(super) reclaim_next: u64,
+    /// The newest id of each namespace whose purged events were deleted (`purge.rs`).
+    pub(super) purged_newest: PurgedNewest,
+    /// The same for the records of the oldest segment the reclaimer has looked at so far:
+    /// made durable into `purged_newest` before that segment is deleted.
+    pub(super) reclaim_newest: PurgedNewest,
+    /// Whether the reclaimer said it stopped at `purged_namespaces_max` (said once).
+    pub(super) reclaim_full_logged: bool,
     pub(super) _lock: super::lock::DirLock,
 }
 
@@ -694,7 +701,8 @@ impl FileLog {
     }
 
     /// Deletes the oldest sealed segment while purges and per-namespace retention hide every
-    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, resuming
+    /// record in it. Looks at most `reclaim_records_per_call_max` records per call, and checks
+    /// them against the rules for at most `reclaim_match_steps_per_call_max` steps, resuming
     /// where the last call stopped (`reclaim_next`); a visible record stops it until a later
     /// call finds it hidden. Only the oldest segment goes, so the log stays one run of offsets:
     /// a purged record behind a visible one keeps its bytes until that one is hidden or
@@ -705,31 +713,78 @@ impl FileLog {
         }
         let hide = Arc::clone(&self.hide);
         let mut budget = self.config.reclaim_records_per_call_max;
+        let mut steps = self.config.reclaim_match_steps_per_call_max;
         let mut deleted = 0;
-        while budget > 0 {
+        while budget > 0 && steps > 0 {
             let Some(oldest) = self.sealed.front() else {
                 break;
             };
             let end = oldest.first_offset + oldest.record_count;
             let from = self.reclaim_next.max(oldest.first_offset);
-            let mut visible = false;
-            let next = self.read(Offset(from), &mut |offset, event| {
-                if offset.0 >= end || budget == 0 {
+            if from == oldest.first_offset {
+                // A new oldest segment (or retention deleted the one being looked at).
+                self.reclaim_newest.clear();
+            }
+            let (mut visible, mut full) = (false, false);
+            let names_max = self.config.purged_namespaces_max;
+            // Taken out for the read, which borrows the log, and put back after it.
+            let known = std::mem::take(&mut self.purged_newest);
+            let mut pending = std::mem::take(&mut self.reclaim_newest);
+            let read = self.read(Offset(from), &mut |offset, event| {
+                if offset.0 >= end || budget == 0 || steps == 0 {
                     return false;
                 }
+                let (hidden, cost) = hide.hides_with_cost(event);
+                steps = steps.saturating_sub(cost);
+                visible = !hidden;
+                // `purge_hides` repeats at most the matches just charged (purges are checked
+                // before retention rules), so it is charged the same again.
+                if !visible && hide.purge_hides(event) {
+                    steps = steps.saturating_sub(cost);
+                    let namespace = event.namespace;
+                    let new = !known.contains(namespace) && !pending.contains(namespace);
+                    if new && known.len() + pending.len() >= names_max {
+                        full = true;
+                        return false;
+                    }
+                    pending.set(namespace, event.id);
+                }
                 budget -= 1;
-                visible = !hide.hides(event);
                 !visible
-            })?;
+            });
+            self.purged_newest = known;
+            self.reclaim_newest = pending;
+            let next = read?;
             self.reclaim_next = next.0;
-            if visible || next.0 < end {
+            if full {
+                self.log_reclaim_full();
+            }
+            if visible || full || next.0 < end {
                 break;
             }
             self.collect_background(true)?;
+            if !self.reclaim_newest.is_empty() {
+                let merged = self.purged_newest.merged(&self.reclaim_newest);
+                merged.write(&self.config.data_dir)?;
+                self.purged_newest = merged;
+                self.reclaim_newest.clear();
+            }
             deleted += self.delete_oldest()?;
             self.activity.reclaimed_segments += 1;
         }
         Ok(deleted)
+    }
+
+    fn log_reclaim_full(&mut self) {
+        if !self.reclaim_full_logged {
+            self.reclaim_full_logged = true;
+            log::warn!(
+                "the oldest segment is purged but not deleted: the newest ids of {} purged \
+                 namespaces are remembered, --max-purged-namespaces; raise it to get the disk \
+                 space back (global retention still deletes the segment)",
+                self.purged_newest.len()
+            );
+        }
     }
 
     /// Looks `key` up in the namespace index of the sealed segment `segment` within `range`
@@ -1214,19 +1269,22 @@ impl Log for FileLog {
     fn list_namespaces_within(
         &mut self,
         listing: &mut super::NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn super::NameFilter,
         work: &mut u64,
     ) -> Result<bool, StorageError> {
         self.list_namespaces_indexed(listing, accept, work)
     }
 
+    /// The log's newest event of the namespace is newer than any the reclaimer deleted (those
+    /// were older, in log order); without one, the id remembered for its purged events.
     fn last_in_namespace(
         &mut self,
         namespace: &str,
         work: &mut u64,
     ) -> Result<Option<EventId>, StorageError> {
         if !self.config.namespace_index {
-            return last_by_scan(self, namespace, work);
+            let last = last_by_scan(self, namespace, work)?;
+            return Ok(last.or_else(|| self.purged_newest.get(namespace)));
         }
         self.finish_namespace_build(false);
         let durable_end = self.durable_end().0;
@@ -1272,7 +1330,7 @@ impl Log for FileLog {
             *work = work.saturating_sub(filtered_out / 64);
         }
         let Some(offset) = found else {
-            return Ok(None);
+            return Ok(self.purged_newest.get(namespace));
         };
         *work = work.saturating_sub(1);
         let mut id = None;

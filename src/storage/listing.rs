@@ -38,6 +38,29 @@ pub struct NamespaceCounts {
     pub last: u64,
 }
 
+/// The caller's side of a listing: which names it lists, and whether its own budget for
+/// deciding is spent. Deciding can cost far more than reading a name (a glob of a thousand
+/// pieces matched against a namespace of a thousand bytes is about a hundred thousand word
+/// operations), so `accept` charges that work to the caller's budget and the walk stops once
+/// `spent` says so, as when `work` runs out: the listing goes on from there at the next call.
+/// A walk asks about at least one name per call, so a listing always progresses.
+pub trait NameFilter {
+    /// Whether `name` is listed.
+    fn accept(&mut self, name: &str) -> bool;
+
+    /// Whether the walk must stop before asking about another name.
+    fn spent(&self) -> bool {
+        false
+    }
+}
+
+/// A plain function or closure decides for free.
+impl<F: FnMut(&str) -> bool> NameFilter for F {
+    fn accept(&mut self, name: &str) -> bool {
+        self(name)
+    }
+}
+
 /// One namespace listing in progress (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceListing {
@@ -100,8 +123,8 @@ impl NamespaceListing {
 
     /// Counts one record read while walking record by record; `accept` is asked once per
     /// record whose name is not a candidate yet.
-    pub fn observe(&mut self, offset: u64, name: &str, accept: &mut dyn FnMut(&str) -> bool) {
-        if self.candidates.contains_key(name) || (self.wants(name) && accept(name)) {
+    pub fn observe(&mut self, offset: u64, name: &str, accept: &mut dyn NameFilter) {
+        if self.candidates.contains_key(name) || (self.wants(name) && accept.accept(name)) {
             self.add(name, 1, offset, offset);
         }
     }
@@ -127,14 +150,14 @@ impl NamespaceListing {
 pub fn scan_listing<L: Log + ?Sized>(
     log: &mut L,
     listing: &mut NamespaceListing,
-    accept: &mut dyn FnMut(&str) -> bool,
+    accept: &mut dyn NameFilter,
     work: &mut u64,
 ) -> Result<bool, StorageError> {
     let end = log.durable_end().0;
     let from = listing.next.max(log.start().0);
     let mut read = 0u64;
     let reached = log.read(Offset(from), &mut |offset, event| {
-        if *work == 0 && read > 0 {
+        if (*work == 0 || accept.spent()) && read > 0 {
             return false;
         }
         *work = work.saturating_sub(1);
@@ -171,7 +194,7 @@ impl FileLog {
     pub(super) fn list_namespaces_indexed(
         &mut self,
         listing: &mut NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn NameFilter,
         work: &mut u64,
     ) -> Result<bool, StorageError> {
         if !self.config.namespace_index {
@@ -190,7 +213,7 @@ impl FileLog {
             if listing.next >= durable_end {
                 return Ok(true);
             }
-            if *work == 0 {
+            if *work == 0 || accept.spent() {
                 return Ok(false);
             }
             let segment = self.segment_of(listing.next);
@@ -259,14 +282,14 @@ impl FileLog {
     fn scan_listing_range(
         &mut self,
         listing: &mut NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn NameFilter,
         work: &mut u64,
         end: u64,
     ) -> Result<(), StorageError> {
         let from = listing.next;
         let mut read = 0u64;
         let reached = self.read(Offset(from), &mut |offset, event| {
-            if offset.0 >= end || (*work == 0 && read > 0) {
+            if offset.0 >= end || ((*work == 0 || accept.spent()) && read > 0) {
                 return false;
             }
             *work = work.saturating_sub(1);
@@ -285,7 +308,7 @@ impl FileLog {
 fn listing_from_names(
     names: &SegmentNames,
     listing: &mut NamespaceListing,
-    accept: &mut dyn FnMut(&str) -> bool,
+    accept: &mut dyn NameFilter,
     work: &mut u64,
     end: u64,
 ) {
@@ -293,7 +316,7 @@ fn listing_from_names(
     let stop = end.saturating_sub(first).min(names.record_count());
     let mut record = listing.next.saturating_sub(first);
     let begin = record;
-    while record < stop && (*work > 0 || record == begin) {
+    while record < stop && ((*work > 0 && !accept.spent()) || record == begin) {
         *work = work.saturating_sub(1);
         // Names were validated as UTF-8 strings when they were appended.
         let name = String::from_utf8_lossy(names.name(record as usize));
@@ -310,7 +333,7 @@ fn walk_sealed(
     path: &std::path::Path,
     header: &NamespaceHeader,
     listing: &mut NamespaceListing,
-    accept: &mut dyn FnMut(&str) -> bool,
+    accept: &mut dyn NameFilter,
     work: &mut u64,
 ) -> Result<bool, NamespaceFileError> {
     let file = File::open(path)?;
@@ -322,16 +345,20 @@ fn walk_sealed(
     let mut taken: Vec<NameEntry> = Vec::new();
     let mut last_visited = None;
     let page_max = listing.page_max();
-    let done = header.walk(&file, &listing.prefix, &after, work, &mut |entry| {
+    let mut filter_spent = false;
+    let walked = header.walk(&file, &listing.prefix, &after, work, &mut |entry| {
         last_visited = Some(entry.name.clone());
         if !listing.wants(&entry.name) {
             return false;
         }
-        if accept(&entry.name) {
+        if accept.accept(&entry.name) {
             taken.push(entry);
         }
-        taken.len() <= page_max
+        // The name just decided is behind `last_visited`: the walk resumes after it.
+        filter_spent = accept.spent();
+        taken.len() <= page_max && !filter_spent
     })?;
+    let done = walked && !(filter_spent && taken.len() <= page_max);
     // Every list is read (and checked) before any is counted: a damaged one makes the caller
     // rebuild the file and walk this segment again, which must not count a name twice.
     let mut bounds = Vec::with_capacity(taken.len());

@@ -46,6 +46,11 @@ pub struct MemoryLog {
     pub lease_writes: u64,
     /// Simulated fdatasyncs, reported by `activity`.
     fsync_count: u64,
+    /// Namespace index queries (`find_namespace_within` calls): what a catch-up read cost,
+    /// for tests.
+    pub namespace_queries: u64,
+    /// Records `read` visited, for tests.
+    pub records_visited: u64,
     /// The produced journal: durable records, and those buffered since the last sync.
     produced: Vec<ProducedRecord>,
     produced_pending: Vec<ProducedRecord>,
@@ -82,6 +87,8 @@ impl MemoryLog {
             counter_lease: 0,
             lease_writes: 0,
             fsync_count: 0,
+            namespace_queries: 0,
+            records_visited: 0,
             produced: Vec::new(),
             produced_pending: Vec::new(),
             members: Vec::new(),
@@ -231,12 +238,26 @@ impl Log for MemoryLog {
                 return Err(MemoryLog::corrupt_error(offset));
             }
             let event = &self.records[(offset - self.start) as usize];
+            self.records_visited += 1;
             if !visit(Offset(offset), event.view()) {
                 break;
             }
             offset += 1;
         }
         Ok(Offset(offset))
+    }
+
+    /// The default scan, counted.
+    fn find_namespace_within(
+        &mut self,
+        key: &super::NamespaceKey,
+        from: Offset,
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<Offset>,
+    ) -> Result<Offset, StorageError> {
+        self.namespace_queries += 1;
+        super::scan_namespace_within(self, key, from, count_max, work, found)
     }
 
     fn find_start(&mut self, position: &StartPosition) -> Result<Offset, StorageError> {

@@ -59,7 +59,7 @@ pub use file::FileLog;
 pub use file::InjectedFault;
 pub use keyed::TraceKey;
 pub(crate) use listing::read_one;
-pub use listing::{scan_listing, NamespaceCounts, NamespaceListing};
+pub use listing::{scan_listing, NameFilter, NamespaceCounts, NamespaceListing};
 pub use members::{MemberRecord, MEMBER_ADDR_LENGTH_MAX};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
@@ -360,13 +360,14 @@ pub trait Log {
 
     /// Goes on with a namespace listing (`listing.rs`): counts the namespaces of the records
     /// from where it stopped, asking `accept` about each name that could be on its page, until
-    /// `work` (the same units as `find_namespace_within`) is spent or the durable end is
+    /// `work` (the same units as `find_namespace_within`) or `accept`'s own budget is spent
+    /// (`NameFilter::spent`), or the durable end is
     /// reached (then returns true: the page is complete). The default reads the records; the
     /// file log walks its sealed segments' namespace indexes in name order.
     fn list_namespaces_within(
         &mut self,
         listing: &mut NamespaceListing,
-        accept: &mut dyn FnMut(&str) -> bool,
+        accept: &mut dyn NameFilter,
         work: &mut u64,
     ) -> Result<bool, StorageError> {
         listing::scan_listing(self, listing, accept, work)

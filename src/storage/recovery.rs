@@ -22,7 +22,7 @@ use super::lock::DirLock;
 use super::members::{self, MemberRecord};
 use super::namespace::{NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
-use super::purge::{self, HideRules};
+use super::purge::{self, HideRules, PurgedNewest};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
 use super::repair::{
     describe_around, find_valid_records, keep_records, log_repair, read_from, record_id,
@@ -171,6 +171,11 @@ impl FileLog {
         log.counter_lease = counter_lease;
         log.stored_members = stored_members;
         log.hide = Arc::new(load_hide_rules(dir, config)?);
+        // A file written under a larger --max-purged-namespaces is loaded whole (up to the
+        // largest namespaces): a restart never forgets a purged namespace's newest id.
+        let names_max = config.purged_namespaces_max.max(1 << 20);
+        let size_max = PurgedNewest::file_size_max(names_max, usize::from(u16::MAX));
+        log.purged_newest = PurgedNewest::read(dir, size_max)?;
         // A record whose events did not survive (written, then the events were lost) is
         // dropped: a retry of its produce must be stored again.
         let vector = log.durable_vector.clone();
@@ -283,6 +288,9 @@ fn assemble(
         produced_loaded: Vec::new(),
         hide: Arc::default(),
         reclaim_next: 0,
+        purged_newest: PurgedNewest::default(),
+        reclaim_newest: PurgedNewest::default(),
+        reclaim_full_logged: false,
         syncer: Default::default(),
         _lock: lock,
     }

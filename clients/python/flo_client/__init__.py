@@ -104,6 +104,7 @@ ERROR_CODES = {
     45: "MemberRemoved",
     46: "InvalidMemberChange",
     47: "PurgeRulesFull",
+    48: "PurgeBoundAhead",
 }
 
 # ProduceIf expectations (section 6).

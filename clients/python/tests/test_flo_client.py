@@ -291,6 +291,8 @@ class OfflineTests(unittest.TestCase):
                 [flo.RetentionRule("/metrics/**", 604800000, 1699395200000)],
             ),
         )
+        raw = ex["Error, connection scope: a Purge before a time in the future was refused"]
+        self.assertEqual(flo.decode(raw[4], raw[5:]).name, "PurgeBoundAhead")
 
     def test_decoder_is_strict(self) -> None:
         caught_up = bytes.fromhex("00000001")

@@ -575,13 +575,19 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Bench(args) => bench::run(&server.addr, &server.options(), &args),
         Command::Completions { shell } => {
+            // Generated into memory: clap_complete panics on a write error (a closed pipe).
             let mut command = Cli::command();
-            clap_complete::generate(shell, &mut command, "flo-client", &mut io::stdout());
-            Ok(())
+            let mut bytes = Vec::new();
+            clap_complete::generate(shell, &mut command, "flo-client", &mut bytes);
+            write_tool_output(&bytes)
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut io::stdout())
-            .map_err(|error| output_error(&error)),
+        Command::Man => {
+            let mut bytes = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut bytes)
+                .map_err(|error| output_error(&error))?;
+            write_tool_output(&bytes)
+        }
     }
 }
 
@@ -1170,6 +1176,15 @@ fn write_ack(out: &mut impl Write, ack: &Ack) -> io::Result<()> {
         writeln!(out, "{id}")?;
     }
     Ok(())
+}
+
+/// Writes a completion script or man page; a reader that stopped early (`| head`) is fine.
+fn write_tool_output(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    match io::stdout().lock().write_all(bytes) {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(output_error(&error)),
+        _ => Ok(()),
+    }
 }
 
 fn output_error(error: &io::Error) -> String {

@@ -150,7 +150,9 @@ impl<L: Log> Engine<L> {
                 member.clock = member.clock_received;
             }
         }
-        if !failed && self.log.end() == self.log.durable_end() {
+        // While the catch-up hold is on, own events this node lost may still come back from
+        // its peers, below its counter: its own clock waits.
+        if !failed && self.log.end() == self.log.durable_end() && !self.produces_held() {
             self.cluster.own_clock = self.cluster.own_clock.max(self.counter);
         }
         self.stable_clock() > before
@@ -161,7 +163,10 @@ impl<L: Log> Engine<L> {
     /// when the peer's stream has passed every own event in the log, else the highest own
     /// counter the stream has passed.
     pub(in crate::engine) fn send_clocks(&mut self, force: bool) {
-        if self.has_unreached_targets() {
+        // While the catch-up hold is on, this node may lack own events its peers hold (it
+        // lost them), so it cannot say it sent them all; and its counter may already have
+        // moved past them at the handshakes.
+        if self.has_unreached_targets() || self.produces_held() {
             return;
         }
         let own_held = self.log.version_vector().get(self.config.actor_id);

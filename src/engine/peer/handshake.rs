@@ -416,6 +416,7 @@ impl<L: Log> Engine<L> {
                 stream: Stream::Replication,
                 skip_damaged: false,
                 order: None,
+                scan_dense: false,
             },
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::{MemberInfo, Target, TargetState};
 use crate::engine::{Action, ConnId, Engine, Now, PeerConn, Phase};
-use crate::event::{ActorId, VersionVector};
+use crate::event::{ActorId, EventId, VersionVector};
 use crate::protocol::{Member, PeerFrame};
 use crate::storage::Log;
 
@@ -53,10 +53,33 @@ impl<L: Log> Engine<L> {
         addr: Option<SocketAddr>,
         their_vector: VersionVector,
     ) -> bool {
+        // Id order after a lost data directory (docs/clustering.md, "Losing a data
+        // directory"). Lamport: the handshake carries the peer's counters, so this node's
+        // next events sort after every event the peer holds, and so after everything the
+        // peer can have delivered in id order (its stable clock never passes the events it
+        // holds); a node restarted empty thereby creates no event below what its peers
+        // delivered before it lost its directory.
+        let ahead_max = self
+            .counter
+            .saturating_add(self.config.cluster.peer_counter_ahead_max)
+            .min(EventId::COUNTER_MAX);
+        self.counter = self.counter.max(their_vector.counter_max().min(ahead_max));
+        // The other way round: a promise the member made before this handshake may be stale
+        // (it may have restarted on an empty directory since, with a lower counter). It keeps
+        // counting only up to what this node's clocks have already passed; beyond that the
+        // member must promise again on this connection.
+        let passed = self
+            .cluster
+            .members
+            .values()
+            .map(|m| m.clock)
+            .fold(self.cluster.own_clock, u64::min);
         let mut changed = false;
         match self.cluster.members.get_mut(&actor) {
             Some(member) => {
                 member.conn = Some(conn);
+                member.clock = member.clock.min(passed);
+                member.clock_received = member.clock_received.min(passed);
                 member.clock_sent = 0;
                 member.durable_own = their_vector.get(self.config.actor_id);
                 member.handshake_vector = Some(their_vector);

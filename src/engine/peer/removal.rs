@@ -210,7 +210,17 @@ impl<L: Log> Engine<L> {
         }
         let record = self.cluster.records.get(&actor);
         let member = self.cluster.members.get(&actor);
-        let version = record.map_or(0, |r| r.version).saturating_add(1);
+        // Versions from peers are bounded relative to the known one
+        // (`membership_version_ahead_max`), so only a members file damaged by hand or written
+        // before that bound can hold one at the end of the range.
+        let Some(version) = record.map_or(0, |r| r.version).checked_add(1) else {
+            return invalid(format!(
+                "the membership record of actor {actor} is at the highest version; no change \
+                 can supersede it (it can only have been written before peers' versions were bounded: \
+                 delete the members file of the data directory of every member holding it, \
+                 members are learned again from their peers)"
+            ));
+        };
         let addr = member
             .map(|m| m.addr.to_string())
             .or_else(|| record.map(|r| r.addr.clone()))
@@ -272,7 +282,23 @@ impl<L: Log> Engine<L> {
                 }
                 continue;
             }
-            if supersedes(&record, self.cluster.records.get(&record.actor)) {
+            let known = self.cluster.records.get(&record.actor);
+            let known_version = known.map_or(0, |r| r.version);
+            let ahead_max = self.config.cluster.membership_version_ahead_max;
+            if record.version > known_version.saturating_add(ahead_max) {
+                // A version far beyond any this node knows cannot come from `cluster remove`
+                // or `cluster add` (each raises it by one); accepted, it could reach the end
+                // of the range, where no later change supersedes it (attack round 3, F6).
+                log::warn!(
+                    "{conn}: ignoring the membership record of actor {} from peer {from}: its \
+                     version {} is more than {ahead_max} above the version {known_version} this \
+                     node holds",
+                    record.actor,
+                    record.version
+                );
+                continue;
+            }
+            if supersedes(&record, known) {
                 incoming.push(record);
             }
         }

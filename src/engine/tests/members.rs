@@ -193,3 +193,101 @@ fn a_flood_of_member_changes_is_spread_over_turns() {
         "{answered} membership changes were handled in one turn"
     );
 }
+
+/// Attack round 3, F6: a peer holding the secret sent a removal at version u64::MAX; every
+/// later `cluster add` saturated at that version and lost the tie to the removal, so the member
+/// stayed removed there while the nodes that never got the record let it in. A record more than
+/// `membership_version_ahead_max` above the known version is now ignored (logged), one exactly
+/// at the bound is kept, and operators' changes keep superseding.
+#[test]
+fn a_membership_version_far_ahead_of_the_known_one_is_ignored() {
+    let mut h = Harness::with_config(|c| c.cluster.membership_version_ahead_max = 100);
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    peer(&mut h, 4, VersionVector::new());
+    h.received_peer(peer3);
+    for version in [u64::MAX, 101] {
+        h.send(
+            peer2,
+            PeerFrame::PeerMembership(vec![record(4, true, version)]),
+        );
+        h.turn();
+        assert!(
+            !h.engine.is_removed(ActorId(4)),
+            "a removal at version {version} (known 0) must be ignored"
+        );
+        assert_eq!(h.closed_with(peer2), None, "the peer stays connected");
+        assert_eq!(h.received_peer(peer3), vec![], "and it is not passed on");
+    }
+    h.send(peer2, PeerFrame::PeerMembership(vec![record(4, true, 100)]));
+    h.turn();
+    assert!(h.engine.is_removed(ActorId(4)), "at the bound it is kept");
+    // An operator's addition supersedes it and reaches the peers.
+    let admin = h.client();
+    h.send(admin, change(MemberOp::Add, 4));
+    h.turn();
+    let entries = members_of(&h.received(admin));
+    assert_ne!(state_of(&entries, 4), Some(MembershipState::Removed));
+    assert!(h
+        .received_peer(peer3)
+        .contains(&PeerFrame::PeerMembership(vec![record(4, false, 101)])));
+}
+
+/// Issue 17, id order after a lost data directory: a promise (PeerClock) a member made before
+/// it reconnected counts only up to what this node's clocks had already passed, because the
+/// member may have restarted on an empty directory with a lower counter. Before, its old
+/// promise let this node release its own newer event at once, and the restarted member's
+/// event with a smaller id was then delivered late.
+#[test]
+fn a_promise_made_before_a_reconnect_releases_nothing_new() {
+    let mut h = Harness::new();
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.send(peer2, PeerFrame::PeerClock { counter: 100 });
+    h.turn();
+    let producer = h.client();
+    for op in 1..=3 {
+        h.produce(producer, op, "/a", b"x");
+    }
+    h.turn();
+    let ids = |frames: &[ServerFrame]| -> Vec<EventId> {
+        events_of(frames, 1).iter().map(|e| e.id).collect()
+    };
+    assert_eq!(ids(&h.received(consumer)).len(), 3);
+    // Member 2 lost its directory and comes back empty; this node produces (4, 7).
+    h.engine.handle_closed(peer2);
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    h.produce(producer, 4, "/a", b"y");
+    h.turn();
+    assert_eq!(
+        ids(&h.received(consumer)),
+        vec![],
+        "(4, 7) must wait for member 2's promise on its new connection"
+    );
+    // Member 2, its counter moved past 3 at the handshake, creates (4, 2) and promises 4.
+    h.send(peer2, PeerFrame::PeerEvent(stored(4, 2, b"z")));
+    h.send(peer2, PeerFrame::PeerClock { counter: 4 });
+    h.turn();
+    assert_eq!(
+        ids(&h.received(consumer)),
+        vec![EventId::new(4, 2), EventId::new(4, 7)]
+    );
+}
+
+/// Issue 17: a handshake moves this node's Lamport counter past every event the peer holds,
+/// so a node restarted on an empty data directory creates its next events above everything
+/// its peers can have delivered in id order.
+#[test]
+fn a_handshake_moves_the_counter_past_the_events_the_peer_holds() {
+    let mut h = Harness::new();
+    peer(&mut h, 2, [(ActorId(2), 40)].into_iter().collect());
+    let client = h.client();
+    h.produce(client, 1, "/a", b"x");
+    h.turn();
+    assert_eq!(
+        ack_ids(&h.received(client)),
+        vec![EventId::new(41, 7)],
+        "the first event after the handshake"
+    );
+}

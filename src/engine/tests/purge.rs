@@ -149,6 +149,67 @@ fn purges_past_the_limit_are_refused_and_raising_a_bound_is_not() {
 }
 
 #[test]
+fn a_purge_bound_ahead_of_the_server_is_refused_in_order_but_a_peers_is_not() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    let ids = produce_all(&mut harness, client, &[("/o/1", b"1"), ("/o/2", b"2")]);
+    let next = EventId::new(ids[1].counter + 1, ids[1].actor.0);
+    let wall = harness.now.wall.0;
+    // Attack round 3, F7: a careless bound in the future hid every later event for good.
+    harness.send(client, purge("/o/**", PurgeBefore::Time(wall + 1)));
+    harness.send(client, purge("/o/**", PurgeBefore::Time(wall + 2)));
+    harness.send(client, purge("/o/**", PurgeBefore::Id(next)));
+    harness.send(
+        client,
+        purge("/o/**", PurgeBefore::Id(EventId::new(next.counter + 1, 1))),
+    );
+    harness.send(
+        client,
+        purge(
+            "/o/**",
+            PurgeBefore::Id(EventId::new(EventId::COUNTER_MAX, 1)),
+        ),
+    );
+    harness.turn();
+    let summary: Vec<String> = harness
+        .received(client)
+        .iter()
+        .map(|frame| match frame {
+            ServerFrame::Purged(purged) => format!("purged {:?}", purged.rule.before),
+            ServerFrame::Error(error) => format!("{:?}", error.code),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            format!("purged {:?}", PurgeBefore::Time(wall + 1)),
+            "PurgeBoundAhead".to_string(),
+            format!("purged {:?}", PurgeBefore::Id(next)),
+            "PurgeBoundAhead".to_string(),
+            "PurgeBoundAhead".to_string(),
+        ],
+        "bounds up to the clock and the next id are taken, later ones refused, in order"
+    );
+    assert!(harness.engine.is_open(client));
+    // The next event (a millisecond later: a bound of now + 1 takes this millisecond) is
+    // written and delivered.
+    harness.now.wall.0 += 1;
+    let later = produce_all(&mut harness, client, &[("/o/3", b"3")]);
+    assert_eq!(later[0], next);
+    assert_eq!(read_all(&mut harness, "/**"), vec![pair("/o/3", b"3")]);
+    // A peer's tombstone is taken even when its bound is ahead of this node (its ids are).
+    let (peer_conn, _) = peer(&mut harness, 2, VersionVector::new());
+    let ahead = PurgeRule {
+        glob: "/p/**".into(),
+        before: PurgeBefore::Id(EventId::new(next.counter + 1000, 2)),
+    };
+    harness.send(peer_conn, PeerFrame::PeerPurge(ahead.clone()));
+    harness.turn();
+    assert!(harness.engine.log().hide_rules().purges().contains(&ahead));
+}
+
+#[test]
 fn a_purge_goes_to_peers_and_a_peer_connecting_later_is_sent_every_purge() {
     let mut harness = Harness::new();
     let (early, _) = peer(&mut harness, 2, VersionVector::new());
@@ -217,4 +278,71 @@ fn a_retention_rule_hides_events_older_than_it_keeps() {
         read_all(&mut harness, "/**"),
         vec![pair("/orders/1", b"o"), pair("/metrics/cpu", b"new")]
     );
+}
+
+/// Purge rules with long globs over long namespaces (attack round 3, F1): every record a
+/// catch-up reads is checked against every rule whose bound covers it, and that matching is
+/// charged to the turn's `match_steps_per_turn_max` with the subscription's own, so every
+/// turn's matching (counted in the matcher's steps) stays within the budget plus one record's
+/// worth, the catch-up spreads over turns, and it still delivers every event (no rule
+/// matches: each ends in a set of letters no namespace ends with, so no literal suffix
+/// refuses the names cheaply).
+#[test]
+fn purge_rules_are_matched_within_the_turn_budget() {
+    const BUDGET: u64 = 1_000_000;
+    const RULES: usize = 16;
+    let mut harness = Harness::with_config(|c| c.match_steps_per_turn_max = BUDGET);
+    let client = harness.client();
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("/{}{i:03}", "a".repeat(400)))
+        .collect();
+    for (op, name) in names.iter().enumerate() {
+        harness.produce(client, op as u64 + 1, name, b"");
+    }
+    harness.produce(client, 99, "/marker", b"");
+    harness.turn();
+    let marker = *ack_ids(&harness.received(client)).last().expect("acks");
+    for rule in 0..RULES {
+        let letter = char::from(b'A' + rule as u8);
+        let glob = format!("/{}*[Z{letter}]", "*a".repeat(150));
+        harness.send(client, purge(&glob, PurgeBefore::Id(marker)));
+    }
+    harness.turn();
+    harness.received(client);
+    assert_eq!(harness.engine.log().hide_rules().purges().len(), RULES);
+    let reader = harness.client();
+    harness.send(
+        reader,
+        subscribe(1, "/**", StartPosition::Beginning, false, 1000),
+    );
+    // One record's worth: a match of each rule's glob (303 pieces, 5 words; 7 passes and
+    // the closure per character of 404) and of `/**`.
+    let one_record_max = (RULES as u64 + 1) * 405 * (7 * 5 + 1);
+    let mut delivered = Vec::new();
+    let mut turns = 0;
+    loop {
+        let before = crate::protocol::glob::steps_taken();
+        harness.turn();
+        let steps = crate::protocol::glob::steps_taken() - before;
+        assert!(
+            steps <= BUDGET + one_record_max,
+            "turn {turns}: {steps} matching steps, over {}",
+            BUDGET + one_record_max
+        );
+        turns += 1;
+        let frames = harness.received(reader);
+        delivered.extend(events_of(&frames, 1).into_iter().map(|e| e.namespace));
+        let ended = frames
+            .iter()
+            .any(|frame| matches!(frame, ServerFrame::End { .. }));
+        if ended {
+            break;
+        }
+        assert!(turns < 1000, "the catch-up does not finish");
+    }
+    let mut expected = names.clone();
+    expected.push("/marker".to_string());
+    assert_eq!(delivered, expected);
+    assert!(turns > 2, "caught up in {turns} turns");
+    assert!(harness.engine.stats().match_steps_charged > BUDGET);
 }

@@ -401,6 +401,62 @@ fn a_namespace_listing_is_bounded_per_turn_and_one_at_a_time() {
     assert!(harness.engine.is_open(conn));
 }
 
+/// A glob of many pieces over long names (attack round 3, F2): the listing's matching is
+/// charged to the turn's `match_steps_per_turn_max`, so every turn's matching (counted in the
+/// matcher's steps) stays within the budget plus one match, the listing spreads over turns,
+/// a bystander is answered in the first turn, and the page is complete and right.
+#[test]
+fn an_expensive_glob_in_a_listing_is_matched_within_the_turn_budget() {
+    const BUDGET: u64 = 500_000;
+    let mut harness = Harness::with_config(|c| {
+        c.match_steps_per_turn_max = BUDGET;
+        c.streams.namespaces_per_reply_max = 1000;
+    });
+    let conn = harness.client();
+    let bystander = harness.client();
+    // 200 names of 406 bytes; the odd ones end in `Z`, which the glob's last piece (a set,
+    // so the glob has no literal suffix to refuse names cheaply) asks for.
+    let name = |i: u64| {
+        let end = if i % 2 == 1 { 'Z' } else { 'Y' };
+        format!("/{}{i:04}{end}", "a".repeat(400))
+    };
+    for op_id in 0..200u64 {
+        harness.produce(conn, op_id, &name(op_id), b"");
+    }
+    harness.turn();
+    harness.received(conn);
+    let glob = format!("/{}*[Z]", "*a".repeat(200));
+    harness.send(conn, namespaces_request(&glob, ""));
+    harness.send(bystander, ClientFrame::Ping { token: 9 });
+    // The most one match may cost: 404 pieces are 7 words, a pass over them and the closure
+    // for each of the 407 characters and the start (the glob test's bound).
+    let one_match_max = 408 * (7 * 7 + 1);
+    let mut turns = 0;
+    let reply = loop {
+        let before = crate::protocol::glob::steps_taken();
+        harness.turn();
+        let steps = crate::protocol::glob::steps_taken() - before;
+        assert!(
+            steps <= BUDGET + one_match_max,
+            "turn {turns}: {steps} matching steps, over {}",
+            BUDGET + one_match_max
+        );
+        if turns == 0 {
+            let pong = harness.received(bystander);
+            assert!(matches!(pong.as_slice(), [ServerFrame::Pong { token: 9 }]));
+        }
+        turns += 1;
+        if let Some(reply) = namespaces_reply(&harness.received(conn)) {
+            break reply;
+        }
+        assert!(turns < 1000, "the listing does not finish");
+    };
+    let names: Vec<String> = reply.namespaces.iter().map(|n| n.name.clone()).collect();
+    let expected: Vec<String> = (0..200).filter(|i| i % 2 == 1).map(name).collect();
+    assert_eq!((names, reply.more), (expected, false));
+    assert!(turns > 2, "matched in {turns} turns");
+}
+
 /// With authentication, a listing shows only the namespaces the principal may consume.
 #[test]
 fn a_namespace_listing_shows_only_what_the_principal_may_consume() {
