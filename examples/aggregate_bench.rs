@@ -26,7 +26,8 @@
 //! `--segment-size SIZE` is passed to `flo` (a smaller log whose aggregates still span many
 //! segments). `--flo-old-bin PATH` also starts that binary on a copy of flo's loaded directory
 //! and reads the same aggregates through it in the warm loads (the call order rotating over
-//! flo, old flo and Redis by repeat); the median and p99 of all warm loads are printed too.
+//! flo, old flo and Redis by repeat); the median and p99 of all warm loads are printed too,
+//! with each server's CPU time (`/proc/PID/stat`, 10 ms ticks) per load.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -391,6 +392,22 @@ fn conditional_appends(
     )
 }
 
+/// CPU time (user + system) the process `pid` has used, in milliseconds (0 if unknown).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing `)`:
+    // state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(14), ticks(15)) {
+        // Clock ticks of 10 ms (USER_HZ 100 on Linux).
+        (Some(user), Some(system)) => (user + system) * 10.0,
+        _ => 0.0,
+    }
+}
+
 fn load_average() -> String {
     let mut text = String::new();
     std::fs::File::open("/proc/loadavg")
@@ -461,6 +478,8 @@ fn main() {
         (server, flo_connect(old_port))
     });
     let (mut all_flo_ms, mut all_old_ms, mut all_redis_ms) = (Vec::new(), Vec::new(), Vec::new());
+    // Server CPU time over the warm loads: flo, old flo, Redis.
+    let mut cpu_total = [0.0f64; 3];
     let aggregates = (args.events / PER_AGGREGATE).max(1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut repeats = Vec::new();
@@ -473,6 +492,12 @@ fn main() {
         }
         let mut result = Repeat::default();
         let (mut flo_ms, mut old_ms, mut redis_ms) = (Vec::new(), Vec::new(), Vec::new());
+        let pids = [
+            flo_server.0.id(),
+            old.as_ref().map_or(0, |(server, _)| server.0.id()),
+            redis_server.0.id(),
+        ];
+        let cpu_before = pids.map(cpu_ms);
         for _ in 0..args.queries {
             let key = aggregate(rng.below(aggregates));
             // Call order: with an old binary it rotates over flo, old, Redis by repeat; else
@@ -498,6 +523,10 @@ fn main() {
                     }
                 }
             }
+        }
+        let cpu_after = pids.map(cpu_ms);
+        for (total, (after, before)) in cpu_total.iter_mut().zip(cpu_after.iter().zip(cpu_before)) {
+            *total += after - before;
         }
         all_flo_ms.extend_from_slice(&flo_ms);
         all_old_ms.extend_from_slice(&old_ms);
@@ -591,18 +620,25 @@ fn main() {
         "\nall warm loads (ms): median / p99 / max of {} each",
         all_flo_ms.len()
     );
-    for (name, values) in [
+    for ((name, values), cpu) in [
         ("flo", &mut all_flo_ms),
         ("old flo", &mut all_old_ms),
         ("redis", &mut all_redis_ms),
-    ] {
+    ]
+    .into_iter()
+    .zip(cpu_total)
+    {
         if values.is_empty() {
             continue;
         }
         let med = median(values);
         let p99 = values[(values.len() * 99).div_ceil(100) - 1];
         let max = values[values.len() - 1];
-        println!("{name}: {med:.3} / {p99:.3} / {max:.3}");
+        let cpu_each = cpu / values.len() as f64;
+        println!(
+            "{name}: {med:.3} / {p99:.3} / {max:.3}; server CPU {cpu_each:.3} ms a load \
+             ({cpu:.0} ms in all)"
+        );
     }
     drop(old);
     drop(flo);
