@@ -22,6 +22,12 @@
 //!   aggregate loaded (flo reads its index headers, Redis replays its append-only file).
 //!
 //! Prints each repeat and the medians of the repeats, with the ratios and the load average.
+//!
+//! `--segment-size SIZE` is passed to `flo` (a smaller log whose aggregates still span many
+//! segments). `--flo-old-bin PATH` also starts that binary on a copy of flo's loaded directory
+//! and reads the same aggregates through it in the warm loads (the call order rotating over
+//! flo, old flo and Redis by repeat); the median and p99 of all warm loads are printed too,
+//! with each server's CPU time (`/proc/PID/stat`, 10 ms ticks) per load.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,6 +57,8 @@ struct Args {
     flo_bin: PathBuf,
     /// A run directory of an earlier run with the same `--events`, loaded already.
     reuse: Option<PathBuf>,
+    segment_size: Option<String>,
+    flo_old_bin: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -62,6 +70,8 @@ fn parse_args() -> Args {
         dir: std::env::temp_dir(),
         flo_bin: PathBuf::from("target/release/flo"),
         reuse: None,
+        segment_size: None,
+        flo_old_bin: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +84,8 @@ fn parse_args() -> Args {
             "--dir" => args.dir = PathBuf::from(value),
             "--flo-bin" => args.flo_bin = PathBuf::from(value),
             "--reuse" => args.reuse = Some(PathBuf::from(value)),
+            "--segment-size" => args.segment_size = Some(value),
+            "--flo-old-bin" => args.flo_old_bin = Some(PathBuf::from(value)),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -97,8 +109,12 @@ impl Drop for Process {
     }
 }
 
-fn start_flo(bin: &Path, port: u16, dir: &Path) -> Process {
-    let child = Command::new(bin)
+fn start_flo(bin: &Path, port: u16, dir: &Path, segment_size: Option<&str>) -> Process {
+    let mut command = Command::new(bin);
+    if let Some(size) = segment_size {
+        command.args(["--segment-size", size]);
+    }
+    let child = command
         .args(["-p", &port.to_string(), "-d"])
         .arg(dir)
         .args(["--fsync", "always"])
@@ -376,6 +392,22 @@ fn conditional_appends(
     )
 }
 
+/// CPU time (user + system) the process `pid` has used, in milliseconds (0 if unknown).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing `)`:
+    // state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(14), ticks(15)) {
+        // Clock ticks of 10 ms (USER_HZ 100 on Linux).
+        (Some(user), Some(system)) => (user + system) * 10.0,
+        _ => 0.0,
+    }
+}
+
 fn load_average() -> String {
     let mut text = String::new();
     std::fs::File::open("/proc/loadavg")
@@ -392,6 +424,7 @@ fn load_average() -> String {
 #[derive(Default)]
 struct Repeat {
     flo_load_ms: f64,
+    old_load_ms: f64,
     redis_load_ms: f64,
     scan_ms: f64,
     flo_append_ms: f64,
@@ -411,7 +444,8 @@ fn main() {
     std::fs::create_dir_all(&flo_dir).unwrap();
     std::fs::create_dir_all(&redis_dir).unwrap();
     let (flo_port, redis_port) = (free_port(), free_port());
-    let mut flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir);
+    let segment_size = args.segment_size.as_deref();
+    let mut flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir, segment_size);
     let mut redis_server = start_redis(redis_port, &redis_dir);
     // Redis first: replaying a large append-only file can take longer than flo's idle time-out.
     let mut redis = Redis::connect(redis_port);
@@ -422,6 +456,30 @@ fn main() {
         // The load of the other server may have taken longer than flo's idle time-out.
         flo = flo_connect(flo_port);
     }
+    // The old binary reads a copy of the loaded directory (one server per directory), taken
+    // while flo is stopped.
+    let old_dir = run.join("flo_old");
+    if args.flo_old_bin.is_some() && !old_dir.exists() {
+        drop(flo);
+        drop(flo_server);
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(&flo_dir)
+            .arg(&old_dir)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copy {}", flo_dir.display());
+        flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir, segment_size);
+        flo = flo_connect(flo_port);
+    }
+    let old_port = free_port();
+    let mut old = args.flo_old_bin.as_ref().map(|bin| {
+        let server = start_flo(bin, old_port, &old_dir, segment_size);
+        (server, flo_connect(old_port))
+    });
+    let (mut all_flo_ms, mut all_old_ms, mut all_redis_ms) = (Vec::new(), Vec::new(), Vec::new());
+    // Server CPU time over the warm loads: flo, old flo, Redis.
+    let mut cpu_total = [0.0f64; 3];
     let aggregates = (args.events / PER_AGGREGATE).max(1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut repeats = Vec::new();
@@ -429,25 +487,51 @@ fn main() {
         let flo_first = repeat % 2 == 0;
         // A fresh connection each repeat: Redis's restart below may outlast flo's idle time-out.
         flo = flo_connect(flo_port);
+        if let Some((_, client)) = old.as_mut() {
+            *client = flo_connect(old_port);
+        }
         let mut result = Repeat::default();
-        let (mut flo_ms, mut redis_ms) = (Vec::new(), Vec::new());
+        let (mut flo_ms, mut old_ms, mut redis_ms) = (Vec::new(), Vec::new(), Vec::new());
+        let pids = [
+            flo_server.0.id(),
+            old.as_ref().map_or(0, |(server, _)| server.0.id()),
+            redis_server.0.id(),
+        ];
+        let cpu_before = pids.map(cpu_ms);
         for _ in 0..args.queries {
             let key = aggregate(rng.below(aggregates));
-            let mut flo_query = |flo_ms: &mut Vec<f64>| {
-                let (ms, (count, _)) = timed(|| flo_load(&mut flo, &key));
-                assert_eq!(count, PER_AGGREGATE, "{key} through flo");
-                flo_ms.push(ms);
-            };
-            if flo_first {
-                flo_query(&mut flo_ms);
-            }
-            let (ms, count) = timed(|| redis_load(&mut redis, &key));
-            assert_eq!(count, PER_AGGREGATE, "{key} through redis");
-            redis_ms.push(ms);
-            if !flo_first {
-                flo_query(&mut flo_ms);
+            // Call order: with an old binary it rotates over flo, old, Redis by repeat; else
+            // flo first in even repeats.
+            let turns = if old.is_some() { 3 } else { 2 };
+            for turn in 0..turns {
+                match (turn + repeat) % turns {
+                    0 => {
+                        let (ms, (count, _)) = timed(|| flo_load(&mut flo, &key));
+                        assert_eq!(count, PER_AGGREGATE, "{key} through flo");
+                        flo_ms.push(ms);
+                    }
+                    1 => {
+                        let (ms, count) = timed(|| redis_load(&mut redis, &key));
+                        assert_eq!(count, PER_AGGREGATE, "{key} through redis");
+                        redis_ms.push(ms);
+                    }
+                    _ => {
+                        let (_, client) = old.as_mut().expect("an old binary");
+                        let (ms, (count, _)) = timed(|| flo_load(client, &key));
+                        assert_eq!(count, PER_AGGREGATE, "{key} through the old flo");
+                        old_ms.push(ms);
+                    }
+                }
             }
         }
+        let cpu_after = pids.map(cpu_ms);
+        for (total, (after, before)) in cpu_total.iter_mut().zip(cpu_after.iter().zip(cpu_before)) {
+            *total += after - before;
+        }
+        all_flo_ms.extend_from_slice(&flo_ms);
+        all_old_ms.extend_from_slice(&old_ms);
+        all_redis_ms.extend_from_slice(&redis_ms);
+        result.old_load_ms = median(&mut old_ms);
         result.flo_load_ms = median(&mut flo_ms);
         result.redis_load_ms = median(&mut redis_ms);
         let i = rng.below(aggregates);
@@ -466,7 +550,7 @@ fn main() {
         drop(flo_server);
         let key = aggregate(rng.below(aggregates));
         let started = Instant::now();
-        flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir);
+        flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir, segment_size);
         flo = flo_connect(flo_port);
         assert_eq!(flo_load(&mut flo, &key).0, PER_AGGREGATE);
         result.flo_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -478,12 +562,13 @@ fn main() {
         assert_eq!(redis_load(&mut redis, &key), PER_AGGREGATE);
         result.redis_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
         println!(
-            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
+            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
              conditional append flo {:.3} ms, redis lua {:.3} ms, redis watch {:.3} ms; \
              cold flo {:.0} ms, redis {:.0} ms",
             if flo_first { "flo" } else { "redis" },
             load_average(),
             result.flo_load_ms,
+            result.old_load_ms,
             result.redis_load_ms,
             result.scan_ms,
             result.flo_append_ms,
@@ -531,6 +616,31 @@ fn main() {
         "| restart to first aggregate loaded | {flo_cold_ms:.0} ms | {redis_cold_ms:.0} ms | {:.2} |",
         flo_cold_ms / redis_cold_ms
     );
+    println!(
+        "\nall warm loads (ms): median / p99 / max of {} each",
+        all_flo_ms.len()
+    );
+    for ((name, values), cpu) in [
+        ("flo", &mut all_flo_ms),
+        ("old flo", &mut all_old_ms),
+        ("redis", &mut all_redis_ms),
+    ]
+    .into_iter()
+    .zip(cpu_total)
+    {
+        if values.is_empty() {
+            continue;
+        }
+        let med = median(values);
+        let p99 = values[(values.len() * 99).div_ceil(100) - 1];
+        let max = values[values.len() - 1];
+        let cpu_each = cpu / values.len() as f64;
+        println!(
+            "{name}: {med:.3} / {p99:.3} / {max:.3}; server CPU {cpu_each:.3} ms a load \
+             ({cpu:.0} ms in all)"
+        );
+    }
+    drop(old);
     drop(flo);
     drop(flo_server);
     drop(redis);

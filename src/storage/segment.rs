@@ -3,12 +3,12 @@
 
 use super::groups::GROUP_JOURNAL_FILE;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::event::{Event, EventId, EventRef, VersionVector};
 
-use super::index::SegmentIndex;
+use super::index::{SegmentIndex, SPARSE_EVERY_BYTES};
 use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
 use super::namespace::{read_namespace_header, NamespaceHeader, SegmentNames};
 use super::record::{
@@ -19,9 +19,14 @@ use super::record::{
 /// Magic of a segment file, format version 1.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"FLOSEG\x00\x01";
 
-/// Disk reads go through a buffer this large, so an old-data read is a few large sequential
-/// reads rather than one per record.
+/// Disk reads go through a buffer that grows to this size, so an old-data read is a few large
+/// sequential reads rather than one per record.
 pub const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+/// A reader's first refills read this much, until it has read `SPARSE_EVERY_BYTES` (the most a
+/// reader positioned at a sparse index point passes over to reach any record): a point read of
+/// one record (an index-driven read of a namespace) reads a few KiB, not `READ_BUFFER_SIZE`.
+pub const READ_BUFFER_FIRST: usize = 16 * 1024;
 
 pub fn segment_path(dir: &Path, first_offset: u64) -> PathBuf {
     dir.join(format!("{first_offset:020}.log"))
@@ -278,7 +283,65 @@ pub enum ReadError {
     Decode(DecodeError),
 }
 
-/// Reads the records of one segment file in order, through a large buffer.
+/// A buffered reader of a file whose refills start at `READ_BUFFER_FIRST` bytes and, once it
+/// has read `SPARSE_EVERY_BYTES`, double up to `READ_BUFFER_SIZE`: a sequential read soon reads
+/// in large blocks, a point read reads little. A read at least as large as the next refill
+/// (a long record's body) goes to the file directly.
+#[derive(Debug)]
+struct GrowingReader {
+    file: File,
+    buffer: Vec<u8>,
+    /// The unread bytes are `buffer[start..end]`.
+    start: usize,
+    end: usize,
+    /// Bytes read from the file so far.
+    bytes_read: u64,
+}
+
+impl GrowingReader {
+    fn new(file: File) -> Self {
+        GrowingReader {
+            file,
+            buffer: Vec::new(),
+            start: 0,
+            end: 0,
+            bytes_read: 0,
+        }
+    }
+
+    fn refill_size(&self) -> usize {
+        if self.bytes_read < SPARSE_EVERY_BYTES {
+            return READ_BUFFER_FIRST;
+        }
+        (self.buffer.len() * 2).clamp(READ_BUFFER_FIRST, READ_BUFFER_SIZE)
+    }
+}
+
+impl Read for GrowingReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            let size = self.refill_size();
+            if out.len() >= size {
+                let read = self.file.read(out)?;
+                self.bytes_read += read as u64;
+                return Ok(read);
+            }
+            if self.buffer.len() < size {
+                self.buffer.resize(size, 0);
+            }
+            let read = self.file.read(&mut self.buffer[..size])?;
+            self.bytes_read += read as u64;
+            self.start = 0;
+            self.end = read;
+        }
+        let count = (self.end - self.start).min(out.len());
+        out[..count].copy_from_slice(&self.buffer[self.start..self.start + count]);
+        self.start += count;
+        Ok(count)
+    }
+}
+
+/// Reads the records of one segment file in order, through a buffer that grows as it reads.
 #[derive(Debug)]
 pub struct SegmentReader {
     pub first_offset: u64,
@@ -287,7 +350,7 @@ pub struct SegmentReader {
     /// The byte position of that record.
     pub position: u64,
     pub path: PathBuf,
-    reader: BufReader<File>,
+    reader: GrowingReader,
     /// The body of the last record read (its buffer is kept for the next one, so reading
     /// allocates only when a record is larger than any before).
     body: Vec<u8>,
@@ -313,7 +376,7 @@ impl SegmentReader {
             next_offset: offset,
             position,
             path,
-            reader: BufReader::with_capacity(READ_BUFFER_SIZE, file),
+            reader: GrowingReader::new(file),
             body: Vec::new(),
             unread: None,
             known_size,
@@ -358,12 +421,7 @@ impl SegmentReader {
         let record_end = self.position + (RECORD_HEADER_SIZE + body_size) as u64;
         if record_end > self.known_size {
             // The open segment grows; look again before calling the record truncated.
-            self.known_size = self
-                .reader
-                .get_ref()
-                .metadata()
-                .map_err(ReadError::Io)?
-                .len();
+            self.known_size = self.reader.file.metadata().map_err(ReadError::Io)?.len();
             if record_end > self.known_size {
                 return Err(ReadError::Decode(DecodeError::Truncated));
             }
