@@ -75,6 +75,16 @@ impl<L: Log> Engine<L> {
     /// back (bounds only go up). A peer's tombstone is not checked: its bound was checked
     /// against the clock and counter of the member that took the purge, which may be ahead
     /// of this one (docs/operations.md, "Purges in a cluster").
+    /// The id the next produce here would get: a purge bound past it (ids are ordered by
+    /// counter, then actor: the next counter with a larger actor is past it too) would hide
+    /// events not written yet.
+    fn next_id(&self) -> EventId {
+        EventId {
+            counter: self.counter.saturating_add(1),
+            actor: self.config.actor_id,
+        }
+    }
+
     fn purge_bound_ahead(&self, now: Now, rule: &PurgeRule) -> Option<String> {
         let glob = &rule.glob;
         match rule.before {
@@ -85,11 +95,8 @@ impl<L: Log> Engine<L> {
                 roughly(ms - now.wall.0),
                 now.wall.0
             )),
-            PurgeBefore::Id(id) if id.counter > self.counter.saturating_add(1) => {
-                let next = EventId {
-                    counter: self.counter.saturating_add(1),
-                    actor: self.config.actor_id,
-                };
+            PurgeBefore::Id(id) if id > self.next_id() => {
+                let next = self.next_id();
                 Some(format!(
                     "cannot purge {glob} before {id}: it is past the next id this server would \
                      issue ({next}); a purge bound ahead of the log would hide events not \

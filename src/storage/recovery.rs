@@ -339,7 +339,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::GroupJournal
                 | FileKind::ProducedJournal
                 | FileKind::Members
-                | FileKind::Purges,
+                | FileKind::Purges
+                | FileKind::PurgedNewest,
             ) => {}
             Some(FileKind::Quarantine) => {
                 log::info!(
@@ -355,7 +356,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::CounterLeaseTemp
                 | FileKind::ProducedJournalTemp
                 | FileKind::MembersTemp
-                | FileKind::PurgesTemp,
+                | FileKind::PurgesTemp
+                | FileKind::PurgedNewestTemp,
             ) => {
                 log::warn!("removing unfinished file {}", entry.path().display());
                 if let Err(error) = fs::remove_file(entry.path()) {

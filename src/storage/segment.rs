@@ -80,6 +80,10 @@ pub enum FileKind {
     /// The purge set (`purge.rs`), and a new one being written.
     Purges,
     PurgesTemp,
+    /// `flo.purged-newest`: the newest ids of namespaces whose purged events were deleted.
+    PurgedNewest,
+    /// Its replacement being written (`flo.purged-newest.tmp`).
+    PurgedNewestTemp,
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -108,6 +112,8 @@ pub fn classify(name: &str) -> Option<FileKind> {
         super::members::MEMBERS_TEMP_FILE_NAME => return Some(FileKind::MembersTemp),
         super::purge::PURGE_FILE_NAME => return Some(FileKind::Purges),
         super::purge::PURGE_TEMP_FILE_NAME => return Some(FileKind::PurgesTemp),
+        super::purge::PURGED_NEWEST_FILE_NAME => return Some(FileKind::PurgedNewest),
+        super::purge::PURGED_NEWEST_TEMP_FILE_NAME => return Some(FileKind::PurgedNewestTemp),
         _ => {}
     }
     if name
@@ -521,6 +527,12 @@ mod tests {
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
         assert_eq!(classify("groups.journal"), Some(FileKind::GroupJournal));
         assert_eq!(classify("groups.journal.tmp"), Some(FileKind::GroupJournal));
+        // Attack round 4: every start with this file logged it as a stray file.
+        assert_eq!(classify("flo.purged-newest"), Some(FileKind::PurgedNewest));
+        assert_eq!(
+            classify("flo.purged-newest.tmp"),
+            Some(FileKind::PurgedNewestTemp)
+        );
         assert_eq!(
             classify(&name(quarantine_path(dir, first, 200))),
             Some(FileKind::Quarantine)
