@@ -591,11 +591,13 @@ impl FileGroupStore {
     }
 
     /// How many fdatasyncs of the journal were started since open.
+    #[cfg(any(test, feature = "testing"))]
     pub fn fsync_count(&self) -> u64 {
         self.fsync_count
     }
 
     /// How many of them ran on the caller's thread (the reactor's).
+    #[cfg(any(test, feature = "testing"))]
     pub fn caller_fsync_count(&self) -> u64 {
         self.caller_fsync_count
     }
