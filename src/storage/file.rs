@@ -734,13 +734,10 @@ impl FileLog {
                 if offset.0 >= end || budget == 0 || steps == 0 {
                     return false;
                 }
-                let (hidden, cost) = hide.hides_with_cost(event);
+                let (by, cost) = hide.hidden_by_with_cost(event);
                 steps = steps.saturating_sub(cost);
-                visible = !hidden;
-                // `purge_hides` repeats at most the matches just charged (purges are checked
-                // before retention rules), so it is charged the same again.
-                if !visible && hide.purge_hides(event) {
-                    steps = steps.saturating_sub(cost);
+                visible = by.is_none();
+                if by == Some(purge::HiddenBy::Purge) {
                     let namespace = event.namespace;
                     let new = !known.contains(namespace) && !pending.contains(namespace);
                     if new && known.len() + pending.len() >= names_max {

@@ -51,6 +51,15 @@ pub enum PurgeError {
     },
 }
 
+/// What hides an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenBy {
+    /// A purge (`flo-client purge`).
+    Purge,
+    /// A per-namespace retention rule.
+    Retention,
+}
+
 /// How many purge rules a set may hold (`StorageConfig::purge_rules_max`) and how many bytes
 /// of globs all of them together (`StorageConfig::purge_glob_bytes_max`). The second bounds
 /// what one event costs to check against every rule, whatever the globs: matching is linear
@@ -129,9 +138,16 @@ impl HideRules {
     /// check costs far more than reading the record (attack round 3, F1: 256 rules of 1 KiB
     /// over namespaces of 1000 bytes made a catch-up of 4,000 events take 67 s in one turn).
     pub fn hides_with_cost(&self, event: EventRef<'_>) -> (bool, u64) {
+        let (by, cost) = self.hidden_by_with_cost(event);
+        (by.is_some(), cost)
+    }
+
+    /// [`HideRules::hides_with_cost`], and whether a purge or a retention rule hides the
+    /// event (purges are checked first): the reclaimer remembers the newest id of the
+    /// namespaces of events hidden by a purge (`PurgedNewest`).
+    pub fn hidden_by_with_cost(&self, event: EventRef<'_>) -> (Option<HiddenBy>, u64) {
         let mut cost = 0u64;
-        let retention = self.retention.iter().map(|(_, hide)| hide);
-        let hidden = self.purges.iter().chain(retention).any(|hide| {
+        let mut check = |hide: &Hide| {
             cost = cost.saturating_add(1);
             if !hide.before.covers(event) {
                 return false;
@@ -139,16 +155,15 @@ impl HideRules {
             let (matched, steps) = hide.glob.matches_with_cost(event.namespace);
             cost = cost.saturating_add(steps);
             matched
-        });
-        (hidden, cost)
-    }
-
-    /// Whether a purge (not a retention rule) hides `event`: the reclaimer remembers the
-    /// newest id of such events' namespaces (`PurgedNewest`).
-    pub fn purge_hides(&self, event: EventRef<'_>) -> bool {
-        self.purges
-            .iter()
-            .any(|hide| hide.before.covers(event) && hide.glob.matches(event.namespace))
+        };
+        let by = if self.purges.iter().any(&mut check) {
+            Some(HiddenBy::Purge)
+        } else if self.retention.iter().any(|(_, hide)| check(hide)) {
+            Some(HiddenBy::Retention)
+        } else {
+            None
+        };
+        (by, cost)
     }
 
     /// The purges, oldest (glob, kind) first.
@@ -347,17 +362,7 @@ impl PurgedNewest {
 
     /// The ids in `bytes`, or what is wrong with them.
     pub fn decode(bytes: &[u8]) -> Result<PurgedNewest, String> {
-        if bytes.len() < PURGED_NEWEST_MAGIC.len() + 8 {
-            return Err(format!("it is {} bytes long, too short", bytes.len()));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if crc32c::crc32c(body) != stored {
-            return Err("its checksum does not match".into());
-        }
-        if &body[..8] != PURGED_NEWEST_MAGIC {
-            return Err("its magic is not FLOPNW version 1".into());
-        }
+        let body = checked_body(bytes, PURGED_NEWEST_MAGIC, "FLOPNW")?;
         let mut at = 8;
         let mut take = |n: usize| -> Result<&[u8], String> {
             let piece = body
@@ -391,21 +396,9 @@ impl PurgedNewest {
     /// damaged file is `Corrupt`: without it a purged namespace's newest id would go back.
     pub fn read(dir: &Path, size_max: u64) -> Result<PurgedNewest, StorageError> {
         let path = dir.join(PURGED_NEWEST_FILE_NAME);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(PurgedNewest::default())
-            }
-            Err(source) => {
-                let context = format!("open {}", path.display());
-                return Err(StorageError::Io { context, source });
-            }
+        let Some(bytes) = read_capped(&path, size_max)? else {
+            return Ok(PurgedNewest::default());
         };
-        let mut bytes = Vec::new();
-        Read::by_ref(&mut file)
-            .take(size_max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(super::io_error(format!("read {}", path.display())))?;
         let problem = if bytes.len() as u64 > size_max {
             Err(format!(
                 "it is longer than {size_max} bytes (raise --max-purged-namespaces)"
@@ -431,12 +424,9 @@ impl PurgedNewest {
 
     /// Replaces the file of `dir` with `self`, durably (as `write` does for purges).
     pub fn write(&self, dir: &Path) -> Result<(), StorageError> {
-        let temp = dir.join(PURGED_NEWEST_TEMP_FILE_NAME);
         let path = dir.join(PURGED_NEWEST_FILE_NAME);
-        let result = write_file(&temp, &self.encode())
-            .and_then(|()| fs::rename(&temp, &path))
-            .and_then(|()| fsync_dir(dir));
-        result.map_err(super::io_error(format!("write {}", path.display())))
+        replace(dir, PURGED_NEWEST_TEMP_FILE_NAME, &path, &self.encode())
+            .map_err(super::io_error(format!("write {}", path.display())))
     }
 }
 
@@ -473,17 +463,7 @@ pub fn encode(rules: &[PurgeRule]) -> Vec<u8> {
 
 /// The rules in `bytes`, or what is wrong with them.
 pub fn decode(bytes: &[u8]) -> Result<Vec<PurgeRule>, String> {
-    if bytes.len() < PURGE_MAGIC.len() + 8 {
-        return Err(format!("it is {} bytes long, too short", bytes.len()));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32c::crc32c(body) != stored {
-        return Err("its checksum does not match".into());
-    }
-    if &body[..8] != PURGE_MAGIC {
-        return Err("its magic is not FLOPRG version 1".into());
-    }
+    let body = checked_body(bytes, PURGE_MAGIC, "FLOPRG")?;
     let mut at = 8;
     let mut take = |n: usize| -> Result<&[u8], String> {
         let piece = body
@@ -523,19 +503,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<PurgeRule>, String> {
 /// purged events would be delivered again.
 pub fn read(dir: &Path, size_max: u64) -> Result<Vec<PurgeRule>, StorageError> {
     let path = purge_path(dir);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            let context = format!("open {}", path.display());
-            return Err(StorageError::Io { context, source });
-        }
+    let Some(bytes) = read_capped(&path, size_max)? else {
+        return Ok(Vec::new());
     };
-    let mut bytes = Vec::new();
-    Read::by_ref(&mut file)
-        .take(size_max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(super::io_error(format!("read {}", path.display())))?;
     let problem = if bytes.len() as u64 > size_max {
         Err(format!("it is longer than {size_max} bytes"))
     } else {
@@ -560,13 +530,55 @@ pub fn file_size_max(rules_max: usize, glob_length_max: usize) -> u64 {
 /// fdatasync'd, renamed over the old one, and the directory fsync'd. A crash at any point
 /// leaves either the old set or the new one.
 pub fn write(dir: &Path, rules: &[PurgeRule]) -> Result<(), StorageError> {
-    let temp = dir.join(PURGE_TEMP_FILE_NAME);
     let path = purge_path(dir);
-    let bytes = encode(rules);
-    let result = write_file(&temp, &bytes)
-        .and_then(|()| fs::rename(&temp, &path))
-        .and_then(|()| fsync_dir(dir));
-    result.map_err(super::io_error(format!("write purges {}", path.display())))
+    replace(dir, PURGE_TEMP_FILE_NAME, &path, &encode(rules))
+        .map_err(super::io_error(format!("write purges {}", path.display())))
+}
+
+/// `bytes` of a state file once its length, its checksum (CRC32C of all but the last 4
+/// bytes, stored there) and its 8-byte magic (`name`, format version 1) are checked: the
+/// body, magic included, without the checksum.
+fn checked_body<'a>(bytes: &'a [u8], magic: &[u8; 8], name: &str) -> Result<&'a [u8], String> {
+    if bytes.len() < magic.len() + 8 {
+        return Err(format!("it is {} bytes long, too short", bytes.len()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err("its checksum does not match".into());
+    }
+    if &body[..8] != magic {
+        return Err(format!("its magic is not {name} version 1"));
+    }
+    Ok(body)
+}
+
+/// The bytes of `path`, at most `size_max` + 1 (so that a longer file is told apart), or
+/// `None` when there is no such file.
+fn read_capped(path: &Path, size_max: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            let context = format!("open {}", path.display());
+            return Err(StorageError::Io { context, source });
+        }
+    };
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(size_max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(super::io_error(format!("read {}", path.display())))?;
+    Ok(Some(bytes))
+}
+
+/// Replaces `path` (in `dir`) with `bytes`, durably: written to `temp_name` in `dir`,
+/// fdatasync'd, renamed over `path`, and the directory fsync'd.
+fn replace(dir: &Path, temp_name: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = dir.join(temp_name);
+    write_file(&temp, bytes)
+        .and_then(|()| fs::rename(&temp, path))
+        .and_then(|()| fsync_dir(dir))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
