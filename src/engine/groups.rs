@@ -309,11 +309,12 @@ impl Groups {
         mut store: Box<dyn GroupStore>,
         glob_length_max: usize,
     ) -> Result<Groups, StorageError> {
-        let records = store.load()?;
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         // Replayed parked events not yet acknowledged or parked again, per group.
         let mut replayed: HashMap<String, BTreeMap<Offset, EventId>> = HashMap::new();
-        for record in records {
+        // Records come one at a time, streamed from the journal (attack5 F2: a load of the
+        // whole file had taken 2.1 GB for a 909 MB journal).
+        store.load(&mut |record| {
             match record {
                 GroupRecord::Create {
                     group,
@@ -404,7 +405,8 @@ impl Groups {
                     replayed.remove(&group);
                 }
             }
-        }
+            Ok(())
+        })?;
         for (name, replayed) in replayed {
             if let Some(group) = groups.get_mut(&name) {
                 // At or above the floor a replayed event is delivered again anyway (nothing
