@@ -13,6 +13,7 @@ mod consume;
 mod groups;
 mod groups_admin;
 mod invariants;
+mod log_limit;
 mod lookups;
 mod metrics;
 mod order;
