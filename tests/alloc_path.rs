@@ -1,5 +1,5 @@
-//! Proves that the produce path and the delivery path allocate nothing per event at steady
-//! state (issue 13): a counting global allocator counts the allocations made by this test's
+//! Proves that the produce path (Produce, ProduceBatch and ProduceIf) and the delivery path
+//! allocate nothing per event at steady state (issue 13): a counting global allocator counts the allocations made by this test's
 //! thread while it drives an engine on a real `FileLog` (in a temporary directory, `--fsync
 //! always`) through produces and deliveries, after a warm-up that fills the cache and grows
 //! every buffer to its working size. Other threads (the storage helper threads) are not
