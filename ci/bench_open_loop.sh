@@ -14,19 +14,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NEW=${NEW:-$ROOT/target/release/flo}
 CLIENT=$ROOT/target/release/flo-client
 PEER=$ROOT/target/release/peer_bench
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for i in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port.
+source "$ROOT/ci/processes.sh"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 flo_port=$(free_port); metrics_port=$(free_port); mkdir -p "$WORK/flo"
 "$NEW" -d "$WORK/flo" -p "$flo_port" --fsync always --metrics-addr "127.0.0.1:$metrics_port" >"$WORK/flo.log" 2>&1 &
-PIDS+=($!); FLO_PID=$!; wait_port "$flo_port"
+STARTED_PIDS+=($!); FLO_PID=$!; wait_for_port "$flo_port"
 redis_port=$(free_port); mkdir -p "$WORK/redis"
 redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$WORK/redis" --save "" --appendonly yes --appendfsync always --protected-mode no --daemonize no --logfile "$WORK/redis/redis.log" &
-PIDS+=($!); REDIS_PID=$!; wait_port "$redis_port"
+STARTED_PIDS+=($!); REDIS_PID=$!; wait_for_port "$redis_port"
 # fdatasyncs, their seconds, turns, their seconds.
 metrics() { curl -s "127.0.0.1:$metrics_port/metrics" | awk '/^flo_fsyncs_total/{f=$2} /^flo_fsync_duration_seconds_sum/{s=$2} /^flo_turn_duration_seconds_count/{t=$2} /^flo_turn_duration_seconds_sum/{ts=$2} END{print f, s, t, ts}'; }
 report() { # repeat target cell ticks metrics-before metrics-after json
