@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use super::groups::{Group, Pending, PendingState};
+use super::groups::{
+    Group, Pending, PendingState, GROUP_PARKED_ENTRY_BYTES, GROUP_PENDING_ENTRY_BYTES,
+};
 use super::{ConnId, Engine};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
@@ -61,6 +63,15 @@ impl Group {
         self.redeliver.clear();
         self.timers.clear();
         self.recovered_deliveries.clear();
+    }
+
+    /// What replaying the parked event at `offset` adds to `memory_bytes` (it may be negative:
+    /// at or past `next` the event only stops being parked).
+    fn replay_cost(&self, offset: Offset) -> i64 {
+        let pending = offset < self.next && !self.pending.contains_key(&offset);
+        let parked = self.parked.contains_key(&offset);
+        i64::from(pending) * GROUP_PENDING_ENTRY_BYTES as i64
+            - i64::from(parked) * GROUP_PARKED_ENTRY_BYTES as i64
     }
 
     /// Makes the parked (or recovered replayed) event at `offset` deliverable again, with its
@@ -230,26 +241,48 @@ impl<L: Log> Engine<L> {
     }
 
     /// The parked events of the group whose ids `chosen` accepts become deliverable again
-    /// (one pass over at most `parked_max` parked events).
-    fn replay_parked_where(&mut self, name: &str, chosen: impl Fn(EventId) -> bool) {
+    /// (one pass over at most `parked_max` parked events), lowest offset first, as many as
+    /// `groups.memory_max` has room for (a replayed event below `next` becomes a pending
+    /// entry: attack5 finding F3). Returns how many were left parked for want of memory.
+    fn replay_parked_where(&mut self, name: &str, chosen: impl Fn(EventId) -> bool) -> usize {
+        let memory_max = self.config.groups.memory_max;
+        let mut memory = self.groups.memory_bytes();
         // Checked by the caller.
         let group = self.groups.groups.get_mut(name).expect("group exists");
-        let replayed: Vec<(Offset, EventId)> = group
+        let wanted: Vec<(Offset, EventId)> = group
             .parked
             .iter()
             .filter(|(_, id)| chosen(**id))
             .map(|(offset, id)| (*offset, *id))
             .collect();
+        let mut replayed = Vec::with_capacity(wanted.len());
+        for &(offset, id) in &wanted {
+            let after = memory.saturating_add_signed(group.replay_cost(offset));
+            if after > memory_max {
+                break;
+            }
+            memory = after;
+            group.replay(offset, id);
+            replayed.push((offset, id));
+        }
+        let left = wanted.len() - replayed.len();
         let count = replayed.len();
         for (offset, id) in replayed {
-            group.replay(offset, id);
             self.groups.store.append(&GroupRecord::Replay {
                 group: name.to_string(),
                 offset,
                 id,
             });
         }
-        log::info!("group {name:?}: {count} parked events replayed");
+        if left > 0 {
+            log::warn!(
+                "group {name:?}: {count} parked events replayed; {left} stay parked: replaying \
+                 them would pass groups.memory_max ({memory_max} bytes)"
+            );
+        } else {
+            log::info!("group {name:?}: {count} parked events replayed");
+        }
+        left
     }
 
     /// Replays the parked events with these ids: all of them or, when one is not parked or

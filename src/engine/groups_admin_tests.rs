@@ -554,3 +554,48 @@ fn a_power_loss_below_the_groups_floor_hides_no_later_event() {
         harness = harness_on(log, &store, never);
     }
 }
+
+/// attack5 finding F3: parked events count against `groups.memory_max`, and a replay of
+/// parked events makes pending again only as many as the limit has room for; the rest stay
+/// parked, which the reply's `parked` count shows (and a later replay takes them once acks
+/// freed memory).
+#[test]
+fn a_replay_over_memory_max_is_capped_and_parked_events_are_counted() {
+    use super::groups::{GROUP_PARKED_ENTRY_BYTES, GROUP_PENDING_ENTRY_BYTES};
+    let store = MemoryGroupStore::new();
+    let mut harness = harness_on(MemoryLog::new(), &store, |_| {});
+    produce_jobs(&mut harness, 10);
+    let member = harness.client();
+    let parked = park_jobs(&mut harness, member, 10);
+    harness.send(member, ClientFrame::LeaveGroup { subscription_id: 1 });
+    turn(&mut harness);
+    // Room for the ten parked entries and four replayed ones (a replayed entry is pending).
+    let room =
+        10 * GROUP_PARKED_ENTRY_BYTES + 4 * (GROUP_PENDING_ENTRY_BYTES - GROUP_PARKED_ENTRY_BYTES);
+    let mut harness = restart(harness, &store, |c| c.groups.memory_max = room);
+    assert_eq!(
+        harness.engine.groups.memory_bytes(),
+        10 * GROUP_PARKED_ENTRY_BYTES,
+        "parked events are counted against groups.memory_max"
+    );
+    let admin_conn = harness.client();
+    harness.send(admin_conn, admin("workers", GroupAdminAction::ReplayParked));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    assert_eq!(
+        (info.pending, info.parked),
+        (4, 6),
+        "a replay of 10 parked events with room for 4: (pending, parked) in the reply"
+    );
+    assert!(harness.engine.groups.memory_bytes() <= room);
+    // The four come first (lowest offsets), then, once acknowledged, the next replay frees more.
+    let (member, again) = join_and_take(&mut harness, 10);
+    assert_eq!(again, parked[..4]);
+    harness.send(member, ack_frame(1, again, false));
+    turn(&mut harness);
+    harness.send(admin_conn, admin("workers", GroupAdminAction::ReplayParked));
+    turn(&mut harness);
+    let info = the_group(&harness.received(admin_conn));
+    // Six parked (288 bytes) and room for five more pending entries of 144 bytes each.
+    assert_eq!((info.pending, info.parked), (5, 1));
+}

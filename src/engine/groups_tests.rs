@@ -271,7 +271,7 @@ fn a_turns_acks_are_journaled_before_the_logs_sync() {
         }),
     );
     harness.engine.handle_turn_sync(harness.now);
-    let journaled = store.reopen().load().expect("load");
+    let journaled = store.reopen().load_all().expect("load");
     let acked: usize = journaled
         .iter()
         .map(|record| match record {

@@ -13,13 +13,22 @@
 //! principal that created the group (its owner). A version 1 journal is a valid version 2
 //! journal, so upgrading needs nothing: its groups have no owner. A flo of version 1 refuses
 //! a journal with kind 9 records as damaged (docs/storage.md, "The group journal").
+//! Version 3 names groups by number (attack5 finding F2: a 255-byte name was repeated in every
+//! record, about 290 bytes per parked event): a Name record (kind 10) gives a group name a
+//! number the first time a record of this file refers to the group, and later records carry
+//! the kind with its high bit set (0x81-0x89) and the `u32` number where the name was. A
+//! version 1 or 2 journal is still read as it is, and records appended to it are version 3.
+//!
+//! Start-up streams the journal through a window of about 2 MiB (one largest record and a
+//! read-ahead) and hands each record to the engine as it is decoded: what it holds does not
+//! grow with the journal's size.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::repair::write_durably;
 use super::syncer::{Job, Syncer};
 use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
@@ -92,12 +101,143 @@ const KIND_RESET: u8 = 7;
 const KIND_DELETE: u8 = 8;
 /// A Create with its owner (format version 2).
 const KIND_CREATE_OWNED: u8 = 9;
+/// A group name's number in this file (format version 3): `u32` number, then the name.
+const KIND_NAME: u8 = 10;
+/// Set in the kind of a record that names its group by number (format version 3).
+const INTERNED: u8 = 0x80;
+/// The bytes a streamed load reads ahead beyond one largest record.
+const READ_AHEAD: usize = 1 << 20;
+
+impl GroupRecord {
+    /// The name of the group the record is about.
+    pub fn group(&self) -> &str {
+        match self {
+            GroupRecord::Create { group, .. }
+            | GroupRecord::Floor { group, .. }
+            | GroupRecord::Ack { group, .. }
+            | GroupRecord::Deliveries { group, .. }
+            | GroupRecord::Park { group, .. }
+            | GroupRecord::Replay { group, .. }
+            | GroupRecord::Reset { group, .. }
+            | GroupRecord::Delete { group } => group,
+        }
+    }
+
+    fn group_mut(&mut self) -> &mut String {
+        match self {
+            GroupRecord::Create { group, .. }
+            | GroupRecord::Floor { group, .. }
+            | GroupRecord::Ack { group, .. }
+            | GroupRecord::Deliveries { group, .. }
+            | GroupRecord::Park { group, .. }
+            | GroupRecord::Replay { group, .. }
+            | GroupRecord::Reset { group, .. }
+            | GroupRecord::Delete { group } => group,
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            GroupRecord::Create { owner: None, .. } => KIND_CREATE,
+            GroupRecord::Create { owner: Some(_), .. } => KIND_CREATE_OWNED,
+            GroupRecord::Floor { .. } => KIND_FLOOR,
+            GroupRecord::Ack { .. } => KIND_ACK,
+            GroupRecord::Deliveries { .. } => KIND_DELIVERIES,
+            GroupRecord::Park { .. } => KIND_PARK,
+            GroupRecord::Replay { .. } => KIND_REPLAY,
+            GroupRecord::Reset { .. } => KIND_RESET,
+            GroupRecord::Delete { .. } => KIND_DELETE,
+        }
+    }
+}
+
+/// The group numbers of one journal file (format version 3), both ways. Bounded by the
+/// groups that exist (a Delete forgets its group's number) plus the Name records of one
+/// file, which compaction starts afresh.
+#[derive(Debug, Default)]
+pub struct Names {
+    by_name: HashMap<String, u32>,
+    by_number: HashMap<u32, String>,
+    next: u32,
+}
+
+impl Names {
+    fn define(&mut self, number: u32, name: String) {
+        if let Some(old) = self.by_number.insert(number, name.clone()) {
+            self.by_name.remove(&old);
+        }
+        self.by_name.insert(name, number);
+        self.next = self.next.max(number.wrapping_add(1));
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(number) = self.by_name.remove(name) {
+            self.by_number.remove(&number);
+        }
+    }
+
+    /// Appends the bytes of `record` to `out`, naming its group by number (and first a Name
+    /// record if the group has none in this file yet).
+    pub fn encode(&mut self, record: &GroupRecord, out: &mut Vec<u8>) {
+        let name = record.group();
+        let number = match self.by_name.get(name) {
+            Some(&number) => number,
+            None => {
+                let number = self.next;
+                framed(out, |out| {
+                    out.push(KIND_NAME);
+                    out.extend_from_slice(&number.to_le_bytes());
+                    put_text(out, name);
+                });
+                self.define(number, name.to_string());
+                number
+            }
+        };
+        framed(out, |out| {
+            out.push(record.kind() | INTERNED);
+            out.extend_from_slice(&number.to_le_bytes());
+            put_fields(record, out);
+        });
+        if let GroupRecord::Delete { group } = record {
+            self.forget(group);
+        }
+    }
+}
+
+/// Appends one record whose body `body` writes: its size and checksum first.
+fn framed(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    let body_at = out.len();
+    body(out);
+    let body_size = (out.len() - body_at) as u32;
+    out[start..start + 4].copy_from_slice(&body_size.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&body_size.to_le_bytes()), &out[body_at..]);
+    out[start + 4..body_at].copy_from_slice(&crc.to_le_bytes());
+}
 
 /// Where group state is kept. `append` only buffers; `sync` writes and makes durable under the
 /// fsync policy everything appended since the last sync.
 pub trait GroupStore: Send {
-    /// Every record of the journal, in the order they were written (start-up recovery).
-    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError>;
+    /// Hands every record of the journal to `apply`, in the order they were written
+    /// (start-up recovery), reading it through a bounded window; stops at `apply`'s error.
+    fn load(
+        &mut self,
+        apply: &mut dyn FnMut(GroupRecord) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
+    /// Every record of the journal (tests).
+    #[cfg(any(test, feature = "testing"))]
+    fn load_all(&mut self) -> Result<Vec<GroupRecord>, StorageError>
+    where
+        Self: Sized,
+    {
+        let mut records = Vec::new();
+        self.load(&mut |record| {
+            records.push(record);
+            Ok(())
+        })?;
+        Ok(records)
+    }
     /// Buffers one record.
     fn append(&mut self, record: &GroupRecord);
     /// Writes the buffered records and starts the fdatasync the policy asks for without
@@ -114,24 +254,27 @@ pub trait GroupStore: Send {
     fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError>;
 }
 
-/// Appends the bytes of one record to `out`.
+/// Appends the bytes of one record to `out` in the format of versions 1 and 2 (the group
+/// by name; a journal written by an older flo).
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 8]);
-    let body_at = out.len();
+    framed(out, |out| {
+        out.push(record.kind());
+        put_text(out, record.group());
+        put_fields(record, out);
+    });
+}
+
+/// The fields of a record after its kind and group.
+fn put_fields(record: &GroupRecord, out: &mut Vec<u8>) {
     match record {
         GroupRecord::Create {
-            group,
             glob,
             start,
             filter,
             owner,
+            ..
         } => {
-            out.push(match owner {
-                Some(_) => KIND_CREATE_OWNED,
-                None => KIND_CREATE,
-            });
-            put_text(out, group);
             put_text(out, glob);
             out.extend_from_slice(&start.0.to_le_bytes());
             put_filter(out, filter);
@@ -139,64 +282,31 @@ pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
                 put_text(out, owner);
             }
         }
-        GroupRecord::Floor { group, floor } => {
-            out.push(KIND_FLOOR);
-            put_text(out, group);
-            out.extend_from_slice(&floor.0.to_le_bytes());
-        }
-        GroupRecord::Ack { group, offsets } => {
+        GroupRecord::Floor { floor, .. } => out.extend_from_slice(&floor.0.to_le_bytes()),
+        GroupRecord::Ack { offsets, .. } => {
             assert!(
                 offsets.len() <= ACK_OFFSETS_PER_RECORD_MAX,
                 "an Ack record holds at most {ACK_OFFSETS_PER_RECORD_MAX} offsets"
             );
-            out.push(KIND_ACK);
-            put_text(out, group);
             out.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
             for offset in offsets {
                 out.extend_from_slice(&offset.0.to_le_bytes());
             }
         }
-        GroupRecord::Deliveries {
-            group,
-            offset,
-            count,
-        } => {
-            out.push(KIND_DELIVERIES);
-            put_text(out, group);
+        GroupRecord::Deliveries { offset, count, .. } => {
             out.extend_from_slice(&offset.0.to_le_bytes());
             out.extend_from_slice(&count.to_le_bytes());
         }
-        GroupRecord::Park { group, offset, id } => {
-            out.push(KIND_PARK);
-            put_text(out, group);
+        GroupRecord::Park { offset, id, .. } | GroupRecord::Replay { offset, id, .. } => {
             out.extend_from_slice(&offset.0.to_le_bytes());
             put_id(out, *id);
         }
-        GroupRecord::Replay { group, offset, id } => {
-            out.push(KIND_REPLAY);
-            put_text(out, group);
-            out.extend_from_slice(&offset.0.to_le_bytes());
-            put_id(out, *id);
-        }
-        GroupRecord::Reset {
-            group,
-            start,
-            filter,
-        } => {
-            out.push(KIND_RESET);
-            put_text(out, group);
+        GroupRecord::Reset { start, filter, .. } => {
             out.extend_from_slice(&start.0.to_le_bytes());
             put_filter(out, filter);
         }
-        GroupRecord::Delete { group } => {
-            out.push(KIND_DELETE);
-            put_text(out, group);
-        }
+        GroupRecord::Delete { .. } => {}
     }
-    let body_size = (out.len() - body_at) as u32;
-    out[start..start + 4].copy_from_slice(&body_size.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&body_size.to_le_bytes()), &out[body_at..]);
-    out[start + 4..body_at].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn put_text(out: &mut Vec<u8>, text: &str) {
@@ -226,17 +336,48 @@ fn put_id(out: &mut Vec<u8>, id: EventId) {
 #[cfg(test)]
 pub fn decode_records(bytes: &[u8]) -> (Vec<GroupRecord>, usize) {
     let mut records = Vec::new();
+    let mut names = Names::default();
     let mut position = 0;
-    while let Some((record, size)) = decode_record_at(&bytes[position..]) {
-        records.push(record);
+    while let Some((entry, size)) = decode_record_at(&bytes[position..]) {
         position += size;
+        records.extend(names.resolve(entry));
     }
     (records, position)
 }
 
+/// A verified record as read: a Name record, or a record with its group by name or by number
+/// (then its `group` is empty until `Names::resolve` fills it in).
+enum Entry {
+    Name(u32, String),
+    Record(GroupRecord, Option<u32>),
+}
+
+impl Names {
+    /// The record an entry stands for, its group named; `None` for a Name record and for a
+    /// record whose number no Name record before it defined (a damaged Name record; such a
+    /// record is skipped, as a damaged one would be).
+    fn resolve(&mut self, entry: Entry) -> Option<GroupRecord> {
+        let record = match entry {
+            Entry::Name(number, name) => {
+                self.define(number, name);
+                return None;
+            }
+            Entry::Record(record, None) => record,
+            Entry::Record(mut record, Some(number)) => {
+                *record.group_mut() = self.by_number.get(&number)?.clone();
+                record
+            }
+        };
+        if let GroupRecord::Delete { group } = &record {
+            self.forget(group);
+        }
+        Some(record)
+    }
+}
+
 /// The record at the start of `bytes` and its size, if it is whole, its checksum matches and
 /// its body decodes.
-fn decode_record_at(bytes: &[u8]) -> Option<(GroupRecord, usize)> {
+fn decode_record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
     let header = bytes.get(..8)?;
     let body_size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -244,69 +385,222 @@ fn decode_record_at(bytes: &[u8]) -> Option<(GroupRecord, usize)> {
         return None;
     }
     let body = bytes.get(8..8 + body_size as usize)?;
-    // A cheap test before the checksum: a known kind and a group name that fits the body.
-    let name_size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
-    if !(KIND_CREATE..=KIND_CREATE_OWNED).contains(&body[0]) || 3 + name_size > body.len() {
+    // A cheap test before the checksum: a known kind and a group name (or number) that fits
+    // the body.
+    let kind = body[0];
+    let plausible = if kind & INTERNED != 0 {
+        (KIND_CREATE..=KIND_CREATE_OWNED).contains(&(kind & !INTERNED)) && body.len() >= 5
+    } else {
+        let name_at = if kind == KIND_NAME { 5 } else { 1 };
+        let name_size = u16::from_le_bytes([*body.get(name_at)?, *body.get(name_at + 1)?]);
+        (KIND_CREATE..=KIND_NAME).contains(&kind) && name_at + 2 + name_size as usize <= body.len()
+    };
+    if !plausible {
         return None;
     }
     if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
         return None;
     }
-    let record = decode_body(&mut Body { bytes: body })?;
-    Some((record, 8 + body_size as usize))
+    let entry = decode_body(&mut Body { bytes: body })?;
+    Some((entry, 8 + body_size as usize))
 }
 
-/// What start-up finds in a journal: the records that verify, where the torn tail begins,
-/// and the damaged byte ranges that valid records follow (which are not a torn tail: synced
-/// records lie after them).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct JournalScan {
-    pub records: Vec<GroupRecord>,
+/// What start-up finds in a journal (the records themselves went to the caller one by one):
+/// where the torn tail begins, and the damaged byte ranges that valid records follow (which
+/// are not a torn tail: synced records lie after them).
+#[derive(Debug, Default)]
+pub struct ScanSummary {
+    /// Records handed over.
+    pub records: u64,
+    /// Valid records that named a group by a number no Name record defined (skipped).
+    pub unresolved: u64,
     /// The end of the last valid record: the bytes after it are a torn tail.
-    pub valid_end: usize,
+    pub valid_end: u64,
     /// Damaged ranges followed by a valid record, in order.
-    pub damaged: Vec<std::ops::Range<usize>>,
+    pub damaged: Vec<std::ops::Range<u64>>,
     /// Per damaged range, the group its first bytes name, when they can be read at all (a
     /// guess: the damage may be in the name).
     pub damaged_groups: Vec<Option<String>>,
+    /// The most bytes the scan held at once (its window).
+    pub buffer_peak: usize,
+    /// The group numbers of the file, for the records appended after it.
+    names: Names,
 }
 
-/// Scans the whole journal. After a record that does not verify, every later byte position
-/// is tried as the start of a record (a damaged size field hides where the next one starts):
-/// a record found there makes the skipped bytes damage, none makes them a torn tail. Each
-/// position costs a few field reads unless its kind and sizes are plausible, so only real
-/// candidates are checksummed.
+/// What a scan of a journal held in memory finds (tests): its records and its damage.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct JournalScan {
+    pub records: Vec<GroupRecord>,
+    pub summary: ScanSummary,
+}
+
+/// Scans a whole journal held in memory (tests).
+#[cfg(test)]
 pub fn scan_journal(bytes: &[u8]) -> JournalScan {
-    let mut scan = JournalScan::default();
-    let mut position = 0;
-    while position < bytes.len() {
-        if let Some((record, size)) = decode_record_at(&bytes[position..]) {
-            scan.records.push(record);
-            position += size;
-            scan.valid_end = position;
+    let mut records = Vec::new();
+    let mut reader = bytes;
+    let summary = scan_stream(
+        &mut reader,
+        &mut |record| {
+            records.push(record);
+            Ok(())
+        },
+        None,
+    )
+    .expect("reading memory does not fail");
+    JournalScan { records, summary }
+}
+
+/// A window on a journal being read: at least one largest record from `at` is in `buf`
+/// unless the file ends first.
+struct Window<'r> {
+    reader: &'r mut dyn Read,
+    buf: Vec<u8>,
+    at: usize,
+    /// The file position of `buf[0]`.
+    base: u64,
+    eof: bool,
+}
+
+impl Window<'_> {
+    const NEED: usize = 8 + RECORD_BODY_SIZE_MAX as usize;
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.eof || self.buf.len() - self.at >= Self::NEED {
+            return Ok(());
+        }
+        self.buf.drain(..self.at);
+        self.base += self.at as u64;
+        self.at = 0;
+        let target = Self::NEED + READ_AHEAD;
+        while self.buf.len() < target {
+            let len = self.buf.len();
+            self.buf.resize(target, 0);
+            let read = loop {
+                match self.reader.read(&mut self.buf[len..]) {
+                    Ok(read) => break read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        self.buf.truncate(len);
+                        return Err(error);
+                    }
+                }
+            };
+            self.buf.truncate(len + read);
+            if read == 0 {
+                self.eof = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    fn position(&self) -> u64 {
+        self.base + self.at as u64
+    }
+}
+
+/// Reads a journal from `reader` through a window of about 2 MiB and hands each record to
+/// `apply` (and the bytes of each valid record to `copy`, for a repair). After a record that
+/// does not verify, every later byte position is tried as the start of a record (a damaged
+/// size field hides where the next one starts): a record found there makes the skipped bytes
+/// damage, none makes them a torn tail. Each position costs a few field reads unless its kind
+/// and sizes are plausible, so only real candidates are checksummed.
+fn scan_stream(
+    reader: &mut dyn Read,
+    apply: &mut dyn FnMut(GroupRecord) -> Result<(), StorageError>,
+    mut copy: Option<&mut dyn Write>,
+) -> Result<ScanSummary, ScanError> {
+    let mut window = Window {
+        reader,
+        buf: Vec::with_capacity(Window::NEED + READ_AHEAD),
+        at: 0,
+        base: 0,
+        eof: false,
+    };
+    let mut summary = ScanSummary::default();
+    loop {
+        window.fill().map_err(ScanError::Read)?;
+        if window.rest().is_empty() {
+            break;
+        }
+        if let Some((entry, size)) = decode_record_at(window.rest()) {
+            if let Some(copy) = copy.as_mut() {
+                copy.write_all(&window.rest()[..size])
+                    .map_err(ScanError::Write)?;
+            }
+            window.at += size;
+            summary.valid_end = window.position();
+            let is_name = matches!(entry, Entry::Name(..));
+            match summary.names.resolve(entry) {
+                Some(record) => {
+                    summary.records += 1;
+                    apply(record).map_err(ScanError::Apply)?;
+                }
+                None if !is_name => summary.unresolved += 1,
+                None => {}
+            }
             continue;
         }
-        let next = (position + 1..bytes.len()).find(|&at| decode_record_at(&bytes[at..]).is_some());
-        let Some(next) = next else {
-            break;
+        let start = window.position();
+        let guess = guess_group(window.rest(), &summary.names);
+        let found = loop {
+            window.at += 1;
+            window.fill().map_err(ScanError::Read)?;
+            if window.rest().is_empty() {
+                break false;
+            }
+            if decode_record_at(window.rest()).is_some() {
+                break true;
+            }
         };
-        scan.damaged.push(position..next);
-        scan.damaged_groups
-            .push(guess_group(&bytes[position..next]));
-        position = next;
+        if !found {
+            break;
+        }
+        summary.damaged.push(start..window.position());
+        summary.damaged_groups.push(guess);
     }
-    scan
+    summary.buffer_peak = window.buf.capacity();
+    Ok(summary)
+}
+
+/// Why a streamed scan stopped.
+#[derive(Debug)]
+enum ScanError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+    Apply(StorageError),
+}
+
+impl ScanError {
+    fn into_storage(self, path: &Path) -> StorageError {
+        match self {
+            ScanError::Read(error) => io_error(format!("{}: read", path.display()))(error),
+            ScanError::Write(error) => io_error(format!("{}: write", path.display()))(error),
+            ScanError::Apply(error) => error,
+        }
+    }
 }
 
 /// The group name a damaged record's body starts with, if it is readable text.
-fn guess_group(damaged: &[u8]) -> Option<String> {
+fn guess_group(damaged: &[u8], names: &Names) -> Option<String> {
     let body = damaged.get(8..)?;
-    let size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
-    let name = std::str::from_utf8(body.get(3..3 + size)?).ok()?;
+    if body.first()? & INTERNED != 0 {
+        let number = u32::from_le_bytes(body.get(1..5)?.try_into().ok()?);
+        return names.by_number.get(&number).cloned();
+    }
+    let at = if body[0] == KIND_NAME { 5 } else { 1 };
+    let size = u16::from_le_bytes([*body.get(at)?, *body.get(at + 1)?]) as usize;
+    let name = std::str::from_utf8(body.get(at + 2..at + 2 + size)?).ok()?;
     (!name.is_empty() && !name.chars().any(char::is_control)).then(|| name.to_string())
 }
 
-impl JournalScan {
+impl ScanSummary {
     /// The damage, for an error or a log line: the byte ranges and the groups they probably
     /// belonged to.
     pub fn describe_damage(&self) -> String {
@@ -323,12 +617,12 @@ impl JournalScan {
 }
 
 /// The file `--repair` copies a damaged journal to before it drops the damaged records.
-pub fn journal_quarantine_path(dir: &Path, position: usize) -> PathBuf {
+pub fn journal_quarantine_path(dir: &Path, position: u64) -> PathBuf {
     dir.join(format!("{GROUP_JOURNAL_FILE}.quarantine-{position}"))
 }
 
 /// The refusal when the journal is damaged in the middle and start-up may not repair it.
-fn damage_error(path: &Path, quarantine: &Path, scan: &JournalScan) -> StorageError {
+fn damage_error(path: &Path, quarantine: &Path, scan: &ScanSummary) -> StorageError {
     StorageError::Corrupt {
         context: format!(
             "group journal {} is damaged where valid records follow ({}): this is not a torn \
@@ -385,9 +679,18 @@ impl<'a> Body<'a> {
     }
 }
 
-fn decode_body(body: &mut Body) -> Option<GroupRecord> {
+fn decode_body(body: &mut Body) -> Option<Entry> {
     let kind = *body.take(1)?.first()?;
-    let group = body.text()?;
+    if kind == KIND_NAME {
+        let number = body.u32()?;
+        let name = body.text()?;
+        return body.bytes.is_empty().then_some(Entry::Name(number, name));
+    }
+    let (kind, group, number) = if kind & INTERNED != 0 {
+        (kind & !INTERNED, String::new(), Some(body.u32()?))
+    } else {
+        (kind, body.text()?, None)
+    };
     let record = match kind {
         KIND_CREATE | KIND_CREATE_OWNED => {
             let glob = body.text()?;
@@ -443,15 +746,34 @@ fn decode_body(body: &mut Body) -> Option<GroupRecord> {
         KIND_DELETE => GroupRecord::Delete { group },
         _ => return None,
     };
-    body.bytes.is_empty().then_some(record)
+    body.bytes
+        .is_empty()
+        .then_some(Entry::Record(record, number))
 }
 
 /// The journal in memory, for tests and the simulator. Clones share the synced bytes, so a test
 /// "restarts" by building an engine on `reopen()`, which sees only what was synced.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct MemoryGroupStore {
     durable: Arc<Mutex<Vec<u8>>>,
     buffered: Vec<u8>,
+    names: Names,
+}
+
+impl Clone for MemoryGroupStore {
+    /// A store on the same synced bytes and buffered records (its group numbers too).
+    fn clone(&self) -> MemoryGroupStore {
+        let mut names = Names::default();
+        for (name, &number) in &self.names.by_name {
+            names.define(number, name.clone());
+        }
+        names.next = self.names.next;
+        MemoryGroupStore {
+            durable: Arc::clone(&self.durable),
+            buffered: self.buffered.clone(),
+            names,
+        }
+    }
 }
 
 impl MemoryGroupStore {
@@ -465,6 +787,7 @@ impl MemoryGroupStore {
         MemoryGroupStore {
             durable: Arc::clone(&self.durable),
             buffered: Vec::new(),
+            names: Names::default(),
         }
     }
 
@@ -477,23 +800,31 @@ impl MemoryGroupStore {
 }
 
 impl GroupStore for MemoryGroupStore {
-    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
-        let mut durable = self.durable();
-        let scan = scan_journal(&durable);
+    fn load(
+        &mut self,
+        apply: &mut dyn FnMut(GroupRecord) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let durable = Arc::clone(&self.durable);
+        let mut durable = durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let path = Path::new(GROUP_JOURNAL_FILE);
+        let mut reader = &durable[..];
+        let scan = scan_stream(&mut reader, apply, None).map_err(|e| e.into_storage(path))?;
         if !scan.damaged.is_empty() {
-            let path = Path::new(GROUP_JOURNAL_FILE);
             return Err(damage_error(
                 path,
                 &journal_quarantine_path(Path::new(""), 0),
                 &scan,
             ));
         }
-        durable.truncate(scan.valid_end);
-        Ok(scan.records)
+        durable.truncate(scan.valid_end as usize);
+        self.names = scan.names;
+        Ok(())
     }
 
     fn append(&mut self, record: &GroupRecord) {
-        encode_record(record, &mut self.buffered);
+        self.names.encode(record, &mut self.buffered);
     }
 
     /// Completes at once: a started sync may finish any time before `sync` returns.
@@ -513,8 +844,9 @@ impl GroupStore for MemoryGroupStore {
 
     fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError> {
         let mut bytes = Vec::new();
+        self.names = Names::default();
         for record in records {
-            encode_record(record, &mut bytes);
+            self.names.encode(record, &mut bytes);
         }
         *self.durable() = bytes;
         self.buffered.clear();
@@ -530,6 +862,8 @@ pub struct FileGroupStore {
     file: Arc<File>,
     size: u64,
     buffered: Vec<u8>,
+    /// The group numbers of the file (format version 3).
+    names: Names,
     fsync: FsyncPolicy,
     last_fsync_ms: Option<u64>,
     written_since_fsync: bool,
@@ -576,6 +910,7 @@ impl FileGroupStore {
             file: Arc::new(file),
             size,
             buffered: Vec::new(),
+            names: Names::default(),
             fsync,
             last_fsync_ms: None,
             written_since_fsync: false,
@@ -664,6 +999,56 @@ impl FileGroupStore {
         Ok(())
     }
 
+    /// Replaces the journal with what `write` writes to `groups.journal.tmp`: synced, renamed
+    /// over the journal, the directory synced, the journal reopened.
+    fn replace_with(
+        &mut self,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        let temporary = self.dir.join(format!("{GROUP_JOURNAL_FILE}.tmp"));
+        let context = |what: &str| format!("{}: {what}", temporary.display());
+        let file = File::create(&temporary).map_err(io_error(context("create")))?;
+        let mut out = BufWriter::new(file);
+        write(&mut out)
+            .and_then(|_| out.flush())
+            .and_then(|_| out.get_ref().sync_all())
+            .map_err(io_error(context("write")))?;
+        std::fs::rename(&temporary, self.path()).map_err(io_error(context("rename")))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error(context("fsync the directory")))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.path())
+            .map_err(io_error(context("reopen")))?;
+        self.size = file.metadata().map_err(io_error(context("stat")))?.len();
+        self.file = Arc::new(file);
+        self.buffered.clear();
+        self.written_since_fsync = false;
+        Ok(())
+    }
+
+    /// `--repair`: rewrites the journal with the records that verify, streamed (a second pass
+    /// of the bounded window), skipping the damaged bytes.
+    fn copy_valid_records(&mut self) -> Result<(), StorageError> {
+        let path = self.path();
+        let source = Arc::clone(&self.file);
+        let mut failed = None;
+        self.replace_with(|out| {
+            let mut reader = &*source;
+            reader.seek(SeekFrom::Start(0))?;
+            match scan_stream(&mut reader, &mut |_| Ok(()), Some(out)) {
+                Ok(_) => Ok(()),
+                Err(error) => {
+                    failed = Some(error.into_storage(&path));
+                    Err(std::io::Error::other("the repair copy stopped"))
+                }
+            }
+        })
+        .map_err(|error| failed.take().unwrap_or(error))
+    }
+
     fn fsync_due(&self, now_ms: u64) -> bool {
         match self.fsync {
             FsyncPolicy::Always => true,
@@ -676,55 +1061,73 @@ impl FileGroupStore {
 }
 
 impl GroupStore for FileGroupStore {
-    fn load(&mut self) -> Result<Vec<GroupRecord>, StorageError> {
-        let context = format!("{}: read", self.path().display());
-        let mut bytes = Vec::new();
+    fn load(
+        &mut self,
+        apply: &mut dyn FnMut(GroupRecord) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let path = self.path();
+        let context = format!("{}: read", path.display());
         let mut file = &*self.file;
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut bytes))
-            .map_err(io_error(context))?;
-        let scan = scan_journal(&bytes);
+        file.seek(SeekFrom::Start(0)).map_err(io_error(context))?;
+        let scan = scan_stream(&mut file, apply, None).map_err(|e| e.into_storage(&path))?;
+        if scan.unresolved > 0 {
+            log::warn!(
+                "{}: skipped {} records naming a group by a number no Name record gave",
+                path.display(),
+                scan.unresolved
+            );
+        }
         if let Some(first) = scan.damaged.first() {
             let quarantine = journal_quarantine_path(&self.dir, first.start);
             if self.recovery == RecoveryMode::Refuse {
-                return Err(damage_error(&self.path(), &quarantine, &scan));
+                return Err(damage_error(&path, &quarantine, &scan));
             }
             // The copy is durable before the journal changes: a crash in between loses
             // nothing (the next start refuses or repairs again).
             let context = format!("{}: write", quarantine.display());
-            write_durably(&self.dir, &quarantine, &bytes).map_err(io_error(context))?;
+            std::fs::copy(&path, &quarantine)
+                .and_then(|_| File::open(&quarantine)?.sync_all())
+                .and_then(|_| File::open(&self.dir)?.sync_all())
+                .map_err(io_error(context))?;
             log::error!(
                 "repair: group journal {} was damaged at {}; copied it to {} and kept the {} \
                  records that verify: the groups named there may deliver again events they \
                  had acknowledged (a lost Ack or Park record), or miss a lost Create, Reset \
                  or Delete (check them with `flo-client groups`)",
-                self.path().display(),
+                path.display(),
                 scan.describe_damage(),
                 quarantine.display(),
-                scan.records.len()
+                scan.records
             );
-            self.rewrite(&scan.records)?;
-            return Ok(scan.records);
+            self.copy_valid_records()?;
+            self.names = scan.names;
+            return Ok(());
         }
         let valid = scan.valid_end;
-        if valid < bytes.len() {
+        let size = self
+            .file
+            .metadata()
+            .map_err(io_error(format!("{}: stat", path.display())))?
+            .len();
+        if valid < size {
             log::warn!(
                 "{}: cut a torn tail of {} bytes at byte {valid}",
-                self.path().display(),
-                bytes.len() - valid
+                path.display(),
+                size - valid
             );
-            let context = format!("{}: truncate", self.path().display());
+            let context = format!("{}: truncate", path.display());
             self.file
-                .set_len(valid as u64)
+                .set_len(valid)
                 .and_then(|_| self.file.sync_data())
                 .map_err(io_error(context))?;
         }
-        self.size = valid as u64;
-        Ok(scan.records)
+        self.size = valid;
+        self.names = scan.names;
+        Ok(())
     }
 
     fn append(&mut self, record: &GroupRecord) {
-        encode_record(record, &mut self.buffered);
+        self.names.encode(record, &mut self.buffered);
     }
 
     /// Writes the buffered records and hands the fdatasync the policy asks for to the helper
@@ -771,29 +1174,12 @@ impl GroupStore for FileGroupStore {
             log::error!("a background fdatasync of the group journal failed: {error}");
         }
         let mut bytes = Vec::new();
+        let mut names = Names::default();
         for record in records {
-            encode_record(record, &mut bytes);
+            names.encode(record, &mut bytes);
         }
-        let temporary = self.dir.join(format!("{GROUP_JOURNAL_FILE}.tmp"));
-        let context = |what: &str| format!("{}: {what}", temporary.display());
-        let mut file = File::create(&temporary).map_err(io_error(context("create")))?;
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_all())
-            .map_err(io_error(context("write")))?;
-        std::fs::rename(&temporary, self.path()).map_err(io_error(context("rename")))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error(context("fsync the directory")))?;
-        self.file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(self.path())
-                .map_err(io_error(context("reopen")))?,
-        );
-        self.size = bytes.len() as u64;
-        self.buffered.clear();
-        self.written_since_fsync = false;
+        self.replace_with(|file| file.write_all(&bytes))?;
+        self.names = names;
         Ok(())
     }
 }
@@ -907,7 +1293,7 @@ mod tests {
         let path = dir.join(GROUP_JOURNAL_FILE);
         std::fs::write(&path, &bytes).expect("write journal");
         let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
-        let loaded = store.load();
+        let loaded = store.load_all();
         let error = match loaded {
             Err(error) => error.to_string(),
             Ok(records) => panic!(
@@ -932,18 +1318,21 @@ mod tests {
         let mut expected = sample();
         expected.remove(3);
         expected.remove(1);
-        assert_eq!(repairing.load().expect("repair"), expected);
-        let quarantine = journal_quarantine_path(&dir, starts[1]);
+        assert_eq!(repairing.load_all().expect("repair"), expected);
+        let quarantine = journal_quarantine_path(&dir, starts[1] as u64);
         assert_eq!(std::fs::read(&quarantine).expect("quarantine"), bytes);
         let mut again = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
-        assert_eq!(again.load().expect("a repaired journal loads"), expected);
+        assert_eq!(
+            again.load_all().expect("a repaired journal loads"),
+            expected
+        );
         // A torn tail (no valid record after it) is still cut.
         let mut torn = Vec::new();
         for record in sample() {
             encode_record(&record, &mut torn);
         }
         let scan = scan_journal(&torn[..torn.len() - 3]);
-        assert!(scan.damaged.is_empty());
+        assert!(scan.summary.damaged.is_empty());
         assert_eq!(scan.records.len(), sample().len() - 1);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
@@ -972,7 +1361,7 @@ mod tests {
         );
         drop(store);
         let mut always = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open always");
-        assert_eq!(always.load().expect("load"), records);
+        assert_eq!(always.load_all().expect("load"), records);
         for (turn, record) in records.iter().enumerate() {
             always.append(record);
             always.start_sync(MonotonicMs(turn as u64)).expect("start");
@@ -989,7 +1378,10 @@ mod tests {
         always.append(&records[1]);
         always.sync(MonotonicMs(20)).expect("sync");
         let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
-        assert_eq!(reopened.load().expect("load").len(), 2 * records.len() + 2);
+        assert_eq!(
+            reopened.load_all().expect("load").len(),
+            2 * records.len() + 2
+        );
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
@@ -1000,7 +1392,7 @@ mod tests {
         store.append(&records[0]);
         store.sync(MonotonicMs(0)).expect("memory sync");
         store.append(&records[1]);
-        assert_eq!(store.reopen().load().expect("load"), records[..1]);
+        assert_eq!(store.reopen().load_all().expect("load"), records[..1]);
     }
 
     #[test]
@@ -1014,7 +1406,7 @@ mod tests {
         }
         store.sync(MonotonicMs(1)).expect("sync");
         let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
-        assert_eq!(reopened.load().expect("load"), sample());
+        assert_eq!(reopened.load_all().expect("load"), sample());
         reopened.rewrite(&sample()[..2]).expect("rewrite");
         reopened.append(&sample()[4]);
         reopened.sync(MonotonicMs(2)).expect("sync");
@@ -1024,7 +1416,126 @@ mod tests {
             sample()[1].clone(),
             sample()[4].clone(),
         ];
-        assert_eq!(again.load().expect("load"), expected);
+        assert_eq!(again.load_all().expect("load"), expected);
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// attack5 F2: a journal written by an older flo (group names in every record) loads as
+    /// it is; records appended to it name their group by number, so a parked event costs 31
+    /// bytes instead of 29 plus the name, and the mixed journal loads again.
+    #[test]
+    fn an_old_format_journal_loads_and_appends_name_groups_by_number() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let long = "g".repeat(255);
+        let park = |n: u64| GroupRecord::Park {
+            group: long.clone(),
+            offset: Offset(n),
+            id: EventId {
+                counter: n,
+                actor: ActorId(1),
+            },
+        };
+        let mut old = Vec::new();
+        let mut records = vec![GroupRecord::Create {
+            group: long.clone(),
+            glob: "/a/**".into(),
+            start: Offset(0),
+            filter: Cursor::default(),
+            owner: None,
+        }];
+        records.extend(sample());
+        records.push(park(1));
+        for record in &records {
+            encode_record(record, &mut old);
+        }
+        std::fs::write(dir.join(GROUP_JOURNAL_FILE), &old).expect("write v2 journal");
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        assert_eq!(
+            store.load_all().expect("a version 2 journal loads"),
+            records
+        );
+        let before = store.size_bytes();
+        for n in 2..102 {
+            store.append(&park(n));
+            records.push(park(n));
+        }
+        store.sync(MonotonicMs(1)).expect("sync");
+        let per_park = (store.size_bytes() - before - (8 + 7 + 255)) / 100;
+        assert_eq!(
+            per_park, 31,
+            "bytes per Park record after the first (its Name record)"
+        );
+        let mut again = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(again.load_all().expect("a mixed journal loads"), records);
+        // Appends after a reload reuse the numbers the file gave.
+        let size = again.size_bytes();
+        again.append(&park(200));
+        again.sync(MonotonicMs(2)).expect("sync");
+        assert_eq!(again.size_bytes() - size, 31);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// attack5 F2: start-up streams the journal through a bounded window (it had read the
+    /// whole file and decoded every record into one list: 2.1 GB for a 909 MB journal).
+    #[test]
+    fn a_large_journal_is_loaded_through_a_bounded_window() {
+        let mut names = Names::default();
+        let mut bytes = Vec::new();
+        let groups = ["a".repeat(200), "b".repeat(200)];
+        for group in &groups {
+            names.encode(
+                &GroupRecord::Create {
+                    group: group.clone(),
+                    glob: "/**".into(),
+                    start: Offset(0),
+                    filter: Cursor::default(),
+                    owner: None,
+                },
+                &mut bytes,
+            );
+        }
+        let count = 400_000u64;
+        for n in 0..count {
+            let record = GroupRecord::Park {
+                group: groups[(n % 2) as usize].clone(),
+                offset: Offset(n),
+                id: EventId {
+                    counter: n,
+                    actor: ActorId(3),
+                },
+            };
+            names.encode(&record, &mut bytes);
+        }
+        assert!(bytes.len() > 10 << 20, "a journal of {} bytes", bytes.len());
+        let mut parks = 0u64;
+        let mut reader = &bytes[..];
+        let summary = scan_stream(
+            &mut reader,
+            &mut |record| {
+                parks += u64::from(matches!(record, GroupRecord::Park { .. }));
+                Ok(())
+            },
+            None,
+        )
+        .map_err(|e| e.into_storage(Path::new("journal")))
+        .expect("scan");
+        assert_eq!((parks, summary.valid_end), (count, bytes.len() as u64));
+        assert!(
+            summary.buffer_peak <= Window::NEED + READ_AHEAD,
+            "the window held {} bytes of a {}-byte journal",
+            summary.buffer_peak,
+            bytes.len()
+        );
+        // Damage in the middle of a numbered journal is found and names its group.
+        let middle = bytes.len() / 2;
+        let mut damaged = bytes.clone();
+        let (_, at) = decode_records(&damaged[..middle]);
+        damaged[at + 16] ^= 0x40;
+        let scan = scan_journal(&damaged);
+        assert_eq!(scan.records.len() as u64, count + 1);
+        assert_eq!(scan.summary.damaged.len(), 1);
+        assert!(scan.summary.damaged_groups[0].is_some());
     }
 }
