@@ -693,21 +693,24 @@ impl<L: Log> Engine<L> {
         // The caller found the connection open.
         let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
         let mut views = produce::recycle_views(std::mem::take(&mut self.batch_views));
-        let result = match protocol::decode_produce_many_view(&input[consumed..], wire, &mut views)
-        {
+        // Only the first `batch_events_max` views are kept (a batch with more is refused by its
+        // count), so a frame of many tiny events costs views bounded by the limit.
+        let kept_max = self.config.batch_events_max;
+        let decoded =
+            protocol::decode_produce_many_view(&input[consumed..], wire, kept_max, &mut views);
+        let result = match decoded {
             Ok(Some(frame)) => {
-                let units = views.len().max(1);
-                self.on_produce_many(now, conn, frame.op_id, frame.expect, &views);
+                let units = frame.count.max(1);
+                let (op_id, expect, count) = (frame.op_id, frame.expect, frame.count);
+                self.on_produce_many(now, conn, op_id, expect, &views, count);
                 let charged = std::mem::take(&mut self.frame_units_charged);
                 Ok(Some((frame.length, units.saturating_add(charged))))
             }
             other => other.map(|_| None),
         };
-        // A batch far over the limit of events (refused) does not keep its views' memory;
-        // one at the limit does (its vector grew by doubling, so up to twice the limit).
-        if views.capacity() <= self.config.batch_events_max.saturating_mul(2) {
-            self.batch_views = produce::recycle_views(views);
-        }
+        // Kept for the next frame: at most `batch_events_max` views were pushed, so the vector
+        // grew (by doubling) to at most twice the limit, whatever the frame held.
+        self.batch_views = produce::recycle_views(views);
         if let Some(connection) = self.conn_mut(conn) {
             connection.input = input;
         }

@@ -20,6 +20,7 @@ impl<L: Log> Engine<L> {
         let request = ProduceRequest {
             op_id,
             events: std::slice::from_ref(&event),
+            count: 1,
             expect: Expectation::Any,
             single: true,
         };
@@ -53,7 +54,8 @@ impl<L: Log> Engine<L> {
     }
 
     /// A ProduceBatch (`expect` is `Any`) or a ProduceIf, its events decoded as views of the
-    /// connection's input (`decode_produce_many_view`).
+    /// connection's input (`decode_produce_many_view`). `count` is the number of events in
+    /// the frame: `events.len()`, or more when only the first `batch_events_max` were kept.
     pub(super) fn on_produce_many(
         &mut self,
         now: Now,
@@ -61,10 +63,16 @@ impl<L: Log> Engine<L> {
         op_id: u64,
         expect: Expectation,
         events: &[NewEventView<'_>],
+        count: usize,
     ) {
+        debug_assert!(
+            count == events.len() || count > self.config.batch_events_max,
+            "the events of a batch within the limit were not all kept"
+        );
         let request = ProduceRequest {
             op_id,
             events,
+            count,
             expect,
             single: false,
         };
@@ -75,7 +83,8 @@ impl<L: Log> Engine<L> {
     /// `decode_produce_many`).
     pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
         let events: Vec<NewEventView<'_>> = batch.events.iter().map(NewEvent::view).collect();
-        self.on_produce_many(now, conn, batch.op_id, Expectation::Any, &events);
+        let count = events.len();
+        self.on_produce_many(now, conn, batch.op_id, Expectation::Any, &events, count);
     }
 
     /// The checks of every produce frame before its sequence number and expectation: a
@@ -90,17 +99,17 @@ impl<L: Log> Engine<L> {
             // A Produce carries exactly one event.
             return self.validate(conn, &events[0]);
         }
-        if events.is_empty() {
+        if request.count == 0 {
             return Err((
                 ErrorCode::InvalidBatch,
                 "a batch must hold at least one event".into(),
             ));
         }
-        if events.len() > self.config.batch_events_max {
+        // Checked by the frame's count: the decoder keeps only the first `batch_events_max`.
+        if request.count > self.config.batch_events_max {
             let message = format!(
                 "a batch may hold at most {} events; this one has {}",
-                self.config.batch_events_max,
-                events.len()
+                self.config.batch_events_max, request.count
             );
             return Err((ErrorCode::InvalidBatch, message));
         }

@@ -15,6 +15,9 @@ pub(super) struct ProduceRequest<'a> {
     pub op_id: u64,
     /// Views of the received frame's events (a Produce's borrow the connection's input).
     pub events: &'a [NewEventView<'a>],
+    /// The number of events the frame holds: `events.len()`, or more when the batch decoder
+    /// kept only the first `batch_events_max` (the batch is then refused by this count).
+    pub count: usize,
     pub expect: Expectation,
     /// A Produce (one event; its errors do not name an event of a batch).
     pub single: bool,
@@ -151,7 +154,8 @@ impl<L: Log> Engine<L> {
     /// `decode_produce_many`).
     pub(super) fn on_produce_if(&mut self, now: Now, conn: ConnId, produce: ProduceIf) {
         let events: Vec<NewEventView<'_>> = produce.events.iter().map(NewEvent::view).collect();
-        self.on_produce_many(now, conn, produce.op_id, produce.expect, &events);
+        let count = events.len();
+        self.on_produce_many(now, conn, produce.op_id, produce.expect, &events, count);
     }
 
     pub(super) fn on_set_producer(&mut self, conn: ConnId, producer_id: u64, next_sequence: u64) {

@@ -5,8 +5,8 @@ use super::*;
 use crate::config::Config;
 use crate::event::{ActorId, Cursor, Event, StartPosition, VersionVector};
 use crate::protocol::{
-    decode, Ack, AnyFrame, Decode, EndReason, ErrorFrame, NewEvent, Produce, ProduceBatch,
-    Subscribe,
+    decode, Ack, AnyFrame, Decode, EndReason, ErrorFrame, Expectation, NewEvent, Produce,
+    ProduceBatch, ProduceIf, Subscribe,
 };
 use crate::storage::MemoryLog;
 
@@ -511,6 +511,76 @@ fn a_batch_is_all_or_nothing() {
         ServerFrame::Ack(Ack { op_id: 2, count: 3, first_id, .. }) if *first_id == EventId::new(1, 7)
     ));
     assert_eq!(h.engine.log().end().0, 3);
+}
+
+/// A batch over `batch_events_max` is refused with InvalidBatch naming its real count (the
+/// decoder keeps views of only the first `batch_events_max` events, so the refusal is by the
+/// frame's count), even when an event past the kept ones is invalid; a ProduceIf likewise. A
+/// batch at the limit is appended whole, and the connection goes on.
+#[test]
+fn a_batch_over_the_limit_is_refused_by_its_count_and_one_at_the_limit_is_appended() {
+    let mut h = Harness::with_config(|config| config.batch_events_max = 3);
+    let conn = h.client();
+    let event = |namespace: &str| NewEvent {
+        namespace: namespace.into(),
+        parent_id: None,
+        data: b"d".to_vec(),
+    };
+    let over = vec![
+        event("/a"),
+        event("/a"),
+        event("/a"),
+        event("/a"),
+        event("bad"),
+    ];
+    h.send(
+        conn,
+        ClientFrame::ProduceBatch(ProduceBatch {
+            op_id: 1,
+            events: over.clone(),
+        }),
+    );
+    h.send(
+        conn,
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id: 2,
+            expect: Expectation::NoEvents,
+            events: over,
+        }),
+    );
+    h.send(
+        conn,
+        ClientFrame::ProduceBatch(ProduceBatch {
+            op_id: 3,
+            events: vec![event("/a"), event("/b"), event("/c")],
+        }),
+    );
+    h.turn();
+    let frames = h.received(conn);
+    let refused = |op_id: u64| {
+        move |frame: &ServerFrame| {
+            matches!(frame, ServerFrame::Error(ErrorFrame {
+                scope: ErrorScope::Produce(id),
+                code: ErrorCode::InvalidBatch,
+                message,
+            }) if *id == op_id && message == "a batch may hold at most 3 events; this one has 5")
+        }
+    };
+    assert!(refused(1)(&frames[0]), "{frames:?}");
+    assert!(refused(2)(&frames[1]), "{frames:?}");
+    assert!(
+        matches!(
+            &frames[2],
+            ServerFrame::Ack(Ack {
+                op_id: 3,
+                count: 3,
+                ..
+            })
+        ),
+        "{frames:?}"
+    );
+    assert_eq!(h.engine.log().end().0, 3);
+    assert!(h.engine.is_open(conn));
 }
 
 #[test]

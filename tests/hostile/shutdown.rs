@@ -67,7 +67,11 @@ fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
     let _heavy = crate::support::heavy_case();
     const PRODUCES: u64 = 1_000_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = FloProcess::start(dir.path(), &[]);
+    // The server gives a closing connection `--linger-timeout` to take its owed output; under
+    // load (about 16 on 2 cores) this test's reader fell more than the default 5 s behind and
+    // the tail was cut (999,695 acks, no error). A reader stalled 300 ms every 20,000 acks with
+    // `--linger-timeout 1ms` loses the tail the same way; 60 s leaves the check as strict.
+    let mut server = FloProcess::start(dir.path(), &["--linger-timeout", "60s"]);
     let mut conn = RawConn::hello(server.addr);
     let mut writer = conn.stream.try_clone().expect("clone stream");
     let (written, writer_done) = mpsc::channel();

@@ -963,6 +963,8 @@ pub struct ProduceManyView {
     pub expect: Expectation,
     /// The frame's length in bytes.
     pub length: usize,
+    /// The number of events the frame holds; more than were kept when it is over `kept_max`.
+    pub count: usize,
 }
 
 /// Decodes a ProduceBatch or ProduceIf frame at the start of `buf`, with the checks and
@@ -970,9 +972,14 @@ pub struct ProduceManyView {
 /// and data borrowed from `buf`) onto `events`, which must be empty. The server calls it when
 /// the kind byte says one of them, so a batch is appended from the received bytes with no
 /// owned copy and, with `events` kept from frame to frame, no allocation.
+///
+/// Every event is read and checked, but only the first `kept_max` are kept (the server passes
+/// its limit of events per batch, and refuses a batch with more by its `count`): the views of
+/// a frame of many tiny events take memory bounded by the limit, not by the frame's size.
 pub fn decode_produce_many_view<'a>(
     buf: &'a [u8],
     limits: &'a WireLimits,
+    kept_max: usize,
     events: &mut Vec<NewEventView<'a>>,
 ) -> Result<Option<ProduceManyView>, DecodeError> {
     debug_assert!(events.is_empty(), "the views of an earlier frame were kept");
@@ -1001,12 +1008,13 @@ pub fn decode_produce_many_view<'a>(
     } else {
         Expectation::Any
     };
-    read_event_views(&mut reader, events)?;
+    let count = read_event_views(&mut reader, kept_max, events)?;
     reader.finish()?;
     Ok(Some(ProduceManyView {
         op_id,
         expect,
         length: frame_size as usize,
+        count,
     }))
 }
 
@@ -1024,20 +1032,26 @@ fn write_events(w: &mut Writer, events: &[NewEvent]) {
 /// pushed as they are read, so a lying count cannot allocate more than the frame holds.
 fn read_events(r: &mut Reader) -> Result<Vec<NewEvent>, DecodeError> {
     let mut views = Vec::new();
-    read_event_views(r, &mut views)?;
+    read_event_views(r, usize::MAX, &mut views)?;
     Ok(views.into_iter().map(NewEventView::to_event).collect())
 }
 
-/// `read_events` as views of the frame's bytes, pushed onto `events` as they are read.
+/// `read_events` as views of the frame's bytes, pushed onto `events` as they are read, up to
+/// `kept_max` of them: the rest are read and checked, not kept. Returns the count.
 fn read_event_views<'a>(
     r: &mut Reader<'a>,
+    kept_max: usize,
     events: &mut Vec<NewEventView<'a>>,
-) -> Result<(), DecodeError> {
+) -> Result<usize, DecodeError> {
     let count = r.get_u32("event count")?;
     for _ in 0..count {
-        events.push(read_new_event_view(r)?);
+        let event = read_new_event_view(r)?;
+        if events.len() < kept_max {
+            events.push(event);
+        }
     }
-    Ok(())
+    // A u32 fits in a usize on the platforms flo builds for (64-bit).
+    Ok(count as usize)
 }
 
 impl WireFormat for ProduceBatch {

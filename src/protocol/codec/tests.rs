@@ -887,7 +887,7 @@ fn a_produce_decodes_as_a_view_like_the_owned_decoder() {
 fn check_produce_many_view(bytes: &[u8], limits: &WireLimits) {
     let owned = decode_client(bytes, limits);
     let mut views = Vec::new();
-    let view = decode_produce_many_view(bytes, limits, &mut views);
+    let view = decode_produce_many_view(bytes, limits, usize::MAX, &mut views);
     fn as_view(
         op_id: u64,
         expect: Expectation,
@@ -899,6 +899,7 @@ fn check_produce_many_view(bytes: &[u8], limits: &WireLimits) {
             op_id,
             expect,
             length,
+            count: events.len(),
         };
         (frame, views)
     }
@@ -954,7 +955,7 @@ fn a_batch_and_a_conditional_produce_decode_as_views_like_the_owned_decoder() {
         let at = bytes.windows(3).position(|w| w == b"/or").unwrap();
         bad[at + 1] = 0xff;
         check_produce_many_view(&bad, &limits());
-        assert!(decode_produce_many_view(&bad, &limits(), &mut Vec::new()).is_err());
+        assert!(decode_produce_many_view(&bad, &limits(), usize::MAX, &mut Vec::new()).is_err());
         for at in HEADER_SIZE + 8..HEADER_SIZE + 14 {
             let mut changed = bytes.clone();
             changed[at] ^= 0x03;
@@ -970,7 +971,52 @@ fn a_batch_and_a_conditional_produce_decode_as_views_like_the_owned_decoder() {
         }),
         &mut produce,
     );
-    assert!(decode_produce_many_view(&produce, &limits(), &mut Vec::new()).is_err());
+    assert!(decode_produce_many_view(&produce, &limits(), usize::MAX, &mut Vec::new()).is_err());
+}
+
+/// A frame of many tiny events (a hostile batch: 100,000 events in about 1 MiB) keeps views of
+/// only the first `kept_max` of them (the server's limit of events per batch, which refuses the
+/// batch by its count), so the views take memory bounded by the limit, not by the frame's size;
+/// every event is still read and checked, and the count is the frame's.
+#[test]
+fn a_batch_of_many_tiny_events_keeps_views_of_only_as_many_as_the_limit() {
+    const EVENTS: usize = 100_000;
+    const KEPT_MAX: usize = 10;
+    let events = vec![new_event("/a", None, b""); EVENTS];
+    let mut bytes = Vec::new();
+    encode(
+        &ClientFrame::ProduceBatch(ProduceBatch { op_id: 5, events }),
+        &mut bytes,
+    );
+    let wire = limits();
+    let mut views = Vec::new();
+    let frame = decode_produce_many_view(&bytes, &wire, KEPT_MAX, &mut views)
+        .expect("a valid frame")
+        .expect("a whole frame");
+    assert_eq!(
+        (frame.op_id, frame.count, frame.length),
+        (5, EVENTS, bytes.len())
+    );
+    assert_eq!(
+        views.len(),
+        KEPT_MAX,
+        "views stored for {EVENTS} tiny events"
+    );
+    assert!(
+        views.capacity() <= 2 * KEPT_MAX,
+        "the views' vector grew to {} for a limit of {KEPT_MAX}",
+        views.capacity()
+    );
+    assert!(views.iter().all(|view| view.namespace == "/a"));
+    // An event past the kept ones is still checked: invalid UTF-8 in the last one is refused.
+    let last_namespace = bytes.len() - bytes.iter().rev().position(|&b| b == b'/').unwrap() - 1;
+    bytes[last_namespace + 1] = 0xff;
+    let refused = decode_produce_many_view(&bytes, &limits(), KEPT_MAX, &mut Vec::new()).err();
+    assert!(
+        refused.is_some(),
+        "the last event's bad namespace was not read"
+    );
+    assert_eq!(refused, decode_client(&bytes, &limits()).err());
 }
 
 /// Random bytes shaped like frames: a plausible length and a known kind most of the time, so
