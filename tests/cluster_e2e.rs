@@ -843,3 +843,60 @@ fn a_new_node_joins_a_running_cluster_through_one_member() {
         });
     }
 }
+
+/// Issue 17: a stopped member stalls id order, and `flo-client status` on another node says
+/// so before any time-out: which member, for how long, how many events wait; removing the
+/// member (the documented option) ends the stall.
+#[test]
+fn status_names_a_stopped_member_that_stalls_id_order() {
+    let mut nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    let order_of = |port: u16| client(port).status().expect("status").order;
+    nodes[2].process.take().expect("running").kill9();
+    // An id-order consumer on node 1 waits for member 3's clock.
+    let mut consumer = client(nodes[0].port)
+        .into_consume()
+        .order(flo::event::Order::Id)
+        .tail(true)
+        .limit(3)
+        .subscribe()
+        .expect("subscribe in id order");
+    let produced = produce(nodes[0].port, 3, "stalled");
+    wait_until(
+        "node 1's status names member 3, held for a second, 3 events",
+        || {
+            let order = order_of(nodes[0].port);
+            order
+                .held_by
+                .as_ref()
+                .is_some_and(|h| h.actor_id == 3 && h.held_ms >= 1000)
+                && order.waiting_subscriptions == 1
+                && order.waiting_events == 3
+        },
+    );
+    let text = flo_client(nodes[0].port, &["status"]);
+    let addr = format!("127.0.0.1:{} (not connected)", nodes[2].port);
+    assert!(
+        text.contains("id order:    held back for")
+            && text.contains(&format!("by actor 3 at {addr}"))
+            && text.contains("1 id-order subscriptions hold 3 events waiting"),
+        "{text}"
+    );
+    let json = flo_client(nodes[0].port, &["status", "--format", "json"]);
+    assert!(json.contains("\"held_by\":{\"actor_id\":3,"), "{json}");
+    // Member 3 is gone for good: removed on node 2, the stall ends on node 1 too.
+    let removed = flo_client(nodes[1].port, &["cluster", "remove", "3"]);
+    assert!(removed.contains("member 3 removed"), "{removed}");
+    let delivered: Vec<EventId> = (0..3)
+        .map(|_| consumer.next().expect("an event").expect("event").id)
+        .collect();
+    assert_eq!(delivered, produced.into_keys().collect::<Vec<_>>());
+    wait_until("node 1's status names no holder", || {
+        let order = order_of(nodes[0].port);
+        order.held_by.is_none() && order.waiting_events == 0
+    });
+    let text = flo_client(nodes[0].port, &["status"]);
+    assert!(text.contains("held back by no member"), "{text}");
+}

@@ -265,3 +265,72 @@ fn an_id_order_subscription_skipping_damage_is_told_once_and_keeps_the_order() {
     assert_eq!(ids_of(&frames, 1), expected);
     assert!(frames.contains(&ServerFrame::CaughtUp { subscription_id: 1 }));
 }
+
+/// Issue 17: Status (and the metrics) say which member holds id order back, for how long, and
+/// what waits; removing the member ends it.
+#[test]
+fn status_names_the_member_that_stalls_id_order_and_what_waits() {
+    use crate::protocol::{ChangeMember, MemberOp, OrderHolder};
+    let mut h = Harness::new();
+    h.now.monotonic.0 = 1_000;
+    let (peer2, _) = peer(&mut h, 2, VersionVector::new());
+    let (peer3, _) = peer(&mut h, 3, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.turn();
+    h.send(peer2, PeerFrame::PeerClock { counter: 1 });
+    h.send(peer3, PeerFrame::PeerClock { counter: 1 });
+    h.turn();
+    let order = h.engine.status().order;
+    assert_eq!(
+        order.held_by, None,
+        "every clock is at this node's: {order:?}"
+    );
+    // Member 3 stops (its connection ends); member 2 keeps promising.
+    h.engine.handle_closed(peer3);
+    h.now.monotonic.0 = 2_000;
+    for op in 1..=3 {
+        h.produce(consumer, op, "/a", b"x");
+    }
+    h.send(peer2, PeerFrame::PeerClock { counter: 4 });
+    h.turn();
+    assert_eq!(
+        ids_of(&h.received(consumer), 1),
+        vec![EventId::new(1, 7)],
+        "member 3 promised 1: it holds back 2 and 3"
+    );
+    h.now.monotonic.0 = 22_000;
+    h.send(peer2, PeerFrame::PeerClock { counter: 4 });
+    h.turn();
+    let order = h.engine.status().order;
+    assert_eq!(
+        order.held_by,
+        Some(OrderHolder {
+            actor_id: 3,
+            addr: "10.0.0.3:3000".into(),
+            clock: 1,
+            held_ms: 20_000,
+        }),
+        "{order:?}"
+    );
+    assert_eq!(order.stable_clock, 1);
+    assert_eq!(order.waiting_subscriptions, 1);
+    assert_eq!(order.waiting_events, 2);
+    assert_eq!(order.waiting_ms, 20_000);
+    let metrics = h.engine.metrics_snapshot().order;
+    assert_eq!(metrics, order, "the metrics show the same");
+    // The documented way out for a member gone for good: remove it.
+    h.send(
+        consumer,
+        ClientFrame::ChangeMember(ChangeMember {
+            op: MemberOp::Remove,
+            actor_id: 3,
+        }),
+    );
+    h.turn();
+    assert_eq!(ids_of(&h.received(consumer), 1).len(), 2, "released");
+    let order = h.engine.status().order;
+    assert_eq!(order.held_by, None, "{order:?}");
+    assert_eq!(order.stable_clock, 3, "this node's own counter");
+    assert_eq!((order.waiting_subscriptions, order.waiting_events), (0, 0));
+}
