@@ -437,7 +437,11 @@ fn run_seed_share(share: usize) {
     let mut produced = 0;
     let mut lost = 0;
     let mut faults = FaultStats::default();
-    for &seed in &seeds {
+    for (done, &seed) in seeds.iter().enumerate() {
+        // Long runs (`FLO_SIM_SEEDS`) say how far they are, with --nocapture.
+        if seeds.len() >= 1000 && done % 250 == 0 && done > 0 {
+            eprintln!("share {share}: {done} of {} seeds passed", seeds.len());
+        }
         let mut sim = Sim::new(seed);
         sim.run(2000);
         let acked: usize = sim.nodes.iter().map(|n| n.acked.len()).sum();
