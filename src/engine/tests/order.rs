@@ -334,3 +334,39 @@ fn status_names_the_member_that_stalls_id_order_and_what_waits() {
     assert_eq!(order.stable_clock, 3, "this node's own counter");
     assert_eq!((order.waiting_subscriptions, order.waiting_events), (0, 0));
 }
+
+/// Issue 17, the documented hole of a catch-up hold ended by its time-out
+/// (docs/clustering.md, "Id order after a catch-up time-out"): member 2 promised this node
+/// counter 10, then lost its data directory and restarted; its hold ended by the time-out
+/// before it met this node again, so its new events can have counters at or below 10. This
+/// node still counts the old promise: such an event, relayed by member 3, is delivered late,
+/// after larger ids. A member it had met would not: its handshake cuts the old promise to the
+/// common clock (`a_promise_made_before_a_reconnect_releases_nothing_new` in members.rs and the
+/// simulation).
+#[test]
+fn after_a_catch_up_time_out_a_member_not_met_again_delivers_late_events_late() {
+    let mut h = Harness::new();
+    let (n, _) = peer(&mut h, 2, VersionVector::new());
+    let (y, _) = peer(&mut h, 3, VersionVector::new());
+    let consumer = h.client();
+    h.send(consumer, subscribe_id_order(1, 100));
+    h.send(n, PeerFrame::PeerEvent(stored(4, 2, b"old life")));
+    h.send(n, PeerFrame::PeerClock { counter: 10 });
+    h.send(y, PeerFrame::PeerClock { counter: 10 });
+    h.turn();
+    for op in 1..=4 {
+        h.produce(consumer, op, "/a", b"x");
+    }
+    h.turn();
+    let delivered = ids_of(&h.received(consumer), 1);
+    assert_eq!(delivered.last(), Some(&EventId::new(8, 7)), "{delivered:?}");
+    // Member 2 goes down and comes back on an empty directory without meeting this node.
+    h.engine.handle_closed(n);
+    h.send(y, PeerFrame::PeerEvent(stored(6, 2, b"new life")));
+    h.turn();
+    assert_eq!(
+        ids_of(&h.received(consumer), 1),
+        vec![EventId::new(6, 2)],
+        "delivered late, after 8:7 (the documented exception)"
+    );
+}
