@@ -370,3 +370,35 @@ fn after_a_catch_up_time_out_a_member_not_met_again_delivers_late_events_late() 
         "delivered late, after 8:7 (the documented exception)"
     );
 }
+
+/// The simulation's seed 8353 (10,000-seed run, session 6): a handshake moved this node's
+/// counter past the peer's events (4194315) without storing any; it promised that counter,
+/// crashed, restarted at its lease (4194304) and created 4194312 below its promise, which
+/// another node had already passed in id order. A promise may only cover what a restart keeps.
+#[test]
+fn a_promise_never_passes_the_counter_a_restart_would_start_at() {
+    let mut h = Harness::new();
+    let their_vector: VersionVector = [(ActorId(3), 100)].into_iter().collect();
+    let (peer2, _) = peer(&mut h, 2, their_vector);
+    h.turn();
+    h.now.monotonic.0 += 1_000;
+    h.turn();
+    let restart_counter = h
+        .engine
+        .log
+        .version_vector()
+        .counter_max()
+        .max(h.engine.log.counter_floor());
+    let promised = clocks(&h.received_peer_all(peer2));
+    assert!(
+        promised.iter().all(|&c| c <= restart_counter),
+        "promised {promised:?}, but a restart would start at counter {restart_counter}"
+    );
+    // Once the event that moved the counter is stored here, the promise may cover it.
+    h.send(peer2, PeerFrame::PeerEvent(stored(100, 3, b"relayed")));
+    h.turn();
+    h.now.monotonic.0 += 1_000;
+    h.turn();
+    let frames = h.received_peer_all(peer2);
+    assert_eq!(clocks(&frames).last(), Some(&100), "{frames:?}");
+}
