@@ -477,8 +477,10 @@ fn run_seed_share(share: usize) {
             faults.replicated_acks > 0,
             "no ack with replicas 2 was checked"
         );
+        // About a third of the runs have no power loss (843 of 2500 seeds per share in the
+        // 10,000-seed run); a share of the 76 default seeds can fall to 24%.
         assert!(
-            faults.roamer_exact_checks * 4 > seeds.len() as u64,
+            faults.roamer_exact_checks * 5 > seeds.len() as u64,
             "too few runs checked the roaming consumer exactly"
         );
         assert!(
