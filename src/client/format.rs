@@ -347,14 +347,31 @@ pub fn format_status_json(status: &crate::protocol::Status) -> String {
             )
         })
         .collect();
+    let order = &status.order;
+    let held_by = match &order.held_by {
+        None => "null".to_string(),
+        Some(holder) => {
+            let mut addr = String::new();
+            push_json_string(&mut addr, &holder.addr);
+            format!(
+                "{{\"actor_id\":{},\"addr\":{addr},\"clock\":{},\"held_ms\":{}}}",
+                holder.actor_id, holder.clock, holder.held_ms
+            )
+        }
+    };
     format!(
-        "{{\"actor_id\":{},\"counter\":{},\"event_count\":{},\"durable_end\":{},\"vector\":{},\"members\":[{}]}}",
+        "{{\"actor_id\":{},\"counter\":{},\"event_count\":{},\"durable_end\":{},\"vector\":{},\"members\":[{}],\
+         \"order\":{{\"stable_clock\":{},\"held_by\":{held_by},\"waiting_subscriptions\":{},\"waiting_events\":{},\"waiting_ms\":{}}}}}",
         status.actor_id,
         status.counter,
         status.event_count,
         status.durable_end,
         vector(&status.vector),
-        members.join(",")
+        members.join(","),
+        order.stable_clock,
+        order.waiting_subscriptions,
+        order.waiting_events,
+        order.waiting_ms
     )
 }
 
@@ -426,7 +443,76 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
             vector(&member.vector)
         );
     }
+    format_order_status(status, &mut out);
     out
+}
+
+/// The id-order lines of `flo-client status`: how far id order delivers, who holds it back
+/// and what waits.
+fn format_order_status(status: &crate::protocol::Status, out: &mut String) {
+    use crate::protocol::MemberState;
+    use std::fmt::Write as _;
+    let order = &status.order;
+    match &order.held_by {
+        None => {
+            let _ = writeln!(
+                out,
+                "id order:    delivers up to counter {}, held back by no member",
+                order.stable_clock
+            );
+        }
+        Some(holder) if holder.actor_id == 0 => {
+            let _ = writeln!(
+                out,
+                "id order:    held back for {} by the peer at {}, never reached since this node \
+                 started: delivers up to counter {} only",
+                format_wait(holder.held_ms),
+                holder.addr,
+                order.stable_clock
+            );
+        }
+        Some(holder) => {
+            let connected = status
+                .members
+                .iter()
+                .any(|m| m.actor_id == holder.actor_id && m.state == MemberState::Connected);
+            let state = if connected {
+                "connected"
+            } else {
+                "not connected"
+            };
+            let _ = writeln!(
+                out,
+                "id order:    held back for {} by actor {} at {} ({state}): it has promised only \
+                 counter {}, this node's counter is {} (cluster remove {} excludes a member \
+                 that is gone for good)",
+                format_wait(holder.held_ms),
+                holder.actor_id,
+                holder.addr,
+                holder.clock,
+                status.counter,
+                holder.actor_id
+            );
+        }
+    }
+    if order.waiting_subscriptions > 0 {
+        let _ = writeln!(
+            out,
+            "             {} id-order subscriptions hold {} events waiting, the longest for {}",
+            order.waiting_subscriptions,
+            order.waiting_events,
+            format_wait(order.waiting_ms)
+        );
+    }
+}
+
+/// A wait: milliseconds below a second, then as [`format_age`].
+fn format_wait(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format_age(ms)
+    }
 }
 
 /// A duration for a person: seconds up to two minutes, then minutes, hours and days (whole
@@ -462,12 +548,14 @@ mod tests {
                 lag: 0,
                 disconnected_ms: 42_000,
             }],
+            order: Default::default(),
         };
         assert_eq!(
             format_status_json(&status),
             "{\"actor_id\":1,\"counter\":9,\"event_count\":8,\"durable_end\":8,\"vector\":{\"1\":5},\
              \"members\":[{\"actor_id\":2,\"addr\":\"host\\\"x:1\",\"state\":\"backing_off\",\"lag\":0,\
-             \"disconnected_ms\":42000,\"vector\":{}}]}"
+             \"disconnected_ms\":42000,\"vector\":{}}],\"order\":{\"stable_clock\":0,\"held_by\":null,\
+             \"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0}}"
         );
     }
 
@@ -512,6 +600,18 @@ mod tests {
                     disconnected_ms: 42_700,
                 },
             ],
+            order: crate::protocol::OrderStatus {
+                stable_clock: 5,
+                held_by: Some(crate::protocol::OrderHolder {
+                    actor_id: 3,
+                    addr: "127.0.0.1:3002".into(),
+                    clock: 5,
+                    held_ms: 42_600,
+                }),
+                waiting_subscriptions: 2,
+                waiting_events: 17,
+                waiting_ms: 41_000,
+            },
         };
         let text = format_status(&status);
         assert!(
@@ -524,6 +624,11 @@ mod tests {
                     ago, lag unknown, missing at least the counters 1:6..2005 held here, last known vector {1:5, 2:7}";
         assert!(text.contains(line), "{text}");
         assert!(!text.contains("backing off, lag 0"), "{text}");
+        let line = "id order:    held back for 42 s by actor 3 at 127.0.0.1:3002 (not connected): \
+                    it has promised only counter 5, this node's counter is 2005";
+        assert!(text.contains(line), "{text}");
+        let line = "2 id-order subscriptions hold 17 events waiting, the longest for 41 s";
+        assert!(text.contains(line), "{text}");
         assert_eq!(format_age(119_999), "119 s");
         assert_eq!(format_age(3 * 3_600_000), "3 h");
         assert_eq!(format_age(3 * 86_400_000), "3 d");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::connection::{Phase, Stream};
 use super::Engine;
 use crate::config::FsyncPolicy;
-use crate::protocol::{ErrorCode, Info, MemberStatus, ServerFrame};
+use crate::protocol::{ErrorCode, Info, MemberStatus, OrderStatus, ServerFrame};
 use crate::storage::{Log, LogActivity, LogStats};
 
 /// Upper bounds of the duration histograms' buckets, in microseconds (50 µs to 10 s).
@@ -190,6 +190,8 @@ pub struct MetricsSnapshot {
     pub activity: LogActivity,
     pub cache_bytes_max: u64,
     pub peers: Vec<MemberStatus>,
+    /// Id order: the stable clock, what holds it back, what waits.
+    pub order: OrderStatus,
     pub groups: Vec<GroupMetrics>,
 }
 
@@ -236,6 +238,7 @@ impl<L: Log> Engine<L> {
             activity: self.log.activity(),
             cache_bytes_max: self.config.storage.cache_bytes_max as u64,
             peers: self.status().members,
+            order: self.order_status(),
             groups: self.group_metrics(),
         }
     }

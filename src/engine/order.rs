@@ -51,6 +51,17 @@ impl OrderBuffer {
         self.bytes
     }
 
+    /// Since when (monotonic ms) its smallest event has waited for the stable clock, if it
+    /// waits.
+    pub fn stalled_since_ms(&self) -> Option<u64> {
+        self.stalled_since_ms
+    }
+
+    /// The events it holds.
+    pub fn held(&self) -> usize {
+        self.events.len()
+    }
+
     fn buffered_size(event: &Event) -> usize {
         event_frame_size_max(event.view()) + BUFFERED_EVENT_BYTES_FIXED
     }

@@ -220,6 +220,41 @@ pub struct Status {
     pub vector: VersionVector,
     /// Every member this node knows.
     pub members: Vec<MemberStatus>,
+    /// Where id-order delivery stands on this node.
+    pub order: OrderStatus,
+}
+
+/// Id order in a [`Status`] reply: how far id-order subscriptions may deliver, what holds
+/// them back and what waits (docs/clustering.md, "Id order").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderStatus {
+    /// The stable clock: id-order subscriptions deliver events up to this counter.
+    pub stable_clock: u64,
+    /// The member whose clock keeps the stable clock below this node's own, if any.
+    pub held_by: Option<OrderHolder>,
+    /// Id-order subscriptions whose next event waits for the stable clock.
+    pub waiting_subscriptions: u32,
+    /// Events those subscriptions have read and hold in their reorder buffers.
+    pub waiting_events: u64,
+    /// How long the longest-waiting of them has waited, in milliseconds (it ends with
+    /// OrderStalled at the order stall time-out); 0 when none waits.
+    pub waiting_ms: u64,
+}
+
+/// The member holding id order back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderHolder {
+    /// Its actor id; 0 for a configured address no handshake has identified yet.
+    pub actor_id: u16,
+    /// Its address.
+    pub addr: String,
+    /// The counter it has promised (PeerClock): the stable clock.
+    pub clock: u64,
+    /// For how long, in milliseconds of the server's monotonic clock, its clock has held the
+    /// stable clock back without moving: since its promise last moved, or since this node's
+    /// own clock passed it, whichever is later (for an address never reached: since this node
+    /// learned of it).
+    pub held_ms: u64,
 }
 
 /// The answer to an info request: what the server is and holds (`flo-client info`).

@@ -63,6 +63,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot, reactor: &ReactorFigures) -> St
     render_log(&mut out, snapshot);
     render_traffic(&mut out, snapshot, reactor);
     render_cluster(&mut out, snapshot);
+    render_order(&mut out, snapshot);
     render_groups(&mut out, snapshot);
     render_process(&mut out, reactor);
     out
@@ -352,6 +353,53 @@ fn render_cluster(out: &mut String, s: &MetricsSnapshot) {
             );
         }
     }
+}
+
+fn render_order(out: &mut String, s: &MetricsSnapshot) {
+    let order = &s.order;
+    single(
+        out,
+        "flo_id_order_stable_clock",
+        "gauge",
+        "Id-order subscriptions deliver events up to this counter.",
+        order.stable_clock,
+    );
+    family(
+        out,
+        "flo_id_order_held_seconds",
+        "gauge",
+        "For how long the member named holds id order back without its clock moving (no sample when nothing holds it).",
+    );
+    if let Some(holder) = &order.held_by {
+        let _ = writeln!(
+            out,
+            "flo_id_order_held_seconds{{actor=\"{}\",addr=\"{}\"}} {}",
+            holder.actor_id,
+            label(&holder.addr),
+            seconds(holder.held_ms.saturating_mul(1000))
+        );
+    }
+    single(
+        out,
+        "flo_id_order_waiting_subscriptions",
+        "gauge",
+        "Id-order subscriptions whose next event waits for the stable clock.",
+        order.waiting_subscriptions,
+    );
+    single(
+        out,
+        "flo_id_order_waiting_events",
+        "gauge",
+        "Events id-order subscriptions hold in their reorder buffers, waiting.",
+        order.waiting_events,
+    );
+    single(
+        out,
+        "flo_id_order_waiting_seconds",
+        "gauge",
+        "How long the longest-waiting id-order subscription has waited (OrderStalled at --order-stall-timeout).",
+        seconds(order.waiting_ms.saturating_mul(1000)),
+    );
 }
 
 fn render_groups(out: &mut String, s: &MetricsSnapshot) {

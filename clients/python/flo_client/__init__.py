@@ -803,6 +803,14 @@ def decode(kind: int, body: bytes) -> ServerFrame:
                 }
             )
         status["members"] = members
+        # Id order (protocol.md section 14): how far it delivers, who holds it back, what waits.
+        order = {"stable_clock": r.u64(), "held_by": None}
+        if r.boolean():
+            order["held_by"] = {"actor_id": r.u16(), "addr": r.str16(), "clock": r.u64(), "held_ms": r.u64()}
+        order["waiting_subscriptions"] = r.u32()
+        order["waiting_events"] = r.u64()
+        order["waiting_ms"] = r.u64()
+        status["order"] = order
         out = ("status", status)
     elif kind == GROUPS:
         durable_end, more = r.u64(), r.boolean()

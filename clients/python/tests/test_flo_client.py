@@ -220,9 +220,21 @@ class OfflineTests(unittest.TestCase):
         raw = ex["Error, connection scope: NoSuchGroup (illustrative message)"]
         self.assertEqual(flo.decode(raw[4], raw[5:]).name, "NoSuchGroup")
     def test_status_members_say_since_when_they_are_disconnected(self) -> None:
-        raw = spec_examples()["Status of actor 1: connected to actor 2, backing off from actor 3 for 42 s"]
+        raw = spec_examples()[
+            "Status of actor 1: connected to actor 2, backing off from actor 3 for 42 s, which holds id order back"
+        ]
         _, status = flo.decode(raw[4], raw[5:])
         self.assertEqual([m["disconnected_ms"] for m in status["members"]], [0, 42000])
+        self.assertEqual(
+            status["order"],
+            {
+                "stable_clock": 2,
+                "held_by": {"actor_id": 3, "addr": "127.0.0.1:3002", "clock": 2, "held_ms": 41000},
+                "waiting_subscriptions": 1,
+                "waiting_events": 3,
+                "waiting_ms": 40000,
+            },
+        )
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]

@@ -30,7 +30,7 @@ use flo::client::{
     Client, ClientError, ClientOptions, ClientTls, Delivery, EndReason, GroupConsumer,
     GroupDelivery, NewEvent, Producer, Subscription,
 };
-use flo::event::{EventId, StartPosition};
+use flo::event::{EventId, Order, StartPosition};
 use flo_bench::{
     run_end_to_end_with_consumers, run_group, run_group_drain, run_produce, run_read, BenchResult,
     BenchSpec, Connection, GroupTarget, Member, ReadTarget, Reader, Stop, Tail, TailTarget, Target,
@@ -99,6 +99,10 @@ pub(super) fn run(
     target.tls = base_options.tls.clone();
     target.replicas = args.replicas;
     target.group = args.group;
+    target.order = match args.order {
+        super::ConsumeOrder::Arrival => Order::Arrival,
+        super::ConsumeOrder::Id => Order::Id,
+    };
     let progress = Progress::start(&target.acknowledged);
     let results = measure(&mut target, args, &spec);
     progress.stop();
@@ -232,6 +236,8 @@ struct FloTarget {
     replicas: u8,
     /// `--read --group`: read back through a consumer group, acknowledging every event.
     group: bool,
+    /// `--order`: the order the tailing consumers (`--consumers`) subscribe in.
+    order: Order,
 }
 
 impl FloTarget {
@@ -245,6 +251,7 @@ impl FloTarget {
             marker: None,
             replicas: 0,
             group: false,
+            order: Order::Arrival,
         }
     }
 
@@ -280,6 +287,7 @@ impl FloTarget {
             .glob(&self.namespace)
             .start(start)
             .tail(tail)
+            .order(self.order)
             .credit(READ_CREDIT)
             .subscribe()
             .map_err(io_error)

@@ -426,6 +426,11 @@ struct BenchArgs {
     /// With --members: events a member may hold unacknowledged (its credit and max_in_flight).
     #[arg(long, value_name = "N", default_value_t = 256)]
     in_flight: u32,
+    /// With --consumers: the order they subscribe in (`arrival` or `id`, as for consume
+    /// --order). In a cluster, id order delivers an event once every member's clock has
+    /// passed it: run a bench against every node at once to measure it under load.
+    #[arg(long, value_enum, default_value_t = ConsumeOrder::Arrival, requires = "consumers")]
+    order: ConsumeOrder,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

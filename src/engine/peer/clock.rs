@@ -16,7 +16,7 @@
 
 use crate::engine::{ConnId, Engine, Phase};
 use crate::event::EventId;
-use crate::protocol::{ErrorCode, PeerFrame};
+use crate::protocol::{ErrorCode, OrderHolder, OrderStatus, PeerFrame};
 use crate::storage::Log;
 
 use super::{TargetState, PEER_SUBSCRIPTION};
@@ -81,10 +81,7 @@ impl<L: Log> Engine<L> {
 
     /// Says what holds the stable clock back, for OrderStalled and the log.
     pub(in crate::engine) fn stable_clock_holder(&self) -> String {
-        let unreached = self.cluster.targets.iter().find(|(_, t)| {
-            t.actor.is_none() && !matches!(t.state, TargetState::Own | TargetState::Satisfied)
-        });
-        if let Some((addr, _)) = unreached {
+        if let Some((addr, _)) = self.unreached_target() {
             return format!("the peer at {addr} has not been reached yet");
         }
         let slowest = self.cluster.members.iter().min_by_key(|(_, m)| m.clock);
@@ -107,8 +104,12 @@ impl<L: Log> Engine<L> {
     /// True while an address this node dials has never answered a handshake: its member is
     /// unknown, so nothing can be promised about its events.
     fn has_unreached_targets(&self) -> bool {
-        let targets = self.cluster.targets.values();
-        targets.into_iter().any(|t| {
+        self.unreached_target().is_some()
+    }
+
+    /// The first address this node dials that has never answered a handshake.
+    fn unreached_target(&self) -> Option<(&std::net::SocketAddr, &super::Target)> {
+        self.cluster.targets.iter().find(|(_, t)| {
             t.actor.is_none() && !matches!(t.state, TargetState::Own | TargetState::Satisfied)
         })
     }
@@ -143,19 +144,86 @@ impl<L: Log> Engine<L> {
     /// stable clock moved on.
     pub(in crate::engine) fn commit_clocks(&mut self, failed: bool) -> bool {
         let before = self.stable_clock();
-        for member in self.cluster.members.values_mut() {
+        let mut moved = Vec::new();
+        for (actor, member) in self.cluster.members.iter_mut() {
             if failed {
                 member.clock_received = member.clock;
-            } else {
+            } else if member.clock_received > member.clock {
                 member.clock = member.clock_received;
+                moved.push(*actor);
             }
         }
         // While the catch-up hold is on, own events this node lost may still come back from
         // its peers, below its counter: its own clock waits.
         if !failed && self.log.end() == self.log.durable_end() && !self.produces_held() {
-            self.cluster.own_clock = self.cluster.own_clock.max(self.counter);
+            self.cluster.own_clock = self.cluster.own_clock.max(self.promisable_counter());
+        }
+        // For Status: since when each member's clock has held this node's back without moving.
+        let (own, now_ms) = (self.cluster.own_clock, self.now_ms);
+        for (actor, member) in self.cluster.members.iter_mut() {
+            member.clock_behind_since_ms = if member.clock >= own {
+                None
+            } else if moved.contains(actor) {
+                Some(now_ms)
+            } else {
+                Some(member.clock_behind_since_ms.unwrap_or(now_ms))
+            };
         }
         self.stable_clock() > before
+    }
+
+    /// Id order for Status: the stable clock, what holds it below this node's own clock, and
+    /// what the id-order subscriptions have waiting.
+    pub(in crate::engine) fn order_status(&self) -> OrderStatus {
+        let stable_clock = self.stable_clock();
+        let since = |ms: u64| self.now_ms.saturating_sub(ms);
+        let held_by = if stable_clock >= self.cluster.own_clock {
+            None
+        } else if let Some((addr, target)) = self.unreached_target() {
+            Some(OrderHolder {
+                actor_id: 0,
+                addr: addr.to_string(),
+                clock: 0,
+                held_ms: since(target.known_since_ms),
+            })
+        } else {
+            let slowest = self.cluster.members.iter().min_by_key(|(_, m)| m.clock);
+            slowest.map(|(actor, member)| OrderHolder {
+                actor_id: actor.0,
+                addr: member.addr.to_string(),
+                clock: member.clock,
+                held_ms: member.clock_behind_since_ms.map_or(0, since),
+            })
+        };
+        let mut order = OrderStatus {
+            stable_clock,
+            held_by,
+            ..OrderStatus::default()
+        };
+        for connection in self.conns.iter().flatten() {
+            for subscription in connection.subscriptions.values() {
+                let Some(buffer) = subscription.order.as_ref() else {
+                    continue;
+                };
+                if let Some(since_ms) = buffer.stalled_since_ms() {
+                    order.waiting_subscriptions = order.waiting_subscriptions.saturating_add(1);
+                    order.waiting_events += buffer.held() as u64;
+                    order.waiting_ms = order.waiting_ms.max(since(since_ms));
+                }
+            }
+        }
+        order
+    }
+
+    /// The highest counter this node may promise: its counter, but no higher than the
+    /// counter a restart would start at (the largest counter in its durable log, or its
+    /// counter lease). A handshake moves the counter past the events the peer holds without
+    /// storing anything, and a received event moves it before its sync; a crash then forgets
+    /// that move, and the restarted node would create events below what it promised (the
+    /// simulation's seed 8353 did: promised 4194315, then created 4194312 after a restart).
+    fn promisable_counter(&self) -> u64 {
+        let durable = self.log.version_vector().counter_max();
+        self.counter.min(durable.max(self.log.counter_floor()))
     }
 
     /// Sends each peer the clock this node can promise it, when it is above what that peer
@@ -170,7 +238,7 @@ impl<L: Log> Engine<L> {
             return;
         }
         let own_held = self.log.version_vector().get(self.config.actor_id);
-        let counter = self.counter;
+        let counter = self.promisable_counter();
         let mut due = Vec::new();
         for (actor, member) in &self.cluster.members {
             let Some(conn) = member.conn else {

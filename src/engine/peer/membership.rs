@@ -97,6 +97,7 @@ impl<L: Log> Engine<L> {
                         clock: 0,
                         clock_received: 0,
                         clock_sent: 0,
+                        clock_behind_since_ms: None,
                         disconnected_since_ms: self.now_ms,
                     };
                     self.cluster.members.insert(actor, member);
@@ -157,6 +158,7 @@ impl<L: Log> Engine<L> {
                     clock: 0,
                     clock_received: 0,
                     clock_sent: 0,
+                    clock_behind_since_ms: None,
                     disconnected_since_ms: self.now_ms,
                 });
                 log::info!("learned of member {actor} at {addr}");

@@ -80,6 +80,9 @@ struct MemberInfo {
     clock_received: u64,
     /// The clock this node last promised it on its current connection.
     clock_sent: u64,
+    /// While `clock` is below this node's own clock: since when (monotonic ms) it has held
+    /// it back without moving (for Status: `clock.rs`).
+    clock_behind_since_ms: Option<u64>,
     /// While `conn` is `None`: since when (monotonic ms) it has been without a connection
     /// (its connection ended, or this node learned of it then).
     disconnected_since_ms: u64,
@@ -96,6 +99,7 @@ impl MemberInfo {
             clock: 0,
             clock_received: 0,
             clock_sent: 0,
+            clock_behind_since_ms: None,
             disconnected_since_ms: since_ms,
         }
     }
@@ -266,6 +270,7 @@ impl<L: Log> Engine<L> {
             durable_end: durable_end.0,
             vector: self.log.version_vector().clone(),
             members,
+            order: self.order_status(),
         }
     }
 

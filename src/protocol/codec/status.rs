@@ -19,6 +19,21 @@ impl WireFormat for Status {
             w.put_u64(member.lag);
             w.put_u64(member.disconnected_ms);
         }
+        let order = &self.order;
+        w.put_u64(order.stable_clock);
+        match &order.held_by {
+            None => w.put_bool(false),
+            Some(holder) => {
+                w.put_bool(true);
+                w.put_u16(holder.actor_id);
+                w.put_text16(&holder.addr);
+                w.put_u64(holder.clock);
+                w.put_u64(holder.held_ms);
+            }
+        }
+        w.put_u32(order.waiting_subscriptions);
+        w.put_u64(order.waiting_events);
+        w.put_u64(order.waiting_ms);
     }
 
     fn read(r: &mut Reader) -> Result<Status, DecodeError> {
@@ -47,6 +62,23 @@ impl WireFormat for Status {
                 disconnected_ms: r.get_u64("member disconnected time")?,
             });
         }
+        let stable_clock = r.get_u64("stable clock")?;
+        let held_by = match r.get_bool("held")? {
+            false => None,
+            true => Some(OrderHolder {
+                actor_id: r.get_u16("holder actor")?,
+                addr: r.get_str16("holder address")?,
+                clock: r.get_u64("holder clock")?,
+                held_ms: r.get_u64("held time")?,
+            }),
+        };
+        let order = OrderStatus {
+            stable_clock,
+            held_by,
+            waiting_subscriptions: r.get_u32("waiting subscriptions")?,
+            waiting_events: r.get_u64("waiting events")?,
+            waiting_ms: r.get_u64("waiting time")?,
+        };
         Ok(Status {
             actor_id,
             counter,
@@ -54,6 +86,7 @@ impl WireFormat for Status {
             durable_end,
             vector,
             members,
+            order,
         })
     }
 }

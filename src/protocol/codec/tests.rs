@@ -283,6 +283,18 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 lag: 3,
                 disconnected_ms: 42_000,
             }],
+            order: OrderStatus {
+                stable_clock: 4,
+                held_by: Some(OrderHolder {
+                    actor_id: 2,
+                    addr: "127.0.0.1:3001".into(),
+                    clock: 4,
+                    held_ms: 41_000,
+                }),
+                waiting_subscriptions: 1,
+                waiting_events: 3,
+                waiting_ms: 40_000,
+            },
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
             protocol_version: 1,
@@ -1250,6 +1262,7 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
         durable_end: 0,
         vector: vector.clone(),
         members: Vec::new(),
+        order: OrderStatus::default(),
     }));
     let bytes = encoded(&status);
     assert_eq!(decode(&bytes, &limits()), Ok(Some((status, bytes.len()))));
