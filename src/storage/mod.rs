@@ -52,6 +52,7 @@ mod repair_sealed;
 pub mod segment;
 #[cfg(not(feature = "testing"))]
 mod segment;
+mod group_sync;
 mod syncer;
 
 pub use file::FileLog;
