@@ -49,7 +49,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The thread does not panic while it holds the lock; the state is plain numbers.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -172,7 +174,9 @@ impl GroupSyncer {
         match started {
             Ok(thread) => Some(thread),
             Err(error) => {
-                log::warn!("cannot start the group journal's sync thread ({error}); syncing inline");
+                log::warn!(
+                    "cannot start the group journal's sync thread ({error}); syncing inline"
+                );
                 None
             }
         }

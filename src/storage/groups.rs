@@ -19,8 +19,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::repair::write_durably;
 use super::group_sync::GroupSyncer;
+use super::repair::write_durably;
 use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
@@ -796,7 +796,8 @@ impl GroupStore for FileGroupStore {
         self.requested = self.written;
         self.waited = self.written;
         self.answer_written = self.written;
-        self.syncer.replace_file(Arc::clone(&self.file), self.written);
+        self.syncer
+            .replace_file(Arc::clone(&self.file), self.written);
         self.size = bytes.len() as u64;
         self.buffered.clear();
         self.buffered_answer = false;
@@ -972,7 +973,11 @@ mod tests {
             store.wait_for_syncs().expect("background fdatasync");
         }
         assert_eq!(
-            (store.caller_fsync_count(), store.fsync_count(), store.sync_waits()),
+            (
+                store.caller_fsync_count(),
+                store.fsync_count(),
+                store.sync_waits()
+            ),
             (0, 5, 0),
             "interval: (fdatasyncs on the caller's thread, all of them, syncs that waited)"
         );
@@ -1016,9 +1021,14 @@ mod tests {
         store.append(&records[0]);
         store.sync(MonotonicMs(1)).expect("sync the Create");
         assert_eq!(store.sync_waits(), 1, "a Create is waited for");
-        for (turn, record) in [&records[1], &records[2], &records[4]].into_iter().enumerate() {
+        for (turn, record) in [&records[1], &records[2], &records[4]]
+            .into_iter()
+            .enumerate()
+        {
             store.append(record);
-            store.start_sync(MonotonicMs(2 + turn as u64)).expect("start");
+            store
+                .start_sync(MonotonicMs(2 + turn as u64))
+                .expect("start");
             store.append(record);
             store.sync(MonotonicMs(2 + turn as u64)).expect("sync");
         }
@@ -1027,8 +1037,14 @@ mod tests {
             1,
             "turns of Ack, Deliveries and Floor records did not wait for an fdatasync"
         );
-        store.wait_for_syncs().expect("the helper syncs them by itself");
-        assert!(store.fsync_count() >= 2, "{} fdatasyncs", store.fsync_count());
+        store
+            .wait_for_syncs()
+            .expect("the helper syncs them by itself");
+        assert!(
+            store.fsync_count() >= 2,
+            "{} fdatasyncs",
+            store.fsync_count()
+        );
         store.append(&records[3]);
         store.sync(MonotonicMs(9)).expect("sync the Park");
         assert_eq!(store.sync_waits(), 2, "a Park is waited for");

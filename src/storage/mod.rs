@@ -37,6 +37,7 @@ mod namespace;
 mod process;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
+mod group_sync;
 mod produced;
 mod purge;
 #[cfg(feature = "testing")]
@@ -52,7 +53,6 @@ mod repair_sealed;
 pub mod segment;
 #[cfg(not(feature = "testing"))]
 mod segment;
-mod group_sync;
 mod syncer;
 
 pub use file::FileLog;

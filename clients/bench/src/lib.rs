@@ -568,7 +568,10 @@ mod tests {
             Ok(())
         }
         fn recv_ack(&mut self) -> io::Result<()> {
-            let sent = self.sent_at.pop_front().ok_or_else(|| io::Error::other("no send"))?;
+            let sent = self
+                .sent_at
+                .pop_front()
+                .ok_or_else(|| io::Error::other("no send"))?;
             wait_until(sent + self.delay);
             self.taken += 1;
             Ok(())
