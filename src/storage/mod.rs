@@ -13,6 +13,7 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
 mod file;
+mod group_sync;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod groups;
@@ -37,7 +38,6 @@ mod namespace;
 mod process;
 // The record and segment formats: internal, except to the recovery tests (the `testing` feature),
 // which write damaged files byte by byte.
-mod group_sync;
 mod produced;
 mod purge;
 #[cfg(feature = "testing")]
