@@ -197,6 +197,23 @@ impl Connection {
         }
     }
 
+    /// Reads once, waiting at most `wait` (at least 10 us) for bytes; false when none came.
+    /// Unlike `wait_for_bytes` it sends no keep-alive: for a caller that writes often anyway.
+    pub(crate) fn poll_bytes(&mut self, wait: Duration) -> Result<bool, ClientError> {
+        let read_timeout = self.stream.tcp().read_timeout().map_err(ClientError::Io)?;
+        self.set_read_timeout(wait.max(Duration::from_micros(10)))?;
+        let filled = self.fill();
+        self.stream
+            .tcp()
+            .set_read_timeout(read_timeout)
+            .map_err(ClientError::Io)?;
+        match filled {
+            Ok(()) => Ok(true),
+            Err(ClientError::Timeout) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Sets how long one read may wait. After the handshake this is the smaller of the I/O
     /// time-out and a third of the server's idle time-out, so a quiet connection pings in time.
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {

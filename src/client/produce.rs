@@ -273,6 +273,24 @@ impl<'a> Producer<'a> {
         self.client.connection.has_received_bytes()
     }
 
+    /// Waits at most `wait` for an acknowledgement (queued produces are written first); true
+    /// when bytes of one are already received (`recv_ack` will probably not wait) or nothing
+    /// is in flight, false when none came in time. A caller that sends on a schedule waits
+    /// here until its next send is due, instead of in `recv_ack`.
+    pub fn wait_for_ack(&mut self, wait: std::time::Duration) -> Result<bool, ClientError> {
+        if self.client.connection.has_queued() {
+            self.flush()?;
+        }
+        let ready = match self.in_flight.front() {
+            Some(oldest) => self.completed.contains_key(oldest) || self.has_buffered(),
+            None => true,
+        };
+        if ready {
+            return Ok(true);
+        }
+        self.client.connection.poll_bytes(wait)
+    }
+
     /// The outcome of the oldest produce in flight, waiting for it if needed; `Ok(None)` when
     /// nothing is in flight. An `Err` that is not [`ClientError::is_fatal`] is that one
     /// produce's refusal (its op id is in the error's scope); the window stays usable.

@@ -854,9 +854,9 @@ impl<L: Log> Engine<L> {
 
     /// Before the turn's log sync, when it has appends to sync: journals the acks the turn's
     /// input brought (and the floors they move) and starts the journal's fdatasync, which
-    /// storage runs on a helper thread while the log's runs here; `groups_turn_end` waits for
-    /// it before the turn's replies go out (docs/consumers.md, "Storage"). A turn without
-    /// appends has nothing to overlap: its journal is synced at its end, without a hand-over.
+    /// storage runs on its sync thread while the log's runs here (docs/consumers.md,
+    /// "Storage"). A turn without appends has nothing to overlap: its journal is written at
+    /// its end.
     pub(super) fn groups_before_log_sync(&mut self, now: Now) {
         if self.log.end() <= self.log.durable_end() {
             return;
@@ -874,8 +874,9 @@ impl<L: Log> Engine<L> {
     }
 
     /// The end of a turn for groups: expire timers, deliver, and journal the turn's changes
-    /// (acks, floors), synced (or the sync `groups_before_log_sync` started waited for)
-    /// before the turn's replies go out.
+    /// (acks, floors), written before the turn's output goes out (so kill -9 cannot lose
+    /// them); under `always` the store waits for their fdatasync only if a record an answer
+    /// depends on is among them (`GroupRecord::answer_waits`).
     pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut GroupBudget) {
         let names: Vec<String> = self.groups.groups.keys().cloned().collect();
         let mut memory = self.groups.memory_bytes();

@@ -434,7 +434,7 @@ impl FileLog {
                     self.synced_size = self.synced_size.max(size);
                 }
             }
-            Done::Indexed | Done::FileSynced => {}
+            Done::Indexed => {}
         }
         Ok(())
     }

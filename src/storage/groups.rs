@@ -29,7 +29,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::syncer::{Job, Syncer};
+use super::group_sync::GroupSyncer;
 use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
@@ -855,29 +855,53 @@ impl GroupStore for MemoryGroupStore {
 }
 
 /// The journal as a file in the data directory.
+///
+/// Written records survive kill -9 (they are in the kernel's page cache); an fdatasync makes
+/// them survive a power loss. Under `always` the fdatasync of every write is asked of the
+/// journal's sync thread (`group_sync.rs`) at once, and `sync` waits for it only when a record
+/// an answer depends on was written (see `GroupRecord::answer_waits`); under `interval` it is
+/// asked for at most once an interval and never waited for; under `never` not at all.
 #[derive(Debug)]
 pub struct FileGroupStore {
     dir: PathBuf,
-    /// Shared with the helper thread's fdatasync jobs.
+    /// Shared with the sync thread.
     file: Arc<File>,
     size: u64,
     buffered: Vec<u8>,
     /// The group numbers of the file (format version 3).
     names: Names,
+    /// Whether `buffered` holds a record an answer depends on.
+    buffered_answer: bool,
     fsync: FsyncPolicy,
-    last_fsync_ms: Option<u64>,
-    written_since_fsync: bool,
-    /// fdatasyncs of the journal started since open, and those run on the caller's thread
-    /// (the reactor's) rather than on the helper thread (tests and the benchmark).
-    fsync_count: u64,
-    caller_fsync_count: u64,
-    /// The helper thread for the journal's fdatasyncs (`syncer.rs`): under `always` the
-    /// journal's runs there while the reactor runs the log's; under `interval` nothing waits
-    /// for it.
-    syncer: Syncer,
+    /// When the sync thread was last asked for an fdatasync (`interval`).
+    last_request_ms: Option<u64>,
+    /// Generations: one per write of buffered records; the last one the sync thread was asked
+    /// to cover; the last one that held a record an answer depends on; the last one waited for.
+    written: u64,
+    requested: u64,
+    answer_written: u64,
+    waited: u64,
+    /// `sync` calls that waited for an fdatasync (tests).
+    sync_waits: u64,
+    syncer: GroupSyncer,
     /// What `load` does with damage that valid records follow: refuse, or (`flo --repair`)
     /// quarantine a copy and skip the damaged records.
     recovery: RecoveryMode,
+}
+
+impl GroupRecord {
+    /// True for a record an answer of the turn depends on, whose fdatasync a turn under
+    /// `always` waits for before its answers go out: a group created, reset, deleted, a parked
+    /// event replayed (an operator's request), an event parked. Ack, Floor and Deliveries
+    /// records are not waited for: lost to a power loss they only mean that events are
+    /// delivered again (at least once), and kill -9 cannot lose them (they are written before
+    /// the turn's output). A record kind added later is waited for unless it is listed here.
+    pub fn answer_waits(&self) -> bool {
+        !matches!(
+            self,
+            GroupRecord::Ack { .. } | GroupRecord::Floor { .. } | GroupRecord::Deliveries { .. }
+        )
+    }
 }
 
 impl FileGroupStore {
@@ -905,18 +929,22 @@ impl FileGroupStore {
             .open(&path)
             .map_err(io_error(context("open")))?;
         let size = file.metadata().map_err(io_error(context("stat")))?.len();
+        let file = Arc::new(file);
         Ok(FileGroupStore {
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            syncer: GroupSyncer::new(Arc::clone(&file), path.clone()),
+            file,
             size,
             buffered: Vec::new(),
             names: Names::default(),
+            buffered_answer: false,
             fsync,
-            last_fsync_ms: None,
-            written_since_fsync: false,
-            fsync_count: 0,
-            caller_fsync_count: 0,
-            syncer: Syncer::default(),
+            last_request_ms: None,
+            written: 0,
+            requested: 0,
+            answer_written: 0,
+            waited: 0,
+            sync_waits: 0,
             recovery,
         })
     }
@@ -925,35 +953,28 @@ impl FileGroupStore {
         self.dir.join(GROUP_JOURNAL_FILE)
     }
 
-    /// How many fdatasyncs of the journal were started since open.
+    /// How many fdatasyncs of the journal ran since open.
     #[cfg(any(test, feature = "testing"))]
     pub fn fsync_count(&self) -> u64 {
-        self.fsync_count
+        self.syncer.fsyncs()
     }
 
     /// How many of them ran on the caller's thread (the reactor's).
     #[cfg(any(test, feature = "testing"))]
     pub fn caller_fsync_count(&self) -> u64 {
-        self.caller_fsync_count
+        self.syncer.caller_fsyncs()
     }
 
-    /// Waits for the fdatasyncs handed to the helper thread (tests).
+    /// How many `sync` calls waited for an fdatasync before returning.
+    #[cfg(test)]
+    pub fn sync_waits(&self) -> u64 {
+        self.sync_waits
+    }
+
+    /// Waits until everything the sync thread was asked for is on disk (tests).
     #[cfg(test)]
     pub fn wait_for_syncs(&mut self) -> Result<(), StorageError> {
-        self.collect_syncs(true)
-    }
-
-    /// Collects the helper's finished fdatasyncs (all of them with `wait`). A failed one is
-    /// returned, and the bytes it should have covered are left for the next fdatasync.
-    fn collect_syncs(&mut self, wait: bool) -> Result<(), StorageError> {
-        let mut first_error = None;
-        for result in self.syncer.collect(wait) {
-            if let Err(error) = result {
-                self.written_since_fsync = true;
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.syncer.wait_for(self.requested)
     }
 
     /// Writes the buffered records at the end of the journal; on failure they are discarded.
@@ -967,6 +988,7 @@ impl FileGroupStore {
             .seek(SeekFrom::Start(size))
             .and_then(|_| file.write_all(&self.buffered));
         let buffered_size = self.buffered.len() as u64;
+        let answer = std::mem::take(&mut self.buffered_answer);
         self.buffered.clear();
         if let Err(error) = written {
             // Cut whatever part was written, so the next record starts where it belongs.
@@ -975,26 +997,9 @@ impl FileGroupStore {
             return Err(io_error(context)(error));
         }
         self.size += buffered_size;
-        self.written_since_fsync = true;
-        Ok(())
-    }
-
-    /// Hands the fdatasync of everything written to the helper thread (it runs here if the
-    /// thread cannot be started).
-    fn start_fsync(&mut self, now_ms: u64) -> Result<(), StorageError> {
-        let job = Job::SyncFile {
-            file: Arc::clone(&self.file),
-            path: self.path(),
-        };
-        self.fsync_count += 1;
-        self.last_fsync_ms = Some(now_ms);
-        self.written_since_fsync = false;
-        if let Some(result) = self.syncer.submit(job) {
-            self.caller_fsync_count += 1;
-            if let Err(error) = result {
-                self.written_since_fsync = true;
-                return Err(error);
-            }
+        self.written += 1;
+        if answer {
+            self.answer_written = self.written;
         }
         Ok(())
     }
@@ -1024,8 +1029,16 @@ impl FileGroupStore {
             .map_err(io_error(context("reopen")))?;
         self.size = file.metadata().map_err(io_error(context("stat")))?.len();
         self.file = Arc::new(file);
+        // Everything written so far is in the new file, synced: the sync thread's fdatasync
+        // of the old file (if one runs) is moot.
+        self.written += 1;
+        self.requested = self.written;
+        self.waited = self.written;
+        self.answer_written = self.written;
+        self.syncer
+            .replace_file(Arc::clone(&self.file), self.written);
         self.buffered.clear();
-        self.written_since_fsync = false;
+        self.buffered_answer = false;
         Ok(())
     }
 
@@ -1053,7 +1066,7 @@ impl FileGroupStore {
         match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::IntervalMs(interval) => self
-                .last_fsync_ms
+                .last_request_ms
                 .is_none_or(|last| now_ms >= last.saturating_add(interval)),
             FsyncPolicy::Never => false,
         }
@@ -1127,40 +1140,38 @@ impl GroupStore for FileGroupStore {
     }
 
     fn append(&mut self, record: &GroupRecord) {
+        self.buffered_answer |= record.answer_waits();
         self.names.encode(record, &mut self.buffered);
     }
 
-    /// Writes the buffered records and hands the fdatasync the policy asks for to the helper
-    /// thread, unless one is still running there (then a later call starts the next).
+    /// Writes the buffered records and asks the sync thread for the fdatasync the policy
+    /// asks for; waits for nothing.
     fn start_sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
-        if let Err(error) = self.collect_syncs(false) {
-            // Its bytes are covered by the next fdatasync (under `always`, by `sync`'s).
+        if let Some(error) = self.syncer.take_error() {
+            // Its bytes are covered by the next fdatasync, asked for here.
             log::error!("a background fdatasync of the group journal failed: {error}");
+            self.written += 1;
         }
         self.write_buffered()?;
-        if self.written_since_fsync && self.fsync_due(now.0) && !self.syncer.sync_in_flight() {
-            self.start_fsync(now.0)?;
+        if self.written > self.requested && self.fsync_due(now.0) {
+            self.requested = self.written;
+            self.last_request_ms = Some(now.0);
+            self.syncer.request(self.written)?;
         }
         Ok(())
     }
 
-    /// As `start_sync`; under `always` it then waits for the helper's fdatasync, and
-    /// fdatasyncs here what was written after that one started (records appended after
-    /// `start_sync`). So everything appended is durable when it returns `Ok`.
+    /// As `start_sync`; under `always`, if a record an answer depends on was written, waits
+    /// until it is on disk. Everything else written is on disk soon (the sync thread runs
+    /// without being asked again), but nothing waits for it.
     fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
         self.start_sync(now)?;
-        if self.fsync != FsyncPolicy::Always {
+        if self.fsync != FsyncPolicy::Always || self.answer_written <= self.waited {
             return Ok(());
         }
-        self.collect_syncs(true)?;
-        if self.written_since_fsync {
-            self.fsync_count += 1;
-            self.caller_fsync_count += 1;
-            let context = format!("{}: fdatasync", self.path().display());
-            self.file.sync_data().map_err(io_error(context))?;
-            self.written_since_fsync = false;
-            self.last_fsync_ms = Some(now.0);
-        }
+        self.sync_waits += 1;
+        self.syncer.wait_for(self.answer_written)?;
+        self.waited = self.answer_written;
         Ok(())
     }
 
@@ -1169,10 +1180,6 @@ impl GroupStore for FileGroupStore {
     }
 
     fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError> {
-        // The helper's fdatasync holds the old file; the rewrite makes it moot.
-        if let Err(error) = self.collect_syncs(true) {
-            log::error!("a background fdatasync of the group journal failed: {error}");
-        }
         let mut bytes = Vec::new();
         let mut names = Names::default();
         for record in records {
@@ -1337,12 +1344,12 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
-    /// Issue 12 (acked-delivery p99): the journal's fdatasyncs run on the helper thread,
-    /// never on the caller's (the reactor's): under `interval` nothing waits for them; under
-    /// `always` `start_sync` starts the turn's one fdatasync (it overlaps the log's) and `sync`
-    /// only waits for it. What `sync` returned for is on disk in both cases.
+    /// Issue 12 (acked-delivery p99): the journal's fdatasyncs run on its sync thread, never
+    /// on the caller's (the reactor's): under `interval` at most one an interval and nothing
+    /// waits for them; under `always` every write is asked to be covered (requests that come
+    /// while one runs share the next). What `sync` returned for is on disk in both cases.
     #[test]
-    fn journal_fdatasyncs_run_on_the_helper_thread() {
+    fn journal_fdatasyncs_run_on_the_sync_thread() {
         let dir = std::env::temp_dir().join(format!("flo-groups-helper-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -1355,9 +1362,13 @@ mod tests {
             store.wait_for_syncs().expect("background fdatasync");
         }
         assert_eq!(
-            (store.caller_fsync_count(), store.fsync_count()),
-            (0, 5),
-            "interval: (fdatasyncs on the caller's thread, all of them)"
+            (
+                store.caller_fsync_count(),
+                store.fsync_count(),
+                store.sync_waits()
+            ),
+            (0, 5, 0),
+            "interval: (fdatasyncs on the caller's thread, all of them, syncs that waited)"
         );
         drop(store);
         let mut always = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open always");
@@ -1367,10 +1378,11 @@ mod tests {
             always.start_sync(MonotonicMs(turn as u64)).expect("start");
             always.sync(MonotonicMs(turn as u64)).expect("sync");
         }
-        assert_eq!(
-            (always.caller_fsync_count(), always.fsync_count()),
-            (0, records.len() as u64),
-            "always: (fdatasyncs on the caller's thread, all of them)"
+        let fsyncs = always.fsync_count();
+        assert!(
+            always.caller_fsync_count() == 0 && (1..=records.len() as u64).contains(&fsyncs),
+            "always: {} fdatasyncs on the caller's thread, {fsyncs} in all",
+            always.caller_fsync_count()
         );
         // Records appended after the start are written and synced by `sync` itself.
         always.append(&records[0]);
@@ -1382,6 +1394,65 @@ mod tests {
             reopened.load_all().expect("load").len(),
             2 * records.len() + 2
         );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Issue 12 (acked-delivery p99): under `always` a turn's Ack, Floor and Deliveries
+    /// records are written (so they survive kill -9) and their fdatasync is started, but
+    /// `sync` does not wait for it: losing them to a power loss only means redelivery. A
+    /// record an answer depends on (Create, Reset, Delete, Replay, Park) is waited for. The
+    /// helper thread syncs what was written without another call, and a reopen after the
+    /// store is dropped finds every record.
+    #[test]
+    fn acks_are_not_waited_for_but_records_with_answers_are() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-lazy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let records = sample();
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        store.append(&records[0]);
+        store.sync(MonotonicMs(1)).expect("sync the Create");
+        assert_eq!(store.sync_waits(), 1, "a Create is waited for");
+        for (turn, record) in [&records[1], &records[2], &records[4]]
+            .into_iter()
+            .enumerate()
+        {
+            store.append(record);
+            store
+                .start_sync(MonotonicMs(2 + turn as u64))
+                .expect("start");
+            store.append(record);
+            store.sync(MonotonicMs(2 + turn as u64)).expect("sync");
+        }
+        assert_eq!(
+            store.sync_waits(),
+            1,
+            "turns of Ack, Deliveries and Floor records did not wait for an fdatasync"
+        );
+        store
+            .wait_for_syncs()
+            .expect("the helper syncs them by itself");
+        assert!(
+            store.fsync_count() >= 2,
+            "{} fdatasyncs",
+            store.fsync_count()
+        );
+        store.append(&records[3]);
+        store.sync(MonotonicMs(9)).expect("sync the Park");
+        assert_eq!(store.sync_waits(), 2, "a Park is waited for");
+        drop(store);
+        let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        let expected = vec![
+            records[0].clone(),
+            records[1].clone(),
+            records[1].clone(),
+            records[2].clone(),
+            records[2].clone(),
+            records[4].clone(),
+            records[4].clone(),
+            records[3].clone(),
+        ];
+        assert_eq!(reopened.load().expect("load"), expected);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 

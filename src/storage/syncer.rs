@@ -11,15 +11,12 @@
 //! length) runs on the caller's thread before the next segment is created (docs/storage.md,
 //! "Segment rolling"). An index file is derived data: start-up rebuilds a missing one.
 //!
-//! The group journal (`groups.rs`) has a helper of its own for its fdatasyncs (`SyncFile`):
-//! under `always` the journal's runs there while the reactor runs the log's, and the journal's
-//! `sync` waits for it before the turn's replies go out; under `interval` nothing waits.
+//! The group journal has a sync thread of its own (`group_sync.rs`).
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::index::SegmentIndex;
@@ -39,8 +36,6 @@ pub(super) enum Job {
     },
     /// The index file of a sealed segment (already fdatasynced whole).
     Index { dir: PathBuf, index: SegmentIndex },
-    /// fdatasync of another file (the group journal: `groups.rs`).
-    SyncFile { file: Arc<File>, path: PathBuf },
 }
 
 /// What a finished job reports.
@@ -50,8 +45,6 @@ pub(super) enum Done {
     Synced { first_offset: u64, size: u64 },
     /// An index file was written (or its failure logged: start-up rebuilds it).
     Indexed,
-    /// A `SyncFile` job's file is on disk as it was when the job was handed over.
-    FileSynced,
 }
 
 /// The helper thread (started on the first job) and its two channels.
@@ -91,7 +84,7 @@ impl Syncer {
         let Some(worker) = &self.worker else {
             return Some(run(job));
         };
-        let is_sync = matches!(job, Job::Sync { .. } | Job::SyncFile { .. });
+        let is_sync = matches!(job, Job::Sync { .. });
         match worker.jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
@@ -119,7 +112,7 @@ impl Syncer {
             match received {
                 Ok(outcome) => {
                     self.in_flight -= 1;
-                    if matches!(outcome, Ok(Done::Synced { .. } | Done::FileSynced) | Err(_)) {
+                    if matches!(outcome, Ok(Done::Synced { .. }) | Err(_)) {
                         self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
                     }
                     results.push(outcome);
@@ -186,13 +179,6 @@ fn run(job: Job) -> Result<Done, StorageError> {
             size,
         } => match file.sync_data() {
             Ok(()) => Ok(Done::Synced { first_offset, size }),
-            Err(source) => Err(StorageError::Io {
-                context: format!("fdatasync {}", path.display()),
-                source,
-            }),
-        },
-        Job::SyncFile { file, path } => match file.sync_data() {
-            Ok(()) => Ok(Done::FileSynced),
             Err(source) => Err(StorageError::Io {
                 context: format!("fdatasync {}", path.display()),
                 source,

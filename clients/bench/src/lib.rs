@@ -88,6 +88,44 @@ pub trait Connection: Send {
     fn ack_buffered(&self) -> bool {
         false
     }
+    /// Waits at most `timeout` for bytes of the next acknowledgement; true when some arrived
+    /// (or the connection ended: `recv_ack` then reports it), false when none came in time.
+    /// A fixed-rate run waits here, not in `recv_ack`, while its next send is not yet due, so
+    /// that the send goes out on time even when the server is slow to acknowledge (an open
+    /// loop). The default blocks: it says an acknowledgement is ready.
+    fn wait_for_ack(&mut self, _timeout: Duration) -> io::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// `Connection::wait_for_ack` for a buffered TCP reader whose read time-out is normally
+/// `restore`.
+pub fn wait_for_bytes(
+    reader: &mut std::io::BufReader<std::net::TcpStream>,
+    timeout: Duration,
+    restore: Duration,
+) -> io::Result<bool> {
+    use std::io::BufRead;
+    if !reader.buffer().is_empty() {
+        return Ok(true);
+    }
+    reader
+        .get_ref()
+        .set_read_timeout(Some(timeout.max(Duration::from_micros(10))))?;
+    let filled = reader.fill_buf().map(|bytes| bytes.len());
+    reader.get_ref().set_read_timeout(Some(restore))?;
+    match filled {
+        Ok(_) => Ok(true),
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// A server whose stream a consumer can follow as events are appended.
@@ -368,7 +406,19 @@ fn drive_connection(
                     wait_until(due);
                     now = Instant::now();
                 } else {
-                    break; // Collect an acknowledgement while the next send is not yet due.
+                    // Collect an acknowledgement while the next send is not yet due, but send
+                    // it when it is due, acknowledged or not: waiting for the acknowledgement
+                    // would send it late by the server's acknowledgement latency (a closed
+                    // loop measuring itself).
+                    if sent_now {
+                        connection.flush()?;
+                        sent_now = false;
+                    }
+                    if connection.wait_for_ack(due - now)? {
+                        break;
+                    }
+                    now = Instant::now();
+                    continue;
                 }
             }
             if let (Some(epoch), Some(stamp)) = (plan.stamp_epoch, payload.get_mut(..STAMP_SIZE)) {
@@ -478,6 +528,92 @@ mod tests {
             sends: Arc::new(AtomicU64::new(0)),
             window_max: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// A target that acknowledges each send only `delay` after it, and records per send how
+    /// many acknowledgements the runner had taken by then.
+    struct Slow {
+        delay: Duration,
+        taken_at_send: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    struct SlowConnection {
+        delay: Duration,
+        sent_at: VecDeque<Instant>,
+        taken: u64,
+        taken_at_send: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl Target for Slow {
+        fn name(&self) -> String {
+            "slow".to_string()
+        }
+        fn connect(&self) -> io::Result<Box<dyn Connection>> {
+            Ok(Box::new(SlowConnection {
+                delay: self.delay,
+                sent_at: VecDeque::new(),
+                taken: 0,
+                taken_at_send: Arc::clone(&self.taken_at_send),
+            }))
+        }
+    }
+
+    impl Connection for SlowConnection {
+        fn send(&mut self, _payload: &[u8]) -> io::Result<()> {
+            self.sent_at.push_back(Instant::now());
+            self.taken_at_send.lock().unwrap().push(self.taken);
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn recv_ack(&mut self) -> io::Result<()> {
+            let sent = self
+                .sent_at
+                .pop_front()
+                .ok_or_else(|| io::Error::other("no send"))?;
+            wait_until(sent + self.delay);
+            self.taken += 1;
+            Ok(())
+        }
+        fn wait_for_ack(&mut self, timeout: Duration) -> io::Result<bool> {
+            let Some(&sent) = self.sent_at.front() else {
+                std::thread::sleep(timeout);
+                return Ok(false);
+            };
+            let ready = sent + self.delay;
+            let deadline = Instant::now() + timeout;
+            wait_until(ready.min(deadline));
+            Ok(ready <= deadline)
+        }
+    }
+
+    /// A fixed-rate run sends each event when it is due even while the server has not yet
+    /// acknowledged the earlier ones (an open loop): with acknowledgements 30 ms late and a
+    /// send due every millisecond, the first ten sends all go out before the first
+    /// acknowledgement is taken. (Blocking for an acknowledgement while the next send was not
+    /// yet due sent every event after the acknowledgement of the one before it.)
+    #[test]
+    fn a_fixed_rate_run_does_not_wait_for_acknowledgements_to_send() {
+        let target = Slow {
+            delay: Duration::from_millis(30),
+            taken_at_send: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        let spec = BenchSpec {
+            connections: 1,
+            window: 64,
+            event_size: 10,
+            stop: Stop::Count(40),
+            rate: Some(1_000),
+        };
+        let result = run_produce(&target, &spec).expect("slow never fails");
+        assert_eq!(result.events, 40);
+        let taken = target.taken_at_send.lock().unwrap().clone();
+        assert_eq!(
+            taken[..10],
+            [0; 10],
+            "acknowledgements taken before each of the first sends: {taken:?}"
+        );
     }
 
     #[test]

@@ -303,6 +303,10 @@ impl Connection for PublishConnection {
         !self.connection.reader.buffer().is_empty()
     }
 
+    fn wait_for_ack(&mut self, timeout: Duration) -> io::Result<bool> {
+        crate::wait_for_bytes(&mut self.connection.reader, timeout, SOCKET_TIMEOUT)
+    }
+
     fn recv_ack(&mut self) -> io::Result<()> {
         let connection = &mut self.connection;
         let message = read_message(&mut connection.reader, &mut connection.writer)?;

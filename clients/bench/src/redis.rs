@@ -258,6 +258,10 @@ impl Connection for XaddConnection {
         !self.connection.reader.buffer().is_empty()
     }
 
+    fn wait_for_ack(&mut self, timeout: Duration) -> io::Result<bool> {
+        crate::wait_for_bytes(&mut self.connection.reader, timeout, SOCKET_TIMEOUT)
+    }
+
     fn recv_ack(&mut self) -> io::Result<()> {
         match self.connection.reply()? {
             Reply::Bulk(Some(_)) => Ok(()),

@@ -354,6 +354,10 @@ impl Connection for FloProducer {
         self.producer.has_buffered()
     }
 
+    fn wait_for_ack(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.producer.wait_for_ack(timeout).map_err(io_error)
+    }
+
     fn recv_ack(&mut self) -> io::Result<()> {
         match self.producer.recv_ack().map_err(io_error)? {
             Some(_) => {
