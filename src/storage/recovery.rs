@@ -261,6 +261,7 @@ fn assemble(
     let mut vector = vector_before;
     vector.merge(&open.index.vector);
     let cache = EventCache::new(config.cache_bytes_max, open.index.end_offset());
+    let handles = super::handles::Handles::new(config.open_files_max);
     FileLog {
         config,
         sealed,
@@ -287,6 +288,8 @@ fn assemble(
         name_filter_bytes: 0,
         namespace_build: None,
         namespace_rebuilds: 0,
+        handles,
+        places: std::collections::HashMap::new(),
         trace: Default::default(),
         produced,
         produced_loaded: Vec::new(),
