@@ -297,7 +297,7 @@ pub struct NewEventView<'a> {
 
 impl NewEventView<'_> {
     /// An owned copy of the viewed event.
-    pub fn to_event(&self) -> NewEvent {
+    pub fn to_event(self) -> NewEvent {
         NewEvent {
             namespace: self.namespace.to_string(),
             parent_id: self.parent_id,

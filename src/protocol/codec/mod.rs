@@ -1025,7 +1025,7 @@ fn write_events(w: &mut Writer, events: &[NewEvent]) {
 fn read_events(r: &mut Reader) -> Result<Vec<NewEvent>, DecodeError> {
     let mut views = Vec::new();
     read_event_views(r, &mut views)?;
-    Ok(views.iter().map(NewEventView::to_event).collect())
+    Ok(views.into_iter().map(NewEventView::to_event).collect())
 }
 
 /// `read_events` as views of the frame's bytes, pushed onto `events` as they are read.
