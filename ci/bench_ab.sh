@@ -1,8 +1,9 @@
 #!/bin/bash
 # A/B comparison of two flo binaries with Redis in the same run (BENCHMARKS.md, issue 13):
 #   OLD=/path/to/flo-before [NEW=target/release/flo] [REPEATS=3] [DURATION=3] [CELLS=...] \
-#       [OUT=ab.jsonl] ci/bench_ab.sh
-# Starts flo OLD and NEW with --fsync interval:1000 and always, Redis everysec and always, each
+#       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] ci/bench_ab.sh
+# Starts flo OLD and NEW with --fsync $INTERVAL (the "interval" cells; `never` too) and always
+# (both with $FLO_ARGS), Redis everysec and always, each
 # on a free loopback port with a fresh directory, then runs every cell (policy,size,conns,window)
 # for OLD, NEW and the Redis of the same policy, interleaved, REPEATS times, appending one JSON
 # line per run to OUT. Stops what it started by PID. Needs target/release/{flo-client,peer_bench}.
@@ -29,13 +30,14 @@ declare -A PORT SERVER_PID
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_flo() { # name binary policy
   local port; port=$(free_port); mkdir -p "$WORK/$1"
-  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" >"$WORK/$1.log" 2>&1 & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port
+  # shellcheck disable=SC2086 # FLO_ARGS is split on purpose
+  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" ${FLO_ARGS:-} >"$WORK/$1.log" 2>&1 & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port
   echo "$1 pid $! port $port" >&2
 }
 start_redis() { local port; port=$(free_port); mkdir -p "$WORK/$1"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$1" --save "" --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no --logfile "$WORK/$1/redis.log" & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port; }
-start_flo old-interval "$OLD" interval:1000
-start_flo new-interval "$NEW" interval:1000
+start_flo old-interval "$OLD" "${INTERVAL:-interval:1000}"
+start_flo new-interval "$NEW" "${INTERVAL:-interval:1000}"
 start_flo old-always "$OLD" always
 start_flo new-always "$NEW" always
 start_redis redis-everysec everysec

@@ -112,6 +112,10 @@ impl fmt::Display for NamespaceRetention {
 /// handed out, like a purge).
 pub const NAMESPACE_RETENTION_RULES_MAX: usize = 64;
 
+/// The most `storage.open_files_max` may be: kept-open files take file descriptors, which the
+/// connections need too.
+pub const OPEN_FILES_MAX: usize = 65_536;
+
 /// Limits of the wire protocol that a client must respect. The frame size, namespace length
 /// and event data size are sent in the handshake (Welcome); the others are documented in
 /// protocol.md.
@@ -172,6 +176,10 @@ pub struct StorageConfig {
     /// segment): a segment past it is asked through its `.nsx` file (a few reads), slower but
     /// the same answer.
     pub namespace_filter_bytes_max: usize,
+    /// Sealed segments' `.log` and `.nsx` files kept open for index-driven reads (the least
+    /// recently used closed first), so reading one namespace costs no `open` per segment.
+    /// Each is one file descriptor besides the connections'. 0: every query opens its files.
+    pub open_files_max: usize,
     /// Per-namespace retention rules (`--retention-rule '/metrics/** keep 7d'`), at most
     /// [`NAMESPACE_RETENTION_RULES_MAX`].
     pub namespace_retention: Vec<NamespaceRetention>,
@@ -208,6 +216,7 @@ impl StorageConfig {
             trace_index: true,
             namespace_segments_per_query_max: 64,
             namespace_filter_bytes_max: 64 * 1024 * 1024,
+            open_files_max: 256,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,
             purge_glob_bytes_max: 16 * 1024,
@@ -692,6 +701,11 @@ impl Config {
         if self.storage.segment_size_max > 1 << 37 {
             return Err("segment size must be at most 128 GiB".into());
         }
+        if self.storage.open_files_max > OPEN_FILES_MAX {
+            return Err(format!(
+                "storage open files must be at most {OPEN_FILES_MAX}"
+            ));
+        }
         if !(1..=1_000_000).contains(&self.storage.namespace_segments_per_query_max) {
             return Err("namespace segments per query must be between 1 and 1000000".into());
         }
@@ -1069,6 +1083,7 @@ mod tests {
         assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
         assert!(refused(&|c| c.storage.namespace_segments_per_query_max = 0));
         assert!(refused(&|c| c.storage.segment_size_max = (1 << 37) + 1));
+        assert!(refused(&|c| c.storage.open_files_max = OPEN_FILES_MAX + 1));
     }
 
     #[test]

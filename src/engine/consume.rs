@@ -813,16 +813,8 @@ fn read_indexed<L: Log>(
         *dense = found.len() >= DENSE_POSITIONS_MIN && span <= DENSE_SHARE * found.len() as u64;
     }
     for position in found {
-        let mut visited = false;
         let mut stopped = false;
-        log.read(position, &mut |_, event| {
-            if visited {
-                return false;
-            }
-            visited = true;
-            stopped = !deliver(event);
-            !stopped
-        })?;
+        log.read_one(position, &mut |event| stopped = !deliver(event))?;
         if stopped {
             return Ok(IndexedRead::Done(position));
         }

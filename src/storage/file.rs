@@ -2,7 +2,7 @@
 //! sealed segment, retention and a cache of the newest records. Opening and crash recovery
 //! are in `recovery.rs`; the byte format and the rules are in docs/storage.md.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -15,15 +15,19 @@ use crate::event::{EventId, EventRef, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
+use super::handles::{HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
     namespace_hash, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup,
-    SegmentNames,
+    RecordPlace, SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
-use super::record::{check_size, encode_view, is_hole_view, view_checked_body, RECORD_HEADER_SIZE};
+use super::record::{
+    check_size, decode_header, encode_view, is_hole_view, view_body, view_checked_body,
+    RECORD_HEADER_SIZE,
+};
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
     create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
@@ -31,7 +35,8 @@ use super::segment::{
 };
 use super::syncer::{Done, Job, Syncer};
 use super::{
-    io_error, last_by_scan, scan_namespace_within, Log, LogActivity, LogStats, Offset, StorageError,
+    io_error, last_by_scan, read_first, scan_namespace_within, Log, LogActivity, LogStats, Offset,
+    StorageError,
 };
 use crate::event::PurgeRule;
 
@@ -112,6 +117,13 @@ pub struct FileLog {
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
+    /// The sealed segments' `.nsx` and `.log` files kept open for index-driven reads, at
+    /// most `open_files_max` (`handles.rs`).
+    pub(super) handles: Handles,
+    /// The places of the records the last namespace index query found in sealed segments
+    /// whose `.nsx` has them (at most the positions that query was asked for, 1,024 from the
+    /// engine): `read_one` reads such a record with one positioned read.
+    pub(super) places: HashMap<u64, RecordPlace>,
     /// The trace indexes (`keyed.rs`).
     pub(super) trace: super::keyed::TraceIndex,
     /// The helper thread for `interval`'s fdatasync, the fdatasync before a seal and index
@@ -166,6 +178,12 @@ impl FileLog {
     /// reach a state where every sealed segment has its file).
     pub fn wait_for_namespace_index(&mut self) {
         self.finish_namespace_build(true);
+    }
+
+    /// Files the index-driven reads opened since open (`.nsx` and sealed `.log` files, kept
+    /// open up to `open_files_max`).
+    pub fn files_opened(&self) -> u64 {
+        self.handles.opened
     }
 
     /// How many namespace index files queries found unusable and rebuilt since open.
@@ -286,10 +304,13 @@ impl FileLog {
             let body = &record[RECORD_HEADER_SIZE..size];
             let event = view_checked_body(body).expect("a record this log encoded");
             let offset = self.open.index.end_offset();
-            self.open.index.observe(event, size as u64);
             if self.config.namespace_index {
-                self.open.namespaces.observe(event.namespace);
+                let at = self.open.index.file_size;
+                self.open
+                    .namespaces
+                    .observe_at(event.namespace, at, size as u64);
             }
+            self.open.index.observe(event, size as u64);
             self.durable_vector.observe(event.id);
             self.trace.observe(event);
             self.cache.push(offset, body);
@@ -697,6 +718,8 @@ impl FileLog {
             }
         }
         self.sealed.pop_front();
+        self.handles.forget_segment(first_offset);
+        self.places.clear();
         self.sealed_namespaces.remove(&first_offset);
         if let Some(filter) = self.name_filters.remove(&first_offset) {
             self.name_filter_bytes -= filter.size();
@@ -816,15 +839,29 @@ impl FileLog {
                 return self.scan_range(key, range, count_max, work, found);
             }
             Some(SealedNamespaces::Written(header)) => {
-                let mut answer = Vec::new();
-                let result = File::open(&path)
+                let header = *header;
+                let (mut answer, mut places) = (Vec::new(), Vec::new());
+                let result = self
+                    .handles
+                    .get(first, HandleKind::NamespaceIndex, &path)
                     .map_err(NamespaceFileError::Io)
                     .and_then(|file| {
-                        header.lookup(&file, key, range, count_max, work, &mut answer)
+                        let answer = &mut answer;
+                        header.lookup_places(
+                            &file,
+                            key,
+                            range,
+                            count_max,
+                            work,
+                            answer,
+                            &mut places,
+                        )
                     });
                 match result {
                     Ok(NamespaceLookup::Answered) => {
                         found.extend(answer);
+                        self.places
+                            .extend(places.into_iter().map(|p| (p.offset, p)));
                         return Ok(range.1);
                     }
                     Ok(NamespaceLookup::TooManyNames) => {
@@ -840,6 +877,7 @@ impl FileLog {
             path.display()
         );
         self.namespace_rebuilds += 1;
+        self.handles.forget(first, HandleKind::NamespaceIndex);
         let names = rebuild_namespace_index(&dir, segment)?;
         *work = work.saturating_sub(segment.record_count);
         let reached = names.lookup(key, range, count_max, &mut u64::MAX.clone(), found);
@@ -879,7 +917,8 @@ impl FileLog {
             return true;
         }
         let path = namespace_index_path(&self.config.data_dir, first);
-        let built = File::open(&path)
+        let built = (self.handles)
+            .get(first, HandleKind::NamespaceIndex, &path)
             .map_err(NamespaceFileError::Io)
             .and_then(|file| header.read_filter(&file, work));
         match built {
@@ -1143,6 +1182,49 @@ impl Log for FileLog {
         Ok(Offset(offset))
     }
 
+    /// A record whose place the last namespace index query found (a sealed segment's `.nsx`
+    /// of version 4) is read with one positioned read of exactly its bytes, through the
+    /// segment file kept open; anything else, or a read that does not give back the record
+    /// the place promised, goes the way of `read` (which reports damage as it finds it).
+    fn read_one(
+        &mut self,
+        at: Offset,
+        visit: &mut dyn FnMut(EventRef<'_>),
+    ) -> Result<(), StorageError> {
+        let place = self.places.get(&at.0).copied();
+        // A record the cache holds is read from memory (`read`).
+        let sealed = at.0 >= self.start().0
+            && at.0 < self.open.index.first_offset
+            && at.0 < self.cache.first_offset();
+        let Some(place) = place.filter(|p| sealed && p.size as usize > RECORD_HEADER_SIZE) else {
+            return read_first(self, at, visit);
+        };
+        let segment_first = self.segment_of(at.0).first_offset;
+        let path = segment_path(&self.config.data_dir, segment_first);
+        let Ok(file) = self.handles.get(segment_first, HandleKind::Segment, &path) else {
+            return read_first(self, at, visit);
+        };
+        let mut bytes = vec![0u8; place.size as usize];
+        if file.read_exact_at(&mut bytes, place.position).is_err() {
+            return read_first(self, at, visit);
+        }
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        header.copy_from_slice(&bytes[..RECORD_HEADER_SIZE]);
+        let body = &bytes[RECORD_HEADER_SIZE..];
+        let event = match decode_header(&header) {
+            Ok((body_size, crc)) if body_size == body.len() => view_body(&header, crc, body).ok(),
+            _ => None,
+        };
+        match event {
+            Some(event) if !is_hole_view(event) => {
+                self.activity.disk_reads += 1;
+                visit(event);
+                Ok(())
+            }
+            _ => read_first(self, at, visit),
+        }
+    }
+
     fn find_start(&mut self, position: &StartPosition) -> Result<Offset, StorageError> {
         match position {
             StartPosition::Beginning => return Ok(self.start()),
@@ -1224,6 +1306,7 @@ impl Log for FileLog {
             return scan_namespace_within(self, key, from, count_max, work, found);
         }
         self.finish_namespace_build(false);
+        self.places.clear();
         let durable_end = self.durable_end().0;
         let mut offset = from.0.max(self.start().0);
         let mut positions = Vec::new();

@@ -19,6 +19,7 @@ mod group_sync;
 pub mod groups;
 #[cfg(not(feature = "testing"))]
 pub(crate) mod groups;
+mod handles;
 mod index;
 mod keyed;
 #[cfg(feature = "testing")]
@@ -266,6 +267,17 @@ pub trait Log {
         visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<Offset, StorageError>;
 
+    /// Visits the first record `read` from `at` would visit, and only it: an index-driven
+    /// read of one position. The file log reads a record whose place its last namespace query
+    /// found with one positioned read.
+    fn read_one(
+        &mut self,
+        at: Offset,
+        visit: &mut dyn FnMut(EventRef<'_>),
+    ) -> Result<(), StorageError> {
+        read_first(self, at, visit)
+    }
+
     /// The offset where a consumer starting at `position` begins reading. For a cursor: the
     /// earliest record not covered by it, found from the per-segment index without scanning
     /// the log. For a timestamp: the first record whose timestamp is at or after it.
@@ -425,6 +437,25 @@ pub trait Log {
         rules: &[PurgeRule],
         limits: PurgeLimits,
     ) -> Result<PurgeOutcomes, StorageError>;
+}
+
+/// `Log::read_one` by `read`: visits the first record `read` from `at` visits, and stops
+/// before the next.
+pub fn read_first<L: Log + ?Sized>(
+    log: &mut L,
+    at: Offset,
+    visit: &mut dyn FnMut(EventRef<'_>),
+) -> Result<(), StorageError> {
+    let mut visited = false;
+    log.read(at, &mut |_, event| {
+        if visited {
+            return false;
+        }
+        visited = true;
+        visit(event);
+        true
+    })?;
+    Ok(())
 }
 
 /// `Log::last_in_namespace` by reading every record (one unit of `work` each): the reference

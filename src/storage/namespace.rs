@@ -16,9 +16,15 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-/// Magic of a namespace index file, format version 3 (version 2 files, sorted by hash and
-/// without the segment's identity, fail the header check and are rebuilt).
-pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x03";
+/// Magic of a namespace index file, format version 4: each namespace's list carries, after
+/// its offsets, each record's byte position and size in the segment, so an index-driven read
+/// of one record is one positioned read of exactly its bytes (`FileLog::read_one`).
+pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x04";
+/// Magic of format version 3: offsets only. Still read (a data directory written before
+/// version 4 opens as it is; its reads go through a segment reader), and still written for
+/// names recorded without positions (the trace indexes, `keyed.rs`). Version 2 files, sorted
+/// by hash and without the segment's identity, fail the header check and are rebuilt.
+pub const NAMESPACE_INDEX_MAGIC_V3: &[u8; 8] = b"FLONSX\x00\x03";
 
 /// Bytes of the file header.
 pub const NAMESPACE_HEADER_SIZE: usize = 64;
@@ -92,7 +98,7 @@ fn fingerprint(name: &[u8]) -> u32 {
 }
 
 /// The namespaces of one segment's records, in record order: what the open segment keeps, and
-/// what a `.nsx` file is built from. Memory: the names' bytes plus 12 bytes per record, so at
+/// what a `.nsx` file is built from. Memory: the names' bytes plus 16 bytes per record (with places), so at
 /// most about the segment's own size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentNames {
@@ -102,6 +108,20 @@ pub struct SegmentNames {
     ends: Vec<usize>,
     /// `fingerprints[i]`: record i's name's `fingerprint`.
     fingerprints: Vec<u32>,
+    /// Where record 0 starts in the segment file, when the records were observed with their
+    /// places (`observe_at`): then `sizes[i]` is record i's size in bytes (0 if it does not
+    /// fit in a u32: no place for it), and the records lie back to back from there.
+    first_position: u64,
+    sizes: Vec<u32>,
+}
+
+/// Where a record lies in its segment file: an index-driven read of it reads exactly these
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPlace {
+    pub offset: u64,
+    pub position: u64,
+    pub size: u32,
 }
 
 impl SegmentNames {
@@ -111,7 +131,30 @@ impl SegmentNames {
             bytes: Vec::new(),
             ends: Vec::new(),
             fingerprints: Vec::new(),
+            first_position: 0,
+            sizes: Vec::new(),
         }
+    }
+
+    /// Accounts for the segment's next record, which starts at byte `position` of the segment
+    /// file and is `size` bytes long (right after the record before it). A file built from
+    /// names observed this way has format version 4 (the records' places).
+    pub fn observe_at(&mut self, namespace: &str, position: u64, size: u64) {
+        if self.ends.is_empty() {
+            self.first_position = position;
+        }
+        debug_assert_eq!(
+            self.sizes.len(),
+            self.ends.len(),
+            "every record with its place"
+        );
+        self.observe(namespace);
+        self.sizes.push(u32::try_from(size).unwrap_or(0));
+    }
+
+    /// Whether every record was observed with its place (`observe_at`).
+    fn has_places(&self) -> bool {
+        !self.ends.is_empty() && self.sizes.len() == self.ends.len()
     }
 
     /// Accounts for the segment's next record.
@@ -197,6 +240,16 @@ impl SegmentNames {
     /// `SegmentIndex::identity` is `segment_identity`. Sorting is the costly part: the file
     /// log builds it on a storage helper thread.
     pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
+        let places = self.has_places();
+        let stride = if places { PLACED_RECORD_SIZE } else { 4 };
+        let mut positions = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
+        if places {
+            let mut position = self.first_position;
+            for &size in &self.sizes {
+                positions.push(position);
+                position += size as u64;
+            }
+        }
         let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| {
             self.name(a as usize)
@@ -221,13 +274,19 @@ impl SegmentNames {
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         let data_position = table_position + ENTRY_SIZE * groups.len();
         let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
-        let mut data = Vec::with_capacity(self.bytes.len() + 4 * order.len());
+        let mut data = Vec::with_capacity(self.bytes.len() + stride * order.len());
         for &(start, end) in &groups {
             let name = self.name(order[start] as usize);
             let entry_data = data.len();
             data.extend_from_slice(name);
             for &record in &order[start..end] {
                 data.extend_from_slice(&record.to_le_bytes());
+            }
+            if places {
+                for &record in &order[start..end] {
+                    data.extend_from_slice(&positions[record as usize].to_le_bytes());
+                    data.extend_from_slice(&self.sizes[record as usize].to_le_bytes());
+                }
             }
             table.extend_from_slice(&namespace_hash(name).to_le_bytes());
             table.extend_from_slice(&((data_position + entry_data) as u64).to_le_bytes());
@@ -243,6 +302,7 @@ impl SegmentNames {
             entry_count,
             segment_identity,
             file_size: (data_position + data.len()) as u64,
+            places,
         };
         let mut out = Vec::with_capacity(data_position + data.len());
         out.extend_from_slice(&header.encode());
@@ -299,7 +359,13 @@ pub struct NamespaceHeader {
     /// The `SegmentIndex::identity` of the segment the file indexes.
     pub segment_identity: u64,
     pub file_size: u64,
+    /// Format version 4: each list carries its records' places (`RecordPlace`).
+    pub places: bool,
 }
+
+/// Bytes a record takes in a version 4 list: its offset (u32), then, after all the offsets,
+/// its byte position (u64) and size (u32).
+const PLACED_RECORD_SIZE: usize = 16;
 
 /// Why a namespace index file could not answer.
 #[derive(Debug)]
@@ -340,7 +406,11 @@ impl NamespaceHeader {
 
     fn encode(&self) -> [u8; NAMESPACE_HEADER_SIZE] {
         let mut out = [0u8; NAMESPACE_HEADER_SIZE];
-        out[..8].copy_from_slice(NAMESPACE_INDEX_MAGIC);
+        out[..8].copy_from_slice(if self.places {
+            NAMESPACE_INDEX_MAGIC
+        } else {
+            NAMESPACE_INDEX_MAGIC_V3
+        });
         out[8..16].copy_from_slice(&self.first_offset.to_le_bytes());
         out[16..24].copy_from_slice(&self.record_count.to_le_bytes());
         out[24..28].copy_from_slice(&self.entry_count.to_le_bytes());
@@ -355,9 +425,14 @@ impl NamespaceHeader {
 
     /// Decodes and checks a header: magic, checksum, and the positions it implies.
     pub fn decode(bytes: &[u8]) -> Option<NamespaceHeader> {
-        if bytes.len() < NAMESPACE_HEADER_SIZE || &bytes[..8] != NAMESPACE_INDEX_MAGIC {
+        if bytes.len() < NAMESPACE_HEADER_SIZE {
             return None;
         }
+        let places = match &bytes[..8] {
+            magic if magic == NAMESPACE_INDEX_MAGIC => true,
+            magic if magic == NAMESPACE_INDEX_MAGIC_V3 => false,
+            _ => return None,
+        };
         if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) || u32_at(bytes, 56) != 0 {
             return None;
         }
@@ -367,12 +442,22 @@ impl NamespaceHeader {
             entry_count: u32_at(bytes, 24),
             segment_identity: u64_at(bytes, 32),
             file_size: u64_at(bytes, 48),
+            places,
         };
         let consistent = u32_at(bytes, 28) as u64 == header.block_count()
             && u64_at(bytes, 40) == header.data_position()
             && header.data_position() <= header.file_size
             && header.entry_count as u64 <= header.record_count;
         consistent.then_some(header)
+    }
+
+    /// Bytes one record takes in a list of this file's version.
+    fn record_size(&self) -> u64 {
+        if self.places {
+            PLACED_RECORD_SIZE as u64
+        } else {
+            4
+        }
     }
 
     fn block_count(&self) -> u64 {
@@ -405,7 +490,7 @@ impl NamespaceHeader {
         let count = u32_at(entry, 20) as u64;
         let in_file = position >= self.data_position()
             && position
-                .checked_add(name_size + 4 * count)
+                .checked_add(name_size + self.record_size() * count)
                 .is_some_and(|end| end <= self.file_size);
         if !in_file || count == 0 || count > self.record_count {
             return Err(Damaged("an entry points outside the data"));
@@ -426,24 +511,43 @@ impl NamespaceHeader {
 
     /// One entry's offsets, checked against its checksum and the format's rules.
     fn read_offsets(&self, file: &File, entry: &[u8]) -> Result<Vec<u32>, NamespaceFileError> {
+        Ok(self.read_list(file, entry)?.0)
+    }
+
+    /// One entry's offsets and (version 4) their records' places (position, size), checked
+    /// against its checksum and the format's rules.
+    #[allow(clippy::type_complexity)]
+    fn read_list(
+        &self,
+        file: &File,
+        entry: &[u8],
+    ) -> Result<(Vec<u32>, Vec<(u64, u32)>), NamespaceFileError> {
         let (position, name_size, count) = self.entry_data(entry)?;
-        let mut data = vec![0u8; (name_size + 4 * count) as usize];
+        let mut data = vec![0u8; (name_size + self.record_size() * count) as usize];
         file.read_exact_at(&mut data, position)?;
         if crc32c::crc32c(&data) != u32_at(entry, 24) {
             return Err(Damaged("a namespace list's checksum does not match"));
         }
-        let offsets: Vec<u32> = data[name_size as usize..]
+        let offsets_end = (name_size + 4 * count) as usize;
+        let offsets: Vec<u32> = data[name_size as usize..offsets_end]
             .chunks_exact(4)
             .map(|word| u32_at(word, 0))
+            .collect();
+        let places: Vec<(u64, u32)> = data[offsets_end..]
+            .chunks_exact(12)
+            .map(|place| (u64_at(place, 0), u32_at(place, 8)))
             .collect();
         let ascending = offsets.windows(2).all(|pair| pair[0] < pair[1]);
         let below = offsets
             .last()
             .is_some_and(|&o| (o as u64) < self.record_count);
-        if !ascending || !below {
+        let places_ascending = places
+            .windows(2)
+            .all(|pair| pair[0].0.saturating_add(pair[0].1 as u64) <= pair[1].0);
+        if !ascending || !below || !places_ascending {
             return Err(Damaged("a namespace list breaks the format's rules"));
         }
-        Ok(offsets)
+        Ok((offsets, places))
     }
 
     /// The first block whose last name is at or after `key` (`block_count()` if none):
@@ -487,6 +591,22 @@ impl NamespaceHeader {
         work: &mut u64,
         found: &mut Vec<u64>,
     ) -> Result<NamespaceLookup, NamespaceFileError> {
+        self.lookup_places(file, key, range, count_max, work, found, &mut Vec::new())
+    }
+
+    /// As `lookup`, and appends to `places` the place of each offset found whose record's
+    /// place the file holds (version 4).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_places(
+        &self,
+        file: &File,
+        key: &NamespaceKey,
+        range: (u64, u64),
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<u64>,
+        places: &mut Vec<RecordPlace>,
+    ) -> Result<NamespaceLookup, NamespaceFileError> {
         let key_bytes = match key {
             NamespaceKey::Exact(name) | NamespaceKey::Prefix(name) => name.as_bytes(),
         };
@@ -520,17 +640,27 @@ impl NamespaceHeader {
         let end = range.1.saturating_sub(self.first_offset);
         let mut merged = Vec::new();
         for entry in &matching {
-            let offsets = self.read_offsets(file, entry)?;
+            let (offsets, list_places) = self.read_list(file, entry)?;
             *work = work.saturating_sub(1);
             let selected = offsets
                 .into_iter()
-                .map(u64::from)
-                .filter(|&o| o >= from && o < end)
+                .enumerate()
+                .map(|(i, o)| (u64::from(o), list_places.get(i).copied()))
+                .filter(|&(o, _)| o >= from && o < end)
                 .take(count_max);
-            merged.extend(selected.map(|o| self.first_offset + o));
+            merged.extend(selected.map(|(o, place)| (self.first_offset + o, place)));
         }
         merged.sort_unstable();
-        found.extend(merged.into_iter().take(count_max));
+        for (offset, place) in merged.into_iter().take(count_max) {
+            found.push(offset);
+            if let Some((position, size)) = place {
+                places.push(RecordPlace {
+                    offset,
+                    position,
+                    size,
+                });
+            }
+        }
         Ok(NamespaceLookup::Answered)
     }
 }
@@ -854,6 +984,55 @@ mod tests {
                     assert_eq!(found, expected, "{key:?} {from}..{end} {count_max}");
                 }
             }
+        }
+    }
+
+    /// Version 4 files (names observed with their records' places) answer the offsets a
+    /// version 3 file of the same names does, and give each one's place: records of sizes
+    /// 40 + record % 7 back to back from byte 100. A version 3 file (a data directory written
+    /// before) still decodes and answers, with no places.
+    #[test]
+    fn a_version_4_file_gives_each_records_place_and_version_3_still_answers() {
+        let (mut v3, mut v4) = (SegmentNames::empty(1000), SegmentNames::empty(1000));
+        let mut places = Vec::new();
+        let mut position = 100;
+        for record in 0..300u64 {
+            let name = format!("/n/{}", (record * 7919) % 101);
+            let size = 40 + record % 7;
+            v3.observe(&name);
+            v4.observe_at(&name, position, size);
+            places.push((position, size as u32));
+            position += size;
+        }
+        let (bytes3, bytes4) = (v3.encode(IDENTITY), v4.encode(IDENTITY));
+        assert_eq!(&bytes3[..8], NAMESPACE_INDEX_MAGIC_V3);
+        assert_eq!(&bytes4[..8], NAMESPACE_INDEX_MAGIC);
+        let ((_t3, file3), (_t4, file4)) = (file_of(&bytes3), file_of(&bytes4));
+        let header3 = read_namespace_header(&file3, 1000, 300, IDENTITY).unwrap();
+        let header4 = read_namespace_header(&file4, 1000, 300, IDENTITY).unwrap();
+        assert!(!header3.places && header4.places);
+        for key in keys().iter().chain([&NamespaceKey::Exact("/n/7".into())]) {
+            let (mut found3, mut found4) = (Vec::new(), Vec::new());
+            let (mut places3, mut places4) = (Vec::new(), Vec::new());
+            for (header, file, found, places) in [
+                (header3, &file3, &mut found3, &mut places3),
+                (header4, &file4, &mut found4, &mut places4),
+            ] {
+                let work = &mut u64::MAX.clone();
+                let range = (1010, 1250);
+                (header.lookup_places(file, key, range, 50, work, found, places)).unwrap();
+            }
+            assert_eq!(found3, found4, "{key:?}");
+            assert!(places3.is_empty());
+            let expected: Vec<RecordPlace> = found4
+                .iter()
+                .map(|&offset| RecordPlace {
+                    offset,
+                    position: places[(offset - 1000) as usize].0,
+                    size: places[(offset - 1000) as usize].1,
+                })
+                .collect();
+            assert_eq!(places4, expected, "{key:?}");
         }
     }
 

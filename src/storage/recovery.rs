@@ -270,6 +270,7 @@ fn assemble(
                 source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, error),
             }
         })?;
+    let handles = super::handles::Handles::new(config.open_files_max);
     Ok(FileLog {
         config,
         sealed,
@@ -296,6 +297,8 @@ fn assemble(
         name_filter_bytes: 0,
         namespace_build: None,
         namespace_rebuilds: 0,
+        handles,
+        places: std::collections::HashMap::new(),
         trace: Default::default(),
         produced,
         produced_loaded: Vec::new(),

@@ -522,8 +522,8 @@ pub fn scan_segment(path: &Path, first_offset: u64, header_size: u64) -> io::Res
     loop {
         match reader.next_view() {
             Ok(Some((event, size))) => {
+                namespaces.observe_at(event.namespace, index.file_size, size);
                 index.observe(event, size);
-                namespaces.observe(event.namespace);
                 last_id = Some(event.id);
             }
             Ok(None) => {
