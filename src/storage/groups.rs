@@ -1452,7 +1452,7 @@ mod tests {
             records[4].clone(),
             records[3].clone(),
         ];
-        assert_eq!(reopened.load().expect("load"), expected);
+        assert_eq!(reopened.load_all().expect("load"), expected);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
