@@ -12,7 +12,10 @@
 //! hold): version 1 has kinds 1-8; version 2 adds kind 9, a Create with the name of the
 //! principal that created the group (its owner). A version 1 journal is a valid version 2
 //! journal, so upgrading needs nothing: its groups have no owner. A flo of version 1 refuses
-//! a journal with kind 9 records as damaged (docs/storage.md, "The group journal").
+//! a journal with kind 9 records as damaged (docs/storage.md, "The group journal"). Version 3
+//! adds kind 10, a group's settings (ack time-out, max deliveries, max in flight); a version 2
+//! journal is a valid version 3 journal (its groups have the server's default settings), and
+//! a flo of version 2 refuses kind 10 records as damage.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -80,6 +83,14 @@ pub enum GroupRecord {
     },
     /// The group was deleted.
     Delete { group: String },
+    /// The group's settings (format version 3, kind 10): written after its Create and
+    /// whenever they change. A group without one has the server's defaults.
+    Settings {
+        group: String,
+        ack_timeout_ms: u32,
+        max_deliveries: u16,
+        max_in_flight: u32,
+    },
 }
 
 const KIND_CREATE: u8 = 1;
@@ -92,6 +103,8 @@ const KIND_RESET: u8 = 7;
 const KIND_DELETE: u8 = 8;
 /// A Create with its owner (format version 2).
 const KIND_CREATE_OWNED: u8 = 9;
+/// A group's settings (format version 3).
+const KIND_SETTINGS: u8 = 10;
 
 /// Where group state is kept. `append` only buffers; `sync` writes and makes durable under the
 /// fsync policy everything appended since the last sync.
@@ -192,6 +205,18 @@ pub fn encode_record(record: &GroupRecord, out: &mut Vec<u8>) {
             out.push(KIND_DELETE);
             put_text(out, group);
         }
+        GroupRecord::Settings {
+            group,
+            ack_timeout_ms,
+            max_deliveries,
+            max_in_flight,
+        } => {
+            out.push(KIND_SETTINGS);
+            put_text(out, group);
+            out.extend_from_slice(&ack_timeout_ms.to_le_bytes());
+            out.extend_from_slice(&max_deliveries.to_le_bytes());
+            out.extend_from_slice(&max_in_flight.to_le_bytes());
+        }
     }
     let body_size = (out.len() - body_at) as u32;
     out[start..start + 4].copy_from_slice(&body_size.to_le_bytes());
@@ -246,7 +271,7 @@ fn decode_record_at(bytes: &[u8]) -> Option<(GroupRecord, usize)> {
     let body = bytes.get(8..8 + body_size as usize)?;
     // A cheap test before the checksum: a known kind and a group name that fits the body.
     let name_size = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
-    if !(KIND_CREATE..=KIND_CREATE_OWNED).contains(&body[0]) || 3 + name_size > body.len() {
+    if !(KIND_CREATE..=KIND_SETTINGS).contains(&body[0]) || 3 + name_size > body.len() {
         return None;
     }
     if crc32c::crc32c_append(crc32c::crc32c(&header[..4]), body) != crc {
@@ -441,6 +466,12 @@ fn decode_body(body: &mut Body) -> Option<GroupRecord> {
             filter: body.filter()?,
         },
         KIND_DELETE => GroupRecord::Delete { group },
+        KIND_SETTINGS => GroupRecord::Settings {
+            group,
+            ack_timeout_ms: body.u32()?,
+            max_deliveries: body.u16()?,
+            max_in_flight: body.u32()?,
+        },
         _ => return None,
     };
     body.bytes.is_empty().then_some(record)
@@ -818,6 +849,12 @@ mod tests {
                     vector,
                 },
                 owner: None,
+            },
+            GroupRecord::Settings {
+                group: "workers".into(),
+                ack_timeout_ms: 5000,
+                max_deliveries: 3,
+                max_in_flight: 70_000,
             },
             GroupRecord::Ack {
                 group: "workers".into(),
