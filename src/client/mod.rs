@@ -44,7 +44,7 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberEntry,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupDetail, GroupInfo, GroupMemberInfo, GroupSettings, GroupsReply, Info, MemberEntry,
     MemberOp, MemberState, MemberStatus, MembershipState, NamespaceInfo, NamespacesReply, NewEvent,
     ParkedEvent, ParkedReply, Purged, PurgesReply, RetentionInfo, Status, TraceEntry,
 };

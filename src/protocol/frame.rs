@@ -536,7 +536,9 @@ pub struct GroupMemberInfo {
 /// (for a request that names the group) its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDetail {
+    /// The group as a Groups frame describes it.
     pub info: GroupInfo,
+    /// The group's ack time-out, max deliveries and max in flight (per member).
     pub settings: GroupSettings,
     /// At most `groups.members_listed_max` members, in join order (`info.members` counts
     /// all); empty in a list of groups.
