@@ -44,9 +44,10 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupDetail, GroupInfo, GroupMemberInfo, GroupSettings, GroupsReply, Info, MemberEntry,
-    MemberOp, MemberState, MemberStatus, MembershipState, NamespaceInfo, NamespacesReply, NewEvent,
-    ParkedEvent, ParkedReply, Purged, PurgesReply, RetentionInfo, Status, TraceEntry,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupDetail, GroupInfo, GroupMemberInfo,
+    GroupSettings, GroupsReply, Info, MemberEntry, MemberOp, MemberState, MemberStatus,
+    MembershipState, NamespaceInfo, NamespacesReply, NewEvent, ParkedEvent, ParkedReply, Purged,
+    PurgesReply, RetentionInfo, Status, TraceEntry,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};

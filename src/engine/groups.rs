@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::connection::Connection;
 use super::consume::{hidden_charged, wanted};
 use super::{millis, ConnId, Engine, Now};
-use crate::event::{Cursor, EventId, StartPosition};
 use crate::config::GroupLimits;
+use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
     encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, GroupSettings, JoinGroup,
     NamespaceGlob, ServerFrame,
@@ -104,9 +104,7 @@ pub(super) enum PendingState {
         sequence: u64,
     },
     /// Nacked or released: delivered again once `ready_ms` passed (then also in `redeliver`).
-    Waiting {
-        ready_ms: u64,
-    },
+    Waiting { ready_ms: u64 },
 }
 
 pub(super) struct Member {
@@ -175,7 +173,10 @@ pub(super) fn creation_settings(
     let or = |value: u32, default: u32| if value == 0 { default } else { value };
     Ok(GroupSettings {
         // Validated at start-up: at most u32::MAX ms.
-        ack_timeout_ms: or(asked.ack_timeout_ms, ack_timeout_max.min(millis(limits.ack_timeout_default)) as u32),
+        ack_timeout_ms: or(
+            asked.ack_timeout_ms,
+            ack_timeout_max.min(millis(limits.ack_timeout_default)) as u32,
+        ),
         max_deliveries: if asked.max_deliveries == 0 {
             limits.max_deliveries_default
         } else {
@@ -479,7 +480,8 @@ impl Groups {
                     if let Some(group) = groups.get_mut(&group) {
                         // Journaled after validation; a damaged 0 would mean "never", so it
                         // is read as the default instead.
-                        let or = |value: u32, default: u32| if value == 0 { default } else { value };
+                        let or =
+                            |value: u32, default: u32| if value == 0 { default } else { value };
                         group.settings = GroupSettings {
                             ack_timeout_ms: or(ack_timeout_ms, defaults.ack_timeout_ms),
                             max_deliveries: if max_deliveries == 0 {
@@ -924,7 +926,12 @@ impl<L: Log> Engine<L> {
         };
         // A range ack not done yet: no answer followed it (the connection's later frames
         // wait for it), so its events are simply delivered again.
-        if self.groups.ack_ranges.get(&key.0).is_some_and(|range| range.0 == key.1) {
+        if self
+            .groups
+            .ack_ranges
+            .get(&key.0)
+            .is_some_and(|range| range.0 == key.1)
+        {
             self.groups.ack_ranges.remove(&key.0);
         }
         let now_ms = self.now_ms;

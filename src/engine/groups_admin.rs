@@ -13,9 +13,9 @@ use super::groups::{creation_settings, validate_group_name, Group, Pending, Pend
 use super::{ConnId, Engine};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
-    ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo,
-    GroupMemberInfo, GroupSettings, GroupsDetailReply, GroupsReply, GroupsRequest, ParkedEvent,
-    ParkedReply, ParkedRequest, ServerFrame, GROUPS_FRAME_EMPTY_SIZE,
+    ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo, GroupMemberInfo,
+    GroupSettings, GroupsDetailReply, GroupsReply, GroupsRequest, ParkedEvent, ParkedReply,
+    ParkedRequest, ServerFrame, GROUPS_FRAME_EMPTY_SIZE,
 };
 use crate::storage::groups::GroupRecord;
 use crate::storage::{Log, Offset};
@@ -258,7 +258,10 @@ impl<L: Log> Engine<L> {
             group.settings = settings;
             let record = group.settings_record(name);
             self.groups.store.append(&record);
-            log::info!("group {name:?}: settings now {}", describe_settings(&settings));
+            log::info!(
+                "group {name:?}: settings now {}",
+                describe_settings(&settings)
+            );
         }
         Ok(())
     }

@@ -157,7 +157,10 @@ fn settings_are_journaled_with_the_group_and_recovered() {
     assert!(
         snapshot.iter().any(|record| matches!(
             record,
-            crate::storage::groups::GroupRecord::Settings { ack_timeout_ms: 120_000, .. }
+            crate::storage::groups::GroupRecord::Settings {
+                ack_timeout_ms: 120_000,
+                ..
+            }
         )),
         "{snapshot:?}"
     );
@@ -237,7 +240,11 @@ fn detail_lists_members_with_in_flight_counts_and_own_lower_caps() {
     let reply = detail_of(&harness.received(operator));
     let group = &reply.groups[0];
     assert_eq!(group.info.members, 3);
-    assert_eq!(group.members.len(), 2, "members_listed_max lists two of three");
+    assert_eq!(
+        group.members.len(),
+        2,
+        "members_listed_max lists two of three"
+    );
     let listed: Vec<(u32, u32, u32)> = (group.members.iter())
         .map(|m| (m.subscription_id, m.in_flight, m.max_in_flight))
         .collect();
@@ -259,7 +266,11 @@ fn a_range_ack_settles_this_members_run_only() {
     harness.turn();
     let mine = events_of(&harness.received(first), 1);
     let theirs = events_of(&harness.received(second), 2);
-    assert_eq!((mine.len(), theirs.len()), (5, 5), "its credit, then the other member");
+    assert_eq!(
+        (mine.len(), theirs.len()),
+        (5, 5),
+        "its credit, then the other member"
+    );
     let range = |subscription_id, first_id, last_id| {
         ClientFrame::GroupAckRange(GroupAckRange {
             subscription_id,
@@ -287,7 +298,11 @@ fn a_range_ack_settles_this_members_run_only() {
     harness.turn();
     assert!(harness.received(first).is_empty());
     let group = &harness.engine.groups.groups["workers"];
-    assert_eq!(group.pending.len(), 6, "mine[4] and the other member's five");
+    assert_eq!(
+        group.pending.len(),
+        6,
+        "mine[4] and the other member's five"
+    );
     assert!(group.pending_by_id.contains_key(&mine[4].id));
     for event in &theirs {
         assert!(group.pending_by_id.contains_key(&event.id));
@@ -328,7 +343,10 @@ fn a_long_range_ack_is_spread_over_turns_and_later_frames_wait() {
             break;
         }
         // 16 units of 4 acks a turn: 64 events a turn at most.
-        assert!(pending + 64 * (turns + 1) >= 1000, "{pending} left after {turns} turns");
+        assert!(
+            pending + 64 * (turns + 1) >= 1000,
+            "{pending} left after {turns} turns"
+        );
         harness.turn();
         turns += 1;
         assert!(turns < 100, "the range never finished");

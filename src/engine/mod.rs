@@ -499,9 +499,11 @@ impl<L: Log> Engine<L> {
             | Inbound::Peer(PeerFrame::PeerMembership(_)) => MEMBERSHIP_CHANGE_UNITS,
             // Each id is an ack or a nack to settle (a GroupAckRange charges its own, as it
             // settles them: `groups_ranges.rs`).
-            Inbound::Client(ClientFrame::GroupAck(ack) | ClientFrame::GroupNack(ack)) => {
-                ack.ids.len().div_ceil(groups_ranges::ACKS_PER_FRAME_UNIT).max(1)
-            }
+            Inbound::Client(ClientFrame::GroupAck(ack) | ClientFrame::GroupNack(ack)) => ack
+                .ids
+                .len()
+                .div_ceil(groups_ranges::ACKS_PER_FRAME_UNIT)
+                .max(1),
             _ => 1,
         }
     }

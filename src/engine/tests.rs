@@ -2820,10 +2820,10 @@ fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
 }
 #[path = "groups_admin_tests.rs"]
 mod groups_admin_tests;
-#[path = "groups_tests.rs"]
-mod groups_tests;
 #[path = "groups_settings_tests.rs"]
 mod groups_settings_tests;
+#[path = "groups_tests.rs"]
+mod groups_tests;
 
 /// A connection between two engines in one test: `dialer` dialed `acceptor`. Bytes move
 /// only when the test calls [`Link::pump`], so a test can stop between any two hops.

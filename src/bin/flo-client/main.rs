@@ -424,7 +424,6 @@ impl GroupSettingsArgs {
     }
 }
 
-
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
     /// The server as HOST:PORT (default: from -H and -p).

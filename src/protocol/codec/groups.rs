@@ -280,7 +280,9 @@ impl GroupDetail {
     /// The bytes this entry takes in a GroupsDetail frame.
     pub fn encoded_size(&self) -> usize {
         let members: usize = (self.members.iter())
-            .map(|m| GROUP_MEMBER_FIXED_SIZE + m.connection.len().min(GROUP_MEMBER_CONNECTION_TEXT_MAX))
+            .map(|m| {
+                GROUP_MEMBER_FIXED_SIZE + m.connection.len().min(GROUP_MEMBER_CONNECTION_TEXT_MAX)
+            })
             .sum();
         self.info.encoded_size() + GROUP_DETAIL_EXTRA_SIZE + members
     }
