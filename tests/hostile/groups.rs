@@ -348,3 +348,75 @@ fn the_longest_group_detail_lists_a_bounded_number_of_members() {
     drop(members);
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
+
+/// The longest range: a member holding 70,000 events (more than the 65,536 acks one turn may
+/// settle) acknowledges them all with one 25-byte GroupAckRange and sends a Ping. The range
+/// is finished over more than one turn, the Pong comes only after it, and then nothing is
+/// pending; another connection is answered meanwhile.
+#[test]
+fn a_range_over_more_than_one_turn_of_acks_is_finished_before_the_next_frame() {
+    const HELD: usize = 70_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--fsync", "interval:1000"]);
+    crate::common::produce_jobs(&server, 0..HELD);
+    let mut member = RawConn::hello(server.addr);
+    member.send(&ClientFrame::GroupAdmin(GroupAdmin {
+        group: "wide".into(),
+        action: GroupAdminAction::Create {
+            glob: "/jobs/**".into(),
+            start: StartPosition::Beginning,
+            settings: GroupSettings {
+                ack_timeout_ms: 600_000,
+                max_deliveries: 0,
+                max_in_flight: HELD as u32,
+            },
+        },
+    }));
+    assert!(matches!(member.recv(), Some(ServerFrame::GroupsDetail(_))));
+    member.send(&ClientFrame::JoinGroup(JoinGroup {
+        subscription_id: 1,
+        group: "wide".into(),
+        glob: "/jobs/**".into(),
+        start: StartPosition::Beginning,
+        credit: HELD as u32,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+        max_in_flight: 0,
+    }));
+    let mut ids = Vec::with_capacity(HELD);
+    while ids.len() < HELD {
+        match member.recv() {
+            Some(ServerFrame::Event { event, .. }) => ids.push(event.id),
+            Some(ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected Event, got {other:?}"),
+        }
+    }
+    member.send(&ClientFrame::GroupAckRange(GroupAckRange {
+        subscription_id: 1,
+        first: ids[0],
+        last: ids[HELD - 1],
+    }));
+    member.send(&ClientFrame::Ping { token: 77 });
+    let mut other = RawConn::hello(server.addr);
+    other.send(&ClientFrame::Ping { token: 1 });
+    assert!(matches!(other.recv(), Some(ServerFrame::Pong { token: 1 })));
+    loop {
+        match member.recv() {
+            Some(ServerFrame::Pong { token: 77 }) => break,
+            Some(ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected Pong, got {other:?}"),
+        }
+    }
+    other.send(&ClientFrame::GroupsRequest(GroupsRequest {
+        group: "wide".into(),
+        after: String::new(),
+    }));
+    match other.recv() {
+        Some(ServerFrame::Groups(reply)) => {
+            let group = &reply.groups[0];
+            assert_eq!((group.pending, group.in_flight), (0, 0), "{group:?}");
+        }
+        other => panic!("expected Groups, got {other:?}"),
+    }
+    assert_survived(&mut server, 256 * 1024 * 1024);
+}
