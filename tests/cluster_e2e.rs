@@ -707,6 +707,12 @@ fn a_removed_member_stops_holding_id_order_is_refused_and_can_be_added_back() {
     // Added back on node 2: every node lets it in again.
     let added = flo_client(nodes[1].port, &["cluster", "add", "3"]);
     assert!(added.contains("member 3 added back"), "{added}");
+    // Adding a member that was never removed is a no-op, and the CLI says so.
+    let again = flo_client(nodes[1].port, &["cluster", "add", "1"]);
+    assert!(
+        again.contains("member 1 was not removed: nothing changed"),
+        "{again}"
+    );
     wait_until("node 3 is connected to both others again", || {
         connected_members(nodes[2].port) == 2
     });

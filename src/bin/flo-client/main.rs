@@ -838,9 +838,19 @@ fn cluster(server: &Server, action: ClusterCommand, format: Format) -> Result<()
             entries
         }
         ClusterCommand::Add { actor } => {
+            // Adding a member that is not removed changes nothing (the server answers with the
+            // list): say which of the two happened instead of claiming it was added back.
+            let was_removed =
+                client.members().map_err(failed)?.iter().any(|entry| {
+                    entry.actor_id == actor && entry.state == MembershipState::Removed
+                });
             let entries = client.change_member(MemberOp::Add, actor).map_err(failed)?;
             if format == Format::Human {
-                println!("member {actor} added back");
+                if was_removed {
+                    println!("member {actor} added back");
+                } else {
+                    println!("member {actor} was not removed: nothing changed");
+                }
             }
             entries
         }
