@@ -508,8 +508,11 @@ fn the_groups_cli_inspects_and_administers_a_group_across_kill_9() {
         .find(|line| line.starts_with("admin "))
         .unwrap_or_else(|| panic!("no admin row in {list}"));
     let columns: Vec<&str> = row.split_whitespace().collect();
-    // GROUP MEMBERS PENDING PARKED FLOOR NEXT LAG GLOB
-    assert_eq!(columns, ["admin", "0", "0", "2", "5", "5", "0", "/jobs/**"]);
+    // GROUP MEMBERS PENDING PARKED FLOOR NEXT LAG ACK_MS MAXDEL MAXINF GLOB
+    assert_eq!(
+        columns,
+        ["admin", "0", "0", "2", "5", "5", "0", "30000", "10", "1000", "/jobs/**"]
+    );
     let (ok, parked, _) = cli(&server, &["groups", "parked", "admin"]);
     assert!(ok);
     assert_eq!(parked.lines().count(), 2, "{parked}");

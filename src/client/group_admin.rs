@@ -106,6 +106,24 @@ impl Client {
             .and_then(one_group)
     }
 
+    /// Every group with its settings, page by page (GroupsDetailRequest lists, no members).
+    pub fn groups_detail(&mut self) -> Result<Vec<GroupDetail>, ClientError> {
+        let mut groups: Vec<GroupDetail> = Vec::new();
+        loop {
+            let after = groups.last().map_or("", |g| g.info.name.as_str()).to_string();
+            let request = GroupsRequest {
+                group: String::new(),
+                after,
+            };
+            let page = self.groups_detail_request(ClientFrame::GroupsDetailRequest(request))?;
+            let progressed = !page.groups.is_empty();
+            groups.extend(page.groups);
+            if !page.more || !progressed {
+                return Ok(groups);
+            }
+        }
+    }
+
     /// One group with its settings and its members' in-flight counts (GroupsDetailRequest;
     /// a server older than it closes the connection with MalformedFrame).
     pub fn group_detail(&mut self, name: &str) -> Result<GroupDetail, ClientError> {

@@ -196,6 +196,18 @@ fn join_settings(join: &JoinGroup, limits: &GroupLimits) -> GroupSettings {
     }
 }
 
+/// The settings of a group a JoinGroup creates: each of the join's values where it is above
+/// the server's default (lowered to the limits), else the default.
+fn seeded_settings(join: &JoinGroup, limits: &GroupLimits) -> GroupSettings {
+    let asked = join_settings(join, limits);
+    let defaults = default_settings(limits);
+    GroupSettings {
+        ack_timeout_ms: asked.ack_timeout_ms.max(defaults.ack_timeout_ms),
+        max_deliveries: asked.max_deliveries.max(defaults.max_deliveries),
+        max_in_flight: asked.max_in_flight.max(defaults.max_in_flight),
+    }
+}
+
 /// The server's default settings (a group journaled without a Settings record has them).
 pub(super) fn default_settings(limits: &GroupLimits) -> GroupSettings {
     // The defaults are valid creation values: validated at start-up.
@@ -733,11 +745,10 @@ impl<L: Log> Engine<L> {
                 }
             }
             None => {
-                // The creating join's values seed the group (0: the server's defaults), lowered
-                // to the server's limits as a join's always were.
-                let seed = join_settings(&join, &limits);
-                // Lowered to the limits just above: cannot be refused.
-                let settings = creation_settings(seed, &limits).expect("lowered settings");
+                // The creating join may raise the group's settings above the server's
+                // defaults (up to the limits), never lower them: its lower values are its own
+                // caps (a `consume --limit 2` window must not become every member's).
+                let settings = seeded_settings(&join, &limits);
                 let created =
                     self.create_group(conn, &join.group, &join.glob, &join.start, settings);
                 if let Err((code, message)) = created {

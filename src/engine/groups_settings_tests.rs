@@ -92,20 +92,21 @@ fn produce_jobs(harness: &mut Harness, count: usize) {
 }
 
 /// The ack time-out is the group's: a second member that leaves its fields at 0 gets the
-/// group's (1 s, seeded by the creating join), not the server's default (30 s).
+/// group's (60 s, raised by the creating join above the server's 30 s default), not the
+/// server's default; a creating join's lower values stay its own caps.
 #[test]
 fn a_member_joining_with_zeros_gets_the_groups_ack_timeout() {
     let mut harness = Harness::new();
     produce_jobs(&mut harness, 2);
     let first = harness.client();
-    harness.send(first, join_with(1, settings(1000, 3, 100), 0));
+    harness.send(first, join_with(1, settings(60_000, 3, 0), 0));
     harness.turn();
     let second = harness.client();
     harness.send(second, join_with(1, GroupSettings::default(), 1));
     harness.turn();
     let delivered = events_of(&harness.received(second), 1);
     assert_eq!(delivered.len(), 1, "the second member takes one event");
-    // The second member leaves the event unacknowledged; the first gets credit for it.
+    // The second member leaves the event unacknowledged; the first takes the other one.
     harness.send(
         first,
         ClientFrame::Credit {
@@ -114,14 +115,22 @@ fn a_member_joining_with_zeros_gets_the_groups_ack_timeout() {
         },
     );
     harness.turn();
-    let _ = harness.received(first);
-    harness.now.monotonic.0 += 1001;
+    assert_eq!(events_of(&harness.received(first), 1).len(), 1);
+    harness.now.monotonic.0 += 30_001;
+    harness.turn();
+    assert!(
+        events_of(&harness.received(first), 1).is_empty(),
+        "nothing times out after the server's default 30 s: the group's ack time-out is 60 s"
+    );
+    harness.now.monotonic.0 += 30_000;
     harness.turn();
     let redelivered = events_of(&harness.received(first), 1);
     assert!(
         redelivered.iter().any(|event| event.id == delivered[0].id),
-        "after the group's 1 s ack time-out the event goes to the other member: {redelivered:?}"
+        "after the group's 60 s the event goes to the other member: {redelivered:?}"
     );
+    let group = &harness.engine.groups.groups["workers"];
+    assert_eq!(group.settings, settings(60_000, 10, 1000), "raised, never lowered");
 }
 
 /// Settings survive a restart on the journal, also after an update and a compaction.
@@ -226,7 +235,8 @@ fn detail_lists_members_with_in_flight_counts_and_own_lower_caps() {
     harness.send(first, join_with(1, settings(1000, 3, 4), 100));
     harness.turn();
     let second = harness.client();
-    // Asks for more than the group allows (4) and less: 2 is its cap.
+    // The first member's 4 is its own cap (the group keeps the default 1000); this one's is 2,
+    // the third's 50.
     harness.send(second, join_with(7, settings(0, 0, 2), 100));
     let third = harness.client();
     harness.send(third, join_with(1, settings(0, 0, 50), 0));

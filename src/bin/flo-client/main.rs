@@ -712,18 +712,20 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
     }
     match action {
         None => {
-            let groups = client.groups().map_err(failed)?;
+            let groups = client.groups_detail().map_err(failed)?;
             if groups.is_empty() {
                 println!("no groups");
                 return Ok(());
             }
             println!(
-                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  GLOB",
-                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG"
+                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  GLOB",
+                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG", "ACK_MS", "MAXDEL",
+                "MAXINF"
             );
-            for group in groups {
+            for detail in groups {
+                let (group, settings) = (&detail.info, &detail.settings);
                 println!(
-                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  {}",
+                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  {}",
                     group.name,
                     group.members,
                     group.pending,
@@ -731,6 +733,9 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                     group.floor,
                     group.next,
                     group.lag,
+                    settings.ack_timeout_ms,
+                    settings.max_deliveries,
+                    settings.max_in_flight,
                     group.glob
                 );
             }
