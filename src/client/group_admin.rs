@@ -110,7 +110,10 @@ impl Client {
     pub fn groups_detail(&mut self) -> Result<Vec<GroupDetail>, ClientError> {
         let mut groups: Vec<GroupDetail> = Vec::new();
         loop {
-            let after = groups.last().map_or("", |g| g.info.name.as_str()).to_string();
+            let after = groups
+                .last()
+                .map_or("", |g| g.info.name.as_str())
+                .to_string();
             let request = GroupsRequest {
                 group: String::new(),
                 after,

@@ -130,7 +130,11 @@ fn a_member_joining_with_zeros_gets_the_groups_ack_timeout() {
         "after the group's 60 s the event goes to the other member: {redelivered:?}"
     );
     let group = &harness.engine.groups.groups["workers"];
-    assert_eq!(group.settings, settings(60_000, 10, 1000), "raised, never lowered");
+    assert_eq!(
+        group.settings,
+        settings(60_000, 10, 1000),
+        "raised, never lowered"
+    );
 }
 
 /// Settings survive a restart on the journal, also after an update and a compaction.

@@ -719,7 +719,15 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             }
             println!(
                 "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  GLOB",
-                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG", "ACK_MS", "MAXDEL",
+                "GROUP",
+                "MEMBERS",
+                "PENDING",
+                "PARKED",
+                "FLOOR",
+                "NEXT",
+                "LAG",
+                "ACK_MS",
+                "MAXDEL",
                 "MAXINF"
             );
             for detail in groups {
