@@ -1,5 +1,5 @@
 # Sourced (not run) by the scripts that start their own servers: ci/bench.sh,
-# ci/bench_replicas.sh, ci/peer_drivers_test.sh. It gives them
+# ci/bench_replicas.sh, ci/peer_drivers_test.sh, ci/bench_open_loop.sh. It gives them
 # - WORK, a fresh temporary directory, removed on exit;
 # - STARTED_PIDS, to which a script adds the PID of every process it starts: each is stopped by
 #   its PID on exit (never by name), then waited for;

@@ -1,5 +1,5 @@
-//! Proves that the produce path and the delivery path allocate nothing per event at steady
-//! state (issue 13): a counting global allocator counts the allocations made by this test's
+//! Proves that the produce path (Produce, ProduceBatch and ProduceIf) and the delivery path
+//! allocate nothing per event at steady state (issue 13): a counting global allocator counts the allocations made by this test's
 //! thread while it drives an engine on a real `FileLog` (in a temporary directory, `--fsync
 //! always`) through produces and deliveries, after a warm-up that fills the cache and grows
 //! every buffer to its working size. Other threads (the storage helper threads) are not
@@ -23,7 +23,8 @@ use flo::config::{Config, FsyncPolicy};
 use flo::engine::{Action, ConnId, Engine, EngineConfig, Now};
 use flo::event::StartPosition;
 use flo::protocol::{
-    encode, ClientFrame, Hello, NewEvent, Order, Produce, Subscribe, PROTOCOL_VERSION,
+    encode, ClientFrame, Expectation, Hello, NewEvent, Order, Produce, ProduceBatch, ProduceIf,
+    Subscribe, PROTOCOL_VERSION,
 };
 use flo::storage::FileLog;
 use flo::time::{MonotonicMs, WallClockMs};
@@ -103,7 +104,13 @@ struct Node {
 }
 
 impl Node {
+    /// A node whose producer sends `WINDOW` Produce frames a turn.
     fn new() -> Node {
+        Node::with_produces(single_produces())
+    }
+
+    /// A node whose producer sends `frames` (together `WINDOW` events) a turn.
+    fn with_produces(frames: Vec<ClientFrame>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
         config.storage.fsync = FsyncPolicy::Always;
@@ -112,16 +119,8 @@ impl Node {
         let (log, _) = FileLog::open(&config.storage).unwrap();
         let engine = Engine::new(EngineConfig::from_config(&config), log);
         let mut produces = Vec::new();
-        for index in 0..WINDOW {
-            let frame = ClientFrame::Produce(Produce {
-                op_id: index as u64,
-                event: NewEvent {
-                    namespace: NAMESPACES[index % NAMESPACES.len()].into(),
-                    parent_id: None,
-                    data: vec![index as u8; DATA_SIZE],
-                },
-            });
-            encode(&frame, &mut produces);
+        for frame in &frames {
+            encode(frame, &mut produces);
         }
         Node {
             engine,
@@ -178,9 +177,14 @@ impl Node {
     /// One turn of `WINDOW` produces from `conn`.
     fn produce_turn(&mut self, conn: ConnId) {
         let produces = std::mem::take(&mut self.produces);
+        self.produces = self.produce_turn_of(conn, produces);
+    }
+
+    /// One turn in which `conn` sends the frames encoded in `produces`; gives them back.
+    fn produce_turn_of(&mut self, conn: ConnId, produces: Vec<u8>) -> Vec<u8> {
         self.engine.handle_input(self.now, conn, &produces);
-        self.produces = produces;
         self.turn();
+        produces
     }
 
     /// Subscribes `conn` to every namespace (subscription 1, unlimited credit).
@@ -218,6 +222,43 @@ impl Node {
     }
 }
 
+/// The `index`th event of a turn: `DATA_SIZE` bytes to one of `NAMESPACES`.
+fn new_event(index: usize) -> NewEvent {
+    NewEvent {
+        namespace: NAMESPACES[index % NAMESPACES.len()].into(),
+        parent_id: None,
+        data: vec![index as u8; DATA_SIZE],
+    }
+}
+
+/// `WINDOW` Produce frames of one event each.
+fn single_produces() -> Vec<ClientFrame> {
+    (0..WINDOW)
+        .map(|index| {
+            ClientFrame::Produce(Produce {
+                op_id: index as u64,
+                event: new_event(index),
+            })
+        })
+        .collect()
+}
+
+/// Events per ProduceBatch or ProduceIf frame in the batch tests: `WINDOW` events a turn in
+/// 4 frames.
+const BATCH_EVENTS: usize = 16;
+
+/// `WINDOW / BATCH_EVENTS` frames, each of `BATCH_EVENTS` events, made by `frame` from an op
+/// id and the events.
+fn batches(frame: impl Fn(u64, Vec<NewEvent>) -> ClientFrame) -> Vec<ClientFrame> {
+    (0..WINDOW / BATCH_EVENTS)
+        .map(|batch| {
+            let first = batch * BATCH_EVENTS;
+            let events = (first..first + BATCH_EVENTS).map(new_event).collect();
+            frame(batch as u64, events)
+        })
+        .collect()
+}
+
 /// At most one allocation per 1,000 events (the named reasons in the file's opening comment).
 fn assert_nothing_per_event(what: &str, allocations: u64, events: u64) {
     let per_event = allocations as f64 / events as f64;
@@ -240,6 +281,45 @@ fn produce_allocates_nothing_per_event_at_steady_state() {
         "every produce acked"
     );
     assert_nothing_per_event("produce path", allocations, events);
+}
+
+#[test]
+fn batch_produce_allocates_nothing_per_event_at_steady_state() {
+    let frames = batches(|op_id, events| ClientFrame::ProduceBatch(ProduceBatch { op_id, events }));
+    let mut node = Node::with_produces(frames);
+    let producer = node.client();
+    let (allocations, events) =
+        node.steady_produce_turns(producer, |engine| engine.stats().events_appended);
+    assert_eq!(events, (COUNTED_TURNS * WINDOW) as u64, "every batch acked");
+    assert_nothing_per_event("batch produce path", allocations, events);
+}
+
+#[test]
+fn conditional_produce_allocates_nothing_per_event_at_steady_state() {
+    // Each frame expects its first event's namespace to have events, which holds after one
+    // turn of plain produces to every namespace.
+    let frames = batches(|op_id, events| {
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id,
+            expect: Expectation::HasEvents,
+            events,
+        })
+    });
+    let mut node = Node::with_produces(frames);
+    let producer = node.client();
+    let mut plain = Vec::new();
+    for frame in &single_produces() {
+        encode(frame, &mut plain);
+    }
+    node.produce_turn_of(producer, plain);
+    let (allocations, events) =
+        node.steady_produce_turns(producer, |engine| engine.stats().events_appended);
+    assert_eq!(
+        events,
+        (COUNTED_TURNS * WINDOW) as u64,
+        "every conditional produce acked"
+    );
+    assert_nothing_per_event("conditional produce path", allocations, events);
 }
 
 #[test]

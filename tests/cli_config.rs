@@ -247,3 +247,39 @@ fn a_closed_pipe_after_completions_or_man_is_not_a_panic() {
         assert!(output.status.success(), "{binary} {args:?}: {message}");
     }
 }
+
+/// Attack round 5, finding 4: a cache larger than the system can give started, and the first
+/// produce aborted the process (an allocation failure) before acknowledging. The cache's memory
+/// is reserved at start-up, so such a value stops the start with one clear line.
+#[test]
+fn a_cache_the_system_cannot_reserve_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // 200,000 GiB: beyond the address space of a 64-bit process on x86-64 and aarch64.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--port", "0", "--insecure-no-auth"])
+        .args(["--max-cache-memory", "200000G"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run flo");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait for flo").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("stop flo");
+            child.wait().expect("reap flo");
+            panic!("flo started with a cache it cannot reserve");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("flo's output");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "reserving 214748364800000 bytes of memory for the event cache (--max-cache-memory)"
+        ),
+        "{message}"
+    );
+}

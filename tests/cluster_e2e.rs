@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::FloProcess;
+use common::{wait_until, FloProcess};
 use flo::client::{Client, ClientError, ClientOptions, ErrorCode};
 use flo::event::{EventId, StartPosition};
 use flo::protocol::MemberState;
@@ -27,15 +27,6 @@ const WAIT: Duration = Duration::from_secs(30);
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("address").port()
-}
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after 30 s.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Waits (at most 30 s) for a log line of `process` that contains `needle` (lines before the

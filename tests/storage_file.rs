@@ -277,6 +277,55 @@ fn a_read_stopped_by_the_visitor_continues_at_that_record() {
     assert_eq!(seen, (0..200).map(|o| (o, o + 1)).collect::<Vec<_>>());
 }
 
+#[test]
+fn a_catch_up_read_from_disk_decodes_each_record_once_and_copies_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_size_max = 1 << 20;
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let events = fill(&mut log, 5_000, 100, 100);
+    let before = log.activity();
+    // Read in stretches, as a consumer's turns do: each stop gives one record back.
+    let mut read = Vec::new();
+    let mut offset = Offset(0);
+    while offset < log.durable_end() {
+        let mut budget = 1_000;
+        offset = log
+            .read(offset, &mut |_, event| {
+                budget -= 1;
+                if budget == 0 {
+                    return false;
+                }
+                read.push(event.to_event());
+                true
+            })
+            .unwrap();
+    }
+    assert!(
+        read == events,
+        "the read returned other events than those appended"
+    );
+    let activity = log.activity();
+    let disk_reads = activity.disk_reads - before.disk_reads;
+    let decodes = activity.disk_record_decodes - before.disk_record_decodes;
+    let copies = activity.disk_body_copies - before.disk_body_copies;
+    assert!(
+        disk_reads > 4_000,
+        "only {disk_reads} records read from disk"
+    );
+    // One decode per record, and one more per stop (the record given back, read again).
+    assert!(
+        decodes <= disk_reads + 10,
+        "{decodes} record decodes for {disk_reads} records read from disk"
+    );
+    // Bodies straddling a refill of the read buffer (16 KiB, then up to 256 KiB) and those
+    // given back are copied; the others are viewed in the buffer.
+    assert!(
+        copies * 20 <= disk_reads,
+        "{copies} record bodies copied for {disk_reads} records read from disk"
+    );
+}
+
 /// Three actors over several segments: actor 3 only early, with low counters.
 fn multi_actor_log(dir: &Path) -> (FileLog, MemoryLog) {
     let (mut file, _) = FileLog::open(&config(dir)).unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{FloProcess, RawConn};
+use common::{wait_until, FloProcess, RawConn};
 use flo::client::{Client, ClientError, ClientOptions, ClientTls, ErrorCode, NewEvent};
 use flo::event::StartPosition;
 use flo::protocol::{ClientFrame, ServerFrame};
@@ -381,15 +381,6 @@ fn a_key_that_is_not_pem_is_refused_at_start() {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("address").port()
-}
-
-/// Waits until `condition` holds, for at most 30 seconds.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// True when `server` logs a line containing `needle` within a few seconds.

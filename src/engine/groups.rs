@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::connection::Connection;
 use super::consume::{hidden_charged, wanted};
+use super::log_limit::{held_back_suffix, LogLimit};
 use super::{millis, ConnId, Engine, Now};
 use crate::config::GroupLimits;
 use crate::event::{Cursor, EventId, StartPosition};
@@ -86,6 +87,10 @@ pub(super) struct Group {
     pub(super) recovered_deliveries: HashMap<Offset, u32>,
     pub(super) members: Vec<Member>,
     round_robin: usize,
+    /// The warnings "parked after N deliveries" and "the parked list is full" (a member that
+    /// nacks everything causes one per frame): at most one line a second each.
+    park_log: LogLimit,
+    parked_full_log: LogLimit,
 }
 
 pub(super) struct Pending {
@@ -241,6 +246,8 @@ impl Group {
             recovered_deliveries: HashMap::new(),
             members: Vec::new(),
             round_robin: 0,
+            park_log: LogLimit::default(),
+            parked_full_log: LogLimit::default(),
         }
     }
 
@@ -414,14 +421,24 @@ impl Group {
                 self.pending.remove(&offset);
                 self.pending_by_id.remove(&id);
                 self.parked.insert(offset, id);
-                log::warn!("group {name}: event {id} parked after {max_deliveries} deliveries");
+                if let Some(held_back) = self.park_log.allow(now_ms) {
+                    log::warn!(
+                        "group {name}: event {id} parked after {max_deliveries} deliveries{}",
+                        held_back_suffix(held_back)
+                    );
+                }
                 return Some(GroupRecord::Park {
                     group: name.to_string(),
                     offset,
                     id,
                 });
             }
-            log::warn!("group {name}: the parked list is full; redelivering instead");
+            if let Some(held_back) = self.parked_full_log.allow(now_ms) {
+                log::warn!(
+                    "group {name}: the parked list is full; redelivering instead{}",
+                    held_back_suffix(held_back)
+                );
+            }
         }
         let ready_ms = now_ms.saturating_add(delay_ms);
         pending.state = PendingState::Waiting { ready_ms };

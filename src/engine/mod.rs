@@ -14,6 +14,7 @@ mod groups;
 mod groups_admin;
 mod groups_ranges;
 mod invariants;
+mod log_limit;
 mod lookups;
 mod metrics;
 mod order;
@@ -252,6 +253,9 @@ pub struct Engine<L: Log> {
     replied_conns: Vec<ConnId>,
     /// The subscriptions `wake_tailing_consumers` wakes (kept for its allocation).
     woken: Vec<(ConnId, u32)>,
+    /// The views of a ProduceBatch's or ProduceIf's events (`decode_produce_many`): empty
+    /// between frames, kept for its allocation.
+    batch_views: Vec<protocol::NewEventView<'static>>,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
     /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
@@ -346,6 +350,7 @@ impl<L: Log> Engine<L> {
             pending_replies: Vec::new(),
             replied_conns: Vec::new(),
             woken: Vec::new(),
+            batch_views: Vec::new(),
             turn_failure: None,
             turn_namespaces,
             last_ids: HashMap::new(),
@@ -567,13 +572,24 @@ impl<L: Log> Engine<L> {
                 return units_decoded;
             }
             let wire = self.decode_limits(&connection.phase, peeked_kind);
-            if matches!(connection.phase, Phase::Client(_)) && peeked_kind == Some(kind::PRODUCE) {
-                match self.decode_produce(now, conn, consumed, &wire) {
-                    Ok(Some(length)) => {
+            let produce_kind = match peeked_kind {
+                Some(kind::PRODUCE) => Some(false),
+                Some(kind::PRODUCE_BATCH | kind::PRODUCE_IF) => Some(true),
+                _ => None,
+            };
+            if let (Phase::Client(_), Some(many)) = (&connection.phase, produce_kind) {
+                let decoded = if many {
+                    self.decode_produce_many(now, conn, consumed, &wire)
+                } else {
+                    self.decode_produce(now, conn, consumed, &wire)
+                        .map(|length| length.map(|length| (length, 1)))
+                };
+                match decoded {
+                    Ok(Some((length, units))) => {
                         consumed += length;
-                        units_decoded += 1;
-                        self.turn_frames_left = self.turn_frames_left.saturating_sub(1);
-                        self.metrics.on_decoded(1);
+                        units_decoded = units_decoded.saturating_add(units);
+                        self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                        self.metrics.on_decoded(units);
                         if !self.is_open(conn) {
                             return units_decoded;
                         }
@@ -682,6 +698,42 @@ impl<L: Log> Engine<L> {
         };
         // Producing never closes or removes the connection, but if that changed, the input
         // is dropped with it.
+        if let Some(connection) = self.conn_mut(conn) {
+            connection.input = input;
+        }
+        result
+    }
+
+    /// `decode_produce` for a ProduceBatch or ProduceIf: its events are decoded as views of
+    /// the input into `batch_views` (kept from frame to frame, so no allocation at steady
+    /// state) and appended from there. Returns the frame's length and its frame units (one
+    /// per event, plus the work its expectation's lookup took), or `None` when only part of
+    /// it is there.
+    fn decode_produce_many(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        consumed: usize,
+        wire: &WireLimits,
+    ) -> Result<Option<(usize, usize)>, protocol::DecodeError> {
+        // The caller found the connection open.
+        let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
+        let mut views = produce::recycle_views(std::mem::take(&mut self.batch_views));
+        let result = match protocol::decode_produce_many_view(&input[consumed..], wire, &mut views)
+        {
+            Ok(Some(frame)) => {
+                let units = views.len().max(1);
+                self.on_produce_many(now, conn, frame.op_id, frame.expect, &views);
+                let charged = std::mem::take(&mut self.frame_units_charged);
+                Ok(Some((frame.length, units.saturating_add(charged))))
+            }
+            other => other.map(|_| None),
+        };
+        // A batch far over the limit of events (refused) does not keep its views' memory;
+        // one at the limit does (its vector grew by doubling, so up to twice the limit).
+        if views.capacity() <= self.config.batch_events_max.saturating_mul(2) {
+            self.batch_views = produce::recycle_views(views);
+        }
         if let Some(connection) = self.conn_mut(conn) {
             connection.input = input;
         }

@@ -147,15 +147,11 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// A ProduceIf decoded into owned events (the server decodes one as views instead:
+    /// `decode_produce_many`).
     pub(super) fn on_produce_if(&mut self, now: Now, conn: ConnId, produce: ProduceIf) {
         let events: Vec<NewEventView<'_>> = produce.events.iter().map(NewEvent::view).collect();
-        let request = ProduceRequest {
-            op_id: produce.op_id,
-            events: &events,
-            expect: produce.expect,
-            single: false,
-        };
-        self.on_produce_request(now, conn, request);
+        self.on_produce_many(now, conn, produce.op_id, produce.expect, &events);
     }
 
     pub(super) fn on_set_producer(&mut self, conn: ConnId, producer_id: u64, next_sequence: u64) {

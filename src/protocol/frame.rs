@@ -298,6 +298,17 @@ pub struct NewEventView<'a> {
     pub data: &'a [u8],
 }
 
+impl NewEventView<'_> {
+    /// An owned copy of the viewed event.
+    pub fn to_event(self) -> NewEvent {
+        NewEvent {
+            namespace: self.namespace.to_string(),
+            parent_id: self.parent_id,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
 impl NewEvent {
     /// A view of this event.
     pub fn view(&self) -> NewEventView<'_> {

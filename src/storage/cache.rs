@@ -3,7 +3,7 @@
 //! the durable end, with no hole.
 //!
 //! The records are kept encoded (their bodies, as the segment file holds them) in one ring of
-//! `bytes_max` bytes, allocated once when the first record arrives, and a table of where each
+//! `bytes_max` bytes, reserved once at start-up and filled as records arrive, and a table of where each
 //! body starts. A new record overwrites the oldest ones; a body never wraps around the ring's
 //! end (the space left there is skipped). So at steady state caching a record copies its bytes
 //! and allocates nothing, and a read gives a view of the bytes in place (issue 13).
@@ -24,16 +24,24 @@ pub struct EventCache {
 }
 
 impl EventCache {
-    /// An empty cache whose next record will be `next_offset`.
-    pub fn new(bytes_max: usize, next_offset: u64) -> EventCache {
-        EventCache {
-            ring: Vec::new(),
+    /// An empty cache whose next record will be `next_offset`. The ring's address space is
+    /// reserved here, so a `bytes_max` the system cannot give is an error at start-up (attack
+    /// round 5: `--max-cache-memory 100G` aborted the server at its first produce); its pages
+    /// cost resident memory only as records fill them.
+    pub fn new(
+        bytes_max: usize,
+        next_offset: u64,
+    ) -> Result<EventCache, std::collections::TryReserveError> {
+        let mut ring = Vec::new();
+        ring.try_reserve_exact(bytes_max)?;
+        Ok(EventCache {
+            ring,
             entries: VecDeque::new(),
             write_at: 0,
             first_offset: next_offset,
             bytes: 0,
             bytes_max,
-        }
+        })
     }
 
     /// The oldest cached offset (the durable end when empty).
@@ -67,14 +75,9 @@ impl EventCache {
             self.first_offset = offset + 1;
             return;
         }
-        if self.ring.is_empty() {
-            // Zeroed memory comes from the system untouched, so a large cache costs resident
-            // memory only as records fill it.
-            self.ring = vec![0; self.bytes_max];
-        }
         // The body goes at `write_at`, or at the ring's start if it does not fit before the
         // end; the space it skips at the end holds only the oldest records.
-        let (start, skipped) = if self.write_at + size <= self.ring.len() {
+        let (start, skipped) = if self.write_at + size <= self.bytes_max {
             (self.write_at, None)
         } else {
             (0, Some(self.write_at))
@@ -89,6 +92,11 @@ impl EventCache {
                 break;
             }
             self.evict_oldest();
+        }
+        if self.ring.len() < end {
+            // Within the capacity reserved by `new`: no reallocation, and only the pages the
+            // body lands on are touched.
+            self.ring.resize(end, 0);
         }
         self.ring[start..end].copy_from_slice(body);
         self.entries.push_back((start, size));
@@ -132,7 +140,7 @@ mod tests {
 
     #[test]
     fn cache_stays_under_its_byte_limit_and_skips_huge_records() {
-        let mut cache = EventCache::new(300, 10);
+        let mut cache = EventCache::new(300, 10).expect("small cache");
         for offset in 10..15 {
             cache.push(offset, &body(offset, 100));
         }
@@ -153,7 +161,7 @@ mod tests {
     /// back intact, the cache is always a suffix, and the bytes stay within the limit.
     #[test]
     fn records_wrapping_the_ring_read_back_intact() {
-        let mut cache = EventCache::new(1000, 0);
+        let mut cache = EventCache::new(1000, 0).expect("small cache");
         let mut sizes = Vec::new();
         for offset in 0..2000u64 {
             let size = 1 + (offset as usize * 37) % 333;

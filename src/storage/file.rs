@@ -591,7 +591,7 @@ impl FileLog {
             {
                 let segment = self.segment_of(offset);
                 while reader.next_offset < offset {
-                    next_on_disk(&mut reader, segment)?;
+                    next_on_disk(&mut reader, segment, &self.config.data_dir)?;
                 }
                 return Ok(reader);
             }
@@ -604,8 +604,9 @@ impl FileLog {
         let first_offset = index.first_offset;
         let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
             .map_err(io_error(format!("open {}", path.display())))?;
+        let segment = self.segment_of(offset);
         while reader.next_offset < offset {
-            next_on_disk(&mut reader, self.segment_of(offset))?;
+            next_on_disk(&mut reader, segment, &self.config.data_dir)?;
         }
         Ok(reader)
     }
@@ -618,12 +619,14 @@ impl FileLog {
         limit: u64,
         visit: &mut dyn FnMut(Offset, EventRef<'_>) -> bool,
     ) -> Result<(u64, bool), StorageError> {
-        let segment_end = self.segment_of(offset).end_offset().min(limit);
         let mut reader = self.reader_at(offset)?;
+        // Every record read here is in this one segment (looked up once, not per record).
+        let segment = self.segment_of(offset);
+        let segment_end = segment.end_offset().min(limit);
         let mut stopped = false;
         while reader.next_offset < segment_end {
             let at = reader.next_offset;
-            let (event, size) = next_on_disk(&mut reader, self.segment_of(at))?;
+            let (event, size) = next_on_disk(&mut reader, segment, &self.config.data_dir)?;
             if is_hole_view(event) {
                 // A record `--repair` could not keep: nothing to deliver, its offset passes.
                 continue;
@@ -635,6 +638,9 @@ impl FileLog {
             }
         }
         let next = reader.next_offset;
+        let (decodes, copies) = reader.take_counts();
+        self.activity.disk_record_decodes += decodes;
+        self.activity.disk_body_copies += copies;
         self.reader = Some(reader);
         Ok((next, stopped))
     }
@@ -985,29 +991,31 @@ fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNa
 /// damage, reported (`Unreadable`) with the file, the byte position and the offsets that
 /// cannot be served: from the damaged record to the next point `segment`'s sparse index can
 /// resume from (a record there starts at a known byte), or the segment's end.
+///
+/// `reader` reads `segment`'s file in `dir`. The report is made from what the reader said
+/// before the read and from `dir`, not from the reader: the borrow checker cannot yet
+/// return a borrow from one arm of a match and use the reader after it, and reading each
+/// record twice to get round that (as this did) cost a second decode per record.
 fn next_on_disk<'a>(
     reader: &'a mut SegmentReader,
     segment: &SegmentIndex,
+    dir: &Path,
 ) -> Result<(EventRef<'a>, u64), StorageError> {
     let position = reader.position;
-    // Read twice in the error case only: the borrow checker cannot yet return a borrow from
-    // one arm of a match and use the reader in another (the first read's outcome decides).
+    // A failed read moves neither of these.
+    let damaged = reader.next_offset;
+    let last_id = reader.last_id;
     let problem = match reader.next_view() {
-        Ok(Some((_, size))) => {
-            reader.unread(size);
-            match reader.next_view() {
-                Ok(Some(record)) => return Ok(record),
-                _ => unreachable!("a record given back reads again"),
-            }
-        }
+        Ok(Some(record)) => return Ok(record),
         Ok(None) => "file ends before the records its index lists".to_string(),
         Err(ReadError::Decode(error)) => error.to_string(),
         Err(ReadError::Io(source)) => {
-            let context = format!("read {} at byte {position}", reader.path.display());
+            let path = segment_path(dir, segment.first_offset);
+            let context = format!("read {} at byte {position}", path.display());
             return Err(StorageError::Io { context, source });
         }
     };
-    let damaged = reader.next_offset;
+    let path = segment_path(dir, segment.first_offset);
     let segment_end = segment.end_offset();
     let resume = segment
         .sparse
@@ -1028,11 +1036,11 @@ fn next_on_disk<'a>(
         .iter()
         .find(|&&(offset, _)| offset == resume)
         .and_then(|&(offset, at)| {
-            let path = reader.path.clone();
+            let path = path.clone();
             let mut next = SegmentReader::open(path, segment.first_offset, offset, at).ok()?;
             Some(next.next_record().ok()??.0.id)
         });
-    let before = match reader.last_id {
+    let before = match last_id {
         Some(id) => Ok(id),
         None if damaged == segment.first_offset => Err(NONE_IN_SEGMENT),
         None => Err("not known (this read started at the damaged record)"),
@@ -1042,7 +1050,7 @@ fn next_on_disk<'a>(
         context: format!(
             "{} at byte {position}: {problem}; offsets {damaged}..{resume} of this node's log \
              ({extent}) are unreadable; {around}",
-            reader.path.display(),
+            path.display(),
         ),
         offsets: Offset(damaged)..Offset(resume),
     })

@@ -198,6 +198,12 @@ pub struct LogActivity {
     pub cache_reads: u64,
     /// Records `read` visited from disk (the cache did not hold them).
     pub disk_reads: u64,
+    /// Record bodies those reads decoded (checksum, fields): one per record read, plus the
+    /// records passed over to reach a start and those given back when a read stopped.
+    pub disk_record_decodes: u64,
+    /// Record bodies those reads copied out of the read buffer (the others were viewed in
+    /// place): a body that straddled two refills of the buffer, or one given back.
+    pub disk_body_copies: u64,
     /// Events deleted by retention.
     pub retention_deleted_events: u64,
     /// Segments deleted by retention.

@@ -167,7 +167,7 @@ impl FileLog {
         let counter_lease = read_lease(dir, mode)?;
         let stored_members = read_members(dir, mode)?;
         let (journal, produced) = ProducedJournal::open(dir)?;
-        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal);
+        let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal)?;
         log.counter_lease = counter_lease;
         log.stored_members = stored_members;
         log.hide = Arc::new(load_hide_rules(dir, config)?);
@@ -250,7 +250,7 @@ fn assemble(
     mut open: OpenSegment,
     vector_before: VersionVector,
     produced: ProducedJournal,
-) -> FileLog {
+) -> Result<FileLog, StorageError> {
     if !config.namespace_index {
         open.namespaces = SegmentNames::empty(open.index.first_offset);
     }
@@ -260,8 +260,17 @@ fn assemble(
         .collect();
     let mut vector = vector_before;
     vector.merge(&open.index.vector);
-    let cache = EventCache::new(config.cache_bytes_max, open.index.end_offset());
-    FileLog {
+    let cache =
+        EventCache::new(config.cache_bytes_max, open.index.end_offset()).map_err(|error| {
+            StorageError::Io {
+                context: format!(
+                    "reserving {} bytes of memory for the event cache (--max-cache-memory)",
+                    config.cache_bytes_max
+                ),
+                source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, error),
+            }
+        })?;
+    Ok(FileLog {
         config,
         sealed,
         open,
@@ -297,7 +306,7 @@ fn assemble(
         reclaim_full_logged: false,
         syncer: Default::default(),
         _lock: lock,
-    }
+    })
 }
 
 fn new_open_segment(

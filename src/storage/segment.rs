@@ -323,6 +323,20 @@ impl GrowingReader {
     }
 }
 
+impl GrowingReader {
+    /// Takes the next `size` bytes from the buffer without a copy, if it holds them all:
+    /// their position in `buffer`. `None` (nothing taken) when it does not; the caller then
+    /// reads them with `read`.
+    fn take_buffered(&mut self, size: usize) -> Option<usize> {
+        if self.end - self.start < size {
+            return None;
+        }
+        let start = self.start;
+        self.start += size;
+        Some(start)
+    }
+}
+
 impl Read for GrowingReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.start == self.end {
@@ -355,14 +369,20 @@ pub struct SegmentReader {
     pub next_offset: u64,
     /// The byte position of that record.
     pub position: u64,
-    pub path: PathBuf,
     reader: GrowingReader,
-    /// The body of the last record read (its buffer is kept for the next one, so reading
-    /// allocates only when a record is larger than any before).
+    /// The body of the last record read when it was not whole in the read buffer (its
+    /// allocation is kept for the next one, so reading allocates only when a record is
+    /// larger than any before), or of a record given back by `unread`.
     body: Vec<u8>,
+    /// Where the body of the last record read is in the read buffer, when it was viewed
+    /// there without a copy (`GrowingReader::take_buffered`): its start and size.
+    body_in_buffer: Option<(usize, usize)>,
     /// Set by `unread`: the last record (in `body`) was given back, with its size, and is
     /// returned again by the next read.
     unread: Option<u64>,
+    /// Bodies decoded and bodies copied into `body` since `take_counts` (`LogActivity`).
+    decodes: u64,
+    body_copies: u64,
     /// The file's size when last checked; a length field reaching past it is checked against
     /// the current size before a buffer is allocated for the body.
     known_size: u64,
@@ -381,10 +401,12 @@ impl SegmentReader {
             first_offset,
             next_offset: offset,
             position,
-            path,
             reader: GrowingReader::new(file),
             body: Vec::new(),
+            body_in_buffer: None,
             unread: None,
+            decodes: 0,
+            body_copies: 0,
             known_size,
             last_id: None,
         })
@@ -396,6 +418,21 @@ impl SegmentReader {
         self.next_offset -= 1;
         self.position -= size;
         self.unread = Some(size);
+        // A body viewed in the read buffer is copied out (once per stop, not per record):
+        // the buffer may be refilled before the record is read again.
+        if let Some((start, body_size)) = self.body_in_buffer.take() {
+            self.body_copies += 1;
+            self.body.clear();
+            self.body
+                .extend_from_slice(&self.reader.buffer[start..start + body_size]);
+        }
+    }
+
+    /// The record bodies decoded and copied since the last call (`LogActivity`).
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        let counts = (self.decodes, self.body_copies);
+        (self.decodes, self.body_copies) = (0, 0);
+        counts
     }
 
     /// The next record and its size; `Ok(None)` at a clean end of the file.
@@ -408,10 +445,12 @@ impl SegmentReader {
     /// The next record, as a view of the reader's buffer, and its size; `Ok(None)` at a clean
     /// end of the file.
     pub fn next_view(&mut self) -> Result<Option<(EventRef<'_>, u64)>, ReadError> {
+        self.body_in_buffer = None;
         if let Some(size) = self.unread.take() {
             self.next_offset += 1;
             self.position += size;
             // Its checksum and fields were checked when it was first read.
+            self.decodes += 1;
             let event =
                 view_checked_body(&self.body).ok_or(ReadError::Decode(DecodeError::BadBody))?;
             self.last_id = Some(event.id);
@@ -432,13 +471,26 @@ impl SegmentReader {
                 return Err(ReadError::Decode(DecodeError::Truncated));
             }
         }
-        self.body.clear();
-        self.body.resize(body_size, 0);
-        if read_full(&mut self.reader, &mut self.body).map_err(ReadError::Io)? < body_size {
-            return Err(ReadError::Decode(DecodeError::Truncated));
-        }
+        // A sequential read finds most bodies whole in the read buffer and views them there;
+        // the others are copied into `body`.
+        let body = match self.reader.take_buffered(body_size) {
+            Some(start) => {
+                self.body_in_buffer = Some((start, body_size));
+                &self.reader.buffer[start..start + body_size]
+            }
+            None => {
+                self.body_copies += 1;
+                self.body.clear();
+                self.body.resize(body_size, 0);
+                if read_full(&mut self.reader, &mut self.body).map_err(ReadError::Io)? < body_size {
+                    return Err(ReadError::Decode(DecodeError::Truncated));
+                }
+                &self.body
+            }
+        };
         // Checked before the position moves: a damaged record is reported at its own offset.
-        let event = view_body(&header, crc, &self.body).map_err(ReadError::Decode)?;
+        self.decodes += 1;
+        let event = view_body(&header, crc, body).map_err(ReadError::Decode)?;
         let size = (RECORD_HEADER_SIZE + body_size) as u64;
         self.next_offset += 1;
         self.position += size;

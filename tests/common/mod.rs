@@ -295,3 +295,15 @@ pub fn produce_jobs(server: &FloProcess, jobs: std::ops::Range<usize>) {
 mod random;
 #[allow(unused_imports)] // Not every test file that includes `common` uses it.
 pub use random::SeededRng;
+
+/// Polls `condition` every 50 ms until it holds; panics naming `what` after 30 s.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

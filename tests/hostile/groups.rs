@@ -420,3 +420,55 @@ fn a_range_over_more_than_one_turn_of_acks_is_finished_before_the_next_frame() {
     }
     assert_survived(&mut server, 256 * 1024 * 1024);
 }
+
+/// Attack round 5, finding 1: a member that nacks every event of a group with
+/// `max_deliveries` 1 parks one event per nack, and each park wrote a warning: one consumer
+/// made the server write 14 MB of log a second. The warning is written at most once a second
+/// per group (the lines held back are counted in the next one).
+#[test]
+fn a_member_parking_every_event_does_not_flood_the_servers_log() {
+    const EVENTS: usize = 2_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    crate::common::produce_jobs(&server, 0..EVENTS);
+    let started = std::time::Instant::now();
+    let mut member_client = crate::common::client(&server);
+    let mut member = member_client
+        .join_group("poison")
+        .glob("/jobs/**")
+        .start(StartPosition::Beginning)
+        .credit(256)
+        .max_deliveries(1)
+        .join()
+        .expect("join");
+    let mut nacked = 0;
+    while nacked < EVENTS {
+        match member.next_delivery().expect("delivery") {
+            Some(flo::client::GroupDelivery::Event(event)) => {
+                member
+                    .nack(&[event.id], std::time::Duration::ZERO)
+                    .expect("nack");
+                nacked += 1;
+            }
+            Some(_) => {}
+            None => panic!("the membership ended after {nacked} events"),
+        }
+    }
+    member.flush().expect("flush");
+    let mut admin = crate::common::client(&server);
+    crate::common::wait_until("every event is parked", || {
+        admin.group_info("poison").expect("group info").parked == EVENTS as u64
+    });
+    let seconds = started.elapsed().as_secs();
+    let warnings = server
+        .log_lines
+        .try_iter()
+        .filter(|line| line.contains("parked after"))
+        .count() as u64;
+    assert!(
+        warnings <= seconds + 2,
+        "{warnings} 'parked after' lines for {EVENTS} parked events in {seconds} s"
+    );
+    drop(member);
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}

@@ -139,13 +139,17 @@ class FloError(Exception):
         self.scope = SCOPE_NAMES[scope]
         self.target = target
         self.code = code
-        self.name = ERROR_CODES[code]
+        # An unknown code (a newer server option, protocol.md section 11) is handled by its
+        # scope: with scope connection the connection is closed.
+        self.name = ERROR_CODES.get(code, f"Unknown{code}")
         self.message = message
         where = self.scope if target is None else f"{self.scope} {target}"
         super().__init__(f"{self.name} ({code}) [{where}]: {message}")
 
     @property
     def closes_connection(self) -> bool:
+        if self.code not in ERROR_CODES:
+            return self.scope == "connection"
         return self.code in CLOSING_CODES
 
     @property
@@ -829,8 +833,6 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         else:
             raise ProtocolError(f"unknown error scope {scope}")
         code = r.u16()
-        if code not in ERROR_CODES:
-            raise ProtocolError(f"unknown error code {code}")
         out = FloError(scope, target, code, r.str16())
     elif kind == EVENT:
         out = Event(r.u32(), r.event_id(), r.optional_event_id(), r.u64(), r.str16(), r.bytes32())

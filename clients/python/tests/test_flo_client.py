@@ -325,6 +325,17 @@ class OfflineTests(unittest.TestCase):
         with self.assertRaises(flo.ProtocolError):
             flo.decode(0x08, b"")  # reserved kind
 
+    def test_an_unknown_error_code_is_handled_by_its_scope(self) -> None:
+        # protocol.md section 11: a newer server option may send a code this client does not
+        # know; with scope connection the client closes, with scope produce one produce fails.
+        message = b"\x00\x02hi"
+        connection = flo.decode(flo.ERROR, b"\x00" + (999).to_bytes(2, "big") + message)
+        self.assertEqual((connection.name, connection.closes_connection), ("Unknown999", True))
+        produce = flo.decode(
+            flo.ERROR, b"\x01" + (7).to_bytes(8, "big") + (999).to_bytes(2, "big") + message
+        )
+        self.assertEqual((produce.target, produce.closes_connection), (7, False))
+
     def test_id_text_form(self) -> None:
         self.assertEqual(EventId(1, 1).text(), "0000000000000000000100001")
         self.assertEqual(EventId(42, 3).text(), "0000000000000000004200003")

@@ -923,12 +923,7 @@ impl WireFormat for NewEvent {
     }
 
     fn read(r: &mut Reader) -> Result<NewEvent, DecodeError> {
-        let view = read_new_event_view(r)?;
-        Ok(NewEvent {
-            namespace: view.namespace.to_string(),
-            parent_id: view.parent_id,
-            data: view.data.to_vec(),
-        })
+        Ok(read_new_event_view(r)?.to_event())
     }
 }
 
@@ -988,6 +983,61 @@ impl WireFormat for Produce {
     }
 }
 
+/// A ProduceBatch or ProduceIf as the server decodes it: the op id and the expectation
+/// (`Any` for a ProduceBatch); its events are views into the received bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceManyView {
+    pub op_id: u64,
+    pub expect: Expectation,
+    /// The frame's length in bytes.
+    pub length: usize,
+}
+
+/// Decodes a ProduceBatch or ProduceIf frame at the start of `buf`, with the checks and
+/// results of [`decode_client`] for the same bytes, pushing a view of each event (namespace
+/// and data borrowed from `buf`) onto `events`, which must be empty. The server calls it when
+/// the kind byte says one of them, so a batch is appended from the received bytes with no
+/// owned copy and, with `events` kept from frame to frame, no allocation.
+pub fn decode_produce_many_view<'a>(
+    buf: &'a [u8],
+    limits: &'a WireLimits,
+    events: &mut Vec<NewEventView<'a>>,
+) -> Result<Option<ProduceManyView>, DecodeError> {
+    debug_assert!(events.is_empty(), "the views of an earlier frame were kept");
+    let Some(kind) = decode_header(buf, limits)? else {
+        return Ok(None);
+    };
+    if kind != kind::PRODUCE_BATCH && kind != kind::PRODUCE_IF {
+        return Err(DecodeError::malformed(format!(
+            "expected a ProduceBatch or ProduceIf frame, got kind {kind:#04x}"
+        )));
+    }
+    let frame_size = frame_size_of(buf);
+    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
+    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
+        return Ok(None);
+    };
+    let mut reader = Reader {
+        body,
+        position: 0,
+        kind,
+        limits,
+    };
+    let op_id = reader.get_u64("op id")?;
+    let expect = if kind == kind::PRODUCE_IF {
+        read_expectation(&mut reader)?
+    } else {
+        Expectation::Any
+    };
+    read_event_views(&mut reader, events)?;
+    reader.finish()?;
+    Ok(Some(ProduceManyView {
+        op_id,
+        expect,
+        length: frame_size as usize,
+    }))
+}
+
 /// The events of a ProduceBatch or ProduceIf: a `u32` count, then each event.
 fn write_events(w: &mut Writer, events: &[NewEvent]) {
     let count = u32::try_from(events.len())
@@ -1001,12 +1051,21 @@ fn write_events(w: &mut Writer, events: &[NewEvent]) {
 /// Reads what `write_events` wrote. No capacity is reserved from the count: the events are
 /// pushed as they are read, so a lying count cannot allocate more than the frame holds.
 fn read_events(r: &mut Reader) -> Result<Vec<NewEvent>, DecodeError> {
+    let mut views = Vec::new();
+    read_event_views(r, &mut views)?;
+    Ok(views.into_iter().map(NewEventView::to_event).collect())
+}
+
+/// `read_events` as views of the frame's bytes, pushed onto `events` as they are read.
+fn read_event_views<'a>(
+    r: &mut Reader<'a>,
+    events: &mut Vec<NewEventView<'a>>,
+) -> Result<(), DecodeError> {
     let count = r.get_u32("event count")?;
-    let mut events = Vec::new();
     for _ in 0..count {
-        events.push(NewEvent::read(r)?);
+        events.push(read_new_event_view(r)?);
     }
-    Ok(events)
+    Ok(())
 }
 
 impl WireFormat for ProduceBatch {
@@ -1038,29 +1097,7 @@ impl WireFormat for ProduceIf {
 
     fn read(r: &mut Reader) -> Result<ProduceIf, DecodeError> {
         let op_id = r.get_u64("op id")?;
-        let expect = r.get_u8("expectation")?;
-        let id = r.get_optional_id("expected id")?;
-        let expect = match (expect, id) {
-            (EXPECT_ANY, None) => Expectation::Any,
-            (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
-            (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
-            (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
-            (EXPECT_LAST_IS, None) => {
-                return Err(DecodeError::malformed(
-                    "expectation 2 needs an expected id".into(),
-                ))
-            }
-            (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
-                return Err(DecodeError::malformed(
-                    "only expectation 2 has an expected id".into(),
-                ))
-            }
-            (other, _) => {
-                return Err(DecodeError::malformed(format!(
-                    "unknown expectation {other}"
-                )))
-            }
-        };
+        let expect = read_expectation(r)?;
         let events = read_events(r)?;
         Ok(ProduceIf {
             op_id,
@@ -1068,6 +1105,33 @@ impl WireFormat for ProduceIf {
             events,
         })
     }
+}
+
+/// A ProduceIf's expectation: its code, then the optional expected id.
+fn read_expectation(r: &mut Reader) -> Result<Expectation, DecodeError> {
+    let expect = r.get_u8("expectation")?;
+    let id = r.get_optional_id("expected id")?;
+    Ok(match (expect, id) {
+        (EXPECT_ANY, None) => Expectation::Any,
+        (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
+        (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
+        (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
+        (EXPECT_LAST_IS, None) => {
+            return Err(DecodeError::malformed(
+                "expectation 2 needs an expected id".into(),
+            ))
+        }
+        (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
+            return Err(DecodeError::malformed(
+                "only expectation 2 has an expected id".into(),
+            ))
+        }
+        (other, _) => {
+            return Err(DecodeError::malformed(format!(
+                "unknown expectation {other}"
+            )))
+        }
+    })
 }
 
 const EXPECT_ANY: u8 = 0;

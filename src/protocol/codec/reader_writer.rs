@@ -92,7 +92,10 @@ pub(super) struct Reader<'a> {
     pub(super) limits: &'a WireLimits,
 }
 
+// The getters are small and called per field of every frame (several per produced event):
+// `#[inline]` lets the produce decoder inline them across codegen units; the errors are cold.
 impl<'a> Reader<'a> {
+    #[cold]
     pub(super) fn error(&self, message: String) -> DecodeError {
         DecodeError::malformed(format!(
             "{} frame (kind {:#04x}): {message}",
@@ -101,18 +104,26 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    #[inline]
     pub(super) fn take(&mut self, size: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         let left = self.body.len() - self.position;
         if size > left {
-            return Err(self.error(format!(
-                "{what} needs {size} bytes but only {left} are left in the frame"
-            )));
+            return Err(self.short(size, left, what));
         }
         let bytes = &self.body[self.position..self.position + size];
         self.position += size;
         Ok(bytes)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn short(&self, size: usize, left: usize, what: &str) -> DecodeError {
+        self.error(format!(
+            "{what} needs {size} bytes but only {left} are left in the frame"
+        ))
+    }
+
+    #[inline]
     pub(super) fn take_array<const N: usize>(
         &mut self,
         what: &str,
@@ -122,18 +133,22 @@ impl<'a> Reader<'a> {
         Ok(array)
     }
 
+    #[inline]
     pub(super) fn get_u8(&mut self, what: &str) -> Result<u8, DecodeError> {
         Ok(self.take_array::<1>(what)?[0])
     }
 
+    #[inline]
     pub(super) fn get_u16(&mut self, what: &str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.take_array(what)?))
     }
 
+    #[inline]
     pub(super) fn get_u32(&mut self, what: &str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take_array(what)?))
     }
 
+    #[inline]
     pub(super) fn get_u64(&mut self, what: &str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.take_array(what)?))
     }
@@ -165,6 +180,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Any id, including counter 0 with any actor: callers check the canonical form.
+    #[inline]
     pub(super) fn get_id(&mut self, what: &str) -> Result<EventId, DecodeError> {
         let counter = self.get_u64(what)?;
         let actor = self.get_u16(what)?;
@@ -187,6 +203,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Counter 0 means absent; its actor must then be 0 too, so each value has one encoding.
+    #[inline]
     pub(super) fn get_optional_id(&mut self, what: &str) -> Result<Option<EventId>, DecodeError> {
         let id = self.get_id(what)?;
         match (id.counter, id.actor.0) {
@@ -220,6 +237,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The namespace as a view of the frame's bytes (no copy).
+    #[inline]
     pub(super) fn get_namespace_str(&mut self) -> Result<&'a str, DecodeError> {
         let length = self.get_u16("namespace")?;
         if u32::from(length) > self.limits.namespace_length_max {
@@ -233,6 +251,7 @@ impl<'a> Reader<'a> {
             .map_err(|error| self.error(format!("namespace is not valid UTF-8: {error}")))
     }
 
+    #[inline]
     pub(super) fn get_data(&mut self) -> Result<&'a [u8], DecodeError> {
         let length = self.get_u32("data")?;
         if length > self.limits.event_data_size_max {

@@ -938,6 +938,97 @@ fn a_produce_decodes_as_a_view_like_the_owned_decoder() {
     assert!(decode_produce_view(&bad, &limits()).is_err());
 }
 
+/// The server decodes a ProduceBatch or ProduceIf as views (`decode_produce_many_view`):
+/// the same outcome as the owned decoder, frame for frame and error for error.
+fn check_produce_many_view(bytes: &[u8], limits: &WireLimits) {
+    let owned = decode_client(bytes, limits);
+    let mut views = Vec::new();
+    let view = decode_produce_many_view(bytes, limits, &mut views);
+    fn as_view(
+        op_id: u64,
+        expect: Expectation,
+        events: &[NewEvent],
+        length: usize,
+    ) -> (ProduceManyView, Vec<NewEventView<'_>>) {
+        let views = events.iter().map(NewEvent::view).collect();
+        let frame = ProduceManyView {
+            op_id,
+            expect,
+            length,
+        };
+        (frame, views)
+    }
+    match (owned, view) {
+        (Ok(None), Ok(None)) => {}
+        (Ok(Some((ClientFrame::ProduceBatch(batch), length))), Ok(Some(frame))) => {
+            let expected = as_view(batch.op_id, Expectation::Any, &batch.events, length);
+            assert_eq!(expected, (frame, views));
+        }
+        (Ok(Some((ClientFrame::ProduceIf(produce), length))), Ok(Some(frame))) => {
+            let expected = as_view(produce.op_id, produce.expect, &produce.events, length);
+            assert_eq!(expected, (frame, views));
+        }
+        (Err(owned), Err(view)) => assert_eq!(owned, view),
+        (owned, view) => panic!("decoders disagree: {owned:?} and {view:?}"),
+    }
+}
+
+#[test]
+fn a_batch_and_a_conditional_produce_decode_as_views_like_the_owned_decoder() {
+    let events = vec![
+        new_event("/orders/eu", Some(EventId::new(3, 1)), b"payload"),
+        new_event("/orders/us", None, b""),
+    ];
+    let frames = [
+        ClientFrame::ProduceBatch(ProduceBatch {
+            op_id: 9,
+            events: events.clone(),
+        }),
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id: 10,
+            expect: Expectation::LastIs(EventId::new(7, 2)),
+            events: events.clone(),
+        }),
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id: 11,
+            expect: Expectation::NoEvents,
+            events,
+        }),
+    ];
+    for frame in &frames {
+        let mut bytes = Vec::new();
+        encode(frame, &mut bytes);
+        for end in 0..=bytes.len() {
+            check_produce_many_view(&bytes[..end], &limits());
+        }
+        // A namespace over the limit, invalid UTF-8, a bad expectation and a wrong count are
+        // refused alike.
+        let mut tight = limits();
+        tight.namespace_length_max = 4;
+        check_produce_many_view(&bytes, &tight);
+        let mut bad = bytes.clone();
+        let at = bytes.windows(3).position(|w| w == b"/or").unwrap();
+        bad[at + 1] = 0xff;
+        check_produce_many_view(&bad, &limits());
+        assert!(decode_produce_many_view(&bad, &limits(), &mut Vec::new()).is_err());
+        for at in HEADER_SIZE + 8..HEADER_SIZE + 14 {
+            let mut changed = bytes.clone();
+            changed[at] ^= 0x03;
+            check_produce_many_view(&changed, &limits());
+        }
+    }
+    // Another kind is refused.
+    let mut produce = Vec::new();
+    encode(
+        &ClientFrame::Produce(Produce {
+            op_id: 1,
+            event: new_event("/a", None, b"x"),
+        }),
+        &mut produce,
+    );
+    assert!(decode_produce_many_view(&produce, &limits(), &mut Vec::new()).is_err());
+}
+
 /// Random bytes shaped like frames: a plausible length and a known kind most of the time, so
 /// the fields are exercised and not only the header check.
 fn random_input(rng: &mut Rng, out: &mut Vec<u8>) {
