@@ -386,8 +386,11 @@ pub struct GroupLimits {
     pub per_principal_max: usize,
     /// The longest group name, in bytes.
     pub name_length_max: u32,
-    /// Ack time-out of a join that does not set one.
+    /// Ack time-out of a group whose creation does not set one.
     pub ack_timeout_default: Duration,
+    /// The longest ack time-out a group may have (an explicit create or update asking for
+    /// more is refused, a creating join's is lowered to it).
+    pub ack_timeout_max: Duration,
     /// Deliveries before parking, for a join that does not set it.
     pub max_deliveries_default: u16,
     /// Unacknowledged events per member, for a join that does not set it.
@@ -411,6 +414,9 @@ pub struct GroupLimits {
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.
     pub journal_compact_bytes: u64,
+    /// Members one GroupsDetail reply lists for a group (a group may have more; its member
+    /// count says how many).
+    pub members_listed_max: usize,
 }
 
 impl Default for GroupLimits {
@@ -420,6 +426,7 @@ impl Default for GroupLimits {
             per_principal_max: 64,
             name_length_max: 255,
             ack_timeout_default: Duration::from_secs(30),
+            ack_timeout_max: Duration::from_secs(24 * 60 * 60),
             max_deliveries_default: 10,
             in_flight_default: 1000,
             in_flight_max: 100_000,
@@ -428,6 +435,7 @@ impl Default for GroupLimits {
             parked_max: 100_000,
             parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
+            members_listed_max: 100,
         }
     }
 }
@@ -899,12 +907,15 @@ impl Config {
             || groups.max_deliveries_default == 0
             || groups.in_flight_default == 0
             || groups.in_flight_max < groups.in_flight_default
+            || groups.ack_timeout_max < groups.ack_timeout_default
+            || groups.ack_timeout_max.as_millis() > u128::from(u32::MAX)
             || groups.ack_window_max == 0
             || groups.memory_max == 0
         {
             return Err(
-                "group limits must be positive (name length at most 65535, the in-flight \
-                 maximum at least its default)"
+                "group limits must be positive (name length at most 65535, the in-flight and \
+                 ack time-out maxima at least their defaults, the ack time-out maximum at most \
+                 4294967295 ms)"
                     .into(),
             );
         }
@@ -932,6 +943,24 @@ impl Config {
             return Err(format!(
                 "a Groups reply of one group ({group_info_max} bytes with the longest name and \
                  glob) must fit the frame size limit {frame_size_max}"
+            ));
+        }
+        // A GroupsDetail reply of one group with the longest name and glob and
+        // `members_listed_max` members with the longest connection text fits one frame.
+        let detail_max = group_info_max
+            + crate::protocol::GROUP_DETAIL_EXTRA_SIZE
+            + groups.members_listed_max
+                * (crate::protocol::GROUP_MEMBER_FIXED_SIZE
+                    + crate::protocol::GROUP_MEMBER_CONNECTION_TEXT_MAX);
+        if groups.members_listed_max == 0
+            || groups.members_listed_max > 10_000
+            || detail_max > frame_size_max
+        {
+            return Err(format!(
+                "groups.members_listed_max must be between 1 and 10000 and a GroupsDetail reply \
+                 of one group must fit a frame ({detail_max} bytes for {}; the frame size limit \
+                 is {frame_size_max})",
+                groups.members_listed_max
             ));
         }
         Ok(())

@@ -520,7 +520,8 @@ fn an_owned_producer_queues_a_window_and_recv_ack_flushes_it() {
     server.join().expect("fake server");
 }
 
-/// A group member's acks are pipelined and batched: one GroupAck frame per 128 acks or per
+/// A group member's acks are pipelined and batched: one GroupAck (a run of consecutive
+/// deliveries: one GroupAckRange) frame per 128 acks or per
 /// wait for the network (the client reads 4 KiB at a time, so a few), never one per event,
 /// all before LeaveGroup; a NotPending answer (a late ack) does not end the membership.
 #[test]
@@ -564,6 +565,15 @@ fn group_acks_are_batched_and_a_not_pending_answer_does_not_end_the_membership()
                     ack_frames += 1;
                     acked.extend(ack.ids);
                 }
+                // The events came one after another and were acked in that order: the client
+                // sends runs of them as ranges (here the deliveries are ids 1, 2, 3, ...).
+                ClientFrame::GroupAckRange(range) => {
+                    assert_eq!(range.subscription_id, id);
+                    ack_frames += 1;
+                    acked.extend(
+                        (range.first.counter..=range.last.counter).map(|c| EventId::new(c, 1)),
+                    );
+                }
                 ClientFrame::Credit { .. } => {}
                 ClientFrame::LeaveGroup { subscription_id } => {
                     assert_eq!(subscription_id, id);
@@ -579,7 +589,7 @@ fn group_acks_are_batched_and_a_not_pending_answer_does_not_end_the_membership()
         );
         assert!(
             (3..=20).contains(&ack_frames),
-            "300 acks in {ack_frames} GroupAck frames"
+            "300 acks in {ack_frames} GroupAck or GroupAckRange frames"
         );
         conn.send(ServerFrame::End {
             subscription_id: id,

@@ -508,8 +508,11 @@ fn the_groups_cli_inspects_and_administers_a_group_across_kill_9() {
         .find(|line| line.starts_with("admin "))
         .unwrap_or_else(|| panic!("no admin row in {list}"));
     let columns: Vec<&str> = row.split_whitespace().collect();
-    // GROUP MEMBERS PENDING PARKED FLOOR NEXT LAG GLOB
-    assert_eq!(columns, ["admin", "0", "0", "2", "5", "5", "0", "/jobs/**"]);
+    // GROUP MEMBERS PENDING PARKED FLOOR NEXT LAG ACK_MS MAXDEL MAXINF GLOB
+    assert_eq!(
+        columns,
+        ["admin", "0", "0", "2", "5", "5", "0", "30000", "10", "1000", "/jobs/**"]
+    );
     let (ok, parked, _) = cli(&server, &["groups", "parked", "admin"]);
     assert!(ok);
     assert_eq!(parked.lines().count(), 2, "{parked}");
@@ -599,5 +602,96 @@ fn the_groups_cli_replays_chosen_parked_events() {
     let (ok, parked, _) = cli(&server, &["groups", "parked", "chosen"]);
     assert!(ok);
     assert!(parked.starts_with(ids[1]), "{parked}");
+    assert!(server.terminate().success());
+}
+
+/// `flo-client groups create` with settings, `groups info` showing them and each member's
+/// in-flight count, `groups update` on a live group; the settings survive kill -9. The member
+/// acknowledges with ranges (the client's default): after its acks and a Pong nothing is
+/// pending.
+#[test]
+fn group_settings_are_created_shown_updated_and_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..20);
+    let create = [
+        "groups",
+        "create",
+        "settings",
+        "-n",
+        "/jobs/**",
+        "--ack-timeout",
+        "5s",
+        "--max-deliveries",
+        "4",
+        "--max-in-flight",
+        "8",
+    ];
+    let (ok, created, error) = cli(&server, &create);
+    assert!(ok, "{created}{error}");
+    assert_eq!(info_field(&created, "ack time-out:"), 5000, "{created}");
+    // The same again is the group as it is; other settings are refused.
+    assert!(cli(&server, &create).0);
+    let (ok, _, error) = cli(
+        &server,
+        &[
+            "groups",
+            "create",
+            "settings",
+            "-n",
+            "/jobs/**",
+            "--max-deliveries",
+            "9",
+        ],
+    );
+    assert!(!ok && error.contains("GroupSettingsMismatch"), "{error}");
+
+    let mut member = client(&server);
+    let mut consumer = member
+        .join_group("settings")
+        .glob("/jobs/**")
+        .credit(100)
+        .join()
+        .expect("join");
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match next_delivery(&mut consumer) {
+            GroupDelivery::Event(event) => held.push(event.id),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let (ok, info, _) = cli(&server, &["groups", "info", "settings"]);
+    assert!(ok);
+    assert_eq!(info_field(&info, "max in flight:"), 8, "{info}");
+    let row = info
+        .lines()
+        .find(|line| line.trim_start().starts_with("1 "))
+        .unwrap_or_else(|| panic!("no member row in {info}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // MEMBER CONNECTION IN-FLIGHT MAX CREDIT: the member holds its whole window of 8.
+    assert_eq!(columns[2..4], ["8", "8"], "{info}");
+    for id in &held {
+        consumer.ack(*id).expect("ack");
+    }
+    // Leaving waits for the End, which follows the acks (journaled and synced before it).
+    consumer.leave().expect("leave");
+    let (ok, updated, error) = cli(
+        &server,
+        &["groups", "update", "settings", "--ack-timeout", "7s"],
+    );
+    assert!(ok, "{error}");
+    assert_eq!(info_field(&updated, "ack time-out:"), 7000, "{updated}");
+    assert_eq!(info_field(&updated, "max deliveries:"), 4, "{updated}");
+    drop(member);
+
+    server.kill9();
+    let server = FloProcess::start(dir.path(), &[]);
+    let (ok, info, _) = cli(&server, &["groups", "info", "settings"]);
+    assert!(ok);
+    assert_eq!(info_field(&info, "ack time-out:"), 7000, "{info}");
+    assert_eq!(info_field(&info, "max deliveries:"), 4, "{info}");
+    assert_eq!(info_field(&info, "max in flight:"), 8, "{info}");
+    // The eight range-acked events are not delivered again: twelve are left.
+    assert_eq!(work_group(&server, "settings", &[]).len(), 12);
     assert!(server.terminate().success());
 }

@@ -121,6 +121,9 @@ fn every_frame_kind_has_an_example() {
         kind::CHANGE_MEMBER,
         kind::MEMBERS,
         kind::PEER_MEMBERSHIP,
+        kind::GROUP_ACK_RANGE,
+        kind::GROUPS_DETAIL_REQUEST,
+        kind::GROUPS_DETAIL,
     ];
     for kind in all_kinds {
         assert!(

@@ -1,12 +1,16 @@
 //! Consumer groups (docs/consumers.md): join a group, take its deliveries, acknowledge or
 //! refuse each by id, leave. Acks are pipelined: they are queued and sent in batches (one
-//! GroupAck frame for up to [`ACK_BATCH_DEFAULT`] ids), never waited for.
+//! GroupAck frame for up to [`ACK_BATCH_DEFAULT`] ids), never waited for. Acks of deliveries
+//! that came one after another, acknowledged in that order (a consumer that handles its events
+//! one at a time), go as one GroupAckRange frame of 25 bytes: its first and last event.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::event::{Event, EventId, StartPosition};
 use crate::protocol::{
-    ClientFrame, EndReason, ErrorCode, ErrorScope, GroupAck, JoinGroup, NamespaceGlob, ServerFrame,
+    ClientFrame, EndReason, ErrorCode, ErrorScope, GroupAck, GroupAckRange, JoinGroup,
+    NamespaceGlob, ServerFrame,
 };
 
 use super::consume::{CreditWindow, CREDIT_DEFAULT};
@@ -14,6 +18,16 @@ use super::{server_error, unexpected, Client, ClientError, ClientHandle};
 
 /// Acknowledgements queued before they are sent in one GroupAck frame.
 pub const ACK_BATCH_DEFAULT: usize = 128;
+/// Deliveries whose place in the membership's delivery order the consumer remembers, to
+/// join acks of consecutive deliveries into one range (older ones are acked by id).
+const RECENT_DELIVERIES_MAX: usize = 4096;
+
+/// An ack waiting to be sent: one id, or a run of consecutive deliveries (a range).
+#[derive(Debug, Clone, Copy)]
+enum QueuedAck {
+    Id(EventId),
+    Range { first: EventId, last: EventId },
+}
 
 /// Builds a group membership; see [`Client::join_group`].
 pub struct GroupBuilder<'a> {
@@ -26,6 +40,7 @@ pub struct GroupBuilder<'a> {
     max_deliveries: u16,
     max_in_flight: u32,
     ack_batch: usize,
+    ack_ranges: bool,
 }
 
 impl Client {
@@ -55,6 +70,7 @@ impl<'a> GroupBuilder<'a> {
             max_deliveries: 0,
             max_in_flight: 0,
             ack_batch: ACK_BATCH_DEFAULT,
+            ack_ranges: true,
         }
     }
 
@@ -102,6 +118,13 @@ impl<'a> GroupBuilder<'a> {
         self
     }
 
+    /// Whether acks of consecutive deliveries go as one GroupAckRange frame (on by default).
+    /// A server older than that frame closes the connection on it: turn this off for one.
+    pub fn ack_ranges(mut self, on: bool) -> Self {
+        self.ack_ranges = on;
+        self
+    }
+
     /// Validates the glob and sends the JoinGroup. The server does not answer a join: a refused
     /// join shows as the error of the first [`GroupConsumer::next_delivery`].
     pub fn join(mut self) -> Result<GroupConsumer<'a>, ClientError> {
@@ -130,6 +153,11 @@ impl<'a> GroupBuilder<'a> {
             subscription_id,
             credit: CreditWindow::new(self.credit),
             acks: Vec::new(),
+            queued_count: 0,
+            ack_ranges: self.ack_ranges,
+            recent: VecDeque::new(),
+            delivered: 0,
+            last_queued_sequence: None,
             ack_batch: self.ack_batch,
             not_pending: 0,
             caught_up: false,
@@ -159,8 +187,20 @@ pub struct GroupConsumer<'a> {
     group: String,
     subscription_id: u32,
     credit: CreditWindow,
-    /// Acks not yet sent.
-    acks: Vec<EventId>,
+    /// Acks not yet sent, in the order they were made.
+    acks: Vec<QueuedAck>,
+    /// The events `acks` acknowledges.
+    queued_count: usize,
+    ack_ranges: bool,
+    /// The latest deliveries by their number in this membership's delivery order (the
+    /// server numbers them the same way: one per Event frame), at most
+    /// `RECENT_DELIVERIES_MAX`; an entry goes when its event is acked.
+    recent: VecDeque<(u64, EventId)>,
+    /// Deliveries received so far.
+    delivered: u64,
+    /// The delivery number the last queued ack ends at, if known: an ack of the next one
+    /// extends it into a range.
+    last_queued_sequence: Option<u64>,
     ack_batch: usize,
     /// NotPending errors the server sent (late acks of events already given to another
     /// member and acknowledged there, or parked).
@@ -199,17 +239,43 @@ impl GroupConsumer<'_> {
 
     /// Acks queued and not yet sent.
     pub fn queued_acks(&self) -> usize {
-        self.acks.len()
+        self.queued_count
     }
 
     /// Marks the event done. Queued; sent once `ack_batch` acks are queued, before the
-    /// consumer waits for the network, and by [`GroupConsumer::flush`] and `leave`.
+    /// consumer waits for the network, and by [`GroupConsumer::flush`] and `leave`. Acks of
+    /// deliveries that came one after another, made in that order, go as one range.
     pub fn ack(&mut self, id: EventId) -> Result<(), ClientError> {
-        self.acks.push(id);
-        if self.acks.len() >= self.ack_batch {
+        let sequence = self.take_sequence(id);
+        let extends = self.ack_ranges
+            && sequence.is_some()
+            && self
+                .last_queued_sequence
+                .zip(sequence)
+                .is_some_and(|(l, s)| s == l + 1);
+        match self.acks.last_mut() {
+            Some(queued) if extends => {
+                let (QueuedAck::Id(first) | QueuedAck::Range { first, .. }) = *queued;
+                *queued = QueuedAck::Range { first, last: id };
+            }
+            _ => self.acks.push(QueuedAck::Id(id)),
+        }
+        self.last_queued_sequence = sequence;
+        self.queued_count += 1;
+        if self.queued_count >= self.ack_batch {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// The delivery number of `id` among the recent deliveries (the newest delivery of it),
+    /// forgetting it.
+    fn take_sequence(&mut self, id: EventId) -> Option<u64> {
+        let index = self
+            .recent
+            .iter()
+            .rposition(|(_, delivered)| *delivered == id)?;
+        self.recent.remove(index).map(|(sequence, _)| sequence)
     }
 
     /// Refuses events: the group delivers them again (perhaps to another member) after
@@ -239,10 +305,35 @@ impl GroupConsumer<'_> {
     fn queue_acks(&mut self) -> Result<(), ClientError> {
         if self.acks.is_empty() || self.ended {
             self.acks.clear();
+            self.queued_count = 0;
+            self.last_queued_sequence = None;
             return Ok(());
         }
         let acks = std::mem::take(&mut self.acks);
-        for chunk in acks.chunks(usize::from(u16::MAX)) {
+        self.queued_count = 0;
+        self.last_queued_sequence = None;
+        let mut ids = Vec::new();
+        for ack in acks {
+            match ack {
+                QueuedAck::Id(id) => ids.push(id),
+                QueuedAck::Range { first, last } => {
+                    self.queue_ids(&mut ids)?;
+                    self.client
+                        .connection
+                        .queue(&ClientFrame::GroupAckRange(GroupAckRange {
+                            subscription_id: self.subscription_id,
+                            first,
+                            last,
+                        }))?;
+                }
+            }
+        }
+        self.queue_ids(&mut ids)
+    }
+
+    /// Queues GroupAck frames for `ids` (emptied).
+    fn queue_ids(&mut self, ids: &mut Vec<EventId>) -> Result<(), ClientError> {
+        for chunk in ids.chunks(usize::from(u16::MAX)) {
             self.client
                 .connection
                 .queue(&ClientFrame::GroupAck(GroupAck {
@@ -251,6 +342,7 @@ impl GroupConsumer<'_> {
                     ids: chunk.to_vec(),
                 }))?;
         }
+        ids.clear();
         Ok(())
     }
 
@@ -370,6 +462,11 @@ impl GroupConsumer<'_> {
                 event,
             } if subscription_id == own => {
                 self.on_event_delivered()?;
+                if self.recent.len() == RECENT_DELIVERIES_MAX {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((self.delivered, event.id));
+                self.delivered += 1;
                 Ok(Some(GroupDelivery::Event(event)))
             }
             ServerFrame::CaughtUp { subscription_id } if subscription_id == own => {

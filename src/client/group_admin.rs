@@ -6,8 +6,8 @@
 use super::{Client, ClientError};
 use crate::event::{EventId, StartPosition};
 use crate::protocol::{
-    ClientFrame, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest, ParkedReply,
-    ParkedRequest, ServerFrame,
+    ClientFrame, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo, GroupSettings,
+    GroupsDetailReply, GroupsReply, GroupsRequest, ParkedReply, ParkedRequest, ServerFrame,
 };
 
 impl Client {
@@ -106,6 +106,92 @@ impl Client {
             .and_then(one_group)
     }
 
+    /// Every group with its settings, page by page (GroupsDetailRequest lists, no members).
+    pub fn groups_detail(&mut self) -> Result<Vec<GroupDetail>, ClientError> {
+        let mut groups: Vec<GroupDetail> = Vec::new();
+        loop {
+            let after = groups
+                .last()
+                .map_or("", |g| g.info.name.as_str())
+                .to_string();
+            let request = GroupsRequest {
+                group: String::new(),
+                after,
+            };
+            let page = self.groups_detail_request(ClientFrame::GroupsDetailRequest(request))?;
+            let progressed = !page.groups.is_empty();
+            groups.extend(page.groups);
+            if !page.more || !progressed {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// One group with its settings and its members' in-flight counts (GroupsDetailRequest;
+    /// a server older than it closes the connection with MalformedFrame).
+    pub fn group_detail(&mut self, name: &str) -> Result<GroupDetail, ClientError> {
+        let request = GroupsRequest {
+            group: name.to_string(),
+            after: String::new(),
+        };
+        let reply = self.groups_detail_request(ClientFrame::GroupsDetailRequest(request))?;
+        one_detail(reply)
+    }
+
+    /// Creates a group with this glob, start position and settings (0 fields: the server's
+    /// defaults). An existing group with the same glob and settings is returned as it is;
+    /// other settings are refused (GroupSettingsMismatch): use
+    /// [`Client::update_group_settings`].
+    pub fn create_group(
+        &mut self,
+        name: &str,
+        glob: &str,
+        start: StartPosition,
+        settings: GroupSettings,
+    ) -> Result<GroupDetail, ClientError> {
+        let action = GroupAdminAction::Create {
+            glob: glob.to_string(),
+            start,
+            settings,
+        };
+        self.group_admin_detail(name, action)
+    }
+
+    /// Changes a group's settings (0 fields stay as they are), also while members are joined.
+    pub fn update_group_settings(
+        &mut self,
+        name: &str,
+        settings: GroupSettings,
+    ) -> Result<GroupDetail, ClientError> {
+        self.group_admin_detail(name, GroupAdminAction::UpdateSettings(settings))
+    }
+
+    fn group_admin_detail(
+        &mut self,
+        name: &str,
+        action: GroupAdminAction,
+    ) -> Result<GroupDetail, ClientError> {
+        let admin = GroupAdmin {
+            group: name.to_string(),
+            action,
+        };
+        self.groups_detail_request(ClientFrame::GroupAdmin(admin))
+            .and_then(one_detail)
+    }
+
+    fn groups_detail_request(
+        &mut self,
+        request: ClientFrame,
+    ) -> Result<GroupsDetailReply, ClientError> {
+        self.connection.send(&request)?;
+        loop {
+            match self.connection.receive()? {
+                ServerFrame::GroupsDetail(reply) => return Ok(reply),
+                frame => self.skip_stale(frame)?,
+            }
+        }
+    }
+
     /// Deletes a group without members.
     pub fn delete_group(&mut self, name: &str) -> Result<(), ClientError> {
         self.group_admin(name, GroupAdminAction::Delete).map(|_| ())
@@ -135,6 +221,19 @@ impl Client {
 }
 
 fn one_group(reply: GroupsReply) -> Result<GroupInfo, ClientError> {
+    let count = reply.groups.len();
+    reply
+        .groups
+        .into_iter()
+        .next()
+        .filter(|_| count == 1)
+        .ok_or_else(|| ClientError::Protocol {
+            code: crate::protocol::ErrorCode::MalformedFrame,
+            message: format!("expected one group in the answer, got {count}"),
+        })
+}
+
+fn one_detail(reply: GroupsDetailReply) -> Result<GroupDetail, ClientError> {
     let count = reply.groups.len();
     reply
         .groups

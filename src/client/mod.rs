@@ -44,9 +44,10 @@ use crate::event::NamespaceError;
 use crate::protocol::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
 
 pub use crate::protocol::{
-    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupInfo, GroupsReply, Info, MemberEntry,
-    MemberOp, MemberState, MemberStatus, MembershipState, NamespaceInfo, NamespacesReply, NewEvent,
-    ParkedEvent, ParkedReply, Purged, PurgesReply, RetentionInfo, Status, TraceEntry,
+    Ack, EndReason, ErrorCode, ErrorScope, Expectation, GroupDetail, GroupInfo, GroupMemberInfo,
+    GroupSettings, GroupsReply, Info, MemberEntry, MemberOp, MemberState, MemberStatus,
+    MembershipState, NamespaceInfo, NamespacesReply, NewEvent, ParkedEvent, ParkedReply, Purged,
+    PurgesReply, RetentionInfo, Status, TraceEntry,
 };
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
@@ -333,6 +334,7 @@ impl Client {
             frame @ (ServerFrame::Welcome(_)
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
+            | ServerFrame::GroupsDetail(_)
             | ServerFrame::Parked(_)
             | ServerFrame::Namespaces(_)
             | ServerFrame::Trace(_)

@@ -147,6 +147,7 @@ impl Client {
             frame @ (ServerFrame::Welcome(_)
             | ServerFrame::Status(_)
             | ServerFrame::Groups(_)
+            | ServerFrame::GroupsDetail(_)
             | ServerFrame::Parked(_)
             | ServerFrame::Namespaces(_)
             | ServerFrame::Trace(_)

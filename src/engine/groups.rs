@@ -12,10 +12,11 @@ use super::connection::Connection;
 use super::consume::{hidden_charged, wanted};
 use super::log_limit::{held_back_suffix, LogLimit};
 use super::{millis, ConnId, Engine, Now};
-use crate::event::{Cursor, EventId};
+use crate::config::GroupLimits;
+use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
-    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, JoinGroup, NamespaceGlob,
-    ServerFrame,
+    encode_event, EndReason, ErrorCode, ErrorScope, GlobError, GroupAck, GroupSettings, JoinGroup,
+    NamespaceGlob, ServerFrame,
 };
 use crate::storage::groups::{
     GroupRecord, GroupStore, MemoryGroupStore, ACK_OFFSETS_PER_RECORD_MAX,
@@ -23,8 +24,10 @@ use crate::storage::groups::{
 use crate::storage::{Log, Offset, StorageError};
 
 /// What one pending entry costs (the pending table, the id index and its timer, with the
-/// trees' and the hash map's overhead): measured about 170 bytes (attack2 finding 2).
-pub const GROUP_PENDING_ENTRY_BYTES: u64 = 192;
+/// trees' and the hash map's overhead): measured about 170 bytes (attack2 finding 2), plus
+/// the member's delivery-order entry while it is in flight (a `u64` and an offset in a
+/// `BTreeMap`, about 32 bytes with the node's share).
+pub const GROUP_PENDING_ENTRY_BYTES: u64 = 224;
 /// What one acknowledged offset above a floor costs in its `BTreeSet` (8 bytes plus node
 /// overhead; measured 40 to 60 bytes with the allocator's share, attack2 finding 3).
 pub const GROUP_ACKED_ENTRY_BYTES: u64 = 48;
@@ -47,7 +50,11 @@ pub(super) struct GroupBudget {
 pub(super) struct Groups {
     pub(super) store: Box<dyn GroupStore>,
     pub(super) groups: BTreeMap<String, Group>,
-    memberships: HashMap<MemberKey, String>,
+    pub(super) memberships: HashMap<MemberKey, String>,
+    /// A GroupAckRange not yet done (its work is charged to the turn's frame budget): the
+    /// membership's subscription id and the delivery numbers left, both included. At most
+    /// one per connection: its later frames wait until it is done (`groups_ranges.rs`).
+    pub(super) ack_ranges: HashMap<ConnId, (u32, u64, u64)>,
     /// The journal size right after the last compaction (or load).
     snapshot_bytes: u64,
 }
@@ -59,6 +66,9 @@ pub(super) struct Group {
     pub(super) owner: Option<String>,
     glob: NamespaceGlob,
     pub(super) glob_text: String,
+    /// Ack time-out, max deliveries and max in flight: the group's, journaled with it; a
+    /// member may lower them for itself (`Member::own`).
+    pub(super) settings: GroupSettings,
     /// Events this cursor covers are never delivered (cursor and after-id starts).
     pub(super) filter: Cursor,
     /// The floor last written to the journal. Every pending entry below it is a replayed
@@ -99,21 +109,118 @@ pub(super) enum PendingState {
     InFlight {
         member: MemberKey,
         deadline_ms: u64,
+        /// Its number in the member's delivery order (`Member::in_flight`).
+        sequence: u64,
     },
     /// Nacked or released: delivered again once `ready_ms` passed (then also in `redeliver`).
-    Waiting {
-        ready_ms: u64,
-    },
+    Waiting { ready_ms: u64 },
 }
 
 pub(super) struct Member {
-    key: MemberKey,
-    credit: u64,
-    pub(super) in_flight: u32,
-    in_flight_max: u32,
-    ack_timeout_ms: u64,
-    max_deliveries: u32,
+    pub(super) key: MemberKey,
+    pub(super) credit: u64,
+    /// The events in flight to this member by their number in its delivery order (the order
+    /// its Event frames went out), for GroupAckRange.
+    pub(super) in_flight: BTreeMap<u64, Offset>,
+    /// The number of the next delivery to this member.
+    next_sequence: u64,
+    /// The member's own settings from its JoinGroup (0: the group's): each may only lower
+    /// the group's value, for this member.
+    pub(super) own: GroupSettings,
     caught_up_sent: bool,
+}
+
+/// `own` when it is set (not 0) and lower than the group's `value`, else `value`.
+fn lowered<T: Ord + Default>(own: T, value: T) -> T {
+    if own == T::default() {
+        value
+    } else {
+        own.min(value)
+    }
+}
+
+impl Member {
+    /// Events in flight to this member.
+    pub(super) fn in_flight_count(&self) -> u32 {
+        u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The member's settings: the group's, lowered by its own.
+    pub(super) fn settings(&self, group: &GroupSettings) -> GroupSettings {
+        GroupSettings {
+            ack_timeout_ms: lowered(self.own.ack_timeout_ms, group.ack_timeout_ms),
+            max_deliveries: lowered(self.own.max_deliveries, group.max_deliveries),
+            max_in_flight: lowered(self.own.max_in_flight, group.max_in_flight),
+        }
+    }
+
+    fn may_take_more(&self, group: &GroupSettings) -> bool {
+        self.credit > 0 && self.in_flight_count() < self.settings(group).max_in_flight
+    }
+}
+
+/// The settings a new group gets from a creation's values: 0 means the server's default;
+/// `Err` names a value beyond the server's limits.
+pub(super) fn creation_settings(
+    asked: GroupSettings,
+    limits: &GroupLimits,
+) -> Result<GroupSettings, String> {
+    let ack_timeout_max = millis(limits.ack_timeout_max);
+    if u64::from(asked.ack_timeout_ms) > ack_timeout_max {
+        return Err(format!(
+            "an ack time-out of {} ms is longer than this server allows \
+             (groups.ack_timeout_max, {ack_timeout_max} ms)",
+            asked.ack_timeout_ms
+        ));
+    }
+    if asked.max_in_flight > limits.in_flight_max {
+        return Err(format!(
+            "max in flight {} is more than this server allows (groups.in_flight_max, {})",
+            asked.max_in_flight, limits.in_flight_max
+        ));
+    }
+    let or = |value: u32, default: u32| if value == 0 { default } else { value };
+    Ok(GroupSettings {
+        // Validated at start-up: at most u32::MAX ms.
+        ack_timeout_ms: or(
+            asked.ack_timeout_ms,
+            ack_timeout_max.min(millis(limits.ack_timeout_default)) as u32,
+        ),
+        max_deliveries: if asked.max_deliveries == 0 {
+            limits.max_deliveries_default
+        } else {
+            asked.max_deliveries
+        },
+        max_in_flight: or(asked.max_in_flight, limits.in_flight_default),
+    })
+}
+
+/// A JoinGroup's values, lowered to the server's limits (a join is not refused for them).
+fn join_settings(join: &JoinGroup, limits: &GroupLimits) -> GroupSettings {
+    let ack_timeout_max = u32::try_from(millis(limits.ack_timeout_max)).unwrap_or(u32::MAX);
+    GroupSettings {
+        ack_timeout_ms: join.ack_timeout_ms.min(ack_timeout_max),
+        max_deliveries: join.max_deliveries,
+        max_in_flight: join.max_in_flight.min(limits.in_flight_max),
+    }
+}
+
+/// The settings of a group a JoinGroup creates: each of the join's values where it is above
+/// the server's default (lowered to the limits), else the default.
+fn seeded_settings(join: &JoinGroup, limits: &GroupLimits) -> GroupSettings {
+    let asked = join_settings(join, limits);
+    let defaults = default_settings(limits);
+    GroupSettings {
+        ack_timeout_ms: asked.ack_timeout_ms.max(defaults.ack_timeout_ms),
+        max_deliveries: asked.max_deliveries.max(defaults.max_deliveries),
+        max_in_flight: asked.max_in_flight.max(defaults.max_in_flight),
+    }
+}
+
+/// The server's default settings (a group journaled without a Settings record has them).
+pub(super) fn default_settings(limits: &GroupLimits) -> GroupSettings {
+    // The defaults are valid creation values: validated at start-up.
+    creation_settings(GroupSettings::default(), limits).expect("default group settings")
 }
 
 impl Group {
@@ -123,11 +230,13 @@ impl Group {
         start: Offset,
         filter: Cursor,
         owner: Option<String>,
+        settings: GroupSettings,
     ) -> Group {
         Group {
             owner,
             glob,
             glob_text,
+            settings,
             filter,
             floor_written: start,
             next: start,
@@ -143,6 +252,16 @@ impl Group {
             round_robin: 0,
             park_log: LogLimit::default(),
             parked_full_log: LogLimit::default(),
+        }
+    }
+
+    /// The journal record of the group's settings.
+    pub(super) fn settings_record(&self, name: &str) -> GroupRecord {
+        GroupRecord::Settings {
+            group: name.to_string(),
+            ack_timeout_ms: self.settings.ack_timeout_ms,
+            max_deliveries: self.settings.max_deliveries,
+            max_in_flight: self.settings.max_in_flight,
         }
     }
 
@@ -191,10 +310,7 @@ impl Group {
         for step in 0..count {
             let index = (self.round_robin + step) % count;
             let member = &self.members[index];
-            if member.credit > 0
-                && member.in_flight < member.in_flight_max
-                && has_room(member.key.0)
-            {
+            if member.may_take_more(&self.settings) && has_room(member.key.0) {
                 self.round_robin = (index + 1) % count;
                 return Some(index);
             }
@@ -202,16 +318,68 @@ impl Group {
         None
     }
 
-    fn member_mut(&mut self, key: MemberKey) -> Option<&mut Member> {
+    pub(super) fn member_mut(&mut self, key: MemberKey) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.key == key)
+    }
+
+    /// The deliveries after which member `key`'s events are parked (the group's, or the
+    /// member's lower own value; the group's once the member left).
+    fn max_deliveries_of(&self, key: MemberKey) -> u32 {
+        let settings = match self.members.iter().find(|m| m.key == key) {
+            Some(member) => member.settings(&self.settings),
+            None => self.settings,
+        };
+        u32::from(settings.max_deliveries)
+    }
+
+    /// Takes the pending entry at `offset` out of its member's hands or its wait for
+    /// redelivery (its timer and queue places), as an ack or a release does.
+    fn unhold(&mut self, offset: Offset) {
+        let Some(pending) = self.pending.get(&offset) else {
+            return;
+        };
+        match pending.state {
+            PendingState::InFlight {
+                member,
+                deadline_ms,
+                sequence,
+            } => {
+                self.timers.remove(&(deadline_ms, offset));
+                if let Some(member) = self.members.iter_mut().find(|m| m.key == member) {
+                    member.in_flight.remove(&sequence);
+                }
+            }
+            PendingState::Waiting { ready_ms } => {
+                self.timers.remove(&(ready_ms, offset));
+                self.redeliver.remove(&offset);
+            }
+        }
+    }
+
+    /// Acknowledges the pending entry at `offset` (from any member).
+    pub(super) fn ack_offset(&mut self, offset: Offset) {
+        self.unhold(offset);
+        let Some(pending) = self.pending.remove(&offset) else {
+            return;
+        };
+        self.pending_by_id.remove(&pending.id);
+        // A replayed parked event below the floor is journaled, not kept: the floor is
+        // already past it.
+        if offset >= self.floor_written {
+            self.acked.insert(offset);
+        }
+        self.acked_this_turn.push(offset);
     }
 
     /// Records a delivery of the record at `offset` to member `index`.
     fn delivered(&mut self, index: usize, offset: Offset, id: EventId, now_ms: u64) -> u32 {
+        let settings = self.members[index].settings(&self.settings);
         let member = &mut self.members[index];
         member.credit -= 1;
-        member.in_flight += 1;
-        let deadline_ms = now_ms.saturating_add(member.ack_timeout_ms);
+        let sequence = member.next_sequence;
+        member.next_sequence += 1;
+        member.in_flight.insert(sequence, offset);
+        let deadline_ms = now_ms.saturating_add(u64::from(settings.ack_timeout_ms));
         let key = member.key;
         let (previous, first_delivered_ms) = match self.pending.get(&offset) {
             Some(pending) => (pending.deliveries, pending.first_delivered_ms),
@@ -227,6 +395,7 @@ impl Group {
                 state: PendingState::InFlight {
                     member: key,
                     deadline_ms,
+                    sequence,
                 },
             },
         );
@@ -247,24 +416,10 @@ impl Group {
         now_ms: u64,
         parked_max: usize,
     ) -> Option<GroupRecord> {
+        // Nacked again while waiting: the new delay replaces the old one, whose timer would
+        // otherwise fire later as an ack time-out of the redelivered event.
+        self.unhold(offset);
         let pending = self.pending.get_mut(&offset)?;
-        match pending.state {
-            PendingState::InFlight {
-                member,
-                deadline_ms,
-            } => {
-                self.timers.remove(&(deadline_ms, offset));
-                if let Some(member) = self.members.iter_mut().find(|m| m.key == member) {
-                    member.in_flight -= 1;
-                }
-            }
-            // Nacked again while waiting: the new delay replaces the old one, whose timer
-            // would otherwise fire later as an ack time-out of the redelivered event.
-            PendingState::Waiting { ready_ms } => {
-                self.timers.remove(&(ready_ms, offset));
-                self.redeliver.remove(&offset);
-            }
-        }
         if pending.deliveries >= max_deliveries {
             if self.parked.len() < parked_max {
                 let id = pending.id;
@@ -317,6 +472,7 @@ impl Groups {
             store: Box::new(MemoryGroupStore::new()),
             groups: BTreeMap::new(),
             memberships: HashMap::new(),
+            ack_ranges: HashMap::new(),
             snapshot_bytes: 0,
         }
     }
@@ -325,6 +481,7 @@ impl Groups {
     pub(super) fn load(
         mut store: Box<dyn GroupStore>,
         glob_length_max: usize,
+        defaults: GroupSettings,
     ) -> Result<Groups, StorageError> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         // Replayed parked events not yet acknowledged or parked again, per group.
@@ -346,7 +503,30 @@ impl Groups {
                                 context: format!("group journal: glob {glob:?}: {error}"),
                             })?;
                     replayed.remove(&group);
-                    groups.insert(group, Group::new(compiled, glob, start, filter, owner));
+                    let created = Group::new(compiled, glob, start, filter, owner, defaults);
+                    groups.insert(group, created);
+                }
+                GroupRecord::Settings {
+                    group,
+                    ack_timeout_ms,
+                    max_deliveries,
+                    max_in_flight,
+                } => {
+                    if let Some(group) = groups.get_mut(&group) {
+                        // Journaled after validation; a damaged 0 would mean "never", so it
+                        // is read as the default instead.
+                        let or =
+                            |value: u32, default: u32| if value == 0 { default } else { value };
+                        group.settings = GroupSettings {
+                            ack_timeout_ms: or(ack_timeout_ms, defaults.ack_timeout_ms),
+                            max_deliveries: if max_deliveries == 0 {
+                                defaults.max_deliveries
+                            } else {
+                                max_deliveries
+                            },
+                            max_in_flight: or(max_in_flight, defaults.max_in_flight),
+                        };
+                    }
                 }
                 GroupRecord::Floor { group, floor } => {
                     if let Some(group) = groups.get_mut(&group) {
@@ -439,6 +619,7 @@ impl Groups {
             store,
             groups,
             memberships: HashMap::new(),
+            ack_ranges: HashMap::new(),
             snapshot_bytes,
         })
     }
@@ -476,6 +657,7 @@ impl Groups {
                 filter: group.filter.clone(),
                 owner: group.owner.clone(),
             });
+            records.push(group.settings_record(name));
             records.push(GroupRecord::Floor {
                 group: name.clone(),
                 floor,
@@ -527,7 +709,8 @@ impl<L: Log> Engine<L> {
     /// before the first input.
     pub fn load_groups(&mut self, store: Box<dyn GroupStore>) -> Result<(), StorageError> {
         let glob_length_max = self.config.wire.glob_length_max as usize;
-        self.groups = Groups::load(store, glob_length_max)?;
+        let defaults = default_settings(&self.config.groups);
+        self.groups = Groups::load(store, glob_length_max, defaults)?;
         // A power loss under a non-`always` fsync policy can leave the log ending below
         // offsets the journal (synced on its own schedule) recorded as acknowledged, parked or
         // pending. Later records take those offsets again: state there describes records that
@@ -586,7 +769,13 @@ impl<L: Log> Engine<L> {
                 }
             }
             None => {
-                if let Err((code, message)) = self.create_group(conn, &join) {
+                // The creating join may raise the group's settings above the server's
+                // defaults (up to the limits), never lower them: its lower values are its own
+                // caps (a `consume --limit 2` window must not become every member's).
+                let settings = seeded_settings(&join, &limits);
+                let created =
+                    self.create_group(conn, &join.group, &join.glob, &join.start, settings);
+                if let Err((code, message)) = created {
                     return self.send_error(conn, scope, code, &message);
                 }
             }
@@ -604,33 +793,27 @@ impl<L: Log> Engine<L> {
             );
             return self.send_error(conn, scope, ErrorCode::GroupGlobMismatch, &message);
         }
-        let or_default = |value: u64, default: u64| if value == 0 { default } else { value };
         group.members.push(Member {
             key: (conn, id),
             credit: u64::from(join.credit),
-            in_flight: 0,
-            in_flight_max: or_default(
-                u64::from(join.max_in_flight),
-                u64::from(limits.in_flight_default),
-            )
-            .min(u64::from(limits.in_flight_max)) as u32,
-            ack_timeout_ms: or_default(
-                u64::from(join.ack_timeout_ms),
-                millis(limits.ack_timeout_default),
-            ),
-            max_deliveries: or_default(
-                u64::from(join.max_deliveries),
-                u64::from(limits.max_deliveries_default),
-            ) as u32,
+            in_flight: BTreeMap::new(),
+            next_sequence: 0,
+            own: join_settings(&join, &limits),
             caught_up_sent: false,
         });
         self.groups.memberships.insert((conn, id), join.group);
     }
 
-    /// Creates the group a JoinGroup names, at the joiner's start position, owned by the
-    /// joiner's principal (with an auth file), which may own at most
-    /// `groups.per_principal_max` groups.
-    fn create_group(&mut self, conn: ConnId, join: &JoinGroup) -> Result<(), (ErrorCode, String)> {
+    /// Creates a group (for a JoinGroup, or a GroupAdmin create), owned by the principal of
+    /// `conn` (with an auth file), which may own at most `groups.per_principal_max` groups.
+    pub(super) fn create_group(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        glob_text: &str,
+        start: &StartPosition,
+        settings: GroupSettings,
+    ) -> Result<(), (ErrorCode, String)> {
         if self.groups.groups.len() >= self.config.groups.groups_max {
             let message = format!(
                 "the server keeps at most {} groups",
@@ -650,31 +833,28 @@ impl<L: Log> Engine<L> {
             }
         }
         let glob_length_max = self.config.wire.glob_length_max as usize;
-        let glob =
-            NamespaceGlob::with_length_max(&join.glob, glob_length_max).map_err(|error| {
-                let message = match error {
-                    GlobError::TooLong { .. } => error.to_string(),
-                    _ => format!("invalid glob {:?}: {error}", join.glob),
-                };
-                (ErrorCode::InvalidGlob, message)
-            })?;
-        let (start, filter) = self.resolve_group_start(&join.start)?;
+        let glob = NamespaceGlob::with_length_max(glob_text, glob_length_max).map_err(|error| {
+            let message = match error {
+                GlobError::TooLong { .. } => error.to_string(),
+                _ => format!("invalid glob {glob_text:?}: {error}"),
+            };
+            (ErrorCode::InvalidGlob, message)
+        })?;
+        let (start, filter) = self.resolve_group_start(start)?;
         self.groups.store.append(&GroupRecord::Create {
-            group: join.group.clone(),
-            glob: join.glob.clone(),
+            group: name.to_string(),
+            glob: glob_text.to_string(),
             start,
             filter: filter.clone(),
             owner: owner.clone(),
         });
         match &owner {
-            Some(owner) => log::info!(
-                "group {:?} created at offset {start} by {owner}",
-                join.group
-            ),
-            None => log::info!("group {:?} created at offset {start}", join.group),
+            Some(owner) => log::info!("group {name:?} created at offset {start} by {owner}"),
+            None => log::info!("group {name:?} created at offset {start}"),
         }
-        let group = Group::new(glob, join.glob.clone(), start, filter, owner);
-        self.groups.groups.insert(join.group.clone(), group);
+        let group = Group::new(glob, glob_text.to_string(), start, filter, owner, settings);
+        self.groups.store.append(&group.settings_record(name));
+        self.groups.groups.insert(name.to_string(), group);
         Ok(())
     }
 
@@ -711,9 +891,7 @@ impl<L: Log> Engine<L> {
             .groups
             .get_mut(&name)
             .expect("group of a membership");
-        let max_deliveries = group
-            .member_mut((conn, id))
-            .map_or(1, |member| member.max_deliveries);
+        let max_deliveries = group.max_deliveries_of((conn, id));
         let mut not_pending = Vec::new();
         let mut records = Vec::new();
         for event_id in ack.ids {
@@ -734,30 +912,7 @@ impl<L: Log> Engine<L> {
                 continue;
             }
             // An ack from any member is taken: a late ack after a time-out still saves work.
-            if let Some(pending) = group.pending.remove(&offset) {
-                group.pending_by_id.remove(&event_id);
-                match pending.state {
-                    PendingState::InFlight {
-                        member,
-                        deadline_ms,
-                    } => {
-                        group.timers.remove(&(deadline_ms, offset));
-                        if let Some(member) = group.member_mut(member) {
-                            member.in_flight -= 1;
-                        }
-                    }
-                    PendingState::Waiting { ready_ms } => {
-                        group.timers.remove(&(ready_ms, offset));
-                        group.redeliver.remove(&offset);
-                    }
-                }
-                // A replayed parked event below the floor is journaled, not kept: the floor
-                // is already past it.
-                if offset >= group.floor_written {
-                    group.acked.insert(offset);
-                }
-                group.acked_this_turn.push(offset);
-            }
+            group.ack_offset(offset);
         }
         for record in &records {
             self.groups.store.append(record);
@@ -804,6 +959,16 @@ impl<L: Log> Engine<L> {
         let Some(name) = self.groups.memberships.remove(&key) else {
             return;
         };
+        // A range ack not done yet: no answer followed it (the connection's later frames
+        // wait for it), so its events are simply delivered again.
+        if self
+            .groups
+            .ack_ranges
+            .get(&key.0)
+            .is_some_and(|range| range.0 == key.1)
+        {
+            self.groups.ack_ranges.remove(&key.0);
+        }
         let now_ms = self.now_ms;
         let parked_max = self.config.groups.parked_max;
         // Every membership names an existing group.
@@ -812,15 +977,11 @@ impl<L: Log> Engine<L> {
             .groups
             .get_mut(&name)
             .expect("group of a membership");
-        let max_deliveries = group.member_mut(key).map_or(1, |m| m.max_deliveries);
-        let held: Vec<Offset> = group
-            .pending
-            .iter()
-            .filter(
-                |(_, p)| matches!(p.state, PendingState::InFlight { member, .. } if member == key),
-            )
-            .map(|(offset, _)| *offset)
-            .collect();
+        let max_deliveries = group.max_deliveries_of(key);
+        let held: Vec<Offset> = (group.members.iter())
+            .find(|m| m.key == key)
+            .map(|m| m.in_flight.values().copied().collect())
+            .unwrap_or_default();
         let mut records = Vec::new();
         for offset in held {
             records.extend(group.release(&name, offset, 0, max_deliveries, now_ms, parked_max));
@@ -846,9 +1007,7 @@ impl<L: Log> Engine<L> {
         self.groups.groups.values().any(|g| {
             !g.members.is_empty()
                 && (!g.redeliver.is_empty() || (g.next < self.log.durable_end() && !memory_full))
-                && g.members
-                    .iter()
-                    .any(|m| m.credit > 0 && m.in_flight < m.in_flight_max)
+                && g.members.iter().any(|m| m.may_take_more(&g.settings))
         })
     }
 
@@ -899,7 +1058,6 @@ impl<L: Log> Engine<L> {
 
     fn expire_group_timers(&mut self, name: &str, now_ms: u64) {
         let parked_max = self.config.groups.parked_max;
-        let max_deliveries_default = u32::from(self.config.groups.max_deliveries_default);
         // Called for existing groups only.
         let group = self.groups.groups.get_mut(name).expect("group");
         let mut records = Vec::new();
@@ -914,9 +1072,7 @@ impl<L: Log> Engine<L> {
             let id = pending.id;
             match pending.state {
                 PendingState::InFlight { member, .. } => {
-                    let max_deliveries = group
-                        .member_mut(member)
-                        .map_or(max_deliveries_default, |m| m.max_deliveries);
+                    let max_deliveries = group.max_deliveries_of(member);
                     log::debug!("group {name}: ack time-out of {id}");
                     records.extend(group.release(
                         name,
@@ -1142,7 +1298,7 @@ impl<L: Log> Engine<L> {
 }
 
 /// A group name is 1 to `length_max` bytes of printable text (no control characters).
-fn validate_group_name(name: &str, length_max: usize) -> Result<(), String> {
+pub(super) fn validate_group_name(name: &str, length_max: usize) -> Result<(), String> {
     if name.is_empty() {
         return Err("a group name must not be empty".to_string());
     }
@@ -1200,13 +1356,28 @@ impl<L: Log> Engine<L> {
                     })
                     .count();
                 assert_eq!(
-                    member.in_flight as usize, held,
+                    member.in_flight.len(),
+                    held,
                     "group {name}: member {:?} in_flight disagrees with its pending events",
                     member.key
                 );
+                for (sequence, offset) in &member.in_flight {
+                    assert!(
+                        matches!(
+                            group.pending.get(offset).map(|p| &p.state),
+                            Some(PendingState::InFlight { member: m, sequence: s, .. })
+                                if *m == member.key && s == sequence
+                        ),
+                        "group {name}: member {:?} delivery {sequence} names offset {offset}, \
+                         not in flight to it with that number",
+                        member.key
+                    );
+                }
+                // A member may hold more than its max_in_flight after an operator lowered the
+                // group's (it gets no more until it is below); never more than the server's.
                 assert!(
-                    member.in_flight <= member.in_flight_max,
-                    "group {name}: member {:?} holds more than its max_in_flight",
+                    member.in_flight_count() <= self.config.groups.in_flight_max,
+                    "group {name}: member {:?} holds more than groups.in_flight_max",
                     member.key
                 );
             }
@@ -1223,6 +1394,7 @@ impl<L: Log> Engine<L> {
                     PendingState::InFlight {
                         member,
                         deadline_ms,
+                        ..
                     } => {
                         assert!(
                             group.members.iter().any(|m| m.key == member),

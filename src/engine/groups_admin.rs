@@ -10,13 +10,15 @@ use std::collections::HashSet;
 use std::ops::Bound;
 
 use super::groups::{
-    Group, Pending, PendingState, GROUP_PARKED_ENTRY_BYTES, GROUP_PENDING_ENTRY_BYTES,
+    creation_settings, validate_group_name, Group, Pending, PendingState, GROUP_PARKED_ENTRY_BYTES,
+    GROUP_PENDING_ENTRY_BYTES,
 };
 use super::{ConnId, Engine};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
-    ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupInfo, GroupsReply, GroupsRequest,
-    ParkedEvent, ParkedReply, ParkedRequest, ServerFrame, GROUPS_FRAME_EMPTY_SIZE,
+    ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo, GroupMemberInfo,
+    GroupSettings, GroupsDetailReply, GroupsReply, GroupsRequest, ParkedEvent, ParkedReply,
+    ParkedRequest, ServerFrame, GROUPS_FRAME_EMPTY_SIZE,
 };
 use crate::storage::groups::GroupRecord;
 use crate::storage::{Log, Offset};
@@ -24,7 +26,9 @@ use crate::storage::{Log, Offset};
 impl Group {
     /// The group as a Groups frame describes it.
     pub(super) fn info(&self, name: &str, durable_end: Offset, now_ms: u64) -> GroupInfo {
-        let in_flight: u64 = self.members.iter().map(|m| u64::from(m.in_flight)).sum();
+        let in_flight: u64 = (self.members.iter())
+            .map(|m| u64::from(m.in_flight_count()))
+            .sum();
         let oldest_pending_age_ms = self
             .pending
             .values()
@@ -109,6 +113,171 @@ impl<L: Log> Engine<L> {
         self.send_group_admin_error(conn, ErrorCode::NoSuchGroup, &message);
     }
 
+    /// The group `name` as a GroupsDetail frame describes it, with at most `members_max`
+    /// members.
+    fn group_detail(&self, name: &str, group: &Group, members_max: usize) -> GroupDetail {
+        let durable_end = self.log.durable_end();
+        let members = (group.members.iter().take(members_max))
+            .map(|member| {
+                let (conn, subscription_id) = member.key;
+                let connection = self
+                    .conn(conn)
+                    .and_then(|c| c.peer_addr)
+                    .map_or_else(|| conn.to_string(), |addr| addr.to_string());
+                GroupMemberInfo {
+                    subscription_id,
+                    connection,
+                    in_flight: member.in_flight_count(),
+                    max_in_flight: member.settings(&group.settings).max_in_flight,
+                    credit: member.credit,
+                }
+            })
+            .collect();
+        GroupDetail {
+            info: group.info(name, durable_end, self.now_ms),
+            settings: group.settings,
+            members,
+        }
+    }
+
+    /// Sends GroupsDetail with the group `name` (which exists), its members listed.
+    fn send_group_detail(&mut self, conn: ConnId, name: &str) {
+        let members_max = self.config.groups.members_listed_max;
+        // Checked by the callers.
+        let group = self.groups.groups.get(name).expect("group exists");
+        let reply = GroupsDetailReply {
+            durable_end: self.log.durable_end().0,
+            more: false,
+            groups: vec![self.group_detail(name, group, members_max)],
+        };
+        self.send(conn, &ServerFrame::GroupsDetail(reply));
+    }
+
+    /// GroupsDetailRequest: as GroupsRequest, with each group's settings and, for a named
+    /// group, its members (at most `groups.members_listed_max`).
+    pub(super) fn on_groups_detail_request(&mut self, conn: ConnId, request: GroupsRequest) {
+        if let Err(message) = self.check_admin(conn, "ask for group state") {
+            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        }
+        if !request.group.is_empty() {
+            if !self.groups.groups.contains_key(&request.group) {
+                return self.no_such_group(conn, &request.group);
+            }
+            return self.send_group_detail(conn, &request.group);
+        }
+        // As many as fit one frame (validation makes sure one group always fits).
+        let room = self.config.wire.frame_size_max as usize - GROUPS_FRAME_EMPTY_SIZE;
+        let mut used = 0;
+        let mut reply = GroupsDetailReply {
+            durable_end: self.log.durable_end().0,
+            more: false,
+            groups: Vec::new(),
+        };
+        let after = (Bound::Excluded(request.after.as_str()), Bound::Unbounded);
+        for (name, group) in self.groups.groups.range::<str, _>(after) {
+            let detail = self.group_detail(name, group, 0);
+            used += detail.encoded_size();
+            if used > room || reply.groups.len() == usize::from(u16::MAX) {
+                reply.more = true;
+                break;
+            }
+            reply.groups.push(detail);
+        }
+        self.send(conn, &ServerFrame::GroupsDetail(reply));
+    }
+
+    /// GroupAdmin create: a new group with this glob, start and settings, owned by the
+    /// principal (with an auth file; as a creating JoinGroup: the consume permission on the
+    /// glob and the principal's quota). An existing group with the same glob and settings is
+    /// the answer as it is; another glob is `GroupGlobMismatch`, other settings
+    /// `GroupSettingsMismatch` (change them with the update action).
+    fn on_create_group(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        glob: &str,
+        start: &StartPosition,
+        asked: GroupSettings,
+    ) {
+        let limits = self.config.groups.clone();
+        if let Err(message) = validate_group_name(name, limits.name_length_max as usize) {
+            return self.send_group_admin_error(conn, ErrorCode::InvalidGroupName, &message);
+        }
+        if let Err(message) = self.check_consume(conn, glob) {
+            return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
+        }
+        let settings = match creation_settings(asked, &limits) {
+            Ok(settings) => settings,
+            Err(message) => {
+                return self.send_group_admin_error(conn, ErrorCode::InvalidGroupSettings, &message)
+            }
+        };
+        if let Some(group) = self.groups.groups.get(name) {
+            let refused = if let Err(message) = self.check_group_owner(conn, name, group, "create")
+            {
+                Some((ErrorCode::PermissionDenied, message))
+            } else if group.glob_text != glob {
+                let message = format!(
+                    "group {name:?} exists with the glob {:?}, not {glob:?}",
+                    group.glob_text
+                );
+                Some((ErrorCode::GroupGlobMismatch, message))
+            } else if group.settings != settings {
+                let message = format!(
+                    "group {name:?} exists with other settings ({}); change them with \
+                     `flo-client groups update`",
+                    describe_settings(&group.settings)
+                );
+                Some((ErrorCode::GroupSettingsMismatch, message))
+            } else {
+                None
+            };
+            if let Some((code, message)) = refused {
+                return self.send_group_admin_error(conn, code, &message);
+            }
+            return self.send_group_detail(conn, name);
+        }
+        if let Err((code, message)) = self.create_group(conn, name, glob, start, settings) {
+            return self.send_group_admin_error(conn, code, &message);
+        }
+        self.send_group_detail(conn, name);
+    }
+
+    /// GroupAdmin update: the group's settings change (0 fields stay); journaled. In-flight
+    /// events keep the deadline they were delivered with; a member holding more than a
+    /// lowered `max_in_flight` gets nothing more until it is below it.
+    fn update_group_settings(
+        &mut self,
+        name: &str,
+        asked: GroupSettings,
+    ) -> Result<(), (ErrorCode, String)> {
+        let limits = self.config.groups.clone();
+        // Checked by the caller.
+        let group = self.groups.groups.get_mut(name).expect("group exists");
+        let or = |value: u32, current: u32| if value == 0 { current } else { value };
+        let merged = GroupSettings {
+            ack_timeout_ms: or(asked.ack_timeout_ms, group.settings.ack_timeout_ms),
+            max_deliveries: if asked.max_deliveries == 0 {
+                group.settings.max_deliveries
+            } else {
+                asked.max_deliveries
+            },
+            max_in_flight: or(asked.max_in_flight, group.settings.max_in_flight),
+        };
+        let settings = creation_settings(merged, &limits)
+            .map_err(|message| (ErrorCode::InvalidGroupSettings, message))?;
+        if settings != group.settings {
+            group.settings = settings;
+            let record = group.settings_record(name);
+            self.groups.store.append(&record);
+            log::info!(
+                "group {name:?}: settings now {}",
+                describe_settings(&settings)
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn on_groups_request(&mut self, conn: ConnId, request: GroupsRequest) {
         if let Err(message) = self.check_admin(conn, "ask for group state") {
             return self.send_group_admin_error(conn, ErrorCode::PermissionDenied, &message);
@@ -175,6 +344,14 @@ impl<L: Log> Engine<L> {
     }
 
     pub(super) fn on_group_admin(&mut self, conn: ConnId, admin: GroupAdmin) {
+        if let GroupAdminAction::Create {
+            glob,
+            start,
+            settings,
+        } = &admin.action
+        {
+            return self.on_create_group(conn, &admin.group, glob, start, *settings);
+        }
         // An admin may change any group; a principal may change the groups it created (so it
         // can free its quota, groups.per_principal_max).
         let owner = self.principal_name(conn);
@@ -210,6 +387,14 @@ impl<L: Log> Engine<L> {
                 Err((ErrorCode::GroupInUse, message))
             }
             GroupAdminAction::Reset(start) => self.reset_group(&name, &start),
+            GroupAdminAction::UpdateSettings(settings) => {
+                match self.update_group_settings(&name, settings) {
+                    Ok(()) => return self.send_group_detail(conn, &name),
+                    Err(error) => Err(error),
+                }
+            }
+            // Answered above.
+            GroupAdminAction::Create { .. } => unreachable!("GroupAdmin create handled first"),
             GroupAdminAction::Delete => {
                 self.groups.groups.remove(&name);
                 self.groups.store.append(&GroupRecord::Delete {
@@ -361,4 +546,12 @@ impl<L: Log> Engine<L> {
         })?;
         Ok((offset, start.cursor().unwrap_or_default()))
     }
+}
+
+/// Settings as a log line or message shows them.
+fn describe_settings(settings: &GroupSettings) -> String {
+    format!(
+        "ack time-out {} ms, max deliveries {}, max in flight {}",
+        settings.ack_timeout_ms, settings.max_deliveries, settings.max_in_flight
+    )
 }

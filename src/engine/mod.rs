@@ -12,6 +12,7 @@ mod connection;
 mod consume;
 mod groups;
 mod groups_admin;
+mod groups_ranges;
 mod invariants;
 mod log_limit;
 mod lookups;
@@ -234,6 +235,8 @@ pub struct EngineStats {
     /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
     /// steps), while waking tail subscriptions and feeding consumers.
     pub match_steps_charged: u64,
+    /// Events acknowledged by GroupAckRange frames (each settled in some turn's budget).
+    pub group_range_acks: u64,
 }
 
 pub struct Engine<L: Log> {
@@ -499,6 +502,13 @@ impl<L: Log> Engine<L> {
             // per connection.
             Inbound::Client(ClientFrame::ChangeMember(_))
             | Inbound::Peer(PeerFrame::PeerMembership(_)) => MEMBERSHIP_CHANGE_UNITS,
+            // Each id is an ack or a nack to settle (a GroupAckRange charges its own, as it
+            // settles them: `groups_ranges.rs`).
+            Inbound::Client(ClientFrame::GroupAck(ack) | ClientFrame::GroupNack(ack)) => ack
+                .ids
+                .len()
+                .div_ceil(groups_ranges::ACKS_PER_FRAME_UNIT)
+                .max(1),
             _ => 1,
         }
     }
@@ -523,6 +533,22 @@ impl<L: Log> Engine<L> {
             if consumed < connection.input.len() && units_decoded >= frames_max {
                 deferred = true;
                 break;
+            }
+            // A range ack not done yet goes before the connection's next frame; while it is
+            // not done (the budget ran out), its later frames wait (`groups_ranges.rs`).
+            if self.group_ack_range_queued(conn) {
+                let units_left = frames_max.saturating_sub(units_decoded);
+                if units_left > 0 {
+                    let units = self.continue_group_ack_range(conn, units_left);
+                    units_decoded = units_decoded.saturating_add(units);
+                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                    self.metrics.on_decoded(units);
+                }
+                if self.group_ack_range_queued(conn) {
+                    deferred = true;
+                    break;
+                }
+                continue;
             }
             // The decoder is chosen by the connection's phase, so each frame is checked in the
             // order of protocol.md (section 3): the length (against the limit of this phase and
@@ -1174,6 +1200,10 @@ impl<L: Log> Engine<L> {
             ClientFrame::GroupsRequest(request) => self.on_groups_request(conn, request),
             ClientFrame::ParkedRequest(request) => self.on_parked_request(conn, request),
             ClientFrame::GroupAdmin(admin) => self.on_group_admin(conn, admin),
+            ClientFrame::GroupsDetailRequest(request) => {
+                self.on_groups_detail_request(conn, request)
+            }
+            ClientFrame::GroupAckRange(range) => self.on_group_ack_range(conn, range),
             ClientFrame::NamespacesRequest(request) => self.on_namespaces_request(conn, request),
             ClientFrame::TraceRequest { id } => self.on_trace_request(conn, id),
             ClientFrame::ProduceIf(produce) => self.on_produce_if(now, conn, produce),

@@ -28,6 +28,8 @@ pub mod kind {
     pub const GROUPS_REQUEST: u8 = 0x0E;
     pub const PARKED_REQUEST: u8 = 0x0F;
     pub const GROUP_ADMIN: u8 = 0x10;
+    pub const GROUPS_DETAIL_REQUEST: u8 = 0x11;
+    pub const GROUP_ACK_RANGE: u8 = 0x1B;
     pub const PRODUCE_IF: u8 = 0x12;
     pub const SET_PRODUCER: u8 = 0x13;
     pub const NAMESPACES_REQUEST: u8 = 0x16;
@@ -55,6 +57,7 @@ pub mod kind {
     pub const INFO: u8 = 0x30;
     pub const PURGED: u8 = 0x31;
     pub const PURGES: u8 = 0x32;
+    pub const GROUPS_DETAIL: u8 = 0x33;
 
     pub const PEER_FIRST: u8 = 0x40;
     pub const PEER_HELLO: u8 = 0x40;
@@ -454,6 +457,28 @@ pub struct GroupAck {
     pub ids: Vec<EventId>,
 }
 
+/// Acknowledge (GroupAckRange) every event in flight to this membership that the server
+/// delivered to it from the delivery of `first` to the delivery of `last`, both included, in
+/// this membership's delivery order (protocol.md section 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAckRange {
+    pub subscription_id: u32,
+    pub first: EventId,
+    pub last: EventId,
+}
+
+/// A group's settings (docs/consumers.md, "Settings"): kept with the group and journaled. In a
+/// GroupAdmin create a 0 field means the server's default, in an update "unchanged".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupSettings {
+    /// An event not acknowledged this long after a delivery is delivered again.
+    pub ack_timeout_ms: u32,
+    /// Deliveries after which an event not acknowledged is parked.
+    pub max_deliveries: u16,
+    /// Unacknowledged events one member may hold.
+    pub max_in_flight: u32,
+}
+
 /// Ask for the state of consumer groups (admin): one group by name, or every group whose
 /// name sorts after `after` (empty: from the first), as many as fit one reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,6 +514,15 @@ pub enum GroupAdminAction {
     Reset(StartPosition),
     /// Delete the group and all its state. Refused while the group has members.
     Delete,
+    /// Create the group with this glob, start position and settings (0 fields: the server's
+    /// defaults). Of an existing group with the same glob and settings: nothing changes.
+    Create {
+        glob: String,
+        start: StartPosition,
+        settings: GroupSettings,
+    },
+    /// Change the group's settings (0 fields: unchanged); allowed while members are joined.
+    UpdateSettings(GroupSettings),
 }
 
 /// Change a group (admin); answered by [`ServerFrame::Groups`] with the group afterwards (no
@@ -527,6 +561,42 @@ pub struct GroupInfo {
     /// Milliseconds since the first delivery of the oldest (lowest offset) pending event; 0
     /// when nothing is pending.
     pub oldest_pending_age_ms: u64,
+}
+
+/// One member of a group as a GroupsDetail frame lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberInfo {
+    /// The subscription id of the member's JoinGroup.
+    pub subscription_id: u32,
+    /// The member's connection: its peer address, or the server's connection number.
+    pub connection: String,
+    /// Events delivered to this member and not acknowledged.
+    pub in_flight: u32,
+    /// The most it may hold: the group's `max_in_flight`, or the member's own lower cap.
+    pub max_in_flight: u32,
+    /// Event frames the server may still send it (its credit).
+    pub credit: u64,
+}
+
+/// One group as a GroupsDetail frame describes it: a Groups entry, the group's settings, and
+/// (for a request that names the group) its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDetail {
+    /// The group as a Groups frame describes it.
+    pub info: GroupInfo,
+    /// The group's ack time-out, max deliveries and max in flight (per member).
+    pub settings: GroupSettings,
+    /// At most `groups.members_listed_max` members, in join order (`info.members` counts
+    /// all); empty in a list of groups.
+    pub members: Vec<GroupMemberInfo>,
+}
+
+/// The answer to a GroupsDetailRequest, and to a GroupAdmin create or settings update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupsDetailReply {
+    pub durable_end: u64,
+    pub more: bool,
+    pub groups: Vec<GroupDetail>,
 }
 
 /// The answer to a `GroupsRequest` or `GroupAdmin`.
@@ -768,6 +838,12 @@ pub enum ErrorCode {
     /// A Purge whose bound lies ahead of the server: a time past its clock, or an id past the
     /// next one it would issue. Nothing changed. Scope connection.
     PurgeBoundAhead = 48,
+    /// A GroupAdmin create or settings update asked for a setting beyond the server's limits
+    /// (`groups.ack_timeout_max`, `groups.in_flight_max`). Nothing changed. Scope connection.
+    InvalidGroupSettings = 49,
+    /// A GroupAdmin create named an existing group (same glob) with other settings. Nothing
+    /// changed; change settings with the update action. Scope connection.
+    GroupSettingsMismatch = 50,
 }
 
 impl ErrorCode {
@@ -819,6 +895,8 @@ impl ErrorCode {
             InvalidMemberChange,
             PurgeRulesFull,
             PurgeBoundAhead,
+            InvalidGroupSettings,
+            GroupSettingsMismatch,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -870,7 +948,9 @@ impl ErrorCode {
             | OrderStalled
             | InvalidMemberChange
             | PurgeRulesFull
-            | PurgeBoundAhead => false,
+            | PurgeBoundAhead
+            | InvalidGroupSettings
+            | GroupSettingsMismatch => false,
         }
     }
 }
@@ -929,6 +1009,10 @@ pub enum ClientFrame {
     ParkedRequest(ParkedRequest),
     /// Replay parked events, reset or delete a group (admin).
     GroupAdmin(GroupAdmin),
+    /// Ask for [`ServerFrame::GroupsDetail`] (admin).
+    GroupsDetailRequest(GroupsRequest),
+    /// These group events, a run of one membership's deliveries, are done.
+    GroupAckRange(GroupAckRange),
     /// A batch appended only if its first event's namespace meets an expectation.
     ProduceIf(ProduceIf),
     /// Later produces of this connection are numbered `next_sequence`, `next_sequence + 1`,
@@ -1001,6 +1085,8 @@ pub enum ServerFrame {
     Purged(Purged),
     /// The answer to [`ClientFrame::PurgesRequest`].
     Purges(PurgesReply),
+    /// Consumer groups with their settings and members.
+    GroupsDetail(GroupsDetailReply),
 }
 
 /// The answer to a Purge.

@@ -16,12 +16,16 @@
 //! Version 3 names groups by number (attack5 finding F2: a 255-byte name was repeated in every
 //! record, about 290 bytes per parked event): a Name record (kind 10) gives a group name a
 //! number the first time a record of this file refers to the group, and later records carry
-//! the kind with its high bit set (0x81-0x89) and the `u32` number where the name was. A
+//! the kind with its high bit set (0x81-0x89, 0x8B) and the `u32` number where the name was. A
 //! version 1 or 2 journal is still read as it is, and records appended to it are version 3.
 //!
 //! Start-up streams the journal through a window of about 2 MiB (one largest record and a
 //! read-ahead) and hands each record to the engine as it is decoded: what it holds does not
 //! grow with the journal's size.
+//!
+//! Version 3 also adds kind 11, a group's settings (ack time-out, max deliveries, max in
+//! flight), written right after each Create and whenever an operator changes them; the groups
+//! of an older journal have the server's default settings.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -89,6 +93,14 @@ pub enum GroupRecord {
     },
     /// The group was deleted.
     Delete { group: String },
+    /// The group's settings (format version 3, kind 10): written after its Create and
+    /// whenever they change. A group without one has the server's defaults.
+    Settings {
+        group: String,
+        ack_timeout_ms: u32,
+        max_deliveries: u16,
+        max_in_flight: u32,
+    },
 }
 
 const KIND_CREATE: u8 = 1;
@@ -105,6 +117,8 @@ const KIND_CREATE_OWNED: u8 = 9;
 const KIND_NAME: u8 = 10;
 /// Set in the kind of a record that names its group by number (format version 3).
 const INTERNED: u8 = 0x80;
+/// A group's settings (format version 3).
+const KIND_SETTINGS: u8 = 11;
 /// The bytes a streamed load reads ahead beyond one largest record.
 const READ_AHEAD: usize = 1 << 20;
 
@@ -119,7 +133,8 @@ impl GroupRecord {
             | GroupRecord::Park { group, .. }
             | GroupRecord::Replay { group, .. }
             | GroupRecord::Reset { group, .. }
-            | GroupRecord::Delete { group } => group,
+            | GroupRecord::Delete { group }
+            | GroupRecord::Settings { group, .. } => group,
         }
     }
 
@@ -132,7 +147,8 @@ impl GroupRecord {
             | GroupRecord::Park { group, .. }
             | GroupRecord::Replay { group, .. }
             | GroupRecord::Reset { group, .. }
-            | GroupRecord::Delete { group } => group,
+            | GroupRecord::Delete { group }
+            | GroupRecord::Settings { group, .. } => group,
         }
     }
 
@@ -147,6 +163,7 @@ impl GroupRecord {
             GroupRecord::Replay { .. } => KIND_REPLAY,
             GroupRecord::Reset { .. } => KIND_RESET,
             GroupRecord::Delete { .. } => KIND_DELETE,
+            GroupRecord::Settings { .. } => KIND_SETTINGS,
         }
     }
 }
@@ -306,6 +323,16 @@ fn put_fields(record: &GroupRecord, out: &mut Vec<u8>) {
             put_filter(out, filter);
         }
         GroupRecord::Delete { .. } => {}
+        GroupRecord::Settings {
+            ack_timeout_ms,
+            max_deliveries,
+            max_in_flight,
+            ..
+        } => {
+            out.extend_from_slice(&ack_timeout_ms.to_le_bytes());
+            out.extend_from_slice(&max_deliveries.to_le_bytes());
+            out.extend_from_slice(&max_in_flight.to_le_bytes());
+        }
     }
 }
 
@@ -389,11 +416,14 @@ fn decode_record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
     // the body.
     let kind = body[0];
     let plausible = if kind & INTERNED != 0 {
-        (KIND_CREATE..=KIND_CREATE_OWNED).contains(&(kind & !INTERNED)) && body.len() >= 5
+        ((KIND_CREATE..=KIND_CREATE_OWNED).contains(&(kind & !INTERNED))
+            || kind & !INTERNED == KIND_SETTINGS)
+            && body.len() >= 5
     } else {
         let name_at = if kind == KIND_NAME { 5 } else { 1 };
         let name_size = u16::from_le_bytes([*body.get(name_at)?, *body.get(name_at + 1)?]);
-        (KIND_CREATE..=KIND_NAME).contains(&kind) && name_at + 2 + name_size as usize <= body.len()
+        (KIND_CREATE..=KIND_SETTINGS).contains(&kind)
+            && name_at + 2 + name_size as usize <= body.len()
     };
     if !plausible {
         return None;
@@ -744,6 +774,12 @@ fn decode_body(body: &mut Body) -> Option<Entry> {
             filter: body.filter()?,
         },
         KIND_DELETE => GroupRecord::Delete { group },
+        KIND_SETTINGS => GroupRecord::Settings {
+            group,
+            ack_timeout_ms: body.u32()?,
+            max_deliveries: body.u16()?,
+            max_in_flight: body.u32()?,
+        },
         _ => return None,
     };
     body.bytes
@@ -1211,6 +1247,12 @@ mod tests {
                     vector,
                 },
                 owner: None,
+            },
+            GroupRecord::Settings {
+                group: "workers".into(),
+                ack_timeout_ms: 5000,
+                max_deliveries: 3,
+                max_in_flight: 70_000,
             },
             GroupRecord::Ack {
                 group: "workers".into(),

@@ -2,10 +2,15 @@
 //!
 //! One client creates as many groups as the server keeps, each with the longest name and glob,
 //! and asks for the list: the answer must stay within one frame (or page) and the 1025th group
-//! is refused. A GroupAdmin with an unknown action closes only its own connection.
+//! is refused. A GroupAdmin with an unknown action closes only its own connection. A million
+//! range acks never read stop being read; the longest GroupsDetail lists a bounded number of
+//! members.
 
 use flo::event::StartPosition;
-use flo::protocol::{kind, ClientFrame, ErrorCode, GroupsRequest, JoinGroup, ServerFrame};
+use flo::protocol::{
+    kind, ClientFrame, ErrorCode, GroupAckRange, GroupAdmin, GroupAdminAction, GroupSettings,
+    GroupsRequest, JoinGroup, ServerFrame,
+};
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
@@ -220,6 +225,200 @@ fn a_flipped_bit_in_the_group_journal_is_refused_then_repaired_without_losing_ot
     });
     assert!(quarantined, "--repair kept a copy of the damaged journal");
     assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// Writes `frame` over and over without reading, until `bytes_max` bytes are written or the
+/// server has stopped reading (a write blocks for a second). Returns the bytes written.
+fn send_without_reading(conn: &mut RawConn, frame: &ClientFrame, bytes_max: usize) -> usize {
+    use std::io::{ErrorKind, Write};
+    let mut one = Vec::new();
+    flo::protocol::encode(frame, &mut one);
+    let chunk = one.repeat(64 * 1024 / one.len());
+    conn.stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+        .expect("set write timeout");
+    let mut written = 0;
+    while written < bytes_max {
+        match conn.stream.write(&chunk) {
+            Ok(count) => written += count,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break
+            }
+            Err(error) => panic!("write failed after {written} bytes: {error}"),
+        }
+    }
+    written
+}
+
+/// A million GroupAckRange frames (25 MB) whose ends are not in flight, never read: each is
+/// answered NotPending, so the replies pile up until the server stops reading the connection;
+/// it stays small and answers everyone else.
+#[test]
+fn a_million_range_acks_never_read_stop_being_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.send(&join(1, 1));
+    let id = flo::event::EventId::new(7, 1);
+    let range = ClientFrame::GroupAckRange(GroupAckRange {
+        subscription_id: 1,
+        first: id,
+        last: id,
+    });
+    let bytes_max = 1_000_000 * 25;
+    let written = send_without_reading(&mut conn, &range, bytes_max);
+    assert!(
+        written < bytes_max / 4,
+        "the server read {written} bytes of range acks from a client that never reads"
+    );
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// The longest GroupsDetail: a group created (GroupAdmin create) with the longest name and
+/// glob and more members than one reply lists; the reply lists `members_listed_max` (100) of
+/// them and fits a frame. Creates past the limits are refused, the connection stays open.
+#[test]
+fn the_longest_group_detail_lists_a_bounded_number_of_members() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut operator = RawConn::hello(server.addr);
+    let name = format!("{:05}{}", 0, "g".repeat(NAME_LENGTH_MAX - 5));
+    let glob = format!("/{}", "a".repeat(GLOB_LENGTH_MAX - 1));
+    let create = |glob: &str, max_in_flight| {
+        ClientFrame::GroupAdmin(GroupAdmin {
+            group: name.clone(),
+            action: GroupAdminAction::Create {
+                glob: glob.to_string(),
+                start: StartPosition::Beginning,
+                settings: GroupSettings {
+                    ack_timeout_ms: 0,
+                    max_deliveries: 0,
+                    max_in_flight,
+                },
+            },
+        })
+    };
+    operator.send(&create(&glob, 100_001));
+    match operator.recv() {
+        Some(ServerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::InvalidGroupSettings, "{error:?}")
+        }
+        other => panic!("expected InvalidGroupSettings, got {other:?}"),
+    }
+    operator.send(&create(&format!("{glob}a"), 0));
+    match operator.recv() {
+        Some(ServerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::InvalidGlob, "{error:?}")
+        }
+        other => panic!("expected InvalidGlob, got {other:?}"),
+    }
+    operator.send(&create(&glob, 0));
+    match operator.recv() {
+        Some(ServerFrame::GroupsDetail(reply)) => assert_eq!(reply.groups[0].info.name, name),
+        other => panic!("expected GroupsDetail, got {other:?}"),
+    }
+    let members: Vec<RawConn> = (0..101)
+        .map(|_| {
+            let mut member = RawConn::hello(server.addr);
+            member.send(&join(1, 0));
+            member.send(&ClientFrame::Ping { token: 1 });
+            loop {
+                match member.recv() {
+                    Some(ServerFrame::Pong { .. }) => break,
+                    Some(ServerFrame::CaughtUp { .. }) => {}
+                    other => panic!("expected CaughtUp or Pong, got {other:?}"),
+                }
+            }
+            member
+        })
+        .collect();
+    operator.send(&ClientFrame::GroupsDetailRequest(GroupsRequest {
+        group: name.clone(),
+        after: String::new(),
+    }));
+    match operator.recv() {
+        Some(ServerFrame::GroupsDetail(reply)) => {
+            let group = &reply.groups[0];
+            assert_eq!(group.info.members, 101);
+            assert_eq!(group.members.len(), 100, "members_listed_max");
+        }
+        other => panic!("expected GroupsDetail, got {other:?}"),
+    }
+    drop(members);
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// The longest range: a member holding 70,000 events (more than the 65,536 acks one turn may
+/// settle) acknowledges them all with one 25-byte GroupAckRange and sends a Ping. The range
+/// is finished over more than one turn, the Pong comes only after it, and then nothing is
+/// pending; another connection is answered meanwhile.
+#[test]
+fn a_range_over_more_than_one_turn_of_acks_is_finished_before_the_next_frame() {
+    const HELD: usize = 70_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--fsync", "interval:1000"]);
+    crate::common::produce_jobs(&server, 0..HELD);
+    let mut member = RawConn::hello(server.addr);
+    member.send(&ClientFrame::GroupAdmin(GroupAdmin {
+        group: "wide".into(),
+        action: GroupAdminAction::Create {
+            glob: "/jobs/**".into(),
+            start: StartPosition::Beginning,
+            settings: GroupSettings {
+                ack_timeout_ms: 600_000,
+                max_deliveries: 0,
+                max_in_flight: HELD as u32,
+            },
+        },
+    }));
+    assert!(matches!(member.recv(), Some(ServerFrame::GroupsDetail(_))));
+    member.send(&ClientFrame::JoinGroup(JoinGroup {
+        subscription_id: 1,
+        group: "wide".into(),
+        glob: "/jobs/**".into(),
+        start: StartPosition::Beginning,
+        credit: HELD as u32,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+        max_in_flight: 0,
+    }));
+    let mut ids = Vec::with_capacity(HELD);
+    while ids.len() < HELD {
+        match member.recv() {
+            Some(ServerFrame::Event { event, .. }) => ids.push(event.id),
+            Some(ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected Event, got {other:?}"),
+        }
+    }
+    member.send(&ClientFrame::GroupAckRange(GroupAckRange {
+        subscription_id: 1,
+        first: ids[0],
+        last: ids[HELD - 1],
+    }));
+    member.send(&ClientFrame::Ping { token: 77 });
+    let mut other = RawConn::hello(server.addr);
+    other.send(&ClientFrame::Ping { token: 1 });
+    assert!(matches!(other.recv(), Some(ServerFrame::Pong { token: 1 })));
+    loop {
+        match member.recv() {
+            Some(ServerFrame::Pong { token: 77 }) => break,
+            Some(ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected Pong, got {other:?}"),
+        }
+    }
+    other.send(&ClientFrame::GroupsRequest(GroupsRequest {
+        group: "wide".into(),
+        after: String::new(),
+    }));
+    match other.recv() {
+        Some(ServerFrame::Groups(reply)) => {
+            let group = &reply.groups[0];
+            assert_eq!((group.pending, group.in_flight), (0, 0), "{group:?}");
+        }
+        other => panic!("expected Groups, got {other:?}"),
+    }
+    assert_survived(&mut server, 256 * 1024 * 1024);
 }
 
 /// Attack round 5, finding 1: a member that nacks every event of a group with

@@ -47,6 +47,8 @@ JOIN_GROUP, GROUP_ACK, GROUP_NACK, LEAVE_GROUP = 0x09, 0x0A, 0x0B, 0x0C
 GROUPS_REQUEST, PARKED_REQUEST, GROUP_ADMIN = 0x0E, 0x0F, 0x10
 GROUPS, PARKED = 0x2A, 0x2B
 ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE, ADMIN_REPLAY_IDS, ADMIN_REPLAY_RANGE = 1, 2, 3, 4, 5
+ADMIN_CREATE, ADMIN_UPDATE_SETTINGS = 6, 7
+GROUPS_DETAIL_REQUEST, GROUP_ACK_RANGE, GROUPS_DETAIL = 0x11, 0x1B, 0x33
 # Purges and per-namespace retention (section 17).
 PURGE, PURGES_REQUEST, PURGED, PURGES = 0x19, 0x1A, 0x31, 0x32
 PURGE_BEFORE_ID, PURGE_BEFORE_TIME = 1, 2
@@ -105,6 +107,8 @@ ERROR_CODES = {
     46: "InvalidMemberChange",
     47: "PurgeRulesFull",
     48: "PurgeBoundAhead",
+    49: "InvalidGroupSettings",
+    50: "GroupSettingsMismatch",
 }
 
 # ProduceIf expectations (section 6).
@@ -532,15 +536,34 @@ def encode_change_member(operation: int, actor_id: int) -> bytes:
     return frame(CHANGE_MEMBER, struct.pack(">BH", operation, actor_id))
 
 
+def encode_group_ack_range(sub_id: int, first: EventId, last: EventId) -> bytes:
+    """GroupAckRange: every event in flight to the membership delivered from `first` to `last`."""
+    return frame(GROUP_ACK_RANGE, struct.pack(">I", sub_id) + _event_id(first) + _event_id(last))
+
+
+def encode_groups_detail_request(group: str = "", after: str = "") -> bytes:
+    return frame(GROUPS_DETAIL_REQUEST, _str16(group) + _str16(after))
+
+
+def _settings(settings: "GroupSettings") -> bytes:
+    return struct.pack(">IHI", settings.ack_timeout_ms, settings.max_deliveries, settings.max_in_flight)
+
+
 def encode_group_admin(
     group: str,
     action: int,
     start: Optional[Start] = None,
     ids: Sequence[EventId] = (),
     id_range: Optional[Tuple[EventId, EventId]] = None,
+    glob: str = "",
+    settings: Optional["GroupSettings"] = None,
 ) -> bytes:
     body = _str16(group) + struct.pack(">B", action)
-    if action == ADMIN_RESET:
+    if action == ADMIN_CREATE:
+        body += _str16(glob) + (start or Start.beginning()).encode() + _settings(settings or GroupSettings())
+    elif action == ADMIN_UPDATE_SETTINGS:
+        body += _settings(settings or GroupSettings())
+    elif action == ADMIN_RESET:
         if start is None:
             raise ValueError("a reset needs a start position")
         body += start.encode()
@@ -674,6 +697,38 @@ class GroupInfo:
 
 
 @dataclass(frozen=True)
+class GroupSettings:
+    """A group's settings; 0 means the server's default (create) or unchanged (update)."""
+
+    ack_timeout_ms: int = 0
+    max_deliveries: int = 0
+    max_in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class GroupMemberInfo:
+    subscription_id: int
+    connection: str
+    in_flight: int
+    max_in_flight: int
+    credit: int
+
+
+@dataclass(frozen=True)
+class GroupDetail:
+    info: GroupInfo
+    settings: GroupSettings
+    members: List[GroupMemberInfo]
+
+
+@dataclass(frozen=True)
+class GroupsDetailReply:
+    durable_end: int
+    more: bool
+    groups: List[GroupDetail]
+
+
+@dataclass(frozen=True)
 class GroupsReply:
     durable_end: int
     more: bool
@@ -741,8 +796,14 @@ class TraceReply:
     entries: List[TraceEntry]
 
 
-ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, ParkedReply, Purged, PurgesReply, MembersReply,
+ServerFrame = Union[Welcome, Ack, FloError, Event, CaughtUp, Skipped, End, GroupsReply, GroupsDetailReply, ParkedReply, Purged, PurgesReply, MembersReply,
                     NamespacesReply, TraceReply, Tuple[str, int], Tuple[str, dict]]
+
+
+def _read_group_info(r: "_Reader") -> GroupInfo:
+    name, glob, members, in_flight = r.str16(), r.str16(), r.u16(), r.u32()
+    figures = [r.u64() for _ in range(7)]
+    return GroupInfo(name, glob, members, in_flight, *figures)
 
 
 def _read_vector(r: "_Reader") -> Dict[int, int]:
@@ -814,12 +875,19 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         out = ("status", status)
     elif kind == GROUPS:
         durable_end, more = r.u64(), r.boolean()
-        groups = []
-        for _ in range(r.u16()):
-            name, glob, members, in_flight = r.str16(), r.str16(), r.u16(), r.u32()
-            figures = [r.u64() for _ in range(7)]
-            groups.append(GroupInfo(name, glob, members, in_flight, *figures))
+        groups = [_read_group_info(r) for _ in range(r.u16())]
         out = GroupsReply(durable_end, more, groups)
+    elif kind == GROUPS_DETAIL:
+        durable_end, more = r.u64(), r.boolean()
+        details = []
+        for _ in range(r.u16()):
+            info = _read_group_info(r)
+            settings = GroupSettings(r.u32(), r.u16(), r.u32())
+            members = []
+            for _ in range(r.u16()):
+                members.append(GroupMemberInfo(r.u32(), r.str16(), r.u32(), r.u32(), r.u64()))
+            details.append(GroupDetail(info, settings, members))
+        out = GroupsDetailReply(durable_end, more, details)
     elif kind == PARKED:
         group, more = r.str16(), r.boolean()
         events = []
@@ -968,6 +1036,11 @@ class GroupMember(Subscription):
     def ack(self, *ids: EventId) -> None:
         for i in range(0, len(ids), 0xFFFF):
             self.client._send(encode_group_ack(self.id, list(ids[i : i + 0xFFFF])))
+
+    def ack_range(self, first: EventId, last: EventId) -> None:
+        """Acknowledge every event delivered to this member from `first` to `last` (both still
+        in flight to it; the ones between already acknowledged are skipped)."""
+        self.client._send(encode_group_ack_range(self.id, first, last))
 
     def nack(self, *ids: EventId, delay_ms: int = 0) -> None:
         for i in range(0, len(ids), 0xFFFF):
@@ -1271,6 +1344,25 @@ class FloClient:
         assert isinstance(reply, GroupsReply)
         return reply.groups[0]
 
+    def group_detail(self, group: str) -> GroupDetail:
+        """One group with its settings and members (at most the server's members_listed_max)."""
+        reply = self._admin(encode_groups_detail_request(group))
+        assert isinstance(reply, GroupsDetailReply) and len(reply.groups) == 1
+        return reply.groups[0]
+
+    def create_group(self, group: str, glob: str, start: Optional[Start] = None,
+                     settings: Optional[GroupSettings] = None) -> GroupDetail:
+        """Create a group (an existing one with the same glob and settings is returned as is)."""
+        reply = self._admin(encode_group_admin(group, ADMIN_CREATE, start, glob=glob, settings=settings))
+        assert isinstance(reply, GroupsDetailReply)
+        return reply.groups[0]
+
+    def update_group_settings(self, group: str, settings: GroupSettings) -> GroupDetail:
+        """Change a group's settings (0 fields stay), also while members are joined."""
+        reply = self._admin(encode_group_admin(group, ADMIN_UPDATE_SETTINGS, settings=settings))
+        assert isinstance(reply, GroupsDetailReply)
+        return reply.groups[0]
+
     def delete_group(self, group: str) -> None:
         self._admin(encode_group_admin(group, ADMIN_DELETE))
 
@@ -1453,7 +1545,8 @@ class FloClient:
             if isinstance(f, End):
                 self._end_sub(sub, f)
             sub.queue.append(f)
-        elif isinstance(f, (GroupsReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply, MembersReply)):
+        elif isinstance(f, (GroupsReply, GroupsDetailReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply,
+                            MembersReply)):
             if self.admin_outstanding == 0:
                 raise ProtocolError(f"{type(f).__name__} nobody asked for")
             self.admin_outstanding -= 1

@@ -186,6 +186,15 @@ class OfflineTests(unittest.TestCase):
             "SetProducer: producer 42, the next produce is number 1": flo.encode_set_producer(42, 1),
             "NamespacesRequest: the namespaces under /acct/, first page": flo.encode_namespaces_request("/acct/*"),
             "TraceRequest: the trace of 0000000000000000000900001": flo.encode_trace_request(EventId(9, 1)),
+            "GroupAckRange for membership 1: everything delivered to it from 1.1 to 5.1":
+                flo.encode_group_ack_range(1, EventId(1, 1), EventId(5, 1)),
+            'GroupsDetailRequest: the group "workers" with its settings and members':
+                flo.encode_groups_detail_request("workers"),
+            'GroupAdmin: create "workers" on /jobs/** from the beginning, ack time-out 60 s, 5 deliveries, 500 in flight':
+                flo.encode_group_admin("workers", flo.ADMIN_CREATE, Start.beginning(), glob="/jobs/**",
+                                       settings=flo.GroupSettings(60000, 5, 500)),
+            'GroupAdmin: set the ack time-out of "workers" to 120 s, the rest unchanged':
+                flo.encode_group_admin("workers", flo.ADMIN_UPDATE_SETTINGS, settings=flo.GroupSettings(120000)),
         }
         for title, encoded in cases.items():
             with self.subTest(title):
@@ -203,6 +212,19 @@ class OfflineTests(unittest.TestCase):
                 self.assertEqual(struct.unpack(">I", raw[:4])[0], len(raw) - 4)
                 flo.decode(kind, raw[5:])
         self.assertGreaterEqual(server_kinds, 13)
+
+    def test_groups_detail_is_decoded(self) -> None:
+        raw = spec_examples()['GroupsDetail: "workers", 2 members holding 4 and 3 events']
+        reply = flo.decode(raw[4], raw[5:])
+        info = flo.GroupInfo("workers", "/jobs/**", 2, 7, 9, 1, 20, 30, 3, 10, 1500)
+        members = [
+            flo.GroupMemberInfo(1, "127.0.0.1:50412", 4, 1000, 96),
+            flo.GroupMemberInfo(1, "127.0.0.1:50418", 3, 500, 97),
+        ]
+        self.assertEqual(
+            reply,
+            flo.GroupsDetailReply(40, False, [flo.GroupDetail(info, flo.GroupSettings(30000, 10, 1000), members)]),
+        )
 
     def test_group_replies_are_decoded(self) -> None:
         ex = spec_examples()
@@ -975,6 +997,29 @@ class GroupTests(unittest.TestCase):
             admin.group_info("admin")
         self.assertEqual(cm.exception.name, "NoSuchGroup")
         self.assertEqual(admin.ping() >= 0, True, "the connection stays open")
+
+    def test_settings_create_update_members_and_range_acks(self) -> None:
+        ids = self.produce_jobs(6)
+        admin = self.connect()
+        created = admin.create_group("ranged", "/jobs/**", settings=flo.GroupSettings(5000, 4, 3))
+        self.assertEqual(created.settings, flo.GroupSettings(5000, 4, 3))
+        with self.assertRaises(FloError) as cm:
+            admin.create_group("ranged", "/jobs/**", settings=flo.GroupSettings(9000, 4, 3))
+        self.assertEqual(cm.exception.name, "GroupSettingsMismatch")
+        c = self.connect()
+        member = c.join_group("ranged", "/jobs/**", credit=10)
+        got = [member.next() for _ in range(3)]
+        self.assertEqual([e.id for e in got], ids[:3], "the group's max in flight: 3")
+        detail = admin.group_detail("ranged")
+        self.assertEqual([(m.in_flight, m.max_in_flight) for m in detail.members], [(3, 3)])
+        member.ack_range(got[0].id, got[2].id)
+        rest = self.take(member)
+        self.assertEqual([e.id for e in rest], ids[3:])
+        member.ack_range(rest[0].id, rest[-1].id)
+        c.ping()
+        updated = admin.update_group_settings("ranged", flo.GroupSettings(ack_timeout_ms=7000))
+        self.assertEqual(updated.settings, flo.GroupSettings(7000, 4, 3))
+        self.assertEqual((updated.info.pending, updated.info.floor), (0, 6))
 
     def test_a_replay_of_chosen_parked_events(self) -> None:
         ids = self.produce_jobs(4)

@@ -363,6 +363,65 @@ enum GroupsCommand {
         /// The group's name.
         name: String,
     },
+    /// Create a group (without joining it). Settings left out take the server's defaults
+    /// (30 s, 10, 1000). An existing group with the same glob and settings is shown as it
+    /// is; other settings are refused (change them with `groups update`).
+    Create {
+        /// The group's name.
+        name: String,
+        /// The group's namespace glob.
+        #[arg(short = 'n', long = "namespace", value_name = "GLOB")]
+        glob: String,
+        /// Where the group starts: `beginning` (default), `end`, an event id (just after it)
+        /// or a time (as for `consume --from`).
+        #[arg(long, value_name = "POSITION", allow_hyphen_values = true)]
+        from: Option<String>,
+        #[command(flatten)]
+        settings: GroupSettingsArgs,
+    },
+    /// Change a group's settings, also while its consumers run (those left out stay).
+    Update {
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        settings: GroupSettingsArgs,
+    },
+}
+
+/// A group's settings on the command line (`groups create`, `groups update`).
+#[derive(clap::Args, Debug)]
+struct GroupSettingsArgs {
+    /// An event not acknowledged this long after a delivery is delivered again (such as
+    /// `30s`, `500ms`, `2m`).
+    #[arg(long, value_name = "DURATION")]
+    ack_timeout: Option<String>,
+    /// Deliveries after which an unacknowledged event is parked.
+    #[arg(long, value_name = "N")]
+    max_deliveries: Option<u16>,
+    /// Unacknowledged events one member may hold.
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<u32>,
+}
+
+impl GroupSettingsArgs {
+    fn settings(&self) -> Result<flo::client::GroupSettings, String> {
+        let ack_timeout_ms = match &self.ack_timeout {
+            None => 0,
+            Some(text) => {
+                let ms = u32::try_from(parse_duration_ms(text)?)
+                    .map_err(|_| format!("--ack-timeout {text} is too long"))?;
+                if ms == 0 {
+                    return Err("--ack-timeout must be at least 1ms".into());
+                }
+                ms
+            }
+        };
+        Ok(flo::client::GroupSettings {
+            ack_timeout_ms,
+            max_deliveries: self.max_deliveries.unwrap_or(0),
+            max_in_flight: self.max_in_flight.unwrap_or(0),
+        })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -658,18 +717,28 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
     }
     match action {
         None => {
-            let groups = client.groups().map_err(failed)?;
+            let groups = client.groups_detail().map_err(failed)?;
             if groups.is_empty() {
                 println!("no groups");
                 return Ok(());
             }
             println!(
-                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  GLOB",
-                "GROUP", "MEMBERS", "PENDING", "PARKED", "FLOOR", "NEXT", "LAG"
+                "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  GLOB",
+                "GROUP",
+                "MEMBERS",
+                "PENDING",
+                "PARKED",
+                "FLOOR",
+                "NEXT",
+                "LAG",
+                "ACK_MS",
+                "MAXDEL",
+                "MAXINF"
             );
-            for group in groups {
+            for detail in groups {
+                let (group, settings) = (&detail.info, &detail.settings);
                 println!(
-                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10}  {}",
+                    "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  {}",
                     group.name,
                     group.members,
                     group.pending,
@@ -677,12 +746,40 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                     group.floor,
                     group.next,
                     group.lag,
+                    settings.ack_timeout_ms,
+                    settings.max_deliveries,
+                    settings.max_in_flight,
                     group.glob
                 );
             }
         }
         Some(GroupsCommand::Info { name }) => {
-            print_group(&client.group_info(&name).map_err(failed)?);
+            print_group_detail(&client.group_detail(&name).map_err(failed)?);
+        }
+        Some(GroupsCommand::Create {
+            name,
+            glob,
+            from,
+            settings,
+        }) => {
+            let start = match from {
+                Some(from) => parse_start_position(&from)?,
+                None => StartPosition::Beginning,
+            };
+            let settings = settings.settings()?;
+            let detail = client
+                .create_group(&name, &glob, start, settings)
+                .map_err(failed)?;
+            println!("group {name} created (or already there with these settings)");
+            print_group_detail(&detail);
+        }
+        Some(GroupsCommand::Update { name, settings }) => {
+            let settings = settings.settings()?;
+            let detail = client
+                .update_group_settings(&name, settings)
+                .map_err(failed)?;
+            println!("group {name} updated");
+            print_group_detail(&detail);
         }
         Some(GroupsCommand::Parked { name }) => {
             let mut from_offset = 0;
@@ -833,6 +930,29 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             let start = parse_start_position(&to)?;
             client.reset_group(&name, start).map_err(failed)?
         }
+        Some(GroupsCommand::Create {
+            name,
+            glob,
+            from,
+            settings,
+        }) => {
+            let start = match from {
+                Some(from) => parse_start_position(&from)?,
+                None => StartPosition::Beginning,
+            };
+            let settings = settings.settings()?;
+            let detail = client
+                .create_group(&name, &glob, start, settings)
+                .map_err(failed)?;
+            detail.info
+        }
+        Some(GroupsCommand::Update { name, settings }) => {
+            let settings = settings.settings()?;
+            let detail = client
+                .update_group_settings(&name, settings)
+                .map_err(failed)?;
+            detail.info
+        }
         Some(GroupsCommand::Delete { name }) => {
             client.delete_group(&name).map_err(failed)?;
             let mut out = String::from("{\"deleted\":");
@@ -843,6 +963,36 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
     };
     println!("{}", ops::group_json(&group));
     Ok(())
+}
+
+/// `groups info`, `create`, `update`: the group, its settings and its members.
+fn print_group_detail(detail: &flo::client::GroupDetail) {
+    print_group(&detail.info);
+    let settings = &detail.settings;
+    println!("ack time-out:   {} ms", settings.ack_timeout_ms);
+    println!("max deliveries: {}", settings.max_deliveries);
+    println!("max in flight:  {} per member", settings.max_in_flight);
+    if detail.members.is_empty() {
+        return;
+    }
+    println!(
+        "{:>10}  {:<24} {:>9} {:>9} {:>10}",
+        "MEMBER", "CONNECTION", "IN FLIGHT", "MAX", "CREDIT"
+    );
+    for member in &detail.members {
+        println!(
+            "{:>10}  {:<24} {:>9} {:>9} {:>10}",
+            member.subscription_id,
+            member.connection,
+            member.in_flight,
+            member.max_in_flight,
+            member.credit
+        );
+    }
+    let listed = detail.members.len();
+    if listed < usize::from(detail.info.members) {
+        println!("({listed} of {} members listed)", detail.info.members);
+    }
 }
 
 fn print_group(group: &flo::client::GroupInfo) {

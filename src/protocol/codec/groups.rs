@@ -10,6 +10,8 @@ mod action_tag {
     pub const DELETE: u8 = 3;
     pub const REPLAY_IDS: u8 = 4;
     pub const REPLAY_RANGE: u8 = 5;
+    pub const CREATE: u8 = 6;
+    pub const UPDATE_SETTINGS: u8 = 7;
 }
 
 impl WireFormat for GroupsRequest {
@@ -59,6 +61,20 @@ impl WireFormat for GroupAdmin {
                 w.put_id(*from);
                 w.put_id(*to);
             }
+            GroupAdminAction::Create {
+                glob,
+                start,
+                settings,
+            } => {
+                w.put_u8(action_tag::CREATE);
+                w.put_bytes16(glob.as_bytes(), "glob");
+                start.write(w);
+                settings.write(w);
+            }
+            GroupAdminAction::UpdateSettings(settings) => {
+                w.put_u8(action_tag::UPDATE_SETTINGS);
+                settings.write(w);
+            }
         }
     }
 
@@ -73,6 +89,14 @@ impl WireFormat for GroupAdmin {
                 from: r.get_event_id("from id")?,
                 to: r.get_event_id("to id")?,
             },
+            action_tag::CREATE => GroupAdminAction::Create {
+                glob: r.get_str16("glob")?,
+                start: StartPosition::read(r)?,
+                settings: GroupSettings::read(r)?,
+            },
+            action_tag::UPDATE_SETTINGS => {
+                GroupAdminAction::UpdateSettings(GroupSettings::read(r)?)
+            }
             other => return Err(r.error(format!("unknown group admin action {other}"))),
         };
         Ok(GroupAdmin { group, action })
@@ -182,6 +206,138 @@ impl WireFormat for ParkedReply {
             group,
             more,
             events,
+        })
+    }
+}
+
+impl WireFormat for GroupSettings {
+    fn write(&self, w: &mut Writer) {
+        w.put_u32(self.ack_timeout_ms);
+        w.put_u16(self.max_deliveries);
+        w.put_u32(self.max_in_flight);
+    }
+
+    fn read(r: &mut Reader) -> Result<GroupSettings, DecodeError> {
+        Ok(GroupSettings {
+            ack_timeout_ms: r.get_u32("ack timeout")?,
+            max_deliveries: r.get_u16("max deliveries")?,
+            max_in_flight: r.get_u32("max in flight")?,
+        })
+    }
+}
+
+impl WireFormat for GroupAckRange {
+    fn write(&self, w: &mut Writer) {
+        w.put_u32(self.subscription_id);
+        w.put_id(self.first);
+        w.put_id(self.last);
+    }
+
+    fn read(r: &mut Reader) -> Result<GroupAckRange, DecodeError> {
+        Ok(GroupAckRange {
+            subscription_id: r.get_u32("subscription id")?,
+            first: r.get_event_id("first id")?,
+            last: r.get_event_id("last id")?,
+        })
+    }
+}
+
+/// The longest member connection text a GroupsDetail frame carries (an address; longer text
+/// is cut at a character boundary).
+pub const GROUP_MEMBER_CONNECTION_TEXT_MAX: usize = 64;
+/// The bytes of a GroupsDetail member entry besides its connection text: `u32` subscription
+/// id, the text's length, `u32` in flight, `u32` max in flight, `u64` credit.
+pub const GROUP_MEMBER_FIXED_SIZE: usize = 4 + 2 + 4 + 4 + 8;
+/// The bytes a GroupsDetail entry adds to a Groups entry besides its members: the settings
+/// (`u32`, `u16`, `u32`) and the `u16` member count.
+pub const GROUP_DETAIL_EXTRA_SIZE: usize = 4 + 2 + 4 + 2;
+
+impl WireFormat for GroupMemberInfo {
+    fn write(&self, w: &mut Writer) {
+        w.put_u32(self.subscription_id);
+        let mut end = self.connection.len().min(GROUP_MEMBER_CONNECTION_TEXT_MAX);
+        while !self.connection.is_char_boundary(end) {
+            end -= 1;
+        }
+        w.put_text16(&self.connection[..end]);
+        w.put_u32(self.in_flight);
+        w.put_u32(self.max_in_flight);
+        w.put_u64(self.credit);
+    }
+
+    fn read(r: &mut Reader) -> Result<GroupMemberInfo, DecodeError> {
+        Ok(GroupMemberInfo {
+            subscription_id: r.get_u32("subscription id")?,
+            connection: r.get_str16("connection")?,
+            in_flight: r.get_u32("in flight")?,
+            max_in_flight: r.get_u32("max in flight")?,
+            credit: r.get_u64("credit")?,
+        })
+    }
+}
+
+impl GroupDetail {
+    /// The bytes this entry takes in a GroupsDetail frame.
+    pub fn encoded_size(&self) -> usize {
+        let members: usize = (self.members.iter())
+            .map(|m| {
+                GROUP_MEMBER_FIXED_SIZE + m.connection.len().min(GROUP_MEMBER_CONNECTION_TEXT_MAX)
+            })
+            .sum();
+        self.info.encoded_size() + GROUP_DETAIL_EXTRA_SIZE + members
+    }
+}
+
+impl WireFormat for GroupDetail {
+    fn write(&self, w: &mut Writer) {
+        self.info.write(w);
+        self.settings.write(w);
+        // At most `groups.members_listed_max` members (validated below 65535).
+        let count = w.put_count16(self.members.len());
+        for member in self.members.iter().take(count) {
+            member.write(w);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<GroupDetail, DecodeError> {
+        let info = GroupInfo::read(r)?;
+        let settings = GroupSettings::read(r)?;
+        let count = r.get_u16("member count")?;
+        let mut members = Vec::new();
+        for _ in 0..count {
+            members.push(GroupMemberInfo::read(r)?);
+        }
+        Ok(GroupDetail {
+            info,
+            settings,
+            members,
+        })
+    }
+}
+
+impl WireFormat for GroupsDetailReply {
+    fn write(&self, w: &mut Writer) {
+        w.put_u64(self.durable_end);
+        w.put_bool(self.more);
+        // The server fills a reply within frame_size_max, far below 65535 entries.
+        let count = w.put_count16(self.groups.len());
+        for group in self.groups.iter().take(count) {
+            group.write(w);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<GroupsDetailReply, DecodeError> {
+        let durable_end = r.get_u64("durable end")?;
+        let more = r.get_bool("more")?;
+        let count = r.get_u16("group count")?;
+        let mut groups = Vec::new();
+        for _ in 0..count {
+            groups.push(GroupDetail::read(r)?);
+        }
+        Ok(GroupsDetailReply {
+            durable_end,
+            more,
+            groups,
         })
     }
 }

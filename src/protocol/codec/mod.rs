@@ -15,7 +15,9 @@ mod members;
 mod peer;
 mod reader_writer;
 pub use groups::{
-    GROUPS_FRAME_EMPTY_SIZE, GROUP_INFO_FIXED_SIZE, PARKED_ENTRY_SIZE, PARKED_FRAME_EMPTY_SIZE,
+    GROUPS_FRAME_EMPTY_SIZE, GROUP_DETAIL_EXTRA_SIZE, GROUP_INFO_FIXED_SIZE,
+    GROUP_MEMBER_CONNECTION_TEXT_MAX, GROUP_MEMBER_FIXED_SIZE, PARKED_ENTRY_SIZE,
+    PARKED_FRAME_EMPTY_SIZE,
 };
 mod purge;
 pub use purge::{PURGES_FRAME_EMPTY_SIZE, PURGE_RULE_FIXED_SIZE, RETENTION_INFO_FIXED_SIZE};
@@ -176,6 +178,8 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUPS_REQUEST
         | kind::PARKED_REQUEST
         | kind::GROUP_ADMIN
+        | kind::GROUPS_DETAIL_REQUEST
+        | kind::GROUP_ACK_RANGE
         | kind::PRODUCE_IF
         | kind::SET_PRODUCER
         | kind::NAMESPACES_REQUEST
@@ -195,6 +199,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::STATUS
         | kind::SKIPPED
         | kind::GROUPS
+        | kind::GROUPS_DETAIL
         | kind::PARKED
         | kind::NAMESPACES
         | kind::TRACE
@@ -288,6 +293,7 @@ impl Decode for PeerFrame {
                 | ServerFrame::Status(_)
                 | ServerFrame::Skipped { .. }
                 | ServerFrame::Groups(_)
+                | ServerFrame::GroupsDetail(_)
                 | ServerFrame::Parked(_)
                 | ServerFrame::Namespaces(_)
                 | ServerFrame::Trace(_)
@@ -342,6 +348,8 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupsRequest(_)
                 | ClientFrame::ParkedRequest(_)
                 | ClientFrame::GroupAdmin(_)
+                | ClientFrame::GroupsDetailRequest(_)
+                | ClientFrame::GroupAckRange(_)
                 | ClientFrame::ProduceIf(_)
                 | ClientFrame::SetProducer { .. }
                 | ClientFrame::NamespacesRequest(_)
@@ -459,6 +467,10 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
             ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
+            ClientFrame::GroupsDetailRequest(request) => {
+                write_frame(out, kind, |w| request.write(w))
+            }
+            ClientFrame::GroupAckRange(range) => write_frame(out, kind, |w| range.write(w)),
             ClientFrame::ProduceIf(produce) => write_frame(out, kind, |w| produce.write(w)),
             ClientFrame::SetProducer {
                 producer_id,
@@ -495,6 +507,8 @@ impl Encode for ClientFrame {
             ClientFrame::GroupsRequest(_) => kind::GROUPS_REQUEST,
             ClientFrame::ParkedRequest(_) => kind::PARKED_REQUEST,
             ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
+            ClientFrame::GroupsDetailRequest(_) => kind::GROUPS_DETAIL_REQUEST,
+            ClientFrame::GroupAckRange(_) => kind::GROUP_ACK_RANGE,
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
@@ -539,6 +553,7 @@ impl Encode for ServerFrame {
                 w.put_u64(*count);
             }),
             ServerFrame::Groups(reply) => write_frame(out, kind, |w| reply.write(w)),
+            ServerFrame::GroupsDetail(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Parked(reply) => write_frame(out, kind, |w| reply.write(w)),
             ServerFrame::Info(info) => write_frame(out, kind, |w| info.write(w)),
             ServerFrame::Namespaces(reply) => write_frame(out, kind, |w| reply.write(w)),
@@ -563,6 +578,7 @@ impl Encode for ServerFrame {
             ServerFrame::Status(_) => kind::STATUS,
             ServerFrame::Skipped { .. } => kind::SKIPPED,
             ServerFrame::Groups(_) => kind::GROUPS,
+            ServerFrame::GroupsDetail(_) => kind::GROUPS_DETAIL,
             ServerFrame::Parked(_) => kind::PARKED,
             ServerFrame::Info(_) => kind::INFO,
             ServerFrame::Namespaces(_) => kind::NAMESPACES,
@@ -682,6 +698,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PARKED_REQUEST => "ParkedRequest",
         kind::GROUP_ADMIN => "GroupAdmin",
         kind::GROUPS => "Groups",
+        kind::GROUPS_DETAIL_REQUEST => "GroupsDetailRequest",
+        kind::GROUP_ACK_RANGE => "GroupAckRange",
+        kind::GROUPS_DETAIL => "GroupsDetail",
         kind::PARKED => "Parked",
         kind::INFO_REQUEST => "InfoRequest",
         kind::INFO => "Info",
@@ -784,6 +803,15 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         }
         kind::GROUP_ADMIN => AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin::read(r)?)),
         kind::GROUPS => AnyFrame::Server(ServerFrame::Groups(GroupsReply::read(r)?)),
+        kind::GROUPS_DETAIL_REQUEST => {
+            AnyFrame::Client(ClientFrame::GroupsDetailRequest(GroupsRequest::read(r)?))
+        }
+        kind::GROUP_ACK_RANGE => {
+            AnyFrame::Client(ClientFrame::GroupAckRange(GroupAckRange::read(r)?))
+        }
+        kind::GROUPS_DETAIL => {
+            AnyFrame::Server(ServerFrame::GroupsDetail(GroupsDetailReply::read(r)?))
+        }
         kind::PARKED => AnyFrame::Server(ServerFrame::Parked(ParkedReply::read(r)?)),
         kind::INFO_REQUEST => AnyFrame::Client(ClientFrame::InfoRequest),
         kind::INFO => AnyFrame::Server(ServerFrame::Info(Info::read(r)?)),

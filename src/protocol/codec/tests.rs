@@ -247,6 +247,62 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             more: false,
             groups: Vec::new(),
         })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::Create {
+                glob: "/jobs/**".into(),
+                start: StartPosition::AfterId(EventId::new(5, 1)),
+                settings: GroupSettings {
+                    ack_timeout_ms: 60_000,
+                    max_deliveries: 5,
+                    max_in_flight: 500,
+                },
+            },
+        })),
+        AnyFrame::Client(ClientFrame::GroupAdmin(GroupAdmin {
+            group: "workers".into(),
+            action: GroupAdminAction::UpdateSettings(GroupSettings::default()),
+        })),
+        AnyFrame::Client(ClientFrame::GroupsDetailRequest(GroupsRequest {
+            group: String::new(),
+            after: "w".into(),
+        })),
+        AnyFrame::Client(ClientFrame::GroupAckRange(GroupAckRange {
+            subscription_id: 3,
+            first: EventId::new(9, 2),
+            last: EventId::new(1, 1),
+        })),
+        AnyFrame::Server(ServerFrame::GroupsDetail(GroupsDetailReply {
+            durable_end: 40,
+            more: true,
+            groups: vec![GroupDetail {
+                info: GroupInfo {
+                    name: "workers".into(),
+                    glob: "/jobs/**".into(),
+                    members: 3,
+                    in_flight: 7,
+                    pending: 9,
+                    parked: 1,
+                    floor: 20,
+                    next: 30,
+                    acked_above_floor: 3,
+                    lag: 10,
+                    oldest_pending_age_ms: 1500,
+                },
+                settings: GroupSettings {
+                    ack_timeout_ms: 30_000,
+                    max_deliveries: 10,
+                    max_in_flight: 1000,
+                },
+                members: vec![GroupMemberInfo {
+                    subscription_id: 1,
+                    connection: "[::1]:50412".into(),
+                    in_flight: 4,
+                    max_in_flight: 1000,
+                    credit: u64::MAX,
+                }],
+            }],
+        })),
         AnyFrame::Server(ServerFrame::Parked(ParkedReply {
             group: "workers".into(),
             more: false,
@@ -698,10 +754,10 @@ fn invalid_booleans_and_enum_values_are_malformed() {
     let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
     assert!(decode_error(&code).message.contains("error code 0"));
 
-    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 6]);
+    let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 8]);
     assert!(decode_error(&action)
         .message
-        .contains("group admin action 6"));
+        .contains("group admin action 8"));
     let more = raw_frame(kind::GROUPS, &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
     assert!(decode_error(&more).message.contains("boolean"));
 }
