@@ -1455,7 +1455,7 @@ mod tests {
         store.append(&records[0]);
         store.sync(MonotonicMs(1)).expect("sync the Create");
         assert_eq!(store.sync_waits(), 1, "a Create is waited for");
-        for (turn, record) in [&records[1], &records[2], &records[4]]
+        for (turn, record) in [&records[2], &records[3], &records[5]]
             .into_iter()
             .enumerate()
         {
@@ -1479,20 +1479,20 @@ mod tests {
             "{} fdatasyncs",
             store.fsync_count()
         );
-        store.append(&records[3]);
+        store.append(&records[4]);
         store.sync(MonotonicMs(9)).expect("sync the Park");
         assert_eq!(store.sync_waits(), 2, "a Park is waited for");
         drop(store);
         let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
         let expected = vec![
             records[0].clone(),
-            records[1].clone(),
-            records[1].clone(),
             records[2].clone(),
             records[2].clone(),
-            records[4].clone(),
-            records[4].clone(),
             records[3].clone(),
+            records[3].clone(),
+            records[5].clone(),
+            records[5].clone(),
+            records[4].clone(),
         ];
         assert_eq!(reopened.load_all().expect("load"), expected);
         std::fs::remove_dir_all(&dir).expect("clean up");
