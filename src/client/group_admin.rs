@@ -23,16 +23,13 @@ impl Client {
 
     /// Every group, page by page (at most the server's group limit, 1024 by default).
     pub fn groups(&mut self) -> Result<Vec<GroupInfo>, ClientError> {
-        let mut groups: Vec<GroupInfo> = Vec::new();
-        loop {
-            let after = groups.last().map_or("", |g| g.name.as_str()).to_string();
-            let page = self.groups_page(&after)?;
-            let progressed = !page.groups.is_empty();
-            groups.extend(page.groups);
-            if !page.more || !progressed {
-                return Ok(groups);
-            }
-        }
+        every_page(
+            |after| {
+                let page = self.groups_page(after)?;
+                Ok((page.groups, page.more))
+            },
+            |group| &group.name,
+        )
     }
 
     /// The state and lag of one group.
@@ -108,23 +105,17 @@ impl Client {
 
     /// Every group with its settings, page by page (GroupsDetailRequest lists, no members).
     pub fn groups_detail(&mut self) -> Result<Vec<GroupDetail>, ClientError> {
-        let mut groups: Vec<GroupDetail> = Vec::new();
-        loop {
-            let after = groups
-                .last()
-                .map_or("", |g| g.info.name.as_str())
-                .to_string();
-            let request = GroupsRequest {
-                group: String::new(),
-                after,
-            };
-            let page = self.groups_detail_request(ClientFrame::GroupsDetailRequest(request))?;
-            let progressed = !page.groups.is_empty();
-            groups.extend(page.groups);
-            if !page.more || !progressed {
-                return Ok(groups);
-            }
-        }
+        every_page(
+            |after| {
+                let request = GroupsRequest {
+                    group: String::new(),
+                    after: after.to_string(),
+                };
+                let page = self.groups_detail_request(ClientFrame::GroupsDetailRequest(request))?;
+                Ok((page.groups, page.more))
+            },
+            |detail| &detail.info.name,
+        )
     }
 
     /// One group with its settings and its members' in-flight counts (GroupsDetailRequest;
@@ -244,4 +235,25 @@ fn one_detail(reply: GroupsDetailReply) -> Result<GroupDetail, ClientError> {
             code: crate::protocol::ErrorCode::MalformedFrame,
             message: format!("expected one group in the answer, got {count}"),
         })
+}
+
+/// Every group of a listing that the server answers a page at a time: `page(after)` asks for
+/// the groups whose names sort after `after` (empty: from the first) and says whether more
+/// follow. Stops at a page without groups, so a server that says `more` forever cannot loop.
+fn every_page<T>(
+    mut page: impl FnMut(&str) -> Result<(Vec<T>, bool), ClientError>,
+    name: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, ClientError> {
+    let mut groups: Vec<T> = Vec::new();
+    loop {
+        let after = groups
+            .last()
+            .map_or(String::new(), |group| name(group).clone());
+        let (items, more) = page(&after)?;
+        let progressed = !items.is_empty();
+        groups.extend(items);
+        if !more || !progressed {
+            return Ok(groups);
+        }
+    }
 }

@@ -762,14 +762,7 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             from,
             settings,
         }) => {
-            let start = match from {
-                Some(from) => parse_start_position(&from)?,
-                None => StartPosition::Beginning,
-            };
-            let settings = settings.settings()?;
-            let detail = client
-                .create_group(&name, &glob, start, settings)
-                .map_err(failed)?;
+            let detail = create_group(&mut client, &name, &glob, from, settings)?;
             println!("group {name} created (or already there with these settings)");
             print_group_detail(&detail);
         }
@@ -936,14 +929,7 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             from,
             settings,
         }) => {
-            let start = match from {
-                Some(from) => parse_start_position(&from)?,
-                None => StartPosition::Beginning,
-            };
-            let settings = settings.settings()?;
-            let detail = client
-                .create_group(&name, &glob, start, settings)
-                .map_err(failed)?;
+            let detail = create_group(client, &name, &glob, from, settings)?;
             detail.info
         }
         Some(GroupsCommand::Update { name, settings }) => {
@@ -963,6 +949,24 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
     };
     println!("{}", ops::group_json(&group));
     Ok(())
+}
+
+/// `groups create`, for both output formats: from the beginning unless `--from` says.
+fn create_group(
+    client: &mut Client,
+    name: &str,
+    glob: &str,
+    from: Option<String>,
+    settings: GroupSettingsArgs,
+) -> Result<flo::client::GroupDetail, String> {
+    let start = match from {
+        Some(from) => parse_start_position(&from)?,
+        None => StartPosition::Beginning,
+    };
+    let settings = settings.settings()?;
+    client
+        .create_group(name, glob, start, settings)
+        .map_err(|error| error.to_string())
 }
 
 /// `groups info`, `create`, `update`: the group, its settings and its members.

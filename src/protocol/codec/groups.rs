@@ -154,23 +154,11 @@ pub const PARKED_ENTRY_SIZE: usize = 8 + 10;
 
 impl WireFormat for GroupsReply {
     fn write(&self, w: &mut Writer) {
-        w.put_u64(self.durable_end);
-        w.put_bool(self.more);
-        // The server fills a reply within frame_size_max, far below 65535 entries.
-        let count = w.put_count16(self.groups.len());
-        for group in self.groups.iter().take(count) {
-            group.write(w);
-        }
+        write_group_page(w, self.durable_end, self.more, &self.groups);
     }
 
     fn read(r: &mut Reader) -> Result<GroupsReply, DecodeError> {
-        let durable_end = r.get_u64("durable end")?;
-        let more = r.get_bool("more")?;
-        let count = r.get_u16("group count")?;
-        let mut groups = Vec::new();
-        for _ in 0..count {
-            groups.push(GroupInfo::read(r)?);
-        }
+        let (durable_end, more, groups) = read_group_page(r)?;
         Ok(GroupsReply {
             durable_end,
             more,
@@ -317,27 +305,38 @@ impl WireFormat for GroupDetail {
 
 impl WireFormat for GroupsDetailReply {
     fn write(&self, w: &mut Writer) {
-        w.put_u64(self.durable_end);
-        w.put_bool(self.more);
-        // The server fills a reply within frame_size_max, far below 65535 entries.
-        let count = w.put_count16(self.groups.len());
-        for group in self.groups.iter().take(count) {
-            group.write(w);
-        }
+        write_group_page(w, self.durable_end, self.more, &self.groups);
     }
 
     fn read(r: &mut Reader) -> Result<GroupsDetailReply, DecodeError> {
-        let durable_end = r.get_u64("durable end")?;
-        let more = r.get_bool("more")?;
-        let count = r.get_u16("group count")?;
-        let mut groups = Vec::new();
-        for _ in 0..count {
-            groups.push(GroupDetail::read(r)?);
-        }
+        let (durable_end, more, groups) = read_group_page(r)?;
         Ok(GroupsDetailReply {
             durable_end,
             more,
             groups,
         })
     }
+}
+
+/// A page of groups (Groups and GroupsDetail): `u64` durable end, `bool` more, `u16` count,
+/// then the entries.
+fn write_group_page<T: WireFormat>(w: &mut Writer, durable_end: u64, more: bool, groups: &[T]) {
+    w.put_u64(durable_end);
+    w.put_bool(more);
+    // The server fills a reply within frame_size_max, far below 65535 entries.
+    let count = w.put_count16(groups.len());
+    for group in groups.iter().take(count) {
+        group.write(w);
+    }
+}
+
+fn read_group_page<T: WireFormat>(r: &mut Reader) -> Result<(u64, bool, Vec<T>), DecodeError> {
+    let durable_end = r.get_u64("durable end")?;
+    let more = r.get_bool("more")?;
+    let count = r.get_u16("group count")?;
+    let mut groups = Vec::new();
+    for _ in 0..count {
+        groups.push(T::read(r)?);
+    }
+    Ok((durable_end, more, groups))
 }

@@ -936,6 +936,37 @@ fn read_new_event_view<'a>(r: &mut Reader<'a>) -> Result<NewEventView<'a>, Decod
     })
 }
 
+/// The frame at the start of `buf` if it is complete: a reader of its body and its size.
+/// Its kind must be one of `kinds` (the server calls the view decoders by the kind byte, so
+/// another kind is a bug, reported as malformed).
+fn open_frame<'a>(
+    buf: &'a [u8],
+    limits: &'a WireLimits,
+    kinds: &[u8],
+    expected: &str,
+) -> Result<Option<(Reader<'a>, usize)>, DecodeError> {
+    let Some(kind) = decode_header(buf, limits)? else {
+        return Ok(None);
+    };
+    if !kinds.contains(&kind) {
+        return Err(DecodeError::malformed(format!(
+            "expected {expected}, got kind {kind:#04x}"
+        )));
+    }
+    let frame_size = frame_size_of(buf);
+    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
+    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
+        return Ok(None);
+    };
+    let reader = Reader {
+        body,
+        position: 0,
+        kind,
+        limits,
+    };
+    Ok(Some((reader, frame_size as usize)))
+}
+
 /// Decodes a Produce frame at the start of `buf` into its op id and a view of its event
 /// (namespace and data borrowed from `buf`), with the checks and results of
 /// [`decode_client`] for the same bytes. The server calls it when the kind byte says
@@ -944,29 +975,15 @@ pub fn decode_produce_view<'a>(
     buf: &'a [u8],
     limits: &'a WireLimits,
 ) -> Result<Option<(u64, NewEventView<'a>, usize)>, DecodeError> {
-    let Some(kind) = decode_header(buf, limits)? else {
+    let Some((mut reader, frame_size)) =
+        open_frame(buf, limits, &[kind::PRODUCE], "a Produce frame")?
+    else {
         return Ok(None);
-    };
-    if kind != kind::PRODUCE {
-        return Err(DecodeError::malformed(format!(
-            "expected a Produce frame, got kind {kind:#04x}"
-        )));
-    }
-    let frame_size = frame_size_of(buf);
-    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
-    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
-        return Ok(None);
-    };
-    let mut reader = Reader {
-        body,
-        position: 0,
-        kind,
-        limits,
     };
     let op_id = reader.get_u64("op id")?;
     let event = read_new_event_view(&mut reader)?;
     reader.finish()?;
-    Ok(Some((op_id, event, frame_size as usize)))
+    Ok(Some((op_id, event, frame_size)))
 }
 
 impl WireFormat for Produce {
@@ -1011,25 +1028,16 @@ pub fn decode_produce_many_view<'a>(
     events: &mut Vec<NewEventView<'a>>,
 ) -> Result<Option<ProduceManyView>, DecodeError> {
     debug_assert!(events.is_empty(), "the views of an earlier frame were kept");
-    let Some(kind) = decode_header(buf, limits)? else {
-        return Ok(None);
-    };
-    if kind != kind::PRODUCE_BATCH && kind != kind::PRODUCE_IF {
-        return Err(DecodeError::malformed(format!(
-            "expected a ProduceBatch or ProduceIf frame, got kind {kind:#04x}"
-        )));
-    }
-    let frame_size = frame_size_of(buf);
-    // `frame_size` is at most `frame_size_max`, a u32, so it fits in a usize.
-    let Some(body) = buf.get(HEADER_SIZE..frame_size as usize) else {
-        return Ok(None);
-    };
-    let mut reader = Reader {
-        body,
-        position: 0,
-        kind,
+    let Some((mut reader, frame_size)) = open_frame(
+        buf,
         limits,
+        &[kind::PRODUCE_BATCH, kind::PRODUCE_IF],
+        "a ProduceBatch or ProduceIf frame",
+    )?
+    else {
+        return Ok(None);
     };
+    let kind = reader.kind;
     let op_id = reader.get_u64("op id")?;
     let expect = if kind == kind::PRODUCE_IF {
         read_expectation(&mut reader)?
@@ -1041,7 +1049,7 @@ pub fn decode_produce_many_view<'a>(
     Ok(Some(ProduceManyView {
         op_id,
         expect,
-        length: frame_size as usize,
+        length: frame_size,
         count,
     }))
 }
