@@ -1,6 +1,7 @@
 //! Per-group settings, explicit creation, member listing and range acks (docs/consumers.md,
 //! "Settings", protocol.md section 16): scenarios without sockets, the clock moved by hand.
 
+use super::groups_tests::{harness_on, produce_jobs};
 use super::*;
 use crate::protocol::{
     GroupAckRange, GroupAdmin, GroupAdminAction, GroupSettings, GroupsDetailReply, GroupsRequest,
@@ -65,32 +66,6 @@ fn error_code_of(frames: &[ServerFrame]) -> ErrorCode {
     }
 }
 
-fn harness_on(store: &MemoryGroupStore, log: MemoryLog) -> Harness {
-    let mut harness = Harness::with_log(log, |_| {});
-    harness
-        .engine
-        .load_groups(Box::new(store.reopen()))
-        .expect("memory store loads");
-    harness
-}
-
-fn produce_jobs(harness: &mut Harness, count: usize) {
-    let producer = harness.client();
-    let events = (0..count)
-        .map(|n| NewEvent {
-            namespace: format!("/jobs/{n}"),
-            parent_id: None,
-            data: n.to_string().into_bytes(),
-        })
-        .collect();
-    harness.send(
-        producer,
-        ClientFrame::ProduceBatch(ProduceBatch { op_id: 1, events }),
-    );
-    harness.turn();
-    assert_eq!(ack_ids(&harness.received(producer)).len(), 1);
-}
-
 /// The ack time-out is the group's: a second member that leaves its fields at 0 gets the
 /// group's (60 s, raised by the creating join above the server's 30 s default), not the
 /// server's default; a creating join's lower values stay its own caps.
@@ -141,7 +116,7 @@ fn a_member_joining_with_zeros_gets_the_groups_ack_timeout() {
 #[test]
 fn settings_are_journaled_with_the_group_and_recovered() {
     let store = MemoryGroupStore::new();
-    let mut harness = harness_on(&store, MemoryLog::new());
+    let mut harness = harness_on(MemoryLog::new(), &store);
     let operator = harness.client();
     harness.send(operator, create("/jobs/**", settings(60_000, 5, 500)));
     harness.turn();
@@ -155,7 +130,7 @@ fn settings_are_journaled_with_the_group_and_recovered() {
     let updated = detail_of(&harness.received(operator));
     assert_eq!(updated.groups[0].settings, settings(120_000, 5, 500));
 
-    let mut restarted = harness_on(&store, MemoryLog::new());
+    let mut restarted = harness_on(MemoryLog::new(), &store);
     let operator = restarted.client();
     restarted.send(operator, detail_request());
     restarted.turn();

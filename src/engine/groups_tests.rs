@@ -40,7 +40,7 @@ fn error_codes(frames: &[ServerFrame]) -> Vec<ErrorCode> {
 }
 
 /// A harness whose group state is kept in `store`.
-fn harness_on(log: MemoryLog, store: &MemoryGroupStore) -> Harness {
+pub(super) fn harness_on(log: MemoryLog, store: &MemoryGroupStore) -> Harness {
     let mut harness = Harness::with_log(log, |_| {});
     harness
         .engine
@@ -50,7 +50,7 @@ fn harness_on(log: MemoryLog, store: &MemoryGroupStore) -> Harness {
 }
 
 /// Produces `count` events on `/jobs/<n>` in batches of 500 and ends the turns.
-fn produce_jobs(harness: &mut Harness, count: usize) {
+pub(super) fn produce_jobs(harness: &mut Harness, count: usize) {
     let producer = harness.client();
     for (op_id, chunk) in (0..count).collect::<Vec<_>>().chunks(500).enumerate() {
         let events = chunk
