@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 from typing import List
 
@@ -1171,7 +1172,9 @@ class GroupTests(unittest.TestCase):
         b.ping()
         ids = self.produce_jobs(300)
         got: dict[str, list[EventId]] = {"a": [], "b": []}
+        deadline = time.monotonic() + 6 * STEP
         while sum(len(taken) for taken in got.values()) < 300:
+            self.assertLess(time.monotonic(), deadline, f"only {sum(map(len, got.values()))} of 300 came")
             for name, member in members.items():
                 try:
                     while True:  # what this member has, before the other member's turn
