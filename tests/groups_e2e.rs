@@ -695,3 +695,166 @@ fn group_settings_are_created_shown_updated_and_survive_kill_9() {
     assert_eq!(work_group(&server, "settings", &[]).len(), 12);
     assert!(server.terminate().success());
 }
+
+/// `flo-client group info NAME --format json` (`group` is `groups` spelled for one group) has
+/// what the text shows: the settings and each member with its in-flight count, its max in
+/// flight and its credit; `groups --format json` has each group's settings.
+#[test]
+fn group_info_json_has_the_settings_and_the_members() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..10);
+    let (ok, created, error) = cli(
+        &server,
+        &[
+            "groups",
+            "create",
+            "json",
+            "-n",
+            "/jobs/**",
+            "--ack-timeout",
+            "5s",
+            "--max-deliveries",
+            "4",
+            "--max-in-flight",
+            "6",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{error}");
+    let created: serde_json::Value = serde_json::from_str(&created).expect("one JSON object");
+    assert_eq!(created["settings"]["max_in_flight"], 6, "{created}");
+    assert_eq!(created["member_list"], serde_json::json!([]), "{created}");
+
+    let mut member = client(&server);
+    let mut consumer = member
+        .join_group("json")
+        .glob("/jobs/**")
+        .credit(100)
+        .join()
+        .expect("join");
+    for _ in 0..6 {
+        match next_delivery(&mut consumer) {
+            GroupDelivery::Event(_) => {}
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let (ok, info, error) = cli(&server, &["group", "info", "json", "--format", "json"]);
+    assert!(ok, "{error}");
+    assert_eq!(info.lines().count(), 1, "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("one JSON object");
+    assert_eq!(info["name"], "json", "{info}");
+    assert_eq!(info["members"], 1, "{info}");
+    assert_eq!(info["in_flight"], 6, "{info}");
+    assert_eq!(
+        info["settings"],
+        serde_json::json!({"ack_timeout_ms": 5000, "max_deliveries": 4, "max_in_flight": 6}),
+        "{info}"
+    );
+    let members = info["member_list"].as_array().expect("a member list");
+    assert_eq!(members.len(), 1, "{info}");
+    let listed = &members[0];
+    assert_eq!(
+        listed["subscription_id"],
+        consumer.subscription_id(),
+        "{info}"
+    );
+    assert!(
+        listed["connection"]
+            .as_str()
+            .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+        "{info}"
+    );
+    assert_eq!(listed["in_flight"], 6, "{info}");
+    assert_eq!(listed["max_in_flight"], 6, "{info}");
+    // Credit 100, six events sent: 94 left (the client grants more only at half the window).
+    assert_eq!(listed["credit"], 94, "{info}");
+
+    let (ok, list, error) = cli(&server, &["groups", "--format", "json"]);
+    assert!(ok, "{error}");
+    let list: serde_json::Value = serde_json::from_str(&list).expect("one JSON array");
+    let groups = list.as_array().expect("an array");
+    assert_eq!(groups.len(), 1, "{list}");
+    assert_eq!(groups[0]["settings"], info["settings"], "{list}");
+    assert_eq!(groups[0]["members"], 1, "{list}");
+    drop(consumer);
+    assert!(server.terminate().success());
+}
+
+/// `flo-client groups ... | head` where the reader has gone before the output: the command
+/// ends quietly with status 0 (before, `println!` panicked with "failed printing to stdout:
+/// Broken pipe" and a stack trace, status 101), for the text and the JSON forms.
+#[test]
+fn the_groups_cli_ends_quietly_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let (ok, _, error) = cli(&server, &["groups", "create", "piped", "-n", "/jobs/**"]);
+    assert!(ok, "{error}");
+    for args in [
+        &["groups", "info", "piped"][..],
+        &["groups"],
+        &["groups", "replay", "piped"],
+        &["groups", "--format", "json"],
+        &["group", "info", "piped", "--format", "json"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args(["-H", &server.addr.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run flo-client");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+    assert!(server.terminate().success());
+}
+
+/// What the walkthrough of README.md and docs/consumers.md met (groupscli8): `group` for
+/// `groups`, `reset --from` for `--to`, ages such as 7d as in `consume --from`, an update that
+/// changes nothing, settings of 0, and a member that joins without -n.
+#[test]
+fn the_groups_cli_takes_what_the_docs_say_and_explains_what_it_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..3);
+    let (ok, _, error) = cli(&server, &["groups", "create", "walk", "-n", "/jobs/**"]);
+    assert!(ok, "{error}");
+    assert_eq!(work_group(&server, "walk", &[]).len(), 3);
+
+    // A week ago is before every event: the group starts again at the beginning.
+    let (ok, reset, error) = cli(&server, &["group", "reset", "walk", "--from", "7d"]);
+    assert!(ok, "{error}");
+    assert_eq!(info_field(&reset, "floor:"), 0, "{reset}");
+    let (ok, _, error) = cli(&server, &["groups", "reset", "walk", "--to", "-2"]);
+    assert!(
+        !ok && error.contains("a group cannot start at \"-2\""),
+        "{error}"
+    );
+
+    let (ok, _, error) = cli(&server, &["groups", "update", "walk"]);
+    assert!(!ok && error.starts_with("nothing to update"), "{error}");
+    for setting in ["--max-deliveries", "--max-in-flight"] {
+        let (ok, _, error) = cli(
+            &server,
+            &["groups", "create", "zero", "-n", "/jobs/**", setting, "0"],
+        );
+        assert!(
+            !ok && error.contains("0 is not in 1.."),
+            "{setting}: {error}"
+        );
+    }
+
+    let (ok, _, error) = cli(&server, &["consume", "--group", "walk"]);
+    assert!(!ok, "{error}");
+    assert!(error.contains("GroupGlobMismatch"), "{error}");
+    assert!(
+        error.contains("without -n the glob is /**: join with -n and the group's glob"),
+        "{error}"
+    );
+    assert!(server.terminate().success());
+}

@@ -170,12 +170,14 @@ impl fmt::Display for ClientError {
                 code,
                 message,
             } => {
+                // A refusal of the connection's request (an admin command, a handshake) says
+                // no more than the code: "for connection" only puzzled readers of the CLI.
                 let scope = match scope {
-                    ErrorScope::Connection => "connection".to_string(),
-                    ErrorScope::Produce(op_id) => format!("produce {op_id}"),
-                    ErrorScope::Subscription(id) => format!("subscription {id}"),
+                    ErrorScope::Connection => String::new(),
+                    ErrorScope::Produce(op_id) => format!(" for produce {op_id}"),
+                    ErrorScope::Subscription(id) => format!(" for subscription {id}"),
                 };
-                write!(f, "server error {code} for {scope}: {message}")
+                write!(f, "server error {code}{scope}: {message}")
             }
             ClientError::Protocol { code, message } => {
                 write!(f, "protocol error {code}: {message}")
@@ -255,6 +257,15 @@ mod tests {
         assert_eq!(
             per_produce.to_string(),
             "server error InvalidNamespace (6) for produce 3: bad"
+        );
+        let refused = ClientError::Server {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::NoSuchGroup,
+            message: "there is no group \"x\"".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "server error NoSuchGroup (31): there is no group \"x\""
         );
     }
 }

@@ -1020,34 +1020,148 @@ class Subscription:
                 return
 
 
+# Acks a GroupMember queues before it sends them without waiting for a blocking read (the Rust
+# client's ACK_BATCH_DEFAULT).
+ACK_BATCH_DEFAULT = 128
+# Deliveries whose place in the membership's delivery order a GroupMember remembers, to join
+# acks of consecutive deliveries into one range (older ones are acknowledged by id).
+RECENT_DELIVERIES_MAX = 4096
+
+
 class GroupMember(Subscription):
     """A membership of a consumer group (protocol.md section 16): iterate it (or call `next`)
     for Event and CaughtUp like a subscription, `ack` each event when it is done, `nack` to have
-    it delivered again, `leave` at the end (then End arrives). Acks are sent at once, one
-    GroupAck per call; `NotPending` answers (a late ack) are counted in `not_pending`, not
-    raised. An error refusing the join (InvalidGroupName, GroupGlobMismatch, ...) is raised by
-    `next`."""
+    it delivered again, `leave` at the end (then End arrives). An error refusing the join
+    (InvalidGroupName, GroupGlobMismatch, ...) is raised by `next`.
 
-    def __init__(self, client: "FloClient", sub_id: int, group: str, credit: int, auto_credit: bool):
+    Acks are pipelined, never waited for: `ack` queues them, and they are sent once
+    `ack_batch` are queued, before the client waits for the network (a `next` with nothing
+    buffered, a Ping, any request), before any other frame this client sends (so a Pong
+    after them means the server has them), by `flush`, `nack`, `leave`, and by
+    `FloClient.close`. Acks of deliveries that came one after another, made in that order (a
+    consumer that handles its events one at a time), go as one GroupAckRange frame of 25
+    bytes, its first and last event (protocol.md, GroupAckRange); the others go as ids in
+    GroupAck frames. `ack_ranges=False` sends only GroupAck (for a server older than
+    GroupAckRange). A process that exits without `close` (or `flush`) loses the queued acks:
+    their events are delivered again. `NotPending` answers (a late ack) are counted in
+    `not_pending`, not raised."""
+
+    def __init__(self, client: "FloClient", sub_id: int, group: str, credit: int, auto_credit: bool,
+                 ack_batch: int = ACK_BATCH_DEFAULT, ack_ranges: bool = True):
         super().__init__(client, sub_id, Start.beginning(), credit, auto_credit)
         self.group = group
         self.not_pending = 0
+        self.ack_batch = max(1, min(ack_batch, 0xFFFF))
+        self.ack_ranges = ack_ranges
+        # Acks not yet sent, in the order they were made: [first, last, count] (count 1: one
+        # id; more: a run of consecutive deliveries).
+        self._acks: List[list] = []
+        self._queued = 0  # the events `_acks` acknowledges
+        # The latest deliveries in this membership's delivery order (the server numbers them
+        # the same way: one per Event frame): id -> delivery numbers, oldest first, at most
+        # RECENT_DELIVERIES_MAX in `_recent_order`; an entry goes when its event is acked.
+        self._recent: Dict[EventId, List[int]] = {}
+        self._recent_order: Deque[Tuple[int, EventId]] = collections.deque()
+        self._delivered = 0
+        # The delivery number the last queued ack ends at, if known: an ack of the next one
+        # extends it into a range.
+        self._last_queued: Optional[int] = None
+        self.ack_frames_sent = 0  # GroupAck frames sent by the queue
+        self.range_frames_sent = 0  # GroupAckRange frames sent by the queue
+
+    @property
+    def queued_acks(self) -> int:
+        """Acks queued and not yet sent."""
+        return self._queued
+
+    def _on_delivered(self, event_id: EventId) -> None:
+        """An Event frame for this membership arrived (called in arrival order)."""
+        if len(self._recent_order) == RECENT_DELIVERIES_MAX:
+            number, old = self._recent_order.popleft()
+            numbers = self._recent.get(old)
+            if numbers and numbers[0] == number:
+                numbers.pop(0)
+                if not numbers:
+                    del self._recent[old]
+        self._recent_order.append((self._delivered, event_id))
+        self._recent.setdefault(event_id, []).append(self._delivered)
+        self._delivered += 1
+
+    def _take_sequence(self, event_id: EventId) -> Optional[int]:
+        """The delivery number of `event_id` among the recent deliveries (its newest
+        delivery), forgetting it."""
+        numbers = self._recent.get(event_id)
+        if not numbers:
+            return None
+        number = numbers.pop()
+        if not numbers:
+            del self._recent[event_id]
+        return number
 
     def ack(self, *ids: EventId) -> None:
-        for i in range(0, len(ids), 0xFFFF):
-            self.client._send(encode_group_ack(self.id, list(ids[i : i + 0xFFFF])))
+        """Mark these events done (queued; see the class)."""
+        for event_id in ids:
+            number = self._take_sequence(event_id)
+            extends = (self.ack_ranges and number is not None and self._acks
+                       and self._last_queued is not None and number == self._last_queued + 1)
+            if extends:
+                self._acks[-1][1] = event_id
+                self._acks[-1][2] += 1
+            else:
+                self._acks.append([event_id, event_id, 1])
+            self._last_queued = number
+            self._queued += 1
+            self.client._acks_waiting[self.id] = self
+            if self._queued >= self.ack_batch:
+                self.flush()
 
     def ack_range(self, first: EventId, last: EventId) -> None:
         """Acknowledge every event delivered to this member from `first` to `last` (both still
-        in flight to it; the ones between already acknowledged are skipped)."""
+        in flight to it; the ones between already acknowledged are skipped). Sent at once,
+        after the queued acks."""
         self.client._send(encode_group_ack_range(self.id, first, last))
 
     def nack(self, *ids: EventId, delay_ms: int = 0) -> None:
+        """Refuse these events (delivered again after `delay_ms`, or parked at
+        `max_deliveries`). Sent at once, after the queued acks."""
         for i in range(0, len(ids), 0xFFFF):
             self.client._send(encode_group_nack(self.id, delay_ms, list(ids[i : i + 0xFFFF])))
 
+    def flush(self) -> None:
+        """Send every queued ack now (of every membership of this client; nothing waits for an
+        answer)."""
+        self.client._send(b"")
+
+    def _take_ack_frames(self) -> bytes:
+        """The queued acks as frames (emptying the queue): a GroupAckRange per run, ids in
+        GroupAck frames between them. Nothing once the membership ended."""
+        acks, self._acks = self._acks, []
+        self._queued = 0
+        self._last_queued = None
+        if self.ended is not None:
+            return b""
+        out = []
+        ids: List[EventId] = []
+
+        def ids_out() -> None:
+            for i in range(0, len(ids), 0xFFFF):
+                out.append(encode_group_ack(self.id, ids[i : i + 0xFFFF]))
+                self.ack_frames_sent += 1
+            ids.clear()
+
+        for first, last, count in acks:
+            if count == 1:
+                ids.append(first)
+                continue
+            ids_out()
+            out.append(encode_group_ack_range(self.id, first, last))
+            self.range_frames_sent += 1
+        ids_out()
+        return b"".join(out)
+
     def leave(self) -> None:
-        """Leave the group; events still unacknowledged go to other members. End follows."""
+        """Leave the group (after sending the queued acks); events still unacknowledged go to
+        other members. End follows."""
         self.unsubscribing = True
         self.client._send(encode_leave_group(self.id))
 
@@ -1079,6 +1193,9 @@ class FloClient:
         # Answers to group inspection and admin requests, in request order (section 16).
         self.admin_outstanding = 0
         self.admin_replies: Deque[Union[GroupsReply, ParkedReply, Purged, PurgesReply, FloError]] = collections.deque()
+        # Group memberships with acks queued (GroupMember.ack), sent before the next frame or
+        # blocking read of this client.
+        self._acks_waiting: Dict[int, "GroupMember"] = {}
 
     # -- connection --------------------------------------------------------------------------
 
@@ -1114,6 +1231,12 @@ class FloClient:
         return self.welcome
 
     def close(self) -> None:
+        """Sends the queued group acks (best effort), then closes the connection."""
+        if self.closed is None:
+            try:
+                self._send(b"")
+            except (ConnectionClosed, OSError):
+                pass
         if self.closed is None:
             self.closed = ConnectionClosed("closed by the client")
         try:
@@ -1262,16 +1385,21 @@ class FloClient:
         max_deliveries: int = 0,
         max_in_flight: int = 0,
         auto_credit: bool = True,
+        ack_batch: int = ACK_BATCH_DEFAULT,
+        ack_ranges: bool = True,
     ) -> GroupMember:
-        """Join (and on the first join create, at `start`) the consumer group `group`. Zero
-        settings take the server's defaults (30 s, 10 deliveries, 1000 in flight)."""
+        """Join (and on the first join create, at `start`) the consumer group `group`. The
+        settings are this member's own caps (0: the group's); a group this join creates gets
+        the server's defaults (30 s, 10 deliveries, 1000 in flight), or these where higher.
+        Acks are queued and sent `ack_batch` at a time or before the client waits, consecutive
+        ones as ranges unless `ack_ranges=False` (see GroupMember)."""
         sub_id = self.next_sub
         while sub_id in self.subs:
             sub_id += 1
         self.next_sub = sub_id + 1
         if not 0 <= credit <= U32_MAX:
             raise ValueError("credit is a u32")
-        member = GroupMember(self, sub_id, group, credit, auto_credit)
+        member = GroupMember(self, sub_id, group, credit, auto_credit, ack_batch, ack_ranges)
         self.subs[sub_id] = member
         self.ended_subs.discard(sub_id)
         self._send(encode_join_group(sub_id, group, glob, start, credit, ack_timeout_ms,
@@ -1453,15 +1581,27 @@ class FloClient:
         self._send(data)
 
     def _send(self, data: bytes) -> None:
+        """Sends `data` (one frame, or nothing), after the queued group acks."""
         if self.closed is not None:
             raise self.closed
         if len(data) > (self.welcome.frame_size_max if self.welcome else U32_MAX):
             raise ValueError("frame over the server's frame_size_max")
+        data = self._take_acks() + data
+        if not data:
+            return
         try:
             self.sock.sendall(data)
         except OSError as e:
             self._close(ConnectionClosed(f"send failed: {e}", self.fatal))
             raise self.closed from e  # type: ignore[misc]
+
+    def _take_acks(self) -> bytes:
+        """The frames of every queued group ack (emptying the queues)."""
+        if not self._acks_waiting:
+            return b""
+        members = list(self._acks_waiting.values())
+        self._acks_waiting.clear()
+        return b"".join(member._take_ack_frames() for member in members)
 
     def _deadline(self, timeout: Optional[float]) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -1488,6 +1628,8 @@ class FloClient:
                     body = bytes(self.buf[5 : 4 + length])
                     del self.buf[: 4 + length]
                     return kind, body
+            if self._acks_waiting:
+                self._send(b"")  # the queued group acks, before waiting for the network
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no frame from the server in time")
@@ -1544,6 +1686,8 @@ class FloClient:
                 raise ProtocolError(f"{type(f).__name__} for unknown subscription {f.subscription_id}")
             if isinstance(f, End):
                 self._end_sub(sub, f)
+            elif isinstance(f, Event) and isinstance(sub, GroupMember):
+                sub._on_delivered(f.id)
             sub.queue.append(f)
         elif isinstance(f, (GroupsReply, GroupsDetailReply, ParkedReply, Purged, PurgesReply, NamespacesReply, TraceReply,
                             MembersReply)):

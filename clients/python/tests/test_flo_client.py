@@ -17,7 +17,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
+from typing import List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -367,6 +369,146 @@ class OfflineTests(unittest.TestCase):
         self.assertFalse(cur.covers(EventId(43, 1)))
         self.assertFalse(cur.covers(EventId(51, 3)))
         self.assertEqual(Cursor.from_text(cur.to_text()), cur)
+
+
+class GroupAckQueueTests(unittest.TestCase):
+    """No server: a GroupMember over a socket pair, this test playing the server. Acks are
+    queued, acks of consecutive deliveries become one GroupAckRange, and the queue goes out
+    before a blocking read, before any other frame, at `ack_batch`, on flush and on close."""
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.theirs.setblocking(False)
+        self.client = FloClient(self.ours, timeout=STEP)
+
+    def tearDown(self) -> None:
+        self.client.close()
+        self.theirs.close()
+
+    def sent(self) -> bytes:
+        """Everything the client has sent since the last call (sendall has returned, so the
+        bytes are in the socket pair already)."""
+        out = b""
+        while True:
+            try:
+                chunk = self.theirs.recv(65536)
+            except BlockingIOError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+    def join(self, group: str = "g", **kw) -> "flo.GroupMember":
+        member = self.client.join_group(group, "/jobs/**", **kw)
+        self.assertEqual(self.sent()[4], flo.JOIN_GROUP)
+        return member
+
+    def deliver(self, member: "flo.GroupMember", *counters: int) -> List[EventId]:
+        """Event frames for `member` with these id counters, read by the member."""
+        ids = [EventId(n, 1) for n in counters]
+        for i in ids:
+            body = struct.pack(">I", member.id) + struct.pack(">QH", i.counter, i.actor) + b"\x00" * 10
+            body += struct.pack(">Q", 1700000000000) + struct.pack(">H", 6) + b"/jobs/" + struct.pack(">I", 0)
+            self.theirs.sendall(flo.frame(flo.EVENT, body))
+        for i in ids:
+            item = member.next()
+            self.assertIsInstance(item, Event)
+            self.assertEqual(item.id, i)
+        return ids
+
+    def test_consecutive_acks_go_as_one_range_and_the_rest_as_ids(self) -> None:
+        member = self.join()
+        # Ids need not be consecutive (other members take the ones between): deliveries are.
+        e = self.deliver(member, 2, 5, 9, 11, 12, 20)
+        member.ack(e[0], e[1], e[2])
+        member.ack(e[4])  # skips e[3]: an id
+        member.ack(e[3])  # delivered before e[4]: an id
+        member.ack(e[5])  # after e[4], but e[3] came between in the acks: an id
+        self.assertEqual(self.sent(), b"", "queued, not sent")
+        self.assertEqual(member.queued_acks, 6)
+        member.flush()
+        self.assertEqual(
+            self.sent(),
+            flo.encode_group_ack_range(member.id, e[0], e[2]) + flo.encode_group_ack(member.id, [e[4], e[3], e[5]]),
+        )
+        self.assertEqual((member.range_frames_sent, member.ack_frames_sent, member.queued_acks), (1, 1, 0))
+
+    def test_a_run_after_ids_is_a_range_and_ranges_keep_their_order(self) -> None:
+        member = self.join()
+        e = self.deliver(member, 1, 2, 3, 4, 5, 6)
+        member.ack(e[2])
+        member.ack(e[0], e[1])
+        member.ack(e[4], e[5])
+        member.flush()
+        self.assertEqual(
+            self.sent(),
+            flo.encode_group_ack(member.id, [e[2]])
+            + flo.encode_group_ack_range(member.id, e[0], e[1])
+            + flo.encode_group_ack_range(member.id, e[4], e[5]),
+        )
+
+    def test_queued_acks_go_before_a_blocking_read_and_before_other_frames(self) -> None:
+        member = self.join()
+        e = self.deliver(member, 1, 2, 3)
+        member.ack(e[0], e[1])
+        with self.assertRaises(TimeoutError):
+            member.next(timeout=0.05)
+        self.assertEqual(self.sent(), flo.encode_group_ack_range(member.id, e[0], e[1]))
+        member.ack(e[2])
+        self.client._send(flo.encode_ping(7))
+        self.assertEqual(self.sent(), flo.encode_group_ack(member.id, [e[2]]) + flo.encode_ping(7),
+                         "the ack goes before the Ping: its Pong means the server has it")
+
+    def test_a_full_batch_is_sent_at_once(self) -> None:
+        member = self.join(ack_batch=3)
+        e = self.deliver(member, 1, 2, 3, 4)
+        member.ack(e[0], e[1])
+        self.assertEqual(self.sent(), b"")
+        member.ack(e[2])
+        self.assertEqual(self.sent(), flo.encode_group_ack_range(member.id, e[0], e[2]))
+        member.ack(e[3])  # the run starts again after a send
+        member.leave()
+        self.assertEqual(self.sent(), flo.encode_group_ack(member.id, [e[3]]) + flo.encode_leave_group(member.id))
+
+    def test_without_ranges_every_ack_is_an_id(self) -> None:
+        member = self.join(ack_ranges=False)
+        e = self.deliver(member, 1, 2, 3)
+        member.ack(*e)
+        member.flush()
+        self.assertEqual(self.sent(), flo.encode_group_ack(member.id, e))
+
+    def test_nack_and_close_send_the_queued_acks_first(self) -> None:
+        member = self.join()
+        e = self.deliver(member, 1, 2, 3)
+        member.ack(e[0])
+        member.nack(e[1], delay_ms=5)
+        self.assertEqual(self.sent(), flo.encode_group_ack(member.id, [e[0]]) + flo.encode_group_nack(member.id, 5, [e[1]]))
+        member.ack(e[2])
+        self.client.close()
+        self.assertEqual(self.sent(), flo.encode_group_ack(member.id, [e[2]]))
+
+    def test_two_members_on_one_client_count_their_own_deliveries(self) -> None:
+        a = self.join("a")
+        b = self.join("b")
+        a1 = self.deliver(a, 1)
+        b1 = self.deliver(b, 2)
+        a2 = self.deliver(a, 3)
+        b2 = self.deliver(b, 4)
+        a.ack(a1[0], a2[0])
+        b.ack(b1[0], b2[0])
+        a.flush()
+        self.assertEqual(
+            self.sent(),
+            flo.encode_group_ack_range(a.id, a1[0], a2[0]) + flo.encode_group_ack_range(b.id, b1[0], b2[0]),
+        )
+
+    def test_a_redelivered_event_is_numbered_by_its_newest_delivery(self) -> None:
+        member = self.join()
+        e = self.deliver(member, 1, 2)
+        again = self.deliver(member, 1)  # redelivered after a time-out, as the third delivery
+        member.ack(e[1], again[0])
+        member.flush()
+        self.assertEqual(self.sent(), flo.encode_group_ack_range(member.id, e[1], e[0]))
 
 
 class ServerTests(unittest.TestCase):
@@ -966,6 +1108,7 @@ class GroupTests(unittest.TestCase):
         member.nack(got[1].id)
         member.ack(got[0].id, got[2].id)
         member.ack(got[0].id)  # already acknowledged: NotPending, counted
+        member.flush()  # acks are queued until the member waits or sends: another connection looks
         admin = self.connect()
         info = admin.group_info("admin")
         self.assertEqual((info.parked, info.pending, info.floor, info.next, info.lag), (1, 0, 3, 3, 0))
@@ -1020,6 +1163,43 @@ class GroupTests(unittest.TestCase):
         updated = admin.update_group_settings("ranged", flo.GroupSettings(ack_timeout_ms=7000))
         self.assertEqual(updated.settings, flo.GroupSettings(7000, 4, 3))
         self.assertEqual((updated.info.pending, updated.info.floor), (0, 6))
+
+    def test_acks_of_consecutive_deliveries_go_as_ranges_and_are_final(self) -> None:
+        a, b = self.connect(), self.connect()
+        members = {"a": a.join_group("ranges", "/jobs/**", credit=300),
+                   "b": b.join_group("ranges", "/jobs/**", credit=300)}
+        a.ping()  # both joined before the events exist: the group splits them
+        b.ping()
+        ids = self.produce_jobs(300)
+        got: dict[str, list[EventId]] = {"a": [], "b": []}
+        deadline = time.monotonic() + 6 * STEP
+        while sum(len(taken) for taken in got.values()) < 300:
+            self.assertLess(time.monotonic(), deadline, f"only {sum(map(len, got.values()))} of 300 came")
+            for name, member in members.items():
+                try:
+                    while True:  # what this member has, before the other member's turn
+                        item = member.next(timeout=0.05)
+                        if isinstance(item, Event):
+                            got[name].append(item.id)
+                except TimeoutError:
+                    continue
+        self.assertEqual(sorted(got["a"] + got["b"]), sorted(ids), "each event once")
+        self.assertTrue(got["a"] and got["b"], "both members got work")
+        # Ids interleave across the members; each acknowledges its own in delivery order.
+        for name, member in members.items():
+            member.ack(*got[name])
+        a.ping()  # sends a's queued acks first: the Pong says the server has them
+        b.ping()
+        info = self.connect().group_info("ranges")
+        self.assertEqual((info.pending, info.floor, info.next), (0, 300, 300), "every event acknowledged")
+        for name, member in members.items():
+            self.assertEqual(member.not_pending, 0)
+            # One GroupAckRange of 25 bytes per full batch of acks (128) and one for the rest.
+            batches = -(-len(got[name]) // flo.ACK_BATCH_DEFAULT)
+            self.assertEqual((member.range_frames_sent, member.ack_frames_sent), (batches, 0),
+                             f"{name}: {len(got[name])} acks")
+            member.leave()
+            self.assertIsInstance([item for item in member][-1], End)
 
     def test_a_replay_of_chosen_parked_events(self) -> None:
         ids = self.produce_jobs(4)

@@ -230,12 +230,15 @@ enum Command {
     /// Without a subcommand, one line per group: name, members, pending (delivered, not
     /// acknowledged), parked, the acknowledged position (floor), the delivered position (next)
     /// and the lag (log records the group has not looked at yet: an upper bound on matching
-    /// events not yet delivered). Positions are offsets in the server's log.
+    /// events not yet delivered). Positions are offsets in the server's log. `group` is the
+    /// same command (`flo-client group info NAME`).
+    #[command(visible_alias = "group")]
     Groups {
         #[command(subcommand)]
         action: Option<GroupsCommand>,
         /// `human`: a table, or `name: value` lines for one group. `json`: a JSON array of
-        /// the groups (one object for one group; one object per line for parked events).
+        /// the groups with their `settings`; one object for one group (`info`, `create` and
+        /// `update` add its members as `member_list`); one object per line for parked events.
         #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
         format: Format,
     },
@@ -354,8 +357,13 @@ enum GroupsCommand {
         /// The group's name.
         name: String,
         /// `beginning`, `end`, an event id (to start just after it) or a time (as for
-        /// `consume --from`).
-        #[arg(long, value_name = "POSITION", allow_hyphen_values = true)]
+        /// `consume --from`). `--from` is the same option.
+        #[arg(
+            long,
+            visible_alias = "from",
+            value_name = "POSITION",
+            allow_hyphen_values = true
+        )]
         to: String,
     },
     /// Delete a group and its state. Its consumers must be stopped first.
@@ -395,15 +403,30 @@ struct GroupSettingsArgs {
     /// `30s`, `500ms`, `2m`).
     #[arg(long, value_name = "DURATION")]
     ack_timeout: Option<String>,
-    /// Deliveries after which an unacknowledged event is parked.
-    #[arg(long, value_name = "N")]
+    /// Deliveries after which an unacknowledged event is parked (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_deliveries: Option<u16>,
-    /// Unacknowledged events one member may hold.
-    #[arg(long, value_name = "N")]
+    /// Unacknowledged events one member may hold (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: Option<u32>,
 }
 
 impl GroupSettingsArgs {
+    /// `groups update`: the settings to change, at least one.
+    fn changes(&self) -> Result<flo::client::GroupSettings, String> {
+        if self.ack_timeout.is_none()
+            && self.max_deliveries.is_none()
+            && self.max_in_flight.is_none()
+        {
+            return Err(
+                "nothing to update: give --ack-timeout, --max-deliveries or \
+                        --max-in-flight"
+                    .into(),
+            );
+        }
+        self.settings()
+    }
+
     fn settings(&self) -> Result<flo::client::GroupSettings, String> {
         let ack_timeout_ms = match &self.ack_timeout {
             None => 0,
@@ -709,20 +732,44 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
+/// Appends one formatted line to a `String` (the human output of `groups`).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Writes `text` to standard output; true when the reader has gone (a closed pipe, as with
+/// `| head`), which is not an error.
+fn write_out(text: &str) -> Result<bool, String> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(false),
+        Err(error) => stopped_reader(error).map(|()| true),
+    }
+}
+
 fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let failed = |error: ClientError| error.to_string();
     if format == Format::Json {
         return groups_json(&mut client, action);
     }
+    // Written out at the end (or a page at a time), so that a reader that stopped (`| head`)
+    // ends the command quietly instead of a failed print.
+    let mut out = String::new();
     match action {
         None => {
             let groups = client.groups_detail().map_err(failed)?;
             if groups.is_empty() {
-                println!("no groups");
-                return Ok(());
+                return write_out("no groups\n").map(drop);
             }
-            println!(
+            outln!(
+                out,
                 "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  GLOB",
                 "GROUP",
                 "MEMBERS",
@@ -737,7 +784,8 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             );
             for detail in groups {
                 let (group, settings) = (&detail.info, &detail.settings);
-                println!(
+                outln!(
+                    out,
                     "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  {}",
                     group.name,
                     group.members,
@@ -754,7 +802,7 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             }
         }
         Some(GroupsCommand::Info { name }) => {
-            print_group_detail(&client.group_detail(&name).map_err(failed)?);
+            format_group_detail(&mut out, &client.group_detail(&name).map_err(failed)?);
         }
         Some(GroupsCommand::Create {
             name,
@@ -763,24 +811,32 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             settings,
         }) => {
             let detail = create_group(&mut client, &name, &glob, from, settings)?;
-            println!("group {name} created (or already there with these settings)");
-            print_group_detail(&detail);
+            outln!(
+                out,
+                "group {name} created (or already there with these settings)"
+            );
+            format_group_detail(&mut out, &detail);
         }
         Some(GroupsCommand::Update { name, settings }) => {
-            let settings = settings.settings()?;
+            let settings = settings.changes()?;
             let detail = client
                 .update_group_settings(&name, settings)
                 .map_err(failed)?;
-            println!("group {name} updated");
-            print_group_detail(&detail);
+            outln!(out, "group {name} updated");
+            format_group_detail(&mut out, &detail);
         }
         Some(GroupsCommand::Parked { name }) => {
             let mut from_offset = 0;
             let mut count = 0u64;
             loop {
                 let page = client.parked_page(&name, from_offset).map_err(failed)?;
-                for event in &page.events {
-                    println!("{} offset {}", event.id, event.offset);
+                let lines: String = page
+                    .events
+                    .iter()
+                    .map(|event| format!("{} offset {}\n", event.id, event.offset))
+                    .collect();
+                if write_out(&lines)? {
+                    return Ok(());
                 }
                 count += page.events.len() as u64;
                 match page.events.last() {
@@ -793,24 +849,25 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         Some(GroupsCommand::Replay { name, id, from, to }) => {
             let parked_before = client.group_info(&name).map_err(failed)?.parked;
             let group = replay(&mut client, &name, &id, from, to).map_err(failed)?;
-            println!(
+            outln!(
+                out,
                 "replayed {} parked events of group {name}",
                 parked_before - group.parked.min(parked_before)
             );
-            print_group(&group);
+            format_group(&mut out, &group);
         }
         Some(GroupsCommand::Reset { name, to }) => {
-            let start = parse_start_position(&to)?;
+            let start = group_position(&to)?;
             let group = client.reset_group(&name, start).map_err(failed)?;
-            println!("group {name} reset");
-            print_group(&group);
+            outln!(out, "group {name} reset");
+            format_group(&mut out, &group);
         }
         Some(GroupsCommand::Delete { name }) => {
             client.delete_group(&name).map_err(failed)?;
-            println!("group {name} deleted");
+            outln!(out, "group {name} deleted");
         }
     }
-    Ok(())
+    write_out(&out).map(drop)
 }
 
 /// `groups replay`: every parked event, the ones with these ids, or those from `from` to `to`
@@ -895,21 +952,29 @@ fn cluster(server: &Server, action: ClusterCommand, format: Format) -> Result<()
     Ok(())
 }
 
-/// `groups --format json`: the list as one array, one group as one object, parked events as
-/// one object per line, and the changes as the group's object after them.
+/// `groups --format json`: the list as one array (with each group's settings), one group as one
+/// object (`info`, `create` and `update` with its settings and members), parked events as one
+/// object per line, and the changes as the group's object after them.
 fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(), String> {
     let failed = |error: ClientError| error.to_string();
+    let detail = |detail: flo::client::GroupDetail| {
+        write_out(&format!("{}\n", ops::group_detail_json(&detail, true))).map(drop)
+    };
     let group = match action {
         None => {
-            println!("{}", ops::groups_json(&client.groups().map_err(failed)?));
-            return Ok(());
+            let groups = client.groups_detail().map_err(failed)?;
+            return write_out(&format!("{}\n", ops::groups_detail_json(&groups))).map(drop);
         }
-        Some(GroupsCommand::Info { name }) => client.group_info(&name).map_err(failed)?,
+        Some(GroupsCommand::Info { name }) => {
+            return detail(client.group_detail(&name).map_err(failed)?)
+        }
         Some(GroupsCommand::Parked { name }) => {
             let mut from_offset = 0;
             loop {
                 let page = client.parked_page(&name, from_offset).map_err(failed)?;
-                print!("{}", ops::parked_json_lines(&page));
+                if write_out(&ops::parked_json_lines(&page))? {
+                    return Ok(());
+                }
                 match page.events.last() {
                     Some(last) if page.more => from_offset = last.offset + 1,
                     _ => return Ok(()),
@@ -920,7 +985,7 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             replay(client, &name, &id, from, to).map_err(failed)?
         }
         Some(GroupsCommand::Reset { name, to }) => {
-            let start = parse_start_position(&to)?;
+            let start = group_position(&to)?;
             client.reset_group(&name, start).map_err(failed)?
         }
         Some(GroupsCommand::Create {
@@ -929,26 +994,25 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             from,
             settings,
         }) => {
-            let detail = create_group(client, &name, &glob, from, settings)?;
-            detail.info
+            return detail(create_group(client, &name, &glob, from, settings)?);
         }
         Some(GroupsCommand::Update { name, settings }) => {
-            let settings = settings.settings()?;
-            let detail = client
-                .update_group_settings(&name, settings)
-                .map_err(failed)?;
-            detail.info
+            let settings = settings.changes()?;
+            return detail(
+                client
+                    .update_group_settings(&name, settings)
+                    .map_err(failed)?,
+            );
         }
         Some(GroupsCommand::Delete { name }) => {
             client.delete_group(&name).map_err(failed)?;
             let mut out = String::from("{\"deleted\":");
             flo::client::format::push_json_string(&mut out, &name);
-            println!("{out}}}");
-            return Ok(());
+            out.push_str("}\n");
+            return write_out(&out).map(drop);
         }
     };
-    println!("{}", ops::group_json(&group));
-    Ok(())
+    write_out(&format!("{}\n", ops::group_json(&group))).map(drop)
 }
 
 /// `groups create`, for both output formats: from the beginning unless `--from` says.
@@ -960,7 +1024,7 @@ fn create_group(
     settings: GroupSettingsArgs,
 ) -> Result<flo::client::GroupDetail, String> {
     let start = match from {
-        Some(from) => parse_start_position(&from)?,
+        Some(from) => group_position(&from)?,
         None => StartPosition::Beginning,
     };
     let settings = settings.settings()?;
@@ -970,21 +1034,27 @@ fn create_group(
 }
 
 /// `groups info`, `create`, `update`: the group, its settings and its members.
-fn print_group_detail(detail: &flo::client::GroupDetail) {
-    print_group(&detail.info);
+fn format_group_detail(out: &mut String, detail: &flo::client::GroupDetail) {
+    format_group(out, &detail.info);
     let settings = &detail.settings;
-    println!("ack time-out:   {} ms", settings.ack_timeout_ms);
-    println!("max deliveries: {}", settings.max_deliveries);
-    println!("max in flight:  {} per member", settings.max_in_flight);
+    outln!(out, "ack time-out:   {} ms", settings.ack_timeout_ms);
+    outln!(out, "max deliveries: {}", settings.max_deliveries);
+    outln!(out, "max in flight:  {} per member", settings.max_in_flight);
     if detail.members.is_empty() {
         return;
     }
-    println!(
+    outln!(
+        out,
         "{:>10}  {:<24} {:>9} {:>9} {:>10}",
-        "MEMBER", "CONNECTION", "IN FLIGHT", "MAX", "CREDIT"
+        "MEMBER",
+        "CONNECTION",
+        "IN FLIGHT",
+        "MAX",
+        "CREDIT"
     );
     for member in &detail.members {
-        println!(
+        outln!(
+            out,
             "{:>10}  {:<24} {:>9} {:>9} {:>10}",
             member.subscription_id,
             member.connection,
@@ -995,30 +1065,34 @@ fn print_group_detail(detail: &flo::client::GroupDetail) {
     }
     let listed = detail.members.len();
     if listed < usize::from(detail.info.members) {
-        println!("({listed} of {} members listed)", detail.info.members);
+        outln!(out, "({listed} of {} members listed)", detail.info.members);
     }
 }
 
-fn print_group(group: &flo::client::GroupInfo) {
-    println!("group:          {}", group.name);
-    println!("glob:           {}", group.glob);
-    println!(
+fn format_group(out: &mut String, group: &flo::client::GroupInfo) {
+    outln!(out, "group:          {}", group.name);
+    outln!(out, "glob:           {}", group.glob);
+    outln!(
+        out,
         "members:        {} ({} events in flight)",
-        group.members, group.in_flight
+        group.members,
+        group.in_flight
     );
-    println!("pending:        {}", group.pending);
-    println!("parked:         {}", group.parked);
-    println!(
+    outln!(out, "pending:        {}", group.pending);
+    outln!(out, "parked:         {}", group.parked);
+    outln!(
+        out,
         "floor:          {} (every matching record below is acknowledged or parked)",
         group.floor
     );
-    println!(
+    outln!(
+        out,
         "next:           {} (the next record to look at)",
         group.next
     );
-    println!("acked above:    {}", group.acked_above_floor);
-    println!("lag:            {} (records not looked at yet; at most this many matching events undelivered)", group.lag);
-    println!("oldest pending: {} ms", group.oldest_pending_age_ms);
+    outln!(out, "acked above:    {}", group.acked_above_floor);
+    outln!(out, "lag:            {} (records not looked at yet; at most this many matching events undelivered)", group.lag);
+    outln!(out, "oldest pending: {} ms", group.oldest_pending_age_ms);
 }
 
 fn status(server: &Server, format: Format) -> Result<(), String> {
@@ -1396,6 +1470,18 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
     parse_start_position(text).map(From::Position)
 }
 
+/// A group's start position (`consume --group --from`, `groups create --from`, `groups reset
+/// --to`): the forms of `--from` but `-N`, which only a reader that counts can take.
+fn group_position(text: &str) -> Result<StartPosition, String> {
+    match parse_from(text, wall_clock_ms())? {
+        From::Position(start) => Ok(start),
+        From::Last(_) => Err(format!(
+            "a group cannot start at {text:?} (-N): a group starts at a position the server \
+             knows (beginning, end, an event id, a time, or an age such as 7d)"
+        )),
+    }
+}
+
 /// Milliseconds since the Unix epoch, for `--from` times given as "ago".
 fn wall_clock_ms() -> u64 {
     SystemTime::now()
@@ -1534,6 +1620,25 @@ fn consume(
 /// output is flushed). Without -t it stops when the group has caught up; with --limit after
 /// that many events, leaving the group (its other unacknowledged events, none here, would go
 /// to the other members).
+/// A membership's error for `consume --group`; a glob mismatch after a join without `-n`
+/// (whose default `/**` is rarely a group's glob) says how to give the group's glob.
+fn group_error(group: &str, glob: &str, error: ClientError) -> String {
+    let hint = match &error {
+        ClientError::Server {
+            code: flo::client::ErrorCode::GroupGlobMismatch,
+            ..
+        } => {
+            if glob == "/**" {
+                " (without -n the glob is /**: join with -n and the group's glob)"
+            } else {
+                " (join with -n and the group's glob)"
+            }
+        }
+        _ => "",
+    };
+    format!("group {group:?}: {error}{hint}")
+}
+
 fn consume_group(
     server: &Server,
     group: &str,
@@ -1543,17 +1648,7 @@ fn consume_group(
     limit: u64,
     format: Format,
 ) -> Result<(), String> {
-    let now_ms = wall_clock_ms();
-    let start = match parse_from(from, now_ms)? {
-        From::Position(start) => start,
-        From::Last(_) => {
-            return Err(
-                "--from -N is not available with --group: a group starts at a \
-                        position the server knows (beginning, end, an id or a time)"
-                    .into(),
-            )
-        }
-    };
+    let start = group_position(from)?;
     stop_cleanly_on_ctrl_c()?;
     let mut client = connect(server)?;
     let mut builder = client.join_group(group).glob(glob).start(start);
@@ -1582,7 +1677,7 @@ fn consume_group(
             Ok(Some(GroupDelivery::CaughtUp)) if !tail => break,
             Ok(Some(GroupDelivery::CaughtUp)) => continue,
             Ok(Some(GroupDelivery::Event(event))) => event,
-            Err(error) => return Err(format!("group {group}: {error}")),
+            Err(error) => return Err(group_error(group, glob, error)),
         };
         let text = match format {
             Format::Human => format_human(&event),

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flo::client::format::{format_info, format_info_json, push_json_string, push_terminal_safe};
-use flo::client::{GroupInfo, ParkedReply, PurgesReply};
+use flo::client::{GroupDetail, GroupInfo, ParkedReply, PurgesReply};
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
 
@@ -166,9 +166,54 @@ pub fn group_json(group: &GroupInfo) -> String {
     out
 }
 
-/// `groups --format json`: one JSON array of the groups.
+/// `groups --format json` (used by `top`): one JSON array of the groups.
 pub fn groups_json(groups: &[GroupInfo]) -> String {
     let entries: Vec<String> = groups.iter().map(group_json).collect();
+    format!("[{}]", entries.join(","))
+}
+
+/// One group with its settings as a JSON object: [`group_json`]'s fields, then `settings`
+/// (`ack_timeout_ms`, `max_deliveries`, `max_in_flight`) and, with `members`, `member_list`:
+/// one object per listed member (`subscription_id`, `connection`, `in_flight`,
+/// `max_in_flight`, `credit`). `members` (the count) stays the group's member count, which
+/// may be more than the server lists.
+pub fn group_detail_json(detail: &GroupDetail, members: bool) -> String {
+    let mut out = group_json(&detail.info);
+    out.pop(); // the closing brace
+    let settings = &detail.settings;
+    out.push_str(&format!(
+        ",\"settings\":{{\"ack_timeout_ms\":{},\"max_deliveries\":{},\"max_in_flight\":{}}}",
+        settings.ack_timeout_ms, settings.max_deliveries, settings.max_in_flight
+    ));
+    if members {
+        out.push_str(",\"member_list\":[");
+        for (index, member) in detail.members.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{{\"subscription_id\":{},\"connection\":",
+                member.subscription_id
+            ));
+            push_json_string(&mut out, &member.connection);
+            out.push_str(&format!(
+                ",\"in_flight\":{},\"max_in_flight\":{},\"credit\":{}}}",
+                member.in_flight, member.max_in_flight, member.credit
+            ));
+        }
+        out.push(']');
+    }
+    out.push('}');
+    out
+}
+
+/// `groups --format json`: one JSON array of the groups with their settings (a list carries
+/// no members: `info NAME` has them).
+pub fn groups_detail_json(groups: &[GroupDetail]) -> String {
+    let entries: Vec<String> = groups
+        .iter()
+        .map(|detail| group_detail_json(detail, false))
+        .collect();
     format!("[{}]", entries.join(","))
 }
 
