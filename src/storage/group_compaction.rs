@@ -77,3 +77,120 @@ impl Rebuild {
         self.covered.contains(group)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::groups::{FileGroupStore, GroupStore, COMPACTION_FILE, GROUP_JOURNAL_FILE};
+    use super::*;
+    use crate::config::FsyncPolicy;
+    use crate::event::{ActorId, Cursor, EventId};
+    use crate::storage::Offset;
+    use crate::time::MonotonicMs;
+
+    fn create(group: &str) -> GroupRecord {
+        GroupRecord::Create {
+            group: group.into(),
+            glob: "/jobs/**".into(),
+            start: Offset(0),
+            filter: Cursor::default(),
+            owner: None,
+        }
+    }
+
+    fn park(group: &str, offset: u64) -> GroupRecord {
+        GroupRecord::Park {
+            group: group.into(),
+            offset: Offset(offset),
+            id: EventId {
+                counter: offset,
+                actor: ActorId(1),
+            },
+        }
+    }
+
+    /// On files: a compaction interrupted before its swap (the store dropped, then opened
+    /// again as after a crash) leaves the old journal the journal and its `.tmp` removed; a
+    /// finished one is synced and renamed by the sync thread (no fdatasync on the caller's
+    /// thread), and from then on the new file is the journal, with the records appended
+    /// while the swap ran.
+    #[test]
+    fn the_sync_thread_swaps_a_finished_compaction_and_a_crash_before_keeps_the_old_journal() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let tmp = dir.join(COMPACTION_FILE);
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        let mut old = vec![create("a"), create("b")];
+        old.extend((0..50).map(|n| park("a", n)));
+        for record in &old {
+            store.append(record);
+        }
+        store.sync(MonotonicMs(1)).expect("sync");
+        // A compaction that does not finish: a crash (the store goes, the .tmp stays).
+        store.compaction_begin().expect("begin");
+        store.compaction_append(&create("a"));
+        store.append(&park("a", 60));
+        store.append(&park("b", 61));
+        store.sync(MonotonicMs(2)).expect("sync");
+        assert!(tmp.exists());
+        drop(store);
+        old.extend([park("a", 60), park("b", 61)]);
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert!(
+            !tmp.exists(),
+            "start-up removes an unfinished compaction's file"
+        );
+        assert_eq!(store.load_all().expect("load"), old);
+        // A compaction that finishes: "a" in two pieces, "b" (its records before its
+        // snapshot go to the old journal only), records during the swap.
+        store.compaction_begin().expect("begin");
+        store.compaction_append(&create("a"));
+        store.compaction_append(&park("a", 3));
+        store.append(&park("a", 70));
+        store.append(&park("b", 71));
+        store.start_sync(MonotonicMs(3)).expect("write");
+        store.compaction_append(&park("a", 4));
+        assert!(store.compaction_covers("a") && !store.compaction_covers("b"));
+        store.compaction_append(&create("b"));
+        store.compaction_append(&park("b", 71));
+        store.compaction_finish();
+        store.append(&park("b", 80));
+        store
+            .sync(MonotonicMs(4))
+            .expect("write and hand over the swap");
+        store
+            .wait_for_syncs()
+            .expect("the swap syncs what was written");
+        store.append(&park("a", 90));
+        let size = match store.compaction_poll() {
+            Some(Ok(size)) => size,
+            other => panic!("the swap is done: {other:?}"),
+        };
+        store.sync(MonotonicMs(5)).expect("sync");
+        assert_eq!(
+            store.caller_fsync_count(),
+            0,
+            "the swap ran on the sync thread"
+        );
+        assert!(!tmp.exists());
+        let journal = std::fs::metadata(dir.join(GROUP_JOURNAL_FILE)).expect("stat");
+        assert!(
+            journal.len() > size && size > 0,
+            "{} after {size}",
+            journal.len()
+        );
+        let compacted = vec![
+            create("a"),
+            park("a", 3),
+            park("a", 70),
+            park("a", 4),
+            create("b"),
+            park("b", 71),
+            park("b", 80),
+            park("a", 90),
+        ];
+        let mut reopened = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(reopened.load_all().expect("load"), compacted);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
