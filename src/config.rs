@@ -1063,6 +1063,11 @@ mod tests {
         assert!(config.validate().is_err());
         config.groups.parked_list_max = 70_000;
         assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.groups.journal_compact_entries_per_turn = 15;
+        assert!(config.validate().is_err(), "a compaction's share below 16");
+        config.groups.journal_compact_entries_per_turn = 16;
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
