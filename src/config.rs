@@ -414,6 +414,10 @@ pub struct GroupLimits {
     /// The group journal is compacted (rewritten as a snapshot) when it passes this size and
     /// four times the size of the snapshot.
     pub journal_compact_bytes: u64,
+    /// Entries of the snapshot a compaction writes per loop turn (a record each, an
+    /// acknowledged offset each, a pending event looked at each): the compaction goes on over
+    /// as many turns as it needs, so that no turn stalls on it (attack round 5 F2). At least 16.
+    pub journal_compact_entries_per_turn: usize,
     /// Members one GroupsDetail reply lists for a group (a group may have more; its member
     /// count says how many).
     pub members_listed_max: usize,
@@ -435,6 +439,7 @@ impl Default for GroupLimits {
             parked_max: 100_000,
             parked_list_max: 1000,
             journal_compact_bytes: 64 * 1024 * 1024,
+            journal_compact_entries_per_turn: 4096,
             members_listed_max: 100,
         }
     }
@@ -919,6 +924,13 @@ impl Config {
                     .into(),
             );
         }
+        if groups.journal_compact_entries_per_turn < 16 {
+            return Err(format!(
+                "groups.journal_compact_entries_per_turn must be at least 16 (a group's \
+                 Create, Settings and Floor must fit a turn's share), not {}",
+                groups.journal_compact_entries_per_turn
+            ));
+        }
         // A Parked reply of `parked_list_max` events, and a Groups reply of one group with the
         // longest name and glob, fit one frame.
         let frame_size_max = self.wire.frame_size_max as usize;
@@ -1051,6 +1063,11 @@ mod tests {
         assert!(config.validate().is_err());
         config.groups.parked_list_max = 70_000;
         assert!(config.validate().is_err());
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), "/tmp/x".into());
+        config.groups.journal_compact_entries_per_turn = 15;
+        assert!(config.validate().is_err(), "a compaction's share below 16");
+        config.groups.journal_compact_entries_per_turn = 16;
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

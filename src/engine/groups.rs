@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::connection::Connection;
 use super::consume::{hidden_charged, wanted};
+use super::groups_compaction::Compaction;
 use super::log_limit::{held_back_suffix, LogLimit};
 use super::{millis, ConnId, Engine, Now};
 use crate::config::GroupLimits;
@@ -56,7 +57,9 @@ pub(super) struct Groups {
     /// one per connection: its later frames wait until it is done (`groups_ranges.rs`).
     pub(super) ack_ranges: HashMap<ConnId, (u32, u64, u64)>,
     /// The journal size right after the last compaction (or load).
-    snapshot_bytes: u64,
+    pub(super) snapshot_bytes: u64,
+    /// A compaction of the journal in progress (`groups_compaction.rs`).
+    pub(super) compaction: Option<Compaction>,
 }
 
 pub(super) struct Group {
@@ -87,8 +90,9 @@ pub(super) struct Group {
     pub(super) redeliver: BTreeSet<Offset>,
     /// (when, offset): ack deadlines of in-flight entries and the end of nack delays.
     pub(super) timers: BTreeSet<(u64, Offset)>,
-    /// Delivery counts recovered from the journal for records not delivered since start-up.
-    pub(super) recovered_deliveries: HashMap<Offset, u32>,
+    /// Delivery counts recovered from the journal for records not delivered since start-up
+    /// (in offset order: a compaction walks it a piece at a time).
+    pub(super) recovered_deliveries: BTreeMap<Offset, u32>,
     pub(super) members: Vec<Member>,
     round_robin: usize,
     /// The warnings "parked after N deliveries" and "the parked list is full" (a member that
@@ -247,7 +251,7 @@ impl Group {
             pending_by_id: HashMap::new(),
             redeliver: BTreeSet::new(),
             timers: BTreeSet::new(),
-            recovered_deliveries: HashMap::new(),
+            recovered_deliveries: BTreeMap::new(),
             members: Vec::new(),
             round_robin: 0,
             park_log: LogLimit::default(),
@@ -474,6 +478,7 @@ impl Groups {
             memberships: HashMap::new(),
             ack_ranges: HashMap::new(),
             snapshot_bytes: 0,
+            compaction: None,
         }
     }
 
@@ -621,6 +626,7 @@ impl Groups {
             memberships: HashMap::new(),
             ack_ranges: HashMap::new(),
             snapshot_bytes,
+            compaction: None,
         })
     }
 
@@ -638,69 +644,6 @@ impl Groups {
     /// Memberships `conn` holds (they count against `subscriptions_per_connection_max`).
     pub(super) fn membership_count(&self, conn: ConnId) -> usize {
         self.memberships.keys().filter(|(c, _)| *c == conn).count()
-    }
-
-    #[cfg(test)]
-    pub(super) fn snapshot_for_tests(&self) -> Vec<GroupRecord> {
-        self.snapshot()
-    }
-
-    /// The snapshot that replaces the journal when it is compacted.
-    fn snapshot(&self) -> Vec<GroupRecord> {
-        let mut records = Vec::new();
-        for (name, group) in &self.groups {
-            let floor = group.floor();
-            records.push(GroupRecord::Create {
-                group: name.clone(),
-                glob: group.glob_text.clone(),
-                start: floor,
-                filter: group.filter.clone(),
-                owner: group.owner.clone(),
-            });
-            records.push(group.settings_record(name));
-            records.push(GroupRecord::Floor {
-                group: name.clone(),
-                floor,
-            });
-            let acked: Vec<Offset> = group.acked.range(floor..).copied().collect();
-            for chunk in acked.chunks(ACK_OFFSETS_PER_RECORD_MAX) {
-                records.push(GroupRecord::Ack {
-                    group: name.clone(),
-                    offsets: chunk.to_vec(),
-                });
-            }
-            for (&offset, pending) in &group.pending {
-                if pending.deliveries > 1 {
-                    records.push(GroupRecord::Deliveries {
-                        group: name.clone(),
-                        offset,
-                        count: pending.deliveries,
-                    });
-                }
-            }
-            for (&offset, &count) in &group.recovered_deliveries {
-                records.push(GroupRecord::Deliveries {
-                    group: name.clone(),
-                    offset,
-                    count,
-                });
-            }
-            for (&offset, &id) in &group.parked {
-                records.push(GroupRecord::Park {
-                    group: name.clone(),
-                    offset,
-                    id,
-                });
-            }
-            for (&offset, pending) in group.pending.range(..floor) {
-                records.push(GroupRecord::Replay {
-                    group: name.clone(),
-                    offset,
-                    id: pending.id,
-                });
-            }
-        }
-        records
     }
 }
 
@@ -1008,7 +951,7 @@ impl<L: Log> Engine<L> {
             !g.members.is_empty()
                 && (!g.redeliver.is_empty() || (g.next < self.log.durable_end() && !memory_full))
                 && g.members.iter().any(|m| m.may_take_more(&g.settings))
-        })
+        }) || self.groups.compaction_has_work()
     }
 
     /// Before the turn's log sync, when it has appends to sync: journals the acks the turn's
@@ -1049,11 +992,12 @@ impl<L: Log> Engine<L> {
             }
             self.journal_group_turn(name);
         }
+        // The turn's share of a compaction is written with the turn's records.
+        self.compact_group_journal();
         if let Err(error) = self.groups.store.sync(now.monotonic) {
             // Lost journal records only mean redelivery after a restart (at least once).
             log::error!("could not write the group journal: {error}");
         }
-        self.compact_group_journal();
     }
 
     fn expire_group_timers(&mut self, name: &str, now_ms: u64) {
@@ -1279,20 +1223,6 @@ impl<L: Log> Engine<L> {
                 group: name.to_string(),
                 floor,
             });
-        }
-    }
-
-    /// Rewrites the journal as a snapshot once it has grown well past the last one.
-    fn compact_group_journal(&mut self) {
-        let size = self.groups.store.size_bytes();
-        let threshold = self.config.groups.journal_compact_bytes;
-        if size < threshold || size < self.groups.snapshot_bytes.saturating_mul(4) {
-            return;
-        }
-        let snapshot = self.groups.snapshot();
-        match self.groups.store.rewrite(&snapshot) {
-            Ok(()) => self.groups.snapshot_bytes = self.groups.store.size_bytes(),
-            Err(error) => log::error!("could not compact the group journal: {error}"),
         }
     }
 }

@@ -12,6 +12,7 @@ mod connection;
 mod consume;
 mod groups;
 mod groups_admin;
+mod groups_compaction;
 mod groups_ranges;
 mod invariants;
 mod log_limit;

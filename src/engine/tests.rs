@@ -2890,6 +2890,8 @@ fn a_healthy_consumer_is_fed_when_unread_copies_fill_the_connections_memory() {
 }
 #[path = "groups_admin_tests.rs"]
 mod groups_admin_tests;
+#[path = "groups_compaction_tests.rs"]
+mod groups_compaction_tests;
 #[path = "groups_settings_tests.rs"]
 mod groups_settings_tests;
 #[path = "groups_tests.rs"]

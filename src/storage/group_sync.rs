@@ -13,10 +13,16 @@
 //! depends on: docs/consumers.md, "Storage") waits for the synced generation to reach its
 //! own; nobody else waits. A failed fdatasync is reported to the next waiter of a
 //! generation it covered, and logged by the reactor; the next request tries again.
+//!
+//! The thread also ends a compaction (docs/consumers.md, "Compaction"): once the new journal
+//! (`groups.journal.tmp`, which every record since the compaction began was also written to)
+//! is complete, the reactor hands it a *swap*: the thread fdatasyncs the new file, renames it
+//! over the journal and fsyncs the directory, and from then on syncs the new file. The
+//! reactor never waits for it; it learns the outcome at a later turn (`take_swapped`).
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -34,7 +40,47 @@ struct State {
     error: Option<String>,
     /// fdatasyncs run by the thread since it started.
     fsyncs: u64,
+    /// A compaction's new journal to put in place, and the outcome of the last one (until
+    /// the reactor takes it).
+    swap: Option<Swap>,
+    swapped: Option<Result<(), String>>,
     stop: bool,
+}
+
+/// A compaction's new journal, complete: to be synced and renamed over the journal.
+#[derive(Debug)]
+pub(super) struct Swap {
+    pub file: Arc<File>,
+    /// `groups.journal.tmp`, the journal, and their directory.
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Swap {
+    /// fdatasyncs the new file, renames it over the journal and fsyncs the directory. Returns
+    /// whether the rename happened (from then on the new file is the journal, even if the
+    /// directory's fsync failed) and the error, if any. A new file that could not be put in
+    /// place is removed (the old journal stays the truth).
+    fn run(&self) -> (bool, Result<(), String>) {
+        let context =
+            |what: &str, error: io::Error| format!("{}: {what}: {error}", self.from.display());
+        let renamed = self
+            .file
+            .sync_data()
+            .map_err(|error| context("fdatasync", error))
+            .and_then(|()| {
+                std::fs::rename(&self.from, &self.to).map_err(|error| context("rename", error))
+            });
+        if let Err(error) = renamed {
+            let _ = std::fs::remove_file(&self.from);
+            return (false, Err(error));
+        }
+        let synced = File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| context("fsync the directory", error));
+        (true, synced)
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +121,8 @@ impl GroupSyncer {
             failed: 0,
             error: None,
             fsyncs: 0,
+            swap: None,
+            swapped: None,
             stop: false,
         };
         GroupSyncer {
@@ -140,6 +188,32 @@ impl GroupSyncer {
         self.shared.progress.notify_all();
     }
 
+    /// Hands the thread a compaction's complete new journal, written up to `generation`:
+    /// synced, renamed over the journal, the directory synced, and counted as syncing
+    /// `generation` (every record written so far is in it). Without a thread it runs here.
+    pub fn swap(&mut self, swap: Swap, generation: u64) {
+        if self.thread.is_none() {
+            self.thread = self.start_thread();
+        }
+        let mut state = self.shared.lock();
+        state.requested = state.requested.max(generation);
+        if self.thread.is_some() {
+            state.swap = Some(swap);
+            self.shared.requests.notify_one();
+            return;
+        }
+        drop(state);
+        self.caller_fsyncs += 1;
+        let outcome = swap.run();
+        swapped(&mut self.shared.lock(), &swap, outcome, generation);
+    }
+
+    /// The outcome of the last swap, once it is done: Ok when the new file is the journal
+    /// (also when only the directory's fsync failed: logged), Err when the old one still is.
+    pub fn take_swapped(&mut self) -> Option<Result<(), String>> {
+        self.shared.lock().swapped.take()
+    }
+
     /// fdatasyncs run since open (by the thread and on the caller's thread).
     #[cfg(any(test, feature = "testing"))]
     pub fn fsyncs(&self) -> u64 {
@@ -198,6 +272,18 @@ impl Drop for GroupSyncer {
 fn run(shared: &Shared) {
     let mut state = shared.lock();
     loop {
+        if let Some(swap) = state.swap.take() {
+            // Everything requested so far was written to the new file before it was asked
+            // for: once the new file is synced and in place, it is on disk.
+            let generation = state.requested;
+            drop(state);
+            let outcome = swap.run();
+            state = shared.lock();
+            state.fsyncs += 1;
+            swapped(&mut state, &swap, outcome, generation);
+            shared.progress.notify_all();
+            continue;
+        }
         if state.requested > state.synced && state.requested > state.failed {
             let generation = state.requested;
             let file = Arc::clone(&state.file);
@@ -225,7 +311,27 @@ fn run(shared: &Shared) {
     }
 }
 
-fn sync_error(path: &std::path::Path, message: String) -> StorageError {
+/// Records the outcome of a swap: once renamed, the new file is the journal and holds
+/// everything up to `generation`, synced.
+fn swapped(
+    state: &mut State,
+    swap: &Swap,
+    (renamed, result): (bool, Result<(), String>),
+    generation: u64,
+) {
+    if !renamed {
+        state.swapped = Some(result);
+        return;
+    }
+    if let Err(error) = result {
+        log::warn!("group journal compaction: {error}");
+    }
+    state.file = Arc::clone(&swap.file);
+    state.synced = state.synced.max(generation);
+    state.swapped = Some(Ok(()));
+}
+
+fn sync_error(path: &Path, message: String) -> StorageError {
     StorageError::Io {
         context: format!("{}: fdatasync", path.display()),
         source: io::Error::other(message),

@@ -33,7 +33,8 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::group_sync::GroupSyncer;
+use super::group_compaction::{Rebuild, Stage};
+use super::group_sync::{GroupSyncer, Swap};
 use super::{io_error, Offset, RecoveryMode, StorageError};
 use crate::config::FsyncPolicy;
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
@@ -41,6 +42,8 @@ use crate::time::MonotonicMs;
 
 /// The journal's file name in the data directory.
 pub const GROUP_JOURNAL_FILE: &str = "groups.journal";
+/// The new journal a compaction (or a start-up rewrite) writes before it replaces the journal.
+pub const COMPACTION_FILE: &str = "groups.journal.tmp";
 /// A body larger than this is damage, not a record (names and globs are at most 64 KiB, a
 /// cursor at most 65,535 entries of 10 bytes, an Ack record is written in pieces below it).
 const RECORD_BODY_SIZE_MAX: u32 = 1 << 20;
@@ -171,7 +174,7 @@ impl GroupRecord {
 /// The group numbers of one journal file (format version 3), both ways. Bounded by the
 /// groups that exist (a Delete forgets its group's number) plus the Name records of one
 /// file, which compaction starts afresh.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Names {
     by_name: HashMap<String, u32>,
     by_number: HashMap<u32, String>,
@@ -267,8 +270,34 @@ pub trait GroupStore: Send {
     fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError>;
     /// The bytes of the journal (durable and buffered).
     fn size_bytes(&self) -> u64;
-    /// Replaces the whole journal with `records` (a snapshot), atomically.
+    /// Replaces the whole journal with `records` (a snapshot), atomically, at once (start-up
+    /// only: it writes and syncs the whole snapshot before it returns). Abandons a compaction.
     fn rewrite(&mut self, records: &[GroupRecord]) -> Result<(), StorageError>;
+    /// Starts a compaction (docs/consumers.md, "Compaction"; `group_compaction.rs`): a new
+    /// journal, `groups.journal.tmp`, is built from the snapshot pieces `compaction_append`
+    /// gives, while every record appended for a group it covers (`compaction_covers`) is
+    /// written to both files. The old journal stays the truth until the new one replaces it.
+    fn compaction_begin(&mut self) -> Result<(), StorageError>;
+    /// True when the new journal holds the Create of `group` (its snapshot began, or it was
+    /// created during the compaction); false without a compaction.
+    fn compaction_covers(&self, group: &str) -> bool;
+    /// Buffers one piece of the snapshot, for the new journal only.
+    fn compaction_append(&mut self, record: &GroupRecord);
+    /// The snapshot is complete: at the next write the new journal is handed to the sync
+    /// thread, which syncs it, renames it over the journal and syncs the directory, without
+    /// anybody waiting for it. Until then, and until it is done, every record goes to both.
+    fn compaction_finish(&mut self);
+    /// The outcome of the last compaction, once, when it is over: the new journal's size, or
+    /// why it was abandoned (the old journal is still the journal then).
+    fn compaction_poll(&mut self) -> Option<Result<u64, StorageError>>;
+}
+
+/// The error of a compaction that was abandoned.
+fn compaction_error(message: String) -> StorageError {
+    StorageError::Io {
+        context: "group journal compaction".into(),
+        source: std::io::Error::other(message),
+    }
 }
 
 /// Appends the bytes of one record to `out` in the format of versions 1 and 2 (the group
@@ -789,27 +818,22 @@ fn decode_body(body: &mut Body) -> Option<Entry> {
 
 /// The journal in memory, for tests and the simulator. Clones share the synced bytes, so a test
 /// "restarts" by building an engine on `reopen()`, which sees only what was synced.
-#[derive(Debug, Default)]
+///
+/// A compaction builds its new journal in `rebuilt` (lost to a crash, as the file's `.tmp` is
+/// removed at start-up); the `sync` after `compaction_finish` only starts the swap, and the
+/// next one does it, as the file store's sync thread would some time later.
+/// A clone is a store on the same synced bytes and buffered records (its group numbers and
+/// compaction too).
+#[derive(Debug, Default, Clone)]
 pub struct MemoryGroupStore {
     durable: Arc<Mutex<Vec<u8>>>,
     buffered: Vec<u8>,
     names: Names,
-}
-
-impl Clone for MemoryGroupStore {
-    /// A store on the same synced bytes and buffered records (its group numbers too).
-    fn clone(&self) -> MemoryGroupStore {
-        let mut names = Names::default();
-        for (name, &number) in &self.names.by_name {
-            names.define(number, name.clone());
-        }
-        names.next = self.names.next;
-        MemoryGroupStore {
-            durable: Arc::clone(&self.durable),
-            buffered: self.buffered.clone(),
-            names,
-        }
-    }
+    /// A compaction's new journal: what was written of it, and the rest.
+    rebuilt: Vec<u8>,
+    rebuild: Option<Rebuild>,
+    /// The size of the journal a finished compaction wrote, until it is polled.
+    compacted: Option<u64>,
 }
 
 impl MemoryGroupStore {
@@ -822,8 +846,7 @@ impl MemoryGroupStore {
     pub fn reopen(&self) -> MemoryGroupStore {
         MemoryGroupStore {
             durable: Arc::clone(&self.durable),
-            buffered: Vec::new(),
-            names: Names::default(),
+            ..MemoryGroupStore::default()
         }
     }
 
@@ -861,6 +884,9 @@ impl GroupStore for MemoryGroupStore {
 
     fn append(&mut self, record: &GroupRecord) {
         self.names.encode(record, &mut self.buffered);
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.live(record);
+        }
     }
 
     /// Completes at once: a started sync may finish any time before `sync` returns.
@@ -871,6 +897,22 @@ impl GroupStore for MemoryGroupStore {
     fn sync(&mut self, _now: MonotonicMs) -> Result<(), StorageError> {
         let buffered = std::mem::take(&mut self.buffered);
         self.durable().extend_from_slice(&buffered);
+        let Some(rebuild) = &mut self.rebuild else {
+            return Ok(());
+        };
+        self.rebuilt.append(&mut rebuild.buffered);
+        match rebuild.stage {
+            Stage::Writing => {}
+            Stage::Complete => rebuild.stage = Stage::Swapping,
+            Stage::Swapping => {
+                // Taken above.
+                let rebuild = self.rebuild.take().expect("a compaction");
+                let rebuilt = std::mem::take(&mut self.rebuilt);
+                self.compacted = Some(rebuilt.len() as u64);
+                *self.durable() = rebuilt;
+                self.names = rebuild.names;
+            }
+        }
         Ok(())
     }
 
@@ -886,7 +928,35 @@ impl GroupStore for MemoryGroupStore {
         }
         *self.durable() = bytes;
         self.buffered.clear();
+        self.rebuild = None;
+        self.rebuilt.clear();
         Ok(())
+    }
+
+    fn compaction_begin(&mut self) -> Result<(), StorageError> {
+        self.rebuild = Some(Rebuild::default());
+        self.rebuilt.clear();
+        Ok(())
+    }
+
+    fn compaction_covers(&self, group: &str) -> bool {
+        self.rebuild.as_ref().is_some_and(|r| r.covers(group))
+    }
+
+    fn compaction_append(&mut self, record: &GroupRecord) {
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.piece(record);
+        }
+    }
+
+    fn compaction_finish(&mut self) {
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.stage = Stage::Complete;
+        }
+    }
+
+    fn compaction_poll(&mut self) -> Option<Result<u64, StorageError>> {
+        self.compacted.take().map(Ok)
     }
 }
 
@@ -923,6 +993,18 @@ pub struct FileGroupStore {
     /// What `load` does with damage that valid records follow: refuse, or (`flo --repair`)
     /// quarantine a copy and skip the damaged records.
     recovery: RecoveryMode,
+    /// A compaction's new journal, `groups.journal.tmp`, while it is built and put in place.
+    compaction: Option<FileRebuild>,
+    /// The outcome of the last compaction, until it is polled.
+    compacted: Option<Result<u64, StorageError>>,
+}
+
+/// The new journal of a compaction: its file, the bytes written to it, and the rest.
+#[derive(Debug)]
+struct FileRebuild {
+    file: Arc<File>,
+    size: u64,
+    rebuild: Rebuild,
 }
 
 impl GroupRecord {
@@ -966,6 +1048,19 @@ impl FileGroupStore {
             .map_err(io_error(context("open")))?;
         let size = file.metadata().map_err(io_error(context("stat")))?.len();
         let file = Arc::new(file);
+        // A compaction that did not finish: the journal beside it is the truth.
+        let unfinished = dir.join(COMPACTION_FILE);
+        match std::fs::remove_file(&unfinished) {
+            Ok(()) => log::warn!(
+                "removed {}, the new journal of a compaction that did not finish",
+                unfinished.display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                let context = format!("{}: remove", unfinished.display());
+                return Err(io_error(context)(error));
+            }
+        }
         Ok(FileGroupStore {
             dir: dir.to_path_buf(),
             syncer: GroupSyncer::new(Arc::clone(&file), path.clone()),
@@ -982,6 +1077,8 @@ impl FileGroupStore {
             waited: 0,
             sync_waits: 0,
             recovery,
+            compaction: None,
+            compacted: None,
         })
     }
 
@@ -1013,8 +1110,20 @@ impl FileGroupStore {
         self.syncer.wait_for(self.requested)
     }
 
-    /// Writes the buffered records at the end of the journal; on failure they are discarded.
+    /// Writes the buffered records at the end of the journal (and a compaction's at the end of
+    /// its new journal, then hands a complete one to the sync thread); on failure they are
+    /// discarded (and the compaction abandoned).
     fn write_buffered(&mut self) -> Result<(), StorageError> {
+        let written = self.write_journal();
+        if written.is_err() {
+            self.abandon_compaction("the journal could not be written".into());
+        }
+        self.write_rebuilt();
+        written
+    }
+
+    /// Writes the buffered records at the end of the journal; on failure they are discarded.
+    fn write_journal(&mut self) -> Result<(), StorageError> {
         if self.buffered.is_empty() {
             return Ok(());
         }
@@ -1040,13 +1149,78 @@ impl FileGroupStore {
         Ok(())
     }
 
+    /// Writes what a compaction buffered for its new journal; hands a complete one to the sync
+    /// thread to be synced and put in place.
+    fn write_rebuilt(&mut self) {
+        let Some(compaction) = &mut self.compaction else {
+            return;
+        };
+        if !compaction.rebuild.buffered.is_empty() {
+            let mut file = &*compaction.file;
+            let written = file
+                .seek(SeekFrom::Start(compaction.size))
+                .and_then(|_| file.write_all(&compaction.rebuild.buffered));
+            if let Err(error) = written {
+                let path = self.dir.join(COMPACTION_FILE);
+                return self.abandon_compaction(format!("{}: write: {error}", path.display()));
+            }
+            compaction.size += compaction.rebuild.buffered.len() as u64;
+            compaction.rebuild.buffered.clear();
+        }
+        if compaction.rebuild.stage == Stage::Complete {
+            compaction.rebuild.stage = Stage::Swapping;
+            let swap = Swap {
+                file: Arc::clone(&compaction.file),
+                from: self.dir.join(COMPACTION_FILE),
+                to: self.path(),
+                dir: self.dir.clone(),
+            };
+            // The swap syncs everything written so far (to both files).
+            self.requested = self.written;
+            self.syncer.swap(swap, self.written);
+        }
+    }
+
+    /// Takes the outcome of a swap the sync thread finished: the new file becomes the journal
+    /// (with the records buffered since, numbered as the new file numbers them).
+    fn take_swapped(&mut self) {
+        let swapping =
+            (self.compaction.as_ref()).is_some_and(|c| c.rebuild.stage == Stage::Swapping);
+        if !swapping {
+            return;
+        }
+        let Some(outcome) = self.syncer.take_swapped() else {
+            return;
+        };
+        if let Err(error) = outcome {
+            // The sync thread removed the new file; the old one is still the journal.
+            return self.abandon_compaction(error);
+        }
+        // Checked above.
+        let compaction = self.compaction.take().expect("a compaction");
+        self.file = compaction.file;
+        self.size = compaction.size;
+        self.names = compaction.rebuild.names;
+        self.buffered = compaction.rebuild.buffered;
+        self.compacted = Some(Ok(self.size));
+    }
+
+    /// Gives up a compaction (the old journal stays the journal); its new file is removed at
+    /// the next start, or truncated by the next compaction.
+    fn abandon_compaction(&mut self, message: String) {
+        if self.compaction.take().is_some() {
+            self.compacted = Some(Err(compaction_error(message)));
+        }
+    }
+
     /// Replaces the journal with what `write` writes to `groups.journal.tmp`: synced, renamed
     /// over the journal, the directory synced, the journal reopened.
     fn replace_with(
         &mut self,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<(), StorageError> {
-        let temporary = self.dir.join(format!("{GROUP_JOURNAL_FILE}.tmp"));
+        self.compaction = None;
+        let temporary = self.dir.join(COMPACTION_FILE);
         let context = |what: &str| format!("{}: {what}", temporary.display());
         let file = File::create(&temporary).map_err(io_error(context("create")))?;
         let mut out = BufWriter::new(file);
@@ -1178,11 +1352,15 @@ impl GroupStore for FileGroupStore {
     fn append(&mut self, record: &GroupRecord) {
         self.buffered_answer |= record.answer_waits();
         self.names.encode(record, &mut self.buffered);
+        if let Some(compaction) = &mut self.compaction {
+            compaction.rebuild.live(record);
+        }
     }
 
     /// Writes the buffered records and asks the sync thread for the fdatasync the policy
     /// asks for; waits for nothing.
     fn start_sync(&mut self, now: MonotonicMs) -> Result<(), StorageError> {
+        self.take_swapped();
         if let Some(error) = self.syncer.take_error() {
             // Its bytes are covered by the next fdatasync, asked for here.
             log::error!("a background fdatasync of the group journal failed: {error}");
@@ -1224,6 +1402,43 @@ impl GroupStore for FileGroupStore {
         self.replace_with(|file| file.write_all(&bytes))?;
         self.names = names;
         Ok(())
+    }
+
+    fn compaction_begin(&mut self) -> Result<(), StorageError> {
+        let path = self.dir.join(COMPACTION_FILE);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_error(format!("{}: create", path.display())))?;
+        self.compaction = Some(FileRebuild {
+            file: Arc::new(file),
+            size: 0,
+            rebuild: Rebuild::default(),
+        });
+        Ok(())
+    }
+
+    fn compaction_covers(&self, group: &str) -> bool {
+        (self.compaction.as_ref()).is_some_and(|c| c.rebuild.covers(group))
+    }
+
+    fn compaction_append(&mut self, record: &GroupRecord) {
+        if let Some(compaction) = &mut self.compaction {
+            compaction.rebuild.piece(record);
+        }
+    }
+
+    fn compaction_finish(&mut self) {
+        if let Some(compaction) = &mut self.compaction {
+            compaction.rebuild.stage = Stage::Complete;
+        }
+    }
+
+    fn compaction_poll(&mut self) -> Option<Result<u64, StorageError>> {
+        self.take_swapped();
+        self.compacted.take()
     }
 }
 

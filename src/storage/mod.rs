@@ -13,6 +13,7 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
 mod file;
+mod group_compaction;
 mod group_sync;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
