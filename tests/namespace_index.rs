@@ -907,6 +907,56 @@ fn a_warm_lookup_reads_three_pieces_of_each_segments_index() {
     }
 }
 
+/// Hostile: many segments of many namespaces against a small `namespace_fences_bytes_max`.
+/// The fences kept stay within it (segments past it are binary-searched), and every lookup
+/// answers as the scan does, whichever way it went.
+#[test]
+fn the_fences_kept_stay_within_their_limit_and_answers_do_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StorageConfig::new(dir.path().to_path_buf());
+    config.segment_size_max = 64 * 1024;
+    config.fsync = FsyncPolicy::Never;
+    let mut log = FileLog::open(&config).unwrap().0;
+    for counter in 1..=20_000u64 {
+        log.append(Event {
+            id: EventId::new(counter, 1),
+            parent_id: None,
+            namespace: format!("/n/{:05}", counter * 7 % 3_001),
+            timestamp_ms: 7,
+            data: vec![0; 16],
+        })
+        .unwrap();
+        if counter % 500 == 0 {
+            log.sync(MonotonicMs(counter)).unwrap();
+        }
+    }
+    log.sync(MonotonicMs(20_001)).unwrap();
+    log.wait_for_namespace_index();
+    let sealed = log.segment_paths().len() - 1;
+    assert!(sealed >= 12, "the test wants many segments, got {sealed}");
+    drop(log);
+    // The fences of a few segments fit (about 250 bytes each).
+    let limit = 1024;
+    let config = StorageConfig {
+        namespace_fences_bytes_max: limit,
+        ..config
+    };
+    let mut log = FileLog::open(&config).unwrap().0;
+    for name in [0u64, 7, 1_500, 3_000, 3_001, 99_999] {
+        for key in [
+            NamespaceKey::Exact(format!("/n/{name:05}")),
+            NamespaceKey::Prefix(format!("/n/{:04}", name / 10)),
+        ] {
+            let (found, _) = complete(&mut log, &key, Offset(0), 100_000);
+            let mut scanned = Vec::new();
+            scan_namespace(&mut log, &key, Offset(0), 100_000, &mut scanned).unwrap();
+            assert_eq!(found, scanned, "{key:?}");
+            let kept = log.namespace_fence_bytes();
+            assert!(kept > 0 && kept <= limit, "{kept} bytes of fences kept");
+        }
+    }
+}
+
 /// A listing filter whose own budget runs out after a few decisions, as the server's glob
 /// matching budget does: the walk must stop there and resume without missing or counting a
 /// name twice.

@@ -191,6 +191,11 @@ impl FileLog {
         self.handles.opened
     }
 
+    /// The bytes of `.nsx` fences kept in memory (at most `namespace_fences_bytes_max`).
+    pub fn namespace_fence_bytes(&self) -> usize {
+        self.name_fence_bytes
+    }
+
     /// How many namespace index files queries found unusable and rebuilt since open.
     pub fn namespace_rebuild_count(&self) -> u64 {
         self.namespace_rebuilds

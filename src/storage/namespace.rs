@@ -13,9 +13,7 @@
 //! 64-byte header, which names the segment it indexes. The byte format and the rules are in
 //! docs/storage.md.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::FileExt;
 
 /// Magic of a namespace index file, format version 5: each namespace's list carries, after
@@ -108,26 +106,6 @@ fn fingerprint(name: &[u8]) -> u32 {
     let mixed =
         (head ^ tail.rotate_left(29) ^ name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (mixed >> 32) as u32
-}
-
-/// Hashes a `fingerprint` (already mixed) for the map `SegmentNames::records_by_name` keeps.
-#[derive(Default)]
-struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ byte as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.0 = (value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
 }
 
 /// The namespaces of one segment's records, in record order: what the open segment keeps, and
@@ -270,64 +248,37 @@ impl SegmentNames {
     }
 
     /// The records in table order: grouped by name, the groups sorted by name, each group's
-    /// records ascending; and each group's range in that order. One pass in record order
-    /// finds each record's group (the record before's when the name repeats, else through a
-    /// map from the names' fingerprints), so only the distinct names are sorted: a segment of
-    /// one namespace costs a comparison per record where sorting every record cost about
-    /// `log2(records)` of them.
+    /// records ascending; and each group's range in that order. One pass in record order cuts
+    /// the records into runs of one name (a repeated name costs one comparison), and only the
+    /// runs are sorted, by name then position: a segment of one namespace sorts nothing, one
+    /// of distinct names sorts as many items as sorting the records did.
     fn records_by_name(&self) -> (Vec<u32>, Vec<(usize, usize)>) {
         let count = self.ends.len();
-        let mut group_of: Vec<u32> = Vec::with_capacity(count);
-        // Per group: its first record, its record count, the next group with the same
-        // fingerprint (u32::MAX: none).
-        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
-        let mut heads: HashMap<u32, u32, BuildHasherDefault<FingerprintHasher>> =
-            HashMap::default();
+        // (first record, end) of each run.
+        let mut runs: Vec<(u32, u32)> = Vec::new();
         for record in 0..count {
-            let name = self.name(record);
-            let fingerprint = self.fingerprints[record];
             let repeated = record > 0
-                && self.fingerprints[record - 1] == fingerprint
-                && self.name(record - 1) == name;
-            let group = if repeated {
-                group_of[record - 1]
-            } else {
-                let head = heads.get(&fingerprint).copied().unwrap_or(u32::MAX);
-                let mut at = head;
-                while at != u32::MAX && self.name(groups[at as usize].0 as usize) != name {
-                    at = groups[at as usize].2;
-                }
-                if at == u32::MAX {
-                    at = groups.len() as u32;
-                    groups.push((record as u32, 0, head));
-                    heads.insert(fingerprint, at);
-                }
-                at
-            };
-            groups[group as usize].1 += 1;
-            group_of.push(group);
+                && self.fingerprints[record - 1] == self.fingerprints[record]
+                && self.name(record - 1) == self.name(record);
+            match runs.last_mut() {
+                Some(run) if repeated => run.1 += 1,
+                _ => runs.push((record as u32, record as u32 + 1)),
+            }
         }
-        let mut sorted: Vec<u32> = (0..groups.len() as u32).collect();
-        sorted.sort_unstable_by(|&a, &b| {
-            let name = |group: u32| self.name(groups[group as usize].0 as usize);
-            name(a).cmp(name(b))
+        runs.sort_unstable_by(|a, b| {
+            (self.name(a.0 as usize).cmp(self.name(b.0 as usize))).then(a.0.cmp(&b.0))
         });
-        // Where each group starts in the order, then the records scattered in record order.
-        let mut next = vec![0usize; groups.len()];
-        let mut ranges = Vec::with_capacity(groups.len());
-        let mut start = 0;
-        for &group in &sorted {
-            next[group as usize] = start;
-            let end = start + groups[group as usize].1 as usize;
-            ranges.push((start, end));
-            start = end;
+        let mut order = Vec::with_capacity(count);
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        for (i, &(start, end)) in runs.iter().enumerate() {
+            let same = i > 0 && self.name(runs[i - 1].0 as usize) == self.name(start as usize);
+            match groups.last_mut() {
+                Some(group) if same => group.1 += (end - start) as usize,
+                _ => groups.push((order.len(), order.len() + (end - start) as usize)),
+            }
+            order.extend(start..end);
         }
-        let mut order = vec![0u32; count];
-        for (record, &group) in group_of.iter().enumerate() {
-            order[next[group as usize]] = record as u32;
-            next[group as usize] += 1;
-        }
-        (order, ranges)
+        (order, groups)
     }
 
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
