@@ -1,11 +1,12 @@
 #!/bin/bash
 # A/B comparison of two flo binaries with Redis in the same run (BENCHMARKS.md, issue 13):
 #   OLD=/path/to/flo-before [NEW=target/release/flo] [REPEATS=3] [DURATION=3] [CELLS=...] \
-#       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] ci/bench_ab.sh
+#       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] [SYNC=1] ci/bench_ab.sh
 # Starts flo OLD and NEW with --fsync $INTERVAL (the "interval" cells; `never` too) and always
 # (both with $FLO_ARGS), Redis everysec and always, each
 # on a free loopback port with a fresh directory, then runs every cell (policy,size,conns,window)
-# for OLD, NEW and the Redis of the same policy, interleaved, REPEATS times, appending one JSON
+# for OLD, NEW and the Redis of the same policy, interleaved (OLD first in odd repeats, NEW
+# first in even ones; SYNC=1 runs `sync` before each run), REPEATS times, appending one JSON
 # line per run to OUT. Stops what it started by PID. Needs target/release/{flo-client,peer_bench}.
 # A cell `read,SIZE,COUNT` stores COUNT events and reads them back from the start on one
 # connection (flo-client bench --read against peer_bench redis-read, on the interval servers).
@@ -48,7 +49,14 @@ for r in $(seq "$REPEATS"); do
     IFS=, read -r policy size conns window <<<"$cell"
     if [[ $policy == always ]]; then peer=redis-always; else peer=redis-everysec; fi
     server_policy=$policy; [[ $policy == read ]] && server_policy=interval
-    for t in old-$server_policy new-$server_policy $peer; do
+    # The order of the two flo binaries alternates by repeat: a run leaves dirty pages that
+    # the kernel writes back during the next one (under `never`, a few hundred MB), which
+    # slowed whichever binary always ran second.
+    if (( r % 2 )); then order=(old-$server_policy new-$server_policy $peer)
+    else order=(new-$server_policy old-$server_policy $peer); fi
+    for t in "${order[@]}"; do
+      # SYNC=1: write back every dirty page before each run, so no run pays for the last.
+      [[ ${SYNC:-0} == 1 ]] && sync
       if [[ $policy == read ]]; then
         # `conns` is the event count of a read cell.
         common=(--size "$size" --count "$conns" --label "$t" --json)

@@ -28,6 +28,11 @@
 //! and reads the same aggregates through it in the warm loads (the call order rotating over
 //! flo, old flo and Redis by repeat); the median and p99 of all warm loads are printed too,
 //! with each server's CPU time (`/proc/PID/stat`, 10 ms ticks) per load.
+//!
+//! `--drop-cache` drops the kernel's page cache of each server's data files before its cold
+//! restart (`dd iflag=nocache count=0` per file, which evicts only those files), so the cold
+//! figures read from the disk, and reads the files again afterwards, so the next repeat's warm
+//! loads are warm; each cold line also gives the first load alone (after the connect).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -55,10 +60,13 @@ struct Args {
     appends: usize,
     dir: PathBuf,
     flo_bin: PathBuf,
-    /// A run directory of an earlier run with the same `--events`, loaded already.
+    /// A run directory of an earlier run with the same `--events`, loaded already (if it has no
+    /// `flo` directory yet, this run loads it and keeps it).
     reuse: Option<PathBuf>,
     segment_size: Option<String>,
     flo_old_bin: Option<PathBuf>,
+    /// Before each cold restart, drop the kernel's page cache of the server's data files.
+    drop_cache: bool,
 }
 
 fn parse_args() -> Args {
@@ -72,9 +80,14 @@ fn parse_args() -> Args {
         reuse: None,
         segment_size: None,
         flo_old_bin: None,
+        drop_cache: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--drop-cache" {
+            args.drop_cache = true;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--events" => args.events = value.parse().expect("--events N"),
@@ -283,6 +296,36 @@ fn redis_load(redis: &mut Redis, key: &str) -> u64 {
     }
 }
 
+/// Drops the page cache of every file in `dir` (GNU dd's `iflag=nocache count=0`:
+/// `posix_fadvise(DONTNEED)` over the whole file; the files must have no dirty pages, true of
+/// a stopped server's). Only these files: the other processes' cache stays.
+fn drop_cache(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read the data directory") {
+        let path = entry.expect("a directory entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        let status = Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .expect("dd");
+        assert!(status.success(), "drop the cache of {}", path.display());
+    }
+}
+
+/// Reads every file in `dir` once, so the next repeat's warm loads find them in the page
+/// cache again after `drop_cache`.
+fn warm_cache(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read the data directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_file() {
+            let mut file = std::fs::File::open(&path).expect("open a data file");
+            std::io::copy(&mut file, &mut std::io::sink()).expect("read a data file");
+        }
+    }
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     let started = Instant::now();
     let value = f();
@@ -432,6 +475,9 @@ struct Repeat {
     watch_append_ms: f64,
     flo_cold_ms: f64,
     redis_cold_ms: f64,
+    /// Of the cold time: the first aggregate's load alone, on the connected server.
+    flo_cold_first_ms: f64,
+    redis_cold_first_ms: f64,
 }
 
 fn main() {
@@ -441,6 +487,8 @@ fn main() {
             .join(format!("aggregate_bench_{}", std::process::id()))
     });
     let (flo_dir, redis_dir) = (run.join("flo"), run.join("redis"));
+    // `--reuse DIR` of a directory not loaded yet loads it and keeps it for the next runs.
+    let loaded = args.reuse.is_some() && flo_dir.exists();
     std::fs::create_dir_all(&flo_dir).unwrap();
     std::fs::create_dir_all(&redis_dir).unwrap();
     let (flo_port, redis_port) = (free_port(), free_port());
@@ -450,7 +498,7 @@ fn main() {
     // Redis first: replaying a large append-only file can take longer than flo's idle time-out.
     let mut redis = Redis::connect(redis_port);
     let mut flo = flo_connect(flo_port);
-    if args.reuse.is_none() {
+    if !loaded {
         println!("load average before loading: {}", load_average());
         load(&mut flo, &mut redis, args.events);
         // The load of the other server may have taken longer than flo's idle time-out.
@@ -549,22 +597,37 @@ fn main() {
         drop(flo);
         drop(flo_server);
         let key = aggregate(rng.below(aggregates));
+        if args.drop_cache {
+            drop_cache(&flo_dir);
+        }
         let started = Instant::now();
         flo_server = start_flo(&args.flo_bin, flo_port, &flo_dir, segment_size);
         flo = flo_connect(flo_port);
-        assert_eq!(flo_load(&mut flo, &key).0, PER_AGGREGATE);
+        let (first_ms, (count, _)) = timed(|| flo_load(&mut flo, &key));
+        assert_eq!(count, PER_AGGREGATE);
         result.flo_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
+        result.flo_cold_first_ms = first_ms;
         drop(redis);
         drop(redis_server);
+        if args.drop_cache {
+            drop_cache(&redis_dir);
+        }
         let started = Instant::now();
         redis_server = start_redis(redis_port, &redis_dir);
         redis = Redis::connect(redis_port);
-        assert_eq!(redis_load(&mut redis, &key), PER_AGGREGATE);
+        let (first_ms, count) = timed(|| redis_load(&mut redis, &key));
+        assert_eq!(count, PER_AGGREGATE);
         result.redis_cold_ms = started.elapsed().as_secs_f64() * 1000.0;
+        result.redis_cold_first_ms = first_ms;
+        if args.drop_cache {
+            // The next repeat's warm loads must not read what the cold restart dropped.
+            warm_cache(&flo_dir);
+            warm_cache(&redis_dir);
+        }
         println!(
             "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
              conditional append flo {:.3} ms, redis lua {:.3} ms, redis watch {:.3} ms; \
-             cold flo {:.0} ms, redis {:.0} ms",
+             cold flo {:.0} ms (first load {:.2} ms), redis {:.0} ms (first load {:.2} ms)",
             if flo_first { "flo" } else { "redis" },
             load_average(),
             result.flo_load_ms,
@@ -575,7 +638,9 @@ fn main() {
             result.lua_append_ms,
             result.watch_append_ms,
             result.flo_cold_ms,
+            result.flo_cold_first_ms,
             result.redis_cold_ms,
+            result.redis_cold_first_ms,
         );
         repeats.push(result);
     }
@@ -615,6 +680,12 @@ fn main() {
     println!(
         "| restart to first aggregate loaded | {flo_cold_ms:.0} ms | {redis_cold_ms:.0} ms | {:.2} |",
         flo_cold_ms / redis_cold_ms
+    );
+    let flo_first_ms = column(|r| r.flo_cold_first_ms);
+    let redis_first_ms = column(|r| r.redis_cold_first_ms);
+    println!(
+        "| of it, the first load alone | {flo_first_ms:.2} ms | {redis_first_ms:.2} ms | {:.2} |",
+        flo_first_ms / redis_first_ms
     );
     println!(
         "\nall warm loads (ms): median / p99 / max of {} each",

@@ -176,6 +176,11 @@ pub struct StorageConfig {
     /// segment): a segment past it is asked through its `.nsx` file (a few reads), slower but
     /// the same answer.
     pub namespace_filter_bytes_max: usize,
+    /// Bytes of the fences of sealed segments' `.nsx` files kept in memory (one name per 64
+    /// namespaces of a segment, read by the segment's first lookup), with which a lookup reads
+    /// three small pieces of the file instead of binary-searching it (about 2 * log2(names /
+    /// 8) reads): a segment past it is binary-searched, slower but the same answer.
+    pub namespace_fences_bytes_max: usize,
     /// Sealed segments' `.log` and `.nsx` files kept open for index-driven reads (the least
     /// recently used closed first), so reading one namespace costs no `open` per segment.
     /// Each is one file descriptor besides the connections'. 0: every query opens its files.
@@ -216,6 +221,7 @@ impl StorageConfig {
             trace_index: true,
             namespace_segments_per_query_max: 64,
             namespace_filter_bytes_max: 64 * 1024 * 1024,
+            namespace_fences_bytes_max: 64 * 1024 * 1024,
             open_files_max: 256,
             namespace_retention: Vec::new(),
             purge_rules_max: 256,

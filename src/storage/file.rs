@@ -19,8 +19,8 @@ use super::handles::{HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
-    namespace_hash, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey, NamespaceLookup,
-    RecordPlace, SegmentNames,
+    namespace_hash, Fences, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey,
+    NamespaceLookup, RecordPlace, SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
@@ -113,6 +113,11 @@ pub struct FileLog {
     /// `namespace_filter_bytes_max`: a segment past it has none, and is asked through its file.
     pub(super) name_filters: BTreeMap<u64, NameFilter>,
     pub(super) name_filter_bytes: usize,
+    /// The fences of sealed segments' version 5 `.nsx` files (`Fences`), by first offset,
+    /// read by a segment's first lookup, and their bytes, at most `namespace_fences_bytes_max`:
+    /// a segment past it has none, and its lookups binary-search its file.
+    pub(super) name_fences: BTreeMap<u64, Fences>,
+    pub(super) name_fence_bytes: usize,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
@@ -184,6 +189,11 @@ impl FileLog {
     /// open up to `open_files_max`).
     pub fn files_opened(&self) -> u64 {
         self.handles.opened
+    }
+
+    /// The bytes of `.nsx` fences kept in memory (at most `namespace_fences_bytes_max`).
+    pub fn namespace_fence_bytes(&self) -> usize {
+        self.name_fence_bytes
     }
 
     /// How many namespace index files queries found unusable and rebuilt since open.
@@ -724,6 +734,7 @@ impl FileLog {
         if let Some(filter) = self.name_filters.remove(&first_offset) {
             self.name_filter_bytes -= filter.size();
         }
+        self.forget_fences(first_offset);
         self.activity.retention_deleted_events += count;
         self.activity.retention_deleted_segments += 1;
         Ok(count)
@@ -841,22 +852,31 @@ impl FileLog {
             Some(SealedNamespaces::Written(header)) => {
                 let header = *header;
                 let (mut answer, mut places) = (Vec::new(), Vec::new());
-                let result = self
-                    .handles
+                let file = (self.handles)
                     .get(first, HandleKind::NamespaceIndex, &path)
-                    .map_err(NamespaceFileError::Io)
-                    .and_then(|file| {
-                        let answer = &mut answer;
-                        header.lookup_places(
-                            &file,
-                            key,
-                            range,
-                            count_max,
-                            work,
-                            answer,
-                            &mut places,
-                        )
-                    });
+                    .map_err(NamespaceFileError::Io);
+                let fences_max = self.config.namespace_fences_bytes_max;
+                let result = file.and_then(|file| {
+                    let room = self.name_fence_bytes.saturating_add(header.fences_size());
+                    if !self.name_fences.contains_key(&first) && room <= fences_max {
+                        if let Some(fences) = header.read_fences(&file, work)? {
+                            self.name_fence_bytes += fences.size();
+                            self.name_fences.insert(first, fences);
+                        }
+                    }
+                    let fences = self.name_fences.get(&first);
+                    let answer = &mut answer;
+                    header.lookup_fenced(
+                        &file,
+                        fences,
+                        key,
+                        range,
+                        count_max,
+                        work,
+                        answer,
+                        &mut places,
+                    )
+                });
                 match result {
                     Ok(NamespaceLookup::Answered) => {
                         found.extend(answer);
@@ -878,6 +898,7 @@ impl FileLog {
         );
         self.namespace_rebuilds += 1;
         self.handles.forget(first, HandleKind::NamespaceIndex);
+        self.forget_fences(first);
         let names = rebuild_namespace_index(&dir, segment)?;
         *work = work.saturating_sub(segment.record_count);
         let reached = names.lookup(key, range, count_max, &mut u64::MAX.clone(), found);
@@ -930,6 +951,14 @@ impl FileLog {
             }
             // The lookup that follows reads the file too, finds the damage and rebuilds it.
             Err(_) => true,
+        }
+    }
+
+    /// Drops the fences kept for the segment starting at `first` (its file is rebuilt or
+    /// deleted).
+    fn forget_fences(&mut self, first: u64) {
+        if let Some(fences) = self.name_fences.remove(&first) {
+            self.name_fence_bytes -= fences.size();
         }
     }
 

@@ -16,10 +16,17 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-/// Magic of a namespace index file, format version 4: each namespace's list carries, after
-/// its offsets, each record's byte position and size in the segment, so an index-driven read
-/// of one record is one positioned read of exactly its bytes (`FileLog::read_one`).
-pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x04";
+/// Magic of a namespace index file, format version 5: each namespace's list carries, after
+/// its offsets, each record's byte position and size in the segment as two u32 (so an
+/// index-driven read of one record is one positioned read of exactly its bytes,
+/// `FileLog::read_one`), and the file ends with its fences (one name per
+/// `FENCE_BLOCKS` directory blocks), which a query keeps in memory to find the blocks that can
+/// hold its key without a binary search of the file. Written when the segment file is below
+/// 4 GiB (every place fits a u32); else version 4.
+pub const NAMESPACE_INDEX_MAGIC: &[u8; 8] = b"FLONSX\x00\x05";
+/// Magic of format version 4: places as a u64 position and a u32 size, no fences. Still read,
+/// and written for a segment file of 4 GiB or more.
+pub const NAMESPACE_INDEX_MAGIC_V4: &[u8; 8] = b"FLONSX\x00\x04";
 /// Magic of format version 3: offsets only. Still read (a data directory written before
 /// version 4 opens as it is; its reads go through a segment reader), and still written for
 /// names recorded without positions (the trace indexes, `keyed.rs`). Version 2 files, sorted
@@ -34,6 +41,10 @@ const ENTRY_SIZE: usize = 32;
 const SLOT_SIZE: usize = 8;
 /// Entries per block: the directory has one slot per 8 entries (the last block may be short).
 const ENTRIES_PER_BLOCK: usize = 8;
+/// Directory blocks per fence (version 5): fence `f` is the last name of block
+/// `min(FENCE_BLOCKS * (f + 1), block_count) - 1`, so a key lies in the blocks of the first
+/// fence at or after it: 64 entries, read with one directory read and one table read.
+pub const FENCE_BLOCKS: u64 = 8;
 /// A prefix lookup in one sealed segment reads the offsets of at most this many namespaces;
 /// a prefix that matches more there is answered by reading the segment's records instead
 /// (`NamespaceLookup::TooManyNames`), which costs one unit of work per record and can stop
@@ -236,12 +247,45 @@ impl SegmentNames {
         found.map(|record| self.first_offset + record as u64)
     }
 
+    /// The records in table order: grouped by name, the groups sorted by name, each group's
+    /// records ascending; and each group's range in that order. One pass in record order cuts
+    /// the records into runs of one name (a repeated name costs one comparison), and only the
+    /// runs are sorted, by name then position: a segment of one namespace sorts nothing, one
+    /// of distinct names sorts as many items as sorting the records did.
+    fn records_by_name(&self) -> (Vec<u32>, Vec<(usize, usize)>) {
+        let count = self.ends.len();
+        // (first record, end) of each run.
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for record in 0..count {
+            let repeated = record > 0
+                && self.fingerprints[record - 1] == self.fingerprints[record]
+                && self.name(record - 1) == self.name(record);
+            match runs.last_mut() {
+                Some(run) if repeated => run.1 += 1,
+                _ => runs.push((record as u32, record as u32 + 1)),
+            }
+        }
+        runs.sort_unstable_by(|a, b| {
+            (self.name(a.0 as usize).cmp(self.name(b.0 as usize))).then(a.0.cmp(&b.0))
+        });
+        let mut order = Vec::with_capacity(count);
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        for (i, &(start, end)) in runs.iter().enumerate() {
+            let same = i > 0 && self.name(runs[i - 1].0 as usize) == self.name(start as usize);
+            match groups.last_mut() {
+                Some(group) if same => group.1 += (end - start) as usize,
+                _ => groups.push((order.len(), order.len() + (end - start) as usize)),
+            }
+            order.extend(start..end);
+        }
+        (order, groups)
+    }
+
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
     /// `SegmentIndex::identity` is `segment_identity`. Sorting is the costly part: the file
     /// log builds it on a storage helper thread.
     pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
         let places = self.has_places();
-        let stride = if places { PLACED_RECORD_SIZE } else { 4 };
         let mut positions = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
         if places {
             let mut position = self.first_position;
@@ -250,23 +294,18 @@ impl SegmentNames {
                 position += size as u64;
             }
         }
-        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            self.name(a as usize)
-                .cmp(self.name(b as usize))
-                .then(a.cmp(&b))
-        });
-        // One group per namespace: equal names, records ascending.
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &record) in order.iter().enumerate() {
-            let same = groups.last().is_some_and(|&(start, _)| {
-                self.name(order[start] as usize) == self.name(record as usize)
-            });
-            match (same, groups.last_mut()) {
-                (true, Some(group)) => group.1 = i + 1,
-                _ => groups.push((i, i + 1)),
-            }
-        }
+        // Version 5 when every place fits a u32 (the segment file is below 4 GiB).
+        let version = match positions.last().zip(self.sizes.last()) {
+            Some((&last, &size)) if last + size as u64 <= u32::MAX as u64 => 5,
+            Some(_) => 4,
+            None => 3,
+        };
+        let stride = match version {
+            5 => 12,
+            4 => PLACED_RECORD_SIZE,
+            _ => 4,
+        };
+        let (order, mut groups) = self.records_by_name();
         // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
         // a namespace is never empty.
         groups.retain(|&(start, _)| !self.name(order[start] as usize).is_empty());
@@ -282,11 +321,14 @@ impl SegmentNames {
             for &record in &order[start..end] {
                 data.extend_from_slice(&record.to_le_bytes());
             }
-            if places {
-                for &record in &order[start..end] {
-                    data.extend_from_slice(&positions[record as usize].to_le_bytes());
-                    data.extend_from_slice(&self.sizes[record as usize].to_le_bytes());
+            for &record in order[start..end].iter().filter(|_| version >= 4) {
+                let (position, size) = (positions[record as usize], self.sizes[record as usize]);
+                if version == 5 {
+                    data.extend_from_slice(&(position as u32).to_le_bytes());
+                } else {
+                    data.extend_from_slice(&position.to_le_bytes());
                 }
+                data.extend_from_slice(&size.to_le_bytes());
             }
             table.extend_from_slice(&namespace_hash(name).to_le_bytes());
             table.extend_from_slice(&((data_position + entry_data) as u64).to_le_bytes());
@@ -296,13 +338,29 @@ impl SegmentNames {
             table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
         }
         let entry_count = groups.len() as u32;
+        // Version 5: the fences, then the section's checksum.
+        let mut fences = Vec::new();
+        if version == 5 {
+            let fence_count = (blocks as u64).div_ceil(FENCE_BLOCKS);
+            for fence in 0..fence_count {
+                let block = (FENCE_BLOCKS * (fence + 1)).min(blocks as u64) - 1;
+                let (_, end) = block_bounds(block, entry_count);
+                let (start, _) = groups[end as usize - 1];
+                let name = self.name(order[start] as usize);
+                fences.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                fences.extend_from_slice(name);
+            }
+            let crc = crc32c::crc32c(&fences);
+            fences.extend_from_slice(&crc.to_le_bytes());
+        }
         let header = NamespaceHeader {
             first_offset: self.first_offset,
             record_count: self.record_count(),
             entry_count,
             segment_identity,
-            file_size: (data_position + data.len()) as u64,
-            places,
+            file_size: (data_position + data.len() + fences.len()) as u64,
+            version,
+            fence_size: fences.len() as u32,
         };
         let mut out = Vec::with_capacity(data_position + data.len());
         out.extend_from_slice(&header.encode());
@@ -315,6 +373,7 @@ impl SegmentNames {
         out.extend_from_slice(&entry_count.to_le_bytes());
         out.extend_from_slice(&table);
         out.extend_from_slice(&data);
+        out.extend_from_slice(&fences);
         out
     }
 }
@@ -359,12 +418,15 @@ pub struct NamespaceHeader {
     /// The `SegmentIndex::identity` of the segment the file indexes.
     pub segment_identity: u64,
     pub file_size: u64,
-    /// Format version 4: each list carries its records' places (`RecordPlace`).
-    pub places: bool,
+    /// Format version: 3 (offsets only), 4 (and places, u64 positions) or 5 (places as two
+    /// u32, and fences at the end).
+    pub version: u8,
+    /// Version 5: the bytes of the fence section at the end of the file (0 before).
+    fence_size: u32,
 }
 
 /// Bytes a record takes in a version 4 list: its offset (u32), then, after all the offsets,
-/// its byte position (u64) and size (u32).
+/// its byte position (u64) and size (u32). Version 5: 12 (u32 position).
 const PLACED_RECORD_SIZE: usize = 16;
 
 /// Why a namespace index file could not answer.
@@ -406,10 +468,10 @@ impl NamespaceHeader {
 
     fn encode(&self) -> [u8; NAMESPACE_HEADER_SIZE] {
         let mut out = [0u8; NAMESPACE_HEADER_SIZE];
-        out[..8].copy_from_slice(if self.places {
-            NAMESPACE_INDEX_MAGIC
-        } else {
-            NAMESPACE_INDEX_MAGIC_V3
+        out[..8].copy_from_slice(match self.version {
+            5 => NAMESPACE_INDEX_MAGIC,
+            4 => NAMESPACE_INDEX_MAGIC_V4,
+            _ => NAMESPACE_INDEX_MAGIC_V3,
         });
         out[8..16].copy_from_slice(&self.first_offset.to_le_bytes());
         out[16..24].copy_from_slice(&self.record_count.to_le_bytes());
@@ -418,6 +480,7 @@ impl NamespaceHeader {
         out[32..40].copy_from_slice(&self.segment_identity.to_le_bytes());
         out[40..48].copy_from_slice(&self.data_position().to_le_bytes());
         out[48..56].copy_from_slice(&self.file_size.to_le_bytes());
+        out[56..60].copy_from_slice(&self.fence_size.to_le_bytes());
         let crc = crc32c::crc32c(&out[..60]);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
         out
@@ -428,12 +491,14 @@ impl NamespaceHeader {
         if bytes.len() < NAMESPACE_HEADER_SIZE {
             return None;
         }
-        let places = match &bytes[..8] {
-            magic if magic == NAMESPACE_INDEX_MAGIC => true,
-            magic if magic == NAMESPACE_INDEX_MAGIC_V3 => false,
+        let version = match &bytes[..8] {
+            magic if magic == NAMESPACE_INDEX_MAGIC => 5,
+            magic if magic == NAMESPACE_INDEX_MAGIC_V4 => 4,
+            magic if magic == NAMESPACE_INDEX_MAGIC_V3 => 3,
             _ => return None,
         };
-        if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) || u32_at(bytes, 56) != 0 {
+        let fence_size = u32_at(bytes, 56);
+        if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) || (version < 5 && fence_size != 0) {
             return None;
         }
         let header = NamespaceHeader {
@@ -442,22 +507,87 @@ impl NamespaceHeader {
             entry_count: u32_at(bytes, 24),
             segment_identity: u64_at(bytes, 32),
             file_size: u64_at(bytes, 48),
-            places,
+            version,
+            fence_size,
         };
+        // Version 5: at least the fences' checksum, and one name size per fence.
+        let fences_min = 4 + 4 * header.block_count().div_ceil(FENCE_BLOCKS);
         let consistent = u32_at(bytes, 28) as u64 == header.block_count()
             && u64_at(bytes, 40) == header.data_position()
-            && header.data_position() <= header.file_size
+            && (version < 5 || fence_size as u64 >= fences_min)
+            && header.data_position() + fence_size as u64 <= header.file_size
             && header.entry_count as u64 <= header.record_count;
         consistent.then_some(header)
     }
 
     /// Bytes one record takes in a list of this file's version.
     fn record_size(&self) -> u64 {
-        if self.places {
-            PLACED_RECORD_SIZE as u64
-        } else {
-            4
+        match self.version {
+            5 => 12,
+            4 => PLACED_RECORD_SIZE as u64,
+            _ => 4,
         }
+    }
+
+    /// Where the lists end (the fences start, in version 5).
+    fn data_end(&self) -> u64 {
+        self.file_size - self.fence_size as u64
+    }
+
+    /// The bytes `read_fences` keeps in memory for this file (0: it has none).
+    pub fn fences_size(&self) -> usize {
+        if self.version < 5 {
+            return 0;
+        }
+        // The names' bytes and a u32 end per fence (the section holds a u32 size each).
+        self.fence_size as usize
+    }
+
+    /// The fences of a version 5 file (`None` for older versions), read with one positioned
+    /// read and checked against the section's checksum and the rules (one name per fence,
+    /// names strictly ascending, nothing left over). One unit of `work`.
+    pub fn read_fences(
+        &self,
+        file: &File,
+        work: &mut u64,
+    ) -> Result<Option<Fences>, NamespaceFileError> {
+        if self.version < 5 {
+            return Ok(None);
+        }
+        let mut section = vec![0u8; self.fence_size as usize];
+        file.read_exact_at(&mut section, self.data_end())?;
+        *work = work.saturating_sub(1 + section.len() as u64 / 4096);
+        let (names, crc) = section.split_at(section.len() - 4);
+        if crc32c::crc32c(names) != u32_at(crc, 0) {
+            return Err(Damaged("the fences' checksum does not match"));
+        }
+        let count = self.block_count().div_ceil(FENCE_BLOCKS) as usize;
+        let mut fences = Fences {
+            bytes: Vec::with_capacity(names.len()),
+            ends: Vec::with_capacity(count),
+        };
+        let mut at = 0;
+        for _ in 0..count {
+            let size = names
+                .get(at..at + 4)
+                .map(|word| u32_at(word, 0) as usize)
+                .ok_or(Damaged("the fences are cut short"))?;
+            let name = (names.get(at + 4..at + 4 + size)).ok_or(Damaged("a fence is cut short"))?;
+            if fences
+                .ends
+                .last()
+                .is_some_and(|_| fences.name(fences.ends.len() - 1) >= name)
+            {
+                return Err(Damaged("the fences are not sorted by name"));
+            }
+            fences.bytes.extend_from_slice(name);
+            fences.ends.push(fences.bytes.len() as u32);
+            at += 4 + size;
+        }
+        if at != names.len() {
+            return Err(Damaged("bytes after the last fence"));
+        }
+        Ok(Some(fences))
     }
 
     fn block_count(&self) -> u64 {
@@ -491,7 +621,7 @@ impl NamespaceHeader {
         let in_file = position >= self.data_position()
             && position
                 .checked_add(name_size + self.record_size() * count)
-                .is_some_and(|end| end <= self.file_size);
+                .is_some_and(|end| end <= self.data_end());
         if !in_file || count == 0 || count > self.record_count {
             return Err(Damaged("an entry points outside the data"));
         }
@@ -522,6 +652,17 @@ impl NamespaceHeader {
         file: &File,
         entry: &[u8],
     ) -> Result<(Vec<u32>, Vec<(u64, u32)>), NamespaceFileError> {
+        let (_, offsets, places) = self.read_named_list(file, entry)?;
+        Ok((offsets, places))
+    }
+
+    /// As `read_list`, with the entry's name (read with the list, in the same checksum).
+    #[allow(clippy::type_complexity)]
+    fn read_named_list(
+        &self,
+        file: &File,
+        entry: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u32>, Vec<(u64, u32)>), NamespaceFileError> {
         let (position, name_size, count) = self.entry_data(entry)?;
         let mut data = vec![0u8; (name_size + self.record_size() * count) as usize];
         file.read_exact_at(&mut data, position)?;
@@ -533,10 +674,16 @@ impl NamespaceHeader {
             .chunks_exact(4)
             .map(|word| u32_at(word, 0))
             .collect();
-        let places: Vec<(u64, u32)> = data[offsets_end..]
-            .chunks_exact(12)
-            .map(|place| (u64_at(place, 0), u32_at(place, 8)))
-            .collect();
+        let places: Vec<(u64, u32)> = match self.version {
+            5 => data[offsets_end..]
+                .chunks_exact(8)
+                .map(|place| (u32_at(place, 0) as u64, u32_at(place, 4)))
+                .collect(),
+            _ => data[offsets_end..]
+                .chunks_exact(12)
+                .map(|place| (u64_at(place, 0), u32_at(place, 8)))
+                .collect(),
+        };
         let ascending = offsets.windows(2).all(|pair| pair[0] < pair[1]);
         let below = offsets
             .last()
@@ -547,7 +694,8 @@ impl NamespaceHeader {
         if !ascending || !below || !places_ascending {
             return Err(Damaged("a namespace list breaks the format's rules"));
         }
-        Ok((offsets, places))
+        data.truncate(name_size as usize);
+        Ok((data, offsets, places))
     }
 
     /// The first block whose last name is at or after `key` (`block_count()` if none):
@@ -559,7 +707,18 @@ impl NamespaceHeader {
         key: &[u8],
         work: &mut u64,
     ) -> Result<u64, NamespaceFileError> {
-        let (mut low, mut high) = (0, self.block_count());
+        self.first_block_within(file, key, work, (0, self.block_count()))
+    }
+
+    /// As `first_block_at`, knowing that the block is in `low..=high` (`high`: none below
+    /// it).
+    fn first_block_within(
+        &self,
+        file: &File,
+        key: &[u8],
+        work: &mut u64,
+        (mut low, mut high): (u64, u64),
+    ) -> Result<u64, NamespaceFileError> {
         while low < high {
             let middle = low + (high - low) / 2;
             let entries = self.read_block(file, middle)?;
@@ -595,11 +754,31 @@ impl NamespaceHeader {
     }
 
     /// As `lookup`, and appends to `places` the place of each offset found whose record's
-    /// place the file holds (version 4).
+    /// place the file holds (version 4 and 5).
     #[allow(clippy::too_many_arguments)]
     pub fn lookup_places(
         &self,
         file: &File,
+        key: &NamespaceKey,
+        range: (u64, u64),
+        count_max: usize,
+        work: &mut u64,
+        found: &mut Vec<u64>,
+        places: &mut Vec<RecordPlace>,
+    ) -> Result<NamespaceLookup, NamespaceFileError> {
+        self.lookup_fenced(file, None, key, range, count_max, work, found, places)
+    }
+
+    /// As `lookup_places`, with the file's `fences` (`read_fences`) if the caller keeps them:
+    /// then the search starts in the `FENCE_BLOCKS` blocks of the first fence at or after the
+    /// key, and an exact key is found there by its hash: one read of those blocks' slots, one
+    /// of their entries, and one of the list of each entry with the key's hash (its name,
+    /// read with the list, confirms it), instead of a binary search of the whole file.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_fenced(
+        &self,
+        file: &File,
+        fences: Option<&Fences>,
         key: &NamespaceKey,
         range: (u64, u64),
         count_max: usize,
@@ -612,7 +791,23 @@ impl NamespaceHeader {
         };
         let mut matching = Vec::new();
         let mut previous: Option<Vec<u8>> = None;
-        'blocks: for block in self.first_block_at(file, key_bytes, work)?..self.block_count() {
+        let first_block = match fences {
+            Some(fences) => {
+                let fence = fences.first_at(key_bytes) as u64;
+                let low = (FENCE_BLOCKS * fence).min(self.block_count());
+                let high = (low + FENCE_BLOCKS).min(self.block_count());
+                if let NamespaceKey::Exact(name) = key {
+                    let entry = self.find_exact(file, name.as_bytes(), (low, high), work)?;
+                    matching.extend(entry);
+                    // Nothing to walk: no other block can hold the key.
+                    self.block_count()
+                } else {
+                    self.first_block_within(file, key_bytes, work, (low, high))?
+                }
+            }
+            None => self.first_block_at(file, key_bytes, work)?,
+        };
+        'blocks: for block in first_block..self.block_count() {
             let entries = self.read_block(file, block)?;
             *work = work.saturating_sub(1);
             for entry in entries.chunks_exact(ENTRY_SIZE) {
@@ -640,7 +835,14 @@ impl NamespaceHeader {
         let end = range.1.saturating_sub(self.first_offset);
         let mut merged = Vec::new();
         for entry in &matching {
-            let (offsets, list_places) = self.read_list(file, entry)?;
+            let (offsets, list_places) = match fences.zip(key_exact(key)) {
+                // Found by its hash: the name read with the list confirms it.
+                Some((_, name)) => match self.read_named_list(file, entry)? {
+                    (list_name, offsets, places) if list_name == name => (offsets, places),
+                    _ => continue,
+                },
+                None => self.read_list(file, entry)?,
+            };
             *work = work.saturating_sub(1);
             let selected = offsets
                 .into_iter()
@@ -662,6 +864,98 @@ impl NamespaceHeader {
             }
         }
         Ok(NamespaceLookup::Answered)
+    }
+}
+
+impl NamespaceHeader {
+    /// The entries of the blocks `low..high` whose hash is `name`'s (almost always none or
+    /// the one entry of `name`): one read of their directory slots and one of their entries,
+    /// each block checked against its slot's checksum. One unit of `work` per read.
+    fn find_exact(
+        &self,
+        file: &File,
+        name: &[u8],
+        (low, high): (u64, u64),
+        work: &mut u64,
+    ) -> Result<Vec<Vec<u8>>, NamespaceFileError> {
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let mut slots = vec![0u8; SLOT_SIZE * (high - low) as usize + 4];
+        let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * low;
+        file.read_exact_at(&mut slots, slot_position)?;
+        let first_entry = block_bounds(low, self.entry_count).0;
+        let end_entry = block_bounds(high - 1, self.entry_count).1;
+        let mut entries = vec![0u8; ENTRY_SIZE * (end_entry - first_entry) as usize];
+        let position = self.table_position() + (ENTRY_SIZE as u64) * first_entry as u64;
+        file.read_exact_at(&mut entries, position)?;
+        *work = work.saturating_sub(2);
+        let hash = namespace_hash(name);
+        let mut found = Vec::new();
+        for (i, slot) in slots.chunks_exact(SLOT_SIZE).enumerate() {
+            let (start, end) = block_bounds(low + i as u64, self.entry_count);
+            let next = u32_at(&slots, SLOT_SIZE * (i + 1));
+            if u32_at(slot, 0) != start || next != end {
+                return Err(Damaged("a directory slot is out of range"));
+            }
+            let at = |entry: u32| ENTRY_SIZE * (entry - first_entry) as usize;
+            let block_entries = &entries[at(start)..at(end)];
+            if block_crc(start, end, block_entries) != u32_at(slot, 4) {
+                return Err(Damaged("a block's checksum does not match"));
+            }
+            let with_hash = block_entries.chunks_exact(ENTRY_SIZE);
+            found.extend(
+                with_hash
+                    .filter(|e| u64_at(e, 0) == hash)
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        Ok(found)
+    }
+}
+
+fn key_exact(key: &NamespaceKey) -> Option<&[u8]> {
+    match key {
+        NamespaceKey::Exact(name) => Some(name.as_bytes()),
+        NamespaceKey::Prefix(_) => None,
+    }
+}
+
+/// The fences of a version 5 `.nsx` file, kept in memory (`FileLog`, within
+/// `namespace_fences_bytes_max`): fence `f` is the last name of the file's `FENCE_BLOCKS`
+/// blocks from `FENCE_BLOCKS * f`, strictly ascending, so the first fence at or after a key
+/// names the only blocks that can hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fences {
+    bytes: Vec<u8>,
+    /// `ends[f]`: where fence f's name ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Fences {
+    fn name(&self, fence: usize) -> &[u8] {
+        let start = fence.checked_sub(1).map_or(0, |before| self.ends[before]) as usize;
+        &self.bytes[start..self.ends[fence] as usize]
+    }
+
+    /// The first fence whose name is at or after `key` (the fence count if none: no block
+    /// holds a name at or after it).
+    fn first_at(&self, key: &[u8]) -> usize {
+        let (mut low, mut high) = (0, self.ends.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.name(middle) < key {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    /// The bytes they take in memory.
+    pub fn size(&self) -> usize {
+        self.bytes.capacity() + 4 * self.ends.capacity()
     }
 }
 
@@ -987,52 +1281,135 @@ mod tests {
         }
     }
 
-    /// Version 4 files (names observed with their records' places) answer the offsets a
-    /// version 3 file of the same names does, and give each one's place: records of sizes
-    /// 40 + record % 7 back to back from byte 100. A version 3 file (a data directory written
-    /// before) still decodes and answers, with no places.
-    #[test]
-    fn a_version_4_file_gives_each_records_place_and_version_3_still_answers() {
-        let (mut v3, mut v4) = (SegmentNames::empty(1000), SegmentNames::empty(1000));
+    /// Names observed with their records' places: 300 records of sizes 40 + record % 7 back
+    /// to back from byte `first_position`.
+    fn placed(first_position: u64) -> (SegmentNames, Vec<(u64, u32)>) {
+        let mut names = SegmentNames::empty(1000);
         let mut places = Vec::new();
-        let mut position = 100;
+        let mut position = first_position;
         for record in 0..300u64 {
-            let name = format!("/n/{}", (record * 7919) % 101);
             let size = 40 + record % 7;
-            v3.observe(&name);
-            v4.observe_at(&name, position, size);
+            names.observe_at(&format!("/n/{}", (record * 7919) % 101), position, size);
             places.push((position, size as u32));
             position += size;
         }
-        let (bytes3, bytes4) = (v3.encode(IDENTITY), v4.encode(IDENTITY));
-        assert_eq!(&bytes3[..8], NAMESPACE_INDEX_MAGIC_V3);
-        assert_eq!(&bytes4[..8], NAMESPACE_INDEX_MAGIC);
-        let ((_t3, file3), (_t4, file4)) = (file_of(&bytes3), file_of(&bytes4));
-        let header3 = read_namespace_header(&file3, 1000, 300, IDENTITY).unwrap();
-        let header4 = read_namespace_header(&file4, 1000, 300, IDENTITY).unwrap();
-        assert!(!header3.places && header4.places);
-        for key in keys().iter().chain([&NamespaceKey::Exact("/n/7".into())]) {
-            let (mut found3, mut found4) = (Vec::new(), Vec::new());
-            let (mut places3, mut places4) = (Vec::new(), Vec::new());
-            for (header, file, found, places) in [
-                (header3, &file3, &mut found3, &mut places3),
-                (header4, &file4, &mut found4, &mut places4),
-            ] {
+        (names, places)
+    }
+
+    /// Files with the records' places (version 5, and version 4 when a place does not fit a
+    /// u32) answer the offsets a version 3 file of the same names does, and give each one's
+    /// place; version 5 answers the same with its fences in memory. A version 3 file (a data
+    /// directory written before version 4) still decodes and answers, with no places.
+    #[test]
+    fn versions_3_4_and_5_answer_alike_and_4_and_5_give_each_records_place() {
+        let mut v3 = SegmentNames::empty(1000);
+        for record in 0..300u64 {
+            v3.observe(&format!("/n/{}", (record * 7919) % 101));
+        }
+        let (v5, places5) = placed(100);
+        let (v4, places4) = placed(u32::MAX as u64 - 5000);
+        let bytes = [
+            v3.encode(IDENTITY),
+            v4.encode(IDENTITY),
+            v5.encode(IDENTITY),
+        ];
+        assert_eq!(&bytes[0][..8], NAMESPACE_INDEX_MAGIC_V3);
+        assert_eq!(&bytes[1][..8], NAMESPACE_INDEX_MAGIC_V4);
+        assert_eq!(&bytes[2][..8], NAMESPACE_INDEX_MAGIC);
+        assert!(
+            bytes[2].len() < bytes[1].len(),
+            "version 5 lists are smaller"
+        );
+        let files = bytes.map(|bytes| file_of(&bytes));
+        let headers = files
+            .each_ref()
+            .map(|(_, file)| read_namespace_header(file, 1000, 300, IDENTITY).unwrap());
+        assert_eq!(headers.map(|h| h.version), [3, 4, 5]);
+        let fences = headers[2].read_fences(&files[2].1, &mut u64::MAX.clone());
+        let fences = fences.unwrap().expect("version 5 has fences");
+        assert!(headers[1]
+            .read_fences(&files[1].1, &mut 0)
+            .unwrap()
+            .is_none());
+        let mut keys = keys();
+        keys.extend(["/n/7", "/n/100", "/n/0"].map(|k| NamespaceKey::Exact(k.into())));
+        for key in &keys {
+            let mut answers = Vec::new();
+            for (version, fenced) in [(0, None), (1, None), (2, None), (2, Some(&fences))] {
+                let (mut found, mut places) = (Vec::new(), Vec::new());
                 let work = &mut u64::MAX.clone();
+                let (header, file) = (headers[version], &files[version].1);
                 let range = (1010, 1250);
-                (header.lookup_places(file, key, range, 50, work, found, places)).unwrap();
+                (header.lookup_fenced(file, fenced, key, range, 50, work, &mut found, &mut places))
+                    .unwrap();
+                answers.push((found, places));
             }
-            assert_eq!(found3, found4, "{key:?}");
-            assert!(places3.is_empty());
-            let expected: Vec<RecordPlace> = found4
-                .iter()
-                .map(|&offset| RecordPlace {
-                    offset,
-                    position: places[(offset - 1000) as usize].0,
-                    size: places[(offset - 1000) as usize].1,
-                })
-                .collect();
-            assert_eq!(places4, expected, "{key:?}");
+            let expected = |places: &[(u64, u32)]| -> Vec<RecordPlace> {
+                let place = |offset: u64| places[(offset - 1000) as usize];
+                (answers[0].0.iter())
+                    .map(|&offset| RecordPlace {
+                        offset,
+                        position: place(offset).0,
+                        size: place(offset).1,
+                    })
+                    .collect()
+            };
+            assert!(answers[0].1.is_empty(), "{key:?}");
+            assert_eq!(answers[1], (answers[0].0.clone(), expected(&places4)));
+            assert_eq!(answers[2], (answers[0].0.clone(), expected(&places5)));
+            assert_eq!(answers[3], answers[2], "{key:?} with fences");
+        }
+    }
+
+    /// With its fences in memory, an exact lookup in a version 5 file reads three pieces of
+    /// it (the directory slots and the entries of the fence's blocks, and the namespace's
+    /// list), whatever the number of namespaces; without them it binary-searches the file.
+    #[test]
+    fn a_fenced_exact_lookup_reads_three_pieces() {
+        let mut names = SegmentNames::empty(0);
+        for record in 0..20_000u64 {
+            names.observe_at(
+                &format!("/u/{:08}", record * 7 % 20_000),
+                100 + 50 * record,
+                50,
+            );
+        }
+        let (_temp, file) = file_of(&names.encode(IDENTITY));
+        let header = read_namespace_header(&file, 0, 20_000, IDENTITY).unwrap();
+        let fences = header.read_fences(&file, &mut u64::MAX.clone()).unwrap();
+        let fences = fences.expect("version 5");
+        assert!(fences.size() <= 20_000 / 64 * 20, "{} bytes", fences.size());
+        for wanted in [0u64, 1, 63, 64, 9_999, 19_999, 20_000] {
+            let key = NamespaceKey::Exact(format!("/u/{wanted:08}"));
+            let mut cost = Vec::new();
+            for fenced in [None, Some(&fences)] {
+                let (mut work, mut found, mut places) = (u64::MAX, Vec::new(), Vec::new());
+                let range = (0, u64::MAX);
+                (header.lookup_fenced(
+                    &file,
+                    fenced,
+                    &key,
+                    range,
+                    10,
+                    &mut work,
+                    &mut found,
+                    &mut places,
+                ))
+                .unwrap();
+                let record = (0..20_000).find(|r| r * 7 % 20_000 == wanted);
+                assert_eq!(found, Vec::from_iter(record), "{key:?}");
+                cost.push(u64::MAX - work);
+            }
+            assert!(
+                cost[1] <= 3,
+                "{key:?}: a fenced lookup cost {} units",
+                cost[1]
+            );
+            assert!(
+                cost[0] >= 20,
+                "{key:?}: the binary search cost {} units",
+                cost[0]
+            );
         }
     }
 
@@ -1118,30 +1495,36 @@ mod tests {
 
     /// Every byte of a file is covered by a check a lookup or the start-up check makes: a
     /// flipped bit anywhere makes a full walk (every prefix) fail or the header refuse.
+    /// Version 5 (places, fences): the fences are checked when read.
     #[test]
     fn a_flipped_bit_anywhere_is_found() {
-        let bytes = sample().encode(IDENTITY);
-        for position in 0..bytes.len() {
-            let mut damaged = bytes.clone();
-            damaged[position] ^= 0x04;
-            let (_temp, file) = file_of(&damaged);
-            let Some(header) = read_namespace_header(&file, 100, 7, IDENTITY) else {
-                continue;
-            };
-            let mut found = Vec::new();
-            let key = NamespaceKey::Prefix(String::new());
-            let result = header.lookup(
-                &file,
-                &key,
-                (0, u64::MAX),
-                usize::MAX,
-                &mut u64::MAX.clone(),
-                &mut found,
-            );
-            assert!(
-                matches!(result, Err(Damaged(_))),
-                "byte {position} flipped: {result:?} {found:?}"
-            );
+        let mut placed = SegmentNames::empty(100);
+        for (record, namespace) in ["/b", "/a/1", "/b", "/a/2", "/a", "/a/1", "/c"]
+            .into_iter()
+            .enumerate()
+        {
+            placed.observe_at(namespace, 40 + 30 * record as u64, 30);
+        }
+        for bytes in [sample().encode(IDENTITY), placed.encode(IDENTITY)] {
+            for position in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[position] ^= 0x04;
+                let (_temp, file) = file_of(&damaged);
+                let Some(header) = read_namespace_header(&file, 100, 7, IDENTITY) else {
+                    continue;
+                };
+                let mut found = Vec::new();
+                let key = NamespaceKey::Prefix(String::new());
+                let work = &mut u64::MAX.clone();
+                let result = header.read_fences(&file, work).and_then(|_| {
+                    header.lookup(&file, &key, (0, u64::MAX), usize::MAX, work, &mut found)
+                });
+                assert!(
+                    matches!(result, Err(Damaged(_))),
+                    "byte {position} of version {} flipped: {result:?} {found:?}",
+                    bytes[7]
+                );
+            }
         }
     }
 

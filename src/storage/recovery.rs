@@ -295,6 +295,8 @@ fn assemble(
         sealed_namespaces,
         name_filters: BTreeMap::new(),
         name_filter_bytes: 0,
+        name_fences: BTreeMap::new(),
+        name_fence_bytes: 0,
         namespace_build: None,
         namespace_rebuilds: 0,
         handles,
