@@ -118,47 +118,4 @@ mod tests {
         .join()
         .expect("the thread asserts");
     }
-
-    /// The slice of every thread of this process named `flo-reactor`.
-    fn reactor_slices() -> Vec<Duration> {
-        let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-        let mut slices = Vec::new();
-        for task in tasks {
-            let path = task.expect("a task").path();
-            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            let tid = path
-                .file_name()
-                .and_then(|name| name.to_str()?.parse().ok());
-            if let (Some(tid), "flo-reactor") = (tid, comm.trim()) {
-                if let Ok((slice, _)) = slice_and_nice(tid) {
-                    slices.push(slice);
-                }
-            }
-        }
-        slices
-    }
-
-    #[test]
-    fn the_reactor_thread_runs_with_the_configured_slice() {
-        use crate::client::{Client, ClientOptions};
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("its address");
-        let mut config = crate::config::Config::new(address, dir.path().to_path_buf());
-        // No other test asks for this value.
-        config.reactor_slice = Duration::from_micros(150);
-        let server = crate::reactor::server::Server::start_with_listener(config, listener)
-            .expect("the server starts");
-        // The handshake's answer comes from a turn of the reactor, which asked for its slice
-        // before its first turn.
-        let client =
-            Client::connect(&address.to_string(), ClientOptions::default()).expect("the handshake");
-        let slices = reactor_slices();
-        assert!(
-            slices.contains(&Duration::from_micros(150)),
-            "no flo-reactor thread with a 150 us slice: {slices:?}"
-        );
-        drop(client);
-        server.shutdown().expect("the server stops");
-    }
 }
