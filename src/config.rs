@@ -606,6 +606,11 @@ pub struct Config {
     /// How often the engine checks time-outs and retention when nothing else happens (under
     /// `--fsync interval:<ms>`, at least that often, so a due fsync runs).
     pub housekeeping_interval: Duration,
+    /// The scheduler slice the reactor thread asks the kernel for (Linux 6.12 and later: see
+    /// `reactor/sched.rs`; clamped by the kernel to 0.1-100 ms): a short one lets the thread run
+    /// sooner after it wakes when other threads compete for the cores. Zero: the kernel's
+    /// default.
+    pub reactor_slice: Duration,
     /// Past this many distinct namespaces appended in one turn, every waiting tail
     /// subscription is woken instead of each namespace being matched against its glob: the
     /// matching costs at most this many glob runs per subscription per turn.
@@ -658,6 +663,7 @@ impl Config {
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
+            reactor_slice: Duration::from_micros(100),
             turn_namespaces_matched_max: 64,
             groups: GroupLimits::default(),
             metrics: MetricsConfig::default(),
@@ -886,6 +892,9 @@ impl Config {
             || self.housekeeping_interval > Duration::from_secs(60)
         {
             return Err("the housekeeping interval must be between 1ms and 60s".into());
+        }
+        if self.reactor_slice > Duration::from_millis(100) {
+            return Err("the reactor's scheduler slice may be at most 100ms (100000 us)".into());
         }
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
@@ -1128,6 +1137,10 @@ mod tests {
         assert!(refused(&|c| c.cluster.connect_timeout = Duration::ZERO));
         assert!(refused(&|c| c.refused_linger_timeout = Duration::ZERO));
         assert!(refused(&|c| c.refused_lingering_max = 0));
+        assert!(refused(
+            &|c| c.reactor_slice = Duration::from_micros(100_001)
+        ));
+        assert!(!refused(&|c| c.reactor_slice = Duration::ZERO));
         assert!(refused(&|c| c.housekeeping_interval = Duration::ZERO));
         assert!(refused(
             &|c| c.housekeeping_interval = Duration::from_secs(61)

@@ -275,3 +275,72 @@ fn a_consumer_that_never_reads_keeps_server_memory_bounded() {
         "server RSS {rss_max} is not bounded by cache (8 MiB) + buffers"
     );
 }
+
+/// The scheduler slice of each thread of process `pid` named `flo-reactor`, from
+/// `sched_getattr` (`sched_runtime`).
+#[cfg(target_os = "linux")]
+fn reactor_slices(pid: u32) -> Vec<Duration> {
+    /// `struct sched_attr` up to `sched_period` (`SCHED_ATTR_SIZE_VER0`).
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    let mut slices = Vec::new();
+    for task in tasks {
+        let path = task.expect("a thread").path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let tid: Option<i32> = path
+            .file_name()
+            .and_then(|name| name.to_str()?.parse().ok());
+        let (Some(tid), "flo-reactor") = (tid, comm.trim()) else {
+            continue;
+        };
+        let mut attr = SchedAttr::default();
+        let size = std::mem::size_of::<SchedAttr>() as u32;
+        // SAFETY: sched_getattr writes at most `size` bytes into `attr`, a `repr(C)` struct of
+        // that size laid out as the kernel's `struct sched_attr`.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                tid,
+                &mut attr as *mut SchedAttr,
+                size,
+                0,
+            )
+        };
+        assert_eq!(got, 0, "sched_getattr: {}", std::io::Error::last_os_error());
+        slices.push(Duration::from_nanos(attr.runtime));
+    }
+    slices
+}
+
+/// `--reactor-slice-us` reaches the reactor thread (Linux 6.12 and later report the slice):
+/// the thread asks for it before its first turn, so once a handshake is answered it has it; 0
+/// leaves the kernel's default.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_reactor_thread_runs_with_the_slice_it_is_given() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = FloProcess::start(dir.path(), &["--reactor-slice-us", "150"]);
+    let _conn = RawConn::hello(server.addr);
+    assert_eq!(
+        reactor_slices(server.child.id()),
+        [Duration::from_micros(150)]
+    );
+    drop(server);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = FloProcess::start(dir.path(), &["--reactor-slice-us", "0"]);
+    let _conn = RawConn::hello(server.addr);
+    let slices = reactor_slices(server.child.id());
+    assert_eq!(slices.len(), 1, "{slices:?}");
+    assert_ne!(slices[0], Duration::from_micros(150));
+}

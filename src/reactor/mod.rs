@@ -11,6 +11,7 @@
 
 mod http;
 mod metrics_text;
+mod sched;
 mod server;
 mod socket;
 mod tls;
@@ -243,6 +244,12 @@ impl<L: Log> Reactor<L> {
 
     /// Runs turns until shutdown is requested, then shuts down cleanly.
     pub(crate) fn run(mut self) -> io::Result<()> {
+        if !self.config.reactor_slice.is_zero() {
+            if let Err(error) = sched::request_slice(self.config.reactor_slice) {
+                // Only the wake-up latency under CPU contention depends on it.
+                log::warn!("could not ask for a scheduler slice for the reactor thread: {error}");
+            }
+        }
         let mut events = Events::with_capacity(1024);
         let mut accept_pending = false;
         loop {
