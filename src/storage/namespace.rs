@@ -868,6 +868,40 @@ impl NamespaceHeader {
 }
 
 impl NamespaceHeader {
+    /// Reads the blocks `low..high` (`low < high`) with two reads: their directory slots with
+    /// the next one's first entry (after the last block: the entry count), as `read_block`
+    /// reads them, and their entries; checks each block against its slot and gives its
+    /// entries to `visit`. Returns the bytes read.
+    fn read_blocks(
+        &self,
+        file: &File,
+        (low, high): (u64, u64),
+        mut visit: impl FnMut(&[u8]),
+    ) -> Result<u64, NamespaceFileError> {
+        let mut slots = vec![0u8; SLOT_SIZE * (high - low) as usize + 4];
+        let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * low;
+        file.read_exact_at(&mut slots, slot_position)?;
+        let first_entry = block_bounds(low, self.entry_count).0;
+        let end_entry = block_bounds(high - 1, self.entry_count).1;
+        let mut entries = vec![0u8; ENTRY_SIZE * (end_entry - first_entry) as usize];
+        let position = self.table_position() + (ENTRY_SIZE as u64) * first_entry as u64;
+        file.read_exact_at(&mut entries, position)?;
+        for (i, slot) in slots.chunks_exact(SLOT_SIZE).enumerate() {
+            let (start, end) = block_bounds(low + i as u64, self.entry_count);
+            let next = u32_at(&slots, SLOT_SIZE * (i + 1));
+            if u32_at(slot, 0) != start || next != end {
+                return Err(Damaged("a directory slot is out of range"));
+            }
+            let at = |entry: u32| ENTRY_SIZE * (entry - first_entry) as usize;
+            let block_entries = &entries[at(start)..at(end)];
+            if block_crc(start, end, block_entries) != u32_at(slot, 4) {
+                return Err(Damaged("a block's checksum does not match"));
+            }
+            visit(block_entries);
+        }
+        Ok((slots.len() + entries.len()) as u64)
+    }
+
     /// The entries of the blocks `low..high` whose hash is `name`'s (almost always none or
     /// the one entry of `name`): one read of their directory slots and one of their entries,
     /// each block checked against its slot's checksum. One unit of `work` per read.
@@ -881,35 +915,17 @@ impl NamespaceHeader {
         if low >= high {
             return Ok(Vec::new());
         }
-        let mut slots = vec![0u8; SLOT_SIZE * (high - low) as usize + 4];
-        let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * low;
-        file.read_exact_at(&mut slots, slot_position)?;
-        let first_entry = block_bounds(low, self.entry_count).0;
-        let end_entry = block_bounds(high - 1, self.entry_count).1;
-        let mut entries = vec![0u8; ENTRY_SIZE * (end_entry - first_entry) as usize];
-        let position = self.table_position() + (ENTRY_SIZE as u64) * first_entry as u64;
-        file.read_exact_at(&mut entries, position)?;
-        *work = work.saturating_sub(2);
         let hash = namespace_hash(name);
         let mut found = Vec::new();
-        for (i, slot) in slots.chunks_exact(SLOT_SIZE).enumerate() {
-            let (start, end) = block_bounds(low + i as u64, self.entry_count);
-            let next = u32_at(&slots, SLOT_SIZE * (i + 1));
-            if u32_at(slot, 0) != start || next != end {
-                return Err(Damaged("a directory slot is out of range"));
-            }
-            let at = |entry: u32| ENTRY_SIZE * (entry - first_entry) as usize;
-            let block_entries = &entries[at(start)..at(end)];
-            if block_crc(start, end, block_entries) != u32_at(slot, 4) {
-                return Err(Damaged("a block's checksum does not match"));
-            }
+        self.read_blocks(file, (low, high), |block_entries| {
             let with_hash = block_entries.chunks_exact(ENTRY_SIZE);
             found.extend(
                 with_hash
                     .filter(|e| u64_at(e, 0) == hash)
                     .map(<[u8]>::to_vec),
             );
-        }
+        })?;
+        *work = work.saturating_sub(2);
         Ok(found)
     }
 }
@@ -1119,32 +1135,12 @@ impl NamespaceHeader {
         let mut block = 0;
         while block < self.block_count() {
             let blocks_end = (block + FILTER_BLOCKS_PER_READ).min(self.block_count());
-            // The slots of these blocks and the next one's first entry (after the last block:
-            // the entry count), as `read_block` reads them.
-            let mut slots = vec![0u8; SLOT_SIZE * (blocks_end - block) as usize + 4];
-            let slot_position = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * block;
-            file.read_exact_at(&mut slots, slot_position)?;
-            let first_entry = block_bounds(block, self.entry_count).0;
-            let end_entry = block_bounds(blocks_end - 1, self.entry_count).1;
-            let mut entries = vec![0u8; ENTRY_SIZE * (end_entry - first_entry) as usize];
-            let position = self.table_position() + (ENTRY_SIZE as u64) * first_entry as u64;
-            file.read_exact_at(&mut entries, position)?;
-            *work = work.saturating_sub(2 + (slots.len() + entries.len()) as u64 / 4096);
-            for (i, slot) in slots.chunks_exact(SLOT_SIZE).enumerate() {
-                let (start, end) = block_bounds(block + i as u64, self.entry_count);
-                let next = u32_at(&slots, SLOT_SIZE * (i + 1));
-                if u32_at(slot, 0) != start || next != end {
-                    return Err(Damaged("a directory slot is out of range"));
-                }
-                let at = |entry: u32| ENTRY_SIZE * (entry - first_entry) as usize;
-                let block_entries = &entries[at(start)..at(end)];
-                if block_crc(start, end, block_entries) != u32_at(slot, 4) {
-                    return Err(Damaged("a block's checksum does not match"));
-                }
+            let bytes = self.read_blocks(file, (block, blocks_end), |block_entries| {
                 for entry in block_entries.chunks_exact(ENTRY_SIZE) {
                     filter.insert(u64_at(entry, 0));
                 }
-            }
+            })?;
+            *work = work.saturating_sub(2 + bytes / 4096);
             block = blocks_end;
         }
         Ok(filter)
