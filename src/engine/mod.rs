@@ -229,6 +229,9 @@ pub struct EngineStats {
     pub connections: usize,
     pub events_appended: u64,
     pub events_delivered: u64,
+    /// Events an id-order subscription delivered after a larger id (docs/clustering.md, "Id
+    /// order": the exception and "After a catch-up time-out"); each is also logged.
+    pub events_delivered_late: u64,
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,

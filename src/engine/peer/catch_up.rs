@@ -28,6 +28,12 @@ impl<L: Log> Engine<L> {
         !matches!(self.cluster.hold, Hold::Off)
     }
 
+    /// True when this start's catch-up hold ended by `--catch-up-timeout` rather than by
+    /// meeting every member (docs/clustering.md, "After a catch-up time-out").
+    pub fn catch_up_timed_out(&self) -> bool {
+        self.cluster.hold_timed_out
+    }
+
     /// True when produces must be refused now.
     pub(in crate::engine) fn produces_held(&self) -> bool {
         matches!(self.cluster.hold, Hold::On { .. } | Hold::Pending { .. })
@@ -54,6 +60,7 @@ impl<L: Log> Engine<L> {
                         "catch-up time-out passed before every peer was reached: accepting produces; if an unreachable peer holds events this node lost in an unclean shutdown, their ids may be reused"
                     );
                     self.cluster.hold = Hold::Off;
+                    self.cluster.hold_timed_out = true;
                 }
             }
         }

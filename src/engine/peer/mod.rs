@@ -119,6 +119,8 @@ pub(super) struct Cluster {
     /// Nonces made so far: the n-th nonce is the HMAC of n, so none repeats in a run.
     nonce_count: u64,
     hold: Hold,
+    /// The catch-up hold ended by its time-out rather than by meeting every member.
+    hold_timed_out: bool,
     /// Failed PeerProofs per source address (`proof_failures.rs`).
     proof_failures: proof_failures::ProofFailures,
     /// PeerEvent frames were received this turn on these connections.
@@ -189,6 +191,7 @@ impl Cluster {
             },
             nonce_count: 0,
             hold,
+            hold_timed_out: false,
             proof_failures: proof_failures::ProofFailures::default(),
             credit_due: Vec::new(),
             own_clock: 0,
