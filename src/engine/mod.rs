@@ -828,7 +828,8 @@ impl<L: Log> Engine<L> {
     pub fn handle_closed(&mut self, conn: ConnId) {
         if let Some(connection) = self.take_connection(conn) {
             // A closing connection was already accounted for by `close_with_error`.
-            self.peer_connection_gone(conn, connection.phase);
+            let vector = connection.stream_vector();
+            self.peer_connection_gone(conn, connection.phase, vector);
         }
         self.debug_check_invariants();
     }
@@ -853,7 +854,8 @@ impl<L: Log> Engine<L> {
                 conn,
                 final_output: connection.take_output(),
             });
-            self.peer_connection_gone(conn, connection.phase);
+            let vector = connection.stream_vector();
+            self.peer_connection_gone(conn, connection.phase, vector);
         }
     }
 
@@ -1276,6 +1278,7 @@ impl<L: Log> Engine<L> {
             message: message.to_string(),
         };
         let phase = std::mem::replace(&mut connection.phase, closing);
+        let vector = connection.stream_vector();
         connection.subscriptions.clear();
         // Its input is never decoded again; only its owed output is kept.
         connection.input = Vec::new();
@@ -1283,7 +1286,7 @@ impl<L: Log> Engine<L> {
         self.forget_memory_waiting(conn);
         self.closing_conns.push(conn);
         self.groups_connection_gone(conn);
-        self.peer_connection_gone(conn, phase);
+        self.peer_connection_gone(conn, phase, vector);
         false
     }
 
