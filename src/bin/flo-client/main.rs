@@ -1690,6 +1690,24 @@ fn stop_cleanly_on_ctrl_c() -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Walkthrough (issue 17): a user whose `consume --order id` ended with OrderStalled was
+    /// told to "resume from the cursor" with no way to give one; the CLI says how.
+    #[test]
+    fn order_stalled_says_how_to_continue_the_same_sequence() {
+        let stalled = ClientError::Server {
+            scope: flo::client::ErrorScope::Subscription(1),
+            code: flo::client::ErrorCode::OrderStalled,
+            message: "id order stalled".into(),
+        };
+        let hint = order_stalled_hint(&stalled, Some(EventId::new(7, 2))).unwrap();
+        assert!(
+            hint.ends_with("run the same command with --from 0000000000000000000700002"),
+            "{hint}"
+        );
+        assert!(order_stalled_hint(&stalled, None).is_some());
+        assert_eq!(order_stalled_hint(&ClientError::Timeout, None), None);
+    }
+
     #[test]
     fn the_address_comes_from_flags_then_flo_addr_then_the_default() {
         assert_eq!(
