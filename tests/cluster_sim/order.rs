@@ -6,7 +6,10 @@
 //! is every event of the cluster in id order. A power loss on an `interval` node can take
 //! events that were already delivered (the docs allow it), so runs with one check no more;
 //! nor do runs where a node knows only one peer at the start (a node known to nobody may
-//! create events below what the others delivered: the documented exception).
+//! create events below what the others delivered: the documented exception). In every run, a
+//! delivery below the largest id already delivered (late) must be one of the cases
+//! docs/clustering.md lists under "After a catch-up time-out", and the engine must count it;
+//! once a hold has timed out, the common sequence is no longer compared.
 
 use flo::event::{Cursor, EventId, Order, StartPosition};
 use flo::protocol::{encode, ClientFrame, ErrorCode, ServerFrame, Subscribe};
