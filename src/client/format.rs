@@ -426,11 +426,15 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
             .collect();
         let missing = if member.vector.is_empty() && member.actor_id == 0 {
             "lag unknown".to_string()
+        } else if member.vector.is_empty() {
+            // Not connected since this node started, or never sent anything: nothing is known
+            // of what it holds.
+            "lag unknown, nothing known of what it holds".to_string()
         } else if behind.is_empty() {
             "lag unknown, it held everything this node holds when last seen".to_string()
         } else {
             format!(
-                "lag unknown, missing at least the counters {} held here",
+                "lag unknown, not sent the counters {} held here before it disconnected",
                 behind.join(", ")
             )
         };
@@ -599,6 +603,16 @@ mod tests {
                     lag: 0,
                     disconnected_ms: 42_700,
                 },
+                // Not connected since this node started: nothing is known of what it holds
+                // (it said "not sent the counters 1:1..2005, 2:1..7" before).
+                MemberStatus {
+                    actor_id: 4,
+                    addr: "127.0.0.1:3003".into(),
+                    state: MemberState::BackingOff,
+                    vector: VersionVector::new(),
+                    lag: 0,
+                    disconnected_ms: 2_000,
+                },
             ],
             order: crate::protocol::OrderStatus {
                 stable_clock: 5,
@@ -621,9 +635,12 @@ mod tests {
             "{text}"
         );
         let line = "actor 3 at 127.0.0.1:3002: backing off (not connected), disconnected 42 s \
-                    ago, lag unknown, missing at least the counters 1:6..2005 held here, last known vector {1:5, 2:7}";
+                    ago, lag unknown, not sent the counters 1:6..2005 held here before it disconnected, last known vector {1:5, 2:7}";
         assert!(text.contains(line), "{text}");
         assert!(!text.contains("backing off, lag 0"), "{text}");
+        let line = "actor 4 at 127.0.0.1:3003: backing off (not connected), disconnected 2 s ago, \
+                    lag unknown, nothing known of what it holds, last known vector {}";
+        assert!(text.contains(line), "{text}");
         let line = "id order:    held back for 42 s by actor 3 at 127.0.0.1:3002 (not connected): \
                     it has promised only counter 5, this node's counter is 2005";
         assert!(text.contains(line), "{text}");

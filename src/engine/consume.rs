@@ -166,7 +166,9 @@ impl<L: Log> Engine<L> {
             skip_damaged: subscribe.skip_damaged,
             order: match subscribe.order {
                 Order::Arrival => None,
-                Order::Id => Some(Box::default()),
+                Order::Id => Some(Box::new(super::order::OrderBuffer::starting_at(
+                    &subscribe.start.cursor().unwrap_or_default(),
+                ))),
             },
             scan_dense: false,
         };

@@ -186,6 +186,8 @@ pub struct MetricsSnapshot {
     pub other_connections: u64,
     pub subscriptions: u64,
     pub events_delivered: u64,
+    /// Id-order deliveries after a larger id (`EngineStats::events_delivered_late`).
+    pub events_delivered_late: u64,
     pub log: LogStats,
     pub activity: LogActivity,
     pub cache_bytes_max: u64,
@@ -234,6 +236,7 @@ impl<L: Log> Engine<L> {
             other_connections: counts.other,
             subscriptions: counts.subscriptions,
             events_delivered: self.stats.events_delivered,
+            events_delivered_late: self.stats.events_delivered_late,
             log: self.log.stats(),
             activity: self.log.activity(),
             cache_bytes_max: self.config.storage.cache_bytes_max as u64,

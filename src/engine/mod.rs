@@ -230,6 +230,9 @@ pub struct EngineStats {
     pub connections: usize,
     pub events_appended: u64,
     pub events_delivered: u64,
+    /// Events an id-order subscription delivered after a larger id (docs/clustering.md, "Id
+    /// order": the exception and "After a catch-up time-out"); each is also logged.
+    pub events_delivered_late: u64,
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,
@@ -826,7 +829,8 @@ impl<L: Log> Engine<L> {
     pub fn handle_closed(&mut self, conn: ConnId) {
         if let Some(connection) = self.take_connection(conn) {
             // A closing connection was already accounted for by `close_with_error`.
-            self.peer_connection_gone(conn, connection.phase);
+            let vector = connection.stream_vector();
+            self.peer_connection_gone(conn, connection.phase, vector);
         }
         self.debug_check_invariants();
     }
@@ -851,7 +855,8 @@ impl<L: Log> Engine<L> {
                 conn,
                 final_output: connection.take_output(),
             });
-            self.peer_connection_gone(conn, connection.phase);
+            let vector = connection.stream_vector();
+            self.peer_connection_gone(conn, connection.phase, vector);
         }
     }
 
@@ -1274,6 +1279,7 @@ impl<L: Log> Engine<L> {
             message: message.to_string(),
         };
         let phase = std::mem::replace(&mut connection.phase, closing);
+        let vector = connection.stream_vector();
         connection.subscriptions.clear();
         // Its input is never decoded again; only its owed output is kept.
         connection.input = Vec::new();
@@ -1281,7 +1287,7 @@ impl<L: Log> Engine<L> {
         self.forget_memory_waiting(conn);
         self.closing_conns.push(conn);
         self.groups_connection_gone(conn);
-        self.peer_connection_gone(conn, phase);
+        self.peer_connection_gone(conn, phase, vector);
         false
     }
 

@@ -37,7 +37,8 @@ pub struct OrderBuffer {
     bytes: usize,
     /// Events were dropped from memory for lack of room: the earliest offset among them.
     rewind: Option<Offset>,
-    /// The largest id delivered so far (an event arriving below it is delivered late).
+    /// The largest id delivered so far, or covered by the cursor the subscription started
+    /// at (an event arriving below it is delivered late).
     released: EventId,
     /// Since when the smallest buffered event has waited for the stable clock.
     stalled_since_ms: Option<u64>,
@@ -46,6 +47,20 @@ pub struct OrderBuffer {
 }
 
 impl OrderBuffer {
+    /// The buffer of a subscription that starts at `cursor`: an event below the largest id
+    /// the cursor covers is late for that consumer, also after a resubscription.
+    pub(super) fn starting_at(cursor: &crate::event::Cursor) -> OrderBuffer {
+        let covered = cursor
+            .vector
+            .iter()
+            .map(|(actor, counter)| EventId { counter, actor })
+            .fold(cursor.floor, EventId::max);
+        OrderBuffer {
+            released: covered,
+            ..OrderBuffer::default()
+        }
+    }
+
     /// The memory the buffer holds, counted in its connection's budget.
     pub fn memory_bytes(&self) -> usize {
         self.bytes
@@ -201,6 +216,7 @@ impl<L: Log> Engine<L> {
                     "{conn}: subscription {id}: event {event_id} arrived after {} was delivered in id order; delivered late",
                     order.released
                 );
+                stats.events_delivered_late += 1;
             }
             order.released = order.released.max(event_id);
             encode_event(id, event.view(), &mut output);

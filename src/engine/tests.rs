@@ -1367,6 +1367,29 @@ fn status_says_since_when_a_peer_is_disconnected() {
     assert_eq!(gone.disconnected_ms, 42_000);
 }
 
+/// Issue 17 walkthrough: a member killed after it had received this node's events showed
+/// its handshake vector ({} in a new cluster) while disconnected, so `flo-client status` said
+/// it missed everything, its own events included. It shows what this node's stream had sent
+/// it when the connection ended (before, the handshake vector: {} here).
+#[test]
+fn a_disconnected_member_shows_the_vector_its_stream_had_reached() {
+    let mut harness = Harness::new();
+    let (conn, _) = peer(&mut harness, 2, VersionVector::new());
+    harness.send(conn, PeerFrame::PeerCredit { count: 10 });
+    let client = harness.client();
+    harness.produce(client, 1, "/a", b"x");
+    harness.produce(client, 2, "/a", b"y");
+    harness.send(conn, PeerFrame::PeerEvent(stored(1, 2, b"theirs")));
+    harness.turn();
+    harness.turn();
+    harness.engine.handle_closed(conn);
+    harness.turn();
+    let status = harness.engine.status();
+    let member = status.members.iter().find(|m| m.actor_id == 2).cloned();
+    let expected: VersionVector = [(ActorId(2), 1), (ActorId(7), 2)].into_iter().collect();
+    assert_eq!(member.expect("actor 2 is a member").vector, expected);
+}
+
 #[test]
 fn a_peer_frame_on_a_client_connection_closes_it() {
     let mut harness = Harness::new();

@@ -400,6 +400,13 @@ fn render_order(out: &mut String, s: &MetricsSnapshot) {
         "How long the longest-waiting id-order subscription has waited (OrderStalled at --order-stall-timeout).",
         seconds(order.waiting_ms.saturating_mul(1000)),
     );
+    single(
+        out,
+        "flo_id_order_delivered_late_total",
+        "counter",
+        "Events id-order subscriptions delivered after a larger id (docs/clustering.md, Id order: the exception, after a catch-up time-out).",
+        s.events_delivered_late,
+    );
 }
 
 fn render_groups(out: &mut String, s: &MetricsSnapshot) {

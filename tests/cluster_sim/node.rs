@@ -41,6 +41,8 @@ pub(crate) struct Node {
     pub(crate) ordered: super::order::Ordered,
     /// The node's consumer group: journal, members, what they saw (`groups.rs`).
     pub(crate) group: super::groups::NodeGroup,
+    /// Its starts, the first one first (`order.rs` classifies late deliveries by them).
+    pub(crate) lives: Vec<super::order::Life>,
 }
 
 /// What the incremental check has read of one node's log.
@@ -162,12 +164,21 @@ impl Sim {
         self.produced += 1;
         let payload = format!("event {} from node {}", self.produced, node).into_bytes();
         let n = &mut self.nodes[node];
-        let (Some(engine), Some(conn)) = (n.engine.as_mut(), n.client) else {
+        if n.engine.is_none() || n.client.is_none() {
             return;
-        };
+        }
         let op_id = n.next_op;
         n.next_op += 1;
         n.pending.insert(op_id, payload.clone());
+        // When and in which start of its node the event was created (a NotReady refusal
+        // creates nothing; the entry then names no event).
+        let life = n.lives.len() - 1;
+        self.created
+            .insert(payload.clone(), (node, life, self.now_ms));
+        let n = &mut self.nodes[node];
+        let (Some(engine), Some(conn)) = (n.engine.as_mut(), n.client) else {
+            return;
+        };
         let mut bytes = Vec::new();
         let frame = ClientFrame::Produce(Produce {
             op_id,
@@ -372,7 +383,7 @@ impl Sim {
         }
         // At most once a run (replicas 2 promise survival of one lost directory), a crash
         // loses the node's whole data directory: it restarts on an empty one.
-        let lose_dir = self.data_dir_losses == 0 && self.rng.chance(40);
+        let lose_dir = self.data_dir_losses == 0 && self.rng.chance(self.dir_loss_chance);
         let n = &mut self.nodes[node];
         let Some(engine) = n.engine.take() else {
             return;
@@ -444,6 +455,10 @@ impl Sim {
             }
         }
         let n = &mut self.nodes[node];
+        n.lives.push(super::order::Life {
+            lost_dir: lose_dir,
+            ..Default::default()
+        });
         let before = n.acked.len();
         n.acked.retain(|id, _| present.contains(id));
         let lost = (before - n.acked.len()) as u64;
@@ -472,6 +487,7 @@ impl Sim {
         };
         n.restarts += 1;
         n.config.seed = n.config.seed.wrapping_add(n.restarts);
+        n.ordered.late_this_start = 0;
         if std::env::var("FLO_SIM_VERBOSE").is_ok() {
             eprintln!("{} ms: node {node} restarts", self.now_ms);
         }

@@ -1535,6 +1535,8 @@ fn consume(
         .map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed = 0u64;
+    // The id of the last event printed (for the OrderStalled hint).
+    let mut last_id: Option<EventId> = None;
     let mut print = |out: &mut BufWriter<_>, event: &Event| -> Result<bool, String> {
         if server_limit == 0 && limit > 0 && printed >= limit {
             return Ok(false);
@@ -1558,14 +1560,19 @@ fn consume(
         if !buffered && flush_or_stop(&mut out)? {
             return Ok(());
         }
-        let delivery = subscription
-            .next_delivery()
-            .map_err(|error: ClientError| error.to_string())?;
+        let delivery = subscription.next_delivery().map_err(|error: ClientError| {
+            order_stalled_hint(&error, last_id).map_or(error.to_string(), |hint| {
+                // What was printed is a prefix of the id order: say how to go on from it.
+                let _ = out.flush();
+                format!("{error}\n{hint}")
+            })
+        })?;
         let event = match delivery {
             None | Some(Delivery::End(_)) => break,
             Some(Delivery::CaughtUp) => {
                 if let Some(last) = held_back.take() {
                     for event in &last.events {
+                        last_id = Some(event.id);
                         if !print(&mut out, event)? {
                             return flush_or_stop(&mut out).map(|_| ());
                         }
@@ -1601,6 +1608,7 @@ fn consume(
             last.push(event);
             continue;
         }
+        last_id = Some(event.id);
         if !print(&mut out, &event)? {
             return flush_or_stop(&mut out).map(|_| ());
         }
@@ -1613,6 +1621,24 @@ fn consume(
         }
     }
     flush_or_stop(&mut out).map(|_| ())
+}
+
+/// For an id-order subscription ended by OrderStalled: how to continue the same sequence
+/// later, on any node (the events printed are a prefix of the id order, so "after the last
+/// id" is exactly the rest of it).
+fn order_stalled_hint(error: &ClientError, last_id: Option<EventId>) -> Option<String> {
+    match error {
+        ClientError::Server {
+            code: flo::client::ErrorCode::OrderStalled,
+            ..
+        } => Some(match last_id {
+            Some(id) => format!(
+                "to continue the same sequence later, on any node, run the same command with --from {id}"
+            ),
+            None => "no event was printed: run the same command later, on any node".to_string(),
+        }),
+        _ => None,
+    }
 }
 
 /// `consume --group`: joins the group, prints each event and acknowledges it once it is
@@ -1758,6 +1784,24 @@ fn stop_cleanly_on_ctrl_c() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Walkthrough (issue 17): a user whose `consume --order id` ended with OrderStalled was
+    /// told to "resume from the cursor" with no way to give one; the CLI says how.
+    #[test]
+    fn order_stalled_says_how_to_continue_the_same_sequence() {
+        let stalled = ClientError::Server {
+            scope: flo::client::ErrorScope::Subscription(1),
+            code: flo::client::ErrorCode::OrderStalled,
+            message: "id order stalled".into(),
+        };
+        let hint = order_stalled_hint(&stalled, Some(EventId::new(7, 2))).unwrap();
+        assert!(
+            hint.ends_with("run the same command with --from 0000000000000000000700002"),
+            "{hint}"
+        );
+        assert!(order_stalled_hint(&stalled, None).is_some());
+        assert_eq!(order_stalled_hint(&ClientError::Timeout, None), None);
+    }
 
     #[test]
     fn the_address_comes_from_flags_then_flo_addr_then_the_default() {

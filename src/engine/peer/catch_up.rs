@@ -15,6 +15,8 @@ pub(super) enum Hold {
     /// Not yet started (the engine learns the time with its first input).
     Pending {
         timeout_ms: u64,
+        /// Held because the data directory is new (or was lost), not for the fsync policy.
+        fresh: bool,
     },
     On {
         deadline_ms: u64,
@@ -28,6 +30,12 @@ impl<L: Log> Engine<L> {
         !matches!(self.cluster.hold, Hold::Off)
     }
 
+    /// True when this start's catch-up hold ended by `--catch-up-timeout` rather than by
+    /// meeting every member (docs/clustering.md, "After a catch-up time-out").
+    pub fn catch_up_timed_out(&self) -> bool {
+        self.cluster.hold_timed_out
+    }
+
     /// True when produces must be refused now.
     pub(in crate::engine) fn produces_held(&self) -> bool {
         matches!(self.cluster.hold, Hold::On { .. } | Hold::Pending { .. })
@@ -37,10 +45,18 @@ impl<L: Log> Engine<L> {
     pub(in crate::engine) fn update_hold(&mut self, now: Now) {
         match self.cluster.hold {
             Hold::Off => {}
-            Hold::Pending { timeout_ms } => {
-                log::warn!(
-                    "started with peers configured and an fsync policy other than always, or on an empty data directory: refusing produces (NotReady) until this node has caught up with every known peer, or for at most {timeout_ms} ms, so that it cannot reuse the ids of events it lost (in an unclean shutdown, or with its data directory)"
-                );
+            Hold::Pending { timeout_ms, fresh } => {
+                if fresh {
+                    // The usual first start of a new member; also the start after a lost
+                    // data directory, which this node cannot tell apart.
+                    log::info!(
+                        "new (or lost) data directory: refusing produces (NotReady) until this node has met every known member and received back its own events they hold, or for at most {timeout_ms} ms (--catch-up-timeout), so that it never gives the id of an event it lost to a new one"
+                    );
+                } else {
+                    log::warn!(
+                        "started with peers and an fsync policy other than always, which may have lost acknowledged events in an unclean shutdown: refusing produces (NotReady) until this node has met every known member and received back its own events they hold, or for at most {timeout_ms} ms (--catch-up-timeout), so that it never gives the id of an event it lost to a new one"
+                    );
+                }
                 self.cluster.hold = Hold::On {
                     deadline_ms: now.monotonic.0.saturating_add(timeout_ms),
                 };
@@ -51,9 +67,10 @@ impl<L: Log> Engine<L> {
                     self.cluster.hold = Hold::Off;
                 } else if now.monotonic.0 >= deadline_ms {
                     log::warn!(
-                        "catch-up time-out passed before every peer was reached: accepting produces; if an unreachable peer holds events this node lost in an unclean shutdown, their ids may be reused"
+                        "catch-up time-out passed before this node met every known member: accepting produces; if a member not met holds events this node lost (an unclean shutdown, a lost data directory), their ids may be given again, and id-order consumers may see some events late (docs/clustering.md, \"After a catch-up time-out\")"
                     );
                     self.cluster.hold = Hold::Off;
+                    self.cluster.hold_timed_out = true;
                 }
             }
         }

@@ -83,6 +83,7 @@ impl<L: Log> Engine<L> {
                 member.clock_sent = 0;
                 member.durable_own = their_vector.get(self.config.actor_id);
                 member.handshake_vector = Some(their_vector);
+                member.last_vector = None;
                 if let Some(addr) = addr {
                     member.addr = addr;
                 }
@@ -94,6 +95,7 @@ impl<L: Log> Engine<L> {
                         conn: Some(conn),
                         durable_own: their_vector.get(self.config.actor_id),
                         handshake_vector: Some(their_vector),
+                        last_vector: None,
                         clock: 0,
                         clock_received: 0,
                         clock_sent: 0,
@@ -154,6 +156,7 @@ impl<L: Log> Engine<L> {
                     addr,
                     conn: None,
                     handshake_vector: None,
+                    last_vector: None,
                     durable_own: 0,
                     clock: 0,
                     clock_received: 0,
@@ -222,7 +225,14 @@ impl<L: Log> Engine<L> {
 
     /// A connection was forgotten (closed by either side): if it was a peer connection,
     /// schedule a reconnect.
-    pub(in crate::engine) fn peer_connection_gone(&mut self, conn: ConnId, phase: Phase) {
+    /// `stream_vector`: the vector of the connection's replication stream when it ended (what
+    /// this node knew the member held, or had sent it), kept for Status.
+    pub(in crate::engine) fn peer_connection_gone(
+        &mut self,
+        conn: ConnId,
+        phase: Phase,
+        stream_vector: Option<VersionVector>,
+    ) {
         match phase {
             Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. } => {
                 self.target_failed(addr)
@@ -235,6 +245,9 @@ impl<L: Log> Engine<L> {
                     return;
                 }
                 member.conn = None;
+                if stream_vector.is_some() {
+                    member.last_vector = stream_vector;
+                }
                 // `handle_closed` carries no time: the last time the engine was given is at
                 // most one reactor turn old.
                 member.disconnected_since_ms = self.now_ms;

@@ -69,6 +69,9 @@ struct MemberInfo {
     conn: Option<ConnId>,
     /// Its vector as of its last handshake with this node, since this node started.
     handshake_vector: Option<VersionVector>,
+    /// Its replication stream's vector when its last connection ended: what this node knew
+    /// it held or had sent it (for Status while it is not connected).
+    last_vector: Option<VersionVector>,
     /// The highest of this node's own counters that the member is known to hold durably: its
     /// entry for this node in its last handshake vector, then raised by the PeerCredit it
     /// returns after its sync (credit comes back in the order the events were sent).
@@ -88,6 +91,18 @@ struct MemberInfo {
     disconnected_since_ms: u64,
 }
 
+impl crate::engine::connection::Connection {
+    /// The vector of a peer connection's replication stream: what this node knows the peer
+    /// holds or has sent it (None for other connections).
+    pub(in crate::engine) fn stream_vector(&self) -> Option<VersionVector> {
+        if !matches!(self.phase, Phase::Peer(_)) {
+            return None;
+        }
+        let stream = self.subscriptions.get(&PEER_SUBSCRIPTION)?;
+        Some(stream.filter.vector.clone())
+    }
+}
+
 impl MemberInfo {
     /// A member without a connection, since `since_ms`.
     fn disconnected(addr: SocketAddr, since_ms: u64) -> MemberInfo {
@@ -95,6 +110,7 @@ impl MemberInfo {
             addr,
             conn: None,
             handshake_vector: None,
+            last_vector: None,
             durable_own: 0,
             clock: 0,
             clock_received: 0,
@@ -119,6 +135,8 @@ pub(super) struct Cluster {
     /// Nonces made so far: the n-th nonce is the HMAC of n, so none repeats in a run.
     nonce_count: u64,
     hold: Hold,
+    /// The catch-up hold ended by its time-out rather than by meeting every member.
+    hold_timed_out: bool,
     /// Failed PeerProofs per source address (`proof_failures.rs`).
     proof_failures: proof_failures::ProofFailures,
     /// PeerEvent frames were received this turn on these connections.
@@ -170,9 +188,13 @@ impl Cluster {
         }
         let peers = !config.cluster.peer_addrs.is_empty();
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if peers || foreign_events => Hold::Pending { timeout_ms },
+            Some(timeout_ms) if peers || foreign_events => Hold::Pending {
+                timeout_ms,
+                fresh: false,
+            },
             _ if fresh && peers => Hold::Pending {
                 timeout_ms: config.catch_up_timeout_fresh_ms,
+                fresh: true,
             },
             _ => Hold::Off,
         };
@@ -189,6 +211,7 @@ impl Cluster {
             },
             nonce_count: 0,
             hold,
+            hold_timed_out: false,
             proof_failures: proof_failures::ProofFailures::default(),
             credit_due: Vec::new(),
             own_clock: 0,
@@ -233,7 +256,12 @@ impl<L: Log> Engine<L> {
                 },
                 None => (
                     self.target_state_of(member.addr),
-                    member.handshake_vector.clone().unwrap_or_default(),
+                    member
+                        .last_vector
+                        .as_ref()
+                        .or(member.handshake_vector.as_ref())
+                        .cloned()
+                        .unwrap_or_default(),
                     0,
                 ),
             };

@@ -369,6 +369,49 @@ fn after_a_catch_up_time_out_a_member_not_met_again_delivers_late_events_late() 
         vec![EventId::new(6, 2)],
         "delivered late, after 8:7 (the documented exception)"
     );
+    assert_eq!(h.engine.stats().events_delivered_late, 1, "and counted");
+}
+
+/// A consumer that resubscribes at its cursor (after OrderStalled, on another connection or
+/// node) has received everything up to the largest id the cursor covers: an event below it
+/// is late for that consumer too, and is counted and logged as such (the simulation compares
+/// the count with what its consumers see). Failed before the buffer started at the cursor:
+/// "left: 0, right: 1".
+#[test]
+fn an_event_below_the_cursor_a_consumer_resumes_at_is_delivered_late_and_counted() {
+    let mut h = Harness::new();
+    let (n, _) = peer(&mut h, 2, VersionVector::new());
+    let (y, _) = peer(&mut h, 3, VersionVector::new());
+    let first = h.client();
+    h.send(first, subscribe_id_order(1, 100));
+    h.send(n, PeerFrame::PeerClock { counter: 10 });
+    h.send(y, PeerFrame::PeerClock { counter: 10 });
+    h.turn();
+    for op in 1..=4 {
+        h.produce(first, op, "/a", b"x");
+    }
+    h.turn();
+    let mut cursor = Cursor::default();
+    for id in ids_of(&h.received(first), 1) {
+        cursor.observe(id);
+    }
+    assert!(cursor.covers(EventId::new(4, 7)), "{cursor:?}");
+    h.engine.handle_closed(first);
+    h.engine.handle_closed(n);
+    let second = h.client();
+    let mut resume = subscribe_id_order(1, 100);
+    if let ClientFrame::Subscribe(subscribe) = &mut resume {
+        subscribe.start = StartPosition::Cursor(cursor);
+    }
+    h.send(second, resume);
+    h.send(y, PeerFrame::PeerEvent(stored(3, 2, b"new life")));
+    h.turn();
+    assert_eq!(ids_of(&h.received(second), 1), vec![EventId::new(3, 2)]);
+    assert_eq!(
+        h.engine.stats().events_delivered_late,
+        1,
+        "3:2 came after 4:7, which the consumer's cursor covers"
+    );
 }
 
 /// The simulation's seed 8353 (10,000-seed run, session 6): a handshake moved this node's
