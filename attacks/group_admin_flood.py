@@ -5,6 +5,8 @@ modes:
   replay-empty   ReplayParked on a group with nothing parked: a log line per frame?
   replay-scan    P parked events, ReplayRange over an id that is not parked: O(P) per frame
   settings-flip  UpdateSettings alternating two values: a journal record + log line per frame
+  create-delete  GroupAdmin create then delete of a group with a 255-byte name
+  reset          GroupAdmin reset of a group without members
   detail         GroupsRequest / GroupsDetailRequest for a group with M members: O(M) per frame
 
 usage: group_admin_flood.py MODE SECONDS [PARKED_OR_MEMBERS]"""
@@ -78,6 +80,12 @@ try:
                                              settings=fc.GroupSettings(1000, 3, 10))
                        + fc.encode_group_admin("g", fc.ADMIN_UPDATE_SETTINGS,
                                                settings=fc.GroupSettings(2000, 4, 20)))
+        elif mode == "create-delete":
+            name = "c" * 255
+            request = (fc.encode_group_admin(name, fc.ADMIN_CREATE, glob="/c/**")
+                       + fc.encode_group_admin(name, fc.ADMIN_DELETE))
+        elif mode == "reset":
+            request = fc.encode_group_admin("g", fc.ADMIN_RESET, start=fc.Start.end())
         elif mode in ("detail", "groups"):
             conns = []
             for c in range(count // 64):
