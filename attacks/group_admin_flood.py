@@ -70,6 +70,9 @@ try:
         print("parked:", info.groups[0].parked if hasattr(info, "groups") else info)
         request = fc.encode_group_admin("g", fc.ADMIN_REPLAY_RANGE,
                                         id_range=(fc.EventId(1, 1), fc.EventId(1, 1)))
+        if os.environ.get("CONTROL") == "ping":
+            # The control: the same flood of frames that cost one unit each.
+            request = fc.encode_ping(1)
     else:
         admin.send(fc.encode_group_admin("g", fc.ADMIN_CREATE, glob="/g/**"))
         print(admin_reply(admin))
