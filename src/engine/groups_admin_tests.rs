@@ -658,3 +658,36 @@ fn a_flood_of_replays_over_many_parked_events_is_spread_over_turns() {
     );
     assert_eq!(harness.engine.groups.groups["workers"].parked.len(), PARKED);
 }
+
+/// Attack round 8: a group's state sums the in-flight counts of all its members, so a
+/// pipelined flood of GroupsRequests for a group of 12,800 members (200 connections x 64
+/// memberships) held a bystander's produce at 563 ms median for one frame unit each. The
+/// members visited are charged to the turn's frame budget.
+#[test]
+fn a_flood_of_group_state_requests_for_a_group_of_many_members_is_spread_over_turns() {
+    const CONNECTIONS: usize = 16;
+    const REQUESTS: usize = 1000;
+    let mut harness = harness_on(MemoryLog::new(), &MemoryGroupStore::new(), |_| {});
+    for _ in 0..CONNECTIONS {
+        let member = harness.client();
+        for id in 1..=64 {
+            harness.send(member, join(id, 1));
+        }
+    }
+    turn(&mut harness);
+    let members = harness.engine.groups.groups["workers"].members.len();
+    assert_eq!(members, CONNECTIONS * 64);
+    let admin_conn = harness.client();
+    for _ in 0..REQUESTS {
+        harness.send(admin_conn, info_request("workers"));
+    }
+    turn(&mut harness);
+    let answered = harness.received(admin_conn).len();
+    let units = members / crate::engine::SCAN_ENTRIES_PER_FRAME_UNIT + 1;
+    let answered_max = harness.engine.config.frames_per_turn_total_max / units + 1;
+    assert!(
+        (1..=answered_max).contains(&answered),
+        "{answered} GroupsRequests for a group of {members} members were answered in one \
+         turn (at most {answered_max} fit its frame budget)"
+    );
+}
