@@ -800,6 +800,74 @@ fn run_tool(tool: &Tool) -> ExitCode {
     }
 }
 
+/// File descriptors a server needs besides its connections and kept-open files: the
+/// listeners, the poller, the lock, the open segment and its index, the journals, a counter
+/// lease or purge rewrite in progress, the log's stderr.
+const FILES_RESERVED: u64 = 64;
+
+/// Makes the connection limit fit the process's open-file limit (RLIMIT_NOFILE), as Redis
+/// does for maxclients: the soft limit is raised (up to the hard limit) to what the
+/// configuration needs, and if that is not enough `connections_max` is lowered with a
+/// warning. Attack round 8: with `ulimit -n 128` and the default 4096 connections, 200 idle
+/// connections took every descriptor and every produce failed (StorageFailure: the counter
+/// lease could not be written) until they went.
+// `rlim_t` is u64 on 64-bit Linux but not on every target: the casts stay.
+#[allow(clippy::unnecessary_cast)]
+fn fit_open_files(config: &mut Config) -> Result<(), String> {
+    let others = (config.storage.open_files_max as u64)
+        .saturating_add(config.metrics.connections_max as u64)
+        .saturating_add(config.refused_lingering_max as u64)
+        .saturating_add(FILES_RESERVED);
+    let needed = others.saturating_add(config.connections_max as u64);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer to a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        log::warn!(
+            "could not read the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return Ok(());
+    }
+    let soft = limit.rlim_cur as u64;
+    if soft >= needed {
+        return Ok(());
+    }
+    let wanted = needed.min(limit.rlim_max as u64);
+    let raised = libc::rlimit {
+        rlim_cur: wanted as libc::rlim_t,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit through a valid pointer to a local.
+    let soft = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        wanted
+    } else {
+        soft
+    };
+    if soft >= needed {
+        log::info!("open file limit raised to {soft} for {needed} files and connections");
+        return Ok(());
+    }
+    let fitting = soft.saturating_sub(others);
+    if fitting == 0 {
+        return Err(format!(
+            "the open file limit ({soft}, ulimit -n) leaves no room for connections: the server \
+             needs {others} files besides them (storage.open_files_max, metrics connections, \
+             refused connections lingering, {FILES_RESERVED} of its own); raise it"
+        ));
+    }
+    log::warn!(
+        "--max-connections lowered from {} to {fitting}: the open file limit is {soft} \
+         (ulimit -n; the hard limit is {}) and {others} files are needed besides connections",
+        config.connections_max,
+        limit.rlim_max
+    );
+    config.connections_max = fitting as usize;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
@@ -848,6 +916,10 @@ fn main() -> ExitCode {
         log::info!("the port speaks TLS only (--tls-cert)");
     }
     if let Err(message) = load_auth(&args, &mut config) {
+        eprintln!("flo: {message}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(message) = fit_open_files(&mut config) {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }

@@ -60,6 +60,10 @@ pub(super) struct Groups {
     pub(super) snapshot_bytes: u64,
     /// A compaction of the journal in progress (`groups_compaction.rs`).
     pub(super) compaction: Option<Compaction>,
+    /// The lines "group created" and "group deleted" (GroupAdmin create and delete, one per
+    /// frame): at most one line a second each for all groups (attack round 8).
+    pub(super) created_log: LogLimit,
+    pub(super) deleted_log: LogLimit,
 }
 
 pub(super) struct Group {
@@ -99,6 +103,11 @@ pub(super) struct Group {
     /// nacks everything causes one per frame): at most one line a second each.
     park_log: LogLimit,
     parked_full_log: LogLimit,
+    /// The GroupAdmin lines "settings now", "parked events replayed" and "reset to offset"
+    /// (one per frame): at most one line a second each (attack round 8).
+    pub(super) settings_log: LogLimit,
+    pub(super) replay_log: LogLimit,
+    pub(super) reset_log: LogLimit,
 }
 
 pub(super) struct Pending {
@@ -256,6 +265,9 @@ impl Group {
             round_robin: 0,
             park_log: LogLimit::default(),
             parked_full_log: LogLimit::default(),
+            settings_log: LogLimit::default(),
+            replay_log: LogLimit::default(),
+            reset_log: LogLimit::default(),
         }
     }
 
@@ -479,6 +491,8 @@ impl Groups {
             ack_ranges: HashMap::new(),
             snapshot_bytes: 0,
             compaction: None,
+            created_log: LogLimit::default(),
+            deleted_log: LogLimit::default(),
         }
     }
 
@@ -627,6 +641,8 @@ impl Groups {
             ack_ranges: HashMap::new(),
             snapshot_bytes,
             compaction: None,
+            created_log: LogLimit::default(),
+            deleted_log: LogLimit::default(),
         })
     }
 
@@ -791,9 +807,12 @@ impl<L: Log> Engine<L> {
             filter: filter.clone(),
             owner: owner.clone(),
         });
-        match &owner {
-            Some(owner) => log::info!("group {name:?} created at offset {start} by {owner}"),
-            None => log::info!("group {name:?} created at offset {start}"),
+        if let Some(held_back) = self.groups.created_log.allow(self.now_ms) {
+            let by = owner
+                .as_ref()
+                .map_or(String::new(), |owner| format!(" by {owner}"));
+            let suffix = held_back_suffix(held_back);
+            log::info!("group {name:?} created at offset {start}{by}{suffix}");
         }
         let group = Group::new(glob, glob_text.to_string(), start, filter, owner, settings);
         self.groups.store.append(&group.settings_record(name));

@@ -13,6 +13,7 @@ use super::groups::{
     creation_settings, validate_group_name, Group, Pending, PendingState, GROUP_PARKED_ENTRY_BYTES,
     GROUP_PENDING_ENTRY_BYTES,
 };
+use super::log_limit::held_back_suffix;
 use super::{ConnId, Engine};
 use crate::event::{Cursor, EventId, StartPosition};
 use crate::protocol::{
@@ -145,11 +146,13 @@ impl<L: Log> Engine<L> {
         let members_max = self.config.groups.members_listed_max;
         // Checked by the callers.
         let group = self.groups.groups.get(name).expect("group exists");
+        let members = group.members.len();
         let reply = GroupsDetailReply {
             durable_end: self.log.durable_end().0,
             more: false,
             groups: vec![self.group_detail(name, group, members_max)],
         };
+        self.charge_scan(members);
         self.send(conn, &ServerFrame::GroupsDetail(reply));
     }
 
@@ -174,8 +177,10 @@ impl<L: Log> Engine<L> {
             groups: Vec::new(),
         };
         let after = (Bound::Excluded(request.after.as_str()), Bound::Unbounded);
+        let mut members = 0;
         for (name, group) in self.groups.groups.range::<str, _>(after) {
             let detail = self.group_detail(name, group, 0);
+            members += group.members.len();
             used += detail.encoded_size();
             if used > room || reply.groups.len() == usize::from(u16::MAX) {
                 reply.more = true;
@@ -183,6 +188,7 @@ impl<L: Log> Engine<L> {
             }
             reply.groups.push(detail);
         }
+        self.charge_scan(members);
         self.send(conn, &ServerFrame::GroupsDetail(reply));
     }
 
@@ -270,10 +276,13 @@ impl<L: Log> Engine<L> {
             group.settings = settings;
             let record = group.settings_record(name);
             self.groups.store.append(&record);
-            log::info!(
-                "group {name:?}: settings now {}",
-                describe_settings(&settings)
-            );
+            if let Some(held_back) = group.settings_log.allow(self.now_ms) {
+                log::info!(
+                    "group {name:?}: settings now {}{}",
+                    describe_settings(&settings),
+                    held_back_suffix(held_back)
+                );
+            }
         }
         Ok(())
     }
@@ -293,6 +302,7 @@ impl<L: Log> Engine<L> {
                 more: false,
                 groups: vec![group.info(&request.group, durable_end, now_ms)],
             };
+            self.charge_scan(group.members.len());
             return self.send(conn, &ServerFrame::Groups(reply));
         }
         // As many as fit one frame; `more` sends the client back for the rest. Config
@@ -305,8 +315,10 @@ impl<L: Log> Engine<L> {
             groups: Vec::new(),
         };
         let after = (Bound::Excluded(request.after.as_str()), Bound::Unbounded);
+        let mut members = 0;
         for (name, group) in self.groups.groups.range::<str, _>(after) {
             let info = group.info(name, durable_end, now_ms);
+            members += group.members.len();
             used += info.encoded_size();
             if used > room || reply.groups.len() == usize::from(u16::MAX) {
                 reply.more = true;
@@ -314,6 +326,7 @@ impl<L: Log> Engine<L> {
             }
             reply.groups.push(info);
         }
+        self.charge_scan(members);
         self.send(conn, &ServerFrame::Groups(reply));
     }
 
@@ -400,7 +413,9 @@ impl<L: Log> Engine<L> {
                 self.groups.store.append(&GroupRecord::Delete {
                     group: name.clone(),
                 });
-                log::info!("group {name:?} deleted");
+                if let Some(held_back) = self.groups.deleted_log.allow(self.now_ms) {
+                    log::info!("group {name:?} deleted{}", held_back_suffix(held_back));
+                }
                 Ok(())
             }
         };
@@ -410,6 +425,8 @@ impl<L: Log> Engine<L> {
         // The journal records of the change are synced at the end of this turn, before the
         // reactor writes this reply.
         let durable_end = self.log.durable_end();
+        let members = (self.groups.groups.get(&name)).map_or(0, |group| group.members.len());
+        self.charge_scan(members);
         let groups = self
             .groups
             .groups
@@ -434,6 +451,8 @@ impl<L: Log> Engine<L> {
         let mut memory = self.groups.memory_bytes();
         // Checked by the caller.
         let group = self.groups.groups.get_mut(name).expect("group exists");
+        // The pass visits every parked event, whatever it replays (attack round 8).
+        let visited = group.parked.len();
         let wanted: Vec<(Offset, EventId)> = group
             .parked
             .iter()
@@ -450,8 +469,10 @@ impl<L: Log> Engine<L> {
             group.replay(offset, id);
             replayed.push((offset, id));
         }
+        let log_line = group.replay_log.allow(self.now_ms);
         let left = wanted.len() - replayed.len();
         let count = replayed.len();
+        self.charge_scan(visited);
         for (offset, id) in replayed {
             self.groups.store.append(&GroupRecord::Replay {
                 group: name.to_string(),
@@ -459,13 +480,17 @@ impl<L: Log> Engine<L> {
                 id,
             });
         }
+        let Some(held_back) = log_line else {
+            return left;
+        };
+        let suffix = held_back_suffix(held_back);
         if left > 0 {
             log::warn!(
                 "group {name:?}: {count} parked events replayed; {left} stay parked: replaying \
-                 them would pass groups.memory_max ({memory_max} bytes)"
+                 them would pass groups.memory_max ({memory_max} bytes){suffix}"
             );
         } else {
-            log::info!("group {name:?}: {count} parked events replayed");
+            log::info!("group {name:?}: {count} parked events replayed{suffix}");
         }
         left
     }
@@ -487,6 +512,12 @@ impl<L: Log> Engine<L> {
         }
         let wanted: HashSet<EventId> = ids.iter().copied().collect();
         // Checked by the caller.
+        let visited = self
+            .groups
+            .groups
+            .get(name)
+            .map_or(0, |group| group.parked.len());
+        self.charge_scan(visited);
         let group = self.groups.groups.get(name).expect("group exists");
         let parked: HashSet<EventId> = group
             .parked
@@ -518,7 +549,10 @@ impl<L: Log> Engine<L> {
             start: offset,
             filter,
         });
-        log::info!("group {name:?} reset to offset {offset}");
+        if let Some(held_back) = group.reset_log.allow(self.now_ms) {
+            let suffix = held_back_suffix(held_back);
+            log::info!("group {name:?} reset to offset {offset}{suffix}");
+        }
         Ok(())
     }
 

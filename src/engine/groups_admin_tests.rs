@@ -24,6 +24,13 @@ fn join_with(id: u32, group: &str, glob: &str, credit: u32, max_deliveries: u16)
     })
 }
 
+fn join_frame(frame: ClientFrame) -> JoinGroup {
+    match frame {
+        ClientFrame::JoinGroup(join) => join,
+        other => unreachable!("not a JoinGroup: {other:?}"),
+    }
+}
+
 fn join(id: u32, credit: u32) -> ClientFrame {
     join_with(id, "workers", "/jobs/**", credit, 3)
 }
@@ -598,4 +605,89 @@ fn a_replay_over_memory_max_is_capped_and_parked_events_are_counted() {
     let info = the_group(&harness.received(admin_conn));
     // Six parked (288 bytes) and room for five more pending entries of 144 bytes each.
     assert_eq!((info.pending, info.parked), (5, 1));
+}
+
+/// Attack round 8: a replay visits every parked event of its group (up to `parked_max`,
+/// 100,000) whatever it replays, so a pipelined flood of replays of an id that is not parked
+/// cost one frame unit each and held the reactor: 100,000 parked events froze a bystander's
+/// produce for 28.5 s. The visit is charged to the turn's frame budget, one unit per
+/// `SCAN_ENTRIES_PER_FRAME_UNIT` parked events, so the flood is spread over turns.
+#[test]
+fn a_flood_of_replays_over_many_parked_events_is_spread_over_turns() {
+    const PARKED: usize = 4096;
+    const REPLAYS: usize = 1000;
+    let mut harness = harness_on(MemoryLog::new(), &MemoryGroupStore::new(), |_| {});
+    produce_jobs(&mut harness, PARKED);
+    let member = harness.client();
+    harness.send(
+        member,
+        ClientFrame::JoinGroup(JoinGroup {
+            max_in_flight: PARKED as u32,
+            ..join_frame(join_with(1, "workers", "/jobs/**", PARKED as u32, 1))
+        }),
+    );
+    turn(&mut harness);
+    let parked = ids_of(&harness.received(member), 1);
+    harness.send(member, ack_frame(1, parked.clone(), true));
+    turn(&mut harness);
+    assert_eq!(harness.engine.groups.groups["workers"].parked.len(), PARKED);
+    let admin_conn = harness.client();
+    let not_parked = EventId {
+        counter: parked[PARKED - 1].counter + 1,
+        ..parked[0]
+    };
+    for n in 0..REPLAYS {
+        let action = if n % 2 == 0 {
+            GroupAdminAction::ReplayRange {
+                from: not_parked,
+                to: not_parked,
+            }
+        } else {
+            GroupAdminAction::ReplayIds(vec![not_parked])
+        };
+        harness.send(admin_conn, admin("workers", action));
+    }
+    turn(&mut harness);
+    let answered = harness.received(admin_conn).len();
+    let units = PARKED / crate::engine::SCAN_ENTRIES_PER_FRAME_UNIT + 1;
+    let answered_max = harness.engine.config.frames_per_turn_total_max / units + 1;
+    assert!(
+        (1..=answered_max).contains(&answered),
+        "{answered} replays over {PARKED} parked events were answered in one turn \
+         (at most {answered_max} fit its frame budget)"
+    );
+    assert_eq!(harness.engine.groups.groups["workers"].parked.len(), PARKED);
+}
+
+/// Attack round 8: a group's state sums the in-flight counts of all its members, so a
+/// pipelined flood of GroupsRequests for a group of 12,800 members (200 connections x 64
+/// memberships) held a bystander's produce at 563 ms median for one frame unit each. The
+/// members visited are charged to the turn's frame budget.
+#[test]
+fn a_flood_of_group_state_requests_for_a_group_of_many_members_is_spread_over_turns() {
+    const CONNECTIONS: usize = 16;
+    const REQUESTS: usize = 1000;
+    let mut harness = harness_on(MemoryLog::new(), &MemoryGroupStore::new(), |_| {});
+    for _ in 0..CONNECTIONS {
+        let member = harness.client();
+        for id in 1..=64 {
+            harness.send(member, join(id, 1));
+        }
+    }
+    turn(&mut harness);
+    let members = harness.engine.groups.groups["workers"].members.len();
+    assert_eq!(members, CONNECTIONS * 64);
+    let admin_conn = harness.client();
+    for _ in 0..REQUESTS {
+        harness.send(admin_conn, info_request("workers"));
+    }
+    turn(&mut harness);
+    let answered = harness.received(admin_conn).len();
+    let units = members / crate::engine::SCAN_ENTRIES_PER_FRAME_UNIT + 1;
+    let answered_max = harness.engine.config.frames_per_turn_total_max / units + 1;
+    assert!(
+        (1..=answered_max).contains(&answered),
+        "{answered} GroupsRequests for a group of {members} members were answered in one \
+         turn (at most {answered_max} fit its frame budget)"
+    );
 }

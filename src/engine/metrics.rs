@@ -268,7 +268,10 @@ impl<L: Log> Engine<L> {
 
     /// An InfoRequest: held with the turn's replies like a StatusRequest (it must not overtake
     /// the Ack of an earlier Produce), and counted at the size of an Info built now.
+    /// Its counts visit every connection and subscription, now and again when it is sent:
+    /// charged to the turn's frame budget like a Status (attack round 8).
     pub(super) fn on_info_request(&mut self, conn: super::ConnId) {
+        self.charge_scan(self.connection_scan_entries().saturating_mul(2));
         let mut encoded = Vec::new();
         crate::protocol::encode(&ServerFrame::Info(self.info()), &mut encoded);
         let size = encoded.len();

@@ -472,3 +472,70 @@ fn a_member_parking_every_event_does_not_flood_the_servers_log() {
     drop(member);
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
+
+/// Attack round 8: every GroupAdmin change wrote an info line (created, deleted, settings
+/// now, parked events replayed, reset to offset), so one client pipelining GroupAdmin frames
+/// made the server write 30 to 51 MB of log a second (a create and delete of a group with a
+/// 255-byte name: 306 MB in 6 s). Each kind of line is written at most once a second per
+/// group (created and deleted once a second for all groups), the lines held back counted in
+/// the next one.
+#[test]
+fn a_flood_of_group_admin_changes_does_not_flood_the_servers_log() {
+    const ROUNDS: u32 = 500;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let started = std::time::Instant::now();
+    let mut admin = RawConn::hello(server.addr);
+    let create = |name: &str| {
+        ClientFrame::GroupAdmin(GroupAdmin {
+            group: name.to_string(),
+            action: GroupAdminAction::Create {
+                glob: "/admin/**".to_string(),
+                start: StartPosition::End,
+                settings: GroupSettings::default(),
+            },
+        })
+    };
+    let action = |action: GroupAdminAction| {
+        ClientFrame::GroupAdmin(GroupAdmin {
+            group: "kept".to_string(),
+            action,
+        })
+    };
+    admin.send(&create("kept"));
+    let mut frames = 1;
+    for round in 0..ROUNDS {
+        let settings = GroupSettings {
+            ack_timeout_ms: 1000 + round % 2,
+            max_deliveries: 3,
+            max_in_flight: 10,
+        };
+        admin.send(&action(GroupAdminAction::UpdateSettings(settings)));
+        admin.send(&action(GroupAdminAction::ReplayParked));
+        admin.send(&action(GroupAdminAction::Reset(StartPosition::End)));
+        admin.send(&create("cycled"));
+        admin.send(&ClientFrame::GroupAdmin(GroupAdmin {
+            group: "cycled".to_string(),
+            action: GroupAdminAction::Delete,
+        }));
+        frames += 5;
+    }
+    for _ in 0..frames {
+        match admin.recv() {
+            Some(ServerFrame::Groups(_) | ServerFrame::GroupsDetail(_)) => {}
+            other => panic!("expected Groups or GroupsDetail, got {other:?}"),
+        }
+    }
+    let seconds = started.elapsed().as_secs();
+    let lines = server
+        .log_lines
+        .try_iter()
+        .filter(|line| line.contains("flo::engine::groups"))
+        .count() as u64;
+    // Five kinds of line, one a second each, plus the first of each.
+    assert!(
+        lines <= 5 * (seconds + 2),
+        "{lines} group log lines for {frames} GroupAdmin frames in {seconds} s"
+    );
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}

@@ -350,3 +350,61 @@ fn a_file_size_limit_gives_storage_failure_not_a_dead_server() {
     assert!(lifted.success());
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
+
+/// Attack round 8: an open file limit (`ulimit -n`) below what `--max-connections` needs let
+/// idle connections take every descriptor: each produce then failed with StorageFailure (the
+/// counter lease could not be written) until they went. The server now raises its soft limit
+/// to fit, or lowers its connection limit (a warning names both): the extra connections are
+/// refused with TooManyConnections and produces go on.
+#[test]
+fn an_open_file_limit_below_the_connection_limit_lowers_the_connection_limit() {
+    const CONNECTIONS: usize = 500;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = format!("ulimit -n 450 && exec {} \"$@\"", env!("CARGO_BIN_EXE_flo"));
+    let mut server = FloProcess::start_command(
+        Command::new("sh").args(["-c", &script, "flo"]),
+        dir.path(),
+        &[],
+    );
+    let mut producer = RawConn::hello(server.addr);
+    let mut idle = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut conn = RawConn::connect(server.addr);
+        conn.send(&flo::protocol::ClientFrame::Hello(flo::protocol::Hello {
+            protocol_version: flo::protocol::PROTOCOL_VERSION,
+            client_name: "idle".into(),
+            auth_token: Vec::new(),
+        }));
+        idle.push(conn);
+    }
+    // The server took what it can hold: its connections (about 50 with the fix, with 64
+    // refusals lingering) or every descriptor (450 without it).
+    let fd_dir = format!("/proc/{}/fd", server.child.id());
+    crate::common::wait_until("the server holds over 100 descriptors", || {
+        std::fs::read_dir(&fd_dir).map_or(0, |dir| dir.count()) > 100
+    });
+    for n in 0..3 {
+        producer.produce(n, "/nofile/x", b"still stored");
+        match producer.recv() {
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, n),
+            other => panic!("expected an ack beside {CONNECTIONS} connections, got {other:?}"),
+        }
+    }
+    let lowered = server
+        .early_lines
+        .iter()
+        .chain(server.log_lines.try_iter().collect::<Vec<_>>().iter())
+        .any(|line| line.contains("--max-connections lowered"));
+    assert!(lowered, "no warning that the connection limit was lowered");
+    drop(idle);
+    crate::common::wait_until("a new connection is welcomed again", || {
+        let mut conn = RawConn::connect(server.addr);
+        conn.send(&flo::protocol::ClientFrame::Hello(flo::protocol::Hello {
+            protocol_version: flo::protocol::PROTOCOL_VERSION,
+            client_name: "after".into(),
+            auth_token: Vec::new(),
+        }));
+        matches!(conn.recv(), Some(ServerFrame::Welcome(_)))
+    });
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}

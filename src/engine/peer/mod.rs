@@ -316,7 +316,10 @@ impl<L: Log> Engine<L> {
     /// come in order (protocol.md section 14), so it never overtakes the Ack of an earlier
     /// Produce, and it reports only durable state (the turn's appends are synced or
     /// discarded by then). It is counted at the size of a Status built now.
+    /// Building a Status visits every connection and subscription (its id-order block), now
+    /// and again when it is sent: charged to the turn's frame budget (attack round 8).
     pub(super) fn on_status_request(&mut self, conn: ConnId) {
+        self.charge_scan(self.connection_scan_entries().saturating_mul(2));
         let mut encoded = Vec::new();
         crate::protocol::encode(&self.status_frame(), &mut encoded);
         let size = encoded.len();

@@ -445,3 +445,38 @@ fn a_promise_never_passes_the_counter_a_restart_would_start_at() {
     let frames = h.received_peer_all(peer2);
     assert_eq!(clocks(&frames).last(), Some(&100), "{frames:?}");
 }
+
+/// Attack round 8: a Status builds its id-order block by visiting every subscription of every
+/// connection, twice (counted when held, built when sent), for one frame unit; a pipelined
+/// flood of StatusRequests beside 200 connections of 64 idle subscriptions froze a
+/// bystander's produce for 13.4 s. The visit is charged to the turn's frame budget, one unit
+/// per `SCAN_ENTRIES_PER_FRAME_UNIT` connections and subscriptions, so the flood is spread
+/// over turns.
+#[test]
+fn a_flood_of_status_requests_beside_many_subscriptions_is_spread_over_turns() {
+    const CONNECTIONS: usize = 32;
+    const STATUSES: usize = 1000;
+    let mut h = Harness::new();
+    for _ in 0..CONNECTIONS {
+        let idle = h.client();
+        for id in 1..=64 {
+            h.send(idle, subscribe(id, "/idle/**", StartPosition::End, true, 1));
+        }
+    }
+    h.turn();
+    let admin = h.client();
+    for _ in 0..STATUSES {
+        h.send(admin, ClientFrame::StatusRequest);
+    }
+    h.turn();
+    let answered = h.received(admin).len();
+    let visited = 2 * (CONNECTIONS + 1 + CONNECTIONS * 64);
+    let units = visited / crate::engine::SCAN_ENTRIES_PER_FRAME_UNIT + 1;
+    let answered_max = h.engine.config.frames_per_turn_total_max / units + 1;
+    assert!(
+        (1..=answered_max).contains(&answered),
+        "{answered} Status replies were answered in one turn beside {} subscriptions \
+         (at most {answered_max} fit its frame budget)",
+        CONNECTIONS * 64
+    );
+}
