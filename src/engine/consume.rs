@@ -18,6 +18,41 @@ use crate::protocol::{
 };
 use crate::storage::{HideRules, Log, NamespaceKey, Offset, StorageError};
 
+/// A subscription at least this many records behind the durable end is catching up: its
+/// delivery may take the engine's spare output buffer (`SpareOutput`).
+const SPARE_OUTPUT_GAP_MIN: u64 = 1024;
+
+/// One emptied output buffer, kept between turns for catch-up deliveries. A connection gives
+/// back an output buffer larger than `BUFFER_CAPACITY_KEPT` once it is all sent (idle
+/// connections stay small, and the memory counted, output lengths, stays the memory held);
+/// without this, a consumer catching up regrew its buffer by doubling every turn (about 2 %
+/// of the server's CPU in a catch-up read, BENCHMARKS.md, issue 13 session 6). One buffer for
+/// the whole engine, at most twice `send_buffer_high_water`: the memory it holds is bounded
+/// whatever the number of connections.
+#[derive(Debug, Default)]
+pub(crate) struct SpareOutput {
+    buffer: Vec<u8>,
+}
+
+impl SpareOutput {
+    /// Keeps `emptied` (empty, from a connection whose output was all sent) if it is larger
+    /// than the buffer kept and at most twice `high_water`.
+    pub(crate) fn offer(&mut self, emptied: Vec<u8>, high_water: usize) {
+        debug_assert!(emptied.is_empty());
+        let capacity = emptied.capacity();
+        if capacity > self.buffer.capacity() && capacity <= high_water.saturating_mul(2) {
+            self.buffer = emptied;
+        }
+    }
+
+    /// Swaps the kept buffer in for `output` when `output` is empty and smaller.
+    fn lend(&mut self, output: &mut Vec<u8>) {
+        if output.is_empty() && output.capacity() < self.buffer.capacity() {
+            std::mem::swap(output, &mut self.buffer);
+        }
+    }
+}
+
 /// A subscription reads through the namespace index only when at least this many records lie
 /// between it and the durable end: below that, reading them (mostly from the cache) costs
 /// less than the index lookups and one positioned read per match.
@@ -392,7 +427,11 @@ impl<L: Log> Engine<L> {
         let own_actor = self.config.actor_id;
         let hide = self.log.hide_rules();
         let Engine {
-            log, conns, stats, ..
+            log,
+            conns,
+            stats,
+            spare_output,
+            ..
         } = self;
         // Checked by the caller: the subscription exists, so the connection does.
         let connection = conns[conn.slot as usize].as_mut().expect("open");
@@ -402,6 +441,9 @@ impl<L: Log> Engine<L> {
             *connection.output_buffer() = output;
             return None;
         };
+        if durable_end.0.saturating_sub(subscription.next.0) >= SPARE_OUTPUT_GAP_MIN {
+            spare_output.lend(&mut output);
+        }
         let (replication_sent, own_passed) = match &mut connection.phase {
             Phase::Peer(peer) => (Some(&mut peer.replication_sent), Some(&mut peer.own_passed)),
             _ => (None, None),
