@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::connection::{Stream, Subscription};
+use super::connection::{Stream, Subscription, BUFFER_CAPACITY_KEPT};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
 use crate::event::{ActorId, Cursor, EventRef};
@@ -27,8 +27,9 @@ const SPARE_OUTPUT_GAP_MIN: u64 = 1024;
 /// connections stay small, and the memory counted, output lengths, stays the memory held);
 /// without this, a consumer catching up regrew its buffer by doubling every turn (about 2 %
 /// of the server's CPU in a catch-up read, BENCHMARKS.md, issue 13 session 6). One buffer for
-/// the whole engine, at most twice `send_buffer_high_water`: the memory it holds is bounded
-/// whatever the number of connections.
+/// the whole engine, at most twice `send_buffer_high_water`, and freed at the end of a turn's
+/// feeding that did not take it: the memory it holds is bounded whatever the number of
+/// connections, and held only while some subscription is catching up.
 #[derive(Debug, Default)]
 pub(crate) struct SpareOutput {
     buffer: Vec<u8>,
@@ -49,6 +50,14 @@ impl SpareOutput {
     fn lend(&mut self, output: &mut Vec<u8>) {
         if output.is_empty() && output.capacity() < self.buffer.capacity() {
             std::mem::swap(output, &mut self.buffer);
+        }
+    }
+
+    /// Frees the kept buffer: called after a turn's feeding, whose catch-up deliveries took
+    /// it if any wanted it (what `lend` swaps back is an idle connection's small buffer).
+    fn release_unused(&mut self) {
+        if self.buffer.capacity() > BUFFER_CAPACITY_KEPT {
+            self.buffer = Vec::new();
         }
     }
 }
@@ -338,6 +347,10 @@ impl<L: Log> Engine<L> {
             }
             self.check_memory(conn);
         }
+        // Kept only from one catch-up turn to the next: a spare that no delivery of this turn
+        // took (nobody is catching up) is freed, so the memory an idle server holds is as
+        // before.
+        self.spare_output.release_unused();
     }
 
     /// Retention deleted records this subscription had not read yet: it moves on to the
@@ -882,5 +895,34 @@ mod index_key_tests {
         assert_eq!(index_key("/a[bc]/x"), None);
         assert_eq!(index_key("/**"), None);
         assert_eq!(index_key("/*/x"), None);
+    }
+
+    #[test]
+    fn the_spare_output_is_lent_between_catch_up_turns_and_freed_after_a_turn_without() {
+        let high_water = 1 << 20;
+        let mut spare = SpareOutput::default();
+        // A connection's emptied 1 MiB buffer is kept; one over twice the high-water is not.
+        spare.offer(Vec::with_capacity(high_water), high_water);
+        assert!(spare.buffer.capacity() >= high_water);
+        spare.offer(Vec::with_capacity(2 * high_water + 1), high_water);
+        assert!(spare.buffer.capacity() < 2 * high_water);
+        // A catch-up delivery with an empty output takes it.
+        let mut output = Vec::with_capacity(64);
+        spare.lend(&mut output);
+        assert!(output.capacity() >= high_water);
+        spare.release_unused();
+        // Given back after the send, kept over the turn boundary...
+        output.clear();
+        spare.offer(output, high_water);
+        assert!(spare.buffer.capacity() >= high_water);
+        // ...and freed after a turn whose feeding did not take it.
+        spare.release_unused();
+        assert_eq!(spare.buffer.capacity(), 0);
+        // An output that holds bytes is never swapped.
+        spare.offer(Vec::with_capacity(high_water), high_water);
+        let mut busy = vec![1u8];
+        spare.lend(&mut busy);
+        assert_eq!(busy, [1]);
+        assert!(spare.buffer.capacity() >= high_water);
     }
 }

@@ -5,9 +5,11 @@
 //! every readable socket up to a per-connection budget and hand the bytes to the engine, let the
 //! engine end the turn (one sync for all the turn's appends, then acks and consumer feeding),
 //! then write every connection the engine names. Sockets are edge-triggered: a socket is read
-//! until `WouldBlock`, and one whose budget ran out first is remembered and read again next turn
-//! without waiting for a new readiness event. So is one the engine stopped taking input from
-//! (its client does not read its replies): it is read again once its output drains.
+//! until `WouldBlock` or a read that does not fill the buffer (plaintext sockets whose peer has
+//! not signalled its FIN: `Socket::read_to_end`), and one whose budget ran out first is
+//! remembered and read again next turn without waiting for a new readiness event. So is one
+//! the engine stopped taking input from (its client does not read its replies): it is read
+//! again once its output drains.
 
 mod http;
 mod metrics_text;
