@@ -321,12 +321,8 @@ impl Connection {
         &mut self.output
     }
 
-    /// Marks `count` bytes as sent, and compacts the buffer when it is mostly sent. Returns
-    /// the buffer, emptied, when it was all sent and holds more than `BUFFER_CAPACITY_KEPT`
-    /// (the connection keeps a fresh one; the engine may lend this one to the next catch-up
-    /// delivery, `consume::SpareOutput`).
-    #[must_use]
-    pub fn consume_output(&mut self, count: usize) -> Option<Vec<u8>> {
+    /// Marks `count` bytes as sent, and compacts the buffer when it is mostly sent.
+    pub fn consume_output(&mut self, count: usize) {
         assert!(
             count <= self.output_len(),
             "sent more bytes than were pending"
@@ -335,13 +331,12 @@ impl Connection {
         if self.output_sent == self.output.len() {
             // A buffer that held a large event gives its memory back once sent, so the
             // memory counted (lengths) stays close to the memory held (capacities).
-            self.output_sent = 0;
             if self.output.capacity() > BUFFER_CAPACITY_KEPT {
-                let mut emptied = std::mem::take(&mut self.output);
-                emptied.clear();
-                return Some(emptied);
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
             }
-            self.output.clear();
+            self.output_sent = 0;
         } else if self.output_sent > 64 * 1024 && self.output_sent * 2 > self.output.len() {
             self.output.drain(..self.output_sent);
             self.output_sent = 0;
@@ -350,7 +345,6 @@ impl Connection {
             self.output
                 .shrink_to(self.output.len().max(BUFFER_CAPACITY_KEPT));
         }
-        None
     }
 
     /// Takes every pending output byte, for a connection that is being closed.

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::connection::{Stream, Subscription, BUFFER_CAPACITY_KEPT};
+use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
 use super::{ConnId, Engine, EngineStats, Phase};
 use crate::event::{ActorId, Cursor, EventRef};
@@ -17,50 +17,6 @@ use crate::protocol::{
     ServerFrame, Subscribe,
 };
 use crate::storage::{HideRules, Log, NamespaceKey, Offset, StorageError};
-
-/// A subscription at least this many records behind the durable end is catching up: its
-/// delivery may take the engine's spare output buffer (`SpareOutput`).
-const SPARE_OUTPUT_GAP_MIN: u64 = 1024;
-
-/// One emptied output buffer, kept between turns for catch-up deliveries. A connection gives
-/// back an output buffer larger than `BUFFER_CAPACITY_KEPT` once it is all sent (idle
-/// connections stay small, and the memory counted, output lengths, stays the memory held);
-/// without this, a consumer catching up regrew its buffer by doubling every turn (about 2 %
-/// of the server's CPU in a catch-up read, BENCHMARKS.md, issue 13 session 6). One buffer for
-/// the whole engine, at most twice `send_buffer_high_water`, and freed at the end of a turn's
-/// feeding that did not take it: the memory it holds is bounded whatever the number of
-/// connections, and held only while some subscription is catching up.
-#[derive(Debug, Default)]
-pub(crate) struct SpareOutput {
-    buffer: Vec<u8>,
-}
-
-impl SpareOutput {
-    /// Keeps `emptied` (empty, from a connection whose output was all sent) if it is larger
-    /// than the buffer kept and at most twice `high_water`.
-    pub(crate) fn offer(&mut self, emptied: Vec<u8>, high_water: usize) {
-        debug_assert!(emptied.is_empty());
-        let capacity = emptied.capacity();
-        if capacity > self.buffer.capacity() && capacity <= high_water.saturating_mul(2) {
-            self.buffer = emptied;
-        }
-    }
-
-    /// Swaps the kept buffer in for `output` when `output` is empty and smaller.
-    fn lend(&mut self, output: &mut Vec<u8>) {
-        if output.is_empty() && output.capacity() < self.buffer.capacity() {
-            std::mem::swap(output, &mut self.buffer);
-        }
-    }
-
-    /// Frees the kept buffer: called after a turn's feeding, whose catch-up deliveries took
-    /// it if any wanted it (what `lend` swaps back is an idle connection's small buffer).
-    fn release_unused(&mut self) {
-        if self.buffer.capacity() > BUFFER_CAPACITY_KEPT {
-            self.buffer = Vec::new();
-        }
-    }
-}
 
 /// A subscription reads through the namespace index only when at least this many records lie
 /// between it and the durable end: below that, reading them (mostly from the cache) costs
@@ -347,10 +303,6 @@ impl<L: Log> Engine<L> {
             }
             self.check_memory(conn);
         }
-        // Kept only from one catch-up turn to the next: a spare that no delivery of this turn
-        // took (nobody is catching up) is freed, so the memory an idle server holds is as
-        // before.
-        self.spare_output.release_unused();
     }
 
     /// Retention deleted records this subscription had not read yet: it moves on to the
@@ -440,11 +392,7 @@ impl<L: Log> Engine<L> {
         let own_actor = self.config.actor_id;
         let hide = self.log.hide_rules();
         let Engine {
-            log,
-            conns,
-            stats,
-            spare_output,
-            ..
+            log, conns, stats, ..
         } = self;
         // Checked by the caller: the subscription exists, so the connection does.
         let connection = conns[conn.slot as usize].as_mut().expect("open");
@@ -454,9 +402,6 @@ impl<L: Log> Engine<L> {
             *connection.output_buffer() = output;
             return None;
         };
-        if durable_end.0.saturating_sub(subscription.next.0) >= SPARE_OUTPUT_GAP_MIN {
-            spare_output.lend(&mut output);
-        }
         let (replication_sent, own_passed) = match &mut connection.phase {
             Phase::Peer(peer) => (Some(&mut peer.replication_sent), Some(&mut peer.own_passed)),
             _ => (None, None),
@@ -895,34 +840,5 @@ mod index_key_tests {
         assert_eq!(index_key("/a[bc]/x"), None);
         assert_eq!(index_key("/**"), None);
         assert_eq!(index_key("/*/x"), None);
-    }
-
-    #[test]
-    fn the_spare_output_is_lent_between_catch_up_turns_and_freed_after_a_turn_without() {
-        let high_water = 1 << 20;
-        let mut spare = SpareOutput::default();
-        // A connection's emptied 1 MiB buffer is kept; one over twice the high-water is not.
-        spare.offer(Vec::with_capacity(high_water), high_water);
-        assert!(spare.buffer.capacity() >= high_water);
-        spare.offer(Vec::with_capacity(2 * high_water + 1), high_water);
-        assert!(spare.buffer.capacity() < 2 * high_water);
-        // A catch-up delivery with an empty output takes it.
-        let mut output = Vec::with_capacity(64);
-        spare.lend(&mut output);
-        assert!(output.capacity() >= high_water);
-        spare.release_unused();
-        // Given back after the send, kept over the turn boundary...
-        output.clear();
-        spare.offer(output, high_water);
-        assert!(spare.buffer.capacity() >= high_water);
-        // ...and freed after a turn whose feeding did not take it.
-        spare.release_unused();
-        assert_eq!(spare.buffer.capacity(), 0);
-        // An output that holds bytes is never swapped.
-        spare.offer(Vec::with_capacity(high_water), high_water);
-        let mut busy = vec![1u8];
-        spare.lend(&mut busy);
-        assert_eq!(busy, [1]);
-        assert!(spare.buffer.capacity() >= high_water);
     }
 }

@@ -256,9 +256,6 @@ pub struct Engine<L: Log> {
     /// The views of a ProduceBatch's or ProduceIf's events (`decode_produce_many`): empty
     /// between frames, kept for its allocation.
     batch_views: Vec<protocol::NewEventView<'static>>,
-    /// An emptied output buffer too large for an idle connection to keep, kept for the next
-    /// catch-up delivery (`consume::SpareOutput`): one for the whole engine.
-    spare_output: consume::SpareOutput,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
     /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
@@ -354,7 +351,6 @@ impl<L: Log> Engine<L> {
             replied_conns: Vec::new(),
             woken: Vec::new(),
             batch_views: Vec::new(),
-            spare_output: consume::SpareOutput::default(),
             turn_failure: None,
             turn_namespaces,
             last_ids: HashMap::new(),
@@ -884,9 +880,7 @@ impl<L: Log> Engine<L> {
             return;
         }
         let was_above = connection.output_len() >= high_water;
-        if let Some(emptied) = connection.consume_output(count) {
-            self.spare_output.offer(emptied, high_water);
-        }
+        connection.consume_output(count);
         self.metrics.on_sent(count);
         let memory = connection.memory_bytes();
         let counted = std::mem::replace(&mut connection.memory_counted, memory);
