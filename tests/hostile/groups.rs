@@ -90,7 +90,11 @@ fn the_most_groups_with_the_longest_names_are_listed_in_bounded_pages() {
     assert!(bad.recv().is_none(), "the malformed connection is closed");
     conn.send(&ClientFrame::Ping { token: 5 });
     assert!(matches!(conn.recv(), Some(ServerFrame::Pong { token: 5 })));
-    assert_survived(&mut server, 64 * 1024 * 1024);
+    // Measured at 224bd82: 66.4-66.5 MB after this case (a fresh server 5 MB; about 60 KB a
+    // group, mostly the compiled 1 KiB glob), so the old bound of 64 MiB failed now and then
+    // by a few hundred KB. The bound is what 1024 groups of the longest name and glob may
+    // cost, with room for the allocator's noise.
+    assert_survived(&mut server, 96 * 1024 * 1024);
 }
 
 /// attack2 finding 4: one flipped bit in the middle of `groups.journal` (valid records after
