@@ -483,6 +483,33 @@ fn write_log(
     config
 }
 
+/// Appends `records` events of actor 1 (counters from 1, `data_bytes` of data each) in
+/// `namespace(counter)`, synced every `sync_every` and at the end, every sealed segment's
+/// `.nsx` written.
+fn fill(
+    log: &mut FileLog,
+    records: u64,
+    data_bytes: usize,
+    sync_every: u64,
+    namespace: impl Fn(u64) -> String,
+) {
+    for counter in 1..=records {
+        log.append(Event {
+            id: EventId::new(counter, 1),
+            parent_id: None,
+            namespace: namespace(counter),
+            timestamp_ms: 7,
+            data: vec![0; data_bytes],
+        })
+        .unwrap();
+        if counter % sync_every == 0 {
+            log.sync(MonotonicMs(counter)).unwrap();
+        }
+    }
+    log.sync(MonotonicMs(records + 1)).unwrap();
+    log.wait_for_namespace_index();
+}
+
 fn first_nsx(dir: &Path) -> PathBuf {
     dir.join(format!("{:020}.nsx", 0))
 }
@@ -620,21 +647,9 @@ fn the_newest_id_of_a_never_seen_namespace_reads_almost_no_index_file() {
     config.segment_size_max = 4096;
     config.fsync = FsyncPolicy::Never;
     let mut log = FileLog::open(&config).unwrap().0;
-    for counter in 1..=30_000u64 {
-        log.append(Event {
-            id: EventId::new(counter, 1),
-            parent_id: None,
-            namespace: format!("/s/{}", counter % 100),
-            timestamp_ms: 7,
-            data: vec![0; 8],
-        })
-        .unwrap();
-        if counter % 100 == 0 {
-            log.sync(MonotonicMs(counter)).unwrap();
-        }
-    }
-    log.sync(MonotonicMs(30_001)).unwrap();
-    log.wait_for_namespace_index();
+    fill(&mut log, 30_000, 8, 100, |counter| {
+        format!("/s/{}", counter % 100)
+    });
     let segments = log.segment_paths().len() as u64;
     assert!(
         segments >= 300,
@@ -692,26 +707,13 @@ fn an_index_driven_read_of_one_namespace_reads_little_of_each_segment() {
     config.cache_bytes_max = 64 * 1024;
     let mut log = FileLog::open(&config).unwrap().0;
     // One record of `/aggregate/7` in every 9,000 (about one per segment), at varying places.
-    for counter in 1..=180_000u64 {
-        let namespace = if counter % 9_000 == 4_500 + (counter / 9_000) * 37 % 4_000 {
+    fill(&mut log, 180_000, 64, 1_000, |counter| {
+        if counter % 9_000 == 4_500 + (counter / 9_000) * 37 % 4_000 {
             "/aggregate/7".to_string()
         } else {
             format!("/other/{}", counter % 5_000)
-        };
-        log.append(Event {
-            id: EventId::new(counter, 1),
-            parent_id: None,
-            namespace,
-            timestamp_ms: 7,
-            data: vec![0; 64],
-        })
-        .unwrap();
-        if counter % 1_000 == 0 {
-            log.sync(MonotonicMs(counter)).unwrap();
         }
-    }
-    log.sync(MonotonicMs(180_001)).unwrap();
-    log.wait_for_namespace_index();
+    });
     let segments = log.segment_paths().len() as u64;
     assert!(
         segments >= 15,
@@ -770,26 +772,13 @@ fn a_warm_index_driven_read_opens_no_file_and_reads_each_record_once() {
     let mut log = FileLog::open(&config).unwrap().0;
     // One record of `/aggregate/7` in every 2,000, the others in 8 namespaces (so the `.nsx`
     // lookups are cheap and the record reads are what the count sees).
-    for counter in 1..=40_000u64 {
-        let namespace = if counter % 2_000 == 1_000 + (counter / 2_000) * 37 % 900 {
+    fill(&mut log, 40_000, 64, 1_000, |counter| {
+        if counter % 2_000 == 1_000 + (counter / 2_000) * 37 % 900 {
             "/aggregate/7".to_string()
         } else {
             format!("/other/{}", counter % 8)
-        };
-        log.append(Event {
-            id: EventId::new(counter, 1),
-            parent_id: None,
-            namespace,
-            timestamp_ms: 7,
-            data: vec![0; 64],
-        })
-        .unwrap();
-        if counter % 1_000 == 0 {
-            log.sync(MonotonicMs(counter)).unwrap();
         }
-    }
-    log.sync(MonotonicMs(40_001)).unwrap();
-    log.wait_for_namespace_index();
+    });
     let segments = log.segment_paths().len() as u64;
     assert!(
         segments >= 10,
@@ -852,26 +841,13 @@ fn a_warm_lookup_reads_three_pieces_of_each_segments_index() {
     let mut log = FileLog::open(&config).unwrap().0;
     // Every record in its own namespace but `/aggregate/7`, one in 2,000: about 2,000
     // namespaces a segment.
-    for counter in 1..=40_000u64 {
-        let namespace = if counter % 2_000 == 1_000 {
+    fill(&mut log, 40_000, 64, 1_000, |counter| {
+        if counter % 2_000 == 1_000 {
             "/aggregate/7".to_string()
         } else {
             format!("/n/{counter:06}")
-        };
-        log.append(Event {
-            id: EventId::new(counter, 1),
-            parent_id: None,
-            namespace,
-            timestamp_ms: 7,
-            data: vec![0; 64],
-        })
-        .unwrap();
-        if counter % 1_000 == 0 {
-            log.sync(MonotonicMs(counter)).unwrap();
         }
-    }
-    log.sync(MonotonicMs(40_001)).unwrap();
-    log.wait_for_namespace_index();
+    });
     let sealed = log.segment_paths().len() as u64 - 1;
     assert!(sealed >= 10, "the test wants many segments, got {sealed}");
     drop(log);
@@ -917,21 +893,9 @@ fn the_fences_kept_stay_within_their_limit_and_answers_do_not_change() {
     config.segment_size_max = 64 * 1024;
     config.fsync = FsyncPolicy::Never;
     let mut log = FileLog::open(&config).unwrap().0;
-    for counter in 1..=20_000u64 {
-        log.append(Event {
-            id: EventId::new(counter, 1),
-            parent_id: None,
-            namespace: format!("/n/{:05}", counter * 7 % 3_001),
-            timestamp_ms: 7,
-            data: vec![0; 16],
-        })
-        .unwrap();
-        if counter % 500 == 0 {
-            log.sync(MonotonicMs(counter)).unwrap();
-        }
-    }
-    log.sync(MonotonicMs(20_001)).unwrap();
-    log.wait_for_namespace_index();
+    fill(&mut log, 20_000, 16, 500, |counter| {
+        format!("/n/{:05}", counter * 7 % 3_001)
+    });
     let sealed = log.segment_paths().len() - 1;
     assert!(sealed >= 12, "the test wants many segments, got {sealed}");
     drop(log);
