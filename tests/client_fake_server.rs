@@ -612,3 +612,32 @@ fn group_acks_are_batched_and_a_not_pending_answer_does_not_end_the_membership()
     member.leave().expect("leave");
     server.join().expect("fake server");
 }
+
+/// A server older than GroupsDetailRequest (session 6) closes the connection with
+/// MalformedFrame: `groups info` says the server is older and to upgrade it, instead of a bare
+/// "malformed frame".
+#[test]
+fn a_server_older_than_groups_detail_is_named_as_older() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        match conn.receive() {
+            ClientFrame::GroupsDetailRequest(_) => {}
+            other => panic!("expected GroupsDetailRequest, got {other:?}"),
+        }
+        conn.send(ServerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message: "unknown frame kind 0x11".into(),
+        }));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.group_detail("cooks") {
+        Err(error @ ClientError::Server { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("unknown frame kind 0x11"), "{text}");
+            assert!(text.contains("upgrade the server"), "{text}");
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    server.join().expect("fake server");
+}

@@ -6,8 +6,9 @@
 use super::{Client, ClientError};
 use crate::event::{EventId, StartPosition};
 use crate::protocol::{
-    ClientFrame, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo, GroupSettings,
-    GroupsDetailReply, GroupsReply, GroupsRequest, ParkedReply, ParkedRequest, ServerFrame,
+    ClientFrame, ErrorCode, ErrorScope, GroupAdmin, GroupAdminAction, GroupDetail, GroupInfo,
+    GroupSettings, GroupsDetailReply, GroupsReply, GroupsRequest, ParkedReply, ParkedRequest,
+    ServerFrame,
 };
 
 impl Client {
@@ -174,11 +175,11 @@ impl Client {
         &mut self,
         request: ClientFrame,
     ) -> Result<GroupsDetailReply, ClientError> {
-        self.connection.send(&request)?;
+        self.connection.send(&request).map_err(older_server)?;
         loop {
-            match self.connection.receive()? {
+            match self.connection.receive().map_err(older_server)? {
                 ServerFrame::GroupsDetail(reply) => return Ok(reply),
-                frame => self.skip_stale(frame)?,
+                frame => self.skip_stale(frame).map_err(older_server)?,
             }
         }
     }
@@ -208,6 +209,28 @@ impl Client {
                 frame => self.skip_stale(frame)?,
             }
         }
+    }
+}
+
+/// GroupsDetailRequest and GroupAdmin create/update are newer than the first servers with
+/// groups: such a server does not know them and closes the connection with MalformedFrame.
+/// The client encoded the frame itself, so that error says the server is older: the message
+/// says so, and what to do.
+fn older_server(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Server {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message,
+        } => ClientError::Server {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message: format!(
+                "{message} (this request is newer than the flo server answering it: upgrade \
+                 the server; `groups` without a name lists the groups on any server)"
+            ),
+        },
+        other => other,
     }
 }
 
