@@ -147,6 +147,9 @@ struct FaultStats {
     /// Late id-order deliveries of each documented case ("After a catch-up time-out").
     late_new_events: u64,
     late_lost_events: u64,
+    /// Late id-order deliveries of "The exception" (discovery runs: an event created before
+    /// the delivering node had heard of its origin).
+    late_unknown_events: u64,
     /// Ids given to a second event after a hold timed out (allowed for `excused` ids only).
     ids_reused: u64,
 }
@@ -523,6 +526,7 @@ fn run_seed_share(share: usize) {
         faults.timed_out_holds += sim.timed_out_holds;
         faults.late_new_events += sim.stats.late_new_events;
         faults.late_lost_events += sim.stats.late_lost_events;
+        faults.late_unknown_events += sim.stats.late_unknown_events;
         faults.ids_reused += sim.stats.ids_reused;
         faults.data_dir_losses += sim.data_dir_losses;
         faults.survival_checks += sim.stats.survival_checks;

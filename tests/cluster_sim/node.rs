@@ -455,8 +455,14 @@ impl Sim {
             }
         }
         let n = &mut self.nodes[node];
+        // The member list persists with the directory: what it knew, it knows again.
+        let known = match (lose_dir, n.lives.last()) {
+            (false, Some(life)) => life.known.clone(),
+            _ => Default::default(),
+        };
         n.lives.push(super::order::Life {
             lost_dir: lose_dir,
+            known,
             ..Default::default()
         });
         let before = n.acked.len();

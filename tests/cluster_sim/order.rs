@@ -44,6 +44,10 @@ pub(crate) struct Life {
     /// When it first completed a handshake with each member in this start (watched only
     /// after a lost directory: "After a catch-up time-out", case 1).
     pub(crate) met: BTreeMap<ActorId, u64>,
+    /// When it first listed each member (in any state) in this start, or in an earlier start
+    /// on the same directory (watched only in runs with discovery-only members: "The
+    /// exception").
+    pub(crate) known: BTreeMap<ActorId, u64>,
 }
 
 /// Why an id-order consumer may see an event after a larger one (docs/clustering.md, "After
@@ -55,6 +59,9 @@ pub(crate) enum LateCase {
     NewEventsBeforeMeeting,
     /// Case 2: an event its origin lost in a crash whose next hold timed out.
     LostEventsRelayed,
+    /// "The exception": in a run with discovery-only members, created by its origin before
+    /// the delivering node had heard of the origin.
+    CreatedBeforeKnown,
 }
 
 impl Sim {
@@ -138,6 +145,7 @@ impl Sim {
                     match case {
                         LateCase::NewEventsBeforeMeeting => self.stats.late_new_events += 1,
                         LateCase::LostEventsRelayed => self.stats.late_lost_events += 1,
+                        LateCase::CreatedBeforeKnown => self.stats.late_unknown_events += 1,
                     }
                 }
                 None => self.fail(format!(
@@ -183,12 +191,20 @@ impl Sim {
             .met
             .get(&this)
             .is_none_or(|&met_ms| created_ms <= met_ms);
-        (creator == origin
+        if creator == origin
             && creator != node
             && life.lost_dir
             && life.timed_out_ms.is_some()
-            && before_meeting)
-            .then_some(LateCase::NewEventsBeforeMeeting)
+            && before_meeting
+        {
+            return Some(LateCase::NewEventsBeforeMeeting);
+        }
+        let known = self.nodes[node]
+            .lives
+            .last()
+            .and_then(|life| life.known.get(&id.actor));
+        (!self.check_order && creator == origin && known.is_none_or(|&ms| created_ms <= ms))
+            .then_some(LateCase::CreatedBeforeKnown)
     }
 
     /// After each step: a node whose hold ended records when, and which of its own lost
@@ -251,6 +267,11 @@ impl Sim {
         };
         if timed_out {
             life.timed_out_ms = Some(now_ms);
+        }
+        if !self.check_order && life.known.len() < count {
+            for member in engine.status().members {
+                life.known.entry(ActorId(member.actor_id)).or_insert(now_ms);
+            }
         }
         if life.lost_dir && life.met.len() < count - 1 {
             for member in engine.status().members {
