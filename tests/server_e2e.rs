@@ -280,19 +280,6 @@ fn a_consumer_that_never_reads_keeps_server_memory_bounded() {
 /// `sched_getattr` (`sched_runtime`).
 #[cfg(target_os = "linux")]
 fn reactor_slices(pid: u32) -> Vec<Duration> {
-    /// `struct sched_attr` up to `sched_period` (`SCHED_ATTR_SIZE_VER0`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-    }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
     let mut slices = Vec::new();
     for task in tasks {
@@ -304,21 +291,8 @@ fn reactor_slices(pid: u32) -> Vec<Duration> {
         let (Some(tid), "flo-reactor") = (tid, comm.trim()) else {
             continue;
         };
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        // SAFETY: sched_getattr writes at most `size` bytes into `attr`, a `repr(C)` struct of
-        // that size laid out as the kernel's `struct sched_attr`.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                tid,
-                &mut attr as *mut SchedAttr,
-                size,
-                0,
-            )
-        };
-        assert_eq!(got, 0, "sched_getattr: {}", std::io::Error::last_os_error());
-        slices.push(Duration::from_nanos(attr.runtime));
+        let (slice, _nice) = flo::reactor::sched::slice_and_nice(tid).expect("sched_getattr");
+        slices.push(slice);
     }
     slices
 }

@@ -11,6 +11,9 @@
 
 mod http;
 mod metrics_text;
+#[cfg(feature = "testing")]
+pub mod sched;
+#[cfg(not(feature = "testing"))]
 mod sched;
 mod server;
 mod socket;
