@@ -1688,9 +1688,17 @@ fn consume_group(
     let mut consumer = builder.join().map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed = 0u64;
+    let mut said_single_acks = false;
     loop {
         if limit > 0 && printed >= limit {
             break;
+        }
+        if consumer.ack_ranges_refused() && !said_single_acks {
+            said_single_acks = true;
+            eprintln!(
+                "flo-client: group {group:?}: the server is older than GroupAckRange; joined \
+                 again, acknowledging by id"
+            );
         }
         // Flush before any wait for the network (the consumer sends its queued acks only
         // then, so an event is acknowledged only after it reached standard output).
