@@ -7,9 +7,9 @@ mod fake_server;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use fake_server::{fake_server, FakeConn};
+use fake_server::{fake_listener, fake_server, FakeConn};
 use flo::event::{Event, EventId};
-use flo::protocol::{Ack, ClientFrame, EndReason, ServerFrame};
+use flo::protocol::{Ack, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, ServerFrame};
 
 fn flo_client(port: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
@@ -373,4 +373,95 @@ fn consume_warns_on_standard_error_when_retention_skipped_unread_events() {
          they are skipped\n"
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("0000000000000000200100001"));
+}
+
+fn food_event(counter: u64) -> Event {
+    Event {
+        id: EventId::new(counter, 1),
+        parent_id: None,
+        namespace: "/food/eggs".into(),
+        timestamp_ms: 1_700_000_000_000,
+        data: format!("egg {counter}").into_bytes(),
+    }
+}
+
+/// `consume --group` on a server older than GroupAckRange (which closes the connection with
+/// MalformedFrame at the first range): the member joins again and acknowledges by id, each
+/// event is printed once, one line on standard error says why, and the exit code is 0.
+#[test]
+fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
+    let (addr, server) = fake_listener(|listener| {
+        let mut conn = listener.accept();
+        conn.handshake(1024);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(join) => join.subscription_id,
+            other => panic!("expected JoinGroup, got {other:?}"),
+        };
+        let mut bytes = Vec::new();
+        for counter in 1..=3 {
+            let frame = ServerFrame::Event {
+                subscription_id: id,
+                event: food_event(counter),
+            };
+            flo::protocol::encode(&frame, &mut bytes);
+        }
+        conn.stream.write_all(&bytes).expect("write the events");
+        assert!(matches!(conn.receive(), ClientFrame::GroupAckRange(_)));
+        assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
+        conn.send(ServerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message: "unknown frame kind 0x1b".into(),
+        }));
+        drop(conn);
+
+        let mut conn = listener.accept();
+        conn.handshake(1024);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(join) => join.subscription_id,
+            other => panic!("expected JoinGroup again, got {other:?}"),
+        };
+        match conn.receive() {
+            ClientFrame::GroupAck(ack) => assert_eq!(ack.ids.len(), 3),
+            other => panic!("expected GroupAck, got {other:?}"),
+        }
+        conn.send(ServerFrame::Event {
+            subscription_id: id,
+            event: food_event(4),
+        });
+        conn.send(ServerFrame::CaughtUp {
+            subscription_id: id,
+        });
+        loop {
+            match conn.receive() {
+                ClientFrame::GroupAck(ack) => assert_eq!(ack.ids, [EventId::new(4, 1)]),
+                ClientFrame::LeaveGroup { .. } => break,
+                other => panic!("expected GroupAck or LeaveGroup, got {other:?}"),
+            }
+        }
+        conn.send(ServerFrame::End {
+            subscription_id: id,
+            reason: EndReason::Unsubscribed,
+        });
+    });
+    let output = flo_client(
+        &port_of(&addr),
+        &["consume", "--group", "eaters", "-n", "/food/**"],
+        b"",
+    );
+    server.join().expect("fake server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for counter in 1..=4 {
+        assert_eq!(
+            stdout.matches(&format!("egg {counter}\n")).count(),
+            1,
+            "{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("the server is older than GroupAckRange"),
+        "{stderr}"
+    );
 }

@@ -264,6 +264,15 @@ struct Args {
     #[arg(long = "reactor-slice-us", default_value_t = 100)]
     reactor_slice_us: u64,
 
+    /// The group journal is compacted (rewritten as a snapshot, a few entries a loop turn)
+    /// once it is larger than this and four times its last snapshot (K, M, G suffixes).
+    #[arg(long = "group-journal-compact-size", default_value = "64M", value_parser = parse_size)]
+    group_journal_compact_size: u64,
+
+    /// Entries of the snapshot a group-journal compaction writes per loop turn (at least 16).
+    #[arg(long = "group-journal-compact-entries", default_value_t = 4096)]
+    group_journal_compact_entries: usize,
+
     /// Serve Prometheus metrics on GET http://ADDR/metrics (e.g. 127.0.0.1:9100; off when not
     /// given). Anyone who reaches it sees the server's figures (no authentication): keep it on
     /// loopback or a monitoring network.
@@ -499,6 +508,14 @@ fn effective_config(args: &Args) -> String {
         count(usize::try_from(args.reactor_slice_us).unwrap_or(usize::MAX)),
     );
     put(
+        "group-journal-compact-size",
+        text(format_size(args.group_journal_compact_size)),
+    );
+    put(
+        "group-journal-compact-entries",
+        count(args.group_journal_compact_entries),
+    );
+    put(
         "metrics-addr",
         args.metrics_addr.and_then(|addr| text(addr.to_string())),
     );
@@ -643,6 +660,8 @@ fn config_from(args: &Args) -> Config {
     config.idle_timeout = Duration::from_millis(args.idle_timeout);
     config.linger_timeout = Duration::from_millis(args.linger_timeout);
     config.reactor_slice = Duration::from_micros(args.reactor_slice_us);
+    config.groups.journal_compact_bytes = args.group_journal_compact_size;
+    config.groups.journal_compact_entries_per_turn = args.group_journal_compact_entries;
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout);
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;

@@ -854,13 +854,19 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                 "replayed {} parked events of group {name}",
                 parked_before - group.parked.min(parked_before)
             );
-            format_group(&mut out, &group);
+            match group_after_change(&mut client, group) {
+                Ok(detail) => format_group_detail(&mut out, &detail),
+                Err(group) => format_group(&mut out, &group),
+            }
         }
         Some(GroupsCommand::Reset { name, to }) => {
             let start = group_position(&to)?;
             let group = client.reset_group(&name, start).map_err(failed)?;
             outln!(out, "group {name} reset");
-            format_group(&mut out, &group);
+            match group_after_change(&mut client, group) {
+                Ok(detail) => format_group_detail(&mut out, &detail),
+                Err(group) => format_group(&mut out, &group),
+            }
         }
         Some(GroupsCommand::Delete { name }) => {
             client.delete_group(&name).map_err(failed)?;
@@ -868,6 +874,16 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
     }
     write_out(&out).map(drop)
+}
+
+/// After `reset` and `replay`, whose answer is the group without its settings and members:
+/// the group as `info` shows it (one more request). A server older than GroupsDetailRequest
+/// closes the connection on it; then the answer is all there is (`Err`).
+fn group_after_change(
+    client: &mut Client,
+    group: flo::client::GroupInfo,
+) -> Result<flo::client::GroupDetail, flo::client::GroupInfo> {
+    client.group_detail(&group.name).map_err(|_| group)
 }
 
 /// `groups replay`: every parked event, the ones with these ids, or those from `from` to `to`
@@ -1012,7 +1028,11 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             return write_out(&out).map(drop);
         }
     };
-    write_out(&format!("{}\n", ops::group_json(&group))).map(drop)
+    let json = match group_after_change(client, group) {
+        Ok(full) => ops::group_detail_json(&full, true),
+        Err(group) => ops::group_json(&group),
+    };
+    write_out(&format!("{json}\n")).map(drop)
 }
 
 /// `groups create`, for both output formats: from the beginning unless `--from` says.
@@ -1688,9 +1708,17 @@ fn consume_group(
     let mut consumer = builder.join().map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed = 0u64;
+    let mut said_single_acks = false;
     loop {
         if limit > 0 && printed >= limit {
             break;
+        }
+        if consumer.ack_ranges_refused() && !said_single_acks {
+            said_single_acks = true;
+            eprintln!(
+                "flo-client: group {group:?}: the server is older than GroupAckRange; joined \
+                 again, acknowledging by id"
+            );
         }
         // Flush before any wait for the network (the consumer sends its queued acks only
         // then, so an event is acknowledged only after it reached standard output).
