@@ -465,3 +465,76 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
         "{stderr}"
     );
 }
+
+/// `flo-client groups` on a server older than GroupsDetailRequest (it closes the connection
+/// with MalformedFrame): the list comes from GroupsRequest on a new connection, with "-" for
+/// the settings that server does not say, and the exit code is 0 (before: the error, although
+/// its own hint said that `groups` without a name works on any server).
+#[test]
+fn groups_on_a_server_older_than_groups_detail_lists_without_settings() {
+    use flo::protocol::{GroupInfo, GroupsReply};
+    let (addr, server) = fake_listener(|listener| {
+        for format in ["human", "json"] {
+            let mut conn = listener.accept();
+            conn.handshake(1024);
+            match conn.receive() {
+                ClientFrame::GroupsDetailRequest(_) => {}
+                other => panic!("{format}: expected GroupsDetailRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Error(ErrorFrame {
+                scope: ErrorScope::Connection,
+                code: ErrorCode::MalformedFrame,
+                message: "unknown frame kind 0x11".into(),
+            }));
+            drop(conn);
+            let mut conn = listener.accept();
+            conn.handshake(1024);
+            match conn.receive() {
+                ClientFrame::GroupsRequest(request) => assert_eq!(request.group, ""),
+                other => panic!("{format}: expected GroupsRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Groups(GroupsReply {
+                durable_end: 5,
+                more: false,
+                groups: vec![GroupInfo {
+                    name: "cooks".into(),
+                    glob: "/food/**".into(),
+                    members: 0,
+                    in_flight: 0,
+                    pending: 0,
+                    parked: 1,
+                    floor: 5,
+                    next: 5,
+                    acked_above_floor: 0,
+                    lag: 0,
+                    oldest_pending_age_ms: 0,
+                }],
+            }));
+        }
+    });
+    let port = port_of(&addr);
+    let human = flo_client(&port, &["groups"], b"");
+    let json = flo_client(&port, &["groups", "--format", "json"], b"");
+    server.join().expect("fake server");
+    for output in [&human, &json] {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let human = String::from_utf8_lossy(&human.stdout);
+    let row: Vec<&str> = human
+        .lines()
+        .find(|line| line.starts_with("cooks "))
+        .unwrap_or_else(|| panic!("no cooks row in {human}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["cooks", "0", "0", "1", "5", "5", "0", "-", "-", "-", "/food/**"]
+    );
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(json.starts_with("[{\"name\":\"cooks\""), "{json}");
+    assert!(!json.contains("settings"), "{json}");
+}

@@ -753,18 +753,42 @@ fn write_out(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The groups with their settings (GroupsDetailRequest), or, from a server older than that
+/// request (it closes the connection with MalformedFrame), the plain list (GroupsRequest, on
+/// a new connection): `None` settings.
+fn list_groups(
+    server: &Server,
+    client: &mut Client,
+) -> Result<Vec<(flo::client::GroupInfo, Option<flo::client::GroupSettings>)>, String> {
+    match client.groups_detail() {
+        Ok(groups) => Ok(groups
+            .into_iter()
+            .map(|detail| (detail.info, Some(detail.settings)))
+            .collect()),
+        Err(ClientError::Server {
+            code: flo::client::ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            let mut older = connect(server)?;
+            let groups = older.groups().map_err(|error| error.to_string())?;
+            Ok(groups.into_iter().map(|group| (group, None)).collect())
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let failed = |error: ClientError| error.to_string();
     if format == Format::Json {
-        return groups_json(&mut client, action);
+        return groups_json(server, &mut client, action);
     }
     // Written out at the end (or a page at a time), so that a reader that stopped (`| head`)
     // ends the command quietly instead of a failed print.
     let mut out = String::new();
     match action {
         None => {
-            let groups = client.groups_detail().map_err(failed)?;
+            let groups = list_groups(server, &mut client)?;
             if groups.is_empty() {
                 return write_out("no groups\n").map(drop);
             }
@@ -782,8 +806,16 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                 "MAXDEL",
                 "MAXINF"
             );
-            for detail in groups {
-                let (group, settings) = (&detail.info, &detail.settings);
+            for (group, settings) in &groups {
+                // A server older than GroupsDetailRequest does not say the settings.
+                let [ack_ms, max_deliveries, max_in_flight] = match settings {
+                    Some(settings) => [
+                        settings.ack_timeout_ms.to_string(),
+                        settings.max_deliveries.to_string(),
+                        settings.max_in_flight.to_string(),
+                    ],
+                    None => ["-".to_string(), "-".to_string(), "-".to_string()],
+                };
                 outln!(
                     out,
                     "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  {}",
@@ -794,9 +826,9 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                     group.floor,
                     group.next,
                     group.lag,
-                    settings.ack_timeout_ms,
-                    settings.max_deliveries,
-                    settings.max_in_flight,
+                    ack_ms,
+                    max_deliveries,
+                    max_in_flight,
                     group.glob
                 );
             }
@@ -971,15 +1003,19 @@ fn cluster(server: &Server, action: ClusterCommand, format: Format) -> Result<()
 /// `groups --format json`: the list as one array (with each group's settings), one group as one
 /// object (`info`, `create` and `update` with its settings and members), parked events as one
 /// object per line, and the changes as the group's object after them.
-fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(), String> {
+fn groups_json(
+    server: &Server,
+    client: &mut Client,
+    action: Option<GroupsCommand>,
+) -> Result<(), String> {
     let failed = |error: ClientError| error.to_string();
     let detail = |detail: flo::client::GroupDetail| {
         write_out(&format!("{}\n", ops::group_detail_json(&detail, true))).map(drop)
     };
     let group = match action {
         None => {
-            let groups = client.groups_detail().map_err(failed)?;
-            return write_out(&format!("{}\n", ops::groups_detail_json(&groups))).map(drop);
+            let groups = list_groups(server, client)?;
+            return write_out(&format!("{}\n", ops::groups_list_json(&groups))).map(drop);
         }
         Some(GroupsCommand::Info { name }) => {
             return detail(client.group_detail(&name).map_err(failed)?)
