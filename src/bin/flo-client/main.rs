@@ -19,6 +19,7 @@ use flo::units::parse_duration_ms;
 
 #[path = "../shared/clap_error.rs"]
 mod clap_error;
+mod interrupt;
 use clap_error::one_line;
 
 /// Produces to stdin-fed streams keep this many events in flight.
@@ -78,7 +79,9 @@ enum Command {
     /// Empty standard input produces nothing and exits with code 1 (in a script, use -d ""
     /// for one event without data). Prints each event id as the server acknowledges it, then
     /// a summary line. If the server goes away, every id printed was acknowledged, and the
-    /// exit code is 1.
+    /// exit code is 1. Ctrl-C while reading standard input stops reading, prints the ids of
+    /// the events in flight as their acks arrive, says how many lines were produced (the
+    /// first N; no later line was sent) and exits with code 130.
     Produce {
         /// The namespace to produce to, such as /food/breakfast/eggs.
         #[arg(short, long)]
@@ -544,6 +547,10 @@ fn main() -> ExitCode {
         Err(message) if message.starts_with(EXPECTATION_FAILED_PREFIX) => {
             eprintln!("{message}");
             ExitCode::from(EXPECTATION_FAILED_EXIT)
+        }
+        Err(message) if message.starts_with(interrupt::INTERRUPTED_PREFIX) => {
+            eprintln!("{message}");
+            ExitCode::from(interrupt::INTERRUPTED_EXIT)
         }
         Err(message) => {
             eprintln!("{message}");
@@ -1334,15 +1341,21 @@ fn produce_lines(
     let fail = |acknowledged: u64, error: String| {
         format!("{error} ({acknowledged} events were produced to {namespace} before the error)")
     };
+    interrupt::install()?;
     loop {
-        if input.buffer().is_empty() {
-            // About to wait for input: show every outstanding ack first, so an interactive
-            // user sees each id as soon as the server has it.
+        let idle = input.buffer().is_empty();
+        if idle || interrupt::interrupted() {
+            // About to wait for input (or stopped by Ctrl-C): show every outstanding ack
+            // first, so an interactive user sees each id as soon as the server has it.
             while receive_ack(producer, out, &mut acknowledged)? {}
             out.flush().map_err(|error| output_error(&error))?;
+            if interrupt::interrupted() || (idle && !interrupt::enter_idle(acknowledged)) {
+                return Err(interrupt::message(acknowledged));
+            }
         }
         line.clear();
         let read = input.read_until(b'\n', &mut line);
+        interrupt::leave_idle();
         if read.map_err(|error| {
             fail(
                 acknowledged,
@@ -1375,6 +1388,12 @@ fn produce_lines(
         }
     }
     while receive_ack(producer, out, &mut acknowledged)? {}
+    if interrupt::interrupted() {
+        // Ctrl-C at a terminal also stops the command writing into the pipe: the end of
+        // input that follows is not a complete input.
+        out.flush().map_err(|error| output_error(&error))?;
+        return Err(interrupt::message(acknowledged));
+    }
     // Empty input (/dev/null, a closed pipe, an upstream command that printed nothing) is
     // refused rather than reported as "produced 0 events": a script must not mistake it for
     // success, and inventing an event without data from no input would be a guess.
