@@ -283,3 +283,41 @@ fn a_cache_the_system_cannot_reserve_stops_the_start_with_a_clear_error() {
         "{message}"
     );
 }
+
+/// Walkthrough (session 9): flag values refused without saying what was expected ("attempted
+/// to convert a string that doesn't match an existing log level", "invalid socket address
+/// syntax", "invalid IP address syntax"), and a data directory that is a file ("create
+/// /dev/null: File exists").
+#[test]
+fn bad_flag_values_say_what_is_expected() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--log-level", "loud"],
+            "invalid log level \"loud\": expected error, warn, info, debug or trace",
+        ),
+        (&["--log-module", "flo=loud"], "expected error, warn, info"),
+        (
+            &["--peer-addr", "nohost"],
+            "expected IP:PORT such as 127.0.0.1:3001",
+        ),
+        (&["--metrics-addr", "9100"], "expected IP:PORT"),
+        (&["--bind", "0.0.0.0:3000"], "(no port: that is --port)"),
+    ];
+    for (args, expected) in cases {
+        let output = flo(&[args, &["--check-config"]].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(dir.path(), "not-a-directory", "");
+    let output = flo(&["-d", &file, "-p", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("(it exists and is not a directory)"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+}

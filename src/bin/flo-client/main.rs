@@ -1464,8 +1464,25 @@ enum From {
     Last(u64),
 }
 
+/// The forms `consume --from` takes, for the message of one it does not recognise.
+const FROM_FORMS: &str = "beginning, end, an event id (25 digits or COUNTER.ACTOR), a time \
+    (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N \
+    (the last N events)";
+
+/// The forms a group's start position takes (`--from` but -N).
+const GROUP_POSITION_FORMS: &str = "beginning, end, an event id (25 digits or COUNTER.ACTOR), \
+    a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z) or an age such as 90s, 1h or 7d";
+
 /// Parses `--from`: the forms of [`parse_start_position`], `-N`, and a duration before `now_ms`.
 fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
+    parse_position(text, now_ms, FROM_FORMS)
+}
+
+/// [`parse_from`], naming `forms` when `text` is none of them. The library's own message for
+/// an unrecognised position lists only the forms the protocol has, not the ages and -N that
+/// the CLI adds: a user who typed `--from 1hour` was not told that `1h` works (walkthrough,
+/// session 9).
+fn parse_position(text: &str, now_ms: u64, forms: &str) -> Result<From, String> {
     if let Some(count) = text.strip_prefix('-') {
         let count: u64 = count.parse().map_err(|_| {
             format!("invalid start position {text:?}: expected -N, a count of events")
@@ -1486,13 +1503,18 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
             now_ms.saturating_sub(ago),
         )));
     }
-    parse_start_position(text).map(From::Position)
+    parse_start_position(text)
+        .map(From::Position)
+        .map_err(|error| match error.contains(": expected beginning, end") {
+            true => format!("invalid start position {text:?}: expected {forms}"),
+            false => error,
+        })
 }
 
 /// A group's start position (`consume --group --from`, `groups create --from`, `groups reset
 /// --to`): the forms of `--from` but `-N`, which only a reader that counts can take.
 fn group_position(text: &str) -> Result<StartPosition, String> {
-    match parse_from(text, wall_clock_ms())? {
+    match parse_position(text, wall_clock_ms(), GROUP_POSITION_FORMS)? {
         From::Position(start) => Ok(start),
         From::Last(_) => Err(format!(
             "a group cannot start at {text:?} (-N): a group starts at a position the server \
@@ -1876,5 +1898,20 @@ mod tests {
         assert!(parse_from("-100001", now).is_err());
         assert!(parse_from("-x", now).is_err());
         assert!(parse_from("1w", now).is_err());
+    }
+
+    /// Walkthrough (session 9): `--from garbage` listed beginning, end, an id and two time
+    /// forms, but not the ages (1h) and -N that `--from` takes too.
+    #[test]
+    fn an_unknown_position_names_every_form_the_flag_takes() {
+        let error = parse_from("1hour", 10_000).expect_err("not a position");
+        assert!(error.contains("an age such as 90s, 1h or 7d"), "{error}");
+        assert!(error.contains("-N (the last N events)"), "{error}");
+        let error = group_position("garbage").expect_err("not a position");
+        assert!(error.contains("an age such as 90s, 1h or 7d"), "{error}");
+        assert!(!error.contains("-N"), "{error}");
+        // A malformed id keeps its own, more precise message.
+        let error = parse_from("00000000000000000001", 10_000).expect_err("not an id");
+        assert!(error.contains("expected 25 digits"), "{error}");
     }
 }
