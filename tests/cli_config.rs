@@ -321,3 +321,61 @@ fn bad_flag_values_say_what_is_expected() {
     );
     assert_eq!(message.lines().count(), 1, "{message}");
 }
+
+/// Walkthrough (session 9): `--check-config` printed no line for eleven settings (TLS files,
+/// replicas, id-order buffer and stall time-out, peer credit and dialing), so an operator
+/// could not see them, and its output was no complete configuration file. Every long flag of
+/// `flo --help` but the command-line-only ones is now a key of the output (or a comment naming
+/// it when unset), and the new keys read back.
+#[test]
+fn check_config_prints_every_setting() {
+    let help = stdout(&flo(&["--help"]));
+    let flags: Vec<&str> = help
+        .lines()
+        // Option lines are indented by at most 6 spaces; their descriptions by 10.
+        .filter(|line| {
+            line.len() - line.trim_start().len() <= 6 && line.trim_start().starts_with('-')
+        })
+        .filter_map(|line| line.trim_start().split(' ').find(|w| w.starts_with("--")))
+        .map(|flag| flag.trim_start_matches("--").trim_end_matches(','))
+        .filter(|flag| !["config", "check-config", "repair", "help", "version"].contains(flag))
+        .collect();
+    assert!(flags.len() > 40, "{flags:?}");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(
+        dir.path(),
+        "flo.toml",
+        "peer-addr = [\"127.0.0.1:3001\"]\nmin-replicas = 2\nreplication-timeout = \"9s\"\n\
+         order-buffer-size = \"2M\"\norder-stall-timeout = \"1m\"\npeer-credit-window = 64\n\
+         dial-backoff-initial = \"200ms\"\ndial-backoff-max = \"20s\"\nconnect-timeout = \"3s\"\n",
+    );
+    let output = flo(&["--config", &file, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for flag in flags {
+        let named = printed.lines().any(|line| {
+            line.starts_with(&format!("{flag} = ")) || line.starts_with(&format!("# {flag}: "))
+        });
+        assert!(named, "--check-config names no {flag:?}:\n{printed}");
+    }
+    for line in [
+        "min-replicas = 2",
+        "replication-timeout = \"9s\"",
+        "order-buffer-size = \"2M\"",
+        "order-stall-timeout = \"1m\"",
+        "peer-credit-window = 64",
+        "dial-backoff-initial = \"200ms\"",
+        "dial-backoff-max = \"20s\"",
+        "connect-timeout = \"3s\"",
+        "# tls-cert: not set",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in:\n{printed}"
+        );
+    }
+    let again = write(dir.path(), "printed.toml", &printed);
+    let output = flo(&["--config", &again, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), printed);
+}

@@ -379,6 +379,13 @@ fn effective_config(args: &Args) -> String {
         "insecure-no-auth",
         Some(toml::Value::Boolean(args.insecure_no_auth)),
     );
+    let path = |path: &Option<PathBuf>| {
+        path.as_ref()
+            .and_then(|path| text(path.display().to_string()))
+    };
+    put("tls-cert", path(&args.tls_cert));
+    put("tls-key", path(&args.tls_key));
+    put("peer-ca", path(&args.peer_ca));
     put(
         "max-auth-failures",
         Some(toml::Value::Integer(i64::from(args.max_auth_failures))),
@@ -493,6 +500,38 @@ fn effective_config(args: &Args) -> String {
     put(
         "catch-up-timeout",
         text(format_duration_ms(args.catch_up_timeout)),
+    );
+    put(
+        "min-replicas",
+        Some(toml::Value::Integer(i64::from(args.min_replicas))),
+    );
+    put(
+        "replication-timeout",
+        text(format_duration_ms(args.replication_timeout)),
+    );
+    put(
+        "order-buffer-size",
+        text(format_size(args.order_buffer_size)),
+    );
+    put(
+        "order-stall-timeout",
+        text(format_duration_ms(args.order_stall_timeout)),
+    );
+    put(
+        "peer-credit-window",
+        Some(toml::Value::Integer(i64::from(args.peer_credit_window))),
+    );
+    put(
+        "dial-backoff-initial",
+        text(format_duration_ms(args.dial_backoff_initial)),
+    );
+    put(
+        "dial-backoff-max",
+        text(format_duration_ms(args.dial_backoff_max)),
+    );
+    put(
+        "connect-timeout",
+        text(format_duration_ms(args.connect_timeout)),
     );
     put(
         "reactor-slice-us",
