@@ -169,6 +169,26 @@ fn top_prints_one_refresh_after_another_when_piped() {
         "{text}"
     );
     assert!(lines[1].contains("\"groups\":[]"), "{text}");
+    // `top | head`: a reader that has gone ends it quietly with 0, as for `consume`.
+    // Walkthrough (session 9): it failed with "could not write to standard output: broken
+    // pipe" and exit code 1.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string(), "top", "--interval", "50ms"])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client top");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the first line");
+    assert!(first.starts_with("flo 0.1.0"), "{first:?}");
+    let output = child.wait_with_output().expect("top exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stderr, "");
 }
 
 /// Kills the tmux session when the test ends, passed or not.

@@ -1133,15 +1133,22 @@ fn namespaces(server: &Server, glob: &str, format: Format) -> Result<(), String>
 }
 
 fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
-    let id = id.parse::<EventId>().map_err(|error| error.to_string())?;
+    let text = id;
+    let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
+    if id.counter == 0 {
+        // The server would refuse it as a malformed frame (walkthrough, session 9).
+        return Err(format!(
+            "invalid event id {text:?}: counter 0 is not an event id"
+        ));
+    }
     let mut client = connect(server)?;
     let trace = client.trace(id).map_err(|error| error.to_string())?;
     let text = match format {
         Format::Human => flo::client::format::format_trace(&trace),
         Format::Json => flo::client::format::format_trace_json(&trace),
     };
-    print!("{text}");
-    Ok(())
+    // A trace may be 10,000 lines: `| head` must not make print! panic.
+    write_out(&text).map(|_| ())
 }
 
 mod bench;
