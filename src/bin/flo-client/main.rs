@@ -434,8 +434,13 @@ impl GroupSettingsArgs {
         let ack_timeout_ms = match &self.ack_timeout {
             None => 0,
             Some(text) => {
-                let ms = u32::try_from(parse_duration_ms(text)?)
-                    .map_err(|_| format!("--ack-timeout {text} is too long"))?;
+                let ms = u32::try_from(parse_duration_ms(text)?).map_err(|_| {
+                    format!(
+                        "--ack-timeout {text} is too long: the protocol carries at most \
+                             4294967295 ms (about 49 days); a flo server takes at most 24h \
+                             (groups.ack_timeout_max, docs/limits.md)"
+                    )
+                })?;
                 if ms == 0 {
                     return Err("--ack-timeout must be at least 1ms".into());
                 }
