@@ -989,12 +989,8 @@ fn main() -> ExitCode {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
-    match config.storage.fsync {
-        FsyncPolicy::Always => {}
-        policy => log::warn!(
-            "fsync policy {policy}: acknowledged events survive a crash of flo but a power loss can lose the ones not yet synced"
-        ),
-    }
+    // The fsync policy's warning comes from storage, which opens the log (also for a server
+    // embedded as a library); logging it here too printed it twice (walkthrough, session 9).
     if !config.cluster.peer_addrs.is_empty() {
         log::info!(
             "cluster member {} with peers {:?}{}",

@@ -151,7 +151,7 @@ impl FileLog {
         if config.fsync != FsyncPolicy::Always {
             log::warn!(
                 "fsync policy {}: acknowledged events survive a crash of flo but a power loss \
-                 can lose the ones not yet fdatasync'd",
+                 can lose the ones not yet synced",
                 config.fsync
             );
         }
