@@ -724,10 +724,10 @@ fn server_addr(host: Option<&str>, port: Option<u16>, env: Option<&str>) -> Resu
         // A bare IPv6 address has colons but no port.
         Some(text) if text.parse::<std::net::Ipv6Addr>().is_ok() => (format!("[{text}]"), None),
         Some(text) if text.contains(':') => {
-            let (host, port) = split_host_port(text)
-                .ok_or_else(|| format!("-H {text:?}: expected HOST or HOST:PORT"))?;
+            let (host, port) = split_host_port(text).ok_or_else(|| host_error(text))?;
             (host, Some(port))
         }
+        Some(text) if !is_host(text) => return Err(host_error(text)),
         Some(text) => (text.to_string(), None),
         None => (env_host, None),
     };
@@ -741,7 +741,22 @@ fn server_addr(host: Option<&str>, port: Option<u16>, env: Option<&str>) -> Resu
 fn split_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    (!host.is_empty()).then(|| (host.to_string(), port))
+    let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+    (bracketed || is_host(host)).then(|| (host.to_string(), port))
+}
+
+/// A host name or IPv4 address: not empty, and no colon, slash or space. A URL
+/// (`http://localhost:3000`) or a doubled port (`localhost:3000:99`) used to be taken as a
+/// host and failed later as "failed to lookup address information" (walkthrough, session 9).
+fn is_host(text: &str) -> bool {
+    !text.is_empty() && !text.contains([':', '/']) && !text.contains(char::is_whitespace)
+}
+
+fn host_error(text: &str) -> String {
+    format!(
+        "-H {text:?}: expected HOST or HOST:PORT, such as localhost, localhost:3000 or \
+         [::1]:3000 (not a URL)"
+    )
 }
 
 /// Appends one formatted line to a `String` (the human output of `groups`).
@@ -1888,6 +1903,21 @@ mod tests {
         );
         assert!(server_addr(None, None, Some("db")).is_err());
         assert!(server_addr(Some("h:x"), None, None).is_err());
+        assert_eq!(
+            server_addr(Some("[::1]:4000"), None, None),
+            Ok("[::1]:4000".into())
+        );
+        for bad in [
+            "http://localhost:3000",
+            "localhost:3000:99",
+            " localhost",
+            "a/b",
+            ":3000",
+        ] {
+            let error = server_addr(Some(bad), None, None).expect_err(bad);
+            assert!(error.contains("(not a URL)"), "{bad}: {error}");
+        }
+        assert!(server_addr(None, None, Some("http://h:3000")).is_err());
     }
 
     #[test]
