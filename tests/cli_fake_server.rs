@@ -256,7 +256,7 @@ fn errors_are_one_line_with_a_failing_exit_code() {
         ),
         (
             &["consume", "--from", "yesterday"],
-            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time\n".to_string(),
+            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N (the last N events)\n".to_string(),
         ),
     ];
     for (args, expected) in cases {

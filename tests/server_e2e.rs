@@ -237,6 +237,25 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
     assert!(admitted);
 }
 
+/// Walkthrough (session 9): `flo --fsync never` warned about its policy twice at start-up
+/// (once from the binary, once from storage, in two wordings).
+#[test]
+fn the_fsync_policy_warning_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloProcess::start(dir.path(), &["--fsync", "interval:100"]);
+    let warnings: Vec<&String> = server
+        .early_lines
+        .iter()
+        .filter(|line| line.contains("fsync policy interval:100"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:#?}", server.early_lines);
+    assert!(
+        warnings[0].ends_with("a power loss can lose the ones not yet synced"),
+        "docs/operations.md quotes this line: {}",
+        warnings[0]
+    );
+}
+
 #[test]
 fn a_consumer_that_never_reads_keeps_server_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();

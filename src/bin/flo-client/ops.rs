@@ -332,11 +332,10 @@ pub fn top(server: &Server, options: &TopOptions) -> Result<(), String> {
             }
             Format::Json => top_json(&info, &status, &groups, rate, fsync_ms) + "\n",
         };
-        let mut out = io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|error| super::output_error(&error))?;
-        drop(out);
+        // A reader that has gone (`top | head`) ends it quietly, as for `consume`.
+        if super::write_out(&text)? {
+            return Ok(());
+        }
         previous = Some(sample);
         shown += 1;
         if options.count != 0 && shown >= options.count {
