@@ -112,6 +112,12 @@ impl fmt::Display for NamespaceRetention {
 /// handed out, like a purge).
 pub const NAMESPACE_RETENTION_RULES_MAX: usize = 64;
 
+/// The longest time-out or wait any setting may have (365 days). Deadlines are the monotonic
+/// clock in milliseconds plus the time-out, so a time-out near `u64::MAX` ms wrapped them into
+/// the past: attack round 9, `--idle-timeout 18446744073709551615ms` (a careless "never")
+/// closed every connection as idle within a second. `0s` is how `--idle-timeout` says never.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The most `storage.open_files_max` may be: kept-open files take file descriptors, which the
 /// connections need too.
 pub const OPEN_FILES_MAX: usize = 65_536;
@@ -719,6 +725,7 @@ impl Config {
                 wire.frame_size_max, event_frame_size_min
             ));
         }
+        self.validate_timeouts()?;
         if self.handshake_timeout.is_zero() {
             return Err("the handshake time-out must be positive".into());
         }
@@ -884,6 +891,44 @@ impl Config {
             .is_some_and(|addr| addr == self.bind && addr.port() != 0)
         {
             return Err("the metrics address must differ from the client address".into());
+        }
+        Ok(())
+    }
+
+    /// Every time-out and wait is at most `TIMEOUT_MAX`.
+    fn validate_timeouts(&self) -> Result<(), String> {
+        let cluster = &self.cluster;
+        let timeouts = [
+            ("--frame-timeout", self.frame_timeout),
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--linger-timeout", self.linger_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+            ("refused_linger_timeout", self.refused_linger_timeout),
+            ("--catch-up-timeout", cluster.catch_up_timeout),
+            ("--dial-backoff-initial", cluster.dial_backoff_initial),
+            ("--dial-backoff-max", cluster.dial_backoff_max),
+            ("--connect-timeout", cluster.connect_timeout),
+            ("--replication-timeout", cluster.replication_timeout),
+            ("--order-stall-timeout", cluster.order_stall_timeout),
+            (
+                "cluster.peer_proof_failure_window",
+                cluster.peer_proof_failure_window,
+            ),
+            ("--metrics-timeout", self.metrics.request_timeout),
+        ];
+        for (name, timeout) in timeouts {
+            if timeout > TIMEOUT_MAX {
+                return Err(format!(
+                    "{name} {} is longer than the 365 days any time-out may be{}",
+                    crate::units::format_duration_ms(crate::engine::millis(timeout)),
+                    if name == "--idle-timeout" {
+                        " (0s turns the idle time-out off)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
         Ok(())
     }
