@@ -479,6 +479,13 @@ pub struct MetricsConfig {
     /// A connection must send its whole request head within this time of being accepted, and
     /// take its whole response within this time of it being ready; else it is closed.
     pub request_timeout: Duration,
+    /// The engine's figures (connections, subscriptions, the id-order block, groups, peers)
+    /// are gathered at most once per this interval; scrapes in between get the same ones
+    /// (the endpoint's own counters and the process figures are always current). Gathering
+    /// visits every subscription: attack round 9 measured 33 ms a scrape beside 4000
+    /// connections of 64 subscriptions, and 16 scrapers held a bystander's produce 2.4 s.
+    /// 0: every scrape gathers them. At most 60 s.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -488,6 +495,7 @@ impl Default for MetricsConfig {
             connections_max: 16,
             request_size_max: 8 * 1024,
             request_timeout: Duration::from_secs(5),
+            snapshot_interval: Duration::from_secs(1),
         }
     }
 }
@@ -885,6 +893,9 @@ impl Config {
         }
         if metrics.request_timeout.is_zero() {
             return Err("the metrics request time-out must be positive".into());
+        }
+        if metrics.snapshot_interval > Duration::from_secs(60) {
+            return Err("metrics.snapshot_interval must be at most 60 s".into());
         }
         if metrics
             .addr
