@@ -1004,6 +1004,12 @@ fn main() -> ExitCode {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
+    // The limits first: fitting the open file limit adds some of them up, and an absurd one
+    // (`--max-metrics-connections 4294967295`) must be named, not reported as a ulimit.
+    if let Err(message) = config.validate() {
+        eprintln!("flo: invalid configuration: {message}");
+        return ExitCode::FAILURE;
+    }
     if let Err(message) = fit_open_files(&mut config) {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
