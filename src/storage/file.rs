@@ -15,6 +15,7 @@ use crate::event::{EventId, EventRef, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
+use super::fence_preload::{FencePreload, Taken};
 use super::handles::{HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
@@ -118,6 +119,9 @@ pub struct FileLog {
     /// a segment past it has none, and its lookups binary-search its file.
     pub(super) name_fences: BTreeMap<u64, Fences>,
     pub(super) name_fence_bytes: usize,
+    /// The fences read at start-up by a helper thread (`fence_preload.rs`), taken into
+    /// `name_fences` by the lookups; `None` once all are taken.
+    pub(super) fence_preload: Option<FencePreload>,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
@@ -183,6 +187,38 @@ impl FileLog {
     /// reach a state where every sealed segment has its file).
     pub fn wait_for_namespace_index(&mut self) {
         self.finish_namespace_build(true);
+    }
+
+    /// Waits until the fences the start-up's helper thread reads are all taken into memory
+    /// (tests use it to reach the state a lookup finds once the thread is done).
+    pub fn wait_for_fence_preload(&mut self) {
+        self.take_preloaded_fences(true);
+    }
+
+    /// Takes the fences the start-up's helper thread has read so far (with `wait`: all of
+    /// them), keeping each while the segment's file is still the one it was read from and
+    /// the fences' bytes stay within `namespace_fences_bytes_max`.
+    pub(super) fn take_preloaded_fences(&mut self, wait: bool) {
+        while let Some(preload) = &self.fence_preload {
+            let (first, header, fences) = match preload.take(wait) {
+                Taken::One(preloaded) => preloaded,
+                Taken::NotYet => return,
+                Taken::Done => {
+                    self.fence_preload = None;
+                    return;
+                }
+            };
+            let current = matches!(
+                self.sealed_namespaces.get(&first),
+                Some(SealedNamespaces::Written(written)) if *written == header
+            );
+            let room = self.name_fence_bytes.saturating_add(fences.size());
+            let fits = room <= self.config.namespace_fences_bytes_max;
+            if current && fits && !self.name_fences.contains_key(&first) {
+                self.name_fence_bytes = room;
+                self.name_fences.insert(first, fences);
+            }
+        }
     }
 
     /// Files the index-driven reads opened since open (`.nsx` and sealed `.log` files, kept
@@ -842,6 +878,7 @@ impl FileLog {
         let first = segment.first_offset;
         let dir = self.config.data_dir.clone();
         let path = namespace_index_path(&dir, first);
+        self.take_preloaded_fences(false);
         let problem = match self.sealed_namespaces.get(&first) {
             Some(SealedNamespaces::Building(names)) => {
                 return Ok(names.lookup(key, range, count_max, work, found));

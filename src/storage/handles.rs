@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -53,7 +54,15 @@ impl Handles {
             *used = self.clock;
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(File::open(path)?);
+        let file = File::open(path)?;
+        // Every read of these files is a positioned read of a piece the caller knows the
+        // size of (a record, a block of the index, its fences): the kernel's readahead would
+        // read around each one from the disk for nothing, so a cold read of a record costs
+        // one small disk read (about 50 us here) instead of a readahead window (about 120
+        // us). A hint: if it fails, reads are the same, only slower when cold.
+        // SAFETY: posix_fadvise only reads its arguments; the descriptor is open (`file`).
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let file = Arc::new(file);
         self.opened += 1;
         if self.max == 0 {
             return Ok(file);
