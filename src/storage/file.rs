@@ -16,7 +16,7 @@ use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
 use super::fence_preload::{FencePreload, Taken};
-use super::handles::{HandleKind, Handles};
+use super::handles::{will_need, HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
@@ -991,6 +991,61 @@ impl FileLog {
         }
     }
 
+    /// Before an exact lookup from `from` to `end`: for each sealed segment it will ask
+    /// (at most `namespace_segments_per_query_max`) whose `.nsx` is not open yet (so most
+    /// likely not in the page cache: the first query since a start), opens it and asks the
+    /// kernel for the two pieces the lookup reads first (by the fences in memory), all
+    /// segments at once, so a cold lookup waits for the disk about once instead of once per
+    /// segment and piece.
+    fn hint_cold_lookups(&mut self, name: &[u8], from: u64, end: u64) {
+        self.take_preloaded_fences(false);
+        let segments_max = self.config.namespace_segments_per_query_max;
+        let firsts: Vec<u64> = (self.sealed.iter())
+            .skip_while(|segment| segment.end_offset() <= from)
+            .take_while(|segment| segment.first_offset < end)
+            .map(|segment| segment.first_offset)
+            .take(segments_max)
+            .collect();
+        for first in firsts {
+            if self.handles.is_open(first, HandleKind::NamespaceIndex) {
+                continue;
+            }
+            let header = match self.sealed_namespaces.get(&first) {
+                Some(SealedNamespaces::Written(header)) => *header,
+                _ => continue,
+            };
+            let Some(fences) = self.name_fences.get(&first) else {
+                continue;
+            };
+            let ranges = header.exact_lookup_ranges(fences, name);
+            let path = namespace_index_path(&self.config.data_dir, first);
+            if let Ok(file) = self.handles.get(first, HandleKind::NamespaceIndex, &path) {
+                for (position, length) in ranges {
+                    will_need(&file, position, length);
+                }
+            }
+        }
+    }
+
+    /// After a lookup: asks the kernel for the records found whose segment file is not open
+    /// yet (see `hint_cold_lookups`), all at once, before `read_one` reads them one by one.
+    fn hint_cold_records(&mut self, positions: &[u64]) {
+        let cached_from = self.cache.first_offset();
+        for &offset in positions {
+            let Some(place) = self.places.get(&offset).copied() else {
+                continue;
+            };
+            let first = self.segment_of(offset).first_offset;
+            if offset >= cached_from || self.handles.is_open(first, HandleKind::Segment) {
+                continue;
+            }
+            let path = segment_path(&self.config.data_dir, first);
+            if let Ok(file) = self.handles.get(first, HandleKind::Segment, &path) {
+                will_need(&file, place.position, place.size as u64);
+            }
+        }
+    }
+
     /// Drops the fences kept for the segment starting at `first` (its file is rebuilt or
     /// deleted).
     fn forget_fences(&mut self, first: u64) {
@@ -1375,6 +1430,9 @@ impl Log for FileLog {
         self.places.clear();
         let durable_end = self.durable_end().0;
         let mut offset = from.0.max(self.start().0);
+        if let NamespaceKey::Exact(name) = key {
+            self.hint_cold_lookups(name.as_bytes(), offset, durable_end);
+        }
         let mut positions = Vec::new();
         let mut segments_read = 0;
         let segments_max = self.config.namespace_segments_per_query_max;
@@ -1404,6 +1462,7 @@ impl Log for FileLog {
                 offset = last + 1;
             }
         }
+        self.hint_cold_records(&positions);
         found.extend(positions.into_iter().map(Offset));
         Ok(Offset(offset))
     }

@@ -2,6 +2,11 @@
 //! most `storage.open_files_max` of them, the least recently used closed first, so a query
 //! of one namespace costs no `open` per segment. A segment's handles are dropped with the
 //! segment (retention, reclaim) and a `.nsx` handle when its file is written again.
+//!
+//! A file that is not open yet is most likely not in the page cache either (the first query
+//! of its segment since the start, or since it was closed): `will_need` lets a query ask the
+//! kernel for all the pieces it is about to read from such files at once, so their disk
+//! reads overlap instead of following one another.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -79,6 +84,11 @@ impl Handles {
         Ok(file)
     }
 
+    /// Whether the file of segment `first_offset`'s `kind` is open (kept).
+    pub(super) fn is_open(&self, first_offset: u64, kind: HandleKind) -> bool {
+        self.files.contains_key(&(first_offset, kind))
+    }
+
     /// Closes the file of segment `first_offset`'s `kind` (it was replaced or deleted).
     pub(super) fn forget(&mut self, first_offset: u64, kind: HandleKind) {
         self.files.remove(&(first_offset, kind));
@@ -94,6 +104,24 @@ impl Handles {
     fn len(&self) -> usize {
         self.files.len()
     }
+}
+
+/// Asks the kernel to start reading `length` bytes of `file` from `position` into the page
+/// cache (`POSIX_FADV_WILLNEED`) without waiting for them. A hint: if it fails, the read that
+/// follows reads them itself.
+pub(super) fn will_need(file: &File, position: u64, length: u64) {
+    let (Ok(position), Ok(length)) = (i64::try_from(position), i64::try_from(length)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open (`file`).
+    let _ = unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            position,
+            length,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
 }
 
 #[cfg(test)]
