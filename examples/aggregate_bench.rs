@@ -39,7 +39,9 @@
 //! (as `--drop-cache`; the order alternating by round), timing the process start to the first
 //! aggregate loaded and that first load alone: medians, minimum and maximum.
 //!
-//! Every warm load also records how long the client's thread and the server's threads waited
+//! Each repeat first reads every file of flo's (and the old flo's) data directory once, so
+//! its warm loads find them in the page cache. Every warm load also records how long the
+//! client's thread and the server's threads waited
 //! for a CPU meanwhile (run-queue delay, the second field of `/proc/.../schedstat`), so the
 //! slowest loads can be told apart: the share of their time spent waiting to run.
 
@@ -478,8 +480,9 @@ fn load_average() -> String {
 }
 
 /// The run-queue delay of a set of threads: how long they were runnable but waited for a
-/// CPU (the second field of `/proc/.../schedstat`, nanoseconds, summed).
-struct Waits(Vec<PathBuf>);
+/// CPU (the second field of `/proc/.../schedstat`, nanoseconds, summed); and the bytes their
+/// process had the disk read (`read_bytes` of `/proc/PID/io`: page cache misses).
+struct Waits(Vec<PathBuf>, Option<PathBuf>);
 
 impl Waits {
     /// Every thread of process `pid` now (the servers start no thread during the loads);
@@ -492,11 +495,22 @@ impl Waits {
                 .filter(|_| pid != 0)
                 .map(|task| task.path().join("schedstat"))
                 .collect(),
+            Some(PathBuf::from(format!("/proc/{pid}/io"))),
         )
     }
 
     fn of_this_thread() -> Waits {
-        Waits(vec![PathBuf::from("/proc/thread-self/schedstat")])
+        Waits(vec![PathBuf::from("/proc/thread-self/schedstat")], None)
+    }
+
+    /// The process's `read_bytes` (0 if unknown).
+    fn disk_bytes(&self) -> u64 {
+        let text = (self.1.as_ref()).and_then(|path| std::fs::read_to_string(path).ok());
+        let line = text.as_deref().unwrap_or("").lines().find_map(|line| {
+            line.strip_prefix("read_bytes: ")
+                .and_then(|n| n.trim().parse().ok())
+        });
+        line.unwrap_or(0)
     }
 
     fn ns(&self) -> u64 {
@@ -515,10 +529,13 @@ struct Load {
     ms: f64,
     client_wait_ms: f64,
     server_wait_ms: f64,
+    /// Bytes the server read from the disk meanwhile.
+    disk_bytes: u64,
 }
 
 fn waited<T>(me: &Waits, server: &Waits, f: impl FnOnce() -> T) -> (Load, T) {
     let (client_before, server_before) = (me.ns(), server.ns());
+    let disk_before = server.disk_bytes();
     let (ms, value) = timed(f);
     let (client_after, server_after) = (me.ns(), server.ns());
     let wait_ms = |after: u64, before: u64| after.saturating_sub(before) as f64 / 1e6;
@@ -526,6 +543,7 @@ fn waited<T>(me: &Waits, server: &Waits, f: impl FnOnce() -> T) -> (Load, T) {
         ms,
         client_wait_ms: wait_ms(client_after, client_before),
         server_wait_ms: wait_ms(server_after, server_before),
+        disk_bytes: server.disk_bytes().saturating_sub(disk_before),
     };
     (load, value)
 }
@@ -549,11 +567,15 @@ fn describe_waits(loads: &mut [Load]) -> String {
     without.sort_by(|a, b| a.total_cmp(b));
     let p99 = |values: &[f64]| values[(values.len() * 99).div_ceil(100) - 1];
     let all: Vec<f64> = loads.iter().map(|l| l.ms).collect();
+    let from_disk = |loads: &[Load]| loads.iter().filter(|l| l.disk_bytes > 0).count();
     format!(
         "slowest {} of {n}: mean {ms:.3} ms, of it client waiting {client:.3} ms, server \
-         waiting {server:.3} ms ({:.0}%); p99 {:.3} ms, p99 without the waits {:.3} ms",
+         waiting {server:.3} ms ({:.0}%), {} of them read the disk ({} of all loads did); p99 \
+         {:.3} ms, p99 without the waits {:.3} ms",
         slow.len(),
         100.0 * (client + server) / ms,
+        from_disk(slow),
+        from_disk(loads),
         p99(&all),
         p99(&without),
     )
@@ -707,6 +729,13 @@ fn main() {
             *client = flo_connect(old_port);
         }
         let mut result = Repeat::default();
+        // Warm loads read warm files: the other processes of a shared machine (builds) push
+        // the data files out of the page cache between repeats (a run where they did not:
+        // 100 of flo's 500 loads and 499 of the old flo's read the disk).
+        warm_cache(&flo_dir);
+        if old.is_some() {
+            warm_cache(&old_dir);
+        }
         let (mut flo_ms, mut old_ms, mut redis_ms) = (Vec::new(), Vec::new(), Vec::new());
         let pids = [
             flo_server.0.id(),
@@ -758,6 +787,11 @@ fn main() {
         result.old_load_ms = median(&mut old_ms);
         result.flo_load_ms = median(&mut flo_ms);
         result.redis_load_ms = median(&mut redis_ms);
+        // The vectors are sorted now.
+        let p99s = [&flo_ms, &old_ms, &redis_ms].map(|values| match values.len() {
+            0 => f64::NAN,
+            n => values[(n * 99).div_ceil(100) - 1],
+        });
         let i = rng.below(aggregates);
         let (ms, (count, _)) = timed(|| flo_load(&mut flo, &format!("/*ccounts/{i}")));
         assert_eq!(count, PER_AGGREGATE, "scan of /accounts/{i}");
@@ -801,7 +835,8 @@ fn main() {
             warm_cache(&redis_dir);
         }
         println!(
-            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
+            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms \
+             (p99 {:.3} / {:.3} / {:.3} ms); scan {:.0} ms; \
              conditional append flo {:.3} ms, redis lua {:.3} ms, redis watch {:.3} ms; \
              cold flo {:.0} ms (first load {:.2} ms), redis {:.0} ms (first load {:.2} ms)",
             if flo_first { "flo" } else { "redis" },
@@ -809,6 +844,9 @@ fn main() {
             result.flo_load_ms,
             result.old_load_ms,
             result.redis_load_ms,
+            p99s[0],
+            p99s[1],
+            p99s[2],
             result.scan_ms,
             result.flo_append_ms,
             result.lua_append_ms,
