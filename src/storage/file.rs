@@ -999,9 +999,15 @@ impl FileLog {
     /// segment and piece.
     fn hint_cold_lookups(&mut self, name: &[u8], from: u64, end: u64) {
         self.take_preloaded_fences(false);
+        if self.config.open_files_max == 0 {
+            // No file is kept open, so none tells a first query apart: no hints.
+            return;
+        }
         let segments_max = self.config.namespace_segments_per_query_max;
-        let firsts: Vec<u64> = (self.sealed.iter())
-            .skip_while(|segment| segment.end_offset() <= from)
+        let start = self
+            .sealed
+            .partition_point(|segment| segment.end_offset() <= from);
+        let firsts: Vec<u64> = (self.sealed.range(start..))
             .take_while(|segment| segment.first_offset < end)
             .map(|segment| segment.first_offset)
             .take(segments_max)
@@ -1030,6 +1036,9 @@ impl FileLog {
     /// After a lookup: asks the kernel for the records found whose segment file is not open
     /// yet (see `hint_cold_lookups`), all at once, before `read_one` reads them one by one.
     fn hint_cold_records(&mut self, positions: &[u64]) {
+        if self.config.open_files_max == 0 {
+            return;
+        }
         let cached_from = self.cache.first_offset();
         for &offset in positions {
             let Some(place) = self.places.get(&offset).copied() else {
