@@ -1,7 +1,10 @@
 #!/bin/bash
 # A/B comparison of two flo binaries with Redis in the same run (BENCHMARKS.md, issue 13):
 #   OLD=/path/to/flo-before [NEW=target/release/flo] [REPEATS=3] [DURATION=3] [CELLS=...] \
-#       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] [SYNC=1] ci/bench_ab.sh
+#       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] [SYNC=1] \
+#       [OLD_ARGS=...] [NEW_ARGS=...] ci/bench_ab.sh
+# OLD_ARGS / NEW_ARGS are given to that binary only, after FLO_ARGS: one binary against itself
+# with a setting on and off, e.g. OLD=target/release/flo OLD_ARGS=--no-namespace-index.
 # Starts flo OLD and NEW with --fsync $INTERVAL (the "interval" cells; `never` too) and always
 # (both with $FLO_ARGS), Redis everysec and always, each
 # on a free loopback port with a fresh directory, then runs every cell (policy,size,conns,window)
@@ -32,7 +35,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_flo() { # name binary policy
   local port; port=$(free_port); mkdir -p "$WORK/$1"
   # shellcheck disable=SC2086 # FLO_ARGS is split on purpose
-  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" ${FLO_ARGS:-} >"$WORK/$1.log" 2>&1 & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port
+  local own=${NEW_ARGS:-}; [[ $1 == old-* ]] && own=${OLD_ARGS:-}
+  # shellcheck disable=SC2086 # FLO_ARGS and the binary's own arguments are split on purpose
+  "$2" -d "$WORK/$1" -p "$port" --fsync "$3" ${FLO_ARGS:-} $own >"$WORK/$1.log" 2>&1 & PIDS+=($!); SERVER_PID[$1]=$!; wait_port "$port"; PORT[$1]=$port
   echo "$1 pid $! port $port" >&2
 }
 start_redis() { local port; port=$(free_port); mkdir -p "$WORK/$1"

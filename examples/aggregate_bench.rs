@@ -33,6 +33,17 @@
 //! restart (`dd iflag=nocache count=0` per file, which evicts only those files), so the cold
 //! figures read from the disk, and reads the files again afterwards, so the next repeat's warm
 //! loads are warm; each cold line also gives the first load alone (after the connect).
+//!
+//! `--cold N` adds, after the repeats, N rounds of restarts of flo (and the old flo) alone,
+//! each restarted twice a round, once with the page cache of its files warm and once dropped
+//! (as `--drop-cache`; the order alternating by round), timing the process start to the first
+//! aggregate loaded and that first load alone: medians, minimum and maximum.
+//!
+//! Each repeat first reads every file of flo's (and the old flo's) data directory once, so
+//! its warm loads find them in the page cache. Every warm load also records how long the
+//! client's thread and the server's threads waited
+//! for a CPU meanwhile (run-queue delay, the second field of `/proc/.../schedstat`), so the
+//! slowest loads can be told apart: the share of their time spent waiting to run.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -67,6 +78,8 @@ struct Args {
     flo_old_bin: Option<PathBuf>,
     /// Before each cold restart, drop the kernel's page cache of the server's data files.
     drop_cache: bool,
+    /// Rounds of flo-only cold restarts after the repeats (page cache warm and dropped).
+    cold: usize,
 }
 
 fn parse_args() -> Args {
@@ -81,6 +94,7 @@ fn parse_args() -> Args {
         segment_size: None,
         flo_old_bin: None,
         drop_cache: false,
+        cold: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +113,7 @@ fn parse_args() -> Args {
             "--reuse" => args.reuse = Some(PathBuf::from(value)),
             "--segment-size" => args.segment_size = Some(value),
             "--flo-old-bin" => args.flo_old_bin = Some(PathBuf::from(value)),
+            "--cold" => args.cold = value.parse().expect("--cold N"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -464,6 +479,179 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The run-queue delay of a set of threads: how long they were runnable but waited for a
+/// CPU (the second field of `/proc/.../schedstat`, nanoseconds, summed); and the bytes their
+/// process had the disk read (`read_bytes` of `/proc/PID/io`: page cache misses).
+struct Waits(Vec<PathBuf>, Option<PathBuf>);
+
+impl Waits {
+    /// Every thread of process `pid` now (the servers start no thread during the loads);
+    /// none for pid 0.
+    fn of_process(pid: u32) -> Waits {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        let paths = tasks.into_iter().flatten().flatten();
+        Waits(
+            paths
+                .filter(|_| pid != 0)
+                .map(|task| task.path().join("schedstat"))
+                .collect(),
+            Some(PathBuf::from(format!("/proc/{pid}/io"))),
+        )
+    }
+
+    fn of_this_thread() -> Waits {
+        Waits(vec![PathBuf::from("/proc/thread-self/schedstat")], None)
+    }
+
+    /// The process's `read_bytes` (0 if unknown).
+    fn disk_bytes(&self) -> u64 {
+        let text = (self.1.as_ref()).and_then(|path| std::fs::read_to_string(path).ok());
+        let line = text.as_deref().unwrap_or("").lines().find_map(|line| {
+            line.strip_prefix("read_bytes: ")
+                .and_then(|n| n.trim().parse().ok())
+        });
+        line.unwrap_or(0)
+    }
+
+    fn ns(&self) -> u64 {
+        let wait = |path: &PathBuf| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.split_whitespace().nth(1)?.parse::<u64>().ok()
+        };
+        self.0.iter().filter_map(wait).sum()
+    }
+}
+
+/// One warm load: its time and how long the client's and the server's threads waited for a
+/// CPU meanwhile (milliseconds).
+#[derive(Clone, Copy, Default)]
+struct Load {
+    ms: f64,
+    client_wait_ms: f64,
+    server_wait_ms: f64,
+    /// Bytes the server read from the disk meanwhile.
+    disk_bytes: u64,
+}
+
+fn waited<T>(me: &Waits, server: &Waits, f: impl FnOnce() -> T) -> (Load, T) {
+    let (client_before, server_before) = (me.ns(), server.ns());
+    let disk_before = server.disk_bytes();
+    let (ms, value) = timed(f);
+    let (client_after, server_after) = (me.ns(), server.ns());
+    let wait_ms = |after: u64, before: u64| after.saturating_sub(before) as f64 / 1e6;
+    let load = Load {
+        ms,
+        client_wait_ms: wait_ms(client_after, client_before),
+        server_wait_ms: wait_ms(server_after, server_before),
+        disk_bytes: server.disk_bytes().saturating_sub(disk_before),
+    };
+    (load, value)
+}
+
+/// The slowest 5% of `loads` (at least one): their mean time and how much of it the client
+/// and the server waited for a CPU; and the p99 of all loads with those waits taken off.
+fn describe_waits(loads: &mut [Load]) -> String {
+    loads.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+    let n = loads.len();
+    let slow = &loads[n - n.div_ceil(20)..];
+    let mean = |f: fn(&Load) -> f64| slow.iter().map(f).sum::<f64>() / slow.len() as f64;
+    let (ms, client, server) = (
+        mean(|l| l.ms),
+        mean(|l| l.client_wait_ms),
+        mean(|l| l.server_wait_ms),
+    );
+    let mut without: Vec<f64> = loads
+        .iter()
+        .map(|l| (l.ms - l.client_wait_ms - l.server_wait_ms).max(0.0))
+        .collect();
+    without.sort_by(|a, b| a.total_cmp(b));
+    let p99 = |values: &[f64]| values[(values.len() * 99).div_ceil(100) - 1];
+    let all: Vec<f64> = loads.iter().map(|l| l.ms).collect();
+    let from_disk = |loads: &[Load]| loads.iter().filter(|l| l.disk_bytes > 0).count();
+    format!(
+        "slowest {} of {n}: mean {ms:.3} ms, of it client waiting {client:.3} ms, server \
+         waiting {server:.3} ms ({:.0}%), {} of them read the disk ({} of all loads did); p99 \
+         {:.3} ms, p99 without the waits {:.3} ms",
+        slow.len(),
+        100.0 * (client + server) / ms,
+        from_disk(slow),
+        from_disk(loads),
+        p99(&all),
+        p99(&without),
+    )
+}
+
+/// `--cold`: rounds of restarts of each flo server alone, page cache warm and dropped,
+/// timing the process start to the first aggregate loaded and the first load alone.
+fn cold_rounds(
+    args: &Args,
+    servers: &mut [(&str, PathBuf, PathBuf, Process)],
+    aggregates: u64,
+    rng: &mut Rng,
+) {
+    // (server index, dropped) -> (start to first load, first load) in ms.
+    let mut results: std::collections::BTreeMap<(usize, bool), Vec<(f64, f64)>> =
+        Default::default();
+    let segment_size = args.segment_size.as_deref();
+    for round in 0..args.cold {
+        for turn in 0..servers.len() * 2 {
+            let which = (turn / 2 + round) % servers.len();
+            let dropped = (turn % 2 == 1) != (round % 2 == 1);
+            let (_, bin, dir, server) = &mut servers[which];
+            let key = aggregate(rng.below(aggregates));
+            let stopped = std::mem::replace(server, start_flo_stopped());
+            drop(stopped);
+            if dropped {
+                drop_cache(dir);
+            }
+            let port = free_port();
+            let started = Instant::now();
+            *server = start_flo(bin, port, dir, segment_size);
+            let mut client = flo_connect(port);
+            let (first_ms, (count, _)) = timed(|| flo_load(&mut client, &key));
+            assert_eq!(count, PER_AGGREGATE);
+            let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if dropped {
+                warm_cache(dir);
+            }
+            results
+                .entry((which, dropped))
+                .or_default()
+                .push((total_ms, first_ms));
+        }
+        println!("cold round {round} done, load {}", load_average());
+    }
+    println!(
+        "\ncold restarts, {} rounds (ms: median [min-max]):",
+        args.cold
+    );
+    for ((which, dropped), values) in &results {
+        let spread = |f: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = values.iter().map(f).collect();
+            let med = median(&mut v);
+            format!("{med:.2} [{:.2}-{:.2}]", v[0], v[v.len() - 1])
+        };
+        println!(
+            "{} page cache {}: process start to first aggregate {}; first load alone {}",
+            servers[*which].0,
+            if *dropped { "dropped" } else { "warm" },
+            spread(|v| v.0),
+            spread(|v| v.1),
+        );
+    }
+}
+
+/// A placeholder for a server being restarted: a process that has already exited.
+fn start_flo_stopped() -> Process {
+    Process(
+        Command::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run true"),
+    )
+}
+
 #[derive(Default)]
 struct Repeat {
     flo_load_ms: f64,
@@ -526,6 +714,8 @@ fn main() {
         (server, flo_connect(old_port))
     });
     let (mut all_flo_ms, mut all_old_ms, mut all_redis_ms) = (Vec::new(), Vec::new(), Vec::new());
+    // Every warm load with the run-queue waits meanwhile: flo, old flo, Redis.
+    let mut all_loads: [Vec<Load>; 3] = Default::default();
     // Server CPU time over the warm loads: flo, old flo, Redis.
     let mut cpu_total = [0.0f64; 3];
     let aggregates = (args.events / PER_AGGREGATE).max(1);
@@ -539,6 +729,13 @@ fn main() {
             *client = flo_connect(old_port);
         }
         let mut result = Repeat::default();
+        // Warm loads read warm files: the other processes of a shared machine (builds) push
+        // the data files out of the page cache between repeats (a run where they did not:
+        // 100 of flo's 500 loads and 499 of the old flo's read the disk).
+        warm_cache(&flo_dir);
+        if old.is_some() {
+            warm_cache(&old_dir);
+        }
         let (mut flo_ms, mut old_ms, mut redis_ms) = (Vec::new(), Vec::new(), Vec::new());
         let pids = [
             flo_server.0.id(),
@@ -546,6 +743,8 @@ fn main() {
             redis_server.0.id(),
         ];
         let cpu_before = pids.map(cpu_ms);
+        let server_waits = pids.map(Waits::of_process);
+        let me = Waits::of_this_thread();
         for _ in 0..args.queries {
             let key = aggregate(rng.below(aggregates));
             // Call order: with an old binary it rotates over flo, old, Redis by repeat; else
@@ -554,20 +753,26 @@ fn main() {
             for turn in 0..turns {
                 match (turn + repeat) % turns {
                     0 => {
-                        let (ms, (count, _)) = timed(|| flo_load(&mut flo, &key));
+                        let (load, (count, _)) =
+                            waited(&me, &server_waits[0], || flo_load(&mut flo, &key));
                         assert_eq!(count, PER_AGGREGATE, "{key} through flo");
-                        flo_ms.push(ms);
+                        flo_ms.push(load.ms);
+                        all_loads[0].push(load);
                     }
                     1 => {
-                        let (ms, count) = timed(|| redis_load(&mut redis, &key));
+                        let (load, count) =
+                            waited(&me, &server_waits[2], || redis_load(&mut redis, &key));
                         assert_eq!(count, PER_AGGREGATE, "{key} through redis");
-                        redis_ms.push(ms);
+                        redis_ms.push(load.ms);
+                        all_loads[2].push(load);
                     }
                     _ => {
                         let (_, client) = old.as_mut().expect("an old binary");
-                        let (ms, (count, _)) = timed(|| flo_load(client, &key));
+                        let (load, (count, _)) =
+                            waited(&me, &server_waits[1], || flo_load(client, &key));
                         assert_eq!(count, PER_AGGREGATE, "{key} through the old flo");
-                        old_ms.push(ms);
+                        old_ms.push(load.ms);
+                        all_loads[1].push(load);
                     }
                 }
             }
@@ -582,6 +787,11 @@ fn main() {
         result.old_load_ms = median(&mut old_ms);
         result.flo_load_ms = median(&mut flo_ms);
         result.redis_load_ms = median(&mut redis_ms);
+        // The vectors are sorted now.
+        let p99s = [&flo_ms, &old_ms, &redis_ms].map(|values| match values.len() {
+            0 => f64::NAN,
+            n => values[(n * 99).div_ceil(100) - 1],
+        });
         let i = rng.below(aggregates);
         let (ms, (count, _)) = timed(|| flo_load(&mut flo, &format!("/*ccounts/{i}")));
         assert_eq!(count, PER_AGGREGATE, "scan of /accounts/{i}");
@@ -625,7 +835,8 @@ fn main() {
             warm_cache(&redis_dir);
         }
         println!(
-            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms; scan {:.0} ms; \
+            "repeat {repeat} ({} first), load {}: load warm flo {:.3} ms old flo {:.3} ms redis {:.3} ms \
+             (p99 {:.3} / {:.3} / {:.3} ms); scan {:.0} ms; \
              conditional append flo {:.3} ms, redis lua {:.3} ms, redis watch {:.3} ms; \
              cold flo {:.0} ms (first load {:.2} ms), redis {:.0} ms (first load {:.2} ms)",
             if flo_first { "flo" } else { "redis" },
@@ -633,6 +844,9 @@ fn main() {
             result.flo_load_ms,
             result.old_load_ms,
             result.redis_load_ms,
+            p99s[0],
+            p99s[1],
+            p99s[2],
             result.scan_ms,
             result.flo_append_ms,
             result.lua_append_ms,
@@ -710,6 +924,30 @@ fn main() {
             "{name}: {med:.3} / {p99:.3} / {max:.3}; server CPU {cpu_each:.3} ms a load \
              ({cpu:.0} ms in all)"
         );
+    }
+    println!(
+        "\nwhere the slowest warm loads' time went (run-queue waits: time a thread was \
+         runnable but not running, /proc/.../schedstat):"
+    );
+    for (name, loads) in ["flo", "old flo", "redis"].into_iter().zip(&mut all_loads) {
+        if !loads.is_empty() {
+            println!("{name}: {}", describe_waits(loads));
+        }
+    }
+    if args.cold > 0 {
+        drop(flo);
+        let mut servers = vec![("flo", args.flo_bin.clone(), flo_dir.clone(), flo_server)];
+        if let (Some(bin), Some((server, client))) = (&args.flo_old_bin, old.take()) {
+            drop(client);
+            servers.push(("old flo", bin.clone(), old_dir.clone(), server));
+        }
+        cold_rounds(&args, &mut servers, aggregates, &mut rng);
+        drop(redis);
+        drop(redis_server);
+        if args.reuse.is_none() {
+            let _ = std::fs::remove_dir_all(&run);
+        }
+        return;
     }
     drop(old);
     drop(flo);

@@ -883,6 +883,53 @@ fn a_warm_lookup_reads_three_pieces_of_each_segments_index() {
     }
 }
 
+/// The first lookup after a start (the server just restarted) finds every segment's fences
+/// in memory: a helper thread read them while the open segment was recovered, so the lookup
+/// reads three small pieces of each segment's `.nsx`, as a warm one does, instead of each
+/// segment's whole fence section first. Answers are the scan's.
+#[test]
+fn the_first_lookup_after_a_start_finds_the_fences_read_already() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StorageConfig::new(dir.path().to_path_buf());
+    config.segment_size_max = 256 * 1024;
+    config.fsync = FsyncPolicy::Never;
+    let mut log = FileLog::open(&config).unwrap().0;
+    fill(&mut log, 40_000, 64, 1_000, |counter| {
+        if counter % 2_000 == 1_000 {
+            "/aggregate/7".to_string()
+        } else {
+            format!("/n/{counter:06}")
+        }
+    });
+    let sealed = log.segment_paths().len() as u64 - 1;
+    assert!(sealed >= 10, "the test wants many segments, got {sealed}");
+    drop(log);
+    let key = NamespaceKey::Exact("/aggregate/7".into());
+    let mut log = FileLog::open(&config).unwrap().0;
+    log.wait_for_fence_preload();
+    let fence_bytes = log.namespace_fence_bytes();
+    assert!(fence_bytes > 0, "no fences were read at start-up");
+    let calls_empty = read_syscalls();
+    let calls_empty = read_syscalls() - calls_empty;
+    let calls_before = read_syscalls();
+    let (positions, _) = complete(&mut log, &key, Offset(0), 1_000);
+    let calls = read_syscalls() - calls_before - calls_empty;
+    assert_eq!(positions.len(), 20);
+    assert!(
+        calls <= 3 * sealed,
+        "the first lookup after a start of one namespace in {sealed} sealed segments made \
+         {calls} read calls"
+    );
+    assert_eq!(
+        log.namespace_fence_bytes(),
+        fence_bytes,
+        "a lookup read fences again"
+    );
+    let mut scanned = Vec::new();
+    scan_namespace(&mut log, &key, Offset(0), 1_000, &mut scanned).unwrap();
+    assert_eq!(scanned, positions);
+}
+
 /// Hostile: many segments of many namespaces against a small `namespace_fences_bytes_max`.
 /// The fences kept stay within it (segments past it are binary-searched), and every lookup
 /// answers as the scan does, whichever way it went.

@@ -293,6 +293,13 @@ struct Args {
     #[arg(long = "metrics-timeout", default_value = "5s", value_parser = parse_duration_ms)]
     metrics_timeout: u64,
 
+    /// Turn the namespace index off (docs/storage.md): no `.nsx` file is written at a seal,
+    /// a subscription to one namespace reads the whole log, and a ProduceIf's check of a
+    /// namespace the server does not remember reads the whole log too. For measuring what the
+    /// index costs; a later start without this flag rebuilds the missing files.
+    #[arg(long = "no-namespace-index")]
+    no_namespace_index: bool,
+
     /// Start even when the newest segment holds damage that start-up does not cut by itself
     /// (a bad record followed by records with valid checksums, or a damaged header): the
     /// damaged bytes are moved to <segment>.quarantine-<byte> beside it, every record among
@@ -732,6 +739,7 @@ fn config_from(args: &Args) -> Config {
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;
     config.storage.segment_size_max = args.segment_size;
+    config.storage.namespace_index = !args.no_namespace_index;
     config.storage.retention = Retention {
         events_max: args.max_events,
         bytes_max: args.max_bytes,

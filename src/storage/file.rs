@@ -15,7 +15,8 @@ use crate::event::{EventId, EventRef, StartPosition, VersionVector};
 use crate::time::{MonotonicMs, WallClockMs};
 
 use super::cache::EventCache;
-use super::handles::{HandleKind, Handles};
+use super::fence_preload::{FencePreload, Taken};
+use super::handles::{will_need, HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
@@ -118,6 +119,9 @@ pub struct FileLog {
     /// a segment past it has none, and its lookups binary-search its file.
     pub(super) name_fences: BTreeMap<u64, Fences>,
     pub(super) name_fence_bytes: usize,
+    /// The fences read at start-up by a helper thread (`fence_preload.rs`), taken into
+    /// `name_fences` by the lookups; `None` once all are taken.
+    pub(super) fence_preload: Option<FencePreload>,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
@@ -183,6 +187,38 @@ impl FileLog {
     /// reach a state where every sealed segment has its file).
     pub fn wait_for_namespace_index(&mut self) {
         self.finish_namespace_build(true);
+    }
+
+    /// Waits until the fences the start-up's helper thread reads are all taken into memory
+    /// (tests use it to reach the state a lookup finds once the thread is done).
+    pub fn wait_for_fence_preload(&mut self) {
+        self.take_preloaded_fences(true);
+    }
+
+    /// Takes the fences the start-up's helper thread has read so far (with `wait`: all of
+    /// them), keeping each while the segment's file is still the one it was read from and
+    /// the fences' bytes stay within `namespace_fences_bytes_max`.
+    pub(super) fn take_preloaded_fences(&mut self, wait: bool) {
+        while let Some(preload) = &self.fence_preload {
+            let (first, header, fences) = match preload.take(wait) {
+                Taken::One(preloaded) => preloaded,
+                Taken::NotYet => return,
+                Taken::Done => {
+                    self.fence_preload = None;
+                    return;
+                }
+            };
+            let current = matches!(
+                self.sealed_namespaces.get(&first),
+                Some(SealedNamespaces::Written(written)) if *written == header
+            );
+            let room = self.name_fence_bytes.saturating_add(fences.size());
+            let fits = room <= self.config.namespace_fences_bytes_max;
+            if current && fits && !self.name_fences.contains_key(&first) {
+                self.name_fence_bytes = room;
+                self.name_fences.insert(first, fences);
+            }
+        }
     }
 
     /// Files the index-driven reads opened since open (`.nsx` and sealed `.log` files, kept
@@ -842,6 +878,7 @@ impl FileLog {
         let first = segment.first_offset;
         let dir = self.config.data_dir.clone();
         let path = namespace_index_path(&dir, first);
+        self.take_preloaded_fences(false);
         let problem = match self.sealed_namespaces.get(&first) {
             Some(SealedNamespaces::Building(names)) => {
                 return Ok(names.lookup(key, range, count_max, work, found));
@@ -951,6 +988,70 @@ impl FileLog {
             }
             // The lookup that follows reads the file too, finds the damage and rebuilds it.
             Err(_) => true,
+        }
+    }
+
+    /// Before an exact lookup from `from` to `end`: for each sealed segment it will ask
+    /// (at most `namespace_segments_per_query_max`) whose `.nsx` is not open yet (so most
+    /// likely not in the page cache: the first query since a start), opens it and asks the
+    /// kernel for the two pieces the lookup reads first (by the fences in memory), all
+    /// segments at once, so a cold lookup waits for the disk about once instead of once per
+    /// segment and piece.
+    fn hint_cold_lookups(&mut self, name: &[u8], from: u64, end: u64) {
+        self.take_preloaded_fences(false);
+        if self.config.open_files_max == 0 {
+            // No file is kept open, so none tells a first query apart: no hints.
+            return;
+        }
+        let segments_max = self.config.namespace_segments_per_query_max;
+        let start = self
+            .sealed
+            .partition_point(|segment| segment.end_offset() <= from);
+        let firsts: Vec<u64> = (self.sealed.range(start..))
+            .take_while(|segment| segment.first_offset < end)
+            .map(|segment| segment.first_offset)
+            .take(segments_max)
+            .collect();
+        for first in firsts {
+            if self.handles.is_open(first, HandleKind::NamespaceIndex) {
+                continue;
+            }
+            let header = match self.sealed_namespaces.get(&first) {
+                Some(SealedNamespaces::Written(header)) => *header,
+                _ => continue,
+            };
+            let Some(fences) = self.name_fences.get(&first) else {
+                continue;
+            };
+            let ranges = header.exact_lookup_ranges(fences, name);
+            let path = namespace_index_path(&self.config.data_dir, first);
+            if let Ok(file) = self.handles.get(first, HandleKind::NamespaceIndex, &path) {
+                for (position, length) in ranges {
+                    will_need(&file, position, length);
+                }
+            }
+        }
+    }
+
+    /// After a lookup: asks the kernel for the records found whose segment file is not open
+    /// yet (see `hint_cold_lookups`), all at once, before `read_one` reads them one by one.
+    fn hint_cold_records(&mut self, positions: &[u64]) {
+        if self.config.open_files_max == 0 {
+            return;
+        }
+        let cached_from = self.cache.first_offset();
+        for &offset in positions {
+            let Some(place) = self.places.get(&offset).copied() else {
+                continue;
+            };
+            let first = self.segment_of(offset).first_offset;
+            if offset >= cached_from || self.handles.is_open(first, HandleKind::Segment) {
+                continue;
+            }
+            let path = segment_path(&self.config.data_dir, first);
+            if let Ok(file) = self.handles.get(first, HandleKind::Segment, &path) {
+                will_need(&file, place.position, place.size as u64);
+            }
         }
     }
 
@@ -1338,6 +1439,9 @@ impl Log for FileLog {
         self.places.clear();
         let durable_end = self.durable_end().0;
         let mut offset = from.0.max(self.start().0);
+        if let NamespaceKey::Exact(name) = key {
+            self.hint_cold_lookups(name.as_bytes(), offset, durable_end);
+        }
         let mut positions = Vec::new();
         let mut segments_read = 0;
         let segments_max = self.config.namespace_segments_per_query_max;
@@ -1367,6 +1471,7 @@ impl Log for FileLog {
                 offset = last + 1;
             }
         }
+        self.hint_cold_records(&positions);
         found.extend(positions.into_iter().map(Offset));
         Ok(Offset(offset))
     }

@@ -2,10 +2,16 @@
 //! most `storage.open_files_max` of them, the least recently used closed first, so a query
 //! of one namespace costs no `open` per segment. A segment's handles are dropped with the
 //! segment (retention, reclaim) and a `.nsx` handle when its file is written again.
+//!
+//! A file that is not open yet is most likely not in the page cache either (the first query
+//! of its segment since the start, or since it was closed): `will_need` lets a query ask the
+//! kernel for all the pieces it is about to read from such files at once, so their disk
+//! reads overlap instead of following one another.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -53,7 +59,15 @@ impl Handles {
             *used = self.clock;
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(File::open(path)?);
+        let file = File::open(path)?;
+        // Every read of these files is a positioned read of a piece the caller knows the
+        // size of (a record, a block of the index, its fences): the kernel's readahead would
+        // read around each one from the disk for nothing, so a cold read of a record costs
+        // one small disk read (about 50 us here) instead of a readahead window (about 120
+        // us). A hint: if it fails, reads are the same, only slower when cold.
+        // SAFETY: posix_fadvise only reads its arguments; the descriptor is open (`file`).
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let file = Arc::new(file);
         self.opened += 1;
         if self.max == 0 {
             return Ok(file);
@@ -68,6 +82,11 @@ impl Handles {
         let entry = (Arc::clone(&file), self.clock);
         self.files.insert((first_offset, kind), entry);
         Ok(file)
+    }
+
+    /// Whether the file of segment `first_offset`'s `kind` is open (kept).
+    pub(super) fn is_open(&self, first_offset: u64, kind: HandleKind) -> bool {
+        self.files.contains_key(&(first_offset, kind))
     }
 
     /// Closes the file of segment `first_offset`'s `kind` (it was replaced or deleted).
@@ -85,6 +104,24 @@ impl Handles {
     fn len(&self) -> usize {
         self.files.len()
     }
+}
+
+/// Asks the kernel to start reading `length` bytes of `file` from `position` into the page
+/// cache (`POSIX_FADV_WILLNEED`) without waiting for them. A hint: if it fails, the read that
+/// follows reads them itself.
+pub(super) fn will_need(file: &File, position: u64, length: u64) {
+    let (Ok(position), Ok(length)) = (i64::try_from(position), i64::try_from(length)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open (`file`).
+    let _ = unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            position,
+            length,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
 }
 
 #[cfg(test)]

@@ -930,6 +930,30 @@ impl NamespaceHeader {
     }
 }
 
+impl NamespaceHeader {
+    /// The byte ranges (position, length) of this file that a fenced exact lookup of `name`
+    /// reads first (`find_exact`: the slots and the entries of the fence's blocks), so a
+    /// caller can ask the kernel for them ahead of the reads.
+    pub fn exact_lookup_ranges(&self, fences: &Fences, name: &[u8]) -> Vec<(u64, u64)> {
+        let fence = fences.first_at(name) as u64;
+        let low = (FENCE_BLOCKS * fence).min(self.block_count());
+        let high = (low + FENCE_BLOCKS).min(self.block_count());
+        if low >= high {
+            return Vec::new();
+        }
+        let slots = NAMESPACE_HEADER_SIZE as u64 + SLOT_SIZE as u64 * low;
+        let first_entry = block_bounds(low, self.entry_count).0 as u64;
+        let end_entry = block_bounds(high - 1, self.entry_count).1 as u64;
+        vec![
+            (slots, SLOT_SIZE as u64 * (high - low) + 4),
+            (
+                self.table_position() + ENTRY_SIZE as u64 * first_entry,
+                ENTRY_SIZE as u64 * (end_entry - first_entry),
+            ),
+        ]
+    }
+}
+
 fn key_exact(key: &NamespaceKey) -> Option<&[u8]> {
     match key {
         NamespaceKey::Exact(name) => Some(name.as_bytes()),

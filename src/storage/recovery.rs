@@ -15,6 +15,7 @@ use crate::config::{FsyncPolicy, StorageConfig};
 use crate::event::VersionVector;
 
 use super::cache::EventCache;
+use super::fence_preload::FencePreload;
 use super::file::{FileLog, OpenSegment, SealedNamespaces};
 use super::index::SegmentIndex;
 use super::lease;
@@ -157,6 +158,7 @@ impl FileLog {
         }
         let mut report = RecoveryReport::default();
         let firsts = list_segments(dir, &mut report)?;
+        let mut preload = None;
         let (sealed, open) = match firsts.split_last() {
             None => (
                 (VecDeque::new(), BTreeMap::new()),
@@ -168,6 +170,10 @@ impl FileLog {
                 }
                 let indexed = config.namespace_index;
                 let sealed = load_sealed(dir, sealed_firsts, newest, indexed, &mut report)?;
+                // Read while the open segment is recovered below (`fence_preload.rs`).
+                let headers: Vec<_> = sealed.1.iter().map(|(&f, &h)| (f, h)).collect();
+                let fences_max = config.namespace_fences_bytes_max;
+                preload = FencePreload::start(dir, &headers, fences_max);
                 let open = recover_open(dir, newest, &sealed.0, mode, &mut report)?;
                 (sealed, open)
             }
@@ -178,6 +184,7 @@ impl FileLog {
         let mut log = assemble(config.clone(), lock, sealed, open.0, open.1, journal)?;
         log.counter_lease = counter_lease;
         log.stored_members = stored_members;
+        log.fence_preload = preload;
         log.hide = Arc::new(load_hide_rules(dir, config)?);
         // A file written under a larger --max-purged-namespaces is loaded whole (up to the
         // largest namespaces): a restart never forgets a purged namespace's newest id.
@@ -305,6 +312,7 @@ fn assemble(
         name_filter_bytes: 0,
         name_fences: BTreeMap::new(),
         name_fence_bytes: 0,
+        fence_preload: None,
         namespace_build: None,
         namespace_rebuilds: 0,
         handles,
