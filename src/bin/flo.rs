@@ -395,6 +395,10 @@ fn effective_config(args: &Args) -> String {
         "insecure-no-auth",
         Some(toml::Value::Boolean(args.insecure_no_auth)),
     );
+    put(
+        "no-namespace-index",
+        Some(toml::Value::Boolean(args.no_namespace_index)),
+    );
     let path = |path: &Option<PathBuf>| {
         path.as_ref()
             .and_then(|path| text(path.display().to_string()))
