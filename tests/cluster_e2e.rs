@@ -1009,7 +1009,8 @@ fn a_group_consumer_fails_over_to_another_node_with_its_acked_cursor_and_loses_n
 fn a_node_that_lost_its_directory_waits_for_the_member_holding_its_events() {
     let mut nodes = three_nodes();
     for node in &mut nodes {
-        node.args.extend(["--catch-up-timeout", "1s"].map(String::from));
+        node.args
+            .extend(["--catch-up-timeout", "1s"].map(String::from));
     }
     wait_until("every node is connected to both others", || {
         nodes.iter().all(|n| connected_members(n.port) == 2)

@@ -118,7 +118,7 @@ impl<L: Log> Engine<L> {
                     self.cluster.hold_timed_out = true;
                 } else if deadline_ms.is_none() && now_ms >= remind_ms {
                     log::warn!(
-                        "still refusing produces after a start on an empty data directory: waiting for {}; if that member is gone for good, run `flo-client cluster remove ACTOR` on a member this node has met (or drop a --peer-addr that will never answer and restart); --empty-dir-catch-up-timeout takes produces after a time-out at the risk of giving lost ids again (docs/clustering.md, \"Losing a data directory\")",
+                        "still refusing produces after a start on an empty data directory: waiting for {}; start it (or heal the network); if it is gone for good, run `flo-client cluster remove ACTOR` on a member this node has met (or drop a --peer-addr that will never answer and restart); --empty-dir-catch-up-timeout takes produces after a time-out at the risk of giving lost ids again (docs/clustering.md, \"Losing a data directory\")",
                         self.hold_waits_for()
                     );
                     self.cluster.hold = Hold::On {

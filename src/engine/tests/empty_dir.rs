@@ -119,7 +119,11 @@ fn an_unclean_restart_still_times_out() {
         c.cluster.secret = Some(String::new());
         c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
     });
-    assert_ne!(h.engine.log().counter_floor(), 0, "a lease: not an empty directory");
+    assert_ne!(
+        h.engine.log().counter_floor(),
+        0,
+        "a lease: not an empty directory"
+    );
     h.turn();
     assert!(h.engine.is_holding_produces());
     h.now.monotonic.0 += 30_000;
