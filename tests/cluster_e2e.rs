@@ -1008,6 +1008,7 @@ fn a_group_consumer_fails_over_to_another_node_with_its_acked_cursor_and_loses_n
 #[test]
 fn a_node_that_lost_its_directory_waits_for_the_member_holding_its_events() {
     let mut nodes = three_nodes();
+    // For the restarts below: a catch-up time-out that does not apply to an empty directory.
     for node in &mut nodes {
         node.args
             .extend(["--catch-up-timeout", "1s"].map(String::from));

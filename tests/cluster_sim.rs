@@ -594,15 +594,15 @@ fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_3() {
 /// Catch-up holds that end by their time-out (docs/clustering.md, "After a catch-up
 /// time-out"): in these seeds an `interval` node loses events in a power loss that another
 /// node holds, and its hold times out before it gets them back. Every late id-order delivery
-/// must be the documented case and counted by the engine (since lost directories no longer
-/// time out, the simulation has produced none in 2,000 seeds; the engine test
-/// `after_a_catch_up_time_out_a_member_not_met_again_delivers_late_events_late` pins it), and
-/// the run's other checks hold, leaving out only those lost events, which some nodes may lack
-/// for good. Seeds 145 and 1528368 did this before session 9, when the holds that timed out
-/// were those of lost directories.
+/// must be the documented case and counted by the engine, and the run's other checks hold,
+/// leaving out only those lost events, which some nodes may lack for good. Seeds 1058 and 2198
+/// deliver late (found by the 10,000-seed run of session 9, which names such seeds; the
+/// default seeds have none since lost directories stopped timing out). Seeds 145 and 1528368
+/// did this before, when the holds that timed out were those of lost directories.
 #[test]
-fn catch_up_time_outs_after_a_power_loss_keep_the_documented_checks() {
-    for seed in [96, 105] {
+fn catch_up_time_outs_after_a_power_loss_deliver_late_only_as_documented() {
+    let mut late = 0;
+    for seed in [1058, 2198] {
         let mut sim = Sim::new(seed);
         sim.run(2000);
         assert!(sim.timed_out_holds > 0, "seed {seed}: no hold timed out");
@@ -610,7 +610,9 @@ fn catch_up_time_outs_after_a_power_loss_keep_the_documented_checks() {
             !sim.excused.is_empty(),
             "seed {seed}: no hold timed out while another node held events its node had lost"
         );
+        late += sim.stats.late_lost_events;
     }
+    assert!(late > 0, "no late delivery to check");
 }
 
 /// Without faults, three nodes converge and every node holds every event with the id its

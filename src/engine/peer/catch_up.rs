@@ -50,17 +50,25 @@ impl<L: Log> Engine<L> {
         matches!(self.cluster.hold, Hold::On { .. } | Hold::Pending { .. })
     }
 
-    /// The NotReady message for a produce refused by the hold.
-    pub(in crate::engine) fn hold_message(&self) -> &'static str {
-        match self.cluster.hold {
+    /// True while the hold of an empty data directory, with no time-out, is on.
+    pub(in crate::engine) fn empty_dir_hold_waits(&self) -> bool {
+        matches!(
+            self.cluster.hold,
             Hold::Pending {
-                timeout_ms: None, ..
-            }
-            | Hold::On {
+                timeout_ms: None,
+                ..
+            } | Hold::On {
                 deadline_ms: None,
                 ..
-            } => "this node started on an empty data directory and takes produces only once it has met every member it knows, with no time-out, so that it never gives the id of an event it may have lost to a new one (its log names the member it waits for; docs/clustering.md, \"Losing a data directory\"); retry shortly",
-            _ => "this node is catching up with its cluster members after its start: it takes produces once it has met every member it knows (or after --catch-up-timeout); retry shortly",
+            }
+        )
+    }
+
+    /// The NotReady message for a produce refused by the hold.
+    pub(in crate::engine) fn hold_message(&self) -> &'static str {
+        match self.empty_dir_hold_waits() {
+            true => "this node started on an empty data directory and takes produces only once it has met every member it knows, with no time-out, so that it never gives the id of an event it may have lost to a new one (its log names the member it waits for; docs/clustering.md, \"Losing a data directory\"); retry shortly",
+            false => "this node is catching up with its cluster members after its start: it takes produces once it has met every member it knows (or after --catch-up-timeout); retry shortly",
         }
     }
 

@@ -131,3 +131,74 @@ fn an_unclean_restart_still_times_out() {
     assert!(!h.engine.is_holding_produces());
     assert!(h.engine.catch_up_timed_out());
 }
+
+/// A member this node knows only from a peer's list (its own member list was lost with the
+/// directory) and that is down: a discovered member that never answers is forgotten after
+/// `discovery_attempts_max` dials (about 40 s), which would end the hold without meeting it,
+/// the same hole as a time-out. While the hold of an empty directory waits, none is forgotten.
+#[test]
+fn a_member_learned_from_a_peer_is_not_forgotten_while_an_empty_directory_waits() {
+    let mut h = Harness::with_config(|c| {
+        c.cluster.peer_addrs = vec!["10.0.0.2:3000".parse().unwrap()];
+    });
+    h.turn();
+    let addr: std::net::SocketAddr = "10.0.0.2:3000".parse().unwrap();
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    h.engine.handle_dialed(h.now, conn, addr);
+    // Member 2 answers, listing member 3 in its PeerAccept.
+    let hello = match h.received_peer(conn).as_slice() {
+        [PeerFrame::PeerHello(hello)] => hello.clone(),
+        other => panic!("expected PeerHello, got {other:?}"),
+    };
+    h.send(
+        conn,
+        PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: 2,
+            advertised_addr: addr.to_string(),
+            nonce: [2; 32],
+        }),
+    );
+    h.turn();
+    let mut accept = acceptor_accept(&hello, 2, 2, VersionVector::new());
+    if let PeerFrame::PeerAccept(proof) = &mut accept {
+        proof.members = vec![crate::protocol::Member {
+            actor_id: 3,
+            addr: "10.0.0.3:3000".into(),
+        }];
+    }
+    h.send(conn, accept);
+    h.turn();
+    assert!(h.engine.is_holding_produces(), "member 3 not met yet");
+    let three: std::net::SocketAddr = "10.0.0.3:3000".parse().unwrap();
+    let mut dials_last_minute = 0;
+    // Ten simulated minutes in 100 ms steps; every dial of member 3 fails. Member 2 keeps
+    // its connection alive.
+    for step in 0..6000 {
+        h.now.monotonic.0 += 100;
+        h.now.wall.0 += 100;
+        if step % 10 == 0 {
+            h.send(conn, PeerFrame::PeerCredit { count: 0 });
+        }
+        h.turn();
+        for due in std::mem::take(&mut h.dials) {
+            if due == three {
+                if step >= 5400 {
+                    dials_last_minute += 1;
+                }
+                h.engine.handle_dial_failed(h.now, due);
+            }
+        }
+    }
+    assert!(
+        h.engine.is_holding_produces(),
+        "member 3 was never met: the hold must still wait for it"
+    );
+    assert!(
+        dials_last_minute > 0,
+        "member 3 is still dialed after ten minutes"
+    );
+}
