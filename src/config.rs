@@ -255,6 +255,12 @@ pub struct ClusterConfig {
     /// After a start with a non-`always` fsync policy and peers configured, produces are
     /// refused (NotReady) until every known peer has been caught up with, or this time passed.
     pub catch_up_timeout: Duration,
+    /// A node started on an empty data directory with peers refuses produces until it has
+    /// met every member it knows, with no time-out when `None` (the default): it may have
+    /// lost its directory, and a member it has not met may hold events whose ids it would
+    /// give again. `Some`: it takes produces after this time anyway, at that risk
+    /// (docs/clustering.md, "Losing a data directory").
+    pub empty_dir_catch_up_timeout: Option<Duration>,
     /// The node stores events of at most this many distinct actors (itself included): a
     /// PeerEvent of a new actor beyond it, or a peer handshake whose vector lists more, is
     /// refused. Bounds every version vector this node holds, sends and reports.
@@ -319,6 +325,7 @@ impl Default for ClusterConfig {
             peer_ca_pem: None,
             advertise_addr: None,
             catch_up_timeout: Duration::from_secs(30),
+            empty_dir_catch_up_timeout: None,
             actors_max: 1024,
             members_max: 64,
             // 2^48 events is nine years at a million events a second, so no real cluster is

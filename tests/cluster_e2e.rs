@@ -495,8 +495,9 @@ fn a_peer_behind_the_retained_range_starts_at_the_oldest_event_and_the_gap_is_lo
             "4096",
             "--max-events",
             "50",
-            // A new node waits for its peers before it takes produces; node 2 starts later.
-            "--catch-up-timeout",
+            // A new node waits for its peers before it takes produces; node 2 starts later,
+            // so the operator lets it take produces after a time-out.
+            "--empty-dir-catch-up-timeout",
             "1s",
         ],
     );
@@ -995,4 +996,70 @@ fn a_group_consumer_fails_over_to_another_node_with_its_acked_cursor_and_loses_n
         produced.len() - acked_ids.len(),
         "node 2 delivers exactly what the cursor does not cover"
     );
+}
+
+/// Issue 17, session 9: a node that lost its data directory while the only member holding
+/// some of its events was down waits for that member, whatever `--catch-up-timeout` says, so
+/// it never gives those events' ids to new ones. Node 2's events 3..5 reach only node 3 (node 1
+/// is down); node 3 stops; node 2 loses its directory and restarts, meets node 1 (which lacks
+/// 3..5) and must keep refusing produces until node 3 is back. Before session 9 its hold ended
+/// after `--catch-up-timeout` (1 s here), its new events reused the counters of 3..5, node 3
+/// dropped them as duplicates and the cluster never converged (the simulation's seed 661).
+#[test]
+fn a_node_that_lost_its_directory_waits_for_the_member_holding_its_events() {
+    let mut nodes = three_nodes();
+    // For the restarts below: a catch-up time-out that does not apply to an empty directory.
+    for node in &mut nodes {
+        node.args
+            .extend(["--catch-up-timeout", "1s"].map(String::from));
+    }
+    wait_until("every node is connected to both others", || {
+        nodes.iter().all(|n| connected_members(n.port) == 2)
+    });
+    let mut expected = produce(nodes[1].port, 2, "node 2 before");
+    wait_for_convergence(&nodes, &expected);
+    nodes[0].process.take().expect("running").kill9();
+    let only_on_three = produce(nodes[1].port, 3, "node 2 while node 1 is down");
+    expected.extend(only_on_three.clone());
+    wait_until("node 3 holds node 2's events", || {
+        events_on(nodes[2].port) == expected
+    });
+    nodes[2].process.take().expect("running").kill9();
+    nodes[0].start();
+    nodes[1].process.take().expect("running").kill9();
+    let dir = nodes[1].dir.path().to_path_buf();
+    std::fs::remove_dir_all(&dir).expect("delete the data directory");
+    std::fs::create_dir(&dir).expect("an empty data directory");
+    nodes[1].start();
+    let before: BTreeMap<EventId, Vec<u8>> = expected
+        .iter()
+        .filter(|(id, _)| !only_on_three.contains_key(id))
+        .map(|(id, data)| (*id, data.clone()))
+        .collect();
+    wait_until("node 2 got its first events back from node 1", || {
+        events_on(nodes[1].port) == before
+    });
+    // Three times its --catch-up-timeout: it still refuses (there is no condition to await
+    // here, only the absence of a time-out).
+    let mut refusing = client(nodes[1].port);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match refusing.produce("/cluster/test", b"too early") {
+            Err(ClientError::Server {
+                code: ErrorCode::NotReady,
+                message,
+                ..
+            }) => assert!(message.contains("empty data directory"), "{message}"),
+            other => panic!("node 2 took a produce before meeting node 3: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nodes[2].start();
+    let new = produce(nodes[1].port, 3, "node 2 after the loss");
+    let old_max = expected.keys().filter(|id| id.actor.0 == 2).max().copied();
+    for id in new.keys() {
+        assert!(Some(*id) > old_max, "{id} is not above {old_max:?}");
+    }
+    expected.extend(new);
+    wait_for_convergence(&nodes, &expected);
 }

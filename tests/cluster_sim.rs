@@ -101,12 +101,6 @@ struct Sim {
     /// directory" and "Unclean restarts").
     /// (The index in `lives` of the start whose hold timed out.)
     excused: HashMap<EventId, usize>,
-    /// Per actor, after each hold of its that timed out: the highest counter of its events
-    /// that some node held then, and the index of that start. Its later events at or below
-    /// that counter never reach the nodes holding its old ones (a node appends an origin's
-    /// events only above the highest counter it holds): they become `stranded`.
-    shadowed: HashMap<ActorId, Vec<(u64, usize)>>,
-    stranded: std::collections::HashSet<EventId>,
     /// Every produce's payload: the node, its start (index in `lives`) and when.
     created: HashMap<Vec<u8>, (usize, usize, u64)>,
     /// Every event acknowledged with replicas 2, its data and how many crashes took it from a
@@ -144,14 +138,11 @@ struct FaultStats {
     /// Runs whose catch-up holds could time out, and holds that did.
     timeout_runs: u64,
     timed_out_holds: u64,
-    /// Late id-order deliveries of each documented case ("After a catch-up time-out").
-    late_new_events: u64,
+    /// Late id-order deliveries of the documented case ("After a catch-up time-out").
     late_lost_events: u64,
     /// Late id-order deliveries of "The exception" (discovery runs: an event created before
     /// the delivering node had heard of its origin).
     late_unknown_events: u64,
-    /// Ids given to a second event after a hold timed out (allowed for `excused` ids only).
-    ids_reused: u64,
 }
 
 fn now_of(ms: u64) -> Now {
@@ -199,15 +190,18 @@ impl Sim {
             engine_config.limits.cluster.peer_credit_window = 1 + rng.below(8) as u32;
             engine_config.limits.records_per_turn_max = 1 + rng.below(32);
             // Without `catch_up_timeout_ms`, the catch-up hold never times out: partitions
-            // always heal. With it, a hold may end before the node met every member, which
-            // allows late id-order deliveries and id reuse, exactly as documented (the checks
-            // allow those cases only: `excused`, `order::late_case`).
+            // always heal. With it, the hold of an `interval` node after a power loss may end
+            // before the node met every member, which allows late id-order deliveries of the
+            // events it lost, exactly as documented (the checks allow that case only:
+            // `excused`, `order::late_case`); ids are never given twice (its counter lease).
             let timeout_ms = catch_up_timeout_ms.unwrap_or(u64::MAX / 4);
             engine_config.catch_up_timeout_ms = match fsync {
                 FsyncPolicy::Always => None,
                 _ => Some(timeout_ms),
             };
-            engine_config.catch_up_timeout_fresh_ms = timeout_ms;
+            // A node on an empty (perhaps lost) data directory never times out: that is the
+            // default, which closes id reuse after a lost directory.
+            engine_config.catch_up_timeout_fresh_ms = None;
             let log = MemoryLog::with_fsync(fsync);
             let engine = Engine::new(engine_config.clone(), log);
             nodes.push(Node {
@@ -253,7 +247,8 @@ impl Sim {
             check_order: full_mesh,
             data_dir_losses: 0,
             must_survive: BTreeMap::new(),
-            // Lost directories are what makes a time-out interesting: more of them then.
+            // More lost directories in time-out runs: their holds must wait anyway
+            // (`watch_lives` fails a run where one times out).
             dir_loss_chance: if catch_up_timeout_ms.is_some() {
                 250
             } else {
@@ -261,8 +256,6 @@ impl Sim {
             },
             timed_out_holds: 0,
             excused: HashMap::new(),
-            shadowed: HashMap::new(),
-            stranded: Default::default(),
             created: HashMap::new(),
         };
         sim.stats.timeout_runs = u64::from(catch_up_timeout_ms.is_some());
@@ -281,7 +274,7 @@ impl Sim {
     /// Events that a catch-up time-out lets some nodes lack for good (docs/clustering.md,
     /// "Losing a data directory"): their origin's lost ones and the new ones in their range.
     fn excused(&self, id: &EventId) -> bool {
-        self.excused.contains_key(id) || self.stranded.contains(id)
+        self.excused.contains_key(id)
     }
 
     fn fail(&self, message: String) -> ! {
@@ -510,6 +503,14 @@ fn run_seed_share(share: usize) {
         sim.run(2000);
         let acked: usize = sim.nodes.iter().map(|n| n.acked.len()).sum();
         assert!(acked > 0, "seed {seed}: nothing was acknowledged");
+        // Long runs name the seeds that delivered late (rare: candidates for regression tests).
+        let late = sim.stats.late_lost_events + sim.stats.late_unknown_events;
+        if seeds.len() >= 1000 && late > 0 {
+            eprintln!(
+                "share {share}: seed {seed} delivered {} events late after a time-out, {} of \"the exception\"",
+                sim.stats.late_lost_events, sim.stats.late_unknown_events
+            );
+        }
         produced += acked;
         lost += sim.lost_by_power_loss;
         faults.partitions += sim.stats.partitions;
@@ -524,10 +525,8 @@ fn run_seed_share(share: usize) {
         faults.order_stalls += sim.stats.order_stalls;
         faults.timeout_runs += sim.stats.timeout_runs;
         faults.timed_out_holds += sim.timed_out_holds;
-        faults.late_new_events += sim.stats.late_new_events;
         faults.late_lost_events += sim.stats.late_lost_events;
         faults.late_unknown_events += sim.stats.late_unknown_events;
-        faults.ids_reused += sim.stats.ids_reused;
         faults.data_dir_losses += sim.data_dir_losses;
         faults.survival_checks += sim.stats.survival_checks;
         faults.survivors_recovered += sim.stats.survivors_recovered;
@@ -548,13 +547,16 @@ fn run_seed_share(share: usize) {
             "no ack with replicas 2 was checked"
         );
         // About a third of the runs have no power loss (843 of 2500 seeds per share in the
-        // 10,000-seed run); a share of the 76 default seeds can fall to 24%.
+        // 10,000-seed run); a share of the 76 default seeds can fall to 18% (share 2, 14 runs,
+        // since the holds of lost directories no longer time out).
         assert!(
-            faults.roamer_exact_checks * 5 > seeds.len() as u64,
+            faults.roamer_exact_checks * 6 > seeds.len() as u64,
             "too few runs checked the roaming consumer exactly"
         );
+        // Share 2 of the default seeds has 6 of 76 (8%) since lost directories' holds no longer
+        // time out (9 before, of the same seeds without time-out runs).
         assert!(
-            faults.ordered_complete_checks * 10 > seeds.len() as u64,
+            faults.ordered_complete_checks * 13 > seeds.len() as u64,
             "too few runs checked the id-order consumers' whole sequences"
         );
         assert!(
@@ -590,20 +592,25 @@ fn the_cluster_converges_and_keeps_its_invariants_under_faults_share_3() {
 }
 
 /// Catch-up holds that end by their time-out (docs/clustering.md, "After a catch-up
-/// time-out"): in these seeds a node loses its data directory, its hold times out before it
-/// gets its old events back, and members deliver them late when another member relays them
-/// (case 2). Every late delivery must be one of the documented cases and counted by the
-/// engine; the run's other checks hold, leaving out only the events the docs let some nodes
-/// lack for good. (The default seeds also let holds time out, a quarter of the runs, but only
-/// a few of them deliver late.)
+/// time-out"): in these seeds an `interval` node loses events in a power loss that another
+/// node holds, and its hold times out before it gets them back. Every late id-order delivery
+/// must be the documented case and counted by the engine, and the run's other checks hold,
+/// leaving out only those lost events, which some nodes may lack for good. Seeds 1058 and 2198
+/// deliver late (found by the 10,000-seed run of session 9, which names such seeds; the
+/// default seeds have none since lost directories stopped timing out). Seeds 145 and 1528368
+/// did this before, when the holds that timed out were those of lost directories.
 #[test]
-fn catch_up_time_outs_deliver_late_only_as_documented() {
+fn catch_up_time_outs_after_a_power_loss_deliver_late_only_as_documented() {
     let mut late = 0;
-    for seed in [145, 1528368] {
+    for seed in [1058, 2198] {
         let mut sim = Sim::new(seed);
         sim.run(2000);
         assert!(sim.timed_out_holds > 0, "seed {seed}: no hold timed out");
-        late += sim.stats.late_lost_events + sim.stats.late_new_events;
+        assert!(
+            !sim.excused.is_empty(),
+            "seed {seed}: no hold timed out while another node held events its node had lost"
+        );
+        late += sim.stats.late_lost_events;
     }
     assert!(late > 0, "no late delivery to check");
 }
@@ -630,4 +637,17 @@ fn a_calm_cluster_replicates_every_event_with_its_id() {
     }
     let acked: usize = sim.nodes.iter().map(|n| n.acked.len()).sum();
     assert_eq!(all.len(), acked);
+}
+
+/// A node that lost its data directory while a member holding its events was down must not
+/// give its old ids to new events (docs/clustering.md, "Losing a data directory"). Before
+/// its hold lost the time-out, seed 661 (a time-out run) failed: "no convergence after
+/// healing; events per node [809, 630, 809] ... node 1 lacks [3:2, 4:2, 8:2, 9:2, 12:2]":
+/// node 2's new events reused counters of old ones that node 1 held, and node 1 dropped them
+/// as duplicates. (Session 8 saw the same with seed 175, before later changes moved it.)
+#[test]
+fn a_node_that_lost_its_directory_never_reuses_ids_and_the_cluster_converges() {
+    let mut sim = Sim::new(661);
+    sim.run(2000);
+    assert!(sim.data_dir_losses > 0, "seed 661 lost no data directory");
 }

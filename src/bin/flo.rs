@@ -212,11 +212,17 @@ struct Args {
     #[arg(long = "advertise-addr", value_parser = parse_socket_addr)]
     advertise_addr: Option<SocketAddr>,
 
-    /// With peers, after a start with --fsync interval/never or on an empty data directory: how
-    /// long produces are refused (NotReady) at most for this node to catch up with its peers, so
-    /// that it cannot reuse the ids of events it lost (e.g. 30s).
+    /// With peers, after a start with --fsync interval/never: how long produces are refused
+    /// (NotReady) at most for this node to catch up with its peers, so that it gets back the
+    /// events it may have lost (e.g. 30s).
     #[arg(long = "catch-up-timeout", default_value = "30s", value_parser = parse_duration_ms)]
     catch_up_timeout: u64,
+
+    /// With peers, on an empty (perhaps lost) data directory: take produces after this time
+    /// even if a member has not been met. Default: no time-out, since a member not met may hold
+    /// this node's old events, whose ids new events would then reuse (docs/clustering.md).
+    #[arg(long = "empty-dir-catch-up-timeout", value_parser = parse_duration_ms)]
+    empty_dir_catch_up_timeout: Option<u64>,
 
     /// Every produce is acknowledged only once this many members (this node counts) hold its
     /// events durably (1 to 1 + the number of --peer-addr); a client may ask for more.
@@ -522,6 +528,11 @@ fn effective_config(args: &Args) -> String {
         text(format_duration_ms(args.catch_up_timeout)),
     );
     put(
+        "empty-dir-catch-up-timeout",
+        args.empty_dir_catch_up_timeout
+            .and_then(|n| text(format_duration_ms(n))),
+    );
+    put(
         "min-replicas",
         Some(toml::Value::Integer(i64::from(args.min_replicas))),
     );
@@ -757,6 +768,9 @@ fn config_from(args: &Args) -> Config {
     config.cluster.secret = args.cluster_secret.clone();
     config.cluster.advertise_addr = args.advertise_addr;
     config.cluster.catch_up_timeout = std::time::Duration::from_millis(args.catch_up_timeout);
+    config.cluster.empty_dir_catch_up_timeout = args
+        .empty_dir_catch_up_timeout
+        .map(std::time::Duration::from_millis);
     config.cluster.peer_credit_window = args.peer_credit_window;
     config.cluster.min_replicas = args.min_replicas;
     config.cluster.replication_timeout = Duration::from_millis(args.replication_timeout);

@@ -102,8 +102,9 @@ pub struct EngineConfig {
     pub catch_up_timeout_ms: Option<u64>,
     /// The catch-up time-out for a node started on an empty data directory with peers
     /// (whatever the fsync policy): it may have lost the directory, and must not reuse the
-    /// ids it handed out before (docs/clustering.md, "Losing a data directory").
-    pub catch_up_timeout_fresh_ms: u64,
+    /// ids it handed out before (docs/clustering.md, "Losing a data directory"). `None` (the
+    /// default): no time-out, it waits until it has met every member it knows.
+    pub catch_up_timeout_fresh_ms: Option<u64>,
     /// PeerHello is accepted only when this is set or `peer_addrs` is not empty: the server
     /// was configured for clustering (`--peer-addr` or `--cluster-secret`).
     pub accepts_peers: bool,
@@ -146,7 +147,7 @@ impl EngineConfig {
                 crate::config::FsyncPolicy::Always => None,
                 _ => Some(millis(config.cluster.catch_up_timeout)),
             },
-            catch_up_timeout_fresh_ms: millis(config.cluster.catch_up_timeout),
+            catch_up_timeout_fresh_ms: config.cluster.empty_dir_catch_up_timeout.map(millis),
             accepts_peers: !config.cluster.peer_addrs.is_empty() || config.cluster.secret.is_some(),
         }
     }

@@ -31,7 +31,7 @@ impl<L: Log> Engine<L> {
     /// the node catches up with its peers after start-up.
     pub(super) fn refuse_after_failure(&mut self, conn: ConnId, op_id: u64) -> bool {
         if self.produces_held() {
-            let message = "this node is catching up with its cluster members after its start: it takes produces once it has met every member it knows (or after --catch-up-timeout); retry shortly";
+            let message = self.hold_message();
             self.hold_reply(PendingReply::Error {
                 conn,
                 op_id,

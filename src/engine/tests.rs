@@ -14,6 +14,8 @@ use crate::storage::MemoryLog;
 mod auth;
 // Membership: the member list, removal and addition.
 mod members;
+// The catch-up hold of a node on an empty (perhaps lost) data directory.
+mod empty_dir;
 // Id order: the reorder buffer and the members' clocks.
 mod order;
 // The peer handshake fuzz (issue 15).

@@ -463,7 +463,6 @@ impl Sim {
         n.lives.push(super::order::Life {
             lost_dir: lose_dir,
             known,
-            ..Default::default()
         });
         let before = n.acked.len();
         n.acked.retain(|id, _| present.contains(id));

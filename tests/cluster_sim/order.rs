@@ -39,11 +39,6 @@ pub(crate) struct Ordered {
 pub(crate) struct Life {
     /// It started on an empty data directory after losing its own.
     pub(crate) lost_dir: bool,
-    /// When its catch-up hold ended by the time-out (None: it did not, or not yet).
-    pub(crate) timed_out_ms: Option<u64>,
-    /// When it first completed a handshake with each member in this start (watched only
-    /// after a lost directory: "After a catch-up time-out", case 1).
-    pub(crate) met: BTreeMap<ActorId, u64>,
     /// When it first listed each member (in any state) in this start, or in an earlier start
     /// on the same directory (watched only in runs with discovery-only members: "The
     /// exception").
@@ -54,10 +49,8 @@ pub(crate) struct Life {
 /// a catch-up time-out"); anything else fails the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LateCase {
-    /// Case 1: created by a node that lost its data directory and whose hold timed out,
-    /// before it met the delivering member in that start.
-    NewEventsBeforeMeeting,
-    /// Case 2: an event its origin lost in a crash whose next hold timed out.
+    /// An event its origin lost in a crash whose next hold timed out (a power loss: a
+    /// lost data directory's hold never times out).
     LostEventsRelayed,
     /// "The exception": in a run with discovery-only members, created by its origin before
     /// the delivering node had heard of the origin.
@@ -143,7 +136,6 @@ impl Sim {
                         );
                     }
                     match case {
-                        LateCase::NewEventsBeforeMeeting => self.stats.late_new_events += 1,
                         LateCase::LostEventsRelayed => self.stats.late_lost_events += 1,
                         LateCase::CreatedBeforeKnown => self.stats.late_unknown_events += 1,
                     }
@@ -174,30 +166,14 @@ impl Sim {
     fn late_case(&self, node: usize, id: EventId, data: &[u8]) -> Option<LateCase> {
         let origin = self.nodes.iter().position(|n| n.actor == id.actor)?;
         let &(creator, life, created_ms) = self.created.get(data)?;
-        // Case 2: its origin lacked it when a later start's hold timed out (it lost it in a
-        // crash and had not got it back).
+        // Its origin lacked it when a later start's hold timed out (it lost it in a power
+        // loss and had not got it back).
         if self
             .excused
             .get(&id)
             .is_some_and(|&timed_out_life| life < timed_out_life)
         {
             return Some(LateCase::LostEventsRelayed);
-        }
-        // Case 1: created after a lost directory whose hold timed out, on another node than
-        // this one, before (or in the step in which) it met this node.
-        let life = &self.nodes[creator].lives[life];
-        let this = self.nodes[node].actor;
-        let before_meeting = life
-            .met
-            .get(&this)
-            .is_none_or(|&met_ms| created_ms <= met_ms);
-        if creator == origin
-            && creator != node
-            && life.lost_dir
-            && life.timed_out_ms.is_some()
-            && before_meeting
-        {
-            return Some(LateCase::NewEventsBeforeMeeting);
         }
         let known = self.nodes[node]
             .lives
@@ -245,17 +221,11 @@ impl Sim {
             for id in missing {
                 self.excused.entry(id).or_insert(life_index);
             }
-            let highest = self
-                .holders
-                .keys()
-                .filter(|id| id.actor == actor)
-                .map(|id| id.counter)
-                .max()
-                .unwrap_or(0);
-            self.shadowed
-                .entry(actor)
-                .or_default()
-                .push((highest, life_index));
+            if self.nodes[node].lives[life_index].lost_dir {
+                self.fail(format!(
+                    "node {node}: the catch-up hold after its lost data directory timed out, so it may give the ids of its lost events again (docs/clustering.md, \"Losing a data directory\")"
+                ));
+            }
             self.timed_out_holds += 1;
         }
         let n = &mut self.nodes[node];
@@ -265,19 +235,9 @@ impl Sim {
         let Some(life) = n.lives.last_mut() else {
             return;
         };
-        if timed_out {
-            life.timed_out_ms = Some(now_ms);
-        }
         if !self.check_order && life.known.len() < count {
             for member in engine.status().members {
                 life.known.entry(ActorId(member.actor_id)).or_insert(now_ms);
-            }
-        }
-        if life.lost_dir && life.met.len() < count - 1 {
-            for member in engine.status().members {
-                if member.state == flo::protocol::MemberState::Connected {
-                    life.met.entry(ActorId(member.actor_id)).or_insert(now_ms);
-                }
             }
         }
         let counted = engine.stats().events_delivered_late;

@@ -276,6 +276,10 @@ impl<L: Log> Engine<L> {
         let initial = super::super::millis(self.config.cluster.dial_backoff_initial).max(1);
         let max = super::super::millis(self.config.cluster.dial_backoff_max).max(initial);
         let random = self.cluster.next_random();
+        // While a node on an empty data directory waits for every member it knows, it
+        // forgets none: the one down may hold its old events (docs/clustering.md, "Losing a
+        // data directory"); they stay bounded by `members_max` and the capped back-off.
+        let waiting = self.empty_dir_hold_waits();
         let Some(target) = self.cluster.targets.get_mut(&addr) else {
             return;
         };
@@ -290,6 +294,7 @@ impl<L: Log> Engine<L> {
         target.attempt = target.attempt.saturating_add(1);
         if target.attempt >= self.config.cluster.discovery_attempts_max
             && !self.config.cluster.peer_addrs.contains(&addr)
+            && !waiting
         {
             // A discovered address is forgotten once it failed this often, unless its member
             // answered a handshake since this node started (then it is a real member that is

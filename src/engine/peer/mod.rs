@@ -157,9 +157,9 @@ impl Cluster {
     ///
     /// `fresh`: the data directory has never handed out a counter (it has no counter lease).
     /// With peers configured, the node may have lost its directory, so it holds produces
-    /// until it caught up with them (whatever its fsync policy), as after an unclean start:
-    /// otherwise it would hand out again the ids of the events it created before, which its
-    /// peers hold. The first produce after the hold writes the lease, so only starts before
+    /// until it caught up with them (whatever its fsync policy), as after an unclean start
+    /// but with no time-out unless the operator set one: otherwise it would hand out again
+    /// the ids of the events it created before, which a member it has not met may hold. The first produce after the hold writes the lease, so only starts before
     /// that are held again (a restart in the middle of the catch-up is).
     pub(super) fn new(config: &super::EngineConfig, held: &VersionVector, fresh: bool) -> Cluster {
         let foreign_events = held.iter().any(|(a, _)| a != config.actor_id);
@@ -187,14 +187,16 @@ impl Cluster {
             targets.insert(*addr, target);
         }
         let peers = !config.cluster.peer_addrs.is_empty();
+        // An empty directory first, whatever the fsync policy: its hold has no time-out
+        // unless the operator set one (`--empty-dir-catch-up-timeout`).
         let hold = match config.catch_up_timeout_ms {
-            Some(timeout_ms) if peers || foreign_events => Hold::Pending {
-                timeout_ms,
-                fresh: false,
-            },
             _ if fresh && peers => Hold::Pending {
                 timeout_ms: config.catch_up_timeout_fresh_ms,
                 fresh: true,
+            },
+            Some(timeout_ms) if peers || foreign_events => Hold::Pending {
+                timeout_ms: Some(timeout_ms),
+                fresh: false,
             },
             _ => Hold::Off,
         };

@@ -338,6 +338,7 @@ fn status_names_the_member_that_stalls_id_order_and_what_waits() {
 /// Issue 17, the documented hole of a catch-up hold ended by its time-out
 /// (docs/clustering.md, "Id order after a catch-up time-out"): member 2 promised this node
 /// counter 10, then lost its data directory and restarted; its hold ended by the time-out
+/// (since session 9 only under `--empty-dir-catch-up-timeout`, the operator's choice: case 2)
 /// before it met this node again, so its new events can have counters at or below 10. This
 /// node still counts the old promise: such an event, relayed by member 3, is delivered late,
 /// after larger ids. A member it had met would not: its handshake cuts the old promise to the
