@@ -5,9 +5,11 @@
 //! every readable socket up to a per-connection budget and hand the bytes to the engine, let the
 //! engine end the turn (one sync for all the turn's appends, then acks and consumer feeding),
 //! then write every connection the engine names. Sockets are edge-triggered: a socket is read
-//! until `WouldBlock`, and one whose budget ran out first is remembered and read again next turn
-//! without waiting for a new readiness event. So is one the engine stopped taking input from
-//! (its client does not read its replies): it is read again once its output drains.
+//! until `WouldBlock` or a read that does not fill the buffer (plaintext sockets whose peer has
+//! not signalled its FIN: `Socket::read_to_end`), and one whose budget ran out first is
+//! remembered and read again next turn without waiting for a new readiness event. So is one
+//! the engine stopped taking input from (its client does not read its replies): it is read
+//! again once its output drains.
 
 mod http;
 mod metrics_text;
@@ -151,6 +153,16 @@ pub(crate) struct Reactor<L: Log> {
     auth_reload: server::AuthSlot,
     /// The metrics endpoint (`--metrics-addr`), if configured.
     http: Option<HttpEndpoint>,
+    /// Read system calls on plaintext client and peer sockets, and those that found nothing
+    /// (`WouldBlock`), for `flo_socket_reads_total`.
+    socket_reads: SocketReads,
+}
+
+/// Counts of the reads of plaintext client and peer sockets.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SocketReads {
+    pub calls: u64,
+    pub would_block: u64,
 }
 
 impl<L: Log> Reactor<L> {
@@ -187,6 +199,7 @@ impl<L: Log> Reactor<L> {
             peer_tls_config: None,
             auth_reload: server::AuthSlot::default(),
             http: None,
+            socket_reads: SocketReads::default(),
         };
         Ok((reactor, waker))
     }
@@ -208,10 +221,12 @@ impl<L: Log> Reactor<L> {
             return http.accept(registry, now.monotonic.0);
         }
         let engine = &self.engine;
+        let socket_reads = self.socket_reads;
         http.on_event(registry, token, now.monotonic.0, &mut |endpoint| {
             let figures = metrics_text::ReactorFigures {
                 process: crate::storage::process_stats(),
                 endpoint,
+                socket_reads,
             };
             metrics_text::render(&engine.metrics_snapshot(), &figures)
         });
@@ -273,6 +288,11 @@ impl<L: Log> Reactor<L> {
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             readable.push(key);
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(socket) = self.sockets.get_mut(key) {
+                                socket.read_to_end = true;
+                            }
                         }
                         if event.is_writable() {
                             if let Some(socket) = self.sockets.get_mut(key) {
@@ -586,6 +606,8 @@ impl<L: Log> Reactor<L> {
             }
             let socket = &mut self.sockets[key];
             let chunk = budget.bytes.min(self.read_buffer.len());
+            let read_to_end = socket.read_to_end;
+            self.socket_reads.calls += 1;
             match socket.stream.read(&mut self.read_buffer[..chunk]) {
                 Ok(0) => return self.connection_lost(conn, key, None),
                 Ok(count) => {
@@ -593,8 +615,18 @@ impl<L: Log> Reactor<L> {
                     if !self.hand_input(now, key, conn, 0..count, budget) {
                         return;
                     }
+                    // A read that did not fill its buffer emptied the receive queue: another
+                    // read would only say `WouldBlock`. Bytes arriving after it raise a new
+                    // edge. Not when the peer's FIN (or an error) was signalled: that edge
+                    // is not raised again, so the reads go on to the 0.
+                    if count < chunk && !read_to_end {
+                        return;
+                    }
                 }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    self.socket_reads.would_block += 1;
+                    return;
+                }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => return self.connection_lost(conn, key, Some(error)),
             }

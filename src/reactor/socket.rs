@@ -53,6 +53,12 @@ pub(super) struct Socket {
     /// The engine wanted no more input, so the socket was left unread (maybe with bytes in
     /// it); once the engine wants input again it is read without waiting for readiness.
     pub read_paused: bool,
+    /// A readiness event said the peer closed its write side or the socket failed
+    /// (`EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR`): reads go on until the 0 or the error, even
+    /// past a read that did not fill its buffer. Without it such a read ends the socket's
+    /// reads for the turn (the kernel's receive queue was empty; new data, a FIN or an error
+    /// arriving later raises a new edge).
+    pub read_to_end: bool,
     /// While lingering: the last bytes and how far they got.
     pub final_output: FinalOutput,
     /// On a TLS listener, the connection's TLS state while it is open (a lingering socket only
@@ -67,6 +73,7 @@ impl Socket {
             state: SocketState::Open(conn),
             write_blocked: false,
             read_paused: false,
+            read_to_end: false,
             final_output: FinalOutput::default(),
             tls: None,
         }
@@ -78,6 +85,7 @@ impl Socket {
             state: SocketState::Connecting { addr, deadline_ms },
             write_blocked: false,
             read_paused: false,
+            read_to_end: false,
             final_output: FinalOutput::default(),
             tls: None,
         }
