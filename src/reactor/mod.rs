@@ -494,7 +494,10 @@ impl<L: Log> Reactor<L> {
     }
 
     fn drain_lingering(&mut self, key: usize) {
-        let progress = self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max);
+        let progress = self.sockets[key].drain_lingering(
+            self.config.read_bytes_per_turn_max,
+            self.config.linger_discard_bytes_max,
+        );
         self.after_lingering_progress(key, progress);
     }
 
@@ -1060,7 +1063,10 @@ impl<L: Log> Reactor<L> {
         if !written {
             return;
         }
-        match self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max) {
+        match self.sockets[key].drain_lingering(
+            self.config.read_bytes_per_turn_max,
+            self.config.linger_discard_bytes_max,
+        ) {
             // Nothing more to read now: no reset on close.
             Linger::Waiting | Linger::Done => self.remove_socket(key),
             // The client is still sending: keep draining it until it stops or the deadline.

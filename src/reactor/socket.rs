@@ -32,6 +32,8 @@ pub(super) struct FinalOutput {
     peer_closed: bool,
     /// Every byte is written and the write side shut.
     write_shut: bool,
+    /// Bytes the peer sent after the close, read and discarded (`linger_discard_bytes_max`).
+    discarded: u64,
 }
 
 /// The outcome of some progress on a lingering socket.
@@ -160,10 +162,15 @@ impl Socket {
 
     /// Reads and discards up to `budget` bytes of what a lingering peer sent (unread input at
     /// close would make the kernel send a reset, and the peer could lose the bytes it is owed).
-    pub fn drain_lingering(&mut self, budget: usize) -> Linger {
+    /// Once more than `discard_max` bytes were discarded in all, the socket is done: a peer
+    /// that goes on sending after the close is not owed more reads.
+    pub fn drain_lingering(&mut self, budget: usize, discard_max: u64) -> Linger {
         let mut scratch = [0u8; 16 * 1024];
         let mut left = budget;
         loop {
+            if self.final_output.discarded > discard_max {
+                return Linger::Done;
+            }
             if left == 0 {
                 return Linger::ReadAgain;
             }
@@ -177,7 +184,10 @@ impl Socket {
                         Linger::Waiting
                     };
                 }
-                Ok(count) => left -= count,
+                Ok(count) => {
+                    left -= count;
+                    self.final_output.discarded += count as u64;
+                }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return Linger::Waiting,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Linger::Done,
