@@ -2312,6 +2312,7 @@ fn a_connection_closed_while_decoding_deferred_frames_gets_its_acks_and_the_erro
         !harness.engine.is_open(client),
         "the malformed frame closed it"
     );
+    harness.engine.check_invariants();
     harness.turn();
     let (_, last) = harness
         .closed
