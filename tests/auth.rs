@@ -172,7 +172,15 @@ fn a_subscription_wider_than_the_permissions_is_refused() {
     writer.produce(1, "/orders/created", b"order");
     assert!(matches!(writer.recv(), Some(ServerFrame::Ack(_))));
     writer.produce(2, "/payments/created", b"payment");
-    assert_denied(writer.recv(), ErrorScope::Produce(2));
+    let reply = writer.recv();
+    match &reply {
+        Some(ServerFrame::Error(error)) => assert_eq!(
+            error.message,
+            "writer may not produce to \"/payments/created\"; it may produce to /orders/**"
+        ),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    assert_denied(reply, ErrorScope::Produce(2));
 
     let mut reader = authenticated(&server, READER_TOKEN);
     let subscribe = |id: u32, glob: &str| Subscribe {
@@ -187,7 +195,19 @@ fn a_subscription_wider_than_the_permissions_is_refused() {
     };
     for (id, glob) in [(1, "/**"), (2, "/*/created"), (3, "/order*/**")] {
         reader.subscribe(subscribe(id, glob));
-        assert_denied(reader.recv(), ErrorScope::Subscription(id));
+        let reply = reader.recv();
+        // The refusal says what the principal may consume (walkthrough, session 9: it said
+        // only "subscribe within its permissions").
+        match &reply {
+            Some(ServerFrame::Error(error)) => assert!(
+                error
+                    .message
+                    .ends_with("subscribe within its permissions: /orders/**"),
+                "{error:?}"
+            ),
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+        assert_denied(reply, ErrorScope::Subscription(id));
     }
     reader.subscribe(subscribe(4, "/orders/**"));
     match reader.recv() {

@@ -283,3 +283,99 @@ fn a_cache_the_system_cannot_reserve_stops_the_start_with_a_clear_error() {
         "{message}"
     );
 }
+
+/// Walkthrough (session 9): flag values refused without saying what was expected ("attempted
+/// to convert a string that doesn't match an existing log level", "invalid socket address
+/// syntax", "invalid IP address syntax"), and a data directory that is a file ("create
+/// /dev/null: File exists").
+#[test]
+fn bad_flag_values_say_what_is_expected() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--log-level", "loud"],
+            "invalid log level \"loud\": expected error, warn, info, debug or trace",
+        ),
+        (&["--log-module", "flo=loud"], "expected error, warn, info"),
+        (
+            &["--peer-addr", "nohost"],
+            "expected IP:PORT such as 127.0.0.1:3001",
+        ),
+        (&["--metrics-addr", "9100"], "expected IP:PORT"),
+        (&["--bind", "0.0.0.0:3000"], "(no port: that is --port)"),
+    ];
+    for (args, expected) in cases {
+        let output = flo(&[args, &["--check-config"]].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(dir.path(), "not-a-directory", "");
+    let output = flo(&["-d", &file, "-p", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("(it exists and is not a directory)"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+/// Walkthrough (session 9): `--check-config` printed no line for eleven settings (TLS files,
+/// replicas, id-order buffer and stall time-out, peer credit and dialing), so an operator
+/// could not see them, and its output was no complete configuration file. Every long flag of
+/// `flo --help` but the command-line-only ones is now a key of the output (or a comment naming
+/// it when unset), and the new keys read back.
+#[test]
+fn check_config_prints_every_setting() {
+    let help = stdout(&flo(&["--help"]));
+    let flags: Vec<&str> = help
+        .lines()
+        // Option lines are indented by at most 6 spaces; their descriptions by 10.
+        .filter(|line| {
+            line.len() - line.trim_start().len() <= 6 && line.trim_start().starts_with('-')
+        })
+        .filter_map(|line| line.trim_start().split(' ').find(|w| w.starts_with("--")))
+        .map(|flag| flag.trim_start_matches("--").trim_end_matches(','))
+        .filter(|flag| !["config", "check-config", "repair", "help", "version"].contains(flag))
+        .collect();
+    assert!(flags.len() > 40, "{flags:?}");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = write(
+        dir.path(),
+        "flo.toml",
+        "peer-addr = [\"127.0.0.1:3001\"]\nmin-replicas = 2\nreplication-timeout = \"9s\"\n\
+         order-buffer-size = \"2M\"\norder-stall-timeout = \"1m\"\npeer-credit-window = 64\n\
+         dial-backoff-initial = \"200ms\"\ndial-backoff-max = \"20s\"\nconnect-timeout = \"3s\"\n",
+    );
+    let output = flo(&["--config", &file, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for flag in flags {
+        let named = printed.lines().any(|line| {
+            line.starts_with(&format!("{flag} = ")) || line.starts_with(&format!("# {flag}: "))
+        });
+        assert!(named, "--check-config names no {flag:?}:\n{printed}");
+    }
+    for line in [
+        "min-replicas = 2",
+        "replication-timeout = \"9s\"",
+        "order-buffer-size = \"2M\"",
+        "order-stall-timeout = \"1m\"",
+        "peer-credit-window = 64",
+        "dial-backoff-initial = \"200ms\"",
+        "dial-backoff-max = \"20s\"",
+        "connect-timeout = \"3s\"",
+        "# tls-cert: not set",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in:\n{printed}"
+        );
+    }
+    let again = write(dir.path(), "printed.toml", &printed);
+    let output = flo(&["--config", &again, "--check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), printed);
+}

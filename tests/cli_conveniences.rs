@@ -165,7 +165,7 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn flag_errors_are_one_line_with_a_non_zero_exit() {
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (&["consume", "--limit", "many"], &[], "'--limit <N>'"),
         (&["produce"], &[], "--namespace"),
         (&["--timeout", "5", "status"], &[], "invalid duration"),
@@ -176,6 +176,8 @@ fn flag_errors_are_one_line_with_a_non_zero_exit() {
             &[],
             "-N must be between 1 and",
         ),
+        // Sent to the server, it came back as a MalformedFrame error (walkthrough, session 9).
+        (&["trace", "0.0"], &[], "counter 0 is not an event id"),
     ];
     for (args, env, expected) in cases {
         let output = flo_client(args, env);

@@ -7,9 +7,9 @@ mod fake_server;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use fake_server::{fake_server, FakeConn};
+use fake_server::{fake_listener, fake_server, FakeConn};
 use flo::event::{Event, EventId};
-use flo::protocol::{Ack, ClientFrame, EndReason, ServerFrame};
+use flo::protocol::{Ack, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, ServerFrame};
 
 fn flo_client(port: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
@@ -256,7 +256,7 @@ fn errors_are_one_line_with_a_failing_exit_code() {
         ),
         (
             &["consume", "--from", "yesterday"],
-            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), ms:<millis> or an RFC 3339 time\n".to_string(),
+            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N (the last N events)\n".to_string(),
         ),
     ];
     for (args, expected) in cases {
@@ -373,4 +373,168 @@ fn consume_warns_on_standard_error_when_retention_skipped_unread_events() {
          they are skipped\n"
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("0000000000000000200100001"));
+}
+
+fn food_event(counter: u64) -> Event {
+    Event {
+        id: EventId::new(counter, 1),
+        parent_id: None,
+        namespace: "/food/eggs".into(),
+        timestamp_ms: 1_700_000_000_000,
+        data: format!("egg {counter}").into_bytes(),
+    }
+}
+
+/// `consume --group` on a server older than GroupAckRange (which closes the connection with
+/// MalformedFrame at the first range): the member joins again and acknowledges by id, each
+/// event is printed once, one line on standard error says why, and the exit code is 0.
+#[test]
+fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
+    let (addr, server) = fake_listener(|listener| {
+        let mut conn = listener.accept();
+        conn.handshake(1024);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(join) => join.subscription_id,
+            other => panic!("expected JoinGroup, got {other:?}"),
+        };
+        let mut bytes = Vec::new();
+        for counter in 1..=3 {
+            let frame = ServerFrame::Event {
+                subscription_id: id,
+                event: food_event(counter),
+            };
+            flo::protocol::encode(&frame, &mut bytes);
+        }
+        conn.stream.write_all(&bytes).expect("write the events");
+        assert!(matches!(conn.receive(), ClientFrame::GroupAckRange(_)));
+        assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
+        conn.send(ServerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message: "unknown frame kind 0x1b".into(),
+        }));
+        drop(conn);
+
+        let mut conn = listener.accept();
+        conn.handshake(1024);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(join) => join.subscription_id,
+            other => panic!("expected JoinGroup again, got {other:?}"),
+        };
+        match conn.receive() {
+            ClientFrame::GroupAck(ack) => assert_eq!(ack.ids.len(), 3),
+            other => panic!("expected GroupAck, got {other:?}"),
+        }
+        conn.send(ServerFrame::Event {
+            subscription_id: id,
+            event: food_event(4),
+        });
+        conn.send(ServerFrame::CaughtUp {
+            subscription_id: id,
+        });
+        loop {
+            match conn.receive() {
+                ClientFrame::GroupAck(ack) => assert_eq!(ack.ids, [EventId::new(4, 1)]),
+                ClientFrame::LeaveGroup { .. } => break,
+                other => panic!("expected GroupAck or LeaveGroup, got {other:?}"),
+            }
+        }
+        conn.send(ServerFrame::End {
+            subscription_id: id,
+            reason: EndReason::Unsubscribed,
+        });
+    });
+    let output = flo_client(
+        &port_of(&addr),
+        &["consume", "--group", "eaters", "-n", "/food/**"],
+        b"",
+    );
+    server.join().expect("fake server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for counter in 1..=4 {
+        assert_eq!(
+            stdout.matches(&format!("egg {counter}\n")).count(),
+            1,
+            "{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("the server is older than GroupAckRange"),
+        "{stderr}"
+    );
+}
+
+/// `flo-client groups` on a server older than GroupsDetailRequest (it closes the connection
+/// with MalformedFrame): the list comes from GroupsRequest on a new connection, with "-" for
+/// the settings that server does not say, and the exit code is 0 (before: the error, although
+/// its own hint said that `groups` without a name works on any server).
+#[test]
+fn groups_on_a_server_older_than_groups_detail_lists_without_settings() {
+    use flo::protocol::{GroupInfo, GroupsReply};
+    let (addr, server) = fake_listener(|listener| {
+        for format in ["human", "json"] {
+            let mut conn = listener.accept();
+            conn.handshake(1024);
+            match conn.receive() {
+                ClientFrame::GroupsDetailRequest(_) => {}
+                other => panic!("{format}: expected GroupsDetailRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Error(ErrorFrame {
+                scope: ErrorScope::Connection,
+                code: ErrorCode::MalformedFrame,
+                message: "unknown frame kind 0x11".into(),
+            }));
+            drop(conn);
+            let mut conn = listener.accept();
+            conn.handshake(1024);
+            match conn.receive() {
+                ClientFrame::GroupsRequest(request) => assert_eq!(request.group, ""),
+                other => panic!("{format}: expected GroupsRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Groups(GroupsReply {
+                durable_end: 5,
+                more: false,
+                groups: vec![GroupInfo {
+                    name: "cooks".into(),
+                    glob: "/food/**".into(),
+                    members: 0,
+                    in_flight: 0,
+                    pending: 0,
+                    parked: 1,
+                    floor: 5,
+                    next: 5,
+                    acked_above_floor: 0,
+                    lag: 0,
+                    oldest_pending_age_ms: 0,
+                }],
+            }));
+        }
+    });
+    let port = port_of(&addr);
+    let human = flo_client(&port, &["groups"], b"");
+    let json = flo_client(&port, &["groups", "--format", "json"], b"");
+    server.join().expect("fake server");
+    for output in [&human, &json] {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let human = String::from_utf8_lossy(&human.stdout);
+    let row: Vec<&str> = human
+        .lines()
+        .find(|line| line.starts_with("cooks "))
+        .unwrap_or_else(|| panic!("no cooks row in {human}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["cooks", "0", "0", "1", "5", "5", "0", "-", "-", "-", "/food/**"]
+    );
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(json.starts_with("[{\"name\":\"cooks\""), "{json}");
+    assert!(!json.contains("settings"), "{json}");
 }

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use fake_server::{fake_server, FakeConn};
+use fake_server::{fake_listener, fake_server, FakeConn};
 
 use flo::client::{Client, ClientError, ClientOptions, Delivery, NewEvent};
 use flo::event::{Event, EventId, StartPosition};
@@ -575,6 +575,9 @@ fn group_acks_are_batched_and_a_not_pending_answer_does_not_end_the_membership()
                     );
                 }
                 ClientFrame::Credit { .. } => {}
+                // The Ping after the first range: its Pong tells the client the server knows
+                // GroupAckRange.
+                ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
                 ClientFrame::LeaveGroup { subscription_id } => {
                     assert_eq!(subscription_id, id);
                     break;
@@ -639,5 +642,99 @@ fn a_server_older_than_groups_detail_is_named_as_older() {
         }
         other => panic!("expected a server error, got {other:?}"),
     }
+    server.join().expect("fake server");
+}
+
+/// A server older than GroupAckRange (session 6) closes the connection with MalformedFrame at
+/// the first range. The member connects again, joins again, acknowledges by id what the
+/// range (and anything after it) acknowledged, and sends only GroupAck from then on; an event
+/// the new membership gets again although this member acknowledged it is not handed out twice.
+#[test]
+fn a_member_falls_back_to_single_acks_on_a_server_older_than_ack_ranges() {
+    let (addr, server) = fake_listener(|listener| {
+        let mut conn = listener.accept();
+        conn.handshake(100);
+        let join = match conn.receive() {
+            ClientFrame::JoinGroup(join) => join,
+            other => panic!("expected JoinGroup, got {other:?}"),
+        };
+        let id = join.subscription_id;
+        let mut bytes = Vec::new();
+        for counter in 1..=5 {
+            let frame = ServerFrame::Event {
+                subscription_id: id,
+                event: event(counter, 1),
+            };
+            flo::protocol::encode(&frame, &mut bytes);
+        }
+        std::io::Write::write_all(&mut conn.stream, &bytes).expect("write the events");
+        // An old server decodes up to the unknown kind and closes. This one reads what the
+        // client sent with the range (its Ping) first, so that its close is a clean one.
+        match conn.receive() {
+            ClientFrame::GroupAckRange(range) => {
+                assert_eq!((range.first.counter, range.last.counter), (1, 5));
+            }
+            other => panic!("expected GroupAckRange, got {other:?}"),
+        }
+        assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
+        conn.send(ServerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::MalformedFrame,
+            message: "unknown frame kind 0x1b".into(),
+        }));
+        drop(conn);
+
+        let mut conn = listener.accept();
+        conn.handshake(100);
+        let id = match conn.receive() {
+            ClientFrame::JoinGroup(again) => {
+                assert_eq!((&again.group, &again.glob), (&join.group, &join.glob));
+                again.subscription_id
+            }
+            other => panic!("expected JoinGroup again, got {other:?}"),
+        };
+        match conn.receive() {
+            ClientFrame::GroupAck(ack) => {
+                assert_eq!(ack.subscription_id, id);
+                let counters: Vec<u64> = ack.ids.iter().map(|id| id.counter).collect();
+                assert_eq!(counters, [1, 2, 3, 4, 5], "the lost acks, by id");
+            }
+            other => panic!("expected GroupAck, got {other:?}"),
+        }
+        // 3 delivered again (as if sent before the server read that ack), then a new event.
+        for counter in [3, 6] {
+            conn.send(ServerFrame::Event {
+                subscription_id: id,
+                event: event(counter, 1),
+            });
+        }
+        match conn.receive() {
+            ClientFrame::GroupAck(ack) => {
+                let counters: Vec<u64> = ack.ids.iter().map(|id| id.counter).collect();
+                assert_eq!(counters, [6]);
+            }
+            other => panic!("expected GroupAck (never a range now), got {other:?}"),
+        }
+        assert!(matches!(conn.receive(), ClientFrame::LeaveGroup { .. }));
+        conn.send(ServerFrame::End {
+            subscription_id: id,
+            reason: EndReason::Unsubscribed,
+        });
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut member = client
+        .join_group("workers")
+        .glob("/food/**")
+        .join()
+        .expect("join");
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let event = member.next().expect("an event").expect("no error");
+        seen.push(event.id.counter);
+        member.ack(event.id).expect("ack");
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6], "each event handed out once");
+    assert!(member.ack_ranges_refused());
+    member.leave().expect("leave");
     server.join().expect("fake server");
 }

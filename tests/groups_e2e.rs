@@ -778,7 +778,38 @@ fn group_info_json_has_the_settings_and_the_members() {
     assert_eq!(groups.len(), 1, "{list}");
     assert_eq!(groups[0]["settings"], info["settings"], "{list}");
     assert_eq!(groups[0]["members"], 1, "{list}");
-    drop(consumer);
+    consumer.leave().expect("leave");
+
+    // reset and replay show the group as info does: with its settings (and members).
+    for format in ["json", "human"] {
+        for action in [
+            &["reset", "json", "--from", "beginning"][..],
+            &["replay", "json"],
+        ] {
+            let mut args = vec!["group"];
+            args.extend_from_slice(action);
+            args.extend_from_slice(&["--format", format]);
+            let (ok, out, error) = cli(&server, &args);
+            assert!(ok, "{args:?}: {error}");
+            if format == "json" {
+                let shown: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+                assert_eq!(shown["settings"], info["settings"], "{args:?}: {out}");
+                assert_eq!(
+                    shown["member_list"],
+                    serde_json::json!([]),
+                    "{args:?}: {out}"
+                );
+            } else {
+                for line in [
+                    "ack time-out:   5000 ms",
+                    "max deliveries: 4",
+                    "max in flight:  6 per member",
+                ] {
+                    assert!(out.contains(line), "{args:?}: no {line:?} in {out}");
+                }
+            }
+        }
+    }
     assert!(server.terminate().success());
 }
 

@@ -508,3 +508,291 @@ fn group_members_survive_20_kills() {
         redelivered_acked
     );
 }
+
+/// Server arguments that make the group journal compact often and slowly: past 64 KiB (and
+/// four times the last snapshot), 16 snapshot entries a loop turn.
+const COMPACTING: [&str; 4] = [
+    "--group-journal-compact-size",
+    "64K",
+    "--group-journal-compact-entries",
+    "16",
+];
+/// Groups with a fixed state (acknowledged, parked, pending jobs) that the compactions copy.
+const KEPT_GROUPS: usize = 6;
+/// Jobs each kept group was delivered.
+const KEPT_JOBS: usize = 2000;
+
+/// What a kept group did with a job: every fourth is parked, every fourth left pending, the
+/// rest acknowledged (so the acknowledged offsets above the floor, the parked events and the
+/// floor all have entries in a snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Acked,
+    Parked,
+    Pending,
+}
+
+fn fate(job: usize) -> Fate {
+    match job % 4 {
+        1 => Fate::Parked,
+        3 => Fate::Pending,
+        _ => Fate::Acked,
+    }
+}
+
+fn jobs_with(wanted: Fate) -> BTreeSet<usize> {
+    (0..KEPT_JOBS).filter(|job| fate(*job) == wanted).collect()
+}
+
+/// Gives each kept group its state: one member acknowledges, refuses twice (max_deliveries 2:
+/// parked) or keeps each job, then leaves (the kept jobs are pending again). Returns each job's
+/// event id.
+fn build_kept_groups(server: &FloProcess) -> HashMap<EventId, usize> {
+    use flo::client::{GroupDelivery, GroupSettings};
+    produce_jobs(server, 0..KEPT_JOBS);
+    let mut admin = client(server);
+    let mut job_of_id = HashMap::new();
+    for group in 0..KEPT_GROUPS {
+        let name = format!("kept{group}");
+        let settings = GroupSettings {
+            ack_timeout_ms: 3_600_000,
+            max_deliveries: 2,
+            max_in_flight: 2 * KEPT_JOBS as u32,
+        };
+        admin
+            .create_group(&name, "/jobs/**", StartPosition::Beginning, settings)
+            .expect("create");
+        let mut member_client = client(server);
+        let mut member = member_client
+            .join_group(&name)
+            .glob("/jobs/**")
+            .credit(2 * KEPT_JOBS as u32)
+            .join()
+            .expect("join");
+        let mut refusals: HashMap<usize, u32> = HashMap::new();
+        let mut settled = 0;
+        while settled < KEPT_JOBS {
+            let event = match member.next_delivery().expect("a delivery") {
+                Some(GroupDelivery::Event(event)) => event,
+                Some(GroupDelivery::CaughtUp) => continue,
+                other => panic!("group {name}: {other:?}"),
+            };
+            let job = job_of(&event.data);
+            job_of_id.insert(event.id, job);
+            match fate(job) {
+                Fate::Acked => {
+                    member.ack(event.id).expect("ack");
+                    settled += 1;
+                }
+                Fate::Pending => settled += 1,
+                Fate::Parked => {
+                    let refused = refusals.entry(job).or_default();
+                    *refused += 1;
+                    if *refused == 2 {
+                        settled += 1;
+                    }
+                    member.nack(&[event.id], Duration::ZERO).expect("nack");
+                }
+            }
+        }
+        member.leave().expect("leave");
+        let info = admin.group_info(&name).expect("info");
+        assert_eq!(
+            info.parked as usize,
+            jobs_with(Fate::Parked).len(),
+            "{info:?}"
+        );
+    }
+    job_of_id
+}
+
+/// After the restart: each kept group holds exactly the parked jobs it held, delivers exactly
+/// its pending jobs (each once; no acknowledged or parked job again), then has nothing left.
+fn check_kept_groups(server: &FloProcess, attempt: usize, job_of_id: &HashMap<EventId, usize>) {
+    use flo::client::GroupDelivery;
+    let mut admin = client(server);
+    for group in 0..KEPT_GROUPS {
+        let name = format!("kept{group}");
+        let mut parked_ids = Vec::new();
+        let mut from_offset = 0;
+        loop {
+            let page = admin.parked_page(&name, from_offset).expect("parked");
+            parked_ids.extend(page.events.iter().map(|e| e.id));
+            match page.events.last() {
+                Some(last) if page.more => from_offset = last.offset + 1,
+                _ => break,
+            }
+        }
+        let parked: BTreeSet<usize> = parked_ids.iter().map(|id| job_of_id[id]).collect();
+        assert_eq!(
+            parked,
+            jobs_with(Fate::Parked),
+            "attempt {attempt}, group {name}: parked jobs"
+        );
+        let mut member_client = client(server);
+        let mut member = member_client
+            .join_group(&name)
+            .glob("/jobs/**")
+            .credit(2 * KEPT_JOBS as u32)
+            .join()
+            .expect("join");
+        let mut delivered = Vec::new();
+        loop {
+            match member.next_delivery().expect("a delivery") {
+                Some(GroupDelivery::Event(event)) => {
+                    delivered.push(job_of(&event.data));
+                    member.ack(event.id).expect("ack");
+                }
+                Some(GroupDelivery::CaughtUp) => break,
+                other => panic!("group {name}: {other:?}"),
+            }
+        }
+        member.leave().expect("leave");
+        let once: BTreeSet<usize> = delivered.iter().copied().collect();
+        assert_eq!(
+            once.len(),
+            delivered.len(),
+            "attempt {attempt}, group {name}: a job delivered twice"
+        );
+        let wrong: Vec<usize> = once
+            .iter()
+            .copied()
+            .filter(|job| fate(*job) != Fate::Pending)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "attempt {attempt}, group {name}: acknowledged or parked jobs delivered again: {wrong:?}"
+        );
+        assert_eq!(
+            once,
+            jobs_with(Fate::Pending),
+            "attempt {attempt}, group {name}: pending jobs"
+        );
+        let info = admin.group_info(&name).expect("info");
+        assert_eq!(
+            (info.pending, info.in_flight),
+            (0, 0),
+            "attempt {attempt}, group {name}: {info:?}"
+        );
+    }
+}
+
+/// Produces and consumes on a group of its own (acknowledged in order, so its state stays
+/// small while every ack is journaled) until `stop`, to grow the journal to its next
+/// compaction; ends quietly when the server is gone.
+fn run_filler(server: &FloProcess, stop: &std::sync::atomic::AtomicBool) {
+    use flo::client::{GroupDelivery, NewEvent};
+    use std::sync::atomic::Ordering;
+    let mut producer = client(server);
+    let mut member_client = client(server);
+    let Ok(mut member) = member_client
+        .join_group("filler")
+        .glob("/filler/**")
+        .credit(1024)
+        .ack_batch(8)
+        .join()
+    else {
+        return;
+    };
+    let batch: Vec<NewEvent> = (0..200)
+        .map(|n| NewEvent {
+            namespace: format!("/filler/{}", n % 8),
+            parent_id: None,
+            data: vec![b'f'; 100],
+        })
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        if producer.produce_batch(&batch).is_err() {
+            return;
+        }
+        let mut taken = 0;
+        while taken < batch.len() {
+            match member.next_delivery() {
+                Ok(Some(GroupDelivery::Event(event))) => {
+                    taken += 1;
+                    if member.ack(event.id).is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(GroupDelivery::CaughtUp)) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// kill -9 while a group-journal compaction is under way (its new journal,
+/// `groups.journal.tmp`, exists), 10 times, each at a different size of that file: the
+/// restarted server removes the unfinished new journal and every group's state is intact (the
+/// same parked, pending and acknowledged jobs; none acknowledged or parked is delivered again).
+/// A fresh data directory each time, since a restart counts the loaded journal as the last
+/// snapshot (the next compaction waits for four times its size).
+#[test]
+fn kill_9_during_group_journal_compactions_keeps_every_group() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let kills = 10;
+    let mut caught = 0;
+    let mut attempt = 0;
+    while caught < kills {
+        attempt += 1;
+        assert!(
+            attempt <= 3 * kills,
+            "only {caught} of {attempt} kills came during a compaction"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let server = FloProcess::start(dir.path(), &COMPACTING);
+        let job_of_id = build_kept_groups(&server);
+        assert!(dir.path().join("groups.journal").exists());
+        let tmp = dir.path().join("groups.journal.tmp");
+        // Kill points spread over the new journal's growth: as soon as it exists, or once it
+        // holds at least this many bytes.
+        let size_min = (caught as u64 % 5) * 16 * 1024;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pid = server.child.id() as libc::pid_t;
+        let watcher = {
+            let (tmp, stop) = (tmp.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut largest = 0;
+                while Instant::now() < deadline {
+                    if let Ok(meta) = std::fs::metadata(&tmp) {
+                        largest = largest.max(meta.len());
+                        if meta.len() >= size_min {
+                            // SAFETY: kill(2) on our own child's pid, not yet reaped.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                            stop.store(true, Ordering::Relaxed);
+                            return Ok(meta.len());
+                        }
+                    }
+                    std::thread::yield_now();
+                }
+                stop.store(true, Ordering::Relaxed);
+                Err(largest)
+            })
+        };
+        run_filler(&server, &stop);
+        let killed_at = watcher.join().expect("watcher");
+        server.kill9();
+        let killed_at = killed_at.unwrap_or_else(|largest| {
+            panic!("no compaction reached {size_min} bytes in 60 s (largest {largest})")
+        });
+        if !tmp.exists() {
+            // The rename came between the look and the kill: not a kill during a compaction.
+            continue;
+        }
+        caught += 1;
+        eprintln!("attempt {attempt}: killed with groups.journal.tmp at {killed_at} bytes");
+        let server = FloProcess::start(dir.path(), &COMPACTING);
+        assert!(
+            server
+                .early_lines
+                .iter()
+                .any(|line| line.contains("the new journal of a compaction that did not finish")),
+            "attempt {attempt}: {:?}",
+            server.early_lines
+        );
+        assert!(!tmp.exists());
+        check_kept_groups(&server, attempt, &job_of_id);
+        assert!(server.terminate().success());
+    }
+}

@@ -237,6 +237,25 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
     assert!(admitted);
 }
 
+/// Walkthrough (session 9): `flo --fsync never` warned about its policy twice at start-up
+/// (once from the binary, once from storage, in two wordings).
+#[test]
+fn the_fsync_policy_warning_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloProcess::start(dir.path(), &["--fsync", "interval:100"]);
+    let warnings: Vec<&String> = server
+        .early_lines
+        .iter()
+        .filter(|line| line.contains("fsync policy interval:100"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:#?}", server.early_lines);
+    assert!(
+        warnings[0].ends_with("a power loss can lose the ones not yet synced"),
+        "docs/operations.md quotes this line: {}",
+        warnings[0]
+    );
+}
+
 #[test]
 fn a_consumer_that_never_reads_keeps_server_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,19 +299,6 @@ fn a_consumer_that_never_reads_keeps_server_memory_bounded() {
 /// `sched_getattr` (`sched_runtime`).
 #[cfg(target_os = "linux")]
 fn reactor_slices(pid: u32) -> Vec<Duration> {
-    /// `struct sched_attr` up to `sched_period` (`SCHED_ATTR_SIZE_VER0`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-    }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
     let mut slices = Vec::new();
     for task in tasks {
@@ -304,21 +310,8 @@ fn reactor_slices(pid: u32) -> Vec<Duration> {
         let (Some(tid), "flo-reactor") = (tid, comm.trim()) else {
             continue;
         };
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        // SAFETY: sched_getattr writes at most `size` bytes into `attr`, a `repr(C)` struct of
-        // that size laid out as the kernel's `struct sched_attr`.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                tid,
-                &mut attr as *mut SchedAttr,
-                size,
-                0,
-            )
-        };
-        assert_eq!(got, 0, "sched_getattr: {}", std::io::Error::last_os_error());
-        slices.push(Duration::from_nanos(attr.runtime));
+        let (slice, _nice) = flo::reactor::sched::slice_and_nice(tid).expect("sched_getattr");
+        slices.push(slice);
     }
     slices
 }

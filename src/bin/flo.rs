@@ -51,7 +51,7 @@ struct Args {
     port: u16,
 
     /// Address to listen on. A non-loopback address needs --auth-file (or --insecure-no-auth).
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_bind_addr)]
     bind: IpAddr,
 
     /// TOML file of principals: hashed tokens and the namespaces each may produce to and
@@ -183,7 +183,7 @@ struct Args {
     segment_size: u64,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long = "log-level", default_value = "info")]
+    #[arg(long = "log-level", default_value = "info", value_parser = parse_log_level)]
     log_level: log::LevelFilter,
 
     /// Per-module log level, MODULE=LEVEL (e.g. flo::engine=debug); may be repeated.
@@ -199,7 +199,7 @@ struct Args {
     actor_id: u16,
 
     /// Address of another cluster member; may be repeated. Other members are discovered.
-    #[arg(long = "peer-addr")]
+    #[arg(long = "peer-addr", value_parser = parse_socket_addr)]
     peer_addrs: Vec<SocketAddr>,
 
     /// Shared secret cluster members prove in their handshake (HMAC challenge-response; the
@@ -209,7 +209,7 @@ struct Args {
 
     /// The address other members dial to reach this node (default: the listening address;
     /// set it when binding 0.0.0.0).
-    #[arg(long = "advertise-addr")]
+    #[arg(long = "advertise-addr", value_parser = parse_socket_addr)]
     advertise_addr: Option<SocketAddr>,
 
     /// With peers, after a start with --fsync interval/never or on an empty data directory: how
@@ -264,10 +264,19 @@ struct Args {
     #[arg(long = "reactor-slice-us", default_value_t = 100)]
     reactor_slice_us: u64,
 
+    /// The group journal is compacted (rewritten as a snapshot, a few entries a loop turn)
+    /// once it is larger than this and four times its last snapshot (K, M, G suffixes).
+    #[arg(long = "group-journal-compact-size", default_value = "64M", value_parser = parse_size)]
+    group_journal_compact_size: u64,
+
+    /// Entries of the snapshot a group-journal compaction writes per loop turn (at least 16).
+    #[arg(long = "group-journal-compact-entries", default_value_t = 4096)]
+    group_journal_compact_entries: usize,
+
     /// Serve Prometheus metrics on GET http://ADDR/metrics (e.g. 127.0.0.1:9100; off when not
     /// given). Anyone who reaches it sees the server's figures (no authentication): keep it on
     /// loopback or a monitoring network.
-    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    #[arg(long = "metrics-addr", value_name = "ADDR", value_parser = parse_socket_addr)]
     metrics_addr: Option<SocketAddr>,
 
     /// Most open connections to the metrics endpoint; more are closed at once.
@@ -379,6 +388,13 @@ fn effective_config(args: &Args) -> String {
         "insecure-no-auth",
         Some(toml::Value::Boolean(args.insecure_no_auth)),
     );
+    let path = |path: &Option<PathBuf>| {
+        path.as_ref()
+            .and_then(|path| text(path.display().to_string()))
+    };
+    put("tls-cert", path(&args.tls_cert));
+    put("tls-key", path(&args.tls_key));
+    put("peer-ca", path(&args.peer_ca));
     put(
         "max-auth-failures",
         Some(toml::Value::Integer(i64::from(args.max_auth_failures))),
@@ -495,8 +511,48 @@ fn effective_config(args: &Args) -> String {
         text(format_duration_ms(args.catch_up_timeout)),
     );
     put(
+        "min-replicas",
+        Some(toml::Value::Integer(i64::from(args.min_replicas))),
+    );
+    put(
+        "replication-timeout",
+        text(format_duration_ms(args.replication_timeout)),
+    );
+    put(
+        "order-buffer-size",
+        text(format_size(args.order_buffer_size)),
+    );
+    put(
+        "order-stall-timeout",
+        text(format_duration_ms(args.order_stall_timeout)),
+    );
+    put(
+        "peer-credit-window",
+        Some(toml::Value::Integer(i64::from(args.peer_credit_window))),
+    );
+    put(
+        "dial-backoff-initial",
+        text(format_duration_ms(args.dial_backoff_initial)),
+    );
+    put(
+        "dial-backoff-max",
+        text(format_duration_ms(args.dial_backoff_max)),
+    );
+    put(
+        "connect-timeout",
+        text(format_duration_ms(args.connect_timeout)),
+    );
+    put(
         "reactor-slice-us",
         count(usize::try_from(args.reactor_slice_us).unwrap_or(usize::MAX)),
+    );
+    put(
+        "group-journal-compact-size",
+        text(format_size(args.group_journal_compact_size)),
+    );
+    put(
+        "group-journal-compact-entries",
+        count(args.group_journal_compact_entries),
     );
     put(
         "metrics-addr",
@@ -528,10 +584,37 @@ fn parse_module_level(text: &str) -> Result<(String, log::LevelFilter), String> 
     let (module, level) = text
         .split_once('=')
         .ok_or_else(|| format!("expected MODULE=LEVEL, got {text:?}"))?;
-    let level = level
-        .parse()
-        .map_err(|_| format!("invalid log level {level:?}"))?;
-    Ok((module.to_string(), level))
+    Ok((module.to_string(), parse_log_level(level)?))
+}
+
+/// A log level; clap's own message ("attempted to convert a string that doesn't match an
+/// existing log level") did not say which levels exist (walkthrough, session 9).
+fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse().map_err(|_| {
+        format!("invalid log level {text:?}: expected error, warn, info, debug or trace")
+    })
+}
+
+/// An IP address and port. The standard parser's "invalid socket address syntax" did not say
+/// what was expected, nor that a host name is not resolved (walkthrough, session 9).
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "invalid address {text:?}: expected IP:PORT such as 127.0.0.1:3001 or \
+             [::1]:3001 (a host name is not resolved)"
+        )
+    })
+}
+
+/// A listening address. The standard parser's "invalid IP address syntax" did not say what
+/// was expected, nor that the port is a flag of its own.
+fn parse_bind_addr(text: &str) -> Result<IpAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "invalid address {text:?}: expected an IP address such as 127.0.0.1, 0.0.0.0 or \
+             ::1 (no port: that is --port)"
+        )
+    })
 }
 
 /// Which records one simplelog logger writes: those of `level` or more severe whose target
@@ -643,6 +726,8 @@ fn config_from(args: &Args) -> Config {
     config.idle_timeout = Duration::from_millis(args.idle_timeout);
     config.linger_timeout = Duration::from_millis(args.linger_timeout);
     config.reactor_slice = Duration::from_micros(args.reactor_slice_us);
+    config.groups.journal_compact_bytes = args.group_journal_compact_size;
+    config.groups.journal_compact_entries_per_turn = args.group_journal_compact_entries;
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout);
     config.storage.fsync = args.fsync;
     config.storage.cache_bytes_max = args.max_cache_memory as usize;
@@ -919,16 +1004,18 @@ fn main() -> ExitCode {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
+    // The limits first: fitting the open file limit adds some of them up, and an absurd one
+    // (`--max-metrics-connections 4294967295`) must be named, not reported as a ulimit.
+    if let Err(message) = config.validate() {
+        eprintln!("flo: invalid configuration: {message}");
+        return ExitCode::FAILURE;
+    }
     if let Err(message) = fit_open_files(&mut config) {
         eprintln!("flo: {message}");
         return ExitCode::FAILURE;
     }
-    match config.storage.fsync {
-        FsyncPolicy::Always => {}
-        policy => log::warn!(
-            "fsync policy {policy}: acknowledged events survive a crash of flo but a power loss can lose the ones not yet synced"
-        ),
-    }
+    // The fsync policy's warning comes from storage, which opens the log (also for a server
+    // embedded as a library); logging it here too printed it twice (walkthrough, session 9).
     if !config.cluster.peer_addrs.is_empty() {
         log::info!(
             "cluster member {} with peers {:?}{}",

@@ -3,14 +3,20 @@
 //! GroupAck frame for up to [`ACK_BATCH_DEFAULT`] ids), never waited for. Acks of deliveries
 //! that came one after another, acknowledged in that order (a consumer that handles its events
 //! one at a time), go as one GroupAckRange frame of 25 bytes: its first and last event.
+//!
+//! A server older than GroupAckRange closes the connection with MalformedFrame ("unknown
+//! frame kind 0x1b") at the first range. Until a Pong shows that the server took a range (a
+//! Ping follows the first one), the member remembers the ids it acknowledged; on that
+//! refusal it connects again, joins again, acknowledges those ids one by one and from then on
+//! sends GroupAck only (logged once, [`GroupConsumer::ack_ranges_refused`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::event::{Event, EventId, StartPosition};
 use crate::protocol::{
-    ClientFrame, EndReason, ErrorCode, ErrorScope, GroupAck, GroupAckRange, JoinGroup,
-    NamespaceGlob, ServerFrame,
+    kind, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, GroupAck, GroupAckRange,
+    JoinGroup, NamespaceGlob, ServerFrame,
 };
 
 use super::consume::{CreditWindow, CREDIT_DEFAULT};
@@ -28,6 +34,21 @@ enum QueuedAck {
     Id(EventId),
     Range { first: EventId, last: EventId },
 }
+
+/// Whether the server takes GroupAckRange, as far as this membership has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeProbe {
+    /// No range has been sent on this connection.
+    NotSent,
+    /// A range was sent, followed by a Ping with this token; its Pong proves the server
+    /// handled the range.
+    Sent { ping_token: u64 },
+    /// The server answered that Ping: it knows GroupAckRange.
+    Proven,
+}
+
+/// Unproven acks remembered at most; past this, acks go by id until ranges are proven.
+const UNPROVEN_ACKS_MAX: usize = 65_536;
 
 /// Builds a group membership; see [`Client::join_group`].
 pub struct GroupBuilder<'a> {
@@ -119,7 +140,9 @@ impl<'a> GroupBuilder<'a> {
     }
 
     /// Whether acks of consecutive deliveries go as one GroupAckRange frame (on by default).
-    /// A server older than that frame closes the connection on it: turn this off for one.
+    /// A server older than that frame closes the connection on it; the consumer then
+    /// connects and joins again and acknowledges by id (see the module documentation). Off:
+    /// never a range, for a client that cannot reconnect ([`Client::from_stream`]).
     pub fn ack_ranges(mut self, on: bool) -> Self {
         self.ack_ranges = on;
         self
@@ -135,26 +158,34 @@ impl<'a> GroupBuilder<'a> {
         let subscription_id = self.client.next_subscription_id;
         self.client.next_subscription_id = subscription_id.wrapping_add(1).max(1);
         let ack_timeout_ms = u32::try_from(self.ack_timeout.as_millis()).unwrap_or(u32::MAX);
+        let join = JoinGroup {
+            subscription_id,
+            group: self.group.clone(),
+            glob: self.glob,
+            start: self.start,
+            credit: self.credit,
+            ack_timeout_ms,
+            max_deliveries: self.max_deliveries,
+            max_in_flight: self.max_in_flight,
+        };
         self.client
             .connection
-            .send(&ClientFrame::JoinGroup(JoinGroup {
-                subscription_id,
-                group: self.group.clone(),
-                glob: self.glob,
-                start: self.start,
-                credit: self.credit,
-                ack_timeout_ms,
-                max_deliveries: self.max_deliveries,
-                max_in_flight: self.max_in_flight,
-            }))?;
+            .send(&ClientFrame::JoinGroup(join.clone()))?;
+        let ack_ranges = self.ack_ranges && !self.client.ack_ranges_refused;
         Ok(GroupConsumer {
             client: self.client,
             group: self.group,
             subscription_id,
+            join,
             credit: CreditWindow::new(self.credit),
             acks: Vec::new(),
             queued_count: 0,
-            ack_ranges: self.ack_ranges,
+            ack_ranges,
+            range_probe: RangeProbe::NotSent,
+            unproven_acks: Vec::new(),
+            acked_before_rejoin: HashSet::new(),
+            ranges_refused: false,
+            leaving: false,
             recent: VecDeque::new(),
             delivered: 0,
             last_queued_sequence: None,
@@ -186,12 +217,26 @@ pub struct GroupConsumer<'a> {
     client: ClientHandle<'a>,
     group: String,
     subscription_id: u32,
+    /// The join as sent, to join again after a refused GroupAckRange.
+    join: JoinGroup,
     credit: CreditWindow,
     /// Acks not yet sent, in the order they were made.
     acks: Vec<QueuedAck>,
     /// The events `acks` acknowledges.
     queued_count: usize,
     ack_ranges: bool,
+    /// Whether the server is known to take GroupAckRange on this connection.
+    range_probe: RangeProbe,
+    /// While ranges are not proven: every id acknowledged (queued or sent), to acknowledge
+    /// them again by id if the server turns out to be older than GroupAckRange.
+    unproven_acks: Vec<EventId>,
+    /// Ids acknowledged again after a rejoin: a delivery of one of them on the new membership
+    /// (sent before the server read that ack) is already settled, and not handed out.
+    acked_before_rejoin: HashSet<EventId>,
+    /// The server refused a GroupAckRange and this member went over to single acks.
+    ranges_refused: bool,
+    /// A LeaveGroup was sent (to send it again after a rejoin).
+    leaving: bool,
     /// The latest deliveries by their number in this membership's delivery order (the
     /// server numbers them the same way: one per Event frame), at most
     /// `RECENT_DELIVERIES_MAX`; an entry goes when its event is acked.
@@ -242,12 +287,25 @@ impl GroupConsumer<'_> {
         self.queued_count
     }
 
+    /// True once the server refused a GroupAckRange (it is older than that frame) and this
+    /// member connected and joined again to acknowledge by id from then on.
+    pub fn ack_ranges_refused(&self) -> bool {
+        self.ranges_refused
+    }
+
     /// Marks the event done. Queued; sent once `ack_batch` acks are queued, before the
     /// consumer waits for the network, and by [`GroupConsumer::flush`] and `leave`. Acks of
     /// deliveries that came one after another, made in that order, go as one range.
     pub fn ack(&mut self, id: EventId) -> Result<(), ClientError> {
         let sequence = self.take_sequence(id);
+        let remember = self.ack_ranges
+            && self.range_probe != RangeProbe::Proven
+            && self.unproven_acks.len() < UNPROVEN_ACKS_MAX;
+        if remember {
+            self.unproven_acks.push(id);
+        }
         let extends = self.ack_ranges
+            && (remember || self.range_probe == RangeProbe::Proven)
             && sequence.is_some()
             && self
                 .last_queued_sequence
@@ -282,7 +340,7 @@ impl GroupConsumer<'_> {
     /// `delay`, or parks them if they reached `max_deliveries`. Sent at once, after the
     /// queued acks.
     pub fn nack(&mut self, ids: &[EventId], delay: Duration) -> Result<(), ClientError> {
-        self.queue_acks()?;
+        self.flush()?;
         let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
         for chunk in ids.chunks(usize::from(u16::MAX)) {
             self.client
@@ -298,8 +356,13 @@ impl GroupConsumer<'_> {
 
     /// Sends every queued ack now (pipelined: nothing waits for an answer).
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        self.queue_acks()?;
-        self.client.connection.flush()
+        let sent = self
+            .queue_acks()
+            .and_then(|()| self.client.connection.flush());
+        match sent {
+            Err(error) => self.after_send_error(error),
+            ok => ok,
+        }
     }
 
     fn queue_acks(&mut self) -> Result<(), ClientError> {
@@ -313,6 +376,7 @@ impl GroupConsumer<'_> {
         self.queued_count = 0;
         self.last_queued_sequence = None;
         let mut ids = Vec::new();
+        let mut sent_range = false;
         for ack in acks {
             match ack {
                 QueuedAck::Id(id) => ids.push(id),
@@ -325,10 +389,120 @@ impl GroupConsumer<'_> {
                             first,
                             last,
                         }))?;
+                    sent_range = true;
                 }
             }
         }
-        self.queue_ids(&mut ids)
+        self.queue_ids(&mut ids)?;
+        match self.range_probe {
+            RangeProbe::NotSent if sent_range => {
+                // The Pong to this Ping shows the server handled the range before it.
+                let token = self.client.connection.take_ping_token();
+                self.client.connection.queue(&ClientFrame::Ping { token })?;
+                self.range_probe = RangeProbe::Sent { ping_token: token };
+            }
+            // Acks by id only, which every server takes: nothing to remember.
+            RangeProbe::NotSent => self.unproven_acks.clear(),
+            RangeProbe::Sent { .. } | RangeProbe::Proven => {}
+        }
+        Ok(())
+    }
+
+    /// Before a last flush on a server not yet known to take ranges (leave, drop): the queued
+    /// acks go by id, so that a server older than GroupAckRange gets them all.
+    fn acks_by_id_unless_proven(&mut self) {
+        if self.ack_ranges && self.range_probe == RangeProbe::NotSent {
+            let ids = std::mem::take(&mut self.unproven_acks);
+            if ids.len() == self.queued_count {
+                self.acks = ids.into_iter().map(QueuedAck::Id).collect();
+            }
+        }
+    }
+
+    /// A refusal of GroupAckRange by a server older than it: MalformedFrame naming the
+    /// frame's kind, after this member sent a range not yet proven.
+    fn is_range_refusal(&self, error: &ErrorFrame) -> bool {
+        matches!(self.range_probe, RangeProbe::Sent { .. })
+            && error.scope == ErrorScope::Connection
+            && error.code == ErrorCode::MalformedFrame
+            && error
+                .message
+                .contains(&format!("{:#04x}", kind::GROUP_ACK_RANGE))
+    }
+
+    /// Sending failed. If a range went out unproven, the server may have closed the connection
+    /// because it does not know the frame: read what it sent before closing, and if that is
+    /// the refusal, join again with single acks (then the send counts as done).
+    fn after_send_error(&mut self, error: ClientError) -> Result<(), ClientError> {
+        if !matches!(self.range_probe, RangeProbe::Sent { .. })
+            || !matches!(error, ClientError::ConnectionClosed | ClientError::Io(_))
+        {
+            return Err(error);
+        }
+        // Events read here were delivered to the membership that is ending: the server gives
+        // them to a member again (this one after the rejoin, or another).
+        while let Ok(frame) = self.client.connection.receive() {
+            match frame {
+                ServerFrame::Error(refusal) if self.is_range_refusal(&refusal) => {
+                    return self.rejoin_with_single_acks(refusal);
+                }
+                ServerFrame::Error(other) if other.scope == ErrorScope::Connection => break,
+                _ => {}
+            }
+        }
+        Err(error)
+    }
+
+    /// The server is older than GroupAckRange and closed the connection at the first range:
+    /// connect and join again, acknowledge by id what was acknowledged since that range (lost
+    /// with the connection), and send only GroupAck from now on.
+    fn rejoin_with_single_acks(&mut self, refusal: ErrorFrame) -> Result<(), ClientError> {
+        let Some((addr, options)) = self.client.reconnect.clone() else {
+            let mut error = server_error(refusal);
+            if let ClientError::Server { message, .. } = &mut error {
+                message.push_str(
+                    " (the server is older than GroupAckRange: join with ack_ranges(false))",
+                );
+            }
+            return Err(error);
+        };
+        log::warn!(
+            "group {}: the server does not know GroupAckRange ({}); joining again and \
+             acknowledging by id from now on",
+            self.group,
+            refusal.message
+        );
+        let mut client = Client::connect(&addr, options)?;
+        client.next_subscription_id = self.client.next_subscription_id;
+        client.ack_ranges_refused = true;
+        let slot: &mut Client = &mut self.client;
+        *slot = client;
+        let mut ids = std::mem::take(&mut self.unproven_acks);
+        ids.extend(self.acks.drain(..).filter_map(|ack| match ack {
+            QueuedAck::Id(id) => Some(id),
+            QueuedAck::Range { .. } => None,
+        }));
+        let mut seen = HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        self.ack_ranges = false;
+        self.ranges_refused = true;
+        self.range_probe = RangeProbe::NotSent;
+        self.queued_count = 0;
+        self.last_queued_sequence = None;
+        self.recent.clear();
+        self.delivered = 0;
+        self.credit = CreditWindow::new(self.join.credit);
+        self.client
+            .connection
+            .queue(&ClientFrame::JoinGroup(self.join.clone()))?;
+        self.queue_ids(&mut ids.clone())?;
+        self.acked_before_rejoin.extend(ids);
+        if self.leaving {
+            self.client.connection.queue(&ClientFrame::LeaveGroup {
+                subscription_id: self.subscription_id,
+            })?;
+        }
+        self.client.connection.flush()
     }
 
     /// Queues GroupAck frames for `ids` (emptied).
@@ -362,11 +536,17 @@ impl GroupConsumer<'_> {
         if self.ended {
             return Ok(());
         }
-        self.queue_acks()?;
-        self.client.connection.queue(&ClientFrame::LeaveGroup {
-            subscription_id: self.subscription_id,
-        })?;
-        self.client.connection.flush()?;
+        self.acks_by_id_unless_proven();
+        self.leaving = true;
+        let sent = self.queue_acks().and_then(|()| {
+            self.client.connection.queue(&ClientFrame::LeaveGroup {
+                subscription_id: self.subscription_id,
+            })?;
+            self.client.connection.flush()
+        });
+        if let Err(error) = sent {
+            self.after_send_error(error)?;
+        }
         self.buffered = None;
         while !self.ended {
             let frame = self
@@ -462,6 +642,12 @@ impl GroupConsumer<'_> {
                 event,
             } if subscription_id == own => {
                 self.on_event_delivered()?;
+                if self.acked_before_rejoin.remove(&event.id) {
+                    // Delivered again before the server read this member's ack of it, which
+                    // settles it: the consumer had it already.
+                    self.delivered += 1;
+                    return Ok(None);
+                }
                 if self.recent.len() == RECENT_DELIVERIES_MAX {
                     self.recent.pop_front();
                 }
@@ -490,6 +676,16 @@ impl GroupConsumer<'_> {
                 }
                 self.ended = true;
                 Err(server_error(error))
+            }
+            ServerFrame::Pong { token }
+                if self.range_probe == (RangeProbe::Sent { ping_token: token }) =>
+            {
+                self.range_probe = RangeProbe::Proven;
+                self.unproven_acks = Vec::new();
+                Ok(None)
+            }
+            ServerFrame::Error(refusal) if self.is_range_refusal(&refusal) => {
+                self.rejoin_with_single_acks(refusal).map(|()| None)
             }
             ServerFrame::Welcome(_) => Err(unexpected(&frame, "an Event")),
             other => self.client.skip_stale(other).map(|()| None),
@@ -529,6 +725,7 @@ impl Drop for GroupConsumer<'_> {
         if !self.ended {
             // Best effort: send what was acknowledged and leave, without waiting for the End
             // (later calls on this client skip it).
+            self.acks_by_id_unless_proven();
             let _ = self.queue_acks();
             let _ = self.client.connection.send(&ClientFrame::LeaveGroup {
                 subscription_id: self.subscription_id,

@@ -100,6 +100,12 @@ pub struct Client {
     welcome: Welcome,
     next_op_id: u64,
     next_subscription_id: u32,
+    /// Where and how this client connected ([`Client::connect`]), so that a group member can
+    /// reconnect to a server older than GroupAckRange; `None` for [`Client::from_stream`].
+    reconnect: Option<(String, ClientOptions)>,
+    /// The server refused a GroupAckRange (it is older than that frame): later memberships on
+    /// this client acknowledge by id only.
+    ack_ranges_refused: bool,
 }
 
 impl Client {
@@ -111,7 +117,10 @@ impl Client {
             options.io_timeout,
             options.tls.as_ref(),
         )?;
-        Client::handshake(connection, options)
+        let reconnect = Some((addr.to_string(), options.clone()));
+        let mut client = Client::handshake(connection, options)?;
+        client.reconnect = reconnect;
+        Ok(client)
     }
 
     /// Performs the handshake on an already connected stream (for tests and embedding). With
@@ -175,6 +184,8 @@ impl Client {
             welcome,
             next_op_id: 1,
             next_subscription_id: 1,
+            reconnect: None,
+            ack_ranges_refused: false,
         })
     }
 

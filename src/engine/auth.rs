@@ -260,7 +260,11 @@ impl<L: Log> Engine<L> {
         if principal.may_produce(namespace) {
             return Ok(());
         }
-        let message = format!("{} may not produce to {namespace:?}", principal.name);
+        let message = format!(
+            "{} may not produce to {namespace:?}; it may produce to {}",
+            principal.name,
+            describe_permissions(&principal.produce)
+        );
         Err((ErrorCode::PermissionDenied, message))
     }
 
@@ -274,8 +278,9 @@ impl<L: Log> Engine<L> {
             return Ok(());
         }
         Err(format!(
-            "{} may not consume everything {glob:?} matches; subscribe within its permissions",
-            principal.name
+            "{} may not consume everything {glob:?} matches; subscribe within its permissions: {}",
+            principal.name,
+            describe_permissions(&principal.consume)
         ))
     }
 
@@ -315,6 +320,53 @@ impl<L: Log> Engine<L> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Permissions listed in a `PermissionDenied` message at most: the file may hold many, and a
+/// message is one line.
+const PERMISSIONS_LISTED_MAX: usize = 8;
+
+/// A principal's permissions for a refusal's message, so a client that was refused learns what
+/// it may do instead of guessing (walkthrough, session 9: `flo-client consume` with a token
+/// for `/orders/**` was told only to "subscribe within its permissions").
+fn describe_permissions(permissions: &[crate::auth_file::Permission]) -> String {
+    if permissions.is_empty() {
+        return "nothing".into();
+    }
+    let listed: Vec<String> = permissions
+        .iter()
+        .take(PERMISSIONS_LISTED_MAX)
+        .map(ToString::to_string)
+        .collect();
+    let mut text = listed.join(", ");
+    let more = permissions.len().saturating_sub(PERMISSIONS_LISTED_MAX);
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::describe_permissions;
+    use crate::auth_file::Permission;
+
+    #[test]
+    fn a_refusal_lists_at_most_eight_permissions() {
+        assert_eq!(describe_permissions(&[]), "nothing");
+        let two = [
+            Permission::Prefix("/orders/".into()),
+            Permission::Exact("/audit".into()),
+        ];
+        assert_eq!(describe_permissions(&two), "/orders/**, /audit");
+        let many: Vec<Permission> = (0..10)
+            .map(|n| Permission::Exact(format!("/{n}")))
+            .collect();
+        assert_eq!(
+            describe_permissions(&many),
+            "/0, /1, /2, /3, /4, /5, /6, /7 and 2 more"
+        );
     }
 }
 

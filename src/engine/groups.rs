@@ -64,6 +64,10 @@ pub(super) struct Groups {
     /// frame): at most one line a second each for all groups (attack round 8).
     pub(super) created_log: LogLimit,
     pub(super) deleted_log: LogLimit,
+    /// The group whose due timers used up the last turn's `groups.expiries_per_turn_max`:
+    /// the next turn starts with the group after it, so every group's time-outs are handled
+    /// in turn (attack round 9).
+    expiry_ran_out: Option<String>,
 }
 
 pub(super) struct Group {
@@ -493,6 +497,7 @@ impl Groups {
             compaction: None,
             created_log: LogLimit::default(),
             deleted_log: LogLimit::default(),
+            expiry_ran_out: None,
         }
     }
 
@@ -643,6 +648,7 @@ impl Groups {
             compaction: None,
             created_log: LogLimit::default(),
             deleted_log: LogLimit::default(),
+            expiry_ran_out: None,
         })
     }
 
@@ -971,6 +977,8 @@ impl<L: Log> Engine<L> {
                 && (!g.redeliver.is_empty() || (g.next < self.log.durable_end() && !memory_full))
                 && g.members.iter().any(|m| m.may_take_more(&g.settings))
         }) || self.groups.compaction_has_work()
+            // Timers already due that the last turn had no room for.
+            || self.groups.expiry_ran_out.is_some()
     }
 
     /// Before the turn's log sync, when it has appends to sync: journals the acks the turn's
@@ -1000,9 +1008,21 @@ impl<L: Log> Engine<L> {
     /// depends on is among them (`GroupRecord::answer_waits`).
     pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut GroupBudget) {
         let names: Vec<String> = self.groups.groups.keys().cloned().collect();
+        // Due timers first, at most `groups.expiries_per_turn_max` over all groups, starting
+        // after the group that ran out of them last turn.
+        let start = match self.groups.expiry_ran_out.take() {
+            Some(last) => names.partition_point(|name| *name <= last),
+            None => 0,
+        };
+        let mut expiries = self.config.groups.expiries_per_turn_max;
+        for name in names[start..].iter().chain(&names[..start]) {
+            if !self.expire_group_timers(name, now.monotonic.0, &mut expiries) {
+                self.groups.expiry_ran_out = Some(name.clone());
+                break;
+            }
+        }
         let mut memory = self.groups.memory_bytes();
         for name in &names {
-            self.expire_group_timers(name, now.monotonic.0);
             if self
                 .deliver_group(name, now.monotonic.0, budget, &mut memory)
                 .is_err()
@@ -1019,15 +1039,24 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    fn expire_group_timers(&mut self, name: &str, now_ms: u64) {
+    /// Handles the group's timers due at `now_ms`, one of `expiries` each; false when
+    /// `expiries` ran out with timers still due (they are handled in the next turns: the
+    /// earliest is in the past, so `next_deadline_ms` has the reactor turn again at once).
+    fn expire_group_timers(&mut self, name: &str, now_ms: u64, expiries: &mut usize) -> bool {
         let parked_max = self.config.groups.parked_max;
         // Called for existing groups only.
         let group = self.groups.groups.get_mut(name).expect("group");
         let mut records = Vec::new();
+        let mut done = true;
         while let Some(&(when, offset)) = group.timers.first() {
             if when > now_ms {
                 break;
             }
+            if *expiries == 0 {
+                done = false;
+                break;
+            }
+            *expiries -= 1;
             group.timers.pop_first();
             let Some(pending) = group.pending.get(&offset) else {
                 continue;
@@ -1054,6 +1083,7 @@ impl<L: Log> Engine<L> {
         for record in &records {
             self.groups.store.append(record);
         }
+        done
     }
 
     /// Delivers what a group's members may take now: redeliveries first (oldest first), then

@@ -490,3 +490,70 @@ fn group_memory_is_bounded_server_wide_and_acks_free_it() {
     assert_eq!(harness.engine.groups.groups["first"].acked.len(), 15);
     assert!(memory > 15 * GROUP_ACKED_ENTRY_BYTES);
 }
+
+/// Attack round 9: ack time-outs made to fall due together were all handled in one turn
+/// (`expire_group_timers` had no bound): 11 groups x 100,000 events, each time-out parking its
+/// event and journaling a Park record, held a bystander's produce 2.6 s (13 s at load 15).
+/// At most `groups.expiries_per_turn_max` are handled a turn, the engine asks for the next
+/// turn at once while more are due, and each group's come in turn.
+#[test]
+fn time_outs_falling_due_together_are_spread_over_turns() {
+    const GROUPS: usize = 3;
+    const EVENTS: usize = 10_000;
+    let mut harness = Harness::new();
+    let limit = harness.engine.config.groups.expiries_per_turn_max;
+    assert!(GROUPS * EVENTS > 3 * limit);
+    produce_jobs(&mut harness, EVENTS);
+    let names: Vec<String> = (0..GROUPS).map(|g| format!("workers{g}")).collect();
+    for name in &names {
+        let member = harness.client();
+        harness.send(
+            member,
+            ClientFrame::JoinGroup(JoinGroup {
+                subscription_id: 1,
+                group: name.clone(),
+                glob: "/jobs/**".into(),
+                start: StartPosition::Beginning,
+                credit: EVENTS as u32,
+                ack_timeout_ms: 1000,
+                max_deliveries: 1,
+                max_in_flight: EVENTS as u32,
+            }),
+        );
+        harness.turn();
+        assert_eq!(events_of(&harness.received(member), 1).len(), EVENTS);
+    }
+    let parked = |harness: &Harness| -> Vec<usize> {
+        let groups = &harness.engine.groups.groups;
+        names.iter().map(|name| groups[name].parked.len()).collect()
+    };
+    harness.now.monotonic.0 += 1000;
+    let mut turns = 0;
+    let mut before = 0;
+    while before < GROUPS * EVENTS {
+        harness.turn();
+        harness.engine.check_invariants();
+        turns += 1;
+        let now_parked = parked(&harness);
+        let total: usize = now_parked.iter().sum();
+        assert!(
+            total - before <= limit,
+            "{} ack time-outs were handled in one turn (groups.expiries_per_turn_max is {limit})",
+            total - before
+        );
+        assert!(total > before, "turn {turns} handled no time-out");
+        if turns == GROUPS {
+            assert!(
+                now_parked.iter().all(|&n| n > 0),
+                "after {GROUPS} turns some group had none of its time-outs handled: {now_parked:?}"
+            );
+        }
+        before = total;
+        assert_eq!(
+            harness.engine.has_pending_work(),
+            before < GROUPS * EVENTS,
+            "the engine asks for another turn exactly while time-outs are due ({before} parked)"
+        );
+    }
+    assert_eq!(turns, (GROUPS * EVENTS).div_ceil(limit));
+}

@@ -13,6 +13,9 @@
 
 mod http;
 mod metrics_text;
+#[cfg(feature = "testing")]
+pub mod sched;
+#[cfg(not(feature = "testing"))]
 mod sched;
 mod server;
 mod socket;
@@ -153,6 +156,9 @@ pub(crate) struct Reactor<L: Log> {
     auth_reload: server::AuthSlot,
     /// The metrics endpoint (`--metrics-addr`), if configured.
     http: Option<HttpEndpoint>,
+    /// The engine's figures the last scrape gathered and when (monotonic ms): reused by the
+    /// scrapes within `metrics.snapshot_interval` of it (attack round 9).
+    metrics_snapshot: Option<(u64, crate::engine::MetricsSnapshot)>,
     /// Read system calls on plaintext client and peer sockets, and those that found nothing
     /// (`WouldBlock`), for `flo_socket_reads_total`.
     socket_reads: SocketReads,
@@ -199,6 +205,7 @@ impl<L: Log> Reactor<L> {
             peer_tls_config: None,
             auth_reload: server::AuthSlot::default(),
             http: None,
+            metrics_snapshot: None,
             socket_reads: SocketReads::default(),
         };
         Ok((reactor, waker))
@@ -222,13 +229,22 @@ impl<L: Log> Reactor<L> {
         }
         let engine = &self.engine;
         let socket_reads = self.socket_reads;
-        http.on_event(registry, token, now.monotonic.0, &mut |endpoint| {
+        let cached = &mut self.metrics_snapshot;
+        let interval_ms = millis(self.config.metrics.snapshot_interval);
+        let now_ms = now.monotonic.0;
+        http.on_event(registry, token, now_ms, &mut |endpoint| {
             let figures = metrics_text::ReactorFigures {
                 process: crate::storage::process_stats(),
                 endpoint,
                 socket_reads,
             };
-            metrics_text::render(&engine.metrics_snapshot(), &figures)
+            let snapshot = match cached {
+                Some((taken_ms, snapshot)) if now_ms < taken_ms.saturating_add(interval_ms) => {
+                    snapshot
+                }
+                _ => &cached.insert((now_ms, engine.metrics_snapshot())).1,
+            };
+            metrics_text::render(snapshot, &figures)
         });
     }
 

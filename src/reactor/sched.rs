@@ -68,9 +68,9 @@ pub(crate) fn request_slice(_slice: Duration) -> io::Result<()> {
 }
 
 /// The slice and nice value the kernel reports for thread `tid` (0: the calling thread); for
-/// tests.
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) fn slice_and_nice(tid: i32) -> io::Result<(Duration, i32)> {
+/// tests, also the integration tests that read the server process's threads.
+#[cfg(all(any(test, feature = "testing"), target_os = "linux"))]
+pub fn slice_and_nice(tid: i32) -> io::Result<(Duration, i32)> {
     let size = std::mem::size_of::<SchedAttr>() as u32;
     let mut attr = SchedAttr::default();
     // SAFETY: as in `request_slice`.

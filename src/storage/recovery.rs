@@ -138,12 +138,20 @@ impl FileLog {
         mode: RecoveryMode,
     ) -> Result<(FileLog, RecoveryReport), StorageError> {
         let dir = config.data_dir.as_path();
-        fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
+        fs::create_dir_all(dir).map_err(|source| {
+            // "create /dev/null: File exists" did not say what was wrong (walkthrough,
+            // session 9): the path names a file.
+            let what = match dir.exists() && !dir.is_dir() {
+                true => " (it exists and is not a directory)",
+                false => "",
+            };
+            io_error(format!("create {}{what}", dir.display()))(source)
+        })?;
         let lock = DirLock::acquire(dir)?;
         if config.fsync != FsyncPolicy::Always {
             log::warn!(
                 "fsync policy {}: acknowledged events survive a crash of flo but a power loss \
-                 can lose the ones not yet fdatasync'd",
+                 can lose the ones not yet synced",
                 config.fsync
             );
         }

@@ -84,3 +84,30 @@ pub fn fake_server(script: impl FnOnce(FakeConn) + Send + 'static) -> (String, J
     });
     (addr, handle)
 }
+
+/// A fake server's listener, for scripts that take more than one connection (a client that
+/// reconnects).
+pub struct FakeListener(TcpListener);
+
+impl FakeListener {
+    pub fn accept(&self) -> FakeConn {
+        let (stream, _) = self.0.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        FakeConn {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Starts a fake server that runs `script` with its listener; returns its address.
+pub fn fake_listener(
+    script: impl FnOnce(FakeListener) + Send + 'static,
+) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let handle = std::thread::spawn(move || script(FakeListener(listener)));
+    (addr, handle)
+}

@@ -125,3 +125,70 @@ fn a_config_file_that_is_a_fifo_or_dev_zero_is_refused_at_start_up() {
         assert!(stderr.contains("not a regular file"), "{stderr}");
     }
 }
+
+/// Attack round 9: a time-out near `u64::MAX` ms (a careless "never") was accepted, and the
+/// deadlines it made (the monotonic clock plus the time-out) wrapped into the past:
+/// `--idle-timeout 18446744073709551615ms` closed every connection as idle within a second.
+/// Every time-out flag above 365 days now stops the start with one line naming it; so does
+/// a limit so large that the open file check (which adds limits up) would have failed first.
+#[test]
+fn absurd_time_outs_and_limits_stop_the_start_with_one_line_naming_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("UTF-8 path");
+    for flag in [
+        "--idle-timeout",
+        "--frame-timeout",
+        "--handshake-timeout",
+        "--linger-timeout",
+        "--shutdown-timeout",
+        "--catch-up-timeout",
+        "--replication-timeout",
+        "--order-stall-timeout",
+        "--connect-timeout",
+        "--dial-backoff-max",
+        "--metrics-timeout",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flo"))
+            .args(["--check-config", "-d", data, flag, "18446744073709551615ms"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run flo");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "flo accepted {flag} 18446744073709551615ms (exit {:?})",
+            output.status.code()
+        );
+        assert_eq!(stderr.lines().count(), 1, "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("365 days") && !stderr.contains("panicked"),
+            "{flag}: {stderr}"
+        );
+    }
+    // An absurd limit is named even when fitting the open file limit would fail first.
+    let output = Command::new(env!("CARGO_BIN_EXE_flo"))
+        .args([
+            "-d",
+            data,
+            "-p",
+            "0",
+            "--max-metrics-connections",
+            "4294967295",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("metrics connection limit"),
+        "{stderr}"
+    );
+    // 365 days is still accepted.
+    let output = Command::new(env!("CARGO_BIN_EXE_flo"))
+        .args(["--check-config", "-d", data, "--idle-timeout", "365d"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flo");
+    assert!(output.status.success(), "{output:?}");
+}

@@ -50,7 +50,11 @@ fn spec(args: &BenchArgs) -> Result<BenchSpec, String> {
     let stop = match (args.count, args.duration) {
         (_, Some(seconds)) => match Duration::try_from_secs_f64(seconds) {
             Ok(duration) if !duration.is_zero() => Stop::Duration(duration),
-            _ => return Err(format!("invalid --duration {seconds}")),
+            _ => {
+                return Err(format!(
+                    "invalid --duration {seconds}: expected a positive number of seconds"
+                ))
+            }
         },
         (Some(count), None) => Stop::Count(count),
         (None, None) => Stop::Count(COUNT_DEFAULT),

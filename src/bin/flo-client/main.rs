@@ -19,6 +19,7 @@ use flo::units::parse_duration_ms;
 
 #[path = "../shared/clap_error.rs"]
 mod clap_error;
+mod interrupt;
 use clap_error::one_line;
 
 /// Produces to stdin-fed streams keep this many events in flight.
@@ -78,7 +79,9 @@ enum Command {
     /// Empty standard input produces nothing and exits with code 1 (in a script, use -d ""
     /// for one event without data). Prints each event id as the server acknowledges it, then
     /// a summary line. If the server goes away, every id printed was acknowledged, and the
-    /// exit code is 1.
+    /// exit code is 1. Ctrl-C while reading standard input stops reading, prints the ids of
+    /// the events in flight as their acks arrive, says how many lines were produced (the
+    /// first N; no later line was sent) and exits with code 130.
     Produce {
         /// The namespace to produce to, such as /food/breakfast/eggs.
         #[arg(short, long)]
@@ -431,8 +434,13 @@ impl GroupSettingsArgs {
         let ack_timeout_ms = match &self.ack_timeout {
             None => 0,
             Some(text) => {
-                let ms = u32::try_from(parse_duration_ms(text)?)
-                    .map_err(|_| format!("--ack-timeout {text} is too long"))?;
+                let ms = u32::try_from(parse_duration_ms(text)?).map_err(|_| {
+                    format!(
+                        "--ack-timeout {text} is too long: the protocol carries at most \
+                             4294967295 ms (about 49 days); a flo server takes at most 24h \
+                             (groups.ack_timeout_max, docs/limits.md)"
+                    )
+                })?;
                 if ms == 0 {
                     return Err("--ack-timeout must be at least 1ms".into());
                 }
@@ -544,6 +552,10 @@ fn main() -> ExitCode {
         Err(message) if message.starts_with(EXPECTATION_FAILED_PREFIX) => {
             eprintln!("{message}");
             ExitCode::from(EXPECTATION_FAILED_EXIT)
+        }
+        Err(message) if message.starts_with(interrupt::INTERRUPTED_PREFIX) => {
+            eprintln!("{message}");
+            ExitCode::from(interrupt::INTERRUPTED_EXIT)
         }
         Err(message) => {
             eprintln!("{message}");
@@ -712,10 +724,10 @@ fn server_addr(host: Option<&str>, port: Option<u16>, env: Option<&str>) -> Resu
         // A bare IPv6 address has colons but no port.
         Some(text) if text.parse::<std::net::Ipv6Addr>().is_ok() => (format!("[{text}]"), None),
         Some(text) if text.contains(':') => {
-            let (host, port) = split_host_port(text)
-                .ok_or_else(|| format!("-H {text:?}: expected HOST or HOST:PORT"))?;
+            let (host, port) = split_host_port(text).ok_or_else(|| host_error(text))?;
             (host, Some(port))
         }
+        Some(text) if !is_host(text) => return Err(host_error(text)),
         Some(text) => (text.to_string(), None),
         None => (env_host, None),
     };
@@ -729,7 +741,22 @@ fn server_addr(host: Option<&str>, port: Option<u16>, env: Option<&str>) -> Resu
 fn split_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    (!host.is_empty()).then(|| (host.to_string(), port))
+    let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+    (bracketed || is_host(host)).then(|| (host.to_string(), port))
+}
+
+/// A host name or IPv4 address: not empty, and no colon, slash or space. A URL
+/// (`http://localhost:3000`) or a doubled port (`localhost:3000:99`) used to be taken as a
+/// host and failed later as "failed to lookup address information" (walkthrough, session 9).
+fn is_host(text: &str) -> bool {
+    !text.is_empty() && !text.contains([':', '/']) && !text.contains(char::is_whitespace)
+}
+
+fn host_error(text: &str) -> String {
+    format!(
+        "-H {text:?}: expected HOST or HOST:PORT, such as localhost, localhost:3000 or \
+         [::1]:3000 (not a URL)"
+    )
 }
 
 /// Appends one formatted line to a `String` (the human output of `groups`).
@@ -753,18 +780,42 @@ fn write_out(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The groups with their settings (GroupsDetailRequest), or, from a server older than that
+/// request (it closes the connection with MalformedFrame), the plain list (GroupsRequest, on
+/// a new connection): `None` settings.
+fn list_groups(
+    server: &Server,
+    client: &mut Client,
+) -> Result<Vec<(flo::client::GroupInfo, Option<flo::client::GroupSettings>)>, String> {
+    match client.groups_detail() {
+        Ok(groups) => Ok(groups
+            .into_iter()
+            .map(|detail| (detail.info, Some(detail.settings)))
+            .collect()),
+        Err(ClientError::Server {
+            code: flo::client::ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            let mut older = connect(server)?;
+            let groups = older.groups().map_err(|error| error.to_string())?;
+            Ok(groups.into_iter().map(|group| (group, None)).collect())
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
     let failed = |error: ClientError| error.to_string();
     if format == Format::Json {
-        return groups_json(&mut client, action);
+        return groups_json(server, &mut client, action);
     }
     // Written out at the end (or a page at a time), so that a reader that stopped (`| head`)
     // ends the command quietly instead of a failed print.
     let mut out = String::new();
     match action {
         None => {
-            let groups = client.groups_detail().map_err(failed)?;
+            let groups = list_groups(server, &mut client)?;
             if groups.is_empty() {
                 return write_out("no groups\n").map(drop);
             }
@@ -782,8 +833,16 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                 "MAXDEL",
                 "MAXINF"
             );
-            for detail in groups {
-                let (group, settings) = (&detail.info, &detail.settings);
+            for (group, settings) in &groups {
+                // A server older than GroupsDetailRequest does not say the settings.
+                let [ack_ms, max_deliveries, max_in_flight] = match settings {
+                    Some(settings) => [
+                        settings.ack_timeout_ms.to_string(),
+                        settings.max_deliveries.to_string(),
+                        settings.max_in_flight.to_string(),
+                    ],
+                    None => ["-".to_string(), "-".to_string(), "-".to_string()],
+                };
                 outln!(
                     out,
                     "{:<24} {:>7} {:>9} {:>7} {:>12} {:>12} {:>10} {:>9} {:>7} {:>8}  {}",
@@ -794,9 +853,9 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                     group.floor,
                     group.next,
                     group.lag,
-                    settings.ack_timeout_ms,
-                    settings.max_deliveries,
-                    settings.max_in_flight,
+                    ack_ms,
+                    max_deliveries,
+                    max_in_flight,
                     group.glob
                 );
             }
@@ -854,13 +913,19 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                 "replayed {} parked events of group {name}",
                 parked_before - group.parked.min(parked_before)
             );
-            format_group(&mut out, &group);
+            match group_after_change(&mut client, group) {
+                Ok(detail) => format_group_detail(&mut out, &detail),
+                Err(group) => format_group(&mut out, &group),
+            }
         }
         Some(GroupsCommand::Reset { name, to }) => {
             let start = group_position(&to)?;
             let group = client.reset_group(&name, start).map_err(failed)?;
             outln!(out, "group {name} reset");
-            format_group(&mut out, &group);
+            match group_after_change(&mut client, group) {
+                Ok(detail) => format_group_detail(&mut out, &detail),
+                Err(group) => format_group(&mut out, &group),
+            }
         }
         Some(GroupsCommand::Delete { name }) => {
             client.delete_group(&name).map_err(failed)?;
@@ -868,6 +933,16 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
     }
     write_out(&out).map(drop)
+}
+
+/// After `reset` and `replay`, whose answer is the group without its settings and members:
+/// the group as `info` shows it (one more request). A server older than GroupsDetailRequest
+/// closes the connection on it; then the answer is all there is (`Err`).
+fn group_after_change(
+    client: &mut Client,
+    group: flo::client::GroupInfo,
+) -> Result<flo::client::GroupDetail, flo::client::GroupInfo> {
+    client.group_detail(&group.name).map_err(|_| group)
 }
 
 /// `groups replay`: every parked event, the ones with these ids, or those from `from` to `to`
@@ -955,15 +1030,19 @@ fn cluster(server: &Server, action: ClusterCommand, format: Format) -> Result<()
 /// `groups --format json`: the list as one array (with each group's settings), one group as one
 /// object (`info`, `create` and `update` with its settings and members), parked events as one
 /// object per line, and the changes as the group's object after them.
-fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(), String> {
+fn groups_json(
+    server: &Server,
+    client: &mut Client,
+    action: Option<GroupsCommand>,
+) -> Result<(), String> {
     let failed = |error: ClientError| error.to_string();
     let detail = |detail: flo::client::GroupDetail| {
         write_out(&format!("{}\n", ops::group_detail_json(&detail, true))).map(drop)
     };
     let group = match action {
         None => {
-            let groups = client.groups_detail().map_err(failed)?;
-            return write_out(&format!("{}\n", ops::groups_detail_json(&groups))).map(drop);
+            let groups = list_groups(server, client)?;
+            return write_out(&format!("{}\n", ops::groups_list_json(&groups))).map(drop);
         }
         Some(GroupsCommand::Info { name }) => {
             return detail(client.group_detail(&name).map_err(failed)?)
@@ -1012,7 +1091,11 @@ fn groups_json(client: &mut Client, action: Option<GroupsCommand>) -> Result<(),
             return write_out(&out).map(drop);
         }
     };
-    write_out(&format!("{}\n", ops::group_json(&group))).map(drop)
+    let json = match group_after_change(client, group) {
+        Ok(full) => ops::group_detail_json(&full, true),
+        Err(group) => ops::group_json(&group),
+    };
+    write_out(&format!("{json}\n")).map(drop)
 }
 
 /// `groups create`, for both output formats: from the beginning unless `--from` says.
@@ -1126,15 +1209,22 @@ fn namespaces(server: &Server, glob: &str, format: Format) -> Result<(), String>
 }
 
 fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
-    let id = id.parse::<EventId>().map_err(|error| error.to_string())?;
+    let text = id;
+    let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
+    if id.counter == 0 {
+        // The server would refuse it as a malformed frame (walkthrough, session 9).
+        return Err(format!(
+            "invalid event id {text:?}: counter 0 is not an event id"
+        ));
+    }
     let mut client = connect(server)?;
     let trace = client.trace(id).map_err(|error| error.to_string())?;
     let text = match format {
         Format::Human => flo::client::format::format_trace(&trace),
         Format::Json => flo::client::format::format_trace_json(&trace),
     };
-    print!("{text}");
-    Ok(())
+    // A trace may be 10,000 lines: `| head` must not make print! panic.
+    write_out(&text).map(|_| ())
 }
 
 mod bench;
@@ -1334,15 +1424,21 @@ fn produce_lines(
     let fail = |acknowledged: u64, error: String| {
         format!("{error} ({acknowledged} events were produced to {namespace} before the error)")
     };
+    interrupt::install()?;
     loop {
-        if input.buffer().is_empty() {
-            // About to wait for input: show every outstanding ack first, so an interactive
-            // user sees each id as soon as the server has it.
+        let idle = input.buffer().is_empty();
+        if idle || interrupt::interrupted() {
+            // About to wait for input (or stopped by Ctrl-C): show every outstanding ack
+            // first, so an interactive user sees each id as soon as the server has it.
             while receive_ack(producer, out, &mut acknowledged)? {}
             out.flush().map_err(|error| output_error(&error))?;
+            if interrupt::interrupted() || (idle && !interrupt::enter_idle(acknowledged)) {
+                return Err(interrupt::message(acknowledged));
+            }
         }
         line.clear();
         let read = input.read_until(b'\n', &mut line);
+        interrupt::leave_idle();
         if read.map_err(|error| {
             fail(
                 acknowledged,
@@ -1375,6 +1471,12 @@ fn produce_lines(
         }
     }
     while receive_ack(producer, out, &mut acknowledged)? {}
+    if interrupt::interrupted() {
+        // Ctrl-C at a terminal also stops the command writing into the pipe: the end of
+        // input that follows is not a complete input.
+        out.flush().map_err(|error| output_error(&error))?;
+        return Err(interrupt::message(acknowledged));
+    }
     // Empty input (/dev/null, a closed pipe, an upstream command that printed nothing) is
     // refused rather than reported as "produced 0 events": a script must not mistake it for
     // success, and inventing an event without data from no input would be a guess.
@@ -1445,8 +1547,25 @@ enum From {
     Last(u64),
 }
 
+/// The forms `consume --from` takes, for the message of one it does not recognise.
+const FROM_FORMS: &str = "beginning, end, an event id (25 digits or COUNTER.ACTOR), a time \
+    (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N \
+    (the last N events)";
+
+/// The forms a group's start position takes (`--from` but -N).
+const GROUP_POSITION_FORMS: &str = "beginning, end, an event id (25 digits or COUNTER.ACTOR), \
+    a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z) or an age such as 90s, 1h or 7d";
+
 /// Parses `--from`: the forms of [`parse_start_position`], `-N`, and a duration before `now_ms`.
 fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
+    parse_position(text, now_ms, FROM_FORMS)
+}
+
+/// [`parse_from`], naming `forms` when `text` is none of them. The library's own message for
+/// an unrecognised position lists only the forms the protocol has, not the ages and -N that
+/// the CLI adds: a user who typed `--from 1hour` was not told that `1h` works (walkthrough,
+/// session 9).
+fn parse_position(text: &str, now_ms: u64, forms: &str) -> Result<From, String> {
     if let Some(count) = text.strip_prefix('-') {
         let count: u64 = count.parse().map_err(|_| {
             format!("invalid start position {text:?}: expected -N, a count of events")
@@ -1467,13 +1586,18 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
             now_ms.saturating_sub(ago),
         )));
     }
-    parse_start_position(text).map(From::Position)
+    parse_start_position(text)
+        .map(From::Position)
+        .map_err(|error| match error.contains(": expected beginning, end") {
+            true => format!("invalid start position {text:?}: expected {forms}"),
+            false => error,
+        })
 }
 
 /// A group's start position (`consume --group --from`, `groups create --from`, `groups reset
 /// --to`): the forms of `--from` but `-N`, which only a reader that counts can take.
 fn group_position(text: &str) -> Result<StartPosition, String> {
-    match parse_from(text, wall_clock_ms())? {
+    match parse_position(text, wall_clock_ms(), GROUP_POSITION_FORMS)? {
         From::Position(start) => Ok(start),
         From::Last(_) => Err(format!(
             "a group cannot start at {text:?} (-N): a group starts at a position the server \
@@ -1688,9 +1812,17 @@ fn consume_group(
     let mut consumer = builder.join().map_err(|error| error.to_string())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed = 0u64;
+    let mut said_single_acks = false;
     loop {
         if limit > 0 && printed >= limit {
             break;
+        }
+        if consumer.ack_ranges_refused() && !said_single_acks {
+            said_single_acks = true;
+            eprintln!(
+                "flo-client: group {group:?}: the server is older than GroupAckRange; joined \
+                 again, acknowledging by id"
+            );
         }
         // Flush before any wait for the network (the consumer sends its queued acks only
         // then, so an event is acknowledged only after it reached standard output).
@@ -1835,6 +1967,21 @@ mod tests {
         );
         assert!(server_addr(None, None, Some("db")).is_err());
         assert!(server_addr(Some("h:x"), None, None).is_err());
+        assert_eq!(
+            server_addr(Some("[::1]:4000"), None, None),
+            Ok("[::1]:4000".into())
+        );
+        for bad in [
+            "http://localhost:3000",
+            "localhost:3000:99",
+            " localhost",
+            "a/b",
+            ":3000",
+        ] {
+            let error = server_addr(Some(bad), None, None).expect_err(bad);
+            assert!(error.contains("(not a URL)"), "{bad}: {error}");
+        }
+        assert!(server_addr(None, None, Some("http://h:3000")).is_err());
     }
 
     #[test]
@@ -1857,5 +2004,20 @@ mod tests {
         assert!(parse_from("-100001", now).is_err());
         assert!(parse_from("-x", now).is_err());
         assert!(parse_from("1w", now).is_err());
+    }
+
+    /// Walkthrough (session 9): `--from garbage` listed beginning, end, an id and two time
+    /// forms, but not the ages (1h) and -N that `--from` takes too.
+    #[test]
+    fn an_unknown_position_names_every_form_the_flag_takes() {
+        let error = parse_from("1hour", 10_000).expect_err("not a position");
+        assert!(error.contains("an age such as 90s, 1h or 7d"), "{error}");
+        assert!(error.contains("-N (the last N events)"), "{error}");
+        let error = group_position("garbage").expect_err("not a position");
+        assert!(error.contains("an age such as 90s, 1h or 7d"), "{error}");
+        assert!(!error.contains("-N"), "{error}");
+        // A malformed id keeps its own, more precise message.
+        let error = parse_from("00000000000000000001", 10_000).expect_err("not an id");
+        assert!(error.contains("expected 25 digits"), "{error}");
     }
 }

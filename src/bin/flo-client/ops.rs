@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flo::client::format::{format_info, format_info_json, push_json_string, push_terminal_safe};
-use flo::client::{GroupDetail, GroupInfo, ParkedReply, PurgesReply};
+use flo::client::{GroupDetail, GroupInfo, GroupSettings, ParkedReply, PurgesReply};
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
 
@@ -208,11 +208,22 @@ pub fn group_detail_json(detail: &GroupDetail, members: bool) -> String {
 }
 
 /// `groups --format json`: one JSON array of the groups with their settings (a list carries
-/// no members: `info NAME` has them).
-pub fn groups_detail_json(groups: &[GroupDetail]) -> String {
+/// no members: `info NAME` has them); without settings from a server older than
+/// GroupsDetailRequest, which does not say them.
+pub fn groups_list_json(groups: &[(GroupInfo, Option<GroupSettings>)]) -> String {
     let entries: Vec<String> = groups
         .iter()
-        .map(|detail| group_detail_json(detail, false))
+        .map(|(info, settings)| match settings {
+            Some(settings) => group_detail_json(
+                &GroupDetail {
+                    info: info.clone(),
+                    settings: *settings,
+                    members: Vec::new(),
+                },
+                false,
+            ),
+            None => group_json(info),
+        })
         .collect();
     format!("[{}]", entries.join(","))
 }
@@ -321,11 +332,10 @@ pub fn top(server: &Server, options: &TopOptions) -> Result<(), String> {
             }
             Format::Json => top_json(&info, &status, &groups, rate, fsync_ms) + "\n",
         };
-        let mut out = io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|error| super::output_error(&error))?;
-        drop(out);
+        // A reader that has gone (`top | head`) ends it quietly, as for `consume`.
+        if super::write_out(&text)? {
+            return Ok(());
+        }
         previous = Some(sample);
         shown += 1;
         if options.count != 0 && shown >= options.count {
