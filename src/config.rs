@@ -554,6 +554,11 @@ pub struct Config {
     /// the frames before the bad one, then the closing Error) and to see the client close; it
     /// still counts toward `connections_max` meanwhile.
     pub linger_timeout: Duration,
+    /// What a connection the server closed may still send while it lingers: its input is
+    /// read and discarded (closing a socket with unread input makes the kernel send a reset,
+    /// and the peer can lose the replies it is owed), but past this many bytes it is closed at
+    /// once, so a peer that keeps sending costs bounded reads, not `linger_timeout` of them.
+    pub linger_discard_bytes_max: u64,
     /// On shutdown, one deadline for every connection to receive its last acks and the
     /// ShuttingDown error; connections still owed bytes at the deadline are cut.
     pub shutdown_timeout: Duration,
@@ -664,6 +669,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             linger_timeout: Duration::from_secs(5),
+            linger_discard_bytes_max: 16 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             send_buffer_high_water: 1024 * 1024,
             output_bytes_hard_max: 16 * 1024 * 1024,

@@ -109,6 +109,10 @@ impl<L: Log> Engine<L> {
             self.closing_conns.contains(&conn),
             "{conn}: the Closing phase disagrees with the closing list"
         );
+        assert!(
+            !(closing && connection.input_deferred),
+            "{conn}: closing with frames waiting to be decoded"
+        );
         let peer = matches!(connection.phase, Phase::Peer(_));
         if let Some(peer) = connection.peer() {
             assert!(

@@ -1307,8 +1307,10 @@ impl<L: Log> Engine<L> {
         let phase = std::mem::replace(&mut connection.phase, closing);
         let vector = connection.stream_vector();
         connection.subscriptions.clear();
-        // Its input is never decoded again; only its owed output is kept.
+        // Its input is never decoded again; only its owed output is kept. Nor is it waiting
+        // for a frame budget: `decode_deferred` must not decode it later this turn.
         connection.input = Vec::new();
+        connection.input_deferred = false;
         self.recount_memory(conn);
         self.forget_memory_waiting(conn);
         self.closing_conns.push(conn);

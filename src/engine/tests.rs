@@ -2288,6 +2288,54 @@ fn a_peer_event_of_actor_0_is_refused() {
     assert_eq!(harness.engine.log().end().0, 0, "the event was not stored");
 }
 
+/// Issue 13 (session 9): a connection whose frames waited for a later turn's frame budget
+/// (`input_deferred`) and that the reactor's decode of them then closed (a malformed frame
+/// behind the produces) kept its stale deferred mark, so the same turn's `decode_deferred`
+/// decoded it again: the server panicked ("input decoded after the close") and the client lost
+/// its last acks and the error. Each owed ack, then the MalformedFrame error.
+#[test]
+fn a_connection_closed_while_decoding_deferred_frames_gets_its_acks_and_the_error() {
+    let mut harness = Harness::with_config(|config| config.frames_per_turn_total_max = 16);
+    let client = harness.client();
+    let mut bytes = Vec::new();
+    for op_id in 1..=20 {
+        encode(&produce(op_id, "/deferred", b"x"), &mut bytes);
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    harness.engine.handle_input(harness.now, client, &bytes);
+    assert!(harness.engine.input_deferred(client), "16 of 20 decoded");
+    harness.turn();
+    let mut frames = harness.received(client);
+    // The reactor decodes the waiting frames (empty input) before it reads the socket again.
+    harness
+        .engine
+        .handle_input_within(harness.now, client, &[], usize::MAX);
+    assert!(
+        !harness.engine.is_open(client),
+        "the malformed frame closed it"
+    );
+    harness.engine.check_invariants();
+    harness.turn();
+    let (_, last) = harness
+        .closed
+        .iter()
+        .find(|(conn, _)| *conn == client)
+        .expect("the connection was closed");
+    frames.extend(last.iter().filter_map(|frame| match frame {
+        AnyFrame::Server(frame) => Some(frame.clone()),
+        AnyFrame::Client(_) | AnyFrame::Peer(_) => None,
+    }));
+    let acked: Vec<u64> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Ack(ack) => Some(ack.op_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, (1..=20).collect::<Vec<_>>());
+    assert_eq!(harness.closed_with(client), Some(ErrorCode::MalformedFrame));
+}
+
 /// Issue 10, item 3: PeerEvents from every actor (0 included) made the next StatusRequest
 /// panic in the codec. A node now holds events of at most `actors_max` actors.
 #[test]

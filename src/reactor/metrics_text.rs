@@ -13,6 +13,7 @@ use crate::storage::ProcessStats;
 pub(super) struct ReactorFigures {
     pub process: ProcessStats,
     pub endpoint: EndpointFigures,
+    pub socket_reads: super::SocketReads,
 }
 
 /// Writes one metric family's HELP and TYPE lines.
@@ -292,6 +293,20 @@ fn render_traffic(out: &mut String, s: &MetricsSnapshot, reactor: &ReactorFigure
         "counter",
         "Protocol bytes sent to clients and peers (before TLS).",
         s.bytes_sent,
+    );
+    single(
+        out,
+        "flo_socket_reads_total",
+        "counter",
+        "Read system calls on plaintext client and peer sockets.",
+        reactor.socket_reads.calls,
+    );
+    single(
+        out,
+        "flo_socket_reads_would_block_total",
+        "counter",
+        "Of those, the reads that found nothing to read (WouldBlock).",
+        reactor.socket_reads.would_block,
     );
     single(
         out,

@@ -5,9 +5,11 @@
 //! every readable socket up to a per-connection budget and hand the bytes to the engine, let the
 //! engine end the turn (one sync for all the turn's appends, then acks and consumer feeding),
 //! then write every connection the engine names. Sockets are edge-triggered: a socket is read
-//! until `WouldBlock`, and one whose budget ran out first is remembered and read again next turn
-//! without waiting for a new readiness event. So is one the engine stopped taking input from
-//! (its client does not read its replies): it is read again once its output drains.
+//! until `WouldBlock` or a read that does not fill the buffer (plaintext sockets whose peer has
+//! not signalled its FIN: `Socket::read_to_end`), and one whose budget ran out first is
+//! remembered and read again next turn without waiting for a new readiness event. So is one
+//! the engine stopped taking input from (its client does not read its replies): it is read
+//! again once its output drains.
 
 mod http;
 mod metrics_text;
@@ -157,6 +159,16 @@ pub(crate) struct Reactor<L: Log> {
     /// The engine's figures the last scrape gathered and when (monotonic ms): reused by the
     /// scrapes within `metrics.snapshot_interval` of it (attack round 9).
     metrics_snapshot: Option<(u64, crate::engine::MetricsSnapshot)>,
+    /// Read system calls on plaintext client and peer sockets, and those that found nothing
+    /// (`WouldBlock`), for `flo_socket_reads_total`.
+    socket_reads: SocketReads,
+}
+
+/// Counts of the reads of plaintext client and peer sockets.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SocketReads {
+    pub calls: u64,
+    pub would_block: u64,
 }
 
 impl<L: Log> Reactor<L> {
@@ -194,6 +206,7 @@ impl<L: Log> Reactor<L> {
             auth_reload: server::AuthSlot::default(),
             http: None,
             metrics_snapshot: None,
+            socket_reads: SocketReads::default(),
         };
         Ok((reactor, waker))
     }
@@ -215,6 +228,7 @@ impl<L: Log> Reactor<L> {
             return http.accept(registry, now.monotonic.0);
         }
         let engine = &self.engine;
+        let socket_reads = self.socket_reads;
         let cached = &mut self.metrics_snapshot;
         let interval_ms = millis(self.config.metrics.snapshot_interval);
         let now_ms = now.monotonic.0;
@@ -222,6 +236,7 @@ impl<L: Log> Reactor<L> {
             let figures = metrics_text::ReactorFigures {
                 process: crate::storage::process_stats(),
                 endpoint,
+                socket_reads,
             };
             let snapshot = match cached {
                 Some((taken_ms, snapshot)) if now_ms < taken_ms.saturating_add(interval_ms) => {
@@ -289,6 +304,11 @@ impl<L: Log> Reactor<L> {
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             readable.push(key);
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(socket) = self.sockets.get_mut(key) {
+                                socket.read_to_end = true;
+                            }
                         }
                         if event.is_writable() {
                             if let Some(socket) = self.sockets.get_mut(key) {
@@ -490,7 +510,10 @@ impl<L: Log> Reactor<L> {
     }
 
     fn drain_lingering(&mut self, key: usize) {
-        let progress = self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max);
+        let progress = self.sockets[key].drain_lingering(
+            self.config.read_bytes_per_turn_max,
+            self.config.linger_discard_bytes_max,
+        );
         self.after_lingering_progress(key, progress);
     }
 
@@ -602,6 +625,8 @@ impl<L: Log> Reactor<L> {
             }
             let socket = &mut self.sockets[key];
             let chunk = budget.bytes.min(self.read_buffer.len());
+            let read_to_end = socket.read_to_end;
+            self.socket_reads.calls += 1;
             match socket.stream.read(&mut self.read_buffer[..chunk]) {
                 Ok(0) => return self.connection_lost(conn, key, None),
                 Ok(count) => {
@@ -609,8 +634,18 @@ impl<L: Log> Reactor<L> {
                     if !self.hand_input(now, key, conn, 0..count, budget) {
                         return;
                     }
+                    // A read that did not fill its buffer emptied the receive queue: another
+                    // read would only say `WouldBlock`. Bytes arriving after it raise a new
+                    // edge. Not when the peer's FIN (or an error) was signalled: that edge
+                    // is not raised again, so the reads go on to the 0.
+                    if count < chunk && !read_to_end {
+                        return;
+                    }
                 }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    self.socket_reads.would_block += 1;
+                    return;
+                }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => return self.connection_lost(conn, key, Some(error)),
             }
@@ -1044,7 +1079,10 @@ impl<L: Log> Reactor<L> {
         if !written {
             return;
         }
-        match self.sockets[key].drain_lingering(self.config.read_bytes_per_turn_max) {
+        match self.sockets[key].drain_lingering(
+            self.config.read_bytes_per_turn_max,
+            self.config.linger_discard_bytes_max,
+        ) {
             // Nothing more to read now: no reset on close.
             Linger::Waiting | Linger::Done => self.remove_socket(key),
             // The client is still sending: keep draining it until it stops or the deadline.

@@ -32,6 +32,8 @@ pub(super) struct FinalOutput {
     peer_closed: bool,
     /// Every byte is written and the write side shut.
     write_shut: bool,
+    /// Bytes the peer sent after the close, read and discarded (`linger_discard_bytes_max`).
+    discarded: u64,
 }
 
 /// The outcome of some progress on a lingering socket.
@@ -53,6 +55,12 @@ pub(super) struct Socket {
     /// The engine wanted no more input, so the socket was left unread (maybe with bytes in
     /// it); once the engine wants input again it is read without waiting for readiness.
     pub read_paused: bool,
+    /// A readiness event said the peer closed its write side or the socket failed
+    /// (`EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR`): reads go on until the 0 or the error, even
+    /// past a read that did not fill its buffer. Without it such a read ends the socket's
+    /// reads for the turn (the kernel's receive queue was empty; new data, a FIN or an error
+    /// arriving later raises a new edge).
+    pub read_to_end: bool,
     /// While lingering: the last bytes and how far they got.
     pub final_output: FinalOutput,
     /// On a TLS listener, the connection's TLS state while it is open (a lingering socket only
@@ -67,6 +75,7 @@ impl Socket {
             state: SocketState::Open(conn),
             write_blocked: false,
             read_paused: false,
+            read_to_end: false,
             final_output: FinalOutput::default(),
             tls: None,
         }
@@ -78,6 +87,7 @@ impl Socket {
             state: SocketState::Connecting { addr, deadline_ms },
             write_blocked: false,
             read_paused: false,
+            read_to_end: false,
             final_output: FinalOutput::default(),
             tls: None,
         }
@@ -152,10 +162,15 @@ impl Socket {
 
     /// Reads and discards up to `budget` bytes of what a lingering peer sent (unread input at
     /// close would make the kernel send a reset, and the peer could lose the bytes it is owed).
-    pub fn drain_lingering(&mut self, budget: usize) -> Linger {
+    /// Once more than `discard_max` bytes were discarded in all, the socket is done: a peer
+    /// that goes on sending after the close is not owed more reads.
+    pub fn drain_lingering(&mut self, budget: usize, discard_max: u64) -> Linger {
         let mut scratch = [0u8; 16 * 1024];
         let mut left = budget;
         loop {
+            if self.final_output.discarded > discard_max {
+                return Linger::Done;
+            }
             if left == 0 {
                 return Linger::ReadAgain;
             }
@@ -169,7 +184,10 @@ impl Socket {
                         Linger::Waiting
                     };
                 }
-                Ok(count) => left -= count,
+                Ok(count) => {
+                    left -= count;
+                    self.final_output.discarded += count as u64;
+                }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return Linger::Waiting,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Linger::Done,

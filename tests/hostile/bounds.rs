@@ -307,3 +307,64 @@ fn a_flood_of_pipelined_pings_keeps_every_turn_within_the_frame_budget() {
     );
     assert_survived(&mut server, RSS_MAX_BYTES);
 }
+
+/// A client whose last frames and FIN arrive together (one readiness event carrying both
+/// `EPOLLIN` and `EPOLLRDHUP`): the read of its frames does not fill the reactor's buffer,
+/// which otherwise ends the socket's reads for the turn, and the FIN's edge is not raised
+/// again. The frames must still be served and the connection closed, not left open with
+/// its FIN unread.
+#[test]
+fn frames_sent_together_with_the_fin_are_served_and_the_connection_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--fsync", "never"]);
+    let rounds = 20;
+    for round in 0..rounds {
+        let mut conn = RawConn::connect(server.addr);
+        conn.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set timeout");
+        let mut bytes = Vec::new();
+        encode(
+            &ClientFrame::Hello(flo::protocol::Hello {
+                protocol_version: flo::protocol::PROTOCOL_VERSION,
+                client_name: "fin".into(),
+                auth_token: Vec::new(),
+            }),
+            &mut bytes,
+        );
+        encode(
+            &ClientFrame::Produce(Produce {
+                op_id: 1,
+                event: NewEvent {
+                    namespace: format!("/fin/{round}"),
+                    parent_id: None,
+                    data: b"then FIN".to_vec(),
+                },
+            }),
+            &mut bytes,
+        );
+        conn.stream.write_all(&bytes).expect("write frames");
+        conn.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut the write side");
+        // Whatever the server answers before it closes, it must close: a FIN left unread
+        // would leave this read waiting for the time-out (a panic in `recv`).
+        while let Some(frame) = conn.recv() {
+            assert!(
+                matches!(frame, ServerFrame::Welcome(_) | ServerFrame::Ack(_)),
+                "round {round}: unexpected {frame:?}"
+            );
+        }
+    }
+    let mut reader = RawConn::hello(server.addr);
+    let stored = reader
+        .read_all()
+        .into_iter()
+        .filter(|event| event.namespace.starts_with("/fin/"))
+        .count();
+    assert_eq!(
+        stored, rounds,
+        "produces sent with the FIN that were stored"
+    );
+    assert_survived(&mut server, RSS_MAX_BYTES);
+}

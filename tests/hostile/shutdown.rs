@@ -115,6 +115,116 @@ fn a_connection_closed_for_a_malformed_frame_gets_every_ack_then_the_error() {
     assert_survived(&mut server, 256 * MIB);
 }
 
+/// A client closed for a malformed frame, given its error and the end of the stream, that then
+/// keeps sending and never closes: the server reads and discards what it sends (so that no
+/// reset cuts the owed bytes), but only up to `linger_discard_bytes_max` (16 MiB), then closes
+/// it, long before `--linger-timeout` (60 s here). The client's writes fail then (the server
+/// closed with input unread, so a reset). Without the bound the server read and discarded for
+/// the whole linger time-out and this client wrote for 20 s without an error.
+#[test]
+fn a_closed_connection_that_keeps_sending_is_cut_after_the_discard_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &["--linger-timeout", "60s"]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.stream.write_all(&[0, 0, 0, 0]).expect("write");
+    assert_eq!(
+        connection_error(conn.recv()),
+        Some(ErrorCode::MalformedFrame)
+    );
+    assert_eq!(
+        conn.recv(),
+        None,
+        "the server shut its side after the error"
+    );
+    conn.stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    let junk = vec![0x5a_u8; 64 * 1024];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut written: u64 = 0;
+    let error = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still read after {written} bytes sent after the close"
+        );
+        match conn.stream.write(&junk) {
+            Ok(count) => written += count as u64,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "the server closed the connection: {error}"
+    );
+    assert!(
+        written > 16 * MIB,
+        "closed only past the bound, after {written} bytes"
+    );
+    assert_survived(&mut server, 64 * MIB);
+}
+
+/// A client closed for a malformed frame that takes its error and the end of the stream but
+/// never closes its side (and sends nothing): the server cuts it at `--linger-timeout`, so the
+/// place it held under `--max-connections` comes free. With a limit of one connection, a
+/// second client is accepted once that happened.
+#[test]
+fn a_closed_connection_that_never_closes_is_cut_at_the_linger_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &["--linger-timeout", "300ms", "--max-connections", "1"],
+    );
+    let mut silent = RawConn::hello(server.addr);
+    silent.stream.write_all(&[0, 0, 0, 0]).expect("write");
+    assert_eq!(
+        connection_error(silent.recv()),
+        Some(ErrorCode::MalformedFrame)
+    );
+    assert_eq!(
+        silent.recv(),
+        None,
+        "the server shut its side after the error"
+    );
+    // A bound, not a speed measurement: the lingering connection goes 300 ms after its close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut next = loop {
+        let mut next = RawConn::connect(server.addr);
+        next.send(&ClientFrame::Hello(flo::protocol::Hello {
+            protocol_version: flo::protocol::PROTOCOL_VERSION,
+            client_name: "after the linger".into(),
+            auth_token: Vec::new(),
+        }));
+        match next.recv() {
+            Some(ServerFrame::Welcome(_)) => break next,
+            other => {
+                assert_eq!(
+                    connection_error(other),
+                    Some(ErrorCode::TooManyConnections),
+                    "refused while the closed connection lingers"
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closed connection still held its place 10 s after its close"
+                );
+                // Nothing outside the server says when the place comes free: ask again soon.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    // The one place is the new client's (so no survival check's): it is served.
+    next.produce(1, "/closing/after-linger", b"x");
+    assert!(matches!(next.recv(), Some(ServerFrame::Ack(ack)) if ack.op_id == 1));
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the server is still running"
+    );
+    drop(silent);
+}
+
 /// `--idle-timeout` and `--handshake-timeout` make the time-outs testable: a connection that
 /// sends nothing after Hello, and one that never sends Hello, are closed with Timeout.
 #[test]
