@@ -835,22 +835,7 @@ fn a_warm_index_driven_read_opens_no_file_and_reads_each_record_once() {
 #[test]
 fn a_warm_lookup_reads_three_pieces_of_each_segments_index() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StorageConfig::new(dir.path().to_path_buf());
-    config.segment_size_max = 256 * 1024;
-    config.fsync = FsyncPolicy::Never;
-    let mut log = FileLog::open(&config).unwrap().0;
-    // Every record in its own namespace but `/aggregate/7`, one in 2,000: about 2,000
-    // namespaces a segment.
-    fill(&mut log, 40_000, 64, 1_000, |counter| {
-        if counter % 2_000 == 1_000 {
-            "/aggregate/7".to_string()
-        } else {
-            format!("/n/{counter:06}")
-        }
-    });
-    let sealed = log.segment_paths().len() as u64 - 1;
-    assert!(sealed >= 10, "the test wants many segments, got {sealed}");
-    drop(log);
+    let (config, sealed) = aggregate_among_many_namespaces(dir.path());
     let key = NamespaceKey::Exact("/aggregate/7".into());
     for fences_max in [config.namespace_fences_bytes_max, 0] {
         let config = StorageConfig {
@@ -890,20 +875,7 @@ fn a_warm_lookup_reads_three_pieces_of_each_segments_index() {
 #[test]
 fn the_first_lookup_after_a_start_finds_the_fences_read_already() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StorageConfig::new(dir.path().to_path_buf());
-    config.segment_size_max = 256 * 1024;
-    config.fsync = FsyncPolicy::Never;
-    let mut log = FileLog::open(&config).unwrap().0;
-    fill(&mut log, 40_000, 64, 1_000, |counter| {
-        if counter % 2_000 == 1_000 {
-            "/aggregate/7".to_string()
-        } else {
-            format!("/n/{counter:06}")
-        }
-    });
-    let sealed = log.segment_paths().len() as u64 - 1;
-    assert!(sealed >= 10, "the test wants many segments, got {sealed}");
-    drop(log);
+    let (config, sealed) = aggregate_among_many_namespaces(dir.path());
     let key = NamespaceKey::Exact("/aggregate/7".into());
     let mut log = FileLog::open(&config).unwrap().0;
     log.wait_for_fence_preload();
@@ -985,4 +957,25 @@ impl NameFilter for Budgeted<'_> {
     fn spent(&self) -> bool {
         self.decisions_left == 0
     }
+}
+
+/// A log of 40,000 records in 256 KiB segments where every record has its own namespace but
+/// `/aggregate/7`, one in 2,000 (about 2,000 namespaces a segment, 20 events of the
+/// aggregate); returns its configuration and the number of sealed segments (at least 10).
+fn aggregate_among_many_namespaces(dir: &std::path::Path) -> (StorageConfig, u64) {
+    let mut config = StorageConfig::new(dir.to_path_buf());
+    config.segment_size_max = 256 * 1024;
+    config.fsync = FsyncPolicy::Never;
+    let mut log = FileLog::open(&config).unwrap().0;
+    fill(&mut log, 40_000, 64, 1_000, |counter| {
+        if counter % 2_000 == 1_000 {
+            "/aggregate/7".to_string()
+        } else {
+            format!("/n/{counter:06}")
+        }
+    });
+    let sealed = log.segment_paths().len() as u64 - 1;
+    assert!(sealed >= 10, "the test wants many segments, got {sealed}");
+    drop(log);
+    (config, sealed)
 }
