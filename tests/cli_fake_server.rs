@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use fake_server::{fake_listener, fake_server, FakeConn};
 use flo::event::{Event, EventId};
-use flo::protocol::{Ack, ClientFrame, EndReason, ErrorCode, ErrorFrame, ErrorScope, ServerFrame};
+use flo::protocol::{Ack, ClientFrame, EndReason, ServerFrame};
 
 fn flo_client(port: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
@@ -408,11 +408,7 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
         conn.stream.write_all(&bytes).expect("write the events");
         assert!(matches!(conn.receive(), ClientFrame::GroupAckRange(_)));
         assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
-        conn.send(ServerFrame::Error(ErrorFrame {
-            scope: ErrorScope::Connection,
-            code: ErrorCode::MalformedFrame,
-            message: "unknown frame kind 0x1b".into(),
-        }));
+        conn.refuse_unknown_frame(0x1b);
         drop(conn);
 
         let mut conn = listener.accept();
@@ -481,11 +477,7 @@ fn groups_on_a_server_older_than_groups_detail_lists_without_settings() {
                 ClientFrame::GroupsDetailRequest(_) => {}
                 other => panic!("{format}: expected GroupsDetailRequest, got {other:?}"),
             }
-            conn.send(ServerFrame::Error(ErrorFrame {
-                scope: ErrorScope::Connection,
-                code: ErrorCode::MalformedFrame,
-                message: "unknown frame kind 0x11".into(),
-            }));
+            conn.refuse_unknown_frame(0x11);
             drop(conn);
             let mut conn = listener.accept();
             conn.handshake(1024);

@@ -627,11 +627,7 @@ fn a_server_older_than_groups_detail_is_named_as_older() {
             ClientFrame::GroupsDetailRequest(_) => {}
             other => panic!("expected GroupsDetailRequest, got {other:?}"),
         }
-        conn.send(ServerFrame::Error(ErrorFrame {
-            scope: ErrorScope::Connection,
-            code: ErrorCode::MalformedFrame,
-            message: "unknown frame kind 0x11".into(),
-        }));
+        conn.refuse_unknown_frame(0x11);
     });
     let mut client = Client::connect(&addr, options()).expect("connect");
     match client.group_detail("cooks") {
@@ -677,11 +673,7 @@ fn a_member_falls_back_to_single_acks_on_a_server_older_than_ack_ranges() {
             other => panic!("expected GroupAckRange, got {other:?}"),
         }
         assert!(matches!(conn.receive(), ClientFrame::Ping { .. }));
-        conn.send(ServerFrame::Error(ErrorFrame {
-            scope: ErrorScope::Connection,
-            code: ErrorCode::MalformedFrame,
-            message: "unknown frame kind 0x1b".into(),
-        }));
+        conn.refuse_unknown_frame(0x1b);
         drop(conn);
 
         let mut conn = listener.accept();

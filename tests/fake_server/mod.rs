@@ -48,6 +48,16 @@ impl FakeConn {
         self.send(ServerFrame::Welcome(welcome(event_data_size_max)));
     }
 
+    /// Answers as a server older than frame kind `kind` does: a connection-scoped
+    /// MalformedFrame error naming the kind it does not know.
+    pub fn refuse_unknown_frame(&mut self, kind: u8) {
+        self.send(ServerFrame::Error(protocol::ErrorFrame {
+            scope: protocol::ErrorScope::Connection,
+            code: protocol::ErrorCode::MalformedFrame,
+            message: format!("unknown frame kind 0x{kind:02x}"),
+        }));
+    }
+
     /// Answers the Hello with the given Welcome.
     pub fn handshake_with(&mut self, welcome: Welcome) {
         assert!(matches!(self.receive(), ClientFrame::Hello(_)));
