@@ -175,7 +175,8 @@ impl<L: Log> Engine<L> {
         // or a restart after losing these events could give them again.
         if let Err(error) = self.log.reserve_counters(self.counter + u64::from(count)) {
             let message = format!("the events were not stored: {error}");
-            log::error!("counter lease failed: {error}");
+            self.storage_failures
+                .failed(self.now_ms, "counter lease failed", &error);
             return PendingReply::Error {
                 conn,
                 op_id,
@@ -206,7 +207,8 @@ impl<L: Log> Engine<L> {
                 // A failed append discards the whole turn's appends (the `Log` contract), so
                 // every reply of this turn becomes an error at the turn's end, and no more
                 // appends are taken this turn.
-                log::error!("append failed: {error}");
+                self.storage_failures
+                    .failed(self.now_ms, "append failed", &error);
                 let message = format!("the events were not stored: {error}");
                 self.turn_failure = Some(message.clone());
                 return PendingReply::Error {

@@ -24,6 +24,8 @@ mod peers_fuzz;
 mod streams;
 // Purges, their tombstones between peers, and per-namespace retention.
 mod purge;
+// A full disk: produces refused, the log lines rate-limited.
+mod storage_full;
 
 struct Harness {
     engine: Engine<MemoryLog>,
