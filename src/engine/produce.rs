@@ -94,6 +94,15 @@ impl<L: Log> Engine<L> {
         conn: ConnId,
         request: &ProduceRequest<'_>,
     ) -> Result<(), (ErrorCode, String)> {
+        let replicas = self.replicas_for(conn);
+        if replicas > 1 && !self.accepts_peer_hello() {
+            // No member can ever join a server outside any cluster: waiting the replication
+            // time-out only to fail would tell the user nothing (walk9).
+            let message = format!(
+                "{replicas} replicas asked, but this server is not in a cluster (started without --peer-addr and --cluster-secret): it is the only member, so at most 1 replica can hold the events; nothing was appended. Produce with replicas 1, or start a cluster (docs/clustering.md)"
+            );
+            return Err((ErrorCode::NotReady, message));
+        }
         let events = &request.events;
         if request.single {
             // A Produce carries exactly one event.
