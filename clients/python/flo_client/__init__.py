@@ -872,6 +872,17 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         order["waiting_events"] = r.u64()
         order["waiting_ms"] = r.u64()
         status["order"] = order
+        # Only while the server refuses produces until it has met its members (section 14);
+        # absent otherwise, and from servers before the field.
+        status["hold"] = None
+        if r.i < len(r.b):
+            status["hold"] = {
+                "actor_id": r.u16(),
+                "addr": r.str16(),
+                "held_ms": r.u64(),
+                "timeout_left_ms": r.u64(),
+                "waits_for": r.str16(),
+            }
         out = ("status", status)
     elif kind == GROUPS:
         durable_end, more = r.u64(), r.boolean()

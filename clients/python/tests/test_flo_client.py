@@ -259,6 +259,23 @@ class OfflineTests(unittest.TestCase):
                 "waiting_ms": 40000,
             },
         )
+        self.assertIsNone(status["hold"], "no hold: the frame ends after the id-order fields")
+
+    def test_status_says_whom_a_produce_hold_waits_for(self) -> None:
+        raw = spec_examples()[
+            "Status of actor 2 started on an empty data directory: produces held until member 3 is met"
+        ]
+        _, status = flo.decode(raw[4], raw[5:])
+        self.assertEqual(
+            status["hold"],
+            {
+                "actor_id": 3,
+                "addr": "127.0.0.1:3002",
+                "held_ms": 41000,
+                "timeout_left_ms": 0,
+                "waits_for": "member 3 at 127.0.0.1:3002, not met since the start",
+            },
+        )
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
