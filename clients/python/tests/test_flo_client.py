@@ -951,6 +951,22 @@ class ServerTests(unittest.TestCase):
         # The cursor kept advancing; it covers everything seen.
         self.assertTrue(resumed.cursor.covers(EventId(12, c2.welcome.actor_id)))
 
+    def test_resume_start_of_a_subscription_at_end(self) -> None:
+        # protocol.md section 9: before its first Event a subscription at end has the empty
+        # cursor, which would deliver every retained event; resume_start() is end until then.
+        c = self.connect()
+        c.produce("/e", b"old")
+        sub = c.subscribe("/e", Start.end(), tail=True)
+        self.assertIsInstance(sub.next(), CaughtUp)
+        self.assertEqual(sub.resume_start(), Start.end())
+        c.produce("/e", b"new")
+        self.assertEqual(sub.next().data, b"new")
+        resume = sub.resume_start()
+        self.assertEqual(resume.kind, 3)
+        c.produce("/e", b"newer")
+        again = c.subscribe("/e", resume, tail=True)
+        self.assertEqual(again.next().data, b"newer")
+
     def test_unsubscribe(self) -> None:
         c = self.connect()
         c.produce("/u", b"a")
