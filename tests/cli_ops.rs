@@ -281,6 +281,37 @@ fn produce_prints_json_when_asked() {
     assert_eq!(lines[1], "{\"produced\":1,\"namespace\":\"/j\"}");
 }
 
+/// Walk9: `produce --replicas 3` against a server outside any cluster waited the 5 s
+/// replication time-out, then failed with "reached 1 of 3 replicas" (its event appended). The
+/// server now refuses it in its own turn, says why, and appends nothing.
+#[test]
+fn replicas_above_1_on_a_standalone_server_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let output = flo_client(
+        &server,
+        &["produce", "-n", "/r", "-d", "x", "--replicas", "3"],
+    );
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("NotReady")
+            && message.contains("3 replicas asked, but this server is not in a cluster")
+            && !message.contains("reached 1 of 3"),
+        "{message}"
+    );
+    let info = stdout(&flo_client(&server, &["info", "--format", "json"]));
+    assert!(
+        info.contains("\"event_count\":0,"),
+        "nothing was appended: {info}"
+    );
+    let text = stdout(&flo_client(&server, &["produce", "-n", "/r", "-d", "x"]));
+    assert!(
+        text.ends_with("Successfully produced 1 events to /r\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn cluster_members_prints_json_when_asked() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -233,7 +233,7 @@ fn flo_client_info_shows_version_policy_counts_and_connections() {
     assert_eq!(
         status.trim_end(),
         "{\"actor_id\":1,\"counter\":2,\"event_count\":2,\"durable_end\":2,\"vector\":{\"1\":2},\"members\":[],\
-         \"order\":{\"stable_clock\":2,\"held_by\":null,\"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0}}"
+         \"order\":{\"stable_clock\":2,\"held_by\":null,\"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0},\"hold\":null}"
     );
     drop(server);
 }

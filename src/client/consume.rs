@@ -132,6 +132,12 @@ impl<'a> ConsumeBuilder<'a> {
         let subscription_id = self.client.next_subscription_id;
         self.client.next_subscription_id = subscription_id.wrapping_add(1).max(1);
         let cursor = self.start.cursor().unwrap_or_default();
+        // An End or timestamp start has the empty cursor, which covers nothing: until the
+        // first event, the start itself is where to resume (protocol.md section 9).
+        let start_until_first_event = match &self.start {
+            StartPosition::End | StartPosition::Timestamp(_) => Some(self.start.clone()),
+            StartPosition::Beginning | StartPosition::AfterId(_) | StartPosition::Cursor(_) => None,
+        };
         self.client
             .connection
             .send(&ClientFrame::Subscribe(Subscribe {
@@ -149,6 +155,7 @@ impl<'a> ConsumeBuilder<'a> {
             subscription_id,
             credit: CreditWindow::new(self.credit),
             cursor,
+            start_until_first_event,
             caught_up: false,
             ended: false,
             buffered: None,
@@ -180,6 +187,8 @@ pub struct Subscription<'a> {
     subscription_id: u32,
     credit: CreditWindow,
     cursor: Cursor,
+    /// The End or timestamp start, until the first event is handed out.
+    start_until_first_event: Option<StartPosition>,
     caught_up: bool,
     ended: bool,
     /// A delivery taken from the connection's buffer by `has_buffered`, not yet handed out.
@@ -193,6 +202,21 @@ impl Subscription<'_> {
     /// its cursor says nothing about events before its start until it has delivered one.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
+    }
+
+    /// Where to resume this subscription (in a later `start`) so that nothing it delivered
+    /// is delivered again and nothing it has not delivered yet is skipped: its start
+    /// position itself while it has delivered nothing and started at `End` or at a
+    /// timestamp (the empty cursor it has then would deliver every retained event: the trap of
+    /// protocol.md section 9), otherwise its cursor. One limit stays (protocol.md section 9,
+    /// "Several actors"): on a server holding the events of several actors, a subscription
+    /// started at `End` or at a timestamp and resumed from its cursor also gets the other
+    /// actors' events stored before its start; it never misses one.
+    pub fn resume_position(&self) -> StartPosition {
+        match &self.start_until_first_event {
+            Some(start) => start.clone(),
+            None => StartPosition::Cursor(self.cursor.clone()),
+        }
     }
 
     /// True once the server said every stored event was delivered.
@@ -273,6 +297,7 @@ impl Subscription<'_> {
         if let Delivery::Event(event) = &delivery {
             // Observed when handed out, so `cursor()` never runs ahead of the caller.
             self.cursor.observe(event.id);
+            self.start_until_first_event = None;
         }
         Ok(Some(delivery))
     }

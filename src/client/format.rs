@@ -359,9 +359,23 @@ pub fn format_status_json(status: &crate::protocol::Status) -> String {
             )
         }
     };
+    let hold = match &status.hold {
+        None => "null".to_string(),
+        Some(hold) => {
+            let mut addr = String::new();
+            push_json_string(&mut addr, &hold.addr);
+            let mut waits_for = String::new();
+            push_json_string(&mut waits_for, &hold.waits_for);
+            format!(
+                "{{\"actor_id\":{},\"addr\":{addr},\"held_ms\":{},\"timeout_left_ms\":{},\"waits_for\":{waits_for}}}",
+                hold.actor_id, hold.held_ms, hold.timeout_left_ms
+            )
+        }
+    };
     format!(
         "{{\"actor_id\":{},\"counter\":{},\"event_count\":{},\"durable_end\":{},\"vector\":{},\"members\":[{}],\
-         \"order\":{{\"stable_clock\":{},\"held_by\":{held_by},\"waiting_subscriptions\":{},\"waiting_events\":{},\"waiting_ms\":{}}}}}",
+         \"order\":{{\"stable_clock\":{},\"held_by\":{held_by},\"waiting_subscriptions\":{},\"waiting_events\":{},\"waiting_ms\":{}}},\
+         \"hold\":{hold}}}",
         status.actor_id,
         status.counter,
         status.event_count,
@@ -447,6 +461,19 @@ pub fn format_status(status: &crate::protocol::Status) -> String {
             vector(&member.vector)
         );
     }
+    if let Some(hold) = &status.hold {
+        let timeout = match hold.timeout_left_ms {
+            0 => "with no time-out".to_string(),
+            left => format!("or for {} more (the catch-up time-out)", format_wait(left)),
+        };
+        let _ = writeln!(
+            out,
+            "produces:    refused (NotReady) for {} until this node has met its members: waiting \
+             for {}, {timeout} (docs/clustering.md, \"Losing a data directory\")",
+            format_wait(hold.held_ms),
+            hold.waits_for
+        );
+    }
     format_order_status(status, &mut out);
     out
 }
@@ -458,6 +485,15 @@ fn format_order_status(status: &crate::protocol::Status, out: &mut String) {
     use std::fmt::Write as _;
     let order = &status.order;
     match &order.held_by {
+        // Not "held back by no member": nothing is produced here until the hold ends.
+        None if status.hold.is_some() => {
+            let _ = writeln!(
+                out,
+                "id order:    delivers up to counter {}; this node takes no produces until its \
+                 hold ends (above)",
+                order.stable_clock
+            );
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -553,13 +589,66 @@ mod tests {
                 disconnected_ms: 42_000,
             }],
             order: Default::default(),
+            hold: None,
         };
         assert_eq!(
             format_status_json(&status),
             "{\"actor_id\":1,\"counter\":9,\"event_count\":8,\"durable_end\":8,\"vector\":{\"1\":5},\
              \"members\":[{\"actor_id\":2,\"addr\":\"host\\\"x:1\",\"state\":\"backing_off\",\"lag\":0,\
              \"disconnected_ms\":42000,\"vector\":{}}],\"order\":{\"stable_clock\":0,\"held_by\":null,\
-             \"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0}}"
+             \"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0},\"hold\":null}"
+        );
+    }
+
+    /// Walk9: during the catch-up hold `status` printed "id order: delivers up to counter 0,
+    /// held back by no member", as if nothing were wrong.
+    #[test]
+    fn status_of_a_node_holding_produces_says_whom_it_waits_for() {
+        use crate::protocol::{ProduceHold, Status};
+        let status = Status {
+            actor_id: 2,
+            counter: 0,
+            event_count: 0,
+            durable_end: 0,
+            vector: Default::default(),
+            members: Vec::new(),
+            order: Default::default(),
+            hold: Some(ProduceHold {
+                actor_id: 3,
+                addr: "127.0.0.1:3002".into(),
+                held_ms: 41_000,
+                timeout_left_ms: 0,
+                waits_for: "member 3 at 127.0.0.1:3002, not met since the start".into(),
+            }),
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains(
+                "produces:    refused (NotReady) for 41 s until this node has met its members: \
+                 waiting for member 3 at 127.0.0.1:3002, not met since the start, with no time-out"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("held back by no member"), "{text}");
+        assert!(
+            format_status_json(&status).ends_with(
+                "\"hold\":{\"actor_id\":3,\"addr\":\"127.0.0.1:3002\",\"held_ms\":41000,\
+                 \"timeout_left_ms\":0,\"waits_for\":\"member 3 at 127.0.0.1:3002, not met since the start\"}}"
+            ),
+            "{}",
+            format_status_json(&status)
+        );
+        let timed = Status {
+            hold: status.hold.clone().map(|hold| ProduceHold {
+                timeout_left_ms: 25_000,
+                ..hold
+            }),
+            ..status
+        };
+        assert!(
+            format_status(&timed).contains("or for 25 s more (the catch-up time-out)"),
+            "{}",
+            format_status(&timed)
         );
     }
 
@@ -626,6 +715,7 @@ mod tests {
                 waiting_events: 17,
                 waiting_ms: 41_000,
             },
+            hold: None,
         };
         let text = format_status(&status);
         assert!(

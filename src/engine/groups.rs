@@ -998,7 +998,8 @@ impl<L: Log> Engine<L> {
             self.journal_group_turn(name);
         }
         if let Err(error) = self.groups.store.start_sync(now.monotonic) {
-            log::error!("could not write the group journal: {error}");
+            self.storage_failures
+                .failed(self.now_ms, "could not write the group journal", &error);
         }
     }
 
@@ -1035,7 +1036,8 @@ impl<L: Log> Engine<L> {
         self.compact_group_journal();
         if let Err(error) = self.groups.store.sync(now.monotonic) {
             // Lost journal records only mean redelivery after a restart (at least once).
-            log::error!("could not write the group journal: {error}");
+            self.storage_failures
+                .failed(self.now_ms, "could not write the group journal", &error);
         }
     }
 

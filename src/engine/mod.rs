@@ -263,6 +263,8 @@ pub struct Engine<L: Log> {
     batch_views: Vec<protocol::NewEventView<'static>>,
     /// Set when an append failed this turn: the log discarded the turn's appends.
     turn_failure: Option<String>,
+    /// Failed writes, logged at most once every 10 s (a full disk fails every produce).
+    storage_failures: log_limit::StorageFailureLog,
     /// Namespaces appended this turn, with the newest id of each: to wake only the tailing
     /// consumers that match, and for conditional produces.
     turn_namespaces: turn_namespaces::TurnNamespaces,
@@ -382,6 +384,7 @@ impl<L: Log> Engine<L> {
             woken: Vec::new(),
             batch_views: Vec::new(),
             turn_failure: None,
+            storage_failures: log_limit::StorageFailureLog::default(),
             turn_namespaces,
             last_ids: HashMap::new(),
             producers: streams::Producers::default(),
@@ -971,9 +974,18 @@ impl<L: Log> Engine<L> {
         self.commit_purges();
         let failure = match (self.turn_failure.take(), result) {
             (Some(message), _) => Some(message),
-            (None, Ok(_)) => None,
+            (None, Ok(durable)) => {
+                if durable > durable_before {
+                    self.storage_failures.succeeded();
+                }
+                None
+            }
             (None, Err(error)) => {
-                log::error!("could not make appended events durable: {error}");
+                self.storage_failures.failed(
+                    self.now_ms,
+                    "could not make appended events durable",
+                    &error,
+                );
                 Some(format!("the events were not stored: {error}"))
             }
         };

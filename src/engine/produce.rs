@@ -94,6 +94,15 @@ impl<L: Log> Engine<L> {
         conn: ConnId,
         request: &ProduceRequest<'_>,
     ) -> Result<(), (ErrorCode, String)> {
+        let replicas = self.replicas_for(conn);
+        if replicas > 1 && !self.accepts_peer_hello() {
+            // No member can ever join a server outside any cluster: waiting the replication
+            // time-out only to fail would tell the user nothing (walk9).
+            let message = format!(
+                "{replicas} replicas asked, but this server is not in a cluster (started without --peer-addr and --cluster-secret): it is the only member, so at most 1 replica can hold the events; nothing was appended. Produce with replicas 1, or start a cluster (docs/clustering.md)"
+            );
+            return Err((ErrorCode::NotReady, message));
+        }
         let events = &request.events;
         if request.single {
             // A Produce carries exactly one event.
@@ -175,7 +184,8 @@ impl<L: Log> Engine<L> {
         // or a restart after losing these events could give them again.
         if let Err(error) = self.log.reserve_counters(self.counter + u64::from(count)) {
             let message = format!("the events were not stored: {error}");
-            log::error!("counter lease failed: {error}");
+            self.storage_failures
+                .failed(self.now_ms, "counter lease failed", &error);
             return PendingReply::Error {
                 conn,
                 op_id,
@@ -206,7 +216,8 @@ impl<L: Log> Engine<L> {
                 // A failed append discards the whole turn's appends (the `Log` contract), so
                 // every reply of this turn becomes an error at the turn's end, and no more
                 // appends are taken this turn.
-                log::error!("append failed: {error}");
+                self.storage_failures
+                    .failed(self.now_ms, "append failed", &error);
                 let message = format!("the events were not stored: {error}");
                 self.turn_failure = Some(message.clone());
                 return PendingReply::Error {

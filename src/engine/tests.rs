@@ -24,6 +24,8 @@ mod peers_fuzz;
 mod streams;
 // Purges, their tombstones between peers, and per-namespace retention.
 mod purge;
+// A full disk: produces refused, the log lines rate-limited.
+mod storage_full;
 
 struct Harness {
     engine: Engine<MemoryLog>,
@@ -3193,6 +3195,39 @@ fn a_replicas_3_ack_needs_both_peers_of_three_nodes() {
         to_third.pump(&mut third, &mut origin);
     }
     assert_eq!(ack_ids(&origin.received(client)), vec![EventId::new(1, 7)]);
+}
+
+/// A server outside any cluster can never reach 2 replicas: the produce is refused in its own
+/// turn (walk9: `produce --replicas 3` waited the 5 s time-out with no hint), nothing is
+/// appended, and replicas 1 on the same connection works again.
+#[test]
+fn replicas_above_1_on_a_server_outside_any_cluster_are_refused_at_once() {
+    let mut h = Harness::standalone();
+    let conn = h.client();
+    h.send(conn, ClientFrame::SetReplicas { replicas: 3 });
+    h.produce(conn, 1, "/a", b"x");
+    h.turn();
+    let frames = h.received(conn);
+    let [ServerFrame::Error(error)] = frames.as_slice() else {
+        panic!("one error in the produce's own turn, not a wait: {frames:?}");
+    };
+    assert_eq!(
+        (error.scope, error.code),
+        (ErrorScope::Produce(1), ErrorCode::NotReady)
+    );
+    assert!(
+        error
+            .message
+            .starts_with("3 replicas asked, but this server is not in a cluster")
+            && error.message.contains("nothing was appended"),
+        "{}",
+        error.message
+    );
+    assert_eq!(h.engine.log().end().0, 0, "nothing was appended");
+    h.send(conn, ClientFrame::SetReplicas { replicas: 1 });
+    h.produce(conn, 2, "/a", b"x");
+    h.turn();
+    assert_eq!(ack_ids(&h.received(conn)), vec![EventId::new(1, 7)]);
 }
 
 #[test]

@@ -225,6 +225,27 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     /// Where id-order delivery stands on this node.
     pub order: OrderStatus,
+    /// Set while this node refuses produces (NotReady) until it has met its members: the
+    /// catch-up hold after a start on an empty data directory or after an unclean one.
+    pub hold: Option<ProduceHold>,
+}
+
+/// The catch-up hold in a [`Status`] reply: whom it waits for, since when, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceHold {
+    /// The member it waits for; 0 when it waits for a configured address no handshake has
+    /// identified yet, or for no member in particular.
+    pub actor_id: u16,
+    /// That member's address (empty when not known).
+    pub addr: String,
+    /// How long produces have been refused, in milliseconds of the server's monotonic clock.
+    pub held_ms: u64,
+    /// How long until a time-out takes produces anyway (`--catch-up-timeout`,
+    /// `--empty-dir-catch-up-timeout`), in milliseconds; 0 when there is no time-out.
+    pub timeout_left_ms: u64,
+    /// What the hold waits for, in words (the server log's text), such as "member 3 at
+    /// 127.0.0.1:3002, not met since the start".
+    pub waits_for: String,
 }
 
 /// Id order in a [`Status`] reply: how far id-order subscriptions may deliver, what holds

@@ -201,7 +201,10 @@ impl Log for MemoryLog {
             self.produced_pending.clear();
             return Err(StorageError::Io {
                 context: "memory log sync".into(),
-                source: std::io::Error::other("injected failure (disk full)"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "injected failure (disk full)",
+                ),
             });
         }
         self.produced.append(&mut self.produced_pending);

@@ -872,6 +872,17 @@ def decode(kind: int, body: bytes) -> ServerFrame:
         order["waiting_events"] = r.u64()
         order["waiting_ms"] = r.u64()
         status["order"] = order
+        # Only while the server refuses produces until it has met its members (section 14);
+        # absent otherwise, and from servers before the field.
+        status["hold"] = None
+        if r.i < len(r.b):
+            status["hold"] = {
+                "actor_id": r.u16(),
+                "addr": r.str16(),
+                "held_ms": r.u64(),
+                "timeout_left_ms": r.u64(),
+                "waits_for": r.str16(),
+            }
         out = ("status", status)
     elif kind == GROUPS:
         durable_end, more = r.u64(), r.boolean()
@@ -949,14 +960,18 @@ class Subscription:
     """One subscription. Iterate it (or call `next`) to get Event, CaughtUp and finally End.
 
     With `auto_credit` (the default) the client grants credit back as events are taken, keeping
-    the window at the initial credit. The `cursor` is updated for every Event handed out; save
-    `cursor.copy()` to resume with `Start.at_cursor`.
+    the window at the initial credit. The `cursor` is updated for every Event handed out. To
+    resume later, save `resume_start()`: the start itself while a subscription started at end
+    or at a timestamp has delivered nothing (its empty cursor would deliver every retained
+    event, protocol.md section 9), else `Start.at_cursor(cursor)`.
     """
 
     def __init__(self, client: "FloClient", sub_id: int, start: Start, credit: int, auto_credit: bool):
         self.client = client
         self.id = sub_id
         self.cursor = start.initial_cursor()
+        # An end (1) or timestamp (4) start, until the first Event is handed out.
+        self._start_until_first_event: Optional[Start] = start if start.kind in (1, 4) else None
         self.window = credit
         self.auto_credit = auto_credit and credit > 0
         self._processed_since_credit = 0
@@ -966,6 +981,16 @@ class Subscription:
         self.ended: Optional[Union[End, FloError]] = None
         self.finished = False  # the End/Error has been handed to the caller
         self.unsubscribing = False
+
+    def resume_start(self) -> Start:
+        """Where to resume so that nothing delivered comes again and nothing not yet delivered
+        is skipped (protocol.md section 9): the end or timestamp start itself until the first
+        Event, then the cursor. On a server holding several actors' events, a subscription
+        started at end or at a timestamp and resumed from its cursor also gets the other
+        actors' events stored before its start (it never misses one)."""
+        if self._start_until_first_event is not None:
+            return self._start_until_first_event
+        return Start.at_cursor(self.cursor)
 
     def credit(self, count: int) -> None:
         """Grant `count` more events (a Credit frame)."""
@@ -986,6 +1011,7 @@ class Subscription:
         item = self.queue.popleft()
         if isinstance(item, Event):
             self.cursor.observe(item.id)
+            self._start_until_first_event = None
             if self.auto_credit and self.ended is None:
                 self._processed_since_credit += 1
                 if self._processed_since_credit * 2 >= self.window:

@@ -259,6 +259,23 @@ class OfflineTests(unittest.TestCase):
                 "waiting_ms": 40000,
             },
         )
+        self.assertIsNone(status["hold"], "no hold: the frame ends after the id-order fields")
+
+    def test_status_says_whom_a_produce_hold_waits_for(self) -> None:
+        raw = spec_examples()[
+            "Status of actor 2 started on an empty data directory: produces held until member 3 is met"
+        ]
+        _, status = flo.decode(raw[4], raw[5:])
+        self.assertEqual(
+            status["hold"],
+            {
+                "actor_id": 3,
+                "addr": "127.0.0.1:3002",
+                "held_ms": 41000,
+                "timeout_left_ms": 0,
+                "waits_for": "member 3 at 127.0.0.1:3002, not met since the start",
+            },
+        )
 
     def test_skipped_is_decoded(self) -> None:
         raw = spec_examples()["Skipped: retention deleted 2000 records subscription 1 had not read"]
@@ -933,6 +950,22 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(resumed.next().data, b"11")
         # The cursor kept advancing; it covers everything seen.
         self.assertTrue(resumed.cursor.covers(EventId(12, c2.welcome.actor_id)))
+
+    def test_resume_start_of_a_subscription_at_end(self) -> None:
+        # protocol.md section 9: before its first Event a subscription at end has the empty
+        # cursor, which would deliver every retained event; resume_start() is end until then.
+        c = self.connect()
+        c.produce("/e", b"old")
+        sub = c.subscribe("/e", Start.end(), tail=True)
+        self.assertIsInstance(sub.next(), CaughtUp)
+        self.assertEqual(sub.resume_start(), Start.end())
+        c.produce("/e", b"new")
+        self.assertEqual(sub.next().data, b"new")
+        resume = sub.resume_start()
+        self.assertEqual(resume.kind, 3)
+        c.produce("/e", b"newer")
+        again = c.subscribe("/e", resume, tail=True)
+        self.assertEqual(again.next().data, b"newer")
 
     def test_unsubscribe(self) -> None:
         c = self.connect()

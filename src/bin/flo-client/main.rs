@@ -101,7 +101,9 @@ enum Command {
         format: Format,
         /// Each event is acknowledged only once this many cluster members (the server counts)
         /// hold it durably (default: the server's --min-replicas). Fails with
-        /// ReplicationTimeout, saying how many it reached, after the server's time-out.
+        /// ReplicationTimeout, saying how many it reached, after the server's time-out (the
+        /// events stay appended). A server outside any cluster refuses more than 1 at once
+        /// with NotReady (nothing appended).
         #[arg(long, value_name = "N", default_value_t = 0)]
         replicas: u8,
         /// Append only if the namespace's newest event is ID ("none": only if it has no

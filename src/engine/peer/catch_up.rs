@@ -6,6 +6,7 @@
 use super::TargetState;
 use crate::engine::{Engine, Now};
 use crate::event::ActorId;
+use crate::protocol::ProduceHold;
 use crate::storage::Log;
 
 /// The refusal of produces after a start that may have lost acknowledged events (a
@@ -24,6 +25,8 @@ pub(super) enum Hold {
     On {
         deadline_ms: Option<u64>,
         fresh: bool,
+        /// When the hold started (for Status).
+        since_ms: u64,
         /// When to log again whom the hold waits for (a hold without a time-out only).
         remind_ms: u64,
     },
@@ -67,7 +70,7 @@ impl<L: Log> Engine<L> {
     /// The NotReady message for a produce refused by the hold.
     pub(in crate::engine) fn hold_message(&self) -> &'static str {
         match self.empty_dir_hold_waits() {
-            true => "this node started on an empty data directory and takes produces only once it has met every member it knows, with no time-out, so that it never gives the id of an event it may have lost to a new one (its log names the member it waits for; docs/clustering.md, \"Losing a data directory\"); retry shortly",
+            true => "this node started on an empty data directory and takes produces only once it has met every member it knows, with no time-out, so that it never gives the id of an event it may have lost to a new one (`flo-client status` on it and its log name the member it waits for; docs/clustering.md, \"Losing a data directory\"); retry shortly",
             false => "this node is catching up with its cluster members after its start: it takes produces once it has met every member it knows (or after --catch-up-timeout); retry shortly",
         }
     }
@@ -101,12 +104,14 @@ impl<L: Log> Engine<L> {
                 self.cluster.hold = Hold::On {
                     deadline_ms: timeout_ms.map(|ms| now_ms.saturating_add(ms)),
                     fresh,
+                    since_ms: now_ms,
                     remind_ms: now_ms.saturating_add(HOLD_REMINDER_MS),
                 };
             }
             Hold::On {
                 deadline_ms,
                 fresh,
+                since_ms,
                 remind_ms,
             } => {
                 if self.caught_up_with_peers() {
@@ -127,11 +132,12 @@ impl<L: Log> Engine<L> {
                 } else if deadline_ms.is_none() && now_ms >= remind_ms {
                     log::warn!(
                         "still refusing produces after a start on an empty data directory: waiting for {}; start it (or heal the network); if it is gone for good, run `flo-client cluster remove ACTOR` on a member this node has met (or drop a --peer-addr that will never answer and restart); --empty-dir-catch-up-timeout takes produces after a time-out at the risk of giving lost ids again (docs/clustering.md, \"Losing a data directory\")",
-                        self.hold_waits_for()
+                        self.hold_waits_for().waits_for
                     );
                     self.cluster.hold = Hold::On {
                         deadline_ms,
                         fresh,
+                        since_ms,
                         remind_ms: now_ms.saturating_add(HOLD_REMINDER_MS),
                     };
                 }
@@ -149,9 +155,36 @@ impl<L: Log> Engine<L> {
             .any(|r| r.removed && r.addr.parse::<std::net::SocketAddr>().ok() == Some(addr))
     }
 
-    /// Whom the hold still waits for, for the log: the first address or member not met, or
-    /// the first member holding own events this node has not received back yet.
-    fn hold_waits_for(&self) -> String {
+    /// The catch-up hold for Status: `None` when produces are not held.
+    pub(in crate::engine) fn produce_hold(&self) -> Option<ProduceHold> {
+        let (since_ms, deadline_ms) = match self.cluster.hold {
+            Hold::Off => return None,
+            // Not started yet: the engine has not seen the time.
+            Hold::Pending { .. } => (self.now_ms, None),
+            Hold::On {
+                since_ms,
+                deadline_ms,
+                ..
+            } => (since_ms, deadline_ms),
+        };
+        Some(ProduceHold {
+            held_ms: self.now_ms.saturating_sub(since_ms),
+            // A deadline already passed is released at the next turn end: at least 1 ms.
+            timeout_left_ms: deadline_ms.map_or(0, |d| d.saturating_sub(self.now_ms).max(1)),
+            ..self.hold_waits_for()
+        })
+    }
+
+    /// Whom the hold still waits for, for the log and Status: the first address or member
+    /// not met, or the first member holding own events this node has not received back yet.
+    fn hold_waits_for(&self) -> ProduceHold {
+        let waits = |actor: Option<ActorId>, addr: String, waits_for: String| ProduceHold {
+            actor_id: actor.map_or(0, |a| a.0),
+            addr,
+            held_ms: 0,
+            timeout_left_ms: 0,
+            waits_for,
+        };
         let own = self.config.actor_id;
         let held = self.log.version_vector().get(own);
         for (addr, target) in &self.cluster.targets {
@@ -164,33 +197,39 @@ impl<L: Log> Engine<L> {
                 .is_some_and(|m| m.handshake_vector.is_some())
                 || (target.actor.is_none() && self.removed_at(*addr));
             if !met {
-                return match target.actor {
+                let text = match target.actor {
                     Some(actor) => format!("member {} at {addr}, not met since the start", actor.0),
                     None => format!("--peer-addr {addr}, which has never answered"),
                 };
+                return waits(target.actor, addr.to_string(), text);
             }
         }
         for (actor, member) in &self.cluster.members {
+            let addr = member.addr.to_string();
             match &member.handshake_vector {
                 None if !self.is_removed(*actor) => {
-                    return format!("member {}, not met since the start", actor.0)
+                    let text = format!("member {}, not met since the start", actor.0);
+                    return waits(Some(*actor), addr, text);
                 }
                 Some(vector) if vector.get(own) > held => {
-                    return format!(
+                    let text = format!(
                         "member {} to send back this node's events up to counter {} (it holds up to {held})",
                         actor.0,
                         vector.get(own)
-                    )
+                    );
+                    return waits(Some(*actor), addr, text);
                 }
                 _ => {}
             }
         }
         for (actor, _) in self.log.version_vector().iter() {
             if actor != own && !self.is_removed(actor) {
-                return format!("member {}, whose events the log holds", actor.0);
+                let text = format!("member {}, whose events the log holds", actor.0);
+                return waits(Some(actor), String::new(), text);
             }
         }
-        "no member (the hold ends at the next turn)".into()
+        let text = "no member (the hold ends at the next turn)".to_string();
+        waits(None, String::new(), text)
     }
 
     /// Every known target has shaken hands since start-up, and this node holds every one of

@@ -301,6 +301,7 @@ impl<L: Log> Engine<L> {
             vector: self.log.version_vector().clone(),
             members,
             order: self.order_status(),
+            hold: self.produce_hold(),
         }
     }
 

@@ -230,7 +230,8 @@ impl<L: Log> Engine<L> {
                 self.stats.events_replicated += 1;
             }
             Err(error) => {
-                log::error!("append of replicated event {id} failed: {error}");
+                let what = format!("append of replicated event {id} failed");
+                self.storage_failures.failed(self.now_ms, &what, &error);
                 self.turn_failure = Some(format!("the events were not stored: {error}"));
             }
         }

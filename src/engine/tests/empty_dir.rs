@@ -2,7 +2,7 @@
 //! the operator sets one, and the ways out (docs/clustering.md, "Losing a data directory").
 
 use super::*;
-use crate::protocol::MembershipRecord;
+use crate::protocol::{MembershipRecord, ProduceHold};
 
 /// A node on an empty directory configured with peers 2 and 3; it has met 2 (which holds
 /// none of its events). Returns the harness and 2's connection.
@@ -64,10 +64,23 @@ fn an_empty_directory_waits_for_every_member_with_no_time_out() {
         "{message}"
     );
     assert!(!h.engine.catch_up_timed_out());
+    // Status says whom the hold waits for (walk9: `flo-client status` printed "held back by
+    // no member"), for how long, and that no time-out will end it.
+    assert_eq!(
+        h.engine.status().hold,
+        Some(ProduceHold {
+            actor_id: 0,
+            addr: "10.0.0.3:3000".into(),
+            held_ms: 3_600_000,
+            timeout_left_ms: 0,
+            waits_for: "--peer-addr 10.0.0.3:3000, which has never answered".into(),
+        })
+    );
     // Member 3 dials in, holding none of this node's events: the hold ends.
     let (_three, _) = peer(&mut h, 3, VersionVector::new());
     h.turn();
     assert!(!h.engine.is_holding_produces());
+    assert_eq!(h.engine.status().hold, None);
 }
 
 /// A way out for a member gone for good: `cluster remove 3` on member 2, which this node has
@@ -100,6 +113,8 @@ fn the_empty_directory_time_out_is_the_operators_choice() {
     h.now.monotonic.0 += 4_000;
     h.turn();
     assert!(h.engine.is_holding_produces());
+    let hold = h.engine.status().hold.expect("the hold is in Status");
+    assert_eq!((hold.held_ms, hold.timeout_left_ms), (4_000, 1_000));
     h.now.monotonic.0 += 1_000;
     h.turn();
     assert!(!h.engine.is_holding_produces());

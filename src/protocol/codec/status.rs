@@ -34,6 +34,15 @@ impl WireFormat for Status {
         w.put_u32(order.waiting_subscriptions);
         w.put_u64(order.waiting_events);
         w.put_u64(order.waiting_ms);
+        // Only while produces are held: a Status without a hold has the layout it had before
+        // the hold was added, so an older client reads it.
+        if let Some(hold) = &self.hold {
+            w.put_u16(hold.actor_id);
+            w.put_text16(&hold.addr);
+            w.put_u64(hold.held_ms);
+            w.put_u64(hold.timeout_left_ms);
+            w.put_text16(&hold.waits_for);
+        }
     }
 
     fn read(r: &mut Reader) -> Result<Status, DecodeError> {
@@ -79,6 +88,16 @@ impl WireFormat for Status {
             waiting_events: r.get_u64("waiting events")?,
             waiting_ms: r.get_u64("waiting time")?,
         };
+        let hold = match r.position < r.body.len() {
+            false => None,
+            true => Some(ProduceHold {
+                actor_id: r.get_u16("hold actor")?,
+                addr: r.get_str16("hold address")?,
+                held_ms: r.get_u64("hold time")?,
+                timeout_left_ms: r.get_u64("hold time-out")?,
+                waits_for: r.get_str16("hold text")?,
+            }),
+        };
         Ok(Status {
             actor_id,
             counter,
@@ -87,6 +106,7 @@ impl WireFormat for Status {
             vector,
             members,
             order,
+            hold,
         })
     }
 }

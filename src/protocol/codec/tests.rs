@@ -351,6 +351,23 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
                 waiting_events: 3,
                 waiting_ms: 40_000,
             },
+            hold: None,
+        })),
+        AnyFrame::Server(ServerFrame::Status(Status {
+            actor_id: 2,
+            counter: 0,
+            event_count: 0,
+            durable_end: 0,
+            vector: VersionVector::new(),
+            members: Vec::new(),
+            order: OrderStatus::default(),
+            hold: Some(ProduceHold {
+                actor_id: 3,
+                addr: "127.0.0.1:3002".into(),
+                held_ms: 41_000,
+                timeout_left_ms: 0,
+                waits_for: "member 3 at 127.0.0.1:3002, not met since the start".into(),
+            }),
         })),
         AnyFrame::Peer(PeerFrame::PeerHello(PeerHandshake {
             protocol_version: 1,
@@ -600,7 +617,15 @@ fn trailing_bytes_inside_a_frame_are_malformed() {
         body.push(0);
         let error = decode_error(&raw_frame(bytes[4], &body));
         assert_eq!(error.code, ErrorCode::MalformedFrame);
-        assert!(error.message.contains("left over"), "{error}");
+        // Bytes after a Status without the hold fields begin them (protocol.md section 14).
+        let hold_starts =
+            matches!(&frame, AnyFrame::Server(ServerFrame::Status(s)) if s.hold.is_none());
+        let expected = if hold_starts {
+            "hold actor"
+        } else {
+            "left over"
+        };
+        assert!(error.message.contains(expected), "{error}");
     }
 }
 
@@ -1319,6 +1344,7 @@ fn the_largest_possible_vector_encodes_and_round_trips() {
         vector: vector.clone(),
         members: Vec::new(),
         order: OrderStatus::default(),
+        hold: None,
     }));
     let bytes = encoded(&status);
     assert_eq!(decode(&bytes, &limits()), Ok(Some((status, bytes.len()))));
