@@ -224,8 +224,14 @@ pub fn validate_namespace(namespace: &str, length_max: usize) -> Result<(), Name
         });
     }
     // The usual namespace is printable ASCII: one pass over the bytes (called per produced
-    // event); any other byte takes the per-character check.
-    if namespace.bytes().all(|byte| (0x20..0x7f).contains(&byte)) {
+    // event); any other byte takes the per-character check. The pass has no early exit, so
+    // the compiler vectorizes it (`all` stopped at the first byte outside the range and went
+    // byte by byte: 160 of the server's ~3,400 user-space instructions per produced 100 B
+    // event, callgrind, BENCHMARKS.md issue 13 session 10).
+    let outside = (namespace.bytes()).fold(0u8, |outside, byte| {
+        outside | u8::from(!(0x20..0x7f).contains(&byte))
+    });
+    if outside == 0 {
         return Ok(());
     }
     if let Some((position, _)) = namespace.char_indices().find(|(_, c)| c.is_control()) {

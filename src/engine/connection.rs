@@ -182,7 +182,10 @@ pub struct Connection {
     /// Bytes to send; `output_sent` bytes at its front are already sent.
     output: Vec<u8>,
     output_sent: usize,
-    pub subscriptions: BTreeMap<u32, Subscription>,
+    /// Boxed: a B-tree node holds 11 entries, so an unboxed `Subscription` (hundreds of bytes)
+    /// made one subscription cost a whole node of 11 (about 6 KB of RSS per subscribed
+    /// connection with 10,000 connections, BENCHMARKS.md issue 13 session 10).
+    pub subscriptions: BTreeMap<u32, Box<Subscription>>,
     pub last_input_ms: u64,
     /// True while the connection is in the engine's list of connections with output.
     pub has_output_queued: bool,

@@ -176,7 +176,7 @@ impl<L: Log> Engine<L> {
         let connection = self.conn_mut(conn).expect("connection is open");
         connection
             .subscriptions
-            .insert(subscribe.subscription_id, subscription);
+            .insert(subscribe.subscription_id, Box::new(subscription));
         if from_end {
             let frame = ServerFrame::CaughtUp {
                 subscription_id: subscribe.subscription_id,

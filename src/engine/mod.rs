@@ -1517,7 +1517,10 @@ impl<L: Log> Engine<L> {
     }
 
     fn subscription_mut(&mut self, conn: ConnId, id: u32) -> Option<&mut Subscription> {
-        self.conn_mut(conn)?.subscriptions.get_mut(&id)
+        self.conn_mut(conn)?
+            .subscriptions
+            .get_mut(&id)
+            .map(|s| &mut **s)
     }
 
     fn release_replies(&mut self, failure: Option<&str>) {

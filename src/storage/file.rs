@@ -26,7 +26,7 @@ use super::namespace::{
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{
-    check_size, decode_header, encode_view, is_hole_view, view_body, view_checked_body,
+    check_size, decode_header, encode_view, is_hole_view, view_body, view_checked_body_after,
     RECORD_HEADER_SIZE,
 };
 use super::repair::{describe_around, NONE_IN_SEGMENT};
@@ -342,13 +342,16 @@ impl FileLog {
             return Err(error);
         }
         let mut position = 0;
+        let mut previous_namespace = None;
         for _ in 0..self.pending_count {
             let record = &self.pending_bytes[position..];
             // This buffer holds whole records this log encoded (`append_view`).
             let body_size = u32::from_le_bytes(record[..4].try_into().expect("four bytes"));
             let size = RECORD_HEADER_SIZE + body_size as usize;
             let body = &record[RECORD_HEADER_SIZE..size];
-            let event = view_checked_body(body).expect("a record this log encoded");
+            let event = view_checked_body_after(body, previous_namespace)
+                .expect("a record this log encoded");
+            previous_namespace = Some(event.namespace);
             let offset = self.open.index.end_offset();
             if self.config.namespace_index {
                 let at = self.open.index.file_size;
@@ -1291,9 +1294,12 @@ impl Log for FileLog {
             let cache_first = self.cache.first_offset();
             if offset >= cache_first {
                 let cache_from = offset;
+                let mut previous_namespace = None;
                 while let Some(body) = self.cache.get(offset) {
                     // The cache holds bodies this log encoded.
-                    let event = view_checked_body(body).expect("a record this log encoded");
+                    let event = view_checked_body_after(body, previous_namespace)
+                        .expect("a record this log encoded");
+                    previous_namespace = Some(event.namespace);
                     if !visit(Offset(offset), event) {
                         break;
                     }

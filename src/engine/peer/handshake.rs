@@ -405,7 +405,7 @@ impl<L: Log> Engine<L> {
         connection.phase = Phase::Peer(peer);
         connection.subscriptions.insert(
             PEER_SUBSCRIPTION,
-            Subscription {
+            Box::new(Subscription {
                 id: PEER_SUBSCRIPTION,
                 glob,
                 filter: Cursor::from_vector(their_vector.clone()),
@@ -417,7 +417,7 @@ impl<L: Log> Engine<L> {
                 skip_damaged: false,
                 order: None,
                 scan_dense: false,
-            },
+            }),
         );
         self.send(conn, &PeerFrame::PeerCredit { count: window });
         // Before any event: the peer hides what this node purged before it sees it.
