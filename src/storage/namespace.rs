@@ -248,6 +248,26 @@ impl SegmentNames {
         found.map(|record| self.first_offset + record as u64)
     }
 
+    /// The bytes every record's name starts with (0 for no records).
+    fn shared_prefix_size(&self) -> usize {
+        let Some(first) = (!self.ends.is_empty()).then(|| self.name(0)) else {
+            return 0;
+        };
+        let mut size = first.len();
+        for record in 1..self.ends.len() {
+            let name = self.name(record);
+            size = first[..size.min(name.len())]
+                .iter()
+                .zip(name)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if size == 0 {
+                break;
+            }
+        }
+        size
+    }
+
     /// The records in table order: grouped by name, the groups sorted by name, each group's
     /// records ascending; and each group's range in that order. One pass in record order cuts
     /// the records into runs of one name (a repeated name costs one comparison), and only the
@@ -266,13 +286,32 @@ impl SegmentNames {
                 _ => runs.push((record as u32, record as u32 + 1)),
             }
         }
+        // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
+        // the 8 bytes after the prefix all names share first, and only on a tie by the names
+        // (the key orders as the names do: a name that ends early is padded with zeros, which
+        // sort first, and equal keys fall back to the full comparison).
+        let shared = self.shared_prefix_size();
+        let key = |record: u32| {
+            let name = self.name(record as usize);
+            let rest = &name[shared.min(name.len())..];
+            let mut word = [0u8; 8];
+            let size = rest.len().min(8);
+            word[..size].copy_from_slice(&rest[..size]);
+            u64::from_be_bytes(word)
+        };
+        let mut runs: Vec<(u64, u32, u32)> = runs
+            .into_iter()
+            .map(|(start, end)| (key(start), start, end))
+            .collect();
         runs.sort_unstable_by(|a, b| {
-            (self.name(a.0 as usize).cmp(self.name(b.0 as usize))).then(a.0.cmp(&b.0))
+            a.0.cmp(&b.0)
+                .then_with(|| self.name(a.1 as usize).cmp(self.name(b.1 as usize)))
+                .then(a.1.cmp(&b.1))
         });
         let mut order = Vec::with_capacity(count);
         let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &(start, end)) in runs.iter().enumerate() {
-            let same = i > 0 && self.name(runs[i - 1].0 as usize) == self.name(start as usize);
+        for (i, &(_, start, end)) in runs.iter().enumerate() {
+            let same = i > 0 && self.name(runs[i - 1].1 as usize) == self.name(start as usize);
             match groups.last_mut() {
                 Some(group) if same => group.1 += (end - start) as usize,
                 _ => groups.push((order.len(), order.len() + (end - start) as usize)),
@@ -1313,6 +1352,46 @@ mod tests {
         exact
             .chain(prefixes.iter().map(|k| NamespaceKey::Prefix(k.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn records_group_by_name_in_byte_order_past_a_shared_prefix() {
+        // Names sharing a prefix, differing within and past the 8 bytes after it, ending
+        // early, holding a zero byte; each group's records ascending.
+        let suffixes = [
+            "1",
+            "10",
+            "2",
+            "1\0",
+            "1\0\0",
+            "12345678",
+            "123456789",
+            "123456780",
+            "12345678\0",
+            "",
+            "9",
+            "12",
+        ];
+        let mut names = SegmentNames::empty(0);
+        let mut expected: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        for record in 0..200u32 {
+            let name = format!(
+                "/accounts/{}",
+                suffixes[(record as usize * 7) % suffixes.len()]
+            );
+            names.observe(&name);
+            expected.entry(name).or_default().push(record);
+        }
+        let (order, groups) = names.records_by_name();
+        let grouped: Vec<(String, Vec<u32>)> = groups
+            .iter()
+            .map(|&(start, end)| {
+                let name = String::from_utf8(names.name(order[start] as usize).to_vec()).unwrap();
+                (name, order[start..end].to_vec())
+            })
+            .collect();
+        assert_eq!(names.shared_prefix_size(), "/accounts/".len());
+        assert_eq!(grouped, expected.into_iter().collect::<Vec<_>>());
     }
 
     #[test]
