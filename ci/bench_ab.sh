@@ -2,7 +2,7 @@
 # A/B comparison of two flo binaries with Redis in the same run (BENCHMARKS.md, issue 13):
 #   OLD=/path/to/flo-before [NEW=target/release/flo] [REPEATS=3] [DURATION=3] [CELLS=...] \
 #       [OUT=ab.jsonl] [INTERVAL=interval:1000] [FLO_ARGS="--segment-size 4M"] [SYNC=1] \
-#       [OLD_ARGS=...] [NEW_ARGS=...] ci/bench_ab.sh
+#       [OLD_ARGS=...] [NEW_ARGS=...] [REDIS=0] ci/bench_ab.sh
 # OLD_ARGS / NEW_ARGS are given to that binary only, after FLO_ARGS: one binary against itself
 # with a setting on and off, e.g. OLD=target/release/flo OLD_ARGS=--no-namespace-index.
 # Starts flo OLD and NEW with --fsync $INTERVAL (the "interval" cells; `never` too) and always
@@ -13,6 +13,9 @@
 # line per run to OUT. Stops what it started by PID. Needs target/release/{flo-client,peer_bench}.
 # A cell `read,SIZE,COUNT` stores COUNT events and reads them back from the start on one
 # connection (flo-client bench --read against peer_bench redis-read, on the interval servers).
+# A produce cell may have a fifth field, `policy,size,conns,window,NAMESPACES`: flo's events
+# are spread round robin over that many namespaces (flo-client bench --namespaces; Redis still
+# writes one stream); without it, one namespace as before. REDIS=0 leaves Redis out of the run.
 # Each line carries the server's CPU time over the run (`server_cpu_ticks`, utime + stime from
 # /proc/PID/stat, in clock ticks of `getconf CLK_TCK`), so CPU per event can be compared.
 set -u
@@ -46,19 +49,22 @@ start_flo old-interval "$OLD" "${INTERVAL:-interval:1000}"
 start_flo new-interval "$NEW" "${INTERVAL:-interval:1000}"
 start_flo old-always "$OLD" always
 start_flo new-always "$NEW" always
-start_redis redis-everysec everysec
-start_redis redis-always always
+if [[ ${REDIS:-1} != 0 ]]; then
+  start_redis redis-everysec everysec
+  start_redis redis-always always
+fi
 CELLS=${CELLS:-"interval,1024,1,64 interval,1024,4,64 interval,100,4,64 interval,100,1,1 always,100,4,64 always,1024,4,64 always,100,64,16"}
 for r in $(seq "$REPEATS"); do
   for cell in $CELLS; do
-    IFS=, read -r policy size conns window <<<"$cell"
+    IFS=, read -r policy size conns window namespaces <<<"$cell"
     if [[ $policy == always ]]; then peer=redis-always; else peer=redis-everysec; fi
     server_policy=$policy; [[ $policy == read ]] && server_policy=interval
     # The order of the two flo binaries alternates by repeat: a run leaves dirty pages that
     # the kernel writes back during the next one (under `never`, a few hundred MB), which
     # slowed whichever binary always ran second.
-    if (( r % 2 )); then order=(old-$server_policy new-$server_policy $peer)
-    else order=(new-$server_policy old-$server_policy $peer); fi
+    if (( r % 2 )); then order=(old-$server_policy new-$server_policy)
+    else order=(new-$server_policy old-$server_policy); fi
+    [[ ${REDIS:-1} != 0 ]] && order+=("$peer")
     for t in "${order[@]}"; do
       # SYNC=1: write back every dirty page before each run, so no run pays for the last.
       [[ ${SYNC:-0} == 1 ]] && sync
@@ -69,6 +75,7 @@ for r in $(seq "$REPEATS"); do
       else
         common=(--size "$size" --connections "$conns" --window "$window" --duration "$DURATION" --label "$t" --json)
         redis_mode=redis; flo_mode=()
+        [[ -n ${namespaces:-} ]] && flo_mode=(--namespaces "$namespaces")
       fi
       before=$(cpu_ticks "${SERVER_PID[$t]}")
       if [[ $t == redis-* ]]; then res=$("$PEER" "$redis_mode" --addr "127.0.0.1:${PORT[$t]}" "${common[@]}")

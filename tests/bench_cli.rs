@@ -122,6 +122,44 @@ fn read_reads_back_exactly_the_stored_events() {
 }
 
 #[test]
+fn namespaces_spread_the_events_round_robin() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let flo = FloProcess::start(dir.path(), &["--fsync", "interval:1000"]);
+    let json = bench_json(
+        &flo,
+        &[
+            "--namespaces",
+            "7",
+            "--count",
+            "700",
+            "--connections",
+            "3",
+            "--window",
+            "8",
+        ],
+    );
+    assert_eq!(number(&json, "events"), 700.0);
+    let mut client =
+        flo::client::Client::connect(&flo.addr.to_string(), flo::client::ClientOptions::default())
+            .expect("connect");
+    let mut counts = Vec::new();
+    client
+        .for_each_namespace("/bench/**", &mut |namespace| {
+            counts.push((namespace.name.clone(), namespace.event_count));
+            true
+        })
+        .expect("list the namespaces");
+    // Seven namespaces under the run's one, 100 events each, and none in the run's own.
+    assert_eq!(counts.len(), 7, "{counts:?}");
+    let run = counts[0].0.rsplit_once('/').expect("a run namespace").0;
+    for (index, (name, count)) in counts.iter().enumerate() {
+        assert_eq!(name, &format!("{run}/{index}"), "{counts:?}");
+        assert_eq!(*count, 100, "{counts:?}");
+    }
+    flo.terminate();
+}
+
+#[test]
 fn a_tailing_consumer_measures_end_to_end_latency() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let flo = FloProcess::start(dir.path(), &["--fsync", "always"]);
@@ -250,6 +288,8 @@ fn bad_arguments_are_refused_before_connecting() {
         &["--members", "65"][..],
         &["--members", "2", "--size", "4"][..],
         &["--drain"][..],
+        &["--namespaces", "0"][..],
+        &["--namespaces", "2", "--read"][..],
     ] {
         // Port 9 (discard) on loopback: nothing listens, so only argument checks can pass.
         let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))

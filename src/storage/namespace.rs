@@ -14,6 +14,7 @@
 //! docs/storage.md.
 
 use std::fs::File;
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::FileExt;
 
 /// Magic of a namespace index file, format version 5: each namespace's list carries, after
@@ -254,6 +255,26 @@ impl SegmentNames {
         found.map(|record| self.first_offset + record as u64)
     }
 
+    /// The bytes every record's name starts with (0 for no records).
+    fn shared_prefix_size(&self) -> usize {
+        let Some(first) = (!self.ends.is_empty()).then(|| self.name(0)) else {
+            return 0;
+        };
+        let mut size = first.len();
+        for record in 1..self.ends.len() {
+            let name = self.name(record);
+            size = first[..size.min(name.len())]
+                .iter()
+                .zip(name)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if size == 0 {
+                break;
+            }
+        }
+        size
+    }
+
     /// The records in table order: grouped by name, the groups sorted by name, each group's
     /// records ascending; and each group's range in that order. One pass in record order cuts
     /// the records into runs of one name (a repeated name costs one comparison), and only the
@@ -272,13 +293,32 @@ impl SegmentNames {
                 _ => runs.push((record as u32, record as u32 + 1)),
             }
         }
+        // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
+        // the 8 bytes after the prefix all names share first, and only on a tie by the names
+        // (the key orders as the names do: a name that ends early is padded with zeros, which
+        // sort first, and equal keys fall back to the full comparison).
+        let shared = self.shared_prefix_size();
+        let key = |record: u32| {
+            let name = self.name(record as usize);
+            let rest = &name[shared.min(name.len())..];
+            let mut word = [0u8; 8];
+            let size = rest.len().min(8);
+            word[..size].copy_from_slice(&rest[..size]);
+            u64::from_be_bytes(word)
+        };
+        let mut runs: Vec<(u64, u32, u32)> = runs
+            .into_iter()
+            .map(|(start, end)| (key(start), start, end))
+            .collect();
         runs.sort_unstable_by(|a, b| {
-            (self.name(a.0 as usize).cmp(self.name(b.0 as usize))).then(a.0.cmp(&b.0))
+            a.0.cmp(&b.0)
+                .then_with(|| self.name(a.1 as usize).cmp(self.name(b.1 as usize)))
+                .then(a.1.cmp(&b.1))
         });
         let mut order = Vec::with_capacity(count);
         let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &(start, end)) in runs.iter().enumerate() {
-            let same = i > 0 && self.name(runs[i - 1].0 as usize) == self.name(start as usize);
+        for (i, &(_, start, end)) in runs.iter().enumerate() {
+            let same = i > 0 && self.name(runs[i - 1].1 as usize) == self.name(start as usize);
             match groups.last_mut() {
                 Some(group) if same => group.1 += (end - start) as usize,
                 _ => groups.push((order.len(), order.len() + (end - start) as usize)),
@@ -289,9 +329,49 @@ impl SegmentNames {
     }
 
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
-    /// `SegmentIndex::identity` is `segment_identity`. Sorting is the costly part: the file
-    /// log builds it on a storage helper thread.
+    /// `SegmentIndex::identity` is `segment_identity`, in memory ([`SegmentNames::write_to`]
+    /// writes the same bytes to a file without holding them all).
     pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
+        let mut data = Vec::new();
+        let (head, fences, _) = self
+            .encode_parts(&self.layout(), segment_identity, &mut |bytes| {
+                data.extend_from_slice(bytes);
+                Ok(())
+            })
+            .expect("writing to memory does not fail");
+        let mut out = head;
+        out.extend_from_slice(&data);
+        out.extend_from_slice(&fences);
+        out
+    }
+
+    /// Writes the `.nsx` file of these records (the bytes of [`SegmentNames::encode`]) to
+    /// `file`, which must be empty, and returns its header. The lists go out through a 1 MiB
+    /// buffer as they are built, where `encode` built the file in memory first (for a segment
+    /// of distinct names about 40 MiB, allocated, copied twice and faulted in; issue 14,
+    /// session 10). Sorting is the costly part: the file log writes it on a storage helper
+    /// thread.
+    pub fn write_to(&self, segment_identity: u64, file: &File) -> io::Result<NamespaceHeader> {
+        let layout = self.layout();
+        let mut writer = io::BufWriter::with_capacity(WRITE_BUFFER_SIZE, file);
+        writer.seek(io::SeekFrom::Start(layout.data_position as u64))?;
+        let (head, fences, header) =
+            self.encode_parts(&layout, segment_identity, &mut |bytes| {
+                writer.write_all(bytes)
+            })?;
+        writer.write_all(&fences)?;
+        writer.flush()?;
+        drop(writer);
+        file.write_all_at(&head, 0)?;
+        // Just encoded: its header decodes (a failure here is a bug, reported as a damaged
+        // file).
+        NamespaceHeader::decode(&head)
+            .filter(|decoded| *decoded == header)
+            .ok_or_else(|| io::Error::other("a namespace index just encoded does not decode"))
+    }
+
+    /// The records in table order and where the file's parts go.
+    fn layout(&self) -> Layout {
         let places = self.has_places();
         let mut positions = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
         if places {
@@ -307,42 +387,67 @@ impl SegmentNames {
             Some(_) => 4,
             None => 3,
         };
-        let stride = match version {
-            5 => 12,
-            4 => PLACED_RECORD_SIZE,
-            _ => 4,
-        };
         let (order, mut groups) = self.records_by_name();
         // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
         // a namespace is never empty.
         groups.retain(|&(start, _)| !self.name(order[start] as usize).is_empty());
         let blocks = groups.len().div_ceil(ENTRIES_PER_BLOCK);
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
-        let data_position = table_position + ENTRY_SIZE * groups.len();
+        Layout {
+            version,
+            positions,
+            order,
+            data_position: table_position + ENTRY_SIZE * groups.len(),
+            groups,
+            blocks,
+        }
+    }
+
+    /// The file's parts: hands the data section (each namespace's name and list, in table
+    /// order) to `data_out` piece by piece, and returns the parts before it (header,
+    /// directory, entry count, table) and after it (version 5: the fences), and the header.
+    fn encode_parts(
+        &self,
+        layout: &Layout,
+        segment_identity: u64,
+        data_out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<(Vec<u8>, Vec<u8>, NamespaceHeader)> {
+        let Layout {
+            version,
+            ref positions,
+            ref order,
+            data_position,
+            ref groups,
+            blocks,
+        } = *layout;
         let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
-        let mut data = Vec::with_capacity(self.bytes.len() + stride * order.len());
-        for &(start, end) in &groups {
+        // One namespace's name and list, reused.
+        let mut entry = Vec::new();
+        let mut data_size = 0usize;
+        for &(start, end) in groups {
             let name = self.name(order[start] as usize);
-            let entry_data = data.len();
-            data.extend_from_slice(name);
+            entry.clear();
+            entry.extend_from_slice(name);
             for &record in &order[start..end] {
-                data.extend_from_slice(&record.to_le_bytes());
+                entry.extend_from_slice(&record.to_le_bytes());
             }
             for &record in order[start..end].iter().filter(|_| version >= 4) {
                 let (position, size) = (positions[record as usize], self.sizes[record as usize]);
                 if version == 5 {
-                    data.extend_from_slice(&(position as u32).to_le_bytes());
+                    entry.extend_from_slice(&(position as u32).to_le_bytes());
                 } else {
-                    data.extend_from_slice(&position.to_le_bytes());
+                    entry.extend_from_slice(&position.to_le_bytes());
                 }
-                data.extend_from_slice(&size.to_le_bytes());
+                entry.extend_from_slice(&size.to_le_bytes());
             }
             table.extend_from_slice(&namespace_hash(name).to_le_bytes());
-            table.extend_from_slice(&((data_position + entry_data) as u64).to_le_bytes());
+            table.extend_from_slice(&((data_position + data_size) as u64).to_le_bytes());
             table.extend_from_slice(&(name.len() as u32).to_le_bytes());
             table.extend_from_slice(&((end - start) as u32).to_le_bytes());
-            table.extend_from_slice(&crc32c::crc32c(&data[entry_data..]).to_le_bytes());
+            table.extend_from_slice(&crc32c::crc32c(&entry).to_le_bytes());
             table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
+            data_out(&entry)?;
+            data_size += entry.len();
         }
         let entry_count = groups.len() as u32;
         // Version 5: the fences, then the section's checksum.
@@ -365,24 +470,41 @@ impl SegmentNames {
             record_count: self.record_count(),
             entry_count,
             segment_identity,
-            file_size: (data_position + data.len() + fences.len()) as u64,
+            file_size: (data_position + data_size + fences.len()) as u64,
             version,
             fence_size: fences.len() as u32,
         };
-        let mut out = Vec::with_capacity(data_position + data.len());
-        out.extend_from_slice(&header.encode());
+        let mut head = Vec::with_capacity(data_position);
+        head.extend_from_slice(&header.encode());
         for block in 0..blocks as u64 {
             let (start, end) = block_bounds(block, entry_count);
             let entries = &table[ENTRY_SIZE * start as usize..ENTRY_SIZE * end as usize];
-            out.extend_from_slice(&start.to_le_bytes());
-            out.extend_from_slice(&block_crc(start, end, entries).to_le_bytes());
+            head.extend_from_slice(&start.to_le_bytes());
+            head.extend_from_slice(&block_crc(start, end, entries).to_le_bytes());
         }
-        out.extend_from_slice(&entry_count.to_le_bytes());
-        out.extend_from_slice(&table);
-        out.extend_from_slice(&data);
-        out.extend_from_slice(&fences);
-        out
+        head.extend_from_slice(&entry_count.to_le_bytes());
+        head.extend_from_slice(&table);
+        Ok((head, fences, header))
     }
+}
+
+/// The buffer through which [`SegmentNames::write_to`] writes a file's lists.
+const WRITE_BUFFER_SIZE: usize = 1 << 20;
+
+/// The records of a segment in `.nsx` table order and where the file's parts go.
+struct Layout {
+    /// The file's format version (3, 4 or 5).
+    version: u8,
+    /// Versions 4 and 5: each record's byte position in the segment file.
+    positions: Vec<u64>,
+    /// The records grouped by name, the groups in name order.
+    order: Vec<u32>,
+    /// Where the data section starts: after the header, the directory and the table.
+    data_position: usize,
+    /// Each namespace's range in `order`.
+    groups: Vec<(usize, usize)>,
+    /// Directory blocks.
+    blocks: usize,
 }
 
 /// The entries of block `block`: the table is cut into blocks of `ENTRIES_PER_BLOCK` entries
@@ -1255,6 +1377,75 @@ mod tests {
         exact
             .chain(prefixes.iter().map(|k| NamespaceKey::Prefix(k.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn records_group_by_name_in_byte_order_past_a_shared_prefix() {
+        // Names sharing a prefix, differing within and past the 8 bytes after it, ending
+        // early, holding a zero byte; each group's records ascending.
+        let suffixes = [
+            "1",
+            "10",
+            "2",
+            "1\0",
+            "1\0\0",
+            "12345678",
+            "123456789",
+            "123456780",
+            "12345678\0",
+            "",
+            "9",
+            "12",
+        ];
+        let mut names = SegmentNames::empty(0);
+        let mut expected: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        for record in 0..200u32 {
+            let name = format!(
+                "/accounts/{}",
+                suffixes[(record as usize * 7) % suffixes.len()]
+            );
+            names.observe(&name);
+            expected.entry(name).or_default().push(record);
+        }
+        let (order, groups) = names.records_by_name();
+        let grouped: Vec<(String, Vec<u32>)> = groups
+            .iter()
+            .map(|&(start, end)| {
+                let name = String::from_utf8(names.name(order[start] as usize).to_vec()).unwrap();
+                (name, order[start..end].to_vec())
+            })
+            .collect();
+        assert_eq!(names.shared_prefix_size(), "/accounts/".len());
+        assert_eq!(grouped, expected.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_file_written_holds_the_bytes_encoded() {
+        // Offsets only (version 3), places (version 5), places past 4 GiB (version 4), and a
+        // segment of distinct names whose lists pass the 1 MiB write buffer.
+        let mut offsets_only = sample();
+        offsets_only.observe("/d");
+        let mut placed = SegmentNames::empty(7);
+        let mut far = SegmentNames::empty(9);
+        for (i, namespace) in ["/b", "/a", "/b", "/c/1"].iter().enumerate() {
+            placed.observe_at(namespace, 100 + 40 * i as u64, 40);
+            far.observe_at(namespace, u32::MAX as u64 + 40 * i as u64, 40);
+        }
+        let mut distinct = SegmentNames::empty(1000);
+        for i in 0..60_000u64 {
+            let namespace = format!("/accounts/{}", (i * 7919) % 50_000);
+            distinct.observe_at(&namespace, 64 + 100 * i, 100);
+        }
+        for (names, version) in [(offsets_only, 3), (placed, 5), (far, 4), (distinct, 5)] {
+            let bytes = names.encode(IDENTITY);
+            let temp = tempfile::NamedTempFile::new().unwrap();
+            let header = names.write_to(IDENTITY, temp.as_file()).unwrap();
+            assert_eq!(header.version, version);
+            assert_eq!(Some(header), NamespaceHeader::decode(&bytes));
+            let written = std::fs::read(temp.path()).unwrap();
+            assert_eq!(written.len(), bytes.len(), "version {version}");
+            assert!(written == bytes, "version {version}: the bytes differ");
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   nothing pending, and is deleted. See `flo_bench::group`.
 //!
 //! Every run uses a fresh namespace, so repeats on one server never see each other's events.
+//! With `--namespaces N` (produce runs only) the events are spread round robin over N
+//! namespaces under it, `<run namespace>/<i mod N>`, one shared counter over all connections.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,6 +104,7 @@ pub(super) fn run(
     let mut target = FloTarget::new(addr, fresh_namespace(), args.label.clone());
     target.tls = base_options.tls.clone();
     target.replicas = args.replicas;
+    target.namespaces = args.namespaces;
     target.group = args.group;
     target.order = match args.order {
         super::ConsumeOrder::Arrival => Order::Arrival,
@@ -242,6 +245,11 @@ struct FloTarget {
     group: bool,
     /// `--order`: the order the tailing consumers (`--consumers`) subscribe in.
     order: Order,
+    /// `--namespaces`: produced events go round robin to this many namespaces under
+    /// `namespace` (1: to `namespace` itself).
+    namespaces: u64,
+    /// Events handed to producers so far over all connections: the round robin's position.
+    produced: Arc<AtomicU64>,
 }
 
 impl FloTarget {
@@ -256,6 +264,8 @@ impl FloTarget {
             replicas: 0,
             group: false,
             order: Order::Arrival,
+            namespaces: 1,
+            produced: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -328,6 +338,8 @@ impl Target for FloTarget {
         Ok(Box::new(FloProducer {
             producer: FloTarget::connect(self)?.into_producer(PRODUCER_WINDOW),
             namespace: self.namespace.clone(),
+            namespaces: self.namespaces,
+            produced: Arc::clone(&self.produced),
             acknowledged: Arc::clone(&self.acknowledged),
         }))
     }
@@ -337,13 +349,33 @@ impl Target for FloTarget {
 struct FloProducer {
     producer: Producer<'static>,
     namespace: String,
+    /// As [`FloTarget::namespaces`], with the target's shared round-robin counter.
+    namespaces: u64,
+    produced: Arc<AtomicU64>,
     acknowledged: Arc<AtomicU64>,
+}
+
+impl FloProducer {
+    fn next_namespace(&self) -> String {
+        next_namespace(&self.namespace, self.namespaces, &self.produced)
+    }
+}
+
+/// The namespace of the next produced event: `namespace` itself, or with `namespaces` N > 1
+/// the next of `<namespace>/0` .. `<namespace>/<N - 1>` in turn (`produced` counts over all
+/// connections).
+fn next_namespace(namespace: &str, namespaces: u64, produced: &AtomicU64) -> String {
+    if namespaces <= 1 {
+        return namespace.to_string();
+    }
+    let index = produced.fetch_add(1, Ordering::Relaxed) % namespaces;
+    format!("{namespace}/{index}")
 }
 
 impl Connection for FloProducer {
     fn send(&mut self, payload: &[u8]) -> io::Result<()> {
         let event = NewEvent {
-            namespace: self.namespace.clone(),
+            namespace: self.next_namespace(),
             parent_id: None,
             data: payload.to_vec(),
         };
@@ -614,5 +646,29 @@ mod tests {
         let second = fresh_namespace();
         assert_ne!(first, second);
         assert!(flo::event::validate_namespace(&first, 256).is_ok());
+    }
+
+    #[test]
+    fn events_go_round_robin_over_the_namespaces() {
+        let produced = AtomicU64::new(0);
+        let names: Vec<String> = (0..5)
+            .map(|_| next_namespace("/bench/1_2", 3, &produced))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/bench/1_2/0",
+                "/bench/1_2/1",
+                "/bench/1_2/2",
+                "/bench/1_2/0",
+                "/bench/1_2/1"
+            ]
+        );
+        assert_eq!(next_namespace("/bench/1_2", 1, &produced), "/bench/1_2");
+        assert!(flo::event::validate_namespace(
+            &format!("{}/{}", fresh_namespace(), u64::MAX),
+            256
+        )
+        .is_ok());
     }
 }

@@ -523,6 +523,14 @@ struct BenchArgs {
     /// passed it: run a bench against every node at once to measure it under load.
     #[arg(long, value_enum, default_value_t = ConsumeOrder::Arrival, requires = "consumers")]
     order: ConsumeOrder,
+    /// Spread the produced events over N namespaces: the i-th event over all connections goes
+    /// to `<run namespace>/<i mod N>` (round robin), so each namespace gets every N-th event,
+    /// as events of many aggregates (`/accounts/<id>`) do. 1: every event to the run's
+    /// namespace itself. Many namespaces are the namespace index's costly case.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with_all = ["read", "consumers", "members"])]
+    namespaces: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
