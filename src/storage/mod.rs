@@ -43,6 +43,7 @@ mod process;
 // which write damaged files byte by byte.
 mod produced;
 mod purge;
+mod range_crc;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod record;
