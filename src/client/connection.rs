@@ -31,6 +31,15 @@ pub(crate) struct Connection {
     /// Set once receiving failed (end of stream, reset, undecodable bytes). Frames buffered
     /// before an end of stream are still handed out; then every receive fails fast.
     receive_failed: bool,
+    /// How long a read waits, except in `wait_for_bytes` and `poll_bytes` (the I/O time-out,
+    /// after the handshake perhaps shorter for keep-alives: `set_read_timeout`).
+    read_timeout: Duration,
+    /// The time-out the socket has now. A wait leaves its own there and the next read that
+    /// needs `read_timeout` puts that back, so a consumer that only waits (a group member
+    /// between deliveries) sets it once instead of three system calls per wait.
+    socket_read_timeout: Duration,
+    /// Changes of the socket's read time-out (setsockopt calls), for tests.
+    pub(crate) read_timeout_changes: u64,
 }
 
 impl Connection {
@@ -89,6 +98,9 @@ impl Connection {
             next_ping_token: 1,
             send_failed: false,
             receive_failed: false,
+            read_timeout: io_timeout,
+            socket_read_timeout: io_timeout,
+            read_timeout_changes: 0,
         })
     }
 
@@ -176,14 +188,10 @@ impl Connection {
         &mut self,
         wait: std::time::Duration,
     ) -> Result<bool, ClientError> {
-        let read_timeout = self.stream.tcp().read_timeout().map_err(ClientError::Io)?;
-        self.set_read_timeout(wait.max(std::time::Duration::from_millis(1)))?;
-        let filled = self.fill();
-        self.stream
-            .tcp()
-            .set_read_timeout(read_timeout)
-            .map_err(ClientError::Io)?;
-        match filled {
+        // Whole milliseconds (at least one; the kernel counts in ticks of 1-4 ms anyway), so
+        // that the shrinking rest of a caller's deadline keeps the socket's time-out as it is.
+        let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
+        match self.fill(wait) {
             Ok(()) => Ok(true),
             Err(ClientError::Timeout) => {
                 if !self.keepalive_outstanding {
@@ -200,14 +208,7 @@ impl Connection {
     /// Reads once, waiting at most `wait` (at least 10 us) for bytes; false when none came.
     /// Unlike `wait_for_bytes` it sends no keep-alive: for a caller that writes often anyway.
     pub(crate) fn poll_bytes(&mut self, wait: Duration) -> Result<bool, ClientError> {
-        let read_timeout = self.stream.tcp().read_timeout().map_err(ClientError::Io)?;
-        self.set_read_timeout(wait.max(Duration::from_micros(10)))?;
-        let filled = self.fill();
-        self.stream
-            .tcp()
-            .set_read_timeout(read_timeout)
-            .map_err(ClientError::Io)?;
-        match filled {
+        match self.fill(wait.max(Duration::from_micros(10))) {
             Ok(()) => Ok(true),
             Err(ClientError::Timeout) => Ok(false),
             Err(error) => Err(error),
@@ -217,10 +218,21 @@ impl Connection {
     /// Sets how long one read may wait. After the handshake this is the smaller of the I/O
     /// time-out and a third of the server's idle time-out, so a quiet connection pings in time.
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        self.stream
-            .tcp()
-            .set_read_timeout(Some(timeout))
-            .map_err(ClientError::Io)
+        self.read_timeout = timeout;
+        self.socket_timeout(timeout)
+    }
+
+    /// Gives the socket the read time-out `timeout` unless it has it already.
+    fn socket_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        if self.socket_read_timeout != timeout {
+            self.stream
+                .tcp()
+                .set_read_timeout(Some(timeout))
+                .map_err(ClientError::Io)?;
+            self.socket_read_timeout = timeout;
+            self.read_timeout_changes += 1;
+        }
+        Ok(())
     }
 
     pub(crate) fn take_ping_token(&mut self) -> u64 {
@@ -238,7 +250,7 @@ impl Connection {
             if let Some(frame) = self.decode_buffered()? {
                 return Ok(frame);
             }
-            match self.fill() {
+            match self.fill(self.read_timeout) {
                 Err(ClientError::Timeout) if !self.keepalive_outstanding => {
                     let token = self.take_ping_token();
                     self.send(&ClientFrame::Ping { token })?;
@@ -275,11 +287,12 @@ impl Connection {
         }
     }
 
-    /// Reads once from the socket into the buffer.
-    fn fill(&mut self) -> Result<(), ClientError> {
+    /// Reads once from the socket into the buffer, waiting at most `timeout`.
+    fn fill(&mut self, timeout: Duration) -> Result<(), ClientError> {
         if self.receive_failed {
             return Err(ClientError::ConnectionClosed);
         }
+        self.socket_timeout(timeout)?;
         let stream = &mut self.stream;
         let result = self.received.fill_with(READ_CHUNK_SIZE, |room| loop {
             match stream.read(room) {
@@ -302,5 +315,44 @@ impl Connection {
                 Err(error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn waiting_for_deliveries_sets_the_socket_time_out_once_not_per_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let mut connection =
+            Connection::from_stream(stream, Duration::from_millis(50), "test", None)
+                .expect("plain");
+        // Quiet waits: the first one sets the wait's time-out (its Ping goes out), the second
+        // one finds it there.
+        assert!(!connection
+            .wait_for_bytes(Duration::from_millis(5))
+            .expect("waits"));
+        assert!(!connection
+            .wait_for_bytes(Duration::from_millis(5))
+            .expect("waits"));
+        assert_eq!(connection.read_timeout_changes, 1);
+        // What is left of a deadline a little later is the same whole milliseconds.
+        server.write_all(&[0u8; 3]).expect("written");
+        assert!(connection
+            .wait_for_bytes(Duration::from_micros(5_900))
+            .expect("bytes came"));
+        assert_eq!(connection.read_timeout_changes, 1);
+        // A read that needs the I/O time-out puts it back first.
+        connection
+            .fill(connection.read_timeout)
+            .expect_err("no more bytes: times out");
+        assert_eq!(connection.read_timeout_changes, 2);
+        // (The kernel keeps it in ticks: 50 ms may read back as 52.)
+        let socket = connection.stream.tcp().read_timeout().expect("read");
+        assert!(socket >= Some(Duration::from_millis(50)), "{socket:?}");
     }
 }
