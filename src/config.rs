@@ -641,8 +641,9 @@ pub struct Config {
     pub housekeeping_interval: Duration,
     /// The scheduler slice the reactor thread asks the kernel for (Linux 6.12 and later: see
     /// `reactor/sched.rs`; clamped by the kernel to 0.1-100 ms): a short one lets the thread run
-    /// sooner after it wakes when other threads compete for the cores. Zero: the kernel's
-    /// default.
+    /// sooner after it wakes when other threads compete for the cores. Zero (the default): the
+    /// kernel's default; on a quiet host a short slice makes the woken reactor preempt clients
+    /// that share its cores (BENCHMARKS.md, issue 12 runs L and M).
     pub reactor_slice: Duration,
     /// Past this many distinct namespaces appended in one turn, every waiting tail
     /// subscription is woken instead of each namespace being matched against its glob: the
@@ -697,7 +698,7 @@ impl Config {
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
-            reactor_slice: Duration::from_micros(100),
+            reactor_slice: Duration::ZERO,
             turn_namespaces_matched_max: 64,
             groups: GroupLimits::default(),
             metrics: MetricsConfig::default(),
