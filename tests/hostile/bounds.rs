@@ -368,3 +368,41 @@ fn frames_sent_together_with_the_fin_are_served_and_the_connection_closes() {
     );
     assert_survived(&mut server, RSS_MAX_BYTES);
 }
+
+/// Produces asking for 3 replicas from a server outside any cluster are refused at once (walk10:
+/// before, each waited the 5 s replication time-out after being appended). A client that sends
+/// them and never reads its refusals stops being read like any other, stays small, and nothing
+/// it sent is appended.
+#[test]
+fn produces_asking_for_replicas_outside_a_cluster_never_read_append_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.send(&ClientFrame::SetReplicas { replicas: 3 });
+    let produce = ClientFrame::Produce(Produce {
+        op_id: 1,
+        event: NewEvent {
+            namespace: "/replicated".into(),
+            parent_id: None,
+            data: vec![b'x'; 100],
+        },
+    });
+    let bytes_max = 160 * 1024 * 1024;
+    let written = send_without_reading(&mut conn, &produce, bytes_max);
+    assert_survived(&mut server, RSS_MAX_BYTES);
+    assert!(
+        written < bytes_max / 4,
+        "the server read {written} bytes from a client that never reads its refusals"
+    );
+    let mut reader = RawConn::hello(server.addr);
+    let stored: Vec<_> = reader
+        .read_all()
+        .into_iter()
+        .filter(|event| event.namespace == "/replicated")
+        .collect();
+    assert!(
+        stored.is_empty(),
+        "{} refused produces were appended",
+        stored.len()
+    );
+}

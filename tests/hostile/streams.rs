@@ -446,3 +446,68 @@ fn a_flood_of_conditional_produces_on_new_namespaces_keeps_turns_bounded() {
     );
     assert_survived(&mut server, RSS_MAX);
 }
+
+/// A million distinct namespaces, a thousand to a batch, pipelined: every turn appends to far
+/// more names than `turn_namespaces_matched_max` (64). Until session 10 each new name past that
+/// bound rebuilt the turn's map of interned names (quadratic in a turn's names: 67 % of the
+/// reactor at 1,000,000 namespaces); now the cost is linear, the memory is the turn's own names,
+/// and the server answers every batch and stays small while a bystander is served.
+#[test]
+fn a_million_distinct_namespaces_in_pipelined_batches_cost_linear_work() {
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The cache would hold up to its 64 MiB default of these records: bound it to see the rest.
+    let args = [
+        "--segment-size",
+        "4M",
+        "--fsync",
+        "never",
+        "--max-cache-memory",
+        "8M",
+    ];
+    let mut server = FloProcess::start(dir.path(), &args);
+    const BATCHES: u64 = 1000;
+    const PER_BATCH: u64 = 1000;
+    let mut flood = RawConn::hello(server.addr);
+    let reader = {
+        let mut reader = RawConn::from_stream(flood.stream.try_clone().expect("clone"));
+        // A liveness bound on all the acks together, 60x what the linear cost takes here
+        // (0.5 s): the quadratic version of 8d177cd needed 98-102 s and fails on it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        std::thread::spawn(move || {
+            (1..=BATCHES).all(|op_id| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                (reader.stream)
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .expect("set timeout");
+                expect_ack(&mut reader, op_id).count == PER_BATCH as u32
+            })
+        })
+    };
+    let mut bytes = Vec::new();
+    for op_id in 1..=BATCHES {
+        let events = (0..PER_BATCH).map(|i| NewEvent {
+            namespace: format!("/n/{}", op_id * PER_BATCH + i),
+            parent_id: None,
+            data: Vec::new(),
+        });
+        let frame = ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+            op_id,
+            events: events.collect(),
+        });
+        flo::protocol::encode(&frame, &mut bytes);
+        if bytes.len() > 1 << 20 {
+            flood.send_bytes(&bytes);
+            bytes.clear();
+        }
+    }
+    flood.send_bytes(&bytes);
+    let mut bystander = RawConn::hello(server.addr);
+    bystander.produce(1, "/bystander", b"served");
+    expect_ack(&mut bystander, 1);
+    assert!(
+        reader.join().expect("the flood's reader"),
+        "a batch was not acknowledged with all its events"
+    );
+    assert_survived(&mut server, RSS_MAX);
+}
