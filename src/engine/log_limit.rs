@@ -2,6 +2,8 @@
 //! consumer nacking events into the parked list (or past a full one) must not make the server
 //! write its log at the rate it can send frames (attack round 5: 14 MB/s of log lines).
 
+use crate::storage::StorageError;
+
 /// One kind of warning of one owner (a group): at most one line per `INTERVAL_MS`; the lines
 /// held back are counted and the next line written says how many there were.
 #[derive(Debug, Default)]
@@ -110,8 +112,6 @@ pub(super) fn held_back_suffix(held_back: u64) -> String {
         format!(" ({held_back} more like it since the last such message)")
     }
 }
-
-use crate::storage::StorageError;
 
 #[cfg(test)]
 mod tests {
