@@ -15,7 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, produce_jobs, FloProcess, RawConn, SeededRng};
+use common::{client, produce_jobs, try_client, FloProcess, RawConn, SeededRng};
 use flo::client::Client;
 use flo::event::{EventId, StartPosition};
 use flo::protocol::{encode, ClientFrame, GroupAck, JoinGroup, ServerFrame};
@@ -679,12 +679,14 @@ fn check_kept_groups(server: &FloProcess, attempt: usize, job_of_id: &HashMap<Ev
 
 /// Produces and consumes on a group of its own (acknowledged in order, so its state stays
 /// small while every ack is journaled) until `stop`, to grow the journal to its next
-/// compaction; ends quietly when the server is gone.
+/// compaction; ends quietly when the server is gone (the watcher may have killed it before
+/// the filler connects: a compaction can start just after the kept groups were built).
 fn run_filler(server: &FloProcess, stop: &std::sync::atomic::AtomicBool) {
     use flo::client::{GroupDelivery, NewEvent};
     use std::sync::atomic::Ordering;
-    let mut producer = client(server);
-    let mut member_client = client(server);
+    let (Ok(mut producer), Ok(mut member_client)) = (try_client(server), try_client(server)) else {
+        return;
+    };
     let Ok(mut member) = member_client
         .join_group("filler")
         .glob("/filler/**")

@@ -265,11 +265,17 @@ impl RawConn {
 /// A library client of `server` whose reads and writes give up after 10 s (a hang fails the
 /// test instead of stopping it).
 pub fn client(server: &FloProcess) -> Client {
+    try_client(server).expect("connect")
+}
+
+/// [`client`] for a server that a test may already have killed.
+#[allow(dead_code)] // Not every test binary that includes this module kills servers.
+pub fn try_client(server: &FloProcess) -> Result<Client, flo::client::ClientError> {
     let options = ClientOptions {
         io_timeout: Duration::from_secs(10),
         ..Default::default()
     };
-    Client::connect(&server.addr.to_string(), options).expect("connect")
+    Client::connect(&server.addr.to_string(), options)
 }
 
 /// Produces `/jobs/<n>` with data `job-<n>` for every n in `jobs`, in batches of 100.
