@@ -29,6 +29,8 @@
 #           receive and ack: delivered and acked latency (produce -> member -> ack sent);
 #   drain - BENCH_DRAIN_COUNT events stored by 4 connections x 64, then the members work the
 #           backlog off: acknowledged deliveries per second.
+# "produce late" is the load generator's own delay: from each produce's due time to the start
+# of the write that sent it, inside every latency counted from the due time (all targets alike).
 # Each line of runs.jsonl is one run with the server's CPU time over it (`server_cpu_ticks`,
 # utime + stime of /proc/PID/stat, clock ticks of `getconf CLK_TCK`) and the load average.
 # Every process it starts is stopped by its PID on exit.
@@ -155,11 +157,12 @@ for line in open(runs_path):
     cells.setdefault(key, []).append(r)
 med = lambda rs, k: statistics.median(r[k] for r in rs)
 print(f"load average (1 min) over the runs: {min(loads):.1f}-{max(loads):.1f}\n")
-print("| cell | members | target | acked/s | delivered p50 / p99 / p99.9 ms | acked p50 / p99 / p99.9 ms | server CPU us/event | runs |")
-print("|---|---|---|---|---|---|---|---|")
+print("| cell | members | target | acked/s | delivered p50 / p99 / p99.9 ms | acked p50 / p99 / p99.9 ms | produce late p50 / p99 ms | server CPU us/event | runs |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (cell, members, target), rs in sorted(cells.items(), key=lambda kv: (kv[0][0] != "live", -kv[0][1], kv[0][2])):
     lat = lambda p: " / ".join(f"{med(rs, f'{p}_{q}_us') / 1000:.2f}" for q in ("p50", "p99", "p999")) if rs[0][f"{p}_p50_us"] is not None else "-"
-    print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
+    late = " / ".join(f"{med(rs, f'late_{q}_us') / 1000:.2f}" for q in ("p50", "p99")) if rs[0].get("late_p50_us") is not None else "-"
+    print(f"| {cell} | {members} | {target} | {med(rs, 'events_per_s'):.0f} | {lat('e2e')} | {lat('acked')} | {late} | {med(rs, 'cpu_us_per_event'):.2f} | {len(rs)} |")
 print()
 print("Ratios of medians (flo / peer): drain acked/s; live acked p99; server CPU per event")
 pairs = [("flo-always", "base-always"), ("flo-interval", "base-interval"), ("flo-always", "redis-always"), ("flo-interval", "redis-everysec"), ("flo-always", "nats-js-always"), ("flo-interval", "nats-js-file")]

@@ -77,12 +77,14 @@ pub fn run_group(
             .map(|mut member| scope.spawn(move || work(member.as_mut(), shared)))
             .collect();
         let produced = produce(producer, spec, Some(epoch));
-        let acknowledged = produced.as_ref().map_or(0, |(latency, _)| latency.count());
+        let acknowledged = produced
+            .as_ref()
+            .map_or(0, |produced| produced.latency.count());
         shared.expected.store(acknowledged, Ordering::Release);
         let outcomes: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
         (produced, outcomes)
     });
-    let (produce_latency, _) = produced?;
+    let produced = produced?;
     let (delivered, acked) = merge(outcomes)?;
     group.settled()?;
     let elapsed = shared.last_ack_after(epoch);
@@ -92,11 +94,12 @@ pub fn run_group(
         spec,
         members,
         shared.acked.load(Ordering::Acquire),
-        produce_latency,
+        produced.latency,
         elapsed,
     );
     result.end_to_end = Some(delivered.summary());
     result.acked = Some(acked.summary());
+    result.send_late = Some(produced.late.summary());
     Ok(result)
 }
 
@@ -111,7 +114,7 @@ pub fn run_group_drain(
     members: usize,
 ) -> io::Result<BenchResult> {
     check(spec, members)?;
-    let (produce_latency, _) = produce(producer, spec, None)?;
+    let produce_latency = produce(producer, spec, None)?.latency;
     let start = Instant::now();
     let joined = join(group, members)?;
     let shared = Shared::new(None);

@@ -157,8 +157,13 @@ pub trait Reader {
 pub fn run_produce(target: &dyn Target, spec: &BenchSpec) -> io::Result<BenchResult> {
     spec.validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    let (latency, elapsed) = produce(target, spec, None)?;
-    Ok(BenchResult::produce(target.name(), spec, latency, elapsed))
+    let produced = produce(target, spec, None)?;
+    Ok(BenchResult::produce(
+        target.name(),
+        spec,
+        produced.latency,
+        produced.elapsed,
+    ))
 }
 
 /// Runs a produce benchmark while a tailing consumer, subscribed before the first produce,
@@ -210,19 +215,22 @@ pub fn run_end_to_end_with_consumers(
             .map(|mut tail| scope.spawn(move || consume(tail.as_mut(), epoch, expected)))
             .collect();
         let produced = produce(target, spec, Some(epoch));
-        let acknowledged = produced.as_ref().map_or(0, |(latency, _)| latency.count());
+        let acknowledged = produced
+            .as_ref()
+            .map_or(0, |produced| produced.latency.count());
         expected.store(acknowledged, Ordering::Release);
         let consumed: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
         (produced, consumed)
     });
-    let (latency, elapsed) = produced?;
+    let produced = produced?;
     let mut end_to_end = Histogram::new();
     for outcome in consumed {
         let histogram = outcome.map_err(|_| io::Error::other("a consumer thread panicked"))??;
         end_to_end.merge(&histogram);
     }
-    let mut result = BenchResult::produce(target.name(), spec, latency, elapsed);
+    let mut result = BenchResult::produce(target.name(), spec, produced.latency, produced.elapsed);
     result.end_to_end = Some(end_to_end.summary());
+    result.send_late = Some(produced.late.summary());
     Ok(result)
 }
 
@@ -264,14 +272,25 @@ fn consume(tail: &mut dyn Tail, epoch: Instant, expected: &AtomicU64) -> io::Res
     Ok(latency)
 }
 
-/// Opens the connections, runs them from one barrier and returns the merged acknowledgement
-/// latency and the time from the barrier to the last acknowledgement. With `stamp_epoch`, each
-/// payload starts with its due time in nanoseconds since that instant, little-endian.
+/// What the producers of a run measured.
+struct Produced {
+    /// Acknowledgement latency, merged over the connections.
+    latency: Histogram,
+    /// From the barrier to the last acknowledgement.
+    elapsed: Duration,
+    /// How late each produce was written after its due time: the load generator's own delay,
+    /// part of every latency that counts from the due time (end-to-end, acked).
+    late: Histogram,
+}
+
+/// Opens the connections, runs them from one barrier and returns what they measured. With
+/// `stamp_epoch`, each payload starts with its due time in nanoseconds since that instant,
+/// little-endian.
 fn produce(
     target: &dyn Target,
     spec: &BenchSpec,
     stamp_epoch: Option<Instant>,
-) -> io::Result<(Histogram, Duration)> {
+) -> io::Result<Produced> {
     let mut connections = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
         connections.push(target.connect()?);
@@ -292,13 +311,19 @@ fn produce(
         outcomes
     });
     let mut latency = Histogram::new();
+    let mut late = Histogram::new();
     let mut finished = start;
     for outcome in outcomes {
         let outcome = outcome.map_err(|_| io::Error::other("a connection thread panicked"))??;
         latency.merge(&outcome.latency);
+        late.merge(&outcome.late);
         finished = finished.max(outcome.finished);
     }
-    Ok((latency, finished.saturating_duration_since(start)))
+    Ok(Produced {
+        latency,
+        elapsed: finished.saturating_duration_since(start),
+        late,
+    })
 }
 
 /// Reads a stored stream from the beginning to the end on one connection.
@@ -385,6 +410,8 @@ impl ConnectionPlan {
 struct ConnectionOutcome {
     latency: Histogram,
     finished: Instant,
+    /// Time from each produce's due time to the start of the write that sent it.
+    late: Histogram,
 }
 
 fn drive_connection(
@@ -393,12 +420,14 @@ fn drive_connection(
     mut payload: Vec<u8>,
 ) -> io::Result<ConnectionOutcome> {
     let mut latency = Histogram::new();
+    let mut late = Histogram::new();
     // Send (or scheduled) times of the produces in flight, oldest first.
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(plan.window);
     let mut sent = 0u64;
     loop {
         let mut now = Instant::now();
-        let mut sent_now = false;
+        // Produces queued since the last write: the newest entries of `in_flight`.
+        let mut sent_now = 0usize;
         while in_flight.len() < plan.window && plan.may_send(sent, now) {
             let due = plan.due(sent, now);
             if due > now {
@@ -410,9 +439,10 @@ fn drive_connection(
                     // it when it is due, acknowledged or not: waiting for the acknowledgement
                     // would send it late by the server's acknowledgement latency (a closed
                     // loop measuring itself).
-                    if sent_now {
+                    if sent_now > 0 {
+                        record_late(&mut late, &in_flight, sent_now);
                         connection.flush()?;
-                        sent_now = false;
+                        sent_now = 0;
                     }
                     if connection.wait_for_ack(due - now)? {
                         break;
@@ -428,9 +458,10 @@ fn drive_connection(
             connection.send(&payload)?;
             in_flight.push_back(due);
             sent += 1;
-            sent_now = true;
+            sent_now += 1;
         }
-        if sent_now {
+        if sent_now > 0 {
+            record_late(&mut late, &in_flight, sent_now);
             connection.flush()?;
         }
         // The sending loop above always sends while allowed and nothing is in flight, so an
@@ -454,7 +485,19 @@ fn drive_connection(
     Ok(ConnectionOutcome {
         latency,
         finished: Instant::now(),
+        late,
     })
+}
+
+/// Records how late the `count` newest produces of `in_flight` are, now that the write that
+/// sends them begins.
+fn record_late(late: &mut Histogram, in_flight: &VecDeque<Instant>, count: usize) {
+    let now = Instant::now();
+    for due in in_flight.iter().rev().take(count) {
+        late.record(
+            u64::try_from(now.saturating_duration_since(*due).as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
 }
 
 /// Sleeps most of the way, then spins, because a sleep can overshoot by tens of microseconds.
@@ -614,6 +657,34 @@ mod tests {
             [0; 10],
             "acknowledgements taken before each of the first sends: {taken:?}"
         );
+    }
+
+    /// The producer's own delay is measured from each produce's due time: with a window of
+    /// one and acknowledgements 5 ms late, a send due every millisecond waits for the
+    /// acknowledgement before it, so the tenth goes out about 36 ms after it was due; with
+    /// acknowledgements at once every send is counted and none waits for one.
+    #[test]
+    fn a_stamped_run_measures_how_late_each_produce_was_written() {
+        let slow = Slow {
+            delay: Duration::from_millis(5),
+            taken_at_send: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        let spec = BenchSpec {
+            connections: 1,
+            window: 1,
+            event_size: 10,
+            stop: Stop::Count(10),
+            rate: Some(1_000),
+        };
+        let produced = produce(&slow, &spec, Some(Instant::now())).expect("slow never fails");
+        let late = produced.late.summary();
+        assert_eq!(late.count, 10);
+        // Send k (from 0) is due at k ms and written after k acknowledgements of 5 ms each.
+        assert!(late.p50 >= 10_000_000, "p50 {} ns", late.p50);
+        assert!(late.max >= 30_000_000, "max {} ns", late.max);
+        let echo = echo();
+        let produced = produce(&echo, &spec, Some(Instant::now())).expect("echo never fails");
+        assert_eq!(produced.late.count(), 10);
     }
 
     #[test]

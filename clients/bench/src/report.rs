@@ -31,6 +31,10 @@ pub struct BenchResult {
     pub members: usize,
     /// Group runs: produce to the moment the receiving member's ack was sent.
     pub acked: Option<LatencySummary>,
+    /// Runs that stamp payloads (end-to-end, live group): from each produce's due time to the
+    /// start of the write that sent it, the load generator's own delay inside the latencies
+    /// that count from the due time.
+    pub send_late: Option<LatencySummary>,
 }
 
 impl BenchResult {
@@ -55,6 +59,7 @@ impl BenchResult {
             end_to_end: None,
             members: 0,
             acked: None,
+            send_late: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl BenchResult {
             end_to_end: None,
             members: 0,
             acked: None,
+            send_late: None,
         }
     }
 
@@ -117,6 +123,7 @@ impl BenchResult {
         let latency = micros(Some(&self.latency));
         let end_to_end = micros(self.end_to_end.as_ref());
         let acked = micros(self.acked.as_ref());
+        let late = micros(self.send_late.as_ref());
         let line = JsonLine {
             target: &self.target,
             kind: self.kind,
@@ -148,6 +155,10 @@ impl BenchResult {
             acked_p999_us: acked[3],
             acked_max_us: acked[4],
             acked_mean_us: acked[5],
+            late_p50_us: late[1],
+            late_p99_us: late[2],
+            late_p999_us: late[3],
+            late_max_us: late[4],
         };
         // A struct of numbers and strings always serializes.
         serde_json::to_string(&line).expect("the report serializes")
@@ -212,6 +223,10 @@ impl BenchResult {
                 .acked
                 .map(|acked| line("acked", &acked))
                 .unwrap_or_default()
+            + &self
+                .send_late
+                .map(|late| line("produce sent after its due time", &late))
+                .unwrap_or_default()
             + &if self.members > 0 {
                 format!("  {} group members\n", self.members)
             } else {
@@ -253,6 +268,10 @@ struct JsonLine<'a> {
     acked_p999_us: Option<f64>,
     acked_max_us: Option<f64>,
     acked_mean_us: Option<f64>,
+    late_p50_us: Option<f64>,
+    late_p99_us: Option<f64>,
+    late_p999_us: Option<f64>,
+    late_max_us: Option<f64>,
 }
 
 /// min, p50, p99, p99.9, max and mean in microseconds to one decimal, or `None`s when not
