@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
+use super::tail_index::ReadPosition;
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{ChannelBinding, ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
-use crate::storage::Offset;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
 /// stale id (of a closed connection) from the live one in the same slot.
@@ -152,13 +152,12 @@ pub struct Subscription {
     pub glob: NamespaceGlob,
     /// Events the cursor covers are skipped (start positions "after id" and "cursor").
     pub filter: Cursor,
-    /// The next log record to look at.
-    pub next: Offset,
+    /// The next log record to look at, and whether the subscription is in the engine's
+    /// ready queue (read through the engine's `TailClock`: see `tail_index`).
+    pub position: ReadPosition,
     /// Events still allowed by the limit; `None` means no limit.
     pub remaining: Option<u64>,
     pub credit: u64,
-    /// True while the subscription is in the engine's ready queue.
-    pub queued: bool,
     /// What the subscription is and does at the end of the log.
     pub stream: Stream,
     /// The client asked to skip damaged ranges of the log (Subscribe flags bit 1): a read

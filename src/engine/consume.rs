@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 
 use super::connection::{Stream, Subscription};
 use super::replicas::REPLICATION_IN_FLIGHT_MAX;
+use super::tail_index::{ReadPosition, TailIndex};
+use super::turn_namespaces::TurnNamespaces;
 use super::{ConnId, Engine, EngineStats, Phase};
 use crate::event::{ActorId, Cursor, EventRef};
 use crate::event::{Order, StartPosition};
@@ -152,10 +154,9 @@ impl<L: Log> Engine<L> {
             id: subscribe.subscription_id,
             glob,
             filter: subscribe.start.cursor().unwrap_or_default(),
-            next,
+            position: ReadPosition::new(next, self.tail.clock()),
             remaining: (subscribe.limit > 0).then_some(subscribe.limit),
             credit: subscribe.credit as u64,
-            queued: false,
             stream: if subscribe.tail {
                 Stream::Tail {
                     caught_up_sent: from_end,
@@ -172,6 +173,12 @@ impl<L: Log> Engine<L> {
             },
             scan_dense: false,
         };
+        let id_order = subscription.order.is_some();
+        let (entry, glob) = (
+            (conn, subscribe.subscription_id),
+            subscription.glob.as_str(),
+        );
+        self.tail.insert(entry, glob, id_order);
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection
@@ -203,7 +210,7 @@ impl<L: Log> Engine<L> {
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, id: u32) {
         // Checked by the caller: frames are handled only for open connections.
         let connection = self.conn_mut(conn).expect("connection is open");
-        if connection.subscriptions.remove(&id).is_none() {
+        let Some(removed) = connection.subscriptions.remove(&id) else {
             let message = if self.groups.is_member((conn, id)) {
                 "unsubscribe for a group membership: a membership ends with LeaveGroup"
             } else {
@@ -211,7 +218,8 @@ impl<L: Log> Engine<L> {
             };
             let scope = ErrorScope::Subscription(id);
             return self.send_error(conn, scope, ErrorCode::UnknownSubscription, message);
-        }
+        };
+        self.tail.remove((conn, id), removed.glob.as_str());
         self.memory_waiting.remove(&(conn, id));
         let reason = EndReason::Unsubscribed;
         self.send(
@@ -225,9 +233,9 @@ impl<L: Log> Engine<L> {
 
     /// Puts a subscription in the ready queue unless it is there already.
     pub(super) fn mark_ready(&mut self, conn: ConnId, id: u32) {
+        let clock = self.tail.clock();
         if let Some(subscription) = self.subscription_mut(conn, id) {
-            if !subscription.queued {
-                subscription.queued = true;
+            if subscription.position.queue(clock) {
                 self.ready.push_back((conn, id));
             }
         }
@@ -243,39 +251,71 @@ impl<L: Log> Engine<L> {
     /// Waking is always safe (a woken subscription that wants nothing only moves its cursor),
     /// skipping happens only after every namespace of the turn failed to match, so no event
     /// is lost and none is delivered out of order.
+    ///
+    /// Only the subscriptions the tail index names are looked at, in the order of a pass over
+    /// every connection and its subscriptions; the others match none of the turn's namespaces
+    /// and skip the new records lazily (`tail_index.rs`). A turn with more distinct namespaces
+    /// than `turn_namespaces_matched_max` wakes every waiting subscription in that pass. The
+    /// subscriptions left out are not matched, so not charged: the budget lasts longer than
+    /// in a pass over everyone, and its running out wakes only the remaining candidates.
     pub(super) fn wake_tailing_consumers(&mut self, durable_before: Offset) {
         let durable_end = self.log.durable_end();
         // With many distinct namespaces in one turn, matching each against every glob costs
         // more than letting the subscriptions read the records themselves.
-        let mut steps_left = if self.turn_namespaces.len() > self.config.turn_namespaces_matched_max
-        {
+        let steps_left = if self.turn_namespaces.len() > self.config.turn_namespaces_matched_max {
             0
         } else {
             self.config.match_steps_per_turn_max
         };
-        // The engine's buffer, lent and given back empty (no allocation per turn).
+        // The engine's buffers, lent and given back empty (no allocation per turn).
         let mut woken = std::mem::take(&mut self.woken);
-        for connection in self.conns.iter_mut().flatten() {
-            for subscription in connection.subscriptions.values_mut() {
-                if subscription.queued || subscription.next < durable_before {
-                    continue;
-                }
-                let wanted = self.turn_namespaces.names().any(|namespace| {
-                    if steps_left == 0 {
-                        return true;
-                    }
-                    let (matched, cost) = subscription.glob.matches_with_cost(namespace);
-                    steps_left = steps_left.saturating_sub(cost);
-                    self.stats.match_steps_charged += cost;
-                    matched
-                });
-                if wanted {
-                    woken.push((connection.id, subscription.id));
-                } else {
-                    subscription.next = durable_end;
+        let mut candidates = std::mem::take(&mut self.tail_candidates);
+        // Every wake starts where the previous one ended (the durable end moves only at a
+        // turn's sync, which is followed by a wake): what the index leaves out was moved by
+        // each earlier wake. Were it not so, the pass over everything still wakes exactly.
+        debug_assert_eq!(
+            durable_before,
+            self.tail.end(),
+            "a durable end was not woken"
+        );
+        let indexed = steps_left > 0 && durable_before == self.tail.end() && self.tail.may_skip();
+        if indexed {
+            self.tail
+                .candidates(self.turn_namespaces.names(), &mut candidates);
+        }
+        let Engine {
+            conns,
+            tail,
+            turn_namespaces,
+            stats,
+            ..
+        } = self;
+        let mut wake = Wake {
+            tail,
+            turn_namespaces,
+            durable_before,
+            durable_end,
+            steps_left,
+            stats,
+            woken: &mut woken,
+        };
+        if indexed {
+            for &(conn, id) in &candidates {
+                // The index files open subscriptions only (`check_invariants`).
+                let connection = conns[conn.slot as usize].as_mut().expect("filed: open");
+                let subscription = connection.subscriptions.get_mut(&id).expect("filed");
+                wake.visit(conn, subscription);
+            }
+        } else {
+            for connection in conns.iter_mut().flatten() {
+                for subscription in connection.subscriptions.values_mut() {
+                    wake.visit(connection.id, subscription);
                 }
             }
         }
+        self.tail.advance(durable_end);
+        candidates.clear();
+        self.tail_candidates = candidates;
         for (conn, id) in woken.drain(..) {
             self.mark_ready(conn, id);
         }
@@ -294,10 +334,11 @@ impl<L: Log> Engine<L> {
             let Some((conn, id)) = self.ready.pop_front() else {
                 break;
             };
+            let clock = self.tail.clock();
             let Some(subscription) = self.subscription_mut(conn, id) else {
                 continue;
             };
-            subscription.queued = false;
+            subscription.position.unqueue(clock);
             self.report_skipped(conn, id);
             match self.feed_one(conn, id, &mut budget) {
                 Stop::Budget => self.mark_ready(conn, id),
@@ -312,14 +353,16 @@ impl<L: Log> Engine<L> {
     /// (Skipped) and logs it. A peer stream has no such frame; the warning says which peer.
     fn report_skipped(&mut self, conn: ConnId, id: u32) {
         let start = self.log.start();
+        let clock = self.tail.clock();
         let Some(subscription) = self.subscription_mut(conn, id) else {
             return;
         };
-        if subscription.next >= start {
+        let next = subscription.position.next(clock);
+        if next >= start {
             return;
         }
-        let count = start.0 - subscription.next.0;
-        subscription.next = start;
+        let count = start.0 - next.0;
+        subscription.position.set_next(start, clock);
         let peer = subscription.stream == Stream::Replication;
         if peer {
             log::warn!(
@@ -347,7 +390,11 @@ impl<L: Log> Engine<L> {
             return self.feed_ordered(conn, id, budget);
         }
         let durable_end = self.log.durable_end();
-        let Some(from) = self.subscription_mut(conn, id).map(|s| s.next) else {
+        let clock = self.tail.clock();
+        let Some(from) = self
+            .subscription_mut(conn, id)
+            .map(|s| s.position.next(clock))
+        else {
             return Stop::Ended;
         };
         let Some(fed) = self.read_into_output(conn, id, durable_end, budget) else {
@@ -393,6 +440,7 @@ impl<L: Log> Engine<L> {
         let high_water = self.config.send_buffer_high_water;
         let own_actor = self.config.actor_id;
         let hide = self.log.hide_rules();
+        let clock = self.tail.clock();
         let Engine {
             log, conns, stats, ..
         } = self;
@@ -408,11 +456,11 @@ impl<L: Log> Engine<L> {
             Phase::Peer(peer) => (Some(&mut peer.replication_sent), Some(&mut peer.own_passed)),
             _ => (None, None),
         };
-        let gap = durable_end.0.saturating_sub(subscription.next.0);
+        let from = subscription.position.next(clock);
+        let gap = durable_end.0.saturating_sub(from.0);
         let key = (gap >= INDEX_GAP_MIN && !subscription.scan_dense)
             .then(|| index_key(subscription.glob.as_str()))
             .flatten();
-        let from = subscription.next;
         // How many matches one index query may return: every delivery the subscription may
         // still make this turn, plus one, so that a subscription whose credit or limit runs
         // out still finds out whether another match follows (as a scan does).
@@ -533,9 +581,10 @@ impl<L: Log> Engine<L> {
         durable_end: Offset,
         stopped_by_budget: bool,
     ) -> Stop {
+        let clock = self.tail.clock();
         // Checked by the caller: the subscription still exists.
         let subscription = self.subscription_mut(conn, id).expect("subscription");
-        subscription.next = next;
+        subscription.position.set_next(next, clock);
         if subscription.remaining == Some(0) {
             self.end_subscription(conn, id, Some(EndReason::LimitReached));
             return Stop::Ended;
@@ -575,7 +624,10 @@ impl<L: Log> Engine<L> {
         let removed = self
             .conn_mut(conn)
             .and_then(|connection| connection.subscriptions.remove(&id));
-        if removed.is_some_and(|s| s.queued) {
+        if let Some(removed) = &removed {
+            self.tail.remove((conn, id), removed.glob.as_str());
+        }
+        if removed.is_some_and(|s| s.position.is_queued()) {
             // A subscription ended while queued (an id-order one stalled, at housekeeping)
             // leaves the queue too: a new one under the same id starts unqueued.
             self.ready.retain(|entry| *entry != (conn, id));
@@ -588,6 +640,57 @@ impl<L: Log> Engine<L> {
                 reason,
             };
             self.send(conn, &frame);
+        }
+    }
+}
+
+/// One wake of tail subscriptions (`wake_tailing_consumers`), visiting them one at a time.
+struct Wake<'a> {
+    tail: &'a TailIndex,
+    turn_namespaces: &'a TurnNamespaces,
+    durable_before: Offset,
+    durable_end: Offset,
+    /// What is left of `match_steps_per_turn_max`; at 0 a waiting subscription is woken
+    /// without matching.
+    steps_left: u64,
+    stats: &'a mut EngineStats,
+    /// The subscriptions to queue, in the order visited.
+    woken: &'a mut Vec<(ConnId, u32)>,
+}
+
+impl Wake<'_> {
+    /// A subscription that waits at the end of the log (not queued, not behind the old
+    /// durable end) wakes if one of the turn's namespaces matches its glob, else moves to
+    /// the new durable end.
+    fn visit(&mut self, conn: ConnId, subscription: &mut Subscription) {
+        self.stats.tail_subscriptions_visited += 1;
+        let clock = self.tail.clock();
+        let position = &mut subscription.position;
+        if position.is_queued() {
+            return;
+        }
+        let next = position.next(clock);
+        let waiting = next >= self.durable_before;
+        let glob = &subscription.glob;
+        let (steps_left, stats) = (&mut self.steps_left, &mut *self.stats);
+        let wanted = waiting
+            && self.turn_namespaces.names().any(|namespace| {
+                if *steps_left == 0 {
+                    return true;
+                }
+                let (matched, cost) = glob.matches_with_cost(namespace);
+                *steps_left = steps_left.saturating_sub(cost);
+                stats.match_steps_charged += cost;
+                matched
+            });
+        if wanted || !waiting {
+            // Behind the old end, no later wake moves it either.
+            position.hold(next);
+        } else {
+            position.skip_to(self.durable_end, clock);
+        }
+        if wanted {
+            self.woken.push((conn, subscription.id));
         }
     }
 }

@@ -28,6 +28,14 @@ impl<L: Log> Engine<L> {
             self.connection_count, live,
             "connection_count disagrees with the connection table"
         );
+        let subscriptions: usize = (self.conns.iter().flatten())
+            .map(|c| c.subscriptions.len())
+            .sum();
+        assert_eq!(
+            self.tail.len(),
+            subscriptions,
+            "the tail index files another number of subscriptions than are open"
+        );
         for (slot, connection) in self.conns.iter().enumerate() {
             if let Some(connection) = connection {
                 assert_eq!(
@@ -125,10 +133,18 @@ impl<L: Log> Engine<L> {
                 *id, subscription.id,
                 "{conn}: subscription filed under another id"
             );
+            assert!(
+                self.tail.contains(
+                    (conn, *id),
+                    subscription.glob.as_str(),
+                    subscription.order.is_some()
+                ),
+                "{conn}: subscription {id} is not in the tail index"
+            );
             let in_ready = self.ready.iter().filter(|r| **r == (conn, *id)).count();
             assert_eq!(
                 in_ready,
-                usize::from(subscription.queued),
+                usize::from(subscription.position.is_queued()),
                 "{conn}: subscription {id}: queued disagrees with the ready queue"
             );
             if subscription.stream == Stream::Replication {

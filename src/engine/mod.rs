@@ -24,6 +24,7 @@ mod produce;
 mod purge;
 mod replicas;
 mod streams;
+mod tail_index;
 mod turn_namespaces;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -240,6 +241,9 @@ pub struct EngineStats {
     /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
     /// steps), while waking tail subscriptions and feeding consumers.
     pub match_steps_charged: u64,
+    /// Subscriptions the waking of tail subscriptions looked at, over all turns: those the
+    /// tail index named as candidates, or all of them in a turn that wakes everyone.
+    pub tail_subscriptions_visited: u64,
     /// Events acknowledged by GroupAckRange frames (each settled in some turn's budget).
     pub group_range_acks: u64,
 }
@@ -258,6 +262,11 @@ pub struct Engine<L: Log> {
     replied_conns: Vec<ConnId>,
     /// The subscriptions `wake_tailing_consumers` wakes (kept for its allocation).
     woken: Vec<(ConnId, u32)>,
+    /// Every subscription, filed by the literal part of its glob, and the wake clock that
+    /// subscriptions' positions are read through (`tail_index.rs`).
+    tail: tail_index::TailIndex,
+    /// The subscriptions the index names as candidates for a wake (kept for its allocation).
+    tail_candidates: Vec<(ConnId, u32)>,
     /// The views of a ProduceBatch's or ProduceIf's events (`decode_produce_many`): empty
     /// between frames, kept for its allocation.
     batch_views: Vec<protocol::NewEventView<'static>>,
@@ -373,6 +382,7 @@ impl<L: Log> Engine<L> {
         // Names of earlier turns kept for reuse: as many as a turn matches one by one.
         let turn_namespaces =
             turn_namespaces::TurnNamespaces::new(config.turn_namespaces_matched_max);
+        let tail = tail_index::TailIndex::new(log.durable_end());
         let mut engine = Engine {
             config,
             log,
@@ -382,6 +392,8 @@ impl<L: Log> Engine<L> {
             pending_replies: Vec::new(),
             replied_conns: Vec::new(),
             woken: Vec::new(),
+            tail,
+            tail_candidates: Vec::new(),
             batch_views: Vec::new(),
             turn_failure: None,
             storage_failures: log_limit::StorageFailureLog::default(),
@@ -867,6 +879,7 @@ impl<L: Log> Engine<L> {
     /// Removes a connection from the table.
     fn take_connection(&mut self, conn: ConnId) -> Option<Connection> {
         self.conn(conn)?;
+        self.unfile_subscriptions(conn);
         self.groups_connection_gone(conn);
         self.connection_count -= 1;
         let connection = self.conns[conn.slot as usize].take();
@@ -1108,10 +1121,23 @@ impl<L: Log> Engine<L> {
     /// offsets; a subscription that started at the old end must not skip the reused ones.
     fn forget_discarded_offsets(&mut self) {
         let end = self.log.end();
+        let clock = self.tail.clock();
         for connection in self.conns.iter_mut().flatten() {
             for subscription in connection.subscriptions.values_mut() {
-                subscription.next = subscription.next.min(end);
+                let position = &mut subscription.position;
+                position.set_next(position.next(clock).min(end), clock);
             }
+        }
+    }
+
+    /// Takes the connection's subscriptions out of the tail index (they are about to go).
+    fn unfile_subscriptions(&mut self, conn: ConnId) {
+        let connection = match self.conns.get(conn.slot as usize) {
+            Some(Some(connection)) if connection.id == conn => connection,
+            _ => return,
+        };
+        for (id, subscription) in &connection.subscriptions {
+            self.tail.remove((conn, *id), subscription.glob.as_str());
         }
     }
 
@@ -1318,6 +1344,9 @@ impl<L: Log> Engine<L> {
         };
         let phase = std::mem::replace(&mut connection.phase, closing);
         let vector = connection.stream_vector();
+        self.unfile_subscriptions(conn);
+        // Checked above: the connection is open.
+        let connection = self.conn_mut(conn).expect("connection is open");
         connection.subscriptions.clear();
         // Its input is never decoded again; only its owed output is kept. Nor is it waiting
         // for a frame budget: `decode_deferred` must not decode it later this turn.

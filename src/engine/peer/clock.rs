@@ -35,6 +35,7 @@ impl<L: Log> Engine<L> {
 
     /// The stable clock and what holds it back (for the simulation's failure messages).
     pub fn id_order_state(&self) -> (u64, String) {
+        let clock = self.tail.clock();
         let members: Vec<String> = self
             .cluster
             .members
@@ -44,7 +45,7 @@ impl<L: Log> Engine<L> {
                     .conn
                     .and_then(|c| self.conn(c))
                     .and_then(|c| c.subscriptions.get(&PEER_SUBSCRIPTION))
-                    .map(|s| (s.next, s.credit, s.queued));
+                    .map(|s| (s.position.next(clock), s.credit, s.position.is_queued()));
                 let given = m.conn.and_then(|c| self.conn(c)).map(|c| match &c.phase {
                     Phase::Peer(peer) => (
                         peer.credit_given,

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use super::PEER_SUBSCRIPTION;
 use crate::engine::connection::{PendingPeer, Stream, Subscription};
+use crate::engine::tail_index::ReadPosition;
 use crate::engine::{ConnId, Engine, Now, PeerConn, Phase};
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{
@@ -400,6 +401,9 @@ impl<L: Log> Engine<L> {
         let mut peer = PeerConn::new(actor, dialed_by, u64::from(window));
         // The peer holds a prefix of this node's own events, up to its vector's entry.
         peer.own_passed = their_vector.get(self.config.actor_id);
+        let position = ReadPosition::new(next, self.tail.clock());
+        self.tail
+            .insert((conn, PEER_SUBSCRIPTION), glob.as_str(), false);
         // Checked by the callers: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");
         connection.phase = Phase::Peer(peer);
@@ -409,10 +413,9 @@ impl<L: Log> Engine<L> {
                 id: PEER_SUBSCRIPTION,
                 glob,
                 filter: Cursor::from_vector(their_vector.clone()),
-                next,
+                position,
                 remaining: None,
                 credit: 0,
-                queued: false,
                 stream: Stream::Replication,
                 skip_damaged: false,
                 order: None,

@@ -243,6 +243,7 @@ impl<L: Log> Engine<L> {
     /// The cluster status, as a StatusRequest answers it.
     pub fn status(&self) -> Status {
         let durable_end = self.log.durable_end();
+        let clock = self.tail.clock();
         let mut members = Vec::new();
         let since = |ms: u64| self.now_ms.saturating_sub(ms);
         for (actor, member) in &self.cluster.members {
@@ -252,7 +253,7 @@ impl<L: Log> Engine<L> {
                     Some(sub) => (
                         MemberState::Connected,
                         sub.filter.vector.clone(),
-                        durable_end.0.saturating_sub(sub.next.0),
+                        durable_end.0.saturating_sub(sub.position.next(clock).0),
                     ),
                     None => (MemberState::Connected, VersionVector::new(), 0),
                 },

@@ -34,17 +34,18 @@ impl<L: Log> Engine<L> {
     /// will never be sent them. Says so loudly, once per deletion.
     pub(in crate::engine) fn warn_peer_retention_gaps(&mut self) {
         let start = self.log.start();
+        let clock = self.tail.clock();
         for connection in self.conns.iter_mut().flatten() {
             let Some(&PeerConn { actor, .. }) = connection.peer() else {
                 continue;
             };
             if let Some(sub) = connection.subscriptions.get_mut(&PEER_SUBSCRIPTION) {
-                if sub.next < start {
+                let next = sub.position.next(clock);
+                if next < start {
                     log::warn!(
-                        "peer {actor} has a gap: retention deleted records {}..{start} before they were sent to it",
-                        sub.next
+                        "peer {actor} has a gap: retention deleted records {next}..{start} before they were sent to it"
                     );
-                    sub.next = start;
+                    sub.position.set_next(start, clock);
                 }
             }
         }
