@@ -116,7 +116,7 @@ pub fn encode_view(event: EventRef<'_>, out: &mut Vec<u8>) {
 }
 
 fn record_crc(size_bytes: &[u8], body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(size_bytes), body)
+    super::crc::crc32c_append(super::crc::crc32c_append(0, size_bytes), body)
 }
 
 /// Reads the header: the body size, checked against the limit.
