@@ -192,8 +192,8 @@ pub fn view_checked_body(body: &[u8]) -> Option<EventRef<'_>> {
 /// of checking its bytes' UTF-8 again (a byte comparison). The log's write buffer holds runs
 /// of one namespace (a connection's produces of a turn), whose UTF-8 the produce decoder has
 /// already checked once.
-// Inlined: `FileLog::write_pending` calls it for every record it writes, and the view it
-// returns through memory cost more than its decoding (BENCHMARKS.md, issue 13 session 11).
+// Inlined: `FileLog::write_pending` calls it for every record it writes (BENCHMARKS.md,
+// issue 13 session 11, section 4).
 #[inline]
 pub fn view_checked_body_after<'a>(
     body: &'a [u8],
