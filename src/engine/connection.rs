@@ -299,7 +299,13 @@ impl Connection {
 
     /// Everything the connection holds in memory, for `connection_memory_max`.
     pub fn memory_bytes(&self) -> usize {
-        let subscriptions: usize = self.subscriptions.values().map(|s| s.size_bytes()).sum();
+        // A producer has no subscription: skip the map's iterator (this runs twice per
+        // produced event, `Engine::recount_memory`).
+        let subscriptions: usize = if self.subscriptions.is_empty() {
+            0
+        } else {
+            self.subscriptions.values().map(|s| s.size_bytes()).sum()
+        };
         // The whole output buffer: its sent front is held until the buffer is compacted.
         self.input.len() + self.output.len() + self.held_reply_bytes + subscriptions
     }

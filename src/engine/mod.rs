@@ -219,7 +219,7 @@ impl PendingReply {
     /// StorageFailure error in place of an ack is counted as an ack, its message is short).
     fn encoded_size(&self) -> usize {
         match self {
-            PendingReply::Ack { .. } => 35,
+            PendingReply::Ack { .. } => protocol::ACK_FRAME_SIZE,
             PendingReply::Error { message, .. } => 18 + message.len(),
             PendingReply::Status { size, .. } | PendingReply::Purge { size, .. } => *size,
         }

@@ -222,7 +222,7 @@ impl<L: Log> Engine<L> {
                     count,
                     timestamp_ms,
                 };
-                protocol::encode(&ServerFrame::Ack(ack), output);
+                protocol::encode_ack(&ack, output);
             }
             PendingReply::Error {
                 op_id,

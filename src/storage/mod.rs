@@ -12,6 +12,7 @@ use crate::event::{Event, EventId, EventRef, PurgeRule, StartPosition, VersionVe
 use crate::time::{MonotonicMs, WallClockMs};
 
 mod cache;
+mod crc;
 mod fence_preload;
 mod file;
 mod group_compaction;

@@ -527,7 +527,7 @@ impl Encode for ServerFrame {
         let kind = self.kind();
         match self {
             ServerFrame::Welcome(welcome) => write_frame(out, kind, |w| welcome.write(w)),
-            ServerFrame::Ack(ack) => write_frame(out, kind, |w| ack.write(w)),
+            ServerFrame::Ack(ack) => encode_ack(ack, out),
             ServerFrame::Error(error) => write_frame(out, kind, |w| error.write(w)),
             ServerFrame::Event {
                 subscription_id,
@@ -660,6 +660,26 @@ pub fn encode_event(subscription_id: u32, event: EventRef<'_>, out: &mut Vec<u8>
         w.put_u32(subscription_id);
         write_event(w, event);
     });
+}
+
+/// The bytes of an Ack frame, length prefix included (protocol.md section 6).
+pub const ACK_FRAME_SIZE: usize = HEADER_SIZE + 8 + 10 + 4 + 8;
+
+/// Appends an Ack frame to `out`: the bytes `Ack::write` gives inside `write_frame`, built as
+/// one fixed-size array and appended with one copy. An Ack per produced event is the server's
+/// commonest frame; the general path checks the buffer's capacity once per field and patches
+/// the length in afterwards.
+pub fn encode_ack(ack: &Ack, out: &mut Vec<u8>) {
+    let mut frame = [0u8; ACK_FRAME_SIZE];
+    let body_size = (ACK_FRAME_SIZE - LENGTH_SIZE) as u32;
+    frame[..4].copy_from_slice(&body_size.to_be_bytes());
+    frame[4] = kind::ACK;
+    frame[5..13].copy_from_slice(&ack.op_id.to_be_bytes());
+    frame[13..21].copy_from_slice(&ack.first_id.counter.to_be_bytes());
+    frame[21..23].copy_from_slice(&ack.first_id.actor.0.to_be_bytes());
+    frame[23..27].copy_from_slice(&ack.count.to_be_bytes());
+    frame[27..35].copy_from_slice(&ack.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&frame);
 }
 
 /// Appends an Error frame. A message over 65535 bytes is truncated at a character boundary.

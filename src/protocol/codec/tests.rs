@@ -1804,3 +1804,29 @@ fn mutate_peer_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
         _ => bytes.extend((0..rng.below(16)).map(|_| rng.next_u64() as u8)),
     }
 }
+
+/// `encode_ack` builds the frame as one array: it must give the bytes of the general path
+/// (`write_frame` with `Ack::write`) for any field values, and its size constant must match.
+#[test]
+fn the_fixed_size_ack_encoder_writes_the_general_encoders_bytes() {
+    let mut rng = Rng::new(0xac4_0001);
+    let extremes = [0, 1, u64::MAX];
+    for round in 0..1000 {
+        let pick = |rng: &mut Rng| match round % 4 {
+            0 => extremes[rng.index(extremes.len())],
+            _ => rng.next_u64(),
+        };
+        let ack = Ack {
+            op_id: pick(&mut rng),
+            first_id: EventId::new(pick(&mut rng), pick(&mut rng) as u16),
+            count: pick(&mut rng) as u32,
+            timestamp_ms: pick(&mut rng),
+        };
+        let mut general = vec![0xEE];
+        write_frame(&mut general, kind::ACK, |w| ack.write(w));
+        let mut fixed = vec![0xEE];
+        encode_ack(&ack, &mut fixed);
+        assert_eq!(fixed, general, "{ack:?}");
+        assert_eq!(fixed.len(), 1 + ACK_FRAME_SIZE);
+    }
+}
