@@ -80,11 +80,24 @@ impl NamespaceKey {
 /// format: an entry's name must hash to it): FNV-1a over the name's bytes, then a final mix
 /// (the murmur3 finalizer).
 pub fn namespace_hash(name: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in name {
+    finish_namespace_hash(fnv1a(FNV_OFFSET_BASIS, name))
+}
+
+/// The state of `namespace_hash` before any byte.
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a: `hash` (the state after the bytes before these) carried over `bytes`. The state
+/// after a prefix that many names share is computed once for all of them (`encode_parts`).
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
         hash ^= byte as u64;
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    hash
+}
+
+/// The final mix of `namespace_hash` over the FNV-1a state of the whole name.
+fn finish_namespace_hash(mut hash: u64) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -263,6 +276,11 @@ impl SegmentNames {
         let mut size = first.len();
         for record in 1..self.ends.len() {
             let name = self.name(record);
+            // Almost every name has the prefix found so far: one comparison of the slices
+            // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
+            if name.get(..size) == Some(&first[..size]) {
+                continue;
+            }
             size = first[..size.min(name.len())]
                 .iter()
                 .zip(name)
@@ -276,56 +294,80 @@ impl SegmentNames {
     }
 
     /// The records in table order: grouped by name, the groups sorted by name, each group's
-    /// records ascending; and each group's range in that order. One pass in record order cuts
-    /// the records into runs of one name (a repeated name costs one comparison), and only the
-    /// runs are sorted, by name then position: a segment of one namespace sorts nothing, one
-    /// of distinct names sorts as many items as sorting the records did.
-    fn records_by_name(&self) -> (Vec<u32>, Vec<(usize, usize)>) {
-        let count = self.ends.len();
-        // (first record, end) of each run.
-        let mut runs: Vec<(u32, u32)> = Vec::new();
-        for record in 0..count {
-            let repeated = record > 0
-                && self.fingerprints[record - 1] == self.fingerprints[record]
-                && self.name(record - 1) == self.name(record);
-            match runs.last_mut() {
-                Some(run) if repeated => run.1 += 1,
-                _ => runs.push((record as u32, record as u32 + 1)),
-            }
-        }
+    /// records ascending; each group's range in that order; and the size of the prefix all
+    /// the names share. One pass in record order cuts the records into runs of one name (a
+    /// repeated name costs one comparison), and only the runs are sorted: a segment of one
+    /// namespace sorts nothing, one of distinct names sorts as many items as it has records.
+    fn records_by_name(&self) -> (Vec<u32>, Vec<(u32, u32)>, usize) {
         // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
         // the 8 bytes after the prefix all names share first, and only on a tie by the names
         // (the key orders as the names do: a name that ends early is padded with zeros, which
         // sort first, and equal keys fall back to the full comparison).
         let shared = self.shared_prefix_size();
-        let key = |record: u32| {
-            let name = self.name(record as usize);
+        let key = |record: usize| {
+            let name = self.name(record);
             let rest = &name[shared.min(name.len())..];
             let mut word = [0u8; 8];
             let size = rest.len().min(8);
             word[..size].copy_from_slice(&rest[..size]);
             u64::from_be_bytes(word)
         };
-        let mut runs: Vec<(u64, u32, u32)> = runs
-            .into_iter()
-            .map(|(start, end)| (key(start), start, end))
-            .collect();
-        runs.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| self.name(a.1 as usize).cmp(self.name(b.1 as usize)))
-                .then(a.1.cmp(&b.1))
-        });
-        let mut order = Vec::with_capacity(count);
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &(_, start, end)) in runs.iter().enumerate() {
-            let same = i > 0 && self.name(runs[i - 1].1 as usize) == self.name(start as usize);
-            match groups.last_mut() {
-                Some(group) if same => group.1 += (end - start) as usize,
-                _ => groups.push((order.len(), order.len() + (end - start) as usize)),
+        // Each run as one integer, (key, first record, end), so the sort compares integers and
+        // reads nothing else: ordered by key, then first record. Comparing through a closure
+        // that looked at the names on a tie was a third of the build (issue 14, session 11).
+        let pack = |key: u64, start: usize, end: usize| {
+            u128::from(key) << 64 | (start as u128) << 32 | end as u128
+        };
+        let key_of = |run: u128| (run >> 64) as u64;
+        let bounds = |run: u128| ((run >> 32) as u32 as usize, run as u32 as usize);
+        let count = self.ends.len();
+        let mut runs: Vec<u128> = Vec::with_capacity(count);
+        let mut start = 0;
+        for record in 1..=count {
+            let repeated = record < count
+                && self.fingerprints[record - 1] == self.fingerprints[record]
+                && self.name(record - 1) == self.name(record);
+            if !repeated {
+                runs.push(pack(key(start), start, record));
+                start = record;
             }
-            order.extend(start..end);
         }
-        (order, groups)
+        runs.sort_unstable();
+        let mut order = Vec::with_capacity(count);
+        let mut groups: Vec<(u32, u32)> = Vec::new();
+        let same_name = |a: usize, b: usize| {
+            self.fingerprints[a] == self.fingerprints[b] && self.name(a) == self.name(b)
+        };
+        // The runs of one key (different keys are different names; most keys have one run).
+        let mut tie = 0;
+        while tie < runs.len() {
+            let tie_end = tie
+                + runs[tie..]
+                    .iter()
+                    .take_while(|&&run| key_of(run) == key_of(runs[tie]))
+                    .count();
+            let first = bounds(runs[tie]).0;
+            // Often every run of the key has the same name (a namespace that came back): then
+            // they are in order already; else they are sorted by name, then first record.
+            let one_name =
+                (runs[tie + 1..tie_end].iter()).all(|&run| same_name(bounds(run).0, first));
+            if !one_name {
+                runs[tie..tie_end].sort_unstable_by(|&a, &b| {
+                    (self.name(bounds(a).0).cmp(self.name(bounds(b).0))).then(a.cmp(&b))
+                });
+            }
+            for i in tie..tie_end {
+                let (start, end) = bounds(runs[i]);
+                let same = i > tie && (one_name || same_name(bounds(runs[i - 1]).0, start));
+                match groups.last_mut() {
+                    Some(group) if same => group.1 += (end - start) as u32,
+                    _ => groups.push((order.len() as u32, (order.len() + end - start) as u32)),
+                }
+                order.extend(start as u32..end as u32);
+            }
+            tie = tie_end;
+        }
+        (order, groups, shared)
     }
 
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
@@ -373,33 +415,40 @@ impl SegmentNames {
     /// The records in table order and where the file's parts go.
     fn layout(&self) -> Layout {
         let places = self.has_places();
-        let mut positions = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
+        // Each record's position and size side by side: the lists are written in name order,
+        // which jumps about the segment, and one place read is one cache miss, not two.
+        let mut record_places = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
         if places {
             let mut position = self.first_position;
             for &size in &self.sizes {
-                positions.push(position);
+                record_places.push((position, size));
                 position += size as u64;
             }
         }
         // Version 5 when every place fits a u32 (the segment file is below 4 GiB).
-        let version = match positions.last().zip(self.sizes.last()) {
-            Some((&last, &size)) if last + size as u64 <= u32::MAX as u64 => 5,
+        let version = match record_places.last() {
+            Some(&(last, size)) if last + size as u64 <= u32::MAX as u64 => 5,
             Some(_) => 4,
             None => 3,
         };
-        let (order, mut groups) = self.records_by_name();
+        let (order, mut groups, shared) = self.records_by_name();
         // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
-        // a namespace is never empty.
-        groups.retain(|&(start, _)| !self.name(order[start] as usize).is_empty());
+        // a namespace is never empty. It sorts first.
+        if (groups.first())
+            .is_some_and(|&(start, _)| self.name(order[start as usize] as usize).is_empty())
+        {
+            groups.remove(0);
+        }
         let blocks = groups.len().div_ceil(ENTRIES_PER_BLOCK);
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         Layout {
             version,
-            positions,
+            record_places,
             order,
             data_position: table_position + ENTRY_SIZE * groups.len(),
             groups,
             blocks,
+            shared,
         }
     }
 
@@ -414,17 +463,26 @@ impl SegmentNames {
     ) -> io::Result<(Vec<u8>, Vec<u8>, NamespaceHeader)> {
         let Layout {
             version,
-            ref positions,
+            ref record_places,
             ref order,
             data_position,
             ref groups,
             blocks,
+            shared,
         } = *layout;
+        // The hash state after the prefix every name shares, computed once.
+        let shared_hash = groups.first().map_or(FNV_OFFSET_BASIS, |&(start, _)| {
+            fnv1a(
+                FNV_OFFSET_BASIS,
+                &self.name(order[start as usize] as usize)[..shared],
+            )
+        });
         let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
         // One namespace's name and list, reused.
         let mut entry = Vec::new();
         let mut data_size = 0usize;
         for &(start, end) in groups {
+            let (start, end) = (start as usize, end as usize);
             let name = self.name(order[start] as usize);
             entry.clear();
             entry.extend_from_slice(name);
@@ -432,7 +490,7 @@ impl SegmentNames {
                 entry.extend_from_slice(&record.to_le_bytes());
             }
             for &record in order[start..end].iter().filter(|_| version >= 4) {
-                let (position, size) = (positions[record as usize], self.sizes[record as usize]);
+                let (position, size) = record_places[record as usize];
                 if version == 5 {
                     entry.extend_from_slice(&(position as u32).to_le_bytes());
                 } else {
@@ -440,12 +498,17 @@ impl SegmentNames {
                 }
                 entry.extend_from_slice(&size.to_le_bytes());
             }
-            table.extend_from_slice(&namespace_hash(name).to_le_bytes());
+            let hash = finish_namespace_hash(fnv1a(shared_hash, &name[shared..]));
+            debug_assert_eq!(hash, namespace_hash(name));
+            // The list's checksum covers the name first: carried on from the name's.
+            let name_crc = crc32c::crc32c(name);
+            let list_crc = crc32c::crc32c_append(name_crc, &entry[name.len()..]);
+            table.extend_from_slice(&hash.to_le_bytes());
             table.extend_from_slice(&((data_position + data_size) as u64).to_le_bytes());
             table.extend_from_slice(&(name.len() as u32).to_le_bytes());
             table.extend_from_slice(&((end - start) as u32).to_le_bytes());
-            table.extend_from_slice(&crc32c::crc32c(&entry).to_le_bytes());
-            table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
+            table.extend_from_slice(&list_crc.to_le_bytes());
+            table.extend_from_slice(&name_crc.to_le_bytes());
             data_out(&entry)?;
             data_size += entry.len();
         }
@@ -458,7 +521,7 @@ impl SegmentNames {
                 let block = (FENCE_BLOCKS * (fence + 1)).min(blocks as u64) - 1;
                 let (_, end) = block_bounds(block, entry_count);
                 let (start, _) = groups[end as usize - 1];
-                let name = self.name(order[start] as usize);
+                let name = self.name(order[start as usize] as usize);
                 fences.extend_from_slice(&(name.len() as u32).to_le_bytes());
                 fences.extend_from_slice(name);
             }
@@ -495,16 +558,18 @@ const WRITE_BUFFER_SIZE: usize = 1 << 20;
 struct Layout {
     /// The file's format version (3, 4 or 5).
     version: u8,
-    /// Versions 4 and 5: each record's byte position in the segment file.
-    positions: Vec<u64>,
+    /// Versions 4 and 5: each record's byte position in the segment file and its size.
+    record_places: Vec<(u64, u32)>,
     /// The records grouped by name, the groups in name order.
     order: Vec<u32>,
     /// Where the data section starts: after the header, the directory and the table.
     data_position: usize,
     /// Each namespace's range in `order`.
-    groups: Vec<(usize, usize)>,
+    groups: Vec<(u32, u32)>,
     /// Directory blocks.
     blocks: usize,
+    /// The bytes every name starts with.
+    shared: usize,
 }
 
 /// The entries of block `block`: the table is cut into blocks of `ENTRIES_PER_BLOCK` entries
@@ -1407,10 +1472,12 @@ mod tests {
             names.observe(&name);
             expected.entry(name).or_default().push(record);
         }
-        let (order, groups) = names.records_by_name();
+        let (order, groups, shared) = names.records_by_name();
+        assert_eq!(shared, "/accounts/".len());
         let grouped: Vec<(String, Vec<u32>)> = groups
             .iter()
             .map(|&(start, end)| {
+                let (start, end) = (start as usize, end as usize);
                 let name = String::from_utf8(names.name(order[start] as usize).to_vec()).unwrap();
                 (name, order[start..end].to_vec())
             })
