@@ -298,7 +298,10 @@ impl SegmentNames {
     /// the names share. One pass in record order cuts the records into runs of one name (a
     /// repeated name costs one comparison), and only the runs are sorted: a segment of one
     /// namespace sorts nothing, one of distinct names sorts as many items as it has records.
-    fn records_by_name(&self) -> (Vec<u32>, Vec<(u32, u32)>, usize) {
+    ///
+    /// Fills `buffers.order` and `buffers.groups` (using `buffers.runs`) and returns the
+    /// shared prefix's size.
+    fn records_by_name(&self, buffers: &mut BuildBuffers) -> usize {
         // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
         // the 8 bytes after the prefix all names share first, and only on a tie by the names
         // (the key orders as the names do: a name that ends early is padded with zeros, which
@@ -321,7 +324,15 @@ impl SegmentNames {
         let key_of = |run: u128| (run >> 64) as u64;
         let bounds = |run: u128| ((run >> 32) as u32 as usize, run as u32 as usize);
         let count = self.ends.len();
-        let mut runs: Vec<u128> = Vec::with_capacity(count);
+        let BuildBuffers {
+            runs,
+            order,
+            groups,
+            ..
+        } = buffers;
+        runs.clear();
+        order.clear();
+        groups.clear();
         let mut start = 0;
         for record in 1..=count {
             let repeated = record < count
@@ -333,8 +344,6 @@ impl SegmentNames {
             }
         }
         runs.sort_unstable();
-        let mut order = Vec::with_capacity(count);
-        let mut groups: Vec<(u32, u32)> = Vec::new();
         let same_name = |a: usize, b: usize| {
             self.fingerprints[a] == self.fingerprints[b] && self.name(a) == self.name(b)
         };
@@ -367,7 +376,7 @@ impl SegmentNames {
             }
             tie = tie_end;
         }
-        (order, groups, shared)
+        shared
     }
 
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
@@ -375,13 +384,16 @@ impl SegmentNames {
     /// writes the same bytes to a file without holding them all).
     pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
         let mut data = Vec::new();
+        let buffers = &mut BuildBuffers::default();
+        let layout = self.layout(buffers);
         let (head, fences, _) = self
-            .encode_parts(&self.layout(), segment_identity, &mut |bytes| {
+            .encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
                 data.extend_from_slice(bytes);
                 Ok(())
             })
             .expect("writing to memory does not fail");
         let mut out = head;
+        out.extend_from_slice(&buffers.table);
         out.extend_from_slice(&data);
         out.extend_from_slice(&fences);
         out
@@ -392,19 +404,27 @@ impl SegmentNames {
     /// buffer as they are built, where `encode` built the file in memory first (for a segment
     /// of distinct names about 40 MiB, allocated, copied twice and faulted in; issue 14,
     /// session 10). Sorting is the costly part: the file log writes it on a storage helper
-    /// thread.
-    pub fn write_to(&self, segment_identity: u64, file: &File) -> io::Result<NamespaceHeader> {
-        let layout = self.layout();
+    /// thread. `buffers` are the working memory, kept from one build to the next by the
+    /// caller: allocated fresh, their pages were faulted in at every build (a quarter of the
+    /// helper's time at 1,000,000 namespaces, issue 14 session 11).
+    pub fn write_to(
+        &self,
+        segment_identity: u64,
+        file: &File,
+        buffers: &mut BuildBuffers,
+    ) -> io::Result<NamespaceHeader> {
+        let layout = self.layout(buffers);
         let mut writer = io::BufWriter::with_capacity(WRITE_BUFFER_SIZE, file);
         writer.seek(io::SeekFrom::Start(layout.data_position as u64))?;
         let (head, fences, header) =
-            self.encode_parts(&layout, segment_identity, &mut |bytes| {
+            self.encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
                 writer.write_all(bytes)
             })?;
         writer.write_all(&fences)?;
         writer.flush()?;
         drop(writer);
         file.write_all_at(&head, 0)?;
+        file.write_all_at(&buffers.table, head.len() as u64)?;
         // Just encoded: its header decodes (a failure here is a bug, reported as a damaged
         // file).
         NamespaceHeader::decode(&head)
@@ -413,11 +433,12 @@ impl SegmentNames {
     }
 
     /// The records in table order and where the file's parts go.
-    fn layout(&self) -> Layout {
+    fn layout(&self, buffers: &mut BuildBuffers) -> Layout {
         let places = self.has_places();
         // Each record's position and size side by side: the lists are written in name order,
         // which jumps about the segment, and one place read is one cache miss, not two.
-        let mut record_places = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
+        let record_places = &mut buffers.record_places;
+        record_places.clear();
         if places {
             let mut position = self.first_position;
             for &size in &self.sizes {
@@ -431,7 +452,8 @@ impl SegmentNames {
             Some(_) => 4,
             None => 3,
         };
-        let (order, mut groups, shared) = self.records_by_name();
+        let shared = self.records_by_name(buffers);
+        let (order, groups) = (&buffers.order, &mut buffers.groups);
         // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
         // a namespace is never empty. It sorts first.
         if (groups.first())
@@ -443,33 +465,36 @@ impl SegmentNames {
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         Layout {
             version,
-            record_places,
-            order,
             data_position: table_position + ENTRY_SIZE * groups.len(),
-            groups,
             blocks,
             shared,
         }
     }
 
     /// The file's parts: hands the data section (each namespace's name and list, in table
-    /// order) to `data_out` piece by piece, and returns the parts before it (header,
-    /// directory, entry count, table) and after it (version 5: the fences), and the header.
+    /// order) to `data_out` piece by piece, leaves the table in `buffers.table`, and returns
+    /// the parts before the table (header, directory, entry count) and after the data
+    /// (version 5: the fences), and the header.
     fn encode_parts(
         &self,
         layout: &Layout,
+        buffers: &mut BuildBuffers,
         segment_identity: u64,
         data_out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<(Vec<u8>, Vec<u8>, NamespaceHeader)> {
         let Layout {
             version,
-            ref record_places,
-            ref order,
             data_position,
-            ref groups,
             blocks,
             shared,
         } = *layout;
+        let BuildBuffers {
+            record_places,
+            order,
+            groups,
+            table,
+            ..
+        } = buffers;
         // The hash state after the prefix every name shares, computed once.
         let shared_hash = groups.first().map_or(FNV_OFFSET_BASIS, |&(start, _)| {
             fnv1a(
@@ -477,11 +502,11 @@ impl SegmentNames {
                 &self.name(order[start as usize] as usize)[..shared],
             )
         });
-        let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
+        table.clear();
         // One namespace's name and list, reused.
         let mut entry = Vec::new();
         let mut data_size = 0usize;
-        for &(start, end) in groups {
+        for &(start, end) in groups.iter() {
             let (start, end) = (start as usize, end as usize);
             let name = self.name(order[start] as usize);
             entry.clear();
@@ -537,7 +562,7 @@ impl SegmentNames {
             version,
             fence_size: fences.len() as u32,
         };
-        let mut head = Vec::with_capacity(data_position);
+        let mut head = Vec::with_capacity(data_position - ENTRY_SIZE * groups.len());
         head.extend_from_slice(&header.encode());
         for block in 0..blocks as u64 {
             let (start, end) = block_bounds(block, entry_count);
@@ -546,7 +571,6 @@ impl SegmentNames {
             head.extend_from_slice(&block_crc(start, end, entries).to_le_bytes());
         }
         head.extend_from_slice(&entry_count.to_le_bytes());
-        head.extend_from_slice(&table);
         Ok((head, fences, header))
     }
 }
@@ -554,18 +578,28 @@ impl SegmentNames {
 /// The buffer through which [`SegmentNames::write_to`] writes a file's lists.
 const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
-/// The records of a segment in `.nsx` table order and where the file's parts go.
+/// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 60 bytes a record
+/// of the largest segment built: the file log keeps one set from one build to the next.
+#[derive(Debug, Default)]
+pub struct BuildBuffers {
+    /// Each run of records of one name as (key, first record, end), sorted.
+    runs: Vec<u128>,
+    /// The records grouped by name, the groups in name order.
+    order: Vec<u32>,
+    /// Each namespace's range in `order`.
+    groups: Vec<(u32, u32)>,
+    /// Versions 4 and 5: each record's byte position in the segment file and its size.
+    record_places: Vec<(u64, u32)>,
+    /// The table, one entry per namespace.
+    table: Vec<u8>,
+}
+
+/// Where a `.nsx` file's parts go (the records' order is in the `BuildBuffers`).
 struct Layout {
     /// The file's format version (3, 4 or 5).
     version: u8,
-    /// Versions 4 and 5: each record's byte position in the segment file and its size.
-    record_places: Vec<(u64, u32)>,
-    /// The records grouped by name, the groups in name order.
-    order: Vec<u32>,
     /// Where the data section starts: after the header, the directory and the table.
     data_position: usize,
-    /// Each namespace's range in `order`.
-    groups: Vec<(u32, u32)>,
     /// Directory blocks.
     blocks: usize,
     /// The bytes every name starts with.
@@ -1472,7 +1506,9 @@ mod tests {
             names.observe(&name);
             expected.entry(name).or_default().push(record);
         }
-        let (order, groups, shared) = names.records_by_name();
+        let mut buffers = BuildBuffers::default();
+        let shared = names.records_by_name(&mut buffers);
+        let (order, groups) = (&buffers.order, &buffers.groups);
         assert_eq!(shared, "/accounts/".len());
         let grouped: Vec<(String, Vec<u32>)> = groups
             .iter()
@@ -1503,10 +1539,14 @@ mod tests {
             let namespace = format!("/accounts/{}", (i * 7919) % 50_000);
             distinct.observe_at(&namespace, 64 + 100 * i, 100);
         }
-        for (names, version) in [(offsets_only, 3), (placed, 5), (far, 4), (distinct, 5)] {
+        // One set of buffers for all, reused as the file log reuses them: after the largest.
+        let mut buffers = BuildBuffers::default();
+        for (names, version) in [(distinct, 5), (offsets_only, 3), (placed, 5), (far, 4)] {
             let bytes = names.encode(IDENTITY);
             let temp = tempfile::NamedTempFile::new().unwrap();
-            let header = names.write_to(IDENTITY, temp.as_file()).unwrap();
+            let header = names
+                .write_to(IDENTITY, temp.as_file(), &mut buffers)
+                .unwrap();
             assert_eq!(header.version, version);
             assert_eq!(Some(header), NamespaceHeader::decode(&bytes));
             let written = std::fs::read(temp.path()).unwrap();
