@@ -20,8 +20,8 @@ use super::handles::{will_need, HandleKind, Handles};
 use super::index::{SegmentIndex, SPARSE_EVERY_RECORDS};
 use super::lease;
 use super::namespace::{
-    namespace_hash, Fences, NameFilter, NamespaceFileError, NamespaceHeader, NamespaceKey,
-    NamespaceLookup, RecordPlace, SegmentNames,
+    namespace_hash, BuildBuffers, Fences, NameFilter, NamespaceFileError, NamespaceHeader,
+    NamespaceKey, NamespaceLookup, RecordPlace, SegmentNames,
 };
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
@@ -124,6 +124,10 @@ pub struct FileLog {
     pub(super) fence_preload: Option<FencePreload>,
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
+    /// The working memory of the `.nsx` builds, handed to each build's thread and back: about
+    /// 60 bytes a record of the largest segment built (`BuildBuffers`). Empty while a build
+    /// runs.
+    pub(super) namespace_build_buffers: BuildBuffers,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
     /// The sealed segments' `.nsx` and `.log` files kept open for index-driven reads, at
@@ -250,7 +254,11 @@ impl FileLog {
         }
         let first = build.first_offset;
         let path = namespace_index_path(&self.config.data_dir, first);
-        match build.job.join() {
+        let result = build.job.join().map(|(result, buffers)| {
+            self.namespace_build_buffers = buffers;
+            result
+        });
+        match result {
             Ok(Ok(header)) => {
                 // Retention may have deleted the segment meanwhile: then nothing is recorded.
                 if let Some(state) = self.sealed_namespaces.get_mut(&first) {
@@ -281,9 +289,13 @@ impl FileLog {
         let names = Arc::new(names);
         let dir = self.config.data_dir.clone();
         let shared = Arc::clone(&names);
+        let mut buffers = std::mem::take(&mut self.namespace_build_buffers);
         let spawned = std::thread::Builder::new()
             .name("flo-nsx".into())
-            .spawn(move || write_namespace_index(&dir, &shared, identity));
+            .spawn(move || {
+                let result = write_namespace_index(&dir, &shared, identity, &mut buffers);
+                (result, buffers)
+            });
         match spawned {
             Ok(job) => {
                 let state = SealedNamespaces::Building(names);
@@ -292,7 +304,8 @@ impl FileLog {
             }
             Err(error) => {
                 log::warn!("cannot start a thread to write a namespace index ({error})");
-                match write_namespace_index(&self.config.data_dir, &names, identity) {
+                let buffers = &mut self.namespace_build_buffers;
+                match write_namespace_index(&self.config.data_dir, &names, identity, buffers) {
                     Ok(header) => {
                         let state = SealedNamespaces::Written(header);
                         self.sealed_namespaces.insert(first_offset, state);
@@ -942,7 +955,8 @@ impl FileLog {
         let names = rebuild_namespace_index(&dir, segment)?;
         *work = work.saturating_sub(segment.record_count);
         let reached = names.lookup(key, range, count_max, &mut u64::MAX.clone(), found);
-        let state = match write_namespace_index(&dir, &names, segment.identity) {
+        let buffers = &mut BuildBuffers::default();
+        let state = match write_namespace_index(&dir, &names, segment.identity, buffers) {
             Ok(header) => SealedNamespaces::Written(header),
             Err(error) => {
                 // Logged once per segment: until the next start-up its queries read its
@@ -1109,7 +1123,8 @@ pub(super) enum SealedNamespaces {
 #[derive(Debug)]
 pub(super) struct NamespaceBuild {
     first_offset: u64,
-    job: JoinHandle<io::Result<NamespaceHeader>>,
+    /// The build's result, and its working memory back.
+    job: JoinHandle<(io::Result<NamespaceHeader>, BuildBuffers)>,
 }
 
 /// What a namespace index lookup needs to know about a sealed segment.

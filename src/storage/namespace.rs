@@ -80,11 +80,24 @@ impl NamespaceKey {
 /// format: an entry's name must hash to it): FNV-1a over the name's bytes, then a final mix
 /// (the murmur3 finalizer).
 pub fn namespace_hash(name: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in name {
+    finish_namespace_hash(fnv1a(FNV_OFFSET_BASIS, name))
+}
+
+/// The state of `namespace_hash` before any byte.
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a: `hash` (the state after the bytes before these) carried over `bytes`. The state
+/// after a prefix that many names share is computed once for all of them (`encode_parts`).
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
         hash ^= byte as u64;
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    hash
+}
+
+/// The final mix of `namespace_hash` over the FNV-1a state of the whole name.
+fn finish_namespace_hash(mut hash: u64) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -263,6 +276,11 @@ impl SegmentNames {
         let mut size = first.len();
         for record in 1..self.ends.len() {
             let name = self.name(record);
+            // Almost every name has the prefix found so far: one comparison of the slices
+            // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
+            if name.get(..size) == Some(&first[..size]) {
+                continue;
+            }
             size = first[..size.min(name.len())]
                 .iter()
                 .zip(name)
@@ -276,56 +294,89 @@ impl SegmentNames {
     }
 
     /// The records in table order: grouped by name, the groups sorted by name, each group's
-    /// records ascending; and each group's range in that order. One pass in record order cuts
-    /// the records into runs of one name (a repeated name costs one comparison), and only the
-    /// runs are sorted, by name then position: a segment of one namespace sorts nothing, one
-    /// of distinct names sorts as many items as sorting the records did.
-    fn records_by_name(&self) -> (Vec<u32>, Vec<(usize, usize)>) {
-        let count = self.ends.len();
-        // (first record, end) of each run.
-        let mut runs: Vec<(u32, u32)> = Vec::new();
-        for record in 0..count {
-            let repeated = record > 0
-                && self.fingerprints[record - 1] == self.fingerprints[record]
-                && self.name(record - 1) == self.name(record);
-            match runs.last_mut() {
-                Some(run) if repeated => run.1 += 1,
-                _ => runs.push((record as u32, record as u32 + 1)),
-            }
-        }
+    /// records ascending; each group's range in that order; and the size of the prefix all
+    /// the names share. One pass in record order cuts the records into runs of one name (a
+    /// repeated name costs one comparison), and only the runs are sorted: a segment of one
+    /// namespace sorts nothing, one of distinct names sorts as many items as it has records.
+    ///
+    /// Fills `buffers.order` and `buffers.groups` (using `buffers.runs`) and returns the
+    /// shared prefix's size.
+    fn records_by_name(&self, buffers: &mut BuildBuffers) -> usize {
         // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
         // the 8 bytes after the prefix all names share first, and only on a tie by the names
         // (the key orders as the names do: a name that ends early is padded with zeros, which
         // sort first, and equal keys fall back to the full comparison).
         let shared = self.shared_prefix_size();
-        let key = |record: u32| {
-            let name = self.name(record as usize);
+        let key = |record: usize| {
+            let name = self.name(record);
             let rest = &name[shared.min(name.len())..];
             let mut word = [0u8; 8];
             let size = rest.len().min(8);
             word[..size].copy_from_slice(&rest[..size]);
             u64::from_be_bytes(word)
         };
-        let mut runs: Vec<(u64, u32, u32)> = runs
-            .into_iter()
-            .map(|(start, end)| (key(start), start, end))
-            .collect();
-        runs.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| self.name(a.1 as usize).cmp(self.name(b.1 as usize)))
-                .then(a.1.cmp(&b.1))
-        });
-        let mut order = Vec::with_capacity(count);
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        for (i, &(_, start, end)) in runs.iter().enumerate() {
-            let same = i > 0 && self.name(runs[i - 1].1 as usize) == self.name(start as usize);
-            match groups.last_mut() {
-                Some(group) if same => group.1 += (end - start) as usize,
-                _ => groups.push((order.len(), order.len() + (end - start) as usize)),
+        // Each run as one integer, (key, first record, end), so the sort compares integers and
+        // reads nothing else: ordered by key, then first record. Comparing through a closure
+        // that looked at the names on a tie was a third of the build (issue 14, session 11).
+        let pack = |key: u64, start: usize, end: usize| {
+            u128::from(key) << 64 | (start as u128) << 32 | end as u128
+        };
+        let key_of = |run: u128| (run >> 64) as u64;
+        let bounds = |run: u128| ((run >> 32) as u32 as usize, run as u32 as usize);
+        let count = self.ends.len();
+        let BuildBuffers {
+            runs,
+            order,
+            groups,
+            ..
+        } = buffers;
+        runs.clear();
+        order.clear();
+        groups.clear();
+        let mut start = 0;
+        for record in 1..=count {
+            let repeated = record < count
+                && self.fingerprints[record - 1] == self.fingerprints[record]
+                && self.name(record - 1) == self.name(record);
+            if !repeated {
+                runs.push(pack(key(start), start, record));
+                start = record;
             }
-            order.extend(start..end);
         }
-        (order, groups)
+        runs.sort_unstable();
+        let same_name = |a: usize, b: usize| {
+            self.fingerprints[a] == self.fingerprints[b] && self.name(a) == self.name(b)
+        };
+        // The runs of one key (different keys are different names; most keys have one run).
+        let mut tie = 0;
+        while tie < runs.len() {
+            let tie_end = tie
+                + runs[tie..]
+                    .iter()
+                    .take_while(|&&run| key_of(run) == key_of(runs[tie]))
+                    .count();
+            let first = bounds(runs[tie]).0;
+            // Often every run of the key has the same name (a namespace that came back): then
+            // they are in order already; else they are sorted by name, then first record.
+            let one_name =
+                (runs[tie + 1..tie_end].iter()).all(|&run| same_name(bounds(run).0, first));
+            if !one_name {
+                runs[tie..tie_end].sort_unstable_by(|&a, &b| {
+                    (self.name(bounds(a).0).cmp(self.name(bounds(b).0))).then(a.cmp(&b))
+                });
+            }
+            for i in tie..tie_end {
+                let (start, end) = bounds(runs[i]);
+                let same = i > tie && (one_name || same_name(bounds(runs[i - 1]).0, start));
+                match groups.last_mut() {
+                    Some(group) if same => group.1 += (end - start) as u32,
+                    _ => groups.push((order.len() as u32, (order.len() + end - start) as u32)),
+                }
+                order.extend(start as u32..end as u32);
+            }
+            tie = tie_end;
+        }
+        shared
     }
 
     /// The `.nsx` file of these records (docs/storage.md), for the segment whose
@@ -333,13 +384,16 @@ impl SegmentNames {
     /// writes the same bytes to a file without holding them all).
     pub fn encode(&self, segment_identity: u64) -> Vec<u8> {
         let mut data = Vec::new();
+        let buffers = &mut BuildBuffers::default();
+        let layout = self.layout(buffers);
         let (head, fences, _) = self
-            .encode_parts(&self.layout(), segment_identity, &mut |bytes| {
+            .encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
                 data.extend_from_slice(bytes);
                 Ok(())
             })
             .expect("writing to memory does not fail");
         let mut out = head;
+        out.extend_from_slice(&buffers.table);
         out.extend_from_slice(&data);
         out.extend_from_slice(&fences);
         out
@@ -350,19 +404,27 @@ impl SegmentNames {
     /// buffer as they are built, where `encode` built the file in memory first (for a segment
     /// of distinct names about 40 MiB, allocated, copied twice and faulted in; issue 14,
     /// session 10). Sorting is the costly part: the file log writes it on a storage helper
-    /// thread.
-    pub fn write_to(&self, segment_identity: u64, file: &File) -> io::Result<NamespaceHeader> {
-        let layout = self.layout();
+    /// thread. `buffers` are the working memory, kept from one build to the next by the
+    /// caller: allocated fresh, their pages were faulted in at every build (a quarter of the
+    /// helper's time at 1,000,000 namespaces, issue 14 session 11).
+    pub fn write_to(
+        &self,
+        segment_identity: u64,
+        file: &File,
+        buffers: &mut BuildBuffers,
+    ) -> io::Result<NamespaceHeader> {
+        let layout = self.layout(buffers);
         let mut writer = io::BufWriter::with_capacity(WRITE_BUFFER_SIZE, file);
         writer.seek(io::SeekFrom::Start(layout.data_position as u64))?;
         let (head, fences, header) =
-            self.encode_parts(&layout, segment_identity, &mut |bytes| {
+            self.encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
                 writer.write_all(bytes)
             })?;
         writer.write_all(&fences)?;
         writer.flush()?;
         drop(writer);
         file.write_all_at(&head, 0)?;
+        file.write_all_at(&buffers.table, head.len() as u64)?;
         // Just encoded: its header decodes (a failure here is a bug, reported as a damaged
         // file).
         NamespaceHeader::decode(&head)
@@ -371,60 +433,81 @@ impl SegmentNames {
     }
 
     /// The records in table order and where the file's parts go.
-    fn layout(&self) -> Layout {
+    fn layout(&self, buffers: &mut BuildBuffers) -> Layout {
         let places = self.has_places();
-        let mut positions = Vec::with_capacity(if places { self.sizes.len() } else { 0 });
+        // Each record's position and size side by side: the lists are written in name order,
+        // which jumps about the segment, and one place read is one cache miss, not two.
+        let record_places = &mut buffers.record_places;
+        record_places.clear();
         if places {
             let mut position = self.first_position;
             for &size in &self.sizes {
-                positions.push(position);
+                record_places.push((position, size));
                 position += size as u64;
             }
         }
         // Version 5 when every place fits a u32 (the segment file is below 4 GiB).
-        let version = match positions.last().zip(self.sizes.last()) {
-            Some((&last, &size)) if last + size as u64 <= u32::MAX as u64 => 5,
+        let version = match record_places.last() {
+            Some(&(last, size)) if last + size as u64 <= u32::MAX as u64 => 5,
             Some(_) => 4,
             None => 3,
         };
-        let (order, mut groups) = self.records_by_name();
+        let shared = self.records_by_name(buffers);
+        let (order, groups) = (&buffers.order, &mut buffers.groups);
         // An empty name is no key: the trace index's records without a parent (`keyed.rs`);
-        // a namespace is never empty.
-        groups.retain(|&(start, _)| !self.name(order[start] as usize).is_empty());
+        // a namespace is never empty. It sorts first.
+        if (groups.first())
+            .is_some_and(|&(start, _)| self.name(order[start as usize] as usize).is_empty())
+        {
+            groups.remove(0);
+        }
         let blocks = groups.len().div_ceil(ENTRIES_PER_BLOCK);
         let table_position = NAMESPACE_HEADER_SIZE + SLOT_SIZE * blocks + 4;
         Layout {
             version,
-            positions,
-            order,
             data_position: table_position + ENTRY_SIZE * groups.len(),
-            groups,
             blocks,
+            shared,
         }
     }
 
     /// The file's parts: hands the data section (each namespace's name and list, in table
-    /// order) to `data_out` piece by piece, and returns the parts before it (header,
-    /// directory, entry count, table) and after it (version 5: the fences), and the header.
+    /// order) to `data_out` piece by piece, leaves the table in `buffers.table`, and returns
+    /// the parts before the table (header, directory, entry count) and after the data
+    /// (version 5: the fences), and the header.
     fn encode_parts(
         &self,
         layout: &Layout,
+        buffers: &mut BuildBuffers,
         segment_identity: u64,
         data_out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<(Vec<u8>, Vec<u8>, NamespaceHeader)> {
         let Layout {
             version,
-            ref positions,
-            ref order,
             data_position,
-            ref groups,
             blocks,
+            shared,
         } = *layout;
-        let mut table = Vec::with_capacity(ENTRY_SIZE * groups.len());
+        let BuildBuffers {
+            record_places,
+            order,
+            groups,
+            table,
+            ..
+        } = buffers;
+        // The hash state after the prefix every name shares, computed once.
+        let shared_hash = groups.first().map_or(FNV_OFFSET_BASIS, |&(start, _)| {
+            fnv1a(
+                FNV_OFFSET_BASIS,
+                &self.name(order[start as usize] as usize)[..shared],
+            )
+        });
+        table.clear();
         // One namespace's name and list, reused.
         let mut entry = Vec::new();
         let mut data_size = 0usize;
-        for &(start, end) in groups {
+        for &(start, end) in groups.iter() {
+            let (start, end) = (start as usize, end as usize);
             let name = self.name(order[start] as usize);
             entry.clear();
             entry.extend_from_slice(name);
@@ -432,7 +515,7 @@ impl SegmentNames {
                 entry.extend_from_slice(&record.to_le_bytes());
             }
             for &record in order[start..end].iter().filter(|_| version >= 4) {
-                let (position, size) = (positions[record as usize], self.sizes[record as usize]);
+                let (position, size) = record_places[record as usize];
                 if version == 5 {
                     entry.extend_from_slice(&(position as u32).to_le_bytes());
                 } else {
@@ -440,12 +523,17 @@ impl SegmentNames {
                 }
                 entry.extend_from_slice(&size.to_le_bytes());
             }
-            table.extend_from_slice(&namespace_hash(name).to_le_bytes());
+            let hash = finish_namespace_hash(fnv1a(shared_hash, &name[shared..]));
+            debug_assert_eq!(hash, namespace_hash(name));
+            // The list's checksum covers the name first: carried on from the name's.
+            let name_crc = crc32c::crc32c(name);
+            let list_crc = crc32c::crc32c_append(name_crc, &entry[name.len()..]);
+            table.extend_from_slice(&hash.to_le_bytes());
             table.extend_from_slice(&((data_position + data_size) as u64).to_le_bytes());
             table.extend_from_slice(&(name.len() as u32).to_le_bytes());
             table.extend_from_slice(&((end - start) as u32).to_le_bytes());
-            table.extend_from_slice(&crc32c::crc32c(&entry).to_le_bytes());
-            table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
+            table.extend_from_slice(&list_crc.to_le_bytes());
+            table.extend_from_slice(&name_crc.to_le_bytes());
             data_out(&entry)?;
             data_size += entry.len();
         }
@@ -458,7 +546,7 @@ impl SegmentNames {
                 let block = (FENCE_BLOCKS * (fence + 1)).min(blocks as u64) - 1;
                 let (_, end) = block_bounds(block, entry_count);
                 let (start, _) = groups[end as usize - 1];
-                let name = self.name(order[start] as usize);
+                let name = self.name(order[start as usize] as usize);
                 fences.extend_from_slice(&(name.len() as u32).to_le_bytes());
                 fences.extend_from_slice(name);
             }
@@ -474,7 +562,7 @@ impl SegmentNames {
             version,
             fence_size: fences.len() as u32,
         };
-        let mut head = Vec::with_capacity(data_position);
+        let mut head = Vec::with_capacity(data_position - ENTRY_SIZE * groups.len());
         head.extend_from_slice(&header.encode());
         for block in 0..blocks as u64 {
             let (start, end) = block_bounds(block, entry_count);
@@ -483,7 +571,6 @@ impl SegmentNames {
             head.extend_from_slice(&block_crc(start, end, entries).to_le_bytes());
         }
         head.extend_from_slice(&entry_count.to_le_bytes());
-        head.extend_from_slice(&table);
         Ok((head, fences, header))
     }
 }
@@ -491,20 +578,32 @@ impl SegmentNames {
 /// The buffer through which [`SegmentNames::write_to`] writes a file's lists.
 const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
-/// The records of a segment in `.nsx` table order and where the file's parts go.
+/// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 60 bytes a record
+/// of the largest segment built: the file log keeps one set from one build to the next.
+#[derive(Debug, Default)]
+pub struct BuildBuffers {
+    /// Each run of records of one name as (key, first record, end), sorted.
+    runs: Vec<u128>,
+    /// The records grouped by name, the groups in name order.
+    order: Vec<u32>,
+    /// Each namespace's range in `order`.
+    groups: Vec<(u32, u32)>,
+    /// Versions 4 and 5: each record's byte position in the segment file and its size.
+    record_places: Vec<(u64, u32)>,
+    /// The table, one entry per namespace.
+    table: Vec<u8>,
+}
+
+/// Where a `.nsx` file's parts go (the records' order is in the `BuildBuffers`).
 struct Layout {
     /// The file's format version (3, 4 or 5).
     version: u8,
-    /// Versions 4 and 5: each record's byte position in the segment file.
-    positions: Vec<u64>,
-    /// The records grouped by name, the groups in name order.
-    order: Vec<u32>,
     /// Where the data section starts: after the header, the directory and the table.
     data_position: usize,
-    /// Each namespace's range in `order`.
-    groups: Vec<(usize, usize)>,
     /// Directory blocks.
     blocks: usize,
+    /// The bytes every name starts with.
+    shared: usize,
 }
 
 /// The entries of block `block`: the table is cut into blocks of `ENTRIES_PER_BLOCK` entries
@@ -1407,10 +1506,14 @@ mod tests {
             names.observe(&name);
             expected.entry(name).or_default().push(record);
         }
-        let (order, groups) = names.records_by_name();
+        let mut buffers = BuildBuffers::default();
+        let shared = names.records_by_name(&mut buffers);
+        let (order, groups) = (&buffers.order, &buffers.groups);
+        assert_eq!(shared, "/accounts/".len());
         let grouped: Vec<(String, Vec<u32>)> = groups
             .iter()
             .map(|&(start, end)| {
+                let (start, end) = (start as usize, end as usize);
                 let name = String::from_utf8(names.name(order[start] as usize).to_vec()).unwrap();
                 (name, order[start..end].to_vec())
             })
@@ -1436,10 +1539,14 @@ mod tests {
             let namespace = format!("/accounts/{}", (i * 7919) % 50_000);
             distinct.observe_at(&namespace, 64 + 100 * i, 100);
         }
-        for (names, version) in [(offsets_only, 3), (placed, 5), (far, 4), (distinct, 5)] {
+        // One set of buffers for all, reused as the file log reuses them: after the largest.
+        let mut buffers = BuildBuffers::default();
+        for (names, version) in [(distinct, 5), (offsets_only, 3), (placed, 5), (far, 4)] {
             let bytes = names.encode(IDENTITY);
             let temp = tempfile::NamedTempFile::new().unwrap();
-            let header = names.write_to(IDENTITY, temp.as_file()).unwrap();
+            let header = names
+                .write_to(IDENTITY, temp.as_file(), &mut buffers)
+                .unwrap();
             assert_eq!(header.version, version);
             assert_eq!(Some(header), NamespaceHeader::decode(&bytes));
             let written = std::fs::read(temp.path()).unwrap();
@@ -1803,6 +1910,79 @@ mod tests {
                 assert!(result.is_ok());
             }
         }
+    }
+
+    /// Segments of many shapes, encoded: the CRC-32C of each file, as the encoder of session 10
+    /// (main at 6213358) wrote them. The build was made cheaper in session 11 (issue 14) without
+    /// changing a byte of the format: this pins the bytes.
+    #[test]
+    fn the_encoder_writes_the_bytes_it_wrote_before() {
+        let mut random = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: u64| {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random % bound
+        };
+        let shapes: [(&str, u64, u64); 7] = [
+            // (prefix, distinct names, records)
+            ("/bench/4242_1733140000000000000/", 1_000_000, 30_000),
+            ("/bench/4242_1733140000000000000/", 1, 5_000),
+            ("/accounts/", 300, 20_000),
+            ("/accounts/customer-", 5_000, 20_000),
+            ("/", 40, 3_000),
+            ("", 2_000, 9_000),
+            ("/a/b/c/d/e/f/g/h/i/j/", 70, 4_000),
+        ];
+        let mut crcs = Vec::new();
+        for (prefix, distinct, records) in shapes {
+            let mut placed = SegmentNames::empty(1000);
+            let mut offsets_only = SegmentNames::empty(1000);
+            let mut position = 64;
+            for record in 0..records {
+                // Round robin for the bench's shape, random otherwise, some runs repeated.
+                let n = if distinct >= records {
+                    record
+                } else {
+                    next(distinct)
+                };
+                let name = match n % 5 {
+                    0 => format!("{prefix}{n}"),
+                    1 => format!("{prefix}{n:08}/x"),
+                    2 => format!("{prefix}{}", n * 7919),
+                    3 => format!("{prefix}{n}\0{}", n % 3),
+                    _ => format!("{prefix}{:x}", n * 0x9e37_79b9),
+                };
+                let name = if name.is_empty() {
+                    "/".to_string()
+                } else {
+                    name
+                };
+                let size = 40 + next(200);
+                placed.observe_at(&name, position, size);
+                offsets_only.observe(&name);
+                position += size;
+            }
+            crcs.push(crc32c::crc32c(&placed.encode(IDENTITY)));
+            crcs.push(crc32c::crc32c(&offsets_only.encode(IDENTITY)));
+        }
+        // The trace index's names: empty ones (no parent) are no key.
+        let mut parents = SegmentNames::empty(5);
+        for _ in 0..3_000u64 {
+            let parent = if next(3) == 0 {
+                String::new()
+            } else {
+                format!("{:016x}", next(500))
+            };
+            parents.observe(&parent);
+        }
+        crcs.push(crc32c::crc32c(&parents.encode(IDENTITY)));
+        let hex: Vec<String> = crcs.iter().map(|crc| format!("{crc:08x}")).collect();
+        let expected = [
+            "f09d6d7b 6a0317c1 00f98f2c d040af8d a66768b0 c2c8279d edec92a1 a768ade8",
+            "0123ad41 0416a277 4408f579 771a7dc9 1c2f226e 49837f6a a3e15236",
+        ];
+        assert_eq!(hex.join(" "), expected.join(" "));
     }
 
     #[test]

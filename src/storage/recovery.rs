@@ -21,7 +21,7 @@ use super::index::SegmentIndex;
 use super::lease;
 use super::lock::DirLock;
 use super::members::{self, MemberRecord};
-use super::namespace::{NamespaceHeader, SegmentNames};
+use super::namespace::{BuildBuffers, NamespaceHeader, SegmentNames};
 use super::produced::ProducedJournal;
 use super::purge::{self, HideRules, PurgedNewest};
 use super::record::{decode_header, RECORD_HEADER_SIZE};
@@ -314,6 +314,7 @@ fn assemble(
         name_fence_bytes: 0,
         fence_preload: None,
         namespace_build: None,
+        namespace_build_buffers: BuildBuffers::default(),
         namespace_rebuilds: 0,
         handles,
         places: std::collections::HashMap::new(),
@@ -500,7 +501,8 @@ fn rebuild_index(
             path.display()
         );
     }
-    let header = match write_namespace_index(dir, &scan.namespaces, index.identity()) {
+    let buffers = &mut BuildBuffers::default();
+    let header = match write_namespace_index(dir, &scan.namespaces, index.identity(), buffers) {
         Ok(header) => Some(header),
         Err(error) => {
             log::warn!(

@@ -10,7 +10,7 @@ use crate::event::{Event, EventId, EventRef, VersionVector};
 
 use super::index::{SegmentIndex, SPARSE_EVERY_BYTES};
 use super::lease::{LEASE_FILE_NAME, LEASE_TEMP_FILE_NAME};
-use super::namespace::{read_namespace_header, NamespaceHeader, SegmentNames};
+use super::namespace::{read_namespace_header, BuildBuffers, NamespaceHeader, SegmentNames};
 use super::record::{
     decode_block, decode_header, decode_vector, encode_block, encode_vector, view_body,
     view_checked_body, DecodeError, Decoder, RECORD_HEADER_SIZE,
@@ -232,15 +232,17 @@ pub fn write_index(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
 /// before it is used (the header at start-up, each piece a lookup reads by its checksum), so a
 /// file a power loss left missing, short or torn is rebuilt from the segment like a damaged
 /// one; syncing it cost a disk write of the whole file at every seal. `segment_identity` is
-/// the segment's `SegmentIndex::identity`. Returns the header of what it wrote.
+/// the segment's `SegmentIndex::identity`; `buffers` the build's working memory
+/// (`SegmentNames::write_to`). Returns the header of what it wrote.
 pub fn write_namespace_index(
     dir: &Path,
     names: &SegmentNames,
     segment_identity: u64,
+    buffers: &mut BuildBuffers,
 ) -> io::Result<NamespaceHeader> {
     let temp = namespace_index_temp_path(dir, names.first_offset);
     let file = File::create(&temp)?;
-    let header = names.write_to(segment_identity, &file)?;
+    let header = names.write_to(segment_identity, &file, buffers)?;
     drop(file);
     fs::rename(&temp, namespace_index_path(dir, names.first_offset))?;
     Ok(header)
