@@ -730,3 +730,33 @@ fn a_member_falls_back_to_single_acks_on_a_server_older_than_ack_ranges() {
     member.leave().expect("leave");
     server.join().expect("fake server");
 }
+
+/// Attack round 11: the client took the frame limit of the server's Welcome as its receive
+/// limit, so a hostile server announcing 4 GiB and then sending a frame of that length made
+/// it buffer all it was sent (`flo-client consume` reached 3.3 GB in 9 s). The client's own
+/// `ClientOptions::frame_size_max` (64 MiB by default) caps it: the frame is refused with
+/// FrameTooLarge as soon as its length arrives.
+#[test]
+fn a_frame_over_the_clients_own_limit_is_refused_whatever_the_welcome_announced() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            frame_size_max: u32::MAX,
+            ..fake_server::welcome(100)
+        });
+        let _ = produce_op_id(conn.receive());
+        // The length of an Ack of almost 4 GiB, its kind, and the first 64 KiB of its body.
+        let mut bytes = vec![0xFF, 0xFF, 0xFF, 0xF0, 0x22];
+        bytes.resize(5 + 64 * 1024, 0);
+        let _ = std::io::Write::write_all(&mut conn.stream, &bytes);
+        // Hold the connection until the client drops it (or the read time-out).
+        let _ = conn.stream.read_to_end(&mut Vec::new());
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.produce("/a", b"x") {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::FrameTooLarge),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    assert_eq!(client.limits().frame_size_max, 64 * 1024 * 1024);
+    drop(client);
+    server.join().expect("fake server");
+}
