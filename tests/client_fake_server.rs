@@ -760,3 +760,56 @@ fn a_frame_over_the_clients_own_limit_is_refused_whatever_the_welcome_announced(
     drop(client);
     server.join().expect("fake server");
 }
+
+/// Attack round 11: `Client::trace` kept every entry of every Trace frame until one ended the
+/// trace, so a server sending Trace frames with `more` set without end grew the client
+/// without bound. No server sends more than `TRACE_ENTRIES_MAX` (the largest
+/// `streams.trace_events_max`) entries: past it the client stops with MalformedFrame. This
+/// fake server sends 1,100 frames of 1,000 entries, then a last one.
+#[test]
+fn a_trace_longer_than_any_server_sends_is_refused() {
+    use flo::protocol::{TraceEntry, TraceReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            frame_size_max: 1 << 20,
+            ..fake_server::welcome(100)
+        });
+        assert!(matches!(conn.receive(), ClientFrame::TraceRequest { .. }));
+        let reply = |more| {
+            let entries = (1..=1000)
+                .map(|counter| TraceEntry {
+                    depth: 1,
+                    id: EventId::new(counter, 1),
+                    parent_id: None,
+                    timestamp_ms: 1000,
+                    namespace: "/t".into(),
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            flo::protocol::encode(
+                &ServerFrame::Trace(TraceReply {
+                    more,
+                    truncated: false,
+                    entries,
+                }),
+                &mut bytes,
+            );
+            bytes
+        };
+        let more = reply(true);
+        for _ in 0..1100 {
+            if std::io::Write::write_all(&mut conn.stream, &more).is_err() {
+                return;
+            }
+        }
+        let _ = std::io::Write::write_all(&mut conn.stream, &reply(false));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.trace(EventId::new(1, 1)) {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        Ok(trace) => panic!("the client kept a trace of {} entries", trace.entries.len()),
+        Err(other) => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    server.join().expect("fake server");
+}
