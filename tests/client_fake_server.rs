@@ -813,3 +813,104 @@ fn a_trace_longer_than_any_server_sends_is_refused() {
     drop(client);
     server.join().expect("fake server");
 }
+
+/// Attack round 11: `Client::groups` gathered pages until one said `more` = false or came
+/// empty, so a server answering every request with the same page and `more` set grew the
+/// list without end. Names must now go up across the listing: this fake server repeats one
+/// page 1,000 times, then ends.
+#[test]
+fn a_group_listing_that_does_not_go_forward_is_refused() {
+    use flo::protocol::{GroupInfo, GroupsReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let page = |more| {
+            ServerFrame::Groups(GroupsReply {
+                durable_end: 1,
+                more,
+                groups: vec![GroupInfo {
+                    name: "cooks".into(),
+                    glob: "/**".into(),
+                    members: 0,
+                    in_flight: 0,
+                    pending: 0,
+                    parked: 0,
+                    floor: 0,
+                    next: 0,
+                    acked_above_floor: 0,
+                    lag: 0,
+                    oldest_pending_age_ms: 0,
+                }],
+            })
+        };
+        for round in 0..=1000 {
+            match conn.receive() {
+                ClientFrame::GroupsRequest(_) => {}
+                other => panic!("expected GroupsRequest, got {other:?}"),
+            }
+            conn.send(page(round < 1000));
+            if round == 0 {
+                // The client stops after the second page and closes: this script's next
+                // `receive` then panics, which ends the thread (its join is not checked).
+                conn.stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+            }
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.groups() {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        Ok(groups) => panic!("the client listed {} groups", groups.len()),
+        Err(other) => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    let _ = server.join();
+}
+
+/// Attack round 11, as for groups: `Client::for_each_namespace` (flo-client namespaces)
+/// visited a page repeated with `more` set again and again. This fake server repeats one page
+/// 1,000 times, then ends.
+#[test]
+fn a_namespace_listing_that_does_not_go_forward_is_refused() {
+    use flo::protocol::{NamespaceInfo, NamespacesReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        for round in 0..=1000 {
+            match conn.receive() {
+                ClientFrame::NamespacesRequest(_) => {}
+                other => panic!("expected NamespacesRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Namespaces(NamespacesReply {
+                more: round < 1000,
+                namespaces: vec![NamespaceInfo {
+                    name: "/same".into(),
+                    event_count: 1,
+                    first_id: EventId::new(1, 1),
+                    first_timestamp_ms: 1,
+                    last_id: EventId::new(1, 1),
+                    last_timestamp_ms: 1,
+                }],
+            }));
+            if round == 0 {
+                // As in the groups case: the client closes after the second page, and this
+                // script's next `receive` panics, which ends the thread.
+                conn.stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+            }
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut visited = 0;
+    let result = client.for_each_namespace("/**", &mut |_| {
+        visited += 1;
+        true
+    });
+    match result {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        other => panic!("expected MalformedFrame after {visited} visits, got {other:?}"),
+    }
+    assert_eq!(visited, 1);
+    drop(client);
+    let _ = server.join();
+}
