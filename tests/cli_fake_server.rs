@@ -530,3 +530,54 @@ fn groups_on_a_server_older_than_groups_detail_lists_without_settings() {
     assert!(json.starts_with("[{\"name\":\"cooks\""), "{json}");
     assert!(!json.contains("settings"), "{json}");
 }
+
+/// Attack round 11: `consume --limit N` left the limit to the server (Subscribe's `limit`), so
+/// a server that ignores it (hostile, or broken) had every event it sent printed. The CLI now
+/// prints at most N whatever arrives: this fake server answers `--limit 3` with 10 events.
+#[test]
+fn consume_limit_prints_at_most_that_many_events_whatever_the_server_sends() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        let subscription_id = match conn.receive() {
+            ClientFrame::Subscribe(subscribe) => {
+                assert_eq!(subscribe.limit, 3);
+                subscribe.subscription_id
+            }
+            other => panic!("expected Subscribe, got {other:?}"),
+        };
+        let mut bytes = Vec::new();
+        for counter in 1..=10 {
+            let event = Event {
+                id: EventId::new(counter, 1),
+                parent_id: None,
+                namespace: "/many".into(),
+                timestamp_ms: 1_700_000_000_000,
+                data: b"x".to_vec(),
+            };
+            flo::protocol::encode(
+                &ServerFrame::Event {
+                    subscription_id,
+                    event,
+                },
+                &mut bytes,
+            );
+        }
+        let end = ServerFrame::End {
+            subscription_id,
+            reason: EndReason::EndOfStream,
+        };
+        flo::protocol::encode(&end, &mut bytes);
+        // The client may close as soon as it has enough: write errors are expected.
+        let _ = conn.stream.write_all(&bytes);
+        let _ = std::io::Read::read_to_end(&mut conn.stream, &mut Vec::new());
+    });
+    let output = flo_client(
+        &port_of(&addr),
+        &["consume", "--limit", "3", "--format", "json"],
+        b"",
+    );
+    server.join().expect("fake server");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+}

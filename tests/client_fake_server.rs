@@ -730,3 +730,187 @@ fn a_member_falls_back_to_single_acks_on_a_server_older_than_ack_ranges() {
     member.leave().expect("leave");
     server.join().expect("fake server");
 }
+
+/// Attack round 11: the client took the frame limit of the server's Welcome as its receive
+/// limit, so a hostile server announcing 4 GiB and then sending a frame of that length made
+/// it buffer all it was sent (`flo-client consume` reached 3.3 GB in 9 s). The client's own
+/// `ClientOptions::frame_size_max` (64 MiB by default) caps it: the frame is refused with
+/// FrameTooLarge as soon as its length arrives.
+#[test]
+fn a_frame_over_the_clients_own_limit_is_refused_whatever_the_welcome_announced() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            frame_size_max: u32::MAX,
+            ..fake_server::welcome(100)
+        });
+        let _ = produce_op_id(conn.receive());
+        // The length of an Ack of almost 4 GiB, its kind, and the first 64 KiB of its body.
+        let mut bytes = vec![0xFF, 0xFF, 0xFF, 0xF0, 0x22];
+        bytes.resize(5 + 64 * 1024, 0);
+        let _ = std::io::Write::write_all(&mut conn.stream, &bytes);
+        // Hold the connection until the client drops it (or the read time-out).
+        let _ = conn.stream.read_to_end(&mut Vec::new());
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.produce("/a", b"x") {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::FrameTooLarge),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    assert_eq!(client.limits().frame_size_max, 64 * 1024 * 1024);
+    drop(client);
+    server.join().expect("fake server");
+}
+
+/// Attack round 11: `Client::trace` kept every entry of every Trace frame until one ended the
+/// trace, so a server sending Trace frames with `more` set without end grew the client
+/// without bound. No server sends more than `TRACE_ENTRIES_MAX` (the largest
+/// `streams.trace_events_max`) entries: past it the client stops with MalformedFrame. This
+/// fake server sends 1,100 frames of 1,000 entries, then a last one.
+#[test]
+fn a_trace_longer_than_any_server_sends_is_refused() {
+    use flo::protocol::{TraceEntry, TraceReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            frame_size_max: 1 << 20,
+            ..fake_server::welcome(100)
+        });
+        assert!(matches!(conn.receive(), ClientFrame::TraceRequest { .. }));
+        let reply = |more| {
+            let entries = (1..=1000)
+                .map(|counter| TraceEntry {
+                    depth: 1,
+                    id: EventId::new(counter, 1),
+                    parent_id: None,
+                    timestamp_ms: 1000,
+                    namespace: "/t".into(),
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            flo::protocol::encode(
+                &ServerFrame::Trace(TraceReply {
+                    more,
+                    truncated: false,
+                    entries,
+                }),
+                &mut bytes,
+            );
+            bytes
+        };
+        let more = reply(true);
+        for _ in 0..1100 {
+            if std::io::Write::write_all(&mut conn.stream, &more).is_err() {
+                return;
+            }
+        }
+        let _ = std::io::Write::write_all(&mut conn.stream, &reply(false));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.trace(EventId::new(1, 1)) {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        Ok(trace) => panic!("the client kept a trace of {} entries", trace.entries.len()),
+        Err(other) => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    server.join().expect("fake server");
+}
+
+/// Attack round 11: `Client::groups` gathered pages until one said `more` = false or came
+/// empty, so a server answering every request with the same page and `more` set grew the
+/// list without end. Names must now go up across the listing: this fake server repeats one
+/// page 1,000 times, then ends.
+#[test]
+fn a_group_listing_that_does_not_go_forward_is_refused() {
+    use flo::protocol::{GroupInfo, GroupsReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let page = |more| {
+            ServerFrame::Groups(GroupsReply {
+                durable_end: 1,
+                more,
+                groups: vec![GroupInfo {
+                    name: "cooks".into(),
+                    glob: "/**".into(),
+                    members: 0,
+                    in_flight: 0,
+                    pending: 0,
+                    parked: 0,
+                    floor: 0,
+                    next: 0,
+                    acked_above_floor: 0,
+                    lag: 0,
+                    oldest_pending_age_ms: 0,
+                }],
+            })
+        };
+        for round in 0..=1000 {
+            match conn.receive() {
+                ClientFrame::GroupsRequest(_) => {}
+                other => panic!("expected GroupsRequest, got {other:?}"),
+            }
+            conn.send(page(round < 1000));
+            if round == 0 {
+                // The client stops after the second page and closes: this script's next
+                // `receive` then panics, which ends the thread (its join is not checked).
+                conn.stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+            }
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.groups() {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        Ok(groups) => panic!("the client listed {} groups", groups.len()),
+        Err(other) => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    let _ = server.join();
+}
+
+/// Attack round 11, as for groups: `Client::for_each_namespace` (flo-client namespaces)
+/// visited a page repeated with `more` set again and again. This fake server repeats one page
+/// 1,000 times, then ends.
+#[test]
+fn a_namespace_listing_that_does_not_go_forward_is_refused() {
+    use flo::protocol::{NamespaceInfo, NamespacesReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        for round in 0..=1000 {
+            match conn.receive() {
+                ClientFrame::NamespacesRequest(_) => {}
+                other => panic!("expected NamespacesRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Namespaces(NamespacesReply {
+                more: round < 1000,
+                namespaces: vec![NamespaceInfo {
+                    name: "/same".into(),
+                    event_count: 1,
+                    first_id: EventId::new(1, 1),
+                    first_timestamp_ms: 1,
+                    last_id: EventId::new(1, 1),
+                    last_timestamp_ms: 1,
+                }],
+            }));
+            if round == 0 {
+                // As in the groups case: the client closes after the second page, and this
+                // script's next `receive` panics, which ends the thread.
+                conn.stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+            }
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let mut visited = 0;
+    let result = client.for_each_namespace("/**", &mut |_| {
+        visited += 1;
+        true
+    });
+    match result {
+        Err(ClientError::Protocol { code, .. }) => assert_eq!(code, ErrorCode::MalformedFrame),
+        other => panic!("expected MalformedFrame after {visited} visits, got {other:?}"),
+    }
+    assert_eq!(visited, 1);
+    drop(client);
+    let _ = server.join();
+}

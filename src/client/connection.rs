@@ -287,6 +287,19 @@ impl Connection {
         }
     }
 
+    /// The server broke the protocol in a way the decoder cannot see (a reply longer than any
+    /// server sends): nothing more is read or sent on this connection, as after a frame that
+    /// does not decode.
+    pub(crate) fn fail_protocol(&mut self, message: String) -> ClientError {
+        self.received.clear();
+        self.receive_failed = true;
+        self.send_failed = true;
+        ClientError::Protocol {
+            code: crate::protocol::ErrorCode::MalformedFrame,
+            message,
+        }
+    }
+
     /// Reads once from the socket into the buffer, waiting at most `timeout`.
     fn fill(&mut self, timeout: Duration) -> Result<(), ClientError> {
         if self.receive_failed {

@@ -262,7 +262,10 @@ fn one_detail(reply: GroupsDetailReply) -> Result<GroupDetail, ClientError> {
 
 /// Every group of a listing that the server answers a page at a time: `page(after)` asks for
 /// the groups whose names sort after `after` (empty: from the first) and says whether more
-/// follow. Stops at a page without groups, so a server that says `more` forever cannot loop.
+/// follow. Stops at a page without groups, so a server that says `more` forever cannot loop;
+/// names must go up across the whole listing (MalformedFrame otherwise), so a server that
+/// sends the same page again and again cannot grow the list without end either (attack
+/// round 11).
 fn every_page<T>(
     mut page: impl FnMut(&str) -> Result<(Vec<T>, bool), ClientError>,
     name: impl Fn(&T) -> &String,
@@ -273,6 +276,19 @@ fn every_page<T>(
             .last()
             .map_or(String::new(), |group| name(group).clone());
         let (items, more) = page(&after)?;
+        let mut previous = after.as_str();
+        for item in &items {
+            if !previous.is_empty() && name(item).as_str() <= previous {
+                return Err(ClientError::Protocol {
+                    code: crate::protocol::ErrorCode::MalformedFrame,
+                    message: format!(
+                        "the server listed group {:?} after {previous:?}: names must go up",
+                        name(item)
+                    ),
+                });
+            }
+            previous = name(item);
+        }
         let progressed = !items.is_empty();
         groups.extend(items);
         if !more || !progressed {

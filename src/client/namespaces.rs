@@ -33,7 +33,9 @@ impl Client {
     }
 
     /// Visits every namespace `glob` matches, page by page, in name order, until `visit`
-    /// returns false. Holds one page at a time.
+    /// returns false. Holds one page at a time. Names must go up across the listing
+    /// (MalformedFrame otherwise), so a server that sends the same page again and again with
+    /// `more` set cannot keep the client visiting it without end (attack round 11).
     pub fn for_each_namespace(
         &mut self,
         glob: &str,
@@ -43,13 +45,22 @@ impl Client {
         loop {
             let page = self.namespaces_page(glob, &after)?;
             for namespace in &page.namespaces {
+                if !after.is_empty() && namespace.name <= after {
+                    return Err(ClientError::Protocol {
+                        code: crate::protocol::ErrorCode::MalformedFrame,
+                        message: format!(
+                            "the server listed namespace {:?} after {after:?}: names must go up",
+                            namespace.name
+                        ),
+                    });
+                }
+                after.clone_from(&namespace.name);
                 if !visit(namespace) {
                     return Ok(());
                 }
             }
-            match page.namespaces.last() {
-                Some(last) if page.more => after = last.name.clone(),
-                _ => return Ok(()),
+            if !page.more || page.namespaces.is_empty() {
+                return Ok(());
             }
         }
     }

@@ -19,9 +19,16 @@ pub struct Trace {
     pub truncated: bool,
 }
 
+/// The most entries a trace may have: the largest `streams.trace_events_max` a server accepts.
+/// A server that sends more (Trace frames with `more` set, without end) is broken or hostile;
+/// without this bound the client kept every entry it was sent (attack round 11).
+pub const TRACE_ENTRIES_MAX: usize = 1_000_000;
+
 impl Client {
     /// The trace of event `id`: at most the server's `streams.trace_events_max` entries (10,000
-    /// by default), received in several frames. An id the server's log does not hold is
+    /// by default), received in several frames. A server that sends more than
+    /// [`TRACE_ENTRIES_MAX`] gets [`ClientError::Protocol`] `MalformedFrame` and the
+    /// connection is not used again. An id the server's log does not hold is
     /// `ErrorCode::NoSuchEvent`; with authentication, events the principal may not consume
     /// are left out (and not followed).
     pub fn trace(&mut self, id: EventId) -> Result<Trace, ClientError> {
@@ -33,6 +40,12 @@ impl Client {
         loop {
             match self.connection.receive()? {
                 ServerFrame::Trace(reply) => {
+                    if trace.entries.len() + reply.entries.len() > TRACE_ENTRIES_MAX {
+                        let message = format!(
+                            "the server sent a trace of over {TRACE_ENTRIES_MAX} entries, more than any server limit allows"
+                        );
+                        return Err(self.connection.fail_protocol(message));
+                    }
                     trace.entries.extend(reply.entries);
                     if !reply.more {
                         trace.truncated = reply.truncated;

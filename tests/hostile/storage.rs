@@ -408,3 +408,116 @@ fn an_open_file_limit_below_the_connection_limit_lowers_the_connection_limit() {
     });
     assert_survived(&mut server, 64 * 1024 * 1024);
 }
+
+/// Attack round 11: start-up looks for whole records after the first bad byte of the newest
+/// segment (to tell a torn write, which it cuts, from damage), trying every byte position,
+/// and checksummed each position whose three length fields agreed over the whole body they
+/// named. One event's data can make every eighth position such a candidate with a body of half
+/// the torn tail, so a power loss tearing that event made start-up quadratic: 121 s for this
+/// 6 MB tear on main (`ci/attacks/torn_tail_scan.py`). Candidates are now checked from prefix
+/// checksums in constant time: the server must be listening within 20 s, having cut the torn
+/// event and kept the one before it.
+#[test]
+fn a_torn_event_whose_data_mimics_record_headers_is_cut_in_linear_time() {
+    const NAMESPACE: &str = "/torn/large";
+    const DATA_SIZE: usize = 8 << 20;
+    const TAIL_SIZE: usize = DATA_SIZE * 3 / 4;
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_acked(&server, "/torn/before", 1);
+    // Every other 4-byte word is `a`, the rest `b`: at a position holding `a`, the body size is
+    // `a`, the namespace size (36 bytes on) `b`, the data size after it `b`, and 36 + 2b = a.
+    let b = TAIL_SIZE / 4 + 4 - (TAIL_SIZE / 4) % 8;
+    let a = 36 + 2 * b;
+    let pair = [(a as u32).to_le_bytes(), (b as u32).to_le_bytes()].concat();
+    let data: Vec<u8> = pair.iter().copied().cycle().take(DATA_SIZE).collect();
+    let mut conn = RawConn::hello(server.addr);
+    conn.produce(1, NAMESPACE, &data);
+    match conn.recv() {
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, 1),
+        other => panic!("expected the large event's ack, got {other:?}"),
+    }
+    drop(conn);
+    assert!(server.terminate().success());
+
+    // A power loss tore the large event: its record ends three quarters of the way in.
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let bytes = std::fs::read(&segment).expect("read segment");
+    let data_at = bytes
+        .windows(64)
+        .position(|window| window == &data[..64])
+        .expect("the large event's data is in the segment");
+    // Before the data: header (8), ids and timestamp (28), namespace size, namespace, data size.
+    let record_at = data_at - (8 + 28 + 4 + NAMESPACE.len() + 4);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment");
+    file.set_len((record_at + TAIL_SIZE) as u64)
+        .expect("tear the segment");
+    drop(file);
+
+    let started = std::time::Instant::now();
+    let mut server = start_within(dir.path(), Duration::from_secs(20));
+    let took = started.elapsed();
+    let cut = server
+        .early_lines
+        .iter()
+        .any(|line| line.contains("cut a torn tail"));
+    assert!(
+        cut,
+        "no line about the torn tail in {:?}",
+        server.early_lines
+    );
+    let mut reader = RawConn::hello(server.addr);
+    let namespaces: Vec<String> = reader.read_all().into_iter().map(|e| e.namespace).collect();
+    assert_eq!(namespaces, ["/torn/before"], "start-up took {took:?}");
+    assert_survived(&mut server, 256 * 1024 * 1024);
+}
+
+/// Starts `flo -d dir -p 0` and waits for its start-up line at most `limit`; a server still
+/// starting then is killed (by its PID) and fails the test.
+fn start_within(dir: &std::path::Path, limit: Duration) -> FloProcess {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
+        .arg("-d")
+        .arg(dir)
+        .args(["-p", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, log_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let mut early_lines = Vec::new();
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = log_lines.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flo was not listening within {limit:?}; its lines: {early_lines:?}");
+        };
+        early_lines.push(line.clone());
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            let addr = rest.split(',').next().expect("address");
+            break addr.parse().expect("a socket address");
+        }
+    };
+    FloProcess {
+        child,
+        addr,
+        log_lines,
+        early_lines,
+    }
+}

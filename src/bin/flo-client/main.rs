@@ -1672,7 +1672,9 @@ fn consume(
     // The id of the last event printed (for the OrderStalled hint).
     let mut last_id: Option<EventId> = None;
     let mut print = |out: &mut BufWriter<_>, event: &Event| -> Result<bool, String> {
-        if server_limit == 0 && limit > 0 && printed >= limit {
+        // Counted here too when the server was given the limit: a server that ignores it
+        // (hostile or broken) must not get more than `limit` events printed.
+        if limit > 0 && printed >= limit {
             return Ok(false);
         }
         printed += 1;
