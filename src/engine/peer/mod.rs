@@ -357,6 +357,17 @@ impl<L: Log> Engine<L> {
         members.filter(|m| m.durable_own >= counter).count()
     }
 
+    /// The members that could ever hold this node's events: itself, every member it knows
+    /// (connected or not, removed ones excepted), and every configured address no handshake
+    /// has identified yet (it may be a member not otherwise known). A produce asking for more
+    /// replicas than this is refused at once (`validate_request`).
+    pub(in crate::engine) fn members_known(&self) -> usize {
+        let unidentified = (self.cluster.targets.values())
+            .filter(|t| t.actor.is_none() && t.state != TargetState::Own)
+            .count();
+        1 + self.cluster.members.len() + unidentified
+    }
+
     /// Member `actor` holds this node's events up to `counter` durably (credit came back).
     pub(in crate::engine) fn cluster_raise_durable_own(&mut self, actor: ActorId, counter: u64) {
         if let Some(member) = self.cluster.members.get_mut(&actor) {
