@@ -141,7 +141,7 @@ fn a_consume_only_token_cannot_produce_and_its_connection_stays_open() {
     reader.produce(1, "/orders/created", b"forged");
     assert_denied(reader.recv(), ErrorScope::Produce(1));
     assert_open(&mut reader);
-    reader.send(&ClientFrame::StatusRequest);
+    reader.send(&ClientFrame::StatusRequest { hold: false });
     assert_denied(reader.recv(), ErrorScope::Connection);
     assert_open(&mut reader);
     let output = flo_client(

@@ -1732,7 +1732,7 @@ fn status_reports_the_node_and_its_members() {
     harness.turn();
     harness.received(client);
     let (_peer, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     let [ServerFrame::Status(status)] = frames.as_slice() else {
@@ -2376,11 +2376,11 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
         }
     }
     let held = harness.engine.log().version_vector().len();
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     assert!(held <= 1024, "the log holds events of {held} actors");
     harness.received(client);
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     assert!(
@@ -2497,7 +2497,7 @@ fn a_log_holding_events_of_too_many_actors_is_served_after_a_restart() {
     let mut harness = Harness::with_log(log, |c| c.cluster.secret = Some(String::new()));
     assert_eq!(harness.engine.log().version_vector().len(), 65535);
     let client = harness.client();
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     assert!(matches!(frames.as_slice(), [ServerFrame::Status(s)] if s.vector.len() == 65535));
@@ -2901,7 +2901,7 @@ fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
     let conn = h.client();
     let mut bytes = Vec::new();
     encode(&produce(1, "/a", b"x"), &mut bytes);
-    encode(&ClientFrame::StatusRequest, &mut bytes);
+    encode(&ClientFrame::StatusRequest { hold: false }, &mut bytes);
     encode(&ClientFrame::Ping { token: 5 }, &mut bytes);
     h.engine.handle_input(h.now, conn, &bytes);
     h.turn();

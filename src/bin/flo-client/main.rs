@@ -1190,7 +1190,7 @@ fn format_group(out: &mut String, group: &flo::client::GroupInfo) {
 
 fn status(server: &Server, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
-    let status = client.status().map_err(|error| error.to_string())?;
+    let status = ask_status(server, &mut client)?;
     match format {
         Format::Human => print!("{}", format_status(&status)),
         Format::Json => println!("{}", format_status_json(&status)),
@@ -1242,6 +1242,22 @@ mod ops;
 
 /// Connects and performs the handshake, saying plainly when the other side is not a flo
 /// server (it answers with something else, hangs up, or says nothing).
+/// The server's status, with the produce hold fields. A server older than their option
+/// (before session 11) closes the connection with `MalformedFrame` for the request: then
+/// `client` is replaced by a new connection and asked the basic StatusRequest.
+fn ask_status(server: &Server, client: &mut Client) -> Result<flo::client::Status, String> {
+    match client.status() {
+        Err(ClientError::Server {
+            code: flo::client::ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            *client = connect(server)?;
+            client.status_basic().map_err(|error| error.to_string())
+        }
+        answer => answer.map_err(|error| error.to_string()),
+    }
+}
+
 fn connect(server: &Server) -> Result<Client, String> {
     let options = server.options();
     let addr = &server.addr;

@@ -10,7 +10,7 @@ use flo::client::{GroupDetail, GroupInfo, GroupSettings, ParkedReply, PurgesRepl
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
 
-use super::{connect, Format, Server};
+use super::{ask_status, connect, Format, Server};
 
 /// `--before ID|TIME`: an event id (25 digits or COUNTER.ACTOR) purges the ids below it; a time
 /// (RFC 3339, `ms:<milliseconds>`, or relative to now such as 7d) purges the events stored
@@ -306,7 +306,7 @@ pub fn top(server: &Server, options: &TopOptions) -> Result<(), String> {
     let mut shown = 0u64;
     loop {
         let info = client.info().map_err(failed)?;
-        let status = client.status().map_err(failed)?;
+        let status = ask_status(server, &mut client)?;
         let groups = client.groups().map_err(failed)?;
         let fsync = match &options.metrics_addr {
             Some(addr) => Some(scrape_fsync(addr, server.timeout)?),
