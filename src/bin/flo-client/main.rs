@@ -102,9 +102,9 @@ enum Command {
         /// Each event is acknowledged only once this many cluster members (the server counts)
         /// hold it durably (default: the server's --min-replicas). Fails with
         /// ReplicationTimeout, saying how many it reached, after the server's time-out (the
-        /// events stay appended). A server outside any cluster refuses more than 1 at once
-        /// with NotReady (nothing appended).
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        /// events stay appended). More than the members the server knows (1 outside a
+        /// cluster) is refused at once with NotReady (nothing appended).
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         replicas: u8,
         /// Append only if the namespace's newest event is ID ("none": only if it has no
         /// events). With standard input, all lines go as one atomic batch (at most 10000).
@@ -505,7 +505,7 @@ struct BenchArgs {
     consumers: usize,
     /// Each produce is acknowledged once this many cluster members hold it durably
     /// (SetReplicas; default: the server's --min-replicas).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     replicas: u8,
     /// A consumer group (a fresh one) shared by N members, each on its own connection,
     /// acknowledging every event: reports acknowledged deliveries and, live, the delivered
