@@ -131,6 +131,11 @@ fn a_wrong_or_missing_token_is_refused_and_logged_with_the_address() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AuthFailed"), "flo-client said {stderr:?}");
+    // ... and how the user gives a token (walk11: it named the server's --auth-file).
+    assert!(
+        stderr.contains("no auth token") && stderr.contains("FLO_TOKEN or --token"),
+        "flo-client said {stderr:?}"
+    );
     authenticated(&server, WRITER_TOKEN);
 }
 
