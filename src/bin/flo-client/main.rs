@@ -49,7 +49,7 @@ struct Cli {
     port: Option<u16>,
     /// How long to wait for the connection, the handshake and each answer (a quiet server is
     /// pinged once before giving up), e.g. 5s or 500ms.
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration_ms)]
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_positive_duration_ms)]
     timeout: u64,
     /// Speak TLS (for a server started with --tls-cert); needs --ca.
     #[arg(long, global = true, requires = "ca")]
@@ -271,7 +271,7 @@ enum Command {
     /// events and lag, and with --metrics-addr the mean fsync latency. Ctrl-C quits.
     Top {
         /// Time between refreshes (e.g. 1s, 500ms).
-        #[arg(long, default_value = "1s", value_parser = parse_duration_ms)]
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration_ms)]
         interval: u64,
         /// Exit after this many refreshes (0: until Ctrl-C).
         #[arg(long, value_name = "N", default_value_t = 0)]
@@ -1242,6 +1242,17 @@ mod ops;
 
 /// Connects and performs the handshake, saying plainly when the other side is not a flo
 /// server (it answers with something else, hangs up, or says nothing).
+/// A duration flag that must not be 0: `--timeout 0s` timed out every answer at once (a
+/// produce was stored and reported as timed out), `top --interval 0s` would refresh in a loop.
+fn parse_positive_duration_ms(text: &str) -> Result<u64, String> {
+    match parse_duration_ms(text)? {
+        0 => Err(format!(
+            "invalid duration {text:?}: must be above 0 (e.g. 500ms)"
+        )),
+        ms => Ok(ms),
+    }
+}
+
 /// The server's status, with the produce hold fields. A server older than their option
 /// (before session 11) closes the connection with `MalformedFrame` for the request: then
 /// `client` is replaced by a new connection and asked the basic StatusRequest.
