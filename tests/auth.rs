@@ -131,6 +131,11 @@ fn a_wrong_or_missing_token_is_refused_and_logged_with_the_address() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AuthFailed"), "flo-client said {stderr:?}");
+    // ... and how the user gives a token (walk11: it named the server's --auth-file).
+    assert!(
+        stderr.contains("no auth token") && stderr.contains("FLO_TOKEN or --token"),
+        "flo-client said {stderr:?}"
+    );
     authenticated(&server, WRITER_TOKEN);
 }
 
@@ -141,7 +146,7 @@ fn a_consume_only_token_cannot_produce_and_its_connection_stays_open() {
     reader.produce(1, "/orders/created", b"forged");
     assert_denied(reader.recv(), ErrorScope::Produce(1));
     assert_open(&mut reader);
-    reader.send(&ClientFrame::StatusRequest);
+    reader.send(&ClientFrame::StatusRequest { hold: false });
     assert_denied(reader.recv(), ErrorScope::Connection);
     assert_open(&mut reader);
     let output = flo_client(

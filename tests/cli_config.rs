@@ -379,3 +379,23 @@ fn check_config_prints_every_setting() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), printed);
 }
+
+/// A second server on a port already taken (the default 3000 on a second `flo` is the usual
+/// case): exit 1, and the error line says what to do (walk11: it said only "Address already
+/// in use (os error 98)").
+#[test]
+fn a_port_in_use_exits_1_saying_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("its address").port().to_string();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().display().to_string();
+    let output = flo(&["-d", &data, "-p", &port]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("flo: could not listen on 127.0.0.1:{port}: "))
+            && last.ends_with("stop it or choose another port with -p)"),
+        "{text}"
+    );
+}

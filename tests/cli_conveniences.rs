@@ -165,8 +165,11 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn flag_errors_are_one_line_with_a_non_zero_exit() {
-    let cases: [Case; 10] = [
+    let cases: [Case; 12] = [
         (&["consume", "--limit", "many"], &[], "'--limit <N>'"),
+        // Walk11: 0s timed out every answer at once, also a produce the server had stored.
+        (&["--timeout", "0s", "status"], &[], "must be above 0"),
+        (&["top", "--interval", "0ms"], &[], "must be above 0"),
         (&["produce"], &[], "--namespace"),
         (&["--timeout", "5", "status"], &[], "invalid duration"),
         (&["status"], &[("FLO_ADDR", "nohost")], "FLO_ADDR"),

@@ -146,6 +146,18 @@ fn top_prints_one_refresh_after_another_when_piped() {
         "no terminal codes when piped: {text:?}"
     );
     assert!(text.contains("clients      1"), "{text}");
+    // The header's time is a date and time (walk11: it was seconds since the epoch).
+    let header = text.lines().next().unwrap_or_default();
+    let at = header.split("(at ").nth(1).unwrap_or_default();
+    let stamp: Vec<char> = at.chars().take(23).collect();
+    assert!(
+        stamp.len() == 23
+            && stamp[4] == '-'
+            && stamp[10] == 'T'
+            && stamp[13] == ':'
+            && at[19..].starts_with(" UTC, refreshing"),
+        "{header}"
+    );
     let text = stdout(&flo_client(
         &server,
         &[

@@ -244,10 +244,23 @@ impl Client {
         }
     }
 
-    /// Asks the server for its cluster status: its actor id, counter, vector, and each
-    /// member's state and lag.
+    /// Asks the server for its cluster status: its actor id, counter, vector, each member's
+    /// state and lag, id order, and (while it refuses produces after its start) whom that
+    /// hold waits for. A server older than the hold's option (flo before session 11) closes
+    /// the connection with `MalformedFrame` for this request; [`Client::status_basic`] asks
+    /// such a server.
     pub fn status(&mut self) -> Result<crate::protocol::Status, ClientError> {
-        self.connection.send(&ClientFrame::StatusRequest)?;
+        self.ask_status(true)
+    }
+
+    /// [`Client::status`] without the hold fields (`hold` is `None`, unless the server is one
+    /// that sent them unasked): the StatusRequest every version of the server takes.
+    pub fn status_basic(&mut self) -> Result<crate::protocol::Status, ClientError> {
+        self.ask_status(false)
+    }
+
+    fn ask_status(&mut self, hold: bool) -> Result<crate::protocol::Status, ClientError> {
+        self.connection.send(&ClientFrame::StatusRequest { hold })?;
         loop {
             match self.connection.receive()? {
                 ServerFrame::Status(status) => return Ok(status),

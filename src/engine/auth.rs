@@ -229,8 +229,9 @@ impl<L: Log> Engine<L> {
                 window.count += 1;
                 let what = if token.is_empty() { "no" } else { "an unknown" };
                 log::warn!("{conn} from {address}: handshake refused: {what} auth token");
+                // Said to the client's user, who cannot act on the server's --auth-file.
                 Err(format!(
-                    "{what} auth token; this server requires one (--auth-file)"
+                    "{what} auth token; this server requires a principal's token (flo-client: FLO_TOKEN or --token; ask the server's operator for one)"
                 ))
             }
         }

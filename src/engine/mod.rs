@@ -200,7 +200,10 @@ enum PendingReply {
 /// Which report a held `PendingReply::Status` becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Report {
-    Status,
+    /// `hold`: the request asked for the produce hold fields.
+    Status {
+        hold: bool,
+    },
     Info,
     Members,
 }
@@ -1253,13 +1256,15 @@ impl<L: Log> Engine<L> {
                     }
                 }
             }
-            ClientFrame::StatusRequest => match self.check_admin(conn, "ask for the status") {
-                Ok(()) => self.on_status_request(conn),
-                Err(message) => {
-                    let code = ErrorCode::PermissionDenied;
-                    self.send_error(conn, ErrorScope::Connection, code, &message)
+            ClientFrame::StatusRequest { hold } => {
+                match self.check_admin(conn, "ask for the status") {
+                    Ok(()) => self.on_status_request(conn, hold),
+                    Err(message) => {
+                        let code = ErrorCode::PermissionDenied;
+                        self.send_error(conn, ErrorScope::Connection, code, &message)
+                    }
                 }
-            },
+            }
             ClientFrame::JoinGroup(join) => self.on_join_group(conn, join),
             ClientFrame::GroupAck(ack) => self.on_group_ack(conn, ack, false),
             ClientFrame::GroupNack(nack) => self.on_group_ack(conn, nack, true),

@@ -103,6 +103,25 @@ impl<L: Log> Engine<L> {
             );
             return Err((ErrorCode::NotReady, message));
         }
+        // Counted only when more than one replica is asked: not on the common produce path.
+        let members = if replicas > 1 {
+            self.members_known()
+        } else {
+            1
+        };
+        if usize::from(replicas) > members {
+            // The same for a cluster with fewer members than asked: the time-out would end
+            // in `reached K of N replicas` whatever happens meanwhile, short of a new member
+            // joining in those seconds (session 10's leftover).
+            let floor = match self.config.cluster.min_replicas {
+                min if min == replicas => format!(" (the server's --min-replicas is {min})"),
+                _ => String::new(),
+            };
+            let message = format!(
+                "{replicas} replicas asked{floor}, but this node knows {members} cluster members (itself included), so at most {members} can hold the events; nothing was appended. Produce with at most {members} replicas, or add members first (docs/clustering.md, \"Replicated acks\")"
+            );
+            return Err((ErrorCode::NotReady, message));
+        }
         let events = &request.events;
         if request.single {
             // A Produce carries exactly one event.

@@ -180,9 +180,9 @@ impl<L: Log> Engine<L> {
         let conn = reply.conn();
         let report = match &reply {
             PendingReply::Status {
-                report: Report::Status,
+                report: Report::Status { hold },
                 ..
-            } => Some(self.status_frame()),
+            } => Some(self.status_frame(*hold)),
             PendingReply::Status {
                 report: Report::Info,
                 ..

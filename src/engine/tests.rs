@@ -1734,7 +1734,7 @@ fn status_reports_the_node_and_its_members() {
     harness.turn();
     harness.received(client);
     let (_peer, _) = peer(&mut harness, 2, VersionVector::new());
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     let [ServerFrame::Status(status)] = frames.as_slice() else {
@@ -2378,11 +2378,11 @@ fn events_of_too_many_actors_are_refused_and_status_still_answers() {
         }
     }
     let held = harness.engine.log().version_vector().len();
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     assert!(held <= 1024, "the log holds events of {held} actors");
     harness.received(client);
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     assert!(
@@ -2499,7 +2499,7 @@ fn a_log_holding_events_of_too_many_actors_is_served_after_a_restart() {
     let mut harness = Harness::with_log(log, |c| c.cluster.secret = Some(String::new()));
     assert_eq!(harness.engine.log().version_vector().len(), 65535);
     let client = harness.client();
-    harness.send(client, ClientFrame::StatusRequest);
+    harness.send(client, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     let frames = harness.received(client);
     assert!(matches!(frames.as_slice(), [ServerFrame::Status(s)] if s.vector.len() == 65535));
@@ -2903,7 +2903,7 @@ fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
     let conn = h.client();
     let mut bytes = Vec::new();
     encode(&produce(1, "/a", b"x"), &mut bytes);
-    encode(&ClientFrame::StatusRequest, &mut bytes);
+    encode(&ClientFrame::StatusRequest { hold: false }, &mut bytes);
     encode(&ClientFrame::Ping { token: 5 }, &mut bytes);
     h.engine.handle_input(h.now, conn, &bytes);
     h.turn();
@@ -3232,11 +3232,80 @@ fn replicas_above_1_on_a_server_outside_any_cluster_are_refused_at_once() {
     assert_eq!(ack_ids(&h.received(conn)), vec![EventId::new(1, 7)]);
 }
 
+/// A node configured with `peers` (actor 7), none of which has answered, that takes produces
+/// (its empty directory's catch-up hold timed out at once).
+fn node_with_unreached_peers(peers: &[&str]) -> Harness {
+    let mut h = Harness::with_config(|c| {
+        c.cluster.peer_addrs = peers.iter().map(|p| p.parse().unwrap()).collect();
+        c.cluster.empty_dir_catch_up_timeout = Some(std::time::Duration::ZERO);
+    });
+    // The hold starts at the first turn's end and times out at the second's.
+    h.turn();
+    h.turn();
+    assert!(!h.engine.is_holding_produces());
+    h
+}
+
+/// A cluster with fewer members than a produce asks for can never reach them: refused in the
+/// produce's own turn like outside a cluster (session 10 left it to wait the 5 s time-out and
+/// fail with `reached 2 of 3 replicas`), nothing appended; as many replicas as members wait
+/// as before, also for a configured address not yet reached.
+#[test]
+fn replicas_above_the_members_a_clustered_node_knows_are_refused_at_once() {
+    let mut origin = replica_node(7);
+    let mut peer = replica_node(2);
+    let _link = Link::open(&mut peer, &mut origin);
+    let client = origin.client();
+    origin.send(client, ClientFrame::SetReplicas { replicas: 3 });
+    origin.produce(client, 1, "/a", b"x");
+    origin.turn();
+    let frames = origin.received(client);
+    let [ServerFrame::Error(error)] = frames.as_slice() else {
+        panic!("one error in the produce's own turn, not a wait: {frames:?}");
+    };
+    assert_eq!(
+        (error.scope, error.code),
+        (ErrorScope::Produce(1), ErrorCode::NotReady)
+    );
+    assert!(
+        error.message.starts_with(
+            "3 replicas asked, but this node knows 2 cluster members (itself included)"
+        ) && error.message.contains("nothing was appended"),
+        "{}",
+        error.message
+    );
+    assert_eq!(origin.engine.log().end().0, 0, "nothing was appended");
+    // A configured address no handshake has identified may be a third member: wait for it.
+    let mut dialing = node_with_unreached_peers(&["10.0.0.2:3000", "10.0.0.3:3000"]);
+    let conn = dialing.client();
+    dialing.send(conn, ClientFrame::SetReplicas { replicas: 3 });
+    dialing.produce(conn, 1, "/a", b"x");
+    dialing.send(conn, ClientFrame::SetReplicas { replicas: 4 });
+    dialing.produce(conn, 2, "/a", b"x");
+    dialing.turn();
+    assert_eq!(
+        dialing.received(conn),
+        vec![],
+        "3 of 3 known members: it waits"
+    );
+    dialing.now.monotonic.0 += 5000;
+    dialing.turn();
+    let codes: Vec<ErrorCode> = error_codes(&dialing.received(conn))
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![ErrorCode::ReplicationTimeout, ErrorCode::NotReady]
+    );
+}
+
 #[test]
 fn replies_held_behind_a_waiting_ack_stop_the_connection_being_read() {
-    // No peer: a replicas 2 ack waits for the whole time-out, and every later reply waits
-    // behind it. What the client can make the server hold is bounded by the high-water mark.
-    let mut h = replica_node(7);
+    // A member configured but never reached: a replicas 2 ack waits for the whole time-out,
+    // and every later reply waits behind it. What the client can make the server hold is
+    // bounded by the high-water mark.
+    let mut h = node_with_unreached_peers(&["10.0.0.2:3000"]);
     let conn = h.client();
     h.send(conn, ClientFrame::SetReplicas { replicas: 2 });
     let high_water = h.engine.config().send_buffer_high_water;

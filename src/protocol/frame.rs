@@ -1008,7 +1008,12 @@ pub enum ClientFrame {
         token: u64,
     },
     /// Ask for [`ServerFrame::Status`].
-    StatusRequest,
+    StatusRequest {
+        /// Option bit 0: the client reads the produce hold fields, so the server sends them
+        /// while it holds produces ([`Status::hold`]). Without it the Status has the layout
+        /// of the first version, which every client reads (protocol.md section 14).
+        hold: bool,
+    },
     /// Join a consumer group.
     JoinGroup(JoinGroup),
     /// These group events are done.

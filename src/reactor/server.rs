@@ -42,7 +42,17 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::InvalidConfig(message) => write!(f, "invalid configuration: {message}"),
-            ServerError::Bind { addr, source } => write!(f, "could not listen on {addr}: {source}"),
+            ServerError::Bind { addr, source } => {
+                write!(f, "could not listen on {addr}: {source}")?;
+                // The usual first-run mistake: a second server on the default port.
+                match source.kind() {
+                    std::io::ErrorKind::AddrInUse => write!(
+                        f,
+                        " (another program, perhaps another flo, listens there: stop it or choose another port with -p)"
+                    ),
+                    _ => Ok(()),
+                }
+            }
             ServerError::Storage(error) => write!(f, "could not open the event log: {error}"),
             ServerError::Io(error) => write!(f, "server I/O error: {error}"),
             ServerError::Panicked => write!(f, "the server thread panicked"),

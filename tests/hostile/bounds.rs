@@ -71,7 +71,7 @@ fn pings_never_read_stop_being_read() {
 
 #[test]
 fn status_requests_never_read_stop_being_read() {
-    never_reading(ClientFrame::StatusRequest);
+    never_reading(ClientFrame::StatusRequest { hold: false });
 }
 
 #[test]

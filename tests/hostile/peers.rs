@@ -162,7 +162,7 @@ fn peer_events_of_too_many_actors_are_refused_and_status_still_answers() {
     }
     conn.send_bytes(&bytes);
     assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => assert_eq!(status.vector.len(), 1024),
         other => panic!("expected Status, got {other:?}"),
@@ -183,7 +183,7 @@ fn a_member_list_of_invented_members_is_bounded() {
         .collect();
     conn.send(&PeerFrame::PeerMembers(members));
     let mut client = RawConn::hello(server.addr);
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => assert!(
             status.members.len() <= 64 + 1,
@@ -223,7 +223,7 @@ fn a_dialer_with_a_wrong_secret_is_refused_and_learns_nothing() {
         logged(&server, &["refusing peer 2", "127.0.0.1:", "does not hold"]),
         "the refusal is logged with the dialer's address"
     );
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => {
             assert!(status.members.is_empty(), "{:?}", status.members);
@@ -261,7 +261,7 @@ fn a_replayed_recorded_handshake_is_refused() {
     assert_eq!(closing_code(&mut replay), ErrorCode::AuthFailed);
     assert!(replay.recv_peer().is_none(), "the connection is closed");
     let mut client = RawConn::hello(server.addr);
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => assert!(
             status
@@ -287,7 +287,7 @@ fn a_peer_event_of_an_undeclared_actor_is_refused() {
     conn.send(&peer_event(1, 4242));
     assert_eq!(closing_code(&mut conn), ErrorCode::ActorNotAllowed);
     let mut client = RawConn::hello(server.addr);
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => {
             assert_eq!(status.vector.get(ActorId(4242)), 0, "nothing of actor 4242");
@@ -411,7 +411,7 @@ fn mutated_peer_handshakes_from_real_sockets_connect_nothing() {
         );
     }
     let mut client = RawConn::hello(server.addr);
-    client.send(&ClientFrame::StatusRequest);
+    client.send(&ClientFrame::StatusRequest { hold: false });
     match client.recv() {
         Some(ServerFrame::Status(status)) => {
             assert!(status.members.is_empty(), "{:?}", status.members);

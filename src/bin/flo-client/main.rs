@@ -49,7 +49,7 @@ struct Cli {
     port: Option<u16>,
     /// How long to wait for the connection, the handshake and each answer (a quiet server is
     /// pinged once before giving up), e.g. 5s or 500ms.
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration_ms)]
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_positive_duration_ms)]
     timeout: u64,
     /// Speak TLS (for a server started with --tls-cert); needs --ca.
     #[arg(long, global = true, requires = "ca")]
@@ -102,9 +102,9 @@ enum Command {
         /// Each event is acknowledged only once this many cluster members (the server counts)
         /// hold it durably (default: the server's --min-replicas). Fails with
         /// ReplicationTimeout, saying how many it reached, after the server's time-out (the
-        /// events stay appended). A server outside any cluster refuses more than 1 at once
-        /// with NotReady (nothing appended).
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        /// events stay appended). More than the members the server knows (1 outside a
+        /// cluster) is refused at once with NotReady (nothing appended).
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         replicas: u8,
         /// Append only if the namespace's newest event is ID ("none": only if it has no
         /// events). With standard input, all lines go as one atomic batch (at most 10000).
@@ -271,7 +271,7 @@ enum Command {
     /// events and lag, and with --metrics-addr the mean fsync latency. Ctrl-C quits.
     Top {
         /// Time between refreshes (e.g. 1s, 500ms).
-        #[arg(long, default_value = "1s", value_parser = parse_duration_ms)]
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration_ms)]
         interval: u64,
         /// Exit after this many refreshes (0: until Ctrl-C).
         #[arg(long, value_name = "N", default_value_t = 0)]
@@ -505,7 +505,7 @@ struct BenchArgs {
     consumers: usize,
     /// Each produce is acknowledged once this many cluster members hold it durably
     /// (SetReplicas; default: the server's --min-replicas).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     replicas: u8,
     /// A consumer group (a fresh one) shared by N members, each on its own connection,
     /// acknowledging every event: reports acknowledged deliveries and, live, the delivered
@@ -1190,7 +1190,7 @@ fn format_group(out: &mut String, group: &flo::client::GroupInfo) {
 
 fn status(server: &Server, format: Format) -> Result<(), String> {
     let mut client = connect(server)?;
-    let status = client.status().map_err(|error| error.to_string())?;
+    let status = ask_status(server, &mut client)?;
     match format {
         Format::Human => print!("{}", format_status(&status)),
         Format::Json => println!("{}", format_status_json(&status)),
@@ -1242,6 +1242,33 @@ mod ops;
 
 /// Connects and performs the handshake, saying plainly when the other side is not a flo
 /// server (it answers with something else, hangs up, or says nothing).
+/// A duration flag that must not be 0: `--timeout 0s` timed out every answer at once (a
+/// produce was stored and reported as timed out), `top --interval 0s` would refresh in a loop.
+fn parse_positive_duration_ms(text: &str) -> Result<u64, String> {
+    match parse_duration_ms(text)? {
+        0 => Err(format!(
+            "invalid duration {text:?}: must be above 0 (e.g. 500ms)"
+        )),
+        ms => Ok(ms),
+    }
+}
+
+/// The server's status, with the produce hold fields. A server older than their option
+/// (before session 11) closes the connection with `MalformedFrame` for the request: then
+/// `client` is replaced by a new connection and asked the basic StatusRequest.
+fn ask_status(server: &Server, client: &mut Client) -> Result<flo::client::Status, String> {
+    match client.status() {
+        Err(ClientError::Server {
+            code: flo::client::ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            *client = connect(server)?;
+            client.status_basic().map_err(|error| error.to_string())
+        }
+        answer => answer.map_err(|error| error.to_string()),
+    }
+}
+
 fn connect(server: &Server) -> Result<Client, String> {
     let options = server.options();
     let addr = &server.addr;

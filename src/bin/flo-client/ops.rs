@@ -5,12 +5,14 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flo::client::format::{format_info, format_info_json, push_json_string, push_terminal_safe};
+use flo::client::format::{
+    format_info, format_info_json, format_rfc3339_ms, push_json_string, push_terminal_safe,
+};
 use flo::client::{GroupDetail, GroupInfo, GroupSettings, ParkedReply, PurgesReply};
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
 
-use super::{connect, Format, Server};
+use super::{ask_status, connect, Format, Server};
 
 /// `--before ID|TIME`: an event id (25 digits or COUNTER.ACTOR) purges the ids below it; a time
 /// (RFC 3339, `ms:<milliseconds>`, or relative to now such as 7d) purges the events stored
@@ -306,7 +308,7 @@ pub fn top(server: &Server, options: &TopOptions) -> Result<(), String> {
     let mut shown = 0u64;
     loop {
         let info = client.info().map_err(failed)?;
-        let status = client.status().map_err(failed)?;
+        let status = ask_status(server, &mut client)?;
         let groups = client.groups().map_err(failed)?;
         let fsync = match &options.metrics_addr {
             Some(addr) => Some(scrape_fsync(addr, server.timeout)?),
@@ -366,11 +368,15 @@ fn top_text(
     rate: Option<f64>,
     fsync_ms: Option<f64>,
 ) -> String {
-    let now = SystemTime::now()
+    // The wall clock as a person reads it (it printed seconds since the epoch before).
+    let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_millis() as u64);
+    // To the second: `YYYY-MM-DDTHH:MM:SS` of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    let stamp = format_rfc3339_ms(now_ms);
+    let now = stamp.get(..19).unwrap_or(&stamp);
     let mut out = format!(
-        "flo {} actor {}  up {}s  (at {now}, refreshing; Ctrl-C quits)\n",
+        "flo {} actor {}  up {}s  (at {now} UTC, refreshing; Ctrl-C quits)\n",
         info.version,
         info.actor_id,
         info.uptime_ms / 1000

@@ -322,15 +322,15 @@ impl<L: Log> Engine<L> {
     /// discarded by then). It is counted at the size of a Status built now.
     /// Building a Status visits every connection and subscription (its id-order block), now
     /// and again when it is sent: charged to the turn's frame budget (attack round 8).
-    pub(super) fn on_status_request(&mut self, conn: ConnId) {
+    pub(super) fn on_status_request(&mut self, conn: ConnId, hold: bool) {
         self.charge_scan(self.connection_scan_entries().saturating_mul(2));
         let mut encoded = Vec::new();
-        crate::protocol::encode(&self.status_frame(), &mut encoded);
+        crate::protocol::encode(&self.status_frame(hold), &mut encoded);
         let size = encoded.len();
         self.hold_reply(super::PendingReply::Status {
             conn,
             size,
-            report: super::Report::Status,
+            report: super::Report::Status { hold },
         });
     }
 
@@ -347,15 +347,32 @@ impl<L: Log> Engine<L> {
     }
 
     /// The Status frame that answers a StatusRequest now: the one place it is built, both to
-    /// count a held request (`on_status_request`) and to send it (`send_reply`).
-    pub(in crate::engine) fn status_frame(&self) -> ServerFrame {
-        ServerFrame::Status(self.status())
+    /// count a held request (`on_status_request`) and to send it (`send_reply`). The hold
+    /// fields go only to a client that asked for them (`hold`): a client that predates them
+    /// refuses a Status with bytes after `waiting_ms` as malformed (protocol.md section 14).
+    pub(in crate::engine) fn status_frame(&self, hold: bool) -> ServerFrame {
+        let mut status = self.status();
+        if !hold {
+            status.hold = None;
+        }
+        ServerFrame::Status(status)
     }
 
     /// How many other members are known to hold this node's own event `counter` durably.
     pub(in crate::engine) fn durable_members(&self, counter: u64) -> usize {
         let members = self.cluster.members.values();
         members.filter(|m| m.durable_own >= counter).count()
+    }
+
+    /// The members that could ever hold this node's events: itself, every member it knows
+    /// (connected or not, removed ones excepted), and every configured address no handshake
+    /// has identified yet (it may be a member not otherwise known). A produce asking for more
+    /// replicas than this is refused at once (`validate_request`).
+    pub(in crate::engine) fn members_known(&self) -> usize {
+        let unidentified = (self.cluster.targets.values())
+            .filter(|t| t.actor.is_none() && t.state != TargetState::Own)
+            .count();
+        1 + self.cluster.members.len() + unidentified
     }
 
     /// Member `actor` holds this node's events up to `counter` durably (credit came back).

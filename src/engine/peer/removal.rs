@@ -386,7 +386,7 @@ impl<L: Log> Engine<L> {
         let members = self.cluster.members.len() + 1;
         if usize::from(self.config.cluster.min_replicas) > members {
             log::warn!(
-                "--min-replicas {} is above the {members} members left: produces will time out",
+                "--min-replicas {} is above the {members} members left: every produce is refused (NotReady) until a member joins",
                 self.config.cluster.min_replicas
             );
         }

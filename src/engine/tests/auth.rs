@@ -151,12 +151,12 @@ fn a_subscription_wider_than_the_permissions_is_refused_not_narrowed() {
 fn status_needs_admin_and_a_refusal_leaves_the_connection_open() {
     let mut harness = with_auth();
     let (reader, _) = handshake(&mut harness, READER_TOKEN);
-    harness.send(reader, ClientFrame::StatusRequest);
+    harness.send(reader, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     assert!(denied(&harness.received(reader), ErrorScope::Connection));
     assert!(harness.engine.is_open(reader));
     let (writer, _) = handshake(&mut harness, WRITER_TOKEN);
-    harness.send(writer, ClientFrame::StatusRequest);
+    harness.send(writer, ClientFrame::StatusRequest { hold: false });
     harness.turn();
     assert!(matches!(
         harness.received(writer).as_slice(),

@@ -83,6 +83,38 @@ fn an_empty_directory_waits_for_every_member_with_no_time_out() {
     assert_eq!(h.engine.status().hold, None);
 }
 
+/// The hold fields of Status go only to a client that asks for them (StatusRequest option bit
+/// 0): session 10 appended them to every Status during a hold, and a client that predates them
+/// refused that Status as MalformedFrame (trailing bytes after `waiting_ms`, protocol.md
+/// section 2). One that asks gets them, in the same turn's order as before.
+#[test]
+fn the_hold_fields_go_only_to_a_client_that_asks_for_them() {
+    let (mut h, _two) = met_two_of_three(None);
+    let old = h.client();
+    let new = h.client();
+    h.send(old, ClientFrame::StatusRequest { hold: false });
+    h.send(new, ClientFrame::StatusRequest { hold: true });
+    h.turn();
+    let bytes = h.engine.output(old).to_vec();
+    let frames = h.received(old);
+    let [ServerFrame::Status(status)] = frames.as_slice() else {
+        panic!("{frames:?}");
+    };
+    assert_eq!(
+        status.hold, None,
+        "bytes after waiting_ms, which a client of the first layout refuses"
+    );
+    let mut first_layout = Vec::new();
+    encode(&ServerFrame::Status(status.clone()), &mut first_layout);
+    assert_eq!(bytes, first_layout);
+    let frames = h.received(new);
+    let [ServerFrame::Status(status)] = frames.as_slice() else {
+        panic!("{frames:?}");
+    };
+    let hold = status.hold.as_ref().expect("asked for: the hold fields");
+    assert_eq!((hold.actor_id, hold.addr.as_str()), (0, "10.0.0.3:3000"));
+}
+
 /// A way out for a member gone for good: `cluster remove 3` on member 2, which this node has
 /// met. The removal names 3 only by its record (this node never learned 3 from a member
 /// list), so the `--peer-addr` it was waiting for is matched by the record's address.

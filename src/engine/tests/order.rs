@@ -467,7 +467,7 @@ fn a_flood_of_status_requests_beside_many_subscriptions_is_spread_over_turns() {
     h.turn();
     let admin = h.client();
     for _ in 0..STATUSES {
-        h.send(admin, ClientFrame::StatusRequest);
+        h.send(admin, ClientFrame::StatusRequest { hold: false });
     }
     h.turn();
     let answered = h.received(admin).len();

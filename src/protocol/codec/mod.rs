@@ -35,6 +35,7 @@ use crate::event::{
 use members::{read_member_entries, read_membership, write_member_entries, write_membership};
 use peer::{read_members, write_members};
 use reader_writer::{Reader, Writer};
+use status::{read_status_options, STATUS_OPTION_HOLD};
 
 /// The bytes of the length prefix.
 const LENGTH_SIZE: usize = 4;
@@ -339,7 +340,7 @@ impl Decode for OpeningFrame {
                 | ClientFrame::Credit { .. }
                 | ClientFrame::Unsubscribe { .. }
                 | ClientFrame::Ping { .. }
-                | ClientFrame::StatusRequest
+                | ClientFrame::StatusRequest { .. }
                 | ClientFrame::JoinGroup(_)
                 | ClientFrame::GroupAck(_)
                 | ClientFrame::GroupNack(_)
@@ -450,7 +451,12 @@ impl Encode for ClientFrame {
                 write_frame(out, kind, |w| w.put_u32(*subscription_id))
             }
             ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
-            ClientFrame::StatusRequest => write_frame(out, kind, |_| {}),
+            // The option byte only when an option is set: one encoding per request.
+            ClientFrame::StatusRequest { hold } => write_frame(out, kind, |w| {
+                if *hold {
+                    w.put_u8(STATUS_OPTION_HOLD);
+                }
+            }),
             ClientFrame::JoinGroup(join) => write_frame(out, kind, |w| join.write(w)),
             ClientFrame::GroupAck(ack) => write_frame(out, kind, |w| write_group_ids(w, ack)),
             ClientFrame::GroupNack(nack) => write_frame(out, kind, |w| {
@@ -498,7 +504,7 @@ impl Encode for ClientFrame {
             ClientFrame::Credit { .. } => kind::CREDIT,
             ClientFrame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
             ClientFrame::Ping { .. } => kind::PING,
-            ClientFrame::StatusRequest => kind::STATUS_REQUEST,
+            ClientFrame::StatusRequest { .. } => kind::STATUS_REQUEST,
             ClientFrame::JoinGroup(_) => kind::JOIN_GROUP,
             ClientFrame::GroupAck(_) => kind::GROUP_ACK,
             ClientFrame::GroupNack(_) => kind::GROUP_NACK,
@@ -787,7 +793,9 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::PONG => AnyFrame::Server(ServerFrame::Pong {
             token: r.get_u64("token")?,
         }),
-        kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest),
+        kind::STATUS_REQUEST => AnyFrame::Client(ClientFrame::StatusRequest {
+            hold: read_status_options(r)?,
+        }),
         kind::SET_REPLICAS => AnyFrame::Client(ClientFrame::SetReplicas {
             replicas: r.get_u8("replicas")?,
         }),

@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// StatusRequest's option byte (protocol.md section 14): bit 0, send the produce hold fields.
+pub(super) const STATUS_OPTION_HOLD: u8 = 0x01;
+
+/// The options of a StatusRequest: none when its body is empty (the request of the first
+/// version), otherwise one byte with bit 0 set. A byte of 0 (a second encoding of "no
+/// option") or with any other bit set is malformed, so an option a server does not know is
+/// refused rather than ignored.
+pub(super) fn read_status_options(r: &mut Reader) -> Result<bool, DecodeError> {
+    if r.position == r.body.len() {
+        return Ok(false);
+    }
+    let options = r.get_u8("options")?;
+    if options != STATUS_OPTION_HOLD {
+        return Err(r.error(format!(
+            "StatusRequest options are {options:#04x}; only bit 0 (the hold fields) is defined, \
+             and a request without options has no option byte"
+        )));
+    }
+    Ok(true)
+}
+
 impl WireFormat for Status {
     fn write(&self, w: &mut Writer) {
         w.put_u16(self.actor_id);
@@ -34,8 +55,9 @@ impl WireFormat for Status {
         w.put_u32(order.waiting_subscriptions);
         w.put_u64(order.waiting_events);
         w.put_u64(order.waiting_ms);
-        // Only while produces are held: a Status without a hold has the layout it had before
-        // the hold was added, so an older client reads it.
+        // Only while produces are held, and only to a client that asked for them (the engine
+        // leaves `hold` out otherwise): a Status without them has the layout of the first
+        // version, which a client that predates the hold reads.
         if let Some(hold) = &self.hold {
             w.put_u16(hold.actor_id);
             w.put_text16(&hold.addr);

@@ -188,7 +188,8 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             ids: vec![EventId::new(7, 1)],
         })),
         AnyFrame::Client(ClientFrame::LeaveGroup { subscription_id: 4 }),
-        AnyFrame::Client(ClientFrame::StatusRequest),
+        AnyFrame::Client(ClientFrame::StatusRequest { hold: false }),
+        AnyFrame::Client(ClientFrame::StatusRequest { hold: true }),
         AnyFrame::Client(ClientFrame::SetReplicas { replicas: 3 }),
         AnyFrame::Client(ClientFrame::GroupsRequest(GroupsRequest {
             group: String::new(),
@@ -594,8 +595,10 @@ fn every_proper_prefix_of_a_frame_is_incomplete() {
 fn a_frame_whose_length_is_too_short_for_its_fields_is_malformed() {
     for frame in sample_frames() {
         let bytes = encoded(&frame);
-        // Drop the last byte of the body and shrink the length to match.
-        if bytes.len() <= 5 {
+        // Drop the last byte of the body and shrink the length to match. A StatusRequest's
+        // only byte is an option: without it the request is the one without options.
+        if bytes.len() <= 5 || matches!(frame, AnyFrame::Client(ClientFrame::StatusRequest { .. }))
+        {
             continue;
         }
         let cut = raw_frame(bytes[4], &bytes[5..bytes.len() - 1]);
@@ -620,8 +623,12 @@ fn trailing_bytes_inside_a_frame_are_malformed() {
         // Bytes after a Status without the hold fields begin them (protocol.md section 14).
         let hold_starts =
             matches!(&frame, AnyFrame::Server(ServerFrame::Status(s)) if s.hold.is_none());
+        // A byte after a StatusRequest without options is an option byte, and 0 is none.
+        let options_start = frame == AnyFrame::Client(ClientFrame::StatusRequest { hold: false });
         let expected = if hold_starts {
             "hold actor"
+        } else if options_start {
+            "StatusRequest options are 0x00"
         } else {
             "left over"
         };
@@ -726,6 +733,30 @@ fn inner_lengths_over_the_limits_are_malformed() {
     body.extend_from_slice(&[0, 0, 0, 3]);
     let error = decode(&raw_frame(kind::PRODUCE, &body), &limits).unwrap_err();
     assert!(error.message.contains("needs 3 bytes"), "{error}");
+}
+
+/// StatusRequest has no body (the request of the first version) or one option byte with
+/// bit 0 (the hold fields) set: one encoding per request, and an option this server does not
+/// know is refused, never ignored (protocol.md section 14).
+#[test]
+fn a_status_request_has_no_body_or_the_hold_option_alone() {
+    assert_eq!(
+        encoded(&AnyFrame::Client(ClientFrame::StatusRequest {
+            hold: false
+        })),
+        [0, 0, 0, 1, 0x08]
+    );
+    assert_eq!(
+        encoded(&AnyFrame::Client(ClientFrame::StatusRequest { hold: true })),
+        [0, 0, 0, 2, 0x08, 0x01]
+    );
+    for options in [0x00, 0x02, 0x03, 0x80, 0xFF] {
+        let error = decode_error(&raw_frame(0x08, &[options]));
+        assert_eq!(error.code, ErrorCode::MalformedFrame);
+        assert!(error.message.contains("StatusRequest options"), "{error}");
+    }
+    let error = decode_error(&raw_frame(0x08, &[0x01, 0x01]));
+    assert!(error.message.contains("left over"), "{error}");
 }
 
 #[test]
