@@ -161,7 +161,7 @@ pub fn record_id(bytes: &[u8], range: Option<&Range<usize>>) -> Option<EventId> 
 }
 
 /// Names a damaged range by the events around it, so an operator can find the place with the
-/// client (`flo-client consume --start ID`): the last readable event before the damage and
+/// client (`flo-client consume --from ID`): the last readable event before the damage and
 /// the first readable one after it, or why one is not known.
 pub fn describe_around(before: Result<EventId, &str>, after: Result<EventId, &str>) -> String {
     let name = |id: Result<EventId, &str>| match id {

@@ -48,6 +48,17 @@ impl FloProcess {
     /// `sh -c '...; exec flo "$@"'` does) with `-d data_dir` and `extra`, and waits for its
     /// start-up line. Without `-p` in `extra` the port is 0.
     pub fn start_command(command: &mut Command, data_dir: &Path, extra: &[&str]) -> FloProcess {
+        FloProcess::start_command_within(command, data_dir, extra, Duration::from_secs(30))
+    }
+
+    /// [`FloProcess::start_command`] that waits at most `limit` for the start-up line; a
+    /// server still starting then is killed (by its PID) and fails the test with its lines.
+    pub fn start_command_within(
+        command: &mut Command,
+        data_dir: &Path,
+        extra: &[&str],
+        limit: Duration,
+    ) -> FloProcess {
         let port = if extra.contains(&"-p") {
             &[][..]
         } else {
@@ -73,11 +84,15 @@ impl FloProcess {
                 }
             }
         });
+        let deadline = std::time::Instant::now() + limit;
         let mut early_lines = Vec::new();
         let addr = loop {
-            let line = log_lines
-                .recv_timeout(Duration::from_secs(30))
-                .expect("flo printed its start-up line");
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = log_lines.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("flo was not listening within {limit:?}; its lines: {early_lines:?}");
+            };
             early_lines.push(line.clone());
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 let addr = rest.split(',').next().expect("address");

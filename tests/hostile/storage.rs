@@ -479,45 +479,6 @@ fn a_torn_event_whose_data_mimics_record_headers_is_cut_in_linear_time() {
 /// Starts `flo -d dir -p 0` and waits for its start-up line at most `limit`; a server still
 /// starting then is killed (by its PID) and fails the test.
 fn start_within(dir: &std::path::Path, limit: Duration) -> FloProcess {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flo"))
-        .arg("-d")
-        .arg(dir)
-        .args(["-p", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flo");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (sender, log_lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + limit;
-    let mut early_lines = Vec::new();
-    let addr = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let Ok(line) = log_lines.recv_timeout(left) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("flo was not listening within {limit:?}; its lines: {early_lines:?}");
-        };
-        early_lines.push(line.clone());
-        if let Some(rest) = line.split(" listening on ").nth(1) {
-            let addr = rest.split(',').next().expect("address");
-            break addr.parse().expect("a socket address");
-        }
-    };
-    FloProcess {
-        child,
-        addr,
-        log_lines,
-        early_lines,
-    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flo"));
+    FloProcess::start_command_within(&mut command, dir, &[], limit)
 }
