@@ -56,7 +56,7 @@ pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
 pub use idempotent::IdempotentProducer;
 pub use produce::Producer;
 pub use tls::ClientTls;
-pub use trace::Trace;
+pub use trace::{Trace, TRACE_ENTRIES_MAX};
 #[cfg(feature = "json")]
 pub use typed::JsonCodec;
 pub use typed::{CodecError, EventCodec, RawCodec, TypedEvent, TypedSubscription, Utf8Codec};
