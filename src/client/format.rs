@@ -494,6 +494,15 @@ fn format_order_status(status: &crate::protocol::Status, out: &mut String) {
                 order.stable_clock
             );
         }
+        // A single node: no member could hold id order back (walk11: "held back by no
+        // member" read as if something might).
+        None if status.members.is_empty() => {
+            let _ = writeln!(
+                out,
+                "id order:    delivers up to counter {} (a single node: nothing holds it back)",
+                order.stable_clock
+            );
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -598,6 +607,38 @@ mod tests {
              \"disconnected_ms\":42000,\"vector\":{}}],\"order\":{\"stable_clock\":0,\"held_by\":null,\
              \"waiting_subscriptions\":0,\"waiting_events\":0,\"waiting_ms\":0},\"hold\":null}"
         );
+    }
+
+    /// Walk11: a server outside any cluster printed "held back by no member" under "members:
+    /// none (not clustered)"; it now says nothing can hold id order back.
+    #[test]
+    fn status_of_a_single_node_says_nothing_holds_id_order_back() {
+        use crate::protocol::Status;
+        let status = Status {
+            actor_id: 1,
+            counter: 7,
+            event_count: 7,
+            durable_end: 7,
+            vector: Default::default(),
+            members: Vec::new(),
+            order: crate::protocol::OrderStatus {
+                stable_clock: 7,
+                ..Default::default()
+            },
+            hold: None,
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains("members:     none (not clustered)\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "id order:    delivers up to counter 7 (a single node: nothing holds it back)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("held back by"), "{text}");
     }
 
     /// Walk9: during the catch-up hold `status` printed "id order: delivers up to counter 0,
