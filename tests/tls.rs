@@ -110,6 +110,25 @@ fn assert_survived_tls(server: &mut FloProcess, identity: &TestIdentity) {
     );
 }
 
+/// walk11: `--ca key.pem` said only "the CA file holds no certificate", naming no file; now
+/// one line names it, with exit status 1, and nothing is sent.
+#[test]
+fn the_cli_names_a_ca_file_that_holds_no_certificate() {
+    let (_dir, identity, server) = start_tls_server(&[]);
+    let key = identity.key.to_str().expect("UTF-8 path");
+    let output = flo_client(
+        &server,
+        &["--tls", "--ca", key, "produce", "-n", "/tls/x", "-d", "x"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("--ca {key} holds no PEM certificate")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_cli_produces_and_consumes_over_tls() {
     let (_dir, identity, server) = start_tls_server(&[]);

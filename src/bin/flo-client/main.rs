@@ -581,11 +581,23 @@ fn run(cli: Cli) -> Result<(), String> {
         std::env::var("FLO_ADDR").ok().as_deref(),
     )?;
     let tls = match (&cli.ca, cli.tls) {
-        (Some(ca), true) => Some(ClientTls {
-            ca_pem: std::fs::read(ca)
-                .map_err(|error| format!("could not read {}: {error}", ca.display()))?,
-            server_name: cli.tls_server_name.clone(),
-        }),
+        (Some(ca), true) => {
+            let ca_pem = std::fs::read(ca)
+                .map_err(|error| format!("could not read {}: {error}", ca.display()))?;
+            // Named here, before any connection: the TLS layer's refusal cannot name the file.
+            const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+            if !ca_pem.windows(BEGIN.len()).any(|window| window == BEGIN) {
+                return Err(format!(
+                    "--ca {} holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line): \
+                     give the CA's certificate or the server's self-signed --tls-cert, not a key",
+                    ca.display()
+                ));
+            }
+            Some(ClientTls {
+                ca_pem,
+                server_name: cli.tls_server_name.clone(),
+            })
+        }
         (Some(_), false) => return Err("--ca is for TLS connections: add --tls".into()),
         (None, _) => None,
     };
