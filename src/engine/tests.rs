@@ -3199,6 +3199,23 @@ fn a_replicas_3_ack_needs_both_peers_of_three_nodes() {
     assert_eq!(ack_ids(&origin.received(client)), vec![EventId::new(1, 7)]);
 }
 
+/// `frames` are one NotReady error for produce 1, sent in the produce's own turn (not after a
+/// wait), whose message starts with `starts` and says that nothing was appended.
+fn assert_refused_at_once(frames: &[ServerFrame], starts: &str) {
+    let [ServerFrame::Error(error)] = frames else {
+        panic!("one error in the produce's own turn, not a wait: {frames:?}");
+    };
+    assert_eq!(
+        (error.scope, error.code),
+        (ErrorScope::Produce(1), ErrorCode::NotReady)
+    );
+    assert!(
+        error.message.starts_with(starts) && error.message.contains("nothing was appended"),
+        "{}",
+        error.message
+    );
+}
+
 /// A server outside any cluster can never reach 2 replicas: the produce is refused in its own
 /// turn (walk9: `produce --replicas 3` waited the 5 s time-out with no hint), nothing is
 /// appended, and replicas 1 on the same connection works again.
@@ -3209,21 +3226,9 @@ fn replicas_above_1_on_a_server_outside_any_cluster_are_refused_at_once() {
     h.send(conn, ClientFrame::SetReplicas { replicas: 3 });
     h.produce(conn, 1, "/a", b"x");
     h.turn();
-    let frames = h.received(conn);
-    let [ServerFrame::Error(error)] = frames.as_slice() else {
-        panic!("one error in the produce's own turn, not a wait: {frames:?}");
-    };
-    assert_eq!(
-        (error.scope, error.code),
-        (ErrorScope::Produce(1), ErrorCode::NotReady)
-    );
-    assert!(
-        error
-            .message
-            .starts_with("3 replicas asked, but this server is not in a cluster")
-            && error.message.contains("nothing was appended"),
-        "{}",
-        error.message
+    assert_refused_at_once(
+        &h.received(conn),
+        "3 replicas asked, but this server is not in a cluster",
     );
     assert_eq!(h.engine.log().end().0, 0, "nothing was appended");
     h.send(conn, ClientFrame::SetReplicas { replicas: 1 });
@@ -3259,20 +3264,9 @@ fn replicas_above_the_members_a_clustered_node_knows_are_refused_at_once() {
     origin.send(client, ClientFrame::SetReplicas { replicas: 3 });
     origin.produce(client, 1, "/a", b"x");
     origin.turn();
-    let frames = origin.received(client);
-    let [ServerFrame::Error(error)] = frames.as_slice() else {
-        panic!("one error in the produce's own turn, not a wait: {frames:?}");
-    };
-    assert_eq!(
-        (error.scope, error.code),
-        (ErrorScope::Produce(1), ErrorCode::NotReady)
-    );
-    assert!(
-        error.message.starts_with(
-            "3 replicas asked, but this node knows 2 cluster members (itself included)"
-        ) && error.message.contains("nothing was appended"),
-        "{}",
-        error.message
+    assert_refused_at_once(
+        &origin.received(client),
+        "3 replicas asked, but this node knows 2 cluster members (itself included)",
     );
     assert_eq!(origin.engine.log().end().0, 0, "nothing was appended");
     // A configured address no handshake has identified may be a third member: wait for it.
