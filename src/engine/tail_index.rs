@@ -527,8 +527,14 @@ mod tests {
         assert_eq!(candidates(&mut index, &["/hot/a", "/hot/b"]), expected);
         let expected = vec![entry(1, 1), entry(1, 2), entry(2, 1), entry(4, 2)];
         assert_eq!(candidates(&mut index, &["/idle/2/z", "/hot"]), expected);
-        for (entry, glob) in globs {
-            assert!(index.contains(entry, glob, false));
+        remove_all(&mut index, globs.iter().copied());
+    }
+
+    /// Removes every `(entry, glob)` (each filed before, found, and gone after), then checks
+    /// that nothing of the index is left.
+    fn remove_all<'a>(index: &mut TailIndex, filed: impl Iterator<Item = (Entry, &'a str)>) {
+        for (entry, glob) in filed {
+            assert!(index.contains(entry, glob, false), "{glob:?} was not filed");
             index.remove(entry, glob);
             assert!(!index.contains(entry, glob, false));
         }
@@ -595,19 +601,14 @@ mod tests {
             "keys collide only with cut hashes"
         );
         // Removed in another order than filed, each subscription is found and goes.
-        for slot in (0..globs.len())
+        let order = (0..globs.len())
             .rev()
             .step_by(2)
-            .chain((0..globs.len()).step_by(2))
-        {
-            let (entry, glob) = (entry(slot as u32, 1), globs[slot].as_str());
-            assert!(index.contains(entry, glob, false), "{glob:?} was not filed");
-            index.remove(entry, glob);
-            assert!(!index.contains(entry, glob, false));
-        }
-        assert_eq!(index.len(), 0);
-        assert!(index.keyed.is_empty() && index.unkeyed.is_empty());
-        assert!(index.depths.iter().all(|&count| count == 0));
+            .chain((0..globs.len()).step_by(2));
+        remove_all(
+            &mut index,
+            order.map(|slot| (entry(slot as u32, 1), globs[slot].as_str())),
+        );
     }
 
     #[test]
