@@ -1017,6 +1017,10 @@ impl Config {
                     .into(),
             );
         }
+        if groups.groups_max > 100_000 {
+            // The client's listing keeps at most this many (`client::GROUPS_LISTED_MAX`).
+            return Err("groups.groups_max must be at most 100000".into());
+        }
         if groups.journal_compact_entries_per_turn < 16 {
             return Err(format!(
                 "groups.journal_compact_entries_per_turn must be at least 16 (a group's \

@@ -914,3 +914,60 @@ fn a_namespace_listing_that_does_not_go_forward_is_refused() {
     drop(client);
     let _ = server.join();
 }
+
+/// Walk 11: `Client::groups` (and `groups_detail`) kept every group of every page while the
+/// names went up, so a server inventing new names with `more` set without end grew the client
+/// without bound. No server lists more than `GROUPS_LISTED_MAX` (the largest
+/// `groups.groups_max`): past it the client stops with MalformedFrame. This fake server sends
+/// pages of 1,000 new names, 150 of them (more than the limit), the last one without `more`.
+#[test]
+fn a_group_listing_longer_than_any_server_sends_is_refused() {
+    use flo::client::GROUPS_LISTED_MAX;
+    use flo::protocol::{GroupInfo, GroupsReply};
+    const PAGE: usize = 1000;
+    const PAGES: usize = 150;
+    assert!(PAGE * PAGES > GROUPS_LISTED_MAX);
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake_with(Welcome {
+            frame_size_max: 1 << 20,
+            ..fake_server::welcome(100)
+        });
+        let group = |index: usize| GroupInfo {
+            name: format!("g{index:09}"),
+            glob: "/**".into(),
+            members: 0,
+            in_flight: 0,
+            pending: 0,
+            parked: 0,
+            floor: 0,
+            next: 0,
+            acked_above_floor: 0,
+            lag: 0,
+            oldest_pending_age_ms: 0,
+        };
+        for page in 0..PAGES {
+            // The client stops past the limit and closes: the next `receive` then panics,
+            // which ends this thread (its join is not checked).
+            match conn.receive() {
+                ClientFrame::GroupsRequest(_) => {}
+                other => panic!("expected GroupsRequest, got {other:?}"),
+            }
+            conn.send(ServerFrame::Groups(GroupsReply {
+                durable_end: 1,
+                more: page + 1 < PAGES,
+                groups: (page * PAGE..(page + 1) * PAGE).map(group).collect(),
+            }));
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.groups() {
+        Err(ClientError::Protocol { code, message }) => {
+            assert_eq!(code, ErrorCode::MalformedFrame);
+            assert!(message.contains("100000 groups"), "{message}");
+        }
+        Ok(groups) => panic!("the client listed {} groups", groups.len()),
+        Err(other) => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    let _ = server.join();
+}

@@ -11,6 +11,12 @@ use crate::protocol::{
     ServerFrame,
 };
 
+/// The most groups a listing ([`Client::groups`], [`Client::groups_detail`]) keeps: the largest
+/// `groups.groups_max` a server accepts. A server that lists more (pages of new names with
+/// `more` set, without end) is broken or hostile; without this bound the client kept every
+/// group it was sent, growing without end (walk 11).
+pub const GROUPS_LISTED_MAX: usize = 100_000;
+
 impl Client {
     /// One page of the group list: the groups whose names sort after `after` (empty: from the
     /// first), as many as fit one frame; `more` says that another page follows.
@@ -22,7 +28,9 @@ impl Client {
         self.groups_request(ClientFrame::GroupsRequest(request))
     }
 
-    /// Every group, page by page (at most the server's group limit, 1024 by default).
+    /// Every group, page by page (at most the server's group limit, 1024 by default). A
+    /// server that lists more than [`GROUPS_LISTED_MAX`] gets [`ClientError::Protocol`]
+    /// `MalformedFrame`.
     pub fn groups(&mut self) -> Result<Vec<GroupInfo>, ClientError> {
         every_page(
             |after| {
@@ -104,7 +112,8 @@ impl Client {
             .and_then(one_group)
     }
 
-    /// Every group with its settings, page by page (GroupsDetailRequest lists, no members).
+    /// Every group with its settings, page by page (GroupsDetailRequest lists, no members);
+    /// at most [`GROUPS_LISTED_MAX`], as [`Client::groups`].
     pub fn groups_detail(&mut self) -> Result<Vec<GroupDetail>, ClientError> {
         every_page(
             |after| {
@@ -265,7 +274,7 @@ fn one_detail(reply: GroupsDetailReply) -> Result<GroupDetail, ClientError> {
 /// follow. Stops at a page without groups, so a server that says `more` forever cannot loop;
 /// names must go up across the whole listing (MalformedFrame otherwise), so a server that
 /// sends the same page again and again cannot grow the list without end either (attack
-/// round 11).
+/// round 11), and at most [`GROUPS_LISTED_MAX`] groups are kept.
 fn every_page<T>(
     mut page: impl FnMut(&str) -> Result<(Vec<T>, bool), ClientError>,
     name: impl Fn(&T) -> &String,
@@ -288,6 +297,15 @@ fn every_page<T>(
                 });
             }
             previous = name(item);
+        }
+        if groups.len() + items.len() > GROUPS_LISTED_MAX {
+            return Err(ClientError::Protocol {
+                code: crate::protocol::ErrorCode::MalformedFrame,
+                message: format!(
+                    "the server listed over {GROUPS_LISTED_MAX} groups, more than any server \
+                     limit allows"
+                ),
+            });
         }
         let progressed = !items.is_empty();
         groups.extend(items);
