@@ -971,3 +971,64 @@ fn a_group_listing_longer_than_any_server_sends_is_refused() {
     drop(client);
     let _ = server.join();
 }
+
+/// Fencing (protocol.md, SetProducer): a server that refuses a produce with `ProducerFenced`
+/// (a newer connection announced the producer id) ends the idempotent producer. The error
+/// reaches the caller as that code, the producer sends nothing more and never reconnects: a
+/// reconnect would send SetProducer again and fence the newer connection in turn. Before,
+/// the client did not know code 51: a protocol error, so it reconnected to announce the id
+/// again (here: the fake server has gone, so the error was a refused connection).
+#[test]
+fn a_fenced_idempotent_producer_stops_without_reconnecting() {
+    use flo::client::IdempotentProducer;
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        assert!(matches!(
+            conn.receive(),
+            ClientFrame::SetProducer {
+                producer_id: 42,
+                next_sequence: 1
+            }
+        ));
+        let (op_id, _) = produce_op_id(conn.receive());
+        conn.send(ServerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Produce(op_id),
+            code: ErrorCode::ProducerFenced,
+            message: "producer 42 was taken over by a newer connection".into(),
+        }));
+        // Nothing more comes: the client closes without another frame.
+        let mut rest = Vec::new();
+        let _ = conn.stream.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "the fenced producer sent {} bytes",
+            rest.len()
+        );
+    });
+    let client = Client::connect(&addr, options()).expect("connect");
+    let mut producer = IdempotentProducer::with_client(client, &addr, options(), 42, 8);
+    producer.set_reconnect(3, Duration::ZERO);
+    let event = || NewEvent {
+        namespace: "/fenced".into(),
+        parent_id: None,
+        data: b"x".to_vec(),
+    };
+    match producer.produce(event()) {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::ProducerFenced);
+            assert!(message.contains("newer connection"), "{message}");
+        }
+        other => panic!("expected ProducerFenced, got {other:?}"),
+    }
+    assert!(producer.is_fenced());
+    match producer.send(event()) {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::ProducerFenced);
+            assert!(message.contains("producer 42 is fenced"), "{message}");
+        }
+        other => panic!("expected ProducerFenced, got {other:?}"),
+    }
+    assert_eq!((producer.reconnects(), producer.in_flight()), (0, 0));
+    drop(producer);
+    server.join().expect("fake server");
+}

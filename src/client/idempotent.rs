@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::protocol::{Ack, ClientFrame, NewEvent, Produce};
+use crate::protocol::{Ack, ClientFrame, ErrorCode, NewEvent, Produce};
 
 use super::{Client, ClientError, ClientOptions};
 
@@ -48,6 +48,10 @@ pub struct IdempotentProducer {
     reconnects: u64,
     /// SetReplicas for every connection (0: the server's default).
     replicas: u8,
+    /// The server refused a produce with `ProducerFenced`: a newer connection speaks for this
+    /// producer id. Kept to refuse every later send and reconnect, which would announce the
+    /// id again and fence the newer one in turn (two producers fencing each other forever).
+    fenced: Option<String>,
 }
 
 impl IdempotentProducer {
@@ -92,6 +96,7 @@ impl IdempotentProducer {
             reconnect_delay: Duration::from_millis(250),
             reconnects: 0,
             replicas: 0,
+            fenced: None,
         }
     }
 
@@ -159,9 +164,20 @@ impl IdempotentProducer {
         self.unacked.len() >= self.window
     }
 
+    /// True once the server refused a produce with `ErrorCode::ProducerFenced`: another
+    /// connection (another process with the same producer id, or a newer instance of this
+    /// one) announced the producer id after this one. Every later send is refused with that
+    /// error and nothing is sent or reconnected: this producer is done.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.is_some()
+    }
+
     /// Sends one event without waiting. Refused with [`ClientError::WindowFull`] when the
-    /// window is full. A lost connection is not an error here: the event is resent.
+    /// window is full, and with `ErrorCode::ProducerFenced` once fenced
+    /// ([`IdempotentProducer::is_fenced`]). A lost connection is not an error here: the event
+    /// is resent.
     pub fn send(&mut self, event: NewEvent) -> Result<(), ClientError> {
+        self.check_fenced()?;
         if self.is_full() {
             return Err(ClientError::WindowFull {
                 window: self.window,
@@ -211,6 +227,11 @@ impl IdempotentProducer {
             match received {
                 Ok(Some((op_id, outcome))) if op_id == oldest => match outcome {
                     Err(error) if error.is_fatal() => self.reconnect()?,
+                    Err(error) if is_fencing(&error) => {
+                        self.unacked.pop_front();
+                        self.fenced = Some(error.to_string());
+                        return Err(error);
+                    }
                     outcome => {
                         self.unacked.pop_front();
                         return outcome.map(Some);
@@ -247,8 +268,25 @@ impl IdempotentProducer {
         Ok(self.client.as_mut().expect("connected"))
     }
 
-    /// Connects again and resends every unacknowledged event, numbered as before.
+    /// The error every call gets once the producer is fenced.
+    fn check_fenced(&self) -> Result<(), ClientError> {
+        match &self.fenced {
+            None => Ok(()),
+            Some(first) => Err(ClientError::Server {
+                scope: crate::protocol::ErrorScope::Connection,
+                code: ErrorCode::ProducerFenced,
+                message: format!(
+                    "producer {} is fenced; nothing more is sent (the first refusal: {first})",
+                    self.producer_id
+                ),
+            }),
+        }
+    }
+
+    /// Connects again and resends every unacknowledged event, numbered as before. Never
+    /// once fenced: the SetProducer would take the id back from the newer connection.
     fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.check_fenced()?;
         self.client = None;
         self.announced = false;
         let mut last_error = ClientError::ConnectionClosed;
@@ -289,4 +327,15 @@ impl IdempotentProducer {
         client.connection.flush()?;
         Ok(client)
     }
+}
+
+/// A produce refused because a newer connection took the producer id over.
+fn is_fencing(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Server {
+            code: ErrorCode::ProducerFenced,
+            ..
+        }
+    )
 }

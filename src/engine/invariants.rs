@@ -63,6 +63,17 @@ impl<L: Log> Engine<L> {
                 );
             }
         }
+        for (producer_id, conn) in self.producer_owners() {
+            let slot = match self.conn(conn).map(|c| &c.phase) {
+                Some(Phase::Client(client)) => client.producer,
+                _ => None,
+            };
+            assert_eq!(
+                slot.map(|slot| slot.producer_id),
+                Some(producer_id),
+                "{conn}: owns producer {producer_id} but is not an open client speaking for it"
+            );
+        }
         self.check_peer_invariants();
         self.check_group_invariants();
         self.check_replica_invariants();

@@ -881,7 +881,10 @@ impl<L: Log> Engine<L> {
 
     /// Removes a connection from the table.
     fn take_connection(&mut self, conn: ConnId) -> Option<Connection> {
-        self.conn(conn)?;
+        if let Phase::Client(client) = &self.conn(conn)?.phase {
+            let slot = client.producer;
+            self.release_producer(conn, slot);
+        }
         self.unfile_subscriptions(conn);
         self.groups_connection_gone(conn);
         self.connection_count -= 1;
@@ -1349,6 +1352,9 @@ impl<L: Log> Engine<L> {
         };
         let phase = std::mem::replace(&mut connection.phase, closing);
         let vector = connection.stream_vector();
+        if let Phase::Client(client) = &phase {
+            self.release_producer(conn, client.producer);
+        }
         self.unfile_subscriptions(conn);
         // Checked above: the connection is open.
         let connection = self.conn_mut(conn).expect("connection is open");

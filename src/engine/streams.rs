@@ -1,7 +1,8 @@
 //! Namespaces as streams: conditional produce (ProduceIf: append only if a namespace's newest
 //! event is the one the client expects) and idempotent produce (SetProducer: a retried produce
-//! is answered with its original ack instead of being stored again). protocol.md section 6
-//! has the rules; docs/limits.md the bounds.
+//! is answered with its original ack instead of being stored again; the newest SetProducer of
+//! an id fences the older connections of that id). protocol.md section 6 has the rules;
+//! docs/limits.md the bounds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -52,6 +53,12 @@ pub(super) struct Producers {
     tick: u64,
     /// Records added this turn, undone if the turn's sync fails.
     turn_added: Vec<ProducedRecord>,
+    /// The connection that sent the newest SetProducer of each producer id: the only one whose
+    /// numbered produces are taken; an older one is fenced (`ProducerFenced`). One entry per
+    /// open client connection at most (a connection speaks for one producer, and its entry
+    /// goes when it closes or names another), so bounded by `connections_max`. Not durable:
+    /// after a restart no connection of before is left to fence.
+    owners: HashMap<u64, ConnId>,
 }
 
 #[derive(Debug)]
@@ -158,15 +165,42 @@ impl<L: Log> Engine<L> {
         self.on_produce_many(now, conn, produce.op_id, produce.expect, &events, count);
     }
 
+    /// The connection speaks for `producer_id` from now on (0: for none), and fences every
+    /// older connection of that id: the newest SetProducer wins.
     pub(super) fn on_set_producer(&mut self, conn: ConnId, producer_id: u64, next_sequence: u64) {
-        if let Some(connection) = self.conn_mut(conn) {
-            if let Phase::Client(client) = &mut connection.phase {
-                client.producer = (producer_id != 0).then_some(ProducerSlot {
-                    producer_id,
-                    next_sequence,
-                });
-            }
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        let Phase::Client(client) = &mut connection.phase else {
+            return;
+        };
+        let previous = std::mem::replace(
+            &mut client.producer,
+            (producer_id != 0).then_some(ProducerSlot {
+                producer_id,
+                next_sequence,
+            }),
+        );
+        self.release_producer(conn, previous);
+        if producer_id != 0 {
+            self.producers.owners.insert(producer_id, conn);
         }
+    }
+
+    /// The connection no longer speaks for `slot`'s producer (it named another, or it is
+    /// closing): forgets it as the owner, unless a newer connection already took the id over.
+    pub(super) fn release_producer(&mut self, conn: ConnId, slot: Option<ProducerSlot>) {
+        let Some(slot) = slot else {
+            return;
+        };
+        if self.producers.owners.get(&slot.producer_id) == Some(&conn) {
+            self.producers.owners.remove(&slot.producer_id);
+        }
+    }
+
+    /// How many producer ids have an owning connection (the invariant check's count).
+    pub(super) fn producer_owners(&self) -> impl Iterator<Item = (u64, ConnId)> + '_ {
+        self.producers.owners.iter().map(|(id, conn)| (*id, *conn))
     }
 
     /// Every produce frame: the sequence number, validation, the producer's window, the
@@ -239,6 +273,20 @@ impl<L: Log> Engine<L> {
         sequence: Option<(u64, u64)>,
     ) -> Option<PendingReply> {
         let (producer_id, sequence) = sequence?;
+        let owner = self.producers.owners.get(&producer_id).copied();
+        if owner != Some(conn) {
+            return Some(PendingReply::Error {
+                conn,
+                op_id,
+                code: ErrorCode::ProducerFenced,
+                message: format!(
+                    "producer {producer_id} was taken over by a newer connection (a later \
+                     SetProducer with this id{}): nothing was appended; two processes share \
+                     the producer id, or this connection was replaced by a reconnect",
+                    owner.map_or(String::new(), |owner| format!(", {owner}"))
+                ),
+            });
+        }
         match self.producers.check(producer_id, sequence) {
             SequenceCheck::New => None,
             SequenceCheck::Stored(record) => Some(PendingReply::Ack {

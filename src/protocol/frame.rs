@@ -865,6 +865,9 @@ pub enum ErrorCode {
     /// A GroupAdmin create named an existing group (same glob) with other settings. Nothing
     /// changed; change settings with the update action. Scope connection.
     GroupSettingsMismatch = 50,
+    /// After SetProducer, a produce of a connection whose producer id a newer connection took
+    /// over with its own SetProducer (the newest wins). Nothing was appended. Stays open.
+    ProducerFenced = 51,
 }
 
 impl ErrorCode {
@@ -918,6 +921,7 @@ impl ErrorCode {
             PurgeBoundAhead,
             InvalidGroupSettings,
             GroupSettingsMismatch,
+            ProducerFenced,
         ];
         all.into_iter().find(|c| *c as u16 == code)
     }
@@ -971,7 +975,8 @@ impl ErrorCode {
             | PurgeRulesFull
             | PurgeBoundAhead
             | InvalidGroupSettings
-            | GroupSettingsMismatch => false,
+            | GroupSettingsMismatch
+            | ProducerFenced => false,
         }
     }
 }

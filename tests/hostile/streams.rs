@@ -2,7 +2,9 @@
 //! connection cut after the server stored a produce but before the client read its ack, and a
 //! kill -9 of the server after the ack, followed by a retry with the same producer sequence
 //! number: stored once, answered with the original ids (also through the Rust client's
-//! `IdempotentProducer`, behind a proxy that drops the first ack). Conditional produce: two
+//! `IdempotentProducer`, behind a proxy that drops the first ack); two producers sharing an
+//! id (the newest wins, the older is fenced) and a flood of SetProducers (the fencing state
+//! stays bounded). Conditional produce: two
 //! connections racing to create the same namespace, exactly one wins, every round.
 
 use std::io::{Read, Write};
@@ -203,6 +205,88 @@ fn the_rust_client_retries_after_a_lost_ack_without_storing_twice() {
         .expect("stored despite the lost ack");
     assert_eq!(producer.reconnects(), 1);
     assert_eq!(ids_in(server.addr, "/carts/3"), vec![ack.first_id]);
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Two Rust producers share one producer id (two processes misconfigured alike): the newest
+/// SetProducer wins. The older producer's next event is refused with `ProducerFenced` and is
+/// not stored; the newer one goes on storing. Before fencing, the older producer's event
+/// numbered 2 was answered with the newer one's ack for number 2 and silently not stored:
+/// this test failed at "older 2 is refused".
+#[test]
+fn two_producers_with_one_id_the_newest_wins_and_the_older_is_fenced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let event = |data: &str| NewEvent {
+        namespace: "/fenced".into(),
+        parent_id: None,
+        data: data.as_bytes().to_vec(),
+    };
+    let connect = || IdempotentProducer::connect(&addr, ClientOptions::default(), 5151, 8);
+    let mut older = connect().expect("connect the older producer");
+    older.set_reconnect(0, Duration::ZERO);
+    let first = older.produce(event("older 1")).expect("older 1 stored");
+    let mut newer = connect().expect("connect the newer producer");
+    // The newer one continues the numbering (one that started at 1 again would have its
+    // first event answered as a retry of "older 1": protocol.md, "Fencing").
+    newer.resume_at(2);
+    let second = newer.produce(event("newer 2")).expect("newer 2 stored");
+    match older.produce(event("older 2")) {
+        Err(flo::client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, ErrorCode::ProducerFenced, "older 2 is refused")
+        }
+        other => panic!("older 2 is refused: expected ProducerFenced, got {other:?}"),
+    }
+    assert!(older.is_fenced());
+    let third = newer.produce(event("newer 3")).expect("newer 3 stored");
+    assert_eq!(
+        ids_in(server.addr, "/fenced"),
+        vec![first.first_id, second.first_id, third.first_id]
+    );
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// A flood of SetProducers: one connection names a million producer ids, one after another,
+/// and a hundred connections each name the same ten thousand ids and close. The fencing state
+/// keeps one entry per open connection that sent SetProducer, so the server's memory does not
+/// grow with the ids (a table of a million ids would be tens of MB); a producer still works
+/// after it.
+#[test]
+fn a_million_set_producers_keep_the_fencing_state_bounded() {
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let rss_before = server.rss_bytes();
+    let frames = |ids: std::ops::Range<u64>| {
+        let mut bytes = Vec::new();
+        for producer_id in ids {
+            let frame = ClientFrame::SetProducer {
+                producer_id,
+                next_sequence: 1,
+            };
+            flo::protocol::encode(&frame, &mut bytes);
+        }
+        bytes
+    };
+    let mut flood = RawConn::hello(server.addr);
+    for chunk in 0..100 {
+        flood.send_bytes(&frames(1 + chunk * 10_000..1 + (chunk + 1) * 10_000));
+    }
+    flood.produce(1, "/flood", b"numbered for the last id");
+    expect_ack(&mut flood, 1);
+    let same = frames(1..10_001);
+    for _ in 0..100 {
+        let mut conn = RawConn::hello(server.addr);
+        conn.send_bytes(&same);
+        conn.produce(1, "/flood", b"numbered for id 10000");
+        match conn.recv() {
+            Some(ServerFrame::Ack(ack)) => assert_eq!(ack.op_id, 1),
+            other => panic!("expected the ack of op 1, got {other:?}"),
+        }
+    }
+    let grown = server.rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 16 * 1024 * 1024, "the server grew by {grown} bytes");
     assert_survived(&mut server, RSS_MAX);
 }
 

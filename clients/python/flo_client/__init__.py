@@ -109,11 +109,14 @@ ERROR_CODES = {
     48: "PurgeBoundAhead",
     49: "InvalidGroupSettings",
     50: "GroupSettingsMismatch",
+    51: "ProducerFenced",
 }
 
 # ProduceIf expectations (section 6).
 EXPECT_ANY, EXPECT_NO_EVENTS, EXPECT_LAST_IS, EXPECT_HAS_EVENTS = 0, 1, 2, 3
 CLOSING_CODES = {1, 2, 3, 4, 5, 12, 13, 14, 15, 18, 19, 21}
+# A newer connection announced the same producer id (protocol.md, SetProducer).
+PRODUCER_FENCED = 51
 
 # End reasons (section 7).
 END_REASONS = {1: "LimitReached", 2: "EndOfStream", 3: "Unsubscribed"}
@@ -1812,6 +1815,8 @@ class IdempotentProducer:
         # [sequence, op id on the current connection, event], oldest first.
         self._unacked: Deque[list] = collections.deque()
         self._announced = False
+        # The ProducerFenced error that ended this producer: a newer connection speaks for the id.
+        self.fenced: Optional[FloError] = None
         self.client: Optional[FloClient] = FloClient.connect(host, port, **connect_args)
 
     def resume_at(self, next_sequence: int) -> None:
@@ -1830,6 +1835,7 @@ class IdempotentProducer:
     def send(self, namespace: str, data: bytes = b"", parent_id: Optional[EventId] = None) -> None:
         """Send one event without waiting (raises ValueError when the window is full: call
         `recv_ack` first). A lost connection is not an error here: the event is resent."""
+        self._check_fenced()
         if self.is_full():
             raise ValueError(f"{self.window} produces are in flight already")
         event = NewEvent(namespace, data, parent_id)
@@ -1859,6 +1865,10 @@ class IdempotentProducer:
                     self._reconnect()
                     continue
                 self._unacked.popleft()
+                if error.code == PRODUCER_FENCED:
+                    # A newer connection announced this producer id: never announce it again
+                    # (a reconnect would fence the newer one in turn).
+                    self.fenced = error
                 raise
             except (ConnectionClosed, OSError, TimeoutError, ProtocolError):
                 self._reconnect()
@@ -1904,8 +1914,16 @@ class IdempotentProducer:
         assert self.client is not None
         return self.client
 
+    def _check_fenced(self) -> None:
+        if self.fenced is not None:
+            raise FloError(self.fenced.scope_code, self.fenced.target, PRODUCER_FENCED,
+                           f"producer {self.producer_id} is fenced; nothing more is sent "
+                           f"(the first refusal: {self.fenced.message})")
+
     def _reconnect(self) -> None:
-        """Connect again and resend every unacknowledged event with its number."""
+        """Connect again and resend every unacknowledged event with its number (never once
+        fenced: the SetProducer would take the id back from the newer connection)."""
+        self._check_fenced()
         self.close()
         last_error: Optional[BaseException] = None
         for attempt in range(1, self.reconnect_attempts + 1):

@@ -687,6 +687,29 @@ class ServerTests(unittest.TestCase):
         self.assertEqual((again.first_id, again.timestamp_ms), (ack.first_id, ack.timestamp_ms))
         self.assertEqual(len(list(retry.subscribe("/orders").events())), 1)
 
+    def test_the_newest_set_producer_fences_the_older_connection(self) -> None:
+        older = flo.IdempotentProducer("127.0.0.1", self.server.port, producer_id=5151,
+                                       reconnect_attempts=1, reconnect_delay=0.0)
+        self.addCleanup(older.close)
+        older.produce("/fence", b"older 1")
+        # A second process with the same producer id (it continues the numbering: one that
+        # started at 1 again would have its first produce answered as a retry of "older 1").
+        newer = flo.IdempotentProducer("127.0.0.1", self.server.port, producer_id=5151)
+        self.addCleanup(newer.close)
+        newer.resume_at(2)
+        newer.produce("/fence", b"newer 2")
+        with self.assertRaises(FloError) as cm:
+            older.produce("/fence", b"older 2")
+        self.assertEqual(cm.exception.name, "ProducerFenced")
+        self.assertTrue(older.fenced is not None)
+        with self.assertRaises(FloError) as cm:
+            older.send("/fence", b"older 3")
+        self.assertEqual(cm.exception.name, "ProducerFenced")
+        newer.produce("/fence", b"newer 3")
+        c = self.connect()
+        stored = [e.data for e in c.subscribe("/fence").events()]
+        self.assertEqual(stored, [b"older 1", b"newer 2", b"newer 3"])
+
     def test_namespaces_are_listed_with_counts(self) -> None:
         c = self.connect()
         acks = [c.produce(ns, b"x") for ns in ["/ns/b", "/ns/a", "/other", "/ns/b"]]

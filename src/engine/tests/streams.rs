@@ -696,3 +696,108 @@ fn conditional_produce_lookups_are_charged_to_the_turn_frame_budget() {
     }
     assert_eq!(stored_count(&mut harness), 5050);
 }
+
+/// Two connections speak for one producer id (two processes misconfigured to share it): the
+/// newest SetProducer wins. The older connection's numbered produces are refused with
+/// `ProducerFenced` and nothing of them is appended (before fencing, its produce numbered 1
+/// was answered as a retry of the newer one's: an Ack with the other event's ids, its own
+/// event silently absent); the newer connection's numbering goes on as if the older one had
+/// sent nothing, and the older connection stays open for unnumbered produces.
+#[test]
+fn the_newest_set_producer_wins_and_the_older_connection_is_fenced() {
+    let mut harness = Harness::new();
+    let old = harness.client();
+    harness.send(old, set_producer(42, 1));
+    let new = harness.client();
+    harness.send(new, set_producer(42, 1));
+    harness.produce(new, 1, "/new", b"one");
+    harness.turn();
+    let stored = ack_of(&harness.received(new), 1).first_id;
+
+    harness.produce(old, 1, "/old", b"one");
+    harness.produce(old, 2, "/old", b"two");
+    harness.produce(new, 2, "/new", b"two");
+    harness.turn();
+    let frames = harness.received(old);
+    for op_id in [1, 2] {
+        let error = error_of(&frames, op_id);
+        assert_eq!(error.code, ErrorCode::ProducerFenced, "{error:?}");
+        assert!(error.message.contains("producer 42"), "{error:?}");
+    }
+    let second = ack_of(&harness.received(new), 2);
+    assert_eq!(second.first_id.counter, stored.counter + 1);
+    assert_eq!(stored_count(&mut harness), 2);
+    harness.engine.check_invariants();
+
+    // Unnumbered, the older connection produces as any other.
+    harness.send(old, set_producer(0, 0));
+    harness.produce(old, 3, "/old", b"three");
+    harness.turn();
+    ack_of(&harness.received(old), 3);
+    assert_eq!(stored_count(&mut harness), 3);
+}
+
+/// A client reconnects while its old connection is still open on the server (a half-open
+/// socket): the new connection's SetProducer, arriving in the same turn before the old
+/// connection's last produces, fences them; the new connection's resends are stored once.
+/// When the winner closes, the fenced connection stays fenced until it sends SetProducer
+/// again, and then it wins in turn.
+#[test]
+fn a_reconnect_fences_the_old_connection_in_the_same_turn_until_it_announces_again() {
+    let mut harness = Harness::new();
+    let old = harness.client();
+    harness.send(old, set_producer(7, 1));
+    harness.produce(old, 1, "/r", b"one");
+    harness.turn();
+    let one = ack_of(&harness.received(old), 1).first_id;
+
+    let new = harness.client();
+    harness.send(new, set_producer(7, 2));
+    harness.produce(old, 2, "/r", b"two (old connection)");
+    harness.produce(new, 10, "/r", b"two");
+    harness.turn();
+    assert_eq!(
+        error_of(&harness.received(old), 2).code,
+        ErrorCode::ProducerFenced
+    );
+    let two = ack_of(&harness.received(new), 10).first_id;
+    assert_eq!(two.counter, one.counter + 1);
+    assert_eq!(stored_count(&mut harness), 2);
+
+    harness.engine.handle_closed(new);
+    harness.engine.check_invariants();
+    harness.produce(old, 3, "/r", b"three");
+    harness.turn();
+    assert_eq!(
+        error_of(&harness.received(old), 3).code,
+        ErrorCode::ProducerFenced
+    );
+    harness.send(old, set_producer(7, 2));
+    harness.produce(old, 4, "/r", b"two");
+    harness.turn();
+    assert_eq!(ack_of(&harness.received(old), 4).first_id, two);
+    assert_eq!(stored_count(&mut harness), 2);
+}
+
+/// The fencing state holds one entry per open connection that speaks for a producer: a
+/// connection naming a new id every frame, and connections closing, leave none behind.
+#[test]
+fn the_fencing_state_is_bounded_by_the_open_connections() {
+    let mut harness = Harness::new();
+    let churn = harness.client();
+    for producer_id in 1..=10_000 {
+        harness.send(churn, set_producer(producer_id, 1));
+    }
+    let other = harness.client();
+    harness.send(other, set_producer(10_000, 1));
+    harness.send(other, set_producer(20_000, 1));
+    harness.turn();
+    assert_eq!(harness.engine.producer_owners().count(), 1);
+    harness.send(churn, set_producer(30_000, 1));
+    harness.turn();
+    assert_eq!(harness.engine.producer_owners().count(), 2);
+    harness.engine.check_invariants();
+    harness.engine.handle_closed(churn);
+    harness.engine.handle_closed(other);
+    assert_eq!(harness.engine.producer_owners().count(), 0);
+}
