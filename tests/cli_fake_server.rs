@@ -581,3 +581,47 @@ fn consume_limit_prints_at_most_that_many_events_whatever_the_server_sends() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
 }
+
+/// A stdin producer whose producer id a newer connection took over (`ProducerFenced`, code
+/// 51): the ids acknowledged before are printed, the error is one line naming the code, the
+/// exit code is 1, and nothing more is sent. Before, the client did not know code 51 and
+/// reported an undecodable frame ("unknown error code 51").
+#[test]
+fn a_fenced_stdin_producer_prints_one_line_and_fails() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(1024);
+        ack_next(&mut conn, 1);
+        match receive_produce(&mut conn) {
+            ClientFrame::Produce(produce) => {
+                conn.send(ServerFrame::Error(flo::protocol::ErrorFrame {
+                    scope: flo::protocol::ErrorScope::Produce(produce.op_id),
+                    code: flo::protocol::ErrorCode::ProducerFenced,
+                    message: "producer 7 was taken over by a newer connection".into(),
+                }))
+            }
+            other => panic!("expected Produce, got {other:?}"),
+        }
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);
+        assert!(
+            rest.is_empty(),
+            "the fenced producer sent {} more bytes",
+            rest.len()
+        );
+    });
+    let output = flo_client(
+        &port_of(&addr),
+        &["produce", "-n", "/lines", "--reconnect-attempts", "0"],
+        b"one\ntwo\n",
+    );
+    server.join().expect("fake server");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{}\n", EventId::new(1, 1))
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("ProducerFenced (51)"), "{stderr}");
+    assert!(stderr.contains("1 events were produced"), "{stderr}");
+}
