@@ -926,7 +926,7 @@ fn a_group_listing_longer_than_any_server_sends_is_refused() {
     use flo::protocol::{GroupInfo, GroupsReply};
     const PAGE: usize = 1000;
     const PAGES: usize = 150;
-    assert!(PAGE * PAGES > GROUPS_LISTED_MAX);
+    const _: () = assert!(PAGE * PAGES > GROUPS_LISTED_MAX);
     let (addr, server) = fake_server(|mut conn| {
         conn.handshake_with(Welcome {
             frame_size_max: 1 << 20,
