@@ -72,10 +72,11 @@ pub struct FileLog {
     /// Sealed segments, oldest first; each has an index file.
     pub(super) sealed: VecDeque<SegmentIndex>,
     pub(super) open: OpenSegment,
-    /// How many records were appended since the last sync. Appends encode them straight into
-    /// the cache's ring (`EventCache::stage`), the segment is written from there and the
-    /// cache keeps them in place once durable; only when a turn's records do not fit in the
-    /// ring do they move to `pending_bytes` (and the cache copies the bodies after the write).
+    /// The records appended since the last sync when they do not fit in the cache's ring
+    /// (empty otherwise), and how many records were appended. Appends encode records straight
+    /// into the ring (`EventCache::stage`), the segment is written from there and the cache
+    /// keeps them in place once durable; only a turn whose records do not fit in the ring
+    /// moves them here (and the cache copies the bodies after the write).
     pub(super) pending_bytes: Vec<u8>,
     pub(super) pending_count: u64,
     /// The vector of every appended record, and of every durable one.
