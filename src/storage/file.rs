@@ -26,8 +26,8 @@ use super::namespace::{
 use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{
-    check_size, decode_header, encode_view, is_hole_view, view_body, view_checked_body_after,
-    RECORD_HEADER_SIZE,
+    check_size, decode_header, encode_view, encode_view_into, encoded_size_of, is_hole_view,
+    view_body, view_checked_body_after, RECORD_HEADER_SIZE,
 };
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
@@ -72,8 +72,11 @@ pub struct FileLog {
     /// Sealed segments, oldest first; each has an index file.
     pub(super) sealed: VecDeque<SegmentIndex>,
     pub(super) open: OpenSegment,
-    /// Encoded records appended since the last sync, and how many they are: appends encode
-    /// straight into this buffer, and after the write the cache copies the bodies from it.
+    /// The records appended since the last sync when they do not fit in the cache's ring
+    /// (empty otherwise), and how many records were appended. Appends encode records straight
+    /// into the ring (`EventCache::stage`), the segment is written from there and the cache
+    /// keeps them in place once durable; only a turn whose records do not fit in the ring
+    /// moves them here (and the cache copies the bodies after the write).
     pub(super) pending_bytes: Vec<u8>,
     pub(super) pending_count: u64,
     /// The vector of every appended record, and of every durable one.
@@ -354,10 +357,19 @@ impl FileLog {
             self.produced.roll_back(journal_size);
             return Err(error);
         }
+        let first_offset = self.open.index.end_offset();
+        // The buffer is taken for the loop (and its allocation kept for the next group).
+        let mut spilled = std::mem::take(&mut self.pending_bytes);
+        let in_cache = spilled.is_empty();
+        let pending = if in_cache {
+            self.cache.staged()
+        } else {
+            &spilled[..]
+        };
         let mut position = 0;
         let mut previous_namespace = None;
         for _ in 0..self.pending_count {
-            let record = &self.pending_bytes[position..];
+            let record = &pending[position..];
             // This buffer holds whole records this log encoded (`append_view`).
             let body_size = u32::from_le_bytes(record[..4].try_into().expect("four bytes"));
             let size = RECORD_HEADER_SIZE + body_size as usize;
@@ -365,7 +377,6 @@ impl FileLog {
             let event = view_checked_body_after(body, previous_namespace)
                 .expect("a record this log encoded");
             previous_namespace = Some(event.namespace);
-            let offset = self.open.index.end_offset();
             if self.config.namespace_index {
                 let at = self.open.index.file_size;
                 self.open
@@ -375,8 +386,23 @@ impl FileLog {
             self.open.index.observe(event, size as u64);
             self.durable_vector.observe(event.id);
             self.trace.observe(event);
-            self.cache.push(offset, body);
             position += size;
+        }
+        if in_cache {
+            self.cache.commit_staged(first_offset);
+        } else {
+            let mut position = 0;
+            for offset in first_offset..first_offset + self.pending_count {
+                let body_size = u32::from_le_bytes(
+                    (spilled[position..position + 4])
+                        .try_into()
+                        .expect("four bytes"),
+                );
+                let body_at = position + RECORD_HEADER_SIZE;
+                position = body_at + body_size as usize;
+                self.cache.push(offset, &spilled[body_at..position]);
+            }
+            spilled.clear();
         }
         // A reader of the open segment may have buffered the zeros that were past the records
         // (the preallocated hole) where these records now are: it must not be reused.
@@ -387,9 +413,8 @@ impl FileLog {
         {
             self.reader = None;
         }
-        // The buffer's allocation is kept for the next group.
         self.pending_count = 0;
-        self.pending_bytes.clear();
+        self.pending_bytes = spilled;
         Ok(())
     }
 
@@ -397,7 +422,8 @@ impl FileLog {
         let mut fsync_fails = false;
         match self.fault.take() {
             Some(InjectedFault::WriteFails { bytes_written }) => {
-                let part = &self.pending_bytes[..bytes_written.min(self.pending_bytes.len())];
+                let pending = self.pending();
+                let part = &pending[..bytes_written.min(pending.len())];
                 self.open
                     .file
                     .write_all_at(part, position)
@@ -411,7 +437,7 @@ impl FileLog {
             Some(InjectedFault::FsyncFails) => fsync_fails = true,
             None => {}
         }
-        let end = position + self.pending_bytes.len() as u64;
+        let end = position + self.pending().len() as u64;
         if end > self.preallocated_size {
             let size = end + PREALLOCATE_BYTES;
             self.open
@@ -422,7 +448,7 @@ impl FileLog {
         }
         self.open
             .file
-            .write_all_at(&self.pending_bytes, position)
+            .write_all_at(self.pending(), position)
             .map_err(self.segment_error("write"))?;
         self.written_since_fsync = true;
         if self.fsync_due(now_ms) {
@@ -442,6 +468,14 @@ impl FileLog {
 
     /// "`what` <the open segment's path>", for an error: the path is made only when an
     /// error needs it, not per sync (no allocation on the produce path).
+    fn pending(&self) -> &[u8] {
+        if self.pending_bytes.is_empty() {
+            self.cache.staged()
+        } else {
+            &self.pending_bytes
+        }
+    }
+
     fn segment_context(&self, what: &str) -> String {
         let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
         format!("{what} {}", path.display())
@@ -564,6 +598,7 @@ impl FileLog {
     /// Restores the state of the last successful sync after a failed write or fdatasync.
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
+        self.cache.discard_staged();
         self.pending_count = 0;
         self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
@@ -1247,6 +1282,17 @@ impl Log for FileLog {
     fn append_view(&mut self, event: EventRef<'_>) -> Result<Offset, StorageError> {
         check_size(event)?;
         let offset = self.end();
+        if self.pending_bytes.is_empty() {
+            if let Some(room) = self.cache.stage(encoded_size_of(event)) {
+                encode_view_into(event, room);
+                self.vector.observe(event.id);
+                self.pending_count += 1;
+                return Ok(offset);
+            }
+            // This turn's records do not fit in the ring: they continue in the buffer.
+            self.pending_bytes.extend_from_slice(self.cache.staged());
+            self.cache.discard_staged();
+        }
         encode_view(event, &mut self.pending_bytes);
         self.vector.observe(event.id);
         self.pending_count += 1;

@@ -96,28 +96,39 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
 /// Appends the encoded record of a borrowed event to `out`: the produce path encodes the
 /// bytes of a received frame straight into the log's write buffer.
 pub fn encode_view(event: EventRef<'_>, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + encoded_size_of(event), 0);
+    encode_view_into(event, &mut out[at..]);
+}
+
+/// Encodes `event` as one record into `out`, which must be exactly
+/// [`encoded_size_of`]`(event)` bytes: the log encodes a produce straight into its cache's
+/// ring, where the segment write and the cache read it from (issue 13).
+pub fn encode_view_into(event: EventRef<'_>, out: &mut [u8]) {
     let size = encoded_size_of(event);
+    assert_eq!(out.len(), size, "a record's bytes are encoded_size_of");
     let body_size = (size - RECORD_HEADER_SIZE) as u32;
     let parent = event.parent_id.unwrap_or(EventId::NONE);
-    // The fixed fields up to the namespace, built in one array: the header (its checksum
-    // filled in last), id, parent id, timestamp and the namespace's size.
-    let mut fixed = [0u8; RECORD_HEADER_SIZE + BODY_FIXED_SIZE - 4];
+    let namespace = event.namespace.as_bytes();
+    // The fixed fields up to the namespace: the header (its checksum filled in last), id,
+    // parent id, timestamp and the namespace's size.
+    let fixed_end = RECORD_HEADER_SIZE + BODY_FIXED_SIZE - 4;
+    let (fixed, rest) = out.split_at_mut(fixed_end);
     fixed[0..4].copy_from_slice(&body_size.to_le_bytes());
+    fixed[4..8].fill(0);
     fixed[8..16].copy_from_slice(&event.id.counter.to_le_bytes());
     fixed[16..18].copy_from_slice(&event.id.actor.0.to_le_bytes());
     fixed[18..26].copy_from_slice(&parent.counter.to_le_bytes());
     fixed[26..28].copy_from_slice(&parent.actor.0.to_le_bytes());
     fixed[28..36].copy_from_slice(&event.timestamp_ms.to_le_bytes());
-    fixed[36..40].copy_from_slice(&(event.namespace.len() as u32).to_le_bytes());
-    out.reserve(size);
-    let header_at = out.len();
-    let body_at = header_at + RECORD_HEADER_SIZE;
-    out.extend_from_slice(&fixed);
-    out.extend_from_slice(event.namespace.as_bytes());
-    out.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
-    out.extend_from_slice(event.data);
-    let crc = record_crc(&out[header_at..header_at + 4], &out[body_at..]);
-    out[header_at + 4..body_at].copy_from_slice(&crc.to_le_bytes());
+    fixed[36..40].copy_from_slice(&(namespace.len() as u32).to_le_bytes());
+    let (name, rest) = rest.split_at_mut(namespace.len());
+    name.copy_from_slice(namespace);
+    let (data_size, data) = rest.split_at_mut(4);
+    data_size.copy_from_slice(&(event.data.len() as u32).to_le_bytes());
+    data.copy_from_slice(event.data);
+    let crc = record_crc(&out[..4], &out[RECORD_HEADER_SIZE..]);
+    out[4..RECORD_HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn record_crc(size_bytes: &[u8], body: &[u8]) -> u32 {
