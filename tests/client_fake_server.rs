@@ -6,7 +6,7 @@
 
 mod fake_server;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -129,6 +129,44 @@ fn a_produce_error_is_matched_by_op_id_and_the_connection_stays_usable() {
         Err(error @ ClientError::Server { .. }) => {
             assert!(!error.is_fatal());
             assert!(error.to_string().contains("disk full"), "{error}");
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    client.produce("/a", b"y").expect("second produce acked");
+    server.join().expect("fake server");
+}
+
+/// protocol.md, section 11: "A client receiving an unknown code handles it by the Error's
+/// scope". A newer server's code 999 for a produce fails that produce and leaves the connection
+/// usable; before, the client refused the frame as malformed and dropped the connection.
+#[test]
+fn an_unknown_error_code_fails_its_produce_and_the_connection_stays_usable() {
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let (op_id, _) = produce_op_id(conn.receive());
+        let mut bytes = Vec::new();
+        flo::protocol::encode_error(
+            ErrorScope::Produce(op_id),
+            ErrorCode::StorageFailure,
+            "from a newer server",
+            &mut bytes,
+        );
+        // The code sits at offset 6 + 8 (scope 1 carries the u64 op id).
+        bytes[14..16].copy_from_slice(&999u16.to_be_bytes());
+        conn.stream.write_all(&bytes).expect("fake server write");
+        let (op_id, _) = produce_op_id(conn.receive());
+        conn.send(ack(op_id, 1));
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    match client.produce("/a", b"x") {
+        Err(error @ ClientError::Server { .. }) => {
+            assert!(!error.is_fatal(), "{error}");
+            let ClientError::Server { code, message, .. } = &error else {
+                unreachable!()
+            };
+            assert_eq!(*code, ErrorCode::Unknown);
+            assert!(message.starts_with("code 999"), "{message}");
+            assert!(message.contains("from a newer server"), "{message}");
         }
         other => panic!("expected a server error, got {other:?}"),
     }

@@ -868,6 +868,10 @@ pub enum ErrorCode {
     /// After SetProducer, a produce of a connection whose producer id a newer connection took
     /// over with its own SetProducer (the newest wins). Nothing was appended. Stays open.
     ProducerFenced = 51,
+    /// A code this build does not know, from a newer server (never sent: a decoder maps every
+    /// unknown number to it and puts the number at the start of the message). protocol.md: a
+    /// client handles such an error by its scope.
+    Unknown = 0,
 }
 
 impl ErrorCode {
@@ -976,7 +980,8 @@ impl ErrorCode {
             | PurgeBoundAhead
             | InvalidGroupSettings
             | GroupSettingsMismatch
-            | ProducerFenced => false,
+            | ProducerFenced
+            | Unknown => false,
         }
     }
 }

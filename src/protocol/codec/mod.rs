@@ -1443,14 +1443,21 @@ impl WireFormat for ErrorFrame {
             scope_tag::SUBSCRIPTION => ErrorScope::Subscription(r.get_u32("subscription id")?),
             other => return Err(r.error(format!("unknown error scope {other}"))),
         };
-        let code = r.get_u16("error code")?;
-        let Some(code) = ErrorCode::from_u16(code) else {
-            return Err(r.error(format!("unknown error code {code}")));
-        };
-        Ok(ErrorFrame {
-            scope,
-            code,
-            message: r.get_str16("message")?,
+        let number = r.get_u16("error code")?;
+        let message = r.get_str16("message")?;
+        // protocol.md, section 11: a code the receiver does not know is handled by the
+        // Error's scope, not refused as a malformed frame (a newer server may send one).
+        Ok(match ErrorCode::from_u16(number) {
+            Some(code) => ErrorFrame {
+                scope,
+                code,
+                message,
+            },
+            None => ErrorFrame {
+                scope,
+                code: ErrorCode::Unknown,
+                message: format!("code {number}, unknown to this client: {message}"),
+            },
         })
     }
 }

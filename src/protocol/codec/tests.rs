@@ -805,10 +805,21 @@ fn invalid_booleans_and_enum_values_are_malformed() {
 
     let scope = raw_frame(kind::ERROR, &[3, 0, 1, 0, 0]);
     assert!(decode_error(&scope).message.contains("error scope 3"));
-    let code = raw_frame(kind::ERROR, &[0, 0, 99, 0, 0]);
-    assert!(decode_error(&code).message.contains("error code 99"));
-    let code = raw_frame(kind::ERROR, &[0, 0, 0, 0, 0]);
-    assert!(decode_error(&code).message.contains("error code 0"));
+    // An error code this build does not know is not malformed: protocol.md tells a client to
+    // handle it by its scope, so it decodes as `Unknown` with the number in the message.
+    for number in [0u8, 99] {
+        let code = raw_frame(kind::ERROR, &[0, 0, number, 0, 0]);
+        match decode(&code, &limits()) {
+            Ok(Some((AnyFrame::Server(ServerFrame::Error(error)), _))) => {
+                assert_eq!(error.code, ErrorCode::Unknown);
+                assert_eq!(
+                    error.message,
+                    format!("code {number}, unknown to this client: ")
+                );
+            }
+            other => panic!("error code {number}: {other:?}"),
+        }
+    }
 
     let action = raw_frame(kind::GROUP_ADMIN, &[0, 1, b'w', 8]);
     assert!(decode_error(&action)
@@ -941,6 +952,7 @@ fn check_decode(bytes: &[u8], limits: &WireLimits) {
             assert!(consumed <= bytes.len());
             // A Hello of another version ignores what follows its frozen fields.
             if matches!(&frame, AnyFrame::Client(ClientFrame::Hello(hello)) if hello.protocol_version != PROTOCOL_VERSION)
+                || is_unknown_error(&frame)
             {
                 return;
             }
@@ -1698,6 +1710,7 @@ fn check_typed<F: Decode>(
             assert!(consumed <= bytes.len());
             let frame = as_any(frame);
             if matches!(&frame, AnyFrame::Client(ClientFrame::Hello(hello)) if hello.protocol_version != PROTOCOL_VERSION)
+                || is_unknown_error(&frame)
             {
                 return Outcome::Frame;
             }
@@ -1860,4 +1873,20 @@ fn the_fixed_size_ack_encoder_writes_the_general_encoders_bytes() {
         assert_eq!(fixed, general, "{ack:?}");
         assert_eq!(fixed.len(), 1 + ACK_FRAME_SIZE);
     }
+}
+
+/// An Error whose code this build does not know decodes as `ErrorCode::Unknown` with the number
+/// moved into its message, so it does not re-encode to the bytes it came from (nothing sends
+/// `Unknown`: it exists only on the receiving side).
+fn is_unknown_error(frame: &AnyFrame) -> bool {
+    matches!(
+        frame,
+        AnyFrame::Server(ServerFrame::Error(ErrorFrame {
+            code: ErrorCode::Unknown,
+            ..
+        })) | AnyFrame::Peer(PeerFrame::Error(ErrorFrame {
+            code: ErrorCode::Unknown,
+            ..
+        }))
+    )
 }
