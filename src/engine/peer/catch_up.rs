@@ -197,9 +197,20 @@ impl<L: Log> Engine<L> {
                 .is_some_and(|m| m.handshake_vector.is_some())
                 || (target.actor.is_none() && self.removed_at(*addr));
             if !met {
-                let text = match target.actor {
-                    Some(actor) => format!("member {} at {addr}, not met since the start", actor.0),
-                    None => format!("--peer-addr {addr}, which has never answered"),
+                let text = match (target.actor, target.refused) {
+                    (Some(actor), None) => {
+                        format!("member {} at {addr}, not met since the start", actor.0)
+                    }
+                    (None, None) => format!("--peer-addr {addr}, which has never answered"),
+                    (Some(actor), Some(code)) => format!(
+                        "member {} at {addr}, which refused this node's handshake: {code:?} \
+                         (this node's log says why)",
+                        actor.0
+                    ),
+                    (None, Some(code)) => format!(
+                        "--peer-addr {addr}, which refused this node's handshake: {code:?} (this \
+                         node's log says why)"
+                    ),
                 };
                 return waits(target.actor, addr.to_string(), text);
             }

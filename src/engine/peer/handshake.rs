@@ -320,6 +320,7 @@ impl<L: Log> Engine<L> {
         let actor = pending.actor;
         if let Some(target) = self.cluster.targets.get_mut(&addr) {
             target.actor = Some(actor);
+            target.refused = None;
         }
         let own = self.config.actor_id;
         if !self.resolve_duplicate(conn, actor, own) {
@@ -336,6 +337,11 @@ impl<L: Log> Engine<L> {
         addr: SocketAddr,
         error: ErrorFrame,
     ) {
+        if error.code != ErrorCode::DuplicatePeerConnection {
+            if let Some(target) = self.cluster.targets.get_mut(&addr) {
+                target.refused = Some(error.code);
+            }
+        }
         match error.code {
             ErrorCode::DuplicatePeerConnection => {
                 log::debug!("{conn}: peer at {addr}: {}", error.message)

@@ -200,6 +200,7 @@ impl<L: Log> Engine<L> {
             attempt: 0,
             actor,
             known_since_ms: self.now_ms,
+            refused: None,
         });
         if target.actor.is_none() {
             target.actor = actor;

@@ -27,7 +27,9 @@ use std::net::SocketAddr;
 
 use super::{ConnId, Engine, PeerConn, Phase};
 use crate::event::{ActorId, VersionVector};
-use crate::protocol::{MemberState, MemberStatus, PeerFrame, PeerNonce, ServerFrame, Status};
+use crate::protocol::{
+    ErrorCode, MemberState, MemberStatus, PeerFrame, PeerNonce, ServerFrame, Status,
+};
 use crate::storage::Log;
 use catch_up::Hold;
 
@@ -59,6 +61,11 @@ struct Target {
     /// When (monotonic ms) this node learned of the address: for Status while no handshake
     /// has identified it.
     known_since_ms: u64,
+    /// The code of the Error with which the node at this address last refused this node's
+    /// handshake, until a handshake with it completes: for the catch-up hold's "waits for"
+    /// (an address that refuses is not one that "never answered"). Only the code is kept:
+    /// the peer's message is logged when it arrives.
+    refused: Option<ErrorCode>,
 }
 
 /// What this node knows about another member.
@@ -183,6 +190,7 @@ impl Cluster {
                 actor: None,
                 // The engine's clock starts at the server's start.
                 known_since_ms: 0,
+                refused: None,
             };
             targets.insert(*addr, target);
         }

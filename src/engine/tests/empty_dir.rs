@@ -249,3 +249,42 @@ fn a_member_learned_from_a_peer_is_not_forgotten_while_an_empty_directory_waits(
         "member 3 is still dialed after ten minutes"
     );
 }
+
+/// walk12: a node whose `--peer-addr` refuses its handshake (here a peer with another
+/// `--cluster-secret`, AuthFailed) said in `flo-client status` that it waited for "--peer-addr
+/// 10.0.0.3:3000, which has never answered", which sends the operator after the network
+/// instead of the secret. Failed before: the waits_for text was "... which has never answered".
+#[test]
+fn a_peer_that_refused_the_handshake_is_named_with_its_refusal() {
+    let (mut h, _two) = met_two_of_three(None);
+    let addr: std::net::SocketAddr = "10.0.0.3:3000".parse().unwrap();
+    assert!(h.dials.contains(&addr), "{:?}", h.dials);
+    let conn = ConnId {
+        slot: 51,
+        generation: 1,
+    };
+    h.engine.handle_dialed(h.now, conn, addr);
+    assert!(matches!(
+        h.received_peer(conn).as_slice(),
+        [PeerFrame::PeerHello(_)]
+    ));
+    h.send(
+        conn,
+        PeerFrame::Error(ErrorFrame {
+            scope: ErrorScope::Connection,
+            code: ErrorCode::AuthFailed,
+            message: "the handshake proof does not match".into(),
+        }),
+    );
+    h.turn();
+    let hold = h.engine.status().hold.expect("3 was not met");
+    assert_eq!(
+        hold.waits_for,
+        "--peer-addr 10.0.0.3:3000, which refused this node's handshake: AuthFailed (this \
+         node's log says why)"
+    );
+    // Once it is met the refusal is forgotten with the hold.
+    let (_three, _) = peer(&mut h, 3, VersionVector::new());
+    h.turn();
+    assert_eq!(h.engine.status().hold, None);
+}
