@@ -1016,10 +1016,12 @@ impl GroupStore for MemoryGroupStore {
 /// The journal as a file in the data directory.
 ///
 /// Written records survive kill -9 (they are in the kernel's page cache); an fdatasync makes
-/// them survive a power loss. Under `always` the fdatasync of every write is asked of the
-/// journal's sync thread (`group_sync.rs`) at once, and `sync` waits for it only when a record
-/// an answer depends on was written (see `GroupRecord::answer_waits`); under `interval` it is
-/// asked for at most once an interval and never waited for; under `never` not at all.
+/// them survive a power loss. Under `always` the fdatasync of a write holding a record an
+/// answer depends on (see `GroupRecord::answer_waits`) is asked of the journal's sync thread
+/// (`group_sync.rs`) at once and waited for by `sync`; that of the other records (acks, floors,
+/// deliveries) at most once in `ack_sync_interval_ms` and never waited for; under `interval`
+/// at most once an interval and never waited for; under `never` not at all. What is put off
+/// is asked for by the first `sync` after it falls due (`sync_due_ms`) or by the drop.
 #[derive(Debug)]
 pub struct FileGroupStore {
     dir: PathBuf,
