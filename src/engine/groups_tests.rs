@@ -267,9 +267,10 @@ fn a_turns_acks_are_journaled_after_the_logs_sync() {
         .map(|e| e.id)
         .collect();
     assert_eq!(delivered.len(), 10);
-    // The same turn appends an event, so the log has an fdatasync of its own.
-    harness.send(member, group_ack(1, delivered));
+    // The same turn appends an event, so the log has an fdatasync of its own (the producer
+    // connects first: its handshake ends a turn of its own).
     let producer = harness.client();
+    harness.send(member, group_ack(1, delivered));
     harness.send(
         producer,
         ClientFrame::Produce(Produce {
@@ -298,13 +299,9 @@ fn a_turns_acks_are_journaled_after_the_logs_sync() {
 /// nothing else happens, and that turn asks for it (the store has nothing due after it).
 #[test]
 fn a_put_off_journal_fdatasync_is_a_deadline() {
-    use crate::storage::groups::FileGroupStore;
-    let dir = std::env::temp_dir().join(format!("flo-engine-acksync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    use crate::storage::groups::{remove_scratch_dir, scratch_store};
+    let (store, dir) = scratch_store("flo-engine-acksync", crate::config::FsyncPolicy::Always);
     let mut harness = Harness::with_log(MemoryLog::new(), |_| {});
-    let store =
-        FileGroupStore::open(&dir, crate::config::FsyncPolicy::Always).expect("open the journal");
     harness
         .engine
         .load_groups(Box::new(store))
@@ -335,7 +332,7 @@ fn a_put_off_journal_fdatasync_is_a_deadline() {
         "asked for by the due turn: no longer a deadline"
     );
     drop(harness);
-    std::fs::remove_dir_all(&dir).expect("clean up");
+    remove_scratch_dir(&dir);
 }
 
 #[test]

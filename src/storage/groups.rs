@@ -1354,6 +1354,23 @@ impl FileGroupStore {
     }
 }
 
+/// A journal in a fresh directory under the system's temporary directory, for tests outside
+/// storage (which touch no files themselves); `remove_scratch_dir` removes it.
+#[cfg(test)]
+pub fn scratch_store(name: &str, fsync: FsyncPolicy) -> (FileGroupStore, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = FileGroupStore::open(&dir, fsync).expect("open the journal");
+    (store, dir)
+}
+
+/// Removes a `scratch_store`'s directory.
+#[cfg(test)]
+pub fn remove_scratch_dir(dir: &Path) {
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
 /// Whole milliseconds of `duration`, saturating (a validated setting is at most 1 s).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
