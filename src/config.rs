@@ -446,6 +446,13 @@ pub struct GroupLimits {
     /// Members one GroupsDetail reply lists for a group (a group may have more; its member
     /// count says how many).
     pub members_listed_max: usize,
+    /// Under `--fsync always`: the journal's fdatasync of records no answer waits for (Ack,
+    /// Floor, Deliveries) is asked for at most once in this time (the first at once, the
+    /// rest with the next one due, started after the turn's log fdatasync), so that acks do
+    /// not add a second device flush to every event beside the log's (issue 12, run P).
+    /// Records an answer waits for (Create, Reset, Delete, Replay, Park) are synced at once.
+    /// Zero: every turn's records are synced at once. At most 1 s.
+    pub ack_sync_interval: Duration,
 }
 
 impl Default for GroupLimits {
@@ -467,6 +474,7 @@ impl Default for GroupLimits {
             journal_compact_entries_per_turn: 4096,
             expiries_per_turn_max: 4096,
             members_listed_max: 100,
+            ack_sync_interval: Duration::from_millis(100),
         }
     }
 }
@@ -1009,11 +1017,12 @@ impl Config {
             || groups.ack_window_max == 0
             || groups.memory_max == 0
             || groups.expiries_per_turn_max == 0
+            || groups.ack_sync_interval > Duration::from_secs(1)
         {
             return Err(
                 "group limits must be positive (name length at most 65535, the in-flight and \
                  ack time-out maxima at least their defaults, the ack time-out maximum at most \
-                 4294967295 ms)"
+                 4294967295 ms, the ack sync interval at most 1 s)"
                     .into(),
             );
         }
@@ -1169,6 +1178,17 @@ mod tests {
         assert!(config.validate().is_err(), "no time-outs handled at all");
         config.groups.expiries_per_turn_max = 1;
         assert_eq!(config.validate(), Ok(()));
+        config.groups.ack_sync_interval = Duration::from_millis(1001);
+        assert!(
+            config.validate().is_err(),
+            "acks synced less than once a second"
+        );
+        config.groups.ack_sync_interval = Duration::ZERO;
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "every turn's acks synced at once"
+        );
     }
 
     #[test]

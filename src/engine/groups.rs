@@ -960,13 +960,13 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// The earliest group timer (ack deadline or nack delay), for `next_deadline_ms`.
+    /// The earliest group timer (ack deadline or nack delay), or the time at which the
+    /// journal's put-off fdatasync is to be asked for (`GroupStore::sync_due_ms`), for
+    /// `next_deadline_ms`.
     pub(super) fn next_group_deadline_ms(&self) -> Option<u64> {
-        self.groups
-            .groups
-            .values()
-            .filter_map(|g| g.timers.first().map(|(when, _)| *when))
-            .min()
+        let timers =
+            (self.groups.groups.values()).filter_map(|g| g.timers.first().map(|(when, _)| *when));
+        timers.chain(self.groups.store.sync_due_ms()).min()
     }
 
     /// True when a group could deliver now without new input.
@@ -981,32 +981,13 @@ impl<L: Log> Engine<L> {
             || self.groups.expiry_ran_out.is_some()
     }
 
-    /// Before the turn's log sync, when it has appends to sync: journals the acks the turn's
-    /// input brought (and the floors they move) and starts the journal's fdatasync, which
-    /// storage runs on its sync thread while the log's runs here (docs/consumers.md,
-    /// "Storage"). A turn without appends has nothing to overlap: its journal is written at
-    /// its end.
-    pub(super) fn groups_before_log_sync(&mut self, now: Now) {
-        if self.log.end() <= self.log.durable_end() {
-            return;
-        }
-        let acked: Vec<String> = (self.groups.groups.iter())
-            .filter(|(_, group)| !group.acked_this_turn.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &acked {
-            self.journal_group_turn(name);
-        }
-        if let Err(error) = self.groups.store.start_sync(now.monotonic) {
-            self.storage_failures
-                .failed(self.now_ms, "could not write the group journal", &error);
-        }
-    }
-
-    /// The end of a turn for groups: expire timers, deliver, and journal the turn's changes
-    /// (acks, floors), written before the turn's output goes out (so kill -9 cannot lose
-    /// them); under `always` the store waits for their fdatasync only if a record an answer
-    /// depends on is among them (`GroupRecord::answer_waits`).
+    /// The end of a turn for groups, after the log's fdatasync: expire timers, deliver, and
+    /// journal the turn's changes (acks, floors), written before the turn's output goes out
+    /// (so kill -9 cannot lose them); under `always` the store waits for their fdatasync only
+    /// if a record an answer depends on is among them (`GroupRecord::answer_waits`), and asks
+    /// for the others' at most once in `groups.ack_sync_interval`. Their fdatasync is asked
+    /// for here, after the log's, never before it: started together, the two device flushes
+    /// queued behind each other and the log's took longer (docs/consumers.md, "Storage").
     pub(super) fn groups_turn_end(&mut self, now: Now, budget: &mut GroupBudget) {
         let names: Vec<String> = self.groups.groups.keys().cloned().collect();
         // Due timers first, at most `groups.expiries_per_turn_max` over all groups, starting

@@ -237,13 +237,25 @@ fn a_restart_continues_from_the_acknowledged_position() {
     assert_eq!(again, expected);
 }
 
-/// Issue 12 (acked-delivery p99): in a turn that appends, the acks are journaled and their
-/// fdatasync started in the turn's sync step, before the log's fdatasync, so that the two
-/// overlap (the file store
-/// runs the journal's on its helper thread; the memory store completes it at once) instead of
-/// the journal's following the log's at the turn's end.
+/// The events acknowledged in `store`'s synced journal.
+fn acked_in(store: &MemoryGroupStore) -> usize {
+    let journaled = store.reopen().load_all().expect("load");
+    journaled
+        .iter()
+        .map(|record| match record {
+            GroupRecord::Ack { offsets, .. } => offsets.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Issue 12, run P (acked-delivery p99 under `always`): in a turn that appends, the acks are
+/// journaled, and their fdatasync asked for, at the turn's end, after the log's fdatasync.
+/// Before, they were journaled and their fdatasync started in the sync step, before the
+/// log's, so that the two overlapped: the disk then served the two flushes one after the
+/// other and the log's took longer (a median 0.66 ms against 0.38 ms alone, traced).
 #[test]
-fn a_turns_acks_are_journaled_before_the_logs_sync() {
+fn a_turns_acks_are_journaled_after_the_logs_sync() {
     let store = MemoryGroupStore::new();
     let mut harness = harness_on(MemoryLog::new(), &store);
     produce_jobs(&mut harness, 10);
@@ -255,10 +267,10 @@ fn a_turns_acks_are_journaled_before_the_logs_sync() {
         .map(|e| e.id)
         .collect();
     assert_eq!(delivered.len(), 10);
-    // The same turn appends an event, so the log has an fdatasync for the journal's to
-    // overlap.
-    harness.send(member, group_ack(1, delivered));
+    // The same turn appends an event, so the log has an fdatasync of its own (the producer
+    // connects first: its handshake ends a turn of its own).
     let producer = harness.client();
+    harness.send(member, group_ack(1, delivered));
     harness.send(
         producer,
         ClientFrame::Produce(Produce {
@@ -271,21 +283,56 @@ fn a_turns_acks_are_journaled_before_the_logs_sync() {
         }),
     );
     harness.engine.handle_turn_sync(harness.now);
-    let journaled = store.reopen().load_all().expect("load");
-    let acked: usize = journaled
-        .iter()
-        .map(|record| match record {
-            GroupRecord::Ack { offsets, .. } => offsets.len(),
-            _ => 0,
-        })
-        .sum();
     assert_eq!(
-        acked, 10,
-        "acks in the journal after the turn's sync step: {journaled:?}"
+        acked_in(&store),
+        0,
+        "acks journaled by the turn's sync step"
     );
     harness.turn();
+    assert_eq!(acked_in(&store), 10, "acks journaled at the turn's end");
     let pending = &harness.engine.groups.groups["workers"].pending;
     assert_eq!(pending.len(), 1, "only the new event is pending");
+}
+
+/// Issue 12, run P: under `always` the acks' fdatasync that `groups.ack_sync_interval` put
+/// off is one of the engine's deadlines, so the reactor turns when it falls due even if
+/// nothing else happens, and that turn asks for it (the store has nothing due after it).
+#[test]
+fn a_put_off_journal_fdatasync_is_a_deadline() {
+    use crate::storage::groups::{remove_scratch_dir, scratch_store};
+    let (store, dir) = scratch_store("flo-engine-acksync", crate::config::FsyncPolicy::Always);
+    let mut harness = Harness::with_log(MemoryLog::new(), |_| {});
+    harness
+        .engine
+        .load_groups(Box::new(store))
+        .expect("an empty journal loads");
+    produce_jobs(&mut harness, 10);
+    let member = harness.client();
+    // The Create is synced at once (its answer waits for it).
+    harness.send(member, join(1, "workers", "/jobs/**", 100));
+    harness.turn();
+    let created_ms = harness.now.monotonic.0;
+    let delivered: Vec<EventId> = events_of(&harness.received(member), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(delivered.len(), 10);
+    harness.now.monotonic.0 += 5;
+    harness.send(member, group_ack(1, delivered));
+    harness.turn();
+    assert_eq!(
+        harness.engine.next_deadline_ms(),
+        created_ms + 100,
+        "the acks' fdatasync falls due 100 ms after the last one asked for"
+    );
+    harness.now.monotonic.0 = created_ms + 100;
+    harness.turn();
+    assert!(
+        harness.engine.next_deadline_ms() > created_ms + 100,
+        "asked for by the due turn: no longer a deadline"
+    );
+    drop(harness);
+    remove_scratch_dir(&dir);
 }
 
 #[test]

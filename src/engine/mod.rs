@@ -988,7 +988,6 @@ impl<L: Log> Engine<L> {
         }
         self.decode_deferred(now);
         let durable_before = self.log.durable_end();
-        self.groups_before_log_sync(now);
         let result = self.log.sync(now.monotonic);
         self.commit_purges();
         let failure = match (self.turn_failure.take(), result) {

@@ -342,6 +342,7 @@ fn open_group_store(
     recovery: RecoveryMode,
 ) -> Result<Box<dyn GroupStore>, ServerError> {
     let store = FileGroupStore::open_with(&config.storage.data_dir, config.storage.fsync, recovery)
-        .map_err(ServerError::Storage)?;
+        .map_err(ServerError::Storage)?
+        .with_ack_sync_interval(config.groups.ack_sync_interval);
     Ok(Box::new(store))
 }

@@ -33,12 +33,13 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::group_compaction::{Rebuild, Stage};
 use super::group_sync::{GroupSyncer, Swap};
 use super::range_crc::RangeCrc;
 use super::{io_error, Offset, RecoveryMode, StorageError};
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, GroupLimits};
 use crate::event::{ActorId, Cursor, EventId, VersionVector};
 use crate::time::MonotonicMs;
 
@@ -263,13 +264,20 @@ pub trait GroupStore: Send {
     /// Buffers one record.
     fn append(&mut self, record: &GroupRecord);
     /// Writes the buffered records and starts the fdatasync the policy asks for without
-    /// waiting for it (on a storage helper thread), so that it overlaps the log's; `sync`
-    /// waits for it. A store that cannot start one does nothing here.
+    /// waiting for it (on a storage helper thread); `sync` waits for it where it must. A
+    /// store that cannot start one does nothing here.
     fn start_sync(&mut self, _now: MonotonicMs) -> Result<(), StorageError> {
         Ok(())
     }
     /// Writes the buffered records and makes them durable. On failure they are discarded.
     fn sync(&mut self, now: MonotonicMs) -> Result<(), StorageError>;
+    /// When written records wait for an fdatasync the policy put off (`always`: acks within
+    /// `groups.ack_sync_interval`; `interval`: the interval): the monotonic ms at which a turn
+    /// should call `sync` again to ask for it, even if nothing else happens. None when
+    /// nothing waits.
+    fn sync_due_ms(&self) -> Option<u64> {
+        None
+    }
     /// The bytes of the journal (durable and buffered).
     fn size_bytes(&self) -> u64;
     /// Replaces the whole journal with `records` (a snapshot), atomically, at once (start-up
@@ -1008,10 +1016,12 @@ impl GroupStore for MemoryGroupStore {
 /// The journal as a file in the data directory.
 ///
 /// Written records survive kill -9 (they are in the kernel's page cache); an fdatasync makes
-/// them survive a power loss. Under `always` the fdatasync of every write is asked of the
-/// journal's sync thread (`group_sync.rs`) at once, and `sync` waits for it only when a record
-/// an answer depends on was written (see `GroupRecord::answer_waits`); under `interval` it is
-/// asked for at most once an interval and never waited for; under `never` not at all.
+/// them survive a power loss. Under `always` the fdatasync of a write holding a record an
+/// answer depends on (see `GroupRecord::answer_waits`) is asked of the journal's sync thread
+/// (`group_sync.rs`) at once and waited for by `sync`; that of the other records (acks, floors,
+/// deliveries) at most once in `ack_sync_interval_ms` and never waited for; under `interval`
+/// at most once an interval and never waited for; under `never` not at all. What is put off
+/// is asked for by the first `sync` after it falls due (`sync_due_ms`) or by the drop.
 #[derive(Debug)]
 pub struct FileGroupStore {
     dir: PathBuf,
@@ -1024,7 +1034,10 @@ pub struct FileGroupStore {
     /// Whether `buffered` holds a record an answer depends on.
     buffered_answer: bool,
     fsync: FsyncPolicy,
-    /// When the sync thread was last asked for an fdatasync (`interval`).
+    /// Under `always`: the least time between two fdatasyncs of records no answer waits for
+    /// (`GroupLimits::ack_sync_interval`).
+    ack_sync_interval_ms: u64,
+    /// When the sync thread was last asked for an fdatasync.
     last_request_ms: Option<u64>,
     /// Generations: one per write of buffered records; the last one the sync thread was asked
     /// to cover; the last one that held a record an answer depends on; the last one waited for.
@@ -1115,6 +1128,7 @@ impl FileGroupStore {
             names: Names::default(),
             buffered_answer: false,
             fsync,
+            ack_sync_interval_ms: millis(GroupLimits::default().ack_sync_interval),
             last_request_ms: None,
             written: 0,
             requested: 0,
@@ -1125,6 +1139,13 @@ impl FileGroupStore {
             compaction: None,
             compacted: None,
         })
+    }
+
+    /// Under `always`, asks for the fdatasync of records no answer waits for at most once in
+    /// `interval` (`GroupLimits::ack_sync_interval`; zero: at every write).
+    pub fn with_ack_sync_interval(mut self, interval: Duration) -> FileGroupStore {
+        self.ack_sync_interval_ms = millis(interval);
+        self
     }
 
     fn path(&self) -> PathBuf {
@@ -1315,13 +1336,56 @@ impl FileGroupStore {
         .map_err(|error| failed.take().unwrap_or(error))
     }
 
+    /// Whether the written records' fdatasync is to be asked for now: under `always` at once
+    /// for a record an answer waits for, else (acks, floors, deliveries) at most once in
+    /// `ack_sync_interval_ms`; under `interval` at most once an interval.
     fn fsync_due(&self, now_ms: u64) -> bool {
+        let elapsed = |interval: u64| {
+            self.last_request_ms
+                .is_none_or(|last| now_ms >= last.saturating_add(interval))
+        };
         match self.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::IntervalMs(interval) => self
-                .last_request_ms
-                .is_none_or(|last| now_ms >= last.saturating_add(interval)),
+            FsyncPolicy::Always => {
+                self.answer_written > self.requested || elapsed(self.ack_sync_interval_ms)
+            }
+            FsyncPolicy::IntervalMs(interval) => elapsed(interval),
             FsyncPolicy::Never => false,
+        }
+    }
+}
+
+/// A journal in a fresh directory under the system's temporary directory, for tests outside
+/// storage (which touch no files themselves); `remove_scratch_dir` removes it.
+#[cfg(test)]
+pub fn scratch_store(name: &str, fsync: FsyncPolicy) -> (FileGroupStore, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = FileGroupStore::open(&dir, fsync).expect("open the journal");
+    (store, dir)
+}
+
+/// Removes a `scratch_store`'s directory.
+#[cfg(test)]
+pub fn remove_scratch_dir(dir: &Path) {
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// Whole milliseconds of `duration`, saturating (a validated setting is at most 1 s).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Drop for FileGroupStore {
+    /// A clean stop leaves every written record synced (under `always` and `interval`): what
+    /// the policy put off is asked for now, and the sync thread finishes it before its
+    /// handle's drop (which follows this) returns.
+    fn drop(&mut self) {
+        if self.fsync != FsyncPolicy::Never && self.written > self.requested {
+            self.requested = self.written;
+            if let Err(error) = self.syncer.request(self.written) {
+                log::error!("the group journal's last fdatasync failed: {error}");
+            }
         }
     }
 }
@@ -1430,6 +1494,21 @@ impl GroupStore for FileGroupStore {
         self.syncer.wait_for(self.answer_written)?;
         self.waited = self.answer_written;
         Ok(())
+    }
+
+    fn sync_due_ms(&self) -> Option<u64> {
+        if self.written <= self.requested {
+            return None;
+        }
+        let interval = match self.fsync {
+            FsyncPolicy::Always => self.ack_sync_interval_ms,
+            FsyncPolicy::IntervalMs(interval) => interval,
+            FsyncPolicy::Never => return None,
+        };
+        Some(
+            self.last_request_ms
+                .map_or(0, |last| last.saturating_add(interval)),
+        )
     }
 
     fn size_bytes(&self) -> u64 {
@@ -1731,11 +1810,11 @@ mod tests {
         );
         store
             .wait_for_syncs()
-            .expect("the helper syncs them by itself");
-        assert!(
-            store.fsync_count() >= 2,
-            "{} fdatasyncs",
-            store.fsync_count()
+            .expect("the helper syncs what was asked for by itself");
+        assert_eq!(
+            store.fsync_count(),
+            1,
+            "within 100 ms of the Create: the acks' fdatasync is put off"
         );
         store.append(&records[4]);
         store.sync(MonotonicMs(9)).expect("sync the Park");
@@ -1753,6 +1832,76 @@ mod tests {
             records[4].clone(),
         ];
         assert_eq!(reopened.load_all().expect("load"), expected);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Issue 12, run P (acked-delivery p99 under `always`): a turn's Ack, Floor and
+    /// Deliveries records are written at once but their fdatasync is asked for at most once
+    /// in `groups.ack_sync_interval` (100 ms): one ack a turn no longer adds a journal
+    /// fdatasync to every event, queued on the disk beside the log's. A record an answer
+    /// waits for is synced at once; what was put off is asked for when it falls due (the
+    /// engine turns then: `sync_due_ms`) and by a clean stop.
+    #[test]
+    fn acks_are_synced_at_most_once_an_interval_under_always() {
+        let dir = std::env::temp_dir().join(format!("flo-groups-ackint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let records = sample();
+        let mut store = FileGroupStore::open(&dir, FsyncPolicy::Always).expect("open");
+        store.append(&records[0]);
+        store.sync(MonotonicMs(1)).expect("sync the Create");
+        assert_eq!(
+            (store.fsync_count(), store.sync_waits()),
+            (1, 1),
+            "a Create at once"
+        );
+        // An ack a turn, a turn a millisecond (1,000 events/s to one member).
+        for turn in 2..100 {
+            store.append(&records[2]);
+            store.sync(MonotonicMs(turn)).expect("sync an ack");
+        }
+        store.wait_for_syncs().expect("what was asked for");
+        assert_eq!(
+            store.fsync_count(),
+            1,
+            "98 turns of acks within 100 ms of the last fdatasync: none asked for"
+        );
+        assert_eq!(
+            store.sync_due_ms(),
+            Some(101),
+            "due 100 ms after the last request"
+        );
+        store.sync(MonotonicMs(101)).expect("the due turn");
+        store.wait_for_syncs().expect("the acks' fdatasync");
+        assert_eq!(
+            (store.fsync_count(), store.sync_due_ms()),
+            (2, None),
+            "one for all 98"
+        );
+        store.append(&records[2]);
+        store.sync(MonotonicMs(102)).expect("an ack");
+        store.append(&records[4]);
+        store.sync(MonotonicMs(103)).expect("sync the Park");
+        assert_eq!(
+            (store.fsync_count(), store.sync_waits(), store.sync_due_ms()),
+            (3, 2, None),
+            "a Park is synced (with the ack before it) and waited for at once"
+        );
+        drop(store);
+        let mut every = FileGroupStore::open(&dir, FsyncPolicy::Always)
+            .expect("reopen")
+            .with_ack_sync_interval(Duration::ZERO);
+        assert_eq!(every.load_all().expect("load").len(), 1 + 98 + 1 + 1);
+        for turn in 0..5 {
+            every.append(&records[2]);
+            every.sync(MonotonicMs(200 + turn)).expect("sync an ack");
+            every.wait_for_syncs().expect("its fdatasync");
+        }
+        assert_eq!(
+            every.fsync_count(),
+            5,
+            "interval zero: every turn's acks at once"
+        );
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
