@@ -706,7 +706,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             reactor_slice: Duration::ZERO,
             turn_namespaces_matched_max: 64,
-            unindexed_globs_max: 4096,
+            unindexed_globs_max: 1024,
             groups: GroupLimits::default(),
             metrics: MetricsConfig::default(),
             streams: StreamLimits::default(),
