@@ -657,6 +657,12 @@ pub struct Config {
     /// subscription is woken instead of each namespace being matched against its glob: the
     /// matching costs at most this many glob runs per subscription per turn.
     pub turn_namespaces_matched_max: usize,
+    /// Distinct globs with a wildcard in their first and in their last segment (`/**`,
+    /// `/*/x*`) that tail subscriptions may hold at once, server-wide: the tail index cannot
+    /// file them by a literal segment, so every turn matches each of them (once, however many
+    /// subscriptions share it) against its namespaces. A Subscribe with another one is refused
+    /// with `TooManySubscriptions` (attack round 12).
+    pub unindexed_globs_max: usize,
     /// Consumer groups.
     pub groups: GroupLimits,
     /// The Prometheus endpoint.
@@ -708,6 +714,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             reactor_slice: Duration::ZERO,
             turn_namespaces_matched_max: 64,
+            unindexed_globs_max: 1024,
             groups: GroupLimits::default(),
             metrics: MetricsConfig::default(),
             streams: StreamLimits::default(),
@@ -984,6 +991,9 @@ impl Config {
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
         }
+        if self.unindexed_globs_max == 0 {
+            return Err("the distinct globs with wildcards at both ends must be at least 1".into());
+        }
         let streams = &self.streams;
         if streams.last_ids_max == 0 || streams.producers_max == 0 || streams.producer_window == 0 {
             return Err(
@@ -1252,6 +1262,7 @@ mod tests {
             &|c| c.housekeeping_interval = Duration::from_secs(61)
         ));
         assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
+        assert!(refused(&|c| c.unindexed_globs_max = 0));
         assert!(refused(&|c| c.storage.namespace_segments_per_query_max = 0));
         assert!(refused(&|c| c.storage.segment_size_max = (1 << 37) + 1));
         assert!(refused(&|c| c.storage.open_files_max = OPEN_FILES_MAX + 1));

@@ -8,7 +8,12 @@ ceil(SUBS / 64) connections of 64 tail subscriptions on /idle/<n>/** from the en
 a Pong on each (so every Subscribe is handled), then times SAMPLES produce->ack round trips
 of the bystander and prints p50/p99/max. Stops each server by its PID.
 
-usage: idle_tail_subs.py [--subs N] [--samples K] [--repeats R] [--fsync POLICY] FLO_BIN ..."""
+`--glob` (attack round 12) sets the idle globs, `{n}` standing for the subscription's number:
+`/**/nomatch` puts every subscription among those whose first segment holds a wildcard, which
+the tail index cannot file by a literal prefix.
+
+usage: idle_tail_subs.py [--subs N] [--samples K] [--repeats R] [--fsync POLICY]
+                         [--glob PATTERN] FLO_BIN ..."""
 import argparse
 import os
 import shutil
@@ -23,13 +28,13 @@ from common import Conn, fc  # noqa: E402
 PER_CONNECTION = 64  # the server's default --max-subscriptions-per-connection
 
 
-def subscribe_idle(port, count):
+def subscribe_idle(port, count, glob="/idle/{n}/**"):
     """Opens the idle connections, each with up to 64 subscriptions; returns them."""
     conns = []
     for first in range(0, count, PER_CONNECTION):
         conn = Conn(port, "idle")
         frames = b"".join(
-            fc.encode_subscribe(i, f"/idle/{first + i}/**", fc.Start.end(), 0, True, 10)
+            fc.encode_subscribe(i, glob.format(n=first + i), fc.Start.end(), 0, True, 10)
             for i in range(min(PER_CONNECTION, count - first)))
         conn.send(frames + fc.encode_ping(first))
         conns.append(conn)
@@ -73,6 +78,7 @@ def main():
     # `never`: the ack waits for the turn's write, not for the shared disk's fdatasync, so
     # the figure is the server's own work per produce.
     parser.add_argument("--fsync", default="never")
+    parser.add_argument("--glob", default="/idle/{n}/**")
     parser.add_argument("binaries", nargs="+")
     args = parser.parse_args()
     medians = {binary: [] for binary in args.binaries}
@@ -82,7 +88,7 @@ def main():
             server = common.Server(["--max-connections", "4096", "--fsync", args.fsync])
             try:
                 started = time.monotonic()
-                idle = subscribe_idle(server.port, args.subs)
+                idle = subscribe_idle(server.port, args.subs, args.glob)
                 setup_s = time.monotonic() - started
                 ms = time_produces(server.port, args.samples)
                 medians[binary].append(statistics.median(ms))

@@ -121,6 +121,16 @@ impl<L: Log> Engine<L> {
         if let Err(message) = self.check_consume(conn, &subscribe.glob) {
             return self.send_error(conn, scope, ErrorCode::PermissionDenied, &message);
         }
+        let unindexed_max = self.config.unindexed_globs_max;
+        if !self.tail.admits(glob.as_str(), unindexed_max) {
+            let message = format!(
+                "the server already holds {unindexed_max} distinct globs with a wildcard in \
+                 their first and last segments, each matched against every produce; start the \
+                 glob with a literal segment (/app/**) or end it with one (/**/orders), or use \
+                 one of the globs held"
+            );
+            return self.send_error(conn, scope, ErrorCode::TooManySubscriptions, &message);
+        }
         // "End" means after everything appended so far, including this turn's appends that
         // are not durable yet (a produce sent before the Subscribe on the same connection).
         let start = match subscribe.start {
@@ -279,9 +289,32 @@ impl<L: Log> Engine<L> {
             "a durable end was not woken"
         );
         let indexed = steps_left > 0 && durable_before == self.tail.end() && self.tail.may_skip();
+        let mut steps_left = steps_left;
         if indexed {
-            self.tail
-                .candidates(self.turn_namespaces.names(), &mut candidates);
+            // A group of subscriptions on one glob with wildcards at both ends is matched
+            // once, through one of them, under the same budget as the visits below.
+            let Engine {
+                conns,
+                tail,
+                turn_namespaces,
+                stats,
+                ..
+            } = &mut *self;
+            let group_matches = |(conn, id): (ConnId, u32)| {
+                // The index files open subscriptions only (`check_invariants`).
+                let connection = conns[conn.slot as usize].as_ref().expect("filed: open");
+                let glob = &connection.subscriptions.get(&id).expect("filed").glob;
+                turn_namespaces.names().any(|namespace| {
+                    if steps_left == 0 {
+                        return true;
+                    }
+                    let (matched, cost) = glob.matches_with_cost(namespace);
+                    steps_left = steps_left.saturating_sub(cost);
+                    stats.match_steps_charged += cost;
+                    matched
+                })
+            };
+            tail.candidates(turn_namespaces.names(), &mut candidates, group_matches);
         }
         let Engine {
             conns,

@@ -7,11 +7,22 @@
 //! A subscription is filed under the literal part of its glob that every matching namespace
 //! starts with (`consume::index_key`: the whole glob when it has no wildcard, else its text up
 //! to the last `/` before the first wildcard); globs whose first segment holds a wildcard are
-//! kept apart and are candidates in every turn. A namespace `/a/b/c` can match only the globs
+//! filed apart (below). A namespace `/a/b/c` can match only the globs
 //! filed under `/a`, `/a/b` or `/a/b/c` (as a prefix), or under `/a/b/c` exactly: the lookup
 //! hashes the namespace once, segment by segment, and probes the table only at depths
 //! (segment counts) some filed key has, so it costs the namespace's length plus one probe per
 //! such depth, whatever the number of subscriptions.
+//!
+//! A glob whose first segment holds a wildcard has no such prefix. Attack round 12: these
+//! were all candidates in every turn, so 100,000 idle subscriptions on `/**/nomatch` (1,563
+//! connections) held a bystander's produce->ack at 119 ms (p50, load 6.5). Now one whose
+//! last segment is literal (`/**/orders`, `/*/x`) is filed under that segment, which every
+//! namespace it matches ends with after a `/` (literal characters at the end of a glob match
+//! the namespace's last characters, and the `/` before them is a literal one or ends what
+//! `**/` matched): a namespace finds it with one probe of its own last segment. The others
+//! (`/**`, `/*/x*`) are grouped by their text: a turn matches each distinct glob once, and
+//! only the subscriptions of the groups that match are candidates. Their number is the
+//! engine's `unindexed_globs_max` (`Config`).
 //!
 //! A subscription the index does not name is one whose glob matches none of the turn's
 //! namespaces: the wake loop would only have moved its cursor to the new durable end. That
@@ -130,8 +141,12 @@ pub struct TailIndex {
     /// How many buckets have a key of each depth (its number of `/`-separated segments,
     /// the empty one before the leading `/` included).
     depths: Vec<u32>,
-    /// Subscriptions whose glob has a wildcard in its first segment: candidates every turn.
-    unkeyed: BTreeSet<Entry>,
+    /// Subscriptions whose glob has a wildcard in its first segment but none in its last, by
+    /// that last segment.
+    by_last_segment: HashMap<Box<str>, Entries>,
+    /// Subscriptions whose glob has a wildcard in its first and its last segment, grouped by
+    /// the glob's text: each group is matched once per turn.
+    unkeyed: HashMap<Box<str>, Entries>,
     /// The id-order subscriptions, which a move of the stable clock may release events of
     /// (`Engine::wake_ordered`): in wake order, without a pass over every subscription.
     id_order: BTreeSet<Entry>,
@@ -199,6 +214,15 @@ impl Entries {
         }
     }
 
+    /// One of the entries (the lowest of a set); never called on an empty set.
+    fn first(&self) -> Entry {
+        match self {
+            Entries::One(one) => *one,
+            // Empty sets are removed as they become empty (`unfile`, `remove_keyed`).
+            Entries::Many(set) => *set.first().expect("a filed set is not empty"),
+        }
+    }
+
     fn extend_into(&self, out: &mut Vec<Entry>) {
         match self {
             Entries::One(one) => out.push(*one),
@@ -233,7 +257,8 @@ impl TailIndex {
             hasher: RandomState::new(),
             keyed: HashMap::new(),
             depths: Vec::new(),
-            unkeyed: BTreeSet::new(),
+            by_last_segment: HashMap::new(),
+            unkeyed: HashMap::new(),
             id_order: BTreeSet::new(),
             count: 0,
             found: Vec::new(),
@@ -287,9 +312,12 @@ impl TailIndex {
         if id_order {
             self.id_order.insert(entry);
         }
-        let Some((key, exact)) = filing(pattern) else {
-            self.unkeyed.insert(entry);
-            return;
+        let (key, exact) = match filing(pattern) {
+            Filing::Keyed(key, exact) => (key, exact),
+            Filing::LastSegment(segment) => {
+                return file(&mut self.by_last_segment, segment, entry);
+            }
+            Filing::Unkeyed => return file(&mut self.unkeyed, pattern, entry),
         };
         let (depth, hash) = self.key_hash(key);
         let head = match self.keyed.entry((hash, exact)) {
@@ -322,8 +350,9 @@ impl TailIndex {
     /// index holds only what open subscriptions need.
     pub fn remove(&mut self, entry: Entry, pattern: &str) {
         let removed = match filing(pattern) {
-            None => self.unkeyed.remove(&entry),
-            Some((key, exact)) => self.remove_keyed(entry, key, exact),
+            Filing::Keyed(key, exact) => self.remove_keyed(entry, key, exact),
+            Filing::LastSegment(segment) => unfile(&mut self.by_last_segment, segment, entry),
+            Filing::Unkeyed => unfile(&mut self.unkeyed, pattern, entry),
         };
         assert!(
             removed,
@@ -379,8 +408,12 @@ impl TailIndex {
     }
 
     fn contains_keyed(&self, entry: Entry, pattern: &str) -> bool {
-        let Some((key, exact)) = filing(pattern) else {
-            return self.unkeyed.contains(&entry);
+        let (key, exact) = match filing(pattern) {
+            Filing::Keyed(key, exact) => (key, exact),
+            Filing::LastSegment(segment) => {
+                return (self.by_last_segment.get(segment)).is_some_and(|e| e.contains(entry));
+            }
+            Filing::Unkeyed => return self.unkeyed.get(pattern).is_some_and(|e| e.contains(entry)),
         };
         let (_, hash) = self.key_hash(key);
         self.keyed.get(&(hash, exact)).is_some_and(|head| {
@@ -389,28 +422,55 @@ impl TailIndex {
         })
     }
 
+    /// Whether a subscription with glob `pattern` may be filed while at most `unkeyed_max`
+    /// distinct globs are grouped apart (`Config::unindexed_globs_max`): always, unless its
+    /// glob is one of those (a wildcard in its first and last segments) and not held yet.
+    pub fn admits(&self, pattern: &str, unkeyed_max: usize) -> bool {
+        !matches!(filing(pattern), Filing::Unkeyed)
+            || self.unkeyed.contains_key(pattern)
+            || self.unkeyed.len() < unkeyed_max
+    }
+
     /// Every subscription whose glob may match one of `namespaces`, in wake order (sorted),
-    /// into `candidates`. Those left out match none of them.
+    /// into `candidates`. Those left out match none of them. `group_matches(entry)` says
+    /// whether the glob of `entry`'s subscription may match one of the namespaces; it is
+    /// asked once per distinct glob with a wildcard in its first and last segments.
     pub fn candidates<'a>(
         &mut self,
         namespaces: impl Iterator<Item = &'a str>,
         candidates: &mut Vec<Entry>,
+        mut group_matches: impl FnMut(Entry) -> bool,
     ) {
         let mut found = std::mem::take(&mut self.found);
+        candidates.clear();
         for namespace in namespaces {
             self.find_buckets(namespace, &mut found);
+            let last = namespace
+                .rsplit_once('/')
+                .map_or(namespace, |(_, last)| last);
+            if let Some(entries) = self.by_last_segment.get(last) {
+                entries.extend_into(candidates);
+            }
+        }
+        // A subscription filed by its last segment is found once per namespace ending in it.
+        if !self.by_last_segment.is_empty() {
+            candidates.sort_unstable();
+            candidates.dedup();
         }
         // A bucket found through several namespaces is listed once.
         found.sort_unstable();
         found.dedup();
-        candidates.clear();
         for &(slot, place) in &found {
             // Found just above, and the index has not changed since.
             let bucket = self.keyed[&slot].chain().nth(place).expect("found");
             bucket.entries.extend_into(candidates);
         }
-        candidates.extend(self.unkeyed.iter().copied());
-        // Each subscription is in one bucket only: sorting is enough, no duplicates.
+        for entries in self.unkeyed.values() {
+            if group_matches(entries.first()) {
+                entries.extend_into(candidates);
+            }
+        }
+        // Each subscription is filed once, in one place: sorting is enough, no duplicates.
         candidates.sort_unstable();
         found.clear();
         self.found = found;
@@ -456,15 +516,53 @@ impl TailIndex {
     }
 }
 
-/// How the index files a glob: its key and whether the key is the whole glob, or `None` for
-/// a glob with a wildcard in its first segment.
-fn filing(pattern: &str) -> Option<(&str, bool)> {
+/// How the index files a glob.
+enum Filing<'a> {
+    /// Under its literal start: the key, and whether the key is the whole glob.
+    Keyed(&'a str, bool),
+    /// A wildcard in its first segment, none in its last: under that last segment.
+    LastSegment(&'a str),
+    /// A wildcard in its first and its last segment: with the subscriptions of the same glob.
+    Unkeyed,
+}
+
+fn filing(pattern: &str) -> Filing<'_> {
     // `index_key` gives an owned key; the key is a prefix of the pattern, so it is borrowed
     // back from it.
-    match index_key(pattern)? {
-        NamespaceKey::Exact(_) => Some((pattern, true)),
-        NamespaceKey::Prefix(prefix) => Some((&pattern[..prefix.len()], false)),
+    match index_key(pattern) {
+        Some(NamespaceKey::Exact(_)) => Filing::Keyed(pattern, true),
+        Some(NamespaceKey::Prefix(prefix)) => Filing::Keyed(&pattern[..prefix.len()], false),
+        None => match pattern.rsplit_once('/') {
+            // A `]` too, in case a `/` stood in a bracket expression (`NamespaceGlob` refuses one).
+            // Not an empty one: `**/` at the end matches any run of characters (`/**/`).
+            Some((_, last)) if !last.is_empty() && !last.contains(['*', '?', '[', ']']) => {
+                Filing::LastSegment(last)
+            }
+            _ => Filing::Unkeyed,
+        },
     }
+}
+
+/// Files `entry` under `key` of `table`.
+fn file(table: &mut HashMap<Box<str>, Entries>, key: &str, entry: Entry) {
+    match table.get_mut(key) {
+        Some(entries) => entries.insert(entry),
+        None => {
+            table.insert(key.into(), Entries::One(entry));
+        }
+    }
+}
+
+/// Takes `entry` from under `key` of `table` (a key left empty goes); false if not filed.
+fn unfile(table: &mut HashMap<Box<str>, Entries>, key: &str, entry: Entry) -> bool {
+    let Some(entries) = table.get_mut(key) else {
+        return false;
+    };
+    let removed = entries.remove(entry);
+    if entries.is_empty() {
+        table.remove(key);
+    }
+    removed
 }
 
 /// Calls `visit(depth, end, hash)` for each leading run of `text`'s `/`-separated segments:
@@ -497,9 +595,11 @@ mod tests {
         )
     }
 
+    /// The candidates of `namespaces`, every group of globs with wildcards at both ends taken
+    /// as matching.
     fn candidates(index: &mut TailIndex, namespaces: &[&str]) -> Vec<Entry> {
         let mut found = Vec::new();
-        index.candidates(namespaces.iter().copied(), &mut found);
+        index.candidates(namespaces.iter().copied(), &mut found, |_| true);
         found
     }
 
@@ -523,9 +623,10 @@ mod tests {
         let expected = vec![entry(0, 7), entry(1, 1), entry(2, 1), entry(4, 1)];
         assert_eq!(candidates(&mut index, &["/hot/x"]), expected);
         // Two namespaces under one key find its bucket once.
-        let expected = vec![entry(1, 1), entry(2, 1)];
+        // `/*/x` is filed under its last segment, which these do not end with.
+        let expected = vec![entry(2, 1)];
         assert_eq!(candidates(&mut index, &["/hot/a", "/hot/b"]), expected);
-        let expected = vec![entry(1, 1), entry(1, 2), entry(2, 1), entry(4, 2)];
+        let expected = vec![entry(1, 2), entry(2, 1), entry(4, 2)];
         assert_eq!(candidates(&mut index, &["/idle/2/z", "/hot"]), expected);
         remove_all(&mut index, globs.iter().copied());
     }
@@ -540,6 +641,7 @@ mod tests {
         }
         assert_eq!(index.len(), 0);
         assert!(index.keyed.is_empty() && index.unkeyed.is_empty());
+        assert!(index.by_last_segment.is_empty());
         assert!(index.depths.iter().all(|&count| count == 0));
     }
 
@@ -578,7 +680,9 @@ mod tests {
             for _ in 0..random.below(7) {
                 namespace.push_str(["a", "b", "/"][random.index(3)]);
             }
-            let found = candidates(&mut index, &[&namespace]);
+            let mut found = Vec::new();
+            let matches = |entry: Entry| globs[entry.0.slot as usize].matches(&namespace);
+            index.candidates([namespace.as_str()].into_iter(), &mut found, matches);
             for (slot, glob) in globs.iter().enumerate() {
                 if glob.matches(&namespace) {
                     matched += 1;
@@ -609,6 +713,48 @@ mod tests {
             &mut index,
             order.map(|slot| (entry(slot as u32, 1), globs[slot].as_str())),
         );
+    }
+
+    /// Attack round 12: globs with a wildcard in their first segment are found by their
+    /// literal last segment, or else matched once per distinct glob, not once per subscription.
+    #[test]
+    fn wildcard_first_globs_are_found_by_their_last_segment_or_matched_once_per_glob() {
+        let mut index = TailIndex::new(Offset(0));
+        let mut filed = Vec::new();
+        for slot in 0..1000 {
+            filed.push((entry(slot, 1), "/**/nomatch"));
+            filed.push((entry(slot, 2), "/**"));
+            filed.push((entry(slot, 3), "/*/x*"));
+        }
+        filed.push((entry(5, 4), "/**/x"));
+        // A bracket expression in the last segment: not literal.
+        filed.push((entry(6, 5), "/*/[ab]x"));
+        for &(entry, glob) in &filed {
+            index.insert(entry, glob, false);
+        }
+        assert_eq!((index.unkeyed.len(), index.by_last_segment.len()), (3, 2));
+        let globs: Vec<NamespaceGlob> = ["/**/nomatch", "/**", "/*/x*", "/**/x", "/*/[ab]x"]
+            .iter()
+            .map(|glob| NamespaceGlob::new(glob).unwrap())
+            .collect();
+        let mut asked = 0;
+        let mut found = Vec::new();
+        index.candidates(["/hot/y"].into_iter(), &mut found, |entry| {
+            asked += 1;
+            globs[entry.1 as usize - 1].matches("/hot/y")
+        });
+        // `/**` matched, `/*/x*` and `/*/[ab]x` did not: each asked once; `/**/nomatch` and
+        // `/**/x` not at all.
+        assert_eq!(asked, 3);
+        let expected: Vec<Entry> = (0..1000).map(|slot| entry(slot, 2)).collect();
+        assert_eq!(found, expected);
+        let mut found = Vec::new();
+        index.candidates(["/a/b/x", "/hot/x"].into_iter(), &mut found, |_| false);
+        assert_eq!(found, [entry(5, 4)]);
+        assert!(index.admits("/**", 3) && index.admits("/a/*", 3));
+        assert!(index.admits("/**/other", 3) && !index.admits("/*/y*", 3));
+        assert!(index.admits("/*/y*", 4));
+        remove_all(&mut index, filed.into_iter());
     }
 
     #[test]

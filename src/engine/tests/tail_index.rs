@@ -79,6 +79,127 @@ fn idle_tail_subscriptions_cost_a_produce_nothing() {
     assert!(h.received(hot).is_empty());
 }
 
+/// Attack round 12: 10,000 idle tail subscriptions whose globs start with a wildcard (100
+/// connections of 100: `/**/nomatch`, `/**/idle<n>` and `/*/idle<n>*`, the last 100 distinct
+/// ones) beside one on `/hot/**`: a produce to `/hot/x` visits one subscription and matches
+/// each distinct glob with wildcards at both ends once. Before, every such subscription was a
+/// candidate in every turn (10,001 visits, 30,000 matching steps; with 100,000 on
+/// `/**/nomatch` a bystander's produce->ack took 119 ms).
+#[test]
+fn idle_wildcard_first_subscriptions_cost_a_produce_little() {
+    const CONNECTIONS: u32 = 100;
+    const PER_CONNECTION: u32 = 100;
+    let mut h = Harness::with_config(|c| c.subscriptions_per_connection_max = PER_CONNECTION);
+    let idle: Vec<ConnId> = (0..CONNECTIONS).map(|_| h.client()).collect();
+    for (index, &conn) in idle.iter().enumerate() {
+        let frames: Vec<ClientFrame> = (0..PER_CONNECTION)
+            .map(|id| {
+                let glob = match id % 3 {
+                    0 => "/**/nomatch".to_string(),
+                    1 => format!("/**/idle{}", index as u32 * PER_CONNECTION + id),
+                    _ => format!("/*/idle{index}*"),
+                };
+                subscribe(id, &glob, StartPosition::End, true, 10)
+            })
+            .collect();
+        send_all(&mut h, conn, &frames);
+        h.turn();
+        h.received(conn);
+    }
+    let hot = h.client();
+    h.subscribe(hot, 1, "/hot/**", StartPosition::End, true, 100);
+    let producer = h.client();
+    h.turn();
+    h.received(hot);
+    for round in 0..5u64 {
+        let steps_before = h.engine.stats().match_steps_charged;
+        let visited_before = h.engine.stats().tail_subscriptions_visited;
+        h.produce(producer, round, "/hot/x", b"");
+        h.turn();
+        let steps = h.engine.stats().match_steps_charged - steps_before;
+        let visited = h.engine.stats().tail_subscriptions_visited - visited_before;
+        assert_eq!(namespaces(&h.received(hot)), ["/hot/x"]);
+        assert_eq!(visited, 1, "round {round}: only /hot/** is a candidate");
+        assert!(
+            steps <= 8_000,
+            "round {round}: {steps} matching steps for 100 distinct globs"
+        );
+    }
+    // Each kind still wakes for what it matches, and only the subscriptions that match.
+    h.produce(producer, 9, "/a/idle4321", b"");
+    h.produce(producer, 10, "/b/idle77x", b"");
+    h.produce(producer, 11, "/c/d/nomatch", b"");
+    h.turn();
+    let frames = h.received(idle[43]);
+    assert_eq!(events_of(&frames, 21).len(), 1, "/**/idle4321: {frames:?}");
+    let frames = h.received(idle[77]);
+    let woken: Vec<u32> = (0..PER_CONNECTION)
+        .filter(|&id| !events_of(&frames, id).is_empty())
+        .collect();
+    // `/**/nomatch` (ids 0, 3, ..) and `/*/idle77*` (ids 2, 5, ..).
+    assert_eq!(woken.len(), 34 + 33, "{woken:?}");
+    let frames = h.received(idle[5]);
+    assert_eq!(
+        (0..PER_CONNECTION)
+            .filter(|&id| !events_of(&frames, id).is_empty())
+            .count(),
+        34,
+        "/**/nomatch on every connection: {frames:?}"
+    );
+}
+
+/// At `unindexed_globs_max` distinct globs with wildcards at both ends, a Subscribe with
+/// another one is refused with TooManySubscriptions (the connection stays open); the globs
+/// held, and globs with a literal first or last segment, are still accepted, and a glob
+/// given up makes room.
+#[test]
+fn distinct_globs_with_wildcards_at_both_ends_are_bounded() {
+    let mut h = Harness::with_config(|c| c.unindexed_globs_max = 2);
+    let (first, second) = (h.client(), h.client());
+    send_all(
+        &mut h,
+        first,
+        &[
+            subscribe(1, "/*/a*", StartPosition::End, true, 10),
+            subscribe(2, "/**", StartPosition::End, true, 10),
+            subscribe(3, "/*/c*", StartPosition::End, true, 10),
+        ],
+    );
+    send_all(
+        &mut h,
+        second,
+        &[
+            subscribe(1, "/*/a*", StartPosition::End, true, 10),
+            subscribe(2, "/**/c", StartPosition::End, true, 10),
+            subscribe(3, "/app/*/c*", StartPosition::End, true, 10),
+        ],
+    );
+    h.turn();
+    let refused = |frames: &[ServerFrame]| -> Vec<u32> {
+        frames
+            .iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Error(ErrorFrame {
+                    scope: ErrorScope::Subscription(id),
+                    code: ErrorCode::TooManySubscriptions,
+                    message,
+                }) => {
+                    assert!(message.contains("2 distinct globs"), "{message}");
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(refused(&h.received(first)), [3]);
+    assert!(refused(&h.received(second)).is_empty());
+    assert!(h.engine.is_open(first));
+    h.send(first, ClientFrame::Unsubscribe { subscription_id: 2 });
+    h.subscribe(first, 3, "/*/c*", StartPosition::End, true, 10);
+    h.turn();
+    assert!(refused(&h.received(first)).is_empty());
+}
+
 /// Past `turn_namespaces_matched_max` distinct namespaces in a turn, every waiting
 /// subscription is woken without matching, as before the index (each then reads the turn's
 /// records under the feeding budget and finds nothing it wants).
@@ -186,8 +307,9 @@ struct Script {
 }
 
 impl Script {
-    const GLOBS: [&'static str; 10] = [
+    const GLOBS: [&'static str; 13] = [
         "/a/**", "/a/b", "/a/b/**", "/a/*/c", "/b/**", "/*/b", "/**", "/a", "/b/c/**", "/c?/**",
+        "/**/c", "/*/*b*", "/**/[bx]",
     ];
     const NAMESPACES: [&'static str; 9] = [
         "/a", "/a/b", "/a/b/c", "/a/x/c", "/b", "/b/b", "/b/c/d", "/c1/x", "/d",
