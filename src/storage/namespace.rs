@@ -135,6 +135,7 @@ fn little_endian_word(bytes: &[u8]) -> u64 {
 /// it, a [`NameView`] (12 bytes per distinct name).
 #[derive(Debug, Clone)]
 pub struct SegmentNames {
+    /// The offset of the segment's first record.
     pub first_offset: u64,
     bytes: Vec<u8>,
     /// `ends[i]`: where record i's name ends in `bytes` (it starts where i - 1's ends).
@@ -238,6 +239,7 @@ pub struct RecordPlace {
 }
 
 impl SegmentNames {
+    /// No records yet, for the segment whose first record has offset `first_offset`.
     pub fn empty(first_offset: u64) -> SegmentNames {
         SegmentNames {
             first_offset,
@@ -323,6 +325,7 @@ impl SegmentNames {
         self.fingerprints.push(fingerprint(namespace.as_bytes()));
     }
 
+    /// Records observed.
     pub fn record_count(&self) -> u64 {
         self.ends.len() as u64
     }
