@@ -286,8 +286,10 @@ impl FileLog {
     /// file; until it is done, queries answer from the names in memory. One build at a time:
     /// a previous one still running is waited for first, so memory holds at most two
     /// segments' names.
-    fn start_namespace_build(&mut self, names: SegmentNames, identity: u64) {
+    fn start_namespace_build(&mut self, mut names: SegmentNames, identity: u64) {
         self.finish_namespace_build(true);
+        // Listings of a sealed segment walk its `.nsx` file, not the open segment's view.
+        names.forget_name_view();
         let first_offset = names.first_offset;
         let names = Arc::new(names);
         let dir = self.config.data_dir.clone();

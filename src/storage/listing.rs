@@ -8,8 +8,10 @@
 //! names; a name that ends on the page is among the smallest in every segment that holds it
 //! (fewer than `page_max + 1` accepted names are below it anywhere), so its counts are
 //! complete. Sealed segments with a `.nsx` file are walked in its name order (a binary search,
-//! then one read per name); the open segment, and a segment whose index is not usable, are
-//! read record by record (one unit of work each). A listing is not a snapshot: records
+//! then one read per name); the open segment by its names sorted in memory (`NameView`: a
+//! binary search, then one unit of work per name, and its records appended after the sort
+//! one by one), and a segment whose index is not usable record by record (one unit of work
+//! each). A listing is not a snapshot: records
 //! appended to a segment the walk has passed, or deleted by retention while it runs, may be
 //! missing from or still in its counts.
 
@@ -21,7 +23,7 @@ use crate::event::Event;
 
 use super::file::{SealedNamespaces, SealedShape};
 use super::namespace::{
-    NameEntry, NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames,
+    NameEntry, NameView, NamespaceFileError, NamespaceHeader, NamespaceKey, SegmentNames,
 };
 use super::segment::namespace_index_path;
 use super::{FileLog, Log, Offset, StorageError};
@@ -129,6 +131,21 @@ impl NamespaceListing {
         }
     }
 
+    /// As `observe`, for a record read one by one in the segment `next` is in: a name at or
+    /// below `segment_after` was counted already by the walk of that segment's names in name
+    /// order, which stopped after it (its records appended since are not counted: a listing
+    /// is not a snapshot).
+    fn observe_unwalked(&mut self, offset: u64, name: &str, accept: &mut dyn NameFilter) {
+        if self
+            .segment_after
+            .as_deref()
+            .is_some_and(|walked| name <= walked)
+        {
+            return;
+        }
+        self.observe(offset, name, accept);
+    }
+
     /// The most names one sealed segment's table walk may keep: more could not be on the page.
     pub fn page_max(&self) -> usize {
         self.page_max
@@ -221,7 +238,13 @@ impl FileLog {
             let shape = SealedShape::of(segment);
             let open = shape.first_offset == self.open.index.first_offset;
             if open {
-                listing_from_names(&self.open.namespaces, listing, accept, work, segment_end);
+                listing_from_open(
+                    &mut self.open.namespaces,
+                    listing,
+                    accept,
+                    work,
+                    segment_end,
+                );
                 continue;
             }
             if let Some(SealedNamespaces::Building(names)) =
@@ -294,11 +317,13 @@ impl FileLog {
             }
             *work = work.saturating_sub(1);
             read += 1;
-            listing.observe(offset.0, event.namespace, accept);
+            listing.observe_unwalked(offset.0, event.namespace, accept);
             true
         })?;
         listing.next = reached.0.clamp(from, end);
-        listing.segment_after = None;
+        if listing.next == end {
+            listing.segment_after = None;
+        }
         Ok(())
     }
 }
@@ -320,11 +345,86 @@ fn listing_from_names(
         *work = work.saturating_sub(1);
         // Names were validated as UTF-8 strings when they were appended.
         let name = String::from_utf8_lossy(names.name(record as usize));
-        listing.observe(first + record, &name, accept);
+        listing.observe_unwalked(first + record, &name, accept);
         record += 1;
     }
     listing.next = if record >= stop { end } else { first + record };
-    listing.segment_after = None;
+    if listing.next == end {
+        listing.segment_after = None;
+    }
+}
+
+/// Counts the open segment's records for `listing` from `listing.next` up to `end`: when the
+/// listing enters the segment and it has a [`NameView`] (built or refreshed here, one unit
+/// of `work` per record sorted), the view's names in name order from the listing's `after`
+/// (one unit per name, resuming after `listing.segment_after`), then the records appended
+/// after the view one by one; else every record one by one.
+fn listing_from_open(
+    names: &mut SegmentNames,
+    listing: &mut NamespaceListing,
+    accept: &mut dyn NameFilter,
+    work: &mut u64,
+    end: u64,
+) {
+    let first = names.first_offset;
+    if listing.next == first {
+        *work = work.saturating_sub(names.refresh_name_view());
+        let names = &*names;
+        if let Some(view) = names.name_view().filter(|v| first + v.covered() <= end) {
+            let covered = first + view.covered();
+            if !walk_view(names, view, listing, accept, work) {
+                return;
+            }
+            listing.next = covered;
+            listing.segment_after = None;
+            if *work == 0 || accept.spent() {
+                return;
+            }
+        }
+    }
+    listing_from_names(names, listing, accept, work, end);
+}
+
+/// Walks `view` (of `names`) for `listing` in name order; returns whether it is done (false:
+/// the work was spent; `listing.segment_after` says where to resume).
+fn walk_view(
+    names: &SegmentNames,
+    view: &NameView,
+    listing: &mut NamespaceListing,
+    accept: &mut dyn NameFilter,
+    work: &mut u64,
+) -> bool {
+    let first_offset = names.first_offset;
+    let after = (listing.segment_after.clone().unwrap_or_default()).max(listing.after.clone());
+    let start = after.as_str().max(listing.prefix.as_str());
+    let mut taken = 0;
+    for i in view.first_at(names, start.as_bytes())..view.len() {
+        let (name, first, last, count) = view.entry(names, i);
+        if name <= after.as_bytes() {
+            continue;
+        }
+        if !name.starts_with(listing.prefix.as_bytes()) {
+            return true;
+        }
+        *work = work.saturating_sub(1);
+        // Names were validated as UTF-8 strings when they were appended.
+        let name = String::from_utf8_lossy(name);
+        if !listing.wants(&name) {
+            return true;
+        }
+        if accept.accept(&name) {
+            listing.add(&name, count, first_offset + first, first_offset + last);
+            taken += 1;
+        }
+        if taken > listing.page_max() {
+            return true;
+        }
+        if *work == 0 || accept.spent() {
+            listing.segment_after = Some(name.into_owned());
+            return false;
+        }
+    }
+    true
 }
 
 /// Walks one sealed segment's `.nsx` table for `listing`; returns whether the segment is

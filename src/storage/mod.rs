@@ -69,6 +69,8 @@ pub use listing::{scan_listing, NameFilter, NamespaceCounts, NamespaceListing};
 pub use members::{MemberRecord, MEMBER_ADDR_LENGTH_MAX};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
+/// The `.nsx` build on its own, for `examples/nsx_build.rs` (a benchmark of the build alone).
+pub use namespace::{BuildBuffers, NameView, SegmentNames};
 pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
 pub use purge::{HideRules, PurgeError, PurgeLimits, PurgeOutcomes};
