@@ -1070,3 +1070,49 @@ fn a_fenced_idempotent_producer_stops_without_reconnecting() {
     drop(producer);
     server.join().expect("fake server");
 }
+
+/// fence12's audit: `flo-client groups parked` pages from the last offset + 1, so a server
+/// repeating a page (offsets that do not move forward) kept it asking without end. The client
+/// now refuses a page whose offsets are not in log order from the offset asked for.
+#[test]
+fn a_parked_page_that_does_not_move_forward_is_refused() {
+    use flo::protocol::{ParkedEvent, ParkedReply};
+    let (addr, server) = fake_server(|mut conn| {
+        conn.handshake(100);
+        let page = |offsets: &[u64]| {
+            ServerFrame::Parked(ParkedReply {
+                group: "g".into(),
+                more: true,
+                events: offsets
+                    .iter()
+                    .map(|&offset| ParkedEvent {
+                        offset,
+                        id: EventId::new(offset + 1, 1),
+                    })
+                    .collect(),
+            })
+        };
+        for expected_from in [0, 8] {
+            match conn.receive() {
+                ClientFrame::ParkedRequest(request) => {
+                    assert_eq!(request.from_offset, expected_from)
+                }
+                other => panic!("expected ParkedRequest, got {other:?}"),
+            }
+            // The same page twice: the second answers a request from offset 8.
+            conn.send(page(&[3, 7]));
+        }
+    });
+    let mut client = Client::connect(&addr, options()).expect("connect");
+    let first = client.parked_page("g", 0).expect("a page in log order");
+    assert_eq!(first.events.last().map(|event| event.offset), Some(7));
+    match client.parked_page("g", 8) {
+        Err(ClientError::Protocol { code, message }) => {
+            assert_eq!(code, ErrorCode::MalformedFrame);
+            assert!(message.contains("parked offset 3"), "{message}");
+        }
+        other => panic!("expected MalformedFrame, got {other:?}"),
+    }
+    drop(client);
+    server.join().expect("fake server");
+}

@@ -66,7 +66,23 @@ impl Client {
         self.connection.send(&ClientFrame::ParkedRequest(request))?;
         loop {
             match self.connection.receive()? {
-                ServerFrame::Parked(reply) => return Ok(reply),
+                ServerFrame::Parked(reply) => {
+                    // In log order from `from_offset`, so a caller paging from the last
+                    // offset + 1 always moves forward (a server repeating a page would
+                    // otherwise be asked again without end).
+                    let mut next = from_offset;
+                    for event in &reply.events {
+                        if event.offset < next {
+                            return Err(self.connection.fail_protocol(format!(
+                                "the server listed parked offset {} where offsets from {next} \
+                                 were asked for, in log order",
+                                event.offset
+                            )));
+                        }
+                        next = event.offset.saturating_add(1);
+                    }
+                    return Ok(reply);
+                }
                 frame => self.skip_stale(frame)?,
             }
         }

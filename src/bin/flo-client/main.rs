@@ -921,7 +921,11 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
                 }
                 count += page.events.len() as u64;
                 match page.events.last() {
-                    Some(last) if page.more => from_offset = last.offset + 1,
+                    // parked_page checked that the offsets move forward; at the last
+                    // offset there is nothing after it.
+                    Some(last) if page.more && last.offset < u64::MAX => {
+                        from_offset = last.offset + 1
+                    }
                     _ => break,
                 }
             }
@@ -1077,7 +1081,9 @@ fn groups_json(
                     return Ok(());
                 }
                 match page.events.last() {
-                    Some(last) if page.more => from_offset = last.offset + 1,
+                    Some(last) if page.more && last.offset < u64::MAX => {
+                        from_offset = last.offset + 1
+                    }
                     _ => return Ok(()),
                 }
             }
