@@ -186,7 +186,7 @@ class OfflineTests(unittest.TestCase):
             "ProduceIf: op id 5, create /acct/43: only if it has no events":
                 flo.encode_produce_if(5, flo.EXPECT_NO_EVENTS, None, [NewEvent("/acct/43", b"open")]),
             "SetProducer: producer 42, the next produce is number 1": flo.encode_set_producer(42, 1),
-            "NamespacesRequest: the namespaces under /acct/, first page": flo.encode_namespaces_request("/acct/*"),
+            "NamespacesRequest: the namespaces directly under /acct/ (/acct/** for every depth), first page": flo.encode_namespaces_request("/acct/*"),
             "TraceRequest: the trace of 0000000000000000000900001": flo.encode_trace_request(EventId(9, 1)),
             "GroupAckRange for membership 1: everything delivered to it from 1.1 to 5.1":
                 flo.encode_group_ack_range(1, EventId(1, 1), EventId(5, 1)),
