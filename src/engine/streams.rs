@@ -198,7 +198,7 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// How many producer ids have an owning connection (the invariant check's count).
+    /// Every producer id with its owning connection (for the invariant check).
     pub(super) fn producer_owners(&self) -> impl Iterator<Item = (u64, ConnId)> + '_ {
         self.producers.owners.iter().map(|(id, conn)| (*id, *conn))
     }

@@ -452,11 +452,6 @@ impl TailIndex {
                 entries.extend_into(candidates);
             }
         }
-        // A subscription filed by its last segment is found once per namespace ending in it.
-        if !self.by_last_segment.is_empty() {
-            candidates.sort_unstable();
-            candidates.dedup();
-        }
         // A bucket found through several namespaces is listed once.
         found.sort_unstable();
         found.dedup();
@@ -470,8 +465,10 @@ impl TailIndex {
                 entries.extend_into(candidates);
             }
         }
-        // Each subscription is filed once, in one place: sorting is enough, no duplicates.
+        // Each subscription is filed once, in one place; one filed by its last segment is
+        // found once per namespace ending in it, hence the dedup.
         candidates.sort_unstable();
+        candidates.dedup();
         found.clear();
         self.found = found;
     }

@@ -468,8 +468,8 @@ impl FileLog {
         Ok(())
     }
 
-    /// "`what` <the open segment's path>", for an error: the path is made only when an
-    /// error needs it, not per sync (no allocation on the produce path).
+    /// The encoded records appended since the last sync: in the cache's ring, or in
+    /// `pending_bytes` when a turn's records did not fit there.
     fn pending(&self) -> &[u8] {
         if self.pending_bytes.is_empty() {
             self.cache.staged()
@@ -478,6 +478,8 @@ impl FileLog {
         }
     }
 
+    /// "`what` <the open segment's path>", for an error: the path is made only when an
+    /// error needs it, not per sync (no allocation on the produce path).
     fn segment_context(&self, what: &str) -> String {
         let path = segment_path(&self.config.data_dir, self.open.index.first_offset);
         format!("{what} {}", path.display())
