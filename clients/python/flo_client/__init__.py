@@ -1325,17 +1325,22 @@ class FloClient:
         return self.wait_reply(self.send_batch(events))
 
     def produce_if(self, events: Iterable[NewEvent], expect_last: Optional[EventId] = None,
-                   expect_empty: bool = False) -> Ack:
+                   expect_empty: bool = False, expect_exists: bool = False) -> Ack:
         """Append `events` atomically only if the namespace of the first one has `expect_last` as
-        its newest event (or, with `expect_empty`, has no events). Raises FloError
-        ExpectationFailed otherwise; its `actual_last_id` tells the actual newest id."""
+        its newest event (or, with `expect_empty`, has no events; with `expect_exists`, has at
+        least one). Raises FloError ExpectationFailed otherwise; its `actual_last_id` tells the
+        actual newest id."""
         events = list(events)
         if not events:
             raise ValueError("a batch needs at least one event")
         for ev in events:
             self._check_event(ev)
+        if [expect_empty, expect_exists, expect_last is not None].count(True) > 1:
+            raise ValueError("at most one of expect_last, expect_empty and expect_exists")
         if expect_empty:
             expectation, expected = EXPECT_NO_EVENTS, None
+        elif expect_exists:
+            expectation, expected = EXPECT_HAS_EVENTS, None
         elif expect_last is not None:
             expectation, expected = EXPECT_LAST_IS, expect_last
         else:

@@ -676,6 +676,16 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(cm.exception.actual_last_id, (opened.first_id,))
         c.produce_if([NewEvent("/acct/1", b"+1"), NewEvent("/audit", b"x")], expect_last=opened.first_id)
         self.assertEqual(len(list(c.subscribe("/acct/1").events())), 2)
+        # "It exists" (expectation 3): refused on an empty namespace, appended on one with events.
+        with self.assertRaises(FloError) as cm:
+            c.produce_if([NewEvent("/acct/2", b"deposit")], expect_exists=True)
+        self.assertEqual(cm.exception.name, "ExpectationFailed")
+        self.assertEqual(cm.exception.actual_last_id, (None,))
+        c.produce_if([NewEvent("/acct/1", b"+2")], expect_exists=True)
+        self.assertEqual([e.data for e in c.subscribe("/acct/1").events()], [b"open", b"+1", b"+2"])
+        self.assertEqual(list(c.subscribe("/acct/2").events()), [])
+        with self.assertRaises(ValueError):
+            c.produce_if([NewEvent("/acct/1", b"x")], expect_empty=True, expect_exists=True)
 
     def test_idempotent_retry_gets_the_original_ack(self) -> None:
         first = self.connect()
