@@ -293,6 +293,67 @@ fn produce_prints_json_when_asked() {
     assert_eq!(lines[1], "{\"produced\":1,\"namespace\":\"/j\"}");
 }
 
+/// Issue 14 lists three expectations of a conditional produce: its newest event is ID, it has
+/// no events, it exists. `--expect-last exists` is the third (the CLI had only the first two):
+/// refused with exit code 3 on a namespace without events, appended on one with events.
+#[test]
+fn produce_expect_last_exists_appends_only_to_a_namespace_with_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let refused = flo_client(
+        &server,
+        &[
+            "produce",
+            "-n",
+            "/acct/1",
+            "--expect-last",
+            "exists",
+            "-d",
+            "x",
+        ],
+    );
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{error}");
+    assert!(
+        error.starts_with("expectation failed: the newest event of /acct/1 is none"),
+        "{error}"
+    );
+    stdout(&flo_client(
+        &server,
+        &[
+            "produce",
+            "-n",
+            "/acct/1",
+            "--expect-last",
+            "none",
+            "-d",
+            "opened",
+        ],
+    ));
+    let text = stdout(&flo_client(
+        &server,
+        &[
+            "produce",
+            "-n",
+            "/acct/1",
+            "--expect-last",
+            "exists",
+            "-d",
+            "deposit",
+        ],
+    ));
+    assert!(
+        text.ends_with("Successfully produced 1 events to /acct/1\n"),
+        "{text}"
+    );
+    let data: Vec<Vec<u8>> = RawConn::hello(server.addr)
+        .read_all()
+        .into_iter()
+        .map(|event| event.data)
+        .collect();
+    assert_eq!(data, [b"opened".to_vec(), b"deposit".to_vec()]);
+}
+
 /// Walk9: `produce --replicas 3` against a server outside any cluster waited the 5 s
 /// replication time-out, then failed with "reached 1 of 3 replicas" (its event appended). The
 /// server now refuses it in its own turn, says why, and appends nothing.

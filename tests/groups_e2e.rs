@@ -602,6 +602,14 @@ fn the_groups_cli_replays_chosen_parked_events() {
     let (ok, parked, _) = cli(&server, &["groups", "parked", "chosen"]);
     assert!(ok);
     assert!(parked.starts_with(ids[1]), "{parked}");
+    // Issue 12 names the command `group replay-parked NAME`: the same as `groups replay`.
+    let (ok, out, error) = cli(&server, &["group", "replay-parked", "chosen"]);
+    assert!(ok, "{error}");
+    assert!(out.contains("replayed 1 parked events"), "{out}");
+    assert_eq!(
+        work_group(&server, "chosen", &[]),
+        [1].into_iter().collect()
+    );
     assert!(server.terminate().success());
 }
 

@@ -107,10 +107,10 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         replicas: u8,
         /// Append only if the namespace's newest event is ID ("none": only if it has no
-        /// events). With standard input, all lines go as one atomic batch (at most 10000).
-        /// If the namespace ends elsewhere nothing is appended, the error names its actual
-        /// newest id, and the exit code is 3.
-        #[arg(long, value_name = "ID|none")]
+        /// events; "exists": only if it has at least one). With standard input, all lines go
+        /// as one atomic batch (at most 10000). If the namespace ends elsewhere nothing is
+        /// appended, the error names its actual newest id, and the exit code is 3.
+        #[arg(long, value_name = "ID|none|exists")]
         expect_last: Option<String>,
         /// Lines from standard input are produced idempotently: after a lost connection or a
         /// server restart the client connects again (this many tries, 0 for none) and resends
@@ -343,6 +343,7 @@ enum GroupsCommand {
     /// most the server's parked_list_max ids (1000 by default) at once. --from and --to
     /// replay the parked events whose ids lie between the two (both included; one of the two
     /// alone: open on the other side).
+    #[command(visible_alias = "replay-parked")]
     Replay {
         /// The group's name.
         name: String,
@@ -1331,6 +1332,7 @@ fn produce(
         .expect_last
         .map(|text| match text {
             "none" => Ok(Expectation::NoEvents),
+            "exists" => Ok(Expectation::HasEvents),
             text => text.parse::<EventId>().map(Expectation::LastIs),
         })
         .transpose()
