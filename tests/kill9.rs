@@ -2,7 +2,11 @@
 //! server is killed with SIGKILL at a random moment (after a random number of acks, with more
 //! produces in flight), restarted on the same data directory, and this repeats. After every
 //! restart, every acknowledged event must be present exactly once, intact, and in the order it
-//! was acknowledged. The seed comes from FLO_TEST_SEED (printed on failure) or the time.
+//! was acknowledged. The events go to 16 namespaces, and each namespace read on its own (by its
+//! literal name, through the namespace index once the log is long enough) must be exactly the
+//! scan's events of that namespace: the index files, written beside the segments the kills cut
+//! short, agree with the log after every restart (issue 14). The seed comes from
+//! FLO_TEST_SEED (printed on failure) or the time.
 //!
 //! The same for a consumer group (docs/consumers.md, "Restart"): several members consume and
 //! acknowledge (and refuse "poison" events until they are parked) while the server is killed
@@ -53,10 +57,13 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     for round in 0..12 {
         let server = FloProcess::start(dir.path(), &["--segment-size", "16K"]);
         let mut reader = RawConn::hello(server.addr);
-        check_log(&read_log(&mut reader), &acknowledged, seed, round);
+        let stored = read_log(&mut reader);
+        check_log(&stored, &acknowledged, seed, round);
+        check_namespaces(&server, &stored, seed, round);
         let mut producer = RawConn::hello(server.addr);
         let window = 1 + rng.below(64);
-        let acks_before_kill = rng.below(400);
+        // At least 100 a round: the log passes 1,024 records, so later reads use the index.
+        let acks_before_kill = 100 + rng.below(300);
         let size = rng.below(2000) as usize;
         let mut in_flight = std::collections::VecDeque::new();
         let mut acked_this_round = 0;
@@ -64,7 +71,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
             while (in_flight.len() as u64) < window {
                 let mut data = format!("op {next_op} ").into_bytes();
                 data.resize(data.len() + size, b'x');
-                producer.produce(next_op, "/kill9", &data);
+                producer.produce(next_op, &kill9_namespace(next_op), &data);
                 in_flight.push_back((next_op, data));
                 next_op += 1;
             }
@@ -83,7 +90,64 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     }
     let server = FloProcess::start(dir.path(), &["--segment-size", "16K"]);
     let mut reader = RawConn::hello(server.addr);
-    check_log(&read_log(&mut reader), &acknowledged, seed, 12);
+    let stored = read_log(&mut reader);
+    check_log(&stored, &acknowledged, seed, 12);
+    check_namespaces(&server, &stored, seed, 12);
+    assert!(
+        stored.len() > 1024,
+        "seed {seed}: {} events, too few for an index-driven read",
+        stored.len()
+    );
+}
+
+/// The namespace of the produce with op id `op` (16 namespaces, round-robin: each holds one
+/// record in 16, a sparse namespace that a long read takes through the index).
+fn kill9_namespace(op: u64) -> String {
+    format!("/kill9/{}", op % 16)
+}
+
+/// Each namespace read by its literal name (the namespace index, once more than 1,024 records
+/// lie ahead) delivers exactly the events the whole log (`stored`, read by a scan) holds in it,
+/// in the same order.
+fn check_namespaces(server: &FloProcess, stored: &[(EventId, Vec<u8>)], seed: u64, round: usize) {
+    let mut reader = client(server);
+    for op in 0..16 {
+        let namespace = kill9_namespace(op);
+        let by_name: Vec<EventId> = reader
+            .consume()
+            .glob(&namespace)
+            .start(StartPosition::Beginning)
+            .subscribe()
+            .expect("subscribe")
+            .map(|event| event.expect("event").id)
+            .collect();
+        let by_scan: Vec<EventId> = stored
+            .iter()
+            .filter(|(_, data)| op_of(data) % 16 == op)
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            by_name == by_scan,
+            "seed {seed} round {round}: {namespace} read by name has {} events, the scan {}",
+            by_name.len(),
+            by_scan.len()
+        );
+    }
+}
+
+/// The op id an event of the produce test carries (its data starts with `op N `).
+fn op_of(data: &[u8]) -> u64 {
+    std::str::from_utf8(&data[..data.len().min(24)])
+        .ok()
+        .and_then(|text| text.strip_prefix("op "))
+        .and_then(|text| text.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "not a produce of this test: {:?}",
+                &data[..data.len().min(24)]
+            )
+        })
 }
 
 fn check_log(
@@ -797,4 +861,101 @@ fn kill_9_during_group_journal_compactions_keeps_every_group() {
         check_kept_groups(&server, attempt, &job_of_id);
         assert!(server.terminate().success());
     }
+}
+
+/// Issue 14 (README, "Retrying safely"): `flo-client produce` reading standard input is an
+/// idempotent producer, so when the server is killed with -9 and started again on the same
+/// address while lines are in flight, the client connects again, resends what was not
+/// acknowledged, and every line is stored exactly once, in input order, under the id the
+/// client printed for it.
+#[test]
+fn the_cli_stdin_producer_stores_each_line_once_across_kill_9s() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--fsync", "always"];
+    let mut server = FloProcess::start(dir.path(), &args);
+    let port = server.addr.port();
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args([
+            "-H",
+            &server.addr.to_string(),
+            "--timeout",
+            "10s",
+            "produce",
+        ])
+        .args(["-n", "/cli/lines", "--reconnect-attempts", "30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client produce");
+    let mut input = producer.stdin.take().expect("stdin is piped");
+    let stdout = producer.stdout.take().expect("stdout is piped");
+    let (sender, printed) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (rounds, per_round) = (4, 300);
+    for round in 0..rounds {
+        let lines: String = (round * per_round..(round + 1) * per_round)
+            .map(|n| format!("line {n}\n"))
+            .collect();
+        input.write_all(lines.as_bytes()).expect("write lines");
+        input.flush().expect("flush lines");
+        if round + 1 == rounds {
+            break;
+        }
+        // Kill as soon as the server holds a line of this round: most of the round is then
+        // in flight (sent and not stored, or stored and its ack not yet read).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read_log(&mut RawConn::hello(server.addr)).len() <= round * per_round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no line stored in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.kill9();
+        server = FloProcess::start_on_port(dir.path(), port, &args);
+    }
+    drop(input);
+    let status = producer.wait().expect("wait for flo-client");
+    reader.join().expect("stdout reader");
+    let ids: Vec<String> = printed.try_iter().collect();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut producer.stderr.take().expect("stderr is piped"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    assert!(status.success(), "flo-client produce failed: {stderr}");
+    let stored = read_log(&mut RawConn::hello(server.addr));
+    let data: Vec<String> = stored
+        .iter()
+        .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..rounds * per_round)
+        .map(|n| format!("line {n}"))
+        .collect();
+    assert!(
+        data == expected,
+        "{} events stored for {} lines; first difference at {:?}",
+        data.len(),
+        expected.len(),
+        data.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    let printed_ids: Vec<&String> = ids.iter().filter(|line| line.len() == 25).collect();
+    let stored_ids: Vec<String> = stored.iter().map(|(id, _)| id.to_string()).collect();
+    assert!(
+        printed_ids.iter().copied().eq(stored_ids.iter()),
+        "the printed ids are not the stored ones: {} printed, {} stored",
+        printed_ids.len(),
+        stored_ids.len()
+    );
 }
