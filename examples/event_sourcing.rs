@@ -12,7 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "localhost:3000".to_string());
-    let mut client = Client::connect(&addr, ClientOptions::default())?;
+    run(&addr)
+}
+
+/// The example against the server at `addr` (tests/readme_walkthrough.rs runs it).
+pub fn run(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut client = Client::connect(addr, ClientOptions::default())?;
     // Load the aggregate: every event of its namespace, and the newest id.
     let mut last = None;
     let events = client
@@ -40,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Exactly-once produce across reconnects: a producer id, kept if the process restarts.
     let id = IdempotentProducer::random_id();
-    let mut producer = IdempotentProducer::connect(&addr, ClientOptions::default(), id, 64)?;
+    let mut producer = IdempotentProducer::connect(addr, ClientOptions::default(), id, 64)?;
     let ack = producer.produce(NewEvent {
         namespace: "/orders".into(),
         parent_id: None,

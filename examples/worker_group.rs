@@ -18,8 +18,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = args.next().unwrap_or_else(|| "localhost:3000".to_string());
     let workers: usize = args.next().map_or(Ok(3), |n| n.parse())?;
     let jobs: usize = args.next().map_or(Ok(30), |n| n.parse())?;
+    for (worker, done) in run(&addr, workers, jobs)?.into_iter().enumerate() {
+        match done {
+            Ok(done) => println!("worker {worker}: {done} jobs"),
+            Err(error) => println!("worker {worker} failed: {error}"),
+        }
+    }
+    Ok(())
+}
 
-    let mut producer = Client::connect(&addr, ClientOptions::default())?;
+/// Produces `jobs` jobs and runs `workers` workers on them; returns what each worker did: how
+/// many jobs, or its error (tests/readme_walkthrough.rs runs it).
+pub fn run(
+    addr: &str,
+    workers: usize,
+    jobs: usize,
+) -> Result<Vec<Result<u64, String>>, Box<dyn std::error::Error>> {
+    let mut producer = Client::connect(addr, ClientOptions::default())?;
     let events: Vec<NewEvent> = (0..jobs)
         .map(|n| NewEvent {
             namespace: format!("/jobs/{n}"),
@@ -34,18 +49,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let threads: Vec<_> = (0..workers)
         .map(|worker| {
-            let addr = addr.clone();
+            let addr = addr.to_string();
             std::thread::spawn(move || work(worker, &addr))
         })
         .collect();
-    for (worker, thread) in threads.into_iter().enumerate() {
-        match thread.join() {
-            Ok(Ok(done)) => println!("worker {worker}: {done} jobs"),
-            Ok(Err(error)) => println!("worker {worker} failed: {error}"),
-            Err(_) => println!("worker {worker} panicked"),
-        }
-    }
-    Ok(())
+    Ok(threads
+        .into_iter()
+        .map(|thread| match thread.join() {
+            Ok(done) => done.map_err(|error| error.to_string()),
+            Err(_) => Err("panicked".to_string()),
+        })
+        .collect())
 }
 
 /// One worker: joins the group, does each job it is given and acknowledges it; returns how

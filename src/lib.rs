@@ -80,3 +80,9 @@ pub(crate) mod random;
 pub use config::{ClusterConfig, Config, FsyncPolicy, Retention, StorageConfig, WireLimits};
 pub use reactor::{AuthReloader, Server, ServerError, ShutdownTrigger};
 pub use storage::{FileLog, Log, MemoryLog};
+
+/// README.md's Rust blocks, compiled (not run) by `cargo test --doc`, so that they keep to the
+/// public API; the examples the README names run in tests/readme_walkthrough.rs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -14,6 +14,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::FloProcess;
+use flo::event::StartPosition;
+
+// The README's Rust examples, compiled into this test and run by
+// `the_readmes_rust_examples_run` (their `main` only reads arguments and calls `run`).
+#[allow(dead_code)]
+#[path = "../examples/event_sourcing.rs"]
+mod event_sourcing;
+#[allow(dead_code)]
+#[path = "../examples/worker_group.rs"]
+mod worker_group;
 
 struct Step {
     command: String,
@@ -141,4 +151,56 @@ fn the_readme_walkthrough_prints_what_the_readme_shows() {
             step.command
         );
     }
+}
+
+/// The README's Rust, run against a real server: `cargo run --example worker_group` (three
+/// workers share a group, each job done by one of them; a second run carries on with the new
+/// jobs only) and `cargo run --example event_sourcing` ("Event sourcing with flo": load the
+/// aggregate, append with an expectation on its newest event, produce once through an
+/// idempotent producer; a second run appends on top of the first).
+#[test]
+fn the_readmes_rust_examples_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FloProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    for jobs in [30, 10] {
+        let done: Vec<u64> = worker_group::run(&addr, 3, jobs)
+            .expect("worker_group")
+            .into_iter()
+            .map(|done| done.expect("a worker failed"))
+            .collect();
+        assert_eq!(done.len(), 3);
+        assert_eq!(
+            done.iter().sum::<u64>(),
+            jobs as u64,
+            "jobs per worker {done:?}"
+        );
+    }
+    let mut client = common::client(&server);
+    let info = client.group_info("worker-example").expect("group info");
+    assert_eq!(
+        (info.members, info.pending, info.parked),
+        (0, 0, 0),
+        "{info:?}"
+    );
+
+    event_sourcing::run(&addr).expect("the first run");
+    event_sourcing::run(&addr).expect("the second run");
+    let mut read = |namespace: &str| -> Vec<flo::event::Event> {
+        client
+            .consume()
+            .glob(namespace)
+            .start(StartPosition::Beginning)
+            .subscribe()
+            .expect("subscribe")
+            .map(|event| event.expect("event"))
+            .collect()
+    };
+    let account = read("/accounts/42");
+    let data: Vec<&[u8]> = account.iter().map(|e| e.data.as_slice()).collect();
+    assert_eq!(data, [&b"withdrew 5"[..], b"withdrew 5"]);
+    // The second run loaded the first one's event and appended on top of it.
+    assert_eq!(account[0].parent_id, None);
+    assert_eq!(account[1].parent_id, Some(account[0].id));
+    assert_eq!(read("/orders").len(), 2);
 }
