@@ -542,30 +542,46 @@ fn the_counter_floor_stays_above_every_id_handed_out_whatever_the_newest_segment
     }
 }
 
-/// The lease is raised by a large step, so reservations within it cost no write, and a
-/// damaged lease file refuses the start (a guessed floor could reuse ids) until `--repair`
-/// removes it.
+/// The lease is raised by a large step, so reservations within it cost no write; once half of
+/// the step is used the next step is written ahead of need by the storage helper thread (the
+/// reactor does not wait for its fdatasyncs) and counted once it is durable; and a damaged
+/// lease file refuses the start (a guessed floor could reuse ids) until `--repair` removes it.
 #[test]
-fn the_lease_is_raised_in_steps_and_a_damaged_lease_file_refuses_the_start() {
+fn the_lease_is_raised_in_steps_ahead_of_need_and_a_damaged_lease_file_refuses_the_start() {
+    use flo::storage::lease::{decode, COUNTER_LEASE_STEP};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 64 * 1024);
     let (mut log, _) = FileLog::open(&config).unwrap();
     append_leased(&mut log, 3);
     let lease = log.counter_floor();
-    assert_eq!(lease, 3 + flo::storage::lease::COUNTER_LEASE_STEP);
+    assert_eq!(lease, 3 + COUNTER_LEASE_STEP);
     let path = dir.path().join(flo::storage::lease::LEASE_FILE_NAME);
     let written = fs::read(&path).unwrap();
-    log.reserve_counters(lease).unwrap();
+    log.reserve_counters(lease - COUNTER_LEASE_STEP / 2)
+        .unwrap();
+    log.wait_for_syncs().unwrap();
     assert_eq!(
         log.counter_floor(),
         lease,
-        "no new lease within the old one"
+        "no new lease within the first half"
     );
-    log.reserve_counters(lease + 1).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), written);
+    log.reserve_counters(lease - COUNTER_LEASE_STEP / 2 + 1)
+        .unwrap();
+    log.wait_for_syncs().unwrap();
     assert_eq!(
         log.counter_floor(),
-        lease + 1 + flo::storage::lease::COUNTER_LEASE_STEP
+        lease + COUNTER_LEASE_STEP,
+        "the next step is written ahead once half of this one is used"
     );
+    assert_eq!(
+        decode(&fs::read(&path).unwrap()),
+        Ok(lease + COUNTER_LEASE_STEP)
+    );
+    // Past a lease with no write ahead in flight: written on the caller's thread at once.
+    log.reserve_counters(lease + 2 * COUNTER_LEASE_STEP)
+        .unwrap();
+    assert!(log.counter_floor() >= lease + 2 * COUNTER_LEASE_STEP);
     drop(log);
     let mut damaged = written;
     damaged[10] ^= 1;

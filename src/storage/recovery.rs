@@ -333,6 +333,7 @@ fn assemble(
         prepare_in_flight: false,
         sealing: None,
         seal_failed: false,
+        lease_in_flight: false,
         _lock: lock,
     })
 }

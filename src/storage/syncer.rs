@@ -1,15 +1,16 @@
 //! The file log's helper thread for blocking disk calls that need not stop the reactor:
 //! `interval`'s periodic fdatasync of the open segment, the fdatasync that covers most of a
-//! full segment before it is sealed (under `interval` and `never`), and the index file of a
-//! sealed segment. Jobs run one at a time, in the order they were handed over; their results
+//! full segment before it is sealed (under `interval` and `never`), the creation of `next.log`
+//! and the seal itself (under `interval` and `never`: `SealInFlight`), the counter lease written
+//! ahead of need, and the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
 //! come back through a channel the log drains at its next `sync` (or waits on where an order
 //! must hold: before retention deletes files, when the log is dropped).
 //!
 //! Nothing the log reports as durable depends on these jobs: under `interval` and `never` a
 //! record counts as durable once it is written (an acknowledgement never waited for the
-//! fdatasync), and the seal itself (the last fdatasync of a segment, covering its final
-//! length) runs on the caller's thread before the next segment is created (docs/storage.md,
-//! "Segment rolling"). An index file is derived data: start-up rebuilds a missing one.
+//! fdatasync), the seal (the last fdatasync of a segment, covering its final length) completes
+//! before the next segment gets its name (docs/storage.md, "Segment rolling"), and a lease
+//! written here counts only once it is reported durable. An index file is derived data: start-up rebuilds a missing one.
 //!
 //! The group journal has a sync thread of its own (`group_sync.rs`).
 
@@ -40,6 +41,8 @@ pub(super) enum Job {
     Prepare { dir: PathBuf },
     /// Completes a seal the caller began by switching to `next.log` (`SealInFlight::run`).
     Seal(SealInFlight),
+    /// Writes the counter lease ahead of need (`FileLog::reserve_counters`).
+    Lease { dir: PathBuf, lease: u64 },
 }
 
 /// The blocking part of a seal, in the order the seal rule needs: the sealed segment is cut to
@@ -106,6 +109,11 @@ pub(super) enum Done {
     /// caller runs it again).
     Sealed {
         next_first: u64,
+        error: Option<StorageError>,
+    },
+    /// The counter lease file holds `lease`, durably (with `Some`: it could not be written).
+    Leased {
+        lease: u64,
         error: Option<StorageError>,
     },
 }
@@ -276,6 +284,10 @@ fn run(job: Job) -> Result<Done, StorageError> {
                 }
             }
         }
+        Job::Lease { dir, lease } => Ok(Done::Leased {
+            lease,
+            error: super::lease::write(&dir, lease).err(),
+        }),
         Job::Seal(seal) => Ok(Done::Sealed {
             next_first: seal.next_first,
             error: seal.run().err(),
