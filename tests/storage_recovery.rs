@@ -542,30 +542,46 @@ fn the_counter_floor_stays_above_every_id_handed_out_whatever_the_newest_segment
     }
 }
 
-/// The lease is raised by a large step, so reservations within it cost no write, and a
-/// damaged lease file refuses the start (a guessed floor could reuse ids) until `--repair`
-/// removes it.
+/// The lease is raised by a large step, so reservations within it cost no write; once half of
+/// the step is used the next step is written ahead of need by the storage helper thread (the
+/// reactor does not wait for its fdatasyncs) and counted once it is durable; and a damaged
+/// lease file refuses the start (a guessed floor could reuse ids) until `--repair` removes it.
 #[test]
-fn the_lease_is_raised_in_steps_and_a_damaged_lease_file_refuses_the_start() {
+fn the_lease_is_raised_in_steps_ahead_of_need_and_a_damaged_lease_file_refuses_the_start() {
+    use flo::storage::lease::{decode, COUNTER_LEASE_STEP};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 64 * 1024);
     let (mut log, _) = FileLog::open(&config).unwrap();
     append_leased(&mut log, 3);
     let lease = log.counter_floor();
-    assert_eq!(lease, 3 + flo::storage::lease::COUNTER_LEASE_STEP);
+    assert_eq!(lease, 3 + COUNTER_LEASE_STEP);
     let path = dir.path().join(flo::storage::lease::LEASE_FILE_NAME);
     let written = fs::read(&path).unwrap();
-    log.reserve_counters(lease).unwrap();
+    log.reserve_counters(lease - COUNTER_LEASE_STEP / 2)
+        .unwrap();
+    log.wait_for_syncs().unwrap();
     assert_eq!(
         log.counter_floor(),
         lease,
-        "no new lease within the old one"
+        "no new lease within the first half"
     );
-    log.reserve_counters(lease + 1).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), written);
+    log.reserve_counters(lease - COUNTER_LEASE_STEP / 2 + 1)
+        .unwrap();
+    log.wait_for_syncs().unwrap();
     assert_eq!(
         log.counter_floor(),
-        lease + 1 + flo::storage::lease::COUNTER_LEASE_STEP
+        lease + COUNTER_LEASE_STEP,
+        "the next step is written ahead once half of this one is used"
     );
+    assert_eq!(
+        decode(&fs::read(&path).unwrap()),
+        Ok(lease + COUNTER_LEASE_STEP)
+    );
+    // Past a lease with no write ahead in flight: written on the caller's thread at once.
+    log.reserve_counters(lease + 2 * COUNTER_LEASE_STEP)
+        .unwrap();
+    assert!(log.counter_floor() >= lease + 2 * COUNTER_LEASE_STEP);
     drop(log);
     let mut damaged = written;
     damaged[10] ^= 1;
@@ -592,4 +608,89 @@ fn the_group_journal_and_namespace_indexes_are_not_stray_files() {
     std::fs::write(dir.path().join("groups.journal.tmp"), b"").unwrap();
     let (_log, report) = FileLog::open(&config).unwrap();
     assert_eq!(report.stray_files, 0, "{report}");
+}
+
+/// The state a kill -9 leaves while a seal is in flight on the storage helper thread
+/// (`FileLog::roll_to_prepared`): the sealed segment still has its preallocated zeros and no
+/// index file, and the next segment's records are in `next.log`, not yet named. Built from a
+/// log of two segments whose newest is renamed back to `next.log`. Returns the events, the
+/// sealed segment's path and the newest segment's path.
+fn seal_in_flight(config: &StorageConfig, count: u64) -> (Vec<Event>, PathBuf, PathBuf) {
+    let dir = config.data_dir.clone();
+    let events = write_log(config, count);
+    let files = segment_files(&dir);
+    assert!(
+        files.len() >= 2,
+        "the log spans several segments: {files:?}"
+    );
+    let newest = files[files.len() - 1].clone();
+    let sealed = files[files.len() - 2].clone();
+    fs::rename(&newest, dir.join("next.log")).unwrap();
+    fs::remove_file(sealed.with_extension("idx")).unwrap();
+    let file = fs::OpenOptions::new().write(true).open(&sealed).unwrap();
+    file.set_len(file.metadata().unwrap().len() + 4096).unwrap();
+    (events, sealed, newest)
+}
+
+#[test]
+fn a_seal_in_flight_at_a_crash_is_finished_at_start_up_and_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4096);
+    let (events, sealed, newest) = seal_in_flight(&config, 200);
+    let sealed_size = fs::metadata(&sealed).unwrap().len() - 4096;
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 200);
+    assert_eq!(read_all(&mut log).unwrap(), events);
+    // The seal is finished: the sealed segment is cut to its records, the next one named.
+    assert!(!dir.path().join("next.log").exists());
+    assert!(newest.exists());
+    assert_eq!(fs::metadata(&sealed).unwrap().len(), sealed_size);
+    log.append(event(201)).unwrap();
+    assert_eq!(log.sync(MonotonicMs(0)).unwrap(), Offset(201));
+}
+
+#[test]
+fn an_empty_next_segment_created_ahead_of_a_seal_is_removed_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4096);
+    let events = write_log(&config, 200);
+    let files = segment_files(dir.path());
+    fs::write(dir.path().join("next.log"), b"").unwrap();
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!((report.event_count, report.stray_files), (200, 0));
+    assert_eq!(read_all(&mut log).unwrap(), events);
+    assert!(!dir.path().join("next.log").exists());
+    assert_eq!(segment_files(dir.path()), files);
+}
+
+#[test]
+fn a_seal_cut_short_by_a_power_loss_drops_the_next_segment_and_keeps_the_sealed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4096);
+    let (events, sealed, newest) = seal_in_flight(&config, 200);
+    // The power went before the seal's fdatasync: the sealed segment's last record did not
+    // reach the disk (zeros where it was), so `next.log`'s header names a record the sealed
+    // segment lacks and the seal cannot be finished; none of `next.log` was fdatasynced (the
+    // helper's jobs run in order), so it is dropped.
+    let next_first: usize = newest
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_size = encoded_size(&events[next_first - 1]);
+    let file = fs::OpenOptions::new().write(true).open(&sealed).unwrap();
+    let records_end = file.metadata().unwrap().len() - 4096;
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; last_size];
+    file.write_all_at(&zeros, records_end - last_size as u64)
+        .unwrap();
+    drop(file);
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    assert!(!dir.path().join("next.log").exists());
+    assert!(!newest.exists());
+    let kept = read_all(&mut log).unwrap();
+    assert_eq!(kept[..], events[..next_first - 1]);
+    assert_eq!(log.durable_end(), Offset(next_first as u64 - 1));
 }

@@ -31,10 +31,10 @@ use super::record::{
 };
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
-    create_segment, fsync_dir, index_path, namespace_index_path, scan_segment, segment_path,
-    write_namespace_index, ReadError, SegmentReader,
+    create_segment, encode_header, fsync_dir, index_path, namespace_index_path, next_segment_path,
+    scan_segment, segment_path, write_namespace_index, ReadError, SegmentReader,
 };
-use super::syncer::{Done, Job, Syncer};
+use super::syncer::{Done, Job, SealInFlight, Syncer};
 use super::{
     io_error, last_by_scan, read_first, scan_namespace_within, Log, LogActivity, LogStats, Offset,
     StorageError,
@@ -145,6 +145,17 @@ pub struct FileLog {
     /// The helper thread for `interval`'s fdatasync, the fdatasync before a seal and index
     /// files (`syncer.rs`). Declared before the lock, so it finishes before the lock goes.
     pub(super) syncer: Syncer,
+    /// The empty `next.log` the helper thread created for the next roll (under `interval`
+    /// and `never`), and whether it is being created.
+    pub(super) prepared: Option<File>,
+    pub(super) prepare_in_flight: bool,
+    /// The seal the helper thread is completing (`roll_to_prepared`): while it is here, the
+    /// open segment's file is still `next.log`. `seal_failed`: it failed there, and the next
+    /// `sync` runs it again on the caller's thread before anything else.
+    pub(super) sealing: Option<SealInFlight>,
+    pub(super) seal_failed: bool,
+    /// A counter lease being written ahead of need by the helper thread.
+    pub(super) lease_in_flight: bool,
     /// Held for the life of the log: no other process opens the same directory.
     /// The produced journal of idempotent produces (`produced.rs`).
     pub(super) produced: ProducedJournal,
@@ -334,8 +345,17 @@ impl FileLog {
     /// The file names of the segments, oldest first (for tests and operators).
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.segments()
-            .map(|index| segment_path(self.data_dir(), index.first_offset))
+            .map(|index| self.segment_file_path(index.first_offset))
             .collect()
+    }
+
+    /// The path of the file of the segment starting at `first`: `next.log` for the open one
+    /// while the seal before it is in flight, else its name.
+    fn segment_file_path(&self, first: u64) -> PathBuf {
+        match &self.sealing {
+            Some(seal) if seal.next_first == first => next_segment_path(&self.config.data_dir),
+            _ => segment_path(&self.config.data_dir, first),
+        }
     }
 
     /// The indexes of every segment, oldest first, the open one last.
@@ -556,6 +576,31 @@ impl FileLog {
                 }
             }
             Done::Indexed => {}
+            Done::Prepared(file) => {
+                self.prepare_in_flight = false;
+                self.prepared = file;
+            }
+            Done::Sealed { next_first, error } => {
+                let ours = self.sealing.as_ref().map(|seal| seal.next_first);
+                assert_eq!(
+                    ours,
+                    Some(next_first),
+                    "a seal finished that was not started"
+                );
+                if let Some(error) = error {
+                    self.seal_failed = true;
+                    return Err(error);
+                }
+                self.sealing = None;
+            }
+            Done::Leased { lease, error } => {
+                self.lease_in_flight = false;
+                match error {
+                    None => self.counter_lease = self.counter_lease.max(lease),
+                    // Only written ahead: the reservation that needs it writes it here.
+                    Some(error) => log::warn!("{error}; it is written again when needed"),
+                }
+            }
         }
         Ok(())
     }
@@ -624,12 +669,26 @@ impl FileLog {
         }
     }
 
-    /// Seals the open segment and starts a new one. The seal runs here, on the caller's
-    /// thread, and completes before the next segment exists: the file is cut to its last
-    /// record and fdatasynced (so a sealed segment is whole on disk under every policy, and
-    /// start-up never finds one that is not); only its index file, derived data that
-    /// start-up rebuilds when it is missing, is written by the helper thread.
+    /// Seals the open segment and starts a new one. Under `interval` and `never`, once the
+    /// helper thread has created `next.log`, only the switch runs here (`roll_to_prepared`).
+    /// Otherwise (`always`, whose seal has nothing left to fdatasync but the cut length, or
+    /// no `next.log` yet) the seal runs here, on the caller's thread, and completes before the
+    /// next segment exists: the file is cut to its last record and fdatasynced (so a sealed
+    /// segment is whole on disk under every policy, and start-up never finds one that is
+    /// not); only its index file, derived data that start-up rebuilds when it is missing, is
+    /// written by the helper thread.
     fn roll(&mut self) -> Result<(), StorageError> {
+        // Seals complete in order: the one in flight first (a segment sealed before its own
+        // seal finished, which only a tiny `segment_size_max` or a slow disk gives).
+        if self.sealing.is_some() {
+            self.collect_background(true)?;
+            self.finish_failed_seal()?;
+        }
+        if self.config.fsync != FsyncPolicy::Always {
+            if let Some(next) = self.prepared.take() {
+                return self.roll_to_prepared(next);
+            }
+        }
         let dir = self.config.data_dir.clone();
         let first_offset = self.open.index.first_offset;
         // A sealed segment ends at its last record: its index and start-up check its length.
@@ -658,6 +717,80 @@ impl FileLog {
                 "create segment {}",
                 segment_path(&dir, next_first).display()
             )))?;
+        self.synced_size = header_size;
+        self.switch_to(file, header_size, None)
+    }
+
+    /// Seals the open segment by switching to the `next.log` the helper thread created: the
+    /// next segment's header is written here (to the page cache) and the rest of the seal
+    /// (`SealInFlight`: cut, fdatasync, then the next segment's name) is handed to the helper
+    /// thread, while this turn's records go on into `next.log`. Under `interval` and `never`
+    /// they count as durable once written, as before; a crash before the seal is done leaves
+    /// `next.log`, which start-up names after finishing the seal (`recovery.rs`). The helper
+    /// runs its jobs in order, so no fdatasync of the next segment starts before the seal is
+    /// done, and a power loss in between leaves the sealed segment as the newest named one.
+    fn roll_to_prepared(&mut self, next: File) -> Result<(), StorageError> {
+        let dir = self.config.data_dir.clone();
+        let next_path = next_segment_path(&dir);
+        let next_first = self.open.index.end_offset();
+        let header = encode_header(&self.durable_vector);
+        (next.write_all_at(&header, 0))
+            .map_err(io_error(format!("write {}", next_path.display())))?;
+        self.produced
+            .fsync()
+            .map_err(io_error("fdatasync the produced journal".to_string()))?;
+        let clone_error = |path: &Path| io_error(format!("clone the handle of {}", path.display()));
+        let seal = SealInFlight {
+            dir: dir.clone(),
+            sealed: (self.open.file.try_clone()).map_err(clone_error(&segment_path(
+                &dir,
+                self.open.index.first_offset,
+            )))?,
+            sealed_first: self.open.index.first_offset,
+            sealed_size: self.open.index.file_size,
+            next: next.try_clone().map_err(clone_error(&next_path))?,
+            next_first,
+        };
+        let job = seal.try_clone().map_err(clone_error(&next_path))?;
+        self.fsync_count += 1;
+        // Not known until the helper's fdatasyncs of it report.
+        self.synced_size = 0;
+        self.switch_to(next, header.len() as u64, Some((seal, job)))
+    }
+
+    /// Runs here a seal that failed on the helper thread (`seal_failed`), before anything else
+    /// is written; until it succeeds, every `sync` fails.
+    fn finish_failed_seal(&mut self) -> Result<(), StorageError> {
+        if !self.seal_failed {
+            return Ok(());
+        }
+        let seal = self
+            .sealing
+            .as_ref()
+            .expect("a failed seal is kept until it succeeds");
+        self.caller_fsync_count += 1;
+        seal.run()?;
+        log::info!(
+            "the seal of segment {} succeeded on a second try",
+            segment_path(&self.config.data_dir, seal.sealed_first).display()
+        );
+        self.sealing = None;
+        self.seal_failed = false;
+        Ok(())
+    }
+
+    /// Makes `file` (whose header of `header_size` bytes is written) the open segment and the
+    /// open one sealed: its names go to the helper thread that writes its namespace index,
+    /// its keys to the trace index's, and its index file to the storage helper thread, after
+    /// `seal` (the job completing the seal) when the seal is not done yet.
+    fn switch_to(
+        &mut self,
+        file: File,
+        header_size: u64,
+        seal: Option<(SealInFlight, SealInFlight)>,
+    ) -> Result<(), StorageError> {
+        let dir = self.config.data_dir.clone();
+        let next_first = self.open.index.end_offset();
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
@@ -673,11 +806,18 @@ impl FileLog {
         self.preallocated_size = 0;
         self.last_fsync_ms = None;
         self.written_since_fsync = false;
-        self.synced_size = header_size;
         // At most one index file waits behind the helper's current job: a helper slower
         // than the rolls holds the caller back here rather than queueing without bound.
         if self.syncer.in_flight() >= 2 {
             self.collect_background(true)?;
+        }
+        if let Some((seal, job)) = seal {
+            self.sealing = Some(seal);
+            if let Some(result) = self.syncer.submit(Job::Seal(job)) {
+                // No helper thread: it ran here.
+                self.caller_fsync_count += 1;
+                self.take_done(result)?;
+            }
         }
         let job = Job::Index {
             dir,
@@ -687,6 +827,26 @@ impl FileLog {
             self.take_done(result)?;
         }
         Ok(())
+    }
+
+    /// Has the helper thread create `next.log` for the next roll, under `interval` and `never`
+    /// when there is none and no seal is in flight (whose `next.log` it still is).
+    fn prepare_next_segment(&mut self) -> Result<(), StorageError> {
+        if self.config.fsync == FsyncPolicy::Always
+            || self.prepared.is_some()
+            || self.prepare_in_flight
+            || self.sealing.is_some()
+        {
+            return Ok(());
+        }
+        self.prepare_in_flight = true;
+        let job = Job::Prepare {
+            dir: self.config.data_dir.clone(),
+        };
+        match self.syncer.submit(job) {
+            Some(result) => self.take_done(result),
+            None => Ok(()),
+        }
     }
 
     /// The index of the segment holding `offset` (which must be in `start()..durable_end()`).
@@ -722,10 +882,19 @@ impl FileLog {
         let (seek_offset, position) = index
             .seek_point(offset)
             .unwrap_or((index.first_offset, index.file_size));
-        let path = segment_path(&self.config.data_dir, index.first_offset);
         let first_offset = index.first_offset;
-        let mut reader = SegmentReader::open(path.clone(), first_offset, seek_offset, position)
-            .map_err(io_error(format!("open {}", path.display())))?;
+        let mut path = self.segment_file_path(first_offset);
+        let mut opened = SegmentReader::open(path.clone(), first_offset, seek_offset, position);
+        if opened
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            // The helper thread named `next.log` (its seal finished) after the path was
+            // chosen: the segment has its name now.
+            path = segment_path(&self.config.data_dir, first_offset);
+            opened = SegmentReader::open(path.clone(), first_offset, seek_offset, position);
+        }
+        let mut reader = opened.map_err(io_error(format!("open {}", path.display())))?;
         let segment = self.segment_of(offset);
         while reader.next_offset < offset {
             next_on_disk(&mut reader, segment, &self.config.data_dir)?;
@@ -1306,8 +1475,14 @@ impl Log for FileLog {
     fn sync(&mut self, now: MonotonicMs) -> Result<Offset, StorageError> {
         let now_ms = now.0;
         // A failed fdatasync on the helper thread fails this turn: its records are dropped
-        // and its produces get an error, as when this turn's own fdatasync fails.
-        if let Err(error) = self.collect_background(false) {
+        // and its produces get an error, as when this turn's own fdatasync fails. So does a
+        // failed seal, run again here first.
+        let finished = self.collect_background(false);
+        if let Err(error) = finished.and_then(|()| self.finish_failed_seal()) {
+            self.roll_back(self.open.index.file_size);
+            return Err(error);
+        }
+        if let Err(error) = self.prepare_next_segment() {
             self.roll_back(self.open.index.file_size);
             return Err(error);
         }
@@ -1707,12 +1882,31 @@ impl Log for FileLog {
     }
 
     fn reserve_counters(&mut self, up_to: u64) -> Result<(), StorageError> {
-        if up_to <= self.counter_lease {
-            return Ok(());
+        if up_to > self.counter_lease && self.lease_in_flight {
+            // The lease written ahead may cover it, and one writer of the file at a time.
+            self.collect_background(true)?;
         }
-        let lease = lease::next_lease(up_to);
-        lease::write(&self.config.data_dir, lease)?;
-        self.counter_lease = lease;
+        if up_to > self.counter_lease {
+            // The first reservation after a start (the counter starts at the lease), or the
+            // helper thread fell behind: written here, before any id above the lease is used.
+            let lease = lease::next_lease(up_to);
+            lease::write(&self.config.data_dir, lease)?;
+            self.counter_lease = lease;
+        }
+        // Once half of the step is used, the helper thread writes the next lease, so the
+        // reactor does not wait for its fdatasyncs and directory fsync (20-90 ms at a time
+        // here, session 13). The reactor uses it only once the helper reports it durable.
+        let half_used = self
+            .counter_lease
+            .saturating_sub(lease::COUNTER_LEASE_STEP / 2);
+        let next = lease::next_lease(self.counter_lease);
+        if !self.lease_in_flight && up_to > half_used && next > self.counter_lease {
+            self.lease_in_flight = true;
+            let dir = self.config.data_dir.clone();
+            if let Some(result) = self.syncer.submit(Job::Lease { dir, lease: next }) {
+                self.take_done(result)?;
+            }
+        }
         Ok(())
     }
 }
@@ -1727,6 +1921,15 @@ impl Drop for FileLog {
         // The helper thread's file must be complete before another log opens the directory.
         self.finish_namespace_build(true);
         self.trace.finish_build(true);
+        if self.seal_failed {
+            if let Err(error) = self.finish_failed_seal() {
+                log::error!("{error}; start-up finishes the seal");
+            }
+        }
+        // An unused `next.log` holds nothing (start-up would remove it too).
+        if self.prepared.take().is_some() {
+            let _ = std::fs::remove_file(next_segment_path(&self.config.data_dir));
+        }
         if self.preallocated_size > self.open.index.file_size {
             let _ = self.open.file.set_len(self.open.index.file_size);
         }

@@ -8,7 +8,8 @@
 //! (`Log::reserve_counters`) before it hands them out: the lease is raised in steps of
 //! [`COUNTER_LEASE_STEP`] and made durable (written to a temporary file, fdatasync'd, renamed
 //! over the old one, directory fsync'd) before the call returns, so before any append or ack of
-//! an id above the old lease. At open the engine starts its counter at the lease
+//! an id above the old lease. (The file log writes the next step ahead of need on its helper
+//! thread once half of the current one is used, and counts it only once it is durable.) At open the engine starts its counter at the lease
 //! (`Log::counter_floor`), leaving a gap, which Lamport counters allow. The format is in
 //! docs/storage.md ("Counter lease file").
 
@@ -22,8 +23,9 @@ use super::segment::fsync_dir;
 use super::StorageError;
 
 /// How far past the requested counter a lease is raised: one lease write (two fdatasyncs and a
-/// directory fsync) per about a million events, and a gap of at most this many counters per
-/// restart.
+/// directory fsync) per about a million events, and a gap of at most one and a half times this
+/// many counters per restart (once half a step is used, the file log's helper thread writes
+/// the next step ahead of need: `FileLog::reserve_counters`).
 pub const COUNTER_LEASE_STEP: u64 = 1 << 20;
 
 pub const LEASE_FILE_NAME: &str = "flo.counter";

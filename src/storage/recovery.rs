@@ -31,8 +31,9 @@ use super::repair::{
 };
 use super::repair_sealed::repair_sealed_segments;
 use super::segment::{
-    classify, create_segment, encode_header, load_index, load_namespace_header, quarantine_path,
-    read_header, scan_segment, segment_path, write_index, write_namespace_index, FileKind,
+    classify, create_segment, encode_header, fsync_dir, load_index, load_namespace_header,
+    next_segment_path, quarantine_path, read_header, scan_segment, segment_path, write_index,
+    write_namespace_index, FileKind,
 };
 use super::{io_error, StorageError};
 
@@ -157,7 +158,8 @@ impl FileLog {
             );
         }
         let mut report = RecoveryReport::default();
-        let firsts = list_segments(dir, &mut report)?;
+        let mut firsts = list_segments(dir, &mut report)?;
+        finish_interrupted_seal(dir, &mut firsts, &mut report)?;
         let mut preload = None;
         let (sealed, open) = match firsts.split_last() {
             None => (
@@ -327,6 +329,11 @@ fn assemble(
         reclaim_newest: PurgedNewest::default(),
         reclaim_full_logged: false,
         syncer: Default::default(),
+        prepared: None,
+        prepare_in_flight: false,
+        sealing: None,
+        seal_failed: false,
+        lease_in_flight: false,
         _lock: lock,
     })
 }
@@ -366,6 +373,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
                 | FileKind::NamespaceIndex(_)
                 | FileKind::TraceIndex(_)
                 | FileKind::Lock
+                // Named or removed by `finish_interrupted_seal`, after this listing.
+                | FileKind::NextSegment
                 | FileKind::CounterLease
                 | FileKind::GroupJournal
                 | FileKind::ProducedJournal
@@ -405,6 +414,94 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, St
         }
     }
     Ok(firsts.into_iter().collect())
+}
+
+/// Finishes a seal that was in flight on the storage helper thread when flo stopped, or
+/// removes a `next.log` that holds nothing durable. While a seal is in flight the next
+/// segment's records are written to `next.log` (`FileLog::roll_to_prepared`), and the seal
+/// names it only after the sealed segment, the newest named one here, is whole on disk. After
+/// a crash of flo (kill -9) the sealed segment holds every record (perhaps followed by the
+/// zeros of its preallocated hole) and `next.log`'s header is the vector of every record
+/// before it: the seal is finished here (cut, fdatasync both, name, directory fsync) and
+/// `next.log` becomes the newest segment, so no acknowledged record is lost. Anything else
+/// (an empty `next.log` created ahead of a seal; after a power loss, a sealed segment missing
+/// records or a `next.log` whose header does not match) means the seal did not complete, so
+/// no fdatasync of `next.log` ran (the helper's jobs run in order): it is removed, and the
+/// sealed segment is recovered as the newest, as before the seal began.
+fn finish_interrupted_seal(
+    dir: &Path,
+    firsts: &mut Vec<u64>,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    let next_path = next_segment_path(dir);
+    let context = |what: &str, path: &Path| format!("{what} {}", path.display());
+    let mut next = match OpenOptions::new().read(true).write(true).open(&next_path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io_error(context("open", &next_path))(error)),
+    };
+    let next_size = (next.metadata())
+        .map_err(io_error(context("stat", &next_path)))?
+        .len();
+    let next_header = read_header(&mut next).map_err(io_error(context("read", &next_path)))?;
+    let finished = match (next_header, firsts.last()) {
+        (Some((next_vector, _)), Some(&newest)) => seal_if_whole(dir, newest, &next, &next_vector)?,
+        _ => None,
+    };
+    if let Some(next_first) = finished {
+        let named = segment_path(dir, next_first);
+        fs::rename(&next_path, &named).map_err(io_error(context("rename", &next_path)))?;
+        fsync_dir(dir).map_err(io_error(context("fsync", dir)))?;
+        log::warn!(
+            "finished the seal that was in flight when flo stopped: {} is now {}",
+            next_path.display(),
+            named.display()
+        );
+        firsts.push(next_first);
+        return Ok(());
+    }
+    if next_size > 0 {
+        log::warn!(
+            "removing {} ({next_size} bytes): the seal before it did not complete, so none \
+             of it was fdatasynced",
+            next_path.display()
+        );
+        report.truncated_bytes += next_size;
+    }
+    fs::remove_file(&next_path).map_err(io_error(context("remove", &next_path)))
+}
+
+/// Finishes the seal of segment `first` if it holds every record `next.log`'s header
+/// (`next_vector`) says came before it, followed by nothing but zeros: cuts it there,
+/// fdatasyncs it and `next`. Returns the next segment's first offset, or `None` when the seal
+/// cannot be finished.
+fn seal_if_whole(
+    dir: &Path,
+    first: u64,
+    next: &File,
+    next_vector: &VersionVector,
+) -> Result<Option<u64>, StorageError> {
+    let path = segment_path(dir, first);
+    let context = |what: &str| format!("{what} {}", path.display());
+    let mut file = (OpenOptions::new().read(true).write(true).open(&path))
+        .map_err(io_error(context("open")))?;
+    let Some((mut vector, header_size)) =
+        read_header(&mut file).map_err(io_error(context("read")))?
+    else {
+        return Ok(None);
+    };
+    let scan = scan_segment(&path, first, header_size).map_err(io_error(context("read")))?;
+    let tail = read_from(&mut file, scan.index.file_size).map_err(io_error(context("read")))?;
+    vector.merge(&scan.index.vector);
+    if tail.iter().any(|&byte| byte != 0) || vector != *next_vector {
+        return Ok(None);
+    }
+    file.set_len(scan.index.file_size)
+        .map_err(io_error(context("truncate")))?;
+    file.sync_data().map_err(io_error(context("fdatasync")))?;
+    let next_path = next_segment_path(dir);
+    (next.sync_data()).map_err(io_error(format!("fdatasync {}", next_path.display())))?;
+    Ok(Some(scan.index.end_offset()))
 }
 
 /// Loads the index of every sealed segment, rebuilding any that is missing, damaged or does

@@ -84,6 +84,17 @@ pub enum FileKind {
     PurgedNewest,
     /// Its replacement being written (`flo.purged-newest.tmp`).
     PurgedNewestTemp,
+    /// `next.log`: the file the next segment is written to while the seal of the one before
+    /// it is in flight on the storage helper thread (or, empty, created ahead of the seal).
+    NextSegment,
+}
+
+/// The name of the next segment's file before its seal gives it its name (`NextSegment`).
+pub const NEXT_SEGMENT_FILE_NAME: &str = "next.log";
+
+/// The path of `NEXT_SEGMENT_FILE_NAME` in `dir`.
+pub fn next_segment_path(dir: &Path) -> PathBuf {
+    dir.join(NEXT_SEGMENT_FILE_NAME)
 }
 
 /// The file in the data directory that a running server holds an exclusive lock on.
@@ -103,6 +114,7 @@ pub fn quarantine_path(dir: &Path, first_offset: u64, position: u64) -> PathBuf 
 pub fn classify(name: &str) -> Option<FileKind> {
     match name {
         LOCK_FILE_NAME => return Some(FileKind::Lock),
+        NEXT_SEGMENT_FILE_NAME => return Some(FileKind::NextSegment),
         LEASE_FILE_NAME => return Some(FileKind::CounterLease),
         LEASE_TEMP_FILE_NAME => return Some(FileKind::CounterLeaseTemp),
         GROUP_JOURNAL_FILE => return Some(FileKind::GroupJournal),
@@ -577,6 +589,7 @@ mod tests {
             Some(FileKind::NamespaceIndexTemp(42))
         );
         assert_eq!(classify(LOCK_FILE_NAME), Some(FileKind::Lock));
+        assert_eq!(classify("next.log"), Some(FileKind::NextSegment));
         assert_eq!(classify("groups.journal"), Some(FileKind::GroupJournal));
         assert_eq!(classify("groups.journal.tmp"), Some(FileKind::GroupJournal));
         // Attack round 4: every start with this file logged it as a stray file.

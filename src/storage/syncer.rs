@@ -1,15 +1,16 @@
 //! The file log's helper thread for blocking disk calls that need not stop the reactor:
 //! `interval`'s periodic fdatasync of the open segment, the fdatasync that covers most of a
-//! full segment before it is sealed (under `interval` and `never`), and the index file of a
-//! sealed segment. Jobs run one at a time, in the order they were handed over; their results
+//! full segment before it is sealed (under `interval` and `never`), the creation of `next.log`
+//! and the seal itself (under `interval` and `never`: `SealInFlight`), the counter lease written
+//! ahead of need, and the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
 //! come back through a channel the log drains at its next `sync` (or waits on where an order
 //! must hold: before retention deletes files, when the log is dropped).
 //!
 //! Nothing the log reports as durable depends on these jobs: under `interval` and `never` a
 //! record counts as durable once it is written (an acknowledgement never waited for the
-//! fdatasync), and the seal itself (the last fdatasync of a segment, covering its final
-//! length) runs on the caller's thread before the next segment is created (docs/storage.md,
-//! "Segment rolling"). An index file is derived data: start-up rebuilds a missing one.
+//! fdatasync), the seal (the last fdatasync of a segment, covering its final length) completes
+//! before the next segment gets its name (docs/storage.md, "Segment rolling"), and a lease
+//! written here counts only once it is reported durable. An index file is derived data: start-up rebuilds a missing one.
 //!
 //! The group journal has a sync thread of its own (`group_sync.rs`).
 
@@ -20,8 +21,8 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
 use super::index::SegmentIndex;
-use super::segment::{index_path, write_index};
-use super::StorageError;
+use super::segment::{fsync_dir, index_path, next_segment_path, segment_path, write_index};
+use super::{io_error, StorageError};
 
 /// A blocking disk call for the helper thread.
 #[derive(Debug)]
@@ -36,6 +37,62 @@ pub(super) enum Job {
     },
     /// The index file of a sealed segment (already fdatasynced whole).
     Index { dir: PathBuf, index: SegmentIndex },
+    /// Creates the empty `next.log` a later roll switches to (`FileLog::roll_to_prepared`).
+    Prepare { dir: PathBuf },
+    /// Completes a seal the caller began by switching to `next.log` (`SealInFlight::run`).
+    Seal(SealInFlight),
+    /// Writes the counter lease ahead of need (`FileLog::reserve_counters`).
+    Lease { dir: PathBuf, lease: u64 },
+}
+
+/// The blocking part of a seal, in the order the seal rule needs: the sealed segment is cut to
+/// its last record and fdatasynced; only then does the next segment (written meanwhile as
+/// `next.log`, whose header the caller wrote) get its name, after an fdatasync of its own
+/// header, and the directory is fsynced. So a later *named* segment exists only once the sealed
+/// one is whole on disk, as before (docs/storage.md, "Segment rolling").
+#[derive(Debug)]
+pub(super) struct SealInFlight {
+    pub dir: PathBuf,
+    /// The sealed segment (a handle of its own), its first offset and its records' end.
+    pub sealed: File,
+    pub sealed_first: u64,
+    pub sealed_size: u64,
+    /// The next segment's file (a handle of its own), still named `next.log`, and its first
+    /// offset, which names it once the seal is done.
+    pub next: File,
+    pub next_first: u64,
+}
+
+impl SealInFlight {
+    /// The same seal with handles of its own (one for the helper thread's job, one kept by
+    /// the log to run it again if it fails there).
+    pub fn try_clone(&self) -> io::Result<SealInFlight> {
+        Ok(SealInFlight {
+            dir: self.dir.clone(),
+            sealed: self.sealed.try_clone()?,
+            sealed_first: self.sealed_first,
+            sealed_size: self.sealed_size,
+            next: self.next.try_clone()?,
+            next_first: self.next_first,
+        })
+    }
+
+    /// Runs the seal's steps; each is idempotent, so a failed seal is run again whole.
+    pub fn run(&self) -> Result<(), StorageError> {
+        let sealed_path = segment_path(&self.dir, self.sealed_first);
+        let context = |what: &str, path: &std::path::Path| format!("{what} {}", path.display());
+        (self.sealed.set_len(self.sealed_size))
+            .map_err(io_error(context("truncate", &sealed_path)))?;
+        (self.sealed.sync_data()).map_err(io_error(context("fdatasync", &sealed_path)))?;
+        let next_path = next_segment_path(&self.dir);
+        let named = segment_path(&self.dir, self.next_first);
+        (self.next.sync_data()).map_err(io_error(context("fdatasync", &next_path)))?;
+        if next_path.exists() {
+            std::fs::rename(&next_path, &named)
+                .map_err(io_error(context("name the next segment", &named)))?;
+        }
+        fsync_dir(&self.dir).map_err(io_error(context("fsync", &self.dir)))
+    }
 }
 
 /// What a finished job reports.
@@ -45,6 +102,20 @@ pub(super) enum Done {
     Synced { first_offset: u64, size: u64 },
     /// An index file was written (or its failure logged: start-up rebuilds it).
     Indexed,
+    /// `next.log` was created (`None`: it could not be; the failure was logged and the next
+    /// roll runs on the caller's thread).
+    Prepared(Option<File>),
+    /// The seal of the segment before `next_first` finished (with `Some`: failed there; the
+    /// caller runs it again).
+    Sealed {
+        next_first: u64,
+        error: Option<StorageError>,
+    },
+    /// The counter lease file holds `lease`, durably (with `Some`: it could not be written).
+    Leased {
+        lease: u64,
+        error: Option<StorageError>,
+    },
 }
 
 /// The helper thread (started on the first job) and its two channels.
@@ -193,5 +264,33 @@ fn run(job: Job) -> Result<Done, StorageError> {
             }
             Ok(Done::Indexed)
         }
+        Job::Prepare { dir } => {
+            let path = next_segment_path(&dir);
+            let created = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path);
+            match created {
+                Ok(file) => Ok(Done::Prepared(Some(file))),
+                Err(error) => {
+                    log::warn!(
+                        "cannot create {} ahead of the next seal ({error}); the seal runs on \
+                         the reactor's thread",
+                        path.display()
+                    );
+                    Ok(Done::Prepared(None))
+                }
+            }
+        }
+        Job::Lease { dir, lease } => Ok(Done::Leased {
+            lease,
+            error: super::lease::write(&dir, lease).err(),
+        }),
+        Job::Seal(seal) => Ok(Done::Sealed {
+            next_first: seal.next_first,
+            error: seal.run().err(),
+        }),
     }
 }
