@@ -49,6 +49,41 @@ impl std::str::FromStr for FsyncPolicy {
     }
 }
 
+/// What a node does with a purge a peer sends it (PeerPurge, `--peer-purges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerPurges {
+    /// Merge it like a client's Purge and pass it on: purges are cluster-wide. The default.
+    #[default]
+    Accept,
+    /// Ignore it (logged, counted in `flo_peer_purges_refused_total`): only purges taken
+    /// from this node's own clients apply here, and a member holding the cluster secret
+    /// cannot hide this node's events.
+    Refuse,
+}
+
+impl fmt::Display for PeerPurges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerPurges::Accept => write!(f, "accept"),
+            PeerPurges::Refuse => write!(f, "refuse"),
+        }
+    }
+}
+
+impl std::str::FromStr for PeerPurges {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PeerPurges, String> {
+        match text {
+            "accept" => Ok(PeerPurges::Accept),
+            "refuse" => Ok(PeerPurges::Refuse),
+            _ => Err(format!(
+                "invalid peer purges setting {text:?}: expected accept or refuse"
+            )),
+        }
+    }
+}
+
 /// Retention: the oldest whole segments are deleted once any limit is exceeded. `None` means
 /// no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -315,6 +350,8 @@ pub struct ClusterConfig {
     /// Addresses whose failed proofs are counted at once; a new one past it takes the place of
     /// the one whose window started first.
     pub peer_proof_failure_addresses_max: usize,
+    /// Whether purges from peers (PeerPurge) are merged here (`--peer-purges`).
+    pub peer_purges: PeerPurges,
 }
 
 impl Default for ClusterConfig {
@@ -349,6 +386,7 @@ impl Default for ClusterConfig {
             peer_proof_failures_max: 5,
             peer_proof_failure_window: Duration::from_secs(60),
             peer_proof_failure_addresses_max: 1024,
+            peer_purges: PeerPurges::Accept,
         }
     }
 }
@@ -814,8 +852,11 @@ impl Config {
         if cluster.membership_version_ahead_max > 1 << 48 {
             return Err("cluster.membership_version_ahead_max must be at most 2^48".into());
         }
-        if cluster.peer_credit_window == 0 || cluster.peer_credit_window > 65_536 {
-            return Err("the peer credit window must be between 1 and 65536 frames".into());
+        let window_max = crate::protocol::PEER_CREDIT_WINDOW_MAX;
+        if cluster.peer_credit_window == 0 || cluster.peer_credit_window > window_max {
+            return Err(format!(
+                "the peer credit window must be between 1 and {window_max} frames"
+            ));
         }
         if cluster.dial_backoff_initial.is_zero()
             || cluster.dial_backoff_max < cluster.dial_backoff_initial

@@ -290,7 +290,7 @@ fn a_cache_the_system_cannot_reserve_stops_the_start_with_a_clear_error() {
 /// /dev/null: File exists").
 #[test]
 fn bad_flag_values_say_what_is_expected() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--log-level", "loud"],
             "invalid log level \"loud\": expected error, warn, info, debug or trace",
@@ -302,6 +302,7 @@ fn bad_flag_values_say_what_is_expected() {
         ),
         (&["--metrics-addr", "9100"], "expected IP:PORT"),
         (&["--bind", "0.0.0.0:3000"], "(no port: that is --port)"),
+        (&["--peer-purges", "maybe"], "expected accept or refuse"),
     ];
     for (args, expected) in cases {
         let output = flo(&[args, &["--check-config"]].concat());
@@ -347,7 +348,8 @@ fn check_config_prints_every_setting() {
         "flo.toml",
         "peer-addr = [\"127.0.0.1:3001\"]\nmin-replicas = 2\nreplication-timeout = \"9s\"\n\
          order-buffer-size = \"2M\"\norder-stall-timeout = \"1m\"\npeer-credit-window = 64\n\
-         dial-backoff-initial = \"200ms\"\ndial-backoff-max = \"20s\"\nconnect-timeout = \"3s\"\n",
+         dial-backoff-initial = \"200ms\"\ndial-backoff-max = \"20s\"\nconnect-timeout = \"3s\"\n\
+         peer-purges = \"refuse\"\n",
     );
     let output = flo(&["--config", &file, "--check-config"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -367,6 +369,7 @@ fn check_config_prints_every_setting() {
         "dial-backoff-initial = \"200ms\"",
         "dial-backoff-max = \"20s\"",
         "connect-timeout = \"3s\"",
+        "peer-purges = \"refuse\"",
         "# tls-cert: not set",
     ] {
         assert!(

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use flo::config::{Config, FsyncPolicy, Retention, TlsPem};
+use flo::config::{Config, FsyncPolicy, PeerPurges, Retention, TlsPem};
 use flo::event::ActorId;
 use flo::units::{parse_duration_ms, parse_size};
 use flo::Server;
@@ -248,6 +248,12 @@ struct Args {
     /// this node buffers per peer is at most this many frames.
     #[arg(long = "peer-credit-window", default_value_t = 1024)]
     peer_credit_window: u32,
+
+    /// Purges a peer sends (PeerPurge): `accept` merges them like a client's Purge and passes
+    /// them on, so a purge is cluster-wide (the default); `refuse` ignores them (logged and
+    /// counted), so only this node's own clients' purges apply here.
+    #[arg(long = "peer-purges", default_value = "accept")]
+    peer_purges: PeerPurges,
 
     /// The wait before redialing a member after a failed dial; it doubles (with jitter) per
     /// failure up to --dial-backoff-max (e.g. 100ms).
@@ -553,6 +559,7 @@ fn effective_config(args: &Args) -> String {
         "peer-credit-window",
         Some(toml::Value::Integer(i64::from(args.peer_credit_window))),
     );
+    put("peer-purges", text(args.peer_purges.to_string()));
     put(
         "dial-backoff-initial",
         text(format_duration_ms(args.dial_backoff_initial)),
@@ -774,6 +781,7 @@ fn config_from(args: &Args) -> Config {
         .map(std::time::Duration::from_millis);
     config.cluster.peer_credit_window = args.peer_credit_window;
     config.cluster.min_replicas = args.min_replicas;
+    config.cluster.peer_purges = args.peer_purges;
     config.cluster.replication_timeout = Duration::from_millis(args.replication_timeout);
     config.cluster.order_buffer_bytes_max =
         usize::try_from(args.order_buffer_size).unwrap_or(usize::MAX);

@@ -106,6 +106,12 @@ pub struct PeerConn {
     /// skipped because the peer holds it): every own event up to it is at the peer or on
     /// the wire before anything sent later (what PeerClock promises).
     pub own_passed: u64,
+    /// The count of the first PeerCredit the peer granted (its window), once it came: it may
+    /// never have more credit out than this (`replication::on_peer_credit`).
+    pub credit_window_received: Option<u64>,
+    /// The largest PeerClock the peer promised on this connection: an event of its own at or
+    /// below it breaks the promise (`replication::on_peer_event`).
+    pub clock_promised: u64,
 }
 
 impl PeerConn {
@@ -118,6 +124,8 @@ impl PeerConn {
             events_this_turn: 0,
             replication_sent: std::collections::VecDeque::new(),
             own_passed: 0,
+            credit_window_received: None,
+            clock_promised: 0,
         }
     }
 }

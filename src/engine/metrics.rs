@@ -192,6 +192,10 @@ pub struct MetricsSnapshot {
     pub activity: LogActivity,
     pub cache_bytes_max: u64,
     pub peers: Vec<MemberStatus>,
+    /// Peer connections closed for breaking the peer protocol (`EngineStats::peer_violations`).
+    pub peer_violations: u64,
+    /// PeerPurges ignored under `--peer-purges refuse`.
+    pub peer_purges_refused: u64,
     /// Id order: the stable clock, what holds it back, what waits.
     pub order: OrderStatus,
     pub groups: Vec<GroupMetrics>,
@@ -241,6 +245,8 @@ impl<L: Log> Engine<L> {
             activity: self.log.activity(),
             cache_bytes_max: self.config.storage.cache_bytes_max as u64,
             peers: self.status().members,
+            peer_violations: self.stats.peer_violations,
+            peer_purges_refused: self.stats.peer_purges_refused,
             order: self.order_status(),
             groups: self.group_metrics(),
         }

@@ -241,6 +241,12 @@ pub struct EngineStats {
     /// Replicated events appended (duplicates not counted).
     pub events_replicated: u64,
     pub sync_failures: u64,
+    /// Peer connections closed for breaking a rule of the peer protocol that a correct peer
+    /// never breaks (credit beyond its window, an event below its own clock promise:
+    /// docs/clustering.md, "What a member is trusted with").
+    pub peer_violations: u64,
+    /// PeerPurges ignored because this node runs with `--peer-purges refuse`.
+    pub peer_purges_refused: u64,
     /// Glob matching charged against the per-turn budget (`NamespaceGlob::match_cost`
     /// steps), while waking tail subscriptions and feeding consumers.
     pub match_steps_charged: u64,

@@ -110,7 +110,18 @@ impl<L: Log> Engine<L> {
 
     /// A PeerPurge: merged at this turn's sync like a client's, without a reply. A peer's
     /// glob was checked by the peer; one that does not compile here is refused by the merge.
+    /// Under `--peer-purges refuse` it is ignored: logged and counted, never merged or passed
+    /// on (PeerPurge has no answer).
     pub(super) fn on_peer_purge(&mut self, rule: PurgeRule) {
+        if self.config.cluster.peer_purges == crate::config::PeerPurges::Refuse {
+            log::info!(
+                "ignoring a peer's purge of {} before {:?}: this node runs with --peer-purges refuse",
+                rule.glob,
+                rule.before
+            );
+            self.stats.peer_purges_refused += 1;
+            return;
+        }
         let length_max = self.config.wire.glob_length_max as usize;
         if rule.glob.len() > length_max {
             log::warn!("ignoring a peer's purge of a glob longer than {length_max} bytes");

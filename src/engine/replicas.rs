@@ -19,7 +19,8 @@ use crate::storage::Log;
 /// The most PeerEvent frames a replication stream has in flight (sent, not yet credited):
 /// the largest credit window a receiver may give (`peer_credit_window` is at most 65,536), so
 /// a peer that hands out more credit cannot make this node remember more.
-pub(super) const REPLICATION_IN_FLIGHT_MAX: usize = 65_536;
+pub(super) const REPLICATION_IN_FLIGHT_MAX: usize =
+    crate::protocol::PEER_CREDIT_WINDOW_MAX as usize;
 
 /// A reply released by the sync that waits for replicas, or behind one that does.
 #[derive(Debug)]

@@ -84,6 +84,11 @@ pub struct Member {
 /// The size of a handshake nonce and of a handshake proof (an HMAC-SHA256).
 pub const PEER_NONCE_SIZE: usize = 32;
 
+/// The most PeerEvent credit a peer may hold out at once (protocol.md section 15, "Replication"):
+/// the largest first PeerCredit a side may grant, and the most credit it may ever have granted
+/// beyond the PeerEvents it has received. A node's `peer_credit_window` is at most this.
+pub const PEER_CREDIT_WINDOW_MAX: u32 = 65_536;
+
 /// The first frame on a peer connection (PeerHello, from the dialer) and its answer
 /// (PeerWelcome, from the acceptor): the same content both ways. Each side sends a fresh
 /// random nonce; the proofs that follow (PeerProof, PeerAccept) are computed over both.

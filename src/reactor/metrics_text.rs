@@ -368,6 +368,20 @@ fn render_cluster(out: &mut String, s: &MetricsSnapshot) {
             );
         }
     }
+    single(
+        out,
+        "flo_peer_violations_total",
+        "counter",
+        "Peer connections closed for breaking the peer protocol (credit beyond its window, an event below its own clock promise).",
+        s.peer_violations,
+    );
+    single(
+        out,
+        "flo_peer_purges_refused_total",
+        "counter",
+        "Purges from peers ignored under --peer-purges refuse.",
+        s.peer_purges_refused,
+    );
 }
 
 fn render_order(out: &mut String, s: &MetricsSnapshot) {

@@ -137,6 +137,9 @@ impl<L: Log> Engine<L> {
         if let Some(member) = self.cluster.members.get_mut(&actor) {
             member.clock_received = member.clock_received.max(counter);
         }
+        if let Some(peer) = self.conn_mut(conn).and_then(|c| c.peer_mut()) {
+            peer.clock_promised = peer.clock_promised.max(counter);
+        }
         true
     }
 

@@ -63,6 +63,11 @@ impl<L: Log> Engine<L> {
             .counter
             .saturating_add(self.config.cluster.peer_counter_ahead_max)
             .min(EventId::COUNTER_MAX);
+        // The peer's claim about this node's own events counts for replicas only up to this
+        // node's counter before the handshake moved it: no event of its own above that
+        // exists, so a larger claim (up to 2^64 - 2) would make acks of events it never
+        // received wait for nothing (docs/clustering.md, "What a member is trusted with").
+        let durable_own = their_vector.get(self.config.actor_id).min(self.counter);
         self.counter = self.counter.max(their_vector.counter_max().min(ahead_max));
         // The other way round: a promise the member made before this handshake may be stale
         // (it may have restarted on an empty directory since, with a lower counter). It keeps
@@ -81,7 +86,7 @@ impl<L: Log> Engine<L> {
                 member.clock = member.clock.min(passed);
                 member.clock_received = member.clock_received.min(passed);
                 member.clock_sent = 0;
-                member.durable_own = their_vector.get(self.config.actor_id);
+                member.durable_own = durable_own;
                 member.handshake_vector = Some(their_vector);
                 member.last_vector = None;
                 if let Some(addr) = addr {
@@ -93,7 +98,7 @@ impl<L: Log> Engine<L> {
                     let member = MemberInfo {
                         addr,
                         conn: Some(conn),
-                        durable_own: their_vector.get(self.config.actor_id),
+                        durable_own,
                         handshake_vector: Some(their_vector),
                         last_vector: None,
                         clock: 0,

@@ -100,15 +100,7 @@ impl<L: Log> Engine<L> {
     fn on_established_peer_frame(&mut self, conn: ConnId, frame: PeerFrame) -> bool {
         match frame {
             PeerFrame::PeerEvent(event) => return self.on_peer_event(conn, event),
-            PeerFrame::PeerCredit { count } => {
-                if count > 0 {
-                    self.on_replicas_credited(conn, count);
-                    if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
-                        sub.credit = sub.credit.saturating_add(u64::from(count));
-                    }
-                    self.mark_ready(conn, PEER_SUBSCRIPTION);
-                }
-            }
+            PeerFrame::PeerCredit { count } => return self.on_peer_credit(conn, count),
             PeerFrame::PeerMembers(members) => {
                 if self.learn_members(&members) {
                     self.broadcast_members();
@@ -156,6 +148,56 @@ impl<L: Log> Engine<L> {
         true
     }
 
+    /// PeerCredit: more PeerEvents this node may send. The first grant is the peer's window
+    /// (at most `PEER_CREDIT_WINDOW_MAX`); later ones give back credit for events this node
+    /// sent, so the credit it holds never passes that window. A peer that grants more would
+    /// make this node queue and send without bound: the connection is closed.
+    fn on_peer_credit(&mut self, conn: ConnId, count: u32) -> bool {
+        if count == 0 {
+            return true;
+        }
+        let remaining = self
+            .conn(conn)
+            .and_then(|c| c.subscriptions.get(&PEER_SUBSCRIPTION))
+            .map_or(0, |sub| sub.credit);
+        let window_max = u64::from(crate::protocol::PEER_CREDIT_WINDOW_MAX);
+        // Checked by the caller: the connection is an established peer connection.
+        let Some(peer) = self.conn_mut(conn).and_then(|c| c.peer_mut()) else {
+            unreachable!("{conn}: PeerCredit is handled only on established peer connections")
+        };
+        let count = u64::from(count);
+        let window = *peer.credit_window_received.get_or_insert(count);
+        // At most 2^32 - 1 + 2^16: no overflow.
+        let after = remaining + count;
+        if window > window_max {
+            let message =
+                format!("PeerCredit window {window} is over the protocol's limit of {window_max}");
+            return self.peer_violation(conn, &message);
+        }
+        if after > window {
+            let message = format!(
+                "PeerCredit {count} would give {after} credit, more than the window of {window} this peer granted first: credit beyond the PeerEvents sent"
+            );
+            return self.peer_violation(conn, &message);
+        }
+        // Fits in u32: at most the window.
+        self.on_replicas_credited(conn, count as u32);
+        if let Some(sub) = self.subscription_mut(conn, PEER_SUBSCRIPTION) {
+            sub.credit = after;
+        }
+        self.mark_ready(conn, PEER_SUBSCRIPTION);
+        true
+    }
+
+    /// A peer broke a rule a correct peer never breaks (docs/clustering.md, "What a member is
+    /// trusted with"): logged, counted (`flo_peer_violations_total`) and closed with
+    /// MalformedFrame. Returns false (the connection is closed).
+    pub(super) fn peer_violation(&mut self, conn: ConnId, message: &str) -> bool {
+        log::error!("{conn} from {}: {message}", self.peer_description(conn));
+        self.stats.peer_violations += 1;
+        self.close_with_error(conn, ErrorCode::MalformedFrame, message)
+    }
+
     /// A replicated event: appended unless this node already holds its actor's counter.
     fn on_peer_event(&mut self, conn: ConnId, event: Event) -> bool {
         // Checked by the caller: the connection is open.
@@ -163,6 +205,7 @@ impl<L: Log> Engine<L> {
         let Some(&PeerConn {
             credit_given,
             actor: peer,
+            clock_promised,
             ..
         }) = connection.peer()
         else {
@@ -179,6 +222,15 @@ impl<L: Log> Engine<L> {
             log::error!("{conn}: replicated event {} refused: {message}", event.id);
             let message = format!("replicated event {} refused: {message}", event.id);
             return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
+        }
+        if event.id.actor == peer && event.id.counter <= clock_promised {
+            // PeerClock promised that every event of the peer's own up to it had been sent
+            // before: id-order subscriptions may already have been released past this one.
+            let message = format!(
+                "replicated event {} refused: peer {peer} promised (PeerClock {clock_promised}) that it had sent every event of its own up to that counter",
+                event.id
+            );
+            return self.peer_violation(conn, &message);
         }
         if !self.may_speak_for(peer, event.id.actor) {
             let message = format!(
