@@ -1,8 +1,9 @@
 //! Hostile cases: peers. A raw connection plays a peer against the real binary: PeerHello to a
 //! server that is not clustered, a dialer that does not hold the cluster secret, a recorded
 //! handshake replayed, a PeerEvent with an absurd counter, PeerEvents from more actors than the
-//! server accepts, of an actor no member declared, and a PeerMembers of invented members. Each
-//! is refused or bounded, and the server survives.
+//! server accepts, of an actor no member declared, a PeerMembers of invented members, credit
+//! beyond the window and an event below the peer's own clock promise. Each is refused or
+//! bounded, and the server survives.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use flo::protocol::{
     ServerFrame, PROTOCOL_VERSION,
 };
 
-use crate::common::{FloProcess, RawConn};
+use crate::common::{wait_until, FloProcess, RawConn};
+use crate::metrics::{metrics_addr, sample, scrape};
 use crate::support::assert_survived;
 
 const RSS_MAX: u64 = 64 * 1024 * 1024;
@@ -419,5 +421,81 @@ fn mutated_peer_handshakes_from_real_sockets_connect_nothing() {
         }
         other => panic!("expected Status, got {other:?}"),
     }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Waits until the metrics endpoint shows `flo_peer_violations_total` at `count` (a scrape
+/// within a second of the last one shows the same figures).
+fn wait_for_violations(server: &FloProcess, count: f64) {
+    let addr = metrics_addr(server);
+    wait_until("flo_peer_violations_total is counted", || {
+        sample(&scrape(addr), "flo_peer_violations_total") == Some(count)
+    });
+}
+
+/// Session 14 item 1: a peer that grants credit beyond the PeerEvents it was sent, or a first
+/// window over the protocol's limit, would make the server queue and send without bound: the
+/// connection is closed with MalformedFrame and counted in `flo_peer_violations_total`.
+#[test]
+fn peer_credit_beyond_the_window_closes_the_peer_and_is_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &[
+            "--actor-id",
+            "1",
+            "--cluster-secret",
+            "s3cret",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    // A window of 2, then one more credit with nothing sent.
+    let mut conn = connect_peer(&server);
+    conn.send(&PeerFrame::PeerCredit { count: 2 });
+    conn.send(&PeerFrame::PeerCredit { count: 1 });
+    assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
+    // A first window over 65536.
+    let mut conn = connect_peer(&server);
+    conn.send(&PeerFrame::PeerCredit {
+        count: flo::protocol::PEER_CREDIT_WINDOW_MAX + 1,
+    });
+    assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
+    assert!(logged(&server, &["PeerCredit window 65537 is over"]));
+    wait_for_violations(&server, 2.0);
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Session 14 item 3: a peer promised (PeerClock 10) that every event of its own up to 10 was
+/// sent; an event of its own at 7 after that is refused, the connection closed with
+/// MalformedFrame, nothing of it stored, and the violation counted.
+#[test]
+fn an_event_below_the_peers_clock_promise_closes_the_peer_and_is_not_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &[
+            "--actor-id",
+            "1",
+            "--cluster-secret",
+            "s3cret",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut conn = connect_peer(&server);
+    conn.send(&peer_event(5, 2));
+    conn.send(&PeerFrame::PeerClock { counter: 10 });
+    conn.send(&peer_event(7, 2));
+    assert_eq!(closing_code(&mut conn), ErrorCode::MalformedFrame);
+    let mut client = RawConn::hello(server.addr);
+    client.send(&ClientFrame::StatusRequest { hold: false });
+    match client.recv() {
+        Some(ServerFrame::Status(status)) => {
+            assert_eq!(status.vector.get(ActorId(2)), 5, "7 is not stored");
+        }
+        other => panic!("expected Status, got {other:?}"),
+    }
+    wait_for_violations(&server, 1.0);
     assert_survived(&mut server, RSS_MAX);
 }
