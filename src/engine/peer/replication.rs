@@ -223,9 +223,15 @@ impl<L: Log> Engine<L> {
             let message = format!("replicated event {} refused: {message}", event.id);
             return self.close_with_error(conn, ErrorCode::MalformedFrame, &message);
         }
-        if event.id.actor == peer && event.id.counter <= clock_promised {
+        if event.id.actor == peer
+            && event.id.counter <= clock_promised
+            && event.id.counter > self.log.version_vector().get(peer)
+        {
             // PeerClock promised that every event of the peer's own up to it had been sent
             // before: id-order subscriptions may already have been released past this one.
+            // A copy of an event this node holds is dropped below as always: it changes
+            // nothing, and a correct peer can relay one of its own events back late (after
+            // a catch-up hold that ended by its time-out).
             let message = format!(
                 "replicated event {} refused: peer {peer} promised (PeerClock {clock_promised}) that it had sent every event of its own up to that counter",
                 event.id

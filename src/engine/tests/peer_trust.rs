@@ -120,6 +120,15 @@ fn an_event_at_or_below_the_peers_own_clock_promise_closes_the_connection() {
     h.send(conn, PeerFrame::PeerClock { counter: 10 });
     h.turn();
     assert_eq!(h.closed_with(conn), None);
+    // A copy of an event this node holds, below the promise, changes nothing: dropped.
+    h.send(conn, PeerFrame::PeerEvent(stored(5, 2, b"a")));
+    h.turn();
+    assert_eq!(
+        h.closed_with(conn),
+        None,
+        "a copy of a held event is not a violation"
+    );
+    assert_eq!(violations(&h), 0);
     // Below the promise: it said every event of its own up to 10 had been sent.
     h.send(conn, PeerFrame::PeerEvent(stored(7, 2, b"late")));
     h.turn();
