@@ -15,7 +15,7 @@ use flo::config::{FsyncPolicy, StorageConfig};
 use flo::event::{Event, EventId};
 use flo::storage::{
     last_by_scan, read_first, scan_listing, scan_namespace, scan_traced_within, FileLog,
-    InjectedFault, Log, NameFilter, NamespaceKey, NamespaceListing, Offset, TraceKey,
+    InjectedFault, LastScan, Log, NameFilter, NamespaceKey, NamespaceListing, Offset, TraceKey,
 };
 use flo::time::{MonotonicMs, WallClockMs};
 
@@ -1123,5 +1123,67 @@ fn the_open_segments_name_view_lists_as_reading_every_record() {
             let records = random.below(1_500);
             append(&mut log, &mut random, records);
         }
+    }
+}
+
+/// Attack round 13 (redone in session 14): without the namespace index a conditional
+/// produce's lookup of a namespace's newest event reads the records, now a bounded number a
+/// call (`Log::last_in_namespace_within`, called again where it stopped, in later turns). Its
+/// answers are the index's: for namespaces of the log, one it never held, and one appended to
+/// between two calls of the lookup (the lookup goes on to the durable end it finds).
+#[test]
+fn the_newest_id_read_a_hundred_records_a_call_without_the_index_is_the_indexs() {
+    let open_filled = |dir: &Path, namespace_index: bool| {
+        let mut config = StorageConfig::new(dir.to_path_buf());
+        config.segment_size_max = 4096;
+        config.fsync = FsyncPolicy::Never;
+        config.namespace_index = namespace_index;
+        let mut log = FileLog::open(&config).unwrap().0;
+        fill(&mut log, 3000, 8, 100, |counter| match counter % 7 {
+            0 => "/t".to_string(),
+            _ => format!("/s/{}", counter % 10),
+        });
+        log
+    };
+    let (indexed_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut indexed = open_filled(indexed_dir.path(), true);
+    let mut plain = open_filled(plain_dir.path(), false);
+    let mut counter = 3000;
+    for namespace in ["/s/0", "/s/3", "/s/9", "/t", "/never"] {
+        let mut scan = LastScan::new(namespace);
+        let mut calls = 0;
+        let answer = loop {
+            let mut work = 100;
+            calls += 1;
+            if let Some(answer) = plain
+                .last_in_namespace_within(&mut scan, &mut work)
+                .unwrap()
+            {
+                break answer;
+            }
+            assert_eq!(work, 0, "{namespace}: stopped before its work ran out");
+            if calls == 5 && namespace != "/never" {
+                counter += 1;
+                for log in [&mut indexed, &mut plain] {
+                    log.append(Event {
+                        id: EventId::new(counter, 2),
+                        parent_id: None,
+                        namespace: namespace.to_string(),
+                        timestamp_ms: 7,
+                        data: Vec::new(),
+                    })
+                    .unwrap();
+                    log.sync(MonotonicMs(counter)).unwrap();
+                }
+            }
+        };
+        assert!(calls >= 30, "{namespace}: {calls} calls of 100 records");
+        let mut work = 1;
+        let by_index = indexed
+            .last_in_namespace_within(&mut LastScan::new(namespace), &mut work)
+            .unwrap();
+        assert_eq!(Some(answer), by_index, "{namespace}");
+        let appended = (namespace != "/never").then(|| EventId::new(counter, 2));
+        assert_eq!(answer, appended, "{namespace}");
     }
 }

@@ -694,3 +694,86 @@ fn a_seal_cut_short_by_a_power_loss_drops_the_next_segment_and_keeps_the_sealed_
     assert_eq!(kept[..], events[..next_first - 1]);
     assert_eq!(log.durable_end(), Offset(next_first as u64 - 1));
 }
+
+/// A log of 20 events whose 21st, the last, was torn while being written: its data is a whole
+/// record with a valid checksum (any client can produce such data), and the tear falls after
+/// that embedded record, inside the event. Returns the events, the segment's path, its bytes
+/// up to the tear and the byte range the torn event's record claims.
+fn torn_event_holding_a_record(
+    config: &StorageConfig,
+) -> (Vec<Event>, PathBuf, Vec<u8>, std::ops::Range<usize>) {
+    let (mut log, _) = FileLog::open(config).unwrap();
+    let mut events: Vec<Event> = (1..=20).map(event).collect();
+    let mut data = vec![0xEE; 100];
+    flo::storage::record::encode(&event(999_999), &mut data);
+    data.extend_from_slice(&[0xEE; 300]);
+    events.push(Event { data, ..event(21) });
+    for e in &events {
+        log.append(e.clone()).unwrap();
+    }
+    log.sync(MonotonicMs(0)).unwrap();
+    drop(log);
+    let path = segment_files(config.data_dir.as_path()).pop().unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let torn = record_ranges(&events, header_size(&path)).pop().unwrap();
+    let torn = torn.start as usize..torn.end as usize;
+    assert_eq!(torn.end, bytes.len());
+    // Cut 200 bytes before the event's end: the embedded record lies wholly before the cut.
+    let cut = torn.end - 200;
+    (events, path, bytes[..cut].to_vec(), torn)
+}
+
+/// Attack round 13, redone in session 14: an event torn while being written whose data holds
+/// a whole record with a valid checksum. The search for valid records after the damage used to
+/// find that embedded record, so start-up refused a torn tail as damage, and `--repair` kept
+/// the client's embedded record as an event of the log. A torn tail is cut as one, whether
+/// the torn record's claimed span runs past the end of the file or into preallocated zeros,
+/// and nothing inside that span is taken as a record, also after real damage before it.
+#[test]
+fn a_torn_event_whose_data_is_a_valid_record_is_cut_as_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1 << 20);
+    let (events, path, torn_bytes, torn) = torn_event_holding_a_record(&config);
+    let before_torn = &events[..20];
+    // The file ends inside the torn record, or zeros follow (the preallocated part of the
+    // segment), past the span its header claims.
+    let mut preallocated = torn_bytes.clone();
+    preallocated.resize(torn.end + 4096, 0);
+    for (name, bytes) in [
+        ("cut at the tear", &torn_bytes),
+        ("zeros after the tear", &preallocated),
+    ] {
+        fs::write(&path, bytes).unwrap();
+        let (mut log, report) = FileLog::open(&config).expect(name);
+        assert_eq!(report.event_count, 20, "{name}");
+        assert_eq!(
+            report.truncated_bytes,
+            (bytes.len() - torn.start) as u64,
+            "{name}"
+        );
+        assert_eq!(read_all(&mut log).unwrap(), before_torn, "{name}");
+        drop(log);
+        assert!(quarantine_files(dir.path()).is_empty(), "{name}");
+    }
+    // Real damage before the torn event (a flipped bit in the data of event 10) is refused
+    // and repaired as before, and the repair keeps the records after it but not the one
+    // embedded in the torn event.
+    let ranges = record_ranges(&events, header_size(&path));
+    let mut damaged = torn_bytes.clone();
+    damaged[ranges[9].end as usize - 1] ^= 0x10;
+    fs::write(&path, &damaged).unwrap();
+    let message = open_error(&config);
+    assert!(
+        message.contains(&format!("at byte {}", ranges[9].start)),
+        "{message}"
+    );
+    assert!(
+        message.contains("10 records with valid checksums follow it"),
+        "{message}"
+    );
+    let (mut log, report) = FileLog::open_repairing(&config).unwrap();
+    assert_eq!(report.repaired_records, 10);
+    let mut kept = before_torn.to_vec();
+    kept.remove(9);
+    assert_eq!(read_all(&mut log).unwrap(), kept);
+}

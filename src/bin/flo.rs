@@ -308,8 +308,9 @@ struct Args {
 
     /// Turn the namespace index off (docs/storage.md): no `.nsx` file is written at a seal,
     /// a subscription to one namespace reads the whole log, and a ProduceIf's check of a
-    /// namespace the server does not remember reads the whole log too. For measuring what the
-    /// index costs; a later start without this flag rebuilds the missing files.
+    /// namespace the server does not remember reads the whole log too (spread over turns, the
+    /// ProduceIf waiting). For measuring what the index costs; a later start without this
+    /// flag rebuilds the missing files.
     #[arg(long = "no-namespace-index")]
     no_namespace_index: bool,
 

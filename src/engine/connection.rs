@@ -11,6 +11,7 @@ use super::tail_index::ReadPosition;
 use crate::auth_file::Principal;
 use crate::event::{ActorId, Cursor};
 use crate::protocol::{ChannelBinding, ErrorCode, NamespaceGlob, PeerNonce, PeerTranscript};
+use crate::storage::LastScan;
 
 /// Identifies a connection. `slot` is reused after a connection closes; `generation` tells a
 /// stale id (of a closed connection) from the live one in the same slot.
@@ -229,6 +230,10 @@ pub struct Connection {
     pub(in crate::engine) waiting_replies:
         std::collections::VecDeque<super::replicas::WaitingReply>,
     pub waiting_reply_bytes: usize,
+    /// The lookup of a namespace's newest event that the conditional produce at the front of
+    /// `input` waits for, kept between turns (`Engine::last_id`): at most one, for a
+    /// validated namespace.
+    pub last_scan: Option<LastScan>,
 }
 
 /// A buffer emptied with more capacity than this is freed instead of kept for reuse.
@@ -274,6 +279,7 @@ impl Connection {
             channel_binding: None,
             waiting_replies: std::collections::VecDeque::new(),
             waiting_reply_bytes: 0,
+            last_scan: None,
         }
     }
 
@@ -315,7 +321,8 @@ impl Connection {
             self.subscriptions.values().map(|s| s.size_bytes()).sum()
         };
         // The whole output buffer: its sent front is held until the buffer is compacted.
-        self.input.len() + self.output.len() + self.held_reply_bytes + subscriptions
+        let scan = self.last_scan.as_ref().map_or(0, LastScan::memory_bytes);
+        self.input.len() + self.output.len() + self.held_reply_bytes + subscriptions + scan
     }
 
     /// Bytes queued and not yet sent.

@@ -633,17 +633,24 @@ impl<L: Log> Engine<L> {
             };
             if let (Phase::Client(_), Some(many)) = (&connection.phase, produce_kind) {
                 let decoded = if many {
-                    self.decode_produce_many(now, conn, consumed, &wire)
+                    let units_max = frames_max.saturating_sub(units_decoded);
+                    self.decode_produce_many(now, conn, consumed, &wire, units_max)
                 } else {
                     self.decode_produce(now, conn, consumed, &wire)
-                        .map(|length| length.map(|length| (length, 1)))
+                        .map(|length| length.map(|length| (Some(length), 1)))
                 };
                 match decoded {
                     Ok(Some((length, units))) => {
-                        consumed += length;
                         units_decoded = units_decoded.saturating_add(units);
                         self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
                         self.metrics.on_decoded(units);
+                        let Some(length) = length else {
+                            // A conditional produce waits for its lookup, which used the
+                            // budget: it is decoded again in a later turn.
+                            deferred = true;
+                            break;
+                        };
+                        consumed += length;
                         if !self.is_open(conn) {
                             return units_decoded;
                         }
@@ -762,14 +769,17 @@ impl<L: Log> Engine<L> {
     /// the input into `batch_views` (kept from frame to frame, so no allocation at steady
     /// state) and appended from there. Returns the frame's length and its frame units (one
     /// per event, plus the work its expectation's lookup took), or `None` when only part of
-    /// it is there.
+    /// it is there. The length is `None` when a ProduceIf waits for its expectation's
+    /// lookup, which read `units_max` records (the units are then the lookup's alone): the
+    /// frame stays in the input for a later turn.
     fn decode_produce_many(
         &mut self,
         now: Now,
         conn: ConnId,
         consumed: usize,
         wire: &WireLimits,
-    ) -> Result<Option<(usize, usize)>, protocol::DecodeError> {
+        units_max: usize,
+    ) -> Result<Option<(Option<usize>, usize)>, protocol::DecodeError> {
         // The caller found the connection open.
         let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
         let mut views = produce::recycle_views(std::mem::take(&mut self.batch_views));
@@ -780,11 +790,15 @@ impl<L: Log> Engine<L> {
             protocol::decode_produce_many_view(&input[consumed..], wire, kept_max, &mut views);
         let result = match decoded {
             Ok(Some(frame)) => {
-                let units = frame.count.max(1);
-                let (op_id, expect, count) = (frame.op_id, frame.expect, frame.count);
-                self.on_produce_many(now, conn, op_id, expect, &views, count);
+                let op = (frame.op_id, frame.expect);
+                let handled = self.on_produce_many(now, conn, op, &views, frame.count, units_max);
                 let charged = std::mem::take(&mut self.frame_units_charged);
-                Ok(Some((frame.length, units.saturating_add(charged))))
+                if handled {
+                    let units = frame.count.max(1);
+                    Ok(Some((Some(frame.length), units.saturating_add(charged))))
+                } else {
+                    Ok(Some((None, charged)))
+                }
             }
             other => other.map(|_| None),
         };

@@ -24,7 +24,8 @@ impl<L: Log> Engine<L> {
             expect: Expectation::Any,
             single: true,
         };
-        self.on_produce_request(now, conn, request);
+        // An expectation of `Any` needs no lookup: the produce is always handled.
+        self.on_produce_request(now, conn, request, usize::MAX);
     }
 
     /// The reply for a produce that arrives after an append failed in the same turn, or while
@@ -56,15 +57,17 @@ impl<L: Log> Engine<L> {
     /// A ProduceBatch (`expect` is `Any`) or a ProduceIf, its events decoded as views of the
     /// connection's input (`decode_produce_many_view`). `count` is the number of events in
     /// the frame: `events.len()`, or more when only the first `batch_events_max` were kept.
+    /// Returns false when the frame waits for its expectation's lookup, which may read at
+    /// most `units_max` records this call (`on_produce_request`).
     pub(super) fn on_produce_many(
         &mut self,
         now: Now,
         conn: ConnId,
-        op_id: u64,
-        expect: Expectation,
+        (op_id, expect): (u64, Expectation),
         events: &[NewEventView<'_>],
         count: usize,
-    ) {
+        units_max: usize,
+    ) -> bool {
         debug_assert!(
             count == events.len() || count > self.config.batch_events_max,
             "the events of a batch within the limit were not all kept"
@@ -76,7 +79,7 @@ impl<L: Log> Engine<L> {
             expect,
             single: false,
         };
-        self.on_produce_request(now, conn, request);
+        self.on_produce_request(now, conn, request, units_max)
     }
 
     /// A ProduceBatch decoded into owned events (the server decodes one as views instead:
@@ -84,7 +87,8 @@ impl<L: Log> Engine<L> {
     pub(super) fn on_produce_batch(&mut self, now: Now, conn: ConnId, batch: ProduceBatch) {
         let events: Vec<NewEventView<'_>> = batch.events.iter().map(NewEvent::view).collect();
         let count = events.len();
-        self.on_produce_many(now, conn, batch.op_id, Expectation::Any, &events, count);
+        let op = (batch.op_id, Expectation::Any);
+        self.on_produce_many(now, conn, op, &events, count, usize::MAX);
     }
 
     /// The checks of every produce frame before its sequence number and expectation: a

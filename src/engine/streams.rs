@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::{ConnId, Engine, Now, PendingReply, Phase};
 use crate::event::EventId;
 use crate::protocol::{ErrorCode, Expectation, NewEvent, NewEventView, ProduceIf};
-use crate::storage::{Log, ProducedRecord};
+use crate::storage::{LastScan, Log, ProducedRecord};
 
 /// What one produce frame asks for, whatever its kind.
 pub(super) struct ProduceRequest<'a> {
@@ -162,7 +162,9 @@ impl<L: Log> Engine<L> {
     pub(super) fn on_produce_if(&mut self, now: Now, conn: ConnId, produce: ProduceIf) {
         let events: Vec<NewEventView<'_>> = produce.events.iter().map(NewEvent::view).collect();
         let count = events.len();
-        self.on_produce_many(now, conn, produce.op_id, produce.expect, &events, count);
+        let op = (produce.op_id, produce.expect);
+        let handled = self.on_produce_many(now, conn, op, &events, count, usize::MAX);
+        debug_assert!(handled, "a lookup without a bound always ends");
     }
 
     /// The connection speaks for `producer_id` from now on (0: for none), and fences every
@@ -204,17 +206,21 @@ impl<L: Log> Engine<L> {
     }
 
     /// Every produce frame: the sequence number, validation, the producer's window, the
-    /// expectation, then the append.
+    /// expectation, then the append. Returns false, having done nothing (the sequence number
+    /// is given back), when the expectation's lookup read `units_max` records of the log
+    /// without reaching its end (`last_id`): the frame waits in the connection's input, the
+    /// lookup is kept, and the frame is handled again in a later turn.
     pub(super) fn on_produce_request(
         &mut self,
         now: Now,
         conn: ConnId,
         request: ProduceRequest<'_>,
-    ) {
+        units_max: usize,
+    ) -> bool {
         let sequence = self.take_sequence(conn);
         let op_id = request.op_id;
         if self.refuse_after_failure(conn, op_id) {
-            return;
+            return true;
         }
         let error = |(code, message)| PendingReply::Error {
             conn,
@@ -226,8 +232,14 @@ impl<L: Log> Engine<L> {
             error(refusal)
         } else if let Some(reply) = self.check_sequence(conn, op_id, sequence) {
             reply
-        } else if let Err(refusal) = self.check_expectation(&request) {
-            error(refusal)
+        } else if let Err(refusal) = self.check_expectation(conn, &request, units_max) {
+            match refusal {
+                Some(refusal) => error(refusal),
+                None => {
+                    self.give_back_sequence(conn, sequence);
+                    return false;
+                }
+            }
         } else {
             let reply = self.append_all(now, conn, op_id, request.events);
             if let (
@@ -251,6 +263,22 @@ impl<L: Log> Engine<L> {
             reply
         };
         self.hold_reply(reply);
+        true
+    }
+
+    /// Undoes `take_sequence` for a produce that waits (it is handled again later).
+    fn give_back_sequence(&mut self, conn: ConnId, sequence: Option<(u64, u64)>) {
+        let Some((_, sequence)) = sequence else {
+            return;
+        };
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
+        if let Phase::Client(client) = &mut connection.phase {
+            if let Some(slot) = client.producer.as_mut() {
+                slot.next_sequence = sequence;
+            }
+        }
     }
 
     /// The sequence number of this produce, if the connection is an idempotent producer.
@@ -320,19 +348,27 @@ impl<L: Log> Engine<L> {
     }
 
     /// The expectation of a ProduceIf, against the log and the turn's earlier appends.
+    /// `Err(None)`: the lookup of the namespace's newest event has not reached the log's end
+    /// within `units_max` records (`last_id`), so it cannot be checked yet.
     fn check_expectation(
         &mut self,
+        conn: ConnId,
         request: &ProduceRequest<'_>,
-    ) -> Result<(), (ErrorCode, String)> {
+        units_max: usize,
+    ) -> Result<(), Option<(ErrorCode, String)>> {
         if request.expect == Expectation::Any {
             return Ok(());
         }
         // Validated: a ProduceIf has at least one event.
         let namespace = request.events[0].namespace;
-        let last = self.last_id(namespace).map_err(|error| {
-            let message = format!("cannot read the newest event of {namespace}: {error}");
-            (ErrorCode::StorageFailure, message)
-        })?;
+        let last = match self.last_id(conn, namespace, units_max) {
+            Ok(Some(last)) => last,
+            Ok(None) => return Err(None),
+            Err(error) => {
+                let message = format!("cannot read the newest event of {namespace}: {error}");
+                return Err(Some((ErrorCode::StorageFailure, message)));
+            }
+        };
         let holds = match request.expect {
             Expectation::Any => true,
             Expectation::NoEvents => last.is_none(),
@@ -350,31 +386,56 @@ impl<L: Log> Engine<L> {
             Expectation::LastIs(_) => "another newest event",
         };
         let message = format!("{actual}: the newest event of {namespace} is {actual}, expected {expected}; nothing was appended");
-        Err((ErrorCode::ExpectationFailed, message))
+        Err(Some((ErrorCode::ExpectationFailed, message)))
     }
 
     /// The id of the newest event of `namespace`: this turn's appends first, then the
-    /// remembered ids, then the log's namespace index.
+    /// remembered ids, then the log (`Log::last_in_namespace_within`). `None` while the log's
+    /// lookup goes on: a log without its namespace index reads its records, at most
+    /// `units_max` of them per call (at least one), and the lookup is kept in the connection
+    /// (`Connection::last_scan`) for its next call, in a later turn, which goes on from there.
+    /// Before, the whole log was read in the frame's turn (100,000 records for one frame,
+    /// holding up every other connection: attack round 13). The work is charged to the turn's
+    /// frame budget after the frame (`decode_input`), so a flood of conditional produces on
+    /// new namespaces is spread over turns too (attack round 3, F3).
     fn last_id(
         &mut self,
+        conn: ConnId,
         namespace: &str,
-    ) -> Result<Option<EventId>, crate::storage::StorageError> {
+        units_max: usize,
+    ) -> Result<Option<Option<EventId>>, crate::storage::StorageError> {
+        let kept = self.conn_mut(conn).and_then(|c| c.last_scan.take());
+        if kept.is_some() {
+            // Its memory leaves the connection's count; a lookup still going on comes back.
+            self.recount_memory(conn);
+        }
         if let Some(id) = self.turn_namespaces.get(namespace) {
-            return Ok(Some(id));
+            return Ok(Some(Some(id)));
         }
         if let Some(&last) = self.last_ids.get(namespace) {
-            return Ok(last);
+            return Ok(Some(last));
         }
-        // The lookup's work (index reads, filter tests, records compared) is charged to the
-        // turn's frame budget after the frame (`decode_input`), so a flood of conditional
-        // produces on new namespaces is spread over turns (attack round 3, F3).
-        let mut work = u64::MAX;
-        let last = self.log.last_in_namespace(namespace, &mut work);
-        let spent = usize::try_from(u64::MAX - work).unwrap_or(usize::MAX);
+        let mut scan = kept
+            .filter(|scan| scan.namespace() == namespace)
+            .unwrap_or_else(|| LastScan::new(namespace));
+        let budget = u64::try_from(units_max.max(1)).unwrap_or(u64::MAX);
+        let mut work = budget;
+        let found = self.log.last_in_namespace_within(&mut scan, &mut work);
+        let spent = usize::try_from(budget - work).unwrap_or(usize::MAX);
         self.frame_units_charged = self.frame_units_charged.saturating_add(spent);
-        let last = last?;
-        self.last_ids.insert(namespace.to_string(), last);
-        Ok(last)
+        match found? {
+            Some(last) => {
+                self.last_ids.insert(namespace.to_string(), last);
+                Ok(Some(last))
+            }
+            None => {
+                if let Some(connection) = self.conn_mut(conn) {
+                    connection.last_scan = Some(scan);
+                }
+                self.recount_memory(conn);
+                Ok(None)
+            }
+        }
     }
 
     /// An event of `namespace` was appended as `id` (a produce or a replicated event).

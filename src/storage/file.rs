@@ -36,8 +36,8 @@ use super::segment::{
 };
 use super::syncer::{Done, Job, SealInFlight, Syncer};
 use super::{
-    io_error, last_by_scan, read_first, scan_namespace_within, Log, LogActivity, LogStats, Offset,
-    StorageError,
+    io_error, last_by_scan, read_first, scan_last_within, scan_namespace_within, LastScan, Log,
+    LogActivity, LogStats, Offset, StorageError,
 };
 use crate::event::PurgeRule;
 
@@ -1812,6 +1812,24 @@ impl Log for FileLog {
                 context: format!("the namespace index names offset {offset}, which does not read"),
             }),
         }
+    }
+
+    /// Without the namespace index, the records are read (at most `work` of them a call),
+    /// then the id remembered for purged events if none was found, as `last_in_namespace`.
+    fn last_in_namespace_within(
+        &mut self,
+        scan: &mut LastScan,
+        work: &mut u64,
+    ) -> Result<Option<Option<EventId>>, StorageError> {
+        if !self.config.namespace_index {
+            let done = scan_last_within(self, scan, work)?;
+            let purged = |this: &Self| this.purged_newest.get(scan.namespace());
+            return Ok(done.map(|last| last.or_else(|| purged(self))));
+        }
+        let mut spent = u64::MAX;
+        let last = self.last_in_namespace(scan.namespace(), &mut spent);
+        *work = work.saturating_sub(u64::MAX - spent);
+        last.map(Some)
     }
 
     fn append_produced(&mut self, record: &ProducedRecord) {

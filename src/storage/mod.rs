@@ -383,6 +383,23 @@ pub trait Log {
         last_by_scan(self, namespace, work)
     }
 
+    /// Goes on with `scan`, the search for the newest durable record of its namespace, for
+    /// at most `work` units (one per record read; decreased by what it used): `Some` with the
+    /// answer of `last_in_namespace` once the search reached the durable end, `None` when
+    /// `work` ran out first (call again with the same `scan`: it goes on where it stopped, and
+    /// records made durable meanwhile are read too). A conditional produce's check goes
+    /// through this, so that a log that must read its records to answer does so over several
+    /// turns. The default reads the records; the file log with its namespace index answers
+    /// at once, as `last_in_namespace` does (its work bounded per segment, not by `work`,
+    /// and subtracted from it), and reads the records only without the index.
+    fn last_in_namespace_within(
+        &mut self,
+        scan: &mut LastScan,
+        work: &mut u64,
+    ) -> Result<Option<Option<EventId>>, StorageError> {
+        scan_last_within(self, scan, work)
+    }
+
     /// Goes on with a namespace listing (`listing.rs`): counts the namespaces of the records
     /// from where it stopped, asking `accept` about each name that could be on its page, until
     /// `work` (the same units as `find_namespace_within`) or `accept`'s own budget is spent
@@ -481,6 +498,67 @@ pub fn last_by_scan<L: Log + ?Sized>(
         true
     })?;
     Ok(last)
+}
+
+/// A search for the newest durable record of one namespace that reads the log's records,
+/// kept between calls of [`Log::last_in_namespace_within`] so that it can go on in a later
+/// turn where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastScan {
+    namespace: String,
+    /// The next record to read.
+    next: Offset,
+    /// The id of the newest record of the namespace read so far.
+    last: Option<EventId>,
+}
+
+impl LastScan {
+    /// A search for the newest record of `namespace` that starts at the log's start.
+    pub fn new(namespace: &str) -> LastScan {
+        LastScan {
+            namespace: namespace.to_string(),
+            next: Offset(0),
+            last: None,
+        }
+    }
+
+    /// The namespace searched.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The memory the search holds, for its connection's memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<LastScan>() + self.namespace.capacity()
+    }
+}
+
+/// `Log::last_in_namespace_within` by reading the records, one unit of `work` each, from where
+/// `scan` stopped (raised to the log's start) up to the durable end. At least one record is
+/// read per call with `work` above zero, so repeated calls reach the end.
+pub fn scan_last_within<L: Log + ?Sized>(
+    log: &mut L,
+    scan: &mut LastScan,
+    work: &mut u64,
+) -> Result<Option<Option<EventId>>, StorageError> {
+    let from = scan.next.max(log.start());
+    let namespace = scan.namespace.as_str();
+    let mut last = scan.last;
+    let mut budget = *work;
+    let next = log.read(from, &mut |_, event| {
+        if budget == 0 {
+            return false;
+        }
+        budget -= 1;
+        if event.namespace == namespace {
+            last = Some(event.id);
+        }
+        true
+    })?;
+    *work = budget;
+    scan.next = next;
+    scan.last = last;
+    Ok((next >= log.durable_end()).then_some(last))
 }
 
 /// `Log::find_namespace` by reading every record: the reference the index must agree with.

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::range_crc::RangeCrc;
-use super::record::{decode, RECORD_HEADER_SIZE};
+use super::record::{decode, RECORD_BODY_SIZE_MAX, RECORD_HEADER_SIZE};
 use super::segment::{fsync_dir, quarantine_path, segment_path};
 use crate::event::EventId;
 
@@ -34,10 +34,20 @@ pub enum RecoveryMode {
 /// tail (attack round 11: a full checksum of each made a 6 MB torn event take 121 s of
 /// start-up). Only a record whose checksum matches is decoded, and the search goes on after
 /// it: linear in `bytes.len()` for any content.
+///
+/// `bytes` starts where a record starts (the damaged one), and so does the end of every record
+/// found. A record at such a boundary whose length fields agree with each other is taken at
+/// its word: the search goes on after the span its header claims (or stops, when the span runs
+/// past the end of `bytes`), never inside it. That span holds the record's own event data,
+/// which a client chooses: an event torn while being written whose data is a whole record
+/// with a valid checksum made a torn tail look like damage followed by a good record, and
+/// `flo --repair` kept the client's record as an event (attack round 13). A length field that
+/// is itself damaged no longer agrees with the other two, and the search goes byte by byte.
 pub fn find_valid_records(bytes: &[u8]) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut crcs: Option<RangeCrc> = None;
     let mut position = 0;
+    let mut at_boundary = true;
     while position + RECORD_HEADER_SIZE <= bytes.len() {
         let rest = &bytes[position..];
         if lengths_consistent(rest) {
@@ -46,13 +56,50 @@ pub fn find_valid_records(bytes: &[u8]) -> Vec<Range<usize>> {
                 if let Ok((_, size)) = decode(rest) {
                     found.push(position..position + size);
                     position += size;
+                    at_boundary = true;
                     continue;
                 }
             }
         }
-        position += 1;
+        match claimed_size(rest) {
+            Some(size) if at_boundary => position = position.saturating_add(size),
+            _ => {
+                position += 1;
+                at_boundary = false;
+            }
+        }
     }
     found
+}
+
+/// The size (header and body) that the record at the start of `bytes` claims, when its length
+/// fields agree with each other as far as they lie in `bytes`: a body no larger than
+/// `RECORD_BODY_SIZE_MAX`, a namespace that fits in it and a data size that makes up the rest.
+/// A record torn before its data size field claims a body that runs past the end of `bytes`
+/// (the field lies inside the body), so only the first two are checked then.
+fn claimed_size(bytes: &[u8]) -> Option<usize> {
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let body_size = u32_at(0)?;
+    let fixed = NAMESPACE_SIZE_AT + 4 + 4;
+    if body_size > RECORD_BODY_SIZE_MAX || body_size < fixed {
+        return None;
+    }
+    let body = RECORD_HEADER_SIZE;
+    let size = RECORD_HEADER_SIZE + body_size;
+    let Some(namespace_size) = u32_at(body + NAMESPACE_SIZE_AT) else {
+        return Some(size);
+    };
+    if namespace_size > body_size - fixed {
+        return None;
+    }
+    match u32_at(body + NAMESPACE_SIZE_AT + 4 + namespace_size) {
+        Some(data_size) => (fixed + namespace_size + data_size == body_size).then_some(size),
+        None => Some(size),
+    }
 }
 
 /// Whether the record at `bytes[at..]`, whose lengths are consistent (so its body lies within

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::FloProcess;
-use crate::support::assert_survived;
+use crate::support::{assert_survived, HANG_GUARD};
 
 const RSS_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -30,7 +30,7 @@ pub fn metrics_addr(server: &FloProcess) -> SocketAddr {
 pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(HANG_GUARD))
         .expect("set timeout");
     stream.write_all(request).expect("send the request");
     let mut answer = Vec::new();
@@ -74,19 +74,6 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
-/// Splits streams into those the server closes within `wait` and those it keeps open.
-fn partition_closed(streams: Vec<TcpStream>, wait: Duration) -> (Vec<TcpStream>, Vec<TcpStream>) {
-    let (mut closed, mut open) = (Vec::new(), Vec::new());
-    for mut stream in streams {
-        if closed_within(&mut stream, wait) {
-            closed.push(stream);
-        } else {
-            open.push(stream);
-        }
-    }
-    (closed, open)
-}
-
 #[test]
 fn only_get_metrics_is_answered_with_metrics() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -116,10 +103,12 @@ fn a_slowloris_metrics_client_is_dropped_at_the_request_timeout() {
     let mut slow = TcpStream::connect(addr).expect("connect");
     slow.write_all(b"GET /metrics HTTP/1.1\r\n").expect("send");
     // One header byte every 100 ms: each arrives long before any per-read time-out would
-    // fire, so only a deadline for the whole request ends it.
+    // fire, so only a deadline for the whole request ends it. When it ends is not asserted
+    // (a busy machine delays it); the bound is only a guard against a server that never
+    // closes it, far past the 1 s deadline.
     let started = Instant::now();
     let mut closed = false;
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < HANG_GUARD {
         if slow.write_all(b"X").is_err() || closed_within(&mut slow, Duration::from_millis(100)) {
             closed = true;
             break;
@@ -127,7 +116,7 @@ fn a_slowloris_metrics_client_is_dropped_at_the_request_timeout() {
     }
     assert!(
         closed,
-        "a client sending one byte every 100ms was still connected after 10s"
+        "a client sending one byte every 100ms was still connected after {HANG_GUARD:?}"
     );
     let answer = scrape(addr);
     assert_eq!(
@@ -155,7 +144,7 @@ fn an_oversized_request_gets_431_and_the_connection_closes() {
         }
     }
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(HANG_GUARD))
         .expect("set timeout");
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -183,24 +172,27 @@ fn metrics_connections_past_the_limit_are_closed_at_once() {
         ],
     );
     let addr = metrics_addr(&server);
-    let idle: Vec<TcpStream> = (0..200)
+    let mut idle: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(addr).expect("connect"))
         .collect();
-    let (closed, mut held) = partition_closed(idle, Duration::from_millis(20));
-    assert!(
-        closed.len() >= 196,
-        "only {} of 200 connections past a limit of 4 were closed",
-        closed.len()
-    );
-    // The held ones are dropped at their deadline; then a scrape gets through.
-    for stream in &mut held {
+    // Every one is closed: those past the limit at once (refused), the 4 held at their 2 s
+    // deadline (timed out). Which was which is told by the server's counters, not by timing
+    // the closes (a busy machine delays both); the wait is only a guard against a server that
+    // never closes them.
+    for stream in &mut idle {
         assert!(
-            closed_within(stream, Duration::from_secs(5)),
-            "an idle metrics connection outlived its 2s deadline by 5s"
+            closed_within(stream, HANG_GUARD),
+            "an idle metrics connection was still open after {HANG_GUARD:?}"
         );
     }
     let answer = scrape(addr);
-    assert!(sample(&answer, "flo_metrics_connections_refused_total").is_some_and(|n| n >= 196.0));
+    let refused = sample(&answer, "flo_metrics_connections_refused_total");
+    let timed_out = sample(&answer, "flo_metrics_connections_timed_out_total");
+    assert!(
+        refused.is_some_and(|n| n >= 196.0)
+            && refused.zip(timed_out).map(|(r, t)| r + t) == Some(200.0),
+        "refused {refused:?} and timed out {timed_out:?} of 200 connections past a limit of 4"
+    );
     assert_survived(&mut server, RSS_MAX_BYTES);
 }
 
@@ -256,14 +248,9 @@ fn scrapes_within_the_snapshot_interval_share_one_gathering_of_the_figures() {
     }
     assert!(shared, "no two scrapes within 900 ms in 5 attempts");
     // The change shows once the interval has passed.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while subscriptions(&scrape(addr)) != consumers.len() as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "the new subscriptions did not show within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::common::wait_until("the new subscriptions show in a scrape", || {
+        subscriptions(&scrape(addr)) == consumers.len() as f64
+    });
     drop(consumers);
     assert_survived(&mut server, RSS_MAX_BYTES);
 }

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::common::{FloProcess, RawConn};
 use crate::support::assert_survived;
@@ -82,15 +81,9 @@ fn a_purge_survives_kill_9_and_its_segments_are_freed() {
     assert_eq!(events[0].1, format!("{:040}", 250).into_bytes());
     assert_eq!(events[50], ("/orders/1".to_string(), b"order".to_vec()));
     // Retention runs every second: the segments holding only purged events go.
-    let started = Instant::now();
-    while segment_count(dir.path()) > 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{} segments remain of {segments_before}",
-            segment_count(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::common::wait_until("at most 3 segments remain", || {
+        segment_count(dir.path()) <= 3
+    });
     assert_eq!(read_all(&server).len(), 51);
     assert_survived(&mut server, 200 << 20);
 }
@@ -153,14 +146,11 @@ fn a_purged_namespaces_newest_id_survives_reclaim_and_kill_9() {
         .purge("/filler", PurgeBefore::Id(last))
         .expect("purge /filler");
     // Housekeeping (once a second) deletes the segments that held only purged events.
-    let started = Instant::now();
-    while std::fs::read_dir(dir.path())
-        .expect("read data dir")
-        .any(|entry| entry.expect("entry").file_name() == "00000000000000000000.log")
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "not reclaimed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::common::wait_until("the first segment is reclaimed", || {
+        !std::fs::read_dir(dir.path())
+            .expect("read data dir")
+            .any(|entry| entry.expect("entry").file_name() == "00000000000000000000.log")
+    });
     drop(client);
     server.kill9();
     let mut server = FloProcess::start(dir.path(), &args);

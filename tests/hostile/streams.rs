@@ -531,6 +531,80 @@ fn a_flood_of_conditional_produces_on_new_namespaces_keeps_turns_bounded() {
     assert_survived(&mut server, RSS_MAX);
 }
 
+/// Attack round 13 (redone in session 14): with `--no-namespace-index` a conditional produce
+/// on a never-seen namespace read the whole log within one frame (a turn of 100,002 frame
+/// units over 100,000 records: every other connection waited for it). The lookup now reads
+/// at most the frame budget left and goes on over later turns: no turn decodes more than the
+/// budget plus one frame (a batch of 1,000 here), a bystander is served, and the answers are
+/// those of the whole log.
+#[test]
+fn a_conditional_produce_without_the_namespace_index_reads_the_log_over_turns() {
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "--no-namespace-index",
+        "--fsync",
+        "never",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let mut server = FloProcess::start(dir.path(), &args);
+    let metrics = crate::metrics::metrics_addr(&server);
+    let mut writer = RawConn::hello(server.addr);
+    const BATCH: u64 = 1000;
+    for op_id in 1..=100 {
+        let events = (0..BATCH).map(|i| NewEvent {
+            namespace: format!("/s/{i}"),
+            parent_id: None,
+            data: vec![b'x'; 10],
+        });
+        writer.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+            op_id,
+            events: events.collect(),
+        }));
+        expect_ack(&mut writer, op_id);
+    }
+    writer.produce(101, "/s/7", b"newest");
+    let newest = expect_ack(&mut writer, 101).first_id;
+
+    let mut conn = RawConn::hello(server.addr);
+    let produce_if = |op_id, namespace: &str, expect| {
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id,
+            expect,
+            events: vec![NewEvent {
+                namespace: namespace.into(),
+                parent_id: None,
+                data: b"if".to_vec(),
+            }],
+        })
+    };
+    conn.send(&produce_if(1, "/new", Expectation::NoEvents));
+    conn.send(&produce_if(2, "/s/7", Expectation::LastIs(newest)));
+    conn.send(&produce_if(3, "/s/8", Expectation::NoEvents));
+    let mut bystander = RawConn::hello(server.addr);
+    bystander.produce(1, "/bystander", b"served");
+    expect_ack(&mut bystander, 1);
+    assert_eq!(expect_ack(&mut conn, 1).count, 1);
+    assert_eq!(expect_ack(&mut conn, 2).count, 1);
+    match conn.recv() {
+        Some(ServerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::ExpectationFailed, "{error:?}")
+        }
+        other => panic!("expected the refusal of op 3, got {other:?}"),
+    }
+    let scrape = crate::metrics::scrape(metrics);
+    let bind = "127.0.0.1:0".parse().expect("an address");
+    let budget = flo::Config::new(bind, dir.path().into()).frames_per_turn_total_max as f64;
+    let turn_max = crate::metrics::sample(&scrape, "flo_turn_frames_decoded_max")
+        .expect("the most frame units decoded in one turn");
+    assert!(
+        turn_max <= budget + BATCH as f64,
+        "a turn decoded {turn_max} frame units, over the budget of {budget} plus one batch"
+    );
+    assert_survived(&mut server, RSS_MAX);
+}
+
 /// A million distinct namespaces, a thousand to a batch, pipelined: every turn appends to far
 /// more names than `turn_namespaces_matched_max` (64). Until session 10 each new name past that
 /// bound rebuilt the turn's map of interned names (quadratic in a turn's names: 67 % of the

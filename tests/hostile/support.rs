@@ -1,18 +1,24 @@
 //! What every hostile case checks afterwards.
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{FloProcess, RawConn};
 use flo::event::StartPosition;
 use flo::protocol::{ClientFrame, Hello, ServerFrame, Subscribe, PROTOCOL_VERSION};
 
 /// The server is still running, a fresh client can produce one event and read it back (in a
-/// non-tail subscription of its own namespace) within one second, and the server's resident
-/// set stays below `rss_max_bytes`.
+/// non-tail subscription of its own namespace), and the server's resident set stays below
+/// `rss_max_bytes`. How long the server takes is not asserted (a timed test fails on a busy
+/// machine, and speed is measured by benchmarks); a generous read time-out only keeps a
+/// server that stopped answering from hanging the test.
 pub fn assert_survived(server: &mut FloProcess, rss_max_bytes: u64) {
     assert_survived_as(server, rss_max_bytes, b"");
 }
+
+/// How long a check waits for an answer before it fails as hung: far longer than any answer
+/// takes on a loaded machine, so only a server that stopped answering reaches it.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// `assert_survived` on a server with an auth file: the fresh client says Hello with `token`.
 pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[u8]) {
@@ -20,7 +26,6 @@ pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[
         server.child.try_wait().expect("try_wait").is_none(),
         "the server process exited"
     );
-    let started = Instant::now();
     let mut conn = RawConn::connect(server.addr);
     conn.send(&ClientFrame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -32,7 +37,7 @@ pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[
         other => panic!("expected Welcome for the survival check, got {other:?}"),
     }
     conn.stream
-        .set_read_timeout(Some(Duration::from_secs(1)))
+        .set_read_timeout(Some(HANG_GUARD))
         .expect("set timeout");
     let namespace = format!("/hostile/check/{}", std::process::id());
     conn.produce(1, &namespace, b"still alive");
@@ -62,11 +67,6 @@ pub fn assert_survived_as(server: &mut FloProcess, rss_max_bytes: u64, token: &[
         }
     }
     assert!(seen, "the event produced by the check was not read back");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "the server took {:?} to serve a fresh client",
-        started.elapsed()
-    );
     let rss = server.rss_bytes();
     assert!(
         rss < rss_max_bytes,

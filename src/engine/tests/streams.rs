@@ -801,3 +801,95 @@ fn the_fencing_state_is_bounded_by_the_open_connections() {
     harness.engine.handle_closed(other);
     assert_eq!(harness.engine.producer_owners().count(), 0);
 }
+
+/// Attack round 13 (redone in session 14): without a namespace index the log reads its
+/// records for a conditional produce's newest-id lookup, and the whole log was read while the
+/// frame was handled (100,002 frame units in one turn for a log of 100,000 records). The
+/// lookup now reads at most the frame budget left (64 units here) and goes on in later turns,
+/// the frame waiting in its connection's input: a bystander is answered in the first turn,
+/// no turn decodes more than its budget plus one frame's units, and the answers are those of
+/// the whole log, also of an event appended while the lookup went on.
+#[test]
+fn a_conditional_produce_lookup_that_reads_the_log_goes_on_over_turns() {
+    const BUDGET: usize = 64;
+    let mut harness = Harness::with_config(|config| config.frames_per_turn_total_max = BUDGET);
+    let writer = harness.client();
+    let batch = |harness: &mut Harness, op_id: u64, prefix: &str| {
+        let events = (0..500).map(|i| event(&format!("{prefix}/{}", i % 10), b"x"));
+        let batch = ProduceBatch {
+            op_id,
+            events: events.collect(),
+        };
+        harness.send(writer, ClientFrame::ProduceBatch(batch));
+        harness.turn();
+        ack_of(&harness.received(writer), op_id);
+    };
+    batch(&mut harness, 1, "/s");
+    harness.produce(writer, 2, "/s/5", b"newest");
+    harness.turn();
+    let newest = ack_of(&harness.received(writer), 2).first_id;
+    for op_id in 3..=6 {
+        batch(&mut harness, op_id, "/t");
+    }
+    let records = stored_count(&mut harness);
+    let turn_frames_before = harness.engine.metrics_snapshot().turn_frames_max;
+
+    let conn = harness.client();
+    let bystander = harness.client();
+    let s5 = |op_id, expect| produce_if(op_id, expect, vec![event("/s/5", b"if")]);
+    // As the reactor does: each readable connection decodes within its share of the budget.
+    let mut bytes = Vec::new();
+    encode(&s5(1, Expectation::NoEvents), &mut bytes);
+    encode(&s5(2, Expectation::LastIs(newest)), &mut bytes);
+    let now = harness.now;
+    harness
+        .engine
+        .handle_input_within(now, conn, &bytes, BUDGET / 2);
+    harness.produce(bystander, 1, "/bystander", b"served");
+    harness.turn();
+    ack_of(&harness.received(bystander), 1);
+    assert!(
+        harness.received(conn).is_empty(),
+        "a lookup reading {records} records was answered in one turn of {BUDGET} units"
+    );
+    // Appended while the lookup goes on: the lookup's answer includes it.
+    harness.produce(writer, 7, "/s/5", b"meanwhile");
+    harness.turn();
+    let meanwhile = ack_of(&harness.received(writer), 7).first_id;
+    harness.send(conn, s5(3, Expectation::LastIs(meanwhile)));
+    let never = produce_if(4, Expectation::HasEvents, vec![event("/never", b"if")]);
+    harness.send(conn, never);
+    let mut frames = Vec::new();
+    let mut turns = 0;
+    while frames.len() < 4 {
+        harness.turn();
+        frames.extend(harness.received(conn));
+        turns += 1;
+        assert!(
+            turns <= 1000,
+            "{} of 4 answered after {turns} turns",
+            frames.len()
+        );
+    }
+    for op_id in [1, 2] {
+        let error = error_of(&frames, op_id);
+        assert_eq!(error.code, ErrorCode::ExpectationFailed);
+        assert!(
+            error.message.starts_with(&format!("{meanwhile}:")),
+            "{}",
+            error.message
+        );
+    }
+    let appended = ack_of(&frames, 3).first_id;
+    assert!(error_of(&frames, 4).message.starts_with("none:"));
+    assert_eq!(stored_count(&mut harness), records + 3);
+    let turn_frames_max = harness.engine.metrics_snapshot().turn_frames_max;
+    assert!(
+        turn_frames_max <= turn_frames_before.max(BUDGET as u64 + 1),
+        "a turn decoded {turn_frames_max} frame units, over the budget of {BUDGET} plus one"
+    );
+    // The lookup's answer is remembered: the next conditional produce is answered at once.
+    harness.send(conn, s5(5, Expectation::LastIs(appended)));
+    harness.turn();
+    ack_of(&harness.received(conn), 5);
+}
