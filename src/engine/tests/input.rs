@@ -41,10 +41,15 @@ fn answers(pieces: &[&[u8]], frames_max: usize) -> Vec<ServerFrame> {
     for piece in pieces {
         while h.engine.input_deferred(conn) {
             h.engine.handle_input_within(h.now, conn, &[], frames_max);
+            h.engine.check_invariants();
         }
         h.engine.handle_input_within(h.now, conn, piece, frames_max);
+        // Also in release builds (the engine checks them itself only in debug builds): the
+        // memory counted for the connection is its buffer's, whichever path decoded.
+        h.engine.check_invariants();
     }
     h.turn();
+    h.engine.check_invariants();
     assert!(h.engine.is_open(conn), "{:?}", h.closed);
     h.received(conn)
 }
