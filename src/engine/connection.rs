@@ -185,7 +185,9 @@ pub struct Subscription {
 pub struct Connection {
     pub id: ConnId,
     pub phase: Phase,
-    /// Bytes received and not yet decoded (at most one partial frame after decoding).
+    /// Bytes received and not yet decoded (at most one partial frame after decoding). Whole
+    /// frames are decoded from the bytes received, without coming here, unless a pause or
+    /// the frame budget holds them up (`Engine::decode_input`).
     pub input: Vec<u8>,
     /// Bytes to send; `output_sent` bytes at its front are already sent.
     output: Vec<u8>,

@@ -255,6 +255,59 @@ pub struct EngineStats {
     pub tail_subscriptions_visited: u64,
     /// Events acknowledged by GroupAckRange frames (each settled in some turn's budget).
     pub group_range_acks: u64,
+    /// Received bytes copied into connections' input buffers: the start of a frame that is
+    /// not all there yet, and whole frames a pause or the frame budget left undecoded. Whole
+    /// frames are decoded where they were received, without a copy (`Engine::decode_input`).
+    pub input_bytes_buffered: u64,
+}
+
+/// Where the frames of a decoding pass (`Engine::decode_pass`) lie.
+#[derive(Debug, Clone, Copy)]
+enum InputAt<'a> {
+    /// In the connection's input buffer: frames a pause or the frame budget left there, or a
+    /// partial frame topped up from the bytes just received.
+    Buffered,
+    /// In bytes just received (the reactor's read buffer), while the input buffer is empty:
+    /// only what the pass leaves undecoded is copied into the buffer.
+    Fresh(&'a [u8]),
+}
+
+/// Why a decoding pass stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputStop {
+    /// No whole frame is left: the bytes ended, perhaps in the middle of a frame.
+    Incomplete,
+    /// The connection's output reached the high-water mark.
+    Paused,
+    /// The frame budget ran out, or a range ack waits for a later budget.
+    Deferred,
+    /// A frame closed the connection.
+    Closed,
+}
+
+/// What a decoding pass did: frame units and bytes decoded, and why it stopped.
+#[derive(Debug, Clone, Copy)]
+struct InputPass {
+    units: usize,
+    consumed: usize,
+    stop: InputStop,
+}
+
+/// Copies into `input`, which holds the start of one frame, the bytes of `bytes` that frame
+/// still lacks (all of `bytes` when they are fewer), and returns the bytes after them. Leaves
+/// `input` as it is when it holds a whole frame at its start. Each step copies up to the
+/// header, then up to the size the header gives, so a frame whose length is over the limit
+/// costs at most one read before the decoder refuses it.
+fn top_up_input<'a>(input: &mut Vec<u8>, mut bytes: &'a [u8]) -> &'a [u8] {
+    loop {
+        let missing = protocol::frame_bytes_missing(input);
+        if missing == 0 || bytes.is_empty() {
+            return bytes;
+        }
+        let (taken, rest) = bytes.split_at(missing.min(bytes.len()));
+        input.extend_from_slice(taken);
+        bytes = rest;
+    }
 }
 
 pub struct Engine<L: Log> {
@@ -516,15 +569,15 @@ impl<L: Log> Engine<L> {
         if !self.is_open(conn) {
             return 0;
         }
-        // Checked just above.
-        let connection = self.conn_mut(conn).expect("connection is open");
-        connection.input.extend_from_slice(bytes);
         if !bytes.is_empty() {
-            connection.last_input_ms = now.monotonic.0;
+            // Checked just above.
+            self.conn_mut(conn)
+                .expect("connection is open")
+                .last_input_ms = now.monotonic.0;
         }
         self.metrics.on_received(bytes.len());
         self.observe_time(now);
-        let decoded = self.decode_input(now, conn, frames_max);
+        let decoded = self.decode_input(now, conn, bytes, frames_max);
         self.enforce_connections_memory();
         self.debug_check_invariants();
         decoded
@@ -567,146 +620,72 @@ impl<L: Log> Engine<L> {
         }
     }
 
-    /// Decodes and handles the whole frames in the connection's input buffer, until it holds
-    /// only part of a frame or the connection's output reaches the high-water mark.
-    fn decode_input(&mut self, now: Now, conn: ConnId, frames_max: usize) -> usize {
-        let high_water = self.config.send_buffer_high_water;
+    /// Decodes and handles the whole frames in the connection's input buffer and then in
+    /// `bytes` (just received), until only part of a frame is left, the connection's output
+    /// reaches the high-water mark, or the frame budget runs out. Frames are decoded where they
+    /// lie: a partial frame in the buffer is topped up from `bytes` with just the bytes it
+    /// lacks, and once the buffer is empty the rest of `bytes` is decoded in place, so only
+    /// what is left undecoded (a partial frame, or frames a pause or the budget holds up) is
+    /// copied into the buffer.
+    fn decode_input(&mut self, now: Now, conn: ConnId, bytes: &[u8], frames_max: usize) -> usize {
         let frames_max = frames_max.min(self.turn_frames_left);
-        let mut units_decoded = 0;
+        let mut units = 0;
         let mut consumed = 0;
-        let mut paused = false;
-        let mut deferred = false;
-        loop {
-            // Checked by the callers and below: the connection exists until `close` removes
-            // it, and the loop ends right after a close.
-            let connection = self.conn(conn).expect("connection is open");
-            if consumed < connection.input.len() && connection.output_owed() >= high_water {
-                paused = true;
-                break;
+        let mut rest = bytes;
+        let stop = loop {
+            // The callers found the connection open, and a pass that closes it ends the loop.
+            let input = &mut self.conn_mut(conn).expect("connection is open").input;
+            if input.is_empty() {
+                // Also with no bytes: a range ack queued by an earlier budget continues there.
+                let frames_left = frames_max.saturating_sub(units);
+                let pass = self.decode_pass(now, conn, InputAt::Fresh(rest), frames_left);
+                units = units.saturating_add(pass.units);
+                consumed += pass.consumed;
+                break pass.stop;
             }
-            if consumed < connection.input.len() && units_decoded >= frames_max {
-                deferred = true;
-                break;
-            }
-            // A range ack not done yet goes before the connection's next frame; while it is
-            // not done (the budget ran out), its later frames wait (`groups_ranges.rs`).
-            if self.group_ack_range_queued(conn) {
-                let units_left = frames_max.saturating_sub(units_decoded);
-                if units_left > 0 {
-                    let units = self.continue_group_ack_range(conn, units_left);
-                    units_decoded = units_decoded.saturating_add(units);
-                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
-                    self.metrics.on_decoded(units);
+            let length_before = input.len();
+            rest = top_up_input(input, rest);
+            // Still a partial frame when not whole, which took every byte received; decoded
+            // all the same, for the pause and the early checks of its header.
+            let whole = protocol::frame_bytes_missing(input) == 0;
+            self.stats.input_bytes_buffered += (input.len() - length_before) as u64;
+            let frames_left = frames_max.saturating_sub(units);
+            let pass = self.decode_pass(now, conn, InputAt::Buffered, frames_left);
+            units = units.saturating_add(pass.units);
+            consumed += pass.consumed;
+            // A whole frame at the front is decoded, refused or held up; were it neither, the
+            // loop would not end.
+            debug_assert!(!whole || pass.consumed > 0 || pass.stop != InputStop::Incomplete);
+            if pass.stop != InputStop::Incomplete || !whole || pass.consumed == 0 {
+                if pass.stop != InputStop::Closed {
+                    // The received bytes wait behind the buffered frames.
+                    let input = &mut self.conn_mut(conn).expect("connection is open").input;
+                    input.extend_from_slice(rest);
+                    self.stats.input_bytes_buffered += rest.len() as u64;
                 }
-                if self.group_ack_range_queued(conn) {
-                    deferred = true;
-                    break;
-                }
-                continue;
+                break pass.stop;
             }
-            // The decoder is chosen by the connection's phase, so each frame is checked in the
-            // order of protocol.md (section 3): the length (against the limit of this phase and
-            // kind), the kind (a peer frame on a client connection is refused as soon as its
-            // kind byte is known; PeerHello is the one peer frame a new connection may start
-            // with), the body, and last a well-formed frame of the wrong direction.
-            let peeked_kind = connection.input.get(consumed + 4).copied();
-            if matches!(connection.phase, Phase::AwaitingHello { .. })
-                && peeked_kind == Some(kind::PEER_HELLO)
-                && !self.accepts_peer_hello()
-                && Self::length_within(
-                    &connection.input[consumed..],
-                    self.config.hello_frame_size_max,
-                )
-            {
-                // Refused as soon as its kind is known, not after buffering its body (a length
-                // over the Hello limit is refused first, by the decoder: FrameTooLarge).
-                log::warn!("{conn}: refusing PeerHello: this server accepts no peers");
-                let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
-                self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
-                return units_decoded;
-            }
-            let wire = self.decode_limits(&connection.phase, peeked_kind);
-            let produce_kind = match peeked_kind {
-                Some(kind::PRODUCE) => Some(false),
-                Some(kind::PRODUCE_BATCH | kind::PRODUCE_IF) => Some(true),
-                _ => None,
-            };
-            if let (Phase::Client(_), Some(many)) = (&connection.phase, produce_kind) {
-                let decoded = if many {
-                    let units_max = frames_max.saturating_sub(units_decoded);
-                    self.decode_produce_many(now, conn, consumed, &wire, units_max)
-                } else {
-                    self.decode_produce(now, conn, consumed, &wire)
-                        .map(|length| length.map(|length| (Some(length), 1)))
-                };
-                match decoded {
-                    Ok(Some((length, units))) => {
-                        units_decoded = units_decoded.saturating_add(units);
-                        self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
-                        self.metrics.on_decoded(units);
-                        let Some(length) = length else {
-                            // A conditional produce waits for its lookup, which used the
-                            // budget: it is decoded again in a later turn.
-                            deferred = true;
-                            break;
-                        };
-                        consumed += length;
-                        if !self.is_open(conn) {
-                            return units_decoded;
-                        }
-                        continue;
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        self.close_with_error(conn, error.code, &error.message);
-                        return units_decoded;
-                    }
-                }
-            }
-            let input = &connection.input[consumed..];
-            let decoded =
-                match connection.phase {
-                    Phase::AwaitingHello { .. } => protocol::decode_opening(input, &wire)
-                        .map(|d| d.map(inbound(Inbound::Opening))),
-                    Phase::Client(_) => protocol::decode_client(input, &wire)
-                        .map(|d| d.map(inbound(Inbound::Client))),
-                    Phase::PeerAwaitingWelcome { .. }
-                    | Phase::PeerAwaitingAccept { .. }
-                    | Phase::PeerAwaitingProof { .. }
-                    | Phase::Peer(_) => {
-                        protocol::decode_peer(input, &wire).map(|d| d.map(inbound(Inbound::Peer)))
-                    }
-                    // `handle_input` takes no input of a closing connection, and the loop ends as
-                    // soon as a frame closed it.
-                    Phase::Closing { .. } => unreachable!("{conn}: input decoded after the close"),
-                };
-            match decoded {
-                Ok(None) => break,
-                Ok(Some((frame, length))) => {
-                    consumed += length;
-                    let units = Self::frame_units(&frame);
-                    let open = self.on_frame(now, conn, frame);
-                    let units = units.saturating_add(std::mem::take(&mut self.frame_units_charged));
-                    units_decoded = units_decoded.saturating_add(units);
-                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
-                    self.metrics.on_decoded(units);
-                    if !open {
-                        return units_decoded;
-                    }
-                }
-                Err(error) => {
-                    self.close_with_error(conn, error.code, &error.message);
-                    return units_decoded;
-                }
-            }
-        }
-        let Some(connection) = self.conn_mut(conn) else {
-            return units_decoded;
         };
-        connection.input.drain(..consumed);
+        if stop == InputStop::Closed {
+            return units;
+        }
+        self.finish_input(now, conn, consumed > 0, stop);
+        units
+    }
+
+    /// After `decode_input`: frees a large emptied input buffer, records a pause or a deferral,
+    /// moves the deadline of a partial frame (`frame_started_ms`; `consumed`: a frame was
+    /// decoded, so a partial frame left now started with this input) and checks the
+    /// connection's memory.
+    fn finish_input(&mut self, now: Now, conn: ConnId, consumed: bool, stop: InputStop) {
+        let Some(connection) = self.conn_mut(conn) else {
+            return;
+        };
         if connection.input.is_empty() && connection.input.capacity() > BUFFER_CAPACITY_KEPT {
             connection.input = Vec::new();
         }
+        let paused = stop == InputStop::Paused;
+        let deferred = stop == InputStop::Deferred;
         connection.input_paused = paused;
         let newly_deferred = deferred && !connection.input_deferred;
         connection.input_deferred = deferred;
@@ -724,7 +703,7 @@ impl<L: Log> Engine<L> {
         }
         connection.frame_started_ms = if connection.input.is_empty() {
             None
-        } else if consumed > 0 {
+        } else if consumed {
             Some(now_ms)
         } else {
             Some(connection.frame_started_ms.unwrap_or(now_ms))
@@ -733,35 +712,188 @@ impl<L: Log> Engine<L> {
         if newly_deferred {
             self.input_deferred_queue.push(conn);
         }
-        units_decoded
     }
 
-    /// Decodes the Produce at `consumed` in the connection's input as a view of those bytes
-    /// and handles it: the event goes from the input buffer into the log's record buffer with
-    /// no owned copy. The input buffer is moved out of the connection while it is borrowed
-    /// (moving a `Vec` does not allocate) and put back after. Returns the frame's length, or
-    /// `None` when only part of it is there.
+    /// The whole frames of the connection at `at`, decoded and handled in order until no whole
+    /// frame is left, the connection's output reaches the high-water mark, at most
+    /// `frames_max` frame units were decoded, or a frame closes the connection. Then the
+    /// decoded bytes leave the input buffer (`Buffered`), or what is left of the received bytes
+    /// is copied into it (`Fresh`); a closed connection's input is dropped.
+    fn decode_pass(&mut self, now: Now, conn: ConnId, at: InputAt, frames_max: usize) -> InputPass {
+        let high_water = self.config.send_buffer_high_water;
+        let mut units_decoded = 0;
+        let mut consumed = 0;
+        let stop = loop {
+            // Checked by the callers and below: the connection exists until `close` removes
+            // it, and the loop ends right after a close.
+            let connection = self.conn(conn).expect("connection is open");
+            let input = match at {
+                InputAt::Buffered => &connection.input[consumed..],
+                InputAt::Fresh(bytes) => &bytes[consumed..],
+            };
+            if !input.is_empty() && connection.output_owed() >= high_water {
+                break InputStop::Paused;
+            }
+            if !input.is_empty() && units_decoded >= frames_max {
+                break InputStop::Deferred;
+            }
+            // A range ack not done yet goes before the connection's next frame; while it is
+            // not done (the budget ran out), its later frames wait (`groups_ranges.rs`).
+            if self.group_ack_range_queued(conn) {
+                let units_left = frames_max.saturating_sub(units_decoded);
+                if units_left > 0 {
+                    let units = self.continue_group_ack_range(conn, units_left);
+                    units_decoded = units_decoded.saturating_add(units);
+                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                    self.metrics.on_decoded(units);
+                }
+                if self.group_ack_range_queued(conn) {
+                    break InputStop::Deferred;
+                }
+                continue;
+            }
+            // The decoder is chosen by the connection's phase, so each frame is checked in the
+            // order of protocol.md (section 3): the length (against the limit of this phase and
+            // kind), the kind (a peer frame on a client connection is refused as soon as its
+            // kind byte is known; PeerHello is the one peer frame a new connection may start
+            // with), the body, and last a well-formed frame of the wrong direction.
+            let peeked_kind = input.get(4).copied();
+            if matches!(connection.phase, Phase::AwaitingHello { .. })
+                && peeked_kind == Some(kind::PEER_HELLO)
+                && !self.accepts_peer_hello()
+                && Self::length_within(input, self.config.hello_frame_size_max)
+            {
+                // Refused as soon as its kind is known, not after buffering its body (a length
+                // over the Hello limit is refused first, by the decoder: FrameTooLarge).
+                log::warn!("{conn}: refusing PeerHello: this server accepts no peers");
+                let message = "this server is not configured for clustering (no --peer-addr and no --cluster-secret); it accepts no peers";
+                self.close_with_error(conn, ErrorCode::UnexpectedFrame, message);
+                break InputStop::Closed;
+            }
+            let wire = self.decode_limits(&connection.phase, peeked_kind);
+            let produce_kind = match peeked_kind {
+                Some(kind::PRODUCE) => Some(false),
+                Some(kind::PRODUCE_BATCH | kind::PRODUCE_IF) => Some(true),
+                _ => None,
+            };
+            if let (Phase::Client(_), Some(many)) = (&connection.phase, produce_kind) {
+                let decoded = if many {
+                    let units_max = frames_max.saturating_sub(units_decoded);
+                    self.decode_produce_many(now, conn, at, consumed, &wire, units_max)
+                } else {
+                    self.decode_produce(now, conn, at, consumed, &wire)
+                        .map(|length| length.map(|length| (Some(length), 1)))
+                };
+                match decoded {
+                    Ok(Some((length, units))) => {
+                        units_decoded = units_decoded.saturating_add(units);
+                        self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                        self.metrics.on_decoded(units);
+                        let Some(length) = length else {
+                            // A conditional produce waits for its lookup, which used the
+                            // budget: it is decoded again in a later turn.
+                            break InputStop::Deferred;
+                        };
+                        consumed += length;
+                        if !self.is_open(conn) {
+                            break InputStop::Closed;
+                        }
+                        continue;
+                    }
+                    Ok(None) => break InputStop::Incomplete,
+                    Err(error) => {
+                        self.close_with_error(conn, error.code, &error.message);
+                        break InputStop::Closed;
+                    }
+                }
+            }
+            let decoded =
+                match connection.phase {
+                    Phase::AwaitingHello { .. } => protocol::decode_opening(input, &wire)
+                        .map(|d| d.map(inbound(Inbound::Opening))),
+                    Phase::Client(_) => protocol::decode_client(input, &wire)
+                        .map(|d| d.map(inbound(Inbound::Client))),
+                    Phase::PeerAwaitingWelcome { .. }
+                    | Phase::PeerAwaitingAccept { .. }
+                    | Phase::PeerAwaitingProof { .. }
+                    | Phase::Peer(_) => {
+                        protocol::decode_peer(input, &wire).map(|d| d.map(inbound(Inbound::Peer)))
+                    }
+                    // `handle_input` takes no input of a closing connection, and the loop ends as
+                    // soon as a frame closed it.
+                    Phase::Closing { .. } => unreachable!("{conn}: input decoded after the close"),
+                };
+            match decoded {
+                Ok(None) => break InputStop::Incomplete,
+                Ok(Some((frame, length))) => {
+                    consumed += length;
+                    let units = Self::frame_units(&frame);
+                    let open = self.on_frame(now, conn, frame);
+                    let units = units.saturating_add(std::mem::take(&mut self.frame_units_charged));
+                    units_decoded = units_decoded.saturating_add(units);
+                    self.turn_frames_left = self.turn_frames_left.saturating_sub(units);
+                    self.metrics.on_decoded(units);
+                    if !open {
+                        break InputStop::Closed;
+                    }
+                }
+                Err(error) => {
+                    self.close_with_error(conn, error.code, &error.message);
+                    break InputStop::Closed;
+                }
+            }
+        };
+        if stop != InputStop::Closed {
+            // Checked above: the connection is open.
+            let connection = self.conn_mut(conn).expect("connection is open");
+            match at {
+                InputAt::Buffered => {
+                    connection.input.drain(..consumed);
+                }
+                InputAt::Fresh(bytes) => {
+                    debug_assert!(
+                        connection.input.is_empty(),
+                        "{conn}: fresh input behind buffered"
+                    );
+                    let left = &bytes[consumed..];
+                    connection.input.extend_from_slice(left);
+                    self.stats.input_bytes_buffered += left.len() as u64;
+                }
+            }
+        }
+        InputPass {
+            units: units_decoded,
+            consumed,
+            stop,
+        }
+    }
+
+    /// Decodes the Produce at `consumed` in the input at `at` as a view of those bytes and
+    /// handles it: the event goes from the received bytes (or the input buffer) into the log's
+    /// record buffer with no owned copy. A buffered input is moved out of the connection while
+    /// it is borrowed (moving a `Vec` does not allocate) and put back after. Returns the
+    /// frame's length, or `None` when only part of it is there.
     fn decode_produce(
         &mut self,
         now: Now,
         conn: ConnId,
+        at: InputAt,
         consumed: usize,
         wire: &WireLimits,
     ) -> Result<Option<usize>, protocol::DecodeError> {
-        // The caller found the connection open.
-        let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
-        let result = match protocol::decode_produce_view(&input[consumed..], wire) {
+        let buffered = self.take_buffered_input(conn, at);
+        let input = match at {
+            InputAt::Buffered => &buffered[consumed..],
+            InputAt::Fresh(bytes) => &bytes[consumed..],
+        };
+        let result = match protocol::decode_produce_view(input, wire) {
             Ok(Some((op_id, event, length))) => {
                 self.on_produce(now, conn, op_id, event);
                 Ok(Some(length))
             }
             other => other.map(|_| None),
         };
-        // Producing never closes or removes the connection, but if that changed, the input
-        // is dropped with it.
-        if let Some(connection) = self.conn_mut(conn) {
-            connection.input = input;
-        }
+        self.restore_buffered_input(conn, buffered);
         result
     }
 
@@ -776,18 +908,21 @@ impl<L: Log> Engine<L> {
         &mut self,
         now: Now,
         conn: ConnId,
+        at: InputAt,
         consumed: usize,
         wire: &WireLimits,
         units_max: usize,
     ) -> Result<Option<(Option<usize>, usize)>, protocol::DecodeError> {
-        // The caller found the connection open.
-        let input = std::mem::take(&mut self.conn_mut(conn).expect("open").input);
+        let buffered = self.take_buffered_input(conn, at);
+        let input = match at {
+            InputAt::Buffered => &buffered[consumed..],
+            InputAt::Fresh(bytes) => &bytes[consumed..],
+        };
         let mut views = produce::recycle_views(std::mem::take(&mut self.batch_views));
         // Only the first `batch_events_max` views are kept (a batch with more is refused by its
         // count), so a frame of many tiny events costs views bounded by the limit.
         let kept_max = self.config.batch_events_max;
-        let decoded =
-            protocol::decode_produce_many_view(&input[consumed..], wire, kept_max, &mut views);
+        let decoded = protocol::decode_produce_many_view(input, wire, kept_max, &mut views);
         let result = match decoded {
             Ok(Some(frame)) => {
                 let op = (frame.op_id, frame.expect);
@@ -805,10 +940,28 @@ impl<L: Log> Engine<L> {
         // Kept for the next frame: at most `batch_events_max` views were pushed, so the vector
         // grew (by doubling) to at most twice the limit, whatever the frame held.
         self.batch_views = produce::recycle_views(views);
-        if let Some(connection) = self.conn_mut(conn) {
-            connection.input = input;
-        }
+        self.restore_buffered_input(conn, buffered);
         result
+    }
+
+    /// The connection's input buffer, moved out while a produce borrows it (`Buffered`); an
+    /// empty `Vec`, which costs nothing, for input decoded where it was received (`Fresh`).
+    fn take_buffered_input(&mut self, conn: ConnId, at: InputAt) -> Vec<u8> {
+        match at {
+            // The caller found the connection open.
+            InputAt::Buffered => std::mem::take(&mut self.conn_mut(conn).expect("open").input),
+            InputAt::Fresh(_) => Vec::new(),
+        }
+    }
+
+    /// Puts back what `take_buffered_input` took, unless the produce closed the connection
+    /// (over its memory limit): a closing connection's input is never decoded again.
+    fn restore_buffered_input(&mut self, conn: ConnId, buffered: Vec<u8>) {
+        if buffered.capacity() == 0 || !self.is_open(conn) {
+            return;
+        }
+        // Checked just above.
+        self.conn_mut(conn).expect("connection is open").input = buffered;
     }
 
     /// True when the frame at the front of `input` announces a length the decoder accepts
@@ -984,7 +1137,7 @@ impl<L: Log> Engine<L> {
                 continue;
             }
             if self.turn_frames_left > 0 {
-                self.decode_input(now, conn, usize::MAX);
+                self.decode_input(now, conn, &[], usize::MAX);
             }
             if self.input_deferred(conn) {
                 self.input_deferred_queue.push(conn);
@@ -1003,7 +1156,7 @@ impl<L: Log> Engine<L> {
         }
         for conn in std::mem::take(&mut self.input_resumed) {
             if self.is_open(conn) && self.wants_input(conn) {
-                self.decode_input(now, conn, usize::MAX);
+                self.decode_input(now, conn, &[], usize::MAX);
             }
         }
         self.decode_deferred(now);

@@ -28,6 +28,8 @@ mod streams;
 mod purge;
 // A full disk: produces refused, the log lines rate-limited.
 mod storage_full;
+// Received bytes decoded in place: only partial frames are buffered.
+mod input;
 // Waking tail subscriptions through the tail index (attack F4).
 mod tail_index;
 

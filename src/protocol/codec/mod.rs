@@ -386,6 +386,21 @@ fn frame_size_of(buf: &[u8]) -> u64 {
     u64::from(u32::from_be_bytes(length)) + LENGTH_SIZE as u64
 }
 
+/// How many more bytes the frame at the start of `buf` needs before [`decode`] can take it
+/// whole: up to its five header bytes while they are not all there, then up to the size its
+/// length field gives; 0 when it is whole (or its length is 0, which the decoder refuses once
+/// the header is there). No limit is checked: a caller that tops up a partial frame with it
+/// decodes after every top-up, and the decoder refuses a length over the limit.
+pub fn frame_bytes_missing(buf: &[u8]) -> usize {
+    if buf.len() < HEADER_SIZE {
+        return HEADER_SIZE - buf.len();
+    }
+    // At most 2^32 + 3, which fits in the usize of every target flo builds for (64 bits), and
+    // saturates on others rather than wrapping.
+    let frame_size = usize::try_from(frame_size_of(buf)).unwrap_or(usize::MAX);
+    frame_size.saturating_sub(buf.len())
+}
+
 /// The first two checks of every frame, in the order protocol.md (section 3) gives them: the
 /// length (0 is malformed, over `frame_size_max` too large), then the kind byte, which is
 /// returned unchecked so that a caller can refuse kinds by connection state before the
