@@ -1344,6 +1344,8 @@ pub(super) struct SealedShape {
     pub(super) identity: u64,
     /// Where its first record starts.
     header_size: u64,
+    /// Where its last record ends (`SegmentIndex::file_size`).
+    records_end: u64,
 }
 
 impl SealedShape {
@@ -1358,18 +1360,24 @@ impl SealedShape {
                 .sparse
                 .first()
                 .map_or(segment.file_size, |&(_, p)| p),
+            records_end: segment.file_size,
         }
     }
 }
 
 /// Reads a sealed segment's namespaces again (its index file was missing or damaged). The
-/// segment must read back whole, as its `.idx` says.
+/// segment must read back whole, as its `.idx` says: its records, ending where the `.idx`
+/// says. What follows them is not part of the segment: the zeros ahead of its records that
+/// the seal cuts, when a query rebuilds its index before the storage helper's seal did
+/// (under `interval` and `never`).
 fn rebuild_namespace_index(dir: &Path, segment: SealedShape) -> Result<SegmentNames, StorageError> {
     let first = segment.first_offset;
     let path = segment_path(dir, first);
     let scan = scan_segment(&path, first, segment.header_size)
         .map_err(io_error(format!("read {}", path.display())))?;
-    if scan.error.is_some() || scan.namespaces.record_count() != segment.record_count {
+    let whole = scan.namespaces.record_count() == segment.record_count
+        && scan.index.file_size == segment.records_end;
+    if !whole {
         return Err(StorageError::Corrupt {
             context: format!(
                 "sealed segment {}: does not read back whole while rebuilding its namespace \
