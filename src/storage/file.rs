@@ -156,6 +156,14 @@ pub struct FileLog {
     pub(super) seal_failed: bool,
     /// A counter lease being written ahead of need by the helper thread.
     pub(super) lease_in_flight: bool,
+    /// The extension of the open segment the helper thread is making ahead of need (under
+    /// `interval` and `never`): the segment's first offset and the length it sets
+    /// (`extend_ahead`). While it is in flight the caller writes no further than that length.
+    pub(super) extend_in_flight: Option<(u64, u64)>,
+    /// Extensions of the open segment's length (`set_len`) run on the caller's thread since
+    /// open: every one under `always`; under `interval` and `never` only when the helper
+    /// thread has fallen behind (or could not do it).
+    pub(super) caller_extend_count: u64,
     /// Held for the life of the log: no other process opens the same directory.
     /// The produced journal of idempotent produces (`produced.rs`).
     pub(super) produced: ProducedJournal,
@@ -460,13 +468,24 @@ impl FileLog {
             None => {}
         }
         let end = position + self.pending().len() as u64;
-        if end > self.preallocated_size {
-            let size = end + PREALLOCATE_BYTES;
-            self.open
-                .file
-                .set_len(size)
-                .map_err(self.segment_error("extend"))?;
-            self.preallocated_size = size;
+        if self.config.fsync != FsyncPolicy::Always {
+            self.extend_ahead(end)?;
+        }
+        if end > self.preallocated_size && !self.extending_past(end) {
+            if self.extending().is_some() {
+                // The helper thread fell behind: its extension first, so that it cannot cut
+                // what this write adds.
+                self.collect_background(true)?;
+            }
+            if end > self.preallocated_size {
+                let size = end + PREALLOCATE_BYTES;
+                self.caller_extend_count += 1;
+                self.open
+                    .file
+                    .set_len(size)
+                    .map_err(self.segment_error("extend"))?;
+                self.preallocated_size = size;
+            }
         }
         self.open
             .file
@@ -484,6 +503,52 @@ impl FileLog {
             } else {
                 self.start_background_fsync(now_ms, end)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The length the helper thread is extending the open segment to, if it is.
+    fn extending(&self) -> Option<u64> {
+        match self.extend_in_flight {
+            Some((first_offset, size)) if first_offset == self.open.index.first_offset => {
+                Some(size)
+            }
+            _ => None,
+        }
+    }
+
+    /// True while the helper thread extends the open segment to `end` bytes or more: a write
+    /// up to `end` may then go past the file's current length (the write extends it, and the
+    /// helper's `set_len` only grows it further).
+    fn extending_past(&self, end: u64) -> bool {
+        self.extending().is_some_and(|size| end <= size)
+    }
+
+    /// Under `interval` and `never`, has the helper thread extend the open segment by
+    /// `PREALLOCATE_BYTES` steps once less than a step is left past `end` (the records' end
+    /// after this write), so the caller's `set_len` (an inode change that waited up to 4 ms
+    /// behind the helper's fdatasync of the same file, session 13) runs only when the helper
+    /// has fallen behind. The zeros are cut as before (at seal, drop and start-up).
+    fn extend_ahead(&mut self, end: u64) -> Result<(), StorageError> {
+        if self.extending().is_some()
+            || end.saturating_add(PREALLOCATE_BYTES) <= self.preallocated_size
+        {
+            return Ok(());
+        }
+        let size = end.max(self.preallocated_size) + 2 * PREALLOCATE_BYTES;
+        let file =
+            (self.open.file.try_clone()).map_err(self.segment_error("clone the handle of"))?;
+        let first_offset = self.open.index.first_offset;
+        self.extend_in_flight = Some((first_offset, size));
+        let job = Job::Extend {
+            file,
+            first_offset,
+            size,
+        };
+        if let Some(result) = self.syncer.submit(job) {
+            // No helper thread: it ran here.
+            self.caller_extend_count += 1;
+            self.take_done(result)?;
         }
         Ok(())
     }
@@ -593,6 +658,26 @@ impl FileLog {
                 }
                 self.sealing = None;
             }
+            Done::Extended {
+                first_offset,
+                size,
+                error,
+            } => {
+                if self.extend_in_flight == Some((first_offset, size)) {
+                    self.extend_in_flight = None;
+                }
+                match error {
+                    None if first_offset == self.open.index.first_offset => {
+                        self.preallocated_size = self.preallocated_size.max(size);
+                    }
+                    None => {}
+                    // Only ahead of need: the write that needs it extends the file itself.
+                    Some(error) => log::warn!(
+                        "cannot extend segment {} ahead of need ({error})",
+                        segment_path(&self.config.data_dir, first_offset).display()
+                    ),
+                }
+            }
             Done::Leased { lease, error } => {
                 self.lease_in_flight = false;
                 match error {
@@ -624,6 +709,12 @@ impl FileLog {
     /// Waits for the helper thread's jobs (fdatasyncs, index files) to finish.
     pub fn wait_for_syncs(&mut self) -> Result<(), StorageError> {
         self.collect_background(true)
+    }
+
+    /// How many times the open segment's length was extended on the caller's thread since
+    /// open, rather than on the helper thread (`extend_ahead`).
+    pub fn caller_extend_count(&self) -> u64 {
+        self.caller_extend_count
     }
 
     /// How many fdatasyncs of segment data ran on the caller's thread since open, rather than
@@ -688,6 +779,10 @@ impl FileLog {
             if let Some(next) = self.prepared.take() {
                 return self.roll_to_prepared(next);
             }
+        }
+        // An extension of this segment on the helper thread must not follow the cut.
+        if self.extending().is_some() {
+            self.collect_background(true)?;
         }
         let dir = self.config.data_dir.clone();
         let first_offset = self.open.index.first_offset;

@@ -2,7 +2,8 @@
 //! `interval`'s periodic fdatasync of the open segment, the fdatasync that covers most of a
 //! full segment before it is sealed (under `interval` and `never`), the creation of `next.log`
 //! and the seal itself (under `interval` and `never`: `SealInFlight`), the counter lease written
-//! ahead of need, and the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
+//! ahead of need, the open segment's growth ahead of need (under `interval` and `never`), and
+//! the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
 //! come back through a channel the log drains at its next `sync` (or waits on where an order
 //! must hold: before retention deletes files, when the log is dropped).
 //!
@@ -43,6 +44,15 @@ pub(super) enum Job {
     Seal(SealInFlight),
     /// Writes the counter lease ahead of need (`FileLog::reserve_counters`).
     Lease { dir: PathBuf, lease: u64 },
+    /// Extends the open segment (a clone of its handle) to `size` bytes ahead of need, with
+    /// zeros (a hole), so the caller's writes stay inside the file's length
+    /// (`FileLog::extend_ahead`). The caller never writes past `size` while this is in
+    /// flight, so it only grows the file.
+    Extend {
+        file: File,
+        first_offset: u64,
+        size: u64,
+    },
 }
 
 /// The blocking part of a seal, in the order the seal rule needs: the sealed segment is cut to
@@ -115,6 +125,13 @@ pub(super) enum Done {
     Leased {
         lease: u64,
         error: Option<StorageError>,
+    },
+    /// The segment starting at `first_offset` was extended to `size` bytes (with `Some`: it
+    /// could not be; the caller extends it itself when it needs to).
+    Extended {
+        first_offset: u64,
+        size: u64,
+        error: Option<io::Error>,
     },
 }
 
@@ -287,6 +304,15 @@ fn run(job: Job) -> Result<Done, StorageError> {
         Job::Lease { dir, lease } => Ok(Done::Leased {
             lease,
             error: super::lease::write(&dir, lease).err(),
+        }),
+        Job::Extend {
+            file,
+            first_offset,
+            size,
+        } => Ok(Done::Extended {
+            first_offset,
+            size,
+            error: file.set_len(size).err(),
         }),
         Job::Seal(seal) => Ok(Done::Sealed {
             next_first: seal.next_first,
