@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::config::{FsyncPolicy, StorageConfig};
@@ -158,8 +158,8 @@ pub struct FileLog {
     pub(super) lease_in_flight: bool,
     /// The extension of the open segment the helper thread is making ahead of need (under
     /// `interval` and `never`): the segment's first offset and the length it sets
-    /// (`extend_ahead`). While it is in flight the caller writes no further than that length.
-    pub(super) extend_in_flight: Option<(u64, u64)>,
+    /// (`extend_ahead`), and the floor a caller that cannot wait for it raises (`Job::Extend`).
+    pub(super) extend_in_flight: Option<(u64, u64, Arc<Mutex<u64>>)>,
     /// Extensions of the open segment's length (`set_len`) run on the caller's thread since
     /// open: every one under `always`; under `interval` and `never` only when the helper
     /// thread has fallen behind (or could not do it).
@@ -190,6 +190,13 @@ pub struct FileLog {
 /// and the same write inside the file's length about 90 us. The zeros are cut when the segment
 /// is sealed, when the log is dropped, and at start-up after a crash (see `recovery.rs`).
 pub(super) const PREALLOCATE_BYTES: u64 = 1 << 20;
+
+/// How far past the records the storage helper thread extends the open segment under
+/// `interval` and `never` (`FileLog::extend_ahead`), once less than half of it is left: far
+/// enough that the helper, whose queue may hold a 1 s `interval` fdatasync taking 100 ms or
+/// more on a loaded machine, gets to it before the reactor's writes reach the end (with 2 MiB,
+/// session 14, it often did not). A hole: it takes no disk blocks.
+const EXTEND_AHEAD_BYTES: u64 = 8 << 20;
 
 /// A full segment is sealed (its last fdatasync, on the caller's thread) once at most this
 /// many of its bytes are not yet known to be on disk, or an eighth of `segment_size_max` if
@@ -472,20 +479,25 @@ impl FileLog {
             self.extend_ahead(end)?;
         }
         if end > self.preallocated_size && !self.extending_past(end) {
-            if self.extending().is_some() {
-                // The helper thread fell behind: its extension first, so that it cannot cut
-                // what this write adds.
-                self.collect_background(true)?;
+            let size = end + PREALLOCATE_BYTES;
+            self.caller_extend_count += 1;
+            // If the helper thread fell behind, its extension (to less than `end`) must not
+            // follow this one and cut what this write adds: the floor, raised under its lock.
+            let floor = (self.extend_in_flight.as_ref())
+                .filter(|(first_offset, _, _)| *first_offset == self.open.index.first_offset)
+                .map(|(_, _, floor)| Arc::clone(floor));
+            let mut held = floor
+                .as_ref()
+                .map(|floor| floor.lock().unwrap_or_else(PoisonError::into_inner));
+            if let Some(held) = held.as_mut() {
+                **held = (**held).max(size);
             }
-            if end > self.preallocated_size {
-                let size = end + PREALLOCATE_BYTES;
-                self.caller_extend_count += 1;
-                self.open
-                    .file
-                    .set_len(size)
-                    .map_err(self.segment_error("extend"))?;
-                self.preallocated_size = size;
-            }
+            self.open
+                .file
+                .set_len(size)
+                .map_err(self.segment_error("extend"))?;
+            drop(held);
+            self.preallocated_size = size;
         }
         self.open
             .file
@@ -510,7 +522,7 @@ impl FileLog {
     /// The length the helper thread is extending the open segment to, if it is.
     fn extending(&self) -> Option<u64> {
         match self.extend_in_flight {
-            Some((first_offset, size)) if first_offset == self.open.index.first_offset => {
+            Some((first_offset, size, _)) if first_offset == self.open.index.first_offset => {
                 Some(size)
             }
             _ => None,
@@ -524,26 +536,28 @@ impl FileLog {
         self.extending().is_some_and(|size| end <= size)
     }
 
-    /// Under `interval` and `never`, has the helper thread extend the open segment by
-    /// `PREALLOCATE_BYTES` steps once less than a step is left past `end` (the records' end
-    /// after this write), so the caller's `set_len` (an inode change that waited up to 4 ms
+    /// Under `interval` and `never`, has the helper thread extend the open segment to
+    /// `EXTEND_AHEAD_BYTES` past `end` (the records' end after this write) once less than half
+    /// of that is left, so the caller's `set_len` (an inode change that waited up to 4 ms
     /// behind the helper's fdatasync of the same file, session 13) runs only when the helper
     /// has fallen behind. The zeros are cut as before (at seal, drop and start-up).
     fn extend_ahead(&mut self, end: u64) -> Result<(), StorageError> {
         if self.extending().is_some()
-            || end.saturating_add(PREALLOCATE_BYTES) <= self.preallocated_size
+            || end.saturating_add(EXTEND_AHEAD_BYTES / 2) <= self.preallocated_size
         {
             return Ok(());
         }
-        let size = end.max(self.preallocated_size) + 2 * PREALLOCATE_BYTES;
+        let size = end.max(self.preallocated_size) + EXTEND_AHEAD_BYTES;
         let file =
             (self.open.file.try_clone()).map_err(self.segment_error("clone the handle of"))?;
         let first_offset = self.open.index.first_offset;
-        self.extend_in_flight = Some((first_offset, size));
+        let floor = Arc::new(Mutex::new(0));
+        self.extend_in_flight = Some((first_offset, size, Arc::clone(&floor)));
         let job = Job::Extend {
             file,
             first_offset,
             size,
+            floor,
         };
         if let Some(result) = self.syncer.submit(job) {
             // No helper thread: it ran here.
@@ -663,7 +677,8 @@ impl FileLog {
                 size,
                 error,
             } => {
-                if self.extend_in_flight == Some((first_offset, size)) {
+                let this = |(first, extended, _): &(u64, u64, _)| (*first, *extended);
+                if self.extend_in_flight.as_ref().map(this) == Some((first_offset, size)) {
                     self.extend_in_flight = None;
                 }
                 match error {

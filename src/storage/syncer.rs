@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::index::SegmentIndex;
@@ -46,12 +47,14 @@ pub(super) enum Job {
     Lease { dir: PathBuf, lease: u64 },
     /// Extends the open segment (a clone of its handle) to `size` bytes ahead of need, with
     /// zeros (a hole), so the caller's writes stay inside the file's length
-    /// (`FileLog::extend_ahead`). The caller never writes past `size` while this is in
-    /// flight, so it only grows the file.
+    /// (`FileLog::extend_ahead`), or to `floor` if that is more: a caller that needs the file
+    /// longer than `size` before this ran raises `floor` and extends the file while it holds
+    /// the lock, so this only ever grows the file.
     Extend {
         file: File,
         first_offset: u64,
         size: u64,
+        floor: Arc<Mutex<u64>>,
     },
 }
 
@@ -309,11 +312,17 @@ fn run(job: Job) -> Result<Done, StorageError> {
             file,
             first_offset,
             size,
-        } => Ok(Done::Extended {
-            first_offset,
-            size,
-            error: file.set_len(size).err(),
-        }),
+            floor,
+        } => {
+            let floor = floor.lock().unwrap_or_else(PoisonError::into_inner);
+            let error = file.set_len(size.max(*floor)).err();
+            drop(floor);
+            Ok(Done::Extended {
+                first_offset,
+                size,
+                error,
+            })
+        }
         Job::Seal(seal) => Ok(Done::Sealed {
             next_first: seal.next_first,
             error: seal.run().err(),
