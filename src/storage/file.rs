@@ -918,7 +918,9 @@ impl FileLog {
         self.written_since_fsync = false;
         // At most one index file waits behind the helper's current job: a helper slower
         // than the rolls holds the caller back here rather than queueing without bound.
-        if self.syncer.in_flight() >= 2 {
+        // (Extensions ahead of need are short, and one per segment at most: not counted, so
+        // a roll does not wait for an fdatasync behind one.)
+        if self.syncer.in_flight_besides_extends() >= 2 {
             self.collect_background(true)?;
         }
         if let Some((seal, job)) = seal {

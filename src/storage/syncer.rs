@@ -146,6 +146,8 @@ pub(super) struct Syncer {
     in_flight: usize,
     /// `Sync` jobs among them (at most one: see `FileLog::start_background_fsync`).
     syncs_in_flight: usize,
+    /// `Extend` jobs among them (at most one for each segment not yet sealed).
+    extends_in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -156,9 +158,10 @@ struct Worker {
 }
 
 impl Syncer {
-    /// Jobs handed over whose result has not been collected.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
+    /// Jobs handed over whose result has not been collected, other than extensions (short
+    /// jobs, at most one for each segment not yet sealed).
+    pub fn in_flight_besides_extends(&self) -> usize {
+        self.in_flight - self.extends_in_flight
     }
 
     /// True while an fdatasync handed over has not been collected.
@@ -176,10 +179,12 @@ impl Syncer {
             return Some(run(job));
         };
         let is_sync = matches!(job, Job::Sync { .. });
+        let is_extend = matches!(job, Job::Extend { .. });
         match worker.jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
                 self.syncs_in_flight += usize::from(is_sync);
+                self.extends_in_flight += usize::from(is_extend);
                 None
             }
             // The thread is gone (it panicked): do the work here.
@@ -206,6 +211,9 @@ impl Syncer {
                     if matches!(outcome, Ok(Done::Synced { .. }) | Err(_)) {
                         self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
                     }
+                    if matches!(outcome, Ok(Done::Extended { .. })) {
+                        self.extends_in_flight = self.extends_in_flight.saturating_sub(1);
+                    }
                     results.push(outcome);
                 }
                 Err(TryRecvError::Empty) => break,
@@ -215,6 +223,7 @@ impl Syncer {
                     self.worker = None;
                     self.in_flight = 0;
                     self.syncs_in_flight = 0;
+                    self.extends_in_flight = 0;
                     results.push(Err(stopped()));
                 }
             }
