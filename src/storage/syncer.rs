@@ -338,3 +338,46 @@ fn run(job: Job) -> Result<Done, StorageError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An extension ahead of need only grows the file: a caller that extended it further
+    /// while the job waited raised its floor, and the job sets that length, not its own.
+    #[test]
+    fn an_extension_sets_the_floor_a_caller_raised_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.log");
+        let file = File::create(&path).unwrap();
+        let floor = Arc::new(Mutex::new(0));
+        // The caller passed the helper: it extended the file to 5000 and raised the floor.
+        *floor.lock().unwrap() = 5000;
+        file.set_len(5000).unwrap();
+        let job = Job::Extend {
+            file: file.try_clone().unwrap(),
+            first_offset: 7,
+            size: 4096,
+            floor,
+        };
+        let done = run(job).unwrap();
+        assert!(matches!(
+            done,
+            Done::Extended {
+                first_offset: 7,
+                size: 4096,
+                error: None
+            }
+        ));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 5000);
+        // Not passed: its own length.
+        let job = Job::Extend {
+            file,
+            first_offset: 7,
+            size: 8192,
+            floor: Arc::new(Mutex::new(0)),
+        };
+        run(job).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+    }
+}
