@@ -660,6 +660,59 @@ fn interval_fdatasyncs_and_seals_run_off_the_callers_thread() {
     assert_eq!(read_all(&mut log, 0).unwrap().len(), 300);
 }
 
+/// Under `interval` and `never` the open segment grows ahead of need on the helper thread
+/// (`FileLog::extend_ahead`): appending tens of MiB in turns, with the helper keeping up (the
+/// test waits for its jobs after each sync), the caller's thread never extends the file, the
+/// segments end at their records once sealed or the log is dropped, and every record is read
+/// back after a reopen. Under `always` the caller's thread still extends it (the turn's own
+/// fdatasync covers the new length).
+#[test]
+fn interval_and_never_grow_the_open_segment_on_the_helper_thread() {
+    for fsync in [
+        FsyncPolicy::IntervalMs(10),
+        FsyncPolicy::Never,
+        FsyncPolicy::Always,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.fsync = fsync;
+        config.segment_size_max = 10 << 20;
+        config.cache_bytes_max = 1 << 20;
+        let (mut log, _) = FileLog::open(&config).unwrap();
+        let mut counter = 0u64;
+        // About 33 MiB in turns of 128 KiB: several extensions in each of about three segments.
+        for turn in 1..=256u64 {
+            for _ in 0..128 {
+                counter += 1;
+                log.append(event(counter, 1, 0, 1000)).unwrap();
+            }
+            assert_eq!(log.sync(MonotonicMs(turn * 20)).unwrap(), Offset(counter));
+            log.wait_for_syncs().unwrap();
+        }
+        let segments = log.segment_paths().len();
+        assert!(segments >= 3, "{fsync:?}: only {segments} segments");
+        if fsync == FsyncPolicy::Always {
+            assert!(log.caller_extend_count() >= 30, "{fsync:?}");
+        } else {
+            assert_eq!(
+                log.caller_extend_count(),
+                0,
+                "{fsync:?}: the caller's thread extended the open segment"
+            );
+        }
+        drop(log);
+        // Every record back after a clean stop, each segment within its bound.
+        let (mut log, report) = FileLog::open(&config).unwrap();
+        assert_eq!(report.event_count, counter, "{fsync:?}");
+        assert_eq!(report.indexes_rebuilt, 0, "{fsync:?}: {report:?}");
+        assert_eq!(read_all(&mut log, 0).unwrap().len() as u64, counter);
+        for path in log.segment_paths() {
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert!(size <= 13 << 20, "{} has {size} bytes", path.display());
+        }
+    }
+}
+
 /// Under `always` every sync's fdatasync runs on the caller's thread (the acknowledgements
 /// wait for it) and each seal adds one, its index file is written by the helper thread, and
 /// the index files are all there after a restart.

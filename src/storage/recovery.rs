@@ -334,6 +334,8 @@ fn assemble(
         sealing: None,
         seal_failed: false,
         lease_in_flight: false,
+        extend_in_flight: None,
+        caller_extend_count: 0,
         _lock: lock,
     })
 }

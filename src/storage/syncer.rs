@@ -2,7 +2,8 @@
 //! `interval`'s periodic fdatasync of the open segment, the fdatasync that covers most of a
 //! full segment before it is sealed (under `interval` and `never`), the creation of `next.log`
 //! and the seal itself (under `interval` and `never`: `SealInFlight`), the counter lease written
-//! ahead of need, and the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
+//! ahead of need, the open segment's growth ahead of need (under `interval` and `never`), and
+//! the index file of a sealed segment. Jobs run one at a time, in the order they were handed over; their results
 //! come back through a channel the log drains at its next `sync` (or waits on where an order
 //! must hold: before retention deletes files, when the log is dropped).
 //!
@@ -18,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::index::SegmentIndex;
@@ -43,6 +45,17 @@ pub(super) enum Job {
     Seal(SealInFlight),
     /// Writes the counter lease ahead of need (`FileLog::reserve_counters`).
     Lease { dir: PathBuf, lease: u64 },
+    /// Extends the open segment (a clone of its handle) to `size` bytes ahead of need, with
+    /// zeros (a hole), so the caller's writes stay inside the file's length
+    /// (`FileLog::extend_ahead`), or to `floor` if that is more: a caller that needs the file
+    /// longer than `size` before this ran raises `floor` and extends the file while it holds
+    /// the lock, so this only ever grows the file.
+    Extend {
+        file: File,
+        first_offset: u64,
+        size: u64,
+        floor: Arc<Mutex<u64>>,
+    },
 }
 
 /// The blocking part of a seal, in the order the seal rule needs: the sealed segment is cut to
@@ -116,6 +129,13 @@ pub(super) enum Done {
         lease: u64,
         error: Option<StorageError>,
     },
+    /// The segment starting at `first_offset` was extended to `size` bytes (with `Some`: it
+    /// could not be; the caller extends it itself when it needs to).
+    Extended {
+        first_offset: u64,
+        size: u64,
+        error: Option<io::Error>,
+    },
 }
 
 /// The helper thread (started on the first job) and its two channels.
@@ -126,6 +146,8 @@ pub(super) struct Syncer {
     in_flight: usize,
     /// `Sync` jobs among them (at most one: see `FileLog::start_background_fsync`).
     syncs_in_flight: usize,
+    /// `Extend` jobs among them (at most one for each segment not yet sealed).
+    extends_in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -136,9 +158,10 @@ struct Worker {
 }
 
 impl Syncer {
-    /// Jobs handed over whose result has not been collected.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
+    /// Jobs handed over whose result has not been collected, other than extensions (short
+    /// jobs, at most one for each segment not yet sealed).
+    pub fn in_flight_besides_extends(&self) -> usize {
+        self.in_flight - self.extends_in_flight
     }
 
     /// True while an fdatasync handed over has not been collected.
@@ -156,10 +179,12 @@ impl Syncer {
             return Some(run(job));
         };
         let is_sync = matches!(job, Job::Sync { .. });
+        let is_extend = matches!(job, Job::Extend { .. });
         match worker.jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
                 self.syncs_in_flight += usize::from(is_sync);
+                self.extends_in_flight += usize::from(is_extend);
                 None
             }
             // The thread is gone (it panicked): do the work here.
@@ -186,6 +211,9 @@ impl Syncer {
                     if matches!(outcome, Ok(Done::Synced { .. }) | Err(_)) {
                         self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
                     }
+                    if matches!(outcome, Ok(Done::Extended { .. })) {
+                        self.extends_in_flight = self.extends_in_flight.saturating_sub(1);
+                    }
                     results.push(outcome);
                 }
                 Err(TryRecvError::Empty) => break,
@@ -195,6 +223,7 @@ impl Syncer {
                     self.worker = None;
                     self.in_flight = 0;
                     self.syncs_in_flight = 0;
+                    self.extends_in_flight = 0;
                     results.push(Err(stopped()));
                 }
             }
@@ -288,9 +317,67 @@ fn run(job: Job) -> Result<Done, StorageError> {
             lease,
             error: super::lease::write(&dir, lease).err(),
         }),
+        Job::Extend {
+            file,
+            first_offset,
+            size,
+            floor,
+        } => {
+            let floor = floor.lock().unwrap_or_else(PoisonError::into_inner);
+            let error = file.set_len(size.max(*floor)).err();
+            drop(floor);
+            Ok(Done::Extended {
+                first_offset,
+                size,
+                error,
+            })
+        }
         Job::Seal(seal) => Ok(Done::Sealed {
             next_first: seal.next_first,
             error: seal.run().err(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An extension ahead of need only grows the file: a caller that extended it further
+    /// while the job waited raised its floor, and the job sets that length, not its own.
+    #[test]
+    fn an_extension_sets_the_floor_a_caller_raised_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.log");
+        let file = File::create(&path).unwrap();
+        let floor = Arc::new(Mutex::new(0));
+        // The caller passed the helper: it extended the file to 5000 and raised the floor.
+        *floor.lock().unwrap() = 5000;
+        file.set_len(5000).unwrap();
+        let job = Job::Extend {
+            file: file.try_clone().unwrap(),
+            first_offset: 7,
+            size: 4096,
+            floor,
+        };
+        let done = run(job).unwrap();
+        assert!(matches!(
+            done,
+            Done::Extended {
+                first_offset: 7,
+                size: 4096,
+                error: None
+            }
+        ));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 5000);
+        // Not passed: its own length.
+        let job = Job::Extend {
+            file,
+            first_offset: 7,
+            size: 8192,
+            floor: Arc::new(Mutex::new(0)),
+        };
+        run(job).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
     }
 }
