@@ -14,7 +14,7 @@
 //! docs/storage.md.
 
 use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::crc::crc32c_append;
@@ -410,7 +410,7 @@ impl SegmentNames {
             let name = self.name(record);
             // Almost every name has the prefix found so far: one comparison of the slices
             // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
-            if name.get(..size) == Some(&first[..size]) {
+            if name.len() >= size && same_bytes(&name[..size], &first[..size]) {
                 continue;
             }
             size = first[..size.min(name.len())]
@@ -545,8 +545,8 @@ impl SegmentNames {
     }
 
     /// Writes the `.nsx` file of these records (the bytes of [`SegmentNames::encode`]) to
-    /// `file`, which must be empty, and returns its header. The lists go out through a 1 MiB
-    /// buffer as they are built, where `encode` built the file in memory first (for a segment
+    /// `file`, which must be empty, and returns its header. The lists go out in pieces of about
+    /// 1 MiB as they are built (positioned writes), where `encode` built the file in memory first (for a segment
     /// of distinct names about 40 MiB, allocated, copied twice and faulted in; issue 14,
     /// session 10). Sorting is the costly part: the file log writes it on a storage helper
     /// thread. `buffers` are the working memory, kept from one build to the next by the
@@ -559,15 +559,14 @@ impl SegmentNames {
         buffers: &mut BuildBuffers,
     ) -> io::Result<NamespaceHeader> {
         let layout = self.layout(buffers);
-        let mut writer = io::BufWriter::with_capacity(WRITE_BUFFER_SIZE, file);
-        writer.seek(io::SeekFrom::Start(layout.data_position as u64))?;
+        let mut position = layout.data_position as u64;
         let (head, fences, header) =
             self.encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
-                writer.write_all(bytes)
+                file.write_all_at(bytes, position)?;
+                position += bytes.len() as u64;
+                Ok(())
             })?;
-        writer.write_all(&fences)?;
-        writer.flush()?;
-        drop(writer);
+        file.write_all_at(&fences, position)?;
         file.write_all_at(&head, 0)?;
         file.write_all_at(&buffers.table, head.len() as u64)?;
         // Just encoded: its header decodes (a failure here is a bug, reported as a damaged
@@ -649,58 +648,43 @@ impl SegmentNames {
         });
         table.clear();
         table.reserve(ENTRY_SIZE * groups.len());
-        // One namespace's name and list, reused.
-        let mut entry = Vec::new();
+        // The data section in pieces of about `WRITE_BUFFER_SIZE`: each list is built in place
+        // and goes out with the piece it ends in (one call a piece where a call a list into a
+        // buffered writer copied it again).
+        let mut data = Vec::with_capacity(WRITE_BUFFER_SIZE + 4096);
         let mut data_size = 0usize;
         for &(start, end) in groups.iter() {
-            let (start, end) = (start as usize, end as usize);
-            let name = self.name(order[start] as usize);
-            // Sized once and filled in place (a capacity check per u32 pushed was 50
-            // instructions a record).
-            let records = &order[start..end];
-            let place_size = match version {
-                5 => 8,
-                4 => 12,
-                _ => 0,
-            };
-            entry.clear();
-            entry.extend_from_slice(name);
-            entry.resize(name.len() + (4 + place_size) * records.len(), 0);
-            let (offsets, places) = entry[name.len()..].split_at_mut(4 * records.len());
-            for (bytes, &record) in offsets.chunks_exact_mut(4).zip(records) {
-                bytes.copy_from_slice(&record.to_le_bytes());
-            }
-            for (bytes, &record) in places.chunks_exact_mut(place_size.max(1)).zip(records) {
-                let (position, size) = record_places[record as usize];
-                let (position_bytes, size_bytes) = bytes.split_at_mut(place_size - 4);
-                if version == 5 {
-                    position_bytes.copy_from_slice(&(position as u32).to_le_bytes());
-                } else {
-                    position_bytes.copy_from_slice(&position.to_le_bytes());
-                }
-                size_bytes.copy_from_slice(&size.to_le_bytes());
-            }
+            let records = &order[start as usize..end as usize];
+            let name = self.name(records[0] as usize);
+            let list_start = data.len();
+            push_list(&mut data, name, records, record_places, version);
             let hash = finish_namespace_hash(fnv1a(shared_hash, &name[shared..]));
             debug_assert_eq!(hash, namespace_hash(name));
             // The list's checksum covers the name first: carried on from the name's. Both
-            // inputs are short (a name, a list of one record is 16 bytes): `crc::crc32c_append`
+            // inputs are short (a name; a list of one record is 12 bytes): `crc::crc32c_append`
             // feeds them to the CPU's instruction in words where the crate aligned them byte by
             // byte first (about 300 of the build's 1,140 instructions a record at 200,000
             // distinct names, issue 14 session 14).
             let name_crc = crc32c_append(0, name);
-            let list_crc = crc32c_append(name_crc, &entry[name.len()..]);
+            let list_crc = crc32c_append(name_crc, &data[list_start + name.len()..]);
             // The entry in one piece (one capacity check, not six).
             let mut bytes = [0u8; ENTRY_SIZE];
             bytes[..8].copy_from_slice(&hash.to_le_bytes());
-            bytes[8..16].copy_from_slice(&((data_position + data_size) as u64).to_le_bytes());
+            let position = data_position + data_size + list_start;
+            bytes[8..16].copy_from_slice(&(position as u64).to_le_bytes());
             bytes[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
-            bytes[20..24].copy_from_slice(&((end - start) as u32).to_le_bytes());
+            bytes[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
             bytes[24..28].copy_from_slice(&list_crc.to_le_bytes());
             bytes[28..].copy_from_slice(&name_crc.to_le_bytes());
             table.extend_from_slice(&bytes);
-            data_out(&entry)?;
-            data_size += entry.len();
+            if data.len() >= WRITE_BUFFER_SIZE {
+                data_out(&data)?;
+                data_size += data.len();
+                data.clear();
+            }
         }
+        data_out(&data)?;
+        data_size += data.len();
         let entry_count = groups.len() as u32;
         // Version 5: the fences, then the section's checksum.
         let mut fences = Vec::new();
@@ -737,6 +721,20 @@ impl SegmentNames {
         head.extend_from_slice(&entry_count.to_le_bytes());
         Ok((head, fences, header))
     }
+}
+
+/// Whether `a` and `b` (of equal length) hold the same bytes: for up to 16 bytes (a prefix
+/// such as `/bench/4242_0/`) two 8-byte loads from each, overlapping, where the slice
+/// comparison called `memcmp` (about 40 instructions a record in `shared_prefix_size`).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let size = a.len();
+    if !(8..=16).contains(&size) {
+        return a == b;
+    }
+    let word = |bytes: &[u8], at: usize| little_endian_word(&bytes[at..at + 8]);
+    word(a, 0) == word(b, 0) && word(a, size - 8) == word(b, size - 8)
 }
 
 /// A sort of `runs` whose ascending stretches are on average shorter than this is left to
@@ -822,7 +820,42 @@ fn merge_into(left: &[u128], right: &[u128], out: &mut [u128]) {
     out[left.len() + r..].copy_from_slice(&right[r..]);
 }
 
-/// The buffer through which [`SegmentNames::write_to`] writes a file's lists.
+/// Appends to `data` one namespace's list in a `.nsx` of `version`: its name, its records'
+/// offsets (`records`, relative to the segment's first), then (versions 4 and 5) each
+/// record's place. One capacity check a record (a check per u32 pushed was 50 instructions a
+/// record; sizing the list first and filling it in place called `memset`).
+fn push_list(
+    data: &mut Vec<u8>,
+    name: &[u8],
+    records: &[u32],
+    record_places: &[(u64, u32)],
+    version: u8,
+) {
+    let place_size = match version {
+        5 => 8,
+        4 => 12,
+        _ => 0,
+    };
+    data.reserve(name.len() + (4 + place_size) * records.len());
+    data.extend_from_slice(name);
+    for &record in records {
+        data.extend_from_slice(&record.to_le_bytes());
+    }
+    for &record in records.iter().filter(|_| version >= 4) {
+        let (position, size) = record_places[record as usize];
+        let mut place = [0u8; 12];
+        if version == 5 {
+            place[..4].copy_from_slice(&(position as u32).to_le_bytes());
+            place[4..8].copy_from_slice(&size.to_le_bytes());
+        } else {
+            place[..8].copy_from_slice(&position.to_le_bytes());
+            place[8..].copy_from_slice(&size.to_le_bytes());
+        }
+        data.extend_from_slice(&place[..place_size]);
+    }
+}
+
+/// The size of the pieces in which [`SegmentNames::write_to`] writes a file's lists.
 const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
 /// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 92 bytes a record
@@ -2406,6 +2439,22 @@ mod tests {
                 written == expected,
                 "case {case}: write_to differs from the model"
             );
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality_at_every_length_and_difference() {
+        let a: Vec<u8> = (0..24u8).map(|i| i.wrapping_mul(37)).collect();
+        for size in 0..=a.len() {
+            assert!(same_bytes(&a[..size], &a[..size]), "{size} bytes");
+            for at in 0..size {
+                let mut b = a[..size].to_vec();
+                b[at] ^= 0x10;
+                assert!(
+                    !same_bytes(&a[..size], &b),
+                    "{size} bytes, byte {at} differs"
+                );
+            }
         }
     }
 
