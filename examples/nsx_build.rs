@@ -5,8 +5,14 @@
 //! over 1 namespace, 10,000 namespaces and R namespaces (every name distinct), named as
 //! `flo-client bench --namespaces N` names them; and the file's bytes per record.
 //!
-//! Run: `cargo run --release --example nsx_build -- [RECORDS] [REPEATS]` (defaults 400000, 7).
+//! Run: `cargo run --release --example nsx_build -- [RECORDS] [REPEATS] [NAMESPACES,...]`
+//! (defaults 400000, 7, and the three shapes above; `0` as a namespace count means RECORDS).
 //! Prints the median of REPEATS builds of each shape, in thread CPU time.
+//!
+//! Instructions a record, deterministic on a loaded machine (the lead's measure of the build;
+//! BENCHMARKS.md, issue 14, "Index build at seal"): count only `write_to` under callgrind, one
+//! build of one shape, e.g. 200,000 records of distinct names:
+//! `ci/callgrind_nsx_build.sh 200000 0`.
 
 use std::time::Duration;
 
@@ -32,9 +38,17 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let records: u64 = args.next().map_or(400_000, |a| a.parse().expect("RECORDS"));
     let repeats: usize = args.next().map_or(7, |a| a.parse().expect("REPEATS"));
+    let shapes: Vec<u64> = args.next().map_or(vec![1, 10_000, records], |a| {
+        (a.split(','))
+            .map(|n| match n.parse().expect("NAMESPACES") {
+                0 => records,
+                n => n,
+            })
+            .collect()
+    });
     let dir = tempfile::tempdir_in(".")?;
     let mut buffers = BuildBuffers::default();
-    for namespaces in [1, 10_000, records] {
+    for namespaces in shapes {
         let mut names = SegmentNames::empty(0);
         let size = 160u64;
         for i in 0..records {

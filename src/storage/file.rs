@@ -128,7 +128,7 @@ pub struct FileLog {
     /// The `.nsx` file being written by a storage helper thread (at most one at a time).
     pub(super) namespace_build: Option<NamespaceBuild>,
     /// The working memory of the `.nsx` builds, handed to each build's thread and back: about
-    /// 60 bytes a record of the largest segment built (`BuildBuffers`). Empty while a build
+    /// 92 bytes a record of the largest segment built (`BuildBuffers`). Empty while a build
     /// runs.
     pub(super) namespace_build_buffers: BuildBuffers,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).

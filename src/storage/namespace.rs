@@ -14,8 +14,10 @@
 //! docs/storage.md.
 
 use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
+
+use super::crc::crc32c_append;
 
 /// Magic of a namespace index file, format version 5: each namespace's list carries, after
 /// its offsets, each record's byte position and size in the segment as two u32 (so an
@@ -408,7 +410,7 @@ impl SegmentNames {
             let name = self.name(record);
             // Almost every name has the prefix found so far: one comparison of the slices
             // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
-            if name.get(..size) == Some(&first[..size]) {
+            if name.len() >= size && same_bytes(&name[..size], &first[..size]) {
                 continue;
             }
             size = first[..size.min(name.len())]
@@ -421,6 +423,25 @@ impl SegmentNames {
             }
         }
         size
+    }
+
+    /// The 8 bytes of `record`'s name after its first `skip` bytes as a big-endian integer
+    /// (bytes past the name's end as zeros), so that the keys of names order as the names do
+    /// where they differ in those bytes. One 8-byte load where the arena has 8 bytes from
+    /// there (bytes past the name masked off), without copying the name (the copy of a slice
+    /// of variable length into an array was a `memcpy` call a record).
+    fn key_after(&self, record: usize, skip: usize) -> u64 {
+        let name_start = record.checked_sub(1).map_or(0, |before| self.ends[before]);
+        let end = self.ends[record];
+        let start = (name_start + skip).min(end);
+        let size = (end - start).min(8);
+        if size == 0 {
+            return 0;
+        }
+        match self.bytes[start..].first_chunk::<8>() {
+            Some(word) => u64::from_be_bytes(*word) & (u64::MAX << (8 * (8 - size))),
+            None => little_endian_word(&self.bytes[start..start + size]).swap_bytes(),
+        }
     }
 
     /// The records in table order: grouped by name, the groups sorted by name, each group's
@@ -437,14 +458,6 @@ impl SegmentNames {
         // (the key orders as the names do: a name that ends early is padded with zeros, which
         // sort first, and equal keys fall back to the full comparison).
         let shared = self.shared_prefix_size();
-        let key = |record: usize| {
-            let name = self.name(record);
-            let rest = &name[shared.min(name.len())..];
-            let mut word = [0u8; 8];
-            let size = rest.len().min(8);
-            word[..size].copy_from_slice(&rest[..size]);
-            u64::from_be_bytes(word)
-        };
         // Each run as one integer, (key, first record, end), so the sort compares integers and
         // reads nothing else: ordered by key, then first record. Comparing through a closure
         // that looked at the names on a tie was a third of the build (issue 14, session 11).
@@ -456,6 +469,8 @@ impl SegmentNames {
         let count = self.ends.len();
         let BuildBuffers {
             runs,
+            runs_merged,
+            stretch_ends,
             order,
             groups,
             ..
@@ -469,22 +484,32 @@ impl SegmentNames {
                 && self.fingerprints[record - 1] == self.fingerprints[record]
                 && self.name(record - 1) == self.name(record);
             if !repeated {
-                runs.push(pack(key(start), start, record));
+                runs.push(pack(self.key_after(start, shared), start, record));
                 start = record;
             }
         }
-        runs.sort_unstable();
+        sort_runs(runs, runs_merged, stretch_ends);
         let same_name = |a: usize, b: usize| {
             self.fingerprints[a] == self.fingerprints[b] && self.name(a) == self.name(b)
         };
         // The runs of one key (different keys are different names; most keys have one run).
         let mut tie = 0;
         while tie < runs.len() {
-            let tie_end = tie
-                + runs[tie..]
-                    .iter()
-                    .take_while(|&&run| key_of(run) == key_of(runs[tie]))
-                    .count();
+            let key = key_of(runs[tie]);
+            let tie_end = (tie + 1..runs.len())
+                .find(|&i| key_of(runs[i]) != key)
+                .unwrap_or(runs.len());
+            if tie_end == tie + 1 {
+                // A key of one run: a name of its own (at distinct names, every run).
+                let (start, end) = bounds(runs[tie]);
+                groups.push((order.len() as u32, (order.len() + end - start) as u32));
+                match end - start {
+                    1 => order.push(start as u32),
+                    _ => order.extend(start as u32..end as u32),
+                }
+                tie = tie_end;
+                continue;
+            }
             let first = bounds(runs[tie]).0;
             // Often every run of the key has the same name (a namespace that came back): then
             // they are in order already; else they are sorted by name, then first record.
@@ -530,8 +555,8 @@ impl SegmentNames {
     }
 
     /// Writes the `.nsx` file of these records (the bytes of [`SegmentNames::encode`]) to
-    /// `file`, which must be empty, and returns its header. The lists go out through a 1 MiB
-    /// buffer as they are built, where `encode` built the file in memory first (for a segment
+    /// `file`, which must be empty, and returns its header. The lists go out in pieces of about
+    /// 1 MiB as they are built (positioned writes), where `encode` built the file in memory first (for a segment
     /// of distinct names about 40 MiB, allocated, copied twice and faulted in; issue 14,
     /// session 10). Sorting is the costly part: the file log writes it on a storage helper
     /// thread. `buffers` are the working memory, kept from one build to the next by the
@@ -544,15 +569,14 @@ impl SegmentNames {
         buffers: &mut BuildBuffers,
     ) -> io::Result<NamespaceHeader> {
         let layout = self.layout(buffers);
-        let mut writer = io::BufWriter::with_capacity(WRITE_BUFFER_SIZE, file);
-        writer.seek(io::SeekFrom::Start(layout.data_position as u64))?;
+        let mut position = layout.data_position as u64;
         let (head, fences, header) =
             self.encode_parts(&layout, buffers, segment_identity, &mut |bytes| {
-                writer.write_all(bytes)
+                file.write_all_at(bytes, position)?;
+                position += bytes.len() as u64;
+                Ok(())
             })?;
-        writer.write_all(&fences)?;
-        writer.flush()?;
-        drop(writer);
+        file.write_all_at(&fences, position)?;
         file.write_all_at(&head, 0)?;
         file.write_all_at(&buffers.table, head.len() as u64)?;
         // Just encoded: its header decodes (a failure here is a bug, reported as a damaged
@@ -633,40 +657,44 @@ impl SegmentNames {
             )
         });
         table.clear();
-        // One namespace's name and list, reused.
-        let mut entry = Vec::new();
+        table.reserve(ENTRY_SIZE * groups.len());
+        // The data section in pieces of about `WRITE_BUFFER_SIZE`: each list is built in place
+        // and goes out with the piece it ends in (one call a piece where a call a list into a
+        // buffered writer copied it again).
+        let mut data = Vec::with_capacity(WRITE_BUFFER_SIZE + 4096);
         let mut data_size = 0usize;
         for &(start, end) in groups.iter() {
-            let (start, end) = (start as usize, end as usize);
-            let name = self.name(order[start] as usize);
-            entry.clear();
-            entry.extend_from_slice(name);
-            for &record in &order[start..end] {
-                entry.extend_from_slice(&record.to_le_bytes());
-            }
-            for &record in order[start..end].iter().filter(|_| version >= 4) {
-                let (position, size) = record_places[record as usize];
-                if version == 5 {
-                    entry.extend_from_slice(&(position as u32).to_le_bytes());
-                } else {
-                    entry.extend_from_slice(&position.to_le_bytes());
-                }
-                entry.extend_from_slice(&size.to_le_bytes());
-            }
+            let records = &order[start as usize..end as usize];
+            let name = self.name(records[0] as usize);
+            let list_start = data.len();
+            push_list(&mut data, name, records, record_places, version);
             let hash = finish_namespace_hash(fnv1a(shared_hash, &name[shared..]));
             debug_assert_eq!(hash, namespace_hash(name));
-            // The list's checksum covers the name first: carried on from the name's.
-            let name_crc = crc32c::crc32c(name);
-            let list_crc = crc32c::crc32c_append(name_crc, &entry[name.len()..]);
-            table.extend_from_slice(&hash.to_le_bytes());
-            table.extend_from_slice(&((data_position + data_size) as u64).to_le_bytes());
-            table.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            table.extend_from_slice(&((end - start) as u32).to_le_bytes());
-            table.extend_from_slice(&list_crc.to_le_bytes());
-            table.extend_from_slice(&name_crc.to_le_bytes());
-            data_out(&entry)?;
-            data_size += entry.len();
+            // The list's checksum covers the name first: carried on from the name's. Both
+            // inputs are short (a name; a list of one record is 12 bytes): `crc::crc32c_append`
+            // feeds them to the CPU's instruction in words where the crate aligned them byte by
+            // byte first (about 300 of the build's 1,140 instructions a record at 200,000
+            // distinct names, issue 14 session 14).
+            let name_crc = crc32c_append(0, name);
+            let list_crc = crc32c_append(name_crc, &data[list_start + name.len()..]);
+            // The entry in one piece (one capacity check, not six).
+            let mut bytes = [0u8; ENTRY_SIZE];
+            bytes[..8].copy_from_slice(&hash.to_le_bytes());
+            let position = data_position + data_size + list_start;
+            bytes[8..16].copy_from_slice(&(position as u64).to_le_bytes());
+            bytes[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+            bytes[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
+            bytes[24..28].copy_from_slice(&list_crc.to_le_bytes());
+            bytes[28..].copy_from_slice(&name_crc.to_le_bytes());
+            table.extend_from_slice(&bytes);
+            if data.len() >= WRITE_BUFFER_SIZE {
+                data_out(&data)?;
+                data_size += data.len();
+                data.clear();
+            }
         }
+        data_out(&data)?;
+        data_size += data.len();
         let entry_count = groups.len() as u32;
         // Version 5: the fences, then the section's checksum.
         let mut fences = Vec::new();
@@ -705,15 +733,157 @@ impl SegmentNames {
     }
 }
 
-/// The buffer through which [`SegmentNames::write_to`] writes a file's lists.
+/// Whether `a` and `b` (of equal length) hold the same bytes: for up to 16 bytes (a prefix
+/// such as `/bench/4242_0/`) two 8-byte loads from each, overlapping, where the slice
+/// comparison called `memcmp` (about 40 instructions a record in `shared_prefix_size`).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let size = a.len();
+    if !(8..=16).contains(&size) {
+        return a == b;
+    }
+    let word = |bytes: &[u8], at: usize| little_endian_word(&bytes[at..at + 8]);
+    word(a, 0) == word(b, 0) && word(a, size - 8) == word(b, size - 8)
+}
+
+/// A sort of `runs` whose ascending stretches are on average shorter than this is left to
+/// `sort_unstable` (a merge of many short stretches is a merge sort from scratch); it also
+/// bounds `stretch_ends` to one u32 per this many runs.
+const STRETCH_SIZE_MIN: usize = 8;
+
+/// Sorts `runs` ascending (its values are distinct). The names of a segment often arrive in
+/// long ascending stretches (`flo-client bench` counts them up: `/bench/x/1` ... `/9`, then
+/// `/10` ... `/99`, ...; an event store's new aggregates likewise), so it finds the stretches
+/// and merges neighbours pairwise until one is left, through `merged` (as long as `runs`),
+/// costing `log2(stretches)` passes over the runs where a comparison sort costs about
+/// `log2(runs)`; at 200,000 distinct names a quarter of the build's instructions went to
+/// `sort_unstable` (issue 14, session 14). Stretches shorter than `STRETCH_SIZE_MIN` on
+/// average (an order with no pattern) go to `sort_unstable`. `merged` and `stretch_ends` are
+/// working memory kept with the build's buffers.
+// Out of line: inlined into `records_by_name`, the build cost about 10 more instructions a
+// record (issue 14, session 14, callgrind).
+#[inline(never)]
+fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Vec<u32>) {
+    stretch_ends.clear();
+    for i in 1..runs.len() {
+        if runs[i] < runs[i - 1] {
+            if stretch_ends.len() >= runs.len() / STRETCH_SIZE_MIN {
+                runs.sort_unstable();
+                return;
+            }
+            stretch_ends.push(i as u32);
+        }
+    }
+    if stretch_ends.is_empty() {
+        return;
+    }
+    stretch_ends.push(runs.len() as u32);
+    // Every pass writes every slot, so what the last build left there can stay (clearing it
+    // zeroed 16 bytes a run at every build).
+    merged.resize(runs.len(), 0);
+    // Where the stretches are: `runs` (false) or `merged` (true).
+    let mut in_merged = false;
+    while stretch_ends.len() > 1 {
+        let (from, to) = match in_merged {
+            false => (&runs[..], &mut merged[..]),
+            true => (&merged[..], &mut runs[..]),
+        };
+        let mut start = 0;
+        let mut kept = 0;
+        // Stretch i ends at stretch_ends[i]; pair (2k, 2k + 1) becomes stretch k, whose end is
+        // written at k, behind the ends still to be read.
+        for pair in 0..stretch_ends.len().div_ceil(2) {
+            let middle = stretch_ends[2 * pair] as usize;
+            let end = stretch_ends
+                .get(2 * pair + 1)
+                .map_or(middle, |&end| end as usize);
+            merge_into(
+                &from[start..middle],
+                &from[middle..end],
+                &mut to[start..end],
+            );
+            stretch_ends[kept] = end as u32;
+            kept += 1;
+            start = end;
+        }
+        stretch_ends.truncate(kept);
+        in_merged = !in_merged;
+    }
+    if in_merged {
+        std::mem::swap(runs, merged);
+    }
+}
+
+/// Merges the ascending `left` and `right` into `out` (as long as both).
+fn merge_into(left: &[u128], right: &[u128], out: &mut [u128]) {
+    let (mut l, mut r) = (0, 0);
+    // Already in order (or one side empty): a copy.
+    if right.first().is_none_or(|first| left.last() < Some(first)) {
+        out[..left.len()].copy_from_slice(left);
+        out[left.len()..].copy_from_slice(right);
+        return;
+    }
+    while l < left.len() && r < right.len() {
+        let take_left = left[l] < right[r];
+        out[l + r] = if take_left { left[l] } else { right[r] };
+        l += take_left as usize;
+        r += !take_left as usize;
+    }
+    out[l + r..left.len() + r].copy_from_slice(&left[l..]);
+    out[left.len() + r..].copy_from_slice(&right[r..]);
+}
+
+/// Appends to `data` one namespace's list in a `.nsx` of `version`: its name, its records'
+/// offsets (`records`, relative to the segment's first), then (versions 4 and 5) each
+/// record's place. One capacity check a record (a check per u32 pushed was 50 instructions a
+/// record; sizing the list first and filling it in place called `memset`).
+fn push_list(
+    data: &mut Vec<u8>,
+    name: &[u8],
+    records: &[u32],
+    record_places: &[(u64, u32)],
+    version: u8,
+) {
+    let place_size = match version {
+        5 => 8,
+        4 => 12,
+        _ => 0,
+    };
+    data.reserve(name.len() + (4 + place_size) * records.len());
+    data.extend_from_slice(name);
+    for &record in records {
+        data.extend_from_slice(&record.to_le_bytes());
+    }
+    for &record in records.iter().filter(|_| version >= 4) {
+        let (position, size) = record_places[record as usize];
+        let mut place = [0u8; 12];
+        if version == 5 {
+            place[..4].copy_from_slice(&(position as u32).to_le_bytes());
+            place[4..8].copy_from_slice(&size.to_le_bytes());
+        } else {
+            place[..8].copy_from_slice(&position.to_le_bytes());
+            place[8..].copy_from_slice(&size.to_le_bytes());
+        }
+        data.extend_from_slice(&place[..place_size]);
+    }
+}
+
+/// The size of the pieces in which [`SegmentNames::write_to`] writes a file's lists.
 const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
-/// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 60 bytes a record
-/// of the largest segment built: the file log keeps one set from one build to the next.
+/// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 92 bytes a record
+/// of the largest segment built when its names are distinct (16 each for `runs`,
+/// `runs_merged` and `record_places`, 32 for `table`, 8 for `groups`, 4 for `order`, at most
+/// half a byte for `stretch_ends`): the file log keeps one set from one build to the next.
 #[derive(Debug, Default)]
 pub struct BuildBuffers {
     /// Each run of records of one name as (key, first record, end), sorted.
     runs: Vec<u128>,
+    /// The other half of the merge of `runs`' ascending stretches (`sort_runs`).
+    runs_merged: Vec<u128>,
+    /// Where each ascending stretch of `runs` ends (`sort_runs`).
+    stretch_ends: Vec<u32>,
     /// The records grouped by name, the groups in name order.
     order: Vec<u32>,
     /// Each namespace's range in `order`.
@@ -751,7 +921,7 @@ fn block_crc(start: u32, end: u32, entries: &[u8]) -> u32 {
     let mut bounds = [0u8; 8];
     bounds[..4].copy_from_slice(&start.to_le_bytes());
     bounds[4..].copy_from_slice(&end.to_le_bytes());
-    crc32c::crc32c_append(crc32c::crc32c(&bounds), entries)
+    crc32c_append(crc32c_append(0, &bounds), entries)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -2113,6 +2283,222 @@ mod tests {
             "0123ad41 0416a277 4408f579 771a7dc9 1c2f226e 49837f6a a3e15236",
         ];
         assert_eq!(hex.join(" "), expected.join(" "));
+    }
+
+    /// The `.nsx` file of records named `names` (with `places`, each record's position and
+    /// size, or none), built the plainest way from docs/storage.md: a sorted map of names, the
+    /// crate's CRC-32C over whole pieces, `namespace_hash` byte by byte. The model the builder
+    /// (`encode`, `write_to`) must match byte for byte.
+    fn model_file(
+        first_offset: u64,
+        names: &[Vec<u8>],
+        places: Option<&[(u64, u32)]>,
+        identity: u64,
+    ) -> Vec<u8> {
+        let mut by_name: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
+        for (record, name) in names.iter().enumerate() {
+            if !name.is_empty() {
+                by_name.entry(name).or_default().push(record as u32);
+            }
+        }
+        let version = match places.and_then(|places| places.last()) {
+            Some(&(position, size)) if position + size as u64 <= u32::MAX as u64 => 5,
+            Some(_) => 4,
+            None => 3,
+        };
+        let entry_count = by_name.len();
+        let blocks = entry_count.div_ceil(8);
+        let data_position = 64 + 8 * blocks + 4 + 32 * entry_count;
+        let (mut table, mut data) = (Vec::new(), Vec::new());
+        for (name, records) in &by_name {
+            let mut list = name.to_vec();
+            for record in records {
+                list.extend_from_slice(&record.to_le_bytes());
+            }
+            for &record in records.iter().filter(|_| version >= 4) {
+                let (position, size) = places.unwrap()[record as usize];
+                match version {
+                    5 => list.extend_from_slice(&(position as u32).to_le_bytes()),
+                    _ => list.extend_from_slice(&position.to_le_bytes()),
+                }
+                list.extend_from_slice(&size.to_le_bytes());
+            }
+            table.extend_from_slice(&namespace_hash(name).to_le_bytes());
+            table.extend_from_slice(&((data_position + data.len()) as u64).to_le_bytes());
+            table.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            table.extend_from_slice(&(records.len() as u32).to_le_bytes());
+            table.extend_from_slice(&crc32c::crc32c(&list).to_le_bytes());
+            table.extend_from_slice(&crc32c::crc32c(name).to_le_bytes());
+            data.extend_from_slice(&list);
+        }
+        let mut fences = Vec::new();
+        if version == 5 {
+            let names: Vec<&[u8]> = by_name.keys().copied().collect();
+            for fence in 0..blocks.div_ceil(8) {
+                let block = (8 * (fence + 1)).min(blocks) - 1;
+                let name = names[(8 * (block + 1)).min(entry_count) - 1];
+                fences.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                fences.extend_from_slice(name);
+            }
+            let crc = crc32c::crc32c(&fences);
+            fences.extend_from_slice(&crc.to_le_bytes());
+        }
+        let mut file = vec![b'F', b'L', b'O', b'N', b'S', b'X', 0, version];
+        file.extend_from_slice(&first_offset.to_le_bytes());
+        file.extend_from_slice(&(names.len() as u64).to_le_bytes());
+        file.extend_from_slice(&(entry_count as u32).to_le_bytes());
+        file.extend_from_slice(&(blocks as u32).to_le_bytes());
+        file.extend_from_slice(&identity.to_le_bytes());
+        file.extend_from_slice(&(data_position as u64).to_le_bytes());
+        let file_size = data_position + data.len() + fences.len();
+        file.extend_from_slice(&(file_size as u64).to_le_bytes());
+        file.extend_from_slice(&(fences.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c(&file);
+        file.extend_from_slice(&crc.to_le_bytes());
+        for block in 0..blocks {
+            let (start, end) = (8 * block, (8 * block + 8).min(entry_count));
+            let mut covered = (start as u32).to_le_bytes().to_vec();
+            covered.extend_from_slice(&(end as u32).to_le_bytes());
+            covered.extend_from_slice(&table[32 * start..32 * end]);
+            file.extend_from_slice(&(start as u32).to_le_bytes());
+            file.extend_from_slice(&crc32c::crc32c(&covered).to_le_bytes());
+        }
+        file.extend_from_slice(&(entry_count as u32).to_le_bytes());
+        file.extend_from_slice(&table);
+        file.extend_from_slice(&data);
+        file.extend_from_slice(&fences);
+        file
+    }
+
+    /// Names of `records` records in one of several orders: counted up as `flo-client bench`
+    /// names them (long ascending stretches), interleaved counters, counted down, random from
+    /// a pool (with repeats and runs of one name), short names and names with zero bytes, a
+    /// shared prefix or none, empty names (the trace index's records without a parent).
+    fn random_names(rng: &mut crate::random::SeededRng, records: usize) -> Vec<Vec<u8>> {
+        let prefixes: [&[u8]; 5] = [b"/bench/4242_0/", b"/", b"", b"/accounts/customer-", b"/a"];
+        let prefix = prefixes[rng.index(prefixes.len())];
+        let shape = rng.below(7);
+        let pool = 1 + rng.below(2 * records as u64 + 1);
+        let counters = 1 + rng.below(6);
+        let mut counts = vec![0u64; counters as usize];
+        let mut names = Vec::with_capacity(records);
+        while names.len() < records {
+            let mut name = prefix.to_vec();
+            match shape {
+                0 => name.extend_from_slice(names.len().to_string().as_bytes()),
+                1 => {
+                    let counter = rng.index(counts.len());
+                    counts[counter] += 1 + rng.below(3);
+                    name.extend_from_slice(format!("{counter}/{}", counts[counter]).as_bytes());
+                }
+                2 => name.extend_from_slice(format!("{:09}", records - names.len()).as_bytes()),
+                3 => name.extend_from_slice(format!("{:x}", rng.below(pool)).as_bytes()),
+                4 => name.extend((0..rng.below(11)).map(|_| b"\0ab"[rng.index(3)])),
+                5 => name.extend_from_slice(format!("{}", names.len() as u64 % pool).as_bytes()),
+                _ if rng.chance(300) => name.clear(),
+                _ => name.extend_from_slice(format!("{:016x}", rng.below(pool)).as_bytes()),
+            }
+            let repeats = if rng.chance(100) { 1 + rng.index(5) } else { 1 };
+            for _ in 0..repeats.min(records - names.len()) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_builder_writes_the_bytes_of_the_plain_model() {
+        let mut rng = crate::random::SeededRng::new(0x05e5_510e_0014);
+        let mut buffers = BuildBuffers::default();
+        for case in 0..300 {
+            let records = match case % 10 {
+                0 => rng.index(20_000),
+                _ => rng.index(600),
+            };
+            let names = random_names(&mut rng, records);
+            let first_offset = rng.below(1 << 40);
+            // Places: none (version 3), below 4 GiB (5), or past it (4).
+            let mut position = match rng.below(3) {
+                0 => None,
+                1 => Some(64),
+                _ => Some(u32::MAX as u64 - 20 * records as u64),
+            };
+            let mut segment = SegmentNames::empty(first_offset);
+            let mut places = Vec::new();
+            for name in &names {
+                let name = std::str::from_utf8(name).unwrap();
+                match position.as_mut() {
+                    Some(position) => {
+                        let size = 40 + rng.below(100) as u32;
+                        segment.observe_at(name, *position, size as u64);
+                        places.push((*position, size));
+                        *position += size as u64;
+                    }
+                    None => segment.observe(name),
+                }
+            }
+            let places = position.map(|_| &places[..]);
+            let expected = model_file(first_offset, &names, places, IDENTITY);
+            let encoded = segment.encode(IDENTITY);
+            assert!(
+                encoded == expected,
+                "case {case}: encode differs from the model"
+            );
+            let temp = tempfile::NamedTempFile::new().unwrap();
+            segment
+                .write_to(IDENTITY, temp.as_file(), &mut buffers)
+                .unwrap();
+            let written = std::fs::read(temp.path()).unwrap();
+            assert!(
+                written == expected,
+                "case {case}: write_to differs from the model"
+            );
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality_at_every_length_and_difference() {
+        let a: Vec<u8> = (0..24u8).map(|i| i.wrapping_mul(37)).collect();
+        for size in 0..=a.len() {
+            assert!(same_bytes(&a[..size], &a[..size]), "{size} bytes");
+            for at in 0..size {
+                let mut b = a[..size].to_vec();
+                b[at] ^= 0x10;
+                assert!(
+                    !same_bytes(&a[..size], &b),
+                    "{size} bytes, byte {at} differs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sorting_runs_by_their_stretches_sorts_them() {
+        let mut rng = crate::random::SeededRng::new(0x50_47);
+        let (mut merged, mut stretch_ends) = (Vec::new(), Vec::new());
+        for case in 0..400 {
+            let size = rng.index(3_000);
+            // Stretches of every length: none (sorted), a few, many short (left to the
+            // comparison sort), descending.
+            let stretch_size_max = 1 + rng.index(size.max(1));
+            let mut runs: Vec<u128> = Vec::with_capacity(size);
+            let mut value = 0u128;
+            for i in 0..size {
+                if i % stretch_size_max == 0 {
+                    value = rng.below(1 << 20) as u128;
+                }
+                value += 1 + rng.below(1000) as u128;
+                // Distinct, as runs are (each holds its first record).
+                runs.push(value << 32 | i as u128);
+            }
+            if case % 7 == 0 {
+                runs.reverse();
+            }
+            let mut expected = runs.clone();
+            expected.sort_unstable();
+            sort_runs(&mut runs, &mut merged, &mut stretch_ends);
+            assert_eq!(runs, expected, "case {case}");
+        }
     }
 
     #[test]
