@@ -1946,9 +1946,9 @@ impl Log for FileLog {
             let purged = |this: &Self| this.purged_newest.get(scan.namespace());
             return Ok(done.map(|last| last.or_else(|| purged(self))));
         }
-        let mut spent = u64::MAX;
-        let last = self.last_in_namespace(scan.namespace(), &mut spent);
-        *work = work.saturating_sub(u64::MAX - spent);
+        let mut left = u64::MAX;
+        let last = self.last_in_namespace(scan.namespace(), &mut left);
+        *work = work.saturating_sub(u64::MAX - left);
         last.map(Some)
     }
 

@@ -120,29 +120,7 @@ fn checksum_matches(bytes: &[u8], crcs: &RangeCrc, at: usize) -> bool {
 /// Whether `bytes` starts with a record header and body whose three length fields agree and
 /// fit in `bytes` (a cheap test before the checksum).
 fn lengths_consistent(bytes: &[u8]) -> bool {
-    let u32_at = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    let Some(body_size) = u32_at(0) else {
-        return false;
-    };
-    if RECORD_HEADER_SIZE + body_size > bytes.len() {
-        return false;
-    }
-    let body = RECORD_HEADER_SIZE;
-    let Some(namespace_size) = u32_at(body + NAMESPACE_SIZE_AT) else {
-        return false;
-    };
-    let fixed = NAMESPACE_SIZE_AT + 4 + 4;
-    if namespace_size > body_size.saturating_sub(fixed) {
-        return false;
-    }
-    let Some(data_size) = u32_at(body + NAMESPACE_SIZE_AT + 4 + namespace_size) else {
-        return false;
-    };
-    fixed + namespace_size + data_size == body_size
+    claimed_size(bytes).is_some_and(|size| size <= bytes.len())
 }
 
 /// Reads `file` from `position` to its end.
