@@ -126,3 +126,37 @@ fn reads_split_at_every_byte_boundary_are_handled_like_one_read() {
         assert_eq!(answers(&pieces, 1), expected, "chunks of {size}, budget 1");
     }
 }
+
+/// A large frame that arrived over many reads grows the input buffer to its size; once it is
+/// decoded, the buffer must not keep that capacity behind the few bytes of the next frame's
+/// start that came with its last read: the connection's memory is counted by the buffer's
+/// length (`Connection::memory_bytes`), so every connection could otherwise hold a frame's
+/// size (8 MiB by default) each while counted as a few bytes, past `connections_memory_max`
+/// (attack round 15). Fails before the fix: the buffer kept about 8 MiB behind 1 byte.
+#[test]
+fn a_large_frame_decoded_from_the_buffer_leaves_no_large_capacity_behind_a_partial_frame() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    let mut bytes = Vec::new();
+    encode(&hello(), &mut bytes);
+    h.engine.handle_input(h.now, conn, &bytes);
+    let mut large = Vec::new();
+    encode(&produce(1, "/large", &vec![1; 8 << 20]), &mut large);
+    // As the reactor reads: 64 KiB at a time, the last read also bringing the first byte of
+    // the next frame.
+    large.push(0);
+    for piece in large.chunks(64 * 1024) {
+        h.engine.handle_input(h.now, conn, piece);
+        h.engine.check_invariants();
+    }
+    h.turn();
+    assert_eq!(ack_ids(&h.received(conn)).len(), 1);
+    let connection = h.engine.conn(conn).expect("open");
+    assert_eq!(connection.input.len(), 1, "the next frame's first byte waits");
+    assert!(
+        connection.input.capacity() <= BUFFER_CAPACITY_KEPT,
+        "{} bytes of capacity held behind {} byte(s) counted",
+        connection.input.capacity(),
+        connection.memory_bytes()
+    );
+}
