@@ -681,8 +681,16 @@ impl<L: Log> Engine<L> {
         let Some(connection) = self.conn_mut(conn) else {
             return;
         };
+        // The memory counted for the input is its length (`Connection::memory_bytes`): a
+        // buffer that grew to a large frame's size and now holds only the start of the next
+        // frame gives the rest back, else every connection could hold a frame's size (8 MiB by
+        // default) counted as a few bytes, past `connections_memory_max` (attack round 15).
+        // Not while a frame accumulates: its length is then at least half the capacity.
+        let kept = connection.input.len().max(BUFFER_CAPACITY_KEPT);
         if connection.input.is_empty() && connection.input.capacity() > BUFFER_CAPACITY_KEPT {
             connection.input = Vec::new();
+        } else if connection.input.capacity() > 2 * kept {
+            connection.input.shrink_to(kept);
         }
         let paused = stop == InputStop::Paused;
         let deferred = stop == InputStop::Deferred;

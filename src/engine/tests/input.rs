@@ -126,3 +126,140 @@ fn reads_split_at_every_byte_boundary_are_handled_like_one_read() {
         assert_eq!(answers(&pieces, 1), expected, "chunks of {size}, budget 1");
     }
 }
+
+/// `answers`, on a log that already holds `prelude` (sent and synced in a turn before), and
+/// whether the budget ever left frames waiting in the input (`input_deferred`).
+fn answers_after(prelude: &[u8], pieces: &[&[u8]], frames_max: usize) -> (Vec<ServerFrame>, bool) {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    h.engine.handle_input(h.now, conn, prelude);
+    h.turn();
+    let before = h.received(conn);
+    assert_eq!(ack_ids(&before).len(), 8, "{before:?}");
+    let mut deferred = false;
+    // As the reactor does: frames the budget left waiting are decoded (with no new bytes)
+    // before the socket is read again, here within the turn.
+    let mut decode = |h: &mut Harness, piece: &[u8]| {
+        h.engine.handle_input_within(h.now, conn, piece, frames_max);
+        h.engine.check_invariants();
+        deferred |= h.engine.input_deferred(conn);
+        let mut calls = 0;
+        while h.engine.input_deferred(conn) {
+            calls += 1;
+            assert!(calls < 10_000, "the deferred input is never decoded");
+            h.engine.handle_input_within(h.now, conn, &[], frames_max);
+            h.engine.check_invariants();
+        }
+    };
+    for piece in pieces {
+        decode(&mut h, piece);
+    }
+    h.turn();
+    h.engine.check_invariants();
+    assert!(h.engine.is_open(conn), "{:?}", h.closed);
+    (h.received(conn), deferred)
+}
+
+/// Conditional produces whose expectation's lookup reads the log (the memory log has no
+/// namespace index): under a budget of one frame unit the lookup stops after one record and
+/// its frame waits in the input buffer (`InputStop::Deferred` from a lookup), also when the
+/// frame arrived split. Split at every byte and in chunks of every size, with budgets of one
+/// and of everything, the answers are those of one read.
+#[test]
+fn conditional_produces_split_anywhere_under_any_budget_are_answered_as_in_one_read() {
+    let event = |namespace: &str, data: &[u8]| NewEvent {
+        namespace: namespace.into(),
+        parent_id: None,
+        data: data.to_vec(),
+    };
+    let produce_if = |op_id, expect, namespace: &str| {
+        ClientFrame::ProduceIf(ProduceIf {
+            op_id,
+            expect,
+            events: vec![event(namespace, b"if"), event(namespace, &[7; 20])],
+        })
+    };
+    let mut prelude = Vec::new();
+    encode(&hello(), &mut prelude);
+    let bytes = &mut prelude;
+    for op_id in 1..=4 {
+        encode(&produce(op_id, "/if/other", &[1; 10]), bytes);
+    }
+    encode(&produce(5, "/if/a", b"first"), bytes);
+    for op_id in 6..=8 {
+        encode(&produce(op_id, "/if/other", &[1; 10]), bytes);
+    }
+    let mut bytes = Vec::new();
+    encode(&produce_if(9, Expectation::NoEvents, "/if/new"), &mut bytes);
+    // Alone, under a budget of one, this frame waits only for its lookup, which reads the
+    // log's 8 records one a call.
+    let (_, deferred) = answers_after(&prelude, &[&bytes], 1);
+    assert!(deferred, "the lookup did not wait for a later budget");
+    encode(&produce_if(10, Expectation::HasEvents, "/if/a"), &mut bytes);
+    encode(&produce_if(11, Expectation::NoEvents, "/if/a"), &mut bytes);
+    encode(&ClientFrame::Ping { token: 5 }, &mut bytes);
+    encode(
+        &produce_if(12, Expectation::HasEvents, "/if/none"),
+        &mut bytes,
+    );
+    encode(&produce(13, "/if/b", &[3; 50]), &mut bytes);
+    let answers = |pieces: &[&[u8]], budget| answers_after(&prelude, pieces, budget).0;
+    let (expected, deferred) = answers_after(&prelude, &[&bytes], usize::MAX);
+    assert!(!deferred);
+    assert_eq!(answers(&[&bytes], 1), expected, "one read, budget 1");
+    // Acks of 9, 10 and 13; 11 and 12 fail their expectations.
+    assert_eq!(ack_ids(&expected).len(), 3, "{expected:?}");
+    assert!(expected.contains(&ServerFrame::Pong { token: 5 }));
+    for split in 1..bytes.len() {
+        let (first, second) = bytes.split_at(split);
+        for budget in [1, 2, usize::MAX] {
+            assert_eq!(
+                answers(&[first, second], budget),
+                expected,
+                "split at {split}, budget {budget}"
+            );
+        }
+    }
+    for size in 1..bytes.len() {
+        let pieces: Vec<&[u8]> = bytes.chunks(size).collect();
+        assert_eq!(answers(&pieces, 1), expected, "chunks of {size}, budget 1");
+    }
+}
+
+/// A large frame that arrived over many reads grows the input buffer to its size; once it is
+/// decoded, the buffer must not keep that capacity behind the few bytes of the next frame's
+/// start that came with its last read: the connection's memory is counted by the buffer's
+/// length (`Connection::memory_bytes`), so every connection could otherwise hold a frame's
+/// size (8 MiB by default) each while counted as a few bytes, past `connections_memory_max`
+/// (attack round 15). Fails before the fix: the buffer kept about 8 MiB behind 1 byte.
+#[test]
+fn a_large_frame_decoded_from_the_buffer_leaves_no_large_capacity_behind_a_partial_frame() {
+    let mut h = Harness::new();
+    let conn = h.connect();
+    let mut bytes = Vec::new();
+    encode(&hello(), &mut bytes);
+    h.engine.handle_input(h.now, conn, &bytes);
+    let mut large = Vec::new();
+    encode(&produce(1, "/large", &vec![1; 8 << 20]), &mut large);
+    // As the reactor reads: 64 KiB at a time, the last read also bringing the first byte of
+    // the next frame.
+    large.push(0);
+    for piece in large.chunks(64 * 1024) {
+        h.engine.handle_input(h.now, conn, piece);
+        h.engine.check_invariants();
+    }
+    h.turn();
+    assert_eq!(ack_ids(&h.received(conn)).len(), 1);
+    let connection = h.engine.conn(conn).expect("open");
+    assert_eq!(
+        connection.input.len(),
+        1,
+        "the next frame's first byte waits"
+    );
+    assert!(
+        connection.input.capacity() <= BUFFER_CAPACITY_KEPT,
+        "{} bytes of capacity held behind {} byte(s) counted",
+        connection.input.capacity(),
+        connection.memory_bytes()
+    );
+}
