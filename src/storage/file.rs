@@ -27,7 +27,7 @@ use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{
     check_size, decode_header, encode_view, encode_view_into, encoded_size_of, is_hole_view,
-    view_body, view_checked_body_after, RECORD_HEADER_SIZE,
+    view_body, view_checked_body_after, AppendedRecord, RECORD_HEADER_SIZE,
 };
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
@@ -73,12 +73,16 @@ pub struct FileLog {
     pub(super) sealed: VecDeque<SegmentIndex>,
     pub(super) open: OpenSegment,
     /// The records appended since the last sync when they do not fit in the cache's ring
-    /// (empty otherwise), and how many records were appended. Appends encode records straight
-    /// into the ring (`EventCache::stage`), the segment is written from there and the cache
-    /// keeps them in place once durable; only a turn whose records do not fit in the ring
-    /// moves them here (and the cache copies the bodies after the write).
+    /// (empty otherwise). Appends encode records straight into the ring
+    /// (`EventCache::stage`), the segment is written from there and the cache keeps them in
+    /// place once durable; only a turn whose records do not fit in the ring moves them here
+    /// (and the cache copies the bodies after the write).
     pub(super) pending_bytes: Vec<u8>,
-    pub(super) pending_count: u64,
+    /// One entry per record appended since the last sync, in order (their count is the
+    /// records pending): what the index and the vectors take of each once it is written,
+    /// kept so the write need not decode the records back. Kept from turn to turn for its
+    /// allocation.
+    pub(super) pending_records: Vec<AppendedRecord>,
     /// The vector of every appended record, and of every durable one.
     pub(super) vector: VersionVector,
     pub(super) durable_vector: VersionVector,
@@ -405,14 +409,21 @@ impl FileLog {
         };
         let mut position = 0;
         let mut previous_namespace = None;
-        for _ in 0..self.pending_count {
+        // Taken for the loop (and put back, cleared, for its allocation).
+        let records = std::mem::take(&mut self.pending_records);
+        let pending_count = records.len() as u64;
+        for appended in &records {
             let record = &pending[position..];
-            // This buffer holds whole records this log encoded (`append_view`).
-            let body_size = u32::from_le_bytes(record[..4].try_into().expect("four bytes"));
-            let size = RECORD_HEADER_SIZE + body_size as usize;
-            let body = &record[RECORD_HEADER_SIZE..size];
-            let event = view_checked_body_after(body, previous_namespace)
-                .expect("a record this log encoded");
+            let size = appended.size();
+            // This buffer holds the records `append_view` encoded from these events, in order.
+            let event = appended
+                .view(record, previous_namespace)
+                .expect("the record this log encoded from the event");
+            debug_assert_eq!(
+                Some(event),
+                view_checked_body_after(&record[RECORD_HEADER_SIZE..size], previous_namespace),
+                "a record's view kept at append time differs from its bytes"
+            );
             previous_namespace = Some(event.namespace);
             if self.config.namespace_index {
                 let at = self.open.index.file_size;
@@ -429,7 +440,7 @@ impl FileLog {
             self.cache.commit_staged(first_offset);
         } else {
             let mut position = 0;
-            for offset in first_offset..first_offset + self.pending_count {
+            for offset in first_offset..first_offset + pending_count {
                 let body_size = u32::from_le_bytes(
                     (spilled[position..position + 4])
                         .try_into()
@@ -450,7 +461,8 @@ impl FileLog {
         {
             self.reader = None;
         }
-        self.pending_count = 0;
+        self.pending_records = records;
+        self.pending_records.clear();
         self.pending_bytes = spilled;
         Ok(())
     }
@@ -754,7 +766,7 @@ impl FileLog {
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
         self.cache.discard_staged();
-        self.pending_count = 0;
+        self.pending_records.clear();
         self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
         // A reader may have buffered bytes of the failed write.
@@ -1579,7 +1591,7 @@ impl Log for FileLog {
             if let Some(room) = self.cache.stage(encoded_size_of(event)) {
                 encode_view_into(event, room);
                 self.vector.observe(event.id);
-                self.pending_count += 1;
+                self.pending_records.push(AppendedRecord::of(event));
                 return Ok(offset);
             }
             // This turn's records do not fit in the ring: they continue in the buffer.
@@ -1588,7 +1600,7 @@ impl Log for FileLog {
         }
         encode_view(event, &mut self.pending_bytes);
         self.vector.observe(event.id);
-        self.pending_count += 1;
+        self.pending_records.push(AppendedRecord::of(event));
         Ok(offset)
     }
 
@@ -1606,7 +1618,7 @@ impl Log for FileLog {
             self.roll_back(self.open.index.file_size);
             return Err(error);
         }
-        if self.pending_count > 0 {
+        if !self.pending_records.is_empty() {
             let full = self.open.index.file_size >= self.config.segment_size_max;
             if full && self.open.index.record_count > 0 {
                 let result = if self.seal_may_run() {
@@ -1636,7 +1648,7 @@ impl Log for FileLog {
     }
 
     fn end(&self) -> Offset {
-        Offset(self.open.index.end_offset() + self.pending_count)
+        Offset(self.open.index.end_offset() + self.pending_records.len() as u64)
     }
 
     fn durable_end(&self) -> Offset {

@@ -293,7 +293,7 @@ fn assemble(
         sealed,
         open,
         pending_bytes: Vec::new(),
-        pending_count: 0,
+        pending_records: Vec::new(),
         durable_vector: vector.clone(),
         vector,
         cache,
