@@ -135,6 +135,10 @@ pub struct FileLog {
     /// 92 bytes a record of the largest segment built (`BuildBuffers`). Empty while a build
     /// runs.
     pub(super) namespace_build_buffers: BuildBuffers,
+    /// The names of the last segment whose `.nsx` build is over, emptied for the next open
+    /// segment at the next roll (`keep_spare_names`); `None` until a build ends, and from a
+    /// roll to the end of the build after it.
+    pub(super) spare_names: Option<SegmentNames>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
     /// The sealed segments' `.nsx` and `.log` files kept open for index-driven reads, at
@@ -295,7 +299,8 @@ impl FileLog {
             Ok(Ok(header)) => {
                 // Retention may have deleted the segment meanwhile: then nothing is recorded.
                 if let Some(state) = self.sealed_namespaces.get_mut(&first) {
-                    *state = SealedNamespaces::Written(header);
+                    let built = std::mem::replace(state, SealedNamespaces::Written(header));
+                    self.keep_spare_names(built);
                 }
             }
             Ok(Err(error)) => {
@@ -303,11 +308,31 @@ impl FileLog {
                     "cannot write namespace index file {} ({error}); a query will rebuild it",
                     path.display()
                 );
-                self.sealed_namespaces.remove(&first);
+                if let Some(built) = self.sealed_namespaces.remove(&first) {
+                    self.keep_spare_names(built);
+                }
             }
             Err(_) => {
                 log::error!("the helper thread writing {} panicked", path.display());
                 self.sealed_namespaces.remove(&first);
+            }
+        }
+    }
+
+    /// Keeps the names of a segment whose `.nsx` build is over, for the next open segment to
+    /// fill (`SegmentNames::recycled`): their vectors are then grown and faulted in once,
+    /// not again for every segment (at 4 MiB segments the growth's `realloc` was 43
+    /// instructions an event, and its page faults a sixth of the server's; issue 13,
+    /// session 15).
+    /// Memory stays at two segments' names at most: the spare is taken at the next roll,
+    /// after which the build it came from is over.
+    fn keep_spare_names(&mut self, state: SealedNamespaces) {
+        if let SealedNamespaces::Building(names) = state {
+            // The build's thread is joined, so the only other holder was a listing's
+            // momentary clone: unwrapping fails only if one is still alive (then it is
+            // dropped, as before).
+            if let Ok(names) = Arc::try_unwrap(names) {
+                self.spare_names = Some(names);
             }
         }
     }
@@ -744,6 +769,12 @@ impl FileLog {
         self.caller_extend_count
     }
 
+    /// The bytes the open segment's names take in memory (their vectors' capacity): after a
+    /// roll, those of an earlier segment when its names were recycled (`keep_spare_names`).
+    pub fn open_segment_names_bytes(&self) -> usize {
+        self.open.namespaces.memory_bytes()
+    }
+
     /// How many fdatasyncs of segment data ran on the caller's thread since open, rather than
     /// on the helper thread.
     pub fn caller_fsync_count(&self) -> u64 {
@@ -913,10 +944,17 @@ impl FileLog {
     ) -> Result<(), StorageError> {
         let dir = self.config.data_dir.clone();
         let next_first = self.open.index.end_offset();
+        // The build before is over after this (`start_namespace_build` waited for it here
+        // anyway): its names, kept as the spare, become the new open segment's.
+        self.finish_namespace_build(true);
+        let namespaces = match self.spare_names.take() {
+            Some(spare) => spare.recycled(next_first),
+            None => SegmentNames::empty(next_first),
+        };
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
-            namespaces: SegmentNames::empty(next_first),
+            namespaces,
         };
         let sealed = std::mem::replace(&mut self.open, open);
         let identity = sealed.index.identity();

@@ -317,6 +317,7 @@ fn assemble(
         fence_preload: None,
         namespace_build: None,
         namespace_build_buffers: BuildBuffers::default(),
+        spare_names: None,
         namespace_rebuilds: 0,
         handles,
         places: std::collections::HashMap::new(),
