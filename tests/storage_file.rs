@@ -713,6 +713,43 @@ fn interval_and_never_grow_the_open_segment_on_the_helper_thread() {
     }
 }
 
+/// The open segment's names reuse the memory of a segment whose `.nsx` build is over: from
+/// the third segment on, the open segment starts with the capacity a whole segment's names
+/// needed, so filling it neither reallocates nor faults pages in (issue 13, session 15). One
+/// record a sync, so the open segment holds at most one record right after a roll.
+#[test]
+fn the_open_segment_reuses_the_names_memory_of_a_built_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_size_max = 16 << 10;
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let mut rolls = 0;
+    let mut segments = log.segment_paths().len();
+    for counter in 1..=400u64 {
+        log.append(event(counter, 1, 1000 + counter, 200)).unwrap();
+        log.sync(MonotonicMs(counter)).unwrap();
+        let now = log.segment_paths().len();
+        if now == segments {
+            continue;
+        }
+        segments = now;
+        rolls += 1;
+        if rolls >= 2 {
+            // About 60 records of 3-byte names a segment: 60 * (3 + 4) bytes at least.
+            let names_bytes = log.open_segment_names_bytes();
+            assert!(
+                names_bytes >= 60 * 7,
+                "roll {rolls}: the open segment's names take {names_bytes} bytes"
+            );
+        }
+    }
+    assert!(rolls >= 4, "only {rolls} rolls");
+    drop(log);
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 400);
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 400);
+}
+
 /// Under `always` every sync's fdatasync runs on the caller's thread (the acknowledgements
 /// wait for it) and each seal adds one, its index file is written by the helper thread, and
 /// the index files are all there after a restart.

@@ -1594,6 +1594,8 @@ impl<L: Log> Engine<L> {
 
     /// Queues a connection whose output holds a released produce reply: `poll_action` hands
     /// these out before anything else, so a turn's acks are written before what feeding queued.
+    /// The caller recounts the connection's memory (`send_reply`, or `release_replies` once
+    /// for all its replies).
     fn queue_reply(&mut self, conn: ConnId) {
         if let Some(connection) = self.conn_mut(conn) {
             if !connection.has_reply_queued {
@@ -1601,7 +1603,6 @@ impl<L: Log> Engine<L> {
                 self.reply_queue.push_back(conn);
             }
         }
-        self.recount_memory(conn);
     }
 
     fn queue_output(&mut self, conn: ConnId) {
@@ -1768,9 +1769,12 @@ impl<L: Log> Engine<L> {
             if self.must_wait(&reply) {
                 self.wait_for_replicas(reply);
             } else {
-                self.send_reply(reply);
+                // Recounted below, once a connection.
+                self.send_reply_uncounted(reply);
             }
         }
+        // Every connection replied to (and only those: `conns` holds each reply's) has its
+        // memory recounted and checked here.
         for &conn in &conns {
             self.check_memory(conn);
         }

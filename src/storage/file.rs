@@ -27,7 +27,7 @@ use super::produced::{ProducedJournal, ProducedRecord};
 use super::purge::{self, HideRules, PurgeOutcomes, PurgedNewest};
 use super::record::{
     check_size, decode_header, encode_view, encode_view_into, encoded_size_of, is_hole_view,
-    view_body, view_checked_body_after, RECORD_HEADER_SIZE,
+    view_body, view_checked_body_after, AppendedRecord, RECORD_HEADER_SIZE,
 };
 use super::repair::{describe_around, NONE_IN_SEGMENT};
 use super::segment::{
@@ -73,12 +73,16 @@ pub struct FileLog {
     pub(super) sealed: VecDeque<SegmentIndex>,
     pub(super) open: OpenSegment,
     /// The records appended since the last sync when they do not fit in the cache's ring
-    /// (empty otherwise), and how many records were appended. Appends encode records straight
-    /// into the ring (`EventCache::stage`), the segment is written from there and the cache
-    /// keeps them in place once durable; only a turn whose records do not fit in the ring
-    /// moves them here (and the cache copies the bodies after the write).
+    /// (empty otherwise). Appends encode records straight into the ring
+    /// (`EventCache::stage`), the segment is written from there and the cache keeps them in
+    /// place once durable; only a turn whose records do not fit in the ring moves them here
+    /// (and the cache copies the bodies after the write).
     pub(super) pending_bytes: Vec<u8>,
-    pub(super) pending_count: u64,
+    /// One entry per record appended since the last sync, in order (their count is the
+    /// records pending): what the index and the vectors take of each once it is written,
+    /// kept so the write need not decode the records back. Kept from turn to turn for its
+    /// allocation.
+    pub(super) pending_records: Vec<AppendedRecord>,
     /// The vector of every appended record, and of every durable one.
     pub(super) vector: VersionVector,
     pub(super) durable_vector: VersionVector,
@@ -131,6 +135,10 @@ pub struct FileLog {
     /// 92 bytes a record of the largest segment built (`BuildBuffers`). Empty while a build
     /// runs.
     pub(super) namespace_build_buffers: BuildBuffers,
+    /// The names of the last segment whose `.nsx` build is over, emptied for the next open
+    /// segment at the next roll (`keep_spare_names`); `None` until a build ends, and from a
+    /// roll to the end of the build after it.
+    pub(super) spare_names: Option<SegmentNames>,
     /// Namespace index files rebuilt by queries (damage that start-up's header check missed).
     pub(super) namespace_rebuilds: u64,
     /// The sealed segments' `.nsx` and `.log` files kept open for index-driven reads, at
@@ -291,7 +299,8 @@ impl FileLog {
             Ok(Ok(header)) => {
                 // Retention may have deleted the segment meanwhile: then nothing is recorded.
                 if let Some(state) = self.sealed_namespaces.get_mut(&first) {
-                    *state = SealedNamespaces::Written(header);
+                    let built = std::mem::replace(state, SealedNamespaces::Written(header));
+                    self.keep_spare_names(built);
                 }
             }
             Ok(Err(error)) => {
@@ -299,11 +308,31 @@ impl FileLog {
                     "cannot write namespace index file {} ({error}); a query will rebuild it",
                     path.display()
                 );
-                self.sealed_namespaces.remove(&first);
+                if let Some(built) = self.sealed_namespaces.remove(&first) {
+                    self.keep_spare_names(built);
+                }
             }
             Err(_) => {
                 log::error!("the helper thread writing {} panicked", path.display());
                 self.sealed_namespaces.remove(&first);
+            }
+        }
+    }
+
+    /// Keeps the names of a segment whose `.nsx` build is over, for the next open segment to
+    /// fill (`SegmentNames::recycled`): their vectors are then grown and faulted in once,
+    /// not again for every segment (at 4 MiB segments the growth's `realloc` was 43
+    /// instructions an event, and its page faults a sixth of the server's; issue 13,
+    /// session 15).
+    /// Memory stays at two segments' names at most: the spare is taken at the next roll,
+    /// after which the build it came from is over.
+    fn keep_spare_names(&mut self, state: SealedNamespaces) {
+        if let SealedNamespaces::Building(names) = state {
+            // The build's thread is joined, so the only other holder was a listing's
+            // momentary clone: unwrapping fails only if one is still alive (then it is
+            // dropped, as before).
+            if let Ok(names) = Arc::try_unwrap(names) {
+                self.spare_names = Some(names);
             }
         }
     }
@@ -405,14 +434,21 @@ impl FileLog {
         };
         let mut position = 0;
         let mut previous_namespace = None;
-        for _ in 0..self.pending_count {
+        // Taken for the loop (and put back, cleared, for its allocation).
+        let records = std::mem::take(&mut self.pending_records);
+        let pending_count = records.len() as u64;
+        for appended in &records {
             let record = &pending[position..];
-            // This buffer holds whole records this log encoded (`append_view`).
-            let body_size = u32::from_le_bytes(record[..4].try_into().expect("four bytes"));
-            let size = RECORD_HEADER_SIZE + body_size as usize;
-            let body = &record[RECORD_HEADER_SIZE..size];
-            let event = view_checked_body_after(body, previous_namespace)
-                .expect("a record this log encoded");
+            let size = appended.size();
+            // This buffer holds the records `append_view` encoded from these events, in order.
+            let event = appended
+                .view(record, previous_namespace)
+                .expect("the record this log encoded from the event");
+            debug_assert_eq!(
+                Some(event),
+                view_checked_body_after(&record[RECORD_HEADER_SIZE..size], previous_namespace),
+                "a record's view kept at append time differs from its bytes"
+            );
             previous_namespace = Some(event.namespace);
             if self.config.namespace_index {
                 let at = self.open.index.file_size;
@@ -429,7 +465,7 @@ impl FileLog {
             self.cache.commit_staged(first_offset);
         } else {
             let mut position = 0;
-            for offset in first_offset..first_offset + self.pending_count {
+            for offset in first_offset..first_offset + pending_count {
                 let body_size = u32::from_le_bytes(
                     (spilled[position..position + 4])
                         .try_into()
@@ -450,7 +486,8 @@ impl FileLog {
         {
             self.reader = None;
         }
-        self.pending_count = 0;
+        self.pending_records = records;
+        self.pending_records.clear();
         self.pending_bytes = spilled;
         Ok(())
     }
@@ -732,6 +769,12 @@ impl FileLog {
         self.caller_extend_count
     }
 
+    /// The bytes the open segment's names take in memory (their vectors' capacity): after a
+    /// roll, those of an earlier segment when its names were recycled (`keep_spare_names`).
+    pub fn open_segment_names_bytes(&self) -> usize {
+        self.open.namespaces.memory_bytes()
+    }
+
     /// How many fdatasyncs of segment data ran on the caller's thread since open, rather than
     /// on the helper thread.
     pub fn caller_fsync_count(&self) -> u64 {
@@ -754,7 +797,7 @@ impl FileLog {
     fn roll_back(&mut self, durable_size: u64) {
         self.pending_bytes.clear();
         self.cache.discard_staged();
-        self.pending_count = 0;
+        self.pending_records.clear();
         self.produced.discard_pending();
         self.vector = self.durable_vector.clone();
         // A reader may have buffered bytes of the failed write.
@@ -901,10 +944,17 @@ impl FileLog {
     ) -> Result<(), StorageError> {
         let dir = self.config.data_dir.clone();
         let next_first = self.open.index.end_offset();
+        // The build before is over after this (`start_namespace_build` waited for it here
+        // anyway): its names, kept as the spare, become the new open segment's.
+        self.finish_namespace_build(true);
+        let namespaces = match self.spare_names.take() {
+            Some(spare) => spare.recycled(next_first),
+            None => SegmentNames::empty(next_first),
+        };
         let open = OpenSegment {
             file,
             index: SegmentIndex::empty(next_first, header_size),
-            namespaces: SegmentNames::empty(next_first),
+            namespaces,
         };
         let sealed = std::mem::replace(&mut self.open, open);
         let identity = sealed.index.identity();
@@ -1579,7 +1629,7 @@ impl Log for FileLog {
             if let Some(room) = self.cache.stage(encoded_size_of(event)) {
                 encode_view_into(event, room);
                 self.vector.observe(event.id);
-                self.pending_count += 1;
+                self.pending_records.push(AppendedRecord::of(event));
                 return Ok(offset);
             }
             // This turn's records do not fit in the ring: they continue in the buffer.
@@ -1588,7 +1638,7 @@ impl Log for FileLog {
         }
         encode_view(event, &mut self.pending_bytes);
         self.vector.observe(event.id);
-        self.pending_count += 1;
+        self.pending_records.push(AppendedRecord::of(event));
         Ok(offset)
     }
 
@@ -1606,7 +1656,7 @@ impl Log for FileLog {
             self.roll_back(self.open.index.file_size);
             return Err(error);
         }
-        if self.pending_count > 0 {
+        if !self.pending_records.is_empty() {
             let full = self.open.index.file_size >= self.config.segment_size_max;
             if full && self.open.index.record_count > 0 {
                 let result = if self.seal_may_run() {
@@ -1636,7 +1686,7 @@ impl Log for FileLog {
     }
 
     fn end(&self) -> Offset {
-        Offset(self.open.index.end_offset() + self.pending_count)
+        Offset(self.open.index.end_offset() + self.pending_records.len() as u64)
     }
 
     fn durable_end(&self) -> Offset {

@@ -254,6 +254,22 @@ impl SegmentNames {
         }
     }
 
+    /// These names' memory for the segment whose first record has offset `first_offset`, with
+    /// no records: the vectors keep their capacity (and their pages), so filling them again
+    /// up to this segment's size neither reallocates nor faults pages in.
+    pub fn recycled(mut self, first_offset: u64) -> SegmentNames {
+        self.bytes.clear();
+        self.ends.clear();
+        self.fingerprints.clear();
+        self.sizes.clear();
+        SegmentNames {
+            first_offset,
+            first_position: 0,
+            view: None,
+            ..self
+        }
+    }
+
     /// The name-ordered view of the records for a listing ([`NameView`]), if
     /// [`SegmentNames::refresh_name_view`] built one.
     pub fn name_view(&self) -> Option<&NameView> {
@@ -325,6 +341,13 @@ impl SegmentNames {
         self.bytes.extend_from_slice(namespace.as_bytes());
         self.ends.push(self.bytes.len());
         self.fingerprints.push(fingerprint(namespace.as_bytes()));
+    }
+
+    /// The bytes its vectors take in memory (their capacity; the listing's view aside).
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + std::mem::size_of::<usize>() * self.ends.capacity()
+            + 4 * (self.fingerprints.capacity() + self.sizes.capacity())
     }
 
     /// Records observed.

@@ -192,6 +192,68 @@ pub fn view_body<'a>(
     view_checked_body(body).ok_or(DecodeError::BadBody)
 }
 
+/// Where a body's namespace starts: after the id, the parent id, the timestamp and its size.
+const NAMESPACE_AT: usize = 8 + 2 + 8 + 2 + 8 + 4;
+
+/// What the log keeps of a record it appended, until the record is written: the fields of its
+/// view that are not bytes, and the sizes that place its namespace and data in the encoding.
+/// Kept at append time so that the write hands the segment index, the vectors and the trace
+/// keys each record's view without decoding the record back (about 100 instructions an event,
+/// BENCHMARKS.md issue 13 session 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedRecord {
+    id: EventId,
+    parent_id: Option<EventId>,
+    timestamp_ms: u64,
+    namespace_size: u32,
+    /// The whole record, header included: at most `RECORD_HEADER_SIZE +
+    /// RECORD_BODY_SIZE_MAX` (`check_size`), so it fits in a u32.
+    size: u32,
+}
+
+impl AppendedRecord {
+    /// The record of `event`, which passed [`check_size`] and was encoded as it is.
+    pub fn of(event: EventRef<'_>) -> AppendedRecord {
+        AppendedRecord {
+            id: event.id,
+            parent_id: event.parent_id,
+            timestamp_ms: event.timestamp_ms,
+            // Both within the checked body size (`check_size`), far below 4 GiB.
+            namespace_size: event.namespace.len() as u32,
+            size: encoded_size_of(event) as u32,
+        }
+    }
+
+    /// The record's size on disk, header included.
+    pub fn size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// The view of this record, given its encoding (`record`, which starts with it) and the
+    /// namespace of the record before it in the same buffer (`previous`): a namespace with the
+    /// same bytes takes that `&str` instead of checking the UTF-8 again. `None` when `record`
+    /// is not the encoding this was made from (too short, or a namespace that is not UTF-8),
+    /// which only a bug can cause.
+    #[inline]
+    pub fn view<'a>(&self, record: &'a [u8], previous: Option<&'a str>) -> Option<EventRef<'a>> {
+        let namespace_at = RECORD_HEADER_SIZE + NAMESPACE_AT;
+        let namespace_end = namespace_at + self.namespace_size as usize;
+        let namespace_bytes = record.get(namespace_at..namespace_end)?;
+        let namespace = match previous {
+            Some(previous) if previous.as_bytes() == namespace_bytes => previous,
+            _ => std::str::from_utf8(namespace_bytes).ok()?,
+        };
+        let data = record.get(namespace_end + 4..self.size as usize)?;
+        Some(EventRef {
+            id: self.id,
+            parent_id: self.parent_id,
+            namespace,
+            timestamp_ms: self.timestamp_ms,
+            data,
+        })
+    }
+}
+
 /// A view of a body whose checksum was checked (or that this process encoded itself, such as
 /// the records in the log's write buffer and cache): `None` if its fields are inconsistent.
 pub fn view_checked_body(body: &[u8]) -> Option<EventRef<'_>> {
@@ -340,6 +402,48 @@ pub(crate) mod tests {
             assert_eq!(bytes.len(), encoded_size(&original));
             assert_eq!(decode(&bytes), Ok((original, bytes.len())));
         }
+    }
+
+    /// The view `FileLog::write_pending` builds from what it kept at append time is the view
+    /// decoding the record's bytes gives, for a run of records in one buffer (holes, parents,
+    /// empty and repeated namespaces, a namespace that is a prefix of the one before).
+    #[test]
+    fn the_view_kept_at_append_time_is_the_decoded_view() {
+        let mut events = vec![event(1, 1, 5, 0), event(3, 2, 6, 100), event(3, 2, 7, 1)];
+        events.push(hole());
+        events.push(Event {
+            namespace: String::new(),
+            ..event(9, 1, 8, 3)
+        });
+        events.push(Event {
+            namespace: "/test/é".into(),
+            ..event(10, 1, 9, 70_000)
+        });
+        events.push(Event {
+            namespace: "/test/".into(),
+            ..event(11, 1, 9, 2)
+        });
+        let mut buffer = Vec::new();
+        let mut kept = Vec::new();
+        for event in &events {
+            kept.push(AppendedRecord::of(event.view()));
+            encode(event, &mut buffer);
+        }
+        let mut position = 0;
+        let mut previous = None;
+        for (appended, original) in kept.iter().zip(&events) {
+            let record = &buffer[position..];
+            let size = appended.size();
+            let decoded = view_checked_body_after(&record[RECORD_HEADER_SIZE..size], previous);
+            let view = appended.view(record, previous);
+            assert_eq!(view, decoded);
+            assert_eq!(view, Some(original.view()));
+            previous = view.map(|v| v.namespace);
+            position += size;
+        }
+        assert_eq!(position, buffer.len());
+        // Bytes that are not the record it was made from give no view, not a panic.
+        assert_eq!(kept[1].view(&buffer[..20], None), None);
     }
 
     /// The layout of docs/storage.md, field by field, with the checksum from the crate: a
