@@ -238,13 +238,9 @@ impl FileLog {
             let shape = SealedShape::of(segment);
             let open = shape.first_offset == self.open.index.first_offset;
             if open {
-                listing_from_open(
-                    &mut self.open.namespaces,
-                    listing,
-                    accept,
-                    work,
-                    segment_end,
-                );
+                let namespaces = &mut self.open.namespaces;
+                let sorted = &mut self.activity.listing_records_sorted;
+                listing_from_open(namespaces, listing, accept, work, segment_end, sorted);
                 continue;
             }
             if let Some(SealedNamespaces::Building(names)) =
@@ -358,17 +354,21 @@ fn listing_from_names(
 /// listing enters the segment and it has a [`NameView`] (built or refreshed here, one unit
 /// of `work` per record sorted), the view's names in name order from the listing's `after`
 /// (one unit per name, resuming after `listing.segment_after`), then the records appended
-/// after the view one by one; else every record one by one.
+/// after the view one by one; else every record one by one. Adds the records sorted to
+/// `sorted`.
 fn listing_from_open(
     names: &mut SegmentNames,
     listing: &mut NamespaceListing,
     accept: &mut dyn NameFilter,
     work: &mut u64,
     end: u64,
+    sorted: &mut u64,
 ) {
     let first = names.first_offset;
     if listing.next == first {
-        *work = work.saturating_sub(names.refresh_name_view());
+        let sorted_now = names.refresh_name_view();
+        *sorted += sorted_now;
+        *work = work.saturating_sub(sorted_now);
         let names = &*names;
         if let Some(view) = names.name_view().filter(|v| first + v.covered() <= end) {
             let covered = first + view.covered();

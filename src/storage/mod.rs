@@ -219,6 +219,8 @@ pub struct LogActivity {
     /// Segments deleted because purges and per-namespace retention hid every record in them
     /// (their records are counted in `retention_deleted_events`).
     pub reclaimed_segments: u64,
+    /// Records of the open segment sorted by name for namespace listings (its `NameView`).
+    pub listing_records_sorted: u64,
 }
 
 /// The log the engine owns.
