@@ -70,7 +70,9 @@ pub use members::{MemberRecord, MEMBER_ADDR_LENGTH_MAX};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 /// The `.nsx` build on its own, for `examples/nsx_build.rs` (a benchmark of the build alone).
-pub use namespace::{BuildBuffers, NameView, SegmentNames};
+pub use namespace::{
+    BuildBuffers, NameView, SegmentNames, ViewName, ViewWalk, NAME_VIEW_PART_RECORDS,
+};
 pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
 pub use purge::{HideRules, PurgeError, PurgeLimits, PurgeOutcomes};
