@@ -251,7 +251,7 @@ mod tests {
     /// a record of over 4 MiB between crafted bytes (every eighth position a candidate whose
     /// lengths agree, as in tests/hostile/storage.rs) is found, and no candidate is; the
     /// search costs at most four units of work a byte (a checksum over each candidate's body
-    /// cost about 25,000 a byte here: quadratic, attack round 11).
+    /// cost about 4,800 a byte here: quadratic, attack round 11).
     #[test]
     fn a_large_record_is_found_among_crafted_candidates() {
         let (a, b) = (36 + 2 * 100_004u32, 100_004u32);
