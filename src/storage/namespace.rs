@@ -212,8 +212,8 @@ pub const NAME_VIEW_RECORDS_MIN: u64 = 1024;
 /// records it covers.
 pub const NAME_VIEW_STALE_RECORDS_MIN: u64 = 4096;
 /// The most records one part of a `NameView` covers: the most one sort of a listing makes at
-/// once (about a millisecond at distinct names), and so the most a listing call sorts beyond
-/// its work.
+/// once (0.6 ms of thread CPU at distinct names, `examples/nsx_build.rs 16384 7 0`, session
+/// 15), and so the most a listing call sorts beyond its work.
 pub const NAME_VIEW_PART_RECORDS: u64 = 16 * 1024;
 
 impl NameView {
