@@ -1,6 +1,7 @@
 //! `.nsx` build benchmark (not a test): the CPU time of building one segment's namespace index
 //! file (`SegmentNames::write_to`, what the `flo-nsx` thread does at each seal) and of the sort
-//! alone (`SegmentNames::refresh_name_view`, the same `records_by_name` sort), for a segment of
+//! alone (`SegmentNames::refresh_name_view` with unbounded work: the listing's name view, the
+//! same `records_by_name` sort made in parts of `NAME_VIEW_PART_RECORDS`), for a segment of
 //! R records (default 400,000, about a 64 MiB segment of 100-byte events) spread round robin
 //! over 1 namespace, 10,000 namespaces and R namespaces (every name distinct), named as
 //! `flo-client bench --namespaces N` names them; and the file's bytes per record.
@@ -66,7 +67,7 @@ fn main() -> std::io::Result<()> {
             std::fs::remove_file(&path)?;
             let mut fresh = names.clone();
             let start = thread_cpu();
-            fresh.refresh_name_view();
+            fresh.refresh_name_view(&mut u64::MAX.clone());
             sorts.push(thread_cpu() - start);
         }
         let (build, sort) = (median(builds), median(sorts));

@@ -203,7 +203,9 @@ fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
     expected.extend(produce(nodes[1].port, 5, "while 3 was down, node 1"));
     wait_for_convergence(&nodes[..2], &expected);
     // Restart it with `--fsync interval`: it refuses produces (NotReady) until it has caught
-    // up with both peers, which must take far less than the 30 s catch-up time-out.
+    // up with both peers. Which way the hold ended is in its log: by catching up, not by the
+    // 30 s catch-up time-out (that logs another line, and "caught up" is then never logged).
+    // The loop's bound only guards a hang: past the time-out the node accepts anyway.
     nodes[2]
         .args
         .extend(["--fsync".to_string(), "interval:50".to_string()]);
@@ -217,10 +219,7 @@ fn events_from_every_node_reach_every_node_and_a_killed_node_catches_up() {
                 code: ErrorCode::NotReady,
                 ..
             }) => {
-                assert!(
-                    restarted.elapsed() < Duration::from_secs(10),
-                    "still NotReady"
-                );
+                assert!(restarted.elapsed() < 2 * WAIT, "still NotReady");
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(error) => panic!("produce after restart: {error}"),

@@ -144,9 +144,10 @@ fn a_scrape_after_a_mixed_workload_shows_it_and_passes_promtool() {
         if sample(&text, "flo_retention_deleted_segments_total") >= 1.0 {
             break text;
         }
+        // A hang guard: housekeeping runs every second.
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "retention deleted nothing within 10s:\n{text}"
+            started.elapsed() < Duration::from_secs(60),
+            "retention deleted nothing within 60 s:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -334,15 +334,12 @@ fn an_oversized_handshake_message_is_closed() {
 fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
     let (_dir, identity, mut server) = start_tls_server(&["--handshake-timeout", "300ms"]);
     let mut stream = TcpStream::connect(server.addr).expect("connect");
-    // The first bytes of a record, then nothing.
+    // The first bytes of a record, then nothing: the server closes the connection (within
+    // `read_to_close`'s hang guard; when exactly is the engine's handshake deadline, tested
+    // with a fake clock by `handshake_and_idle_time_outs_close_connections` in
+    // src/engine/tests.rs, not with a clock here).
     stream.write_all(&[0x16, 0x03, 0x01]).expect("write");
-    let started = Instant::now();
     read_to_close(&mut stream);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the stalled handshake lived {:?}",
-        started.elapsed()
-    );
     assert_survived_tls(&mut server, &identity);
 }
 

@@ -137,6 +137,17 @@ impl<L: Log> Engine<L> {
 
     /// Goes on with the lookups in progress, each in turn, until the turn's budget is spent.
     pub(super) fn lookups_turn_end(&mut self) {
+        if self.lookups.is_empty() {
+            return;
+        }
+        let sorted_before = self.log.activity().listing_records_sorted;
+        self.lookups_turn();
+        let sorted = self.log.activity().listing_records_sorted - sorted_before;
+        self.metrics.on_listing_sorted(sorted);
+    }
+
+    /// `lookups_turn_end`'s work: each lookup in turn until the budget is spent.
+    fn lookups_turn(&mut self) {
         let mut work = self.config.records_per_turn_max;
         let mut match_steps = self.config.match_steps_per_turn_max;
         let mut name_bytes = self.config.feed_bytes_per_turn_max;

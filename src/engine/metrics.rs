@@ -89,6 +89,8 @@ pub(super) struct Metrics {
     frames_decoded: u64,
     turn_frames: u64,
     turn_frames_max: u64,
+    /// The most records of the open segment sorted for namespace listings in one turn.
+    turn_listing_sorted_max: u64,
 }
 
 impl Metrics {
@@ -130,6 +132,11 @@ impl Metrics {
     pub(super) fn on_turn_decoded(&mut self) {
         self.turn_frames_max = self.turn_frames_max.max(self.turn_frames);
         self.turn_frames = 0;
+    }
+
+    /// A turn's namespace listings sorted `records` of the open segment by name.
+    pub(super) fn on_listing_sorted(&mut self, records: u64) {
+        self.turn_listing_sorted_max = self.turn_listing_sorted_max.max(records);
     }
 
     pub(super) fn on_sent(&mut self, count: usize) {
@@ -180,6 +187,9 @@ pub struct MetricsSnapshot {
     /// Frame units decoded since start, and the most decoded in one turn.
     pub frames_decoded: u64,
     pub turn_frames_max: u64,
+    /// The most records of the open segment sorted by name for namespace listings in one turn
+    /// (`LogActivity::listing_records_sorted` counts them all).
+    pub turn_listing_sorted_max: u64,
     pub client_connections: u64,
     pub peer_connections: u64,
     /// Connections before their handshake, or closing.
@@ -235,6 +245,7 @@ impl<L: Log> Engine<L> {
             turn_duration: metrics.turn_duration.clone(),
             frames_decoded: metrics.frames_decoded,
             turn_frames_max: metrics.turn_frames_max,
+            turn_listing_sorted_max: metrics.turn_listing_sorted_max,
             client_connections: counts.clients,
             peer_connections: counts.peers,
             other_connections: counts.other,

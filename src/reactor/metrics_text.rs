@@ -161,6 +161,20 @@ fn render_server(out: &mut String, s: &MetricsSnapshot) {
         "The most frame units decoded in one reactor turn since start (bounded by frames_per_turn_total_max, plus one frame's units).",
         s.turn_frames_max,
     );
+    single(
+        out,
+        "flo_listing_records_sorted_total",
+        "counter",
+        "Records of the open segment sorted by name for namespace listings.",
+        s.activity.listing_records_sorted,
+    );
+    single(
+        out,
+        "flo_turn_listing_records_sorted_max",
+        "gauge",
+        "The most records of the open segment sorted by name for namespace listings in one reactor turn since start.",
+        s.turn_listing_sorted_max,
+    );
 }
 
 fn render_log(out: &mut String, s: &MetricsSnapshot) {

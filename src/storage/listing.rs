@@ -8,8 +8,9 @@
 //! names; a name that ends on the page is among the smallest in every segment that holds it
 //! (fewer than `page_max + 1` accepted names are below it anywhere), so its counts are
 //! complete. Sealed segments with a `.nsx` file are walked in its name order (a binary search,
-//! then one read per name); the open segment by its names sorted in memory (`NameView`: a
-//! binary search, then one unit of work per name, and its records appended after the sort
+//! then one read per name); the open segment by its names sorted in memory in parts made
+//! over calls (`NameView`: one unit of work per record sorted, then a binary search in each
+//! part and one unit of work per part's name merged, and its records appended after the sort
 //! one by one), and a segment whose index is not usable record by record (one unit of work
 //! each). A listing is not a snapshot: records
 //! appended to a segment the walk has passed, or deleted by retention while it runs, may be
@@ -238,13 +239,11 @@ impl FileLog {
             let shape = SealedShape::of(segment);
             let open = shape.first_offset == self.open.index.first_offset;
             if open {
-                listing_from_open(
-                    &mut self.open.namespaces,
-                    listing,
-                    accept,
-                    work,
-                    segment_end,
-                );
+                let namespaces = &mut self.open.namespaces;
+                let sorted = &mut self.activity.listing_records_sorted;
+                if !listing_from_open(namespaces, listing, accept, work, segment_end, sorted) {
+                    return Ok(false);
+                }
                 continue;
             }
             if let Some(SealedNamespaces::Building(names)) =
@@ -356,33 +355,40 @@ fn listing_from_names(
 
 /// Counts the open segment's records for `listing` from `listing.next` up to `end`: when the
 /// listing enters the segment and it has a [`NameView`] (built or refreshed here, one unit
-/// of `work` per record sorted), the view's names in name order from the listing's `after`
-/// (one unit per name, resuming after `listing.segment_after`), then the records appended
-/// after the view one by one; else every record one by one.
+/// of `work` per record sorted, over as many calls as that takes), the view's names in name
+/// order from the listing's `after` (one unit per part's entry, resuming after
+/// `listing.segment_after`), then the records appended after the view one by one; else every
+/// record one by one. Adds the records sorted to `sorted`. Returns false when the call must
+/// end here: the view is still being built (its work is spent).
 fn listing_from_open(
     names: &mut SegmentNames,
     listing: &mut NamespaceListing,
     accept: &mut dyn NameFilter,
     work: &mut u64,
     end: u64,
-) {
+    sorted: &mut u64,
+) -> bool {
     let first = names.first_offset;
     if listing.next == first {
-        *work = work.saturating_sub(names.refresh_name_view());
+        *sorted += names.refresh_name_view(work);
         let names = &*names;
+        if names.name_view().is_some_and(NameView::is_building) {
+            return false;
+        }
         if let Some(view) = names.name_view().filter(|v| first + v.covered() <= end) {
             let covered = first + view.covered();
             if !walk_view(names, view, listing, accept, work) {
-                return;
+                return true;
             }
             listing.next = covered;
             listing.segment_after = None;
             if *work == 0 || accept.spent() {
-                return;
+                return true;
             }
         }
     }
     listing_from_names(names, listing, accept, work, end);
+    true
 }
 
 /// Walks `view` (of `names`) for `listing` in name order; returns whether it is done (false:
@@ -398,22 +404,23 @@ fn walk_view(
     let after = (listing.segment_after.clone().unwrap_or_default()).max(listing.after.clone());
     let start = after.as_str().max(listing.prefix.as_str());
     let mut taken = 0;
-    for i in view.first_at(names, start.as_bytes())..view.len() {
-        let (name, first, last, count) = view.entry(names, i);
+    for entry in view.names_from(names, start.as_bytes()) {
+        let name = entry.name;
         if name <= after.as_bytes() {
             continue;
         }
         if !name.starts_with(listing.prefix.as_bytes()) {
             return true;
         }
-        *work = work.saturating_sub(1);
+        *work = work.saturating_sub(entry.entries);
         // Names were validated as UTF-8 strings when they were appended.
         let name = String::from_utf8_lossy(name);
         if !listing.wants(&name) {
             return true;
         }
         if accept.accept(&name) {
-            listing.add(&name, count, first_offset + first, first_offset + last);
+            let (first, last) = (first_offset + entry.first, first_offset + entry.last);
+            listing.add(&name, entry.count, first, last);
             taken += 1;
         }
         if taken > listing.page_max() {

@@ -70,7 +70,9 @@ pub use members::{MemberRecord, MEMBER_ADDR_LENGTH_MAX};
 pub use memory::MemoryLog;
 pub use namespace::NamespaceKey;
 /// The `.nsx` build on its own, for `examples/nsx_build.rs` (a benchmark of the build alone).
-pub use namespace::{BuildBuffers, NameView, SegmentNames};
+pub use namespace::{
+    BuildBuffers, NameView, SegmentNames, ViewName, ViewWalk, NAME_VIEW_PART_RECORDS,
+};
 pub(crate) use process::{process_stats, ProcessStats};
 pub use produced::ProducedRecord;
 pub use purge::{HideRules, PurgeError, PurgeLimits, PurgeOutcomes};
@@ -219,6 +221,8 @@ pub struct LogActivity {
     /// Segments deleted because purges and per-namespace retention hid every record in them
     /// (their records are counted in `retention_deleted_events`).
     pub reclaimed_segments: u64,
+    /// Records of the open segment sorted by name for namespace listings (its `NameView`).
+    pub listing_records_sorted: u64,
 }
 
 /// The log the engine owns.

@@ -134,7 +134,7 @@ fn little_endian_word(bytes: &[u8]) -> u64 {
 /// The namespaces of one segment's records, in record order: what the open segment keeps, and
 /// what a `.nsx` file is built from. Memory: the names' bytes plus 16 bytes per record (with
 /// places), so at most about the segment's own size; and, once a namespace listing asked for
-/// it, a [`NameView`] (12 bytes per distinct name).
+/// it, a [`NameView`] (12 bytes per distinct name of each part: at most 12 bytes a record).
 #[derive(Debug, Clone)]
 pub struct SegmentNames {
     /// The offset of the segment's first record.
@@ -172,29 +172,49 @@ impl PartialEq for SegmentNames {
 
 impl Eq for SegmentNames {}
 
-/// The namespaces of a segment's first `covered` records in name order, each with its record
-/// count and its first and last record: a namespace listing of the open segment walks it from
-/// its `after` name with a binary search, so a page costs its names plus `log2(names)` instead
-/// of a pass over every record (issue 14, session 11: about 230 ms a page at a million
-/// namespaces, quadratic over all the pages). Built by the listing that enters the segment
-/// when there is none or when more than `NAME_VIEW_STALE_RECORDS_MIN` and an eighth of the
-/// records covered were appended since (those are read one by one after the walk), with the
-/// sort of a seal (`records_by_name`), on the reactor thread: bounded by the segment's
-/// records, charged to the listing as one unit of work per record, so over the pages it
-/// costs what one page cost before.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The namespaces of a segment's first `covered` records in name order, as parts: a
+/// namespace listing of the open segment walks it from its `after` name with a binary search
+/// in each part, so a page costs its names plus `log2(names)` a part instead of a pass over
+/// every record (issue 14, session 11: about 230 ms a page at a million namespaces, quadratic
+/// over all the pages). Each part covers at most `NAME_VIEW_PART_RECORDS` consecutive records
+/// and lists their namespaces in name order, each with its record count and its first and
+/// last record there; a walk merges the parts (a name in several parts is listed once, its
+/// counts added up). A part is made with the sort of a seal (`records_by_name`) on the
+/// reactor thread, one part at a time, charged to the listing as one unit of work per record
+/// sorted: a listing call sorts at most its work's worth of records plus one part
+/// (`SegmentNames::refresh_name_view`), where one sort of the whole open segment took 50 to
+/// 80 ms of a reactor turn at 64 MiB of distinct names (session 14). The view is refreshed
+/// when more than `NAME_VIEW_STALE_RECORDS_MIN` records were appended after it: its last part,
+/// if short, is made again with the new records, and full parts are added; the listing that
+/// enters the segment waits (over as many calls as it takes) until the view covers the
+/// records there were when the refresh began, and reads the records after those one by one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameView {
-    /// The records it covers: `0..covered`.
+    /// The records it covers: `0..covered`, the parts' records back to back.
     covered: usize,
-    /// Per namespace, in name order: its first record, last record and record count.
+    /// The records a refresh in progress covers once done (`covered` when none runs).
+    target: usize,
+    parts: Vec<NamePart>,
+}
+
+/// The namespaces of the records `start..end` of a segment in name order: per namespace,
+/// its first record, last record and record count among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NamePart {
+    start: usize,
+    end: usize,
     names: Vec<(u32, u32, u32)>,
 }
 
 /// An open segment of fewer records is listed by reading its names (no `NameView`).
 pub const NAME_VIEW_RECORDS_MIN: u64 = 1024;
-/// A `NameView` is rebuilt once more than this many records (and more than an eighth of the
-/// records it covers) were appended after it was built.
+/// A `NameView` is refreshed once more than this many records were appended after the
+/// records it covers.
 pub const NAME_VIEW_STALE_RECORDS_MIN: u64 = 4096;
+/// The most records one part of a `NameView` covers: the most one sort of a listing makes at
+/// once (0.6 ms of thread CPU at distinct names, `examples/nsx_build.rs 16384 7 0`, session
+/// 15), and so the most a listing call sorts beyond its work.
+pub const NAME_VIEW_PART_RECORDS: u64 = 16 * 1024;
 
 impl NameView {
     /// The records the view covers: `0..covered()`.
@@ -202,35 +222,101 @@ impl NameView {
         self.covered as u64
     }
 
-    /// Distinct names.
-    pub fn len(&self) -> usize {
-        self.names.len()
+    /// Whether a refresh is under way (the view does not cover what it will).
+    pub fn is_building(&self) -> bool {
+        self.covered < self.target
     }
 
-    /// Whether it holds no name.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    /// The `i`-th name (in name order) of `names` (the segment it was built from), its first
-    /// and last record and its record count.
-    pub fn entry<'a>(&self, names: &'a SegmentNames, i: usize) -> (&'a [u8], u64, u64, u64) {
-        let (first, last, count) = self.names[i];
-        (
-            names.name(first as usize),
-            u64::from(first),
-            u64::from(last),
-            u64::from(count),
-        )
-    }
-
-    /// The first name at or after `key` (`len()` if none): a binary search.
-    pub fn first_at(&self, names: &SegmentNames, key: &[u8]) -> usize {
-        self.names
-            .partition_point(|&(first, _, _)| names.name(first as usize) < key)
+    /// The view's names (of `names`, the segment it was built from) in name order from the
+    /// first at or after `key` (a binary search in each part).
+    pub fn names_from<'a>(&'a self, names: &'a SegmentNames, key: &[u8]) -> ViewWalk<'a> {
+        let mut heads = std::collections::BinaryHeap::with_capacity(self.parts.len());
+        for (part_index, part) in self.parts.iter().enumerate() {
+            let at = part
+                .names
+                .partition_point(|&(first, _, _)| names.name(first as usize) < key);
+            if let Some(&(first, _, _)) = part.names.get(at) {
+                heads.push(std::cmp::Reverse((
+                    names.name(first as usize),
+                    part_index,
+                    at,
+                )));
+            }
+        }
+        ViewWalk {
+            view: self,
+            names,
+            heads,
+        }
     }
 }
 
+/// One namespace of a [`NameView`] walk: its name, its first and last record, its record
+/// count, and the parts' entries merged into it (the walk's cost: at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewName<'a> {
+    /// The namespace.
+    pub name: &'a [u8],
+    /// Its first record (relative to the segment's first).
+    pub first: u64,
+    /// Its last record (relative to the segment's first).
+    pub last: u64,
+    /// Its records.
+    pub count: u64,
+    /// The parts' entries merged into it.
+    pub entries: u64,
+}
+
+/// The names of a [`NameView`] in name order ([`NameView::names_from`]): a merge of its parts
+/// through a heap of each part's next name (`log2(parts)` comparisons an entry).
+#[derive(Debug)]
+pub struct ViewWalk<'a> {
+    view: &'a NameView,
+    names: &'a SegmentNames,
+    /// Each part's next entry: (its name, the part, the entry), smallest name first, and of
+    /// one name the earliest part first.
+    heads: std::collections::BinaryHeap<std::cmp::Reverse<(&'a [u8], usize, usize)>>,
+}
+
+impl<'a> Iterator for ViewWalk<'a> {
+    type Item = ViewName<'a>;
+
+    fn next(&mut self) -> Option<ViewName<'a>> {
+        let name = self.heads.peek()?.0 .0;
+        let mut merged: Option<ViewName<'a>> = None;
+        while let Some(std::cmp::Reverse((head, part_index, at))) = self.heads.peek().copied() {
+            if head != name {
+                break;
+            }
+            self.heads.pop();
+            let part = &self.view.parts[part_index];
+            let (first, last, count) = part.names[at];
+            let (first, last, count) = (u64::from(first), u64::from(last), u64::from(count));
+            merged = Some(match merged {
+                None => ViewName {
+                    name,
+                    first,
+                    last,
+                    count,
+                    entries: 1,
+                },
+                Some(known) => ViewName {
+                    name,
+                    first: known.first.min(first),
+                    last: known.last.max(last),
+                    count: known.count + count,
+                    entries: known.entries + 1,
+                },
+            });
+            if let Some(&(next_first, _, _)) = part.names.get(at + 1) {
+                let next_name = self.names.name(next_first as usize);
+                self.heads
+                    .push(std::cmp::Reverse((next_name, part_index, at + 1)));
+            }
+        }
+        merged
+    }
+}
 /// Where a record lies in its segment file: an index-driven read of it reads exactly these
 /// bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,37 +362,58 @@ impl SegmentNames {
         self.view.as_ref()
     }
 
-    /// Builds (or rebuilds) the name-ordered view of the records for a listing
-    /// ([`NameView`]) if there is none or it is stale, unless the segment has fewer than
-    /// `NAME_VIEW_RECORDS_MIN` records. Returns the records sorted (0: nothing was built).
-    pub fn refresh_name_view(&mut self) -> u64 {
-        let count = self.record_count();
-        if count < NAME_VIEW_RECORDS_MIN {
+    /// Goes on with the name-ordered view of the records for a listing ([`NameView`]): starts
+    /// a refresh if there is no view or it is stale (unless the segment has fewer than
+    /// `NAME_VIEW_RECORDS_MIN` records), then makes parts of a refresh under way while `work`
+    /// is left (one part at least, one unit of work per record sorted: a call sorts at most
+    /// `work` plus `NAME_VIEW_PART_RECORDS` records). Returns the records sorted (0: nothing
+    /// was built); the view is ready to walk when it is not `is_building` after the call.
+    pub fn refresh_name_view(&mut self, work: &mut u64) -> u64 {
+        let count = self.ends.len();
+        if (count as u64) < NAME_VIEW_RECORDS_MIN {
             return 0;
         }
-        let stale_after = |view: &NameView| {
-            let covered = view.covered();
-            covered + NAME_VIEW_STALE_RECORDS_MIN.max(covered / 8)
-        };
-        let mut sorted = 0;
-        if self
-            .view
-            .as_ref()
-            .is_none_or(|view| count > stale_after(view))
+        let view = self.view.get_or_insert_with(NameView::default);
+        if !view.is_building()
+            && (view.parts.is_empty()
+                || count as u64 > view.covered as u64 + NAME_VIEW_STALE_RECORDS_MIN)
         {
-            let buffers = &mut BuildBuffers::default();
-            self.records_by_name(buffers);
-            let order = &buffers.order;
-            let names = (buffers.groups.iter())
-                .map(|&(start, end)| (order[start as usize], order[end as usize - 1], end - start))
-                .collect();
-            self.view = Some(NameView {
-                covered: count as usize,
-                names,
-            });
-            sorted = count;
+            view.target = count;
         }
+        let mut view = self.view.take().unwrap_or_default();
+        let mut sorted = 0;
+        let mut buffers = BuildBuffers::default();
+        while view.is_building() && (*work > 0 || sorted == 0) {
+            // A short last part is made again with the records after it.
+            if let Some(last) = view
+                .parts
+                .pop_if(|part| ((part.end - part.start) as u64) < NAME_VIEW_PART_RECORDS)
+            {
+                view.covered = last.start;
+            }
+            let start = view.covered;
+            let end = view.target.min(start + NAME_VIEW_PART_RECORDS as usize);
+            view.parts.push(self.name_part(start..end, &mut buffers));
+            view.covered = end;
+            sorted += (end - start) as u64;
+            *work = work.saturating_sub((end - start) as u64);
+        }
+        self.view = Some(view);
         sorted
+    }
+
+    /// The part of a [`NameView`] for the records `range`.
+    fn name_part(&self, range: std::ops::Range<usize>, buffers: &mut BuildBuffers) -> NamePart {
+        self.records_by_name_within(range.clone(), buffers);
+        let order = &buffers.order;
+        let names = (buffers.groups.iter())
+            .map(|&(start, end)| (order[start as usize], order[end as usize - 1], end - start))
+            .collect();
+        NamePart {
+            start: range.start,
+            end: range.end,
+            names,
+        }
     }
 
     /// Drops the listing's view ([`SegmentNames::name_view`]): a sealed segment is listed
@@ -314,7 +421,6 @@ impl SegmentNames {
     pub fn forget_name_view(&mut self) {
         self.view = None;
     }
-
     /// Accounts for the segment's next record, which starts at byte `position` of the segment
     /// file and is `size` bytes long (right after the record before it). A file built from
     /// names observed this way has format version 4 (the records' places).
@@ -423,13 +529,13 @@ impl SegmentNames {
         found.map(|record| self.first_offset + record as u64)
     }
 
-    /// The bytes every record's name starts with (0 for no records).
-    fn shared_prefix_size(&self) -> usize {
-        let Some(first) = (!self.ends.is_empty()).then(|| self.name(0)) else {
+    /// The bytes every name of the records `range` starts with (0 for no records).
+    fn shared_prefix_size(&self, range: std::ops::Range<usize>) -> usize {
+        let Some(first) = (!range.is_empty()).then(|| self.name(range.start)) else {
             return 0;
         };
         let mut size = first.len();
-        for record in 1..self.ends.len() {
+        for record in range.start + 1..range.end {
             let name = self.name(record);
             // Almost every name has the prefix found so far: one comparison of the slices
             // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
@@ -476,11 +582,20 @@ impl SegmentNames {
     /// Fills `buffers.order` and `buffers.groups` (using `buffers.runs`) and returns the
     /// shared prefix's size.
     fn records_by_name(&self, buffers: &mut BuildBuffers) -> usize {
+        self.records_by_name_within(0..self.ends.len(), buffers)
+    }
+
+    /// As `records_by_name`, for the records `range` only (a part of a [`NameView`]).
+    fn records_by_name_within(
+        &self,
+        range: std::ops::Range<usize>,
+        buffers: &mut BuildBuffers,
+    ) -> usize {
         // Names of one segment often share a long prefix (`/accounts/`): each run is sorted by
         // the 8 bytes after the prefix all names share first, and only on a tie by the names
         // (the key orders as the names do: a name that ends early is padded with zeros, which
         // sort first, and equal keys fall back to the full comparison).
-        let shared = self.shared_prefix_size();
+        let shared = self.shared_prefix_size(range.clone());
         // Each run as one integer, (key, first record, end), so the sort compares integers and
         // reads nothing else: ordered by key, then first record. Comparing through a closure
         // that looked at the names on a tie was a third of the build (issue 14, session 11).
@@ -489,7 +604,6 @@ impl SegmentNames {
         };
         let key_of = |run: u128| (run >> 64) as u64;
         let bounds = |run: u128| ((run >> 32) as u32 as usize, run as u32 as usize);
-        let count = self.ends.len();
         let BuildBuffers {
             runs,
             runs_merged,
@@ -501,9 +615,9 @@ impl SegmentNames {
         runs.clear();
         order.clear();
         groups.clear();
-        let mut start = 0;
-        for record in 1..=count {
-            let repeated = record < count
+        let mut start = range.start;
+        for record in range.start + 1..=range.end {
+            let repeated = record < range.end
                 && self.fingerprints[record - 1] == self.fingerprints[record]
                 && self.name(record - 1) == self.name(record);
             if !repeated {
@@ -1841,7 +1955,10 @@ mod tests {
                 (name, order[start..end].to_vec())
             })
             .collect();
-        assert_eq!(names.shared_prefix_size(), "/accounts/".len());
+        assert_eq!(
+            names.shared_prefix_size(0..names.ends.len()),
+            "/accounts/".len()
+        );
         assert_eq!(grouped, expected.into_iter().collect::<Vec<_>>());
     }
 
@@ -2521,6 +2638,72 @@ mod tests {
             expected.sort_unstable();
             sort_runs(&mut runs, &mut merged, &mut stretch_ends);
             assert_eq!(runs, expected, "case {case}");
+        }
+    }
+
+    /// The name view is made in parts over calls with records appended between them: each
+    /// call sorts at most its work plus one part (`NAME_VIEW_PART_RECORDS`), and a walk from
+    /// any key gives each name of the records covered once, in name order, with the counts
+    /// and bounds of a plain map of them.
+    #[test]
+    fn a_name_view_made_in_parts_lists_each_name_once_with_its_counts() {
+        let mut rng = crate::random::SeededRng::new(0x0e_a515);
+        for case in 0..24 {
+            let records = 1024 + rng.index(70_000);
+            let mut all = random_names(&mut rng, records);
+            for name in all.iter_mut().filter(|name| name.is_empty()) {
+                name.push(b'/');
+            }
+            let mut names = SegmentNames::empty(0);
+            let mut observed = 0;
+            let mut calls = 0;
+            while observed < all.len() || names.name_view().is_none_or(NameView::is_building) {
+                let appended = (observed + rng.index(6_000)).min(all.len());
+                for name in &all[observed..appended] {
+                    names.observe(std::str::from_utf8(name).unwrap());
+                }
+                observed = appended;
+                let work_before = rng.below(40_000);
+                let mut work = work_before;
+                let sorted = names.refresh_name_view(&mut work);
+                assert!(
+                    sorted <= work_before + NAME_VIEW_PART_RECORDS,
+                    "case {case}: a call with {work_before} work sorted {sorted} records"
+                );
+                calls += 1;
+                assert!(calls < 10_000, "case {case}: the view is never ready");
+                let Some(view) = names.name_view().filter(|view| !view.is_building()) else {
+                    continue;
+                };
+                let covered = view.covered() as usize;
+                let mut model = std::collections::BTreeMap::<&[u8], (u64, u64, u64)>::new();
+                for (record, name) in all[..covered].iter().enumerate() {
+                    let record = record as u64;
+                    let entry = model.entry(name).or_insert((record, record, 0));
+                    entry.1 = record;
+                    entry.2 += 1;
+                }
+                let key = match rng.below(3) {
+                    0 => Vec::new(),
+                    1 => all[rng.index(covered)].clone(),
+                    _ => {
+                        let name = &all[rng.index(covered)];
+                        name[..rng.index(name.len() + 1)].to_vec()
+                    }
+                };
+                let walked: Vec<_> = view
+                    .names_from(&names, &key)
+                    .map(|entry| (entry.name, (entry.first, entry.last, entry.count)))
+                    .collect();
+                let expected: Vec<_> = model
+                    .range(&key[..]..)
+                    .map(|(&name, &counts)| (name, counts))
+                    .collect();
+                assert!(
+                    walked == expected,
+                    "case {case}: the walk from {key:?} differs"
+                );
+            }
         }
     }
 

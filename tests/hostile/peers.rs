@@ -82,13 +82,14 @@ fn connect_peer(server: &FloProcess) -> RawConn {
     connect_peer_holding(server, VersionVector::new())
 }
 
-/// True when the server logs a line containing every one of `needles` within a few seconds.
+/// True when the server logs a line containing every one of `needles` within 30 s (a hang
+/// guard: every caller expects the line).
 fn logged(server: &FloProcess, needles: &[&str]) -> bool {
     let matches = |line: &str| needles.iter().all(|n| line.contains(n));
     if server.early_lines.iter().any(|line| matches(line)) {
         return true;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(line) = server.log_lines.recv_timeout(Duration::from_millis(100)) {
             if matches(&line) {

@@ -605,6 +605,76 @@ fn a_conditional_produce_without_the_namespace_index_reads_the_log_over_turns() 
     assert_survived(&mut server, RSS_MAX);
 }
 
+/// Session 14: a namespace listing that entered a large open segment sorted all its names in
+/// one reactor turn (50 to 80 ms at 64 MiB of distinct names) while every other connection,
+/// producers waiting for acks among them, waited; the sort was charged to the listing's work
+/// after the fact. Over 200,000 distinct names in the open segment, a listing now sorts them
+/// in parts of `NAME_VIEW_PART_RECORDS` over turns: no turn sorts more than the turn's work
+/// (`records_per_turn_max`) plus one part (`flo_turn_listing_records_sorted_max`, against
+/// 200,000 before), every name was sorted (the view was used), a producer is acked, and the
+/// page is the first 100 names.
+#[test]
+fn a_listing_of_a_large_open_segment_sorts_its_names_over_turns() {
+    let _heavy = crate::support::heavy_case();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--fsync", "never", "--metrics-addr", "127.0.0.1:0"];
+    let mut server = FloProcess::start(dir.path(), &args);
+    let metrics = crate::metrics::metrics_addr(&server);
+    let mut writer = RawConn::hello(server.addr);
+    const NAMES: u64 = 200_000;
+    const BATCH: u64 = 1000;
+    for op_id in 1..=NAMES / BATCH {
+        let events = (0..BATCH).map(|i| NewEvent {
+            namespace: format!("/s/{:06}", (op_id - 1) * BATCH + i),
+            parent_id: None,
+            data: vec![b'x'; 10],
+        });
+        writer.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+            op_id,
+            events: events.collect(),
+        }));
+        expect_ack(&mut writer, op_id);
+    }
+    let mut lister = RawConn::hello(server.addr);
+    lister.send(&ClientFrame::NamespacesRequest(
+        flo::protocol::NamespacesRequest {
+            glob: "/s/*".into(),
+            after: String::new(),
+        },
+    ));
+    let mut producer = RawConn::hello(server.addr);
+    for op_id in 1..=5 {
+        producer.produce(op_id, "/producer", b"acked");
+        expect_ack(&mut producer, op_id);
+    }
+    match lister.recv() {
+        Some(ServerFrame::Namespaces(reply)) => {
+            let names: Vec<&str> = reply.namespaces.iter().map(|n| n.name.as_str()).collect();
+            let expected: Vec<String> = (0..100).map(|i| format!("/s/{i:06}")).collect();
+            assert_eq!(names, expected, "the first page");
+            assert!(reply.more, "more names follow");
+        }
+        other => panic!("expected the Namespaces reply, got {other:?}"),
+    }
+    let scrape = crate::metrics::scrape(metrics);
+    let sorted = crate::metrics::sample(&scrape, "flo_listing_records_sorted_total")
+        .expect("the records sorted for listings");
+    assert!(
+        sorted >= NAMES as f64,
+        "the listing sorted {sorted} records: the case wants the open segment's name view"
+    );
+    let bind = "127.0.0.1:0".parse().expect("an address");
+    let work = flo::Config::new(bind, dir.path().into()).records_per_turn_max as f64;
+    let part = flo::storage::NAME_VIEW_PART_RECORDS as f64;
+    let turn_max = crate::metrics::sample(&scrape, "flo_turn_listing_records_sorted_max")
+        .expect("the most records sorted for listings in one turn");
+    assert!(
+        turn_max <= work + part,
+        "a turn sorted {turn_max} records, over the turn's work of {work} plus one part of {part}"
+    );
+    assert_survived(&mut server, 128 * 1024 * 1024);
+}
+
 /// A million distinct namespaces, a thousand to a batch, pipelined: every turn appends to far
 /// more names than `turn_namespaces_matched_max` (64). Until session 10 each new name past that
 /// bound rebuilt the turn's map of interned names (quadratic in a turn's names: 67 % of the
