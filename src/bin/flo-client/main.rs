@@ -140,7 +140,8 @@ enum Command {
         /// stop with Ctrl-C.
         #[arg(short, long)]
         tail: bool,
-        /// Where to start: `beginning`; `end` (only new events); an event id (25 digits or
+        /// Where to start: `beginning` (or `start`, `earliest`); `end` (only new events; or
+        /// `latest`, `now`); an event id (25 digits or
         /// COUNTER.ACTOR), to start just after that event; a time, as `ms:<milliseconds
         /// since the epoch>` or RFC 3339 such as 2024-05-01T12:00:00Z; a time relative to now,
         /// such as 1h, 30m or 7d (events stored since then, by the server's timestamps); or
@@ -1623,6 +1624,21 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
 /// the CLI adds: a user who typed `--from 1hour` was not told that `1h` works (walkthrough,
 /// session 9).
 fn parse_position(text: &str, now_ms: u64, forms: &str) -> Result<From, String> {
+    // The words other stores use for the two ends of the log (Kafka's earliest and latest,
+    // KurrentDB's start and end) name the same positions here: a new user's first `--from
+    // start` was refused (walkthrough, session 15).
+    match text {
+        "start" | "earliest" => return Ok(From::Position(StartPosition::Beginning)),
+        "latest" | "now" => return Ok(From::Position(StartPosition::End)),
+        // Kafka's offsets start at 0, so `--from 0` is a natural guess; here 0 is no event id.
+        "0" => {
+            return Err(format!(
+                "invalid start position {text:?}: 0 is not an event id; the start of the log is \
+                 `beginning`"
+            ))
+        }
+        _ => {}
+    }
     if let Some(count) = text.strip_prefix('-') {
         let count: u64 = count.parse().map_err(|_| {
             format!("invalid start position {text:?}: expected -N, a count of events")
@@ -2063,6 +2079,27 @@ mod tests {
         assert!(parse_from("-100001", now).is_err());
         assert!(parse_from("-x", now).is_err());
         assert!(parse_from("1w", now).is_err());
+    }
+
+    /// Walkthrough (session 15): a new user's `--from start` (and Kafka's `earliest` and
+    /// `latest`) was refused; they name the two ends of the log. `--from 0` says what to write.
+    #[test]
+    fn from_takes_the_other_stores_names_for_the_ends_of_the_log() {
+        for text in ["start", "earliest"] {
+            let position = From::Position(StartPosition::Beginning);
+            assert_eq!(parse_from(text, 1), Ok(position), "{text}");
+            assert_eq!(group_position(text), Ok(StartPosition::Beginning), "{text}");
+        }
+        for text in ["latest", "now"] {
+            let position = From::Position(StartPosition::End);
+            assert_eq!(parse_from(text, 1), Ok(position), "{text}");
+            assert_eq!(group_position(text), Ok(StartPosition::End), "{text}");
+        }
+        let error = parse_from("0", 1).expect_err("0 is no event id");
+        assert!(
+            error.contains("the start of the log is `beginning`"),
+            "{error}"
+        );
     }
 
     /// Walkthrough (session 9): `--from garbage` listed beginning, end, an id and two time
