@@ -1156,10 +1156,13 @@ fn format_group_detail(out: &mut String, detail: &flo::client::GroupDetail) {
     if detail.members.is_empty() {
         return;
     }
+    // The first column is each member's subscription id on its own connection, not a member
+    // number: every flo-client member uses subscription 1, and a column headed MEMBER showing
+    // 1 for each of two members looked like one member listed twice (walkthrough, session 15).
     outln!(
         out,
         "{:>10}  {:<24} {:>9} {:>9} {:>10}",
-        "MEMBER",
+        "SUB ID",
         "CONNECTION",
         "IN FLIGHT",
         "MAX",
@@ -2079,6 +2082,49 @@ mod tests {
         assert!(parse_from("-100001", now).is_err());
         assert!(parse_from("-x", now).is_err());
         assert!(parse_from("1w", now).is_err());
+    }
+
+    /// Walkthrough (session 15): two flo-client members of one group were listed under
+    /// MEMBER as 1 and 1, their subscription ids; the column says what it holds.
+    #[test]
+    fn group_members_are_listed_by_connection_and_subscription_id() {
+        let member = |connection: &str| flo::client::GroupMemberInfo {
+            subscription_id: 1,
+            connection: connection.to_string(),
+            in_flight: 0,
+            max_in_flight: 1000,
+            credit: 256,
+        };
+        let detail = flo::client::GroupDetail {
+            info: flo::client::GroupInfo {
+                name: "w".to_string(),
+                glob: "/**".to_string(),
+                members: 2,
+                in_flight: 0,
+                pending: 0,
+                parked: 0,
+                floor: 0,
+                next: 0,
+                acked_above_floor: 0,
+                lag: 0,
+                oldest_pending_age_ms: 0,
+            },
+            settings: flo::client::GroupSettings {
+                ack_timeout_ms: 30_000,
+                max_deliveries: 10,
+                max_in_flight: 1000,
+            },
+            members: vec![member("127.0.0.1:5001"), member("127.0.0.1:5002")],
+        };
+        let mut out = String::new();
+        format_group_detail(&mut out, &detail);
+        let header = out
+            .lines()
+            .find(|line| line.contains("CONNECTION"))
+            .unwrap_or_else(|| panic!("no member header in {out}"));
+        let columns: Vec<&str> = header.split("  ").map(str::trim).collect();
+        assert!(columns.contains(&"SUB ID"), "{header}");
+        assert!(!header.contains("MEMBER"), "{header}");
     }
 
     /// Walkthrough (session 15): a new user's `--from start` (and Kafka's `earliest` and
