@@ -1867,6 +1867,22 @@ fn group_error(group: &str, glob: &str, error: ClientError) -> String {
     format!("group {group:?}: {error}{hint}")
 }
 
+/// A join starts the group at `--from` only when it creates the group; an existing group goes
+/// on from its own position. A new user's `consume --group cooks --from end` printed the
+/// group's oldest unacknowledged event without a word (walkthrough, session 15), so say it on
+/// standard error. The look costs one request before the join; a server that refuses it (a
+/// principal without admin) or has no such group (this join creates it) gets no note.
+fn note_an_existing_group_ignores_from(client: &mut Client, group: &str, from: &str) {
+    if let Ok(info) = client.group_info(group) {
+        eprintln!(
+            "flo-client: group {group:?} exists, so it goes on from its own position (acknowledged \
+             up to log offset {}), not from --from {from}; `flo-client groups reset {group} --to \
+             {from}` moves it once its members have stopped",
+            info.floor
+        );
+    }
+}
+
 fn consume_group(
     server: &Server,
     group: &str,
@@ -1879,6 +1895,9 @@ fn consume_group(
     let start = group_position(from)?;
     stop_cleanly_on_ctrl_c()?;
     let mut client = connect(server)?;
+    if from != "beginning" {
+        note_an_existing_group_ignores_from(&mut client, group, from);
+    }
     let mut builder = client.join_group(group).glob(glob).start(start);
     if limit > 0 {
         // No more in hand than will be printed, so that nothing waits for a time-out.
