@@ -897,3 +897,40 @@ fn the_groups_cli_takes_what_the_docs_say_and_explains_what_it_refuses() {
     );
     assert!(server.terminate().success());
 }
+
+/// Walkthrough (session 15): `consume --group NAME --from end` on a group that already exists
+/// went on from the group's position, as documented, but without a word, so the user saw old
+/// events where they had asked for new ones. The CLI now says so on standard error; the join
+/// that creates the group (where --from applies) says nothing.
+#[test]
+fn from_on_an_existing_group_is_named_as_ignored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    produce_jobs(&server, 0..3);
+    let join = |from: &str| {
+        cli(
+            &server,
+            &[
+                "consume", "--group", "late", "-n", "/jobs/**", "--from", from, "--limit", "1",
+                "--format", "json",
+            ],
+        )
+    };
+    // Created at the end: nothing stored is delivered, and there is nothing to note.
+    let (ok, out, error) = join("end");
+    assert!(ok, "{error}");
+    assert_eq!(out, "", "{error}");
+    assert!(!error.contains("exists"), "{error}");
+    produce_jobs(&server, 3..5);
+    // The group exists now: --from earliest does not move it back, and the CLI says so.
+    let (ok, out, error) = join("earliest");
+    assert!(ok, "{error}");
+    assert!(out.contains("\"job-3\""), "{out}");
+    assert!(error.contains("group \"late\" exists"), "{error}");
+    assert!(error.contains("not from --from earliest"), "{error}");
+    assert!(
+        error.contains("flo-client groups reset late --to earliest"),
+        "{error}"
+    );
+    assert!(server.terminate().success());
+}

@@ -77,8 +77,13 @@ pub fn format_namespace(namespace: &NamespaceInfo) -> String {
         }
         format!("{id} {}", format_rfc3339_ms(ms))
     };
+    // "1 events" read as a slip in the first listing a new user saw (walkthrough, session 15).
+    let events = match namespace.event_count {
+        1 => "event",
+        _ => "events",
+    };
     format!(
-        "{name}  {} events  first {}  last {}",
+        "{name}  {} {events}  first {}  last {}",
         namespace.event_count,
         end(namespace.first_id, namespace.first_timestamp_ms),
         end(namespace.last_id, namespace.last_timestamp_ms)
@@ -140,6 +145,20 @@ pub fn format_rfc3339_ms(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::client::format::parse_rfc3339_ms;
+
+    #[test]
+    fn a_namespace_of_one_event_says_event() {
+        let info = |event_count| NamespaceInfo {
+            name: "/a".to_string(),
+            event_count,
+            first_id: crate::event::EventId::new(1, 1),
+            first_timestamp_ms: 0,
+            last_id: crate::event::EventId::new(1, 1),
+            last_timestamp_ms: 0,
+        };
+        assert!(format_namespace(&info(1)).starts_with("/a  1 event  first "));
+        assert!(format_namespace(&info(2)).starts_with("/a  2 events  first "));
+    }
 
     #[test]
     fn times_print_as_rfc3339_and_read_back() {

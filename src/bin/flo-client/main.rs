@@ -140,7 +140,8 @@ enum Command {
         /// stop with Ctrl-C.
         #[arg(short, long)]
         tail: bool,
-        /// Where to start: `beginning`; `end` (only new events); an event id (25 digits or
+        /// Where to start: `beginning` (or `start`, `earliest`); `end` (only new events; or
+        /// `latest`, `now`); an event id (25 digits or
         /// COUNTER.ACTOR), to start just after that event; a time, as `ms:<milliseconds
         /// since the epoch>` or RFC 3339 such as 2024-05-01T12:00:00Z; a time relative to now,
         /// such as 1h, 30m or 7d (events stored since then, by the server's timestamps); or
@@ -1155,10 +1156,13 @@ fn format_group_detail(out: &mut String, detail: &flo::client::GroupDetail) {
     if detail.members.is_empty() {
         return;
     }
+    // The first column is each member's subscription id on its own connection, not a member
+    // number: every flo-client member uses subscription 1, and a column headed MEMBER showing
+    // 1 for each of two members looked like one member listed twice (walkthrough, session 15).
     outln!(
         out,
         "{:>10}  {:<24} {:>9} {:>9} {:>10}",
-        "MEMBER",
+        "SUB ID",
         "CONNECTION",
         "IN FLIGHT",
         "MAX",
@@ -1623,6 +1627,21 @@ fn parse_from(text: &str, now_ms: u64) -> Result<From, String> {
 /// the CLI adds: a user who typed `--from 1hour` was not told that `1h` works (walkthrough,
 /// session 9).
 fn parse_position(text: &str, now_ms: u64, forms: &str) -> Result<From, String> {
+    // The words other stores use for the two ends of the log (Kafka's earliest and latest,
+    // KurrentDB's start and end) name the same positions here: a new user's first `--from
+    // start` was refused (walkthrough, session 15).
+    match text {
+        "start" | "earliest" => return Ok(From::Position(StartPosition::Beginning)),
+        "latest" | "now" => return Ok(From::Position(StartPosition::End)),
+        // Kafka's offsets start at 0, so `--from 0` is a natural guess; here 0 is no event id.
+        "0" => {
+            return Err(format!(
+                "invalid start position {text:?}: 0 is not an event id; the start of the log is \
+                 `beginning`"
+            ))
+        }
+        _ => {}
+    }
     if let Some(count) = text.strip_prefix('-') {
         let count: u64 = count.parse().map_err(|_| {
             format!("invalid start position {text:?}: expected -N, a count of events")
@@ -1848,6 +1867,22 @@ fn group_error(group: &str, glob: &str, error: ClientError) -> String {
     format!("group {group:?}: {error}{hint}")
 }
 
+/// A join starts the group at `--from` only when it creates the group; an existing group goes
+/// on from its own position. A new user's `consume --group cooks --from end` printed the
+/// group's oldest unacknowledged event without a word (walkthrough, session 15), so say it on
+/// standard error. The look costs one request before the join; a server that refuses it (a
+/// principal without admin) or has no such group (this join creates it) gets no note.
+fn note_an_existing_group_ignores_from(client: &mut Client, group: &str, from: &str) {
+    if let Ok(info) = client.group_info(group) {
+        eprintln!(
+            "flo-client: group {group:?} exists, so it goes on from its own position (acknowledged \
+             up to log offset {}), not from --from {from}; `flo-client groups reset {group} --to \
+             {from}` moves it once its members have stopped",
+            info.floor
+        );
+    }
+}
+
 fn consume_group(
     server: &Server,
     group: &str,
@@ -1860,6 +1895,9 @@ fn consume_group(
     let start = group_position(from)?;
     stop_cleanly_on_ctrl_c()?;
     let mut client = connect(server)?;
+    if from != "beginning" {
+        note_an_existing_group_ignores_from(&mut client, group, from);
+    }
     let mut builder = client.join_group(group).glob(glob).start(start);
     if limit > 0 {
         // No more in hand than will be printed, so that nothing waits for a time-out.
@@ -2063,6 +2101,70 @@ mod tests {
         assert!(parse_from("-100001", now).is_err());
         assert!(parse_from("-x", now).is_err());
         assert!(parse_from("1w", now).is_err());
+    }
+
+    /// Walkthrough (session 15): two flo-client members of one group were listed under
+    /// MEMBER as 1 and 1, their subscription ids; the column says what it holds.
+    #[test]
+    fn group_members_are_listed_by_connection_and_subscription_id() {
+        let member = |connection: &str| flo::client::GroupMemberInfo {
+            subscription_id: 1,
+            connection: connection.to_string(),
+            in_flight: 0,
+            max_in_flight: 1000,
+            credit: 256,
+        };
+        let detail = flo::client::GroupDetail {
+            info: flo::client::GroupInfo {
+                name: "w".to_string(),
+                glob: "/**".to_string(),
+                members: 2,
+                in_flight: 0,
+                pending: 0,
+                parked: 0,
+                floor: 0,
+                next: 0,
+                acked_above_floor: 0,
+                lag: 0,
+                oldest_pending_age_ms: 0,
+            },
+            settings: flo::client::GroupSettings {
+                ack_timeout_ms: 30_000,
+                max_deliveries: 10,
+                max_in_flight: 1000,
+            },
+            members: vec![member("127.0.0.1:5001"), member("127.0.0.1:5002")],
+        };
+        let mut out = String::new();
+        format_group_detail(&mut out, &detail);
+        let header = out
+            .lines()
+            .find(|line| line.contains("CONNECTION"))
+            .unwrap_or_else(|| panic!("no member header in {out}"));
+        let columns: Vec<&str> = header.split("  ").map(str::trim).collect();
+        assert!(columns.contains(&"SUB ID"), "{header}");
+        assert!(!header.contains("MEMBER"), "{header}");
+    }
+
+    /// Walkthrough (session 15): a new user's `--from start` (and Kafka's `earliest` and
+    /// `latest`) was refused; they name the two ends of the log. `--from 0` says what to write.
+    #[test]
+    fn from_takes_the_other_stores_names_for_the_ends_of_the_log() {
+        for text in ["start", "earliest"] {
+            let position = From::Position(StartPosition::Beginning);
+            assert_eq!(parse_from(text, 1), Ok(position), "{text}");
+            assert_eq!(group_position(text), Ok(StartPosition::Beginning), "{text}");
+        }
+        for text in ["latest", "now"] {
+            let position = From::Position(StartPosition::End);
+            assert_eq!(parse_from(text, 1), Ok(position), "{text}");
+            assert_eq!(group_position(text), Ok(StartPosition::End), "{text}");
+        }
+        let error = parse_from("0", 1).expect_err("0 is no event id");
+        assert!(
+            error.contains("the start of the log is `beginning`"),
+            "{error}"
+        );
     }
 
     /// Walkthrough (session 9): `--from garbage` listed beginning, end, an id and two time
