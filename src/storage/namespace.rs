@@ -317,6 +317,7 @@ impl<'a> Iterator for ViewWalk<'a> {
         merged
     }
 }
+
 /// Where a record lies in its segment file: an index-driven read of it reads exactly these
 /// bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +422,7 @@ impl SegmentNames {
     pub fn forget_name_view(&mut self) {
         self.view = None;
     }
+
     /// Accounts for the segment's next record, which starts at byte `position` of the segment
     /// file and is `size` bytes long (right after the record before it). A file built from
     /// names observed this way has format version 4 (the records' places).

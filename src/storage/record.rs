@@ -9,8 +9,12 @@ use crate::event::{ActorId, Event, EventId, EventRef};
 /// The header before every record body.
 pub const RECORD_HEADER_SIZE: usize = 8;
 
-/// The fixed part of a body: id (8 + 2), parent id (8 + 2), timestamp (8), two length fields.
-const BODY_FIXED_SIZE: usize = 8 + 2 + 8 + 2 + 8 + 4 + 4;
+/// Where a body's namespace starts: after the id (8 + 2), the parent id (8 + 2), the
+/// timestamp (8) and the namespace's length field.
+const NAMESPACE_AT: usize = 8 + 2 + 8 + 2 + 8 + 4;
+
+/// The fixed part of a body: the fields before the namespace and the data's length field.
+const BODY_FIXED_SIZE: usize = NAMESPACE_AT + 4;
 
 /// No record body is larger than this. A length field above it is corruption, so a torn or
 /// flipped header never makes the reader allocate gigabytes.
@@ -191,9 +195,6 @@ pub fn view_body<'a>(
     }
     view_checked_body(body).ok_or(DecodeError::BadBody)
 }
-
-/// Where a body's namespace starts: after the id, the parent id, the timestamp and its size.
-const NAMESPACE_AT: usize = 8 + 2 + 8 + 2 + 8 + 4;
 
 /// What the log keeps of a record it appended, until the record is written: the fields of its
 /// view that are not bytes, and the sizes that place its namespace and data in the encoding.

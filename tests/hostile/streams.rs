@@ -51,6 +51,29 @@ fn expect_ack(conn: &mut RawConn, op_id: u64) -> Ack {
     }
 }
 
+/// Sends `batches` ProduceBatch frames (op ids 1..=batches) of `size` 10-byte events each,
+/// event `i` of batch `op_id` in the namespace `namespace(op_id, i)`, each acked before the
+/// next is sent.
+fn produce_batches(
+    conn: &mut RawConn,
+    batches: u64,
+    size: u64,
+    namespace: impl Fn(u64, u64) -> String,
+) {
+    for op_id in 1..=batches {
+        let events = (0..size).map(|i| NewEvent {
+            namespace: namespace(op_id, i),
+            parent_id: None,
+            data: vec![b'x'; 10],
+        });
+        conn.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
+            op_id,
+            events: events.collect(),
+        }));
+        expect_ack(conn, op_id);
+    }
+}
+
 fn set_producer(conn: &mut RawConn, producer_id: u64, next_sequence: u64) {
     conn.send(&ClientFrame::SetProducer {
         producer_id,
@@ -460,18 +483,7 @@ fn a_flood_of_conditional_produces_on_new_namespaces_keeps_turns_bounded() {
     let mut server = FloProcess::start(dir.path(), &args);
     let metrics = crate::metrics::metrics_addr(&server);
     let mut writer = RawConn::hello(server.addr);
-    for op_id in 1..=600 {
-        let events = (0..100).map(|i| NewEvent {
-            namespace: format!("/s/{i}"),
-            parent_id: None,
-            data: vec![b'x'; 10],
-        });
-        writer.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
-            op_id,
-            events: events.collect(),
-        }));
-        expect_ack(&mut writer, op_id);
-    }
+    produce_batches(&mut writer, 600, 100, |_, i| format!("/s/{i}"));
     let segments = std::fs::read_dir(dir.path())
         .expect("data dir")
         .filter(|e| e.as_ref().expect("entry").path().extension() == Some("log".as_ref()))
@@ -623,18 +635,9 @@ fn a_listing_of_a_large_open_segment_sorts_its_names_over_turns() {
     let mut writer = RawConn::hello(server.addr);
     const NAMES: u64 = 200_000;
     const BATCH: u64 = 1000;
-    for op_id in 1..=NAMES / BATCH {
-        let events = (0..BATCH).map(|i| NewEvent {
-            namespace: format!("/s/{:06}", (op_id - 1) * BATCH + i),
-            parent_id: None,
-            data: vec![b'x'; 10],
-        });
-        writer.send(&ClientFrame::ProduceBatch(flo::protocol::ProduceBatch {
-            op_id,
-            events: events.collect(),
-        }));
-        expect_ack(&mut writer, op_id);
-    }
+    produce_batches(&mut writer, NAMES / BATCH, BATCH, |op_id, i| {
+        format!("/s/{:06}", (op_id - 1) * BATCH + i)
+    });
     let mut lister = RawConn::hello(server.addr);
     lister.send(&ClientFrame::NamespacesRequest(
         flo::protocol::NamespacesRequest {
