@@ -2926,6 +2926,86 @@ fn status_does_not_overtake_the_ack_of_an_earlier_produce() {
     assert_eq!((status.counter, status.durable_end), (1, 1));
 }
 
+/// protocol.md, "Writing a client: the order of things", step 4: frames with no success reply
+/// are refused at once, so the refusals of frames sent before a Ping come before its Pong,
+/// and a Pong with none before it means they were taken. One write of such frames, each
+/// refused, then a Ping: the Errors in order, then the Pong, and a taken Unsubscribe's End
+/// before the Pong too.
+#[test]
+fn the_refusals_of_frames_sent_before_a_ping_come_before_its_pong() {
+    use crate::protocol::{GroupAck, GroupAckRange, JoinGroup};
+    let mut h = Harness::new();
+    let conn = h.client();
+    let id = EventId::new(1, 1);
+    let ack = |subscription_id| GroupAck {
+        subscription_id,
+        delay_ms: 0,
+        ids: vec![id],
+    };
+    let frames = [
+        subscribe(9, "/**", StartPosition::End, true, 0),
+        subscribe(1, "no-slash", StartPosition::Beginning, true, 1),
+        ClientFrame::Credit {
+            subscription_id: 2,
+            count: 1,
+        },
+        ClientFrame::Unsubscribe { subscription_id: 3 },
+        ClientFrame::GroupAck(ack(4)),
+        ClientFrame::GroupAckRange(GroupAckRange {
+            subscription_id: 5,
+            first: id,
+            last: id,
+        }),
+        ClientFrame::GroupNack(ack(6)),
+        ClientFrame::LeaveGroup { subscription_id: 7 },
+        ClientFrame::JoinGroup(JoinGroup {
+            subscription_id: 8,
+            group: String::new(),
+            glob: "/**".into(),
+            start: StartPosition::Beginning,
+            credit: 1,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            max_in_flight: 0,
+        }),
+        ClientFrame::Unsubscribe { subscription_id: 9 },
+        ClientFrame::Ping { token: 77 },
+    ];
+    let mut bytes = Vec::new();
+    for frame in &frames {
+        encode(frame, &mut bytes);
+    }
+    h.engine.handle_input(h.now, conn, &bytes);
+    h.turn();
+    let received: Vec<ServerFrame> = (h.received(conn).into_iter())
+        .filter(|frame| !matches!(frame, ServerFrame::CaughtUp { .. }))
+        .collect();
+    let summary: Vec<String> = (received.iter())
+        .map(|frame| match frame {
+            ServerFrame::Error(error) => format!("{:?} {:?}", error.scope, error.code),
+            ServerFrame::End {
+                subscription_id,
+                reason,
+            } => format!("End {subscription_id} {reason:?}"),
+            ServerFrame::Pong { token } => format!("Pong {token}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let expected = [
+        "Subscription(1) InvalidGlob",
+        "Subscription(2) UnknownSubscription",
+        "Subscription(3) UnknownSubscription",
+        "Subscription(4) UnknownGroup",
+        "Subscription(5) UnknownGroup",
+        "Subscription(6) UnknownGroup",
+        "Subscription(7) UnknownGroup",
+        "Subscription(8) InvalidGroupName",
+        "End 9 Unsubscribed",
+        "Pong 77",
+    ];
+    assert_eq!(summary, expected);
+}
+
 /// Copies that others never read must not starve a healthy consumer: one small event to a
 /// connection with nothing unsent goes even at the limit, and the connection holding the
 /// most is closed to make room.
