@@ -305,7 +305,11 @@ fn groups_parked_shows_namespace_time_and_data() {
     let id = poison.first_id.to_string();
     let time = format_rfc3339_ms(poison.timestamp_ms);
 
-    let text = stdout(&flo_client(&server, &["groups", "parked", "orders"]));
+    let output = flo_client(&server, &["groups", "parked", "orders"]);
+    let text = stdout(&output);
+    // One event, not "1 parked events".
+    let count = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(count, "1 parked event in group orders\n");
     let line = text.lines().next().expect("a parked line");
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(line.starts_with(&format!("{id} offset ")), "{line}");

@@ -998,7 +998,8 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
         }
         Some(GroupsCommand::Parked { name, data }) => {
             if let Some(count) = lookup::parked(&mut client, &name, data, Format::Human)? {
-                eprintln!("{count} parked events in group {name}");
+                let noun = if count == 1 { "event" } else { "events" };
+                eprintln!("{count} parked {noun} in group {name}");
             }
         }
         Some(GroupsCommand::Replay { name, id, from, to }) => {
