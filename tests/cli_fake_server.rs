@@ -248,15 +248,15 @@ fn errors_are_one_line_with_a_failing_exit_code() {
     let cases: [(&[&str], String); 3] = [
         (
             &["produce", "-n", "/a", "-d", "x"],
-            format!("could not connect to 127.0.0.1:{port}: connection refused\n"),
+            format!("flo-client: could not connect to 127.0.0.1:{port}: connection refused\n"),
         ),
         (
             &["produce", "-n", "/a", "--parent", "12"],
-            "invalid event id \"12\": expected 25 digits (20-digit counter, 5-digit actor) or COUNTER.ACTOR\n".to_string(),
+            "flo-client: invalid event id \"12\": expected 25 digits (20-digit counter, 5-digit actor) or COUNTER.ACTOR\n".to_string(),
         ),
         (
             &["consume", "--from", "yesterday"],
-            "invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N (the last N events)\n".to_string(),
+            "flo-client: invalid start position \"yesterday\": expected beginning, end, an event id (25 digits or COUNTER.ACTOR), a time (ms:<millis> or RFC 3339 such as 2024-05-01T12:00:00Z), an age such as 90s, 1h or 7d, or -N (the last N events)\n".to_string(),
         ),
     ];
     for (args, expected) in cases {
@@ -332,7 +332,7 @@ fn produce_with_empty_standard_input_fails_instead_of_reporting_success() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "standard input was empty: no events produced to /x (use -d \"\" for one event without data)\n"
+        "flo-client: standard input was empty: no events produced to /x (use -d \"\" for one event without data)\n"
     );
     assert_eq!(output.status.code(), Some(1));
 }

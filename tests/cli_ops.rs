@@ -315,7 +315,7 @@ fn produce_expect_last_exists_appends_only_to_a_namespace_with_events() {
     let error = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(3), "{error}");
     assert!(
-        error.starts_with("expectation failed: the newest event of /acct/1 is none"),
+        error.starts_with("flo-client: expectation failed: the newest event of /acct/1 is none"),
         "{error}"
     );
     stdout(&flo_client(
@@ -466,7 +466,7 @@ fn ctrl_c_in_a_piped_produce_prints_the_id_of_every_stored_event() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "interrupted: the first {stored} lines of standard input were produced; \
+            "flo-client: interrupted: the first {stored} lines of standard input were produced; \
              no later line was sent"
         )
     );

@@ -876,7 +876,10 @@ fn the_groups_cli_takes_what_the_docs_say_and_explains_what_it_refuses() {
     );
 
     let (ok, _, error) = cli(&server, &["groups", "update", "walk"]);
-    assert!(!ok && error.starts_with("nothing to update"), "{error}");
+    assert!(
+        !ok && error.starts_with("flo-client: nothing to update"),
+        "{error}"
+    );
     for setting in ["--max-deliveries", "--max-in-flight"] {
         let (ok, _, error) = cli(
             &server,

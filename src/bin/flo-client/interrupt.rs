@@ -38,6 +38,7 @@ pub fn install() -> Result<(), String> {
 fn on_sigint() {
     if INTERRUPTED.swap(true, Ordering::SeqCst) {
         write_stderr(&[
+            ERROR_PREFIX,
             b"interrupted again: stopped without waiting for the acks of the events in flight, ",
             b"which may or may not be stored\n",
         ]);
@@ -46,10 +47,13 @@ fn on_sigint() {
     if IDLE.load(Ordering::SeqCst) {
         let mut digits = [0u8; 20];
         let count = format_u64(ACKNOWLEDGED.load(Ordering::SeqCst), &mut digits);
-        write_stderr(&[MESSAGE_START, count, MESSAGE_END, b"\n"]);
+        write_stderr(&[ERROR_PREFIX, MESSAGE_START, count, MESSAGE_END, b"\n"]);
         signal_hook::low_level::exit(i32::from(INTERRUPTED_EXIT));
     }
 }
+
+/// What every error line of `flo-client` starts with (`main` adds it to the others).
+const ERROR_PREFIX: &[u8] = b"flo-client: ";
 
 /// The message around the count: the first N lines are stored, none after them.
 const MESSAGE_START: &[u8] = b"interrupted: the first ";

@@ -73,8 +73,9 @@ struct Cli {
 enum Command {
     /// Produce events and print their ids.
     ///
-    /// With -d, one event with that data. Without -d and with standard input piped or
-    /// redirected, one event per line of it (the newline removed), many in flight at once.
+    /// With -d, one event with that data; with --data-file, one event with a file's bytes.
+    /// Without either and with standard input piped or redirected, one event per line of it
+    /// (the newline removed), many in flight at once.
     /// Without -d at a terminal, one event without data (as in `produce -n /food/lunch/salad`).
     /// Empty standard input produces nothing and exits with code 1 (in a script, use -d ""
     /// for one event without data). Prints each event id as the server acknowledges it, then
@@ -89,6 +90,12 @@ enum Command {
         /// The event data. Use -d "" for an event without data.
         #[arg(short, long)]
         data: Option<String>,
+        /// One event whose data is the bytes of FILE, as they are (binary-safe: newlines and
+        /// any byte kept); `-` reads all of standard input as one event. At most the server's
+        /// event data limit (8 MiB by default); a larger file is refused before anything is
+        /// sent.
+        #[arg(long, value_name = "FILE", conflicts_with = "data")]
+        data_file: Option<std::path::PathBuf>,
         /// The id of the event these events respond to (25 digits or COUNTER.ACTOR).
         #[arg(long, value_name = "ID")]
         parent: Option<String>,
@@ -114,7 +121,8 @@ enum Command {
         expect_last: Option<String>,
         /// Lines from standard input are produced idempotently: after a lost connection or a
         /// server restart the client connects again (this many tries, 0 for none) and resends
-        /// what was not acknowledged, which the server stores once.
+        /// what was not acknowledged, which the server stores once. Each reconnect is said in
+        /// one line on standard error.
         #[arg(long, value_name = "N", default_value_t = 10)]
         reconnect_attempts: u32,
     },
@@ -128,10 +136,32 @@ enum Command {
     /// this consumer acknowledges each event after it is written to standard output. A
     /// restarted consumer carries on after the last acknowledged event; an event it printed
     /// but could not acknowledge (killed in between) is delivered again (at least once).
+    ///
+    /// With --group and --exec CMD it prints nothing itself: it runs CMD (with `sh -c`) once
+    /// per event, one event at a time, with the event's data on CMD's standard input and
+    /// FLO_EVENT_ID, FLO_NAMESPACE, FLO_TIMESTAMP_MS and FLO_PARENT_ID (empty without a
+    /// parent) in its environment. Exit code 0 acknowledges the event; any other exit refuses
+    /// it (a nack, said in one line on standard error): the group delivers it again after
+    /// --nack-delay, to this or another member, and parks it after the group's max deliveries
+    /// (`flo-client groups parked NAME` lists it).
     Consume {
         /// Join this consumer group instead of reading the stream alone.
         #[arg(short, long, value_name = "NAME")]
         group: Option<String>,
+        /// With --group: run CMD for each event and acknowledge the event when CMD exits with
+        /// 0, refuse it (nack) otherwise (see above).
+        #[arg(
+            long,
+            value_name = "CMD",
+            requires = "group",
+            conflicts_with = "format"
+        )]
+        exec: Option<String>,
+        /// With --exec: how long the group waits before it delivers a refused event again,
+        /// such as 0s (at once, the default), 500ms or 1m.
+        #[arg(long, value_name = "DURATION", requires = "exec", default_value = "0s",
+              value_parser = parse_duration_ms)]
+        nack_delay: u64,
         /// Only events whose namespace matches this glob (`*` is one path segment, `**` any
         /// number of them).
         #[arg(short, long = "namespace", value_name = "GLOB", default_value = "/**")]
@@ -212,6 +242,21 @@ enum Command {
         id: String,
         /// `human`: the indented tree. `json`: one JSON object per event (depth, id,
         /// parent_id, namespace, timestamp in ms), in the server's order.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the events with these ids as `consume` prints them (a missing one is an error,
+    /// exit code 1, after the ones before it).
+    ///
+    /// The server finds each id in its trace index (as for `trace`) and then delivers the
+    /// event from its namespace. An id it does not hold (never stored, deleted by retention or
+    /// a purge, or in a namespace the token may not consume) is "no event".
+    Get {
+        /// Event ids (25 digits or COUNTER.ACTOR).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// `human`: the event id, namespace and data as text, each event after a blank line.
+        /// `json`: one JSON object per line, as `consume --format json` prints it.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
@@ -332,10 +377,21 @@ enum GroupsCommand {
         /// The group's name.
         name: String,
     },
-    /// List a group's parked events (log offset and id), a page at a time from the server.
+    /// List a group's parked events, in log order: one line each with its id, log offset,
+    /// namespace and time (`gone` for one deleted or purged since it was parked); with --data
+    /// each followed by the event as `consume` prints it.
+    ///
+    /// The server sends the list a page at a time (offset and id); each entry then costs one
+    /// lookup in the server's trace index, and with --data one short read of its namespace.
+    /// A parked event was delivered the group's max deliveries times (the setting when it was
+    /// parked); the server keeps no other count.
     Parked {
         /// The group's name.
         name: String,
+        /// Show each event's data (and with --format json, the event as `consume --format
+        /// json` prints it, with its `offset`).
+        #[arg(long)]
+        data: bool,
     },
     /// Make parked events of the group deliverable again (delivery count back at 0): every
     /// one, or only those named with --id, or those from --from to --to.
@@ -562,18 +618,31 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) if message.starts_with(EXPECTATION_FAILED_PREFIX) => {
-            eprintln!("{message}");
+            say_error(&message);
             ExitCode::from(EXPECTATION_FAILED_EXIT)
         }
         Err(message) if message.starts_with(interrupt::INTERRUPTED_PREFIX) => {
-            eprintln!("{message}");
+            say_error(&message);
             ExitCode::from(interrupt::INTERRUPTED_EXIT)
         }
         Err(message) => {
-            eprintln!("{message}");
+            say_error(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every error of `flo-client` is one line on standard error that starts with `flo-client: `,
+/// as clap's are: a script can tell it from the output of the command it ran, and `grep` finds
+/// it. A message of several lines (a server's message may hold a newline) is joined with "; ".
+/// Errors found after argument parsing had no prefix (walkthrough, session 15).
+fn say_error(message: &str) {
+    let joined: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    eprintln!("flo-client: {}", joined.join("; "));
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -616,6 +685,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Produce {
             namespace,
             data,
+            data_file,
             parent,
             quiet,
             format,
@@ -630,6 +700,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 replicas,
                 expect_last: expect_last.as_deref(),
                 reconnect_attempts,
+            };
+            let data = match data_file {
+                Some(path) => Some(Data::File(path)),
+                None => data.map(|text| Data::Bytes(text.into_bytes())),
             };
             produce(&server, &namespace, data, &options)
         }
@@ -647,9 +721,22 @@ fn run(cli: Cli) -> Result<(), String> {
             format,
             order: ConsumeOrder::Arrival,
             skip_damaged: _,
-        } => consume_group(&server, &group, &namespace, tail, &from, limit, format),
+            exec,
+            nack_delay,
+        } => {
+            let output = match exec {
+                Some(command) => GroupOutput::Exec {
+                    command,
+                    nack_delay: Duration::from_millis(nack_delay),
+                },
+                None => GroupOutput::Print(format),
+            };
+            consume_group(&server, &group, &namespace, tail, &from, limit, &output)
+        }
         Command::Consume {
             group: None,
+            exec: _,
+            nack_delay: _,
             namespace,
             tail,
             from,
@@ -675,6 +762,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Info { format } => ops::info(&server, format),
         Command::Namespaces { glob, format } => namespaces(&server, &glob, format),
         Command::Trace { id, format } => trace(&server, &id, format),
+        Command::Get { ids, format } => lookup::get(&server, &ids, format),
         Command::Groups { action, format } => groups(&server, action, format),
         Command::Cluster { action, format } => cluster(&server, action, format),
         Command::Purge {
@@ -908,30 +996,11 @@ fn groups(server: &Server, action: Option<GroupsCommand>, format: Format) -> Res
             outln!(out, "group {name} updated");
             format_group_detail(&mut out, &detail);
         }
-        Some(GroupsCommand::Parked { name }) => {
-            let mut from_offset = 0;
-            let mut count = 0u64;
-            loop {
-                let page = client.parked_page(&name, from_offset).map_err(failed)?;
-                let lines: String = page
-                    .events
-                    .iter()
-                    .map(|event| format!("{} offset {}\n", event.id, event.offset))
-                    .collect();
-                if write_out(&lines)? {
-                    return Ok(());
-                }
-                count += page.events.len() as u64;
-                match page.events.last() {
-                    // parked_page checked that the offsets move forward; at the last
-                    // offset there is nothing after it.
-                    Some(last) if page.more && last.offset < u64::MAX => {
-                        from_offset = last.offset + 1
-                    }
-                    _ => break,
-                }
+        Some(GroupsCommand::Parked { name, data }) => {
+            if let Some(count) = lookup::parked(&mut client, &name, data, Format::Human)? {
+                let noun = if count == 1 { "event" } else { "events" };
+                eprintln!("{count} parked {noun} in group {name}");
             }
-            eprintln!("{count} parked events in group {name}");
         }
         Some(GroupsCommand::Replay { name, id, from, to }) => {
             let parked_before = client.group_info(&name).map_err(failed)?.parked;
@@ -1075,20 +1144,8 @@ fn groups_json(
         Some(GroupsCommand::Info { name }) => {
             return detail(client.group_detail(&name).map_err(failed)?)
         }
-        Some(GroupsCommand::Parked { name }) => {
-            let mut from_offset = 0;
-            loop {
-                let page = client.parked_page(&name, from_offset).map_err(failed)?;
-                if write_out(&ops::parked_json_lines(&page))? {
-                    return Ok(());
-                }
-                match page.events.last() {
-                    Some(last) if page.more && last.offset < u64::MAX => {
-                        from_offset = last.offset + 1
-                    }
-                    _ => return Ok(()),
-                }
-            }
+        Some(GroupsCommand::Parked { name, data }) => {
+            return lookup::parked(client, &name, data, Format::Json).map(drop);
         }
         Some(GroupsCommand::Replay { name, id, from, to }) => {
             replay(client, &name, &id, from, to).map_err(failed)?
@@ -1261,6 +1318,8 @@ fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
 }
 
 mod bench;
+mod exec;
+mod lookup;
 mod ops;
 
 /// Connects and performs the handshake, saying plainly when the other side is not a flo
@@ -1321,10 +1380,42 @@ struct ProduceOptions<'a> {
     reconnect_attempts: u32,
 }
 
+/// The data of `produce`'s one event: `-d TEXT` or `--data-file FILE`.
+enum Data {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+/// `--data-file`: the bytes of the file (`-`: of standard input), at most `size_max` (the
+/// server's event data limit, so that a larger file costs no more memory than one event and is
+/// refused before anything is sent). A FIFO (`--data-file <(cmd)`) is read to its end.
+fn read_data_file(path: &std::path::Path, size_max: u32) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let failed = |error: io::Error| format!("--data-file {shown}: could not read it: {error}");
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(failed)?)
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(u64::from(size_max) + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() > size_max as usize {
+        return Err(format!(
+            "--data-file {shown} holds more than the server's event data limit of {size_max} \
+             bytes: nothing was produced"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn produce(
     server: &Server,
     namespace: &str,
-    data: Option<String>,
+    data: Option<Data>,
     options: &ProduceOptions<'_>,
 ) -> Result<(), String> {
     let parent_id = options
@@ -1357,8 +1448,10 @@ fn produce(
     // At a terminal, no -d means one event without data (the seed README's example); reading
     // lines from the keyboard would look like a hang.
     let data = match data {
-        None if io::stdin().is_terminal() => Some(String::new()),
-        data => data,
+        None if io::stdin().is_terminal() => Some(Vec::new()),
+        None => None,
+        Some(Data::Bytes(bytes)) => Some(bytes),
+        Some(Data::File(path)) => Some(read_data_file(&path, client.limits().event_data_size_max)?),
     };
     let event = |data: Vec<u8>| NewEvent {
         namespace: namespace.to_string(),
@@ -1368,7 +1461,7 @@ fn produce(
     let count = match (data, expect) {
         (data, Some(expect)) => {
             let events = match data {
-                Some(data) => vec![event(data.into_bytes())],
+                Some(data) => vec![event(data)],
                 None => read_lines(namespace)?.into_iter().map(event).collect(),
             };
             let ack = client
@@ -1379,14 +1472,14 @@ fn produce(
         }
         (Some(data), None) => {
             let ack = client
-                .produce_event(event(data.into_bytes()))
+                .produce_event(event(data))
                 .map_err(|error| error.to_string())?;
             write_ack(&mut out, &ack).map_err(|error| output_error(&error))?;
             1
         }
         (None, None) => {
             let mut producer = idempotent_producer(client, server, options)?;
-            produce_lines(&mut producer, namespace, parent_id, &mut out)?
+            produce_lines(&mut producer, &server.addr, namespace, parent_id, &mut out)?
         }
     };
     let summary = match options.format {
@@ -1470,14 +1563,40 @@ fn idempotent_producer(
     Ok(producer)
 }
 
+/// Says on standard error, one line each, the reconnects of the stdin producer since the last
+/// look: it reconnected without a word after a server restart (walkthrough, session 15), and a
+/// user whose server went away should know that the lines were resent, and stored once.
+struct ReconnectNotice {
+    addr: String,
+    said: u64,
+}
+
+impl ReconnectNotice {
+    fn look(&mut self, producer: &IdempotentProducer) {
+        while self.said < producer.reconnects() {
+            self.said += 1;
+            eprintln!(
+                "flo-client: the connection to {} was lost; reconnected (reconnect {}) and resent \
+                 the lines not yet acknowledged (the server stores each once)",
+                self.addr, self.said
+            );
+        }
+    }
+}
+
 /// One event per line of standard input, pipelined; prints each id as its ack arrives.
 /// Returns how many events were acknowledged.
 fn produce_lines(
     producer: &mut IdempotentProducer,
+    addr: &str,
     namespace: &str,
     parent_id: Option<EventId>,
     out: &mut impl Write,
 ) -> Result<u64, String> {
+    let mut notice = ReconnectNotice {
+        addr: addr.to_string(),
+        said: producer.reconnects(),
+    };
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
     let mut acknowledged = 0u64;
     let mut line = Vec::new();
@@ -1491,7 +1610,7 @@ fn produce_lines(
         if idle || interrupt::interrupted() {
             // About to wait for input (or stopped by Ctrl-C): show every outstanding ack
             // first, so an interactive user sees each id as soon as the server has it.
-            while receive_ack(producer, out, &mut acknowledged)? {}
+            while receive_ack(producer, &mut notice, out, &mut acknowledged)? {}
             out.flush().map_err(|error| output_error(&error))?;
             if interrupt::interrupted() || (idle && !interrupt::enter_idle(acknowledged)) {
                 return Err(interrupt::message(acknowledged));
@@ -1517,21 +1636,23 @@ fn produce_lines(
             }
         }
         if producer.is_full() {
-            receive_ack(producer, out, &mut acknowledged)?;
+            receive_ack(producer, &mut notice, out, &mut acknowledged)?;
         }
         let event = NewEvent {
             namespace: namespace.to_string(),
             parent_id,
             data: line.clone(),
         };
-        if let Err(error) = producer.send(event) {
+        let sent = producer.send(event);
+        notice.look(producer);
+        if let Err(error) = sent {
             // Print the acks that arrived before the failure; then report it.
-            while let Ok(true) = receive_ack(producer, out, &mut acknowledged) {}
+            while let Ok(true) = receive_ack(producer, &mut notice, out, &mut acknowledged) {}
             let _ = out.flush();
             return Err(fail(acknowledged, error.to_string()));
         }
     }
-    while receive_ack(producer, out, &mut acknowledged)? {}
+    while receive_ack(producer, &mut notice, out, &mut acknowledged)? {}
     if interrupt::interrupted() {
         // Ctrl-C at a terminal also stops the command writing into the pipe: the end of
         // input that follows is not a complete input.
@@ -1553,10 +1674,13 @@ fn produce_lines(
 /// Prints the oldest outstanding ack; false when nothing was in flight.
 fn receive_ack(
     producer: &mut IdempotentProducer,
+    notice: &mut ReconnectNotice,
     out: &mut impl Write,
     acknowledged: &mut u64,
 ) -> Result<bool, String> {
-    match producer.recv_ack() {
+    let received = producer.recv_ack();
+    notice.look(producer);
+    match received {
         Ok(Some(ack)) => {
             write_ack(out, &ack).map_err(|error| output_error(&error))?;
             *acknowledged += u64::from(ack.count);
@@ -1766,7 +1890,7 @@ fn consume(
             order_stalled_hint(&error, last_id).map_or(error.to_string(), |hint| {
                 // What was printed is a prefix of the id order: say how to go on from it.
                 let _ = out.flush();
-                format!("{error}\n{hint}")
+                format!("{error}; {hint}")
             })
         })?;
         let event = match delivery {
@@ -1850,7 +1974,7 @@ fn order_stalled_hint(error: &ClientError, last_id: Option<EventId>) -> Option<S
 /// to the other members).
 /// A membership's error for `consume --group`; a glob mismatch after a join without `-n`
 /// (whose default `/**` is rarely a group's glob) says how to give the group's glob.
-fn group_error(group: &str, glob: &str, error: ClientError) -> String {
+pub(crate) fn group_error(group: &str, glob: &str, error: ClientError) -> String {
     let hint = match &error {
         ClientError::Server {
             code: flo::client::ErrorCode::GroupGlobMismatch,
@@ -1883,6 +2007,17 @@ fn note_an_existing_group_ignores_from(client: &mut Client, group: &str, from: &
     }
 }
 
+/// What `consume --group` does with each event.
+enum GroupOutput {
+    /// Print it, then acknowledge it.
+    Print(Format),
+    /// `--exec`: run the command; acknowledge on exit 0, refuse after `nack_delay` otherwise.
+    Exec {
+        command: String,
+        nack_delay: Duration,
+    },
+}
+
 fn consume_group(
     server: &Server,
     group: &str,
@@ -1890,7 +2025,7 @@ fn consume_group(
     tail: bool,
     from: &str,
     limit: u64,
-    format: Format,
+    output: &GroupOutput,
 ) -> Result<(), String> {
     let start = group_position(from)?;
     stop_cleanly_on_ctrl_c()?;
@@ -1899,6 +2034,22 @@ fn consume_group(
         note_an_existing_group_ignores_from(&mut client, group, from);
     }
     let mut builder = client.join_group(group).glob(glob).start(start);
+    let format = match output {
+        GroupOutput::Print(format) => *format,
+        GroupOutput::Exec {
+            command,
+            nack_delay,
+        } => {
+            // One event in hand at a time: the command may be slow, and an event held
+            // behind it would reach its ack time-out and go to another member meanwhile.
+            let consumer = builder
+                .credit(1)
+                .max_in_flight(1)
+                .join()
+                .map_err(|error| group_error(group, glob, error))?;
+            return exec::consume(consumer, group, glob, tail, limit, command, *nack_delay);
+        }
+    };
     if limit > 0 {
         // No more in hand than will be printed, so that nothing waits for a time-out.
         let window = u32::try_from(limit).unwrap_or(u32::MAX);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flo::client::format::{
     format_info, format_info_json, format_rfc3339_ms, push_json_string, push_terminal_safe,
 };
-use flo::client::{GroupDetail, GroupInfo, GroupSettings, ParkedReply, PurgesReply};
+use flo::client::{GroupDetail, GroupInfo, GroupSettings, PurgesReply};
 use flo::event::{EventId, PurgeBefore, StartPosition};
 use flo::units::format_duration_ms;
 
@@ -228,14 +228,6 @@ pub fn groups_list_json(groups: &[(GroupInfo, Option<GroupSettings>)]) -> String
         })
         .collect();
     format!("[{}]", entries.join(","))
-}
-
-/// One page of `groups parked --format json`: one JSON object per parked event and line.
-pub fn parked_json_lines(page: &ParkedReply) -> String {
-    page.events
-        .iter()
-        .map(|event| format!("{{\"id\":\"{}\",\"offset\":{}}}\n", event.id, event.offset))
-        .collect()
 }
 
 /// `produce --format json`: a writer that turns each line holding just an event id (25 digits)

@@ -1,0 +1,110 @@
+//! `consume --group NAME --exec CMD`: a group member that hands each event to a command and
+//! acknowledges it only when the command succeeds.
+//!
+//! `consume --group` acknowledges each event once it is printed, so a shell pipeline could not
+//! refuse one (walkthrough, session 15). A nack needs a membership (GroupNack names its
+//! subscription id, protocol.md section 16), so a separate `groups nack` command, which would
+//! join the group to refuse an event, would be handed other events meanwhile; the member that
+//! received the event is the one to decide. So the member runs the command itself, as
+//! `xargs` or `find -exec` do, and turns its exit status into the ack or the nack.
+
+use std::io::{self, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use flo::client::{GroupConsumer, GroupDelivery};
+use flo::event::Event;
+use flo::units::format_duration_ms;
+
+use super::group_error;
+
+/// Runs `command` for each event of `consumer` until the group has caught up (or, with
+/// `tail`, until Ctrl-C), at most `limit` events (0: no limit), then leaves the group.
+pub fn consume(
+    mut consumer: GroupConsumer<'_>,
+    group: &str,
+    glob: &str,
+    tail: bool,
+    limit: u64,
+    command: &str,
+    nack_delay: Duration,
+) -> Result<(), String> {
+    let failed = |error: flo::client::ClientError| group_error(group, glob, error);
+    let mut handled = 0u64;
+    while limit == 0 || handled < limit {
+        let event = match consumer.next_delivery().map_err(failed)? {
+            None | Some(GroupDelivery::End(_)) => break,
+            Some(GroupDelivery::CaughtUp) if !tail => break,
+            Some(GroupDelivery::CaughtUp) => continue,
+            Some(GroupDelivery::Event(event)) => event,
+        };
+        handled += 1;
+        let status = run(command, &event)?;
+        if status.success() {
+            consumer.ack(event.id).map_err(failed)?;
+            // Sent now, not batched: the command's effect is done, and a Ctrl-C must not
+            // leave it unacknowledged.
+            consumer.flush().map_err(failed)?;
+            continue;
+        }
+        let mut namespace = String::new();
+        flo::client::format::push_terminal_safe(&mut namespace, &event.namespace);
+        let when = match nack_delay.is_zero() {
+            true => "at once".to_string(),
+            false => format!(
+                "after {}",
+                format_duration_ms(nack_delay.as_millis() as u64)
+            ),
+        };
+        eprintln!(
+            "flo-client: event {} ({namespace}): the --exec command {}: refused (nack); the \
+             group delivers it again {when}, or parks it after its max deliveries",
+            event.id,
+            describe(status)
+        );
+        consumer.nack(&[event.id], nack_delay).map_err(failed)?;
+    }
+    consumer
+        .leave()
+        .map_err(|error| format!("group {group}: {error}"))
+}
+
+/// Runs `command` with `sh -c`, the event's data on its standard input and the event's fields
+/// in its environment; its standard output and error are this process's.
+fn run(command: &str, event: &Event) -> Result<ExitStatus, String> {
+    let parent = event.parent_id.map_or(String::new(), |id| id.to_string());
+    let mut child = Command::new("sh")
+        .args(["-c", command])
+        .env("FLO_EVENT_ID", event.id.to_string())
+        .env("FLO_NAMESPACE", &event.namespace)
+        .env("FLO_TIMESTAMP_MS", event.timestamp_ms.to_string())
+        .env("FLO_PARENT_ID", parent)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not run the --exec command with sh: {error}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input closes the pipe (EPIPE): its exit status
+        // still decides. Dropping `stdin` then ends the command's input.
+        match stdin.write_all(&event.data) {
+            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("could not write to the --exec command: {error}"));
+            }
+            _ => {}
+        }
+    }
+    child
+        .wait()
+        .map_err(|error| format!("could not wait for the --exec command: {error}"))
+}
+
+/// "exited with code 3" or "was killed by signal 9".
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => format!("ended with {status}"),
+    }
+}

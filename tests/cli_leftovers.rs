@@ -1,0 +1,413 @@
+//! What a new user of `flo-client` still missed after session 15's walkthrough, each against
+//! the real server (`flo` on 127.0.0.1, port 0, killed when dropped; every `flo-client` run to
+//! its end or stopped by its PID):
+//!
+//! - every error is one line that starts with `flo-client: `, with a non-zero exit (a list of
+//!   bad invocations, one per kind of failure);
+//! - `produce --data-file FILE` (and `-` for standard input) stores the bytes as one event;
+//! - a piped `produce` that reconnects after a server restart says so on standard error, once,
+//!   and stores every line once;
+//! - `get ID` prints one event as `consume` does, and names a missing id in one line;
+//! - `groups parked` shows each parked event's namespace and time, and with `--data` its data;
+//! - `consume --group --exec CMD` acknowledges an event when CMD exits 0 and refuses it (nack)
+//!   otherwise, so that the group delivers it again and parks it after `max_deliveries`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+use common::{client, wait_until, FloProcess, RawConn};
+use flo::client::format::format_rfc3339_ms;
+use flo::client::GroupDelivery;
+use flo::event::EventId;
+
+fn flo_client_with(addr: &str, args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", addr])
+        .args(args)
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flo-client");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    if let Some(input) = input {
+        // A command that does not read its input closes the pipe: not a failure of the test.
+        let _ = stdin.write_all(input);
+    }
+    drop(stdin);
+    child.wait_with_output().expect("wait for flo-client")
+}
+
+fn flo_client(server: &FloProcess, args: &[&str]) -> Output {
+    flo_client_with(&server.addr.to_string(), args, None)
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "flo-client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The one line of standard error of a failed run, checked to be prefixed and alone.
+fn one_error_line(output: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "{what}: exit 0, stderr {stderr:?}"
+    );
+    assert!(
+        stderr.starts_with("flo-client: "),
+        "{what}: no prefix: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{what}: not one line: {stderr:?}"
+    );
+    assert!(stderr.ends_with('\n'), "{what}: {stderr:?}");
+    stderr
+}
+
+/// Session 15: `--from garbage` printed its error without the `flo-client:` prefix, and so did
+/// every error found after argument parsing (a refused connection, a server's error, a bad id).
+#[test]
+fn every_cli_error_is_one_prefixed_line_with_a_nonzero_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(&server, &["produce", "-n", "/a", "-d", "x"]));
+    let bad: &[&[&str]] = &[
+        &["consume", "--from", "garbage"],
+        &["consume", "--from", "-0"],
+        &["consume", "--namepsace", "/a"],
+        &["consume", "--group", "g", "--order", "id"],
+        &["consume", "--group", "g", "--from", "-3"],
+        &["trace", "12x"],
+        &["trace", "0000000000000000000000001"],
+        &["trace", "0000000000000000099900001"],
+        &["produce", "-n", "/a", "-d", "x", "--parent", "nope"],
+        &["produce", "-n", "/a", "-d", "x", "--expect-last", "nope"],
+        &["produce", "-n", "/a", "-d", "x", "--expect-last", "none"],
+        &["produce", "-n", "no slash", "-d", "x"],
+        &["purge", "-n", "/a/**", "--before", "end"],
+        &["groups", "info", "nosuchgroup"],
+        &["groups", "update", "g"],
+        &["groups", "reset", "g", "--to", "-5"],
+        &["groups", "parked", "nosuchgroup"],
+        &["get", "0000000000000000099900001"],
+        &["get", "x"],
+        &[
+            "produce",
+            "-n",
+            "/a",
+            "--data-file",
+            "/nonexistent/flo-test-file",
+        ],
+    ];
+    for args in bad {
+        let output = flo_client(&server, args);
+        one_error_line(&output, &format!("{args:?}"));
+    }
+    // No server there, and a malformed FLO_ADDR.
+    let refused = flo_client_with("127.0.0.1:1", &["info"], None);
+    one_error_line(&refused, "connection refused");
+    let output = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .arg("info")
+        .env("FLO_ADDR", "nonsense")
+        .env_remove("FLO_TOKEN")
+        .output()
+        .expect("run flo-client");
+    one_error_line(&output, "FLO_ADDR=nonsense");
+}
+
+/// Every event of the server's log, read with a bare connection.
+fn stored(server: &FloProcess) -> Vec<flo::event::Event> {
+    RawConn::hello(server.addr).read_all()
+}
+
+#[test]
+fn produce_data_file_stores_the_files_bytes_as_one_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let bytes: &[u8] = b"line one\nline two\r\n\0\xff\xfe not UTF-8\n";
+    let path = dir.path().join("blob.bin");
+    std::fs::write(&path, bytes).expect("write blob");
+    let path = path.to_str().expect("a UTF-8 path");
+    let text = stdout(&flo_client(
+        &server,
+        &["produce", "-n", "/blobs/1", "--data-file", path],
+    ));
+    assert_eq!(text.lines().count(), 2, "one id and the summary: {text}");
+    let text = stdout(&flo_client_with(
+        &server.addr.to_string(),
+        &["produce", "-n", "/blobs/2", "--data-file", "-"],
+        Some(bytes),
+    ));
+    assert_eq!(text.lines().count(), 2, "one id and the summary: {text}");
+    let events = stored(&server);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert_eq!(event.data, bytes, "{}", event.namespace);
+    }
+    // -d and --data-file are one or the other.
+    let both = flo_client(
+        &server,
+        &["produce", "-n", "/blobs/3", "-d", "x", "--data-file", path],
+    );
+    one_error_line(&both, "-d with --data-file");
+    // A file over the server's event size limit (8 MiB) is refused before anything is sent.
+    let large = dir.path().join("large.bin");
+    std::fs::write(&large, vec![b'x'; 8 * 1024 * 1024 + 1]).expect("write large");
+    let output = flo_client(
+        &server,
+        &[
+            "produce",
+            "-n",
+            "/blobs/4",
+            "--data-file",
+            large.to_str().expect("UTF-8"),
+        ],
+    );
+    let error = one_error_line(&output, "a file over the limit");
+    assert!(error.contains("8388608"), "{error}");
+    assert_eq!(stored(&server).len(), 2);
+}
+
+/// A piped produce reconnected after a server restart without a word (session 15): it says so
+/// once per reconnect on standard error, and every line is stored once.
+#[test]
+fn a_piped_produce_says_on_stderr_when_it_reconnects() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let addr = server.addr;
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &addr.to_string(), "produce", "-n", "/lines"])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    let mut input = producer.stdin.take().expect("stdin is piped");
+    let mut ids = BufReader::new(producer.stdout.take().expect("stdout is piped"));
+    input.write_all(b"one\n").expect("write a line");
+    let mut first = String::new();
+    ids.read_line(&mut first).expect("the first id");
+    assert_eq!(first.trim().len(), 25, "{first:?}");
+    // The server goes away and comes back on the same port; then the next lines come.
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    let server = FloProcess::start_on_port(dir.path(), addr.port(), &[]);
+    input.write_all(b"two\nthree\n").expect("write lines");
+    drop(input);
+    let output = producer.wait_with_output().expect("wait for flo-client");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line per reconnect: {stderr:?}");
+    assert!(lines[0].starts_with("flo-client: "), "{stderr:?}");
+    assert!(lines[0].contains("reconnected"), "{stderr:?}");
+    let data: Vec<Vec<u8>> = stored(&server).into_iter().map(|e| e.data).collect();
+    assert_eq!(data, [&b"one"[..], b"two", b"three"], "each line once");
+}
+
+#[test]
+fn get_prints_one_event_by_id_as_consume_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let mut producer = client(&server);
+    producer
+        .produce("/food/eggs", b"scrambled")
+        .expect("produce");
+    let ack = producer
+        .produce_event(flo::client::NewEvent {
+            namespace: "/food/toast".into(),
+            parent_id: Some(EventId::new(1, 1)),
+            data: b"butter\nand jam".to_vec(),
+        })
+        .expect("produce");
+    producer.produce("/food/toast", b"later").expect("produce");
+    let id = ack.first_id.to_string();
+    // Human: the block `consume` prints for the event; JSON: consume's line.
+    let consumed = stdout(&flo_client(
+        &server,
+        &["consume", "-n", "/food/toast", "--limit", "1"],
+    ));
+    assert_eq!(stdout(&flo_client(&server, &["get", &id])), consumed);
+    let json = stdout(&flo_client(&server, &["consume", "--format", "json"]));
+    let line = json
+        .lines()
+        .find(|line| line.contains(&id))
+        .expect("the event in consume's JSON");
+    let got = stdout(&flo_client(&server, &["get", &id, "--format", "json"]));
+    assert_eq!(got, format!("{line}\n"));
+    // COUNTER.ACTOR works as everywhere else.
+    let short = format!("{}.{}", ack.first_id.counter, ack.first_id.actor);
+    assert_eq!(stdout(&flo_client(&server, &["get", &short])), consumed);
+    // No such event: one line naming the id, exit 1.
+    let missing = flo_client(&server, &["get", "0000000000000000099900001"]);
+    let error = one_error_line(&missing, "a missing id");
+    assert!(error.contains("0000000000000000099900001"), "{error}");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+}
+
+/// Parks the events of `/orders/**` whose data is `refuse` in group `name` (one delivery each).
+fn park(server: &FloProcess, name: &str, refuse: &[u8]) {
+    let mut member = client(server);
+    let mut consumer = member
+        .join_group(name)
+        .glob("/orders/**")
+        .max_deliveries(1)
+        .join()
+        .expect("join");
+    loop {
+        let delivery = consumer
+            .next_delivery()
+            .expect("delivery")
+            .expect("not ended");
+        match delivery {
+            GroupDelivery::Event(event) if event.data == refuse => consumer
+                .nack(&[event.id], std::time::Duration::ZERO)
+                .expect("nack"),
+            GroupDelivery::Event(event) => consumer.ack(event.id).expect("ack"),
+            GroupDelivery::CaughtUp | GroupDelivery::End(_) => break,
+        }
+    }
+    consumer.leave().expect("leave");
+    let mut admin = client(server);
+    wait_until("the event is parked", || {
+        let info = admin.group_info(name).expect("group info");
+        info.parked == 1 && info.pending == 0
+    });
+}
+
+/// `groups parked` showed only "ID offset N" (session 15): an operator deciding on a replay
+/// needs the namespace, the time and the data.
+#[test]
+fn groups_parked_shows_namespace_time_and_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let mut producer = client(&server);
+    producer.produce("/orders/1", b"fine").expect("produce");
+    let poison = producer
+        .produce("/orders/2", b"poison \xff pill")
+        .expect("produce");
+    producer.produce("/orders/3", b"fine").expect("produce");
+    park(&server, "orders", b"poison \xff pill");
+    let id = poison.first_id.to_string();
+    let time = format_rfc3339_ms(poison.timestamp_ms);
+
+    let output = flo_client(&server, &["groups", "parked", "orders"]);
+    let text = stdout(&output);
+    // One event, not "1 parked events".
+    let count = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(count, "1 parked event in group orders\n");
+    let line = text.lines().next().expect("a parked line");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(line.starts_with(&format!("{id} offset ")), "{line}");
+    assert!(line.contains(" /orders/2 "), "{line}");
+    assert!(line.ends_with(&time), "{line}");
+
+    let text = stdout(&flo_client(
+        &server,
+        &["groups", "parked", "orders", "--data"],
+    ));
+    let event = stdout(&flo_client(&server, &["get", &id]));
+    assert!(text.starts_with(line), "{text}");
+    assert!(text.ends_with(&event), "the event as get prints it: {text}");
+    assert!(text.contains("poison \\xff pill"), "{text}");
+
+    let json = stdout(&flo_client(
+        &server,
+        &["groups", "parked", "orders", "--format", "json"],
+    ));
+    assert!(json.contains("\"namespace\":\"/orders/2\""), "{json}");
+    assert!(
+        json.contains(&format!("\"timestamp\":{}", poison.timestamp_ms)),
+        "{json}"
+    );
+    assert!(!json.contains("\"data\""), "{json}");
+    let json = stdout(&flo_client(
+        &server,
+        &["groups", "parked", "orders", "--format", "json", "--data"],
+    ));
+    assert!(json.contains(&format!("\"id\":\"{id}\"")), "{json}");
+    assert!(json.contains("\"offset\":"), "{json}");
+    assert!(json.contains("\"data_encoding\":\"base64\""), "{json}");
+}
+
+/// `consume --group` acknowledged every event it printed: a shell pipeline could not refuse
+/// one (session 15). With `--exec CMD`, CMD gets each event (data on standard input, id and
+/// namespace in the environment); exit 0 acknowledges it, anything else refuses it.
+#[test]
+fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let log = dir.path().join("exec.log");
+    let create = [
+        "groups",
+        "create",
+        "work",
+        "-n",
+        "/work/**",
+        "--max-deliveries",
+        "2",
+    ];
+    stdout(&flo_client(&server, &create));
+    let mut producer = client(&server);
+    producer.produce("/work/1", b"ok").expect("produce");
+    let bad = producer.produce("/work/2", b"bad").expect("produce");
+    producer.produce("/work/3", b"ok").expect("produce");
+    let script = format!(
+        "data=$(cat); echo \"$FLO_EVENT_ID $FLO_NAMESPACE $data\" >> '{}'; [ \"$data\" = ok ]",
+        log.display()
+    );
+    let mut member = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string(), "consume", "--group", "work"])
+        .args(["-n", "/work/**", "-t", "--exec", &script])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    let mut admin = client(&server);
+    wait_until("every event is acknowledged or parked", || {
+        if let Some(status) = member.try_wait().expect("try_wait") {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(
+                member.stderr.as_mut().expect("stderr is piped"),
+                &mut stderr,
+            );
+            panic!("the member exited ({status}): {stderr}");
+        }
+        let info = admin.group_info("work").expect("group info");
+        info.parked == 1 && info.pending == 0 && info.lag == 0
+    });
+    let pid = member.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status();
+    assert!(killed.expect("run kill").success());
+    let output = member.wait_with_output().expect("wait for flo-client");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let runs = std::fs::read_to_string(&log).expect("the exec log");
+    let bad_id = bad.first_id.to_string();
+    let count = |needle: &str| runs.lines().filter(|line| line.contains(needle)).count();
+    assert_eq!(count(" /work/1 ok"), 1, "{runs}");
+    assert_eq!(count(&format!("{bad_id} /work/2 bad")), 2, "{runs}");
+    assert_eq!(count(" /work/3 ok"), 1, "{runs}");
+    // Each refusal is said once on standard error, naming the event.
+    let refusals = stderr.lines().filter(|line| line.contains(&bad_id)).count();
+    assert_eq!(refusals, 2, "{stderr}");
+    let parked = stdout(&flo_client(&server, &["groups", "parked", "work"]));
+    assert!(parked.starts_with(&bad_id), "{parked}");
+}
