@@ -598,7 +598,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A connection the server closes keeps this long to deliver what it is owed (replies to
     /// the frames before the bad one, then the closing Error) and to see the client close; it
-    /// still counts toward `connections_max` meanwhile.
+    /// still counts toward `connections_max` meanwhile, and what it is owed toward
+    /// `connections_memory_max`.
     pub linger_timeout: Duration,
     /// What a connection the server closed may still send while it lingers: its input is
     /// read and discarded (closing a socket with unread input makes the kernel send a reset,
@@ -622,7 +623,9 @@ pub struct Config {
     /// subscriptions' state), as Redis's `maxmemory-clients`: an event is not fed to a
     /// consumer while it would take the total past this (it waits until output drains), and
     /// while the total is still over it the connection holding the most is closed
-    /// (`ResourceLimit`), until it is under.
+    /// (`ResourceLimit`), until it is under. The owed output of connections the server closed
+    /// counts too while they linger (`linger_timeout`): over the limit, the reactor cuts the
+    /// lingering ones holding the most first.
     pub connections_memory_max: usize,
     /// The largest frame accepted before the handshake, other than a PeerHello.
     pub hello_frame_size_max: u32,

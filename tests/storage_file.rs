@@ -9,6 +9,7 @@ use flo::config::{FsyncPolicy, Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{
     FileLog, InjectedFault, Log, MemoryLog, Offset, ProducedRecord, PurgeLimits, StorageError,
+    SPILL_CAPACITY_KEPT,
 };
 use flo::time::{MonotonicMs, WallClockMs};
 
@@ -710,6 +711,53 @@ fn interval_and_never_grow_the_open_segment_on_the_helper_thread() {
             let size = std::fs::metadata(&path).unwrap().len();
             assert!(size <= 13 << 20, "{} has {size} bytes", path.display());
         }
+    }
+}
+
+/// A turn whose records do not fit in the cache's ring spills them to a buffer, which grows to
+/// the whole turn; after the write, a buffer past `SPILL_CAPACITY_KEPT` is given back instead
+/// of being held for good (attack round 15: 60 produces of 8 MiB in one turn left 512 MiB),
+/// while one within it is kept, so turns that spill every time (a small cache) do not allocate
+/// it again. Fails before session 16: the buffer kept the large turn's capacity.
+#[test]
+fn a_large_turns_spill_buffer_is_given_back_and_a_small_ones_kept() {
+    for fsync in [FsyncPolicy::IntervalMs(100), FsyncPolicy::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.fsync = fsync;
+        config.segment_size_max = 64 << 20;
+        config.cache_bytes_max = 1 << 20;
+        let (mut log, _) = FileLog::open(&config).unwrap();
+        let data_size = 1 << 20;
+        let mut counter = 0u64;
+        let mut turn = |log: &mut FileLog, events: u64| {
+            for _ in 0..events {
+                counter += 1;
+                log.append(event(counter, 1, 0, data_size)).unwrap();
+            }
+            assert_eq!(log.sync(MonotonicMs(counter)).unwrap(), Offset(counter));
+            log.spill_capacity()
+        };
+        // A turn of 2 MiB spills (the ring holds 1 MiB) and keeps its buffer, the same
+        // capacity turn after turn.
+        let small = turn(&mut log, 2);
+        assert!(small >= 2 * data_size, "{fsync:?}: {small} bytes");
+        assert!(small <= SPILL_CAPACITY_KEPT, "{fsync:?}: {small} bytes");
+        assert_eq!(
+            turn(&mut log, 2),
+            small,
+            "{fsync:?}: the buffer was not kept"
+        );
+        // A turn of 12 MiB grows it past the limit; the write gives it back.
+        let large = turn(&mut log, 12);
+        assert!(
+            large <= SPILL_CAPACITY_KEPT,
+            "{fsync:?}: {large} bytes held after a turn of 12 MiB"
+        );
+        // Every record was written, the large turn's too.
+        log.wait_for_syncs().unwrap();
+        let sizes: Vec<usize> = read_events(&mut log).iter().map(|e| e.data.len()).collect();
+        assert_eq!(sizes, vec![data_size; 16], "{fsync:?}");
     }
 }
 

@@ -14,6 +14,15 @@ pub(super) struct ReactorFigures {
     pub process: ProcessStats,
     pub endpoint: EndpointFigures,
     pub socket_reads: super::SocketReads,
+    pub lingering: LingeringFigures,
+}
+
+/// The sockets the server closed (or refused) that linger to deliver what they are owed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LingeringFigures {
+    pub connections: usize,
+    pub output_bytes: usize,
+    pub cut: u64,
 }
 
 /// Writes one metric family's HELP and TYPE lines.
@@ -321,6 +330,27 @@ fn render_traffic(out: &mut String, s: &MetricsSnapshot, reactor: &ReactorFigure
         "counter",
         "Of those, the reads that found nothing to read (WouldBlock).",
         reactor.socket_reads.would_block,
+    );
+    single(
+        out,
+        "flo_lingering_connections",
+        "gauge",
+        "Connections the server closed or refused that linger to deliver what they are owed.",
+        reactor.lingering.connections,
+    );
+    single(
+        out,
+        "flo_lingering_output_bytes",
+        "gauge",
+        "Owed output those connections still hold (counted in --max-clients-memory).",
+        reactor.lingering.output_bytes,
+    );
+    single(
+        out,
+        "flo_lingering_cut_total",
+        "counter",
+        "Lingering connections cut with their owed output to stay under --max-clients-memory.",
+        reactor.lingering.cut,
     );
     single(
         out,

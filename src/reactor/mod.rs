@@ -144,8 +144,13 @@ pub(crate) struct Reactor<L: Log> {
     /// Sockets refused at the connection limit that are still lingering.
     refused_lingering_count: usize,
     /// Connections the engine closed that are still lingering; they count toward
-    /// `connections_max`, which bounds the memory their final output holds.
+    /// `connections_max`.
     closed_lingering_count: usize,
+    /// The final output all lingering sockets still hold (`Socket::final_output_held`),
+    /// counted with the engine's `connections_memory` against `connections_memory_max`.
+    lingering_output_bytes: usize,
+    /// Lingering sockets cut, with their final output, to bring that sum under the limit.
+    lingering_cut_count: u64,
     next_expiry_scan_ms: u64,
     /// Set when the listener speaks TLS: every accepted connection gets a session.
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -200,6 +205,8 @@ impl<L: Log> Reactor<L> {
             read_buffer: vec![0; READ_CHUNK],
             refused_lingering_count: 0,
             closed_lingering_count: 0,
+            lingering_output_bytes: 0,
+            lingering_cut_count: 0,
             next_expiry_scan_ms: 0,
             tls_config,
             peer_tls_config: None,
@@ -229,6 +236,11 @@ impl<L: Log> Reactor<L> {
         }
         let engine = &self.engine;
         let socket_reads = self.socket_reads;
+        let lingering = metrics_text::LingeringFigures {
+            connections: self.refused_lingering_count + self.closed_lingering_count,
+            output_bytes: self.lingering_output_bytes,
+            cut: self.lingering_cut_count,
+        };
         let cached = &mut self.metrics_snapshot;
         let interval_ms = millis(self.config.metrics.snapshot_interval);
         let now_ms = now.monotonic.0;
@@ -237,6 +249,7 @@ impl<L: Log> Reactor<L> {
                 process: crate::storage::process_stats(),
                 endpoint,
                 socket_reads,
+                lingering,
             };
             let snapshot = match cached {
                 Some((taken_ms, snapshot)) if now_ms < taken_ms.saturating_add(interval_ms) => {
@@ -334,6 +347,7 @@ impl<L: Log> Reactor<L> {
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
             self.resume_writes(&writable);
+            self.enforce_lingering_memory();
             if now.monotonic.0 >= self.next_expiry_scan_ms {
                 self.next_expiry_scan_ms = now.monotonic.0 + EXPIRY_SCAN_INTERVAL_MS;
                 self.expire_lingering(now);
@@ -483,8 +497,64 @@ impl<L: Log> Reactor<L> {
         deadline_ms: u64,
         refused: bool,
     ) {
-        let progress = self.sockets[key].start_lingering(final_output, deadline_ms, refused);
+        let progress = self.lingering_step(key, |socket| {
+            socket.start_lingering(final_output, deadline_ms, refused)
+        });
         self.after_lingering_progress(key, progress);
+    }
+
+    /// Runs `step` on the socket at `key` (lingering after it), keeping
+    /// `lingering_output_bytes` up to date with the final output it holds.
+    fn lingering_step(&mut self, key: usize, step: impl FnOnce(&mut Socket) -> Linger) -> Linger {
+        let socket = &mut self.sockets[key];
+        let before = socket.final_output_held();
+        let progress = step(socket);
+        let after = socket.final_output_held();
+        self.lingering_output_bytes = self.lingering_output_bytes - before + after;
+        progress
+    }
+
+    /// While the final output of the lingering sockets and what the engine's connections hold
+    /// (`Engine::connections_memory`) are together over `connections_memory_max`, cuts the
+    /// lingering sockets that hold the most, largest first, until the sum is under it or none
+    /// holds any: their owed output (replies, events and the closing Error of a connection
+    /// already closed) is what the server gives up first, before the engine closes an open
+    /// connection. Without it, each connection closed with up to `output_bytes_hard_max`
+    /// unsent kept it uncounted for `linger_timeout`, and new connections could fill the
+    /// limit again meanwhile. Costs nothing while under the limit; a scan of the sockets only
+    /// when over it.
+    fn enforce_lingering_memory(&mut self) {
+        debug_assert_eq!(
+            self.lingering_output_bytes,
+            (self.sockets.iter())
+                .map(|(_, socket)| socket.final_output_held())
+                .sum::<usize>(),
+            "lingering_output_bytes disagrees with the sum over the sockets"
+        );
+        let limit = self.config.connections_memory_max;
+        let engine = self.engine.connections_memory();
+        if engine.saturating_add(self.lingering_output_bytes) <= limit {
+            return;
+        }
+        let mut held: Vec<(usize, usize)> = (self.sockets.iter())
+            .filter(|(_, socket)| matches!(socket.state, SocketState::Lingering { .. }))
+            .map(|(key, socket)| (socket.final_output_held(), key))
+            .filter(|&(bytes, _)| bytes > 0)
+            .collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, key) in held {
+            let total = engine.saturating_add(self.lingering_output_bytes);
+            if total <= limit {
+                break;
+            }
+            log::warn!(
+                "cutting a closed connection that still held {bytes} bytes of owed output: \
+                 the connections hold {total} bytes with those of closed ones, over the limit \
+                 of {limit} bytes for all connections"
+            );
+            self.lingering_cut_count += 1;
+            self.remove_socket(key);
+        }
     }
 
     fn is_lingering(&self, key: usize) -> bool {
@@ -499,7 +569,7 @@ impl<L: Log> Reactor<L> {
     fn on_lingering_event(&mut self, event: &mio::event::Event) {
         let key = event.token().0;
         if event.is_writable() {
-            let progress = self.sockets[key].flush_final_output();
+            let progress = self.lingering_step(key, Socket::flush_final_output);
             if progress == Linger::Done {
                 return self.remove_socket(key);
             }
@@ -775,6 +845,7 @@ impl<L: Log> Reactor<L> {
 
     fn remove_socket(&mut self, key: usize) {
         if let Some(mut socket) = self.sockets.try_remove(key) {
+            self.lingering_output_bytes -= socket.final_output_held();
             match socket.state {
                 SocketState::Lingering { refused: true, .. } => self.refused_lingering_count -= 1,
                 SocketState::Lingering { refused: false, .. } => self.closed_lingering_count -= 1,

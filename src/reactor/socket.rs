@@ -109,7 +109,15 @@ impl Socket {
 
     /// Turns the socket into a lingering one that owes `bytes` (registered for both readiness
     /// kinds by the caller), and writes what the socket takes now.
-    pub fn start_lingering(&mut self, bytes: Vec<u8>, deadline_ms: u64, refused: bool) -> Linger {
+    pub fn start_lingering(
+        &mut self,
+        mut bytes: Vec<u8>,
+        deadline_ms: u64,
+        refused: bool,
+    ) -> Linger {
+        // What the engine counted was the output's length; the capacity past it (a buffer
+        // grows by doubling) is given back, so the memory counted is the memory held.
+        bytes.shrink_to_fit();
         self.state = SocketState::Lingering {
             deadline_ms,
             refused,
@@ -152,6 +160,12 @@ impl Socket {
         } else {
             Linger::Waiting
         }
+    }
+
+    /// The memory the final output still holds (its buffer's capacity; freed once it is all
+    /// written), counted in `connections_memory_max` (`Reactor::lingering_output_bytes`).
+    pub fn final_output_held(&self) -> usize {
+        self.final_output.bytes.capacity()
     }
 
     /// Every final byte is written to the kernel and the write side shut: the kernel delivers

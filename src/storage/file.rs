@@ -212,6 +212,25 @@ const EXTEND_AHEAD_BYTES: u64 = 8 << 20;
 /// helper thread fdatasyncs it. So the seal's fdatasync, which stops the reactor, is short.
 const SEAL_UNSYNCED_BYTES_MAX: u64 = 1 << 20;
 
+/// The capacity the spill buffer (`FileLog::pending_bytes`) keeps from one sync to the next.
+/// Only a turn whose records do not fit in the cache's ring uses it, and it grows to hold the
+/// whole turn: attack round 15's 60 produces of 8 MiB completed in one turn left a 512 MiB
+/// buffer (480 MiB resident) held for good. A buffer past this size is given back after the
+/// write; one at most this size is kept, so that with a small `--max-cache-memory`, where
+/// every turn spills, turns of up to the default read budget of a turn (4 MiB,
+/// `read_bytes_per_turn_total_max`) append without allocating.
+pub const SPILL_CAPACITY_KEPT: usize = 4 << 20;
+
+/// Empties the spill buffer for the next turn, giving its memory back when a large turn grew
+/// it past `SPILL_CAPACITY_KEPT`.
+fn empty_spill(spill: &mut Vec<u8>) {
+    if spill.capacity() > SPILL_CAPACITY_KEPT {
+        *spill = Vec::new();
+    } else {
+        spill.clear();
+    }
+}
+
 impl FileLog {
     /// The directory of the segment files.
     pub fn data_dir(&self) -> &Path {
@@ -475,7 +494,7 @@ impl FileLog {
                 position = body_at + body_size as usize;
                 self.cache.push(offset, &spilled[body_at..position]);
             }
-            spilled.clear();
+            empty_spill(&mut spilled);
         }
         // A reader of the open segment may have buffered the zeros that were past the records
         // (the preallocated hole) where these records now are: it must not be reused.
@@ -769,6 +788,12 @@ impl FileLog {
         self.caller_extend_count
     }
 
+    /// The capacity of the buffer that holds a turn's records when they do not fit in the
+    /// cache's ring: at most `SPILL_CAPACITY_KEPT` between turns.
+    pub fn spill_capacity(&self) -> usize {
+        self.pending_bytes.capacity()
+    }
+
     /// The bytes the open segment's names take in memory (their vectors' capacity): after a
     /// roll, those of an earlier segment when its names were recycled (`keep_spare_names`).
     pub fn open_segment_names_bytes(&self) -> usize {
@@ -795,7 +820,7 @@ impl FileLog {
 
     /// Restores the state of the last successful sync after a failed write or fdatasync.
     fn roll_back(&mut self, durable_size: u64) {
-        self.pending_bytes.clear();
+        empty_spill(&mut self.pending_bytes);
         self.cache.discard_staged();
         self.pending_records.clear();
         self.produced.discard_pending();

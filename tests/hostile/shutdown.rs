@@ -333,3 +333,134 @@ fn shutdown_does_not_wait_for_idle_clients_that_got_everything() {
     );
     drop(idle);
 }
+
+/// The owed output of connections the server closed counts in `--max-clients-memory` while they
+/// linger, and is what the server gives up first (session 16, a doubt of attack round 15).
+/// Twelve consumers that never read are fed until the connections hold the limit (17.1 MiB,
+/// the least it may be with 8 MiB frames), then closed by the idle time-out with that output
+/// owed; a new client then sends part of a large frame, whose input buffer takes the total
+/// over the limit. The server cuts lingering connections, largest first, and keeps the open
+/// one: its produce is acked. A cut consumer's stream ends without its closing Timeout error,
+/// and exactly the cut ones miss it. Before, lingering output was not counted: nothing was
+/// cut (the wait for `flo_lingering_cut_total` times out) and each such connection could keep
+/// up to `--max-output-buffer` for `--linger-timeout`, `--max-connections` of them.
+#[test]
+fn lingering_output_counts_in_the_clients_memory_and_is_cut_first() {
+    use crate::common::wait_until;
+    use crate::metrics::{metrics_addr, sample, scrape};
+    let _heavy = crate::support::heavy_case();
+    const CONSUMERS: usize = 12;
+    // 9.0625 MiB and 17.125 MiB: the least `Config::validate` allows with 8 MiB frames.
+    let limit = 17536 * 1024;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(
+        dir.path(),
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "5s",
+            "--linger-timeout",
+            "120s",
+            "--max-output-buffer",
+            "9280K",
+            "--max-connection-memory",
+            "17536K",
+            "--max-clients-memory",
+            "17536K",
+        ],
+    );
+    let metrics = metrics_addr(&server);
+    let figure = |name: &str| sample(&scrape(metrics), name).expect(name) as usize;
+    let mut producer = RawConn::hello(server.addr);
+    let event = vec![0x6c_u8; MIB as usize];
+    for op_id in 1..=32 {
+        producer.produce(op_id, &format!("/linger/{op_id}"), &event);
+        assert!(matches!(producer.recv(), Some(ServerFrame::Ack(_))));
+    }
+    drop(producer);
+    let mut consumers: Vec<RawConn> = (0..CONSUMERS)
+        .map(|_| {
+            let mut consumer = RawConn::hello(server.addr);
+            consumer.subscribe(Subscribe {
+                subscription_id: 1,
+                glob: "/linger/**".into(),
+                start: StartPosition::Beginning,
+                limit: 0,
+                tail: false,
+                skip_damaged: false,
+                order: Default::default(),
+                credit: 100_000,
+            });
+            consumer
+        })
+        .collect();
+    wait_until("every consumer is closed and lingers", || {
+        figure("flo_lingering_connections") >= CONSUMERS
+    });
+    let lingering = figure("flo_lingering_output_bytes");
+    assert!(
+        lingering >= 12 * MIB as usize && lingering <= limit,
+        "the consumers were closed owing {lingering} bytes"
+    );
+    assert_eq!(figure("flo_lingering_cut_total"), 0);
+    // A frame whose first part takes the open connections' memory past what the lingering
+    // ones leave under the limit.
+    let mut frame = Vec::new();
+    encode(
+        &ClientFrame::Produce(flo::protocol::Produce {
+            op_id: 1,
+            event: flo::protocol::NewEvent {
+                namespace: "/linger/large".into(),
+                parent_id: None,
+                data: vec![0x4c; 8 * MIB as usize],
+            },
+        }),
+        &mut frame,
+    );
+    let part = (limit - lingering + 2 * MIB as usize).min(frame.len() - 1);
+    let mut sender = RawConn::hello(server.addr);
+    sender.send_bytes(&frame[..part]);
+    wait_until("a lingering connection is cut", || {
+        figure("flo_lingering_cut_total") >= 1
+    });
+    sender.send_bytes(&frame[part..]);
+    assert!(
+        matches!(sender.recv(), Some(ServerFrame::Ack(_))),
+        "the open connection was kept and its produce acked"
+    );
+    let cut = figure("flo_lingering_cut_total");
+    let mut missed_error = 0;
+    for consumer in &mut consumers {
+        let last = loop {
+            match consumer.recv() {
+                Some(ServerFrame::Event { .. }) => {}
+                other => break other,
+            }
+        };
+        let timed_out = matches!(
+            &last,
+            Some(ServerFrame::Error(ErrorFrame {
+                scope: ErrorScope::Connection,
+                code: ErrorCode::Timeout,
+                ..
+            }))
+        );
+        if timed_out {
+            assert_eq!(
+                consumer.recv(),
+                None,
+                "the end of the stream after the error"
+            );
+        } else {
+            assert_eq!(last, None, "a cut stream just ends");
+            missed_error += 1;
+        }
+    }
+    println!("{CONSUMERS} consumers closed owing {lingering} bytes in all; {cut} cut");
+    assert!(
+        cut >= 1 && missed_error == cut,
+        "{cut} cut, {missed_error} without their error"
+    );
+    assert_survived(&mut server, 512 * MIB);
+}
