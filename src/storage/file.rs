@@ -213,6 +213,10 @@ pub(super) const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// more in that fdatasync, about 0.7 ms), out of the p99.
 pub(super) const ZERO_AHEAD_BYTES: u64 = 64 << 10;
 
+/// Only a turn that writes less than this (a file system block) fills zeros ahead: a larger
+/// write allocates its own blocks, the cost shared by its many events.
+const ZERO_AHEAD_WRITE_MAX: u64 = 4096;
+
 /// The zeros `zero_ahead` writes.
 static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
 
@@ -553,7 +557,9 @@ impl FileLog {
             drop(held);
             self.preallocated_size = size;
         }
-        if self.config.fsync == FsyncPolicy::Always {
+        // A write of a block or more shares its allocation among many events: no zeros (at
+        // `always`'s full rate they would double the bytes written).
+        if self.config.fsync == FsyncPolicy::Always && end - position < ZERO_AHEAD_WRITE_MAX {
             self.zero_ahead(end);
         }
         self.open
