@@ -307,6 +307,7 @@ fn assemble(
         // Not known: the first seal has the helper fdatasync the segment first.
         synced_size: 0,
         preallocated_size: 0,
+        zeroed_size: 0,
         counter_lease: 0,
         stored_members: Vec::new(),
         sealed_namespaces,
