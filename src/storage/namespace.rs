@@ -886,38 +886,65 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     word(a, 0) == word(b, 0) && word(a, size - 8) == word(b, size - 8)
 }
 
-/// A sort of `runs` whose ascending stretches are on average shorter than this is left to
-/// `sort_unstable` (a merge of many short stretches is a merge sort from scratch); it also
-/// bounds `stretch_ends` to one u32 per this many runs.
-const STRETCH_SIZE_MIN: usize = 8;
+/// The most ascending stretches `sort_runs` merges among `run_count` runs: about
+/// `sqrt(run_count)` (`2^(floor(log2(run_count)) / 2)`: 128 of 25,000 runs, 512 of a million,
+/// at most 2^15 since runs are counted in u32, which bounds `stretch_ends`). Merging `s`
+/// stretches costs `ceil(log2(s))` passes over the runs, a sort from scratch about
+/// `log2(run_count)` levels; under callgrind (runs cut into 4 to 3,000 sorted stretches of
+/// random keys, 25,000 and 1,000,000 runs; issue 14, session 16) a pass of merging stretches
+/// that interleave costs about 29 instructions a run and a level of `sort_unstable` about 14,
+/// so up to this bound even the worst case of the merge costs no more than the sort. Real
+/// stretches interleave less (the server's batches from several connections: 57 % to 85 %
+/// of the merge's work, the rest copies), so the merge is often cheaper than that: a tighter
+/// bound (merging only while 29 a pass stayed under 14 a level) sorted the server's order at
+/// a million namespaces from scratch, at 29 instructions a record more than the merge.
+fn stretches_max(run_count: usize) -> usize {
+    1 << (run_count.max(1).ilog2() / 2)
+}
+
+/// How `sort_runs` sorted (for tests and measurements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortWay {
+    /// The runs were in order already.
+    InOrder,
+    /// Their ascending stretches were merged (this many).
+    Merged(usize),
+    /// Too many stretches for a merge to pay: `sort_unstable`.
+    Sorted,
+}
 
 /// Sorts `runs` ascending (its values are distinct). The names of a segment often arrive in
 /// long ascending stretches (`flo-client bench` counts them up: `/bench/x/1` ... `/9`, then
 /// `/10` ... `/99`, ...; an event store's new aggregates likewise), so it finds the stretches
 /// and merges neighbours pairwise until one is left, through `merged` (as long as `runs`),
 /// costing `log2(stretches)` passes over the runs where a comparison sort costs about
-/// `log2(runs)`; at 200,000 distinct names a quarter of the build's instructions went to
-/// `sort_unstable` (issue 14, session 14). Stretches shorter than `STRETCH_SIZE_MIN` on
-/// average (an order with no pattern) go to `sort_unstable`. `merged` and `stretch_ends` are
-/// working memory kept with the build's buffers.
+/// `log2(runs)` cheaper levels; at 200,000 distinct names a quarter of the build's
+/// instructions went to `sort_unstable` (issue 14, session 14). Past `stretches_max` (many
+/// short stretches, or an order with no pattern) the merge would cost more and
+/// `sort_unstable` sorts them: at 1,000 names counted up (3,000 stretches of a million runs,
+/// 12 passes) the merge cost 93 instructions a record more (issue 14, sessions 15 and 16).
+/// `merged` and `stretch_ends` are working memory kept with the build's buffers.
 // Out of line: inlined into `records_by_name`, the build cost about 10 more instructions a
 // record (issue 14, session 14, callgrind).
 #[inline(never)]
-fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Vec<u32>) {
+fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Vec<u32>) -> SortWay {
     stretch_ends.clear();
+    // The stretches are one more than their inner ends.
+    let inner_ends_max = stretches_max(runs.len()) - 1;
     for i in 1..runs.len() {
         if runs[i] < runs[i - 1] {
-            if stretch_ends.len() >= runs.len() / STRETCH_SIZE_MIN {
+            if stretch_ends.len() >= inner_ends_max {
                 runs.sort_unstable();
-                return;
+                return SortWay::Sorted;
             }
             stretch_ends.push(i as u32);
         }
     }
     if stretch_ends.is_empty() {
-        return;
+        return SortWay::InOrder;
     }
     stretch_ends.push(runs.len() as u32);
+    let stretch_count = stretch_ends.len();
     // Every pass writes every slot, so what the last build left there can stay (clearing it
     // zeroed 16 bytes a run at every build).
     merged.resize(runs.len(), 0);
@@ -952,6 +979,7 @@ fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Ve
     if in_merged {
         std::mem::swap(runs, merged);
     }
+    SortWay::Merged(stretch_count)
 }
 
 /// Merges the ascending `left` and `right` into `out` (as long as both).
@@ -1013,8 +1041,9 @@ const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
 /// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 92 bytes a record
 /// of the largest segment built when its names are distinct (16 each for `runs`,
-/// `runs_merged` and `record_places`, 32 for `table`, 8 for `groups`, 4 for `order`, at most
-/// half a byte for `stretch_ends`): the file log keeps one set from one build to the next.
+/// `runs_merged` and `record_places`, 32 for `table`, 8 for `groups`, 4 for `order`; and at
+/// most 128 KiB for `stretch_ends`, `stretches_max`): the file log keeps one set from one build
+/// to the next.
 #[derive(Debug, Default)]
 pub struct BuildBuffers {
     /// Each run of records of one name as (key, first record, end), sorted.
@@ -2621,7 +2650,7 @@ mod tests {
         for case in 0..400 {
             let size = rng.index(3_000);
             // Stretches of every length: none (sorted), a few, many short (left to the
-            // comparison sort), descending.
+            // comparison sort, `stretches_max`), descending.
             let stretch_size_max = 1 + rng.index(size.max(1));
             let mut runs: Vec<u128> = Vec::with_capacity(size);
             let mut value = 0u128;
@@ -2641,6 +2670,50 @@ mod tests {
             sort_runs(&mut runs, &mut merged, &mut stretch_ends);
             assert_eq!(runs, expected, "case {case}");
         }
+    }
+
+    /// Runs as the build keys names counted up round robin over `names` namespaces
+    /// (`/bench/x/<i mod names>`; 0: all distinct): the key is the name after the shared
+    /// prefix, zero-padded, and each run holds one record.
+    fn counted_up_runs(records: usize, names: usize) -> Vec<u128> {
+        (0..records)
+            .map(|i| {
+                let name = (match names {
+                    0 => i,
+                    _ => i % names,
+                })
+                .to_string();
+                let mut key = [0u8; 8];
+                key[..name.len()].copy_from_slice(name.as_bytes());
+                u128::from(u64::from_be_bytes(key)) << 64 | (i as u128) << 32 | (i as u128 + 1)
+            })
+            .collect()
+    }
+
+    /// The merge is taken only while its passes cost no more than a sort from scratch:
+    /// 200,000 distinct names counted up come in 6 stretches (3 passes: merged); 200,000
+    /// records over 1,000 names counted up in 600 (10 passes, past the 256 stretches of
+    /// `stretches_max`: sorted from scratch, where the rule before session 16 merged anything
+    /// averaging 8 runs a stretch). Either way the result is sorted.
+    #[test]
+    fn many_short_stretches_are_sorted_from_scratch_and_a_few_long_ones_merged() {
+        let (mut merged, mut stretch_ends) = (Vec::new(), Vec::new());
+        for (names, way) in [
+            (0, SortWay::Merged(6)),
+            (1_000, SortWay::Sorted),
+            (1, SortWay::InOrder),
+        ] {
+            let mut runs = counted_up_runs(200_000, names);
+            let mut expected = runs.clone();
+            expected.sort_unstable();
+            let got = sort_runs(&mut runs, &mut merged, &mut stretch_ends);
+            assert_eq!(got, way, "{names} names");
+            assert_eq!(runs, expected, "{names} names");
+            assert!(stretch_ends.len() < stretches_max(runs.len()));
+        }
+        assert_eq!(stretches_max(25_000), 128);
+        assert_eq!(stretches_max(1_000_000), 512);
+        assert_eq!(stretches_max(u32::MAX as usize), 1 << 15);
     }
 
     /// The name view is made in parts over calls with records appended between them: each
