@@ -143,7 +143,8 @@ enum Command {
     /// parent) in its environment. Exit code 0 acknowledges the event; any other exit refuses
     /// it (a nack, said in one line on standard error): the group delivers it again after
     /// --nack-delay, to this or another member, and parks it after the group's max deliveries
-    /// (`flo-client groups parked NAME` lists it).
+    /// (`flo-client groups parked NAME` lists it). A Ctrl-C while CMD runs lets it finish and
+    /// answers its event before exiting (a second Ctrl-C exits at once).
     Consume {
         /// Join this consumer group instead of reading the stream alone.
         #[arg(short, long, value_name = "NAME")]
@@ -2028,7 +2029,10 @@ fn consume_group(
     output: &GroupOutput,
 ) -> Result<(), String> {
     let start = group_position(from)?;
-    stop_cleanly_on_ctrl_c()?;
+    match output {
+        GroupOutput::Exec { .. } => exec::stop_after_the_command_on_ctrl_c()?,
+        GroupOutput::Print(_) => stop_cleanly_on_ctrl_c()?,
+    }
     let mut client = connect(server)?;
     if from != "beginning" {
         note_an_existing_group_ignores_from(&mut client, group, from);
