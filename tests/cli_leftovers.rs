@@ -485,3 +485,40 @@ fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("flo-client: "), "{stderr}");
 }
+
+/// Attack round 16: `produce --data-file -` (or a FIFO, `<(cmd)`) opened its connection first
+/// and then waited for the input; a command slower than the server's `--idle-timeout` (5 min by
+/// default) made the server close that connection, and the produce failed with Timeout,
+/// nothing stored. The input is now read before the connection that sends it is opened (the
+/// server's event data limit, which bounds the read, is asked on a connection of its own).
+#[test]
+fn produce_data_file_from_a_slow_pipe_outlasting_the_idle_timeout_is_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--idle-timeout", "1s"]);
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string()])
+        .args(["produce", "-n", "/slow/input", "--data-file", "-"])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    // Two idle time-outs in a row, awaited on connections of the test's own: flo-client,
+    // started before them, connected within the first one, so a connection of its held open
+    // while it waited for its input is closed as idle by the end of the second.
+    for _ in 0..2 {
+        let mut idle = RawConn::hello(server.addr);
+        while idle.recv().is_some() {}
+    }
+    let mut stdin = producer.stdin.take().expect("stdin is piped");
+    stdin.write_all(b"slow data").expect("write the input");
+    drop(stdin);
+    let output = producer.wait_with_output().expect("wait for flo-client");
+    let text = stdout(&output);
+    let id: EventId = text.lines().next().expect("an id").parse().expect("an id");
+    let events = stored(&server);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].id, &events[0].data[..]), (id, &b"slow data"[..]));
+}
