@@ -411,3 +411,114 @@ fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
     let parked = stdout(&flo_client(&server, &["groups", "parked", "work"]));
     assert!(parked.starts_with(&bad_id), "{parked}");
 }
+
+/// Attack round 16: a Ctrl-C while the `--exec` command ran ended `flo-client` at once (exit 0),
+/// leaving the command running on its own. The command then finished its work, but nobody
+/// acknowledged the event: the group delivered it again, so its effect happened twice, which
+/// the ack sent "at once, not batched" was meant to prevent. The first Ctrl-C now lets the
+/// running command finish, acknowledges (or refuses) its event, leaves the group and exits 0.
+#[test]
+fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(
+        &server,
+        &["groups", "create", "slow", "-n", "/slow/**"],
+    ));
+    let mut producer = client(&server);
+    producer.produce("/slow/1", b"work").expect("produce");
+    let started = dir.path().join("started");
+    let go = dir.path().join("go");
+    let log = dir.path().join("exec.log");
+    let made = Command::new("mkfifo").arg(&go).status();
+    assert!(made.expect("run mkfifo").success());
+    // The command says it started, then waits for the test (reading the FIFO), then records
+    // that its work is done.
+    let script = format!(
+        "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
+        started.display(),
+        go.display(),
+        log.display()
+    );
+    let stderr_path = dir.path().join("member.stderr");
+    let stderr_file = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut member = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string(), "consume", "--group", "slow"])
+        .args(["-n", "/slow/**", "-t", "--exec", &script])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file)
+        .spawn()
+        .expect("start flo-client");
+    wait_until("the --exec command started", || started.exists());
+    // Ctrl-C to flo-client alone (as `kill -INT` or a supervisor sends it).
+    let pid = member.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status();
+    assert!(killed.expect("run kill").success());
+    let read_stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let mut exited = None;
+    wait_until("flo-client exits or says it waits for the command", || {
+        exited = member.try_wait().expect("try_wait");
+        exited.is_some() || read_stderr().contains("Ctrl-C")
+    });
+    assert_eq!(
+        exited,
+        None,
+        "flo-client ended at the Ctrl-C while its --exec command still ran: {}",
+        read_stderr()
+    );
+    // The command's work ends now.
+    std::fs::write(&go, b"go\n").expect("write the FIFO");
+    let status = member.wait().expect("wait for flo-client");
+    let stderr = read_stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let runs = std::fs::read_to_string(&log).expect("the exec log");
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    let info = client(&server).group_info("slow").expect("group info");
+    assert_eq!(
+        (info.pending, info.lag, info.members),
+        (0, 0, 0),
+        "the event whose command finished is acknowledged: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("flo-client: "), "{stderr}");
+}
+
+/// Attack round 16: `produce --data-file -` (or a FIFO, `<(cmd)`) opened its connection first
+/// and then waited for the input; a command slower than the server's `--idle-timeout` (5 min by
+/// default) made the server close that connection, and the produce failed with Timeout,
+/// nothing stored. The input is now read before the connection that sends it is opened (the
+/// server's event data limit, which bounds the read, is asked on a connection of its own).
+#[test]
+fn produce_data_file_from_a_slow_pipe_outlasting_the_idle_timeout_is_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--idle-timeout", "1s"]);
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+        .args(["-H", &server.addr.to_string()])
+        .args(["produce", "-n", "/slow/input", "--data-file", "-"])
+        .env_remove("FLO_ADDR")
+        .env_remove("FLO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    // Two idle time-outs in a row, awaited on connections of the test's own: flo-client,
+    // started before them, connected within the first one, so a connection of its held open
+    // while it waited for its input is closed as idle by the end of the second.
+    for _ in 0..2 {
+        let mut idle = RawConn::hello(server.addr);
+        while idle.recv().is_some() {}
+    }
+    let mut stdin = producer.stdin.take().expect("stdin is piped");
+    stdin.write_all(b"slow data").expect("write the input");
+    drop(stdin);
+    let output = producer.wait_with_output().expect("wait for flo-client");
+    let text = stdout(&output);
+    let id: EventId = text.lines().next().expect("an id").parse().expect("an id");
+    let events = stored(&server);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].id, &events[0].data[..]), (id, &b"slow data"[..]));
+}

@@ -10,6 +10,7 @@
 
 use std::io::{self, Write};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flo::client::{GroupConsumer, GroupDelivery};
@@ -39,34 +40,98 @@ pub fn consume(
             Some(GroupDelivery::Event(event)) => event,
         };
         handled += 1;
+        // A Ctrl-C from here until the ack or nack is sent waits for them (see `on_sigint`).
+        RUNNING.store(true, Ordering::SeqCst);
         let status = run(command, &event)?;
-        if status.success() {
-            consumer.ack(event.id).map_err(failed)?;
-            // Sent now, not batched: the command's effect is done, and a Ctrl-C must not
-            // leave it unacknowledged.
-            consumer.flush().map_err(failed)?;
-            continue;
+        answer(&mut consumer, &event, status, nack_delay).map_err(failed)?;
+        RUNNING.store(false, Ordering::SeqCst);
+        // The handler sets STOP before it reads RUNNING, and RUNNING is cleared before STOP is
+        // read here: either the handler saw RUNNING clear and exited, or this sees STOP.
+        if STOP.load(Ordering::SeqCst) {
+            break;
         }
-        let mut namespace = String::new();
-        flo::client::format::push_terminal_safe(&mut namespace, &event.namespace);
-        let when = match nack_delay.is_zero() {
-            true => "at once".to_string(),
-            false => format!(
-                "after {}",
-                format_duration_ms(nack_delay.as_millis() as u64)
-            ),
-        };
-        eprintln!(
-            "flo-client: event {} ({namespace}): the --exec command {}: refused (nack); the \
-             group delivers it again {when}, or parks it after its max deliveries",
-            event.id,
-            describe(status)
-        );
-        consumer.nack(&[event.id], nack_delay).map_err(failed)?;
     }
     consumer
         .leave()
         .map_err(|error| format!("group {group}: {error}"))
+}
+
+/// Acknowledges `event` when its command succeeded, refuses it (nack) otherwise, at once:
+/// the command's effect is done, and a Ctrl-C must not leave it unanswered.
+fn answer(
+    consumer: &mut GroupConsumer<'_>,
+    event: &Event,
+    status: ExitStatus,
+    nack_delay: Duration,
+) -> Result<(), flo::client::ClientError> {
+    if status.success() {
+        consumer.ack(event.id)?;
+        return consumer.flush();
+    }
+    let mut namespace = String::new();
+    flo::client::format::push_terminal_safe(&mut namespace, &event.namespace);
+    let when = match nack_delay.is_zero() {
+        true => "at once".to_string(),
+        false => format!(
+            "after {}",
+            format_duration_ms(nack_delay.as_millis() as u64)
+        ),
+    };
+    eprintln!(
+        "flo-client: event {} ({namespace}): the --exec command {}: refused (nack); the \
+             group delivers it again {when}, or parks it after its max deliveries",
+        event.id,
+        describe(status)
+    );
+    consumer.nack(&[event.id], nack_delay)
+}
+
+/// Set while an `--exec` command runs and until its event is acknowledged or refused.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+/// Set by the first Ctrl-C.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler of `consume --group --exec` (instead of the consumer's, which
+/// exits at once). Attack round 16: exiting at once while the command ran left the command
+/// running on its own; it finished its work and nobody acknowledged the event, so the group
+/// delivered it again and its effect happened twice.
+pub fn stop_after_the_command_on_ctrl_c() -> Result<(), String> {
+    // SAFETY: the handler only touches atomics and calls write(2) and _exit(2), all
+    // async-signal-safe; no lock, no allocation, no other Rust state.
+    let registered =
+        unsafe { signal_hook::low_level::register(signal_hook::consts::SIGINT, on_sigint) };
+    registered
+        .map(|_| ())
+        .map_err(|error| format!("could not install the Ctrl-C handler: {error}"))
+}
+
+/// The first Ctrl-C: with no command running (waiting for an event), exit 0 at once, as
+/// `consume` does (an event received but not yet handed to the command is delivered again);
+/// while one runs, let it finish, answer its event, leave the group and exit 0. A second
+/// Ctrl-C exits at once with 130.
+fn on_sigint() {
+    if STOP.swap(true, Ordering::SeqCst) {
+        write_stderr(
+            b"flo-client: interrupted again: stopped without waiting for the --exec command; \
+              the group delivers its event again\n",
+        );
+        signal_hook::low_level::exit(130);
+    }
+    if !RUNNING.load(Ordering::SeqCst) {
+        signal_hook::low_level::exit(0);
+    }
+    write_stderr(
+        b"flo-client: Ctrl-C: stopping once the running --exec command ends and its event is \
+          acknowledged (exit 0) or refused; Ctrl-C again stops at once\n",
+    );
+}
+
+fn write_stderr(message: &[u8]) {
+    // SAFETY: write(2) on fd 2 with a valid buffer; a failed write is ignored (nothing better
+    // can be done inside a signal handler).
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), message.len());
+    }
 }
 
 /// Runs `command` with `sh -c`, the event's data on its standard input and the event's fields

@@ -93,7 +93,8 @@ enum Command {
         /// One event whose data is the bytes of FILE, as they are (binary-safe: newlines and
         /// any byte kept); `-` reads all of standard input as one event. At most the server's
         /// event data limit (8 MiB by default); a larger file is refused before anything is
-        /// sent.
+        /// sent. It is read to its end before the connection that sends it opens (a slow pipe
+        /// is not cut by the server's idle time-out).
         #[arg(long, value_name = "FILE", conflicts_with = "data")]
         data_file: Option<std::path::PathBuf>,
         /// The id of the event these events respond to (25 digits or COUNTER.ACTOR).
@@ -143,7 +144,8 @@ enum Command {
     /// parent) in its environment. Exit code 0 acknowledges the event; any other exit refuses
     /// it (a nack, said in one line on standard error): the group delivers it again after
     /// --nack-delay, to this or another member, and parks it after the group's max deliveries
-    /// (`flo-client groups parked NAME` lists it).
+    /// (`flo-client groups parked NAME` lists it). A Ctrl-C while CMD runs lets it finish and
+    /// answers its event before exiting (a second Ctrl-C exits at once).
     Consume {
         /// Join this consumer group instead of reading the stream alone.
         #[arg(short, long, value_name = "NAME")]
@@ -1432,6 +1434,27 @@ fn produce(
         })
         .transpose()
         .map_err(|error| format!("--expect-last: {error}"))?;
+    // Input that may be slow to come (a pipe, a FIFO, `<(cmd)`) is read before the connection
+    // that sends it is opened: the server closes a connection that sends nothing for its
+    // --idle-timeout (attack round 16: `(slow-cmd) | flo-client produce --data-file -` failed
+    // with Timeout, nothing stored). The read of --data-file is bounded by the server's event
+    // data limit, asked on a connection of its own, closed before the read.
+    let data = match data {
+        // At a terminal, no -d means one event without data (the seed README's example);
+        // reading lines from the keyboard would look like a hang.
+        None if io::stdin().is_terminal() => Some(Vec::new()),
+        None => None,
+        Some(Data::Bytes(bytes)) => Some(bytes),
+        Some(Data::File(path)) => {
+            let size_max = connect(server)?.limits().event_data_size_max;
+            Some(read_data_file(&path, size_max)?)
+        }
+    };
+    // The lines of a conditional produce, one atomic batch, likewise.
+    let lines = match (&data, &expect) {
+        (None, Some(_)) => Some(read_lines(namespace)?),
+        _ => None,
+    };
     let mut client = connect(server)?;
     if options.replicas > 0 {
         client
@@ -1445,14 +1468,6 @@ fn produce(
             Box::new(ops::JsonIdLines::new(BufWriter::new(io::stdout().lock())))
         }
     };
-    // At a terminal, no -d means one event without data (the seed README's example); reading
-    // lines from the keyboard would look like a hang.
-    let data = match data {
-        None if io::stdin().is_terminal() => Some(Vec::new()),
-        None => None,
-        Some(Data::Bytes(bytes)) => Some(bytes),
-        Some(Data::File(path)) => Some(read_data_file(&path, client.limits().event_data_size_max)?),
-    };
     let event = |data: Vec<u8>| NewEvent {
         namespace: namespace.to_string(),
         parent_id,
@@ -1460,9 +1475,9 @@ fn produce(
     };
     let count = match (data, expect) {
         (data, Some(expect)) => {
-            let events = match data {
-                Some(data) => vec![event(data)],
-                None => read_lines(namespace)?.into_iter().map(event).collect(),
+            let events = match (data, lines) {
+                (Some(data), _) => vec![event(data)],
+                (None, lines) => lines.unwrap_or_default().into_iter().map(event).collect(),
             };
             let ack = client
                 .produce_if(expect, &events)
@@ -2028,7 +2043,10 @@ fn consume_group(
     output: &GroupOutput,
 ) -> Result<(), String> {
     let start = group_position(from)?;
-    stop_cleanly_on_ctrl_c()?;
+    match output {
+        GroupOutput::Exec { .. } => exec::stop_after_the_command_on_ctrl_c()?,
+        GroupOutput::Print(_) => stop_cleanly_on_ctrl_c()?,
+    }
     let mut client = connect(server)?;
     if from != "beginning" {
         note_an_existing_group_ignores_from(&mut client, group, from);
