@@ -522,3 +522,57 @@ fn produce_data_file_from_a_slow_pipe_outlasting_the_idle_timeout_is_stored() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0].id, &events[0].data[..]), (id, &b"slow data"[..]));
 }
+
+/// A line of standard input longer than the server's event data limit ends a piped produce
+/// (plain, and the atomic batch of `--expect-last`) with one prefixed line, nothing stored,
+/// after reading at most that limit: `flo-client produce < /dev/zero` (no newline, ever) used
+/// to read until memory ran out (attack round 16).
+#[test]
+fn a_line_longer_than_the_event_limit_ends_a_piped_produce_after_a_bounded_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let limit = 8 << 20;
+    let mut long = vec![b'x'; limit + 1];
+    long.push(b'\n');
+    for args in [
+        &["produce", "-n", "/long"][..],
+        &["produce", "-n", "/long", "--expect-last", "none"][..],
+    ] {
+        let output = flo_client_with(&addr, args, Some(&long));
+        let line = one_error_line(&output, "a line over the limit");
+        assert!(
+            line.contains("longer than the server's event data limit of 8388608 bytes"),
+            "{args:?}: {line}"
+        );
+        // Endless input without a newline: the read stops at the limit.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+            .args(["-H", &addr])
+            .args(args)
+            .env_remove("FLO_ADDR")
+            .env_remove("FLO_TOKEN")
+            .stdin(std::fs::File::open("/dev/zero").expect("/dev/zero"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run flo-client");
+        // A hang guard, not a timing bound: a flo-client still reading after 30 s is stopped
+        // by its PID (its memory grows as it reads) and fails the test.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?}: flo-client was still reading /dev/zero after 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("wait for flo-client");
+        let line = one_error_line(&output, "endless input");
+        assert!(
+            line.contains("longer than the server's event data limit"),
+            "{line}"
+        );
+    }
+    assert!(stored(&server).is_empty(), "nothing is stored");
+}

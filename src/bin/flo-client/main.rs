@@ -75,7 +75,8 @@ enum Command {
     ///
     /// With -d, one event with that data; with --data-file, one event with a file's bytes.
     /// Without either and with standard input piped or redirected, one event per line of it
-    /// (the newline removed), many in flight at once.
+    /// (the newline removed), many in flight at once; a line longer than the server's event
+    /// data limit (8 MiB by default) ends it with an error (use --data-file for such data).
     /// Without -d at a terminal, one event without data (as in `produce -n /food/lunch/salad`).
     /// Empty standard input produces nothing and exits with code 1 (in a script, use -d ""
     /// for one event without data). Prints each event id as the server acknowledges it, then
@@ -1452,7 +1453,10 @@ fn produce(
     };
     // The lines of a conditional produce, one atomic batch, likewise.
     let lines = match (&data, &expect) {
-        (None, Some(_)) => Some(read_lines(namespace)?),
+        (None, Some(_)) => {
+            let limits = connect(server)?.limits();
+            Some(read_lines(namespace, limits)?)
+        }
         _ => None,
     };
     let mut client = connect(server)?;
@@ -1493,8 +1497,14 @@ fn produce(
             1
         }
         (None, None) => {
+            let line_max = client.limits().event_data_size_max;
             let mut producer = idempotent_producer(client, server, options)?;
-            produce_lines(&mut producer, &server.addr, namespace, parent_id, &mut out)?
+            let lines = LineSource {
+                namespace,
+                parent_id,
+                line_max,
+            };
+            produce_lines(&mut producer, &server.addr, &lines, &mut out)?
         }
     };
     let summary = match options.format {
@@ -1530,23 +1540,56 @@ fn expectation_error(namespace: &str, error: &ClientError) -> String {
 
 const EXPECTATION_FAILED_PREFIX: &str = "expectation failed: ";
 
-/// Every line of standard input (newlines removed), for one atomic batch.
-fn read_lines(namespace: &str) -> Result<Vec<Vec<u8>>, String> {
+/// Reads one line of `input` into `line` (its newline, and a `\r` before it, removed), reading
+/// at most `line_max` bytes of data plus the line end: a longer line is an error, so that
+/// `flo-client produce < /dev/zero` holds no more than one event's worth of memory (attack
+/// round 16). Returns the bytes read, 0 at the end of input.
+fn read_line_bounded(
+    input: &mut impl io::BufRead,
+    line: &mut Vec<u8>,
+    line_max: u32,
+) -> Result<usize, String> {
+    use std::io::Read;
+    let allowed = u64::from(line_max) + 2;
+    let read = input
+        .take(allowed)
+        .read_until(b'\n', line)
+        .map_err(|error| format!("could not read standard input: {error}"))?;
+    let ended = line.last() == Some(&b'\n');
+    if ended {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    if line.len() > line_max as usize || (!ended && read as u64 == allowed) {
+        return Err(format!(
+            "a line of standard input is longer than the server's event data limit of \
+             {line_max} bytes (use --data-file for one event of arbitrary bytes)"
+        ));
+    }
+    Ok(read)
+}
+
+/// Every line of standard input (newlines removed), for one atomic batch: each line at most
+/// the server's event data limit, all of them at most one frame.
+fn read_lines(namespace: &str, limits: flo::config::WireLimits) -> Result<Vec<Vec<u8>>, String> {
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin().lock());
     let mut lines = Vec::new();
+    let mut total = 0usize;
     loop {
         let mut line = Vec::new();
-        let read = input
-            .read_until(b'\n', &mut line)
-            .map_err(|error| format!("could not read standard input: {error}"))?;
+        let read = read_line_bounded(&mut input, &mut line, limits.event_data_size_max)?;
         if read == 0 {
             break;
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
+        total += read;
+        if total > limits.frame_size_max as usize {
+            return Err(format!(
+                "standard input holds more than one frame of the server ({} bytes): a \
+                 conditional produce is one atomic batch; nothing was produced to {namespace}",
+                limits.frame_size_max
+            ));
         }
         lines.push(line);
     }
@@ -1599,15 +1642,27 @@ impl ReconnectNotice {
     }
 }
 
+/// What the stdin producer makes of each line: its namespace and parent, and the longest line
+/// (the server's event data limit).
+struct LineSource<'a> {
+    namespace: &'a str,
+    parent_id: Option<EventId>,
+    line_max: u32,
+}
+
 /// One event per line of standard input, pipelined; prints each id as its ack arrives.
 /// Returns how many events were acknowledged.
 fn produce_lines(
     producer: &mut IdempotentProducer,
     addr: &str,
-    namespace: &str,
-    parent_id: Option<EventId>,
+    source: &LineSource<'_>,
     out: &mut impl Write,
 ) -> Result<u64, String> {
+    let LineSource {
+        namespace,
+        parent_id,
+        line_max,
+    } = *source;
     let mut notice = ReconnectNotice {
         addr: addr.to_string(),
         said: producer.reconnects(),
@@ -1632,24 +1687,12 @@ fn produce_lines(
             }
         }
         line.clear();
-        let read = input.read_until(b'\n', &mut line);
+        let read = read_line_bounded(&mut input, &mut line, line_max);
         interrupt::leave_idle();
-        if read.map_err(|error| {
-            fail(
-                acknowledged,
-                format!("could not read standard input: {error}"),
-            )
-        })? == 0
-        {
+        if read.map_err(|error| fail(acknowledged, error))? == 0 {
             break;
         }
         lines_read += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
         if producer.is_full() {
             receive_ack(producer, &mut notice, out, &mut acknowledged)?;
         }
