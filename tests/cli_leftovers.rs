@@ -347,8 +347,15 @@ fn groups_parked_shows_namespace_time_and_data() {
 /// `consume --group` acknowledged every event it printed: a shell pipeline could not refuse
 /// one (session 15). With `--exec CMD`, CMD gets each event (data on standard input, id and
 /// namespace in the environment); exit 0 acknowledges it, anything else refuses it.
+/// With `-t` the member keeps tailing until Ctrl-C; without it, it works off what is there
+/// (the refused event retried until parked) and exits 0 by itself.
 #[test]
 fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
+    exec_acks_on_exit_0_and_refuses_otherwise(true);
+    exec_acks_on_exit_0_and_refuses_otherwise(false);
+}
+
+fn exec_acks_on_exit_0_and_refuses_otherwise(tail: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = FloProcess::start(dir.path(), &[]);
     let log = dir.path().join("exec.log");
@@ -372,7 +379,8 @@ fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
     );
     let mut member = Command::new(env!("CARGO_BIN_EXE_flo-client"))
         .args(["-H", &server.addr.to_string(), "consume", "--group", "work"])
-        .args(["-n", "/work/**", "-t", "--exec", &script])
+        .args(["-n", "/work/**", "--exec", &script])
+        .args(if tail { &["-t"][..] } else { &[][..] })
         .env_remove("FLO_ADDR")
         .env_remove("FLO_TOKEN")
         .stdin(Stdio::null())
@@ -382,6 +390,9 @@ fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
         .expect("start flo-client");
     let mut admin = client(&server);
     wait_until("every event is acknowledged or parked", || {
+        if !tail {
+            return member.try_wait().expect("try_wait").is_some();
+        }
         if let Some(status) = member.try_wait().expect("try_wait") {
             let mut stderr = String::new();
             let _ = std::io::Read::read_to_string(
@@ -393,12 +404,20 @@ fn consume_group_exec_acks_on_exit_0_and_refuses_otherwise() {
         let info = admin.group_info("work").expect("group info");
         info.parked == 1 && info.pending == 0 && info.lag == 0
     });
-    let pid = member.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &pid]).status();
-    assert!(killed.expect("run kill").success());
+    if tail {
+        let pid = member.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(killed.expect("run kill").success());
+    }
     let output = member.wait_with_output().expect("wait for flo-client");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let info = admin.group_info("work").expect("group info");
+    assert_eq!(
+        (info.parked, info.pending, info.lag),
+        (1, 0, 0),
+        "tail {tail}"
+    );
     let runs = std::fs::read_to_string(&log).expect("the exec log");
     let bad_id = bad.first_id.to_string();
     let count = |needle: &str| runs.lines().filter(|line| line.contains(needle)).count();
