@@ -22,12 +22,19 @@ use flo::client::format::format_rfc3339_ms;
 use flo::client::GroupDelivery;
 use flo::event::EventId;
 
-fn flo_client_with(addr: &str, args: &[&str], input: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
+/// `flo-client -H ADDR`, without the environment's FLO_ADDR and FLO_TOKEN.
+fn flo_client_command(addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flo-client"));
+    command
         .args(["-H", addr])
-        .args(args)
         .env_remove("FLO_ADDR")
-        .env_remove("FLO_TOKEN")
+        .env_remove("FLO_TOKEN");
+    command
+}
+
+fn flo_client_with(addr: &str, args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut child = flo_client_command(addr)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -186,10 +193,8 @@ fn a_piped_produce_says_on_stderr_when_it_reconnects() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = FloProcess::start(dir.path(), &[]);
     let addr = server.addr;
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
-        .args(["-H", &addr.to_string(), "produce", "-n", "/lines"])
-        .env_remove("FLO_ADDR")
-        .env_remove("FLO_TOKEN")
+    let mut producer = flo_client_command(&addr.to_string())
+        .args(["produce", "-n", "/lines"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -377,12 +382,10 @@ fn exec_acks_on_exit_0_and_refuses_otherwise(tail: bool) {
         "data=$(cat); echo \"$FLO_EVENT_ID $FLO_NAMESPACE $data\" >> '{}'; [ \"$data\" = ok ]",
         log.display()
     );
-    let mut member = Command::new(env!("CARGO_BIN_EXE_flo-client"))
-        .args(["-H", &server.addr.to_string(), "consume", "--group", "work"])
+    let mut member = flo_client_command(&server.addr.to_string())
+        .args(["consume", "--group", "work"])
         .args(["-n", "/work/**", "--exec", &script])
         .args(if tail { &["-t"][..] } else { &[][..] })
-        .env_remove("FLO_ADDR")
-        .env_remove("FLO_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -461,11 +464,9 @@ fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
     );
     let stderr_path = dir.path().join("member.stderr");
     let stderr_file = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut member = Command::new(env!("CARGO_BIN_EXE_flo-client"))
-        .args(["-H", &server.addr.to_string(), "consume", "--group", "slow"])
+    let mut member = flo_client_command(&server.addr.to_string())
+        .args(["consume", "--group", "slow"])
         .args(["-n", "/slow/**", "-t", "--exec", &script])
-        .env_remove("FLO_ADDR")
-        .env_remove("FLO_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr_file)
@@ -514,11 +515,8 @@ fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
 fn produce_data_file_from_a_slow_pipe_outlasting_the_idle_timeout_is_stored() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = FloProcess::start(dir.path(), &["--idle-timeout", "1s"]);
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_flo-client"))
-        .args(["-H", &server.addr.to_string()])
+    let mut producer = flo_client_command(&server.addr.to_string())
         .args(["produce", "-n", "/slow/input", "--data-file", "-"])
-        .env_remove("FLO_ADDR")
-        .env_remove("FLO_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -565,11 +563,8 @@ fn a_line_longer_than_the_event_limit_ends_a_piped_produce_after_a_bounded_read(
             "{args:?}: {line}"
         );
         // Endless input without a newline: the read stops at the limit.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flo-client"))
-            .args(["-H", &addr])
+        let mut child = flo_client_command(&addr)
             .args(args)
-            .env_remove("FLO_ADDR")
-            .env_remove("FLO_TOKEN")
             .stdin(std::fs::File::open("/dev/zero").expect("/dev/zero"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
