@@ -95,14 +95,9 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// exits at once). Attack round 16: exiting at once while the command ran left the command
 /// running on its own; it finished its work and nobody acknowledged the event, so the group
 /// delivered it again and its effect happened twice.
+/// The handler only touches atomics and calls write(2) and _exit(2).
 pub fn stop_after_the_command_on_ctrl_c() -> Result<(), String> {
-    // SAFETY: the handler only touches atomics and calls write(2) and _exit(2), all
-    // async-signal-safe; no lock, no allocation, no other Rust state.
-    let registered =
-        unsafe { signal_hook::low_level::register(signal_hook::consts::SIGINT, on_sigint) };
-    registered
-        .map(|_| ())
-        .map_err(|error| format!("could not install the Ctrl-C handler: {error}"))
+    crate::interrupt::register_sigint(on_sigint)
 }
 
 /// The first Ctrl-C: with no command running (waiting for an event), exit 0 at once, as

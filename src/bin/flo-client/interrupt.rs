@@ -24,12 +24,19 @@ static IDLE: AtomicBool = AtomicBool::new(false);
 /// Events acknowledged (and printed) so far, for the handler's message when idle.
 static ACKNOWLEDGED: AtomicU64 = AtomicU64::new(0);
 
-/// Installs the handler. Called once, before the first line is read.
+/// Installs the handler. Called once, before the first line is read. (The handler only
+/// touches atomics, formats into a buffer on its stack, and calls write(2) and _exit(2).)
 pub fn install() -> Result<(), String> {
-    // SAFETY: the handler only touches atomics, formats into a buffer on its stack, and calls
-    // write(2) and _exit(2), all async-signal-safe; no lock, no allocation, no other Rust state.
+    register_sigint(on_sigint)
+}
+
+/// Registers `handler` for SIGINT (Ctrl-C). The caller promises that `handler` is
+/// async-signal-safe: atomics, write(2) and _exit(2) only; no lock, no allocation, no other
+/// Rust state.
+pub fn register_sigint(handler: fn()) -> Result<(), String> {
+    // SAFETY: the caller's promise above.
     let registered =
-        unsafe { signal_hook::low_level::register(signal_hook::consts::SIGINT, on_sigint) };
+        unsafe { signal_hook::low_level::register(signal_hook::consts::SIGINT, handler) };
     registered
         .map(|_| ())
         .map_err(|error| format!("could not install the Ctrl-C handler: {error}"))
