@@ -17,7 +17,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 
-use common::{client, wait_until, FloProcess, RawConn};
+use common::{client, success_stdout as stdout, wait_until, FloProcess, RawConn};
 use flo::client::format::format_rfc3339_ms;
 use flo::client::GroupDelivery;
 use flo::event::EventId;
@@ -51,15 +51,6 @@ fn flo_client_with(addr: &str, args: &[&str], input: Option<&[u8]>) -> Output {
 
 fn flo_client(server: &FloProcess, args: &[&str]) -> Output {
     flo_client_with(&server.addr.to_string(), args, None)
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "flo-client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The one line of standard error of a failed run, checked to be prefixed and alone.

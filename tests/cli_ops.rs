@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{FloProcess, RawConn};
+use common::{success_stdout as stdout, FloProcess, RawConn};
 
 fn flo_client(server: &FloProcess, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flo-client"))
@@ -20,15 +20,6 @@ fn flo_client(server: &FloProcess, args: &[&str]) -> Output {
         .env_remove("FLO_TOKEN")
         .output()
         .expect("run flo-client")
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "flo-client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn metrics_addr(server: &FloProcess) -> String {

@@ -533,7 +533,11 @@ impl<L: Log> Reactor<L> {
         );
         let limit = self.config.connections_memory_max;
         let engine = self.engine.connections_memory();
-        if engine.saturating_add(self.lingering_output_bytes) <= limit {
+        // Nothing lingering to cut (an open connection alone over the limit is the engine's
+        // to close): no scan of the sockets.
+        if self.lingering_output_bytes == 0
+            || engine.saturating_add(self.lingering_output_bytes) <= limit
+        {
             return;
         }
         let mut held: Vec<(usize, usize)> = (self.sockets.iter())

@@ -328,3 +328,14 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The standard output of a command that must have succeeded (its standard error in the
+/// failure message otherwise).
+pub fn success_stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "flo-client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
