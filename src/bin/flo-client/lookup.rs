@@ -103,6 +103,23 @@ pub fn fetch_event(client: &mut Client, id: EventId) -> Result<Option<Event>, Cl
     }
 }
 
+/// `error` as `command`'s one line: a server older than a request `command` sends closes the
+/// connection with MalformedFrame "unknown frame kind K" (protocol.md section 3), which says
+/// nothing useful alone; it is said as the server being too old for the command.
+pub fn command_error(error: ClientError, command: &str) -> String {
+    match error {
+        ClientError::Server {
+            code: ErrorCode::MalformedFrame,
+            message,
+            ..
+        } if message.starts_with("unknown frame kind") => format!(
+            "the server is too old for `{command}`: it does not know a request the command \
+             sends (it answered MalformedFrame: {message}); upgrade the server"
+        ),
+        error => error.to_string(),
+    }
+}
+
 /// An id from the command line, as `trace` takes it (25 digits or COUNTER.ACTOR).
 fn parse_id(text: &str) -> Result<EventId, String> {
     let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
@@ -124,7 +141,7 @@ pub fn get(server: &Server, ids: &[String], format: Format) -> Result<(), String
         .collect::<Result<Vec<EventId>, String>>()?;
     let mut client = connect(server)?;
     for id in ids {
-        let event = fetch_event(&mut client, id).map_err(|error| error.to_string())?;
+        let event = fetch_event(&mut client, id).map_err(|error| command_error(error, "get"))?;
         let Some(event) = event else {
             return Err(format!(
                 "no event {id} on {}: the server does not hold it (never stored, deleted by \
@@ -201,7 +218,7 @@ pub fn parked(
     data: bool,
     format: Format,
 ) -> Result<Option<u64>, String> {
-    let failed = |error: ClientError| error.to_string();
+    let failed = |error: ClientError| command_error(error, "groups parked");
     let mut from_offset = 0;
     let mut count = 0u64;
     loop {

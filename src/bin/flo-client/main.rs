@@ -1311,7 +1311,7 @@ fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
         ));
     }
     let mut client = connect(server)?;
-    let trace = client.trace(id).map_err(|error| error.to_string())?;
+    let trace = (client.trace(id)).map_err(|error| lookup::command_error(error, "trace"))?;
     let text = match format {
         Format::Human => flo::client::format::format_trace(&trace),
         Format::Json => flo::client::format::format_trace_json(&trace),
