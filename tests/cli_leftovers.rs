@@ -124,6 +124,46 @@ fn every_cli_error_is_one_prefixed_line_with_a_nonzero_exit() {
     one_error_line(&output, "FLO_ADDR=nonsense");
 }
 
+/// Attack round 17: a group name, glob or token over 65535 bytes (the most a frame's `u16`
+/// length can say) made `flo-client` panic in the frame encoder (exit 101 and a Rust panic
+/// message; a NamespacesRequest's glob was cut to 65535 bytes instead); and an id with counter
+/// 0 given to `--parent`, `--expect-last`, `groups replay` or `purge --before` was sent, so the
+/// server closed the connection with MalformedFrame (`--parent 0.0` stored an event without a
+/// parent). Each is now one prefixed line before anything is sent, and nothing is stored.
+#[test]
+fn overlong_fields_and_counter_zero_ids_are_refused_before_sending() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let long = "g".repeat(70_000);
+    let long_glob = format!("/{long}");
+    let bad: &[&[&str]] = &[
+        &["groups", "info", &long],
+        &["groups", "parked", &long],
+        &["groups", "create", "g", "-n", &long_glob],
+        &["consume", "--group", &long, "-n", "/a/**"],
+        &["consume", "-n", &long_glob],
+        &["namespaces", &long_glob],
+        &["--token", &long, "status"],
+        &["produce", "-n", "/a", "-d", "x", "--parent", "0.1"],
+        &["produce", "-n", "/a", "-d", "x", "--parent", "0.0"],
+        &["produce", "-n", "/a", "-d", "x", "--expect-last", "0.0"],
+        &["groups", "replay", "g", "--from", "0.3"],
+        &["groups", "replay", "g", "--id", "0.3"],
+        &["purge", "-n", "/a/**", "--before", "0.2"],
+    ];
+    for args in bad {
+        let output = flo_client(&server, args);
+        let shown: Vec<&str> = args.iter().map(|arg| &arg[..arg.len().min(24)]).collect();
+        let what = format!("{shown:?}");
+        let line = one_error_line(&output, &what);
+        assert!(
+            !line.contains("panicked") && !line.contains("MalformedFrame"),
+            "{what}: {line}"
+        );
+    }
+    assert_eq!(stored(&server), Vec::new(), "an event was stored");
+}
+
 /// Every event of the server's log, read with a bare connection.
 fn stored(server: &FloProcess) -> Vec<flo::event::Event> {
     RawConn::hello(server.addr).read_all()

@@ -12,7 +12,7 @@ use flo::client::format::{format_human, format_json, format_rfc3339_ms, push_jso
 use flo::client::{Client, ClientError, Delivery, ErrorCode, ParkedReply, TraceEntry};
 use flo::event::{Event, EventId, StartPosition};
 
-use super::{connect, write_out, Format, Server};
+use super::{connect, parse_event_id, write_out, Format, Server};
 
 /// Events a lookup's subscription may hold before it grants more credit: it wants one.
 const LOOKUP_CREDIT: u32 = 16;
@@ -120,24 +120,13 @@ pub fn command_error(error: ClientError, command: &str) -> String {
     }
 }
 
-/// An id from the command line, as `trace` takes it (25 digits or COUNTER.ACTOR).
-fn parse_id(text: &str) -> Result<EventId, String> {
-    let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
-    if id.counter == 0 {
-        return Err(format!(
-            "invalid event id {text:?}: counter 0 is not an event id"
-        ));
-    }
-    Ok(id)
-}
-
 /// `flo-client get ID...`: each event as `consume` prints it, in the order given. The first id
 /// the server does not hold ends the command with an error (exit code 1) after the events
 /// before it are printed.
 pub fn get(server: &Server, ids: &[String], format: Format) -> Result<(), String> {
     let ids = ids
         .iter()
-        .map(|text| parse_id(text))
+        .map(|text| parse_event_id(text))
         .collect::<Result<Vec<EventId>, String>>()?;
     let mut client = connect(server)?;
     for id in ids {
