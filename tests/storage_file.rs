@@ -1062,7 +1062,7 @@ fn a_failed_zero_fill_leaves_the_records_write_alone() {
     let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
     let before = allocated();
     log.append(event(1, 1, 1001, 100)).unwrap();
-    log.inject_fault(InjectedFault::ZeroFillFails);
+    log.inject_fault(InjectedFault::ZeroFillDiskFull);
     assert_eq!(log.sync(MonotonicMs(1)).unwrap(), Offset(1));
     let after_failed = allocated();
     assert!(

@@ -57,7 +57,7 @@ pub enum InjectedFault {
     /// with "no space"; the records' write and fdatasync go on as usual. A sync that fills
     /// no zeros (a write of a block or more, another policy, zeros already ahead) leaves it
     /// unused.
-    ZeroFillFails,
+    ZeroFillDiskFull,
 }
 
 /// The segment that receives appends.
@@ -546,7 +546,7 @@ impl FileLog {
                 });
             }
             Some(InjectedFault::FsyncFails) => fsync_fails = true,
-            Some(InjectedFault::ZeroFillFails) => zero_fill_fails = true,
+            Some(InjectedFault::ZeroFillDiskFull) => zero_fill_fails = true,
             None => {}
         }
         let end = position + self.pending().len() as u64;
