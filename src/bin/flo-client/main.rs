@@ -1430,11 +1430,7 @@ fn produce(
     data: Option<Data>,
     options: &ProduceOptions<'_>,
 ) -> Result<(), String> {
-    let parent_id = options
-        .parent
-        .map(parse_event_id)
-        .transpose()
-        .map_err(|error| format!("--parent: {error}"))?;
+    let parent_id = options.parent.map(parse_event_id).transpose()?;
     let expect = options
         .expect_last
         .map(|text| match text {
