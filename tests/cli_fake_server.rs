@@ -625,3 +625,65 @@ fn a_fenced_stdin_producer_prints_one_line_and_fails() {
     assert!(stderr.contains("ProducerFenced (51)"), "{stderr}");
     assert!(stderr.contains("1 events were produced"), "{stderr}");
 }
+
+/// `get`, `trace` and `groups parked` need TraceRequest (0x17); a server older than it closes
+/// the connection with MalformedFrame "unknown frame kind 0x17". Each command now fails with
+/// one `flo-client:` line saying the server is too old for it (before: the bare protocol
+/// error, "MalformedFrame (1): unknown frame kind 0x17", which reads like a client bug).
+#[test]
+fn lookups_on_a_server_older_than_trace_say_the_server_is_too_old() {
+    use flo::protocol::{ParkedEvent, ParkedReply};
+    let commands: [&[&str]; 4] = [
+        &["get", "7.1"],
+        &["trace", "7.1"],
+        &["groups", "parked", "cooks"],
+        &["groups", "parked", "cooks", "--data", "--format", "json"],
+    ];
+    let parked = |args: &[&str]| args[0] == "groups";
+    let scripted: Vec<bool> = commands.iter().map(|args| parked(args)).collect();
+    let (addr, server) = fake_listener(move |listener| {
+        for parked in scripted {
+            let mut conn = listener.accept();
+            conn.handshake(1024);
+            if parked {
+                match conn.receive() {
+                    ClientFrame::ParkedRequest(request) => assert_eq!(request.group, "cooks"),
+                    other => panic!("expected ParkedRequest, got {other:?}"),
+                }
+                conn.send(ServerFrame::Parked(ParkedReply {
+                    group: "cooks".into(),
+                    more: false,
+                    events: vec![ParkedEvent {
+                        offset: 3,
+                        id: EventId::new(7, 1),
+                    }],
+                }));
+            }
+            match conn.receive() {
+                ClientFrame::TraceRequest { .. } => {}
+                other => panic!("expected TraceRequest, got {other:?}"),
+            }
+            conn.refuse_unknown_frame(0x17);
+        }
+    });
+    let port = port_of(&addr);
+    let outputs: Vec<Output> = (commands.iter())
+        .map(|args| flo_client(&port, args, b""))
+        .collect();
+    server.join().expect("fake server");
+    for (args, output) in commands.iter().zip(&outputs) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("flo-client: "), "{args:?}: {stderr}");
+        let command = if parked(args) {
+            "groups parked"
+        } else {
+            args[0]
+        };
+        assert!(
+            stderr.contains("too old") && stderr.contains(&format!("`{command}`")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

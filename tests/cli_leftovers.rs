@@ -124,6 +124,46 @@ fn every_cli_error_is_one_prefixed_line_with_a_nonzero_exit() {
     one_error_line(&output, "FLO_ADDR=nonsense");
 }
 
+/// Attack round 17: a group name, glob or token over 65535 bytes (the most a frame's `u16`
+/// length can say) made `flo-client` panic in the frame encoder (exit 101 and a Rust panic
+/// message; a NamespacesRequest's glob was cut to 65535 bytes instead); and an id with counter
+/// 0 given to `--parent`, `--expect-last`, `groups replay` or `purge --before` was sent, so the
+/// server closed the connection with MalformedFrame (`--parent 0.0` stored an event without a
+/// parent). Each is now one prefixed line before anything is sent, and nothing is stored.
+#[test]
+fn overlong_fields_and_counter_zero_ids_are_refused_before_sending() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    let long = "g".repeat(70_000);
+    let long_glob = format!("/{long}");
+    let bad: &[&[&str]] = &[
+        &["groups", "info", &long],
+        &["groups", "parked", &long],
+        &["groups", "create", "g", "-n", &long_glob],
+        &["consume", "--group", &long, "-n", "/a/**"],
+        &["consume", "-n", &long_glob],
+        &["namespaces", &long_glob],
+        &["--token", &long, "status"],
+        &["produce", "-n", "/a", "-d", "x", "--parent", "0.1"],
+        &["produce", "-n", "/a", "-d", "x", "--parent", "0.0"],
+        &["produce", "-n", "/a", "-d", "x", "--expect-last", "0.0"],
+        &["groups", "replay", "g", "--from", "0.3"],
+        &["groups", "replay", "g", "--id", "0.3"],
+        &["purge", "-n", "/a/**", "--before", "0.2"],
+    ];
+    for args in bad {
+        let output = flo_client(&server, args);
+        let shown: Vec<&str> = args.iter().map(|arg| &arg[..arg.len().min(24)]).collect();
+        let what = format!("{shown:?}");
+        let line = one_error_line(&output, &what);
+        assert!(
+            !line.contains("panicked") && !line.contains("MalformedFrame"),
+            "{what}: {line}"
+        );
+    }
+    assert_eq!(stored(&server), Vec::new(), "an event was stored");
+}
+
 /// Every event of the server's log, read with a bare connection.
 fn stored(server: &FloProcess) -> Vec<flo::event::Event> {
     RawConn::hello(server.addr).read_all()
@@ -495,6 +535,62 @@ fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("flo-client: "), "{stderr}");
+}
+
+/// Attack round 17: a member read nothing while its `--exec` command ran, so a command that ran
+/// longer than the server's `--idle-timeout` (5 min by default) had the connection closed as
+/// idle: its work was done, but its event was not acknowledged, `flo-client` exited 1 ("server
+/// error Timeout") and the group delivered the event again. The member now pings while the
+/// command runs. Here the command waits (on a FIFO) through two idle time-outs of 1 s, awaited
+/// on the test's own connections, and its event is acknowledged.
+#[test]
+fn an_exec_command_outlasting_the_idle_timeout_still_gets_its_event_acked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &["--idle-timeout", "1s"]);
+    stdout(&flo_client(
+        &server,
+        &["groups", "create", "long", "-n", "/long/**"],
+    ));
+    client(&server)
+        .produce("/long/1", b"work")
+        .expect("produce");
+    let started = dir.path().join("started");
+    let go = dir.path().join("go");
+    let log = dir.path().join("exec.log");
+    let made = Command::new("mkfifo").arg(&go).status();
+    assert!(made.expect("run mkfifo").success());
+    let script = format!(
+        "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
+        started.display(),
+        go.display(),
+        log.display()
+    );
+    let member = flo_client_command(&server.addr.to_string())
+        .args([
+            "consume", "--group", "long", "-n", "/long/**", "--exec", &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    wait_until("the --exec command started", || started.exists());
+    for _ in 0..2 {
+        let mut idle = RawConn::hello(server.addr);
+        while idle.recv().is_some() {}
+    }
+    std::fs::write(&go, b"go\n").expect("write the FIFO");
+    let output = member.wait_with_output().expect("wait for flo-client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let runs = std::fs::read_to_string(&log).expect("the exec log");
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    let info = client(&server).group_info("long").expect("group info");
+    assert_eq!(
+        (info.pending, info.lag),
+        (0, 0),
+        "the event is acknowledged: {stderr}"
+    );
 }
 
 /// Attack round 16: `produce --data-file -` (or a FIFO, `<(cmd)`) opened its connection first

@@ -9,7 +9,6 @@ use flo::config::{FsyncPolicy, Retention, StorageConfig};
 use flo::event::{ActorId, Cursor, Event, EventId, StartPosition, VersionVector};
 use flo::storage::{
     FileLog, InjectedFault, Log, MemoryLog, Offset, ProducedRecord, PurgeLimits, StorageError,
-    SPILL_CAPACITY_KEPT,
 };
 use flo::time::{MonotonicMs, WallClockMs};
 
@@ -715,18 +714,29 @@ fn interval_and_never_grow_the_open_segment_on_the_helper_thread() {
 }
 
 /// A turn whose records do not fit in the cache's ring spills them to a buffer, which grows to
-/// the whole turn; after the write, a buffer past `SPILL_CAPACITY_KEPT` is given back instead
-/// of being held for good (attack round 15: 60 produces of 8 MiB in one turn left 512 MiB),
-/// while one within it is kept, so turns that spill every time (a small cache) do not allocate
-/// it again. Fails before session 16: the buffer kept the large turn's capacity.
+/// the whole turn; after the write, a buffer past `storage.spill_bytes_kept_max` (4 MiB by
+/// default) is given back instead of being held for good (attack round 15: 60 produces of
+/// 8 MiB in one turn left 512 MiB), while one within it is kept, so turns that spill every time
+/// (a small cache) do not allocate it again. Fails before session 16: the buffer kept the large
+/// turn's capacity. With the limit set to 32 MiB the 12 MiB turn's buffer (which doubled
+/// past 16 MiB) is kept, with 0
+/// none is (before session 17 the limit was a constant).
 #[test]
 fn a_large_turns_spill_buffer_is_given_back_and_a_small_ones_kept() {
-    for fsync in [FsyncPolicy::IntervalMs(100), FsyncPolicy::Always] {
+    let default_max = StorageConfig::new("unused".into()).spill_bytes_kept_max;
+    assert_eq!(default_max, 4 << 20);
+    for (fsync, kept_max) in [
+        (FsyncPolicy::IntervalMs(100), default_max),
+        (FsyncPolicy::Always, default_max),
+        (FsyncPolicy::Always, 32 << 20),
+        (FsyncPolicy::Always, 0),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config(dir.path());
         config.fsync = fsync;
         config.segment_size_max = 64 << 20;
         config.cache_bytes_max = 1 << 20;
+        config.spill_bytes_kept_max = kept_max;
         let (mut log, _) = FileLog::open(&config).unwrap();
         let data_size = 1 << 20;
         let mut counter = 0u64;
@@ -738,26 +748,28 @@ fn a_large_turns_spill_buffer_is_given_back_and_a_small_ones_kept() {
             assert_eq!(log.sync(MonotonicMs(counter)).unwrap(), Offset(counter));
             log.spill_capacity()
         };
-        // A turn of 2 MiB spills (the ring holds 1 MiB) and keeps its buffer, the same
-        // capacity turn after turn.
+        let case = format!("{fsync:?}, {kept_max} bytes kept at most");
+        // A turn of 2 MiB spills (the ring holds 1 MiB) and keeps its buffer within the
+        // limit, the same capacity turn after turn.
         let small = turn(&mut log, 2);
-        assert!(small >= 2 * data_size, "{fsync:?}: {small} bytes");
-        assert!(small <= SPILL_CAPACITY_KEPT, "{fsync:?}: {small} bytes");
-        assert_eq!(
-            turn(&mut log, 2),
-            small,
-            "{fsync:?}: the buffer was not kept"
-        );
-        // A turn of 12 MiB grows it past the limit; the write gives it back.
+        assert!(small <= kept_max, "{case}: {small} bytes");
+        if kept_max > 0 {
+            assert!(small >= 2 * data_size, "{case}: {small} bytes");
+        }
+        assert_eq!(turn(&mut log, 2), small, "{case}: the buffer was not kept");
+        // A turn of 12 MiB grows it; the write gives it back unless the limit keeps it.
         let large = turn(&mut log, 12);
         assert!(
-            large <= SPILL_CAPACITY_KEPT,
-            "{fsync:?}: {large} bytes held after a turn of 12 MiB"
+            large <= kept_max,
+            "{case}: {large} bytes held after a turn of 12 MiB"
         );
+        if kept_max >= 32 << 20 {
+            assert!(large >= 12 * data_size, "{case}: {large} bytes");
+        }
         // Every record was written, the large turn's too.
         log.wait_for_syncs().unwrap();
         let sizes: Vec<usize> = read_events(&mut log).iter().map(|e| e.data.len()).collect();
-        assert_eq!(sizes, vec![data_size; 16], "{fsync:?}");
+        assert_eq!(sizes, vec![data_size; 16], "{case}");
     }
 }
 
@@ -1028,4 +1040,59 @@ fn a_purged_namespaces_newest_id_survives_the_reclaim_of_its_segment_and_a_reope
             .unwrap(),
         newest(300, 5)
     );
+}
+
+/// The zeros written ahead of the records under `always` (`FileLog::zero_ahead`) are an
+/// optimisation: when their write fails, the sync still writes and fdatasyncs the records and
+/// succeeds, the failed stretch stays a hole (the file's allocated size does not grow by the
+/// 64 KiB of zeros), and once the records pass that stretch the next fill writes zeros again.
+/// Every record reads back after a reopen, with nothing cut. (Session 17: the failure was only
+/// logged and untested; the test fails if the failed fill makes the sync fail or if the fault
+/// does not stop the zeros.)
+#[test]
+fn a_failed_zero_fill_leaves_the_records_write_alone() {
+    use std::os::unix::fs::MetadataExt;
+    const ZEROS_AHEAD: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.fsync = FsyncPolicy::Always;
+    config.segment_size_max = 10 << 20;
+    let (mut log, _) = FileLog::open(&config).unwrap();
+    let path = log.segment_paths().pop().unwrap();
+    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    let before = allocated();
+    log.append(event(1, 1, 1001, 100)).unwrap();
+    log.inject_fault(InjectedFault::ZeroFillDiskFull);
+    assert_eq!(log.sync(MonotonicMs(1)).unwrap(), Offset(1));
+    let after_failed = allocated();
+    assert!(
+        after_failed < before + ZEROS_AHEAD,
+        "the zeros were written: {before} -> {after_failed} bytes allocated"
+    );
+    // About 180 bytes a record: the first 64 KiB of records (about 365) go into the hole, and
+    // from record 400 the fills have resumed: the allocated size grows a few times (once per
+    // 64 KiB of records), not once per 4 KiB block as writes into a hole make it (about 27
+    // times for records 400 to 1,000).
+    let mut last = after_failed;
+    let mut growths = 0;
+    for counter in 2..=1000u64 {
+        log.append(event(counter, 1, 1000 + counter, 100)).unwrap();
+        assert_eq!(log.sync(MonotonicMs(counter)).unwrap(), Offset(counter));
+        let now = allocated();
+        if counter >= 400 && now > last {
+            growths += 1;
+        }
+        last = now;
+    }
+    assert_eq!(
+        log.segment_paths(),
+        vec![path.clone()],
+        "the segment rolled"
+    );
+    assert!(growths <= 4, "the allocated size grew {growths} times");
+    drop(log);
+    let (mut log, report) = FileLog::open(&config).unwrap();
+    assert_eq!(report.event_count, 1000);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(read_all(&mut log, 0).unwrap().len(), 1000);
 }

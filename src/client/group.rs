@@ -354,6 +354,29 @@ impl GroupConsumer<'_> {
         self.client.connection.flush()
     }
 
+    /// How often a member busy with an event, reading nothing, should call
+    /// [`GroupConsumer::keep_alive`]: a third of the server's idle time-out (Welcome's
+    /// `idle_timeout_ms`), or `None` when the server has none.
+    pub fn keep_alive_interval(&self) -> Option<Duration> {
+        match self.client.welcome().idle_timeout_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms).div_ceil(3))),
+        }
+    }
+
+    /// Sends a Ping at once, waiting for nothing (its Pong is skipped when it is read), so
+    /// that the server's idle time-out does not close the connection of a member that reads
+    /// nothing while it works on an event for longer than that time-out (the reads that wait
+    /// for deliveries ping by themselves).
+    pub fn keep_alive(&mut self) -> Result<(), ClientError> {
+        if self.ended {
+            return Ok(());
+        }
+        let token = self.client.connection.take_ping_token();
+        self.client.connection.queue(&ClientFrame::Ping { token })?;
+        self.client.connection.flush()
+    }
+
     /// Sends every queued ack now (pipelined: nothing waits for an answer).
     pub fn flush(&mut self) -> Result<(), ClientError> {
         let sent = self

@@ -1358,14 +1358,15 @@ impl<L: Log> Engine<L> {
                 {
                     expired.push((
                         connection.id,
-                        "no frame from the peer within the handshake time-out",
+                        "no bytes from the peer within the handshake time-out",
                     ))
                 }
                 _ if millis(self.config.idle_timeout) > 0
                     && now.monotonic.0
                         >= connection.last_input_ms + millis(self.config.idle_timeout) =>
                 {
-                    expired.push((connection.id, "no frame received within the idle time-out"))
+                    // Any byte resets the timer (`handle_input_within`), a partial frame's too.
+                    expired.push((connection.id, "no bytes received within the idle time-out"))
                 }
                 _ => {}
             }

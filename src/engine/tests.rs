@@ -1124,6 +1124,45 @@ fn handshake_and_idle_time_outs_close_connections() {
         .contains(&ServerFrame::Pong { token: 1 }));
 }
 
+/// Any byte resets the idle timer, a frame's first bytes included: a client trickling one
+/// frame (the frame time-out set longer than the idle one) stays open past the idle
+/// time-out, and the Error that closes it once it falls silent says that no bytes, not no
+/// frame, arrived (it said "no frame received", though bytes had).
+#[test]
+fn the_idle_time_out_counts_bytes_and_its_error_says_so() {
+    let mut h = Harness::with_config(|c| {
+        c.idle_timeout = std::time::Duration::from_secs(60);
+        c.frame_timeout = std::time::Duration::from_secs(600);
+    });
+    let trickling = h.client();
+    let mut bytes = Vec::new();
+    encode(&ClientFrame::Ping { token: 1 }, &mut bytes);
+    // All but the last byte, one every 30 s: 2 minutes without a whole frame.
+    for byte in &bytes[..bytes.len() - 1] {
+        h.now.monotonic.0 += 30_000;
+        h.engine
+            .handle_input(h.now, trickling, std::slice::from_ref(byte));
+        h.turn();
+        assert!(
+            h.engine.is_open(trickling),
+            "closed after {} ms",
+            h.now.monotonic.0
+        );
+    }
+    h.now.monotonic.0 += 60_000;
+    h.turn();
+    let (_, frames) = (h.closed.iter())
+        .find(|(conn, _)| *conn == trickling)
+        .expect("closed once silent for the idle time-out");
+    match frames.last() {
+        Some(AnyFrame::Server(ServerFrame::Error(error))) => {
+            assert_eq!(error.code, ErrorCode::Timeout);
+            assert_eq!(error.message, "no bytes received within the idle time-out");
+        }
+        other => panic!("expected a Timeout error, got {other:?}"),
+    }
+}
+
 /// `--fsync interval` runs on the monotonic clock: after the wall clock steps back a minute,
 /// the next fdatasync still comes one interval after the last, not a minute later.
 #[test]

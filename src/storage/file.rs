@@ -53,6 +53,11 @@ pub enum InjectedFault {
     },
     /// The write succeeds and the fdatasync fails.
     FsyncFails,
+    /// Under `always`, the write of zeros ahead of the records (`FileLog::zero_ahead`) fails
+    /// with "no space"; the records' write and fdatasync go on as usual. A sync that fills
+    /// no zeros (a write of a block or more, another policy, zeros already ahead) leaves it
+    /// unused.
+    ZeroFillDiskFull,
 }
 
 /// The segment that receives appends.
@@ -233,19 +238,10 @@ const EXTEND_AHEAD_BYTES: u64 = 8 << 20;
 /// helper thread fdatasyncs it. So the seal's fdatasync, which stops the reactor, is short.
 const SEAL_UNSYNCED_BYTES_MAX: u64 = 1 << 20;
 
-/// The capacity the spill buffer (`FileLog::pending_bytes`) keeps from one sync to the next.
-/// Only a turn whose records do not fit in the cache's ring uses it, and it grows to hold the
-/// whole turn: attack round 15's 60 produces of 8 MiB completed in one turn left a 512 MiB
-/// buffer (480 MiB resident) held for good. A buffer past this size is given back after the
-/// write; one at most this size is kept, so that with a small `--max-cache-memory`, where
-/// every turn spills, turns of up to the default read budget of a turn (4 MiB,
-/// `read_bytes_per_turn_total_max`) append without allocating.
-pub const SPILL_CAPACITY_KEPT: usize = 4 << 20;
-
-/// Empties the spill buffer for the next turn, giving its memory back when a large turn grew
-/// it past `SPILL_CAPACITY_KEPT`.
-fn empty_spill(spill: &mut Vec<u8>) {
-    if spill.capacity() > SPILL_CAPACITY_KEPT {
+/// Empties the spill buffer (`FileLog::pending_bytes`) for the next turn, giving its memory
+/// back when a large turn grew it past `kept_max` (`storage.spill_bytes_kept_max`).
+fn empty_spill(spill: &mut Vec<u8>, kept_max: usize) {
+    if spill.capacity() > kept_max {
         *spill = Vec::new();
     } else {
         spill.clear();
@@ -515,7 +511,7 @@ impl FileLog {
                 position = body_at + body_size as usize;
                 self.cache.push(offset, &spilled[body_at..position]);
             }
-            empty_spill(&mut spilled);
+            empty_spill(&mut spilled, self.config.spill_bytes_kept_max);
         }
         // A reader of the open segment may have buffered the zeros that were past the records
         // (the preallocated hole) where these records now are: it must not be reused.
@@ -534,6 +530,7 @@ impl FileLog {
 
     fn write_and_fsync(&mut self, position: u64, now_ms: u64) -> Result<(), StorageError> {
         let mut fsync_fails = false;
+        let mut zero_fill_fails = false;
         match self.fault.take() {
             Some(InjectedFault::WriteFails { bytes_written }) => {
                 let pending = self.pending();
@@ -549,6 +546,7 @@ impl FileLog {
                 });
             }
             Some(InjectedFault::FsyncFails) => fsync_fails = true,
+            Some(InjectedFault::ZeroFillDiskFull) => zero_fill_fails = true,
             None => {}
         }
         let end = position + self.pending().len() as u64;
@@ -579,7 +577,7 @@ impl FileLog {
         // A write of a block or more shares its allocation among many events: no zeros (at
         // `always`'s full rate they would double the bytes written).
         if self.config.fsync == FsyncPolicy::Always && end - position < ZERO_AHEAD_WRITE_MAX {
-            self.zero_ahead(end);
+            self.zero_ahead(end, zero_fill_fails);
         }
         self.open
             .file
@@ -605,9 +603,15 @@ impl FileLog {
     /// ahead, writes zeros over the next `ZERO_AHEAD_BYTES` of the hole past it (within the
     /// file's length, which stays as it is): the turn's fdatasync allocates those blocks at
     /// once, and the next writes' fdatasyncs have only data to flush. The zeros are cut like
-    /// the hole's (at seal, drop and start-up: they read the same). A failed write of zeros
-    /// only leaves the hole (the records' own write says whether the disk is full).
-    fn zero_ahead(&mut self, end: u64) {
+    /// the hole's (at seal, drop and start-up: they read the same).
+    ///
+    /// The zeros are an optimisation, so a failed write of them (`fail`: injected) is logged
+    /// and otherwise ignored: it returns nothing the caller could act on, and the records'
+    /// own write, which comes next, is what says whether the disk is full; whatever part of
+    /// the zeros reached the file is zeros in the hole, which reads the same. It is not tried
+    /// again for this stretch: the next fill is when the records pass it, so a disk that keeps
+    /// failing logs one warning per `ZERO_AHEAD_BYTES` of records.
+    fn zero_ahead(&mut self, end: u64, fail: bool) {
         if end <= self.zeroed_size {
             return;
         }
@@ -616,13 +620,20 @@ impl FileLog {
             .min(self.preallocated_size);
         // `to - end` is at most ZERO_AHEAD_BYTES, the length of ZEROS.
         let size = usize::try_from(to.saturating_sub(end)).unwrap_or(0);
-        if let Err(error) = self.open.file.write_all_at(&ZEROS[..size], end) {
+        let written = if fail {
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected: disk full",
+            ))
+        } else {
+            self.open.file.write_all_at(&ZEROS[..size], end)
+        };
+        if let Err(error) = written {
             log::warn!(
                 "could not {}: {error}",
                 self.segment_context("write zeros ahead of the records in")
             );
         }
-        // Not tried again before the next extension, even after a failure.
         self.zeroed_size = to.max(end);
     }
 
@@ -840,7 +851,7 @@ impl FileLog {
     }
 
     /// The capacity of the buffer that holds a turn's records when they do not fit in the
-    /// cache's ring: at most `SPILL_CAPACITY_KEPT` between turns.
+    /// cache's ring: at most `storage.spill_bytes_kept_max` between turns.
     pub fn spill_capacity(&self) -> usize {
         self.pending_bytes.capacity()
     }
@@ -871,7 +882,7 @@ impl FileLog {
 
     /// Restores the state of the last successful sync after a failed write or fdatasync.
     fn roll_back(&mut self, durable_size: u64) {
-        empty_spill(&mut self.pending_bytes);
+        empty_spill(&mut self.pending_bytes, self.config.spill_bytes_kept_max);
         self.cache.discard_staged();
         self.pending_records.clear();
         self.produced.discard_pending();

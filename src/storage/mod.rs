@@ -60,9 +60,9 @@ pub mod segment;
 mod segment;
 mod syncer;
 
+pub use file::FileLog;
 #[cfg(any(test, feature = "testing"))]
 pub use file::InjectedFault;
-pub use file::{FileLog, SPILL_CAPACITY_KEPT};
 pub use keyed::TraceKey;
 pub(crate) use listing::read_one;
 pub use listing::{scan_listing, NameFilter, NamespaceCounts, NamespaceListing};

@@ -11,6 +11,7 @@
 use std::io::{self, Write};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use flo::client::{GroupConsumer, GroupDelivery};
@@ -42,7 +43,7 @@ pub fn consume(
         handled += 1;
         // A Ctrl-C from here until the ack or nack is sent waits for them (see `on_sigint`).
         RUNNING.store(true, Ordering::SeqCst);
-        let status = run(command, &event)?;
+        let status = run(command, &event, &mut consumer)?;
         answer(&mut consumer, &event, status, nack_delay).map_err(failed)?;
         RUNNING.store(false, Ordering::SeqCst);
         // The handler sets STOP before it reads RUNNING, and RUNNING is cleared before STOP is
@@ -130,8 +131,17 @@ fn write_stderr(message: &[u8]) {
 }
 
 /// Runs `command` with `sh -c`, the event's data on its standard input and the event's fields
-/// in its environment; its standard output and error are this process's.
-fn run(command: &str, event: &Event) -> Result<ExitStatus, String> {
+/// in its environment; its standard output and error are this process's. While it runs, the
+/// member pings the server every third of its idle time-out: attack round 17, a command that
+/// ran longer than `--idle-timeout` (5 min by default) had its connection closed as idle, so
+/// its finished work was never acknowledged, flo-client exited 1 and the group delivered the
+/// event again. The input is written by a thread of its own, so that a command that does not
+/// read it (more than a pipe's buffer) does not stop the pings either.
+fn run(
+    command: &str,
+    event: &Event,
+    consumer: &mut GroupConsumer<'_>,
+) -> Result<ExitStatus, String> {
     let parent = event.parent_id.map_or(String::new(), |id| id.to_string());
     let mut child = Command::new("sh")
         .args(["-c", command])
@@ -142,21 +152,45 @@ fn run(command: &str, event: &Event) -> Result<ExitStatus, String> {
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|error| format!("could not run the --exec command with sh: {error}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its input closes the pipe (EPIPE): its exit status
-        // still decides. Dropping `stdin` then ends the command's input.
-        match stdin.write_all(&event.data) {
-            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("could not write to the --exec command: {error}"));
+    let stdin = child.stdin.take();
+    let keep_alive_interval = consumer.keep_alive_interval();
+    std::thread::scope(|scope| {
+        let writer = stdin.map(|mut stdin| {
+            // A command that does not read its input closes the pipe (EPIPE): its exit
+            // status still decides. Dropping `stdin` then ends the command's input.
+            scope.spawn(move || match stdin.write_all(&event.data) {
+                Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(error),
+                _ => Ok(()),
+            })
+        });
+        let (done, ended) = mpsc::channel();
+        let waiter = scope.spawn(move || {
+            let status = child.wait();
+            // The receiver is only gone if this function returned, which it does not
+            // before joining this thread.
+            let _ = done.send(());
+            status
+        });
+        let mut kept = Ok(());
+        while let Some(interval) = keep_alive_interval.filter(|_| kept.is_ok()) {
+            match ended.recv_timeout(interval) {
+                Err(mpsc::RecvTimeoutError::Timeout) => kept = consumer.keep_alive(),
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            _ => {}
         }
-    }
-    child
-        .wait()
-        .map_err(|error| format!("could not wait for the --exec command: {error}"))
+        // Without pings (no idle time-out, or the connection failed): the command's end.
+        let status = (waiter.join())
+            .map_err(|_| "the thread waiting for the --exec command panicked".to_string())?
+            .map_err(|error| format!("could not wait for the --exec command: {error}"))?;
+        if let Some(writer) = writer {
+            (writer.join())
+                .map_err(|_| "the thread writing to the --exec command panicked".to_string())?
+                .map_err(|error| format!("could not write to the --exec command: {error}"))?;
+        }
+        // A connection lost while the command ran: its event cannot be answered.
+        kept.map_err(|error| format!("while the --exec command ran: {error}"))?;
+        Ok(status)
+    })
 }
 
 /// "exited with code 3" or "was killed by signal 9".

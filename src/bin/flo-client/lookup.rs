@@ -12,7 +12,7 @@ use flo::client::format::{format_human, format_json, format_rfc3339_ms, push_jso
 use flo::client::{Client, ClientError, Delivery, ErrorCode, ParkedReply, TraceEntry};
 use flo::event::{Event, EventId, StartPosition};
 
-use super::{connect, write_out, Format, Server};
+use super::{connect, parse_event_id, write_out, Format, Server};
 
 /// Events a lookup's subscription may hold before it grants more credit: it wants one.
 const LOOKUP_CREDIT: u32 = 16;
@@ -103,15 +103,21 @@ pub fn fetch_event(client: &mut Client, id: EventId) -> Result<Option<Event>, Cl
     }
 }
 
-/// An id from the command line, as `trace` takes it (25 digits or COUNTER.ACTOR).
-fn parse_id(text: &str) -> Result<EventId, String> {
-    let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
-    if id.counter == 0 {
-        return Err(format!(
-            "invalid event id {text:?}: counter 0 is not an event id"
-        ));
+/// `error` as `command`'s one line: a server older than a request `command` sends closes the
+/// connection with MalformedFrame "unknown frame kind K" (protocol.md section 3), which says
+/// nothing useful alone; it is said as the server being too old for the command.
+pub fn command_error(error: ClientError, command: &str) -> String {
+    match error {
+        ClientError::Server {
+            code: ErrorCode::MalformedFrame,
+            message,
+            ..
+        } if message.starts_with("unknown frame kind") => format!(
+            "the server is too old for `{command}`: it does not know a request the command \
+             sends (it answered MalformedFrame: {message}); upgrade the server"
+        ),
+        error => error.to_string(),
     }
-    Ok(id)
 }
 
 /// `flo-client get ID...`: each event as `consume` prints it, in the order given. The first id
@@ -120,11 +126,11 @@ fn parse_id(text: &str) -> Result<EventId, String> {
 pub fn get(server: &Server, ids: &[String], format: Format) -> Result<(), String> {
     let ids = ids
         .iter()
-        .map(|text| parse_id(text))
+        .map(|text| parse_event_id(text))
         .collect::<Result<Vec<EventId>, String>>()?;
     let mut client = connect(server)?;
     for id in ids {
-        let event = fetch_event(&mut client, id).map_err(|error| error.to_string())?;
+        let event = fetch_event(&mut client, id).map_err(|error| command_error(error, "get"))?;
         let Some(event) = event else {
             return Err(format!(
                 "no event {id} on {}: the server does not hold it (never stored, deleted by \
@@ -201,7 +207,7 @@ pub fn parked(
     data: bool,
     format: Format,
 ) -> Result<Option<u64>, String> {
-    let failed = |error: ClientError| error.to_string();
+    let failed = |error: ClientError| command_error(error, "groups parked");
     let mut from_offset = 0;
     let mut count = 0u64;
     loop {

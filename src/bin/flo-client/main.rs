@@ -408,13 +408,14 @@ enum GroupsCommand {
         /// The group's name.
         name: String,
         /// Replay this parked event (repeat for several, or separate them with commas).
-        #[arg(long, value_name = "ID", value_delimiter = ',', conflicts_with_all = ["from", "to"])]
+        #[arg(long, value_name = "ID", value_delimiter = ',', conflicts_with_all = ["from", "to"],
+              value_parser = parse_event_id)]
         id: Vec<EventId>,
         /// Replay parked events with ids from this one (included).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_event_id)]
         from: Option<EventId>,
         /// Replay parked events with ids up to this one (included).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_event_id)]
         to: Option<EventId>,
     },
     /// Move a group to a new position; its acknowledgements and pending events are forgotten,
@@ -1301,17 +1302,25 @@ fn namespaces(server: &Server, glob: &str, format: Format) -> Result<(), String>
     }
 }
 
-fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
-    let text = id;
+/// An event id from the command line (25 digits or COUNTER.ACTOR). Counter 0 is no event's
+/// id, and the server refuses a frame carrying one as malformed, closing the connection
+/// (walkthrough, session 9, for `trace`; attack round 17 for `--parent`, `--expect-last`,
+/// `groups replay` and `purge --before`, which sent it; `--parent 0.0` even stored an event
+/// without a parent).
+fn parse_event_id(text: &str) -> Result<EventId, String> {
     let id = text.parse::<EventId>().map_err(|error| error.to_string())?;
     if id.counter == 0 {
-        // The server would refuse it as a malformed frame (walkthrough, session 9).
         return Err(format!(
             "invalid event id {text:?}: counter 0 is not an event id"
         ));
     }
+    Ok(id)
+}
+
+fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
+    let id = parse_event_id(id)?;
     let mut client = connect(server)?;
-    let trace = client.trace(id).map_err(|error| error.to_string())?;
+    let trace = (client.trace(id)).map_err(|error| lookup::command_error(error, "trace"))?;
     let text = match format {
         Format::Human => flo::client::format::format_trace(&trace),
         Format::Json => flo::client::format::format_trace_json(&trace),
@@ -1421,17 +1430,13 @@ fn produce(
     data: Option<Data>,
     options: &ProduceOptions<'_>,
 ) -> Result<(), String> {
-    let parent_id = options
-        .parent
-        .map(|text| text.parse::<EventId>())
-        .transpose()
-        .map_err(|error| error.to_string())?;
+    let parent_id = options.parent.map(parse_event_id).transpose()?;
     let expect = options
         .expect_last
         .map(|text| match text {
             "none" => Ok(Expectation::NoEvents),
             "exists" => Ok(Expectation::HasEvents),
-            text => text.parse::<EventId>().map(Expectation::LastIs),
+            text => parse_event_id(text).map(Expectation::LastIs),
         })
         .transpose()
         .map_err(|error| format!("--expect-last: {error}"))?;

@@ -18,8 +18,11 @@ use super::{ask_status, connect, Format, Server};
 /// (RFC 3339, `ms:<milliseconds>`, or relative to now such as 7d) purges the events stored
 /// before it.
 pub fn parse_purge_before(text: &str) -> Result<PurgeBefore, String> {
-    if let Ok(id) = text.parse::<EventId>() {
-        return Ok(PurgeBefore::Id(id));
+    if text.parse::<EventId>().is_ok() {
+        // Counter 0 is no event's id: the server refuses it as a malformed frame.
+        return super::parse_event_id(text)
+            .map(PurgeBefore::Id)
+            .map_err(|error| format!("--before: {error}"));
     }
     // `--from`'s forms: an age such as 7d is a time before now.
     match super::parse_from(text, super::wall_clock_ms()) {

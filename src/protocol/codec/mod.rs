@@ -447,66 +447,79 @@ pub trait Encode {
     fn kind(&self) -> u8;
 }
 
-impl Encode for ClientFrame {
-    fn encode(&self, out: &mut Vec<u8>) {
+impl ClientFrame {
+    /// Appends the frame's bytes to `out`, or nothing when one of its length-prefixed fields
+    /// (a glob, a group name, an auth token, ...) is over 65535 bytes. [`Encode::encode`]
+    /// panics on such a frame instead; a client encodes what its user gave with this.
+    pub fn try_encode(&self, out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
         let kind = self.kind();
         match self {
-            ClientFrame::Hello(hello) => write_frame(out, kind, |w| hello.write(w)),
-            ClientFrame::Produce(produce) => write_frame(out, kind, |w| produce.write(w)),
-            ClientFrame::ProduceBatch(batch) => write_frame(out, kind, |w| batch.write(w)),
-            ClientFrame::Subscribe(subscribe) => write_frame(out, kind, |w| subscribe.write(w)),
+            ClientFrame::Hello(hello) => try_write_frame(out, kind, |w| hello.write(w)),
+            ClientFrame::Produce(produce) => try_write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::ProduceBatch(batch) => try_write_frame(out, kind, |w| batch.write(w)),
+            ClientFrame::Subscribe(subscribe) => try_write_frame(out, kind, |w| subscribe.write(w)),
             ClientFrame::Credit {
                 subscription_id,
                 count,
-            } => write_frame(out, kind, |w| {
+            } => try_write_frame(out, kind, |w| {
                 w.put_u32(*subscription_id);
                 w.put_u32(*count);
             }),
             ClientFrame::Unsubscribe { subscription_id } => {
-                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+                try_write_frame(out, kind, |w| w.put_u32(*subscription_id))
             }
-            ClientFrame::Ping { token } => write_frame(out, kind, |w| w.put_u64(*token)),
+            ClientFrame::Ping { token } => try_write_frame(out, kind, |w| w.put_u64(*token)),
             // The option byte only when an option is set: one encoding per request.
-            ClientFrame::StatusRequest { hold } => write_frame(out, kind, |w| {
+            ClientFrame::StatusRequest { hold } => try_write_frame(out, kind, |w| {
                 if *hold {
                     w.put_u8(STATUS_OPTION_HOLD);
                 }
             }),
-            ClientFrame::JoinGroup(join) => write_frame(out, kind, |w| join.write(w)),
-            ClientFrame::GroupAck(ack) => write_frame(out, kind, |w| write_group_ids(w, ack)),
-            ClientFrame::GroupNack(nack) => write_frame(out, kind, |w| {
+            ClientFrame::JoinGroup(join) => try_write_frame(out, kind, |w| join.write(w)),
+            ClientFrame::GroupAck(ack) => try_write_frame(out, kind, |w| write_group_ids(w, ack)),
+            ClientFrame::GroupNack(nack) => try_write_frame(out, kind, |w| {
                 w.put_u32(nack.subscription_id);
                 w.put_u32(nack.delay_ms);
                 write_ids(w, &nack.ids);
             }),
             ClientFrame::LeaveGroup { subscription_id } => {
-                write_frame(out, kind, |w| w.put_u32(*subscription_id))
+                try_write_frame(out, kind, |w| w.put_u32(*subscription_id))
             }
             ClientFrame::SetReplicas { replicas } => {
-                write_frame(out, kind, |w| w.put_u8(*replicas))
+                try_write_frame(out, kind, |w| w.put_u8(*replicas))
             }
-            ClientFrame::GroupsRequest(request) => write_frame(out, kind, |w| request.write(w)),
-            ClientFrame::ParkedRequest(request) => write_frame(out, kind, |w| request.write(w)),
-            ClientFrame::GroupAdmin(admin) => write_frame(out, kind, |w| admin.write(w)),
+            ClientFrame::GroupsRequest(request) => try_write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::ParkedRequest(request) => try_write_frame(out, kind, |w| request.write(w)),
+            ClientFrame::GroupAdmin(admin) => try_write_frame(out, kind, |w| admin.write(w)),
             ClientFrame::GroupsDetailRequest(request) => {
-                write_frame(out, kind, |w| request.write(w))
+                try_write_frame(out, kind, |w| request.write(w))
             }
-            ClientFrame::GroupAckRange(range) => write_frame(out, kind, |w| range.write(w)),
-            ClientFrame::ProduceIf(produce) => write_frame(out, kind, |w| produce.write(w)),
+            ClientFrame::GroupAckRange(range) => try_write_frame(out, kind, |w| range.write(w)),
+            ClientFrame::ProduceIf(produce) => try_write_frame(out, kind, |w| produce.write(w)),
             ClientFrame::SetProducer {
                 producer_id,
                 next_sequence,
-            } => write_frame(out, kind, |w| {
+            } => try_write_frame(out, kind, |w| {
                 w.put_u64(*producer_id);
                 w.put_u64(*next_sequence);
             }),
-            ClientFrame::InfoRequest => write_frame(out, kind, |_| {}),
-            ClientFrame::NamespacesRequest(request) => write_frame(out, kind, |w| request.write(w)),
-            ClientFrame::TraceRequest { id } => write_frame(out, kind, |w| w.put_id(*id)),
-            ClientFrame::MembersRequest => write_frame(out, kind, |_| {}),
-            ClientFrame::ChangeMember(change) => write_frame(out, kind, |w| change.write(w)),
-            ClientFrame::Purge(rule) => write_frame(out, kind, |w| rule.write(w)),
-            ClientFrame::PurgesRequest => write_frame(out, kind, |_| {}),
+            ClientFrame::InfoRequest => try_write_frame(out, kind, |_| {}),
+            ClientFrame::NamespacesRequest(request) => {
+                try_write_frame(out, kind, |w| request.write(w))
+            }
+            ClientFrame::TraceRequest { id } => try_write_frame(out, kind, |w| w.put_id(*id)),
+            ClientFrame::MembersRequest => try_write_frame(out, kind, |_| {}),
+            ClientFrame::ChangeMember(change) => try_write_frame(out, kind, |w| change.write(w)),
+            ClientFrame::Purge(rule) => try_write_frame(out, kind, |w| rule.write(w)),
+            ClientFrame::PurgesRequest => try_write_frame(out, kind, |_| {}),
+        }
+    }
+}
+
+impl Encode for ClientFrame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        if let Err(error) = self.try_encode(out) {
+            panic!("{error}: use ClientFrame::try_encode for fields from a user");
         }
     }
 
@@ -893,13 +906,56 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
 
 /// Writes the header, lets `body` append the fields, then fills in the length.
 fn write_frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Writer)) {
+    if let Err(error) = try_write_frame(out, kind, body) {
+        // The server's and peers' fields are bounded far below it by their limits.
+        panic!("{error}: callers bound their fields first");
+    }
+}
+
+/// [`write_frame`] that appends nothing and says which field is too long when a
+/// length-prefixed field is over 65535 bytes (the client's frames: their fields come from
+/// its user).
+fn try_write_frame(
+    out: &mut Vec<u8>,
+    kind: u8,
+    body: impl FnOnce(&mut Writer),
+) -> Result<(), FieldTooLong> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_SIZE]);
     out.push(kind);
-    body(&mut Writer { out });
+    let mut writer = Writer {
+        out,
+        overlong: None,
+    };
+    body(&mut writer);
+    if let Some(overlong) = writer.overlong {
+        out.truncate(start);
+        return Err(overlong);
+    }
     let length = out.len() - start - LENGTH_SIZE;
     let length = u32::try_from(length).expect("frame over 4 GiB: callers check the limits first");
     out[start..start + LENGTH_SIZE].copy_from_slice(&length.to_be_bytes());
+    Ok(())
+}
+
+/// A length-prefixed field of a frame over the 65535 bytes its `u16` length can say: such a
+/// frame cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldTooLong {
+    /// The field ("glob", "group name", "auth token", ...).
+    pub what: &'static str,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+impl fmt::Display for FieldTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let FieldTooLong { what, size } = self;
+        write!(
+            f,
+            "{what} of {size} bytes is over the 65535 bytes a frame can carry"
+        )
+    }
 }
 
 /// One wire type: `write` and `read` list the same fields in the same order.

@@ -6,6 +6,9 @@ use super::*;
 /// Appends big-endian fields to a frame being encoded.
 pub(super) struct Writer<'a> {
     pub(super) out: &'a mut Vec<u8>,
+    /// The first length-prefixed field too long for its `u16` length: the frame cannot be
+    /// encoded (`try_write_frame` drops it).
+    pub(super) overlong: Option<FieldTooLong>,
 }
 
 impl Writer<'_> {
@@ -57,9 +60,16 @@ impl Writer<'_> {
         self.put_id(id.unwrap_or(EventId::NONE));
     }
 
-    pub(super) fn put_bytes16(&mut self, bytes: &[u8], what: &str) {
-        let length = u16::try_from(bytes.len())
-            .unwrap_or_else(|_| panic!("{what} of {} bytes is over 65535", bytes.len()));
+    /// A `u16` length, then the bytes. A field over 65535 bytes is not written: it is noted
+    /// in `overlong`, which makes the whole frame fail to encode.
+    pub(super) fn put_bytes16(&mut self, bytes: &[u8], what: &'static str) {
+        let Ok(length) = u16::try_from(bytes.len()) else {
+            self.overlong.get_or_insert(FieldTooLong {
+                what,
+                size: bytes.len(),
+            });
+            return;
+        };
         self.put_u16(length);
         self.out.extend_from_slice(bytes);
     }

@@ -5,8 +5,9 @@ use super::*;
 
 impl WireFormat for NamespacesRequest {
     fn write(&self, w: &mut Writer) {
-        w.put_text16(&self.glob);
-        w.put_text16(&self.after);
+        // Not free text: a glob or name cut to 65535 bytes would ask for something else.
+        w.put_bytes16(self.glob.as_bytes(), "glob");
+        w.put_bytes16(self.after.as_bytes(), "namespace");
     }
 
     fn read(r: &mut Reader) -> Result<NamespacesRequest, DecodeError> {

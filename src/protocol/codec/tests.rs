@@ -1890,3 +1890,51 @@ fn is_unknown_error(frame: &AnyFrame) -> bool {
         }))
     )
 }
+
+/// A client frame with a length-prefixed field over 65535 bytes is not encoded: it says
+/// which field and appends nothing (attack round 17: the encoder panicked, and the
+/// NamespacesRequest's glob was cut to 65535 bytes, asking for another glob).
+#[test]
+fn a_client_field_over_65535_bytes_is_refused_not_encoded() {
+    let long = "/".to_string() + &"a".repeat(70_000);
+    let frames = [
+        (
+            ClientFrame::GroupsRequest(GroupsRequest {
+                group: long[1..].to_string(),
+                after: String::new(),
+            }),
+            "group name",
+        ),
+        (
+            ClientFrame::NamespacesRequest(NamespacesRequest {
+                glob: long.clone(),
+                after: String::new(),
+            }),
+            "glob",
+        ),
+        (
+            ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "c".into(),
+                auth_token: long.as_bytes().to_vec(),
+            }),
+            "auth token",
+        ),
+    ];
+    for (frame, what) in frames {
+        let mut out = vec![7];
+        let error = frame.try_encode(&mut out).expect_err(what);
+        assert_eq!(error.what, what);
+        assert!(error.size >= 70_000, "{error}");
+        assert_eq!(out, [7], "{what}: bytes appended");
+    }
+    // Within the limit, the same bytes as `encode`.
+    let frame = ClientFrame::NamespacesRequest(NamespacesRequest {
+        glob: "/a/**".into(),
+        after: "/a/b".into(),
+    });
+    let (mut tried, mut encoded) = (Vec::new(), Vec::new());
+    frame.try_encode(&mut tried).expect("fits");
+    encode(&frame, &mut encoded);
+    assert_eq!(tried, encoded);
+}
