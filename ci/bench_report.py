@@ -222,7 +222,7 @@ def section(rows, machine, fsync, elapsed, command, out_dir):
               "64 it includes the wait behind the 63 events ahead of it.", ""]
     lines += latency_table(rows)
     lines += ["", "### End-to-end latency at 10,000 events/s, in microseconds (median)", "",
-              "100 B events from 1 connection (window 64) at a fixed rate, one consumer following the "
+              "100 B events from 1 connection (window 1024) at a fixed rate, one consumer following the "
               "stream (Redis: `XREAD BLOCK`); latency from the moment each event was due to the "
               "moment the consumer received it.", ""]
     lines += end_to_end_table(rows)
