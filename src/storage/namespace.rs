@@ -145,24 +145,32 @@ pub struct SegmentNames {
     /// `fingerprints[i]`: record i's name's `fingerprint`.
     fingerprints: Vec<u32>,
     /// Where record 0 starts in the segment file, when the records were observed with their
-    /// places (`observe_at`): then `sizes[i]` is record i's size in bytes (0 if it does not
-    /// fit in a u32: no place for it), and the records lie back to back from there.
+    /// places (`observe_at`): then `sizes[i] & !TOLD_REPEATED` is record i's size in bytes (0
+    /// if it does not fit in 31 bits: no place for it), and the records lie back to back from
+    /// there. `sizes[i] & TOLD_REPEATED`: the write path said record i's name is the one of
+    /// the record before (`observe_next_at`; not part of the value, equality ignores it).
     first_position: u64,
     sizes: Vec<u32>,
-    /// Where runs of one name start (record 0 first, ascending): every record whose name
-    /// differs from the record before's, and maybe some whose name does not (the write path
-    /// does not compare names it is not told are repeated; the build groups the runs of a
-    /// name anyway), so the build cuts the records into runs without comparing a name a
-    /// record (for a segment of one namespace that comparison and the shared prefix's were
-    /// most of the build: issue 14, session 17). Not part of the value (equality ignores it).
-    run_starts: Vec<u32>,
     /// The name-ordered view of the first records, for namespace listings (a cache: not part
     /// of the value, equality ignores it).
     view: Option<NameView>,
 }
 
+/// The bit of `SegmentNames::sizes` that says the write path told the record's name to be the
+/// record before's, so the build cuts the records into runs of one name without comparing
+/// names (for a segment of one namespace, comparing each name with the one before, and with
+/// the shared prefix, was most of the build: issue 14, session 17). A record is at most
+/// `RECORD_HEADER_SIZE + RECORD_BODY_SIZE_MAX` (256 MiB and a header) bytes: the bit is free.
+const TOLD_REPEATED: u32 = 1 << 31;
+
 impl PartialEq for SegmentNames {
     fn eq(&self, other: &SegmentNames) -> bool {
+        let sizes = |names: &SegmentNames| {
+            let sizes = names.sizes.iter();
+            sizes
+                .map(|&size| size & !TOLD_REPEATED)
+                .collect::<Vec<u32>>()
+        };
         (
             self.first_offset,
             &self.bytes,
@@ -173,7 +181,7 @@ impl PartialEq for SegmentNames {
             &other.bytes,
             &other.ends,
             &other.fingerprints,
-        ) && (self.first_position, &self.sizes) == (other.first_position, &other.sizes)
+        ) && (self.first_position, sizes(self)) == (other.first_position, sizes(other))
     }
 }
 
@@ -344,7 +352,6 @@ impl SegmentNames {
             fingerprints: Vec::new(),
             first_position: 0,
             sizes: Vec::new(),
-            run_starts: Vec::new(),
             view: None,
         }
     }
@@ -357,7 +364,6 @@ impl SegmentNames {
         self.ends.clear();
         self.fingerprints.clear();
         self.sizes.clear();
-        self.run_starts.clear();
         SegmentNames {
             first_offset,
             first_position: 0,
@@ -436,33 +442,20 @@ impl SegmentNames {
     /// file and is `size` bytes long (right after the record before it). A file built from
     /// names observed this way has format version 4 (the records' places).
     pub fn observe_at(&mut self, namespace: &str, position: u64, size: u64) {
-        self.observe_placed(namespace, position, size, None);
+        self.observe_next_at(namespace, position, size, false);
     }
 
     /// As [`SegmentNames::observe_at`], told whether `namespace` is the name of the record
-    /// before (`same_as_before`; false when that is not known, and then it is not compared:
-    /// at worst a run of one name is cut in two, which the build groups again). The write
-    /// path knows it for free (a record's view shares the `&str` of the record before it in
-    /// the same write when their namespaces have the same bytes): a repeated name then costs
-    /// neither a fingerprint nor a comparison, and another name no comparison.
+    /// before (`same_as_before`; false when that is not known: the build compares the names
+    /// then). The write path knows it for free (a record's view shares the `&str` of the
+    /// record before it in the same write when their namespaces have the same bytes): a
+    /// repeated name then costs no fingerprint here and no comparison in the build.
     pub fn observe_next_at(
         &mut self,
         namespace: &str,
         position: u64,
         size: u64,
         same_as_before: bool,
-    ) {
-        self.observe_placed(namespace, position, size, Some(same_as_before));
-    }
-
-    /// `observe_at` (`same_as_before`: `None`, the names compared) or `observe_next_at`.
-    #[inline]
-    fn observe_placed(
-        &mut self,
-        namespace: &str,
-        position: u64,
-        size: u64,
-        same_as_before: Option<bool>,
     ) {
         if self.ends.is_empty() {
             self.first_position = position;
@@ -472,8 +465,21 @@ impl SegmentNames {
             self.ends.len(),
             "every record with its place"
         );
+        let same_as_before = same_as_before && !self.ends.is_empty();
         self.observe_known(namespace, same_as_before);
-        self.sizes.push(u32::try_from(size).unwrap_or(0));
+        let size = u32::try_from(size)
+            .ok()
+            .filter(|&size| size < TOLD_REPEATED);
+        let told = if same_as_before { TOLD_REPEATED } else { 0 };
+        self.sizes.push(size.unwrap_or(0) | told);
+    }
+
+    /// Whether the write path told that `record`'s name is the record before's.
+    #[inline]
+    fn told_repeated(&self, record: usize) -> bool {
+        self.sizes
+            .get(record)
+            .is_some_and(|&size| size & TOLD_REPEATED != 0)
     }
 
     /// Whether every record was observed with its place (`observe_at`).
@@ -483,52 +489,31 @@ impl SegmentNames {
 
     /// Accounts for the segment's next record.
     pub fn observe(&mut self, namespace: &str) {
-        self.observe_known(namespace, None);
+        self.observe_known(namespace, false);
     }
 
-    /// Accounts for the next record: `same_as_before` says whether its name is the one of the
-    /// record before (`Some(false)`: not known, not compared), `None` has them compared.
+    /// Accounts for the next record, `same_as_before` if its name is known to be the one of
+    /// the record before (then its fingerprint is that record's).
     #[inline]
-    fn observe_known(&mut self, namespace: &str, same_as_before: Option<bool>) {
+    fn observe_known(&mut self, namespace: &str, same_as_before: bool) {
         let name = namespace.as_bytes();
-        let record = self.ends.len();
-        let fingerprint = match (same_as_before, self.fingerprints.last()) {
-            (Some(true), Some(&before)) => {
-                debug_assert_eq!(self.name(record - 1), name, "told a repeated name");
+        let fingerprint = match self.fingerprints.last() {
+            Some(&before) if same_as_before => {
+                debug_assert_eq!(self.name(self.ends.len() - 1), name, "told a repeated name");
                 before
             }
-            (None, Some(&before)) => {
-                let fingerprint = fingerprint(name);
-                if before != fingerprint || self.name(record - 1) != name {
-                    self.run_starts.push(record as u32);
-                }
-                fingerprint
-            }
-            _ => {
-                self.run_starts.push(record as u32);
-                fingerprint(name)
-            }
+            _ => fingerprint(name),
         };
         self.bytes.extend_from_slice(name);
         self.ends.push(self.bytes.len());
         self.fingerprints.push(fingerprint);
     }
 
-    /// The records after the first of `range` that start a run of one name (a name other
-    /// than the record before's), ascending.
-    fn run_starts_after_first(&self, range: std::ops::Range<usize>) -> &[u32] {
-        let after = (self.run_starts).partition_point(|&start| start as usize <= range.start);
-        let end = (self.run_starts).partition_point(|&start| (start as usize) < range.end);
-        self.run_starts.get(after..end).unwrap_or_default()
-    }
-
     /// The bytes its vectors take in memory (their capacity; the listing's view aside).
     pub fn memory_bytes(&self) -> usize {
         self.bytes.capacity()
             + std::mem::size_of::<usize>() * self.ends.capacity()
-            + 4 * (self.fingerprints.capacity()
-                + self.sizes.capacity()
-                + self.run_starts.capacity())
+            + 4 * (self.fingerprints.capacity() + self.sizes.capacity())
     }
 
     /// Records observed.
@@ -610,9 +595,12 @@ impl SegmentNames {
             return 0;
         };
         let mut size = first.len();
-        // The names of one run are the same: one comparison a run.
-        for &record in self.run_starts_after_first(range) {
-            let name = self.name(record as usize);
+        for record in range.start + 1..range.end {
+            // A name told to be the one before needs no comparison.
+            if self.told_repeated(record) {
+                continue;
+            }
+            let name = self.name(record);
             // Almost every name has the prefix found so far: one comparison of the slices
             // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
             if name.len() >= size && same_bytes(&name[..size], &first[..size]) {
@@ -691,13 +679,16 @@ impl SegmentNames {
         runs.clear();
         order.clear();
         groups.clear();
-        if !range.is_empty() {
-            let mut start = range.start;
-            for &next in self.run_starts_after_first(range.clone()) {
-                runs.push(pack(self.key_after(start, shared), start, next as usize));
-                start = next as usize;
+        let mut start = range.start;
+        for record in range.start + 1..=range.end {
+            let repeated = record < range.end
+                && (self.told_repeated(record)
+                    || (self.fingerprints[record - 1] == self.fingerprints[record]
+                        && self.name(record - 1) == self.name(record)));
+            if !repeated {
+                runs.push(pack(self.key_after(start, shared), start, record));
+                start = record;
             }
-            runs.push(pack(self.key_after(start, shared), start, range.end));
         }
         sort_runs(runs, runs_merged, stretch_ends);
         // Only asked of runs whose keys tie: two names of one size that ends within the key
@@ -818,6 +809,7 @@ impl SegmentNames {
         if places {
             let mut position = self.first_position;
             for &size in &self.sizes {
+                let size = size & !TOLD_REPEATED;
                 record_places.push((position, size));
                 position += size as u64;
             }
@@ -2757,9 +2749,9 @@ mod tests {
     }
 
     /// The write path tells `observe_next_at` that a name repeats the record before's only
-    /// when it knows (not for the first record of a write), and compares nothing: the runs it
-    /// records may cut a name's run in two. The file is the plain model's whatever it was
-    /// told.
+    /// when it knows (not for the first record of a write); the build compares names only
+    /// where it was not told, and the told bit must not reach a record's place. The file is
+    /// the plain model's whatever it was told.
     #[test]
     fn the_file_is_the_same_whatever_the_writer_knew_of_repeated_names() {
         let mut rng = crate::random::SeededRng::new(0x17_5e55);
