@@ -485,13 +485,14 @@ impl FileLog {
                 view_checked_body_after(&record[RECORD_HEADER_SIZE..size], previous_namespace),
                 "a record's view kept at append time differs from its bytes"
             );
-            previous_namespace = Some(event.namespace);
             if self.config.namespace_index {
+                // The view took the namespace of the record before when the bytes are the
+                // same (`AppendedRecord::view`): a repeated name, known without comparing.
+                let repeated = previous_namespace.is_some_and(|p| std::ptr::eq(p, event.namespace));
                 let at = self.open.index.file_size;
-                self.open
-                    .namespaces
-                    .observe_at(event.namespace, at, size as u64);
+                (self.open.namespaces).observe_next_at(event.namespace, at, size as u64, repeated);
             }
+            previous_namespace = Some(event.namespace);
             self.open.index.observe(event, size as u64);
             self.durable_vector.observe(event.id);
             self.trace.observe(event);

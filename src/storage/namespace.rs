@@ -145,8 +145,10 @@ pub struct SegmentNames {
     /// `fingerprints[i]`: record i's name's `fingerprint`.
     fingerprints: Vec<u32>,
     /// Where record 0 starts in the segment file, when the records were observed with their
-    /// places (`observe_at`): then `sizes[i]` is record i's size in bytes (0 if it does not
-    /// fit in a u32: no place for it), and the records lie back to back from there.
+    /// places (`observe_at`): then `sizes[i] & !TOLD_REPEATED` is record i's size in bytes (0
+    /// if it does not fit in 31 bits: no place for it), and the records lie back to back from
+    /// there. `sizes[i] & TOLD_REPEATED`: the write path said record i's name is the one of
+    /// the record before (`observe_next_at`; not part of the value, equality ignores it).
     first_position: u64,
     sizes: Vec<u32>,
     /// The name-ordered view of the first records, for namespace listings (a cache: not part
@@ -154,8 +156,21 @@ pub struct SegmentNames {
     view: Option<NameView>,
 }
 
+/// The bit of `SegmentNames::sizes` that says the write path told the record's name to be the
+/// record before's, so the build cuts the records into runs of one name without comparing
+/// names (for a segment of one namespace, comparing each name with the one before, and with
+/// the shared prefix, was most of the build: issue 14, session 17). A record is at most
+/// `RECORD_HEADER_SIZE + RECORD_BODY_SIZE_MAX` (256 MiB and a header) bytes: the bit is free.
+const TOLD_REPEATED: u32 = 1 << 31;
+
 impl PartialEq for SegmentNames {
     fn eq(&self, other: &SegmentNames) -> bool {
+        let sizes = |names: &SegmentNames| {
+            let sizes = names.sizes.iter();
+            sizes
+                .map(|&size| size & !TOLD_REPEATED)
+                .collect::<Vec<u32>>()
+        };
         (
             self.first_offset,
             &self.bytes,
@@ -166,7 +181,7 @@ impl PartialEq for SegmentNames {
             &other.bytes,
             &other.ends,
             &other.fingerprints,
-        ) && (self.first_position, &self.sizes) == (other.first_position, &other.sizes)
+        ) && (self.first_position, sizes(self)) == (other.first_position, sizes(other))
     }
 }
 
@@ -427,6 +442,21 @@ impl SegmentNames {
     /// file and is `size` bytes long (right after the record before it). A file built from
     /// names observed this way has format version 4 (the records' places).
     pub fn observe_at(&mut self, namespace: &str, position: u64, size: u64) {
+        self.observe_next_at(namespace, position, size, false);
+    }
+
+    /// As [`SegmentNames::observe_at`], told whether `namespace` is the name of the record
+    /// before (`same_as_before`; false when that is not known: the build compares the names
+    /// then). The write path knows it for free (a record's view shares the `&str` of the
+    /// record before it in the same write when their namespaces have the same bytes): a
+    /// repeated name then costs no fingerprint here and no comparison in the build.
+    pub fn observe_next_at(
+        &mut self,
+        namespace: &str,
+        position: u64,
+        size: u64,
+        same_as_before: bool,
+    ) {
         if self.ends.is_empty() {
             self.first_position = position;
         }
@@ -435,8 +465,21 @@ impl SegmentNames {
             self.ends.len(),
             "every record with its place"
         );
-        self.observe(namespace);
-        self.sizes.push(u32::try_from(size).unwrap_or(0));
+        let same_as_before = same_as_before && !self.ends.is_empty();
+        self.observe_known(namespace, same_as_before);
+        let size = u32::try_from(size)
+            .ok()
+            .filter(|&size| size < TOLD_REPEATED);
+        let told = if same_as_before { TOLD_REPEATED } else { 0 };
+        self.sizes.push(size.unwrap_or(0) | told);
+    }
+
+    /// Whether the write path told that `record`'s name is the record before's.
+    #[inline]
+    fn told_repeated(&self, record: usize) -> bool {
+        self.sizes
+            .get(record)
+            .is_some_and(|&size| size & TOLD_REPEATED != 0)
     }
 
     /// Whether every record was observed with its place (`observe_at`).
@@ -446,9 +489,24 @@ impl SegmentNames {
 
     /// Accounts for the segment's next record.
     pub fn observe(&mut self, namespace: &str) {
-        self.bytes.extend_from_slice(namespace.as_bytes());
+        self.observe_known(namespace, false);
+    }
+
+    /// Accounts for the next record, `same_as_before` if its name is known to be the one of
+    /// the record before (then its fingerprint is that record's).
+    #[inline]
+    fn observe_known(&mut self, namespace: &str, same_as_before: bool) {
+        let name = namespace.as_bytes();
+        let fingerprint = match self.fingerprints.last() {
+            Some(&before) if same_as_before => {
+                debug_assert_eq!(self.name(self.ends.len() - 1), name, "told a repeated name");
+                before
+            }
+            _ => fingerprint(name),
+        };
+        self.bytes.extend_from_slice(name);
         self.ends.push(self.bytes.len());
-        self.fingerprints.push(fingerprint(namespace.as_bytes()));
+        self.fingerprints.push(fingerprint);
     }
 
     /// The bytes its vectors take in memory (their capacity; the listing's view aside).
@@ -538,6 +596,10 @@ impl SegmentNames {
         };
         let mut size = first.len();
         for record in range.start + 1..range.end {
+            // A name told to be the one before needs no comparison.
+            if self.told_repeated(record) {
+                continue;
+            }
             let name = self.name(record);
             // Almost every name has the prefix found so far: one comparison of the slices
             // (a byte-by-byte loop over every name was 10 % of the build, issue 14 session 11).
@@ -620,16 +682,28 @@ impl SegmentNames {
         let mut start = range.start;
         for record in range.start + 1..=range.end {
             let repeated = record < range.end
-                && self.fingerprints[record - 1] == self.fingerprints[record]
-                && self.name(record - 1) == self.name(record);
+                && (self.told_repeated(record)
+                    || (self.fingerprints[record - 1] == self.fingerprints[record]
+                        && self.name(record - 1) == self.name(record)));
             if !repeated {
                 runs.push(pack(self.key_after(start, shared), start, record));
                 start = record;
             }
         }
         sort_runs(runs, runs_merged, stretch_ends);
+        // Only asked of runs whose keys tie: two names of one size that ends within the key
+        // (the shared prefix and at most 8 bytes) are the same name without comparing them (at
+        // 10,000 namespaces round robin most runs tie with one or two of the same name: the
+        // comparisons were about 55 instructions a record, issue 14 session 17).
+        let name_size = |record: usize| {
+            self.ends[record] - record.checked_sub(1).map_or(0, |before| self.ends[before])
+        };
         let same_name = |a: usize, b: usize| {
-            self.fingerprints[a] == self.fingerprints[b] && self.name(a) == self.name(b)
+            let size = name_size(a);
+            size == name_size(b)
+                && (size <= shared + 8
+                    || (self.fingerprints[a] == self.fingerprints[b]
+                        && self.name(a) == self.name(b)))
         };
         // The runs of one key (different keys are different names; most keys have one run).
         let mut tie = 0;
@@ -735,6 +809,7 @@ impl SegmentNames {
         if places {
             let mut position = self.first_position;
             for &size in &self.sizes {
+                let size = size & !TOLD_REPEATED;
                 record_places.push((position, size));
                 position += size as u64;
             }
@@ -886,21 +961,13 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     word(a, 0) == word(b, 0) && word(a, size - 8) == word(b, size - 8)
 }
 
-/// The most ascending stretches `sort_runs` merges among `run_count` runs: about
-/// `sqrt(run_count)` (`2^(floor(log2(run_count)) / 2)`: 128 of 25,000 runs, 512 of a million,
-/// at most 2^15 since runs are counted in u32, which bounds `stretch_ends`). Merging `s`
-/// stretches costs `ceil(log2(s))` passes over the runs, a sort from scratch about
-/// `log2(run_count)` levels; under callgrind (runs cut into 4 to 3,000 sorted stretches of
-/// random keys, 25,000 and 1,000,000 runs; issue 14, session 16) a pass of merging stretches
-/// that interleave costs about 29 instructions a run and a level of `sort_unstable` about 14,
-/// so up to this bound even the worst case of the merge costs no more than the sort. Real
-/// stretches interleave less (the server's batches from several connections: 57 % to 85 %
-/// of the merge's work, the rest copies), so the merge is often cheaper than that: a tighter
-/// bound (merging only while 29 a pass stayed under 14 a level) sorted the server's order at
-/// a million namespaces from scratch, at 29 instructions a record more than the merge.
-fn stretches_max(run_count: usize) -> usize {
-    1 << (run_count.max(1).ilog2() / 2)
-}
+/// The most ascending stretches `sort_runs` merges: 3 passes over the runs, at most about 87
+/// instructions a run and often much less (stretches that interleave little are mostly
+/// copied: names counted up, 200,000 distinct in 6 stretches, cost 63 a record), where the
+/// radix sort costs about 17 a run for each differing byte of the key (5 bytes at 25,000
+/// names counted up: the radix sort cost 70 a record more than the merge of their 5
+/// stretches; issue 14, session 17).
+const MERGE_STRETCHES_MAX: usize = 8;
 
 /// How `sort_runs` sorted (for tests and measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -909,39 +976,45 @@ enum SortWay {
     InOrder,
     /// Their ascending stretches were merged (this many).
     Merged(usize),
-    /// Too many stretches for a merge to pay: `sort_unstable`.
+    /// Too many stretches for a merge to pay: `radix_sort_by_key`.
     Sorted,
 }
 
-/// Sorts `runs` ascending (its values are distinct). The names of a segment often arrive in
-/// long ascending stretches (`flo-client bench` counts them up: `/bench/x/1` ... `/9`, then
-/// `/10` ... `/99`, ...; an event store's new aggregates likewise), so it finds the stretches
-/// and merges neighbours pairwise until one is left, through `merged` (as long as `runs`),
-/// costing `log2(stretches)` passes over the runs where a comparison sort costs about
-/// `log2(runs)` cheaper levels; at 200,000 distinct names a quarter of the build's
-/// instructions went to `sort_unstable` (issue 14, session 14). Past `stretches_max` (many
-/// short stretches, or an order with no pattern) the merge would cost more and
-/// `sort_unstable` sorts them: at 1,000 names counted up (3,000 stretches of a million runs,
-/// 12 passes) the merge cost 93 instructions a record more (issue 14, sessions 15 and 16).
-/// `merged` and `stretch_ends` are working memory kept with the build's buffers.
+/// Sorts `runs` ascending (its values are distinct), which come in record order (their low
+/// 64 bits ascend; the key is the high 64). The names of a segment often arrive in long
+/// ascending stretches (`flo-client bench` counts them up: `/bench/x/1` ... `/9`, then `/10`
+/// ... `/99`, ...; an event store's new aggregates likewise): a few stretches are merged
+/// pairwise through `merged` (as long as `runs`), `log2(stretches)` passes of at most about
+/// 29 instructions a run (issue 14, session 16), up to `MERGE_STRETCHES_MAX` stretches; more
+/// are sorted by `radix_sort_by_key` (about 17 instructions a run for each byte of the key
+/// that differs between runs; issue 14, session 17). Before session 17 the fallback was
+/// `sort_unstable` (about 14 instructions a run for each of `log2(runs)` levels), so up to
+/// `sqrt(runs)` stretches were merged: at 10,000 namespaces round robin the server's segments
+/// of 4 MiB came in about 100 stretches, 7 passes. `merged` and `stretch_ends` are working
+/// memory kept with the build's buffers.
 // Out of line: inlined into `records_by_name`, the build cost about 10 more instructions a
 // record (issue 14, session 14, callgrind).
 #[inline(never)]
 fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Vec<u32>) -> SortWay {
     stretch_ends.clear();
-    // The stretches are one more than their inner ends.
-    let inner_ends_max = stretches_max(runs.len()) - 1;
+    let key = |run: u128| (run >> 64) as u64;
+    let first_key = runs.first().map_or(0, |&run| key(run));
+    let (mut stretches, mut varying) = (1usize, 0u64);
     for i in 1..runs.len() {
+        varying |= key(runs[i]) ^ first_key;
         if runs[i] < runs[i - 1] {
-            if stretch_ends.len() >= inner_ends_max {
-                runs.sort_unstable();
-                return SortWay::Sorted;
+            stretches += 1;
+            if stretch_ends.len() < MERGE_STRETCHES_MAX {
+                stretch_ends.push(i as u32);
             }
-            stretch_ends.push(i as u32);
         }
     }
-    if stretch_ends.is_empty() {
+    if stretches == 1 {
         return SortWay::InOrder;
+    }
+    if stretches > MERGE_STRETCHES_MAX {
+        radix_sort_by_key(runs, merged, varying);
+        return SortWay::Sorted;
     }
     stretch_ends.push(runs.len() as u32);
     let stretch_count = stretch_ends.len();
@@ -980,6 +1053,54 @@ fn sort_runs(runs: &mut Vec<u128>, merged: &mut Vec<u128>, stretch_ends: &mut Ve
         std::mem::swap(runs, merged);
     }
     SortWay::Merged(stretch_count)
+}
+
+/// Sorts `runs` by their high 64 bits (the key), keeping the order of runs with equal keys,
+/// through `scratch` (made as long as `runs`). The runs come in record order (their low 64
+/// bits, first record and end, ascend), so that is ascending as u128, the order
+/// `sort_unstable` gives. A least significant digit radix sort over the key's bytes that are
+/// not the same in every run (`varying`: the bits where some key differs from the first):
+/// one pass counts each of those bytes, then one pass a byte moves the runs; about 17
+/// instructions a run a byte under callgrind (5 counting, 12 moving), where `sort_unstable`
+/// cost about 14 a run for each of `log2(runs)` levels (issue 14, session 17).
+fn radix_sort_by_key(runs: &mut Vec<u128>, scratch: &mut Vec<u128>, varying: u64) {
+    debug_assert!(
+        runs.windows(2).all(|pair| pair[0] as u64 <= pair[1] as u64),
+        "runs in record order"
+    );
+    let key = |run: u128| (run >> 64) as u64;
+    // Every byte counted in one pass (a fixed loop of 8: a loop over only the differing
+    // bytes cost twice as much, issue 14 session 17); only the differing ones are moved.
+    let mut counts = [[0u32; 256]; 8];
+    for &run in runs.iter() {
+        let key = key(run);
+        for (byte, count) in counts.iter_mut().enumerate() {
+            count[(key >> (8 * byte)) as u8 as usize] += 1;
+        }
+    }
+    let digits = (0..8).filter(|digit| (varying >> (8 * digit)) as u8 != 0);
+    scratch.resize(runs.len(), 0);
+    let mut in_scratch = false;
+    for digit in digits {
+        let count = &mut counts[digit];
+        let mut at = 0;
+        for slot in count.iter_mut() {
+            (*slot, at) = (at, at + *slot);
+        }
+        let (from, to) = match in_scratch {
+            false => (&runs[..], &mut scratch[..]),
+            true => (&scratch[..], &mut runs[..]),
+        };
+        for &run in from {
+            let slot = &mut count[(key(run) >> (8 * digit)) as u8 as usize];
+            to[*slot as usize] = run;
+            *slot += 1;
+        }
+        in_scratch = !in_scratch;
+    }
+    if in_scratch {
+        std::mem::swap(runs, scratch);
+    }
 }
 
 /// Merges the ascending `left` and `right` into `out` (as long as both).
@@ -1042,7 +1163,7 @@ const WRITE_BUFFER_SIZE: usize = 1 << 20;
 /// The working memory of a `.nsx` build (`SegmentNames::write_to`), about 92 bytes a record
 /// of the largest segment built when its names are distinct (16 each for `runs`,
 /// `runs_merged` and `record_places`, 32 for `table`, 8 for `groups`, 4 for `order`; and at
-/// most 128 KiB for `stretch_ends`, `stretches_max`): the file log keeps one set from one build
+/// most `MERGE_STRETCHES_MAX` for `stretch_ends`): the file log keeps one set from one build
 /// to the next.
 #[derive(Debug, Default)]
 pub struct BuildBuffers {
@@ -2627,6 +2748,39 @@ mod tests {
         }
     }
 
+    /// The write path tells `observe_next_at` that a name repeats the record before's only
+    /// when it knows (not for the first record of a write); the build compares names only
+    /// where it was not told, and the told bit must not reach a record's place. The file is
+    /// the plain model's whatever it was told.
+    #[test]
+    fn the_file_is_the_same_whatever_the_writer_knew_of_repeated_names() {
+        let mut rng = crate::random::SeededRng::new(0x17_5e55);
+        for case in 0..200 {
+            let records = rng.index(if case % 10 == 0 { 20_000 } else { 600 });
+            let names = random_names(&mut rng, records);
+            let mut compared = SegmentNames::empty(7);
+            let mut told = SegmentNames::empty(7);
+            let mut places = Vec::new();
+            let mut position = 64;
+            for (record, name) in names.iter().enumerate() {
+                let repeated = record > 0 && names[record - 1] == *name && !rng.chance(300);
+                let name = std::str::from_utf8(name).unwrap();
+                let size = 40 + rng.below(100) as u32;
+                compared.observe_at(name, position, size as u64);
+                told.observe_next_at(name, position, size as u64, repeated);
+                places.push((position, size));
+                position += size as u64;
+            }
+            assert!(told == compared, "case {case}: the names differ");
+            let expected = model_file(7, &names, Some(&places), IDENTITY);
+            assert!(told.encode(IDENTITY) == expected, "case {case}: told");
+            assert!(
+                compared.encode(IDENTITY) == expected,
+                "case {case}: compared"
+            );
+        }
+    }
+
     #[test]
     fn same_bytes_is_slice_equality_at_every_length_and_difference() {
         let a: Vec<u8> = (0..24u8).map(|i| i.wrapping_mul(37)).collect();
@@ -2649,26 +2803,32 @@ mod tests {
         let (mut merged, mut stretch_ends) = (Vec::new(), Vec::new());
         for case in 0..400 {
             let size = rng.index(3_000);
-            // Stretches of every length: none (sorted), a few, many short (left to the
-            // comparison sort, `stretches_max`), descending.
+            // Stretches of every length: none (sorted), a few (merged), many short (radix),
+            // descending; keys of 1 to 8 differing bytes, some repeated (the runs of a name
+            // that came back). As the build makes them, the runs are in record order.
             let stretch_size_max = 1 + rng.index(size.max(1));
-            let mut runs: Vec<u128> = Vec::with_capacity(size);
-            let mut value = 0u128;
+            let key_bits = 8 * (1 + rng.below(8));
+            let mut keys: Vec<u64> = Vec::with_capacity(size);
+            let mut value = 0u64;
             for i in 0..size {
                 if i % stretch_size_max == 0 {
-                    value = rng.below(1 << 20) as u128;
+                    value = rng.below(u64::MAX >> (64 - key_bits));
                 }
-                value += 1 + rng.below(1000) as u128;
-                // Distinct, as runs are (each holds its first record).
-                runs.push(value << 32 | i as u128);
+                if !rng.chance(100) {
+                    value = value.wrapping_add(1 + rng.below(1000));
+                }
+                keys.push(value);
             }
             if case % 7 == 0 {
-                runs.reverse();
+                keys.reverse();
             }
+            let mut runs: Vec<u128> = (keys.iter().enumerate())
+                .map(|(i, &key)| u128::from(key) << 64 | (i as u128) << 32 | (i as u128 + 1))
+                .collect();
             let mut expected = runs.clone();
             expected.sort_unstable();
-            sort_runs(&mut runs, &mut merged, &mut stretch_ends);
-            assert_eq!(runs, expected, "case {case}");
+            let way = sort_runs(&mut runs, &mut merged, &mut stretch_ends);
+            assert_eq!(runs, expected, "case {case}: {way:?}");
         }
     }
 
@@ -2676,13 +2836,18 @@ mod tests {
     /// (`/bench/x/<i mod names>`; 0: all distinct): the key is the name after the shared
     /// prefix, zero-padded, and each run holds one record.
     fn counted_up_runs(records: usize, names: usize) -> Vec<u128> {
-        (0..records)
-            .map(|i| {
-                let name = (match names {
-                    0 => i,
-                    _ => i % names,
-                })
-                .to_string();
+        decimal_runs((0..records).map(|i| match names {
+            0 => i,
+            _ => i % names,
+        }))
+    }
+
+    /// Runs of one record each, in this order, named by these numbers in decimal (the key:
+    /// the digits, zero-padded).
+    fn decimal_runs(numbers: impl Iterator<Item = usize>) -> Vec<u128> {
+        (numbers.enumerate())
+            .map(|(i, number)| {
+                let name = number.to_string();
                 let mut key = [0u8; 8];
                 key[..name.len()].copy_from_slice(name.as_bytes());
                 u128::from(u64::from_be_bytes(key)) << 64 | (i as u128) << 32 | (i as u128 + 1)
@@ -2690,30 +2855,44 @@ mod tests {
             .collect()
     }
 
-    /// The merge is taken only while its passes cost no more than a sort from scratch:
-    /// 200,000 distinct names counted up come in 6 stretches (3 passes: merged); 200,000
-    /// records over 1,000 names counted up in 600 (10 passes, past the 256 stretches of
-    /// `stretches_max`: sorted from scratch, where the rule before session 16 merged anything
-    /// averaging 8 runs a stretch). Either way the result is sorted.
+    /// The merge is taken only while its passes cost less than the radix sort by the
+    /// figures of `sort_runs`: 200,000 names of 6 digits counted up from two starting points
+    /// come in 2 stretches (one pass, 29 against 17 * 6 key bytes: merged); 200,000 distinct
+    /// names counted up in 6 (3 passes, 87 against 102: merged); 200,000 records over 1,000
+    /// names in 600 (radix), and 50,000 over 10,000 names in the batches of 64 of 4
+    /// connections, each counting up its quarter of the names (more stretches than
+    /// `MERGE_STRETCHES_MAX`: radix, where the rule of session 16 merged up to 128). Either
+    /// way the result is sorted.
     #[test]
-    fn many_short_stretches_are_sorted_from_scratch_and_a_few_long_ones_merged() {
+    fn a_few_stretches_are_merged_and_more_sorted_by_radix() {
         let (mut merged, mut stretch_ends) = (Vec::new(), Vec::new());
+        let two_stretches = || decimal_runs((100_000..200_000).chain(150_000..250_000));
+        // Four connections' batches of 64, each counting up its own quarter of the names.
+        let four_connections = || {
+            decimal_runs((0..50_000).map(|i| {
+                let (batch, at) = (i / 64, i % 64);
+                (batch % 4) * 2_500 + ((batch / 4) * 64 + at) % 2_500
+            }))
+        };
         for (names, way) in [
+            (2, SortWay::Merged(2)),
             (0, SortWay::Merged(6)),
             (1_000, SortWay::Sorted),
+            (10_000, SortWay::Sorted),
             (1, SortWay::InOrder),
         ] {
-            let mut runs = counted_up_runs(200_000, names);
+            let mut runs = match names {
+                2 => two_stretches(),
+                10_000 => four_connections(),
+                _ => counted_up_runs(200_000, names),
+            };
             let mut expected = runs.clone();
             expected.sort_unstable();
             let got = sort_runs(&mut runs, &mut merged, &mut stretch_ends);
             assert_eq!(got, way, "{names} names");
             assert_eq!(runs, expected, "{names} names");
-            assert!(stretch_ends.len() < stretches_max(runs.len()));
+            assert!(stretch_ends.len() <= MERGE_STRETCHES_MAX + 1);
         }
-        assert_eq!(stretches_max(25_000), 128);
-        assert_eq!(stretches_max(1_000_000), 512);
-        assert_eq!(stretches_max(u32::MAX as usize), 1 << 15);
     }
 
     /// The name view is made in parts over calls with records appended between them: each
