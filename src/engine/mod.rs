@@ -609,8 +609,8 @@ impl<L: Log> Engine<L> {
             // per connection.
             Inbound::Client(ClientFrame::ChangeMember(_))
             | Inbound::Peer(PeerFrame::PeerMembership(_)) => MEMBERSHIP_CHANGE_UNITS,
-            // Each id is an ack, a nack or a time-out to restart (a GroupAckRange charges its own, as it
-            // settles them: `groups_ranges.rs`).
+            // Each id is an ack, a nack or a time-out to restart (a GroupAckRange charges its
+            // own, as it settles them: `groups_ranges.rs`).
             Inbound::Client(
                 ClientFrame::GroupAck(ack)
                 | ClientFrame::GroupNack(ack)

@@ -137,8 +137,8 @@ fn write_stderr(message: &[u8]) {
 /// does not have its event delivered to another member too (prog17), and the connection is not
 /// closed as idle (attack round 17: a command longer than `--idle-timeout` had its connection
 /// closed, its finished work never acknowledged, flo-client exit 1 and the event delivered
-/// again; that fix sent Pings). The input is written by a thread of its own, so that a command that does not
-/// read it (more than a pipe's buffer) does not stop the pings either.
+/// again; that fix sent Pings). The input is written by a thread of its own, so that a
+/// command that does not read it (more than a pipe's buffer) does not stop them either.
 fn run(
     command: &str,
     event: &Event,
