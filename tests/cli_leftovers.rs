@@ -593,6 +593,82 @@ fn an_exec_command_outlasting_the_idle_timeout_still_gets_its_event_acked() {
     );
 }
 
+/// prog17 (issue 12 follow-up): a `--exec` command that ran longer than the group's ack
+/// time-out had its event delivered to another member while it still ran (the work done
+/// twice). The member now sends GroupProgress for the event every second while the command
+/// runs. Here the group's ack time-out is 2 s; the command waits (on a FIFO) while a second
+/// member of the group waits 5 s for a delivery (a wait for something that must not come can
+/// only end by time); nothing comes to it, and the event is acknowledged once.
+#[test]
+fn an_exec_command_outlasting_the_ack_timeout_keeps_its_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(
+        &server,
+        &[
+            "groups",
+            "create",
+            "long",
+            "-n",
+            "/long/**",
+            "--ack-timeout",
+            "2s",
+        ],
+    ));
+    client(&server)
+        .produce("/long/1", b"work")
+        .expect("produce");
+    let started = dir.path().join("started");
+    let go = dir.path().join("go");
+    let log = dir.path().join("exec.log");
+    let made = Command::new("mkfifo").arg(&go).status();
+    assert!(made.expect("run mkfifo").success());
+    let script = format!(
+        "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
+        started.display(),
+        go.display(),
+        log.display()
+    );
+    let member = flo_client_command(&server.addr.to_string())
+        .args([
+            "consume", "--group", "long", "-n", "/long/**", "--exec", &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    wait_until("the --exec command started", || started.exists());
+    let mut other_client = client(&server);
+    let mut other = (other_client.join_group("long").glob("/long/**").credit(1))
+        .join()
+        .expect("join");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !other.wait_for_delivery(left).expect("wait") {
+            break;
+        }
+        match other.next_delivery().expect("delivery") {
+            Some(GroupDelivery::CaughtUp) => {}
+            delivery => panic!("the second member got {delivery:?} while the command ran"),
+        }
+    }
+    std::fs::write(&go, b"go\n").expect("write the FIFO");
+    let output = member.wait_with_output().expect("wait for flo-client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let runs = std::fs::read_to_string(&log).expect("the exec log");
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    other.leave().expect("leave");
+    let info = client(&server).group_info("long").expect("group info");
+    assert_eq!(
+        (info.pending, info.lag),
+        (0, 0),
+        "the event is acknowledged: {stderr}"
+    );
+}
+
 /// Attack round 16: `produce --data-file -` (or a FIFO, `<(cmd)`) opened its connection first
 /// and then waited for the input; a command slower than the server's `--idle-timeout` (5 min by
 /// default) made the server close that connection, and the produce failed with Timeout,

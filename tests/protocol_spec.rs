@@ -122,6 +122,7 @@ fn every_frame_kind_has_an_example() {
         kind::MEMBERS,
         kind::PEER_MEMBERSHIP,
         kind::GROUP_ACK_RANGE,
+        kind::GROUP_PROGRESS,
         kind::GROUPS_DETAIL_REQUEST,
         kind::GROUPS_DETAIL,
     ];

@@ -47,6 +47,10 @@ enum RangeProbe {
     Proven,
 }
 
+/// The longest [`GroupConsumer::progress_interval`]: a group's ack time-out may be as short
+/// as an operator set it, and the member does not know it.
+pub const PROGRESS_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
 /// Unproven acks remembered at most; past this, acks go by id until ranges are proven.
 const UNPROVEN_ACKS_MAX: usize = 65_536;
 
@@ -374,6 +378,48 @@ impl GroupConsumer<'_> {
         }
         let token = self.client.connection.take_ping_token();
         self.client.connection.queue(&ClientFrame::Ping { token })?;
+        self.client.connection.flush()
+    }
+
+    /// How often a member working on an event should call [`GroupConsumer::progress`] for it:
+    /// a third of the ack time-out this member asked for in its join, at most
+    /// [`PROGRESS_INTERVAL_MAX`] (1 s): a member does not know its group's ack time-out
+    /// (30 s by default, but a GroupAdmin create may set less), and a GroupProgress is 17
+    /// bytes for the server to handle. Never longer than [`GroupConsumer::keep_alive_interval`],
+    /// as a GroupProgress also keeps the connection from the idle time-out.
+    pub fn progress_interval(&self) -> Duration {
+        let own = match self.join.ack_timeout_ms {
+            0 => PROGRESS_INTERVAL_MAX,
+            ms => Duration::from_millis(u64::from(ms).div_ceil(3)),
+        };
+        let interval = own.min(PROGRESS_INTERVAL_MAX);
+        match self.keep_alive_interval() {
+            Some(keep_alive) => interval.min(keep_alive),
+            None => interval,
+        }
+    }
+
+    /// Says that this member is still working on these events (delivered to it and not yet
+    /// acknowledged): the server restarts their ack time-outs, so that they are not delivered
+    /// to another member while the work goes on (GroupProgress, protocol.md section 16). Sent
+    /// at once, waiting for nothing; it also keeps the connection from the idle time-out, as
+    /// [`GroupConsumer::keep_alive`] does. An id no longer in flight to this member (it timed
+    /// out before, or was never delivered to it) gets a `NotPending` answer, counted in
+    /// [`GroupConsumer::not_pending_count`] when it is read. A server older than the frame
+    /// closes the connection (`MalformedFrame`).
+    pub fn progress(&mut self, ids: &[EventId]) -> Result<(), ClientError> {
+        if self.ended {
+            return Ok(());
+        }
+        for chunk in ids.chunks(usize::from(u16::MAX)) {
+            self.client
+                .connection
+                .queue(&ClientFrame::GroupProgress(GroupAck {
+                    subscription_id: self.subscription_id,
+                    delay_ms: 0,
+                    ids: chunk.to_vec(),
+                }))?;
+        }
         self.client.connection.flush()
     }
 

@@ -52,7 +52,9 @@ pub use crate::protocol::{
 pub use consume::{ConsumeBuilder, Delivery, Subscription};
 pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, CursorParseError};
 pub use error::{describe_io_error, ClientError};
-pub use group::{GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT};
+pub use group::{
+    GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT, PROGRESS_INTERVAL_MAX,
+};
 pub use group_admin::GROUPS_LISTED_MAX;
 pub use idempotent::IdempotentProducer;
 pub use produce::Producer;

@@ -376,6 +376,39 @@ impl Group {
         }
     }
 
+    /// Restarts the ack time-out of `event_id` if it is in flight to member `key` (its deadline
+    /// becomes now plus the member's ack time-out); false if it is not.
+    fn extend(&mut self, key: MemberKey, event_id: EventId, now_ms: u64) -> bool {
+        let Some(&offset) = self.pending_by_id.get(&event_id) else {
+            return false;
+        };
+        let Some(member) = self.members.iter().find(|m| m.key == key) else {
+            return false;
+        };
+        let ack_timeout_ms = u64::from(member.settings(&self.settings).ack_timeout_ms);
+        let Some(Pending {
+            state:
+                PendingState::InFlight {
+                    member,
+                    deadline_ms,
+                    ..
+                },
+            ..
+        }) = self.pending.get_mut(&offset)
+        else {
+            return false;
+        };
+        if *member != key {
+            return false;
+        }
+        let old = *deadline_ms;
+        *deadline_ms = now_ms.saturating_add(ack_timeout_ms);
+        let new = *deadline_ms;
+        self.timers.remove(&(old, offset));
+        self.timers.insert((new, offset));
+        true
+    }
+
     /// Acknowledges the pending entry at `offset` (from any member).
     pub(super) fn ack_offset(&mut self, offset: Offset) {
         self.unhold(offset);
@@ -889,6 +922,41 @@ impl<L: Log> Engine<L> {
             let message = format!(
                 "{} of the ids are not pending in group {name:?} (acknowledged, parked or never \
                  delivered), the first {first}",
+                not_pending.len()
+            );
+            self.send_error(conn, scope, ErrorCode::NotPending, &message);
+        }
+    }
+
+    /// GroupProgress: the member still works on these events; the ack time-out of each one
+    /// in flight to it starts again from now (its own time-out, as at a delivery). An id not
+    /// in flight to this membership gets `NotPending` (once per frame, naming the first, as a
+    /// GroupAck); the others are extended. No cap on how often: the member's connection is
+    /// alive and sending (docs/consumers.md, "Still working on it").
+    pub(super) fn on_group_progress(&mut self, conn: ConnId, progress: GroupAck) {
+        let id = progress.subscription_id;
+        let scope = ErrorScope::Subscription(id);
+        let Some(name) = self.groups.memberships.get(&(conn, id)).cloned() else {
+            let message = "GroupProgress for an id that is not a group membership";
+            return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
+        };
+        let now_ms = self.now_ms;
+        // Every membership names an existing group.
+        let group = self
+            .groups
+            .groups
+            .get_mut(&name)
+            .expect("group of a membership");
+        let mut not_pending = Vec::new();
+        for event_id in progress.ids {
+            if !group.extend((conn, id), event_id, now_ms) {
+                not_pending.push(event_id);
+            }
+        }
+        if let Some(first) = not_pending.first() {
+            let message = format!(
+                "{} of the ids are not in flight to this membership of group {name:?} \
+                 (acknowledged, timed out, parked or never delivered to it), the first {first}",
                 not_pending.len()
             );
             self.send_error(conn, scope, ErrorCode::NotPending, &message);

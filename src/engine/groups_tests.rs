@@ -604,3 +604,74 @@ fn time_outs_falling_due_together_are_spread_over_turns() {
     }
     assert_eq!(turns, (GROUPS * EVENTS).div_ceil(limit));
 }
+
+fn group_progress(id: u32, ids: Vec<EventId>) -> ClientFrame {
+    ClientFrame::GroupProgress(GroupAck {
+        subscription_id: id,
+        delay_ms: 0,
+        ids,
+    })
+}
+
+/// GroupProgress restarts the ack time-out of the events in flight to the member that sends
+/// it (a command that runs longer than the time-out is not given to another member); an id
+/// not in flight to it (another member's, acknowledged, never delivered) gets `NotPending`
+/// like a GroupAck of it, once per frame, and changes nothing; the others are extended.
+#[test]
+fn group_progress_restarts_only_this_members_ack_time_outs() {
+    let mut harness = Harness::new();
+    produce_jobs(&mut harness, 2);
+    let (a, b) = (harness.client(), harness.client());
+    harness.send(a, join(1, "workers", "/jobs/**", 1));
+    harness.turn();
+    harness.send(b, join(1, "workers", "/jobs/**", 1));
+    harness.turn();
+    let held_by_a = events_of(&harness.received(a), 1).remove(0).id;
+    let held_by_b = events_of(&harness.received(b), 1).remove(0).id;
+    let never = EventId::new(9_999, 1);
+    let credit = ClientFrame::Credit {
+        subscription_id: 1,
+        count: 5,
+    };
+    harness.send(b, credit);
+    // The engine reads the clock at the end of a turn: frames use the last turn's time.
+    harness.now.monotonic.0 += 900;
+    harness.turn();
+    // A names its own event, B's and one never delivered; B names A's event only.
+    harness.send(a, group_progress(1, vec![held_by_a, held_by_b, never]));
+    harness.send(b, group_progress(1, vec![held_by_a]));
+    harness.send(b, group_progress(7, Vec::new()));
+    harness.turn();
+    assert_eq!(
+        error_codes(&harness.received(a)),
+        vec![ErrorCode::NotPending]
+    );
+    assert_eq!(
+        error_codes(&harness.received(b)),
+        vec![ErrorCode::NotPending, ErrorCode::UnknownGroup]
+    );
+    // At 1000 ms B's event times out (A's progress did not touch it) and goes to B again (A
+    // has no credit); A's does not.
+    harness.now.monotonic.0 += 100;
+    harness.turn();
+    let again: Vec<EventId> = [a, b]
+        .iter()
+        .flat_map(|&m| events_of(&harness.received(m), 1))
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again, vec![held_by_b]);
+    // A's deadline is 900 + 1000 ms.
+    harness.now.monotonic.0 += 899;
+    harness.turn();
+    assert!(events_of(&harness.received(b), 1).is_empty(), "early");
+    let (now, next) = (harness.now.monotonic.0, harness.engine.next_deadline_ms());
+    assert!(next <= now + 1, "now {now}, next deadline {next}");
+    harness.now.monotonic.0 += 1;
+    harness.turn();
+    let moved: Vec<EventId> = events_of(&harness.received(b), 1)
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(moved, vec![held_by_a]);
+    assert!(harness.engine.is_open(a) && harness.engine.is_open(b));
+}

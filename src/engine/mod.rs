@@ -609,9 +609,13 @@ impl<L: Log> Engine<L> {
             // per connection.
             Inbound::Client(ClientFrame::ChangeMember(_))
             | Inbound::Peer(PeerFrame::PeerMembership(_)) => MEMBERSHIP_CHANGE_UNITS,
-            // Each id is an ack or a nack to settle (a GroupAckRange charges its own, as it
-            // settles them: `groups_ranges.rs`).
-            Inbound::Client(ClientFrame::GroupAck(ack) | ClientFrame::GroupNack(ack)) => ack
+            // Each id is an ack, a nack or a time-out to restart (a GroupAckRange charges its
+            // own, as it settles them: `groups_ranges.rs`).
+            Inbound::Client(
+                ClientFrame::GroupAck(ack)
+                | ClientFrame::GroupNack(ack)
+                | ClientFrame::GroupProgress(ack),
+            ) => ack
                 .ids
                 .len()
                 .div_ceil(groups_ranges::ACKS_PER_FRAME_UNIT)
@@ -1463,6 +1467,7 @@ impl<L: Log> Engine<L> {
                 self.on_groups_detail_request(conn, request)
             }
             ClientFrame::GroupAckRange(range) => self.on_group_ack_range(conn, range),
+            ClientFrame::GroupProgress(progress) => self.on_group_progress(conn, progress),
             ClientFrame::NamespacesRequest(request) => self.on_namespaces_request(conn, request),
             ClientFrame::TraceRequest { id } => self.on_trace_request(conn, id),
             ClientFrame::ProduceIf(produce) => self.on_produce_if(now, conn, produce),

@@ -2996,6 +2996,7 @@ fn the_refusals_of_frames_sent_before_a_ping_come_before_its_pong() {
             last: id,
         }),
         ClientFrame::GroupNack(ack(6)),
+        ClientFrame::GroupProgress(ack(10)),
         ClientFrame::LeaveGroup { subscription_id: 7 },
         ClientFrame::JoinGroup(JoinGroup {
             subscription_id: 8,
@@ -3037,6 +3038,7 @@ fn the_refusals_of_frames_sent_before_a_ping_come_before_its_pong() {
         "Subscription(4) UnknownGroup",
         "Subscription(5) UnknownGroup",
         "Subscription(6) UnknownGroup",
+        "Subscription(10) UnknownGroup",
         "Subscription(7) UnknownGroup",
         "Subscription(8) InvalidGroupName",
         "End 9 Unsubscribed",

@@ -30,6 +30,7 @@ pub mod kind {
     pub const GROUP_ADMIN: u8 = 0x10;
     pub const GROUPS_DETAIL_REQUEST: u8 = 0x11;
     pub const GROUP_ACK_RANGE: u8 = 0x1B;
+    pub const GROUP_PROGRESS: u8 = 0x1C;
     pub const PRODUCE_IF: u8 = 0x12;
     pub const SET_PRODUCER: u8 = 0x13;
     pub const NAMESPACES_REQUEST: u8 = 0x16;
@@ -1054,6 +1055,9 @@ pub enum ClientFrame {
     GroupsDetailRequest(GroupsRequest),
     /// These group events, a run of one membership's deliveries, are done.
     GroupAckRange(GroupAckRange),
+    /// These group events, in flight to this membership, are still being worked on: their
+    /// ack time-outs start again (`delay_ms` is unused, 0).
+    GroupProgress(GroupAck),
     /// A batch appended only if its first event's namespace meets an expectation.
     ProduceIf(ProduceIf),
     /// Later produces of this connection are numbered `next_sequence`, `next_sequence + 1`,

@@ -4,7 +4,8 @@
 //! and asks for the list: the answer must stay within one frame (or page) and the 1025th group
 //! is refused. A GroupAdmin with an unknown action closes only its own connection. A million
 //! range acks never read stop being read; the longest GroupsDetail lists a bounded number of
-//! members.
+//! members. A million GroupProgress frames never read stop being read too; a million for a
+//! held event are all read and cost no answers.
 
 use flo::event::StartPosition;
 use flo::protocol::{
@@ -557,5 +558,80 @@ fn a_flood_of_group_admin_changes_does_not_flood_the_servers_log() {
         "{lines} group log lines reporting {held_back} more held back for {frames} \
          GroupAdmin frames"
     );
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+fn group_progress(subscription_id: u32, id: flo::event::EventId) -> ClientFrame {
+    ClientFrame::GroupProgress(flo::protocol::GroupAck {
+        subscription_id,
+        delay_ms: 0,
+        ids: vec![id],
+    })
+}
+
+/// A million GroupProgress frames (17 MB) naming an event that is not in flight, never read:
+/// each is answered NotPending (one per frame, as GroupAck), so the replies pile up until the
+/// server stops reading the connection; it stays small and answers everyone else.
+#[test]
+fn a_million_group_progress_frames_never_read_stop_being_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.send(&join(1, 1));
+    let progress = group_progress(1, flo::event::EventId::new(7, 1));
+    let bytes_max = 1_000_000 * 17;
+    let written = send_without_reading(&mut conn, &progress, bytes_max);
+    // The same bound as the range acks' (a quarter of their 25 MB): the output limit and the
+    // sockets' buffers, whatever the frame's size.
+    assert!(
+        written < 25_000_000 / 4,
+        "the server read {written} bytes of GroupProgress from a client that never reads"
+    );
+    assert_survived(&mut server, 64 * 1024 * 1024);
+}
+
+/// A million GroupProgress frames for an event the member holds: no answers at all, so the
+/// server reads them all; the event stays with the member (no redelivery, no error), the
+/// Ping after them is answered, and the server stays small.
+#[test]
+fn a_million_group_progress_frames_for_a_held_event_cost_no_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = FloProcess::start(dir.path(), &[]);
+    let mut conn = RawConn::hello(server.addr);
+    conn.produce(1, "/jobs/1", b"x");
+    conn.send(&ClientFrame::JoinGroup(JoinGroup {
+        subscription_id: 1,
+        group: "workers".into(),
+        glob: "/jobs/**".into(),
+        start: StartPosition::Beginning,
+        credit: 10,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+        max_in_flight: 0,
+    }));
+    let held = loop {
+        match conn.recv() {
+            Some(ServerFrame::Event { event, .. }) => break event.id,
+            Some(ServerFrame::Ack(_) | ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected the event, got {other:?}"),
+        }
+    };
+    let bytes_max = 1_000_000 * 17;
+    let written = send_without_reading(&mut conn, &group_progress(1, held), bytes_max);
+    assert!(
+        written >= bytes_max,
+        "the server stopped reading at {written} bytes"
+    );
+    conn.stream
+        .set_write_timeout(None)
+        .expect("set write timeout");
+    conn.send(&ClientFrame::Ping { token: 99 });
+    loop {
+        match conn.recv() {
+            Some(ServerFrame::Pong { token: 99 }) => break,
+            Some(ServerFrame::CaughtUp { .. }) => {}
+            other => panic!("expected only the Pong, got {other:?}"),
+        }
+    }
     assert_survived(&mut server, 64 * 1024 * 1024);
 }

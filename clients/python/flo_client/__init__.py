@@ -49,6 +49,7 @@ GROUPS, PARKED = 0x2A, 0x2B
 ADMIN_REPLAY_PARKED, ADMIN_RESET, ADMIN_DELETE, ADMIN_REPLAY_IDS, ADMIN_REPLAY_RANGE = 1, 2, 3, 4, 5
 ADMIN_CREATE, ADMIN_UPDATE_SETTINGS = 6, 7
 GROUPS_DETAIL_REQUEST, GROUP_ACK_RANGE, GROUPS_DETAIL = 0x11, 0x1B, 0x33
+GROUP_PROGRESS = 0x1C
 # Purges and per-namespace retention (section 17).
 PURGE, PURGES_REQUEST, PURGED, PURGES = 0x19, 0x1A, 0x31, 0x32
 PURGE_BEFORE_ID, PURGE_BEFORE_TIME = 1, 2
@@ -542,6 +543,12 @@ def encode_change_member(operation: int, actor_id: int) -> bytes:
 def encode_group_ack_range(sub_id: int, first: EventId, last: EventId) -> bytes:
     """GroupAckRange: every event in flight to the membership delivered from `first` to `last`."""
     return frame(GROUP_ACK_RANGE, struct.pack(">I", sub_id) + _event_id(first) + _event_id(last))
+
+
+def encode_group_progress(sub_id: int, ids: List[EventId]) -> bytes:
+    """GroupProgress: this member still works on these events (in flight to it); the server
+    restarts their ack time-outs."""
+    return frame(GROUP_PROGRESS, struct.pack(">I", sub_id) + _ids(ids))
 
 
 def encode_groups_detail_request(group: str = "", after: str = "") -> bytes:
@@ -1155,6 +1162,16 @@ class GroupMember(Subscription):
         `max_deliveries`). Sent at once, after the queued acks."""
         for i in range(0, len(ids), 0xFFFF):
             self.client._send(encode_group_nack(self.id, delay_ms, list(ids[i : i + 0xFFFF])))
+
+    def progress(self, *ids: EventId) -> None:
+        """Still working on these events (delivered to this member, not yet acknowledged): the
+        server restarts their ack time-outs, so they are not delivered to another member while
+        the work goes on. Send it more often than the group's ack time-out (30 s by default).
+        Sent at once, after the queued acks; an id no longer in flight to this member is
+        answered NotPending (counted like a late ack). A server older than the frame closes
+        the connection."""
+        for i in range(0, len(ids), 0xFFFF):
+            self.client._send(encode_group_progress(self.id, list(ids[i : i + 0xFFFF])))
 
     def flush(self) -> None:
         """Send every queued ack now (of every membership of this client; nothing waits for an

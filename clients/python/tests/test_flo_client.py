@@ -166,6 +166,9 @@ class OfflineTests(unittest.TestCase):
                 1, [EventId(1, 1), EventId(2, 1)]
             ),
             "GroupNack for membership 1: redeliver 3.1 after 5000 ms": flo.encode_group_nack(1, 5000, [EventId(3, 1)]),
+            "GroupProgress for membership 1: still working on event 3.1": flo.encode_group_progress(
+                1, [EventId(3, 1)]
+            ),
             "LeaveGroup membership 1": flo.encode_leave_group(1),
             "GroupsRequest: every group, from the first": flo.encode_groups_request(),
             'GroupsRequest: the group "workers"': flo.encode_groups_request("workers"),
@@ -1165,6 +1168,30 @@ class GroupTests(unittest.TestCase):
         self.assertIsInstance([item for item in member][-1], End)
         again = self.take(self.connect().join_group("handover", "/jobs/**"))
         self.assertEqual([e.id for e in again], [e.id for e in got[2:]])
+
+    def test_progress_keeps_an_event_past_its_ack_time_out(self) -> None:
+        """GroupProgress restarts the ack time-out of an event the member holds (500 ms, its own
+        cap): for 1.5 s the other member gets nothing; another member's progress for it is
+        answered NotPending."""
+        self.produce_jobs(1)
+        a, b = self.connect(), self.connect()
+        slow = a.join_group("progress", "/jobs/**", ack_timeout_ms=500)
+        held = self.take(slow)
+        self.assertEqual(len(held), 1)
+        other = b.join_group("progress", "/jobs/**")
+        other.progress(held[0].id)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            slow.progress(held[0].id)
+            try:
+                item = other.next(timeout=0.1)
+            except TimeoutError:
+                continue
+            self.assertIsInstance(item, CaughtUp, "the held event went to the other member")
+        self.assertEqual(other.not_pending, 1)
+        slow.ack(held[0].id)
+        slow.leave()
+        self.assertEqual(self.take(self.connect().join_group("progress", "/jobs/**")), [])
 
     def test_nack_parks_after_max_deliveries_and_admin_replays_resets_deletes(self) -> None:
         ids = self.produce_jobs(3)

@@ -132,11 +132,13 @@ fn write_stderr(message: &[u8]) {
 
 /// Runs `command` with `sh -c`, the event's data on its standard input and the event's fields
 /// in its environment; its standard output and error are this process's. While it runs, the
-/// member pings the server every third of its idle time-out: attack round 17, a command that
-/// ran longer than `--idle-timeout` (5 min by default) had its connection closed as idle, so
-/// its finished work was never acknowledged, flo-client exited 1 and the group delivered the
-/// event again. The input is written by a thread of its own, so that a command that does not
-/// read it (more than a pipe's buffer) does not stop the pings either.
+/// member sends GroupProgress for the event every `progress_interval` (1 s at most): the
+/// group's ack time-out starts again each time, so a command longer than it (30 s by default)
+/// does not have its event delivered to another member too (prog17), and the connection is not
+/// closed as idle (attack round 17: a command longer than `--idle-timeout` had its connection
+/// closed, its finished work never acknowledged, flo-client exit 1 and the event delivered
+/// again; that fix sent Pings). The input is written by a thread of its own, so that a
+/// command that does not read it (more than a pipe's buffer) does not stop them either.
 fn run(
     command: &str,
     event: &Event,
@@ -153,7 +155,7 @@ fn run(
         .spawn()
         .map_err(|error| format!("could not run the --exec command with sh: {error}"))?;
     let stdin = child.stdin.take();
-    let keep_alive_interval = consumer.keep_alive_interval();
+    let interval = consumer.progress_interval();
     std::thread::scope(|scope| {
         let writer = stdin.map(|mut stdin| {
             // A command that does not read its input closes the pipe (EPIPE): its exit
@@ -172,13 +174,13 @@ fn run(
             status
         });
         let mut kept = Ok(());
-        while let Some(interval) = keep_alive_interval.filter(|_| kept.is_ok()) {
+        while kept.is_ok() {
             match ended.recv_timeout(interval) {
-                Err(mpsc::RecvTimeoutError::Timeout) => kept = consumer.keep_alive(),
+                Err(mpsc::RecvTimeoutError::Timeout) => kept = consumer.progress(&[event.id]),
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Without pings (no idle time-out, or the connection failed): the command's end.
+        // The connection failed: the command's end.
         let status = (waiter.join())
             .map_err(|_| "the thread waiting for the --exec command panicked".to_string())?
             .map_err(|error| format!("could not wait for the --exec command: {error}"))?;

@@ -181,6 +181,7 @@ fn direction_of(kind: u8) -> Option<Direction> {
         | kind::GROUP_ADMIN
         | kind::GROUPS_DETAIL_REQUEST
         | kind::GROUP_ACK_RANGE
+        | kind::GROUP_PROGRESS
         | kind::PRODUCE_IF
         | kind::SET_PRODUCER
         | kind::NAMESPACES_REQUEST
@@ -351,6 +352,7 @@ impl Decode for OpeningFrame {
                 | ClientFrame::GroupAdmin(_)
                 | ClientFrame::GroupsDetailRequest(_)
                 | ClientFrame::GroupAckRange(_)
+                | ClientFrame::GroupProgress(_)
                 | ClientFrame::ProduceIf(_)
                 | ClientFrame::SetProducer { .. }
                 | ClientFrame::NamespacesRequest(_)
@@ -476,7 +478,9 @@ impl ClientFrame {
                 }
             }),
             ClientFrame::JoinGroup(join) => try_write_frame(out, kind, |w| join.write(w)),
-            ClientFrame::GroupAck(ack) => try_write_frame(out, kind, |w| write_group_ids(w, ack)),
+            ClientFrame::GroupAck(ack) | ClientFrame::GroupProgress(ack) => {
+                try_write_frame(out, kind, |w| write_group_ids(w, ack))
+            }
             ClientFrame::GroupNack(nack) => try_write_frame(out, kind, |w| {
                 w.put_u32(nack.subscription_id);
                 w.put_u32(nack.delay_ms);
@@ -543,6 +547,7 @@ impl Encode for ClientFrame {
             ClientFrame::GroupAdmin(_) => kind::GROUP_ADMIN,
             ClientFrame::GroupsDetailRequest(_) => kind::GROUPS_DETAIL_REQUEST,
             ClientFrame::GroupAckRange(_) => kind::GROUP_ACK_RANGE,
+            ClientFrame::GroupProgress(_) => kind::GROUP_PROGRESS,
             ClientFrame::ProduceIf(_) => kind::PRODUCE_IF,
             ClientFrame::SetProducer { .. } => kind::SET_PRODUCER,
             ClientFrame::InfoRequest => kind::INFO_REQUEST,
@@ -754,6 +759,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::GROUPS => "Groups",
         kind::GROUPS_DETAIL_REQUEST => "GroupsDetailRequest",
         kind::GROUP_ACK_RANGE => "GroupAckRange",
+        kind::GROUP_PROGRESS => "GroupProgress",
         kind::GROUPS_DETAIL => "GroupsDetail",
         kind::PARKED => "Parked",
         kind::INFO_REQUEST => "InfoRequest",
@@ -835,6 +841,11 @@ fn read_frame(r: &mut Reader) -> Result<AnyFrame, DecodeError> {
         kind::STATUS => AnyFrame::Server(ServerFrame::Status(Status::read(r)?)),
         kind::JOIN_GROUP => AnyFrame::Client(ClientFrame::JoinGroup(JoinGroup::read(r)?)),
         kind::GROUP_ACK => AnyFrame::Client(ClientFrame::GroupAck(GroupAck {
+            subscription_id: r.get_u32("subscription id")?,
+            delay_ms: 0,
+            ids: read_ids(r)?,
+        })),
+        kind::GROUP_PROGRESS => AnyFrame::Client(ClientFrame::GroupProgress(GroupAck {
             subscription_id: r.get_u32("subscription id")?,
             delay_ms: 0,
             ids: read_ids(r)?,

@@ -273,6 +273,11 @@ pub(crate) fn sample_frames() -> Vec<Frame> {
             first: EventId::new(9, 2),
             last: EventId::new(1, 1),
         })),
+        AnyFrame::Client(ClientFrame::GroupProgress(GroupAck {
+            subscription_id: 3,
+            delay_ms: 0,
+            ids: vec![EventId::new(9, 2), EventId::new(1, 1)],
+        })),
         AnyFrame::Server(ServerFrame::GroupsDetail(GroupsDetailReply {
             durable_end: 40,
             more: true,
