@@ -1,0 +1,117 @@
+//! Polling briefly before sleeping, after a turn that wrote to a socket (`Config::reactor_spin`).
+//!
+//! A peer often answers what a turn wrote within tens of microseconds: a group member acks the
+//! event it was just sent, a pipelined producer sends its next frame. If the reactor is asleep
+//! in `epoll_wait` by then, the peer's send has to wake it, and the kernel often wakes it on
+//! the other core: the sender then pays a cross-CPU wake-up inside its `sendto` (15-36 us on
+//! the 2-vCPU machine of BENCHMARKS.md, where an idle vCPU halts), which is in the peer's own
+//! latency (issue 12, run U: the member's ack, "acked" minus "delivered", 12-16 us against
+//! flo asleep, 5 us against flo polling). Polling for a short while first lets such an answer
+//! find the reactor awake.
+//!
+//! The price is CPU while nothing comes, so it is bounded twice: at most `per_turn` after one
+//! turn (never past the turn's own poll time-out), and at most `per_second_max` in total per
+//! second of wall time, after which the reactor sleeps at once until the next second. At a high
+//! rate the next readiness comes before the allowance runs out (the poll returns at once); at
+//! a low rate with slow answers the second bound caps the cost at `per_second_max` a second.
+
+use std::time::{Duration, Instant};
+
+/// The length of the window that `per_second_max` bounds.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// How long the reactor may still poll without sleeping.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    per_turn: Duration,
+    per_second_max: Duration,
+    window_start: Instant,
+    /// Polling time spent since `window_start`.
+    spent: Duration,
+}
+
+impl Spin {
+    pub(crate) fn new(per_turn: Duration, per_second_max: Duration, now: Instant) -> Spin {
+        Spin {
+            per_turn,
+            per_second_max,
+            window_start: now,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// How long to poll before sleeping now: zero unless the turn just ended `wrote` to a
+    /// socket; never more than `timeout` (the turn's time until its next deadline), `per_turn`,
+    /// or what is left of this second's `per_second_max`.
+    pub(crate) fn allowance(&mut self, now: Instant, wrote: bool, timeout: Duration) -> Duration {
+        if !wrote || self.per_turn.is_zero() {
+            return Duration::ZERO;
+        }
+        if now.saturating_duration_since(self.window_start) >= WINDOW {
+            self.window_start = now;
+            self.spent = Duration::ZERO;
+        }
+        let left = self.per_second_max.saturating_sub(self.spent);
+        self.per_turn.min(left).min(timeout)
+    }
+
+    /// Records time spent polling.
+    pub(crate) fn record(&mut self, spent: Duration) {
+        self.spent = self.spent.saturating_add(spent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn only_a_turn_that_wrote_polls_and_never_past_its_time_out() {
+        let start = Instant::now();
+        let mut spin = Spin::new(100 * US, 50_000 * US, start);
+        assert_eq!(
+            spin.allowance(start, false, Duration::from_secs(1)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            spin.allowance(start, true, Duration::from_secs(1)),
+            100 * US
+        );
+        assert_eq!(spin.allowance(start, true, 30 * US), 30 * US);
+        assert_eq!(spin.allowance(start, true, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn zero_per_turn_turns_it_off() {
+        let start = Instant::now();
+        let mut spin = Spin::new(Duration::ZERO, 50_000 * US, start);
+        assert_eq!(
+            spin.allowance(start, true, Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn the_second_budget_caps_the_polling_until_the_next_second() {
+        let start = Instant::now();
+        let mut spin = Spin::new(100 * US, 250 * US, start);
+        let timeout = Duration::from_secs(1);
+        spin.record(100 * US);
+        spin.record(100 * US);
+        // 50 us of this second's 250 are left.
+        assert_eq!(spin.allowance(start + 10 * US, true, timeout), 50 * US);
+        spin.record(50 * US);
+        assert_eq!(
+            spin.allowance(start + 999_999 * US, true, timeout),
+            Duration::ZERO
+        );
+        // A new second starts a new budget.
+        assert_eq!(spin.allowance(start + WINDOW, true, timeout), 100 * US);
+        spin.record(100 * US);
+        assert_eq!(spin.allowance(start + WINDOW, true, timeout), 100 * US);
+        spin.record(100 * US);
+        assert_eq!(spin.allowance(start + WINDOW, true, timeout), 50 * US);
+    }
+}
