@@ -3,9 +3,9 @@
 //! A peer often answers what a turn wrote within tens of microseconds: a group member acks the
 //! event it was just sent, a pipelined producer sends its next frame. If the reactor is asleep
 //! in `epoll_wait` by then, the peer's send has to wake it, and the kernel often wakes it on
-//! the other core: the sender then pays a cross-CPU wake-up inside its `sendto` (15-36 us on
+//! the other core: the sender then pays a cross-CPU wake-up inside its `sendto` (17-40 us on
 //! the 2-vCPU machine of BENCHMARKS.md, where an idle vCPU halts), which is in the peer's own
-//! latency (issue 12, run U: the member's ack, "acked" minus "delivered", 12-16 us against
+//! latency (issue 12, run U: the member's ack, "acked" minus "delivered", 11-16 us against
 //! flo asleep, 5 us against flo polling). Polling for a short while first lets such an answer
 //! find the reactor awake.
 //!
