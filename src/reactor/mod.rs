@@ -397,7 +397,7 @@ impl<L: Log> Reactor<L> {
                 std::hint::spin_loop();
             };
             let spent = started.elapsed();
-            self.spin.record(spent);
+            self.spin.record(spent, !events.is_empty());
             if result.is_err() || !events.is_empty() {
                 return result;
             }
