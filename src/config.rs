@@ -703,6 +703,15 @@ pub struct Config {
     /// kernel's default; on a quiet host a short slice makes the woken reactor preempt clients
     /// that share its cores (BENCHMARKS.md, issue 12 runs L and M).
     pub reactor_slice: Duration,
+    /// After a turn that wrote to a socket, the reactor polls without sleeping for up to this
+    /// long (never past the turn's own poll time-out) before it blocks in `epoll_wait`, so that
+    /// a peer's quick answer (a group member's ack of the event just sent) finds it awake
+    /// instead of paying a cross-CPU wake-up of it inside its send (reactor/spin.rs; issue 12,
+    /// BENCHMARKS.md run U). Zero: never.
+    pub reactor_spin: Duration,
+    /// At most this much polling of `reactor_spin` per second of wall time, whatever the
+    /// traffic: the CPU it may cost.
+    pub reactor_spin_per_second_max: Duration,
     /// Past this many distinct namespaces appended in one turn, every waiting tail
     /// subscription is woken instead of each namespace being matched against its glob: the
     /// matching costs at most this many glob runs per subscription per turn.
@@ -763,6 +772,8 @@ impl Config {
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
             reactor_slice: Duration::ZERO,
+            reactor_spin: Duration::from_micros(100),
+            reactor_spin_per_second_max: Duration::from_millis(50),
             turn_namespaces_matched_max: 64,
             unindexed_globs_max: 1024,
             groups: GroupLimits::default(),
@@ -1041,6 +1052,12 @@ impl Config {
         if self.reactor_slice > Duration::from_millis(100) {
             return Err("the reactor's scheduler slice may be at most 100ms (100000 us)".into());
         }
+        if self.reactor_spin > Duration::from_millis(1) {
+            return Err("the reactor's polling after a turn may be at most 1ms (1000 us)".into());
+        }
+        if self.reactor_spin_per_second_max > Duration::from_millis(500) {
+            return Err("the reactor's polling per second may be at most 500ms".into());
+        }
         if self.turn_namespaces_matched_max == 0 {
             return Err("the namespaces matched per turn must be at least 1".into());
         }
@@ -1310,6 +1327,12 @@ mod tests {
             &|c| c.reactor_slice = Duration::from_micros(100_001)
         ));
         assert!(!refused(&|c| c.reactor_slice = Duration::ZERO));
+        assert!(refused(&|c| c.reactor_spin = Duration::from_micros(1_001)));
+        assert!(!refused(&|c| c.reactor_spin = Duration::ZERO));
+        assert!(refused(
+            &|c| c.reactor_spin_per_second_max = Duration::from_millis(501)
+        ));
+        assert!(!refused(&|c| c.reactor_spin_per_second_max = Duration::ZERO));
         assert!(refused(&|c| c.housekeeping_interval = Duration::ZERO));
         assert!(refused(
             &|c| c.housekeeping_interval = Duration::from_secs(61)

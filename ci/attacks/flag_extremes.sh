@@ -25,6 +25,6 @@ for f in --frame-timeout --handshake-timeout --idle-timeout --linger-timeout --s
 done
 for f in --max-connections --max-auth-failures --max-purge-rules --max-purge-glob-bytes \
          --max-purged-namespaces --actor-id --min-replicas --peer-credit-window \
-         --reactor-slice-us --max-metrics-connections; do
+         --reactor-slice-us --reactor-spin-us --reactor-spin-per-second-ms --max-metrics-connections; do
   probe $f 0 1 4294967295 18446744073709551615
 done

@@ -277,6 +277,17 @@ struct Args {
     #[arg(long = "reactor-slice-us", default_value_t = 0)]
     reactor_slice_us: u64,
 
+    /// After a turn that wrote to a socket, the reactor polls this many microseconds without
+    /// sleeping before it waits in epoll_wait, so that a quick answer (a group member's ack of
+    /// the event just sent) finds it awake instead of paying for waking it (0 to 1000; 0: never).
+    #[arg(long = "reactor-spin-us", default_value_t = 100)]
+    reactor_spin_us: u64,
+
+    /// At most this many milliseconds of that polling per second, whatever the traffic: the
+    /// CPU it may cost (0 to 500).
+    #[arg(long = "reactor-spin-per-second-ms", default_value_t = 50)]
+    reactor_spin_per_second_ms: u64,
+
     /// The group journal is compacted (rewritten as a snapshot, a few entries a loop turn)
     /// once it is larger than this and four times its last snapshot (K, M, G suffixes).
     #[arg(long = "group-journal-compact-size", default_value = "64M", value_parser = parse_size)]
@@ -578,6 +589,14 @@ fn effective_config(args: &Args) -> String {
         count(usize::try_from(args.reactor_slice_us).unwrap_or(usize::MAX)),
     );
     put(
+        "reactor-spin-us",
+        count(usize::try_from(args.reactor_spin_us).unwrap_or(usize::MAX)),
+    );
+    put(
+        "reactor-spin-per-second-ms",
+        count(usize::try_from(args.reactor_spin_per_second_ms).unwrap_or(usize::MAX)),
+    );
+    put(
         "group-journal-compact-size",
         text(format_size(args.group_journal_compact_size)),
     );
@@ -757,6 +776,8 @@ fn config_from(args: &Args) -> Config {
     config.idle_timeout = Duration::from_millis(args.idle_timeout);
     config.linger_timeout = Duration::from_millis(args.linger_timeout);
     config.reactor_slice = Duration::from_micros(args.reactor_slice_us);
+    config.reactor_spin = Duration::from_micros(args.reactor_spin_us);
+    config.reactor_spin_per_second_max = Duration::from_millis(args.reactor_spin_per_second_ms);
     config.groups.journal_compact_bytes = args.group_journal_compact_size;
     config.groups.journal_compact_entries_per_turn = args.group_journal_compact_entries;
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout);

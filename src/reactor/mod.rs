@@ -19,6 +19,7 @@ pub mod sched;
 mod sched;
 mod server;
 mod socket;
+mod spin;
 mod tls;
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -33,6 +34,7 @@ use slab::Slab;
 use http::{HttpEndpoint, HTTP_LISTENER};
 pub use server::{AuthReloader, Server, ServerError, ShutdownTrigger};
 use socket::{Linger, Socket, SocketState};
+use spin::Spin;
 use tls::{Plaintext, TlsRead, TlsSession};
 
 use crate::config::Config;
@@ -131,6 +133,10 @@ pub(crate) struct Reactor<L: Log> {
     sockets: Slab<Socket>,
     /// Slab keys of sockets read only partly last turn (their budget ran out).
     read_again: Vec<usize>,
+    /// The last turn wrote to a socket (`Spin`: then the reactor polls a little before it
+    /// sleeps).
+    wrote_last_turn: bool,
+    spin: Spin,
     /// The socket key the next turn's reads start at: where the previous turn's total read
     /// budget ran out (`read_readable`).
     read_rotation: usize,
@@ -194,6 +200,12 @@ impl<L: Log> Reactor<L> {
             listener_paused: false,
             sockets: Slab::new(),
             read_again: Vec::new(),
+            wrote_last_turn: false,
+            spin: Spin::new(
+                config.reactor_spin,
+                config.reactor_spin_per_second_max,
+                Instant::now(),
+            ),
             read_rotation: 0,
             engine,
             clock: Clock {
@@ -298,7 +310,7 @@ impl<L: Log> Reactor<L> {
         let mut accept_pending = false;
         loop {
             let timeout = self.poll_timeout();
-            match self.poll.poll(&mut events, Some(timeout)) {
+            match self.poll_spinning_first(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
@@ -364,6 +376,34 @@ impl<L: Log> Reactor<L> {
                 accept_pending = true;
             }
         }
+    }
+
+    /// Waits at most `timeout` for readiness. After a turn that wrote to a socket it first
+    /// polls without sleeping for the `Spin` allowance, so that a peer's quick answer does not
+    /// have to wake the reactor (spin.rs says why and what bounds it).
+    fn poll_spinning_first(&mut self, events: &mut Events, timeout: Duration) -> io::Result<()> {
+        let started = Instant::now();
+        let allowance =
+            self.spin
+                .allowance(started, std::mem::take(&mut self.wrote_last_turn), timeout);
+        if !allowance.is_zero() {
+            let result = loop {
+                if let Err(error) = self.poll.poll(events, Some(Duration::ZERO)) {
+                    break Err(error);
+                }
+                if !events.is_empty() || started.elapsed() >= allowance {
+                    break Ok(());
+                }
+                std::hint::spin_loop();
+            };
+            let spent = started.elapsed();
+            self.spin.record(spent, !events.is_empty());
+            if result.is_err() || !events.is_empty() {
+                return result;
+            }
+            return self.poll.poll(events, Some(timeout.saturating_sub(spent)));
+        }
+        self.poll.poll(events, Some(timeout))
     }
 
     /// The turn's group commit, timed for the fsync latency histogram when it ran an
@@ -862,7 +902,10 @@ impl<L: Log> Reactor<L> {
     fn drain_actions(&mut self, now: Now) {
         while let Some(action) = self.engine.poll_action() {
             match action {
-                Action::Send(conn) => self.write_socket(conn),
+                Action::Send(conn) => {
+                    self.wrote_last_turn = true;
+                    self.write_socket(conn);
+                }
                 Action::Close { conn, final_output } => {
                     let deadline_ms = now.monotonic.0 + millis(self.config.linger_timeout);
                     self.close_socket(conn, final_output, deadline_ms);
