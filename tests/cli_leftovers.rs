@@ -537,6 +537,54 @@ fn a_ctrl_c_while_the_exec_command_runs_waits_for_it_and_acks_its_event() {
     assert!(stderr.starts_with("flo-client: "), "{stderr}");
 }
 
+/// A `consume --group long -n '/long/**' --exec` member whose command has read the event
+/// `/long/1` (produced here) and waits on a FIFO until `finish_once` lets it end.
+struct ExecMember {
+    child: std::process::Child,
+    go: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl ExecMember {
+    fn start_blocked(server: &FloProcess, dir: &std::path::Path) -> ExecMember {
+        client(server).produce("/long/1", b"work").expect("produce");
+        let started = dir.join("started");
+        let go = dir.join("go");
+        let log = dir.join("exec.log");
+        let made = Command::new("mkfifo").arg(&go).status();
+        assert!(made.expect("run mkfifo").success());
+        let script = format!(
+            "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
+            started.display(),
+            go.display(),
+            log.display()
+        );
+        let child = flo_client_command(&server.addr.to_string())
+            .args([
+                "consume", "--group", "long", "-n", "/long/**", "--exec", &script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flo-client");
+        wait_until("the --exec command started", || started.exists());
+        ExecMember { child, go, log }
+    }
+
+    /// Lets the command end; asserts that flo-client succeeded and the command ran once.
+    /// Returns flo-client's standard error.
+    fn finish_once(self) -> String {
+        std::fs::write(&self.go, b"go\n").expect("write the FIFO");
+        let output = self.child.wait_with_output().expect("wait for flo-client");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        let runs = std::fs::read_to_string(&self.log).expect("the exec log");
+        assert_eq!(runs.lines().count(), 1, "{runs}");
+        stderr
+    }
+}
+
 /// Attack round 17: a member read nothing while its `--exec` command ran, so a command that ran
 /// longer than the server's `--idle-timeout` (5 min by default) had the connection closed as
 /// idle: its work was done, but its event was not acknowledged, `flo-client` exited 1 ("server
@@ -551,40 +599,12 @@ fn an_exec_command_outlasting_the_idle_timeout_still_gets_its_event_acked() {
         &server,
         &["groups", "create", "long", "-n", "/long/**"],
     ));
-    client(&server)
-        .produce("/long/1", b"work")
-        .expect("produce");
-    let started = dir.path().join("started");
-    let go = dir.path().join("go");
-    let log = dir.path().join("exec.log");
-    let made = Command::new("mkfifo").arg(&go).status();
-    assert!(made.expect("run mkfifo").success());
-    let script = format!(
-        "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
-        started.display(),
-        go.display(),
-        log.display()
-    );
-    let member = flo_client_command(&server.addr.to_string())
-        .args([
-            "consume", "--group", "long", "-n", "/long/**", "--exec", &script,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flo-client");
-    wait_until("the --exec command started", || started.exists());
+    let member = ExecMember::start_blocked(&server, dir.path());
     for _ in 0..2 {
         let mut idle = RawConn::hello(server.addr);
         while idle.recv().is_some() {}
     }
-    std::fs::write(&go, b"go\n").expect("write the FIFO");
-    let output = member.wait_with_output().expect("wait for flo-client");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let runs = std::fs::read_to_string(&log).expect("the exec log");
-    assert_eq!(runs.lines().count(), 1, "{runs}");
+    let stderr = member.finish_once();
     let info = client(&server).group_info("long").expect("group info");
     assert_eq!(
         (info.pending, info.lag),
@@ -615,30 +635,7 @@ fn an_exec_command_outlasting_the_ack_timeout_keeps_its_event() {
             "2s",
         ],
     ));
-    client(&server)
-        .produce("/long/1", b"work")
-        .expect("produce");
-    let started = dir.path().join("started");
-    let go = dir.path().join("go");
-    let log = dir.path().join("exec.log");
-    let made = Command::new("mkfifo").arg(&go).status();
-    assert!(made.expect("run mkfifo").success());
-    let script = format!(
-        "cat > /dev/null; touch '{}'; read line < '{}'; echo \"done $FLO_EVENT_ID\" >> '{}'",
-        started.display(),
-        go.display(),
-        log.display()
-    );
-    let member = flo_client_command(&server.addr.to_string())
-        .args([
-            "consume", "--group", "long", "-n", "/long/**", "--exec", &script,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flo-client");
-    wait_until("the --exec command started", || started.exists());
+    let member = ExecMember::start_blocked(&server, dir.path());
     let mut other_client = client(&server);
     let mut other = (other_client.join_group("long").glob("/long/**").credit(1))
         .join()
@@ -654,12 +651,7 @@ fn an_exec_command_outlasting_the_ack_timeout_keeps_its_event() {
             delivery => panic!("the second member got {delivery:?} while the command ran"),
         }
     }
-    std::fs::write(&go, b"go\n").expect("write the FIFO");
-    let output = member.wait_with_output().expect("wait for flo-client");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let runs = std::fs::read_to_string(&log).expect("the exec log");
-    assert_eq!(runs.lines().count(), 1, "{runs}");
+    let stderr = member.finish_once();
     other.leave().expect("leave");
     let info = client(&server).group_info("long").expect("group info");
     assert_eq!(
