@@ -585,6 +585,17 @@ impl ExecMember {
     }
 }
 
+/// The group `long` has nothing pending and nothing left to deliver: its event was
+/// acknowledged (`stderr`, flo-client's, for the failure message).
+fn assert_long_group_acknowledged(server: &FloProcess, stderr: &str) {
+    let info = client(server).group_info("long").expect("group info");
+    assert_eq!(
+        (info.pending, info.lag),
+        (0, 0),
+        "the event is acknowledged: {stderr}"
+    );
+}
+
 /// Attack round 17: a member read nothing while its `--exec` command ran, so a command that ran
 /// longer than the server's `--idle-timeout` (5 min by default) had the connection closed as
 /// idle: its work was done, but its event was not acknowledged, `flo-client` exited 1 ("server
@@ -605,12 +616,7 @@ fn an_exec_command_outlasting_the_idle_timeout_still_gets_its_event_acked() {
         while idle.recv().is_some() {}
     }
     let stderr = member.finish_once();
-    let info = client(&server).group_info("long").expect("group info");
-    assert_eq!(
-        (info.pending, info.lag),
-        (0, 0),
-        "the event is acknowledged: {stderr}"
-    );
+    assert_long_group_acknowledged(&server, &stderr);
 }
 
 /// prog17 (issue 12 follow-up): a `--exec` command that ran longer than the group's ack
@@ -653,12 +659,7 @@ fn an_exec_command_outlasting_the_ack_timeout_keeps_its_event() {
     }
     let stderr = member.finish_once();
     other.leave().expect("leave");
-    let info = client(&server).group_info("long").expect("group info");
-    assert_eq!(
-        (info.pending, info.lag),
-        (0, 0),
-        "the event is acknowledged: {stderr}"
-    );
+    assert_long_group_acknowledged(&server, &stderr);
 }
 
 /// Attack round 16: `produce --data-file -` (or a FIFO, `<(cmd)`) opened its connection first
