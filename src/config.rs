@@ -697,6 +697,13 @@ pub struct Config {
     /// How often the engine checks time-outs and retention when nothing else happens (under
     /// `--fsync interval:<ms>`, at least that often, so a due fsync runs).
     pub housekeeping_interval: Duration,
+    /// The shortest time between two checks of the connections' time-outs (idle, handshake,
+    /// frame). Each check walks every connection and notes the earliest deadline left, and the
+    /// next check comes at that deadline but never sooner than this after the last one: a
+    /// time-out closes its connection between its deadline and this much later (protocol.md
+    /// section 10), and clients that keep moving their deadlines cost at most one walk of the
+    /// connections per interval.
+    pub timeout_check_interval_min: Duration,
     /// The scheduler slice the reactor thread asks the kernel for (Linux 6.12 and later: see
     /// `reactor/sched.rs`; clamped by the kernel to 0.1-100 ms): a short one lets the thread run
     /// sooner after it wakes when other threads compete for the cores. Zero (the default): the
@@ -771,6 +778,7 @@ impl Config {
             refused_linger_timeout: Duration::from_secs(1),
             refused_lingering_max: 64,
             housekeeping_interval: Duration::from_secs(1),
+            timeout_check_interval_min: Duration::from_millis(10),
             reactor_slice: Duration::ZERO,
             reactor_spin: Duration::from_micros(100),
             reactor_spin_per_second_max: Duration::from_millis(50),
@@ -1048,6 +1056,13 @@ impl Config {
             || self.housekeeping_interval > Duration::from_secs(60)
         {
             return Err("the housekeeping interval must be between 1ms and 60s".into());
+        }
+        if self.timeout_check_interval_min.is_zero()
+            || self.timeout_check_interval_min > Duration::from_secs(1)
+        {
+            return Err(
+                "the shortest time between time-out checks must be between 1ms and 1s".into(),
+            );
         }
         if self.reactor_slice > Duration::from_millis(100) {
             return Err("the reactor's scheduler slice may be at most 100ms (100000 us)".into());
@@ -1336,6 +1351,13 @@ mod tests {
         assert!(refused(&|c| c.housekeeping_interval = Duration::ZERO));
         assert!(refused(
             &|c| c.housekeeping_interval = Duration::from_secs(61)
+        ));
+        assert!(refused(&|c| c.timeout_check_interval_min = Duration::ZERO));
+        assert!(refused(
+            &|c| c.timeout_check_interval_min = Duration::from_millis(1_001)
+        ));
+        assert!(!refused(
+            &|c| c.timeout_check_interval_min = Duration::from_secs(1)
         ));
         assert!(refused(&|c| c.turn_namespaces_matched_max = 0));
         assert!(refused(&|c| c.unindexed_globs_max = 0));

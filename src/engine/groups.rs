@@ -880,8 +880,11 @@ impl<L: Log> Engine<L> {
         let id = ack.subscription_id;
         let scope = ErrorScope::Subscription(id);
         let Some(name) = self.groups.memberships.get(&(conn, id)).cloned() else {
-            let message =
-                "GroupAck, GroupNack or LeaveGroup for an id that is not a group membership";
+            let message = if nack {
+                "GroupNack for an id that is not a group membership"
+            } else {
+                "GroupAck for an id that is not a group membership"
+            };
             return self.send_error(conn, scope, ErrorCode::UnknownGroup, message);
         };
         let now_ms = self.now_ms;

@@ -675,3 +675,48 @@ fn group_progress_restarts_only_this_members_ack_time_outs() {
     assert_eq!(moved, vec![held_by_a]);
     assert!(harness.engine.is_open(a) && harness.engine.is_open(b));
 }
+
+/// Each group frame for an id that is not a membership gets UnknownGroup with a message that
+/// names that frame (review18, finding 8: GroupAck's and GroupNack's named "GroupAck, GroupNack
+/// or LeaveGroup").
+#[test]
+fn unknown_group_messages_name_their_own_frame() {
+    let mut harness = Harness::new();
+    let client = harness.client();
+    let id = EventId::new(1, 7);
+    let nack = ClientFrame::GroupNack(GroupAck {
+        subscription_id: 9,
+        delay_ms: 0,
+        ids: vec![id],
+    });
+    let progress = ClientFrame::GroupProgress(GroupAck {
+        subscription_id: 9,
+        delay_ms: 0,
+        ids: vec![id],
+    });
+    let range = ClientFrame::GroupAckRange(crate::protocol::GroupAckRange {
+        subscription_id: 9,
+        first: id,
+        last: id,
+    });
+    let frames = [
+        ("GroupAck", group_ack(9, vec![id])),
+        ("GroupNack", nack),
+        ("GroupProgress", progress),
+        ("GroupAckRange", range),
+        ("LeaveGroup", ClientFrame::LeaveGroup { subscription_id: 9 }),
+    ];
+    for (name, frame) in frames {
+        harness.send(client, frame);
+        harness.turn();
+        let errors: Vec<_> = (harness.received(client).into_iter())
+            .filter_map(|frame| match frame {
+                ServerFrame::Error(error) => Some((error.code, error.message)),
+                _ => None,
+            })
+            .collect();
+        let message = format!("{name} for an id that is not a group membership");
+        assert_eq!(errors, vec![(ErrorCode::UnknownGroup, message)]);
+    }
+    assert!(harness.engine.is_open(client));
+}

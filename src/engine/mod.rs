@@ -25,6 +25,7 @@ mod purge;
 mod replicas;
 mod streams;
 mod tail_index;
+mod timeouts;
 mod turn_namespaces;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -259,6 +260,9 @@ pub struct EngineStats {
     /// not all there yet, and whole frames a pause or the frame budget left undecoded. Whole
     /// frames are decoded where they were received, without a copy (`Engine::decode_input`).
     pub input_bytes_buffered: u64,
+    /// Walks of every connection to check its time-outs (`Engine::check_timeouts`): at most
+    /// one per `timeout_check_interval_min`.
+    pub timeout_checks: u64,
 }
 
 /// Where the frames of a decoding pass (`Engine::decode_pass`) lie.
@@ -369,6 +373,13 @@ pub struct Engine<L: Log> {
     /// Connections marked `Closing` this turn, closed at its end.
     closing_conns: Vec<ConnId>,
     next_housekeeping_ms: u64,
+    /// When the connections' time-outs are next checked (`check_timeouts`): the earliest
+    /// deadline the last check left, lowered when a deadline is set that comes sooner (a new
+    /// connection, a partial frame: `note_deadline`), but at least
+    /// `timeout_check_interval_min` after the last check.
+    next_timeout_check_ms: u64,
+    /// The earliest a check may come: `timeout_check_interval_min` after the last one.
+    timeout_check_allowed_ms: u64,
     stats: EngineStats,
     /// Failed handshakes this second, for `auth_failures_per_second_max`.
     auth_failures: auth::AuthFailures,
@@ -473,6 +484,8 @@ impl<L: Log> Engine<L> {
             closing: VecDeque::new(),
             closing_conns: Vec::new(),
             next_housekeeping_ms: 0,
+            next_timeout_check_ms: u64::MAX,
+            timeout_check_allowed_ms: 0,
             stats: EngineStats::default(),
             auth_failures: auth::AuthFailures::default(),
             cluster,
@@ -544,6 +557,7 @@ impl<L: Log> Engine<L> {
         let deadline_ms = now.monotonic.0 + millis(self.config.handshake_timeout);
         self.conns[slot] = Some(Connection::new(conn, now.monotonic.0, deadline_ms));
         self.connection_count += 1;
+        self.note_deadline(conn);
         self.debug_check_invariants();
     }
 
@@ -720,6 +734,8 @@ impl<L: Log> Engine<L> {
         } else {
             Some(connection.frame_started_ms.unwrap_or(now_ms))
         };
+        // A partial frame's deadline, or a new phase's (a handshake done), may come sooner.
+        self.note_deadline(conn);
         self.check_memory(conn);
         if newly_deferred {
             self.input_deferred_queue.push(conn);
@@ -1233,7 +1249,11 @@ impl<L: Log> Engine<L> {
         self.lookups_turn_end();
         self.update_hold(now);
         self.dial_due(now);
-        if now.monotonic.0 >= self.next_housekeeping_ms {
+        let housekeeping_due = now.monotonic.0 >= self.next_housekeeping_ms;
+        if housekeeping_due || now.monotonic.0 >= self.next_timeout_check_ms {
+            self.check_timeouts(now);
+        }
+        if housekeeping_due {
             self.next_housekeeping_ms = now.monotonic.0 + self.config.housekeeping_interval_ms;
             self.housekeeping(now);
         }
@@ -1281,9 +1301,10 @@ impl<L: Log> Engine<L> {
     /// When the engine next wants `handle_turn_end` even if nothing happens (time-outs,
     /// retention, the fsync interval), in monotonic milliseconds.
     pub fn next_deadline_ms(&self) -> u64 {
+        let housekeeping_ms = self.next_housekeeping_ms.min(self.next_timeout_check_ms);
         let deadline_ms = match self.next_dial_ms() {
-            Some(dial_ms) => dial_ms.min(self.next_housekeeping_ms),
-            None => self.next_housekeeping_ms,
+            Some(dial_ms) => dial_ms.min(housekeeping_ms),
+            None => housekeeping_ms,
         };
         let deadline_ms = match self.next_group_deadline_ms() {
             Some(group_ms) => group_ms.min(deadline_ms),
@@ -1331,54 +1352,9 @@ impl<L: Log> Engine<L> {
         }
     }
 
+    /// The checks of the housekeeping interval (the time-outs are checked just before, by
+    /// `check_timeouts`).
     fn housekeeping(&mut self, now: Now) {
-        let mut expired = Vec::new();
-        for connection in self.conns.iter().flatten() {
-            match connection.phase {
-                Phase::AwaitingHello { deadline_ms }
-                | Phase::PeerAwaitingWelcome { deadline_ms, .. }
-                | Phase::PeerAwaitingAccept { deadline_ms, .. }
-                | Phase::PeerAwaitingProof { deadline_ms, .. }
-                    if now.monotonic.0 >= deadline_ms =>
-                {
-                    expired.push((connection.id, "no handshake within the handshake time-out"))
-                }
-                Phase::Closing { .. } => {}
-                _ if connection.paused_at_ms.is_none()
-                    && connection.frame_started_ms.is_some_and(|started| {
-                        now.monotonic.0 >= started + millis(self.config.frame_timeout)
-                    }) =>
-                {
-                    expired.push((
-                        connection.id,
-                        "a frame was not completed within the frame time-out",
-                    ))
-                }
-                // Peers send a keep-alive every housekeeping interval, so a peer that is
-                // silent for the handshake time-out is gone (power off, network black hole).
-                Phase::Peer(_)
-                    if now.monotonic.0
-                        >= connection.last_input_ms + millis(self.config.handshake_timeout) =>
-                {
-                    expired.push((
-                        connection.id,
-                        "no bytes from the peer within the handshake time-out",
-                    ))
-                }
-                _ if millis(self.config.idle_timeout) > 0
-                    && now.monotonic.0
-                        >= connection.last_input_ms + millis(self.config.idle_timeout) =>
-                {
-                    // Any byte resets the timer (`handle_input_within`), a partial frame's too.
-                    expired.push((connection.id, "no bytes received within the idle time-out"))
-                }
-                _ => {}
-            }
-        }
-        for (conn, reason) in expired {
-            log::info!("{conn}: closing: {reason}");
-            self.close_with_error(conn, ErrorCode::Timeout, reason);
-        }
         self.peer_keepalives();
         self.end_stalled_ordered(now.monotonic.0);
         self.compact_produced();

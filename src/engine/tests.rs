@@ -32,6 +32,8 @@ mod storage_full;
 mod input;
 // Waking tail subscriptions through the tail index (attack F4).
 mod tail_index;
+// Connection time-outs close on time whether or not events flow (review18, finding 7).
+mod timeouts;
 
 struct Harness {
     engine: Engine<MemoryLog>,

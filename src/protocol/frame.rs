@@ -806,11 +806,13 @@ pub enum ErrorCode {
     /// to a glob, outside its permissions, or a StatusRequest without admin (docs/security.md).
     /// Only that operation is refused; the connection stays open.
     PermissionDenied = 24,
-    /// GroupAck, GroupNack or LeaveGroup for a subscription id that is not a group membership
-    /// on this connection. Stays open.
+    /// GroupAck, GroupAckRange, GroupNack, GroupProgress or LeaveGroup for a subscription id
+    /// that is not a group membership on this connection; the message names the frame. Stays
+    /// open.
     UnknownGroup = 25,
     /// A GroupAck or GroupNack named an event that is not pending in the group (already
-    /// acknowledged, parked, or never delivered). The membership stays. Stays open.
+    /// acknowledged, parked, or never delivered), a GroupProgress one not in flight to the
+    /// membership, or a GroupAckRange a bound that is not. The membership stays. Stays open.
     NotPending = 26,
     /// A JoinGroup's group name is empty, too long or has control characters. Stays open.
     InvalidGroupName = 27,

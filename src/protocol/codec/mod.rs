@@ -1248,21 +1248,11 @@ fn read_expectation(r: &mut Reader) -> Result<Expectation, DecodeError> {
         (EXPECT_NO_EVENTS, None) => Expectation::NoEvents,
         (EXPECT_LAST_IS, Some(id)) => Expectation::LastIs(id),
         (EXPECT_HAS_EVENTS, None) => Expectation::HasEvents,
-        (EXPECT_LAST_IS, None) => {
-            return Err(DecodeError::malformed(
-                "expectation 2 needs an expected id".into(),
-            ))
-        }
+        (EXPECT_LAST_IS, None) => return Err(r.error("expectation 2 needs an expected id".into())),
         (EXPECT_ANY | EXPECT_NO_EVENTS | EXPECT_HAS_EVENTS, Some(_)) => {
-            return Err(DecodeError::malformed(
-                "only expectation 2 has an expected id".into(),
-            ))
+            return Err(r.error("only expectation 2 has an expected id".into()))
         }
-        (other, _) => {
-            return Err(DecodeError::malformed(format!(
-                "unknown expectation {other}"
-            )))
-        }
+        (other, _) => return Err(r.error(format!("unknown expectation {other}"))),
     })
 }
 

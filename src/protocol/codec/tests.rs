@@ -1943,3 +1943,47 @@ fn a_client_field_over_65535_bytes_is_refused_not_encoded() {
     encode(&frame, &mut encoded);
     assert_eq!(tried, encoded);
 }
+
+/// A ProduceIf's bad expectation is refused with a message that names the frame, as the other
+/// MalformedFrame messages do (review18, finding 8: "expectation 2 needs an expected id"
+/// carried no "ProduceIf frame (kind 0x12): " prefix), by both decoders.
+#[test]
+fn a_bad_produce_if_expectation_names_its_frame() {
+    let encoded = |expect| {
+        let mut bytes = Vec::new();
+        let events = vec![new_event("/a", None, b"x")];
+        let frame = ProduceIf {
+            op_id: 1,
+            expect,
+            events,
+        };
+        encode(&ClientFrame::ProduceIf(frame), &mut bytes);
+        bytes
+    };
+    // The expectation byte follows the header and the op id.
+    let at = HEADER_SIZE + 8;
+    let mut with_id = encoded(Expectation::LastIs(EventId::new(7, 2)));
+    with_id[at] = 1;
+    let mut without_id = encoded(Expectation::NoEvents);
+    without_id[at] = 2;
+    let mut unknown = encoded(Expectation::NoEvents);
+    unknown[at] = 9;
+    for (bytes, message) in [
+        (with_id, "only expectation 2 has an expected id"),
+        (without_id, "expectation 2 needs an expected id"),
+        (unknown, "unknown expectation 9"),
+    ] {
+        let expected = format!("ProduceIf frame (kind 0x12): {message}");
+        let error = super::decode::<ClientFrame>(&bytes, &limits()).unwrap_err();
+        assert_eq!(
+            (error.code, error.message),
+            (ErrorCode::MalformedFrame, expected.clone())
+        );
+        let error =
+            decode_produce_many_view(&bytes, &limits(), usize::MAX, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            (error.code, error.message),
+            (ErrorCode::MalformedFrame, expected)
+        );
+    }
+}
