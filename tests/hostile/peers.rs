@@ -502,6 +502,55 @@ fn an_event_below_the_peers_clock_promise_closes_the_peer_and_is_not_stored() {
     assert_survived(&mut server, RSS_MAX);
 }
 
+/// Attack round 18: a second node with the same actor id as a connected member (a copied
+/// `--actor-id`), from another address, completed its handshake and only then lost to the
+/// member by the duplicate rule (DuplicatePeerConnection, logged at debug level), so it
+/// redialed about 13 times a second without end while both nodes acknowledged different
+/// events under the same ids. It is refused before PeerAccept with `ActorIdConflict`, logged
+/// as an error naming both addresses, and the member's connection goes on.
+#[test]
+fn a_second_node_with_a_connected_members_actor_id_is_refused_as_a_conflict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    let mut member = connect_peer(&server);
+    let mut copy = RawConn::connect(server.addr);
+    copy.send(&PeerFrame::PeerHello(PeerHandshake {
+        advertised_addr: "127.0.0.1:10".into(),
+        ..match peer_hello() {
+            PeerFrame::PeerHello(hello) => hello,
+            _ => unreachable!("peer_hello is a PeerHello"),
+        }
+    }));
+    let welcome = match copy.recv_peer() {
+        Some(PeerFrame::PeerWelcome(welcome)) => welcome,
+        other => panic!("expected PeerWelcome, got {other:?}"),
+    };
+    copy.send(&proof("s3cret", &welcome, VersionVector::new()));
+    match copy.recv_peer() {
+        Some(PeerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::ActorIdConflict, "{}", error.message);
+            assert!(error.message.contains("127.0.0.1:9"), "{}", error.message);
+        }
+        other => panic!("expected Error ActorIdConflict before any PeerAccept, got {other:?}"),
+    }
+    assert!(
+        logged(
+            &server,
+            &["ERROR", "two nodes share actor id 2", "127.0.0.1:10"]
+        ),
+        "no error line about the conflict"
+    );
+    // The member's connection is the one kept: it still replicates.
+    member.send(&peer_event(1, 2));
+    let mut client = RawConn::hello(server.addr);
+    client.produce(1, "/after", b"x");
+    match client.recv() {
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.first_id, EventId::new(2, 1)),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
 /// Runs `flo` with `args` (and a data directory in `dir`), waiting at most 30 s for it to exit
 /// (a server that starts is killed by its PID and the test fails); returns its exit code and
 /// standard error.
