@@ -147,6 +147,10 @@ impl fmt::Display for NamespaceRetention {
 /// handed out, like a purge).
 pub const NAMESPACE_RETENTION_RULES_MAX: usize = 64;
 
+/// What `Config::validate` says of an empty cluster secret (`--cluster-secret ""`, as a
+/// script's unset variable gives it), which the engine takes for none.
+pub const EMPTY_CLUSTER_SECRET: &str = "an empty --cluster-secret proves nothing: anyone can make its handshake proof (as without the option); give a long random one (`flo gen-token` makes one)";
+
 /// The longest time-out or wait any setting may have (365 days). Deadlines are the monotonic
 /// clock in milliseconds plus the time-out, so a time-out near `u64::MAX` ms wrapped them into
 /// the past: attack round 9, `--idle-timeout 18446744073709551615ms` (a careless "never")
@@ -797,6 +801,10 @@ impl Config {
         }
         if self.connections_max == 0 {
             return Err("max connections must be at least 1".into());
+        }
+        if self.cluster.secret.as_deref() == Some("") {
+            // The engine takes an empty secret for none: every dialer's proof would pass.
+            return Err(EMPTY_CLUSTER_SECRET.into());
         }
         if self.cluster.peer_ca_pem.is_some() && self.tls.is_none() {
             // Peers dial the port with TLS only when this node speaks TLS itself.

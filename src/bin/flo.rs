@@ -60,7 +60,8 @@ struct Args {
     auth_file: Option<PathBuf>,
 
     /// Allow a non-loopback --bind without --auth-file: anyone who reaches the port may
-    /// produce and consume everything.
+    /// produce and consume everything (and, with --peer-addr but without a --cluster-secret of
+    /// at least 32 bytes, join the cluster as a member).
     #[arg(long = "insecure-no-auth")]
     insecure_no_auth: bool,
 
@@ -203,7 +204,8 @@ struct Args {
     peer_addrs: Vec<SocketAddr>,
 
     /// Shared secret cluster members prove in their handshake (HMAC challenge-response; the
-    /// secret itself is never sent). Use a long random one: `flo gen-token` makes one.
+    /// secret itself is never sent). Use a long random one: `flo gen-token` makes one. Not
+    /// empty; with a non-loopback --bind it is required and at least 32 bytes.
     #[arg(long = "cluster-secret")]
     cluster_secret: Option<String>,
 
@@ -856,8 +858,49 @@ fn hash_token_from_stdin() -> ExitCode {
 }
 
 /// Reads `--auth-file`, and refuses a non-loopback `--bind` without it unless
-/// `--insecure-no-auth` says so.
+/// `--insecure-no-auth` says so; then the cluster secret (`check_cluster_secret`).
 fn load_auth(args: &Args, config: &mut Config) -> Result<(), String> {
+    load_client_auth(args, config)?;
+    check_cluster_secret(args, config)
+}
+
+/// A node that accepts peers (`--peer-addr` or `--cluster-secret`) on a non-loopback `--bind`
+/// needs a cluster secret of at least `TOKEN_LENGTH_MIN` bytes unless `--insecure-no-auth`
+/// says so. A peer is not a client: `--auth-file` does not apply to it, and without a secret
+/// any host that reaches the port joined as a member, was sent every event and could write
+/// its own (attack round 18); a short secret can be guessed offline from one recorded
+/// handshake (docs/security.md). An empty secret is refused everywhere (`Config::validate`).
+fn check_cluster_secret(args: &Args, config: &Config) -> Result<(), String> {
+    let cluster = &config.cluster;
+    let accepts_peers = !cluster.peer_addrs.is_empty() || cluster.secret.is_some();
+    let ip = config.bind.ip();
+    if !accepts_peers || ip.is_loopback() {
+        return Ok(());
+    }
+    let min = flo::auth_file::TOKEN_LENGTH_MIN;
+    let problem = match cluster.secret.as_deref() {
+        Some("") => return Err(flo::config::EMPTY_CLUSTER_SECRET.into()),
+        Some(secret) if secret.len() >= min => return Ok(()),
+        Some(secret) => format!(
+            "a --cluster-secret of {} bytes on {ip}: anyone who records a handshake can guess a short secret offline; give at least {min} bytes (`flo gen-token` makes 64 hex digits)",
+            secret.len()
+        ),
+        None => format!(
+            "cluster peers on {ip} without --cluster-secret: any host that reaches the port could join as a member, be sent every event and write its own, whatever --auth-file allows; give --cluster-secret (`flo gen-token` makes one)"
+        ),
+    };
+    if !args.insecure_no_auth {
+        return Err(format!(
+            "refusing {problem}, or --insecure-no-auth to let anyone who reaches the port do so"
+        ));
+    }
+    log::warn!("accepting {problem} (--insecure-no-auth)");
+    Ok(())
+}
+
+/// Reads `--auth-file`, and refuses a non-loopback `--bind` without it unless
+/// `--insecure-no-auth` says so.
+fn load_client_auth(args: &Args, config: &mut Config) -> Result<(), String> {
     if let Some(path) = &args.auth_file {
         let table = load_auth_file(path)?;
         log::info!(

@@ -169,7 +169,7 @@ pub(crate) struct Reactor<L: Log> {
     http: Option<HttpEndpoint>,
     /// The engine's figures the last scrape gathered and when (monotonic ms): reused by the
     /// scrapes within `metrics.snapshot_interval` of it (attack round 9).
-    metrics_snapshot: Option<(u64, crate::engine::MetricsSnapshot)>,
+    metrics_snapshot: Option<metrics_text::Snapshot>,
     /// Read system calls on plaintext client and peer sockets, and those that found nothing
     /// (`WouldBlock`), for `flo_socket_reads_total`.
     socket_reads: SocketReads,
@@ -264,10 +264,13 @@ impl<L: Log> Reactor<L> {
                 lingering,
             };
             let snapshot = match cached {
-                Some((taken_ms, snapshot)) if now_ms < taken_ms.saturating_add(interval_ms) => {
+                Some(snapshot) if now_ms < snapshot.taken_ms.saturating_add(interval_ms) => {
                     snapshot
                 }
-                _ => &cached.insert((now_ms, engine.metrics_snapshot())).1,
+                _ => cached.insert(metrics_text::Snapshot::new(
+                    now_ms,
+                    engine.metrics_snapshot(),
+                )),
             };
             metrics_text::render(snapshot, &figures)
         });

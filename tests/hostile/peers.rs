@@ -3,7 +3,8 @@
 //! handshake replayed, a PeerEvent with an absurd counter, PeerEvents from more actors than the
 //! server accepts, of an actor no member declared, a PeerMembers of invented members, credit
 //! beyond the window and an event below the peer's own clock promise. Each is refused or
-//! bounded, and the server survives.
+//! bounded, and the server survives. And a node that would accept peers on a non-loopback
+//! address with no (or an empty or short) cluster secret refuses to start.
 
 use std::time::{Duration, Instant};
 
@@ -499,4 +500,155 @@ fn an_event_below_the_peers_clock_promise_closes_the_peer_and_is_not_stored() {
     }
     wait_for_violations(&server, 1.0);
     assert_survived(&mut server, RSS_MAX);
+}
+
+/// Attack round 18: a second node with the same actor id as a connected member (a copied
+/// `--actor-id`), from another address, completed its handshake and only then lost to the
+/// member by the duplicate rule (DuplicatePeerConnection, logged at debug level), so it
+/// redialed about 13 times a second without end while both nodes acknowledged different
+/// events under the same ids. It is refused before PeerAccept with `ActorIdConflict`, logged
+/// as an error naming both addresses, and the member's connection goes on.
+#[test]
+fn a_second_node_with_a_connected_members_actor_id_is_refused_as_a_conflict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = clustered(dir.path());
+    let mut member = connect_peer(&server);
+    let mut copy = RawConn::connect(server.addr);
+    copy.send(&PeerFrame::PeerHello(PeerHandshake {
+        advertised_addr: "127.0.0.1:10".into(),
+        ..match peer_hello() {
+            PeerFrame::PeerHello(hello) => hello,
+            _ => unreachable!("peer_hello is a PeerHello"),
+        }
+    }));
+    let welcome = match copy.recv_peer() {
+        Some(PeerFrame::PeerWelcome(welcome)) => welcome,
+        other => panic!("expected PeerWelcome, got {other:?}"),
+    };
+    copy.send(&proof("s3cret", &welcome, VersionVector::new()));
+    match copy.recv_peer() {
+        Some(PeerFrame::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::ActorIdConflict, "{}", error.message);
+            assert!(error.message.contains("127.0.0.1:9"), "{}", error.message);
+        }
+        other => panic!("expected Error ActorIdConflict before any PeerAccept, got {other:?}"),
+    }
+    assert!(
+        logged(
+            &server,
+            &["ERROR", "two nodes share actor id 2", "127.0.0.1:10"]
+        ),
+        "no error line about the conflict"
+    );
+    // The member's connection is the one kept: it still replicates.
+    member.send(&peer_event(1, 2));
+    let mut client = RawConn::hello(server.addr);
+    client.produce(1, "/after", b"x");
+    match client.recv() {
+        Some(ServerFrame::Ack(ack)) => assert_eq!(ack.first_id, EventId::new(2, 1)),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    assert_survived(&mut server, RSS_MAX);
+}
+
+/// Runs `flo` with `args` (and a data directory in `dir`), waiting at most 30 s for it to exit
+/// (a server that starts is killed by its PID and the test fails); returns its exit code and
+/// standard error.
+fn flo_exit(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flo"))
+        .arg("-d")
+        .arg(dir.join("data"))
+        .args(["-p", "0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start flo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flo {args:?} was still running after 30 s: it started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    pipe.read_to_string(&mut stderr).expect("read stderr");
+    (status.code(), stderr)
+}
+
+/// Attack round 18: a node that accepts peers (`--peer-addr`) on a non-loopback `--bind`
+/// started without `--cluster-secret`, also with `--auth-file`: any host that reached the
+/// port joined as a member with a proof keyed with nothing, was sent every event (a token
+/// holder's `/private/secret`) and had its own PeerEvent stored, no token asked. Such a
+/// start, an empty secret (a script's unset variable) and a short one (docs/operations.md's
+/// example said `"change me"`) are now refused with one line, at start and by
+/// `--check-config`; `--insecure-no-auth`, a loopback bind and a long secret still start.
+#[test]
+fn a_node_open_to_the_network_refuses_peers_without_a_long_cluster_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[principals.w]\ntoken = \"{}\"\nproduce = [\"/**\"]\n",
+            flo::auth_file::hash_token(b"writer-0123456789abcdef0123456789abcdef")
+        ),
+    )
+    .expect("write the auth file");
+    let auth = auth.to_str().expect("UTF-8 path");
+    let open = ["--bind", "0.0.0.0", "--auth-file", auth];
+    let long = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let refused: [(&[&str], &str); 4] = [
+        (&["--peer-addr", "127.0.0.1:9"], "without --cluster-secret"),
+        (&["--cluster-secret", "change me"], "of 9 bytes"),
+        (
+            &["--peer-addr", "127.0.0.1:9", "--cluster-secret", ""],
+            "empty --cluster-secret",
+        ),
+        (&["--cluster-secret", "short"], "of 5 bytes"),
+    ];
+    for (extra, needle) in refused {
+        for check in [&[][..], &["--check-config"][..]] {
+            let args = [&open[..], extra, check].concat();
+            let (code, stderr) = flo_exit(dir.path(), &args);
+            assert_eq!(code, Some(1), "{args:?}: {stderr}");
+            // One error line (an INFO line about the auth file may come before it).
+            let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("flo: ")).collect();
+            assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+            assert!(errors[0].contains(needle), "{args:?}: {stderr}");
+        }
+    }
+    // An empty secret is refused on loopback too: the engine takes it for none.
+    let (code, stderr) = flo_exit(dir.path(), &["--cluster-secret", "", "--check-config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("empty --cluster-secret"), "{stderr}");
+    let accepted: [&[&str]; 4] = [
+        &[
+            &open[..],
+            &["--peer-addr", "127.0.0.1:9", "--cluster-secret", long],
+        ]
+        .concat(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--insecure-no-auth",
+            "--peer-addr",
+            "127.0.0.1:9",
+        ],
+        &["--peer-addr", "127.0.0.1:9"],
+        &["--cluster-secret", "s3cret"],
+    ];
+    for args in accepted {
+        let args = [args, &["--check-config"][..]].concat();
+        let (code, stderr) = flo_exit(dir.path(), &args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+    }
 }

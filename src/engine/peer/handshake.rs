@@ -244,6 +244,13 @@ impl<L: Log> Engine<L> {
             return self.close_with_error(conn, code, &message);
         }
         let actor = pending.actor;
+        if let Err(message) = self.check_actor_address(conn, actor, pending.advertised_addr) {
+            let description = self.peer_description(conn);
+            self.log_actor_conflict(&format!(
+                "{conn} from {description}: refusing peer: {message}"
+            ));
+            return self.close_with_error(conn, ErrorCode::ActorIdConflict, &message);
+        }
         // PeerAccept goes out even when this connection then loses to an existing one, so
         // the dialer learns which actor the address reaches and stops dialing it.
         let accept = self.own_proof(&pending.transcript, PeerRole::Acceptor);
@@ -318,6 +325,13 @@ impl<L: Log> Engine<L> {
             return self.close_with_error(conn, code, &message);
         }
         let actor = pending.actor;
+        if let Err(message) = self.check_actor_address(conn, actor, pending.advertised_addr) {
+            self.log_actor_conflict(&format!("{conn}: peer at {addr}: {message}"));
+            if let Some(target) = self.cluster.targets.get_mut(&addr) {
+                target.refused = Some(ErrorCode::ActorIdConflict);
+            }
+            return self.close_with_error(conn, ErrorCode::ActorIdConflict, &message);
+        }
         if let Some(target) = self.cluster.targets.get_mut(&addr) {
             target.actor = Some(actor);
             target.refused = None;
@@ -330,11 +344,13 @@ impl<L: Log> Engine<L> {
         true
     }
 
-    /// An Error frame on a connection this node dialed, before PeerAccept.
+    /// An Error frame on a connection this node dialed, before PeerAccept. `acceptor`: the
+    /// actor the acceptor's PeerWelcome named, when it came before the Error.
     pub(in crate::engine) fn on_peer_refused(
         &mut self,
         conn: ConnId,
         addr: SocketAddr,
+        acceptor: Option<ActorId>,
         error: ErrorFrame,
     ) {
         if error.code != ErrorCode::DuplicatePeerConnection {
@@ -345,6 +361,12 @@ impl<L: Log> Engine<L> {
         match error.code {
             ErrorCode::DuplicatePeerConnection => {
                 log::debug!("{conn}: peer at {addr}: {}", error.message)
+            }
+            // After a PeerWelcome of another actor the address is not this node's own: the
+            // acceptor holds a connection of this node's actor id from another address
+            // (`check_actor_address`). Dialed again after the back-off.
+            ErrorCode::ActorIdConflict if acceptor.is_some_and(|a| a != self.config.actor_id) => {
+                log::error!("peer at {addr} refused us: {}", error.message)
             }
             ErrorCode::ActorIdConflict => {
                 log::error!(
@@ -359,6 +381,45 @@ impl<L: Log> Engine<L> {
             _ => log::warn!("peer at {addr} refused us: {}", error.message),
         }
         self.forget(conn);
+    }
+
+    /// Refuses a handshake of `actor` advertising `advertised` while another connection of
+    /// that actor, from another advertised address, is established: two nodes share an actor
+    /// id (or the member moved and its old connection has not ended yet; then the next dial
+    /// after it ends succeeds). Two connections of one node (both nodes dialed at once)
+    /// advertise the same address and go to `resolve_duplicate`. Attack round 18: a second
+    /// node with a copied `--actor-id` lost to the first by the duplicate rule after its
+    /// handshake had completed, so it reconnected about 13 times a second without end, logged
+    /// only at debug level here, and both nodes acknowledged different events under the same
+    /// ids.
+    fn check_actor_address(
+        &self,
+        conn: ConnId,
+        actor: ActorId,
+        advertised: SocketAddr,
+    ) -> Result<(), String> {
+        let Some(member) = self.cluster.members.get(&actor) else {
+            return Ok(());
+        };
+        match member.conn {
+            Some(existing) if existing != conn && member.addr != advertised => Err(format!(
+                "actor {actor} is connected from {}, not {advertised}: two nodes share actor id {actor} (give each its own --actor-id; their events would share ids), or the member moved and its old connection has not ended yet",
+                member.addr
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Logs an actor id conflict as an error, at most once a second (a conflicting node
+    /// redials after every back-off, and a holder of the secret could dial at will).
+    fn log_actor_conflict(&mut self, line: &str) {
+        if let Some(held_back) = self.cluster.actor_conflict_log.allow(self.now_ms) {
+            if held_back > 0 {
+                log::error!("{line} ({held_back} more such refusals not logged)");
+            } else {
+                log::error!("{line}");
+            }
+        }
     }
 
     /// A handshake with `actor` completed on `conn`, opened by `dialed_by`. If another

@@ -151,6 +151,9 @@ pub(super) struct Cluster {
     /// This node's counter as of its last successful sync: its own events at or below it
     /// are durable, and new ones get higher counters.
     own_clock: u64,
+    /// Refusals of an actor id held from another address (`check_actor_address`): logged at
+    /// most once a second.
+    actor_conflict_log: crate::engine::log_limit::LogLimit,
 }
 
 impl Cluster {
@@ -225,6 +228,7 @@ impl Cluster {
             proof_failures: proof_failures::ProofFailures::default(),
             credit_due: Vec::new(),
             own_clock: 0,
+            actor_conflict_log: Default::default(),
         }
     }
 

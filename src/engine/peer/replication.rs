@@ -67,11 +67,12 @@ impl<L: Log> Engine<L> {
             (Phase::PeerAwaitingProof { pending, .. }, PeerFrame::PeerProof(proof)) => {
                 return self.on_peer_proof(conn, pending, proof)
             }
-            (
-                Phase::PeerAwaitingWelcome { addr, .. } | Phase::PeerAwaitingAccept { addr, .. },
-                PeerFrame::Error(error),
-            ) => {
-                self.on_peer_refused(conn, addr, error);
+            (Phase::PeerAwaitingWelcome { addr, .. }, PeerFrame::Error(error)) => {
+                self.on_peer_refused(conn, addr, None, error);
+                return false;
+            }
+            (Phase::PeerAwaitingAccept { addr, pending, .. }, PeerFrame::Error(error)) => {
+                self.on_peer_refused(conn, addr, Some(pending.actor), error);
                 return false;
             }
             (Phase::PeerAwaitingWelcome { addr, .. }, _) => ("PeerWelcome", Some(addr)),

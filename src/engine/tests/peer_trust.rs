@@ -9,7 +9,9 @@
 //! - PeerClock: an event of the peer's own at or below what it promised on the connection
 //!   closes it (MalformedFrame, counted) and is not stored;
 //! - PeerPurge under `--peer-purges refuse` is ignored and counted, and a client's purge still
-//!   applies and goes to the peers.
+//!   applies and goes to the peers;
+//! - a handshake claiming the actor id of a member connected from another address is refused
+//!   with ActorIdConflict, and the address is dialed again after the back-off.
 
 use super::*;
 use crate::config::PeerPurges;
@@ -194,4 +196,84 @@ fn under_peer_purges_refuse_a_peers_purge_is_ignored_and_counted() {
     h.turn();
     assert_eq!(h.engine.log().hide_rules().purges(), vec![own.clone()]);
     assert!(h.received_peer(other).contains(&PeerFrame::PeerPurge(own)));
+}
+
+/// Advances the clock in 100 ms steps, up to a minute, until this node dials `addr`.
+fn dialed_again(h: &mut Harness, addr: std::net::SocketAddr) -> bool {
+    h.dials.clear();
+    for _ in 0..600 {
+        h.now.monotonic.0 += 100;
+        h.now.wall.0 += 100;
+        h.turn();
+        if h.dials.contains(&addr) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Attack round 18 (docs/clustering.md, "One connection per pair"): a node dialed at another
+/// address that answers with the actor id of a connected member is a second node with a
+/// copied `--actor-id` (or the member moved). The handshake is refused with ActorIdConflict
+/// before the connection is established (it completed, and lost by the duplicate rule with
+/// DuplicatePeerConnection), the member's connection goes on, and the address is dialed again
+/// after the back-off. So is an address whose acceptor refused with ActorIdConflict after a
+/// PeerWelcome of another actor (before, the address was taken for this node's own, as when
+/// a node dials itself, and never dialed again).
+#[test]
+fn a_second_node_with_a_members_actor_id_is_refused_and_dialed_again() {
+    let addr: std::net::SocketAddr = "10.0.0.9:3000".parse().expect("an address");
+    let mut h = Harness::with_config(|c| c.cluster.peer_addrs = vec![addr]);
+    let (member, _) = peer(&mut h, 2, VersionVector::new());
+    h.turn();
+    assert!(h.dials.contains(&addr));
+    let conn = ConnId {
+        slot: 50,
+        generation: 1,
+    };
+    h.engine.handle_dialed(h.now, conn, addr);
+    accept_dial(&mut h, conn, 2, addr, VersionVector::new());
+    assert_eq!(h.closed_with(conn), Some(ErrorCode::ActorIdConflict));
+    assert!(h.engine.is_open(member));
+    assert_eq!(h.engine.connected_peers(), vec![ActorId(2)]);
+    assert!(
+        dialed_again(&mut h, addr),
+        "the conflicting address is dialed again"
+    );
+    let conn = ConnId {
+        slot: 51,
+        generation: 1,
+    };
+    h.engine.handle_dialed(h.now, conn, addr);
+    assert!(matches!(
+        h.received_peer(conn).as_slice(),
+        [PeerFrame::PeerHello(_)]
+    ));
+    h.send(
+        conn,
+        PeerFrame::PeerWelcome(crate::protocol::PeerHandshake {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: 3,
+            advertised_addr: addr.to_string(),
+            nonce: [3; 32],
+        }),
+    );
+    h.turn();
+    assert!(matches!(
+        h.received_peer(conn).as_slice(),
+        [PeerFrame::PeerProof(_)]
+    ));
+    h.send(
+        conn,
+        PeerFrame::Error(crate::protocol::ErrorFrame {
+            scope: crate::protocol::ErrorScope::Connection,
+            code: ErrorCode::ActorIdConflict,
+            message: "actor 7 is connected from 10.0.0.7:3000".into(),
+        }),
+    );
+    h.turn();
+    assert!(
+        dialed_again(&mut h, addr),
+        "an acceptor of another actor that refused with ActorIdConflict is not this node"
+    );
 }
