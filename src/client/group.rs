@@ -9,6 +9,16 @@
 //! Ping follows the first one), the member remembers the ids it acknowledged; on that
 //! refusal it connects again, joins again, acknowledges those ids one by one and from then on
 //! sends GroupAck only (logged once, [`GroupConsumer::ack_ranges_refused`]).
+//!
+//! GroupProgress cannot be handled that way: a server older than it closes the connection,
+//! and the events in flight to the member go back to the group at once, so the member that
+//! was working on one loses it. With [`GroupBuilder::probe_progress`] the member finds out
+//! before it holds anything: it sends a GroupProgress without ids for the subscription id it
+//! is about to join, just before the JoinGroup. A server that knows the frame answers
+//! `UnknownGroup` (not a membership yet) and then takes the join; an older one closes the
+//! connection with MalformedFrame before it reads the join, and the member connects and joins
+//! again and keeps its connection open with Pings instead
+//! ([`GroupConsumer::progress_refused`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -51,6 +61,20 @@ enum RangeProbe {
 /// as an operator set it, and the member does not know it.
 pub const PROGRESS_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
+/// Whether the server takes GroupProgress, as far as this membership has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressProbe {
+    /// Not probed: [`GroupConsumer::progress`] sends GroupProgress.
+    Off,
+    /// The probe went out before the JoinGroup; its answer is the first frame for this id.
+    Sent,
+    /// The server answered the probe with `UnknownGroup`: it knows the frame.
+    Known,
+    /// The server closed the connection at the probe: [`GroupConsumer::progress`] sends a
+    /// Ping instead.
+    Refused,
+}
+
 /// Unproven acks remembered at most; past this, acks go by id until ranges are proven.
 const UNPROVEN_ACKS_MAX: usize = 65_536;
 
@@ -66,6 +90,7 @@ pub struct GroupBuilder<'a> {
     max_in_flight: u32,
     ack_batch: usize,
     ack_ranges: bool,
+    probe_progress: bool,
 }
 
 impl Client {
@@ -96,6 +121,7 @@ impl<'a> GroupBuilder<'a> {
             max_in_flight: 0,
             ack_batch: ACK_BATCH_DEFAULT,
             ack_ranges: true,
+            probe_progress: false,
         }
     }
 
@@ -152,6 +178,17 @@ impl<'a> GroupBuilder<'a> {
         self
     }
 
+    /// Whether to find out, with the join, if the server takes GroupProgress (off by default):
+    /// a GroupProgress without ids for the subscription id being joined goes just before the
+    /// JoinGroup (see the module documentation). A server older than the frame closes the
+    /// connection at it, before it reads the join; the consumer then connects and joins again
+    /// ([`Client::connect`] only), and [`GroupConsumer::progress`] sends Pings. On for a
+    /// member that will call [`GroupConsumer::progress`]; it costs no round trip.
+    pub fn probe_progress(mut self, on: bool) -> Self {
+        self.probe_progress = on;
+        self
+    }
+
     /// Validates the glob and sends the JoinGroup. The server does not answer a join: a refused
     /// join shows as the error of the first [`GroupConsumer::next_delivery`].
     pub fn join(mut self) -> Result<GroupConsumer<'a>, ClientError> {
@@ -172,6 +209,16 @@ impl<'a> GroupBuilder<'a> {
             max_deliveries: self.max_deliveries,
             max_in_flight: self.max_in_flight,
         };
+        let probe = self.probe_progress && self.client.reconnect.is_some();
+        if probe {
+            self.client
+                .connection
+                .queue(&ClientFrame::GroupProgress(GroupAck {
+                    subscription_id,
+                    delay_ms: 0,
+                    ids: Vec::new(),
+                }))?;
+        }
         self.client
             .connection
             .send(&ClientFrame::JoinGroup(join.clone()))?;
@@ -186,6 +233,10 @@ impl<'a> GroupBuilder<'a> {
             queued_count: 0,
             ack_ranges,
             range_probe: RangeProbe::NotSent,
+            progress_probe: match probe {
+                true => ProgressProbe::Sent,
+                false => ProgressProbe::Off,
+            },
             unproven_acks: Vec::new(),
             acked_before_rejoin: HashSet::new(),
             ranges_refused: false,
@@ -231,6 +282,8 @@ pub struct GroupConsumer<'a> {
     ack_ranges: bool,
     /// Whether the server is known to take GroupAckRange on this connection.
     range_probe: RangeProbe,
+    /// Whether the server is known to take GroupProgress.
+    progress_probe: ProgressProbe,
     /// While ranges are not proven: every id acknowledged (queued or sent), to acknowledge
     /// them again by id if the server turns out to be older than GroupAckRange.
     unproven_acks: Vec<EventId>,
@@ -295,6 +348,14 @@ impl GroupConsumer<'_> {
     /// member connected and joined again to acknowledge by id from then on.
     pub fn ack_ranges_refused(&self) -> bool {
         self.ranges_refused
+    }
+
+    /// True once the server turned out to be older than GroupProgress
+    /// ([`GroupBuilder::probe_progress`]): [`GroupConsumer::progress`] sends a Ping instead, so
+    /// the connection stays open but the ack time-outs of the events it holds are not
+    /// extended.
+    pub fn progress_refused(&self) -> bool {
+        self.progress_probe == ProgressProbe::Refused
     }
 
     /// Marks the event done. Queued; sent once `ack_batch` acks are queued, before the
@@ -406,10 +467,15 @@ impl GroupConsumer<'_> {
     /// [`GroupConsumer::keep_alive`] does. An id no longer in flight to this member (it timed
     /// out before, or was never delivered to it) gets a `NotPending` answer, counted in
     /// [`GroupConsumer::not_pending_count`] when it is read. A server older than the frame
-    /// closes the connection (`MalformedFrame`).
+    /// closes the connection (`MalformedFrame`), unless the join probed it
+    /// ([`GroupBuilder::probe_progress`]): then this sends a Ping
+    /// ([`GroupConsumer::progress_refused`]).
     pub fn progress(&mut self, ids: &[EventId]) -> Result<(), ClientError> {
         if self.ended {
             return Ok(());
+        }
+        if self.progress_probe == ProgressProbe::Refused {
+            return self.keep_alive();
         }
         for chunk in ids.chunks(usize::from(u16::MAX)) {
             self.client
@@ -497,6 +563,48 @@ impl GroupConsumer<'_> {
             && error
                 .message
                 .contains(&format!("{:#04x}", kind::GROUP_ACK_RANGE))
+    }
+
+    /// The answer of a server older than GroupProgress to the probe sent before the join:
+    /// MalformedFrame naming the frame's kind.
+    fn is_progress_refusal(&self, error: &ErrorFrame) -> bool {
+        self.progress_probe == ProgressProbe::Sent
+            && error.scope == ErrorScope::Connection
+            && error.code == ErrorCode::MalformedFrame
+            && error
+                .message
+                .contains(&format!("{:#04x}", kind::GROUP_PROGRESS))
+    }
+
+    /// The server is older than GroupProgress and closed the connection at the probe, before
+    /// it read the join (nothing was delivered or acknowledged): connect and join again, and
+    /// send Pings instead of GroupProgress from now on.
+    fn rejoin_without_progress(&mut self, refusal: ErrorFrame) -> Result<(), ClientError> {
+        // Only sent on a client that can reconnect (`GroupBuilder::join`).
+        let Some((addr, options)) = self.client.reconnect.clone() else {
+            return Err(server_error(refusal));
+        };
+        log::warn!(
+            "group {}: the server does not know GroupProgress ({}); joining again",
+            self.group,
+            refusal.message
+        );
+        let mut client = Client::connect(&addr, options)?;
+        client.next_subscription_id = self.client.next_subscription_id;
+        client.ack_ranges_refused = self.client.ack_ranges_refused;
+        let slot: &mut Client = &mut self.client;
+        *slot = client;
+        self.progress_probe = ProgressProbe::Refused;
+        self.credit = CreditWindow::new(self.join.credit);
+        self.client
+            .connection
+            .queue(&ClientFrame::JoinGroup(self.join.clone()))?;
+        if self.leaving {
+            self.client.connection.queue(&ClientFrame::LeaveGroup {
+                subscription_id: self.subscription_id,
+            })?;
+        }
+        self.client.connection.flush()
     }
 
     /// Sending failed. If a range went out unproven, the server may have closed the connection
@@ -734,6 +842,18 @@ impl GroupConsumer<'_> {
             } if subscription_id == own => {
                 self.ended = true;
                 Ok(Some(GroupDelivery::End(reason)))
+            }
+            ServerFrame::Error(error)
+                if self.progress_probe == ProgressProbe::Sent
+                    && error.scope == ErrorScope::Subscription(own)
+                    && error.code == ErrorCode::UnknownGroup =>
+            {
+                // The probe's answer, before the join was read: the server knows the frame.
+                self.progress_probe = ProgressProbe::Known;
+                Ok(None)
+            }
+            ServerFrame::Error(refusal) if self.is_progress_refusal(&refusal) => {
+                self.rejoin_without_progress(refusal).map(|()| None)
             }
             ServerFrame::Error(error) if error.scope == ErrorScope::Subscription(own) => {
                 if error.code == ErrorCode::NotPending {

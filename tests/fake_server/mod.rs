@@ -112,10 +112,11 @@ impl FakeListener {
     }
 }
 
-/// Starts a fake server that runs `script` with its listener; returns its address.
-pub fn fake_listener(
-    script: impl FnOnce(FakeListener) + Send + 'static,
-) -> (String, JoinHandle<()>) {
+/// Starts a fake server that runs `script` with its listener; returns its address and the
+/// thread, which returns what the script returns.
+pub fn fake_listener<T: Send + 'static>(
+    script: impl FnOnce(FakeListener) -> T + Send + 'static,
+) -> (String, JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr").to_string();
     let handle = std::thread::spawn(move || script(FakeListener(listener)));

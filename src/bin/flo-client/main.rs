@@ -2111,6 +2111,7 @@ fn consume_group(
             let consumer = builder
                 .credit(1)
                 .max_in_flight(1)
+                .probe_progress(true)
                 .join()
                 .map_err(|error| group_error(group, glob, error))?;
             return exec::consume(consumer, group, glob, tail, limit, command, *nack_delay);
