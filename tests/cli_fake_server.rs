@@ -393,6 +393,7 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
     let (addr, server) = fake_listener(|listener| {
         let mut conn = listener.accept();
         conn.handshake(1024);
+        conn.answer_progress_probe();
         let id = match conn.receive() {
             ClientFrame::JoinGroup(join) => join.subscription_id,
             other => panic!("expected JoinGroup, got {other:?}"),

@@ -248,7 +248,8 @@ impl<'a> GroupBuilder<'a> {
             not_pending: 0,
             caught_up: false,
             ended: false,
-            buffered: None,
+            buffered: VecDeque::new(),
+            queued_ids: Vec::new(),
         })
     }
 }
@@ -309,7 +310,13 @@ pub struct GroupConsumer<'a> {
     not_pending: u64,
     caught_up: bool,
     ended: bool,
-    buffered: Option<GroupDelivery>,
+    /// Deliveries read and not yet handed out: one while a command-line consumer checks
+    /// whether the next one waits ([`GroupConsumer::has_buffered`]), at most the credit
+    /// window while it reads ahead ([`GroupConsumer::progress_held`]). Credit is granted for
+    /// an event when it is handed out, so the server never sends more than this can hold.
+    buffered: VecDeque<GroupDelivery>,
+    /// The ids whose acks are queued in `acks` (a range hides its inner ids).
+    queued_ids: Vec<EventId>,
 }
 
 impl GroupConsumer<'_> {
@@ -385,6 +392,7 @@ impl GroupConsumer<'_> {
         }
         self.last_queued_sequence = sequence;
         self.queued_count += 1;
+        self.queued_ids.push(id);
         if self.queued_count >= self.ack_batch {
             self.flush()?;
         }
@@ -501,6 +509,7 @@ impl GroupConsumer<'_> {
     }
 
     fn queue_acks(&mut self) -> Result<(), ClientError> {
+        self.queued_ids.clear();
         if self.acks.is_empty() || self.ended {
             self.acks.clear();
             self.queued_count = 0;
@@ -665,6 +674,7 @@ impl GroupConsumer<'_> {
         self.ranges_refused = true;
         self.range_probe = RangeProbe::NotSent;
         self.queued_count = 0;
+        self.queued_ids.clear();
         self.last_queued_sequence = None;
         self.recent.clear();
         self.delivered = 0;
@@ -724,7 +734,7 @@ impl GroupConsumer<'_> {
         if let Err(error) = sent {
             self.after_send_error(error)?;
         }
-        self.buffered = None;
+        self.buffered.clear();
         while !self.ended {
             let frame = self
                 .client
@@ -739,7 +749,7 @@ impl GroupConsumer<'_> {
     /// True when the next delivery is already buffered, so asking for it will not wait for
     /// the network (a command-line consumer flushes its output when this is false).
     pub fn has_buffered(&mut self) -> Result<bool, ClientError> {
-        if self.buffered.is_some() || self.ended {
+        if !self.buffered.is_empty() || self.ended {
             return Ok(true);
         }
         loop {
@@ -750,7 +760,7 @@ impl GroupConsumer<'_> {
             };
             match self.on_frame(frame) {
                 Ok(Some(delivery)) => {
-                    self.buffered = Some(delivery);
+                    self.buffered.push_back(delivery);
                     return Ok(true);
                 }
                 Ok(None) => {}
@@ -782,7 +792,16 @@ impl GroupConsumer<'_> {
     /// The next delivery, waiting for it (queued acks are sent before waiting); `Ok(None)`
     /// once the membership has ended.
     pub fn next_delivery(&mut self) -> Result<Option<GroupDelivery>, ClientError> {
-        if let Some(delivery) = self.buffered.take() {
+        let delivery = self.take_delivery()?;
+        if let Some(GroupDelivery::Event(_)) = delivery {
+            self.on_event_handed_out()
+                .map_err(|error| self.end_with(error))?;
+        }
+        Ok(delivery)
+    }
+
+    fn take_delivery(&mut self) -> Result<Option<GroupDelivery>, ClientError> {
+        if let Some(delivery) = self.buffered.pop_front() {
             return Ok(Some(delivery));
         }
         if self.ended {
@@ -791,7 +810,7 @@ impl GroupConsumer<'_> {
         if !self.has_buffered()? {
             self.flush().map_err(|error| self.end_with(error))?;
         }
-        if let Some(delivery) = self.buffered.take() {
+        if let Some(delivery) = self.buffered.pop_front() {
             return Ok(Some(delivery));
         }
         loop {
@@ -806,6 +825,47 @@ impl GroupConsumer<'_> {
         }
     }
 
+    /// Keeps every event this member holds from its ack time-out while the caller cannot
+    /// take deliveries (a command-line consumer whose standard output does not drain): reads
+    /// the frames that already arrived, without waiting, into the deliveries not yet handed
+    /// out (at most the credit window: credit is granted only as events are handed out, so
+    /// the server sends no more), then sends one GroupProgress for every event delivered to
+    /// this membership and not acknowledged to the server: those not handed out yet, those
+    /// handed out and not acknowledged (the newest 4096), and those whose acks are queued
+    /// (a range's inner ids excepted). With nothing held it sends a Ping. Call it at most
+    /// every [`GroupConsumer::progress_interval`].
+    pub fn progress_held(&mut self) -> Result<(), ClientError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.read_ahead().map_err(|error| self.end_with(error))?;
+        let mut ids: Vec<EventId> = self.recent.iter().map(|(_, id)| *id).collect();
+        ids.extend_from_slice(&self.queued_ids);
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.is_empty() {
+            true => self.keep_alive(),
+            false => self.progress(&ids),
+        }
+    }
+
+    /// Reads what already arrived, waiting for nothing, until the credit window's worth of
+    /// deliveries waits to be handed out.
+    fn read_ahead(&mut self) -> Result<(), ClientError> {
+        let held_max = usize::try_from(self.join.credit).unwrap_or(usize::MAX);
+        while self.buffered.len() < held_max && !self.ended {
+            let frame = match self.client.connection.receive_buffered()? {
+                Some(frame) => frame,
+                None if self.client.connection.poll_bytes(Duration::ZERO)? => continue,
+                None => return Ok(()),
+            };
+            if let Some(delivery) = self.on_frame(frame)? {
+                self.buffered.push_back(delivery);
+            }
+        }
+        Ok(())
+    }
+
     fn end_with(&mut self, error: ClientError) -> ClientError {
         self.ended = true;
         error
@@ -818,10 +878,10 @@ impl GroupConsumer<'_> {
                 subscription_id,
                 event,
             } if subscription_id == own => {
-                self.on_event_delivered()?;
                 if self.acked_before_rejoin.remove(&event.id) {
                     // Delivered again before the server read this member's ack of it, which
                     // settles it: the consumer had it already.
+                    self.on_event_handed_out()?;
                     self.delivered += 1;
                     return Ok(None);
                 }
@@ -881,8 +941,8 @@ impl GroupConsumer<'_> {
         }
     }
 
-    /// Grants more credit once half the window has been used.
-    fn on_event_delivered(&mut self) -> Result<(), ClientError> {
+    /// Grants more credit once half the window has been handed out.
+    fn on_event_handed_out(&mut self) -> Result<(), ClientError> {
         if let Some(count) = self.credit.on_delivered() {
             self.client.connection.queue(&ClientFrame::Credit {
                 subscription_id: self.subscription_id,

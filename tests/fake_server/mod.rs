@@ -58,6 +58,21 @@ impl FakeConn {
         }));
     }
 
+    /// Takes the GroupProgress without ids that flo-client sends before a JoinGroup to learn
+    /// whether the server knows that frame, and answers as a server that does: UnknownGroup
+    /// (the id is not a membership yet).
+    pub fn answer_progress_probe(&mut self) {
+        let id = match self.receive() {
+            ClientFrame::GroupProgress(probe) if probe.ids.is_empty() => probe.subscription_id,
+            other => panic!("expected the GroupProgress probe, got {other:?}"),
+        };
+        self.send(ServerFrame::Error(protocol::ErrorFrame {
+            scope: protocol::ErrorScope::Subscription(id),
+            code: protocol::ErrorCode::UnknownGroup,
+            message: "GroupProgress for an id that is not a group membership".into(),
+        }));
+    }
+
     /// Answers the Hello with the given Welcome.
     pub fn handshake_with(&mut self, welcome: Welcome) {
         assert!(matches!(self.receive(), ClientFrame::Hello(_)));

@@ -1331,6 +1331,7 @@ fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
 
 mod bench;
 mod exec;
+mod group_print;
 mod lookup;
 mod ops;
 
@@ -2124,10 +2125,12 @@ fn consume_group(
             .credit(window.min(256))
             .max_in_flight(window.min(1000));
     }
-    let mut consumer = builder.join().map_err(|error| error.to_string())?;
-    let mut out = BufWriter::new(io::stdout().lock());
+    // Probed: the member sends GroupProgress while standard output is blocked.
+    let mut consumer = (builder.probe_progress(true).join()).map_err(|error| error.to_string())?;
+    let mut out = group_print::HeldOutput::start()?;
     let mut printed = 0u64;
     let mut said_single_acks = false;
+    let mut said_no_progress = false;
     loop {
         if limit > 0 && printed >= limit {
             break;
@@ -2139,10 +2142,14 @@ fn consume_group(
                  again, acknowledging by id"
             );
         }
+        if consumer.progress_refused() && !said_no_progress {
+            said_no_progress = true;
+            eprintln!("{}", exec::no_progress_note(group));
+        }
         // Flush before any wait for the network (the consumer sends its queued acks only
         // then, so an event is acknowledged only after it reached standard output).
         let buffered = consumer.has_buffered().map_err(|error| error.to_string())?;
-        if !buffered && flush_or_stop(&mut out)? {
+        if !buffered && out.flush(&mut consumer)? {
             return Ok(());
         }
         let event = match consumer.next_delivery() {
@@ -2156,17 +2163,18 @@ fn consume_group(
             Format::Human => format_human(&event),
             Format::Json => format_json(&event),
         };
-        if let Err(error) = out.write_all(text.as_bytes()) {
-            return stopped_reader(error);
+        if out.push(&text, &mut consumer)? {
+            return Ok(());
         }
         printed += 1;
-        if consumer.queued_acks() + 1 >= flo::client::ACK_BATCH_DEFAULT && flush_or_stop(&mut out)?
+        if consumer.queued_acks() + 1 >= flo::client::ACK_BATCH_DEFAULT
+            && out.flush(&mut consumer)?
         {
             return Ok(());
         }
         consumer.ack(event.id).map_err(|error| error.to_string())?;
     }
-    if flush_or_stop(&mut out)? {
+    if out.flush(&mut consumer)? {
         return Ok(());
     }
     consumer
