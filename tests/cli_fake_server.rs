@@ -393,6 +393,7 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
     let (addr, server) = fake_listener(|listener| {
         let mut conn = listener.accept();
         conn.handshake(1024);
+        conn.answer_group_detail_no_such_group();
         conn.answer_progress_probe();
         let id = match conn.receive() {
             ClientFrame::JoinGroup(join) => join.subscription_id,
@@ -493,6 +494,7 @@ fn serve_as_a_server_older_than_group_progress(listener: FakeListener) -> (Vec<E
                     });
                 }
                 ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
+                ClientFrame::GroupsDetailRequest(_) => conn.send(fake_server::no_such_group()),
                 ClientFrame::Credit { .. } => {}
                 ClientFrame::GroupAck(ack) => acked.extend(ack.ids),
                 ClientFrame::LeaveGroup { subscription_id } => {

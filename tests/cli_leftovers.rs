@@ -796,23 +796,7 @@ fn a_group_member_whose_stdout_is_blocked_keeps_its_events() {
     let mut other = (other_client.join_group("slow").glob("/slow/**").credit(1))
         .join()
         .expect("join");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || !other.wait_for_delivery(left).expect("wait") {
-            break;
-        }
-        match other.next_delivery().expect("delivery") {
-            Some(GroupDelivery::CaughtUp) => {}
-            Some(GroupDelivery::Event(event)) => {
-                panic!(
-                    "the second member got event {} while stdout was blocked",
-                    event.id
-                )
-            }
-            delivery => panic!("the second member got {delivery:?} while stdout was blocked"),
-        }
-    }
+    assert_nothing_delivered_for(&mut other, 5, "while stdout was blocked");
     let mut printed = String::new();
     let mut out = member.stdout.take().expect("stdout is piped");
     std::io::Read::read_to_string(&mut out, &mut printed).expect("read the output");
@@ -829,4 +813,61 @@ fn a_group_member_whose_stdout_is_blocked_keeps_its_events() {
     other.leave().expect("leave");
     let info = producer.group_info("slow").expect("group info");
     assert_eq!((info.pending, info.lag), (0, 0), "{stderr}");
+}
+
+/// Waits `seconds` for a delivery to `member` that must not come (a wait for something that
+/// must not come can only end by time); CaughtUp is not a delivery.
+fn assert_nothing_delivered_for(
+    member: &mut flo::client::GroupConsumer<'_>,
+    seconds: u64,
+    what: &str,
+) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !member.wait_for_delivery(left).expect("wait") {
+            return;
+        }
+        match member.next_delivery().expect("delivery") {
+            Some(GroupDelivery::CaughtUp) => {}
+            Some(GroupDelivery::Event(event)) => {
+                panic!("the second member got event {} {what}", event.id)
+            }
+            delivery => panic!("the second member got {delivery:?} {what}"),
+        }
+    }
+}
+
+/// Session 18 (left18): a member sent GroupProgress every second at most, whatever the
+/// group's ack time-out, so a group whose ack time-out is 1 s or less gave a long `--exec`
+/// command's event to another member meanwhile. The member now asks the group's ack time-out
+/// (GroupsDetailRequest) before it joins and sends GroupProgress every third of it (100 ms at
+/// least). Here the group's ack time-out is 600 ms; the command waits (on a FIFO) while a
+/// second member waits 3 s for a delivery; nothing comes to it, and the event is acknowledged
+/// once.
+#[test]
+fn an_exec_command_in_a_group_with_a_short_ack_timeout_keeps_its_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(
+        &server,
+        &[
+            "groups",
+            "create",
+            "long",
+            "-n",
+            "/long/**",
+            "--ack-timeout",
+            "600ms",
+        ],
+    ));
+    let member = ExecMember::start_blocked(&server, dir.path());
+    let mut other_client = client(&server);
+    let mut other = (other_client.join_group("long").glob("/long/**").credit(1))
+        .join()
+        .expect("join");
+    assert_nothing_delivered_for(&mut other, 3, "while the command ran");
+    let stderr = member.finish_once();
+    other.leave().expect("leave");
+    assert_long_group_acknowledged(&server, &stderr);
 }

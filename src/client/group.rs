@@ -58,8 +58,15 @@ enum RangeProbe {
 }
 
 /// The longest [`GroupConsumer::progress_interval`]: a group's ack time-out may be as short
-/// as an operator set it, and the member does not know it.
+/// as an operator set it, and the member does not know it unless told
+/// ([`GroupBuilder::group_ack_timeout`]).
 pub const PROGRESS_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// The shortest [`GroupConsumer::progress_interval`]: a GroupProgress is a frame for the
+/// server to handle, so a member does not send one more than 10 times a second, however short
+/// the ack time-out (one of 300 ms or less gets fewer than three per time-out; one of 100 ms
+/// or less cannot be covered).
+pub const PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 /// Whether the server takes GroupProgress, as far as this membership has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +98,7 @@ pub struct GroupBuilder<'a> {
     ack_batch: usize,
     ack_ranges: bool,
     probe_progress: bool,
+    group_ack_timeout: Duration,
 }
 
 impl Client {
@@ -122,6 +130,7 @@ impl<'a> GroupBuilder<'a> {
             ack_batch: ACK_BATCH_DEFAULT,
             ack_ranges: true,
             probe_progress: false,
+            group_ack_timeout: Duration::ZERO,
         }
     }
 
@@ -189,6 +198,14 @@ impl<'a> GroupBuilder<'a> {
         self
     }
 
+    /// The group's ack time-out, as the caller learned it (from [`Client::group_detail`]):
+    /// the join does not say it, and [`GroupConsumer::progress_interval`] derives from it
+    /// (zero: not known, the default).
+    pub fn group_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.group_ack_timeout = timeout;
+        self
+    }
+
     /// Validates the glob and sends the JoinGroup. The server does not answer a join: a refused
     /// join shows as the error of the first [`GroupConsumer::next_delivery`].
     pub fn join(mut self) -> Result<GroupConsumer<'a>, ClientError> {
@@ -245,6 +262,7 @@ impl<'a> GroupBuilder<'a> {
             delivered: 0,
             last_queued_sequence: None,
             ack_batch: self.ack_batch,
+            group_ack_timeout: self.group_ack_timeout,
             not_pending: 0,
             caught_up: false,
             ended: false,
@@ -305,6 +323,8 @@ pub struct GroupConsumer<'a> {
     /// extends it into a range.
     last_queued_sequence: Option<u64>,
     ack_batch: usize,
+    /// The group's ack time-out if the caller knew it ([`GroupBuilder::group_ack_timeout`]).
+    group_ack_timeout: Duration,
     /// NotPending errors the server sent (late acks of events already given to another
     /// member and acknowledged there, or parked).
     not_pending: u64,
@@ -451,17 +471,16 @@ impl GroupConsumer<'_> {
     }
 
     /// How often a member working on an event should call [`GroupConsumer::progress`] for it:
-    /// a third of the ack time-out this member asked for in its join, at most
-    /// [`PROGRESS_INTERVAL_MAX`] (1 s): a member does not know its group's ack time-out
-    /// (30 s by default, but a GroupAdmin create may set less), and a GroupProgress is 17
-    /// bytes for the server to handle. Never longer than [`GroupConsumer::keep_alive_interval`],
-    /// as a GroupProgress also keeps the connection from the idle time-out.
+    /// a third of the shorter of the ack time-out this member asked for in its join and the
+    /// group's ([`GroupBuilder::group_ack_timeout`], when the caller knew it), at least
+    /// [`PROGRESS_INTERVAL_MIN`] (100 ms) and at most [`PROGRESS_INTERVAL_MAX`] (1 s): the
+    /// join does not tell a member its group's ack time-out (30 s by default, but a GroupAdmin
+    /// create or update may set less, also after the join), and a GroupProgress is 17 bytes
+    /// for the server to handle. Never longer than [`GroupConsumer::keep_alive_interval`], as
+    /// a GroupProgress also keeps the connection from the idle time-out.
     pub fn progress_interval(&self) -> Duration {
-        let own = match self.join.ack_timeout_ms {
-            0 => PROGRESS_INTERVAL_MAX,
-            ms => Duration::from_millis(u64::from(ms).div_ceil(3)),
-        };
-        let interval = own.min(PROGRESS_INTERVAL_MAX);
+        let own = Duration::from_millis(u64::from(self.join.ack_timeout_ms));
+        let interval = progress_interval_for(own, self.group_ack_timeout);
         match self.keep_alive_interval() {
             Some(keep_alive) => interval.min(keep_alive),
             None => interval,
@@ -953,6 +972,19 @@ impl GroupConsumer<'_> {
     }
 }
 
+/// A third of the shorter known ack time-out (zero: not known), within
+/// [`PROGRESS_INTERVAL_MIN`] and [`PROGRESS_INTERVAL_MAX`].
+fn progress_interval_for(own: Duration, group: Duration) -> Duration {
+    let known = [own, group].into_iter().filter(|t| !t.is_zero()).min();
+    match known {
+        None => PROGRESS_INTERVAL_MAX,
+        Some(timeout) => {
+            let third = Duration::from_millis((timeout.as_millis() as u64).div_ceil(3));
+            third.clamp(PROGRESS_INTERVAL_MIN, PROGRESS_INTERVAL_MAX)
+        }
+    }
+}
+
 impl Iterator for GroupConsumer<'_> {
     type Item = Result<Event, ClientError>;
 
@@ -980,5 +1012,32 @@ impl Drop for GroupConsumer<'_> {
                 subscription_id: self.subscription_id,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_progress_interval_is_a_third_of_the_shorter_known_ack_timeout_within_its_bounds() {
+        let zero = Duration::ZERO;
+        assert_eq!(progress_interval_for(zero, zero), PROGRESS_INTERVAL_MAX);
+        // The group's default (30 s) and anything over 3 s: once a second.
+        assert_eq!(
+            progress_interval_for(zero, 30_000 * MS),
+            PROGRESS_INTERVAL_MAX
+        );
+        // A group ack time-out of 1 s or less, which once a second could not cover.
+        assert_eq!(progress_interval_for(zero, 900 * MS), 300 * MS);
+        assert_eq!(progress_interval_for(zero, 1000 * MS), 334 * MS);
+        // The member's own, lower one wins, and so does the group's when it is lower.
+        assert_eq!(progress_interval_for(600 * MS, 30_000 * MS), 200 * MS);
+        assert_eq!(progress_interval_for(30_000 * MS, 600 * MS), 200 * MS);
+        // Never more often than 10 times a second.
+        assert_eq!(progress_interval_for(zero, 150 * MS), PROGRESS_INTERVAL_MIN);
+        assert_eq!(progress_interval_for(1 * MS, zero), PROGRESS_INTERVAL_MIN);
     }
 }

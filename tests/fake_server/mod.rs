@@ -58,6 +58,16 @@ impl FakeConn {
         }));
     }
 
+    /// Takes the GroupsDetailRequest that `consume --group` sends first to learn the group's
+    /// ack time-out, and answers that the group does not exist (the join creates it).
+    pub fn answer_group_detail_no_such_group(&mut self) {
+        match self.receive() {
+            ClientFrame::GroupsDetailRequest(_) => {}
+            other => panic!("expected GroupsDetailRequest, got {other:?}"),
+        }
+        self.send(no_such_group());
+    }
+
     /// Takes the GroupProgress without ids that flo-client sends before a JoinGroup to learn
     /// whether the server knows that frame, and answers as a server that does: UnknownGroup
     /// (the id is not a membership yet).
@@ -78,6 +88,15 @@ impl FakeConn {
         assert!(matches!(self.receive(), ClientFrame::Hello(_)));
         self.send(ServerFrame::Welcome(welcome));
     }
+}
+
+/// The answer to a GroupsDetailRequest naming a group that does not exist.
+pub fn no_such_group() -> ServerFrame {
+    ServerFrame::Error(protocol::ErrorFrame {
+        scope: protocol::ErrorScope::Connection,
+        code: protocol::ErrorCode::NoSuchGroup,
+        message: "no such group".into(),
+    })
 }
 
 pub fn welcome(event_data_size_max: u32) -> Welcome {

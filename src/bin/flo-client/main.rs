@@ -2100,7 +2100,9 @@ fn consume_group(
     if from != "beginning" {
         note_an_existing_group_ignores_from(&mut client, group, from);
     }
-    let mut builder = client.join_group(group).glob(glob).start(start);
+    let group_ack_timeout = known_group_ack_timeout(server, &mut client, group)?;
+    let mut builder =
+        (client.join_group(group).glob(glob).start(start)).group_ack_timeout(group_ack_timeout);
     let format = match output {
         GroupOutput::Print(format) => *format,
         GroupOutput::Exec {
@@ -2201,6 +2203,37 @@ impl LastEvents {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+}
+
+/// The group's ack time-out, which the join does not tell a member, so that it sends
+/// GroupProgress often enough (`GroupConsumer::progress_interval`): asked with
+/// GroupsDetailRequest. Zero when the server does not say: the group does not exist yet (the
+/// join creates it with the server's default), the principal is not an admin
+/// (PermissionDenied), or the server is older than that request (it closed the connection
+/// with MalformedFrame: `client` is connected again).
+fn known_group_ack_timeout(
+    server: &Server,
+    client: &mut Client,
+    group: &str,
+) -> Result<Duration, String> {
+    use flo::client::ErrorCode;
+    match client.group_detail(group) {
+        Ok(detail) => Ok(Duration::from_millis(u64::from(
+            detail.settings.ack_timeout_ms,
+        ))),
+        Err(ClientError::Server {
+            code: ErrorCode::NoSuchGroup | ErrorCode::PermissionDenied,
+            ..
+        }) => Ok(Duration::ZERO),
+        Err(ClientError::Server {
+            code: ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            *client = connect(server)?;
+            Ok(Duration::ZERO)
+        }
+        Err(error) => Err(error.to_string()),
     }
 }
 
