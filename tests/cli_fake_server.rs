@@ -7,7 +7,7 @@ mod fake_server;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use fake_server::{fake_listener, fake_server, FakeConn};
+use fake_server::{fake_listener, fake_server, FakeConn, FakeListener};
 use flo::event::{Event, EventId};
 use flo::protocol::{Ack, ClientFrame, EndReason, ServerFrame};
 
@@ -393,6 +393,8 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
     let (addr, server) = fake_listener(|listener| {
         let mut conn = listener.accept();
         conn.handshake(1024);
+        conn.answer_group_detail_no_such_group();
+        conn.answer_progress_probe();
         let id = match conn.receive() {
             ClientFrame::JoinGroup(join) => join.subscription_id,
             other => panic!("expected JoinGroup, got {other:?}"),
@@ -458,6 +460,85 @@ fn consume_group_on_a_server_older_than_ack_ranges_goes_on_with_single_acks() {
     }
     assert!(
         stderr.contains("the server is older than GroupAckRange"),
+        "{stderr}"
+    );
+}
+
+/// A server older than GroupProgress (0x1C), as far as a group member sees it: it closes the
+/// connection with MalformedFrame at that frame; it delivers event 1 to a member that joins
+/// until the event is acknowledged, answers Pings and the leave. Returns the ids acknowledged
+/// and whether the refused GroupProgress named an event (the member lost the event it held).
+fn serve_as_a_server_older_than_group_progress(listener: FakeListener) -> (Vec<EventId>, bool) {
+    let mut acked = Vec::new();
+    for _ in 0..2 {
+        let mut conn = listener.accept();
+        conn.handshake(1024);
+        loop {
+            match conn.receive() {
+                ClientFrame::GroupProgress(progress) => {
+                    conn.refuse_unknown_frame(0x1c);
+                    if !progress.ids.is_empty() {
+                        return (acked, true);
+                    }
+                    break;
+                }
+                ClientFrame::JoinGroup(join) => {
+                    if acked.is_empty() {
+                        conn.send(ServerFrame::Event {
+                            subscription_id: join.subscription_id,
+                            event: food_event(1),
+                        });
+                    }
+                    conn.send(ServerFrame::CaughtUp {
+                        subscription_id: join.subscription_id,
+                    });
+                }
+                ClientFrame::Ping { token } => conn.send(ServerFrame::Pong { token }),
+                ClientFrame::GroupsDetailRequest(_) => conn.send(fake_server::no_such_group()),
+                ClientFrame::Credit { .. } => {}
+                ClientFrame::GroupAck(ack) => acked.extend(ack.ids),
+                ClientFrame::LeaveGroup { subscription_id } => {
+                    conn.send(ServerFrame::End {
+                        subscription_id,
+                        reason: EndReason::Unsubscribed,
+                    });
+                    return (acked, false);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    (acked, false)
+}
+
+/// `consume --group --exec` on a server older than GroupProgress, with a command longer than
+/// the member's progress interval (1 s). Before: the member sent GroupProgress 1 s into the
+/// command, the server closed the connection (the event went back to the group), and
+/// flo-client exited 1 without acknowledging the work done. Now the join probes the frame
+/// (a GroupProgress without ids before the JoinGroup), the member joins again on a new
+/// connection, keeps it open with Pings while the command runs, acknowledges the event, says
+/// once on standard error that the server cannot extend ack time-outs, and exits 0.
+#[test]
+fn consume_group_exec_on_a_server_older_than_group_progress_keeps_its_event() {
+    let (addr, server) = fake_listener(serve_as_a_server_older_than_group_progress);
+    let command = "sleep 2.5; echo ran $FLO_EVENT_ID";
+    let output = flo_client(
+        &port_of(&addr),
+        &[
+            "consume", "--group", "eaters", "-n", "/food/**", "--exec", command,
+        ],
+        b"",
+    );
+    let (acked, lost) = server.join().expect("fake server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!lost, "the member lost its event: {stdout}\n{stderr}");
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(acked, [EventId::new(1, 1)], "{stderr}");
+    assert_eq!(stdout.matches("ran ").count(), 1, "{stdout}");
+    assert_eq!(
+        stderr.matches("older than GroupProgress").count(),
+        1,
         "{stderr}"
     );
 }

@@ -746,3 +746,128 @@ fn a_line_longer_than_the_event_limit_ends_a_piped_produce_after_a_bounded_read(
     }
     assert!(stored(&server).is_empty(), "nothing is stored");
 }
+
+/// Session 18 (left18): plain `consume --group` whose standard output does not drain (a pipe
+/// into `less`, a slow reader) for longer than the group's ack time-out had the events it held
+/// delivered to another member while it was still writing them: blocked in the write, it sent
+/// nothing. The writes now go through a thread of their own and the member sends
+/// GroupProgress for its held events meanwhile (also those delivered behind the blocked
+/// write, which it reads ahead). Here the group's ack time-out is 2 s; the member is given 40
+/// events of 4 KiB (more than a pipe's buffer) while the test does not read its output, a
+/// second member waits 5 s for a delivery (a wait for something that must not come can only
+/// end by time), nothing comes to it, and then the output is read: every event once.
+#[test]
+fn a_group_member_whose_stdout_is_blocked_keeps_its_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(
+        &server,
+        &[
+            "groups",
+            "create",
+            "slow",
+            "-n",
+            "/slow/**",
+            "--ack-timeout",
+            "2s",
+        ],
+    ));
+    let mut producer = client(&server);
+    for index in 0..40 {
+        let data = format!("{index:04} {}", "x".repeat(4096));
+        producer
+            .produce("/slow/out", data.as_bytes())
+            .expect("produce");
+    }
+    let mut member = flo_client_command(&server.addr.to_string())
+        .args(["consume", "--group", "slow", "-n", "/slow/**"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flo-client");
+    // All 40 delivered to it (the only member), and some still held: those behind the
+    // output that fills the pipe's buffer.
+    wait_until("the member has all 40 events and holds some", || {
+        let info = producer.group_info("slow").expect("group info");
+        info.next == 40 && info.in_flight > 0
+    });
+    let mut other_client = client(&server);
+    let mut other = (other_client.join_group("slow").glob("/slow/**").credit(1))
+        .join()
+        .expect("join");
+    assert_nothing_delivered_for(&mut other, 5, "while stdout was blocked");
+    let mut printed = String::new();
+    let mut out = member.stdout.take().expect("stdout is piped");
+    std::io::Read::read_to_string(&mut out, &mut printed).expect("read the output");
+    let output = member.wait_with_output().expect("wait for flo-client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for index in 0..40 {
+        assert_eq!(
+            printed.matches(&format!("{index:04} x")).count(),
+            1,
+            "event {index}: {stderr}"
+        );
+    }
+    other.leave().expect("leave");
+    let info = producer.group_info("slow").expect("group info");
+    assert_eq!((info.pending, info.lag), (0, 0), "{stderr}");
+}
+
+/// Waits `seconds` for a delivery to `member` that must not come (a wait for something that
+/// must not come can only end by time); CaughtUp is not a delivery.
+fn assert_nothing_delivered_for(
+    member: &mut flo::client::GroupConsumer<'_>,
+    seconds: u64,
+    what: &str,
+) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !member.wait_for_delivery(left).expect("wait") {
+            return;
+        }
+        match member.next_delivery().expect("delivery") {
+            Some(GroupDelivery::CaughtUp) => {}
+            Some(GroupDelivery::Event(event)) => {
+                panic!("the second member got event {} {what}", event.id)
+            }
+            delivery => panic!("the second member got {delivery:?} {what}"),
+        }
+    }
+}
+
+/// Session 18 (left18): a member sent GroupProgress every second at most, whatever the
+/// group's ack time-out, so a group whose ack time-out is 1 s or less gave a long `--exec`
+/// command's event to another member meanwhile. The member now asks the group's ack time-out
+/// (GroupsDetailRequest) before it joins and sends GroupProgress every third of it (100 ms at
+/// least). Here the group's ack time-out is 600 ms; the command waits (on a FIFO) while a
+/// second member waits 3 s for a delivery; nothing comes to it, and the event is acknowledged
+/// once.
+#[test]
+fn an_exec_command_in_a_group_with_a_short_ack_timeout_keeps_its_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FloProcess::start(dir.path(), &[]);
+    stdout(&flo_client(
+        &server,
+        &[
+            "groups",
+            "create",
+            "long",
+            "-n",
+            "/long/**",
+            "--ack-timeout",
+            "600ms",
+        ],
+    ));
+    let member = ExecMember::start_blocked(&server, dir.path());
+    let mut other_client = client(&server);
+    let mut other = (other_client.join_group("long").glob("/long/**").credit(1))
+        .join()
+        .expect("join");
+    assert_nothing_delivered_for(&mut other, 3, "while the command ran");
+    let stderr = member.finish_once();
+    other.leave().expect("leave");
+    assert_long_group_acknowledged(&server, &stderr);
+}

@@ -9,6 +9,16 @@
 //! Ping follows the first one), the member remembers the ids it acknowledged; on that
 //! refusal it connects again, joins again, acknowledges those ids one by one and from then on
 //! sends GroupAck only (logged once, [`GroupConsumer::ack_ranges_refused`]).
+//!
+//! GroupProgress cannot be handled that way: a server older than it closes the connection,
+//! and the events in flight to the member go back to the group at once, so the member that
+//! was working on one loses it. With [`GroupBuilder::probe_progress`] the member finds out
+//! before it holds anything: it sends a GroupProgress without ids for the subscription id it
+//! is about to join, just before the JoinGroup. A server that knows the frame answers
+//! `UnknownGroup` (not a membership yet) and then takes the join; an older one closes the
+//! connection with MalformedFrame before it reads the join, and the member connects and joins
+//! again and keeps its connection open with Pings instead
+//! ([`GroupConsumer::progress_refused`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -48,8 +58,29 @@ enum RangeProbe {
 }
 
 /// The longest [`GroupConsumer::progress_interval`]: a group's ack time-out may be as short
-/// as an operator set it, and the member does not know it.
+/// as an operator set it, and the member does not know it unless told
+/// ([`GroupBuilder::group_ack_timeout`]).
 pub const PROGRESS_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// The shortest [`GroupConsumer::progress_interval`]: a GroupProgress is a frame for the
+/// server to handle, so a member does not send one more than 10 times a second, however short
+/// the ack time-out (one of 300 ms or less gets fewer than three per time-out; one of 100 ms
+/// or less cannot be covered).
+pub const PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
+/// Whether the server takes GroupProgress, as far as this membership has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressProbe {
+    /// Not probed: [`GroupConsumer::progress`] sends GroupProgress.
+    Off,
+    /// The probe went out before the JoinGroup; its answer is the first frame for this id.
+    Sent,
+    /// The server answered the probe with `UnknownGroup`: it knows the frame.
+    Known,
+    /// The server closed the connection at the probe: [`GroupConsumer::progress`] sends a
+    /// Ping instead.
+    Refused,
+}
 
 /// Unproven acks remembered at most; past this, acks go by id until ranges are proven.
 const UNPROVEN_ACKS_MAX: usize = 65_536;
@@ -66,6 +97,8 @@ pub struct GroupBuilder<'a> {
     max_in_flight: u32,
     ack_batch: usize,
     ack_ranges: bool,
+    probe_progress: bool,
+    group_ack_timeout: Duration,
 }
 
 impl Client {
@@ -96,6 +129,8 @@ impl<'a> GroupBuilder<'a> {
             max_in_flight: 0,
             ack_batch: ACK_BATCH_DEFAULT,
             ack_ranges: true,
+            probe_progress: false,
+            group_ack_timeout: Duration::ZERO,
         }
     }
 
@@ -152,6 +187,25 @@ impl<'a> GroupBuilder<'a> {
         self
     }
 
+    /// Whether to find out, with the join, if the server takes GroupProgress (off by default):
+    /// a GroupProgress without ids for the subscription id being joined goes just before the
+    /// JoinGroup (see the module documentation). A server older than the frame closes the
+    /// connection at it, before it reads the join; the consumer then connects and joins again
+    /// ([`Client::connect`] only), and [`GroupConsumer::progress`] sends Pings. On for a
+    /// member that will call [`GroupConsumer::progress`]; it costs no round trip.
+    pub fn probe_progress(mut self, on: bool) -> Self {
+        self.probe_progress = on;
+        self
+    }
+
+    /// The group's ack time-out, as the caller learned it (from [`Client::group_detail`]):
+    /// the join does not say it, and [`GroupConsumer::progress_interval`] derives from it
+    /// (zero: not known, the default).
+    pub fn group_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.group_ack_timeout = timeout;
+        self
+    }
+
     /// Validates the glob and sends the JoinGroup. The server does not answer a join: a refused
     /// join shows as the error of the first [`GroupConsumer::next_delivery`].
     pub fn join(mut self) -> Result<GroupConsumer<'a>, ClientError> {
@@ -172,6 +226,16 @@ impl<'a> GroupBuilder<'a> {
             max_deliveries: self.max_deliveries,
             max_in_flight: self.max_in_flight,
         };
+        let probe = self.probe_progress && self.client.reconnect.is_some();
+        if probe {
+            self.client
+                .connection
+                .queue(&ClientFrame::GroupProgress(GroupAck {
+                    subscription_id,
+                    delay_ms: 0,
+                    ids: Vec::new(),
+                }))?;
+        }
         self.client
             .connection
             .send(&ClientFrame::JoinGroup(join.clone()))?;
@@ -186,6 +250,10 @@ impl<'a> GroupBuilder<'a> {
             queued_count: 0,
             ack_ranges,
             range_probe: RangeProbe::NotSent,
+            progress_probe: match probe {
+                true => ProgressProbe::Sent,
+                false => ProgressProbe::Off,
+            },
             unproven_acks: Vec::new(),
             acked_before_rejoin: HashSet::new(),
             ranges_refused: false,
@@ -194,10 +262,12 @@ impl<'a> GroupBuilder<'a> {
             delivered: 0,
             last_queued_sequence: None,
             ack_batch: self.ack_batch,
+            group_ack_timeout: self.group_ack_timeout,
             not_pending: 0,
             caught_up: false,
             ended: false,
-            buffered: None,
+            buffered: VecDeque::new(),
+            queued_ids: Vec::new(),
         })
     }
 }
@@ -231,6 +301,8 @@ pub struct GroupConsumer<'a> {
     ack_ranges: bool,
     /// Whether the server is known to take GroupAckRange on this connection.
     range_probe: RangeProbe,
+    /// Whether the server is known to take GroupProgress.
+    progress_probe: ProgressProbe,
     /// While ranges are not proven: every id acknowledged (queued or sent), to acknowledge
     /// them again by id if the server turns out to be older than GroupAckRange.
     unproven_acks: Vec<EventId>,
@@ -251,12 +323,20 @@ pub struct GroupConsumer<'a> {
     /// extends it into a range.
     last_queued_sequence: Option<u64>,
     ack_batch: usize,
+    /// The group's ack time-out if the caller knew it ([`GroupBuilder::group_ack_timeout`]).
+    group_ack_timeout: Duration,
     /// NotPending errors the server sent (late acks of events already given to another
     /// member and acknowledged there, or parked).
     not_pending: u64,
     caught_up: bool,
     ended: bool,
-    buffered: Option<GroupDelivery>,
+    /// Deliveries read and not yet handed out: one while a command-line consumer checks
+    /// whether the next one waits ([`GroupConsumer::has_buffered`]), at most the credit
+    /// window while it reads ahead ([`GroupConsumer::progress_held`]). Credit is granted for
+    /// an event when it is handed out, so the server never sends more than this can hold.
+    buffered: VecDeque<GroupDelivery>,
+    /// The ids whose acks are queued in `acks` (a range hides its inner ids).
+    queued_ids: Vec<EventId>,
 }
 
 impl GroupConsumer<'_> {
@@ -297,6 +377,14 @@ impl GroupConsumer<'_> {
         self.ranges_refused
     }
 
+    /// True once the server turned out to be older than GroupProgress
+    /// ([`GroupBuilder::probe_progress`]): [`GroupConsumer::progress`] sends a Ping instead, so
+    /// the connection stays open but the ack time-outs of the events it holds are not
+    /// extended.
+    pub fn progress_refused(&self) -> bool {
+        self.progress_probe == ProgressProbe::Refused
+    }
+
     /// Marks the event done. Queued; sent once `ack_batch` acks are queued, before the
     /// consumer waits for the network, and by [`GroupConsumer::flush`] and `leave`. Acks of
     /// deliveries that came one after another, made in that order, go as one range.
@@ -324,6 +412,7 @@ impl GroupConsumer<'_> {
         }
         self.last_queued_sequence = sequence;
         self.queued_count += 1;
+        self.queued_ids.push(id);
         if self.queued_count >= self.ack_batch {
             self.flush()?;
         }
@@ -382,17 +471,16 @@ impl GroupConsumer<'_> {
     }
 
     /// How often a member working on an event should call [`GroupConsumer::progress`] for it:
-    /// a third of the ack time-out this member asked for in its join, at most
-    /// [`PROGRESS_INTERVAL_MAX`] (1 s): a member does not know its group's ack time-out
-    /// (30 s by default, but a GroupAdmin create may set less), and a GroupProgress is 17
-    /// bytes for the server to handle. Never longer than [`GroupConsumer::keep_alive_interval`],
-    /// as a GroupProgress also keeps the connection from the idle time-out.
+    /// a third of the shorter of the ack time-out this member asked for in its join and the
+    /// group's ([`GroupBuilder::group_ack_timeout`], when the caller knew it), at least
+    /// [`PROGRESS_INTERVAL_MIN`] (100 ms) and at most [`PROGRESS_INTERVAL_MAX`] (1 s): the
+    /// join does not tell a member its group's ack time-out (30 s by default, but a GroupAdmin
+    /// create or update may set less, also after the join), and a GroupProgress is 17 bytes
+    /// for the server to handle. Never longer than [`GroupConsumer::keep_alive_interval`], as
+    /// a GroupProgress also keeps the connection from the idle time-out.
     pub fn progress_interval(&self) -> Duration {
-        let own = match self.join.ack_timeout_ms {
-            0 => PROGRESS_INTERVAL_MAX,
-            ms => Duration::from_millis(u64::from(ms).div_ceil(3)),
-        };
-        let interval = own.min(PROGRESS_INTERVAL_MAX);
+        let own = Duration::from_millis(u64::from(self.join.ack_timeout_ms));
+        let interval = progress_interval_for(own, self.group_ack_timeout);
         match self.keep_alive_interval() {
             Some(keep_alive) => interval.min(keep_alive),
             None => interval,
@@ -406,10 +494,15 @@ impl GroupConsumer<'_> {
     /// [`GroupConsumer::keep_alive`] does. An id no longer in flight to this member (it timed
     /// out before, or was never delivered to it) gets a `NotPending` answer, counted in
     /// [`GroupConsumer::not_pending_count`] when it is read. A server older than the frame
-    /// closes the connection (`MalformedFrame`).
+    /// closes the connection (`MalformedFrame`), unless the join probed it
+    /// ([`GroupBuilder::probe_progress`]): then this sends a Ping
+    /// ([`GroupConsumer::progress_refused`]).
     pub fn progress(&mut self, ids: &[EventId]) -> Result<(), ClientError> {
         if self.ended {
             return Ok(());
+        }
+        if self.progress_probe == ProgressProbe::Refused {
+            return self.keep_alive();
         }
         for chunk in ids.chunks(usize::from(u16::MAX)) {
             self.client
@@ -435,6 +528,7 @@ impl GroupConsumer<'_> {
     }
 
     fn queue_acks(&mut self) -> Result<(), ClientError> {
+        self.queued_ids.clear();
         if self.acks.is_empty() || self.ended {
             self.acks.clear();
             self.queued_count = 0;
@@ -499,6 +593,48 @@ impl GroupConsumer<'_> {
                 .contains(&format!("{:#04x}", kind::GROUP_ACK_RANGE))
     }
 
+    /// The answer of a server older than GroupProgress to the probe sent before the join:
+    /// MalformedFrame naming the frame's kind.
+    fn is_progress_refusal(&self, error: &ErrorFrame) -> bool {
+        self.progress_probe == ProgressProbe::Sent
+            && error.scope == ErrorScope::Connection
+            && error.code == ErrorCode::MalformedFrame
+            && error
+                .message
+                .contains(&format!("{:#04x}", kind::GROUP_PROGRESS))
+    }
+
+    /// The server is older than GroupProgress and closed the connection at the probe, before
+    /// it read the join (nothing was delivered or acknowledged): connect and join again, and
+    /// send Pings instead of GroupProgress from now on.
+    fn rejoin_without_progress(&mut self, refusal: ErrorFrame) -> Result<(), ClientError> {
+        // Only sent on a client that can reconnect (`GroupBuilder::join`).
+        let Some((addr, options)) = self.client.reconnect.clone() else {
+            return Err(server_error(refusal));
+        };
+        log::warn!(
+            "group {}: the server does not know GroupProgress ({}); joining again",
+            self.group,
+            refusal.message
+        );
+        let mut client = Client::connect(&addr, options)?;
+        client.next_subscription_id = self.client.next_subscription_id;
+        client.ack_ranges_refused = self.client.ack_ranges_refused;
+        let slot: &mut Client = &mut self.client;
+        *slot = client;
+        self.progress_probe = ProgressProbe::Refused;
+        self.credit = CreditWindow::new(self.join.credit);
+        self.client
+            .connection
+            .queue(&ClientFrame::JoinGroup(self.join.clone()))?;
+        if self.leaving {
+            self.client.connection.queue(&ClientFrame::LeaveGroup {
+                subscription_id: self.subscription_id,
+            })?;
+        }
+        self.client.connection.flush()
+    }
+
     /// Sending failed. If a range went out unproven, the server may have closed the connection
     /// because it does not know the frame: read what it sent before closing, and if that is
     /// the refusal, join again with single acks (then the send counts as done).
@@ -557,6 +693,7 @@ impl GroupConsumer<'_> {
         self.ranges_refused = true;
         self.range_probe = RangeProbe::NotSent;
         self.queued_count = 0;
+        self.queued_ids.clear();
         self.last_queued_sequence = None;
         self.recent.clear();
         self.delivered = 0;
@@ -616,7 +753,7 @@ impl GroupConsumer<'_> {
         if let Err(error) = sent {
             self.after_send_error(error)?;
         }
-        self.buffered = None;
+        self.buffered.clear();
         while !self.ended {
             let frame = self
                 .client
@@ -631,7 +768,7 @@ impl GroupConsumer<'_> {
     /// True when the next delivery is already buffered, so asking for it will not wait for
     /// the network (a command-line consumer flushes its output when this is false).
     pub fn has_buffered(&mut self) -> Result<bool, ClientError> {
-        if self.buffered.is_some() || self.ended {
+        if !self.buffered.is_empty() || self.ended {
             return Ok(true);
         }
         loop {
@@ -642,7 +779,7 @@ impl GroupConsumer<'_> {
             };
             match self.on_frame(frame) {
                 Ok(Some(delivery)) => {
-                    self.buffered = Some(delivery);
+                    self.buffered.push_back(delivery);
                     return Ok(true);
                 }
                 Ok(None) => {}
@@ -674,7 +811,16 @@ impl GroupConsumer<'_> {
     /// The next delivery, waiting for it (queued acks are sent before waiting); `Ok(None)`
     /// once the membership has ended.
     pub fn next_delivery(&mut self) -> Result<Option<GroupDelivery>, ClientError> {
-        if let Some(delivery) = self.buffered.take() {
+        let delivery = self.take_delivery()?;
+        if let Some(GroupDelivery::Event(_)) = delivery {
+            self.on_event_handed_out()
+                .map_err(|error| self.end_with(error))?;
+        }
+        Ok(delivery)
+    }
+
+    fn take_delivery(&mut self) -> Result<Option<GroupDelivery>, ClientError> {
+        if let Some(delivery) = self.buffered.pop_front() {
             return Ok(Some(delivery));
         }
         if self.ended {
@@ -683,7 +829,7 @@ impl GroupConsumer<'_> {
         if !self.has_buffered()? {
             self.flush().map_err(|error| self.end_with(error))?;
         }
-        if let Some(delivery) = self.buffered.take() {
+        if let Some(delivery) = self.buffered.pop_front() {
             return Ok(Some(delivery));
         }
         loop {
@@ -698,6 +844,47 @@ impl GroupConsumer<'_> {
         }
     }
 
+    /// Keeps every event this member holds from its ack time-out while the caller cannot
+    /// take deliveries (a command-line consumer whose standard output does not drain): reads
+    /// the frames that already arrived, without waiting, into the deliveries not yet handed
+    /// out (at most the credit window: credit is granted only as events are handed out, so
+    /// the server sends no more), then sends one GroupProgress for every event delivered to
+    /// this membership and not acknowledged to the server: those not handed out yet, those
+    /// handed out and not acknowledged (the newest 4096), and those whose acks are queued
+    /// (a range's inner ids excepted). With nothing held it sends a Ping. Call it at most
+    /// every [`GroupConsumer::progress_interval`].
+    pub fn progress_held(&mut self) -> Result<(), ClientError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.read_ahead().map_err(|error| self.end_with(error))?;
+        let mut ids: Vec<EventId> = self.recent.iter().map(|(_, id)| *id).collect();
+        ids.extend_from_slice(&self.queued_ids);
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.is_empty() {
+            true => self.keep_alive(),
+            false => self.progress(&ids),
+        }
+    }
+
+    /// Reads what already arrived, waiting for nothing, until the credit window's worth of
+    /// deliveries waits to be handed out.
+    fn read_ahead(&mut self) -> Result<(), ClientError> {
+        let held_max = usize::try_from(self.join.credit).unwrap_or(usize::MAX);
+        while self.buffered.len() < held_max && !self.ended {
+            let frame = match self.client.connection.receive_buffered()? {
+                Some(frame) => frame,
+                None if self.client.connection.poll_bytes(Duration::ZERO)? => continue,
+                None => return Ok(()),
+            };
+            if let Some(delivery) = self.on_frame(frame)? {
+                self.buffered.push_back(delivery);
+            }
+        }
+        Ok(())
+    }
+
     fn end_with(&mut self, error: ClientError) -> ClientError {
         self.ended = true;
         error
@@ -710,10 +897,10 @@ impl GroupConsumer<'_> {
                 subscription_id,
                 event,
             } if subscription_id == own => {
-                self.on_event_delivered()?;
                 if self.acked_before_rejoin.remove(&event.id) {
                     // Delivered again before the server read this member's ack of it, which
                     // settles it: the consumer had it already.
+                    self.on_event_handed_out()?;
                     self.delivered += 1;
                     return Ok(None);
                 }
@@ -734,6 +921,18 @@ impl GroupConsumer<'_> {
             } if subscription_id == own => {
                 self.ended = true;
                 Ok(Some(GroupDelivery::End(reason)))
+            }
+            ServerFrame::Error(error)
+                if self.progress_probe == ProgressProbe::Sent
+                    && error.scope == ErrorScope::Subscription(own)
+                    && error.code == ErrorCode::UnknownGroup =>
+            {
+                // The probe's answer, before the join was read: the server knows the frame.
+                self.progress_probe = ProgressProbe::Known;
+                Ok(None)
+            }
+            ServerFrame::Error(refusal) if self.is_progress_refusal(&refusal) => {
+                self.rejoin_without_progress(refusal).map(|()| None)
             }
             ServerFrame::Error(error) if error.scope == ErrorScope::Subscription(own) => {
                 if error.code == ErrorCode::NotPending {
@@ -761,8 +960,8 @@ impl GroupConsumer<'_> {
         }
     }
 
-    /// Grants more credit once half the window has been used.
-    fn on_event_delivered(&mut self) -> Result<(), ClientError> {
+    /// Grants more credit once half the window has been handed out.
+    fn on_event_handed_out(&mut self) -> Result<(), ClientError> {
         if let Some(count) = self.credit.on_delivered() {
             self.client.connection.queue(&ClientFrame::Credit {
                 subscription_id: self.subscription_id,
@@ -770,6 +969,19 @@ impl GroupConsumer<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// A third of the shorter known ack time-out (zero: not known), within
+/// [`PROGRESS_INTERVAL_MIN`] and [`PROGRESS_INTERVAL_MAX`].
+fn progress_interval_for(own: Duration, group: Duration) -> Duration {
+    let known = [own, group].into_iter().filter(|t| !t.is_zero()).min();
+    match known {
+        None => PROGRESS_INTERVAL_MAX,
+        Some(timeout) => {
+            let third = Duration::from_millis((timeout.as_millis() as u64).div_ceil(3));
+            third.clamp(PROGRESS_INTERVAL_MIN, PROGRESS_INTERVAL_MAX)
+        }
     }
 }
 
@@ -800,5 +1012,32 @@ impl Drop for GroupConsumer<'_> {
                 subscription_id: self.subscription_id,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_progress_interval_is_a_third_of_the_shorter_known_ack_timeout_within_its_bounds() {
+        let zero = Duration::ZERO;
+        assert_eq!(progress_interval_for(zero, zero), PROGRESS_INTERVAL_MAX);
+        // The group's default (30 s) and anything over 3 s: once a second.
+        assert_eq!(
+            progress_interval_for(zero, 30_000 * MS),
+            PROGRESS_INTERVAL_MAX
+        );
+        // A group ack time-out of 1 s or less, which once a second could not cover.
+        assert_eq!(progress_interval_for(zero, 900 * MS), 300 * MS);
+        assert_eq!(progress_interval_for(zero, 1000 * MS), 334 * MS);
+        // The member's own, lower one wins, and so does the group's when it is lower.
+        assert_eq!(progress_interval_for(600 * MS, 30_000 * MS), 200 * MS);
+        assert_eq!(progress_interval_for(30_000 * MS, 600 * MS), 200 * MS);
+        // Never more often than 10 times a second.
+        assert_eq!(progress_interval_for(zero, 150 * MS), PROGRESS_INTERVAL_MIN);
+        assert_eq!(progress_interval_for(1 * MS, zero), PROGRESS_INTERVAL_MIN);
     }
 }

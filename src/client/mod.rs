@@ -54,6 +54,7 @@ pub use cursor_text::{format_cursor, load_cursor, parse_cursor, save_cursor, Cur
 pub use error::{describe_io_error, ClientError};
 pub use group::{
     GroupBuilder, GroupConsumer, GroupDelivery, ACK_BATCH_DEFAULT, PROGRESS_INTERVAL_MAX,
+    PROGRESS_INTERVAL_MIN,
 };
 pub use group_admin::GROUPS_LISTED_MAX;
 pub use idempotent::IdempotentProducer;

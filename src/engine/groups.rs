@@ -68,6 +68,9 @@ pub(super) struct Groups {
     /// the next turn starts with the group after it, so every group's time-outs are handled
     /// in turn (attack round 9).
     expiry_ran_out: Option<String>,
+    /// Events delivered to members so far (wrapping): the turn summary that tells the
+    /// reactor a member may answer soon (`Engine::take_member_deliveries`).
+    pub(super) deliveries: u64,
 }
 
 pub(super) struct Group {
@@ -531,6 +534,7 @@ impl Groups {
             created_log: LogLimit::default(),
             deleted_log: LogLimit::default(),
             expiry_ran_out: None,
+            deliveries: 0,
         }
     }
 
@@ -682,6 +686,7 @@ impl Groups {
             created_log: LogLimit::default(),
             deleted_log: LogLimit::default(),
             expiry_ran_out: None,
+            deliveries: 0,
         })
     }
 
@@ -1166,7 +1171,12 @@ impl<L: Log> Engine<L> {
             connections_memory,
             ..
         } = self;
-        let Groups { groups, store, .. } = groups;
+        let Groups {
+            groups,
+            store,
+            deliveries: member_deliveries,
+            ..
+        } = groups;
         // Called for existing groups only.
         let group = groups.get_mut(name).expect("group");
         if group.members.is_empty() {
@@ -1207,6 +1217,7 @@ impl<L: Log> Engine<L> {
             let counted = std::mem::replace(&mut connection.memory_counted, memory);
             *connections_memory = *connections_memory - counted + memory;
             stats.events_delivered += 1;
+            *member_deliveries = member_deliveries.wrapping_add(1);
         };
         let GroupBudget {
             records: budget,

@@ -720,3 +720,33 @@ fn unknown_group_messages_name_their_own_frame() {
     }
     assert!(harness.engine.is_open(client));
 }
+
+/// The turn summary that the reactor's post-turn polling reads (`reactor/spin.rs`): true after
+/// turns that delivered events to a group member, false after turns that only wrote a
+/// producer's ack (session 17's reactor polled after those too: +5% CPU an event under a
+/// produce flood), and each delivery is reported once.
+#[test]
+fn the_turn_summary_says_whether_group_members_were_sent_events() {
+    let mut harness = Harness::new();
+    let member = harness.client();
+    harness.send(member, join(1, "workers", "/jobs/**", 10));
+    harness.turn();
+    harness.received(member);
+    assert!(!harness.engine.take_member_deliveries());
+    // A produce outside the group's glob: only the producer's ack is written.
+    let producer = harness.client();
+    harness.produce(producer, 1, "/other/1", b"x");
+    harness.turn();
+    harness.turn();
+    assert_eq!(ack_ids(&harness.received(producer)).len(), 1);
+    assert!(events_of(&harness.received(member), 1).is_empty());
+    assert!(!harness.engine.take_member_deliveries());
+    // One the group's glob takes: delivered to the member.
+    harness.produce(producer, 2, "/jobs/1", b"x");
+    harness.turn();
+    harness.turn();
+    assert_eq!(ack_ids(&harness.received(producer)).len(), 1);
+    assert_eq!(events_of(&harness.received(member), 1).len(), 1);
+    assert!(harness.engine.take_member_deliveries());
+    assert!(!harness.engine.take_member_deliveries());
+}

@@ -357,6 +357,8 @@ pub struct Engine<L: Log> {
     /// Connections whose produce replies this turn released; `poll_action` hands them out
     /// before `output_queue`, so the acks are written before what feeding queued.
     reply_queue: VecDeque<ConnId>,
+    /// `groups.deliveries` at the last `take_member_deliveries`.
+    member_deliveries_seen: u64,
     /// Connections whose input was paused and may be decoded again (their output drained).
     input_resumed: Vec<ConnId>,
     /// Connections whose whole frames wait because a frame budget ran out (`input_deferred`);
@@ -477,6 +479,7 @@ impl<L: Log> Engine<L> {
             lookups: VecDeque::new(),
             output_queue: VecDeque::new(),
             reply_queue: VecDeque::new(),
+            member_deliveries_seen: 0,
             input_resumed: Vec::new(),
             input_deferred_queue: Vec::new(),
             turn_frames_left: frames_per_turn_total_max,
@@ -1286,6 +1289,19 @@ impl<L: Log> Engine<L> {
             }
         }
         None
+    }
+
+    /// A turn summary: whether events went to group members since the last call. A member
+    /// answers a delivery with its ack within microseconds, and the reactor polls briefly
+    /// after such a turn so that the ack finds it awake (`reactor/spin.rs`); a turn that only
+    /// wrote replies (producer acks, Pongs, lookups) or plain subscriptions' events, which are
+    /// answered at most by a Credit every half window, brings no such answer, and polling
+    /// after it only costs CPU (BENCHMARKS.md, issue 12, run U and left18's run).
+    pub fn take_member_deliveries(&mut self) -> bool {
+        let deliveries = self.groups.deliveries;
+        let delivered = deliveries != self.member_deliveries_seen;
+        self.member_deliveries_seen = deliveries;
+        delivered
     }
 
     /// True when consumers can make progress without new input, so the reactor must not

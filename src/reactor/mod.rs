@@ -133,9 +133,9 @@ pub(crate) struct Reactor<L: Log> {
     sockets: Slab<Socket>,
     /// Slab keys of sockets read only partly last turn (their budget ran out).
     read_again: Vec<usize>,
-    /// The last turn wrote to a socket (`Spin`: then the reactor polls a little before it
-    /// sleeps).
-    wrote_last_turn: bool,
+    /// The last turn delivered events to group members (`Engine::take_member_deliveries`;
+    /// `Spin`: then the reactor polls a little before it sleeps, for their acks).
+    delivered_last_turn: bool,
     spin: Spin,
     /// The socket key the next turn's reads start at: where the previous turn's total read
     /// budget ran out (`read_readable`).
@@ -200,7 +200,7 @@ impl<L: Log> Reactor<L> {
             listener_paused: false,
             sockets: Slab::new(),
             read_again: Vec::new(),
-            wrote_last_turn: false,
+            delivered_last_turn: false,
             spin: Spin::new(
                 config.reactor_spin,
                 config.reactor_spin_per_second_max,
@@ -361,6 +361,7 @@ impl<L: Log> Reactor<L> {
             self.timed_turn_sync(now);
             self.engine.handle_turn_end(now);
             self.drain_actions(now);
+            self.delivered_last_turn = self.engine.take_member_deliveries();
             self.resume_writes(&writable);
             self.enforce_lingering_memory();
             if now.monotonic.0 >= self.next_expiry_scan_ms {
@@ -381,14 +382,16 @@ impl<L: Log> Reactor<L> {
         }
     }
 
-    /// Waits at most `timeout` for readiness. After a turn that wrote to a socket it first
-    /// polls without sleeping for the `Spin` allowance, so that a peer's quick answer does not
-    /// have to wake the reactor (spin.rs says why and what bounds it).
+    /// Waits at most `timeout` for readiness. After a turn that delivered events to group
+    /// members it first polls without sleeping for the `Spin` allowance, so that a member's
+    /// quick ack does not have to wake the reactor (spin.rs says why and what bounds it).
     fn poll_spinning_first(&mut self, events: &mut Events, timeout: Duration) -> io::Result<()> {
         let started = Instant::now();
-        let allowance =
-            self.spin
-                .allowance(started, std::mem::take(&mut self.wrote_last_turn), timeout);
+        let allowance = self.spin.allowance(
+            started,
+            std::mem::take(&mut self.delivered_last_turn),
+            timeout,
+        );
         if !allowance.is_zero() {
             let result = loop {
                 if let Err(error) = self.poll.poll(events, Some(Duration::ZERO)) {
@@ -905,10 +908,7 @@ impl<L: Log> Reactor<L> {
     fn drain_actions(&mut self, now: Now) {
         while let Some(action) = self.engine.poll_action() {
             match action {
-                Action::Send(conn) => {
-                    self.wrote_last_turn = true;
-                    self.write_socket(conn);
-                }
+                Action::Send(conn) => self.write_socket(conn),
                 Action::Close { conn, final_output } => {
                     let deadline_ms = now.monotonic.0 + millis(self.config.linger_timeout);
                     self.close_socket(conn, final_output, deadline_ms);

@@ -58,11 +58,45 @@ impl FakeConn {
         }));
     }
 
+    /// Takes the GroupsDetailRequest that `consume --group` sends first to learn the group's
+    /// ack time-out, and answers that the group does not exist (the join creates it).
+    pub fn answer_group_detail_no_such_group(&mut self) {
+        match self.receive() {
+            ClientFrame::GroupsDetailRequest(_) => {}
+            other => panic!("expected GroupsDetailRequest, got {other:?}"),
+        }
+        self.send(no_such_group());
+    }
+
+    /// Takes the GroupProgress without ids that flo-client sends before a JoinGroup to learn
+    /// whether the server knows that frame, and answers as a server that does: UnknownGroup
+    /// (the id is not a membership yet).
+    pub fn answer_progress_probe(&mut self) {
+        let id = match self.receive() {
+            ClientFrame::GroupProgress(probe) if probe.ids.is_empty() => probe.subscription_id,
+            other => panic!("expected the GroupProgress probe, got {other:?}"),
+        };
+        self.send(ServerFrame::Error(protocol::ErrorFrame {
+            scope: protocol::ErrorScope::Subscription(id),
+            code: protocol::ErrorCode::UnknownGroup,
+            message: "GroupProgress for an id that is not a group membership".into(),
+        }));
+    }
+
     /// Answers the Hello with the given Welcome.
     pub fn handshake_with(&mut self, welcome: Welcome) {
         assert!(matches!(self.receive(), ClientFrame::Hello(_)));
         self.send(ServerFrame::Welcome(welcome));
     }
+}
+
+/// The answer to a GroupsDetailRequest naming a group that does not exist.
+pub fn no_such_group() -> ServerFrame {
+    ServerFrame::Error(protocol::ErrorFrame {
+        scope: protocol::ErrorScope::Connection,
+        code: protocol::ErrorCode::NoSuchGroup,
+        message: "no such group".into(),
+    })
 }
 
 pub fn welcome(event_data_size_max: u32) -> Welcome {
@@ -112,10 +146,11 @@ impl FakeListener {
     }
 }
 
-/// Starts a fake server that runs `script` with its listener; returns its address.
-pub fn fake_listener(
-    script: impl FnOnce(FakeListener) + Send + 'static,
-) -> (String, JoinHandle<()>) {
+/// Starts a fake server that runs `script` with its listener; returns its address and the
+/// thread, which returns what the script returns.
+pub fn fake_listener<T: Send + 'static>(
+    script: impl FnOnce(FakeListener) -> T + Send + 'static,
+) -> (String, JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr").to_string();
     let handle = std::thread::spawn(move || script(FakeListener(listener)));

@@ -33,6 +33,7 @@ pub fn consume(
 ) -> Result<(), String> {
     let failed = |error: flo::client::ClientError| group_error(group, glob, error);
     let mut handled = 0u64;
+    let mut said_no_progress = false;
     while limit == 0 || handled < limit {
         let event = match consumer.next_delivery().map_err(failed)? {
             None | Some(GroupDelivery::End(_)) => break,
@@ -40,6 +41,10 @@ pub fn consume(
             Some(GroupDelivery::CaughtUp) => continue,
             Some(GroupDelivery::Event(event)) => event,
         };
+        if consumer.progress_refused() && !said_no_progress {
+            said_no_progress = true;
+            eprintln!("{}", no_progress_note(group));
+        }
         handled += 1;
         // A Ctrl-C from here until the ack or nack is sent waits for them (see `on_sigint`).
         RUNNING.store(true, Ordering::SeqCst);
@@ -55,6 +60,16 @@ pub fn consume(
     consumer
         .leave()
         .map_err(|error| format!("group {group}: {error}"))
+}
+
+/// What a member says once when the server is older than GroupProgress (it closed the
+/// connection at the join's probe, `GroupBuilder::probe_progress`).
+pub fn no_progress_note(group: &str) -> String {
+    format!(
+        "flo-client: group {group:?}: the server is older than GroupProgress and cannot extend \
+         ack time-outs: an event held longer than the group's ack time-out is delivered to \
+         another member too (this member keeps its connection open with Pings)"
+    )
 }
 
 /// Acknowledges `event` when its command succeeded, refuses it (nack) otherwise, at once:
@@ -134,7 +149,8 @@ fn write_stderr(message: &[u8]) {
 /// in its environment; its standard output and error are this process's. While it runs, the
 /// member sends GroupProgress for the event every `progress_interval` (1 s at most): the
 /// group's ack time-out starts again each time, so a command longer than it (30 s by default)
-/// does not have its event delivered to another member too (prog17), and the connection is not
+/// does not have its event delivered to another member too (prog17; a server older than
+/// GroupProgress gets a Ping instead, see `no_progress_note`), and the connection is not
 /// closed as idle (attack round 17: a command longer than `--idle-timeout` had its connection
 /// closed, its finished work never acknowledged, flo-client exit 1 and the event delivered
 /// again; that fix sent Pings). The input is written by a thread of its own, so that a

@@ -1331,6 +1331,7 @@ fn trace(server: &Server, id: &str, format: Format) -> Result<(), String> {
 
 mod bench;
 mod exec;
+mod group_print;
 mod lookup;
 mod ops;
 
@@ -2099,7 +2100,9 @@ fn consume_group(
     if from != "beginning" {
         note_an_existing_group_ignores_from(&mut client, group, from);
     }
-    let mut builder = client.join_group(group).glob(glob).start(start);
+    let group_ack_timeout = known_group_ack_timeout(server, &mut client, group)?;
+    let mut builder =
+        (client.join_group(group).glob(glob).start(start)).group_ack_timeout(group_ack_timeout);
     let format = match output {
         GroupOutput::Print(format) => *format,
         GroupOutput::Exec {
@@ -2111,6 +2114,7 @@ fn consume_group(
             let consumer = builder
                 .credit(1)
                 .max_in_flight(1)
+                .probe_progress(true)
                 .join()
                 .map_err(|error| group_error(group, glob, error))?;
             return exec::consume(consumer, group, glob, tail, limit, command, *nack_delay);
@@ -2123,10 +2127,12 @@ fn consume_group(
             .credit(window.min(256))
             .max_in_flight(window.min(1000));
     }
-    let mut consumer = builder.join().map_err(|error| error.to_string())?;
-    let mut out = BufWriter::new(io::stdout().lock());
+    // Probed: the member sends GroupProgress while standard output is blocked.
+    let mut consumer = (builder.probe_progress(true).join()).map_err(|error| error.to_string())?;
+    let mut out = group_print::HeldOutput::start()?;
     let mut printed = 0u64;
     let mut said_single_acks = false;
+    let mut said_no_progress = false;
     loop {
         if limit > 0 && printed >= limit {
             break;
@@ -2138,10 +2144,14 @@ fn consume_group(
                  again, acknowledging by id"
             );
         }
+        if consumer.progress_refused() && !said_no_progress {
+            said_no_progress = true;
+            eprintln!("{}", exec::no_progress_note(group));
+        }
         // Flush before any wait for the network (the consumer sends its queued acks only
         // then, so an event is acknowledged only after it reached standard output).
         let buffered = consumer.has_buffered().map_err(|error| error.to_string())?;
-        if !buffered && flush_or_stop(&mut out)? {
+        if !buffered && out.flush(&mut consumer)? {
             return Ok(());
         }
         let event = match consumer.next_delivery() {
@@ -2155,17 +2165,18 @@ fn consume_group(
             Format::Human => format_human(&event),
             Format::Json => format_json(&event),
         };
-        if let Err(error) = out.write_all(text.as_bytes()) {
-            return stopped_reader(error);
+        if out.push(&text, &mut consumer)? {
+            return Ok(());
         }
         printed += 1;
-        if consumer.queued_acks() + 1 >= flo::client::ACK_BATCH_DEFAULT && flush_or_stop(&mut out)?
+        if consumer.queued_acks() + 1 >= flo::client::ACK_BATCH_DEFAULT
+            && out.flush(&mut consumer)?
         {
             return Ok(());
         }
         consumer.ack(event.id).map_err(|error| error.to_string())?;
     }
-    if flush_or_stop(&mut out)? {
+    if out.flush(&mut consumer)? {
         return Ok(());
     }
     consumer
@@ -2192,6 +2203,37 @@ impl LastEvents {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+}
+
+/// The group's ack time-out, which the join does not tell a member, so that it sends
+/// GroupProgress often enough (`GroupConsumer::progress_interval`): asked with
+/// GroupsDetailRequest. Zero when the server does not say: the group does not exist yet (the
+/// join creates it with the server's default), the principal is not an admin
+/// (PermissionDenied), or the server is older than that request (it closed the connection
+/// with MalformedFrame: `client` is connected again).
+fn known_group_ack_timeout(
+    server: &Server,
+    client: &mut Client,
+    group: &str,
+) -> Result<Duration, String> {
+    use flo::client::ErrorCode;
+    match client.group_detail(group) {
+        Ok(detail) => Ok(Duration::from_millis(u64::from(
+            detail.settings.ack_timeout_ms,
+        ))),
+        Err(ClientError::Server {
+            code: ErrorCode::NoSuchGroup | ErrorCode::PermissionDenied,
+            ..
+        }) => Ok(Duration::ZERO),
+        Err(ClientError::Server {
+            code: ErrorCode::MalformedFrame,
+            ..
+        }) => {
+            *client = connect(server)?;
+            Ok(Duration::ZERO)
+        }
+        Err(error) => Err(error.to_string()),
     }
 }
 
