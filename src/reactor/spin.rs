@@ -14,6 +14,16 @@
 //! second of wall time, after which the reactor sleeps at once until the next second. At a high
 //! rate the next readiness comes before the allowance runs out (the poll returns at once); at
 //! a low rate with slow answers the second bound caps the cost at `per_second_max` a second.
+//!
+//! **Yielding.** The reactor yields the core (`sched_yield`) between its polls instead of
+//! spinning on it. A socket write wakes its reader with a "sync" wake-up: the kernel expects
+//! the writer to sleep next and queues the reader on the writer's core. A group member woken
+//! by the event just written therefore waits behind the polling reactor, and its ack, the
+//! answer the polling is for, cannot come until the reactor gives the core up: with a plain
+//! busy loop that was the whole allowance, 100 us, in about one event in ten at 500 events/s
+//! (BENCHMARKS.md, issue 12, grp18 session 18: the member's run-queue wait on the reactor's
+//! core p90 101-102 us with the busy loop, 3 us yielding). With nothing else runnable on the
+//! core, `sched_yield` returns at once and the loop is the same poll as before.
 
 use std::time::{Duration, Instant};
 
