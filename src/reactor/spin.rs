@@ -20,6 +20,16 @@
 //! polled after any turn that wrote, also one that wrote only producer acks: under a flood of
 //! pipelined producers, whose next frames are already on their way or come when the clients
 //! get a core, that cost 5% more server CPU an event for nothing (left18, session 18).
+//!
+//! **Yielding.** The reactor yields the core (`sched_yield`) between its polls instead of
+//! spinning on it. A socket write wakes its reader with a "sync" wake-up: the kernel expects
+//! the writer to sleep next and queues the reader on the writer's core. A group member woken
+//! by the event just written therefore waits behind the polling reactor, and its ack, the
+//! answer the polling is for, cannot come until the reactor gives the core up: with a plain
+//! busy loop that was the whole allowance, 100 us, in at least one event in ten at 500
+//! events/s (BENCHMARKS.md, issue 12, grp18 session 18: the member's run-queue wait on the
+//! reactor's core p90 101-105 us with the busy loop, 2-5 us yielding). With nothing else
+//! runnable on the core, `sched_yield` returns at once and the loop is the same poll as before.
 
 use std::time::{Duration, Instant};
 
