@@ -400,9 +400,9 @@ impl<L: Log> Reactor<L> {
                 if !events.is_empty() || started.elapsed() >= allowance {
                     break Ok(());
                 }
-                // Yields between polls: the thread this turn's write woke is usually queued on
-                // this core (spin.rs, "Yielding"), and its answer comes only once it runs.
-                std::thread::yield_now();
+                // A busy poll, not a yield (spin.rs, "Why not yield"): yielding put every
+                // woken client on this core one after the other and raised the acked p50.
+                std::hint::spin_loop();
             };
             let spent = started.elapsed();
             self.spin.record(spent, !events.is_empty());

@@ -21,15 +21,14 @@
 //! pipelined producers, whose next frames are already on their way or come when the clients
 //! get a core, that cost 5% more server CPU an event for nothing (left18, session 18).
 //!
-//! **Yielding.** The reactor yields the core (`sched_yield`) between its polls instead of
-//! spinning on it. A socket write wakes its reader with a "sync" wake-up: the kernel expects
-//! the writer to sleep next and queues the reader on the writer's core. A group member woken
-//! by the event just written therefore waits behind the polling reactor, and its ack, the
-//! answer the polling is for, cannot come until the reactor gives the core up: with a plain
-//! busy loop that was the whole allowance, 100 us, in at least one event in ten at 500
-//! events/s (BENCHMARKS.md, issue 12, grp18 session 18: the member's run-queue wait on the
-//! reactor's core p90 101-105 us with the busy loop, 2-5 us yielding). With nothing else
-//! runnable on the core, `sched_yield` returns at once and the loop is the same poll as before.
+//! **Why not yield.** A socket write wakes its reader with a "sync" wake-up, which the kernel
+//! tends to queue on the writer's core, so a group member woken by the event just written can
+//! wait behind this polling (traced by grp18, session 18: p90 101-105 us in about one turn in
+//! ten). Yielding the core between polls (`sched_yield`) removed that wait in the traces, but the
+//! lead's quiet A/B (BENCHMARKS.md, issue 12, run X) showed the group cell's acked p50 1.26-1.86x
+//! higher with the yield (lower in 1 of 20 repeats) and its acked p99 not lower (0.95-1.08):
+//! every woken client then ran on the reactor's core one after the other while the other core
+//! idled. So the loop is a busy poll.
 
 use std::time::{Duration, Instant};
 
