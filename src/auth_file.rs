@@ -180,7 +180,11 @@ impl AuthTable {
     /// Parses and validates an auth file's text.
     pub fn parse(text: &str) -> Result<AuthTable, String> {
         let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-            error.to_string().lines().next().unwrap_or("").to_string()
+            let first = error.to_string().lines().next().unwrap_or("").to_string();
+            format!(
+                "{first} (the auth file is TOML: a [principals.NAME] table a principal, with \
+                 token = \"sha256:...\", produce = [...] and consume = [...]; docs/security.md)"
+            )
         })?;
         for key in table.keys() {
             if key != "principals" {
@@ -306,6 +310,16 @@ mod tests {
             hash_token(b"app-token")
         );
         AuthTable::parse(&text).expect("valid file")
+    }
+
+    /// A new user's first try (session 18) was one line a principal, `name token perms`: the
+    /// error said only "TOML parse error at line 1, column 7".
+    #[test]
+    fn a_file_that_is_not_toml_is_told_the_expected_format() {
+        let error = AuthTable::parse("alice 3ae74431 produce=/**\n").expect_err("not TOML");
+        assert!(error.starts_with("TOML parse error at line 1"), "{error}");
+        assert!(error.contains("[principals.NAME]"), "{error}");
+        assert!(error.contains("docs/security.md"), "{error}");
     }
 
     #[test]
